@@ -1,0 +1,57 @@
+//! Write-then-rename, so a reader never sees a half-written file under its final name.
+
+use crate::{DataError, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The temporary name a file is written under before it is renamed to `path`.
+///
+/// A leading dot and a `.tmp` suffix keep it out of `*.parquet` globs (polars, DuckDB).
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(DataError::io(dir))?;
+    }
+    let tmp = temp_path(path);
+    let mut file = std::fs::File::create(&tmp).map_err(DataError::io(&tmp))?;
+    file.write_all(bytes).map_err(DataError::io(&tmp))?;
+    file.sync_all().map_err(DataError::io(&tmp))?;
+    drop(file);
+    commit(&tmp, path)
+}
+
+/// Renames a finished temp file to its final name.
+pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(DataError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_name_hides_from_parquet_globs() {
+        let tmp = temp_path(Path::new("/r/activations/hook=x/part-00001.parquet"));
+        assert_eq!(
+            tmp,
+            Path::new("/r/activations/hook=x/.part-00001.parquet.tmp")
+        );
+    }
+
+    #[test]
+    fn write_bytes_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/file.json");
+        write_bytes(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert!(!temp_path(&path).exists());
+    }
+}

@@ -1,0 +1,590 @@
+//! Text data sets: JSONL, CSV or Parquet with a `text` column and any label columns.
+//!
+//! Label columns keep their type (bool, integer, float, string) so they stay useful in a
+//! notebook. A `split` column, when present, is carried into `examples.parquet` as is.
+
+use crate::{hash, DataError, Result};
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+
+/// One cell of a label column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Value {
+    /// The value as a class name for classification probes; `None` for nulls.
+    pub fn class_name(&self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Str(s) => Some(s.clone()),
+        }
+    }
+}
+
+/// The storage type chosen for a label column: the narrowest that holds every value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Bool,
+    Int,
+    Float,
+    Str,
+}
+
+/// A named label column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub values: Vec<Value>,
+}
+
+/// A text data set read into memory (texts and labels only; activations never are).
+#[derive(Debug, Clone)]
+pub struct TextDataset {
+    pub source: PathBuf,
+    pub sha256: String,
+    pub texts: Vec<String>,
+    /// The `split` column, if the file had one.
+    pub splits: Option<Vec<String>>,
+    pub columns: Vec<Column>,
+}
+
+impl TextDataset {
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Reads a data set, choosing the reader from the file extension.
+pub fn read_dataset(path: &Path) -> Result<TextDataset> {
+    if !path.exists() {
+        return Err(DataError::MissingFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let rows = match ext.as_str() {
+        "jsonl" | "ndjson" => read_jsonl(path)?,
+        "csv" => read_csv(path)?,
+        "parquet" => read_parquet(path)?,
+        _ => {
+            return Err(DataError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    let dataset = assemble(path, rows)?;
+    if dataset.is_empty() {
+        return Err(DataError::EmptyDataset {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(dataset)
+}
+
+/// A row as read: its text and its other fields in file order.
+struct RawRow {
+    text: String,
+    fields: Vec<(String, Value)>,
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
+    let content = std::fs::read_to_string(path).map_err(DataError::io(path))?;
+    let mut rows = Vec::new();
+    for (i, line) in content.lines().enumerate() {
+        let row = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let malformed = |message: String| DataError::MalformedRow {
+            path: path.to_path_buf(),
+            row,
+            message,
+        };
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
+        let serde_json::Value::Object(object) = parsed else {
+            return Err(malformed("expected a JSON object per line".into()));
+        };
+        let mut text = None;
+        let mut fields = Vec::new();
+        for (key, value) in object {
+            if key == "text" {
+                match value {
+                    serde_json::Value::String(s) => text = Some(s),
+                    serde_json::Value::Null => {}
+                    other => {
+                        return Err(malformed(format!(
+                            "`text` must be a string, found {}",
+                            json_type(&other)
+                        )))
+                    }
+                }
+                continue;
+            }
+            let value = match value {
+                serde_json::Value::Null => Value::Null,
+                serde_json::Value::Bool(b) => Value::Bool(b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Value::Int(i),
+                    None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                serde_json::Value::String(s) => Value::Str(s),
+                other => {
+                    return Err(malformed(format!(
+                        "field `{key}` is {}; label fields must be scalars",
+                        json_type(&other)
+                    )))
+                }
+            };
+            fields.push((key, value));
+        }
+        let text = text.ok_or_else(|| DataError::MissingText {
+            path: path.to_path_buf(),
+            row,
+        })?;
+        rows.push(RawRow { text, fields });
+    }
+    Ok(rows)
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn read_csv(path: &Path) -> Result<Vec<RawRow>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::MalformedRow {
+        path: path.to_path_buf(),
+        row: 0,
+        message: e.to_string(),
+    })?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| DataError::MalformedRow {
+            path: path.to_path_buf(),
+            row: 1,
+            message: format!("cannot read the header: {e}"),
+        })?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let Some(text_index) = headers.iter().position(|h| h == "text") else {
+        return Err(DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: "text".into(),
+            message: format!("no `text` column; the header has {headers:?}"),
+        });
+    };
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        // Row numbers are 1-based file lines: the header is line 1.
+        let row = i + 2;
+        let record = record.map_err(|e| DataError::MalformedRow {
+            path: path.to_path_buf(),
+            row,
+            message: e.to_string(),
+        })?;
+        let text = record.get(text_index).unwrap_or("");
+        if text.is_empty() {
+            return Err(DataError::MissingText {
+                path: path.to_path_buf(),
+                row,
+            });
+        }
+        let fields = headers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != text_index)
+            .map(|(j, name)| (name.clone(), parse_csv_cell(record.get(j).unwrap_or(""))))
+            .collect();
+        rows.push(RawRow {
+            text: text.to_owned(),
+            fields,
+        });
+    }
+    Ok(rows)
+}
+
+fn parse_csv_cell(cell: &str) -> Value {
+    if cell.is_empty() {
+        Value::Null
+    } else if let Ok(i) = cell.parse::<i64>() {
+        Value::Int(i)
+    } else if let Ok(f) = cell.parse::<f64>() {
+        Value::Float(f)
+    } else if cell == "true" || cell == "false" {
+        Value::Bool(cell == "true")
+    } else {
+        Value::Str(cell.to_owned())
+    }
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
+    let file = std::fs::File::open(path).map_err(DataError::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(DataError::parquet(path))?
+        .build()
+        .map_err(DataError::parquet(path))?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(DataError::arrow(path))?;
+        append_batch_rows(path, &batch, &mut rows)?;
+    }
+    Ok(rows)
+}
+
+fn append_batch_rows(path: &Path, batch: &RecordBatch, rows: &mut Vec<RawRow>) -> Result<()> {
+    let schema = batch.schema();
+    let text_index = schema.index_of("text").map_err(|_| DataError::BadColumn {
+        path: path.to_path_buf(),
+        column: "text".into(),
+        message: "no `text` column in the Parquet schema".into(),
+    })?;
+    if !matches!(
+        schema.field(text_index).data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return Err(DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: "text".into(),
+            message: format!(
+                "must be a string column, found {}",
+                schema.field(text_index).data_type()
+            ),
+        });
+    }
+    // Column-major values, consumed row by row.
+    let mut columns: Vec<std::vec::IntoIter<Value>> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(array, field)| arrow_values(path, field.name(), array.as_ref()).map(Vec::into_iter))
+        .collect::<Result<_>>()?;
+    let first_row = rows.len();
+    for r in 0..batch.num_rows() {
+        let mut text = None;
+        let mut fields = Vec::with_capacity(columns.len().saturating_sub(1));
+        for (j, (column, field)) in columns.iter_mut().zip(schema.fields()).enumerate() {
+            let value = column.next().unwrap_or(Value::Null);
+            if j == text_index {
+                text = match value {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                };
+            } else {
+                fields.push((field.name().clone(), value));
+            }
+        }
+        let text = text.ok_or_else(|| DataError::MissingText {
+            path: path.to_path_buf(),
+            row: first_row + r + 1,
+        })?;
+        rows.push(RawRow { text, fields });
+    }
+    Ok(())
+}
+
+pub(crate) fn arrow_values(path: &Path, name: &str, array: &dyn Array) -> Result<Vec<Value>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    let n = array.len();
+    let get = |i: usize, f: &dyn Fn(usize) -> Value| {
+        if array.is_null(i) {
+            Value::Null
+        } else {
+            f(i)
+        }
+    };
+    let values = match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Str(a.value(i).to_owned())))
+                .collect()
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Str(a.value(i).to_owned())))
+                .collect()
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Str(a.value(i).to_owned())))
+                .collect()
+        }
+        DataType::Boolean => {
+            let a: &BooleanArray = array.as_boolean();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Bool(a.value(i))))
+                .collect()
+        }
+        DataType::Int8 => ints(array.as_primitive::<Int8Type>(), n),
+        DataType::Int16 => ints(array.as_primitive::<Int16Type>(), n),
+        DataType::Int32 => ints(array.as_primitive::<Int32Type>(), n),
+        DataType::Int64 => ints(array.as_primitive::<Int64Type>(), n),
+        DataType::UInt8 => ints(array.as_primitive::<UInt8Type>(), n),
+        DataType::UInt16 => ints(array.as_primitive::<UInt16Type>(), n),
+        DataType::UInt32 => ints(array.as_primitive::<UInt32Type>(), n),
+        DataType::UInt64 => {
+            let a = array.as_primitive::<UInt64Type>();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    Value::Int(i64::try_from(a.value(i)).map_err(|_| DataError::BadColumn {
+                        path: path.to_path_buf(),
+                        column: name.to_owned(),
+                        message: format!(
+                            "value {} at row {} does not fit a signed 64-bit integer",
+                            a.value(i),
+                            i + 1
+                        ),
+                    })?)
+                });
+            }
+            out
+        }
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Float(a.value(i) as f64)))
+                .collect()
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            (0..n)
+                .map(|i| get(i, &|i| Value::Float(a.value(i))))
+                .collect()
+        }
+        other => {
+            return Err(DataError::BadColumn {
+                path: path.to_path_buf(),
+                column: name.to_owned(),
+                message: format!(
+                    "type {other} is not supported; use string, integer, float or boolean"
+                ),
+            })
+        }
+    };
+    Ok(values)
+}
+
+fn ints<T>(a: &arrow_array::PrimitiveArray<T>, n: usize) -> Vec<Value>
+where
+    T: arrow_array::ArrowPrimitiveType,
+    T::Native: Into<i64>,
+{
+    (0..n)
+        .map(|i| {
+            if a.is_null(i) {
+                Value::Null
+            } else {
+                Value::Int(a.value(i).into())
+            }
+        })
+        .collect()
+}
+
+/// Turns rows into typed columns; a field missing from a row is null there.
+fn assemble(path: &Path, rows: Vec<RawRow>) -> Result<TextDataset> {
+    let mut names: Vec<String> = Vec::new();
+    for row in &rows {
+        for (name, _) in &row.fields {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let mut texts = Vec::with_capacity(rows.len());
+    let mut raw_columns: Vec<Vec<Value>> = vec![Vec::with_capacity(rows.len()); names.len()];
+    for row in rows {
+        texts.push(row.text);
+        let mut fields = row.fields;
+        for (j, name) in names.iter().enumerate() {
+            let value = fields
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|p| fields.swap_remove(p).1)
+                .unwrap_or(Value::Null);
+            raw_columns[j].push(value);
+        }
+    }
+    let mut splits = None;
+    let mut columns = Vec::new();
+    for (name, values) in names.into_iter().zip(raw_columns) {
+        if name == "split" {
+            splits = Some(
+                values
+                    .iter()
+                    .map(|v| v.class_name().unwrap_or_default())
+                    .collect(),
+            );
+            continue;
+        }
+        if matches!(name.as_str(), "example_id" | "n_tokens") {
+            return Err(DataError::BadColumn {
+                path: path.to_path_buf(),
+                column: name,
+                message: "this name is reserved for glassbox's own columns; rename it".into(),
+            });
+        }
+        columns.push(unify(name, values));
+    }
+    Ok(TextDataset {
+        source: path.to_path_buf(),
+        sha256: hash::sha256_file(path)?,
+        texts,
+        splits,
+        columns,
+    })
+}
+
+/// Chooses the narrowest kind for a column; mixed kinds fall back to strings.
+pub(crate) fn unify(name: String, mut values: Vec<Value>) -> Column {
+    let mut kinds = values.iter().filter_map(|v| match v {
+        Value::Null => None,
+        Value::Bool(_) => Some(ColumnKind::Bool),
+        Value::Int(_) => Some(ColumnKind::Int),
+        Value::Float(_) => Some(ColumnKind::Float),
+        Value::Str(_) => Some(ColumnKind::Str),
+    });
+    let first = kinds.next().unwrap_or(ColumnKind::Str);
+    let kind = kinds.fold(first, |acc, k| match (acc, k) {
+        (a, b) if a == b => a,
+        (ColumnKind::Int, ColumnKind::Float) | (ColumnKind::Float, ColumnKind::Int) => {
+            ColumnKind::Float
+        }
+        _ => ColumnKind::Str,
+    });
+    for v in values.iter_mut() {
+        *v = match (kind, std::mem::replace(v, Value::Null)) {
+            (_, Value::Null) => Value::Null,
+            (ColumnKind::Float, Value::Int(i)) => Value::Float(i as f64),
+            (ColumnKind::Str, other) => Value::Str(other.class_name().unwrap_or_default()),
+            (_, other) => other,
+        };
+    }
+    Column { name, kind, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    #[test]
+    fn jsonl_keeps_label_types_and_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.jsonl",
+            "{\"text\":\"a\",\"topic\":\"x\",\"n\":1,\"split\":\"train\"}\n\n{\"text\":\"b\",\"topic\":\"y\",\"n\":2.5}\n",
+        );
+        let d = read_dataset(&p).unwrap();
+        assert_eq!(d.texts, vec!["a", "b"]);
+        assert_eq!(
+            d.splits.as_ref().unwrap(),
+            &vec!["train".to_string(), String::new()]
+        );
+        let n = d.column("n").unwrap();
+        assert_eq!(n.kind, ColumnKind::Float);
+        assert_eq!(n.values, vec![Value::Float(1.0), Value::Float(2.5)]);
+        assert_eq!(d.column("topic").unwrap().kind, ColumnKind::Str);
+    }
+
+    #[test]
+    fn jsonl_row_without_text_names_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.jsonl",
+            "{\"text\":\"a\"}\n{\"topic\":\"x\"}\n",
+        );
+        let err = read_dataset(&p).unwrap_err().to_string();
+        assert!(err.contains("row 2") && err.contains("`text`"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_names_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "d.jsonl", "{\"text\":\"a\"}\n{oops\n");
+        let err = read_dataset(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("row 2") && err.contains("invalid JSON"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "d.jsonl", "\n");
+        assert!(matches!(
+            read_dataset(&p),
+            Err(DataError::EmptyDataset { .. })
+        ));
+        assert!(matches!(
+            read_dataset(&dir.path().join("nope.jsonl")),
+            Err(DataError::MissingFile { .. })
+        ));
+    }
+
+    #[test]
+    fn csv_infers_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "d.csv",
+            "text,label,score\nhello,1,0.5\nworld,0,\n",
+        );
+        let d = read_dataset(&p).unwrap();
+        assert_eq!(d.column("label").unwrap().kind, ColumnKind::Int);
+        assert_eq!(
+            d.column("score").unwrap().values,
+            vec![Value::Float(0.5), Value::Null]
+        );
+    }
+
+    #[test]
+    fn csv_without_text_column_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "d.csv", "sentence,label\nhello,1\n");
+        let err = read_dataset(&p).unwrap_err().to_string();
+        assert!(err.contains("`text`"), "{err}");
+    }
+}

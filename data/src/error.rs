@@ -1,0 +1,77 @@
+use std::path::PathBuf;
+
+/// Errors from reading data sets and reading/writing the run directory.
+///
+/// Every variant names the file (and row/column where there is one) so a user can fix the input.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "data file {path} does not exist; pass a JSONL, CSV or Parquet file with a `text` column"
+    )]
+    MissingFile { path: PathBuf },
+    #[error("{path}: unsupported data file extension; use .jsonl, .ndjson, .csv or .parquet")]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{path}: row {row}: {message}")]
+    MalformedRow {
+        path: PathBuf,
+        row: usize,
+        message: String,
+    },
+    #[error("{path}: row {row} has no `text` field; every row needs a non-null string `text`")]
+    MissingText { path: PathBuf, row: usize },
+    #[error("{path}: the data set is empty; it needs at least one row with a `text` field")]
+    EmptyDataset { path: PathBuf },
+    #[error("{path}: column `{column}`: {message}")]
+    BadColumn {
+        path: PathBuf,
+        column: String,
+        message: String,
+    },
+    #[error("{path}: parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: arrow: {source}")]
+    Arrow {
+        path: PathBuf,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("run {run}: {message}")]
+    Run { run: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Store { path: PathBuf, message: String },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
+        let path = path.into();
+        move |source| DataError::Io { path, source }
+    }
+    pub(crate) fn parquet(
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(parquet::errors::ParquetError) -> DataError {
+        let path = path.into();
+        move |source| DataError::Parquet { path, source }
+    }
+    pub(crate) fn arrow(
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(arrow_schema::ArrowError) -> DataError {
+        let path = path.into();
+        move |source| DataError::Arrow { path, source }
+    }
+}

@@ -1,0 +1,121 @@
+//! `manifest.json`: model id and resolved revision, data hash, seeds, versions and one entry per
+//! completed stage. A stage's entry is written last, so its presence means the stage completed.
+
+use crate::{atomic, DataError, Result, RunDir};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The glassbox version that wrote a file.
+pub const GLASSBOX_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub glassbox_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRecord>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+/// Which model produced the activations, pinned to a commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelRecord {
+    /// `ORG/NAME` for hub models, the folder path for local ones.
+    pub id: String,
+    /// The resolved commit sha (hub) or `local` for a folder.
+    pub revision: String,
+    /// `hub` or `local`.
+    pub source: String,
+    /// Model family, e.g. `bert`.
+    pub family: String,
+    /// SHA-256 of the weights file.
+    pub weights_sha256: String,
+}
+
+/// The data set that was run through the model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DataRecord {
+    pub path: String,
+    pub sha256: String,
+    pub n_examples: u64,
+    pub n_tokens: u64,
+}
+
+/// One completed stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageRecord {
+    /// Hash of the stage's config, its upstream fingerprints and the code version.
+    pub fingerprint: String,
+    pub finished_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The stage's resolved parameters, for provenance.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+impl Manifest {
+    pub fn load(run: &RunDir) -> Result<Self> {
+        let path = run.manifest();
+        let text = std::fs::read_to_string(&path).map_err(DataError::io(&path))?;
+        serde_json::from_str(&text).map_err(|source| DataError::Json { path, source })
+    }
+
+    /// Loads the manifest, or starts an empty one if the run has none yet.
+    pub fn load_or_default(run: &RunDir) -> Result<Self> {
+        if run.manifest().exists() {
+            Self::load(run)
+        } else {
+            Ok(Self {
+                glassbox_version: GLASSBOX_VERSION.to_owned(),
+                ..Self::default()
+            })
+        }
+    }
+
+    pub fn save(&self, run: &RunDir) -> Result<()> {
+        let path = run.manifest();
+        let json = serde_json::to_vec_pretty(self).map_err(|source| DataError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        atomic::write_bytes(&path, &json)
+    }
+
+    pub fn stage_fingerprint(&self, stage: &str) -> Option<&str> {
+        self.stages.get(stage).map(|s| s.fingerprint.as_str())
+    }
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let mut m = Manifest::load_or_default(&run).unwrap();
+        m.stages.insert(
+            "extract".into(),
+            StageRecord {
+                fingerprint: "abc".into(),
+                finished_at: now_rfc3339(),
+                seed: None,
+                params: serde_json::json!({"hooks": ["x"]}),
+            },
+        );
+        m.save(&run).unwrap();
+        assert_eq!(Manifest::load(&run).unwrap(), m);
+        assert!(run.require_stage("extract").is_ok());
+        let err = run.require_stage("probe").unwrap_err().to_string();
+        assert!(err.contains("`probe`"), "{err}");
+    }
+}

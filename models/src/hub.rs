@@ -1,0 +1,249 @@
+//! Model resolution: `ORG/NAME[@REVISION]` through the `hf-hub` crate against the standard
+//! Hugging Face cache (`HF_HOME`, default `~/.cache/huggingface`), or a local HF-layout folder.
+//!
+//! Honours `HF_HUB_OFFLINE=1` (cache only), `HF_TOKEN` and `HF_ENDPOINT`. The resolved commit sha
+//! is read from the snapshot folder the files come from, so the manifest pins what was used.
+
+use crate::{ModelError, Result};
+use hf_hub::{Cache, Repo, RepoType};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    Hub { id: String, revision: String },
+    Local(PathBuf),
+}
+
+impl FromStr for ModelSpec {
+    type Err = ModelError;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let bad = |message: &str| ModelError::BadSpec {
+            spec: spec.to_owned(),
+            message: message.to_owned(),
+        };
+        let looks_like_path = spec.starts_with('.')
+            || spec.starts_with('/')
+            || spec.starts_with('~')
+            || Path::new(spec).is_dir();
+        if looks_like_path {
+            return Ok(ModelSpec::Local(PathBuf::from(spec)));
+        }
+        let (id, revision) = match spec.split_once('@') {
+            Some((id, rev)) if !rev.is_empty() => (id, rev),
+            Some(_) => return Err(bad("empty revision after `@`")),
+            None => (spec, "main"),
+        };
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        let ok = match id.split_once('/') {
+            Some((org, name)) => valid(org) && valid(name),
+            None => valid(id),
+        };
+        if !ok {
+            return Err(bad(
+                "expected ORG/NAME[@REVISION] (e.g. sentence-transformers/all-MiniLM-L6-v2) or a folder path starting with ./ or /",
+            ));
+        }
+        Ok(ModelSpec::Hub {
+            id: id.to_owned(),
+            revision: revision.to_owned(),
+        })
+    }
+}
+
+/// A model whose files are on local disk.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// `ORG/NAME`, or the folder path for local models.
+    pub id: String,
+    /// The commit sha of the cache snapshot, or `local`.
+    pub revision: String,
+    /// `hub` or `local`.
+    pub source: &'static str,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    pub weights: PathBuf,
+}
+
+const CONFIG: &str = "config.json";
+const TOKENIZER: &str = "tokenizer.json";
+const WEIGHTS: &str = "model.safetensors";
+
+/// Resolves a spec to local files, downloading through hf-hub only when allowed and needed.
+pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
+    match spec {
+        ModelSpec::Local(dir) => resolve_local(dir),
+        ModelSpec::Hub { id, revision } => resolve_hub(id, revision),
+    }
+}
+
+fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
+    if !dir.is_dir() {
+        return Err(ModelError::BadSpec {
+            spec: dir.display().to_string(),
+            message: "no such folder".into(),
+        });
+    }
+    let file = |name: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ModelError::Config {
+                path: p,
+                message: format!(
+                    "missing; a model folder needs {CONFIG}, {TOKENIZER} and {WEIGHTS}"
+                ),
+            })
+        }
+    };
+    Ok(ResolvedModel {
+        id: dir.display().to_string(),
+        revision: "local".into(),
+        source: "local",
+        config: file(CONFIG)?,
+        tokenizer: file(TOKENIZER)?,
+        weights: file(WEIGHTS)?,
+    })
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+fn resolve_hub(id: &str, revision: &str) -> Result<ResolvedModel> {
+    let cache = Cache::from_env();
+    let repo = Repo::with_revision(id.to_owned(), RepoType::Model, revision.to_owned());
+    let mut api: Option<hf_hub::api::sync::ApiRepo> = None;
+    let mut fetch = |name: &str| -> Result<PathBuf> {
+        if let Some(p) = cached_file(&cache, &repo, revision, name) {
+            return Ok(p);
+        }
+        let not_found = |why: String| ModelError::NotFound {
+            id: id.to_owned(),
+            revision: revision.to_owned(),
+            cache: cache.path().clone(),
+            why,
+        };
+        if offline() {
+            return Err(not_found(format!(
+                "HF_HUB_OFFLINE=1 forbids downloading `{name}`"
+            )));
+        }
+        if api.is_none() {
+            let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_progress(false);
+            if let Ok(token) = std::env::var("HF_TOKEN") {
+                builder = builder.with_token(Some(token));
+            }
+            let built = builder
+                .build()
+                .map_err(|e| not_found(format!("the Hub client could not start: {e}")))?;
+            api = Some(built.repo(repo.clone()));
+        }
+        let handle = api.as_ref().expect("api built above");
+        handle
+            .get(name)
+            .map_err(|e| not_found(format!("downloading `{name}` from the Hub failed: {e}")))
+    };
+    let config = fetch(CONFIG)?;
+    let tokenizer = fetch(TOKENIZER)?;
+    let weights = fetch(WEIGHTS)?;
+    let resolved_revision = snapshot_revision(&config).unwrap_or_else(|| revision.to_owned());
+    Ok(ResolvedModel {
+        id: id.to_owned(),
+        revision: resolved_revision,
+        source: "hub",
+        config,
+        tokenizer,
+        weights,
+    })
+}
+
+/// A file from the cache: via `refs/<revision>`, or directly from `snapshots/<sha>` when the
+/// revision is a commit sha that no ref names.
+fn cached_file(cache: &Cache, repo: &Repo, revision: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = cache.repo(repo.clone()).get(name) {
+        return Some(p);
+    }
+    let direct = cache
+        .path()
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(revision)
+        .join(name);
+    direct.is_file().then_some(direct)
+}
+
+/// The `<sha>` in `…/snapshots/<sha>/<file>`.
+fn snapshot_revision(file: &Path) -> Option<String> {
+    let snapshot = file.parent()?;
+    let parent = snapshot.parent()?;
+    (parent.file_name()? == "snapshots")
+        .then(|| snapshot.file_name()?.to_str().map(str::to_owned))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            "org/name@abc".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Hub {
+                id: "org/name".into(),
+                revision: "abc".into()
+            }
+        );
+        assert_eq!(
+            "gpt2".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Hub {
+                id: "gpt2".into(),
+                revision: "main".into()
+            }
+        );
+        assert_eq!(
+            "./dir".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Local("./dir".into())
+        );
+        assert!("org/na me".parse::<ModelSpec>().is_err());
+        assert!("org/name@".parse::<ModelSpec>().is_err());
+        assert!("a/b/c".parse::<ModelSpec>().is_err());
+    }
+
+    #[test]
+    fn revision_from_snapshot_path() {
+        let p = Path::new("/c/hub/models--a--b/snapshots/0123abc/config.json");
+        assert_eq!(snapshot_revision(p).as_deref(), Some("0123abc"));
+        assert_eq!(snapshot_revision(Path::new("/x/config.json")), None);
+    }
+
+    #[test]
+    fn resolves_from_a_hf_layout_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("hub/models--org--tiny");
+        let snap = repo_dir.join("snapshots/feedbeef");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), "feedbeef").unwrap();
+        for f in [CONFIG, TOKENIZER, WEIGHTS] {
+            std::fs::write(snap.join(f), "x").unwrap();
+        }
+        let cache = Cache::new(dir.path().join("hub"));
+        let repo = Repo::with_revision("org/tiny".into(), RepoType::Model, "main".into());
+        let p = cached_file(&cache, &repo, "main", CONFIG).unwrap();
+        assert_eq!(snapshot_revision(&p).as_deref(), Some("feedbeef"));
+        let by_sha = Repo::with_revision("org/tiny".into(), RepoType::Model, "feedbeef".into());
+        assert!(cached_file(&cache, &by_sha, "feedbeef", WEIGHTS).is_some());
+        assert!(cached_file(&cache, &repo, "main", "missing.bin").is_none());
+    }
+}

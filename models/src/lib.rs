@@ -1,0 +1,21 @@
+//! glassbox-models: hub access, weights, tokenizers, hookable model implementations (one family
+//! per file) and the extraction loop that runs data through a model into the store.
+
+pub mod bert;
+pub mod error;
+pub mod extract;
+pub mod hooks;
+pub mod hub;
+pub mod loader;
+pub mod pool;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::ModelError;
+pub use extract::{extract, ExtractOptions, ExtractSummary};
+pub use hooks::{Capture, HookPoint, Hooks};
+pub use hub::{resolve, ModelSpec, ResolvedModel};
+pub use loader::{load_model, HookableModel, LoadedModel, TokenBatch, SUPPORTED_FAMILIES};
+pub use pool::Pool;
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,150 @@
+//! The model interface every family implements, and loading by `config.json`'s `model_type`.
+
+use crate::hooks::{HookPoint, Hooks};
+use crate::tokenizer::{Encoded, TextTokenizer};
+use crate::weights::Weights;
+use crate::{bert, ModelError, ResolvedModel, Result};
+use candle_core::{Device, Tensor};
+
+/// Model families this build can run, by `config.json` `model_type`.
+pub const SUPPORTED_FAMILIES: &[&str] = &["bert"];
+
+/// A padded batch of tokenised examples.
+pub struct TokenBatch {
+    /// `[batch, seq]` u32.
+    pub input_ids: Tensor,
+    /// `[batch, seq]` u32 segment ids.
+    pub type_ids: Tensor,
+    /// `[batch, seq]` f32: 1 for real tokens, 0 for padding.
+    pub mask: Tensor,
+    /// Real (unpadded) length of each example.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Right-pads encodings to the longest one with `pad_id`.
+    pub fn from_encoded(encoded: &[&Encoded], pad_id: u32, device: &Device) -> Result<Self> {
+        let b = encoded.len();
+        let t = encoded.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        if b == 0 || t == 0 {
+            return Err(ModelError::Invalid("cannot run an empty batch".into()));
+        }
+        let mut ids = vec![pad_id; b * t];
+        let mut types = vec![0u32; b * t];
+        let mut mask = vec![0f32; b * t];
+        for (i, e) in encoded.iter().enumerate() {
+            let n = e.ids.len();
+            ids[i * t..i * t + n].copy_from_slice(&e.ids);
+            types[i * t..i * t + n].copy_from_slice(&e.type_ids);
+            mask[i * t..i * t + n].fill(1.0);
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (b, t), device)?,
+            type_ids: Tensor::from_vec(types, (b, t), device)?,
+            mask: Tensor::from_vec(mask, (b, t), device)?,
+            lengths: encoded.iter().map(|e| e.ids.len()).collect(),
+        })
+    }
+}
+
+/// A model whose forward pass calls hooks at TransformerLens-named points.
+pub trait HookableModel: Send + Sync {
+    /// The family name (`bert`, …).
+    fn family(&self) -> &'static str;
+    /// Every hook point, in forward order.
+    fn hook_points(&self) -> Vec<HookPoint>;
+    /// Width of the activation at a hook point (the last dimension).
+    fn hook_width(&self, point: HookPoint) -> usize;
+    /// Longest sequence the model accepts.
+    fn max_positions(&self) -> usize;
+    /// Vocabulary size of the embedding matrix.
+    fn vocab_size(&self) -> usize;
+    /// Runs the batch, calling `hooks` at every point; returns the final hidden state.
+    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor>;
+}
+
+/// A resolved model with its tokenizer, ready to run.
+pub struct LoadedModel {
+    pub resolved: ResolvedModel,
+    pub model: Box<dyn HookableModel>,
+    pub tokenizer: TextTokenizer,
+    pub pad_id: u32,
+    pub device: Device,
+}
+
+/// Reads `config.json`, builds the family named by `model_type`, loads weights and tokenizer.
+/// `max_length` (tokens per example after truncation) defaults to the model's maximum.
+pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<LoadedModel> {
+    let device = Device::Cpu;
+    let config = read_config(&resolved.config)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ModelError::Config {
+            path: resolved.config.clone(),
+            message: "no `model_type` field; cannot tell which architecture this is".into(),
+        })?
+        .to_owned();
+    let (model, pad_id): (Box<dyn HookableModel>, u32) = match model_type.as_str() {
+        "bert" => {
+            let cfg = bert::BertConfig::from_json(&resolved.config, config)?;
+            let pad = cfg.pad_token_id;
+            let mut weights = Weights::load(&resolved.weights, &device)?;
+            weights.detect_prefix(
+                &["", "bert.", "model."],
+                "embeddings.word_embeddings.weight",
+            );
+            (Box::new(bert::Bert::load(cfg, &weights)?), pad)
+        }
+        other => {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: resolved.config.clone(),
+                found: other.to_owned(),
+                supported: SUPPORTED_FAMILIES.join(", "),
+            })
+        }
+    };
+    let max_length = max_length.unwrap_or(model.max_positions());
+    if max_length > model.max_positions() {
+        return Err(ModelError::Invalid(format!(
+            "max length {max_length} exceeds this model's {} positions",
+            model.max_positions()
+        )));
+    }
+    let tokenizer = TextTokenizer::load(&resolved.tokenizer, max_length)?;
+    if tokenizer.vocab_size() > model.vocab_size() {
+        return Err(ModelError::Tokenizer {
+            path: resolved.tokenizer.clone(),
+            message: format!(
+                "vocabulary has {} tokens but the model's embedding has {} rows; the tokenizer does not belong to this model",
+                tokenizer.vocab_size(),
+                model.vocab_size()
+            ),
+        });
+    }
+    Ok(LoadedModel {
+        resolved,
+        model,
+        tokenizer,
+        pad_id,
+        device,
+    })
+}
+
+fn read_config(path: &std::path::Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON ({e}); the file is corrupt — delete it from the cache and fetch the model again"),
+    })?;
+    if !value.is_object() {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            message: "expected a JSON object".into(),
+        });
+    }
+    Ok(value)
+}

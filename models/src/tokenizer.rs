@@ -1,0 +1,79 @@
+//! Tokenisation with a `tokenizer.json` (the `tokenizers` crate), truncating to a maximum length
+//! with the special tokens kept; padding is done by the batcher, not here.
+
+use crate::{ModelError, Result};
+use std::path::{Path, PathBuf};
+use tokenizers::{
+    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+/// One tokenised text.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    pub tokens: Vec<String>,
+}
+
+pub struct TextTokenizer {
+    path: PathBuf,
+    inner: Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, truncating to `max_length` tokens with special tokens kept.
+    pub fn load(path: &Path, max_length: usize) -> Result<Self> {
+        let err = |message: String| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None);
+        // Checked here: `tokenizers` panics when the special tokens do not fit.
+        let specials = inner
+            .get_post_processor()
+            .map(|p| p.added_tokens(false))
+            .unwrap_or(0);
+        if max_length <= specials {
+            return Err(ModelError::Invalid(format!(
+                "max length {max_length} leaves no room for text: this tokenizer adds {specials} special tokens; use at least {}",
+                specials + 1
+            )));
+        }
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+        })
+    }
+
+    /// Tokenises texts with the model's special tokens, truncated to the maximum length.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let encodings =
+            self.inner
+                .encode_batch(texts.to_vec(), true)
+                .map_err(|e| ModelError::Tokenizer {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Encoded {
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+                tokens: e.get_tokens().to_vec(),
+            })
+            .collect())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

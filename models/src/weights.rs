@@ -1,0 +1,74 @@
+//! Named weight tensors from a safetensors file, with shape checks that name the tensor.
+
+use crate::{ModelError, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The tensors of one checkpoint, looked up by name under an optional prefix.
+pub struct Weights {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+    prefix: String,
+}
+
+impl Weights {
+    /// Reads a safetensors file (fully, without memory mapping: this crate forbids `unsafe`).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let tensors =
+            candle_core::safetensors::load(path, device).map_err(|e| ModelError::Weights {
+                path: path.to_path_buf(),
+                message: format!("cannot read safetensors: {e}"),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            prefix: String::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Uses the first prefix under which `probe` exists (checkpoints saved from a task model
+    /// nest the base model, e.g. `bert.`).
+    pub fn detect_prefix(&mut self, prefixes: &[&str], probe: &str) {
+        if let Some(p) = prefixes
+            .iter()
+            .find(|p| self.tensors.contains_key(&format!("{p}{probe}")))
+        {
+            self.prefix = (*p).to_owned();
+        }
+    }
+
+    /// The tensor `name` (under the prefix) as f32, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get_any(&[name], shape)
+    }
+
+    /// The first of several alternative names that exists (old checkpoints call LayerNorm
+    /// parameters `gamma`/`beta`).
+    pub fn get_any(&self, names: &[&str], shape: &[usize]) -> Result<Tensor> {
+        let found = names.iter().find_map(|n| {
+            self.tensors
+                .get(&format!("{}{n}", self.prefix))
+                .map(|t| (n, t))
+        });
+        let Some((name, tensor)) = found else {
+            return Err(ModelError::MissingTensor {
+                path: self.path.clone(),
+                name: format!("{}{}", self.prefix, names[0]),
+            });
+        };
+        if tensor.dims() != shape {
+            return Err(ModelError::TensorShape {
+                path: self.path.clone(),
+                name: format!("{}{name}", self.prefix),
+                found: tensor.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(tensor.to_dtype(DType::F32)?)
+    }
+}

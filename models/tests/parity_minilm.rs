@@ -1,0 +1,134 @@
+//! Parity of the hookable BERT with PyTorch `transformers` on the real all-MiniLM-L6-v2
+//! (weights from the registry package laid into the HF cache by `just models`), against the
+//! committed reference from `scripts/reference_minilm.py`.
+
+use candle_core::Tensor;
+use glassbox_models::hooks::Hooks;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{
+    load_model, resolve, Capture, HookPoint, LoadedModel, ModelSpec, TokenBatch,
+};
+use glassbox_tests::{max_abs_diff, minilm_reference, require_minilm, ReferenceText, MINILM};
+
+fn hidden_state_hooks() -> Vec<HookPoint> {
+    let mut hooks = vec![HookPoint::ResidPre(0)];
+    hooks.extend((0..6).map(HookPoint::ResidPost));
+    hooks
+}
+
+fn load() -> Option<LoadedModel> {
+    require_minilm("parity_minilm")?;
+    let resolved = resolve(&MINILM.parse::<ModelSpec>().unwrap()).unwrap();
+    Some(load_model(resolved, Some(128)).unwrap())
+}
+
+/// Runs texts as one right-padded batch through `hooks`.
+fn run(model: &LoadedModel, encoded: &[Encoded], hooks: &mut dyn Hooks) {
+    let refs: Vec<&Encoded> = encoded.iter().collect();
+    let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
+    model.model.forward(&batch, hooks).unwrap();
+}
+
+fn captured(capture: &Capture, hook: HookPoint, lengths: &[usize]) -> Vec<Vec<Vec<f32>>> {
+    let all: Vec<Vec<Vec<f32>>> = capture.captured[&hook].to_vec3().unwrap();
+    all.into_iter()
+        .zip(lengths)
+        .map(|(rows, &n)| rows.into_iter().take(n).collect())
+        .collect()
+}
+
+fn compare(reference: &[ReferenceText], model: &LoadedModel, batched: bool) -> f32 {
+    let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
+    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let points = hidden_state_hooks();
+    let mut worst = 0f32;
+    let groups: Vec<Vec<usize>> = if batched {
+        vec![(0..texts.len()).collect()]
+    } else {
+        (0..texts.len()).map(|i| vec![i]).collect()
+    };
+    for group in groups {
+        let enc: Vec<Encoded> = group.iter().map(|&i| encoded[i].clone()).collect();
+        let lengths: Vec<usize> = enc.iter().map(|e| e.ids.len()).collect();
+        let mut capture = Capture::new(points.clone());
+        run(model, &enc, &mut capture);
+        for (layer, hook) in points.iter().enumerate() {
+            let ours = captured(&capture, *hook, &lengths);
+            for (k, &i) in group.iter().enumerate() {
+                let theirs = &reference[i].hidden_states[layer];
+                assert_eq!(ours[k].len(), theirs.len(), "text {i}: token count");
+                for (a, b) in ours[k].iter().zip(theirs) {
+                    worst = worst.max(max_abs_diff(a, b));
+                }
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn token_ids_match_transformers() {
+    let Some(model) = load() else { return };
+    let (reference, _) = minilm_reference();
+    let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
+    for (enc, r) in model
+        .tokenizer
+        .encode(&texts)
+        .unwrap()
+        .iter()
+        .zip(&reference)
+    {
+        assert_eq!(enc.ids, r.input_ids, "token ids of {:?}", r.text);
+    }
+}
+
+#[test]
+fn hidden_states_match_transformers_one_by_one_and_padded() {
+    let Some(model) = load() else { return };
+    let (reference, _) = minilm_reference();
+    let single = compare(&reference, &model, false);
+    let padded = compare(&reference, &model, true);
+    eprintln!("max abs diff vs transformers: single {single:e}, padded batch {padded:e}");
+    assert!(single <= 1e-4, "unpadded: {single}");
+    assert!(padded <= 1e-4, "padded batch: {padded}");
+}
+
+/// Replaces one hook's activation with zeros.
+struct ZeroAt(HookPoint, Capture);
+
+impl Hooks for ZeroAt {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.0 || self.1.wants(point)
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let x = if point == self.0 { x.zeros_like()? } else { x };
+        self.1.visit(point, x)
+    }
+}
+
+#[test]
+fn hooks_can_replace_activations() {
+    let Some(model) = load() else { return };
+    let encoded = model
+        .tokenizer
+        .encode(&["The cat sat on the mat."])
+        .unwrap();
+    let lengths = [encoded[0].ids.len()];
+    let watch = [HookPoint::AttnOut(3), HookPoint::ResidPost(5)];
+    let mut clean = Capture::new(watch);
+    run(&model, &encoded, &mut clean);
+    let mut patched = ZeroAt(HookPoint::AttnOut(3), Capture::new(watch));
+    run(&model, &encoded, &mut patched);
+    let zeroed = captured(&patched.1, HookPoint::AttnOut(3), &lengths);
+    assert!(
+        zeroed[0].iter().flatten().all(|&v| v == 0.0),
+        "the replacement is what later hooks see"
+    );
+    let a = captured(&clean, HookPoint::ResidPost(5), &lengths);
+    let b = captured(&patched.1, HookPoint::ResidPost(5), &lengths);
+    let diff = max_abs_diff(&a[0].concat(), &b[0].concat());
+    assert!(
+        diff > 1e-2,
+        "zeroing block 3's attention changes the output ({diff})"
+    );
+}

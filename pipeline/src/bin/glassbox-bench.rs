@@ -1,0 +1,157 @@
+//! `just bench`: extraction throughput on the real all-MiniLM-L6-v2 and peak memory.
+//!
+//! Measures (1) forward-only tokens/s with all 7 hidden states captured and (2) end-to-end
+//! tokens/s of `extract` writing those 7 hooks to Parquet (token level + mean/cls pools), at
+//! batch 32 × 128 tokens, then prints JSON (also written to target/bench/extract.json).
+//! Peak RSS is the process's VmHWM. No numbers are asserted: this is a measurement.
+
+use anyhow::{Context, Result};
+use glassbox_data::{NoProgress, RunDir, TextDataset};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{
+    extract, load_model, resolve, Capture, ExtractOptions, HookPoint, ModelSpec, Pool, TokenBatch,
+};
+use std::time::Instant;
+
+const MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+const BATCH: usize = 32;
+const SEQ: usize = 128;
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Texts long enough to fill 128 tokens after truncation, each different.
+fn texts(n: usize) -> Vec<String> {
+    let base = std::fs::read_to_string("data/sets/default.jsonl").unwrap_or_default();
+    let sentences: Vec<String> = base
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect();
+    (0..n)
+        .map(|i| {
+            (0..40)
+                .map(|j| sentences[(i * 7 + j * 13) % sentences.len().max(1)].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    std::env::set_var(
+        "HF_HUB_OFFLINE",
+        std::env::var("HF_HUB_OFFLINE").unwrap_or_else(|_| "1".into()),
+    );
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let resolved = resolve(&MODEL.parse::<ModelSpec>()?).context("run `just models` first")?;
+    let model = load_model(resolved, Some(SEQ))?;
+    let mut hooks = vec![HookPoint::ResidPre(0)];
+    hooks.extend((0..6).map(HookPoint::ResidPost));
+
+    // Forward only, all 7 hidden states captured and copied out of the tensors.
+    let batches = 8;
+    let corpus = texts(BATCH * batches);
+    let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
+    let encoded = model.tokenizer.encode(&refs)?;
+    assert!(
+        encoded.iter().all(|e| e.ids.len() == SEQ),
+        "bench texts fill {SEQ} tokens"
+    );
+    let run_batch = |chunk: &[Encoded]| -> Result<()> {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
+        let mut capture = Capture::new(hooks.iter().copied());
+        model.model.forward(&batch, &mut capture)?;
+        for t in capture.captured.values() {
+            let _: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        }
+        Ok(())
+    };
+    run_batch(&encoded[..BATCH])?; // warm-up
+    let start = Instant::now();
+    for chunk in encoded.chunks(BATCH) {
+        run_batch(chunk)?;
+    }
+    let forward_secs = start.elapsed().as_secs_f64();
+    let forward_tps = (BATCH * batches * SEQ) as f64 / forward_secs;
+
+    // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
+    let n_examples = BATCH * batches;
+    let data = TextDataset {
+        source: "bench".into(),
+        sha256: String::new(),
+        texts: corpus.clone(),
+        splits: None,
+        columns: Vec::new(),
+    };
+    let tmp = tempfile_dir()?;
+    let run = RunDir::new(tmp.join("run"));
+    let opts = ExtractOptions {
+        hooks: hooks.clone(),
+        pools: vec![Pool::Mean, Pool::Cls],
+        token_level: true,
+        batch_size: BATCH,
+        dtype: glassbox_data::ActDtype::F32,
+        shard_size: 256,
+    };
+    let start = Instant::now();
+    let summary = extract(&model, &data, &run, &opts, &NoProgress)?;
+    let e2e_secs = start.elapsed().as_secs_f64();
+    let e2e_tps = summary.n_tokens as f64 / e2e_secs;
+    let bytes = dir_size(&run.activations_root());
+    std::fs::remove_dir_all(&tmp).ok();
+
+    let report = serde_json::json!({
+        "model": MODEL,
+        "threads": threads,
+        "batch_size": BATCH,
+        "seq_len": SEQ,
+        "hooks": hooks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "forward_only": { "tokens": BATCH * batches * SEQ, "seconds": forward_secs, "tokens_per_s": forward_tps },
+        "end_to_end_parquet": {
+            "examples": n_examples, "tokens": summary.n_tokens, "seconds": e2e_secs,
+            "tokens_per_s": e2e_tps, "activation_bytes": bytes,
+        },
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write("target/bench/extract.json", &text)?;
+    eprintln!(
+        "extraction: forward {forward_tps:.0} tokens/s, end-to-end {e2e_tps:.0} tokens/s (7 layers, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("glassbox-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        dir_size(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,252 @@
+//! Command-line interface (clap derive). Results go to stdout; progress and notes to stderr.
+
+use crate::config::{ExtractSection, PipelineConfig, ProbeSection};
+use crate::progress::Bars;
+use crate::stages::{extract, probe, report};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use glassbox_data::{Progress, RunDir};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glassbox",
+    version,
+    about = "Explain what the inside of a neural network encodes: extract activations, probe, report."
+)]
+pub struct Cli {
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run data through a model and store hooked activations as Parquet.
+    Extract(ExtractArgs),
+    /// Train linear probes on stored activations for label columns.
+    Probe(ProbeArgs),
+    /// Write the report bundle (index.html, summary.json, summary.md).
+    Report(ReportArgs),
+    /// Run extract → probe → report from a TOML config.
+    Pipeline(PipelineArgs),
+    /// List a model's hook points, one per line.
+    Hooks(HooksArgs),
+    /// Summarise a run directory.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// ORG/NAME[@REVISION] from the Hugging Face cache/Hub, or ./local/dir in HF layout.
+    #[arg(long)]
+    pub model: String,
+    /// JSONL, CSV or Parquet file with a `text` column (other columns are kept as labels).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Hook names or glob patterns, comma-separated (e.g. 'blocks.*.hook_resid_post').
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hooks: Vec<String>,
+    /// Run directory to write.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per example after truncation (special tokens included).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Storage precision of activations: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Sequence-level pools to store: mean, cls, last, max.
+    #[arg(long, value_delimiter = ',', default_value = "mean,cls")]
+    pub pools: Vec<String>,
+    /// Store only pooled activations, not one row per token.
+    #[arg(long)]
+    pub no_token_level: bool,
+    /// Examples per shard (the unit of resumption after an interruption).
+    #[arg(long, default_value_t = 256)]
+    pub shard_size: usize,
+    /// Re-run even if the run is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Label column(s) of examples.parquet, comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub label: Vec<String>,
+    /// Pooled activations to probe: mean, cls, last or max.
+    #[arg(long, default_value = "mean")]
+    pub pool: String,
+    /// Seed of the train/test split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of each class held out for testing.
+    #[arg(long, default_value_t = 0.25)]
+    pub test_fraction: f64,
+    /// L2 penalty (sklearn's C = 1 / l2).
+    #[arg(long, default_value_t = 1.0)]
+    pub l2: f64,
+    #[arg(long)]
+    pub force: bool,
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Pipeline config (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override the config's model; the run directory then defaults to runs/<model>.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Override the config's run directory.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Re-run every stage.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// ORG/NAME[@REVISION] or ./local/dir.
+    pub model: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let bars = Bars::new(cli.quiet);
+    match cli.command {
+        Command::Extract(a) => {
+            let settings = ExtractSection {
+                hooks: a.hooks,
+                batch_size: a.batch_size,
+                max_length: a.max_length,
+                dtype: a.dtype,
+                pools: a.pools,
+                token_level: !a.no_token_level,
+                shard_size: a.shard_size,
+            };
+            let req = extract::ExtractRequest {
+                model: &a.model,
+                data: &a.data,
+                settings: &settings,
+                force: a.force,
+            };
+            extract::run_extract(&RunDir::new(a.run), &req, &bars)?;
+        }
+        Command::Probe(a) => {
+            let settings = ProbeSection {
+                labels: a.label,
+                pool: a.pool,
+                seed: a.seed,
+                test_fraction: a.test_fraction,
+                l2: a.l2,
+                ..ProbeSection::default()
+            };
+            probe::run_probe(&RunDir::new(a.run), &settings, a.force, a.json, &bars)?;
+        }
+        Command::Report(a) => {
+            report::run_report(&RunDir::new(a.run), a.force, &bars)?;
+        }
+        Command::Pipeline(a) => run_pipeline(a, &bars)?,
+        Command::Hooks(a) => {
+            let spec: glassbox_models::ModelSpec = a.model.parse()?;
+            let resolved = glassbox_models::resolve(&spec)?;
+            let model = glassbox_models::load_model(resolved, None)?;
+            for point in model.model.hook_points() {
+                println!("{point}");
+            }
+        }
+        Command::Inspect(a) => crate::inspect::inspect(&RunDir::new(a.run), a.json)?,
+    }
+    Ok(())
+}
+
+fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
+    let mut config = PipelineConfig::load(&a.config)?;
+    if let Some(model) = a.model {
+        if a.run.is_none() {
+            config.run = PathBuf::from("runs").join(slug(&model));
+        }
+        config.model.id = model;
+    }
+    if let Some(run) = a.run {
+        config.run = run;
+    }
+    let run = RunDir::new(&config.run);
+    eprintln!(
+        "pipeline: {} on {} → {}",
+        config.model.id,
+        config.data.path.display(),
+        run.root().display()
+    );
+    let req = extract::ExtractRequest {
+        model: &config.model.id,
+        data: &config.data.path,
+        settings: &config.extract,
+        force: a.force,
+    };
+    extract::run_extract(&run, &req, bars).context("extract stage failed")?;
+    if config.probe.labels.is_empty() {
+        bars.note("probe: no labels configured; skipping probe and report");
+        return Ok(());
+    }
+    probe::run_probe(&run, &config.probe, a.force, false, bars).context("probe stage failed")?;
+    report::run_report(&run, a.force, bars).context("report stage failed")?;
+    Ok(())
+}
+
+/// A folder-safe name for a model id: `org/name@rev` → `org--name@rev`.
+fn slug(model: &str) -> String {
+    model
+        .trim_start_matches("./")
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("--")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert_eq!(super::slug("org/name@v1"), "org--name@v1");
+        assert_eq!(super::slug("./models/my model"), "models--my-model");
+    }
+}

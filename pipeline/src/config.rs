@@ -1,0 +1,166 @@
+//! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Run directory; relative paths are relative to the working directory.
+    pub run: PathBuf,
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub extract: ExtractSection,
+    #[serde(default)]
+    pub probe: ProbeSection,
+    #[serde(default)]
+    pub report: ReportSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `ORG/NAME[@REVISION]` or a local folder.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// JSONL, CSV or Parquet with a `text` column.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractSection {
+    /// Hook names or glob patterns.
+    pub hooks: Vec<String>,
+    pub batch_size: usize,
+    pub max_length: usize,
+    /// `f32` or `f16`.
+    pub dtype: String,
+    /// Sequence-level pools to store (`mean`, `cls`, `last`, `max`).
+    pub pools: Vec<String>,
+    /// Also store one row per token.
+    pub token_level: bool,
+    /// Examples per shard (the unit of resumption).
+    pub shard_size: usize,
+}
+
+impl Default for ExtractSection {
+    fn default() -> Self {
+        Self {
+            hooks: vec![
+                "blocks.0.hook_resid_pre".into(),
+                "blocks.*.hook_resid_post".into(),
+            ],
+            batch_size: 32,
+            max_length: 128,
+            dtype: "f32".into(),
+            pools: vec!["mean".into(), "cls".into()],
+            token_level: true,
+            shard_size: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSection {
+    /// Label columns to probe; empty skips the probe stage.
+    pub labels: Vec<String>,
+    pub pool: String,
+    pub seed: u64,
+    pub test_fraction: f64,
+    /// L2 penalty (sklearn's C = 1 / l2).
+    pub l2: f64,
+    pub max_iterations: u64,
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        let d = glassbox_probes::ProbeOptions::default();
+        Self {
+            labels: Vec::new(),
+            pool: d.pool,
+            seed: d.seed,
+            test_fraction: d.test_fraction,
+            l2: d.l2,
+            max_iterations: d.max_iterations,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// The resolved settings of the stages that ran, written to `config.toml` in the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<ExtractSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSection>,
+}
+
+impl RunConfig {
+    /// Reads the run's `config.toml`, or starts an empty one.
+    pub fn load(run: &glassbox_data::RunDir) -> Self {
+        std::fs::read_to_string(run.config())
+            .ok()
+            .and_then(|t| toml::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, run: &glassbox_data::RunDir) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("cannot serialise the run config")?;
+        glassbox_data::atomic::write_bytes(&run.config(), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<PipelineConfig>(
+            "run = 'r'\n[model]\nid = 'a/b'\n[data]\npath = 'd.jsonl'\n[extract]\nhook = ['x']\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `hook`"), "{err}");
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c: PipelineConfig =
+            toml::from_str("run = 'r'\n[model]\nid = 'a/b'\n[data]\npath = 'd.jsonl'\n").unwrap();
+        assert_eq!(c.extract, ExtractSection::default());
+        assert!(c.probe.labels.is_empty());
+    }
+
+    #[test]
+    fn shipped_default_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/default.toml");
+        let c = PipelineConfig::load(&path).unwrap();
+        assert!(!c.probe.labels.is_empty());
+    }
+}

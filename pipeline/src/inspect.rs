@@ -1,0 +1,119 @@
+//! `glassbox inspect RUN`: what a run holds, from its manifest and store metadata.
+
+use anyhow::{Context, Result};
+use glassbox_data::run::list_parts;
+use glassbox_data::store::read_metadata;
+use glassbox_data::{Manifest, RunDir};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+struct HookInfo {
+    hook: String,
+    width: Option<usize>,
+    dtype: Option<String>,
+    token_parts: usize,
+    pools: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Inspection {
+    run: String,
+    manifest: Manifest,
+    hooks: Vec<HookInfo>,
+    incomplete_stage: Option<String>,
+}
+
+pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
+    if !run.root().is_dir() {
+        anyhow::bail!("{} is not a run directory", run.root().display());
+    }
+    let manifest = Manifest::load_or_default(run)
+        .with_context(|| format!("cannot read {}", run.manifest().display()))?;
+    let mut hooks = Vec::new();
+    let mut names = run.stored_hooks(false)?;
+    names.extend(run.stored_hooks(true)?);
+    names.sort();
+    names.dedup();
+    for hook in names {
+        let token_parts = list_parts(&run.activations_dir(&hook))?;
+        let mut pools = Vec::new();
+        let pooled = run.pooled_root().join(format!("hook={hook}"));
+        if pooled.is_dir() {
+            for entry in std::fs::read_dir(&pooled)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Some(p) = name.strip_prefix("pool=") {
+                    pools.push(p.to_owned());
+                }
+            }
+        }
+        pools.sort();
+        let first = token_parts.first().cloned().or_else(|| {
+            pools
+                .first()
+                .and_then(|p| list_parts(&run.pooled_dir(&hook, p)).ok()?.first().cloned())
+        });
+        let meta = first
+            .map(|p| read_metadata(&p))
+            .transpose()?
+            .unwrap_or_default();
+        hooks.push(HookInfo {
+            hook,
+            width: meta.get("glassbox.width").and_then(|w| w.parse().ok()),
+            dtype: meta.get("glassbox.dtype").cloned(),
+            token_parts: token_parts.len(),
+            pools,
+        });
+    }
+    let incomplete_stage = run
+        .root()
+        .join("_progress")
+        .read_dir()
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    let report = Inspection {
+        run: run.root().display().to_string(),
+        manifest,
+        hooks,
+        incomplete_stage,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("run: {}", report.run);
+    if let Some(m) = &report.manifest.model {
+        println!(
+            "model: {} @ {} ({}, {})",
+            m.id, m.revision, m.family, m.source
+        );
+    }
+    if let Some(d) = &report.manifest.data {
+        println!(
+            "data: {} ({} examples, {} tokens, sha256 {})",
+            d.path, d.n_examples, d.n_tokens, d.sha256
+        );
+    }
+    for (stage, r) in &report.manifest.stages {
+        println!(
+            "stage {stage}: finished {} (fingerprint {})",
+            r.finished_at,
+            &r.fingerprint[..12.min(r.fingerprint.len())]
+        );
+    }
+    if let Some(stage) = &report.incomplete_stage {
+        println!("incomplete: `{stage}` was interrupted; re-run it to resume");
+    }
+    for h in &report.hooks {
+        println!(
+            "hook {}: width {}, {}, {} token parts, pools [{}]",
+            h.hook,
+            h.width.map(|w| w.to_string()).unwrap_or_else(|| "?".into()),
+            h.dtype.as_deref().unwrap_or("?"),
+            h.token_parts,
+            h.pools.join(", ")
+        );
+    }
+    Ok(())
+}

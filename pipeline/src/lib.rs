@@ -1,0 +1,12 @@
+//! glassbox: CLI, configuration and stage orchestration.
+//!
+//! Each stage (`extract`, `probe`, `report`) reads and writes one run directory. A stage is
+//! skipped when the fingerprint of its inputs (its settings, its upstream fingerprints and the
+//! glassbox version) matches what it recorded last time; `--force` re-runs it.
+
+pub mod cli;
+pub mod config;
+pub mod fingerprint;
+pub mod inspect;
+pub mod progress;
+pub mod stages;

@@ -1,0 +1,43 @@
+//! Stage orchestration: fingerprints, skipping, invalidation of downstream stages.
+
+pub mod extract;
+pub mod probe;
+pub mod report;
+
+use anyhow::Result;
+use glassbox_data::{Manifest, RunDir};
+
+/// Stages in order; re-running one invalidates those after it.
+pub const STAGES: &[&str] = &["extract", "probe", "report"];
+
+/// Whether a stage ran or was found up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ran,
+    UpToDate,
+}
+
+/// Forgets `stage` and every stage after it in the manifest, so an interrupted re-run is never
+/// mistaken for a complete one.
+pub fn invalidate_from(run: &RunDir, stage: &str) -> Result<Manifest> {
+    let mut manifest = Manifest::load_or_default(run)?;
+    let start = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
+    let mut changed = false;
+    for s in &STAGES[start..] {
+        changed |= manifest.stages.remove(*s).is_some();
+    }
+    if changed {
+        manifest.save(run)?;
+    }
+    Ok(manifest)
+}
+
+/// Removes a file or folder if it exists.
+pub(crate) fn remove_path(path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)?;
+    } else if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}

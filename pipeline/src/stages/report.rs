@@ -1,0 +1,36 @@
+//! The `report` stage.
+
+use super::Outcome;
+use crate::fingerprint::fingerprint;
+use anyhow::Result;
+use glassbox_data::manifest::now_rfc3339;
+use glassbox_data::{Manifest, Progress, RunDir, StageRecord};
+
+pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<Outcome> {
+    let manifest = run.require_stage("probe")?;
+    let upstream = serde_json::json!({
+        "extract": manifest.stage_fingerprint("extract"),
+        "probe": manifest.stage_fingerprint("probe"),
+    });
+    let fp = fingerprint("report", &upstream);
+    let index = run.report_dir().join("index.html");
+    if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
+        progress.note("report: up to date; --force re-runs it");
+        println!("report: {}", index.display());
+        return Ok(Outcome::UpToDate);
+    }
+    let paths = glassbox_reports::write_report(run)?;
+    let mut manifest = Manifest::load(run)?;
+    manifest.stages.insert(
+        "report".into(),
+        StageRecord {
+            fingerprint: fp,
+            finished_at: now_rfc3339(),
+            seed: None,
+            params: upstream,
+        },
+    );
+    manifest.save(run)?;
+    println!("report: {}", paths.index.display());
+    Ok(Outcome::Ran)
+}

@@ -1,0 +1,118 @@
+//! The self-contained HTML page. Every piece of run-supplied text is escaped.
+
+use crate::{finding_sentence, svg, Summary};
+
+/// Escapes text for HTML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes, then renders `code` spans written with backticks.
+fn inline(text: &str) -> String {
+    escape(text)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{part}</code>")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn render(s: &Summary) -> String {
+    let mut body = String::new();
+    body.push_str("<h1>glassbox report</h1>\n<section class=\"provenance\">\n<dl>\n");
+    if let Some(m) = &s.manifest.model {
+        body.push_str(&format!(
+            "<dt>Model</dt><dd><code>{}</code> @ <code>{}</code> ({}, {})</dd>\n",
+            escape(&m.id),
+            escape(&m.revision),
+            escape(&m.family),
+            escape(&m.source)
+        ));
+    }
+    if let Some(d) = &s.manifest.data {
+        body.push_str(&format!(
+            "<dt>Data</dt><dd><code>{}</code>: {} examples, {} tokens<br><small>sha256 {}</small></dd>\n",
+            escape(&d.path),
+            d.n_examples,
+            d.n_tokens,
+            escape(&d.sha256)
+        ));
+    }
+    for (stage, record) in &s.manifest.stages {
+        let seed = record
+            .seed
+            .map(|s| format!(", seed {s}"))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "<dt>{}</dt><dd>finished {}{}<br><small>fingerprint {}</small></dd>\n",
+            escape(stage),
+            escape(&record.finished_at),
+            seed,
+            escape(&record.fingerprint)
+        ));
+    }
+    body.push_str("</dl>\n</section>\n<h2>Linear probes</h2>\n<ul>\n");
+    for f in &s.probes {
+        body.push_str(&format!("<li>{}</li>\n", inline(&finding_sentence(f))));
+    }
+    body.push_str("</ul>\n");
+    for f in &s.probes {
+        body.push_str(&format!(
+            "<h3>{}</h3>\n<figure>{}<figcaption>Held-out probe accuracy by hook (solid) against the majority-class baseline (dashed).</figcaption></figure>\n",
+            inline(&format!("`{}` ({} pooling)", f.label, f.pool)),
+            svg::accuracy_chart(f)
+        ));
+        body.push_str("<table><thead><tr><th>hook</th><th>accuracy</th><th>majority</th><th>n_train</th><th>n_test</th></tr></thead><tbody>\n");
+        for r in &f.by_hook {
+            body.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&r.hook),
+                r.accuracy,
+                r.majority_baseline,
+                r.n_train,
+                r.n_test
+            ));
+        }
+        body.push_str("</tbody></table>\n");
+    }
+    body.push_str("<p class=\"note\">Accuracy is measured on a seeded, stratified held-out split; the majority baseline always predicts the most frequent training class. Every number here is in <code>probes/results.parquet</code> and <code>report/summary.json</code>.</p>\n");
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>glassbox report — {}</title>\n<style>{}</style>\n</head>\n<body>\n{}</body>\n</html>\n",
+        escape(&s.run),
+        STYLE,
+        body
+    )
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
+code{background:#f3f3f3;padding:0 .2em;border-radius:3px}\
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}\
+td:first-child,th:first-child{text-align:left}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}\
+small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<script>\"&'"), "&lt;script&gt;&quot;&amp;&#39;");
+        assert_eq!(inline("a `<b>` c"), "a <code>&lt;b&gt;</code> c");
+    }
+}

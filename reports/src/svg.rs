@@ -1,0 +1,76 @@
+//! A small inline-SVG line chart: accuracy by hook, with the majority baseline.
+
+use crate::html::escape;
+use crate::LabelFinding;
+
+const W: f64 = 640.0;
+const H: f64 = 260.0;
+const LEFT: f64 = 48.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 16.0;
+const BOTTOM: f64 = 70.0;
+
+pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
+    let n = f.by_hook.len();
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let x = |i: usize| {
+        if n <= 1 {
+            LEFT + plot_w / 2.0
+        } else {
+            LEFT + plot_w * i as f64 / (n - 1) as f64
+        }
+    };
+    let y = |v: f64| TOP + plot_h * (1.0 - v.clamp(0.0, 1.0));
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!("probe accuracy by hook for {}", f.label))
+    );
+    for tick in 0..=4 {
+        let v = tick as f64 / 4.0;
+        svg.push_str(&format!(
+            "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.2}</text>",
+            W - RIGHT,
+            LEFT - 6.0,
+            y(v) + 4.0,
+            y = y(v)
+        ));
+    }
+    let line = |values: &dyn Fn(usize) -> f64| -> String {
+        (0..n)
+            .map(|i| format!("{:.1},{:.1}", x(i), y(values(i))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#999\" stroke-dasharray=\"5 4\" stroke-width=\"1.5\" points=\"{}\"/>",
+        line(&|i| f.by_hook[i].majority_baseline)
+    ));
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
+        line(&|i| f.by_hook[i].accuracy)
+    ));
+    for (i, r) in f.by_hook.iter().enumerate() {
+        svg.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3}</title></circle>",
+            x(i),
+            y(r.accuracy),
+            escape(&r.hook),
+            r.accuracy
+        ));
+        let short = r
+            .hook
+            .strip_prefix("blocks.")
+            .map(|s| format!("b{s}"))
+            .unwrap_or_else(|| r.hook.clone())
+            .replace(".hook_", ".");
+        svg.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{yy:.1}\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-35 {x:.1} {yy:.1})\">{}</text>",
+            escape(&short),
+            x = x(i),
+            yy = H - BOTTOM + 14.0
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}

@@ -1,0 +1,36 @@
+"""Reads a glassbox run with pyarrow alone (no glassbox code) and prints facts as JSON.
+
+Used by the end-to-end test to prove the Parquet store works in a notebook.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+run = Path(sys.argv[1])
+examples = pq.read_table(run / "examples.parquet")
+tokens = pq.read_table(run / "tokens.parquet")
+acts = ds.dataset(run / "activations", format="parquet", partitioning="hive").to_table()
+pooled = ds.dataset(run / "pooled", format="parquet", partitioning="hive").to_table()
+hooks = sorted(set(acts.column("hook").to_pylist()))
+
+one = acts.filter(pc.field("hook") == "blocks.3.hook_resid_post")
+keys = set(zip(one.column("example_id").to_pylist(), one.column("position").to_pylist()))
+row = one.filter((pc.field("example_id") == 7) & (pc.field("position") == 2))
+part = pq.ParquetFile(run / "activations/hook=blocks.3.hook_resid_post/part-00000.parquet")
+meta = {k.decode(): v.decode() for k, v in (part.schema_arrow.metadata or {}).items()}
+
+print(json.dumps({
+    "examples": examples.num_rows,
+    "tokens_rows": tokens.num_rows,
+    "hooks": hooks,
+    "activation_rows": acts.num_rows,
+    "act_type": str(one.schema.field("act").type),
+    "pooled_mean_rows": pooled.filter(pc.field("pool") == "mean").num_rows,
+    "distinct_keys_per_hook": len(keys),
+    "value_ex7_pos2_unit5": row.column("act")[0].as_py()[5],
+    "metadata_hook": meta.get("glassbox.hook"),
+}))

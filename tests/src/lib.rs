@@ -1,0 +1,176 @@
+//! Helpers for glassbox's end-to-end tests: locating the CLI binary, the cached real model,
+//! the independent Python reader and the committed fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `glassbox` binary built next to this test executable (`just test` builds it first).
+pub fn glassbox_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("glassbox");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bin glassbox` first (`just test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `glassbox` command run from the repository root, offline, without progress bars.
+pub fn glassbox() -> Command {
+    let mut cmd = Command::new(glassbox_bin());
+    cmd.current_dir(workspace_root())
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("--quiet");
+    cmd
+}
+
+/// The local snapshot folder of MiniLM in the HF cache, or why it is not there.
+pub fn minilm_snapshot() -> Result<PathBuf, String> {
+    let home = std::env::var_os("HF_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface")))
+        .ok_or("neither HF_HOME nor HOME is set")?;
+    let repo = home.join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
+    let rev = std::fs::read_to_string(repo.join("refs/main")).map_err(|_| {
+        format!(
+            "{MINILM} is not in the HF cache at {}; run `just models`",
+            home.display()
+        )
+    })?;
+    let snap = repo.join("snapshots").join(rev.trim());
+    if snap.join("model.safetensors").exists() {
+        Ok(snap)
+    } else {
+        Err(format!(
+            "{} has no model.safetensors; run `just models`",
+            snap.display()
+        ))
+    }
+}
+
+/// Returns the snapshot, or prints why the calling test is skipped and returns `None`.
+pub fn require_minilm(test: &str) -> Option<PathBuf> {
+    match minilm_snapshot() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// The Python interpreter with pyarrow (from `just venv`), or why there is none.
+pub fn python_with_pyarrow() -> Result<PathBuf, String> {
+    let candidates = [
+        std::env::var_os("GLASSBOX_PYTHON").map(PathBuf::from),
+        Some(workspace_root().join(".venv/bin/python")),
+    ];
+    for python in candidates.into_iter().flatten() {
+        let ok = Command::new(&python)
+            .args(["-c", "import pyarrow"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(python);
+        }
+    }
+    Err("no Python with pyarrow; run `just venv`".into())
+}
+
+/// Panics with the command's output unless it exited 0.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts exit code 2 and that stderr contains every `needle`; returns stderr.
+pub fn assert_bad_input(out: &Output, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, stderr:\n{stderr}"
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+/// One reference text from `tests/fixtures/minilm_reference.json`.
+#[derive(Debug, Clone)]
+pub struct ReferenceText {
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    /// `[7][tokens][384]`: `hidden_states` of transformers.
+    pub hidden_states: Vec<Vec<Vec<f32>>>,
+}
+
+/// Loads the committed PyTorch reference; `.1` is how many texts come from the default set.
+pub fn minilm_reference() -> (Vec<ReferenceText>, usize) {
+    let dir = workspace_root().join("tests/fixtures");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("minilm_reference.json")).expect("reference json"),
+    )
+    .expect("valid reference json");
+    let tensors = candle_core::safetensors::load(
+        dir.join("minilm_hidden_states.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("reference safetensors");
+    let texts = meta["texts"]
+        .as_array()
+        .expect("texts")
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ReferenceText {
+            text: t["text"].as_str().expect("text").to_owned(),
+            input_ids: t["input_ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect(),
+            hidden_states: tensors[&format!("hidden_states.{i}")]
+                .to_vec3::<f32>()
+                .expect("[7, t, 384]"),
+        })
+        .collect();
+    (
+        texts,
+        meta["n_default_set_examples"].as_u64().expect("count") as usize,
+    )
+}
+
+/// Max |a - b| over two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,220 @@
+//! Bad inputs get a clear message naming what is wrong, exit code 2, and never a run that is
+//! marked complete.
+
+use glassbox_data::RunDir;
+use glassbox_tests::*;
+use std::path::Path;
+
+fn extract(model: &str, data: &Path, hooks: &str, run: &Path) -> std::process::Output {
+    glassbox()
+        .args(["extract", "--model", model, "--data"])
+        .arg(data)
+        .args(["--hooks", hooks, "--run"])
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
+fn assert_not_complete(run: &Path) {
+    assert!(
+        RunDir::new(run).require_stage("extract").is_err(),
+        "{} must not be marked complete",
+        run.display()
+    );
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+/// A local copy of MiniLM (config, tokenizer, weights) whose files a test may corrupt.
+fn local_minilm(dir: &Path) -> Option<std::path::PathBuf> {
+    let snap = require_minilm("local model copy")?;
+    let local = dir.join("model");
+    std::fs::create_dir_all(&local).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(snap.join(f), local.join(f)).unwrap();
+    }
+    Some(local)
+}
+
+#[test]
+fn missing_data_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = extract(
+        MINILM,
+        &tmp.path().join("nope.jsonl"),
+        "blocks.0.hook_resid_post",
+        &run,
+    );
+    assert_bad_input(&out, &["nope.jsonl", "does not exist"]);
+    assert_not_complete(&run);
+}
+
+#[test]
+fn row_without_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(
+        tmp.path(),
+        "d.jsonl",
+        "{\"text\":\"fine\"}\n{\"label\":\"x\"}\n",
+    );
+    let run = tmp.path().join("run");
+    let out = extract(MINILM, &data, "blocks.0.hook_resid_post", &run);
+    assert_bad_input(&out, &["d.jsonl", "row 2", "`text`"]);
+    assert_not_complete(&run);
+}
+
+#[test]
+fn empty_data_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "d.csv", "text,label\n");
+    let run = tmp.path().join("run");
+    let out = extract(MINILM, &data, "blocks.0.hook_resid_post", &run);
+    assert_bad_input(&out, &["d.csv", "empty"]);
+    assert_not_complete(&run);
+}
+
+#[test]
+fn unknown_hook_name_suggests_a_fix() {
+    if require_minilm("unknown_hook_name").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "d.jsonl", "{\"text\":\"a\"}\n");
+    let run = tmp.path().join("run");
+    let out = extract(MINILM, &data, "blocks.*.hook_resid_psot", &run);
+    assert_bad_input(
+        &out,
+        &[
+            "unknown hook `blocks.*.hook_resid_psot`",
+            "did you mean `blocks.0.hook_resid_post`",
+        ],
+    );
+    let out = extract(MINILM, &data, "blocks.9.hook_resid_post", &run);
+    assert_bad_input(&out, &["unknown hook `blocks.9.hook_resid_post`"]);
+    assert_not_complete(&run);
+}
+
+#[test]
+fn unknown_model_not_cached_and_hub_unreachable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "d.jsonl", "{\"text\":\"a\"}\n");
+    let run = tmp.path().join("run");
+    // An empty cache and a Hub endpoint that refuses connections.
+    let out = glassbox()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .args(["extract", "--model", "nobody/no-such-model", "--data"])
+        .arg(&data)
+        .args(["--hooks", "blocks.0.hook_resid_post", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(
+        &out,
+        &[
+            "nobody/no-such-model",
+            "not in the Hugging Face cache",
+            "just models",
+        ],
+    );
+    assert_not_complete(&run);
+    // Offline mode says why it did not try the Hub.
+    let out = glassbox()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .args(["hooks", "nobody/no-such-model"])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["HF_HUB_OFFLINE=1"]);
+}
+
+#[test]
+fn corrupt_config_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = local_minilm(tmp.path()) else {
+        return;
+    };
+    std::fs::write(
+        model.join("config.json"),
+        "{\"model_type\": \"bert\", \"hidden_size\": ",
+    )
+    .unwrap();
+    let data = write(tmp.path(), "d.jsonl", "{\"text\":\"a\"}\n");
+    let run = tmp.path().join("run");
+    let out = extract(
+        model.to_str().unwrap(),
+        &data,
+        "blocks.0.hook_resid_post",
+        &run,
+    );
+    assert_bad_input(&out, &["config.json", "not valid JSON"]);
+    assert_not_complete(&run);
+    std::fs::write(model.join("config.json"), "{\"model_type\": \"mamba\"}").unwrap();
+    let out = extract(
+        model.to_str().unwrap(),
+        &data,
+        "blocks.0.hook_resid_post",
+        &run,
+    );
+    assert_bad_input(&out, &["unsupported architecture `mamba`", "bert"]);
+}
+
+#[test]
+fn probe_label_missing_or_single_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = local_minilm(tmp.path()) else {
+        return;
+    };
+    let rows: String = (0..12)
+        .map(|i| {
+            format!(
+                "{{\"text\":\"sentence number {i}\",\"only\":\"same\",\"parity\":\"{}\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    let data = write(tmp.path(), "d.jsonl", &rows);
+    let run = tmp.path().join("run");
+    let out = extract(
+        model.to_str().unwrap(),
+        &data,
+        "blocks.0.hook_resid_post",
+        &run,
+    );
+    assert_success(&out, "extract");
+    let probe = |label: &str| {
+        glassbox()
+            .args(["probe", "--label", label, "--run"])
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    assert_bad_input(
+        &probe("colour"),
+        &["`colour`", "no such column", "only, parity"],
+    );
+    assert_bad_input(&probe("only"), &["`only`", "at least two classes"]);
+    assert!(RunDir::new(&run).require_stage("probe").is_err());
+    assert_success(&probe("parity"), "probe on a valid label");
+}
+
+#[test]
+fn bad_pipeline_config_names_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(
+        tmp.path(),
+        "c.toml",
+        "run = 'r'\n[model]\nid = 'a/b'\n[data]\npath = 'd.jsonl'\n[extract]\nhook = ['x']\n",
+    );
+    let out = glassbox()
+        .args(["pipeline", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["c.toml", "unknown field `hook`"]);
+}
