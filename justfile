@@ -10,9 +10,10 @@ default:
     @just --list
 
 # Run the default pipeline (extract → probe → report); `just pipeline model=ORG/NAME` for another cached model.
+# (The dev profile builds dependencies, the model and store crates optimised, and shares its build with `just test`.)
 pipeline model="": models
-    cargo build --release --bin glassbox
-    ./target/release/glassbox pipeline --config pipelines/default.toml {{ if model == "" { "" } else { "--model " + model } }}
+    cargo build --bin glassbox
+    ./target/debug/glassbox pipeline --config pipelines/default.toml {{ if model == "" { "" } else { "--model " + model } }}
 
 # Lay registry-shipped models into the Hugging Face cache (skips what is already there).
 models:

@@ -2,14 +2,12 @@
 //! (typed as in the source file) and `n_tokens` (tokens kept after truncation).
 
 use crate::dataset::{arrow_values, unify};
-use crate::{atomic, Column, ColumnKind, DataError, Result, RunDir, TextDataset, Value};
+use crate::{table, Column, ColumnKind, DataError, Result, RunDir, TextDataset, Value};
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
     UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
 use std::sync::Arc;
 
 /// Writes `examples.parquet` atomically. `n_tokens[i]` belongs to example `i`.
@@ -40,13 +38,8 @@ pub fn write_examples(run: &RunDir, data: &TextDataset, n_tokens: &[u32]) -> Res
     fields.push(Field::new("n_tokens", DataType::UInt32, false));
     columns.push(Arc::new(UInt32Array::from(n_tokens.to_vec())));
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(DataError::arrow(&path))?;
-    let mut buf = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut buf, schema, None).map_err(DataError::parquet(&path))?;
-    writer.write(&batch).map_err(DataError::parquet(&path))?;
-    writer.close().map_err(DataError::parquet(&path))?;
-    atomic::write_bytes(&path, &buf)
+    let batch = RecordBatch::try_new(schema, columns).map_err(DataError::arrow(&path))?;
+    table::write_table(&path, &batch)
 }
 
 fn label_array(column: &Column) -> (DataType, ArrayRef) {
@@ -105,15 +98,9 @@ impl Examples {
 /// Reads `examples.parquet`.
 pub fn read_examples(run: &RunDir) -> Result<Examples> {
     let path = run.examples();
-    let file = std::fs::File::open(&path).map_err(DataError::io(&path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(DataError::parquet(&path))?
-        .build()
-        .map_err(DataError::parquet(&path))?;
     let mut names: Vec<String> = Vec::new();
     let mut cols: Vec<Vec<Value>> = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(DataError::arrow(&path))?;
+    for batch in table::read_table(&path)? {
         if names.is_empty() {
             names = batch
                 .schema()

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod rng;
 pub mod run;
 pub mod store;
+pub mod table;
 pub mod tokens;
 
 pub use dataset::{read_dataset, Column, ColumnKind, TextDataset, Value};

@@ -60,7 +60,8 @@ impl BertConfig {
         };
         let cfg: BertConfig =
             serde_json::from_value(value).map_err(|e| bad(format!("not a BERT config: {e}")))?;
-        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 cfg.hidden_size, cfg.num_attention_heads

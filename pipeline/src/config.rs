@@ -67,32 +67,8 @@ impl Default for ExtractSection {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeSection {
-    /// Label columns to probe; empty skips the probe stage.
-    pub labels: Vec<String>,
-    pub pool: String,
-    pub seed: u64,
-    pub test_fraction: f64,
-    /// L2 penalty (sklearn's C = 1 / l2).
-    pub l2: f64,
-    pub max_iterations: u64,
-}
-
-impl Default for ProbeSection {
-    fn default() -> Self {
-        let d = glassbox_probes::ProbeOptions::default();
-        Self {
-            labels: Vec::new(),
-            pool: d.pool,
-            seed: d.seed,
-            test_fraction: d.test_fraction,
-            l2: d.l2,
-            max_iterations: d.max_iterations,
-        }
-    }
-}
+/// The `[probe]` section is the probe crate's own options.
+pub type ProbeSection = glassbox_probes::ProbeOptions;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -21,10 +21,11 @@ use glassbox_data::{run::list_parts, Progress, RunDir};
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
-/// How to probe.
-#[derive(Debug, Clone)]
+/// How to probe; also the `[probe]` section of a pipeline config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProbeOptions {
-    /// Label columns of `examples.parquet` to probe for.
+    /// Label columns of `examples.parquet` to probe for; empty skips probing in a pipeline.
     pub labels: Vec<String>,
     /// Which pooled activations to use (`mean`, `cls`, …).
     pub pool: String,

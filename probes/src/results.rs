@@ -7,9 +7,7 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
-use glassbox_data::{atomic, DataError, RunDir};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use glassbox_data::{table, DataError, RunDir};
 use std::sync::Arc;
 
 /// The result of one probe.
@@ -44,95 +42,70 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
+fn results_path(run: &RunDir) -> std::path::PathBuf {
+    run.probes_dir().join("results.parquet")
+}
+
 /// Writes `probes/results.parquet` atomically.
 pub fn write_results(run: &RunDir, results: &[ProbeResult]) -> Result<()> {
-    let path = run.probes_dir().join("results.parquet");
-    let col = |f: &dyn Fn(&ProbeResult) -> String| -> ArrayRef {
+    let path = results_path(run);
+    let strings = |f: fn(&ProbeResult) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(results.iter().map(f)))
     };
-    let u = |f: &dyn Fn(&ProbeResult) -> u64| -> ArrayRef {
+    let counts = |f: fn(&ProbeResult) -> u64| -> ArrayRef {
         Arc::new(UInt64Array::from_iter_values(results.iter().map(f)))
     };
-    let fl = |f: &dyn Fn(&ProbeResult) -> f64| -> ArrayRef {
+    let floats = |f: fn(&ProbeResult) -> f64| -> ArrayRef {
         Arc::new(Float64Array::from_iter_values(results.iter().map(f)))
     };
     let columns = vec![
-        col(&|r| r.hook.clone()),
+        strings(|r| &r.hook),
         Arc::new(Int64Array::from_iter(results.iter().map(|r| r.layer))) as ArrayRef,
-        fl(&|r| r.depth),
-        col(&|r| r.label.clone()),
-        col(&|r| r.pool.clone()),
-        u(&|r| r.n_train),
-        u(&|r| r.n_test),
-        u(&|r| r.n_classes),
-        fl(&|r| r.accuracy),
-        fl(&|r| r.majority_baseline),
+        floats(|r| r.depth),
+        strings(|r| &r.label),
+        strings(|r| &r.pool),
+        counts(|r| r.n_train),
+        counts(|r| r.n_test),
+        counts(|r| r.n_classes),
+        floats(|r| r.accuracy),
+        floats(|r| r.majority_baseline),
     ];
     let batch = RecordBatch::try_new(schema(), columns).map_err(|source| DataError::Arrow {
         path: path.clone(),
         source,
     })?;
-    let mut buf = Vec::new();
-    let parquet_err = |source| DataError::Parquet {
-        path: path.clone(),
-        source,
-    };
-    let mut writer = ArrowWriter::try_new(&mut buf, schema(), None).map_err(parquet_err)?;
-    writer.write(&batch).map_err(|source| DataError::Parquet {
-        path: path.clone(),
-        source,
-    })?;
-    writer.close().map_err(|source| DataError::Parquet {
-        path: path.clone(),
-        source,
-    })?;
-    atomic::write_bytes(&path, &buf)?;
+    table::write_table(&path, &batch)?;
     Ok(())
 }
 
 /// Reads `probes/results.parquet` back.
 pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
-    let path = run.probes_dir().join("results.parquet");
-    let file = std::fs::File::open(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let perr = |source| DataError::Parquet {
-        path: path.clone(),
-        source,
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(perr)?
-        .build()
-        .map_err(|source| DataError::Parquet {
-            path: path.clone(),
-            source,
-        })?;
+    let path = results_path(run);
     let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| DataError::Arrow {
-            path: path.clone(),
-            source,
-        })?;
-        let s = |i: usize| batch.column(i).as_string::<i32>().clone();
-        let u = |i: usize| batch.column(i).as_primitive::<UInt64Type>().clone();
-        let f = |i: usize| batch.column(i).as_primitive::<Float64Type>().clone();
-        let (hook, label, pool) = (s(0), s(3), s(4));
-        let layer = batch.column(1).as_primitive::<Int64Type>().clone();
-        let (depth, acc, maj) = (f(2), f(8), f(9));
-        let (n_train, n_test, n_classes) = (u(5), u(6), u(7));
+    for batch in table::read_table(&path)? {
+        if batch.schema().fields() != schema().fields() {
+            return Err(DataError::Store {
+                path,
+                message: "unexpected schema; re-run `glassbox probe --force`".into(),
+            }
+            .into());
+        }
+        let text = |i: usize| batch.column(i).as_string::<i32>();
+        let count = |i: usize| batch.column(i).as_primitive::<UInt64Type>();
+        let float = |i: usize| batch.column(i).as_primitive::<Float64Type>();
+        let layer = batch.column(1).as_primitive::<Int64Type>();
         for r in 0..batch.num_rows() {
             out.push(ProbeResult {
-                hook: hook.value(r).to_owned(),
+                hook: text(0).value(r).to_owned(),
                 layer: (!layer.is_null(r)).then(|| layer.value(r)),
-                depth: depth.value(r),
-                label: label.value(r).to_owned(),
-                pool: pool.value(r).to_owned(),
-                n_train: n_train.value(r),
-                n_test: n_test.value(r),
-                n_classes: n_classes.value(r),
-                accuracy: acc.value(r),
-                majority_baseline: maj.value(r),
+                depth: float(2).value(r),
+                label: text(3).value(r).to_owned(),
+                pool: text(4).value(r).to_owned(),
+                n_train: count(5).value(r),
+                n_test: count(6).value(r),
+                n_classes: count(7).value(r),
+                accuracy: float(8).value(r),
+                majority_baseline: float(9).value(r),
             });
         }
     }

@@ -6,7 +6,7 @@ use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::{Manifest, Progress, RunDir, StageRecord};
-use glassbox_probes::{run_probes, write_results, ProbeOptions, ProbeResult};
+use glassbox_probes::{run_probes, write_results, ProbeResult};
 
 pub fn run_probe(
     run: &RunDir,
@@ -20,30 +20,14 @@ pub fn run_probe(
         .stage_fingerprint("extract")
         .unwrap_or_default()
         .to_owned();
-    let params = serde_json::json!({
-        "extract": upstream,
-        "labels": settings.labels,
-        "pool": settings.pool,
-        "seed": settings.seed,
-        "test_fraction": settings.test_fraction,
-        "l2": settings.l2,
-        "max_iterations": settings.max_iterations,
-    });
+    let params = serde_json::json!({ "extract": upstream, "probe": settings });
     let fp = fingerprint("probe", &params);
     if !force && manifest.stage_fingerprint("probe") == Some(fp.as_str()) {
         progress.note("probe: up to date; --force re-runs it");
         return Ok(Outcome::UpToDate);
     }
     let mut manifest: Manifest = invalidate_from(run, "probe")?;
-    let opts = ProbeOptions {
-        labels: settings.labels.clone(),
-        pool: settings.pool.clone(),
-        seed: settings.seed,
-        test_fraction: settings.test_fraction,
-        l2: settings.l2,
-        max_iterations: settings.max_iterations,
-    };
-    let results = run_probes(run, &opts, progress)?;
+    let results = run_probes(run, settings, progress)?;
     write_results(run, &results)?;
     let mut config = RunConfig::load(run);
     config.probe = Some(settings.clone());
