@@ -218,3 +218,54 @@ fn bad_pipeline_config_names_the_key() {
         .unwrap();
     assert_bad_input(&out, &["c.toml", "unknown field `hook`"]);
 }
+
+#[test]
+fn f16_storage_matches_f32_within_half_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = local_minilm(tmp.path()) else {
+        return;
+    };
+    let data = write(
+        tmp.path(),
+        "d.csv",
+        "text,label\nA short one.,a\nAnother sentence here.,b\n",
+    );
+    let runs: Vec<std::path::PathBuf> = ["f32", "f16"]
+        .iter()
+        .map(|dtype| {
+            let run = tmp.path().join(dtype);
+            let out = glassbox()
+                .args(["extract", "--model", model.to_str().unwrap(), "--data"])
+                .arg(&data)
+                .args([
+                    "--hooks",
+                    "blocks.1.hook_resid_post",
+                    "--dtype",
+                    dtype,
+                    "--run",
+                ])
+                .arg(&run)
+                .output()
+                .unwrap();
+            assert_success(&out, "extract");
+            run
+        })
+        .collect();
+    let read = |run: &std::path::Path| {
+        glassbox_data::store::read_pooled_matrix(
+            &RunDir::new(run).pooled_dir("blocks.1.hook_resid_post", "mean"),
+        )
+        .unwrap()
+    };
+    let (full, half) = (read(&runs[0]), read(&runs[1]));
+    assert_eq!(full.example_ids, half.example_ids);
+    for (a, b) in full.values.iter().zip(&half.values) {
+        // f16 keeps 11 significant bits: relative error ≤ 2^-11.
+        assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-4, "{a} vs {b}");
+    }
+    let part = RunDir::new(&runs[1])
+        .pooled_dir("blocks.1.hook_resid_post", "mean")
+        .join("part-00000.parquet");
+    let kv = glassbox_data::store::read_metadata(&part).unwrap();
+    assert_eq!(kv["glassbox.dtype"], "f16");
+}

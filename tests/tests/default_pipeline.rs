@@ -238,7 +238,10 @@ fn pyarrow_reads_the_run_independently() {
     assert_eq!(report["tokens_rows"], total_tokens);
     assert_eq!(report["hooks"].as_array().unwrap().len(), 7);
     assert_eq!(report["activation_rows"], total_tokens * 7);
-    assert_eq!(report["act_type"], "fixed_size_list<item: float not null>[384]");
+    assert_eq!(
+        report["act_type"],
+        "fixed_size_list<item: float not null>[384]"
+    );
     assert_eq!(report["pooled_mean_rows"], 300 * 7);
     assert_eq!(report["distinct_keys_per_hook"], total_tokens);
     let theirs = report["value_ex7_pos2_unit5"].as_f64().unwrap() as f32;

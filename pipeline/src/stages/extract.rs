@@ -53,9 +53,15 @@ pub fn run_extract(
     let fp = fingerprint("extract", &params);
 
     let manifest = Manifest::load_or_default(run)?;
-    if !req.force && manifest.stage_fingerprint("extract") == Some(fp.as_str()) {
-        progress.note("extract: up to date (same model, data and settings); --force re-runs it");
-        return Ok(Outcome::UpToDate);
+    match manifest.stage_fingerprint("extract") {
+        Some(old) if old == fp && !req.force => {
+            progress.note("extract: up to date (same model, data and settings); --force re-runs it");
+            return Ok(Outcome::UpToDate);
+        }
+        Some(old) if old != fp => progress.note(
+            "extract: model, data or settings changed since this run was extracted; extracting again (later stages will re-run too)",
+        ),
+        _ => {}
     }
 
     // Resume only an interrupted extraction with exactly these settings; otherwise start clean.
