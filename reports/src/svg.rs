@@ -5,7 +5,8 @@ use crate::LabelFinding;
 
 const W: f64 = 640.0;
 const H: f64 = 260.0;
-const LEFT: f64 = 48.0;
+// Wide enough for the first rotated hook label.
+const LEFT: f64 = 84.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 70.0;

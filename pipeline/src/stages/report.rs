@@ -4,7 +4,7 @@ use super::Outcome;
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::manifest::now_rfc3339;
-use glassbox_data::{Manifest, Progress, RunDir, StageRecord};
+use glassbox_data::{Progress, RunDir, StageRecord};
 
 pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<Outcome> {
     let manifest = run.require_stage("probe")?;
@@ -19,8 +19,8 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         println!("report: {}", index.display());
         return Ok(Outcome::UpToDate);
     }
+    let mut manifest = super::invalidate_from(run, "report")?;
     let paths = glassbox_reports::write_report(run)?;
-    let mut manifest = Manifest::load(run)?;
     manifest.stages.insert(
         "report".into(),
         StageRecord {
