@@ -288,33 +288,67 @@ fn write_batch(
                 w.hook
             )));
         }
-        let values: Vec<f32> = tensor.flatten_all()?.to_vec1()?;
-        let mut ids = Vec::new();
-        let mut positions = Vec::new();
-        let mut rows = Vec::new();
-        let mut pooled: Vec<Vec<f32>> = vec![Vec::new(); w.pools.len()];
-        let mut pooled_ids = Vec::with_capacity(batch.lengths.len());
-        let mut out = vec![0f32; width];
-        for (i, &len) in batch.lengths.iter().enumerate() {
-            let id = first_id + i as u64;
-            let example = &values[i * t * width..(i * t + len) * width];
-            if w.tokens.is_some() {
-                ids.extend(std::iter::repeat_n(id, len));
-                positions.extend(0..len as u32);
-                rows.extend_from_slice(example);
+        with_f32_slice(tensor, |values| {
+            write_hook_rows(w, values, batch, t, first_id)
+        })??;
+    }
+    Ok(())
+}
+
+/// Calls `f` with the tensor's values as a contiguous f32 slice, borrowing the CPU storage
+/// when possible (no copy) and copying otherwise.
+fn with_f32_slice<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            if let Ok(all) = cpu.as_slice::<f32>() {
+                return Ok(f(&all[start..end]));
             }
-            for (j, (pool, _)) in w.pools.iter().enumerate() {
-                pool.apply(example, width, &mut out);
-                pooled[j].extend_from_slice(&out);
-            }
-            pooled_ids.push(id);
         }
-        if let Some(tokens) = w.tokens.as_mut() {
-            tokens.write(&ids, Some(&positions), &rows)?;
+    }
+    let copy: Vec<f32> = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    Ok(f(&copy))
+}
+
+/// Writes one hook's rows of a batch: token rows without padding, and each pool.
+fn write_hook_rows(
+    w: &mut HookWriters,
+    values: &[f32],
+    batch: &TokenBatch,
+    t: usize,
+    first_id: u64,
+) -> Result<()> {
+    let width = w.width;
+    let mut ids = Vec::new();
+    let mut positions = Vec::new();
+    let mut rows = Vec::new();
+    let mut pooled: Vec<Vec<f32>> = vec![Vec::new(); w.pools.len()];
+    let mut pooled_ids = Vec::with_capacity(batch.lengths.len());
+    let mut out = vec![0f32; width];
+    for (i, &len) in batch.lengths.iter().enumerate() {
+        let id = first_id + i as u64;
+        let example = &values[i * t * width..(i * t + len) * width];
+        if w.tokens.is_some() {
+            ids.extend(std::iter::repeat_n(id, len));
+            positions.extend(0..len as u32);
+            rows.extend_from_slice(example);
         }
-        for ((_, writer), values) in w.pools.iter_mut().zip(&pooled) {
-            writer.write(&pooled_ids, None, values)?;
+        for (j, (pool, _)) in w.pools.iter().enumerate() {
+            pool.apply(example, width, &mut out);
+            pooled[j].extend_from_slice(&out);
         }
+        pooled_ids.push(id);
+    }
+    if let Some(tokens) = w.tokens.as_mut() {
+        tokens.write(&ids, Some(&positions), &rows)?;
+    }
+    for ((_, writer), values) in w.pools.iter_mut().zip(&pooled) {
+        writer.write(&pooled_ids, None, values)?;
     }
     Ok(())
 }

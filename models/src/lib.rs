@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod hooks;
 pub mod hub;
+pub mod kernels;
 pub mod loader;
 pub mod pool;
 pub mod tokenizer;

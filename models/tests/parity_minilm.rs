@@ -132,3 +132,41 @@ fn hooks_can_replace_activations() {
         "zeroing block 3's attention changes the output ({diff})"
     );
 }
+
+/// The fast forward and the candle-graph forward agree at every hook point.
+#[test]
+fn fast_and_graph_forwards_agree_at_every_hook() {
+    let Some(snapshot) = require_minilm("fast_and_graph_forwards_agree") else {
+        return;
+    };
+    use glassbox_models::bert::{Bert, BertConfig};
+    use glassbox_models::weights::Weights;
+    use glassbox_models::HookableModel;
+    let config_path = snapshot.join("config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let cfg = BertConfig::from_json(&config_path, config).unwrap();
+    let weights = Weights::load(
+        &snapshot.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let bert = Bert::load(cfg, &weights).unwrap();
+    let model = load().unwrap();
+    let (reference, _) = minilm_reference();
+    let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
+    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let refs: Vec<&Encoded> = encoded.iter().collect();
+    let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
+    let points = bert.hook_points();
+    let mut fast = Capture::new(points.clone());
+    let mut graph = Capture::new(points.clone());
+    bert.forward(&batch, &mut fast).unwrap();
+    bert.forward_graph(&batch, &mut graph).unwrap();
+    for point in points {
+        let a = captured(&fast, point, &batch.lengths);
+        let b = captured(&graph, point, &batch.lengths);
+        let diff = max_abs_diff(&a.concat().concat(), &b.concat().concat());
+        assert!(diff <= 1e-4, "{point}: fast vs graph differ by {diff}");
+    }
+}

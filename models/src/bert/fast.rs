@@ -1,0 +1,269 @@
+//! The fast BERT forward: packed tokens (no padding anywhere), weights as plain `f32` slices,
+//! matrix multiplies through `gemm` into buffers reused across layers, and fused
+//! multi-threaded kernels for bias + activation, residual + LayerNorm and attention.
+//!
+//! Hooks see the same `[batch, seq, width]` tensors as with the graph forward (padding rows
+//! zero); a hook that returns a different tensor has its values copied back into the stream.
+
+use super::{graph::GraphWeights, Activation, Bert};
+use crate::hooks::{HookPoint, Hooks};
+use crate::kernels;
+use crate::loader::TokenBatch;
+use crate::{ModelError, Result};
+use candle_core::{Device, Tensor};
+
+pub(crate) struct FastBlock {
+    /// Query, key and value projections stacked: `[3H, H]`.
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    attn_out_w: Vec<f32>,
+    attn_out_b: Vec<f32>,
+    ln1: (Vec<f32>, Vec<f32>, f32),
+    inter_w: Vec<f32>,
+    inter_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    ln2: (Vec<f32>, Vec<f32>, f32),
+}
+
+pub(crate) struct FastWeights {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_ln: (Vec<f32>, Vec<f32>, f32),
+    blocks: Vec<FastBlock>,
+}
+
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1()?)
+}
+
+fn linear_parts(l: &candle_nn::Linear) -> Result<(Vec<f32>, Vec<f32>)> {
+    let bias = l
+        .bias()
+        .ok_or_else(|| ModelError::Invalid("BERT linear layers have biases".into()))?;
+    Ok((flat(l.weight())?, flat(bias)?))
+}
+
+fn ln_parts(l: &super::graph::LayerNorm) -> Result<(Vec<f32>, Vec<f32>, f32)> {
+    Ok((flat(&l.weight)?, flat(&l.bias)?, l.eps))
+}
+
+impl FastWeights {
+    pub(crate) fn from_graph(g: &GraphWeights) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(g.blocks.len());
+        for b in &g.blocks {
+            let (qw, qb) = linear_parts(&b.query)?;
+            let (kw, kb) = linear_parts(&b.key)?;
+            let (vw, vb) = linear_parts(&b.value)?;
+            let (attn_out_w, attn_out_b) = linear_parts(&b.attn_output)?;
+            let (inter_w, inter_b) = linear_parts(&b.intermediate)?;
+            let (out_w, out_b) = linear_parts(&b.output)?;
+            blocks.push(FastBlock {
+                qkv_w: [qw, kw, vw].concat(),
+                qkv_b: [qb, kb, vb].concat(),
+                attn_out_w,
+                attn_out_b,
+                ln1: ln_parts(&b.attn_norm)?,
+                inter_w,
+                inter_b,
+                out_w,
+                out_b,
+                ln2: ln_parts(&b.output_norm)?,
+            });
+        }
+        Ok(Self {
+            word: flat(&g.word_embeddings)?,
+            position: flat(&g.position_embeddings)?,
+            token_type: flat(&g.token_type_embeddings)?,
+            embed_ln: ln_parts(&g.embed_norm)?,
+            blocks,
+        })
+    }
+}
+
+/// Packed-row bookkeeping for one batch.
+struct Layout {
+    offsets: Vec<usize>,
+    batch: usize,
+    seq: usize,
+}
+
+impl Layout {
+    fn rows(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0)
+    }
+
+    /// `[batch, seq, width]` with zero padding, from packed rows.
+    fn padded(&self, packed: &[f32], width: usize) -> Result<Tensor> {
+        let mut out = vec![0f32; self.batch * self.seq * width];
+        for b in 0..self.batch {
+            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
+            out[b * self.seq * width..(b * self.seq + e - s) * width]
+                .copy_from_slice(&packed[s * width..e * width]);
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (self.batch, self.seq, width),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// Packed rows from a `[batch, seq, width]` tensor.
+    fn unpad(&self, t: &Tensor, width: usize, point: HookPoint, packed: &mut [f32]) -> Result<()> {
+        if t.dims() != [self.batch, self.seq, width] {
+            return Err(ModelError::Invalid(format!(
+                "hook `{point}` returned shape {:?}, expected [{}, {}, {width}]",
+                t.dims(),
+                self.batch,
+                self.seq
+            )));
+        }
+        let values: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        for b in 0..self.batch {
+            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
+            packed[s * width..e * width]
+                .copy_from_slice(&values[b * self.seq * width..(b * self.seq + e - s) * width]);
+        }
+        Ok(())
+    }
+
+    /// Calls the hook on a packed buffer; copies a replacement back in.
+    fn hook(
+        &self,
+        hooks: &mut dyn Hooks,
+        point: HookPoint,
+        buf: &mut [f32],
+        width: usize,
+    ) -> Result<()> {
+        if !hooks.wants(point) {
+            return Ok(());
+        }
+        let tensor = self.padded(buf, width)?;
+        let id = tensor.id();
+        let out = hooks.visit(point, tensor)?;
+        if out.id() != id {
+            self.unpad(&out, width, point, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Hooks one `width`-wide column block (`q`, `k` or `v`) of the packed `qkv` rows.
+    fn hook_columns(
+        &self,
+        hooks: &mut dyn Hooks,
+        point: HookPoint,
+        qkv: &mut [f32],
+        block: usize,
+        width: usize,
+    ) -> Result<()> {
+        if !hooks.wants(point) {
+            return Ok(());
+        }
+        let stride = 3 * width;
+        let mut cols: Vec<f32> = qkv
+            .chunks_exact(stride)
+            .flat_map(|row| row[block * width..(block + 1) * width].iter().copied())
+            .collect();
+        let before = cols.clone();
+        self.hook(hooks, point, &mut cols, width)?;
+        if cols != before {
+            for (row, new) in qkv.chunks_exact_mut(stride).zip(cols.chunks_exact(width)) {
+                row[block * width..(block + 1) * width].copy_from_slice(new);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    let cfg = &m.cfg;
+    let w = &m.fast;
+    let (b, t) = batch.input_ids.dims2()?;
+    if t > cfg.max_position_embeddings {
+        return Err(ModelError::Invalid(format!(
+            "sequence of {t} tokens exceeds max_position_embeddings {}",
+            cfg.max_position_embeddings
+        )));
+    }
+    let mut offsets = Vec::with_capacity(b + 1);
+    offsets.push(0);
+    for &len in &batch.lengths {
+        offsets.push(offsets.last().copied().unwrap_or(0) + len);
+    }
+    let layout = Layout {
+        offsets,
+        batch: b,
+        seq: t,
+    };
+    let rows = layout.rows();
+    let h = cfg.hidden_size;
+    let ids = batch.input_ids.to_vec2::<u32>()?;
+    let type_ids = batch.type_ids.to_vec2::<u32>()?;
+
+    // Embeddings, each hookable, then LayerNorm.
+    let mut words = vec![0f32; rows * h];
+    let mut positions = vec![0f32; rows * h];
+    let mut types = vec![0f32; rows * h];
+    for (e, (ids, tys)) in ids.iter().zip(&type_ids).enumerate() {
+        for p in 0..batch.lengths[e] {
+            let row = layout.offsets[e] + p;
+            let (id, ty) = (ids[p] as usize, tys[p] as usize);
+            if id >= cfg.vocab_size || ty >= cfg.type_vocab_size {
+                return Err(ModelError::Invalid(format!(
+                    "token id {id} or type id {ty} is outside the embedding tables"
+                )));
+            }
+            words[row * h..(row + 1) * h].copy_from_slice(&w.word[id * h..(id + 1) * h]);
+            positions[row * h..(row + 1) * h].copy_from_slice(&w.position[p * h..(p + 1) * h]);
+            types[row * h..(row + 1) * h].copy_from_slice(&w.token_type[ty * h..(ty + 1) * h]);
+        }
+    }
+    layout.hook(hooks, HookPoint::Embed, &mut words, h)?;
+    layout.hook(hooks, HookPoint::PosEmbed, &mut positions, h)?;
+    layout.hook(hooks, HookPoint::TokenTypeEmbed, &mut types, h)?;
+    let mut x = words;
+    for ((v, p), ty) in x.iter_mut().zip(&positions).zip(&types) {
+        *v += p + ty;
+    }
+    drop((positions, types));
+    let (g, beta, eps) = &w.embed_ln;
+    kernels::layer_norm(&mut x, &[], g, beta, *eps);
+
+    let heads = cfg.num_attention_heads;
+    let inter = cfg.intermediate_size;
+    let mut qkv = vec![0f32; rows * 3 * h];
+    let mut z = vec![0f32; rows * h];
+    let mut a = vec![0f32; rows * h];
+    let mut neurons = vec![0f32; rows * inter];
+    for (i, blk) in w.blocks.iter().enumerate() {
+        layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
+        kernels::linear(&x, h, &blk.qkv_w, &blk.qkv_b, &mut qkv);
+        layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, 0, h)?;
+        layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, 1, h)?;
+        layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, 2, h)?;
+        kernels::attention(&qkv, &layout.offsets, heads, h / heads, &mut z);
+        layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
+        kernels::linear(&z, h, &blk.attn_out_w, &blk.attn_out_b, &mut a);
+        layout.hook(hooks, HookPoint::AttnOut(i), &mut a, h)?;
+        // a := LN1(x + attn_out) = resid_mid
+        kernels::layer_norm(&mut a, &x, &blk.ln1.0, &blk.ln1.1, blk.ln1.2);
+        layout.hook(hooks, HookPoint::ResidMid(i), &mut a, h)?;
+        kernels::linear(&a, h, &blk.inter_w, &blk.inter_b, &mut neurons);
+        match m.act {
+            Activation::GeluErf => kernels::gelu_erf(&mut neurons),
+            Activation::GeluTanh => kernels::gelu_tanh(&mut neurons),
+            Activation::Relu => kernels::relu(&mut neurons),
+        }
+        layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
+        kernels::linear(&neurons, inter, &blk.out_w, &blk.out_b, &mut x);
+        layout.hook(hooks, HookPoint::MlpOut(i), &mut x, h)?;
+        // x := LN2(mlp_out + resid_mid) = resid_post
+        kernels::layer_norm(&mut x, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
+        layout.hook(hooks, HookPoint::ResidPost(i), &mut x, h)?;
+    }
+    layout.padded(&x, h)
+}

@@ -1,0 +1,184 @@
+//! The candle-graph BERT forward: candle ops end to end, so it is differentiable.
+
+use super::{Bert, BertConfig};
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::loader::TokenBatch;
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Module, Tensor};
+use candle_nn::Linear;
+
+pub(crate) struct LayerNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) eps: f32,
+}
+
+impl LayerNorm {
+    pub(crate) fn load(w: &Weights, prefix: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get_any(
+                &[&format!("{prefix}.weight"), &format!("{prefix}.gamma")],
+                &[size],
+            )?,
+            bias: w.get_any(
+                &[&format!("{prefix}.bias"), &format!("{prefix}.beta")],
+                &[size],
+            )?,
+            eps: eps as f32,
+        })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    Ok(Linear::new(
+        w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        Some(w.get(&format!("{prefix}.bias"), &[out_dim])?),
+    ))
+}
+
+pub(crate) struct Block {
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+    pub(crate) attn_output: Linear,
+    pub(crate) attn_norm: LayerNorm,
+    pub(crate) intermediate: Linear,
+    pub(crate) output: Linear,
+    pub(crate) output_norm: LayerNorm,
+}
+
+/// The weights as candle tensors.
+pub(crate) struct GraphWeights {
+    pub(crate) word_embeddings: Tensor,
+    pub(crate) position_embeddings: Tensor,
+    pub(crate) token_type_embeddings: Tensor,
+    pub(crate) embed_norm: LayerNorm,
+    pub(crate) blocks: Vec<Block>,
+}
+
+impl GraphWeights {
+    pub(crate) fn load(cfg: &BertConfig, w: &Weights) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            blocks.push(Block {
+                query: linear(w, &format!("{p}.attention.self.query"), h, h)?,
+                key: linear(w, &format!("{p}.attention.self.key"), h, h)?,
+                value: linear(w, &format!("{p}.attention.self.value"), h, h)?,
+                attn_output: linear(w, &format!("{p}.attention.output.dense"), h, h)?,
+                attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
+                intermediate: linear(
+                    w,
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    cfg.intermediate_size,
+                )?,
+                output: linear(w, &format!("{p}.output.dense"), cfg.intermediate_size, h)?,
+                output_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+            });
+        }
+        Ok(Self {
+            word_embeddings: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            position_embeddings: w.get(
+                "embeddings.position_embeddings.weight",
+                &[cfg.max_position_embeddings, h],
+            )?,
+            token_type_embeddings: w.get(
+                "embeddings.token_type_embeddings.weight",
+                &[cfg.type_vocab_size, h],
+            )?,
+            embed_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, eps)?,
+            blocks,
+        })
+    }
+}
+
+fn embed(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    let g = &m.graph;
+    let (b, t) = batch.input_ids.dims2()?;
+    let h = m.cfg.hidden_size;
+    let lookup = |table: &Tensor, ids: &Tensor| -> candle_core::Result<Tensor> {
+        table
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, h))
+    };
+    let words = at(
+        hooks,
+        HookPoint::Embed,
+        lookup(&g.word_embeddings, &batch.input_ids)?,
+    )?;
+    let positions = g
+        .position_embeddings
+        .narrow(0, 0, t)?
+        .unsqueeze(0)?
+        .broadcast_as((b, t, h))?;
+    let positions = at(hooks, HookPoint::PosEmbed, positions)?;
+    let types = at(
+        hooks,
+        HookPoint::TokenTypeEmbed,
+        lookup(&g.token_type_embeddings, &batch.type_ids)?,
+    )?;
+    Ok(g.embed_norm
+        .forward(&(words.add(&positions)?.add(&types)?))?)
+}
+
+fn block(
+    m: &Bert,
+    i: usize,
+    block: &Block,
+    x: Tensor,
+    mask_bias: &Tensor,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
+    let (b, t, h) = x.dims3()?;
+    let heads = m.cfg.num_attention_heads;
+    let head_dim = h / heads;
+    let x = at(hooks, HookPoint::ResidPre(i), x)?;
+    let q = at(hooks, HookPoint::AttnQ(i), block.query.forward(&x)?)?;
+    let k = at(hooks, HookPoint::AttnK(i), block.key.forward(&x)?)?;
+    let v = at(hooks, HookPoint::AttnV(i), block.value.forward(&x)?)?;
+    let split = |m: &Tensor| -> candle_core::Result<Tensor> {
+        m.reshape((b, t, heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+    let z = at(hooks, HookPoint::AttnZ(i), z)?;
+    let attn_out = at(hooks, HookPoint::AttnOut(i), block.attn_output.forward(&z)?)?;
+    let mid = block.attn_norm.forward(&x.add(&attn_out)?)?;
+    let mid = at(hooks, HookPoint::ResidMid(i), mid)?;
+    let neurons = m.act.apply(&block.intermediate.forward(&mid)?)?;
+    let neurons = at(hooks, HookPoint::MlpPost(i), neurons)?;
+    let mlp_out = at(hooks, HookPoint::MlpOut(i), block.output.forward(&neurons)?)?;
+    let post = block.output_norm.forward(&mid.add(&mlp_out)?)?;
+    Ok(at(hooks, HookPoint::ResidPost(i), post)?)
+}
+
+pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    let (b, t) = batch.input_ids.dims2()?;
+    if t > m.cfg.max_position_embeddings {
+        return Err(ModelError::Invalid(format!(
+            "sequence of {t} tokens exceeds max_position_embeddings {}",
+            m.cfg.max_position_embeddings
+        )));
+    }
+    // Additive mask as in `transformers`: 0 for real tokens, the most negative f32 for
+    // padding. mask * (-MIN) + MIN is exactly 0 for mask = 1 and MIN for mask = 0.
+    let min = f32::MIN as f64;
+    let mask_bias = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
+    let mut x = embed(m, batch, hooks)?;
+    for (i, blk) in m.graph.blocks.iter().enumerate() {
+        x = block(m, i, blk, x, &mask_bias, hooks)?;
+    }
+    Ok(x)
+}

@@ -1,0 +1,187 @@
+//! BERT-family encoders (BERT, MiniLM, sentence-transformers checkpoints), hookable.
+//!
+//! Values at every hook are those of the unmodified Hugging Face `BertModel` (post-LayerNorm
+//! blocks, no folding), so `blocks.{i}.hook_resid_post` equals `hidden_states[i + 1]` of
+//! `transformers` and `blocks.0.hook_resid_pre` equals `hidden_states[0]`.
+//!
+//! Per block, with `h = hook_resid_pre`:
+//! `hook_attn_out = O(attn(h))`, `hook_resid_mid = LN1(h + hook_attn_out)`,
+//! `mlp.hook_post = act(I(hook_resid_mid))`, `hook_mlp_out = D(mlp.hook_post)`,
+//! `hook_resid_post = LN2(hook_resid_mid + hook_mlp_out)`.
+//!
+//! Two implementations share the weights: [`fast`] (the default `forward`: packed tokens, no
+//! padding, fused multi-threaded kernels) and [`graph`] (candle ops, differentiable, kept as an
+//! independent cross-check and for gradients).
+
+pub mod fast;
+pub mod graph;
+
+use crate::hooks::HookPoint;
+use crate::loader::{HookableModel, TokenBatch};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::Tensor;
+use serde::Deserialize;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+/// The fields of a BERT `config.json` this implementation uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
+}
+
+impl BertConfig {
+    pub fn from_json(path: &Path, value: serde_json::Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: BertConfig =
+            serde_json::from_value(value).map_err(|e| bad(format!("not a BERT config: {e}")))?;
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
+            return Err(bad(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                cfg.hidden_size, cfg.num_attention_heads
+            )));
+        }
+        if cfg.position_embedding_type != "absolute" {
+            return Err(bad(format!(
+                "position_embedding_type `{}` is not supported; only `absolute`",
+                cfg.position_embedding_type
+            )));
+        }
+        Activation::parse(&cfg.hidden_act).map_err(bad)?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub(crate) fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(format!(
+                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh or relu"
+            )),
+        }
+    }
+    pub(crate) fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+/// A hookable BERT encoder.
+pub struct Bert {
+    pub(crate) cfg: BertConfig,
+    pub(crate) act: Activation,
+    pub(crate) graph: graph::GraphWeights,
+    pub(crate) fast: fast::FastWeights,
+}
+
+impl Bert {
+    pub fn load(cfg: BertConfig, w: &Weights) -> Result<Self> {
+        let graph = graph::GraphWeights::load(&cfg, w)?;
+        let fast = fast::FastWeights::from_graph(&graph)?;
+        Ok(Self {
+            act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
+            cfg,
+            graph,
+            fast,
+        })
+    }
+
+    /// The candle-graph forward (differentiable); same hooks and values as [`HookableModel::forward`].
+    pub fn forward_graph(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn crate::hooks::Hooks,
+    ) -> Result<Tensor> {
+        graph::forward(self, batch, hooks)
+    }
+}
+
+impl HookableModel for Bert {
+    fn family(&self) -> &'static str {
+        "bert"
+    }
+
+    fn hook_points(&self) -> Vec<HookPoint> {
+        use HookPoint::*;
+        let mut points = vec![Embed, PosEmbed, TokenTypeEmbed];
+        for i in 0..self.cfg.num_hidden_layers {
+            points.extend([
+                ResidPre(i),
+                AttnQ(i),
+                AttnK(i),
+                AttnV(i),
+                AttnZ(i),
+                AttnOut(i),
+                ResidMid(i),
+                MlpPost(i),
+                MlpOut(i),
+                ResidPost(i),
+            ]);
+        }
+        points
+    }
+
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.intermediate_size,
+            _ => self.cfg.hidden_size,
+        }
+    }
+
+    fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn crate::hooks::Hooks) -> Result<Tensor> {
+        fast::forward(self, batch, hooks)
+    }
+}
