@@ -41,12 +41,24 @@ pub fn linear(x: &[f32], in_dim: usize, w: &[f32], bias: &[f32], dst: &mut [f32]
     );
 }
 
+/// Runs `f` compiled for the best instruction set this CPU has (AVX-512, AVX2+FMA or
+/// baseline), so plain loops inside it auto-vectorise wide. Safe: pulp checks the CPU.
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Exact (erf) GELU in place, as `torch.nn.functional.gelu`.
 pub fn gelu_erf(x: &mut [f32]) {
     x.par_chunks_mut(8192).for_each(|chunk| {
-        for v in chunk {
-            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-        }
+        simd(
+            #[inline(always)]
+            || {
+                for v in chunk {
+                    *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            },
+        )
     });
 }
 
@@ -89,28 +101,41 @@ pub fn relu(x: &mut [f32]) {
 /// Statistics in f64 for the mean/variance, matching PyTorch to float rounding.
 pub fn layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();
-    let body = |row: &mut [f32], res: Option<&[f32]>| {
-        if let Some(res) = res {
-            row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
-        }
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = ((*v as f64 - mean) * inv) as f32 * g + b;
-        }
-    };
+    let body = |row: &mut [f32], res: Option<&[f32]>| normalise_row(row, res, gamma, beta, eps);
     if residual.is_empty() {
-        x.par_chunks_mut(width * ROWS_PER_TASK)
-            .for_each(|c| c.chunks_exact_mut(width).for_each(|row| body(row, None)));
+        x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|c| {
+            simd(
+                #[inline(always)]
+                || c.chunks_exact_mut(width).for_each(|row| body(row, None)),
+            )
+        });
     } else {
         x.par_chunks_mut(width * ROWS_PER_TASK)
             .zip(residual.par_chunks(width * ROWS_PER_TASK))
             .for_each(|(c, r)| {
-                c.chunks_exact_mut(width)
-                    .zip(r.chunks_exact(width))
-                    .for_each(|(row, res)| body(row, Some(res)))
+                simd(
+                    #[inline(always)]
+                    || {
+                        c.chunks_exact_mut(width)
+                            .zip(r.chunks_exact(width))
+                            .for_each(|(row, res)| body(row, Some(res)))
+                    },
+                )
             });
+    }
+}
+
+#[inline(always)]
+fn normalise_row(row: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
+    if let Some(res) = residual {
+        row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
+    }
+    let width = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = ((*v as f64 - mean) * inv) as f32 * g + b;
     }
 }
 
@@ -166,9 +191,10 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, head_dim: usize, 
                     false,
                     1,
                 );
-                for row in scores.chunks_exact_mut(len) {
-                    softmax(row);
-                }
+                simd(
+                    #[inline(always)]
+                    || scores.chunks_exact_mut(len).for_each(softmax),
+                );
                 // z_head = P V
                 matmul(
                     (len, len, head_dim),
@@ -194,6 +220,7 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, head_dim: usize, 
         });
 }
 
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
