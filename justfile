@@ -35,13 +35,23 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Extraction throughput (tokens/s, all 7 layers, bs 32 × 128 tokens) and peak RSS, as JSON.
+# Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
+# (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens.
 bench: models
-    cargo build --release --bin glassbox --bin glassbox-bench
-    ./target/release/glassbox-bench
+    cargo build --release --bin glassbox-bench
+    ./target/release/glassbox-bench --out target/bench/glassbox.json --texts target/bench/texts.jsonl
+    ./target/release/glassbox-bench --memory-tokens 10000 > target/bench/memory-10k.json
+    ./target/release/glassbox-bench --memory-tokens 200000 > target/bench/memory-200k.json
+    @just _python-env .venv-bench "torch transformers pyarrow numpy"
+    .venv-bench/bin/python bench/pytorch_extract.py target/bench/texts.jsonl target/bench/pytorch.json > /dev/null
+    python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
+
+# A venv at `dir` with `packages` from PyPI (pip skips what is already installed).
+_python-env dir packages:
+    @if [ ! -x "{{dir}}/bin/python" ]; then python3 -m venv "{{dir}}"; fi
+    @"{{dir}}/bin/pip" install --quiet --disable-pip-version-check {{packages}}
 
 # Regenerate the PyTorch reference fixtures (needs torch + transformers from PyPI).
 reference: models
-    python3 -m venv .venv-ref
-    .venv-ref/bin/pip install --quiet torch transformers safetensors numpy
+    @just _python-env .venv-ref "torch transformers safetensors numpy"
     .venv-ref/bin/python scripts/reference_minilm.py

@@ -69,6 +69,21 @@ impl ActivationWriter {
         positions: Option<&[u32]>,
         values: &[f32],
     ) -> Result<()> {
+        self.write_owned(
+            example_ids.to_vec(),
+            positions.map(<[u32]>::to_vec),
+            values.to_vec(),
+        )
+    }
+
+    /// [`write`](Self::write) taking ownership of the buffers, which become the Arrow arrays
+    /// without another copy (f32 storage).
+    pub fn write_owned(
+        &mut self,
+        example_ids: Vec<u64>,
+        positions: Option<Vec<u32>>,
+        values: Vec<f32>,
+    ) -> Result<()> {
         let width = self.meta.width;
         let n = example_ids.len();
         if values.len() != n * width {
@@ -90,7 +105,7 @@ impl ActivationWriter {
             )));
         }
         let item: ArrayRef = match self.meta.dtype {
-            ActDtype::F32 => Arc::new(Float32Array::from(values.to_vec())),
+            ActDtype::F32 => Arc::new(Float32Array::from(values)),
             ActDtype::F16 => Arc::new(Float16Array::from(
                 values
                     .iter()
@@ -101,9 +116,9 @@ impl ActivationWriter {
         let field = Arc::new(Field::new("item", self.meta.dtype.arrow(), false));
         let act = FixedSizeListArray::try_new(field, width as i32, item, None)
             .map_err(DataError::arrow(&self.tmp))?;
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(example_ids.to_vec()))];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(example_ids))];
         if let Some(p) = positions {
-            columns.push(Arc::new(UInt32Array::from(p.to_vec())));
+            columns.push(Arc::new(UInt32Array::from(p)));
         }
         columns.push(Arc::new(act));
         let batch = RecordBatch::try_new(self.schema.clone(), columns)

@@ -1,9 +1,12 @@
 //! `just bench`: extraction throughput on the real all-MiniLM-L6-v2 and peak memory.
 //!
-//! Measures (1) forward-only tokens/s with all 7 hidden states captured and (2) end-to-end
-//! tokens/s of `extract` writing those 7 hooks to Parquet (token level + mean/cls pools), at
-//! batch 32 × 128 tokens, then prints JSON (also written to target/bench/extract.json).
-//! Peak RSS is the process's VmHWM. No numbers are asserted: this is a measurement.
+//! Default mode measures (1) forward-only tokens/s with all 7 hidden states captured and
+//! (2) end-to-end tokens/s of `extract` writing those 7 hooks to Parquet (token level +
+//! mean/cls pools), at batch 32 × 128 tokens; prints JSON (and writes it to `--out`, default
+//! target/bench/glassbox.json) and writes the benchmark texts to `--texts` (default
+//! target/bench/texts.jsonl) so the PyTorch reference runs on the very same input.
+//! `--memory-tokens N` instead runs only an end-to-end extraction of N tokens, to show peak RSS
+//! does not grow with the data. Peak RSS is the process's VmHWM. Nothing is asserted.
 
 use anyhow::{Context, Result};
 use glassbox_data::{NoProgress, RunDir, TextDataset};
@@ -42,11 +45,70 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
+struct Args {
+    out: std::path::PathBuf,
+    texts: std::path::PathBuf,
+    memory_tokens: Option<usize>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        out: "target/bench/glassbox.json".into(),
+        texts: "target/bench/texts.jsonl".into(),
+        memory_tokens: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--out" => args.out = value.into(),
+            "--texts" => args.texts = value.into(),
+            "--memory-tokens" => {
+                args.memory_tokens = Some(value.parse().context("--memory-tokens")?)
+            }
+            other => anyhow::bail!("unknown option {other}; use --out, --texts or --memory-tokens"),
+        }
+    }
+    Ok(args)
+}
+
+/// End-to-end extraction of `texts` into a temporary run; returns (summary, seconds, bytes).
+fn extract_e2e(
+    model: &glassbox_models::LoadedModel,
+    hooks: &[HookPoint],
+    texts: Vec<String>,
+) -> Result<(glassbox_models::ExtractSummary, f64, u64)> {
+    let data = TextDataset {
+        source: "bench".into(),
+        sha256: String::new(),
+        texts,
+        splits: None,
+        columns: Vec::new(),
+    };
+    let tmp = tempfile_dir()?;
+    let run = RunDir::new(tmp.join("run"));
+    let opts = ExtractOptions {
+        hooks: hooks.to_vec(),
+        pools: vec![Pool::Mean, Pool::Cls],
+        token_level: true,
+        batch_size: BATCH,
+        dtype: glassbox_data::ActDtype::F32,
+        shard_size: 256,
+    };
+    let start = Instant::now();
+    let summary = extract(model, &data, &run, &opts, &NoProgress)?;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = dir_size(&run.activations_root());
+    std::fs::remove_dir_all(&tmp).ok();
+    Ok((summary, secs, bytes))
+}
+
 fn main() -> Result<()> {
     std::env::set_var(
         "HF_HUB_OFFLINE",
         std::env::var("HF_HUB_OFFLINE").unwrap_or_else(|_| "1".into()),
     );
+    let args = parse_args()?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -55,7 +117,20 @@ fn main() -> Result<()> {
     let mut hooks = vec![HookPoint::ResidPre(0)];
     hooks.extend((0..6).map(HookPoint::ResidPost));
 
-    // Forward only, all 7 hidden states captured and copied out of the tensors.
+    if let Some(tokens) = args.memory_tokens {
+        let (summary, secs, bytes) = extract_e2e(&model, &hooks, texts(tokens.div_ceil(SEQ)))?;
+        let report = serde_json::json!({
+            "tokens": summary.n_tokens,
+            "seconds": secs,
+            "tokens_per_s": summary.n_tokens as f64 / secs,
+            "activation_bytes": bytes,
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        println!("{report}");
+        return Ok(());
+    }
+
+    // Forward only, all 7 hidden states captured and readable as f32 slices.
     let batches = 8;
     let corpus = texts(BATCH * batches);
     let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
@@ -70,7 +145,12 @@ fn main() -> Result<()> {
         let mut capture = Capture::new(hooks.iter().copied());
         model.model.forward(&batch, &mut capture)?;
         for t in capture.captured.values() {
-            let _: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            // Read the values in place, as PyTorch's `.numpy()` does (no copy).
+            let (storage, layout) = t.storage_and_layout();
+            if let candle_core::Storage::Cpu(cpu) = &*storage {
+                let values = cpu.as_slice::<f32>()?;
+                std::hint::black_box(values[layout.start_offset()]);
+            }
         }
         Ok(())
     };
@@ -84,29 +164,8 @@ fn main() -> Result<()> {
 
     // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
     let n_examples = BATCH * batches;
-    let data = TextDataset {
-        source: "bench".into(),
-        sha256: String::new(),
-        texts: corpus.clone(),
-        splits: None,
-        columns: Vec::new(),
-    };
-    let tmp = tempfile_dir()?;
-    let run = RunDir::new(tmp.join("run"));
-    let opts = ExtractOptions {
-        hooks: hooks.clone(),
-        pools: vec![Pool::Mean, Pool::Cls],
-        token_level: true,
-        batch_size: BATCH,
-        dtype: glassbox_data::ActDtype::F32,
-        shard_size: 256,
-    };
-    let start = Instant::now();
-    let summary = extract(&model, &data, &run, &opts, &NoProgress)?;
-    let e2e_secs = start.elapsed().as_secs_f64();
+    let (summary, e2e_secs, bytes) = extract_e2e(&model, &hooks, corpus.clone())?;
     let e2e_tps = summary.n_tokens as f64 / e2e_secs;
-    let bytes = dir_size(&run.activations_root());
-    std::fs::remove_dir_all(&tmp).ok();
 
     let report = serde_json::json!({
         "model": MODEL,
@@ -123,8 +182,17 @@ fn main() -> Result<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write("target/bench/extract.json", &text)?;
+    for path in [&args.out, &args.texts] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    std::fs::write(&args.out, &text)?;
+    let lines: Vec<String> = corpus
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&args.texts, lines.join("\n") + "\n")?;
     eprintln!(
         "extraction: forward {forward_tps:.0} tokens/s, end-to-end {e2e_tps:.0} tokens/s (7 layers, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
         peak_rss_mib().unwrap_or(f64::NAN)

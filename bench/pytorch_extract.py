@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers + pyarrow reference for `just bench` (the Python stack users know).
+
+On the same texts as glassbox-bench (batch 32 x 128 tokens, all-MiniLM-L6-v2 from the HF
+cache): (1) forward with output_hidden_states=True, all 7 hidden states copied to numpy;
+(2) end to end: the same plus writing every layer's token rows (example_id, position,
+act: fixed_size_list<float32>[384], padding dropped) to Parquet with pyarrow, uncompressed,
+like glassbox's store. Prints JSON; peak RSS from getrusage.
+
+Usage: pytorch_extract.py TEXTS.jsonl OUT.json
+"""
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BATCH, SEQ = 32, 128
+
+texts = [json.loads(line)["text"] for line in open(sys.argv[1])]
+tokenizer = transformers.AutoTokenizer.from_pretrained(MODEL)
+model = transformers.AutoModel.from_pretrained(MODEL).eval()
+batches = [
+    tokenizer(texts[i : i + BATCH], padding=True, truncation=True, max_length=SEQ, return_tensors="pt")
+    for i in range(0, len(texts), BATCH)
+]
+n_tokens = int(sum(b["attention_mask"].sum() for b in batches))
+
+
+def forward(batch):
+    with torch.inference_mode():
+        out = model(**batch, output_hidden_states=True)
+    return [h.numpy() for h in out.hidden_states]
+
+
+forward(batches[0])  # warm-up
+start = time.perf_counter()
+for batch in batches:
+    forward(batch)
+forward_s = time.perf_counter() - start
+
+with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    writers = {}
+    first_id = 0
+    for batch in batches:
+        hidden = forward(batch)
+        mask = batch["attention_mask"].numpy().astype(bool)
+        example_ids = np.broadcast_to(np.arange(first_id, first_id + mask.shape[0])[:, None], mask.shape)[mask]
+        positions = np.broadcast_to(np.arange(mask.shape[1])[None, :], mask.shape)[mask]
+        for layer, h in enumerate(hidden):
+            rows = h[mask]
+            act = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), rows.shape[1])
+            table = pa.table({
+                "example_id": pa.array(example_ids.astype(np.uint64)),
+                "position": pa.array(positions.astype(np.uint32)),
+                "act": act,
+            })
+            if layer not in writers:
+                writers[layer] = pq.ParquetWriter(f"{tmp}/layer{layer}.parquet", table.schema, compression="none")
+            writers[layer].write_table(table)
+        first_id += mask.shape[0]
+    for w in writers.values():
+        w.close()
+    e2e_s = time.perf_counter() - start
+
+report = {
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "threads": torch.get_num_threads(),
+    "forward_only": {"tokens": n_tokens, "seconds": forward_s, "tokens_per_s": n_tokens / forward_s},
+    "end_to_end_parquet": {"tokens": n_tokens, "seconds": e2e_s, "tokens_per_s": n_tokens / e2e_s},
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(json.dumps(report, indent=2))

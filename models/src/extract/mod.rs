@@ -1,0 +1,158 @@
+//! The extraction loop: data → tokens → model → hooked activations → the Parquet store.
+//!
+//! Work is cut into shards of `shard_size` examples. Shard `k` writes `part-k.parquet` under
+//! every hook (and pool) folder, each file streamed to a temp name and renamed when complete,
+//! and only then a completion marker `_progress/extract/shard-k.done`. A re-run skips shards
+//! with a marker and rewrites any without one, so a killed extraction resumes with no lost or
+//! duplicated rows. Memory is bounded by one batch.
+
+mod shard;
+
+use crate::hooks::HookPoint;
+use crate::loader::LoadedModel;
+use crate::pool::Pool;
+use crate::{ModelError, Result};
+use glassbox_data::examples::write_examples;
+use glassbox_data::tokens::{TokenRows, TokensWriter};
+use glassbox_data::{atomic, ActDtype, DataError, Progress, RunDir, TextDataset};
+
+/// How to extract.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    pub hooks: Vec<HookPoint>,
+    /// Sequence-level pools written under `pooled/`.
+    pub pools: Vec<Pool>,
+    /// Write one row per token under `activations/` (pools are written either way).
+    pub token_level: bool,
+    pub batch_size: usize,
+    pub dtype: ActDtype,
+    /// Examples per shard: the unit of resumption.
+    pub shard_size: usize,
+}
+
+/// What an extraction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractSummary {
+    pub n_examples: u64,
+    pub n_tokens: u64,
+    pub shards: usize,
+    /// Shards found complete from an earlier, interrupted run and kept.
+    pub shards_resumed: usize,
+}
+
+/// Tokenises the data set, writes `examples.parquet` and `tokens.parquet`, then runs every
+/// shard that is not already complete.
+pub fn extract(
+    model: &LoadedModel,
+    data: &TextDataset,
+    run: &RunDir,
+    opts: &ExtractOptions,
+    progress: &dyn Progress,
+) -> Result<ExtractSummary> {
+    validate(model, opts)?;
+    let n_tokens = tokenize_all(model, data, run, opts.batch_size, progress)?;
+    let total_tokens: u64 = n_tokens.iter().map(|&n| n as u64).sum();
+    let n = data.len();
+    let n_shards = n.div_ceil(opts.shard_size);
+    let markers = run.progress_dir("extract");
+    std::fs::create_dir_all(&markers).map_err(|e| DataError::Io {
+        path: markers.clone(),
+        source: e,
+    })?;
+
+    progress.start("extract", total_tokens);
+    let mut resumed = 0;
+    for shard in 0..n_shards {
+        let range = shard * opts.shard_size..((shard + 1) * opts.shard_size).min(n);
+        let shard_tokens: u64 = n_tokens[range.clone()].iter().map(|&t| t as u64).sum();
+        let marker = markers.join(format!("shard-{shard:05}.done"));
+        if marker.exists() {
+            resumed += 1;
+            progress.advance(shard_tokens);
+            continue;
+        }
+        shard::run_shard(model, data, run, opts, shard, range, progress)?;
+        atomic::write_bytes(&marker, format!("{shard_tokens}\n").as_bytes())?;
+    }
+    progress.finish();
+    if resumed > 0 {
+        progress.note(&format!(
+            "resumed: kept {resumed} of {n_shards} shards completed by an earlier run"
+        ));
+    }
+    Ok(ExtractSummary {
+        n_examples: n as u64,
+        n_tokens: total_tokens,
+        shards: n_shards,
+        shards_resumed: resumed,
+    })
+}
+
+fn validate(model: &LoadedModel, opts: &ExtractOptions) -> Result<()> {
+    if opts.batch_size == 0 || opts.shard_size == 0 {
+        return Err(ModelError::Invalid(
+            "batch size and shard size must be at least 1".into(),
+        ));
+    }
+    if opts.hooks.is_empty() {
+        return Err(ModelError::Invalid("no hooks selected".into()));
+    }
+    if !opts.token_level && opts.pools.is_empty() {
+        return Err(ModelError::Invalid(
+            "nothing to write: token-level activations are off and no pools are set".into(),
+        ));
+    }
+    let available = model.model.hook_points();
+    for hook in &opts.hooks {
+        if !available.contains(hook) {
+            return Err(ModelError::UnknownHook {
+                name: hook.to_string(),
+                hint: format!(" (not a hook point of this {} model)", model.model.family()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Streams `tokens.parquet`, writes `examples.parquet`; returns tokens kept per example.
+fn tokenize_all(
+    model: &LoadedModel,
+    data: &TextDataset,
+    run: &RunDir,
+    chunk: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<u32>> {
+    progress.start("tokenize", data.len() as u64);
+    let mut writer = TokensWriter::create(run)?;
+    let mut n_tokens = Vec::with_capacity(data.len());
+    for (c, texts) in data.texts.chunks(chunk.max(256)).enumerate() {
+        let first = c * chunk.max(256);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = model.tokenizer.encode(&refs)?;
+        let rows: Vec<TokenRows<'_>> = encoded
+            .iter()
+            .enumerate()
+            .map(|(i, e)| TokenRows {
+                example_id: (first + i) as u64,
+                ids: &e.ids,
+                tokens: &e.tokens,
+            })
+            .collect();
+        for (i, e) in encoded.iter().enumerate() {
+            if e.ids.is_empty() {
+                return Err(ModelError::Invalid(format!(
+                    "{}: row {} tokenises to zero tokens; give it some text",
+                    data.source.display(),
+                    first + i + 1
+                )));
+            }
+            n_tokens.push(e.ids.len() as u32);
+        }
+        writer.write(&rows)?;
+        progress.advance(texts.len() as u64);
+    }
+    writer.finish()?;
+    write_examples(run, data, &n_tokens)?;
+    progress.finish();
+    Ok(n_tokens)
+}
