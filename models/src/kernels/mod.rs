@@ -98,7 +98,7 @@ pub fn relu(x: &mut [f32]) {
 }
 
 /// `x = LayerNorm(x + residual)` row by row (`residual` may be empty for no residual).
-/// Statistics in f64 for the mean/variance, matching PyTorch to float rounding.
+/// Two-pass mean and variance (of deviations), as PyTorch computes them.
 pub fn layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();
     let body = |row: &mut [f32], res: Option<&[f32]>| normalise_row(row, res, gamma, beta, eps);
@@ -130,13 +130,41 @@ fn normalise_row(row: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta:
     if let Some(res) = residual {
         row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
     }
+    // Statistics in f64 (8 lanes still vectorise): residual streams carry values in the
+    // hundreds, where f32 sums drift past the 1e-4 parity tolerance.
     let width = row.len() as f64;
-    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width;
-    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width;
+    let mean = lanes(row, 0.0, |acc, v| acc + v as f64, |a, b| a + b) / width;
+    let var = lanes(
+        row,
+        0.0,
+        |acc, v| acc + (v as f64 - mean).powi(2),
+        |a, b| a + b,
+    ) / width;
     let inv = 1.0 / (var + eps as f64).sqrt();
+    let (mean, inv) = (mean as f32, inv as f32);
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-        *v = ((*v as f64 - mean) * inv) as f32 * g + b;
+        *v = (*v - mean) * inv * g + b;
     }
+}
+
+/// A reduction over 16 independent lanes, so it vectorises (a plain fold is one serial chain
+/// of dependent adds, bound by instruction latency), then across the lanes.
+#[inline(always)]
+fn lanes<A: Copy>(x: &[f32], init: A, step: impl Fn(A, f32) -> A, merge: impl Fn(A, A) -> A) -> A {
+    const L: usize = 16;
+    let mut acc = [init; L];
+    let chunks = x.chunks_exact(L);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..L {
+            acc[i] = step(acc[i], chunk[i]);
+        }
+    }
+    let mut total = acc.into_iter().fold(init, &merge);
+    for &v in tail {
+        total = step(total, v);
+    }
+    total
 }
 
 /// Splits a packed buffer of `width`-wide rows into one mutable slice per example.
@@ -222,9 +250,9 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, head_dim: usize, 
 
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
     row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
-    let sum: f32 = row.iter().sum();
+    let sum = lanes(row, 0.0, |a, v| a + v, |a, b| a + b);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
 }
