@@ -179,6 +179,22 @@ impl Layout {
     }
 }
 
+/// When `point` is hooked, adds `bias` now so the hook sees the true output and returns no bias
+/// for the next kernel; otherwise returns `bias` for the next kernel to fuse.
+fn biased_for_hook<'b>(
+    hooks: &dyn Hooks,
+    point: HookPoint,
+    x: &mut [f32],
+    bias: &'b [f32],
+) -> &'b [f32] {
+    if hooks.wants(point) {
+        kernels::add_bias(x, bias);
+        &[]
+    } else {
+        bias
+    }
+}
+
 pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
     let cfg = &m.cfg;
     let w = &m.fast;
@@ -231,7 +247,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     }
     drop((positions, types));
     let (g, beta, eps) = &w.embed_ln;
-    kernels::layer_norm(&mut x, &[], g, beta, *eps);
+    kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
 
     let heads = cfg.num_attention_heads;
     let inter = cfg.intermediate_size;
@@ -241,28 +257,31 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     let mut neurons = vec![0f32; rows * inter];
     for (i, blk) in w.blocks.iter().enumerate() {
         layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
-        kernels::linear(&x, h, &blk.qkv_w, &blk.qkv_b, &mut qkv);
+        kernels::matmul_wt(&x, h, &blk.qkv_w, 3 * h, &mut qkv);
+        kernels::add_bias(&mut qkv, &blk.qkv_b);
         layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, 0, h)?;
         layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, 1, h)?;
         layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, 2, h)?;
         kernels::attention(&qkv, &layout.offsets, heads, h / heads, &mut z);
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
-        kernels::linear(&z, h, &blk.attn_out_w, &blk.attn_out_b, &mut a);
+        kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);
+        // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.
+        let bias = biased_for_hook(hooks, HookPoint::AttnOut(i), &mut a, &blk.attn_out_b);
         layout.hook(hooks, HookPoint::AttnOut(i), &mut a, h)?;
-        // a := LN1(x + attn_out) = resid_mid
-        kernels::layer_norm(&mut a, &x, &blk.ln1.0, &blk.ln1.1, blk.ln1.2);
+        kernels::layer_norm(&mut a, bias, &x, &blk.ln1.0, &blk.ln1.1, blk.ln1.2);
         layout.hook(hooks, HookPoint::ResidMid(i), &mut a, h)?;
-        kernels::linear(&a, h, &blk.inter_w, &blk.inter_b, &mut neurons);
+        kernels::matmul_wt(&a, h, &blk.inter_w, inter, &mut neurons);
         match m.act {
-            Activation::GeluErf => kernels::gelu_erf(&mut neurons),
-            Activation::GeluTanh => kernels::gelu_tanh(&mut neurons),
-            Activation::Relu => kernels::relu(&mut neurons),
+            Activation::GeluErf => kernels::bias_gelu_erf(&mut neurons, &blk.inter_b),
+            Activation::GeluTanh => kernels::bias_gelu_tanh(&mut neurons, &blk.inter_b),
+            Activation::Relu => kernels::bias_relu(&mut neurons, &blk.inter_b),
         }
         layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
-        kernels::linear(&neurons, inter, &blk.out_w, &blk.out_b, &mut x);
-        layout.hook(hooks, HookPoint::MlpOut(i), &mut x, h)?;
+        kernels::matmul_wt(&neurons, inter, &blk.out_w, h, &mut x);
         // x := LN2(mlp_out + resid_mid) = resid_post
-        kernels::layer_norm(&mut x, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
+        let bias = biased_for_hook(hooks, HookPoint::MlpOut(i), &mut x, &blk.out_b);
+        layout.hook(hooks, HookPoint::MlpOut(i), &mut x, h)?;
+        kernels::layer_norm(&mut x, bias, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
         layout.hook(hooks, HookPoint::ResidPost(i), &mut x, h)?;
     }
     layout.padded(&x, h)

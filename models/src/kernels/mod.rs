@@ -15,18 +15,11 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// `dst[rows×out] = x[rows×in] · wᵀ + bias`, with `w` in the `[out, in]` layout of
-/// PyTorch's `nn.Linear`.
-pub fn linear(x: &[f32], in_dim: usize, w: &[f32], bias: &[f32], dst: &mut [f32]) {
-    let out_dim = bias.len();
+/// `dst[rows×out] = x[rows×in] · wᵀ` (no bias: callers fuse it into the next kernel), with `w`
+/// in the `[out, in]` layout of PyTorch's `nn.Linear`.
+pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut [f32]) {
     let rows = x.len() / in_dim;
     debug_assert_eq!(dst.len(), rows * out_dim);
-    dst.par_chunks_mut(out_dim * ROWS_PER_TASK)
-        .for_each(|chunk| {
-            chunk
-                .chunks_exact_mut(out_dim)
-                .for_each(|row| row.copy_from_slice(bias))
-        });
     matmul(
         (rows, in_dim, out_dim),
         dst,
@@ -36,9 +29,23 @@ pub fn linear(x: &[f32], in_dim: usize, w: &[f32], bias: &[f32], dst: &mut [f32]
         w,
         View::transposed(0, in_dim),
         1.0,
-        true,
+        false,
         threads(),
     );
+}
+
+/// `x += bias` on every row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    let width = bias.len();
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|c| {
+        simd(
+            #[inline(always)]
+            || {
+                c.chunks_exact_mut(width)
+                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b))
+            },
+        )
+    });
 }
 
 /// Runs `f` compiled for the best instruction set this CPU has (AVX-512, AVX2+FMA or
@@ -48,17 +55,25 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
-/// Exact (erf) GELU in place, as `torch.nn.functional.gelu`.
-pub fn gelu_erf(x: &mut [f32]) {
-    x.par_chunks_mut(8192).for_each(|chunk| {
+/// `x = act(x + bias)` row by row, for an element-wise activation.
+#[inline(always)]
+fn bias_act(x: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32 + Sync) {
+    let width = bias.len();
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|c| {
         simd(
             #[inline(always)]
             || {
-                for v in chunk {
-                    *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-                }
+                c.chunks_exact_mut(width)
+                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v = act(*v + b)))
             },
         )
+    });
+}
+
+/// `x = gelu(x + bias)`, exact (erf) GELU as `torch.nn.functional.gelu`.
+pub fn bias_gelu_erf(x: &mut [f32], bias: &[f32]) {
+    bias_act(x, bias, |v| {
+        0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
     });
 }
 
@@ -82,26 +97,33 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// Tanh-approximated GELU in place (`gelu_new`, `gelu_pytorch_tanh`).
-pub fn gelu_tanh(x: &mut [f32]) {
+/// `x = gelu_tanh(x + bias)` (`gelu_new`, `gelu_pytorch_tanh`).
+pub fn bias_gelu_tanh(x: &mut [f32], bias: &[f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    x.par_chunks_mut(8192).for_each(|chunk| {
-        for v in chunk {
-            *v = 0.5 * *v * (1.0 + (C * (*v + 0.044715 * *v * *v * *v)).tanh());
-        }
+    bias_act(x, bias, |v| {
+        0.5 * v * (1.0 + (C * (v + 0.044715 * v * v * v)).tanh())
     });
 }
 
-pub fn relu(x: &mut [f32]) {
-    x.par_chunks_mut(8192)
-        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = v.max(0.0)));
+/// `x = relu(x + bias)`.
+pub fn bias_relu(x: &mut [f32], bias: &[f32]) {
+    bias_act(x, bias, |v| v.max(0.0));
 }
 
-/// `x = LayerNorm(x + residual)` row by row (`residual` may be empty for no residual).
+/// `x = LayerNorm(x + bias + residual)` row by row (`bias` and `residual` may be empty).
 /// Two-pass mean and variance (of deviations), as PyTorch computes them.
-pub fn layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+pub fn layer_norm(
+    x: &mut [f32],
+    bias: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
     let width = gamma.len();
-    let body = |row: &mut [f32], res: Option<&[f32]>| normalise_row(row, res, gamma, beta, eps);
+    let bias = (!bias.is_empty()).then_some(bias);
+    let body =
+        |row: &mut [f32], res: Option<&[f32]>| normalise_row(row, bias, res, gamma, beta, eps);
     if residual.is_empty() {
         x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|c| {
             simd(
@@ -126,7 +148,17 @@ pub fn layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], 
 }
 
 #[inline(always)]
-fn normalise_row(row: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
+fn normalise_row(
+    row: &mut [f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    if let Some(b) = bias {
+        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
     if let Some(res) = residual {
         row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
     }
@@ -302,7 +334,7 @@ mod tests {
     #[test]
     fn layer_norm_normalises() {
         let mut x = vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0];
-        layer_norm(&mut x, &[], &[1.0; 4], &[0.5; 4], 1e-12);
+        layer_norm(&mut x, &[], &[], &[1.0; 4], &[0.5; 4], 1e-12);
         let row = &x[..4];
         let mean: f32 = row.iter().sum::<f32>() / 4.0;
         assert!((mean - 0.5).abs() < 1e-6);
