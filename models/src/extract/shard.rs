@@ -1,6 +1,6 @@
 //! One shard of extraction: the forward passes on this thread, Parquet encoding and writing on
 //! a writer thread fed through a bounded queue, so compute and I/O overlap while at most
-//! [`QUEUE`] batches wait in memory.
+//! [`QUEUE`] hook-batches wait in memory.
 
 use super::ExtractOptions;
 use crate::hooks::{Capture, HookPoint};
@@ -14,9 +14,9 @@ use glassbox_data::{atomic, DataError, Progress, RunDir, StoreKind, TextDataset}
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
-/// Batches that may wait for the writer thread (one more is being written, one computed):
-/// each holds every hook's rows of a batch (~44 MB for 7 × 384 wide at 32 × 128 tokens).
-const QUEUE: usize = 1;
+/// Units (one hook's rows of one batch, ~6 MB at 384 wide and 32 × 128 tokens) that may wait
+/// for the writer thread while it writes another.
+const QUEUE: usize = 2;
 
 /// The writers of one hook in one shard.
 struct HookWriters {
@@ -34,7 +34,8 @@ struct HookRows {
 }
 
 enum Message {
-    Batch(Vec<HookRows>),
+    /// One hook's rows of one batch (the writer's unit, so little waits in the queue).
+    Rows(usize, HookRows),
     /// All batches sent: finish (rename) the files. Without it, the writer abandons them.
     Finish,
 }
@@ -131,14 +132,13 @@ pub(super) fn run_shard(
             let mut writers = writers;
             for message in rx {
                 match message {
-                    Message::Batch(batch) => {
-                        for (w, r) in writers.iter_mut().zip(batch) {
-                            if let Some(t) = w.tokens.as_mut() {
-                                t.write_owned(r.ids, Some(r.positions), r.rows)?;
-                            }
-                            for (p, values) in w.pools.iter_mut().zip(r.pooled) {
-                                p.write_owned(r.pooled_ids.clone(), None, values)?;
-                            }
+                    Message::Rows(hook, r) => {
+                        let w = &mut writers[hook];
+                        if let Some(t) = w.tokens.as_mut() {
+                            t.write_owned(r.ids, Some(r.positions), r.rows)?;
+                        }
+                        for (p, values) in w.pools.iter_mut().zip(r.pooled) {
+                            p.write_owned(r.pooled_ids.clone(), None, values)?;
                         }
                     }
                     Message::Finish => {
@@ -160,8 +160,15 @@ pub(super) fn run_shard(
         let produced = (|| -> Result<()> {
             for batch_start in range.clone().step_by(opts.batch_size) {
                 let batch_end = (batch_start + opts.batch_size).min(range.end);
-                let rows = forward_batch(model, data, opts, batch_start..batch_end, progress)?;
-                if tx.send(Message::Batch(rows)).is_err() {
+                let sent = forward_batch(
+                    model,
+                    data,
+                    opts,
+                    batch_start..batch_end,
+                    progress,
+                    |hook, rows| tx.send(Message::Rows(hook, rows)).is_ok(),
+                )?;
+                if !sent {
                     return Ok(()); // the writer failed; its error is reported below
                 }
             }
@@ -178,14 +185,16 @@ pub(super) fn run_shard(
     })
 }
 
-/// Runs one batch and prepares every hook's rows (padding dropped, pools applied).
+/// Runs one batch and hands each hook's rows (padding dropped, pools applied) to `send` as
+/// soon as they are ready; returns false if `send` refused (the writer is gone).
 fn forward_batch(
     model: &LoadedModel,
     data: &TextDataset,
     opts: &ExtractOptions,
     examples: std::ops::Range<usize>,
     progress: &dyn Progress,
-) -> Result<Vec<HookRows>> {
+    mut send: impl FnMut(usize, HookRows) -> bool,
+) -> Result<bool> {
     let texts: Vec<&str> = data.texts[examples.clone()]
         .iter()
         .map(String::as_str)
@@ -197,8 +206,7 @@ fn forward_batch(
     model.model.forward(&batch, &mut capture)?;
     let (_, t) = batch.input_ids.dims2()?;
     let first_id = examples.start as u64;
-    let mut out = Vec::with_capacity(opts.hooks.len());
-    for hook in &opts.hooks {
+    for (k, hook) in opts.hooks.iter().enumerate() {
         let tensor = capture
             .captured
             .get(hook)
@@ -210,12 +218,15 @@ fn forward_batch(
                 "hook `{hook}` produced shape {dims:?}, expected [batch, {t}, {width}]"
             )));
         }
-        out.push(with_f32_slice(tensor, |values| {
+        let rows = with_f32_slice(tensor, |values| {
             hook_rows(values, width, &batch.lengths, t, first_id, opts)
-        })?);
+        })?;
+        if !send(k, rows) {
+            return Ok(false);
+        }
     }
     progress.advance(batch.lengths.iter().map(|&l| l as u64).sum());
-    Ok(out)
+    Ok(true)
 }
 
 /// Calls `f` with the tensor's values as a contiguous f32 slice, borrowing the CPU storage
