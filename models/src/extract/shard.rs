@@ -41,12 +41,7 @@ enum Message {
 }
 
 /// The files shard `shard` writes for a hook.
-pub(super) fn shard_files(
-    run: &RunDir,
-    opts: &ExtractOptions,
-    hook: &str,
-    shard: usize,
-) -> Vec<PathBuf> {
+fn shard_files(run: &RunDir, opts: &ExtractOptions, hook: &str, shard: usize) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if opts.token_level {
         files.push(run.activations_dir(hook).join(part_name(shard)));

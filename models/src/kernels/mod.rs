@@ -36,16 +36,7 @@ pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut 
 
 /// `x += bias` on every row.
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
-    let width = bias.len();
-    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|c| {
-        simd(
-            #[inline(always)]
-            || {
-                c.chunks_exact_mut(width)
-                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b))
-            },
-        )
-    });
+    bias_act(x, bias, |v| v);
 }
 
 /// Runs `f` compiled for the best instruction set this CPU has (AVX-512, AVX2+FMA or
