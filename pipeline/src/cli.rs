@@ -60,6 +60,9 @@ pub struct ExtractArgs {
     /// Storage precision of activations: f32 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Compression of activation shards: none, snappy or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
     /// Sequence-level pools to store: mean, cls, last, max.
     #[arg(long, value_delimiter = ',', default_value = "mean,cls")]
     pub pools: Vec<String>,
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 batch_size: a.batch_size,
                 max_length: a.max_length,
                 dtype: a.dtype,
+                compression: a.compression,
                 pools: a.pools,
                 token_level: !a.no_token_level,
                 shard_size: a.shard_size,

@@ -42,6 +42,8 @@ pub struct ExtractSection {
     pub max_length: usize,
     /// `f32` or `f16`.
     pub dtype: String,
+    /// Activation shard compression: `none`, `snappy` or `zstd`.
+    pub compression: String,
     /// Sequence-level pools to store (`mean`, `cls`, `last`, `max`).
     pub pools: Vec<String>,
     /// Also store one row per token.
@@ -60,6 +62,7 @@ impl Default for ExtractSection {
             batch_size: 32,
             max_length: 128,
             dtype: "f32".into(),
+            compression: "none".into(),
             pools: vec!["mean".into(), "cls".into()],
             token_level: true,
             shard_size: 256,

@@ -11,5 +11,5 @@ mod schema;
 mod writer;
 
 pub use reader::{read_metadata, read_parts, read_pooled_matrix, ActivationBatch, PooledMatrix};
-pub use schema::{activation_schema, ActDtype, ShardMeta, StoreKind, META_PREFIX};
+pub use schema::{activation_schema, ActDtype, Codec, ShardMeta, StoreKind, META_PREFIX};
 pub use writer::ActivationWriter;

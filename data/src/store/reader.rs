@@ -166,6 +166,7 @@ mod tests {
             pool: None,
             width: 3,
             dtype,
+            compression: crate::store::Codec::Zstd,
             layer: Some(0),
             depth: 1.0,
         }

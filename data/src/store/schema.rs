@@ -39,6 +39,47 @@ impl std::str::FromStr for ActDtype {
     }
 }
 
+/// Compression of activation shards. Float activations compress poorly, so the default is
+/// none; zstd trades write speed for roughly a tenth less disk (see README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    None,
+    Snappy,
+    Zstd,
+}
+
+impl Codec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Snappy => "snappy",
+            Codec::Zstd => "zstd",
+        }
+    }
+    pub fn parquet(self) -> parquet::basic::Compression {
+        match self {
+            Codec::None => parquet::basic::Compression::UNCOMPRESSED,
+            Codec::Snappy => parquet::basic::Compression::SNAPPY,
+            Codec::Zstd => parquet::basic::Compression::ZSTD(Default::default()),
+        }
+    }
+}
+
+impl std::str::FromStr for Codec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "uncompressed" => Ok(Codec::None),
+            "snappy" => Ok(Codec::Snappy),
+            "zstd" => Ok(Codec::Zstd),
+            other => Err(format!(
+                "unknown compression `{other}`; use none, snappy or zstd"
+            )),
+        }
+    }
+}
+
 /// What a store file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -70,6 +111,7 @@ pub struct ShardMeta {
     pub pool: Option<String>,
     pub width: usize,
     pub dtype: ActDtype,
+    pub compression: Codec,
     /// The block index of a per-layer hook.
     pub layer: Option<usize>,
     /// Depth in the residual stream (`hook_resid_pre` of block i is i, `hook_resid_post` is

@@ -5,7 +5,6 @@ use arrow_array::{
 };
 use arrow_schema::{Field, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -33,11 +32,11 @@ impl ActivationWriter {
         let tmp = atomic::temp_path(path);
         let file = std::fs::File::create(&tmp).map_err(DataError::io(&tmp))?;
         let schema = activation_schema(&meta);
-        // Float activations neither dictionary-encode nor compress well; statistics on
+        // Float activations do not dictionary-encode well; statistics on
         // millions of floats cost time and say nothing useful. Keys keep their statistics so
         // readers can prune by example_id.
         let props = WriterProperties::builder()
-            .set_compression(Compression::UNCOMPRESSED)
+            .set_compression(meta.compression.parquet())
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::None)
             .set_column_statistics_enabled(ColumnPath::from("example_id"), EnabledStatistics::Chunk)

@@ -26,6 +26,7 @@ pub struct ExtractOptions {
     pub token_level: bool,
     pub batch_size: usize,
     pub dtype: ActDtype,
+    pub compression: glassbox_data::store::Codec,
     /// Examples per shard: the unit of resumption.
     pub shard_size: usize,
 }

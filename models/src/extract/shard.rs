@@ -69,6 +69,7 @@ fn open_writers(
         pool: pool.map(|p| p.to_string()),
         width: model.model.hook_width(*hook),
         dtype: opts.dtype,
+        compression: opts.compression,
         layer: hook.layer(),
         depth: hook.depth(),
     };

@@ -49,6 +49,7 @@ struct Args {
     out: std::path::PathBuf,
     texts: std::path::PathBuf,
     memory_tokens: Option<usize>,
+    compression: glassbox_data::store::Codec,
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,6 +57,7 @@ fn parse_args() -> Result<Args> {
         out: "target/bench/glassbox.json".into(),
         texts: "target/bench/texts.jsonl".into(),
         memory_tokens: None,
+        compression: glassbox_data::store::Codec::None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,7 +68,10 @@ fn parse_args() -> Result<Args> {
             "--memory-tokens" => {
                 args.memory_tokens = Some(value.parse().context("--memory-tokens")?)
             }
-            other => anyhow::bail!("unknown option {other}; use --out, --texts or --memory-tokens"),
+            "--compression" => args.compression = value.parse().map_err(anyhow::Error::msg)?,
+            other => anyhow::bail!(
+                "unknown option {other}; use --out, --texts, --memory-tokens or --compression"
+            ),
         }
     }
     Ok(args)
@@ -77,6 +82,7 @@ fn extract_e2e(
     model: &glassbox_models::LoadedModel,
     hooks: &[HookPoint],
     texts: Vec<String>,
+    codec: glassbox_data::store::Codec,
 ) -> Result<(glassbox_models::ExtractSummary, f64, u64)> {
     let data = TextDataset {
         source: "bench".into(),
@@ -93,6 +99,7 @@ fn extract_e2e(
         token_level: true,
         batch_size: BATCH,
         dtype: glassbox_data::ActDtype::F32,
+        compression: codec,
         shard_size: 256,
     };
     let start = Instant::now();
@@ -118,7 +125,12 @@ fn main() -> Result<()> {
     hooks.extend((0..6).map(HookPoint::ResidPost));
 
     if let Some(tokens) = args.memory_tokens {
-        let (summary, secs, bytes) = extract_e2e(&model, &hooks, texts(tokens.div_ceil(SEQ)))?;
+        let (summary, secs, bytes) = extract_e2e(
+            &model,
+            &hooks,
+            texts(tokens.div_ceil(SEQ)),
+            args.compression,
+        )?;
         let report = serde_json::json!({
             "tokens": summary.n_tokens,
             "seconds": secs,
@@ -169,7 +181,7 @@ fn main() -> Result<()> {
 
     // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
     let n_examples = BATCH * batches;
-    let (summary, e2e_secs, bytes) = extract_e2e(&model, &hooks, corpus.clone())?;
+    let (summary, e2e_secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
     let e2e_tps = summary.n_tokens as f64 / e2e_secs;
 
     let report = serde_json::json!({

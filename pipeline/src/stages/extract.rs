@@ -5,6 +5,7 @@ use crate::config::{DataSection, ExtractSection, ModelSection, RunConfig};
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
 use glassbox_data::manifest::{now_rfc3339, DataRecord};
+use glassbox_data::store::Codec;
 use glassbox_data::{read_dataset, ActDtype, Manifest, ModelRecord, Progress, RunDir, StageRecord};
 use glassbox_models::{hooks, load_model, resolve, ExtractOptions, ModelSpec, Pool};
 use std::path::Path;
@@ -23,6 +24,7 @@ pub fn run_extract(
 ) -> Result<Outcome> {
     let s = req.settings;
     let dtype: ActDtype = s.dtype.parse().map_err(anyhow::Error::msg)?;
+    let compression: Codec = s.compression.parse().map_err(anyhow::Error::msg)?;
     let pools: Vec<Pool> = s
         .pools
         .iter()
@@ -48,6 +50,7 @@ pub fn run_extract(
         "max_length": s.max_length,
         "batch_size": s.batch_size,
         "dtype": dtype.as_str(),
+        "compression": compression.as_str(),
         "shard_size": s.shard_size,
     });
     let fp = fingerprint("extract", &params);
@@ -91,6 +94,7 @@ pub fn run_extract(
         token_level: s.token_level,
         batch_size: s.batch_size,
         dtype,
+        compression,
         shard_size: s.shard_size,
     };
     let summary = glassbox_models::extract(&model, &data, run, &opts, progress)?;
