@@ -52,6 +52,7 @@ pub struct ExtractArgs {
     /// Run directory to write.
     #[arg(long)]
     pub run: PathBuf,
+    /// Examples per forward pass (memory grows with it).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Tokens per example after truncation (special tokens included).
