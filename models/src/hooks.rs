@@ -54,6 +54,23 @@ impl HookPoint {
         }
     }
 
+    /// The hook points of block `i` of a transformer, in forward order.
+    pub fn block(i: usize) -> [HookPoint; 10] {
+        use HookPoint::*;
+        [
+            ResidPre(i),
+            AttnQ(i),
+            AttnK(i),
+            AttnV(i),
+            AttnZ(i),
+            AttnOut(i),
+            ResidMid(i),
+            MlpPost(i),
+            MlpOut(i),
+            ResidPost(i),
+        ]
+    }
+
     /// Position in the residual stream, for plotting by depth: `hook_resid_pre` of block `i` is
     /// depth `i`, `hook_resid_post` of block `i` is depth `i + 1`.
     pub fn depth(&self) -> f64 {
@@ -268,18 +285,7 @@ mod tests {
         use HookPoint::*;
         let mut v = vec![Embed, PosEmbed, TokenTypeEmbed];
         for i in 0..layers {
-            v.extend([
-                ResidPre(i),
-                AttnQ(i),
-                AttnK(i),
-                AttnV(i),
-                AttnZ(i),
-                AttnOut(i),
-                ResidMid(i),
-                MlpPost(i),
-                MlpOut(i),
-                ResidPost(i),
-            ]);
+            v.extend(HookPoint::block(i));
         }
         v.push(LnFinal);
         v

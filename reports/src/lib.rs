@@ -55,7 +55,6 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         .iter()
         .map(|r| (r.label.clone(), r.pool.clone()))
         .collect();
-    labels.dedup();
     labels.sort();
     labels.dedup();
     let probes = labels

@@ -131,24 +131,26 @@ impl Layout {
         Ok(())
     }
 
-    /// Calls the hook on a packed buffer; copies a replacement back in.
+    /// Calls the hook on a packed buffer; copies a replacement back in and says whether there
+    /// was one.
     fn hook(
         &self,
         hooks: &mut dyn Hooks,
         point: HookPoint,
         buf: &mut [f32],
         width: usize,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if !hooks.wants(point) {
-            return Ok(());
+            return Ok(false);
         }
         let tensor = self.padded(buf, width)?;
         let id = tensor.id();
         let out = hooks.visit(point, tensor)?;
-        if out.id() != id {
+        let replaced = out.id() != id;
+        if replaced {
             self.unpad(&out, width, point, buf)?;
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// Hooks one `width`-wide column block (`q`, `k` or `v`) of the packed `qkv` rows.
@@ -168,9 +170,7 @@ impl Layout {
             .chunks_exact(stride)
             .flat_map(|row| row[block * width..(block + 1) * width].iter().copied())
             .collect();
-        let before = cols.clone();
-        self.hook(hooks, point, &mut cols, width)?;
-        if cols != before {
+        if self.hook(hooks, point, &mut cols, width)? {
             for (row, new) in qkv.chunks_exact_mut(stride).zip(cols.chunks_exact(width)) {
                 row[block * width..(block + 1) * width].copy_from_slice(new);
             }

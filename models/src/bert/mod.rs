@@ -150,18 +150,7 @@ impl HookableModel for Bert {
         use HookPoint::*;
         let mut points = vec![Embed, PosEmbed, TokenTypeEmbed];
         for i in 0..self.cfg.num_hidden_layers {
-            points.extend([
-                ResidPre(i),
-                AttnQ(i),
-                AttnK(i),
-                AttnV(i),
-                AttnZ(i),
-                AttnOut(i),
-                ResidMid(i),
-                MlpPost(i),
-                MlpOut(i),
-                ResidPost(i),
-            ]);
+            points.extend(HookPoint::block(i));
         }
         points
     }

@@ -1,6 +1,6 @@
 //! The `extract` stage.
 
-use super::{invalidate_from, remove_path, Outcome};
+use super::{invalidate_from, remove_path};
 use crate::config::{DataSection, ExtractSection, ModelSection, RunConfig};
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
@@ -17,11 +17,7 @@ pub struct ExtractRequest<'a> {
     pub force: bool,
 }
 
-pub fn run_extract(
-    run: &RunDir,
-    req: &ExtractRequest<'_>,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
+pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progress) -> Result<()> {
     let s = req.settings;
     let dtype: ActDtype = s.dtype.parse().map_err(anyhow::Error::msg)?;
     let compression: Codec = s.compression.parse().map_err(anyhow::Error::msg)?;
@@ -59,7 +55,7 @@ pub fn run_extract(
     match manifest.stage_fingerprint("extract") {
         Some(old) if old == fp && !req.force => {
             progress.note("extract: up to date (same model, data and settings); --force re-runs it");
-            return Ok(Outcome::UpToDate);
+            return Ok(());
         }
         Some(old) if old != fp => progress.note(
             "extract: model, data or settings changed since this run was extracted; extracting again (later stages will re-run too)",
@@ -141,5 +137,5 @@ pub fn run_extract(
         opts.hooks.len(),
         run.root().display()
     );
-    Ok(Outcome::Ran)
+    Ok(())
 }

@@ -10,13 +10,6 @@ use glassbox_data::{Manifest, RunDir};
 /// Stages in order; re-running one invalidates those after it.
 pub const STAGES: &[&str] = &["extract", "probe", "report"];
 
-/// Whether a stage ran or was found up to date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ran,
-    UpToDate,
-}
-
 /// Forgets `stage` and every stage after it in the manifest, so an interrupted re-run is never
 /// mistaken for a complete one.
 pub fn invalidate_from(run: &RunDir, stage: &str) -> Result<Manifest> {

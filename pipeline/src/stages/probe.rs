@@ -1,6 +1,6 @@
 //! The `probe` stage.
 
-use super::{invalidate_from, Outcome};
+use super::invalidate_from;
 use crate::config::{ProbeSection, RunConfig};
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
@@ -14,7 +14,7 @@ pub fn run_probe(
     force: bool,
     json: bool,
     progress: &dyn Progress,
-) -> Result<Outcome> {
+) -> Result<()> {
     let manifest = run.require_stage("extract")?;
     let upstream = manifest
         .stage_fingerprint("extract")
@@ -24,7 +24,7 @@ pub fn run_probe(
     let fp = fingerprint("probe", &params);
     if !force && manifest.stage_fingerprint("probe") == Some(fp.as_str()) {
         progress.note("probe: up to date; --force re-runs it");
-        return Ok(Outcome::UpToDate);
+        return Ok(());
     }
     let mut manifest: Manifest = invalidate_from(run, "probe")?;
     let results = run_probes(run, settings, progress)?;
@@ -47,7 +47,7 @@ pub fn run_probe(
     } else {
         print!("{}", table(&results));
     }
-    Ok(Outcome::Ran)
+    Ok(())
 }
 
 /// A fixed-width table of probe results for the terminal.

@@ -1,12 +1,11 @@
 //! The `report` stage.
 
-use super::Outcome;
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::{Progress, RunDir, StageRecord};
 
-pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<Outcome> {
+pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<()> {
     let manifest = run.require_stage("probe")?;
     let upstream = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
@@ -17,7 +16,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
         progress.note("report: up to date; --force re-runs it");
         println!("report: {}", index.display());
-        return Ok(Outcome::UpToDate);
+        return Ok(());
     }
     let mut manifest = super::invalidate_from(run, "report")?;
     let paths = glassbox_reports::write_report(run)?;
@@ -32,5 +31,5 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     );
     manifest.save(run)?;
     println!("report: {}", paths.index.display());
-    Ok(Outcome::Ran)
+    Ok(())
 }
