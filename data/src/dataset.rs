@@ -1,7 +1,8 @@
 //! Text data sets: JSONL, CSV or Parquet with a `text` column and any label columns.
 //!
 //! Label columns keep their type (bool, integer, float, string) so they stay useful in a
-//! notebook. A `split` column, when present, is carried into `examples.parquet` as is.
+//! notebook. A column of lists (JSONL arrays, Parquet `list` columns) holds one label per
+//! whitespace-separated word of the text — token-level labels — stored as `list<string>`. A `split` column, when present, is carried into `examples.parquet` as is.
 
 use crate::{hash, DataError, Result};
 use arrow_array::{Array, BooleanArray, RecordBatch};
@@ -17,6 +18,8 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Str(String),
+    /// Per-word labels (token-level probing); elements are class names, null for unlabelled.
+    List(Vec<Option<String>>),
 }
 
 impl Value {
@@ -28,6 +31,14 @@ impl Value {
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
             Value::Str(s) => Some(s.clone()),
+            Value::List(items) => Some(format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| i.as_deref().unwrap_or("null"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 }
@@ -39,6 +50,8 @@ pub enum ColumnKind {
     Int,
     Float,
     Str,
+    /// Lists of class names, one per word.
+    List,
 }
 
 /// A named label column.
@@ -150,9 +163,25 @@ fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
                     None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
                 },
                 serde_json::Value::String(s) => Value::Str(s),
+                serde_json::Value::Array(items) => Value::List(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, item)| match item {
+                            serde_json::Value::Null => Ok(None),
+                            serde_json::Value::String(s) => Ok(Some(s)),
+                            serde_json::Value::Bool(b) => Ok(Some(b.to_string())),
+                            serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+                            other => Err(malformed(format!(
+                                "field `{key}` item {j} is {}; per-word label lists hold scalars",
+                                json_type(&other)
+                            ))),
+                        })
+                        .collect::<Result<_>>()?,
+                ),
                 other => {
                     return Err(malformed(format!(
-                        "field `{key}` is {}; label fields must be scalars",
+                        "field `{key}` is {}; label fields must be scalars or lists of scalars",
                         json_type(&other)
                     )))
                 }
@@ -386,12 +415,38 @@ pub(crate) fn arrow_values(path: &Path, name: &str, array: &dyn Array) -> Result
                 .map(|i| get(i, &|i| Value::Float(a.value(i))))
                 .collect()
         }
+        DataType::List(_) | DataType::LargeList(_) => {
+            let lists: Vec<Option<arrow_array::ArrayRef>> = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().iter().collect(),
+                _ => array.as_list::<i64>().iter().collect(),
+            };
+            let mut out = Vec::with_capacity(n);
+            for list in lists {
+                out.push(match list {
+                    None => Value::Null,
+                    Some(items) => Value::List(
+                        arrow_values(path, name, items.as_ref())?
+                            .into_iter()
+                            .map(|v| match v {
+                                Value::List(_) => Err(DataError::BadColumn {
+                                    path: path.to_path_buf(),
+                                    column: name.to_owned(),
+                                    message: "nested lists are not supported".into(),
+                                }),
+                                other => Ok(other.class_name()),
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                });
+            }
+            out
+        }
         other => {
             return Err(DataError::BadColumn {
                 path: path.to_path_buf(),
                 column: name.to_owned(),
                 message: format!(
-                    "type {other} is not supported; use string, integer, float or boolean"
+                    "type {other} is not supported; use string, integer, float, boolean or a list of those"
                 ),
             })
         }
@@ -477,6 +532,7 @@ pub(crate) fn unify(name: String, mut values: Vec<Value>) -> Column {
         Value::Int(_) => Some(ColumnKind::Int),
         Value::Float(_) => Some(ColumnKind::Float),
         Value::Str(_) => Some(ColumnKind::Str),
+        Value::List(_) => Some(ColumnKind::List),
     });
     let first = kinds.next().unwrap_or(ColumnKind::Str);
     let kind = kinds.fold(first, |acc, k| match (acc, k) {
@@ -484,6 +540,7 @@ pub(crate) fn unify(name: String, mut values: Vec<Value>) -> Column {
         (ColumnKind::Int, ColumnKind::Float) | (ColumnKind::Float, ColumnKind::Int) => {
             ColumnKind::Float
         }
+        (ColumnKind::List, _) | (_, ColumnKind::List) => ColumnKind::List,
         _ => ColumnKind::Str,
     });
     for v in values.iter_mut() {
@@ -491,6 +548,9 @@ pub(crate) fn unify(name: String, mut values: Vec<Value>) -> Column {
             (_, Value::Null) => Value::Null,
             (ColumnKind::Float, Value::Int(i)) => Value::Float(i as f64),
             (ColumnKind::Str, other) => Value::Str(other.class_name().unwrap_or_default()),
+            (ColumnKind::List, Value::List(items)) => Value::List(items),
+            // A scalar in a list column is a one-word label list.
+            (ColumnKind::List, other) => Value::List(vec![other.class_name()]),
             (_, other) => other,
         };
     }

@@ -68,9 +68,7 @@ impl DataError {
         let path = path.into();
         move |source| DataError::Parquet { path, source }
     }
-    pub(crate) fn arrow(
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(arrow_schema::ArrowError) -> DataError {
+    pub fn arrow(path: impl Into<PathBuf>) -> impl FnOnce(arrow_schema::ArrowError) -> DataError {
         let path = path.into();
         move |source| DataError::Arrow { path, source }
     }

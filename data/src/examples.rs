@@ -66,6 +66,26 @@ fn label_array(column: &Column) -> (DataType, ArrayRef) {
                 _ => None,
             }))),
         ),
+        ColumnKind::List => {
+            let mut builder =
+                arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+            for x in v {
+                match x {
+                    Value::List(items) => {
+                        for item in items {
+                            builder.values().append_option(item.as_deref());
+                        }
+                        builder.append(true);
+                    }
+                    _ => builder.append(false),
+                }
+            }
+            let array = builder.finish();
+            (
+                arrow_array::Array::data_type(&array).clone(),
+                Arc::new(array),
+            )
+        }
         ColumnKind::Str => (
             DataType::Utf8,
             Arc::new(StringArray::from_iter(v.iter().map(|x| match x {
@@ -183,5 +203,26 @@ mod tests {
         );
         // JSONL fields come back in key order (serde_json maps are sorted).
         assert_eq!(back.label_names(), vec!["k", "t"]);
+    }
+
+    #[test]
+    fn word_label_lists_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("d.jsonl");
+        std::fs::write(
+            &src,
+            "{\"text\":\"a b\",\"pos\":[\"DET\",null]}\n{\"text\":\"c\"}\n",
+        )
+        .unwrap();
+        let data = crate::read_dataset(&src).unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        write_examples(&run, &data, &[4, 3]).unwrap();
+        let back = read_examples(&run).unwrap();
+        let pos = back.column("pos").unwrap();
+        assert_eq!(pos.kind, ColumnKind::List);
+        assert_eq!(
+            pos.values,
+            vec![Value::List(vec![Some("DET".into()), None]), Value::Null]
+        );
     }
 }

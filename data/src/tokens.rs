@@ -1,5 +1,6 @@
-//! `tokens.parquet`: `example_id`, `position`, `token_id`, `token` — one row per kept token,
-//! streamed in row groups and renamed into place when complete.
+//! `tokens.parquet`: `example_id`, `position`, `token_id`, `token`, `start`, `end` — one row
+//! per kept token, streamed in row groups and renamed into place when complete. `start`/`end`
+//! are the token's byte span in the example's text, null for special tokens (`[CLS]`, …).
 
 use crate::{atomic, DataError, Result, RunDir};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
@@ -15,6 +16,7 @@ pub struct TokenRows<'a> {
     pub example_id: u64,
     pub ids: &'a [u32],
     pub tokens: &'a [String],
+    pub spans: &'a [Option<(u32, u32)>],
 }
 
 /// Streaming writer for `tokens.parquet`.
@@ -36,6 +38,8 @@ impl TokensWriter {
             Field::new("position", DataType::UInt32, false),
             Field::new("token_id", DataType::UInt32, false),
             Field::new("token", DataType::Utf8, false),
+            Field::new("start", DataType::UInt32, true),
+            Field::new("end", DataType::UInt32, true),
         ]));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -56,12 +60,16 @@ impl TokensWriter {
         let mut pos = Vec::new();
         let mut ids = Vec::new();
         let mut toks = Vec::new();
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
         for r in rows {
-            for (p, (id, tok)) in r.ids.iter().zip(r.tokens).enumerate() {
+            for (p, ((id, tok), span)) in r.ids.iter().zip(r.tokens).zip(r.spans).enumerate() {
                 ex.push(r.example_id);
                 pos.push(p as u32);
                 ids.push(*id);
                 toks.push(tok.as_str());
+                starts.push(span.map(|s| s.0));
+                ends.push(span.map(|s| s.1));
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -69,6 +77,8 @@ impl TokensWriter {
             Arc::new(UInt32Array::from(pos)),
             Arc::new(UInt32Array::from(ids)),
             Arc::new(StringArray::from(toks)),
+            Arc::new(UInt32Array::from(starts)),
+            Arc::new(UInt32Array::from(ends)),
         ];
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(DataError::arrow(&self.tmp))?;
@@ -86,4 +96,69 @@ impl TokensWriter {
         file.sync_all().map_err(DataError::io(&self.tmp))?;
         atomic::commit(&self.tmp, &self.path)
     }
+}
+
+/// `tokens.parquet` read back, in file order (by example, then position).
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub example_ids: Vec<u64>,
+    pub positions: Vec<u32>,
+    pub tokens: Vec<String>,
+    pub spans: Vec<Option<(u32, u32)>>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.example_ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.example_ids.is_empty()
+    }
+}
+
+/// Reads `tokens.parquet`.
+pub fn read_tokens(run: &RunDir) -> Result<Tokens> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{UInt32Type, UInt64Type};
+    use arrow_array::Array;
+    let path = run.tokens();
+    let mut out = Tokens::default();
+    for batch in crate::table::read_table(&path)? {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| DataError::BadColumn {
+                    path: path.clone(),
+                    column: name.to_owned(),
+                    message: "missing (written by an older glassbox?); re-run extract with --force"
+                        .into(),
+                })
+        };
+        let (ex, pos, tok, start, end) = (
+            column("example_id")?,
+            column("position")?,
+            column("token")?,
+            column("start")?,
+            column("end")?,
+        );
+        let (ex, pos) = (
+            ex.as_primitive::<UInt64Type>(),
+            pos.as_primitive::<UInt32Type>(),
+        );
+        let (start, end) = (
+            start.as_primitive::<UInt32Type>(),
+            end.as_primitive::<UInt32Type>(),
+        );
+        let tok = tok.as_string::<i32>();
+        for r in 0..batch.num_rows() {
+            out.example_ids.push(ex.value(r));
+            out.positions.push(pos.value(r));
+            out.tokens.push(tok.value(r).to_owned());
+            out.spans.push(
+                (!start.is_null(r) && !end.is_null(r)).then(|| (start.value(r), end.value(r))),
+            );
+        }
+    }
+    Ok(out)
 }

@@ -13,6 +13,8 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
     pub tokens: Vec<String>,
+    /// Byte span of each token in the text; `None` for special tokens, which have none.
+    pub spans: Vec<Option<(u32, u32)>>,
 }
 
 pub struct TextTokenizer {
@@ -69,6 +71,14 @@ impl TextTokenizer {
                 ids: e.get_ids().to_vec(),
                 type_ids: e.get_type_ids().to_vec(),
                 tokens: e.get_tokens().to_vec(),
+                spans: e
+                    .get_offsets()
+                    .iter()
+                    .zip(e.get_special_tokens_mask())
+                    .map(|(&(start, end), &special)| {
+                        (special == 0).then_some((start as u32, end as u32))
+                    })
+                    .collect(),
             })
             .collect())
     }

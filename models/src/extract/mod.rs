@@ -137,6 +137,7 @@ fn tokenize_all(
                 example_id: (first + i) as u64,
                 ids: &e.ids,
                 tokens: &e.tokens,
+                spans: &e.spans,
             })
             .collect();
         for (i, e) in encoded.iter().enumerate() {
