@@ -46,6 +46,14 @@ bench: models
     .venv-bench/bin/python bench/pytorch_extract.py target/bench/texts.jsonl target/bench/pytorch.json > /dev/null
     python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
 
+# Probe fitting time next to scikit-learn (lbfgs) on the same 20,000 x 384 rows, binary and 10-class.
+bench-probes:
+    cargo build --release --bin glassbox-bench-probes
+    ./target/release/glassbox-bench-probes --out target/bench/probes.json --data target/bench/probe-data > /dev/null
+    @just _python-env .venv-bench "scikit-learn numpy"
+    .venv-bench/bin/python bench/sklearn_probes.py target/bench/probe-data target/bench/sklearn-probes.json > /dev/null
+    python3 bench/compare_probes.py target/bench/probes.json target/bench/sklearn-probes.json
+
 # A venv at `dir` with `packages` from PyPI (pip skips what is already installed).
 _python-env dir packages:
     @if [ ! -x "{{dir}}/bin/python" ]; then python3 -m venv "{{dir}}"; fi
@@ -55,3 +63,8 @@ _python-env dir packages:
 reference: models
     @just _python-env .venv-ref "torch transformers safetensors numpy"
     .venv-ref/bin/python scripts/reference_minilm.py
+
+# Regenerate the scikit-learn probe fixture (needs scikit-learn + numpy from PyPI).
+reference-probes:
+    @just _python-env .venv-ref "scikit-learn numpy"
+    .venv-ref/bin/python scripts/reference_probe_sklearn.py

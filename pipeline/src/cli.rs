@@ -82,26 +82,55 @@ pub struct ExtractArgs {
 pub struct ProbeArgs {
     #[arg(long)]
     pub run: PathBuf,
-    /// Label column(s) of examples.parquet, comma-separated or repeated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Label column(s) of examples.parquet, comma-separated or repeated, probed at `--level`.
+    #[arg(long, value_delimiter = ',')]
     pub label: Vec<String>,
-    /// Pooled activations to probe: mean, cls, last or max.
+    /// The level of the `--label` columns: sequence (one label per example, pooled
+    /// activations) or token (per-word label lists, token activations).
+    #[arg(long, value_enum, default_value = "sequence")]
+    pub level: LevelArg,
+    /// Token-level labels: a column of per-word label lists, or a built-in labeler
+    /// (@word_class, @is_number, @is_capitalised, @position).
+    #[arg(long, value_delimiter = ',')]
+    pub token_label: Vec<String>,
+    /// Pooled activations for sequence-level probes: mean, cls, last or max.
     #[arg(long, default_value = "mean")]
     pub pool: String,
-    /// Seed of the train/test split.
+    /// Seed of the split, control task, bootstrap and random unit draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of each class held out for testing.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
-    /// L2 penalty (sklearn's C = 1 / l2).
-    #[arg(long, default_value_t = 1.0)]
-    pub l2: f64,
+    /// Fraction of each class held out to choose the L2 strength.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// L2 strengths to choose from on the validation part (sklearn's C = 1 / l2).
+    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,100,1000")]
+    pub l2: Vec<f64>,
+    /// At most this many examples (or tokens) per class, a seeded sample; 0 keeps all.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_per_class: usize,
+    /// Also compute the MDL online code length (Voita & Titov 2020).
+    #[arg(long)]
+    pub mdl: bool,
+    /// Skip the elastic-net neuron ranking and its top-k check.
+    #[arg(long)]
+    pub no_neurons: bool,
+    /// Bootstrap resamples for the confidence intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
     #[arg(long)]
     pub force: bool,
     /// Print results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LevelArg {
+    Sequence,
+    Token,
 }
 
 #[derive(Debug, Args)]
@@ -165,12 +194,23 @@ pub fn run(cli: Cli) -> Result<()> {
             extract::run_extract(&RunDir::new(a.run), &req, &bars)?;
         }
         Command::Probe(a) => {
+            let (labels, mut token_labels) = match a.level {
+                LevelArg::Sequence => (a.label, Vec::new()),
+                LevelArg::Token => (Vec::new(), a.label),
+            };
+            token_labels.extend(a.token_label);
             let settings = ProbeSection {
-                labels: a.label,
+                labels,
+                token_labels,
+                validation_fraction: a.validation_fraction,
+                l2_grid: a.l2,
+                max_per_class: a.max_per_class,
+                mdl: a.mdl,
+                neurons: !a.no_neurons,
+                bootstrap: a.bootstrap,
                 pool: a.pool,
                 seed: a.seed,
                 test_fraction: a.test_fraction,
-                l2: a.l2,
                 ..ProbeSection::default()
             };
             probe::run_probe(&RunDir::new(a.run), &settings, a.force, a.json, &bars)?;
@@ -217,7 +257,7 @@ fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
         force: a.force,
     };
     extract::run_extract(&run, &req, bars).context("extract stage failed")?;
-    if config.probe.labels.is_empty() {
+    if config.probe.labels.is_empty() && config.probe.token_labels.is_empty() {
         bars.note("probe: no labels configured; skipping probe and report");
         return Ok(());
     }

@@ -1,220 +1,370 @@
-//! glassbox-probes: linear probes on the activation store.
+//! glassbox-probes: linear probes on the activation store, with the controls a reviewer asks
+//! for.
 //!
-//! For each stored hook and each label column, a multinomial logistic-regression probe
-//! (linfa-logistic, L2-regularised, on features standardised with training statistics) is
-//! trained on a seeded stratified split of the pooled activations and scored on the held-out
-//! part, next to the majority-class baseline.
+//! For every stored hook and every label — sequence level (a label column, on pooled
+//! activations) or token level (per-word label lists or a built-in labeler, on token rows) — a
+//! probe is trained on a seeded stratified train/validation/test split of standardised
+//! activations: multinomial (or binary) logistic regression with the L2 strength chosen on the
+//! validation part, or ridge regression for numeric labels. It is scored on the test part
+//! (accuracy, macro-F1 or R², with bootstrap 95% CIs) next to the majority baseline and a
+//! control task (Hewitt & Liang 2019), giving the selectivity. Optionally: MDL (online code,
+//! Voita & Titov 2020) and a neuron ranking from an elastic-net probe, checked by top-k against
+//! random-k probes.
 
 mod error;
-mod fit;
+mod features;
+pub mod labels;
+mod lbfgs;
+pub mod logistic;
+mod mdl;
+pub mod metrics;
+mod neurons;
+mod options;
+pub mod probe;
 mod results;
+mod ridge;
 mod split;
+mod weights;
 
 pub use error::ProbeError;
-pub use fit::{fit_and_score, Score};
-pub use results::{read_results, write_results, ProbeResult};
+pub use labels::{Level, BUILTIN_LABELERS};
+pub use options::ProbeOptions;
+pub use probe::Standardizer;
+pub use results::{
+    read_results, read_topk, write_neurons, write_results, write_topk, NeuronRow, ProbeResult,
+    TopKRow,
+};
 pub use split::{stratified_split, Split};
+pub use weights::{write_weights, ProbeWeights};
 
 use glassbox_data::examples::read_examples;
-use glassbox_data::store::{read_metadata, read_pooled_matrix};
+use glassbox_data::store::read_metadata;
+use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::{run::list_parts, Progress, RunDir};
+use labels::{LabelSet, Target};
+use probe::Fitted;
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
-/// How to probe; also the `[probe]` section of a pipeline config.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeOptions {
-    /// Label columns of `examples.parquet` to probe for; empty skips probing in a pipeline.
-    pub labels: Vec<String>,
-    /// Which pooled activations to use (`mean`, `cls`, …).
-    pub pool: String,
-    pub seed: u64,
-    /// Fraction of each class held out for testing.
-    pub test_fraction: f64,
-    /// L2 penalty (sklearn's `C` is `1 / l2`).
-    pub l2: f64,
-    pub max_iterations: u64,
+/// Everything the probe stage writes.
+#[derive(Debug, Default)]
+pub struct ProbeOutputs {
+    pub results: Vec<ProbeResult>,
+    pub neurons: Vec<NeuronRow>,
+    pub topk: Vec<TopKRow>,
+    pub weights: Vec<ProbeWeights>,
 }
 
-impl Default for ProbeOptions {
-    fn default() -> Self {
-        Self {
-            labels: Vec::new(),
-            pool: "mean".into(),
-            seed: 0,
-            test_fraction: 0.25,
-            l2: 1.0,
-            max_iterations: 300,
-        }
-    }
-}
-
-/// A label column turned into class indices; examples with a null label are left out.
-struct Labels {
-    name: String,
-    /// Row index into the pooled matrix for each labelled example.
-    rows: Vec<usize>,
-    classes: Vec<usize>,
-    n_classes: usize,
-}
-
-/// Probes every hook stored with `opts.pool` for every label; returns one result per pair.
+/// Probes every stored hook for every label; one result per (hook, label).
 pub fn run_probes(
     run: &RunDir,
     opts: &ProbeOptions,
     progress: &dyn Progress,
-) -> Result<Vec<ProbeResult>> {
-    if opts.labels.is_empty() {
-        return Err(ProbeError::Invalid(
-            "no label columns given; pass --label COLUMN".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&opts.test_fraction) || opts.test_fraction == 0.0 {
-        return Err(ProbeError::Invalid(format!(
-            "test fraction {} must be between 0 and 1 (exclusive)",
-            opts.test_fraction
-        )));
-    }
+) -> Result<ProbeOutputs> {
+    opts.validate()?;
     let examples = read_examples(run)?;
-    let hooks: Vec<String> = run
-        .stored_hooks(true)?
-        .into_iter()
-        .filter(|h| run.pooled_dir(h, &opts.pool).exists())
-        .collect();
-    if hooks.is_empty() {
-        return Err(ProbeError::Invalid(format!(
-            "{}: no pooled activations with pool `{}`; extract with --pools {}",
-            run.root().display(),
-            opts.pool,
-            opts.pool
-        )));
+    let source = run.examples().display().to_string();
+    let tokens = if opts.token_labels.is_empty() {
+        Tokens::default()
+    } else {
+        read_tokens(run)?
+    };
+    let mut label_sets = Vec::new();
+    for name in &opts.labels {
+        label_sets.push(labels::sequence_labels(&examples, name, &source)?);
     }
-    let labels: Vec<Labels> = opts
-        .labels
-        .iter()
-        .map(|name| labels_for(run, &examples, name))
-        .collect::<Result<_>>()?;
-
-    progress.start("probe", (hooks.len() * labels.len()) as u64);
-    let mut results = Vec::new();
-    for hook in &hooks {
-        let dir = run.pooled_dir(hook, &opts.pool);
-        let matrix = read_pooled_matrix(&dir)?;
-        if matrix.example_ids != examples.example_ids {
-            return Err(ProbeError::Invalid(format!(
-                "{}: holds {} examples but examples.parquet has {}; the run is inconsistent — re-run extract with --force",
-                dir.display(),
-                matrix.example_ids.len(),
-                examples.example_ids.len()
-            )));
+    for name in &opts.token_labels {
+        label_sets.push(labels::token_labels(&examples, &tokens, name, &source)?);
+    }
+    let mut jobs: Vec<(String, &LabelSet)> = Vec::new();
+    for set in &label_sets {
+        let hooks = hooks_for(run, set.level, &opts.pool)?;
+        jobs.extend(hooks.into_iter().map(|h| (h, set)));
+    }
+    progress.start("probe", jobs.len() as u64);
+    let mut out = ProbeOutputs::default();
+    let mut dropped_noted = std::collections::HashSet::new();
+    for (hook, set) in jobs {
+        let prepared = prepare(set, opts)?;
+        if !prepared.dropped.is_empty() && dropped_noted.insert(set.name.clone()) {
+            progress.note(&format!(
+                "probe `{}`: left out classes with fewer than {} examples: {}",
+                set.name,
+                opts.split_parts(),
+                prepared.dropped.join(", ")
+            ));
         }
-        let meta = list_parts(&dir)?
-            .first()
-            .map(|p| read_metadata(p))
-            .transpose()?
-            .unwrap_or_default();
-        let layer = meta.get("glassbox.layer").and_then(|v| v.parse().ok());
-        let depth = meta
-            .get("glassbox.depth")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN);
-        for label in &labels {
-            let split = stratified_split(
-                &label.classes,
-                label.n_classes,
-                opts.test_fraction,
-                opts.seed,
-            )
-            .map_err(|m| ProbeError::Label {
-                column: label.name.clone(),
-                message: m,
-            })?;
-            let score = fit_and_score(
-                &matrix.values,
-                matrix.width,
-                &label.rows,
-                &label.classes,
-                label.n_classes,
-                &split,
-                opts,
-            )
-            .map_err(|e| e.in_hook(hook))?;
-            results.push(ProbeResult {
-                hook: hook.clone(),
-                layer,
-                depth,
-                label: label.name.clone(),
-                pool: opts.pool.clone(),
-                n_train: split.train.len() as u64,
-                n_test: split.test.len() as u64,
-                n_classes: label.n_classes as u64,
-                accuracy: score.accuracy,
-                majority_baseline: score.majority_baseline,
-            });
-            progress.advance(1);
-        }
+        let (x, d) = features::load(
+            run,
+            &hook,
+            &opts.pool,
+            set,
+            &prepared.rows,
+            &examples.example_ids,
+            &tokens,
+        )?;
+        probe_one(run, &hook, set, &prepared, &x, d, opts, &mut out)
+            .map_err(|e| e.in_hook(&hook))?;
+        progress.advance(1);
     }
     progress.finish();
-    results.sort_by(|a, b| {
-        (a.label.as_str(), a.depth, a.hook.as_str())
-            .partial_cmp(&(b.label.as_str(), b.depth, b.hook.as_str()))
+    out.results.sort_by(|a, b| {
+        (a.level.as_str(), a.label.as_str(), a.depth, a.hook.as_str())
+            .partial_cmp(&(b.level.as_str(), b.label.as_str(), b.depth, b.hook.as_str()))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    Ok(results)
+    Ok(out)
 }
 
-fn labels_for(
-    run: &RunDir,
-    examples: &glassbox_data::examples::Examples,
-    name: &str,
-) -> Result<Labels> {
-    let column = examples.column(name).ok_or_else(|| ProbeError::Label {
-        column: name.to_owned(),
-        message: format!(
-            "no such column in {}; label columns there: {}",
-            run.examples().display(),
-            examples.label_names().join(", ")
-        ),
-    })?;
-    let mut names: Vec<String> = Vec::new();
-    let mut rows = Vec::new();
-    let mut classes = Vec::new();
-    for (row, value) in column.values.iter().enumerate() {
-        let Some(class) = value.class_name() else {
-            continue;
-        };
-        let index = match names.iter().position(|n| *n == class) {
-            Some(i) => i,
-            None => {
-                names.push(class);
-                names.len() - 1
-            }
-        };
-        rows.push(row);
-        classes.push(index);
-    }
-    if names.len() < 2 {
-        return Err(ProbeError::Label {
-            column: name.to_owned(),
-            message: format!(
-                "needs at least two classes to probe, found {} ({})",
-                names.len(),
-                names.join(", ")
+/// Hooks stored at the label's level.
+fn hooks_for(run: &RunDir, level: Level, pool: &str) -> Result<Vec<String>> {
+    let hooks: Vec<String> = match level {
+        Level::Sequence => run
+            .stored_hooks(true)?
+            .into_iter()
+            .filter(|h| run.pooled_dir(h, pool).exists())
+            .collect(),
+        Level::Token => run
+            .stored_hooks(false)?
+            .into_iter()
+            .filter(|h| run.activations_dir(h).exists())
+            .collect(),
+    };
+    if hooks.is_empty() {
+        return Err(ProbeError::Invalid(match level {
+            Level::Sequence => format!(
+                "{}: no pooled activations with pool `{pool}`; extract with --pools {pool}",
+                run.root().display()
             ),
-        });
+            Level::Token => format!(
+                "{}: no token-level activations; extract with token_level = true",
+                run.root().display()
+            ),
+        }));
     }
-    // Class indices in sorted-name order, so results do not depend on row order.
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
-    let mut rank = vec![0; names.len()];
-    for (r, &i) in order.iter().enumerate() {
-        rank[i] = r;
-    }
-    Ok(Labels {
-        name: name.to_owned(),
+    Ok(hooks)
+}
+
+/// A label set narrowed to the probed rows: capped per class, rare classes left out, classes
+/// renumbered.
+struct Prepared {
+    /// Indices into the label set's items.
+    rows: Vec<usize>,
+    classes: Vec<usize>,
+    names: Vec<String>,
+    values: Vec<f64>,
+    types: Vec<String>,
+    dropped: Vec<String>,
+    split: Split,
+}
+
+fn prepare(set: &LabelSet, opts: &ProbeOptions) -> Result<Prepared> {
+    let cap = (opts.max_per_class > 0).then_some(opts.max_per_class);
+    let mut rows = features::cap_per_class(set, cap, opts.seed);
+    let label_error = |message: String| ProbeError::Label {
+        column: set.name.clone(),
+        message,
+    };
+    let (classes, names, values, dropped) = match &set.target {
+        Target::Classes { classes, names } => {
+            let mut counts = vec![0usize; names.len()];
+            rows.iter().for_each(|&r| counts[classes[r]] += 1);
+            let keep: Vec<bool> = counts.iter().map(|&c| c >= opts.split_parts()).collect();
+            let dropped: Vec<String> = names
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| !**k)
+                .map(|(n, _)| {
+                    format!(
+                        "{n} ({})",
+                        counts[names.iter().position(|m| m == n).unwrap_or(0)]
+                    )
+                })
+                .collect();
+            rows.retain(|&r| keep[classes[r]]);
+            let mut renumber = vec![usize::MAX; names.len()];
+            let mut kept_names = Vec::new();
+            for (c, name) in names.iter().enumerate() {
+                if keep[c] {
+                    renumber[c] = kept_names.len();
+                    kept_names.push(name.clone());
+                }
+            }
+            if kept_names.len() < 2 {
+                return Err(label_error(format!(
+                    "needs at least two classes with {} or more examples each (train, validation, test); found {} — {}",
+                    opts.split_parts(),
+                    kept_names.len(),
+                    names
+                        .iter()
+                        .zip(&counts)
+                        .map(|(n, c)| format!("{n}: {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let classes: Vec<usize> = rows.iter().map(|&r| renumber[classes[r]]).collect();
+            (classes, kept_names, Vec::new(), dropped)
+        }
+        Target::Values(values) => {
+            if rows.len() < 3 * opts.split_parts() {
+                return Err(label_error(format!(
+                    "{} labelled examples are too few for a train/validation/test split",
+                    rows.len()
+                )));
+            }
+            let values: Vec<f64> = rows.iter().map(|&r| values[r]).collect();
+            (vec![0; rows.len()], Vec::new(), values, Vec::new())
+        }
+    };
+    let n_split_classes = names.len().max(1);
+    let split = stratified_split(
+        &classes,
+        n_split_classes,
+        opts.validation_fraction,
+        opts.test_fraction,
+        opts.seed,
+    )
+    .map_err(label_error)?;
+    let types = rows.iter().map(|&r| set.types[r].clone()).collect();
+    Ok(Prepared {
         rows,
-        classes: classes.into_iter().map(|c| rank[c]).collect(),
-        n_classes: names.len(),
+        classes,
+        names,
+        values,
+        types,
+        dropped,
+        split,
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn probe_one(
+    run: &RunDir,
+    hook: &str,
+    set: &LabelSet,
+    p: &Prepared,
+    x: &[f32],
+    d: usize,
+    opts: &ProbeOptions,
+    out: &mut ProbeOutputs,
+) -> Result<()> {
+    let std = Standardizer::fit(x, d, &p.split.train);
+    let rows = probe::Rows {
+        x,
+        d,
+        split: &p.split,
+        std: &std,
+    };
+    let seed = opts.seed;
+    let level = set.level.as_str().to_owned();
+    let regression = p.names.is_empty();
+    let (fitted, control): (Fitted, Fitted) = if regression {
+        let control = probe::control_values(&p.types, &p.values, seed);
+        (
+            probe::fit_regression(rows, &p.values, opts, seed)?,
+            probe::fit_regression(rows, &control, opts, seed)?,
+        )
+    } else {
+        let k = p.names.len();
+        let control = probe::control_classes(&p.types, &p.classes, seed);
+        (
+            probe::fit_classifier(rows, &p.classes, k, opts, seed),
+            probe::fit_classifier(rows, &control, k, opts, seed),
+        )
+    };
+    let s = &fitted.scores;
+    let mdl = (opts.mdl && !regression)
+        .then(|| probe::mdl_of(rows, &p.classes, p.names.len(), s.l2, opts, seed));
+    if opts.neurons && !regression {
+        let k = p.names.len();
+        let sparse = neurons::elastic_net(rows, &p.classes, k, opts);
+        let ranked = neurons::rank(&sparse, &p.names);
+        let overall: Vec<u32> = ranked
+            .iter()
+            .filter(|r| r.class == "*")
+            .map(|r| r.unit)
+            .collect();
+        for t in neurons::top_k_check(rows, &p.classes, k, &overall, s.l2, opts, seed) {
+            out.topk.push(TopKRow {
+                hook: hook.to_owned(),
+                label: set.name.clone(),
+                level: level.clone(),
+                k: t.k,
+                top_accuracy: t.top_accuracy,
+                random_accuracy: t.random_accuracy,
+            });
+        }
+        out.neurons.extend(ranked.into_iter().map(|r| NeuronRow {
+            hook: hook.to_owned(),
+            label: set.name.clone(),
+            level: level.clone(),
+            class: r.class,
+            unit: r.unit,
+            weight: r.weight,
+            rank: r.rank,
+        }));
+    }
+    let (layer, depth) = hook_position(run, hook, set.level, &opts.pool)?;
+    out.results.push(ProbeResult {
+        hook: hook.to_owned(),
+        layer,
+        depth,
+        label: set.name.clone(),
+        level: level.clone(),
+        pool: match set.level {
+            Level::Sequence => opts.pool.clone(),
+            Level::Token => "token".into(),
+        },
+        metric: if regression { "r2" } else { "accuracy" }.into(),
+        n_train: p.split.train.len() as u64,
+        n_validation: p.split.validation.len() as u64,
+        n_test: p.split.test.len() as u64,
+        n_classes: p.names.len() as u64,
+        l2: s.l2,
+        score: s.score,
+        ci_low: s.ci.0,
+        ci_high: s.ci.1,
+        accuracy: (!regression).then_some(s.score),
+        f1: s.f1,
+        f1_ci_low: s.f1_ci.map(|c| c.0),
+        f1_ci_high: s.f1_ci.map(|c| c.1),
+        majority: s.baseline,
+        control_score: control.scores.score,
+        selectivity: s.score - control.scores.score,
+        mdl_codelength: mdl.map(|m| m.codelength),
+        mdl_uniform: mdl.map(|m| m.uniform),
+        mdl_compression: mdl.map(|m| m.compression),
+        converged: s.converged,
+    });
+    out.weights.push(ProbeWeights {
+        hook: hook.to_owned(),
+        label: set.name.clone(),
+        level,
+        classes: p.names.clone(),
+        width: d,
+        outputs: fitted.outputs,
+        weight: fitted.weight,
+        bias: fitted.bias,
+    });
+    Ok(())
+}
+
+/// The hook's block index and residual depth from the store metadata.
+fn hook_position(run: &RunDir, hook: &str, level: Level, pool: &str) -> Result<(Option<i64>, f64)> {
+    let dir = match level {
+        Level::Sequence => run.pooled_dir(hook, pool),
+        Level::Token => run.activations_dir(hook),
+    };
+    let meta = list_parts(&dir)?
+        .first()
+        .map(|p| read_metadata(p))
+        .transpose()?
+        .unwrap_or_default();
+    let layer = meta.get("glassbox.layer").and_then(|v| v.parse().ok());
+    let depth = meta
+        .get("glassbox.depth")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    Ok((layer, depth))
 }

@@ -1,16 +1,20 @@
-//! `probes/results.parquet`: one row per (hook, label).
+//! The probe stage's tables: `probes/results.parquet` (one row per hook × label),
+//! `probes/neurons.parquet` (ranked units) and `probes/topk.parquet` (the ranking's check).
 
 use crate::Result;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
 };
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use glassbox_data::{table, DataError, RunDir};
+use std::path::Path;
 use std::sync::Arc;
 
-/// The result of one probe.
+/// The result of one probe. Scores are on the held-out test part; `score` is the accuracy for
+/// classification and R² for regression (`metric` says which).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProbeResult {
     pub hook: String,
@@ -19,27 +23,114 @@ pub struct ProbeResult {
     /// Residual-stream depth (see the store metadata), for ordering hooks.
     pub depth: f64,
     pub label: String,
+    /// `sequence` or `token`.
+    pub level: String,
+    /// The pool of sequence-level probes; `token` for token-level ones.
     pub pool: String,
+    /// `accuracy` (classification) or `r2` (regression).
+    pub metric: String,
     pub n_train: u64,
+    pub n_validation: u64,
     pub n_test: u64,
+    /// 0 for regression.
     pub n_classes: u64,
-    pub accuracy: f64,
-    pub majority_baseline: f64,
+    /// The L2 strength chosen on the validation part (sklearn's `C` is `1 / l2`).
+    pub l2: f64,
+    pub score: f64,
+    /// Percentile-bootstrap 95% interval of `score`.
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub accuracy: Option<f64>,
+    pub f1: Option<f64>,
+    pub f1_ci_low: Option<f64>,
+    pub f1_ci_high: Option<f64>,
+    /// Majority-class accuracy, or the R² of predicting the training mean.
+    pub majority: f64,
+    /// The same probe's score on the control task.
+    pub control_score: f64,
+    /// `score − control_score`.
+    pub selectivity: f64,
+    pub mdl_codelength: Option<f64>,
+    pub mdl_uniform: Option<f64>,
+    pub mdl_compression: Option<f64>,
+    pub converged: bool,
 }
 
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("hook", DataType::Utf8, false),
-        Field::new("layer", DataType::Int64, true),
-        Field::new("depth", DataType::Float64, false),
-        Field::new("label", DataType::Utf8, false),
-        Field::new("pool", DataType::Utf8, false),
-        Field::new("n_train", DataType::UInt64, false),
-        Field::new("n_test", DataType::UInt64, false),
-        Field::new("n_classes", DataType::UInt64, false),
-        Field::new("accuracy", DataType::Float64, false),
-        Field::new("majority_baseline", DataType::Float64, false),
-    ]))
+/// One ranked unit of one probe.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NeuronRow {
+    pub hook: String,
+    pub label: String,
+    pub level: String,
+    pub class: String,
+    pub unit: u32,
+    pub weight: f64,
+    pub rank: u32,
+}
+
+/// Accuracy with the top-k ranked units against k random ones.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TopKRow {
+    pub hook: String,
+    pub label: String,
+    pub level: String,
+    pub k: u32,
+    pub top_accuracy: f64,
+    pub random_accuracy: f64,
+}
+
+/// Builds a record batch column by column.
+#[derive(Default)]
+struct Columns {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Columns {
+    fn add(&mut self, name: &str, array: ArrayRef) -> &mut Self {
+        self.fields
+            .push(Field::new(name, array.data_type().clone(), true));
+        self.arrays.push(array);
+        self
+    }
+    fn text<'a, T: 'a>(
+        &mut self,
+        name: &str,
+        rows: &'a [T],
+        f: impl Fn(&'a T) -> &'a str,
+    ) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    fn float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> f64) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    fn opt_float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> Option<f64>) -> &mut Self {
+        self.add(name, Arc::new(Float64Array::from_iter(rows.iter().map(f))))
+    }
+    fn count<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u64) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    fn small<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u32) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    fn write(self, path: &Path) -> Result<()> {
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
+            .map_err(DataError::arrow(path))?;
+        table::write_table(path, &batch)?;
+        Ok(())
+    }
 }
 
 fn results_path(run: &RunDir) -> std::path::PathBuf {
@@ -47,35 +138,66 @@ fn results_path(run: &RunDir) -> std::path::PathBuf {
 }
 
 /// Writes `probes/results.parquet` atomically.
-pub fn write_results(run: &RunDir, results: &[ProbeResult]) -> Result<()> {
-    let path = results_path(run);
-    let strings = |f: fn(&ProbeResult) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(results.iter().map(f)))
-    };
-    let counts = |f: fn(&ProbeResult) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(results.iter().map(f)))
-    };
-    let floats = |f: fn(&ProbeResult) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(results.iter().map(f)))
-    };
-    let columns = vec![
-        strings(|r| &r.hook),
-        Arc::new(Int64Array::from_iter(results.iter().map(|r| r.layer))) as ArrayRef,
-        floats(|r| r.depth),
-        strings(|r| &r.label),
-        strings(|r| &r.pool),
-        counts(|r| r.n_train),
-        counts(|r| r.n_test),
-        counts(|r| r.n_classes),
-        floats(|r| r.accuracy),
-        floats(|r| r.majority_baseline),
-    ];
-    let batch = RecordBatch::try_new(schema(), columns).map_err(|source| DataError::Arrow {
-        path: path.clone(),
-        source,
-    })?;
-    table::write_table(&path, &batch)?;
-    Ok(())
+pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
+    let mut c = Columns::default();
+    c.text("hook", rows, |r| &r.hook)
+        .add(
+            "layer",
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.layer))),
+        )
+        .float("depth", rows, |r| r.depth)
+        .text("label", rows, |r| &r.label)
+        .text("level", rows, |r| &r.level)
+        .text("pool", rows, |r| &r.pool)
+        .text("metric", rows, |r| &r.metric)
+        .count("n_train", rows, |r| r.n_train)
+        .count("n_validation", rows, |r| r.n_validation)
+        .count("n_test", rows, |r| r.n_test)
+        .count("n_classes", rows, |r| r.n_classes)
+        .float("l2", rows, |r| r.l2)
+        .float("score", rows, |r| r.score)
+        .float("ci_low", rows, |r| r.ci_low)
+        .float("ci_high", rows, |r| r.ci_high)
+        .opt_float("accuracy", rows, |r| r.accuracy)
+        .opt_float("f1", rows, |r| r.f1)
+        .opt_float("f1_ci_low", rows, |r| r.f1_ci_low)
+        .opt_float("f1_ci_high", rows, |r| r.f1_ci_high)
+        .float("majority", rows, |r| r.majority)
+        .float("control_score", rows, |r| r.control_score)
+        .float("selectivity", rows, |r| r.selectivity)
+        .opt_float("mdl_codelength", rows, |r| r.mdl_codelength)
+        .opt_float("mdl_uniform", rows, |r| r.mdl_uniform)
+        .opt_float("mdl_compression", rows, |r| r.mdl_compression)
+        .add(
+            "converged",
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.converged)),
+            )),
+        );
+    c.write(&results_path(run))
+}
+
+pub fn write_neurons(run: &RunDir, rows: &[NeuronRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.text("hook", rows, |r| &r.hook)
+        .text("label", rows, |r| &r.label)
+        .text("level", rows, |r| &r.level)
+        .text("class", rows, |r| &r.class)
+        .small("unit", rows, |r| r.unit)
+        .float("weight", rows, |r| r.weight)
+        .small("rank", rows, |r| r.rank);
+    c.write(&run.probes_dir().join("neurons.parquet"))
+}
+
+pub fn write_topk(run: &RunDir, rows: &[TopKRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.text("hook", rows, |r| &r.hook)
+        .text("label", rows, |r| &r.label)
+        .text("level", rows, |r| &r.level)
+        .small("k", rows, |r| r.k)
+        .float("top_accuracy", rows, |r| r.top_accuracy)
+        .float("random_accuracy", rows, |r| r.random_accuracy);
+    c.write(&run.probes_dir().join("topk.parquet"))
 }
 
 /// Reads `probes/results.parquet` back.
@@ -83,29 +205,128 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
     let path = results_path(run);
     let mut out = Vec::new();
     for batch in table::read_table(&path)? {
-        if batch.schema().fields() != schema().fields() {
-            return Err(DataError::Store {
-                path,
-                message: "unexpected schema; re-run `glassbox probe --force`".into(),
-            }
-            .into());
-        }
-        let text = |i: usize| batch.column(i).as_string::<i32>();
-        let count = |i: usize| batch.column(i).as_primitive::<UInt64Type>();
-        let float = |i: usize| batch.column(i).as_primitive::<Float64Type>();
-        let layer = batch.column(1).as_primitive::<Int64Type>();
+        let col = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| DataError::Store {
+                path: path.clone(),
+                message: format!("no column `{name}` (an older glassbox wrote it?); re-run `glassbox probe --force`"),
+            })
+        };
+        let text = |name: &str| -> Result<Vec<String>> {
+            let a = col(name)?;
+            Ok(a.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect())
+        };
+        let opt = |name: &str| -> Result<Vec<Option<f64>>> {
+            Ok(col(name)?.as_primitive::<Float64Type>().iter().collect())
+        };
+        let float = |name: &str| -> Result<Vec<f64>> {
+            Ok(opt(name)?
+                .into_iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect())
+        };
+        let count = |name: &str| -> Result<Vec<u64>> {
+            Ok(col(name)?.as_primitive::<UInt64Type>().values().to_vec())
+        };
+        let layer: Vec<Option<i64>> = col("layer")?.as_primitive::<Int64Type>().iter().collect();
+        let converged: Vec<bool> = col("converged")?
+            .as_boolean()
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect();
+        let (hook, label, level, pool, metric) = (
+            text("hook")?,
+            text("label")?,
+            text("level")?,
+            text("pool")?,
+            text("metric")?,
+        );
+        let (n_train, n_validation, n_test, n_classes) = (
+            count("n_train")?,
+            count("n_validation")?,
+            count("n_test")?,
+            count("n_classes")?,
+        );
+        let (depth, l2, score, ci_low, ci_high) = (
+            float("depth")?,
+            float("l2")?,
+            float("score")?,
+            float("ci_low")?,
+            float("ci_high")?,
+        );
+        let (accuracy, f1, f1_lo, f1_hi) = (
+            opt("accuracy")?,
+            opt("f1")?,
+            opt("f1_ci_low")?,
+            opt("f1_ci_high")?,
+        );
+        let (majority, control, selectivity) = (
+            float("majority")?,
+            float("control_score")?,
+            float("selectivity")?,
+        );
+        let (mdl_c, mdl_u, mdl_x) = (
+            opt("mdl_codelength")?,
+            opt("mdl_uniform")?,
+            opt("mdl_compression")?,
+        );
         for r in 0..batch.num_rows() {
             out.push(ProbeResult {
-                hook: text(0).value(r).to_owned(),
-                layer: (!layer.is_null(r)).then(|| layer.value(r)),
-                depth: float(2).value(r),
-                label: text(3).value(r).to_owned(),
-                pool: text(4).value(r).to_owned(),
-                n_train: count(5).value(r),
-                n_test: count(6).value(r),
-                n_classes: count(7).value(r),
-                accuracy: float(8).value(r),
-                majority_baseline: float(9).value(r),
+                hook: hook[r].clone(),
+                layer: layer[r],
+                depth: depth[r],
+                label: label[r].clone(),
+                level: level[r].clone(),
+                pool: pool[r].clone(),
+                metric: metric[r].clone(),
+                n_train: n_train[r],
+                n_validation: n_validation[r],
+                n_test: n_test[r],
+                n_classes: n_classes[r],
+                l2: l2[r],
+                score: score[r],
+                ci_low: ci_low[r],
+                ci_high: ci_high[r],
+                accuracy: accuracy[r],
+                f1: f1[r],
+                f1_ci_low: f1_lo[r],
+                f1_ci_high: f1_hi[r],
+                majority: majority[r],
+                control_score: control[r],
+                selectivity: selectivity[r],
+                mdl_codelength: mdl_c[r],
+                mdl_uniform: mdl_u[r],
+                mdl_compression: mdl_x[r],
+                converged: converged[r],
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `probes/topk.parquet` back (empty when the ranking was not run).
+pub fn read_topk(run: &RunDir) -> Result<Vec<TopKRow>> {
+    let path = run.probes_dir().join("topk.parquet");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let s = |i: usize| batch.column(i).as_string::<i32>().clone();
+        let (hook, label, level) = (s(0), s(1), s(2));
+        let k = batch.column(3).as_primitive::<UInt32Type>().clone();
+        let top = batch.column(4).as_primitive::<Float64Type>().clone();
+        let random = batch.column(5).as_primitive::<Float64Type>().clone();
+        for r in 0..batch.num_rows() {
+            out.push(TopKRow {
+                hook: hook.value(r).to_owned(),
+                label: label.value(r).to_owned(),
+                level: level.value(r).to_owned(),
+                k: k.value(r),
+                top_accuracy: top.value(r),
+                random_accuracy: random.value(r),
             });
         }
     }
@@ -125,16 +346,45 @@ mod tests {
             layer: Some(0),
             depth: 1.0,
             label: "topic".into(),
+            level: "sequence".into(),
             pool: "mean".into(),
+            metric: "accuracy".into(),
             n_train: 30,
+            n_validation: 10,
             n_test: 10,
             n_classes: 3,
-            accuracy: 0.9,
-            majority_baseline: 0.4,
+            l2: 1.0,
+            score: 0.9,
+            ci_low: 0.8,
+            ci_high: 1.0,
+            accuracy: Some(0.9),
+            f1: Some(0.85),
+            f1_ci_low: Some(0.7),
+            f1_ci_high: Some(0.95),
+            majority: 0.4,
+            control_score: 0.5,
+            selectivity: 0.4,
+            mdl_codelength: None,
+            mdl_uniform: None,
+            mdl_compression: None,
+            converged: true,
         };
         let mut r2 = r.clone();
         r2.layer = None;
+        r2.metric = "r2".into();
+        r2.accuracy = None;
+        r2.mdl_compression = Some(2.0);
         write_results(&run, &[r.clone(), r2.clone()]).unwrap();
         assert_eq!(read_results(&run).unwrap(), vec![r, r2]);
+        let t = TopKRow {
+            hook: "h".into(),
+            label: "l".into(),
+            level: "token".into(),
+            k: 5,
+            top_accuracy: 0.9,
+            random_accuracy: 0.5,
+        };
+        write_topk(&run, std::slice::from_ref(&t)).unwrap();
+        assert_eq!(read_topk(&run).unwrap(), vec![t]);
     }
 }

@@ -1,4 +1,4 @@
-//! Seeded stratified train/test split.
+//! Seeded stratified train/validation/test split.
 
 use glassbox_data::rng::SeededRng;
 
@@ -6,42 +6,52 @@ use glassbox_data::rng::SeededRng;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     pub train: Vec<usize>,
+    /// Used to choose the L2 strength; empty when there is nothing to choose.
+    pub validation: Vec<usize>,
     pub test: Vec<usize>,
 }
 
-/// Holds out `round(n_c * test_fraction)` examples of each class `c` (at least one when the
-/// class has two or more), chosen by a seeded shuffle. Same seed, same split.
+/// Holds out `round(n_c · test_fraction)` examples of each class `c` for testing and
+/// `round(n_c · validation_fraction)` for validation (at least one each when the fraction is
+/// positive), chosen by a seeded shuffle; the rest train. Same seed, same split. Regression
+/// targets pass a single class.
 pub fn stratified_split(
     classes: &[usize],
     n_classes: usize,
+    validation_fraction: f64,
     test_fraction: f64,
     seed: u64,
 ) -> Result<Split, String> {
     let mut rng = SeededRng::new(seed);
-    let mut train = Vec::new();
-    let mut test = Vec::new();
+    let mut split = Split {
+        train: Vec::new(),
+        validation: Vec::new(),
+        test: Vec::new(),
+    };
+    let parts = 2 + usize::from(validation_fraction > 0.0);
     for c in 0..n_classes {
         let mut members: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == c).collect();
-        rng.shuffle(&mut members);
         let n = members.len();
-        let mut n_test = (n as f64 * test_fraction).round() as usize;
-        if n >= 2 {
-            n_test = n_test.clamp(1, n - 1);
-        } else {
-            n_test = 0;
+        if n < parts {
+            return Err(format!(
+                "class {c} has {n} example(s), fewer than the {parts} parts of the split (train, {}test); add examples, cap fewer, or drop the class",
+                if parts == 3 { "validation, " } else { "" }
+            ));
         }
-        test.extend_from_slice(&members[..n_test]);
-        train.extend_from_slice(&members[n_test..]);
+        rng.shuffle(&mut members);
+        let share = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
+        let n_test = share(test_fraction).min(n - parts + 1);
+        let n_val = share(validation_fraction).min(n - n_test - 1);
+        split.test.extend_from_slice(&members[..n_test]);
+        split
+            .validation
+            .extend_from_slice(&members[n_test..n_test + n_val]);
+        split.train.extend_from_slice(&members[n_test + n_val..]);
     }
-    if test.is_empty() || train.is_empty() {
-        return Err(format!(
-            "too few examples ({}) to hold out a test set; every class needs at least two",
-            classes.len()
-        ));
-    }
-    train.sort_unstable();
-    test.sort_unstable();
-    Ok(Split { train, test })
+    split.train.sort_unstable();
+    split.validation.sort_unstable();
+    split.test.sort_unstable();
+    Ok(split)
 }
 
 #[cfg(test)]
@@ -51,18 +61,24 @@ mod tests {
     #[test]
     fn stratified_disjoint_and_seeded() {
         let classes: Vec<usize> = (0..100).map(|i| usize::from(i % 4 == 0)).collect();
-        let a = stratified_split(&classes, 2, 0.2, 3).unwrap();
-        assert_eq!(a, stratified_split(&classes, 2, 0.2, 3).unwrap());
-        assert_ne!(a, stratified_split(&classes, 2, 0.2, 4).unwrap());
-        assert_eq!(a.train.len() + a.test.len(), 100);
-        assert!(a.test.iter().all(|i| !a.train.contains(i)));
+        let a = stratified_split(&classes, 2, 0.2, 0.2, 3).unwrap();
+        assert_eq!(a, stratified_split(&classes, 2, 0.2, 0.2, 3).unwrap());
+        assert_ne!(a, stratified_split(&classes, 2, 0.2, 0.2, 4).unwrap());
+        assert_eq!(a.train.len() + a.validation.len() + a.test.len(), 100);
+        assert!(a
+            .test
+            .iter()
+            .all(|i| !a.train.contains(i) && !a.validation.contains(i)));
+        assert!(a.validation.iter().all(|i| !a.train.contains(i)));
         let test_pos = a.test.iter().filter(|&&i| classes[i] == 1).count();
         assert_eq!(test_pos, 5, "25 positives × 0.2");
         assert_eq!(a.test.len(), 20);
+        assert_eq!(a.validation.len(), 20);
     }
 
     #[test]
     fn too_small_is_an_error() {
-        assert!(stratified_split(&[0, 1], 2, 0.25, 0).is_err());
+        assert!(stratified_split(&[0, 1, 0, 1], 2, 0.25, 0.25, 0).is_err());
+        assert!(stratified_split(&[0, 1, 0, 1], 2, 0.0, 0.25, 0).is_ok());
     }
 }

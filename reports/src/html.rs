@@ -1,6 +1,6 @@
 //! The self-contained HTML page. Every piece of run-supplied text is escaped.
 
-use crate::{finding_sentence, svg, Summary};
+use crate::{finding_sentence, svg, Summary, DEFINITIONS};
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(text: &str) -> String {
@@ -74,24 +74,34 @@ pub(crate) fn render(s: &Summary) -> String {
     body.push_str("</ul>\n");
     for f in &s.probes {
         body.push_str(&format!(
-            "<h3>{}</h3>\n<figure>{}<figcaption>Held-out probe accuracy by hook (solid) against the majority-class baseline (dashed).</figcaption></figure>\n",
-            inline(&format!("`{}` ({} pooling)", f.label, f.pool)),
-            svg::accuracy_chart(f)
+            "<h3>{}</h3>\n<figure>{}<figcaption>Held-out probe {} by hook (solid, 95% CI band) against the control task (dotted) and the majority baseline (dashed).</figcaption></figure>\n",
+            inline(&format!(
+                "`{}` ({})",
+                f.label,
+                if f.level == "token" { "token level".to_owned() } else { format!("{} pooling", f.pool) }
+            )),
+            svg::accuracy_chart(f),
+            escape(&f.metric)
         ));
-        body.push_str("<table><thead><tr><th>hook</th><th>accuracy</th><th>majority</th><th>n_train</th><th>n_test</th></tr></thead><tbody>\n");
+        body.push_str(&format!("<table><thead><tr><th>hook</th><th>{} [95% CI]</th><th>macro-F1</th><th>majority</th><th>control</th><th>selectivity</th><th>n_train</th><th>n_test</th></tr></thead><tbody>\n", escape(&f.metric)));
         for r in &f.by_hook {
             body.push_str(&format!(
-                "<tr><td><code>{}</code></td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td><code>{}</code></td><td>{:.3} [{:.3}, {:.3}]</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>\n",
                 escape(&r.hook),
-                r.accuracy,
-                r.majority_baseline,
+                r.score,
+                r.ci_low,
+                r.ci_high,
+                r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
+                r.majority,
+                r.control_score,
+                r.selectivity,
                 r.n_train,
                 r.n_test
             ));
         }
         body.push_str("</tbody></table>\n");
     }
-    body.push_str("<p class=\"note\">Accuracy is measured on a seeded, stratified held-out split; the majority baseline always predicts the most frequent training class. Every number here is in <code>probes/results.parquet</code> and <code>report/summary.json</code>.</p>\n");
+    body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>glassbox report — {}</title>\n<style>{}</style>\n</head>\n<body>\n{}</body>\n</html>\n",
         escape(&s.run),

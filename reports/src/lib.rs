@@ -19,15 +19,24 @@ pub enum ReportError {
     Invalid(String),
 }
 
-/// Per-label summary: where the label is best decoded, and how that compares to chance.
+/// Per-label summary: where the label is best decoded, and how that compares to chance and
+/// to the control task.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LabelFinding {
     pub label: String,
+    /// `sequence` or `token`.
+    pub level: String,
     pub pool: String,
+    /// `accuracy` or `r2`.
+    pub metric: String,
     pub n_classes: u64,
     pub best_hook: String,
-    pub best_accuracy: f64,
-    pub majority_baseline: f64,
+    pub best_score: f64,
+    pub best_ci_low: f64,
+    pub best_ci_high: f64,
+    pub majority: f64,
+    pub control_score: f64,
+    pub selectivity: f64,
     /// One row per hook, in depth order.
     pub by_hook: Vec<ProbeResult>,
 }
@@ -51,18 +60,18 @@ pub struct ReportPaths {
 pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     let manifest = run.require_stage("probe")?;
     let results = glassbox_probes::read_results(run)?;
-    let mut labels: Vec<(String, String)> = results
+    let mut labels: Vec<(String, String, String)> = results
         .iter()
-        .map(|r| (r.label.clone(), r.pool.clone()))
+        .map(|r| (r.level.clone(), r.label.clone(), r.pool.clone()))
         .collect();
     labels.sort();
     labels.dedup();
     let probes = labels
         .into_iter()
-        .map(|(label, pool)| {
+        .map(|(level, label, pool)| {
             let mut by_hook: Vec<ProbeResult> = results
                 .iter()
-                .filter(|r| r.label == label && r.pool == pool)
+                .filter(|r| r.level == level && r.label == label && r.pool == pool)
                 .cloned()
                 .collect();
             by_hook.sort_by(|a, b| a.depth.total_cmp(&b.depth).then(a.hook.cmp(&b.hook)));
@@ -70,16 +79,22 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
             let best = by_hook
                 .iter()
                 .fold(None::<&ProbeResult>, |acc, r| match acc {
-                    Some(b) if b.accuracy >= r.accuracy => Some(b),
+                    Some(b) if b.score >= r.score => Some(b),
                     _ => Some(r),
                 })
                 .expect("every label has at least one result");
             LabelFinding {
                 best_hook: best.hook.clone(),
-                best_accuracy: best.accuracy,
-                majority_baseline: best.majority_baseline,
+                metric: best.metric.clone(),
+                best_score: best.score,
+                best_ci_low: best.ci_low,
+                best_ci_high: best.ci_high,
+                majority: best.majority,
+                control_score: best.control_score,
+                selectivity: best.selectivity,
                 n_classes: best.n_classes,
                 label,
+                level,
                 pool,
                 by_hook,
             }
@@ -113,11 +128,37 @@ pub fn write_report(run: &RunDir) -> Result<ReportPaths, ReportError> {
 
 /// One sentence per label, shared by the Markdown and HTML reports.
 pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
+    let what = if f.metric == "r2" {
+        "numeric".to_owned()
+    } else {
+        format!("{} classes", f.n_classes)
+    };
+    let scope = if f.level == "token" {
+        "token level".to_owned()
+    } else {
+        format!("sequence level, {} pooling", f.pool)
+    };
+    let baseline = if f.metric == "r2" {
+        "predicting the training mean"
+    } else {
+        "majority baseline"
+    };
     format!(
-        "`{}` ({} classes) is best decoded at `{}` with held-out accuracy {:.3}, against a majority baseline of {:.3} ({} pooling).",
-        f.label, f.n_classes, f.best_hook, f.best_accuracy, f.majority_baseline, f.pool
+        "`{}` ({what}, {scope}) is best decoded at `{}`: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}.",
+        f.label,
+        f.best_hook,
+        f.metric,
+        f.best_score,
+        f.best_ci_low,
+        f.best_ci_high,
+        f.majority,
+        f.control_score,
+        f.selectivity
     )
 }
+
+/// Metric definitions, printed under the tables.
+pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. Figures come from `probes/results.parquet`.";
 
 fn markdown(s: &Summary) -> String {
     let mut md = String::from("# glassbox report\n\n");
@@ -139,18 +180,24 @@ fn markdown(s: &Summary) -> String {
     }
     for f in &s.probes {
         md.push_str(&format!(
-            "\n### `{}`\n\n| hook | accuracy | majority | n_train | n_test |\n|---|---|---|---|---|\n",
-            f.label
+            "\n### `{}` ({})\n\n| hook | {} [95% CI] | macro-F1 | majority | control | selectivity | n_test |\n|---|---|---|---|---|---|---|\n",
+            f.label, f.level, f.metric
         ));
         for r in &f.by_hook {
             md.push_str(&format!(
-                "| `{}` | {:.3} | {:.3} | {} | {} |\n",
-                r.hook, r.accuracy, r.majority_baseline, r.n_train, r.n_test
+                "| `{}` | {:.3} [{:.3}, {:.3}] | {} | {:.3} | {:.3} | {:.3} | {} |\n",
+                r.hook,
+                r.score,
+                r.ci_low,
+                r.ci_high,
+                r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
+                r.majority,
+                r.control_score,
+                r.selectivity,
+                r.n_test
             ));
         }
     }
-    md.push_str(
-        "\nAccuracy is measured on a seeded, stratified held-out split; the majority baseline always predicts the most frequent training class. Figures come from `probes/results.parquet`.\n",
-    );
+    md.push_str(&format!("\n{DEFINITIONS}\n"));
     md
 }

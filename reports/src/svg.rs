@@ -1,4 +1,5 @@
-//! A small inline-SVG line chart: accuracy by hook, with the majority baseline.
+//! A small inline-SVG line chart: probe score by hook with its CI band, the control task and
+//! the majority baseline.
 
 use crate::html::escape;
 use crate::LabelFinding;
@@ -43,21 +44,40 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // The CI band: upper bounds left to right, then lower bounds back.
+    let band: Vec<String> = (0..n)
+        .map(|i| format!("{:.1},{:.1}", x(i), y(f.by_hook[i].ci_high)))
+        .chain(
+            (0..n)
+                .rev()
+                .map(|i| format!("{:.1},{:.1}", x(i), y(f.by_hook[i].ci_low))),
+        )
+        .collect();
+    svg.push_str(&format!(
+        "<polygon fill=\"#1f6feb\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>",
+        band.join(" ")
+    ));
     svg.push_str(&format!(
         "<polyline fill=\"none\" stroke=\"#999\" stroke-dasharray=\"5 4\" stroke-width=\"1.5\" points=\"{}\"/>",
-        line(&|i| f.by_hook[i].majority_baseline)
+        line(&|i| f.by_hook[i].majority)
+    ));
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#d1242f\" stroke-dasharray=\"2 3\" stroke-width=\"1.5\" points=\"{}\"/>",
+        line(&|i| f.by_hook[i].control_score)
     ));
     svg.push_str(&format!(
         "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
-        line(&|i| f.by_hook[i].accuracy)
+        line(&|i| f.by_hook[i].score)
     ));
     for (i, r) in f.by_hook.iter().enumerate() {
         svg.push_str(&format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3} [{:.3}, {:.3}]</title></circle>",
             x(i),
-            y(r.accuracy),
+            y(r.score),
             escape(&r.hook),
-            r.accuracy
+            r.score,
+            r.ci_low,
+            r.ci_high
         ));
         let short = r
             .hook

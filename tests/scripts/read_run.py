@@ -22,6 +22,8 @@ keys = set(zip(one.column("example_id").to_pylist(), one.column("position").to_p
 row = one.filter((pc.field("example_id") == 7) & (pc.field("position") == 2))
 part = pq.ParquetFile(run / "activations/hook=blocks.3.hook_resid_post/part-00000.parquet")
 meta = {k.decode(): v.decode() for k, v in (part.schema_arrow.metadata or {}).items()}
+results = pq.read_table(run / "probes/results.parquet")
+neurons = pq.read_table(run / "probes/neurons.parquet")
 
 print(json.dumps({
     "examples": examples.num_rows,
@@ -33,4 +35,9 @@ print(json.dumps({
     "distinct_keys_per_hook": len(keys),
     "value_ex7_pos2_unit5": row.column("act")[0].as_py()[5],
     "metadata_hook": meta.get("glassbox.hook"),
+    "tokens_with_span": tokens.filter(pc.is_valid(tokens.column("start"))).num_rows,
+    "probe_results": results.num_rows,
+    "probe_levels": sorted(set(results.column("level").to_pylist())),
+    "probe_best_score": pc.max(results.column("score")).as_py(),
+    "neuron_rows": neurons.num_rows,
 }))

@@ -200,7 +200,95 @@ fn probe_label_missing_or_single_class() {
     );
     assert_bad_input(&probe("only"), &["`only`", "at least two classes"]);
     assert!(RunDir::new(&run).require_stage("probe").is_err());
+    let probe_with = |extra: &[&str]| {
+        glassbox()
+            .args(["probe", "--label", "parity", "--run"])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Fewer examples per class than the split has parts.
+    assert_bad_input(
+        &probe_with(&["--max-per-class", "2"]),
+        &["`parity`", "at least two classes with 3 or more examples"],
+    );
+    assert_bad_input(
+        &probe_with(&["--pool", "median"]),
+        &["unknown pool `median`", "mean, cls, last, max"],
+    );
+    assert_bad_input(
+        &probe_with(&["--level", "paragraph"]),
+        &["'paragraph'", "sequence, token"],
+    );
+    assert_bad_input(
+        &probe_with(&["--level", "token"]),
+        &["`parity`", "per-word lists"],
+    );
+    assert_bad_input(
+        &probe_with(&["--token-label", "@pos"]),
+        &["unknown built-in token labeler `@pos`", "@word_class"],
+    );
+    assert!(RunDir::new(&run).require_stage("probe").is_err());
     assert_success(&probe("parity"), "probe on a valid label");
+
+    // Activations written by something else with a NaN in them: named, not probed.
+    let part = RunDir::new(&run)
+        .pooled_dir("blocks.0.hook_resid_post", "mean")
+        .join("part-00000.parquet");
+    poison_with_nan(&part);
+    assert_bad_input(
+        &probe_with(&["--force"]),
+        &["hook `blocks.0.hook_resid_post`", "NaN", "example 3"],
+    );
+}
+
+/// Rewrites a store file with unit 5 of example 3 set to NaN (glassbox's writer refuses to).
+fn poison_with_nan(path: &Path) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float32Type;
+    use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    let mut out = Vec::new();
+    for batch in batches {
+        let act_index = batch.schema().index_of("act").unwrap();
+        let act = batch.column(act_index).as_fixed_size_list();
+        let width = act.value_length() as usize;
+        let ids = batch
+            .column(batch.schema().index_of("example_id").unwrap())
+            .as_primitive::<arrow_array::types::UInt64Type>()
+            .clone();
+        let mut values: Vec<f32> = act.values().as_primitive::<Float32Type>().values().to_vec();
+        for r in 0..batch.num_rows() {
+            if ids.value(r) == 3 {
+                values[r * width + 5] = f32::NAN;
+            }
+        }
+        let field = match act.data_type() {
+            arrow_schema::DataType::FixedSizeList(f, _) => f.clone(),
+            _ => unreachable!(),
+        };
+        let new_act = FixedSizeListArray::new(
+            field,
+            width as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        );
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[act_index] = Arc::new(new_act);
+        out.push(RecordBatch::try_new(batch.schema(), columns).unwrap());
+    }
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    for b in &out {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
 }
 
 #[test]

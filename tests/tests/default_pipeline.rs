@@ -168,29 +168,68 @@ fn probes_and_report_are_written() {
     let Some(dir) = default_run() else { return };
     let run = RunDir::new(dir);
     let results = glassbox_probes::read_results(&run).unwrap();
-    assert_eq!(results.len(), 14, "7 hooks × 2 labels");
-    for label in ["topic", "sentence_type"] {
-        let best = results
-            .iter()
-            .filter(|r| r.label == label)
-            .map(|r| r.accuracy - r.majority_baseline)
-            .fold(f64::MIN, f64::max);
-        // Four topics and three sentence types are each balanced: majority ≈ 1/4 and 1/3.
-        // A real sentence encoder separates them far better than chance.
+    assert_eq!(
+        results.len(),
+        21,
+        "7 hooks × (2 sequence labels + 1 token label)"
+    );
+    for r in &results {
         assert!(
-            best > 0.4,
-            "{label}: best accuracy over majority only {best}"
+            r.ci_low <= r.score && r.score <= r.ci_high,
+            "the CI brackets the estimate: {r:?}"
+        );
+        assert!((r.selectivity - (r.score - r.control_score)).abs() < 1e-12);
+        assert!(r.mdl_compression.is_some(), "the default pipeline runs MDL");
+    }
+    for (label, level) in [
+        ("topic", "sequence"),
+        ("sentence_type", "sequence"),
+        ("@word_class", "token"),
+    ] {
+        let rows: Vec<_> = results.iter().filter(|r| r.label == label).collect();
+        assert!(
+            rows.iter().all(|r| r.level == level),
+            "{label} at {level} level"
+        );
+        let best = rows
+            .iter()
+            .map(|r| r.score - r.majority)
+            .fold(f64::MIN, f64::max);
+        // Four topics and three sentence types are balanced (majority ≈ 1/4 and 1/3); word
+        // classes are dominated by nouns. A real encoder does far better than either.
+        assert!(best > 0.4, "{label}: best score over majority only {best}");
+        let selectivity = rows.iter().map(|r| r.selectivity).fold(f64::MIN, f64::max);
+        assert!(
+            selectivity > 0.15,
+            "{label}: best selectivity only {selectivity}"
+        );
+        let compression = rows
+            .iter()
+            .filter_map(|r| r.mdl_compression)
+            .fold(f64::MIN, f64::max);
+        assert!(
+            compression > 1.5,
+            "{label}: MDL compression only {compression}"
         );
     }
+    let topk = glassbox_probes::read_topk(&run).unwrap();
+    assert_eq!(topk.len(), 21 * 4, "k = 1, 5, 20, 100 for every probe");
+    for probe in ["probes/neurons.parquet", "probes/weights.safetensors"] {
+        assert!(run.root().join(probe).exists(), "{probe}");
+    }
     let html = std::fs::read_to_string(run.report_dir().join("index.html")).unwrap();
-    assert!(html.contains("<svg") && html.contains("sentence_type"));
+    assert!(
+        html.contains("<svg") && html.contains("sentence_type") && html.contains("selectivity")
+    );
+    assert!(html.contains("@word_class") && html.contains("token level"));
     assert!(!html.contains("<script"), "self-contained, no scripts");
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.report_dir().join("summary.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(summary["probes"].as_array().unwrap().len(), 2);
-    assert!(run.report_dir().join("summary.md").exists());
+    assert_eq!(summary["probes"].as_array().unwrap().len(), 3);
+    let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
+    assert!(md.contains("95% CI") && md.contains("control task"), "{md}");
 }
 
 #[test]
@@ -250,6 +289,15 @@ fn pyarrow_reads_the_run_independently() {
         "pyarrow and glassbox read the same float"
     );
     assert_eq!(report["metadata_hook"], "blocks.3.hook_resid_post");
+    assert_eq!(report["probe_results"], 21);
+    assert_eq!(
+        report["probe_levels"],
+        serde_json::json!(["sequence", "token"])
+    );
+    assert!(report["tokens_with_span"].as_u64().unwrap() > 0);
+    let ours = glassbox_probes::read_results(&run).unwrap();
+    let best = ours.iter().map(|r| r.score).fold(f64::MIN, f64::max);
+    assert_eq!(report["probe_best_score"].as_f64().unwrap(), best);
 }
 
 #[test]

@@ -6,7 +6,9 @@ use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::{Manifest, Progress, RunDir, StageRecord};
-use glassbox_probes::{run_probes, write_results, ProbeResult};
+use glassbox_probes::{
+    run_probes, write_neurons, write_results, write_topk, write_weights, ProbeResult,
+};
 
 pub fn run_probe(
     run: &RunDir,
@@ -27,8 +29,13 @@ pub fn run_probe(
         return Ok(());
     }
     let mut manifest: Manifest = invalidate_from(run, "probe")?;
-    let results = run_probes(run, settings, progress)?;
-    write_results(run, &results)?;
+    let out = run_probes(run, settings, progress)?;
+    // Results last: its presence is what marks the stage's tables complete.
+    write_neurons(run, &out.neurons)?;
+    write_topk(run, &out.topk)?;
+    write_weights(run, &out.weights)?;
+    write_results(run, &out.results)?;
+    let results = out.results;
     let mut config = RunConfig::load(run);
     config.probe = Some(settings.clone());
     config.save(run)?;
@@ -52,26 +59,38 @@ pub fn run_probe(
 
 /// A fixed-width table of probe results for the terminal.
 pub fn table(results: &[ProbeResult]) -> String {
-    let hook_w = results
-        .iter()
-        .map(|r| r.hook.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let label_w = results
-        .iter()
-        .map(|r| r.label.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let width = |f: fn(&ProbeResult) -> usize, min: usize| {
+        results.iter().map(f).max().unwrap_or(min).max(min)
+    };
+    let hook_w = width(|r| r.hook.len(), 4);
+    let label_w = width(|r| r.label.len() + r.level.len() + 3, 5);
     let mut out = format!(
-        "{:<label_w$}  {:<hook_w$}  {:>8}  {:>8}  {:>7}  {:>6}\n",
-        "label", "hook", "accuracy", "majority", "n_train", "n_test"
+        "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",
+        "label (level)",
+        "hook",
+        "metric",
+        "score [95% CI]",
+        "f1",
+        "majority",
+        "control",
+        "selectivity",
+        "n_test"
     );
     for r in results {
+        let f1 = r.f1.map_or("-".to_owned(), |f| format!("{f:.3}"));
         out.push_str(&format!(
-            "{:<label_w$}  {:<hook_w$}  {:>8.3}  {:>8.3}  {:>7}  {:>6}\n",
-            r.label, r.hook, r.accuracy, r.majority_baseline, r.n_train, r.n_test
+            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} [{:.2},{:.2}]  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
+            format!("{} ({})", r.label, r.level),
+            r.hook,
+            if r.metric == "accuracy" { "acc" } else { "r2" },
+            r.score,
+            r.ci_low,
+            r.ci_high,
+            f1,
+            r.majority,
+            r.control_score,
+            r.selectivity,
+            r.n_test
         ));
     }
     out

@@ -1,0 +1,405 @@
+//! Logistic-regression probes: binary (one sigmoid output) and multinomial (softmax), fitted
+//! by L-BFGS with an L2 penalty, or by FISTA with an elastic-net penalty for neuron ranking.
+//!
+//! The objective is scikit-learn's, divided by the number of rows so tolerances do not depend
+//! on it: `mean(cross-entropy) + l2 / (2n) · ‖W‖²` (the intercept is not penalised; sklearn's
+//! `C` is `1 / l2`). Binary problems use one weight vector, as sklearn does, so the same `l2`
+//! means the same model. Why not linfa-logistic: on 20,000 × 384 its argmin L-BFGS took 3.1 s
+//! (binary) and 1.9 s (10 classes) against 0.3 s and 4.6 s for sklearn; the products here run
+//! as blocked matrix products over row chunks in parallel, one pass over the data per
+//! evaluation.
+
+use crate::lbfgs;
+use ndarray::{ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Rows of standardised features (row-major `n × d`, f32) and their classes.
+#[derive(Clone, Copy)]
+pub struct Problem<'a> {
+    pub x: &'a [f32],
+    pub d: usize,
+    pub y: &'a [usize],
+    pub n_classes: usize,
+}
+
+impl Problem<'_> {
+    pub fn n(&self) -> usize {
+        self.y.len()
+    }
+    /// Output columns: 1 for binary problems, one per class otherwise.
+    fn outputs(&self) -> usize {
+        if self.n_classes == 2 {
+            1
+        } else {
+            self.n_classes
+        }
+    }
+}
+
+/// A fitted linear classifier on standardised features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logistic {
+    pub d: usize,
+    pub n_classes: usize,
+    /// `d × outputs`, row-major (outputs = 1 for binary: the logit of class 1).
+    pub weights: Vec<f64>,
+    pub bias: Vec<f64>,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+const CHUNK: usize = 1024;
+
+impl Logistic {
+    fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// Class probabilities, row-major `n × n_classes`.
+    pub fn probabilities(&self, x: &[f32]) -> Vec<f64> {
+        let m = self.outputs();
+        let w32: Vec<f32> = self.weights.iter().map(|&v| v as f32).collect();
+        let w = ArrayView2::from_shape((self.d, m), &w32).expect("weights shape");
+        let k = self.n_classes;
+        x.par_chunks(CHUNK * self.d)
+            .flat_map_iter(|rows| {
+                let n = rows.len() / self.d;
+                let xv = ArrayView2::from_shape((n, self.d), rows).expect("rows shape");
+                let z = xv.dot(&w);
+                let mut out = vec![0.0; n * k];
+                for (i, zr) in z.axis_iter(Axis(0)).enumerate() {
+                    let p = &mut out[i * k..(i + 1) * k];
+                    if m == 1 {
+                        let s = sigmoid(zr[0] as f64 + self.bias[0]);
+                        p[0] = 1.0 - s;
+                        p[1] = s;
+                    } else {
+                        let logits: Vec<f64> = zr
+                            .iter()
+                            .zip(&self.bias)
+                            .map(|(&a, b)| a as f64 + b)
+                            .collect();
+                        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = logits.iter().map(|l| (l - top).exp()).sum();
+                        p.iter_mut()
+                            .zip(&logits)
+                            .for_each(|(pi, l)| *pi = (l - top).exp() / sum);
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// The most probable class of each row.
+    pub fn predict(&self, x: &[f32]) -> Vec<usize> {
+        self.probabilities(x)
+            .chunks(self.n_classes)
+            .map(argmax)
+            .collect()
+    }
+
+    /// Per-class weight vectors (`n_classes × d`) in standardised space; a binary probe's
+    /// class-1 vector is its weight vector and class 0's is its negation.
+    pub fn class_directions(&self) -> Vec<Vec<f64>> {
+        let m = self.outputs();
+        let column = |j: usize| (0..self.d).map(|u| self.weights[u * m + j]).collect();
+        if m == 1 {
+            let w: Vec<f64> = column(0);
+            vec![w.iter().map(|v| -v).collect(), w]
+        } else {
+            (0..m).map(column).collect()
+        }
+    }
+}
+
+pub(crate) fn argmax(p: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in p.iter().enumerate() {
+        if *v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `log(1 + e^z)` without overflow.
+fn softplus(z: f64) -> f64 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// Mean cross-entropy and its gradient with respect to `params` = `[W (d × m), b (m)]`.
+fn cross_entropy(problem: &Problem<'_>, params: &[f64], grad: &mut [f64]) -> f64 {
+    let (d, m, n) = (problem.d, problem.outputs(), problem.n());
+    let w32: Vec<f32> = params[..d * m].iter().map(|&v| v as f32).collect();
+    let bias = &params[d * m..];
+    let w = ArrayView2::from_shape((d, m), &w32).expect("weights shape");
+    let (loss, g) = problem
+        .x
+        .par_chunks(CHUNK * d)
+        .zip(problem.y.par_chunks(CHUNK))
+        .map(|(rows, ys)| {
+            let c = ys.len();
+            let xv = ArrayView2::from_shape((c, d), rows).expect("rows shape");
+            let mut z = xv.dot(&w);
+            let mut loss = 0.0;
+            let mut bias_grad = vec![0.0f64; m];
+            for (mut zr, &y) in z.axis_iter_mut(Axis(0)).zip(ys) {
+                if m == 1 {
+                    let logit = zr[0] as f64 + bias[0];
+                    let target = (y == 1) as u8 as f64;
+                    loss += softplus(logit) - target * logit;
+                    let gi = sigmoid(logit) - target;
+                    zr[0] = gi as f32;
+                    bias_grad[0] += gi;
+                } else {
+                    let logits: Vec<f64> =
+                        zr.iter().zip(bias).map(|(&a, b)| a as f64 + b).collect();
+                    let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = logits.iter().map(|l| (l - top).exp()).sum();
+                    loss += top + sum.ln() - logits[y];
+                    for (j, l) in logits.iter().enumerate() {
+                        let gi = (l - top).exp() / sum - (j == y) as u8 as f64;
+                        zr[j] = gi as f32;
+                        bias_grad[j] += gi;
+                    }
+                }
+            }
+            // Xᵀ · G for this chunk.
+            let wg = xv.t().dot(&z);
+            let mut g: Vec<f64> = wg.iter().map(|&v| v as f64).collect();
+            g.extend(bias_grad);
+            (loss, g)
+        })
+        .reduce(
+            || (0.0, vec![0.0; d * m + m]),
+            |(la, mut ga), (lb, gb)| {
+                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
+                (la + lb, ga)
+            },
+        );
+    let scale = 1.0 / n as f64;
+    grad.iter_mut().zip(&g).for_each(|(o, v)| *o = v * scale);
+    loss * scale
+}
+
+/// Fits by L-BFGS with penalty `l2` (sklearn's `1 / C`), starting from `start` when given
+/// (warm starts along a regularisation path).
+pub fn fit(
+    problem: &Problem<'_>,
+    l2: f64,
+    max_iterations: usize,
+    start: Option<&Logistic>,
+) -> Logistic {
+    let (d, m) = (problem.d, problem.outputs());
+    let mut params = vec![0.0; d * m + m];
+    if let Some(s) = start.filter(|s| s.d == d && s.bias.len() == m) {
+        params[..d * m].copy_from_slice(&s.weights);
+        params[d * m..].copy_from_slice(&s.bias);
+    }
+    let penalty = l2 / problem.n() as f64;
+    let outcome = lbfgs::minimize(
+        &mut params,
+        |p, g| {
+            let mut value = cross_entropy(problem, p, g);
+            for (gi, wi) in g[..d * m].iter_mut().zip(&p[..d * m]) {
+                *gi += penalty * wi;
+                value += 0.5 * penalty * wi * wi;
+            }
+            value
+        },
+        max_iterations,
+        1e-4,
+    );
+    Logistic {
+        d,
+        n_classes: problem.n_classes,
+        weights: params[..d * m].to_vec(),
+        bias: params[d * m..].to_vec(),
+        iterations: outcome.iterations,
+        converged: outcome.converged,
+    }
+}
+
+/// Fits with an elastic-net penalty `l1 · ‖W‖₁ + l2 / 2 · ‖W‖²` on the mean cross-entropy
+/// (NeuroX's probe objective) by FISTA with backtracking; weights the L1 term drives to
+/// exactly zero stay zero, which is what makes the ranking of units sparse.
+pub fn fit_elastic_net(problem: &Problem<'_>, l1: f64, l2: f64, max_iterations: usize) -> Logistic {
+    let (d, m) = (problem.d, problem.outputs());
+    let len = d * m + m;
+    let smooth = |p: &[f64], g: &mut [f64]| {
+        let mut value = cross_entropy(problem, p, g);
+        for (gi, wi) in g[..d * m].iter_mut().zip(&p[..d * m]) {
+            *gi += l2 * wi;
+            value += 0.5 * l2 * wi * wi;
+        }
+        value
+    };
+    let mut x = vec![0.0; len];
+    let mut x_prev = x.clone();
+    let mut y = x.clone();
+    let mut grad = vec![0.0; len];
+    let mut scratch = vec![0.0; len];
+    let mut lipschitz = 1.0f64;
+    let mut t = 1.0f64;
+    let mut iterations = 0;
+    let mut converged = false;
+    for _ in 0..max_iterations {
+        iterations += 1;
+        let fy = smooth(&y, &mut grad);
+        // Backtracking on the quadratic upper bound.
+        let mut candidate;
+        loop {
+            candidate = y
+                .iter()
+                .zip(&grad)
+                .enumerate()
+                .map(|(i, (yi, gi))| {
+                    let v = yi - gi / lipschitz;
+                    if i < d * m {
+                        soft_threshold(v, l1 / lipschitz)
+                    } else {
+                        v
+                    }
+                })
+                .collect::<Vec<f64>>();
+            let f_candidate = smooth(&candidate, &mut scratch);
+            let diff: Vec<f64> = candidate.iter().zip(&y).map(|(a, b)| a - b).collect();
+            let bound = fy + lbfgs::dot(&grad, &diff) + 0.5 * lipschitz * lbfgs::dot(&diff, &diff);
+            if f_candidate <= bound + 1e-12 || lipschitz > 1e12 {
+                break;
+            }
+            lipschitz *= 2.0;
+        }
+        // Adaptive restart (O'Donoghue & Candès 2015): drop the momentum when the step
+        // points against it, which keeps FISTA from oscillating on ill-conditioned data.
+        let against: f64 = y
+            .iter()
+            .zip(&candidate)
+            .zip(&x)
+            .map(|((yi, ci), xi)| (yi - ci) * (ci - xi))
+            .sum();
+        if against > 0.0 {
+            t = 1.0;
+        }
+        x_prev.copy_from_slice(&x);
+        x = candidate;
+        let change = x
+            .iter()
+            .zip(&x_prev)
+            .fold(0.0f64, |acc, (a, b)| acc.max((a - b).abs()));
+        let t_next = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
+        let momentum = (t - 1.0) / t_next;
+        for i in 0..len {
+            y[i] = x[i] + momentum * (x[i] - x_prev[i]);
+        }
+        t = t_next;
+        if change < 1e-4 {
+            converged = true;
+            break;
+        }
+    }
+    Logistic {
+        d,
+        n_classes: problem.n_classes,
+        weights: x[..d * m].to_vec(),
+        bias: x[d * m..].to_vec(),
+        iterations,
+        converged,
+    }
+}
+
+fn soft_threshold(v: f64, threshold: f64) -> f64 {
+    if v > threshold {
+        v - threshold
+    } else if v < -threshold {
+        v + threshold
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finite differences agree with the analytic gradient, binary and multinomial.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let x: Vec<f32> = (0..40)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for k in [2usize, 3] {
+            let y: Vec<usize> = (0..10).map(|i| i % k).collect();
+            let p = Problem {
+                x: &x,
+                d: 4,
+                y: &y,
+                n_classes: k,
+            };
+            let m = p.outputs();
+            let params: Vec<f64> = (0..4 * m + m).map(|i| 0.1 * i as f64 - 0.3).collect();
+            let mut g = vec![0.0; params.len()];
+            cross_entropy(&p, &params, &mut g);
+            for i in 0..params.len() {
+                let mut plus = params.clone();
+                plus[i] += 1e-4;
+                let mut minus = params.clone();
+                minus[i] -= 1e-4;
+                let mut scratch = vec![0.0; params.len()];
+                let numeric = (cross_entropy(&p, &plus, &mut scratch)
+                    - cross_entropy(&p, &minus, &mut scratch))
+                    / 2e-4;
+                assert!(
+                    (numeric - g[i]).abs() < 1e-4,
+                    "k={k} i={i}: {numeric} vs {}",
+                    g[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn separable_data_is_classified_and_l1_zeroes_noise_units() {
+        // Unit 0 decides the class; units 1..4 are noise.
+        let n = 200;
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..n {
+            let c = i % 2;
+            x.push(if c == 1 { 1.0 } else { -1.0 } + ((i * 7 % 13) as f32 - 6.0) / 20.0);
+            for u in 1..4 {
+                x.push(((i * (u + 3) * 31 % 17) as f32 - 8.0) / 8.0);
+            }
+            y.push(c);
+        }
+        let p = Problem {
+            x: &x,
+            d: 4,
+            y: &y,
+            n_classes: 2,
+        };
+        let model = fit(&p, 1.0, 100, None);
+        assert_eq!(model.predict(&x), y);
+        let sparse = fit_elastic_net(&p, 0.05, 1e-3, 500);
+        assert!(sparse.weights[0] > 0.5, "{:?}", sparse.weights);
+        assert!(
+            sparse.weights[1..].iter().all(|w| w.abs() < 1e-9),
+            "{:?}",
+            sparse.weights
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! One probe, start to finish: split, standardise, choose the L2 strength on the validation
+//! part, score on the test part with bootstrap CIs, fit the control task, and optionally the
+//! MDL code length and the neuron ranking.
+
+use crate::logistic::{self, Logistic, Problem};
+use crate::metrics::{accuracy, bootstrap_ci, macro_f1, r2};
+use crate::{mdl, ridge, ProbeError, ProbeOptions, Result, Split};
+use glassbox_data::rng::SeededRng;
+use std::collections::HashMap;
+
+/// Scores of one probe (or of its control task).
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// Accuracy (classification) or R² (regression) on the test part.
+    pub score: f64,
+    pub ci: (f64, f64),
+    pub f1: Option<f64>,
+    pub f1_ci: Option<(f64, f64)>,
+    /// Majority-class accuracy, or the R² of predicting the training mean.
+    pub baseline: f64,
+    pub l2: f64,
+    pub converged: bool,
+}
+
+/// A fitted probe: its scores and its weights mapped back to raw activation space
+/// (`logits = weight · x + bias`; one output row for binary probes and regressions).
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub scores: Scores,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub outputs: usize,
+}
+
+/// Standardises with the training rows' mean and standard deviation (constant units stay 0).
+pub struct Standardizer {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Standardizer {
+    pub fn fit(x: &[f32], d: usize, train: &[usize]) -> Self {
+        let n = train.len().max(1) as f64;
+        let mut mean = vec![0.0; d];
+        let mut sq = vec![0.0; d];
+        for &r in train {
+            for (u, v) in x[r * d..(r + 1) * d].iter().enumerate() {
+                mean[u] += *v as f64;
+                sq[u] += (*v as f64) * (*v as f64);
+            }
+        }
+        let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| {
+                let var = (s / n - m * m).max(0.0);
+                if var.sqrt() > 1e-8 {
+                    var.sqrt()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Self { mean, std }
+    }
+
+    /// Standardised copies of `rows`, optionally restricted to `units`.
+    pub fn gather(&self, x: &[f32], d: usize, rows: &[usize], units: Option<&[usize]>) -> Vec<f32> {
+        let all: Vec<usize>;
+        let units = match units {
+            Some(u) => u,
+            None => {
+                all = (0..d).collect();
+                &all
+            }
+        };
+        let mut out = Vec::with_capacity(rows.len() * units.len());
+        for &r in rows {
+            let row = &x[r * d..(r + 1) * d];
+            out.extend(
+                units
+                    .iter()
+                    .map(|&u| ((row[u] as f64 - self.mean[u]) / self.std[u]) as f32),
+            );
+        }
+        out
+    }
+}
+
+/// The probed rows: raw activations (row-major `n × d`), their split, and the training
+/// rows' standardisation.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub x: &'a [f32],
+    pub d: usize,
+    pub split: &'a Split,
+    pub std: &'a Standardizer,
+}
+
+impl Rows<'_> {
+    /// Standardised features of `rows`, optionally restricted to `units`.
+    pub fn features(&self, rows: &[usize], units: Option<&[usize]>) -> Vec<f32> {
+        self.std.gather(self.x, self.d, rows, units)
+    }
+}
+
+pub(crate) fn pick<T: Copy>(values: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&r| values[r]).collect()
+}
+
+/// Fits a classifier on `split.train` for every L2 strength in the grid (strongest first,
+/// warm-started), keeps the one with the best validation accuracy (ties: the stronger), and
+/// scores it on `split.test`.
+pub fn fit_classifier(
+    rows: Rows<'_>,
+    classes: &[usize],
+    n_classes: usize,
+    opts: &ProbeOptions,
+    seed: u64,
+) -> Fitted {
+    let (d, split) = (rows.d, rows.split);
+    let x_train = rows.features(&split.train, None);
+    let y_train = pick(classes, &split.train);
+    let train = Problem {
+        x: &x_train,
+        d,
+        y: &y_train,
+        n_classes,
+    };
+    let mut grid = opts.l2_grid.clone();
+    grid.sort_by(|a, b| b.total_cmp(a));
+    let mut best: Option<(f64, f64, Logistic)> = None;
+    let mut previous: Option<Logistic> = None;
+    if grid.len() > 1 && !split.validation.is_empty() {
+        let x_val = rows.features(&split.validation, None);
+        let y_val = pick(classes, &split.validation);
+        for &l2 in &grid {
+            let model = logistic::fit(&train, l2, opts.max_iterations, previous.as_ref());
+            let acc = accuracy(&y_val, &model.predict(&x_val));
+            if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
+                best = Some((acc, l2, model.clone()));
+            }
+            previous = Some(model);
+        }
+    } else {
+        let l2 = grid.first().copied().unwrap_or(1.0);
+        best = Some((
+            f64::NAN,
+            l2,
+            logistic::fit(&train, l2, opts.max_iterations, None),
+        ));
+    }
+    let (_, l2, model) = best.expect("the grid is not empty");
+    let x_test = rows.features(&split.test, None);
+    let y_test = pick(classes, &split.test);
+    let predicted = model.predict(&x_test);
+    let mut counts = vec![0usize; n_classes];
+    y_train.iter().for_each(|&c| counts[c] += 1);
+    let majority = (0..n_classes)
+        .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+        .unwrap_or(0);
+    let boot = |f: &dyn Fn(&[usize], &[usize]) -> f64, salt: u64| {
+        bootstrap_ci(y_test.len(), opts.bootstrap, seed ^ salt, |s| {
+            f(&pick(&y_test, s), &pick(&predicted, s))
+        })
+    };
+    let scores = Scores {
+        score: accuracy(&y_test, &predicted),
+        ci: boot(&|t, p| accuracy(t, p), 1),
+        f1: Some(macro_f1(&y_test, &predicted, n_classes)),
+        f1_ci: Some(boot(&|t, p| macro_f1(t, p, n_classes), 2)),
+        baseline: y_test.iter().filter(|&&c| c == majority).count() as f64
+            / y_test.len().max(1) as f64,
+        l2,
+        converged: model.converged,
+    };
+    let (weight, bias, outputs) = to_raw_space(&model.weights, &model.bias, rows.std, d);
+    Fitted {
+        scores,
+        weight,
+        bias,
+        outputs,
+    }
+}
+
+/// Ridge regression with the penalty chosen on the validation part by R².
+pub fn fit_regression(
+    rows: Rows<'_>,
+    values: &[f64],
+    opts: &ProbeOptions,
+    seed: u64,
+) -> Result<Fitted> {
+    let (d, split) = (rows.d, rows.split);
+    let x_train = rows.features(&split.train, None);
+    let y_train = pick(values, &split.train);
+    let mut best: Option<(f64, f64, ridge::Ridge)> = None;
+    let x_val = rows.features(&split.validation, None);
+    let y_val = pick(values, &split.validation);
+    for &l2 in &opts.l2_grid {
+        // The grid is in sklearn's `1/C` units over summed losses; ridge's penalty is per row.
+        let model = ridge::fit(&x_train, d, &y_train, l2 / y_train.len() as f64)?;
+        let score = if y_val.is_empty() {
+            f64::NAN
+        } else {
+            r2(&y_val, &model.predict(&x_val))
+        };
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, l2, model));
+        }
+    }
+    let (_, l2, model) = best.ok_or_else(|| ProbeError::Invalid("empty l2 grid".into()))?;
+    let x_test = rows.features(&split.test, None);
+    let y_test = pick(values, &split.test);
+    let predicted = model.predict(&x_test);
+    let train_mean = y_train.iter().sum::<f64>() / y_train.len().max(1) as f64;
+    let scores = Scores {
+        score: r2(&y_test, &predicted),
+        ci: bootstrap_ci(y_test.len(), opts.bootstrap, seed ^ 1, |s| {
+            r2(&pick(&y_test, s), &pick(&predicted, s))
+        }),
+        f1: None,
+        f1_ci: None,
+        baseline: r2(&y_test, &vec![train_mean; y_test.len()]),
+        l2,
+        converged: true,
+    };
+    let (weight, bias, outputs) = to_raw_space(&model.weights, &[model.intercept], rows.std, d);
+    Ok(Fitted {
+        scores,
+        weight,
+        bias,
+        outputs,
+    })
+}
+
+/// Folds the standardisation into the weights: `w_raw[u] = w[u] / std[u]`,
+/// `b_raw = b − Σ_u w[u]·mean[u]/std[u]`. `weights` is `d × outputs` row-major.
+fn to_raw_space(
+    weights: &[f64],
+    bias: &[f64],
+    std: &Standardizer,
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, usize) {
+    let m = bias.len();
+    let mut weight = vec![0.0f32; m * d];
+    let mut raw_bias: Vec<f64> = bias.to_vec();
+    for u in 0..d {
+        for j in 0..m {
+            let w = weights[u * m + j] / std.std[u];
+            weight[j * d + u] = w as f32;
+            raw_bias[j] -= w * std.mean[u];
+        }
+    }
+    (weight, raw_bias.iter().map(|&b| b as f32).collect(), m)
+}
+
+/// Hewitt & Liang's control task: every type (word, or text for sequence labels) gets a
+/// class drawn from the empirical class distribution, the same for every hook (the draw
+/// depends on the seed and the label name only).
+pub fn control_classes(types: &[String], classes: &[usize], seed: u64) -> Vec<usize> {
+    let mut rng = SeededRng::new(seed ^ 0x0063_6f6e_7472_6f6c);
+    let mut distinct: Vec<&str> = types.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let assigned: HashMap<&str, usize> = distinct
+        .into_iter()
+        .map(|t| (t, classes[rng.below(classes.len())]))
+        .collect();
+    types.iter().map(|t| assigned[t.as_str()]).collect()
+}
+
+/// The control task for numeric labels: every type gets a value drawn from the empirical
+/// distribution.
+pub fn control_values(types: &[String], values: &[f64], seed: u64) -> Vec<f64> {
+    let mut rng = SeededRng::new(seed ^ 0x0063_6f6e_7472_6f6c);
+    let mut distinct: Vec<&str> = types.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let assigned: HashMap<&str, f64> = distinct
+        .into_iter()
+        .map(|t| (t, values[rng.below(values.len())]))
+        .collect();
+    types.iter().map(|t| assigned[t.as_str()]).collect()
+}
+
+/// Voita & Titov's online code on the training and validation rows, with the chosen L2.
+pub fn mdl_of(
+    rows: Rows<'_>,
+    classes: &[usize],
+    n_classes: usize,
+    l2: f64,
+    opts: &ProbeOptions,
+    seed: u64,
+) -> mdl::Mdl {
+    let mut order: Vec<usize> = rows
+        .split
+        .train
+        .iter()
+        .chain(&rows.split.validation)
+        .copied()
+        .collect();
+    SeededRng::new(seed ^ 0x006d_646c).shuffle(&mut order);
+    let xs = rows.features(&order, None);
+    let ys = pick(classes, &order);
+    mdl::online_code(&xs, rows.d, &ys, n_classes, l2, opts.max_iterations)
+}
