@@ -43,6 +43,9 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
     let mut values = Vec::with_capacity(n * WIDTH);
     let mut planted = Vec::new();
     let mut noise = Vec::new();
+    let mut amount = Vec::new();
+    // A separate stream, so adding this label leaves the others' data unchanged.
+    let mut amount_rng = SeededRng::new(6);
     for _ in 0..n {
         let x: Vec<f64> = (0..WIDTH).map(|_| gaussian(&mut rng)).collect();
         let projection: f64 = x.iter().zip(&direction).map(|(a, b)| a * b).sum();
@@ -56,6 +59,9 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
         ));
         noise.push(Value::Str(
             if rng.unit_f64() < 0.5 { "a" } else { "b" }.into(),
+        ));
+        amount.push(Value::Float(
+            2.0 * projection + 0.2 * gaussian(&mut amount_rng),
         ));
         values.extend(x.iter().map(|&v| v as f32));
     }
@@ -74,6 +80,11 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
                 name: "noise".into(),
                 kind: ColumnKind::Str,
                 values: noise,
+            },
+            Column {
+                name: "amount".into(),
+                kind: ColumnKind::Float,
+                values: amount,
             },
         ],
     };
@@ -141,6 +152,32 @@ fn planted_direction_is_recovered_and_noise_is_not_decodable() {
 
 /// A token: its text, its byte span (none for specials), and whether its word is the verb.
 type Piece = (String, Option<(u32, u32)>, bool);
+
+#[test]
+fn numeric_labels_get_ridge_regression_scored_by_r2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, direction) = planted_run(dir.path(), 1000);
+    let opts = ProbeOptions {
+        labels: vec!["amount".into()],
+        ..ProbeOptions::default()
+    };
+    let out = run_probes(&run, &opts, &NoProgress).unwrap();
+    let r = &out.results[0];
+    assert_eq!((r.metric.as_str(), r.n_classes), ("r2", 0));
+    // Variance 4 explained of 4.04: R² ≈ 0.99.
+    assert!(r.score > 0.95 && r.ci_low > 0.9, "{r:?}");
+    assert!(
+        r.majority <= 0.01,
+        "predicting the training mean explains nothing: {r:?}"
+    );
+    assert!(
+        r.selectivity > 0.8,
+        "distinct texts make the control unlearnable: {r:?}"
+    );
+    assert!(r.accuracy.is_none() && r.f1.is_none() && r.mdl_compression.is_none());
+    let w: Vec<f64> = out.weights[0].weight.iter().map(|&v| v as f64).collect();
+    assert!(cosine(&w, &direction) > 0.99);
+}
 
 #[test]
 fn token_labels_from_word_lists_and_builtins() {
