@@ -260,14 +260,14 @@ fn probe_one(
     let level = set.level.as_str().to_owned();
     let regression = p.names.is_empty();
     let (fitted, control): (Fitted, Fitted) = if regression {
-        let control = probe::control_values(&p.types, &p.values, seed);
+        let control = probe::control_targets(&p.types, &p.values, seed);
         (
             probe::fit_regression(rows, &p.values, opts, seed)?,
             probe::fit_regression(rows, &control, opts, seed)?,
         )
     } else {
         let k = p.names.len();
-        let control = probe::control_classes(&p.types, &p.classes, seed);
+        let control = probe::control_targets(&p.types, &p.classes, seed);
         (
             probe::fit_classifier(rows, &p.classes, k, opts, seed),
             probe::fit_classifier(rows, &control, k, opts, seed),

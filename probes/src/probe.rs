@@ -256,30 +256,17 @@ fn to_raw_space(
 }
 
 /// Hewitt & Liang's control task: every type (word, or text for sequence labels) gets a
-/// class drawn from the empirical class distribution, the same for every hook (the draw
-/// depends on the seed and the label name only).
-pub fn control_classes(types: &[String], classes: &[usize], seed: u64) -> Vec<usize> {
+/// target drawn from the empirical distribution of `targets` (classes or numbers). The draw
+/// depends only on the seed and the label's rows, never on the hook, so control scores are
+/// comparable across hooks.
+pub fn control_targets<T: Copy>(types: &[String], targets: &[T], seed: u64) -> Vec<T> {
     let mut rng = SeededRng::new(seed ^ 0x0063_6f6e_7472_6f6c);
     let mut distinct: Vec<&str> = types.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let assigned: HashMap<&str, usize> = distinct
+    let assigned: HashMap<&str, T> = distinct
         .into_iter()
-        .map(|t| (t, classes[rng.below(classes.len())]))
-        .collect();
-    types.iter().map(|t| assigned[t.as_str()]).collect()
-}
-
-/// The control task for numeric labels: every type gets a value drawn from the empirical
-/// distribution.
-pub fn control_values(types: &[String], values: &[f64], seed: u64) -> Vec<f64> {
-    let mut rng = SeededRng::new(seed ^ 0x0063_6f6e_7472_6f6c);
-    let mut distinct: Vec<&str> = types.iter().map(String::as_str).collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let assigned: HashMap<&str, f64> = distinct
-        .into_iter()
-        .map(|t| (t, values[rng.below(values.len())]))
+        .map(|t| (t, targets[rng.below(targets.len())]))
         .collect();
     types.iter().map(|t| assigned[t.as_str()]).collect()
 }

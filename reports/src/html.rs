@@ -1,6 +1,6 @@
 //! The self-contained HTML page. Every piece of run-supplied text is escaped.
 
-use crate::{finding_sentence, svg, Summary, DEFINITIONS};
+use crate::{finding_sentence, probe_table_header, probe_table_row, svg, Summary, DEFINITIONS};
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(text: &str) -> String {
@@ -83,21 +83,24 @@ pub(crate) fn render(s: &Summary) -> String {
             svg::accuracy_chart(f),
             escape(&f.metric)
         ));
-        body.push_str(&format!("<table><thead><tr><th>hook</th><th>{} [95% CI]</th><th>macro-F1</th><th>majority</th><th>control</th><th>selectivity</th><th>n_train</th><th>n_test</th></tr></thead><tbody>\n", escape(&f.metric)));
+        let header: String = probe_table_header(&f.metric)
+            .iter()
+            .map(|h| format!("<th>{}</th>", escape(h)))
+            .collect();
+        body.push_str(&format!("<table><thead><tr>{header}</tr></thead><tbody>\n"));
         for r in &f.by_hook {
-            body.push_str(&format!(
-                "<tr><td><code>{}</code></td><td>{:.3} [{:.3}, {:.3}]</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>\n",
-                escape(&r.hook),
-                r.score,
-                r.ci_low,
-                r.ci_high,
-                r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
-                r.majority,
-                r.control_score,
-                r.selectivity,
-                r.n_train,
-                r.n_test
-            ));
+            let cells: String = probe_table_row(r)
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 {
+                        format!("<td><code>{}</code></td>", escape(c))
+                    } else {
+                        format!("<td>{}</td>", escape(c))
+                    }
+                })
+                .collect();
+            body.push_str(&format!("<tr>{cells}</tr>\n"));
         }
         body.push_str("</tbody></table>\n");
     }

@@ -157,8 +157,37 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
     )
 }
 
+/// Column headers of the per-hook probe table, shared by the Markdown and HTML reports.
+pub(crate) fn probe_table_header(metric: &str) -> [String; 8] {
+    [
+        "hook".into(),
+        format!("{metric} [95% CI]"),
+        "macro-F1".into(),
+        "majority".into(),
+        "control".into(),
+        "selectivity".into(),
+        "MDL compression".into(),
+        "n_test".into(),
+    ]
+}
+
+/// One probe's row of that table (text, unescaped; the hook is cell 0).
+pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
+    [
+        r.hook.clone(),
+        format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high),
+        r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
+        format!("{:.3}", r.majority),
+        format!("{:.3}", r.control_score),
+        format!("{:.3}", r.selectivity),
+        r.mdl_compression
+            .map_or("–".to_owned(), |v| format!("{v:.2}")),
+        r.n_test.to_string(),
+    ]
+}
+
 /// Metric definitions, printed under the tables.
-pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. Figures come from `probes/results.parquet`.";
+pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";
 
 fn markdown(s: &Summary) -> String {
     let mut md = String::from("# glassbox report\n\n");
@@ -179,23 +208,16 @@ fn markdown(s: &Summary) -> String {
         md.push_str(&format!("- {}\n", finding_sentence(f)));
     }
     for f in &s.probes {
+        md.push_str(&format!("\n### `{}` ({})\n\n", f.label, f.level));
         md.push_str(&format!(
-            "\n### `{}` ({})\n\n| hook | {} [95% CI] | macro-F1 | majority | control | selectivity | n_test |\n|---|---|---|---|---|---|---|\n",
-            f.label, f.level, f.metric
+            "| {} |\n",
+            probe_table_header(&f.metric).join(" | ")
         ));
+        md.push_str(&format!("|{}\n", "---|".repeat(8)));
         for r in &f.by_hook {
-            md.push_str(&format!(
-                "| `{}` | {:.3} [{:.3}, {:.3}] | {} | {:.3} | {:.3} | {:.3} | {} |\n",
-                r.hook,
-                r.score,
-                r.ci_low,
-                r.ci_high,
-                r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
-                r.majority,
-                r.control_score,
-                r.selectivity,
-                r.n_test
-            ));
+            let mut cells = probe_table_row(r);
+            cells[0] = format!("`{}`", cells[0]);
+            md.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
     }
     md.push_str(&format!("\n{DEFINITIONS}\n"));
