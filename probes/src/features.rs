@@ -90,18 +90,14 @@ pub fn load(
                     width = batch.width;
                     values = vec![0.0; rows.len() * width];
                 }
-                let positions = batch.positions.as_ref().ok_or_else(|| {
-                    ProbeError::Invalid(format!("{}: rows have no `position`", dir.display()))
-                });
-                let positions = match positions {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return Err(glassbox_data::DataError::Store {
+                let positions =
+                    batch
+                        .positions
+                        .as_ref()
+                        .ok_or_else(|| glassbox_data::DataError::Store {
                             path: dir.clone(),
-                            message: e.to_string(),
-                        })
-                    }
-                };
+                            message: "token-level rows without `position`".into(),
+                        })?;
                 for (i, (&ex, &pos)) in batch.example_ids.iter().zip(positions).enumerate() {
                     if let Some(&s) = slot.get(&(ex, pos)) {
                         values[s * width..(s + 1) * width]

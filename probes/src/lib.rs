@@ -170,16 +170,9 @@ fn prepare(set: &LabelSet, opts: &ProbeOptions) -> Result<Prepared> {
             let mut counts = vec![0usize; names.len()];
             rows.iter().for_each(|&r| counts[classes[r]] += 1);
             let keep: Vec<bool> = counts.iter().map(|&c| c >= opts.split_parts()).collect();
-            let dropped: Vec<String> = names
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| !**k)
-                .map(|(n, _)| {
-                    format!(
-                        "{n} ({})",
-                        counts[names.iter().position(|m| m == n).unwrap_or(0)]
-                    )
-                })
+            let dropped: Vec<String> = (0..names.len())
+                .filter(|&c| !keep[c])
+                .map(|c| format!("{} ({})", names[c], counts[c]))
                 .collect();
             rows.retain(|&r| keep[classes[r]]);
             let mut renumber = vec![usize::MAX; names.len()];
