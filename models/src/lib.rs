@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod error;
 pub mod extract;
+pub mod gradients;
 pub mod hooks;
 pub mod hub;
 pub mod kernels;

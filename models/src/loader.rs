@@ -61,6 +61,8 @@ pub trait HookableModel: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// Runs the batch, calling `hooks` at every point; returns the final hidden state.
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor>;
+    /// The same forward in candle ops that support autograd (slower); same hooks and values.
+    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor>;
 }
 
 /// A resolved model with its tokenizer, ready to run.

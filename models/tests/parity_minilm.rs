@@ -162,7 +162,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
     let mut fast = Capture::new(points.clone());
     let mut graph = Capture::new(points.clone());
     bert.forward(&batch, &mut fast).unwrap();
-    bert.forward_graph(&batch, &mut graph).unwrap();
+    bert.forward_differentiable(&batch, &mut graph).unwrap();
     for point in points {
         let a = captured(&fast, point, &batch.lengths);
         let b = captured(&graph, point, &batch.lengths);

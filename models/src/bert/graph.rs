@@ -1,4 +1,6 @@
-//! The candle-graph BERT forward: candle ops end to end, so it is differentiable.
+//! The candle-graph BERT forward: candle ops end to end, so it is differentiable (LayerNorm and
+//! softmax are composed from primitive ops because candle-nn's fused ones have no backward).
+//! TCAV's gradients come from here; the fast forward is checked against it at every hook.
 
 use super::{Bert, BertConfig};
 use crate::hooks::{at, HookPoint, Hooks};
@@ -28,8 +30,17 @@ impl LayerNorm {
             eps: eps as f32,
         })
     }
+    /// Statistics in f64 (like the fast kernel), from primitive ops so autograd flows through.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+        use candle_core::{DType, D};
+        let x64 = x.to_dtype(DType::F64)?;
+        let centred = x64.broadcast_sub(&x64.mean_keepdim(D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred
+            .broadcast_div(&(variance + self.eps as f64)?.sqrt()?)?
+            .to_dtype(x.dtype())?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -151,7 +162,7 @@ fn block(
     let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
     let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
     let z = at(hooks, HookPoint::AttnZ(i), z)?;
     let attn_out = at(hooks, HookPoint::AttnOut(i), block.attn_output.forward(&z)?)?;

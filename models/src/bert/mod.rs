@@ -130,15 +130,6 @@ impl Bert {
             fast,
         })
     }
-
-    /// The candle-graph forward (differentiable); same hooks and values as [`HookableModel::forward`].
-    pub fn forward_graph(
-        &self,
-        batch: &TokenBatch,
-        hooks: &mut dyn crate::hooks::Hooks,
-    ) -> Result<Tensor> {
-        graph::forward(self, batch, hooks)
-    }
 }
 
 impl HookableModel for Bert {
@@ -172,5 +163,13 @@ impl HookableModel for Bert {
 
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn crate::hooks::Hooks) -> Result<Tensor> {
         fast::forward(self, batch, hooks)
+    }
+
+    fn forward_differentiable(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn crate::hooks::Hooks,
+    ) -> Result<Tensor> {
+        graph::forward(self, batch, hooks)
     }
 }

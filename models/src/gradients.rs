@@ -1,0 +1,246 @@
+//! Gradients of a scalar target with respect to hooked activations, by candle autograd through
+//! the model's differentiable forward, and pooled activations of small text sets — the two
+//! model-side inputs of TCAV.
+//!
+//! The target is a linear head on a pooled activation at a later hook (a probe from the run:
+//! `probe:<label>=<class>`): `f(x) = logit_c(W · pool(h_target(x)) + b)` under the logit
+//! convention, or the cross-entropy loss of class `c` under the loss convention. Each
+//! example's `f` depends on its own tokens only, so one backward pass of `Σ_b f_b` gives every
+//! example's `∂f_b / ∂h_b` at every position.
+
+use crate::hooks::{HookPoint, Hooks};
+use crate::loader::{LoadedModel, TokenBatch};
+use crate::tokenizer::Encoded;
+use crate::{Capture, ModelError, Pool, Result};
+use candle_core::{Tensor, Var, D};
+use std::collections::BTreeMap;
+
+/// Which scalar the sensitivity is taken of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// The class logit (Captum's convention): positive sensitivity = the concept raises the class.
+    Logit,
+    /// The cross-entropy loss of the class (the TensorFlow TCAV convention): negative
+    /// sensitivity = the concept raises the class.
+    Loss,
+}
+
+impl Convention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Convention::Logit => "logit",
+            Convention::Loss => "loss",
+        }
+    }
+}
+
+/// A linear head on a pooled hook activation, and the class whose score is the target.
+#[derive(Debug, Clone)]
+pub struct LinearHead {
+    pub hook: HookPoint,
+    pub pool: Pool,
+    /// `outputs × width`, row-major; one output for a binary head (the logit of class 1).
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub n_classes: usize,
+    pub class: usize,
+}
+
+/// Per-example target values and, per hook, `[batch, seq, width]` gradients (zero at padding).
+pub struct TargetGradients {
+    pub values: Vec<f32>,
+    pub gradients: BTreeMap<HookPoint, Tensor>,
+}
+
+/// Makes the earliest wanted hook a leaf variable so autograd tracks everything after it, and
+/// keeps the tensors at the wanted hooks and at the head's hook.
+struct GradientHooks {
+    wanted: Vec<HookPoint>,
+    head: HookPoint,
+    first: HookPoint,
+    seen: BTreeMap<HookPoint, Tensor>,
+}
+
+impl Hooks for GradientHooks {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.head || self.wanted.contains(&point)
+    }
+
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let x = if point == self.first {
+            Var::from_tensor(&x)?.as_tensor().clone()
+        } else {
+            x
+        };
+        self.seen.insert(point, x.clone());
+        Ok(x)
+    }
+}
+
+/// Pools `[batch, seq, width]` over each example's real tokens, differentiably.
+fn pool(h: &Tensor, batch: &TokenBatch, pool: Pool) -> Result<Tensor> {
+    let (b, t, _) = h.dims3()?;
+    let device = h.device();
+    let weights = |w: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(w, (b, t, 1), device)?) };
+    let pooled = match pool {
+        Pool::Max => {
+            // Padding gets the most negative value, so it never wins the maximum.
+            let bias = batch.mask.affine(-(f32::MIN as f64), f32::MIN as f64)?;
+            h.broadcast_add(&bias.unsqueeze(2)?)?.max(1)?
+        }
+        _ => {
+            let mut w = vec![0f32; b * t];
+            for (i, &n) in batch.lengths.iter().enumerate() {
+                match pool {
+                    Pool::Mean => w[i * t..i * t + n].fill(1.0 / n as f32),
+                    Pool::Cls => w[i * t] = 1.0,
+                    Pool::Last => w[i * t + n - 1] = 1.0,
+                    Pool::Max => unreachable!("handled above"),
+                }
+            }
+            h.broadcast_mul(&weights(w)?)?.sum(1)?
+        }
+    };
+    Ok(pooled)
+}
+
+/// The target `f` for every example of the batch, `[batch]`.
+fn target(pooled: &Tensor, head: &LinearHead, convention: Convention) -> Result<Tensor> {
+    let width = pooled.dim(1)?;
+    let outputs = head.bias.len();
+    if head.weight.len() != outputs * width {
+        return Err(ModelError::Invalid(format!(
+            "target head has {} weights for {outputs} outputs, but `{}` is {width} wide",
+            head.weight.len(),
+            head.hook
+        )));
+    }
+    let device = pooled.device();
+    let w = Tensor::from_vec(head.weight.clone(), (outputs, width), device)?;
+    let b = Tensor::from_vec(head.bias.clone(), outputs, device)?;
+    let z = pooled.matmul(&w.t()?)?.broadcast_add(&b)?;
+    let f = if outputs == 1 {
+        // Binary head: class 1's logit is z, class 0's is −z.
+        let z = z.squeeze(1)?;
+        let logit = if head.class == 1 { z } else { z.neg()? };
+        match convention {
+            Convention::Logit => logit,
+            // −log σ(logit) = softplus(−logit), computed stably as relu(−l) + log(1 + e^−|l|).
+            Convention::Loss => {
+                let neg = logit.neg()?;
+                (neg.relu()? + (neg.abs()?.neg()?.exp()? + 1.0)?.log()?)?
+            }
+        }
+    } else {
+        let logit = z.narrow(1, head.class, 1)?.squeeze(1)?;
+        match convention {
+            Convention::Logit => logit,
+            Convention::Loss => {
+                let top = z.max_keepdim(D::Minus1)?;
+                let lse = (z
+                    .broadcast_sub(&top)?
+                    .exp()?
+                    .sum_keepdim(D::Minus1)?
+                    .log()?
+                    + top)?;
+                (lse.squeeze(1)? - logit)?
+            }
+        }
+    };
+    Ok(f)
+}
+
+/// `∂f/∂h` at `hooks` for one batch; the hooks must come before or at the head's hook.
+pub fn target_gradients(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    hooks: &[HookPoint],
+    head: &LinearHead,
+    convention: Convention,
+) -> Result<TargetGradients> {
+    if head.class >= head.n_classes {
+        return Err(ModelError::Invalid(format!(
+            "target class {} out of range for a head with {} classes",
+            head.class, head.n_classes
+        )));
+    }
+    let order = model.model.hook_points();
+    let index = |p: &HookPoint| order.iter().position(|q| q == p);
+    let head_index = index(&head.hook).ok_or_else(|| {
+        ModelError::Invalid(format!("target hook `{}` is not in this model", head.hook))
+    })?;
+    let mut first = head.hook;
+    for p in hooks {
+        match index(p) {
+            Some(i) if i <= head_index => {
+                if i < index(&first).unwrap_or(usize::MAX) {
+                    first = *p;
+                }
+            }
+            Some(_) => {
+                return Err(ModelError::Invalid(format!(
+                    "hook `{p}` comes after the target's hook `{}`; the target does not depend on it — use earlier hooks or a later target",
+                    head.hook
+                )))
+            }
+            None => return Err(ModelError::Invalid(format!("hook `{p}` is not in this model"))),
+        }
+    }
+    let mut gh = GradientHooks {
+        wanted: hooks.to_vec(),
+        head: head.hook,
+        first,
+        seen: BTreeMap::new(),
+    };
+    model.model.forward_differentiable(batch, &mut gh)?;
+    let h = gh
+        .seen
+        .get(&head.hook)
+        .ok_or_else(|| ModelError::Invalid(format!("the forward never reached `{}`", head.hook)))?;
+    let f = target(&pool(h, batch, head.pool)?, head, convention)?;
+    let grads = f.sum_all()?.backward()?;
+    let mut gradients = BTreeMap::new();
+    for p in hooks {
+        let x = &gh.seen[p];
+        let g = match grads.get(x) {
+            Some(g) => g.clone(),
+            None => x.zeros_like()?,
+        };
+        gradients.insert(*p, g);
+    }
+    Ok(TargetGradients {
+        values: f.to_vec1::<f32>()?,
+        gradients,
+    })
+}
+
+/// Pooled activations at `hooks` for `texts`, row-major `texts.len() × width` per hook, with
+/// the fast forward. For concept and random sets, which are small.
+pub fn pooled_activations(
+    model: &LoadedModel,
+    texts: &[String],
+    hooks: &[HookPoint],
+    pool: Pool,
+    batch_size: usize,
+) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
+    let mut out: BTreeMap<HookPoint, Vec<f32>> = hooks.iter().map(|h| (*h, Vec::new())).collect();
+    for chunk in texts.chunks(batch_size.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let encoded = model.tokenizer.encode(&refs)?;
+        let encoded_refs: Vec<&Encoded> = encoded.iter().collect();
+        let batch = TokenBatch::from_encoded(&encoded_refs, model.pad_id, &model.device)?;
+        let mut capture = Capture::new(hooks.to_vec());
+        model.model.forward(&batch, &mut capture)?;
+        for (point, tensor) in &capture.captured {
+            let (_, t, w) = tensor.dims3()?;
+            let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+            let rows = out.get_mut(point).expect("one entry per wanted hook");
+            let mut pooled = vec![0f32; w];
+            for (i, &n) in batch.lengths.iter().enumerate() {
+                pool.apply(&values[i * t * w..(i * t + n) * w], w, &mut pooled);
+                rows.extend_from_slice(&pooled);
+            }
+        }
+    }
+    Ok(out)
+}
