@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use glassbox_models::gradients::{target_gradients, Convention, LinearHead};
 use glassbox_models::hooks::Hooks;
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{load_model, resolve, HookPoint, LoadedModel, ModelSpec, Pool, TokenBatch};
+use glassbox_models::{load_model, resolve, HookPoint, ModelSpec, Pool, TokenBatch};
 use glassbox_tests::{require_minilm, MINILM};
 
 /// Adds `scale · direction` to the activation at one hook.
@@ -154,12 +154,11 @@ fn autograd_matches_finite_differences() {
                 .collect()
         };
         let unshifted = shifted(0.0);
-        for i in 0..b {
-            let value = out.values[i] as f64;
+        for (value, expected) in out.values.iter().zip(&unshifted) {
+            let value = *value as f64;
             assert!(
-                (value - unshifted[i]).abs() < 1e-4,
-                "target values agree: {value} vs {}",
-                unshifted[i]
+                (value - expected).abs() < 1e-4,
+                "target values agree: {value} vs {expected}"
             );
         }
         let (plus, minus) = (shifted(eps), shifted(-eps));
