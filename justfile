@@ -64,6 +64,11 @@ reference: models
     @just _python-env .venv-ref "torch transformers safetensors numpy"
     .venv-ref/bin/python scripts/reference_minilm.py
 
+# Regenerate the numpy/scipy TCAV fixture.
+reference-tcav:
+    @just _python-env .venv-ref "numpy scipy"
+    .venv-ref/bin/python scripts/reference_tcav.py
+
 # Regenerate the scikit-learn probe fixture (needs scikit-learn + numpy from PyPI).
 reference-probes:
     @just _python-env .venv-ref "scikit-learn numpy"

@@ -4,6 +4,7 @@
 //! `concepts`, `reports`) can read a run without knowing anything about models.
 
 pub mod atomic;
+pub mod concepts;
 pub mod dataset;
 pub mod error;
 pub mod examples;
