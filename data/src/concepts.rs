@@ -5,6 +5,23 @@ use crate::rng::SeededRng;
 use crate::{hash, read_dataset, DataError, Result};
 use std::path::{Path, PathBuf};
 
+/// The built-in corpus random counterpart sets are drawn from by default: the texts of
+/// `data/sets/default.jsonl`, compiled in so it is there wherever glassbox runs.
+pub fn builtin_corpus() -> ConceptSet {
+    const DEFAULT: &str = include_str!("../sets/default.jsonl");
+    let texts = DEFAULT
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect();
+    ConceptSet {
+        name: "builtin".into(),
+        source: PathBuf::from("<built-in corpus: data/sets/default.jsonl>"),
+        sha256: hash::sha256_bytes(DEFAULT.as_bytes()),
+        texts,
+    }
+}
+
 /// A named set of example texts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptSet {
@@ -138,6 +155,11 @@ mod tests {
         std::fs::create_dir(&empty).unwrap();
         let err = read_concept(&empty, 1).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn builtin_corpus_is_the_default_set() {
+        assert_eq!(builtin_corpus().texts.len(), 300);
     }
 
     #[test]

@@ -45,6 +45,13 @@ impl RunDir {
             .join(format!("hook={hook}"))
             .join(format!("pool={pool}"))
     }
+    /// `gradients/target=<slug>/hook=<hook>/`: d target / d activation, keyed like activations.
+    pub fn gradients_dir(&self, target_slug: &str, hook: &str) -> PathBuf {
+        self.root
+            .join("gradients")
+            .join(format!("target={target_slug}"))
+            .join(format!("hook={hook}"))
+    }
     pub fn probes_dir(&self) -> PathBuf {
         self.root.join("probes")
     }

@@ -6,7 +6,7 @@
 //! `probe:<label>=<class>`): `f(x) = logit_c(W · pool(h_target(x)) + b)` under the logit
 //! convention, or the cross-entropy loss of class `c` under the loss convention. Each
 //! example's `f` depends on its own tokens only, so one backward pass of `Σ_b f_b` gives every
-//! example's `∂f_b / ∂h_b` at every position.
+//! example's `∂f_b / ∂h_b` at every position, at every wanted hook at once.
 
 use crate::hooks::{HookPoint, Hooks};
 use crate::loader::{LoadedModel, TokenBatch};
@@ -52,13 +52,14 @@ pub struct TargetGradients {
     pub gradients: BTreeMap<HookPoint, Tensor>,
 }
 
-/// Makes the earliest wanted hook a leaf variable so autograd tracks everything after it, and
-/// keeps the tensors at the wanted hooks and at the head's hook.
+/// Adds a zero-valued variable at every wanted hook: the activation is unchanged, and since
+/// candle keeps gradients only for variables, `∂f/∂z` is the gradient at that hook — while
+/// gradients still flow through to earlier hooks. Keeps the head hook's tensor.
 struct GradientHooks {
     wanted: Vec<HookPoint>,
     head: HookPoint,
-    first: HookPoint,
-    seen: BTreeMap<HookPoint, Tensor>,
+    probes: BTreeMap<HookPoint, Var>,
+    head_value: Option<Tensor>,
 }
 
 impl Hooks for GradientHooks {
@@ -67,12 +68,17 @@ impl Hooks for GradientHooks {
     }
 
     fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        let x = if point == self.first {
-            Var::from_tensor(&x)?.as_tensor().clone()
+        let x = if self.wanted.contains(&point) {
+            let z = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let shifted = x.add(z.as_tensor())?;
+            self.probes.insert(point, z);
+            shifted
         } else {
             x
         };
-        self.seen.insert(point, x.clone());
+        if point == self.head {
+            self.head_value = Some(x.clone());
+        }
         Ok(x)
     }
 }
@@ -169,14 +175,9 @@ pub fn target_gradients(
     let head_index = index(&head.hook).ok_or_else(|| {
         ModelError::Invalid(format!("target hook `{}` is not in this model", head.hook))
     })?;
-    let mut first = head.hook;
     for p in hooks {
         match index(p) {
-            Some(i) if i <= head_index => {
-                if i < index(&first).unwrap_or(usize::MAX) {
-                    first = *p;
-                }
-            }
+            Some(i) if i <= head_index => {}
             Some(_) => {
                 return Err(ModelError::Invalid(format!(
                     "hook `{p}` comes after the target's hook `{}`; the target does not depend on it — use earlier hooks or a later target",
@@ -189,22 +190,21 @@ pub fn target_gradients(
     let mut gh = GradientHooks {
         wanted: hooks.to_vec(),
         head: head.hook,
-        first,
-        seen: BTreeMap::new(),
+        probes: BTreeMap::new(),
+        head_value: None,
     };
     model.model.forward_differentiable(batch, &mut gh)?;
     let h = gh
-        .seen
-        .get(&head.hook)
+        .head_value
+        .as_ref()
         .ok_or_else(|| ModelError::Invalid(format!("the forward never reached `{}`", head.hook)))?;
     let f = target(&pool(h, batch, head.pool)?, head, convention)?;
     let grads = f.sum_all()?.backward()?;
     let mut gradients = BTreeMap::new();
-    for p in hooks {
-        let x = &gh.seen[p];
-        let g = match grads.get(x) {
+    for (p, z) in &gh.probes {
+        let g = match grads.get(z.as_tensor()) {
             Some(g) => g.clone(),
-            None => x.zeros_like()?,
+            None => z.as_tensor().zeros_like()?,
         };
         gradients.insert(*p, g);
     }

@@ -71,15 +71,32 @@ fn autograd_matches_finite_differences() {
     let encoded = model.tokenizer.encode(&texts).unwrap();
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
-    let hook = HookPoint::ResidPost(1);
-    for (n_classes, class, convention) in [
-        (2, 1, Convention::Logit),
-        (2, 0, Convention::Loss),
-        (4, 2, Convention::Logit),
-        (4, 3, Convention::Loss),
+    for (n_classes, class, convention, hook) in [
+        (2, 1, Convention::Logit, HookPoint::ResidPost(1)),
+        (2, 0, Convention::Loss, HookPoint::ResidPost(3)),
+        (4, 2, Convention::Logit, HookPoint::ResidPost(3)),
+        (4, 3, Convention::Loss, HookPoint::ResidPost(1)),
     ] {
         let h = head(384, n_classes, class);
-        let out = target_gradients(&model, &batch, &[hook], &h, convention).unwrap();
+        // Two hooks in one pass: the later one must not cut the gradient to the earlier one.
+        let out = target_gradients(
+            &model,
+            &batch,
+            &[hook, HookPoint::ResidPost(3)],
+            &h,
+            convention,
+        )
+        .unwrap();
+        assert!(
+            out.gradients[&HookPoint::ResidPost(3)]
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
         let g = &out.gradients[&hook];
         let (b, t, w) = g.dims3().unwrap();
         // Padding positions get no gradient.

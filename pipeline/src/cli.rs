@@ -1,8 +1,8 @@
 //! Command-line interface (clap derive). Results go to stdout; progress and notes to stderr.
 
-use crate::config::{ExtractSection, PipelineConfig, ProbeSection};
+use crate::config::{ExtractSection, PipelineConfig, ProbeSection, TcavSection};
 use crate::progress::Bars;
-use crate::stages::{extract, probe, report};
+use crate::stages::{extract, probe, report, tcav};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use glassbox_data::{Progress, RunDir};
@@ -28,6 +28,10 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Train linear probes on stored activations for label columns.
     Probe(ProbeArgs),
+    /// Store d target / d activation for a probe target (input of TCAV).
+    Gradients(GradientsArgs),
+    /// Concept activation vectors and TCAV scores with corrected significance.
+    Tcav(TcavArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
     /// Run extract → probe → report from a TOML config.
@@ -127,6 +131,89 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct GradientsArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// probe:<label>=<class>[@<hook>] (default hook: the deepest probed one).
+    #[arg(long)]
+    pub target: String,
+    /// Hooks (names or globs) to store gradients at; default: every hook_resid_post before the
+    /// target's hook.
+    #[arg(long, value_delimiter = ',')]
+    pub hooks: Vec<String>,
+    /// logit (Captum) or loss (TensorFlow TCAV).
+    #[arg(long, value_enum, default_value = "logit")]
+    pub convention: ConventionArg,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TcavArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Concept sets: data files with a `text` column or folders of .txt files.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub concepts: Vec<PathBuf>,
+    /// probe:<label>=<class>[@<hook>], repeatable; gradients must be stored (`glassbox gradients`).
+    #[arg(long, required = true)]
+    pub target: Vec<String>,
+    /// CAV hooks (names or globs); default: every hook_resid_post before the target's hook.
+    #[arg(long, value_delimiter = ',')]
+    pub hooks: Vec<String>,
+    /// Random counterpart runs (and random-vs-random baseline runs).
+    #[arg(long, default_value_t = 20)]
+    pub random_runs: usize,
+    /// Examples per random set; 0 = the smallest concept's size.
+    #[arg(long, default_value_t = 0)]
+    pub random_set_size: usize,
+    /// Corpus random sets are drawn from; default: the built-in corpus.
+    #[arg(long)]
+    pub random_corpus: Option<PathBuf>,
+    /// Concepts smaller than this are an error.
+    #[arg(long, default_value_t = 10)]
+    pub min_concept_size: usize,
+    /// CAV classifier: logistic or hinge.
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub cav: CavArg,
+    #[arg(long, value_enum, default_value = "logit")]
+    pub convention: ConventionArg,
+    /// Significance level after Holm–Bonferroni correction.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Mean held-out CAV accuracy a concept needs to be called significant.
+    #[arg(long, default_value_t = 0.6)]
+    pub min_cav_accuracy: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConventionArg {
+    Logit,
+    Loss,
+}
+
+impl From<ConventionArg> for glassbox_concepts::Convention {
+    fn from(c: ConventionArg) -> Self {
+        match c {
+            ConventionArg::Logit => glassbox_concepts::Convention::Logit,
+            ConventionArg::Loss => glassbox_concepts::Convention::Loss,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CavArg {
+    Logistic,
+    Hinge,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LevelArg {
     Sequence,
@@ -215,6 +302,56 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             probe::run_probe(&RunDir::new(a.run), &settings, a.force, a.json, &bars)?;
         }
+        Command::Gradients(a) => {
+            let run = RunDir::new(&a.run);
+            run.require_stage("probe")?;
+            let model = tcav::load_run_model(&run)?;
+            let target = tcav::ProbeTarget::parse(&a.target)?;
+            let hooks = tcav::compute_gradients(
+                &run,
+                &model,
+                &target,
+                &a.hooks,
+                a.convention.into(),
+                a.batch_size,
+                &bars,
+            )?;
+            for hook in hooks {
+                println!(
+                    "{}",
+                    run.gradients_dir(&target.slug(a.convention.into()), &hook.to_string())
+                        .display()
+                );
+            }
+        }
+        Command::Tcav(a) => {
+            let settings = TcavSection {
+                concepts: a.concepts,
+                targets: a.target,
+                hooks: a.hooks,
+                random_runs: a.random_runs,
+                random_set_size: a.random_set_size,
+                random_corpus: a.random_corpus,
+                min_concept_size: a.min_concept_size,
+                cav: match a.cav {
+                    CavArg::Logistic => glassbox_concepts::CavMethod::Logistic,
+                    CavArg::Hinge => glassbox_concepts::CavMethod::Hinge,
+                },
+                convention: a.convention.into(),
+                alpha: a.alpha,
+                min_cav_accuracy: a.min_cav_accuracy,
+                seed: a.seed,
+                ..TcavSection::default()
+            };
+            tcav::run_tcav_stage(
+                &RunDir::new(a.run),
+                &settings,
+                false,
+                a.force,
+                a.json,
+                &bars,
+            )?;
+        }
         Command::Report(a) => {
             report::run_report(&RunDir::new(a.run), a.force, &bars)?;
         }
@@ -262,6 +399,10 @@ fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
         return Ok(());
     }
     probe::run_probe(&run, &config.probe, a.force, false, bars).context("probe stage failed")?;
+    if let Some(settings) = &config.tcav {
+        tcav::run_tcav_stage(&run, settings, true, a.force, false, bars)
+            .context("tcav stage failed")?;
+    }
     report::run_report(&run, a.force, bars).context("report stage failed")?;
     Ok(())
 }

@@ -15,6 +15,9 @@ pub struct PipelineConfig {
     pub extract: ExtractSection,
     #[serde(default)]
     pub probe: ProbeSection,
+    /// Absent: no TCAV.
+    #[serde(default)]
+    pub tcav: Option<TcavSection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -73,6 +76,64 @@ impl Default for ExtractSection {
 /// The `[probe]` section is the probe crate's own options.
 pub type ProbeSection = glassbox_probes::ProbeOptions;
 
+/// The `[tcav]` section: concept sets, targets and the significance test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcavSection {
+    /// Concept sets: JSONL/CSV/Parquet files with a `text` column, or folders of `.txt` files.
+    pub concepts: Vec<PathBuf>,
+    /// `probe:<label>=<class>[@<hook>]`: the logit of a sequence-level probe from the run
+    /// (default hook: the deepest one probed).
+    pub targets: Vec<String>,
+    /// Hooks (names or globs) whose activations the CAVs live in; by default every
+    /// `hook_resid_post` before the target's hook.
+    pub hooks: Vec<String>,
+    /// Random counterpart runs R (and R random-vs-random baseline runs).
+    pub random_runs: usize,
+    /// Examples per random set; 0 uses the smallest concept's size.
+    pub random_set_size: usize,
+    /// Corpus of random examples; absent uses the built-in corpus.
+    pub random_corpus: Option<PathBuf>,
+    /// Concepts with fewer examples are an error.
+    pub min_concept_size: usize,
+    /// `logistic` or `hinge`.
+    pub cav: glassbox_concepts::CavMethod,
+    /// L2 strength of the CAV classifier (sklearn's `C = 1 / l2`).
+    pub l2: f64,
+    /// `logit` (Captum) or `loss` (TensorFlow TCAV).
+    pub convention: glassbox_concepts::Convention,
+    /// Significance level after Holm–Bonferroni correction.
+    pub alpha: f64,
+    /// Mean held-out CAV accuracy a concept needs to be called significant.
+    pub min_cav_accuracy: f64,
+    pub bootstrap: usize,
+    pub seed: u64,
+    /// Examples per forward/backward pass.
+    pub batch_size: usize,
+}
+
+impl Default for TcavSection {
+    fn default() -> Self {
+        Self {
+            concepts: Vec::new(),
+            targets: Vec::new(),
+            hooks: Vec::new(),
+            random_runs: 20,
+            random_set_size: 0,
+            random_corpus: None,
+            min_concept_size: 10,
+            cav: glassbox_concepts::CavMethod::Logistic,
+            l2: 1.0,
+            convention: glassbox_concepts::Convention::Logit,
+            alpha: 0.05,
+            min_cav_accuracy: 0.6,
+            bootstrap: 1000,
+            seed: 0,
+            batch_size: 16,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSection {}
@@ -96,6 +157,8 @@ pub struct RunConfig {
     pub extract: Option<ExtractSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcav: Option<TcavSection>,
 }
 
 impl RunConfig {

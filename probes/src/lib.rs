@@ -35,7 +35,7 @@ pub use results::{
     TopKRow,
 };
 pub use split::{stratified_split, Split};
-pub use weights::{write_weights, ProbeWeights};
+pub use weights::{read_weights, write_weights, ProbeWeights};
 
 use glassbox_data::examples::read_examples;
 use glassbox_data::store::read_metadata;

@@ -78,3 +78,91 @@ pub fn write_weights(run: &RunDir, probes: &[ProbeWeights]) -> Result<()> {
     atomic::write_bytes(&path, &data)?;
     Ok(())
 }
+
+/// Reads `probes/weights.safetensors` back.
+pub fn read_weights(run: &RunDir) -> Result<Vec<ProbeWeights>> {
+    let path = run.probes_dir().join("weights.safetensors");
+    let bad = |message: String| DataError::Store {
+        path: path.clone(),
+        message,
+    };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| bad(format!("cannot read: {e}; run `glassbox probe` first")))?;
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let floats = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+        let view = tensors
+            .tensor(name)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((view.shape().to_vec(), values))
+    };
+    let mut out = Vec::new();
+    let mut keys: Vec<(&String, &String)> = metadata.metadata().iter().flatten().collect();
+    keys.sort();
+    for (key, info) in keys {
+        let mut parts = key.splitn(3, '/');
+        let (Some(level), Some(label), Some(hook)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let info: serde_json::Value =
+            serde_json::from_str(info).map_err(|e| bad(format!("metadata `{key}`: {e}")))?;
+        let classes = info["classes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (shape, weight) = floats(&format!("{key}/weight"))?;
+        let (_, bias) = floats(&format!("{key}/bias"))?;
+        if shape.len() != 2 || bias.len() != shape[0] {
+            return Err(bad(format!(
+                "`{key}`: weight shape {shape:?} and bias length {} disagree",
+                bias.len()
+            ))
+            .into());
+        }
+        out.push(ProbeWeights {
+            hook: hook.to_owned(),
+            label: label.to_owned(),
+            level: level.to_owned(),
+            classes,
+            width: shape[1],
+            outputs: shape[0],
+            weight,
+            bias,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let p = ProbeWeights {
+            hook: "blocks.1.hook_resid_post".into(),
+            label: "topic".into(),
+            level: "sequence".into(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            width: 2,
+            outputs: 3,
+            weight: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            bias: vec![0.5, -0.5, 0.0],
+        };
+        write_weights(&run, std::slice::from_ref(&p)).unwrap();
+        assert_eq!(read_weights(&run).unwrap(), vec![p]);
+    }
+}

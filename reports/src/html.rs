@@ -1,6 +1,9 @@
 //! The self-contained HTML page. Every piece of run-supplied text is escaped.
 
-use crate::{finding_sentence, probe_table_header, probe_table_row, svg, Summary, DEFINITIONS};
+use crate::{
+    finding_sentence, probe_table_header, probe_table_row, svg, tcav_findings, tcav_row, Summary,
+    DEFINITIONS, TCAV_DEFINITIONS, TCAV_HEADER,
+};
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(text: &str) -> String {
@@ -105,6 +108,40 @@ pub(crate) fn render(s: &Summary) -> String {
         body.push_str("</tbody></table>\n");
     }
     body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
+    if !s.tcav.is_empty() {
+        body.push_str("<section id=\"tcav\">\n<h2>TCAV</h2>\n<ul>\n");
+        for line in tcav_findings(&s.tcav) {
+            body.push_str(&format!("<li>{}</li>\n", inline(&line)));
+        }
+        body.push_str("</ul>\n<table><thead><tr>");
+        for h in TCAV_HEADER {
+            body.push_str(&format!("<th>{}</th>", escape(h)));
+        }
+        body.push_str("</tr></thead><tbody>\n");
+        for r in &s.tcav {
+            let cells: String = tcav_row(r)
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i < 3 {
+                        format!("<td><code>{}</code></td>", escape(c))
+                    } else {
+                        format!("<td>{}</td>", escape(c))
+                    }
+                })
+                .collect();
+            let class = if r.significant {
+                " class=\"significant\""
+            } else {
+                ""
+            };
+            body.push_str(&format!("<tr{class}>{cells}</tr>\n"));
+        }
+        body.push_str(&format!(
+            "</tbody></table>\n<p class=\"note\">{}</p>\n</section>\n",
+            inline(TCAV_DEFINITIONS)
+        ));
+    }
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>glassbox report — {}</title>\n<style>{}</style>\n</head>\n<body>\n{}</body>\n</html>\n",
         escape(&s.run),
@@ -117,7 +154,8 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margi
 code{background:#f3f3f3;padding:0 .2em;border-radius:3px}\
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}\
 td:first-child,th:first-child{text-align:left}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}\
-small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}";
+small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}\
+tr.significant td{background:#eef6ee}";
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,8 @@ pub enum ReportError {
     Data(#[from] DataError),
     #[error(transparent)]
     Probe(#[from] glassbox_probes::ProbeError),
+    #[error(transparent)]
+    Concept(#[from] glassbox_concepts::ConceptError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -46,6 +48,8 @@ pub struct Summary {
     pub run: String,
     pub manifest: Manifest,
     pub probes: Vec<LabelFinding>,
+    /// Every TCAV test (empty when the run has no `tcav` stage), from `tcav/scores.parquet`.
+    pub tcav: Vec<glassbox_concepts::ScoreRow>,
 }
 
 /// Paths of the written bundle.
@@ -100,10 +104,16 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
             }
         })
         .collect();
+    let tcav = if manifest.stages.contains_key("tcav") {
+        glassbox_concepts::read_scores(run)?
+    } else {
+        Vec::new()
+    };
     Ok(Summary {
         run: run.root().display().to_string(),
         manifest,
         probes,
+        tcav,
     })
 }
 
@@ -186,6 +196,74 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
     ]
 }
 
+pub(crate) const TCAV_HEADER: [&str; 8] = [
+    "concept",
+    "hook",
+    "target",
+    "TCAV score [95% CI]",
+    "random (mean ± sd)",
+    "p (Holm)",
+    "CAV accuracy",
+    "significant",
+];
+
+pub(crate) fn tcav_row(r: &glassbox_concepts::ScoreRow) -> [String; 8] {
+    [
+        r.concept.clone(),
+        r.hook.clone(),
+        r.target.clone(),
+        format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high),
+        format!("{:.3} ± {:.3}", r.random_mean, r.random_std),
+        format!("{:.2e}", r.p_holm),
+        format!("{:.3}", r.cav_accuracy),
+        if r.significant { "yes" } else { "no" }.to_owned(),
+    ]
+}
+
+/// One sentence per significant TCAV result (strongest first), then what was not significant.
+pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String> {
+    let mut significant: Vec<&glassbox_concepts::ScoreRow> =
+        rows.iter().filter(|r| r.significant).collect();
+    significant.sort_by(|a, b| {
+        (a.score - 0.5)
+            .abs()
+            .total_cmp(&(b.score - 0.5).abs())
+            .reverse()
+    });
+    let mut lines: Vec<String> = significant
+        .iter()
+        .map(|r| {
+            format!(
+                "concept `{}` {} `{}` at `{}` (TCAV {:.2} vs random {:.2}, p_holm {:.1e}, {} convention)",
+                r.concept,
+                if r.score > r.random_mean { "raises" } else { "lowers" },
+                r.target,
+                r.hook,
+                r.score,
+                r.random_mean,
+                r.p_holm,
+                r.convention
+            )
+        })
+        .collect();
+    let not: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.significant)
+        .map(|r| format!("`{}`→`{}`@`{}`", r.concept, r.target, r.hook))
+        .collect();
+    if !not.is_empty() {
+        lines.push(format!(
+            "not significant after correction ({} of {} tests): {}",
+            not.len(),
+            rows.len(),
+            not.join(", ")
+        ));
+    }
+    lines
+}
+
+pub(crate) const TCAV_DEFINITIONS: &str = "TCAV score: the fraction of the target class's examples whose target rises (logit convention) along the concept's CAV, Σ_t ∇f(h_t)·v; the mean over R CAVs trained against R random sets. Random: the same for R random-vs-random CAVs. p: two-sided Welch t-test of the R concept scores against the R random scores, Holm–Bonferroni adjusted over every test in the run; significant needs p_holm < alpha and a mean held-out CAV accuracy above the minimum. Figures come from `tcav/scores.parquet`.";
+
 /// Metric definitions, printed under the tables.
 pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";
 
@@ -221,5 +299,24 @@ fn markdown(s: &Summary) -> String {
         }
     }
     md.push_str(&format!("\n{DEFINITIONS}\n"));
+    if !s.tcav.is_empty() {
+        md.push_str("\n## TCAV\n\n");
+        for line in tcav_findings(&s.tcav) {
+            md.push_str(&format!("- {line}\n"));
+        }
+        md.push_str(&format!(
+            "\n| {} |\n|{}\n",
+            TCAV_HEADER.join(" | "),
+            "---|".repeat(TCAV_HEADER.len())
+        ));
+        for r in &s.tcav {
+            let mut cells = tcav_row(r);
+            cells[0] = format!("`{}`", cells[0]);
+            cells[1] = format!("`{}`", cells[1]);
+            cells[2] = format!("`{}`", cells[2]);
+            md.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        md.push_str(&format!("\n{TCAV_DEFINITIONS}\n"));
+    }
     md
 }

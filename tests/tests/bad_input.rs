@@ -357,3 +357,110 @@ fn f16_storage_matches_f32_within_half_precision() {
     let kv = glassbox_data::store::read_metadata(&part).unwrap();
     assert_eq!(kv["glassbox.dtype"], "f16");
 }
+
+#[test]
+fn tcav_bad_inputs_name_the_concept_target_or_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = local_minilm(tmp.path()) else {
+        return;
+    };
+    let rows: String = (0..24)
+        .map(|i| {
+            format!(
+                "{{\"text\":\"{} number {i}\",\"kind\":\"{}\"}}\n",
+                if i % 2 == 0 {
+                    "A cat sat on mat"
+                } else {
+                    "Stocks fell on day"
+                },
+                if i % 2 == 0 { "pets" } else { "markets" }
+            )
+        })
+        .collect();
+    let data = write(tmp.path(), "d.jsonl", &rows);
+    let run = tmp.path().join("run");
+    let out = extract(
+        model.to_str().unwrap(),
+        &data,
+        "blocks.*.hook_resid_post",
+        &run,
+    );
+    assert_success(&out, "extract");
+    let probe = glassbox()
+        .args(["probe", "--label", "kind", "--no-neurons", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&probe, "probe");
+    let concepts = tmp.path().join("concepts");
+    std::fs::create_dir(&concepts).unwrap();
+    let full = write(
+        &concepts,
+        "animals.jsonl",
+        &(0..12)
+            .map(|i| format!("{{\"text\":\"the dog number {i} barks\"}}\n"))
+            .collect::<String>(),
+    );
+    let empty = write(&concepts, "nothing.jsonl", "");
+    let small = write(
+        &concepts,
+        "tiny.jsonl",
+        "{\"text\":\"one\"}\n{\"text\":\"two\"}\n",
+    );
+    let tcav = |concept: &Path, target: &str, extra: &[&str]| {
+        glassbox()
+            .args(["tcav", "--run"])
+            .arg(&run)
+            .arg("--concepts")
+            .arg(concept)
+            .args(["--target", target, "--random-runs", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_bad_input(
+        &tcav(&empty, "probe:kind=pets", &[]),
+        &["nothing.jsonl", "empty"],
+    );
+    assert_bad_input(
+        &tcav(&small, "probe:kind=pets", &[]),
+        &["tiny.jsonl", "2 example(s)", "minimum of 10"],
+    );
+    assert_bad_input(
+        &tcav(&full, "probe:kind=birds", &[]),
+        &["class `birds` unknown", "markets, pets"],
+    );
+    assert_bad_input(
+        &tcav(
+            &full,
+            "probe:kind=pets",
+            &["--hooks", "blocks.1.hook_resid_post"],
+        ),
+        &[
+            "hook `blocks.1.hook_resid_post` has no gradients",
+            "glassbox gradients",
+        ],
+    );
+    // With its gradients stored, the same command succeeds.
+    let gradients = glassbox()
+        .args(["gradients", "--run"])
+        .arg(&run)
+        .args([
+            "--target",
+            "probe:kind=pets",
+            "--hooks",
+            "blocks.1.hook_resid_post",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&gradients, "gradients");
+    let ok = tcav(
+        &full,
+        "probe:kind=pets",
+        &["--hooks", "blocks.1.hook_resid_post", "--json"],
+    );
+    assert_success(&ok, "tcav");
+    let scores: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(scores.as_array().unwrap().len(), 1);
+    assert_eq!(scores[0]["convention"], "logit");
+}

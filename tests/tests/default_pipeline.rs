@@ -149,7 +149,7 @@ fn store_layout_metadata_and_counts() {
     assert_eq!(manifest["model"]["id"], MINILM);
     assert_eq!(manifest["model"]["revision"].as_str().unwrap().len(), 40);
     assert_eq!(manifest["data"]["n_tokens"], total_tokens as u64);
-    for stage in ["extract", "probe", "report"] {
+    for stage in ["extract", "probe", "tcav", "report"] {
         assert!(
             manifest["stages"][stage]["fingerprint"].is_string(),
             "{stage} recorded"
@@ -230,6 +230,42 @@ fn probes_and_report_are_written() {
     assert_eq!(summary["probes"].as_array().unwrap().len(), 3);
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("95% CI") && md.contains("control task"), "{md}");
+}
+
+#[test]
+fn tcav_runs_on_probe_targets_with_corrected_p_values() {
+    let Some(dir) = default_run() else { return };
+    let run = RunDir::new(dir);
+    let scores = glassbox_concepts::read_scores(&run).unwrap();
+    assert_eq!(scores.len(), 4 * 2 * 2, "4 concepts × 2 targets × 2 hooks");
+    for s in &scores {
+        assert!(s.p_holm >= s.p && (0.0..=1.0).contains(&s.p_holm), "{s:?}");
+        assert_eq!((s.runs, s.convention.as_str()), (20, "logit"));
+    }
+    // The concept of food sentences raises the food-topic probe's logit, and the concept of
+    // questions the question probe's, far above random CAVs: significant after correction.
+    for (concept, target) in [
+        ("food", "probe:topic=food"),
+        ("questions", "probe:sentence_type=question"),
+    ] {
+        let s = scores
+            .iter()
+            .find(|s| {
+                s.concept == concept && s.target == target && s.hook == "blocks.3.hook_resid_post"
+            })
+            .unwrap();
+        assert!(
+            s.significant && s.score > 0.9 && s.random_mean < 0.7,
+            "{s:?}"
+        );
+    }
+    // Gradients are stored keyed like activations.
+    let grads = run.gradients_dir("probe.topic.food.logit", "blocks.1.hook_resid_post");
+    assert!(grads.join("part-00000.parquet").exists());
+    let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
+    assert!(md.contains("## TCAV") && md.contains("p (Holm)"), "{md}");
+    let html = std::fs::read_to_string(run.report_dir().join("index.html")).unwrap();
+    assert!(html.contains("id=\"tcav\"") && html.contains("not significant after correction"));
 }
 
 #[test]

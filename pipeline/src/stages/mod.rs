@@ -3,12 +3,13 @@
 pub mod extract;
 pub mod probe;
 pub mod report;
+pub mod tcav;
 
 use anyhow::Result;
 use glassbox_data::{Manifest, RunDir};
 
 /// Stages in order; re-running one invalidates those after it.
-pub const STAGES: &[&str] = &["extract", "probe", "report"];
+pub const STAGES: &[&str] = &["extract", "probe", "tcav", "report"];
 
 /// Forgets `stage` and every stage after it in the manifest, so an interrupted re-run is never
 /// mistaken for a complete one.
@@ -21,6 +22,10 @@ pub fn invalidate_from(run: &RunDir, stage: &str) -> Result<Manifest> {
     }
     if changed {
         manifest.save(run)?;
+    }
+    // Stored target gradients come from the probes: re-probing or re-extracting voids them.
+    if start < STAGES.iter().position(|s| *s == "tcav").unwrap_or(0) {
+        remove_path(&run.root().join("gradients"))?;
     }
     Ok(manifest)
 }

@@ -10,6 +10,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     let upstream = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
         "probe": manifest.stage_fingerprint("probe"),
+        "tcav": manifest.stage_fingerprint("tcav"),
     });
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");

@@ -1,0 +1,519 @@
+//! The `gradients` step and the `tcav` stage.
+//!
+//! `gradients` runs the run's model differentiably on the target's examples and stores
+//! `∂ target / ∂ activation` under `gradients/target=<slug>/hook=<hook>/` (keyed like the token
+//! activations). `tcav` reads those gradients back, computes pooled activations of the concept
+//! and random sets with the model, trains the CAVs and writes `tcav/cavs.parquet` and
+//! `tcav/scores.parquet`.
+
+use super::invalidate_from;
+use crate::config::{RunConfig, TcavSection};
+use crate::fingerprint::fingerprint;
+use anyhow::{anyhow, bail, Context, Result};
+use glassbox_concepts::{
+    run_tcav, write_cavs, write_scores, Convention, HookSets, Options, ScoreRow, TargetGradients,
+};
+use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
+use glassbox_data::examples::read_examples;
+use glassbox_data::manifest::now_rfc3339;
+use glassbox_data::store::{read_parts, ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
+use glassbox_data::{Progress, RunDir, StageRecord};
+use glassbox_models::gradients::{self, pooled_activations, LinearHead};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{
+    hooks, load_model, resolve, HookPoint, LoadedModel, ModelSpec, Pool, TokenBatch,
+};
+use std::collections::BTreeMap;
+
+/// A parsed `probe:<label>=<class>[@<hook>]` target.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub spec: String,
+    pub label: String,
+    pub class: String,
+    pub hook: Option<String>,
+}
+
+impl ProbeTarget {
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (kind, rest) = spec.split_once(':').unwrap_or(("", spec));
+        match kind {
+            "probe" => {}
+            "head" | "token" => bail!(
+                "target `{spec}`: `{kind}:` targets need a checkpoint with a classification head or a causal LM, which no supported family loads yet; use probe:<label>=<class>"
+            ),
+            _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"),
+        }
+        let (body, hook) = match rest.split_once('@') {
+            Some((b, h)) => (b, Some(h.to_owned())),
+            None => (rest, None),
+        };
+        let (label, class) = body
+            .split_once('=')
+            .ok_or_else(|| anyhow!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"))?;
+        Ok(Self {
+            spec: spec.to_owned(),
+            label: label.to_owned(),
+            class: class.to_owned(),
+            hook,
+        })
+    }
+
+    /// A folder-safe name with the convention: `probe.topic.food.logit`.
+    pub fn slug(&self, convention: Convention) -> String {
+        let clean: String = format!("{}.{}", self.spec, convention.as_str())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        clean
+    }
+}
+
+/// The probe head a target names, and the examples of its class.
+struct ResolvedTarget {
+    head: LinearHead,
+    examples: Vec<usize>,
+}
+
+fn resolve_target(run: &RunDir, target: &ProbeTarget) -> Result<ResolvedTarget> {
+    let results = glassbox_probes::read_results(run)?;
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|r| r.label == target.label && r.level == "sequence" && r.metric == "accuracy")
+        .collect();
+    if rows.is_empty() {
+        bail!(
+            "target `{}`: no sequence-level classification probe for label `{}` in this run; probe it first (labels probed: {})",
+            target.spec,
+            target.label,
+            results.iter().map(|r| r.label.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let row = match &target.hook {
+        Some(h) => rows.iter().find(|r| &r.hook == h).ok_or_else(|| {
+            anyhow!(
+                "target `{}`: no probe at hook `{h}`; probed hooks: {}",
+                target.spec,
+                rows.iter()
+                    .map(|r| r.hook.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None => rows
+            .iter()
+            .max_by(|a, b| a.depth.total_cmp(&b.depth))
+            .expect("not empty"),
+    };
+    let weights = glassbox_probes::read_weights(run)?;
+    let w = weights
+        .iter()
+        .find(|w| w.level == "sequence" && w.label == target.label && w.hook == row.hook)
+        .ok_or_else(|| anyhow!("target `{}`: probes/weights.safetensors lacks the probe at `{}`; re-run `glassbox probe --force`", target.spec, row.hook))?;
+    let class = w
+        .classes
+        .iter()
+        .position(|c| *c == target.class)
+        .ok_or_else(|| {
+            anyhow!(
+                "target `{}`: class `{}` unknown; the probe's classes are {}",
+                target.spec,
+                target.class,
+                w.classes.join(", ")
+            )
+        })?;
+    let hook: HookPoint = row.hook.parse().map_err(|e| anyhow!("{e}"))?;
+    let pool: Pool = row.pool.parse()?;
+    let examples = read_examples(run)?;
+    let column = examples.column(&target.label).ok_or_else(|| {
+        anyhow!(
+            "target `{}`: examples.parquet has no column `{}`",
+            target.spec,
+            target.label
+        )
+    })?;
+    let members: Vec<usize> = column
+        .values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.class_name().as_deref() == Some(target.class.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(ResolvedTarget {
+        head: LinearHead {
+            hook,
+            pool,
+            weight: w.weight.clone(),
+            bias: w.bias.clone(),
+            n_classes: w.classes.len(),
+            class,
+        },
+        examples: members,
+    })
+}
+
+/// Loads the run's model at its recorded revision.
+pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
+    let manifest = run.require_stage("extract")?;
+    let record = manifest
+        .model
+        .ok_or_else(|| anyhow!("{}: the manifest records no model", run.root().display()))?;
+    let config = RunConfig::load(run);
+    let max_length = config.extract.as_ref().map(|e| e.max_length);
+    let id = config.model.map(|m| m.id).unwrap_or(record.id.clone());
+    let spec = if record.source == "hub" {
+        format!(
+            "{}@{}",
+            id.split('@').next().unwrap_or(&id),
+            record.revision
+        )
+    } else {
+        id
+    };
+    let spec: ModelSpec = spec.parse()?;
+    Ok(load_model(resolve(&spec)?, max_length)?)
+}
+
+/// The CAV hooks: the configured patterns, or every `hook_resid_post` before `before`.
+fn cav_hooks(
+    model: &LoadedModel,
+    patterns: &[String],
+    before: HookPoint,
+) -> Result<Vec<HookPoint>> {
+    let points = model.model.hook_points();
+    if patterns.is_empty() {
+        let chosen: Vec<HookPoint> = points
+            .into_iter()
+            .filter(|p| matches!(p, HookPoint::ResidPost(_)) && p.depth() < before.depth())
+            .collect();
+        if chosen.is_empty() {
+            bail!("no hook_resid_post comes before the target's hook `{before}`; name hooks with --hooks");
+        }
+        return Ok(chosen);
+    }
+    Ok(hooks::select(patterns, &points)?)
+}
+
+/// Computes and stores the target's gradients at `hooks` for the examples of its class.
+pub fn compute_gradients(
+    run: &RunDir,
+    model: &LoadedModel,
+    target: &ProbeTarget,
+    hook_patterns: &[String],
+    convention: Convention,
+    batch_size: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<HookPoint>> {
+    let resolved = resolve_target(run, target)?;
+    let hooks = cav_hooks(model, hook_patterns, resolved.head.hook)?;
+    let examples = read_examples(run)?;
+    let convention_m = match convention {
+        Convention::Logit => gradients::Convention::Logit,
+        Convention::Loss => gradients::Convention::Loss,
+    };
+    let slug = target.slug(convention);
+    let mut writers = BTreeMap::new();
+    for hook in &hooks {
+        let dir = run.gradients_dir(&slug, &hook.to_string());
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let meta = ShardMeta {
+            model_id: model.resolved.id.clone(),
+            revision: model.resolved.revision.clone(),
+            hook: hook.to_string(),
+            kind: StoreKind::Activation,
+            pool: None,
+            width: model.model.hook_width(*hook),
+            dtype: ActDtype::F32,
+            compression: Codec::None,
+            layer: hook.layer(),
+            depth: hook.depth(),
+        };
+        writers.insert(
+            *hook,
+            ActivationWriter::create(&dir.join(glassbox_data::run::part_name(0)), meta)?,
+        );
+    }
+    progress.start(
+        &format!("gradients {}", target.spec),
+        resolved.examples.len() as u64,
+    );
+    for chunk in resolved.examples.chunks(batch_size.max(1)) {
+        let texts: Vec<&str> = chunk.iter().map(|&i| examples.texts[i].as_str()).collect();
+        let encoded = model.tokenizer.encode(&texts)?;
+        let refs: Vec<&Encoded> = encoded.iter().collect();
+        let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
+        let out = gradients::target_gradients(model, &batch, &hooks, &resolved.head, convention_m)?;
+        for (hook, g) in &out.gradients {
+            let (_, t, w) = g.dims3()?;
+            let values = g.flatten_all()?.to_vec1::<f32>()?;
+            let (mut ids, mut positions, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+            for (b, &n) in batch.lengths.iter().enumerate() {
+                for p in 0..n {
+                    ids.push(examples.example_ids[chunk[b]]);
+                    positions.push(p as u32);
+                    rows.extend_from_slice(&values[(b * t + p) * w..(b * t + p + 1) * w]);
+                }
+            }
+            writers
+                .get_mut(hook)
+                .expect("a writer per hook")
+                .write_owned(ids, Some(positions), rows)?;
+        }
+        progress.advance(chunk.len() as u64);
+    }
+    for (_, w) in writers {
+        w.finish()?;
+    }
+    progress.finish();
+    Ok(hooks)
+}
+
+/// Fails, naming the hook and the command to run, when a target's gradients are not stored.
+fn gradients_present(
+    run: &RunDir,
+    target: &ProbeTarget,
+    convention: Convention,
+    hook: &str,
+) -> Result<()> {
+    let dir = run.gradients_dir(&target.slug(convention), hook);
+    if !dir.exists() {
+        bail!(
+            "hook `{hook}` has no gradients for target `{}` ({} convention; {} is missing); run `glassbox gradients --run {} --target {} --hooks {hook}{}` first",
+            target.spec,
+            convention.as_str(),
+            dir.display(),
+            run.root().display(),
+            target.spec,
+            if convention == Convention::Loss { " --convention loss" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Summed gradients per example (`Σ_t ∂f/∂h_t`), in example order, read back from the store.
+fn gradient_sums(run: &RunDir, slug: &str, hook: &str) -> Result<(Vec<f32>, usize)> {
+    let dir = run.gradients_dir(slug, hook);
+    let mut sums: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+    let mut width = 0;
+    read_parts(&dir, |batch| {
+        width = batch.width;
+        for (i, id) in batch.example_ids.iter().enumerate() {
+            let row = &batch.values[i * width..(i + 1) * width];
+            let sum = sums.entry(*id).or_insert_with(|| vec![0.0; width]);
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        Ok(())
+    })?;
+    Ok((sums.into_values().flatten().collect(), width))
+}
+
+/// Runs TCAV over the stored gradients; returns the score rows.
+pub fn run_tcav_stage(
+    run: &RunDir,
+    settings: &TcavSection,
+    compute: bool,
+    force: bool,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<ScoreRow>> {
+    let manifest = run.require_stage("probe")?;
+    if settings.targets.is_empty() {
+        bail!("no TCAV targets; pass --target probe:<label>=<class>");
+    }
+    if settings.concepts.is_empty() {
+        bail!("no concept sets; pass --concepts FILE_OR_FOLDER[,...]");
+    }
+    let concepts: Vec<ConceptSet> = settings
+        .concepts
+        .iter()
+        .map(|p| read_concept(p, settings.min_concept_size))
+        .collect::<Result<_, _>>()?;
+    let corpus = match &settings.random_corpus {
+        Some(path) => read_concept(path, 1)?,
+        None => builtin_corpus(),
+    };
+    let params = serde_json::json!({
+        "probe": manifest.stage_fingerprint("probe"),
+        "tcav": settings,
+        "concepts": concepts.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
+        "corpus": corpus.sha256,
+    });
+    let fp = fingerprint("tcav", &params);
+    if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
+        progress.note("tcav: up to date; --force re-runs it");
+        return Ok(glassbox_concepts::read_scores(run)?);
+    }
+    // Everything that can be checked is checked before the stage's old results are voided.
+    let model = load_run_model(run)?;
+    let targets: Vec<ProbeTarget> = settings
+        .targets
+        .iter()
+        .map(|t| ProbeTarget::parse(t))
+        .collect::<Result<_>>()?;
+    let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();
+    for target in &targets {
+        let resolved = resolve_target(run, target)?;
+        let hooks = cav_hooks(&model, &settings.hooks, resolved.head.hook)?;
+        if !compute {
+            for hook in &hooks {
+                gradients_present(run, target, settings.convention, &hook.to_string())?;
+            }
+        }
+        target_hooks.push((target.clone(), hooks));
+    }
+    let mut manifest = invalidate_from(run, "tcav")?;
+    if compute {
+        for (target, hooks) in &mut target_hooks {
+            *hooks = compute_gradients(
+                run,
+                &model,
+                target,
+                &settings.hooks,
+                settings.convention,
+                settings.batch_size,
+                progress,
+            )?;
+        }
+    }
+    let mut all_hooks: Vec<HookPoint> = target_hooks.iter().flat_map(|(_, h)| h.clone()).collect();
+    all_hooks.sort();
+    all_hooks.dedup();
+
+    let size = if settings.random_set_size > 0 {
+        settings.random_set_size
+    } else {
+        concepts.iter().map(|c| c.texts.len()).min().unwrap_or(1)
+    };
+    let randoms = random_sets(&corpus, settings.random_runs + 1, size, settings.seed)?;
+    progress.start(
+        "tcav: concept activations",
+        (concepts.len() + randoms.len()) as u64,
+    );
+    let mut pooled: Vec<BTreeMap<HookPoint, Vec<f32>>> = Vec::new();
+    for set in concepts.iter().chain(&randoms) {
+        pooled.push(pooled_activations(
+            &model,
+            &set.texts,
+            &all_hooks,
+            Pool::Mean,
+            32,
+        )?);
+        progress.advance(1);
+    }
+    progress.finish();
+
+    let mut sums: Vec<(String, String, Vec<f32>)> = Vec::new();
+    for (target, hooks) in &target_hooks {
+        let slug = target.slug(settings.convention);
+        for hook in hooks {
+            let (s, _) = gradient_sums(run, &slug, &hook.to_string())?;
+            sums.push((target.spec.clone(), hook.to_string(), s));
+        }
+    }
+    let hook_names: Vec<String> = all_hooks.iter().map(ToString::to_string).collect();
+    let sets: Vec<HookSets<'_>> = all_hooks
+        .iter()
+        .zip(&hook_names)
+        .filter(|(_, name)| sums.iter().any(|(_, h, _)| h == *name))
+        .map(|(hook, name)| HookSets {
+            hook: name,
+            width: model.model.hook_width(*hook),
+            concepts: concepts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), pooled[i][hook].as_slice()))
+                .collect(),
+            randoms: (0..randoms.len())
+                .map(|r| pooled[concepts.len() + r][hook].as_slice())
+                .collect(),
+        })
+        .collect();
+    let gradients: Vec<TargetGradients<'_>> = sums
+        .iter()
+        .map(|(target, hook, s)| TargetGradients {
+            target,
+            hook,
+            convention: settings.convention,
+            sums: s,
+        })
+        .collect();
+    let opts = Options {
+        method: settings.cav,
+        l2: settings.l2,
+        alpha: settings.alpha,
+        min_cav_accuracy: settings.min_cav_accuracy,
+        bootstrap: settings.bootstrap,
+        seed: settings.seed,
+    };
+    let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
+    write_cavs(run, &cavs)?;
+    write_scores(run, &scores)?;
+    let mut config = RunConfig::load(run);
+    config.tcav = Some(settings.clone());
+    config.save(run)?;
+    manifest.stages.insert(
+        "tcav".into(),
+        StageRecord {
+            fingerprint: fp,
+            finished_at: now_rfc3339(),
+            seed: Some(settings.seed),
+            params,
+        },
+    );
+    manifest.save(run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        print!("{}", table(&scores));
+    }
+    Ok(scores)
+}
+
+/// The TCAV results for the terminal.
+pub fn table(rows: &[ScoreRow]) -> String {
+    let cw = rows
+        .iter()
+        .map(|r| r.concept.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let hw = rows.iter().map(|r| r.hook.len()).max().unwrap_or(4).max(4);
+    let tw = rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<cw$}  {:<hw$}  {:<tw$}  {:>6}  {:>9}  {:>6}  {:>8}  {:>8}  {:>7}  sig\n",
+        "concept", "hook", "target", "score", "magnitude", "random", "p", "p_holm", "cav_acc"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<cw$}  {:<hw$}  {:<tw$}  {:>6.3}  {:>9.3}  {:>6.3}  {:>8.2e}  {:>8.2e}  {:>7.3}  {}\n",
+            r.concept,
+            r.hook,
+            r.target,
+            r.score,
+            r.magnitude,
+            r.random_mean,
+            r.p,
+            r.p_holm,
+            r.cav_accuracy,
+            if r.significant { "*" } else { "" }
+        ));
+    }
+    out.push_str(
+        "(* significant after Holm–Bonferroni correction with CAV accuracy above the minimum)\n",
+    );
+    out
+}
