@@ -54,6 +54,12 @@ bench-probes:
     .venv-bench/bin/python bench/sklearn_probes.py target/bench/probe-data target/bench/sklearn-probes.json > /dev/null
     python3 bench/compare_probes.py target/bench/probes.json target/bench/sklearn-probes.json
 
+# The Captum-equivalent TCAV workload end to end on MiniLM (2 concepts x 5 random runs x 50 examples, 32 targets of 128 tokens).
+bench-tcav: models
+    cargo build --release --bin glassbox-bench-tcav
+    @mkdir -p target/bench
+    ./target/release/glassbox-bench-tcav | tee target/bench/tcav.json
+
 # A venv at `dir` with `packages` from PyPI (pip skips what is already installed).
 _python-env dir packages:
     @if [ ! -x "{{dir}}/bin/python" ]; then python3 -m venv "{{dir}}"; fi

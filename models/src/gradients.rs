@@ -193,7 +193,30 @@ pub fn target_gradients(
         probes: BTreeMap::new(),
         head_value: None,
     };
-    model.model.forward_differentiable(batch, &mut gh)?;
+    // Blocks before the earliest wanted hook need no gradients: the fast forward supplies the
+    // residual stream entering that hook's block, and autograd runs from there.
+    let start = hooks
+        .iter()
+        .filter_map(|p| index(p).map(|i| (i, *p)))
+        .min()
+        .and_then(|(_, p)| p.layer())
+        .filter(|&l| l > 0);
+    match start {
+        Some(block) => {
+            let entry = HookPoint::ResidPre(block);
+            let mut capture = Capture::new([entry]);
+            model.model.forward(batch, &mut capture)?;
+            let resid = capture.captured.remove(&entry).ok_or_else(|| {
+                ModelError::Invalid(format!("the fast forward did not produce `{entry}`"))
+            })?;
+            model
+                .model
+                .forward_differentiable_from(batch, block, resid, &mut gh)?;
+        }
+        None => {
+            model.model.forward_differentiable(batch, &mut gh)?;
+        }
+    }
     let h = gh
         .head_value
         .as_ref()

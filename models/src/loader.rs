@@ -63,6 +63,16 @@ pub trait HookableModel: Send + Sync {
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor>;
     /// The same forward in candle ops that support autograd (slower); same hooks and values.
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor>;
+    /// The differentiable forward from block `block` on, given the residual stream entering it
+    /// (`blocks.{block}.hook_resid_pre`, whose hook is called first); for gradients at deep
+    /// hooks without running the early blocks differentiably.
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor>;
 }
 
 /// A resolved model with its tokenizer, ready to run.

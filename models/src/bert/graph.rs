@@ -176,19 +176,37 @@ fn block(
 }
 
 pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-    let (b, t) = batch.input_ids.dims2()?;
+    check_length(m, batch)?;
+    let x = embed(m, batch, hooks)?;
+    forward_from(m, batch, 0, x, hooks)
+}
+
+fn check_length(m: &Bert, batch: &TokenBatch) -> Result<()> {
+    let (_, t) = batch.input_ids.dims2()?;
     if t > m.cfg.max_position_embeddings {
         return Err(ModelError::Invalid(format!(
             "sequence of {t} tokens exceeds max_position_embeddings {}",
             m.cfg.max_position_embeddings
         )));
     }
+    Ok(())
+}
+
+/// Runs blocks `first..` on `x`, the residual stream entering block `first`.
+pub(crate) fn forward_from(
+    m: &Bert,
+    batch: &TokenBatch,
+    first: usize,
+    mut x: Tensor,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
+    check_length(m, batch)?;
+    let (b, t) = batch.input_ids.dims2()?;
     // Additive mask as in `transformers`: 0 for real tokens, the most negative f32 for
     // padding. mask * (-MIN) + MIN is exactly 0 for mask = 1 and MIN for mask = 0.
     let min = f32::MIN as f64;
     let mask_bias = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
-    let mut x = embed(m, batch, hooks)?;
-    for (i, blk) in m.graph.blocks.iter().enumerate() {
+    for (i, blk) in m.graph.blocks.iter().enumerate().skip(first) {
         x = block(m, i, blk, x, &mask_bias, hooks)?;
     }
     Ok(x)

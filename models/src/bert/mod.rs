@@ -172,4 +172,14 @@ impl HookableModel for Bert {
     ) -> Result<Tensor> {
         graph::forward(self, batch, hooks)
     }
+
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn crate::hooks::Hooks,
+    ) -> Result<Tensor> {
+        graph::forward_from(self, batch, block, resid_pre, hooks)
+    }
 }
