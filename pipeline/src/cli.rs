@@ -34,7 +34,7 @@ pub enum Command {
     Tcav(TcavArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
-    /// Run extract → probe → report from a TOML config.
+    /// Run extract → probe → tcav (when configured) → report from a TOML config.
     Pipeline(PipelineArgs),
     /// List a model's hook points, one per line.
     Hooks(HooksArgs),
