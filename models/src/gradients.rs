@@ -156,7 +156,151 @@ fn target(pooled: &Tensor, head: &LinearHead, convention: Convention) -> Result<
     Ok(f)
 }
 
+/// `(f, ∂f/∂z)` of one example's head outputs `z`.
+fn head_value_and_slope(z: &[f64], head: &LinearHead, convention: Convention) -> (f64, Vec<f64>) {
+    if z.len() == 1 {
+        let sign = if head.class == 1 { 1.0 } else { -1.0 };
+        let logit = sign * z[0];
+        match convention {
+            Convention::Logit => (logit, vec![sign]),
+            // −log σ(l): slope −(1 − σ(l)) along l.
+            Convention::Loss => {
+                let sigma = 1.0 / (1.0 + (-logit).exp());
+                let loss = if logit > 0.0 {
+                    (-logit).exp().ln_1p()
+                } else {
+                    -logit + logit.exp().ln_1p()
+                };
+                (loss, vec![-sign * (1.0 - sigma)])
+            }
+        }
+    } else {
+        match convention {
+            Convention::Logit => {
+                let mut slope = vec![0.0; z.len()];
+                slope[head.class] = 1.0;
+                (z[head.class], slope)
+            }
+            Convention::Loss => {
+                let top = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = z.iter().map(|v| (v - top).exp()).sum();
+                let mut slope: Vec<f64> = z.iter().map(|v| (v - top).exp() / sum).collect();
+                slope[head.class] -= 1.0;
+                (top + sum.ln() - z[head.class], slope)
+            }
+        }
+    }
+}
+
+/// The hand-written backward, where the family has one and the request fits it: residual
+/// hooks only, a residual head hook, and a pool other than `max`.
+fn residual_path(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    hooks: &[HookPoint],
+    head: &LinearHead,
+    convention: Convention,
+) -> Option<Result<TargetGradients>> {
+    let HookPoint::ResidPost(last) = head.hook else {
+        return None;
+    };
+    if head.pool == Pool::Max {
+        return None;
+    }
+    let mut first = last;
+    for p in hooks {
+        match *p {
+            HookPoint::ResidPre(i) if i <= last => first = first.min(i),
+            HookPoint::ResidPost(i) if i < last => first = first.min(i + 1),
+            HookPoint::ResidPost(i) if i == last => {}
+            _ => return None,
+        }
+    }
+    let width = head.weight.len() / head.bias.len();
+    let mut values = Vec::with_capacity(batch.lengths.len());
+    let mut seed_grad = Vec::new();
+    let mut seed = |out: &[f32], offsets: &[usize]| -> Vec<f32> {
+        let mut d = vec![0f32; out.len()];
+        for b in 0..offsets.len() - 1 {
+            let (s, e) = (offsets[b], offsets[b + 1]);
+            let rows: Vec<usize> = match head.pool {
+                Pool::Mean => (s..e).collect(),
+                Pool::Cls => vec![s],
+                Pool::Last => vec![e - 1],
+                Pool::Max => unreachable!("excluded above"),
+            };
+            let share = 1.0 / rows.len() as f64;
+            let mut pooled = vec![0f64; width];
+            for &r in &rows {
+                for (p, v) in pooled.iter_mut().zip(&out[r * width..(r + 1) * width]) {
+                    *p += *v as f64 * share;
+                }
+            }
+            let z: Vec<f64> = head
+                .bias
+                .iter()
+                .enumerate()
+                .map(|(o, b)| {
+                    head.weight[o * width..(o + 1) * width]
+                        .iter()
+                        .zip(&pooled)
+                        .map(|(w, p)| *w as f64 * p)
+                        .sum::<f64>()
+                        + *b as f64
+                })
+                .collect();
+            let (f, slope) = head_value_and_slope(&z, head, convention);
+            values.push(f as f32);
+            let mut d_pooled = vec![0f64; width];
+            for (o, g) in slope.iter().enumerate() {
+                for (dp, w) in d_pooled
+                    .iter_mut()
+                    .zip(&head.weight[o * width..(o + 1) * width])
+                {
+                    *dp += g * *w as f64;
+                }
+            }
+            for &r in &rows {
+                for (dv, g) in d[r * width..(r + 1) * width].iter_mut().zip(&d_pooled) {
+                    *dv = (g * share) as f32;
+                }
+            }
+        }
+        seed_grad = d.clone();
+        d
+    };
+    let result = model
+        .model
+        .residual_gradients(batch, first, last, &mut seed)?;
+    Some((|| {
+        let grads = result?;
+        let (b, t) = batch.input_ids.dims2()?;
+        let padded = |packed: &[f32]| -> Result<Tensor> {
+            let mut out = vec![0f32; b * t * width];
+            for (i, w) in grads.offsets.windows(2).enumerate() {
+                out[i * t * width..(i * t + w[1] - w[0]) * width]
+                    .copy_from_slice(&packed[w[0] * width..w[1] * width]);
+            }
+            Ok(Tensor::from_vec(out, (b, t, width), &model.device)?)
+        };
+        let mut gradients = BTreeMap::new();
+        for p in hooks {
+            let packed = match *p {
+                HookPoint::ResidPre(i) => &grads.entering[i - first],
+                HookPoint::ResidPost(i) if i == last => &seed_grad,
+                HookPoint::ResidPost(i) => &grads.entering[i + 1 - first],
+                _ => unreachable!("checked above"),
+            };
+            gradients.insert(*p, padded(packed)?);
+        }
+        Ok(TargetGradients { values, gradients })
+    })())
+}
+
 /// `∂f/∂h` at `hooks` for one batch; the hooks must come before or at the head's hook.
+/// Uses the family's hand-written backward where it applies (residual hooks and head), else
+/// candle autograd through the differentiable forward; both are checked against finite
+/// differences.
 pub fn target_gradients(
     model: &LoadedModel,
     batch: &TokenBatch,
@@ -187,6 +331,22 @@ pub fn target_gradients(
             None => return Err(ModelError::Invalid(format!("hook `{p}` is not in this model"))),
         }
     }
+    if let Some(result) = residual_path(model, batch, hooks, head, convention) {
+        return result;
+    }
+    target_gradients_autograd(model, batch, hooks, head, convention)
+}
+
+/// [`target_gradients`] by candle autograd.
+pub fn target_gradients_autograd(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    hooks: &[HookPoint],
+    head: &LinearHead,
+    convention: Convention,
+) -> Result<TargetGradients> {
+    let order = model.model.hook_points();
+    let index = |p: &HookPoint| order.iter().position(|q| q == p);
     let mut gh = GradientHooks {
         wanted: hooks.to_vec(),
         head: head.hook,

@@ -47,6 +47,16 @@ impl TokenBatch {
     }
 }
 
+/// Gradients entering blocks `first..=last` (index 0 = block `first`), packed rows
+/// (`offsets[b]..offsets[b + 1]` are example `b`'s tokens).
+pub struct ResidualGradients {
+    pub entering: Vec<Vec<f32>>,
+    pub offsets: Vec<usize>,
+}
+
+/// `seed(output, offsets)`: `∂f/∂output` for the packed output of the last block.
+pub type GradientSeed<'a> = dyn FnMut(&[f32], &[usize]) -> Vec<f32> + 'a;
+
 /// A model whose forward pass calls hooks at TransformerLens-named points.
 pub trait HookableModel: Send + Sync {
     /// The family name (`bert`, …).
@@ -73,6 +83,18 @@ pub trait HookableModel: Send + Sync {
         resid_pre: Tensor,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor>;
+    /// A hand-written backward through blocks `first..=last`, where the family has one:
+    /// `seed(output, offsets)` receives the packed output of block `last` and returns
+    /// `∂f/∂output`; the result holds the gradient entering each block. `None`: use autograd.
+    fn residual_gradients(
+        &self,
+        _batch: &TokenBatch,
+        _first: usize,
+        _last: usize,
+        _seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<ResidualGradients>> {
+        None
+    }
 }
 
 /// A resolved model with its tokenizer, ready to run.

@@ -14,16 +14,16 @@ use candle_core::{Device, Tensor};
 
 pub(crate) struct FastBlock {
     /// Query, key and value projections stacked: `[3H, H]`.
-    qkv_w: Vec<f32>,
-    qkv_b: Vec<f32>,
-    attn_out_w: Vec<f32>,
-    attn_out_b: Vec<f32>,
-    ln1: (Vec<f32>, Vec<f32>, f32),
-    inter_w: Vec<f32>,
-    inter_b: Vec<f32>,
-    out_w: Vec<f32>,
-    out_b: Vec<f32>,
-    ln2: (Vec<f32>, Vec<f32>, f32),
+    pub(super) qkv_w: Vec<f32>,
+    pub(super) qkv_b: Vec<f32>,
+    pub(super) attn_out_w: Vec<f32>,
+    pub(super) attn_out_b: Vec<f32>,
+    pub(super) ln1: (Vec<f32>, Vec<f32>, f32),
+    pub(super) inter_w: Vec<f32>,
+    pub(super) inter_b: Vec<f32>,
+    pub(super) out_w: Vec<f32>,
+    pub(super) out_b: Vec<f32>,
+    pub(super) ln2: (Vec<f32>, Vec<f32>, f32),
 }
 
 pub(crate) struct FastWeights {
@@ -31,7 +31,7 @@ pub(crate) struct FastWeights {
     position: Vec<f32>,
     token_type: Vec<f32>,
     embed_ln: (Vec<f32>, Vec<f32>, f32),
-    blocks: Vec<FastBlock>,
+    pub(super) blocks: Vec<FastBlock>,
 }
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {

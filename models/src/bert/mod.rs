@@ -13,11 +13,12 @@
 //! padding, fused multi-threaded kernels) and [`graph`] (candle ops, differentiable, kept as an
 //! independent cross-check and for gradients).
 
+mod backward;
 pub mod fast;
 pub mod graph;
 
 use crate::hooks::HookPoint;
-use crate::loader::{HookableModel, TokenBatch};
+use crate::loader::{GradientSeed, HookableModel, ResidualGradients, TokenBatch};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
@@ -181,5 +182,37 @@ impl HookableModel for Bert {
         hooks: &mut dyn crate::hooks::Hooks,
     ) -> Result<Tensor> {
         graph::forward_from(self, batch, block, resid_pre, hooks)
+    }
+
+    fn residual_gradients(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        last: usize,
+        seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<ResidualGradients>> {
+        if last >= self.cfg.num_hidden_layers || first > last {
+            return None;
+        }
+        Some((|| {
+            let entry = HookPoint::ResidPre(first);
+            let mut capture = crate::Capture::new([entry]);
+            fast::forward(self, batch, &mut capture)?;
+            let padded = capture.captured.remove(&entry).ok_or_else(|| {
+                ModelError::Invalid(format!("the fast forward did not produce `{entry}`"))
+            })?;
+            let (_, t, h) = padded.dims3()?;
+            let values = padded.flatten_all()?.to_vec1::<f32>()?;
+            let mut offsets = vec![0];
+            let mut x = Vec::new();
+            for (b, &n) in batch.lengths.iter().enumerate() {
+                x.extend_from_slice(&values[b * t * h..(b * t + n) * h]);
+                offsets.push(offsets.last().copied().unwrap_or(0) + n);
+            }
+            let mut seed_packed = |out: &[f32]| seed(out, &offsets);
+            let entering =
+                backward::residual_gradients(self, x, &offsets, first, last, &mut seed_packed);
+            Ok(ResidualGradients { entering, offsets })
+        })())
     }
 }

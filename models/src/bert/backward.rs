@@ -1,0 +1,407 @@
+//! Input gradients through BERT blocks by hand, for TCAV: a forward of blocks `first..=last`
+//! on packed tokens with the fast kernels that keeps what the chain rule needs (a tape), then
+//! the vector–Jacobian products backwards with `gemm` — no autograd graph, no weight
+//! gradients. Checked against finite differences through the candle-graph forward
+//! (`tests/gradients_minilm.rs`).
+
+use super::fast::FastBlock;
+use super::{Activation, Bert};
+use crate::kernels::gemm::{matmul, View};
+use crate::kernels::{self, split_examples};
+use rayon::prelude::*;
+
+/// What one block's backward needs from its forward.
+struct BlockTape {
+    qkv: Vec<f32>,
+    /// Softmax probabilities, per example then head, `len × len` each.
+    probs: Vec<f32>,
+    /// Normalised (pre-γ/β) residual sums of the two LayerNorms and their inverse std.
+    xhat1: Vec<f32>,
+    inv1: Vec<f32>,
+    xhat2: Vec<f32>,
+    inv2: Vec<f32>,
+    /// MLP pre-activation.
+    pre_act: Vec<f32>,
+}
+
+/// `x = LayerNorm(x)` keeping `x̂` and `1/σ` (statistics in f64, as the fast kernel).
+fn layer_norm_taped(x: &mut [f32], ln: &(Vec<f32>, Vec<f32>, f32)) -> (Vec<f32>, Vec<f32>) {
+    let (gamma, beta, eps) = ln;
+    let width = gamma.len();
+    let mut xhat = vec![0f32; x.len()];
+    let mut inv = vec![0f32; x.len() / width];
+    x.par_chunks_mut(width)
+        .zip(xhat.par_chunks_mut(width))
+        .zip(inv.par_iter_mut())
+        .for_each(|((row, xh), iv)| {
+            let n = width as f64;
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let inv_std = 1.0 / (var + *eps as f64).sqrt();
+            *iv = inv_std as f32;
+            for (((v, h), g), b) in row.iter_mut().zip(xh.iter_mut()).zip(gamma).zip(beta) {
+                *h = ((*v as f64 - mean) * inv_std) as f32;
+                *v = *h * g + b;
+            }
+        });
+    (xhat, inv)
+}
+
+/// `dx` of `y = γ x̂ + β` given `dy`: `σ⁻¹ (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂))`, `dx̂ = dy ⊙ γ`.
+fn layer_norm_backward(dy: &mut [f32], xhat: &[f32], inv: &[f32], gamma: &[f32]) {
+    let width = gamma.len();
+    dy.par_chunks_mut(width)
+        .zip(xhat.par_chunks(width))
+        .zip(inv.par_iter())
+        .for_each(|((d, xh), iv)| {
+            let n = width as f32;
+            let mut mean_d = 0f32;
+            let mut mean_dx = 0f32;
+            for ((dv, g), h) in d.iter_mut().zip(gamma).zip(xh) {
+                *dv *= g;
+                mean_d += *dv;
+                mean_dx += *dv * h;
+            }
+            mean_d /= n;
+            mean_dx /= n;
+            for (dv, h) in d.iter_mut().zip(xh) {
+                *dv = iv * (*dv - mean_d - h * mean_dx);
+            }
+        });
+}
+
+fn activation(act: Activation, u: f32) -> f32 {
+    match act {
+        Activation::GeluErf => 0.5 * u * (1.0 + kernels::erf(u * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            0.5 * u * (1.0 + (c * (u + 0.044_715 * u * u * u)).tanh())
+        }
+        Activation::Relu => u.max(0.0),
+    }
+}
+
+fn activation_derivative(act: Activation, u: f32) -> f32 {
+    match act {
+        Activation::GeluErf => {
+            let cdf = 0.5 * (1.0 + kernels::erf(u * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * u * u).exp() / (2.0 * std::f32::consts::PI).sqrt();
+            cdf + u * pdf
+        }
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            let t = (c * (u + 0.044_715 * u * u * u)).tanh();
+            0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044_715 * u * u)
+        }
+        Activation::Relu => (u > 0.0) as u8 as f32,
+    }
+}
+
+/// `dst[rows × out] = x[rows × in] · w` with `w` stored `[in, out]`… i.e. the transpose of the
+/// `[out, in]` layout: for `nn.Linear` weights `[out, in]`, `dx = dy · W`.
+fn matmul_w(dy: &[f32], out_dim: usize, w: &[f32], in_dim: usize, dst: &mut [f32]) {
+    let rows = dy.len() / out_dim;
+    matmul(
+        (rows, out_dim, in_dim),
+        dst,
+        View::rows(0, in_dim),
+        dy,
+        View::rows(0, out_dim),
+        w,
+        View::rows(0, in_dim),
+        1.0,
+        false,
+        kernels::threads(),
+    );
+}
+
+fn prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
+    let mut out = vec![0];
+    for w in offsets.windows(2) {
+        let len = w[1] - w[0];
+        out.push(out.last().copied().unwrap_or(0) + heads * len * len);
+    }
+    out
+}
+
+/// One block forward on packed rows `x` (replaced by the block's output), with its tape.
+fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize]) -> BlockTape {
+    let h = m.cfg.hidden_size;
+    let heads = m.cfg.num_attention_heads;
+    let head_dim = h / heads;
+    let inter = m.cfg.intermediate_size;
+    let n = x.len() / h;
+    let mut qkv = vec![0f32; n * 3 * h];
+    kernels::matmul_wt(x, h, &blk.qkv_w, 3 * h, &mut qkv);
+    kernels::add_bias(&mut qkv, &blk.qkv_b);
+    let poff = prob_offsets(offsets, heads);
+    let mut probs = vec![0f32; *poff.last().unwrap_or(&0)];
+    let mut z = vec![0f32; n * h];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    split_examples(&mut probs, &poff, 1)
+        .into_par_iter()
+        .zip(split_examples(&mut z, offsets, h).into_par_iter())
+        .enumerate()
+        .for_each(|(b, (p_b, z_b))| {
+            let (start, end) = (offsets[b], offsets[b + 1]);
+            let len = end - start;
+            let rows = &qkv[start * 3 * h..end * 3 * h];
+            for head in 0..heads {
+                let col = head * head_dim;
+                let p = &mut p_b[head * len * len..(head + 1) * len * len];
+                matmul(
+                    (len, head_dim, len),
+                    p,
+                    View::rows(0, len),
+                    rows,
+                    View {
+                        offset: col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    rows,
+                    View {
+                        offset: h + col,
+                        row_stride: 1,
+                        col_stride: 3 * h,
+                    },
+                    scale,
+                    false,
+                    1,
+                );
+                for row in p.chunks_exact_mut(len) {
+                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    row.iter_mut().for_each(|v| {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    });
+                    row.iter_mut().for_each(|v| *v /= sum);
+                }
+                matmul(
+                    (len, len, head_dim),
+                    z_b,
+                    View {
+                        offset: col,
+                        row_stride: h,
+                        col_stride: 1,
+                    },
+                    p,
+                    View::rows(0, len),
+                    rows,
+                    View {
+                        offset: 2 * h + col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    1.0,
+                    false,
+                    1,
+                );
+            }
+        });
+    // mid = LN1(x + z·Woᵀ + bo)
+    let mut mid = vec![0f32; n * h];
+    kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut mid);
+    mid.par_iter_mut()
+        .zip(x.par_iter())
+        .enumerate()
+        .for_each(|(i, (v, r))| *v += blk.attn_out_b[i % h] + r);
+    let (xhat1, inv1) = layer_norm_taped(&mut mid, &blk.ln1);
+    // out = LN2(mid + act(mid·W1ᵀ + b1)·W2ᵀ + b2)
+    let mut pre_act = vec![0f32; n * inter];
+    kernels::matmul_wt(&mid, h, &blk.inter_w, inter, &mut pre_act);
+    kernels::add_bias(&mut pre_act, &blk.inter_b);
+    let act: Vec<f32> = pre_act.par_iter().map(|&u| activation(m.act, u)).collect();
+    let mut out = vec![0f32; n * h];
+    kernels::matmul_wt(&act, inter, &blk.out_w, h, &mut out);
+    out.par_iter_mut()
+        .zip(mid.par_iter())
+        .enumerate()
+        .for_each(|(i, (v, r))| *v += blk.out_b[i % h] + r);
+    let (xhat2, inv2) = layer_norm_taped(&mut out, &blk.ln2);
+    *x = out;
+    BlockTape {
+        qkv,
+        probs,
+        xhat1,
+        inv1,
+        xhat2,
+        inv2,
+        pre_act,
+    }
+}
+
+/// One block backward: `d` (gradient at the block's output) becomes the gradient at its input.
+fn block_backward(
+    m: &Bert,
+    blk: &FastBlock,
+    tape: &BlockTape,
+    d: &mut Vec<f32>,
+    offsets: &[usize],
+) {
+    let h = m.cfg.hidden_size;
+    let heads = m.cfg.num_attention_heads;
+    let head_dim = h / heads;
+    let inter = m.cfg.intermediate_size;
+    let n = d.len() / h;
+    // Through LN2: d now is the gradient at mid + mlp_out.
+    layer_norm_backward(d, &tape.xhat2, &tape.inv2, &blk.ln2.0);
+    // Through the MLP, plus the residual into mid.
+    let mut d_act = vec![0f32; n * inter];
+    matmul_w(d, h, &blk.out_w, inter, &mut d_act);
+    d_act
+        .par_iter_mut()
+        .zip(tape.pre_act.par_iter())
+        .for_each(|(g, &u)| *g *= activation_derivative(m.act, u));
+    let mut d_mid = vec![0f32; n * h];
+    matmul_w(&d_act, inter, &blk.inter_w, h, &mut d_mid);
+    d_mid
+        .par_iter_mut()
+        .zip(d.par_iter())
+        .for_each(|(a, b)| *a += b);
+    // Through LN1: the gradient at x + attn_out.
+    layer_norm_backward(&mut d_mid, &tape.xhat1, &tape.inv1, &blk.ln1.0);
+    let mut d_z = vec![0f32; n * h];
+    matmul_w(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
+    // Through attention, per example and head, into d_qkv.
+    let poff = prob_offsets(offsets, heads);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut d_qkv = vec![0f32; n * 3 * h];
+    split_examples(&mut d_qkv, offsets, 3 * h)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, dq_b)| {
+            let (start, end) = (offsets[b], offsets[b + 1]);
+            let len = end - start;
+            let rows = &tape.qkv[start * 3 * h..end * 3 * h];
+            let dz = &d_z[start * h..end * h];
+            let mut dp = vec![0f32; len * len];
+            for head in 0..heads {
+                let col = head * head_dim;
+                let p = &tape.probs[poff[b] + head * len * len..poff[b] + (head + 1) * len * len];
+                // dP = dZ_h · V_hᵀ
+                matmul(
+                    (len, head_dim, len),
+                    &mut dp,
+                    View::rows(0, len),
+                    dz,
+                    View {
+                        offset: col,
+                        row_stride: h,
+                        col_stride: 1,
+                    },
+                    rows,
+                    View {
+                        offset: 2 * h + col,
+                        row_stride: 1,
+                        col_stride: 3 * h,
+                    },
+                    1.0,
+                    false,
+                    1,
+                );
+                // dV_h = Pᵀ · dZ_h
+                matmul(
+                    (len, len, head_dim),
+                    dq_b,
+                    View {
+                        offset: 2 * h + col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    p,
+                    View::transposed(0, len),
+                    dz,
+                    View {
+                        offset: col,
+                        row_stride: h,
+                        col_stride: 1,
+                    },
+                    1.0,
+                    false,
+                    1,
+                );
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/√d scale.
+                for (dr, pr) in dp.chunks_exact_mut(len).zip(p.chunks_exact(len)) {
+                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    dr.iter_mut()
+                        .zip(pr)
+                        .for_each(|(a, b)| *a = b * (*a - dot) * scale);
+                }
+                // dQ_h = dS · K_h ; dK_h = dSᵀ · Q_h
+                matmul(
+                    (len, len, head_dim),
+                    dq_b,
+                    View {
+                        offset: col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    &dp,
+                    View::rows(0, len),
+                    rows,
+                    View {
+                        offset: h + col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    1.0,
+                    false,
+                    1,
+                );
+                matmul(
+                    (len, len, head_dim),
+                    dq_b,
+                    View {
+                        offset: h + col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    &dp,
+                    View::transposed(0, len),
+                    rows,
+                    View {
+                        offset: col,
+                        row_stride: 3 * h,
+                        col_stride: 1,
+                    },
+                    1.0,
+                    false,
+                    1,
+                );
+            }
+        });
+    // dx = dmid (residual) + dqkv · Wqkv
+    let mut dx = vec![0f32; n * h];
+    matmul_w(&d_qkv, 3 * h, &blk.qkv_w, h, &mut dx);
+    dx.par_iter_mut()
+        .zip(d_mid.par_iter())
+        .for_each(|(a, b)| *a += b);
+    *d = dx;
+}
+
+/// Runs blocks `first..=last` on `x` (packed rows entering block `first`), calls `seed` with
+/// the output to get `∂f/∂output`, and returns the gradient entering each block
+/// `first..=last` (index 0 = block `first`), packed like `x`.
+pub(crate) fn residual_gradients(
+    m: &Bert,
+    mut x: Vec<f32>,
+    offsets: &[usize],
+    first: usize,
+    last: usize,
+    seed: &mut dyn FnMut(&[f32]) -> Vec<f32>,
+) -> Vec<Vec<f32>> {
+    let blocks = &m.fast.blocks[first..=last];
+    let tapes: Vec<BlockTape> = blocks
+        .iter()
+        .map(|blk| block_forward(m, blk, &mut x, offsets))
+        .collect();
+    let mut d = seed(&x);
+    let mut entering = vec![Vec::new(); blocks.len()];
+    for (i, (blk, tape)) in blocks.iter().zip(&tapes).enumerate().rev() {
+        block_backward(m, blk, tape, &mut d, offsets);
+        entering[i] = d.clone();
+    }
+    entering
+}
