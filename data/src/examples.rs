@@ -1,7 +1,8 @@
 //! `examples.parquet`: one row per example — `example_id`, `split`, `text`, the label columns
 //! (typed as in the source file) and `n_tokens` (tokens kept after truncation).
 
-use crate::dataset::{arrow_values, unify};
+use crate::arrow_values::arrow_values;
+use crate::dataset::unify;
 use crate::{table, Column, ColumnKind, DataError, Result, RunDir, TextDataset, Value};
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,

@@ -3,6 +3,7 @@
 //! Everything that crosses a stage boundary lives here, so the analysis crates (`probes`,
 //! `concepts`, `reports`) can read a run without knowing anything about models.
 
+mod arrow_values;
 pub mod atomic;
 pub mod concepts;
 pub mod dataset;

@@ -115,15 +115,6 @@ fn matmul_w(dy: &[f32], out_dim: usize, w: &[f32], in_dim: usize, dst: &mut [f32
     );
 }
 
-fn prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
-    let mut out = vec![0];
-    for w in offsets.windows(2) {
-        let len = w[1] - w[0];
-        out.push(out.last().copied().unwrap_or(0) + heads * len * len);
-    }
-    out
-}
-
 /// One block forward on packed rows `x` (replaced by the block's output), with its tape.
 fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize]) -> BlockTape {
     let h = m.cfg.hidden_size;
@@ -134,72 +125,14 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let mut qkv = vec![0f32; n * 3 * h];
     kernels::matmul_wt(x, h, &blk.qkv_w, 3 * h, &mut qkv);
     kernels::add_bias(&mut qkv, &blk.qkv_b);
-    let poff = prob_offsets(offsets, heads);
-    let mut probs = vec![0f32; *poff.last().unwrap_or(&0)];
+    let mut probs = vec![
+        0f32;
+        *kernels::attention_prob_offsets(offsets, heads)
+            .last()
+            .unwrap_or(&0)
+    ];
     let mut z = vec![0f32; n * h];
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    split_examples(&mut probs, &poff, 1)
-        .into_par_iter()
-        .zip(split_examples(&mut z, offsets, h).into_par_iter())
-        .enumerate()
-        .for_each(|(b, (p_b, z_b))| {
-            let (start, end) = (offsets[b], offsets[b + 1]);
-            let len = end - start;
-            let rows = &qkv[start * 3 * h..end * 3 * h];
-            for head in 0..heads {
-                let col = head * head_dim;
-                let p = &mut p_b[head * len * len..(head + 1) * len * len];
-                matmul(
-                    (len, head_dim, len),
-                    p,
-                    View::rows(0, len),
-                    rows,
-                    View {
-                        offset: col,
-                        row_stride: 3 * h,
-                        col_stride: 1,
-                    },
-                    rows,
-                    View {
-                        offset: h + col,
-                        row_stride: 1,
-                        col_stride: 3 * h,
-                    },
-                    scale,
-                    false,
-                    1,
-                );
-                for row in p.chunks_exact_mut(len) {
-                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    row.iter_mut().for_each(|v| {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    });
-                    row.iter_mut().for_each(|v| *v /= sum);
-                }
-                matmul(
-                    (len, len, head_dim),
-                    z_b,
-                    View {
-                        offset: col,
-                        row_stride: h,
-                        col_stride: 1,
-                    },
-                    p,
-                    View::rows(0, len),
-                    rows,
-                    View {
-                        offset: 2 * h + col,
-                        row_stride: 3 * h,
-                        col_stride: 1,
-                    },
-                    1.0,
-                    false,
-                    1,
-                );
-            }
-        });
+    kernels::attention(&qkv, offsets, heads, head_dim, &mut z, Some(&mut probs));
     // mid = LN1(x + z·Woᵀ + bo)
     let mut mid = vec![0f32; n * h];
     kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut mid);
@@ -265,7 +198,7 @@ fn block_backward(
     let mut d_z = vec![0f32; n * h];
     matmul_w(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
     // Through attention, per example and head, into d_qkv.
-    let poff = prob_offsets(offsets, heads);
+    let poff = kernels::attention_prob_offsets(offsets, heads);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut d_qkv = vec![0f32; n * 3 * h];
     split_examples(&mut d_qkv, offsets, 3 * h)

@@ -262,7 +262,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, 0, h)?;
         layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, 1, h)?;
         layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, 2, h)?;
-        kernels::attention(&qkv, &layout.offsets, heads, h / heads, &mut z);
+        kernels::attention(&qkv, &layout.offsets, heads, h / heads, &mut z, None);
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
         kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);
         // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.

@@ -205,26 +205,61 @@ pub fn split_examples<'a>(
     parts
 }
 
+/// Where each example's attention probabilities start in a buffer of `heads × len × len`
+/// blocks per example (for [`attention`]'s `probs`).
+pub fn attention_prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
+    let mut out = vec![0];
+    for w in offsets.windows(2) {
+        let len = w[1] - w[0];
+        out.push(out.last().copied().unwrap_or(0) + heads * len * len);
+    }
+    out
+}
+
 /// Multi-head self-attention over packed `qkv` rows (`[q | k | v]`, each `heads × head_dim`
 /// wide) into `z` (`heads × head_dim` wide). Each example attends only to its own tokens, so
-/// no mask is needed: padding does not exist here.
-pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, head_dim: usize, z: &mut [f32]) {
+/// no mask is needed: padding does not exist here. With `probs` (sized by
+/// [`attention_prob_offsets`]) the softmax probabilities are kept, for a backward pass.
+pub fn attention(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    z: &mut [f32],
+    probs: Option<&mut [f32]>,
+) {
     let h = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    split_examples(z, offsets, h)
+    let z_parts = split_examples(z, offsets, h);
+    let prob_parts: Vec<Option<&mut [f32]>> = match probs {
+        Some(p) => split_examples(p, &attention_prob_offsets(offsets, heads), 1)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => z_parts.iter().map(|_| None).collect(),
+    };
+    z_parts
         .into_par_iter()
+        .zip(prob_parts)
         .enumerate()
-        .for_each(|(b, z_b)| {
+        .for_each(|(b, (z_b, mut kept))| {
             let (start, end) = (offsets[b], offsets[b + 1]);
             let len = end - start;
             let rows = &qkv[start * 3 * h..end * 3 * h];
-            let mut scores = vec![0f32; len * len];
+            let mut local = Vec::new();
             for head in 0..heads {
                 let col = head * head_dim;
+                let scores: &mut [f32] = match kept.as_deref_mut() {
+                    Some(p) => &mut p[head * len * len..(head + 1) * len * len],
+                    None => {
+                        local.resize(len * len, 0.0);
+                        &mut local
+                    }
+                };
                 // scores = scale · Q Kᵀ
                 matmul(
                     (len, head_dim, len),
-                    &mut scores,
+                    scores,
                     View::rows(0, len),
                     rows,
                     View {
@@ -255,7 +290,7 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, head_dim: usize, 
                         row_stride: h,
                         col_stride: 1,
                     },
-                    &scores,
+                    scores,
                     View::rows(0, len),
                     rows,
                     View {
@@ -342,7 +377,7 @@ mod tests {
         let (heads, dim) = (2, 3);
         let qkv: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut z = vec![0.0; 6];
-        attention(&qkv, &[0, 1], heads, dim, &mut z);
+        attention(&qkv, &[0, 1], heads, dim, &mut z, None);
         assert_eq!(z, qkv[12..18].to_vec());
     }
 
