@@ -60,6 +60,24 @@ pub struct ReportPaths {
     pub summary_md: PathBuf,
 }
 
+/// The headline findings, plain text, most important first: where each label is best decoded,
+/// then the strongest significant TCAV results.
+pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
+    let mut lines: Vec<String> = summary
+        .probes
+        .iter()
+        .map(|f| finding_sentence(f).replace('`', ""))
+        .collect();
+    lines.extend(
+        tcav_findings(&summary.tcav)
+            .into_iter()
+            .filter(|l| l.starts_with("concept "))
+            .take(max_tcav)
+            .map(|l| l.replace('`', "")),
+    );
+    lines
+}
+
 /// Builds the summary from a run with completed `extract` and `probe` stages.
 pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     let manifest = run.require_stage("probe")?;
@@ -118,7 +136,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
 }
 
 /// Writes the bundle under `report/`, each file atomically.
-pub fn write_report(run: &RunDir) -> Result<ReportPaths, ReportError> {
+pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError> {
     let summary = summarise(run)?;
     let dir = run.report_dir();
     let paths = ReportPaths {
@@ -133,7 +151,7 @@ pub fn write_report(run: &RunDir) -> Result<ReportPaths, ReportError> {
     atomic::write_bytes(&paths.summary_json, &json)?;
     atomic::write_bytes(&paths.summary_md, markdown(&summary).as_bytes())?;
     atomic::write_bytes(&paths.index, html::render(&summary).as_bytes())?;
-    Ok(paths)
+    Ok((paths, summary))
 }
 
 /// One sentence per label, shared by the Markdown and HTML reports.

@@ -174,3 +174,15 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A local copy of MiniLM (config, tokenizer, weights) in `dir/model`, whose files a test may
+/// corrupt; `None` (with a printed reason) when the weights are not available.
+pub fn local_minilm(dir: &Path) -> Option<PathBuf> {
+    let snap = require_minilm("local model copy")?;
+    let local = dir.join("model");
+    std::fs::create_dir_all(&local).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(snap.join(f), local.join(f)).unwrap();
+    }
+    Some(local)
+}

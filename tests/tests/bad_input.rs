@@ -29,17 +29,6 @@ fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
     p
 }
 
-/// A local copy of MiniLM (config, tokenizer, weights) whose files a test may corrupt.
-fn local_minilm(dir: &Path) -> Option<std::path::PathBuf> {
-    let snap = require_minilm("local model copy")?;
-    let local = dir.join("model");
-    std::fs::create_dir_all(&local).unwrap();
-    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
-        std::fs::copy(snap.join(f), local.join(f)).unwrap();
-    }
-    Some(local)
-}
-
 #[test]
 fn missing_data_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -17,10 +17,11 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
         progress.note("report: up to date; --force re-runs it");
         println!("report: {}", index.display());
+        print_findings(&glassbox_reports::summarise(run)?);
         return Ok(());
     }
     let mut manifest = super::invalidate_from(run, "report")?;
-    let paths = glassbox_reports::write_report(run)?;
+    let (paths, summary) = glassbox_reports::write_report(run)?;
     manifest.stages.insert(
         "report".into(),
         StageRecord {
@@ -32,5 +33,13 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     );
     manifest.save(run)?;
     println!("report: {}", paths.index.display());
+    print_findings(&summary);
     Ok(())
+}
+
+fn print_findings(summary: &glassbox_reports::Summary) {
+    println!("top findings:");
+    for line in glassbox_reports::top_findings(summary, 3) {
+        println!("  - {line}");
+    }
 }

@@ -44,12 +44,14 @@ impl ProbeTarget {
             ),
             _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"),
         }
-        let (body, hook) = match rest.split_once('@') {
-            Some((b, h)) => (b, Some(h.to_owned())),
-            None => (rest, None),
+        // `@<hook>` only when what follows the last `@` names a hook, so labels may contain `@`;
+        // the class is after the last `=`, so labels may contain `=`.
+        let (body, hook) = match rest.rsplit_once('@') {
+            Some((b, h)) if h.parse::<HookPoint>().is_ok() => (b, Some(h.to_owned())),
+            _ => (rest, None),
         };
         let (label, class) = body
-            .split_once('=')
+            .rsplit_once('=')
             .ok_or_else(|| anyhow!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"))?;
         Ok(Self {
             spec: spec.to_owned(),
@@ -516,4 +518,32 @@ pub fn table(rows: &[ScoreRow]) -> String {
         "(* significant after Holm–Bonferroni correction with CAV accuracy above the minimum)\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_odd_labels() {
+        let t = ProbeTarget::parse("probe:topic=food").unwrap();
+        assert_eq!(
+            (t.label.as_str(), t.class.as_str(), t.hook),
+            ("topic", "food", None)
+        );
+        let t = ProbeTarget::parse("probe:a=b=c@blocks.5.hook_resid_post").unwrap();
+        assert_eq!((t.label.as_str(), t.class.as_str()), ("a=b", "c"));
+        assert_eq!(t.hook.as_deref(), Some("blocks.5.hook_resid_post"));
+        let t = ProbeTarget::parse("probe:user@host=yes").unwrap();
+        assert_eq!(t.slug(Convention::Loss), "probe.user.host.yes.loss");
+        assert_eq!(
+            (t.label.as_str(), t.class.as_str(), t.hook),
+            ("user@host", "yes", None)
+        );
+        assert!(ProbeTarget::parse("token:Paris")
+            .unwrap_err()
+            .to_string()
+            .contains("causal LM"));
+        assert!(ProbeTarget::parse("probe:nolabel").is_err());
+    }
 }
