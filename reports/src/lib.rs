@@ -1,5 +1,6 @@
 //! glassbox-reports: the report bundle of a run — `report/index.html` (self-contained, inline
-//! SVG, no scripts or network), `report/summary.json` and `report/summary.md`.
+//! SVG, no scripts or network), `report/summary.json` (versioned; its JSON Schema is written
+//! next to it as `summary.schema.json`), `report/summary.md` and `report/figures/*.svg`.
 
 mod html;
 mod svg;
@@ -43,8 +44,15 @@ pub struct LabelFinding {
     pub by_hook: Vec<ProbeResult>,
 }
 
+/// Version of `report/summary.json`'s layout (`reports/schema/summary.schema.json`).
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+/// The JSON Schema of `summary.json`, also written next to it.
+pub const SUMMARY_SCHEMA: &str = include_str!("../schema/summary.schema.json");
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    pub schema_version: u32,
     pub run: String,
     pub manifest: Manifest,
     pub probes: Vec<LabelFinding>,
@@ -128,6 +136,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         Vec::new()
     };
     Ok(Summary {
+        schema_version: SUMMARY_SCHEMA_VERSION,
         run: run.root().display().to_string(),
         manifest,
         probes,
@@ -150,6 +159,24 @@ pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError>
     })?;
     atomic::write_bytes(&paths.summary_json, &json)?;
     atomic::write_bytes(&paths.summary_md, markdown(&summary).as_bytes())?;
+    atomic::write_bytes(&dir.join("summary.schema.json"), SUMMARY_SCHEMA.as_bytes())?;
+    // Each figure also as a standalone SVG file, for slides and PRs.
+    for f in &summary.probes {
+        let name: String = format!("probe-{}-{}-{}.svg", f.level, f.pool, f.label)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        atomic::write_bytes(
+            &dir.join("figures").join(name),
+            svg::accuracy_chart(f).as_bytes(),
+        )?;
+    }
     atomic::write_bytes(&paths.index, html::render(&summary).as_bytes())?;
     Ok((paths, summary))
 }

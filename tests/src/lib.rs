@@ -76,13 +76,18 @@ pub fn require_minilm(test: &str) -> Option<PathBuf> {
 
 /// The Python interpreter with pyarrow (from `just venv`), or why there is none.
 pub fn python_with_pyarrow() -> Result<PathBuf, String> {
+    python_with("pyarrow")
+}
+
+/// The test venv's Python (from `just venv`) if it can import `module`, or why not.
+pub fn python_with(module: &str) -> Result<PathBuf, String> {
     let candidates = [
         std::env::var_os("GLASSBOX_PYTHON").map(PathBuf::from),
         Some(workspace_root().join(".venv/bin/python")),
     ];
     for python in candidates.into_iter().flatten() {
         let ok = Command::new(&python)
-            .args(["-c", "import pyarrow"])
+            .args(["-c", &format!("import {module}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -90,7 +95,7 @@ pub fn python_with_pyarrow() -> Result<PathBuf, String> {
             return Ok(python);
         }
     }
-    Err("no Python with pyarrow; run `just venv`".into())
+    Err(format!("no Python with {module}; run `just venv`"))
 }
 
 /// Panics with the command's output unless it exited 0.

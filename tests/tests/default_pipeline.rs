@@ -230,6 +230,58 @@ fn probes_and_report_are_written() {
     assert_eq!(summary["probes"].as_array().unwrap().len(), 3);
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("95% CI") && md.contains("control task"), "{md}");
+    assert_eq!(summary["schema_version"], 1);
+    for figure in [
+        "probe-sequence-mean-topic.svg",
+        "probe-token-token-_word_class.svg",
+    ] {
+        let svg = std::fs::read_to_string(run.report_dir().join("figures").join(figure)).unwrap();
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{figure}"
+        );
+    }
+}
+
+#[test]
+fn summary_json_validates_against_its_schema() {
+    let Some(dir) = default_run() else { return };
+    let python = match python_with("jsonschema") {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIP summary_json_validates_against_its_schema: {why}");
+            return;
+        }
+    };
+    let report = RunDir::new(dir).report_dir();
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n\
+        print('valid')";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(report.join("summary.schema.json"))
+        .arg(report.join("summary.json"))
+        .output()
+        .unwrap();
+    assert_success(&out, "jsonschema validation of summary.json");
+    // The schema is strict enough to reject a wrong document.
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+            .unwrap();
+    bad["tcav"][0]["p_holm"] = serde_json::json!(1.5);
+    let scratch = tempfile::tempdir().unwrap();
+    let bad_path = scratch.path().join("summary-bad.json");
+    std::fs::write(&bad_path, bad.to_string()).unwrap();
+    let python = python_with("jsonschema").unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(report.join("summary.schema.json"))
+        .arg(&bad_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a p-value above 1 must not validate");
 }
 
 #[test]
