@@ -113,7 +113,15 @@ pub(crate) fn render(s: &Summary) -> String {
         for line in tcav_findings(&s.tcav) {
             body.push_str(&format!("<li>{}</li>\n", inline(&line)));
         }
-        body.push_str("</ul>\n<table><thead><tr>");
+        body.push_str("</ul>\n");
+        for (target, rows) in crate::tcav_by_target(&s.tcav) {
+            body.push_str(&format!(
+                "<figure>{}<figcaption>{}</figcaption></figure>\n",
+                crate::tcav_svg::tcav_chart(&target, &rows),
+                inline(&format!("TCAV scores for `{target}` by concept and hook (bar: mean over random runs; whisker: ±1 sd of the concept runs; grey band: random-vs-random mean ±1 sd; `*` and dark bar: significant after Holm–Bonferroni correction)."))
+            ));
+        }
+        body.push_str("<table><thead><tr>");
         for h in TCAV_HEADER {
             body.push_str(&format!("<th>{}</th>", escape(h)));
         }

@@ -4,6 +4,7 @@
 
 mod html;
 mod svg;
+mod tcav_svg;
 
 use glassbox_data::{atomic, DataError, Manifest, RunDir};
 use glassbox_probes::ProbeResult;
@@ -177,6 +178,22 @@ pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError>
             svg::accuracy_chart(f).as_bytes(),
         )?;
     }
+    for (target, rows) in tcav_by_target(&summary.tcav) {
+        let name: String = format!("tcav-{target}.svg")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        atomic::write_bytes(
+            &dir.join("figures").join(name),
+            tcav_svg::tcav_chart(&target, &rows).as_bytes(),
+        )?;
+    }
     atomic::write_bytes(&paths.index, html::render(&summary).as_bytes())?;
     Ok((paths, summary))
 }
@@ -239,6 +256,20 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
             .map_or("–".to_owned(), |v| format!("{v:.2}")),
         r.n_test.to_string(),
     ]
+}
+
+/// TCAV rows grouped by target, targets in first-seen order.
+pub(crate) fn tcav_by_target(
+    rows: &[glassbox_concepts::ScoreRow],
+) -> Vec<(String, Vec<&glassbox_concepts::ScoreRow>)> {
+    let mut groups: Vec<(String, Vec<&glassbox_concepts::ScoreRow>)> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|(t, _)| *t == r.target) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((r.target.clone(), vec![r])),
+        }
+    }
+    groups
 }
 
 pub(crate) const TCAV_HEADER: [&str; 8] = [

@@ -318,6 +318,14 @@ fn tcav_runs_on_probe_targets_with_corrected_p_values() {
     assert!(md.contains("## TCAV") && md.contains("p (Holm)"), "{md}");
     let html = std::fs::read_to_string(run.report_dir().join("index.html")).unwrap();
     assert!(html.contains("id=\"tcav\"") && html.contains("not significant after correction"));
+    assert!(
+        html.contains("aria-label=\"TCAV scores for probe:topic=food\""),
+        "TCAV bars"
+    );
+    assert!(run
+        .report_dir()
+        .join("figures/tcav-probe_topic_food.svg")
+        .exists());
 }
 
 #[test]
