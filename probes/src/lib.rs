@@ -254,16 +254,25 @@ fn probe_one(
     let regression = p.names.is_empty();
     let (fitted, control): (Fitted, Fitted) = if regression {
         let control = probe::control_targets(&p.types, &p.values, seed);
+        let control_opts = ProbeOptions {
+            bootstrap: 0,
+            ..opts.clone()
+        };
         (
             probe::fit_regression(rows, &p.values, opts, seed)?,
-            probe::fit_regression(rows, &control, opts, seed)?,
+            probe::fit_regression(rows, &control, &control_opts, seed)?,
         )
     } else {
         let k = p.names.len();
         let control = probe::control_targets(&p.types, &p.classes, seed);
+        // Only the control task's score is reported: its bootstrap CIs would be thrown away.
+        let control_opts = ProbeOptions {
+            bootstrap: 0,
+            ..opts.clone()
+        };
         (
             probe::fit_classifier(rows, &p.classes, k, opts, seed),
-            probe::fit_classifier(rows, &control, k, opts, seed),
+            probe::fit_classifier(rows, &control, k, &control_opts, seed),
         )
     };
     let s = &fitted.scores;

@@ -163,32 +163,14 @@ pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError>
     atomic::write_bytes(&dir.join("summary.schema.json"), SUMMARY_SCHEMA.as_bytes())?;
     // Each figure also as a standalone SVG file, for slides and PRs.
     for f in &summary.probes {
-        let name: String = format!("probe-{}-{}-{}.svg", f.level, f.pool, f.label)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = file_name(&format!("probe-{}-{}-{}.svg", f.level, f.pool, f.label));
         atomic::write_bytes(
             &dir.join("figures").join(name),
             svg::accuracy_chart(f).as_bytes(),
         )?;
     }
     for (target, rows) in tcav_by_target(&summary.tcav) {
-        let name: String = format!("tcav-{target}.svg")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = file_name(&format!("tcav-{target}.svg"));
         atomic::write_bytes(
             &dir.join("figures").join(name),
             tcav_svg::tcav_chart(&target, &rows).as_bytes(),
@@ -256,6 +238,19 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
             .map_or("–".to_owned(), |v| format!("{v:.2}")),
         r.n_test.to_string(),
     ]
+}
+
+/// A file name from free text (labels, targets): anything but `[A-Za-z0-9._-]` becomes `_`.
+fn file_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// TCAV rows grouped by target, targets in first-seen order.

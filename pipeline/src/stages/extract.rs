@@ -4,9 +4,9 @@ use super::{invalidate_from, remove_path};
 use crate::config::{DataSection, ExtractSection, ModelSection, RunConfig};
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
-use glassbox_data::manifest::{now_rfc3339, DataRecord};
+use glassbox_data::manifest::DataRecord;
 use glassbox_data::store::Codec;
-use glassbox_data::{read_dataset, ActDtype, Manifest, ModelRecord, Progress, RunDir, StageRecord};
+use glassbox_data::{read_dataset, ActDtype, Manifest, ModelRecord, Progress, RunDir};
 use glassbox_models::{hooks, load_model, resolve, ExtractOptions, ModelSpec, Pool};
 use std::path::Path;
 
@@ -118,16 +118,7 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     config.extract = Some(s.clone());
     config.save(run)?;
     // The manifest entry is written last: its presence means the stage completed.
-    manifest.stages.insert(
-        "extract".into(),
-        StageRecord {
-            fingerprint: fp,
-            finished_at: now_rfc3339(),
-            seed: None,
-            params,
-        },
-    );
-    manifest.save(run)?;
+    super::complete_stage(run, &mut manifest, "extract", fp, None, params)?;
     remove_path(&progress_dir)?;
     let _ = std::fs::remove_dir(run.root().join("_progress"));
     println!(

@@ -6,7 +6,8 @@ pub mod report;
 pub mod tcav;
 
 use anyhow::Result;
-use glassbox_data::{Manifest, RunDir};
+use glassbox_data::manifest::now_rfc3339;
+use glassbox_data::{Manifest, RunDir, StageRecord};
 
 /// Stages in order; re-running one invalidates those after it.
 pub const STAGES: &[&str] = &["extract", "probe", "tcav", "report"];
@@ -28,6 +29,29 @@ pub fn invalidate_from(run: &RunDir, stage: &str) -> Result<Manifest> {
         remove_path(&run.root().join("gradients"))?;
     }
     Ok(manifest)
+}
+
+/// Records `stage` as complete in the manifest and saves it; written last, so its presence
+/// means the stage's outputs are all in place.
+pub(crate) fn complete_stage(
+    run: &RunDir,
+    manifest: &mut Manifest,
+    stage: &str,
+    fingerprint: String,
+    seed: Option<u64>,
+    params: serde_json::Value,
+) -> Result<()> {
+    manifest.stages.insert(
+        stage.into(),
+        StageRecord {
+            fingerprint,
+            finished_at: now_rfc3339(),
+            seed,
+            params,
+        },
+    );
+    manifest.save(run)?;
+    Ok(())
 }
 
 /// Removes a file or folder if it exists.

@@ -4,8 +4,7 @@ use super::invalidate_from;
 use crate::config::{ProbeSection, RunConfig};
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
-use glassbox_data::manifest::now_rfc3339;
-use glassbox_data::{Manifest, Progress, RunDir, StageRecord};
+use glassbox_data::{Manifest, Progress, RunDir};
 use glassbox_probes::{
     run_probes, write_neurons, write_results, write_topk, write_weights, ProbeResult,
 };
@@ -39,16 +38,7 @@ pub fn run_probe(
     let mut config = RunConfig::load(run);
     config.probe = Some(settings.clone());
     config.save(run)?;
-    manifest.stages.insert(
-        "probe".into(),
-        StageRecord {
-            fingerprint: fp,
-            finished_at: now_rfc3339(),
-            seed: Some(settings.seed),
-            params,
-        },
-    );
-    manifest.save(run)?;
+    super::complete_stage(run, &mut manifest, "probe", fp, Some(settings.seed), params)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -2,8 +2,7 @@
 
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
-use glassbox_data::manifest::now_rfc3339;
-use glassbox_data::{Progress, RunDir, StageRecord};
+use glassbox_data::{Progress, RunDir};
 
 pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<()> {
     let manifest = run.require_stage("probe")?;
@@ -22,16 +21,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     }
     let mut manifest = super::invalidate_from(run, "report")?;
     let (paths, summary) = glassbox_reports::write_report(run)?;
-    manifest.stages.insert(
-        "report".into(),
-        StageRecord {
-            fingerprint: fp,
-            finished_at: now_rfc3339(),
-            seed: None,
-            params: upstream,
-        },
-    );
-    manifest.save(run)?;
+    super::complete_stage(run, &mut manifest, "report", fp, None, upstream)?;
     println!("report: {}", paths.index.display());
     print_findings(&summary);
     Ok(())

@@ -15,9 +15,8 @@ use glassbox_concepts::{
 };
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
 use glassbox_data::examples::read_examples;
-use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::store::{read_parts, ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
-use glassbox_data::{Progress, RunDir, StageRecord};
+use glassbox_data::{Progress, RunDir};
 use glassbox_models::gradients::{self, pooled_activations, LinearHead};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{
@@ -214,6 +213,24 @@ pub fn compute_gradients(
 ) -> Result<Vec<HookPoint>> {
     let resolved = resolve_target(run, target)?;
     let hooks = cav_hooks(model, hook_patterns, resolved.head.hook)?;
+    store_gradients(
+        run, model, target, &resolved, &hooks, convention, batch_size, progress,
+    )?;
+    Ok(hooks)
+}
+
+/// Writes the resolved target's gradients at `hooks` to the store.
+#[allow(clippy::too_many_arguments)]
+fn store_gradients(
+    run: &RunDir,
+    model: &LoadedModel,
+    target: &ProbeTarget,
+    resolved: &ResolvedTarget,
+    hooks: &[HookPoint],
+    convention: Convention,
+    batch_size: usize,
+    progress: &dyn Progress,
+) -> Result<()> {
     let examples = read_examples(run)?;
     let convention_m = match convention {
         Convention::Logit => gradients::Convention::Logit,
@@ -221,7 +238,7 @@ pub fn compute_gradients(
     };
     let slug = target.slug(convention);
     let mut writers = BTreeMap::new();
-    for hook in &hooks {
+    for hook in hooks {
         let dir = run.gradients_dir(&slug, &hook.to_string());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -253,7 +270,7 @@ pub fn compute_gradients(
         let encoded = model.tokenizer.encode(&texts)?;
         let refs: Vec<&Encoded> = encoded.iter().collect();
         let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
-        let out = gradients::target_gradients(model, &batch, &hooks, &resolved.head, convention_m)?;
+        let out = gradients::target_gradients(model, &batch, hooks, &resolved.head, convention_m)?;
         for (hook, g) in &out.gradients {
             let (_, t, w) = g.dims3()?;
             let values = g.flatten_all()?.to_vec1::<f32>()?;
@@ -276,7 +293,7 @@ pub fn compute_gradients(
         w.finish()?;
     }
     progress.finish();
-    Ok(hooks)
+    Ok(())
 }
 
 /// Fails, naming the hook and the command to run, when a target's gradients are not stored.
@@ -361,6 +378,7 @@ pub fn run_tcav_stage(
         .iter()
         .map(|t| ProbeTarget::parse(t))
         .collect::<Result<_>>()?;
+    let mut resolved_targets = Vec::new();
     let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();
     for target in &targets {
         let resolved = resolve_target(run, target)?;
@@ -371,15 +389,17 @@ pub fn run_tcav_stage(
             }
         }
         target_hooks.push((target.clone(), hooks));
+        resolved_targets.push(resolved);
     }
     let mut manifest = invalidate_from(run, "tcav")?;
     if compute {
-        for (target, hooks) in &mut target_hooks {
-            *hooks = compute_gradients(
+        for ((target, hooks), resolved) in target_hooks.iter().zip(&resolved_targets) {
+            store_gradients(
                 run,
                 &model,
                 target,
-                &settings.hooks,
+                resolved,
+                hooks,
                 settings.convention,
                 settings.batch_size,
                 progress,
@@ -462,16 +482,7 @@ pub fn run_tcav_stage(
     let mut config = RunConfig::load(run);
     config.tcav = Some(settings.clone());
     config.save(run)?;
-    manifest.stages.insert(
-        "tcav".into(),
-        StageRecord {
-            fingerprint: fp,
-            finished_at: now_rfc3339(),
-            seed: Some(settings.seed),
-            params,
-        },
-    );
-    manifest.save(run)?;
+    super::complete_stage(run, &mut manifest, "tcav", fp, Some(settings.seed), params)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&scores)?);
     } else {
