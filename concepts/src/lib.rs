@@ -24,3 +24,4 @@ pub enum ConceptError {
     #[error(transparent)]
     Data(#[from] glassbox_data::DataError),
 }
+pub mod sae;

@@ -10,6 +10,8 @@ mod reader;
 mod schema;
 mod writer;
 
-pub use reader::{read_metadata, read_parts, read_pooled_matrix, ActivationBatch, PooledMatrix};
+pub use reader::{
+    read_metadata, read_parts, read_pooled_matrix, ActivationBatch, PartStream, PooledMatrix,
+};
 pub use schema::{activation_schema, ActDtype, Codec, ShardMeta, StoreKind, META_PREFIX};
 pub use writer::ActivationWriter;

@@ -3,10 +3,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A batch of rows read back from the store, values widened to f32.
 #[derive(Debug, Clone)]
@@ -40,6 +40,71 @@ pub fn read_parts(dir: &Path, mut f: impl FnMut(ActivationBatch) -> Result<()>) 
         }
     }
     Ok(())
+}
+
+/// Pull-style reading of a hook folder's parts, one record batch at a time, restartable:
+/// what streaming consumers (SAE training) need where `read_parts`' callback does not fit.
+pub struct PartStream {
+    dir: PathBuf,
+    parts: Vec<PathBuf>,
+    next_part: usize,
+    current: Option<(PathBuf, ParquetRecordBatchReader)>,
+}
+
+impl PartStream {
+    /// Opens `dir`; errors when it holds no parts.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let parts = list_parts(dir)?;
+        if parts.is_empty() {
+            return Err(DataError::Store {
+                path: dir.to_path_buf(),
+                message: "no part-*.parquet files here".into(),
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            parts,
+            next_part: 0,
+            current: None,
+        })
+    }
+
+    /// The folder being read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts again from the first part.
+    pub fn rewind(&mut self) {
+        self.next_part = 0;
+        self.current = None;
+    }
+
+    /// The next batch, or `None` at the end of the last part.
+    pub fn next_batch(&mut self) -> Result<Option<ActivationBatch>> {
+        loop {
+            if let Some((path, reader)) = &mut self.current {
+                match reader.next() {
+                    Some(batch) => {
+                        let batch = batch.map_err(DataError::arrow(path.as_path()))?;
+                        return decode(path, &batch).map(Some);
+                    }
+                    None => self.current = None,
+                }
+            }
+            let Some(part) = self.parts.get(self.next_part).cloned() else {
+                return Ok(None);
+            };
+            self.next_part += 1;
+            let file = std::fs::File::open(&part).map_err(DataError::io(&part))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(DataError::parquet(&part))?
+                .with_batch_size(8192)
+                .build()
+                .map_err(DataError::parquet(&part))?;
+            self.current = Some((part, reader));
+        }
+    }
 }
 
 fn decode(path: &Path, batch: &RecordBatch) -> Result<ActivationBatch> {

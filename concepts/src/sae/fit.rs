@@ -1,0 +1,285 @@
+//! Training an SAE end to end: options → shuffled batches → steps with checkpoints → weights
+//! in raw activation space, plus the evaluation metrics.
+
+use super::checkpoint;
+use super::metrics::{MetricSums, Metrics};
+use super::options::{BDecInit, Resolved, SaeOptions};
+use super::stream::{MixingBuffer, RowSource};
+use super::train::{normalise_rows, StepConfig, StepStats, Trainer};
+use super::Sae;
+use crate::ConceptError;
+use glassbox_data::rng::SeededRng;
+use glassbox_data::Progress;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One point of the training curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub lr: f64,
+    pub mse: f64,
+    pub fvu: f64,
+    pub aux_loss: f64,
+    pub l0: f64,
+    pub dead: usize,
+}
+
+/// A finished (or paused) training run.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    /// In raw activation space (input scaling folded in).
+    pub sae: Sae,
+    pub resolved: Resolved,
+    /// The factor inputs were multiplied by during training.
+    pub scale: f32,
+    pub steps_done: usize,
+    /// The step a checkpoint resumed from, if any.
+    pub resumed_from: Option<usize>,
+    /// Every `max(1, steps / 200)`-th step, plus the last.
+    pub curve: Vec<CurvePoint>,
+    /// Fraction of latents dead (no firing within `dead_window` tokens) at the end.
+    pub dead_fraction_training: f64,
+    /// False when `pause_after` stopped the run early (the checkpoint holds its state).
+    pub complete: bool,
+}
+
+/// Where checkpoints go and when to stop early.
+#[derive(Debug, Clone, Default)]
+pub struct FitControl<'a> {
+    /// Checkpoint file (resumed from when present and written with the same fingerprint).
+    pub checkpoint: Option<&'a Path>,
+    /// Identifies options + data; a checkpoint with another fingerprint is refused.
+    pub fingerprint: String,
+    /// Stop after this many steps in this call (a checkpoint is written first); `None` runs
+    /// to the end. For time-boxed jobs: run again to continue.
+    pub pause_after: Option<usize>,
+}
+
+/// Trains an SAE on `source` (`train_rows` rows per epoch).
+pub fn fit<S: RowSource>(
+    source: S,
+    train_rows: u64,
+    options: &SaeOptions,
+    control: &FitControl<'_>,
+    progress: &dyn Progress,
+) -> Result<Fitted, ConceptError> {
+    let d = source.width();
+    let resolved = options.resolve(d, train_rows)?;
+    let capacity = (options.buffer_rows as u64).min(train_rows) as usize;
+    let mut buffer = MixingBuffer::new(
+        source,
+        capacity,
+        resolved.batch_size,
+        options.seed,
+        options.scale_inputs,
+    )?;
+    let mut scale = buffer.scale();
+    let config = StepConfig {
+        aux_coefficient: options.aux_coefficient,
+        dead_window: options.dead_window,
+        decay_fraction: options.decay_fraction,
+        beta1: options.adam_beta1,
+        beta2: options.adam_beta2,
+        eps: options.adam_eps,
+    };
+    let initial = initial_sae(&resolved, options, buffer.contents());
+    let mut trainer = Trainer::new(initial, resolved.clone(), config);
+    let mut resumed_from = None;
+    if let Some(path) = control.checkpoint.filter(|p| p.exists()) {
+        let saved_scale = checkpoint::load(path, &mut trainer, &control.fingerprint)?;
+        if saved_scale.to_bits() != scale.to_bits() {
+            return Err(ConceptError::Invalid(format!(
+                "checkpoint {}: its input scale {saved_scale} differs from this data's {scale}; \
+                 delete it (or rerun with --force)",
+                path.display()
+            )));
+        }
+        scale = saved_scale;
+        resumed_from = Some(trainer.step);
+        progress.note(&format!(
+            "resuming SAE training from step {} of {} ({})",
+            trainer.step,
+            resolved.steps,
+            path.display()
+        ));
+        // Batches are a seeded function of the step: replay the stream up to it.
+        for _ in 0..trainer.step {
+            buffer.next_batch()?;
+        }
+    }
+
+    let every = (resolved.steps / 200).max(1);
+    let mut curve = Vec::new();
+    let start = trainer.step;
+    progress.start(
+        "SAE training (tokens)",
+        (resolved.steps * resolved.batch_size) as u64,
+    );
+    progress.advance((start * resolved.batch_size) as u64);
+    while trainer.step < resolved.steps {
+        let lr = resolved.lr_at(trainer.step, options.decay_fraction);
+        let batch = buffer.next_batch()?;
+        let last: StepStats = trainer.step(batch)?;
+        if !last.mse.is_finite() {
+            return Err(ConceptError::Invalid(format!(
+                "SAE training diverged at step {} (loss {}); lower `lr` in [dictionary]",
+                trainer.step, last.mse
+            )));
+        }
+        progress.advance(resolved.batch_size as u64);
+        if trainer.step.is_multiple_of(every) || trainer.step == resolved.steps {
+            curve.push(CurvePoint {
+                step: trainer.step,
+                lr,
+                mse: last.mse,
+                fvu: last.fvu,
+                aux_loss: last.aux_loss,
+                l0: last.l0,
+                dead: last.dead,
+            });
+        }
+        let paused = control
+            .pause_after
+            .is_some_and(|n| trainer.step - start >= n);
+        if let Some(path) = control.checkpoint {
+            if trainer.step.is_multiple_of(options.checkpoint_every) || paused {
+                checkpoint::save(path, &trainer, scale, &control.fingerprint)?;
+            }
+        }
+        if paused && trainer.step < resolved.steps {
+            progress.finish();
+            return Ok(finish(trainer, scale, resumed_from, curve, false));
+        }
+    }
+    progress.finish();
+    Ok(finish(trainer, scale, resumed_from, curve, true))
+}
+
+fn finish(
+    trainer: Trainer,
+    scale: f32,
+    resumed_from: Option<usize>,
+    curve: Vec<CurvePoint>,
+    complete: bool,
+) -> Fitted {
+    let dead = trainer.dead_latents().len();
+    let mut sae = trainer.sae;
+    sae.fold_input_scale(scale);
+    Fitted {
+        dead_fraction_training: dead as f64 / sae.width as f64,
+        sae,
+        resolved: trainer.resolved,
+        scale,
+        steps_done: trainer.step,
+        resumed_from,
+        curve,
+        complete,
+    }
+}
+
+/// Decoder rows: seeded Gaussian directions of unit norm; encoder = decoder transposed (Gao et
+/// al.); `b_enc = 0`; `b_dec` = mean or geometric median of the first buffer.
+fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
+    let (d, width) = (resolved.d_in, resolved.width);
+    // A stream of its own, so the buffer's shuffles do not shift with the width.
+    let mut rng = SeededRng::new(options.seed ^ 0x5AE_DEC0_DE00);
+    let mut w_dec: Vec<f32> = (0..width * d).map(|_| gaussian(&mut rng) as f32).collect();
+    normalise_rows(&mut w_dec, d);
+    let b_dec = match options.b_dec_init {
+        BDecInit::Mean => mean(rows, d),
+        BDecInit::GeometricMedian => geometric_median(rows, d),
+    };
+    Sae {
+        d_in: d,
+        width,
+        architecture: resolved.architecture,
+        w_enc: w_dec.clone(),
+        b_enc: vec![0.0; width],
+        w_dec,
+        b_dec,
+    }
+}
+
+fn gaussian(rng: &mut SeededRng) -> f64 {
+    let u1 = rng.unit_f64().max(1e-300);
+    let u2 = rng.unit_f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn mean(rows: &[f32], d: usize) -> Vec<f32> {
+    let n = (rows.len() / d).max(1) as f64;
+    let mut sum = vec![0.0f64; d];
+    for row in rows.chunks_exact(d) {
+        sum.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
+    }
+    sum.iter().map(|s| (s / n) as f32).collect()
+}
+
+/// Weiszfeld's iterations from the mean (at most 100, stopping when the point moves < 1e-6).
+pub fn geometric_median(rows: &[f32], d: usize) -> Vec<f32> {
+    let mut point: Vec<f64> = mean(rows, d).iter().map(|&v| v as f64).collect();
+    for _ in 0..100 {
+        let mut num = vec![0.0f64; d];
+        let mut den = 0.0f64;
+        for row in rows.chunks_exact(d) {
+            let dist = row
+                .iter()
+                .zip(&point)
+                .map(|(v, p)| (*v as f64 - p).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
+            den += 1.0 / dist;
+            num.iter_mut()
+                .zip(row)
+                .for_each(|(n, v)| *n += *v as f64 / dist);
+        }
+        let next: Vec<f64> = num.iter().map(|n| n / den).collect();
+        let moved = next
+            .iter()
+            .zip(&point)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        point = next;
+        if moved < 1e-6 {
+            break;
+        }
+    }
+    point.iter().map(|&v| v as f32).collect()
+}
+
+/// Metrics of `sae` on every row of `source` (one epoch), in chunks of 4,096 rows.
+pub fn evaluate<S: RowSource>(sae: &Sae, source: &mut S) -> Result<Metrics, ConceptError> {
+    let mut sums = MetricSums::new(sae.d_in, sae.width);
+    let (mut rows, mut ids) = (Vec::new(), Vec::new());
+    source.rewind();
+    loop {
+        let more = source.next_rows(&mut rows, &mut ids)?;
+        if rows.len() >= 4096 * sae.d_in || (!more && !rows.is_empty()) {
+            let codes = sae.encode(&rows)?;
+            let x_hat = sae.decode(&codes);
+            sums.add(&rows, &x_hat, Some(&codes));
+            rows.clear();
+            ids.clear();
+        }
+        if !more {
+            break;
+        }
+    }
+    source.rewind();
+    Ok(sums.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn geometric_median_resists_an_outlier() {
+        let rows = [0.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 100.0, 100.0];
+        let gm = super::geometric_median(&rows, 2);
+        assert!(gm[0] < 1.5 && gm[1] < 1.5, "{gm:?}");
+        let mean = super::mean(&rows, 2);
+        assert!(mean[0] > 20.0);
+    }
+}

@@ -1,0 +1,235 @@
+//! Sparse autoencoders over cached activations: TopK (Gao et al. 2024) by default, ReLU + L1
+//! as the alternative.
+//!
+//! Encode: `f = σ(W_enc (x − b_dec) + b_enc)` with σ = TopK-then-ReLU or ReLU;
+//! decode: `x̂ = W_dec f + b_dec`. Weights are stored latent-major: row `j` of `w_enc` is latent
+//! `j`'s encoder vector (SAELens's `W_enc[:, j]`), row `j` of `w_dec` its decoder direction
+//! (SAELens's `W_dec[j, :]`), so every sparse access reads one contiguous row.
+
+pub mod checkpoint;
+pub mod codes;
+mod dense;
+pub mod fit;
+pub mod metrics;
+pub mod options;
+pub mod pca;
+pub mod saelens;
+pub mod stream;
+mod tensors;
+pub mod train;
+
+pub use codes::{select, Codes, Selection};
+pub use options::{Architecture, BDecInit, SaeOptions};
+
+use crate::ConceptError;
+use rayon::prelude::*;
+
+/// A sparse autoencoder's weights. In raw activation space once training has folded the input
+/// scaling back in (decoder rows then have norm `1 / scale`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sae {
+    pub d_in: usize,
+    pub width: usize,
+    pub architecture: Architecture,
+    /// `width × d_in`.
+    pub w_enc: Vec<f32>,
+    pub b_enc: Vec<f32>,
+    /// `width × d_in`.
+    pub w_dec: Vec<f32>,
+    pub b_dec: Vec<f32>,
+}
+
+impl Sae {
+    /// Checks shapes and values; `what` names the source in errors.
+    pub fn validate(&self, what: &str) -> Result<(), ConceptError> {
+        let bad = |m: String| ConceptError::Invalid(format!("{what}: {m}"));
+        if self.d_in == 0 || self.width == 0 {
+            return Err(bad(format!(
+                "d_in {} and width {} must both be at least 1",
+                self.d_in, self.width
+            )));
+        }
+        for (name, v, want) in [
+            ("W_enc", &self.w_enc, self.width * self.d_in),
+            ("b_enc", &self.b_enc, self.width),
+            ("W_dec", &self.w_dec, self.width * self.d_in),
+            ("b_dec", &self.b_dec, self.d_in),
+        ] {
+            if v.len() != want {
+                return Err(bad(format!(
+                    "{name} has {} values, expected {want}",
+                    v.len()
+                )));
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(format!("{name} value {i} is not finite")));
+            }
+        }
+        if let Architecture::TopK { k } = self.architecture {
+            if k == 0 || k >= self.width {
+                return Err(bad(format!(
+                    "k = {k} must be at least 1 and below the width {}",
+                    self.width
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The selection rule of this SAE's activation function.
+    pub fn selection(&self) -> Selection<'static> {
+        match self.architecture {
+            Architecture::TopK { k } => Selection::TopK(k),
+            Architecture::Relu { .. } => Selection::Relu,
+        }
+    }
+
+    /// `b_enc − W_enc b_dec`: folding the input centring into the bias turns the encoder into
+    /// one product with the raw rows.
+    pub fn encoder_bias(&self) -> Vec<f32> {
+        self.w_enc
+            .par_chunks(self.d_in)
+            .zip(&self.b_enc)
+            .map(|(w, b)| b - dot(w, &self.b_dec))
+            .collect()
+    }
+
+    /// Sparse codes of `x` (`rows × d_in`).
+    pub fn encode(&self, x: &[f32]) -> Result<Codes, ConceptError> {
+        let bias = self.encoder_bias();
+        let mut parts = Vec::new();
+        dense::for_each_product_block(x, self.d_in, &self.w_enc, |_, pre| {
+            parts.push(select(pre, self.width, &bias, self.selection()))
+        })?;
+        Ok(Codes::concat(parts))
+    }
+
+    /// Reconstructions (`rows × d_in`) of `codes`.
+    pub fn decode(&self, codes: &Codes) -> Vec<f32> {
+        let d = self.d_in;
+        let mut out = vec![0.0f32; codes.rows() * d];
+        const ROWS: usize = 64;
+        out.par_chunks_mut(d * ROWS)
+            .enumerate()
+            .for_each(|(c, block)| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        for (i, row) in block.chunks_exact_mut(d).enumerate() {
+                            row.copy_from_slice(&self.b_dec);
+                            for (j, v) in codes.row(c * ROWS + i) {
+                                axpy(v, &self.w_dec[j * d..(j + 1) * d], row);
+                            }
+                        }
+                    },
+                )
+            });
+        out
+    }
+
+    /// Rescales an SAE trained on `scale · x` so it acts on raw `x` with the same codes:
+    /// `W_enc ← scale · W_enc`, `W_dec ← W_dec / scale`, `b_dec ← b_dec / scale`.
+    pub fn fold_input_scale(&mut self, scale: f32) {
+        self.w_enc.par_iter_mut().for_each(|w| *w *= scale);
+        self.w_dec.par_iter_mut().for_each(|w| *w /= scale);
+        self.b_dec.iter_mut().for_each(|b| *b /= scale);
+    }
+
+    /// Latent `j`'s decoder direction (raw space, not normalised).
+    pub fn decoder_row(&self, j: usize) -> &[f32] {
+        &self.w_dec[j * self.d_in..(j + 1) * self.d_in]
+    }
+}
+
+/// Runs `f` compiled for the best instruction set this CPU has (AVX-512, AVX2+FMA or the
+/// baseline), so the plain loops inside it (and the `#[inline(always)]` helpers below)
+/// auto-vectorise wide. Safe: pulp checks the CPU at run time.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Sixteen independent accumulators: vectorises without reassociating a serial sum.
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
+    }
+    sum
+}
+
+#[inline(always)]
+pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Sae {
+        Sae {
+            d_in: 2,
+            width: 3,
+            architecture: Architecture::TopK { k: 1 },
+            w_enc: vec![1.0, 0.0, 0.0, 1.0, -1.0, -1.0],
+            b_enc: vec![0.0, 0.0, 0.0],
+            w_dec: vec![1.0, 0.0, 0.0, 1.0, -0.5, -0.5],
+            b_dec: vec![0.5, 0.5],
+        }
+    }
+
+    #[test]
+    fn encode_and_decode_by_hand() {
+        let sae = tiny();
+        // x = (3, 1): centred (2.5, 0.5) → pre (2.5, 0.5, −3) → top-1 = latent 0 at 2.5.
+        let codes = sae.encode(&[3.0, 1.0]).unwrap();
+        assert_eq!(codes.row(0).collect::<Vec<_>>(), vec![(0, 2.5)]);
+        assert_eq!(sae.decode(&codes), vec![3.0, 0.5]);
+    }
+
+    #[test]
+    fn folding_the_scale_keeps_codes_and_scales_reconstructions() {
+        let sae = tiny();
+        let x = [1.2f32, -0.7, 0.3, 2.0];
+        let scale = 4.0;
+        let scaled: Vec<f32> = x.iter().map(|v| v * scale).collect();
+        let codes = sae.encode(&scaled).unwrap();
+        let mut raw = sae.clone();
+        raw.fold_input_scale(scale);
+        let raw_codes = raw.encode(&x).unwrap();
+        assert_eq!(codes.index, raw_codes.index);
+        for (a, b) in codes.value.iter().zip(&raw_codes.value) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        for (a, b) in sae.decode(&codes).iter().zip(raw.decode(&raw_codes)) {
+            assert!((a / scale - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn validate_names_the_problem() {
+        let mut sae = tiny();
+        sae.architecture = Architecture::TopK { k: 3 };
+        let e = sae.validate("test").unwrap_err().to_string();
+        assert!(e.contains("k = 3") && e.contains("width 3"), "{e}");
+        let mut sae = tiny();
+        sae.w_dec[2] = f32::NAN;
+        assert!(sae
+            .validate("x")
+            .unwrap_err()
+            .to_string()
+            .contains("W_dec value 2"));
+    }
+}
