@@ -1,0 +1,86 @@
+"""SAELens interop fixtures for glassbox's `sae::saelens` tests, made with SAELens itself.
+
+Writes, under tests/fixtures/saelens/:
+  topk/cfg.json, topk/sae_weights.safetensors          a TopK SAE saved by SAELens
+  standard/cfg.json, standard/sae_weights.safetensors  a standard (ReLU) SAE saved by SAELens
+  reference.json                                       inputs and SAELens's encode/decode outputs
+
+With `--check DIR` it instead loads an SAE that glassbox saved in SAELens layout (DIR holds
+cfg.json, sae_weights.safetensors and glassbox_check.json with inputs and glassbox's codes)
+and checks SAELens opens it and encodes the inputs to the same codes.
+
+Run: just reference-saelens   (needs sae-lens, torch from PyPI)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import sae_lens
+from sae_lens import SAE
+from sae_lens.saes.sae import SAEMetadata
+from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
+from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "saelens"
+D_IN, D_SAE, K = 8, 16, 4
+
+
+def randomise(sae, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 if name.startswith("b_") else 1.0))
+
+
+def metadata():
+    return SAEMetadata(model_name="glassbox-fixture", hook_name="blocks.0.hook_resid_post")
+
+
+def make_fixtures():
+    torch.manual_seed(0)
+    topk = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=metadata()))
+    standard = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=metadata()))
+    randomise(topk, 1)
+    randomise(standard, 2)
+    topk.save_model(OUT / "topk")
+    standard.save_model(OUT / "standard")
+    x = torch.randn(5, D_IN, generator=torch.Generator().manual_seed(3)) * 2.0
+    reference = {"sae_lens_version": sae_lens.__version__, "torch_version": torch.__version__,
+                 "inputs": x.tolist()}
+    for name, sae in [("topk", topk), ("standard", standard)]:
+        with torch.no_grad():
+            codes = sae.encode(x)
+            if codes.is_sparse:
+                codes = codes.to_dense()
+            reference[name] = {"codes": codes.tolist(), "reconstructions": sae.decode(codes).tolist(),
+                               "keys": {k: list(v.shape) for k, v in sae.state_dict().items()}}
+    (OUT / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+def check(directory):
+    directory = Path(directory)
+    sae = SAE.load_from_disk(directory)
+    spec = json.loads((directory / "glassbox_check.json").read_text())
+    x = torch.tensor(spec["inputs"], dtype=torch.float32)
+    with torch.no_grad():
+        codes = sae.encode(x)
+        if codes.is_sparse:
+            codes = codes.to_dense()
+        recon = sae.decode(codes)
+    want = torch.tensor(spec["codes"], dtype=torch.float32)
+    err = (codes - want).abs().max().item()
+    rerr = (recon - torch.tensor(spec["reconstructions"])).abs().max().item()
+    print(json.dumps({"architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in,
+                      "d_sae": sae.cfg.d_sae, "max_code_diff": err, "max_reconstruction_diff": rerr}))
+    if err > 1e-4 or rerr > 1e-4:
+        sys.exit(f"SAELens's codes differ from glassbox's by {err} (reconstructions {rerr})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        check(sys.argv[2])
+    else:
+        make_fixtures()
