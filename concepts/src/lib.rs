@@ -1,13 +1,14 @@
-//! glassbox-concepts: concept activation vectors and TCAV over the store (sparse dictionary
-//! features are to follow). Reads activations and gradients; never runs a model.
+//! glassbox-concepts: concept activation vectors and TCAV, sparse dictionaries (SAEs) and
+//! unit explanations, all over the store. Reads activations and gradients; never runs a model.
 
 pub mod cav;
+pub mod dictionary;
 mod results;
 pub mod stats;
 pub mod tcav;
 
 pub use cav::{train_cav, Cav, CavMethod};
-pub use results::{read_scores, tcav_dir, write_cavs, write_scores};
+pub use results::{read_cavs, read_scores, tcav_dir, write_cavs, write_scores};
 pub use tcav::{run_tcav, CavRow, Convention, HookSets, Options, ScoreRow, TargetGradients};
 
 /// Errors from concept analysis; each names the concept or hook at fault.
@@ -24,4 +25,5 @@ pub enum ConceptError {
     #[error(transparent)]
     Data(#[from] glassbox_data::DataError),
 }
+pub mod explain;
 pub mod sae;

@@ -180,3 +180,41 @@ pub fn read_scores(run: &RunDir) -> Result<Vec<ScoreRow>, ConceptError> {
     }
     Ok(out)
 }
+
+/// Reads `tcav/cavs.parquet` back (every run's CAV, including the random baselines).
+pub fn read_cavs(run: &RunDir) -> Result<Vec<CavRow>, ConceptError> {
+    use arrow_array::types::Float64Type as F64;
+    let path = tcav_dir(run).join("cavs.parquet");
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let col = |name: &str| -> Result<ArrayRef, ConceptError> {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                ConceptError::Invalid(format!(
+                    "{}: no column `{name}`; re-run `glassbox tcav --force`",
+                    path.display()
+                ))
+            })
+        };
+        let (concept, hook, run_col, accuracy, direction) = (
+            col("concept")?,
+            col("hook")?,
+            col("run")?,
+            col("accuracy")?,
+            col("direction")?,
+        );
+        let (concept, hook) = (concept.as_string::<i32>(), hook.as_string::<i32>());
+        let run_col = run_col.as_primitive::<UInt32Type>();
+        let accuracy = accuracy.as_primitive::<F64>();
+        let direction = direction.as_list::<i32>();
+        for r in 0..batch.num_rows() {
+            out.push(CavRow {
+                concept: concept.value(r).to_owned(),
+                hook: hook.value(r).to_owned(),
+                run: run_col.value(r),
+                accuracy: accuracy.value(r),
+                direction: direction.value(r).as_primitive::<F64>().values().to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -52,6 +52,10 @@ impl RunDir {
             .join(format!("target={target_slug}"))
             .join(format!("hook={hook}"))
     }
+    /// `dictionary/hook=<hook>/`: the SAE, its metrics and the unit explanations of one hook.
+    pub fn dictionary_dir(&self, hook: &str) -> PathBuf {
+        self.root.join("dictionary").join(format!("hook={hook}"))
+    }
     pub fn probes_dir(&self) -> PathBuf {
         self.root.join("probes")
     }

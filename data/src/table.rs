@@ -2,10 +2,12 @@
 //! atomically, and read back batch by batch.
 
 use crate::{atomic, DataError, Result};
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_schema::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Writes `batch` to `path` (Snappy-compressed) via a temp file and rename.
 pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<()> {
@@ -29,4 +31,63 @@ pub fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
         .map_err(DataError::parquet(path))?
         .map(|b| b.map_err(DataError::arrow(path)))
         .collect()
+}
+
+/// Builds a record batch column by column.
+#[derive(Default)]
+pub struct Columns {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Columns {
+    pub fn add(&mut self, name: &str, array: ArrayRef) -> &mut Self {
+        self.fields
+            .push(Field::new(name, array.data_type().clone(), true));
+        self.arrays.push(array);
+        self
+    }
+    pub fn text<'a, T: 'a>(
+        &mut self,
+        name: &str,
+        rows: &'a [T],
+        f: impl Fn(&'a T) -> &'a str,
+    ) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    pub fn float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> f64) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    pub fn opt_float<T>(
+        &mut self,
+        name: &str,
+        rows: &[T],
+        f: impl Fn(&T) -> Option<f64>,
+    ) -> &mut Self {
+        self.add(name, Arc::new(Float64Array::from_iter(rows.iter().map(f))))
+    }
+    pub fn count<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u64) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    pub fn small<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u32) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    pub fn write(self, path: &Path) -> Result<()> {
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
+            .map_err(DataError::arrow(path))?;
+        write_table(path, &batch)?;
+        Ok(())
+    }
 }

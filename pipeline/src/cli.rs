@@ -1,8 +1,8 @@
 //! Command-line interface (clap derive). Results go to stdout; progress and notes to stderr.
 
-use crate::config::{ExtractSection, PipelineConfig, ProbeSection, TcavSection};
+use crate::config::{DictionarySection, ExtractSection, PipelineConfig, ProbeSection, TcavSection};
 use crate::progress::Bars;
-use crate::stages::{extract, probe, report, tcav};
+use crate::stages::{dictionary, extract, probe, report, tcav};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use glassbox_data::{Progress, RunDir};
@@ -32,9 +32,12 @@ pub enum Command {
     Gradients(GradientsArgs),
     /// Concept activation vectors and TCAV scores with corrected significance.
     Tcav(TcavArgs),
+    /// Train sparse autoencoders on a run's token activations (or load SAELens ones) and explain
+    /// their features and the raw neurons of chosen hooks.
+    Dictionary(DictionaryArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
-    /// Run extract → probe → tcav (when configured) → report from a TOML config.
+    /// Run extract → probe → tcav → dictionary (each when configured) → report from a TOML config.
     Pipeline(PipelineArgs),
     /// List a model's hook points, one per line.
     Hooks(HooksArgs),
@@ -191,6 +194,107 @@ pub struct TcavArgs {
     pub force: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DictionaryArgs {
+    /// Run directory (after `extract` with token-level activations).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Start from this pipeline config's `[dictionary]` section (flags below override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Hooks to train an SAE on.
+    #[arg(long, value_delimiter = ',')]
+    pub hook: Vec<String>,
+    /// Pretrained SAEs in SAELens layout to analyse: `<hook>=<folder>` or `<folder>`.
+    #[arg(long, value_delimiter = ',')]
+    pub load_sae: Vec<String>,
+    /// Hooks whose raw neurons to explain.
+    #[arg(long, value_delimiter = ',')]
+    pub neurons: Vec<String>,
+    /// `topk` or `relu`.
+    #[arg(long)]
+    pub architecture: Option<String>,
+    /// Number of latents (default 8 × the hook's width).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Active latents per token (TopK).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// L1 coefficient (ReLU).
+    #[arg(long)]
+    pub l1: Option<f32>,
+    /// Training tokens in all.
+    #[arg(long)]
+    pub train_tokens: Option<u64>,
+    /// Tokens per step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Sequence-level labels to correlate units with (default: every categorical column).
+    #[arg(long, value_delimiter = ',')]
+    pub label: Vec<String>,
+    /// Token-level labels (`@word_class`, list columns) to correlate units with.
+    #[arg(long, value_delimiter = ',')]
+    pub token_label: Vec<String>,
+    /// Skip the PCA baseline.
+    #[arg(long)]
+    pub no_pca: bool,
+    /// Stop training after this many steps (a checkpoint is written); run again to resume.
+    #[arg(long)]
+    pub pause_after: Option<usize>,
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DictionaryArgs {
+    fn settings(self) -> Result<DictionarySection> {
+        let mut s = match &self.config {
+            Some(path) => PipelineConfig::load(path)?.dictionary.unwrap_or_default(),
+            None => DictionarySection::default(),
+        };
+        let replace = |v: Vec<String>, into: &mut Vec<String>| {
+            if !v.is_empty() {
+                *into = v;
+            }
+        };
+        replace(self.hook, &mut s.hooks);
+        replace(self.load_sae, &mut s.load);
+        replace(self.neurons, &mut s.neurons);
+        replace(self.label, &mut s.labels);
+        replace(self.token_label, &mut s.token_labels);
+        if let Some(a) = self.architecture {
+            s.sae.architecture = a;
+        }
+        s.sae.width = self.width.or(s.sae.width);
+        if let Some(k) = self.k {
+            s.sae.k = k;
+        }
+        if let Some(l1) = self.l1 {
+            s.sae.l1_coefficient = l1;
+        }
+        if let Some(t) = self.train_tokens {
+            s.sae.train_tokens = t;
+        }
+        if let Some(b) = self.batch_size {
+            s.sae.batch_size = b;
+        }
+        s.sae.lr = self.lr.or(s.sae.lr);
+        if let Some(seed) = self.seed {
+            s.sae.seed = seed;
+            s.explain.seed = seed;
+        }
+        if self.no_pca {
+            s.pca_baseline = false;
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -352,6 +456,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 &bars,
             )?;
         }
+        Command::Dictionary(a) => {
+            let run = RunDir::new(&a.run);
+            let (force, json, pause_after) = (a.force, a.json, a.pause_after);
+            let settings = a.settings()?;
+            dictionary::run_dictionary_stage(&run, &settings, force, pause_after, json, &bars)?;
+        }
         Command::Report(a) => {
             report::run_report(&RunDir::new(a.run), a.force, &bars)?;
         }
@@ -402,6 +512,10 @@ fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(settings) = &config.tcav {
         tcav::run_tcav_stage(&run, settings, true, a.force, false, bars)
             .context("tcav stage failed")?;
+    }
+    if let Some(settings) = &config.dictionary {
+        dictionary::run_dictionary_stage(&run, settings, a.force, None, false, bars)
+            .context("dictionary stage failed")?;
     }
     report::run_report(&run, a.force, bars).context("report stage failed")?;
     Ok(())

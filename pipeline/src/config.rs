@@ -18,6 +18,9 @@ pub struct PipelineConfig {
     /// Absent: no TCAV.
     #[serde(default)]
     pub tcav: Option<TcavSection>,
+    /// Absent: no SAEs or unit explanations.
+    #[serde(default)]
+    pub dictionary: Option<DictionarySection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -75,6 +78,10 @@ impl Default for ExtractSection {
 
 /// The `[probe]` section is the probe crate's own options.
 pub type ProbeSection = glassbox_probes::ProbeOptions;
+
+/// The `[dictionary]` section (with `[dictionary.sae]` and `[dictionary.explain]`) is the
+/// concepts crate's own options.
+pub type DictionarySection = glassbox_concepts::dictionary::DictionaryOptions;
 
 /// The `[tcav]` section: concept sets, targets and the significance test.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,6 +166,8 @@ pub struct RunConfig {
     pub probe: Option<ProbeSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcav: Option<TcavSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<DictionarySection>,
 }
 
 impl RunConfig {

@@ -4,13 +4,9 @@
 use crate::Result;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
-    UInt64Array,
-};
-use arrow_schema::{Field, Schema};
+use arrow_array::{BooleanArray, Int64Array};
+use glassbox_data::table::Columns;
 use glassbox_data::{table, DataError, RunDir};
-use std::path::Path;
 use std::sync::Arc;
 
 /// The result of one probe. Scores are on the held-out test part; `score` is the accuracy for
@@ -79,60 +75,6 @@ pub struct TopKRow {
     pub random_accuracy: f64,
 }
 
-/// Builds a record batch column by column.
-#[derive(Default)]
-struct Columns {
-    fields: Vec<Field>,
-    arrays: Vec<ArrayRef>,
-}
-
-impl Columns {
-    fn add(&mut self, name: &str, array: ArrayRef) -> &mut Self {
-        self.fields
-            .push(Field::new(name, array.data_type().clone(), true));
-        self.arrays.push(array);
-        self
-    }
-    fn text<'a, T: 'a>(
-        &mut self,
-        name: &str,
-        rows: &'a [T],
-        f: impl Fn(&'a T) -> &'a str,
-    ) -> &mut Self {
-        self.add(
-            name,
-            Arc::new(StringArray::from_iter_values(rows.iter().map(f))),
-        )
-    }
-    fn float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> f64) -> &mut Self {
-        self.add(
-            name,
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(f))),
-        )
-    }
-    fn opt_float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> Option<f64>) -> &mut Self {
-        self.add(name, Arc::new(Float64Array::from_iter(rows.iter().map(f))))
-    }
-    fn count<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u64) -> &mut Self {
-        self.add(
-            name,
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))),
-        )
-    }
-    fn small<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> u32) -> &mut Self {
-        self.add(
-            name,
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))),
-        )
-    }
-    fn write(self, path: &Path) -> Result<()> {
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
-            .map_err(DataError::arrow(path))?;
-        table::write_table(path, &batch)?;
-        Ok(())
-    }
-}
-
 fn results_path(run: &RunDir) -> std::path::PathBuf {
     run.probes_dir().join("results.parquet")
 }
@@ -174,7 +116,8 @@ pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
                 rows.iter().map(|r| Some(r.converged)),
             )),
         );
-    c.write(&results_path(run))
+    c.write(&results_path(run))?;
+    Ok(())
 }
 
 pub fn write_neurons(run: &RunDir, rows: &[NeuronRow]) -> Result<()> {
@@ -186,7 +129,8 @@ pub fn write_neurons(run: &RunDir, rows: &[NeuronRow]) -> Result<()> {
         .small("unit", rows, |r| r.unit)
         .float("weight", rows, |r| r.weight)
         .small("rank", rows, |r| r.rank);
-    c.write(&run.probes_dir().join("neurons.parquet"))
+    c.write(&run.probes_dir().join("neurons.parquet"))?;
+    Ok(())
 }
 
 pub fn write_topk(run: &RunDir, rows: &[TopKRow]) -> Result<()> {
@@ -197,7 +141,8 @@ pub fn write_topk(run: &RunDir, rows: &[TopKRow]) -> Result<()> {
         .small("k", rows, |r| r.k)
         .float("top_accuracy", rows, |r| r.top_accuracy)
         .float("random_accuracy", rows, |r| r.random_accuracy);
-    c.write(&run.probes_dir().join("topk.parquet"))
+    c.write(&run.probes_dir().join("topk.parquet"))?;
+    Ok(())
 }
 
 /// Reads `probes/results.parquet` back.

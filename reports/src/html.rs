@@ -22,7 +22,7 @@ pub(crate) fn escape(text: &str) -> String {
 }
 
 /// Escapes, then renders `code` spans written with backticks.
-fn inline(text: &str) -> String {
+pub(crate) fn inline(text: &str) -> String {
     escape(text)
         .split('`')
         .enumerate()
@@ -150,6 +150,7 @@ pub(crate) fn render(s: &Summary) -> String {
             inline(TCAV_DEFINITIONS)
         ));
     }
+    body.push_str(&crate::dictionary::html(&s.dictionary));
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>glassbox report — {}</title>\n<style>{}</style>\n</head>\n<body>\n{}</body>\n</html>\n",
         escape(&s.run),
@@ -163,7 +164,9 @@ code{background:#f3f3f3;padding:0 .2em;border-radius:3px}\
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}\
 td:first-child,th:first-child{text-align:left}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}\
 small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}\
-tr.significant td{background:#eef6ee}";
+tr.significant td{background:#eef6ee}\
+.unit{margin:.6rem 0}.unit-head{font-size:.95rem}.snippet{font-family:ui-monospace,monospace;font-size:.85rem;margin:.15rem 0 .15rem 1rem}\
+.snippet span{padding:0 1px;border-radius:2px}.snippet span.center{outline:1px solid #b55}";
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! SVG, no scripts or network), `report/summary.json` (versioned; its JSON Schema is written
 //! next to it as `summary.schema.json`), `report/summary.md` and `report/figures/*.svg`.
 
+pub mod dictionary;
 mod html;
 mod svg;
 mod tcav_svg;
@@ -46,7 +47,7 @@ pub struct LabelFinding {
 }
 
 /// Version of `report/summary.json`'s layout (`reports/schema/summary.schema.json`).
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+pub const SUMMARY_SCHEMA_VERSION: u32 = 2;
 
 /// The JSON Schema of `summary.json`, also written next to it.
 pub const SUMMARY_SCHEMA: &str = include_str!("../schema/summary.schema.json");
@@ -59,6 +60,8 @@ pub struct Summary {
     pub probes: Vec<LabelFinding>,
     /// Every TCAV test (empty when the run has no `tcav` stage), from `tcav/scores.parquet`.
     pub tcav: Vec<glassbox_concepts::ScoreRow>,
+    /// SAE metrics and listed features/neurons per hook (empty without a dictionary stage).
+    pub dictionary: Vec<dictionary::DictionaryFinding>,
 }
 
 /// Paths of the written bundle.
@@ -82,6 +85,13 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .into_iter()
             .filter(|l| l.starts_with("concept "))
             .take(max_tcav)
+            .map(|l| l.replace('`', "")),
+    );
+    lines.extend(
+        summary
+            .dictionary
+            .iter()
+            .filter_map(dictionary::headline)
             .map(|l| l.replace('`', "")),
     );
     lines
@@ -136,12 +146,18 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     } else {
         Vec::new()
     };
+    let dictionary = if manifest.stages.contains_key("dictionary") {
+        dictionary::summarise(run)?
+    } else {
+        Vec::new()
+    };
     Ok(Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         run: run.root().display().to_string(),
         manifest,
         probes,
         tcav,
+        dictionary,
     })
 }
 
@@ -389,5 +405,6 @@ fn markdown(s: &Summary) -> String {
         }
         md.push_str(&format!("\n{TCAV_DEFINITIONS}\n"));
     }
+    md.push_str(&dictionary::markdown(&s.dictionary));
     md
 }

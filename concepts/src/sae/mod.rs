@@ -20,6 +20,7 @@ pub mod train;
 
 pub use codes::{select, Codes, Selection};
 pub use options::{Architecture, BDecInit, SaeOptions};
+pub(crate) use tensors::read as tensors_metadata;
 
 use crate::ConceptError;
 use rayon::prelude::*;

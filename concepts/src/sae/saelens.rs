@@ -87,6 +87,8 @@ pub struct LoadedSae {
     pub sae: Sae,
     pub hook_name: Option<String>,
     pub model_name: Option<String>,
+    /// The training fingerprint glassbox wrote, for SAEs trained here.
+    pub fingerprint: Option<String>,
 }
 
 /// Loads a TopK or standard SAELens SAE from `dir`.
@@ -191,5 +193,6 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         sae,
         hook_name: meta("hook_name"),
         model_name: meta("model_name"),
+        fingerprint: meta("glassbox_fingerprint"),
     })
 }

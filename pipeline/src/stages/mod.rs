@@ -1,5 +1,6 @@
 //! Stage orchestration: fingerprints, skipping, invalidation of downstream stages.
 
+pub mod dictionary;
 pub mod extract;
 pub mod probe;
 pub mod report;
@@ -10,7 +11,7 @@ use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::{Manifest, RunDir, StageRecord};
 
 /// Stages in order; re-running one invalidates those after it.
-pub const STAGES: &[&str] = &["extract", "probe", "tcav", "report"];
+pub const STAGES: &[&str] = &["extract", "probe", "tcav", "dictionary", "report"];
 
 /// Forgets `stage` and every stage after it in the manifest, so an interrupted re-run is never
 /// mistaken for a complete one.

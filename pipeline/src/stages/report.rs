@@ -10,6 +10,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         "extract": manifest.stage_fingerprint("extract"),
         "probe": manifest.stage_fingerprint("probe"),
         "tcav": manifest.stage_fingerprint("tcav"),
+        "dictionary": manifest.stage_fingerprint("dictionary"),
     });
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");

@@ -1,0 +1,475 @@
+//! The `dictionary` stage's work: train (or load) an SAE per hook on the store's token rows,
+//! measure it against a PCA baseline, and explain its features and the raw neurons of chosen
+//! hooks. Writes under `dictionary/hook=<hook>/`:
+//! `sae/` (SAELens layout), `metrics.json`, `features.parquet`, `feature_examples.parquet`,
+//! `feature_labels.parquet`, `feature_directions.parquet`, and `neurons*.parquet` likewise.
+
+use crate::explain::{self, inputs, ExplainOptions, Units};
+use crate::sae::fit::{evaluate, fit, FitControl, Fitted};
+use crate::sae::metrics::{Metrics, DEFINITIONS};
+use crate::sae::pca::PcaBaseline;
+use crate::sae::saelens::{self, Provenance};
+use crate::sae::stream::{RowId, RowSource, Split, StoreRows};
+use crate::sae::{Architecture, Sae, SaeOptions};
+use crate::ConceptError;
+use glassbox_data::examples::read_examples;
+use glassbox_data::store::PartStream;
+use glassbox_data::tokens::{read_tokens, Tokens};
+use glassbox_data::{atomic, Progress, RunDir};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The `[dictionary]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DictionaryOptions {
+    /// Hooks to train an SAE on (their token rows).
+    pub hooks: Vec<String>,
+    /// Pretrained SAEs in SAELens layout to analyse instead: `<hook>=<folder>`, or `<folder>`
+    /// when its cfg.json names the hook (`metadata.hook_name`).
+    pub load: Vec<String>,
+    /// Hooks whose raw units (neurons) are explained too.
+    pub neurons: Vec<String>,
+    /// Sequence-level label columns to correlate units with; empty: every categorical column.
+    pub labels: Vec<String>,
+    /// Token-level labels (`@word_class`, list columns) to correlate units with.
+    pub token_labels: Vec<String>,
+    /// Fit the PCA baseline (same number of dimensions as the SAE's L0).
+    pub pca_baseline: bool,
+    pub sae: SaeOptions,
+    pub explain: ExplainOptions,
+}
+
+impl Default for DictionaryOptions {
+    fn default() -> Self {
+        Self {
+            hooks: Vec::new(),
+            load: Vec::new(),
+            neurons: Vec::new(),
+            labels: Vec::new(),
+            token_labels: Vec::new(),
+            pca_baseline: true,
+            sae: SaeOptions::default(),
+            explain: ExplainOptions::default(),
+        }
+    }
+}
+
+/// What the stage did at one hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookSummary {
+    pub hook: String,
+    /// `"trained"`, `"loaded"` or `"neurons"`.
+    pub source: String,
+    pub units: usize,
+    pub architecture: Option<String>,
+    pub k: Option<usize>,
+    pub metrics: Option<Metrics>,
+    pub pca: Option<Metrics>,
+    pub steps: Option<usize>,
+    pub resumed_from: Option<usize>,
+}
+
+/// A finished stage, or a training paused by `pause_after` (run again to continue).
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Complete(Vec<HookSummary>),
+    Paused {
+        hook: String,
+        step: usize,
+        steps: usize,
+    },
+}
+
+/// Runs the stage's work. `upstream` fingerprints the store (a trained SAE is reused when its
+/// training fingerprint matches).
+pub fn run_dictionary(
+    run: &RunDir,
+    options: &DictionaryOptions,
+    upstream: &str,
+    pause_after: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Outcome, ConceptError> {
+    if options.hooks.is_empty() && options.load.is_empty() && options.neurons.is_empty() {
+        return Err(ConceptError::Invalid(
+            "[dictionary] names no hooks, no SAEs to load and no neuron hooks: nothing to do"
+                .into(),
+        ));
+    }
+    let examples = read_examples(run)?;
+    let tokens = read_tokens(run)?;
+    let source = run.examples().display().to_string();
+    let labels = inputs::label_targets(
+        &examples,
+        &tokens,
+        &options.labels,
+        &options.token_labels,
+        &source,
+    )?;
+    let special: HashSet<RowId> = if options.sae.include_special_tokens {
+        HashSet::new()
+    } else {
+        (0..tokens.len())
+            .filter(|&t| tokens.spans[t].is_none())
+            .map(|t| (tokens.example_ids[t], tokens.positions[t]))
+            .collect()
+    };
+    let ctx = Context {
+        run,
+        options,
+        tokens: &tokens,
+        labels: &labels,
+        special: &special,
+        progress,
+    };
+    let mut summaries = Vec::new();
+    for hook in &options.hooks {
+        match ctx.train_hook(hook, upstream, pause_after)? {
+            Some(s) => summaries.push(s),
+            None => {
+                let checkpoint = checkpoint_path(run, hook);
+                let (step, steps) = paused_at(&checkpoint, options, &ctx, hook)?;
+                return Ok(Outcome::Paused {
+                    hook: hook.clone(),
+                    step,
+                    steps,
+                });
+            }
+        }
+    }
+    for spec in &options.load {
+        summaries.push(ctx.load_hook(spec)?);
+    }
+    for hook in &options.neurons {
+        summaries.push(ctx.neuron_hook(hook)?);
+    }
+    Ok(Outcome::Complete(summaries))
+}
+
+struct Context<'a> {
+    run: &'a RunDir,
+    options: &'a DictionaryOptions,
+    tokens: &'a Tokens,
+    labels: &'a [explain::LabelTarget],
+    special: &'a HashSet<RowId>,
+    progress: &'a dyn Progress,
+}
+
+fn checkpoint_path(run: &RunDir, hook: &str) -> PathBuf {
+    run.dictionary_dir(hook).join("checkpoint.safetensors")
+}
+
+fn paused_at(
+    checkpoint: &Path,
+    options: &DictionaryOptions,
+    ctx: &Context<'_>,
+    hook: &str,
+) -> Result<(usize, usize), ConceptError> {
+    let (_, meta) = crate::sae::tensors_metadata(checkpoint)?;
+    let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rows = ctx.rows(hook, Split::Train)?;
+    let resolved = options.sae.resolve(rows.width(), rows.count()?)?;
+    Ok((step, resolved.steps))
+}
+
+impl Context<'_> {
+    fn rows(&self, hook: &str, split: Split) -> Result<StoreRows, ConceptError> {
+        let dir = self.run.activations_dir(hook);
+        if !dir.is_dir() {
+            let stored = self.run.stored_hooks(false).unwrap_or_default();
+            return Err(ConceptError::Invalid(format!(
+                "hook `{hook}` is not in the store's token-level activations ({}); stored hooks: {}. \
+                 Extract it (with token_level = true) or pick a stored one",
+                dir.display(),
+                if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
+            )));
+        }
+        let special = (!self.options.sae.include_special_tokens).then(|| self.special.clone());
+        StoreRows::open(
+            PartStream::open(&dir)?,
+            hook,
+            split,
+            self.options.sae.eval_fraction,
+            self.options.sae.seed,
+            special,
+        )
+    }
+
+    /// `None` when training paused before the end.
+    fn train_hook(
+        &self,
+        hook: &str,
+        upstream: &str,
+        pause_after: Option<usize>,
+    ) -> Result<Option<HookSummary>, ConceptError> {
+        let dir = self.run.dictionary_dir(hook);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ConceptError::Invalid(format!("{}: {e}", dir.display())))?;
+        let mut train = self.rows(hook, Split::Train)?;
+        let train_rows = train.count()?;
+        let fingerprint = glassbox_data::hash::sha256_bytes(
+            json!({ "upstream": upstream, "hook": hook, "sae": self.options.sae })
+                .to_string()
+                .as_bytes(),
+        );
+        let sae_dir = dir.join("sae");
+        let reusable = saelens::load(&sae_dir)
+            .ok()
+            .filter(|l| l.fingerprint.as_deref() == Some(fingerprint.as_str()));
+        let (sae, training) = match reusable {
+            Some(loaded) => {
+                self.progress.note(&format!(
+                    "dictionary: SAE at `{hook}` is up to date; re-explaining"
+                ));
+                (loaded.sae, None)
+            }
+            None => {
+                let checkpoint = checkpoint_path(self.run, hook);
+                let control = FitControl {
+                    checkpoint: Some(&checkpoint),
+                    fingerprint: fingerprint.clone(),
+                    pause_after,
+                };
+                let fitted = fit(
+                    train,
+                    train_rows,
+                    &self.options.sae,
+                    &control,
+                    self.progress,
+                )?;
+                if !fitted.complete {
+                    return Ok(None);
+                }
+                (fitted.sae.clone(), Some(fitted))
+            }
+        };
+        let mut eval = self.rows(hook, Split::Eval)?;
+        let mut eval_rows = eval.count()?;
+        let metrics = if eval_rows > 0 {
+            evaluate(&sae, &mut eval)?
+        } else {
+            self.progress.note("dictionary: no held-out examples (eval_fraction too small); metrics are on the training rows");
+            let mut train = self.rows(hook, Split::Train)?;
+            eval_rows = train_rows;
+            evaluate(&sae, &mut train)?
+        };
+        let pca = if self.options.pca_baseline {
+            Some(self.pca_baseline(hook, &metrics, eval_rows > 0 && eval_rows != train_rows)?)
+        } else {
+            None
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("glassbox_fingerprint".into(), json!(fingerprint));
+        extra.insert("glassbox_options".into(), json!(self.options.sae));
+        saelens::save(
+            &sae_dir,
+            &sae,
+            &Provenance {
+                model_name: model_name(self.run),
+                hook_name: hook.to_owned(),
+                extra,
+            },
+        )?;
+        write_metrics(
+            &dir,
+            hook,
+            "trained",
+            &metrics,
+            pca.as_ref(),
+            training.as_ref(),
+            train_rows,
+            eval_rows,
+            &self.options.sae,
+        )?;
+        let checkpoint = checkpoint_path(self.run, hook);
+        if checkpoint.exists() {
+            std::fs::remove_file(&checkpoint)
+                .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
+        }
+        self.explain_units(hook, Units::Features(&sae), "feature")?;
+        Ok(Some(summary(
+            hook,
+            "trained",
+            &sae,
+            metrics,
+            pca,
+            training.as_ref(),
+        )))
+    }
+
+    fn pca_baseline(
+        &self,
+        hook: &str,
+        metrics: &Metrics,
+        held_out: bool,
+    ) -> Result<Metrics, ConceptError> {
+        let mut train = self.rows(hook, Split::Train)?;
+        let (mut rows, mut ids) = (Vec::new(), Vec::new());
+        while ids.len() < 65_536 && train.next_rows(&mut rows, &mut ids)? {}
+        let components = (metrics.l0.round() as usize).max(1);
+        let pca = PcaBaseline::fit(&rows, train.width(), components)?;
+        let mut eval = self.rows(hook, if held_out { Split::Eval } else { Split::Train })?;
+        pca.evaluate(&mut eval)
+    }
+
+    fn load_hook(&self, spec: &str) -> Result<HookSummary, ConceptError> {
+        let (hook, folder) = match spec.split_once('=') {
+            Some((h, f)) if !h.contains('/') => (Some(h.to_owned()), PathBuf::from(f)),
+            _ => (None, PathBuf::from(spec)),
+        };
+        let loaded = saelens::load(&folder)?;
+        let hook = hook.or(loaded.hook_name.clone()).ok_or_else(|| {
+            ConceptError::Invalid(format!(
+                "{}: cfg.json names no hook (metadata.hook_name); give it as <hook>={}",
+                folder.display(),
+                folder.display()
+            ))
+        })?;
+        let mut all = self.rows(&hook, Split::All)?;
+        if all.width() != loaded.sae.d_in {
+            return Err(ConceptError::Invalid(format!(
+                "{}: the SAE's d_in is {} but hook `{hook}` has width {}; load it for a hook of that width",
+                folder.display(),
+                loaded.sae.d_in,
+                all.width()
+            )));
+        }
+        let rows = all.count()?;
+        let metrics = evaluate(&loaded.sae, &mut all)?;
+        let dir = self.run.dictionary_dir(&hook);
+        let mut extra = serde_json::Map::new();
+        extra.insert("loaded_from".into(), json!(folder.display().to_string()));
+        saelens::save(
+            &dir.join("sae"),
+            &loaded.sae,
+            &Provenance {
+                model_name: loaded.model_name.clone().unwrap_or_default(),
+                hook_name: hook.clone(),
+                extra,
+            },
+        )?;
+        write_metrics(
+            &dir,
+            &hook,
+            "loaded",
+            &metrics,
+            None,
+            None,
+            0,
+            rows,
+            &self.options.sae,
+        )?;
+        self.explain_units(&hook, Units::Features(&loaded.sae), "feature")?;
+        Ok(summary(&hook, "loaded", &loaded.sae, metrics, None, None))
+    }
+
+    fn neuron_hook(&self, hook: &str) -> Result<HookSummary, ConceptError> {
+        let width = self.rows(hook, Split::All)?.width();
+        self.explain_units(hook, Units::Neurons { width }, "neuron")?;
+        Ok(HookSummary {
+            hook: hook.to_owned(),
+            source: "neurons".into(),
+            units: width,
+            architecture: None,
+            k: None,
+            metrics: None,
+            pca: None,
+            steps: None,
+            resumed_from: None,
+        })
+    }
+
+    fn explain_units(&self, hook: &str, units: Units<'_>, unit: &str) -> Result<(), ConceptError> {
+        let mut all = self.rows(hook, Split::All)?;
+        let directions = inputs::run_directions(self.run, hook)?;
+        let e = explain::explain(
+            units,
+            &mut all,
+            self.tokens,
+            self.labels,
+            &directions,
+            &self.options.explain,
+            self.progress,
+        )?;
+        explain::write::write(&self.run.dictionary_dir(hook), unit, &e)
+    }
+}
+
+fn model_name(run: &RunDir) -> String {
+    glassbox_data::Manifest::load(run)
+        .ok()
+        .and_then(|m| m.model.map(|m| m.id))
+        .unwrap_or_default()
+}
+
+fn summary(
+    hook: &str,
+    source: &str,
+    sae: &Sae,
+    metrics: Metrics,
+    pca: Option<Metrics>,
+    training: Option<&Fitted>,
+) -> HookSummary {
+    HookSummary {
+        hook: hook.to_owned(),
+        source: source.to_owned(),
+        units: sae.width,
+        architecture: Some(sae.architecture.name().to_owned()),
+        k: match sae.architecture {
+            Architecture::TopK { k } => Some(k),
+            Architecture::Relu { .. } => None,
+        },
+        metrics: Some(metrics),
+        pca,
+        steps: training.map(|t| t.steps_done),
+        resumed_from: training.and_then(|t| t.resumed_from),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_metrics(
+    dir: &Path,
+    hook: &str,
+    source: &str,
+    metrics: &Metrics,
+    pca: Option<&Metrics>,
+    training: Option<&Fitted>,
+    train_rows: u64,
+    eval_rows: u64,
+    options: &SaeOptions,
+) -> Result<(), ConceptError> {
+    let definitions: serde_json::Map<String, serde_json::Value> = DEFINITIONS
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let training = training.map(|t| {
+        json!({
+            "steps": t.steps_done,
+            "batch_size": t.resolved.batch_size,
+            "lr": t.resolved.lr,
+            "warmup_steps": t.resolved.warmup_steps,
+            "k_aux": t.resolved.k_aux,
+            "input_scale": t.scale,
+            "resumed_from": t.resumed_from,
+            "dead_fraction_training": t.dead_fraction_training,
+            "curve": t.curve,
+        })
+    });
+    let value = json!({
+        "hook": hook,
+        "source": source,
+        "train_rows": train_rows,
+        "eval_rows": eval_rows,
+        "sae": metrics,
+        "pca_baseline": pca,
+        "definitions": definitions,
+        "dense_threshold": crate::sae::metrics::DENSE_THRESHOLD,
+        "training": training,
+        "options": options,
+    });
+    let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
+    atomic::write_bytes(&dir.join("metrics.json"), text.as_bytes())?;
+    Ok(())
+}

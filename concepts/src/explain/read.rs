@@ -1,0 +1,146 @@
+//! Reading explanation tables back (for the report, and as the reference reader of the layout
+//! `write.rs` produces).
+
+use super::UnitExample;
+use crate::ConceptError;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use glassbox_data::table;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// One row of `features.parquet` / `neurons.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitRow {
+    pub unit: u32,
+    pub active_rows: u64,
+    pub density: f64,
+    pub mean_activation: f64,
+    pub mean_when_active: f64,
+    pub max_activation: f32,
+    pub top_tokens: Vec<String>,
+    pub top_label: Option<String>,
+    pub top_class: Option<String>,
+    pub top_label_correlation: Option<f64>,
+    pub best_direction: Option<String>,
+    pub best_direction_cosine: Option<f64>,
+}
+
+fn column(path: &Path, batch: &RecordBatch, name: &str) -> Result<ArrayRef, ConceptError> {
+    batch.column_by_name(name).cloned().ok_or_else(|| {
+        ConceptError::Invalid(format!(
+            "{}: no column `{name}`; re-run `glassbox dictionary --force`",
+            path.display()
+        ))
+    })
+}
+
+fn strings(a: &ArrayRef, r: usize) -> Vec<String> {
+    let list = a.as_list::<i32>().value(r);
+    let s = list.as_string::<i32>();
+    (0..s.len()).map(|i| s.value(i).to_owned()).collect()
+}
+
+fn opt_string(a: &ArrayRef, r: usize) -> Option<String> {
+    let s = a.as_string::<i32>();
+    (!s.is_null(r)).then(|| s.value(r).to_owned())
+}
+
+fn opt_f64(a: &ArrayRef, r: usize) -> Option<f64> {
+    let f = a.as_primitive::<Float64Type>();
+    (!f.is_null(r)).then(|| f.value(r))
+}
+
+/// Reads `<dir>/<unit>s.parquet` (`unit` = `"feature"` or `"neuron"`).
+pub fn read_units(dir: &Path, unit: &str) -> Result<Vec<UnitRow>, ConceptError> {
+    let path = dir.join(format!("{unit}s.parquet"));
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let c = |name: &str| column(&path, &batch, name);
+        let (id, active, density, mean, mean_active, max) = (
+            c(unit)?,
+            c("active_rows")?,
+            c("density")?,
+            c("mean_activation")?,
+            c("mean_when_active")?,
+            c("max_activation")?,
+        );
+        let (tokens, label, class, corr, dir_name, dir_cos) = (
+            c("top_tokens")?,
+            c("top_label")?,
+            c("top_class")?,
+            c("top_label_correlation")?,
+            c("best_direction")?,
+            c("best_direction_cosine")?,
+        );
+        for r in 0..batch.num_rows() {
+            out.push(UnitRow {
+                unit: id.as_primitive::<UInt32Type>().value(r),
+                active_rows: active.as_primitive::<UInt64Type>().value(r),
+                density: density.as_primitive::<Float64Type>().value(r),
+                mean_activation: mean.as_primitive::<Float64Type>().value(r),
+                mean_when_active: mean_active.as_primitive::<Float64Type>().value(r),
+                max_activation: max.as_primitive::<Float32Type>().value(r),
+                top_tokens: strings(&tokens, r),
+                top_label: opt_string(&label, r),
+                top_class: opt_string(&class, r),
+                top_label_correlation: opt_f64(&corr, r),
+                best_direction: opt_string(&dir_name, r),
+                best_direction_cosine: opt_f64(&dir_cos, r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the top examples (rank < `max_rank`) of the given units from
+/// `<dir>/<unit>_examples.parquet`.
+pub fn read_top_examples(
+    dir: &Path,
+    unit: &str,
+    units: &HashSet<u32>,
+    max_rank: u32,
+) -> Result<Vec<UnitExample>, ConceptError> {
+    let path = dir.join(format!("{unit}_examples.parquet"));
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let c = |name: &str| column(&path, &batch, name);
+        let (id, kind, rank, act, example, position, token, ctx, ctx_act, center) = (
+            c(unit)?,
+            c("kind")?,
+            c("rank")?,
+            c("activation")?,
+            c("example_id")?,
+            c("position")?,
+            c("token")?,
+            c("context_tokens")?,
+            c("context_activations")?,
+            c("center")?,
+        );
+        let ids = id.as_primitive::<UInt32Type>();
+        for r in 0..batch.num_rows() {
+            let u = ids.value(r);
+            let rk = rank.as_primitive::<UInt32Type>().value(r);
+            if !units.contains(&u) || kind.as_string::<i32>().value(r) != "top" || rk >= max_rank {
+                continue;
+            }
+            let acts = ctx_act.as_list::<i32>().value(r);
+            out.push(UnitExample {
+                unit: u,
+                kind: "top",
+                rank: rk,
+                bin: None,
+                activation: act.as_primitive::<Float32Type>().value(r),
+                example_id: example.as_primitive::<UInt64Type>().value(r),
+                position: position.as_primitive::<UInt32Type>().value(r),
+                token: token.as_string::<i32>().value(r).to_owned(),
+                context_tokens: strings(&ctx, r),
+                context_activations: acts.as_primitive::<Float32Type>().values().to_vec(),
+                center: center.as_primitive::<UInt32Type>().value(r),
+            });
+        }
+    }
+    Ok(out)
+}

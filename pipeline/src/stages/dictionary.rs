@@ -1,0 +1,94 @@
+//! The `dictionary` stage: SAEs and unit explanations (see `glassbox_concepts::dictionary`).
+
+use super::invalidate_from;
+use crate::config::{DictionarySection, RunConfig};
+use crate::fingerprint::fingerprint;
+use anyhow::Result;
+use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
+use glassbox_data::{Progress, RunDir};
+
+/// Runs the stage; `Ok(false)` when training paused (`pause_after`) before finishing.
+pub fn run_dictionary_stage(
+    run: &RunDir,
+    settings: &DictionarySection,
+    force: bool,
+    pause_after: Option<usize>,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    let manifest = run.require_stage("extract")?;
+    let extract = manifest
+        .stage_fingerprint("extract")
+        .unwrap_or_default()
+        .to_owned();
+    // Probe weights and CAVs enter the explanations (cosines), so their stages count too.
+    let params = serde_json::json!({
+        "extract": extract,
+        "probe": manifest.stage_fingerprint("probe"),
+        "tcav": manifest.stage_fingerprint("tcav"),
+        "dictionary": settings,
+    });
+    let fp = fingerprint("dictionary", &params);
+    if !force && manifest.stage_fingerprint("dictionary") == Some(fp.as_str()) {
+        progress.note("dictionary: up to date; --force re-runs it");
+        return Ok(true);
+    }
+    let mut manifest = invalidate_from(run, "dictionary")?;
+    if force {
+        // Retrain from scratch: no reused SAE, no checkpoint.
+        super::remove_path(&run.root().join("dictionary"))?;
+    }
+    match run_dictionary(run, settings, &extract, pause_after, progress)? {
+        Outcome::Paused { hook, step, steps } => {
+            eprintln!(
+                "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the same command again to resume"
+            );
+            Ok(false)
+        }
+        Outcome::Complete(summaries) => {
+            let mut config = RunConfig::load(run);
+            config.dictionary = Some(settings.clone());
+            config.save(run)?;
+            super::complete_stage(
+                run,
+                &mut manifest,
+                "dictionary",
+                fp,
+                Some(settings.sae.seed),
+                params,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summaries)?);
+            } else {
+                print!("{}", table(&summaries));
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// A fixed-width table of what each hook got.
+pub fn table(rows: &[HookSummary]) -> String {
+    let hook_w = rows.iter().map(|r| r.hook.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+        "hook", "source", "units", "L0", "EV", "EV(PCA)", "cos", "dead", "dense"
+    );
+    let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    for r in rows {
+        let m = r.metrics.as_ref();
+        out.push_str(&format!(
+            "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+            r.hook,
+            r.source,
+            r.units,
+            m.map_or("-".to_owned(), |m| format!("{:.1}", m.l0)),
+            f(m.map(|m| m.explained_variance)),
+            f(r.pca.as_ref().map(|p| p.explained_variance)),
+            f(m.map(|m| m.cosine)),
+            f(m.map(|m| m.dead_fraction)),
+            f(m.map(|m| m.dense_fraction)),
+        ));
+    }
+    out
+}

@@ -1,0 +1,315 @@
+//! The report's sparse-dictionary section: per hook, the SAE's metrics against the PCA
+//! baseline and the most label-aligned features (and neurons) with their top examples.
+
+use crate::html::escape;
+use crate::ReportError;
+use glassbox_concepts::explain::read::{read_top_examples, read_units, UnitRow};
+use glassbox_concepts::explain::UnitExample;
+use glassbox_data::RunDir;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Units listed per hook and kind in the report (all of them are in the Parquet files).
+pub const LISTED_UNITS: usize = 24;
+/// Top examples shown per listed unit.
+pub const LISTED_EXAMPLES: u32 = 3;
+
+/// A listed unit with its strongest examples.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedUnit {
+    #[serde(flatten)]
+    pub row: UnitRow,
+    pub examples: Vec<Snippet>,
+}
+
+/// A top example: the context window's tokens and the unit's activation on each.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snippet {
+    pub example_id: u64,
+    pub position: u32,
+    pub activation: f32,
+    pub tokens: Vec<String>,
+    pub activations: Vec<f32>,
+    pub center: u32,
+}
+
+/// One hook's dictionary results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DictionaryFinding {
+    pub hook: String,
+    /// `"features"` (an SAE's latents) or `"neurons"` (the hook's raw units).
+    pub kind: String,
+    /// How many units the Parquet files explain.
+    pub units: usize,
+    /// `metrics.json` of the SAE (null for neurons).
+    pub metrics: Option<serde_json::Value>,
+    pub listed: Vec<ListedUnit>,
+}
+
+/// Reads every `dictionary/hook=*/` folder of the run.
+pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
+    let root = run.root().join("dictionary");
+    let mut dirs: Vec<_> = match std::fs::read_dir(&root) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(_) => return Ok(Vec::new()),
+    };
+    dirs.sort();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Some(hook) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("hook="))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
+            if !dir.join(format!("{kind}.parquet")).exists() {
+                continue;
+            }
+            let metrics = if unit == "feature" {
+                read_metrics(&dir.join("metrics.json"))?
+            } else {
+                None
+            };
+            let (units, listed) = listed_units(&dir, unit)?;
+            out.push(DictionaryFinding {
+                hook: hook.clone(),
+                kind: kind.into(),
+                units,
+                metrics,
+                listed,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn read_metrics(path: &Path) -> Result<Option<serde_json::Value>, ReportError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ReportError::Invalid(format!("{}: {e}", path.display())))?;
+    // The training curve and options stay in metrics.json; the summary keeps the figures.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("options");
+        if let Some(t) = o.get_mut("training").and_then(|t| t.as_object_mut()) {
+            t.remove("curve");
+        }
+        if let Some(sae) = o.get_mut("sae").and_then(|s| s.as_object_mut()) {
+            sae.remove("density_histogram");
+        }
+        if let Some(p) = o.get_mut("pca_baseline").and_then(|s| s.as_object_mut()) {
+            p.remove("density_histogram");
+        }
+    }
+    Ok(Some(v))
+}
+
+/// The live units most correlated with a label class (ties: the densest), with top examples.
+fn listed_units(dir: &Path, unit: &str) -> Result<(usize, Vec<ListedUnit>), ReportError> {
+    let rows = read_units(dir, unit)?;
+    let total = rows.len();
+    let mut live: Vec<UnitRow> = rows.into_iter().filter(|r| r.active_rows > 0).collect();
+    live.sort_by(|a, b| {
+        let key = |r: &UnitRow| r.top_label_correlation.unwrap_or(0.0);
+        key(b)
+            .total_cmp(&key(a))
+            .then(b.density.total_cmp(&a.density))
+    });
+    live.truncate(LISTED_UNITS);
+    let wanted: HashSet<u32> = live.iter().map(|r| r.unit).collect();
+    let examples = read_top_examples(dir, unit, &wanted, LISTED_EXAMPLES)?;
+    let listed = live
+        .into_iter()
+        .map(|row| {
+            let mut ex: Vec<&UnitExample> =
+                examples.iter().filter(|e| e.unit == row.unit).collect();
+            ex.sort_by_key(|e| e.rank);
+            ListedUnit {
+                examples: ex
+                    .into_iter()
+                    .map(|e| Snippet {
+                        example_id: e.example_id,
+                        position: e.position,
+                        activation: e.activation,
+                        tokens: e.context_tokens.clone(),
+                        activations: e.context_activations.clone(),
+                        center: e.center,
+                    })
+                    .collect(),
+                row,
+            }
+        })
+        .collect();
+    Ok((total, listed))
+}
+
+fn number(v: Option<&serde_json::Value>, digits: usize) -> String {
+    v.and_then(|v| v.as_f64())
+        .map_or("–".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+/// The one-line headline of an SAE (for the top findings and the Markdown summary).
+pub fn headline(f: &DictionaryFinding) -> Option<String> {
+    let m = f.metrics.as_ref()?;
+    let sae = m.get("sae")?;
+    let pca = m.get("pca_baseline").filter(|p| !p.is_null());
+    Some(format!(
+        "SAE at `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense",
+        f.hook,
+        f.units,
+        number(sae.get("explained_variance"), 3),
+        pca.map(|p| format!(" (PCA with as many dimensions: {})", number(p.get("explained_variance"), 3)))
+            .unwrap_or_default(),
+        number(sae.get("l0"), 1),
+        percent(sae.get("dead_fraction")),
+        percent(sae.get("dense_fraction")),
+    ))
+}
+
+fn percent(v: Option<&serde_json::Value>) -> String {
+    v.and_then(|v| v.as_f64())
+        .map_or("–".to_owned(), |x| format!("{:.1}%", 100.0 * x))
+}
+
+fn unit_line(u: &ListedUnit, unit: &str) -> String {
+    let r = &u.row;
+    let mut parts = vec![format!(
+        "{unit} {} · density {:.2}% · max {:.2}",
+        r.unit,
+        100.0 * r.density,
+        r.max_activation
+    )];
+    if let (Some(l), Some(c), Some(x)) = (&r.top_label, &r.top_class, r.top_label_correlation) {
+        parts.push(format!("`{l}` = `{c}` (r {x:.2})"));
+    }
+    if let (Some(d), Some(c)) = (&r.best_direction, r.best_direction_cosine) {
+        parts.push(format!("closest direction `{d}` (cos {c:.2})"));
+    }
+    parts.join(" · ")
+}
+
+/// The Markdown section.
+pub fn markdown(findings: &[DictionaryFinding]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n## Sparse dictionary features and neurons\n\n");
+    for f in findings {
+        let unit = f.kind.trim_end_matches('s');
+        md.push_str(&format!("### `{}`: {} {}\n\n", f.hook, f.units, f.kind));
+        if let Some(h) = headline(f) {
+            md.push_str(&format!("{h}.\n\n"));
+        }
+        for u in f.listed.iter().take(10) {
+            let tokens = u
+                .row
+                .top_tokens
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            md.push_str(&format!("- {}; top tokens {tokens}\n", unit_line(u, unit)));
+        }
+        md.push('\n');
+    }
+    md.push_str(METRIC_NOTE);
+    md.push('\n');
+    md
+}
+
+pub(crate) const METRIC_NOTE: &str = "Explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² over held-out tokens (x̄: their per-dimension mean); L0: mean active latents per token; dead: never active on the evaluation tokens; dense: active on more than 10% of them. Every definition is in each hook's `metrics.json`; every feature's and neuron's examples, label correlations and direction cosines are in `dictionary/hook=<hook>/*.parquet`. Units are listed by their strongest correlation with a label class.";
+
+/// The HTML section (all run-supplied text escaped).
+pub fn html(findings: &[DictionaryFinding]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<section id=\"dictionary\">\n<h2>Sparse dictionary features and neurons</h2>\n",
+    );
+    for f in findings {
+        let unit = f.kind.trim_end_matches('s');
+        h.push_str(&format!(
+            "<h3><code>{}</code>: {} {}</h3>\n",
+            escape(&f.hook),
+            f.units,
+            escape(&f.kind)
+        ));
+        if let Some(m) = &f.metrics {
+            let sae = m.get("sae");
+            let pca = m.get("pca_baseline").filter(|p| !p.is_null());
+            let get = |k: &str| sae.and_then(|s| s.get(k));
+            h.push_str("<table class=\"metrics\"><thead><tr><th>model</th><th>L0</th><th>explained variance</th><th>FVU</th><th>normalised MSE</th><th>cosine</th><th>dead</th><th>dense</th><th>tokens</th></tr></thead><tbody>\n");
+            h.push_str(&format!(
+                "<tr><td>SAE</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                number(get("l0"), 1),
+                number(get("explained_variance"), 3),
+                number(get("fvu"), 3),
+                number(get("normalised_mse"), 3),
+                number(get("cosine"), 3),
+                percent(get("dead_fraction")),
+                percent(get("dense_fraction")),
+                number(get("tokens"), 0)
+            ));
+            if let Some(p) = pca {
+                h.push_str(&format!(
+                    "<tr><td>PCA baseline</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>–</td><td>–</td><td>{}</td></tr>\n",
+                    number(p.get("l0"), 0),
+                    number(p.get("explained_variance"), 3),
+                    number(p.get("fvu"), 3),
+                    number(p.get("normalised_mse"), 3),
+                    number(p.get("cosine"), 3),
+                    number(p.get("tokens"), 0)
+                ));
+            }
+            h.push_str("</tbody></table>\n");
+        }
+        h.push_str(&format!(
+            "<ol class=\"units\" data-kind=\"{}\">\n",
+            escape(&f.kind)
+        ));
+        for u in &f.listed {
+            h.push_str(&format!(
+                "<li class=\"unit\" data-unit=\"{}\"><div class=\"unit-head\">{}</div>\n",
+                u.row.unit,
+                crate::html::inline(&unit_line(u, unit))
+            ));
+            for s in &u.examples {
+                h.push_str("<div class=\"snippet\">");
+                let max = s
+                    .activations
+                    .iter()
+                    .fold(0.0f32, |a, &b| a.max(b))
+                    .max(1e-6);
+                for (i, (t, a)) in s.tokens.iter().zip(&s.activations).enumerate() {
+                    let alpha = (a.max(0.0) / max).min(1.0);
+                    let class = if i as u32 == s.center {
+                        " class=\"center\""
+                    } else {
+                        ""
+                    };
+                    h.push_str(&format!(
+                        "<span{class} style=\"background:rgba(230,120,20,{alpha:.2})\" title=\"{a:.3}\">{}</span> ",
+                        escape(t)
+                    ));
+                }
+                h.push_str("</div>\n");
+            }
+            h.push_str("</li>\n");
+        }
+        h.push_str("</ol>\n");
+    }
+    h.push_str(&format!(
+        "<p class=\"note\">{}</p>\n</section>\n",
+        crate::html::inline(METRIC_NOTE)
+    ));
+    h
+}
