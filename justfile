@@ -80,3 +80,14 @@ reference-tcav:
 reference-probes:
     @just _python-env .venv-ref "scikit-learn numpy"
     .venv-ref/bin/python scripts/reference_probe_sklearn.py
+
+# Regenerate the SAELens interop fixtures with SAELens itself (needs sae-lens + torch from PyPI).
+reference-saelens:
+    @just _python-env .venv-ref "sae-lens torch safetensors pyarrow"
+    .venv-ref/bin/python scripts/reference_saelens.py
+
+# Open the default run's trained SAE with SAELens and check it encodes the recorded feature
+# examples to the activations glassbox reported (run `just pipeline` first).
+check-saelens:
+    @just _python-env .venv-ref "sae-lens torch safetensors pyarrow"
+    .venv-ref/bin/python scripts/reference_saelens.py --check runs/default blocks.3.hook_resid_post

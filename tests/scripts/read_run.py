@@ -23,6 +23,14 @@ row = one.filter((pc.field("example_id") == 7) & (pc.field("position") == 2))
 part = pq.ParquetFile(run / "activations/hook=blocks.3.hook_resid_post/part-00000.parquet")
 meta = {k.decode(): v.decode() for k, v in (part.schema_arrow.metadata or {}).items()}
 results = pq.read_table(run / "probes/results.parquet")
+dictionary = run / "dictionary/hook=blocks.3.hook_resid_post"
+features = pq.read_table(dictionary / "features.parquet")
+feature_examples = pq.read_table(dictionary / "feature_examples.parquet")
+sae_neurons = pq.read_table(dictionary / "neurons.parquet")
+# The safetensors header, read by hand: 8-byte little-endian length, then JSON.
+with open(dictionary / "sae/sae_weights.safetensors", "rb") as f:
+    header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 neurons = pq.read_table(run / "probes/neurons.parquet")
 
 print(json.dumps({
@@ -40,4 +48,8 @@ print(json.dumps({
     "probe_levels": sorted(set(results.column("level").to_pylist())),
     "probe_best_score": pc.max(results.column("score")).as_py(),
     "neuron_rows": neurons.num_rows,
+    "sae_features": features.num_rows,
+    "sae_neurons": sae_neurons.num_rows,
+    "sae_weight_shapes": shapes,
+    "feature_example_types": {c: str(feature_examples.schema.field(c).type) for c in ["context_tokens", "context_activations"]},
 }))

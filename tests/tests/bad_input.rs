@@ -232,54 +232,6 @@ fn probe_label_missing_or_single_class() {
     );
 }
 
-/// Rewrites a store file with unit 5 of example 3 set to NaN (glassbox's writer refuses to).
-fn poison_with_nan(path: &Path) {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::Float32Type;
-    use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use std::sync::Arc;
-    let file = std::fs::File::open(path).unwrap();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
-    let mut out = Vec::new();
-    for batch in batches {
-        let act_index = batch.schema().index_of("act").unwrap();
-        let act = batch.column(act_index).as_fixed_size_list();
-        let width = act.value_length() as usize;
-        let ids = batch
-            .column(batch.schema().index_of("example_id").unwrap())
-            .as_primitive::<arrow_array::types::UInt64Type>()
-            .clone();
-        let mut values: Vec<f32> = act.values().as_primitive::<Float32Type>().values().to_vec();
-        for r in 0..batch.num_rows() {
-            if ids.value(r) == 3 {
-                values[r * width + 5] = f32::NAN;
-            }
-        }
-        let field = match act.data_type() {
-            arrow_schema::DataType::FixedSizeList(f, _) => f.clone(),
-            _ => unreachable!(),
-        };
-        let new_act = FixedSizeListArray::new(
-            field,
-            width as i32,
-            Arc::new(Float32Array::from(values)),
-            None,
-        );
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns[act_index] = Arc::new(new_act);
-        out.push(RecordBatch::try_new(batch.schema(), columns).unwrap());
-    }
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
-    for b in &out {
-        writer.write(b).unwrap();
-    }
-    writer.close().unwrap();
-}
-
 #[test]
 fn bad_pipeline_config_names_the_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,0 +1,185 @@
+//! `glassbox dictionary` on a small real run: bad inputs are named (exit 2, nothing marked
+//! complete), and an interrupted training — paused, or killed outright — resumes from its last
+//! checkpoint to the very weights an uninterrupted run produces.
+
+use glassbox_data::RunDir;
+use glassbox_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const HOOK: &str = "blocks.1.hook_resid_post";
+
+/// A run of 40 short sentences through a local MiniLM copy, token-level activations at `HOOK`.
+fn small_run(dir: &Path) -> Option<PathBuf> {
+    let model = local_minilm(dir)?;
+    let rows: String = (0..40)
+        .map(|i| {
+            let topic = ["food", "sport"][i % 2];
+            format!("{{\"text\":\"sentence {i} is about {topic} and more {topic}\",\"topic\":\"{topic}\"}}\n")
+        })
+        .collect();
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, rows).unwrap();
+    let run = dir.join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .args(["--hooks", HOOK, "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    Some(run)
+}
+
+fn dictionary(run: &Path, extra: &[&str]) -> Output {
+    glassbox()
+        .args(["dictionary", "--run"])
+        .arg(run)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn not_complete(run: &Path) {
+    let manifest = RunDir::new(run).require_stage("extract").unwrap();
+    assert!(
+        !manifest.stages.contains_key("dictionary"),
+        "dictionary must not be marked complete"
+    );
+}
+
+#[test]
+fn bad_dictionary_inputs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(run) = small_run(tmp.path()) else {
+        return;
+    };
+    assert_bad_input(
+        &dictionary(&run, &["--hook", HOOK, "--width", "16", "--k", "16"]),
+        &["k = 16", "smaller than width = 16"],
+    );
+    assert_bad_input(
+        &dictionary(&run, &["--hook", HOOK, "--width", "0"]),
+        &["width must be at least 1"],
+    );
+    assert_bad_input(
+        &dictionary(&run, &["--hook", "blocks.4.hook_resid_post"]),
+        &["hook `blocks.4.hook_resid_post` is not in the store", HOOK],
+    );
+    assert_bad_input(
+        &dictionary(&run, &["--hook", HOOK, "--architecture", "gated"]),
+        &["unknown architecture `gated`"],
+    );
+    assert_bad_input(
+        &dictionary(
+            &run,
+            &[
+                "--load-sae",
+                &format!("{HOOK}={}", tmp.path().join("nowhere").display()),
+            ],
+        ),
+        &["nowhere", "cfg.json", "SAELens"],
+    );
+    assert_bad_input(&dictionary(&run, &[]), &["nothing to do"]);
+    not_complete(&run);
+    // NaN in activations written by another tool: named by example, position and unit.
+    let part = RunDir::new(&run)
+        .activations_dir(HOOK)
+        .join("part-00000.parquet");
+    poison_with_nan(&part);
+    assert_bad_input(
+        &dictionary(&run, &["--hook", HOOK, "--width", "32", "--k", "4"]),
+        &[&format!("hook `{HOOK}`"), "example 3", "unit 5", "NaN"],
+    );
+    not_complete(&run);
+}
+
+fn weights(run: &Path) -> Vec<u8> {
+    std::fs::read(
+        RunDir::new(run)
+            .dictionary_dir(HOOK)
+            .join("sae/sae_weights.safetensors"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(run) = small_run(tmp.path()) else {
+        return;
+    };
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "run = 'unused'\n[model]\nid = 'unused'\n[data]\npath = 'unused'\n[dictionary]\nhooks = ['{HOOK}']\n\
+             [dictionary.sae]\nwidth = 64\nk = 4\nbatch_size = 64\ntrain_tokens = 200000\ncheckpoint_every = 500\n"
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    // Uninterrupted.
+    assert_success(&dictionary(&run, &args), "uninterrupted training");
+    let reference = weights(&run);
+    let checkpoint = RunDir::new(&run)
+        .dictionary_dir(HOOK)
+        .join("checkpoint.safetensors");
+    assert!(
+        !checkpoint.exists(),
+        "a finished training leaves no checkpoint"
+    );
+
+    // Paused after 100 steps, then resumed.
+    let paused = dictionary(
+        &run,
+        &[&args[..], &["--force", "--pause-after", "1000"]].concat(),
+    );
+    assert_success(&paused, "paused training");
+    assert!(String::from_utf8_lossy(&paused.stderr).contains("paused at step 1000"));
+    assert!(checkpoint.exists());
+    not_complete(&run);
+    let resumed = dictionary(&run, &args);
+    assert_success(&resumed, "resumed training");
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("resuming SAE training from step 1000")
+    );
+    assert!(
+        weights(&run) == reference,
+        "paused + resumed weights differ from uninterrupted ones"
+    );
+
+    // Killed (SIGKILL) once a checkpoint exists, then run again (without --force, which would
+    // start over).
+    let mut child = glassbox()
+        .args(["dictionary", "--force", "--run"])
+        .arg(&run)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !checkpoint.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the training finished before the kill; give it more steps"
+    );
+    assert!(checkpoint.exists(), "the checkpoint survives the kill");
+    not_complete(&run);
+    let after = dictionary(&run, &args);
+    assert_success(&after, "training after a kill");
+    assert!(String::from_utf8_lossy(&after.stderr).contains("resuming SAE training from step"));
+    assert!(
+        weights(&run) == reference,
+        "killed + resumed weights differ from uninterrupted ones"
+    );
+}
