@@ -61,6 +61,15 @@ bench-tcav: models
     @mkdir -p target/bench
     ./target/release/glassbox-bench-tcav | tee target/bench/tcav.json
 
+# TopK SAE training throughput (384 -> 6,144 latents, k = 32, batch 4,096) next to the SAELens
+# TopK trainer and minimal PyTorch loops on the same rows.
+bench-sae:
+    cargo build --release --bin glassbox-bench-sae
+    ./target/release/glassbox-bench-sae --data target/bench/sae-data.f32 --out target/bench/sae.json > /dev/null
+    @just _python-env .venv-bench "torch sae-lens numpy"
+    .venv-bench/bin/python bench/pytorch_sae.py target/bench/sae-data.f32 target/bench/pytorch-sae.json > /dev/null
+    python3 bench/compare_sae.py target/bench/sae.json target/bench/pytorch-sae.json
+
 # A venv at `dir` with `packages` from PyPI (pip skips what is already installed).
 _python-env dir packages:
     @if [ ! -x "{{dir}}/bin/python" ]; then python3 -m venv "{{dir}}"; fi
