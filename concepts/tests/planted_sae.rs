@@ -159,3 +159,31 @@ fn a_paused_run_resumes_to_the_same_weights() {
     .unwrap_err();
     assert!(err.to_string().contains("other options"), "{err}");
 }
+
+#[test]
+fn relu_l1_sae_trains_sparse_codes_too() {
+    let (atoms, rows) = planted();
+    let options = SaeOptions {
+        architecture: "relu".into(),
+        l1_coefficient: 2.0,
+        train_tokens: 1_000_000,
+        ..options()
+    };
+    let fitted = train(&options, &FitControl::default());
+    let metrics = evaluate(&fitted.sae, &mut MatrixRows::new(rows, D)).unwrap();
+    let found = recovered(&fitted.sae, &atoms);
+    eprintln!(
+        "ReLU: recovered {found}/{ATOMS}; EV {:.4}, L0 {:.2}",
+        metrics.explained_variance, metrics.l0
+    );
+    assert!(metrics.explained_variance > 0.8, "{metrics:?}");
+    assert!(
+        metrics.l0 < 10.0,
+        "L1 keeps codes sparse: L0 {}",
+        metrics.l0
+    );
+    assert!(
+        found * 10 >= ATOMS * 9,
+        "recovered only {found} of {ATOMS} directions"
+    );
+}

@@ -44,7 +44,8 @@ pub struct SaeOptions {
     pub width: Option<usize>,
     /// Active latents per token (TopK). Default 32.
     pub k: usize,
-    /// L1 coefficient (ReLU architecture). Default 5.0 (inputs are scaled to mean norm √d).
+    /// L1 coefficient (ReLU architecture), in Anthropic's convention: per token the loss is
+    /// `‖x − x̂‖² + λ Σ_j f_j` (both divided by d). Default 5.0 (inputs scaled to mean norm √d).
     pub l1_coefficient: f32,
     /// Dead latents revived per token by the AuxK loss. Default: the power of two nearest
     /// d_in / 2, as in Gao et al.

@@ -3,7 +3,8 @@
 //!
 //! Loss per batch of `B` tokens (`x` already scaled):
 //! `L = (1 / (B·d)) Σ_b ‖x̂_b − x_b‖²`
-//! `  + λ / B · Σ_b Σ_j f_bj` (ReLU architecture)
+//! `  + λ / (B·d) · Σ_b Σ_j f_bj` (ReLU architecture: Anthropic's `‖x − x̂‖² + λ Σ f` per
+//! token, divided by d like the error term, so λ means what it means there)
 //! `  + α · Σ_b ‖ê_b − r_b‖² / Σ_b ‖r_b − r̄‖²` (TopK with dead latents: AuxK, where
 //! `r = x − x̂` is held constant and `ê = W_dec · TopK_{k_aux}(pre-activations of dead latents)`).
 //!
@@ -307,7 +308,7 @@ pub fn gradients_into(
     };
 
     let l1 = match sae.architecture {
-        Architecture::Relu { l1_coefficient } => l1_coefficient / rows as f32,
+        Architecture::Relu { l1_coefficient } => l1_coefficient / (rows * d) as f32,
         Architecture::TopK { .. } => 0.0,
     };
     let g_pre_main = code_gradients(sae, &codes, &g_out, l1);

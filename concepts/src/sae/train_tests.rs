@@ -87,7 +87,7 @@ fn autograd(
         let l1 = f
             .sum_all()
             .unwrap()
-            .affine(l1_coefficient as f64 / rows as f64, 0.0)
+            .affine(l1_coefficient as f64 / (rows * d) as f64, 0.0)
             .unwrap();
         loss = (loss + l1).unwrap();
     }
