@@ -26,8 +26,15 @@ venv:
         (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema) \
         || echo "warning: could not install pyarrow/jsonschema; the independent-reader and schema tests will be skipped"; fi
 
+# Headless Chromium for the report's browser test (the Debian package, installed when missing).
+browser:
+    @command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+        || ( (command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+              || sudo -n sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null; }) \
+             || echo "warning: could not install chromium; the browser test will be skipped")
+
 # Build and run every test (unit, parity, end-to-end).
-test: models venv
+test: models venv browser
     cargo build --bin glassbox
     cargo test --workspace
 

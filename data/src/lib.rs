@@ -25,5 +25,7 @@ pub use progress::{NoProgress, Progress};
 pub use run::RunDir;
 pub use store::{ActDtype, ShardMeta, StoreKind};
 
+include!(concat!(env!("OUT_DIR"), "/versions.rs"));
+
 /// Result alias used throughout this crate.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

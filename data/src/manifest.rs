@@ -49,6 +49,9 @@ pub struct StageRecord {
     /// Hash of the stage's config, its upstream fingerprints and the code version.
     pub fingerprint: String,
     pub finished_at: String,
+    /// Wall-clock seconds the stage's last (completing) run took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// The stage's resolved parameters, for provenance.
@@ -108,6 +111,7 @@ mod tests {
             StageRecord {
                 fingerprint: "abc".into(),
                 finished_at: now_rfc3339(),
+                seconds: Some(1.5),
                 seed: None,
                 params: serde_json::json!({"hooks": ["x"]}),
             },

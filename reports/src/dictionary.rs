@@ -102,9 +102,6 @@ fn read_metrics(path: &Path) -> Result<Option<serde_json::Value>, ReportError> {
         if let Some(t) = o.get_mut("training").and_then(|t| t.as_object_mut()) {
             t.remove("curve");
         }
-        if let Some(sae) = o.get_mut("sae").and_then(|s| s.as_object_mut()) {
-            sae.remove("density_histogram");
-        }
         if let Some(p) = o.get_mut("pca_baseline").and_then(|s| s.as_object_mut()) {
             p.remove("density_histogram");
         }
@@ -151,6 +148,57 @@ fn listed_units(dir: &Path, unit: &str) -> Result<(usize, Vec<ListedUnit>), Repo
     Ok((total, listed))
 }
 
+/// Bars of latent counts per density bin (from `metrics.json`'s `density_histogram`).
+pub fn density_svg(hist: &serde_json::Value) -> String {
+    let bins: Vec<(f64, f64, f64)> = hist
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| {
+                    let get = |k: &str| {
+                        b.get(k)
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(f64::NEG_INFINITY)
+                    };
+                    (
+                        get("log10_lo"),
+                        get("log10_hi"),
+                        b.get("latents").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (w, h, pad) = (480.0, 160.0, 30.0);
+    let max = bins.iter().map(|b| b.2).fold(1.0, f64::max);
+    let bar = (w - 2.0 * pad) / bins.len().max(1) as f64;
+    let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"feature density histogram\">");
+    for (i, (lo, hi, n)) in bins.iter().enumerate() {
+        let bh = (h - 2.0 * pad) * n / max;
+        let x = pad + i as f64 * bar;
+        let label = if lo.is_finite() {
+            format!("{lo:.1}")
+        } else {
+            "never".into()
+        };
+        svg.push_str(&format!(
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{label} to {hi:.1}: {n} latents</title></rect>",
+            h - pad - bh,
+            bar - 2.0,
+            if lo.is_finite() { "#4a7ab5" } else { "#b55" }
+        ));
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\">{label}</text>",
+            x + bar / 2.0,
+            h - pad + 12.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{pad}\" y=\"14\" font-size=\"10\">max {max} latents per bin</text></svg>"
+    ));
+    svg
+}
+
 fn number(v: Option<&serde_json::Value>, digits: usize) -> String {
     v.and_then(|v| v.as_f64())
         .map_or("–".to_owned(), |x| format!("{x:.digits$}"))
@@ -172,6 +220,30 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
         percent(sae.get("dead_fraction")),
         percent(sae.get("dense_fraction")),
     ))
+}
+
+/// Plain statements about the `n` most label-aligned units of a finding.
+pub fn unit_findings(f: &DictionaryFinding, n: usize) -> Vec<String> {
+    let unit = f.kind.trim_end_matches('s');
+    f.listed
+        .iter()
+        .filter(|u| u.row.top_label_correlation.is_some_and(|r| r >= 0.3))
+        .take(n)
+        .map(|u| {
+            let r = &u.row;
+            let tokens: Vec<String> = r.top_tokens.iter().take(3).map(|t| format!("`{t}`")).collect();
+            format!(
+                "{unit} {} at `{}` tracks `{}` = `{}` (r {:.2}; active on {:.1}% of tokens), top tokens {}",
+                r.unit,
+                f.hook,
+                r.top_label.as_deref().unwrap_or_default(),
+                r.top_class.as_deref().unwrap_or_default(),
+                r.top_label_correlation.unwrap_or_default(),
+                100.0 * r.density,
+                tokens.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn percent(v: Option<&serde_json::Value>) -> String {
@@ -278,30 +350,20 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
         ));
         for u in &f.listed {
             h.push_str(&format!(
-                "<li class=\"unit\" data-unit=\"{}\"><div class=\"unit-head\">{}</div>\n",
+                "<li class=\"unit\" data-unit=\"{}\"><div class=\"unit-head\"><a href=\"{}#{unit}-{}\">{}</a>: {}</div>\n",
                 u.row.unit,
+                escape(&crate::pages::page_path(f, u.row.unit)),
+                u.row.unit,
+                unit,
                 crate::html::inline(&unit_line(u, unit))
             ));
             for s in &u.examples {
-                h.push_str("<div class=\"snippet\">");
-                let max = s
-                    .activations
-                    .iter()
-                    .fold(0.0f32, |a, &b| a.max(b))
-                    .max(1e-6);
-                for (i, (t, a)) in s.tokens.iter().zip(&s.activations).enumerate() {
-                    let alpha = (a.max(0.0) / max).min(1.0);
-                    let class = if i as u32 == s.center {
-                        " class=\"center\""
-                    } else {
-                        ""
-                    };
-                    h.push_str(&format!(
-                        "<span{class} style=\"background:rgba(230,120,20,{alpha:.2})\" title=\"{a:.3}\">{}</span> ",
-                        escape(t)
-                    ));
-                }
-                h.push_str("</div>\n");
+                h.push_str(&crate::html::snippet(
+                    &s.tokens,
+                    &s.activations,
+                    s.center,
+                    s.activation,
+                ));
             }
             h.push_str("</li>\n");
         }

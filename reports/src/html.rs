@@ -38,39 +38,9 @@ pub(crate) fn inline(text: &str) -> String {
 
 pub(crate) fn render(s: &Summary) -> String {
     let mut body = String::new();
-    body.push_str("<h1>glassbox report</h1>\n<section class=\"provenance\">\n<dl>\n");
-    if let Some(m) = &s.manifest.model {
-        body.push_str(&format!(
-            "<dt>Model</dt><dd><code>{}</code> @ <code>{}</code> ({}, {})</dd>\n",
-            escape(&m.id),
-            escape(&m.revision),
-            escape(&m.family),
-            escape(&m.source)
-        ));
-    }
-    if let Some(d) = &s.manifest.data {
-        body.push_str(&format!(
-            "<dt>Data</dt><dd><code>{}</code>: {} examples, {} tokens<br><small>sha256 {}</small></dd>\n",
-            escape(&d.path),
-            d.n_examples,
-            d.n_tokens,
-            escape(&d.sha256)
-        ));
-    }
-    for (stage, record) in &s.manifest.stages {
-        let seed = record
-            .seed
-            .map(|s| format!(", seed {s}"))
-            .unwrap_or_default();
-        body.push_str(&format!(
-            "<dt>{}</dt><dd>finished {}{}<br><small>fingerprint {}</small></dd>\n",
-            escape(stage),
-            escape(&record.finished_at),
-            seed,
-            escape(&record.fingerprint)
-        ));
-    }
-    body.push_str("</dl>\n</section>\n<h2>Linear probes</h2>\n<ul>\n");
+    body.push_str("<h1>glassbox report</h1>\n");
+    body.push_str(&findings_html(s));
+    body.push_str("<h2>Linear probes</h2>\n<ul>\n");
     for f in &s.probes {
         body.push_str(&format!("<li>{}</li>\n", inline(&finding_sentence(f))));
     }
@@ -151,12 +121,55 @@ pub(crate) fn render(s: &Summary) -> String {
         ));
     }
     body.push_str(&crate::dictionary::html(&s.dictionary));
+    body.push_str(&crate::provenance::html(&s.manifest, &s.provenance));
+    page(&s.run, &body)
+}
+
+/// A self-contained page: inline style, no scripts; `title` is escaped here.
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>glassbox report — {}</title>\n<style>{}</style>\n</head>\n<body>\n{}</body>\n</html>\n",
-        escape(&s.run),
+        escape(title),
         STYLE,
         body
     )
+}
+
+/// A context window with each token shaded by the unit's activation on it (the example token
+/// outlined; the exact value in its tooltip).
+pub(crate) fn snippet(
+    tokens: &[String],
+    activations: &[f32],
+    center: u32,
+    activation: f32,
+) -> String {
+    let max = activations.iter().fold(0.0f32, |a, &b| a.max(b)).max(1e-6);
+    let mut h = format!("<div class=\"snippet\" title=\"activation {activation:.3}\">");
+    for (i, (t, a)) in tokens.iter().zip(activations).enumerate() {
+        let alpha = (a.max(0.0) / max).min(1.0);
+        let class = if i as u32 == center {
+            " class=\"center\""
+        } else {
+            ""
+        };
+        h.push_str(&format!(
+            "<span{class} style=\"background:rgba(230,120,20,{alpha:.2})\" title=\"{a:.3}\">{}</span> ",
+            escape(t)
+        ));
+    }
+    h.push_str("</div>\n");
+    h
+}
+
+/// The ranked findings first: what an auditor reads before anything else.
+fn findings_html(s: &Summary) -> String {
+    let mut h =
+        String::from("<section id=\"findings\">\n<h2>Findings</h2>\n<ol class=\"findings\">\n");
+    for line in crate::ranked_findings(s) {
+        h.push_str(&format!("<li>{}</li>\n", inline(&line)));
+    }
+    h.push_str("</ol>\n<p class=\"note\">Ranked: where each label is best decoded, significant TCAV results by effect, the SAE's fit against PCA, then what was tested and not found significant. <a href=\"#provenance\">Provenance</a> is at the end.</p>\n</section>\n");
+    h
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
@@ -166,7 +179,8 @@ td:first-child,th:first-child{text-align:left}dt{font-weight:600}dd{margin:0 0 .
 small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}\
 tr.significant td{background:#eef6ee}\
 .unit{margin:.6rem 0}.unit-head{font-size:.95rem}.snippet{font-family:ui-monospace,monospace;font-size:.85rem;margin:.15rem 0 .15rem 1rem}\
-.snippet span{padding:0 1px;border-radius:2px}.snippet span.center{outline:1px solid #b55}";
+.snippet span{padding:0 1px;border-radius:2px}.snippet span.center{outline:1px solid #b55}\
+.unit-page{border-top:1px solid #ddd;margin-top:1rem}.bin{color:#777;font-size:.8rem;margin-left:1rem}.nav{color:#555}";
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,10 @@
 
 pub mod dictionary;
 mod html;
+pub mod pages;
+pub mod provenance;
 mod svg;
+mod tables;
 mod tcav_svg;
 
 use glassbox_data::{atomic, DataError, Manifest, RunDir};
@@ -62,6 +65,8 @@ pub struct Summary {
     pub tcav: Vec<glassbox_concepts::ScoreRow>,
     /// SAE metrics and listed features/neurons per hook (empty without a dictionary stage).
     pub dictionary: Vec<dictionary::DictionaryFinding>,
+    /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
+    pub provenance: provenance::Provenance,
 }
 
 /// Paths of the written bundle.
@@ -94,6 +99,21 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .filter_map(dictionary::headline)
             .map(|l| l.replace('`', "")),
     );
+    lines
+}
+
+/// Every finding, ranked, with `code` marks: where each label is best decoded, significant TCAV
+/// results by effect, each SAE's fit and its most label-aligned features, then what was tested
+/// and not found significant.
+pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
+    let mut lines: Vec<String> = summary.probes.iter().map(finding_sentence).collect();
+    let tcav = tcav_findings(&summary.tcav);
+    lines.extend(tcav.iter().filter(|l| l.starts_with("concept ")).cloned());
+    for f in &summary.dictionary {
+        lines.extend(dictionary::headline(f));
+        lines.extend(dictionary::unit_findings(f, 3));
+    }
+    lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
 }
 
@@ -158,6 +178,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         probes,
         tcav,
         dictionary,
+        provenance: provenance::provenance(run),
     })
 }
 
@@ -191,6 +212,22 @@ pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError>
             &dir.join("figures").join(name),
             tcav_svg::tcav_chart(&target, &rows).as_bytes(),
         )?;
+    }
+    tables::write_tables(run, &summary)?;
+    pages::write_pages(run, &summary.dictionary)?;
+    for f in summary.dictionary.iter().filter(|f| f.kind == "features") {
+        if let Some(hist) = f
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get("sae"))
+            .and_then(|s| s.get("density_histogram"))
+        {
+            let name = file_name(&format!("density-{}.svg", f.hook));
+            atomic::write_bytes(
+                &dir.join("figures").join(name),
+                dictionary::density_svg(hist).as_bytes(),
+            )?;
+        }
     }
     atomic::write_bytes(&paths.index, html::render(&summary).as_bytes())?;
     Ok((paths, summary))
@@ -257,7 +294,7 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
 }
 
 /// A file name from free text (labels, targets): anything but `[A-Za-z0-9._-]` becomes `_`.
-fn file_name(text: &str) -> String {
+pub(crate) fn file_name(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {

@@ -239,3 +239,51 @@ pub fn poison_with_nan(path: &Path) {
     }
     writer.close().unwrap();
 }
+
+/// The Chromium binary (`chromium`, `chromium-browser` or `google-chrome` on PATH, or
+/// `GLASSBOX_CHROMIUM`), or why there is none.
+pub fn chromium() -> Result<PathBuf, String> {
+    if let Ok(path) = std::env::var("GLASSBOX_CHROMIUM") {
+        return Ok(PathBuf::from(path));
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if let Some(path) = found.filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    Err("no chromium on PATH (`just browser` installs the Debian package)".into())
+}
+
+/// Loads `page` in headless Chromium and returns the DOM after load and every console line
+/// the page produced (Chromium logs them as `INFO:CONSOLE` on stderr).
+pub fn headless_dom(chrome: &Path, page: &Path) -> (String, Vec<String>) {
+    let out = Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}

@@ -413,6 +413,98 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
 }
 
 #[test]
+fn report_renders_in_headless_chromium() {
+    let Some(dir) = default_run() else { return };
+    let chrome = match chromium() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIP report_renders_in_headless_chromium: {why}");
+            return;
+        }
+    };
+    // The console check can fail: a page that logs is caught.
+    let probe_page = tempfile::tempdir().unwrap();
+    let noisy = probe_page.path().join("noisy.html");
+    std::fs::write(
+        &noisy,
+        "<html><body><script>console.error('noisy')</script></body></html>",
+    )
+    .unwrap();
+    let (_, console) = headless_dom(&chrome, &noisy);
+    assert!(
+        console.iter().any(|l| l.contains("noisy")),
+        "console capture works: {console:?}"
+    );
+
+    let report = RunDir::new(dir).report_dir();
+    let index = report.join("index.html");
+    let (dom, console) = headless_dom(&chrome, &index);
+    assert!(
+        console.is_empty(),
+        "console output from the report: {console:?}"
+    );
+    for (what, needle) in [
+        ("findings", "<section id=\"findings\">"),
+        ("a ranked finding", "<ol class=\"findings\">\n<li>"),
+        ("a probe plot", "<svg"),
+        ("the TCAV section", "<section id=\"tcav\">"),
+        ("the dictionary section", "<section id=\"dictionary\">"),
+        (
+            "links to feature pages",
+            "units/blocks.3.hook_resid_post/features-000.html",
+        ),
+        (
+            "links to neuron pages",
+            "units/blocks.3.hook_resid_post/neurons-000.html",
+        ),
+        ("provenance", "<section id=\"provenance\""),
+    ] {
+        assert!(
+            dom.contains(needle),
+            "the rendered DOM lacks {what} ({needle})"
+        );
+    }
+    assert!(!dom.contains("<script"), "no scripts");
+    assert!(
+        !dom.contains(" src="),
+        "nothing to load: everything is inline"
+    );
+    // A feature page: the first feature with highlighted examples.
+    let page = report.join("units/blocks.3.hook_resid_post/features-000.html");
+    let (page_dom, console) = headless_dom(&chrome, &page);
+    assert!(
+        console.is_empty(),
+        "console output from a feature page: {console:?}"
+    );
+    assert!(page_dom.contains("id=\"feature-0\"") && page_dom.contains("class=\"snippet\""));
+    assert!(page_dom.contains("Samples by activation quantile"));
+    // Screenshot kept as a test artefact (not committed).
+    let artefacts = workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("report.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = std::process::Command::new(&chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,2400",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", index.display()))
+        .output()
+        .unwrap();
+    assert_success(&out, "chromium screenshot");
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20_000,
+        "screenshot {} is {size} bytes",
+        shot.display()
+    );
+}
+
+#[test]
 fn rerunning_the_pipeline_skips_up_to_date_stages() {
     let Some(dir) = default_run() else { return };
     let before = std::fs::read_to_string(RunDir::new(dir).manifest()).unwrap();

@@ -1,7 +1,7 @@
 //! Reading explanation tables back (for the report, and as the reference reader of the layout
 //! `write.rs` produces).
 
-use super::UnitExample;
+use super::{DirectionCosine, LabelCorrelation, UnitExample};
 use crate::ConceptError;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt32Type, UInt64Type};
@@ -103,14 +103,26 @@ pub fn read_top_examples(
     units: &HashSet<u32>,
     max_rank: u32,
 ) -> Result<Vec<UnitExample>, ConceptError> {
+    read_examples(dir, unit, |u, kind, rank| {
+        units.contains(&u) && kind == "top" && rank < max_rank
+    })
+}
+
+/// Reads the examples for which `keep(unit, kind, rank)` holds, in file order.
+pub fn read_examples(
+    dir: &Path,
+    unit: &str,
+    keep: impl Fn(u32, &str, u32) -> bool,
+) -> Result<Vec<UnitExample>, ConceptError> {
     let path = dir.join(format!("{unit}_examples.parquet"));
     let mut out = Vec::new();
     for batch in table::read_table(&path)? {
         let c = |name: &str| column(&path, &batch, name);
-        let (id, kind, rank, act, example, position, token, ctx, ctx_act, center) = (
+        let (id, kind, rank, bin, act, example, position, token, ctx, ctx_act, center) = (
             c(unit)?,
             c("kind")?,
             c("rank")?,
+            c("bin")?,
             c("activation")?,
             c("example_id")?,
             c("position")?,
@@ -123,15 +135,17 @@ pub fn read_top_examples(
         for r in 0..batch.num_rows() {
             let u = ids.value(r);
             let rk = rank.as_primitive::<UInt32Type>().value(r);
-            if !units.contains(&u) || kind.as_string::<i32>().value(r) != "top" || rk >= max_rank {
+            let k = kind.as_string::<i32>().value(r);
+            if !keep(u, k, rk) {
                 continue;
             }
             let acts = ctx_act.as_list::<i32>().value(r);
+            let bins = bin.as_primitive::<UInt32Type>();
             out.push(UnitExample {
                 unit: u,
-                kind: "top",
+                kind: if k == "top" { "top" } else { "quantile" },
                 rank: rk,
-                bin: None,
+                bin: (!bins.is_null(r)).then(|| bins.value(r)),
                 activation: act.as_primitive::<Float32Type>().value(r),
                 example_id: example.as_primitive::<UInt64Type>().value(r),
                 position: position.as_primitive::<UInt32Type>().value(r),
@@ -139,6 +153,53 @@ pub fn read_top_examples(
                 context_tokens: strings(&ctx, r),
                 context_activations: acts.as_primitive::<Float32Type>().values().to_vec(),
                 center: center.as_primitive::<UInt32Type>().value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `<dir>/<unit>_labels.parquet`.
+pub fn read_labels(dir: &Path, unit: &str) -> Result<Vec<LabelCorrelation>, ConceptError> {
+    let path = dir.join(format!("{unit}_labels.parquet"));
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let c = |name: &str| column(&path, &batch, name);
+        let (id, label, class, corr, mean, rows) = (
+            c(unit)?,
+            c("label")?,
+            c("class")?,
+            c("correlation")?,
+            c("mean_in_class")?,
+            c("rows_in_class")?,
+        );
+        for r in 0..batch.num_rows() {
+            out.push(LabelCorrelation {
+                unit: id.as_primitive::<UInt32Type>().value(r),
+                label: label.as_string::<i32>().value(r).to_owned(),
+                class: class.as_string::<i32>().value(r).to_owned(),
+                correlation: corr.as_primitive::<Float64Type>().value(r),
+                mean_in_class: mean.as_primitive::<Float64Type>().value(r),
+                rows_in_class: rows.as_primitive::<UInt64Type>().value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `<dir>/<unit>_directions.parquet`.
+pub fn read_directions(dir: &Path, unit: &str) -> Result<Vec<DirectionCosine>, ConceptError> {
+    let path = dir.join(format!("{unit}_directions.parquet"));
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let c = |name: &str| column(&path, &batch, name);
+        let (id, source, name, cos) = (c(unit)?, c("source")?, c("name")?, c("cosine")?);
+        for r in 0..batch.num_rows() {
+            out.push(DirectionCosine {
+                unit: id.as_primitive::<UInt32Type>().value(r),
+                source: source.as_string::<i32>().value(r).to_owned(),
+                name: name.as_string::<i32>().value(r).to_owned(),
+                cosine: cos.as_primitive::<Float64Type>().value(r),
             });
         }
     }

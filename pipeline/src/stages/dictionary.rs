@@ -16,6 +16,7 @@ pub fn run_dictionary_stage(
     json: bool,
     progress: &dyn Progress,
 ) -> Result<bool> {
+    let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
     let extract = manifest
         .stage_fingerprint("extract")
@@ -56,6 +57,7 @@ pub fn run_dictionary_stage(
                 fp,
                 Some(settings.sae.seed),
                 params,
+                started,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summaries)?);

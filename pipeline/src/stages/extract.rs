@@ -18,6 +18,7 @@ pub struct ExtractRequest<'a> {
 }
 
 pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progress) -> Result<()> {
+    let started = std::time::Instant::now();
     let s = req.settings;
     let dtype: ActDtype = s.dtype.parse().map_err(anyhow::Error::msg)?;
     let compression: Codec = s.compression.parse().map_err(anyhow::Error::msg)?;
@@ -118,7 +119,7 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     config.extract = Some(s.clone());
     config.save(run)?;
     // The manifest entry is written last: its presence means the stage completed.
-    super::complete_stage(run, &mut manifest, "extract", fp, None, params)?;
+    super::complete_stage(run, &mut manifest, "extract", fp, None, params, started)?;
     remove_path(&progress_dir)?;
     let _ = std::fs::remove_dir(run.root().join("_progress"));
     println!(

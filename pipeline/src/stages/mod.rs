@@ -41,12 +41,14 @@ pub(crate) fn complete_stage(
     fingerprint: String,
     seed: Option<u64>,
     params: serde_json::Value,
+    started: std::time::Instant,
 ) -> Result<()> {
     manifest.stages.insert(
         stage.into(),
         StageRecord {
             fingerprint,
             finished_at: now_rfc3339(),
+            seconds: Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
             seed,
             params,
         },

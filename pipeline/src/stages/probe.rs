@@ -16,6 +16,7 @@ pub fn run_probe(
     json: bool,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
     let upstream = manifest
         .stage_fingerprint("extract")
@@ -38,7 +39,15 @@ pub fn run_probe(
     let mut config = RunConfig::load(run);
     config.probe = Some(settings.clone());
     config.save(run)?;
-    super::complete_stage(run, &mut manifest, "probe", fp, Some(settings.seed), params)?;
+    super::complete_stage(
+        run,
+        &mut manifest,
+        "probe",
+        fp,
+        Some(settings.seed),
+        params,
+        started,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -5,6 +5,7 @@ use anyhow::Result;
 use glassbox_data::{Progress, RunDir};
 
 pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<()> {
+    let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
     let upstream = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
@@ -22,7 +23,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     }
     let mut manifest = super::invalidate_from(run, "report")?;
     let (paths, summary) = glassbox_reports::write_report(run)?;
-    super::complete_stage(run, &mut manifest, "report", fp, None, upstream)?;
+    super::complete_stage(run, &mut manifest, "report", fp, None, upstream, started)?;
     println!("report: {}", paths.index.display());
     print_findings(&summary);
     Ok(())

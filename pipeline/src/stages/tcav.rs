@@ -344,6 +344,7 @@ pub fn run_tcav_stage(
     json: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<ScoreRow>> {
+    let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
     if settings.targets.is_empty() {
         bail!("no TCAV targets; pass --target probe:<label>=<class>");
@@ -482,7 +483,15 @@ pub fn run_tcav_stage(
     let mut config = RunConfig::load(run);
     config.tcav = Some(settings.clone());
     config.save(run)?;
-    super::complete_stage(run, &mut manifest, "tcav", fp, Some(settings.seed), params)?;
+    super::complete_stage(
+        run,
+        &mut manifest,
+        "tcav",
+        fp,
+        Some(settings.seed),
+        params,
+        started,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&scores)?);
     } else {

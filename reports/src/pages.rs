@@ -1,0 +1,178 @@
+//! One drill-down page per 100 units (features or neurons) of a hook:
+//! `report/units/<hook>/<kind>-NNN.html`. Each unit gets every top example with per-token
+//! highlighting, the quantile samples by bin, its strongest label correlations and the
+//! closest probe/CAV directions. Paging keeps each page small however many units there are
+//! (16k features → 164 pages of 100); the full data stays in the Parquet files.
+
+use crate::dictionary::DictionaryFinding;
+use crate::html::{escape, inline, snippet};
+use crate::ReportError;
+use glassbox_concepts::explain::read::{read_directions, read_examples, read_labels, read_units};
+use glassbox_concepts::explain::{DirectionCosine, LabelCorrelation, UnitExample};
+use glassbox_data::{atomic, RunDir};
+use std::collections::HashMap;
+
+pub const UNITS_PER_PAGE: usize = 100;
+
+/// The page (relative to `report/`) holding `unit` of a finding.
+pub fn page_path(f: &DictionaryFinding, unit: u32) -> String {
+    format!(
+        "units/{}/{}-{:03}.html",
+        crate::file_name(&f.hook),
+        f.kind,
+        unit as usize / UNITS_PER_PAGE
+    )
+}
+
+/// Writes every page of every finding; returns how many.
+pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize, ReportError> {
+    let mut written = 0;
+    // Pages of an earlier report (perhaps with more units) must not linger.
+    let root = run.report_dir().join("units");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)
+            .map_err(|e| ReportError::Invalid(format!("{}: {e}", root.display())))?;
+    }
+    for f in findings {
+        let dir = run.dictionary_dir(&f.hook);
+        let unit = f.kind.trim_end_matches('s');
+        let units = read_units(&dir, unit)?;
+        let mut examples: HashMap<u32, Vec<UnitExample>> = HashMap::new();
+        for e in read_examples(&dir, unit, |_, _, _| true)? {
+            examples.entry(e.unit).or_default().push(e);
+        }
+        let mut labels: HashMap<u32, Vec<LabelCorrelation>> = HashMap::new();
+        for l in read_labels(&dir, unit)? {
+            labels.entry(l.unit).or_default().push(l);
+        }
+        let mut directions: HashMap<u32, Vec<DirectionCosine>> = HashMap::new();
+        for d in read_directions(&dir, unit)? {
+            directions.entry(d.unit).or_default().push(d);
+        }
+        let pages = units.len().div_ceil(UNITS_PER_PAGE);
+        for (p, chunk) in units.chunks(UNITS_PER_PAGE).enumerate() {
+            let mut body = format!(
+                "<p class=\"nav\"><a href=\"../../index.html#dictionary\">report</a> · <code>{}</code> {} {}–{} of {}{}{}</p>\n",
+                escape(&f.hook),
+                escape(&f.kind),
+                chunk[0].unit,
+                chunk[chunk.len() - 1].unit,
+                units.len(),
+                if p > 0 { format!(" · <a href=\"{}-{:03}.html\">previous</a>", f.kind, p - 1) } else { String::new() },
+                if p + 1 < pages { format!(" · <a href=\"{}-{:03}.html\">next</a>", f.kind, p + 1) } else { String::new() },
+            );
+            for u in chunk {
+                body.push_str(&unit_section(
+                    unit,
+                    u,
+                    examples.get(&u.unit),
+                    labels.get(&u.unit),
+                    directions.get(&u.unit),
+                ));
+            }
+            let title = format!("{} {} page {}", f.hook, f.kind, p + 1);
+            let path = run.report_dir().join(format!(
+                "units/{}/{}-{:03}.html",
+                crate::file_name(&f.hook),
+                f.kind,
+                p
+            ));
+            atomic::write_bytes(&path, crate::html::page(&title, &body).as_bytes())?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+fn unit_section(
+    unit: &str,
+    u: &glassbox_concepts::explain::read::UnitRow,
+    examples: Option<&Vec<UnitExample>>,
+    labels: Option<&Vec<LabelCorrelation>>,
+    directions: Option<&Vec<DirectionCosine>>,
+) -> String {
+    let mut h = format!(
+        "<section class=\"unit-page\" id=\"{unit}-{}\">\n<h2>{unit} {}</h2>\n<p>active on {} tokens (density {:.3}%), mean {:.3} (when active {:.3}), max {:.3}</p>\n",
+        u.unit,
+        u.unit,
+        u.active_rows,
+        100.0 * u.density,
+        u.mean_activation,
+        u.mean_when_active,
+        u.max_activation
+    );
+    let empty = Vec::new();
+    let examples = examples.unwrap_or(&empty);
+    if examples.is_empty() {
+        h.push_str("<p class=\"note\">Never active: no examples.</p>\n");
+    }
+    let top: Vec<&UnitExample> = examples.iter().filter(|e| e.kind == "top").collect();
+    if !top.is_empty() {
+        h.push_str("<h3>Top activations</h3>\n");
+        for e in top {
+            h.push_str(&snippet(
+                &e.context_tokens,
+                &e.context_activations,
+                e.center,
+                e.activation,
+            ));
+        }
+    }
+    let quantile: Vec<&UnitExample> = examples.iter().filter(|e| e.kind == "quantile").collect();
+    if !quantile.is_empty() {
+        h.push_str("<h3>Samples by activation quantile (lowest first)</h3>\n");
+        for e in quantile {
+            h.push_str(&format!(
+                "<div class=\"bin\">bin {}</div>",
+                e.bin.unwrap_or_default()
+            ));
+            h.push_str(&snippet(
+                &e.context_tokens,
+                &e.context_activations,
+                e.center,
+                e.activation,
+            ));
+        }
+    }
+    if let Some(labels) = labels {
+        let mut best: Vec<&LabelCorrelation> = labels.iter().collect();
+        best.sort_by(|a, b| b.correlation.total_cmp(&a.correlation));
+        let lines: Vec<String> = best
+            .iter()
+            .take(3)
+            .map(|l| {
+                format!(
+                    "`{}` = `{}`: r {:.3} (mean {:.3} on its {} tokens)",
+                    l.label, l.class, l.correlation, l.mean_in_class, l.rows_in_class
+                )
+            })
+            .collect();
+        h.push_str(&format!(
+            "<h3>Labels</h3>\n<ul><li>{}</li></ul>\n",
+            lines
+                .iter()
+                .map(|l| inline(l))
+                .collect::<Vec<_>>()
+                .join("</li><li>")
+        ));
+    }
+    if let Some(directions) = directions {
+        let mut best: Vec<&DirectionCosine> = directions.iter().collect();
+        best.sort_by(|a, b| b.cosine.abs().total_cmp(&a.cosine.abs()));
+        let lines: Vec<String> = best
+            .iter()
+            .take(3)
+            .map(|d| format!("{} `{}`: cos {:.3}", d.source, d.name, d.cosine))
+            .collect();
+        h.push_str(&format!(
+            "<h3>Aligned probes and concepts</h3>\n<ul><li>{}</li></ul>\n",
+            lines
+                .iter()
+                .map(|l| inline(l))
+                .collect::<Vec<_>>()
+                .join("</li><li>")
+        ));
+    }
+    h.push_str("</section>\n");
+    h
+}

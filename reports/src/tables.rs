@@ -1,0 +1,75 @@
+//! Every table of the report as Parquet under `report/tables/`, for notebooks: the findings,
+//! the probe results, the TCAV tests and the dictionary metrics.
+
+use crate::{ranked_findings, ReportError, Summary};
+use arrow_array::{Float64Array, UInt32Array};
+use glassbox_data::table::Columns;
+use glassbox_data::{atomic, RunDir};
+use std::sync::Arc;
+
+pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), ReportError> {
+    let dir = run.report_dir().join("tables");
+    let findings: Vec<String> = ranked_findings(summary)
+        .into_iter()
+        .map(|l| l.replace('`', ""))
+        .collect();
+    let mut c = Columns::default();
+    c.add(
+        "rank",
+        Arc::new(UInt32Array::from_iter_values(0..findings.len() as u32)),
+    )
+    .text("finding", &findings, |f| f.as_str());
+    c.write(&dir.join("findings.parquet"))?;
+    // The stage tables as they are.
+    for (from, to) in [
+        ("probes/results.parquet", "probes.parquet"),
+        ("tcav/scores.parquet", "tcav.parquet"),
+    ] {
+        let src = run.root().join(from);
+        if src.exists() {
+            let bytes = std::fs::read(&src)
+                .map_err(|e| ReportError::Invalid(format!("{}: {e}", src.display())))?;
+            atomic::write_bytes(&dir.join(to), &bytes)?;
+        }
+    }
+    if !summary.dictionary.is_empty() {
+        let d = &summary.dictionary;
+        let metric = |f: &crate::dictionary::DictionaryFinding, section: &str, key: &str| {
+            f.metrics
+                .as_ref()
+                .and_then(|m| m.get(section))
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_f64())
+        };
+        let mut c = Columns::default();
+        c.text("hook", d, |f| f.hook.as_str())
+            .text("kind", d, |f| f.kind.as_str())
+            .count("units", d, |f| f.units as u64);
+        for key in [
+            "l0",
+            "explained_variance",
+            "fvu",
+            "mse",
+            "normalised_mse",
+            "cosine",
+            "dead_fraction",
+            "dense_fraction",
+        ] {
+            c.add(
+                key,
+                Arc::new(Float64Array::from_iter(
+                    d.iter().map(|f| metric(f, "sae", key)),
+                )),
+            );
+        }
+        c.add(
+            "pca_explained_variance",
+            Arc::new(Float64Array::from_iter(
+                d.iter()
+                    .map(|f| metric(f, "pca_baseline", "explained_variance")),
+            )),
+        );
+        c.write(&dir.join("dictionary.parquet"))?;
+    }
+    Ok(())
+}
