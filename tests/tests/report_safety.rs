@@ -77,6 +77,28 @@ fn payloads_in_texts_labels_and_concepts_render_inert() {
         .output()
         .unwrap();
     assert_success(&out, "tcav");
+    // Dictionary features and neurons: their examples' tokens and the classes they correlate
+    // with carry the payloads into the drill-down pages.
+    let out = glassbox()
+        .args(["dictionary", "--run"])
+        .arg(&run)
+        .args([
+            "--hook",
+            "blocks.1.hook_resid_post",
+            "--neurons",
+            "blocks.1.hook_resid_post",
+            "--width",
+            "32",
+            "--k",
+            "4",
+            "--train-tokens",
+            "20000",
+            "--batch-size",
+            "64",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "dictionary");
     let out = glassbox()
         .args(["report", "--run"])
         .arg(&run)
@@ -108,6 +130,24 @@ fn payloads_in_texts_labels_and_concepts_render_inert() {
         1,
         "only the page's own style element closes"
     );
+    // The drill-down pages: tokens such as `<` and `script` from the texts and the payload class
+    // names of the label correlations, all escaped.
+    let pages = run.join("report/units/blocks.1.hook_resid_post");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&pages).unwrap() {
+        let page = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let lower = page.to_lowercase();
+        assert!(
+            !lower.contains("<script") && !lower.contains("<img") && !lower.contains("<b>bold")
+        );
+        assert_eq!(
+            lower.matches("</style>").count(),
+            1,
+            "only the page's own style closes"
+        );
+        seen += usize::from(page.contains("&lt;") && page.contains("&quot;&gt;&lt;img"));
+    }
+    assert!(seen > 0, "the payloads reach the pages (escaped)");
     let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
     assert!(
         md.contains("alert(1)"),

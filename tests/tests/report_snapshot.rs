@@ -1,0 +1,151 @@
+//! `report/summary.md` of a tiny synthetic run (no model: a store written here, the probe stage
+//! run by the CLI) against a committed snapshot. Regenerate with
+//! `GLASSBOX_UPDATE_SNAPSHOTS=1 cargo test -p glassbox-tests --test report_snapshot` and review
+//! the diff.
+
+use glassbox_data::examples::write_examples;
+use glassbox_data::manifest::{DataRecord, ModelRecord, StageRecord};
+use glassbox_data::rng::SeededRng;
+use glassbox_data::store::{ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
+use glassbox_data::{Column, ColumnKind, Manifest, RunDir, TextDataset, Value};
+use glassbox_tests::*;
+
+const WIDTH: usize = 16;
+const N: usize = 300;
+const CLASSES: [&str; 3] = ["animals", "finance", "sport"];
+
+fn gaussian(rng: &mut SeededRng) -> f64 {
+    let u1 = rng.unit_f64().max(1e-12);
+    let u2 = rng.unit_f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// 300 examples of 3 topics; the topic shifts units 0–2 by 1.5 at block 0 and by 4 at block 1.
+fn tiny_run(dir: &std::path::Path) -> RunDir {
+    let run = RunDir::new(dir);
+    let mut rng = SeededRng::new(11);
+    let topics: Vec<usize> = (0..N).map(|i| i % 3).collect();
+    let data = TextDataset {
+        source: dir.join("tiny.jsonl"),
+        sha256: String::new(),
+        texts: (0..N)
+            .map(|i| format!("text {i} about {}", CLASSES[topics[i]]))
+            .collect(),
+        splits: None,
+        columns: vec![Column {
+            name: "topic".into(),
+            kind: ColumnKind::Str,
+            values: topics
+                .iter()
+                .map(|&t| Value::Str(CLASSES[t].into()))
+                .collect(),
+        }],
+    };
+    write_examples(&run, &data, &vec![4; N]).unwrap();
+    for (layer, shift) in [(0usize, 1.5f64), (1, 4.0)] {
+        let hook = format!("blocks.{layer}.hook_resid_post");
+        let dir = run.pooled_dir(&hook, "mean");
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = ShardMeta {
+            model_id: "synthetic/tiny".into(),
+            revision: "0".into(),
+            hook: hook.clone(),
+            kind: StoreKind::Pooled,
+            pool: Some("mean".into()),
+            width: WIDTH,
+            dtype: ActDtype::F32,
+            compression: Codec::None,
+            layer: Some(layer),
+            depth: (layer + 1) as f64,
+        };
+        let mut values = Vec::with_capacity(N * WIDTH);
+        for &t in &topics {
+            for u in 0..WIDTH {
+                let signal = if u == t { shift } else { 0.0 };
+                values.push((signal + gaussian(&mut rng)) as f32);
+            }
+        }
+        let mut w = ActivationWriter::create(&dir.join("part-00000.parquet"), meta).unwrap();
+        w.write(&(0..N as u64).collect::<Vec<_>>(), None, &values)
+            .unwrap();
+        w.finish().unwrap();
+    }
+    let mut manifest = Manifest::load_or_default(&run).unwrap();
+    manifest.model = Some(ModelRecord {
+        id: "synthetic/tiny".into(),
+        revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        source: "hub".into(),
+        family: "bert".into(),
+        weights_sha256: "0".repeat(64),
+    });
+    manifest.data = Some(DataRecord {
+        path: "tiny.jsonl".into(),
+        sha256: "a".repeat(64),
+        n_examples: N as u64,
+        n_tokens: 4 * N as u64,
+    });
+    manifest.stages.insert(
+        "extract".into(),
+        StageRecord {
+            fingerprint: "tiny".into(),
+            finished_at: "2026-01-01T00:00:00Z".into(),
+            seconds: Some(1.0),
+            seed: None,
+            params: serde_json::json!({}),
+        },
+    );
+    manifest.save(&run).unwrap();
+    run
+}
+
+#[test]
+fn summary_md_matches_the_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let out = glassbox()
+        .args([
+            "probe",
+            "--label",
+            "topic",
+            "--no-neurons",
+            "--bootstrap",
+            "200",
+            "--mdl",
+            "--run",
+        ])
+        .arg(run.root())
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(run.root())
+        .output()
+        .unwrap();
+    assert_success(&out, "report");
+    let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
+    let snapshot = workspace_root().join("tests/fixtures/summary_tiny.md");
+    if std::env::var_os("GLASSBOX_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &md).unwrap();
+        eprintln!("updated {}", snapshot.display());
+        return;
+    }
+    let want = std::fs::read_to_string(&snapshot).expect("the committed snapshot");
+    if md != want {
+        let diff: Vec<String> = want
+            .lines()
+            .zip(md.lines())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .take(5)
+            .map(|(i, (a, b))| format!("line {}:\n  want: {a}\n  got:  {b}", i + 1))
+            .collect();
+        panic!(
+            "summary.md differs from {} ({} vs {} lines):\n{}\n(review, then GLASSBOX_UPDATE_SNAPSHOTS=1 to accept)",
+            snapshot.display(),
+            want.lines().count(),
+            md.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
