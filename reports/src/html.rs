@@ -152,10 +152,16 @@ pub(crate) fn snippet(
         } else {
             ""
         };
-        h.push_str(&format!(
-            "<span{class} style=\"background:rgba(230,120,20,{alpha:.2})\" title=\"{a:.3}\">{}</span> ",
-            escape(t)
-        ));
+        // Inactive tokens (most of a window) carry no style or tooltip: pages of 100 units
+        // with 20 windows each stay small.
+        if *a == 0.0 {
+            h.push_str(&format!("<span{class}>{}</span> ", escape(t)));
+        } else {
+            h.push_str(&format!(
+                "<span{class} style=\"background:rgba(230,120,20,{alpha:.2})\" title=\"{a:.3}\">{}</span> ",
+                escape(t)
+            ));
+        }
     }
     h.push_str("</div>\n");
     h
