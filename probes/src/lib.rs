@@ -31,8 +31,8 @@ pub use labels::{Level, BUILTIN_LABELERS};
 pub use options::ProbeOptions;
 pub use probe::Standardizer;
 pub use results::{
-    read_results, read_topk, write_neurons, write_results, write_topk, NeuronRow, ProbeResult,
-    TopKRow,
+    read_neurons, read_results, read_topk, write_neurons, write_results, write_topk, NeuronRow,
+    ProbeResult, TopKRow,
 };
 pub use split::{stratified_split, Split};
 pub use weights::{read_weights, write_weights, ProbeWeights};

@@ -252,6 +252,34 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
 }
 
 /// Reads `probes/topk.parquet` back (empty when the ranking was not run).
+/// Reads `probes/neurons.parquet` (empty when the probe stage ran without neuron rankings).
+pub fn read_neurons(run: &RunDir) -> Result<Vec<NeuronRow>> {
+    let path = run.probes_dir().join("neurons.parquet");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for batch in table::read_table(&path)? {
+        let s = |i: usize| batch.column(i).as_string::<i32>().clone();
+        let (hook, label, level, class) = (s(0), s(1), s(2), s(3));
+        let unit = batch.column(4).as_primitive::<UInt32Type>().clone();
+        let weight = batch.column(5).as_primitive::<Float64Type>().clone();
+        let rank = batch.column(6).as_primitive::<UInt32Type>().clone();
+        for r in 0..batch.num_rows() {
+            out.push(NeuronRow {
+                hook: hook.value(r).to_owned(),
+                label: label.value(r).to_owned(),
+                level: level.value(r).to_owned(),
+                class: class.value(r).to_owned(),
+                unit: unit.value(r),
+                weight: weight.value(r),
+                rank: rank.value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
 pub fn read_topk(run: &RunDir) -> Result<Vec<TopKRow>> {
     let path = run.probes_dir().join("topk.parquet");
     if !path.exists() {

@@ -76,6 +76,9 @@ pub(crate) fn render(s: &Summary) -> String {
             body.push_str(&format!("<tr>{cells}</tr>\n"));
         }
         body.push_str("</tbody></table>\n");
+        if let Some(line) = crate::neuron_sentence(f) {
+            body.push_str(&format!("<p class=\"neurons\">{}</p>\n", inline(&line)));
+        }
     }
     body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
     if !s.tcav.is_empty() {

@@ -47,6 +47,10 @@ pub struct LabelFinding {
     pub selectivity: f64,
     /// One row per hook, in depth order.
     pub by_hook: Vec<ProbeResult>,
+    /// The ten highest-ranked units (all classes) of the probe at the best hook.
+    pub top_neurons: Vec<glassbox_probes::NeuronRow>,
+    /// At the best hook: a probe on only the top-k ranked units against k random units.
+    pub top_k: Vec<glassbox_probes::TopKRow>,
 }
 
 /// Version of `report/summary.json`'s layout (`reports/schema/summary.schema.json`).
@@ -121,6 +125,8 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
 pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     let manifest = run.require_stage("probe")?;
     let results = glassbox_probes::read_results(run)?;
+    let neurons = glassbox_probes::read_neurons(run)?;
+    let topk = glassbox_probes::read_topk(run)?;
     let mut labels: Vec<(String, String, String)> = results
         .iter()
         .map(|r| (r.level.clone(), r.label.clone(), r.pool.clone()))
@@ -144,7 +150,21 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
                     _ => Some(r),
                 })
                 .expect("every label has at least one result");
+            let at_best = |h: &str, l: &str, v: &str| h == best.hook && l == label && v == level;
+            let mut top_neurons: Vec<glassbox_probes::NeuronRow> = neurons
+                .iter()
+                .filter(|n| at_best(&n.hook, &n.label, &n.level) && n.class == "*" && n.rank < 10)
+                .cloned()
+                .collect();
+            top_neurons.sort_by_key(|n| n.rank);
+            let top_k = topk
+                .iter()
+                .filter(|t| at_best(&t.hook, &t.label, &t.level))
+                .cloned()
+                .collect();
             LabelFinding {
+                top_neurons,
+                top_k,
                 best_hook: best.hook.clone(),
                 metric: best.metric.clone(),
                 best_score: best.score,
@@ -262,6 +282,36 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
         f.control_score,
         f.selectivity
     )
+}
+
+/// The top neurons of a label's probe at its best hook, with the top-k check, in one sentence.
+pub(crate) fn neuron_sentence(f: &LabelFinding) -> Option<String> {
+    if f.top_neurons.is_empty() {
+        return None;
+    }
+    let units: Vec<String> = f
+        .top_neurons
+        .iter()
+        .take(5)
+        .map(|n| format!("{} ({:+.3})", n.unit, n.weight))
+        .collect();
+    let check = f
+        .top_k
+        .iter()
+        .find(|t| t.k == 5)
+        .map(|t| {
+            format!(
+                "; those 5 units alone give accuracy {:.3} against {:.3} for 5 random units",
+                t.top_accuracy, t.random_accuracy
+            )
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "Top neurons of the `{}` probe at `{}` (elastic-net rank, weight): {}{check}.",
+        f.label,
+        f.best_hook,
+        units.join(", ")
+    ))
 }
 
 /// Column headers of the per-hook probe table, shared by the Markdown and HTML reports.
@@ -420,6 +470,9 @@ fn markdown(s: &Summary) -> String {
             let mut cells = probe_table_row(r);
             cells[0] = format!("`{}`", cells[0]);
             md.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        if let Some(line) = neuron_sentence(f) {
+            md.push_str(&format!("\n{line}\n"));
         }
     }
     md.push_str(&format!("\n{DEFINITIONS}\n"));
