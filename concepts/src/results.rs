@@ -100,19 +100,21 @@ pub fn write_scores(run: &RunDir, rows: &[ScoreRow]) -> Result<(), ConceptError>
     )
 }
 
+fn column(path: &Path, batch: &RecordBatch, name: &str) -> Result<ArrayRef, ConceptError> {
+    batch.column_by_name(name).cloned().ok_or_else(|| {
+        ConceptError::Invalid(format!(
+            "{}: no column `{name}`; re-run `glassbox tcav --force`",
+            path.display()
+        ))
+    })
+}
+
 /// Reads `tcav/scores.parquet` back.
 pub fn read_scores(run: &RunDir) -> Result<Vec<ScoreRow>, ConceptError> {
     let path = tcav_dir(run).join("scores.parquet");
     let mut out = Vec::new();
     for batch in table::read_table(&path)? {
-        let col = |name: &str| -> Result<ArrayRef, ConceptError> {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                ConceptError::Invalid(format!(
-                    "{}: no column `{name}`; re-run `glassbox tcav --force`",
-                    path.display()
-                ))
-            })
-        };
+        let col = |name: &str| column(&path, &batch, name);
         let text = |name: &str| -> Result<Vec<String>, ConceptError> {
             Ok(col(name)?
                 .as_string::<i32>()
@@ -187,14 +189,7 @@ pub fn read_cavs(run: &RunDir) -> Result<Vec<CavRow>, ConceptError> {
     let path = tcav_dir(run).join("cavs.parquet");
     let mut out = Vec::new();
     for batch in table::read_table(&path)? {
-        let col = |name: &str| -> Result<ArrayRef, ConceptError> {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                ConceptError::Invalid(format!(
-                    "{}: no column `{name}`; re-run `glassbox tcav --force`",
-                    path.display()
-                ))
-            })
-        };
+        let col = |name: &str| column(&path, &batch, name);
         let (concept, hook, run_col, accuracy, direction) = (
             col("concept")?,
             col("hook")?,

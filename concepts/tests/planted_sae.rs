@@ -13,19 +13,13 @@ const ATOMS: usize = 64;
 const ACTIVE: usize = 3;
 const ROWS: usize = 16_384;
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-300);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 /// `ATOMS` unit directions and `ROWS` samples, each a positive combination of `ACTIVE` distinct
 /// directions (coefficients in [1, 2]) plus N(0, 0.02²) noise per dimension.
 fn planted() -> (Vec<Vec<f64>>, Vec<f32>) {
     let mut rng = SeededRng::new(2024);
     let atoms: Vec<Vec<f64>> = (0..ATOMS)
         .map(|_| {
-            let v: Vec<f64> = (0..D).map(|_| gaussian(&mut rng)).collect();
+            let v: Vec<f64> = (0..D).map(|_| rng.gaussian()).collect();
             let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
             v.iter().map(|x| x / n).collect()
         })
@@ -44,7 +38,7 @@ fn planted() -> (Vec<Vec<f64>>, Vec<f32>) {
             let c = 1.0 + rng.unit_f64();
             x.iter_mut().zip(&atoms[j]).for_each(|(x, a)| *x += c * a);
         }
-        rows.extend(x.iter().map(|v| (v + 0.02 * gaussian(&mut rng)) as f32));
+        rows.extend(x.iter().map(|v| (v + 0.02 * rng.gaussian()) as f32));
     }
     (atoms, rows)
 }

@@ -8,15 +8,9 @@ use glassbox_data::rng::SeededRng;
 
 const WIDTH: usize = 16;
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-12);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 fn rows(rng: &mut SeededRng, n: usize, shift: &[f64]) -> Vec<f32> {
     (0..n * WIDTH)
-        .map(|i| (gaussian(rng) + shift[i % WIDTH]) as f32)
+        .map(|i| (rng.gaussian() + shift[i % WIDTH]) as f32)
         .collect()
 }
 
@@ -24,7 +18,7 @@ fn rows(rng: &mut SeededRng, n: usize, shift: &[f64]) -> Vec<f32> {
 fn aligned_concepts_are_significant_and_random_ones_are_not() {
     let mut rng = SeededRng::new(42);
     let u: Vec<f64> = {
-        let v: Vec<f64> = (0..WIDTH).map(|_| gaussian(&mut rng)).collect();
+        let v: Vec<f64> = (0..WIDTH).map(|_| rng.gaussian()).collect();
         let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         v.iter().map(|x| x / n).collect()
     };
@@ -41,7 +35,7 @@ fn aligned_concepts_are_significant_and_random_ones_are_not() {
     for i in 0..40 {
         let positions = 5.0 + (i % 11) as f64;
         for uk in &u {
-            sums.push((positions * uk + positions.sqrt() * 0.5 * gaussian(&mut rng)) as f32);
+            sums.push((positions * uk + positions.sqrt() * 0.5 * rng.gaussian()) as f32);
         }
     }
     let sets = HookSets {

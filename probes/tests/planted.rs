@@ -12,12 +12,6 @@ use glassbox_probes::{run_probes, ProbeOptions};
 const HOOK: &str = "blocks.0.hook_resid_post";
 const WIDTH: usize = 32;
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-12);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 fn meta(kind: StoreKind) -> ShardMeta {
     ShardMeta {
         model_id: "synthetic".into(),
@@ -37,7 +31,7 @@ fn meta(kind: StoreKind) -> ShardMeta {
 fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
     let run = RunDir::new(dir);
     let mut rng = SeededRng::new(5);
-    let direction: Vec<f64> = (0..WIDTH).map(|_| gaussian(&mut rng)).collect();
+    let direction: Vec<f64> = (0..WIDTH).map(|_| rng.gaussian()).collect();
     let norm = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
     let direction: Vec<f64> = direction.iter().map(|v| v / norm).collect();
     let mut values = Vec::with_capacity(n * WIDTH);
@@ -47,10 +41,10 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
     // A separate stream, so adding this label leaves the others' data unchanged.
     let mut amount_rng = SeededRng::new(6);
     for _ in 0..n {
-        let x: Vec<f64> = (0..WIDTH).map(|_| gaussian(&mut rng)).collect();
+        let x: Vec<f64> = (0..WIDTH).map(|_| rng.gaussian()).collect();
         let projection: f64 = x.iter().zip(&direction).map(|(a, b)| a * b).sum();
         planted.push(Value::Str(
-            if projection + 0.1 * gaussian(&mut rng) > 0.0 {
+            if projection + 0.1 * rng.gaussian() > 0.0 {
                 "pos"
             } else {
                 "neg"
@@ -60,9 +54,7 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
         noise.push(Value::Str(
             if rng.unit_f64() < 0.5 { "a" } else { "b" }.into(),
         ));
-        amount.push(Value::Float(
-            2.0 * projection + 0.2 * gaussian(&mut amount_rng),
-        ));
+        amount.push(Value::Float(2.0 * projection + 0.2 * amount_rng.gaussian()));
         values.extend(x.iter().map(|&v| v as f32));
     }
     let data = TextDataset {
@@ -255,7 +247,7 @@ fn token_labels_from_word_lists_and_builtins() {
         let mut values = Vec::new();
         for (_, _, is_verb) in &pieces {
             for u in 0..WIDTH {
-                let base = gaussian(&mut rng) as f32;
+                let base = rng.gaussian() as f32;
                 values.push(if u == 0 && *is_verb { base + 4.0 } else { base });
             }
         }

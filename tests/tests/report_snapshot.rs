@@ -14,12 +14,6 @@ const WIDTH: usize = 16;
 const N: usize = 300;
 const CLASSES: [&str; 3] = ["animals", "finance", "sport"];
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-12);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 /// 300 examples of 3 topics; the topic shifts units 0–2 by 1.5 at block 0 and by 4 at block 1.
 fn tiny_run(dir: &std::path::Path) -> RunDir {
     let run = RunDir::new(dir);
@@ -62,7 +56,7 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
         for &t in &topics {
             for u in 0..WIDTH {
                 let signal = if u == t { shift } else { 0.0 };
-                values.push((signal + gaussian(&mut rng)) as f32);
+                values.push((signal + rng.gaussian()) as f32);
             }
         }
         let mut w = ActivationWriter::create(&dir.join("part-00000.parquet"), meta).unwrap();

@@ -10,19 +10,16 @@ use super::Sae;
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::Progress;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::Path;
 
-/// One point of the training curve.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One point of the training curve: the step's statistics (before its update) and rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CurvePoint {
     pub step: usize,
     pub lr: f64,
-    pub mse: f64,
-    pub fvu: f64,
-    pub aux_loss: f64,
-    pub l0: f64,
-    pub dead: usize,
+    #[serde(flatten)]
+    pub stats: StepStats,
 }
 
 /// A finished (or paused) training run.
@@ -132,11 +129,7 @@ pub fn fit<S: RowSource>(
             curve.push(CurvePoint {
                 step: trainer.step,
                 lr,
-                mse: last.mse,
-                fvu: last.fvu,
-                aux_loss: last.aux_loss,
-                l0: last.l0,
-                dead: last.dead,
+                stats: last,
             });
         }
         let paused = control
@@ -184,7 +177,7 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
     let (d, width) = (resolved.d_in, resolved.width);
     // A stream of its own, so the buffer's shuffles do not shift with the width.
     let mut rng = SeededRng::new(options.seed ^ 0x5AE_DEC0_DE00);
-    let mut w_dec: Vec<f32> = (0..width * d).map(|_| gaussian(&mut rng) as f32).collect();
+    let mut w_dec: Vec<f32> = (0..width * d).map(|_| rng.gaussian() as f32).collect();
     normalise_rows(&mut w_dec, d);
     let b_dec = match options.b_dec_init {
         BDecInit::Mean => mean(rows, d),
@@ -199,12 +192,6 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         w_dec,
         b_dec,
     }
-}
-
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-300);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 fn mean(rows: &[f32], d: usize) -> Vec<f32> {

@@ -20,24 +20,9 @@ pub struct ActivationBatch {
 
 /// Streams every `part-*.parquet` file in `dir`, in part order, one record batch at a time.
 pub fn read_parts(dir: &Path, mut f: impl FnMut(ActivationBatch) -> Result<()>) -> Result<()> {
-    let parts = list_parts(dir)?;
-    if parts.is_empty() {
-        return Err(DataError::Store {
-            path: dir.to_path_buf(),
-            message: "no part-*.parquet files here".into(),
-        });
-    }
-    for part in parts {
-        let file = std::fs::File::open(&part).map_err(DataError::io(&part))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(DataError::parquet(&part))?
-            .with_batch_size(8192)
-            .build()
-            .map_err(DataError::parquet(&part))?;
-        for batch in reader {
-            let batch = batch.map_err(DataError::arrow(&part))?;
-            f(decode(&part, &batch)?)?;
-        }
+    let mut stream = PartStream::open(dir)?;
+    while let Some(batch) = stream.next_batch()? {
+        f(batch)?;
     }
     Ok(())
 }

@@ -18,34 +18,28 @@ const N: usize = 24_000;
 const D: usize = 384;
 const N_TRAIN: usize = 20_000;
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-12);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 /// Activations with correlated, unevenly scaled units; labels from noisy linear functions.
 fn data() -> (Vec<f32>, Vec<usize>, Vec<usize>) {
     let mut rng = SeededRng::new(384);
     let latent = 64;
-    let mix: Vec<f64> = (0..latent * D).map(|_| gaussian(&mut rng) / 8.0).collect();
+    let mix: Vec<f64> = (0..latent * D).map(|_| rng.gaussian() / 8.0).collect();
     let scale: Vec<f64> = (0..D).map(|_| 0.2 + 3.0 * rng.unit_f64()).collect();
-    let w2: Vec<f64> = (0..latent).map(|_| gaussian(&mut rng)).collect();
-    let w10: Vec<f64> = (0..latent * 10).map(|_| gaussian(&mut rng)).collect();
+    let w2: Vec<f64> = (0..latent).map(|_| rng.gaussian()).collect();
+    let w10: Vec<f64> = (0..latent * 10).map(|_| rng.gaussian()).collect();
     let mut x = Vec::with_capacity(N * D);
     let (mut y2, mut y10) = (Vec::with_capacity(N), Vec::with_capacity(N));
     for _ in 0..N {
-        let z: Vec<f64> = (0..latent).map(|_| gaussian(&mut rng)).collect();
+        let z: Vec<f64> = (0..latent).map(|_| rng.gaussian()).collect();
         for u in 0..D {
             let v: f64 = (0..latent).map(|l| z[l] * mix[l * D + u]).sum::<f64>();
-            x.push(((v + 0.3 * gaussian(&mut rng)) * scale[u]) as f32);
+            x.push(((v + 0.3 * rng.gaussian()) * scale[u]) as f32);
         }
         let s: f64 = z.iter().zip(&w2).map(|(a, b)| a * b).sum();
-        y2.push(usize::from(s + 3.0 * gaussian(&mut rng) > 0.0));
+        y2.push(usize::from(s + 3.0 * rng.gaussian() > 0.0));
         let best = (0..10)
             .map(|c| {
                 let s: f64 = (0..latent).map(|l| z[l] * w10[l * 10 + c]).sum();
-                (s + 4.0 * gaussian(&mut rng), c)
+                (s + 4.0 * rng.gaussian(), c)
             })
             .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a });
         y10.push(best.1);

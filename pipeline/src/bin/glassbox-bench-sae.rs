@@ -22,20 +22,14 @@ const BATCH: usize = 4096;
 const STEPS: usize = 16;
 const ROWS: usize = 65_536;
 
-fn gaussian(rng: &mut SeededRng) -> f64 {
-    let u1 = rng.unit_f64().max(1e-12);
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 /// Rows made of 24 active directions (of 2,048 random ones) with exponential magnitudes, plus
 /// Gaussian noise and an offset: sparse structure like a residual stream's.
 fn data() -> Vec<f32> {
     let mut rng = SeededRng::new(6144);
     let atoms: Vec<f32> = (0..2048 * D)
-        .map(|_| (gaussian(&mut rng) / (D as f64).sqrt()) as f32)
+        .map(|_| (rng.gaussian() / (D as f64).sqrt()) as f32)
         .collect();
-    let offset: Vec<f32> = (0..D).map(|_| gaussian(&mut rng) as f32).collect();
+    let offset: Vec<f32> = (0..D).map(|_| rng.gaussian() as f32).collect();
     let mut x = Vec::with_capacity(ROWS * D);
     for _ in 0..ROWS {
         let mut row = offset.clone();
@@ -47,7 +41,7 @@ fn data() -> Vec<f32> {
                 .for_each(|(r, v)| *r += c * v);
         }
         row.iter_mut()
-            .for_each(|r| *r += 0.05 * gaussian(&mut rng) as f32);
+            .for_each(|r| *r += 0.05 * rng.gaussian() as f32);
         x.extend(row);
     }
     x
@@ -117,8 +111,8 @@ fn main() -> Result<()> {
         "seconds_per_step": timed / STEPS as f64,
         "tokens_per_second": (STEPS * BATCH) as f64 / timed,
         "seconds_including_buffer_fill_and_init": total,
-        "final_fvu": last.fvu,
-        "final_l0": last.l0,
+        "final_fvu": last.stats.fvu,
+        "final_l0": last.stats.l0,
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
