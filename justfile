@@ -87,6 +87,12 @@ reference: models
     @just _python-env .venv-ref "torch transformers safetensors numpy"
     .venv-ref/bin/python scripts/reference_minilm.py
 
+# Regenerate the tiny GPT-2 fixture: random weights, a byte-level BPE tokenizer trained on the
+# built-in data set, and `transformers`' outputs (needs torch, transformers, tokenizers from PyPI).
+reference-gpt2:
+    @just _python-env .venv-ref "torch transformers tokenizers safetensors"
+    .venv-ref/bin/python scripts/reference_tiny_gpt2.py
+
 # Regenerate the numpy/scipy TCAV fixture.
 reference-tcav:
     @just _python-env .venv-ref "numpy scipy"

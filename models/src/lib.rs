@@ -4,10 +4,12 @@
 pub mod bert;
 pub mod error;
 pub mod extract;
+pub mod gpt2;
 pub mod gradients;
 pub mod hooks;
 pub mod hub;
 pub mod kernels;
+mod layers;
 pub mod loader;
 pub mod pool;
 pub mod tokenizer;

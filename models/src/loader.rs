@@ -7,7 +7,7 @@ use crate::{bert, ModelError, ResolvedModel, Result};
 use candle_core::{Device, Tensor};
 
 /// Model families this build can run, by `config.json` `model_type`.
-pub const SUPPORTED_FAMILIES: &[&str] = &["bert"];
+pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2"];
 
 /// A padded batch of tokenised examples.
 pub struct TokenBatch {
@@ -95,6 +95,11 @@ pub trait HookableModel: Send + Sync {
     ) -> Option<Result<ResidualGradients>> {
         None
     }
+    /// Logits `[b, t, vocab]` from the final normalised hidden state, for families with an
+    /// unembedding (causal LMs); `None` for encoders.
+    fn unembed(&self, _normalized: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
 }
 
 /// A resolved model with its tokenizer, ready to run.
@@ -129,6 +134,14 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
                 "embeddings.word_embeddings.weight",
             );
             (Box::new(bert::Bert::load(cfg, &weights)?), pad)
+        }
+        "gpt2" => {
+            let cfg = crate::gpt2::Gpt2Config::from_json(&resolved.config, config)?;
+            // GPT-2 has no padding token: pad with end-of-text (the mask hides it).
+            let pad = cfg.eos_token_id.unwrap_or(0);
+            let mut weights = Weights::load(&resolved.weights, &device)?;
+            weights.detect_prefix(&["", "transformer."], "wte.weight");
+            (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
         }
         other => {
             return Err(ModelError::UnsupportedArchitecture {

@@ -4,45 +4,12 @@
 
 use super::{Bert, BertConfig};
 use crate::hooks::{at, HookPoint, Hooks};
+pub(crate) use crate::layers::LayerNorm;
 use crate::loader::TokenBatch;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::Linear;
-
-pub(crate) struct LayerNorm {
-    pub(crate) weight: Tensor,
-    pub(crate) bias: Tensor,
-    pub(crate) eps: f32,
-}
-
-impl LayerNorm {
-    pub(crate) fn load(w: &Weights, prefix: &str, size: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: w.get_any(
-                &[&format!("{prefix}.weight"), &format!("{prefix}.gamma")],
-                &[size],
-            )?,
-            bias: w.get_any(
-                &[&format!("{prefix}.bias"), &format!("{prefix}.beta")],
-                &[size],
-            )?,
-            eps: eps as f32,
-        })
-    }
-    /// Statistics in f64 (like the fast kernel), from primitive ops so autograd flows through.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        use candle_core::{DType, D};
-        let x64 = x.to_dtype(DType::F64)?;
-        let centred = x64.broadcast_sub(&x64.mean_keepdim(D::Minus1)?)?;
-        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred
-            .broadcast_div(&(variance + self.eps as f64)?.sqrt()?)?
-            .to_dtype(x.dtype())?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
-    }
-}
 
 fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
     Ok(Linear::new(

@@ -18,6 +18,7 @@ pub mod fast;
 pub mod graph;
 
 use crate::hooks::HookPoint;
+pub(crate) use crate::layers::Activation;
 use crate::loader::{GradientSeed, HookableModel, ResidualGradients, TokenBatch};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -82,33 +83,6 @@ impl BertConfig {
         }
         Activation::parse(&cfg.hidden_act).map_err(bad)?;
         Ok(cfg)
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Activation {
-    GeluErf,
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    pub(crate) fn parse(name: &str) -> std::result::Result<Self, String> {
-        match name {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => Err(format!(
-                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh or relu"
-            )),
-        }
-    }
-    pub(crate) fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Activation::GeluErf => x.gelu_erf(),
-            Activation::GeluTanh => x.gelu(),
-            Activation::Relu => x.relu(),
-        }
     }
 }
 

@@ -1,0 +1,305 @@
+//! GPT-2 (pre-LayerNorm causal decoder, learned positions, tied unembedding), hookable with
+//! TransformerLens names.
+//!
+//! Per block, with `x = blocks.{i}.hook_resid_pre`:
+//! `q, k, v = split(LN1(x) · W_attn + b)`, `hook_z = causal_softmax(q kᵀ / √d_head) v`,
+//! `hook_attn_out = hook_z · W_O + b`, `hook_resid_mid = x + hook_attn_out`,
+//! `mlp.hook_post = act(LN2(hook_resid_mid) · W_fc + b)`, `hook_mlp_out = mlp.hook_post · W_proj + b`,
+//! `hook_resid_post = hook_resid_mid + hook_mlp_out`; then `ln_final.hook_normalized = LN_f(x)`
+//! and the logits `ln_final · W_teᵀ`. `hidden_states[i]` of `transformers` is
+//! `blocks.{i}.hook_resid_pre` for i < n_layer, and its last entry is `ln_final.hook_normalized`.
+//!
+//! One implementation, in candle ops (so it is differentiable); padding is on the right, so the
+//! causal mask already keeps real tokens from seeing it.
+
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::layers::{Activation, LayerNorm};
+use crate::loader::{HookableModel, TokenBatch};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Tensor, D};
+use serde::Deserialize;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+/// The fields of a GPT-2 `config.json` this implementation uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_positions: usize,
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+}
+
+impl Gpt2Config {
+    pub fn from_json(path: &Path, value: serde_json::Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: Gpt2Config =
+            serde_json::from_value(value).map_err(|e| bad(format!("not a GPT-2 config: {e}")))?;
+        if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) {
+            return Err(bad(format!(
+                "n_embd {} is not divisible by n_head {}",
+                cfg.n_embd, cfg.n_head
+            )));
+        }
+        Activation::parse(&cfg.activation_function).map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+}
+
+/// `y = x · W + b` with `W` stored `[in, out]` (GPT-2's Conv1D layout).
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn load(w: &Weights, prefix: &str, input: usize, output: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{prefix}.weight"), &[input, output])?,
+            bias: w.get(&format!("{prefix}.bias"), &[output])?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        x.reshape((b * t, d))?
+            .matmul(&self.weight)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, t, self.weight.dim(1)?))
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    ln_2: LayerNorm,
+    c_fc: Conv1D,
+    mlp_proj: Conv1D,
+}
+
+/// A hookable GPT-2.
+pub struct Gpt2 {
+    cfg: Gpt2Config,
+    act: Activation,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Gpt2 {
+    pub fn load(cfg: Gpt2Config, w: &Weights) -> Result<Self> {
+        let (d, inner, eps) = (cfg.n_embd, cfg.inner(), cfg.layer_norm_epsilon);
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("h.{i}");
+            blocks.push(Block {
+                ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), d, eps)?,
+                c_attn: Conv1D::load(w, &format!("{p}.attn.c_attn"), d, 3 * d)?,
+                c_proj: Conv1D::load(w, &format!("{p}.attn.c_proj"), d, d)?,
+                ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), d, eps)?,
+                c_fc: Conv1D::load(w, &format!("{p}.mlp.c_fc"), d, inner)?,
+                mlp_proj: Conv1D::load(w, &format!("{p}.mlp.c_proj"), inner, d)?,
+            });
+        }
+        Ok(Self {
+            act: Activation::parse(&cfg.activation_function).map_err(ModelError::Invalid)?,
+            wte: w.get("wte.weight", &[cfg.vocab_size, d])?,
+            wpe: w.get("wpe.weight", &[cfg.n_positions, d])?,
+            ln_f: LayerNorm::load(w, "ln_f", d, eps)?,
+            blocks,
+            cfg,
+        })
+    }
+
+    fn check_length(&self, batch: &TokenBatch) -> Result<()> {
+        let (_, t) = batch.input_ids.dims2()?;
+        if t > self.cfg.n_positions {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {t} tokens exceeds n_positions {}",
+                self.cfg.n_positions
+            )));
+        }
+        Ok(())
+    }
+
+    fn embed(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let (b, t) = batch.input_ids.dims2()?;
+        let d = self.cfg.n_embd;
+        let tokens = self
+            .wte
+            .index_select(&batch.input_ids.flatten_all()?, 0)?
+            .reshape((b, t, d))?;
+        let tokens = at(hooks, HookPoint::Embed, tokens)?;
+        let positions = self
+            .wpe
+            .narrow(0, 0, t)?
+            .unsqueeze(0)?
+            .broadcast_as((b, t, d))?;
+        let positions = at(hooks, HookPoint::PosEmbed, positions)?;
+        Ok(tokens.add(&positions)?)
+    }
+
+    /// `0` where query `q` may attend key `k` (k ≤ q and k a real token), the most negative
+    /// f32 elsewhere, as `[b, 1, t, t]`.
+    fn mask(&self, batch: &TokenBatch) -> Result<Tensor> {
+        let (b, t) = batch.input_ids.dims2()?;
+        let causal: Vec<f32> = (0..t * t)
+            .map(|i| if i % t <= i / t { 0.0 } else { f32::MIN })
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, t), batch.input_ids.device())?;
+        let min = f32::MIN as f64;
+        let padding = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
+        // min + min would overflow to -inf; the maximum keeps the most negative finite value.
+        Ok(causal.broadcast_add(&padding)?.clamp(f32::MIN, 0.0)?)
+    }
+
+    fn block(&self, i: usize, x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let (b, t, d) = x.dims3()?;
+        let heads = self.cfg.n_head;
+        let head_dim = d / heads;
+        let x = at(hooks, HookPoint::ResidPre(i), x)?;
+        let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?;
+        let q = at(
+            hooks,
+            HookPoint::AttnQ(i),
+            qkv.narrow(D::Minus1, 0, d)?.contiguous()?,
+        )?;
+        let k = at(
+            hooks,
+            HookPoint::AttnK(i),
+            qkv.narrow(D::Minus1, d, d)?.contiguous()?,
+        )?;
+        let v = at(
+            hooks,
+            HookPoint::AttnV(i),
+            qkv.narrow(D::Minus1, 2 * d, d)?.contiguous()?,
+        )?;
+        let split = |m: &Tensor| -> candle_core::Result<Tensor> {
+            m.reshape((b, t, heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
+        let mut scale = 1.0;
+        if self.cfg.scale_attn_weights {
+            scale /= (head_dim as f64).sqrt();
+        }
+        if self.cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (i + 1) as f64;
+        }
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let z = at(hooks, HookPoint::AttnZ(i), z)?;
+        let attn_out = at(hooks, HookPoint::AttnOut(i), blk.c_proj.forward(&z)?)?;
+        let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
+        let neurons = self
+            .act
+            .apply(&blk.c_fc.forward(&blk.ln_2.forward(&mid)?)?)?;
+        let neurons = at(hooks, HookPoint::MlpPost(i), neurons)?;
+        let mlp_out = at(hooks, HookPoint::MlpOut(i), blk.mlp_proj.forward(&neurons)?)?;
+        Ok(at(hooks, HookPoint::ResidPost(i), mid.add(&mlp_out)?)?)
+    }
+
+    fn run_from(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        mut x: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let mask = self.mask(batch)?;
+        for i in first..self.blocks.len() {
+            x = self.block(i, x, &mask, hooks)?;
+        }
+        Ok(at(hooks, HookPoint::LnFinal, self.ln_f.forward(&x)?)?)
+    }
+
+    /// Logits `[b, t, vocab]` from `ln_final.hook_normalized` (the tied unembedding).
+    pub fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = normalized.dims3()?;
+        Ok(normalized
+            .reshape((b * t, d))?
+            .matmul(&self.wte.t()?)?
+            .reshape((b, t, self.cfg.vocab_size))?)
+    }
+}
+
+impl HookableModel for Gpt2 {
+    fn family(&self) -> &'static str {
+        "gpt2"
+    }
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed, HookPoint::PosEmbed];
+        for i in 0..self.cfg.n_layer {
+            v.extend(HookPoint::block(i));
+        }
+        v.push(HookPoint::LnFinal);
+        v
+    }
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.inner(),
+            _ => self.cfg.n_embd,
+        }
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.n_positions
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let x = self.embed(batch, hooks)?;
+        self.run_from(batch, 0, x, hooks)
+    }
+    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.forward(batch, hooks)
+    }
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.logits(normalized))
+    }
+}

@@ -1,0 +1,187 @@
+//! Parity of the hookable GPT-2 with PyTorch `transformers` on a tiny random checkpoint and a
+//! byte-level BPE tokenizer made by `scripts/reference_tiny_gpt2.py` (committed fixtures):
+//! token ids, `hidden_states`, the last block's output and the logits, one text at a time and
+//! as one right-padded batch.
+
+use candle_core::Tensor;
+use glassbox_models::{
+    load_model, resolve, Capture, HookPoint, LoadedModel, ModelSpec, TokenBatch,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_gpt2")
+}
+
+fn load() -> LoadedModel {
+    let spec: ModelSpec = fixture().to_str().unwrap().parse().unwrap();
+    load_model(resolve(&spec).unwrap(), None).unwrap()
+}
+
+struct Reference {
+    text: String,
+    ids: Vec<u32>,
+    /// `[3][tokens][32]`: embeddings, block 0, ln_f(block 1).
+    hidden: Vec<Vec<Vec<f32>>>,
+    last_block: Vec<Vec<f32>>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn references() -> Vec<Reference> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
+            .unwrap();
+    let tensors = candle_core::safetensors::load(
+        fixture().join("reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let get = |k: &str| -> &Tensor { &tensors[k] };
+    json["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(t, r)| Reference {
+            text: r["text"].as_str().unwrap().to_owned(),
+            ids: r["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect(),
+            hidden: get(&format!("{t}.hidden_states")).to_vec3().unwrap(),
+            last_block: get(&format!("{t}.last_block")).to_vec2().unwrap(),
+            logits: get(&format!("{t}.logits")).to_vec2().unwrap(),
+        })
+        .collect()
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "token count");
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// One text's rows (`tokens × width`).
+type Rows = Vec<Vec<f32>>;
+
+/// Runs `texts` as one right-padded batch; returns per text the rows of each hook and the logits.
+fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows>, Rows)> {
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let encoded = model.tokenizer.encode(&texts).unwrap();
+    for (e, r) in encoded.iter().zip(refs) {
+        assert_eq!(e.ids, r.ids, "token ids of {:?}", r.text);
+    }
+    let batch = TokenBatch::from_encoded(
+        &encoded.iter().collect::<Vec<_>>(),
+        model.pad_id,
+        &model.device,
+    )
+    .unwrap();
+    let points = vec![
+        HookPoint::ResidPre(0),
+        HookPoint::ResidPre(1),
+        HookPoint::ResidPost(1),
+        HookPoint::LnFinal,
+    ];
+    let mut capture = Capture::new(points.clone());
+    let last = model.model.forward(&batch, &mut capture).unwrap();
+    let logits = model
+        .model
+        .unembed(&last)
+        .expect("GPT-2 has an unembedding")
+        .unwrap();
+    let logits: Vec<Vec<Vec<f32>>> = logits.to_vec3().unwrap();
+    (0..refs.len())
+        .map(|i| {
+            let n = encoded[i].ids.len();
+            let rows = points
+                .iter()
+                .map(|p| {
+                    let all: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
+                    (*p, all[i][..n].to_vec())
+                })
+                .collect();
+            (rows, logits[i][..n].to_vec())
+        })
+        .collect()
+}
+
+fn check(model: &LoadedModel, refs: &[&Reference]) {
+    for ((rows, logits), r) in run(model, refs).iter().zip(refs) {
+        let worst = [
+            max_diff(&rows[&HookPoint::ResidPre(0)], &r.hidden[0]),
+            max_diff(&rows[&HookPoint::ResidPre(1)], &r.hidden[1]),
+            max_diff(&rows[&HookPoint::ResidPost(1)], &r.last_block),
+            max_diff(&rows[&HookPoint::LnFinal], &r.hidden[2]),
+            max_diff(logits, &r.logits),
+        ];
+        for (what, d) in [
+            "hidden_states[0]",
+            "hidden_states[1]",
+            "block 1 output",
+            "ln_f",
+            "logits",
+        ]
+        .iter()
+        .zip(worst)
+        {
+            assert!(d <= 1e-4, "{:?} {what}: max |diff| {d}", r.text);
+        }
+    }
+}
+
+#[test]
+fn gpt2_matches_transformers_one_text_at_a_time() {
+    let model = load();
+    assert_eq!(model.model.family(), "gpt2");
+    for r in &references() {
+        check(&model, &[r]);
+    }
+}
+
+#[test]
+fn gpt2_matches_transformers_in_a_padded_batch() {
+    let model = load();
+    let refs = references();
+    let all: Vec<&Reference> = refs.iter().collect();
+    assert!(
+        all.iter()
+            .map(|r| r.ids.len())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "lengths differ, so padding is exercised"
+    );
+    check(&model, &all);
+}
+
+#[test]
+fn gpt2_lists_transformerlens_hooks() {
+    let model = load();
+    let names: Vec<String> = model
+        .model
+        .hook_points()
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    for want in [
+        "hook_embed",
+        "hook_pos_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.1.attn.hook_z",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_resid_post",
+        "ln_final.hook_normalized",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    assert_eq!(model.model.hook_width(HookPoint::MlpPost(0)), 128);
+}
