@@ -93,6 +93,10 @@ reference-gpt2:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
     .venv-ref/bin/python scripts/reference_tiny_gpt2.py
 
+# Regenerate the tiny Llama (GQA, llama3 RoPE, tied) and Qwen2 (biases, untied head) fixtures.
+reference-llama: reference-gpt2
+    .venv-ref/bin/python scripts/reference_tiny_llama.py
+
 # Regenerate the numpy/scipy TCAV fixture.
 reference-tcav:
     @just _python-env .venv-ref "numpy scipy"

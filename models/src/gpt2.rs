@@ -170,20 +170,6 @@ impl Gpt2 {
         Ok(tokens.add(&positions)?)
     }
 
-    /// `0` where query `q` may attend key `k` (k ≤ q and k a real token), the most negative
-    /// f32 elsewhere, as `[b, 1, t, t]`.
-    fn mask(&self, batch: &TokenBatch) -> Result<Tensor> {
-        let (b, t) = batch.input_ids.dims2()?;
-        let causal: Vec<f32> = (0..t * t)
-            .map(|i| if i % t <= i / t { 0.0 } else { f32::MIN })
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, t), batch.input_ids.device())?;
-        let min = f32::MIN as f64;
-        let padding = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
-        // min + min would overflow to -inf; the maximum keeps the most negative finite value.
-        Ok(causal.broadcast_add(&padding)?.clamp(f32::MIN, 0.0)?)
-    }
-
     fn block(&self, i: usize, x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let (b, t, d) = x.dims3()?;
@@ -241,7 +227,7 @@ impl Gpt2 {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
         self.check_length(batch)?;
-        let mask = self.mask(batch)?;
+        let mask = crate::layers::causal_mask(batch)?;
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }

@@ -11,6 +11,7 @@ pub(crate) enum Activation {
     GeluErf,
     GeluTanh,
     Relu,
+    Silu,
 }
 
 impl Activation {
@@ -19,8 +20,9 @@ impl Activation {
             "gelu" => Ok(Activation::GeluErf),
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
+            "silu" | "swish" => Ok(Activation::Silu),
             other => Err(format!(
-                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh or relu"
+                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh, relu or silu"
             )),
         }
     }
@@ -29,6 +31,7 @@ impl Activation {
             Activation::GeluErf => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
         }
     }
 }
@@ -66,4 +69,87 @@ impl LayerNorm {
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)
     }
+}
+
+/// RMSNorm (`x / √(mean(x²) + ε) · w`), statistics in f64, from primitive ops.
+pub(crate) struct RmsNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f64,
+}
+
+impl RmsNorm {
+    pub(crate) fn load(w: &Weights, name: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(name, &[size])?,
+            eps,
+        })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::{DType, D};
+        let x64 = x.to_dtype(DType::F64)?;
+        let rms = (x64.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        x64.broadcast_div(&rms)?
+            .to_dtype(x.dtype())?
+            .broadcast_mul(&self.weight)
+    }
+}
+
+/// Rotary position embeddings in the `rotate_half` convention of `transformers` (pairs
+/// `(i, i + d/2)`), for the first `dim` dimensions of each head.
+pub(crate) struct Rotary {
+    /// One inverse frequency per pair, after any scaling.
+    pub(crate) inv_freq: Vec<f64>,
+}
+
+impl Rotary {
+    /// `x` is `[b, heads, t, head_dim]`; positions are `0..t`.
+    pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::D;
+        let (_, _, t, head_dim) = x.dims4()?;
+        let half = self.inv_freq.len();
+        let dim = 2 * half;
+        let mut cos = Vec::with_capacity(t * dim);
+        let mut sin = Vec::with_capacity(t * dim);
+        for p in 0..t {
+            for rep in 0..2 {
+                let _ = rep;
+                for f in &self.inv_freq {
+                    // f32 angles, as transformers computes them.
+                    let angle = (p as f32) * (*f as f32);
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let cos = Tensor::from_vec(cos, (1, 1, t, dim), x.device())?;
+        let sin = Tensor::from_vec(sin, (1, 1, t, dim), x.device())?;
+        let rot = x.narrow(D::Minus1, 0, dim)?;
+        let x1 = rot.narrow(D::Minus1, 0, half)?;
+        let x2 = rot.narrow(D::Minus1, half, half)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        let out = (rot.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
+        if dim == head_dim {
+            Ok(out)
+        } else {
+            Tensor::cat(
+                &[&out, &x.narrow(D::Minus1, dim, head_dim - dim)?],
+                D::Minus1,
+            )
+        }
+    }
+}
+
+/// The additive attention mask of a causal decoder over a right-padded batch: `0` where query
+/// `q` may attend key `k` (k ≤ q and k a real token), the most negative f32 elsewhere, as
+/// `[b, 1, t, t]`.
+pub(crate) fn causal_mask(batch: &crate::loader::TokenBatch) -> Result<Tensor> {
+    let (b, t) = batch.input_ids.dims2()?;
+    let causal: Vec<f32> = (0..t * t)
+        .map(|i| if i % t <= i / t { 0.0 } else { f32::MIN })
+        .collect();
+    let causal = Tensor::from_vec(causal, (1, 1, t, t), batch.input_ids.device())?;
+    let min = f32::MIN as f64;
+    let padding = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
+    // MIN + MIN overflows to −∞; clamping keeps the most negative finite value.
+    Ok(causal.broadcast_add(&padding)?.clamp(f32::MIN, 0.0)?)
 }

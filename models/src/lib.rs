@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod hub;
 pub mod kernels;
 mod layers;
+pub mod llama;
 pub mod loader;
 pub mod pool;
 pub mod tokenizer;

@@ -7,7 +7,7 @@ use crate::{bert, ModelError, ResolvedModel, Result};
 use candle_core::{Device, Tensor};
 
 /// Model families this build can run, by `config.json` `model_type`.
-pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2"];
+pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2", "llama", "qwen2", "mistral"];
 
 /// A padded batch of tokenised examples.
 pub struct TokenBatch {
@@ -142,6 +142,13 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
             let mut weights = Weights::load(&resolved.weights, &device)?;
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
+        }
+        t if crate::llama::MODEL_TYPES.contains(&t) => {
+            let cfg = crate::llama::LlamaConfig::from_json(&resolved.config, config)?;
+            let pad = cfg.pad_id();
+            let mut weights = Weights::load(&resolved.weights, &device)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
         }
         other => {
             return Err(ModelError::UnsupportedArchitecture {

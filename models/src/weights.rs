@@ -42,6 +42,28 @@ impl Weights {
         }
     }
 
+    /// Whether `name` exists under the prefix (optional tensors such as attention biases).
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(&format!("{}{name}", self.prefix))
+    }
+
+    /// `name` without the prefix (heads stored beside the base model, e.g. `lm_head.weight`),
+    /// or `None` when absent.
+    pub fn get_root(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        let Some(tensor) = self.tensors.get(name) else {
+            return Ok(None);
+        };
+        if tensor.dims() != shape {
+            return Err(ModelError::TensorShape {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                found: tensor.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(Some(tensor.to_dtype(DType::F32)?))
+    }
+
     /// The tensor `name` (under the prefix) as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_any(&[name], shape)

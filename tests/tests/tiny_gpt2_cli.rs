@@ -68,3 +68,38 @@ fn tiny_gpt2_extracts_and_trains_an_sae() {
         .unwrap();
     assert!(ev > 0.3, "held-out explained variance {ev}");
 }
+
+#[test]
+fn decoder_bad_inputs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = workspace_root().join("tests/fixtures/tiny_llama");
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let hooks = |cfg: &serde_json::Value| {
+        std::fs::write(model.join("config.json"), cfg.to_string()).unwrap();
+        glassbox().arg("hooks").arg(&model).output().unwrap()
+    };
+    let mut c = config.clone();
+    c["model_type"] = "mamba".into();
+    assert_bad_input(
+        &hooks(&c),
+        &["unsupported architecture `mamba`", "gpt2", "llama", "qwen2"],
+    );
+    let mut c = config.clone();
+    c["num_hidden_layers"] = 3.into();
+    assert_bad_input(&hooks(&c), &["model.layers.2.", "missing"]);
+    let mut c = config.clone();
+    c["rope_parameters"]["rope_type"] = "yarn".into();
+    assert_bad_input(&hooks(&c), &["rope type `yarn` is not supported", "llama3"]);
+    let mut c = config.clone();
+    c["num_key_value_heads"] = 3.into();
+    assert_bad_input(
+        &hooks(&c),
+        &["num_attention_heads 4", "num_key_value_heads 3"],
+    );
+}

@@ -97,6 +97,11 @@ pub fn bias_gelu_tanh(x: &mut [f32], bias: &[f32]) {
 }
 
 /// `x = relu(x + bias)`.
+/// `x = silu(x + bias)` (`x · σ(x)`).
+pub fn bias_silu(x: &mut [f32], bias: &[f32]) {
+    bias_act(x, bias, |v| v / (1.0 + (-v).exp()));
+}
+
 pub fn bias_relu(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, |v| v.max(0.0));
 }

@@ -1,7 +1,8 @@
-//! Parity of the hookable GPT-2 with PyTorch `transformers` on a tiny random checkpoint and a
-//! byte-level BPE tokenizer made by `scripts/reference_tiny_gpt2.py` (committed fixtures):
-//! token ids, `hidden_states`, the last block's output and the logits, one text at a time and
-//! as one right-padded batch.
+//! Parity of the hookable decoders with PyTorch `transformers` on tiny random checkpoints with a
+//! byte-level BPE tokenizer (committed fixtures): GPT-2 (`scripts/reference_tiny_gpt2.py`) and
+//! Llama with grouped-query attention, llama3 RoPE scaling and tied embeddings
+//! and Qwen2 with q/k/v biases and an untied head (`scripts/reference_tiny_llama.py`). Token ids, `hidden_states`, the last block's output and
+//! the logits, one text at a time and as one right-padded batch.
 
 use candle_core::Tensor;
 use glassbox_models::{
@@ -10,30 +11,33 @@ use glassbox_models::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_gpt2")
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
-fn load() -> LoadedModel {
-    let spec: ModelSpec = fixture().to_str().unwrap().parse().unwrap();
+fn load(name: &str) -> LoadedModel {
+    let spec: ModelSpec = fixture(name).to_str().unwrap().parse().unwrap();
     load_model(resolve(&spec).unwrap(), None).unwrap()
 }
 
 struct Reference {
     text: String,
     ids: Vec<u32>,
-    /// `[3][tokens][32]`: embeddings, block 0, ln_f(block 1).
+    /// `[3][tokens][32]`: embeddings, block 0, final norm of block 1.
     hidden: Vec<Vec<Vec<f32>>>,
     last_block: Vec<Vec<f32>>,
     logits: Vec<Vec<f32>>,
 }
 
-fn references() -> Vec<Reference> {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
-            .unwrap();
+fn references(name: &str) -> Vec<Reference> {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("reference.json")).unwrap(),
+    )
+    .unwrap();
     let tensors = candle_core::safetensors::load(
-        fixture().join("reference.safetensors"),
+        fixture(name).join("reference.safetensors"),
         &candle_core::Device::Cpu,
     )
     .unwrap();
@@ -135,53 +139,77 @@ fn check(model: &LoadedModel, refs: &[&Reference]) {
     }
 }
 
-#[test]
-fn gpt2_matches_transformers_one_text_at_a_time() {
-    let model = load();
-    assert_eq!(model.model.family(), "gpt2");
-    for r in &references() {
+fn one_at_a_time(name: &str, family: &str) {
+    let model = load(name);
+    assert_eq!(model.model.family(), family);
+    for r in &references(name) {
         check(&model, &[r]);
     }
 }
 
-#[test]
-fn gpt2_matches_transformers_in_a_padded_batch() {
-    let model = load();
-    let refs = references();
+fn padded_batch(name: &str) {
+    let model = load(name);
+    let refs = references(name);
     let all: Vec<&Reference> = refs.iter().collect();
-    assert!(
-        all.iter()
-            .map(|r| r.ids.len())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            > 1,
-        "lengths differ, so padding is exercised"
-    );
+    let lengths: std::collections::HashSet<usize> = all.iter().map(|r| r.ids.len()).collect();
+    assert!(lengths.len() > 1, "lengths differ, so padding is exercised");
     check(&model, &all);
 }
 
 #[test]
-fn gpt2_lists_transformerlens_hooks() {
-    let model = load();
-    let names: Vec<String> = model
-        .model
-        .hook_points()
-        .iter()
-        .map(|h| h.to_string())
-        .collect();
-    for want in [
-        "hook_embed",
-        "hook_pos_embed",
-        "blocks.0.hook_resid_pre",
-        "blocks.1.attn.hook_z",
-        "blocks.1.mlp.hook_post",
-        "blocks.1.hook_resid_post",
-        "ln_final.hook_normalized",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
+fn gpt2_matches_transformers_one_text_at_a_time() {
+    one_at_a_time("tiny_gpt2", "gpt2");
+}
+
+#[test]
+fn gpt2_matches_transformers_in_a_padded_batch() {
+    padded_batch("tiny_gpt2");
+}
+
+#[test]
+fn llama_matches_transformers_one_text_at_a_time() {
+    one_at_a_time("tiny_llama", "llama");
+}
+
+#[test]
+fn llama_matches_transformers_in_a_padded_batch() {
+    padded_batch("tiny_llama");
+}
+
+#[test]
+fn qwen2_with_biases_and_an_untied_head_matches_transformers() {
+    one_at_a_time("tiny_qwen2", "llama");
+    padded_batch("tiny_qwen2");
+}
+
+#[test]
+fn decoders_list_transformerlens_hooks() {
+    for (name, mlp, k_width) in [("tiny_gpt2", 128, 32), ("tiny_llama", 64, 16)] {
+        let model = load(name);
+        let names: Vec<String> = model
+            .model
+            .hook_points()
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        for want in [
+            "hook_embed",
+            "blocks.0.hook_resid_pre",
+            "blocks.1.attn.hook_z",
+            "blocks.1.mlp.hook_post",
+            "blocks.1.hook_resid_post",
+            "ln_final.hook_normalized",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{name}: {want} missing from {names:?}"
+            );
+        }
+        assert_eq!(model.model.hook_width(HookPoint::MlpPost(0)), mlp, "{name}");
+        assert_eq!(
+            model.model.hook_width(HookPoint::AttnK(0)),
+            k_width,
+            "{name}: key heads flattened"
         );
     }
-    assert_eq!(model.model.hook_width(HookPoint::MlpPost(0)), 128);
 }

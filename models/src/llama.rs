@@ -1,0 +1,405 @@
+//! Llama-family decoders (Llama, SmolLM2, Qwen2, Mistral): RMSNorm, rotary positions (with
+//! linear or llama3 frequency scaling), grouped-query attention, SwiGLU MLP, tied or separate
+//! unembedding — hookable with TransformerLens names.
+//!
+//! Per block, with `x = blocks.{i}.hook_resid_pre`:
+//! `hook_q/k/v` = the projections of `RMS1(x)` (before rotary; key/value heads flattened, so
+//! `hook_k`/`hook_v` are `n_kv_heads · d_head` wide), `hook_z` = attention output per query
+//! head, `hook_attn_out = hook_z · W_O`, `hook_resid_mid = x + hook_attn_out`,
+//! `mlp.hook_post = silu(RMS2(mid) W_gate) ⊙ (RMS2(mid) W_up)`, `hook_mlp_out = hook_post · W_down`,
+//! `hook_resid_post = mid + hook_mlp_out`; `ln_final.hook_normalized = RMS_f(x)`.
+//! `hidden_states[i]` of `transformers` is `blocks.{i}.hook_resid_pre` (i < n_layers) and its
+//! last entry `ln_final.hook_normalized`.
+
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::layers::{Activation, RmsNorm, Rotary};
+use crate::loader::{HookableModel, TokenBatch};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Tensor, D};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+/// Families served by this implementation, by `model_type`.
+pub const MODEL_TYPES: &[&str] = &["llama", "qwen2", "mistral"];
+
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+
+/// The fields of a Llama-family `config.json` this implementation uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub eos_token_id: Option<Value>,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// transformers ≥ 5: `{rope_type, rope_theta, …}`.
+    #[serde(default)]
+    pub rope_parameters: Option<Value>,
+    /// transformers 4: `rope_theta` and `rope_scaling`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_scaling: Option<Value>,
+}
+
+impl LlamaConfig {
+    pub fn from_json(path: &Path, value: Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: LlamaConfig = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a Llama-family config: {e}")))?;
+        let kv = cfg.kv_heads();
+        if cfg.num_attention_heads == 0 || kv == 0 || !cfg.num_attention_heads.is_multiple_of(kv) {
+            return Err(bad(format!(
+                "num_attention_heads {} must be a positive multiple of num_key_value_heads {kv}",
+                cfg.num_attention_heads
+            )));
+        }
+        Activation::parse(&cfg.hidden_act).map_err(&bad)?;
+        cfg.rotary().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The padding id: `pad_token_id`, else the (first) end-of-sequence id, else 0.
+    pub fn pad_id(&self) -> u32 {
+        let eos = match &self.eos_token_id {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::Array(a)) => a.first().and_then(Value::as_u64),
+            _ => None,
+        };
+        self.pad_token_id.or(eos.map(|e| e as u32)).unwrap_or(0)
+    }
+
+    /// Inverse rotary frequencies after the configured scaling.
+    fn rotary(&self) -> std::result::Result<Rotary, String> {
+        let params = match &self.rope_parameters {
+            Some(p) => p.clone(),
+            None => {
+                let mut p = self
+                    .rope_scaling
+                    .clone()
+                    .unwrap_or(Value::Object(Default::default()));
+                if let Value::Object(m) = &mut p {
+                    m.insert(
+                        "rope_theta".into(),
+                        Value::from(self.rope_theta.unwrap_or(10_000.0)),
+                    );
+                }
+                p
+            }
+        };
+        let num = |k: &str| params.get(k).and_then(Value::as_f64);
+        let theta = num("rope_theta").unwrap_or(10_000.0);
+        let partial = num("partial_rotary_factor").unwrap_or(1.0);
+        let dim = (self.head_dim() as f64 * partial) as usize;
+        let mut inv: Vec<f64> = (0..dim / 2)
+            .map(|i| {
+                // transformers computes the exponent in f32.
+                let e = ((2 * i) as f32 / dim as f32) as f64;
+                1.0 / theta.powf(e)
+            })
+            .collect();
+        let kind = params
+            .get("rope_type")
+            .or_else(|| params.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        match kind {
+            "default" => {}
+            "linear" => {
+                let factor = num("factor").ok_or("rope `linear` scaling needs `factor`")?;
+                inv.iter_mut().for_each(|f| *f /= factor);
+            }
+            "llama3" => {
+                let need = |k: &str| num(k).ok_or(format!("rope `llama3` scaling needs `{k}`"));
+                let (factor, low, high, old) = (
+                    need("factor")?,
+                    need("low_freq_factor")?,
+                    need("high_freq_factor")?,
+                    need("original_max_position_embeddings")?,
+                );
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "rope type `{other}` is not supported; supported: default, linear, llama3"
+                ))
+            }
+        }
+        Ok(Rotary { inv_freq: inv })
+    }
+}
+
+/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(w: &Weights, name: &str, input: usize, output: usize) -> Result<Self> {
+        let bias = format!("{name}.bias");
+        Ok(Self {
+            weight: w.get(&format!("{name}.weight"), &[output, input])?,
+            bias: if w.has(&bias) {
+                Some(w.get(&bias, &[output])?)
+            } else {
+                None
+            },
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, self.weight.dim(0)?))
+    }
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A hookable Llama-family decoder.
+pub struct Llama {
+    cfg: LlamaConfig,
+    act: Activation,
+    rotary: Rotary,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding when tied.
+    unembed: Tensor,
+}
+
+impl Llama {
+    pub fn load(cfg: LlamaConfig, w: &Weights) -> Result<Self> {
+        let (d, inner, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+        let (heads, kv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("layers.{i}");
+            blocks.push(Block {
+                input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm.weight"), d, eps)?,
+                q: Linear::load(w, &format!("{p}.self_attn.q_proj"), d, heads * hd)?,
+                k: Linear::load(w, &format!("{p}.self_attn.k_proj"), d, kv * hd)?,
+                v: Linear::load(w, &format!("{p}.self_attn.v_proj"), d, kv * hd)?,
+                o: Linear::load(w, &format!("{p}.self_attn.o_proj"), heads * hd, d)?,
+                post_norm: RmsNorm::load(
+                    w,
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    d,
+                    eps,
+                )?,
+                gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), d, inner)?,
+                up: Linear::load(w, &format!("{p}.mlp.up_proj"), d, inner)?,
+                down: Linear::load(w, &format!("{p}.mlp.down_proj"), inner, d)?,
+            });
+        }
+        let embed = w.get("embed_tokens.weight", &[cfg.vocab_size, d])?;
+        let unembed = match w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
+            Some(head) if !cfg.tie_word_embeddings => head,
+            _ => embed.clone(),
+        };
+        Ok(Self {
+            act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
+            rotary: cfg.rotary().map_err(ModelError::Invalid)?,
+            norm: RmsNorm::load(w, "norm.weight", d, eps)?,
+            embed,
+            unembed,
+            blocks,
+            cfg,
+        })
+    }
+
+    fn check_length(&self, batch: &TokenBatch) -> Result<()> {
+        let (_, t) = batch.input_ids.dims2()?;
+        if t > self.cfg.max_position_embeddings {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {t} tokens exceeds max_position_embeddings {}",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    fn block(&self, i: usize, x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let (b, t, d) = x.dims3()?;
+        let (heads, kv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let x = at(hooks, HookPoint::ResidPre(i), x)?;
+        let h = blk.input_norm.forward(&x)?;
+        let q = at(hooks, HookPoint::AttnQ(i), blk.q.forward(&h)?)?;
+        let k = at(hooks, HookPoint::AttnK(i), blk.k.forward(&h)?)?;
+        let v = at(hooks, HookPoint::AttnV(i), blk.v.forward(&h)?)?;
+        let split = |m: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+            m.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = self.rotary.apply(&split(&q, heads)?)?;
+        let k = self.rotary.apply(&split(&k, kv)?)?;
+        let v = split(&v, kv)?;
+        // Grouped-query attention: key/value head j serves query heads j·r .. (j+1)·r.
+        let repeat = |m: Tensor| -> candle_core::Result<Tensor> {
+            let r = heads / kv;
+            if r == 1 {
+                return Ok(m);
+            }
+            m.unsqueeze(2)?
+                .broadcast_as((b, kv, r, t, hd))?
+                .reshape((b, heads, t, hd))
+        };
+        let (k, v) = (repeat(k)?, repeat(v)?);
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let z = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * hd))?;
+        let z = at(hooks, HookPoint::AttnZ(i), z)?;
+        let attn_out = at(hooks, HookPoint::AttnOut(i), blk.o.forward(&z)?)?;
+        let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
+        let h2 = blk.post_norm.forward(&mid)?;
+        let neurons = self
+            .act
+            .apply(&blk.gate.forward(&h2)?)?
+            .mul(&blk.up.forward(&h2)?)?;
+        let neurons = at(hooks, HookPoint::MlpPost(i), neurons)?;
+        let mlp_out = at(hooks, HookPoint::MlpOut(i), blk.down.forward(&neurons)?)?;
+        debug_assert_eq!(mlp_out.dim(2)?, d);
+        Ok(at(hooks, HookPoint::ResidPost(i), mid.add(&mlp_out)?)?)
+    }
+
+    fn run_from(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        mut x: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let mask = crate::layers::causal_mask(batch)?;
+        for i in first..self.blocks.len() {
+            x = self.block(i, x, &mask, hooks)?;
+        }
+        Ok(at(hooks, HookPoint::LnFinal, self.norm.forward(&x)?)?)
+    }
+}
+
+impl HookableModel for Llama {
+    fn family(&self) -> &'static str {
+        "llama"
+    }
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed];
+        for i in 0..self.cfg.num_hidden_layers {
+            v.extend(HookPoint::block(i));
+        }
+        v.push(HookPoint::LnFinal);
+        v
+    }
+    fn hook_width(&self, point: HookPoint) -> usize {
+        let hd = self.cfg.head_dim();
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.intermediate_size,
+            HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => self.cfg.num_attention_heads * hd,
+            HookPoint::AttnK(_) | HookPoint::AttnV(_) => self.cfg.kv_heads() * hd,
+            _ => self.cfg.hidden_size,
+        }
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let (b, t) = batch.input_ids.dims2()?;
+        let x = self
+            .embed
+            .index_select(&batch.input_ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        let x = at(hooks, HookPoint::Embed, x)?;
+        self.run_from(batch, 0, x, hooks)
+    }
+    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.forward(batch, hooks)
+    }
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        let run = || -> Result<Tensor> {
+            let (b, t, d) = normalized.dims3()?;
+            Ok(normalized
+                .reshape((b * t, d))?
+                .matmul(&self.unembed.t()?)?
+                .reshape((b, t, self.cfg.vocab_size))?)
+        };
+        Some(run())
+    }
+}

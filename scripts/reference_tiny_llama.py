@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Tiny random Llama-family models and their reference outputs from PyTorch `transformers`, for
+the decoder parity tests. The tokenizer is the tiny GPT-2 fixture's byte-level BPE (run
+scripts/reference_tiny_gpt2.py first).
+
+- tests/fixtures/tiny_llama/: Llama with grouped-query attention (4 query heads, 2 key/value
+  heads), RoPE with llama3-style frequency scaling, SwiGLU, RMSNorm, tied embeddings;
+- tests/fixtures/tiny_qwen2/: Qwen2 with q/k/v biases, plain RoPE (theta 1e6) and a separate
+  (untied) lm_head.
+
+Each folder: config.json, model.safetensors, tokenizer.json (copied), reference.json (texts,
+ids) and reference.safetensors (per text t: `t.hidden_states` [3, tokens, 32], `t.last_block`
+[tokens, 32] before the final norm, `t.logits` [tokens, 512]).
+
+Run: just reference-llama   (needs torch, transformers from PyPI)
+"""
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+tok = Tokenizer.from_file(str(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json"))
+
+
+def make(name, model_class, config, seed):
+    OUT = ROOT / "tests" / "fixtures" / name
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json", OUT / "tokenizer.json")
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():  # larger than the default init so every block matters
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(OUT, safe_serialization=True)
+    (OUT / "generation_config.json").unlink(missing_ok=True)
+
+    texts = [
+        "the chef roasted the vegetables with garlic",
+        "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
+        "  spaces  and digits 2024, 3.14 — café!",
+    ]
+    refs, tensors = [], {}
+    for t, text in enumerate(texts):
+        ids = tok.encode(text).ids
+        captured = {}
+        hook = model.model.layers[-1].register_forward_hook(
+            lambda m, i, o: captured.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+        with torch.no_grad():
+            out = model(torch.tensor([ids]), output_hidden_states=True)
+        hook.remove()
+        x = captured["x"]
+        tensors[f"{t}.hidden_states"] = torch.stack([hs[0] for hs in out.hidden_states]).contiguous()
+        tensors[f"{t}.last_block"] = (x[0] if x.dim() == 3 else x).contiguous()
+        tensors[f"{t}.logits"] = out.logits[0].contiguous()
+        refs.append({"text": text, "input_ids": ids})
+    save_file(tensors, OUT / "reference.safetensors")
+    (OUT / "reference.json").write_text(json.dumps({"transformers_version": transformers.__version__,
+                                                    "torch_version": torch.__version__,
+                                                    "texts": refs}, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+make("tiny_llama", transformers.LlamaForCausalLM, transformers.LlamaConfig(
+    vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu",
+    rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 16},
+    bos_token_id=0, eos_token_id=0, pad_token_id=None), seed=1)
+make("tiny_qwen2", transformers.Qwen2ForCausalLM, transformers.Qwen2Config(
+    vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    rms_norm_eps=1e-6, tie_word_embeddings=False, hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    bos_token_id=0, eos_token_id=0, pad_token_id=None), seed=2)
