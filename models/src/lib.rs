@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod error;
 pub mod extract;
+pub mod gguf;
 pub mod gpt2;
 pub mod gradients;
 pub mod hooks;

@@ -115,7 +115,14 @@ pub struct LoadedModel {
 /// `max_length` (tokens per example after truncation) defaults to the model's maximum.
 pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<LoadedModel> {
     let device = Device::Cpu;
-    let config = read_config(&resolved.config)?;
+    let gguf = resolved.weights.extension().is_some_and(|e| e == "gguf");
+    // A GGUF file carries config, weights and tokenizer in one.
+    let (config, mut gguf_parts) = if gguf {
+        let model = crate::gguf::read(&resolved.weights)?;
+        (model.config.clone(), Some(model))
+    } else {
+        (read_config(&resolved.config)?, None)
+    };
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -124,6 +131,15 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
             message: "no `model_type` field; cannot tell which architecture this is".into(),
         })?
         .to_owned();
+    let load_weights = |parts: &mut Option<crate::gguf::GgufModel>| -> Result<Weights> {
+        match parts {
+            Some(p) => Ok(Weights::from_tensors(
+                &resolved.weights,
+                std::mem::take(&mut p.tensors),
+            )),
+            None => Weights::load(&resolved.weights, &device),
+        }
+    };
     let (model, pad_id): (Box<dyn HookableModel>, u32) = match model_type.as_str() {
         "bert" => {
             let cfg = bert::BertConfig::from_json(&resolved.config, config)?;
@@ -146,7 +162,7 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
         t if crate::llama::MODEL_TYPES.contains(&t) => {
             let cfg = crate::llama::LlamaConfig::from_json(&resolved.config, config)?;
             let pad = cfg.pad_id();
-            let mut weights = Weights::load(&resolved.weights, &device)?;
+            let mut weights = load_weights(&mut gguf_parts)?;
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
             (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
         }
@@ -165,7 +181,12 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
             model.max_positions()
         )));
     }
-    let tokenizer = TextTokenizer::load(&resolved.tokenizer, max_length)?;
+    let tokenizer = match gguf_parts {
+        Some(parts) => {
+            TextTokenizer::from_tokenizer(parts.tokenizer, &resolved.weights, max_length)?
+        }
+        None => TextTokenizer::load(&resolved.tokenizer, max_length)?,
+    };
     if tokenizer.vocab_size() > model.vocab_size() {
         return Err(ModelError::Tokenizer {
             path: resolved.tokenizer.clone(),

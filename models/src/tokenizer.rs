@@ -25,11 +25,19 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating to `max_length` tokens with special tokens kept.
     pub fn load(path: &Path, max_length: usize) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_tokenizer(inner, path, max_length)
+    }
+
+    /// Wraps a tokenizer built elsewhere (from GGUF metadata); `path` names its source.
+    pub fn from_tokenizer(mut inner: Tokenizer, path: &Path, max_length: usize) -> Result<Self> {
         let err = |message: String| ModelError::Tokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
         inner.with_padding(None);
         // Checked here: `tokenizers` panics when the special tokens do not fit.
         let specials = inner

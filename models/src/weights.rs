@@ -27,6 +27,15 @@ impl Weights {
         })
     }
 
+    /// Tensors already in memory (dequantised GGUF), under their Hugging Face names.
+    pub fn from_tensors(path: &Path, tensors: HashMap<String, Tensor>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            tensors,
+            prefix: String::new(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

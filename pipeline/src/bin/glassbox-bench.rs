@@ -6,7 +6,9 @@
 //! target/bench/glassbox.json) and writes the benchmark texts to `--texts` (default
 //! target/bench/texts.jsonl) so the PyTorch reference runs on the very same input.
 //! `--memory-tokens N` instead runs only an end-to-end extraction of N tokens, to show peak RSS
-//! does not grow with the data. Peak RSS is the process's VmHWM. Nothing is asserted.
+//! does not grow with the data. `--model ID` measures another cached model the same way (all
+//! `hook_resid_post` plus `blocks.0.hook_resid_pre`; `just bench` runs SmolLM2-135M from its
+//! GGUF). Peak RSS is the process's VmHWM. Nothing is asserted.
 
 use anyhow::{Context, Result};
 use glassbox_data::{NoProgress, RunDir, TextDataset};
@@ -50,6 +52,7 @@ struct Args {
     texts: std::path::PathBuf,
     memory_tokens: Option<usize>,
     compression: glassbox_data::store::Codec,
+    model: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args> {
         texts: "target/bench/texts.jsonl".into(),
         memory_tokens: None,
         compression: glassbox_data::store::Codec::None,
+        model: MODEL.into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,8 +73,9 @@ fn parse_args() -> Result<Args> {
                 args.memory_tokens = Some(value.parse().context("--memory-tokens")?)
             }
             "--compression" => args.compression = value.parse().map_err(anyhow::Error::msg)?,
+            "--model" => args.model = value,
             other => anyhow::bail!(
-                "unknown option {other}; use --out, --texts, --memory-tokens or --compression"
+                "unknown option {other}; use --out, --texts, --memory-tokens, --compression or --model"
             ),
         }
     }
@@ -119,10 +124,16 @@ fn main() -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let resolved = resolve(&MODEL.parse::<ModelSpec>()?).context("run `just models` first")?;
+    let resolved = resolve(&args.model.parse::<ModelSpec>()?).context("run `just models` first")?;
     let model = load_model(resolved, Some(SEQ))?;
     let mut hooks = vec![HookPoint::ResidPre(0)];
-    hooks.extend((0..6).map(HookPoint::ResidPost));
+    hooks.extend(
+        model
+            .model
+            .hook_points()
+            .into_iter()
+            .filter(|h| matches!(h, HookPoint::ResidPost(_))),
+    );
 
     if let Some(tokens) = args.memory_tokens {
         let (summary, secs, bytes) = extract_e2e(
@@ -185,7 +196,7 @@ fn main() -> Result<()> {
     let e2e_tps = summary.n_tokens as f64 / e2e_secs;
 
     let report = serde_json::json!({
-        "model": MODEL,
+        "model": args.model,
         "threads": threads,
         "batch_size": BATCH,
         "seq_len": SEQ,
@@ -216,7 +227,9 @@ fn main() -> Result<()> {
         .collect();
     std::fs::write(&args.texts, lines.join("\n") + "\n")?;
     eprintln!(
-        "extraction: forward {forward_tps:.0} tokens/s, end-to-end {e2e_tps:.0} tokens/s (7 layers, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
+        "extraction ({}): forward {forward_tps:.0} tokens/s, end-to-end {e2e_tps:.0} tokens/s ({} hooks, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
+        args.model,
+        hooks.len(),
         peak_rss_mib().unwrap_or(f64::NAN)
     );
     Ok(())

@@ -1,0 +1,259 @@
+//! GGUF checkpoints (llama.cpp's format): metadata → a `config.json`-shaped value, tensors
+//! dequantised to f32 (candle's quantized support) under Hugging Face names, and the tokenizer
+//! rebuilt from the metadata (byte-level BPE vocabulary + merges → `tokenizers`), the way
+//! `transformers` does for `from_pretrained(…, gguf_file=…)`.
+//!
+//! llama.cpp's converter permutes the rows of Llama's q/k projections for its interleaved rotary
+//! layout; they are permuted back here so the `rotate_half` forward applies unchanged.
+
+use crate::{ModelError, Result};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Architectures (`general.architecture`) this build maps to a family.
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+/// Quantisation types whose dequantisation is supported.
+const SUPPORTED_TYPES: &[GgmlDType] = &[
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::BF16,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+/// A GGUF file read into what the loader needs.
+pub struct GgufModel {
+    /// Shaped like the family's `config.json` (with `model_type`).
+    pub config: serde_json::Value,
+    /// f32 tensors under Hugging Face names (`model.` prefix included, `lm_head.weight` at the root).
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+pub fn read(path: &Path) -> Result<GgufModel> {
+    let bad = |message: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let content =
+        Content::read(&mut file).map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    let meta = |key: &str| content.metadata.get(key);
+    let arch = meta("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| bad("no `general.architecture` in the metadata".into()))?;
+    if !GGUF_ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            found: arch,
+            supported: GGUF_ARCHITECTURES.join(", "),
+        });
+    }
+    for (name, info) in &content.tensor_infos {
+        if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
+            return Err(bad(format!(
+                "tensor `{name}` is quantised as {:?}, which glassbox cannot dequantise; supported: {}",
+                info.ggml_dtype,
+                SUPPORTED_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let u = |key: &str| -> Result<u64> {
+        meta(&format!("{arch}.{key}"))
+            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+            .ok_or_else(|| bad(format!("metadata `{arch}.{key}` is missing")))
+    };
+    let f = |key: &str| meta(&format!("{arch}.{key}")).and_then(|v| v.to_f32().ok());
+    let tokens: Vec<String> = meta("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok())
+        .map(|v| {
+            v.iter()
+                .filter_map(|t| t.to_string().ok().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (hidden, heads) = (u("embedding_length")?, u("attention.head_count")?);
+    let kv_heads = u("attention.head_count_kv").unwrap_or(heads);
+    let vocab = u("vocab_size").unwrap_or(tokens.len() as u64);
+    let head_dim = u("attention.key_length")
+        .or_else(|_| u("rope.dimension_count"))
+        .unwrap_or(hidden / heads.max(1));
+    let id = |key: &str| meta(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok());
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let config = json!({
+        "model_type": arch,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": u("feed_forward_length")?,
+        "num_hidden_layers": u("block_count")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": u("context_length")?,
+        "rms_norm_eps": f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6) as f64,
+        "rope_theta": f("rope.freq_base").unwrap_or(10_000.0) as f64,
+        "tie_word_embeddings": tied,
+        "eos_token_id": id("eos_token_id"),
+        "pad_token_id": id("padding_token_id"),
+        "hidden_act": "silu",
+    });
+    let device = Device::Cpu;
+    let mut tensors = HashMap::new();
+    for name in content.tensor_infos.keys() {
+        let Some(hf) = hf_name(name) else {
+            continue; // e.g. rope_freqs: recomputed from the config
+        };
+        let q = content
+            .tensor(&mut file, name, &device)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let mut t = q
+            .dequantize(&device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| bad(format!("dequantising `{name}`: {e}")))?;
+        if arch == "llama" && name.ends_with("attn_q.weight") {
+            t = unpermute(&t, heads as usize)?;
+        } else if arch == "llama" && name.ends_with("attn_k.weight") {
+            t = unpermute(&t, kv_heads as usize)?;
+        }
+        tensors.insert(hf, t);
+    }
+    let tokenizer = tokenizer(&content, &tokens).map_err(|m| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message: m,
+    })?;
+    Ok(GgufModel {
+        config,
+        tensors,
+        tokenizer,
+    })
+}
+
+/// llama.cpp tensor names → Hugging Face names.
+fn hf_name(name: &str) -> Option<String> {
+    let (stem, kind) = name.rsplit_once('.')?;
+    let direct = match stem {
+        "token_embd" => Some("model.embed_tokens".to_owned()),
+        "output_norm" => Some("model.norm".to_owned()),
+        "output" => Some("lm_head".to_owned()),
+        _ => None,
+    };
+    let mapped = match direct {
+        Some(d) => d,
+        None => {
+            let rest = stem.strip_prefix("blk.")?;
+            let (i, part) = rest.split_once('.')?;
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_norm" => "post_attention_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{i}.{hf}")
+        }
+    };
+    Some(format!("{mapped}.{kind}"))
+}
+
+/// Undoes llama.cpp's `permute`: rows `(head, pair, half)` back to `(head, half, pair)`.
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = t.dims2()?;
+    let half = out / heads / 2;
+    Ok(t.reshape((heads, half, 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))?)
+}
+
+/// Byte-level BPE from `tokenizer.ggml.{tokens,merges,token_type}`: the GPT-2 pre-tokenizer and
+/// decoder, control tokens (type 3) added as special tokens — what `transformers` builds for a
+/// `gpt2`-model GGUF whose pre-tokenizer has no split table of its own (e.g. `smollm`).
+fn tokenizer(
+    content: &Content,
+    tokens: &[String],
+) -> std::result::Result<tokenizers::Tokenizer, String> {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+    let text = |key: &str| {
+        content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+    };
+    let model = text("tokenizer.ggml.model").unwrap_or_default();
+    if model != "gpt2" {
+        return Err(format!(
+            "tokenizer.ggml.model `{model}` is not supported; glassbox rebuilds byte-level BPE (`gpt2`) tokenizers — put a tokenizer.json beside the model for others"
+        ));
+    }
+    let pre = text("tokenizer.ggml.pre").unwrap_or_default();
+    if !["", "default", "gpt2", "smollm"].contains(&pre.as_str()) {
+        return Err(format!(
+            "pre-tokenizer `{pre}` is not supported (its split rule differs from GPT-2's); supported: default, gpt2, smollm"
+        ));
+    }
+    let merges: Vec<(String, String)> = content
+        .metadata
+        .get("tokenizer.ggml.merges")
+        .and_then(|v| v.to_vec().ok())
+        .ok_or("no tokenizer.ggml.merges in the metadata")?
+        .iter()
+        .filter_map(|m| m.to_string().ok())
+        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        .collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+    tok.with_post_processor(Some(ByteLevel::new(false, true, true)));
+    let types: Vec<i64> = content
+        .metadata
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().ok())
+        .map(|v| v.iter().map(value_int).collect())
+        .unwrap_or_default();
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &t)| t == 3)
+        .map(|(token, _)| AddedToken::from(token.clone(), true))
+        .collect();
+    tok.add_special_tokens(specials)
+        .map_err(|e| e.to_string())?;
+    Ok(tok)
+}
+
+fn value_int(v: &Value) -> i64 {
+    v.to_i32()
+        .map(i64::from)
+        .or_else(|_| v.to_u32().map(i64::from))
+        .unwrap_or(-1)
+}

