@@ -100,6 +100,10 @@ reference-gpt2:
 reference-llama: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_llama.py
 
+# Regenerate the tiny GPT-NeoX (parallel blocks, partial rotary, untied head) fixture.
+reference-neox: reference-gpt2
+    .venv-ref/bin/python scripts/reference_tiny_neox.py
+
 # Regenerate the SmolLM2 GGUF reference (token ids, hidden states, logits) with transformers' GGUF loading.
 reference-smollm2: models
     @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"

@@ -207,6 +207,7 @@ impl Gpt2 {
         }
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
         let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;
         let attn_out = at(hooks, HookPoint::AttnOut(i), blk.c_proj.forward(&z)?)?;
@@ -231,7 +232,11 @@ impl Gpt2 {
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
-        Ok(at(hooks, HookPoint::LnFinal, self.ln_f.forward(&x)?)?)
+        let normalized = at(hooks, HookPoint::LnFinal, self.ln_f.forward(&x)?)?;
+        if hooks.wants(HookPoint::Logits) {
+            at(hooks, HookPoint::Logits, self.logits(&normalized)?)?;
+        }
+        Ok(normalized)
     }
 
     /// Logits `[b, t, vocab]` from `ln_final.hook_normalized` (the tied unembedding).
@@ -251,14 +256,17 @@ impl HookableModel for Gpt2 {
     fn hook_points(&self) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed, HookPoint::PosEmbed];
         for i in 0..self.cfg.n_layer {
-            v.extend(HookPoint::block(i));
+            v.extend(HookPoint::decoder_block(i));
         }
         v.push(HookPoint::LnFinal);
+        v.push(HookPoint::Logits);
         v
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
             HookPoint::MlpPost(_) => self.cfg.inner(),
+            HookPoint::AttnPattern(_) => self.cfg.n_head * self.cfg.n_positions,
+            HookPoint::Logits => self.cfg.vocab_size,
             _ => self.cfg.n_embd,
         }
     }
@@ -284,6 +292,9 @@ impl HookableModel for Gpt2 {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
         self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn unembedding(&self) -> Option<&Tensor> {
+        Some(&self.wte)
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
         Some(self.logits(normalized))

@@ -39,8 +39,14 @@ pub enum HookPoint {
     AttnK(usize),
     AttnV(usize),
     AttnZ(usize),
+    /// Attention probabilities (decoders), `[batch, query, heads · keys]`: row `q` holds each
+    /// head's distribution over the batch's key positions in turn. Its width depends on the
+    /// batch's length, so it is for in-memory hooks (capture, patching), not the store.
+    AttnPattern(usize),
     /// The final normalisation's output (decoder models).
     LnFinal,
+    /// The unembedding's output `[batch, seq, vocab]` (decoder models), for the logit lens.
+    Logits,
 }
 
 impl HookPoint {
@@ -49,9 +55,23 @@ impl HookPoint {
         use HookPoint::*;
         match *self {
             ResidPre(i) | ResidMid(i) | ResidPost(i) | AttnOut(i) | MlpOut(i) | MlpPost(i)
-            | AttnQ(i) | AttnK(i) | AttnV(i) | AttnZ(i) => Some(i),
-            Embed | PosEmbed | TokenTypeEmbed | LnFinal => None,
+            | AttnQ(i) | AttnK(i) | AttnV(i) | AttnZ(i) | AttnPattern(i) => Some(i),
+            Embed | PosEmbed | TokenTypeEmbed | LnFinal | Logits => None,
         }
+    }
+
+    /// Whether the activation's width is fixed by the model (storable as Parquet rows); the
+    /// attention pattern's depends on the batch's sequence length.
+    pub fn storable(&self) -> bool {
+        !matches!(self, HookPoint::AttnPattern(_))
+    }
+
+    /// The hook points of a decoder block `i`: a transformer block's plus the attention
+    /// pattern, in forward order.
+    pub fn decoder_block(i: usize) -> Vec<HookPoint> {
+        let mut v = Self::block(i).to_vec();
+        v.insert(4, HookPoint::AttnPattern(i));
+        v
     }
 
     /// The hook points of block `i` of a transformer, in forward order.
@@ -79,6 +99,7 @@ impl HookPoint {
             Embed | PosEmbed | TokenTypeEmbed => 0.0,
             ResidPre(i) => i as f64,
             AttnQ(i) | AttnK(i) | AttnV(i) => i as f64 + 0.2,
+            AttnPattern(i) => i as f64 + 0.25,
             AttnZ(i) => i as f64 + 0.3,
             AttnOut(i) => i as f64 + 0.4,
             ResidMid(i) => i as f64 + 0.5,
@@ -87,6 +108,7 @@ impl HookPoint {
             ResidPost(i) => i as f64 + 1.0,
             // After every block; a large finite value keeps JSON and Parquet happy.
             LnFinal => 1e6,
+            Logits => 1e6 + 1.0,
         }
     }
 }
@@ -108,7 +130,9 @@ impl fmt::Display for HookPoint {
             AttnK(i) => write!(f, "blocks.{i}.attn.hook_k"),
             AttnV(i) => write!(f, "blocks.{i}.attn.hook_v"),
             AttnZ(i) => write!(f, "blocks.{i}.attn.hook_z"),
+            AttnPattern(i) => write!(f, "blocks.{i}.attn.hook_pattern"),
             LnFinal => write!(f, "ln_final.hook_normalized"),
+            Logits => write!(f, "logits"),
         }
     }
 }
@@ -127,6 +151,7 @@ impl FromStr for HookPoint {
             "hook_pos_embed" => return Ok(PosEmbed),
             "hook_token_type_embed" => return Ok(TokenTypeEmbed),
             "ln_final.hook_normalized" => return Ok(LnFinal),
+            "logits" => return Ok(Logits),
             _ => {}
         }
         let rest = s.strip_prefix("blocks.").ok_or_else(unknown)?;
@@ -148,6 +173,7 @@ impl FromStr for HookPoint {
             "attn.hook_k" => AttnK(i),
             "attn.hook_v" => AttnV(i),
             "attn.hook_z" => AttnZ(i),
+            "attn.hook_pattern" => AttnPattern(i),
             _ => return Err(unknown()),
         })
     }
@@ -169,6 +195,8 @@ const EXAMPLE_NAMES: &[&str] = &[
     "blocks.0.attn.hook_k",
     "blocks.0.attn.hook_v",
     "blocks.0.attn.hook_z",
+    "blocks.0.attn.hook_pattern",
+    "logits",
 ];
 
 /// Selects hook points by comma-separated glob patterns (`*` matches any run of characters,

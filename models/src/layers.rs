@@ -102,6 +102,63 @@ pub(crate) struct Rotary {
 }
 
 impl Rotary {
+    /// Frequencies from a `rope_parameters`-style object (`rope_theta`, `rope_type` default,
+    /// linear or llama3 with their fields, `partial_rotary_factor`) for heads of `head_dim`.
+    pub(crate) fn from_params(
+        params: &serde_json::Value,
+        head_dim: usize,
+    ) -> std::result::Result<Self, String> {
+        use serde_json::Value;
+        let num = |k: &str| params.get(k).and_then(Value::as_f64);
+        let theta = num("rope_theta").unwrap_or(10_000.0);
+        let partial = num("partial_rotary_factor").unwrap_or(1.0);
+        let dim = (head_dim as f64 * partial) as usize;
+        let mut inv: Vec<f64> = (0..dim / 2)
+            .map(|i| {
+                // transformers computes the exponent in f32.
+                let e = ((2 * i) as f32 / dim as f32) as f64;
+                1.0 / theta.powf(e)
+            })
+            .collect();
+        let kind = params
+            .get("rope_type")
+            .or_else(|| params.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        match kind {
+            "default" => {}
+            "linear" => {
+                let factor = num("factor").ok_or("rope `linear` scaling needs `factor`")?;
+                inv.iter_mut().for_each(|f| *f /= factor);
+            }
+            "llama3" => {
+                let need = |k: &str| num(k).ok_or(format!("rope `llama3` scaling needs `{k}`"));
+                let (factor, low, high, old) = (
+                    need("factor")?,
+                    need("low_freq_factor")?,
+                    need("high_freq_factor")?,
+                    need("original_max_position_embeddings")?,
+                );
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "rope type `{other}` is not supported; supported: default, linear, llama3"
+                ))
+            }
+        }
+        Ok(Rotary { inv_freq: inv })
+    }
+
     /// `x` is `[b, heads, t, head_dim]`; positions are `0..t`.
     pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         use candle_core::D;
@@ -152,4 +209,24 @@ pub(crate) fn causal_mask(batch: &crate::loader::TokenBatch) -> Result<Tensor> {
     let padding = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
     // MIN + MIN overflows to −∞; clamping keeps the most negative finite value.
     Ok(causal.broadcast_add(&padding)?.clamp(f32::MIN, 0.0)?)
+}
+
+/// Offers attention probabilities `[b, heads, t, t]` at `blocks.{i}.attn.hook_pattern` (as
+/// `[b, t, heads · t]`) and continues with whatever the hook returns.
+pub(crate) fn pattern_hook(
+    hooks: &mut dyn crate::hooks::Hooks,
+    i: usize,
+    probs: Tensor,
+) -> candle_core::Result<Tensor> {
+    let point = crate::hooks::HookPoint::AttnPattern(i);
+    if !hooks.wants(point) {
+        return Ok(probs);
+    }
+    let (b, h, t, k) = probs.dims4()?;
+    let flat = probs
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, t, h * k))?;
+    let back = hooks.visit(point, flat)?;
+    back.reshape((b, t, h, k))?.transpose(1, 2)?.contiguous()
 }

@@ -13,6 +13,7 @@ pub mod kernels;
 mod layers;
 pub mod llama;
 pub mod loader;
+pub mod neox;
 pub mod pool;
 pub mod tokenizer;
 pub mod weights;

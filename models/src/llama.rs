@@ -104,7 +104,8 @@ impl LlamaConfig {
         self.pad_token_id.or(eos.map(|e| e as u32)).unwrap_or(0)
     }
 
-    /// Inverse rotary frequencies after the configured scaling.
+    /// Rotary embeddings after the configured scaling (transformers 5 `rope_parameters`, or
+    /// transformers 4 `rope_theta` + `rope_scaling`).
     fn rotary(&self) -> std::result::Result<Rotary, String> {
         let params = match &self.rope_parameters {
             Some(p) => p.clone(),
@@ -122,54 +123,7 @@ impl LlamaConfig {
                 p
             }
         };
-        let num = |k: &str| params.get(k).and_then(Value::as_f64);
-        let theta = num("rope_theta").unwrap_or(10_000.0);
-        let partial = num("partial_rotary_factor").unwrap_or(1.0);
-        let dim = (self.head_dim() as f64 * partial) as usize;
-        let mut inv: Vec<f64> = (0..dim / 2)
-            .map(|i| {
-                // transformers computes the exponent in f32.
-                let e = ((2 * i) as f32 / dim as f32) as f64;
-                1.0 / theta.powf(e)
-            })
-            .collect();
-        let kind = params
-            .get("rope_type")
-            .or_else(|| params.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        match kind {
-            "default" => {}
-            "linear" => {
-                let factor = num("factor").ok_or("rope `linear` scaling needs `factor`")?;
-                inv.iter_mut().for_each(|f| *f /= factor);
-            }
-            "llama3" => {
-                let need = |k: &str| num(k).ok_or(format!("rope `llama3` scaling needs `{k}`"));
-                let (factor, low, high, old) = (
-                    need("factor")?,
-                    need("low_freq_factor")?,
-                    need("high_freq_factor")?,
-                    need("original_max_position_embeddings")?,
-                );
-                let (low_wavelen, high_wavelen) = (old / low, old / high);
-                for f in inv.iter_mut() {
-                    let wavelen = 2.0 * std::f64::consts::PI / *f;
-                    if wavelen > low_wavelen {
-                        *f /= factor;
-                    } else if wavelen >= high_wavelen {
-                        let smooth = (old / wavelen - low) / (high - low);
-                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
-                    }
-                }
-            }
-            other => {
-                return Err(format!(
-                    "rope type `{other}` is not supported; supported: default, linear, llama3"
-                ))
-            }
-        }
-        Ok(Rotary { inv_freq: inv })
+        Rotary::from_params(&params, self.head_dim())
     }
 }
 
@@ -309,6 +263,7 @@ impl Llama {
         let (k, v) = (repeat(k)?, repeat(v)?);
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
         let z = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -339,7 +294,13 @@ impl Llama {
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
-        Ok(at(hooks, HookPoint::LnFinal, self.norm.forward(&x)?)?)
+        let normalized = at(hooks, HookPoint::LnFinal, self.norm.forward(&x)?)?;
+        if hooks.wants(HookPoint::Logits) {
+            if let Some(logits) = self.unembed(&normalized) {
+                at(hooks, HookPoint::Logits, logits?)?;
+            }
+        }
+        Ok(normalized)
     }
 }
 
@@ -350,9 +311,10 @@ impl HookableModel for Llama {
     fn hook_points(&self) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed];
         for i in 0..self.cfg.num_hidden_layers {
-            v.extend(HookPoint::block(i));
+            v.extend(HookPoint::decoder_block(i));
         }
         v.push(HookPoint::LnFinal);
+        v.push(HookPoint::Logits);
         v
     }
     fn hook_width(&self, point: HookPoint) -> usize {
@@ -361,6 +323,10 @@ impl HookableModel for Llama {
             HookPoint::MlpPost(_) => self.cfg.intermediate_size,
             HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => self.cfg.num_attention_heads * hd,
             HookPoint::AttnK(_) | HookPoint::AttnV(_) => self.cfg.kv_heads() * hd,
+            HookPoint::AttnPattern(_) => {
+                self.cfg.num_attention_heads * self.cfg.max_position_embeddings
+            }
+            HookPoint::Logits => self.cfg.vocab_size,
             _ => self.cfg.hidden_size,
         }
     }
@@ -391,6 +357,9 @@ impl HookableModel for Llama {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
         self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn unembedding(&self) -> Option<&Tensor> {
+        Some(&self.unembed)
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
         let run = || -> Result<Tensor> {

@@ -7,7 +7,7 @@ use crate::{bert, ModelError, ResolvedModel, Result};
 use candle_core::{Device, Tensor};
 
 /// Model families this build can run, by `config.json` `model_type`.
-pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2", "llama", "qwen2", "mistral"];
+pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2", "gpt_neox", "llama", "qwen2", "mistral"];
 
 /// A padded batch of tokenised examples.
 pub struct TokenBatch {
@@ -100,6 +100,11 @@ pub trait HookableModel: Send + Sync {
     fn unembed(&self, _normalized: &Tensor) -> Option<Result<Tensor>> {
         None
     }
+    /// The unembedding matrix `[vocab, hidden]` (rows are tokens' output directions), for
+    /// families that have one.
+    fn unembedding(&self) -> Option<&Tensor> {
+        None
+    }
 }
 
 /// A resolved model with its tokenizer, ready to run.
@@ -158,6 +163,13 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
             let mut weights = Weights::load(&resolved.weights, &device)?;
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
+        }
+        "gpt_neox" => {
+            let cfg = crate::neox::NeoxConfig::from_json(&resolved.config, config)?;
+            let pad = cfg.eos_token_id.unwrap_or(0);
+            let mut weights = Weights::load(&resolved.weights, &device)?;
+            weights.detect_prefix(&["", "gpt_neox."], "embed_in.weight");
+            (Box::new(crate::neox::Neox::load(cfg, &weights)?), pad)
         }
         t if crate::llama::MODEL_TYPES.contains(&t) => {
             let cfg = crate::llama::LlamaConfig::from_json(&resolved.config, config)?;

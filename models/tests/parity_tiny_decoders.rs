@@ -183,8 +183,18 @@ fn qwen2_with_biases_and_an_untied_head_matches_transformers() {
 }
 
 #[test]
+fn neox_with_parallel_blocks_and_partial_rotary_matches_transformers() {
+    one_at_a_time("tiny_neox", "gpt_neox");
+    padded_batch("tiny_neox");
+}
+
+#[test]
 fn decoders_list_transformerlens_hooks() {
-    for (name, mlp, k_width) in [("tiny_gpt2", 128, 32), ("tiny_llama", 64, 16)] {
+    for (name, mlp, k_width) in [
+        ("tiny_gpt2", 128, 32),
+        ("tiny_llama", 64, 16),
+        ("tiny_neox", 128, 32),
+    ] {
         let model = load(name);
         let names: Vec<String> = model
             .model
@@ -210,6 +220,86 @@ fn decoders_list_transformerlens_hooks() {
             model.model.hook_width(HookPoint::AttnK(0)),
             k_width,
             "{name}: key heads flattened"
+        );
+    }
+}
+
+/// Zeroes some hooks' activations and captures others: hook replacement in causal LMs.
+struct ZeroAndCapture {
+    zero: Vec<HookPoint>,
+    capture: Capture,
+}
+
+impl glassbox_models::Hooks for ZeroAndCapture {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.zero.contains(&point) || self.capture.wants(point)
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let x = if self.zero.contains(&point) {
+            x.zeros_like()?
+        } else {
+            x
+        };
+        self.capture.visit(point, x)
+    }
+}
+
+#[test]
+fn decoders_expose_patterns_logits_and_accept_replacements() {
+    for name in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
+        let model = load(name);
+        let refs = references(name);
+        let encoded = model.tokenizer.encode(&[refs[1].text.as_str()]).unwrap();
+        let t = encoded[0].ids.len();
+        let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
+        let wanted = [
+            HookPoint::AttnPattern(1),
+            HookPoint::Logits,
+            HookPoint::ResidPre(1),
+        ];
+        let mut capture = Capture::new(wanted);
+        model.model.forward(&batch, &mut capture).unwrap();
+        // The pattern: causal rows that sum to one per head.
+        let pattern: Vec<Vec<Vec<f32>>> = capture.captured[&HookPoint::AttnPattern(1)]
+            .to_vec3()
+            .unwrap();
+        let heads = pattern[0][0].len() / t;
+        for (q, row) in pattern[0].iter().enumerate() {
+            for h in 0..heads {
+                let probs = &row[h * t..(h + 1) * t];
+                assert!(
+                    (probs.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+                    "{name}: head {h} row {q}"
+                );
+                assert!(probs[q + 1..].iter().all(|&p| p == 0.0), "{name}: causal");
+            }
+        }
+        // The logits hook is the unembedding of the final norm (the reference's logits).
+        let logits: Vec<Vec<Vec<f32>>> = capture.captured[&HookPoint::Logits].to_vec3().unwrap();
+        assert!(
+            max_diff(&logits[0], &refs[1].logits) <= 1e-4,
+            "{name}: logits hook"
+        );
+        // Replacement: with block 0's attention and MLP outputs zeroed, the residual stream
+        // entering block 1 is the embeddings (parallel or sequential blocks alike).
+        let mut patch = ZeroAndCapture {
+            zero: vec![HookPoint::AttnOut(0), HookPoint::MlpOut(0)],
+            capture: Capture::new([HookPoint::ResidPre(0), HookPoint::ResidPre(1)]),
+        };
+        model.model.forward(&batch, &mut patch).unwrap();
+        let rows = |p: HookPoint| -> Vec<Vec<f32>> {
+            let all: Vec<Vec<Vec<f32>>> = patch.capture.captured[&p].to_vec3().unwrap();
+            all[0].clone()
+        };
+        assert!(
+            max_diff(&rows(HookPoint::ResidPre(1)), &rows(HookPoint::ResidPre(0))) <= 1e-6,
+            "{name}: replacements flow downstream"
+        );
+        let unpatched: Vec<Vec<Vec<f32>>> =
+            capture.captured[&HookPoint::ResidPre(1)].to_vec3().unwrap();
+        assert!(
+            max_diff(&unpatched[0], &rows(HookPoint::ResidPre(1))) > 1e-2,
+            "{name}: and the patch changed something"
         );
     }
 }

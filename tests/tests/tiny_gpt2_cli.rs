@@ -103,3 +103,82 @@ fn decoder_bad_inputs_are_named() {
         &["num_attention_heads 4", "num_key_value_heads 3"],
     );
 }
+
+#[test]
+fn token_targets_give_tcav_scores_on_a_causal_lm() {
+    let model = workspace_root().join("tests/fixtures/tiny_llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.*.hook_resid_post",
+            "--max-length",
+            "64",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let out = glassbox()
+        .args([
+            "probe",
+            "--label",
+            "topic",
+            "--bootstrap",
+            "50",
+            "--no-neurons",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let concepts = workspace_root().join("data/concepts");
+    let tcav = |target: &str| {
+        let out = glassbox()
+            .args(["gradients", "--target", target, "--run"])
+            .arg(&run)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return out;
+        }
+        glassbox()
+            .args([
+                "tcav",
+                "--json",
+                "--random-runs",
+                "3",
+                "--target",
+                target,
+                "--run",
+            ])
+            .arg(&run)
+            .arg("--concepts")
+            .arg(format!(
+                "{},{}",
+                concepts.join("food.jsonl").display(),
+                concepts.join("numbers.jsonl").display()
+            ))
+            .output()
+            .unwrap()
+    };
+    let out = tcav("token: the");
+    assert_success(&out, "tcav on a token target");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 concepts × 2 hooks");
+    assert!(rows
+        .iter()
+        .all(|r| r["target"] == "token: the" && r["score"].as_f64().unwrap() <= 1.0));
+    assert_bad_input(
+        &tcav("token:the chef"),
+        &["`the chef` is", "tokens", "not one"],
+    );
+}

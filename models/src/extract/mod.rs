@@ -105,6 +105,11 @@ fn validate(model: &LoadedModel, opts: &ExtractOptions) -> Result<()> {
     }
     let available = model.model.hook_points();
     for hook in &opts.hooks {
+        if !hook.storable() {
+            return Err(ModelError::Invalid(format!(
+                "`{hook}` cannot be stored: its width depends on each batch's sequence length; capture it through the library (glassbox_models::Capture) instead"
+            )));
+        }
         if !available.contains(hook) {
             return Err(ModelError::UnknownHook {
                 name: hook.to_string(),

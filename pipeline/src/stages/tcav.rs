@@ -24,13 +24,16 @@ use glassbox_models::{
 };
 use std::collections::BTreeMap;
 
-/// A parsed `probe:<label>=<class>[@<hook>]` target.
+/// A parsed target: `probe:<label>=<class>[@<hook>]`, or `token:<text>` (a causal LM's logit
+/// for `<text>`, one token, as the next token after each example's last token).
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     pub spec: String,
     pub label: String,
     pub class: String,
     pub hook: Option<String>,
+    /// Set for `token:` targets.
+    pub token: Option<String>,
 }
 
 impl ProbeTarget {
@@ -38,10 +41,19 @@ impl ProbeTarget {
         let (kind, rest) = spec.split_once(':').unwrap_or(("", spec));
         match kind {
             "probe" => {}
-            "head" | "token" => bail!(
-                "target `{spec}`: `{kind}:` targets need a checkpoint with a classification head or a causal LM, which no supported family loads yet; use probe:<label>=<class>"
+            "token" if !rest.is_empty() => {
+                return Ok(Self {
+                    spec: spec.to_owned(),
+                    label: String::new(),
+                    class: String::new(),
+                    hook: None,
+                    token: Some(rest.to_owned()),
+                })
+            }
+            "head" => bail!(
+                "target `{spec}`: `head:` targets need a checkpoint with a classification head, which no supported family loads yet; use probe:<label>=<class> or token:<text>"
             ),
-            _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"),
+            _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>] or token:<text>"),
         }
         // `@<hook>` only when what follows the last `@` names a hook, so labels may contain `@`;
         // the class is after the last `=`, so labels may contain `=`.
@@ -57,6 +69,7 @@ impl ProbeTarget {
             label: label.to_owned(),
             class: class.to_owned(),
             hook,
+            token: None,
         })
     }
 
@@ -82,7 +95,14 @@ struct ResolvedTarget {
     examples: Vec<usize>,
 }
 
-fn resolve_target(run: &RunDir, target: &ProbeTarget) -> Result<ResolvedTarget> {
+fn resolve_target(
+    run: &RunDir,
+    model: &LoadedModel,
+    target: &ProbeTarget,
+) -> Result<ResolvedTarget> {
+    if let Some(text) = &target.token {
+        return resolve_token_target(run, model, &target.spec, text);
+    }
     let results = glassbox_probes::read_results(run)?;
     let rows: Vec<_> = results
         .iter()
@@ -159,6 +179,53 @@ fn resolve_target(run: &RunDir, target: &ProbeTarget) -> Result<ResolvedTarget> 
     })
 }
 
+/// `token:<text>`: the unembedding row of `<text>`'s one token applied to the final norm at each
+/// example's last real token — the logit of `<text>` coming next — over every example.
+fn resolve_token_target(
+    run: &RunDir,
+    model: &LoadedModel,
+    spec: &str,
+    text: &str,
+) -> Result<ResolvedTarget> {
+    let unembedding = model.model.unembedding().ok_or_else(|| {
+        anyhow!(
+            "target `{spec}`: token targets need a causal LM with an unembedding; this is a {} model",
+            model.model.family()
+        )
+    })?;
+    let encoded = model.tokenizer.encode(&[text])?.remove(0);
+    let ids: Vec<(u32, &String)> = encoded
+        .ids
+        .iter()
+        .zip(&encoded.tokens)
+        .zip(&encoded.spans)
+        .filter(|(_, span)| span.is_some())
+        .map(|((id, tok), _)| (*id, tok))
+        .collect();
+    let [(id, _)] = ids.as_slice() else {
+        bail!(
+            "target `{spec}`: `{text}` is {} tokens ({}), not one; pick a string the tokenizer keeps whole (a leading space often matters)",
+            ids.len(),
+            ids.iter().map(|(_, t)| format!("`{t}`")).collect::<Vec<_>>().join(" ")
+        );
+    };
+    let row: Vec<f32> = unembedding.get(*id as usize)?.to_vec1()?;
+    let n = read_examples(run)?.texts.len();
+    Ok(ResolvedTarget {
+        head: LinearHead {
+            hook: HookPoint::LnFinal,
+            pool: Pool::Last,
+            weight: row,
+            bias: vec![0.0],
+            // One output read as a binary head's logit: the loss convention then uses
+            // −log σ(logit), the cross-entropy of "this token comes next".
+            n_classes: 2,
+            class: 1,
+        },
+        examples: (0..n).collect(),
+    })
+}
+
 /// Loads the run's model at its recorded revision.
 pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
     let manifest = run.require_stage("extract")?;
@@ -211,7 +278,7 @@ pub fn compute_gradients(
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<HookPoint>> {
-    let resolved = resolve_target(run, target)?;
+    let resolved = resolve_target(run, model, target)?;
     let hooks = cav_hooks(model, hook_patterns, resolved.head.hook)?;
     store_gradients(
         run, model, target, &resolved, &hooks, convention, batch_size, progress,
@@ -306,7 +373,7 @@ fn gradients_present(
     let dir = run.gradients_dir(&target.slug(convention), hook);
     if !dir.exists() {
         bail!(
-            "hook `{hook}` has no gradients for target `{}` ({} convention; {} is missing); run `glassbox gradients --run {} --target {} --hooks {hook}{}` first",
+            "hook `{hook}` has no gradients for target `{}` ({} convention; {} is missing); run `glassbox gradients --run {} --target '{}' --hooks {hook}{}` first",
             target.spec,
             convention.as_str(),
             dir.display(),
@@ -382,7 +449,7 @@ pub fn run_tcav_stage(
     let mut resolved_targets = Vec::new();
     let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();
     for target in &targets {
-        let resolved = resolve_target(run, target)?;
+        let resolved = resolve_target(run, &model, target)?;
         let hooks = cav_hooks(&model, &settings.hooks, resolved.head.hook)?;
         if !compute {
             for hook in &hooks {
@@ -560,10 +627,13 @@ mod tests {
             (t.label.as_str(), t.class.as_str(), t.hook),
             ("user@host", "yes", None)
         );
-        assert!(ProbeTarget::parse("token:Paris")
+        let t = ProbeTarget::parse("token: Paris").unwrap();
+        assert_eq!(t.token.as_deref(), Some(" Paris"));
+        assert_eq!(t.slug(Convention::Logit), "token..Paris.logit");
+        assert!(ProbeTarget::parse("head:0")
             .unwrap_err()
             .to_string()
-            .contains("causal LM"));
+            .contains("classification head"));
         assert!(ProbeTarget::parse("probe:nolabel").is_err());
     }
 }

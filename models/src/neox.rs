@@ -1,0 +1,323 @@
+//! GPT-NeoX decoders (Pythia): pre-LayerNorm blocks whose attention and MLP read the same
+//! residual stream in parallel (`use_parallel_residual`, or one after the other), fused per-head
+//! query/key/value projections, rotary positions over the first `rotary_pct` of each head, and
+//! an untied unembedding — hookable with TransformerLens names.
+//!
+//! Per block, with `x = blocks.{i}.hook_resid_pre`: `hook_q/k/v` are the per-head projections of
+//! `LN1(x)` (heads flattened, before rotary), `hook_z` the attention output per head,
+//! `hook_attn_out = hook_z · W_O + b`; in parallel `mlp.hook_post = gelu(LN2(x) W_in + b)` and
+//! `hook_mlp_out = mlp.hook_post · W_out + b`; `hook_resid_post = x + hook_attn_out +
+//! hook_mlp_out`. Sequential blocks (`use_parallel_residual = false`) have
+//! `hook_resid_mid = x + hook_attn_out`, and their MLP reads `LN2(hook_resid_mid)`.
+
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::layers::{Activation, LayerNorm, Rotary};
+use crate::loader::{HookableModel, TokenBatch};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Tensor, D};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+/// The fields of a GPT-NeoX `config.json` this implementation uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NeoxConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "yes")]
+    pub use_parallel_residual: bool,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    /// transformers ≥ 5.
+    #[serde(default)]
+    pub rope_parameters: Option<Value>,
+    /// transformers 4 (Pythia's own configs).
+    #[serde(default)]
+    pub rotary_pct: Option<f64>,
+    #[serde(default)]
+    pub rotary_emb_base: Option<f64>,
+}
+
+impl NeoxConfig {
+    pub fn from_json(path: &Path, value: Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: NeoxConfig = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a GPT-NeoX config: {e}")))?;
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
+            return Err(bad(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                cfg.hidden_size, cfg.num_attention_heads
+            )));
+        }
+        Activation::parse(&cfg.hidden_act).map_err(&bad)?;
+        cfg.rotary().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    fn rotary(&self) -> std::result::Result<Rotary, String> {
+        let params = match &self.rope_parameters {
+            Some(p) => p.clone(),
+            None => serde_json::json!({
+                "rope_type": "default",
+                "rope_theta": self.rotary_emb_base.unwrap_or(10_000.0),
+                "partial_rotary_factor": self.rotary_pct.unwrap_or(1.0),
+            }),
+        };
+        Rotary::from_params(&params, self.head_dim())
+    }
+}
+
+/// `y = x · Wᵀ + b` with `W` stored `[out, in]`.
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn load(w: &Weights, name: &str, input: usize, output: usize) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{name}.weight"), &[output, input])?,
+            bias: w.get(&format!("{name}.bias"), &[output])?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        x.reshape((b * t, d))?
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, t, self.weight.dim(0)?))
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    qkv: Dense,
+    dense: Dense,
+    ln_2: LayerNorm,
+    up: Dense,
+    down: Dense,
+}
+
+/// A hookable GPT-NeoX.
+pub struct Neox {
+    cfg: NeoxConfig,
+    act: Activation,
+    rotary: Rotary,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    final_norm: LayerNorm,
+    unembed: Tensor,
+}
+
+impl Neox {
+    pub fn load(cfg: NeoxConfig, w: &Weights) -> Result<Self> {
+        let (d, inner, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("layers.{i}");
+            blocks.push(Block {
+                ln_1: LayerNorm::load(w, &format!("{p}.input_layernorm"), d, eps)?,
+                qkv: Dense::load(w, &format!("{p}.attention.query_key_value"), d, 3 * d)?,
+                dense: Dense::load(w, &format!("{p}.attention.dense"), d, d)?,
+                ln_2: LayerNorm::load(w, &format!("{p}.post_attention_layernorm"), d, eps)?,
+                up: Dense::load(w, &format!("{p}.mlp.dense_h_to_4h"), d, inner)?,
+                down: Dense::load(w, &format!("{p}.mlp.dense_4h_to_h"), inner, d)?,
+            });
+        }
+        let embed = w.get("embed_in.weight", &[cfg.vocab_size, d])?;
+        let unembed = match w.get_root("embed_out.weight", &[cfg.vocab_size, d])? {
+            Some(head) if !cfg.tie_word_embeddings => head,
+            _ => embed.clone(),
+        };
+        Ok(Self {
+            act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
+            rotary: cfg.rotary().map_err(ModelError::Invalid)?,
+            final_norm: LayerNorm::load(w, "final_layer_norm", d, eps)?,
+            embed,
+            unembed,
+            blocks,
+            cfg,
+        })
+    }
+
+    fn check_length(&self, batch: &TokenBatch) -> Result<()> {
+        let (_, t) = batch.input_ids.dims2()?;
+        if t > self.cfg.max_position_embeddings {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {t} tokens exceeds max_position_embeddings {}",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    fn block(&self, i: usize, x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let (b, t, d) = x.dims3()?;
+        let (heads, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let x = at(hooks, HookPoint::ResidPre(i), x)?;
+        // Fused projection laid out per head as [q | k | v] (each head_dim wide).
+        let qkv = blk
+            .qkv
+            .forward(&blk.ln_1.forward(&x)?)?
+            .reshape((b, t, heads, 3 * hd))?;
+        let part = |k: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(D::Minus1, k * hd, hd)?
+                .contiguous()?
+                .reshape((b, t, d))
+        };
+        let q = at(hooks, HookPoint::AttnQ(i), part(0)?)?;
+        let k = at(hooks, HookPoint::AttnK(i), part(1)?)?;
+        let v = at(hooks, HookPoint::AttnV(i), part(2)?)?;
+        let split = |m: &Tensor| -> candle_core::Result<Tensor> {
+            m.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = self.rotary.apply(&split(&q)?)?;
+        let k = self.rotary.apply(&split(&k)?)?;
+        let v = split(&v)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
+        let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let z = at(hooks, HookPoint::AttnZ(i), z)?;
+        let attn_out = at(hooks, HookPoint::AttnOut(i), blk.dense.forward(&z)?)?;
+        let (mlp_in, mid) = if self.cfg.use_parallel_residual {
+            (blk.ln_2.forward(&x)?, None)
+        } else {
+            let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
+            (blk.ln_2.forward(&mid)?, Some(mid))
+        };
+        let neurons = at(
+            hooks,
+            HookPoint::MlpPost(i),
+            self.act.apply(&blk.up.forward(&mlp_in)?)?,
+        )?;
+        let mlp_out = at(hooks, HookPoint::MlpOut(i), blk.down.forward(&neurons)?)?;
+        let post = match mid {
+            Some(mid) => mid.add(&mlp_out)?,
+            None => x.add(&attn_out)?.add(&mlp_out)?,
+        };
+        Ok(at(hooks, HookPoint::ResidPost(i), post)?)
+    }
+
+    fn run_from(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        mut x: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let mask = crate::layers::causal_mask(batch)?;
+        for i in first..self.blocks.len() {
+            x = self.block(i, x, &mask, hooks)?;
+        }
+        let normalized = at(hooks, HookPoint::LnFinal, self.final_norm.forward(&x)?)?;
+        if hooks.wants(HookPoint::Logits) {
+            if let Some(logits) = self.unembed(&normalized) {
+                at(hooks, HookPoint::Logits, logits?)?;
+            }
+        }
+        Ok(normalized)
+    }
+}
+
+impl HookableModel for Neox {
+    fn family(&self) -> &'static str {
+        "gpt_neox"
+    }
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed];
+        for i in 0..self.cfg.num_hidden_layers {
+            v.extend(
+                HookPoint::decoder_block(i)
+                    .into_iter()
+                    // Parallel blocks have no residual stream between attention and MLP.
+                    .filter(|h| !(self.cfg.use_parallel_residual && *h == HookPoint::ResidMid(i))),
+            );
+        }
+        v.push(HookPoint::LnFinal);
+        v.push(HookPoint::Logits);
+        v
+    }
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.intermediate_size,
+            HookPoint::AttnPattern(_) => {
+                self.cfg.num_attention_heads * self.cfg.max_position_embeddings
+            }
+            HookPoint::Logits => self.cfg.vocab_size,
+            _ => self.cfg.hidden_size,
+        }
+    }
+    fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.check_length(batch)?;
+        let (b, t) = batch.input_ids.dims2()?;
+        let x = self
+            .embed
+            .index_select(&batch.input_ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        let x = at(hooks, HookPoint::Embed, x)?;
+        self.run_from(batch, 0, x, hooks)
+    }
+    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.forward(batch, hooks)
+    }
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn unembedding(&self) -> Option<&Tensor> {
+        Some(&self.unembed)
+    }
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        let run = || -> Result<Tensor> {
+            let (b, t, d) = normalized.dims3()?;
+            Ok(normalized
+                .reshape((b * t, d))?
+                .matmul(&self.unembed.t()?)?
+                .reshape((b, t, self.cfg.vocab_size))?)
+        };
+        Some(run())
+    }
+}

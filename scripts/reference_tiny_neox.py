@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""A tiny random GPT-NeoX (Pythia-style: parallel attention and MLP, partial rotary over a quarter
+of each head, fused per-head query/key/value, untied unembedding) and its reference outputs from
+PyTorch `transformers`, for the decoder parity test. The tokenizer is the tiny GPT-2 fixture's
+byte-level BPE (run scripts/reference_tiny_gpt2.py first).
+
+Writes tests/fixtures/tiny_neox/: config.json, model.safetensors, tokenizer.json (copied),
+reference.json (texts, ids) and reference.safetensors (per text t: `t.hidden_states`
+[3, tokens, 32], `t.last_block` [tokens, 32] before the final norm, `t.logits` [tokens, 512]).
+
+Run: just reference-neox   (needs torch, transformers from PyPI)
+"""
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "tiny_neox"
+OUT.mkdir(parents=True, exist_ok=True)
+shutil.copy(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json", OUT / "tokenizer.json")
+tok = Tokenizer.from_file(str(OUT / "tokenizer.json"))
+
+torch.manual_seed(3)
+config = transformers.GPTNeoXConfig(
+    vocab_size=512, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, max_position_embeddings=128, hidden_act="gelu",
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+    use_parallel_residual=True, tie_word_embeddings=False, layer_norm_eps=1e-5,
+    bos_token_id=0, eos_token_id=0)
+model = transformers.GPTNeoXForCausalLM(config).eval()
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if "layernorm" in name or "layer_norm" in name:
+            p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
+        else:
+            p.normal_(0.0, 0.2)
+model.save_pretrained(OUT, safe_serialization=True)
+(OUT / "generation_config.json").unlink(missing_ok=True)
+
+texts = [
+    "the chef roasted the vegetables with garlic",
+    "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
+    "  spaces  and digits 2024, 3.14 — café!",
+]
+refs, tensors = [], {}
+for t, text in enumerate(texts):
+    ids = tok.encode(text).ids
+    captured = {}
+    hook = model.gpt_neox.layers[-1].register_forward_hook(
+        lambda m, i, o: captured.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+    hook.remove()
+    x = captured["x"]
+    tensors[f"{t}.hidden_states"] = torch.stack([hs[0] for hs in out.hidden_states]).contiguous()
+    tensors[f"{t}.last_block"] = (x[0] if x.dim() == 3 else x).contiguous()
+    tensors[f"{t}.logits"] = out.logits[0].contiguous()
+    refs.append({"text": text, "input_ids": ids})
+save_file(tensors, OUT / "reference.safetensors")
+(OUT / "reference.json").write_text(json.dumps({"transformers_version": transformers.__version__,
+                                                "torch_version": torch.__version__,
+                                                "texts": refs}, indent=1) + "\n")
+print(f"wrote {OUT}")
