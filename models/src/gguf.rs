@@ -33,6 +33,14 @@ const SUPPORTED_TYPES: &[GgmlDType] = &[
     GgmlDType::Q6K,
 ];
 
+fn supported_list() -> String {
+    SUPPORTED_TYPES
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A GGUF file read into what the loader needs.
 pub struct GgufModel {
     /// Shaped like the family's `config.json` (with `model_type`).
@@ -67,7 +75,7 @@ pub fn read(path: &Path) -> Result<GgufModel> {
             return Err(bad(format!(
                 "tensor `{name}` is quantised as {:?}, which glassbox cannot dequantise; supported: {}",
                 info.ggml_dtype,
-                SUPPORTED_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
+                supported_list()
             )));
         }
     }
@@ -256,4 +264,70 @@ fn value_int(v: &Value) -> i64 {
         .map(i64::from)
         .or_else(|_| v.to_u32().map(i64::from))
         .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{gguf_file, QTensor};
+
+    fn write_gguf(path: &Path, dtype: GgmlDType) {
+        let t = Tensor::ones((2, 64), DType::F32, &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, dtype).unwrap();
+        let arch = Value::String("llama".into());
+        let n = Value::U32(2);
+        let meta = [("general.architecture", &arch), ("llama.block_count", &n)];
+        let mut f = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut f, &meta, &[("token_embd.weight", &q)]).unwrap();
+    }
+
+    #[test]
+    fn unsupported_quantisation_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        write_gguf(&path, GgmlDType::Q8_1);
+        let e = read(&path).err().expect("Q8_1 is refused").to_string();
+        assert!(
+            e.contains("token_embd.weight") && e.contains("Q8_1") && e.contains("Q4_1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let t = QTensor::quantize(
+            &Tensor::ones((2, 32), DType::F32, &Device::Cpu).unwrap(),
+            GgmlDType::F32,
+        )
+        .unwrap();
+        let arch = Value::String("mamba".into());
+        let mut f = std::fs::File::create(&path).unwrap();
+        gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("x", &t)]).unwrap();
+        let e = read(&path).err().unwrap().to_string();
+        assert!(e.contains("mamba") && e.contains("llama, qwen2"), "{e}");
+    }
+
+    #[test]
+    fn llama_cpp_permutation_is_undone() {
+        // llama.cpp's permute: reshape(heads, 2, half, in).swapaxes(1, 2).
+        let (heads, half, inp) = (2usize, 3usize, 1usize);
+        let original: Vec<f32> = (0..heads * 2 * half * inp).map(|v| v as f32).collect();
+        let t = Tensor::from_vec(original.clone(), (heads * 2 * half, inp), &Device::Cpu).unwrap();
+        let permuted = t
+            .reshape((heads, 2, half, inp))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((heads * 2 * half, inp))
+            .unwrap();
+        let back = unpermute(&permuted, heads).unwrap();
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            original
+        );
+    }
 }

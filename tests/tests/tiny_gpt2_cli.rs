@@ -96,6 +96,13 @@ fn decoder_bad_inputs_are_named() {
     let mut c = config.clone();
     c["rope_parameters"]["rope_type"] = "yarn".into();
     assert_bad_input(&hooks(&c), &["rope type `yarn` is not supported", "llama3"]);
+    // A vocabulary size that disagrees with the embedding names the tensor and both shapes.
+    let mut c = config.clone();
+    c["vocab_size"] = 256.into();
+    assert_bad_input(
+        &hooks(&c),
+        &["embed_tokens.weight", "[512, 32]", "[256, 32]"],
+    );
     let mut c = config.clone();
     c["num_key_value_heads"] = 3.into();
     assert_bad_input(
