@@ -91,6 +91,11 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// The token string of `id` (as the vocabulary spells it), if any.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

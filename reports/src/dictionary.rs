@@ -209,8 +209,22 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
     let m = f.metrics.as_ref()?;
     let sae = m.get("sae")?;
     let pca = m.get("pca_baseline").filter(|p| !p.is_null());
+    let splice = m
+        .get("splice")
+        .filter(|s| !s.is_null())
+        .map(|s| {
+            format!(
+                "; spliced into the model it recovers {} of the next-token loss (CE {} clean, {} with the SAE, {} zero-ablated; KL {} nats)",
+                percent(s.get("ce_loss_recovered")),
+                number(s.get("ce_clean"), 3),
+                number(s.get("ce_sae"), 3),
+                number(s.get("ce_zero"), 3),
+                number(s.get("kl_sae"), 3)
+            )
+        })
+        .unwrap_or_default();
     Some(format!(
-        "SAE at `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense",
+        "SAE at `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}",
         f.hook,
         f.units,
         number(sae.get("explained_variance"), 3),
@@ -343,6 +357,14 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
                 ));
             }
             h.push_str("</tbody></table>\n");
+            if let Some(line) =
+                headline(f).filter(|_| m.get("splice").is_some_and(|s| !s.is_null()))
+            {
+                h.push_str(&format!(
+                    "<p class=\"splice\">{}</p>\n",
+                    crate::html::inline(&line)
+                ));
+            }
         }
         h.push_str(&format!(
             "<ol class=\"units\" data-kind=\"{}\">\n",

@@ -49,6 +49,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
         for d in read_directions(&dir, unit)? {
             directions.entry(d.unit).or_default().push(d);
         }
+        let promoted = read_promoted(&dir)?;
         let pages = units.len().div_ceil(UNITS_PER_PAGE);
         for (p, chunk) in units.chunks(UNITS_PER_PAGE).enumerate() {
             let mut body = format!(
@@ -68,6 +69,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
                     examples.get(&u.unit),
                     labels.get(&u.unit),
                     directions.get(&u.unit),
+                    promoted.get(&u.unit),
                 ));
             }
             let title = format!("{} {} page {}", f.hook, f.kind, p + 1);
@@ -84,12 +86,44 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
     Ok(written)
 }
 
+/// `feature_promoted_tokens.parquet` (causal LMs only): feature → (token, logit) by rank.
+fn read_promoted(dir: &std::path::Path) -> Result<HashMap<u32, Vec<(String, f64)>>, ReportError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, UInt32Type};
+    let path = dir.join("feature_promoted_tokens.parquet");
+    let mut out: HashMap<u32, Vec<(String, f64)>> = HashMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    for batch in glassbox_data::table::read_table(&path)? {
+        let col = |n: &str| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| ReportError::Invalid(format!("{}: no column `{n}`", path.display())))
+        };
+        let (feature, token, logit) = (col("feature")?, col("token")?, col("logit")?);
+        let (feature, token, logit) = (
+            feature.as_primitive::<UInt32Type>(),
+            token.as_string::<i32>(),
+            logit.as_primitive::<Float64Type>(),
+        );
+        for r in 0..batch.num_rows() {
+            out.entry(feature.value(r))
+                .or_default()
+                .push((token.value(r).to_owned(), logit.value(r)));
+        }
+    }
+    Ok(out)
+}
+
 fn unit_section(
     unit: &str,
     u: &glassbox_concepts::explain::read::UnitRow,
     examples: Option<&Vec<UnitExample>>,
     labels: Option<&Vec<LabelCorrelation>>,
     directions: Option<&Vec<DirectionCosine>>,
+    promoted: Option<&Vec<(String, f64)>>,
 ) -> String {
     let mut h = format!(
         "<section class=\"unit-page\" id=\"{unit}-{}\">\n<h2>{unit} {}</h2>\n<p>active on {} tokens (density {:.3}%), mean {:.3} (when active {:.3}), max {:.3}</p>\n",
@@ -171,6 +205,16 @@ fn unit_section(
                 .map(|l| inline(l))
                 .collect::<Vec<_>>()
                 .join("</li><li>")
+        ));
+    }
+    if let Some(tokens) = promoted {
+        let shown: Vec<String> = tokens
+            .iter()
+            .map(|(t, l)| format!("`{t}` ({l:+.2})"))
+            .collect();
+        h.push_str(&format!(
+            "<h3>Tokens it promotes</h3>\n<p class=\"promoted\">Through the unembedding, its decoder direction raises: {}</p>\n",
+            inline(&shown.join(", "))
         ));
     }
     h.push_str("</section>\n");

@@ -47,6 +47,19 @@ pub fn run_dictionary_stage(
             Ok(false)
         }
         Outcome::Complete(summaries) => {
+            // Causal LMs: promoted tokens and next-token loss with the SAE spliced in.
+            let sae_hooks: Vec<String> = summaries
+                .iter()
+                .filter(|s| s.source != "neurons")
+                .map(|s| s.hook.clone())
+                .collect();
+            if !sae_hooks.is_empty() {
+                let model = super::tcav::load_run_model(run)?;
+                if model.model.unembedding().is_some() {
+                    progress.note("dictionary: splicing the SAE into the causal LM (CE loss recovered, KL) and reading promoted tokens");
+                    super::dictionary_lm::add_lm_outputs(run, &model, &sae_hooks)?;
+                }
+            }
             let mut config = RunConfig::load(run);
             config.dictionary = Some(settings.clone());
             config.save(run)?;

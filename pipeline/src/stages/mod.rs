@@ -1,6 +1,7 @@
 //! Stage orchestration: fingerprints, skipping, invalidation of downstream stages.
 
 pub mod dictionary;
+mod dictionary_lm;
 pub mod extract;
 pub mod probe;
 pub mod report;
