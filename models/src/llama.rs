@@ -63,6 +63,12 @@ pub struct LlamaConfig {
     pub rope_theta: Option<f64>,
     #[serde(default)]
     pub rope_scaling: Option<Value>,
+    /// Mistral: each token attends to at most this many previous ones. Not implemented, so
+    /// longer sequences are refused rather than computed wrongly.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
 }
 
 impl LlamaConfig {
@@ -222,6 +228,17 @@ impl Llama {
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
         let (_, t) = batch.input_ids.dims2()?;
+        if let Some(window) = self
+            .cfg
+            .sliding_window
+            .filter(|_| self.cfg.use_sliding_window != Some(false))
+        {
+            if t > window {
+                return Err(ModelError::Invalid(format!(
+                    "sequence of {t} tokens exceeds the sliding attention window {window}, which glassbox does not implement; use --max-length {window} or less"
+                )));
+            }
+        }
         if t > self.cfg.max_position_embeddings {
             return Err(ModelError::Invalid(format!(
                 "sequence of {t} tokens exceeds max_position_embeddings {}",
