@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import save_file
+from tiny_reference import write_reference
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,21 +51,4 @@ texts = [
     "Stock prices fell sharply after the announcement.",
     "  spaces  and digits 2024, 3.14 — café!",
 ]
-refs, tensors = [], {}
-for t, text in enumerate(texts):
-    ids = tok.encode(text).ids
-    captured = {}
-    hook = model.transformer.h[-1].register_forward_hook(
-        lambda m, i, o: captured.__setitem__("x", o[0] if isinstance(o, tuple) else o))
-    with torch.no_grad():
-        out = model(torch.tensor([ids]), output_hidden_states=True)
-    hook.remove()
-    tensors[f"{t}.hidden_states"] = torch.stack([hs[0] for hs in out.hidden_states]).contiguous()
-    tensors[f"{t}.last_block"] = captured["x"][0].contiguous()
-    tensors[f"{t}.logits"] = out.logits[0].contiguous()
-    refs.append({"text": text, "input_ids": ids})
-save_file(tensors, OUT / "reference.safetensors")
-(OUT / "reference.json").write_text(json.dumps({"transformers_version": transformers.__version__,
-                                                "torch_version": torch.__version__,
-                                                "texts": refs}, indent=1) + "\n")
-print(f"wrote {OUT}")
+write_reference(model, model.transformer.h[-1], tok, texts, OUT)

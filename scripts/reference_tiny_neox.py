@@ -10,13 +10,12 @@ reference.json (texts, ids) and reference.safetensors (per text t: `t.hidden_sta
 
 Run: just reference-neox   (needs torch, transformers from PyPI)
 """
-import json
 import shutil
 from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import save_file
+from tiny_reference import write_reference
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,22 +46,4 @@ texts = [
     "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
     "  spaces  and digits 2024, 3.14 — café!",
 ]
-refs, tensors = [], {}
-for t, text in enumerate(texts):
-    ids = tok.encode(text).ids
-    captured = {}
-    hook = model.gpt_neox.layers[-1].register_forward_hook(
-        lambda m, i, o: captured.__setitem__("x", o[0] if isinstance(o, tuple) else o))
-    with torch.no_grad():
-        out = model(torch.tensor([ids]), output_hidden_states=True)
-    hook.remove()
-    x = captured["x"]
-    tensors[f"{t}.hidden_states"] = torch.stack([hs[0] for hs in out.hidden_states]).contiguous()
-    tensors[f"{t}.last_block"] = (x[0] if x.dim() == 3 else x).contiguous()
-    tensors[f"{t}.logits"] = out.logits[0].contiguous()
-    refs.append({"text": text, "input_ids": ids})
-save_file(tensors, OUT / "reference.safetensors")
-(OUT / "reference.json").write_text(json.dumps({"transformers_version": transformers.__version__,
-                                                "torch_version": torch.__version__,
-                                                "texts": refs}, indent=1) + "\n")
-print(f"wrote {OUT}")
+write_reference(model, model.gpt_neox.layers[-1], tok, texts, OUT)

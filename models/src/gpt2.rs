@@ -156,11 +156,11 @@ impl Gpt2 {
     fn embed(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let d = self.cfg.n_embd;
-        let tokens = self
-            .wte
-            .index_select(&batch.input_ids.flatten_all()?, 0)?
-            .reshape((b, t, d))?;
-        let tokens = at(hooks, HookPoint::Embed, tokens)?;
+        let tokens = at(
+            hooks,
+            HookPoint::Embed,
+            crate::layers::embed(&self.wte, batch)?,
+        )?;
         let positions = self
             .wpe
             .narrow(0, 0, t)?
@@ -205,10 +205,7 @@ impl Gpt2 {
         if self.cfg.scale_attn_by_inverse_layer_idx {
             scale /= (i + 1) as f64;
         }
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
-        let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let z = crate::layers::attention(&q, &k, &v, mask, scale, hooks, i)?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;
         let attn_out = at(hooks, HookPoint::AttnOut(i), blk.c_proj.forward(&z)?)?;
         let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
@@ -241,11 +238,7 @@ impl Gpt2 {
 
     /// Logits `[b, t, vocab]` from `ln_final.hook_normalized` (the tied unembedding).
     pub fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        let (b, t, d) = normalized.dims3()?;
-        Ok(normalized
-            .reshape((b * t, d))?
-            .matmul(&self.wte.t()?)?
-            .reshape((b, t, self.cfg.vocab_size))?)
+        crate::layers::unembed(normalized, &self.wte)
     }
 }
 

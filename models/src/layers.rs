@@ -230,3 +230,46 @@ pub(crate) fn pattern_hook(
     let back = hooks.visit(point, flat)?;
     back.reshape((b, t, h, k))?.transpose(1, 2)?.contiguous()
 }
+
+/// Scaled dot-product attention over heads `[b, heads, t, d_head]` with an additive mask,
+/// offering the probabilities at `blocks.{i}.attn.hook_pattern`; returns `z` as
+/// `[b, t, heads · d_head]` (heads flattened, before the output projection).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    hooks: &mut dyn crate::hooks::Hooks,
+    i: usize,
+) -> candle_core::Result<Tensor> {
+    let (b, heads, t, hd) = q.dims4()?;
+    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
+    let probs = pattern_hook(hooks, i, probs)?;
+    probs
+        .matmul(v)?
+        .transpose(1, 2)?
+        .reshape((b, t, heads * hd))
+}
+
+/// Rows of `table` (`[vocab, hidden]`) for the batch's token ids, as `[b, t, hidden]`.
+pub(crate) fn embed(
+    table: &Tensor,
+    batch: &crate::loader::TokenBatch,
+) -> candle_core::Result<Tensor> {
+    let (b, t) = batch.input_ids.dims2()?;
+    table
+        .index_select(&batch.input_ids.flatten_all()?, 0)?
+        .reshape((b, t, table.dim(1)?))
+}
+
+/// Logits `[b, t, vocab]`: `normalized` (`[b, t, hidden]`) times the unembedding
+/// (`[vocab, hidden]`) transposed.
+pub(crate) fn unembed(normalized: &Tensor, unembedding: &Tensor) -> Result<Tensor> {
+    let (b, t, d) = normalized.dims3()?;
+    Ok(normalized
+        .reshape((b * t, d))?
+        .matmul(&unembedding.t()?)?
+        .reshape((b, t, unembedding.dim(0)?))?)
+}

@@ -16,7 +16,7 @@ use crate::layers::{Activation, RmsNorm, Rotary};
 use crate::loader::{HookableModel, TokenBatch};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -278,13 +278,8 @@ impl Llama {
                 .reshape((b, heads, t, hd))
         };
         let (k, v) = (repeat(k)?, repeat(v)?);
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
-        let z = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, heads * hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let z = crate::layers::attention(&q, &k, &v, mask, scale, hooks, i)?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;
         let attn_out = at(hooks, HookPoint::AttnOut(i), blk.o.forward(&z)?)?;
         let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
@@ -355,12 +350,11 @@ impl HookableModel for Llama {
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.check_length(batch)?;
-        let (b, t) = batch.input_ids.dims2()?;
-        let x = self
-            .embed
-            .index_select(&batch.input_ids.flatten_all()?, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
-        let x = at(hooks, HookPoint::Embed, x)?;
+        let x = at(
+            hooks,
+            HookPoint::Embed,
+            crate::layers::embed(&self.embed, batch)?,
+        )?;
         self.run_from(batch, 0, x, hooks)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
@@ -379,13 +373,6 @@ impl HookableModel for Llama {
         Some(&self.unembed)
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
-        let run = || -> Result<Tensor> {
-            let (b, t, d) = normalized.dims3()?;
-            Ok(normalized
-                .reshape((b * t, d))?
-                .matmul(&self.unembed.t()?)?
-                .reshape((b, t, self.cfg.vocab_size))?)
-        };
-        Some(run())
+        Some(crate::layers::unembed(normalized, &self.unembed))
     }
 }

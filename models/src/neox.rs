@@ -204,10 +204,8 @@ impl Neox {
         let q = self.rotary.apply(&split(&q)?)?;
         let k = self.rotary.apply(&split(&k)?)?;
         let v = split(&v)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let probs = crate::layers::pattern_hook(hooks, i, probs)?;
-        let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let z = crate::layers::attention(&q, &k, &v, mask, scale, hooks, i)?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;
         let attn_out = at(hooks, HookPoint::AttnOut(i), blk.dense.forward(&z)?)?;
         let (mlp_in, mid) = if self.cfg.use_parallel_residual {
@@ -287,12 +285,11 @@ impl HookableModel for Neox {
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.check_length(batch)?;
-        let (b, t) = batch.input_ids.dims2()?;
-        let x = self
-            .embed
-            .index_select(&batch.input_ids.flatten_all()?, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
-        let x = at(hooks, HookPoint::Embed, x)?;
+        let x = at(
+            hooks,
+            HookPoint::Embed,
+            crate::layers::embed(&self.embed, batch)?,
+        )?;
         self.run_from(batch, 0, x, hooks)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
@@ -311,13 +308,6 @@ impl HookableModel for Neox {
         Some(&self.unembed)
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
-        let run = || -> Result<Tensor> {
-            let (b, t, d) = normalized.dims3()?;
-            Ok(normalized
-                .reshape((b * t, d))?
-                .matmul(&self.unembed.t()?)?
-                .reshape((b, t, self.cfg.vocab_size))?)
-        };
-        Some(run())
+        Some(crate::layers::unembed(normalized, &self.unembed))
     }
 }
