@@ -5,6 +5,7 @@ mod dictionary_lm;
 pub mod extract;
 pub mod probe;
 pub mod report;
+mod targets;
 pub mod tcav;
 
 use anyhow::Result;

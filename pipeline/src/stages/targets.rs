@@ -1,0 +1,242 @@
+//! TCAV targets: what a target spec names (`probe:<label>=<class>[@<hook>]`, `token:<text>`)
+//! and its resolution against a run into a linear head on a hook and the examples to score.
+
+use anyhow::{anyhow, bail, Result};
+use glassbox_concepts::Convention;
+use glassbox_data::examples::read_examples;
+use glassbox_data::RunDir;
+use glassbox_models::gradients::LinearHead;
+use glassbox_models::{HookPoint, LoadedModel, Pool};
+
+/// A parsed target: `probe:<label>=<class>[@<hook>]`, or `token:<text>` (a causal LM's logit
+/// for `<text>`, one token, as the next token after each example's last token).
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub spec: String,
+    pub label: String,
+    pub class: String,
+    pub hook: Option<String>,
+    /// Set for `token:` targets.
+    pub token: Option<String>,
+}
+
+impl ProbeTarget {
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (kind, rest) = spec.split_once(':').unwrap_or(("", spec));
+        match kind {
+            "probe" => {}
+            "token" if !rest.is_empty() => {
+                return Ok(Self {
+                    spec: spec.to_owned(),
+                    label: String::new(),
+                    class: String::new(),
+                    hook: None,
+                    token: Some(rest.to_owned()),
+                })
+            }
+            "head" => bail!(
+                "target `{spec}`: `head:` targets need a checkpoint with a classification head, which no supported family loads yet; use probe:<label>=<class> or token:<text>"
+            ),
+            _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>] or token:<text>"),
+        }
+        // `@<hook>` only when what follows the last `@` names a hook, so labels may contain `@`;
+        // the class is after the last `=`, so labels may contain `=`.
+        let (body, hook) = match rest.rsplit_once('@') {
+            Some((b, h)) if h.parse::<HookPoint>().is_ok() => (b, Some(h.to_owned())),
+            _ => (rest, None),
+        };
+        let (label, class) = body
+            .rsplit_once('=')
+            .ok_or_else(|| anyhow!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"))?;
+        Ok(Self {
+            spec: spec.to_owned(),
+            label: label.to_owned(),
+            class: class.to_owned(),
+            hook,
+            token: None,
+        })
+    }
+
+    /// A folder-safe name with the convention: `probe.topic.food.logit`.
+    pub fn slug(&self, convention: Convention) -> String {
+        let clean: String = format!("{}.{}", self.spec, convention.as_str())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        clean
+    }
+}
+
+/// The probe head a target names, and the examples of its class.
+pub(crate) struct ResolvedTarget {
+    pub(crate) head: LinearHead,
+    pub(crate) examples: Vec<usize>,
+}
+
+pub(crate) fn resolve_target(
+    run: &RunDir,
+    model: &LoadedModel,
+    target: &ProbeTarget,
+) -> Result<ResolvedTarget> {
+    if let Some(text) = &target.token {
+        return resolve_token_target(run, model, &target.spec, text);
+    }
+    let results = glassbox_probes::read_results(run)?;
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|r| r.label == target.label && r.level == "sequence" && r.metric == "accuracy")
+        .collect();
+    if rows.is_empty() {
+        bail!(
+            "target `{}`: no sequence-level classification probe for label `{}` in this run; probe it first (labels probed: {})",
+            target.spec,
+            target.label,
+            results.iter().map(|r| r.label.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let row = match &target.hook {
+        Some(h) => rows.iter().find(|r| &r.hook == h).ok_or_else(|| {
+            anyhow!(
+                "target `{}`: no probe at hook `{h}`; probed hooks: {}",
+                target.spec,
+                rows.iter()
+                    .map(|r| r.hook.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None => rows
+            .iter()
+            .max_by(|a, b| a.depth.total_cmp(&b.depth))
+            .expect("not empty"),
+    };
+    let weights = glassbox_probes::read_weights(run)?;
+    let w = weights
+        .iter()
+        .find(|w| w.level == "sequence" && w.label == target.label && w.hook == row.hook)
+        .ok_or_else(|| anyhow!("target `{}`: probes/weights.safetensors lacks the probe at `{}`; re-run `glassbox probe --force`", target.spec, row.hook))?;
+    let class = w
+        .classes
+        .iter()
+        .position(|c| *c == target.class)
+        .ok_or_else(|| {
+            anyhow!(
+                "target `{}`: class `{}` unknown; the probe's classes are {}",
+                target.spec,
+                target.class,
+                w.classes.join(", ")
+            )
+        })?;
+    let hook: HookPoint = row.hook.parse().map_err(|e| anyhow!("{e}"))?;
+    let pool: Pool = row.pool.parse()?;
+    let examples = read_examples(run)?;
+    let column = examples.column(&target.label).ok_or_else(|| {
+        anyhow!(
+            "target `{}`: examples.parquet has no column `{}`",
+            target.spec,
+            target.label
+        )
+    })?;
+    let members: Vec<usize> = column
+        .values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.class_name().as_deref() == Some(target.class.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(ResolvedTarget {
+        head: LinearHead {
+            hook,
+            pool,
+            weight: w.weight.clone(),
+            bias: w.bias.clone(),
+            n_classes: w.classes.len(),
+            class,
+        },
+        examples: members,
+    })
+}
+
+/// `token:<text>`: the unembedding row of `<text>`'s one token applied to the final norm at each
+/// example's last real token — the logit of `<text>` coming next — over every example.
+fn resolve_token_target(
+    run: &RunDir,
+    model: &LoadedModel,
+    spec: &str,
+    text: &str,
+) -> Result<ResolvedTarget> {
+    let unembedding = model.model.unembedding().ok_or_else(|| {
+        anyhow!(
+            "target `{spec}`: token targets need a causal LM with an unembedding; this is a {} model",
+            model.model.family()
+        )
+    })?;
+    let encoded = model.tokenizer.encode(&[text])?.remove(0);
+    let ids: Vec<(u32, &String)> = encoded
+        .ids
+        .iter()
+        .zip(&encoded.tokens)
+        .zip(&encoded.spans)
+        .filter(|(_, span)| span.is_some())
+        .map(|((id, tok), _)| (*id, tok))
+        .collect();
+    let [(id, _)] = ids.as_slice() else {
+        bail!(
+            "target `{spec}`: `{text}` is {} tokens ({}), not one; pick a string the tokenizer keeps whole (a leading space often matters)",
+            ids.len(),
+            ids.iter().map(|(_, t)| format!("`{t}`")).collect::<Vec<_>>().join(" ")
+        );
+    };
+    let row: Vec<f32> = unembedding.get(*id as usize)?.to_vec1()?;
+    let n = read_examples(run)?.texts.len();
+    Ok(ResolvedTarget {
+        head: LinearHead {
+            hook: HookPoint::LnFinal,
+            pool: Pool::Last,
+            weight: row,
+            bias: vec![0.0],
+            // One output read as a binary head's logit: the loss convention then uses
+            // −log σ(logit), the cross-entropy of "this token comes next".
+            n_classes: 2,
+            class: 1,
+        },
+        examples: (0..n).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_odd_labels() {
+        let t = ProbeTarget::parse("probe:topic=food").unwrap();
+        assert_eq!(
+            (t.label.as_str(), t.class.as_str(), t.hook),
+            ("topic", "food", None)
+        );
+        let t = ProbeTarget::parse("probe:a=b=c@blocks.5.hook_resid_post").unwrap();
+        assert_eq!((t.label.as_str(), t.class.as_str()), ("a=b", "c"));
+        assert_eq!(t.hook.as_deref(), Some("blocks.5.hook_resid_post"));
+        let t = ProbeTarget::parse("probe:user@host=yes").unwrap();
+        assert_eq!(t.slug(Convention::Loss), "probe.user.host.yes.loss");
+        assert_eq!(
+            (t.label.as_str(), t.class.as_str(), t.hook),
+            ("user@host", "yes", None)
+        );
+        let t = ProbeTarget::parse("token: Paris").unwrap();
+        assert_eq!(t.token.as_deref(), Some(" Paris"));
+        assert_eq!(t.slug(Convention::Logit), "token..Paris.logit");
+        assert!(ProbeTarget::parse("head:0")
+            .unwrap_err()
+            .to_string()
+            .contains("classification head"));
+        assert!(ProbeTarget::parse("probe:nolabel").is_err());
+    }
+}
