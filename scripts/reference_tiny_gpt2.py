@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from tiny_reference import write_reference
+from tiny_reference import save_model, write_reference
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ with torch.no_grad():  # larger than the default init so every block matters
     for name, p in model.named_parameters():
         if "ln_" not in name:
             p.normal_(0.0, 0.2)
-model.save_pretrained(OUT, safe_serialization=True)
+save_model(model, OUT)
 
 texts = [
     "the chef roasted the vegetables with garlic",

@@ -14,39 +14,26 @@ ids) and reference.safetensors (per text t: `t.hidden_states` [3, tokens, 32], `
 
 Run: just reference-llama   (needs torch, transformers from PyPI)
 """
-import shutil
-from pathlib import Path
-
 import torch
 import transformers
-from tiny_reference import write_reference
+from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
 from tokenizers import Tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-tok = Tokenizer.from_file(str(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json"))
+tok = Tokenizer.from_file(str(TOKENIZER))
 
 
 def make(name, model_class, config, seed):
-    OUT = ROOT / "tests" / "fixtures" / name
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json", OUT / "tokenizer.json")
+    out = prepare(name)
     torch.manual_seed(seed)
     model = model_class(config).eval()
     with torch.no_grad():  # larger than the default init so every block matters
-        for name, p in model.named_parameters():
-            if "norm" in name:
+        for param_name, p in model.named_parameters():
+            if "norm" in param_name:
                 p.uniform_(0.5, 1.5)
             else:
                 p.normal_(0.0, 0.2)
-    model.save_pretrained(OUT, safe_serialization=True)
-    (OUT / "generation_config.json").unlink(missing_ok=True)
-
-    texts = [
-        "the chef roasted the vegetables with garlic",
-        "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
-        "  spaces  and digits 2024, 3.14 — café!",
-    ]
-    write_reference(model, model.model.layers[-1], tok, texts, OUT)
+    save_model(model, out)
+    write_reference(model, model.model.layers[-1], tok, TEXTS, out)
 
 
 make("tiny_llama", transformers.LlamaForCausalLM, transformers.LlamaConfig(

@@ -10,19 +10,13 @@ reference.json (texts, ids) and reference.safetensors (per text t: `t.hidden_sta
 
 Run: just reference-neox   (needs torch, transformers from PyPI)
 """
-import shutil
-from pathlib import Path
-
 import torch
 import transformers
-from tiny_reference import write_reference
+from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
 from tokenizers import Tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "tiny_neox"
-OUT.mkdir(parents=True, exist_ok=True)
-shutil.copy(ROOT / "tests/fixtures/tiny_gpt2/tokenizer.json", OUT / "tokenizer.json")
-tok = Tokenizer.from_file(str(OUT / "tokenizer.json"))
+OUT = prepare("tiny_neox")
+tok = Tokenizer.from_file(str(TOKENIZER))
 
 torch.manual_seed(3)
 config = transformers.GPTNeoXConfig(
@@ -38,12 +32,5 @@ with torch.no_grad():
             p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
         else:
             p.normal_(0.0, 0.2)
-model.save_pretrained(OUT, safe_serialization=True)
-(OUT / "generation_config.json").unlink(missing_ok=True)
-
-texts = [
-    "the chef roasted the vegetables with garlic",
-    "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
-    "  spaces  and digits 2024, 3.14 — café!",
-]
-write_reference(model, model.gpt_neox.layers[-1], tok, texts, OUT)
+save_model(model, OUT)
+write_reference(model, model.gpt_neox.layers[-1], tok, TEXTS, OUT)

@@ -6,10 +6,37 @@ reference.json: texts and token ids; reference.safetensors, per text t: `t.hidde
 norm) and `t.logits`.
 """
 import json
+import shutil
+from pathlib import Path
 
 import torch
 import transformers
 from safetensors.torch import save_file
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# The GPT-2 fixture's tokenizer, shared by the other tiny decoders.
+TOKENIZER = ROOT / "tests" / "fixtures" / "tiny_gpt2" / "tokenizer.json"
+# Reference texts of the Llama-family and NeoX fixtures (different lengths, so padding matters).
+TEXTS = [
+    "the chef roasted the vegetables with garlic",
+    "Stock prices fell sharply after the announcement, and then some more; prices kept falling.",
+    "  spaces  and digits 2024, 3.14 — café!",
+]
+
+
+def prepare(name):
+    """The fixture folder `tests/fixtures/<name>/`, created, with the shared tokenizer."""
+    out = ROOT / "tests" / "fixtures" / name
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TOKENIZER, out / "tokenizer.json")
+    return out
+
+
+def save_model(model, out):
+    """Weights and config only: generation settings are not part of the fixture."""
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
 
 
 def write_reference(model, last_block, tok, texts, out):

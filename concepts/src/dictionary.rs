@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The `[dictionary]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,14 +109,14 @@ pub fn run_dictionary(
         &options.token_labels,
         &source,
     )?;
-    let special: HashSet<RowId> = if options.sae.include_special_tokens {
+    let special: Arc<HashSet<RowId>> = Arc::new(if options.sae.include_special_tokens {
         HashSet::new()
     } else {
         (0..tokens.len())
             .filter(|&t| tokens.spans[t].is_none())
             .map(|t| (tokens.example_ids[t], tokens.positions[t]))
             .collect()
-    };
+    });
     let ctx = Context {
         run,
         options,
@@ -153,7 +154,8 @@ struct Context<'a> {
     options: &'a DictionaryOptions,
     tokens: &'a Tokens,
     labels: &'a [explain::LabelTarget],
-    special: &'a HashSet<RowId>,
+    /// Shared by every row source the stage opens (one per pass).
+    special: &'a Arc<HashSet<RowId>>,
     progress: &'a dyn Progress,
 }
 
@@ -186,7 +188,7 @@ impl Context<'_> {
                 if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
             )));
         }
-        let special = (!self.options.sae.include_special_tokens).then(|| self.special.clone());
+        let special = (!self.options.sae.include_special_tokens).then(|| Arc::clone(self.special));
         StoreRows::open(
             PartStream::open(&dir)?,
             hook,

@@ -143,14 +143,7 @@ impl Gpt2 {
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
-        let (_, t) = batch.input_ids.dims2()?;
-        if t > self.cfg.n_positions {
-            return Err(ModelError::Invalid(format!(
-                "sequence of {t} tokens exceeds n_positions {}",
-                self.cfg.n_positions
-            )));
-        }
-        Ok(())
+        crate::layers::check_positions(batch, self.cfg.n_positions, "n_positions")
     }
 
     fn embed(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
@@ -229,16 +222,7 @@ impl Gpt2 {
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
-        let normalized = at(hooks, HookPoint::LnFinal, self.ln_f.forward(&x)?)?;
-        if hooks.wants(HookPoint::Logits) {
-            at(hooks, HookPoint::Logits, self.logits(&normalized)?)?;
-        }
-        Ok(normalized)
-    }
-
-    /// Logits `[b, t, vocab]` from `ln_final.hook_normalized` (the tied unembedding).
-    pub fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        crate::layers::unembed(normalized, &self.wte)
+        crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, &self.wte)
     }
 }
 
@@ -270,6 +254,7 @@ impl HookableModel for Gpt2 {
         self.cfg.vocab_size
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        // Before the embedding: the position table has only n_positions rows.
         self.check_length(batch)?;
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)
@@ -288,8 +273,5 @@ impl HookableModel for Gpt2 {
     }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.wte)
-    }
-    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
-        Some(self.logits(normalized))
     }
 }

@@ -273,3 +273,33 @@ pub(crate) fn unembed(normalized: &Tensor, unembedding: &Tensor) -> Result<Tenso
         .matmul(&unembedding.t()?)?
         .reshape((b, t, unembedding.dim(0)?))?)
 }
+
+/// Past the last block of a decoder: `ln_final.hook_normalized`, then `logits` when a hook wants
+/// them. Returns the (possibly replaced) normalised stream.
+pub(crate) fn final_hooks(
+    hooks: &mut dyn crate::hooks::Hooks,
+    normalized: Tensor,
+    unembedding: &Tensor,
+) -> Result<Tensor> {
+    use crate::hooks::{at, HookPoint};
+    let normalized = at(hooks, HookPoint::LnFinal, normalized)?;
+    if hooks.wants(HookPoint::Logits) {
+        at(hooks, HookPoint::Logits, unembed(&normalized, unembedding)?)?;
+    }
+    Ok(normalized)
+}
+
+/// Refuses batches longer than the model's `limit` positions (`what` names the config field).
+pub(crate) fn check_positions(
+    batch: &crate::loader::TokenBatch,
+    limit: usize,
+    what: &str,
+) -> Result<()> {
+    let (_, t) = batch.input_ids.dims2()?;
+    if t > limit {
+        return Err(crate::ModelError::Invalid(format!(
+            "sequence of {t} tokens exceeds {what} {limit}"
+        )));
+    }
+    Ok(())
+}

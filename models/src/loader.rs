@@ -95,15 +95,15 @@ pub trait HookableModel: Send + Sync {
     ) -> Option<Result<ResidualGradients>> {
         None
     }
-    /// Logits `[b, t, vocab]` from the final normalised hidden state, for families with an
-    /// unembedding (causal LMs); `None` for encoders.
-    fn unembed(&self, _normalized: &Tensor) -> Option<Result<Tensor>> {
-        None
-    }
     /// The unembedding matrix `[vocab, hidden]` (rows are tokens' output directions), for
-    /// families that have one.
+    /// families that have one (causal LMs).
     fn unembedding(&self) -> Option<&Tensor> {
         None
+    }
+    /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        self.unembedding()
+            .map(|u| crate::layers::unembed(normalized, u))
     }
 }
 

@@ -170,14 +170,11 @@ impl Neox {
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
-        let (_, t) = batch.input_ids.dims2()?;
-        if t > self.cfg.max_position_embeddings {
-            return Err(ModelError::Invalid(format!(
-                "sequence of {t} tokens exceeds max_position_embeddings {}",
-                self.cfg.max_position_embeddings
-            )));
-        }
-        Ok(())
+        crate::layers::check_positions(
+            batch,
+            self.cfg.max_position_embeddings,
+            "max_position_embeddings",
+        )
     }
 
     fn block(&self, i: usize, x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
@@ -239,13 +236,7 @@ impl Neox {
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
-        let normalized = at(hooks, HookPoint::LnFinal, self.final_norm.forward(&x)?)?;
-        if hooks.wants(HookPoint::Logits) {
-            if let Some(logits) = self.unembed(&normalized) {
-                at(hooks, HookPoint::Logits, logits?)?;
-            }
-        }
-        Ok(normalized)
+        crate::layers::final_hooks(hooks, self.final_norm.forward(&x)?, &self.unembed)
     }
 }
 
@@ -284,7 +275,6 @@ impl HookableModel for Neox {
         self.cfg.vocab_size
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        self.check_length(batch)?;
         let x = at(
             hooks,
             HookPoint::Embed,
@@ -306,8 +296,5 @@ impl HookableModel for Neox {
     }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.unembed)
-    }
-    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
-        Some(crate::layers::unembed(normalized, &self.unembed))
     }
 }

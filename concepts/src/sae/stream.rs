@@ -6,6 +6,7 @@ use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::store::PartStream;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Where a row comes from: `(example_id, position)`.
 pub type RowId = (u64, u32);
@@ -46,7 +47,7 @@ pub struct StoreRows {
     eval_fraction: f64,
     seed: u64,
     /// Special-token rows to skip (`None` keeps them).
-    special: Option<HashSet<RowId>>,
+    special: Option<Arc<HashSet<RowId>>>,
     width: usize,
 }
 
@@ -57,7 +58,7 @@ impl StoreRows {
         split: Split,
         eval_fraction: f64,
         seed: u64,
-        special: Option<HashSet<RowId>>,
+        special: Option<Arc<HashSet<RowId>>>,
     ) -> Result<Self, ConceptError> {
         let mut rows = Self {
             stream,

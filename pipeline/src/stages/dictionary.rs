@@ -1,7 +1,7 @@
 //! The `dictionary` stage: SAEs and unit explanations (see `glassbox_concepts::dictionary`).
 
 use super::invalidate_from;
-use crate::config::{DictionarySection, RunConfig};
+use crate::config::DictionarySection;
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
@@ -60,18 +60,16 @@ pub fn run_dictionary_stage(
                     super::dictionary_lm::add_lm_outputs(run, &model, &sae_hooks)?;
                 }
             }
-            let mut config = RunConfig::load(run);
-            config.dictionary = Some(settings.clone());
-            config.save(run)?;
-            super::complete_stage(
-                run,
-                &mut manifest,
-                "dictionary",
-                fp,
-                Some(settings.sae.seed),
+            let done = super::Completion {
+                stage: "dictionary",
+                fingerprint: fp,
+                seed: Some(settings.sae.seed),
                 params,
                 started,
-            )?;
+            };
+            super::complete_stage(run, &mut manifest, done, |config| {
+                config.dictionary = Some(settings.clone())
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summaries)?);
             } else {

@@ -1,7 +1,7 @@
 //! The `extract` stage.
 
 use super::{invalidate_from, remove_path};
-use crate::config::{DataSection, ExtractSection, ModelSection, RunConfig};
+use crate::config::{DataSection, ExtractSection, ModelSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
 use glassbox_data::manifest::DataRecord;
@@ -109,17 +109,22 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
     });
-    let mut config = RunConfig::load(run);
-    config.model = Some(ModelSection {
-        id: req.model.to_owned(),
-    });
-    config.data = Some(DataSection {
-        path: req.data.to_path_buf(),
-    });
-    config.extract = Some(s.clone());
-    config.save(run)?;
-    // The manifest entry is written last: its presence means the stage completed.
-    super::complete_stage(run, &mut manifest, "extract", fp, None, params, started)?;
+    let done = super::Completion {
+        stage: "extract",
+        fingerprint: fp,
+        seed: None,
+        params,
+        started,
+    };
+    super::complete_stage(run, &mut manifest, done, |config| {
+        config.model = Some(ModelSection {
+            id: req.model.to_owned(),
+        });
+        config.data = Some(DataSection {
+            path: req.data.to_path_buf(),
+        });
+        config.extract = Some(s.clone());
+    })?;
     remove_path(&progress_dir)?;
     let _ = std::fs::remove_dir(run.root().join("_progress"));
     println!(

@@ -8,6 +8,7 @@ pub mod report;
 mod targets;
 pub mod tcav;
 
+use crate::config::RunConfig;
 use anyhow::Result;
 use glassbox_data::manifest::now_rfc3339;
 use glassbox_data::{Manifest, RunDir, StageRecord};
@@ -34,25 +35,36 @@ pub fn invalidate_from(run: &RunDir, stage: &str) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// Records `stage` as complete in the manifest and saves it; written last, so its presence
-/// means the stage's outputs are all in place.
+/// What a finished stage records in the manifest.
+pub(crate) struct Completion {
+    pub stage: &'static str,
+    pub fingerprint: String,
+    pub seed: Option<u64>,
+    pub params: serde_json::Value,
+    pub started: std::time::Instant,
+}
+
+/// Writes the stage's resolved settings into the run's `config.toml` (`record`), then records
+/// the stage as complete in the manifest — last, so its presence means the stage's outputs are
+/// all in place.
 pub(crate) fn complete_stage(
     run: &RunDir,
     manifest: &mut Manifest,
-    stage: &str,
-    fingerprint: String,
-    seed: Option<u64>,
-    params: serde_json::Value,
-    started: std::time::Instant,
+    done: Completion,
+    record: impl FnOnce(&mut RunConfig),
 ) -> Result<()> {
+    let mut config = RunConfig::load(run);
+    record(&mut config);
+    config.save(run)?;
+    let seconds = (done.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     manifest.stages.insert(
-        stage.into(),
+        done.stage.into(),
         StageRecord {
-            fingerprint,
+            fingerprint: done.fingerprint,
             finished_at: now_rfc3339(),
-            seconds: Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
-            seed,
-            params,
+            seconds: Some(seconds),
+            seed: done.seed,
+            params: done.params,
         },
     );
     manifest.save(run)?;

@@ -1,7 +1,7 @@
 //! The `probe` stage.
 
 use super::invalidate_from;
-use crate::config::{ProbeSection, RunConfig};
+use crate::config::ProbeSection;
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::{Manifest, Progress, RunDir};
@@ -36,18 +36,16 @@ pub fn run_probe(
     write_weights(run, &out.weights)?;
     write_results(run, &out.results)?;
     let results = out.results;
-    let mut config = RunConfig::load(run);
-    config.probe = Some(settings.clone());
-    config.save(run)?;
-    super::complete_stage(
-        run,
-        &mut manifest,
-        "probe",
-        fp,
-        Some(settings.seed),
+    let done = super::Completion {
+        stage: "probe",
+        fingerprint: fp,
+        seed: Some(settings.seed),
         params,
         started,
-    )?;
+    };
+    super::complete_stage(run, &mut manifest, done, |config| {
+        config.probe = Some(settings.clone())
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

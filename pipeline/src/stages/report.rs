@@ -23,7 +23,14 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     }
     let mut manifest = super::invalidate_from(run, "report")?;
     let (paths, summary) = glassbox_reports::write_report(run)?;
-    super::complete_stage(run, &mut manifest, "report", fp, None, upstream, started)?;
+    let done = super::Completion {
+        stage: "report",
+        fingerprint: fp,
+        seed: None,
+        params: upstream,
+        started,
+    };
+    super::complete_stage(run, &mut manifest, done, |_| {})?;
     println!("report: {}", paths.index.display());
     print_findings(&summary);
     Ok(())

@@ -347,18 +347,16 @@ pub fn run_tcav_stage(
     let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
     write_cavs(run, &cavs)?;
     write_scores(run, &scores)?;
-    let mut config = RunConfig::load(run);
-    config.tcav = Some(settings.clone());
-    config.save(run)?;
-    super::complete_stage(
-        run,
-        &mut manifest,
-        "tcav",
-        fp,
-        Some(settings.seed),
+    let done = super::Completion {
+        stage: "tcav",
+        fingerprint: fp,
+        seed: Some(settings.seed),
         params,
         started,
-    )?;
+    };
+    super::complete_stage(run, &mut manifest, done, |config| {
+        config.tcav = Some(settings.clone())
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&scores)?);
     } else {
