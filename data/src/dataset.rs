@@ -88,6 +88,12 @@ impl TextDataset {
 
 /// Reads a data set, choosing the reader from the file extension.
 pub fn read_dataset(path: &Path) -> Result<TextDataset> {
+    read_dataset_keyed(path, "text")
+}
+
+/// Reads a data set whose per-row string is the column `key` (`text` for text data,
+/// `image_path` for image manifests); it lands in [`TextDataset::texts`].
+pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
     if !path.exists() {
         return Err(DataError::MissingFile {
             path: path.to_path_buf(),
@@ -98,9 +104,9 @@ pub fn read_dataset(path: &Path) -> Result<TextDataset> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let rows = match ext.as_str() {
-        "jsonl" | "ndjson" => read_jsonl(path)?,
-        "csv" => read_csv(path)?,
-        "parquet" => read_parquet(path)?,
+        "jsonl" | "ndjson" => read_jsonl(path, key)?,
+        "csv" => read_csv(path, key)?,
+        "parquet" => read_parquet(path, key)?,
         _ => {
             return Err(DataError::UnsupportedFormat {
                 path: path.to_path_buf(),
@@ -111,6 +117,7 @@ pub fn read_dataset(path: &Path) -> Result<TextDataset> {
     if dataset.is_empty() {
         return Err(DataError::EmptyDataset {
             path: path.to_path_buf(),
+            column: key.to_owned(),
         });
     }
     Ok(dataset)
@@ -122,7 +129,7 @@ struct RawRow {
     fields: Vec<(String, Value)>,
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
+fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
     let content = std::fs::read_to_string(path).map_err(DataError::io(path))?;
     let mut rows = Vec::new();
     for (i, line) in content.lines().enumerate() {
@@ -143,13 +150,13 @@ fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
         let mut text = None;
         let mut fields = Vec::new();
         for (key, value) in object {
-            if key == "text" {
+            if key == key_column {
                 match value {
                     serde_json::Value::String(s) => text = Some(s),
                     serde_json::Value::Null => {}
                     other => {
                         return Err(malformed(format!(
-                            "`text` must be a string, found {}",
+                            "`{key_column}` must be a string, found {}",
                             json_type(&other)
                         )))
                     }
@@ -192,6 +199,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
         let text = text.ok_or_else(|| DataError::MissingText {
             path: path.to_path_buf(),
             row,
+            column: key_column.to_owned(),
         })?;
         rows.push(RawRow { text, fields });
     }
@@ -209,7 +217,7 @@ fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn read_csv(path: &Path) -> Result<Vec<RawRow>> {
+fn read_csv(path: &Path, key: &str) -> Result<Vec<RawRow>> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::MalformedRow {
         path: path.to_path_buf(),
         row: 0,
@@ -225,11 +233,11 @@ fn read_csv(path: &Path) -> Result<Vec<RawRow>> {
         .iter()
         .map(str::to_owned)
         .collect();
-    let Some(text_index) = headers.iter().position(|h| h == "text") else {
+    let Some(text_index) = headers.iter().position(|h| h == key) else {
         return Err(DataError::BadColumn {
             path: path.to_path_buf(),
-            column: "text".into(),
-            message: format!("no `text` column; the header has {headers:?}"),
+            column: key.into(),
+            message: format!("no `{key}` column; the header has {headers:?}"),
         });
     };
     let mut rows = Vec::new();
@@ -246,6 +254,7 @@ fn read_csv(path: &Path) -> Result<Vec<RawRow>> {
             return Err(DataError::MissingText {
                 path: path.to_path_buf(),
                 row,
+                column: key.to_owned(),
             });
         }
         let fields = headers
@@ -276,7 +285,7 @@ fn parse_csv_cell(cell: &str) -> Value {
     }
 }
 
-fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
+fn read_parquet(path: &Path, key: &str) -> Result<Vec<RawRow>> {
     let file = std::fs::File::open(path).map_err(DataError::io(path))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(DataError::parquet(path))?
@@ -285,17 +294,22 @@ fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(DataError::arrow(path))?;
-        append_batch_rows(path, &batch, &mut rows)?;
+        append_batch_rows(path, &batch, key, &mut rows)?;
     }
     Ok(rows)
 }
 
-fn append_batch_rows(path: &Path, batch: &RecordBatch, rows: &mut Vec<RawRow>) -> Result<()> {
+fn append_batch_rows(
+    path: &Path,
+    batch: &RecordBatch,
+    key: &str,
+    rows: &mut Vec<RawRow>,
+) -> Result<()> {
     let schema = batch.schema();
-    let text_index = schema.index_of("text").map_err(|_| DataError::BadColumn {
+    let text_index = schema.index_of(key).map_err(|_| DataError::BadColumn {
         path: path.to_path_buf(),
-        column: "text".into(),
-        message: "no `text` column in the Parquet schema".into(),
+        column: key.into(),
+        message: format!("no `{key}` column in the Parquet schema"),
     })?;
     if !matches!(
         schema.field(text_index).data_type(),
@@ -303,7 +317,7 @@ fn append_batch_rows(path: &Path, batch: &RecordBatch, rows: &mut Vec<RawRow>) -
     ) {
         return Err(DataError::BadColumn {
             path: path.to_path_buf(),
-            column: "text".into(),
+            column: key.into(),
             message: format!(
                 "must be a string column, found {}",
                 schema.field(text_index).data_type()
@@ -335,6 +349,7 @@ fn append_batch_rows(path: &Path, batch: &RecordBatch, rows: &mut Vec<RawRow>) -
         let text = text.ok_or_else(|| DataError::MissingText {
             path: path.to_path_buf(),
             row: first_row + r + 1,
+            column: key.to_owned(),
         })?;
         rows.push(RawRow { text, fields });
     }

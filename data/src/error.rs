@@ -23,10 +23,16 @@ pub enum DataError {
         row: usize,
         message: String,
     },
-    #[error("{path}: row {row} has no `text` field; every row needs a non-null string `text`")]
-    MissingText { path: PathBuf, row: usize },
-    #[error("{path}: the data set is empty; it needs at least one row with a `text` field")]
-    EmptyDataset { path: PathBuf },
+    #[error(
+        "{path}: row {row} has no `{column}` field; every row needs a non-null string `{column}`"
+    )]
+    MissingText {
+        path: PathBuf,
+        row: usize,
+        column: String,
+    },
+    #[error("{path}: the data set is empty; it needs at least one row with a `{column}` field")]
+    EmptyDataset { path: PathBuf, column: String },
     #[error("{path}: column `{column}`: {message}")]
     BadColumn {
         path: PathBuf,
@@ -55,6 +61,9 @@ pub enum DataError {
     Run { run: PathBuf, message: String },
     #[error("{path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// A bad input file that is none of the above (an undecodable image, a bad preprocessor).
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
 }
 
 impl DataError {

@@ -10,15 +10,17 @@ pub mod dataset;
 pub mod error;
 pub mod examples;
 pub mod hash;
+pub mod images;
 pub mod manifest;
 pub mod progress;
 pub mod rng;
 pub mod run;
 pub mod store;
 pub mod table;
+pub mod textures;
 pub mod tokens;
 
-pub use dataset::{read_dataset, Column, ColumnKind, TextDataset, Value};
+pub use dataset::{read_dataset, read_dataset_keyed, Column, ColumnKind, TextDataset, Value};
 pub use error::DataError;
 pub use manifest::{Manifest, ModelRecord, StageRecord};
 pub use progress::{NoProgress, Progress};

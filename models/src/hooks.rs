@@ -45,8 +45,42 @@ pub enum HookPoint {
     AttnPattern(usize),
     /// The final normalisation's output (decoder models).
     LnFinal,
-    /// The unembedding's output `[batch, seq, vocab]` (decoder models), for the logit lens.
+    /// The unembedding's output `[batch, seq, vocab]` (decoder models), for the logit lens;
+    /// a vision classifier's logits (one position).
     Logits,
+    /// Vision: the stem's output, positions = feature-map pixels.
+    Stem,
+    /// Vision: a part of convolutional block `block` of stage `stage`.
+    Conv {
+        stage: u16,
+        block: u16,
+        part: ConvPart,
+    },
+    /// Vision: the convolutional head's output, before pooling.
+    Head,
+    /// Vision: globally average-pooled features (one position).
+    Pooled,
+}
+
+/// Where inside a convolutional (MBConv/bottleneck) block a hook sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConvPart {
+    /// After the 1×1 expansion and its activation.
+    Expand,
+    /// After the depthwise convolution and its activation.
+    Depthwise,
+    /// The block's output, after the skip connection.
+    Out,
+}
+
+impl ConvPart {
+    fn name(self) -> &'static str {
+        match self {
+            ConvPart::Expand => "hook_expand",
+            ConvPart::Depthwise => "hook_depthwise",
+            ConvPart::Out => "hook_out",
+        }
+    }
 }
 
 impl HookPoint {
@@ -56,7 +90,8 @@ impl HookPoint {
         match *self {
             ResidPre(i) | ResidMid(i) | ResidPost(i) | AttnOut(i) | MlpOut(i) | MlpPost(i)
             | AttnQ(i) | AttnK(i) | AttnV(i) | AttnZ(i) | AttnPattern(i) => Some(i),
-            Embed | PosEmbed | TokenTypeEmbed | LnFinal | Logits => None,
+            Conv { stage, .. } => Some(stage as usize),
+            Embed | PosEmbed | TokenTypeEmbed | LnFinal | Logits | Stem | Head | Pooled => None,
         }
     }
 
@@ -96,7 +131,13 @@ impl HookPoint {
     pub fn depth(&self) -> f64 {
         use HookPoint::*;
         match *self {
-            Embed | PosEmbed | TokenTypeEmbed => 0.0,
+            Embed | PosEmbed | TokenTypeEmbed | Stem => 0.0,
+            // Stage `s` spans depth (s, s + 1]; blocks in order inside it (stages have < 10).
+            Conv { stage, block, part } => {
+                stage as f64 + 0.1 * block as f64 + [0.03, 0.06, 0.09][part as usize]
+            }
+            Head => 1e5,
+            Pooled => 1e5 + 0.5,
             ResidPre(i) => i as f64,
             AttnQ(i) | AttnK(i) | AttnV(i) => i as f64 + 0.2,
             AttnPattern(i) => i as f64 + 0.25,
@@ -133,6 +174,12 @@ impl fmt::Display for HookPoint {
             AttnPattern(i) => write!(f, "blocks.{i}.attn.hook_pattern"),
             LnFinal => write!(f, "ln_final.hook_normalized"),
             Logits => write!(f, "logits"),
+            Stem => write!(f, "hook_stem"),
+            Conv { stage, block, part } => {
+                write!(f, "stages.{stage}.blocks.{block}.{}", part.name())
+            }
+            Head => write!(f, "hook_head"),
+            Pooled => write!(f, "hook_pooled"),
         }
     }
 }
@@ -152,7 +199,34 @@ impl FromStr for HookPoint {
             "hook_token_type_embed" => return Ok(TokenTypeEmbed),
             "ln_final.hook_normalized" => return Ok(LnFinal),
             "logits" => return Ok(Logits),
+            "hook_stem" => return Ok(Stem),
+            "hook_head" => return Ok(Head),
+            "hook_pooled" => return Ok(Pooled),
             _ => {}
+        }
+        if let Some(rest) = s.strip_prefix("stages.") {
+            let mut parts = rest.splitn(4, '.');
+            let (stage, word, block, name) =
+                (parts.next(), parts.next(), parts.next(), parts.next());
+            let index = |t: Option<&str>| -> Option<u16> {
+                let t = t?;
+                let canonical = !t.is_empty()
+                    && t.bytes().all(|b| b.is_ascii_digit())
+                    && !(t.len() > 1 && t.starts_with('0'));
+                canonical.then(|| t.parse().ok()).flatten()
+            };
+            let part = match name {
+                Some("hook_expand") => Some(ConvPart::Expand),
+                Some("hook_depthwise") => Some(ConvPart::Depthwise),
+                Some("hook_out") => Some(ConvPart::Out),
+                _ => None,
+            };
+            return match (index(stage), word, index(block), part) {
+                (Some(stage), Some("blocks"), Some(block), Some(part)) => {
+                    Ok(Conv { stage, block, part })
+                }
+                _ => Err(unknown()),
+            };
         }
         let rest = s.strip_prefix("blocks.").ok_or_else(unknown)?;
         let (index, name) = rest.split_once('.').ok_or_else(unknown)?;
@@ -197,6 +271,12 @@ const EXAMPLE_NAMES: &[&str] = &[
     "blocks.0.attn.hook_z",
     "blocks.0.attn.hook_pattern",
     "logits",
+    "hook_stem",
+    "stages.0.blocks.0.hook_expand",
+    "stages.0.blocks.0.hook_depthwise",
+    "stages.0.blocks.0.hook_out",
+    "hook_head",
+    "hook_pooled",
 ];
 
 /// Selects hook points by comma-separated glob patterns (`*` matches any run of characters,
@@ -316,6 +396,14 @@ mod tests {
             v.extend(HookPoint::block(i));
         }
         v.push(LnFinal);
+        v.extend([Stem, Head, Pooled, Logits]);
+        for part in [ConvPart::Expand, ConvPart::Depthwise, ConvPart::Out] {
+            v.push(Conv {
+                stage: 3,
+                block: 12,
+                part,
+            });
+        }
         v
     }
 
@@ -334,6 +422,9 @@ mod tests {
             "blocks.+1.hook_resid_post",
             "blocks..hook_resid_post",
             "resid_post",
+            "stages.01.blocks.0.hook_out",
+            "stages.1.blocks.0.hook_in",
+            "stages.1.block.0.hook_out",
         ] {
             assert!(bad.parse::<HookPoint>().is_err(), "{bad}");
         }

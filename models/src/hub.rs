@@ -87,6 +87,27 @@ pub struct ResolvedModel {
 const CONFIG: &str = "config.json";
 const TOKENIZER: &str = "tokenizer.json";
 const WEIGHTS: &str = "model.safetensors";
+/// Weight files tried after `model.safetensors`: PyTorch pickles, which loaders read only with
+/// `--allow-pickle`.
+const PICKLE_WEIGHTS: &[&str] = &["pytorch_model.bin"];
+
+/// The weights in `dir`: `model.safetensors`, `pytorch_model.bin`, or its single `.pth`/`.pt`.
+fn local_weights(dir: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::iter::once(WEIGHTS)
+        .chain(PICKLE_WEIGHTS.iter().copied())
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        return Some(p);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pth" || e == "pt"))
+        .collect();
+    found.sort();
+    (found.len() == 1).then(|| found.remove(0))
+}
 
 /// Resolves a spec to local files, downloading through hf-hub only when allowed and needed.
 pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
@@ -161,26 +182,27 @@ fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
             message: "no such folder".into(),
         });
     }
-    let file = |name: &str| -> Result<PathBuf> {
-        let p = dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(ModelError::Config {
-                path: p,
-                message: format!(
-                    "missing; a model folder needs {CONFIG}, {TOKENIZER} and {WEIGHTS}"
-                ),
-            })
-        }
+    let missing = |p: PathBuf| {
+        ModelError::Config {
+        path: p,
+        message: format!(
+            "missing; a model folder needs {CONFIG} and {WEIGHTS} (or a PyTorch checkpoint), plus {TOKENIZER} for text models"
+        ),
+    }
     };
+    let config = dir.join(CONFIG);
+    if !config.is_file() {
+        return Err(missing(config));
+    }
+    let weights = local_weights(dir).ok_or_else(|| missing(dir.join(WEIGHTS)))?;
+    // Vision models have no tokenizer; text loading reports the missing file when it needs it.
     Ok(ResolvedModel {
         id: dir.display().to_string(),
         revision: "local".into(),
         source: "local",
-        config: file(CONFIG)?,
-        tokenizer: file(TOKENIZER)?,
-        weights: file(WEIGHTS)?,
+        config,
+        tokenizer: dir.join(TOKENIZER),
+        weights,
     })
 }
 
@@ -241,8 +263,16 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
             _ => return Err(e),
         },
     };
-    let tokenizer = fetch(TOKENIZER)?;
-    let weights = fetch(WEIGHTS)?;
+    // Vision repos have no tokenizer (text loading names the missing file when it needs it);
+    // vision checkpoints may be PyTorch pickles rather than safetensors.
+    let tokenizer = fetch(TOKENIZER).unwrap_or_else(|_| config.with_file_name(TOKENIZER));
+    let weights = match fetch(WEIGHTS) {
+        Ok(w) => w,
+        Err(e) => match config.parent().and_then(local_weights) {
+            Some(w) => w,
+            None => return Err(e),
+        },
+    };
     let resolved_revision = snapshot_revision(&config).unwrap_or_else(|| revision.to_owned());
     Ok(ResolvedModel {
         id: id.to_owned(),

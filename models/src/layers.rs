@@ -12,6 +12,8 @@ pub(crate) enum Activation {
     GeluTanh,
     Relu,
     Silu,
+    /// `x · σ(1.702 x)` (CLIP).
+    QuickGelu,
 }
 
 impl Activation {
@@ -21,8 +23,9 @@ impl Activation {
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
             "silu" | "swish" => Ok(Activation::Silu),
+            "quick_gelu" => Ok(Activation::QuickGelu),
             other => Err(format!(
-                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh, relu or silu"
+                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh, relu, silu or quick_gelu"
             )),
         }
     }
@@ -32,7 +35,37 @@ impl Activation {
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
             Activation::Silu => x.silu(),
+            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
         }
+    }
+}
+
+/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`.
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn load(w: &Weights, name: &str, input: usize, output: usize) -> Result<Self> {
+        let bias = format!("{name}.bias");
+        Ok(Self {
+            weight: w.get(&format!("{name}.weight"), &[output, input])?,
+            bias: if w.has(&bias) {
+                Some(w.get(&bias, &[output])?)
+            } else {
+                None
+            },
+        })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, self.weight.dim(0)?))
     }
 }
 

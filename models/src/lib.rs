@@ -16,13 +16,16 @@ pub mod loader;
 pub mod neox;
 pub mod pool;
 pub mod tokenizer;
+pub mod torch_legacy;
+pub mod vision;
 pub mod weights;
 
 pub use error::ModelError;
 pub use extract::{extract, ExtractOptions, ExtractSummary};
-pub use hooks::{Capture, HookPoint, Hooks};
+pub use hooks::{Capture, ConvPart, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
 pub use loader::{load_model, HookableModel, LoadedModel, TokenBatch, SUPPORTED_FAMILIES};
 pub use pool::Pool;
+pub use vision::{load_vision_model, ImageBatch, LoadedVisionModel, VisionModel};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

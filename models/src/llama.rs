@@ -12,7 +12,7 @@
 //! last entry `ln_final.hook_normalized`.
 
 use crate::hooks::{at, HookPoint, Hooks};
-use crate::layers::{Activation, RmsNorm, Rotary};
+use crate::layers::{Activation, Linear, RmsNorm, Rotary};
 use crate::loader::{HookableModel, TokenBatch};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -130,35 +130,6 @@ impl LlamaConfig {
             }
         };
         Rotary::from_params(&params, self.head_dim())
-    }
-}
-
-/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`.
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn load(w: &Weights, name: &str, input: usize, output: usize) -> Result<Self> {
-        let bias = format!("{name}.bias");
-        Ok(Self {
-            weight: w.get(&format!("{name}.weight"), &[output, input])?,
-            bias: if w.has(&bias) {
-                Some(w.get(&bias, &[output])?)
-            } else {
-                None
-            },
-        })
-    }
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        y.reshape((b, t, self.weight.dim(0)?))
     }
 }
 

@@ -25,6 +25,12 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating to `max_length` tokens with special tokens kept.
     pub fn load(path: &Path, max_length: usize) -> Result<Self> {
+        if !path.is_file() {
+            return Err(ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                message: "missing; a text model needs its tokenizer.json beside config.json".into(),
+            });
+        }
         let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -43,6 +43,8 @@ pub enum Command {
     Hooks(HooksArgs),
     /// Summarise a run directory.
     Inspect(InspectArgs),
+    /// Generate texture concept images (stripes, dots, checkerboard, zigzag) and random images.
+    Textures(TexturesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,7 +52,9 @@ pub struct ExtractArgs {
     /// ORG/NAME[@REVISION] from the Hugging Face cache/Hub, or ./local/dir in HF layout.
     #[arg(long)]
     pub model: String,
-    /// JSONL, CSV or Parquet file with a `text` column (other columns are kept as labels).
+    /// JSONL, CSV or Parquet file with a `text` column (other columns are kept as labels);
+    /// for vision models a folder with one sub-folder of images per class, or a manifest with
+    /// an `image_path` column.
     #[arg(long)]
     pub data: PathBuf,
     /// Hook names or glob patterns, comma-separated (e.g. 'blocks.*.hook_resid_post').
@@ -80,6 +84,10 @@ pub struct ExtractArgs {
     /// Examples per shard (the unit of resumption after an interruption).
     #[arg(long, default_value_t = 256)]
     pub shard_size: usize,
+    /// Read PyTorch pickle checkpoints (.pth, pytorch_model.bin). Pickle can encode code;
+    /// glassbox interprets tensors only and runs nothing, but reading one is your call.
+    #[arg(long)]
+    pub allow_pickle: bool,
     /// Re-run even if the run is up to date.
     #[arg(long)]
     pub force: bool,
@@ -156,10 +164,13 @@ pub struct GradientsArgs {
 pub struct TcavArgs {
     #[arg(long)]
     pub run: PathBuf,
-    /// Concept sets: data files with a `text` column or folders of .txt files.
+    /// Concept sets: data files with a `text` column or folders of .txt files; for vision runs,
+    /// folders of images (e.g. from `glassbox textures`).
     #[arg(long, value_delimiter = ',', required = true)]
     pub concepts: Vec<PathBuf>,
     /// probe:<label>=<class>[@<hook>], repeatable; gradients must be stored (`glassbox gradients`).
+    /// Vision runs: class:<label> (a class of the model, e.g. class:zebra), over the run's
+    /// images; gradients are computed here.
     #[arg(long, required = true)]
     pub target: Vec<String>,
     /// CAV hooks (names or globs); default: every hook_resid_post before the target's hook.
@@ -352,6 +363,32 @@ pub struct PipelineArgs {
 pub struct HooksArgs {
     /// ORG/NAME[@REVISION] or ./local/dir.
     pub model: String,
+    /// Read a PyTorch pickle checkpoint (see `extract --allow-pickle`).
+    #[arg(long)]
+    pub allow_pickle: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TexturesArgs {
+    /// Folder to write: one sub-folder of PNGs per texture (a folder-per-class image data set).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Textures to draw: stripes, dots, checkerboard, zigzag, random.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "stripes,dots,checkerboard,zigzag,random"
+    )]
+    pub kinds: Vec<String>,
+    /// Images per texture.
+    #[arg(long, default_value_t = 40)]
+    pub per_class: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Seed of every colour, scale, angle and phase drawn.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -375,6 +412,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 pools: a.pools,
                 token_level: !a.no_token_level,
                 shard_size: a.shard_size,
+                allow_pickle: a.allow_pickle,
             };
             let req = extract::ExtractRequest {
                 model: &a.model,
@@ -469,12 +507,43 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hooks(a) => {
             let spec: glassbox_models::ModelSpec = a.model.parse()?;
             let resolved = glassbox_models::resolve(&spec)?;
-            let model = glassbox_models::load_model(resolved, None)?;
-            for point in model.model.hook_points() {
+            let points = if glassbox_models::vision::is_vision(&resolved.config) {
+                glassbox_models::load_vision_model(resolved, a.allow_pickle)?
+                    .model
+                    .hook_points()
+            } else {
+                glassbox_models::load_model(resolved, None)?
+                    .model
+                    .hook_points()
+            };
+            for point in points {
                 println!("{point}");
             }
         }
         Command::Inspect(a) => crate::inspect::inspect(&RunDir::new(a.run), a.json)?,
+        Command::Textures(a) => {
+            use glassbox_data::textures::{write_texture_set, Texture};
+            let kinds = a
+                .kinds
+                .iter()
+                .map(|k| {
+                    Texture::parse(k.trim()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown texture `{k}`; use stripes, dots, checkerboard, zigzag or random"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            write_texture_set(&a.out, &kinds, a.per_class, a.size, a.seed)?;
+            println!(
+                "textures: {} × {} images of {} px (seed {}) → {}",
+                kinds.len(),
+                a.per_class,
+                a.size,
+                a.seed,
+                a.out.display()
+            );
+        }
     }
     Ok(())
 }

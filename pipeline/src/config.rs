@@ -56,6 +56,8 @@ pub struct ExtractSection {
     pub token_level: bool,
     /// Examples per shard (the unit of resumption).
     pub shard_size: usize,
+    /// Read PyTorch pickle checkpoints (`.pth`, `pytorch_model.bin`); off by default.
+    pub allow_pickle: bool,
 }
 
 impl Default for ExtractSection {
@@ -72,6 +74,7 @@ impl Default for ExtractSection {
             pools: vec!["mean".into(), "cls".into()],
             token_level: true,
             shard_size: 256,
+            allow_pickle: false,
         }
     }
 }

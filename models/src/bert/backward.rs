@@ -79,6 +79,7 @@ fn activation(act: Activation, u: f32) -> f32 {
         }
         Activation::Relu => u.max(0.0),
         Activation::Silu => u / (1.0 + (-u).exp()),
+        Activation::QuickGelu => u / (1.0 + (-1.702 * u).exp()),
     }
 }
 
@@ -95,6 +96,10 @@ fn activation_derivative(act: Activation, u: f32) -> f32 {
             0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044_715 * u * u)
         }
         Activation::Relu => (u > 0.0) as u8 as f32,
+        Activation::QuickGelu => {
+            let sig = 1.0 / (1.0 + (-1.702 * u).exp());
+            sig * (1.0 + 1.702 * u * (1.0 - sig))
+        }
         Activation::Silu => {
             let sig = 1.0 / (1.0 + (-u).exp());
             sig * (1.0 + u * (1.0 - sig))

@@ -276,6 +276,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
             Activation::GeluTanh => kernels::bias_gelu_tanh(&mut neurons, &blk.inter_b),
             Activation::Relu => kernels::bias_relu(&mut neurons, &blk.inter_b),
             Activation::Silu => kernels::bias_silu(&mut neurons, &blk.inter_b),
+            Activation::QuickGelu => kernels::bias_quick_gelu(&mut neurons, &blk.inter_b),
         }
         layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
         kernels::matmul_wt(&neurons, inter, &blk.out_w, h, &mut x);

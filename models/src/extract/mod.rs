@@ -6,7 +6,10 @@
 //! with a marker and rewrites any without one, so a killed extraction resumes with no lost or
 //! duplicated rows. Memory is bounded by one batch.
 
+mod images;
 mod shard;
+
+pub use images::{extract_images, image_batch};
 
 use crate::hooks::HookPoint;
 use crate::loader::LoadedModel;
@@ -50,30 +53,52 @@ pub fn extract(
     opts: &ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<ExtractSummary> {
-    validate(model, opts)?;
+    validate_hooks(opts, &model.model.hook_points(), model.model.family())?;
     let n_tokens = tokenize_all(model, data, run, opts.batch_size, progress)?;
     let total_tokens: u64 = n_tokens.iter().map(|&n| n as u64).sum();
-    let n = data.len();
+    let (shards, resumed) =
+        run_shards(run, opts, &n_tokens, "tokens", progress, |shard, range| {
+            shard::run_shard(model, data, run, opts, shard, range, progress)
+        })?;
+    Ok(ExtractSummary {
+        n_examples: data.len() as u64,
+        n_tokens: total_tokens,
+        shards,
+        shards_resumed: resumed,
+    })
+}
+
+/// Runs every shard without a completion marker (`units[i]`: progress units of example `i`),
+/// writing the marker after each; returns (shards, shards kept from an earlier run).
+fn run_shards(
+    run: &RunDir,
+    opts: &ExtractOptions,
+    units: &[u32],
+    unit_name: &str,
+    progress: &dyn Progress,
+    mut run_shard: impl FnMut(usize, std::ops::Range<usize>) -> Result<()>,
+) -> Result<(usize, usize)> {
+    let n = units.len();
     let n_shards = n.div_ceil(opts.shard_size);
     let markers = run.progress_dir("extract");
     std::fs::create_dir_all(&markers).map_err(|e| DataError::Io {
         path: markers.clone(),
         source: e,
     })?;
-
-    progress.start("extract", total_tokens);
+    let total: u64 = units.iter().map(|&t| t as u64).sum();
+    progress.start(&format!("extract ({unit_name})"), total);
     let mut resumed = 0;
     for shard in 0..n_shards {
         let range = shard * opts.shard_size..((shard + 1) * opts.shard_size).min(n);
-        let shard_tokens: u64 = n_tokens[range.clone()].iter().map(|&t| t as u64).sum();
+        let shard_units: u64 = units[range.clone()].iter().map(|&t| t as u64).sum();
         let marker = markers.join(format!("shard-{shard:05}.done"));
         if marker.exists() {
             resumed += 1;
-            progress.advance(shard_tokens);
+            progress.advance(shard_units);
             continue;
         }
-        shard::run_shard(model, data, run, opts, shard, range, progress)?;
-        atomic::write_bytes(&marker, format!("{shard_tokens}\n").as_bytes())?;
+        run_shard(shard, range)?;
+        atomic::write_bytes(&marker, format!("{shard_units}\n").as_bytes())?;
     }
     progress.finish();
     if resumed > 0 {
@@ -81,15 +106,10 @@ pub fn extract(
             "resumed: kept {resumed} of {n_shards} shards completed by an earlier run"
         ));
     }
-    Ok(ExtractSummary {
-        n_examples: n as u64,
-        n_tokens: total_tokens,
-        shards: n_shards,
-        shards_resumed: resumed,
-    })
+    Ok((n_shards, resumed))
 }
 
-fn validate(model: &LoadedModel, opts: &ExtractOptions) -> Result<()> {
+fn validate_hooks(opts: &ExtractOptions, available: &[HookPoint], family: &str) -> Result<()> {
     if opts.batch_size == 0 || opts.shard_size == 0 {
         return Err(ModelError::Invalid(
             "batch size and shard size must be at least 1".into(),
@@ -103,7 +123,6 @@ fn validate(model: &LoadedModel, opts: &ExtractOptions) -> Result<()> {
             "nothing to write: token-level activations are off and no pools are set".into(),
         ));
     }
-    let available = model.model.hook_points();
     for hook in &opts.hooks {
         if !hook.storable() {
             return Err(ModelError::Invalid(format!(
@@ -113,7 +132,7 @@ fn validate(model: &LoadedModel, opts: &ExtractOptions) -> Result<()> {
         if !available.contains(hook) {
             return Err(ModelError::UnknownHook {
                 name: hook.to_string(),
-                hint: format!(" (not a hook point of this {} model)", model.model.family()),
+                hint: format!(" (not a hook point of this {family} model)"),
             });
         }
     }

@@ -25,7 +25,7 @@ struct HookWriters {
 }
 
 /// One hook's rows of one batch, ready to write.
-struct HookRows {
+pub(super) struct HookRows {
     ids: Vec<u64>,
     positions: Vec<u32>,
     rows: Vec<f32>,
@@ -55,19 +55,26 @@ fn shard_files(run: &RunDir, opts: &ExtractOptions, hook: &str, shard: usize) ->
     files
 }
 
+/// What the store records about the model that produced a shard.
+pub(super) struct StoreTarget<'a> {
+    pub id: &'a str,
+    pub revision: &'a str,
+    pub width: &'a dyn Fn(HookPoint) -> usize,
+}
+
 fn open_writers(
-    model: &LoadedModel,
+    target: &StoreTarget<'_>,
     run: &RunDir,
     opts: &ExtractOptions,
     shard: usize,
 ) -> Result<Vec<HookWriters>> {
     let meta = |hook: &HookPoint, kind: StoreKind, pool: Option<Pool>| ShardMeta {
-        model_id: model.resolved.id.clone(),
-        revision: model.resolved.revision.clone(),
+        model_id: target.id.to_owned(),
+        revision: target.revision.to_owned(),
         hook: hook.to_string(),
         kind,
         pool: pool.map(|p| p.to_string()),
-        width: model.model.hook_width(*hook),
+        width: (target.width)(*hook),
         dtype: opts.dtype,
         compression: opts.compression,
         layer: hook.layer(),
@@ -111,7 +118,7 @@ fn open_writers(
     Ok(writers)
 }
 
-/// Runs the examples in `range` and writes shard `shard` for every hook.
+/// Runs the text examples in `range` and writes shard `shard` for every hook.
 pub(super) fn run_shard(
     model: &LoadedModel,
     data: &TextDataset,
@@ -121,7 +128,32 @@ pub(super) fn run_shard(
     range: std::ops::Range<usize>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let writers = open_writers(model, run, opts, shard)?;
+    let width = |h: HookPoint| model.model.hook_width(h);
+    let target = StoreTarget {
+        id: &model.resolved.id,
+        revision: &model.resolved.revision,
+        width: &width,
+    };
+    write_shard(&target, run, opts, shard, range, |examples, send| {
+        forward_batch(model, data, opts, examples, progress, send)
+    })
+}
+
+/// Runs `forward` over `range` in batches of `opts.batch_size` on this thread while a writer
+/// thread encodes and writes what it hands over; renames the files only when all succeeded.
+/// `forward(examples, send)` returns false when `send` refused (the writer is gone).
+pub(super) fn write_shard(
+    target: &StoreTarget<'_>,
+    run: &RunDir,
+    opts: &ExtractOptions,
+    shard: usize,
+    range: std::ops::Range<usize>,
+    mut forward: impl FnMut(
+        std::ops::Range<usize>,
+        &mut dyn FnMut(usize, HookRows) -> bool,
+    ) -> Result<bool>,
+) -> Result<()> {
+    let writers = open_writers(target, run, opts, shard)?;
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Message>(QUEUE);
         let writer = scope.spawn(move || -> Result<()> {
@@ -156,14 +188,9 @@ pub(super) fn run_shard(
         let produced = (|| -> Result<()> {
             for batch_start in range.clone().step_by(opts.batch_size) {
                 let batch_end = (batch_start + opts.batch_size).min(range.end);
-                let sent = forward_batch(
-                    model,
-                    data,
-                    opts,
-                    batch_start..batch_end,
-                    progress,
-                    |hook, rows| tx.send(Message::Rows(hook, rows)).is_ok(),
-                )?;
+                let mut send =
+                    |hook: usize, rows: HookRows| tx.send(Message::Rows(hook, rows)).is_ok();
+                let sent = forward(batch_start..batch_end, &mut send)?;
                 if !sent {
                     return Ok(()); // the writer failed; its error is reported below
                 }
@@ -189,7 +216,7 @@ fn forward_batch(
     opts: &ExtractOptions,
     examples: std::ops::Range<usize>,
     progress: &dyn Progress,
-    mut send: impl FnMut(usize, HookRows) -> bool,
+    send: &mut dyn FnMut(usize, HookRows) -> bool,
 ) -> Result<bool> {
     let texts: Vec<&str> = data.texts[examples.clone()]
         .iter()
@@ -227,7 +254,7 @@ fn forward_batch(
 
 /// Calls `f` with the tensor's values as a contiguous f32 slice, borrowing the CPU storage
 /// when possible (no copy) and copying otherwise.
-fn with_f32_slice<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(super) fn with_f32_slice<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     {
         let (storage, layout) = t.storage_and_layout();
         if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
@@ -247,7 +274,7 @@ fn with_f32_slice<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> R) -> Re
 
 /// One hook's rows of a padded `[batch, t, width]` activation: token rows without padding,
 /// and each pool over the example's real tokens.
-fn hook_rows(
+pub(super) fn hook_rows(
     values: &[f32],
     width: usize,
     lengths: &[usize],

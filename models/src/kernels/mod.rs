@@ -34,6 +34,25 @@ pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut 
     );
 }
 
+/// `dst[rows×in] = dy[rows×out] · w` with `w` in the `[out, in]` layout: the input gradient
+/// of [`matmul_wt`].
+pub fn matmul_w(dy: &[f32], out_dim: usize, w: &[f32], in_dim: usize, dst: &mut [f32]) {
+    let rows = dy.len() / out_dim;
+    debug_assert_eq!(dst.len(), rows * in_dim);
+    matmul(
+        (rows, out_dim, in_dim),
+        dst,
+        View::rows(0, in_dim),
+        dy,
+        View::rows(0, out_dim),
+        w,
+        View::rows(0, in_dim),
+        1.0,
+        false,
+        threads(),
+    );
+}
+
 /// `x += bias` on every row.
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, |v| v);
@@ -102,8 +121,18 @@ pub fn bias_silu(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, |v| v / (1.0 + (-v).exp()));
 }
 
+/// `x = quick_gelu(x + bias)` (`x · σ(1.702 x)`, CLIP's activation).
+pub fn bias_quick_gelu(x: &mut [f32], bias: &[f32]) {
+    bias_act(x, bias, |v| v / (1.0 + (-1.702 * v).exp()));
+}
+
 pub fn bias_relu(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, |v| v.max(0.0));
+}
+
+/// `x = min(max(x + bias, 0), 6)`, the mobile networks' ReLU6.
+pub fn bias_relu6(x: &mut [f32], bias: &[f32]) {
+    bias_act(x, bias, |v| v.clamp(0.0, 6.0));
 }
 
 /// `x = LayerNorm(x + bias + residual)` row by row (`bias` and `residual` may be empty).

@@ -4,10 +4,16 @@ use super::{invalidate_from, remove_path};
 use crate::config::{DataSection, ExtractSection, ModelSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
+use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::manifest::DataRecord;
 use glassbox_data::store::Codec;
+use glassbox_data::TextDataset;
 use glassbox_data::{read_dataset, ActDtype, Manifest, ModelRecord, Progress, RunDir};
-use glassbox_models::{hooks, load_model, resolve, ExtractOptions, ModelSpec, Pool};
+use glassbox_models::vision::{is_vision, load_vision_model, preprocessor_for};
+use glassbox_models::{
+    hooks, load_model, resolve, ExtractOptions, HookPoint, LoadedModel, LoadedVisionModel,
+    ModelSpec, Pool,
+};
 use std::path::Path;
 
 pub struct ExtractRequest<'a> {
@@ -28,19 +34,27 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         .map(|p| p.parse())
         .collect::<Result<_, _>>()?;
     let spec: ModelSpec = req.model.parse()?;
-    let data = read_dataset(req.data)?;
     let resolved = resolve(&spec)?;
     let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
 
     // The hook list needs the model; loading is cheap next to extraction.
-    let model = load_model(resolved, Some(s.max_length))?;
-    let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
+    let job = if is_vision(&resolved.config) {
+        let model = load_vision_model(resolved, s.allow_pickle)?;
+        let pre = preprocessor_for(&model)?;
+        let data = read_image_dataset(req.data)?;
+        Job::Vision(model, data, pre)
+    } else {
+        let data = read_dataset(req.data)?;
+        Job::Text(load_model(resolved, Some(s.max_length))?, data)
+    };
+    let (id, revision, family) = job.identity();
+    let selected = hooks::select(&s.hooks, &job.hook_points())?;
     let hook_names: Vec<String> = selected.iter().map(ToString::to_string).collect();
     let params = serde_json::json!({
-        "model_id": model.resolved.id,
-        "revision": model.resolved.revision,
+        "model_id": id,
+        "revision": revision,
         "weights_sha256": weights_sha256,
-        "data_sha256": data.sha256,
+        "data_sha256": job.data().sha256,
         "hooks": hook_names,
         "pools": s.pools,
         "token_level": s.token_level,
@@ -94,18 +108,23 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         compression,
         shard_size: s.shard_size,
     };
-    let summary = glassbox_models::extract(&model, &data, run, &opts, progress)?;
+    let summary = match &job {
+        Job::Text(model, data) => glassbox_models::extract(model, data, run, &opts, progress)?,
+        Job::Vision(model, data, pre) => {
+            glassbox_models::extract::extract_images(model, data, pre, run, &opts, progress)?
+        }
+    };
 
     manifest.model = Some(ModelRecord {
-        id: model.resolved.id.clone(),
-        revision: model.resolved.revision.clone(),
-        source: model.resolved.source.to_owned(),
-        family: model.model.family().to_owned(),
+        id: id.to_owned(),
+        revision: revision.to_owned(),
+        source: job.source().to_owned(),
+        family: family.to_owned(),
         weights_sha256,
     });
     manifest.data = Some(DataRecord {
         path: req.data.display().to_string(),
-        sha256: data.sha256.clone(),
+        sha256: job.data().sha256.clone(),
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
     });
@@ -127,12 +146,54 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     })?;
     remove_path(&progress_dir)?;
     let _ = std::fs::remove_dir(run.root().join("_progress"));
+    let unit = match job {
+        Job::Text(..) => "tokens",
+        Job::Vision(..) => "images",
+    };
     println!(
-        "extract: {} examples, {} tokens, {} hooks → {}",
+        "extract: {} examples, {} {unit}, {} hooks → {}",
         summary.n_examples,
         summary.n_tokens,
         opts.hooks.len(),
         run.root().display()
     );
     Ok(())
+}
+
+/// What to extract: a text model with its data set, or a vision model with images and their
+/// preprocessing. (One per stage run: the variants' size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Text(LoadedModel, TextDataset),
+    Vision(LoadedVisionModel, ImageDataset, Preprocessor),
+}
+
+impl Job {
+    fn identity(&self) -> (&str, &str, &'static str) {
+        match self {
+            Job::Text(m, _) => (&m.resolved.id, &m.resolved.revision, m.model.family()),
+            Job::Vision(m, ..) => (&m.resolved.id, &m.resolved.revision, m.model.family()),
+        }
+    }
+
+    fn source(&self) -> &'static str {
+        match self {
+            Job::Text(m, _) => m.resolved.source,
+            Job::Vision(m, ..) => m.resolved.source,
+        }
+    }
+
+    fn hook_points(&self) -> Vec<HookPoint> {
+        match self {
+            Job::Text(m, _) => m.model.hook_points(),
+            Job::Vision(m, ..) => m.model.hook_points(),
+        }
+    }
+
+    fn data(&self) -> &TextDataset {
+        match self {
+            Job::Text(_, d) => d,
+            Job::Vision(_, d, _) => &d.data,
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod probe;
 pub mod report;
 mod targets;
 pub mod tcav;
+pub mod tcav_vision;
 
 use crate::config::RunConfig;
 use anyhow::Result;

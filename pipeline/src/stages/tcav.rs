@@ -26,16 +26,15 @@ use glassbox_models::{
 };
 use std::collections::BTreeMap;
 
-/// Loads the run's model at its recorded revision.
-pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
+/// The run's model spec, pinned to its recorded revision for Hub models.
+pub fn run_model_spec(run: &RunDir) -> Result<String> {
     let manifest = run.require_stage("extract")?;
     let record = manifest
         .model
         .ok_or_else(|| anyhow!("{}: the manifest records no model", run.root().display()))?;
     let config = RunConfig::load(run);
-    let max_length = config.extract.as_ref().map(|e| e.max_length);
     let id = config.model.map(|m| m.id).unwrap_or(record.id.clone());
-    let spec = if record.source == "hub" {
+    Ok(if record.source == "hub" {
         format!(
             "{}@{}",
             id.split('@').next().unwrap_or(&id),
@@ -43,8 +42,13 @@ pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
         )
     } else {
         id
-    };
-    let spec: ModelSpec = spec.parse()?;
+    })
+}
+
+/// Loads the run's (text) model at its recorded revision.
+pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
+    let max_length = RunConfig::load(run).extract.as_ref().map(|e| e.max_length);
+    let spec: ModelSpec = run_model_spec(run)?.parse()?;
     Ok(load_model(resolve(&spec)?, max_length)?)
 }
 
@@ -211,6 +215,9 @@ pub fn run_tcav_stage(
     json: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<ScoreRow>> {
+    if super::tcav_vision::is_vision_run(run) {
+        return super::tcav_vision::run_tcav_vision(run, settings, force, json, progress);
+    }
     let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
     if settings.targets.is_empty() {

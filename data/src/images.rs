@@ -1,0 +1,451 @@
+//! Image data sets and preprocessing.
+//!
+//! A data set is either a folder with one sub-folder per class (the class name becomes the
+//! `label` column) or a JSONL/CSV/Parquet manifest with an `image_path` column (relative to the
+//! manifest's folder, or absolute) and any label columns. Either way it becomes a
+//! [`TextDataset`] whose "texts" are the image paths, so `examples.parquet`, probes and reports
+//! treat images like any other example.
+//!
+//! Decoding: PNG and JPEG. Grayscale images are replicated to three channels and alpha is
+//! dropped (not blended): models see RGB only. Preprocessing follows Hugging Face image
+//! processors: resize the shortest edge, centre-crop, rescale, normalise per channel.
+
+use crate::dataset::read_dataset_keyed;
+use crate::{Column, ColumnKind, DataError, Result, TextDataset, Value};
+pub use image::imageops::FilterType;
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// File extensions read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// The manifest column that holds image paths.
+pub const IMAGE_COLUMN: &str = "image_path";
+
+/// An image data set: paths (in `data.texts`) resolved against `root`.
+#[derive(Debug, Clone)]
+pub struct ImageDataset {
+    pub data: TextDataset,
+    pub root: PathBuf,
+}
+
+impl ImageDataset {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// The file of example `i`.
+    pub fn path(&self, i: usize) -> PathBuf {
+        self.root.join(&self.data.texts[i])
+    }
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Whether `path` looks like an image data set (a folder, or a manifest with `image_path`).
+pub fn looks_like_images(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .next()
+            .is_some_and(|first| first.contains(IMAGE_COLUMN)),
+        Err(_) => false,
+    }
+}
+
+/// Reads an image data set; its `sha256` covers the manifest (or listing) and every image's
+/// bytes, so a changed image changes the fingerprint.
+pub fn read_image_dataset(path: &Path) -> Result<ImageDataset> {
+    let (mut data, root) = if path.is_dir() {
+        (read_class_folders(path)?, path.to_path_buf())
+    } else {
+        let data = read_dataset_keyed(path, IMAGE_COLUMN)?;
+        let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        (data, root)
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(data.sha256.as_bytes());
+    for (i, rel) in data.texts.iter().enumerate() {
+        let file = root.join(rel);
+        let bytes = std::fs::read(&file).map_err(|e| DataError::Invalid {
+            path: file.clone(),
+            message: format!("image of example {i} (row {}) cannot be read: {e}", i + 1),
+        })?;
+        hasher.update(Sha256::digest(&bytes));
+    }
+    data.sha256 = format!("{:x}", hasher.finalize());
+    Ok(ImageDataset { data, root })
+}
+
+/// A set of images for a concept: the image files directly inside a folder (sorted by name).
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    /// Over the names and bytes of the files.
+    pub sha256: String,
+}
+
+/// Reads a concept folder of images; fewer than `min_size` is an error naming the folder.
+pub fn read_image_set(dir: &Path, min_size: usize) -> Result<ImageSet> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Invalid {
+        path: dir.to_path_buf(),
+        message: format!("cannot read the concept folder: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    files.sort();
+    if files.len() < min_size.max(1) {
+        return Err(DataError::Invalid {
+            path: dir.to_path_buf(),
+            message: format!(
+                "concept set has {} image(s) ({}), fewer than the {} required; add images or lower min_concept_size",
+                files.len(),
+                IMAGE_EXTENSIONS.join("/"),
+                min_size.max(1)
+            ),
+        });
+    }
+    let mut hasher = Sha256::new();
+    for f in &files {
+        hasher.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        hasher.update(Sha256::digest(std::fs::read(f).map_err(DataError::io(f))?));
+    }
+    Ok(ImageSet {
+        name: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string()),
+        files,
+        sha256: format!("{:x}", hasher.finalize()),
+    })
+}
+
+/// One sub-folder per class; files sorted by name inside each, classes by name.
+fn read_class_folders(dir: &Path) -> Result<TextDataset> {
+    let list = |d: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map_err(DataError::io(d))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    let mut listing = String::new();
+    for class_dir in list(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let class = class_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for file in list(&class_dir)?.into_iter().filter(|p| is_image(p)) {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rel = format!("{class}/{name}");
+            listing.push_str(&rel);
+            listing.push('\n');
+            texts.push(rel);
+            labels.push(Value::Str(class.clone()));
+        }
+    }
+    if texts.is_empty() {
+        return Err(DataError::Invalid {
+            path: dir.to_path_buf(),
+            message: format!(
+                "no images found: expected one sub-folder per class holding {} files, or pass a manifest with an `{IMAGE_COLUMN}` column",
+                IMAGE_EXTENSIONS.join("/")
+            ),
+        });
+    }
+    Ok(TextDataset {
+        source: dir.to_path_buf(),
+        sha256: crate::hash::sha256_bytes(listing.as_bytes()),
+        texts,
+        splits: None,
+        columns: vec![Column {
+            name: "label".into(),
+            kind: ColumnKind::Str,
+            values: labels,
+        }],
+    })
+}
+
+/// Decodes an image to RGB (grayscale replicated, alpha dropped), naming the file on error.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("cannot read image: {e}"),
+    })?;
+    let img = image::load_from_memory(&bytes).map_err(|e| DataError::Invalid {
+        path: path.to_path_buf(),
+        message: format!(
+            "not a decodable image ({e}); glassbox reads {} — re-save or remove the file",
+            IMAGE_EXTENSIONS.join(", ")
+        ),
+    })?;
+    Ok(img.to_rgb8())
+}
+
+/// Hugging Face image-processor steps, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocessor {
+    /// Resize so the shorter edge has this many pixels (aspect kept); `None` = no resize.
+    pub shortest_edge: Option<u32>,
+    /// Resize to exactly `(height, width)` instead (ViT-style processors).
+    pub resize_to: Option<(u32, u32)>,
+    /// Centre crop to `(height, width)`.
+    pub crop: Option<(u32, u32)>,
+    pub rescale_factor: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub filter: FilterType,
+}
+
+impl Preprocessor {
+    /// Reads `preprocessor_config.json` (`size`, `crop_size`, `do_*`, `rescale_factor`,
+    /// `image_mean`, `image_std`, `resample`: 2 bilinear, 3 bicubic).
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        let bad = |message: String| DataError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let flag = |k: &str, default: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(default);
+        let num =
+            |x: &serde_json::Value, k: &str| x.get(k).and_then(|n| n.as_u64()).map(|n| n as u32);
+        let hw = |x: Option<&serde_json::Value>| -> Option<(u32, u32)> {
+            let x = x?;
+            if let Some(n) = x.as_u64() {
+                return Some((n as u32, n as u32));
+            }
+            Some((num(x, "height")?, num(x, "width")?))
+        };
+        let (mut shortest_edge, mut resize_to) = (None, None);
+        if flag("do_resize", true) {
+            let size = v.get("size");
+            match size.and_then(|s| num(s, "shortest_edge")) {
+                Some(n) => shortest_edge = Some(n),
+                None => {
+                    resize_to = Some(hw(size).ok_or_else(|| {
+                        bad("do_resize is set but `size` has neither `shortest_edge` nor `height`/`width`".into())
+                    })?)
+                }
+            }
+        }
+        let crop =
+            if flag("do_center_crop", false) {
+                Some(hw(v.get("crop_size")).ok_or_else(|| {
+                    bad("do_center_crop is set but `crop_size` is missing".into())
+                })?)
+            } else {
+                None
+            };
+        let triple = |k: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            match v.get(k) {
+                None => Ok(default),
+                Some(x) => {
+                    let a: Vec<f32> = x
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|n| n.as_f64())
+                                .map(|n| n as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    <[f32; 3]>::try_from(a).map_err(|_| bad(format!("`{k}` must be three numbers")))
+                }
+            }
+        };
+        let (mean, std) = if flag("do_normalize", true) {
+            (
+                triple("image_mean", [0.5; 3])?,
+                triple("image_std", [0.5; 3])?,
+            )
+        } else {
+            ([0.0; 3], [1.0; 3])
+        };
+        if std.contains(&0.0) {
+            return Err(bad("`image_std` has a zero".into()));
+        }
+        let rescale_factor = if flag("do_rescale", true) {
+            v.get("rescale_factor")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(1.0 / 255.0) as f32
+        } else {
+            1.0
+        };
+        let filter = match v.get("resample").and_then(|x| x.as_u64()) {
+            Some(0) => FilterType::Nearest,
+            Some(3) => FilterType::CatmullRom,
+            _ => FilterType::Triangle,
+        };
+        Ok(Self {
+            shortest_edge,
+            resize_to,
+            crop,
+            rescale_factor,
+            mean,
+            std,
+            filter,
+        })
+    }
+
+    /// The output size `(height, width)`.
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        self.crop.or(self.resize_to)
+    }
+
+    /// Resizes, crops and normalises; returns `height × width × 3` values (channels last).
+    /// Images smaller than the crop are upscaled by the resize; with no resize configured
+    /// they are an error naming the file.
+    pub fn apply(&self, img: &RgbImage, source: &Path) -> Result<(Vec<f32>, u32, u32)> {
+        let mut img = std::borrow::Cow::Borrowed(img);
+        if let Some(edge) = self.shortest_edge {
+            let (w, h) = img.dimensions();
+            let (nw, nh) = if w <= h {
+                (
+                    edge,
+                    ((h as u64 * edge as u64 + w as u64 / 2) / w as u64) as u32,
+                )
+            } else {
+                (
+                    ((w as u64 * edge as u64 + h as u64 / 2) / h as u64) as u32,
+                    edge,
+                )
+            };
+            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, nw, nh, self.filter));
+        } else if let Some((h, w)) = self.resize_to {
+            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, w, h, self.filter));
+        }
+        if let Some((ch, cw)) = self.crop {
+            let (w, h) = img.dimensions();
+            if w < cw || h < ch {
+                return Err(DataError::Invalid {
+                    path: source.to_path_buf(),
+                    message: format!(
+                        "image is {w}×{h}, smaller than the {cw}×{ch} crop and the preprocessor does not resize; enlarge it or set `size` in preprocessor_config.json"
+                    ),
+                });
+            }
+            let (x, y) = ((w - cw) / 2, (h - ch) / 2);
+            img =
+                std::borrow::Cow::Owned(image::imageops::crop_imm(&*img, x, y, cw, ch).to_image());
+        }
+        let (w, h) = img.dimensions();
+        let mut out = Vec::with_capacity((w * h * 3) as usize);
+        for p in img.pixels() {
+            for c in 0..3 {
+                out.push((p.0[c] as f32 * self.rescale_factor - self.mean[c]) / self.std[c]);
+            }
+        }
+        Ok((out, h, w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_json(dir: &Path, v: serde_json::Value) -> PathBuf {
+        let p = dir.join("preprocessor_config.json");
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    }
+
+    #[test]
+    fn preprocessing_resizes_crops_and_normalises() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_json(
+            dir.path(),
+            serde_json::json!({"size": {"shortest_edge": 8}, "do_center_crop": true,
+                "crop_size": {"height": 4, "width": 4}, "rescale_factor": 1.0 / 255.0,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.25, 1.0]}),
+        );
+        let pre = Preprocessor::from_json_file(&p).unwrap();
+        // A 16×32 image of constant colour: any resize keeps it constant.
+        let img = RgbImage::from_pixel(32, 16, image::Rgb([255, 0, 51]));
+        let (v, h, w) = pre.apply(&img, Path::new("x.png")).unwrap();
+        assert_eq!((h, w), (4, 4));
+        assert_eq!(v.len(), 48);
+        assert!(
+            (v[0] - 1.0).abs() < 1e-6 && (v[1] + 2.0).abs() < 1e-6 && (v[2] + 0.3).abs() < 1e-6
+        );
+    }
+
+    #[test]
+    fn small_images_without_resize_are_named_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_json(
+            dir.path(),
+            serde_json::json!({"do_resize": false, "do_center_crop": true, "crop_size": 224}),
+        );
+        let pre = Preprocessor::from_json_file(&p).unwrap();
+        let img = RgbImage::new(100, 80);
+        let e = pre
+            .apply(&img, Path::new("tiny.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tiny.png") && e.contains("smaller than the 224×224 crop"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn class_folders_and_bad_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("dots", 2), ("stripes", 1)] {
+            std::fs::create_dir_all(dir.path().join(class)).unwrap();
+            for i in 0..n {
+                RgbImage::new(4, 4)
+                    .save(dir.path().join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("dots").join("notes.txt"), "ignored").unwrap();
+        let ds = read_image_dataset(dir.path()).unwrap();
+        assert_eq!(
+            ds.data.texts,
+            vec!["dots/0.png", "dots/1.png", "stripes/0.png"]
+        );
+        assert_eq!(ds.data.columns[0].values[2], Value::Str("stripes".into()));
+
+        let gray = dir.path().join("gray.png");
+        image::GrayAlphaImage::from_pixel(3, 3, image::LumaA([200, 10]))
+            .save(&gray)
+            .unwrap();
+        assert_eq!(load_rgb(&gray).unwrap().get_pixel(1, 1).0, [200, 200, 200]);
+
+        let corrupt = dir.path().join("corrupt.png");
+        std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let e = load_rgb(&corrupt).unwrap_err().to_string();
+        assert!(
+            e.contains("corrupt.png") && e.contains("not a decodable image"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! CLIP (Radford et al. 2021) as Hugging Face's `CLIPModel`: a ViT image tower and a causal
+//! transformer text tower projected into one embedding space.
+//!
+//! The image tower is the hookable model: `hook_embed` (`[CLS]` and patch embeddings),
+//! `hook_pos_embed`, per block the transformer hooks of the text models (`blocks.0.hook_resid_pre`
+//! is after CLIP's pre-LayerNorm, HF's `hidden_states[0]`), and `hook_pooled` (the
+//! post-LayerNormed `[CLS]`, HF's `pooler_output`). Its output is the *unit-normalised* image
+//! embedding, so a text prompt becomes a linear target: the zero-shot logit
+//! `exp(logit_scale) · ê · t̂` of prompt embedding `t̂` ([`Clip::text_target`]). The text tower
+//! runs without hooks; its embedding is the projected final-norm state at the end-of-text
+//! token (the first `eos_token_id`, or the largest id for configs with the legacy id 2).
+
+use super::{ImageBatch, VisionModel};
+use crate::hooks::{at, Capture, HookPoint, Hooks};
+use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::path::Path;
+
+/// One tower's shape.
+#[derive(Debug, Clone)]
+pub struct TowerConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f64,
+    act: Activation,
+}
+
+impl TowerConfig {
+    fn from_json(path: &Path, v: &serde_json::Value, tower: &str) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("{tower}: {message}"),
+        };
+        let num = |k: &str, d: u64| v.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
+        let act = Activation::parse(
+            v.get("hidden_act")
+                .and_then(|a| a.as_str())
+                .unwrap_or("quick_gelu"),
+        )
+        .map_err(bad)?;
+        let c = Self {
+            hidden: num("hidden_size", 512),
+            layers: num("num_hidden_layers", 12),
+            heads: num("num_attention_heads", 8),
+            intermediate: num("intermediate_size", 2048),
+            eps: v
+                .get("layer_norm_eps")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(1e-5),
+            act,
+        };
+        if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                c.hidden, c.heads
+            )));
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClipConfig {
+    pub vision: TowerConfig,
+    pub text: TowerConfig,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub projection_dim: usize,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub eos_token_id: u32,
+}
+
+impl ClipConfig {
+    pub fn from_json(path: &Path, v: serde_json::Value) -> Result<Self> {
+        let section = |k: &str| v.get(k).cloned().unwrap_or(serde_json::json!({}));
+        let (vc, tc) = (section("vision_config"), section("text_config"));
+        let num = |x: &serde_json::Value, k: &str, d: u64| {
+            x.get(k).and_then(|n| n.as_u64()).unwrap_or(d) as usize
+        };
+        Ok(Self {
+            vision: TowerConfig::from_json(path, &vc, "vision_config")?,
+            text: TowerConfig::from_json(path, &tc, "text_config")?,
+            image_size: num(&vc, "image_size", 224),
+            patch_size: num(&vc, "patch_size", 32),
+            projection_dim: num(&v, "projection_dim", 512),
+            vocab_size: num(&tc, "vocab_size", 49408),
+            max_positions: num(&tc, "max_position_embeddings", 77),
+            eos_token_id: num(&tc, "eos_token_id", 2) as u32,
+        })
+    }
+}
+
+struct Layer {
+    ln1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A tower's transformer layers.
+struct Encoder {
+    cfg: TowerConfig,
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    fn load(w: &Weights, prefix: &str, cfg: TowerConfig) -> Result<Self> {
+        let h = cfg.hidden;
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let l = format!("{prefix}.encoder.layers.{i}");
+                let a = format!("{l}.self_attn");
+                Ok(Layer {
+                    ln1: LayerNorm::load(w, &format!("{l}.layer_norm1"), h, cfg.eps)?,
+                    q: Linear::load(w, &format!("{a}.q_proj"), h, h)?,
+                    k: Linear::load(w, &format!("{a}.k_proj"), h, h)?,
+                    v: Linear::load(w, &format!("{a}.v_proj"), h, h)?,
+                    out: Linear::load(w, &format!("{a}.out_proj"), h, h)?,
+                    ln2: LayerNorm::load(w, &format!("{l}.layer_norm2"), h, cfg.eps)?,
+                    fc1: Linear::load(w, &format!("{l}.mlp.fc1"), h, cfg.intermediate)?,
+                    fc2: Linear::load(w, &format!("{l}.mlp.fc2"), cfg.intermediate, h)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { cfg, layers })
+    }
+
+    fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.cfg.heads, self.cfg.hidden / self.cfg.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Pre-LayerNorm blocks with the transformer hooks.
+    fn forward(&self, mut x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let scale = 1.0 / ((self.cfg.hidden / self.cfg.heads) as f64).sqrt();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = at(hooks, HookPoint::ResidPre(i), x)?;
+            let n = l.ln1.forward(&x)?;
+            let q = at(hooks, HookPoint::AttnQ(i), l.q.forward(&n)?)?;
+            let k = at(hooks, HookPoint::AttnK(i), l.k.forward(&n)?)?;
+            let v = at(hooks, HookPoint::AttnV(i), l.v.forward(&n)?)?;
+            let z = attention(
+                &self.heads(&q)?,
+                &self.heads(&k)?,
+                &self.heads(&v)?,
+                mask,
+                scale,
+                hooks,
+                i,
+            )?;
+            let z = at(hooks, HookPoint::AttnZ(i), z)?;
+            let a = at(hooks, HookPoint::AttnOut(i), l.out.forward(&z)?)?;
+            x = at(hooks, HookPoint::ResidMid(i), (x + a)?)?;
+            let n = l.ln2.forward(&x)?;
+            let hidden = at(
+                hooks,
+                HookPoint::MlpPost(i),
+                self.cfg.act.apply(&l.fc1.forward(&n)?)?,
+            )?;
+            let m = at(hooks, HookPoint::MlpOut(i), l.fc2.forward(&hidden)?)?;
+            x = at(hooks, HookPoint::ResidPost(i), (x + m)?)?;
+        }
+        Ok(x)
+    }
+}
+
+pub struct Clip {
+    cfg: ClipConfig,
+    patch: Linear,
+    class_embedding: Tensor,
+    vision_positions: Tensor,
+    pre_ln: LayerNorm,
+    vision: Encoder,
+    post_ln: LayerNorm,
+    visual_projection: Tensor,
+    token_embedding: Tensor,
+    text_positions: Tensor,
+    text: Encoder,
+    final_ln: LayerNorm,
+    text_projection: Tensor,
+    logit_scale: f32,
+}
+
+impl Clip {
+    pub fn load(cfg: ClipConfig, w: &Weights) -> Result<Self> {
+        let (h, p) = (cfg.vision.hidden, cfg.patch_size);
+        let grid = cfg.image_size / p;
+        let e = "vision_model.embeddings";
+        let patch = Linear {
+            weight: w
+                .get(&format!("{e}.patch_embedding.weight"), &[h, 3, p, p])?
+                .reshape((h, 3 * p * p))?,
+            bias: None,
+        };
+        let th = cfg.text.hidden;
+        Ok(Self {
+            patch,
+            class_embedding: w.get(&format!("{e}.class_embedding"), &[h])?,
+            vision_positions: w.get(
+                &format!("{e}.position_embedding.weight"),
+                &[grid * grid + 1, h],
+            )?,
+            pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", h, cfg.vision.eps)?,
+            vision: Encoder::load(w, "vision_model", cfg.vision.clone())?,
+            post_ln: LayerNorm::load(w, "vision_model.post_layernorm", h, cfg.vision.eps)?,
+            visual_projection: w.get("visual_projection.weight", &[cfg.projection_dim, h])?,
+            token_embedding: w.get(
+                "text_model.embeddings.token_embedding.weight",
+                &[cfg.vocab_size, th],
+            )?,
+            text_positions: w.get(
+                "text_model.embeddings.position_embedding.weight",
+                &[cfg.max_positions, th],
+            )?,
+            text: Encoder::load(w, "text_model", cfg.text.clone())?,
+            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", th, cfg.text.eps)?,
+            text_projection: w.get("text_projection.weight", &[cfg.projection_dim, th])?,
+            logit_scale: w.get("logit_scale", &[])?.to_scalar::<f32>()?,
+            cfg,
+        })
+    }
+
+    /// Unit-normalised text embeddings `[b, projection_dim]` of token-id sequences (each must
+    /// hold its end-of-text token).
+    pub fn embed_text(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for seq in ids {
+            let t = seq.len();
+            if t == 0 || t > self.cfg.max_positions {
+                return Err(ModelError::Invalid(format!(
+                    "a CLIP prompt must have 1 to {} tokens, this one has {t}",
+                    self.cfg.max_positions
+                )));
+            }
+            if let Some(&bad) = seq.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+                return Err(ModelError::Invalid(format!(
+                    "token id {bad} is outside CLIP's vocabulary"
+                )));
+            }
+            let eos = if self.cfg.eos_token_id == 2 {
+                (0..t)
+                    .max_by_key(|&i| (seq[i], std::cmp::Reverse(i)))
+                    .unwrap_or(0)
+            } else {
+                seq.iter()
+                    .position(|&i| i == self.cfg.eos_token_id)
+                    .ok_or_else(|| {
+                        ModelError::Invalid(format!(
+                            "a CLIP prompt needs its end-of-text token {}",
+                            self.cfg.eos_token_id
+                        ))
+                    })?
+            };
+            let ids_t = Tensor::from_slice(seq, t, &Device::Cpu)?;
+            let x = self.token_embedding.index_select(&ids_t, 0)?;
+            let x = (x + self.text_positions.narrow(0, 0, t)?)?.unsqueeze(0)?;
+            let mask: Vec<f32> = (0..t * t)
+                .map(|k| {
+                    if k % t > k / t {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (1, 1, t, t), &Device::Cpu)?;
+            let x = self.text.forward(x, &mask, &mut Capture::default())?;
+            let pooled = self.final_ln.forward(&x)?.narrow(1, eos, 1)?.squeeze(1)?;
+            rows.push(pooled.matmul(&self.text_projection.t()?)?);
+        }
+        let e = Tensor::cat(&rows, 0)?;
+        Ok(e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?)
+    }
+
+    /// The zero-shot logit of a prompt as a linear function of the image tower's output:
+    /// `exp(logit_scale) · t̂`.
+    pub fn text_target(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let t = self.embed_text(&[ids.to_vec()])?;
+        Ok((t * self.logit_scale.exp() as f64)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    pub fn eos_token_id(&self) -> u32 {
+        self.cfg.eos_token_id
+    }
+}
+
+impl VisionModel for Clip {
+    fn family(&self) -> &'static str {
+        "clip"
+    }
+
+    fn image_size(&self) -> (usize, usize) {
+        (self.cfg.image_size, self.cfg.image_size)
+    }
+
+    /// CLIP has no classes: targets are text prompts.
+    fn labels(&self) -> &[String] {
+        &[]
+    }
+
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed, HookPoint::PosEmbed];
+        for i in 0..self.cfg.vision.layers {
+            v.extend(HookPoint::block(i));
+        }
+        v.push(HookPoint::Pooled);
+        v
+    }
+
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.vision.intermediate,
+            HookPoint::AttnPattern(_) => 0,
+            _ => self.cfg.vision.hidden,
+        }
+    }
+
+    fn text_target(&self, ids: &[u32]) -> Option<Result<Vec<f32>>> {
+        Some(Clip::text_target(self, ids))
+    }
+
+    fn eos_token_id(&self) -> Option<u32> {
+        Some(self.cfg.eos_token_id)
+    }
+
+    fn hook_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<super::HookGradients>> {
+        Some(super::autograd_gradients(self, batch, points, seed))
+    }
+
+    /// The unit-normalised image embeddings `[batch, projection_dim]`.
+    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let (p, size, h) = (
+            self.cfg.patch_size,
+            self.cfg.image_size,
+            self.cfg.vision.hidden,
+        );
+        if batch.height != size || batch.width != size {
+            return Err(ModelError::Invalid(format!(
+                "CLIP takes {size}×{size} images; got {}×{} — set the preprocessor's crop to {size}",
+                batch.width, batch.height
+            )));
+        }
+        let (b, g) = (batch.batch, size / p);
+        let pixels = Tensor::from_slice(&batch.pixels, (b, g, p, g, p, 3), &Device::Cpu)?;
+        let patches =
+            pixels
+                .permute((0, 1, 3, 5, 2, 4))?
+                .contiguous()?
+                .reshape((b, g * g, 3 * p * p))?;
+        let embedded = self.patch.forward(&patches)?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, h))?
+            .broadcast_as((b, 1, h))?;
+        let x = at(hooks, HookPoint::Embed, Tensor::cat(&[&cls, &embedded], 1)?)?;
+        let pos = self
+            .vision_positions
+            .unsqueeze(0)?
+            .broadcast_as(x.shape())?
+            .contiguous()?;
+        let pos = at(hooks, HookPoint::PosEmbed, pos)?;
+        let x = self.pre_ln.forward(&(x + pos)?)?;
+        let mask = Tensor::zeros((1, 1, 1, g * g + 1), DType::F32, &Device::Cpu)?;
+        let x = self.vision.forward(x, &mask, hooks)?;
+        let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.contiguous()?)?;
+        let pooled = at(hooks, HookPoint::Pooled, pooled)?.squeeze(1)?;
+        let e = pooled.matmul(&self.visual_projection.t()?)?;
+        Ok(e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?)
+    }
+}

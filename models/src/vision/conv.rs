@@ -1,0 +1,368 @@
+//! Convolution kernels on channels-last (NHWC) activations: image rows of pixels, each pixel a
+//! contiguous run of channels. In this layout a 1×1 convolution is one matrix multiply over all
+//! pixels, a depthwise convolution vectorises over channels, and the activation a hook sees is
+//! already `[batch, h·w, channels]`.
+
+use crate::kernels::{matmul_wt, threads};
+use rayon::prelude::*;
+
+/// A spatial size and its padding for one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padded {
+    pub output: usize,
+    pub before: usize,
+}
+
+/// TensorFlow "SAME" padding: output `ceil(input / stride)`, the total padding split with the
+/// extra pixel (if odd) after — so it can be asymmetric, unlike PyTorch's `padding=`.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> Padded {
+    let output = input.div_ceil(stride);
+    let total = ((output - 1) * stride + kernel).saturating_sub(input);
+    Padded {
+        output,
+        before: total / 2,
+    }
+}
+
+/// Symmetric PyTorch-style padding `pad` on both sides.
+pub fn symmetric_padding(input: usize, kernel: usize, stride: usize, pad: usize) -> Padded {
+    Padded {
+        output: (input + 2 * pad - kernel) / stride + 1,
+        before: pad,
+    }
+}
+
+/// Shape of a channels-last activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nhwc {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+impl Nhwc {
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+    pub fn len(&self) -> usize {
+        self.batch * self.pixels() * self.channels
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A dense convolution (`weight` in PyTorch's `[out, in, k, k]` layout, rearranged once by
+/// [`dense_weight`]) through im2col and one matrix multiply. Meant for stems with few input
+/// channels, where the patch matrix is small.
+pub fn conv_dense(
+    x: &[f32],
+    shape: Nhwc,
+    weight_rows: &[f32],
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    pad: (Padded, Padded),
+) -> (Vec<f32>, Nhwc) {
+    let (ph, pw) = pad;
+    let cin = shape.channels;
+    let patch = kernel * kernel * cin;
+    let out_shape = Nhwc {
+        batch: shape.batch,
+        height: ph.output,
+        width: pw.output,
+        channels: out_channels,
+    };
+    let mut cols = vec![0f32; shape.batch * out_shape.pixels() * patch];
+    cols.par_chunks_mut(pw.output * patch)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / ph.output, row % ph.output);
+            for ox in 0..pw.output {
+                for ky in 0..kernel {
+                    let iy = (oy * stride + ky) as isize - ph.before as isize;
+                    for kx in 0..kernel {
+                        let ix = (ox * stride + kx) as isize - pw.before as isize;
+                        let at = ox * patch + (ky * kernel + kx) * cin;
+                        let inside = iy >= 0
+                            && ix >= 0
+                            && (iy as usize) < shape.height
+                            && (ix as usize) < shape.width;
+                        if inside {
+                            let src = ((b * shape.height + iy as usize) * shape.width
+                                + ix as usize)
+                                * cin;
+                            dst[at..at + cin].copy_from_slice(&x[src..src + cin]);
+                        }
+                    }
+                }
+            }
+        });
+    let mut out = vec![0f32; out_shape.len()];
+    matmul_wt(&cols, patch, weight_rows, out_channels, &mut out);
+    (out, out_shape)
+}
+
+/// `[out, in, k, k]` → `[out, k, k, in]`, the row layout [`conv_dense`]'s patches use.
+pub fn dense_weight(w: &[f32], out: usize, cin: usize, kernel: usize) -> Vec<f32> {
+    let mut r = vec![0f32; w.len()];
+    for o in 0..out {
+        for c in 0..cin {
+            for ky in 0..kernel {
+                for kx in 0..kernel {
+                    r[((o * kernel + ky) * kernel + kx) * cin + c] =
+                        w[((o * cin + c) * kernel + ky) * kernel + kx];
+                }
+            }
+        }
+    }
+    r
+}
+
+/// `[c, 1, k, k]` → `[k, k, c]`: per tap, one weight per channel.
+pub fn depthwise_weight(w: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
+    let mut r = vec![0f32; w.len()];
+    for c in 0..channels {
+        for t in 0..kernel * kernel {
+            r[t * channels + c] = w[c * kernel * kernel + t];
+        }
+    }
+    r
+}
+
+/// Depthwise convolution plus bias: every channel filtered by its own `k×k` kernel
+/// (`weight_taps` from [`depthwise_weight`]). Parallel over output rows; the channel loop is
+/// the vectorised one.
+pub fn conv_depthwise(
+    x: &[f32],
+    shape: Nhwc,
+    weight_taps: &[f32],
+    bias: &[f32],
+    kernel: usize,
+    stride: usize,
+    pad: (Padded, Padded),
+) -> (Vec<f32>, Nhwc) {
+    let (ph, pw) = pad;
+    let c = shape.channels;
+    let out_shape = Nhwc {
+        batch: shape.batch,
+        height: ph.output,
+        width: pw.output,
+        channels: c,
+    };
+    let mut out = vec![0f32; out_shape.len()];
+    let min_rows = (shape.batch * ph.output / (4 * threads())).max(1);
+    out.par_chunks_mut(pw.output * c)
+        .with_min_len(min_rows)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / ph.output, row % ph.output);
+            for ox in 0..pw.output {
+                let acc = &mut dst[ox * c..(ox + 1) * c];
+                acc.copy_from_slice(bias);
+                for ky in 0..kernel {
+                    let iy = (oy * stride + ky) as isize - ph.before as isize;
+                    if iy < 0 || iy as usize >= shape.height {
+                        continue;
+                    }
+                    for kx in 0..kernel {
+                        let ix = (ox * stride + kx) as isize - pw.before as isize;
+                        if ix < 0 || ix as usize >= shape.width {
+                            continue;
+                        }
+                        let src =
+                            ((b * shape.height + iy as usize) * shape.width + ix as usize) * c;
+                        let w = &weight_taps[(ky * kernel + kx) * c..(ky * kernel + kx + 1) * c];
+                        for ((a, v), w) in acc.iter_mut().zip(&x[src..src + c]).zip(w) {
+                            *a += v * w;
+                        }
+                    }
+                }
+            }
+        });
+    (out, out_shape)
+}
+
+/// Max pooling (`k×k`, stride, symmetric padding that never wins: PyTorch's `MaxPool2d`).
+pub fn max_pool(x: &[f32], shape: Nhwc, k: usize, stride: usize, pad: usize) -> (Vec<f32>, Nhwc) {
+    let c = shape.channels;
+    let ph = symmetric_padding(shape.height, k, stride, pad);
+    let pw = symmetric_padding(shape.width, k, stride, pad);
+    let out_shape = Nhwc {
+        height: ph.output,
+        width: pw.output,
+        ..shape
+    };
+    let mut out = vec![f32::NEG_INFINITY; out_shape.len()];
+    out.par_chunks_mut(pw.output * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / ph.output, row % ph.output);
+            for ox in 0..pw.output {
+                let acc = &mut dst[ox * c..(ox + 1) * c];
+                for ky in 0..k {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    if iy < 0 || iy as usize >= shape.height {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let ix = (ox * stride + kx) as isize - pad as isize;
+                        if ix < 0 || ix as usize >= shape.width {
+                            continue;
+                        }
+                        let src =
+                            ((b * shape.height + iy as usize) * shape.width + ix as usize) * c;
+                        acc.iter_mut()
+                            .zip(&x[src..src + c])
+                            .for_each(|(a, v)| *a = a.max(*v));
+                    }
+                }
+            }
+        });
+    (out, out_shape)
+}
+
+/// Mean over each image's pixels: `[batch, h·w, c]` → `[batch, c]`.
+pub fn global_mean(x: &[f32], shape: Nhwc) -> Vec<f32> {
+    let c = shape.channels;
+    let n = shape.pixels();
+    let mut out = vec![0f32; shape.batch * c];
+    for (b, o) in out.chunks_exact_mut(c).enumerate() {
+        for p in x[b * n * c..(b + 1) * n * c].chunks_exact(c) {
+            o.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        }
+        o.iter_mut().for_each(|o| *o /= n as f32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct NCHW-indexed reference convolution (groups = 1 or = channels).
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        s: Nhwc,
+        w: &[f32],
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        pad: (Padded, Padded),
+        depthwise: bool,
+    ) -> Vec<f32> {
+        let (ph, pw) = pad;
+        let mut out = vec![0f32; s.batch * ph.output * pw.output * out_c];
+        for b in 0..s.batch {
+            for oy in 0..ph.output {
+                for ox in 0..pw.output {
+                    for o in 0..out_c {
+                        let mut acc = 0f32;
+                        let inputs: Vec<usize> = if depthwise {
+                            vec![o]
+                        } else {
+                            (0..s.channels).collect()
+                        };
+                        for (ci_idx, &ci) in inputs.iter().enumerate() {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * stride + ky) as isize - ph.before as isize;
+                                    let ix = (ox * stride + kx) as isize - pw.before as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy as usize >= s.height
+                                        || ix as usize >= s.width
+                                    {
+                                        continue;
+                                    }
+                                    let v = x[((b * s.height + iy as usize) * s.width
+                                        + ix as usize)
+                                        * s.channels
+                                        + ci];
+                                    let wi = if depthwise {
+                                        (o * k + ky) * k + kx
+                                    } else {
+                                        ((o * s.channels + ci_idx) * k + ky) * k + kx
+                                    };
+                                    acc += v * w[wi];
+                                }
+                            }
+                        }
+                        out[((b * ph.output + oy) * pw.output + ox) * out_c + o] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // TF: 224 → 112 with k 3 s 2 pads 0 before, 1 after; 7 → 7 with k 5 s 1 pads 2 and 2.
+        assert_eq!(
+            same_padding(224, 3, 2),
+            Padded {
+                output: 112,
+                before: 0
+            }
+        );
+        assert_eq!(
+            same_padding(7, 5, 1),
+            Padded {
+                output: 7,
+                before: 2
+            }
+        );
+        assert_eq!(
+            same_padding(15, 5, 2),
+            Padded {
+                output: 8,
+                before: 2
+            }
+        );
+    }
+
+    #[test]
+    fn dense_and_depthwise_match_the_direct_definition() {
+        let s = Nhwc {
+            batch: 2,
+            height: 9,
+            width: 7,
+            channels: 3,
+        };
+        let x = data(s.len(), 1);
+        for (k, stride) in [(3, 2), (3, 1), (5, 2)] {
+            let pad = (same_padding(9, k, stride), same_padding(7, k, stride));
+            let w = data(4 * 3 * k * k, 7);
+            let (got, shape) = conv_dense(&x, s, &dense_weight(&w, 4, 3, k), 4, k, stride, pad);
+            let want = reference(&x, s, &w, 4, k, stride, pad, false);
+            assert_eq!(shape.channels, 4);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "dense k{k} s{stride}: {g} vs {w}");
+            }
+            let wd = data(3 * k * k, 3);
+            let bias = [0.5f32, -1.0, 2.0];
+            let (got, _) =
+                conv_depthwise(&x, s, &depthwise_weight(&wd, 3, k), &bias, k, stride, pad);
+            let want = reference(&x, s, &wd, 3, k, stride, pad, true);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - (w + bias[i % 3])).abs() < 1e-4,
+                    "depthwise k{k} s{stride}"
+                );
+            }
+        }
+    }
+}

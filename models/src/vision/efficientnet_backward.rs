@@ -1,0 +1,290 @@
+//! The EfficientNet-Lite backward pass, for TCAV on images: from a weighted sum of logits back
+//! to any hook, without an autograd graph.
+//!
+//! One forward records every hook's activation (each activation function's output is all the
+//! backward needs: ReLU6 passes gradient where `0 < y < 6`), then the gradient flows through
+//! the classifier, the spatial mean, the head, and each block in reverse — projection, ReLU6,
+//! depthwise convolution (its transpose: a scatter with the same taps), ReLU6, expansion, plus
+//! the skip connection. Gradients are reported at a hook *before* its activation's mask, i.e.
+//! with respect to the hooked value itself.
+
+use super::conv::{same_padding, Nhwc};
+use super::efficientnet::{Block, EfficientNet, HEAD};
+use super::{HookGradients, ImageBatch, VisionModel};
+use crate::hooks::{Capture, ConvPart, HookPoint};
+use crate::kernels::matmul_w;
+use crate::{ModelError, Result};
+use rayon::prelude::*;
+
+/// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
+type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
+/// A hook's recorded activation and its number of positions.
+type Activation<'a> = dyn Fn(HookPoint) -> Result<(Vec<f32>, usize)> + 'a;
+
+/// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output.
+fn relu6_mask(g: &mut [f32], y: &[f32]) {
+    g.iter_mut()
+        .zip(y)
+        .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 });
+}
+
+/// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`.
+fn depthwise_backward(
+    g: &[f32],
+    out: Nhwc,
+    taps: &[f32],
+    k: usize,
+    stride: usize,
+    input: Nhwc,
+) -> Vec<f32> {
+    let c = input.channels;
+    let (ph, pw) = (
+        same_padding(input.height, k, stride),
+        same_padding(input.width, k, stride),
+    );
+    let per_image = input.pixels() * c;
+    let mut dx = vec![0f32; input.len()];
+    dx.par_chunks_mut(per_image)
+        .enumerate()
+        .for_each(|(b, dxb)| {
+            for oy in 0..out.height {
+                for ox in 0..out.width {
+                    let go = &g[((b * out.height + oy) * out.width + ox) * c..][..c];
+                    for ky in 0..k {
+                        let iy = (oy * stride + ky) as isize - ph.before as isize;
+                        if iy < 0 || iy as usize >= input.height {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * stride + kx) as isize - pw.before as isize;
+                            if ix < 0 || ix as usize >= input.width {
+                                continue;
+                            }
+                            let at = (iy as usize * input.width + ix as usize) * c;
+                            let w = &taps[(ky * k + kx) * c..][..c];
+                            for ((d, g), w) in dxb[at..at + c].iter_mut().zip(go).zip(w) {
+                                *d += g * w;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// Sums `[batch, positions, width]` over positions.
+fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
+    let per = x.len() / batch;
+    let mut out = vec![0f32; batch * width];
+    for (b, o) in out.chunks_exact_mut(width).enumerate() {
+        for row in x[b * per..(b + 1) * per].chunks_exact(width) {
+            o.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        }
+    }
+    out
+}
+
+impl EfficientNet {
+    pub(super) fn gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Result<HookGradients> {
+        let classes = self.cfg.num_classes;
+        let b = batch.batch;
+        if seed.len() != b * classes {
+            return Err(ModelError::Invalid(format!(
+                "gradient seed has {} values, expected batch {b} × {classes} classes",
+                seed.len()
+            )));
+        }
+        let available = self.hook_points();
+        if let Some(p) = points.iter().find(|p| !available.contains(p)) {
+            return Err(ModelError::UnknownHook {
+                name: p.to_string(),
+                hint: " (not a hook point of this efficientnet_lite model)".into(),
+            });
+        }
+        // Every activation the backward needs, as [b, positions, width] tensors.
+        let mut tape = Capture::new(available.iter().copied());
+        let logits = self.forward(batch, &mut tape)?;
+        let act = |p: HookPoint| -> Result<(Vec<f32>, usize)> {
+            let t = &tape.captured[&p];
+            let (_, positions, _) = t.dims3()?;
+            Ok((t.flatten_all()?.to_vec1()?, positions))
+        };
+        let mut out = HookGradients {
+            logits: logits.flatten_all()?.to_vec1()?,
+            ..Default::default()
+        };
+        let wanted = |p: HookPoint| points.contains(&p);
+        let mut record = |p: HookPoint, g: &[f32], width: usize| -> Result<()> {
+            if wanted(p) {
+                let (a, positions) = act(p)?;
+                let mut pooled = position_sums(&a, b, width);
+                pooled.iter_mut().for_each(|v| *v /= positions as f32);
+                out.pooled.insert(p, pooled);
+                out.gradient_sums.insert(p, position_sums(g, b, width));
+            }
+            Ok(())
+        };
+        // Classifier and spatial mean.
+        let mut g_pooled = vec![0f32; b * HEAD];
+        matmul_w(seed, classes, &self.fc.weight, HEAD, &mut g_pooled);
+        record(HookPoint::Pooled, &g_pooled, HEAD)?;
+        let (head, positions) = act(HookPoint::Head)?;
+        let mut g = vec![0f32; head.len()];
+        for (bi, gp) in g_pooled.chunks_exact(HEAD).enumerate() {
+            for row in g[bi * positions * HEAD..(bi + 1) * positions * HEAD].chunks_exact_mut(HEAD)
+            {
+                row.iter_mut()
+                    .zip(gp)
+                    .for_each(|(r, v)| *r = v / positions as f32);
+            }
+        }
+        record(HookPoint::Head, &g, HEAD)?;
+        relu6_mask(&mut g, &head);
+        let mut g_x = vec![0f32; b * positions * self.head_in];
+        matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
+        // The earliest hook anyone asked for: no need to go further back.
+        // Spatial sizes entering each block, from the input size and the strides.
+        let mut sizes = Vec::with_capacity(self.blocks.len());
+        let mut hw = (
+            same_padding(batch.height, 3, 2).output,
+            same_padding(batch.width, 3, 2).output,
+        );
+        for blk in &self.blocks {
+            sizes.push(hw);
+            hw = (
+                same_padding(hw.0, blk.kernel, blk.stride).output,
+                same_padding(hw.1, blk.kernel, blk.stride).output,
+            );
+        }
+        let earliest = points
+            .iter()
+            .filter_map(|p| available.iter().position(|a| a == p))
+            .min()
+            .unwrap_or(available.len());
+        for (blk, &input_hw) in self.blocks.iter().zip(&sizes).rev() {
+            let out_point = Self::block_point(blk, ConvPart::Out);
+            record(out_point, &g_x, blk.output)?;
+            if available.iter().position(|a| *a == out_point).unwrap_or(0) <= earliest {
+                break;
+            }
+            g_x = self.block_backward(blk, b, input_hw, g_x, &act, &mut record)?;
+        }
+        if wanted(HookPoint::Stem) {
+            record(HookPoint::Stem, &g_x, self.blocks[0].input)?;
+        }
+        Ok(out)
+    }
+
+    /// From the gradient at a block's output to the gradient at its input.
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(
+        &self,
+        blk: &Block,
+        batch: usize,
+        (in_h, in_w): (usize, usize),
+        g_out: Vec<f32>,
+        act: &Activation<'_>,
+        record: &mut Record<'_>,
+    ) -> Result<Vec<f32>> {
+        let dw_point = Self::block_point(blk, ConvPart::Depthwise);
+        let (d, _) = act(dw_point)?;
+        let input_shape = Nhwc {
+            batch,
+            height: in_h,
+            width: in_w,
+            channels: blk.expanded,
+        };
+        let out_shape = Nhwc {
+            height: same_padding(in_h, blk.kernel, blk.stride).output,
+            width: same_padding(in_w, blk.kernel, blk.stride).output,
+            ..input_shape
+        };
+        let rows = out_shape.batch * out_shape.pixels();
+        let in_positions = in_h * in_w;
+        let mut g_d = vec![0f32; rows * blk.expanded];
+        matmul_w(
+            &g_out,
+            blk.output,
+            &blk.project.weight,
+            blk.expanded,
+            &mut g_d,
+        );
+        record(dw_point, &g_d, blk.expanded)?;
+        relu6_mask(&mut g_d, &d);
+        let mut g_h = depthwise_backward(
+            &g_d,
+            out_shape,
+            &blk.depthwise.weight,
+            blk.kernel,
+            blk.stride,
+            input_shape,
+        );
+        let mut g_in = match &blk.expand {
+            Some(e) => {
+                let point = Self::block_point(blk, ConvPart::Expand);
+                record(point, &g_h, blk.expanded)?;
+                let (h, _) = act(point)?;
+                relu6_mask(&mut g_h, &h);
+                let mut g_in = vec![0f32; batch * in_positions * blk.input];
+                matmul_w(&g_h, blk.expanded, &e.weight, blk.input, &mut g_in);
+                g_in
+            }
+            None => g_h,
+        };
+        if blk.skip() {
+            g_in.iter_mut().zip(&g_out).for_each(|(a, b)| *a += b);
+        }
+        Ok(g_in)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::conv::conv_depthwise;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// The backward is the adjoint of the (bias-free) depthwise convolution:
+    /// ⟨conv(x), g⟩ = ⟨x, convᵀ(g)⟩ exactly, for every size, kernel and stride.
+    #[test]
+    fn depthwise_backward_is_the_adjoint() {
+        for (size, k, stride) in [(28, 3, 2), (9, 5, 2), (14, 5, 1), (12, 3, 1), (7, 3, 2)] {
+            let input = Nhwc {
+                batch: 2,
+                height: size,
+                width: size + 1,
+                channels: 5,
+            };
+            let x = data(input.len(), 1);
+            let taps = data(k * k * 5, 2);
+            let pad = (
+                same_padding(size, k, stride),
+                same_padding(size + 1, k, stride),
+            );
+            let (y, out) = conv_depthwise(&x, input, &taps, &[0.0; 5], k, stride, pad);
+            let g = data(y.len(), 3);
+            let dx = depthwise_backward(&g, out, &taps, k, stride, input);
+            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "size {size} k{k} s{stride}: {lhs} vs {rhs}"
+            );
+        }
+    }
+}

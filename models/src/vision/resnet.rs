@@ -1,0 +1,386 @@
+//! ResNet (He et al. 2016) as Hugging Face's `ResNetModel` / `ResNetForImageClassification`:
+//! a 7×7 stride-2 stem with max pooling, stages of basic (two 3×3) or bottleneck (1×1, 3×3,
+//! 1×1) layers with projection shortcuts, ReLU after each residual add, global average
+//! pooling and a linear classifier. Batch norms are folded into their convolutions.
+//!
+//! Hook points (`[batch, h·w, channels]`, pixels row-major): `hook_stem` (after the max pool;
+//! HF's `hidden_states[0]`), `stages.{s}.blocks.{b}.hook_out` (after the residual add and
+//! ReLU; the last block of stage `s` is `hidden_states[s + 1]`), `hook_pooled` and `logits`.
+
+use super::conv::{conv_dense, dense_weight, global_mean, max_pool, symmetric_padding, Nhwc};
+use super::folded::{fold, visit, Folded};
+use super::{ImageBatch, VisionModel};
+use crate::hooks::{ConvPart, HookPoint, Hooks};
+use crate::kernels::{add_bias, bias_relu, matmul_wt};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct ResNetConfig {
+    pub num_channels: usize,
+    pub embedding_size: usize,
+    pub hidden_sizes: Vec<usize>,
+    pub depths: Vec<usize>,
+    pub bottleneck: bool,
+    pub downsample_in_first_stage: bool,
+    pub downsample_in_bottleneck: bool,
+    pub image_size: usize,
+    pub num_classes: usize,
+    pub labels: Vec<String>,
+}
+
+impl ResNetConfig {
+    pub fn from_json(path: &Path, v: serde_json::Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let list = |k: &str| -> Result<Vec<usize>> {
+            v.get(k)
+                .and_then(|x| x.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n.as_u64())
+                        .map(|n| n as usize)
+                        .collect()
+                })
+                .ok_or_else(|| bad(format!("`{k}` must be a list of integers")))
+        };
+        let num = |k: &str, d: u64| v.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
+        let flag = |k: &str| v.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
+        if let Some(act) = v.get("hidden_act").and_then(|a| a.as_str()) {
+            if act != "relu" {
+                return Err(bad(format!(
+                    "hidden_act `{act}` is not supported; ResNet here uses relu"
+                )));
+            }
+        }
+        let layer_type = v
+            .get("layer_type")
+            .and_then(|x| x.as_str())
+            .unwrap_or("bottleneck");
+        let (hidden_sizes, depths) = (list("hidden_sizes")?, list("depths")?);
+        if hidden_sizes.len() != depths.len() || depths.is_empty() {
+            return Err(bad(
+                "`hidden_sizes` and `depths` must be non-empty lists of one length".into(),
+            ));
+        }
+        let id2label = v
+            .get("id2label")
+            .and_then(|m| m.as_object())
+            .map(|m| m.len());
+        let num_classes = id2label.unwrap_or(0);
+        Ok(Self {
+            num_channels: num("num_channels", 3),
+            embedding_size: num("embedding_size", 64),
+            hidden_sizes,
+            depths,
+            bottleneck: match layer_type {
+                "bottleneck" => true,
+                "basic" => false,
+                other => {
+                    return Err(bad(format!(
+                        "layer_type `{other}`: use basic or bottleneck"
+                    )))
+                }
+            },
+            downsample_in_first_stage: flag("downsample_in_first_stage"),
+            downsample_in_bottleneck: flag("downsample_in_bottleneck"),
+            image_size: num("image_size", 224),
+            num_classes,
+            labels: super::id2label(path, &v, num_classes)?,
+        })
+    }
+}
+
+/// One convolution of a layer: folded weights in `[out, k, k, in]` rows.
+struct Conv {
+    f: Folded,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl Conv {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let conv = w.get(
+            &format!("{prefix}.convolution.weight"),
+            &[cout, cin, kernel, kernel],
+        )?;
+        let mut f = fold(w, conv, &format!("{prefix}.normalization"), cout, 1e-5)?;
+        f.weight = dense_weight(&f.weight, cout, cin, kernel);
+        Ok(Self {
+            f,
+            cin,
+            cout,
+            kernel,
+            stride,
+        })
+    }
+
+    /// Convolution + bias, ReLU if `relu`.
+    fn run(&self, x: &[f32], shape: Nhwc, relu: bool) -> (Vec<f32>, Nhwc) {
+        let pad = self.kernel / 2;
+        let (mut y, s) = if self.kernel == 1 && self.stride == 1 {
+            let mut y = vec![0f32; shape.batch * shape.pixels() * self.cout];
+            matmul_wt(x, self.cin, &self.f.weight, self.cout, &mut y);
+            (
+                y,
+                Nhwc {
+                    channels: self.cout,
+                    ..shape
+                },
+            )
+        } else {
+            let p = (
+                symmetric_padding(shape.height, self.kernel, self.stride, pad),
+                symmetric_padding(shape.width, self.kernel, self.stride, pad),
+            );
+            conv_dense(
+                x,
+                shape,
+                &self.f.weight,
+                self.cout,
+                self.kernel,
+                self.stride,
+                p,
+            )
+        };
+        if relu {
+            bias_relu(&mut y, &self.f.bias);
+        } else {
+            add_bias(&mut y, &self.f.bias);
+        }
+        (y, s)
+    }
+}
+
+struct Layer {
+    stage: usize,
+    index: usize,
+    convs: Vec<Conv>,
+    shortcut: Option<Conv>,
+}
+
+pub struct ResNet {
+    cfg: ResNetConfig,
+    stem: Conv,
+    layers: Vec<Layer>,
+    classifier: Option<Folded>,
+}
+
+impl ResNet {
+    pub fn load(cfg: ResNetConfig, w: &Weights) -> Result<Self> {
+        let stem = Conv::load(
+            w,
+            "embedder.embedder",
+            cfg.num_channels,
+            cfg.embedding_size,
+            7,
+            2,
+        )?;
+        let mut layers = Vec::new();
+        let mut cin = cfg.embedding_size;
+        for (s, (&cout, &depth)) in cfg.hidden_sizes.iter().zip(&cfg.depths).enumerate() {
+            let first_stride = if s == 0 && !cfg.downsample_in_first_stage {
+                1
+            } else {
+                2
+            };
+            for l in 0..depth {
+                let p = format!("encoder.stages.{s}.layers.{l}");
+                let (input, stride) = if l == 0 {
+                    (cin, first_stride)
+                } else {
+                    (cout, 1)
+                };
+                let shortcut = if input != cout || stride != 1 {
+                    Some(Conv::load(
+                        w,
+                        &format!("{p}.shortcut"),
+                        input,
+                        cout,
+                        1,
+                        stride,
+                    )?)
+                } else {
+                    None
+                };
+                let convs = if cfg.bottleneck {
+                    let mid = cout / 4;
+                    let (s1, s3) = if cfg.downsample_in_bottleneck {
+                        (stride, 1)
+                    } else {
+                        (1, stride)
+                    };
+                    vec![
+                        Conv::load(w, &format!("{p}.layer.0"), input, mid, 1, s1)?,
+                        Conv::load(w, &format!("{p}.layer.1"), mid, mid, 3, s3)?,
+                        Conv::load(w, &format!("{p}.layer.2"), mid, cout, 1, 1)?,
+                    ]
+                } else {
+                    vec![
+                        Conv::load(w, &format!("{p}.layer.0"), input, cout, 3, stride)?,
+                        Conv::load(w, &format!("{p}.layer.1"), cout, cout, 3, 1)?,
+                    ]
+                };
+                layers.push(Layer {
+                    stage: s,
+                    index: l,
+                    convs,
+                    shortcut,
+                });
+            }
+            cin = cout;
+        }
+        let width = *cfg.hidden_sizes.last().expect("non-empty");
+        let classifier = match (
+            w.get_root("classifier.1.weight", &[cfg.num_classes, width])?,
+            w.get_root("classifier.1.bias", &[cfg.num_classes])?,
+        ) {
+            (Some(weight), Some(bias)) if cfg.num_classes > 0 => Some(Folded {
+                weight: weight.flatten_all()?.to_vec1()?,
+                bias: bias.to_vec1()?,
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            cfg,
+            stem,
+            layers,
+            classifier,
+        })
+    }
+
+    fn point(l: &Layer) -> HookPoint {
+        HookPoint::Conv {
+            stage: l.stage as u16,
+            block: l.index as u16,
+            part: ConvPart::Out,
+        }
+    }
+
+    fn width(&self) -> usize {
+        *self.cfg.hidden_sizes.last().expect("non-empty")
+    }
+}
+
+impl VisionModel for ResNet {
+    fn family(&self) -> &'static str {
+        "resnet"
+    }
+
+    fn image_size(&self) -> (usize, usize) {
+        (self.cfg.image_size, self.cfg.image_size)
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.cfg.labels
+    }
+
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Stem];
+        v.extend(self.layers.iter().map(Self::point));
+        v.push(HookPoint::Pooled);
+        if self.classifier.is_some() {
+            v.push(HookPoint::Logits);
+        }
+        v
+    }
+
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::Stem => self.cfg.embedding_size,
+            HookPoint::Conv { stage, .. } => self
+                .cfg
+                .hidden_sizes
+                .get(stage as usize)
+                .copied()
+                .unwrap_or(0),
+            HookPoint::Pooled => self.width(),
+            HookPoint::Logits => self.cfg.num_classes,
+            _ => 0,
+        }
+    }
+
+    /// Returns the logits, or the pooled features for a checkpoint without a classifier.
+    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let shape = Nhwc {
+            batch: batch.batch,
+            height: batch.height,
+            width: batch.width,
+            channels: self.cfg.num_channels,
+        };
+        if batch.pixels.len() != shape.len() {
+            return Err(ModelError::Invalid(format!(
+                "image batch holds {} values, expected {}×{}×{}×{}",
+                batch.pixels.len(),
+                shape.batch,
+                shape.height,
+                shape.width,
+                shape.channels
+            )));
+        }
+        let (x, s) = self.stem.run(&batch.pixels, shape, true);
+        let (mut x, mut shape) = max_pool(&x, s, 3, 2, 1);
+        visit(hooks, HookPoint::Stem, &mut x, shape)?;
+        for layer in &self.layers {
+            let residual = match &layer.shortcut {
+                Some(sc) => sc.run(&x, shape, false).0,
+                None => x.clone(),
+            };
+            let (mut h, mut hs) = (x, shape);
+            for (i, conv) in layer.convs.iter().enumerate() {
+                let last = i + 1 == layer.convs.len();
+                (h, hs) = conv.run(&h, hs, !last);
+            }
+            h.iter_mut()
+                .zip(&residual)
+                .for_each(|(v, r)| *v = (*v + r).max(0.0));
+            (x, shape) = (h, hs);
+            visit(hooks, Self::point(layer), &mut x, shape)?;
+        }
+        let mut pooled = global_mean(&x, shape);
+        let pooled_shape = Nhwc {
+            height: 1,
+            width: 1,
+            ..shape
+        };
+        visit(hooks, HookPoint::Pooled, &mut pooled, pooled_shape)?;
+        let Some(fc) = &self.classifier else {
+            return Ok(Tensor::from_vec(
+                pooled,
+                (shape.batch, self.width()),
+                &Device::Cpu,
+            )?);
+        };
+        let classes = self.cfg.num_classes;
+        let mut logits = vec![0f32; shape.batch * classes];
+        matmul_wt(&pooled, self.width(), &fc.weight, classes, &mut logits);
+        add_bias(&mut logits, &fc.bias);
+        visit(
+            hooks,
+            HookPoint::Logits,
+            &mut logits,
+            Nhwc {
+                channels: classes,
+                ..pooled_shape
+            },
+        )?;
+        Ok(Tensor::from_vec(
+            logits,
+            (shape.batch, classes),
+            &Device::Cpu,
+        )?)
+    }
+}

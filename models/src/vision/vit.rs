@@ -1,0 +1,280 @@
+//! The Vision Transformer (Dosovitskiy et al. 2021) as Hugging Face's `ViTModel` /
+//! `ViTForImageClassification`: non-overlapping patches linearly embedded, a `[CLS]` token
+//! prepended, learned position embeddings added, pre-LayerNorm transformer blocks with GELU
+//! MLPs, a final LayerNorm, and a linear classifier on the `[CLS]` token.
+//!
+//! Hooks use the transformer names of the text models, positions being the `[CLS]` token
+//! (position 0) then the patches row-major (`1 + y · grid_w + x`): `hook_embed` (`[CLS]` and
+//! patch embeddings, before positions), `hook_pos_embed`, per block `hook_resid_pre` (HF's
+//! `hidden_states[i]`), `attn.hook_q/k/v/z`, `hook_attn_out`, `hook_resid_mid`,
+//! `mlp.hook_post`, `hook_mlp_out`, `hook_resid_post`; `ln_final.hook_normalized` (HF's
+//! `last_hidden_state`), `hook_pooled` (the classifier's input: the normalised `[CLS]`, one
+//! position) and `logits`. Runs in candle ops, so autograd works through it.
+
+use super::{ImageBatch, VisionModel};
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct VitConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub eps: f64,
+    act: Activation,
+    pub num_classes: usize,
+    pub labels: Vec<String>,
+}
+
+impl VitConfig {
+    pub fn from_json(path: &Path, v: serde_json::Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let num = |k: &str, d: u64| v.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
+        let act = Activation::parse(
+            v.get("hidden_act")
+                .and_then(|a| a.as_str())
+                .unwrap_or("gelu"),
+        )
+        .map_err(bad)?;
+        let num_classes = v
+            .get("id2label")
+            .and_then(|m| m.as_object())
+            .map_or(0, |m| m.len());
+        let cfg = Self {
+            hidden: num("hidden_size", 768),
+            layers: num("num_hidden_layers", 12),
+            heads: num("num_attention_heads", 12),
+            intermediate: num("intermediate_size", 3072),
+            image_size: num("image_size", 224),
+            patch_size: num("patch_size", 16),
+            num_channels: num("num_channels", 3),
+            eps: v
+                .get("layer_norm_eps")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(1e-12),
+            act,
+            num_classes,
+            labels: super::id2label(path, &v, num_classes)?,
+        };
+        if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.patch_size == 0 {
+            return Err(bad(format!(
+                "hidden_size {} must be a multiple of num_attention_heads {} (and patch_size > 0)",
+                cfg.hidden, cfg.heads
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+struct Block {
+    ln_before: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln_after: LayerNorm,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Vit {
+    cfg: VitConfig,
+    patch: Linear,
+    cls: Tensor,
+    positions: Tensor,
+    blocks: Vec<Block>,
+    ln_final: LayerNorm,
+    classifier: Option<Linear>,
+}
+
+impl Vit {
+    pub fn load(cfg: VitConfig, w: &Weights) -> Result<Self> {
+        let (h, p, c) = (cfg.hidden, cfg.patch_size, cfg.num_channels);
+        let grid = cfg.image_size / p;
+        let e = "embeddings";
+        // The patch convolution as a linear map over (channel, ky, kx)-flattened patches.
+        let patch = Linear {
+            weight: w
+                .get(
+                    &format!("{e}.patch_embeddings.projection.weight"),
+                    &[h, c, p, p],
+                )?
+                .reshape((h, c * p * p))?,
+            bias: Some(w.get(&format!("{e}.patch_embeddings.projection.bias"), &[h])?),
+        };
+        let cls = w.get(&format!("{e}.cls_token"), &[1, 1, h])?;
+        let positions = w.get(
+            &format!("{e}.position_embeddings"),
+            &[1, grid * grid + 1, h],
+        )?;
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let l = format!("encoder.layer.{i}");
+            let a = format!("{l}.attention");
+            blocks.push(Block {
+                ln_before: LayerNorm::load(w, &format!("{l}.layernorm_before"), h, cfg.eps)?,
+                q: Linear::load(w, &format!("{a}.attention.query"), h, h)?,
+                k: Linear::load(w, &format!("{a}.attention.key"), h, h)?,
+                v: Linear::load(w, &format!("{a}.attention.value"), h, h)?,
+                out: Linear::load(w, &format!("{a}.output.dense"), h, h)?,
+                ln_after: LayerNorm::load(w, &format!("{l}.layernorm_after"), h, cfg.eps)?,
+                up: Linear::load(w, &format!("{l}.intermediate.dense"), h, cfg.intermediate)?,
+                down: Linear::load(w, &format!("{l}.output.dense"), cfg.intermediate, h)?,
+            });
+        }
+        let ln_final = LayerNorm::load(w, "layernorm", h, cfg.eps)?;
+        let classifier = match (
+            w.get_root("classifier.weight", &[cfg.num_classes, h])?,
+            w.get_root("classifier.bias", &[cfg.num_classes])?,
+        ) {
+            (Some(weight), bias) if cfg.num_classes > 0 => Some(Linear { weight, bias }),
+            _ => None,
+        };
+        Ok(Self {
+            cfg,
+            patch,
+            cls,
+            positions,
+            blocks,
+            ln_final,
+            classifier,
+        })
+    }
+
+    fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.cfg.hidden / self.cfg.heads;
+        x.reshape((b, t, self.cfg.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+}
+
+impl VisionModel for Vit {
+    fn family(&self) -> &'static str {
+        "vit"
+    }
+
+    fn image_size(&self) -> (usize, usize) {
+        (self.cfg.image_size, self.cfg.image_size)
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.cfg.labels
+    }
+
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed, HookPoint::PosEmbed];
+        for i in 0..self.cfg.layers {
+            v.extend(HookPoint::block(i));
+        }
+        v.extend([HookPoint::LnFinal, HookPoint::Pooled]);
+        if self.classifier.is_some() {
+            v.push(HookPoint::Logits);
+        }
+        v
+    }
+
+    fn hook_width(&self, point: HookPoint) -> usize {
+        match point {
+            HookPoint::MlpPost(_) => self.cfg.intermediate,
+            HookPoint::Logits => self.cfg.num_classes,
+            HookPoint::AttnPattern(_) => 0,
+            _ => self.cfg.hidden,
+        }
+    }
+
+    fn hook_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<super::HookGradients>> {
+        Some(super::autograd_gradients(self, batch, points, seed))
+    }
+
+    /// Returns the logits, or the pooled `[CLS]` features without a classifier.
+    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let (p, c, size) = (
+            self.cfg.patch_size,
+            self.cfg.num_channels,
+            self.cfg.image_size,
+        );
+        if batch.height != size || batch.width != size {
+            return Err(ModelError::Invalid(format!(
+                "ViT takes {size}×{size} images (its position embeddings are fixed); got {}×{} — set the preprocessor's crop or size to {size}",
+                batch.width, batch.height
+            )));
+        }
+        let (b, g) = (batch.batch, size / p);
+        let pixels = Tensor::from_slice(&batch.pixels, (b, g, p, g, p, c), &Device::Cpu)?;
+        // [b, gy, py, gx, px, c] → [b, gy, gx, c, py, px]: patches flattened as the conv weight.
+        let patches =
+            pixels
+                .permute((0, 1, 3, 5, 2, 4))?
+                .contiguous()?
+                .reshape((b, g * g, c * p * p))?;
+        let embedded = self.patch.forward(&patches)?;
+        let cls = self.cls.broadcast_as((b, 1, self.cfg.hidden))?;
+        let x = Tensor::cat(&[&cls, &embedded], 1)?;
+        let x = at(hooks, HookPoint::Embed, x)?;
+        let pos = at(
+            hooks,
+            HookPoint::PosEmbed,
+            self.positions.broadcast_as(x.shape())?.contiguous()?,
+        )?;
+        let mut x = (x + pos)?;
+        let t = g * g + 1;
+        let mask = Tensor::zeros((1, 1, 1, t), candle_core::DType::F32, &Device::Cpu)?;
+        let scale = 1.0 / ((self.cfg.hidden / self.cfg.heads) as f64).sqrt();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            x = at(hooks, HookPoint::ResidPre(i), x)?;
+            let n = blk.ln_before.forward(&x)?;
+            let q = at(hooks, HookPoint::AttnQ(i), blk.q.forward(&n)?)?;
+            let k = at(hooks, HookPoint::AttnK(i), blk.k.forward(&n)?)?;
+            let v = at(hooks, HookPoint::AttnV(i), blk.v.forward(&n)?)?;
+            let z = attention(
+                &self.heads(&q)?,
+                &self.heads(&k)?,
+                &self.heads(&v)?,
+                &mask,
+                scale,
+                hooks,
+                i,
+            )?;
+            let z = at(hooks, HookPoint::AttnZ(i), z)?;
+            let attn = at(hooks, HookPoint::AttnOut(i), blk.out.forward(&z)?)?;
+            x = at(hooks, HookPoint::ResidMid(i), (x + attn)?)?;
+            let n = blk.ln_after.forward(&x)?;
+            let hidden = at(
+                hooks,
+                HookPoint::MlpPost(i),
+                self.cfg.act.apply(&blk.up.forward(&n)?)?,
+            )?;
+            let mlp = at(hooks, HookPoint::MlpOut(i), blk.down.forward(&hidden)?)?;
+            x = at(hooks, HookPoint::ResidPost(i), (x + mlp)?)?;
+        }
+        let normed = at(hooks, HookPoint::LnFinal, self.ln_final.forward(&x)?)?;
+        let pooled = at(
+            hooks,
+            HookPoint::Pooled,
+            normed.narrow(1, 0, 1)?.contiguous()?,
+        )?;
+        let Some(classifier) = &self.classifier else {
+            return Ok(pooled.squeeze(1)?);
+        };
+        let logits = at(hooks, HookPoint::Logits, classifier.forward(&pooled)?)?;
+        Ok(logits.squeeze(1)?)
+    }
+}

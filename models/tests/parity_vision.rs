@@ -1,0 +1,308 @@
+//! Parity of the vision families with PyTorch `transformers` on tiny random checkpoints
+//! (committed fixtures from `scripts/reference_tiny_resnet.py`): every `hidden_states` entry,
+//! the pooled features and the logits, within 1e-4.
+
+use candle_core::{Device, Tensor};
+use glassbox_models::vision::load_vision_model;
+use glassbox_models::{resolve, Capture, ConvPart, HookPoint, ImageBatch, ModelSpec};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// NCHW → NHWC values.
+fn nhwc(t: &Tensor) -> Vec<f32> {
+    t.permute((0, 2, 3, 1))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn close(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("{name}: max |diff| {diff:.2e} (scale {scale:.2})");
+    assert!(
+        diff <= 1e-4 * scale,
+        "{name}: max |diff| {diff} over scale {scale}"
+    );
+}
+
+fn check_resnet(name: &str, depths: &[usize]) {
+    let dir = fixture(name);
+    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
+    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let pixels = &reference["pixel_values"];
+    let (b, _, h, w) = pixels.dims4().unwrap();
+    let batch = ImageBatch {
+        pixels: nhwc(pixels),
+        batch: b,
+        height: h,
+        width: w,
+    };
+    let last_blocks: Vec<HookPoint> = depths
+        .iter()
+        .enumerate()
+        .map(|(s, &d)| HookPoint::Conv {
+            stage: s as u16,
+            block: (d - 1) as u16,
+            part: ConvPart::Out,
+        })
+        .collect();
+    let mut wanted = vec![HookPoint::Stem, HookPoint::Pooled, HookPoint::Logits];
+    wanted.extend(&last_blocks);
+    let mut capture = Capture::new(wanted);
+    let logits = model.model.forward(&batch, &mut capture).unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    close(
+        &format!("{name} hidden_states.0"),
+        &flat(&capture.captured[&HookPoint::Stem]),
+        &nhwc(&reference["hidden_states.0"]),
+    );
+    for (s, p) in last_blocks.iter().enumerate() {
+        close(
+            &format!("{name} hidden_states.{}", s + 1),
+            &flat(&capture.captured[p]),
+            &nhwc(&reference[&format!("hidden_states.{}", s + 1)]),
+        );
+    }
+    close(
+        &format!("{name} pooled"),
+        &flat(&capture.captured[&HookPoint::Pooled]),
+        &flat(&reference["pooled"]),
+    );
+    close(
+        &format!("{name} logits"),
+        &flat(&logits),
+        &flat(&reference["logits"]),
+    );
+    assert_eq!(model.model.labels()[4], "class 4");
+}
+
+#[test]
+fn resnet_bottleneck_matches_transformers() {
+    check_resnet("tiny_resnet", &[2, 1]);
+}
+
+#[test]
+fn resnet_basic_matches_transformers() {
+    check_resnet("tiny_resnet_basic", &[2, 1]);
+}
+
+/// ViT: `hidden_states[i]` is `blocks.{i}.hook_resid_pre` (the last one the last block's
+/// `hook_resid_post`), `last_hidden_state` is `ln_final.hook_normalized`; positions are the
+/// `[CLS]` token then the patches, as in transformers.
+#[test]
+fn vit_matches_transformers() {
+    let dir = fixture("tiny_vit");
+    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
+    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let pixels = &reference["pixel_values"];
+    let (b, _, h, w) = pixels.dims4().unwrap();
+    let batch = ImageBatch {
+        pixels: nhwc(pixels),
+        batch: b,
+        height: h,
+        width: w,
+    };
+    let wanted = [
+        HookPoint::ResidPre(0),
+        HookPoint::ResidPre(1),
+        HookPoint::ResidPost(1),
+        HookPoint::LnFinal,
+        HookPoint::Pooled,
+    ];
+    let mut capture = Capture::new(wanted);
+    let logits = model.model.forward(&batch, &mut capture).unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    for (i, p) in wanted[..3].iter().enumerate() {
+        close(
+            &format!("vit hidden_states.{i}"),
+            &flat(&capture.captured[p]),
+            &flat(&reference[&format!("hidden_states.{i}")]),
+        );
+    }
+    let last = &reference["last_hidden_state"];
+    close(
+        "vit last_hidden_state",
+        &flat(&capture.captured[&HookPoint::LnFinal]),
+        &flat(last),
+    );
+    close(
+        "vit pooled ([CLS])",
+        &flat(&capture.captured[&HookPoint::Pooled]),
+        &flat(&last.narrow(1, 0, 1).unwrap()),
+    );
+    close("vit logits", &flat(&logits), &flat(&reference["logits"]));
+    assert_eq!(
+        capture.captured[&HookPoint::ResidPre(0)].dims(),
+        [2, 17, 32]
+    );
+}
+
+/// Adds `eps · dir` at every position of one hook.
+struct Nudge(HookPoint, Vec<f32>, f32);
+
+impl glassbox_models::Hooks for Nudge {
+    fn wants(&self, p: HookPoint) -> bool {
+        p == self.0
+    }
+    fn visit(&mut self, _: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let d = Tensor::from_vec(self.1.clone(), (1, 1, self.1.len()), x.device())?;
+        x.broadcast_add(&(d * self.2 as f64)?)
+    }
+}
+
+/// ViT's TCAV gradients (candle autograd through zero probes) against central differences:
+/// the model is smooth, so they agree tightly.
+#[test]
+fn vit_gradients_match_finite_differences() {
+    let dir = fixture("tiny_vit");
+    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
+    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let pixels = &reference["pixel_values"];
+    let batch = ImageBatch {
+        pixels: nhwc(&pixels.narrow(0, 0, 1).unwrap()),
+        batch: 1,
+        height: 32,
+        width: 32,
+    };
+    let mut seed = vec![0f32; 5];
+    seed[3] = 1.0;
+    let points = [
+        HookPoint::ResidPre(0),
+        HookPoint::MlpPost(0),
+        HookPoint::ResidPost(1),
+    ];
+    let g = model
+        .model
+        .hook_gradients(&batch, &points, &seed)
+        .unwrap()
+        .unwrap();
+    for p in points {
+        let width = model.model.hook_width(p);
+        let v: Vec<f32> = (0..width)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let f = |eps: f32| -> f64 {
+            let l: Vec<Vec<f32>> = model
+                .model
+                .forward(&batch, &mut Nudge(p, v.clone(), eps))
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            l[0][3] as f64
+        };
+        let numeric = (f(1e-2) - f(-1e-2)) / 2e-2;
+        let analytic: f64 = g.gradient_sums[&p]
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        println!("{p}: analytic {analytic:.6} numeric {numeric:.6}");
+        assert!(
+            (analytic - numeric).abs() <= 1e-2 * analytic.abs().max(1e-2),
+            "{p}"
+        );
+    }
+}
+
+/// CLIP: the image tower's `hidden_states`, `pooler_output` and normalised embeddings, the
+/// text tower's normalised embeddings (token ids as transformers got them), and the zero-shot
+/// logits rebuilt from `text_target` (the TCAV `text:` target).
+#[test]
+fn clip_matches_transformers() {
+    let dir = fixture("tiny_clip");
+    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
+    let loaded = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let model = &loaded.model;
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<(String, Vec<u32>)> = json["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let ids = p["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect();
+            (p["text"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect();
+    let pixels = &reference["pixel_values"];
+    let batch = ImageBatch {
+        pixels: nhwc(pixels),
+        batch: 2,
+        height: 32,
+        width: 32,
+    };
+    let wanted = [
+        HookPoint::ResidPre(0),
+        HookPoint::ResidPre(1),
+        HookPoint::ResidPost(1),
+        HookPoint::Pooled,
+    ];
+    let mut capture = Capture::new(wanted);
+    let image = model.forward(&batch, &mut capture).unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    for (i, p) in wanted[..3].iter().enumerate() {
+        close(
+            &format!("clip hidden_states.{i}"),
+            &flat(&capture.captured[p]),
+            &flat(&reference[&format!("hidden_states.{i}")]),
+        );
+    }
+    close(
+        "clip pooler_output",
+        &flat(&capture.captured[&HookPoint::Pooled]),
+        &flat(&reference["pooler_output"]),
+    );
+    close(
+        "clip image_embeds",
+        &flat(&image),
+        &flat(&reference["image_embeds"]),
+    );
+    let image: Vec<Vec<f32>> = image.to_vec2().unwrap();
+    let logits: Vec<Vec<f32>> = reference["logits_per_image"].to_vec2().unwrap();
+    let want_text: Vec<Vec<f32>> = reference["text_embeds"].to_vec2().unwrap();
+    for (t, (text, ids)) in prompts.iter().enumerate() {
+        // The tokenizer shipped with the checkpoint gives the same ids (plus end-of-text).
+        let tok = loaded.tokenizer.as_ref().expect("tokenizer.json");
+        let mut ours = tok.encode(&[text.as_str()]).unwrap()[0].ids.clone();
+        ours.push(model.eos_token_id().unwrap());
+        assert_eq!(&ours, ids, "{text}");
+        let direction = model.text_target(ids).unwrap().unwrap();
+        let scale = direction.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let unit: Vec<f32> = direction.iter().map(|v| v / scale).collect();
+        close(&format!("clip text_embeds[{t}]"), &unit, &want_text[t]);
+        for (i, img) in image.iter().enumerate() {
+            let logit: f32 = img.iter().zip(&direction).map(|(a, b)| a * b).sum();
+            close(
+                &format!("clip logits_per_image[{i}][{t}]"),
+                &[logit],
+                &[logits[i][t]],
+            );
+        }
+    }
+}

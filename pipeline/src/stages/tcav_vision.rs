@@ -1,0 +1,395 @@
+//! The `tcav` stage for vision runs: texture (or any image-folder) concepts against class
+//! logits, with the model's hand-written backward.
+//!
+//! - Concepts: folders of images (e.g. `glassbox textures` output, `textures/stripes`).
+//! - Random counterparts: `random_corpus` (a folder of images) or, by default, seeded random
+//!   smooth colour fields drawn at the model's input size ([`Texture::Random`]).
+//! - Targets: `class:<ImageNet label>` (as in the model's `id2label`, e.g. `class:zebra`),
+//!   evaluated on every image of the run's data set.
+//! - Spatial pooling: CAVs are trained on activations averaged over a hook's positions
+//!   (feature-map cells); a target image's sensitivity uses its gradient summed over
+//!   positions — the directional derivative of the target when every cell moves along the
+//!   CAV, the same convention as tokens in text runs.
+
+use super::invalidate_from;
+use crate::config::{RunConfig, TcavSection};
+use crate::fingerprint::fingerprint;
+use anyhow::{anyhow, bail, Context, Result};
+use glassbox_concepts::{
+    run_tcav, write_cavs, write_scores, Convention, HookSets, Options, ScoreRow, TargetGradients,
+};
+use glassbox_data::images::{load_rgb, read_image_dataset, read_image_set, ImageSet, Preprocessor};
+use glassbox_data::rng::SeededRng;
+use glassbox_data::textures::{render, Texture};
+use glassbox_data::{Progress, RunDir};
+use glassbox_models::extract::image_batch;
+use glassbox_models::vision::{load_vision_model, preprocessor_for};
+use glassbox_models::{
+    hooks, resolve, Capture, HookPoint, ImageBatch, LoadedVisionModel, ModelSpec,
+};
+use std::collections::BTreeMap;
+
+/// Whether the run was extracted from a vision model.
+pub fn is_vision_run(run: &RunDir) -> bool {
+    glassbox_data::Manifest::load_or_default(run)
+        .ok()
+        .and_then(|m| m.model)
+        .is_some_and(|m| glassbox_models::vision::VISION_FAMILIES.contains(&m.family.as_str()))
+}
+
+fn load_run_vision_model(run: &RunDir) -> Result<LoadedVisionModel> {
+    let spec: ModelSpec = super::tcav::run_model_spec(run)?.parse()?;
+    let allow_pickle = RunConfig::load(run).extract.is_some_and(|e| e.allow_pickle);
+    Ok(load_vision_model(resolve(&spec)?, allow_pickle)?)
+}
+
+/// A parsed target: its seed row over the model's output, and its class for `class:` targets.
+type Target = (Vec<f32>, Option<usize>);
+
+/// A target as the backward's seed row over the model's output: `class:<label>` is a one-hot
+/// logit (its class index kept for the loss convention); `text:<prompt>` (image–text models)
+/// is the prompt's zero-shot logit direction.
+fn parse_target(spec: &str, model: &LoadedVisionModel) -> Result<Target> {
+    let labels = model.model.labels();
+    if let Some(prompt) = spec.strip_prefix("text:") {
+        let (Some(tok), Some(eos)) = (&model.tokenizer, model.model.eos_token_id()) else {
+            bail!(
+                "vision TCAV target `{spec}`: text prompts need an image–text model with a tokenizer.json (CLIP); this is {}",
+                model.model.family()
+            );
+        };
+        let mut ids = tok.encode(&[prompt])?[0].ids.clone();
+        if ids.last() != Some(&eos) {
+            ids.push(eos);
+        }
+        let row = model
+            .model
+            .text_target(&ids)
+            .ok_or_else(|| anyhow!("`{spec}`: this model has no text tower"))??;
+        return Ok((row, None));
+    }
+    let name = spec.strip_prefix("class:").ok_or_else(|| {
+        anyhow!("vision TCAV target `{spec}`: use class:<label> (e.g. class:zebra) or, for CLIP, text:<prompt>")
+    })?;
+    let class = labels.iter().position(|l| l == name).ok_or_else(|| {
+        let close: Vec<&str> = labels
+            .iter()
+            .filter(|l| l.contains(name) || name.contains(l.as_str()))
+            .map(String::as_str)
+            .take(5)
+            .collect();
+        anyhow!(
+            "vision TCAV target `{spec}`: no class named `{name}` in the model's id2label{}",
+            if close.is_empty() {
+                String::new()
+            } else {
+                format!(" (close: {})", close.join("; "))
+            }
+        )
+    })?;
+    let mut row = vec![0f32; labels.len()];
+    row[class] = 1.0;
+    Ok((row, Some(class)))
+}
+
+/// Mean-over-positions activations of `images` at `hooks`, `n × width` per hook.
+fn pooled_images(
+    model: &LoadedVisionModel,
+    batches: impl Iterator<Item = Result<ImageBatch>>,
+    hooks: &[HookPoint],
+) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
+    let mut out: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
+    for batch in batches {
+        let batch = batch?;
+        let mut capture = Capture::new(hooks.iter().copied());
+        model.model.forward(&batch, &mut capture)?;
+        for hook in hooks {
+            let t = &capture.captured[hook];
+            let pooled: Vec<f32> = t.mean(1)?.flatten_all()?.to_vec1()?;
+            out.entry(*hook).or_default().extend(pooled);
+        }
+    }
+    Ok(out)
+}
+
+fn file_batches<'a>(
+    files: &'a [std::path::PathBuf],
+    pre: &'a Preprocessor,
+    batch_size: usize,
+) -> impl Iterator<Item = Result<ImageBatch>> + 'a {
+    files.chunks(batch_size.max(1)).map(move |chunk| {
+        let mut pixels = Vec::new();
+        let mut size = (0, 0);
+        for f in chunk {
+            let (v, h, w) = pre.apply(&load_rgb(f)?, f)?;
+            if size != (0, 0) && size != (h, w) {
+                bail!("{}: preprocesses to another size than the rest of its set; set a crop in preprocessor_config.json", f.display());
+            }
+            size = (h, w);
+            pixels.extend(v);
+        }
+        Ok(ImageBatch { pixels, batch: chunk.len(), height: size.0 as usize, width: size.1 as usize })
+    })
+}
+
+/// Random smooth colour fields (seeded), preprocessed like photos.
+fn random_batches<'a>(
+    pre: &'a Preprocessor,
+    n: usize,
+    size: u32,
+    seed: u64,
+    batch_size: usize,
+) -> impl Iterator<Item = Result<ImageBatch>> + 'a {
+    let starts: Vec<usize> = (0..n).step_by(batch_size.max(1)).collect();
+    starts.into_iter().map(move |start| {
+        let end = (start + batch_size).min(n);
+        let mut pixels = Vec::new();
+        let mut hw = (0, 0);
+        for i in start..end {
+            let mut rng = SeededRng::new(
+                seed ^ 0x005e_ed0f_4a4d ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let img = render(Texture::Random, size, &mut rng);
+            let (v, h, w) = pre.apply(&img, std::path::Path::new("<random image>"))?;
+            hw = (h as usize, w as usize);
+            pixels.extend(v);
+        }
+        Ok(ImageBatch {
+            pixels,
+            batch: end - start,
+            height: hw.0,
+            width: hw.1,
+        })
+    })
+}
+
+pub fn run_tcav_vision(
+    run: &RunDir,
+    settings: &TcavSection,
+    force: bool,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<ScoreRow>> {
+    let started = std::time::Instant::now();
+    let manifest = run.require_stage("extract")?;
+    if settings.targets.is_empty() {
+        bail!("no TCAV targets; pass --target class:<label> (e.g. class:zebra)");
+    }
+    if settings.concepts.is_empty() {
+        bail!("no concept sets; pass --concepts FOLDER[,...] (folders of images, e.g. from `glassbox textures`)");
+    }
+    let concepts: Vec<ImageSet> = settings
+        .concepts
+        .iter()
+        .map(|p| read_image_set(p, settings.min_concept_size))
+        .collect::<Result<_, _>>()?;
+    let corpus = match &settings.random_corpus {
+        Some(path) => Some(read_image_set(path, 1)?),
+        None => None,
+    };
+    let data_path = manifest
+        .data
+        .as_ref()
+        .map(|d| std::path::PathBuf::from(&d.path))
+        .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
+    let params = serde_json::json!({
+        "extract": manifest.stage_fingerprint("extract"),
+        "tcav": settings,
+        "concepts": concepts.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
+        "corpus": corpus.as_ref().map(|c| &c.sha256),
+    });
+    let fp = fingerprint("tcav", &params);
+    if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
+        progress.note("tcav: up to date; --force re-runs it");
+        return Ok(glassbox_concepts::read_scores(run)?);
+    }
+    let model = load_run_vision_model(run)?;
+    let pre = preprocessor_for(&model)?;
+    let data = read_image_dataset(&data_path)
+        .with_context(|| format!("the run's images at {}", data_path.display()))?;
+    let targets: Vec<(String, Target)> = settings
+        .targets
+        .iter()
+        .map(|t| Ok((t.clone(), parse_target(t, &model)?)))
+        .collect::<Result<_>>()?;
+    let available = model.model.hook_points();
+    // Default: each stage's first block (CNNs) or every block's output (transformers).
+    let default_hooks = if available
+        .iter()
+        .any(|p| matches!(p, HookPoint::Conv { .. }))
+    {
+        vec!["stages.*.blocks.0.hook_out".to_owned()]
+    } else {
+        vec!["blocks.*.hook_resid_post".to_owned()]
+    };
+    let patterns = if settings.hooks.is_empty() {
+        &default_hooks[..]
+    } else {
+        &settings.hooks[..]
+    };
+    let cav_hooks = hooks::select(patterns, &available)?;
+    let mut manifest = invalidate_from(run, "tcav")?;
+    let bs = settings.batch_size.max(1);
+
+    // Target gradients, summed over positions, per (target, hook).
+    let n = data.len();
+    progress.start("tcav: target gradients", (n * targets.len()) as u64);
+    let mut sums: Vec<(String, String, Vec<f32>)> = Vec::new();
+    for (spec, (row, class)) in &targets {
+        let mut per_hook: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
+        for start in (0..n).step_by(bs) {
+            let range = start..(start + bs).min(n);
+            let batch = image_batch(&data, &pre, range.clone())?;
+            let seed = seed_for(&model, &batch, row, *class, settings.convention)?;
+            let g = model
+                .model
+                .hook_gradients(&batch, &cav_hooks, &seed)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the {} family has no backward; TCAV needs one",
+                        model.model.family()
+                    )
+                })??;
+            for (hook, s) in g.gradient_sums {
+                per_hook.entry(hook).or_default().extend(s);
+            }
+            progress.advance(range.len() as u64);
+        }
+        for (hook, s) in per_hook {
+            sums.push((spec.clone(), hook.to_string(), s));
+        }
+    }
+    progress.finish();
+
+    let size = if settings.random_set_size > 0 {
+        settings.random_set_size
+    } else {
+        concepts.iter().map(|c| c.files.len()).min().unwrap_or(1)
+    };
+    let n_random = settings.random_runs + 1;
+    progress.start(
+        "tcav: concept activations",
+        (concepts.len() + n_random) as u64,
+    );
+    let mut pooled: Vec<BTreeMap<HookPoint, Vec<f32>>> = Vec::new();
+    for c in &concepts {
+        pooled.push(pooled_images(
+            &model,
+            file_batches(&c.files, &pre, bs),
+            &cav_hooks,
+        )?);
+        progress.advance(1);
+    }
+    let side = model.model.image_size().0.max(model.model.image_size().1) as u32;
+    for r in 0..n_random {
+        let set_seed = settings.seed.wrapping_add(r as u64 * 1_000_003);
+        let acts = match &corpus {
+            Some(c) => {
+                // A seeded sample of `size` files for each random set.
+                let mut rng = SeededRng::new(set_seed);
+                let files: Vec<_> = (0..size)
+                    .map(|_| c.files[rng.below(c.files.len())].clone())
+                    .collect();
+                pooled_images(&model, file_batches(&files, &pre, bs), &cav_hooks)?
+            }
+            None => pooled_images(
+                &model,
+                random_batches(&pre, size, side, set_seed, bs),
+                &cav_hooks,
+            )?,
+        };
+        pooled.push(acts);
+        progress.advance(1);
+    }
+    progress.finish();
+
+    let hook_names: Vec<String> = cav_hooks.iter().map(ToString::to_string).collect();
+    let sets: Vec<HookSets<'_>> = cav_hooks
+        .iter()
+        .zip(&hook_names)
+        .map(|(hook, name)| HookSets {
+            hook: name,
+            width: model.model.hook_width(*hook),
+            concepts: concepts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), pooled[i][hook].as_slice()))
+                .collect(),
+            randoms: (0..n_random)
+                .map(|r| pooled[concepts.len() + r][hook].as_slice())
+                .collect(),
+        })
+        .collect();
+    let gradients: Vec<TargetGradients<'_>> = sums
+        .iter()
+        .map(|(target, hook, s)| TargetGradients {
+            target,
+            hook,
+            convention: settings.convention,
+            sums: s,
+        })
+        .collect();
+    let opts = Options {
+        method: settings.cav,
+        l2: settings.l2,
+        alpha: settings.alpha,
+        min_cav_accuracy: settings.min_cav_accuracy,
+        bootstrap: settings.bootstrap,
+        seed: settings.seed,
+    };
+    let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
+    write_cavs(run, &cavs)?;
+    write_scores(run, &scores)?;
+    let done = super::Completion {
+        stage: "tcav",
+        fingerprint: fp,
+        seed: Some(settings.seed),
+        params,
+        started,
+    };
+    super::complete_stage(run, &mut manifest, done, |config| {
+        config.tcav = Some(settings.clone())
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        print!("{}", super::tcav::table(&scores));
+    }
+    Ok(scores)
+}
+
+/// The backward's seed for a batch: the target's row for every image (logit convention), or
+/// the cross-entropy gradient `softmax − onehot` of a class (loss convention, which needs the
+/// logits first).
+fn seed_for(
+    model: &LoadedVisionModel,
+    batch: &ImageBatch,
+    row: &[f32],
+    class: Option<usize>,
+    convention: Convention,
+) -> Result<Vec<f32>> {
+    let width = row.len();
+    match convention {
+        Convention::Logit => Ok(row.repeat(batch.batch)),
+        Convention::Loss => {
+            let class = class.ok_or_else(|| {
+                anyhow!("the loss convention needs class: targets (a cross-entropy over classes); use convention = \"logit\" for text: targets")
+            })?;
+            let logits: Vec<f32> = model
+                .model
+                .forward(batch, &mut Capture::default())?
+                .flatten_all()?
+                .to_vec1()?;
+            let mut seed = vec![0f32; batch.batch * width];
+            for (b, l) in logits.chunks_exact(width).enumerate() {
+                let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let z: f64 = l.iter().map(|v| ((v - max) as f64).exp()).sum();
+                for (k, v) in l.iter().enumerate() {
+                    seed[b * width + k] = (((v - max) as f64).exp() / z) as f32;
+                }
+                seed[b * width + class] -= 1.0;
+            }
+            Ok(seed)
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The vision path end to end on the real EfficientNet-Lite0 (laid into the HF cache by
+//! `just models`): generated textures → extract (spatial store, pooled variants) → probe →
+//! TCAV with texture concepts against a class logit → report; the Parquet read back with
+//! pyarrow; and bad image input named with exit 2.
+
+use glassbox_tests::*;
+use std::path::Path;
+
+const MODEL: &str = "glassbox-offline/efficientnet-lite0";
+
+fn model_present(test: &str) -> bool {
+    let out = glassbox()
+        .args(["hooks", MODEL, "--allow-pickle"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP {test}: {MODEL} is not in the cache ({}); run `just models`",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
+fn textures(out: &Path, kinds: &str, per_class: &str, seed: &str) {
+    let o = glassbox()
+        .args(["textures", "--out"])
+        .arg(out)
+        .args([
+            "--kinds",
+            kinds,
+            "--per-class",
+            per_class,
+            "--size",
+            "96",
+            "--seed",
+            seed,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&o, "textures");
+}
+
+fn extract(data: &Path, run: &Path, extra: &[&str]) -> std::process::Output {
+    glassbox()
+        .args(["extract", "--model", MODEL, "--data"])
+        .arg(data)
+        .args([
+            "--hooks",
+            "stages.2.blocks.0.hook_out,stages.5.blocks.0.hook_out,hook_pooled",
+            "--batch-size",
+            "8",
+            "--run",
+        ])
+        .arg(run)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn textures_extract_probe_tcav_report() {
+    if !model_present("textures_extract_probe_tcav_report") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("textures");
+    let concepts = tmp.path().join("concepts");
+    let run = tmp.path().join("run");
+    textures(&data, "stripes,dots,random", "8", "0");
+    textures(&concepts, "stripes,dots", "10", "1");
+
+    // Pickle is opt-in.
+    let out = extract(&data, &run, &[]);
+    assert_bad_input(&out, &["--allow-pickle", ".pth"]);
+    let out = extract(&data, &run, &["--allow-pickle", "--pools", "mean,max"]);
+    assert_success(&out, "extract");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("24 examples, 24 images, 3 hooks"),
+        "{stdout}"
+    );
+
+    // Spatial rows: 24 images × 28 × 28 cells at stage 2, 7 × 7 at stage 5; pools one row each.
+    let python = match python_with_pyarrow() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("(pyarrow read-back skipped: {why})");
+            None
+        }
+    };
+    if let Some(python) = python {
+        let script = r#"
+import sys, pyarrow.dataset as ds
+run = sys.argv[1]
+for hook, cells, width in [("stages.2.blocks.0.hook_out", 784, 40), ("stages.5.blocks.0.hook_out", 49, 192)]:
+    t = ds.dataset(f"{run}/activations/hook={hook}", format="parquet").to_table()
+    assert t.num_rows == 24 * cells, (hook, t.num_rows)
+    assert max(t.column("position").to_pylist()) == cells - 1
+    assert len(t.column("act")[0].as_py()) == width
+p = ds.dataset(f"{run}/pooled/hook=hook_pooled/pool=max", format="parquet").to_table()
+assert p.num_rows == 24 and len(p.column("act")[0].as_py()) == 1280
+e = ds.dataset(f"{run}/examples.parquet", format="parquet").to_table().to_pydict()
+assert e["text"][0] == "dots/0000.png" and e["label"][-1] == "stripes", e["text"][:3]
+print("ok")
+"#;
+        let out = std::process::Command::new(python)
+            .args(["-c", script])
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert_success(&out, "pyarrow read-back");
+    }
+    // Token-level rows are on by default for extract; check the layout the script read exists.
+    assert!(run
+        .join("activations/hook=stages.5.blocks.0.hook_out")
+        .is_dir());
+
+    let out = glassbox()
+        .args(["probe", "--label", "label", "--bootstrap", "100", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let out = glassbox()
+        .args([
+            "tcav",
+            "--target",
+            "class:zebra",
+            "--random-runs",
+            "3",
+            "--json",
+            "--concepts",
+        ])
+        .arg(format!(
+            "{},{}",
+            concepts.join("stripes").display(),
+            concepts.join("dots").display()
+        ))
+        .args(["--hooks", "stages.5.blocks.0.hook_out", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "tcav");
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = scores.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{scores}");
+    for r in rows {
+        assert_eq!(r["target"], "class:zebra");
+        assert_eq!(r["n_targets"], 24);
+        let score = r["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        assert!(r["cav_accuracy"].as_f64().unwrap() > 0.9, "{r}");
+    }
+    // A class the model does not have is named.
+    let out = glassbox()
+        .args(["tcav", "--target", "class:unicorn", "--concepts"])
+        .arg(concepts.join("stripes"))
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["class:unicorn", "id2label"]);
+
+    let out = glassbox()
+        .arg("report")
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report");
+    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
+    assert!(
+        md.contains("efficientnet_lite") && md.contains("class:zebra"),
+        "{md}"
+    );
+}
+
+#[test]
+fn bad_images_are_named() {
+    if !model_present("bad_images_are_named") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    textures(&data, "dots", "2", "0");
+    // Grayscale + alpha is converted (documented), a corrupt file is an error naming it.
+    image::GrayAlphaImage::from_pixel(40, 30, image::LumaA([90, 128]))
+        .save(data.join("dots/gray.png"))
+        .unwrap();
+    let run = tmp.path().join("run");
+    let out = extract(&data, &run, &["--allow-pickle"]);
+    assert_success(&out, "extract with a grayscale+alpha image");
+    std::fs::write(data.join("dots/broken.png"), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let out = extract(&data, &tmp.path().join("run2"), &["--allow-pickle"]);
+    assert_bad_input(&out, &["broken.png", "not a decodable image"]);
+    assert!(
+        !tmp.path().join("run2/manifest.json").exists() || {
+            let m = std::fs::read_to_string(tmp.path().join("run2/manifest.json")).unwrap();
+            !m.contains("\"extract\"")
+        }
+    );
+    // A manifest row naming a missing file.
+    let manifest = tmp.path().join("images.jsonl");
+    std::fs::write(&manifest, "{\"image_path\": \"data/dots/0000.png\", \"y\": 1}\n{\"image_path\": \"data/nope.png\", \"y\": 0}\n").unwrap();
+    let out = extract(&manifest, &tmp.path().join("run3"), &["--allow-pickle"]);
+    assert_bad_input(&out, &["nope.png", "row 2"]);
+}
+
+/// CLIP needs no download (the committed tiny fixture): images go through its image tower into
+/// the store, and a text prompt is a TCAV target (the zero-shot logit), with gradients from
+/// autograd. ViT and ResNet fixtures list their hooks.
+#[test]
+fn clip_text_prompt_is_a_tcav_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("textures");
+    let concepts = tmp.path().join("concepts");
+    textures(&data, "stripes,dots", "6", "0");
+    textures(&concepts, "stripes,dots", "10", "1");
+    let model = workspace_root().join("tests/fixtures/tiny_clip");
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--hooks",
+            "blocks.*.hook_resid_post,hook_pooled",
+            "--no-token-level",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (clip)");
+    let out = glassbox()
+        .args([
+            "tcav",
+            "--target",
+            "text:a photo of a zebra",
+            "--random-runs",
+            "3",
+            "--json",
+            "--concepts",
+        ])
+        .arg(format!(
+            "{},{}",
+            concepts.join("stripes").display(),
+            concepts.join("dots").display()
+        ))
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "tcav (clip text target)");
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = scores.as_array().unwrap();
+    // 2 concepts × 2 default hooks (every block's hook_resid_post).
+    assert_eq!(rows.len(), 4, "{scores}");
+    assert!(rows
+        .iter()
+        .all(|r| r["target"] == "text:a photo of a zebra" && r["n_targets"] == 12));
+    // A class target on a model without classes is named.
+    let out = glassbox()
+        .args(["tcav", "--target", "class:zebra", "--concepts"])
+        .arg(concepts.join("stripes"))
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["class:zebra", "id2label"]);
+
+    for (fixture, want) in [
+        ("tiny_vit", "blocks.1.attn.hook_z"),
+        ("tiny_resnet", "stages.1.blocks.0.hook_out"),
+    ] {
+        let out = glassbox()
+            .arg("hooks")
+            .arg(workspace_root().join("tests/fixtures").join(fixture))
+            .output()
+            .unwrap();
+        assert_success(&out, "hooks");
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l == want),
+            "{fixture}: {want}"
+        );
+    }
+}
