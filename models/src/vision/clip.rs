@@ -10,63 +10,52 @@
 //! runs without hooks; its embedding is the projected final-norm state at the end-of-text
 //! token (the first `eos_token_id`, or the largest id for configs with the legacy id 2).
 
+use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
 use super::{ImageBatch, VisionModel};
 use crate::hooks::{at, Capture, HookPoint, Hooks};
-use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::layers::{Activation, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::path::Path;
 
-/// One tower's shape.
-#[derive(Debug, Clone)]
-pub struct TowerConfig {
-    pub hidden: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub intermediate: usize,
-    pub eps: f64,
-    act: Activation,
-}
-
-impl TowerConfig {
-    fn from_json(path: &Path, v: &serde_json::Value, tower: &str) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("{tower}: {message}"),
-        };
-        let num = |k: &str, d: u64| v.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
-        let act = Activation::parse(
-            v.get("hidden_act")
-                .and_then(|a| a.as_str())
-                .unwrap_or("quick_gelu"),
-        )
-        .map_err(bad)?;
-        let c = Self {
-            hidden: num("hidden_size", 512),
-            layers: num("num_hidden_layers", 12),
-            heads: num("num_attention_heads", 8),
-            intermediate: num("intermediate_size", 2048),
-            eps: v
-                .get("layer_norm_eps")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(1e-5),
-            act,
-        };
-        if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) {
-            return Err(bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                c.hidden, c.heads
-            )));
-        }
-        Ok(c)
+/// One tower's shape from its `*_config` section.
+fn tower_shape(path: &Path, v: &serde_json::Value, tower: &str) -> Result<EncoderShape> {
+    let bad = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        message: format!("{tower}: {message}"),
+    };
+    let num = |k: &str, d: u64| v.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
+    let act = Activation::parse(
+        v.get("hidden_act")
+            .and_then(|a| a.as_str())
+            .unwrap_or("quick_gelu"),
+    )
+    .map_err(bad)?;
+    let c = EncoderShape {
+        hidden: num("hidden_size", 512),
+        layers: num("num_hidden_layers", 12),
+        heads: num("num_attention_heads", 8),
+        intermediate: num("intermediate_size", 2048),
+        eps: v
+            .get("layer_norm_eps")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-5),
+        act,
+    };
+    if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) {
+        return Err(bad(format!(
+            "hidden_size {} is not a multiple of num_attention_heads {}",
+            c.hidden, c.heads
+        )));
     }
+    Ok(c)
 }
 
 #[derive(Debug, Clone)]
 pub struct ClipConfig {
-    pub vision: TowerConfig,
-    pub text: TowerConfig,
+    pub vision: EncoderShape,
+    pub text: EncoderShape,
     pub image_size: usize,
     pub patch_size: usize,
     pub projection_dim: usize,
@@ -83,8 +72,8 @@ impl ClipConfig {
             x.get(k).and_then(|n| n.as_u64()).unwrap_or(d) as usize
         };
         Ok(Self {
-            vision: TowerConfig::from_json(path, &vc, "vision_config")?,
-            text: TowerConfig::from_json(path, &tc, "text_config")?,
+            vision: tower_shape(path, &vc, "vision_config")?,
+            text: tower_shape(path, &tc, "text_config")?,
             image_size: num(&vc, "image_size", 224),
             patch_size: num(&vc, "patch_size", 32),
             projection_dim: num(&v, "projection_dim", 512),
@@ -92,86 +81,6 @@ impl ClipConfig {
             max_positions: num(&tc, "max_position_embeddings", 77),
             eos_token_id: num(&tc, "eos_token_id", 2) as u32,
         })
-    }
-}
-
-struct Layer {
-    ln1: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-}
-
-/// A tower's transformer layers.
-struct Encoder {
-    cfg: TowerConfig,
-    layers: Vec<Layer>,
-}
-
-impl Encoder {
-    fn load(w: &Weights, prefix: &str, cfg: TowerConfig) -> Result<Self> {
-        let h = cfg.hidden;
-        let layers = (0..cfg.layers)
-            .map(|i| {
-                let l = format!("{prefix}.encoder.layers.{i}");
-                let a = format!("{l}.self_attn");
-                Ok(Layer {
-                    ln1: LayerNorm::load(w, &format!("{l}.layer_norm1"), h, cfg.eps)?,
-                    q: Linear::load(w, &format!("{a}.q_proj"), h, h)?,
-                    k: Linear::load(w, &format!("{a}.k_proj"), h, h)?,
-                    v: Linear::load(w, &format!("{a}.v_proj"), h, h)?,
-                    out: Linear::load(w, &format!("{a}.out_proj"), h, h)?,
-                    ln2: LayerNorm::load(w, &format!("{l}.layer_norm2"), h, cfg.eps)?,
-                    fc1: Linear::load(w, &format!("{l}.mlp.fc1"), h, cfg.intermediate)?,
-                    fc2: Linear::load(w, &format!("{l}.mlp.fc2"), cfg.intermediate, h)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { cfg, layers })
-    }
-
-    fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, self.cfg.heads, self.cfg.hidden / self.cfg.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    /// Pre-LayerNorm blocks with the transformer hooks.
-    fn forward(&self, mut x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        let scale = 1.0 / ((self.cfg.hidden / self.cfg.heads) as f64).sqrt();
-        for (i, l) in self.layers.iter().enumerate() {
-            x = at(hooks, HookPoint::ResidPre(i), x)?;
-            let n = l.ln1.forward(&x)?;
-            let q = at(hooks, HookPoint::AttnQ(i), l.q.forward(&n)?)?;
-            let k = at(hooks, HookPoint::AttnK(i), l.k.forward(&n)?)?;
-            let v = at(hooks, HookPoint::AttnV(i), l.v.forward(&n)?)?;
-            let z = attention(
-                &self.heads(&q)?,
-                &self.heads(&k)?,
-                &self.heads(&v)?,
-                mask,
-                scale,
-                hooks,
-                i,
-            )?;
-            let z = at(hooks, HookPoint::AttnZ(i), z)?;
-            let a = at(hooks, HookPoint::AttnOut(i), l.out.forward(&z)?)?;
-            x = at(hooks, HookPoint::ResidMid(i), (x + a)?)?;
-            let n = l.ln2.forward(&x)?;
-            let hidden = at(
-                hooks,
-                HookPoint::MlpPost(i),
-                self.cfg.act.apply(&l.fc1.forward(&n)?)?,
-            )?;
-            let m = at(hooks, HookPoint::MlpOut(i), l.fc2.forward(&hidden)?)?;
-            x = at(hooks, HookPoint::ResidPost(i), (x + m)?)?;
-        }
-        Ok(x)
     }
 }
 
@@ -212,7 +121,7 @@ impl Clip {
                 &[grid * grid + 1, h],
             )?,
             pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", h, cfg.vision.eps)?,
-            vision: Encoder::load(w, "vision_model", cfg.vision.clone())?,
+            vision: Encoder::load(w, &LayerNames::clip("vision_model"), cfg.vision.clone())?,
             post_ln: LayerNorm::load(w, "vision_model.post_layernorm", h, cfg.vision.eps)?,
             visual_projection: w.get("visual_projection.weight", &[cfg.projection_dim, h])?,
             token_embedding: w.get(
@@ -223,7 +132,7 @@ impl Clip {
                 "text_model.embeddings.position_embedding.weight",
                 &[cfg.max_positions, th],
             )?,
-            text: Encoder::load(w, "text_model", cfg.text.clone())?,
+            text: Encoder::load(w, &LayerNames::clip("text_model"), cfg.text.clone())?,
             final_ln: LayerNorm::load(w, "text_model.final_layer_norm", th, cfg.text.eps)?,
             text_projection: w.get("text_projection.weight", &[cfg.projection_dim, th])?,
             logit_scale: w.get("logit_scale", &[])?.to_scalar::<f32>()?,
@@ -359,13 +268,7 @@ impl VisionModel for Clip {
             )));
         }
         let (b, g) = (batch.batch, size / p);
-        let pixels = Tensor::from_slice(&batch.pixels, (b, g, p, g, p, 3), &Device::Cpu)?;
-        let patches =
-            pixels
-                .permute((0, 1, 3, 5, 2, 4))?
-                .contiguous()?
-                .reshape((b, g * g, 3 * p * p))?;
-        let embedded = self.patch.forward(&patches)?;
+        let embedded = self.patch.forward(&patches(&batch.pixels, b, g, p, 3)?)?;
         let cls = self
             .class_embedding
             .reshape((1, 1, h))?

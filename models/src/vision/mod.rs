@@ -9,6 +9,7 @@ pub mod clip;
 pub mod conv;
 pub mod efficientnet;
 mod efficientnet_backward;
+pub mod encoder;
 pub mod folded;
 pub mod resnet;
 pub mod vit;

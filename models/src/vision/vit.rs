@@ -11,9 +11,10 @@
 //! `last_hidden_state`), `hook_pooled` (the classifier's input: the normalised `[CLS]`, one
 //! position) and `logits`. Runs in candle ops, so autograd works through it.
 
+use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
 use super::{ImageBatch, VisionModel};
 use crate::hooks::{at, HookPoint, Hooks};
-use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::layers::{Activation, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
@@ -77,23 +78,12 @@ impl VitConfig {
     }
 }
 
-struct Block {
-    ln_before: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    ln_after: LayerNorm,
-    up: Linear,
-    down: Linear,
-}
-
 pub struct Vit {
     cfg: VitConfig,
     patch: Linear,
     cls: Tensor,
     positions: Tensor,
-    blocks: Vec<Block>,
+    encoder: Encoder,
     ln_final: LayerNorm,
     classifier: Option<Linear>,
 }
@@ -118,21 +108,15 @@ impl Vit {
             &format!("{e}.position_embeddings"),
             &[1, grid * grid + 1, h],
         )?;
-        let mut blocks = Vec::with_capacity(cfg.layers);
-        for i in 0..cfg.layers {
-            let l = format!("encoder.layer.{i}");
-            let a = format!("{l}.attention");
-            blocks.push(Block {
-                ln_before: LayerNorm::load(w, &format!("{l}.layernorm_before"), h, cfg.eps)?,
-                q: Linear::load(w, &format!("{a}.attention.query"), h, h)?,
-                k: Linear::load(w, &format!("{a}.attention.key"), h, h)?,
-                v: Linear::load(w, &format!("{a}.attention.value"), h, h)?,
-                out: Linear::load(w, &format!("{a}.output.dense"), h, h)?,
-                ln_after: LayerNorm::load(w, &format!("{l}.layernorm_after"), h, cfg.eps)?,
-                up: Linear::load(w, &format!("{l}.intermediate.dense"), h, cfg.intermediate)?,
-                down: Linear::load(w, &format!("{l}.output.dense"), cfg.intermediate, h)?,
-            });
-        }
+        let shape = EncoderShape {
+            hidden: h,
+            layers: cfg.layers,
+            heads: cfg.heads,
+            intermediate: cfg.intermediate,
+            eps: cfg.eps,
+            act: cfg.act,
+        };
+        let encoder = Encoder::load(w, &LayerNames::vit(), shape)?;
         let ln_final = LayerNorm::load(w, "layernorm", h, cfg.eps)?;
         let classifier = match (
             w.get_root("classifier.weight", &[cfg.num_classes, h])?,
@@ -146,18 +130,10 @@ impl Vit {
             patch,
             cls,
             positions,
-            blocks,
+            encoder,
             ln_final,
             classifier,
         })
-    }
-
-    fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let hd = self.cfg.hidden / self.cfg.heads;
-        x.reshape((b, t, self.cfg.heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()
     }
 }
 
@@ -218,14 +194,7 @@ impl VisionModel for Vit {
             )));
         }
         let (b, g) = (batch.batch, size / p);
-        let pixels = Tensor::from_slice(&batch.pixels, (b, g, p, g, p, c), &Device::Cpu)?;
-        // [b, gy, py, gx, px, c] → [b, gy, gx, c, py, px]: patches flattened as the conv weight.
-        let patches =
-            pixels
-                .permute((0, 1, 3, 5, 2, 4))?
-                .contiguous()?
-                .reshape((b, g * g, c * p * p))?;
-        let embedded = self.patch.forward(&patches)?;
+        let embedded = self.patch.forward(&patches(&batch.pixels, b, g, p, c)?)?;
         let cls = self.cls.broadcast_as((b, 1, self.cfg.hidden))?;
         let x = Tensor::cat(&[&cls, &embedded], 1)?;
         let x = at(hooks, HookPoint::Embed, x)?;
@@ -234,37 +203,9 @@ impl VisionModel for Vit {
             HookPoint::PosEmbed,
             self.positions.broadcast_as(x.shape())?.contiguous()?,
         )?;
-        let mut x = (x + pos)?;
         let t = g * g + 1;
         let mask = Tensor::zeros((1, 1, 1, t), candle_core::DType::F32, &Device::Cpu)?;
-        let scale = 1.0 / ((self.cfg.hidden / self.cfg.heads) as f64).sqrt();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            x = at(hooks, HookPoint::ResidPre(i), x)?;
-            let n = blk.ln_before.forward(&x)?;
-            let q = at(hooks, HookPoint::AttnQ(i), blk.q.forward(&n)?)?;
-            let k = at(hooks, HookPoint::AttnK(i), blk.k.forward(&n)?)?;
-            let v = at(hooks, HookPoint::AttnV(i), blk.v.forward(&n)?)?;
-            let z = attention(
-                &self.heads(&q)?,
-                &self.heads(&k)?,
-                &self.heads(&v)?,
-                &mask,
-                scale,
-                hooks,
-                i,
-            )?;
-            let z = at(hooks, HookPoint::AttnZ(i), z)?;
-            let attn = at(hooks, HookPoint::AttnOut(i), blk.out.forward(&z)?)?;
-            x = at(hooks, HookPoint::ResidMid(i), (x + attn)?)?;
-            let n = blk.ln_after.forward(&x)?;
-            let hidden = at(
-                hooks,
-                HookPoint::MlpPost(i),
-                self.cfg.act.apply(&blk.up.forward(&n)?)?,
-            )?;
-            let mlp = at(hooks, HookPoint::MlpOut(i), blk.down.forward(&hidden)?)?;
-            x = at(hooks, HookPoint::ResidPost(i), (x + mlp)?)?;
-        }
+        let x = self.encoder.forward((x + pos)?, &mask, hooks)?;
         let normed = at(hooks, HookPoint::LnFinal, self.ln_final.forward(&x)?)?;
         let pooled = at(
             hooks,

@@ -266,7 +266,7 @@ pub fn run_tcav_stage(
         target_hooks.push((target.clone(), hooks));
         resolved_targets.push(resolved);
     }
-    let mut manifest = invalidate_from(run, "tcav")?;
+    let manifest = invalidate_from(run, "tcav")?;
     if compute {
         for ((target, hooks), resolved) in target_hooks.iter().zip(&resolved_targets) {
             store_gradients(
@@ -316,21 +316,65 @@ pub fn run_tcav_stage(
             sums.push((target.spec.clone(), hook.to_string(), s));
         }
     }
-    let hook_names: Vec<String> = all_hooks.iter().map(ToString::to_string).collect();
-    let sets: Vec<HookSets<'_>> = all_hooks
+    let width = |h: HookPoint| model.model.hook_width(h);
+    let names: Vec<&str> = concepts.iter().map(|c| c.name.as_str()).collect();
+    let pooled = PooledSets {
+        concepts: &names,
+        sets: &pooled,
+        randoms: randoms.len(),
+        width: &width,
+    };
+    let done = super::Completion {
+        stage: "tcav",
+        fingerprint: fp,
+        seed: Some(settings.seed),
+        params,
+        started,
+    };
+    score_and_record(
+        run, settings, manifest, &all_hooks, &pooled, &sums, done, json,
+    )
+}
+
+/// Pooled activations of the concept sets (first) and random sets (after), per hook.
+pub(super) struct PooledSets<'a> {
+    pub concepts: &'a [&'a str],
+    pub sets: &'a [BTreeMap<HookPoint, Vec<f32>>],
+    pub randoms: usize,
+    pub width: &'a dyn Fn(HookPoint) -> usize,
+}
+
+/// The stage's common end for text and vision runs: trains the CAVs at every hook that has
+/// target gradients (`sums`: target, hook, `n × width` sums), scores and tests them, writes
+/// `tcav/*.parquet`, records the stage and prints the table (or JSON).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn score_and_record(
+    run: &RunDir,
+    settings: &TcavSection,
+    mut manifest: glassbox_data::Manifest,
+    hooks: &[HookPoint],
+    pooled: &PooledSets<'_>,
+    sums: &[(String, String, Vec<f32>)],
+    done: super::Completion,
+    json: bool,
+) -> Result<Vec<ScoreRow>> {
+    let hook_names: Vec<String> = hooks.iter().map(ToString::to_string).collect();
+    let n = pooled.concepts.len();
+    let sets: Vec<HookSets<'_>> = hooks
         .iter()
         .zip(&hook_names)
         .filter(|(_, name)| sums.iter().any(|(_, h, _)| h == *name))
         .map(|(hook, name)| HookSets {
             hook: name,
-            width: model.model.hook_width(*hook),
-            concepts: concepts
+            width: (pooled.width)(*hook),
+            concepts: pooled
+                .concepts
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (c.name.as_str(), pooled[i][hook].as_slice()))
+                .map(|(i, c)| (*c, pooled.sets[i][hook].as_slice()))
                 .collect(),
-            randoms: (0..randoms.len())
-                .map(|r| pooled[concepts.len() + r][hook].as_slice())
+            randoms: (0..pooled.randoms)
+                .map(|r| pooled.sets[n + r][hook].as_slice())
                 .collect(),
         })
         .collect();
@@ -354,13 +398,6 @@ pub fn run_tcav_stage(
     let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
     write_cavs(run, &cavs)?;
     write_scores(run, &scores)?;
-    let done = super::Completion {
-        stage: "tcav",
-        fingerprint: fp,
-        seed: Some(settings.seed),
-        params,
-        started,
-    };
     super::complete_stage(run, &mut manifest, done, |config| {
         config.tcav = Some(settings.clone())
     })?;

@@ -12,12 +12,11 @@
 //!   CAV, the same convention as tokens in text runs.
 
 use super::invalidate_from;
+use super::tcav::{score_and_record, PooledSets};
 use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
-use glassbox_concepts::{
-    run_tcav, write_cavs, write_scores, Convention, HookSets, Options, ScoreRow, TargetGradients,
-};
+use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::images::{load_rgb, read_image_dataset, read_image_set, ImageSet, Preprocessor};
 use glassbox_data::rng::SeededRng;
 use glassbox_data::textures::{render, Texture};
@@ -228,7 +227,7 @@ pub fn run_tcav_vision(
         &settings.hooks[..]
     };
     let cav_hooks = hooks::select(patterns, &available)?;
-    let mut manifest = invalidate_from(run, "tcav")?;
+    let manifest = invalidate_from(run, "tcav")?;
     let bs = settings.batch_size.max(1);
 
     // Target gradients, summed over positions, per (target, hook).
@@ -303,43 +302,14 @@ pub fn run_tcav_vision(
     }
     progress.finish();
 
-    let hook_names: Vec<String> = cav_hooks.iter().map(ToString::to_string).collect();
-    let sets: Vec<HookSets<'_>> = cav_hooks
-        .iter()
-        .zip(&hook_names)
-        .map(|(hook, name)| HookSets {
-            hook: name,
-            width: model.model.hook_width(*hook),
-            concepts: concepts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.as_str(), pooled[i][hook].as_slice()))
-                .collect(),
-            randoms: (0..n_random)
-                .map(|r| pooled[concepts.len() + r][hook].as_slice())
-                .collect(),
-        })
-        .collect();
-    let gradients: Vec<TargetGradients<'_>> = sums
-        .iter()
-        .map(|(target, hook, s)| TargetGradients {
-            target,
-            hook,
-            convention: settings.convention,
-            sums: s,
-        })
-        .collect();
-    let opts = Options {
-        method: settings.cav,
-        l2: settings.l2,
-        alpha: settings.alpha,
-        min_cav_accuracy: settings.min_cav_accuracy,
-        bootstrap: settings.bootstrap,
-        seed: settings.seed,
+    let width = |h: HookPoint| model.model.hook_width(h);
+    let names: Vec<&str> = concepts.iter().map(|c| c.name.as_str()).collect();
+    let pooled = PooledSets {
+        concepts: &names,
+        sets: &pooled,
+        randoms: n_random,
+        width: &width,
     };
-    let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
-    write_cavs(run, &cavs)?;
-    write_scores(run, &scores)?;
     let done = super::Completion {
         stage: "tcav",
         fingerprint: fp,
@@ -347,15 +317,9 @@ pub fn run_tcav_vision(
         params,
         started,
     };
-    super::complete_stage(run, &mut manifest, done, |config| {
-        config.tcav = Some(settings.clone())
-    })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&scores)?);
-    } else {
-        print!("{}", super::tcav::table(&scores));
-    }
-    Ok(scores)
+    score_and_record(
+        run, settings, manifest, &cav_hooks, &pooled, &sums, done, json,
+    )
 }
 
 /// The backward's seed for a batch: the target's row for every image (logit convention), or

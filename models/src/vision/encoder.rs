@@ -1,0 +1,142 @@
+//! The pre-LayerNorm transformer encoder shared by ViT and CLIP's towers (same computation,
+//! different parameter names), and the patch embedding's reshaping.
+
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::weights::Weights;
+use crate::Result;
+use candle_core::{Device, Tensor};
+
+/// An encoder's shape.
+#[derive(Debug, Clone)]
+pub struct EncoderShape {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f64,
+    pub(crate) act: Activation,
+}
+
+/// Where a checkpoint keeps one layer's parameters, relative to `{layers}.{i}`.
+pub(super) struct LayerNames {
+    pub layers: String,
+    pub ln1: &'static str,
+    pub q: &'static str,
+    pub k: &'static str,
+    pub v: &'static str,
+    pub out: &'static str,
+    pub ln2: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+}
+
+impl LayerNames {
+    /// HF ViT: `{prefix}encoder.layer.{i}.attention.attention.query`, …
+    pub fn vit() -> Self {
+        Self {
+            layers: "encoder.layer".into(),
+            ln1: "layernorm_before",
+            q: "attention.attention.query",
+            k: "attention.attention.key",
+            v: "attention.attention.value",
+            out: "attention.output.dense",
+            ln2: "layernorm_after",
+            up: "intermediate.dense",
+            down: "output.dense",
+        }
+    }
+
+    /// HF CLIP: `{tower}.encoder.layers.{i}.self_attn.q_proj`, …
+    pub fn clip(tower: &str) -> Self {
+        Self {
+            layers: format!("{tower}.encoder.layers"),
+            ln1: "layer_norm1",
+            q: "self_attn.q_proj",
+            k: "self_attn.k_proj",
+            v: "self_attn.v_proj",
+            out: "self_attn.out_proj",
+            ln2: "layer_norm2",
+            up: "mlp.fc1",
+            down: "mlp.fc2",
+        }
+    }
+}
+
+struct Layer {
+    ln1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln2: LayerNorm,
+    up: Linear,
+    down: Linear,
+}
+
+pub(super) struct Encoder {
+    shape: EncoderShape,
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    pub fn load(w: &Weights, names: &LayerNames, shape: EncoderShape) -> Result<Self> {
+        let (h, m) = (shape.hidden, shape.intermediate);
+        let layers = (0..shape.layers)
+            .map(|i| {
+                let p = |n: &str| format!("{}.{i}.{n}", names.layers);
+                Ok(Layer {
+                    ln1: LayerNorm::load(w, &p(names.ln1), h, shape.eps)?,
+                    q: Linear::load(w, &p(names.q), h, h)?,
+                    k: Linear::load(w, &p(names.k), h, h)?,
+                    v: Linear::load(w, &p(names.v), h, h)?,
+                    out: Linear::load(w, &p(names.out), h, h)?,
+                    ln2: LayerNorm::load(w, &p(names.ln2), h, shape.eps)?,
+                    up: Linear::load(w, &p(names.up), h, m)?,
+                    down: Linear::load(w, &p(names.down), m, h)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { shape, layers })
+    }
+
+    fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.shape.hidden / self.shape.heads;
+        x.reshape((b, t, self.shape.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Pre-LayerNorm blocks with the transformer hooks; `mask` is additive `[.., t, t]`.
+    pub fn forward(&self, mut x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let scale = 1.0 / ((self.shape.hidden / self.shape.heads) as f64).sqrt();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = at(hooks, HookPoint::ResidPre(i), x)?;
+            let n = l.ln1.forward(&x)?;
+            let q = at(hooks, HookPoint::AttnQ(i), l.q.forward(&n)?)?;
+            let k = at(hooks, HookPoint::AttnK(i), l.k.forward(&n)?)?;
+            let v = at(hooks, HookPoint::AttnV(i), l.v.forward(&n)?)?;
+            let (q, k, v) = (self.heads(&q)?, self.heads(&k)?, self.heads(&v)?);
+            let z = attention(&q, &k, &v, mask, scale, hooks, i)?;
+            let z = at(hooks, HookPoint::AttnZ(i), z)?;
+            let a = at(hooks, HookPoint::AttnOut(i), l.out.forward(&z)?)?;
+            x = at(hooks, HookPoint::ResidMid(i), (x + a)?)?;
+            let n = l.ln2.forward(&x)?;
+            let up = self.shape.act.apply(&l.up.forward(&n)?)?;
+            let hidden = at(hooks, HookPoint::MlpPost(i), up)?;
+            let m = at(hooks, HookPoint::MlpOut(i), l.down.forward(&hidden)?)?;
+            x = at(hooks, HookPoint::ResidPost(i), (x + m)?)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Channels-last pixels `[b, g·p, g·p, c]` → patches `[b, g², c·p·p]`, each flattened in the
+/// `(channel, y, x)` order of a PyTorch patch convolution's weight.
+pub(super) fn patches(pixels: &[f32], b: usize, g: usize, p: usize, c: usize) -> Result<Tensor> {
+    let t = Tensor::from_slice(pixels, (b, g, p, g, p, c), &Device::Cpu)?;
+    Ok(t.permute((0, 1, 3, 5, 2, 4))?
+        .contiguous()?
+        .reshape((b, g * g, c * p * p))?)
+}
