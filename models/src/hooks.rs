@@ -60,6 +60,9 @@ pub enum HookPoint {
     Head,
     /// Vision: globally average-pooled features (one position).
     Pooled,
+    /// Image–text models: the unit-normalised image embedding in the space shared with text
+    /// (one position), where text-defined concepts live.
+    Embeds,
 }
 
 /// Where inside a convolutional (MBConv/bottleneck) block a hook sits.
@@ -91,7 +94,8 @@ impl HookPoint {
             ResidPre(i) | ResidMid(i) | ResidPost(i) | AttnOut(i) | MlpOut(i) | MlpPost(i)
             | AttnQ(i) | AttnK(i) | AttnV(i) | AttnZ(i) | AttnPattern(i) => Some(i),
             Conv { stage, .. } => Some(stage as usize),
-            Embed | PosEmbed | TokenTypeEmbed | LnFinal | Logits | Stem | Head | Pooled => None,
+            Embed | PosEmbed | TokenTypeEmbed | LnFinal | Logits | Stem | Head | Pooled
+            | Embeds => None,
         }
     }
 
@@ -138,6 +142,7 @@ impl HookPoint {
             }
             Head => 1e5,
             Pooled => 1e5 + 0.5,
+            Embeds => 1e6 + 0.5,
             ResidPre(i) => i as f64,
             AttnQ(i) | AttnK(i) | AttnV(i) => i as f64 + 0.2,
             AttnPattern(i) => i as f64 + 0.25,
@@ -180,6 +185,7 @@ impl fmt::Display for HookPoint {
             }
             Head => write!(f, "hook_head"),
             Pooled => write!(f, "hook_pooled"),
+            Embeds => write!(f, "hook_embeds"),
         }
     }
 }
@@ -202,6 +208,7 @@ impl FromStr for HookPoint {
             "hook_stem" => return Ok(Stem),
             "hook_head" => return Ok(Head),
             "hook_pooled" => return Ok(Pooled),
+            "hook_embeds" => return Ok(Embeds),
             _ => {}
         }
         if let Some(rest) = s.strip_prefix("stages.") {
@@ -277,6 +284,7 @@ const EXAMPLE_NAMES: &[&str] = &[
     "stages.0.blocks.0.hook_out",
     "hook_head",
     "hook_pooled",
+    "hook_embeds",
 ];
 
 /// Selects hook points by comma-separated glob patterns (`*` matches any run of characters,
@@ -396,7 +404,7 @@ mod tests {
             v.extend(HookPoint::block(i));
         }
         v.push(LnFinal);
-        v.extend([Stem, Head, Pooled, Logits]);
+        v.extend([Stem, Head, Pooled, Logits, Embeds]);
         for part in [ConvPart::Expand, ConvPart::Depthwise, ConvPart::Out] {
             v.push(Conv {
                 stage: 3,

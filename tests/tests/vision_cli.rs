@@ -261,6 +261,65 @@ fn clip_text_prompt_is_a_tcav_target() {
     assert!(rows
         .iter()
         .all(|r| r["target"] == "text:a photo of a zebra" && r["n_targets"] == 12));
+    // Concepts defined by prompts live where images and text meet (`hook_embeds`), against
+    // random prompts from the built-in corpus.
+    let prompts = tmp.path().join("striped.jsonl");
+    let lines: String = [
+        "stripes",
+        "a striped pattern",
+        "zebra stripes",
+        "black and white stripes",
+        "striped fabric",
+        "a striped shirt",
+    ]
+    .iter()
+    .map(|t| format!("{{\"text\": \"{t}\"}}\n"))
+    .collect();
+    std::fs::write(&prompts, lines).unwrap();
+    let out = glassbox()
+        .args([
+            "tcav",
+            "--target",
+            "text:a photo of a zebra",
+            "--random-runs",
+            "3",
+            "--min-concept-size",
+            "5",
+            "--json",
+            "--force",
+            "--concepts",
+        ])
+        .arg(&prompts)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "tcav (prompt concept)");
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = scores.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{scores}");
+    assert_eq!(rows[0]["hook"], "hook_embeds");
+    assert_eq!(rows[0]["concept"], "striped");
+    // Mixing prompt and image concepts is refused with the reason.
+    let out = glassbox()
+        .args([
+            "tcav",
+            "--target",
+            "text:a photo of a zebra",
+            "--min-concept-size",
+            "5",
+            "--concepts",
+        ])
+        .arg(format!(
+            "{},{}",
+            prompts.display(),
+            concepts.join("dots").display()
+        ))
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["mix prompt files and image folders"]);
     // A class target on a model without classes is named.
     let out = glassbox()
         .args(["tcav", "--target", "class:zebra", "--concepts"])

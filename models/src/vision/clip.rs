@@ -3,8 +3,9 @@
 //!
 //! The image tower is the hookable model: `hook_embed` (`[CLS]` and patch embeddings),
 //! `hook_pos_embed`, per block the transformer hooks of the text models (`blocks.0.hook_resid_pre`
-//! is after CLIP's pre-LayerNorm, HF's `hidden_states[0]`), and `hook_pooled` (the
-//! post-LayerNormed `[CLS]`, HF's `pooler_output`). Its output is the *unit-normalised* image
+//! is after CLIP's pre-LayerNorm, HF's `hidden_states[0]`), `hook_pooled` (the
+//! post-LayerNormed `[CLS]`, HF's `pooler_output`) and `hook_embeds` (the normalised image
+//! embedding, in the space text embeddings share: where text-defined concepts live). Its output is the *unit-normalised* image
 //! embedding, so a text prompt becomes a linear target: the zero-shot logit
 //! `exp(logit_scale) · ê · t̂` of prompt embedding `t̂` ([`Clip::text_target`]). The text tower
 //! runs without hooks; its embedding is the projected final-norm state at the end-of-text
@@ -141,17 +142,24 @@ impl Clip {
     }
 
     /// Unit-normalised text embeddings `[b, projection_dim]` of token-id sequences (each must
-    /// hold its end-of-text token).
+    /// hold its end-of-text token; longer than the positions, they are truncated keeping it).
     pub fn embed_text(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
         let mut rows = Vec::with_capacity(ids.len());
         for seq in ids {
-            let t = seq.len();
-            if t == 0 || t > self.cfg.max_positions {
-                return Err(ModelError::Invalid(format!(
-                    "a CLIP prompt must have 1 to {} tokens, this one has {t}",
-                    self.cfg.max_positions
-                )));
+            if seq.is_empty() {
+                return Err(ModelError::Invalid("a CLIP prompt has no tokens".into()));
             }
+            // Longer prompts are truncated keeping their last (end-of-text) token, as CLIP's
+            // tokenizer does.
+            let max = self.cfg.max_positions;
+            let truncated: Vec<u32>;
+            let seq = if seq.len() > max {
+                truncated = seq[..max - 1].iter().chain(seq.last()).copied().collect();
+                &truncated
+            } else {
+                seq
+            };
+            let t = seq.len();
             if let Some(&bad) = seq.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
                 return Err(ModelError::Invalid(format!(
                     "token id {bad} is outside CLIP's vocabulary"
@@ -225,13 +233,14 @@ impl VisionModel for Clip {
         for i in 0..self.cfg.vision.layers {
             v.extend(HookPoint::block(i));
         }
-        v.push(HookPoint::Pooled);
+        v.extend([HookPoint::Pooled, HookPoint::Embeds]);
         v
     }
 
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
             HookPoint::MlpPost(_) => self.cfg.vision.intermediate,
+            HookPoint::Embeds => self.cfg.projection_dim,
             HookPoint::AttnPattern(_) => 0,
             _ => self.cfg.vision.hidden,
         }
@@ -243,6 +252,10 @@ impl VisionModel for Clip {
 
     fn eos_token_id(&self) -> Option<u32> {
         Some(self.cfg.eos_token_id)
+    }
+
+    fn embed_texts(&self, ids: &[Vec<u32>]) -> Option<Result<Vec<f32>>> {
+        Some((|| Ok(self.embed_text(ids)?.flatten_all()?.to_vec1()?))())
     }
 
     fn hook_gradients(
@@ -286,6 +299,7 @@ impl VisionModel for Clip {
         let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.contiguous()?)?;
         let pooled = at(hooks, HookPoint::Pooled, pooled)?.squeeze(1)?;
         let e = pooled.matmul(&self.visual_projection.t()?)?;
-        Ok(e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?)
+        let e = e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
+        Ok(at(hooks, HookPoint::Embeds, e.unsqueeze(1)?)?.squeeze(1)?)
     }
 }

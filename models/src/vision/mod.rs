@@ -63,6 +63,11 @@ pub trait VisionModel: Send + Sync {
     fn text_target(&self, _ids: &[u32]) -> Option<Result<Vec<f32>>> {
         None
     }
+    /// Unit-normalised text embeddings (`n × width` of [`HookPoint::Embeds`]) of prompts, for
+    /// image–text models: text-defined concepts in the space the images are embedded in.
+    fn embed_texts(&self, _ids: &[Vec<u32>]) -> Option<Result<Vec<f32>>> {
+        None
+    }
     /// The end-of-text token a prompt must end with, for image–text models.
     fn eos_token_id(&self) -> Option<u32> {
         None

@@ -17,7 +17,10 @@ use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_concepts::{Convention, ScoreRow};
-use glassbox_data::images::{load_rgb, read_image_dataset, read_image_set, ImageSet, Preprocessor};
+use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
+use glassbox_data::images::{
+    load_rgb, read_image_dataset, read_image_set, ImageSet, Preprocessor, IMAGE_EXTENSIONS,
+};
 use glassbox_data::rng::SeededRng;
 use glassbox_data::textures::{render, Texture};
 use glassbox_data::{Progress, RunDir};
@@ -51,16 +54,13 @@ type Target = (Vec<f32>, Option<usize>);
 fn parse_target(spec: &str, model: &LoadedVisionModel) -> Result<Target> {
     let labels = model.model.labels();
     if let Some(prompt) = spec.strip_prefix("text:") {
-        let (Some(tok), Some(eos)) = (&model.tokenizer, model.model.eos_token_id()) else {
+        if model.tokenizer.is_none() || model.model.eos_token_id().is_none() {
             bail!(
                 "vision TCAV target `{spec}`: text prompts need an image–text model with a tokenizer.json (CLIP); this is {}",
                 model.model.family()
             );
-        };
-        let mut ids = tok.encode(&[prompt])?[0].ids.clone();
-        if ids.last() != Some(&eos) {
-            ids.push(eos);
         }
+        let ids = prompt_ids(model, &[prompt.to_owned()])?.remove(0);
         let row = model
             .model
             .text_target(&ids)
@@ -89,6 +89,84 @@ fn parse_target(spec: &str, model: &LoadedVisionModel) -> Result<Target> {
     let mut row = vec![0f32; labels.len()];
     row[class] = 1.0;
     Ok((row, Some(class)))
+}
+
+/// A concept set: images, or (image–text models) prompts.
+enum Concept {
+    Images(ImageSet),
+    Texts(ConceptSet),
+}
+
+impl Concept {
+    fn name(&self) -> &str {
+        match self {
+            Concept::Images(s) => &s.name,
+            Concept::Texts(s) => &s.name,
+        }
+    }
+    fn sha256(&self) -> &str {
+        match self {
+            Concept::Images(s) => &s.sha256,
+            Concept::Texts(s) => &s.sha256,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Concept::Images(s) => s.files.len(),
+            Concept::Texts(s) => s.texts.len(),
+        }
+    }
+}
+
+/// A folder of images is an image concept; a prompt file (JSONL/CSV/Parquet with `text`) or a
+/// folder of `.txt` files is a prompt concept.
+fn read_concept_set(path: &std::path::Path, min_size: usize) -> Result<Concept> {
+    let has = |exts: &[&str]| {
+        std::fs::read_dir(path).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                e.path().extension().is_some_and(|x| {
+                    exts.contains(&x.to_string_lossy().to_ascii_lowercase().as_str())
+                })
+            })
+        })
+    };
+    if path.is_file() || (path.is_dir() && has(&["txt"]) && !has(IMAGE_EXTENSIONS)) {
+        Ok(Concept::Texts(read_concept(path, min_size)?))
+    } else {
+        Ok(Concept::Images(read_image_set(path, min_size)?))
+    }
+}
+
+/// Token ids of prompts, each ending with the end-of-text token.
+fn prompt_ids(model: &LoadedVisionModel, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+    let (Some(tok), Some(eos)) = (&model.tokenizer, model.model.eos_token_id()) else {
+        bail!("prompts need an image–text model with a tokenizer.json (CLIP)");
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(tok
+        .encode(&refs)?
+        .into_iter()
+        .map(|e| {
+            let mut ids = e.ids;
+            if ids.last() != Some(&eos) {
+                ids.push(eos);
+            }
+            ids
+        })
+        .collect())
+}
+
+/// Prompts embedded where images are (`hook_embeds`), as one set's activations.
+fn embedded_prompts(
+    model: &LoadedVisionModel,
+    texts: &[String],
+) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
+    let ids = prompt_ids(model, texts)?;
+    let rows = model
+        .model
+        .embed_texts(&ids)
+        .ok_or_else(|| anyhow!("the {} family has no text tower", model.model.family()))??;
+    Ok(BTreeMap::from([(HookPoint::Embeds, rows)]))
 }
 
 /// Mean-over-positions activations of `images` at `hooks`, `n × width` per hook.
@@ -177,14 +255,20 @@ pub fn run_tcav_vision(
     if settings.concepts.is_empty() {
         bail!("no concept sets; pass --concepts FOLDER[,...] (folders of images, e.g. from `glassbox textures`)");
     }
-    let concepts: Vec<ImageSet> = settings
+    let concepts: Vec<Concept> = settings
         .concepts
         .iter()
-        .map(|p| read_image_set(p, settings.min_concept_size))
-        .collect::<Result<_, _>>()?;
-    let corpus = match &settings.random_corpus {
-        Some(path) => Some(read_image_set(path, 1)?),
-        None => None,
+        .map(|p| read_concept_set(p, settings.min_concept_size))
+        .collect::<Result<_>>()?;
+    let text_mode = concepts.iter().any(|c| matches!(c, Concept::Texts(_)));
+    if text_mode && concepts.iter().any(|c| matches!(c, Concept::Images(_))) {
+        bail!("concepts mix prompt files and image folders; their random counterparts differ (random prompts vs random images), so run them as separate TCAV stages");
+    }
+    let (image_corpus, text_corpus) = match (&settings.random_corpus, text_mode) {
+        (Some(path), false) => (Some(read_image_set(path, 1)?), None),
+        (Some(path), true) => (None, Some(read_concept(path, 1)?)),
+        (None, false) => (None, None),
+        (None, true) => (None, Some(builtin_corpus())),
     };
     let data_path = manifest
         .data
@@ -194,8 +278,8 @@ pub fn run_tcav_vision(
     let params = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
         "tcav": settings,
-        "concepts": concepts.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
-        "corpus": corpus.as_ref().map(|c| &c.sha256),
+        "concepts": concepts.iter().map(Concept::sha256).collect::<Vec<_>>(),
+        "corpus": image_corpus.as_ref().map(|c| &c.sha256).or(text_corpus.as_ref().map(|c| &c.sha256)),
     });
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
@@ -212,8 +296,17 @@ pub fn run_tcav_vision(
         .map(|t| Ok((t.clone(), parse_target(t, &model)?)))
         .collect::<Result<_>>()?;
     let available = model.model.hook_points();
-    // Default: each stage's first block (CNNs) or every block's output (transformers).
-    let default_hooks = if available
+    if text_mode && (model.tokenizer.is_none() || model.model.eos_token_id().is_none()) {
+        bail!(
+            "prompt-defined concepts need an image–text model with a tokenizer.json (CLIP); this is {}",
+            model.model.family()
+        );
+    }
+    // Default: the joint embedding (prompt concepts), each stage's first block (CNNs), or every
+    // block's output (transformers).
+    let default_hooks = if text_mode {
+        vec![HookPoint::Embeds.to_string()]
+    } else if available
         .iter()
         .any(|p| matches!(p, HookPoint::Conv { .. }))
     {
@@ -227,6 +320,11 @@ pub fn run_tcav_vision(
         &settings.hooks[..]
     };
     let cav_hooks = hooks::select(patterns, &available)?;
+    if text_mode {
+        if let Some(h) = cav_hooks.iter().find(|h| **h != HookPoint::Embeds) {
+            bail!("`{h}`: prompt-defined concepts live in the space images and text share, so their CAVs exist only at `hook_embeds`");
+        }
+    }
     let manifest = invalidate_from(run, "tcav")?;
     let bs = settings.batch_size.max(1);
 
@@ -263,7 +361,7 @@ pub fn run_tcav_vision(
     let size = if settings.random_set_size > 0 {
         settings.random_set_size
     } else {
-        concepts.iter().map(|c| c.files.len()).min().unwrap_or(1)
+        concepts.iter().map(Concept::len).min().unwrap_or(1)
     };
     let n_random = settings.random_runs + 1;
     progress.start(
@@ -272,17 +370,24 @@ pub fn run_tcav_vision(
     );
     let mut pooled: Vec<BTreeMap<HookPoint, Vec<f32>>> = Vec::new();
     for c in &concepts {
-        pooled.push(pooled_images(
-            &model,
-            file_batches(&c.files, &pre, bs),
-            &cav_hooks,
-        )?);
+        pooled.push(match c {
+            Concept::Images(set) => {
+                pooled_images(&model, file_batches(&set.files, &pre, bs), &cav_hooks)?
+            }
+            Concept::Texts(set) => embedded_prompts(&model, &set.texts)?,
+        });
         progress.advance(1);
     }
+    if let Some(corpus) = &text_corpus {
+        for set in random_sets(corpus, n_random, size, settings.seed)? {
+            pooled.push(embedded_prompts(&model, &set.texts)?);
+            progress.advance(1);
+        }
+    }
     let side = model.model.image_size().0.max(model.model.image_size().1) as u32;
-    for r in 0..n_random {
+    for r in (0..n_random).filter(|_| !text_mode) {
         let set_seed = settings.seed.wrapping_add(r as u64 * 1_000_003);
-        let acts = match &corpus {
+        let acts = match &image_corpus {
             Some(c) => {
                 // A seeded sample of `size` files for each random set.
                 let mut rng = SeededRng::new(set_seed);
@@ -303,7 +408,7 @@ pub fn run_tcav_vision(
     progress.finish();
 
     let width = |h: HookPoint| model.model.hook_width(h);
-    let names: Vec<&str> = concepts.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = concepts.iter().map(Concept::name).collect();
     let pooled = PooledSets {
         concepts: &names,
         sets: &pooled,
