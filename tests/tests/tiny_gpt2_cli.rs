@@ -189,3 +189,22 @@ fn token_targets_give_tcav_scores_on_a_causal_lm() {
         &["`the chef` is", "tokens", "not one"],
     );
 }
+
+/// `glassbox hooks MODEL | head`: a reader that closed the pipe gets no panic message and the
+/// command exits 0 (the read end is closed before glassbox writes, so the write fails).
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let model = workspace_root().join("tests/fixtures/tiny_gpt2");
+    let mut child = glassbox()
+        .arg("hooks")
+        .arg(&model)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
