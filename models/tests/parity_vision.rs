@@ -4,7 +4,9 @@
 
 use candle_core::{Device, Tensor};
 use glassbox_models::vision::load_vision_model;
+use glassbox_models::LoadedVisionModel;
 use glassbox_models::{resolve, Capture, ConvPart, HookPoint, ImageBatch, ModelSpec};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
@@ -37,20 +39,27 @@ fn close(name: &str, got: &[f32], want: &[f32]) {
     );
 }
 
-fn check_resnet(name: &str, depths: &[usize]) {
+/// A committed fixture: the model, its reference tensors, and its `pixel_values` as a batch of
+/// the first `n` images (channels-last).
+fn load(name: &str, n: usize) -> (LoadedVisionModel, HashMap<String, Tensor>, ImageBatch) {
     let dir = fixture(name);
     let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
     let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
     let reference =
         candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let pixels = &reference["pixel_values"];
-    let (b, _, h, w) = pixels.dims4().unwrap();
+    let pixels = reference["pixel_values"].narrow(0, 0, n).unwrap();
+    let (_, _, h, w) = pixels.dims4().unwrap();
     let batch = ImageBatch {
-        pixels: nhwc(pixels),
-        batch: b,
+        pixels: nhwc(&pixels),
+        batch: n,
         height: h,
         width: w,
     };
+    (model, reference, batch)
+}
+
+fn check_resnet(name: &str, depths: &[usize]) {
+    let (model, reference, batch) = load(name, 2);
     let last_blocks: Vec<HookPoint> = depths
         .iter()
         .enumerate()
@@ -105,19 +114,7 @@ fn resnet_basic_matches_transformers() {
 /// `[CLS]` token then the patches, as in transformers.
 #[test]
 fn vit_matches_transformers() {
-    let dir = fixture("tiny_vit");
-    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
-    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
-    let reference =
-        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let pixels = &reference["pixel_values"];
-    let (b, _, h, w) = pixels.dims4().unwrap();
-    let batch = ImageBatch {
-        pixels: nhwc(pixels),
-        batch: b,
-        height: h,
-        width: w,
-    };
+    let (model, reference, batch) = load("tiny_vit", 2);
     let wanted = [
         HookPoint::ResidPre(0),
         HookPoint::ResidPre(1),
@@ -170,18 +167,7 @@ impl glassbox_models::Hooks for Nudge {
 /// the model is smooth, so they agree tightly.
 #[test]
 fn vit_gradients_match_finite_differences() {
-    let dir = fixture("tiny_vit");
-    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
-    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
-    let reference =
-        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let pixels = &reference["pixel_values"];
-    let batch = ImageBatch {
-        pixels: nhwc(&pixels.narrow(0, 0, 1).unwrap()),
-        batch: 1,
-        height: 32,
-        width: 32,
-    };
+    let (model, _, batch) = load("tiny_vit", 1);
     let mut seed = vec![0f32; 5];
     seed[3] = 1.0;
     let points = [
@@ -227,15 +213,12 @@ fn vit_gradients_match_finite_differences() {
 /// logits rebuilt from `text_target` (the TCAV `text:` target).
 #[test]
 fn clip_matches_transformers() {
-    let dir = fixture("tiny_clip");
-    let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
-    let loaded = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let (loaded, reference, batch) = load("tiny_clip", 2);
     let model = &loaded.model;
-    let reference =
-        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny_clip").join("reference.json")).unwrap(),
+    )
+    .unwrap();
     let prompts: Vec<(String, Vec<u32>)> = json["prompts"]
         .as_array()
         .unwrap()
@@ -250,13 +233,6 @@ fn clip_matches_transformers() {
             (p["text"].as_str().unwrap().to_owned(), ids)
         })
         .collect();
-    let pixels = &reference["pixel_values"];
-    let batch = ImageBatch {
-        pixels: nhwc(pixels),
-        batch: 2,
-        height: 32,
-        width: 32,
-    };
     let wanted = [
         HookPoint::ResidPre(0),
         HookPoint::ResidPre(1),

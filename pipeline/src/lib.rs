@@ -9,4 +9,5 @@ pub mod config;
 pub mod fingerprint;
 pub mod inspect;
 pub mod progress;
+pub mod run_pipeline;
 pub mod stages;

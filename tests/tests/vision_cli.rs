@@ -58,6 +58,31 @@ fn extract(data: &Path, run: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `glassbox tcav --run RUN --target TARGET --concepts A,B,… EXTRA…`.
+fn tcav(run: &Path, target: &str, concepts: &[&Path], extra: &[&str]) -> std::process::Output {
+    let concepts: Vec<String> = concepts.iter().map(|c| c.display().to_string()).collect();
+    glassbox()
+        .args([
+            "tcav",
+            "--target",
+            target,
+            "--concepts",
+            &concepts.join(","),
+        ])
+        .args(extra)
+        .arg("--run")
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
+/// The score rows of a `tcav --json` that must succeed.
+fn score_rows(out: &std::process::Output, what: &str) -> Vec<serde_json::Value> {
+    assert_success(out, what);
+    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    scores.as_array().unwrap().clone()
+}
+
 #[test]
 fn textures_extract_probe_tcav_report() {
     if !model_present("textures_extract_probe_tcav_report") {
@@ -122,30 +147,20 @@ print("ok")
         .output()
         .unwrap();
     assert_success(&out, "probe");
-    let out = glassbox()
-        .args([
-            "tcav",
-            "--target",
-            "class:zebra",
-            "--random-runs",
-            "3",
-            "--json",
-            "--concepts",
-        ])
-        .arg(format!(
-            "{},{}",
-            concepts.join("stripes").display(),
-            concepts.join("dots").display()
-        ))
-        .args(["--hooks", "stages.5.blocks.0.hook_out", "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "tcav");
-    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = scores.as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{scores}");
-    for r in rows {
+    let (stripes, dots) = (concepts.join("stripes"), concepts.join("dots"));
+    let extra = [
+        "--random-runs",
+        "3",
+        "--json",
+        "--hooks",
+        "stages.5.blocks.0.hook_out",
+    ];
+    let rows = score_rows(
+        &tcav(&run, "class:zebra", &[&stripes, &dots], &extra),
+        "tcav",
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
         assert_eq!(r["target"], "class:zebra");
         assert_eq!(r["n_targets"], 24);
         let score = r["score"].as_f64().unwrap();
@@ -153,13 +168,7 @@ print("ok")
         assert!(r["cav_accuracy"].as_f64().unwrap() > 0.9, "{r}");
     }
     // A class the model does not have is named.
-    let out = glassbox()
-        .args(["tcav", "--target", "class:unicorn", "--concepts"])
-        .arg(concepts.join("stripes"))
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = tcav(&run, "class:unicorn", &[&stripes], &[]);
     assert_bad_input(&out, &["class:unicorn", "id2label"]);
 
     let out = glassbox()
@@ -234,33 +243,20 @@ fn clip_text_prompt_is_a_tcav_target() {
         .output()
         .unwrap();
     assert_success(&out, "extract (clip)");
-    let out = glassbox()
-        .args([
-            "tcav",
-            "--target",
-            "text:a photo of a zebra",
-            "--random-runs",
-            "3",
-            "--json",
-            "--concepts",
-        ])
-        .arg(format!(
-            "{},{}",
-            concepts.join("stripes").display(),
-            concepts.join("dots").display()
-        ))
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "tcav (clip text target)");
-    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = scores.as_array().unwrap();
+    let zebra = "text:a photo of a zebra";
+    let (stripes, dots) = (concepts.join("stripes"), concepts.join("dots"));
+    let out = tcav(
+        &run,
+        zebra,
+        &[&stripes, &dots],
+        &["--random-runs", "3", "--json"],
+    );
+    let rows = score_rows(&out, "tcav (clip text target)");
     // 2 concepts × 2 default hooks (every block's hook_resid_post).
-    assert_eq!(rows.len(), 4, "{scores}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     assert!(rows
         .iter()
-        .all(|r| r["target"] == "text:a photo of a zebra" && r["n_targets"] == 12));
+        .all(|r| r["target"] == zebra && r["n_targets"] == 12));
     // Concepts defined by prompts live where images and text meet (`hook_embeds`), against
     // random prompts from the built-in corpus.
     let prompts = tmp.path().join("striped.jsonl");
@@ -276,58 +272,31 @@ fn clip_text_prompt_is_a_tcav_target() {
     .map(|t| format!("{{\"text\": \"{t}\"}}\n"))
     .collect();
     std::fs::write(&prompts, lines).unwrap();
-    let out = glassbox()
-        .args([
-            "tcav",
-            "--target",
-            "text:a photo of a zebra",
-            "--random-runs",
-            "3",
-            "--min-concept-size",
-            "5",
-            "--json",
-            "--force",
-            "--concepts",
-        ])
-        .arg(&prompts)
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "tcav (prompt concept)");
-    let scores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = scores.as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{scores}");
+    let extra = [
+        "--random-runs",
+        "3",
+        "--min-concept-size",
+        "5",
+        "--json",
+        "--force",
+    ];
+    let rows = score_rows(
+        &tcav(&run, zebra, &[&prompts], &extra),
+        "tcav (prompt concept)",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["hook"], "hook_embeds");
     assert_eq!(rows[0]["concept"], "striped");
     // Mixing prompt and image concepts is refused with the reason.
-    let out = glassbox()
-        .args([
-            "tcav",
-            "--target",
-            "text:a photo of a zebra",
-            "--min-concept-size",
-            "5",
-            "--concepts",
-        ])
-        .arg(format!(
-            "{},{}",
-            prompts.display(),
-            concepts.join("dots").display()
-        ))
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = tcav(
+        &run,
+        zebra,
+        &[&prompts, &dots],
+        &["--min-concept-size", "5"],
+    );
     assert_bad_input(&out, &["mix prompt files and image folders"]);
     // A class target on a model without classes is named.
-    let out = glassbox()
-        .args(["tcav", "--target", "class:zebra", "--concepts"])
-        .arg(concepts.join("stripes"))
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = tcav(&run, "class:zebra", &[&stripes], &[]);
     assert_bad_input(&out, &["class:zebra", "id2label"]);
 
     for (fixture, want) in [

@@ -254,7 +254,7 @@ pub fn preprocessor_for(model: &LoadedVisionModel) -> Result<Preprocessor> {
             rescale_factor: 1.0 / 255.0,
             mean: [127.0 / 255.0; 3],
             std: [128.0 / 255.0; 3],
-            filter: image_filter_bilinear(),
+            filter: glassbox_data::images::FilterType::Triangle, // bilinear
         }),
         family => Err(ModelError::Config {
             path: model.resolved.config.with_file_name("preprocessor_config.json"),
@@ -263,10 +263,6 @@ pub fn preprocessor_for(model: &LoadedVisionModel) -> Result<Preprocessor> {
             ),
         }),
     }
-}
-
-fn image_filter_bilinear() -> glassbox_data::images::FilterType {
-    glassbox_data::images::FilterType::Triangle
 }
 
 /// Class names from `id2label` (`{"0": "tench", …}`), or `class_{i}` when absent.

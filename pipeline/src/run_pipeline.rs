@@ -1,0 +1,83 @@
+//! `glassbox pipeline`: the configured stages in order (extract → probe → [tcav] →
+//! [dictionary] → report), each skipped when up to date.
+
+use crate::cli::PipelineArgs;
+use crate::config::PipelineConfig;
+use crate::progress::Bars;
+use crate::stages::{dictionary, extract, probe, report, tcav};
+use anyhow::{Context, Result};
+use glassbox_data::{Progress, RunDir};
+use std::path::PathBuf;
+
+/// Runs the pipeline of `a.config`, with `--model`/`--run` overrides.
+pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
+    let mut config = PipelineConfig::load(&a.config)?;
+    if let Some(model) = a.model {
+        if a.run.is_none() {
+            config.run = PathBuf::from("runs").join(slug(&model));
+        }
+        config.model.id = model;
+    }
+    if let Some(run) = a.run {
+        config.run = run;
+    }
+    let run = RunDir::new(&config.run);
+    eprintln!(
+        "pipeline: {} on {} → {}",
+        config.model.id,
+        config.data.path.display(),
+        run.root().display()
+    );
+    let req = extract::ExtractRequest {
+        model: &config.model.id,
+        data: &config.data.path,
+        settings: &config.extract,
+        force: a.force,
+    };
+    extract::run_extract(&run, &req, bars).context("extract stage failed")?;
+    if config.probe.labels.is_empty() && config.probe.token_labels.is_empty() {
+        bars.note("probe: no labels configured; skipping probe and report");
+        return Ok(());
+    }
+    probe::run_probe(&run, &config.probe, a.force, false, bars).context("probe stage failed")?;
+    if let Some(settings) = &config.tcav {
+        tcav::run_tcav_stage(&run, settings, true, a.force, false, bars)
+            .context("tcav stage failed")?;
+    }
+    if let Some(settings) = &config.dictionary {
+        dictionary::run_dictionary_stage(&run, settings, a.force, None, false, bars)
+            .context("dictionary stage failed")?;
+    }
+    report::run_report(&run, a.force, bars).context("report stage failed")?;
+    Ok(())
+}
+
+/// A folder-safe name for a model id: `org/name@rev` → `org--name@rev`.
+fn slug(model: &str) -> String {
+    model
+        .trim_start_matches("./")
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("--")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert_eq!(super::slug("org/name@v1"), "org--name@v1");
+        assert_eq!(super::slug("./models/my model"), "models--my-model");
+    }
+}
