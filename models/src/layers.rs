@@ -29,6 +29,17 @@ impl Activation {
             )),
         }
     }
+    /// The same function for the fused CPU kernels.
+    pub(crate) fn kernel(self) -> crate::kernels::Act {
+        use crate::kernels::Act;
+        match self {
+            Activation::GeluErf => Act::GeluErf,
+            Activation::GeluTanh => Act::GeluTanh,
+            Activation::Relu => Act::Relu,
+            Activation::Silu => Act::Silu,
+            Activation::QuickGelu => Act::QuickGelu,
+        }
+    }
     pub(crate) fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Activation::GeluErf => x.gelu_erf(),

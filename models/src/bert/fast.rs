@@ -5,7 +5,7 @@
 //! Hooks see the same `[batch, seq, width]` tensors as with the graph forward (padding rows
 //! zero); a hook that returns a different tensor has its values copied back into the stream.
 
-use super::{graph::GraphWeights, Activation, Bert};
+use super::{graph::GraphWeights, Bert};
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels;
 use crate::loader::TokenBatch;
@@ -32,6 +32,10 @@ pub(crate) struct FastWeights {
     token_type: Vec<f32>,
     embed_ln: (Vec<f32>, Vec<f32>, f32),
     pub(super) blocks: Vec<FastBlock>,
+    /// Buffers of the last forward, reused by the next: fresh ones cost page faults and
+    /// zeroing on every batch. Every buffer taken from here is overwritten before it is
+    /// read, so stale contents never leak.
+    spare: std::sync::Mutex<Vec<Vec<f32>>>,
 }
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
@@ -78,6 +82,7 @@ impl FastWeights {
             token_type: flat(&g.token_type_embeddings)?,
             embed_ln: ln_parts(&g.embed_norm)?,
             blocks,
+            spare: Default::default(),
         })
     }
 }
@@ -221,9 +226,19 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     let type_ids = batch.type_ids.to_vec2::<u32>()?;
 
     // Embeddings, each hookable, then LayerNorm.
-    let mut words = vec![0f32; rows * h];
-    let mut positions = vec![0f32; rows * h];
-    let mut types = vec![0f32; rows * h];
+    let mut spare = w
+        .spare
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    let mut take = |len: usize| {
+        let mut buf: Vec<f32> = spare.pop().unwrap_or_default();
+        buf.resize(len, 0.0);
+        buf
+    };
+    let mut words = take(rows * h);
+    let mut positions = take(rows * h);
+    let mut types = take(rows * h);
     for (e, (ids, tys)) in ids.iter().zip(&type_ids).enumerate() {
         for p in 0..batch.lengths[e] {
             let row = layout.offsets[e] + p;
@@ -245,16 +260,15 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     for ((v, p), ty) in x.iter_mut().zip(&positions).zip(&types) {
         *v += p + ty;
     }
-    drop((positions, types));
     let (g, beta, eps) = &w.embed_ln;
     kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
 
     let heads = cfg.num_attention_heads;
     let inter = cfg.intermediate_size;
-    let mut qkv = vec![0f32; rows * 3 * h];
-    let mut z = vec![0f32; rows * h];
-    let mut a = vec![0f32; rows * h];
-    let mut neurons = vec![0f32; rows * inter];
+    let mut qkv = take(rows * 3 * h);
+    let mut z = take(rows * h);
+    let mut a = take(rows * h);
+    let mut neurons = take(rows * inter);
     for (i, blk) in w.blocks.iter().enumerate() {
         layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
         kernels::matmul_wt(&x, h, &blk.qkv_w, 3 * h, &mut qkv);
@@ -271,13 +285,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         kernels::layer_norm(&mut a, bias, &x, &blk.ln1.0, &blk.ln1.1, blk.ln1.2);
         layout.hook(hooks, HookPoint::ResidMid(i), &mut a, h)?;
         kernels::matmul_wt(&a, h, &blk.inter_w, inter, &mut neurons);
-        match m.act {
-            Activation::GeluErf => kernels::bias_gelu_erf(&mut neurons, &blk.inter_b),
-            Activation::GeluTanh => kernels::bias_gelu_tanh(&mut neurons, &blk.inter_b),
-            Activation::Relu => kernels::bias_relu(&mut neurons, &blk.inter_b),
-            Activation::Silu => kernels::bias_silu(&mut neurons, &blk.inter_b),
-            Activation::QuickGelu => kernels::bias_quick_gelu(&mut neurons, &blk.inter_b),
-        }
+        kernels::bias_act(&mut neurons, &blk.inter_b, m.act.kernel());
         layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
         kernels::matmul_wt(&neurons, inter, &blk.out_w, h, &mut x);
         // x := LN2(mlp_out + resid_mid) = resid_post
@@ -286,5 +294,10 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         kernels::layer_norm(&mut x, bias, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
         layout.hook(hooks, HookPoint::ResidPost(i), &mut x, h)?;
     }
-    layout.padded(&x, h)
+    let out = layout.padded(&x, h);
+    if let Ok(mut pool) = w.spare.lock() {
+        // In reverse order of taking, so each buffer comes back to the same role.
+        *pool = vec![neurons, a, z, qkv, types, positions, x];
+    }
+    out
 }
