@@ -7,7 +7,7 @@
 use super::fast::FastBlock;
 use super::{Activation, Bert};
 use crate::kernels::gemm::{matmul, View};
-use crate::kernels::{self, split_examples};
+use crate::kernels::{self, matmul_w, split_examples};
 use rayon::prelude::*;
 
 /// What one block's backward needs from its forward.
@@ -105,24 +105,6 @@ fn activation_derivative(act: Activation, u: f32) -> f32 {
             sig * (1.0 + u * (1.0 - sig))
         }
     }
-}
-
-/// `dst[rows × out] = x[rows × in] · w` with `w` stored `[in, out]`… i.e. the transpose of the
-/// `[out, in]` layout: for `nn.Linear` weights `[out, in]`, `dx = dy · W`.
-fn matmul_w(dy: &[f32], out_dim: usize, w: &[f32], in_dim: usize, dst: &mut [f32]) {
-    let rows = dy.len() / out_dim;
-    matmul(
-        (rows, out_dim, in_dim),
-        dst,
-        View::rows(0, in_dim),
-        dy,
-        View::rows(0, out_dim),
-        w,
-        View::rows(0, in_dim),
-        1.0,
-        false,
-        kernels::threads(),
-    );
 }
 
 /// One block forward on packed rows `x` (replaced by the block's output), with its tape.
