@@ -3,7 +3,7 @@
 //! transposed and offset views into shared storages, f16/f64/int64/bool tensors and a
 //! Parameter. Every tensor must equal PyTorch's contiguous copy exactly.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use glassbox_models::torch_legacy;
 use std::path::PathBuf;
 
@@ -26,27 +26,16 @@ fn check(file: &str) {
         let (e, g) = (&expected[&name], &got[&name]);
         assert_eq!(g.dims(), e.dims(), "{file}: {name} shape");
         assert_eq!(g.dtype(), e.dtype(), "{file}: {name} dtype");
-        let (e, g) = match e.dtype() {
-            DType::F32 => (e.clone(), g.clone()),
-            _ => (
-                e.to_dtype(DType::F64).unwrap(),
-                g.to_dtype(DType::F64).unwrap(),
-            ),
+        // Every dtype compared exactly, as f64 (which holds f16, f32 and the integers used).
+        let values = |t: &Tensor| -> Vec<f64> {
+            t.flatten_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         };
-        let e: Vec<f64> = e
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let g: Vec<f64> = g
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let (e, g) = (values(e), values(g));
         assert_eq!(g, e, "{file}: {name} values");
     }
 }

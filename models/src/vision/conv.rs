@@ -238,7 +238,7 @@ pub fn global_mean(x: &[f32], shape: Nhwc) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct NCHW-indexed reference convolution (groups = 1 or = channels).
@@ -298,7 +298,8 @@ mod tests {
         out
     }
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) for kernel tests (here and in the backward's).
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
                 (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32

@@ -248,16 +248,7 @@ impl EfficientNet {
 mod tests {
     use super::*;
     use crate::vision::conv::conv_depthwise;
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
-                    / 500.0
-                    - 1.0
-            })
-            .collect()
-    }
+    use crate::vision::conv::tests::data;
 
     /// The backward is the adjoint of the (bias-free) depthwise convolution:
     /// ⟨conv(x), g⟩ = ⟨x, convᵀ(g)⟩ exactly, for every size, kernel and stride.
