@@ -39,12 +39,12 @@ pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
             0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
         }),
         Act::GeluTanh => apply(x, bias, |v| {
-            0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)).tanh())
+            0.5 * v * (1.0 + tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
         }),
         Act::Relu => apply(x, bias, |v| v.max(0.0)),
         Act::Relu6 => apply(x, bias, |v| v.clamp(0.0, 6.0)),
-        Act::Silu => apply(x, bias, |v| v / (1.0 + (-v).exp())),
-        Act::QuickGelu => apply(x, bias, |v| v / (1.0 + (-1.702 * v).exp())),
+        Act::Silu => apply(x, bias, |v| v * sigmoid(v)),
+        Act::QuickGelu => apply(x, bias, |v| v * sigmoid(1.702 * v)),
     }
 }
 
@@ -206,6 +206,30 @@ fn softmax(row: &mut [f32]) {
     }
 }
 
+/// σ(x) = 1 / (1 + e^−x) from e^−|x| (so the exponent never overflows), branch-free: the
+/// library `exp` is a call per element, which kept SiLU and QuickGELU scalar (3.5 ns per
+/// element against 0.5 for the erf GELU).
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    let inv = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        inv
+    } else {
+        e * inv
+    }
+}
+
+/// tanh x = sign(x) · (1 − e^−2|x|) / (1 + e^−2|x|), branch-free (the library `tanh` is a call
+/// per element: 12 ns, 25× the erf GELU). Within 2e-7 of `f32::tanh` in absolute terms
+/// (tested); near 0 the quotient loses relative precision, which GELU's `1 + tanh` does
+/// not see.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp_nonpositive(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
 /// e^x for x ≤ 0, branch-free so it vectorises: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6
 /// polynomial for e^r (Cephes' expf coefficients) and 2^n built from the exponent bits.
 /// Relative error within a few ulp of `f32::exp` (tested); results below e^-87 flush to ~0.
@@ -248,6 +272,27 @@ mod tests {
             let (a, b) = (exp_nonpositive(x), x.exp());
             assert!((a - b).abs() <= b * 4e-7 + 1e-37, "exp({x}): {a} vs {b}");
         }
+    }
+
+    #[test]
+    fn fast_sigmoid_and_tanh_match_std() {
+        let (mut worst_sigmoid, mut worst_tanh) = (0f32, 0f32);
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            let sigmoid_ref = (1.0 / (1.0 + (-(x as f64)).exp())) as f32;
+            worst_sigmoid = worst_sigmoid.max((sigmoid(x) - sigmoid_ref).abs() / sigmoid_ref);
+            worst_tanh = worst_tanh.max((tanh(x) - x.tanh()).abs());
+            assert_eq!(tanh(x).signum(), x.tanh().signum(), "sign of tanh({x})");
+        }
+        assert!(
+            worst_sigmoid < 1e-6,
+            "sigmoid max relative error {worst_sigmoid}"
+        );
+        assert!(worst_tanh < 2e-7, "tanh max absolute error {worst_tanh}");
+        assert!((0.0..1e-30).contains(&sigmoid(-200.0)));
+        assert_eq!(sigmoid(200.0), 1.0);
+        assert_eq!(tanh(200.0), 1.0);
+        assert_eq!(tanh(-200.0), -1.0);
     }
 
     #[test]
