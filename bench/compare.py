@@ -1,22 +1,41 @@
 #!/usr/bin/env python3
-"""Prints glassbox vs PyTorch ratios from the two bench JSON files, plus the memory runs.
+"""Prints glassbox vs PyTorch ratios from the bench JSON files, plus the memory runs.
 
-Usage: compare.py GLASSBOX.json PYTORCH.json [MEMORY_SMALL.json MEMORY_LARGE.json]
+Each side may be given as several comma-separated files: rounds that `just bench` ran
+alternately (glassbox, PyTorch, glassbox, ...), so slow drift of a shared machine hits both
+sides alike. Throughput is the best pass over all rounds; the ratio of each round is printed
+too, so the spread is visible.
+
+Usage: compare.py GLASSBOX.json[,...] PYTORCH.json[,...] [MEMORY_SMALL.json MEMORY_LARGE.json]
 """
 import json
 import sys
 
-g = json.load(open(sys.argv[1]))
-p = json.load(open(sys.argv[2]))
+
+def load(arg):
+    return [json.load(open(path)) for path in arg.split(",")]
+
+
+def best(runs, section, key="tokens_per_s"):
+    return max(run[section][key] for run in runs)
+
+
+g = load(sys.argv[1])
+p = load(sys.argv[2])
+passes = sum(run.get("passes", 1) for run in g), sum(run.get("passes", 1) for run in p)
+print(f"glassbox: best of {passes[0]} passes in {len(g)} rounds; PyTorch: best of {passes[1]} passes in {len(p)} rounds")
 rows = [
-    ("forward, 7 hidden states", g["forward_only"]["tokens_per_s"], p["forward_only"]["tokens_per_s"], 1.15),
-    ("  (median batch)", g["forward_only"]["median_batch_tokens_per_s"], p["forward_only"]["median_batch_tokens_per_s"], 1.15),
-    ("end to end to Parquet", g["end_to_end_parquet"]["tokens_per_s"], p["end_to_end_parquet"]["tokens_per_s"], 1.3),
+    ("forward, 7 hidden states", "forward_only", "tokens_per_s", 1.15),
+    ("  (median batch)", "forward_only", "median_batch_tokens_per_s", 1.15),
+    ("end to end to Parquet", "end_to_end_parquet", "tokens_per_s", 1.3),
 ]
-print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}")
-for name, ours, theirs, target in rows:
-    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{target:>8.2f}")
-print(f"{'peak RSS (MiB)':<28}{g['peak_rss_mib']:>10.0f}{p['peak_rss_mib']:>10.0f}{g['peak_rss_mib'] / p['peak_rss_mib']:>8.2f}")
+print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}  per round")
+for name, section, key, target in rows:
+    ours, theirs = best(g, section, key), best(p, section, key)
+    rounds = " ".join(f"{a[section][key] / b[section][key]:.2f}" for a, b in zip(g, p))
+    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{target:>8.2f}  {rounds}")
+g_rss, p_rss = max(run["peak_rss_mib"] for run in g), max(run["peak_rss_mib"] for run in p)
+print(f"{'peak RSS (MiB)':<28}{g_rss:>10.0f}{p_rss:>10.0f}{g_rss / p_rss:>8.2f}")
 if len(sys.argv) == 5:
     small, large = (json.load(open(a)) for a in sys.argv[3:5])
     growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1

@@ -8,7 +8,9 @@
 //! `--memory-tokens N` instead runs only an end-to-end extraction of N tokens, to show peak RSS
 //! does not grow with the data. `--model ID` measures another cached model the same way (all
 //! `hook_resid_post` plus `blocks.0.hook_resid_pre`; `just bench` runs SmolLM2-135M from its
-//! GGUF). Peak RSS is the process's VmHWM. Nothing is asserted.
+//! GGUF). `--passes N` (default 3) repeats the forward and end-to-end measurements and
+//! reports the best pass (every pass is in the JSON): on a shared machine one pass can land
+//! 20% off. Peak RSS is the process's VmHWM. Nothing is asserted.
 
 use anyhow::{Context, Result};
 use glassbox_data::{NoProgress, RunDir, TextDataset};
@@ -47,12 +49,17 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
+const USAGE: &str = "usage: glassbox-bench [--out FILE.json] [--texts FILE.jsonl] [--passes N] \
+[--compression none|snappy|zstd] [--model ID] | --memory-tokens N
+  --passes N   forward and end-to-end passes over the same batches; the best is reported (default 3)";
+
 struct Args {
     out: std::path::PathBuf,
     texts: std::path::PathBuf,
     memory_tokens: Option<usize>,
     compression: glassbox_data::store::Codec,
     model: String,
+    passes: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -62,10 +69,17 @@ fn parse_args() -> Result<Args> {
         memory_tokens: None,
         compression: glassbox_data::store::Codec::None,
         model: MODEL.into(),
+        passes: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
             "--out" => args.out = value.into(),
             "--texts" => args.texts = value.into(),
@@ -74,9 +88,11 @@ fn parse_args() -> Result<Args> {
             }
             "--compression" => args.compression = value.parse().map_err(anyhow::Error::msg)?,
             "--model" => args.model = value,
-            other => anyhow::bail!(
-                "unknown option {other}; use --out, --texts, --memory-tokens, --compression or --model"
-            ),
+            "--passes" => {
+                args.passes = value.parse().context("--passes")?;
+                anyhow::ensure!(args.passes >= 1, "--passes must be at least 1");
+            }
+            other => anyhow::bail!("unknown option {other}\n{USAGE}"),
         }
     }
     Ok(args)
@@ -178,22 +194,36 @@ fn main() -> Result<()> {
         Ok(())
     };
     run_batch(&encoded[..BATCH])?; // warm-up
-    let mut batch_secs = Vec::with_capacity(batches);
-    for chunk in encoded.chunks(BATCH) {
-        let start = Instant::now();
-        run_batch(chunk)?;
-        batch_secs.push(start.elapsed().as_secs_f64());
+                                   // Several passes, best reported: on a shared machine a single pass can land 20% off.
+    let mut batch_secs = Vec::with_capacity(batches * args.passes);
+    let mut forward_passes = Vec::with_capacity(args.passes);
+    for _ in 0..args.passes {
+        let mut pass_secs = 0.0;
+        for chunk in encoded.chunks(BATCH) {
+            let start = Instant::now();
+            run_batch(chunk)?;
+            let secs = start.elapsed().as_secs_f64();
+            pass_secs += secs;
+            batch_secs.push(secs);
+        }
+        forward_passes.push((BATCH * batches * SEQ) as f64 / pass_secs);
     }
-    let forward_secs: f64 = batch_secs.iter().sum();
-    let forward_tps = (BATCH * batches * SEQ) as f64 / forward_secs;
+    let forward_tps = forward_passes.iter().copied().fold(0.0, f64::max);
     // The median batch is robust to other tenants' load on a shared machine.
     batch_secs.sort_by(f64::total_cmp);
-    let median_tps = (BATCH * SEQ) as f64 / batch_secs[batches / 2];
+    let median_tps = (BATCH * SEQ) as f64 / batch_secs[batch_secs.len() / 2];
 
     // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
     let n_examples = BATCH * batches;
-    let (summary, e2e_secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
-    let e2e_tps = summary.n_tokens as f64 / e2e_secs;
+    let mut e2e_passes = Vec::with_capacity(args.passes);
+    let mut e2e = None;
+    for _ in 0..args.passes {
+        let (summary, secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
+        e2e_passes.push(summary.n_tokens as f64 / secs);
+        e2e = Some((summary.n_tokens, bytes));
+    }
+    let (e2e_tokens, bytes) = e2e.context("--passes must be at least 1")?;
+    let e2e_tps = e2e_passes.iter().copied().fold(0.0, f64::max);
 
     let report = serde_json::json!({
         "model": args.model,
@@ -201,15 +231,17 @@ fn main() -> Result<()> {
         "batch_size": BATCH,
         "seq_len": SEQ,
         "hooks": hooks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "passes": args.passes,
         "forward_only": {
             "tokens": BATCH * batches * SEQ,
-            "seconds": forward_secs,
             "tokens_per_s": forward_tps,
+            "passes_tokens_per_s": forward_passes,
             "median_batch_tokens_per_s": median_tps,
         },
         "end_to_end_parquet": {
-            "examples": n_examples, "tokens": summary.n_tokens, "seconds": e2e_secs,
-            "tokens_per_s": e2e_tps, "activation_bytes": bytes,
+            "examples": n_examples, "tokens": e2e_tokens,
+            "tokens_per_s": e2e_tps, "passes_tokens_per_s": e2e_passes,
+            "activation_bytes": bytes,
         },
         "peak_rss_mib": peak_rss_mib(),
     });
