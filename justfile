@@ -55,9 +55,10 @@ lint:
 
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. The two
-# sides run alternately for `rounds` rounds of 3 passes each; the best pass of each side is
-# compared (a shared machine's speed drifts by ±20% over minutes).
+# sides run alternately for `rounds` rounds of 3 passes each (`just bench 3`); the best pass
+# of each side is compared (a shared machine's speed drifts by ±20% over minutes).
 bench rounds="2": models
+    @case "{{rounds}}" in ''|*[!0-9]*|0) echo "rounds must be a positive whole number, e.g. just bench 3" >&2; exit 2;; esac
     cargo build --release --bin glassbox-bench
     @just _python-env .venv-bench "torch transformers pyarrow numpy"
     @mkdir -p target/bench
