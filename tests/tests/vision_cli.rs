@@ -171,6 +171,25 @@ print("ok")
     let out = tcav(&run, "class:unicorn", &[&stripes], &[]);
     assert_bad_input(&out, &["class:unicorn", "id2label"]);
 
+    // Dictionaries explain features through tokens: an image run is refused by name, and the
+    // stage is not marked complete.
+    let out = glassbox()
+        .args([
+            "dictionary",
+            "--hook",
+            "stages.5.blocks.0.hook_out",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(
+        &out,
+        &["image model", "efficientnet_lite", "text runs only"],
+    );
+    let manifest = std::fs::read_to_string(run.join("manifest.json")).unwrap();
+    assert!(!manifest.contains("\"dictionary\""), "{manifest}");
+
     let out = glassbox()
         .arg("report")
         .arg("--run")

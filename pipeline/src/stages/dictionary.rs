@@ -18,6 +18,16 @@ pub fn run_dictionary_stage(
 ) -> Result<bool> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
+    if super::tcav_vision::is_vision_run(run) {
+        let family = manifest.model.as_ref().map_or("?", |m| m.family.as_str());
+        anyhow::bail!(
+            "{}: this run was extracted from an image model ({family}); the dictionary stage \
+             explains features through the run's tokens.parquet, which image runs do not have, \
+             so it runs on text runs only. Drop [dictionary] from the config, or extract a text \
+             model",
+            run.root().display()
+        );
+    }
     let extract = manifest
         .stage_fingerprint("extract")
         .unwrap_or_default()
