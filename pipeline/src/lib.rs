@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod error_message;
 pub mod fingerprint;
 pub mod inspect;
 pub mod progress;

@@ -6,7 +6,7 @@ fn main() {
     quiet_on_closed_stdout();
     let cli = glassbox::cli::Cli::parse();
     if let Err(error) = glassbox::cli::run(cli) {
-        eprintln!("error: {}", glassbox::cli::error_message(&error));
+        eprintln!("error: {}", glassbox::error_message::error_message(&error));
         std::process::exit(2);
     }
 }

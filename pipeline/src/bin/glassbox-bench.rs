@@ -193,8 +193,9 @@ fn main() -> Result<()> {
         }
         Ok(())
     };
-    run_batch(&encoded[..BATCH])?; // warm-up
-                                   // Several passes, best reported: on a shared machine a single pass can land 20% off.
+    // One warm-up batch, then several passes, the best reported: on a shared machine a single
+    // pass can land 20% off.
+    run_batch(&encoded[..BATCH])?;
     let mut batch_secs = Vec::with_capacity(batches * args.passes);
     let mut forward_passes = Vec::with_capacity(args.passes);
     for _ in 0..args.passes {
