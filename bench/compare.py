@@ -6,10 +6,16 @@ alternately (glassbox, PyTorch, glassbox, ...), so slow drift of a shared machin
 sides alike. Throughput is the best pass over all rounds; the ratio of each round is printed
 too, so the spread is visible.
 
-Usage: compare.py GLASSBOX.json[,...] PYTORCH.json[,...] [MEMORY_SMALL.json MEMORY_LARGE.json]
+With --forward-only (another model, e.g. SmolLM2): only the forward and peak RSS rows.
+
+Usage: compare.py [--forward-only] GLASSBOX.json[,...] PYTORCH.json[,...] [MEMORY_SMALL.json MEMORY_LARGE.json]
 """
 import json
 import sys
+
+forward_only = sys.argv[1:2] == ["--forward-only"]
+if forward_only:
+    del sys.argv[1]
 
 
 def load(arg):
@@ -29,11 +35,15 @@ rows = [
     ("  (median batch)", "forward_only", "median_batch_tokens_per_s", 1.15),
     ("end to end to Parquet", "end_to_end_parquet", "tokens_per_s", 1.3),
 ]
+if forward_only:
+    hooks = len(g[0].get("hooks", [])) or "all"
+    rows = [(f"forward, {hooks} hidden states", "forward_only", "tokens_per_s", None)]
 print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}  per round")
 for name, section, key, target in rows:
     ours, theirs = best(g, section, key), best(p, section, key)
     rounds = " ".join(f"{a[section][key] / b[section][key]:.2f}" for a, b in zip(g, p))
-    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{target:>8.2f}  {rounds}")
+    goal = f"{target:>8.2f}" if target else f"{'':>8}"
+    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{goal}  {rounds}")
 g_rss, p_rss = max(run["peak_rss_mib"] for run in g), max(run["peak_rss_mib"] for run in p)
 print(f"{'peak RSS (MiB)':<28}{g_rss:>10.0f}{p_rss:>10.0f}{g_rss / p_rss:>8.2f}")
 if len(sys.argv) == 5:

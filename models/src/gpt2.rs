@@ -12,9 +12,12 @@
 //! One implementation, in candle ops (so it is differentiable); padding is on the right, so the
 //! causal mask already keeps real tokens from seeing it.
 
+use crate::fast_decoder::{self, MlpIn, Norm, Positions, Proj, Qkv};
 use crate::hooks::{at, HookPoint, Hooks};
+use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm};
 use crate::loader::{HookableModel, TokenBatch};
+use crate::packed::Spare;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
@@ -89,6 +92,13 @@ impl Conv1D {
             bias: w.get(&format!("{prefix}.bias"), &[output])?,
         })
     }
+    fn fast(&self) -> Proj<'_> {
+        Proj {
+            weight: &self.weight,
+            bias: Some(&self.bias),
+            layout: WeightLayout::InOut,
+        }
+    }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         x.reshape((b * t, d))?
@@ -115,6 +125,8 @@ pub struct Gpt2 {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
+    /// The fast forward's buffers, kept between batches.
+    spare: Spare,
 }
 
 impl Gpt2 {
@@ -139,7 +151,54 @@ impl Gpt2 {
             ln_f: LayerNorm::load(w, "ln_f", d, eps)?,
             blocks,
             cfg,
+            spare: Spare::default(),
         })
+    }
+
+    /// The attention scores' scale in block `i`.
+    fn scale(&self, i: usize) -> f64 {
+        let mut scale = 1.0;
+        if self.cfg.scale_attn_weights {
+            scale /= ((self.cfg.n_embd / self.cfg.n_head) as f64).sqrt();
+        }
+        if self.cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (i + 1) as f64;
+        }
+        scale
+    }
+
+    /// The weights as the shared fast decoder forward reads them.
+    fn fast(&self) -> fast_decoder::Decoder<'_> {
+        fast_decoder::Decoder {
+            embed: &self.wte,
+            positions: Positions::Learned(&self.wpe),
+            blocks: self
+                .blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| fast_decoder::Block {
+                    norm1: Norm::Layer(&b.ln_1),
+                    qkv: Qkv::Fused(b.c_attn.fast()),
+                    out: b.c_proj.fast(),
+                    norm2: Norm::Layer(&b.ln_2),
+                    mlp_in: MlpIn::Plain(b.c_fc.fast()),
+                    down: b.mlp_proj.fast(),
+                    parallel: false,
+                    scale: self.scale(i) as f32,
+                })
+                .collect(),
+            final_norm: Norm::Layer(&self.ln_f),
+            unembed: &self.wte,
+            heads: Heads {
+                heads: self.cfg.n_head,
+                kv_heads: self.cfg.n_head,
+                dim: self.cfg.n_embd / self.cfg.n_head,
+                causal: true,
+                scale: self.scale(0) as f32,
+            },
+            act: self.act.kernel(),
+            inner: self.cfg.inner(),
+        }
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
@@ -191,14 +250,7 @@ impl Gpt2 {
                 .contiguous()
         };
         let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
-        let mut scale = 1.0;
-        if self.cfg.scale_attn_weights {
-            scale /= (head_dim as f64).sqrt();
-        }
-        if self.cfg.scale_attn_by_inverse_layer_idx {
-            scale /= (i + 1) as f64;
-        }
-        let z = crate::layers::attention(&q, &k, &v, mask, scale, hooks, i)?;
+        let z = crate::layers::attention(&q, &k, &v, mask, self.scale(i), hooks, i)?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;
         let attn_out = at(hooks, HookPoint::AttnOut(i), blk.c_proj.forward(&z)?)?;
         let mid = at(hooks, HookPoint::ResidMid(i), x.add(&attn_out)?)?;
@@ -256,11 +308,16 @@ impl HookableModel for Gpt2 {
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         // Before the embedding: the position table has only n_positions rows.
         self.check_length(batch)?;
+        if fast_decoder::usable(self.wte.device(), self.blocks.len(), hooks) {
+            return fast_decoder::forward(&self.fast(), batch, hooks, &self.spare);
+        }
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        self.forward(batch, hooks)
+        self.check_length(batch)?;
+        let x = self.embed(batch, hooks)?;
+        self.run_from(batch, 0, x, hooks)
     }
     fn forward_differentiable_from(
         &self,

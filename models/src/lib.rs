@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod error;
 pub mod extract;
+mod fast_decoder;
 pub mod gguf;
 pub mod gpt2;
 pub mod gradients;
@@ -14,6 +15,7 @@ mod layers;
 pub mod llama;
 pub mod loader;
 pub mod neox;
+mod packed;
 pub mod pool;
 pub mod tokenizer;
 pub mod torch_legacy;

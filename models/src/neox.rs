@@ -10,9 +10,12 @@
 //! hook_mlp_out`. Sequential blocks (`use_parallel_residual = false`) have
 //! `hook_resid_mid = x + hook_attn_out`, and their MLP reads `LN2(hook_resid_mid)`.
 
+use crate::fast_decoder::{self, MlpIn, Norm, Positions, Proj, Qkv};
 use crate::hooks::{at, HookPoint, Hooks};
+use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm, Rotary};
 use crate::loader::{HookableModel, TokenBatch};
+use crate::packed::Spare;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
@@ -109,6 +112,13 @@ impl Dense {
             bias: w.get(&format!("{name}.bias"), &[output])?,
         })
     }
+    fn fast(&self) -> Proj<'_> {
+        Proj {
+            weight: &self.weight,
+            bias: Some(&self.bias),
+            layout: WeightLayout::OutIn,
+        }
+    }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         x.reshape((b * t, d))?
@@ -136,6 +146,8 @@ pub struct Neox {
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     unembed: Tensor,
+    /// The fast forward's buffers, kept between batches.
+    spare: Spare,
 }
 
 impl Neox {
@@ -166,7 +178,52 @@ impl Neox {
             unembed,
             blocks,
             cfg,
+            spare: Spare::default(),
         })
+    }
+
+    /// The weights as the shared fast decoder forward reads them.
+    fn fast(&self) -> fast_decoder::Decoder<'_> {
+        let (heads, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let scale = 1.0 / (hd as f32).sqrt();
+        fast_decoder::Decoder {
+            embed: &self.embed,
+            positions: Positions::Rotary(&self.rotary),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| fast_decoder::Block {
+                    norm1: Norm::Layer(&b.ln_1),
+                    qkv: Qkv::FusedPerHead(b.qkv.fast()),
+                    out: b.dense.fast(),
+                    norm2: Norm::Layer(&b.ln_2),
+                    mlp_in: MlpIn::Plain(b.up.fast()),
+                    down: b.down.fast(),
+                    parallel: self.cfg.use_parallel_residual,
+                    scale,
+                })
+                .collect(),
+            final_norm: Norm::Layer(&self.final_norm),
+            unembed: &self.unembed,
+            heads: Heads {
+                heads,
+                kv_heads: heads,
+                dim: hd,
+                causal: true,
+                scale,
+            },
+            act: self.act.kernel(),
+            inner: self.cfg.intermediate_size,
+        }
+    }
+
+    fn graph_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let x = at(
+            hooks,
+            HookPoint::Embed,
+            crate::layers::embed(&self.embed, batch)?,
+        )?;
+        self.run_from(batch, 0, x, hooks)
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
@@ -275,15 +332,14 @@ impl HookableModel for Neox {
         self.cfg.vocab_size
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        let x = at(
-            hooks,
-            HookPoint::Embed,
-            crate::layers::embed(&self.embed, batch)?,
-        )?;
-        self.run_from(batch, 0, x, hooks)
+        if !fast_decoder::usable(self.embed.device(), self.blocks.len(), hooks) {
+            return self.graph_forward(batch, hooks);
+        }
+        self.check_length(batch)?;
+        fast_decoder::forward(&self.fast(), batch, hooks, &self.spare)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        self.forward(batch, hooks)
+        self.graph_forward(batch, hooks)
     }
     fn forward_differentiable_from(
         &self,

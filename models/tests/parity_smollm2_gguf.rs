@@ -101,3 +101,58 @@ fn smollm2_gguf_matches_transformers() {
     }
     eprintln!("SmolLM2 GGUF: worst scaled difference {worst:.2e}");
 }
+
+/// The fast forward (packed rows, grouped-query causal attention on 9 query and 3 key/value
+/// heads) against the candle-graph forward on a padded batch of the real model, at every
+/// storable hook of the first and last blocks and the final norm.
+#[test]
+fn smollm2_fast_and_graph_forwards_agree() {
+    let Some(model) = load() else { return };
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("smollm2_gguf.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = reference["model_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let batch = TokenBatch::from_encoded(
+        &encoded.iter().collect::<Vec<_>>(),
+        model.pad_id,
+        &model.device,
+    )
+    .unwrap();
+    let longest = batch.lengths.iter().max().copied().unwrap_or(0);
+    assert!(
+        batch.lengths.iter().any(|&n| n < longest),
+        "lengths differ, so padding is exercised"
+    );
+    let points: Vec<HookPoint> = model
+        .model
+        .hook_points()
+        .into_iter()
+        .filter(|p| p.storable() && matches!(p.layer(), None | Some(0) | Some(29)))
+        .filter(|p| *p != HookPoint::Logits)
+        .collect();
+    let mut fast = Capture::new(points.clone());
+    model.model.forward(&batch, &mut fast).unwrap();
+    let mut graph = Capture::new(points.clone());
+    model
+        .model
+        .forward_differentiable(&batch, &mut graph)
+        .unwrap();
+    let real = |c: &Capture, p: &HookPoint| -> Vec<f32> {
+        let all: Vec<Vec<Vec<f32>>> = c.captured[p].to_vec3().unwrap();
+        all.iter()
+            .zip(&batch.lengths)
+            .flat_map(|(rows, &n)| rows[..n].concat())
+            .collect()
+    };
+    for p in &points {
+        let d = scaled_diff(&real(&fast, p), &real(&graph, p));
+        assert!(d <= 1e-4, "{p}: fast vs graph scaled max diff {d}");
+    }
+}

@@ -124,7 +124,13 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
             .unwrap_or(&0)
     ];
     let mut z = vec![0f32; n * h];
-    kernels::attention(&qkv, offsets, heads, head_dim, &mut z, Some(&mut probs));
+    kernels::attention(
+        &qkv,
+        offsets,
+        kernels::Heads::full(heads, head_dim),
+        &mut z,
+        Some(&mut probs),
+    );
     // mid = LN1(x + z·Woᵀ + bo)
     let mut mid = vec![0f32; n * h];
     kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut mid);

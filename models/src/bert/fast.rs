@@ -7,10 +7,11 @@
 
 use super::{graph::GraphWeights, Bert};
 use crate::hooks::{HookPoint, Hooks};
-use crate::kernels;
+use crate::kernels::{self, Heads};
 use crate::loader::TokenBatch;
+use crate::packed::{take, Layout, Spare};
 use crate::{ModelError, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 pub(crate) struct FastBlock {
     /// Query, key and value projections stacked: `[3H, H]`.
@@ -32,10 +33,7 @@ pub(crate) struct FastWeights {
     token_type: Vec<f32>,
     embed_ln: (Vec<f32>, Vec<f32>, f32),
     pub(super) blocks: Vec<FastBlock>,
-    /// Buffers of the last forward, reused by the next: fresh ones cost page faults and
-    /// zeroing on every batch. Every buffer taken from here is overwritten before it is
-    /// read, so stale contents never leak.
-    spare: std::sync::Mutex<Vec<Vec<f32>>>,
+    spare: Spare,
 }
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
@@ -87,103 +85,6 @@ impl FastWeights {
     }
 }
 
-/// Packed-row bookkeeping for one batch.
-struct Layout {
-    offsets: Vec<usize>,
-    batch: usize,
-    seq: usize,
-}
-
-impl Layout {
-    fn rows(&self) -> usize {
-        *self.offsets.last().unwrap_or(&0)
-    }
-
-    /// `[batch, seq, width]` with zero padding, from packed rows.
-    fn padded(&self, packed: &[f32], width: usize) -> Result<Tensor> {
-        let mut out = vec![0f32; self.batch * self.seq * width];
-        for b in 0..self.batch {
-            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
-            out[b * self.seq * width..(b * self.seq + e - s) * width]
-                .copy_from_slice(&packed[s * width..e * width]);
-        }
-        Ok(Tensor::from_vec(
-            out,
-            (self.batch, self.seq, width),
-            &Device::Cpu,
-        )?)
-    }
-
-    /// Packed rows from a `[batch, seq, width]` tensor.
-    fn unpad(&self, t: &Tensor, width: usize, point: HookPoint, packed: &mut [f32]) -> Result<()> {
-        if t.dims() != [self.batch, self.seq, width] {
-            return Err(ModelError::Invalid(format!(
-                "hook `{point}` returned shape {:?}, expected [{}, {}, {width}]",
-                t.dims(),
-                self.batch,
-                self.seq
-            )));
-        }
-        let values: Vec<f32> = t
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        for b in 0..self.batch {
-            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
-            packed[s * width..e * width]
-                .copy_from_slice(&values[b * self.seq * width..(b * self.seq + e - s) * width]);
-        }
-        Ok(())
-    }
-
-    /// Calls the hook on a packed buffer; copies a replacement back in and says whether there
-    /// was one.
-    fn hook(
-        &self,
-        hooks: &mut dyn Hooks,
-        point: HookPoint,
-        buf: &mut [f32],
-        width: usize,
-    ) -> Result<bool> {
-        if !hooks.wants(point) {
-            return Ok(false);
-        }
-        let tensor = self.padded(buf, width)?;
-        let id = tensor.id();
-        let out = hooks.visit(point, tensor)?;
-        let replaced = out.id() != id;
-        if replaced {
-            self.unpad(&out, width, point, buf)?;
-        }
-        Ok(replaced)
-    }
-
-    /// Hooks one `width`-wide column block (`q`, `k` or `v`) of the packed `qkv` rows.
-    fn hook_columns(
-        &self,
-        hooks: &mut dyn Hooks,
-        point: HookPoint,
-        qkv: &mut [f32],
-        block: usize,
-        width: usize,
-    ) -> Result<()> {
-        if !hooks.wants(point) {
-            return Ok(());
-        }
-        let stride = 3 * width;
-        let mut cols: Vec<f32> = qkv
-            .chunks_exact(stride)
-            .flat_map(|row| row[block * width..(block + 1) * width].iter().copied())
-            .collect();
-        if self.hook(hooks, point, &mut cols, width)? {
-            for (row, new) in qkv.chunks_exact_mut(stride).zip(cols.chunks_exact(width)) {
-                row[block * width..(block + 1) * width].copy_from_slice(new);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// When `point` is hooked, adds `bias` now so the hook sees the true output and returns no bias
 /// for the next kernel; otherwise returns `bias` for the next kernel to fuse.
 fn biased_for_hook<'b>(
@@ -210,32 +111,16 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
             cfg.max_position_embeddings
         )));
     }
-    let mut offsets = Vec::with_capacity(b + 1);
-    offsets.push(0);
-    for &len in &batch.lengths {
-        offsets.push(offsets.last().copied().unwrap_or(0) + len);
-    }
-    let layout = Layout {
-        offsets,
-        batch: b,
-        seq: t,
-    };
+    debug_assert_eq!(batch.lengths.len(), b);
+    let layout = Layout::new(&batch.lengths, t);
     let rows = layout.rows();
     let h = cfg.hidden_size;
     let ids = batch.input_ids.to_vec2::<u32>()?;
     let type_ids = batch.type_ids.to_vec2::<u32>()?;
 
     // Embeddings, each hookable, then LayerNorm.
-    let mut spare = w
-        .spare
-        .lock()
-        .map(|mut s| std::mem::take(&mut *s))
-        .unwrap_or_default();
-    let mut take = |len: usize| {
-        let mut buf: Vec<f32> = spare.pop().unwrap_or_default();
-        buf.resize(len, 0.0);
-        buf
-    };
+    let mut spare = w.spare.take_all();
+    let mut take = |len: usize| take(&mut spare, len);
     let mut words = take(rows * h);
     let mut positions = take(rows * h);
     let mut types = take(rows * h);
@@ -273,10 +158,11 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
         kernels::matmul_wt(&x, h, &blk.qkv_w, 3 * h, &mut qkv);
         kernels::add_bias(&mut qkv, &blk.qkv_b);
-        layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, 0, h)?;
-        layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, 1, h)?;
-        layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, 2, h)?;
-        kernels::attention(&qkv, &layout.offsets, heads, h / heads, &mut z, None);
+        layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, (0, h, 3 * h))?;
+        layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, (h, h, 3 * h))?;
+        layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, (2 * h, h, 3 * h))?;
+        let shape = Heads::full(heads, h / heads);
+        kernels::attention(&qkv, &layout.offsets, shape, &mut z, None);
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
         kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);
         // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.
@@ -295,9 +181,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         layout.hook(hooks, HookPoint::ResidPost(i), &mut x, h)?;
     }
     let out = layout.padded(&x, h);
-    if let Ok(mut pool) = w.spare.lock() {
-        // In reverse order of taking, so each buffer comes back to the same role.
-        *pool = vec![neurons, a, z, qkv, types, positions, x];
-    }
+    // In reverse order of taking, so each buffer comes back to the same role.
+    w.spare.keep(vec![neurons, a, z, qkv, types, positions, x]);
     out
 }

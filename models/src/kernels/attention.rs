@@ -1,9 +1,47 @@
 //! Multi-head self-attention over packed rows: each example attends only to its own tokens,
-//! so no mask is needed (padding does not exist here).
+//! so no padding mask is needed (padding does not exist here). Causal attention and grouped
+//! key/value heads are options of the same kernel.
 
 use super::gemm::{matmul, View};
-use super::rows::softmax_rows;
+use super::rows::{softmax_rows, softmax_rows_causal};
 use rayon::prelude::*;
+
+/// The head layout of packed `qkv` rows, `[q | k | v]`: `q` is `heads × dim` wide, `k` and
+/// `v` `kv_heads × dim` each; key/value head `j` serves query heads `j·r .. (j+1)·r` with
+/// `r = heads / kv_heads` (grouped-query attention when `r > 1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heads {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    /// Each token attends only to itself and the tokens before it.
+    pub causal: bool,
+    /// Multiplies the scores before the softmax (usually `1 / √dim`).
+    pub scale: f32,
+}
+
+impl Heads {
+    /// Bidirectional attention with as many key/value heads as query heads (encoders).
+    pub fn full(heads: usize, dim: usize) -> Self {
+        Self {
+            heads,
+            kv_heads: heads,
+            dim,
+            causal: false,
+            scale: 1.0 / (dim as f32).sqrt(),
+        }
+    }
+
+    /// The width of one packed `qkv` row.
+    pub fn qkv_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.dim
+    }
+
+    /// The width of one output row (`z`).
+    pub fn z_width(&self) -> usize {
+        self.heads * self.dim
+    }
+}
 
 /// Splits a packed buffer of `width`-wide rows into one mutable slice per example.
 pub fn split_examples<'a>(
@@ -31,21 +69,23 @@ pub fn attention_prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
     out
 }
 
-/// Multi-head self-attention over packed `qkv` rows (`[q | k | v]`, each `heads × head_dim`
-/// wide) into `z` (`heads × head_dim` wide), examples in parallel. With `probs` (sized by
+/// Multi-head self-attention over packed `qkv` rows laid out as `shape` says, into `z`
+/// (`heads × dim` wide), examples in parallel. With `probs` (sized by
 /// [`attention_prob_offsets`]) the softmax probabilities are kept, for a backward pass.
 pub fn attention(
     qkv: &[f32],
     offsets: &[usize],
-    heads: usize,
-    head_dim: usize,
+    shape: Heads,
     z: &mut [f32],
     probs: Option<&mut [f32]>,
 ) {
-    let h = heads * head_dim;
-    let z_parts = split_examples(z, offsets, h);
+    assert!(
+        shape.kv_heads > 0 && shape.heads.is_multiple_of(shape.kv_heads),
+        "query heads must be a multiple of key/value heads"
+    );
+    let z_parts = split_examples(z, offsets, shape.z_width());
     let prob_parts: Vec<Option<&mut [f32]>> = match probs {
-        Some(p) => split_examples(p, &attention_prob_offsets(offsets, heads), 1)
+        Some(p) => split_examples(p, &attention_prob_offsets(offsets, shape.heads), 1)
             .into_iter()
             .map(Some)
             .collect(),
@@ -56,8 +96,9 @@ pub fn attention(
         .zip(prob_parts)
         .enumerate()
         .for_each(|(b, (z_b, kept))| {
-            let rows = &qkv[offsets[b] * 3 * h..offsets[b + 1] * 3 * h];
-            attend(rows, heads, head_dim, z_b, kept, &mut Vec::new());
+            let width = shape.qkv_width();
+            let rows = &qkv[offsets[b] * width..offsets[b + 1] * width];
+            attend(rows, shape, z_b, kept, &mut Vec::new());
         });
 }
 
@@ -65,17 +106,20 @@ pub fn attention(
 /// to `kept` when given, else to the reusable `scratch`.
 fn attend(
     rows: &[f32],
-    heads: usize,
-    head_dim: usize,
+    shape: Heads,
     z: &mut [f32],
     mut kept: Option<&mut [f32]>,
     scratch: &mut Vec<f32>,
 ) {
-    let h = heads * head_dim;
-    let len = rows.len() / (3 * h);
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    for head in 0..heads {
+    let (head_dim, width) = (shape.dim, shape.qkv_width());
+    let len = rows.len() / width;
+    let scale = shape.scale;
+    let group = shape.heads / shape.kv_heads;
+    let keys = shape.heads * head_dim;
+    let values = keys + shape.kv_heads * head_dim;
+    for head in 0..shape.heads {
         let col = head * head_dim;
+        let kv_col = (head / group) * head_dim;
         let scores: &mut [f32] = match kept.as_deref_mut() {
             Some(p) => &mut p[head * len * len..(head + 1) * len * len],
             None => {
@@ -91,35 +135,39 @@ fn attend(
             rows,
             View {
                 offset: col,
-                row_stride: 3 * h,
+                row_stride: width,
                 col_stride: 1,
             },
             rows,
             View {
-                offset: h + col,
+                offset: keys + kv_col,
                 row_stride: 1,
-                col_stride: 3 * h,
+                col_stride: width,
             },
             scale,
             false,
             1,
         );
-        softmax_rows(scores, len);
+        if shape.causal {
+            softmax_rows_causal(scores, len);
+        } else {
+            softmax_rows(scores, len);
+        }
         // z_head = P V
         matmul(
             (len, len, head_dim),
             z,
             View {
                 offset: col,
-                row_stride: h,
+                row_stride: shape.z_width(),
                 col_stride: 1,
             },
             scores,
             View::rows(0, len),
             rows,
             View {
-                offset: 2 * h + col,
-                row_stride: 3 * h,
+                offset: values + kv_col,
+                row_stride: width,
                 col_stride: 1,
             },
             1.0,
@@ -139,7 +187,7 @@ mod tests {
         let (heads, dim) = (2, 3);
         let qkv: Vec<f32> = (0..18).map(|v| v as f32).collect();
         let mut z = vec![0.0; 6];
-        attention(&qkv, &[0, 1], heads, dim, &mut z, None);
+        attention(&qkv, &[0, 1], Heads::full(heads, dim), &mut z, None);
         assert_eq!(z, qkv[12..18].to_vec());
     }
 
@@ -150,7 +198,7 @@ mod tests {
         let h = heads * dim;
         let qkv: Vec<f32> = (0..13 * 3 * h).map(|v| (v as f32 * 0.37).sin()).collect();
         let mut z1 = vec![0.0; 13 * h];
-        attention(&qkv, &offsets, heads, dim, &mut z1, None);
+        attention(&qkv, &offsets, Heads::full(heads, dim), &mut z1, None);
         // Each output row is a convex combination of its own example's values only.
         let v = |row: usize, c: usize| qkv[row * 3 * h + 2 * h + c];
         for c in 0..h {
@@ -158,6 +206,54 @@ mod tests {
                 .map(|r| v(r, c))
                 .fold((f32::MAX, f32::MIN), |(a, b), x| (a.min(x), b.max(x)));
             assert!((lo - 1e-6..=hi + 1e-6).contains(&z1[8 * h + c]));
+        }
+    }
+
+    /// Causal grouped-query attention against a direct evaluation of its definition.
+    #[test]
+    fn causal_grouped_query_attention_matches_its_definition() {
+        let shape = Heads {
+            heads: 4,
+            kv_heads: 2,
+            dim: 3,
+            causal: true,
+            scale: 0.7,
+        };
+        let offsets = [0, 5, 7];
+        let width = shape.qkv_width();
+        let qkv: Vec<f32> = (0..7 * width).map(|v| (v as f32 * 0.61).cos()).collect();
+        let mut z = vec![f32::NAN; 7 * shape.z_width()];
+        attention(&qkv, &offsets, shape, &mut z, None);
+        let at = |row: usize, col: usize| qkv[row * width + col] as f64;
+        for w in offsets.windows(2) {
+            for q in w[0]..w[1] {
+                for h in 0..shape.heads {
+                    let kv = h / 2;
+                    let (kc, vc) = (12 + kv * 3, 18 + kv * 3);
+                    let scores: Vec<f64> = (w[0]..=q)
+                        .map(|k| {
+                            (0..3)
+                                .map(|i| at(q, h * 3 + i) * at(k, kc + i))
+                                .sum::<f64>()
+                                * 0.7
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for i in 0..3 {
+                        let want: f64 = (w[0]..=q)
+                            .zip(&e)
+                            .map(|(k, p)| p / total * at(k, vc + i))
+                            .sum();
+                        let got = z[q * shape.z_width() + h * 3 + i] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "row {q} head {h}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ mod attention;
 pub mod gemm;
 mod rows;
 
-pub use self::attention::{attention, attention_prob_offsets, split_examples};
+pub use self::attention::{attention, attention_prob_offsets, split_examples, Heads};
 use self::gemm::{matmul, View};
 pub use self::rows::{erf, Act};
 use rayon::prelude::*;
@@ -34,6 +34,52 @@ pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut 
         View::transposed(0, in_dim),
         1.0,
         false,
+        threads(),
+    );
+}
+
+/// How a projection's weight matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[out, in]`, PyTorch's `nn.Linear`.
+    OutIn,
+    /// `[in, out]`, GPT-2's `Conv1D`.
+    InOut,
+}
+
+/// Columns `first .. first + out_dim` of `dst` (rows `stride` wide) `= x[rows×in] · W`, or
+/// `+=` with `accumulate`; `W` is stored as `layout` says.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(
+    x: &[f32],
+    in_dim: usize,
+    w: &[f32],
+    layout: WeightLayout,
+    out_dim: usize,
+    dst: &mut [f32],
+    (first, stride): (usize, usize),
+    accumulate: bool,
+) {
+    let rows = x.len() / in_dim;
+    debug_assert_eq!(dst.len(), rows * stride);
+    let rhs = match layout {
+        WeightLayout::OutIn => View::transposed(0, in_dim),
+        WeightLayout::InOut => View::rows(0, out_dim),
+    };
+    matmul(
+        (rows, in_dim, out_dim),
+        dst,
+        View {
+            offset: first,
+            row_stride: stride,
+            col_stride: 1,
+        },
+        x,
+        View::rows(0, in_dim),
+        w,
+        rhs,
+        1.0,
+        accumulate,
         threads(),
     );
 }
@@ -96,6 +142,36 @@ pub fn bias_relu(x: &mut [f32], bias: &[f32]) {
 /// `x = min(max(x + bias, 0), 6)`, the mobile networks' ReLU6.
 pub fn bias_relu6(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, Act::Relu6);
+}
+
+/// `x = RMSNorm(x) · gamma` row by row, rows in parallel.
+pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
+    x.par_chunks_mut(gamma.len() * ROWS_PER_TASK)
+        .for_each(|c| rows::rms_norm(c, gamma, eps));
+}
+
+/// `gate = act(gate) · up` (gated MLPs such as SwiGLU), in parallel.
+pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
+    const CHUNK: usize = 16 * 1024;
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks(CHUNK))
+        .for_each(|(g, u)| rows::act_mul(g, u, act));
+}
+
+/// Rotary positions for `heads` blocks of `dim` columns from column `first` of packed rows
+/// `stride` wide, row `r` at position `positions[r]`; the first `2 · half` columns of each
+/// head turn, by the angles tabulated in `cos` and `sin` (`half` per position).
+pub fn rotate(
+    rows: &mut [f32],
+    positions: &[usize],
+    (first, heads, dim, stride): (usize, usize, usize, usize),
+    half: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    rows.par_chunks_mut(stride * ROWS_PER_TASK)
+        .zip(positions.par_chunks(ROWS_PER_TASK))
+        .for_each(|(r, p)| self::rows::rotate(r, p, (first, heads, dim, stride), half, cos, sin));
 }
 
 /// `x = LayerNorm(x + bias + residual)` row by row (`bias` and `residual` may be empty),

@@ -182,6 +182,106 @@ pub fn softmax_rows(scores: &mut [f32], len: usize) {
     )
 }
 
+/// Causal softmax of a `len × len` block of scores: row `r` over its first `r + 1` entries,
+/// the later ones (future tokens) set to exactly zero.
+pub fn softmax_rows_causal(scores: &mut [f32], len: usize) {
+    simd(
+        #[inline(always)]
+        || {
+            for (r, row) in scores.chunks_exact_mut(len).enumerate() {
+                let (past, future) = row.split_at_mut(r + 1);
+                softmax(past);
+                future.fill(0.0);
+            }
+        },
+    )
+}
+
+/// `x = RMSNorm(x) = x / √(mean(x²) + ε) · gamma` row by row, the mean in f64 like
+/// [`layer_norm`]'s statistics.
+pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
+    simd(
+        #[inline(always)]
+        || {
+            for row in x.chunks_exact_mut(gamma.len()) {
+                let sq = lanes(
+                    row,
+                    0.0,
+                    |acc, v| acc + (v as f64) * (v as f64),
+                    |a, b| a + b,
+                );
+                let inv = (1.0 / (sq / row.len() as f64 + eps as f64).sqrt()) as f32;
+                for (v, g) in row.iter_mut().zip(gamma) {
+                    *v = *v * inv * g;
+                }
+            }
+        },
+    )
+}
+
+/// `gate = act(gate) · up`, element by element (the gated MLPs' hidden units).
+pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
+    match act {
+        Act::Silu => gated(gate, up, |v| v * sigmoid(v)),
+        Act::GeluErf => gated(gate, up, |v| {
+            0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+        }),
+        Act::GeluTanh => gated(gate, up, |v| {
+            0.5 * v * (1.0 + tanh(0.797_884_6 * (v + 0.044715 * v * v * v)))
+        }),
+        Act::QuickGelu => gated(gate, up, |v| v * sigmoid(1.702 * v)),
+        Act::Relu => gated(gate, up, |v| v.max(0.0)),
+        Act::Relu6 => gated(gate, up, |v| v.clamp(0.0, 6.0)),
+        Act::Identity => gated(gate, up, |v| v),
+    }
+}
+
+#[inline(always)]
+fn gated(gate: &mut [f32], up: &[f32], act: impl Fn(f32) -> f32) {
+    simd(
+        #[inline(always)]
+        || {
+            for (g, u) in gate.iter_mut().zip(up) {
+                *g = act(*g) * u;
+            }
+        },
+    )
+}
+
+/// Rotary position embedding in place, `rotate_half` convention: in each of `heads` blocks of
+/// `dim` columns starting at column `first` of rows `stride` wide, the pairs `(i, i + half)`
+/// for `i < half` turn by the angle of row `r`: `cos[positions[r] · half + i]` (likewise `sin`).
+/// Columns past `2 · half` in each head are left alone (partial rotary).
+pub fn rotate(
+    rows: &mut [f32],
+    positions: &[usize],
+    (first, heads, dim, stride): (usize, usize, usize, usize),
+    half: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            for (row, &p) in rows.chunks_exact_mut(stride).zip(positions) {
+                let (c, s) = (
+                    &cos[p * half..(p + 1) * half],
+                    &sin[p * half..(p + 1) * half],
+                );
+                for h in 0..heads {
+                    let head = &mut row[first + h * dim..first + h * dim + 2 * half];
+                    let (x1, x2) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (x1[i], x2[i]);
+                        x1[i] = a * c[i] + -b * s[i];
+                        x2[i] = b * c[i] + a * s[i];
+                    }
+                }
+            }
+        },
+    )
+}
+
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
@@ -363,5 +463,47 @@ mod tests {
             },
             1e-6,
         );
+    }
+
+    #[test]
+    fn rms_norm_gated_activation_and_rotation_match_their_definitions() {
+        let row: Vec<f32> = (0..8).map(|v| v as f32 - 3.5).collect();
+        let gamma: Vec<f32> = (0..8).map(|v| 1.0 + v as f32 * 0.1).collect();
+        let mut x = row.clone();
+        rms_norm(&mut x, &gamma, 1e-6);
+        let rms = (row.iter().map(|v| v * v).sum::<f32>() / 8.0 + 1e-6).sqrt();
+        for i in 0..8 {
+            assert!((x[i] - row[i] / rms * gamma[i]).abs() < 1e-6);
+        }
+
+        let mut gate = vec![-2.0, 0.0, 1.5];
+        act_mul(&mut gate, &[3.0, 4.0, -1.0], Act::Silu);
+        let silu = |v: f32| v / (1.0 + (-v).exp());
+        for (g, want) in gate.iter().zip([silu(-2.0) * 3.0, 0.0, -silu(1.5)]) {
+            assert!((g - want).abs() < 1e-6, "{g} vs {want}");
+        }
+
+        // Two rows of one head of 6 columns, 2 of its 3 pairs rotating (partial rotary), at
+        // positions 0 (no turn) and 1 (angles 0.5 and 0.25).
+        let mut rows: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let (cos, sin) = (
+            [1.0, 1.0, 0.5f32.cos(), 0.25f32.cos()],
+            [0.0, 0.0, 0.5f32.sin(), 0.25f32.sin()],
+        );
+        rotate(&mut rows, &[0, 1], (0, 1, 6, 6), 2, &cos, &sin);
+        assert_eq!(&rows[..6], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let (a, b) = (6.0f32, 8.0f32);
+        assert!((rows[6] - (a * cos[2] - b * sin[2])).abs() < 1e-6);
+        assert!((rows[8] - (b * cos[2] + a * sin[2])).abs() < 1e-6);
+        assert_eq!(
+            &rows[10..],
+            &[10.0, 11.0],
+            "columns past the rotary pairs stay"
+        );
+
+        let mut scores = vec![1.0, 5.0, 2.0, 3.0];
+        softmax_rows_causal(&mut scores, 2);
+        assert_eq!(scores[..2], [1.0, 0.0]);
+        assert!((scores[2] + scores[3] - 1.0).abs() < 1e-6 && scores[3] > scores[2]);
     }
 }

@@ -1,0 +1,156 @@
+//! Packed-row bookkeeping shared by the fast forwards: the tokens of every example one after
+//! another, no padding, `offsets[b]..offsets[b + 1]` being example `b`'s rows. Hooks still see
+//! the `[batch, seq, width]` tensors of the graph forwards (padding rows zero); a hook that
+//! returns a different tensor has its values copied back into the packed buffer.
+
+use crate::hooks::{HookPoint, Hooks};
+use crate::{ModelError, Result};
+use candle_core::{Device, Tensor};
+
+/// Where each example's rows lie in a packed buffer.
+pub(crate) struct Layout {
+    pub(crate) offsets: Vec<usize>,
+    pub(crate) batch: usize,
+    pub(crate) seq: usize,
+}
+
+impl Layout {
+    /// The layout of a right-padded batch of `seq` positions with these real lengths.
+    pub(crate) fn new(lengths: &[usize], seq: usize) -> Self {
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        offsets.push(0);
+        for &len in lengths {
+            offsets.push(offsets.last().copied().unwrap_or(0) + len);
+        }
+        Self {
+            offsets,
+            batch: lengths.len(),
+            seq,
+        }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0)
+    }
+
+    /// The position (within its example) of every packed row.
+    pub(crate) fn positions(&self) -> Vec<usize> {
+        self.offsets
+            .windows(2)
+            .flat_map(|w| 0..w[1] - w[0])
+            .collect()
+    }
+
+    /// `[batch, seq, width]` with zero padding, from packed rows.
+    pub(crate) fn padded(&self, packed: &[f32], width: usize) -> Result<Tensor> {
+        let mut out = vec![0f32; self.batch * self.seq * width];
+        for b in 0..self.batch {
+            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
+            out[b * self.seq * width..(b * self.seq + e - s) * width]
+                .copy_from_slice(&packed[s * width..e * width]);
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (self.batch, self.seq, width),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// Packed rows from a `[batch, seq, width]` tensor.
+    fn unpad(&self, t: &Tensor, width: usize, point: HookPoint, packed: &mut [f32]) -> Result<()> {
+        if t.dims() != [self.batch, self.seq, width] {
+            return Err(ModelError::Invalid(format!(
+                "hook `{point}` returned shape {:?}, expected [{}, {}, {width}]",
+                t.dims(),
+                self.batch,
+                self.seq
+            )));
+        }
+        let values: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        for b in 0..self.batch {
+            let (s, e) = (self.offsets[b], self.offsets[b + 1]);
+            packed[s * width..e * width]
+                .copy_from_slice(&values[b * self.seq * width..(b * self.seq + e - s) * width]);
+        }
+        Ok(())
+    }
+
+    /// Calls the hook on a packed buffer; copies a replacement back in and says whether there
+    /// was one.
+    pub(crate) fn hook(
+        &self,
+        hooks: &mut dyn Hooks,
+        point: HookPoint,
+        buf: &mut [f32],
+        width: usize,
+    ) -> Result<bool> {
+        if !hooks.wants(point) {
+            return Ok(false);
+        }
+        let tensor = self.padded(buf, width)?;
+        let id = tensor.id();
+        let out = hooks.visit(point, tensor)?;
+        let replaced = out.id() != id;
+        if replaced {
+            self.unpad(&out, width, point, buf)?;
+        }
+        Ok(replaced)
+    }
+
+    /// Hooks the `width` columns starting at `first` of packed rows `stride` wide (one of the
+    /// query, key and value blocks of a fused projection).
+    pub(crate) fn hook_columns(
+        &self,
+        hooks: &mut dyn Hooks,
+        point: HookPoint,
+        buf: &mut [f32],
+        (first, width, stride): (usize, usize, usize),
+    ) -> Result<()> {
+        if !hooks.wants(point) {
+            return Ok(());
+        }
+        let mut cols: Vec<f32> = buf
+            .chunks_exact(stride)
+            .flat_map(|row| row[first..first + width].iter().copied())
+            .collect();
+        if self.hook(hooks, point, &mut cols, width)? {
+            for (row, new) in buf.chunks_exact_mut(stride).zip(cols.chunks_exact(width)) {
+                row[first..first + width].copy_from_slice(new);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Buffers of the last forward, reused by the next: fresh ones cost page faults and zeroing
+/// on every batch. Every buffer taken from here is overwritten before it is read, so stale
+/// contents never leak.
+#[derive(Default)]
+pub(crate) struct Spare(std::sync::Mutex<Vec<Vec<f32>>>);
+
+impl Spare {
+    /// The buffers left by the last forward (none after a panic poisoned the lock).
+    pub(crate) fn take_all(&self) -> Vec<Vec<f32>> {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffers` for the next forward, which pops them in reverse order.
+    pub(crate) fn keep(&self, buffers: Vec<Vec<f32>>) {
+        if let Ok(mut pool) = self.0.lock() {
+            *pool = buffers;
+        }
+    }
+}
+
+/// A buffer of `len` values from `spare` (or a fresh one); its contents are stale.
+pub(crate) fn take(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut buf = spare.pop().unwrap_or_default();
+    buf.resize(len, 0.0);
+    buf
+}
