@@ -12,12 +12,12 @@
 //! One implementation, in candle ops (so it is differentiable); padding is on the right, so the
 //! causal mask already keeps real tokens from seeing it.
 
-use crate::fast_decoder::{self, MlpIn, Norm, Positions, Proj, Qkv};
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm};
 use crate::loader::{HookableModel, TokenBatch};
 use crate::packed::Spare;
+use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
@@ -168,36 +168,39 @@ impl Gpt2 {
     }
 
     /// The weights as the shared fast decoder forward reads them.
-    fn fast(&self) -> fast_decoder::Decoder<'_> {
-        fast_decoder::Decoder {
+    fn fast(&self) -> prenorm::Decoder<'_> {
+        prenorm::Decoder {
             embed: &self.wte,
-            positions: Positions::Learned(&self.wpe),
-            blocks: self
-                .blocks
-                .iter()
-                .enumerate()
-                .map(|(i, b)| fast_decoder::Block {
-                    norm1: Norm::Layer(&b.ln_1),
-                    qkv: Qkv::Fused(b.c_attn.fast()),
-                    out: b.c_proj.fast(),
-                    norm2: Norm::Layer(&b.ln_2),
-                    mlp_in: MlpIn::Plain(b.c_fc.fast()),
-                    down: b.mlp_proj.fast(),
-                    parallel: false,
-                    scale: self.scale(i) as f32,
-                })
-                .collect(),
+            positions: Some(&self.wpe),
+            stack: Stack {
+                blocks: self
+                    .blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| prenorm::Block {
+                        norm1: Norm::Layer(&b.ln_1),
+                        qkv: Qkv::Fused(b.c_attn.fast()),
+                        out: b.c_proj.fast(),
+                        norm2: Norm::Layer(&b.ln_2),
+                        mlp_in: MlpIn::Plain(b.c_fc.fast()),
+                        down: b.mlp_proj.fast(),
+                        parallel: false,
+                        scale: self.scale(i) as f32,
+                    })
+                    .collect(),
+                heads: Heads {
+                    heads: self.cfg.n_head,
+                    kv_heads: self.cfg.n_head,
+                    dim: self.cfg.n_embd / self.cfg.n_head,
+                    causal: true,
+                    scale: self.scale(0) as f32,
+                },
+                act: self.act.kernel(),
+                inner: self.cfg.inner(),
+                rotary: None,
+            },
             final_norm: Norm::Layer(&self.ln_f),
             unembed: &self.wte,
-            heads: Heads {
-                heads: self.cfg.n_head,
-                kv_heads: self.cfg.n_head,
-                dim: self.cfg.n_embd / self.cfg.n_head,
-                causal: true,
-                scale: self.scale(0) as f32,
-            },
-            act: self.act.kernel(),
-            inner: self.cfg.inner(),
         }
     }
 
@@ -308,8 +311,8 @@ impl HookableModel for Gpt2 {
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         // Before the embedding: the position table has only n_positions rows.
         self.check_length(batch)?;
-        if fast_decoder::usable(self.wte.device(), self.blocks.len(), hooks) {
-            return fast_decoder::forward(&self.fast(), batch, hooks, &self.spare);
+        if prenorm::usable(self.wte.device(), self.blocks.len(), hooks) {
+            return prenorm::forward(&self.fast(), batch, hooks, &self.spare);
         }
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)

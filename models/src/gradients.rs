@@ -81,6 +81,10 @@ impl Hooks for GradientHooks {
         }
         Ok(x)
     }
+
+    fn needs_graph(&self) -> bool {
+        true
+    }
 }
 
 /// Pools `[batch, seq, width]` over each example's real tokens, differentiably.

@@ -350,6 +350,12 @@ pub trait Hooks {
     fn wants(&self, point: HookPoint) -> bool;
     /// Called with the activation `[batch, seq, width]`; returns the tensor the model continues with.
     fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor>;
+    /// Whether the tensors returned by [`Self::visit`] must stay connected to the rest of the
+    /// forward for autograd: then models run their candle-graph forward, since the fast
+    /// forwards copy a replacement's values into their own buffers.
+    fn needs_graph(&self) -> bool {
+        false
+    }
 }
 
 /// Records the activations at a set of hook points.

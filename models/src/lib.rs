@@ -4,7 +4,6 @@
 pub mod bert;
 pub mod error;
 pub mod extract;
-mod fast_decoder;
 pub mod gguf;
 pub mod gpt2;
 pub mod gradients;
@@ -17,6 +16,7 @@ pub mod loader;
 pub mod neox;
 mod packed;
 pub mod pool;
+mod prenorm;
 pub mod tokenizer;
 pub mod torch_legacy;
 pub mod vision;

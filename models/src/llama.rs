@@ -11,12 +11,12 @@
 //! `hidden_states[i]` of `transformers` is `blocks.{i}.hook_resid_pre` (i < n_layers) and its
 //! last entry `ln_final.hook_normalized`.
 
-use crate::fast_decoder::{self, MlpIn, Norm, Positions, Proj, Qkv};
 use crate::hooks::{at, HookPoint, Hooks};
-use crate::kernels::{Heads, WeightLayout};
+use crate::kernels::Heads;
 use crate::layers::{Activation, Linear, RmsNorm, Rotary};
 use crate::loader::{HookableModel, TokenBatch};
 use crate::packed::Spare;
+use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
@@ -163,11 +163,7 @@ pub struct Llama {
 }
 
 fn proj(l: &Linear) -> Proj<'_> {
-    Proj {
-        weight: &l.weight,
-        bias: l.bias.as_ref(),
-        layout: WeightLayout::OutIn,
-    }
+    Proj::linear(l)
 }
 
 impl Llama {
@@ -212,39 +208,42 @@ impl Llama {
     }
 
     /// The weights as the shared fast decoder forward reads them.
-    fn fast(&self) -> fast_decoder::Decoder<'_> {
+    fn fast(&self) -> prenorm::Decoder<'_> {
         let hd = self.cfg.head_dim();
-        fast_decoder::Decoder {
+        prenorm::Decoder {
             embed: &self.embed,
-            positions: Positions::Rotary(&self.rotary),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| fast_decoder::Block {
-                    norm1: Norm::Rms(&b.input_norm),
-                    qkv: Qkv::Separate([proj(&b.q), proj(&b.k), proj(&b.v)]),
-                    out: proj(&b.o),
-                    norm2: Norm::Rms(&b.post_norm),
-                    mlp_in: MlpIn::Gated {
-                        gate: proj(&b.gate),
-                        up: proj(&b.up),
-                    },
-                    down: proj(&b.down),
-                    parallel: false,
+            positions: None,
+            stack: Stack {
+                blocks: self
+                    .blocks
+                    .iter()
+                    .map(|b| prenorm::Block {
+                        norm1: Norm::Rms(&b.input_norm),
+                        qkv: Qkv::Separate([proj(&b.q), proj(&b.k), proj(&b.v)]),
+                        out: proj(&b.o),
+                        norm2: Norm::Rms(&b.post_norm),
+                        mlp_in: MlpIn::Gated {
+                            gate: proj(&b.gate),
+                            up: proj(&b.up),
+                        },
+                        down: proj(&b.down),
+                        parallel: false,
+                        scale: 1.0 / (hd as f32).sqrt(),
+                    })
+                    .collect(),
+                heads: Heads {
+                    heads: self.cfg.num_attention_heads,
+                    kv_heads: self.cfg.kv_heads(),
+                    dim: hd,
+                    causal: true,
                     scale: 1.0 / (hd as f32).sqrt(),
-                })
-                .collect(),
+                },
+                act: self.act.kernel(),
+                inner: self.cfg.intermediate_size,
+                rotary: Some(&self.rotary),
+            },
             final_norm: Norm::Rms(&self.norm),
             unembed: &self.unembed,
-            heads: Heads {
-                heads: self.cfg.num_attention_heads,
-                kv_heads: self.cfg.kv_heads(),
-                dim: hd,
-                causal: true,
-                scale: 1.0 / (hd as f32).sqrt(),
-            },
-            act: self.act.kernel(),
-            inner: self.cfg.intermediate_size,
         }
     }
 
@@ -372,11 +371,11 @@ impl HookableModel for Llama {
         self.cfg.vocab_size
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        if !fast_decoder::usable(self.embed.device(), self.blocks.len(), hooks) {
+        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;
-        fast_decoder::forward(&self.fast(), batch, hooks, &self.spare)
+        prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(batch, hooks)

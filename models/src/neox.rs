@@ -10,12 +10,12 @@
 //! hook_mlp_out`. Sequential blocks (`use_parallel_residual = false`) have
 //! `hook_resid_mid = x + hook_attn_out`, and their MLP reads `LN2(hook_resid_mid)`.
 
-use crate::fast_decoder::{self, MlpIn, Norm, Positions, Proj, Qkv};
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm, Rotary};
 use crate::loader::{HookableModel, TokenBatch};
 use crate::packed::Spare;
+use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
@@ -183,37 +183,40 @@ impl Neox {
     }
 
     /// The weights as the shared fast decoder forward reads them.
-    fn fast(&self) -> fast_decoder::Decoder<'_> {
+    fn fast(&self) -> prenorm::Decoder<'_> {
         let (heads, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let scale = 1.0 / (hd as f32).sqrt();
-        fast_decoder::Decoder {
+        prenorm::Decoder {
             embed: &self.embed,
-            positions: Positions::Rotary(&self.rotary),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| fast_decoder::Block {
-                    norm1: Norm::Layer(&b.ln_1),
-                    qkv: Qkv::FusedPerHead(b.qkv.fast()),
-                    out: b.dense.fast(),
-                    norm2: Norm::Layer(&b.ln_2),
-                    mlp_in: MlpIn::Plain(b.up.fast()),
-                    down: b.down.fast(),
-                    parallel: self.cfg.use_parallel_residual,
+            positions: None,
+            stack: Stack {
+                blocks: self
+                    .blocks
+                    .iter()
+                    .map(|b| prenorm::Block {
+                        norm1: Norm::Layer(&b.ln_1),
+                        qkv: Qkv::FusedPerHead(b.qkv.fast()),
+                        out: b.dense.fast(),
+                        norm2: Norm::Layer(&b.ln_2),
+                        mlp_in: MlpIn::Plain(b.up.fast()),
+                        down: b.down.fast(),
+                        parallel: self.cfg.use_parallel_residual,
+                        scale,
+                    })
+                    .collect(),
+                heads: Heads {
+                    heads,
+                    kv_heads: heads,
+                    dim: hd,
+                    causal: true,
                     scale,
-                })
-                .collect(),
+                },
+                act: self.act.kernel(),
+                inner: self.cfg.intermediate_size,
+                rotary: Some(&self.rotary),
+            },
             final_norm: Norm::Layer(&self.final_norm),
             unembed: &self.unembed,
-            heads: Heads {
-                heads,
-                kv_heads: heads,
-                dim: hd,
-                causal: true,
-                scale,
-            },
-            act: self.act.kernel(),
-            inner: self.cfg.intermediate_size,
         }
     }
 
@@ -332,11 +335,11 @@ impl HookableModel for Neox {
         self.cfg.vocab_size
     }
     fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        if !fast_decoder::usable(self.embed.device(), self.blocks.len(), hooks) {
+        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;
-        fast_decoder::forward(&self.fast(), batch, hooks, &self.spare)
+        prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
     fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(batch, hooks)

@@ -43,11 +43,13 @@ impl Layout {
 
     /// `[batch, seq, width]` with zero padding, from packed rows.
     pub(crate) fn padded(&self, packed: &[f32], width: usize) -> Result<Tensor> {
-        let mut out = vec![0f32; self.batch * self.seq * width];
+        // Built by appending rather than zeroed and then overwritten: each value is written
+        // once (the zeroing pass measured as part of the hooks' 5% of a MiniLM forward).
+        let mut out = Vec::with_capacity(self.batch * self.seq * width);
         for b in 0..self.batch {
             let (s, e) = (self.offsets[b], self.offsets[b + 1]);
-            out[b * self.seq * width..(b * self.seq + e - s) * width]
-                .copy_from_slice(&packed[s * width..e * width]);
+            out.extend_from_slice(&packed[s * width..e * width]);
+            out.resize((b + 1) * self.seq * width, 0.0);
         }
         Ok(Tensor::from_vec(
             out,

@@ -17,7 +17,7 @@ use crate::hooks::{at, Capture, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor, D};
 use std::path::Path;
 
 /// One tower's shape from its `*_config` section.
@@ -182,17 +182,7 @@ impl Clip {
             let ids_t = Tensor::from_slice(seq, t, &Device::Cpu)?;
             let x = self.token_embedding.index_select(&ids_t, 0)?;
             let x = (x + self.text_positions.narrow(0, 0, t)?)?.unsqueeze(0)?;
-            let mask: Vec<f32> = (0..t * t)
-                .map(|k| {
-                    if k % t > k / t {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (1, 1, t, t), &Device::Cpu)?;
-            let x = self.text.forward(x, &mask, &mut Capture::default())?;
+            let x = self.text.forward(x, true, &mut Capture::default())?;
             let pooled = self.final_ln.forward(&x)?.narrow(1, eos, 1)?.squeeze(1)?;
             rows.push(pooled.matmul(&self.text_projection.t()?)?);
         }
@@ -294,8 +284,7 @@ impl VisionModel for Clip {
             .contiguous()?;
         let pos = at(hooks, HookPoint::PosEmbed, pos)?;
         let x = self.pre_ln.forward(&(x + pos)?)?;
-        let mask = Tensor::zeros((1, 1, 1, g * g + 1), DType::F32, &Device::Cpu)?;
-        let x = self.vision.forward(x, &mask, hooks)?;
+        let x = self.vision.forward(x, false, hooks)?;
         let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.contiguous()?)?;
         let pooled = at(hooks, HookPoint::Pooled, pooled)?.squeeze(1)?;
         let e = pooled.matmul(&self.visual_projection.t()?)?;

@@ -2,10 +2,13 @@
 //! different parameter names), and the patch embedding's reshaping.
 
 use crate::hooks::{at, HookPoint, Hooks};
+use crate::kernels::Heads;
 use crate::layers::{attention, Activation, LayerNorm, Linear};
+use crate::packed::{Layout, Spare};
+use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// An encoder's shape.
 #[derive(Debug, Clone)]
@@ -77,6 +80,8 @@ struct Layer {
 pub(super) struct Encoder {
     shape: EncoderShape,
     layers: Vec<Layer>,
+    /// The fast forward's buffers, kept between batches.
+    spare: Spare,
 }
 
 impl Encoder {
@@ -97,7 +102,47 @@ impl Encoder {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Self { shape, layers })
+        Ok(Self {
+            shape,
+            layers,
+            spare: Spare::default(),
+        })
+    }
+
+    /// The weights as the shared fast forward reads them.
+    fn stack(&self, causal: bool) -> Stack<'_> {
+        let dim = self.shape.hidden / self.shape.heads;
+        let scale = 1.0 / (dim as f32).sqrt();
+        Stack {
+            blocks: self
+                .layers
+                .iter()
+                .map(|l| prenorm::Block {
+                    norm1: Norm::Layer(&l.ln1),
+                    qkv: Qkv::Separate([
+                        Proj::linear(&l.q),
+                        Proj::linear(&l.k),
+                        Proj::linear(&l.v),
+                    ]),
+                    out: Proj::linear(&l.out),
+                    norm2: Norm::Layer(&l.ln2),
+                    mlp_in: MlpIn::Plain(Proj::linear(&l.up)),
+                    down: Proj::linear(&l.down),
+                    parallel: false,
+                    scale,
+                })
+                .collect(),
+            heads: Heads {
+                heads: self.shape.heads,
+                kv_heads: self.shape.heads,
+                dim,
+                causal,
+                scale,
+            },
+            act: self.shape.act.kernel(),
+            inner: self.shape.intermediate,
+            rotary: None,
+        }
     }
 
     fn heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -108,8 +153,38 @@ impl Encoder {
             .contiguous()
     }
 
-    /// Pre-LayerNorm blocks with the transformer hooks; `mask` is additive `[.., t, t]`.
-    pub fn forward(&self, mut x: Tensor, mask: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    /// Pre-LayerNorm blocks with the transformer hooks over `[b, t, hidden]` (every sequence
+    /// `t` long), bidirectional or `causal`: the fast forward unless the hooks need the graph.
+    pub fn forward(&self, x: Tensor, causal: bool, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        if !prenorm::usable(x.device(), self.layers.len(), hooks) {
+            return self.graph_forward(x, causal, hooks);
+        }
+        let (b, t, h) = x.dims3()?;
+        let layout = Layout::new(&vec![t; b], t);
+        let mut packed: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let mut pool = self.spare.take_all();
+        prenorm::run_stack(&self.stack(causal), &layout, &mut packed, hooks, &mut pool)?;
+        self.spare.keep(pool);
+        Ok(Tensor::from_vec(packed, (b, t, h), &Device::Cpu)?)
+    }
+
+    /// The same in candle ops (differentiable; materialises the attention pattern).
+    fn graph_forward(&self, mut x: Tensor, causal: bool, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let mask = if causal {
+            let future: Vec<f32> = (0..t * t)
+                .map(|k| {
+                    if k % t > k / t {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Tensor::from_vec(future, (1, 1, t, t), x.device())?
+        } else {
+            Tensor::zeros((1, 1, 1, t), DType::F32, x.device())?
+        };
         let scale = 1.0 / ((self.shape.hidden / self.shape.heads) as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
             x = at(hooks, HookPoint::ResidPre(i), x)?;
@@ -118,7 +193,7 @@ impl Encoder {
             let k = at(hooks, HookPoint::AttnK(i), l.k.forward(&n)?)?;
             let v = at(hooks, HookPoint::AttnV(i), l.v.forward(&n)?)?;
             let (q, k, v) = (self.heads(&q)?, self.heads(&k)?, self.heads(&v)?);
-            let z = attention(&q, &k, &v, mask, scale, hooks, i)?;
+            let z = attention(&q, &k, &v, &mask, scale, hooks, i)?;
             let z = at(hooks, HookPoint::AttnZ(i), z)?;
             let a = at(hooks, HookPoint::AttnOut(i), l.out.forward(&z)?)?;
             x = at(hooks, HookPoint::ResidMid(i), (x + a)?)?;

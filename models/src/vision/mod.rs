@@ -106,6 +106,9 @@ impl Hooks for GradientProbes {
     fn wants(&self, point: HookPoint) -> bool {
         self.wanted.contains(&point)
     }
+    fn needs_graph(&self) -> bool {
+        true
+    }
     fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
         let z = candle_core::Var::zeros(x.shape(), x.dtype(), x.device())?;
         let y = (&x + z.as_tensor())?;

@@ -17,7 +17,7 @@ use crate::hooks::{at, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::path::Path;
 
 #[derive(Debug, Clone)]
@@ -203,9 +203,7 @@ impl VisionModel for Vit {
             HookPoint::PosEmbed,
             self.positions.broadcast_as(x.shape())?.contiguous()?,
         )?;
-        let t = g * g + 1;
-        let mask = Tensor::zeros((1, 1, 1, t), candle_core::DType::F32, &Device::Cpu)?;
-        let x = self.encoder.forward((x + pos)?, &mask, hooks)?;
+        let x = self.encoder.forward((x + pos)?, false, hooks)?;
         let normed = at(hooks, HookPoint::LnFinal, self.ln_final.forward(&x)?)?;
         let pooled = at(
             hooks,

@@ -1,28 +1,31 @@
-//! The fast forward shared by the causal decoders (Llama family, GPT-2, GPT-NeoX): packed
-//! tokens (no padding anywhere), matrix multiplies through `gemm` into buffers reused across
-//! layers and batches, and fused multi-threaded kernels for the norms, rotary positions,
-//! causal grouped-query attention and the (gated) MLP.
+//! The fast forward of the pre-norm transformer stacks: the causal decoders (Llama family,
+//! GPT-2, GPT-NeoX) and the vision encoders (ViT, CLIP's image tower). Packed tokens (no
+//! padding anywhere), matrix multiplies through `gemm` into buffers reused across layers and
+//! batches, and fused multi-threaded kernels for the norms, rotary positions, (causal,
+//! grouped-query) attention and the (gated) MLP.
 //!
-//! Each family describes its weights as a [`Decoder`] of references to the tensors its graph
-//! forward uses; the kernels read those tensors' memory in place, so the fast path costs no
-//! second copy of the weights. Hooks see the graph forward's `[batch, seq, width]` tensors at
-//! the same points (padding rows zero) and may replace them. The attention pattern is not
-//! materialised here: a family falls back to its graph forward when a hook wants it
-//! ([`usable`]).
+//! Each family describes its weights as a [`Stack`] (and, for decoders, a [`Decoder`]) of
+//! references to the tensors its graph forward uses; the kernels read those tensors' memory in
+//! place, so the fast path costs no second copy of the weights. Hooks see the graph forward's
+//! `[batch, seq, width]` tensors at the same points (padding rows zero) and may replace them.
+//! The attention pattern is not materialised here, and replacements cannot carry autograd
+//! through packed buffers: a family falls back to its graph forward for those ([`usable`]).
 
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Act, Heads, WeightLayout};
-use crate::layers::{LayerNorm, RmsNorm, Rotary};
+use crate::layers::{LayerNorm, Linear, RmsNorm, Rotary};
 use crate::loader::TokenBatch;
 use crate::packed::{take, Layout, Spare};
 use crate::{ModelError, Result};
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
-/// Whether the fast forward can serve this call: CPU weights and no hook on an attention
-/// pattern (which only the graph forward materialises).
+/// Whether the fast forward can serve this call: CPU weights, no hook on an attention pattern
+/// (which only the graph forward materialises) and hooks that do not need autograd.
 pub(crate) fn usable(device: &Device, layers: usize, hooks: &dyn Hooks) -> bool {
-    device.is_cpu() && !(0..layers).any(|i| hooks.wants(HookPoint::AttnPattern(i)))
+    device.is_cpu()
+        && !hooks.needs_graph()
+        && !(0..layers).any(|i| hooks.wants(HookPoint::AttnPattern(i)))
 }
 
 /// An `f32` tensor's memory, borrowed for as long as the guard lives.
@@ -59,7 +62,16 @@ pub(crate) struct Proj<'m> {
     pub(crate) layout: WeightLayout,
 }
 
-impl Proj<'_> {
+impl<'m> Proj<'m> {
+    /// An `nn.Linear`-style layer (`[out, in]` weight, optional bias).
+    pub(crate) fn linear(l: &'m Linear) -> Self {
+        Proj {
+            weight: &l.weight,
+            bias: l.bias.as_ref(),
+            layout: WeightLayout::OutIn,
+        }
+    }
+
     fn dims(&self) -> Result<(usize, usize)> {
         let (a, b) = self.weight.dims2()?;
         Ok(match self.layout {
@@ -174,23 +186,25 @@ pub(crate) struct Block<'m> {
     pub(crate) scale: f32,
 }
 
-pub(crate) enum Positions<'m> {
-    /// Learned absolute position embeddings `[max_positions, hidden]` (GPT-2).
-    Learned(&'m Tensor),
-    /// Rotary positions on queries and keys.
-    Rotary(&'m Rotary),
-}
-
-pub(crate) struct Decoder<'m> {
-    pub(crate) embed: &'m Tensor,
-    pub(crate) positions: Positions<'m>,
+/// The blocks of a pre-norm transformer and what they share.
+pub(crate) struct Stack<'m> {
     pub(crate) blocks: Vec<Block<'m>>,
-    pub(crate) final_norm: Norm<'m>,
-    pub(crate) unembed: &'m Tensor,
-    /// Query heads, key/value heads and head size (`scale` is per block).
+    /// Query heads, key/value heads, head size and causality (`scale` is per block).
     pub(crate) heads: Heads,
     pub(crate) act: Act,
     pub(crate) inner: usize,
+    /// Rotary positions on queries and keys, if the model uses them.
+    pub(crate) rotary: Option<&'m Rotary>,
+}
+
+/// A decoder: token (and learned position) embeddings, the stack, the final norm.
+pub(crate) struct Decoder<'m> {
+    pub(crate) embed: &'m Tensor,
+    /// Learned absolute position embeddings `[max_positions, hidden]` (GPT-2).
+    pub(crate) positions: Option<&'m Tensor>,
+    pub(crate) stack: Stack<'m>,
+    pub(crate) final_norm: Norm<'m>,
+    pub(crate) unembed: &'m Tensor,
 }
 
 /// Cosine and sine of every position's angle per rotary pair, `[seq, half]` each, angles in
@@ -253,46 +267,65 @@ pub(crate) fn forward(
     let layout = Layout::new(&batch.lengths, t);
     let rows = layout.rows();
     let hidden = d.embed.dim(1)?;
-    let shape = d.heads;
-    let (qkv_width, z_width) = (shape.qkv_width(), shape.z_width());
-    let (keys, values) = (z_width, z_width + shape.kv_heads * shape.dim);
-
     let mut pool = spare.take_all();
     let mut x = take(&mut pool, rows * hidden);
-    let mut normed = take(&mut pool, rows * hidden);
-    let mut qkv = take(&mut pool, rows * qkv_width);
-    let mut z = take(&mut pool, rows * z_width);
     let mut side = take(&mut pool, rows * hidden);
-    let mut neurons = take(&mut pool, rows * d.inner);
-    let gated = d
-        .blocks
-        .iter()
-        .any(|b| matches!(b.mlp_in, MlpIn::Gated { .. }));
-    let mut up = take(&mut pool, if gated { rows * d.inner } else { 0 });
-    let per_head = d
-        .blocks
-        .iter()
-        .any(|b| matches!(b.qkv, Qkv::FusedPerHead(_)));
-    let mut interleaved = take(&mut pool, if per_head { rows * qkv_width } else { 0 });
 
     let ids = batch.input_ids.to_vec2::<u32>()?;
     gather(d.embed, &layout, &ids, &mut x, "token id")?;
     layout.hook(hooks, HookPoint::Embed, &mut x, hidden)?;
-    let positions = layout.positions();
-    let mut rotary = None;
-    match d.positions {
-        Positions::Learned(table) => {
-            let position_ids: Vec<Vec<u32>> = (0..b).map(|_| (0..t as u32).collect()).collect();
-            gather(table, &layout, &position_ids, &mut side, "position")?;
-            layout.hook(hooks, HookPoint::PosEmbed, &mut side, hidden)?;
-            add_into(&mut x, &side);
-        }
-        Positions::Rotary(r) => rotary = Some((r.inv_freq.len(), rotary_tables(r, t))),
+    if let Some(table) = d.positions {
+        let position_ids: Vec<Vec<u32>> = (0..b).map(|_| (0..t as u32).collect()).collect();
+        gather(table, &layout, &position_ids, &mut side, "position")?;
+        layout.hook(hooks, HookPoint::PosEmbed, &mut side, hidden)?;
+        add_into(&mut x, &side);
     }
+    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool)?;
+    d.final_norm.apply(&x, &mut side)?;
+    let out = layout.padded(&side, hidden)?;
+    pool.extend([side, x]);
+    spare.keep(pool);
+    crate::layers::final_hooks(hooks, out, d.unembed)
+}
 
-    for (i, blk) in d.blocks.iter().enumerate() {
-        layout.hook(hooks, HookPoint::ResidPre(i), &mut x, hidden)?;
-        blk.norm1.apply(&x, &mut normed)?;
+/// The stack's blocks on packed rows `x` (`layout` says whose), in place, with the hooks of
+/// every block; scratch buffers come from `pool` and go back to it.
+pub(crate) fn run_stack(
+    s: &Stack,
+    layout: &Layout,
+    x: &mut [f32],
+    hooks: &mut dyn Hooks,
+    pool: &mut Vec<Vec<f32>>,
+) -> Result<()> {
+    let rows = layout.rows();
+    let hidden = x.len() / rows.max(1);
+    let shape = s.heads;
+    let (qkv_width, z_width) = (shape.qkv_width(), shape.z_width());
+    let (keys, values) = (z_width, z_width + shape.kv_heads * shape.dim);
+    let kv_width = shape.kv_heads * shape.dim;
+    let gated = s
+        .blocks
+        .iter()
+        .any(|b| matches!(b.mlp_in, MlpIn::Gated { .. }));
+    let per_head = s
+        .blocks
+        .iter()
+        .any(|b| matches!(b.qkv, Qkv::FusedPerHead(_)));
+    let mut normed = take(pool, rows * hidden);
+    let mut qkv = take(pool, rows * qkv_width);
+    let mut z = take(pool, rows * z_width);
+    let mut side = take(pool, rows * hidden);
+    let mut neurons = take(pool, rows * s.inner);
+    let mut up = take(pool, if gated { rows * s.inner } else { 0 });
+    let mut interleaved = take(pool, if per_head { rows * qkv_width } else { 0 });
+    let positions = layout.positions();
+    let rotary = s
+        .rotary
+        .map(|r| (r.inv_freq.len(), rotary_tables(r, layout.seq)));
+
+    for (i, blk) in s.blocks.iter().enumerate() {
+        layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
+        blk.norm1.apply(x, &mut normed)?;
         match &blk.qkv {
             Qkv::Separate([q, k, v]) => {
                 q.apply(&normed, &mut qkv, (0, qkv_width), false)?;
@@ -305,44 +338,20 @@ pub(crate) fn forward(
                 regroup_per_head(&interleaved, &mut qkv, shape);
             }
         }
-        let kv_width = shape.kv_heads * shape.dim;
-        layout.hook_columns(
-            hooks,
-            HookPoint::AttnQ(i),
-            &mut qkv,
-            (0, z_width, qkv_width),
-        )?;
-        layout.hook_columns(
-            hooks,
-            HookPoint::AttnK(i),
-            &mut qkv,
-            (keys, kv_width, qkv_width),
-        )?;
-        layout.hook_columns(
-            hooks,
-            HookPoint::AttnV(i),
-            &mut qkv,
-            (values, kv_width, qkv_width),
-        )?;
+        let columns = [
+            (HookPoint::AttnQ(i), (0, z_width, qkv_width)),
+            (HookPoint::AttnK(i), (keys, kv_width, qkv_width)),
+            (HookPoint::AttnV(i), (values, kv_width, qkv_width)),
+        ];
+        for (point, cols) in columns {
+            layout.hook_columns(hooks, point, &mut qkv, cols)?;
+        }
         if let Some((half, (cos, sin))) = &rotary {
-            let (heads, dim) = (shape.heads, shape.dim);
-            kernels::rotate(
-                &mut qkv,
-                &positions,
-                (0, heads, dim, qkv_width),
-                *half,
-                cos,
-                sin,
-            );
-            let kv = shape.kv_heads;
-            kernels::rotate(
-                &mut qkv,
-                &positions,
-                (keys, kv, dim, qkv_width),
-                *half,
-                cos,
-                sin,
-            );
+            let (dim, half) = (shape.dim, *half);
+            let q_cols = (0, shape.heads, dim, qkv_width);
+            kernels::rotate(&mut qkv, &positions, q_cols, half, cos, sin);
+            let k_cols = (keys, shape.kv_heads, dim, qkv_width);
+            kernels::rotate(&mut qkv, &positions, k_cols, half, cos, sin);
         }
         let block_shape = Heads {
             scale: blk.scale,
@@ -355,55 +364,39 @@ pub(crate) fn forward(
             // resid_post = resid_pre + attn_out + mlp_out, both branches reading resid_pre.
             blk.out.apply(&z, &mut side, (0, hidden), false)?;
             layout.hook(hooks, HookPoint::AttnOut(i), &mut side, hidden)?;
-            blk.norm2.apply(&x, &mut normed)?;
-            add_into(&mut x, &side);
+            blk.norm2.apply(x, &mut normed)?;
+            add_into(x, &side);
         } else {
             // x becomes resid_mid in place: the residual needs no copy of its own.
-            add_output(
-                hooks,
-                HookPoint::AttnOut(i),
-                &layout,
-                &blk.out,
-                &z,
-                &mut x,
-                &mut side,
-            )?;
-            layout.hook(hooks, HookPoint::ResidMid(i), &mut x, hidden)?;
-            blk.norm2.apply(&x, &mut normed)?;
+            let point = HookPoint::AttnOut(i);
+            add_output(hooks, point, layout, &blk.out, &z, x, &mut side)?;
+            layout.hook(hooks, HookPoint::ResidMid(i), x, hidden)?;
+            blk.norm2.apply(x, &mut normed)?;
         }
         match &blk.mlp_in {
             MlpIn::Plain(p) => {
-                p.apply_unbiased(&normed, &mut neurons, (0, d.inner), false)?;
+                p.apply_unbiased(&normed, &mut neurons, (0, s.inner), false)?;
                 match p.bias {
                     Some(bias) => {
-                        kernels::bias_act(&mut neurons, Borrowed::of(bias)?.slice()?, d.act)
+                        kernels::bias_act(&mut neurons, Borrowed::of(bias)?.slice()?, s.act)
                     }
-                    None => kernels::bias_act(&mut neurons, &vec![0.0; d.inner], d.act),
+                    None => kernels::bias_act(&mut neurons, &vec![0.0; s.inner], s.act),
                 }
             }
             MlpIn::Gated { gate, up: up_proj } => {
-                gate.apply(&normed, &mut neurons, (0, d.inner), false)?;
-                up_proj.apply(&normed, &mut up, (0, d.inner), false)?;
-                kernels::act_mul(&mut neurons, &up, d.act);
+                gate.apply(&normed, &mut neurons, (0, s.inner), false)?;
+                up_proj.apply(&normed, &mut up, (0, s.inner), false)?;
+                kernels::act_mul(&mut neurons, &up, s.act);
             }
         }
-        layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, d.inner)?;
-        add_output(
-            hooks,
-            HookPoint::MlpOut(i),
-            &layout,
-            &blk.down,
-            &neurons,
-            &mut x,
-            &mut side,
-        )?;
-        layout.hook(hooks, HookPoint::ResidPost(i), &mut x, hidden)?;
+        layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, s.inner)?;
+        let point = HookPoint::MlpOut(i);
+        add_output(hooks, point, layout, &blk.down, &neurons, x, &mut side)?;
+        layout.hook(hooks, HookPoint::ResidPost(i), x, hidden)?;
     }
-    d.final_norm.apply(&x, &mut normed)?;
-    let out = layout.padded(&normed, hidden)?;
     // In reverse order of taking, so each buffer comes back to the same role.
-    spare.keep(vec![interleaved, up, neurons, side, z, qkv, normed, x]);
-    crate::layers::final_hooks(hooks, out, d.unembed)
+    pool.extend([interleaved, up, neurons, side, z, qkv, normed]);
+    Ok(())
 }
 
 /// `x += proj(input)`: straight into `x` by an accumulating multiply, unless a hook wants the
