@@ -9,11 +9,12 @@ export GLASSBOX_PYTHON := venv / "bin/python"
 default:
     @just --list
 
-# Run the default pipeline (extract → probe → report); `just pipeline model=ORG/NAME` for another cached model.
+# Run the default pipeline (extract → probe → report); `just pipeline ORG/NAME` for another cached model
+# (`model=ORG/NAME`, which just passes through as text, works too).
 # (The dev profile builds dependencies, the model and store crates optimised, and shares its build with `just test`.)
 pipeline model="": models
     cargo build --bin glassbox
-    ./target/debug/glassbox pipeline --config pipelines/default.toml {{ if model == "" { "" } else { "--model " + model } }}
+    model='{{model}}'; model="${model#model=}"; ./target/debug/glassbox pipeline --config pipelines/default.toml ${model:+--model "$model"}
 
 # The vision pipeline (pipelines/vision.toml): EfficientNet-Lite0 on generated textures,
 # extract → probe → TCAV (texture concepts vs class logits) → report.
