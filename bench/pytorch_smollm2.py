@@ -61,6 +61,7 @@ result = {
     "torch": torch.__version__,
     "threads": torch.get_num_threads(),
     "tokens": n_tokens,
+    "passes": PASSES,
     "forward_only": {"tokens_per_s": max(passes), "passes_tokens_per_s": passes},
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }
