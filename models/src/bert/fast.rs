@@ -157,12 +157,21 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     for (i, blk) in w.blocks.iter().enumerate() {
         layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
         kernels::matmul_wt(&x, h, &blk.qkv_w, 3 * h, &mut qkv);
-        kernels::add_bias(&mut qkv, &blk.qkv_b);
-        layout.hook_columns(hooks, HookPoint::AttnQ(i), &mut qkv, (0, h, 3 * h))?;
-        layout.hook_columns(hooks, HookPoint::AttnK(i), &mut qkv, (h, h, 3 * h))?;
-        layout.hook_columns(hooks, HookPoint::AttnV(i), &mut qkv, (2 * h, h, 3 * h))?;
         let shape = Heads::full(heads, h / heads);
-        kernels::attention(&qkv, &layout.offsets, shape, &mut z, None);
+        let qkv_points = [
+            HookPoint::AttnQ(i),
+            HookPoint::AttnK(i),
+            HookPoint::AttnV(i),
+        ];
+        if qkv_points.iter().any(|&p| hooks.wants(p)) {
+            kernels::add_bias(&mut qkv, &blk.qkv_b);
+            for (k, point) in qkv_points.into_iter().enumerate() {
+                layout.hook_columns(hooks, point, &mut qkv, (k * h, h, 3 * h))?;
+            }
+            kernels::attention(&qkv, &layout.offsets, shape, &mut z, None);
+        } else {
+            kernels::attention_adding_bias(&mut qkv, &blk.qkv_b, &layout.offsets, shape, &mut z);
+        }
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
         kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);
         // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.

@@ -102,6 +102,27 @@ pub fn attention(
         });
 }
 
+/// As [`attention`] (without kept probabilities), first adding `bias` to every `qkv` row,
+/// example by example inside the parallel loop: the rows are then in cache when attention
+/// reads them, where a separate bias pass over the whole buffer costs a trip to memory.
+pub fn attention_adding_bias(
+    qkv: &mut [f32],
+    bias: &[f32],
+    offsets: &[usize],
+    shape: Heads,
+    z: &mut [f32],
+) {
+    debug_assert_eq!(bias.len(), shape.qkv_width());
+    let z_parts = split_examples(z, offsets, shape.z_width());
+    split_examples(qkv, offsets, shape.qkv_width())
+        .into_par_iter()
+        .zip(z_parts)
+        .for_each(|(rows, z_b)| {
+            super::rows::bias_act(rows, bias, super::Act::Identity);
+            attend(rows, shape, z_b, None, &mut Vec::new());
+        });
+}
+
 /// One example's attention: `rows` are its packed `qkv` rows, `z` its output rows. Scores go
 /// to `kept` when given, else to the reusable `scratch`.
 fn attend(
@@ -255,5 +276,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn adding_the_bias_inside_equals_adding_it_first() {
+        let shape = Heads::full(3, 4);
+        let offsets = [0, 6, 7, 12];
+        let width = shape.qkv_width();
+        let qkv: Vec<f32> = (0..12 * width).map(|v| (v as f32 * 0.29).sin()).collect();
+        let bias: Vec<f32> = (0..width).map(|v| (v as f32 * 0.7).cos()).collect();
+        let mut biased = qkv.clone();
+        super::super::add_bias(&mut biased, &bias);
+        let mut want = vec![0.0; 12 * shape.z_width()];
+        attention(&biased, &offsets, shape, &mut want, None);
+        let (mut fused, mut got) = (qkv, vec![0.0; 12 * shape.z_width()]);
+        attention_adding_bias(&mut fused, &bias, &offsets, shape, &mut got);
+        assert_eq!(
+            fused, biased,
+            "the bias is left added, as add_bias leaves it"
+        );
+        assert_eq!(got, want);
     }
 }

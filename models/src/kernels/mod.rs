@@ -7,7 +7,9 @@ mod attention;
 pub mod gemm;
 mod rows;
 
-pub use self::attention::{attention, attention_prob_offsets, split_examples, Heads};
+pub use self::attention::{
+    attention, attention_adding_bias, attention_prob_offsets, split_examples, Heads,
+};
 use self::gemm::{matmul, View};
 pub use self::rows::{erf, Act};
 use rayon::prelude::*;
