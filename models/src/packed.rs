@@ -33,14 +33,6 @@ impl Layout {
         *self.offsets.last().unwrap_or(&0)
     }
 
-    /// The position (within its example) of every packed row.
-    pub(crate) fn positions(&self) -> Vec<usize> {
-        self.offsets
-            .windows(2)
-            .flat_map(|w| 0..w[1] - w[0])
-            .collect()
-    }
-
     /// `[batch, seq, width]` with zero padding, from packed rows.
     pub(crate) fn padded(&self, packed: &[f32], width: usize) -> Result<Tensor> {
         // Built by appending rather than zeroed and then overwritten: each value is written

@@ -12,7 +12,7 @@
 //! through packed buffers: a family falls back to its graph forward for those ([`usable`]).
 
 use crate::hooks::{HookPoint, Hooks};
-use crate::kernels::{self, Act, Heads, WeightLayout};
+use crate::kernels::{self, Act, Heads, Prepare, WeightLayout};
 use crate::layers::{LayerNorm, Linear, RmsNorm, Rotary};
 use crate::loader::TokenBatch;
 use crate::packed::{take, Layout, Spare};
@@ -93,6 +93,21 @@ impl<'m> Proj<'m> {
             add_bias_columns(dst, Borrowed::of(bias)?.slice()?, cols);
         }
         Ok(())
+    }
+
+    /// [`Self::apply`] (not accumulating), with or without the bias.
+    fn apply_maybe_biased(
+        &self,
+        x: &[f32],
+        dst: &mut [f32],
+        cols: (usize, usize),
+        biased: bool,
+    ) -> Result<()> {
+        if biased {
+            self.apply(x, dst, cols, false)
+        } else {
+            self.apply_unbiased(x, dst, cols, false)
+        }
     }
 
     /// As [`Self::apply`] without the bias.
@@ -318,7 +333,6 @@ pub(crate) fn run_stack(
     let mut neurons = take(pool, rows * s.inner);
     let mut up = take(pool, if gated { rows * s.inner } else { 0 });
     let mut interleaved = take(pool, if per_head { rows * qkv_width } else { 0 });
-    let positions = layout.positions();
     let rotary = s
         .rotary
         .map(|r| (r.inv_freq.len(), rotary_tables(r, layout.seq)));
@@ -326,38 +340,44 @@ pub(crate) fn run_stack(
     for (i, blk) in s.blocks.iter().enumerate() {
         layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
         blk.norm1.apply(x, &mut normed)?;
-        match &blk.qkv {
-            Qkv::Separate([q, k, v]) => {
-                q.apply(&normed, &mut qkv, (0, qkv_width), false)?;
-                k.apply(&normed, &mut qkv, (keys, qkv_width), false)?;
-                v.apply(&normed, &mut qkv, (values, qkv_width), false)?;
-            }
-            Qkv::Fused(p) => p.apply(&normed, &mut qkv, (0, qkv_width), false)?,
-            Qkv::FusedPerHead(p) => {
-                p.apply(&normed, &mut interleaved, (0, qkv_width), false)?;
-                regroup_per_head(&interleaved, &mut qkv, shape);
-            }
-        }
         let columns = [
             (HookPoint::AttnQ(i), (0, z_width, qkv_width)),
             (HookPoint::AttnK(i), (keys, kv_width, qkv_width)),
             (HookPoint::AttnV(i), (values, kv_width, qkv_width)),
         ];
+        // The bias is left to attention's per-example loop unless a hook must see it.
+        let hooked = columns.iter().any(|(point, _)| hooks.wants(*point));
+        let deferred_bias = match (&blk.qkv, hooked) {
+            (Qkv::FusedPerHead(_), _) | (_, true) => None,
+            (qkv_weights, false) => qkv_bias(qkv_weights, shape)?,
+        };
+        let biased = deferred_bias.is_none();
+        match &blk.qkv {
+            Qkv::Separate(projections) => {
+                for (p, first) in projections.iter().zip([0, keys, values]) {
+                    p.apply_maybe_biased(&normed, &mut qkv, (first, qkv_width), biased)?;
+                }
+            }
+            Qkv::Fused(p) => p.apply_maybe_biased(&normed, &mut qkv, (0, qkv_width), biased)?,
+            Qkv::FusedPerHead(p) => {
+                p.apply(&normed, &mut interleaved, (0, qkv_width), false)?;
+                regroup_per_head(&interleaved, &mut qkv, shape);
+            }
+        }
         for (point, cols) in columns {
             layout.hook_columns(hooks, point, &mut qkv, cols)?;
         }
-        if let Some((half, (cos, sin))) = &rotary {
-            let (dim, half) = (shape.dim, *half);
-            let q_cols = (0, shape.heads, dim, qkv_width);
-            kernels::rotate(&mut qkv, &positions, q_cols, half, cos, sin);
-            let k_cols = (keys, shape.kv_heads, dim, qkv_width);
-            kernels::rotate(&mut qkv, &positions, k_cols, half, cos, sin);
-        }
+        let prepare = Prepare {
+            bias: deferred_bias.as_deref(),
+            rotary: rotary
+                .as_ref()
+                .map(|(half, (cos, sin))| (*half, &cos[..], &sin[..])),
+        };
         let block_shape = Heads {
             scale: blk.scale,
             ..shape
         };
-        kernels::attention(&qkv, &layout.offsets, block_shape, &mut z, None);
+        kernels::attention_prepared(&mut qkv, &layout.offsets, block_shape, &mut z, prepare);
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, z_width)?;
 
         if blk.parallel {
@@ -425,6 +445,27 @@ fn add_into(x: &mut [f32], y: &[f32]) {
     x.par_chunks_mut(16 * 1024)
         .zip(y.par_chunks(16 * 1024))
         .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+/// The bias of packed `[q | k | v]` rows (zeros where a projection has none), or `None` when
+/// no projection has one.
+fn qkv_bias(qkv: &Qkv, shape: Heads) -> Result<Option<Vec<f32>>> {
+    let projections: &[Proj] = match qkv {
+        Qkv::Separate(p) => p,
+        Qkv::Fused(p) | Qkv::FusedPerHead(p) => std::slice::from_ref(p),
+    };
+    if projections.iter().all(|p| p.bias.is_none()) {
+        return Ok(None);
+    }
+    let mut bias = Vec::with_capacity(shape.qkv_width());
+    for p in projections {
+        let width = p.dims()?.1;
+        match p.bias {
+            Some(b) => bias.extend_from_slice(Borrowed::of(b)?.slice()?),
+            None => bias.resize(bias.len() + width, 0.0),
+        }
+    }
+    Ok(Some(bias))
 }
 
 /// `[q | k | v]` per head (`heads` blocks of `3 · dim`) into `[q | k | v]` per projection.

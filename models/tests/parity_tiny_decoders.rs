@@ -320,20 +320,30 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
             &model.device,
         )
         .unwrap();
-        let points: Vec<HookPoint> = model
+        let all: Vec<HookPoint> = model
             .model
             .hook_points()
             .into_iter()
             .filter(|p| p.storable())
             .collect();
-        for zero in [
-            vec![],
-            vec![
-                HookPoint::AttnQ(0),
-                HookPoint::AttnV(1),
-                HookPoint::MlpPost(0),
-            ],
-        ] {
+        // Without q/k/v hooks the fast forward leaves their bias and rotation to attention's
+        // per-example loop; with them it applies both before the hooks.
+        let no_qkv: Vec<HookPoint> = all
+            .iter()
+            .copied()
+            .filter(|p| {
+                !matches!(
+                    p,
+                    HookPoint::AttnQ(_) | HookPoint::AttnK(_) | HookPoint::AttnV(_)
+                )
+            })
+            .collect();
+        let replaced = vec![
+            HookPoint::AttnQ(0),
+            HookPoint::AttnV(1),
+            HookPoint::MlpPost(0),
+        ];
+        for (points, zero) in [(all.clone(), vec![]), (all, replaced), (no_qkv, vec![])] {
             let mut runs = Vec::new();
             for differentiable in [false, true] {
                 let mut hooks = ZeroAndCapture {

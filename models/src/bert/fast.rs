@@ -7,7 +7,7 @@
 
 use super::{graph::GraphWeights, Bert};
 use crate::hooks::{HookPoint, Hooks};
-use crate::kernels::{self, Heads};
+use crate::kernels::{self, Heads, Prepare};
 use crate::loader::TokenBatch;
 use crate::packed::{take, Layout, Spare};
 use crate::{ModelError, Result};
@@ -170,7 +170,11 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
             }
             kernels::attention(&qkv, &layout.offsets, shape, &mut z, None);
         } else {
-            kernels::attention_adding_bias(&mut qkv, &blk.qkv_b, &layout.offsets, shape, &mut z);
+            let prepare = Prepare {
+                bias: Some(&blk.qkv_b),
+                rotary: None,
+            };
+            kernels::attention_prepared(&mut qkv, &layout.offsets, shape, &mut z, prepare);
         }
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
         kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);

@@ -102,23 +102,46 @@ pub fn attention(
         });
 }
 
-/// As [`attention`] (without kept probabilities), first adding `bias` to every `qkv` row,
-/// example by example inside the parallel loop: the rows are then in cache when attention
-/// reads them, where a separate bias pass over the whole buffer costs a trip to memory.
-pub fn attention_adding_bias(
+/// Element-wise work on each example's `qkv` rows inside [`attention_prepared`]'s parallel
+/// loop, right before attention reads them: the rows are then in cache, where a separate pass
+/// over the whole `[rows, qkv_width]` buffer goes to memory and back.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Prepare<'a> {
+    /// Added to every row (the projections' bias).
+    pub bias: Option<&'a [f32]>,
+    /// Rotary positions on the query and key heads (positions `0..len` within each example):
+    /// `(half, cos, sin)` as [`super::rotate`] takes them.
+    pub rotary: Option<(usize, &'a [f32], &'a [f32])>,
+}
+
+/// As [`attention`] (without kept probabilities), after `prepare` on each example's rows,
+/// which are left prepared.
+pub fn attention_prepared(
     qkv: &mut [f32],
-    bias: &[f32],
     offsets: &[usize],
     shape: Heads,
     z: &mut [f32],
+    prepare: Prepare,
 ) {
-    debug_assert_eq!(bias.len(), shape.qkv_width());
+    let width = shape.qkv_width();
+    let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let positions: Vec<usize> = (0..longest).collect();
     let z_parts = split_examples(z, offsets, shape.z_width());
-    split_examples(qkv, offsets, shape.qkv_width())
+    split_examples(qkv, offsets, width)
         .into_par_iter()
         .zip(z_parts)
         .for_each(|(rows, z_b)| {
-            super::rows::bias_act(rows, bias, super::Act::Identity);
+            if let Some(bias) = prepare.bias {
+                super::rows::bias_act(rows, bias, super::Act::Identity);
+            }
+            if let Some((half, cos, sin)) = prepare.rotary {
+                let at = &positions[..rows.len() / width];
+                let (dim, keys) = (shape.dim, shape.z_width());
+                let q_cols = (0, shape.heads, dim, width);
+                super::rows::rotate(rows, at, q_cols, half, cos, sin);
+                let k_cols = (keys, shape.kv_heads, dim, width);
+                super::rows::rotate(rows, at, k_cols, half, cos, sin);
+            }
             attend(rows, shape, z_b, None, &mut Vec::new());
         });
 }
@@ -290,7 +313,11 @@ mod tests {
         let mut want = vec![0.0; 12 * shape.z_width()];
         attention(&biased, &offsets, shape, &mut want, None);
         let (mut fused, mut got) = (qkv, vec![0.0; 12 * shape.z_width()]);
-        attention_adding_bias(&mut fused, &bias, &offsets, shape, &mut got);
+        let prepare = Prepare {
+            bias: Some(&bias),
+            rotary: None,
+        };
+        attention_prepared(&mut fused, &offsets, shape, &mut got, prepare);
         assert_eq!(
             fused, biased,
             "the bias is left added, as add_bias leaves it"

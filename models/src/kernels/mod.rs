@@ -8,7 +8,7 @@ pub mod gemm;
 mod rows;
 
 pub use self::attention::{
-    attention, attention_adding_bias, attention_prob_offsets, split_examples, Heads,
+    attention, attention_prepared, attention_prob_offsets, split_examples, Heads, Prepare,
 };
 use self::gemm::{matmul, View};
 pub use self::rows::{erf, Act};
@@ -158,22 +158,6 @@ pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
     gate.par_chunks_mut(CHUNK)
         .zip(up.par_chunks(CHUNK))
         .for_each(|(g, u)| rows::act_mul(g, u, act));
-}
-
-/// Rotary positions for `heads` blocks of `dim` columns from column `first` of packed rows
-/// `stride` wide, row `r` at position `positions[r]`; the first `2 · half` columns of each
-/// head turn, by the angles tabulated in `cos` and `sin` (`half` per position).
-pub fn rotate(
-    rows: &mut [f32],
-    positions: &[usize],
-    (first, heads, dim, stride): (usize, usize, usize, usize),
-    half: usize,
-    cos: &[f32],
-    sin: &[f32],
-) {
-    rows.par_chunks_mut(stride * ROWS_PER_TASK)
-        .zip(positions.par_chunks(ROWS_PER_TASK))
-        .for_each(|(r, p)| self::rows::rotate(r, p, (first, heads, dim, stride), half, cos, sin));
 }
 
 /// `x = LayerNorm(x + bias + residual)` row by row (`bias` and `residual` may be empty),
