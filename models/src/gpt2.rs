@@ -9,8 +9,9 @@
 //! and the logits `ln_final · W_teᵀ`. `hidden_states[i]` of `transformers` is
 //! `blocks.{i}.hook_resid_pre` for i < n_layer, and its last entry is `ln_final.hook_normalized`.
 //!
-//! One implementation, in candle ops (so it is differentiable); padding is on the right, so the
-//! causal mask already keeps real tokens from seeing it.
+//! `forward` runs the shared fast path (`prenorm`, packed tokens); the candle-ops graph forward
+//! here is the differentiable one and serves attention-pattern hooks. Padding is on the right,
+//! so the causal mask already keeps real tokens from seeing it.
 
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};

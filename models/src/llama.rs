@@ -10,6 +10,9 @@
 //! `hook_resid_post = mid + hook_mlp_out`; `ln_final.hook_normalized = RMS_f(x)`.
 //! `hidden_states[i]` of `transformers` is `blocks.{i}.hook_resid_pre` (i < n_layers) and its
 //! last entry `ln_final.hook_normalized`.
+//!
+//! `forward` runs the shared fast path (`prenorm`, packed tokens); the candle-ops graph forward
+//! here is the differentiable one and serves attention-pattern hooks.
 
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::Heads;

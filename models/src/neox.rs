@@ -9,6 +9,9 @@
 //! `hook_mlp_out = mlp.hook_post · W_out + b`; `hook_resid_post = x + hook_attn_out +
 //! hook_mlp_out`. Sequential blocks (`use_parallel_residual = false`) have
 //! `hook_resid_mid = x + hook_attn_out`, and their MLP reads `LN2(hook_resid_mid)`.
+//!
+//! `forward` runs the shared fast path (`prenorm`, packed tokens); the candle-ops graph forward
+//! here is the differentiable one and serves attention-pattern hooks.
 
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};
