@@ -204,26 +204,35 @@ impl Rotary {
     }
 
     /// `x` is `[b, heads, t, head_dim]`; positions are `0..t`.
+    /// Cosine and sine of each position's angle per pair, `[seq, half]` each (position-major),
+    /// the angles in f32 as `transformers` computes them; the fast forward's tables too.
+    pub(crate) fn tables(&self, seq: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(seq * half),
+            Vec::with_capacity(seq * half),
+        );
+        for p in 0..seq {
+            for f in &self.inv_freq {
+                let angle = (p as f32) * (*f as f32);
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        (cos, sin)
+    }
+
     pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         use candle_core::D;
         let (_, _, t, head_dim) = x.dims4()?;
         let half = self.inv_freq.len();
         let dim = 2 * half;
-        let mut cos = Vec::with_capacity(t * dim);
-        let mut sin = Vec::with_capacity(t * dim);
-        for p in 0..t {
-            for rep in 0..2 {
-                let _ = rep;
-                for f in &self.inv_freq {
-                    // f32 angles, as transformers computes them.
-                    let angle = (p as f32) * (*f as f32);
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
-                }
-            }
-        }
-        let cos = Tensor::from_vec(cos, (1, 1, t, dim), x.device())?;
-        let sin = Tensor::from_vec(sin, (1, 1, t, dim), x.device())?;
+        // `rotate_half` pairs i with i + half, so both halves of a head take the same angles.
+        let (cos, sin) = self.tables(t);
+        let cos = Tensor::from_vec(cos, (1, 1, t, half), x.device())?;
+        let sin = Tensor::from_vec(sin, (1, 1, t, half), x.device())?;
+        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
         let rot = x.narrow(D::Minus1, 0, dim)?;
         let x1 = rot.narrow(D::Minus1, 0, half)?;
         let x2 = rot.narrow(D::Minus1, half, half)?;

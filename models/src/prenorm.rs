@@ -222,24 +222,6 @@ pub(crate) struct Decoder<'m> {
     pub(crate) unembed: &'m Tensor,
 }
 
-/// Cosine and sine of every position's angle per rotary pair, `[seq, half]` each, angles in
-/// f32 as `transformers` computes them.
-fn rotary_tables(rotary: &Rotary, seq: usize) -> (Vec<f32>, Vec<f32>) {
-    let half = rotary.inv_freq.len();
-    let (mut cos, mut sin) = (
-        Vec::with_capacity(seq * half),
-        Vec::with_capacity(seq * half),
-    );
-    for p in 0..seq {
-        for f in &rotary.inv_freq {
-            let angle = (p as f32) * (*f as f32);
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    (cos, sin)
-}
-
 /// Rows of `table` (`[vocab, width]`) for `ids` into packed `dst`, naming `what` in errors.
 fn gather(
     table: &Tensor,
@@ -333,9 +315,7 @@ pub(crate) fn run_stack(
     let mut neurons = take(pool, rows * s.inner);
     let mut up = take(pool, if gated { rows * s.inner } else { 0 });
     let mut interleaved = take(pool, if per_head { rows * qkv_width } else { 0 });
-    let rotary = s
-        .rotary
-        .map(|r| (r.inv_freq.len(), rotary_tables(r, layout.seq)));
+    let rotary = s.rotary.map(|r| (r.inv_freq.len(), r.tables(layout.seq)));
 
     for (i, blk) in s.blocks.iter().enumerate() {
         layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
