@@ -80,46 +80,11 @@ impl<'m> Proj<'m> {
         })
     }
 
-    /// Columns `(first, stride)` of `dst` `= x · W + b`, or `+=` with `accumulate`.
-    fn apply(
-        &self,
-        x: &[f32],
-        dst: &mut [f32],
-        cols: (usize, usize),
-        accumulate: bool,
-    ) -> Result<()> {
-        self.apply_unbiased(x, dst, cols, accumulate)?;
-        if let Some(bias) = self.bias {
-            add_bias_columns(dst, Borrowed::of(bias)?.slice()?, cols);
-        }
-        Ok(())
-    }
-
-    /// [`Self::apply`] (not accumulating), with or without the bias.
-    fn apply_maybe_biased(
-        &self,
-        x: &[f32],
-        dst: &mut [f32],
-        cols: (usize, usize),
-        biased: bool,
-    ) -> Result<()> {
-        if biased {
-            self.apply(x, dst, cols, false)
-        } else {
-            self.apply_unbiased(x, dst, cols, false)
-        }
-    }
-
-    /// As [`Self::apply`] without the bias.
-    fn apply_unbiased(
-        &self,
-        x: &[f32],
-        dst: &mut [f32],
-        cols: (usize, usize),
-        accumulate: bool,
-    ) -> Result<()> {
+    /// Columns `(first, stride)` of `dst` set to, or increased by, `x · W (+ b)`.
+    fn apply(&self, x: &[f32], dst: &mut [f32], cols: (usize, usize), write: Write) -> Result<()> {
         let (input, output) = self.dims()?;
         let w = Borrowed::of(self.weight)?;
+        let accumulate = write == Write::Add;
         kernels::matmul_into(
             x,
             input,
@@ -130,8 +95,25 @@ impl<'m> Proj<'m> {
             cols,
             accumulate,
         );
+        match self.bias {
+            Some(bias) if write != Write::SetWithoutBias => {
+                add_bias_columns(dst, Borrowed::of(bias)?.slice()?, cols);
+            }
+            _ => {}
+        }
         Ok(())
     }
+}
+
+/// How [`Proj::apply`] writes its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// `dst = x · W + b`.
+    Set,
+    /// `dst = x · W`: the bias is left to a later kernel.
+    SetWithoutBias,
+    /// `dst += x · W + b` (the residual stream).
+    Add,
 }
 
 /// `bias` added to columns `first ..` of rows `stride` wide.
@@ -331,16 +313,19 @@ pub(crate) fn run_stack(
             (Qkv::FusedPerHead(_), _) | (_, true) => None,
             (qkv_weights, false) => qkv_bias(qkv_weights, shape)?,
         };
-        let biased = deferred_bias.is_none();
+        let write = match deferred_bias {
+            Some(_) => Write::SetWithoutBias,
+            None => Write::Set,
+        };
         match &blk.qkv {
             Qkv::Separate(projections) => {
                 for (p, first) in projections.iter().zip([0, keys, values]) {
-                    p.apply_maybe_biased(&normed, &mut qkv, (first, qkv_width), biased)?;
+                    p.apply(&normed, &mut qkv, (first, qkv_width), write)?;
                 }
             }
-            Qkv::Fused(p) => p.apply_maybe_biased(&normed, &mut qkv, (0, qkv_width), biased)?,
+            Qkv::Fused(p) => p.apply(&normed, &mut qkv, (0, qkv_width), write)?,
             Qkv::FusedPerHead(p) => {
-                p.apply(&normed, &mut interleaved, (0, qkv_width), false)?;
+                p.apply(&normed, &mut interleaved, (0, qkv_width), Write::Set)?;
                 regroup_per_head(&interleaved, &mut qkv, shape);
             }
         }
@@ -362,7 +347,7 @@ pub(crate) fn run_stack(
 
         if blk.parallel {
             // resid_post = resid_pre + attn_out + mlp_out, both branches reading resid_pre.
-            blk.out.apply(&z, &mut side, (0, hidden), false)?;
+            blk.out.apply(&z, &mut side, (0, hidden), Write::Set)?;
             layout.hook(hooks, HookPoint::AttnOut(i), &mut side, hidden)?;
             blk.norm2.apply(x, &mut normed)?;
             add_into(x, &side);
@@ -375,17 +360,15 @@ pub(crate) fn run_stack(
         }
         match &blk.mlp_in {
             MlpIn::Plain(p) => {
-                p.apply_unbiased(&normed, &mut neurons, (0, s.inner), false)?;
-                match p.bias {
-                    Some(bias) => {
-                        kernels::bias_act(&mut neurons, Borrowed::of(bias)?.slice()?, s.act)
-                    }
-                    None => kernels::bias_act(&mut neurons, &vec![0.0; s.inner], s.act),
-                }
+                // The bias goes into the activation's pass rather than a pass of its own.
+                p.apply(&normed, &mut neurons, (0, s.inner), Write::SetWithoutBias)?;
+                let bias = p.bias.map(Borrowed::of).transpose()?;
+                let bias = bias.as_ref().map(Borrowed::slice).transpose()?;
+                kernels::bias_act(&mut neurons, bias.unwrap_or(&[]), s.act);
             }
             MlpIn::Gated { gate, up: up_proj } => {
-                gate.apply(&normed, &mut neurons, (0, s.inner), false)?;
-                up_proj.apply(&normed, &mut up, (0, s.inner), false)?;
+                gate.apply(&normed, &mut neurons, (0, s.inner), Write::Set)?;
+                up_proj.apply(&normed, &mut up, (0, s.inner), Write::Set)?;
                 kernels::act_mul(&mut neurons, &up, s.act);
             }
         }
@@ -412,12 +395,12 @@ fn add_output(
 ) -> Result<()> {
     let hidden = proj.dims()?.1;
     if hooks.wants(point) {
-        proj.apply(input, scratch, (0, hidden), false)?;
+        proj.apply(input, scratch, (0, hidden), Write::Set)?;
         layout.hook(hooks, point, scratch, hidden)?;
         add_into(x, scratch);
         Ok(())
     } else {
-        proj.apply(input, x, (0, hidden), true)
+        proj.apply(input, x, (0, hidden), Write::Add)
     }
 }
 

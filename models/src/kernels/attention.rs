@@ -110,7 +110,7 @@ pub struct Prepare<'a> {
     /// Added to every row (the projections' bias).
     pub bias: Option<&'a [f32]>,
     /// Rotary positions on the query and key heads (positions `0..len` within each example):
-    /// `(half, cos, sin)` as [`super::rotate`] takes them.
+    /// `(half, cos, sin)`, the tables `[seq, half]` of `Rotary::tables`.
     pub rotary: Option<(usize, &'a [f32], &'a [f32])>,
 }
 

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 /// Rows per parallel task for row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
+/// Elements per parallel task for purely element-wise kernels.
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
 pub fn threads() -> usize {
     rayon::current_num_threads()
@@ -24,20 +26,8 @@ pub fn threads() -> usize {
 /// `dst[rows×out] = x[rows×in] · wᵀ` (no bias: callers fuse it into the next kernel), with `w`
 /// in the `[out, in]` layout of PyTorch's `nn.Linear`.
 pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut [f32]) {
-    let rows = x.len() / in_dim;
-    debug_assert_eq!(dst.len(), rows * out_dim);
-    matmul(
-        (rows, in_dim, out_dim),
-        dst,
-        View::rows(0, out_dim),
-        x,
-        View::rows(0, in_dim),
-        w,
-        View::transposed(0, in_dim),
-        1.0,
-        false,
-        threads(),
-    );
+    let (layout, cols) = (WeightLayout::OutIn, (0, out_dim));
+    matmul_into(x, in_dim, w, layout, out_dim, dst, cols, false);
 }
 
 /// How a projection's weight matrix is stored.
@@ -110,9 +100,14 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, Act::Identity);
 }
 
-/// `x = act(x + bias)` on every row, rows in parallel.
+/// `x = act(x + bias)` on every row, rows in parallel; `act(x)` when `bias` is empty.
 pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
-    x.par_chunks_mut(bias.len() * ROWS_PER_TASK)
+    let chunk = if bias.is_empty() {
+        ELEMENTS_PER_TASK
+    } else {
+        bias.len() * ROWS_PER_TASK
+    };
+    x.par_chunks_mut(chunk)
         .for_each(|c| rows::bias_act(c, bias, act));
 }
 
@@ -154,9 +149,8 @@ pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
 
 /// `gate = act(gate) · up` (gated MLPs such as SwiGLU), in parallel.
 pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
-    const CHUNK: usize = 16 * 1024;
-    gate.par_chunks_mut(CHUNK)
-        .zip(up.par_chunks(CHUNK))
+    gate.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(up.par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(g, u)| rows::act_mul(g, u, act));
 }
 

@@ -30,36 +30,61 @@ pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
-/// `x = act(x + bias)` on every row (`bias.len()` wide).
-pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
+/// An element-wise loop written once and run with each activation as an inlinable closure
+/// by [`with_act`].
+trait ActLoop {
+    fn run(self, act: impl Fn(f32) -> f32);
+}
+
+/// Runs `job` with `act`'s function: one monomorphised, vectorised loop per activation (a
+/// `match` inside the loop would not vectorise).
+#[inline(always)]
+fn with_act(act: Act, job: impl ActLoop) {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     match act {
-        Act::Identity => apply(x, bias, |v| v),
-        Act::GeluErf => apply(x, bias, |v| {
-            0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
-        }),
-        Act::GeluTanh => apply(x, bias, |v| {
-            0.5 * v * (1.0 + tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
-        }),
-        Act::Relu => apply(x, bias, |v| v.max(0.0)),
-        Act::Relu6 => apply(x, bias, |v| v.clamp(0.0, 6.0)),
-        Act::Silu => apply(x, bias, |v| v * sigmoid(v)),
-        Act::QuickGelu => apply(x, bias, |v| v * sigmoid(1.702 * v)),
+        Act::Identity => job.run(|v| v),
+        Act::GeluErf => job.run(|v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))),
+        Act::GeluTanh => {
+            job.run(|v| 0.5 * v * (1.0 + tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))))
+        }
+        Act::Relu => job.run(|v| v.max(0.0)),
+        Act::Relu6 => job.run(|v| v.clamp(0.0, 6.0)),
+        Act::Silu => job.run(|v| v * sigmoid(v)),
+        Act::QuickGelu => job.run(|v| v * sigmoid(1.702 * v)),
     }
 }
 
-#[inline(always)]
-fn apply(x: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32) {
-    simd(
-        #[inline(always)]
-        || {
-            for row in x.chunks_exact_mut(bias.len()) {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v = act(*v + b);
+/// `x = act(x + bias)` on every row (`bias.len()` wide); `act(x)` when `bias` is empty.
+pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
+    with_act(act, BiasAct { x, bias })
+}
+
+struct BiasAct<'a> {
+    x: &'a mut [f32],
+    bias: &'a [f32],
+}
+
+impl ActLoop for BiasAct<'_> {
+    #[inline(always)]
+    fn run(self, act: impl Fn(f32) -> f32) {
+        let (x, bias) = (self.x, self.bias);
+        simd(
+            #[inline(always)]
+            || {
+                if bias.is_empty() {
+                    for v in x.iter_mut() {
+                        *v = act(*v);
+                    }
+                    return;
                 }
-            }
-        },
-    )
+                for row in x.chunks_exact_mut(bias.len()) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = act(*v + b);
+                    }
+                }
+            },
+        )
+    }
 }
 
 /// erf(x) as a branch-free rational approximation on [-4, 4] (outside, erf is ±1 in f32),
@@ -221,31 +246,27 @@ pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
 
 /// `gate = act(gate) · up`, element by element (the gated MLPs' hidden units).
 pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
-    match act {
-        Act::Silu => gated(gate, up, |v| v * sigmoid(v)),
-        Act::GeluErf => gated(gate, up, |v| {
-            0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
-        }),
-        Act::GeluTanh => gated(gate, up, |v| {
-            0.5 * v * (1.0 + tanh(0.797_884_6 * (v + 0.044715 * v * v * v)))
-        }),
-        Act::QuickGelu => gated(gate, up, |v| v * sigmoid(1.702 * v)),
-        Act::Relu => gated(gate, up, |v| v.max(0.0)),
-        Act::Relu6 => gated(gate, up, |v| v.clamp(0.0, 6.0)),
-        Act::Identity => gated(gate, up, |v| v),
-    }
+    with_act(act, Gated { gate, up })
 }
 
-#[inline(always)]
-fn gated(gate: &mut [f32], up: &[f32], act: impl Fn(f32) -> f32) {
-    simd(
-        #[inline(always)]
-        || {
-            for (g, u) in gate.iter_mut().zip(up) {
-                *g = act(*g) * u;
-            }
-        },
-    )
+struct Gated<'a> {
+    gate: &'a mut [f32],
+    up: &'a [f32],
+}
+
+impl ActLoop for Gated<'_> {
+    #[inline(always)]
+    fn run(self, act: impl Fn(f32) -> f32) {
+        let (gate, up) = (self.gate, self.up);
+        simd(
+            #[inline(always)]
+            || {
+                for (g, u) in gate.iter_mut().zip(up) {
+                    *g = act(*g) * u;
+                }
+            },
+        )
+    }
 }
 
 /// Rotary position embedding in place, `rotate_half` convention: in each of `heads` blocks of
@@ -505,5 +526,15 @@ mod tests {
         softmax_rows_causal(&mut scores, 2);
         assert_eq!(scores[..2], [1.0, 0.0]);
         assert!((scores[2] + scores[3] - 1.0).abs() < 1e-6 && scores[3] > scores[2]);
+    }
+
+    #[test]
+    fn an_empty_bias_applies_the_activation_alone() {
+        let mut x = vec![-1.5, 0.5, 7.0];
+        bias_act(&mut x, &[], Act::Relu6);
+        assert_eq!(x, [0.0, 0.5, 6.0]);
+        let mut y = vec![-1.5, 0.5, 7.0];
+        bias_act(&mut y, &[1.0, 1.0, 1.0], Act::Relu6);
+        assert_eq!(y, [0.0, 1.5, 6.0]);
     }
 }
