@@ -4,6 +4,7 @@
 //! skipped when the fingerprint of its inputs (its settings, its upstream fingerprints and the
 //! glassbox version) matches what it recorded last time; `--force` re-runs it.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod error_message;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    glassbox::allocator::keep_freed_memory();
     quiet_on_closed_stdout();
     let cli = glassbox::cli::Cli::parse();
     if let Err(error) = glassbox::cli::run(cli) {

@@ -31,27 +31,42 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Texts long enough to fill 128 tokens after truncation, each different.
-fn texts(n: usize) -> Vec<String> {
-    let base = std::fs::read_to_string("data/sets/default.jsonl").unwrap_or_default();
+/// The sentences the benchmark texts are built from: `data/sets/default.jsonl` of this
+/// repository (found from the build's source tree, so the binary runs from any directory).
+fn sentences() -> Result<Vec<String>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sets/default.jsonl");
+    let base = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the benchmark sentences from {}", path.display()))?;
     let sentences: Vec<String> = base
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["text"].as_str().map(str::to_owned))
         .collect();
-    (0..n)
+    anyhow::ensure!(
+        !sentences.is_empty(),
+        "{} has no JSON lines with a \"text\" field",
+        path.display()
+    );
+    Ok(sentences)
+}
+
+/// Texts long enough to fill 128 tokens after truncation, each different.
+fn texts(n: usize) -> Result<Vec<String>> {
+    let sentences = sentences()?;
+    Ok((0..n)
         .map(|i| {
             (0..40)
-                .map(|j| sentences[(i * 7 + j * 13) % sentences.len().max(1)].as_str())
+                .map(|j| sentences[(i * 7 + j * 13) % sentences.len()].as_str())
                 .collect::<Vec<_>>()
                 .join(" ")
         })
-        .collect()
+        .collect())
 }
 
 const USAGE: &str = "usage: glassbox-bench [--out FILE.json] [--texts FILE.jsonl] [--passes N] \
-[--compression none|snappy|zstd] [--model ID] | --memory-tokens N
-  --passes N   forward and end-to-end passes over the same batches; the best is reported (default 3)";
+[--compression none|snappy|zstd] [--model ID] [--forward-only] | --memory-tokens N
+  --passes N      forward and end-to-end passes over the same batches; the best is reported (default 3)
+  --forward-only  skip the end-to-end extraction (for profiling the forward alone)";
 
 struct Args {
     out: std::path::PathBuf,
@@ -60,6 +75,7 @@ struct Args {
     compression: glassbox_data::store::Codec,
     model: String,
     passes: usize,
+    forward_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -70,12 +86,17 @@ fn parse_args() -> Result<Args> {
         compression: glassbox_data::store::Codec::None,
         model: MODEL.into(),
         passes: 3,
+        forward_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if flag == "--forward-only" {
+            args.forward_only = true;
+            continue;
         }
         let value = it
             .next()
@@ -132,6 +153,8 @@ fn extract_e2e(
 }
 
 fn main() -> Result<()> {
+    // As the `glassbox` command does, so the benchmark measures what users run.
+    glassbox::allocator::keep_freed_memory();
     std::env::set_var(
         "HF_HUB_OFFLINE",
         std::env::var("HF_HUB_OFFLINE").unwrap_or_else(|_| "1".into()),
@@ -155,7 +178,7 @@ fn main() -> Result<()> {
         let (summary, secs, bytes) = extract_e2e(
             &model,
             &hooks,
-            texts(tokens.div_ceil(SEQ)),
+            texts(tokens.div_ceil(SEQ))?,
             args.compression,
         )?;
         let report = serde_json::json!({
@@ -171,7 +194,7 @@ fn main() -> Result<()> {
 
     // Forward only, all 7 hidden states captured and readable as f32 slices.
     let batches = 8;
-    let corpus = texts(BATCH * batches);
+    let corpus = texts(BATCH * batches)?;
     let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
     let encoded = model.tokenizer.encode(&refs)?;
     assert!(
@@ -218,13 +241,19 @@ fn main() -> Result<()> {
     let n_examples = BATCH * batches;
     let mut e2e_passes = Vec::with_capacity(args.passes);
     let mut e2e = None;
-    for _ in 0..args.passes {
+    for _ in 0..if args.forward_only { 0 } else { args.passes } {
         let (summary, secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
         e2e_passes.push(summary.n_tokens as f64 / secs);
         e2e = Some((summary.n_tokens, bytes));
     }
-    let (e2e_tokens, bytes) = e2e.context("--passes must be at least 1")?;
     let e2e_tps = e2e_passes.iter().copied().fold(0.0, f64::max);
+    let end_to_end = e2e.map(|(tokens, bytes)| {
+        serde_json::json!({
+            "examples": n_examples, "tokens": tokens,
+            "tokens_per_s": e2e_tps, "passes_tokens_per_s": e2e_passes,
+            "activation_bytes": bytes,
+        })
+    });
 
     let report = serde_json::json!({
         "model": args.model,
@@ -239,11 +268,7 @@ fn main() -> Result<()> {
             "passes_tokens_per_s": forward_passes,
             "median_batch_tokens_per_s": median_tps,
         },
-        "end_to_end_parquet": {
-            "examples": n_examples, "tokens": e2e_tokens,
-            "tokens_per_s": e2e_tps, "passes_tokens_per_s": e2e_passes,
-            "activation_bytes": bytes,
-        },
+        "end_to_end_parquet": end_to_end,
         "peak_rss_mib": peak_rss_mib(),
     });
     let text = serde_json::to_string_pretty(&report)?;
@@ -259,8 +284,13 @@ fn main() -> Result<()> {
         .map(|t| serde_json::json!({ "text": t }).to_string())
         .collect();
     std::fs::write(&args.texts, lines.join("\n") + "\n")?;
+    let e2e_text = if args.forward_only {
+        "skipped".to_owned()
+    } else {
+        format!("{e2e_tps:.0} tokens/s")
+    };
     eprintln!(
-        "extraction ({}): forward {forward_tps:.0} tokens/s, end-to-end {e2e_tps:.0} tokens/s ({} hooks, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
+        "extraction ({}): forward {forward_tps:.0} tokens/s, end-to-end {e2e_text} ({} hooks, bs {BATCH} × {SEQ}), peak RSS {:.0} MiB",
         args.model,
         hooks.len(),
         peak_rss_mib().unwrap_or(f64::NAN)
