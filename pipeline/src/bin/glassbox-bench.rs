@@ -239,9 +239,10 @@ fn main() -> Result<()> {
 
     // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
     let n_examples = BATCH * batches;
-    let mut e2e_passes = Vec::with_capacity(args.passes);
+    let e2e_runs = if args.forward_only { 0 } else { args.passes };
+    let mut e2e_passes = Vec::with_capacity(e2e_runs);
     let mut e2e = None;
-    for _ in 0..if args.forward_only { 0 } else { args.passes } {
+    for _ in 0..e2e_runs {
         let (summary, secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
         e2e_passes.push(summary.n_tokens as f64 / secs);
         e2e = Some((summary.n_tokens, bytes));
