@@ -23,6 +23,7 @@ mod options;
 pub mod probe;
 mod results;
 mod ridge;
+mod rows;
 mod split;
 mod weights;
 
