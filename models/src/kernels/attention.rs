@@ -2,8 +2,7 @@
 //! so no padding mask is needed (padding does not exist here). Causal attention and grouped
 //! key/value heads are options of the same kernel.
 
-use super::gemm::{matmul, View};
-use super::rows::{softmax_rows, softmax_rows_causal};
+use super::attend::attend;
 use rayon::prelude::*;
 
 /// The head layout of packed `qkv` rows, `[q | k | v]`: `q` is `heads × dim` wide, `k` and
@@ -98,7 +97,7 @@ pub fn attention(
         .for_each(|(b, (z_b, kept))| {
             let width = shape.qkv_width();
             let rows = &qkv[offsets[b] * width..offsets[b + 1] * width];
-            attend(rows, shape, z_b, kept, &mut Vec::new());
+            attend(rows, shape, z_b, kept);
         });
 }
 
@@ -142,83 +141,8 @@ pub fn attention_prepared(
                 let k_cols = (keys, shape.kv_heads, dim, width);
                 super::rows::rotate(rows, at, k_cols, half, cos, sin);
             }
-            attend(rows, shape, z_b, None, &mut Vec::new());
+            attend(rows, shape, z_b, None);
         });
-}
-
-/// One example's attention: `rows` are its packed `qkv` rows, `z` its output rows. Scores go
-/// to `kept` when given, else to the reusable `scratch`.
-fn attend(
-    rows: &[f32],
-    shape: Heads,
-    z: &mut [f32],
-    mut kept: Option<&mut [f32]>,
-    scratch: &mut Vec<f32>,
-) {
-    let (head_dim, width) = (shape.dim, shape.qkv_width());
-    let len = rows.len() / width;
-    let scale = shape.scale;
-    let group = shape.heads / shape.kv_heads;
-    let keys = shape.heads * head_dim;
-    let values = keys + shape.kv_heads * head_dim;
-    for head in 0..shape.heads {
-        let col = head * head_dim;
-        let kv_col = (head / group) * head_dim;
-        let scores: &mut [f32] = match kept.as_deref_mut() {
-            Some(p) => &mut p[head * len * len..(head + 1) * len * len],
-            None => {
-                scratch.resize(len * len, 0.0);
-                &mut scratch[..]
-            }
-        };
-        // scores = scale · Q Kᵀ
-        matmul(
-            (len, head_dim, len),
-            scores,
-            View::rows(0, len),
-            rows,
-            View {
-                offset: col,
-                row_stride: width,
-                col_stride: 1,
-            },
-            rows,
-            View {
-                offset: keys + kv_col,
-                row_stride: 1,
-                col_stride: width,
-            },
-            scale,
-            false,
-            1,
-        );
-        if shape.causal {
-            softmax_rows_causal(scores, len);
-        } else {
-            softmax_rows(scores, len);
-        }
-        // z_head = P V
-        matmul(
-            (len, len, head_dim),
-            z,
-            View {
-                offset: col,
-                row_stride: shape.z_width(),
-                col_stride: 1,
-            },
-            scores,
-            View::rows(0, len),
-            rows,
-            View {
-                offset: values + kv_col,
-                row_stride: width,
-                col_stride: 1,
-            },
-            1.0,
-            false,
-            1,
-        );
-    }
 }
 
 #[cfg(test)]
@@ -253,50 +177,86 @@ mod tests {
         }
     }
 
-    /// Causal grouped-query attention against a direct evaluation of its definition.
-    #[test]
-    fn causal_grouped_query_attention_matches_its_definition() {
-        let shape = Heads {
-            heads: 4,
-            kv_heads: 2,
-            dim: 3,
-            causal: true,
-            scale: 0.7,
-        };
-        let offsets = [0, 5, 7];
-        let width = shape.qkv_width();
-        let qkv: Vec<f32> = (0..7 * width).map(|v| (v as f32 * 0.61).cos()).collect();
-        let mut z = vec![f32::NAN; 7 * shape.z_width()];
-        attention(&qkv, &offsets, shape, &mut z, None);
+    /// Attention (and its kept probabilities) against a direct evaluation of the definition
+    /// in f64, for `shape` on examples of these lengths.
+    fn check_against_definition(shape: Heads, lengths: &[usize]) {
+        let offsets: Vec<usize> = std::iter::once(0)
+            .chain(lengths.iter().scan(0, |end, len| {
+                *end += len;
+                Some(*end)
+            }))
+            .collect();
+        let rows = *offsets.last().unwrap();
+        let (width, dim) = (shape.qkv_width(), shape.dim);
+        let qkv: Vec<f32> = (0..rows * width).map(|v| (v as f32 * 0.61).cos()).collect();
+        let mut z = vec![f32::NAN; rows * shape.z_width()];
+        let mut probs = vec![
+            f32::NAN;
+            *attention_prob_offsets(&offsets, shape.heads)
+                .last()
+                .unwrap()
+        ];
+        attention(&qkv, &offsets, shape, &mut z, Some(&mut probs));
+        let prob_at = attention_prob_offsets(&offsets, shape.heads);
         let at = |row: usize, col: usize| qkv[row * width + col] as f64;
-        for w in offsets.windows(2) {
+        let (keys, values) = (shape.heads * dim, (shape.heads + shape.kv_heads) * dim);
+        for (b, w) in offsets.windows(2).enumerate() {
+            let len = w[1] - w[0];
             for q in w[0]..w[1] {
+                let seen = if shape.causal { q + 1 } else { w[1] };
                 for h in 0..shape.heads {
-                    let kv = h / 2;
-                    let (kc, vc) = (12 + kv * 3, 18 + kv * 3);
-                    let scores: Vec<f64> = (w[0]..=q)
+                    let kv = h / (shape.heads / shape.kv_heads);
+                    let (kc, vc) = (keys + kv * dim, values + kv * dim);
+                    let scores: Vec<f64> = (w[0]..seen)
                         .map(|k| {
-                            (0..3)
-                                .map(|i| at(q, h * 3 + i) * at(k, kc + i))
+                            (0..dim)
+                                .map(|i| at(q, h * dim + i) * at(k, kc + i))
                                 .sum::<f64>()
-                                * 0.7
+                                * shape.scale as f64
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::MIN, f64::max);
                     let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                     let total: f64 = e.iter().sum();
-                    for i in 0..3 {
-                        let want: f64 = (w[0]..=q)
+                    for i in 0..dim {
+                        let want: f64 = (w[0]..seen)
                             .zip(&e)
                             .map(|(k, p)| p / total * at(k, vc + i))
                             .sum();
-                        let got = z[q * shape.z_width() + h * 3 + i] as f64;
+                        let got = z[q * shape.z_width() + h * dim + i] as f64;
                         assert!(
                             (got - want).abs() < 1e-5,
-                            "row {q} head {h}: {got} vs {want}"
+                            "{shape:?} row {q} head {h} dim {i}: {got} vs {want}"
+                        );
+                    }
+                    let kept = prob_at[b] + (h * len + q - w[0]) * len;
+                    for k in 0..len {
+                        let want = if w[0] + k < seen { e[k] / total } else { 0.0 };
+                        let got = probs[kept + k] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-6,
+                            "{shape:?} p[{q}][{k}]: {got} vs {want}"
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_its_definition() {
+        // Head sizes below, at and between whole SIMD vectors; lengths below, at and across
+        // the query block and the register tiles; grouped-query heads; causal or not.
+        for (heads, kv_heads, dim) in [(4, 2, 3), (2, 2, 32), (3, 1, 48), (2, 1, 64), (1, 1, 20)] {
+            for causal in [false, true] {
+                let shape = Heads {
+                    heads,
+                    kv_heads,
+                    dim,
+                    causal,
+                    scale: 0.7 / (dim as f32).sqrt(),
+                };
+                check_against_definition(shape, &[5, 1, 2, 37, 24, 50]);
             }
         }
     }

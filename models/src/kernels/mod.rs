@@ -3,6 +3,7 @@
 //! scaled softmax attention). Activations are *packed*: the tokens of every example one after
 //! another, no padding, `offsets[b]..offsets[b + 1]` being example `b`'s rows.
 
+mod attend;
 mod attention;
 pub mod gemm;
 mod rows;

@@ -197,31 +197,38 @@ fn lanes<A: Copy>(x: &[f32], init: A, step: impl Fn(A, f32) -> A, merge: impl Fn
     total
 }
 
-/// Softmax of every `len`-wide row of `scores`, in place.
-pub fn softmax_rows(scores: &mut [f32], len: usize) {
-    simd(
-        #[inline(always)]
-        || {
-            for row in scores.chunks_exact_mut(len) {
-                softmax(row);
-            }
-        },
-    )
+/// `row = e^(row − max(row))` in place, for callers already inside a SIMD dispatch (it
+/// inlines into them); returns the sum, leaving the division by it to the caller.
+#[inline(always)]
+pub(super) fn exp_shifted_row(row: &mut [f32]) -> f32 {
+    // `if v > m` rather than `f32::max`: one `vmaxps` per vector, without the NaN fix-up
+    // `max` compiles to (a NaN score makes a NaN row either way, via the exponentials).
+    let max = lanes(row, f32::NEG_INFINITY, greater, greater);
+    // Exponentiate and sum in one pass, the sum in 16 independent lanes (see `lanes`).
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for chunk in &mut chunks {
+        for i in 0..L {
+            chunk[i] = exp_nonpositive(chunk[i] - max);
+            acc[i] += chunk[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - max);
+        sum += *v;
+    }
+    sum
 }
 
-/// Causal softmax of a `len × len` block of scores: row `r` over its first `r + 1` entries,
-/// the later ones (future tokens) set to exactly zero.
-pub fn softmax_rows_causal(scores: &mut [f32], len: usize) {
-    simd(
-        #[inline(always)]
-        || {
-            for (r, row) in scores.chunks_exact_mut(len).enumerate() {
-                let (past, future) = row.split_at_mut(r + 1);
-                softmax(past);
-                future.fill(0.0);
-            }
-        },
-    )
+#[inline(always)]
+fn greater(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
 }
 
 /// `x = RMSNorm(x) = x / √(mean(x²) + ε) · gamma` row by row, the mean in f64 like
@@ -303,30 +310,6 @@ pub fn rotate(
             }
         },
     )
-}
-
-#[inline(always)]
-fn softmax(row: &mut [f32]) {
-    let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
-    // Exponentiate and sum in one pass, the sum in 16 independent lanes (see `lanes`).
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    let mut chunks = row.chunks_exact_mut(L);
-    for chunk in &mut chunks {
-        for i in 0..L {
-            chunk[i] = exp_nonpositive(chunk[i] - max);
-            acc[i] += chunk[i];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for v in chunks.into_remainder() {
-        *v = exp_nonpositive(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
 }
 
 /// σ(x) = 1 / (1 + e^−x) from e^−|x| (so the exponent never overflows), branch-free: the
@@ -443,8 +426,11 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_is_stable() {
-        let mut row = vec![1000.0, 1001.0, 999.0, 0.0, 1000.0, 1000.0];
-        softmax_rows(&mut row, 3);
+        let mut row = [1000.0, 1001.0, 999.0, 0.0, 1000.0, 1000.0];
+        for part in row.chunks_exact_mut(3) {
+            let sum = simd(|| exp_shifted_row(part));
+            part.iter_mut().for_each(|v| *v /= sum);
+        }
         assert!((row[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(row[1] > row[0] && row[0] > row[2]);
         // e^-1000 underflows: the far-below-max entry gets (almost) nothing.
@@ -523,11 +509,6 @@ mod tests {
             &[10.0, 11.0],
             "columns past the rotary pairs stay"
         );
-
-        let mut scores = vec![1.0, 5.0, 2.0, 3.0];
-        softmax_rows_causal(&mut scores, 2);
-        assert_eq!(scores[..2], [1.0, 0.0]);
-        assert!((scores[2] + scores[3] - 1.0).abs() < 1e-6 && scores[3] > scores[2]);
     }
 
     #[test]
