@@ -133,6 +133,41 @@ fn hooks_can_replace_activations() {
     );
 }
 
+/// A replaced residual stream is what the next block reads, whether the batch is padded (the
+/// stream is copied to and from the hook's tensor) or not (the tensor is the stream). That a
+/// kept tensor is not overwritten as the stream moves on is checked by the one-by-one parity
+/// test, which captures every block's output from unpadded batches.
+#[test]
+fn hooks_can_replace_the_residual_stream() {
+    let Some(model) = load() else { return };
+    for texts in [
+        &["The cat sat on the mat."][..],
+        &["The cat sat.", "A much longer sentence about dogs."],
+    ] {
+        let encoded = model.tokenizer.encode(texts).unwrap();
+        let lengths: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
+        let watch = [
+            HookPoint::ResidPost(2),
+            HookPoint::ResidPre(3),
+            HookPoint::ResidPost(5),
+        ];
+        let mut clean = Capture::new(watch);
+        run(&model, &encoded, &mut clean);
+        let mut patched = ZeroAt(HookPoint::ResidPost(2), Capture::new(watch));
+        run(&model, &encoded, &mut patched);
+        let entering = captured(&patched.1, HookPoint::ResidPre(3), &lengths);
+        assert!(
+            entering.iter().flatten().flatten().all(|&v| v == 0.0),
+            "{} text(s): block 3 reads the replaced stream",
+            texts.len()
+        );
+        let a = captured(&clean, HookPoint::ResidPost(5), &lengths);
+        let b = captured(&patched.1, HookPoint::ResidPost(5), &lengths);
+        let diff = max_abs_diff(&a[0].concat(), &b[0].concat());
+        assert!(diff > 1e-2, "the output changes ({diff})");
+    }
+}
+
 /// The fast forward and the candle-graph forward agree at every hook point.
 #[test]
 fn fast_and_graph_forwards_agree_at_every_hook() {

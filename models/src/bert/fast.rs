@@ -9,7 +9,7 @@ use super::{graph::GraphWeights, Bert};
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Heads, Prepare};
 use crate::loader::TokenBatch;
-use crate::packed::{take, Layout, Spare};
+use crate::packed::{take, Layout, Spare, Stream};
 use crate::{ModelError, Result};
 use candle_core::Tensor;
 
@@ -147,6 +147,8 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     }
     let (g, beta, eps) = &w.embed_ln;
     kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
+    // The residual stream: handed to its hooks without a copy when there is no padding.
+    let mut x = Stream::Owned(x);
 
     let heads = cfg.num_attention_heads;
     let inter = cfg.intermediate_size;
@@ -155,8 +157,8 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     let mut a = take(rows * h);
     let mut neurons = take(rows * inter);
     for (i, blk) in w.blocks.iter().enumerate() {
-        layout.hook(hooks, HookPoint::ResidPre(i), &mut x, h)?;
-        kernels::matmul_wt(&x, h, &blk.qkv_w, 3 * h, &mut qkv);
+        x.hook(&layout, hooks, HookPoint::ResidPre(i), h)?;
+        x.read(|x| kernels::matmul_wt(x, h, &blk.qkv_w, 3 * h, &mut qkv))?;
         let shape = Heads::full(heads, h / heads);
         let qkv_points = [
             HookPoint::AttnQ(i),
@@ -181,20 +183,31 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
         // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.
         let bias = biased_for_hook(hooks, HookPoint::AttnOut(i), &mut a, &blk.attn_out_b);
         layout.hook(hooks, HookPoint::AttnOut(i), &mut a, h)?;
-        kernels::layer_norm(&mut a, bias, &x, &blk.ln1.0, &blk.ln1.1, blk.ln1.2);
+        let (g, beta, eps) = &blk.ln1;
+        x.read(|x| kernels::layer_norm(&mut a, bias, x, g, beta, *eps))?;
         layout.hook(hooks, HookPoint::ResidMid(i), &mut a, h)?;
         kernels::matmul_wt(&a, h, &blk.inter_w, inter, &mut neurons);
         kernels::bias_act(&mut neurons, &blk.inter_b, m.act.kernel());
         layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
-        kernels::matmul_wt(&neurons, inter, &blk.out_w, h, &mut x);
+        let out = x.overwrite(rows * h);
+        kernels::matmul_wt(&neurons, inter, &blk.out_w, h, out);
         // x := LN2(mlp_out + resid_mid) = resid_post
-        let bias = biased_for_hook(hooks, HookPoint::MlpOut(i), &mut x, &blk.out_b);
-        layout.hook(hooks, HookPoint::MlpOut(i), &mut x, h)?;
-        kernels::layer_norm(&mut x, bias, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
-        layout.hook(hooks, HookPoint::ResidPost(i), &mut x, h)?;
+        let bias = biased_for_hook(hooks, HookPoint::MlpOut(i), out, &blk.out_b);
+        layout.hook(hooks, HookPoint::MlpOut(i), out, h)?;
+        kernels::layer_norm(out, bias, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
+        x.hook(&layout, hooks, HookPoint::ResidPost(i), h)?;
     }
-    let out = layout.padded(&x, h);
-    // In reverse order of taking, so each buffer comes back to the same role.
-    w.spare.keep(vec![neurons, a, z, qkv, types, positions, x]);
-    out
+    let (out, x) = x.finish(&layout, h)?;
+    // In reverse order of taking, so each buffer comes back to the same role (a stream buffer
+    // a hook kept is replaced by a fresh one next time).
+    w.spare.keep(vec![
+        neurons,
+        a,
+        z,
+        qkv,
+        types,
+        positions,
+        x.unwrap_or_default(),
+    ]);
+    Ok(out)
 }
