@@ -55,21 +55,19 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
-# (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. The two
-# sides run alternately for `rounds` rounds of 3 passes each (`just bench 3`); the best pass
-# of each side is compared (a shared machine's speed drifts by ±20% over minutes).
-bench rounds="2": models
-    @case "{{rounds}}" in ''|*[!0-9]*|0) echo "rounds must be a positive whole number, e.g. just bench 3" >&2; exit 2;; esac
+# (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides
+# load once and run `passes` single passes in turn (`just bench 9`; bench/paired.py), so a
+# shared machine's drift (±10-36% over minutes) hits both alike; compare.py prints the best
+# pass of each side and the median ratio of the paired passes.
+bench passes="6": models
+    @case "{{passes}}" in ''|*[!0-9]*|0) echo "passes must be a positive whole number, e.g. just bench 9" >&2; exit 2;; esac
     cargo build --release --bin glassbox-bench
     @just _python-env .venv-bench "torch transformers pyarrow numpy"
     @mkdir -p target/bench
-    for round in $(seq 1 {{rounds}}); do \
-        ./target/release/glassbox-bench --out target/bench/glassbox-$round.json --texts target/bench/texts.jsonl > /dev/null && \
-        .venv-bench/bin/python bench/pytorch_extract.py target/bench/texts.jsonl target/bench/pytorch-$round.json > /dev/null || exit 1; \
-    done
+    python3 bench/paired.py {{passes}} ./target/release/glassbox-bench .venv-bench/bin/python target/bench/texts.jsonl target/bench/glassbox.json target/bench/pytorch.json
     ./target/release/glassbox-bench --memory-tokens 10000 > target/bench/memory-10k.json
     ./target/release/glassbox-bench --memory-tokens 200000 > target/bench/memory-200k.json
-    python3 bench/compare.py $(seq -s, -f target/bench/glassbox-%g.json 1 {{rounds}}) $(seq -s, -f target/bench/pytorch-%g.json 1 {{rounds}}) target/bench/memory-10k.json target/bench/memory-200k.json
+    python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
     @echo "SmolLM2-135M (Q4_1 GGUF dequantised to f32), same texts, context 128, 31 hooks, best of 2 passes each:"
     @just _python-env .venv-bench "torch transformers pyarrow numpy gguf"
     @rm -f target/bench/smollm2.json target/bench/pytorch-smollm2.json

@@ -8,9 +8,14 @@ too, so the spread is visible.
 
 With --forward-only (another model, e.g. SmolLM2): only the forward and peak RSS rows.
 
+When both sides ran paired (bench/paired.py: one pass of each in turn), pass i of glassbox
+ran next to pass i of PyTorch, and the ratio of each pair is printed too: its median is the
+figure least moved by the machine's drift.
+
 Usage: compare.py [--forward-only] GLASSBOX.json[,...] PYTORCH.json[,...] [MEMORY_SMALL.json MEMORY_LARGE.json]
 """
 import json
+import statistics
 import sys
 
 forward_only = sys.argv[1:2] == ["--forward-only"]
@@ -44,6 +49,15 @@ for name, section, key, target in rows:
     rounds = " ".join(f"{a[section][key] / b[section][key]:.2f}" for a, b in zip(g, p))
     goal = f"{target:>8.2f}" if target else f"{'':>8}"
     print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{goal}  {rounds}")
+if all(run.get("paired") for run in g + p) and len(g) == len(p) == 1:
+    for name, section in [("forward", "forward_only"), ("end to end", "end_to_end_parquet")]:
+        if not (g[0].get(section) and p[0].get(section)):
+            continue
+        pairs = [a / b for a, b in zip(g[0][section]["passes_tokens_per_s"], p[0][section]["passes_tokens_per_s"])]
+        print(
+            f"  {name}, paired passes: median ratio {statistics.median(pairs):.2f} "
+            f"(range {min(pairs):.2f}-{max(pairs):.2f}): " + " ".join(f"{r:.2f}" for r in pairs)
+        )
 g_rss, p_rss = max(run["peak_rss_mib"] for run in g), max(run["peak_rss_mib"] for run in p)
 print(f"{'peak RSS (MiB)':<28}{g_rss:>10.0f}{p_rss:>10.0f}{g_rss / p_rss:>8.2f}")
 if len(sys.argv) == 5:

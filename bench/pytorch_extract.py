@@ -9,7 +9,11 @@ like glassbox's store. Each is measured over PASSES passes (default 3) and the b
 reported, as glassbox-bench does (every pass is in the JSON). Prints JSON; peak RSS from
 getrusage.
 
-Usage: pytorch_extract.py TEXTS.jsonl OUT.json [PASSES]
+With --serve instead of PASSES: after loading, prints `ready` and runs one pass per line read
+from stdin (`forward` or `e2e`), answering each with a JSON line; at end of input writes
+OUT.json as usual. bench/paired.py alternates these passes with glassbox-bench --serve.
+
+Usage: pytorch_extract.py TEXTS.jsonl OUT.json [PASSES | --serve]
 """
 import json
 import os
@@ -27,7 +31,8 @@ import transformers  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH, SEQ = 32, 128
-PASSES = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+SERVE = sys.argv[3:4] == ["--serve"]
+PASSES = int(sys.argv[3]) if len(sys.argv) > 3 and not SERVE else 3
 
 texts = [json.loads(line)["text"] for line in open(sys.argv[1])]
 tokenizer = transformers.AutoTokenizer.from_pretrained(MODEL)
@@ -48,7 +53,9 @@ def forward(batch):
 forward(batches[0])  # warm-up
 batch_s = []
 forward_passes = []
-for _ in range(PASSES):
+
+
+def forward_pass():
     pass_s = 0.0
     for batch in batches:
         start = time.perf_counter()
@@ -57,7 +64,7 @@ for _ in range(PASSES):
         pass_s += seconds
         batch_s.append(seconds)
     forward_passes.append(n_tokens / pass_s)
-median_s = sorted(batch_s)[len(batch_s) // 2]
+    return forward_passes[-1]
 
 
 def end_to_end(tmp):
@@ -87,15 +94,37 @@ def end_to_end(tmp):
 
 
 e2e_passes = []
-for _ in range(PASSES):
+
+
+def e2e_pass():
     with tempfile.TemporaryDirectory() as tmp:
         e2e_passes.append(end_to_end(tmp))
+    return e2e_passes[-1]
+
+
+if SERVE:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "forward":
+            print(json.dumps({"forward_tokens_per_s": forward_pass()}), flush=True)
+        elif command == "e2e":
+            print(json.dumps({"e2e_tokens_per_s": e2e_pass()}), flush=True)
+        elif command:
+            sys.exit(f"--serve: unknown command {command!r} (forward or e2e)")
+else:
+    for _ in range(PASSES):
+        forward_pass()
+    for _ in range(PASSES):
+        e2e_pass()
+median_s = sorted(batch_s)[len(batch_s) // 2]
 
 report = {
     "torch": torch.__version__,
     "transformers": transformers.__version__,
     "threads": torch.get_num_threads(),
-    "passes": PASSES,
+    "passes": len(forward_passes),
+    "paired": SERVE,
     "forward_only": {
         "tokens": n_tokens,
         "tokens_per_s": max(forward_passes),

@@ -64,9 +64,12 @@ fn texts(n: usize) -> Result<Vec<String>> {
 }
 
 const USAGE: &str = "usage: glassbox-bench [--out FILE.json] [--texts FILE.jsonl] [--passes N] \
-[--compression none|snappy|zstd] [--model ID] [--forward-only] | --memory-tokens N
+[--compression none|snappy|zstd] [--model ID] [--forward-only] [--serve] | --memory-tokens N
   --passes N      forward and end-to-end passes over the same batches; the best is reported (default 3)
-  --forward-only  skip the end-to-end extraction (for profiling the forward alone)";
+  --forward-only  skip the end-to-end extraction (for profiling the forward alone)
+  --serve         after loading, print `ready` and run one pass per line read from stdin
+                  (`forward` or `e2e`, each answered by a JSON line); at end of input, write the
+                  report as usual (bench/paired.py alternates passes with the PyTorch reference)";
 
 struct Args {
     out: std::path::PathBuf,
@@ -76,6 +79,7 @@ struct Args {
     model: String,
     passes: usize,
     forward_only: bool,
+    serve: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Args> {
         model: MODEL.into(),
         passes: 3,
         forward_only: false,
+        serve: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,8 +99,9 @@ fn parse_args() -> Result<Args> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        if flag == "--forward-only" {
-            args.forward_only = true;
+        if flag == "--forward-only" || flag == "--serve" {
+            args.forward_only |= flag == "--forward-only";
+            args.serve |= flag == "--serve";
             continue;
         }
         let value = it
@@ -195,6 +201,8 @@ fn main() -> Result<()> {
     // Forward only, all 7 hidden states captured and readable as f32 slices.
     let batches = 8;
     let corpus = texts(BATCH * batches)?;
+    // Written first, so a PyTorch reference run alongside (`--serve`) can start from them.
+    write_texts(&args.texts, &corpus)?;
     let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
     let encoded = model.tokenizer.encode(&refs)?;
     assert!(
@@ -221,7 +229,7 @@ fn main() -> Result<()> {
     run_batch(&encoded[..BATCH])?;
     let mut batch_secs = Vec::with_capacity(batches * args.passes);
     let mut forward_passes = Vec::with_capacity(args.passes);
-    for _ in 0..args.passes {
+    let mut forward_pass = || -> Result<f64> {
         let mut pass_secs = 0.0;
         for chunk in encoded.chunks(BATCH) {
             let start = Instant::now();
@@ -230,23 +238,35 @@ fn main() -> Result<()> {
             pass_secs += secs;
             batch_secs.push(secs);
         }
-        forward_passes.push((BATCH * batches * SEQ) as f64 / pass_secs);
+        let tps = (BATCH * batches * SEQ) as f64 / pass_secs;
+        forward_passes.push(tps);
+        Ok(tps)
+    };
+    // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
+    let n_examples = BATCH * batches;
+    let mut e2e_passes = Vec::with_capacity(args.passes);
+    let mut e2e = None;
+    let mut e2e_pass = || -> Result<f64> {
+        let (summary, secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
+        let tps = summary.n_tokens as f64 / secs;
+        e2e_passes.push(tps);
+        e2e = Some((summary.n_tokens, bytes));
+        Ok(tps)
+    };
+    if args.serve {
+        serve(&mut forward_pass, &mut e2e_pass)?;
+    } else {
+        for _ in 0..args.passes {
+            forward_pass()?;
+        }
+        for _ in 0..if args.forward_only { 0 } else { args.passes } {
+            e2e_pass()?;
+        }
     }
     let forward_tps = forward_passes.iter().copied().fold(0.0, f64::max);
     // The median batch is robust to other tenants' load on a shared machine.
     batch_secs.sort_by(f64::total_cmp);
     let median_tps = (BATCH * SEQ) as f64 / batch_secs[batch_secs.len() / 2];
-
-    // End to end: tokenise, forward, write 7 hooks (token level + 2 pools) to Parquet.
-    let n_examples = BATCH * batches;
-    let e2e_runs = if args.forward_only { 0 } else { args.passes };
-    let mut e2e_passes = Vec::with_capacity(e2e_runs);
-    let mut e2e = None;
-    for _ in 0..e2e_runs {
-        let (summary, secs, bytes) = extract_e2e(&model, &hooks, corpus.clone(), args.compression)?;
-        e2e_passes.push(summary.n_tokens as f64 / secs);
-        e2e = Some((summary.n_tokens, bytes));
-    }
     let e2e_tps = e2e_passes.iter().copied().fold(0.0, f64::max);
     let end_to_end = e2e.map(|(tokens, bytes)| {
         serde_json::json!({
@@ -262,7 +282,8 @@ fn main() -> Result<()> {
         "batch_size": BATCH,
         "seq_len": SEQ,
         "hooks": hooks.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "passes": args.passes,
+        "passes": forward_passes.len(),
+        "paired": args.serve,
         "forward_only": {
             "tokens": BATCH * batches * SEQ,
             "tokens_per_s": forward_tps,
@@ -274,18 +295,11 @@ fn main() -> Result<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    for path in [&args.out, &args.texts] {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.out, &text)?;
-    let lines: Vec<String> = corpus
-        .iter()
-        .map(|t| serde_json::json!({ "text": t }).to_string())
-        .collect();
-    std::fs::write(&args.texts, lines.join("\n") + "\n")?;
-    let e2e_text = if args.forward_only {
+    let e2e_text = if e2e_passes.is_empty() {
         "skipped".to_owned()
     } else {
         format!("{e2e_tps:.0} tokens/s")
@@ -296,6 +310,45 @@ fn main() -> Result<()> {
         hooks.len(),
         peak_rss_mib().unwrap_or(f64::NAN)
     );
+    Ok(())
+}
+
+/// The benchmark texts as JSON lines, for the PyTorch reference to read.
+fn write_texts(path: &std::path::Path, corpus: &[String]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lines: Vec<String> = corpus
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n")
+        .with_context(|| format!("writing the benchmark texts to {}", path.display()))
+}
+
+/// `--serve`: prints `ready`, then runs one pass per stdin line (`forward` or `e2e`) and answers
+/// each with a JSON line, until the input ends. A driver alternating these passes with the
+/// PyTorch reference's puts both sides on the machine within seconds of each other, so a
+/// shared machine's drift (±10–36% over minutes here) hits both alike.
+fn serve(
+    forward: &mut dyn FnMut() -> Result<f64>,
+    e2e: &mut dyn FnMut() -> Result<f64>,
+) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let (key, tps) = match line.trim() {
+            "forward" => ("forward_tokens_per_s", forward()?),
+            "e2e" => ("e2e_tokens_per_s", e2e()?),
+            "" => continue,
+            other => anyhow::bail!("--serve: unknown command {other:?} (forward or e2e)"),
+        };
+        writeln!(out, "{}", serde_json::json!({ key: tps }))?;
+        out.flush()?;
+    }
     Ok(())
 }
 
