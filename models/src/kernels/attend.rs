@@ -81,7 +81,7 @@ impl WithSimd for Attend<'_> {
                 let mut inv = [0f32; BLOCK];
                 for (r, row) in s.chunks_exact_mut(padded).enumerate() {
                     let past = if shape.causal { first + r + 1 } else { len };
-                    inv[r] = 1.0 / exp_shifted_row(&mut row[..past]);
+                    inv[r] = 1.0 / exp_shifted_row(simd, &mut row[..past]);
                     row[past..seen].fill(0.0);
                 }
                 if let Some(p) = kept.as_deref_mut() {
