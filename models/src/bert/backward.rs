@@ -7,7 +7,7 @@
 use super::fast::FastBlock;
 use super::{Activation, Bert};
 use crate::kernels::gemm::{matmul, View};
-use crate::kernels::{self, matmul_w, split_examples};
+use crate::kernels::{self, matmul_wt, split_examples};
 use rayon::prelude::*;
 
 /// What one block's backward needs from its forward.
@@ -115,7 +115,7 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let inter = m.cfg.intermediate_size;
     let n = x.len() / h;
     let mut qkv = vec![0f32; n * 3 * h];
-    kernels::matmul_wt(x, h, &blk.qkv_w, 3 * h, &mut qkv);
+    kernels::matmul_in_out(x, h, &blk.qkv_w, 3 * h, &mut qkv);
     kernels::add_bias(&mut qkv, &blk.qkv_b);
     let mut probs = vec![
         0f32;
@@ -133,7 +133,7 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     );
     // mid = LN1(x + z·Woᵀ + bo)
     let mut mid = vec![0f32; n * h];
-    kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut mid);
+    kernels::matmul_in_out(&z, h, &blk.attn_out_w, h, &mut mid);
     mid.par_iter_mut()
         .zip(x.par_iter())
         .enumerate()
@@ -141,11 +141,11 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let (xhat1, inv1) = layer_norm_taped(&mut mid, &blk.ln1);
     // out = LN2(mid + act(mid·W1ᵀ + b1)·W2ᵀ + b2)
     let mut pre_act = vec![0f32; n * inter];
-    kernels::matmul_wt(&mid, h, &blk.inter_w, inter, &mut pre_act);
+    kernels::matmul_in_out(&mid, h, &blk.inter_w, inter, &mut pre_act);
     kernels::add_bias(&mut pre_act, &blk.inter_b);
     let act: Vec<f32> = pre_act.par_iter().map(|&u| activation(m.act, u)).collect();
     let mut out = vec![0f32; n * h];
-    kernels::matmul_wt(&act, inter, &blk.out_w, h, &mut out);
+    kernels::matmul_in_out(&act, inter, &blk.out_w, h, &mut out);
     out.par_iter_mut()
         .zip(mid.par_iter())
         .enumerate()
@@ -180,13 +180,13 @@ fn block_backward(
     layer_norm_backward(d, &tape.xhat2, &tape.inv2, &blk.ln2.0);
     // Through the MLP, plus the residual into mid.
     let mut d_act = vec![0f32; n * inter];
-    matmul_w(d, h, &blk.out_w, inter, &mut d_act);
+    matmul_wt(d, h, &blk.out_w, inter, &mut d_act);
     d_act
         .par_iter_mut()
         .zip(tape.pre_act.par_iter())
         .for_each(|(g, &u)| *g *= activation_derivative(m.act, u));
     let mut d_mid = vec![0f32; n * h];
-    matmul_w(&d_act, inter, &blk.inter_w, h, &mut d_mid);
+    matmul_wt(&d_act, inter, &blk.inter_w, h, &mut d_mid);
     d_mid
         .par_iter_mut()
         .zip(d.par_iter())
@@ -194,7 +194,7 @@ fn block_backward(
     // Through LN1: the gradient at x + attn_out.
     layer_norm_backward(&mut d_mid, &tape.xhat1, &tape.inv1, &blk.ln1.0);
     let mut d_z = vec![0f32; n * h];
-    matmul_w(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
+    matmul_wt(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
     // Through attention, per example and head, into d_qkv.
     let poff = kernels::attention_prob_offsets(offsets, heads);
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -305,7 +305,7 @@ fn block_backward(
         });
     // dx = dmid (residual) + dqkv · Wqkv
     let mut dx = vec![0f32; n * h];
-    matmul_w(&d_qkv, 3 * h, &blk.qkv_w, h, &mut dx);
+    matmul_wt(&d_qkv, 3 * h, &blk.qkv_w, h, &mut dx);
     dx.par_iter_mut()
         .zip(d_mid.par_iter())
         .for_each(|(a, b)| *a += b);

@@ -13,8 +13,10 @@ use crate::packed::{take, Layout, Spare, Stream};
 use crate::{ModelError, Result};
 use candle_core::Tensor;
 
+/// One block's weights as plain slices; the projection matrices transposed to `[in, out]`
+/// (see [`kernels::matmul_in_out`]).
 pub(crate) struct FastBlock {
-    /// Query, key and value projections stacked: `[3H, H]`.
+    /// Query, key and value projections side by side: `[H, 3H]`.
     pub(super) qkv_w: Vec<f32>,
     pub(super) qkv_b: Vec<f32>,
     pub(super) attn_out_w: Vec<f32>,
@@ -40,11 +42,16 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1()?)
 }
 
+/// A linear layer's weight transposed to `[in, out]`, and its bias.
 fn linear_parts(l: &candle_nn::Linear) -> Result<(Vec<f32>, Vec<f32>)> {
     let bias = l
         .bias()
         .ok_or_else(|| ModelError::Invalid("BERT linear layers have biases".into()))?;
-    Ok((flat(l.weight())?, flat(bias)?))
+    let (out_dim, in_dim) = l.weight().dims2()?;
+    Ok((
+        kernels::transpose(&flat(l.weight())?, out_dim, in_dim),
+        flat(bias)?,
+    ))
 }
 
 fn ln_parts(l: &super::graph::LayerNorm) -> Result<(Vec<f32>, Vec<f32>, f32)> {
@@ -61,8 +68,15 @@ impl FastWeights {
             let (attn_out_w, attn_out_b) = linear_parts(&b.attn_output)?;
             let (inter_w, inter_b) = linear_parts(&b.intermediate)?;
             let (out_w, out_b) = linear_parts(&b.output)?;
+            // [H, 3H]: row i is input unit i's weights into q, then k, then v.
+            let qkv_w = qw
+                .chunks_exact(qb.len())
+                .zip(kw.chunks_exact(kb.len()))
+                .zip(vw.chunks_exact(vb.len()))
+                .flat_map(|((q, k), v)| [q, k, v].concat())
+                .collect();
             blocks.push(FastBlock {
-                qkv_w: [qw, kw, vw].concat(),
+                qkv_w,
                 qkv_b: [qb, kb, vb].concat(),
                 attn_out_w,
                 attn_out_b,
@@ -101,6 +115,11 @@ fn biased_for_hook<'b>(
     }
 }
 
+/// Row `i` of an embedding table `h` wide.
+fn table_row(table: &[f32], i: usize, h: usize) -> &[f32] {
+    &table[i * h..(i + 1) * h]
+}
+
 pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
     let cfg = &m.cfg;
     let w = &m.fast;
@@ -121,29 +140,63 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     // Embeddings, each hookable, then LayerNorm.
     let mut spare = w.spare.take_all();
     let mut take = |len: usize| take(&mut spare, len);
-    let mut words = take(rows * h);
-    let mut positions = take(rows * h);
-    let mut types = take(rows * h);
-    for (e, (ids, tys)) in ids.iter().zip(&type_ids).enumerate() {
-        for p in 0..batch.lengths[e] {
-            let row = layout.offsets[e] + p;
-            let (id, ty) = (ids[p] as usize, tys[p] as usize);
-            if id >= cfg.vocab_size || ty >= cfg.type_vocab_size {
-                return Err(ModelError::Invalid(format!(
-                    "token id {id} or type id {ty} is outside the embedding tables"
-                )));
-            }
-            words[row * h..(row + 1) * h].copy_from_slice(&w.word[id * h..(id + 1) * h]);
-            positions[row * h..(row + 1) * h].copy_from_slice(&w.position[p * h..(p + 1) * h]);
-            types[row * h..(row + 1) * h].copy_from_slice(&w.token_type[ty * h..(ty + 1) * h]);
+    for (ids, tys) in ids.iter().zip(&type_ids) {
+        if let Some((id, ty)) = ids
+            .iter()
+            .zip(tys)
+            .find(|&(&id, &ty)| id as usize >= cfg.vocab_size || ty as usize >= cfg.type_vocab_size)
+        {
+            return Err(ModelError::Invalid(format!(
+                "token id {id} or type id {ty} is outside the embedding tables"
+            )));
         }
     }
-    layout.hook(hooks, HookPoint::Embed, &mut words, h)?;
-    layout.hook(hooks, HookPoint::PosEmbed, &mut positions, h)?;
-    layout.hook(hooks, HookPoint::TokenTypeEmbed, &mut types, h)?;
-    let mut x = words;
-    for ((v, p), ty) in x.iter_mut().zip(&positions).zip(&types) {
-        *v += p + ty;
+    // Packed row of each token ← the table row `pick(example, position)` names.
+    let rows_of = |table: &[f32], pick: &dyn Fn(usize, usize) -> usize, out: &mut [f32]| {
+        for e in 0..b {
+            for p in 0..batch.lengths[e] {
+                let row = layout.offsets[e] + p;
+                out[row * h..(row + 1) * h].copy_from_slice(table_row(table, pick(e, p), h));
+            }
+        }
+    };
+    let word = |e: usize, p: usize| ids[e][p] as usize;
+    let position = |_: usize, p: usize| p;
+    let token_type = |e: usize, p: usize| type_ids[e][p] as usize;
+    let embed_points = [
+        HookPoint::Embed,
+        HookPoint::PosEmbed,
+        HookPoint::TokenTypeEmbed,
+    ];
+    // Taken in the same order every time, so each comes back to the same role (and size).
+    let (mut x, mut positions, mut types) = (take(rows * h), take(rows * h), take(rows * h));
+    if embed_points.iter().any(|&p| hooks.wants(p)) {
+        // Each table's rows in a buffer of its own, so its hook sees (and may replace) it.
+        rows_of(&w.word, &word, &mut x);
+        rows_of(&w.position, &position, &mut positions);
+        rows_of(&w.token_type, &token_type, &mut types);
+        layout.hook(hooks, HookPoint::Embed, &mut x, h)?;
+        layout.hook(hooks, HookPoint::PosEmbed, &mut positions, h)?;
+        layout.hook(hooks, HookPoint::TokenTypeEmbed, &mut types, h)?;
+        for ((v, p), ty) in x.iter_mut().zip(&positions).zip(&types) {
+            *v += p + ty;
+        }
+    } else {
+        // The sum in one pass: no hook needs the tables' rows on their own.
+        for e in 0..b {
+            for p in 0..batch.lengths[e] {
+                let row = layout.offsets[e] + p;
+                let out = &mut x[row * h..(row + 1) * h];
+                let (wd, ps, ty) = (
+                    table_row(&w.word, word(e, p), h),
+                    table_row(&w.position, p, h),
+                    table_row(&w.token_type, token_type(e, p), h),
+                );
+                for (((o, a), b), c) in out.iter_mut().zip(wd).zip(ps).zip(ty) {
+                    *o = a + b + c;
+                }
+            }
+        }
     }
     let (g, beta, eps) = &w.embed_ln;
     kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
@@ -158,7 +211,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     let mut neurons = take(rows * inter);
     for (i, blk) in w.blocks.iter().enumerate() {
         x.hook(&layout, hooks, HookPoint::ResidPre(i), h)?;
-        x.read(|x| kernels::matmul_wt(x, h, &blk.qkv_w, 3 * h, &mut qkv))?;
+        x.read(|x| kernels::matmul_in_out(x, h, &blk.qkv_w, 3 * h, &mut qkv))?;
         let shape = Heads::full(heads, h / heads);
         let qkv_points = [
             HookPoint::AttnQ(i),
@@ -179,18 +232,18 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
             kernels::attention_prepared(&mut qkv, &layout.offsets, shape, &mut z, prepare);
         }
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, h)?;
-        kernels::matmul_wt(&z, h, &blk.attn_out_w, h, &mut a);
+        kernels::matmul_in_out(&z, h, &blk.attn_out_w, h, &mut a);
         // a := LN1(attn_out + x) = resid_mid, the bias fused in unless a hook must see it first.
         let bias = biased_for_hook(hooks, HookPoint::AttnOut(i), &mut a, &blk.attn_out_b);
         layout.hook(hooks, HookPoint::AttnOut(i), &mut a, h)?;
         let (g, beta, eps) = &blk.ln1;
         x.read(|x| kernels::layer_norm(&mut a, bias, x, g, beta, *eps))?;
         layout.hook(hooks, HookPoint::ResidMid(i), &mut a, h)?;
-        kernels::matmul_wt(&a, h, &blk.inter_w, inter, &mut neurons);
+        kernels::matmul_in_out(&a, h, &blk.inter_w, inter, &mut neurons);
         kernels::bias_act(&mut neurons, &blk.inter_b, m.act.kernel());
         layout.hook(hooks, HookPoint::MlpPost(i), &mut neurons, inter)?;
         let out = x.overwrite(rows * h);
-        kernels::matmul_wt(&neurons, inter, &blk.out_w, h, out);
+        kernels::matmul_in_out(&neurons, inter, &blk.out_w, h, out);
         // x := LN2(mlp_out + resid_mid) = resid_post
         let bias = biased_for_hook(hooks, HookPoint::MlpOut(i), out, &blk.out_b);
         layout.hook(hooks, HookPoint::MlpOut(i), out, h)?;

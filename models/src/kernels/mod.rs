@@ -31,6 +31,26 @@ pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut 
     matmul_into(x, in_dim, w, layout, out_dim, dst, cols, false);
 }
 
+/// `dst[rows×out] = x[rows×in] · w` with `w` in the `[in, out]` layout: a `Linear` weight
+/// transposed once at load, which `gemm` runs 0–5% faster than the `[out, in]` view (its
+/// microkernel then broadcasts weights from one row instead of six).
+pub fn matmul_in_out(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut [f32]) {
+    let (layout, cols) = (WeightLayout::InOut, (0, out_dim));
+    matmul_into(x, in_dim, w, layout, out_dim, dst, cols, false);
+}
+
+/// A row-major `[rows, cols]` matrix transposed to `[cols, rows]`.
+pub fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(w.len(), rows * cols);
+    let mut t = vec![0f32; w.len()];
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
 /// How a projection's weight matrix is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightLayout {
@@ -173,5 +193,28 @@ pub fn layer_norm(
         x.par_chunks_mut(chunk)
             .zip(residual.par_chunks(chunk))
             .for_each(|(c, r)| rows::layer_norm(c, bias, r, gamma, beta, eps));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_out_weights_give_the_same_product() {
+        let (rows, in_dim, out_dim) = (5, 4, 3);
+        let x: Vec<f32> = (0..rows * in_dim).map(|v| (v as f32 * 0.3).sin()).collect();
+        let w: Vec<f32> = (0..out_dim * in_dim)
+            .map(|v| (v as f32 * 0.7).cos())
+            .collect();
+        let t = transpose(&w, out_dim, in_dim);
+        assert_eq!(t[in_dim - 1], w[1]);
+        assert_eq!(transpose(&t, in_dim, out_dim), w);
+        let (mut a, mut b) = (vec![0.0; rows * out_dim], vec![0.0; rows * out_dim]);
+        matmul_wt(&x, in_dim, &w, out_dim, &mut a);
+        matmul_in_out(&x, in_dim, &t, out_dim, &mut b);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-6);
+        }
     }
 }
