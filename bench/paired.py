@@ -11,6 +11,7 @@ pass i of one pairs with pass i of the other; compare.py prints the paired ratio
 Usage: paired.py PASSES GLASSBOX_BENCH PYTHON TEXTS.jsonl GLASSBOX.json PYTORCH.json
 Standard library only.
 """
+import atexit
 import json
 import subprocess
 import sys
@@ -22,10 +23,25 @@ from pathlib import Path
 SETTLE_S = 0.5
 
 
+STARTED = []
+
+
+@atexit.register
+def stop_the_others():
+    """On an early exit (one side failed), the other is stopped rather than left waiting."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+
+
 class Side:
     def __init__(self, name, argv):
         self.name = name
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        except OSError as e:
+            sys.exit(f"cannot start {name} ({argv[0]}): {e}")
+        STARTED.append(self.proc)
         self.expect("ready")
 
     def expect(self, wanted):

@@ -263,6 +263,10 @@ fn main() -> Result<()> {
             e2e_pass()?;
         }
     }
+    anyhow::ensure!(
+        !forward_passes.is_empty(),
+        "no forward pass was run (the --serve input ended before any `forward` line)"
+    );
     let forward_tps = forward_passes.iter().copied().fold(0.0, f64::max);
     // The median batch is robust to other tenants' load on a shared machine.
     batch_secs.sort_by(f64::total_cmp);
