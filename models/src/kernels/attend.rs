@@ -1,10 +1,11 @@
 //! One example's multi-head attention on explicit SIMD register tiles (pulp's `Simd` types).
 //!
-//! Per head, the keys are packed once as `Kᵀ` (`dim` rows of `len` keys, padded to whole
-//! vectors), then query rows go through in blocks of [`BLOCK`]: scores for the block, softmax,
-//! and the block's share of `P V`, while its scores are still in L1. A general `gemm` call per
-//! head (what this replaced) spent more on packing and set-up than on the 128 × 32 × 128
-//! products of a short sequence. Causal attention computes only the keys a block can see.
+//! Per key/value head, the keys are packed once as `Kᵀ` (`dim` rows of `len` keys, padded to
+//! whole vectors) and the values contiguously; then query rows go through in blocks of
+//! [`BLOCK`]: scores for the block, softmax, and the block's share of `P V`, while its scores
+//! are still in L1. Against the two `gemm` calls per head this replaced, bidirectional
+//! attention runs at the same speed; causal attention computes only the keys a block can see,
+//! and grouped query heads share one packing of their key/value head.
 
 use super::rows::exp_shifted_row;
 use super::Heads;
