@@ -10,7 +10,9 @@
 //! `hook_resid_post` plus `blocks.0.hook_resid_pre`; `just bench` runs SmolLM2-135M from its
 //! GGUF). `--passes N` (default 3) repeats the forward and end-to-end measurements and
 //! reports the best pass (every pass is in the JSON): on a shared machine one pass can land
-//! 20% off. Peak RSS is the process's VmHWM. Nothing is asserted.
+//! 20% off. Peak RSS is the process's VmHWM. Nothing is asserted. `--serve` (used by
+//! `just bench` through bench/paired.py) loads once and then runs one pass per line read from
+//! stdin, so the PyTorch reference can take turns with it pass by pass.
 
 use anyhow::{Context, Result};
 use glassbox_data::{NoProgress, RunDir, TextDataset};
