@@ -5,6 +5,9 @@
 //! is written with `for` loops: `Iterator::for_each` and friends lower to `fold`, which the
 //! compiler may keep out of line, and an out-of-line function loses the AVX-512 target the
 //! dispatch compiled the caller for (it measured as a scalar softmax taking 7% of a forward).
+//! The softmax's exponentials are written on pulp's vector types instead, for its reductions.
+
+use pulp::Simd;
 
 /// The element-wise function applied after a bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +25,6 @@ pub enum Act {
     /// `x · σ(1.702 x)`, CLIP's activation.
     QuickGelu,
 }
-
-use pulp::Simd;
 
 /// Runs `f` compiled for the best instruction set this CPU has (AVX-512, AVX2+FMA or
 /// baseline), so plain loops inside it auto-vectorise wide. Safe: pulp checks the CPU.
