@@ -34,7 +34,11 @@ def best(runs, section, key="tokens_per_s"):
 g = load(sys.argv[1])
 p = load(sys.argv[2])
 passes = sum(run.get("passes", 1) for run in g), sum(run.get("passes", 1) for run in p)
-print(f"glassbox: best of {passes[0]} passes in {len(g)} rounds; PyTorch: best of {passes[1]} passes in {len(p)} rounds")
+paired = all(run.get("paired") for run in g + p) and len(g) == len(p) == 1
+if paired:
+    print(f"glassbox and PyTorch: {passes[0]} passes each, taken in turn; best pass of each side")
+else:
+    print(f"glassbox: best of {passes[0]} passes in {len(g)} rounds; PyTorch: best of {passes[1]} passes in {len(p)} rounds")
 rows = [
     ("forward, 7 hidden states", "forward_only", "tokens_per_s", 1.15),
     ("  (median batch)", "forward_only", "median_batch_tokens_per_s", 1.15),
@@ -43,13 +47,13 @@ rows = [
 if forward_only:
     hooks = len(g[0].get("hooks", [])) or "all"
     rows = [(f"forward, {hooks} hidden states", "forward_only", "tokens_per_s", None)]
-print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}  per round")
+print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}" + ("" if paired else "  per round"))
 for name, section, key, target in rows:
     ours, theirs = best(g, section, key), best(p, section, key)
-    rounds = " ".join(f"{a[section][key] / b[section][key]:.2f}" for a, b in zip(g, p))
+    rounds = "" if paired else "  " + " ".join(f"{a[section][key] / b[section][key]:.2f}" for a, b in zip(g, p))
     goal = f"{target:>8.2f}" if target else f"{'':>8}"
-    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{goal}  {rounds}")
-if all(run.get("paired") for run in g + p) and len(g) == len(p) == 1:
+    print(f"{name:<28}{ours:>10.0f}{theirs:>10.0f}{ours / theirs:>8.2f}{goal}{rounds}")
+if paired:
     for name, section in [("forward", "forward_only"), ("end to end", "end_to_end_parquet")]:
         if not (g[0].get(section) and p[0].get(section)):
             continue

@@ -106,26 +106,36 @@ impl Hooks for ZeroAt {
     }
 }
 
+/// Runs `texts` as one batch twice, watching `watch`: as is, and with `zeroed` replaced by
+/// zeros. Returns both captures and the texts' token counts.
+fn clean_and_zeroed(
+    model: &LoadedModel,
+    texts: &[&str],
+    zeroed: HookPoint,
+    watch: &[HookPoint],
+) -> (Capture, Capture, Vec<usize>) {
+    let encoded = model.tokenizer.encode(texts).unwrap();
+    let lengths = encoded.iter().map(|e| e.ids.len()).collect();
+    let mut clean = Capture::new(watch.iter().copied());
+    run(model, &encoded, &mut clean);
+    let mut patched = ZeroAt(zeroed, Capture::new(watch.iter().copied()));
+    run(model, &encoded, &mut patched);
+    (clean, patched.1, lengths)
+}
+
 #[test]
 fn hooks_can_replace_activations() {
     let Some(model) = load() else { return };
-    let encoded = model
-        .tokenizer
-        .encode(&["The cat sat on the mat."])
-        .unwrap();
-    let lengths = [encoded[0].ids.len()];
     let watch = [HookPoint::AttnOut(3), HookPoint::ResidPost(5)];
-    let mut clean = Capture::new(watch);
-    run(&model, &encoded, &mut clean);
-    let mut patched = ZeroAt(HookPoint::AttnOut(3), Capture::new(watch));
-    run(&model, &encoded, &mut patched);
-    let zeroed = captured(&patched.1, HookPoint::AttnOut(3), &lengths);
+    let texts = ["The cat sat on the mat."];
+    let (clean, patched, lengths) = clean_and_zeroed(&model, &texts, HookPoint::AttnOut(3), &watch);
+    let zeroed = captured(&patched, HookPoint::AttnOut(3), &lengths);
     assert!(
         zeroed[0].iter().flatten().all(|&v| v == 0.0),
         "the replacement is what later hooks see"
     );
     let a = captured(&clean, HookPoint::ResidPost(5), &lengths);
-    let b = captured(&patched.1, HookPoint::ResidPost(5), &lengths);
+    let b = captured(&patched, HookPoint::ResidPost(5), &lengths);
     let diff = max_abs_diff(&a[0].concat(), &b[0].concat());
     assert!(
         diff > 1e-2,
@@ -144,25 +154,21 @@ fn hooks_can_replace_the_residual_stream() {
         &["The cat sat on the mat."][..],
         &["The cat sat.", "A much longer sentence about dogs."],
     ] {
-        let encoded = model.tokenizer.encode(texts).unwrap();
-        let lengths: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
         let watch = [
             HookPoint::ResidPost(2),
             HookPoint::ResidPre(3),
             HookPoint::ResidPost(5),
         ];
-        let mut clean = Capture::new(watch);
-        run(&model, &encoded, &mut clean);
-        let mut patched = ZeroAt(HookPoint::ResidPost(2), Capture::new(watch));
-        run(&model, &encoded, &mut patched);
-        let entering = captured(&patched.1, HookPoint::ResidPre(3), &lengths);
+        let (clean, patched, lengths) =
+            clean_and_zeroed(&model, texts, HookPoint::ResidPost(2), &watch);
+        let entering = captured(&patched, HookPoint::ResidPre(3), &lengths);
         assert!(
             entering.iter().flatten().flatten().all(|&v| v == 0.0),
             "{} text(s): block 3 reads the replaced stream",
             texts.len()
         );
         let a = captured(&clean, HookPoint::ResidPost(5), &lengths);
-        let b = captured(&patched.1, HookPoint::ResidPost(5), &lengths);
+        let b = captured(&patched, HookPoint::ResidPost(5), &lengths);
         let diff = max_abs_diff(&a[0].concat(), &b[0].concat());
         assert!(diff > 1e-2, "the output changes ({diff})");
     }

