@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub fn tcav_dir(run: &RunDir) -> PathBuf {
-    run.root().join("tcav")
+    run.tcav_dir()
 }
 
 fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<(), ConceptError> {

@@ -71,10 +71,15 @@ impl Manifest {
         if run.manifest().exists() {
             Self::load(run)
         } else {
-            Ok(Self {
-                glassbox_version: GLASSBOX_VERSION.to_owned(),
-                ..Self::default()
-            })
+            Ok(Self::empty())
+        }
+    }
+
+    /// The manifest of a run with no stage yet.
+    pub fn empty() -> Self {
+        Self {
+            glassbox_version: GLASSBOX_VERSION.to_owned(),
+            ..Self::default()
         }
     }
 

@@ -4,19 +4,65 @@ use crate::{DataError, Result};
 use std::path::{Path, PathBuf};
 
 /// A run directory, `runs/<name>/`.
+///
+/// A stage writes through a *staged* view of the run ([`RunDir::staged`]): the paths of the
+/// stage's outputs point into a staging folder, everything else into the run. The stage runner
+/// swaps the staged outputs in by rename once the stage is complete, so an interrupted or failed
+/// stage never touches what the run already has.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
+    staging: Option<Staging>,
 }
+
+/// Where a staged view sends its outputs.
+#[derive(Debug, Clone)]
+struct Staging {
+    dir: PathBuf,
+    /// Output paths relative to the run (`probes`, `gradients/target=x`), redirected to `dir`.
+    outputs: Vec<PathBuf>,
+}
+
+/// The hidden folder of a run where stages stage their outputs (`<run>/.staging/<stage>/`).
+pub const STAGING_DIR: &str = ".staging";
 
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            staging: None,
+        }
     }
 
+    /// A view of this run whose `outputs` (paths relative to the run root) live under
+    /// `staging_dir` instead; reads of every other path still see the run.
+    pub fn staged(&self, staging_dir: impl Into<PathBuf>, outputs: &[PathBuf]) -> Self {
+        Self {
+            root: self.root.clone(),
+            staging: Some(Staging {
+                dir: staging_dir.into(),
+                outputs: outputs.to_vec(),
+            }),
+        }
+    }
+
+    /// The run's root (also for a staged view: error messages name the run).
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// `rel` inside the run, redirected into the staging folder when it lies under one of a
+    /// staged view's outputs.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let rel = rel.as_ref();
+        if let Some(staging) = &self.staging {
+            if staging.outputs.iter().any(|o| rel.starts_with(o)) {
+                return staging.dir.join(rel);
+            }
+        }
+        self.root.join(rel)
+    }
+
     pub fn manifest(&self) -> PathBuf {
         self.root.join("manifest.json")
     }
@@ -24,47 +70,65 @@ impl RunDir {
         self.root.join("config.toml")
     }
     pub fn examples(&self) -> PathBuf {
-        self.root.join("examples.parquet")
+        self.path("examples.parquet")
     }
     pub fn tokens(&self) -> PathBuf {
-        self.root.join("tokens.parquet")
+        self.path("tokens.parquet")
     }
     pub fn activations_root(&self) -> PathBuf {
-        self.root.join("activations")
+        self.path("activations")
     }
     pub fn pooled_root(&self) -> PathBuf {
-        self.root.join("pooled")
+        self.path("pooled")
     }
     /// `activations/hook=<hook>/`
     pub fn activations_dir(&self, hook: &str) -> PathBuf {
-        self.activations_root().join(format!("hook={hook}"))
+        self.path(Path::new("activations").join(format!("hook={hook}")))
     }
     /// `pooled/hook=<hook>/pool=<pool>/`
     pub fn pooled_dir(&self, hook: &str, pool: &str) -> PathBuf {
-        self.pooled_root()
-            .join(format!("hook={hook}"))
-            .join(format!("pool={pool}"))
+        self.path(
+            Path::new("pooled")
+                .join(format!("hook={hook}"))
+                .join(format!("pool={pool}")),
+        )
+    }
+    /// `gradients/target=<slug>/`: every stored hook of one target.
+    pub fn gradients_target_dir(&self, target_slug: &str) -> PathBuf {
+        self.path(Self::gradients_target_rel(target_slug))
+    }
+    /// The run-relative path of [`RunDir::gradients_target_dir`] (a stage output).
+    pub fn gradients_target_rel(target_slug: &str) -> PathBuf {
+        Path::new("gradients").join(format!("target={target_slug}"))
     }
     /// `gradients/target=<slug>/hook=<hook>/`: d target / d activation, keyed like activations.
     pub fn gradients_dir(&self, target_slug: &str, hook: &str) -> PathBuf {
-        self.root
-            .join("gradients")
-            .join(format!("target={target_slug}"))
-            .join(format!("hook={hook}"))
+        self.path(Self::gradients_target_rel(target_slug).join(format!("hook={hook}")))
+    }
+    /// `dictionary/`: one folder per hook.
+    pub fn dictionary_root(&self) -> PathBuf {
+        self.path("dictionary")
     }
     /// `dictionary/hook=<hook>/`: the SAE, its metrics and the unit explanations of one hook.
     pub fn dictionary_dir(&self, hook: &str) -> PathBuf {
-        self.root.join("dictionary").join(format!("hook={hook}"))
+        self.path(Path::new("dictionary").join(format!("hook={hook}")))
     }
     pub fn probes_dir(&self) -> PathBuf {
-        self.root.join("probes")
+        self.path("probes")
+    }
+    pub fn tcav_dir(&self) -> PathBuf {
+        self.path("tcav")
     }
     pub fn report_dir(&self) -> PathBuf {
-        self.root.join("report")
+        self.path("report")
     }
-    /// Per-stage scratch state for resuming (shard completion markers); removed on success.
+    /// Per-stage scratch state for resuming (shard completion markers): inside the staging
+    /// folder of a staged view, so it goes with the stage's other unfinished outputs.
     pub fn progress_dir(&self, stage: &str) -> PathBuf {
-        self.root.join("_progress").join(stage)
+        match &self.staging {
+            Some(staging) => staging.dir.join("_progress").join(stage),
+            None => self.root.join(STAGING_DIR).join(stage).join("_progress").join(stage),
+        }
     }
 
     /// The hooks that have a folder under `activations/` or `pooled/`, sorted by name.
@@ -95,11 +159,6 @@ impl RunDir {
             run: self.root.clone(),
             message,
         };
-        if self.progress_dir(stage).exists() {
-            return Err(fail(format!(
-                "the `{stage}` stage has not completed: it was interrupted; run `glassbox {stage}` again with the same settings to resume it"
-            )));
-        }
         let manifest = crate::Manifest::load(self).map_err(|_| {
             fail(format!(
                 "no completed `{stage}` stage here (manifest.json is missing or unreadable); run `glassbox {stage}` first"

@@ -18,7 +18,7 @@ fn load() -> Option<glassbox_models::LoadedModel> {
     match resolve(&MODEL.parse::<ModelSpec>().unwrap()) {
         Ok(r) => Some(load_model(r, None).unwrap()),
         Err(e) => {
-            eprintln!("SKIP SmolLM2 GGUF parity: {e} (run `just models`)");
+            glassbox_tests::skip("SmolLM2 GGUF parity", &format!("{e} (run `just models`)"));
             None
         }
     }

@@ -3,7 +3,7 @@
 use crate::config::{DictionarySection, ExtractSection, PipelineConfig, ProbeSection, TcavSection};
 use crate::progress::Bars;
 use crate::run_pipeline::run_pipeline;
-use crate::stages::{dictionary, extract, probe, report, tcav};
+use crate::stages::{dictionary, extract, probe, report, tcav, with_run_lock};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use glassbox_data::RunDir;
@@ -421,7 +421,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 settings: &settings,
                 force: a.force,
             };
-            extract::run_extract(&RunDir::new(a.run), &req, &bars)?;
+            let run = RunDir::new(a.run);
+            with_run_lock(&run, || extract::run_extract(&run, &req, &bars))?;
         }
         Command::Probe(a) => {
             let (labels, mut token_labels) = match a.level {
@@ -443,28 +444,25 @@ pub fn run(cli: Cli) -> Result<()> {
                 test_fraction: a.test_fraction,
                 ..ProbeSection::default()
             };
-            probe::run_probe(&RunDir::new(a.run), &settings, a.force, a.json, &bars)?;
+            let run = RunDir::new(a.run);
+            with_run_lock(&run, || {
+                probe::run_probe(&run, &settings, a.force, a.json, &bars)
+            })?;
         }
         Command::Gradients(a) => {
             let run = RunDir::new(&a.run);
-            run.require_stage("probe")?;
-            let model = tcav::load_run_model(&run)?;
-            let target = tcav::ProbeTarget::parse(&a.target)?;
-            let hooks = tcav::compute_gradients(
-                &run,
-                &model,
-                &target,
-                &a.hooks,
-                a.convention.into(),
-                a.batch_size,
-                &bars,
-            )?;
-            for hook in hooks {
-                println!(
-                    "{}",
-                    run.gradients_dir(&target.slug(a.convention.into()), &hook.to_string())
-                        .display()
-                );
+            let written = with_run_lock(&run, || {
+                tcav::run_gradients_step(
+                    &run,
+                    &a.target,
+                    &a.hooks,
+                    a.convention.into(),
+                    a.batch_size,
+                    &bars,
+                )
+            })?;
+            for dir in written {
+                println!("{}", dir.display());
             }
         }
         Command::Tcav(a) => {
@@ -486,23 +484,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 ..TcavSection::default()
             };
-            tcav::run_tcav_stage(
-                &RunDir::new(a.run),
-                &settings,
-                false,
-                a.force,
-                a.json,
-                &bars,
-            )?;
+            let run = RunDir::new(a.run);
+            with_run_lock(&run, || {
+                tcav::run_tcav_stage(&run, &settings, false, a.force, a.json, &bars)
+            })?;
         }
         Command::Dictionary(a) => {
             let run = RunDir::new(&a.run);
             let (force, json, pause_after) = (a.force, a.json, a.pause_after);
             let settings = a.settings()?;
-            dictionary::run_dictionary_stage(&run, &settings, force, pause_after, json, &bars)?;
+            with_run_lock(&run, || {
+                dictionary::run_dictionary_stage(&run, &settings, force, pause_after, json, &bars)
+            })?;
         }
         Command::Report(a) => {
-            report::run_report(&RunDir::new(a.run), a.force, &bars)?;
+            let run = RunDir::new(a.run);
+            with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;
         }
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
         Command::Hooks(a) => {

@@ -1,6 +1,6 @@
 //! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -79,6 +79,28 @@ impl Default for ExtractSection {
     }
 }
 
+impl ExtractSection {
+    /// Range checks that need no model or data (they run before anything is read or written).
+    pub fn validate(&self) -> Result<()> {
+        if self.hooks.is_empty() || self.hooks.iter().any(|h| h.trim().is_empty()) {
+            bail!("extract: no hooks (or an empty hook name) given; pass --hooks NAME_OR_GLOB[,...], e.g. 'blocks.*.hook_resid_post'");
+        }
+        for (name, value) in [
+            ("batch_size", self.batch_size),
+            ("shard_size", self.shard_size),
+            ("max_length", self.max_length),
+        ] {
+            if value == 0 {
+                bail!("extract: {name} = 0; it must be at least 1");
+            }
+        }
+        if self.pools.is_empty() && !self.token_level {
+            bail!("extract: no pools and no token-level rows: nothing would be stored; pass --pools mean or drop --no-token-level");
+        }
+        Ok(())
+    }
+}
+
 /// The `[probe]` section is the probe crate's own options.
 pub type ProbeSection = glassbox_probes::ProbeOptions;
 
@@ -141,6 +163,60 @@ impl Default for TcavSection {
             seed: 0,
             batch_size: 16,
         }
+    }
+}
+
+impl TcavSection {
+    /// Range checks that need no model or data (they run before anything is read or written):
+    /// a p-value threshold outside (0, 1) or an accuracy outside [0, 1] would let the stage
+    /// call anything significant.
+    pub fn validate(&self) -> Result<()> {
+        let in_open_unit = |v: f64| v > 0.0 && v < 1.0;
+        if !in_open_unit(self.alpha) {
+            bail!("tcav: alpha = {} must lie strictly between 0 and 1 (e.g. 0.05)", self.alpha);
+        }
+        if !(0.0..=1.0).contains(&self.min_cav_accuracy) {
+            bail!(
+                "tcav: min_cav_accuracy = {} must lie in [0, 1] (e.g. 0.6)",
+                self.min_cav_accuracy
+            );
+        }
+        if self.random_runs < 2 {
+            bail!(
+                "tcav: random_runs = {}; the t-test needs at least 2 random runs (the TCAV paper uses up to 500; default 20)",
+                self.random_runs
+            );
+        }
+        if !(self.l2 > 0.0 && self.l2.is_finite()) {
+            bail!("tcav: l2 = {} must be a finite positive number", self.l2);
+        }
+        if self.min_concept_size < 2 {
+            bail!("tcav: min_concept_size = {} must be at least 2", self.min_concept_size);
+        }
+        if self.bootstrap == 0 || self.batch_size == 0 {
+            bail!("tcav: bootstrap and batch_size must be at least 1");
+        }
+        if self.targets.is_empty() {
+            bail!("tcav: no targets; pass --target probe:<label>=<class> (text) or class:<name> (vision)");
+        }
+        if self.concepts.is_empty() {
+            bail!("tcav: no concept sets; pass --concepts FILE_OR_FOLDER[,...]");
+        }
+        let mut stems: std::collections::BTreeMap<String, &PathBuf> = Default::default();
+        for path in &self.concepts {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(other) = stems.insert(stem.clone(), path) {
+                bail!(
+                    "tcav: concept sets {} and {} share the name `{stem}`, so their rows could not be told apart; rename one",
+                    other.display(),
+                    path.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,14 +20,18 @@ struct Inspection {
     run: String,
     manifest: Manifest,
     hooks: Vec<HookInfo>,
-    incomplete_stage: Option<String>,
+    /// Stages with an interrupted attempt staged (their completed results, if any, are intact).
+    interrupted: Vec<String>,
 }
 
 pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
-    if !run.root().is_dir() {
-        anyhow::bail!("{} is not a run directory", run.root().display());
+    if !run.root().is_dir() || !run.manifest().is_file() {
+        anyhow::bail!(
+            "{} is not a run directory (it has no manifest.json); pass the --run folder of a `glassbox extract` or `glassbox pipeline`",
+            run.root().display()
+        );
     }
-    let manifest = Manifest::load_or_default(run)
+    let manifest = Manifest::load(run)
         .with_context(|| format!("cannot read {}", run.manifest().display()))?;
     let mut hooks = Vec::new();
     let mut names = run.stored_hooks(false)?;
@@ -64,19 +68,12 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             pools,
         });
     }
-    let incomplete_stage = run
-        .root()
-        .join("_progress")
-        .read_dir()
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned());
+    let interrupted = crate::stages::transaction::interrupted(run);
     let report = Inspection {
         run: run.root().display().to_string(),
         manifest,
         hooks,
-        incomplete_stage,
+        interrupted,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -102,8 +99,11 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             &r.fingerprint[..12.min(r.fingerprint.len())]
         );
     }
-    if let Some(stage) = &report.incomplete_stage {
-        println!("incomplete: `{stage}` was interrupted; re-run it to resume");
+    for stage in &report.interrupted {
+        println!(
+            "interrupted: a `{stage}` run was stopped before it finished (the results above are \
+             untouched); run the same command again to resume it"
+        );
     }
     for h in &report.hooks {
         println!(

@@ -28,27 +28,41 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
         config.data.path.display(),
         run.root().display()
     );
+    // Every section's settings are checked before the first stage runs, so a typo in [tcav]
+    // does not surface after a long extraction.
+    config.extract.validate().context("[extract]")?;
+    if !(config.probe.labels.is_empty() && config.probe.token_labels.is_empty()) {
+        config.probe.validate().context("[probe]")?;
+    }
+    if let Some(tcav) = &config.tcav {
+        tcav.validate().context("[tcav]")?;
+    }
+    crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
+}
+
+/// The configured stages in order; the caller holds the run's lock.
+fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -> Result<()> {
     let req = extract::ExtractRequest {
         model: &config.model.id,
         data: &config.data.path,
         settings: &config.extract,
-        force: a.force,
+        force,
     };
-    extract::run_extract(&run, &req, bars).context("extract stage failed")?;
+    extract::run_extract(run, &req, bars).context("extract stage failed")?;
     if config.probe.labels.is_empty() && config.probe.token_labels.is_empty() {
         bars.note("probe: no labels configured; skipping probe and report");
         return Ok(());
     }
-    probe::run_probe(&run, &config.probe, a.force, false, bars).context("probe stage failed")?;
+    probe::run_probe(run, &config.probe, force, false, bars).context("probe stage failed")?;
     if let Some(settings) = &config.tcav {
-        tcav::run_tcav_stage(&run, settings, true, a.force, false, bars)
+        tcav::run_tcav_stage(run, settings, true, force, false, bars)
             .context("tcav stage failed")?;
     }
     if let Some(settings) = &config.dictionary {
-        dictionary::run_dictionary_stage(&run, settings, a.force, None, false, bars)
+        dictionary::run_dictionary_stage(run, settings, force, None, false, bars)
             .context("dictionary stage failed")?;
     }
-    report::run_report(&run, a.force, bars).context("report stage failed")?;
+    report::run_report(run, force, bars).context("report stage failed")?;
     Ok(())
 }
 

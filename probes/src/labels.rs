@@ -93,7 +93,15 @@ pub fn sequence_labels(examples: &Examples, name: &str, source: &str) -> Result<
         items.push(row);
         types.push(examples.texts[row].clone());
     }
-    let target = if raw.iter().all(|v| matches!(v, Value::Float(_))) && !raw.is_empty() {
+    if raw.is_empty() {
+        return Err(ProbeError::Label {
+            column: name.to_owned(),
+            message: format!(
+                "every row of {source} is null: a degenerate label, nothing to probe; fill the column or drop it from the labels"
+            ),
+        });
+    }
+    let target = if raw.iter().all(|v| matches!(v, Value::Float(_))) {
         let values: Vec<f64> = raw
             .iter()
             .map(|v| match v {
@@ -105,6 +113,18 @@ pub fn sequence_labels(examples: &Examples, name: &str, source: &str) -> Result<
             return Err(ProbeError::Label {
                 column: name.to_owned(),
                 message: format!("row {} is not finite ({})", items[i] + 1, values[i]),
+            });
+        }
+        // A constant target has R² undefined (0/0): a probe "explaining" it would be reported
+        // as a perfect finding.
+        if values.iter().all(|v| *v == values[0]) {
+            return Err(ProbeError::Label {
+                column: name.to_owned(),
+                message: format!(
+                    "is constant ({} in all {} rows): a degenerate label, nothing to probe; drop it from the labels",
+                    values[0],
+                    values.len()
+                ),
             });
         }
         Target::Values(values)

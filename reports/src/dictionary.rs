@@ -49,7 +49,7 @@ pub struct DictionaryFinding {
 
 /// Reads every `dictionary/hook=*/` folder of the run.
 pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
-    let root = run.root().join("dictionary");
+    let root = run.dictionary_root();
     let mut dirs: Vec<_> = match std::fs::read_dir(&root) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -25,7 +25,7 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
         ("probes/results.parquet", "probes.parquet"),
         ("tcav/scores.parquet", "tcav.parquet"),
     ] {
-        let src = run.root().join(from);
+        let src = run.path(from);
         if src.exists() {
             let bytes = std::fs::read(&src)
                 .map_err(|e| ReportError::Invalid(format!("{}: {e}", src.display())))?;

@@ -63,15 +63,26 @@ pub fn minilm_snapshot() -> Result<PathBuf, String> {
     }
 }
 
-/// Returns the snapshot, or prints why the calling test is skipped and returns `None`.
+/// Returns the snapshot, or prints why the calling test is skipped and returns `None`
+/// (under `CI=true`: fails instead, see [`skip`]).
 pub fn require_minilm(test: &str) -> Option<PathBuf> {
     match minilm_snapshot() {
         Ok(p) => Some(p),
         Err(why) => {
-            eprintln!("SKIP {test}: {why}");
+            skip(test, &why);
             None
         }
     }
+}
+
+/// Reports that `test` cannot run here (a model, the venv or the browser is missing). Locally
+/// it is skipped with a line on stderr; under `CI=true` it fails, so CI cannot go green
+/// without the real-model and independent-reader checks.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test} cannot run: {why} (CI=true: a missing prerequisite is a failure, not a skip)");
+    }
+    eprintln!("SKIP {test}: {why}");
 }
 
 /// The Python interpreter with pyarrow (from `just venv`), or why there is none.

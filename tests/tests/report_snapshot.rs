@@ -125,21 +125,91 @@ fn summary_md_matches_the_snapshot() {
         return;
     }
     let want = std::fs::read_to_string(&snapshot).expect("the committed snapshot");
-    if md != want {
-        let diff: Vec<String> = want
-            .lines()
-            .zip(md.lines())
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .take(5)
-            .map(|(i, (a, b))| format!("line {}:\n  want: {a}\n  got:  {b}", i + 1))
-            .collect();
-        panic!(
-            "summary.md differs from {} ({} vs {} lines):\n{}\n(review, then GLASSBOX_UPDATE_SNAPSHOTS=1 to accept)",
-            snapshot.display(),
-            want.lines().count(),
-            md.lines().count(),
-            diff.join("\n")
-        );
+    let diff: Vec<String> = want
+        .lines()
+        .zip(md.lines())
+        .enumerate()
+        .filter(|(_, (a, b))| !same_line(a, b))
+        .take(5)
+        .map(|(i, (a, b))| format!("line {}:\n  want: {a}\n  got:  {b}", i + 1))
+        .collect();
+    assert!(
+        diff.is_empty() && want.lines().count() == md.lines().count(),
+        "summary.md differs from {} ({} vs {} lines):\n{}\n(review, then GLASSBOX_UPDATE_SNAPSHOTS=1 to accept)",
+        snapshot.display(),
+        want.lines().count(),
+        md.lines().count(),
+        diff.join("\n")
+    );
+}
+
+/// Lines match when their text is equal, whole numbers are equal and each decimal is within
+/// one unit of its last printed digit of the snapshot's: a figure rounded to two decimals can land on either
+/// side of a rounding boundary when the summation order differs (AVX-512, AVX2 and scalar
+/// kernels add in different orders), and an optimiser's stopping point moves with it.
+fn same_line(want: &str, got: &str) -> bool {
+    let (a, b) = (split_numbers(want), split_numbers(got));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| match (x, y) {
+            (Piece::Number(x, dx), Piece::Number(y, dy)) => {
+                // Whole numbers (layers, counts) are exact; decimals may move one unit.
+                let unit = if *dx == 0 { 0.0 } else { 10f64.powi(-(*dx as i32)) };
+                dx == dy && (x - y).abs() <= unit * 1.000_001
+            }
+            _ => x == y,
+        })
+}
+
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Text(String),
+    /// A value and how many decimals it was printed with.
+    Number(f64, usize),
+}
+
+fn split_numbers(line: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_number = chars[i].is_ascii_digit()
+            || (chars[i] == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit));
+        if !starts_number {
+            text.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+            i += 1;
+        }
+        let literal: String = chars[start..i].iter().collect();
+        let decimals = literal.split_once('.').map_or(0, |(_, f)| f.len());
+        match literal.parse::<f64>() {
+            Ok(v) => {
+                if !text.is_empty() {
+                    out.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                out.push(Piece::Number(v, decimals));
+            }
+            Err(_) => text.push_str(&literal),
+        }
     }
+    if !text.is_empty() {
+        out.push(Piece::Text(text));
+    }
+    out
+}
+
+#[test]
+fn snapshot_numbers_may_differ_by_one_printed_unit_and_no_more() {
+    assert!(same_line("MDL 1.05 | 0.953", "MDL 1.04 | 0.953"));
+    assert!(!same_line("MDL 1.05", "MDL 1.03"));
+    assert!(!same_line("MDL 1.05", "MDL 1.050"));
+    assert!(!same_line("blocks.1 acc", "blocks.2 acc"));
+    assert!(same_line("n 60", "n 60"));
+    assert!(!same_line("n 60", "n 62"));
+    assert!(!same_line("topic", "topics"));
 }

@@ -14,9 +14,12 @@ fn model_present(test: &str) -> bool {
         .output()
         .unwrap();
     if !out.status.success() {
-        eprintln!(
-            "SKIP {test}: {MODEL} is not in the cache ({}); run `just models`",
-            String::from_utf8_lossy(&out.stderr).trim()
+        skip(
+            test,
+            &format!(
+                "{MODEL} is not in the cache ({}); run `just models`",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         );
     }
     out.status.success()

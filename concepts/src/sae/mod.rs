@@ -147,7 +147,7 @@ impl Sae {
 /// auto-vectorise wide. Safe: pulp checks the CPU at run time.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    glassbox_data::simd::arch().dispatch(f)
 }
 
 #[inline(always)]

@@ -144,8 +144,11 @@ impl SaeOptions {
                 Architecture::TopK { k: self.k }
             }
             "relu" => {
-                if self.l1_coefficient.is_nan() || self.l1_coefficient < 0.0 {
-                    return Err(bad("l1_coefficient must be 0 or more".into()));
+                if !(self.l1_coefficient.is_finite() && self.l1_coefficient >= 0.0) {
+                    return Err(bad(format!(
+                        "l1_coefficient = {} must be a finite number, 0 or more",
+                        self.l1_coefficient
+                    )));
                 }
                 Architecture::Relu {
                     l1_coefficient: self.l1_coefficient,
@@ -189,8 +192,27 @@ impl SaeOptions {
         let lr = self
             .lr
             .unwrap_or_else(|| 2e-4 / (width as f64 / 16384.0).sqrt());
-        if lr.is_nan() || lr <= 0.0 {
-            return Err(bad(format!("lr = {lr} must be positive")));
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(bad(format!("lr = {lr} must be a finite positive number")));
+        }
+        let unit = |v: f64| (0.0..1.0).contains(&v);
+        if !(unit(self.adam_beta1) && unit(self.adam_beta2)) {
+            return Err(bad(format!(
+                "adam_beta1 = {} and adam_beta2 = {} must lie in [0, 1)",
+                self.adam_beta1, self.adam_beta2
+            )));
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            return Err(bad(format!("adam_eps = {} must be a finite positive number", self.adam_eps)));
+        }
+        if !(self.aux_coefficient.is_finite() && self.aux_coefficient >= 0.0) {
+            return Err(bad(format!(
+                "aux_coefficient = {} must be a finite number, 0 or more",
+                self.aux_coefficient
+            )));
+        }
+        if self.train_tokens == 0 {
+            return Err(bad("train_tokens must be at least 1".into()));
         }
         let warmup_steps = self.warmup_steps.unwrap_or_else(|| (steps / 20).min(1000));
         Ok(Resolved {

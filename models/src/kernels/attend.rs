@@ -19,7 +19,7 @@ const TILE_ROWS: usize = 6;
 /// One example: `rows` its packed `qkv` rows, `z` its output rows (`heads × dim` wide);
 /// `kept`, when given, receives the probabilities as `heads` blocks of `len × len`.
 pub(super) fn attend(rows: &[f32], shape: Heads, z: &mut [f32], kept: Option<&mut [f32]>) {
-    pulp::Arch::new().dispatch(Attend {
+    glassbox_data::simd::arch().dispatch(Attend {
         rows,
         shape,
         z,

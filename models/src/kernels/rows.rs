@@ -30,7 +30,7 @@ pub enum Act {
 /// baseline), so plain loops inside it auto-vectorise wide. Safe: pulp checks the CPU.
 #[inline(always)]
 pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    glassbox_data::simd::arch().dispatch(f)
 }
 
 /// An element-wise loop written once and run with each activation as an inlinable closure
@@ -417,7 +417,7 @@ mod tests {
         for cut in [0, 1, 2] {
             let mut row = xs[..xs.len() - cut].to_vec();
             let max = row[row.len() - 1];
-            let sum = pulp::Arch::new().dispatch(ExpRow(&mut row));
+            let sum = glassbox_data::simd::arch().dispatch(ExpRow(&mut row));
             let mut want_sum = 0f64;
             for (&x, &got) in xs.iter().zip(&row) {
                 let want = (x - max).exp();
@@ -491,7 +491,7 @@ mod tests {
     fn softmax_sums_to_one_and_is_stable() {
         let mut row = [1000.0, 1001.0, 999.0, 0.0, 1000.0, 1000.0];
         for part in row.chunks_exact_mut(3) {
-            let sum = pulp::Arch::new().dispatch(ExpRow(part));
+            let sum = glassbox_data::simd::arch().dispatch(ExpRow(part));
             part.iter_mut().for_each(|v| *v /= sum);
         }
         assert!((row[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);

@@ -1,10 +1,10 @@
 //! The `dictionary` stage: SAEs and unit explanations (see `glassbox_concepts::dictionary`).
 
-use super::invalidate_from;
+use super::{Completion, Stage, Transaction};
 use crate::config::DictionarySection;
 use crate::fingerprint::fingerprint;
-use anyhow::Result;
-use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
+use anyhow::{Context, Result};
+use glassbox_concepts::dictionary::{check, run_dictionary, HookSummary, Outcome};
 use glassbox_data::{Progress, RunDir};
 
 /// Runs the stage; `Ok(false)` when training paused (`pause_after`) before finishing.
@@ -44,13 +44,15 @@ pub fn run_dictionary_stage(
         progress.note("dictionary: up to date; --force re-runs it");
         return Ok(true);
     }
-    let mut manifest = invalidate_from(run, "dictionary")?;
-    if force {
-        // Retrain from scratch: no reused SAE, no checkpoint.
-        super::remove_path(&run.root().join("dictionary"))?;
+    check(run, settings)?;
+    // --force retrains from scratch: no reused SAE, no checkpoint.
+    let tx = Transaction::begin(run, "dictionary", vec!["dictionary".into()], &fp, !force)?;
+    if !force && !tx.resumed() {
+        seed_reusable_saes(run, tx.run())?;
     }
-    match run_dictionary(run, settings, &extract, pause_after, progress)? {
+    match run_dictionary(tx.run(), settings, &extract, pause_after, progress)? {
         Outcome::Paused { hook, step, steps } => {
+            tx.keep_for_resume();
             eprintln!(
                 "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the same command again to resume"
             );
@@ -67,19 +69,21 @@ pub fn run_dictionary_stage(
                 let model = super::tcav::load_run_model(run)?;
                 if model.model.unembedding().is_some() {
                     progress.note("dictionary: splicing the SAE into the causal LM (CE loss recovered, KL) and reading promoted tokens");
-                    super::dictionary_lm::add_lm_outputs(run, &model, &sae_hooks)?;
+                    super::dictionary_lm::add_lm_outputs(tx.run(), &model, &sae_hooks)?;
                 }
             }
-            let done = super::Completion {
-                stage: "dictionary",
+            let done = Completion {
+                stage: Stage::Dictionary,
                 fingerprint: fp,
                 seed: Some(settings.sae.seed),
                 params,
                 started,
             };
-            super::complete_stage(run, &mut manifest, done, |config| {
-                config.dictionary = Some(settings.clone())
-            })?;
+            tx.commit(
+                done,
+                |_| {},
+                |config| config.dictionary = Some(settings.clone()),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summaries)?);
             } else {
@@ -88,6 +92,31 @@ pub fn run_dictionary_stage(
             Ok(true)
         }
     }
+}
+
+/// Copies the run's trained SAEs (`dictionary/hook=*/sae/`) into the staging folder, where the
+/// stage reuses each one whose training fingerprint still matches instead of retraining it.
+fn seed_reusable_saes(live: &RunDir, staged: &RunDir) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(live.dictionary_root()) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let sae = entry.path().join("sae");
+        if !sae.is_dir() {
+            continue;
+        }
+        let to = staged.dictionary_root().join(entry.file_name()).join("sae");
+        std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
+        for file in std::fs::read_dir(&sae)?.flatten() {
+            let from = file.path();
+            if from.is_file() {
+                // A copy, not a hard link: nothing written in staging may reach the run.
+                std::fs::copy(&from, to.join(file.file_name()))
+                    .with_context(|| format!("cannot copy {}", from.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A fixed-width table of what each hook got.

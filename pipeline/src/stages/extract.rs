@@ -1,9 +1,9 @@
 //! The `extract` stage.
 
-use super::{invalidate_from, remove_path};
+use super::{Completion, Stage, Transaction};
 use crate::config::{DataSection, ExtractSection, ModelSection};
 use crate::fingerprint::fingerprint;
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::manifest::DataRecord;
 use glassbox_data::store::Codec;
@@ -26,6 +26,7 @@ pub struct ExtractRequest<'a> {
 pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progress) -> Result<()> {
     let started = std::time::Instant::now();
     let s = req.settings;
+    s.validate()?;
     let dtype: ActDtype = s.dtype.parse().map_err(anyhow::Error::msg)?;
     let compression: Codec = s.compression.parse().map_err(anyhow::Error::msg)?;
     let pools: Vec<Pool> = s
@@ -66,37 +67,38 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     });
     let fp = fingerprint("extract", &params);
 
-    let manifest = Manifest::load_or_default(run)?;
+    let manifest = existing_manifest(run, req.force)?;
     match manifest.stage_fingerprint("extract") {
         Some(old) if old == fp && !req.force => {
             progress.note("extract: up to date (same model, data and settings); --force re-runs it");
             return Ok(());
         }
-        Some(old) if old != fp => progress.note(
-            "extract: model, data or settings changed since this run was extracted; extracting again (later stages will re-run too)",
-        ),
+        Some(old) if old != fp => {
+            let earlier = &manifest.stages["extract"].params;
+            let changed = identity_changes(earlier, &params);
+            if !changed.is_empty() && !req.force {
+                bail!(
+                    "{}: this run was extracted with a different {}; refusing to replace it. \
+                     Pass --force to re-extract into this run (its probe, tcav, dictionary and \
+                     report results are dropped), or choose a new --run",
+                    run.root().display(),
+                    changed.join(", ")
+                );
+            }
+            progress.note(
+                "extract: settings changed since this run was extracted; extracting again (later stages will re-run too)",
+            );
+        }
         _ => {}
     }
 
-    // Resume only an interrupted extraction with exactly these settings; otherwise start clean.
-    let progress_dir = run.progress_dir("extract");
-    let state = progress_dir.join("fingerprint");
-    let resumable = !req.force
-        && std::fs::read_to_string(&state)
-            .map(|f| f.trim() == fp)
-            .unwrap_or(false);
-    let mut manifest = invalidate_from(run, "extract")?;
-    if !resumable {
-        for path in [
-            run.activations_root(),
-            run.pooled_root(),
-            run.tokens(),
-            run.examples(),
-            progress_dir.clone(),
-        ] {
-            remove_path(&path).with_context(|| format!("cannot clear {}", path.display()))?;
-        }
-        glassbox_data::atomic::write_bytes(&state, fp.as_bytes())?;
+    // An interrupted extraction with exactly these settings resumes from its last shard.
+    let outputs = ["examples.parquet", "tokens.parquet", "activations", "pooled"]
+        .map(std::path::PathBuf::from)
+        .to_vec();
+    let tx = Transaction::begin(run, "extract", outputs, &fp, !req.force)?;
+    if tx.resumed() {
+        progress.note("extract: resuming the interrupted extraction with these settings");
     }
 
     let opts = ExtractOptions {
@@ -108,44 +110,55 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         compression,
         shard_size: s.shard_size,
     };
+    let staged = tx.run();
     let summary = match &job {
-        Job::Text(model, data) => glassbox_models::extract(model, data, run, &opts, progress)?,
+        Job::Text(model, data) => glassbox_models::extract(model, data, staged, &opts, progress)?,
         Job::Vision(model, data, pre) => {
-            glassbox_models::extract::extract_images(model, data, pre, run, &opts, progress)?
+            glassbox_models::extract::extract_images(model, data, pre, staged, &opts, progress)?
         }
     };
 
-    manifest.model = Some(ModelRecord {
+    let model_record = ModelRecord {
         id: id.to_owned(),
         revision: revision.to_owned(),
         source: job.source().to_owned(),
         family: family.to_owned(),
         weights_sha256,
-    });
-    manifest.data = Some(DataRecord {
+    };
+    let data_record = DataRecord {
         path: req.data.display().to_string(),
         sha256: job.data().sha256.clone(),
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
-    });
-    let done = super::Completion {
-        stage: "extract",
+    };
+    let done = Completion {
+        stage: Stage::Extract,
         fingerprint: fp,
         seed: None,
         params,
         started,
     };
-    super::complete_stage(run, &mut manifest, done, |config| {
-        config.model = Some(ModelSection {
-            id: req.model.to_owned(),
-        });
-        config.data = Some(DataSection {
-            path: req.data.to_path_buf(),
-        });
-        config.extract = Some(s.clone());
-    })?;
-    remove_path(&progress_dir)?;
-    let _ = std::fs::remove_dir(run.root().join("_progress"));
+    tx.commit(
+        done,
+        |manifest| {
+            manifest.model = Some(model_record);
+            manifest.data = Some(data_record);
+        },
+        |config| {
+            // A new extraction starts the run's settings afresh: the later stages' sections
+            // described the old activations.
+            *config = crate::config::RunConfig {
+                model: Some(ModelSection {
+                    id: req.model.to_owned(),
+                }),
+                data: Some(DataSection {
+                    path: req.data.to_path_buf(),
+                }),
+                extract: Some(s.clone()),
+                ..Default::default()
+            };
+        },
+    )?;
     let unit = match job {
         Job::Text(..) => "tokens",
         Job::Vision(..) => "images",
@@ -158,6 +171,76 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         run.root().display()
     );
     Ok(())
+}
+
+/// The run's manifest. An unreadable one blocks everything but `--force`, which replaces the
+/// whole run.
+fn existing_manifest(run: &RunDir, force: bool) -> Result<Manifest> {
+    match Manifest::load_or_default(run) {
+        Ok(m) => Ok(m),
+        Err(_) if force => Ok(Manifest::empty()),
+        Err(e) => bail!(
+            "{e}; the run's manifest is damaged. Pass --force to extract into this run afresh, \
+             or choose a new --run"
+        ),
+    }
+}
+
+/// What makes an extraction a different one: the model, its weights, the data and the hooks
+/// (other settings such as dtype or pools re-extract the same thing differently stored).
+fn identity_changes(earlier: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let text = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let mut changes = Vec::new();
+    let model_changed = text(earlier, "model_id") != text(now, "model_id");
+    for (key, what) in [
+        ("model_id", "model"),
+        ("revision", "model revision"),
+        ("weights_sha256", "weights file (sha256)"),
+        ("data_sha256", "data file (sha256)"),
+    ] {
+        // A new model has a new revision and weights: saying so adds nothing.
+        if model_changed && key != "model_id" && key != "data_sha256" {
+            continue;
+        }
+        let (was, now) = (text(earlier, key), text(now, key));
+        if was != now {
+            changes.push(format!("{what} (was {was}, now {now})"));
+        }
+    }
+    let hooks = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.get("hooks")
+            .and_then(|h| h.as_array())
+            .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let (was, now) = (hooks(earlier), hooks(now));
+    if was != now {
+        let list = |set: Vec<&String>| {
+            let shown: Vec<&str> = set.iter().take(4).map(|s| s.as_str()).collect();
+            let more = set.len().saturating_sub(shown.len());
+            format!(
+                "{}{}",
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            )
+        };
+        let added: Vec<&String> = now.difference(&was).collect();
+        let removed: Vec<&String> = was.difference(&now).collect();
+        let mut parts = Vec::new();
+        if !added.is_empty() {
+            parts.push(format!("adds {}", list(added)));
+        }
+        if !removed.is_empty() {
+            parts.push(format!("drops {}", list(removed)));
+        }
+        changes.push(format!("hook set ({})", parts.join("; ")));
+    }
+    changes
 }
 
 /// What to extract: a text model with its data set, or a vision model with images and their

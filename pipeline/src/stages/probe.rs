@@ -1,10 +1,10 @@
 //! The `probe` stage.
 
-use super::invalidate_from;
+use super::{Completion, Stage, Transaction};
 use crate::config::ProbeSection;
 use crate::fingerprint::fingerprint;
 use anyhow::Result;
-use glassbox_data::{Manifest, Progress, RunDir};
+use glassbox_data::{Progress, RunDir};
 use glassbox_probes::{
     run_probes, write_neurons, write_results, write_topk, write_weights, ProbeResult,
 };
@@ -28,24 +28,24 @@ pub fn run_probe(
         progress.note("probe: up to date; --force re-runs it");
         return Ok(());
     }
-    let mut manifest: Manifest = invalidate_from(run, "probe")?;
+    settings.validate()?;
+    let tx = Transaction::begin(run, "probe", vec!["probes".into()], &fp, false)?;
     let out = run_probes(run, settings, progress)?;
+    let staged = tx.run();
     // Results last: its presence is what marks the stage's tables complete.
-    write_neurons(run, &out.neurons)?;
-    write_topk(run, &out.topk)?;
-    write_weights(run, &out.weights)?;
-    write_results(run, &out.results)?;
+    write_neurons(staged, &out.neurons)?;
+    write_topk(staged, &out.topk)?;
+    write_weights(staged, &out.weights)?;
+    write_results(staged, &out.results)?;
     let results = out.results;
-    let done = super::Completion {
-        stage: "probe",
+    let done = Completion {
+        stage: Stage::Probe,
         fingerprint: fp,
         seed: Some(settings.seed),
         params,
         started,
     };
-    super::complete_stage(run, &mut manifest, done, |config| {
-        config.probe = Some(settings.clone())
-    })?;
+    tx.commit(done, |_| {}, |config| config.probe = Some(settings.clone()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -21,17 +21,23 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         print_findings(&glassbox_reports::summarise(run)?);
         return Ok(());
     }
-    let mut manifest = super::invalidate_from(run, "report")?;
-    let (paths, summary) = glassbox_reports::write_report(run)?;
+    let tx = super::Transaction::begin(run, "report", vec!["report".into()], &fp, false)?;
+    let (written, summary) = glassbox_reports::write_report(tx.run())?;
     let done = super::Completion {
-        stage: "report",
+        stage: super::Stage::Report,
         fingerprint: fp,
         seed: None,
         params: upstream,
         started,
     };
-    super::complete_stage(run, &mut manifest, done, |_| {})?;
-    println!("report: {}", paths.index.display());
+    tx.commit(done, |_| {}, |_| {})?;
+    let index = run.report_dir().join(
+        written
+            .index
+            .file_name()
+            .expect("the report's index is a file"),
+    );
+    println!("report: {}", index.display());
     print_findings(&summary);
     Ok(())
 }

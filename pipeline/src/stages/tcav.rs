@@ -6,7 +6,7 @@
 //! and random sets with the model, trains the CAVs and writes `tcav/cavs.parquet` and
 //! `tcav/scores.parquet`.
 
-use super::invalidate_from;
+use super::{Completion, Stage, Transaction};
 pub use super::targets::ProbeTarget;
 use super::targets::{resolve_target, ResolvedTarget};
 use crate::config::{RunConfig, TcavSection};
@@ -72,22 +72,52 @@ fn cav_hooks(
     Ok(hooks::select(patterns, &points)?)
 }
 
-/// Computes and stores the target's gradients at `hooks` for the examples of its class.
-pub fn compute_gradients(
+/// The `gradients` step: computes the target's gradients at `hooks` for the examples of its
+/// class and swaps them into the run (other targets' and hooks' gradients stay); returns the
+/// folders written.
+pub fn run_gradients_step(
     run: &RunDir,
-    model: &LoadedModel,
-    target: &ProbeTarget,
+    target: &str,
     hook_patterns: &[String],
     convention: Convention,
     batch_size: usize,
     progress: &dyn Progress,
-) -> Result<Vec<HookPoint>> {
-    let resolved = resolve_target(run, model, target)?;
-    let hooks = cav_hooks(model, hook_patterns, resolved.head.hook)?;
+) -> Result<Vec<std::path::PathBuf>> {
+    if batch_size == 0 {
+        bail!("gradients: batch_size = 0; it must be at least 1");
+    }
+    let manifest = run.require_stage("probe")?;
+    let model = load_run_model(run)?;
+    let target = ProbeTarget::parse(target)?;
+    let resolved = resolve_target(run, &model, &target)?;
+    let hooks = cav_hooks(&model, hook_patterns, resolved.head.hook)?;
+    let slug = target.slug(convention);
+    let outputs: Vec<std::path::PathBuf> = hooks
+        .iter()
+        .map(|h| RunDir::gradients_target_rel(&slug).join(format!("hook={h}")))
+        .collect();
+    let fp = fingerprint(
+        "gradients",
+        &serde_json::json!({
+            "probe": manifest.stage_fingerprint("probe"),
+            "target": target.spec,
+            "hooks": outputs,
+            "convention": convention.as_str(),
+        }),
+    );
+    let tx = Transaction::begin(run, "gradients", outputs.clone(), &fp, false)?;
     store_gradients(
-        run, model, target, &resolved, &hooks, convention, batch_size, progress,
+        tx.run(),
+        &model,
+        &target,
+        &resolved,
+        &hooks,
+        convention,
+        batch_size,
+        progress,
     )?;
-    Ok(hooks)
+    tx.commit_outputs()?;
+    Ok(outputs.iter().map(|rel| run.path(rel)).collect())
 }
 
 /// Writes the resolved target's gradients at `hooks` to the store.
@@ -111,9 +141,7 @@ fn store_gradients(
     let mut writers = BTreeMap::new();
     for hook in hooks {
         let dir = run.gradients_dir(&slug, &hook.to_string());
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
+        super::transaction::remove_path(&dir)?;
         std::fs::create_dir_all(&dir)?;
         let meta = ShardMeta {
             model_id: model.resolved.id.clone(),
@@ -215,17 +243,12 @@ pub fn run_tcav_stage(
     json: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<ScoreRow>> {
+    settings.validate()?;
     if super::tcav_vision::is_vision_run(run) {
         return super::tcav_vision::run_tcav_vision(run, settings, force, json, progress);
     }
     let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
-    if settings.targets.is_empty() {
-        bail!("no TCAV targets; pass --target probe:<label>=<class>");
-    }
-    if settings.concepts.is_empty() {
-        bail!("no concept sets; pass --concepts FILE_OR_FOLDER[,...]");
-    }
     let concepts: Vec<ConceptSet> = settings
         .concepts
         .iter()
@@ -266,11 +289,19 @@ pub fn run_tcav_stage(
         target_hooks.push((target.clone(), hooks));
         resolved_targets.push(resolved);
     }
-    let manifest = invalidate_from(run, "tcav")?;
+    let mut outputs = vec![std::path::PathBuf::from("tcav")];
+    if compute {
+        outputs.extend(
+            targets
+                .iter()
+                .map(|t| RunDir::gradients_target_rel(&t.slug(settings.convention))),
+        );
+    }
+    let tx = Transaction::begin(run, "tcav", outputs, &fp, false)?;
     if compute {
         for ((target, hooks), resolved) in target_hooks.iter().zip(&resolved_targets) {
             store_gradients(
-                run,
+                tx.run(),
                 &model,
                 target,
                 resolved,
@@ -312,7 +343,7 @@ pub fn run_tcav_stage(
     for (target, hooks) in &target_hooks {
         let slug = target.slug(settings.convention);
         for hook in hooks {
-            let (s, _) = gradient_sums(run, &slug, &hook.to_string())?;
+            let (s, _) = gradient_sums(tx.run(), &slug, &hook.to_string())?;
             sums.push((target.spec.clone(), hook.to_string(), s));
         }
     }
@@ -324,16 +355,14 @@ pub fn run_tcav_stage(
         randoms: randoms.len(),
         width: &width,
     };
-    let done = super::Completion {
-        stage: "tcav",
+    let done = Completion {
+        stage: Stage::Tcav,
         fingerprint: fp,
         seed: Some(settings.seed),
         params,
         started,
     };
-    score_and_record(
-        run, settings, manifest, &all_hooks, &pooled, &sums, done, json,
-    )
+    score_and_record(tx, settings, &all_hooks, &pooled, &sums, done, json)
 }
 
 /// Pooled activations of the concept sets (first) and random sets (after), per hook.
@@ -346,16 +375,14 @@ pub(super) struct PooledSets<'a> {
 
 /// The stage's common end for text and vision runs: trains the CAVs at every hook that has
 /// target gradients (`sums`: target, hook, `n × width` sums), scores and tests them, writes
-/// `tcav/*.parquet`, records the stage and prints the table (or JSON).
-#[allow(clippy::too_many_arguments)]
+/// `tcav/*.parquet`, commits the stage and prints the table (or JSON).
 pub(super) fn score_and_record(
-    run: &RunDir,
+    tx: Transaction,
     settings: &TcavSection,
-    mut manifest: glassbox_data::Manifest,
     hooks: &[HookPoint],
     pooled: &PooledSets<'_>,
     sums: &[(String, String, Vec<f32>)],
-    done: super::Completion,
+    done: Completion,
     json: bool,
 ) -> Result<Vec<ScoreRow>> {
     let hook_names: Vec<String> = hooks.iter().map(ToString::to_string).collect();
@@ -396,11 +423,9 @@ pub(super) fn score_and_record(
         seed: settings.seed,
     };
     let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
-    write_cavs(run, &cavs)?;
-    write_scores(run, &scores)?;
-    super::complete_stage(run, &mut manifest, done, |config| {
-        config.tcav = Some(settings.clone())
-    })?;
+    write_cavs(tx.run(), &cavs)?;
+    write_scores(tx.run(), &scores)?;
+    tx.commit(done, |_| {}, |config| config.tcav = Some(settings.clone()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&scores)?);
     } else {

@@ -11,7 +11,7 @@
 //!   positions — the directional derivative of the target when every cell moves along the
 //!   CAV, the same convention as tokens in text runs.
 
-use super::invalidate_from;
+use super::{Completion, Stage, Transaction};
 use super::tcav::{score_and_record, PooledSets};
 use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
@@ -325,7 +325,7 @@ pub fn run_tcav_vision(
             bail!("`{h}`: prompt-defined concepts live in the space images and text share, so their CAVs exist only at `hook_embeds`");
         }
     }
-    let manifest = invalidate_from(run, "tcav")?;
+    let tx = Transaction::begin(run, "tcav", vec!["tcav".into()], &fp, false)?;
     let bs = settings.batch_size.max(1);
 
     // Target gradients, summed over positions, per (target, hook).
@@ -415,16 +415,14 @@ pub fn run_tcav_vision(
         randoms: n_random,
         width: &width,
     };
-    let done = super::Completion {
-        stage: "tcav",
+    let done = Completion {
+        stage: Stage::Tcav,
         fingerprint: fp,
         seed: Some(settings.seed),
         params,
         started,
     };
-    score_and_record(
-        run, settings, manifest, &cav_hooks, &pooled, &sums, done, json,
-    )
+    score_and_record(tx, settings, &cav_hooks, &pooled, &sums, done, json)
 }
 
 /// The backward's seed for a batch: the target's row for every image (logit convention), or

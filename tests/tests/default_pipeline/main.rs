@@ -190,7 +190,7 @@ fn pyarrow_reads_the_run_independently() {
     let python = match python_with_pyarrow() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIP pyarrow_reads_the_run_independently: {why}");
+            skip("pyarrow_reads_the_run_independently", &why);
             return;
         }
     };

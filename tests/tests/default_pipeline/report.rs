@@ -90,7 +90,7 @@ fn summary_json_validates_against_its_schema() {
     let python = match python_with("jsonschema") {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIP summary_json_validates_against_its_schema: {why}");
+            skip("summary_json_validates_against_its_schema", &why);
             return;
         }
     };
@@ -131,7 +131,7 @@ fn report_renders_in_headless_chromium() {
     let chrome = match chromium() {
         Ok(c) => c,
         Err(why) => {
-            eprintln!("SKIP report_renders_in_headless_chromium: {why}");
+            skip("report_renders_in_headless_chromium", &why);
             return;
         }
     };
