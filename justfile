@@ -44,10 +44,23 @@ browser:
               || sudo -n sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null; }) \
              || echo "warning: could not install chromium; the browser test will be skipped")
 
-# Build and run every test (unit, parity, end-to-end).
+# Build and run every test (unit, parity, end-to-end), then the numeric tests (kernels, probes,
+# SAEs, model parity) again at each lower SIMD level this CPU has (GLASSBOX_SIMD caps the level).
 test: models venv browser
     cargo build --bin glassbox
     cargo test --workspace
+    @just test-simd
+
+# The numeric tests at every SIMD level below the CPU's best (the full run above covers the best).
+test-simd:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    levels="scalar"
+    if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then levels="scalar avx2"; fi
+    for level in $levels; do
+        echo "== numeric tests with GLASSBOX_SIMD=$level (CPU flags: $(grep -m1 -ow 'avx512f\|avx2\|fma' /proc/cpuinfo | sort -u | tr '\n' ' '))"
+        GLASSBOX_SIMD=$level cargo test -p glassbox-probes -p glassbox-concepts -p glassbox-models -p glassbox-data --lib --tests
+    done
 
 # Formatting and lints, as CI would want them.
 lint:

@@ -21,10 +21,16 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(DataError::io(dir))?;
     }
     let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp).map_err(DataError::io(&tmp))?;
-    file.write_all(bytes).map_err(DataError::io(&tmp))?;
-    file.sync_all().map_err(DataError::io(&tmp))?;
-    drop(file);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(source) = written {
+        // A full disk must not stay full of our half-written temp files.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DataError::Io { path: tmp, source });
+    }
     commit(&tmp, path)
 }
 

@@ -129,24 +129,65 @@ struct RawRow {
     fields: Vec<(String, Value)>,
 }
 
-fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
-    let content = std::fs::read_to_string(path).map_err(DataError::io(path))?;
-    let mut rows = Vec::new();
-    for (i, line) in content.lines().enumerate() {
-        let row = i + 1;
-        if line.trim().is_empty() {
-            continue;
+/// A JSON object's fields in file order, duplicates kept (serde_json's map would silently keep
+/// the last of two same-named fields).
+struct Fields(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object per line")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(Fields(fields))
+            }
         }
+        d.deserialize_map(Visit)
+    }
+}
+
+fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
+    let content = std::fs::read(path).map_err(DataError::io(path))?;
+    let mut rows = Vec::new();
+    for (i, line) in content.split(|&b| b == b'\n').enumerate() {
+        let row = i + 1;
         let malformed = |message: String| DataError::MalformedRow {
             path: path.to_path_buf(),
             row,
             message,
         };
-        let parsed: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
-        let serde_json::Value::Object(object) = parsed else {
-            return Err(malformed("expected a JSON object per line".into()));
-        };
+        let line = std::str::from_utf8(line).map_err(|e| {
+            malformed(format!(
+                "not valid UTF-8 (byte {} of the line); save the file as UTF-8",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Fields(object) = serde_json::from_str(line).map_err(|e| {
+            malformed(if e.classify() == serde_json::error::Category::Data {
+                "expected a JSON object per line".into()
+            } else {
+                format!("invalid JSON: {e}")
+            })
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some((dup, _)) = object.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            return Err(malformed(format!(
+                "field `{dup}` appears twice; which value is meant is ambiguous, so keep one"
+            )));
+        }
         let mut text = None;
         let mut fields = Vec::new();
         for (key, value) in object {
@@ -233,6 +274,14 @@ fn read_csv(path: &Path, key: &str) -> Result<Vec<RawRow>> {
         .iter()
         .map(str::to_owned)
         .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = headers.iter().find(|h| !seen.insert(h.as_str())) {
+        return Err(DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: dup.clone(),
+            message: "appears twice in the header; which column is meant is ambiguous, so rename or drop one".into(),
+        });
+    }
     let Some(text_index) = headers.iter().position(|h| h == key) else {
         return Err(DataError::BadColumn {
             path: path.to_path_buf(),
@@ -287,10 +336,22 @@ fn parse_csv_cell(cell: &str) -> Value {
 
 fn read_parquet(path: &Path, key: &str) -> Result<Vec<RawRow>> {
     let file = std::fs::File::open(path).map_err(DataError::io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(DataError::parquet(path))?
-        .build()
-        .map_err(DataError::parquet(path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(DataError::parquet(path))?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = builder
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| !seen.insert(f.name().clone()))
+    {
+        return Err(DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: dup.name().clone(),
+            message: "appears twice in the schema; which column is meant is ambiguous, so rename or drop one".into(),
+        });
+    }
+    let reader = builder.build().map_err(DataError::parquet(path))?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(DataError::arrow(path))?;

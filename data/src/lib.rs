@@ -5,6 +5,7 @@
 
 mod arrow_values;
 pub mod atomic;
+pub mod canonical;
 pub mod concepts;
 pub mod dataset;
 pub mod error;

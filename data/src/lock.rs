@@ -121,7 +121,8 @@ fn write_holder(file: &mut File, path: &Path, command: &str) -> Result<()> {
     let text = format!("pid {} running `{command}`\n", std::process::id());
     file.set_len(0).map_err(DataError::io(path))?;
     file.seek(SeekFrom::Start(0)).map_err(DataError::io(path))?;
-    file.write_all(text.as_bytes()).map_err(DataError::io(path))?;
+    file.write_all(text.as_bytes())
+        .map_err(DataError::io(path))?;
     Ok(())
 }
 
@@ -192,7 +193,10 @@ mod tests {
         let err = RunLock::acquire(dir.path(), LockScope::Run, "glassbox extract")
             .unwrap_err()
             .to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(err.contains("glassbox probe"), "{err}");
         drop(first);
         RunLock::acquire(dir.path(), LockScope::Run, "glassbox extract").unwrap();

@@ -127,7 +127,12 @@ impl RunDir {
     pub fn progress_dir(&self, stage: &str) -> PathBuf {
         match &self.staging {
             Some(staging) => staging.dir.join("_progress").join(stage),
-            None => self.root.join(STAGING_DIR).join(stage).join("_progress").join(stage),
+            None => self
+                .root
+                .join(STAGING_DIR)
+                .join(stage)
+                .join("_progress")
+                .join(stage),
         }
     }
 

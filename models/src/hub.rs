@@ -32,7 +32,9 @@ impl FromStr for ModelSpec {
         let looks_like_path = spec.starts_with('.')
             || spec.starts_with('/')
             || spec.starts_with('~')
-            || Path::new(spec).is_dir();
+            || Path::new(spec).is_dir()
+            // `models/x.gguf`: an existing file is what the user meant, not a Hub id.
+            || Path::new(spec).is_file();
         if looks_like_path {
             return Ok(ModelSpec::Local(PathBuf::from(spec)));
         }

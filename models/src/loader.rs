@@ -117,8 +117,13 @@ pub struct LoadedModel {
 }
 
 /// Reads `config.json`, builds the family named by `model_type`, loads weights and tokenizer.
-/// `max_length` (tokens per example after truncation) defaults to the model's maximum.
-pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<LoadedModel> {
+/// `max_length` (tokens per example after truncation) defaults to the model's maximum. A
+/// PyTorch pickle checkpoint (`pytorch_model.bin`) is read only with `allow_pickle`.
+pub fn load_model(
+    resolved: ResolvedModel,
+    max_length: Option<usize>,
+    allow_pickle: bool,
+) -> Result<LoadedModel> {
     let device = Device::Cpu;
     let gguf = resolved.weights.extension().is_some_and(|e| e == "gguf");
     // A GGUF file carries config, weights and tokenizer in one.
@@ -142,14 +147,14 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
                 &resolved.weights,
                 std::mem::take(&mut p.tensors),
             )),
-            None => Weights::load(&resolved.weights, &device),
+            None => Weights::load_any(&resolved.weights, &device, allow_pickle),
         }
     };
     let (model, pad_id): (Box<dyn HookableModel>, u32) = match model_type.as_str() {
         "bert" => {
             let cfg = bert::BertConfig::from_json(&resolved.config, config)?;
             let pad = cfg.pad_token_id;
-            let mut weights = Weights::load(&resolved.weights, &device)?;
+            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(
                 &["", "bert.", "model."],
                 "embeddings.word_embeddings.weight",
@@ -160,14 +165,14 @@ pub fn load_model(resolved: ResolvedModel, max_length: Option<usize>) -> Result<
             let cfg = crate::gpt2::Gpt2Config::from_json(&resolved.config, config)?;
             // GPT-2 has no padding token: pad with end-of-text (the mask hides it).
             let pad = cfg.eos_token_id.unwrap_or(0);
-            let mut weights = Weights::load(&resolved.weights, &device)?;
+            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
         }
         "gpt_neox" => {
             let cfg = crate::neox::NeoxConfig::from_json(&resolved.config, config)?;
             let pad = cfg.eos_token_id.unwrap_or(0);
-            let mut weights = Weights::load(&resolved.weights, &device)?;
+            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(&["", "gpt_neox."], "embed_in.weight");
             (Box::new(crate::neox::Neox::load(cfg, &weights)?), pad)
         }

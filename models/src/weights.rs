@@ -27,6 +27,21 @@ impl Weights {
         })
     }
 
+    /// Reads safetensors, or a PyTorch pickle checkpoint when `allow_pickle`: pickle files can
+    /// carry code, so reading one is the user's call (the reader executes none).
+    pub fn load_any(path: &Path, device: &Device, allow_pickle: bool) -> Result<Self> {
+        if !crate::torch_legacy::is_torch_checkpoint(path) {
+            return Self::load(path, device);
+        }
+        if !allow_pickle {
+            return Err(ModelError::Weights {
+                path: path.to_path_buf(),
+                message: "is a PyTorch pickle checkpoint; pickle files can carry code, so reading them is opt-in: pass --allow-pickle (glassbox interprets tensors only and runs nothing), or convert the checkpoint to safetensors".into(),
+            });
+        }
+        Ok(Self::from_tensors(path, crate::torch_legacy::load(path)?))
+    }
+
     /// Tensors already in memory (dequantised GGUF), under their Hugging Face names.
     pub fn from_tensors(path: &Path, tensors: HashMap<String, Tensor>) -> Self {
         Self {

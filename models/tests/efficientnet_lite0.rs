@@ -19,11 +19,17 @@ fn resolved() -> Option<glassbox_models::ResolvedModel> {
     match resolve(&spec) {
         Ok(r) if samples().join("coffee.png").is_file() => Some(r),
         Ok(_) => {
-            glassbox_tests::skip("efficientnet_lite0", "sample photos missing from target/samples; run `just models`");
+            glassbox_tests::skip(
+                "efficientnet_lite0",
+                "sample photos missing from target/samples; run `just models`",
+            );
             None
         }
         Err(e) => {
-            glassbox_tests::skip("efficientnet_lite0", &format!("{REPO} is not in the cache ({e}); run `just models`"));
+            glassbox_tests::skip(
+                "efficientnet_lite0",
+                &format!("{REPO} is not in the cache ({e}); run `just models`"),
+            );
             None
         }
     }

@@ -65,7 +65,7 @@ fn autograd_matches_finite_differences() {
         return;
     }
     let resolved = resolve(&MINILM.parse::<ModelSpec>().unwrap()).unwrap();
-    let model = load_model(resolved, Some(64)).unwrap();
+    let model = load_model(resolved, Some(64), false).unwrap();
     let texts = [
         "The striker scored twice.",
         "Preheat the oven before baking bread today.",

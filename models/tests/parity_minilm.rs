@@ -19,7 +19,7 @@ fn hidden_state_hooks() -> Vec<HookPoint> {
 fn load() -> Option<LoadedModel> {
     require_minilm("parity_minilm")?;
     let resolved = resolve(&MINILM.parse::<ModelSpec>().unwrap()).unwrap();
-    Some(load_model(resolved, Some(128)).unwrap())
+    Some(load_model(resolved, Some(128), false).unwrap())
 }
 
 /// Runs texts as one right-padded batch through `hooks`.

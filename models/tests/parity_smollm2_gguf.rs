@@ -16,7 +16,7 @@ fn fixtures() -> PathBuf {
 fn load() -> Option<glassbox_models::LoadedModel> {
     std::env::set_var("HF_HUB_OFFLINE", "1");
     match resolve(&MODEL.parse::<ModelSpec>().unwrap()) {
-        Ok(r) => Some(load_model(r, None).unwrap()),
+        Ok(r) => Some(load_model(r, None, false).unwrap()),
         Err(e) => {
             glassbox_tests::skip("SmolLM2 GGUF parity", &format!("{e} (run `just models`)"));
             None

@@ -19,7 +19,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn load(name: &str) -> LoadedModel {
     let spec: ModelSpec = fixture(name).to_str().unwrap().parse().unwrap();
-    load_model(resolve(&spec).unwrap(), None).unwrap()
+    load_model(resolve(&spec).unwrap(), None, false).unwrap()
 }
 
 struct Reference {

@@ -510,7 +510,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .model
                     .hook_points()
             } else {
-                glassbox_models::load_model(resolved, None)?
+                glassbox_models::load_model(resolved, None, a.allow_pickle)?
                     .model
                     .hook_points()
             };

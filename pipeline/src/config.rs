@@ -173,7 +173,10 @@ impl TcavSection {
     pub fn validate(&self) -> Result<()> {
         let in_open_unit = |v: f64| v > 0.0 && v < 1.0;
         if !in_open_unit(self.alpha) {
-            bail!("tcav: alpha = {} must lie strictly between 0 and 1 (e.g. 0.05)", self.alpha);
+            bail!(
+                "tcav: alpha = {} must lie strictly between 0 and 1 (e.g. 0.05)",
+                self.alpha
+            );
         }
         if !(0.0..=1.0).contains(&self.min_cav_accuracy) {
             bail!(
@@ -191,7 +194,10 @@ impl TcavSection {
             bail!("tcav: l2 = {} must be a finite positive number", self.l2);
         }
         if self.min_concept_size < 2 {
-            bail!("tcav: min_concept_size = {} must be at least 2", self.min_concept_size);
+            bail!(
+                "tcav: min_concept_size = {} must be at least 2",
+                self.min_concept_size
+            );
         }
         if self.bootstrap == 0 || self.batch_size == 0 {
             bail!("tcav: bootstrap and batch_size must be at least 1");

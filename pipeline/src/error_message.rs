@@ -3,9 +3,9 @@
 /// The error and its causes on one line, each cause once: library errors often already end
 /// with their source's text (`{path}: {source}`), which `{:#}` would print a second time.
 pub fn error_message(error: &anyhow::Error) -> String {
-    let mut message = error.to_string();
+    let mut message = without_backtrace(&error.to_string());
     for cause in error.chain().skip(1) {
-        let text = cause.to_string();
+        let text = without_backtrace(&cause.to_string());
         if !message.ends_with(&text) {
             message.push_str(": ");
             message.push_str(&text);
@@ -14,9 +14,33 @@ pub fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
+/// `text` up to a backtrace some library appended to its message (candle does, when
+/// `RUST_BACKTRACE` is set): the user needs the fault, not our stack.
+fn without_backtrace(text: &str) -> String {
+    let mut kept = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t == "stack backtrace:" || (t.starts_with("0: ") && line.len() > t.len()) {
+            break;
+        }
+        kept.push(line);
+    }
+    kept.join("\n").trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::error_message;
+    use super::{error_message, without_backtrace};
+
+    #[test]
+    fn backtraces_are_cut() {
+        let text = "cannot read safetensors: header too large\n   0: candle_core::error::Error::bt\n             at src/error.rs:1";
+        assert_eq!(
+            without_backtrace(text),
+            "cannot read safetensors: header too large"
+        );
+        assert_eq!(without_backtrace("a\nb"), "a\nb");
+    }
 
     /// Like the data crate's I/O error: its message ends with its source's.
     #[derive(Debug)]

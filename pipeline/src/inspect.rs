@@ -31,8 +31,8 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             run.root().display()
         );
     }
-    let manifest = Manifest::load(run)
-        .with_context(|| format!("cannot read {}", run.manifest().display()))?;
+    let manifest =
+        Manifest::load(run).with_context(|| format!("cannot read {}", run.manifest().display()))?;
     let mut hooks = Vec::new();
     let mut names = run.stored_hooks(false)?;
     names.extend(run.stored_hooks(true)?);

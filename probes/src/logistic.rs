@@ -432,7 +432,11 @@ mod tests {
         let gamma = |k: usize| k as f64 * u / (1.0 - k as f64 * u);
         let w = |i: usize, j: usize| {
             let v = params[i * m + j];
-            if as_kernel { v as f32 as f64 } else { v }
+            if as_kernel {
+                v as f32 as f64
+            } else {
+                v
+            }
         };
         let (mut loss, mut loss_bound) = (0.0, 0.0);
         let (mut grad, mut bound) = (vec![0.0; params.len()], vec![0.0; params.len()]);
@@ -516,8 +520,8 @@ mod tests {
                 let (mut plus, mut minus) = (params.clone(), params.clone());
                 plus[i] += h;
                 minus[i] -= h;
-                let numeric = (definition(&p, &plus, false).0 - definition(&p, &minus, false).0)
-                    / (2.0 * h);
+                let numeric =
+                    (definition(&p, &plus, false).0 - definition(&p, &minus, false).0) / (2.0 * h);
                 assert!(
                     (numeric - exact_grad[i]).abs() < 1e-7,
                     "d={d} k={k} i={i}: finite difference {numeric} vs {}",

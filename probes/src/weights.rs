@@ -75,6 +75,7 @@ pub fn write_weights(run: &RunDir, probes: &[ProbeWeights]) -> Result<()> {
             path: path.clone(),
             message: e.to_string(),
         })?;
+    let data = glassbox_data::canonical::sorted_safetensors_header(data);
     atomic::write_bytes(&path, &data)?;
     Ok(())
 }

@@ -245,13 +245,13 @@ pub fn unit_findings(f: &DictionaryFinding, n: usize) -> Vec<String> {
         .take(n)
         .map(|u| {
             let r = &u.row;
-            let tokens: Vec<String> = r.top_tokens.iter().take(3).map(|t| format!("`{t}`")).collect();
+            let tokens: Vec<String> = r.top_tokens.iter().take(3).map(|t| crate::md::code(t)).collect();
             format!(
-                "{unit} {} at `{}` tracks `{}` = `{}` (r {:.2}; active on {:.1}% of tokens), top tokens {}",
+                "{unit} {} at {} tracks {} = {} (r {:.2}; active on {:.1}% of tokens), top tokens {}",
                 r.unit,
-                f.hook,
-                r.top_label.as_deref().unwrap_or_default(),
-                r.top_class.as_deref().unwrap_or_default(),
+                crate::md::code(&f.hook),
+                crate::md::code(r.top_label.as_deref().unwrap_or_default()),
+                crate::md::code(r.top_class.as_deref().unwrap_or_default()),
                 r.top_label_correlation.unwrap_or_default(),
                 100.0 * r.density,
                 tokens.join(", ")

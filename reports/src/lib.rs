@@ -4,6 +4,7 @@
 
 pub mod dictionary;
 mod html;
+pub mod md;
 pub mod pages;
 pub mod provenance;
 mod svg;
@@ -271,9 +272,9 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
         "majority baseline"
     };
     format!(
-        "`{}` ({what}, {scope}) is best decoded at `{}`: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}.",
-        f.label,
-        f.best_hook,
+        "{} ({what}, {scope}) is best decoded at {}: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}.",
+        md::code(&f.label),
+        md::code(&f.best_hook),
         f.metric,
         f.best_score,
         f.best_ci_low,
@@ -307,9 +308,9 @@ pub(crate) fn neuron_sentence(f: &LabelFinding) -> Option<String> {
         })
         .unwrap_or_default();
     Some(format!(
-        "Top neurons of the `{}` probe at `{}` (elastic-net rank, weight): {}{check}.",
-        f.label,
-        f.best_hook,
+        "Top neurons of the {} probe at {} (elastic-net rank, weight): {}{check}.",
+        md::code(&f.label),
+        md::code(&f.best_hook),
         units.join(", ")
     ))
 }
@@ -404,26 +405,34 @@ pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String>
             .total_cmp(&(b.score - 0.5).abs())
             .reverse()
     });
-    let mut lines: Vec<String> = significant
-        .iter()
-        .map(|r| {
-            format!(
-                "concept `{}` {} `{}` at `{}` (TCAV {:.2} vs random {:.2}, p_holm {:.1e}, {} convention)",
-                r.concept,
+    let mut lines: Vec<String> =
+        significant
+            .iter()
+            .map(|r| {
+                format!(
+                "concept {} {} {} at {} (TCAV {:.2} vs random {:.2}, p_holm {:.1e}, {} convention)",
+                md::code(&r.concept),
                 if r.score > r.random_mean { "raises" } else { "lowers" },
-                r.target,
-                r.hook,
+                md::code(&r.target),
+                md::code(&r.hook),
                 r.score,
                 r.random_mean,
                 r.p_holm,
                 r.convention
             )
-        })
-        .collect();
+            })
+            .collect();
     let not: Vec<String> = rows
         .iter()
         .filter(|r| !r.significant)
-        .map(|r| format!("`{}`→`{}`@`{}`", r.concept, r.target, r.hook))
+        .map(|r| {
+            format!(
+                "{}→{}@{}",
+                md::code(&r.concept),
+                md::code(&r.target),
+                md::code(&r.hook)
+            )
+        })
         .collect();
     if !not.is_empty() {
         lines.push(format!(
@@ -445,14 +454,19 @@ fn markdown(s: &Summary) -> String {
     let mut md = String::from("# glassbox report\n\n");
     if let Some(m) = &s.manifest.model {
         md.push_str(&format!(
-            "Model: `{}` at revision `{}` ({}).\n\n",
-            m.id, m.revision, m.family
+            "Model: {} at revision {} ({}).\n\n",
+            md::code(&m.id),
+            md::code(&m.revision),
+            m.family
         ));
     }
     if let Some(d) = &s.manifest.data {
         md.push_str(&format!(
-            "Data: `{}` (sha256 `{}`), {} examples, {} tokens.\n\n",
-            d.path, d.sha256, d.n_examples, d.n_tokens
+            "Data: {} (sha256 {}), {} examples, {} tokens.\n\n",
+            md::code(&d.path),
+            md::code(&d.sha256),
+            d.n_examples,
+            d.n_tokens
         ));
     }
     md.push_str("## Linear probes\n\n");
@@ -460,7 +474,7 @@ fn markdown(s: &Summary) -> String {
         md.push_str(&format!("- {}\n", finding_sentence(f)));
     }
     for f in &s.probes {
-        md.push_str(&format!("\n### `{}` ({})\n\n", f.label, f.level));
+        md.push_str(&format!("\n### {} ({})\n\n", md::code(&f.label), f.level));
         md.push_str(&format!(
             "| {} |\n",
             probe_table_header(&f.metric).join(" | ")
@@ -468,7 +482,7 @@ fn markdown(s: &Summary) -> String {
         md.push_str(&format!("|{}\n", "---|".repeat(8)));
         for r in &f.by_hook {
             let mut cells = probe_table_row(r);
-            cells[0] = format!("`{}`", cells[0]);
+            cells[0] = md::code(&cells[0]);
             md.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
         if let Some(line) = neuron_sentence(f) {
@@ -488,9 +502,9 @@ fn markdown(s: &Summary) -> String {
         ));
         for r in &s.tcav {
             let mut cells = tcav_row(r);
-            cells[0] = format!("`{}`", cells[0]);
-            cells[1] = format!("`{}`", cells[1]);
-            cells[2] = format!("`{}`", cells[2]);
+            for cell in &mut cells[..3] {
+                *cell = md::code(cell);
+            }
             md.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
         md.push_str(&format!("\n{TCAV_DEFINITIONS}\n"));

@@ -80,7 +80,9 @@ pub fn require_minilm(test: &str) -> Option<PathBuf> {
 /// without the real-model and independent-reader checks.
 pub fn skip(test: &str, why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{test} cannot run: {why} (CI=true: a missing prerequisite is a failure, not a skip)");
+        panic!(
+            "{test} cannot run: {why} (CI=true: a missing prerequisite is a failure, not a skip)"
+        );
     }
     eprintln!("SKIP {test}: {why}");
 }

@@ -153,7 +153,11 @@ fn same_line(want: &str, got: &str) -> bool {
         && a.iter().zip(&b).all(|(x, y)| match (x, y) {
             (Piece::Number(x, dx), Piece::Number(y, dy)) => {
                 // Whole numbers (layers, counts) are exact; decimals may move one unit.
-                let unit = if *dx == 0 { 0.0 } else { 10f64.powi(-(*dx as i32)) };
+                let unit = if *dx == 0 {
+                    0.0
+                } else {
+                    10f64.powi(-(*dx as i32))
+                };
                 dx == dy && (x - y).abs() <= unit * 1.000_001
             }
             _ => x == y,

@@ -22,13 +22,19 @@ pub fn label_targets(
     source: &str,
 ) -> Result<Vec<LabelTarget>, ConceptError> {
     let names: Vec<String> = if labels.is_empty() {
+        // Every categorical column with at least two classes: a one-class column has nothing
+        // to correlate with, and only a column the user names is worth an error.
         examples
             .columns
             .iter()
             .filter(|c| {
-                c.values
+                let classes: std::collections::HashSet<String> = c
+                    .values
                     .iter()
-                    .any(|v| matches!(v, Value::Str(_) | Value::Bool(_) | Value::Int(_)))
+                    .filter(|v| matches!(v, Value::Str(_) | Value::Bool(_) | Value::Int(_)))
+                    .filter_map(Value::class_name)
+                    .collect();
+                classes.len() >= 2
             })
             .map(|c| c.name.clone())
             .collect()

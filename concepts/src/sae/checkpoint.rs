@@ -3,6 +3,7 @@
 //! batches are a seeded function of the step, resuming replays the data stream to the saved
 //! step and continues with exactly the numbers an uninterrupted run would have produced.
 
+use super::fit::CurvePoint;
 use super::tensors;
 use super::train::Trainer;
 use crate::ConceptError;
@@ -11,11 +12,13 @@ use std::path::Path;
 
 /// Writes `trainer` with the input `scale` and a `fingerprint` of everything that decides the
 /// training (options, hook, data), so a resume under other settings is refused.
+/// The training curve so far goes with it, so a resumed run reports every step's statistics.
 pub fn save(
     path: &Path,
     trainer: &Trainer,
     scale: f32,
     fingerprint: &str,
+    curve: &[CurvePoint],
 ) -> Result<(), ConceptError> {
     let (s, m, v) = (&trainer.sae, &trainer.adam.m, &trainer.adam.v);
     let (w, d) = (s.width, s.d_in);
@@ -42,13 +45,21 @@ pub fn save(
             "last_fired".to_owned(),
             serde_json::to_string(&trainer.last_fired).expect("numbers serialise"),
         ),
+        (
+            "curve".to_owned(),
+            serde_json::to_string(curve).expect("numbers serialise"),
+        ),
     ]);
     tensors::write(path, &tensors, metadata)
 }
 
 /// Restores a checkpoint into `trainer` (freshly built with the same shapes); returns the
-/// saved input scale.
-pub fn load(path: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<f32, ConceptError> {
+/// saved input scale and the training curve up to the checkpoint.
+pub fn load(
+    path: &Path,
+    trainer: &mut Trainer,
+    fingerprint: &str,
+) -> Result<(f32, Vec<CurvePoint>), ConceptError> {
     let bad = |m: String| ConceptError::Invalid(format!("checkpoint {}: {m}", path.display()));
     let (mut tensors, meta) = tensors::read(path)?;
     if meta.get("fingerprint").map(String::as_str) != Some(fingerprint) {
@@ -102,7 +113,13 @@ pub fn load(path: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<f32
         return Err(bad("`last_fired` has the wrong length".into()));
     }
     trainer.last_fired = last_fired;
-    meta.get("scale")
+    let curve: Vec<CurvePoint> = meta
+        .get("curve")
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| bad("metadata `curve` is missing".into()))?;
+    let scale = meta
+        .get("scale")
         .and_then(|v| v.parse::<f32>().ok())
-        .ok_or_else(|| bad("metadata `scale` is missing".into()))
+        .ok_or_else(|| bad("metadata `scale` is missing".into()))?;
+    Ok((scale, curve))
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// One point of the training curve: the step's statistics (before its update) and rate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CurvePoint {
     pub step: usize,
     pub lr: f64,
@@ -83,8 +83,11 @@ pub fn fit<S: RowSource>(
     let initial = initial_sae(&resolved, options, buffer.contents());
     let mut trainer = Trainer::new(initial, resolved.clone(), config);
     let mut resumed_from = None;
+    let mut curve = Vec::new();
     if let Some(path) = control.checkpoint.filter(|p| p.exists()) {
-        let saved_scale = checkpoint::load(path, &mut trainer, &control.fingerprint)?;
+        let (saved_scale, saved_curve) =
+            checkpoint::load(path, &mut trainer, &control.fingerprint)?;
+        curve = saved_curve;
         if saved_scale.to_bits() != scale.to_bits() {
             return Err(ConceptError::Invalid(format!(
                 "checkpoint {}: its input scale {saved_scale} differs from this data's {scale}; \
@@ -107,7 +110,6 @@ pub fn fit<S: RowSource>(
     }
 
     let every = (resolved.steps / 200).max(1);
-    let mut curve = Vec::new();
     let start = trainer.step;
     progress.start(
         "SAE training (tokens)",
@@ -137,7 +139,7 @@ pub fn fit<S: RowSource>(
             .is_some_and(|n| trainer.step - start >= n);
         if let Some(path) = control.checkpoint {
             if trainer.step.is_multiple_of(options.checkpoint_every) || paused {
-                checkpoint::save(path, &trainer, scale, &control.fingerprint)?;
+                checkpoint::save(path, &trainer, scale, &control.fingerprint, &curve)?;
             }
         }
         if paused && trainer.step < resolved.steps {

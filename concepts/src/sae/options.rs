@@ -203,7 +203,10 @@ impl SaeOptions {
             )));
         }
         if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
-            return Err(bad(format!("adam_eps = {} must be a finite positive number", self.adam_eps)));
+            return Err(bad(format!(
+                "adam_eps = {} must be a finite positive number",
+                self.adam_eps
+            )));
         }
         if !(self.aux_coefficient.is_finite() && self.aux_coefficient >= 0.0) {
             return Err(bad(format!(

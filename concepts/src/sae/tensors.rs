@@ -43,6 +43,7 @@ pub fn write(
         .collect::<Result<Vec<_>, _>>()?;
     let bytes =
         safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| error(path, e))?;
+    let bytes = glassbox_data::canonical::sorted_safetensors_header(bytes);
     atomic::write_bytes(path, &bytes)?;
     Ok(())
 }

@@ -29,7 +29,7 @@ pub struct Gradients {
 }
 
 /// What one step measured (on the scaled batch, before the update).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepStats {
     /// Mean squared error per element.
     pub mse: f64,

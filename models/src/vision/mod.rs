@@ -175,20 +175,7 @@ pub fn load_vision_model(resolved: ResolvedModel, allow_pickle: bool) -> Result<
             path: resolved.config.clone(),
             message: format!("not valid JSON ({e})"),
         })?;
-    let weights = if crate::torch_legacy::is_torch_checkpoint(&resolved.weights) {
-        if !allow_pickle {
-            return Err(ModelError::Weights {
-                path: resolved.weights.clone(),
-                message: "is a PyTorch pickle checkpoint; pickle files can carry code, so reading them is opt-in: pass --allow-pickle (glassbox interprets tensors only and runs nothing), or convert the checkpoint to safetensors".into(),
-            });
-        }
-        Weights::from_tensors(
-            &resolved.weights,
-            crate::torch_legacy::load(&resolved.weights)?,
-        )
-    } else {
-        Weights::load(&resolved.weights, &candle_core::Device::Cpu)?
-    };
+    let weights = Weights::load_any(&resolved.weights, &candle_core::Device::Cpu, allow_pickle)?;
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())

@@ -29,7 +29,7 @@ fn main() -> Result<()> {
     };
     let mut t = Instant::now();
     let spec: ModelSpec = "sentence-transformers/all-MiniLM-L6-v2".parse()?;
-    let model = load_model(resolve(&spec)?, Some(128))?;
+    let model = load_model(resolve(&spec)?, Some(128), false)?;
     lap("load_model", &mut t);
 
     let corpus = builtin_corpus();

@@ -172,7 +172,7 @@ fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let resolved = resolve(&args.model.parse::<ModelSpec>()?).context("run `just models` first")?;
-    let model = load_model(resolved, Some(SEQ))?;
+    let model = load_model(resolved, Some(SEQ), false)?;
     let mut hooks = vec![HookPoint::ResidPre(0)];
     hooks.extend(
         model

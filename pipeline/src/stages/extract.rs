@@ -46,7 +46,10 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         Job::Vision(model, data, pre)
     } else {
         let data = read_dataset(req.data)?;
-        Job::Text(load_model(resolved, Some(s.max_length))?, data)
+        Job::Text(
+            load_model(resolved, Some(s.max_length), s.allow_pickle)?,
+            data,
+        )
     };
     let (id, revision, family) = job.identity();
     let selected = hooks::select(&s.hooks, &job.hook_points())?;
@@ -70,7 +73,8 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     let manifest = existing_manifest(run, req.force)?;
     match manifest.stage_fingerprint("extract") {
         Some(old) if old == fp && !req.force => {
-            progress.note("extract: up to date (same model, data and settings); --force re-runs it");
+            progress
+                .note("extract: up to date (same model, data and settings); --force re-runs it");
             return Ok(());
         }
         Some(old) if old != fp => {
@@ -93,9 +97,14 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     }
 
     // An interrupted extraction with exactly these settings resumes from its last shard.
-    let outputs = ["examples.parquet", "tokens.parquet", "activations", "pooled"]
-        .map(std::path::PathBuf::from)
-        .to_vec();
+    let outputs = [
+        "examples.parquet",
+        "tokens.parquet",
+        "activations",
+        "pooled",
+    ]
+    .map(std::path::PathBuf::from)
+    .to_vec();
     let tx = Transaction::begin(run, "extract", outputs, &fp, !req.force)?;
     if tx.resumed() {
         progress.note("extract: resuming the interrupted extraction with these settings");
@@ -215,7 +224,11 @@ fn identity_changes(earlier: &serde_json::Value, now: &serde_json::Value) -> Vec
     let hooks = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
         v.get("hooks")
             .and_then(|h| h.as_array())
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (was, now) = (hooks(earlier), hooks(now));
@@ -226,7 +239,11 @@ fn identity_changes(earlier: &serde_json::Value, now: &serde_json::Value) -> Vec
             format!(
                 "{}{}",
                 shown.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             )
         };
         let added: Vec<&String> = now.difference(&was).collect();

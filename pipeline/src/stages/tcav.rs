@@ -6,9 +6,9 @@
 //! and random sets with the model, trains the CAVs and writes `tcav/cavs.parquet` and
 //! `tcav/scores.parquet`.
 
-use super::{Completion, Stage, Transaction};
 pub use super::targets::ProbeTarget;
 use super::targets::{resolve_target, ResolvedTarget};
+use super::{Completion, Stage, Transaction};
 use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,9 +47,11 @@ pub fn run_model_spec(run: &RunDir) -> Result<String> {
 
 /// Loads the run's (text) model at its recorded revision.
 pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
-    let max_length = RunConfig::load(run).extract.as_ref().map(|e| e.max_length);
+    let extract = RunConfig::load(run).extract;
+    let max_length = extract.as_ref().map(|e| e.max_length);
+    let allow_pickle = extract.as_ref().is_some_and(|e| e.allow_pickle);
     let spec: ModelSpec = run_model_spec(run)?.parse()?;
-    Ok(load_model(resolve(&spec)?, max_length)?)
+    Ok(load_model(resolve(&spec)?, max_length, allow_pickle)?)
 }
 
 /// The CAV hooks: the configured patterns, or every `hook_resid_post` before `before`.

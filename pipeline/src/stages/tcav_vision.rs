@@ -11,8 +11,8 @@
 //!   positions — the directional derivative of the target when every cell moves along the
 //!   CAV, the same convention as tokens in text runs.
 
-use super::{Completion, Stage, Transaction};
 use super::tcav::{score_and_record, PooledSets};
+use super::{Completion, Stage, Transaction};
 use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};

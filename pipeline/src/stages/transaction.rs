@@ -103,8 +103,8 @@ impl Transaction {
     ) -> Result<Self> {
         let dir = staging_dir(run, name);
         let marker = dir.join(FINGERPRINT_FILE);
-        let resumable = resume
-            && std::fs::read_to_string(&marker).is_ok_and(|f| f.trim() == fingerprint);
+        let resumable =
+            resume && std::fs::read_to_string(&marker).is_ok_and(|f| f.trim() == fingerprint);
         if !resumable {
             remove_path(&dir)?;
             glassbox_data::atomic::write_bytes(&marker, fingerprint.as_bytes())?;
@@ -398,7 +398,10 @@ mod tests {
         std::fs::write(run.probes_dir().join("stale.parquet"), b"old").unwrap();
         std::fs::create_dir_all(run.gradients_target_dir("t")).unwrap();
         let tx = Transaction::begin(&run, "probe", vec!["probes".into()], "fp", true).unwrap();
-        assert_eq!(tx.run().probes_dir(), staging_dir(&run, "probe").join("probes"));
+        assert_eq!(
+            tx.run().probes_dir(),
+            staging_dir(&run, "probe").join("probes")
+        );
         std::fs::create_dir_all(tx.run().probes_dir()).unwrap();
         std::fs::write(tx.run().probes_dir().join("results.parquet"), b"new").unwrap();
         tx.commit(done(Stage::Probe), |_| {}, |_| {}).unwrap();

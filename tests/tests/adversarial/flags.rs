@@ -1,0 +1,242 @@
+//! Refusals of out-of-range and unknown settings, stage by stage: each is caught before the
+//! stage touches the run (exit 2, the flag named, the run byte-identical).
+
+use crate::harness::*;
+use glassbox_tests::MINILM;
+
+#[test]
+fn extract_settings_are_checked_first() {
+    let Some(fx) = fixture() else { return };
+    let extract = |name, flags: &str, needles| {
+        case(
+            name,
+            &format!("extract --model {MINILM} --data {{data}} --hooks blocks.0.hook_resid_post,blocks.1.hook_resid_post,blocks.2.hook_resid_post --run {{run}} --force {flags}"),
+            needles,
+        )
+    };
+    check_refusals(
+        fx,
+        vec![
+            extract("batch size 0", "--batch-size 0", &["batch_size = 0"]),
+            extract("shard size 0", "--shard-size 0", &["shard_size = 0"]),
+            extract("max length 0", "--max-length 0", &["max_length = 0"]),
+            extract("unknown dtype", "--dtype f64", &["f64"]),
+            extract("unknown compression", "--compression lz4", &["lz4"]),
+            extract("unknown pool", "--pools median", &["median"]),
+            extract(
+                "empty pool name",
+                "--pools '' --no-token-level",
+                &["pooling"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn probe_settings_and_degenerate_labels_are_refused() {
+    let Some(fx) = fixture() else { return };
+    let probe = |name, flags: &str, needles| {
+        case(
+            name,
+            &format!("probe --run {{run}} --force {flags}"),
+            needles,
+        )
+    };
+    check_refusals(
+        fx,
+        vec![
+            probe("unknown label", "--label nope", &["`nope`", "topic"]),
+            probe(
+                "test fraction above 1",
+                "--label topic --test-fraction 1.5",
+                &["test fraction 1.5"],
+            ),
+            probe(
+                "test fraction 0",
+                "--label topic --test-fraction 0",
+                &["test fraction 0"],
+            ),
+            probe(
+                "negative validation fraction",
+                "--label topic --validation-fraction=-0.1",
+                &["validation fraction -0.1"],
+            ),
+            probe("NaN l2", "--label topic --l2 NaN", &["l2 grid"]),
+            probe("negative l2", "--label topic --l2=-1", &["l2 grid"]),
+            probe("unknown pool", "--label topic --pool median", &["`median`"]),
+            probe("no labels", "", &["no labels"]),
+            probe(
+                "one-class label",
+                "--label one_class",
+                &["`one_class`", "two classes"],
+            ),
+            probe(
+                "constant number label",
+                "--label constant",
+                &["`constant`", "constant", "degenerate"],
+            ),
+            probe(
+                "all-null label",
+                "--label empty",
+                &["`empty`", "null", "degenerate"],
+            ),
+            probe("unknown labeler", "--token-label @nope", &["@nope"]),
+            probe(
+                "sequence column at token level",
+                "--level token --label topic",
+                &["topic"],
+            ),
+            probe("pool not extracted", "--label topic --pool max", &["max"]),
+        ],
+    );
+}
+
+#[test]
+fn tcav_settings_and_concepts_are_refused() {
+    let Some(fx) = fixture() else { return };
+    let tcav = |name, flags: &str, needles| {
+        case(
+            name,
+            &format!("tcav --run {{run}} --hooks blocks.1.hook_resid_post {flags}"),
+            needles,
+        )
+    };
+    let concepts =
+        "--target probe:topic=food --concepts {concepts}/food.jsonl,{concepts}/numbers.jsonl";
+    check_refusals(
+        fx,
+        vec![
+            tcav(
+                "alpha above 1",
+                &format!("{concepts} --alpha 2"),
+                &["alpha = 2"],
+            ),
+            tcav("alpha 0", &format!("{concepts} --alpha 0"), &["alpha = 0"]),
+            tcav(
+                "CAV accuracy above 1",
+                &format!("{concepts} --min-cav-accuracy 1.5"),
+                &["min_cav_accuracy = 1.5"],
+            ),
+            tcav(
+                "one random run",
+                &format!("{concepts} --random-runs 1"),
+                &["random_runs = 1"],
+            ),
+            tcav(
+                "missing concept file",
+                "--target probe:topic=food --concepts {tmp}/nope.jsonl",
+                &["nope.jsonl"],
+            ),
+            tcav(
+                "two concepts with one name",
+                "--target probe:topic=food --concepts {concepts}/food.jsonl,{tmp}/food.jsonl",
+                &["food", "share the name"],
+            )
+            .with_setup(|t, _| std::fs::write(t.join("food.jsonl"), "{\"text\":\"x\"}\n").unwrap()),
+            tcav(
+                "concept too small",
+                &format!("{concepts} --min-concept-size 50"),
+                &["food"],
+            ),
+            tcav(
+                "malformed target",
+                "--concepts {concepts}/food.jsonl --target probe:topic",
+                &["probe:topic"],
+            ),
+            tcav(
+                "unknown target class",
+                "--concepts {concepts}/food.jsonl --target probe:topic=nope",
+                &["nope"],
+            ),
+            tcav(
+                "unknown target label",
+                "--concepts {concepts}/food.jsonl --target probe:colour=red",
+                &["colour"],
+            ),
+            tcav(
+                "hook after the target",
+                &format!("{concepts} --hooks blocks.9.hook_resid_post"),
+                &["blocks.9.hook_resid_post"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn dictionary_settings_are_checked_against_the_store() {
+    let Some(fx) = fixture() else { return };
+    let dict = |name, flags: &str, needles| {
+        case(name, &format!("dictionary --run {{run}} {flags}"), needles)
+    };
+    let h = "--hook blocks.1.hook_resid_post --train-tokens 500";
+    check_refusals(
+        fx,
+        vec![
+            dict("k of 0", &format!("{h} --k 0"), &["k = 0"]),
+            dict(
+                "k as wide as the dictionary",
+                &format!("{h} --width 32 --k 32"),
+                &["k = 32", "width = 32"],
+            ),
+            dict("NaN learning rate", &format!("{h} --lr NaN"), &["lr = NaN"]),
+            dict(
+                "negative learning rate",
+                &format!("{h} --lr=-1"),
+                &["lr = -1"],
+            ),
+            dict(
+                "infinite learning rate",
+                &format!("{h} --lr inf"),
+                &["lr = inf"],
+            ),
+            dict(
+                "unknown architecture",
+                &format!("{h} --architecture gated"),
+                &["gated"],
+            ),
+            dict(
+                "NaN L1",
+                &format!("{h} --architecture relu --l1 NaN"),
+                &["l1_coefficient"],
+            ),
+            dict(
+                "batch size 0",
+                &format!("{h} --batch-size 0"),
+                &["batch_size"],
+            ),
+            dict(
+                "zero training tokens",
+                "--hook blocks.1.hook_resid_post --train-tokens 0",
+                &["train_tokens"],
+            ),
+            dict(
+                "hook not stored",
+                "--hook blocks.4.hook_resid_post",
+                &["blocks.4.hook_resid_post", "stored hooks"],
+            ),
+            dict(
+                "neuron hook not stored",
+                "--neurons blocks.5.hook_resid_post",
+                &["blocks.5.hook_resid_post"],
+            ),
+            dict(
+                "SAE folder missing",
+                "--load-sae blocks.1.hook_resid_post={tmp}/nope",
+                &["nope"],
+            ),
+            dict("nothing to do", "", &["nothing to do"]),
+            dict(
+                "config with an unknown key",
+                "--config {tmp}/c.toml",
+                &["c.toml", "unknown field"],
+            )
+            .with_setup(|t, _| {
+                std::fs::write(
+                    t.join("c.toml"),
+                    "run='r'\n[model]\nid='a/b'\n[data]\npath='d'\n[dictionary]\nhook=['x']\n",
+                )
+                .unwrap()
+            }),
+        ],
+    );
+}
