@@ -62,10 +62,11 @@ test-simd:
         GLASSBOX_SIMD=$level cargo test -p glassbox-probes -p glassbox-concepts -p glassbox-models -p glassbox-data --lib --tests
     done
 
-# Formatting and lints, as CI would want them.
+# Formatting, lints and warning-free docs (CI runs this before the tests).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides

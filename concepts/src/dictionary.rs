@@ -172,13 +172,15 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
                 if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
             )));
         };
-        let meta = glassbox_data::store::read_metadata(&part)?;
-        meta.get("glassbox.width")
-            .or_else(|| meta.get("width"))
-            .and_then(|w| w.parse().ok())
-            .ok_or_else(|| {
-                ConceptError::Invalid(format!("{}: records no activation width", part.display()))
-            })
+        // The width from the first batch: stores written by other tools carry no metadata.
+        let mut stream = PartStream::open(&dir)?;
+        match stream.next_batch()? {
+            Some(batch) => Ok(batch.width),
+            None => Err(ConceptError::Invalid(format!(
+                "{}: holds no rows",
+                part.display()
+            ))),
+        }
     };
     for hook in &options.hooks {
         options.sae.resolve(width_of(hook)?, 1)?;

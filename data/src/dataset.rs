@@ -175,7 +175,7 @@ fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
         if line.trim().is_empty() {
             continue;
         }
-        let Fields(object) = serde_json::from_str(line).map_err(|e| {
+        let Fields(mut object) = serde_json::from_str(line).map_err(|e| {
             malformed(if e.classify() == serde_json::error::Category::Data {
                 "expected a JSON object per line".into()
             } else {
@@ -188,6 +188,8 @@ fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
                 "field `{dup}` appears twice; which value is meant is ambiguous, so keep one"
             )));
         }
+        // Columns in key order, as a JSON map would give them.
+        object.sort_by(|a, b| a.0.cmp(&b.0));
         let mut text = None;
         let mut fields = Vec::new();
         for (key, value) in object {

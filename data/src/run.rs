@@ -164,7 +164,18 @@ impl RunDir {
             run: self.root.clone(),
             message,
         };
-        let manifest = crate::Manifest::load(self).map_err(|_| {
+        let manifest = crate::Manifest::load(self);
+        let completed = manifest
+            .as_ref()
+            .is_ok_and(|m| m.stages.contains_key(stage));
+        // A staged attempt without a completed result: the stage was interrupted.
+        let staged = self.root.join(STAGING_DIR).join(stage).join("FINGERPRINT");
+        if !completed && staged.is_file() {
+            return Err(fail(format!(
+                "the `{stage}` stage has not completed: it was interrupted; run `glassbox {stage}` again with the same settings to resume it"
+            )));
+        }
+        let manifest = manifest.map_err(|_| {
             fail(format!(
                 "no completed `{stage}` stage here (manifest.json is missing or unreadable); run `glassbox {stage}` first"
             ))

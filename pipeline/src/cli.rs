@@ -462,7 +462,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 )
             })?;
             for dir in written {
-                println!("{}", dir.display());
+                crate::outln!("{}", dir.display())?;
             }
         }
         Command::Tcav(a) => {
@@ -515,7 +515,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .hook_points()
             };
             for point in points {
-                println!("{point}");
+                crate::outln!("{point}")?;
             }
         }
         Command::Inspect(a) => crate::inspect::inspect(&RunDir::new(a.run), a.json)?,
@@ -533,14 +533,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             write_texture_set(&a.out, &kinds, a.per_class, a.size, a.seed)?;
-            println!(
+            crate::outln!(
                 "textures: {} × {} images of {} px (seed {}) → {}",
                 kinds.len(),
                 a.per_class,
                 a.size,
                 a.seed,
                 a.out.display()
-            );
+            )?;
         }
     }
     Ok(())

@@ -76,44 +76,50 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
         interrupted,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!("run: {}", report.run);
+    crate::outln!("run: {}", report.run)?;
     if let Some(m) = &report.manifest.model {
-        println!(
+        crate::outln!(
             "model: {} @ {} ({}, {})",
-            m.id, m.revision, m.family, m.source
-        );
+            m.id,
+            m.revision,
+            m.family,
+            m.source
+        )?;
     }
     if let Some(d) = &report.manifest.data {
-        println!(
+        crate::outln!(
             "data: {} ({} examples, {} tokens, sha256 {})",
-            d.path, d.n_examples, d.n_tokens, d.sha256
-        );
+            d.path,
+            d.n_examples,
+            d.n_tokens,
+            d.sha256
+        )?;
     }
     for (stage, r) in &report.manifest.stages {
-        println!(
+        crate::outln!(
             "stage {stage}: finished {} (fingerprint {})",
             r.finished_at,
             &r.fingerprint[..12.min(r.fingerprint.len())]
-        );
+        )?;
     }
     for stage in &report.interrupted {
-        println!(
+        crate::outln!(
             "interrupted: a `{stage}` run was stopped before it finished (the results above are \
              untouched); run the same command again to resume it"
-        );
+        )?;
     }
     for h in &report.hooks {
-        println!(
+        crate::outln!(
             "hook {}: width {}, {}, {} token parts, pools [{}]",
             h.hook,
             h.width.map(|w| w.to_string()).unwrap_or_else(|| "?".into()),
             h.dtype.as_deref().unwrap_or("?"),
             h.token_parts,
             h.pools.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error_message;
 pub mod fingerprint;
 pub mod inspect;
+pub mod output;
 pub mod progress;
 pub mod run_pipeline;
 pub mod stages;

@@ -14,20 +14,43 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `glassbox` binary built next to this test executable (`just test` builds it first).
+/// The `glassbox` binary of this checkout, built (or brought up to date) once per test process
+/// with the test executable's own profile and target folder: `cargo test` builds test targets
+/// only, so without this a clean checkout would fail and an edited one would test a stale
+/// binary. Cargo's own lock serialises test processes that build at once.
 pub fn glassbox_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps");
-    let bin = profile_dir.join("glassbox");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --bin glassbox` first (`just test` does)",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executables live in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "--bin", "glassbox", "--manifest-path"])
+            .arg(workspace_root().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "cargo build --bin glassbox failed ({status})"
+        );
+        let bin = profile_dir.join("glassbox");
+        assert!(
+            bin.is_file(),
+            "{} is missing after the build",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }
 
 /// A `glassbox` command run from the repository root, offline, without progress bars.

@@ -52,6 +52,14 @@ fn not_complete(run: &Path) {
     );
 }
 
+/// An unfinished re-run leaves the run's completed dictionary as it was: still marked
+/// complete, with the same weights.
+fn earlier_result_intact(run: &Path, reference: &[u8]) {
+    let manifest = RunDir::new(run).require_stage("dictionary").unwrap();
+    assert!(manifest.stages.contains_key("dictionary"));
+    assert!(weights(run) == reference, "the earlier SAE was changed");
+}
+
 #[test]
 fn bad_dictionary_inputs_are_named() {
     let tmp = tempfile::tempdir().unwrap();
@@ -126,11 +134,15 @@ fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
     // Uninterrupted.
     assert_success(&dictionary(&run, &args), "uninterrupted training");
     let reference = weights(&run);
-    let checkpoint = RunDir::new(&run)
-        .dictionary_dir(HOOK)
-        .join("checkpoint.safetensors");
+    // A re-run stages its outputs (and its checkpoint) until it completes.
+    let checkpoint = run
+        .join(".staging/dictionary")
+        .join(format!("dictionary/hook={HOOK}/checkpoint.safetensors"));
     assert!(
-        !checkpoint.exists(),
+        !RunDir::new(&run)
+            .dictionary_dir(HOOK)
+            .join("checkpoint.safetensors")
+            .exists(),
         "a finished training leaves no checkpoint"
     );
 
@@ -142,7 +154,7 @@ fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
     assert_success(&paused, "paused training");
     assert!(String::from_utf8_lossy(&paused.stderr).contains("paused at step 1000"));
     assert!(checkpoint.exists());
-    not_complete(&run);
+    earlier_result_intact(&run, &reference);
     let resumed = dictionary(&run, &args);
     assert_success(&resumed, "resumed training");
     assert!(
@@ -174,7 +186,7 @@ fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
         "the training finished before the kill; give it more steps"
     );
     assert!(checkpoint.exists(), "the checkpoint survives the kill");
-    not_complete(&run);
+    earlier_result_intact(&run, &reference);
     let after = dictionary(&run, &args);
     assert_success(&after, "training after a kill");
     assert!(String::from_utf8_lossy(&after.stderr).contains("resuming SAE training from step"));

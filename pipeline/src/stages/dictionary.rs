@@ -40,7 +40,10 @@ pub fn run_dictionary_stage(
         "dictionary": settings,
     });
     let fp = fingerprint("dictionary", &params);
-    if !force && manifest.stage_fingerprint("dictionary") == Some(fp.as_str()) {
+    if !force
+        && manifest.stage_fingerprint("dictionary") == Some(fp.as_str())
+        && !Transaction::pending(run, "dictionary", &fp)
+    {
         progress.note("dictionary: up to date; --force re-runs it");
         return Ok(true);
     }
@@ -54,7 +57,7 @@ pub fn run_dictionary_stage(
         Outcome::Paused { hook, step, steps } => {
             tx.keep_for_resume();
             eprintln!(
-                "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the same command again to resume"
+                "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the command again without --force to resume"
             );
             Ok(false)
         }
@@ -85,9 +88,9 @@ pub fn run_dictionary_stage(
                 |config| config.dictionary = Some(settings.clone()),
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summaries)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&summaries)?)?;
             } else {
-                print!("{}", table(&summaries));
+                crate::out!("{}", table(&summaries))?;
             }
             Ok(true)
         }

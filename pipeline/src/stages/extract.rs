@@ -72,7 +72,7 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
 
     let manifest = existing_manifest(run, req.force)?;
     match manifest.stage_fingerprint("extract") {
-        Some(old) if old == fp && !req.force => {
+        Some(old) if old == fp && !req.force && !Transaction::pending(run, "extract", &fp) => {
             progress
                 .note("extract: up to date (same model, data and settings); --force re-runs it");
             return Ok(());
@@ -172,13 +172,13 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         Job::Text(..) => "tokens",
         Job::Vision(..) => "images",
     };
-    println!(
+    crate::outln!(
         "extract: {} examples, {} {unit}, {} hooks → {}",
         summary.n_examples,
         summary.n_tokens,
         opts.hooks.len(),
         run.root().display()
-    );
+    )?;
     Ok(())
 }
 

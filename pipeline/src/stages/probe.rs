@@ -47,9 +47,9 @@ pub fn run_probe(
     };
     tx.commit(done, |_| {}, |config| config.probe = Some(settings.clone()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&results)?)?;
     } else {
-        print!("{}", table(&results));
+        crate::out!("{}", table(&results))?;
     }
     Ok(())
 }

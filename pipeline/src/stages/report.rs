@@ -17,8 +17,8 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     let index = run.report_dir().join("index.html");
     if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
         progress.note("report: up to date; --force re-runs it");
-        println!("report: {}", index.display());
-        print_findings(&glassbox_reports::summarise(run)?);
+        crate::outln!("report: {}", index.display())?;
+        print_findings(&glassbox_reports::summarise(run)?)?;
         return Ok(());
     }
     let tx = super::Transaction::begin(run, "report", vec!["report".into()], &fp, false)?;
@@ -37,14 +37,15 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
             .file_name()
             .expect("the report's index is a file"),
     );
-    println!("report: {}", index.display());
-    print_findings(&summary);
+    crate::outln!("report: {}", index.display())?;
+    print_findings(&summary)?;
     Ok(())
 }
 
-fn print_findings(summary: &glassbox_reports::Summary) {
-    println!("top findings:");
+fn print_findings(summary: &glassbox_reports::Summary) -> Result<()> {
+    crate::outln!("top findings:")?;
     for line in glassbox_reports::top_findings(summary, 3) {
-        println!("  - {line}");
+        crate::outln!("  - {line}")?;
     }
+    Ok(())
 }

@@ -429,9 +429,9 @@ pub(super) fn score_and_record(
     write_scores(tx.run(), &scores)?;
     tx.commit(done, |_| {}, |config| config.tcav = Some(settings.clone()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&scores)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&scores)?)?;
     } else {
-        print!("{}", table(&scores));
+        crate::out!("{}", table(&scores))?;
     }
     Ok(scores)
 }

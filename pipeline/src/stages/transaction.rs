@@ -119,6 +119,14 @@ impl Transaction {
         })
     }
 
+    /// Whether an interrupted attempt of `name` with this `fingerprint` is staged: a resumable
+    /// stage resumes it rather than calling an equal completed result up to date (a forced
+    /// re-run that was paused or killed continues when run again without `--force`).
+    pub fn pending(run: &RunDir, name: &str, fingerprint: &str) -> bool {
+        std::fs::read_to_string(staging_dir(run, name).join(FINGERPRINT_FILE))
+            .is_ok_and(|f| f.trim() == fingerprint)
+    }
+
     /// The run as this stage sees it: its outputs in staging, its inputs in the run.
     pub fn run(&self) -> &RunDir {
         &self.staged
