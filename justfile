@@ -67,6 +67,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+    python3 scripts/module_cycles.py
 
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides

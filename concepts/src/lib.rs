@@ -3,6 +3,7 @@
 
 pub mod cav;
 pub mod dictionary;
+pub mod dictionary_check;
 mod results;
 pub mod stats;
 pub mod tcav;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod examples;
 pub mod hash;
 pub mod images;
+mod json_fields;
 pub mod lock;
 pub mod manifest;
 pub mod progress;

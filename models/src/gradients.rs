@@ -9,7 +9,8 @@
 //! example's `∂f_b / ∂h_b` at every position, at every wanted hook at once.
 
 use crate::hooks::{HookPoint, Hooks};
-use crate::loader::{LoadedModel, TokenBatch};
+use crate::loader::TokenBatch;
+use crate::registry::LoadedModel;
 use crate::tokenizer::Encoded;
 use crate::{Capture, ModelError, Pool, Result};
 use candle_core::{Tensor, Var, D};

@@ -252,7 +252,7 @@ impl Rotary {
 /// The additive attention mask of a causal decoder over a right-padded batch: `0` where query
 /// `q` may attend key `k` (k ≤ q and k a real token), the most negative f32 elsewhere, as
 /// `[b, 1, t, t]`.
-pub(crate) fn causal_mask(batch: &crate::loader::TokenBatch) -> Result<Tensor> {
+pub(crate) fn causal_mask(batch: &crate::batch::TokenBatch) -> Result<Tensor> {
     let (b, t) = batch.input_ids.dims2()?;
     let causal: Vec<f32> = (0..t * t)
         .map(|i| if i % t <= i / t { 0.0 } else { f32::MIN })
@@ -309,7 +309,7 @@ pub(crate) fn attention(
 /// Rows of `table` (`[vocab, hidden]`) for the batch's token ids, as `[b, t, hidden]`.
 pub(crate) fn embed(
     table: &Tensor,
-    batch: &crate::loader::TokenBatch,
+    batch: &crate::batch::TokenBatch,
 ) -> candle_core::Result<Tensor> {
     let (b, t) = batch.input_ids.dims2()?;
     table
@@ -344,7 +344,7 @@ pub(crate) fn final_hooks(
 
 /// Refuses batches longer than the model's `limit` positions (`what` names the config field).
 pub(crate) fn check_positions(
-    batch: &crate::loader::TokenBatch,
+    batch: &crate::batch::TokenBatch,
     limit: usize,
     what: &str,
 ) -> Result<()> {

@@ -25,14 +25,16 @@ struct Inspection {
 }
 
 pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
-    if !run.root().is_dir() || !run.manifest().is_file() {
+    let interrupted = crate::stages::transaction::interrupted(run);
+    // A run: a manifest, or a first stage that was interrupted before writing one.
+    if !run.manifest().is_file() && interrupted.is_empty() {
         anyhow::bail!(
             "{} is not a run directory (it has no manifest.json); pass the --run folder of a `glassbox extract` or `glassbox pipeline`",
             run.root().display()
         );
     }
-    let manifest =
-        Manifest::load(run).with_context(|| format!("cannot read {}", run.manifest().display()))?;
+    let manifest = Manifest::load_or_default(run)
+        .with_context(|| format!("cannot read {}", run.manifest().display()))?;
     let mut hooks = Vec::new();
     let mut names = run.stored_hooks(false)?;
     names.extend(run.stored_hooks(true)?);
@@ -68,7 +70,6 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             pools,
         });
     }
-    let interrupted = crate::stages::transaction::interrupted(run);
     let report = Inspection {
         run: run.root().display().to_string(),
         manifest,

@@ -5,6 +5,7 @@
 //! glassbox version) matches what it recorded last time; `--force` re-runs it.
 
 pub mod allocator;
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod error_message;

@@ -1,7 +1,7 @@
 //! `glassbox pipeline`: the configured stages in order (extract → probe → [tcav] →
 //! [dictionary] → report), each skipped when up to date.
 
-use crate::cli::PipelineArgs;
+use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;
 use crate::progress::Bars;
 use crate::stages::{dictionary, extract, probe, report, tcav};

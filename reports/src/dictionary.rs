@@ -1,7 +1,7 @@
 //! The report's sparse-dictionary section: per hook, the SAE's metrics against the PCA
 //! baseline and the most label-aligned features (and neurons) with their top examples.
 
-use crate::html::escape;
+use crate::markup::escape;
 use crate::ReportError;
 use glassbox_concepts::explain::read::{read_top_examples, read_units, UnitRow};
 use glassbox_concepts::explain::UnitExample;
@@ -362,7 +362,7 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
             {
                 h.push_str(&format!(
                     "<p class=\"splice\">{}</p>\n",
-                    crate::html::inline(&line)
+                    crate::markup::inline(&line)
                 ));
             }
         }
@@ -374,13 +374,13 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
             h.push_str(&format!(
                 "<li class=\"unit\" data-unit=\"{}\"><div class=\"unit-head\"><a href=\"{}#{unit}-{}\">{}</a>: {}</div>\n",
                 u.row.unit,
-                escape(&crate::pages::page_path(f, u.row.unit)),
+                escape(&page_path(f, u.row.unit)),
                 u.row.unit,
                 unit,
-                crate::html::inline(&unit_line(u, unit))
+                crate::markup::inline(&unit_line(u, unit))
             ));
             for s in &u.examples {
-                h.push_str(&crate::html::snippet(
+                h.push_str(&crate::markup::snippet(
                     &s.tokens,
                     &s.activations,
                     s.center,
@@ -393,7 +393,19 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
     }
     h.push_str(&format!(
         "<p class=\"note\">{}</p>\n</section>\n",
-        crate::html::inline(METRIC_NOTE)
+        crate::markup::inline(METRIC_NOTE)
     ));
     h
+}
+
+pub const UNITS_PER_PAGE: usize = 100;
+
+/// The page (relative to `report/`) holding `unit` of a finding.
+pub fn page_path(f: &DictionaryFinding, unit: u32) -> String {
+    format!(
+        "units/{}/{}-{:03}.html",
+        crate::file_name(&f.hook),
+        f.kind,
+        unit as usize / UNITS_PER_PAGE
+    )
 }

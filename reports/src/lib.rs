@@ -4,9 +4,11 @@
 
 pub mod dictionary;
 mod html;
+mod markup;
 pub mod md;
 pub mod pages;
 pub mod provenance;
+mod summary_md;
 mod svg;
 mod tables;
 mod tcav_svg;
@@ -217,7 +219,7 @@ pub fn write_report(run: &RunDir) -> Result<(ReportPaths, Summary), ReportError>
         source,
     })?;
     atomic::write_bytes(&paths.summary_json, &json)?;
-    atomic::write_bytes(&paths.summary_md, markdown(&summary).as_bytes())?;
+    atomic::write_bytes(&paths.summary_md, summary_md::markdown(&summary).as_bytes())?;
     atomic::write_bytes(&dir.join("summary.schema.json"), SUMMARY_SCHEMA.as_bytes())?;
     // Each figure also as a standalone SVG file, for slides and PRs.
     for f in &summary.probes {
@@ -449,66 +451,3 @@ pub(crate) const TCAV_DEFINITIONS: &str = "TCAV score: the fraction of the targe
 
 /// Metric definitions, printed under the tables.
 pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";
-
-fn markdown(s: &Summary) -> String {
-    let mut md = String::from("# glassbox report\n\n");
-    if let Some(m) = &s.manifest.model {
-        md.push_str(&format!(
-            "Model: {} at revision {} ({}).\n\n",
-            md::code(&m.id),
-            md::code(&m.revision),
-            m.family
-        ));
-    }
-    if let Some(d) = &s.manifest.data {
-        md.push_str(&format!(
-            "Data: {} (sha256 {}), {} examples, {} tokens.\n\n",
-            md::code(&d.path),
-            md::code(&d.sha256),
-            d.n_examples,
-            d.n_tokens
-        ));
-    }
-    md.push_str("## Linear probes\n\n");
-    for f in &s.probes {
-        md.push_str(&format!("- {}\n", finding_sentence(f)));
-    }
-    for f in &s.probes {
-        md.push_str(&format!("\n### {} ({})\n\n", md::code(&f.label), f.level));
-        md.push_str(&format!(
-            "| {} |\n",
-            probe_table_header(&f.metric).join(" | ")
-        ));
-        md.push_str(&format!("|{}\n", "---|".repeat(8)));
-        for r in &f.by_hook {
-            let mut cells = probe_table_row(r);
-            cells[0] = md::code(&cells[0]);
-            md.push_str(&format!("| {} |\n", cells.join(" | ")));
-        }
-        if let Some(line) = neuron_sentence(f) {
-            md.push_str(&format!("\n{line}\n"));
-        }
-    }
-    md.push_str(&format!("\n{DEFINITIONS}\n"));
-    if !s.tcav.is_empty() {
-        md.push_str("\n## TCAV\n\n");
-        for line in tcav_findings(&s.tcav) {
-            md.push_str(&format!("- {line}\n"));
-        }
-        md.push_str(&format!(
-            "\n| {} |\n|{}\n",
-            TCAV_HEADER.join(" | "),
-            "---|".repeat(TCAV_HEADER.len())
-        ));
-        for r in &s.tcav {
-            let mut cells = tcav_row(r);
-            for cell in &mut cells[..3] {
-                *cell = md::code(cell);
-            }
-            md.push_str(&format!("| {} |\n", cells.join(" | ")));
-        }
-        md.push_str(&format!("\n{TCAV_DEFINITIONS}\n"));
-    }
-    md.push_str(&dictionary::markdown(&s.dictionary));
-    md
-}

@@ -1,4 +1,4 @@
-//! Markdown primitives: the lowest layer of the report's text, beside `html::escape`.
+//! Markdown primitives: the lowest layer of the report's text, beside `markup::escape`.
 
 /// `text` as a Markdown code span that nothing in it can break out of: the fence is one
 /// backtick longer than the longest run inside (CommonMark), padded with a space when the text

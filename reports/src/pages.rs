@@ -4,25 +4,13 @@
 //! closest probe/CAV directions. Paging keeps each page small however many units there are
 //! (16k features → 164 pages of 100); the full data stays in the Parquet files.
 
-use crate::dictionary::DictionaryFinding;
-use crate::html::{escape, inline, snippet};
+use crate::dictionary::{DictionaryFinding, UNITS_PER_PAGE};
+use crate::markup::{escape, inline, snippet};
 use crate::ReportError;
 use glassbox_concepts::explain::read::{read_directions, read_examples, read_labels, read_units};
 use glassbox_concepts::explain::{DirectionCosine, LabelCorrelation, UnitExample};
 use glassbox_data::{atomic, RunDir};
 use std::collections::HashMap;
-
-pub const UNITS_PER_PAGE: usize = 100;
-
-/// The page (relative to `report/`) holding `unit` of a finding.
-pub fn page_path(f: &DictionaryFinding, unit: u32) -> String {
-    format!(
-        "units/{}/{}-{:03}.html",
-        crate::file_name(&f.hook),
-        f.kind,
-        unit as usize / UNITS_PER_PAGE
-    )
-}
 
 /// Writes every page of every finding; returns how many.
 pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize, ReportError> {
@@ -79,7 +67,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
                 f.kind,
                 p
             ));
-            atomic::write_bytes(&path, crate::html::page(&title, &body).as_bytes())?;
+            atomic::write_bytes(&path, crate::markup::page(&title, &body).as_bytes())?;
             written += 1;
         }
     }

@@ -1,7 +1,7 @@
 //! What produced the run: versions, the resolved config, stage fingerprints, seeds and timings
 //! (the last three from the manifest), and the metric definitions the report uses.
 
-use crate::html::escape;
+use crate::markup::escape;
 use glassbox_data::{Manifest, RunDir};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! A small inline-SVG line chart: probe score by hook with its CI band, the control task and
 //! the majority baseline.
 
-use crate::html::escape;
+use crate::markup::escape;
 use crate::LabelFinding;
 
 const W: f64 = 640.0;

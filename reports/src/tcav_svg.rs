@@ -2,7 +2,7 @@
 //! random-vs-random runs' mean ± one standard deviation as a grey band, the concept runs' ±1 sd
 //! as a whisker, and `*` where the result is significant after correction.
 
-use crate::html::escape;
+use crate::markup::escape;
 use glassbox_concepts::ScoreRow;
 
 const W: f64 = 640.0;

@@ -3,7 +3,7 @@
 //! batches are a seeded function of the step, resuming replays the data stream to the saved
 //! step and continues with exactly the numbers an uninterrupted run would have produced.
 
-use super::fit::CurvePoint;
+use super::curve::CurvePoint;
 use super::tensors;
 use super::train::Trainer;
 use crate::ConceptError;

@@ -10,17 +10,10 @@ use super::Sae;
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::Progress;
-use serde::Serialize;
+
 use std::path::Path;
 
-/// One point of the training curve: the step's statistics (before its update) and rate.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct CurvePoint {
-    pub step: usize,
-    pub lr: f64,
-    #[serde(flatten)]
-    pub stats: StepStats,
-}
+pub use super::curve::CurvePoint;
 
 /// A finished (or paused) training run.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod codes;
+pub mod curve;
 mod dense;
 pub mod fit;
 pub mod metrics;

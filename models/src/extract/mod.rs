@@ -12,8 +12,8 @@ mod shard;
 pub use images::{extract_images, image_batch};
 
 use crate::hooks::HookPoint;
-use crate::loader::LoadedModel;
 use crate::pool::Pool;
+use crate::registry::LoadedModel;
 use crate::{ModelError, Result};
 use glassbox_data::examples::write_examples;
 use glassbox_data::tokens::{TokenRows, TokensWriter};

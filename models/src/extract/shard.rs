@@ -4,8 +4,9 @@
 
 use super::ExtractOptions;
 use crate::hooks::{Capture, HookPoint};
-use crate::loader::{LoadedModel, TokenBatch};
+use crate::loader::TokenBatch;
 use crate::pool::Pool;
+use crate::registry::LoadedModel;
 use crate::tokenizer::Encoded;
 use crate::{ModelError, Result};
 use glassbox_data::run::part_name;

@@ -4,7 +4,8 @@ use super::{Completion, Stage, Transaction};
 use crate::config::DictionarySection;
 use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
-use glassbox_concepts::dictionary::{check, run_dictionary, HookSummary, Outcome};
+use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
+use glassbox_concepts::dictionary_check::check;
 use glassbox_data::{Progress, RunDir};
 
 /// Runs the stage; `Ok(false)` when training paused (`pause_after`) before finishing.
@@ -28,6 +29,9 @@ pub fn run_dictionary_stage(
             run.root().display()
         );
     }
+    // Settings first: NaN serialises as null, so `--lr NaN` would otherwise match the default's
+    // fingerprint and pass as up to date.
+    check(run, settings)?;
     let extract = manifest
         .stage_fingerprint("extract")
         .unwrap_or_default()
@@ -47,7 +51,6 @@ pub fn run_dictionary_stage(
         progress.note("dictionary: up to date; --force re-runs it");
         return Ok(true);
     }
-    check(run, settings)?;
     // --force retrains from scratch: no reused SAE, no checkpoint.
     let tx = Transaction::begin(run, "dictionary", vec!["dictionary".into()], &fp, !force)?;
     if !force && !tx.resumed() {
@@ -69,7 +72,7 @@ pub fn run_dictionary_stage(
                 .map(|s| s.hook.clone())
                 .collect();
             if !sae_hooks.is_empty() {
-                let model = super::tcav::load_run_model(run)?;
+                let model = super::run_model::load_run_model(run)?;
                 if model.model.unembedding().is_some() {
                     progress.note("dictionary: splicing the SAE into the causal LM (CE loss recovered, KL) and reading promoted tokens");
                     super::dictionary_lm::add_lm_outputs(tx.run(), &model, &sae_hooks)?;

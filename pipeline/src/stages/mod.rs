@@ -7,8 +7,10 @@ mod dictionary_lm;
 pub mod extract;
 pub mod probe;
 pub mod report;
+mod run_model;
 mod targets;
 pub mod tcav;
+mod tcav_scoring;
 pub mod tcav_vision;
 pub mod transaction;
 

@@ -17,6 +17,9 @@ pub fn run_probe(
     progress: &dyn Progress,
 ) -> Result<()> {
     let started = std::time::Instant::now();
+    // Settings first: NaN serialises as null, so an invalid setting could otherwise match a
+    // valid run's fingerprint and pass as up to date.
+    settings.validate()?;
     let manifest = run.require_stage("extract")?;
     let upstream = manifest
         .stage_fingerprint("extract")
@@ -28,7 +31,6 @@ pub fn run_probe(
         progress.note("probe: up to date; --force re-runs it");
         return Ok(());
     }
-    settings.validate()?;
     let tx = Transaction::begin(run, "probe", vec!["probes".into()], &fp, false)?;
     let out = run_probes(run, settings, progress)?;
     let staged = tx.run();

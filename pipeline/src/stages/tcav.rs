@@ -6,53 +6,23 @@
 //! and random sets with the model, trains the CAVs and writes `tcav/cavs.parquet` and
 //! `tcav/scores.parquet`.
 
+pub use super::run_model::{load_run_model, run_model_spec};
 pub use super::targets::ProbeTarget;
 use super::targets::{resolve_target, ResolvedTarget};
+use super::tcav_scoring::{score_and_record, PooledSets};
 use super::{Completion, Stage, Transaction};
-use crate::config::{RunConfig, TcavSection};
+use crate::config::TcavSection;
 use crate::fingerprint::fingerprint;
-use anyhow::{anyhow, bail, Context, Result};
-use glassbox_concepts::{
-    run_tcav, write_cavs, write_scores, Convention, HookSets, Options, ScoreRow, TargetGradients,
-};
+use anyhow::{bail, Result};
+use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
 use glassbox_data::examples::read_examples;
 use glassbox_data::store::{read_parts, ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
 use glassbox_data::{Progress, RunDir};
 use glassbox_models::gradients::{self, pooled_activations};
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{
-    hooks, load_model, resolve, HookPoint, LoadedModel, ModelSpec, Pool, TokenBatch,
-};
+use glassbox_models::{hooks, HookPoint, LoadedModel, Pool, TokenBatch};
 use std::collections::BTreeMap;
-
-/// The run's model spec, pinned to its recorded revision for Hub models.
-pub fn run_model_spec(run: &RunDir) -> Result<String> {
-    let manifest = run.require_stage("extract")?;
-    let record = manifest
-        .model
-        .ok_or_else(|| anyhow!("{}: the manifest records no model", run.root().display()))?;
-    let config = RunConfig::load(run);
-    let id = config.model.map(|m| m.id).unwrap_or(record.id.clone());
-    Ok(if record.source == "hub" {
-        format!(
-            "{}@{}",
-            id.split('@').next().unwrap_or(&id),
-            record.revision
-        )
-    } else {
-        id
-    })
-}
-
-/// Loads the run's (text) model at its recorded revision.
-pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
-    let extract = RunConfig::load(run).extract;
-    let max_length = extract.as_ref().map(|e| e.max_length);
-    let allow_pickle = extract.as_ref().is_some_and(|e| e.allow_pickle);
-    let spec: ModelSpec = run_model_spec(run)?.parse()?;
-    Ok(load_model(resolve(&spec)?, max_length, allow_pickle)?)
-}
 
 /// The CAV hooks: the configured patterns, or every `hook_resid_post` before `before`.
 fn cav_hooks(
@@ -365,113 +335,4 @@ pub fn run_tcav_stage(
         started,
     };
     score_and_record(tx, settings, &all_hooks, &pooled, &sums, done, json)
-}
-
-/// Pooled activations of the concept sets (first) and random sets (after), per hook.
-pub(super) struct PooledSets<'a> {
-    pub concepts: &'a [&'a str],
-    pub sets: &'a [BTreeMap<HookPoint, Vec<f32>>],
-    pub randoms: usize,
-    pub width: &'a dyn Fn(HookPoint) -> usize,
-}
-
-/// The stage's common end for text and vision runs: trains the CAVs at every hook that has
-/// target gradients (`sums`: target, hook, `n × width` sums), scores and tests them, writes
-/// `tcav/*.parquet`, commits the stage and prints the table (or JSON).
-pub(super) fn score_and_record(
-    tx: Transaction,
-    settings: &TcavSection,
-    hooks: &[HookPoint],
-    pooled: &PooledSets<'_>,
-    sums: &[(String, String, Vec<f32>)],
-    done: Completion,
-    json: bool,
-) -> Result<Vec<ScoreRow>> {
-    let hook_names: Vec<String> = hooks.iter().map(ToString::to_string).collect();
-    let n = pooled.concepts.len();
-    let sets: Vec<HookSets<'_>> = hooks
-        .iter()
-        .zip(&hook_names)
-        .filter(|(_, name)| sums.iter().any(|(_, h, _)| h == *name))
-        .map(|(hook, name)| HookSets {
-            hook: name,
-            width: (pooled.width)(*hook),
-            concepts: pooled
-                .concepts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (*c, pooled.sets[i][hook].as_slice()))
-                .collect(),
-            randoms: (0..pooled.randoms)
-                .map(|r| pooled.sets[n + r][hook].as_slice())
-                .collect(),
-        })
-        .collect();
-    let gradients: Vec<TargetGradients<'_>> = sums
-        .iter()
-        .map(|(target, hook, s)| TargetGradients {
-            target,
-            hook,
-            convention: settings.convention,
-            sums: s,
-        })
-        .collect();
-    let opts = Options {
-        method: settings.cav,
-        l2: settings.l2,
-        alpha: settings.alpha,
-        min_cav_accuracy: settings.min_cav_accuracy,
-        bootstrap: settings.bootstrap,
-        seed: settings.seed,
-    };
-    let (cavs, scores) = run_tcav(&sets, &gradients, &opts).context("TCAV failed")?;
-    write_cavs(tx.run(), &cavs)?;
-    write_scores(tx.run(), &scores)?;
-    tx.commit(done, |_| {}, |config| config.tcav = Some(settings.clone()))?;
-    if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&scores)?)?;
-    } else {
-        crate::out!("{}", table(&scores))?;
-    }
-    Ok(scores)
-}
-
-/// The TCAV results for the terminal.
-pub fn table(rows: &[ScoreRow]) -> String {
-    let cw = rows
-        .iter()
-        .map(|r| r.concept.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let hw = rows.iter().map(|r| r.hook.len()).max().unwrap_or(4).max(4);
-    let tw = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut out = format!(
-        "{:<cw$}  {:<hw$}  {:<tw$}  {:>6}  {:>9}  {:>6}  {:>8}  {:>8}  {:>7}  sig\n",
-        "concept", "hook", "target", "score", "magnitude", "random", "p", "p_holm", "cav_acc"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<cw$}  {:<hw$}  {:<tw$}  {:>6.3}  {:>9.3}  {:>6.3}  {:>8.2e}  {:>8.2e}  {:>7.3}  {}\n",
-            r.concept,
-            r.hook,
-            r.target,
-            r.score,
-            r.magnitude,
-            r.random_mean,
-            r.p,
-            r.p_holm,
-            r.cav_accuracy,
-            if r.significant { "*" } else { "" }
-        ));
-    }
-    out.push_str(
-        "(* significant after Holm–Bonferroni correction with CAV accuracy above the minimum)\n",
-    );
-    out
 }

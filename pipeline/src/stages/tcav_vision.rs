@@ -11,7 +11,7 @@
 //!   positions — the directional derivative of the target when every cell moves along the
 //!   CAV, the same convention as tokens in text runs.
 
-use super::tcav::{score_and_record, PooledSets};
+use super::tcav_scoring::{score_and_record, PooledSets};
 use super::{Completion, Stage, Transaction};
 use crate::config::{RunConfig, TcavSection};
 use crate::fingerprint::fingerprint;
@@ -40,7 +40,7 @@ pub fn is_vision_run(run: &RunDir) -> bool {
 }
 
 fn load_run_vision_model(run: &RunDir) -> Result<LoadedVisionModel> {
-    let spec: ModelSpec = super::tcav::run_model_spec(run)?.parse()?;
+    let spec: ModelSpec = super::run_model::run_model_spec(run)?.parse()?;
     let allow_pickle = RunConfig::load(run).extract.is_some_and(|e| e.allow_pickle);
     Ok(load_vision_model(resolve(&spec)?, allow_pickle)?)
 }

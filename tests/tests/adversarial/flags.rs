@@ -240,3 +240,47 @@ fn dictionary_settings_are_checked_against_the_store() {
         ],
     );
 }
+
+/// Trains a small SAE into the case's copy of the run, so a later invalid setting meets a
+/// finished dictionary (an invalid value must not pass as "up to date").
+fn with_trained_dictionary(_: &std::path::Path, run: &std::path::Path) {
+    let out = glassbox_tests::glassbox()
+        .args([
+            "dictionary",
+            "--hook",
+            "blocks.1.hook_resid_post",
+            "--width",
+            "32",
+            "--k",
+            "4",
+        ])
+        .args([
+            "--train-tokens",
+            "2000",
+            "--batch-size",
+            "64",
+            "--no-pca",
+            "--run",
+        ])
+        .arg(run)
+        .output()
+        .unwrap();
+    glassbox_tests::assert_success(&out, "dictionary for the setup");
+}
+
+#[test]
+fn invalid_settings_after_a_finished_stage_are_not_up_to_date() {
+    let Some(fx) = fixture() else { return };
+    let h = "dictionary --run {run} --hook blocks.1.hook_resid_post --width 32 --k 4 --train-tokens 2000 --batch-size 64 --no-pca";
+    check_refusals(
+        fx,
+        vec![
+            case("NaN lr after a finished dictionary", &format!("{h} --lr NaN"), &["lr = NaN"])
+                .with_setup(with_trained_dictionary),
+            case("k = width after a finished dictionary", "dictionary --run {run} --hook blocks.1.hook_resid_post --width 32 --k 32 --train-tokens 2000 --batch-size 64 --no-pca", &["k = 32"])
+                .with_setup(with_trained_dictionary),
+            case("NaN test fraction after a finished probe", "probe --run {run} --label topic --no-neurons --bootstrap 50 --test-fraction NaN", &["test fraction NaN"]),
+            case("NaN alpha", "tcav --run {run} --concepts {concepts}/food.jsonl --target probe:topic=food --alpha NaN", &["alpha = NaN"]),
+        ],
+    );
+}

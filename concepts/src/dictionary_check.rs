@@ -1,0 +1,57 @@
+//! The dictionary stage's checks before it starts (settings against the store's hooks).
+
+use crate::dictionary::DictionaryOptions;
+use crate::sae::saelens;
+use crate::ConceptError;
+use glassbox_data::store::PartStream;
+use glassbox_data::RunDir;
+use std::path::PathBuf;
+
+/// Everything about `options` that can be checked before the stage starts: something to do,
+/// every hook in the store's token rows, the SAE options valid for each hook's width (`k <
+/// width`, a finite positive learning rate, …), every SAE to load readable and of the right
+/// width. Reads only the hooks' first parts.
+pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptError> {
+    if options.hooks.is_empty() && options.load.is_empty() && options.neurons.is_empty() {
+        return Err(ConceptError::Invalid(
+            "[dictionary] names no hooks, no SAEs to load and no neuron hooks: nothing to do"
+                .into(),
+        ));
+    }
+    let width_of = |hook: &str| -> Result<usize, ConceptError> {
+        let dir = run.activations_dir(hook);
+        let first = glassbox_data::run::list_parts(&dir)?.into_iter().next();
+        let Some(part) = first else {
+            let stored = run.stored_hooks(false).unwrap_or_default();
+            return Err(ConceptError::Invalid(format!(
+                "hook `{hook}` is not in the store's token-level activations ({}); stored hooks: {}. \
+                 Extract it (with token_level = true) or pick a stored one",
+                dir.display(),
+                if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
+            )));
+        };
+        // The width from the first batch: stores written by other tools carry no metadata.
+        let mut stream = PartStream::open(&dir)?;
+        match stream.next_batch()? {
+            Some(batch) => Ok(batch.width),
+            None => Err(ConceptError::Invalid(format!(
+                "{}: holds no rows",
+                part.display()
+            ))),
+        }
+    };
+    for hook in &options.hooks {
+        options.sae.resolve(width_of(hook)?, 1)?;
+    }
+    for hook in &options.neurons {
+        width_of(hook)?;
+    }
+    for spec in &options.load {
+        let folder = match spec.split_once('=') {
+            Some((h, f)) if !h.contains('/') => PathBuf::from(f),
+            _ => PathBuf::from(spec),
+        };
+        saelens::load(&folder)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The command line's arguments (clap derive), one struct per subcommand. `cli::run` turns
+//! them into stage settings and dispatches.
+
+use crate::config::{DictionarySection, PipelineConfig};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glassbox",
+    version,
+    about = "Explain what the inside of a neural network encodes: extract activations, probe, report."
+)]
+pub struct Cli {
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run data through a model and store hooked activations as Parquet.
+    Extract(ExtractArgs),
+    /// Train linear probes on stored activations for label columns.
+    Probe(ProbeArgs),
+    /// Store d target / d activation for a probe target (input of TCAV).
+    Gradients(GradientsArgs),
+    /// Concept activation vectors and TCAV scores with corrected significance.
+    Tcav(TcavArgs),
+    /// Train sparse autoencoders on a run's token activations (or load SAELens ones) and explain
+    /// their features and the raw neurons of chosen hooks.
+    Dictionary(DictionaryArgs),
+    /// Write the report bundle (index.html, summary.json, summary.md).
+    Report(ReportArgs),
+    /// Run extract → probe → tcav → dictionary (each when configured) → report from a TOML config.
+    Pipeline(PipelineArgs),
+    /// List a model's hook points, one per line.
+    Hooks(HooksArgs),
+    /// Summarise a run directory.
+    Inspect(InspectArgs),
+    /// Generate texture concept images (stripes, dots, checkerboard, zigzag) and random images.
+    Textures(TexturesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// ORG/NAME[@REVISION] from the Hugging Face cache/Hub, or ./local/dir in HF layout.
+    #[arg(long)]
+    pub model: String,
+    /// JSONL, CSV or Parquet file with a `text` column (other columns are kept as labels);
+    /// for vision models a folder with one sub-folder of images per class, or a manifest with
+    /// an `image_path` column.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Hook names or glob patterns, comma-separated (e.g. 'blocks.*.hook_resid_post').
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hooks: Vec<String>,
+    /// Run directory to write.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Examples per forward pass (memory grows with it).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per example after truncation (special tokens included).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Storage precision of activations: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Compression of activation shards: none, snappy or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Sequence-level pools to store: mean, cls, last, max.
+    #[arg(long, value_delimiter = ',', default_value = "mean,cls")]
+    pub pools: Vec<String>,
+    /// Store only pooled activations, not one row per token.
+    #[arg(long)]
+    pub no_token_level: bool,
+    /// Examples per shard (the unit of resumption after an interruption).
+    #[arg(long, default_value_t = 256)]
+    pub shard_size: usize,
+    /// Read PyTorch pickle checkpoints (.pth, pytorch_model.bin). Pickle can encode code;
+    /// glassbox interprets tensors only and runs nothing, but reading one is your call.
+    #[arg(long)]
+    pub allow_pickle: bool,
+    /// Re-run even if the run is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Label column(s) of examples.parquet, comma-separated or repeated, probed at `--level`.
+    #[arg(long, value_delimiter = ',')]
+    pub label: Vec<String>,
+    /// The level of the `--label` columns: sequence (one label per example, pooled
+    /// activations) or token (per-word label lists, token activations).
+    #[arg(long, value_enum, default_value = "sequence")]
+    pub level: LevelArg,
+    /// Token-level labels: a column of per-word label lists, or a built-in labeler
+    /// (@word_class, @is_number, @is_capitalised, @position).
+    #[arg(long, value_delimiter = ',')]
+    pub token_label: Vec<String>,
+    /// Pooled activations for sequence-level probes: mean, cls, last or max.
+    #[arg(long, default_value = "mean")]
+    pub pool: String,
+    /// Seed of the split, control task, bootstrap and random unit draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of each class held out for testing.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Fraction of each class held out to choose the L2 strength.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// L2 strengths to choose from on the validation part (sklearn's C = 1 / l2).
+    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,100,1000")]
+    pub l2: Vec<f64>,
+    /// At most this many examples (or tokens) per class, a seeded sample; 0 keeps all.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_per_class: usize,
+    /// Also compute the MDL online code length (Voita & Titov 2020).
+    #[arg(long)]
+    pub mdl: bool,
+    /// Skip the elastic-net neuron ranking and its top-k check.
+    #[arg(long)]
+    pub no_neurons: bool,
+    /// Bootstrap resamples for the confidence intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    #[arg(long)]
+    pub force: bool,
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GradientsArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// probe:<label>=<class>[@<hook>] (default hook: the deepest probed one).
+    #[arg(long)]
+    pub target: String,
+    /// Hooks (names or globs) to store gradients at; default: every hook_resid_post before the
+    /// target's hook.
+    #[arg(long, value_delimiter = ',')]
+    pub hooks: Vec<String>,
+    /// logit (Captum) or loss (TensorFlow TCAV).
+    #[arg(long, value_enum, default_value = "logit")]
+    pub convention: ConventionArg,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TcavArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Concept sets: data files with a `text` column or folders of .txt files; for vision runs,
+    /// folders of images (e.g. from `glassbox textures`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub concepts: Vec<PathBuf>,
+    /// probe:<label>=<class>[@<hook>], repeatable; gradients must be stored (`glassbox gradients`).
+    /// Vision runs: class:<label> (a class of the model, e.g. class:zebra), over the run's
+    /// images; gradients are computed here.
+    #[arg(long, required = true)]
+    pub target: Vec<String>,
+    /// CAV hooks (names or globs); default: every hook_resid_post before the target's hook.
+    #[arg(long, value_delimiter = ',')]
+    pub hooks: Vec<String>,
+    /// Random counterpart runs (and random-vs-random baseline runs).
+    #[arg(long, default_value_t = 20)]
+    pub random_runs: usize,
+    /// Examples per random set; 0 = the smallest concept's size.
+    #[arg(long, default_value_t = 0)]
+    pub random_set_size: usize,
+    /// Corpus random sets are drawn from; default: the built-in corpus.
+    #[arg(long)]
+    pub random_corpus: Option<PathBuf>,
+    /// Concepts smaller than this are an error.
+    #[arg(long, default_value_t = 10)]
+    pub min_concept_size: usize,
+    /// CAV classifier: logistic or hinge.
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub cav: CavArg,
+    #[arg(long, value_enum, default_value = "logit")]
+    pub convention: ConventionArg,
+    /// Significance level after Holm–Bonferroni correction.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Mean held-out CAV accuracy a concept needs to be called significant.
+    #[arg(long, default_value_t = 0.6)]
+    pub min_cav_accuracy: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DictionaryArgs {
+    /// Run directory (after `extract` with token-level activations).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Start from this pipeline config's `[dictionary]` section (flags below override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Hooks to train an SAE on.
+    #[arg(long, value_delimiter = ',')]
+    pub hook: Vec<String>,
+    /// Pretrained SAEs in SAELens layout to analyse: `<hook>=<folder>` or `<folder>`.
+    #[arg(long, value_delimiter = ',')]
+    pub load_sae: Vec<String>,
+    /// Hooks whose raw neurons to explain.
+    #[arg(long, value_delimiter = ',')]
+    pub neurons: Vec<String>,
+    /// `topk` or `relu`.
+    #[arg(long)]
+    pub architecture: Option<String>,
+    /// Number of latents (default 8 × the hook's width).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Active latents per token (TopK).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// L1 coefficient (ReLU).
+    #[arg(long)]
+    pub l1: Option<f32>,
+    /// Training tokens in all.
+    #[arg(long)]
+    pub train_tokens: Option<u64>,
+    /// Tokens per step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Sequence-level labels to correlate units with (default: every categorical column).
+    #[arg(long, value_delimiter = ',')]
+    pub label: Vec<String>,
+    /// Token-level labels (`@word_class`, list columns) to correlate units with.
+    #[arg(long, value_delimiter = ',')]
+    pub token_label: Vec<String>,
+    /// Skip the PCA baseline.
+    #[arg(long)]
+    pub no_pca: bool,
+    /// Stop training after this many steps (a checkpoint is written); run again to resume.
+    #[arg(long)]
+    pub pause_after: Option<usize>,
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DictionaryArgs {
+    /// The `[dictionary]` section these flags describe: `--config`'s section (or the defaults)
+    /// with every given flag applied over it.
+    pub fn settings(self) -> Result<DictionarySection> {
+        let mut s = match &self.config {
+            Some(path) => PipelineConfig::load(path)?.dictionary.unwrap_or_default(),
+            None => DictionarySection::default(),
+        };
+        let replace = |v: Vec<String>, into: &mut Vec<String>| {
+            if !v.is_empty() {
+                *into = v;
+            }
+        };
+        replace(self.hook, &mut s.hooks);
+        replace(self.load_sae, &mut s.load);
+        replace(self.neurons, &mut s.neurons);
+        replace(self.label, &mut s.labels);
+        replace(self.token_label, &mut s.token_labels);
+        if let Some(a) = self.architecture {
+            s.sae.architecture = a;
+        }
+        s.sae.width = self.width.or(s.sae.width);
+        if let Some(k) = self.k {
+            s.sae.k = k;
+        }
+        if let Some(l1) = self.l1 {
+            s.sae.l1_coefficient = l1;
+        }
+        if let Some(t) = self.train_tokens {
+            s.sae.train_tokens = t;
+        }
+        if let Some(b) = self.batch_size {
+            s.sae.batch_size = b;
+        }
+        s.sae.lr = self.lr.or(s.sae.lr);
+        if let Some(seed) = self.seed {
+            s.sae.seed = seed;
+            s.explain.seed = seed;
+        }
+        if self.no_pca {
+            s.pca_baseline = false;
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConventionArg {
+    Logit,
+    Loss,
+}
+
+impl From<ConventionArg> for glassbox_concepts::Convention {
+    fn from(c: ConventionArg) -> Self {
+        match c {
+            ConventionArg::Logit => glassbox_concepts::Convention::Logit,
+            ConventionArg::Loss => glassbox_concepts::Convention::Loss,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CavArg {
+    Logistic,
+    Hinge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LevelArg {
+    Sequence,
+    Token,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Pipeline config (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override the config's model; the run directory then defaults to runs/<model>.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Override the config's run directory.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Re-run every stage.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// ORG/NAME[@REVISION] or ./local/dir.
+    pub model: String,
+    /// Read a PyTorch pickle checkpoint (see `extract --allow-pickle`).
+    #[arg(long)]
+    pub allow_pickle: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TexturesArgs {
+    /// Folder to write: one sub-folder of PNGs per texture (a folder-per-class image data set).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Textures to draw: stripes, dots, checkerboard, zigzag, random.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "stripes,dots,checkerboard,zigzag,random"
+    )]
+    pub kinds: Vec<String>,
+    /// Images per texture.
+    #[arg(long, default_value_t = 40)]
+    pub per_class: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Seed of every colour, scale, angle and phase drawn.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Run directory.
+    pub run: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,35 @@
+//! The model a run was extracted from, loaded again for the stages that need it (TCAV's
+//! gradients, the dictionary's splicing), pinned to the recorded revision.
+
+use crate::config::RunConfig;
+use anyhow::{anyhow, Result};
+use glassbox_data::RunDir;
+use glassbox_models::{load_model, resolve, LoadedModel, ModelSpec};
+
+/// The run's model spec, pinned to its recorded revision for Hub models.
+pub fn run_model_spec(run: &RunDir) -> Result<String> {
+    let manifest = run.require_stage("extract")?;
+    let record = manifest
+        .model
+        .ok_or_else(|| anyhow!("{}: the manifest records no model", run.root().display()))?;
+    let config = RunConfig::load(run);
+    let id = config.model.map(|m| m.id).unwrap_or(record.id.clone());
+    Ok(if record.source == "hub" {
+        format!(
+            "{}@{}",
+            id.split('@').next().unwrap_or(&id),
+            record.revision
+        )
+    } else {
+        id
+    })
+}
+
+/// Loads the run's (text) model at its recorded revision.
+pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
+    let extract = RunConfig::load(run).extract;
+    let max_length = extract.as_ref().map(|e| e.max_length);
+    let allow_pickle = extract.as_ref().is_some_and(|e| e.allow_pickle);
+    let spec: ModelSpec = run_model_spec(run)?.parse()?;
+    Ok(load_model(resolve(&spec)?, max_length, allow_pickle)?)
+}
