@@ -75,7 +75,7 @@ pub struct SaeOptions {
     pub b_dec_init: BDecInit,
     /// Fraction of examples held out for the evaluation metrics. Default 0.1.
     pub eval_fraction: f64,
-    /// Train on special tokens ([CLS], [SEP], BOS…) too. Default false: their activations are
+    /// Train on special tokens (`[CLS]`, `[SEP]`, BOS…) too. Default false: their activations are
     /// outliers that dominate the reconstruction loss.
     pub include_special_tokens: bool,
     /// Write a resumable checkpoint every this many steps. Default 100.
