@@ -111,4 +111,15 @@ mod tests {
         assert_eq!(level_of(capped(Some(SimdLevel::Avx512))), best);
         assert!(level_of(capped(Some(SimdLevel::Avx2))) <= SimdLevel::Avx2);
     }
+
+    /// Under `just test-simd` the cap is set: the dispatcher every kernel uses obeys it.
+    #[test]
+    fn the_environment_cap_reaches_the_dispatcher() {
+        if let Some(cap) = std::env::var("GLASSBOX_SIMD")
+            .ok()
+            .and_then(|v| SimdLevel::parse(&v))
+        {
+            assert!(level() <= cap, "{:?} above the cap {cap:?}", level());
+        }
+    }
 }

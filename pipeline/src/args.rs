@@ -1,7 +1,8 @@
 //! The command line's arguments (clap derive), one struct per subcommand. `cli::run` turns
 //! them into stage settings and dispatches.
 //!
-//! The doc comments here are the `--help` text (clap reads them verbatim), written for a
+//! Defaults come from the config sections' `Default`s (one set of defaults for the CLI and the
+//! config file). The doc comments here are the `--help` text (clap reads them verbatim), written for a
 //! terminal: `<label>` and `[@REVISION]` are argument syntax, not HTML or doc links.
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
@@ -66,25 +67,25 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub run: PathBuf,
     /// Examples per forward pass (memory grows with it).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = crate::config::ExtractSection::default().batch_size)]
     pub batch_size: usize,
     /// Tokens per example after truncation (special tokens included).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = crate::config::ExtractSection::default().max_length)]
     pub max_length: usize,
     /// Storage precision of activations: f32 or f16.
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value_t = crate::config::ExtractSection::default().dtype)]
     pub dtype: String,
     /// Compression of activation shards: none, snappy or zstd.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = crate::config::ExtractSection::default().compression)]
     pub compression: String,
     /// Sequence-level pools to store: mean, cls, last, max.
-    #[arg(long, value_delimiter = ',', default_value = "mean,cls")]
+    #[arg(long, value_delimiter = ',', default_values_t = crate::config::ExtractSection::default().pools)]
     pub pools: Vec<String>,
     /// Store only pooled activations, not one row per token.
     #[arg(long)]
     pub no_token_level: bool,
     /// Examples per shard (the unit of resumption after an interruption).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = crate::config::ExtractSection::default().shard_size)]
     pub shard_size: usize,
     /// Read PyTorch pickle checkpoints (.pth, pytorch_model.bin). Pickle can encode code;
     /// glassbox interprets tensors only and runs nothing, but reading one is your call.
@@ -111,22 +112,22 @@ pub struct ProbeArgs {
     #[arg(long, value_delimiter = ',')]
     pub token_label: Vec<String>,
     /// Pooled activations for sequence-level probes: mean, cls, last or max.
-    #[arg(long, default_value = "mean")]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().pool)]
     pub pool: String,
     /// Seed of the split, control task, bootstrap and random unit draws.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().seed)]
     pub seed: u64,
     /// Fraction of each class held out for testing.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().test_fraction)]
     pub test_fraction: f64,
     /// Fraction of each class held out to choose the L2 strength.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().validation_fraction)]
     pub validation_fraction: f64,
     /// L2 strengths to choose from on the validation part (sklearn's C = 1 / l2).
-    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,100,1000")]
+    #[arg(long, value_delimiter = ',', default_values_t = crate::config::ProbeSection::default().l2_grid)]
     pub l2: Vec<f64>,
     /// At most this many examples (or tokens) per class, a seeded sample; 0 keeps all.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().max_per_class)]
     pub max_per_class: usize,
     /// Also compute the MDL online code length (Voita & Titov 2020).
     #[arg(long)]
@@ -135,7 +136,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub no_neurons: bool,
     /// Bootstrap resamples for the confidence intervals.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = crate::config::ProbeSection::default().bootstrap)]
     pub bootstrap: usize,
     #[arg(long)]
     pub force: bool,
@@ -179,16 +180,16 @@ pub struct TcavArgs {
     #[arg(long, value_delimiter = ',')]
     pub hooks: Vec<String>,
     /// Random counterpart runs (and random-vs-random baseline runs).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().random_runs)]
     pub random_runs: usize,
     /// Examples per random set; 0 = the smallest concept's size.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().random_set_size)]
     pub random_set_size: usize,
     /// Corpus random sets are drawn from; default: the built-in corpus.
     #[arg(long)]
     pub random_corpus: Option<PathBuf>,
     /// Concepts smaller than this are an error.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().min_concept_size)]
     pub min_concept_size: usize,
     /// CAV classifier: logistic or hinge.
     #[arg(long, value_enum, default_value = "logistic")]
@@ -196,12 +197,12 @@ pub struct TcavArgs {
     #[arg(long, value_enum, default_value = "logit")]
     pub convention: ConventionArg,
     /// Significance level after Holm–Bonferroni correction.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().alpha)]
     pub alpha: f64,
     /// Mean held-out CAV accuracy a concept needs to be called significant.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().min_cav_accuracy)]
     pub min_cav_accuracy: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::config::TcavSection::default().seed)]
     pub seed: u64,
     #[arg(long)]
     pub force: bool,
