@@ -146,7 +146,7 @@ impl Transaction {
     /// and data records where the stage owns them, `record` the stage's section of
     /// `config.toml`.
     pub fn commit(
-        mut self,
+        self,
         done: Completion,
         update: impl FnOnce(&mut Manifest),
         record: impl FnOnce(&mut RunConfig),
@@ -170,37 +170,39 @@ impl Transaction {
         );
         let mut config = RunConfig::load(&self.live);
         record(&mut config);
-        let plan = CommitPlan {
-            outputs: self
-                .outputs
-                .iter()
-                .map(|rel| (rel.clone(), self.dir.join(rel).exists()))
-                .collect(),
-            voided: done.stage.voids().iter().map(PathBuf::from).collect(),
+        self.apply(
+            done.stage.voids().iter().map(PathBuf::from).collect(),
             invalidated,
             manifest,
-            config: toml::to_string_pretty(&config).context("cannot serialise the run config")?,
-        };
-        self.keep = true;
-        let bytes = serde_json::to_vec_pretty(&plan)?;
-        glassbox_data::atomic::write_bytes(&self.dir.join(COMMIT_FILE), &bytes)?;
-        plan.apply(&self.live, &self.dir)
+            &config,
+        )
     }
 
     /// Records a step that is not a stage of the manifest (`gradients`): swaps its outputs in.
-    pub fn commit_outputs(mut self) -> Result<()> {
+    pub fn commit_outputs(self) -> Result<()> {
         let manifest = load_manifest_for_commit(&self.live, None)?;
+        let config = RunConfig::load(&self.live);
+        self.apply(Vec::new(), manifest.clone(), manifest, &config)
+    }
+
+    /// Writes the commit marker, then carries it out.
+    fn apply(
+        mut self,
+        voided: Vec<PathBuf>,
+        invalidated: Manifest,
+        manifest: Manifest,
+        config: &RunConfig,
+    ) -> Result<()> {
         let plan = CommitPlan {
             outputs: self
                 .outputs
                 .iter()
                 .map(|rel| (rel.clone(), self.dir.join(rel).exists()))
                 .collect(),
-            voided: Vec::new(),
-            invalidated: manifest.clone(),
+            voided,
+            invalidated,
             manifest,
-            config: toml::to_string_pretty(&RunConfig::load(&self.live))
-                .context("cannot serialise the run config")?,
+            config: toml::to_string_pretty(config).context("cannot serialise the run config")?,
         };
         self.keep = true;
         let bytes = serde_json::to_vec_pretty(&plan)?;
