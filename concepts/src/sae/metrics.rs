@@ -6,6 +6,7 @@
 //! evaluation rows, `n` their number, `d` the width.
 
 use super::codes::Codes;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Metric name → definition, in output order.
@@ -210,6 +211,48 @@ fn histogram(density: &[f64]) -> Vec<DensityBin> {
         lo = hi;
     }
     bins
+}
+
+/// `Σ_r ‖x_r − x̄‖²` over the rows of `x` (`· × d`), accumulated in f64 per row block.
+pub fn variance_about_mean(x: &[f32], d: usize) -> f64 {
+    let rows = x.len() / d;
+    if rows == 0 {
+        return 0.0;
+    }
+    const ROWS: usize = 256;
+    let sum_rows = |block: &[f32]| {
+        let mut acc = vec![0.0f64; d];
+        for row in block.chunks_exact(d) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += *v as f64;
+            }
+        }
+        acc
+    };
+    // Per-block partial sums collected in order, then added in order: rayon's own `sum` and
+    // `reduce` group by work-stealing, which would make the result (and the weights)
+    // differ from run to run in the last bits.
+    let partials: Vec<Vec<f64>> = x.par_chunks(d * ROWS).map(sum_rows).collect();
+    let mut mean = vec![0.0f64; d];
+    for p in &partials {
+        mean.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    x.par_chunks(d * ROWS)
+        .map(|block| {
+            block
+                .chunks_exact(d)
+                .map(|row| {
+                    row.iter()
+                        .zip(&mean)
+                        .map(|(v, m)| (*v as f64 - m).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+        })
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! product. `tests::gradients_match_candle_autograd` checks it against candle's autograd.
 
 use super::codes::{select, Codes, Selection};
+use super::metrics::variance_about_mean;
 use super::options::Resolved;
 use super::{axpy, dense, dot, simd, Architecture, Sae};
 use crate::ConceptError;
@@ -453,48 +454,6 @@ fn group_by_latent(width: usize, sources: &[(&Codes, &Vec<f32>, &Vec<f32>)]) -> 
         }
     }
     ByLatent { offsets, entries }
-}
-
-/// `Σ_r ‖x_r − x̄‖²` over the rows of `x` (`· × d`), accumulated in f64 per row block.
-pub fn variance_about_mean(x: &[f32], d: usize) -> f64 {
-    let rows = x.len() / d;
-    if rows == 0 {
-        return 0.0;
-    }
-    const ROWS: usize = 256;
-    let sum_rows = |block: &[f32]| {
-        let mut acc = vec![0.0f64; d];
-        for row in block.chunks_exact(d) {
-            for (a, v) in acc.iter_mut().zip(row) {
-                *a += *v as f64;
-            }
-        }
-        acc
-    };
-    // Per-block partial sums collected in order, then added in order: rayon's own `sum` and
-    // `reduce` group by work-stealing, which would make the result (and the weights)
-    // differ from run to run in the last bits.
-    let partials: Vec<Vec<f64>> = x.par_chunks(d * ROWS).map(sum_rows).collect();
-    let mut mean = vec![0.0f64; d];
-    for p in &partials {
-        mean.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    mean.iter_mut().for_each(|m| *m /= rows as f64);
-    x.par_chunks(d * ROWS)
-        .map(|block| {
-            block
-                .chunks_exact(d)
-                .map(|row| {
-                    row.iter()
-                        .zip(&mean)
-                        .map(|(v, m)| (*v as f64 - m).powi(2))
-                        .sum::<f64>()
-                })
-                .sum::<f64>()
-        })
-        .collect::<Vec<f64>>()
-        .iter()
-        .sum()
 }
 
 #[cfg(test)]
