@@ -49,6 +49,14 @@ fn second_writer_is_refused(run: &Path, first: &[&str], stage: &str, second: &[&
     assert!(!run.join(".staging").exists(), "staging left behind");
 }
 
+/// A copy of the fixture's run (extract and probe done) in a fresh folder.
+fn fixture_copy(fx: &Fixture) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    copy_tree(&fx.run(), &run);
+    (tmp, run)
+}
+
 #[test]
 fn two_extracts() {
     let Some(fx) = fixture() else { return };
@@ -80,9 +88,7 @@ fn two_extracts() {
 #[test]
 fn two_probes_with_different_labels() {
     let Some(fx) = fixture() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    copy_tree(&fx.run(), &run);
+    let (_tmp, run) = fixture_copy(fx);
     second_writer_is_refused(
         &run,
         &[
@@ -111,9 +117,7 @@ fn two_probes_with_different_labels() {
 #[test]
 fn extract_and_probe() {
     let Some(fx) = fixture() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    copy_tree(&fx.run(), &run);
+    let (_tmp, run) = fixture_copy(fx);
     let data = fx.data();
     second_writer_is_refused(
         &run,
@@ -142,9 +146,7 @@ fn extract_and_probe() {
 #[test]
 fn probe_and_report() {
     let Some(fx) = fixture() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    copy_tree(&fx.run(), &run);
+    let (_tmp, run) = fixture_copy(fx);
     second_writer_is_refused(
         &run,
         &[
