@@ -45,8 +45,6 @@ fn damaged_or_incomplete_runs_are_refused() {
 fn configs_are_checked_before_any_stage_runs() {
     let Some(fx) = fixture() else { return };
     fn config(tmp: &Path, run: &Path, extra: &str) {
-        let data = tmp.parent().unwrap().join("unused");
-        let _ = data;
         std::fs::write(
             tmp.join("p.toml"),
             format!(
