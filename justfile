@@ -59,7 +59,7 @@ test-simd:
     if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then levels="scalar avx2"; fi
     for level in $levels; do
         echo "== numeric tests with GLASSBOX_SIMD=$level (CPU flags: $(grep -m1 -ow 'avx512f\|avx2\|fma' /proc/cpuinfo | sort -u | tr '\n' ' '))"
-        GLASSBOX_SIMD=$level cargo test -p glassbox-probes -p glassbox-concepts -p glassbox-models -p glassbox-data --lib --tests
+        GLASSBOX_SIMD=$level cargo test -p glassbox-probes -p glassbox-concepts -p glassbox-models -p glassbox-runner -p glassbox-data --lib --tests
     done
 
 # Formatting, lints and warning-free docs (CI runs this before the tests).

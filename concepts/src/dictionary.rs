@@ -15,6 +15,7 @@ use crate::ConceptError;
 use glassbox_data::examples::read_examples;
 use glassbox_data::store::PartStream;
 use glassbox_data::tokens::{read_tokens, Tokens};
+use glassbox_data::HookPoint;
 use glassbox_data::{atomic, Progress, RunDir};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,12 +28,12 @@ use std::sync::Arc;
 #[serde(default, deny_unknown_fields)]
 pub struct DictionaryOptions {
     /// Hooks to train an SAE on (their token rows).
-    pub hooks: Vec<String>,
+    pub hooks: Vec<HookPoint>,
     /// Pretrained SAEs in SAELens layout to analyse instead: `<hook>=<folder>`, or `<folder>`
     /// when its cfg.json names the hook (`metadata.hook_name`).
     pub load: Vec<String>,
     /// Hooks whose raw units (neurons) are explained too.
-    pub neurons: Vec<String>,
+    pub neurons: Vec<HookPoint>,
     /// Sequence-level label columns to correlate units with; empty: every categorical column.
     pub labels: Vec<String>,
     /// Token-level labels (`@word_class`, list columns) to correlate units with.
@@ -61,7 +62,7 @@ impl Default for DictionaryOptions {
 /// What the stage did at one hook.
 #[derive(Debug, Clone, Serialize)]
 pub struct HookSummary {
-    pub hook: String,
+    pub hook: HookPoint,
     /// `"trained"`, `"loaded"` or `"neurons"`.
     pub source: String,
     pub units: usize,
@@ -78,7 +79,7 @@ pub struct HookSummary {
 pub enum Outcome {
     Complete(Vec<HookSummary>),
     Paused {
-        hook: String,
+        hook: HookPoint,
         step: usize,
         steps: usize,
     },
@@ -126,24 +127,20 @@ pub fn run_dictionary(
         progress,
     };
     let mut summaries = Vec::new();
-    for hook in &options.hooks {
+    for &hook in &options.hooks {
         match ctx.train_hook(hook, upstream, pause_after)? {
             Some(s) => summaries.push(s),
             None => {
                 let checkpoint = checkpoint_path(run, hook);
                 let (step, steps) = paused_at(&checkpoint, options, &ctx, hook)?;
-                return Ok(Outcome::Paused {
-                    hook: hook.clone(),
-                    step,
-                    steps,
-                });
+                return Ok(Outcome::Paused { hook, step, steps });
             }
         }
     }
     for spec in &options.load {
         summaries.push(ctx.load_hook(spec)?);
     }
-    for hook in &options.neurons {
+    for &hook in &options.neurons {
         summaries.push(ctx.neuron_hook(hook)?);
     }
     Ok(Outcome::Complete(summaries))
@@ -159,7 +156,7 @@ struct Context<'a> {
     progress: &'a dyn Progress,
 }
 
-fn checkpoint_path(run: &RunDir, hook: &str) -> PathBuf {
+fn checkpoint_path(run: &RunDir, hook: HookPoint) -> PathBuf {
     run.dictionary_dir(hook).join("checkpoint.safetensors")
 }
 
@@ -167,7 +164,7 @@ fn paused_at(
     checkpoint: &Path,
     options: &DictionaryOptions,
     ctx: &Context<'_>,
-    hook: &str,
+    hook: HookPoint,
 ) -> Result<(usize, usize), ConceptError> {
     let (_, meta) = crate::sae::tensors_metadata(checkpoint)?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -177,7 +174,7 @@ fn paused_at(
 }
 
 impl Context<'_> {
-    fn rows(&self, hook: &str, split: Split) -> Result<StoreRows, ConceptError> {
+    fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
         let dir = self.run.activations_dir(hook);
         if !dir.is_dir() {
             let stored = self.run.stored_hooks(false).unwrap_or_default();
@@ -185,7 +182,7 @@ impl Context<'_> {
                 "hook `{hook}` is not in the store's token-level activations ({}); stored hooks: {}. \
                  Extract it (with token_level = true) or pick a stored one",
                 dir.display(),
-                if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
+                if stored.is_empty() { "none".to_owned() } else { glassbox_data::hook_point::join(&stored) }
             )));
         }
         let special = (!self.options.sae.include_special_tokens).then(|| Arc::clone(self.special));
@@ -202,7 +199,7 @@ impl Context<'_> {
     /// `None` when training paused before the end.
     fn train_hook(
         &self,
-        hook: &str,
+        hook: HookPoint,
         upstream: &str,
         pause_after: Option<usize>,
     ) -> Result<Option<HookSummary>, ConceptError> {
@@ -270,7 +267,7 @@ impl Context<'_> {
             &sae,
             &Provenance {
                 model_name: model_name(self.run),
-                hook_name: hook.to_owned(),
+                hook_name: hook.to_string(),
                 extra,
             },
         )?;
@@ -303,7 +300,7 @@ impl Context<'_> {
 
     fn pca_baseline(
         &self,
-        hook: &str,
+        hook: HookPoint,
         metrics: &Metrics,
         held_out: bool,
     ) -> Result<Metrics, ConceptError> {
@@ -329,7 +326,14 @@ impl Context<'_> {
                 folder.display()
             ))
         })?;
-        let mut all = self.rows(&hook, Split::All)?;
+        let hook: HookPoint = hook.parse().map_err(|e| {
+            ConceptError::Invalid(format!(
+                "{}: {e}; give the SAE's glassbox hook as <hook>={}",
+                folder.display(),
+                folder.display()
+            ))
+        })?;
+        let mut all = self.rows(hook, Split::All)?;
         if all.width() != loaded.sae.d_in {
             return Err(ConceptError::Invalid(format!(
                 "{}: the SAE's d_in is {} but hook `{hook}` has width {}; load it for a hook of that width",
@@ -340,7 +344,7 @@ impl Context<'_> {
         }
         let rows = all.count()?;
         let metrics = evaluate(&loaded.sae, &mut all)?;
-        let dir = self.run.dictionary_dir(&hook);
+        let dir = self.run.dictionary_dir(hook);
         let mut extra = serde_json::Map::new();
         extra.insert("loaded_from".into(), json!(folder.display().to_string()));
         saelens::save(
@@ -348,13 +352,13 @@ impl Context<'_> {
             &loaded.sae,
             &Provenance {
                 model_name: loaded.model_name.clone().unwrap_or_default(),
-                hook_name: hook.clone(),
+                hook_name: hook.to_string(),
                 extra,
             },
         )?;
         write_metrics(
             &dir,
-            &hook,
+            hook,
             "loaded",
             &metrics,
             None,
@@ -363,15 +367,15 @@ impl Context<'_> {
             rows,
             &self.options.sae,
         )?;
-        self.explain_units(&hook, Units::Features(&loaded.sae), "feature")?;
-        Ok(summary(&hook, "loaded", &loaded.sae, metrics, None, None))
+        self.explain_units(hook, Units::Features(&loaded.sae), "feature")?;
+        Ok(summary(hook, "loaded", &loaded.sae, metrics, None, None))
     }
 
-    fn neuron_hook(&self, hook: &str) -> Result<HookSummary, ConceptError> {
+    fn neuron_hook(&self, hook: HookPoint) -> Result<HookSummary, ConceptError> {
         let width = self.rows(hook, Split::All)?.width();
         self.explain_units(hook, Units::Neurons { width }, "neuron")?;
         Ok(HookSummary {
-            hook: hook.to_owned(),
+            hook,
             source: "neurons".into(),
             units: width,
             architecture: None,
@@ -383,7 +387,12 @@ impl Context<'_> {
         })
     }
 
-    fn explain_units(&self, hook: &str, units: Units<'_>, unit: &str) -> Result<(), ConceptError> {
+    fn explain_units(
+        &self,
+        hook: HookPoint,
+        units: Units<'_>,
+        unit: &str,
+    ) -> Result<(), ConceptError> {
         let mut all = self.rows(hook, Split::All)?;
         let directions = inputs::run_directions(self.run, hook)?;
         let e = explain::explain(
@@ -407,7 +416,7 @@ fn model_name(run: &RunDir) -> String {
 }
 
 fn summary(
-    hook: &str,
+    hook: HookPoint,
     source: &str,
     sae: &Sae,
     metrics: Metrics,
@@ -415,7 +424,7 @@ fn summary(
     training: Option<&Fitted>,
 ) -> HookSummary {
     HookSummary {
-        hook: hook.to_owned(),
+        hook,
         source: source.to_owned(),
         units: sae.width,
         architecture: Some(sae.architecture.name().to_owned()),
@@ -433,7 +442,7 @@ fn summary(
 #[allow(clippy::too_many_arguments)]
 fn write_metrics(
     dir: &Path,
-    hook: &str,
+    hook: HookPoint,
     source: &str,
     metrics: &Metrics,
     pca: Option<&Metrics>,

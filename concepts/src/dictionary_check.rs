@@ -4,6 +4,7 @@ use crate::dictionary::DictionaryOptions;
 use crate::sae::saelens;
 use crate::ConceptError;
 use glassbox_data::store::PartStream;
+use glassbox_data::HookPoint;
 use glassbox_data::RunDir;
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
                 .into(),
         ));
     }
-    let width_of = |hook: &str| -> Result<usize, ConceptError> {
+    let width_of = |hook: HookPoint| -> Result<usize, ConceptError> {
         let dir = run.activations_dir(hook);
         let first = glassbox_data::run::list_parts(&dir)?.into_iter().next();
         let Some(part) = first else {
@@ -27,7 +28,7 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
                 "hook `{hook}` is not in the store's token-level activations ({}); stored hooks: {}. \
                  Extract it (with token_level = true) or pick a stored one",
                 dir.display(),
-                if stored.is_empty() { "none".to_owned() } else { stored.join(", ") }
+                if stored.is_empty() { "none".to_owned() } else { glassbox_data::hook_point::join(&stored) }
             )));
         };
         // The width from the first batch: stores written by other tools carry no metadata.
@@ -41,10 +42,10 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
         }
     };
     for hook in &options.hooks {
-        options.sae.resolve(width_of(hook)?, 1)?;
+        options.sae.resolve(width_of(*hook)?, 1)?;
     }
     for hook in &options.neurons {
-        width_of(hook)?;
+        width_of(*hook)?;
     }
     for spec in &options.load {
         let folder = match spec.split_once('=') {

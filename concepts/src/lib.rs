@@ -18,7 +18,7 @@ pub enum ConceptError {
     #[error("concept `{concept}` at hook `{hook}`: {message}")]
     Cav {
         concept: String,
-        hook: String,
+        hook: glassbox_data::HookPoint,
         message: String,
     },
     #[error("{0}")]

@@ -35,6 +35,12 @@ fn strings<T>(rows: &[T], f: impl Fn(&T) -> &str) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
 }
 
+fn hook_names<T>(rows: &[T], f: impl Fn(&T) -> glassbox_data::HookPoint) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| f(r).to_string()),
+    ))
+}
+
 fn floats<T>(rows: &[T], f: impl Fn(&T) -> f64) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
 }
@@ -49,7 +55,7 @@ pub fn write_cavs(run: &RunDir, rows: &[CavRow]) -> Result<(), ConceptError> {
         &tcav_dir(run).join("cavs.parquet"),
         vec![
             ("concept", strings(rows, |r| &r.concept)),
-            ("hook", strings(rows, |r| &r.hook)),
+            ("hook", hook_names(rows, |r| r.hook)),
             (
                 "run",
                 Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.run))),
@@ -65,7 +71,7 @@ pub fn write_scores(run: &RunDir, rows: &[ScoreRow]) -> Result<(), ConceptError>
         &tcav_dir(run).join("scores.parquet"),
         vec![
             ("concept", strings(rows, |r| &r.concept)),
-            ("hook", strings(rows, |r| &r.hook)),
+            ("hook", hook_names(rows, |r| r.hook)),
             ("target", strings(rows, |r| &r.target)),
             ("convention", strings(rows, |r| &r.convention)),
             ("score", floats(rows, |r| r.score)),
@@ -159,7 +165,7 @@ pub fn read_scores(run: &RunDir) -> Result<Vec<ScoreRow>, ConceptError> {
         for r in 0..batch.num_rows() {
             out.push(ScoreRow {
                 concept: concept[r].clone(),
-                hook: hook[r].clone(),
+                hook: table::parse_hook(&path, r, &hook[r])?,
                 target: target[r].clone(),
                 convention: convention[r].clone(),
                 score: f[0][r],
@@ -204,7 +210,7 @@ pub fn read_cavs(run: &RunDir) -> Result<Vec<CavRow>, ConceptError> {
         for r in 0..batch.num_rows() {
             out.push(CavRow {
                 concept: concept.value(r).to_owned(),
-                hook: hook.value(r).to_owned(),
+                hook: table::parse_hook(&path, r, hook.value(r))?,
                 run: run_col.value(r),
                 accuracy: accuracy.value(r),
                 direction: direction.value(r).as_primitive::<F64>().values().to_vec(),

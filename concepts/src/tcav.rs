@@ -18,6 +18,7 @@
 use crate::cav::{train_cav, Cav, CavMethod};
 use crate::stats;
 use crate::ConceptError;
+use glassbox_data::HookPoint;
 
 /// The sign convention of sensitivities (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,7 +63,7 @@ pub fn scores(sensitivities: &[f64], convention: Convention) -> (f64, f64) {
 
 /// Pooled activations of the sets at one hook.
 pub struct HookSets<'a> {
-    pub hook: &'a str,
+    pub hook: HookPoint,
     pub width: usize,
     /// `(name, rows)` of each concept.
     pub concepts: Vec<(&'a str, &'a [f32])>,
@@ -75,7 +76,7 @@ pub struct HookSets<'a> {
 /// A target's summed gradients at one hook.
 pub struct TargetGradients<'a> {
     pub target: &'a str,
-    pub hook: &'a str,
+    pub hook: HookPoint,
     pub convention: Convention,
     /// `n_targets × width`.
     pub sums: &'a [f32],
@@ -96,7 +97,7 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CavRow {
     pub concept: String,
-    pub hook: String,
+    pub hook: HookPoint,
     /// The counterpart random set's index (1..=R); baseline CAVs are named `random`, their
     /// positive side being set `run − 1`.
     pub run: u32,
@@ -108,7 +109,7 @@ pub struct CavRow {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ScoreRow {
     pub concept: String,
-    pub hook: String,
+    pub hook: HookPoint,
     pub target: String,
     pub convention: String,
     /// Mean TCAV score over the random runs.
@@ -191,7 +192,7 @@ pub fn run_tcav(
             )
             .map_err(|message| ConceptError::Cav {
                 concept: name.to_owned(),
-                hook: sets.hook.to_owned(),
+                hook: sets.hook,
                 message,
             })
         };
@@ -224,7 +225,7 @@ pub fn run_tcav(
                     compare(&concept_scores, &random_scores, opts.bootstrap, opts.seed);
                 score_rows.push(ScoreRow {
                     concept: concept.to_string(),
-                    hook: sets.hook.to_owned(),
+                    hook: sets.hook,
                     target: gradients.target.to_owned(),
                     convention: gradients.convention.as_str().to_owned(),
                     score: stats::mean(&concept_scores),
@@ -254,10 +255,10 @@ pub fn run_tcav(
     Ok((cav_rows, score_rows))
 }
 
-fn cav_row(concept: &str, hook: &str, run: usize, cav: &Cav) -> CavRow {
+fn cav_row(concept: &str, hook: HookPoint, run: usize, cav: &Cav) -> CavRow {
     CavRow {
         concept: concept.to_owned(),
-        hook: hook.to_owned(),
+        hook,
         run: run as u32,
         accuracy: cav.accuracy,
         direction: cav.direction.clone(),

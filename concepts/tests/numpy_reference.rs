@@ -49,7 +49,7 @@ fn scores_t_and_holm_match_numpy() {
         };
         let gradients = TargetGradients {
             target: "t",
-            hook: "h",
+            hook: glassbox_data::HookPoint::ResidPost(0),
             convention,
             sums: &sums,
         };

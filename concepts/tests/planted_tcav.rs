@@ -39,7 +39,7 @@ fn aligned_concepts_are_significant_and_random_ones_are_not() {
         }
     }
     let sets = HookSets {
-        hook: "blocks.1.hook_resid_post",
+        hook: glassbox_data::HookPoint::ResidPost(1),
         width: WIDTH,
         concepts: vec![
             ("aligned", &aligned),
@@ -50,7 +50,7 @@ fn aligned_concepts_are_significant_and_random_ones_are_not() {
     };
     let targets = [TargetGradients {
         target: "planted",
-        hook: "blocks.1.hook_resid_post",
+        hook: glassbox_data::HookPoint::ResidPost(1),
         convention: Convention::Logit,
         sums: &sums,
     }];
@@ -86,7 +86,7 @@ fn aligned_concepts_are_significant_and_random_ones_are_not() {
         ..targets[0]
     }];
     let sets = HookSets {
-        hook: "blocks.1.hook_resid_post",
+        hook: glassbox_data::HookPoint::ResidPost(1),
         width: WIDTH,
         concepts: vec![("aligned", &aligned)],
         randoms: randoms.iter().map(Vec::as_slice).collect(),
@@ -96,7 +96,7 @@ fn aligned_concepts_are_significant_and_random_ones_are_not() {
 
     // Same seed, same numbers.
     let sets = HookSets {
-        hook: "blocks.1.hook_resid_post",
+        hook: glassbox_data::HookPoint::ResidPost(1),
         width: WIDTH,
         concepts: vec![
             ("aligned", &aligned),

@@ -64,10 +64,14 @@ pub enum DataError {
     /// A bad input file that is none of the above (an undecodable image, a bad preprocessor).
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A hook name that is not a hook point.
+    #[error(transparent)]
+    Hook(#[from] crate::hook_point::HookError),
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
+    /// Wraps an I/O error with the path it happened at.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
         let path = path.into();
         move |source| DataError::Io { path, source }
     }

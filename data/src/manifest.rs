@@ -30,6 +30,9 @@ pub struct ModelRecord {
     pub source: String,
     /// Model family, e.g. `bert`.
     pub family: String,
+    /// What the model reads (absent in runs written before it was recorded: tell by family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<crate::Modality>,
     /// SHA-256 of the weights file.
     pub weights_sha256: String,
 }

@@ -1,6 +1,6 @@
 //! The run directory layout (design §5). All paths into a run are built here.
 
-use crate::{DataError, Result};
+use crate::{DataError, HookPoint, Pool, Result};
 use std::path::{Path, PathBuf};
 
 /// A run directory, `runs/<name>/`.
@@ -82,11 +82,11 @@ impl RunDir {
         self.path("pooled")
     }
     /// `activations/hook=<hook>/`
-    pub fn activations_dir(&self, hook: &str) -> PathBuf {
+    pub fn activations_dir(&self, hook: HookPoint) -> PathBuf {
         self.path(Path::new("activations").join(format!("hook={hook}")))
     }
     /// `pooled/hook=<hook>/pool=<pool>/`
-    pub fn pooled_dir(&self, hook: &str, pool: &str) -> PathBuf {
+    pub fn pooled_dir(&self, hook: HookPoint, pool: Pool) -> PathBuf {
         self.path(
             Path::new("pooled")
                 .join(format!("hook={hook}"))
@@ -102,7 +102,7 @@ impl RunDir {
         Path::new("gradients").join(format!("target={target_slug}"))
     }
     /// `gradients/target=<slug>/hook=<hook>/`: d target / d activation, keyed like activations.
-    pub fn gradients_dir(&self, target_slug: &str, hook: &str) -> PathBuf {
+    pub fn gradients_dir(&self, target_slug: &str, hook: HookPoint) -> PathBuf {
         self.path(Self::gradients_target_rel(target_slug).join(format!("hook={hook}")))
     }
     /// `dictionary/`: one folder per hook.
@@ -110,7 +110,7 @@ impl RunDir {
         self.path("dictionary")
     }
     /// `dictionary/hook=<hook>/`: the SAE, its metrics and the unit explanations of one hook.
-    pub fn dictionary_dir(&self, hook: &str) -> PathBuf {
+    pub fn dictionary_dir(&self, hook: HookPoint) -> PathBuf {
         self.path(Path::new("dictionary").join(format!("hook={hook}")))
     }
     pub fn probes_dir(&self) -> PathBuf {
@@ -137,7 +137,7 @@ impl RunDir {
     }
 
     /// The hooks that have a folder under `activations/` or `pooled/`, sorted by name.
-    pub fn stored_hooks(&self, pooled: bool) -> Result<Vec<String>> {
+    pub fn stored_hooks(&self, pooled: bool) -> Result<Vec<HookPoint>> {
         let base = if pooled {
             self.pooled_root()
         } else {
@@ -151,10 +151,18 @@ impl RunDir {
             let entry = entry.map_err(DataError::io(&base))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(hook) = name.strip_prefix("hook=") {
-                hooks.push(hook.to_owned());
+                let hook: HookPoint = hook.parse().map_err(|e| DataError::Run {
+                    run: self.root.clone(),
+                    message: format!(
+                        "{}: not a hook folder ({e}); remove it or re-run extract with --force",
+                        entry.path().display()
+                    ),
+                })?;
+                hooks.push(hook);
             }
         }
-        hooks.sort();
+        // By name, the order the stages have always visited hooks in (their outputs keep it).
+        hooks.sort_by_cached_key(HookPoint::to_string);
         Ok(hooks)
     }
 

@@ -1,7 +1,7 @@
 //! Small whole-table Parquet files (examples, probe results): one record batch written
 //! atomically, and read back batch by batch.
 
-use crate::{atomic, DataError, Result};
+use crate::{atomic, DataError, HookPoint, Result};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -33,6 +33,16 @@ pub fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
         .collect()
 }
 
+/// Reads a hook name stored in row `row` of the table at `path`; a name that is not a hook
+/// point (a hand-edited or foreign file) is an error naming both.
+pub fn parse_hook(path: &Path, row: usize, name: &str) -> Result<HookPoint> {
+    name.parse().map_err(|e| DataError::MalformedRow {
+        path: path.to_path_buf(),
+        row,
+        message: format!("column `hook`: {e}"),
+    })
+}
+
 /// Builds a record batch column by column.
 #[derive(Default)]
 pub struct Columns {
@@ -56,6 +66,15 @@ impl Columns {
         self.add(
             name,
             Arc::new(StringArray::from_iter_values(rows.iter().map(f))),
+        )
+    }
+    /// A column of hook names (their canonical spelling, which [`parse_hook`] reads back).
+    pub fn hooks<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> HookPoint) -> &mut Self {
+        self.add(
+            name,
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| f(r).to_string()),
+            )),
         )
     }
     pub fn float<T>(&mut self, name: &str, rows: &[T], f: impl Fn(&T) -> f64) -> &mut Self {

@@ -1,4 +1,5 @@
-//! A padded batch of tokenised examples: what every text family's forward takes.
+//! What a forward runs on: a padded batch of tokenised examples (text families) or a batch of
+//! preprocessed images (vision families).
 
 use crate::tokenizer::Encoded;
 use crate::{ModelError, Result};
@@ -40,4 +41,16 @@ impl TokenBatch {
             lengths: encoded.iter().map(|e| e.ids.len()).collect(),
         })
     }
+}
+
+/// Preprocessed images, channels-last.
+pub struct ImageBatch {
+    /// `batch × height × width × 3` values, row-major.
+    pub pixels: Vec<f32>,
+    /// Images in the batch.
+    pub batch: usize,
+    /// Rows of each image.
+    pub height: usize,
+    /// Columns of each image.
+    pub width: usize,
 }

@@ -13,15 +13,17 @@
 //! here is the differentiable one and serves attention-pattern hooks. Padding is on the right,
 //! so the causal mask already keeps real tokens from seeing it.
 
+use crate::batch::TokenBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm};
-use crate::loader::{HookableModel, TokenBatch};
+use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
+use glassbox_data::Modality;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -282,9 +284,12 @@ impl Gpt2 {
     }
 }
 
-impl HookableModel for Gpt2 {
+impl HookedModel for Gpt2 {
     fn family(&self) -> &'static str {
         "gpt2"
+    }
+    fn modality(&self) -> Modality {
+        Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed, HookPoint::PosEmbed];
@@ -303,13 +308,14 @@ impl HookableModel for Gpt2 {
             _ => self.cfg.n_embd,
         }
     }
-    fn max_positions(&self) -> usize {
-        self.cfg.n_positions
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.n_positions)
     }
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.cfg.vocab_size)
     }
-    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         // Before the embedding: the position table has only n_positions rows.
         self.check_length(batch)?;
         if prenorm::usable(self.wte.device(), self.blocks.len(), hooks) {
@@ -318,7 +324,8 @@ impl HookableModel for Gpt2 {
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)
     }
-    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         self.check_length(batch)?;
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)

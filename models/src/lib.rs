@@ -1,22 +1,21 @@
-//! glassbox-models: hub access, weights, tokenizers, hookable model implementations (one family
-//! per file) and the extraction loop that runs data through a model into the store.
+//! glassbox-models: hub access, weights, tokenizers and hookable model implementations (one
+//! family per file) behind one interface, [`HookedModel`], for text and vision. A pure library:
+//! load a checkpoint, run a forward with hooks that capture or replace, run a backward. Running
+//! models over a run directory is `glassbox-runner`'s.
 
 pub mod batch;
 pub mod bert;
 pub mod error;
-pub mod extract;
 pub mod gguf;
 pub mod gpt2;
-pub mod gradients;
 pub mod hooks;
 pub mod hub;
 pub mod kernels;
 mod layers;
 pub mod llama;
-pub mod loader;
+pub mod model;
 pub mod neox;
 mod packed;
-pub mod pool;
 mod prenorm;
 pub mod registry;
 pub mod tokenizer;
@@ -24,13 +23,13 @@ pub mod torch_legacy;
 pub mod vision;
 pub mod weights;
 
+pub use batch::{ImageBatch, TokenBatch};
 pub use error::ModelError;
-pub use extract::{extract, ExtractOptions, ExtractSummary};
-pub use hooks::{Capture, ConvPart, HookPoint, Hooks};
+pub use glassbox_data::pool::{self, Pool};
+pub use glassbox_data::Modality;
+pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
-pub use loader::{HookableModel, TokenBatch};
-pub use pool::Pool;
-pub use registry::{load_model, LoadedModel, SUPPORTED_FAMILIES};
-pub use vision::{load_vision_model, ImageBatch, LoadedVisionModel, VisionModel};
+pub use model::{HookedModel, Input};
+pub use registry::{load_model, LoadOptions, LoadedModel, FAMILIES};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -14,15 +14,17 @@
 //! `forward` runs the shared fast path (`prenorm`, packed tokens); the candle-ops graph forward
 //! here is the differentiable one and serves attention-pattern hooks.
 
+use crate::batch::TokenBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::Heads;
 use crate::layers::{Activation, Linear, RmsNorm, Rotary};
-use crate::loader::{HookableModel, TokenBatch};
+use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
+use glassbox_data::Modality;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -341,9 +343,12 @@ impl Llama {
     }
 }
 
-impl HookableModel for Llama {
+impl HookedModel for Llama {
     fn family(&self) -> &'static str {
         "llama"
+    }
+    fn modality(&self) -> Modality {
+        Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed];
@@ -367,20 +372,22 @@ impl HookableModel for Llama {
             _ => self.cfg.hidden_size,
         }
     }
-    fn max_positions(&self) -> usize {
-        self.cfg.max_position_embeddings
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.max_position_embeddings)
     }
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.cfg.vocab_size)
     }
-    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;
         prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
-    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         self.graph_forward(batch, hooks)
     }
     fn forward_differentiable_from(

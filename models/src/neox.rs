@@ -13,15 +13,17 @@
 //! `forward` runs the shared fast path (`prenorm`, packed tokens); the candle-ops graph forward
 //! here is the differentiable one and serves attention-pattern hooks.
 
+use crate::batch::TokenBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm, Rotary};
-use crate::loader::{HookableModel, TokenBatch};
+use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Tensor, D};
+use glassbox_data::Modality;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -303,9 +305,12 @@ impl Neox {
     }
 }
 
-impl HookableModel for Neox {
+impl HookedModel for Neox {
     fn family(&self) -> &'static str {
         "gpt_neox"
+    }
+    fn modality(&self) -> Modality {
+        Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed];
@@ -331,20 +336,22 @@ impl HookableModel for Neox {
             _ => self.cfg.hidden_size,
         }
     }
-    fn max_positions(&self) -> usize {
-        self.cfg.max_position_embeddings
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.max_position_embeddings)
     }
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.cfg.vocab_size)
     }
-    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;
         prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
-    fn forward_differentiable(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         self.graph_forward(batch, hooks)
     }
     fn forward_differentiable_from(

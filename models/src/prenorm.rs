@@ -11,10 +11,10 @@
 //! The attention pattern is not materialised here, and replacements cannot carry autograd
 //! through packed buffers: a family falls back to its graph forward for those ([`usable`]).
 
+use crate::batch::TokenBatch;
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Act, Heads, Prepare, WeightLayout};
 use crate::layers::{LayerNorm, Linear, RmsNorm, Rotary};
-use crate::loader::TokenBatch;
 use crate::packed::{take, Layout, Spare};
 use crate::{ModelError, Result};
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};

@@ -1,32 +1,116 @@
-//! The family registry: reads `config.json` and builds the family its `model_type` names.
-//! Adding a family touches its own file and one line here.
+//! The family registry: reads `config.json` and builds the family its `model_type` names, text
+//! or vision, behind the one [`HookedModel`] interface. Adding a family touches its own file
+//! and one line here (and one in `vision::build` for an image family).
 
-use crate::loader::HookableModel;
+use crate::model::HookedModel;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 use crate::{bert, ModelError, ResolvedModel, Result};
 use candle_core::Device;
+use glassbox_data::images::Preprocessor;
+use glassbox_data::Modality;
+use std::path::PathBuf;
 
-/// Model families this build can run, by `config.json` `model_type`.
-pub const SUPPORTED_FAMILIES: &[&str] = &["bert", "gpt2", "gpt_neox", "llama", "qwen2", "mistral"];
+/// Every family this build can run: `config.json` `model_type` and what it reads.
+pub const FAMILIES: &[(&str, Modality)] = &[
+    ("bert", Modality::Text),
+    ("gpt2", Modality::Text),
+    ("gpt_neox", Modality::Text),
+    ("llama", Modality::Text),
+    ("qwen2", Modality::Text),
+    ("mistral", Modality::Text),
+    ("efficientnet_lite", Modality::Vision),
+    ("resnet", Modality::Vision),
+    ("vit", Modality::Vision),
+    ("clip", Modality::Vision),
+];
 
-/// A resolved model with its tokenizer, ready to run.
+/// The `model_type` values of [`FAMILIES`], for error messages.
+pub fn supported_families() -> String {
+    FAMILIES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a family reads, by its name as the manifest records it (`None`: not a family of
+/// this build).
+pub fn modality_of(family: &str) -> Option<Modality> {
+    FAMILIES
+        .iter()
+        .find(|(name, _)| *name == family)
+        .map(|(_, m)| *m)
+}
+
+/// How to load a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Tokens per example after truncation (text families); the model's maximum when `None`.
+    pub max_length: Option<usize>,
+    /// Read PyTorch pickle checkpoints (`pytorch_model.bin`): pickle can encode arbitrary
+    /// code, and although the reader executes none, reading one is the user's call.
+    pub allow_pickle: bool,
+}
+
+/// A resolved model with what it needs to read its inputs, ready to run.
 pub struct LoadedModel {
+    /// Where the checkpoint came from.
     pub resolved: ResolvedModel,
-    pub model: Box<dyn HookableModel>,
-    pub tokenizer: TextTokenizer,
+    /// The family, behind the one interface.
+    pub model: Box<dyn HookedModel>,
+    /// The text tokenizer: always for text families; for image–text models (CLIP) when
+    /// `tokenizer.json` is present.
+    pub tokenizer: Option<TextTokenizer>,
+    /// The padding token of text batches.
     pub pad_id: u32,
+    /// `preprocessor_config.json` beside the config, if the checkpoint has one.
+    pub preprocessor: Option<PathBuf>,
+    /// Where tensors live.
     pub device: Device,
 }
 
-/// Reads `config.json`, builds the family named by `model_type`, loads weights and tokenizer.
-/// `max_length` (tokens per example after truncation) defaults to the model's maximum. A
-/// PyTorch pickle checkpoint (`pytorch_model.bin`) is read only with `allow_pickle`.
-pub fn load_model(
-    resolved: ResolvedModel,
-    max_length: Option<usize>,
-    allow_pickle: bool,
-) -> Result<LoadedModel> {
+impl LoadedModel {
+    /// Whether the model reads tokens or images.
+    pub fn modality(&self) -> Modality {
+        self.model.modality()
+    }
+
+    /// The text tokenizer, or an error for models that read no text.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            ModelError::Invalid(format!(
+                "the {} model has no text tokenizer",
+                self.model.family()
+            ))
+        })
+    }
+
+    /// The image preprocessing: the checkpoint's `preprocessor_config.json`, or the family's
+    /// documented default when it has none, or an error saying what to add.
+    pub fn preprocessor(&self) -> Result<Preprocessor> {
+        if let Some(path) = &self.preprocessor {
+            return Ok(Preprocessor::from_json_file(path)?);
+        }
+        if self.model.image_size().is_none() {
+            return Err(ModelError::Invalid(format!(
+                "the {} family does not read images",
+                self.model.family()
+            )));
+        }
+        self.model.default_preprocessor().ok_or_else(|| ModelError::Config {
+            path: self.resolved.config.with_file_name("preprocessor_config.json"),
+            message: format!(
+                "missing, and the {} family has no default preprocessing; add the checkpoint's preprocessor_config.json",
+                self.model.family()
+            ),
+        })
+    }
+}
+
+/// Reads `config.json` (or a GGUF file's metadata), builds the family named by `model_type`,
+/// loads weights and, for text families, the tokenizer.
+pub fn load_model(resolved: ResolvedModel, options: LoadOptions) -> Result<LoadedModel> {
     let device = Device::Cpu;
     let gguf = resolved.weights.extension().is_some_and(|e| e == "gguf");
     // A GGUF file carries config, weights and tokenizer in one.
@@ -44,20 +128,84 @@ pub fn load_model(
             message: "no `model_type` field; cannot tell which architecture this is".into(),
         })?
         .to_owned();
-    let load_weights = |parts: &mut Option<crate::gguf::GgufModel>| -> Result<Weights> {
-        match parts {
-            Some(p) => Ok(Weights::from_tensors(
-                &resolved.weights,
-                std::mem::take(&mut p.tensors),
-            )),
-            None => Weights::load_any(&resolved.weights, &device, allow_pickle),
-        }
+    let unsupported = || ModelError::UnsupportedArchitecture {
+        path: resolved.config.clone(),
+        found: model_type.clone(),
+        supported: supported_families(),
     };
-    let (model, pad_id): (Box<dyn HookableModel>, u32) = match model_type.as_str() {
+    let weights = match gguf_parts.as_mut() {
+        Some(p) => Weights::from_tensors(&resolved.weights, std::mem::take(&mut p.tensors)),
+        None => Weights::load_any(&resolved.weights, &device, options.allow_pickle)?,
+    };
+    match modality_of(&model_type).ok_or_else(unsupported)? {
+        Modality::Vision => {
+            let model = crate::vision::build(&model_type, &resolved.config, config, weights)?
+                .ok_or_else(unsupported)?;
+            let preprocessor = resolved.config.with_file_name("preprocessor_config.json");
+            // CLIP's text tower reads prompts of at most 77 tokens.
+            let tokenizer = if model.eos_token_id().is_some() && resolved.tokenizer.is_file() {
+                Some(TextTokenizer::load(&resolved.tokenizer, 77)?)
+            } else {
+                None
+            };
+            Ok(LoadedModel {
+                tokenizer,
+                preprocessor: preprocessor.is_file().then_some(preprocessor),
+                resolved,
+                model,
+                pad_id: 0,
+                device,
+            })
+        }
+        Modality::Text => {
+            let (model, pad_id) = build_text(&model_type, &resolved, config, weights)?;
+            let max_positions = model.max_positions().unwrap_or(usize::MAX);
+            let max_length = options.max_length.unwrap_or(max_positions);
+            if max_length > max_positions {
+                return Err(ModelError::Invalid(format!(
+                    "max length {max_length} exceeds this model's {max_positions} positions"
+                )));
+            }
+            let tokenizer = match gguf_parts {
+                Some(parts) => {
+                    TextTokenizer::from_tokenizer(parts.tokenizer, &resolved.weights, max_length)?
+                }
+                None => TextTokenizer::load(&resolved.tokenizer, max_length)?,
+            };
+            let rows = model.vocab_size().unwrap_or(usize::MAX);
+            if tokenizer.vocab_size() > rows {
+                return Err(ModelError::Tokenizer {
+                    path: resolved.tokenizer.clone(),
+                    message: format!(
+                        "vocabulary has {} tokens but the model's embedding has {rows} rows; the tokenizer does not belong to this model",
+                        tokenizer.vocab_size(),
+                    ),
+                });
+            }
+            Ok(LoadedModel {
+                resolved,
+                model,
+                tokenizer: Some(tokenizer),
+                pad_id,
+                preprocessor: None,
+                device,
+            })
+        }
+    }
+}
+
+/// Builds a text family and its padding token.
+fn build_text(
+    model_type: &str,
+    resolved: &ResolvedModel,
+    config: serde_json::Value,
+    mut weights: Weights,
+) -> Result<(Box<dyn HookedModel>, u32)> {
+    let path = &resolved.config;
+    Ok(match model_type {
         "bert" => {
-            let cfg = bert::BertConfig::from_json(&resolved.config, config)?;
+            let cfg = bert::BertConfig::from_json(path, config)?;
             let pad = cfg.pad_token_id;
-            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(
                 &["", "bert.", "model."],
                 "embeddings.word_embeddings.weight",
@@ -65,64 +213,31 @@ pub fn load_model(
             (Box::new(bert::Bert::load(cfg, &weights)?), pad)
         }
         "gpt2" => {
-            let cfg = crate::gpt2::Gpt2Config::from_json(&resolved.config, config)?;
+            let cfg = crate::gpt2::Gpt2Config::from_json(path, config)?;
             // GPT-2 has no padding token: pad with end-of-text (the mask hides it).
             let pad = cfg.eos_token_id.unwrap_or(0);
-            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
         }
         "gpt_neox" => {
-            let cfg = crate::neox::NeoxConfig::from_json(&resolved.config, config)?;
+            let cfg = crate::neox::NeoxConfig::from_json(path, config)?;
             let pad = cfg.eos_token_id.unwrap_or(0);
-            let mut weights = Weights::load_any(&resolved.weights, &device, allow_pickle)?;
             weights.detect_prefix(&["", "gpt_neox."], "embed_in.weight");
             (Box::new(crate::neox::Neox::load(cfg, &weights)?), pad)
         }
         t if crate::llama::MODEL_TYPES.contains(&t) => {
-            let cfg = crate::llama::LlamaConfig::from_json(&resolved.config, config)?;
+            let cfg = crate::llama::LlamaConfig::from_json(path, config)?;
             let pad = cfg.pad_id();
-            let mut weights = load_weights(&mut gguf_parts)?;
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
             (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
         }
         other => {
             return Err(ModelError::UnsupportedArchitecture {
-                path: resolved.config.clone(),
+                path: path.clone(),
                 found: other.to_owned(),
-                supported: SUPPORTED_FAMILIES.join(", "),
+                supported: supported_families(),
             })
         }
-    };
-    let max_length = max_length.unwrap_or(model.max_positions());
-    if max_length > model.max_positions() {
-        return Err(ModelError::Invalid(format!(
-            "max length {max_length} exceeds this model's {} positions",
-            model.max_positions()
-        )));
-    }
-    let tokenizer = match gguf_parts {
-        Some(parts) => {
-            TextTokenizer::from_tokenizer(parts.tokenizer, &resolved.weights, max_length)?
-        }
-        None => TextTokenizer::load(&resolved.tokenizer, max_length)?,
-    };
-    if tokenizer.vocab_size() > model.vocab_size() {
-        return Err(ModelError::Tokenizer {
-            path: resolved.tokenizer.clone(),
-            message: format!(
-                "vocabulary has {} tokens but the model's embedding has {} rows; the tokenizer does not belong to this model",
-                tokenizer.vocab_size(),
-                model.vocab_size()
-            ),
-        });
-    }
-    Ok(LoadedModel {
-        resolved,
-        model,
-        tokenizer,
-        pad_id,
-        device,
     })
 }
 

@@ -4,7 +4,8 @@
 //! only when the packages could not be downloaded.
 
 use glassbox_data::images::{load_rgb, Preprocessor};
-use glassbox_models::{load_vision_model, resolve, Capture, HookPoint, ImageBatch, ModelSpec};
+use glassbox_models::LoadOptions;
+use glassbox_models::{load_model, resolve, Capture, HookPoint, ImageBatch, ModelSpec};
 use std::path::PathBuf;
 
 const REPO: &str = "glassbox-offline/efficientnet-lite0";
@@ -38,7 +39,14 @@ fn resolved() -> Option<glassbox_models::ResolvedModel> {
 #[test]
 fn classifies_chelsea_and_coffee() {
     let Some(resolved) = resolved() else { return };
-    let model = load_vision_model(resolved, true).unwrap();
+    let model = load_model(
+        resolved,
+        LoadOptions {
+            max_length: None,
+            allow_pickle: true,
+        },
+    )
+    .unwrap();
     let pre =
         Preprocessor::from_json_file(model.preprocessor.as_ref().expect("preprocessor")).unwrap();
     let mut pixels = Vec::new();
@@ -58,7 +66,7 @@ fn classifies_chelsea_and_coffee() {
         HookPoint::Pooled,
         "stages.5.blocks.3.hook_out".parse().unwrap(),
     ]);
-    let logits = model.model.forward(&batch, &mut capture).unwrap();
+    let logits = model.model.forward((&batch).into(), &mut capture).unwrap();
     let logits: Vec<Vec<f32>> = logits.to_vec2().unwrap();
     let labels = model.model.labels();
     let top = |row: &Vec<f32>, k: usize| -> Vec<String> {
@@ -83,10 +91,16 @@ fn classifies_chelsea_and_coffee() {
 #[test]
 fn pickle_checkpoints_need_consent() {
     let Some(resolved) = resolved() else { return };
-    let e = load_vision_model(resolved, false)
-        .err()
-        .expect("refused")
-        .to_string();
+    let e = load_model(
+        resolved,
+        LoadOptions {
+            max_length: None,
+            allow_pickle: false,
+        },
+    )
+    .err()
+    .expect("refused")
+    .to_string();
     assert!(e.contains("--allow-pickle") && e.contains(".pth"), "{e}");
 }
 
@@ -118,7 +132,14 @@ impl glassbox_models::Hooks for Nudge {
 #[test]
 fn backward_matches_finite_differences() {
     let Some(resolved) = resolved() else { return };
-    let model = load_vision_model(resolved, true).unwrap();
+    let model = load_model(
+        resolved,
+        LoadOptions {
+            max_length: None,
+            allow_pickle: true,
+        },
+    )
+    .unwrap();
     let pre = Preprocessor::from_json_file(model.preprocessor.as_ref().unwrap()).unwrap();
     let path = samples().join("chelsea.png");
     let (pixels, h, w) = pre.apply(&load_rgb(&path).unwrap(), &path).unwrap();
@@ -155,13 +176,13 @@ fn backward_matches_finite_differences() {
     .collect();
     let grads = model
         .model
-        .hook_gradients(&batch, &points, &seed)
+        .hook_gradients((&batch).into(), &points, &seed)
         .unwrap()
         .unwrap();
     let logit = |hooks: &mut dyn glassbox_models::Hooks| -> f64 {
         let l: Vec<Vec<f32>> = model
             .model
-            .forward(&batch, hooks)
+            .forward((&batch).into(), hooks)
             .unwrap()
             .to_vec2()
             .unwrap();

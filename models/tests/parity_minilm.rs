@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 use glassbox_models::hooks::Hooks;
 use glassbox_models::tokenizer::Encoded;
+use glassbox_models::LoadOptions;
 use glassbox_models::{
     load_model, resolve, Capture, HookPoint, LoadedModel, ModelSpec, TokenBatch,
 };
@@ -19,14 +20,23 @@ fn hidden_state_hooks() -> Vec<HookPoint> {
 fn load() -> Option<LoadedModel> {
     require_minilm("parity_minilm")?;
     let resolved = resolve(&MINILM.parse::<ModelSpec>().unwrap()).unwrap();
-    Some(load_model(resolved, Some(128), false).unwrap())
+    Some(
+        load_model(
+            resolved,
+            LoadOptions {
+                max_length: Some(128),
+                allow_pickle: false,
+            },
+        )
+        .unwrap(),
+    )
 }
 
 /// Runs texts as one right-padded batch through `hooks`.
 fn run(model: &LoadedModel, encoded: &[Encoded], hooks: &mut dyn Hooks) {
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
-    model.model.forward(&batch, hooks).unwrap();
+    model.model.forward((&batch).into(), hooks).unwrap();
 }
 
 fn captured(capture: &Capture, hook: HookPoint, lengths: &[usize]) -> Vec<Vec<Vec<f32>>> {
@@ -39,7 +49,7 @@ fn captured(capture: &Capture, hook: HookPoint, lengths: &[usize]) -> Vec<Vec<Ve
 
 fn compare(reference: &[ReferenceText], model: &LoadedModel, batched: bool) -> f32 {
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
-    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
     let points = hidden_state_hooks();
     let mut worst = 0f32;
     let groups: Vec<Vec<usize>> = if batched {
@@ -72,7 +82,8 @@ fn token_ids_match_transformers() {
     let (reference, _) = minilm_reference();
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
     for (enc, r) in model
-        .tokenizer
+        .tokenizer()
+        .unwrap()
         .encode(&texts)
         .unwrap()
         .iter()
@@ -114,7 +125,7 @@ fn clean_and_zeroed(
     zeroed: HookPoint,
     watch: &[HookPoint],
 ) -> (Capture, Capture, Vec<usize>) {
-    let encoded = model.tokenizer.encode(texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(texts).unwrap();
     let lengths = encoded.iter().map(|e| e.ids.len()).collect();
     let mut clean = Capture::new(watch.iter().copied());
     run(model, &encoded, &mut clean);
@@ -182,7 +193,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
     };
     use glassbox_models::bert::{Bert, BertConfig};
     use glassbox_models::weights::Weights;
-    use glassbox_models::HookableModel;
+    use glassbox_models::HookedModel;
     let config_path = snapshot.join("config.json");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
@@ -196,14 +207,15 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
     let model = load().unwrap();
     let (reference, _) = minilm_reference();
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
-    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
     let points = bert.hook_points();
     let mut fast = Capture::new(points.clone());
     let mut graph = Capture::new(points.clone());
-    bert.forward(&batch, &mut fast).unwrap();
-    bert.forward_differentiable(&batch, &mut graph).unwrap();
+    bert.forward((&batch).into(), &mut fast).unwrap();
+    bert.forward_differentiable((&batch).into(), &mut graph)
+        .unwrap();
     for point in points {
         let a = captured(&fast, point, &batch.lengths);
         let b = captured(&graph, point, &batch.lengths);

@@ -4,6 +4,7 @@
 //! hidden states and last-position logits of the dequantised model. Skips, saying why, when the
 //! model is not in the cache.
 
+use glassbox_models::LoadOptions;
 use glassbox_models::{load_model, resolve, Capture, HookPoint, ModelSpec, TokenBatch};
 use std::path::PathBuf;
 
@@ -16,7 +17,16 @@ fn fixtures() -> PathBuf {
 fn load() -> Option<glassbox_models::LoadedModel> {
     std::env::set_var("HF_HUB_OFFLINE", "1");
     match resolve(&MODEL.parse::<ModelSpec>().unwrap()) {
-        Ok(r) => Some(load_model(r, None, false).unwrap()),
+        Ok(r) => Some(
+            load_model(
+                r,
+                LoadOptions {
+                    max_length: None,
+                    allow_pickle: false,
+                },
+            )
+            .unwrap(),
+        ),
         Err(e) => {
             glassbox_tests::skip("SmolLM2 GGUF parity", &format!("{e} (run `just models`)"));
             None
@@ -52,7 +62,13 @@ fn smollm2_gguf_matches_transformers() {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        let got = model.tokenizer.encode(&[text]).unwrap().remove(0).ids;
+        let got = model
+            .tokenizer()
+            .unwrap()
+            .encode(&[text])
+            .unwrap()
+            .remove(0)
+            .ids;
         assert_eq!(got, want, "token ids of {text:?}");
     }
     // The dequantised model, one text at a time.
@@ -75,10 +91,14 @@ fn smollm2_gguf_matches_transformers() {
         .iter()
         .enumerate()
     {
-        let encoded = model.tokenizer.encode(&[text.as_str().unwrap()]).unwrap();
+        let encoded = model
+            .tokenizer()
+            .unwrap()
+            .encode(&[text.as_str().unwrap()])
+            .unwrap();
         let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
         let mut capture = Capture::new(points.to_vec());
-        let last = model.model.forward(&batch, &mut capture).unwrap();
+        let last = model.model.forward((&batch).into(), &mut capture).unwrap();
         let want: Vec<Vec<Vec<f32>>> = tensors[&format!("{t}.hidden_states")].to_vec3().unwrap();
         for (k, p) in points.iter().enumerate() {
             let ours: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
@@ -118,7 +138,7 @@ fn smollm2_fast_and_graph_forwards_agree() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
     let batch = TokenBatch::from_encoded(
         &encoded.iter().collect::<Vec<_>>(),
         model.pad_id,
@@ -138,11 +158,11 @@ fn smollm2_fast_and_graph_forwards_agree() {
         .filter(|p| *p != HookPoint::Logits)
         .collect();
     let mut fast = Capture::new(points.clone());
-    model.model.forward(&batch, &mut fast).unwrap();
+    model.model.forward((&batch).into(), &mut fast).unwrap();
     let mut graph = Capture::new(points.clone());
     model
         .model
-        .forward_differentiable(&batch, &mut graph)
+        .forward_differentiable((&batch).into(), &mut graph)
         .unwrap();
     let real = |c: &Capture, p: &HookPoint| -> Vec<f32> {
         let all: Vec<Vec<Vec<f32>>> = c.captured[p].to_vec3().unwrap();

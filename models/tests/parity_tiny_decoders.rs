@@ -5,6 +5,7 @@
 //! the logits, one text at a time and as one right-padded batch.
 
 use candle_core::Tensor;
+use glassbox_models::LoadOptions;
 use glassbox_models::{
     load_model, resolve, Capture, HookPoint, LoadedModel, ModelSpec, TokenBatch,
 };
@@ -19,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn load(name: &str) -> LoadedModel {
     let spec: ModelSpec = fixture(name).to_str().unwrap().parse().unwrap();
-    load_model(resolve(&spec).unwrap(), None, false).unwrap()
+    load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap()
 }
 
 struct Reference {
@@ -76,7 +77,7 @@ type Rows = Vec<Vec<f32>>;
 /// Runs `texts` as one right-padded batch; returns per text the rows of each hook and the logits.
 fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows>, Rows)> {
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
     for (e, r) in encoded.iter().zip(refs) {
         assert_eq!(e.ids, r.ids, "token ids of {:?}", r.text);
     }
@@ -93,7 +94,7 @@ fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows
         HookPoint::LnFinal,
     ];
     let mut capture = Capture::new(points.clone());
-    let last = model.model.forward(&batch, &mut capture).unwrap();
+    let last = model.model.forward((&batch).into(), &mut capture).unwrap();
     let logits = model
         .model
         .unembed(&last)
@@ -249,7 +250,11 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
     for name in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
         let model = load(name);
         let refs = references(name);
-        let encoded = model.tokenizer.encode(&[refs[1].text.as_str()]).unwrap();
+        let encoded = model
+            .tokenizer()
+            .unwrap()
+            .encode(&[refs[1].text.as_str()])
+            .unwrap();
         let t = encoded[0].ids.len();
         let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
         let wanted = [
@@ -258,7 +263,7 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
             HookPoint::ResidPre(1),
         ];
         let mut capture = Capture::new(wanted);
-        model.model.forward(&batch, &mut capture).unwrap();
+        model.model.forward((&batch).into(), &mut capture).unwrap();
         // The pattern: causal rows that sum to one per head.
         let pattern: Vec<Vec<Vec<f32>>> = capture.captured[&HookPoint::AttnPattern(1)]
             .to_vec3()
@@ -286,7 +291,7 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
             zero: vec![HookPoint::AttnOut(0), HookPoint::MlpOut(0)],
             capture: Capture::new([HookPoint::ResidPre(0), HookPoint::ResidPre(1)]),
         };
-        model.model.forward(&batch, &mut patch).unwrap();
+        model.model.forward((&batch).into(), &mut patch).unwrap();
         let rows = |p: HookPoint| -> Vec<Vec<f32>> {
             let all: Vec<Vec<Vec<f32>>> = patch.capture.captured[&p].to_vec3().unwrap();
             all[0].clone()
@@ -313,7 +318,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         let model = load(name);
         let refs = references(name);
         let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-        let encoded = model.tokenizer.encode(&texts).unwrap();
+        let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
         let batch = TokenBatch::from_encoded(
             &encoded.iter().collect::<Vec<_>>(),
             model.pad_id,
@@ -351,9 +356,11 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
                     capture: Capture::new(points.clone()),
                 };
                 let out = if differentiable {
-                    model.model.forward_differentiable(&batch, &mut hooks)
+                    model
+                        .model
+                        .forward_differentiable((&batch).into(), &mut hooks)
                 } else {
-                    model.model.forward(&batch, &mut hooks)
+                    model.model.forward((&batch).into(), &mut hooks)
                 }
                 .unwrap();
                 runs.push((hooks.capture, out));

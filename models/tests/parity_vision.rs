@@ -3,8 +3,9 @@
 //! the pooled features and the logits, within 1e-4.
 
 use candle_core::{Device, Tensor};
-use glassbox_models::vision::load_vision_model;
-use glassbox_models::LoadedVisionModel;
+use glassbox_models::load_model;
+use glassbox_models::LoadOptions;
+use glassbox_models::LoadedModel;
 use glassbox_models::{resolve, Capture, ConvPart, HookPoint, ImageBatch, ModelSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,10 +42,17 @@ fn close(name: &str, got: &[f32], want: &[f32]) {
 
 /// A committed fixture: the model, its reference tensors, and its `pixel_values` as a batch of
 /// the first `n` images (channels-last).
-fn load(name: &str, n: usize) -> (LoadedVisionModel, HashMap<String, Tensor>, ImageBatch) {
+fn load(name: &str, n: usize) -> (LoadedModel, HashMap<String, Tensor>, ImageBatch) {
     let dir = fixture(name);
     let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
-    let model = load_vision_model(resolve(&spec).unwrap(), false).unwrap();
+    let model = load_model(
+        resolve(&spec).unwrap(),
+        LoadOptions {
+            max_length: None,
+            allow_pickle: false,
+        },
+    )
+    .unwrap();
     let reference =
         candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
     let pixels = reference["pixel_values"].narrow(0, 0, n).unwrap();
@@ -72,7 +80,7 @@ fn check_resnet(name: &str, depths: &[usize]) {
     let mut wanted = vec![HookPoint::Stem, HookPoint::Pooled, HookPoint::Logits];
     wanted.extend(&last_blocks);
     let mut capture = Capture::new(wanted);
-    let logits = model.model.forward(&batch, &mut capture).unwrap();
+    let logits = model.model.forward((&batch).into(), &mut capture).unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     close(
         &format!("{name} hidden_states.0"),
@@ -123,7 +131,7 @@ fn vit_matches_transformers() {
         HookPoint::Pooled,
     ];
     let mut capture = Capture::new(wanted);
-    let logits = model.model.forward(&batch, &mut capture).unwrap();
+    let logits = model.model.forward((&batch).into(), &mut capture).unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     for (i, p) in wanted[..3].iter().enumerate() {
         close(
@@ -177,7 +185,7 @@ fn vit_gradients_match_finite_differences() {
     ];
     let g = model
         .model
-        .hook_gradients(&batch, &points, &seed)
+        .hook_gradients((&batch).into(), &points, &seed)
         .unwrap()
         .unwrap();
     for p in points {
@@ -188,7 +196,7 @@ fn vit_gradients_match_finite_differences() {
         let f = |eps: f32| -> f64 {
             let l: Vec<Vec<f32>> = model
                 .model
-                .forward(&batch, &mut Nudge(p, v.clone(), eps))
+                .forward((&batch).into(), &mut Nudge(p, v.clone(), eps))
                 .unwrap()
                 .to_vec2()
                 .unwrap();
@@ -240,7 +248,7 @@ fn clip_matches_transformers() {
         HookPoint::Pooled,
     ];
     let mut capture = Capture::new(wanted);
-    let image = model.forward(&batch, &mut capture).unwrap();
+    let image = model.forward((&batch).into(), &mut capture).unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     for (i, p) in wanted[..3].iter().enumerate() {
         close(
@@ -311,9 +319,9 @@ fn vit_and_clip_fast_and_graph_forwards_agree_at_every_hook() {
             .filter(|p| p.storable())
             .collect();
         let mut fast = Capture::new(points.clone());
-        let fast_out = model.forward(&batch, &mut fast).unwrap();
+        let fast_out = model.forward((&batch).into(), &mut fast).unwrap();
         let mut graph = GraphCapture(Capture::new(points.clone()));
-        let graph_out = model.forward(&batch, &mut graph).unwrap();
+        let graph_out = model.forward((&batch).into(), &mut graph).unwrap();
         let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
         assert!(points.contains(&HookPoint::AttnQ(0)) && points.contains(&HookPoint::MlpPost(1)));
         for p in &points {

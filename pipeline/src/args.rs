@@ -113,7 +113,7 @@ pub struct ProbeArgs {
     pub token_label: Vec<String>,
     /// Pooled activations for sequence-level probes: mean, cls, last or max.
     #[arg(long, default_value_t = crate::config::ProbeSection::default().pool)]
-    pub pool: String,
+    pub pool: glassbox_data::Pool,
     /// Seed of the split, control task, bootstrap and random unit draws.
     #[arg(long, default_value_t = crate::config::ProbeSection::default().seed)]
     pub seed: u64,
@@ -220,13 +220,13 @@ pub struct DictionaryArgs {
     pub config: Option<PathBuf>,
     /// Hooks to train an SAE on.
     #[arg(long, value_delimiter = ',')]
-    pub hook: Vec<String>,
+    pub hook: Vec<glassbox_data::HookPoint>,
     /// Pretrained SAEs in SAELens layout to analyse: `<hook>=<folder>` or `<folder>`.
     #[arg(long, value_delimiter = ',')]
     pub load_sae: Vec<String>,
     /// Hooks whose raw neurons to explain.
     #[arg(long, value_delimiter = ',')]
-    pub neurons: Vec<String>,
+    pub neurons: Vec<glassbox_data::HookPoint>,
     /// `topk` or `relu`.
     #[arg(long)]
     pub architecture: Option<String>,
@@ -275,11 +275,11 @@ impl DictionaryArgs {
             Some(path) => PipelineConfig::load(path)?.dictionary.unwrap_or_default(),
             None => DictionarySection::default(),
         };
-        let replace = |v: Vec<String>, into: &mut Vec<String>| {
+        fn replace<T>(v: Vec<T>, into: &mut Vec<T>) {
             if !v.is_empty() {
                 *into = v;
             }
-        };
+        }
         replace(self.hook, &mut s.hooks);
         replace(self.load_sae, &mut s.load);
         replace(self.neurons, &mut s.neurons);

@@ -115,15 +115,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hooks(a) => {
             let spec: glassbox_models::ModelSpec = a.model.parse()?;
             let resolved = glassbox_models::resolve(&spec)?;
-            let points = if glassbox_models::vision::is_vision(&resolved.config) {
-                glassbox_models::load_vision_model(resolved, a.allow_pickle)?
-                    .model
-                    .hook_points()
-            } else {
-                glassbox_models::load_model(resolved, None, a.allow_pickle)?
-                    .model
-                    .hook_points()
+            let options = glassbox_models::LoadOptions {
+                max_length: None,
+                allow_pickle: a.allow_pickle,
             };
+            let points = glassbox_models::load_model(resolved, options)?
+                .model
+                .hook_points();
             for point in points {
                 crate::outln!("{point}")?;
             }

@@ -3,16 +3,16 @@
 use anyhow::{Context, Result};
 use glassbox_data::run::list_parts;
 use glassbox_data::store::read_metadata;
-use glassbox_data::{Manifest, RunDir};
+use glassbox_data::{HookPoint, Manifest, Pool, RunDir};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
 struct HookInfo {
-    hook: String,
+    hook: HookPoint,
     width: Option<usize>,
     dtype: Option<String>,
     token_parts: usize,
-    pools: Vec<String>,
+    pools: Vec<Pool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,25 +38,28 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
     let mut hooks = Vec::new();
     let mut names = run.stored_hooks(false)?;
     names.extend(run.stored_hooks(true)?);
-    names.sort();
+    names.sort_by_cached_key(ToString::to_string);
     names.dedup();
     for hook in names {
-        let token_parts = list_parts(&run.activations_dir(&hook))?;
+        let token_parts = list_parts(&run.activations_dir(hook))?;
         let mut pools = Vec::new();
         let pooled = run.pooled_root().join(format!("hook={hook}"));
         if pooled.is_dir() {
             for entry in std::fs::read_dir(&pooled)? {
                 let name = entry?.file_name().to_string_lossy().into_owned();
-                if let Some(p) = name.strip_prefix("pool=") {
-                    pools.push(p.to_owned());
+                if let Some(p) = name
+                    .strip_prefix("pool=")
+                    .and_then(|p| p.parse::<Pool>().ok())
+                {
+                    pools.push(p);
                 }
             }
         }
-        pools.sort();
+        pools.sort_by_cached_key(ToString::to_string);
         let first = token_parts.first().cloned().or_else(|| {
             pools
                 .first()
-                .and_then(|p| list_parts(&run.pooled_dir(&hook, p)).ok()?.first().cloned())
+                .and_then(|p| list_parts(&run.pooled_dir(hook, *p)).ok()?.first().cloned())
         });
         let meta = first
             .map(|p| read_metadata(&p))
@@ -119,7 +122,11 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             h.width.map(|w| w.to_string()).unwrap_or_else(|| "?".into()),
             h.dtype.as_deref().unwrap_or("?"),
             h.token_parts,
-            h.pools.join(", ")
+            h.pools
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
     }
     Ok(())

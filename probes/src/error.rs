@@ -4,7 +4,10 @@ pub enum ProbeError {
     #[error("label column `{column}`: {message}")]
     Label { column: String, message: String },
     #[error("hook `{hook}`: {message}")]
-    Hook { hook: String, message: String },
+    Hook {
+        hook: glassbox_data::HookPoint,
+        message: String,
+    },
     #[error("probe fit failed: {0}")]
     Fit(String),
     #[error("{0}")]
@@ -14,12 +17,11 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
-    pub(crate) fn in_hook(self, hook: &str) -> ProbeError {
+    pub(crate) fn in_hook(self, hook: glassbox_data::HookPoint) -> ProbeError {
         match self {
-            ProbeError::Fit(message) | ProbeError::Invalid(message) => ProbeError::Hook {
-                hook: hook.to_owned(),
-                message,
-            },
+            ProbeError::Fit(message) | ProbeError::Invalid(message) => {
+                ProbeError::Hook { hook, message }
+            }
             other => other,
         }
     }

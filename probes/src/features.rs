@@ -8,6 +8,7 @@ use glassbox_data::rng::SeededRng;
 use glassbox_data::store::{read_parts, read_pooled_matrix};
 use glassbox_data::tokens::Tokens;
 use glassbox_data::RunDir;
+use glassbox_data::{HookPoint, Pool};
 use std::collections::HashMap;
 
 /// Keeps at most `cap` rows per class (a seeded sample; all rows for regression targets up to
@@ -39,8 +40,8 @@ pub fn cap_per_class(labels: &LabelSet, cap: Option<usize>, seed: u64) -> Vec<us
 /// Activations (row-major, `rows.len() × width`) of the label set's items `rows`.
 pub fn load(
     run: &RunDir,
-    hook: &str,
-    pool: &str,
+    hook: HookPoint,
+    pool: Pool,
     labels: &LabelSet,
     rows: &[usize],
     examples: &[u64],

@@ -39,9 +39,9 @@ pub use split::{stratified_split, Split};
 pub use weights::{read_weights, write_weights, ProbeWeights};
 
 use glassbox_data::examples::read_examples;
-use glassbox_data::store::read_metadata;
 use glassbox_data::tokens::{read_tokens, Tokens};
-use glassbox_data::{run::list_parts, Progress, RunDir};
+use glassbox_data::{HookPoint, Pool};
+use glassbox_data::{Progress, RunDir};
 use labels::{LabelSet, Target};
 use probe::Fitted;
 
@@ -77,9 +77,9 @@ pub fn run_probes(
     for name in &opts.token_labels {
         label_sets.push(labels::token_labels(&examples, &tokens, name, &source)?);
     }
-    let mut jobs: Vec<(String, &LabelSet)> = Vec::new();
+    let mut jobs: Vec<(HookPoint, &LabelSet)> = Vec::new();
     for set in &label_sets {
-        let hooks = hooks_for(run, set.level, &opts.pool)?;
+        let hooks = hooks_for(run, set.level, opts.pool)?;
         jobs.extend(hooks.into_iter().map(|h| (h, set)));
     }
     progress.start("probe", jobs.len() as u64);
@@ -97,38 +97,47 @@ pub fn run_probes(
         }
         let (x, d) = features::load(
             run,
-            &hook,
-            &opts.pool,
+            hook,
+            opts.pool,
             set,
             &prepared.rows,
             &examples.example_ids,
             &tokens,
         )?;
-        probe_one(run, &hook, set, &prepared, &x, d, opts, &mut out)
-            .map_err(|e| e.in_hook(&hook))?;
+        probe_one(hook, set, &prepared, &x, d, opts, &mut out).map_err(|e| e.in_hook(hook))?;
         progress.advance(1);
     }
     progress.finish();
     out.results.sort_by(|a, b| {
-        (a.level.as_str(), a.label.as_str(), a.depth, a.hook.as_str())
-            .partial_cmp(&(b.level.as_str(), b.label.as_str(), b.depth, b.hook.as_str()))
+        (
+            a.level.as_str(),
+            a.label.as_str(),
+            a.depth,
+            a.hook.to_string(),
+        )
+            .partial_cmp(&(
+                b.level.as_str(),
+                b.label.as_str(),
+                b.depth,
+                b.hook.to_string(),
+            ))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     Ok(out)
 }
 
 /// Hooks stored at the label's level.
-fn hooks_for(run: &RunDir, level: Level, pool: &str) -> Result<Vec<String>> {
-    let hooks: Vec<String> = match level {
+fn hooks_for(run: &RunDir, level: Level, pool: Pool) -> Result<Vec<HookPoint>> {
+    let hooks: Vec<HookPoint> = match level {
         Level::Sequence => run
             .stored_hooks(true)?
             .into_iter()
-            .filter(|h| run.pooled_dir(h, pool).exists())
+            .filter(|h| run.pooled_dir(*h, pool).exists())
             .collect(),
         Level::Token => run
             .stored_hooks(false)?
             .into_iter()
-            .filter(|h| run.activations_dir(h).exists())
+            .filter(|h| run.activations_dir(*h).exists())
             .collect(),
     };
     if hooks.is_empty() {
@@ -234,8 +243,7 @@ fn prepare(set: &LabelSet, opts: &ProbeOptions) -> Result<Prepared> {
 
 #[allow(clippy::too_many_arguments)]
 fn probe_one(
-    run: &RunDir,
-    hook: &str,
+    hook: HookPoint,
     set: &LabelSet,
     p: &Prepared,
     x: &[f32],
@@ -290,7 +298,7 @@ fn probe_one(
             .collect();
         for t in neurons::top_k_check(rows, &p.classes, k, &overall, s.l2, opts, seed) {
             out.topk.push(TopKRow {
-                hook: hook.to_owned(),
+                hook,
                 label: set.name.clone(),
                 level: level.clone(),
                 k: t.k,
@@ -299,7 +307,7 @@ fn probe_one(
             });
         }
         out.neurons.extend(ranked.into_iter().map(|r| NeuronRow {
-            hook: hook.to_owned(),
+            hook,
             label: set.name.clone(),
             level: level.clone(),
             class: r.class,
@@ -308,15 +316,15 @@ fn probe_one(
             rank: r.rank,
         }));
     }
-    let (layer, depth) = hook_position(run, hook, set.level, &opts.pool)?;
+    let (layer, depth) = (hook.layer().map(|l| l as i64), hook.depth());
     out.results.push(ProbeResult {
-        hook: hook.to_owned(),
+        hook,
         layer,
         depth,
         label: set.name.clone(),
         level: level.clone(),
         pool: match set.level {
-            Level::Sequence => opts.pool.clone(),
+            Level::Sequence => opts.pool.to_string(),
             Level::Token => "token".into(),
         },
         metric: if regression { "r2" } else { "accuracy" }.into(),
@@ -341,7 +349,7 @@ fn probe_one(
         converged: s.converged,
     });
     out.weights.push(ProbeWeights {
-        hook: hook.to_owned(),
+        hook,
         label: set.name.clone(),
         level,
         classes: p.names.clone(),
@@ -351,23 +359,4 @@ fn probe_one(
         bias: fitted.bias,
     });
     Ok(())
-}
-
-/// The hook's block index and residual depth from the store metadata.
-fn hook_position(run: &RunDir, hook: &str, level: Level, pool: &str) -> Result<(Option<i64>, f64)> {
-    let dir = match level {
-        Level::Sequence => run.pooled_dir(hook, pool),
-        Level::Token => run.activations_dir(hook),
-    };
-    let meta = list_parts(&dir)?
-        .first()
-        .map(|p| read_metadata(p))
-        .transpose()?
-        .unwrap_or_default();
-    let layer = meta.get("glassbox.layer").and_then(|v| v.parse().ok());
-    let depth = meta
-        .get("glassbox.depth")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
-    Ok((layer, depth))
 }

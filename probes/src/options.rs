@@ -1,6 +1,7 @@
 //! Probe options; also the `[probe]` section of a pipeline config.
 
 use crate::{labels::BUILTIN_LABELERS, ProbeError, Result};
+use glassbox_data::Pool;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -11,7 +12,7 @@ pub struct ProbeOptions {
     /// (`@word_class`, `@is_number`, `@is_capitalised`, `@position`).
     pub token_labels: Vec<String>,
     /// The pooled activations of sequence-level probes: `mean`, `cls`, `last` or `max`.
-    pub pool: String,
+    pub pool: Pool,
     pub seed: u64,
     /// Fraction of each class held out for testing.
     pub test_fraction: f64,
@@ -43,7 +44,7 @@ impl Default for ProbeOptions {
         Self {
             labels: Vec::new(),
             token_labels: Vec::new(),
-            pool: "mean".into(),
+            pool: Pool::Mean,
             seed: 0,
             test_fraction: 0.2,
             validation_fraction: 0.2,
@@ -61,8 +62,6 @@ impl Default for ProbeOptions {
     }
 }
 
-const POOLS: [&str; 4] = ["mean", "cls", "last", "max"];
-
 impl ProbeOptions {
     /// Parts of the split: train, test, and validation when its fraction is positive.
     pub fn split_parts(&self) -> usize {
@@ -75,13 +74,6 @@ impl ProbeOptions {
             return invalid(
                 "no labels given; pass --label COLUMN (sequence level) or --token-label NAME (token level)".into(),
             );
-        }
-        if !POOLS.contains(&self.pool.as_str()) {
-            return invalid(format!(
-                "unknown pool `{}`; use one of {}",
-                self.pool,
-                POOLS.join(", ")
-            ));
         }
         let fractions = self.test_fraction + self.validation_fraction;
         if !(self.test_fraction > 0.0 && self.validation_fraction >= 0.0 && fractions < 1.0) {

@@ -6,6 +6,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{BooleanArray, Int64Array};
 use glassbox_data::table::Columns;
+use glassbox_data::HookPoint;
 use glassbox_data::{table, DataError, RunDir};
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 /// classification and R² for regression (`metric` says which).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProbeResult {
-    pub hook: String,
+    pub hook: HookPoint,
     /// Block index, when the hook belongs to one.
     pub layer: Option<i64>,
     /// Residual-stream depth (see the store metadata), for ordering hooks.
@@ -55,7 +56,7 @@ pub struct ProbeResult {
 /// One ranked unit of one probe.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NeuronRow {
-    pub hook: String,
+    pub hook: HookPoint,
     pub label: String,
     pub level: String,
     pub class: String,
@@ -67,7 +68,7 @@ pub struct NeuronRow {
 /// Accuracy with the top-k ranked units against k random ones.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TopKRow {
-    pub hook: String,
+    pub hook: HookPoint,
     pub label: String,
     pub level: String,
     pub k: u32,
@@ -82,7 +83,7 @@ fn results_path(run: &RunDir) -> std::path::PathBuf {
 /// Writes `probes/results.parquet` atomically.
 pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
     let mut c = Columns::default();
-    c.text("hook", rows, |r| &r.hook)
+    c.hooks("hook", rows, |r| r.hook)
         .add(
             "layer",
             Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.layer))),
@@ -122,7 +123,7 @@ pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
 
 pub fn write_neurons(run: &RunDir, rows: &[NeuronRow]) -> Result<()> {
     let mut c = Columns::default();
-    c.text("hook", rows, |r| &r.hook)
+    c.hooks("hook", rows, |r| r.hook)
         .text("label", rows, |r| &r.label)
         .text("level", rows, |r| &r.level)
         .text("class", rows, |r| &r.class)
@@ -135,7 +136,7 @@ pub fn write_neurons(run: &RunDir, rows: &[NeuronRow]) -> Result<()> {
 
 pub fn write_topk(run: &RunDir, rows: &[TopKRow]) -> Result<()> {
     let mut c = Columns::default();
-    c.text("hook", rows, |r| &r.hook)
+    c.hooks("hook", rows, |r| r.hook)
         .text("label", rows, |r| &r.label)
         .text("level", rows, |r| &r.level)
         .small("k", rows, |r| r.k)
@@ -219,7 +220,7 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
         );
         for r in 0..batch.num_rows() {
             out.push(ProbeResult {
-                hook: hook[r].clone(),
+                hook: table::parse_hook(&path, r, &hook[r])?,
                 layer: layer[r],
                 depth: depth[r],
                 label: label[r].clone(),
@@ -267,7 +268,7 @@ pub fn read_neurons(run: &RunDir) -> Result<Vec<NeuronRow>> {
         let rank = batch.column(6).as_primitive::<UInt32Type>().clone();
         for r in 0..batch.num_rows() {
             out.push(NeuronRow {
-                hook: hook.value(r).to_owned(),
+                hook: table::parse_hook(&path, r, hook.value(r))?,
                 label: label.value(r).to_owned(),
                 level: level.value(r).to_owned(),
                 class: class.value(r).to_owned(),
@@ -294,7 +295,7 @@ pub fn read_topk(run: &RunDir) -> Result<Vec<TopKRow>> {
         let random = batch.column(5).as_primitive::<Float64Type>().clone();
         for r in 0..batch.num_rows() {
             out.push(TopKRow {
-                hook: hook.value(r).to_owned(),
+                hook: table::parse_hook(&path, r, hook.value(r))?,
                 label: label.value(r).to_owned(),
                 level: level.value(r).to_owned(),
                 k: k.value(r),
@@ -315,7 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
         let r = ProbeResult {
-            hook: "blocks.0.hook_resid_post".into(),
+            hook: "blocks.0.hook_resid_post".parse().unwrap(),
             layer: Some(0),
             depth: 1.0,
             label: "topic".into(),
@@ -350,7 +351,7 @@ mod tests {
         write_results(&run, &[r.clone(), r2.clone()]).unwrap();
         assert_eq!(read_results(&run).unwrap(), vec![r, r2]);
         let t = TopKRow {
-            hook: "h".into(),
+            hook: glassbox_data::HookPoint::ResidPost(0),
             label: "l".into(),
             level: "token".into(),
             k: 5,

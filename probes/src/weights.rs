@@ -7,13 +7,14 @@
 //! the class names in output order.
 
 use crate::Result;
+use glassbox_data::HookPoint;
 use glassbox_data::{atomic, DataError, RunDir};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeWeights {
-    pub hook: String,
+    pub hook: HookPoint,
     pub label: String,
     pub level: String,
     /// Empty for regressions.
@@ -131,8 +132,11 @@ pub fn read_weights(run: &RunDir) -> Result<Vec<ProbeWeights>> {
             ))
             .into());
         }
+        let hook: HookPoint = hook
+            .parse()
+            .map_err(|e| bad(format!("metadata `{key}`: {e}")))?;
         out.push(ProbeWeights {
-            hook: hook.to_owned(),
+            hook,
             label: label.to_owned(),
             level: level.to_owned(),
             classes,
@@ -154,7 +158,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
         let p = ProbeWeights {
-            hook: "blocks.1.hook_resid_post".into(),
+            hook: "blocks.1.hook_resid_post".parse().unwrap(),
             label: "topic".into(),
             level: "sequence".into(),
             classes: vec!["a".into(), "b".into(), "c".into()],

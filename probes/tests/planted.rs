@@ -7,23 +7,22 @@ use glassbox_data::rng::SeededRng;
 use glassbox_data::store::{ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
 use glassbox_data::tokens::{TokenRows, TokensWriter};
 use glassbox_data::{Column, ColumnKind, NoProgress, RunDir, TextDataset, Value};
+use glassbox_data::{HookPoint, Pool};
 use glassbox_probes::{run_probes, ProbeOptions};
 
-const HOOK: &str = "blocks.0.hook_resid_post";
+const HOOK: HookPoint = HookPoint::ResidPost(0);
 const WIDTH: usize = 32;
 
 fn meta(kind: StoreKind) -> ShardMeta {
     ShardMeta {
         model_id: "synthetic".into(),
         revision: "0".into(),
-        hook: HOOK.into(),
+        hook: HOOK,
         kind,
-        pool: (kind == StoreKind::Pooled).then(|| "mean".into()),
+        pool: (kind == StoreKind::Pooled).then_some(Pool::Mean),
         width: WIDTH,
         dtype: ActDtype::F32,
         compression: Codec::None,
-        layer: Some(0),
-        depth: 1.0,
     }
 }
 
@@ -81,7 +80,7 @@ fn planted_run(dir: &std::path::Path, n: usize) -> (RunDir, Vec<f64>) {
         ],
     };
     write_examples(&run, &data, &vec![1; n]).unwrap();
-    let pooled = run.pooled_dir(HOOK, "mean");
+    let pooled = run.pooled_dir(HOOK, Pool::Mean);
     std::fs::create_dir_all(&pooled).unwrap();
     let mut w =
         ActivationWriter::create(&pooled.join("part-00000.parquet"), meta(StoreKind::Pooled))
@@ -295,11 +294,9 @@ fn bad_inputs_name_what_is_wrong() {
         labels: vec!["planted".into()],
         ..ProbeOptions::default()
     };
-    let e = err(ProbeOptions {
-        pool: "median".into(),
-        ..base.clone()
-    });
-    assert!(e.contains("unknown pool `median`"), "{e}");
+    // A pool is typed: a bad name fails where it is parsed (CLI or config), naming it.
+    let e = "median".parse::<Pool>().unwrap_err().to_string();
+    assert!(e.contains("unknown pooling `median`"), "{e}");
     let e = err(ProbeOptions {
         labels: vec!["nope".into()],
         ..base.clone()

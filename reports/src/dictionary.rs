@@ -37,7 +37,7 @@ pub struct Snippet {
 /// One hook's dictionary results.
 #[derive(Debug, Clone, Serialize)]
 pub struct DictionaryFinding {
-    pub hook: String,
+    pub hook: glassbox_data::HookPoint,
     /// `"features"` (an SAE's latents) or `"neurons"` (the hook's raw units).
     pub kind: String,
     /// How many units the Parquet files explain.
@@ -68,6 +68,12 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
         else {
             continue;
         };
+        let hook: glassbox_data::HookPoint = hook.parse().map_err(|e| {
+            ReportError::Invalid(format!(
+                "{}: not a hook folder ({e}); remove it or re-run the dictionary stage",
+                dir.display()
+            ))
+        })?;
         for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;
@@ -79,7 +85,7 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
             };
             let (units, listed) = listed_units(&dir, unit)?;
             out.push(DictionaryFinding {
-                hook: hook.clone(),
+                hook,
                 kind: kind.into(),
                 units,
                 metrics,
@@ -249,7 +255,7 @@ pub fn unit_findings(f: &DictionaryFinding, n: usize) -> Vec<String> {
             format!(
                 "{unit} {} at {} tracks {} = {} (r {:.2}; active on {:.1}% of tokens), top tokens {}",
                 r.unit,
-                crate::md::code(&f.hook),
+                crate::md::code(&f.hook.to_string()),
                 crate::md::code(r.top_label.as_deref().unwrap_or_default()),
                 crate::md::code(r.top_class.as_deref().unwrap_or_default()),
                 r.top_label_correlation.unwrap_or_default(),
@@ -325,7 +331,7 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
         let unit = f.kind.trim_end_matches('s');
         h.push_str(&format!(
             "<h3><code>{}</code>: {} {}</h3>\n",
-            escape(&f.hook),
+            escape(&f.hook.to_string()),
             f.units,
             escape(&f.kind)
         ));
@@ -404,7 +410,7 @@ pub const UNITS_PER_PAGE: usize = 100;
 pub fn page_path(f: &DictionaryFinding, unit: u32) -> String {
     format!(
         "units/{}/{}-{:03}.html",
-        crate::file_name(&f.hook),
+        crate::file_name(&f.hook.to_string()),
         f.kind,
         unit as usize / UNITS_PER_PAGE
     )

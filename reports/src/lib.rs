@@ -13,6 +13,7 @@ mod svg;
 mod tables;
 mod tcav_svg;
 
+use glassbox_data::HookPoint;
 use glassbox_data::{atomic, DataError, Manifest, RunDir};
 use glassbox_probes::ProbeResult;
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub struct LabelFinding {
     /// `accuracy` or `r2`.
     pub metric: String,
     pub n_classes: u64,
-    pub best_hook: String,
+    pub best_hook: HookPoint,
     pub best_score: f64,
     pub best_ci_low: f64,
     pub best_ci_high: f64,
@@ -153,22 +154,23 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
                     _ => Some(r),
                 })
                 .expect("every label has at least one result");
-            let at_best = |h: &str, l: &str, v: &str| h == best.hook && l == label && v == level;
+            let at_best =
+                |h: HookPoint, l: &str, v: &str| h == best.hook && l == label && v == level;
             let mut top_neurons: Vec<glassbox_probes::NeuronRow> = neurons
                 .iter()
-                .filter(|n| at_best(&n.hook, &n.label, &n.level) && n.class == "*" && n.rank < 10)
+                .filter(|n| at_best(n.hook, &n.label, &n.level) && n.class == "*" && n.rank < 10)
                 .cloned()
                 .collect();
             top_neurons.sort_by_key(|n| n.rank);
             let top_k = topk
                 .iter()
-                .filter(|t| at_best(&t.hook, &t.label, &t.level))
+                .filter(|t| at_best(t.hook, &t.label, &t.level))
                 .cloned()
                 .collect();
             LabelFinding {
                 top_neurons,
                 top_k,
-                best_hook: best.hook.clone(),
+                best_hook: best.hook,
                 metric: best.metric.clone(),
                 best_score: best.score,
                 best_ci_low: best.ci_low,
@@ -276,7 +278,7 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
     format!(
         "{} ({what}, {scope}) is best decoded at {}: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}.",
         md::code(&f.label),
-        md::code(&f.best_hook),
+        md::code(&f.best_hook.to_string()),
         f.metric,
         f.best_score,
         f.best_ci_low,
@@ -312,7 +314,7 @@ pub(crate) fn neuron_sentence(f: &LabelFinding) -> Option<String> {
     Some(format!(
         "Top neurons of the {} probe at {} (elastic-net rank, weight): {}{check}.",
         md::code(&f.label),
-        md::code(&f.best_hook),
+        md::code(&f.best_hook.to_string()),
         units.join(", ")
     ))
 }
@@ -334,7 +336,7 @@ pub(crate) fn probe_table_header(metric: &str) -> [String; 8] {
 /// One probe's row of that table (text, unescaped; the hook is cell 0).
 pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
     [
-        r.hook.clone(),
+        r.hook.to_string(),
         format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high),
         r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
         format!("{:.3}", r.majority),
@@ -387,7 +389,7 @@ pub(crate) const TCAV_HEADER: [&str; 8] = [
 pub(crate) fn tcav_row(r: &glassbox_concepts::ScoreRow) -> [String; 8] {
     [
         r.concept.clone(),
-        r.hook.clone(),
+        r.hook.to_string(),
         r.target.clone(),
         format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high),
         format!("{:.3} ± {:.3}", r.random_mean, r.random_std),
@@ -416,7 +418,7 @@ pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String>
                 md::code(&r.concept),
                 if r.score > r.random_mean { "raises" } else { "lowers" },
                 md::code(&r.target),
-                md::code(&r.hook),
+                md::code(&r.hook.to_string()),
                 r.score,
                 r.random_mean,
                 r.p_holm,
@@ -432,7 +434,7 @@ pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String>
                 "{}→{}@{}",
                 md::code(&r.concept),
                 md::code(&r.target),
-                md::code(&r.hook)
+                md::code(&r.hook.to_string())
             )
         })
         .collect();

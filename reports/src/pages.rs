@@ -22,7 +22,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
             .map_err(|e| ReportError::Invalid(format!("{}: {e}", root.display())))?;
     }
     for f in findings {
-        let dir = run.dictionary_dir(&f.hook);
+        let dir = run.dictionary_dir(f.hook);
         let unit = f.kind.trim_end_matches('s');
         let units = read_units(&dir, unit)?;
         let mut examples: HashMap<u32, Vec<UnitExample>> = HashMap::new();
@@ -42,7 +42,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
         for (p, chunk) in units.chunks(UNITS_PER_PAGE).enumerate() {
             let mut body = format!(
                 "<p class=\"nav\"><a href=\"../../index.html#dictionary\">report</a> · <code>{}</code> {} {}–{} of {}{}{}</p>\n",
-                escape(&f.hook),
+                escape(&f.hook.to_string()),
                 escape(&f.kind),
                 chunk[0].unit,
                 chunk[chunk.len() - 1].unit,
@@ -63,7 +63,7 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
             let title = format!("{} {} page {}", f.hook, f.kind, p + 1);
             let path = run.report_dir().join(format!(
                 "units/{}/{}-{:03}.html",
-                crate::file_name(&f.hook),
+                crate::file_name(&f.hook.to_string()),
                 f.kind,
                 p
             ));

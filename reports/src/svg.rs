@@ -74,16 +74,16 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3} [{:.3}, {:.3}]</title></circle>",
             x(i),
             y(r.score),
-            escape(&r.hook),
+            escape(&r.hook.to_string()),
             r.score,
             r.ci_low,
             r.ci_high
         ));
-        let short = r
-            .hook
+        let name = r.hook.to_string();
+        let short = name
             .strip_prefix("blocks.")
             .map(|s| format!("b{s}"))
-            .unwrap_or_else(|| r.hook.clone())
+            .unwrap_or_else(|| name.clone())
             .replace(".hook_", ".");
         svg.push_str(&format!(
             "<text x=\"{x:.1}\" y=\"{yy:.1}\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-35 {x:.1} {yy:.1})\">{}</text>",

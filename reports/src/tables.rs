@@ -42,7 +42,7 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
                 .and_then(|v| v.as_f64())
         };
         let mut c = Columns::default();
-        c.text("hook", d, |f| f.hook.as_str())
+        c.hooks("hook", d, |f| f.hook)
             .text("kind", d, |f| f.kind.as_str())
             .count("units", d, |f| f.units as u64);
         for key in [

@@ -323,3 +323,9 @@ pub fn headless_dom(chrome: &Path, page: &Path) -> (String, Vec<String>) {
         .collect();
     (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
+
+/// A hook point by name (tests name hooks as users type them).
+pub fn hook_point(name: &str) -> glassbox_data::HookPoint {
+    name.parse()
+        .unwrap_or_else(|e| panic!("`{name}` is not a hook point: {e}"))
+}

@@ -223,7 +223,10 @@ fn probe_label_missing_or_single_class() {
 
     // Activations written by something else with a NaN in them: named, not probed.
     let part = RunDir::new(&run)
-        .pooled_dir("blocks.0.hook_resid_post", "mean")
+        .pooled_dir(
+            glassbox_tests::hook_point("blocks.0.hook_resid_post"),
+            glassbox_data::Pool::Mean,
+        )
         .join("part-00000.parquet");
     poison_with_nan(&part);
     assert_bad_input(
@@ -281,9 +284,10 @@ fn f16_storage_matches_f32_within_half_precision() {
         })
         .collect();
     let read = |run: &std::path::Path| {
-        glassbox_data::store::read_pooled_matrix(
-            &RunDir::new(run).pooled_dir("blocks.1.hook_resid_post", "mean"),
-        )
+        glassbox_data::store::read_pooled_matrix(&RunDir::new(run).pooled_dir(
+            glassbox_tests::hook_point("blocks.1.hook_resid_post"),
+            glassbox_data::Pool::Mean,
+        ))
         .unwrap()
     };
     let (full, half) = (read(&runs[0]), read(&runs[1]));
@@ -293,7 +297,10 @@ fn f16_storage_matches_f32_within_half_precision() {
         assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-4, "{a} vs {b}");
     }
     let part = RunDir::new(&runs[1])
-        .pooled_dir("blocks.1.hook_resid_post", "mean")
+        .pooled_dir(
+            glassbox_tests::hook_point("blocks.1.hook_resid_post"),
+            glassbox_data::Pool::Mean,
+        )
         .join("part-00000.parquet");
     let kv = glassbox_data::store::read_metadata(&part).unwrap();
     assert_eq!(kv["glassbox.dtype"], "f16");

@@ -96,7 +96,7 @@ fn bad_dictionary_inputs_are_named() {
     not_complete(&run);
     // NaN in activations written by another tool: named by example, position and unit.
     let part = RunDir::new(&run)
-        .activations_dir(HOOK)
+        .activations_dir(glassbox_tests::hook_point(HOOK))
         .join("part-00000.parquet");
     poison_with_nan(&part);
     assert_bad_input(
@@ -109,7 +109,7 @@ fn bad_dictionary_inputs_are_named() {
 fn weights(run: &Path) -> Vec<u8> {
     std::fs::read(
         RunDir::new(run)
-            .dictionary_dir(HOOK)
+            .dictionary_dir(glassbox_tests::hook_point(HOOK))
             .join("sae/sae_weights.safetensors"),
     )
     .unwrap()
@@ -140,7 +140,7 @@ fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
         .join(format!("dictionary/hook={HOOK}/checkpoint.safetensors"));
     assert!(
         !RunDir::new(&run)
-            .dictionary_dir(HOOK)
+            .dictionary_dir(glassbox_tests::hook_point(HOOK))
             .join("checkpoint.safetensors")
             .exists(),
         "a finished training leaves no checkpoint"

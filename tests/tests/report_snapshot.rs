@@ -37,20 +37,18 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
     };
     write_examples(&run, &data, &vec![4; N]).unwrap();
     for (layer, shift) in [(0usize, 1.5f64), (1, 4.0)] {
-        let hook = format!("blocks.{layer}.hook_resid_post");
-        let dir = run.pooled_dir(&hook, "mean");
+        let hook = glassbox_data::HookPoint::ResidPost(layer);
+        let dir = run.pooled_dir(hook, glassbox_data::Pool::Mean);
         std::fs::create_dir_all(&dir).unwrap();
         let meta = ShardMeta {
             model_id: "synthetic/tiny".into(),
             revision: "0".into(),
-            hook: hook.clone(),
+            hook,
             kind: StoreKind::Pooled,
-            pool: Some("mean".into()),
+            pool: Some(glassbox_data::Pool::Mean),
             width: WIDTH,
             dtype: ActDtype::F32,
             compression: Codec::None,
-            layer: Some(layer),
-            depth: (layer + 1) as f64,
         };
         let mut values = Vec::with_capacity(N * WIDTH);
         for &t in &topics {
@@ -70,6 +68,7 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
         revision: "0123456789abcdef0123456789abcdef01234567".into(),
         source: "hub".into(),
         family: "bert".into(),
+        modality: None,
         weights_sha256: "0".repeat(64),
     });
     manifest.data = Some(DataRecord {

@@ -86,6 +86,7 @@ fn killed_extraction_resumes_without_lost_or_duplicated_rows() {
     let n = examples.example_ids.len() as u64;
     let expected_tokens: usize = examples.n_tokens.iter().map(|&t| t as usize).sum();
     for hook in HOOKS.split(',') {
+        let hook: glassbox_data::HookPoint = hook.parse().unwrap();
         let mut keys = BTreeSet::new();
         let mut rows = 0;
         read_parts(&run.activations_dir(hook), |b| {
@@ -113,7 +114,7 @@ fn killed_extraction_resumes_without_lost_or_duplicated_rows() {
             .flat_map(|(&id, &t)| (0..t).map(move |p| (id, p)))
             .collect();
         assert_eq!(keys, expected);
-        for pool in ["mean", "cls"] {
+        for pool in [glassbox_data::Pool::Mean, glassbox_data::Pool::Cls] {
             let m = read_pooled_matrix(&run.pooled_dir(hook, pool)).unwrap();
             assert_eq!(m.example_ids, (0..n).collect::<Vec<_>>(), "{hook}/{pool}");
         }

@@ -9,9 +9,10 @@ use anyhow::Result;
 use glassbox_concepts::{run_tcav, CavMethod, Convention, HookSets, Options, TargetGradients};
 use glassbox_data::concepts::{builtin_corpus, random_sets, ConceptSet};
 use glassbox_data::rng::SeededRng;
-use glassbox_models::gradients::{pooled_activations, target_gradients, LinearHead};
 use glassbox_models::tokenizer::Encoded;
+use glassbox_models::LoadOptions;
 use glassbox_models::{load_model, resolve, HookPoint, ModelSpec, Pool, TokenBatch};
+use glassbox_runner::gradients::{pooled_activations, target_gradients, LinearHead};
 use std::time::Instant;
 
 /// Captum 0.9 on this workload, this machine kind (median, from the issue).
@@ -29,7 +30,13 @@ fn main() -> Result<()> {
     };
     let mut t = Instant::now();
     let spec: ModelSpec = "sentence-transformers/all-MiniLM-L6-v2".parse()?;
-    let model = load_model(resolve(&spec)?, Some(128), false)?;
+    let model = load_model(
+        resolve(&spec)?,
+        LoadOptions {
+            max_length: Some(128),
+            allow_pickle: false,
+        },
+    )?;
     lap("load_model", &mut t);
 
     let corpus = builtin_corpus();
@@ -84,7 +91,7 @@ fn main() -> Result<()> {
     let mut n_tokens = 0;
     for chunk in targets.chunks(16) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let encoded = model.tokenizer.encode(&refs)?;
+        let encoded = model.tokenizer()?.encode(&refs)?;
         let enc: Vec<&Encoded> = encoded.iter().collect();
         let batch = TokenBatch::from_encoded(&enc, model.pad_id, &model.device)?;
         n_tokens += batch.lengths.iter().sum::<usize>();
@@ -93,7 +100,7 @@ fn main() -> Result<()> {
             &batch,
             &[layer],
             &head,
-            glassbox_models::gradients::Convention::Logit,
+            glassbox_runner::gradients::Convention::Logit,
         )?;
         let g = out.gradients[&layer]
             .sum(1)?
@@ -103,9 +110,8 @@ fn main() -> Result<()> {
     }
     lap("target_gradients", &mut t);
 
-    let name = layer.to_string();
     let sets = HookSets {
-        hook: &name,
+        hook: layer,
         width,
         concepts: concepts
             .iter()
@@ -116,7 +122,7 @@ fn main() -> Result<()> {
     };
     let gradients = [TargetGradients {
         target: "head",
-        hook: &name,
+        hook: layer,
         convention: Convention::Logit,
         sums: &sums,
     }];

@@ -17,9 +17,9 @@
 use anyhow::{Context, Result};
 use glassbox_data::{NoProgress, RunDir, TextDataset};
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{
-    extract, load_model, resolve, Capture, ExtractOptions, HookPoint, ModelSpec, Pool, TokenBatch,
-};
+use glassbox_models::LoadOptions;
+use glassbox_models::{load_model, resolve, Capture, HookPoint, ModelSpec, Pool, TokenBatch};
+use glassbox_runner::{extract, Examples, ExtractOptions, ExtractSummary};
 use std::time::Instant;
 
 const MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -133,14 +133,14 @@ fn extract_e2e(
     hooks: &[HookPoint],
     texts: Vec<String>,
     codec: glassbox_data::store::Codec,
-) -> Result<(glassbox_models::ExtractSummary, f64, u64)> {
-    let data = TextDataset {
+) -> Result<(ExtractSummary, f64, u64)> {
+    let data = Examples::Texts(TextDataset {
         source: "bench".into(),
         sha256: String::new(),
         texts,
         splits: None,
         columns: Vec::new(),
-    };
+    });
     let tmp = tempfile_dir()?;
     let run = RunDir::new(tmp.join("run"));
     let opts = ExtractOptions {
@@ -172,7 +172,13 @@ fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let resolved = resolve(&args.model.parse::<ModelSpec>()?).context("run `just models` first")?;
-    let model = load_model(resolved, Some(SEQ), false)?;
+    let model = load_model(
+        resolved,
+        LoadOptions {
+            max_length: Some(SEQ),
+            allow_pickle: false,
+        },
+    )?;
     let mut hooks = vec![HookPoint::ResidPre(0)];
     hooks.extend(
         model
@@ -206,7 +212,7 @@ fn main() -> Result<()> {
     // Written first, so a PyTorch reference run alongside (`--serve`) can start from them.
     write_texts(&args.texts, &corpus)?;
     let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
-    let encoded = model.tokenizer.encode(&refs)?;
+    let encoded = model.tokenizer()?.encode(&refs)?;
     assert!(
         encoded.iter().all(|e| e.ids.len() == SEQ),
         "bench texts fill {SEQ} tokens"
@@ -215,7 +221,7 @@ fn main() -> Result<()> {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
         let mut capture = Capture::new(hooks.iter().copied());
-        model.model.forward(&batch, &mut capture)?;
+        model.model.forward((&batch).into(), &mut capture)?;
         for t in capture.captured.values() {
             // Read the values in place, as PyTorch's `.numpy()` does (no copy).
             let (storage, layout) = t.storage_and_layout();

@@ -7,6 +7,7 @@ use crate::sae::stream::RowId;
 use crate::ConceptError;
 use glassbox_data::examples::Examples;
 use glassbox_data::tokens::Tokens;
+use glassbox_data::HookPoint;
 use glassbox_data::{RunDir, Value};
 use glassbox_probes::labels::{sequence_labels, token_labels, Target};
 use std::collections::HashMap;
@@ -98,7 +99,7 @@ pub fn label_targets(
 
 /// The probe weight rows and mean CAV directions the run holds at `hook` (none when those
 /// stages have not run).
-pub fn run_directions(run: &RunDir, hook: &str) -> Result<Vec<Direction>, ConceptError> {
+pub fn run_directions(run: &RunDir, hook: HookPoint) -> Result<Vec<Direction>, ConceptError> {
     let mut out = Vec::new();
     if run.probes_dir().join("weights.safetensors").exists() {
         let probes =

@@ -5,6 +5,7 @@
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::store::PartStream;
+use glassbox_data::HookPoint;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub fn is_eval(example_id: u64, seed: u64, fraction: f64) -> bool {
 /// Token rows of one hook in the store, filtered by split and (optionally) special tokens.
 pub struct StoreRows {
     stream: PartStream,
-    hook: String,
+    hook: HookPoint,
     split: Split,
     eval_fraction: f64,
     seed: u64,
@@ -54,7 +55,7 @@ pub struct StoreRows {
 impl StoreRows {
     pub fn open(
         stream: PartStream,
-        hook: &str,
+        hook: HookPoint,
         split: Split,
         eval_fraction: f64,
         seed: u64,
@@ -62,7 +63,7 @@ impl StoreRows {
     ) -> Result<Self, ConceptError> {
         let mut rows = Self {
             stream,
-            hook: hook.to_owned(),
+            hook,
             split,
             eval_fraction,
             seed,

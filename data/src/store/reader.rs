@@ -211,14 +211,12 @@ mod tests {
         ShardMeta {
             model_id: "m".into(),
             revision: "r".into(),
-            hook: "blocks.0.hook_resid_post".into(),
+            hook: crate::HookPoint::ResidPost(0),
             kind,
             pool: None,
             width: 3,
             dtype,
             compression: crate::store::Codec::Zstd,
-            layer: Some(0),
-            depth: 1.0,
         }
     }
 

@@ -1,3 +1,4 @@
+use crate::{HookPoint, Pool};
 use arrow_schema::{DataType, Field, Schema};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,17 +107,12 @@ impl StoreKind {
 pub struct ShardMeta {
     pub model_id: String,
     pub revision: String,
-    pub hook: String,
+    pub hook: HookPoint,
     pub kind: StoreKind,
-    pub pool: Option<String>,
+    pub pool: Option<Pool>,
     pub width: usize,
     pub dtype: ActDtype,
     pub compression: Codec,
-    /// The block index of a per-layer hook.
-    pub layer: Option<usize>,
-    /// Depth in the residual stream (`hook_resid_pre` of block i is i, `hook_resid_post` is
-    /// i + 1), so analysis stages can order hooks without knowing the model.
-    pub depth: f64,
 }
 
 impl ShardMeta {
@@ -124,18 +120,20 @@ impl ShardMeta {
         let mut kv = vec![
             ("model_id", self.model_id.clone()),
             ("revision", self.revision.clone()),
-            ("hook", self.hook.clone()),
+            ("hook", self.hook.to_string()),
             ("kind", self.kind.as_str().to_owned()),
             ("width", self.width.to_string()),
             ("dtype", self.dtype.as_str().to_owned()),
-            ("depth", self.depth.to_string()),
+            // Depth in the residual stream and block index, so analysis stages (and
+            // notebooks) can order hooks without knowing the model.
+            ("depth", self.hook.depth().to_string()),
             ("version", crate::manifest::GLASSBOX_VERSION.to_owned()),
         ];
-        if let Some(layer) = self.layer {
+        if let Some(layer) = self.hook.layer() {
             kv.push(("layer", layer.to_string()));
         }
-        if let Some(pool) = &self.pool {
-            kv.push(("pool", pool.clone()));
+        if let Some(pool) = self.pool {
+            kv.push(("pool", pool.to_string()));
         }
         kv.into_iter()
             .map(|(k, v)| (format!("{META_PREFIX}{k}"), v))

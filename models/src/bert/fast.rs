@@ -6,9 +6,9 @@
 //! zero); a hook that returns a different tensor has its values copied back into the stream.
 
 use super::{graph::GraphWeights, Bert};
+use crate::batch::TokenBatch;
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Heads, Prepare};
-use crate::loader::TokenBatch;
 use crate::packed::{take, Layout, Spare, Stream};
 use crate::{ModelError, Result};
 use candle_core::Tensor;

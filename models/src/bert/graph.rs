@@ -3,9 +3,9 @@
 //! TCAV's gradients come from here; the fast forward is checked against it at every hook.
 
 use super::{Bert, BertConfig};
+use crate::batch::TokenBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 pub(crate) use crate::layers::LayerNorm;
-use crate::loader::TokenBatch;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Module, Tensor};

@@ -17,12 +17,14 @@ mod backward;
 pub mod fast;
 pub mod graph;
 
+use crate::batch::TokenBatch;
 use crate::hooks::HookPoint;
 pub(crate) use crate::layers::Activation;
-use crate::loader::{GradientSeed, HookableModel, ResidualGradients, TokenBatch};
+use crate::model::{GradientSeed, HookedModel, Input, ResidualGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
+use glassbox_data::Modality;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -107,9 +109,12 @@ impl Bert {
     }
 }
 
-impl HookableModel for Bert {
+impl HookedModel for Bert {
     fn family(&self) -> &'static str {
         "bert"
+    }
+    fn modality(&self) -> Modality {
+        Modality::Text
     }
 
     fn hook_points(&self) -> Vec<HookPoint> {
@@ -128,23 +133,25 @@ impl HookableModel for Bert {
         }
     }
 
-    fn max_positions(&self) -> usize {
-        self.cfg.max_position_embeddings
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.max_position_embeddings)
     }
 
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.cfg.vocab_size)
     }
 
-    fn forward(&self, batch: &TokenBatch, hooks: &mut dyn crate::hooks::Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn crate::hooks::Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         fast::forward(self, batch, hooks)
     }
 
     fn forward_differentiable(
         &self,
-        batch: &TokenBatch,
+        input: Input<'_>,
         hooks: &mut dyn crate::hooks::Hooks,
     ) -> Result<Tensor> {
+        let batch = input.tokens(self.family())?;
         graph::forward(self, batch, hooks)
     }
 

@@ -12,12 +12,13 @@
 //! token (the first `eos_token_id`, or the largest id for configs with the legacy id 2).
 
 use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
-use super::{ImageBatch, VisionModel};
 use crate::hooks::{at, Capture, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
+use crate::model::{HookGradients, HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor, D};
+use glassbox_data::Modality;
 use std::path::Path;
 
 /// One tower's shape from its `*_config` section.
@@ -204,13 +205,16 @@ impl Clip {
     }
 }
 
-impl VisionModel for Clip {
+impl HookedModel for Clip {
     fn family(&self) -> &'static str {
         "clip"
     }
+    fn modality(&self) -> Modality {
+        Modality::Vision
+    }
 
-    fn image_size(&self) -> (usize, usize) {
-        (self.cfg.image_size, self.cfg.image_size)
+    fn image_size(&self) -> Option<(usize, usize)> {
+        Some((self.cfg.image_size, self.cfg.image_size))
     }
 
     /// CLIP has no classes: targets are text prompts.
@@ -250,15 +254,16 @@ impl VisionModel for Clip {
 
     fn hook_gradients(
         &self,
-        batch: &ImageBatch,
+        input: Input<'_>,
         points: &[HookPoint],
         seed: &[f32],
-    ) -> Option<Result<super::HookGradients>> {
-        Some(super::autograd_gradients(self, batch, points, seed))
+    ) -> Option<Result<HookGradients>> {
+        Some(super::autograd_gradients(self, input, points, seed))
     }
 
     /// The unit-normalised image embeddings `[batch, projection_dim]`.
-    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.images(self.family())?;
         let (p, size, h) = (
             self.cfg.patch_size,
             self.cfg.image_size,

@@ -15,12 +15,13 @@ use super::conv::{
     conv_dense, conv_depthwise, dense_weight, depthwise_weight, global_mean, same_padding, Nhwc,
 };
 use super::folded::{fold, visit, Folded};
-use super::{ImageBatch, VisionModel};
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu6, matmul_wt};
+use crate::model::{HookGradients, HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
+use glassbox_data::Modality;
 use std::path::Path;
 
 /// One stage of the base (B0) network: repeats, kernel, first stride, expansion, channels.
@@ -262,15 +263,32 @@ impl EfficientNet {
     }
 }
 
-impl VisionModel for EfficientNet {
+impl HookedModel for EfficientNet {
     fn family(&self) -> &'static str {
         "efficientnet_lite"
     }
-
-    fn image_size(&self) -> (usize, usize) {
-        (self.cfg.image_size, self.cfg.image_size)
+    fn modality(&self) -> Modality {
+        Modality::Vision
     }
 
+    fn image_size(&self) -> Option<(usize, usize)> {
+        Some((self.cfg.image_size, self.cfg.image_size))
+    }
+
+    /// The EfficientNet-Lite checkpoints' convention: (x - 127) / 128 on 0-255 pixels, short
+    /// side to 256/224 of the crop, centre crop.
+    fn default_preprocessor(&self) -> Option<glassbox_data::images::Preprocessor> {
+        let (h, w) = self.image_size()?;
+        Some(glassbox_data::images::Preprocessor {
+            shortest_edge: Some((h.max(w) as u32 * 8).div_ceil(7)),
+            resize_to: None,
+            crop: Some((h as u32, w as u32)),
+            rescale_factor: 1.0 / 255.0,
+            mean: [127.0 / 255.0; 3],
+            std: [128.0 / 255.0; 3],
+            filter: glassbox_data::images::FilterType::Triangle, // bilinear
+        })
+    }
     fn labels(&self) -> &[String] {
         &self.cfg.labels
     }
@@ -310,14 +328,19 @@ impl VisionModel for EfficientNet {
 
     fn hook_gradients(
         &self,
-        batch: &ImageBatch,
+        input: Input<'_>,
         points: &[HookPoint],
         seed: &[f32],
-    ) -> Option<Result<super::HookGradients>> {
-        Some(self.gradients(batch, points, seed))
+    ) -> Option<Result<HookGradients>> {
+        Some(
+            input
+                .images(self.family())
+                .and_then(|batch| self.gradients(batch, points, seed)),
+        )
     }
 
-    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.images(self.family())?;
         let shape = Nhwc {
             batch: batch.batch,
             height: batch.height,

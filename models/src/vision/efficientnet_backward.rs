@@ -10,9 +10,10 @@
 
 use super::conv::{same_padding, Nhwc};
 use super::efficientnet::{Block, EfficientNet, HEAD};
-use super::{HookGradients, ImageBatch, VisionModel};
+use crate::batch::ImageBatch;
 use crate::hooks::{Capture, ConvPart, HookPoint};
 use crate::kernels::matmul_w;
+use crate::model::{HookGradients, HookedModel};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
 
@@ -109,7 +110,7 @@ impl EfficientNet {
         }
         // Every activation the backward needs, as [b, positions, width] tensors.
         let mut tape = Capture::new(available.iter().copied());
-        let logits = self.forward(batch, &mut tape)?;
+        let logits = self.forward(batch.into(), &mut tape)?;
         let act = |p: HookPoint| -> Result<(Vec<f32>, usize)> {
             let t = &tape.captured[&p];
             let (_, positions, _) = t.dims3()?;

@@ -9,12 +9,13 @@
 
 use super::conv::{conv_dense, dense_weight, global_mean, max_pool, symmetric_padding, Nhwc};
 use super::folded::{fold, visit, Folded};
-use super::{ImageBatch, VisionModel};
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu, matmul_wt};
+use crate::model::{HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
+use glassbox_data::Modality;
 use std::path::Path;
 
 #[derive(Debug, Clone)]
@@ -275,13 +276,16 @@ impl ResNet {
     }
 }
 
-impl VisionModel for ResNet {
+impl HookedModel for ResNet {
     fn family(&self) -> &'static str {
         "resnet"
     }
+    fn modality(&self) -> Modality {
+        Modality::Vision
+    }
 
-    fn image_size(&self) -> (usize, usize) {
-        (self.cfg.image_size, self.cfg.image_size)
+    fn image_size(&self) -> Option<(usize, usize)> {
+        Some((self.cfg.image_size, self.cfg.image_size))
     }
 
     fn labels(&self) -> &[String] {
@@ -314,7 +318,8 @@ impl VisionModel for ResNet {
     }
 
     /// Returns the logits, or the pooled features for a checkpoint without a classifier.
-    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.images(self.family())?;
         let shape = Nhwc {
             batch: batch.batch,
             height: batch.height,

@@ -12,12 +12,13 @@
 //! position) and `logits`. Runs in candle ops, so autograd works through it.
 
 use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
-use super::{ImageBatch, VisionModel};
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
+use crate::model::{HookGradients, HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
+use glassbox_data::Modality;
 use std::path::Path;
 
 #[derive(Debug, Clone)]
@@ -137,13 +138,16 @@ impl Vit {
     }
 }
 
-impl VisionModel for Vit {
+impl HookedModel for Vit {
     fn family(&self) -> &'static str {
         "vit"
     }
+    fn modality(&self) -> Modality {
+        Modality::Vision
+    }
 
-    fn image_size(&self) -> (usize, usize) {
-        (self.cfg.image_size, self.cfg.image_size)
+    fn image_size(&self) -> Option<(usize, usize)> {
+        Some((self.cfg.image_size, self.cfg.image_size))
     }
 
     fn labels(&self) -> &[String] {
@@ -173,15 +177,16 @@ impl VisionModel for Vit {
 
     fn hook_gradients(
         &self,
-        batch: &ImageBatch,
+        input: Input<'_>,
         points: &[HookPoint],
         seed: &[f32],
-    ) -> Option<Result<super::HookGradients>> {
-        Some(super::autograd_gradients(self, batch, points, seed))
+    ) -> Option<Result<HookGradients>> {
+        Some(super::autograd_gradients(self, input, points, seed))
     }
 
     /// Returns the logits, or the pooled `[CLS]` features without a classifier.
-    fn forward(&self, batch: &ImageBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.images(self.family())?;
         let (p, c, size) = (
             self.cfg.patch_size,
             self.cfg.num_channels,

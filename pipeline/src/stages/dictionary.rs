@@ -6,6 +6,7 @@ use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
 use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
 use glassbox_concepts::dictionary_check::check;
+use glassbox_data::HookPoint;
 use glassbox_data::{Progress, RunDir};
 
 /// Runs the stage; `Ok(false)` when training paused (`pause_after`) before finishing.
@@ -19,7 +20,7 @@ pub fn run_dictionary_stage(
 ) -> Result<bool> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
-    if super::tcav_vision::is_vision_run(run) {
+    if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
         let family = manifest.model.as_ref().map_or("?", |m| m.family.as_str());
         anyhow::bail!(
             "{}: this run was extracted from an image model ({family}); the dictionary stage \
@@ -66,10 +67,10 @@ pub fn run_dictionary_stage(
         }
         Outcome::Complete(summaries) => {
             // Causal LMs: promoted tokens and next-token loss with the SAE spliced in.
-            let sae_hooks: Vec<String> = summaries
+            let sae_hooks: Vec<HookPoint> = summaries
                 .iter()
                 .filter(|s| s.source != "neurons")
-                .map(|s| s.hook.clone())
+                .map(|s| s.hook)
                 .collect();
             if !sae_hooks.is_empty() {
                 let model = super::run_model::load_run_model(run)?;
@@ -127,7 +128,12 @@ fn seed_reusable_saes(live: &RunDir, staged: &RunDir) -> Result<()> {
 
 /// A fixed-width table of what each hook got.
 pub fn table(rows: &[HookSummary]) -> String {
-    let hook_w = rows.iter().map(|r| r.hook.len()).max().unwrap_or(4).max(4);
+    let hook_w = rows
+        .iter()
+        .map(|r| r.hook.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = format!(
         "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
         "hook", "source", "units", "L0", "EV", "EV(PCA)", "cos", "dead", "dense"

@@ -19,18 +19,17 @@ const TOP_TOKENS: usize = 10;
 const SPLICE_EXAMPLES: usize = 64;
 
 /// Adds promoted tokens and splice metrics for every SAE of the run at a decoder model's hooks.
-pub fn add_lm_outputs(run: &RunDir, model: &LoadedModel, hooks: &[String]) -> Result<()> {
+pub fn add_lm_outputs(run: &RunDir, model: &LoadedModel, hooks: &[HookPoint]) -> Result<()> {
     let Some(unembedding) = model.model.unembedding() else {
         return Ok(()); // encoders have no next-token distribution
     };
-    for hook in hooks {
+    for &hook in hooks {
         let dir = run.dictionary_dir(hook);
         let Ok(loaded) = saelens::load(&dir.join("sae")) else {
             continue;
         };
         promoted_tokens(&dir, model, unembedding, &loaded.sae)?;
-        let point: HookPoint = hook.parse()?;
-        let splice = splice_metrics(run, model, point, &loaded.sae)?;
+        let splice = splice_metrics(run, model, hook, &loaded.sae)?;
         let path = dir.join("metrics.json");
         let mut metrics: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?,
@@ -64,7 +63,7 @@ fn promoted_tokens(
                 feature: f as u32,
                 rank: r as u32,
                 token_id: t as u32,
-                token: model.tokenizer.token(t as u32).unwrap_or_default(),
+                token: model.tokenizer()?.token(t as u32).unwrap_or_default(),
                 logit: row[t] as f64,
             });
         }
@@ -116,7 +115,7 @@ fn log_probs(
     batch: &TokenBatch,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<Vec<Vec<f64>>>> {
-    let normalized = model.model.forward(batch, hooks)?;
+    let normalized = model.model.forward(batch.into(), hooks)?;
     let logits = model
         .model
         .unembed(&normalized)
@@ -145,7 +144,7 @@ fn splice_metrics(
         .collect();
     let (mut ce, mut kl, mut tokens) = ([0.0f64; 3], [0.0f64; 2], 0u64);
     for chunk in texts.chunks(8) {
-        let encoded = model.tokenizer.encode(chunk)?;
+        let encoded = model.tokenizer()?.encode(chunk)?;
         let batch = TokenBatch::from_encoded(
             &encoded.iter().collect::<Vec<_>>(),
             model.pad_id,

@@ -4,16 +4,11 @@ use super::{Completion, Stage, Transaction};
 use crate::config::{DataSection, ExtractSection, ModelSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
-use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::manifest::DataRecord;
 use glassbox_data::store::Codec;
-use glassbox_data::TextDataset;
-use glassbox_data::{read_dataset, ActDtype, Manifest, ModelRecord, Progress, RunDir};
-use glassbox_models::vision::{is_vision, load_vision_model, preprocessor_for};
-use glassbox_models::{
-    hooks, load_model, resolve, ExtractOptions, HookPoint, LoadedModel, LoadedVisionModel,
-    ModelSpec, Pool,
-};
+use glassbox_data::{ActDtype, Manifest, ModelRecord, Progress, RunDir};
+use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec, Pool};
+use glassbox_runner::{Examples, ExtractOptions};
 use std::path::Path;
 
 pub struct ExtractRequest<'a> {
@@ -39,27 +34,24 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
     let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
 
     // The hook list needs the model; loading is cheap next to extraction.
-    let job = if is_vision(&resolved.config) {
-        let model = load_vision_model(resolved, s.allow_pickle)?;
-        let pre = preprocessor_for(&model)?;
-        let data = read_image_dataset(req.data)?;
-        Job::Vision(model, data, pre)
-    } else {
-        let data = read_dataset(req.data)?;
-        Job::Text(
-            load_model(resolved, Some(s.max_length), s.allow_pickle)?,
-            data,
-        )
+    let options = LoadOptions {
+        max_length: Some(s.max_length),
+        allow_pickle: s.allow_pickle,
     };
-    let (id, revision, family) = job.identity();
-    let selected = hooks::select(&s.hooks, &job.hook_points())?;
-    let hook_names: Vec<String> = selected.iter().map(ToString::to_string).collect();
+    let model = load_model(resolved, options)?;
+    let examples = Examples::read(&model, req.data)?;
+    let (id, revision, family) = (
+        model.resolved.id.as_str(),
+        model.resolved.revision.as_str(),
+        model.model.family(),
+    );
+    let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
     let params = serde_json::json!({
         "model_id": id,
         "revision": revision,
         "weights_sha256": weights_sha256,
-        "data_sha256": job.data().sha256,
-        "hooks": hook_names,
+        "data_sha256": examples.table().sha256,
+        "hooks": selected,
         "pools": s.pools,
         "token_level": s.token_level,
         "max_length": s.max_length,
@@ -120,23 +112,19 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         shard_size: s.shard_size,
     };
     let staged = tx.run();
-    let summary = match &job {
-        Job::Text(model, data) => glassbox_models::extract(model, data, staged, &opts, progress)?,
-        Job::Vision(model, data, pre) => {
-            glassbox_models::extract::extract_images(model, data, pre, staged, &opts, progress)?
-        }
-    };
+    let summary = glassbox_runner::extract(&model, &examples, staged, &opts, progress)?;
 
     let model_record = ModelRecord {
         id: id.to_owned(),
         revision: revision.to_owned(),
-        source: job.source().to_owned(),
+        source: model.resolved.source.to_owned(),
         family: family.to_owned(),
+        modality: Some(model.modality()),
         weights_sha256,
     };
     let data_record = DataRecord {
         path: req.data.display().to_string(),
-        sha256: job.data().sha256.clone(),
+        sha256: examples.table().sha256.clone(),
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
     };
@@ -168,10 +156,7 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
             };
         },
     )?;
-    let unit = match job {
-        Job::Text(..) => "tokens",
-        Job::Vision(..) => "images",
-    };
+    let unit = examples.unit();
     crate::outln!(
         "extract: {} examples, {} {unit}, {} hooks → {}",
         summary.n_examples,
@@ -258,42 +243,4 @@ fn identity_changes(earlier: &serde_json::Value, now: &serde_json::Value) -> Vec
         changes.push(format!("hook set ({})", parts.join("; ")));
     }
     changes
-}
-
-/// What to extract: a text model with its data set, or a vision model with images and their
-/// preprocessing. (One per stage run: the variants' size difference does not matter.)
-#[allow(clippy::large_enum_variant)]
-enum Job {
-    Text(LoadedModel, TextDataset),
-    Vision(LoadedVisionModel, ImageDataset, Preprocessor),
-}
-
-impl Job {
-    fn identity(&self) -> (&str, &str, &'static str) {
-        match self {
-            Job::Text(m, _) => (&m.resolved.id, &m.resolved.revision, m.model.family()),
-            Job::Vision(m, ..) => (&m.resolved.id, &m.resolved.revision, m.model.family()),
-        }
-    }
-
-    fn source(&self) -> &'static str {
-        match self {
-            Job::Text(m, _) => m.resolved.source,
-            Job::Vision(m, ..) => m.resolved.source,
-        }
-    }
-
-    fn hook_points(&self) -> Vec<HookPoint> {
-        match self {
-            Job::Text(m, _) => m.model.hook_points(),
-            Job::Vision(m, ..) => m.model.hook_points(),
-        }
-    }
-
-    fn data(&self) -> &TextDataset {
-        match self {
-            Job::Text(_, d) => d,
-            Job::Vision(_, d, _) => &d.data,
-        }
-    }
 }

@@ -61,7 +61,7 @@ pub fn table(results: &[ProbeResult]) -> String {
     let width = |f: fn(&ProbeResult) -> usize, min: usize| {
         results.iter().map(f).max().unwrap_or(min).max(min)
     };
-    let hook_w = width(|r| r.hook.len(), 4);
+    let hook_w = width(|r| r.hook.to_string().len(), 4);
     let label_w = width(|r| r.label.len() + r.level.len() + 3, 5);
     let mut out = format!(
         "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",

@@ -3,8 +3,10 @@
 
 use crate::config::RunConfig;
 use anyhow::{anyhow, Result};
+use glassbox_data::Modality;
 use glassbox_data::RunDir;
-use glassbox_models::{load_model, resolve, LoadedModel, ModelSpec};
+use glassbox_models::registry::modality_of;
+use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec};
 
 /// The run's model spec, pinned to its recorded revision for Hub models.
 pub fn run_model_spec(run: &RunDir) -> Result<String> {
@@ -25,11 +27,23 @@ pub fn run_model_spec(run: &RunDir) -> Result<String> {
     })
 }
 
-/// Loads the run's (text) model at its recorded revision.
+/// Loads the run's model at its recorded revision, with the extraction's load options.
 pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
     let extract = RunConfig::load(run).extract;
-    let max_length = extract.as_ref().map(|e| e.max_length);
-    let allow_pickle = extract.as_ref().is_some_and(|e| e.allow_pickle);
+    let options = LoadOptions {
+        max_length: extract.as_ref().map(|e| e.max_length),
+        allow_pickle: extract.as_ref().is_some_and(|e| e.allow_pickle),
+    };
     let spec: ModelSpec = run_model_spec(run)?.parse()?;
-    Ok(load_model(resolve(&spec)?, max_length, allow_pickle)?)
+    Ok(load_model(resolve(&spec)?, options)?)
+}
+
+/// What the run's model reads, from the manifest (by family for runs that predate the
+/// recorded modality); text when nothing is recorded.
+pub fn run_modality(run: &RunDir) -> Modality {
+    glassbox_data::Manifest::load_or_default(run)
+        .ok()
+        .and_then(|m| m.model)
+        .and_then(|m| m.modality.or_else(|| modality_of(&m.family)))
+        .unwrap_or(Modality::Text)
 }

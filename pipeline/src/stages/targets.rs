@@ -5,8 +5,8 @@ use anyhow::{anyhow, bail, Result};
 use glassbox_concepts::Convention;
 use glassbox_data::examples::read_examples;
 use glassbox_data::RunDir;
-use glassbox_models::gradients::LinearHead;
 use glassbox_models::{HookPoint, LoadedModel, Pool};
+use glassbox_runner::gradients::LinearHead;
 
 /// A parsed target: `probe:<label>=<class>[@<hook>]`, or `token:<text>` (a causal LM's logit
 /// for `<text>`, one token, as the next token after each example's last token).
@@ -15,7 +15,7 @@ pub struct ProbeTarget {
     pub spec: String,
     pub label: String,
     pub class: String,
-    pub hook: Option<String>,
+    pub hook: Option<HookPoint>,
     /// Set for `token:` targets.
     pub token: Option<String>,
 }
@@ -42,8 +42,11 @@ impl ProbeTarget {
         // `@<hook>` only when what follows the last `@` names a hook, so labels may contain `@`;
         // the class is after the last `=`, so labels may contain `=`.
         let (body, hook) = match rest.rsplit_once('@') {
-            Some((b, h)) if h.parse::<HookPoint>().is_ok() => (b, Some(h.to_owned())),
-            _ => (rest, None),
+            Some((b, h)) => match h.parse::<HookPoint>() {
+                Ok(hook) => (b, Some(hook)),
+                Err(_) => (rest, None),
+            },
+            None => (rest, None),
         };
         let (label, class) = body
             .rsplit_once('=')
@@ -100,13 +103,13 @@ pub(crate) fn resolve_target(
             results.iter().map(|r| r.label.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    let row = match &target.hook {
-        Some(h) => rows.iter().find(|r| &r.hook == h).ok_or_else(|| {
+    let row = match target.hook {
+        Some(h) => rows.iter().find(|r| r.hook == h).ok_or_else(|| {
             anyhow!(
                 "target `{}`: no probe at hook `{h}`; probed hooks: {}",
                 target.spec,
                 rows.iter()
-                    .map(|r| r.hook.as_str())
+                    .map(|r| r.hook.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -133,7 +136,7 @@ pub(crate) fn resolve_target(
                 w.classes.join(", ")
             )
         })?;
-    let hook: HookPoint = row.hook.parse().map_err(|e| anyhow!("{e}"))?;
+    let hook = row.hook;
     let pool: Pool = row.pool.parse()?;
     let examples = read_examples(run)?;
     let column = examples.column(&target.label).ok_or_else(|| {
@@ -177,7 +180,7 @@ fn resolve_token_target(
             model.model.family()
         )
     })?;
-    let encoded = model.tokenizer.encode(&[text])?.remove(0);
+    let encoded = model.tokenizer()?.encode(&[text])?.remove(0);
     let ids: Vec<(u32, &String)> = encoded
         .ids
         .iter()
@@ -223,7 +226,7 @@ mod tests {
         );
         let t = ProbeTarget::parse("probe:a=b=c@blocks.5.hook_resid_post").unwrap();
         assert_eq!((t.label.as_str(), t.class.as_str()), ("a=b", "c"));
-        assert_eq!(t.hook.as_deref(), Some("blocks.5.hook_resid_post"));
+        assert_eq!(t.hook, Some(HookPoint::ResidPost(5)));
         let t = ProbeTarget::parse("probe:user@host=yes").unwrap();
         assert_eq!(t.slug(Convention::Loss), "probe.user.host.yes.loss");
         assert_eq!(

@@ -16,12 +16,11 @@ use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
-use glassbox_data::examples::read_examples;
-use glassbox_data::store::{read_parts, ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
+use glassbox_data::store::read_parts;
 use glassbox_data::{Progress, RunDir};
-use glassbox_models::gradients::{self, pooled_activations};
-use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{hooks, HookPoint, LoadedModel, Pool, TokenBatch};
+use glassbox_models::{hooks, HookPoint, LoadedModel, Pool};
+use glassbox_runner::gradient_store::{write_gradients, GradientJob};
+use glassbox_runner::gradients::{self, pooled_activations};
 use std::collections::BTreeMap;
 
 /// The CAV hooks: the configured patterns, or every `hook_resid_post` before `before`.
@@ -78,93 +77,33 @@ pub fn run_gradients_step(
         }),
     );
     let tx = Transaction::begin(run, "gradients", outputs.clone(), &fp, false)?;
-    store_gradients(
-        tx.run(),
-        &model,
-        &target,
-        &resolved,
-        &hooks,
-        convention,
-        batch_size,
-        progress,
-    )?;
+    let job = gradient_job(&target, &slug, &resolved, &hooks, convention, batch_size);
+    write_gradients(tx.run(), &model, &job, progress)?;
     tx.commit_outputs()?;
     Ok(outputs.iter().map(|rel| run.path(rel)).collect())
 }
 
-/// Writes the resolved target's gradients at `hooks` to the store.
-#[allow(clippy::too_many_arguments)]
-fn store_gradients(
-    run: &RunDir,
-    model: &LoadedModel,
-    target: &ProbeTarget,
-    resolved: &ResolvedTarget,
-    hooks: &[HookPoint],
+/// What the runner needs to store one resolved target's gradients.
+fn gradient_job<'a>(
+    target: &'a ProbeTarget,
+    slug: &'a str,
+    resolved: &'a ResolvedTarget,
+    hooks: &'a [HookPoint],
     convention: Convention,
     batch_size: usize,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let examples = read_examples(run)?;
-    let convention_m = match convention {
-        Convention::Logit => gradients::Convention::Logit,
-        Convention::Loss => gradients::Convention::Loss,
-    };
-    let slug = target.slug(convention);
-    let mut writers = BTreeMap::new();
-    for hook in hooks {
-        let dir = run.gradients_dir(&slug, &hook.to_string());
-        super::transaction::remove_path(&dir)?;
-        std::fs::create_dir_all(&dir)?;
-        let meta = ShardMeta {
-            model_id: model.resolved.id.clone(),
-            revision: model.resolved.revision.clone(),
-            hook: hook.to_string(),
-            kind: StoreKind::Activation,
-            pool: None,
-            width: model.model.hook_width(*hook),
-            dtype: ActDtype::F32,
-            compression: Codec::None,
-            layer: hook.layer(),
-            depth: hook.depth(),
-        };
-        writers.insert(
-            *hook,
-            ActivationWriter::create(&dir.join(glassbox_data::run::part_name(0)), meta)?,
-        );
+) -> GradientJob<'a> {
+    GradientJob {
+        name: &target.spec,
+        slug,
+        head: &resolved.head,
+        convention: match convention {
+            Convention::Logit => gradients::Convention::Logit,
+            Convention::Loss => gradients::Convention::Loss,
+        },
+        examples: &resolved.examples,
+        hooks,
+        batch_size,
     }
-    progress.start(
-        &format!("gradients {}", target.spec),
-        resolved.examples.len() as u64,
-    );
-    for chunk in resolved.examples.chunks(batch_size.max(1)) {
-        let texts: Vec<&str> = chunk.iter().map(|&i| examples.texts[i].as_str()).collect();
-        let encoded = model.tokenizer.encode(&texts)?;
-        let refs: Vec<&Encoded> = encoded.iter().collect();
-        let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
-        let out = gradients::target_gradients(model, &batch, hooks, &resolved.head, convention_m)?;
-        for (hook, g) in &out.gradients {
-            let (_, t, w) = g.dims3()?;
-            let values = g.flatten_all()?.to_vec1::<f32>()?;
-            let (mut ids, mut positions, mut rows) = (Vec::new(), Vec::new(), Vec::new());
-            for (b, &n) in batch.lengths.iter().enumerate() {
-                for p in 0..n {
-                    ids.push(examples.example_ids[chunk[b]]);
-                    positions.push(p as u32);
-                    rows.extend_from_slice(&values[(b * t + p) * w..(b * t + p + 1) * w]);
-                }
-            }
-            writers
-                .get_mut(hook)
-                .expect("a writer per hook")
-                .write_owned(ids, Some(positions), rows)?;
-        }
-        progress.advance(chunk.len() as u64);
-    }
-    for (_, w) in writers {
-        w.finish()?;
-    }
-    progress.finish();
-    Ok(())
 }
 
 /// Fails, naming the hook and the command to run, when a target's gradients are not stored.
@@ -172,7 +111,7 @@ fn gradients_present(
     run: &RunDir,
     target: &ProbeTarget,
     convention: Convention,
-    hook: &str,
+    hook: HookPoint,
 ) -> Result<()> {
     let dir = run.gradients_dir(&target.slug(convention), hook);
     if !dir.exists() {
@@ -190,7 +129,7 @@ fn gradients_present(
 }
 
 /// Summed gradients per example (`Σ_t ∂f/∂h_t`), in example order, read back from the store.
-fn gradient_sums(run: &RunDir, slug: &str, hook: &str) -> Result<(Vec<f32>, usize)> {
+fn gradient_sums(run: &RunDir, slug: &str, hook: HookPoint) -> Result<(Vec<f32>, usize)> {
     let dir = run.gradients_dir(slug, hook);
     let mut sums: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
     let mut width = 0;
@@ -216,7 +155,7 @@ pub fn run_tcav_stage(
     progress: &dyn Progress,
 ) -> Result<Vec<ScoreRow>> {
     settings.validate()?;
-    if super::tcav_vision::is_vision_run(run) {
+    if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
         return super::tcav_vision::run_tcav_vision(run, settings, force, json, progress);
     }
     let started = std::time::Instant::now();
@@ -255,7 +194,7 @@ pub fn run_tcav_stage(
         let hooks = cav_hooks(&model, &settings.hooks, resolved.head.hook)?;
         if !compute {
             for hook in &hooks {
-                gradients_present(run, target, settings.convention, &hook.to_string())?;
+                gradients_present(run, target, settings.convention, *hook)?;
             }
         }
         target_hooks.push((target.clone(), hooks));
@@ -272,16 +211,16 @@ pub fn run_tcav_stage(
     let tx = Transaction::begin(run, "tcav", outputs, &fp, false)?;
     if compute {
         for ((target, hooks), resolved) in target_hooks.iter().zip(&resolved_targets) {
-            store_gradients(
-                tx.run(),
-                &model,
+            let slug = target.slug(settings.convention);
+            let job = gradient_job(
                 target,
+                &slug,
                 resolved,
                 hooks,
                 settings.convention,
                 settings.batch_size,
-                progress,
-            )?;
+            );
+            write_gradients(tx.run(), &model, &job, progress)?;
         }
     }
     let mut all_hooks: Vec<HookPoint> = target_hooks.iter().flat_map(|(_, h)| h.clone()).collect();
@@ -311,12 +250,12 @@ pub fn run_tcav_stage(
     }
     progress.finish();
 
-    let mut sums: Vec<(String, String, Vec<f32>)> = Vec::new();
+    let mut sums: Vec<(String, HookPoint, Vec<f32>)> = Vec::new();
     for (target, hooks) in &target_hooks {
         let slug = target.slug(settings.convention);
         for hook in hooks {
-            let (s, _) = gradient_sums(tx.run(), &slug, &hook.to_string())?;
-            sums.push((target.spec.clone(), hook.to_string(), s));
+            let (s, _) = gradient_sums(tx.run(), &slug, *hook)?;
+            sums.push((target.spec.clone(), *hook, s));
         }
     }
     let width = |h: HookPoint| model.model.hook_width(h);

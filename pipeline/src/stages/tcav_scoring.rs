@@ -26,18 +26,16 @@ pub(super) fn score_and_record(
     settings: &TcavSection,
     hooks: &[HookPoint],
     pooled: &PooledSets<'_>,
-    sums: &[(String, String, Vec<f32>)],
+    sums: &[(String, HookPoint, Vec<f32>)],
     done: Completion,
     json: bool,
 ) -> Result<Vec<ScoreRow>> {
-    let hook_names: Vec<String> = hooks.iter().map(ToString::to_string).collect();
     let n = pooled.concepts.len();
     let sets: Vec<HookSets<'_>> = hooks
         .iter()
-        .zip(&hook_names)
-        .filter(|(_, name)| sums.iter().any(|(_, h, _)| h == *name))
-        .map(|(hook, name)| HookSets {
-            hook: name,
+        .filter(|hook| sums.iter().any(|(_, h, _)| h == *hook))
+        .map(|hook| HookSets {
+            hook: *hook,
             width: (pooled.width)(*hook),
             concepts: pooled
                 .concepts
@@ -54,7 +52,7 @@ pub(super) fn score_and_record(
         .iter()
         .map(|(target, hook, s)| TargetGradients {
             target,
-            hook,
+            hook: *hook,
             convention: settings.convention,
             sums: s,
         })
@@ -87,7 +85,12 @@ pub fn table(rows: &[ScoreRow]) -> String {
         .max()
         .unwrap_or(7)
         .max(7);
-    let hw = rows.iter().map(|r| r.hook.len()).max().unwrap_or(4).max(4);
+    let hw = rows
+        .iter()
+        .map(|r| r.hook.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let tw = rows
         .iter()
         .map(|r| r.target.len())

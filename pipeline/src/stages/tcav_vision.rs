@@ -13,7 +13,7 @@
 
 use super::tcav_scoring::{score_and_record, PooledSets};
 use super::{Completion, Stage, Transaction};
-use crate::config::{RunConfig, TcavSection};
+use crate::config::TcavSection;
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_concepts::{Convention, ScoreRow};
@@ -24,26 +24,9 @@ use glassbox_data::images::{
 use glassbox_data::rng::SeededRng;
 use glassbox_data::textures::{render, Texture};
 use glassbox_data::{Progress, RunDir};
-use glassbox_models::extract::image_batch;
-use glassbox_models::vision::{load_vision_model, preprocessor_for};
-use glassbox_models::{
-    hooks, resolve, Capture, HookPoint, ImageBatch, LoadedVisionModel, ModelSpec,
-};
+use glassbox_models::{hooks, Capture, HookPoint, ImageBatch, LoadedModel};
+use glassbox_runner::extract::image_batch;
 use std::collections::BTreeMap;
-
-/// Whether the run was extracted from a vision model.
-pub fn is_vision_run(run: &RunDir) -> bool {
-    glassbox_data::Manifest::load_or_default(run)
-        .ok()
-        .and_then(|m| m.model)
-        .is_some_and(|m| glassbox_models::vision::VISION_FAMILIES.contains(&m.family.as_str()))
-}
-
-fn load_run_vision_model(run: &RunDir) -> Result<LoadedVisionModel> {
-    let spec: ModelSpec = super::run_model::run_model_spec(run)?.parse()?;
-    let allow_pickle = RunConfig::load(run).extract.is_some_and(|e| e.allow_pickle);
-    Ok(load_vision_model(resolve(&spec)?, allow_pickle)?)
-}
 
 /// A parsed target: its seed row over the model's output, and its class for `class:` targets.
 type Target = (Vec<f32>, Option<usize>);
@@ -51,7 +34,7 @@ type Target = (Vec<f32>, Option<usize>);
 /// A target as the backward's seed row over the model's output: `class:<label>` is a one-hot
 /// logit (its class index kept for the loss convention); `text:<prompt>` (image–text models)
 /// is the prompt's zero-shot logit direction.
-fn parse_target(spec: &str, model: &LoadedVisionModel) -> Result<Target> {
+fn parse_target(spec: &str, model: &LoadedModel) -> Result<Target> {
     let labels = model.model.labels();
     if let Some(prompt) = spec.strip_prefix("text:") {
         if model.tokenizer.is_none() || model.model.eos_token_id().is_none() {
@@ -138,7 +121,7 @@ fn read_concept_set(path: &std::path::Path, min_size: usize) -> Result<Concept> 
 }
 
 /// Token ids of prompts, each ending with the end-of-text token.
-fn prompt_ids(model: &LoadedVisionModel, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+fn prompt_ids(model: &LoadedModel, texts: &[String]) -> Result<Vec<Vec<u32>>> {
     let (Some(tok), Some(eos)) = (&model.tokenizer, model.model.eos_token_id()) else {
         bail!("prompts need an image–text model with a tokenizer.json (CLIP)");
     };
@@ -158,7 +141,7 @@ fn prompt_ids(model: &LoadedVisionModel, texts: &[String]) -> Result<Vec<Vec<u32
 
 /// Prompts embedded where images are (`hook_embeds`), as one set's activations.
 fn embedded_prompts(
-    model: &LoadedVisionModel,
+    model: &LoadedModel,
     texts: &[String],
 ) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
     let ids = prompt_ids(model, texts)?;
@@ -171,7 +154,7 @@ fn embedded_prompts(
 
 /// Mean-over-positions activations of `images` at `hooks`, `n × width` per hook.
 fn pooled_images(
-    model: &LoadedVisionModel,
+    model: &LoadedModel,
     batches: impl Iterator<Item = Result<ImageBatch>>,
     hooks: &[HookPoint],
 ) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
@@ -179,7 +162,7 @@ fn pooled_images(
     for batch in batches {
         let batch = batch?;
         let mut capture = Capture::new(hooks.iter().copied());
-        model.model.forward(&batch, &mut capture)?;
+        model.model.forward((&batch).into(), &mut capture)?;
         for hook in hooks {
             let t = &capture.captured[hook];
             let pooled: Vec<f32> = t.mean(1)?.flatten_all()?.to_vec1()?;
@@ -286,8 +269,8 @@ pub fn run_tcav_vision(
         progress.note("tcav: up to date; --force re-runs it");
         return Ok(glassbox_concepts::read_scores(run)?);
     }
-    let model = load_run_vision_model(run)?;
-    let pre = preprocessor_for(&model)?;
+    let model = super::run_model::load_run_model(run)?;
+    let pre = model.preprocessor()?;
     let data = read_image_dataset(&data_path)
         .with_context(|| format!("the run's images at {}", data_path.display()))?;
     let targets: Vec<(String, Target)> = settings
@@ -331,7 +314,7 @@ pub fn run_tcav_vision(
     // Target gradients, summed over positions, per (target, hook).
     let n = data.len();
     progress.start("tcav: target gradients", (n * targets.len()) as u64);
-    let mut sums: Vec<(String, String, Vec<f32>)> = Vec::new();
+    let mut sums: Vec<(String, HookPoint, Vec<f32>)> = Vec::new();
     for (spec, (row, class)) in &targets {
         let mut per_hook: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
         for start in (0..n).step_by(bs) {
@@ -340,7 +323,7 @@ pub fn run_tcav_vision(
             let seed = seed_for(&model, &batch, row, *class, settings.convention)?;
             let g = model
                 .model
-                .hook_gradients(&batch, &cav_hooks, &seed)
+                .hook_gradients((&batch).into(), &cav_hooks, &seed)
                 .ok_or_else(|| {
                     anyhow!(
                         "the {} family has no backward; TCAV needs one",
@@ -353,7 +336,7 @@ pub fn run_tcav_vision(
             progress.advance(range.len() as u64);
         }
         for (hook, s) in per_hook {
-            sums.push((spec.clone(), hook.to_string(), s));
+            sums.push((spec.clone(), hook, s));
         }
     }
     progress.finish();
@@ -384,7 +367,11 @@ pub fn run_tcav_vision(
             progress.advance(1);
         }
     }
-    let side = model.model.image_size().0.max(model.model.image_size().1) as u32;
+    let (height, width) = model
+        .model
+        .image_size()
+        .ok_or_else(|| anyhow!("the {} family does not read images", model.model.family()))?;
+    let side = height.max(width) as u32;
     for r in (0..n_random).filter(|_| !text_mode) {
         let set_seed = settings.seed.wrapping_add(r as u64 * 1_000_003);
         let acts = match &image_corpus {
@@ -429,7 +416,7 @@ pub fn run_tcav_vision(
 /// the cross-entropy gradient `softmax − onehot` of a class (loss convention, which needs the
 /// logits first).
 fn seed_for(
-    model: &LoadedVisionModel,
+    model: &LoadedModel,
     batch: &ImageBatch,
     row: &[f32],
     class: Option<usize>,
@@ -444,7 +431,7 @@ fn seed_for(
             })?;
             let logits: Vec<f32> = model
                 .model
-                .forward(batch, &mut Capture::default())?
+                .forward(batch.into(), &mut Capture::default())?
                 .flatten_all()?
                 .to_vec1()?;
             let mut seed = vec![0f32; batch.batch * width];

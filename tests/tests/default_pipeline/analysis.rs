@@ -22,7 +22,9 @@ fn tcav_runs_on_probe_targets_with_corrected_p_values() {
         let s = scores
             .iter()
             .find(|s| {
-                s.concept == concept && s.target == target && s.hook == "blocks.3.hook_resid_post"
+                s.concept == concept
+                    && s.target == target
+                    && s.hook == glassbox_tests::hook_point("blocks.3.hook_resid_post")
             })
             .unwrap();
         assert!(
@@ -31,7 +33,10 @@ fn tcav_runs_on_probe_targets_with_corrected_p_values() {
         );
     }
     // Gradients are stored keyed like activations.
-    let grads = run.gradients_dir("probe.topic.food.logit", "blocks.1.hook_resid_post");
+    let grads = run.gradients_dir(
+        "probe.topic.food.logit",
+        glassbox_tests::hook_point("blocks.1.hook_resid_post"),
+    );
     assert!(grads.join("part-00000.parquet").exists());
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("## TCAV") && md.contains("p (Holm)"), "{md}");
@@ -52,7 +57,7 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
     let Some(dir) = default_run() else { return };
     let run = RunDir::new(dir);
     let hook = "blocks.3.hook_resid_post";
-    let folder = run.dictionary_dir(hook);
+    let folder = run.dictionary_dir(glassbox_tests::hook_point(hook));
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(folder.join("metrics.json")).unwrap())
             .unwrap();

@@ -49,15 +49,18 @@ const RESID_HOOKS: [&str; 7] = [
 /// All token rows of a hook: example_id → rows in position order.
 fn token_rows(run: &RunDir, hook: &str) -> BTreeMap<u64, Vec<Vec<f32>>> {
     let mut rows: BTreeMap<u64, Vec<(u32, Vec<f32>)>> = BTreeMap::new();
-    read_parts(&run.activations_dir(hook), |b| {
-        let pos = b.positions.expect("token-level shards have positions");
-        for (i, id) in b.example_ids.iter().enumerate() {
-            rows.entry(*id)
-                .or_default()
-                .push((pos[i], b.values[i * b.width..(i + 1) * b.width].to_vec()));
-        }
-        Ok(())
-    })
+    read_parts(
+        &run.activations_dir(glassbox_tests::hook_point(hook)),
+        |b| {
+            let pos = b.positions.expect("token-level shards have positions");
+            for (i, id) in b.example_ids.iter().enumerate() {
+                rows.entry(*id)
+                    .or_default()
+                    .push((pos[i], b.values[i * b.width..(i + 1) * b.width].to_vec()));
+            }
+            Ok(())
+        },
+    )
     .expect("read activations");
     rows.into_iter()
         .map(|(id, mut r)| {
@@ -85,8 +88,14 @@ fn default_pipeline_activations_match_pytorch_hidden_states() {
             examples.example_ids.len(),
             "{hook}: one entry per example"
         );
-        let mean = read_pooled_matrix(&run.pooled_dir(hook, "mean")).unwrap();
-        let cls = read_pooled_matrix(&run.pooled_dir(hook, "cls")).unwrap();
+        let mean = read_pooled_matrix(
+            &run.pooled_dir(glassbox_tests::hook_point(hook), glassbox_data::Pool::Mean),
+        )
+        .unwrap();
+        let cls = read_pooled_matrix(
+            &run.pooled_dir(glassbox_tests::hook_point(hook), glassbox_data::Pool::Cls),
+        )
+        .unwrap();
         for (id, r) in reference.iter().take(n_default).enumerate() {
             assert_eq!(
                 examples.texts[id], r.text,
@@ -130,17 +139,22 @@ fn store_layout_metadata_and_counts() {
     assert_eq!(run.stored_hooks(false).unwrap().len(), 7);
     for hook in RESID_HOOKS {
         let mut n = 0;
-        read_parts(&run.activations_dir(hook), |b| {
-            assert_eq!(b.width, 384);
-            n += b.example_ids.len();
-            Ok(())
-        })
+        read_parts(
+            &run.activations_dir(glassbox_tests::hook_point(hook)),
+            |b| {
+                assert_eq!(b.width, 384);
+                n += b.example_ids.len();
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(
             n, total_tokens,
             "{hook}: one row per kept token, padding excluded"
         );
-        let part = run.activations_dir(hook).join("part-00000.parquet");
+        let part = run
+            .activations_dir(glassbox_tests::hook_point(hook))
+            .join("part-00000.parquet");
         let kv = read_metadata(&part).unwrap();
         assert_eq!(kv["glassbox.model_id"], MINILM);
         assert_eq!(kv["glassbox.hook"], hook);

@@ -2,12 +2,13 @@
 //! both conventions and for a hook several blocks before the head.
 
 use candle_core::Tensor;
-use glassbox_models::gradients::{
-    target_gradients, target_gradients_autograd, Convention, LinearHead,
-};
 use glassbox_models::hooks::Hooks;
 use glassbox_models::tokenizer::Encoded;
+use glassbox_models::LoadOptions;
 use glassbox_models::{load_model, resolve, HookPoint, ModelSpec, Pool, TokenBatch};
+use glassbox_runner::gradients::{
+    target_gradients, target_gradients_autograd, Convention, LinearHead,
+};
 use glassbox_tests::{require_minilm, MINILM};
 
 /// Adds `scale · direction` to the activation at one hook.
@@ -65,12 +66,19 @@ fn autograd_matches_finite_differences() {
         return;
     }
     let resolved = resolve(&MINILM.parse::<ModelSpec>().unwrap()).unwrap();
-    let model = load_model(resolved, Some(64), false).unwrap();
+    let model = load_model(
+        resolved,
+        LoadOptions {
+            max_length: Some(64),
+            allow_pickle: false,
+        },
+    )
+    .unwrap();
     let texts = [
         "The striker scored twice.",
         "Preheat the oven before baking bread today.",
     ];
-    let encoded = model.tokenizer.encode(&texts).unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
     for (n_classes, class, convention, hook) in [
@@ -146,7 +154,7 @@ fn autograd_matches_finite_differences() {
             }
             model
                 .model
-                .forward_differentiable(&batch, &mut Both(&mut nudge, &mut keep))
+                .forward_differentiable((&batch).into(), &mut Both(&mut nudge, &mut keep))
                 .unwrap();
             // The head evaluated independently, in f64, on the kept head input.
             let x = keep.1.unwrap().to_vec3::<f32>().unwrap();

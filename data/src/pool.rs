@@ -1,10 +1,10 @@
 //! Sequence-level pooling of token activations. Padding never enters a pool: the batcher hands
 //! over only each example's real tokens (special tokens included, as sentence-transformers does).
 
-use crate::ModelError;
 use std::fmt;
 use std::str::FromStr;
 
+/// How token activations are summarised into one row per example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Pool {
     /// Mean over the example's tokens.
@@ -58,16 +58,40 @@ impl fmt::Display for Pool {
     }
 }
 
+/// A pooling name that is not one of [`Pool::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pooling `{0}`; use mean, cls, last or max")]
+pub struct UnknownPool(pub String);
+
+impl Pool {
+    /// Every pooling, in the order `--help` lists them.
+    pub const ALL: [Pool; 4] = [Pool::Mean, Pool::Cls, Pool::Last, Pool::Max];
+}
+
 impl FromStr for Pool {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, ModelError> {
+    type Err = UnknownPool;
+    fn from_str(s: &str) -> Result<Self, UnknownPool> {
         match s {
             "mean" => Ok(Pool::Mean),
             "cls" => Ok(Pool::Cls),
             "last" => Ok(Pool::Last),
             "max" => Ok(Pool::Max),
-            other => Err(ModelError::UnknownPool(other.to_owned())),
+            other => Err(UnknownPool(other.to_owned())),
         }
+    }
+}
+
+impl serde::Serialize for Pool {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

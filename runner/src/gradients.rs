@@ -8,12 +8,13 @@
 //! example's `f` depends on its own tokens only, so one backward pass of `Σ_b f_b` gives every
 //! example's `∂f_b / ∂h_b` at every position, at every wanted hook at once.
 
-use crate::hooks::{HookPoint, Hooks};
-use crate::loader::TokenBatch;
-use crate::registry::LoadedModel;
-use crate::tokenizer::Encoded;
-use crate::{Capture, ModelError, Pool, Result};
 use candle_core::{Tensor, Var, D};
+use glassbox_data::Pool;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::LoadedModel;
+use glassbox_models::TokenBatch;
+use glassbox_models::{Capture, ModelError, Result};
+use glassbox_models::{HookPoint, Hooks};
 use std::collections::BTreeMap;
 
 /// Which scalar the sensitivity is taken of.
@@ -370,7 +371,7 @@ pub fn target_gradients_autograd(
         Some(block) => {
             let entry = HookPoint::ResidPre(block);
             let mut capture = Capture::new([entry]);
-            model.model.forward(batch, &mut capture)?;
+            model.model.forward(batch.into(), &mut capture)?;
             let resid = capture.captured.remove(&entry).ok_or_else(|| {
                 ModelError::Invalid(format!("the fast forward did not produce `{entry}`"))
             })?;
@@ -379,7 +380,7 @@ pub fn target_gradients_autograd(
                 .forward_differentiable_from(batch, block, resid, &mut gh)?;
         }
         None => {
-            model.model.forward_differentiable(batch, &mut gh)?;
+            model.model.forward_differentiable(batch.into(), &mut gh)?;
         }
     }
     let h = gh
@@ -414,11 +415,11 @@ pub fn pooled_activations(
     let mut out: BTreeMap<HookPoint, Vec<f32>> = hooks.iter().map(|h| (*h, Vec::new())).collect();
     for chunk in texts.chunks(batch_size.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let encoded = model.tokenizer.encode(&refs)?;
+        let encoded = model.tokenizer()?.encode(&refs)?;
         let encoded_refs: Vec<&Encoded> = encoded.iter().collect();
         let batch = TokenBatch::from_encoded(&encoded_refs, model.pad_id, &model.device)?;
         let mut capture = Capture::new(hooks.to_vec());
-        model.model.forward(&batch, &mut capture)?;
+        model.model.forward((&batch).into(), &mut capture)?;
         for (point, tensor) in &capture.captured {
             let (_, t, w) = tensor.dims3()?;
             let values = tensor.flatten_all()?.to_vec1::<f32>()?;

@@ -8,17 +8,17 @@
 
 use super::shard::{hook_rows, with_f32_slice, write_shard, StoreTarget};
 use super::{run_shards, validate_hooks, ExtractOptions, ExtractSummary};
-use crate::hooks::{Capture, HookPoint};
-use crate::vision::{ImageBatch, LoadedVisionModel};
-use crate::{ModelError, Result};
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{load_rgb, ImageDataset, Preprocessor};
 use glassbox_data::{Progress, RunDir};
+use glassbox_models::{Capture, HookPoint};
+use glassbox_models::{ImageBatch, LoadedModel};
+use glassbox_models::{ModelError, Result};
 use rayon::prelude::*;
 
 /// Extracts every hook in `opts` for every image of `data`.
 pub fn extract_images(
-    model: &LoadedVisionModel,
+    model: &LoadedModel,
     data: &ImageDataset,
     pre: &Preprocessor,
     run: &RunDir,
@@ -90,7 +90,7 @@ pub fn image_batch(
 }
 
 fn forward_images(
-    model: &LoadedVisionModel,
+    model: &LoadedModel,
     data: &ImageDataset,
     pre: &Preprocessor,
     opts: &ExtractOptions,
@@ -100,7 +100,7 @@ fn forward_images(
 ) -> Result<bool> {
     let batch = image_batch(data, pre, examples.clone())?;
     let mut capture = Capture::new(opts.hooks.iter().copied());
-    model.model.forward(&batch, &mut capture)?;
+    model.model.forward((&batch).into(), &mut capture)?;
     for (k, hook) in opts.hooks.iter().enumerate() {
         let tensor = capture
             .captured

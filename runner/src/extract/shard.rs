@@ -3,15 +3,15 @@
 //! [`QUEUE`] hook-batches wait in memory.
 
 use super::ExtractOptions;
-use crate::hooks::{Capture, HookPoint};
-use crate::loader::TokenBatch;
-use crate::pool::Pool;
-use crate::registry::LoadedModel;
-use crate::tokenizer::Encoded;
-use crate::{ModelError, Result};
 use glassbox_data::run::part_name;
 use glassbox_data::store::{ActivationWriter, ShardMeta};
+use glassbox_data::Pool;
 use glassbox_data::{atomic, DataError, Progress, RunDir, StoreKind, TextDataset};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::LoadedModel;
+use glassbox_models::TokenBatch;
+use glassbox_models::{Capture, HookPoint};
+use glassbox_models::{ModelError, Result};
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
@@ -42,16 +42,13 @@ enum Message {
 }
 
 /// The files shard `shard` writes for a hook.
-fn shard_files(run: &RunDir, opts: &ExtractOptions, hook: &str, shard: usize) -> Vec<PathBuf> {
+fn shard_files(run: &RunDir, opts: &ExtractOptions, hook: HookPoint, shard: usize) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if opts.token_level {
         files.push(run.activations_dir(hook).join(part_name(shard)));
     }
     for pool in &opts.pools {
-        files.push(
-            run.pooled_dir(hook, &pool.to_string())
-                .join(part_name(shard)),
-        );
+        files.push(run.pooled_dir(hook, *pool).join(part_name(shard)));
     }
     files
 }
@@ -72,20 +69,17 @@ fn open_writers(
     let meta = |hook: &HookPoint, kind: StoreKind, pool: Option<Pool>| ShardMeta {
         model_id: target.id.to_owned(),
         revision: target.revision.to_owned(),
-        hook: hook.to_string(),
+        hook: *hook,
         kind,
-        pool: pool.map(|p| p.to_string()),
+        pool,
         width: (target.width)(*hook),
         dtype: opts.dtype,
         compression: opts.compression,
-        layer: hook.layer(),
-        depth: hook.depth(),
     };
     let mut writers = Vec::with_capacity(opts.hooks.len());
     for hook in &opts.hooks {
-        let name = hook.to_string();
         // A shard without a marker may have left some renamed files behind: start it afresh.
-        for file in shard_files(run, opts, &name, shard) {
+        for file in shard_files(run, opts, *hook, shard) {
             for stale in [atomic::temp_path(&file), file] {
                 if stale.exists() {
                     std::fs::remove_file(&stale).map_err(|e| DataError::Io {
@@ -96,7 +90,7 @@ fn open_writers(
             }
         }
         let tokens = if opts.token_level {
-            let path = run.activations_dir(&name).join(part_name(shard));
+            let path = run.activations_dir(*hook).join(part_name(shard));
             Some(ActivationWriter::create(
                 &path,
                 meta(hook, StoreKind::Activation, None),
@@ -106,9 +100,7 @@ fn open_writers(
         };
         let mut pools = Vec::new();
         for &pool in &opts.pools {
-            let path = run
-                .pooled_dir(&name, &pool.to_string())
-                .join(part_name(shard));
+            let path = run.pooled_dir(*hook, pool).join(part_name(shard));
             pools.push(ActivationWriter::create(
                 &path,
                 meta(hook, StoreKind::Pooled, Some(pool)),
@@ -223,11 +215,11 @@ fn forward_batch(
         .iter()
         .map(String::as_str)
         .collect();
-    let encoded = model.tokenizer.encode(&texts)?;
+    let encoded = model.tokenizer()?.encode(&texts)?;
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
     let mut capture = Capture::new(opts.hooks.iter().copied());
-    model.model.forward(&batch, &mut capture)?;
+    model.model.forward((&batch).into(), &mut capture)?;
     let (_, t) = batch.input_ids.dims2()?;
     let first_id = examples.start as u64;
     for (k, hook) in opts.hooks.iter().enumerate() {

@@ -9,15 +9,18 @@
 mod images;
 mod shard;
 
-pub use images::{extract_images, image_batch};
+use images::extract_images;
+pub use images::image_batch;
 
-use crate::hooks::HookPoint;
-use crate::pool::Pool;
-use crate::registry::LoadedModel;
-use crate::{ModelError, Result};
 use glassbox_data::examples::write_examples;
+use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::tokens::{TokenRows, TokensWriter};
-use glassbox_data::{atomic, ActDtype, DataError, Progress, RunDir, TextDataset};
+use glassbox_data::Pool;
+use glassbox_data::{atomic, ActDtype, DataError, Modality, Progress, RunDir, TextDataset};
+use glassbox_models::HookPoint;
+use glassbox_models::LoadedModel;
+use glassbox_models::{ModelError, Result};
+use std::path::Path;
 
 /// How to extract.
 #[derive(Debug, Clone)]
@@ -44,9 +47,63 @@ pub struct ExtractSummary {
     pub shards_resumed: usize,
 }
 
+/// A run's examples, read the way the model reads its inputs.
+pub enum Examples {
+    /// Texts, tokenised by the model's tokenizer.
+    Texts(TextDataset),
+    /// Image files and the model's preprocessing.
+    Images(ImageDataset, Preprocessor),
+}
+
+impl Examples {
+    /// Reads the data file at `path` for `model`: a text data set for text models, an image
+    /// data set (class folders or an `image_path` manifest) with the model's preprocessing
+    /// for vision models.
+    pub fn read(model: &LoadedModel, path: &Path) -> Result<Self> {
+        Ok(match model.modality() {
+            Modality::Text => Examples::Texts(glassbox_data::read_dataset(path)?),
+            Modality::Vision => {
+                let preprocessor = model.preprocessor()?;
+                Examples::Images(read_image_dataset(path)?, preprocessor)
+            }
+        })
+    }
+
+    /// The examples as a table (text or image path, label columns, source file and hash).
+    pub fn table(&self) -> &TextDataset {
+        match self {
+            Examples::Texts(d) => d,
+            Examples::Images(d, _) => &d.data,
+        }
+    }
+
+    /// What one progress unit is: a token or an image.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Examples::Texts(_) => "tokens",
+            Examples::Images(..) => "images",
+        }
+    }
+}
+
+/// Extracts every hook in `opts` for every example into `run`: `examples.parquet` (and, for
+/// texts, `tokens.parquet`), then every shard that is not already complete.
+pub fn extract(
+    model: &LoadedModel,
+    examples: &Examples,
+    run: &RunDir,
+    opts: &ExtractOptions,
+    progress: &dyn Progress,
+) -> Result<ExtractSummary> {
+    match examples {
+        Examples::Texts(data) => extract_texts(model, data, run, opts, progress),
+        Examples::Images(data, pre) => extract_images(model, data, pre, run, opts, progress),
+    }
+}
+
 /// Tokenises the data set, writes `examples.parquet` and `tokens.parquet`, then runs every
 /// shard that is not already complete.
-pub fn extract(
+fn extract_texts(
     model: &LoadedModel,
     data: &TextDataset,
     run: &RunDir,
@@ -153,7 +210,7 @@ fn tokenize_all(
     for (c, texts) in data.texts.chunks(chunk.max(256)).enumerate() {
         let first = c * chunk.max(256);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encoded = model.tokenizer.encode(&refs)?;
+        let encoded = model.tokenizer()?.encode(&refs)?;
         let rows: Vec<TokenRows<'_>> = encoded
             .iter()
             .enumerate()

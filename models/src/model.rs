@@ -1,0 +1,197 @@
+//! The one interface every model family implements, text and vision alike (as
+//! TransformerLens's `HookedRootModule` serves its text and vision models).
+//!
+//! A family answers what it is (family, [`Modality`], hook points and their widths) and runs a
+//! forward over an [`Input`] — a token batch or an image batch — calling [`Hooks`] at every
+//! hook point. What only some families have (logits over a vocabulary, a hand-written backward,
+//! class labels, a text tower) are methods with a default that says "not this family", so code
+//! that runs models over a run is written once and asks for a capability where it needs one.
+//! The registry that builds families by `model_type` is a separate module (`registry`).
+
+use crate::batch::{ImageBatch, TokenBatch};
+use crate::hooks::{HookPoint, Hooks};
+use crate::{ModelError, Result};
+use candle_core::Tensor;
+use glassbox_data::Modality;
+use std::collections::BTreeMap;
+
+/// What a forward runs on: a batch of token sequences or a batch of images.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// A padded batch of tokenised examples (text families).
+    Tokens(&'a TokenBatch),
+    /// Preprocessed images, channels-last (vision families).
+    Images(&'a ImageBatch),
+}
+
+impl<'a> From<&'a TokenBatch> for Input<'a> {
+    fn from(batch: &'a TokenBatch) -> Self {
+        Input::Tokens(batch)
+    }
+}
+
+impl<'a> From<&'a ImageBatch> for Input<'a> {
+    fn from(batch: &'a ImageBatch) -> Self {
+        Input::Images(batch)
+    }
+}
+
+impl<'a> Input<'a> {
+    /// The token batch, or an error naming the family that cannot read images.
+    pub fn tokens(self, family: &str) -> Result<&'a TokenBatch> {
+        match self {
+            Input::Tokens(b) => Ok(b),
+            Input::Images(_) => Err(ModelError::Invalid(format!(
+                "the {family} family reads token sequences, not images"
+            ))),
+        }
+    }
+    /// The image batch, or an error naming the family that cannot read tokens.
+    pub fn images(self, family: &str) -> Result<&'a ImageBatch> {
+        match self {
+            Input::Images(b) => Ok(b),
+            Input::Tokens(_) => Err(ModelError::Invalid(format!(
+                "the {family} family reads images, not token sequences"
+            ))),
+        }
+    }
+    /// Examples in the batch.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Input::Tokens(b) => b.lengths.len(),
+            Input::Images(b) => b.batch,
+        }
+    }
+}
+
+/// Gradients entering blocks `first..=last` (index 0 = block `first`), packed rows
+/// (`offsets[b]..offsets[b + 1]` are example `b`'s tokens).
+pub struct ResidualGradients {
+    /// One packed `tokens × hidden` buffer per block.
+    pub entering: Vec<Vec<f32>>,
+    /// Row offsets of each example in the packed buffers.
+    pub offsets: Vec<usize>,
+}
+
+/// `seed(output, offsets)`: `∂f/∂output` for the packed output of the last block.
+pub type GradientSeed<'a> = dyn FnMut(&[f32], &[usize]) -> Vec<f32> + 'a;
+
+/// What [`HookedModel::hook_gradients`] returns, per hook point: `batch × width` rows.
+#[derive(Debug, Default)]
+pub struct HookGradients {
+    /// Activations averaged over positions (what CAVs are trained on).
+    pub pooled: BTreeMap<HookPoint, Vec<f32>>,
+    /// Gradients summed over positions.
+    pub gradient_sums: BTreeMap<HookPoint, Vec<f32>>,
+    /// The logits `[batch, classes]`.
+    pub logits: Vec<f32>,
+}
+
+/// A model whose forward pass calls hooks at TransformerLens-named points.
+pub trait HookedModel: Send + Sync {
+    /// The family name (`bert`, `efficientnet_lite`, …).
+    fn family(&self) -> &'static str;
+    /// Whether the model reads token sequences or images.
+    fn modality(&self) -> Modality;
+    /// Every hook point, in forward order.
+    fn hook_points(&self) -> Vec<HookPoint>;
+    /// Width of the activation at a hook point (the last dimension).
+    fn hook_width(&self, point: HookPoint) -> usize;
+    /// Runs the batch, calling `hooks` at every point. Returns the model's output: the final
+    /// hidden state for text families (normalised where the family normalises it), the logits
+    /// `[batch, classes]` (or the image embedding) for vision families.
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor>;
+    /// The same forward in candle ops that support autograd; same hooks and values. Vision
+    /// families' forwards are candle graphs already, hence the default.
+    fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.forward(input, hooks)
+    }
+
+    // ---- token sequences --------------------------------------------------------------
+    /// Longest sequence the model accepts (text families).
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
+    /// Vocabulary size of the embedding matrix (text families).
+    fn vocab_size(&self) -> Option<usize> {
+        None
+    }
+    /// The differentiable forward from block `block` on, given the residual stream entering it
+    /// (`blocks.{block}.hook_resid_pre`, whose hook is called first); for gradients at deep
+    /// hooks without running the early blocks differentiably.
+    fn forward_differentiable_from(
+        &self,
+        _batch: &TokenBatch,
+        _block: usize,
+        _resid_pre: Tensor,
+        _hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        Err(ModelError::Invalid(format!(
+            "the {} family has no residual-stream forward",
+            self.family()
+        )))
+    }
+    /// A hand-written backward through blocks `first..=last`, where the family has one:
+    /// `seed(output, offsets)` receives the packed output of block `last` and returns
+    /// `∂f/∂output`; the result holds the gradient entering each block. `None`: use autograd.
+    fn residual_gradients(
+        &self,
+        _batch: &TokenBatch,
+        _first: usize,
+        _last: usize,
+        _seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<ResidualGradients>> {
+        None
+    }
+    /// The unembedding matrix `[vocab, hidden]` (rows are tokens' output directions), for
+    /// families that have one (causal LMs).
+    fn unembedding(&self) -> Option<&Tensor> {
+        None
+    }
+    /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        self.unembedding()
+            .map(|u| crate::layers::unembed(normalized, u))
+    }
+
+    // ---- images -----------------------------------------------------------------------
+    /// The input size `(height, width)` the weights were trained at (vision families).
+    fn image_size(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// The family's documented preprocessing, for checkpoints that ship no
+    /// `preprocessor_config.json` (vision families that have a convention).
+    fn default_preprocessor(&self) -> Option<glassbox_data::images::Preprocessor> {
+        None
+    }
+    /// Class names, index = logit (classifiers); empty when the model has no class head.
+    fn labels(&self) -> &[String] {
+        &[]
+    }
+    /// A hand-written (or autograd) backward, where the family has one: the gradient of
+    /// `Σ_b Σ_k seed[b·classes + k] · output[b, k]` with respect to the activation at each of
+    /// `points`, summed over positions (TCAV's `G_i`), with the activations mean-pooled over
+    /// positions. `None`: no backward for this family.
+    fn hook_gradients(
+        &self,
+        _input: Input<'_>,
+        _points: &[HookPoint],
+        _seed: &[f32],
+    ) -> Option<Result<HookGradients>> {
+        None
+    }
+    /// For image–text models: the output-space direction whose dot product with the model's
+    /// output is the zero-shot logit of the prompt `ids` (a TCAV `text:` target).
+    fn text_target(&self, _ids: &[u32]) -> Option<Result<Vec<f32>>> {
+        None
+    }
+    /// Unit-normalised text embeddings (`n × width` of [`HookPoint::Embeds`]) of prompts, for
+    /// image–text models: text-defined concepts in the space the images are embedded in.
+    fn embed_texts(&self, _ids: &[Vec<u32>]) -> Option<Result<Vec<f32>>> {
+        None
+    }
+    /// The end-of-text token a prompt must end with, for image–text models.
+    fn eos_token_id(&self) -> Option<u32> {
+        None
+    }
+}
