@@ -5,6 +5,7 @@ pub use crate::args::Cli;
 use crate::args::{CavArg, Command, LevelArg};
 use crate::config::{ExtractSection, ProbeSection, TcavSection};
 use crate::progress::Bars;
+use crate::render;
 use crate::run_pipeline::run_pipeline;
 use crate::stages::{dictionary, extract, probe, report, tcav, with_run_lock};
 use anyhow::Result;
@@ -32,7 +33,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 force: a.force,
             };
             let run = RunDir::new(a.run);
-            with_run_lock(&run, || extract::run_extract(&run, &req, &bars))?;
+            let done = with_run_lock(&run, || extract::run_extract(&run, &req, &bars))?;
+            render::extracted(done.as_ref())?;
         }
         Command::Probe(a) => {
             let (labels, mut token_labels) = match a.level {
@@ -55,9 +57,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 ..ProbeSection::default()
             };
             let run = RunDir::new(a.run);
-            with_run_lock(&run, || {
-                probe::run_probe(&run, &settings, a.force, a.json, &bars)
-            })?;
+            let results =
+                with_run_lock(&run, || probe::run_probe(&run, &settings, a.force, &bars))?;
+            render::probes(results.as_deref(), a.json)?;
         }
         Command::Gradients(a) => {
             let run = RunDir::new(&a.run);
@@ -95,21 +97,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 ..TcavSection::default()
             };
             let run = RunDir::new(a.run);
-            with_run_lock(&run, || {
-                tcav::run_tcav_stage(&run, &settings, false, a.force, a.json, &bars)
+            let scores = with_run_lock(&run, || {
+                tcav::run_tcav_stage(&run, &settings, tcav::Gradients::Stored, a.force, &bars)
             })?;
+            render::tcav(scores.as_deref(), a.json)?;
         }
         Command::Dictionary(a) => {
             let run = RunDir::new(&a.run);
             let (force, json, pause_after) = (a.force, a.json, a.pause_after);
             let settings = a.settings()?;
-            with_run_lock(&run, || {
-                dictionary::run_dictionary_stage(&run, &settings, force, pause_after, json, &bars)
+            let done = with_run_lock(&run, || {
+                dictionary::run_dictionary_stage(&run, &settings, force, pause_after, &bars)
             })?;
+            render::dictionary(&done, json)?;
         }
         Command::Report(a) => {
             let run = RunDir::new(a.run);
-            with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;
+            let done = with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;
+            render::report(&done)?;
         }
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
         Command::Hooks(a) => {

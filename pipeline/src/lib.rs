@@ -13,5 +13,6 @@ pub mod fingerprint;
 pub mod inspect;
 pub mod output;
 pub mod progress;
+pub mod render;
 pub mod run_pipeline;
 pub mod stages;

@@ -4,6 +4,7 @@
 use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;
 use crate::progress::Bars;
+use crate::render;
 use crate::stages::{dictionary, extract, probe, report, tcav};
 use anyhow::{Context, Result};
 use glassbox_data::{Progress, RunDir};
@@ -48,21 +49,27 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
         settings: &config.extract,
         force,
     };
-    extract::run_extract(run, &req, bars).context("extract stage failed")?;
+    let extracted = extract::run_extract(run, &req, bars).context("extract stage failed")?;
+    render::extracted(extracted.as_ref())?;
     if config.probe.labels.is_empty() && config.probe.token_labels.is_empty() {
         bars.note("probe: no labels configured; skipping probe and report");
         return Ok(());
     }
-    probe::run_probe(run, &config.probe, force, false, bars).context("probe stage failed")?;
+    let results =
+        probe::run_probe(run, &config.probe, force, bars).context("probe stage failed")?;
+    render::probes(results.as_deref(), false)?;
     if let Some(settings) = &config.tcav {
-        tcav::run_tcav_stage(run, settings, true, force, false, bars)
+        let scores = tcav::run_tcav_stage(run, settings, tcav::Gradients::Compute, force, bars)
             .context("tcav stage failed")?;
+        render::tcav(scores.as_deref(), false)?;
     }
     if let Some(settings) = &config.dictionary {
-        dictionary::run_dictionary_stage(run, settings, force, None, false, bars)
+        let done = dictionary::run_dictionary_stage(run, settings, force, None, bars)
             .context("dictionary stage failed")?;
+        render::dictionary(&done, false)?;
     }
-    report::run_report(run, force, bars).context("report stage failed")?;
+    let report = report::run_report(run, force, bars).context("report stage failed")?;
+    render::report(&report)?;
     Ok(())
 }
 

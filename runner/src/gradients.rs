@@ -28,6 +28,7 @@ pub enum Convention {
 }
 
 impl Convention {
+    /// `logit` or `loss`, as folder names and tables spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Convention::Logit => "logit",
@@ -39,18 +40,25 @@ impl Convention {
 /// A linear head on a pooled hook activation, and the class whose score is the target.
 #[derive(Debug, Clone)]
 pub struct LinearHead {
+    /// The hook whose pooled activation the head reads.
     pub hook: HookPoint,
+    /// How that activation is pooled over the example's tokens.
     pub pool: Pool,
     /// `outputs × width`, row-major; one output for a binary head (the logit of class 1).
     pub weight: Vec<f32>,
+    /// One bias per output.
     pub bias: Vec<f32>,
+    /// Classes of the probe (2 for a binary head).
     pub n_classes: usize,
+    /// The class whose logit (or loss) is the target.
     pub class: usize,
 }
 
 /// Per-example target values and, per hook, `[batch, seq, width]` gradients (zero at padding).
 pub struct TargetGradients {
+    /// The target's value per example.
     pub values: Vec<f32>,
+    /// `∂ target / ∂ activation` per hook, `[batch, seq, width]`.
     pub gradients: BTreeMap<HookPoint, Tensor>,
 }
 

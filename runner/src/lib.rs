@@ -6,6 +6,8 @@
 //! hooks that capture or replace, run a backward) and cannot write a run; the analysis crates
 //! cannot run a model; and the resume protocol (shard markers, temp + rename) has one home.
 
+#![warn(missing_docs)]
+
 pub mod extract;
 pub mod gradient_store;
 pub mod gradients;

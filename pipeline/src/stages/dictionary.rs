@@ -9,15 +9,32 @@ use glassbox_concepts::dictionary_check::check;
 use glassbox_data::HookPoint;
 use glassbox_data::{Progress, RunDir};
 
-/// Runs the stage; `Ok(false)` when training paused (`pause_after`) before finishing.
+/// How a dictionary stage run ended.
+#[derive(Debug)]
+pub enum DictionaryRun {
+    /// Already up to date: nothing new.
+    UpToDate,
+    /// Finished: what each hook got.
+    Complete(Vec<HookSummary>),
+    /// SAE training paused by `pause_after` (run again to resume).
+    Paused {
+        /// The hook whose SAE was training.
+        hook: HookPoint,
+        /// Steps done.
+        step: usize,
+        /// Steps in all.
+        steps: usize,
+    },
+}
+
+/// Runs the stage.
 pub fn run_dictionary_stage(
     run: &RunDir,
     settings: &DictionarySection,
     force: bool,
     pause_after: Option<usize>,
-    json: bool,
     progress: &dyn Progress,
-) -> Result<bool> {
+) -> Result<DictionaryRun> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
     if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
@@ -50,7 +67,7 @@ pub fn run_dictionary_stage(
         && !Transaction::pending(run, "dictionary", &fp)
     {
         progress.note("dictionary: up to date; --force re-runs it");
-        return Ok(true);
+        return Ok(DictionaryRun::UpToDate);
     }
     // --force retrains from scratch: no reused SAE, no checkpoint.
     let tx = Transaction::begin(run, "dictionary", vec!["dictionary".into()], &fp, !force)?;
@@ -60,10 +77,7 @@ pub fn run_dictionary_stage(
     match run_dictionary(tx.run(), settings, &extract, pause_after, progress)? {
         Outcome::Paused { hook, step, steps } => {
             tx.keep_for_resume();
-            eprintln!(
-                "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the command again without --force to resume"
-            );
-            Ok(false)
+            Ok(DictionaryRun::Paused { hook, step, steps })
         }
         Outcome::Complete(summaries) => {
             // Causal LMs: promoted tokens and next-token loss with the SAE spliced in.
@@ -91,12 +105,7 @@ pub fn run_dictionary_stage(
                 |_| {},
                 |config| config.dictionary = Some(settings.clone()),
             )?;
-            if json {
-                crate::outln!("{}", serde_json::to_string_pretty(&summaries)?)?;
-            } else {
-                crate::out!("{}", table(&summaries))?;
-            }
-            Ok(true)
+            Ok(DictionaryRun::Complete(summaries))
         }
     }
 }
@@ -124,35 +133,4 @@ fn seed_reusable_saes(live: &RunDir, staged: &RunDir) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A fixed-width table of what each hook got.
-pub fn table(rows: &[HookSummary]) -> String {
-    let hook_w = rows
-        .iter()
-        .map(|r| r.hook.to_string().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!(
-        "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
-        "hook", "source", "units", "L0", "EV", "EV(PCA)", "cos", "dead", "dense"
-    );
-    let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
-    for r in rows {
-        let m = r.metrics.as_ref();
-        out.push_str(&format!(
-            "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
-            r.hook,
-            r.source,
-            r.units,
-            m.map_or("-".to_owned(), |m| format!("{:.1}", m.l0)),
-            f(m.map(|m| m.explained_variance)),
-            f(r.pca.as_ref().map(|p| p.explained_variance)),
-            f(m.map(|m| m.cosine)),
-            f(m.map(|m| m.dead_fraction)),
-            f(m.map(|m| m.dense_fraction)),
-        ));
-    }
-    out
 }

@@ -18,7 +18,27 @@ pub struct ExtractRequest<'a> {
     pub force: bool,
 }
 
-pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progress) -> Result<()> {
+/// What an extraction wrote.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// Examples in the run.
+    pub n_examples: u64,
+    /// Tokens (text) or images (vision) run through the model.
+    pub n_units: u64,
+    /// `tokens` or `images`.
+    pub unit: &'static str,
+    /// Hooks stored.
+    pub hooks: usize,
+    /// The run directory.
+    pub run: std::path::PathBuf,
+}
+
+/// Runs the stage; returns what it wrote, or `None` when the run was up to date.
+pub fn run_extract(
+    run: &RunDir,
+    req: &ExtractRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<Option<Extracted>> {
     let started = std::time::Instant::now();
     let s = req.settings;
     s.validate()?;
@@ -67,7 +87,7 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
         Some(old) if old == fp && !req.force && !Transaction::pending(run, "extract", &fp) => {
             progress
                 .note("extract: up to date (same model, data and settings); --force re-runs it");
-            return Ok(());
+            return Ok(None);
         }
         Some(old) if old != fp => {
             let earlier = &manifest.stages["extract"].params;
@@ -156,15 +176,13 @@ pub fn run_extract(run: &RunDir, req: &ExtractRequest<'_>, progress: &dyn Progre
             };
         },
     )?;
-    let unit = examples.unit();
-    crate::outln!(
-        "extract: {} examples, {} {unit}, {} hooks → {}",
-        summary.n_examples,
-        summary.n_tokens,
-        opts.hooks.len(),
-        run.root().display()
-    )?;
-    Ok(())
+    Ok(Some(Extracted {
+        n_examples: summary.n_examples,
+        n_units: summary.n_tokens,
+        unit: examples.unit(),
+        hooks: opts.hooks.len(),
+        run: run.root().to_path_buf(),
+    }))
 }
 
 /// The run's manifest. An unreadable one blocks everything but `--force`, which replaces the

@@ -9,13 +9,13 @@ use glassbox_probes::{
     run_probes, write_neurons, write_results, write_topk, write_weights, ProbeResult,
 };
 
+/// Runs the stage; returns the new results, or `None` when the run was up to date.
 pub fn run_probe(
     run: &RunDir,
     settings: &ProbeSection,
     force: bool,
-    json: bool,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<Option<Vec<ProbeResult>>> {
     let started = std::time::Instant::now();
     // Settings first: NaN serialises as null, so an invalid setting could otherwise match a
     // valid run's fingerprint and pass as up to date.
@@ -29,7 +29,7 @@ pub fn run_probe(
     let fp = fingerprint("probe", &params);
     if !force && manifest.stage_fingerprint("probe") == Some(fp.as_str()) {
         progress.note("probe: up to date; --force re-runs it");
-        return Ok(());
+        return Ok(None);
     }
     let tx = Transaction::begin(run, "probe", vec!["probes".into()], &fp, false)?;
     let out = run_probes(run, settings, progress)?;
@@ -48,49 +48,5 @@ pub fn run_probe(
         started,
     };
     tx.commit(done, |_| {}, |config| config.probe = Some(settings.clone()))?;
-    if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&results)?)?;
-    } else {
-        crate::out!("{}", table(&results))?;
-    }
-    Ok(())
-}
-
-/// A fixed-width table of probe results for the terminal.
-pub fn table(results: &[ProbeResult]) -> String {
-    let width = |f: fn(&ProbeResult) -> usize, min: usize| {
-        results.iter().map(f).max().unwrap_or(min).max(min)
-    };
-    let hook_w = width(|r| r.hook.to_string().len(), 4);
-    let label_w = width(|r| r.label.len() + r.level.len() + 3, 5);
-    let mut out = format!(
-        "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",
-        "label (level)",
-        "hook",
-        "metric",
-        "score [95% CI]",
-        "f1",
-        "majority",
-        "control",
-        "selectivity",
-        "n_test"
-    );
-    for r in results {
-        let f1 = r.f1.map_or("-".to_owned(), |f| format!("{f:.3}"));
-        out.push_str(&format!(
-            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} [{:.2},{:.2}]  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
-            format!("{} ({})", r.label, r.level),
-            r.hook,
-            if r.metric == "accuracy" { "acc" } else { "r2" },
-            r.score,
-            r.ci_low,
-            r.ci_high,
-            f1,
-            r.majority,
-            r.control_score,
-            r.selectivity,
-            r.n_test
-        ));
-    }
-    out
+    Ok(Some(results))
 }

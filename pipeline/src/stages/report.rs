@@ -4,7 +4,16 @@ use crate::fingerprint::fingerprint;
 use anyhow::Result;
 use glassbox_data::{Progress, RunDir};
 
-pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<()> {
+/// The written (or up-to-date) report.
+pub struct ReportDone {
+    /// `report/index.html` in the run.
+    pub index: std::path::PathBuf,
+    /// The findings it shows.
+    pub summary: glassbox_reports::Summary,
+}
+
+/// Runs the stage; an up-to-date report is read back, so the caller can show its findings.
+pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<ReportDone> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
     let upstream = serde_json::json!({
@@ -17,9 +26,8 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     let index = run.report_dir().join("index.html");
     if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
         progress.note("report: up to date; --force re-runs it");
-        crate::outln!("report: {}", index.display())?;
-        print_findings(&glassbox_reports::summarise(run)?)?;
-        return Ok(());
+        let summary = glassbox_reports::summarise(run)?;
+        return Ok(ReportDone { index, summary });
     }
     let tx = super::Transaction::begin(run, "report", vec!["report".into()], &fp, false)?;
     let (written, summary) = glassbox_reports::write_report(tx.run())?;
@@ -37,15 +45,5 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
             .file_name()
             .expect("the report's index is a file"),
     );
-    crate::outln!("report: {}", index.display())?;
-    print_findings(&summary)?;
-    Ok(())
-}
-
-fn print_findings(summary: &glassbox_reports::Summary) -> Result<()> {
-    crate::outln!("top findings:")?;
-    for line in glassbox_reports::top_findings(summary, 3) {
-        crate::outln!("  - {line}")?;
-    }
-    Ok(())
+    Ok(ReportDone { index, summary })
 }

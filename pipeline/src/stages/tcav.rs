@@ -146,18 +146,28 @@ fn gradient_sums(run: &RunDir, slug: &str, hook: HookPoint) -> Result<(Vec<f32>,
 }
 
 /// Runs TCAV over the stored gradients; returns the score rows.
+/// Where the text TCAV stage's target gradients come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gradients {
+    /// Stored earlier by `glassbox gradients` (the CLI's `tcav`).
+    Stored,
+    /// Computed by the stage (the pipeline).
+    Compute,
+}
+
+/// Runs the stage; returns the new scores, or `None` when the run was up to date.
 pub fn run_tcav_stage(
     run: &RunDir,
     settings: &TcavSection,
-    compute: bool,
+    gradients: Gradients,
     force: bool,
-    json: bool,
     progress: &dyn Progress,
-) -> Result<Vec<ScoreRow>> {
+) -> Result<Option<Vec<ScoreRow>>> {
     settings.validate()?;
     if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
-        return super::tcav_vision::run_tcav_vision(run, settings, force, json, progress);
+        return super::tcav_vision::run_tcav_vision(run, settings, force, progress);
     }
+    let compute = gradients == Gradients::Compute;
     let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
     let concepts: Vec<ConceptSet> = settings
@@ -178,7 +188,7 @@ pub fn run_tcav_stage(
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
         progress.note("tcav: up to date; --force re-runs it");
-        return Ok(glassbox_concepts::read_scores(run)?);
+        return Ok(None);
     }
     // Everything that can be checked is checked before the stage's old results are voided.
     let model = load_run_model(run)?;
@@ -273,5 +283,5 @@ pub fn run_tcav_stage(
         params,
         started,
     };
-    score_and_record(tx, settings, &all_hooks, &pooled, &sums, done, json)
+    score_and_record(tx, settings, &all_hooks, &pooled, &sums, done).map(Some)
 }

@@ -28,7 +28,6 @@ pub(super) fn score_and_record(
     pooled: &PooledSets<'_>,
     sums: &[(String, HookPoint, Vec<f32>)],
     done: Completion,
-    json: bool,
 ) -> Result<Vec<ScoreRow>> {
     let n = pooled.concepts.len();
     let sets: Vec<HookSets<'_>> = hooks
@@ -69,55 +68,5 @@ pub(super) fn score_and_record(
     write_cavs(tx.run(), &cavs)?;
     write_scores(tx.run(), &scores)?;
     tx.commit(done, |_| {}, |config| config.tcav = Some(settings.clone()))?;
-    if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&scores)?)?;
-    } else {
-        crate::out!("{}", table(&scores))?;
-    }
     Ok(scores)
-}
-
-/// The TCAV results for the terminal.
-pub fn table(rows: &[ScoreRow]) -> String {
-    let cw = rows
-        .iter()
-        .map(|r| r.concept.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let hw = rows
-        .iter()
-        .map(|r| r.hook.to_string().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let tw = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut out = format!(
-        "{:<cw$}  {:<hw$}  {:<tw$}  {:>6}  {:>9}  {:>6}  {:>8}  {:>8}  {:>7}  sig\n",
-        "concept", "hook", "target", "score", "magnitude", "random", "p", "p_holm", "cav_acc"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<cw$}  {:<hw$}  {:<tw$}  {:>6.3}  {:>9.3}  {:>6.3}  {:>8.2e}  {:>8.2e}  {:>7.3}  {}\n",
-            r.concept,
-            r.hook,
-            r.target,
-            r.score,
-            r.magnitude,
-            r.random_mean,
-            r.p,
-            r.p_holm,
-            r.cav_accuracy,
-            if r.significant { "*" } else { "" }
-        ));
-    }
-    out.push_str(
-        "(* significant after Holm–Bonferroni correction with CAV accuracy above the minimum)\n",
-    );
-    out
 }

@@ -227,9 +227,8 @@ pub fn run_tcav_vision(
     run: &RunDir,
     settings: &TcavSection,
     force: bool,
-    json: bool,
     progress: &dyn Progress,
-) -> Result<Vec<ScoreRow>> {
+) -> Result<Option<Vec<ScoreRow>>> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
     if settings.targets.is_empty() {
@@ -267,7 +266,7 @@ pub fn run_tcav_vision(
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
         progress.note("tcav: up to date; --force re-runs it");
-        return Ok(glassbox_concepts::read_scores(run)?);
+        return Ok(None);
     }
     let model = super::run_model::load_run_model(run)?;
     let pre = model.preprocessor()?;
@@ -409,7 +408,7 @@ pub fn run_tcav_vision(
         params,
         started,
     };
-    score_and_record(tx, settings, &cav_hooks, &pooled, &sums, done, json)
+    score_and_record(tx, settings, &cav_hooks, &pooled, &sums, done).map(Some)
 }
 
 /// The backward's seed for a batch: the target's row for every image (logit convention), or

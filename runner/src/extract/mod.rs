@@ -25,13 +25,17 @@ use std::path::Path;
 /// How to extract.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
+    /// Hooks to store (each must be a storable point of the model).
     pub hooks: Vec<HookPoint>,
     /// Sequence-level pools written under `pooled/`.
     pub pools: Vec<Pool>,
     /// Write one row per token under `activations/` (pools are written either way).
     pub token_level: bool,
+    /// Examples per forward pass.
     pub batch_size: usize,
+    /// Stored value type (`f32`, `f16`, `bf16`).
     pub dtype: ActDtype,
+    /// Parquet compression of activation shards.
     pub compression: glassbox_data::store::Codec,
     /// Examples per shard: the unit of resumption.
     pub shard_size: usize,
@@ -40,8 +44,11 @@ pub struct ExtractOptions {
 /// What an extraction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractSummary {
+    /// Examples in the data set.
     pub n_examples: u64,
+    /// Tokens run through the model (images count one each).
     pub n_tokens: u64,
+    /// Shards the examples were cut into.
     pub shards: usize,
     /// Shards found complete from an earlier, interrupted run and kept.
     pub shards_resumed: usize,

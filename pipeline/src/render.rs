@@ -1,0 +1,189 @@
+//! What the CLI prints for each stage's result: the stages return rows, this module turns
+//! them into the terminal's tables or JSON (`--json`), on stdout through `outln!` (a closed
+//! pipe ends the program quietly).
+
+use crate::stages::dictionary::DictionaryRun;
+use crate::stages::extract::Extracted;
+use crate::stages::report::ReportDone;
+use anyhow::Result;
+use glassbox_concepts::dictionary::HookSummary;
+use glassbox_concepts::ScoreRow;
+use glassbox_probes::ProbeResult;
+
+/// Prints the new rows of a stage (nothing when it was up to date).
+fn rows<T: serde::Serialize>(
+    rows: Option<&[T]>,
+    json: bool,
+    table: fn(&[T]) -> String,
+) -> Result<()> {
+    match rows {
+        Some(rows) if json => crate::outln!("{}", serde_json::to_string_pretty(rows)?)?,
+        Some(rows) => crate::out!("{}", table(rows))?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// The extract stage's one line.
+pub fn extracted(done: Option<&Extracted>) -> Result<()> {
+    if let Some(e) = done {
+        crate::outln!(
+            "extract: {} examples, {} {}, {} hooks → {}",
+            e.n_examples,
+            e.n_units,
+            e.unit,
+            e.hooks,
+            e.run.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// The probe stage's results.
+pub fn probes(results: Option<&[ProbeResult]>, json: bool) -> Result<()> {
+    rows(results, json, probe_table)
+}
+
+/// The TCAV stage's scores.
+pub fn tcav(scores: Option<&[ScoreRow]>, json: bool) -> Result<()> {
+    rows(scores, json, tcav_table)
+}
+
+/// The dictionary stage's summaries, or where its training paused.
+pub fn dictionary(run: &DictionaryRun, json: bool) -> Result<()> {
+    match run {
+        DictionaryRun::UpToDate => Ok(()),
+        DictionaryRun::Complete(summaries) => rows(Some(summaries), json, dictionary_table),
+        DictionaryRun::Paused { hook, step, steps } => {
+            eprintln!(
+                "dictionary: SAE training at `{hook}` paused at step {step} of {steps}; run the command again without --force to resume"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The report's location and its top findings.
+pub fn report(done: &ReportDone) -> Result<()> {
+    crate::outln!("report: {}", done.index.display())?;
+    crate::outln!("top findings:")?;
+    for line in glassbox_reports::top_findings(&done.summary, 3) {
+        crate::outln!("  - {line}")?;
+    }
+    Ok(())
+}
+
+/// A fixed-width table of probe results for the terminal.
+pub fn probe_table(results: &[ProbeResult]) -> String {
+    let width = |f: fn(&ProbeResult) -> usize, min: usize| {
+        results.iter().map(f).max().unwrap_or(min).max(min)
+    };
+    let hook_w = width(|r| r.hook.to_string().len(), 4);
+    let label_w = width(|r| r.label.len() + r.level.len() + 3, 5);
+    let mut out = format!(
+        "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",
+        "label (level)",
+        "hook",
+        "metric",
+        "score [95% CI]",
+        "f1",
+        "majority",
+        "control",
+        "selectivity",
+        "n_test"
+    );
+    for r in results {
+        let f1 = r.f1.map_or("-".to_owned(), |f| format!("{f:.3}"));
+        out.push_str(&format!(
+            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} [{:.2},{:.2}]  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
+            format!("{} ({})", r.label, r.level),
+            r.hook,
+            if r.metric == "accuracy" { "acc" } else { "r2" },
+            r.score,
+            r.ci_low,
+            r.ci_high,
+            f1,
+            r.majority,
+            r.control_score,
+            r.selectivity,
+            r.n_test
+        ));
+    }
+    out
+}
+
+/// The TCAV results for the terminal.
+pub fn tcav_table(rows: &[ScoreRow]) -> String {
+    let cw = rows
+        .iter()
+        .map(|r| r.concept.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let hw = rows
+        .iter()
+        .map(|r| r.hook.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let tw = rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<cw$}  {:<hw$}  {:<tw$}  {:>6}  {:>9}  {:>6}  {:>8}  {:>8}  {:>7}  sig\n",
+        "concept", "hook", "target", "score", "magnitude", "random", "p", "p_holm", "cav_acc"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<cw$}  {:<hw$}  {:<tw$}  {:>6.3}  {:>9.3}  {:>6.3}  {:>8.2e}  {:>8.2e}  {:>7.3}  {}\n",
+            r.concept,
+            r.hook,
+            r.target,
+            r.score,
+            r.magnitude,
+            r.random_mean,
+            r.p,
+            r.p_holm,
+            r.cav_accuracy,
+            if r.significant { "*" } else { "" }
+        ));
+    }
+    out.push_str(
+        "(* significant after Holm–Bonferroni correction with CAV accuracy above the minimum)\n",
+    );
+    out
+}
+
+/// A fixed-width table of what each hook got.
+pub fn dictionary_table(rows: &[HookSummary]) -> String {
+    let hook_w = rows
+        .iter()
+        .map(|r| r.hook.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+        "hook", "source", "units", "L0", "EV", "EV(PCA)", "cos", "dead", "dense"
+    );
+    let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    for r in rows {
+        let m = r.metrics.as_ref();
+        out.push_str(&format!(
+            "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+            r.hook,
+            r.source,
+            r.units,
+            m.map_or("-".to_owned(), |m| format!("{:.1}", m.l0)),
+            f(m.map(|m| m.explained_variance)),
+            f(r.pca.as_ref().map(|p| p.explained_variance)),
+            f(m.map(|m| m.cosine)),
+            f(m.map(|m| m.dead_fraction)),
+            f(m.map(|m| m.dense_fraction)),
+        ));
+    }
+    out
+}
