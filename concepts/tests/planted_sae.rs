@@ -158,7 +158,7 @@ fn a_paused_run_resumes_to_the_same_weights() {
 fn relu_l1_sae_trains_sparse_codes_too() {
     let (atoms, rows) = planted();
     let options = SaeOptions {
-        architecture: "relu".into(),
+        architecture: glassbox_concepts::sae::options::ArchitectureName::Relu,
         l1_coefficient: 2.0,
         train_tokens: 1_000_000,
         ..options()

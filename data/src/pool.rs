@@ -60,7 +60,7 @@ impl fmt::Display for Pool {
 
 /// A pooling name that is not one of [`Pool::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown pooling `{0}`; use mean, cls, last or max")]
+#[error("unknown pool `{0}` (pooling must be one of mean, cls, last, max)")]
 pub struct UnknownPool(pub String);
 
 impl Pool {

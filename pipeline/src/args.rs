@@ -74,13 +74,13 @@ pub struct ExtractArgs {
     pub max_length: usize,
     /// Storage precision of activations: f32 or f16.
     #[arg(long, default_value_t = crate::config::ExtractSection::default().dtype)]
-    pub dtype: String,
+    pub dtype: glassbox_data::ActDtype,
     /// Compression of activation shards: none, snappy or zstd.
     #[arg(long, default_value_t = crate::config::ExtractSection::default().compression)]
-    pub compression: String,
+    pub compression: glassbox_data::store::Codec,
     /// Sequence-level pools to store: mean, cls, last, max.
     #[arg(long, value_delimiter = ',', default_values_t = crate::config::ExtractSection::default().pools)]
-    pub pools: Vec<String>,
+    pub pools: Vec<glassbox_data::Pool>,
     /// Store only pooled activations, not one row per token.
     #[arg(long)]
     pub no_token_level: bool,
@@ -229,7 +229,7 @@ pub struct DictionaryArgs {
     pub neurons: Vec<glassbox_data::HookPoint>,
     /// `topk` or `relu`.
     #[arg(long)]
-    pub architecture: Option<String>,
+    pub architecture: Option<glassbox_concepts::sae::options::ArchitectureName>,
     /// Number of latents (default 8 × the hook's width).
     #[arg(long)]
     pub width: Option<usize>,

@@ -1,6 +1,8 @@
 //! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
 
 use anyhow::{bail, Context, Result};
+use glassbox_data::store::{ActDtype, Codec};
+use glassbox_data::Pool;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -47,11 +49,11 @@ pub struct ExtractSection {
     pub batch_size: usize,
     pub max_length: usize,
     /// `f32` or `f16`.
-    pub dtype: String,
+    pub dtype: ActDtype,
     /// Activation shard compression: `none`, `snappy` or `zstd`.
-    pub compression: String,
+    pub compression: Codec,
     /// Sequence-level pools to store (`mean`, `cls`, `last`, `max`).
-    pub pools: Vec<String>,
+    pub pools: Vec<Pool>,
     /// Also store one row per token.
     pub token_level: bool,
     /// Examples per shard (the unit of resumption).
@@ -69,9 +71,9 @@ impl Default for ExtractSection {
             ],
             batch_size: 32,
             max_length: 128,
-            dtype: "f32".into(),
-            compression: "none".into(),
-            pools: vec!["mean".into(), "cls".into()],
+            dtype: ActDtype::F32,
+            compression: Codec::None,
+            pools: vec![Pool::Mean, Pool::Cls],
             token_level: true,
             shard_size: 256,
             allow_pickle: false,

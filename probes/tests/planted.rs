@@ -296,7 +296,7 @@ fn bad_inputs_name_what_is_wrong() {
     };
     // A pool is typed: a bad name fails where it is parsed (CLI or config), naming it.
     let e = "median".parse::<Pool>().unwrap_err().to_string();
-    assert!(e.contains("unknown pooling `median`"), "{e}");
+    assert!(e.contains("unknown pool `median`"), "{e}");
     let e = err(ProbeOptions {
         labels: vec!["nope".into()],
         ..base.clone()

@@ -1,6 +1,7 @@
 //! glassbox-runner: everything that runs a model over a run directory — activations into the
 //! store (text and images, sharded and resumable), target gradients, pooled activations of
-//! concept sets — behind one API the pipeline's stages call.
+//! concept sets, forwards with an activation replaced (SAE splicing; patching) — behind one
+//! API the pipeline's stages call.
 //!
 //! Why a crate: `glassbox-models` stays a pure library (load a checkpoint, run a forward with
 //! hooks that capture or replace, run a backward) and cannot write a run; the analysis crates
@@ -11,6 +12,7 @@
 pub mod extract;
 pub mod gradient_store;
 pub mod gradients;
+pub mod interventions;
 
 pub use extract::{extract, Examples, ExtractOptions, ExtractSummary};
 pub use glassbox_models::{ModelError, Result};

@@ -34,12 +34,44 @@ pub enum BDecInit {
     GeometricMedian,
 }
 
+/// Which architecture to train (its parameters are separate options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchitectureName {
+    /// TopK (Gao et al. 2024), with the AuxK loss.
+    Topk,
+    /// ReLU with an L1 penalty.
+    Relu,
+}
+
+impl std::fmt::Display for ArchitectureName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ArchitectureName::Topk => "topk",
+            ArchitectureName::Relu => "relu",
+        })
+    }
+}
+
+impl std::str::FromStr for ArchitectureName {
+    type Err = ConceptError;
+    fn from_str(s: &str) -> Result<Self, ConceptError> {
+        match s {
+            "topk" => Ok(ArchitectureName::Topk),
+            "relu" => Ok(ArchitectureName::Relu),
+            other => Err(ConceptError::Invalid(format!(
+                "unknown architecture `{other}`; use topk or relu"
+            ))),
+        }
+    }
+}
+
 /// Everything that decides an SAE's training. Same options and data ⇒ same weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SaeOptions {
     /// `"topk"` (default) or `"relu"`.
-    pub architecture: String,
+    pub architecture: ArchitectureName,
     /// Number of latents. Default: 8 × the hook's width.
     pub width: Option<usize>,
     /// Active latents per token (TopK). Default 32.
@@ -86,7 +118,7 @@ pub struct SaeOptions {
 impl Default for SaeOptions {
     fn default() -> Self {
         Self {
-            architecture: "topk".into(),
+            architecture: ArchitectureName::Topk,
             width: None,
             k: 32,
             l1_coefficient: 5.0,
@@ -133,8 +165,8 @@ impl SaeOptions {
         if width < 1 {
             return Err(bad("width must be at least 1".into()));
         }
-        let architecture = match self.architecture.as_str() {
-            "topk" => {
+        let architecture = match self.architecture {
+            ArchitectureName::Topk => {
                 if self.k == 0 || self.k >= width {
                     return Err(bad(format!(
                         "k = {} must be at least 1 and smaller than width = {width}",
@@ -143,7 +175,7 @@ impl SaeOptions {
                 }
                 Architecture::TopK { k: self.k }
             }
-            "relu" => {
+            ArchitectureName::Relu => {
                 if !(self.l1_coefficient.is_finite() && self.l1_coefficient >= 0.0) {
                     return Err(bad(format!(
                         "l1_coefficient = {} must be a finite number, 0 or more",
@@ -153,11 +185,6 @@ impl SaeOptions {
                 Architecture::Relu {
                     l1_coefficient: self.l1_coefficient,
                 }
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown architecture `{other}`; use \"topk\" or \"relu\""
-                )))
             }
         };
         if train_rows == 0 {

@@ -10,8 +10,24 @@ pub const META_PREFIX: &str = "glassbox.";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActDtype {
+    /// 32-bit floats (exact).
+    #[serde(alias = "float32")]
     F32,
+    /// 16-bit floats (half the disk; ~3 significant digits).
+    #[serde(alias = "float16")]
     F16,
+}
+
+impl std::fmt::Display for ActDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ActDtype {
@@ -45,8 +61,12 @@ impl std::str::FromStr for ActDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
+    /// Uncompressed (the default: float activations compress poorly).
+    #[serde(alias = "uncompressed")]
     None,
+    /// Snappy: fast, little gain on floats.
     Snappy,
+    /// Zstandard: slower writes, ~8% smaller on MiniLM activations.
     Zstd,
 }
 

@@ -5,9 +5,8 @@ use crate::config::{DataSection, ExtractSection, ModelSection};
 use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_data::manifest::DataRecord;
-use glassbox_data::store::Codec;
-use glassbox_data::{ActDtype, Manifest, ModelRecord, Progress, RunDir};
-use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec, Pool};
+use glassbox_data::{Manifest, ModelRecord, Progress, RunDir};
+use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec};
 use glassbox_runner::{Examples, ExtractOptions};
 use std::path::Path;
 
@@ -42,13 +41,7 @@ pub fn run_extract(
     let started = std::time::Instant::now();
     let s = req.settings;
     s.validate()?;
-    let dtype: ActDtype = s.dtype.parse().map_err(anyhow::Error::msg)?;
-    let compression: Codec = s.compression.parse().map_err(anyhow::Error::msg)?;
-    let pools: Vec<Pool> = s
-        .pools
-        .iter()
-        .map(|p| p.parse())
-        .collect::<Result<_, _>>()?;
+    let (dtype, compression, pools) = (s.dtype, s.compression, s.pools.clone());
     let spec: ModelSpec = req.model.parse()?;
     let resolved = resolve(&spec)?;
     let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
