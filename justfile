@@ -137,6 +137,11 @@ reference-llama: reference-gpt2
 reference-neox: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_neox.py
 
+# Regenerate the activation-patching reference (PyTorch forward hooks on the tiny decoders).
+reference-patching:
+    @just _python-env .venv-ref "torch transformers tokenizers safetensors"
+    .venv-ref/bin/python scripts/reference_patching.py
+
 # Regenerate the SmolLM2 GGUF reference (token ids, hidden states, logits) with transformers' GGUF loading.
 reference-smollm2: models
     @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"

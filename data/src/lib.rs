@@ -17,6 +17,7 @@ mod json_fields;
 pub mod lock;
 pub mod manifest;
 pub mod modality;
+pub mod pairs;
 pub mod pool;
 pub mod progress;
 pub mod rng;

@@ -311,6 +311,9 @@ impl HookedModel for Gpt2 {
     fn max_positions(&self) -> Option<usize> {
         Some(self.cfg.n_positions)
     }
+    fn attention_heads(&self) -> Option<usize> {
+        Some(self.cfg.n_head)
+    }
     fn vocab_size(&self) -> Option<usize> {
         Some(self.cfg.vocab_size)
     }

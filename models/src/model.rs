@@ -112,6 +112,11 @@ pub trait HookedModel: Send + Sync {
     fn max_positions(&self) -> Option<usize> {
         None
     }
+    /// Attention heads per layer (transformers): the head count of `attn.hook_z`, whose width
+    /// is heads × head dimension.
+    fn attention_heads(&self) -> Option<usize> {
+        None
+    }
     /// Vocabulary size of the embedding matrix (text families).
     fn vocab_size(&self) -> Option<usize> {
         None

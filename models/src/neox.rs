@@ -339,6 +339,9 @@ impl HookedModel for Neox {
     fn max_positions(&self) -> Option<usize> {
         Some(self.cfg.max_position_embeddings)
     }
+    fn attention_heads(&self) -> Option<usize> {
+        Some(self.cfg.num_attention_heads)
+    }
     fn vocab_size(&self) -> Option<usize> {
         Some(self.cfg.vocab_size)
     }

@@ -97,6 +97,23 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// Tokenises one text without special tokens or truncation: `(id, token)` per token (what
+    /// an answer token of a prompt pair must be exactly one of).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<(u32, String)>> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(e.get_ids()
+            .iter()
+            .copied()
+            .zip(e.get_tokens().iter().cloned())
+            .collect())
+    }
+
     /// The token string of `id` (as the vocabulary spells it), if any.
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

@@ -111,6 +111,20 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             render::dictionary(&done, json)?;
         }
+        Command::Patch(a) => {
+            let run = RunDir::new(&a.run);
+            let settings = a.settings();
+            let model = match &a.model {
+                Some(m) => m.clone(),
+                None => crate::stages::run_model::run_model_spec(&run).map_err(|e| {
+                    anyhow::anyhow!("{e}; pass --model ORG/NAME (a causal LM) to patch with")
+                })?,
+            };
+            let done = with_run_lock(&run, || {
+                crate::stages::patch::run_patch(&run, &model, &settings, a.force, &bars)
+            })?;
+            render::patch(done.as_ref(), a.json)?;
+        }
         Command::Report(a) => {
             let run = RunDir::new(a.run);
             let done = with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;

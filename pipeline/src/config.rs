@@ -1,5 +1,6 @@
 //! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
 
+pub use crate::config_patch::PatchSection;
 use anyhow::{bail, Context, Result};
 use glassbox_data::store::{ActDtype, Codec};
 use glassbox_data::Pool;
@@ -23,6 +24,9 @@ pub struct PipelineConfig {
     /// Absent: no SAEs or unit explanations.
     #[serde(default)]
     pub dictionary: Option<DictionarySection>,
+    /// Absent: no activation patching.
+    #[serde(default)]
+    pub patch: Option<PatchSection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -255,6 +259,8 @@ pub struct RunConfig {
     pub tcav: Option<TcavSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dictionary: Option<DictionarySection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchSection>,
 }
 
 impl RunConfig {

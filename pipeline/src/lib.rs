@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod args;
 pub mod cli;
 pub mod config;
+pub mod config_patch;
 pub mod error_message;
 pub mod fingerprint;
 pub mod inspect;

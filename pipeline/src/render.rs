@@ -4,6 +4,7 @@
 
 use crate::stages::dictionary::DictionaryRun;
 use crate::stages::extract::Extracted;
+use crate::stages::patch::PatchDone;
 use crate::stages::report::ReportDone;
 use anyhow::Result;
 use glassbox_concepts::dictionary::HookSummary;
@@ -61,6 +62,30 @@ pub fn dictionary(run: &DictionaryRun, json: bool) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The patching stage's largest effects.
+pub fn patch(done: Option<&PatchDone>, json: bool) -> Result<()> {
+    let Some(d) = done else { return Ok(()) };
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(d)?)?;
+        return Ok(());
+    }
+    crate::outln!(
+        "patch: {} pairs, {} patched runs → {}",
+        d.pairs,
+        d.runs,
+        d.dir.display()
+    )?;
+    if let Some(rho) = d.atp_spearman {
+        crate::outln!("attribution patching vs exact: Spearman ρ = {rho:.3}")?;
+    }
+    crate::outln!("largest mean normalised effects (1 = restores the clean metric):")?;
+    for (hook, position, head, effect) in &d.top {
+        let head = head.map_or(String::new(), |h| format!(" head {h}"));
+        crate::outln!("  {hook} @ {position}{head}: {effect:+.3}")?;
+    }
+    Ok(())
 }
 
 /// The report's location and its top findings.

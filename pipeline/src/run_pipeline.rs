@@ -68,6 +68,11 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
             .context("dictionary stage failed")?;
         render::dictionary(&done, false)?;
     }
+    if let Some(settings) = &config.patch {
+        let done = crate::stages::patch::run_patch(run, &config.model.id, settings, force, bars)
+            .context("patch stage failed")?;
+        render::patch(done.as_ref(), false)?;
+    }
     let report = report::run_report(run, force, bars).context("report stage failed")?;
     render::report(&report)?;
     Ok(())

@@ -13,6 +13,8 @@ pub mod extract;
 pub mod gradient_store;
 pub mod gradients;
 pub mod interventions;
+pub mod patch_tables;
+pub mod patching;
 
 pub use extract::{extract, Examples, ExtractOptions, ExtractSummary};
 pub use glassbox_models::{ModelError, Result};

@@ -137,6 +137,9 @@ impl HookedModel for Bert {
         Some(self.cfg.max_position_embeddings)
     }
 
+    fn attention_heads(&self) -> Option<usize> {
+        Some(self.cfg.num_attention_heads)
+    }
     fn vocab_size(&self) -> Option<usize> {
         Some(self.cfg.vocab_size)
     }

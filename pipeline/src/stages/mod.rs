@@ -5,9 +5,10 @@
 pub mod dictionary;
 mod dictionary_lm;
 pub mod extract;
+pub mod patch;
 pub mod probe;
 pub mod report;
-mod run_model;
+pub mod run_model;
 mod targets;
 pub mod tcav;
 mod tcav_scoring;

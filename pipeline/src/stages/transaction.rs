@@ -24,15 +24,17 @@ pub enum Stage {
     Probe,
     Tcav,
     Dictionary,
+    Patch,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Extract,
         Stage::Probe,
         Stage::Tcav,
         Stage::Dictionary,
+        Stage::Patch,
         Stage::Report,
     ];
 
@@ -43,13 +45,27 @@ impl Stage {
             Stage::Probe => "probe",
             Stage::Tcav => "tcav",
             Stage::Dictionary => "dictionary",
+            Stage::Patch => "patch",
             Stage::Report => "report",
         }
     }
 
-    /// This stage and every later one.
+    /// This stage and every stage computed from its results, whose manifest entries a new
+    /// result of it makes stale: everything after extraction; the probes feed TCAV's targets
+    /// and the dictionary's directions; CAVs feed the dictionary; every stage feeds the report.
+    /// Patching reads only the model and its pairs.
     pub fn and_after(self) -> impl Iterator<Item = Stage> {
-        Self::ALL.into_iter().filter(move |s| *s >= self)
+        Self::ALL.into_iter().filter(move |s| {
+            *s == self
+                || match self {
+                    Stage::Extract => true,
+                    Stage::Probe | Stage::Tcav | Stage::Dictionary => {
+                        *s > self && *s != Stage::Patch
+                    }
+                    Stage::Patch => *s == Stage::Report,
+                    Stage::Report => false,
+                }
+        })
     }
 
     /// Outputs of other stages that a new result of this one makes wrong, so committing it
@@ -59,7 +75,14 @@ impl Stage {
     /// matches) but lose their manifest entries, so nothing reads them as complete.
     fn voids(self) -> &'static [&'static str] {
         match self {
-            Stage::Extract => &["probes", "tcav", "gradients", "dictionary", "report"],
+            Stage::Extract => &[
+                "probes",
+                "tcav",
+                "gradients",
+                "dictionary",
+                "patching",
+                "report",
+            ],
             Stage::Probe => &["gradients"],
             _ => &[],
         }

@@ -1,0 +1,112 @@
+//! Prompt pairs for activation patching: a `clean` and a `corrupted` prompt per row, and for
+//! causal LMs the `answer` and `wrong` next tokens whose logit difference is the metric.
+//! JSONL, CSV or Parquet, read through the data-set readers (so their checks — duplicate
+//! columns, invalid UTF-8, empty files — apply too).
+
+use crate::dataset::{read_dataset_keyed, Value};
+use crate::{DataError, Result};
+use std::path::{Path, PathBuf};
+
+/// The rows of a pairs file.
+#[derive(Debug, Clone)]
+pub struct PromptPairs {
+    /// The file read.
+    pub source: PathBuf,
+    /// SHA-256 of its bytes (for fingerprints).
+    pub sha256: String,
+    /// The prompt whose behaviour is restored (denoising) or destroyed (noising).
+    pub clean: Vec<String>,
+    /// The same prompt with the information under test changed.
+    pub corrupted: Vec<String>,
+    /// The correct next token on the clean prompt (a leading space matters).
+    pub answer: Vec<String>,
+    /// The competing next token (the clean answer's rival on the corrupted prompt).
+    pub wrong: Vec<String>,
+}
+
+impl PromptPairs {
+    /// Rows in the file.
+    pub fn len(&self) -> usize {
+        self.clean.len()
+    }
+    /// Whether the file has no rows (never true for a file that was read: that is an error).
+    pub fn is_empty(&self) -> bool {
+        self.clean.is_empty()
+    }
+}
+
+/// Reads a pairs file; every row needs non-null strings `clean`, `corrupted`, `answer` and
+/// `wrong`. Errors name the file, the row (1-based, as editors count) and the column.
+pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
+    let data = read_dataset_keyed(path, "clean")?;
+    let column = |name: &str| -> Result<Vec<String>> {
+        let col = data.column(name).ok_or_else(|| DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: name.to_owned(),
+            message: "missing; a pairs file needs the columns clean, corrupted, answer and wrong \
+                      (answer and wrong: one token each, a leading space included where the \
+                      tokenizer marks word starts)"
+                .into(),
+        })?;
+        col.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Str(s) => Ok(s.clone()),
+                other => Err(DataError::MalformedRow {
+                    path: path.to_path_buf(),
+                    row: i + 1,
+                    message: format!(
+                        "column `{name}` holds {other:?}; it needs a string (quote numbers, \
+                         e.g. \" 42\", so a leading space survives)"
+                    ),
+                }),
+            })
+            .collect()
+    };
+    Ok(PromptPairs {
+        source: path.to_path_buf(),
+        sha256: data.sha256.clone(),
+        corrupted: column("corrupted")?,
+        answer: column("answer")?,
+        wrong: column("wrong")?,
+        clean: data.texts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rows_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("pairs.jsonl");
+        std::fs::write(
+            &good,
+            "{\"clean\": \"a b\", \"corrupted\": \"c b\", \"answer\": \" x\", \"wrong\": \" y\"}\n",
+        )
+        .unwrap();
+        let pairs = read_pairs(&good).unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs.answer[0], " x", "leading spaces are kept");
+
+        let missing = dir.path().join("missing.jsonl");
+        std::fs::write(
+            &missing,
+            "{\"clean\": \"a\", \"corrupted\": \"b\", \"answer\": \" x\"}\n",
+        )
+        .unwrap();
+        let e = read_pairs(&missing).unwrap_err().to_string();
+        assert!(e.contains("`wrong`") && e.contains("missing"), "{e}");
+
+        let typed = dir.path().join("typed.jsonl");
+        std::fs::write(
+            &typed,
+            "{\"clean\": \"a\", \"corrupted\": \"b\", \"answer\": 4, \"wrong\": \" y\"}\n",
+        )
+        .unwrap();
+        let e = read_pairs(&typed).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("`answer`"), "{e}");
+    }
+}

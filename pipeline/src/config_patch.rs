@@ -1,0 +1,67 @@
+//! The `[patch]` section: activation patching over prompt pairs.
+
+use anyhow::{bail, Result};
+use glassbox_runner::patching::{Direction, Metric, Positions};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Settings of the `patch` stage (CLI flags and the `[patch]` section alike).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchSection {
+    /// Prompt pairs: JSONL, CSV or Parquet with `clean`, `corrupted`, `answer`, `wrong`.
+    pub pairs: PathBuf,
+    /// Hook names or glob patterns to patch.
+    pub hooks: Vec<String>,
+    /// `all`, `last`, or 0-based positions (`0,3,5`).
+    pub positions: Positions,
+    /// Patch `attn.hook_z` head by head.
+    pub heads: bool,
+    /// `logit_diff` (default), `prob`, `logprob` or `kl`.
+    pub metric: Metric,
+    /// `denoise` (corrupted run, clean activation; default) or `noise`.
+    pub direction: Direction,
+    /// Also estimate every effect by attribution patching and compare.
+    pub atp: bool,
+    /// Patched runs per forward pass.
+    pub batch_size: usize,
+    /// Read PyTorch pickle checkpoints.
+    pub allow_pickle: bool,
+}
+
+impl Default for PatchSection {
+    fn default() -> Self {
+        Self {
+            pairs: PathBuf::new(),
+            hooks: vec!["blocks.*.hook_resid_pre".into()],
+            positions: Positions::All,
+            heads: false,
+            metric: Metric::LogitDiff,
+            direction: Direction::Denoise,
+            atp: true,
+            batch_size: 32,
+            allow_pickle: false,
+        }
+    }
+}
+
+impl PatchSection {
+    /// Checks that need no model or data.
+    pub fn validate(&self) -> Result<()> {
+        if self.pairs.as_os_str().is_empty() {
+            bail!("patch: no pairs file; pass --pairs FILE (JSONL, CSV or Parquet with clean, corrupted, answer, wrong)");
+        }
+        if self.hooks.is_empty() || self.hooks.iter().any(|h| h.trim().is_empty()) {
+            bail!("patch: no hooks (or an empty hook name); pass --hooks NAME_OR_GLOB[,...], e.g. 'blocks.*.hook_resid_pre'");
+        }
+        if self.batch_size == 0 {
+            bail!("patch: batch_size = 0; it must be at least 1");
+        }
+        if let Positions::Listed(v) = &self.positions {
+            if v.is_empty() {
+                bail!("patch: no positions; use all, last or 0-based positions");
+            }
+        }
+        Ok(())
+    }
+}

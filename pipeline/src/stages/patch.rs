@@ -1,0 +1,144 @@
+//! The `patch` stage: activation patching (and attribution patching) over a file of prompt
+//! pairs, on the run's model or the one `--model` names. Writes `patching/`.
+
+use super::{Completion, Stage, Transaction};
+use crate::config::PatchSection;
+use crate::fingerprint::fingerprint;
+use anyhow::{bail, Result};
+use glassbox_data::pairs::read_pairs;
+use glassbox_data::{Manifest, ModelRecord, Progress, RunDir};
+use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec};
+use glassbox_runner::patch_tables::{mean_effects, write_atp, write_pairs, write_results};
+use glassbox_runner::patching::{
+    check_patchable, patch_pair, positions_for, prepare_pairs, PatchOptions,
+};
+
+/// What a patching run found, for the terminal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PatchDone {
+    /// Pairs patched.
+    pub pairs: usize,
+    /// Patched runs.
+    pub runs: usize,
+    /// The largest mean normalised effects: hook, position, head, effect.
+    pub top: Vec<(String, u32, Option<u32>, f64)>,
+    /// Spearman's ρ of attribution patching against the exact effects, when computed.
+    pub atp_spearman: Option<f64>,
+    /// The run's `patching/` folder.
+    pub dir: std::path::PathBuf,
+}
+
+/// Runs the stage with the model `model` (a Hub id or folder); `None` when up to date.
+pub fn run_patch(
+    run: &RunDir,
+    model: &str,
+    settings: &PatchSection,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<Option<PatchDone>> {
+    let started = std::time::Instant::now();
+    settings.validate()?;
+    let pairs = read_pairs(&settings.pairs)?;
+    let spec: ModelSpec = model.parse()?;
+    let resolved = resolve(&spec)?;
+    let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
+    let options = LoadOptions {
+        max_length: None,
+        allow_pickle: settings.allow_pickle,
+    };
+    let model = load_model(resolved, options)?;
+    let selected = hooks::select(&settings.hooks, &model.model.hook_points())?;
+    for &hook in &selected {
+        check_patchable(hook)?;
+    }
+    let prepared = prepare_pairs(&model, &pairs)?;
+    for pair in &prepared {
+        positions_for(&settings.positions, pair)?;
+    }
+    let params = serde_json::json!({
+        "model_id": model.resolved.id,
+        "revision": model.resolved.revision,
+        "weights_sha256": weights_sha256,
+        "pairs_sha256": pairs.sha256,
+        "hooks": selected,
+        "patch": settings,
+    });
+    let fp = fingerprint("patch", &params);
+    let manifest = Manifest::load_or_default(run)?;
+    if let Some(m) = &manifest.model {
+        if m.weights_sha256 != weights_sha256 {
+            bail!(
+                "{}: this run holds results of model {} (weights sha256 {}…); patching {} here \
+                 would mix two models. Use the same model, or choose a new --run",
+                run.root().display(),
+                m.id,
+                &m.weights_sha256[..12.min(m.weights_sha256.len())],
+                model.resolved.id
+            );
+        }
+    }
+    if !force && manifest.stage_fingerprint("patch") == Some(fp.as_str()) {
+        progress.note("patch: up to date; --force re-runs it");
+        return Ok(None);
+    }
+    let opts = PatchOptions {
+        hooks: selected,
+        positions: settings.positions.clone(),
+        heads: settings.heads,
+        metric: settings.metric,
+        direction: settings.direction,
+        batch_size: settings.batch_size,
+        atp: settings.atp,
+    };
+    let tx = Transaction::begin(run, "patch", vec!["patching".into()], &fp, false)?;
+    let dir = tx.run().path("patching");
+    std::fs::create_dir_all(&dir)?;
+    progress.start("patch (pairs)", prepared.len() as u64);
+    let (mut rows, mut summaries) = (Vec::new(), Vec::new());
+    for pair in &prepared {
+        let (r, s) = patch_pair(&model, pair, &opts)?;
+        rows.extend(r);
+        summaries.push(s);
+        progress.advance(1);
+    }
+    progress.finish();
+    write_pairs(&dir, &summaries)?;
+    write_atp(&dir, &rows)?;
+    // Results last: their presence marks the folder complete.
+    write_results(&dir, &rows)?;
+    let atp_spearman =
+        glassbox_runner::patch_tables::atp_summary(&rows).and_then(|s| s["spearman"].as_f64());
+    let done = Completion {
+        stage: Stage::Patch,
+        fingerprint: fp,
+        seed: None,
+        params,
+        started,
+    };
+    let record = ModelRecord {
+        id: model.resolved.id.clone(),
+        revision: model.resolved.revision.clone(),
+        source: model.resolved.source.to_owned(),
+        family: model.model.family().to_owned(),
+        modality: Some(model.modality()),
+        weights_sha256,
+    };
+    tx.commit(
+        done,
+        |manifest| {
+            manifest.model.get_or_insert(record);
+        },
+        |config| config.patch = Some(settings.clone()),
+    )?;
+    Ok(Some(PatchDone {
+        pairs: prepared.len(),
+        runs: rows.len(),
+        top: mean_effects(&rows)
+            .into_iter()
+            .take(10)
+            .map(|(h, p, head, e)| (h.to_string(), p, head, e))
+            .collect(),
+        atp_spearman,
+        dir: run.path("patching"),
+    }))
+}

@@ -1,0 +1,161 @@
+//! The patching stage's tables: `patching/results.parquet` (one row per pair × hook × position
+//! × head), `patching/pairs.parquet` (each pair's tokens and its clean and corrupted metrics)
+//! and `patching/atp.json` (how far attribution patching can be trusted, hook by hook).
+
+use crate::patching::{spearman, PairSummary, PatchRow};
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{Float64Array, Int64Array, UInt32Array};
+use glassbox_data::table::Columns;
+use glassbox_data::{atomic, HookPoint, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Writes `results.parquet` under `dir`.
+pub fn write_results(dir: &Path, rows: &[PatchRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.count("pair", rows, |r| r.pair)
+        .hooks("hook", rows, |r| r.hook)
+        .add(
+            "layer",
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.hook.layer().map(|l| l as i64)),
+            )),
+        )
+        .small("position", rows, |r| r.position)
+        .add(
+            "head",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.head))),
+        )
+        .float("metric", rows, |r| r.metric)
+        .float("metric_clean", rows, |r| r.metric_clean)
+        .float("metric_corrupted", rows, |r| r.metric_corrupted)
+        .float("normalized", rows, |r| r.normalized)
+        .add(
+            "atp_metric",
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.atp_metric))),
+        )
+        .add(
+            "atp_normalized",
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| {
+                r.atp_metric
+                    .map(|m| (m - r.metric_corrupted) / (r.metric_clean - r.metric_corrupted))
+            }))),
+        );
+    c.write(&dir.join("results.parquet"))
+}
+
+/// Writes `pairs.parquet` under `dir`.
+pub fn write_pairs(dir: &Path, pairs: &[PairSummary]) -> Result<()> {
+    let tokens = |pick: fn(&PairSummary) -> &Vec<String>| {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for p in pairs {
+            for t in pick(p) {
+                b.values().append_value(t);
+            }
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let mut c = Columns::default();
+    c.count("pair", pairs, |p| p.pair.row as u64)
+        .add("clean_tokens", tokens(|p| &p.pair.clean.tokens))
+        .add("corrupted_tokens", tokens(|p| &p.pair.corrupted.tokens))
+        .small("answer_id", pairs, |p| p.pair.answer)
+        .small("wrong_id", pairs, |p| p.pair.wrong)
+        .float("metric_clean", pairs, |p| p.metric_clean)
+        .float("metric_corrupted", pairs, |p| p.metric_corrupted);
+    c.write(&dir.join("pairs.parquet"))
+}
+
+/// Attribution patching against the exact effects: Spearman's ρ of the effects
+/// (`metric − metric_corrupted`… here `metric − base`, the same ranking) per hook and overall,
+/// and the ten largest disagreements in normalised units. `None` when AtP was not computed.
+pub fn atp_summary(rows: &[PatchRow]) -> Option<serde_json::Value> {
+    let with: Vec<&PatchRow> = rows.iter().filter(|r| r.atp_metric.is_some()).collect();
+    if with.is_empty() {
+        return None;
+    }
+    let mut by_hook: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let (mut exact, mut approx) = (Vec::new(), Vec::new());
+    for r in &with {
+        let a = r.atp_metric.expect("filtered");
+        let e = by_hook.entry(r.hook.to_string()).or_default();
+        e.0.push(r.metric);
+        e.1.push(a);
+        exact.push(r.metric);
+        approx.push(a);
+    }
+    let per_hook: serde_json::Map<String, serde_json::Value> = by_hook
+        .iter()
+        .map(|(h, (e, a))| {
+            (
+                h.clone(),
+                serde_json::json!({"n": e.len(), "spearman": finite(spearman(e, a))}),
+            )
+        })
+        .collect();
+    let mut worst: Vec<&&PatchRow> = with.iter().collect();
+    let gap = |r: &PatchRow| {
+        ((r.atp_metric.expect("filtered") - r.metric) / (r.metric_clean - r.metric_corrupted)).abs()
+    };
+    worst.sort_by(|a, b| gap(b).total_cmp(&gap(a)));
+    let worst: Vec<serde_json::Value> = worst
+        .iter()
+        .take(10)
+        .map(|r| {
+            serde_json::json!({
+                "pair": r.pair, "hook": r.hook, "position": r.position, "head": r.head,
+                "normalized": finite(r.normalized),
+                "atp_normalized": finite((r.atp_metric.expect("filtered") - r.metric_corrupted) / (r.metric_clean - r.metric_corrupted)),
+            })
+        })
+        .collect();
+    Some(serde_json::json!({
+        "n": exact.len(),
+        "spearman": finite(spearman(&exact, &approx)),
+        "per_hook": per_hook,
+        "largest_disagreements": worst,
+        "definition": "attribution patching's first-order estimate of each patched run's metric against the exact patched metric: Spearman's rank correlation over every (pair, position, head), per hook and overall; disagreements in units of the pair's clean − corrupted metric gap",
+    }))
+}
+
+fn finite(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// Writes `atp.json` under `dir` (when AtP was computed).
+pub fn write_atp(dir: &Path, rows: &[PatchRow]) -> Result<()> {
+    if let Some(summary) = atp_summary(rows) {
+        let text = serde_json::to_string_pretty(&summary).expect("JSON values serialise");
+        atomic::write_bytes(&dir.join("atp.json"), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Mean normalised effect per (hook, position, head) over the pairs, largest first: what the
+/// terminal and the report show.
+pub fn mean_effects(rows: &[PatchRow]) -> Vec<(HookPoint, u32, Option<u32>, f64)> {
+    type Key = (String, u32, Option<u32>);
+    let mut sums: BTreeMap<Key, (HookPoint, f64, usize)> = BTreeMap::new();
+    for r in rows {
+        let e = sums
+            .entry((r.hook.to_string(), r.position, r.head))
+            .or_insert((r.hook, 0.0, 0));
+        if r.normalized.is_finite() {
+            e.1 += r.normalized;
+            e.2 += 1;
+        }
+    }
+    let mut out: Vec<_> = sums
+        .into_iter()
+        .filter(|(_, (_, _, n))| *n > 0)
+        .map(|((_, p, h), (hook, s, n))| (hook, p, h, s / n as f64))
+        .collect();
+    out.sort_by(|a, b| b.3.abs().total_cmp(&a.3.abs()));
+    out
+}

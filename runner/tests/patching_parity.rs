@@ -1,0 +1,194 @@
+//! Activation patching against PyTorch forward hooks on `transformers` (the committed
+//! `scripts/reference_patching.py` output in `tests/fixtures/patching/`): every patched metric
+//! of the tiny random GPT-2, Llama and NeoX within 1e-3 of the pair's |clean − corrupted| gap.
+//! Also: attribution patching is exact where the metric is linear in the activation (the final
+//! norm's output feeds the unembedding linearly), and noising mirrors denoising.
+
+use glassbox_data::pairs::read_pairs;
+use glassbox_data::HookPoint;
+use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_runner::patching::{
+    patch_pair, prepare_pairs, Direction, Metric, PatchOptions, Positions,
+};
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    glassbox_tests::workspace_root().join("tests/fixtures")
+}
+
+fn tiny(name: &str) -> LoadedModel {
+    let spec: ModelSpec = fixtures().join(name).display().to_string().parse().unwrap();
+    load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap()
+}
+
+fn options(hooks: Vec<HookPoint>) -> PatchOptions {
+    PatchOptions {
+        hooks,
+        positions: Positions::All,
+        heads: true,
+        metric: Metric::LogitDiff,
+        direction: Direction::Denoise,
+        batch_size: 7, // not a divisor of the job counts: partial batches are exercised
+        atp: true,
+    }
+}
+
+fn parity(family: &str, folder: &str) {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("patching/{family}.json"))).unwrap(),
+    )
+    .unwrap();
+    let hooks: Vec<HookPoint> = reference["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().parse().unwrap())
+        .collect();
+    let model = tiny(folder);
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let opts = options(hooks);
+    let mut compared = 0;
+    for (pair, expected) in prepared.iter().zip(reference["pairs"].as_array().unwrap()) {
+        let (rows, summary) = patch_pair(&model, pair, &opts).unwrap();
+        let (clean, corrupted) = (
+            expected["metric_clean"].as_f64().unwrap(),
+            expected["metric_corrupted"].as_f64().unwrap(),
+        );
+        let gap = (clean - corrupted).abs();
+        let tol = 1e-3 * gap;
+        assert!(
+            (summary.metric_clean - clean).abs() <= tol,
+            "{family}: clean {} vs {clean}",
+            summary.metric_clean
+        );
+        assert!(
+            (summary.metric_corrupted - corrupted).abs() <= tol,
+            "{family}: corrupted"
+        );
+        let want = expected["rows"].as_array().unwrap();
+        assert_eq!(
+            rows.len(),
+            want.len(),
+            "{family}: one row per hook × position × head"
+        );
+        for w in want {
+            let hook: HookPoint = w["hook"].as_str().unwrap().parse().unwrap();
+            let position = w["position"].as_u64().unwrap() as u32;
+            let head = w["head"].as_u64().map(|h| h as u32);
+            let got = rows
+                .iter()
+                .find(|r| r.hook == hook && r.position == position && r.head == head)
+                .unwrap_or_else(|| {
+                    panic!("{family}: no row for {hook} @ {position} head {head:?}")
+                });
+            let exp = w["metric"].as_f64().unwrap();
+            assert!(
+                (got.metric - exp).abs() <= tol,
+                "{family} pair {}: {hook} @ {position} head {head:?}: {} vs PyTorch {exp} (tolerance {tol:e})",
+                pair.row,
+                got.metric
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 300, "{family}: {compared} patched runs compared");
+}
+
+#[test]
+fn gpt2_patching_matches_pytorch_hooks() {
+    parity("gpt2", "tiny_gpt2");
+}
+
+#[test]
+fn llama_patching_matches_pytorch_hooks() {
+    parity("llama", "tiny_llama");
+}
+
+#[test]
+fn neox_patching_matches_pytorch_hooks() {
+    parity("neox", "tiny_neox");
+}
+
+#[test]
+fn attribution_patching_is_exact_where_the_metric_is_linear() {
+    // logit(answer) − logit(wrong) = (W_U[answer] − W_U[wrong]) · ln_final(x)[last]: linear in
+    // the final norm's output, so the first-order estimate is the exact effect (and zero at
+    // every earlier position, which the last position's logits do not read).
+    let model = tiny("tiny_gpt2");
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let opts = options(vec![HookPoint::LnFinal]);
+    for pair in &prepared {
+        let (rows, s) = patch_pair(&model, pair, &opts).unwrap();
+        let scale = (s.metric_clean - s.metric_corrupted).abs().max(1e-3);
+        for r in &rows {
+            let atp = r.atp_metric.unwrap();
+            assert!(
+                (atp - r.metric).abs() <= 1e-3 * scale,
+                "position {}: AtP {atp} vs exact {}",
+                r.position,
+                r.metric
+            );
+        }
+        let last = rows.iter().max_by_key(|r| r.position).unwrap();
+        assert!(
+            (last.normalized - 1.0).abs() < 1e-3,
+            "patching the last position restores"
+        );
+        assert!(rows
+            .iter()
+            .filter(|r| r.position != last.position)
+            .all(|r| r.normalized.abs() < 1e-3));
+    }
+}
+
+#[test]
+fn noising_the_last_residual_destroys_what_denoising_restores() {
+    let model = tiny("tiny_llama");
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let mut opts = options(vec![HookPoint::ResidPost(1)]);
+    opts.positions = Positions::Last;
+    opts.direction = Direction::Noise;
+    for pair in &prepared {
+        let (rows, _) = patch_pair(&model, pair, &opts).unwrap();
+        assert_eq!(rows.len(), 1);
+        // The clean run with the corrupted last residual is the corrupted run's output.
+        assert!(rows[0].normalized.abs() < 1e-3, "{}", rows[0].normalized);
+    }
+}
+
+#[test]
+fn bad_pairs_are_refused_naming_the_row() {
+    let model = tiny("tiny_gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        read_pairs(&p).unwrap()
+    };
+    let unequal = write(
+        "unequal.jsonl",
+        "{\"clean\": \"the chef roasted the vegetables\", \"corrupted\": \"the chef\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    let e = prepare_pairs(&model, &unequal).unwrap_err().to_string();
+    assert!(e.contains("row 1") && e.contains("same length"), "{e}");
+    let long_answer = write(
+        "answer.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \" vegetables roasted\", \"wrong\": \" a\"}\n",
+    );
+    let e = prepare_pairs(&model, &long_answer).unwrap_err().to_string();
+    assert!(
+        e.contains("row 1") && e.contains("answer") && e.contains("exactly one"),
+        "{e}"
+    );
+    let mut opts = options(vec![HookPoint::Logits]);
+    opts.atp = false;
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let e = patch_pair(&model, &prepared[0], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`logits` cannot be patched"), "{e}");
+}

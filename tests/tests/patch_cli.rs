@@ -1,0 +1,149 @@
+//! `glassbox patch` end to end on the committed tiny GPT-2: the tables read back by pyarrow (an
+//! independent reader) with one row per pair × hook × position × head, and bad pairs refused
+//! before anything is written (exit 2, the row or column named, the run unchanged).
+
+use glassbox_tests::*;
+use std::path::Path;
+use std::process::Command;
+
+fn patch(run: &Path, pairs: &Path, extra: &[&str]) -> std::process::Output {
+    glassbox()
+        .args(["patch", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--pairs")
+        .arg(pairs)
+        .arg("--run")
+        .arg(run)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn patch_writes_tables_an_independent_reader_agrees_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
+    let out = patch(
+        &run,
+        &pairs,
+        &[
+            "--hooks",
+            "blocks.*.hook_resid_pre,blocks.0.attn.hook_z",
+            "--heads",
+            "--json",
+        ],
+    );
+    assert_success(&out, "patch");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["pairs"], 3);
+    let rho = summary["atp_spearman"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&rho), "{rho}");
+    // Up to date: same command, nothing new.
+    let again = patch(
+        &run,
+        &pairs,
+        &[
+            "--hooks",
+            "blocks.*.hook_resid_pre,blocks.0.attn.hook_z",
+            "--heads",
+            "--json",
+        ],
+    );
+    assert_success(&again, "patch again");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
+
+    let python = match python_with_pyarrow() {
+        Ok(p) => p,
+        Err(why) => {
+            return skip(
+                "patch_writes_tables_an_independent_reader_agrees_with",
+                &why,
+            )
+        }
+    };
+    let script = r#"
+import sys, json, pyarrow.parquet as pq
+d = sys.argv[1]
+res = pq.read_table(d + "/results.parquet").to_pylist()
+pairs = pq.read_table(d + "/pairs.parquet").to_pylist()
+expect = 0
+for p in pairs:
+    t = len(p["clean_tokens"])
+    assert t == len(p["corrupted_tokens"])
+    expect += 2 * t + 4 * t  # two residual hooks by position, hook_z by position x 4 heads
+assert len(res) == expect, (len(res), expect)
+for r in res:
+    gap = r["metric_clean"] - r["metric_corrupted"]
+    assert abs(r["normalized"] - (r["metric"] - r["metric_corrupted"]) / gap) < 1e-9
+    assert (r["head"] is None) == (r["hook"] != "blocks.0.attn.hook_z")
+    assert r["layer"] == int(r["hook"].split(".")[1])
+    assert r["atp_metric"] is not None
+# Patching the first block's input at every position with the clean run's makes the corrupted
+# run the clean run, position by position: where the prompts agree, the patch changes nothing.
+for p in pairs:
+    same = [i for i, (a, b) in enumerate(zip(p["clean_tokens"], p["corrupted_tokens"])) if a == b]
+    for r in res:
+        if r["pair"] == p["pair"] and r["hook"] == "blocks.0.hook_resid_pre" and r["position"] in same:
+            assert abs(r["normalized"]) < 1e-4, r
+print(len(res))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(run.join("patching"))
+        .output()
+        .unwrap();
+    assert_success(&out, "pyarrow check");
+}
+
+#[test]
+fn bad_pairs_and_hooks_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let write = |name: &str, body: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let no_wrong = write(
+        "no_wrong.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \" the\"}\n",
+    );
+    assert_bad_input(&patch(&run, &no_wrong, &[]), &["`wrong`", "missing"]);
+    let unequal = write(
+        "unequal.jsonl",
+        "{\"clean\": \"the chef roasted the vegetables\", \"corrupted\": \"the chef\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    assert_bad_input(&patch(&run, &unequal, &[]), &["row 1", "same length"]);
+    let long = write(
+        "long.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \" vegetables roasted\", \"wrong\": \" a\"}\n",
+    );
+    assert_bad_input(
+        &patch(&run, &long, &[]),
+        &["row 1", "answer", "exactly one"],
+    );
+    let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
+    assert_bad_input(
+        &patch(&run, &pairs, &["--hooks", "logits"]),
+        &["`logits` cannot be patched"],
+    );
+    assert_bad_input(
+        &patch(&run, &pairs, &["--positions", "40"]),
+        &["position 40"],
+    );
+    assert_bad_input(
+        &patch(&run, &pairs, &["--batch-size", "0"]),
+        &["batch_size = 0"],
+    );
+    let left: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".glassbox.lock")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "refused runs leave nothing behind: {left:?}"
+    );
+}
