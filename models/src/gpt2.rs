@@ -342,6 +342,9 @@ impl HookedModel for Gpt2 {
     ) -> Result<Tensor> {
         self.run_from(batch, block, resid_pre, hooks)
     }
+    fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.ln_f.forward(residual).map_err(Into::into))
+    }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.wte)
     }

@@ -402,6 +402,9 @@ impl HookedModel for Llama {
     ) -> Result<Tensor> {
         self.run_from(batch, block, resid_pre, hooks)
     }
+    fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.norm.forward(residual).map_err(Into::into))
+    }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.unembed)
     }

@@ -153,6 +153,11 @@ pub trait HookedModel: Send + Sync {
     fn unembedding(&self) -> Option<&Tensor> {
         None
     }
+    /// The final normalisation (`ln_final`) applied to a residual stream `[b, t, hidden]`, for
+    /// decoders: with [`Self::unembed`], the logit lens at any layer.
+    fn final_norm(&self, _residual: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
     /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
         self.unembedding()

@@ -95,6 +95,9 @@ pub(crate) fn render(s: &Summary) -> String {
         ));
     }
     body.push_str(&crate::dictionary::html(&s.dictionary));
+    if let Some(p) = &s.patching {
+        body.push_str(&crate::patching::section_html(p));
+    }
     body.push_str(&crate::provenance::html(&s.manifest, &s.provenance));
     page(&s.run, &body)
 }

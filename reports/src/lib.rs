@@ -7,6 +7,7 @@ mod html;
 mod markup;
 pub mod md;
 pub mod pages;
+pub mod patching;
 pub mod provenance;
 mod summary_md;
 mod svg;
@@ -73,6 +74,10 @@ pub struct Summary {
     pub tcav: Vec<glassbox_concepts::ScoreRow>,
     /// SAE metrics and listed features/neurons per hook (empty without a dictionary stage).
     pub dictionary: Vec<dictionary::DictionaryFinding>,
+    /// Activation patching's effects, attribution patching's agreement and the logit lens
+    /// (absent without a patch stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patching: Option<patching::PatchingFinding>,
     /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
     pub provenance: provenance::Provenance,
 }
@@ -107,6 +112,13 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .filter_map(dictionary::headline)
             .map(|l| l.replace('`', "")),
     );
+    lines.extend(
+        summary
+            .patching
+            .as_ref()
+            .and_then(patching::headline)
+            .map(|l| l.replace('`', "")),
+    );
     lines
 }
 
@@ -121,6 +133,7 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
         lines.extend(dictionary::headline(f));
         lines.extend(dictionary::unit_findings(f, 3));
     }
+    lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
 }
@@ -203,6 +216,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         probes,
         tcav,
         dictionary,
+        patching: patching::summarise(run)?,
         provenance: provenance::provenance(run),
     })
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod gradient_store;
 pub mod gradients;
 pub mod interventions;
+pub mod lens;
 pub mod patch_tables;
 pub mod patching;
 

@@ -2,6 +2,7 @@
 //! × head), `patching/pairs.parquet` (each pair's tokens and its clean and corrupted metrics)
 //! and `patching/atp.json` (how far attribution patching can be trusted, hook by hook).
 
+use crate::lens::LensRow;
 use crate::patching::{spearman, PairSummary, PatchRow};
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{Float64Array, Int64Array, UInt32Array};
@@ -43,6 +44,19 @@ pub fn write_results(dir: &Path, rows: &[PatchRow]) -> Result<()> {
             }))),
         );
     c.write(&dir.join("results.parquet"))
+}
+
+/// Writes `logit_lens.parquet` under `dir`.
+pub fn write_lens(dir: &Path, rows: &[LensRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.count("pair", rows, |r| r.pair)
+        .text("run", rows, |r| r.run)
+        .small("layer", rows, |r| r.layer)
+        .small("answer_rank", rows, |r| r.answer_rank)
+        .float("answer_prob", rows, |r| r.answer_prob)
+        .float("wrong_prob", rows, |r| r.wrong_prob)
+        .float("logit_diff", rows, |r| r.logit_diff);
+    c.write(&dir.join("logit_lens.parquet"))
 }
 
 /// Writes `pairs.parquet` under `dir`.

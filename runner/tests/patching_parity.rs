@@ -144,6 +144,38 @@ fn attribution_patching_is_exact_where_the_metric_is_linear() {
 }
 
 #[test]
+fn the_logit_lens_at_the_last_block_is_the_model_itself() {
+    for folder in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
+        let model = tiny(folder);
+        let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+        let prepared = prepare_pairs(&model, &pairs).unwrap();
+        let mut opts = options(vec![HookPoint::ResidPost(1)]);
+        opts.positions = Positions::Last;
+        opts.atp = false;
+        for pair in &prepared {
+            let (_, s) = patch_pair(&model, pair, &opts).unwrap();
+            let lens = glassbox_runner::lens::logit_lens(&model, pair).unwrap();
+            assert_eq!(lens.len(), 4, "{folder}: 2 runs × 2 blocks");
+            let last = |run: &str| {
+                lens.iter()
+                    .filter(|r| r.run == run)
+                    .max_by_key(|r| r.layer)
+                    .unwrap()
+                    .logit_diff
+            };
+            assert!((last("clean") - s.metric_clean).abs() < 1e-4, "{folder}");
+            assert!(
+                (last("corrupted") - s.metric_corrupted).abs() < 1e-4,
+                "{folder}"
+            );
+            assert!(lens
+                .iter()
+                .all(|r| r.answer_rank >= 1 && r.answer_prob <= 1.0));
+        }
+    }
+}
+
+#[test]
 fn noising_the_last_residual_destroys_what_denoising_restores() {
     let model = tiny("tiny_llama");
     let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();

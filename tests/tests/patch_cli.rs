@@ -86,6 +86,9 @@ for p in pairs:
     for r in res:
         if r["pair"] == p["pair"] and r["hook"] == "blocks.0.hook_resid_pre" and r["position"] in same:
             assert abs(r["normalized"]) < 1e-4, r
+lens = pq.read_table(d + "/logit_lens.parquet").to_pylist()
+assert len(lens) == len(pairs) * 2 * 2, len(lens)  # clean and corrupted x two blocks
+assert all(r["answer_rank"] >= 1 for r in lens)
 print(len(res))
 "#;
     let out = Command::new(python)
@@ -146,4 +149,81 @@ fn bad_pairs_and_hooks_are_refused_before_anything_is_written() {
         left.is_empty(),
         "refused runs leave nothing behind: {left:?}"
     );
+}
+
+#[test]
+fn the_report_shows_patching_next_to_the_probes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let model = workspace_root().join("tests/fixtures/tiny_gpt2");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.*.hook_resid_post",
+            "--max-length",
+            "64",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let out = glassbox()
+        .args([
+            "probe",
+            "--label",
+            "topic",
+            "--bootstrap",
+            "50",
+            "--no-neurons",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
+    // No --model: the run's model.
+    let out = glassbox()
+        .args(["patch", "--hooks", "blocks.*.hook_resid_pre", "--pairs"])
+        .arg(&pairs)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "patch");
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("patching blocks."), "{stdout}");
+    let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    assert!(html.contains("<h2>Activation patching</h2>") && html.contains("Logit lens"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/summary.json")).unwrap())
+            .unwrap();
+    let effects = summary["patching"]["effects"].as_array().unwrap();
+    assert!(!effects.is_empty());
+    assert_eq!(summary["patching"]["pairs"], 3);
+    let python = match python_with("jsonschema") {
+        Ok(p) => p,
+        Err(why) => return skip("the_report_shows_patching_next_to_the_probes", &why),
+    };
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        ])
+        .arg(run.join("report/summary.json"))
+        .arg(run.join("report/summary.schema.json"))
+        .output()
+        .unwrap();
+    assert_success(&out, "summary.json against its schema");
 }

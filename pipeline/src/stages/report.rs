@@ -21,6 +21,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         "probe": manifest.stage_fingerprint("probe"),
         "tcav": manifest.stage_fingerprint("tcav"),
         "dictionary": manifest.stage_fingerprint("dictionary"),
+        "patch": manifest.stage_fingerprint("patch"),
     });
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");

@@ -1,0 +1,310 @@
+//! The report's activation-patching section: read from `patching/` (when the run has a
+//! `patch` stage), the mean normalised effect of every (hook, position, head) over the pairs
+//! with a 95% interval, each hook's layer × position heatmap, attribution patching's agreement
+//! with the exact effects, and the logit lens.
+
+use crate::markup::escape;
+use crate::ReportError;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
+use arrow_array::Array;
+use glassbox_data::{table, HookPoint, RunDir};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One (hook, position, head)'s effect over the pairs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Effect {
+    pub hook: HookPoint,
+    pub position: u32,
+    pub head: Option<u32>,
+    /// Mean normalised effect (1 = restores the clean metric) over the pairs.
+    pub mean: f64,
+    /// 95% interval of the mean (normal approximation over the pairs).
+    pub ci_low: f64,
+    pub ci_high: f64,
+    /// Pairs with a finite normalised effect.
+    pub n: u64,
+}
+
+/// The logit lens averaged over pairs at one block.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LensLayer {
+    pub layer: u32,
+    pub clean_answer_prob: f64,
+    pub corrupted_answer_prob: f64,
+    pub clean_logit_diff: f64,
+    pub corrupted_logit_diff: f64,
+}
+
+/// What the patching stage found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PatchingFinding {
+    pub pairs: u64,
+    /// Every effect, largest |mean| first.
+    pub effects: Vec<Effect>,
+    /// Spearman's ρ of attribution patching against the exact effects (when computed).
+    pub atp_spearman: Option<f64>,
+    pub lens: Vec<LensLayer>,
+    /// The first pair's clean tokens (the heatmaps' position labels).
+    pub tokens: Vec<String>,
+}
+
+/// Reads the run's `patching/` folder; `None` when it has none.
+pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
+    let dir = run.path("patching");
+    let results = dir.join("results.parquet");
+    if !results.is_file() {
+        return Ok(None);
+    }
+    type Key = (String, u32, Option<u32>);
+    let mut by_key: BTreeMap<Key, (HookPoint, Vec<f64>)> = BTreeMap::new();
+    let mut pairs = std::collections::BTreeSet::new();
+    for batch in table::read_table(&results)? {
+        let col = |n: &str| {
+            batch.column_by_name(n).cloned().ok_or_else(|| {
+                ReportError::Invalid(format!("{}: no column `{n}`", results.display()))
+            })
+        };
+        let (pair, hook, pos, head, norm) = (
+            col("pair")?,
+            col("hook")?,
+            col("position")?,
+            col("head")?,
+            col("normalized")?,
+        );
+        let (pair, hook, pos) = (
+            pair.as_primitive::<UInt64Type>(),
+            hook.as_string::<i32>(),
+            pos.as_primitive::<UInt32Type>(),
+        );
+        let (head, norm) = (
+            head.as_primitive::<UInt32Type>(),
+            norm.as_primitive::<Float64Type>(),
+        );
+        for r in 0..batch.num_rows() {
+            let h = table::parse_hook(&results, r, hook.value(r))?;
+            let hd = (!head.is_null(r)).then(|| head.value(r));
+            pairs.insert(pair.value(r));
+            let e = by_key
+                .entry((h.to_string(), pos.value(r), hd))
+                .or_insert((h, Vec::new()));
+            if norm.value(r).is_finite() {
+                e.1.push(norm.value(r));
+            }
+        }
+    }
+    let mut effects: Vec<Effect> = by_key
+        .into_iter()
+        .filter(|(_, (_, v))| !v.is_empty())
+        .map(|((_, position, head), (hook, v))| {
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let sd = if v.len() > 1 {
+                (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+            } else {
+                f64::NAN
+            };
+            let half = 1.96 * sd / n.sqrt();
+            Effect {
+                hook,
+                position,
+                head,
+                mean,
+                ci_low: mean - half,
+                ci_high: mean + half,
+                n: v.len() as u64,
+            }
+        })
+        .collect();
+    effects.sort_by(|a, b| b.mean.abs().total_cmp(&a.mean.abs()));
+    let atp_spearman = std::fs::read_to_string(dir.join("atp.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["spearman"].as_f64());
+    Ok(Some(PatchingFinding {
+        pairs: pairs.len() as u64,
+        effects,
+        atp_spearman,
+        lens: read_lens(&dir.join("logit_lens.parquet"))?,
+        tokens: first_tokens(&dir.join("pairs.parquet"))?,
+    }))
+}
+
+fn read_lens(path: &std::path::Path) -> Result<Vec<LensLayer>, ReportError> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    // layer → (clean prob, corrupted prob, clean diff, corrupted diff, clean n, corrupted n)
+    let mut acc: BTreeMap<u32, [f64; 6]> = BTreeMap::new();
+    for batch in table::read_table(path)? {
+        let run = batch.column(1).as_string::<i32>().clone();
+        let layer = batch.column(2).as_primitive::<UInt32Type>().clone();
+        let prob = batch.column(4).as_primitive::<Float64Type>().clone();
+        let diff = batch.column(6).as_primitive::<Float64Type>().clone();
+        for r in 0..batch.num_rows() {
+            let a = acc.entry(layer.value(r)).or_default();
+            let k = usize::from(run.value(r) != "clean");
+            a[k] += prob.value(r);
+            a[2 + k] += diff.value(r);
+            a[4 + k] += 1.0;
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .map(|(layer, a)| LensLayer {
+            layer,
+            clean_answer_prob: a[0] / a[4].max(1.0),
+            corrupted_answer_prob: a[1] / a[5].max(1.0),
+            clean_logit_diff: a[2] / a[4].max(1.0),
+            corrupted_logit_diff: a[3] / a[5].max(1.0),
+        })
+        .collect())
+}
+
+fn first_tokens(path: &std::path::Path) -> Result<Vec<String>, ReportError> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let batches = table::read_table(path)?;
+    let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    let list = batch.column(1).as_list::<i32>().value(0);
+    let strings = list.as_string::<i32>();
+    Ok((0..strings.len())
+        .map(|i| strings.value(i).to_owned())
+        .collect())
+}
+
+/// The headline: the strongest effect and how far attribution patching agrees.
+pub fn headline(f: &PatchingFinding) -> Option<String> {
+    let top = f.effects.first()?;
+    let head = top.head.map_or(String::new(), |h| format!(" head {h}"));
+    let atp = f.atp_spearman.map_or(String::new(), |r| {
+        format!("; attribution patching ranks effects with Spearman ρ = {r:.2}")
+    });
+    Some(format!(
+        "patching `{}` at position {}{head} has the largest mean normalised effect, {:.2} (1 restores the clean answer, 0 changes nothing; 95% CI [{:.2}, {:.2}], {} pairs){atp}",
+        top.hook, top.position, top.mean, top.ci_low, top.ci_high, top.n
+    ))
+}
+
+/// A layer × position heatmap of mean normalised effects for hooks named `blocks.L.<suffix>`.
+pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
+    let cells: Vec<&Effect> = f
+        .effects
+        .iter()
+        .filter(|e| {
+            e.head.is_none() && e.hook.layer().is_some() && e.hook.to_string().ends_with(suffix)
+        })
+        .collect();
+    if cells.is_empty() {
+        return None;
+    }
+    let layers = cells.iter().filter_map(|e| e.hook.layer()).max()? + 1;
+    let positions = cells.iter().map(|e| e.position).max()? as usize + 1;
+    let (cw, ch, left, top) = (36.0, 16.0, 70.0, 70.0);
+    let (w, h) = (
+        left + cw * positions as f64 + 10.0,
+        top + ch * layers as f64 + 10.0,
+    );
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!("patching effects at {suffix}, layer by position"))
+    );
+    for p in 0..positions {
+        let label = f.tokens.get(p).cloned().unwrap_or_else(|| p.to_string());
+        let x = left + cw * (p as f64 + 0.5);
+        svg.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"start\" transform=\"rotate(-45 {x:.1} {:.1})\">{}</text>",
+            top - 4.0,
+            top - 4.0,
+            escape(&label)
+        ));
+    }
+    for l in 0..layers {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">L{l}</text>",
+            left - 4.0,
+            top + ch * (l as f64 + 0.75)
+        ));
+    }
+    for e in cells {
+        let l = e.hook.layer().unwrap_or(0);
+        let v = e.mean.clamp(-1.0, 1.0);
+        // Blue for restoring effects, red for reversing ones, white for none.
+        let (r, g, b) = if v >= 0.0 {
+            (255.0 * (1.0 - v), 255.0 * (1.0 - 0.6 * v), 255.0)
+        } else {
+            (255.0, 255.0 * (1.0 + 0.6 * v), 255.0 * (1.0 + v))
+        };
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cw}\" height=\"{ch}\" fill=\"rgb({r:.0},{g:.0},{b:.0})\"><title>{}</title></rect>",
+            left + cw * e.position as f64,
+            top + ch * l as f64,
+            escape(&format!("{} @ {}: {:.3} [{:.3}, {:.3}]", e.hook, e.position, e.mean, e.ci_low, e.ci_high))
+        ));
+    }
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
+/// The section's HTML.
+pub(crate) fn section_html(f: &PatchingFinding) -> String {
+    let mut out = String::from("<h2>Activation patching</h2>\n");
+    if let Some(line) = headline(f) {
+        out.push_str(&format!("<p>{}</p>\n", crate::markup::inline(&line)));
+    }
+    let mut suffixes: Vec<String> = f
+        .effects
+        .iter()
+        .filter(|e| e.head.is_none())
+        .filter_map(|e| {
+            e.hook
+                .to_string()
+                .split_once('.')
+                .and_then(|(_, r)| r.split_once('.'))
+                .map(|(_, s)| s.to_owned())
+        })
+        .collect();
+    suffixes.sort();
+    suffixes.dedup();
+    for s in &suffixes {
+        if let Some(svg) = heatmap(f, s) {
+            out.push_str(&format!(
+                "<figure>{svg}<figcaption>Mean normalised effect of patching <code>{}</code> by layer and position (blue restores the clean answer, red pushes away; tokens of pair 0).</figcaption></figure>\n",
+                escape(s)
+            ));
+        }
+    }
+    out.push_str("<table><thead><tr><th>hook</th><th>position</th><th>head</th><th>mean effect [95% CI]</th><th>pairs</th></tr></thead><tbody>\n");
+    for e in f.effects.iter().take(15) {
+        out.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.3} [{:.3}, {:.3}]</td><td>{}</td></tr>\n",
+            escape(&e.hook.to_string()),
+            e.position,
+            e.head.map_or("–".to_owned(), |h| h.to_string()),
+            e.mean,
+            e.ci_low,
+            e.ci_high,
+            e.n
+        ));
+    }
+    out.push_str("</tbody></table>\n");
+    if !f.lens.is_empty() {
+        out.push_str("<h3>Logit lens</h3>\n<table><thead><tr><th>block</th><th>P(answer) clean</th><th>P(answer) corrupted</th><th>logit diff clean</th><th>logit diff corrupted</th></tr></thead><tbody>\n");
+        for l in &f.lens {
+            out.push_str(&format!(
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>\n",
+                l.layer,
+                l.clean_answer_prob,
+                l.corrupted_answer_prob,
+                l.clean_logit_diff,
+                l.corrupted_logit_diff
+            ));
+        }
+        out.push_str("</tbody></table>\n");
+    }
+    out
+}

@@ -1,0 +1,96 @@
+//! The logit lens (nostalgebraist 2020): each block's output residual at the last position,
+//! read out through the final normalisation and the unembedding, as if the model stopped
+//! there — where the answer appears, layer by layer, in the clean and the corrupted run.
+
+use crate::patching::PreparedPair;
+use glassbox_data::HookPoint;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{Capture, LoadedModel, ModelError, Result, TokenBatch};
+
+/// One layer's read-out of one run of one pair.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LensRow {
+    /// Row index of the pair.
+    pub pair: u64,
+    /// `clean` or `corrupted`.
+    pub run: &'static str,
+    /// The block whose output is read (`blocks.L.hook_resid_post`).
+    pub layer: u32,
+    /// 1-based rank of the answer among all tokens (1 = the top prediction).
+    pub answer_rank: u32,
+    /// Probability of the answer.
+    pub answer_prob: f64,
+    /// Probability of the wrong token.
+    pub wrong_prob: f64,
+    /// logit(answer) − logit(wrong).
+    pub logit_diff: f64,
+}
+
+/// The logit lens of a pair's clean and corrupted runs at every block.
+pub fn logit_lens(model: &LoadedModel, pair: &PreparedPair) -> Result<Vec<LensRow>> {
+    let layers: Vec<HookPoint> = model
+        .model
+        .hook_points()
+        .into_iter()
+        .filter(|h| matches!(h, HookPoint::ResidPost(_)))
+        .collect();
+    let mut rows = Vec::new();
+    for (run, encoded) in [("clean", &pair.clean), ("corrupted", &pair.corrupted)] {
+        rows.extend(read_out(model, encoded, &layers, pair, run)?);
+    }
+    Ok(rows)
+}
+
+fn read_out(
+    model: &LoadedModel,
+    encoded: &Encoded,
+    layers: &[HookPoint],
+    pair: &PreparedPair,
+    run: &'static str,
+) -> Result<Vec<LensRow>> {
+    let batch = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
+    let mut capture = Capture::new(layers.iter().copied());
+    model.model.forward((&batch).into(), &mut capture)?;
+    let t = encoded.ids.len();
+    let mut out = Vec::with_capacity(layers.len());
+    for &hook in layers {
+        let x = capture
+            .captured
+            .get(&hook)
+            .ok_or_else(|| ModelError::UnknownHook {
+                name: hook.to_string(),
+                hint: format!(" (the {} forward never reached it)", model.model.family()),
+            })?;
+        let last = x.narrow(1, t - 1, 1)?.contiguous()?;
+        let normed = model.model.final_norm(&last).ok_or_else(|| {
+            ModelError::Invalid(format!(
+                "the {} model has no final norm to read a residual through",
+                model.model.family()
+            ))
+        })??;
+        let logits: Vec<f32> = model
+            .model
+            .unembed(&normed)
+            .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??
+            .flatten_all()?
+            .to_vec1()?;
+        let (a, w) = (logits[pair.answer as usize], logits[pair.wrong as usize]);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = logits
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        out.push(LensRow {
+            pair: pair.row as u64,
+            run,
+            layer: hook.layer().unwrap_or(0) as u32,
+            answer_rank: 1 + logits.iter().filter(|&&v| v > a).count() as u32,
+            answer_prob: (a as f64 - lse).exp(),
+            wrong_prob: (w as f64 - lse).exp(),
+            logit_diff: a as f64 - w as f64,
+        });
+    }
+    Ok(out)
+}
