@@ -327,6 +327,22 @@ impl HookedModel for Gpt2 {
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)
     }
+    fn forward_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        if block >= self.blocks.len()
+            || !prenorm::usable(self.wte.device(), self.blocks.len(), hooks)
+        {
+            return None;
+        }
+        Some(self.check_length(batch).and_then(|()| {
+            prenorm::forward_from(&self.fast(), batch, block, resid_pre, hooks, &self.spare)
+        }))
+    }
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
         self.check_length(batch)?;

@@ -389,6 +389,22 @@ impl HookedModel for Llama {
         self.check_length(batch)?;
         prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
+    fn forward_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        if block >= self.blocks.len()
+            || !prenorm::usable(self.embed.device(), self.blocks.len(), hooks)
+        {
+            return None;
+        }
+        Some(self.check_length(batch).and_then(|()| {
+            prenorm::forward_from(&self.fast(), batch, block, resid_pre, hooks, &self.spare)
+        }))
+    }
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
         self.graph_forward(batch, hooks)

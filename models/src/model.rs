@@ -136,6 +136,19 @@ pub trait HookedModel: Send + Sync {
             self.family()
         )))
     }
+    /// The forward from block `block` on, given the residual stream entering it (`[batch, seq,
+    /// hidden]`, `blocks.{block}.hook_resid_pre`, whose hook is called first), on the fast path
+    /// where the family has one: patching a hook of block `block` need not rerun the blocks
+    /// before it. `None`: not available (run the whole forward).
+    fn forward_from(
+        &self,
+        _batch: &TokenBatch,
+        _block: usize,
+        _resid_pre: &Tensor,
+        _hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        None
+    }
     /// A hand-written backward through blocks `first..=last`, where the family has one:
     /// `seed(output, offsets)` receives the packed output of block `last` and returns
     /// `∂f/∂output`; the result holds the gradient entering each block. `None`: use autograd.

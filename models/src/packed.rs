@@ -56,7 +56,13 @@ impl Layout {
     }
 
     /// Packed rows from a `[batch, seq, width]` tensor.
-    fn unpad(&self, t: &Tensor, width: usize, point: HookPoint, packed: &mut [f32]) -> Result<()> {
+    pub(crate) fn unpad(
+        &self,
+        t: &Tensor,
+        width: usize,
+        point: HookPoint,
+        packed: &mut [f32],
+    ) -> Result<()> {
         if t.dims() != [self.batch, self.seq, width] {
             return Err(ModelError::Invalid(format!(
                 "hook `{point}` returned shape {:?}, expected [{}, {}, {width}]",

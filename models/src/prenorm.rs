@@ -259,7 +259,7 @@ pub(crate) fn forward(
         layout.hook(hooks, HookPoint::PosEmbed, &mut side, hidden)?;
         add_into(&mut x, &side);
     }
-    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool)?;
+    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool, 0)?;
     d.final_norm.apply(&x, &mut side)?;
     let out = layout.padded(&side, hidden)?;
     pool.extend([side, x]);
@@ -267,14 +267,43 @@ pub(crate) fn forward(
     crate::layers::final_hooks(hooks, out, d.unembed)
 }
 
-/// The stack's blocks on packed rows `x` (`layout` says whose), in place, with the hooks of
-/// every block; scratch buffers come from `pool` and go back to it.
+/// The decoder from block `first` on, given the residual stream entering it
+/// (`[batch, seq, hidden]`, `blocks.{first}.hook_resid_pre`, whose hook is called first): the
+/// blocks before it are not run. Same values and hooks as [`forward`] from there on.
+pub(crate) fn forward_from(
+    d: &Decoder,
+    batch: &TokenBatch,
+    first: usize,
+    resid_pre: &Tensor,
+    hooks: &mut dyn Hooks,
+    spare: &Spare,
+) -> Result<Tensor> {
+    let (b, t) = batch.input_ids.dims2()?;
+    debug_assert_eq!(batch.lengths.len(), b);
+    let layout = Layout::new(&batch.lengths, t);
+    let rows = layout.rows();
+    let hidden = d.embed.dim(1)?;
+    let mut pool = spare.take_all();
+    let mut x = take(&mut pool, rows * hidden);
+    let mut side = take(&mut pool, rows * hidden);
+    layout.unpad(resid_pre, hidden, HookPoint::ResidPre(first), &mut x)?;
+    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool, first)?;
+    d.final_norm.apply(&x, &mut side)?;
+    let out = layout.padded(&side, hidden)?;
+    pool.extend([side, x]);
+    spare.keep(pool);
+    crate::layers::final_hooks(hooks, out, d.unembed)
+}
+
+/// The stack's blocks from `first` on, on packed rows `x` (`layout` says whose), in place,
+/// with the hooks of every block; scratch buffers come from `pool` and go back to it.
 pub(crate) fn run_stack(
     s: &Stack,
     layout: &Layout,
     x: &mut [f32],
     hooks: &mut dyn Hooks,
     pool: &mut Vec<Vec<f32>>,
+    first: usize,
 ) -> Result<()> {
     let rows = layout.rows();
     let hidden = x.len() / rows.max(1);
@@ -299,7 +328,7 @@ pub(crate) fn run_stack(
     let mut interleaved = take(pool, if per_head { rows * qkv_width } else { 0 });
     let rotary = s.rotary.map(|r| (r.inv_freq.len(), r.tables(layout.seq)));
 
-    for (i, blk) in s.blocks.iter().enumerate() {
+    for (i, blk) in s.blocks.iter().enumerate().skip(first) {
         layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
         blk.norm1.apply(x, &mut normed)?;
         let columns = [

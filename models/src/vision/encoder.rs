@@ -163,7 +163,14 @@ impl Encoder {
         let layout = Layout::new(&vec![t; b], t);
         let mut packed: Vec<f32> = x.flatten_all()?.to_vec1()?;
         let mut pool = self.spare.take_all();
-        prenorm::run_stack(&self.stack(causal), &layout, &mut packed, hooks, &mut pool)?;
+        prenorm::run_stack(
+            &self.stack(causal),
+            &layout,
+            &mut packed,
+            hooks,
+            &mut pool,
+            0,
+        )?;
         self.spare.keep(pool);
         Ok(Tensor::from_vec(packed, (b, t, h), &Device::Cpu)?)
     }

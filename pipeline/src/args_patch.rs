@@ -1,0 +1,105 @@
+//! The `patch` subcommand's flags (they fill the `[patch]` section). As in `args`, the doc
+//! comments are `--help` text: `[@REVISION]` is argument syntax, not a doc link.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// ORG/NAME[@REVISION] or ./local/dir (a causal LM); default: the run's model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// JSONL, CSV or Parquet with `clean`, `corrupted`, `answer` and `wrong` columns.
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Hook names or glob patterns to patch, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = crate::config::PatchSection::default().hooks)]
+    pub hooks: Vec<String>,
+    /// Run directory to write `patching/` into (created when missing).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// all, last, or 0-based positions (0,3,5).
+    #[arg(long, default_value_t = crate::config::PatchSection::default().positions)]
+    pub positions: glassbox_runner::patching::Positions,
+    /// Patch attn.hook_z head by head.
+    #[arg(long)]
+    pub heads: bool,
+    /// logit-diff (logit_diff), prob, logprob or kl.
+    #[arg(long, value_enum, default_value = "logit-diff")]
+    pub metric: MetricArg,
+    /// denoise (corrupted run, clean activation) or noise (the reverse).
+    #[arg(long, value_enum, default_value = "denoise")]
+    pub direction: DirectionArg,
+    /// Skip attribution patching (the first-order estimate written beside each exact effect).
+    #[arg(long)]
+    pub no_atp: bool,
+    /// Patched runs per forward pass.
+    #[arg(long, default_value_t = crate::config::PatchSection::default().batch_size)]
+    pub batch_size: usize,
+    /// Read PyTorch pickle checkpoints.
+    #[arg(long)]
+    pub allow_pickle: bool,
+    /// Patch again even when the run is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--metric`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MetricArg {
+    #[value(alias = "logit_diff")]
+    LogitDiff,
+    Prob,
+    Logprob,
+    Kl,
+}
+
+impl From<MetricArg> for glassbox_runner::patching::Metric {
+    fn from(m: MetricArg) -> Self {
+        use glassbox_runner::patching::Metric;
+        match m {
+            MetricArg::LogitDiff => Metric::LogitDiff,
+            MetricArg::Prob => Metric::Prob,
+            MetricArg::Logprob => Metric::Logprob,
+            MetricArg::Kl => Metric::Kl,
+        }
+    }
+}
+
+/// `--direction`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DirectionArg {
+    Denoise,
+    Noise,
+}
+
+impl From<DirectionArg> for glassbox_runner::patching::Direction {
+    fn from(d: DirectionArg) -> Self {
+        use glassbox_runner::patching::Direction;
+        match d {
+            DirectionArg::Denoise => Direction::Denoise,
+            DirectionArg::Noise => Direction::Noise,
+        }
+    }
+}
+
+impl PatchArgs {
+    /// The `[patch]` section these flags describe.
+    pub fn settings(&self) -> crate::config::PatchSection {
+        crate::config::PatchSection {
+            pairs: self.pairs.clone(),
+            hooks: self.hooks.clone(),
+            positions: self.positions.clone(),
+            heads: self.heads,
+            metric: self.metric.into(),
+            direction: self.direction.into(),
+            atp: !self.no_atp,
+            batch_size: self.batch_size,
+            allow_pickle: self.allow_pickle,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Attribution patching's gradients: one differentiable forward of the base run with a zero
+//! variable added at every hook, one backward of the metric; and Spearman's ρ to compare its
+//! estimates with the exact effects.
+
+use super::forward::{batch_of, Cache};
+use super::{Metric, PreparedPair};
+use candle_core::{Tensor, Var, D};
+use glassbox_data::HookPoint;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{Hooks, LoadedModel, ModelError, Result};
+use std::collections::BTreeMap;
+
+/// Adds a zero variable at each wanted hook: the gradient with respect to it is the gradient
+/// with respect to the activation, and the graph stays whole.
+struct GradientTaps {
+    wanted: Vec<HookPoint>,
+    taps: Vec<(HookPoint, Var)>,
+}
+
+impl Hooks for GradientTaps {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.wanted.contains(&point)
+    }
+    fn needs_graph(&self) -> bool {
+        true
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let z = Var::zeros(x.shape(), x.dtype(), x.device())?;
+        let y = (&x + z.as_tensor())?;
+        self.taps.push((point, z));
+        Ok(y)
+    }
+}
+
+/// The base run's metric and `∂metric/∂activation` `[t × width]` at every hook.
+pub(super) fn atp_gradients(
+    model: &LoadedModel,
+    base: &Encoded,
+    hooks: &[HookPoint],
+    metric: Metric,
+    pair: &PreparedPair,
+    clean_logp: &[f64],
+) -> Result<(f64, Cache)> {
+    let batch = batch_of(model, base, 1)?;
+    let mut taps = GradientTaps {
+        wanted: hooks.to_vec(),
+        taps: Vec::new(),
+    };
+    let hidden = model
+        .model
+        .forward_differentiable((&batch).into(), &mut taps)?;
+    let t = hidden.dim(1)?;
+    let last = hidden.narrow(1, t - 1, 1)?;
+    let logits = model
+        .model
+        .unembed(&last)
+        .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??
+        .flatten_all()?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let lse = logits
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        .broadcast_add(&max)?;
+    let logp = logits.broadcast_sub(&lse)?;
+    let pick = |v: &Tensor, i: u32| v.narrow(0, i as usize, 1);
+    let value = match metric {
+        Metric::LogitDiff => (pick(&logits, pair.answer)? - pick(&logits, pair.wrong)?)?,
+        Metric::Logprob => pick(&logp, pair.answer)?,
+        Metric::Prob => pick(&logp, pair.answer)?.exp()?,
+        Metric::Kl => {
+            let c: Vec<f32> = clean_logp.iter().map(|&v| v as f32).collect();
+            let c = Tensor::from_vec(c, logp.shape(), logp.device())?;
+            (c.exp()? * (&c - &logp)?)?.sum_keepdim(0)?
+        }
+    }
+    .sum_all()?;
+    let base_metric = value.to_scalar::<f32>()? as f64;
+    let grads = value.backward()?;
+    let mut out = BTreeMap::new();
+    for (hook, z) in taps.taps {
+        let g = match grads.get(z.as_tensor()) {
+            Some(g) => g.flatten_all()?.to_vec1()?,
+            None => vec![0.0; z.as_tensor().elem_count()],
+        };
+        out.insert(hook, g);
+    }
+    if let Some(h) = hooks.iter().find(|h| !out.contains_key(h)) {
+        return Err(ModelError::UnknownHook {
+            name: h.to_string(),
+            hint: format!(
+                " (the {} differentiable forward never reached it)",
+                model.model.family()
+            ),
+        });
+    }
+    Ok((base_metric, out))
+}
+
+/// Spearman's rank correlation (average ranks for ties); NaN for fewer than 2 points or a
+/// constant side.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+                j += 1;
+            }
+            let avg = (i + j) as f64 / 2.0;
+            for &k in &order[i..=j] {
+                r[k] = avg;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    if a.len() < 2 || a.len() != b.len() {
+        return f64::NAN;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}

@@ -1,0 +1,135 @@
+//! The runs behind patching: batches of copies of a prompt, the cached clean and corrupted
+//! runs, patched forwards (from the patched hook's block where the family can), and the metric
+//! of each run from its last-position logits.
+
+use super::{Metric, PreparedPair};
+use candle_core::Tensor;
+use glassbox_data::HookPoint;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{Capture, Hooks, LoadedModel, ModelError, Result, TokenBatch};
+use std::collections::BTreeMap;
+
+/// The metric of each of a batch's runs from their last-position logits.
+pub(super) fn score(
+    metric: Metric,
+    logits: &[Vec<f32>],
+    pair: &PreparedPair,
+    clean_logp: &[f64],
+) -> Vec<f64> {
+    logits
+        .iter()
+        .map(|row| {
+            let logp = log_softmax(row);
+            match metric {
+                Metric::LogitDiff => {
+                    row[pair.answer as usize] as f64 - row[pair.wrong as usize] as f64
+                }
+                Metric::Logprob => logp[pair.answer as usize],
+                Metric::Prob => logp[pair.answer as usize].exp(),
+                Metric::Kl => clean_logp
+                    .iter()
+                    .zip(&logp)
+                    .map(|(c, r)| c.exp() * (c - r))
+                    .sum(),
+            }
+        })
+        .collect()
+}
+
+pub(super) fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row
+        .iter()
+        .map(|&v| v as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lse = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    row.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// Last-position logits `[k][vocab]` of a forward over `batch` with `hooks`.
+pub(super) fn last_logits(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<f32>>> {
+    last_logits_from(model, batch, None, hooks)
+}
+
+/// The same, from block `l` on when `start` = `(l, resid_pre)` gives the residual entering it
+/// (`t × hidden`, the same for every copy in the batch) and the family has a forward from a
+/// block: the blocks before a patched hook compute what the base run already did.
+pub(super) fn last_logits_from(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    start: Option<(usize, &[f32])>,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<f32>>> {
+    let from = match start {
+        Some((block, resid)) => {
+            let (k, t) = batch.input_ids.dims2()?;
+            let width = resid.len() / t.max(1);
+            let copies: Vec<f32> = resid
+                .iter()
+                .copied()
+                .cycle()
+                .take(k * resid.len())
+                .collect();
+            let resid = Tensor::from_vec(copies, (k, t, width), &model.device)?;
+            model
+                .model
+                .forward_from(batch, block, &resid, hooks)
+                .transpose()?
+        }
+        None => None,
+    };
+    let hidden = match from {
+        Some(h) => h,
+        None => model.model.forward(batch.into(), hooks)?,
+    };
+    let t = hidden.dim(1)?;
+    let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
+    let logits = model
+        .model
+        .unembed(&last)
+        .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??;
+    Ok(logits.squeeze(1)?.to_vec2()?)
+}
+
+pub(super) fn batch_of(
+    model: &LoadedModel,
+    encoded: &Encoded,
+    copies: usize,
+) -> Result<TokenBatch> {
+    let refs: Vec<&Encoded> = vec![encoded; copies];
+    TokenBatch::from_encoded(&refs, model.pad_id, &model.device)
+}
+
+/// Activations `[t × width]` of one run, by hook.
+pub(super) type Cache = BTreeMap<HookPoint, Vec<f32>>;
+
+/// Cached activations `[t × width]` of one run at every hook, and its last-position logits.
+pub(super) fn cached_run(
+    model: &LoadedModel,
+    encoded: &Encoded,
+    hooks: &[HookPoint],
+) -> Result<(Cache, Vec<f32>)> {
+    let batch = batch_of(model, encoded, 1)?;
+    let mut capture = Capture::new(hooks.iter().copied());
+    let logits = last_logits(model, &batch, &mut capture)?.remove(0);
+    let mut acts = BTreeMap::new();
+    for &hook in hooks {
+        let x = capture
+            .captured
+            .get(&hook)
+            .ok_or_else(|| ModelError::UnknownHook {
+                name: hook.to_string(),
+                hint: format!(" (the {} forward never reached it)", model.model.family()),
+            })?;
+        acts.insert(hook, x.flatten_all()?.to_vec1()?);
+    }
+    Ok((acts, logits))
+}

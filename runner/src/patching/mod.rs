@@ -1,0 +1,308 @@
+//! Activation patching (Meng et al. 2022; Heimersheim & Nanda 2024 for the conventions) and
+//! its first-order estimate, attribution patching (Nanda 2023; Syed et al. 2023).
+//!
+//! Per prompt pair (same token count) the clean and the corrupted prompt run once with every
+//! selected hook cached. Denoising runs the corrupted prompt with one activation — a hook at
+//! one position, or one head's slice of `attn.hook_z` there — taken from the clean run; noising
+//! is the reverse. Many patched runs go through the model as one batch (copies of the base
+//! prompt, each with its own patch), and only the last position is unembedded. The metric is
+//! read at the last position: `logit_diff` = logit(answer) − logit(wrong) (the default),
+//! `logprob` / `prob` of the answer, or `kl` = KL(clean ‖ run) of the next-token distribution.
+//! `normalized = (metric − metric_corrupted) / (metric_clean − metric_corrupted)`: 1 means the
+//! patch restores the clean behaviour, 0 means it does nothing.
+//!
+//! Attribution patching estimates every effect at once from the base run's gradient:
+//! `metric(patched) − metric(base) ≈ Σ (a_source − a_base) · ∂metric/∂a` over the patched
+//! slice, from one differentiable forward and one backward per pair.
+
+use candle_core::Tensor;
+use glassbox_data::pairs::PromptPairs;
+use glassbox_data::HookPoint;
+use glassbox_models::{Hooks, LoadedModel, ModelError, Result};
+
+mod atp;
+mod forward;
+mod options;
+
+pub use atp::spearman;
+pub use options::{
+    Direction, Metric, PairSummary, PatchOptions, PatchRow, Positions, PreparedPair,
+};
+
+use atp::atp_gradients;
+use forward::{batch_of, cached_run, last_logits_from, log_softmax, score};
+
+/// Hooks that cannot be patched one position at a time.
+pub fn check_patchable(hook: HookPoint) -> Result<()> {
+    match hook {
+        HookPoint::AttnPattern(_) | HookPoint::Logits => Err(ModelError::Invalid(format!(
+            "`{hook}` cannot be patched at a position (its row is not an activation the rest of \
+             the model reads position by position); patch a residual, attention or MLP hook"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Tokenises and checks every pair: equal token counts, one-token answers. Errors name the
+/// file and row and show the tokenisation.
+pub fn prepare_pairs(model: &LoadedModel, pairs: &PromptPairs) -> Result<Vec<PreparedPair>> {
+    if model.model.unembedding().is_none() {
+        return Err(ModelError::Invalid(format!(
+            "patching with answer/wrong tokens needs a causal LM; the {} model has no unembedding",
+            model.model.family()
+        )));
+    }
+    let tokenizer = model.tokenizer()?;
+    let file = pairs.source.display();
+    let mut out = Vec::with_capacity(pairs.len());
+    for row in 0..pairs.len() {
+        let mut enc = tokenizer.encode(&[&pairs.clean[row], &pairs.corrupted[row]])?;
+        let corrupted = enc.pop().expect("two encodings");
+        let clean = enc.pop().expect("two encodings");
+        if clean.ids.len() != corrupted.ids.len() {
+            return Err(ModelError::Invalid(format!(
+                "{file}: row {}: clean has {} tokens {:?} but corrupted has {} {:?}; patching \
+                 compares positions one to one, so make the two prompts tokenise to the same length",
+                row + 1,
+                clean.ids.len(),
+                clean.tokens,
+                corrupted.ids.len(),
+                corrupted.tokens
+            )));
+        }
+        let one_token = |what: &str, text: &str| -> Result<u32> {
+            let ids = tokenizer.encode_plain(text)?;
+            match ids.as_slice() {
+                [(id, _)] => Ok(*id),
+                _ => Err(ModelError::Invalid(format!(
+                    "{file}: row {}: {what} {text:?} is {} tokens {:?}; it must be exactly one \
+                     (a leading space is part of a word-start token)",
+                    row + 1,
+                    ids.len(),
+                    ids.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>()
+                ))),
+            }
+        };
+        let answer = one_token("answer", &pairs.answer[row])?;
+        let wrong = one_token("wrong", &pairs.wrong[row])?;
+        out.push(PreparedPair {
+            row,
+            clean,
+            corrupted,
+            answer,
+            wrong,
+        });
+    }
+    Ok(out)
+}
+
+/// The positions of a pair's prompts that `positions` selects; an error names the pair when
+/// one is past its end (call it for every pair before writing anything).
+pub fn positions_for(positions: &Positions, pair: &PreparedPair) -> Result<Vec<usize>> {
+    resolve_positions(positions, pair.clean.ids.len(), pair)
+}
+
+fn resolve_positions(positions: &Positions, len: usize, pair: &PreparedPair) -> Result<Vec<usize>> {
+    match positions {
+        Positions::All => Ok((0..len).collect()),
+        Positions::Last => Ok(vec![len - 1]),
+        Positions::Listed(v) => {
+            if let Some(p) = v.iter().find(|&&p| p >= len) {
+                return Err(ModelError::Invalid(format!(
+                    "pairs row {}: position {p} is past the prompt's {len} tokens {:?}",
+                    pair.row + 1,
+                    pair.clean.tokens
+                )));
+            }
+            Ok(v.clone())
+        }
+    }
+}
+
+/// One patched run at the hook being swept: a position and maybe a head.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    position: usize,
+    head: Option<usize>,
+}
+
+/// Replaces, in copy `i` of the batch, the activation of job `i` by the source run's.
+struct PatchMany<'a> {
+    point: HookPoint,
+    jobs: &'a [Job],
+    source: &'a [f32],
+    head_dim: usize,
+}
+
+impl Hooks for PatchMany<'_> {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.point
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        if point != self.point {
+            return Ok(x);
+        }
+        let (k, t, w) = x.dims3()?;
+        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        for (i, job) in self.jobs.iter().enumerate() {
+            let (dst, src) = ((i * t + job.position) * w, job.position * w);
+            let (from, len) = match job.head {
+                Some(h) => (h * self.head_dim, self.head_dim),
+                None => (0, w),
+            };
+            v[dst + from..dst + from + len]
+                .copy_from_slice(&self.source[src + from..src + from + len]);
+        }
+        Tensor::from_vec(v, (k, t, w), x.device())
+    }
+}
+
+/// Patches every (hook, position[, head]) of one pair; returns its rows and its clean and
+/// corrupted metrics.
+pub fn patch_pair(
+    model: &LoadedModel,
+    pair: &PreparedPair,
+    opts: &PatchOptions,
+) -> Result<(Vec<PatchRow>, PairSummary)> {
+    for &hook in &opts.hooks {
+        check_patchable(hook)?;
+    }
+    // The residual entering each patched hook's block, to start the patched runs there.
+    let mut cached = opts.hooks.clone();
+    for hook in &opts.hooks {
+        if let Some(l) = hook.layer() {
+            cached.push(HookPoint::ResidPre(l));
+        }
+    }
+    cached.sort();
+    cached.dedup();
+    let (clean_acts, clean_logits) = cached_run(model, &pair.clean, &cached)?;
+    let (corrupted_acts, corrupted_logits) = cached_run(model, &pair.corrupted, &cached)?;
+    let clean_logp = log_softmax(&clean_logits);
+    let metric_clean = score(opts.metric, &[clean_logits], pair, &clean_logp)[0];
+    let metric_corrupted = score(opts.metric, &[corrupted_logits], pair, &clean_logp)[0];
+    let (base, source_acts, base_acts) = match opts.direction {
+        Direction::Denoise => (&pair.corrupted, &clean_acts, &corrupted_acts),
+        Direction::Noise => (&pair.clean, &corrupted_acts, &clean_acts),
+    };
+    let len = pair.clean.ids.len();
+    let positions = resolve_positions(&opts.positions, len, pair)?;
+    let heads = model.model.attention_heads();
+    let mut rows = Vec::new();
+    let atp = if opts.atp {
+        Some(atp_gradients(
+            model,
+            base,
+            &opts.hooks,
+            opts.metric,
+            pair,
+            &clean_logp,
+        )?)
+    } else {
+        None
+    };
+    for &hook in &opts.hooks {
+        let width = model.model.hook_width(hook);
+        let per_head = match (opts.heads, hook, heads) {
+            (true, HookPoint::AttnZ(_), Some(h)) if h > 0 && width % h == 0 => Some(h),
+            _ => None,
+        };
+        let head_dim = per_head.map_or(width, |h| width / h);
+        let jobs: Vec<Job> = positions
+            .iter()
+            .flat_map(|&position| match per_head {
+                Some(h) => (0..h)
+                    .map(|head| Job {
+                        position,
+                        head: Some(head),
+                    })
+                    .collect::<Vec<_>>(),
+                None => vec![Job {
+                    position,
+                    head: None,
+                }],
+            })
+            .collect();
+        let source = &source_acts[&hook];
+        let start = hook.layer().and_then(|l| {
+            base_acts
+                .get(&HookPoint::ResidPre(l))
+                .map(|r| (l, r.as_slice()))
+        });
+        for chunk in jobs.chunks(opts.batch_size.max(1)) {
+            let batch = batch_of(model, base, chunk.len())?;
+            let mut patch = PatchMany {
+                point: hook,
+                jobs: chunk,
+                source,
+                head_dim,
+            };
+            let logits = last_logits_from(model, &batch, start, &mut patch)?;
+            let metrics = score(opts.metric, &logits, pair, &clean_logp);
+            for (job, metric) in chunk.iter().zip(metrics) {
+                let atp_metric = atp.as_ref().map(|(base_metric, grads)| {
+                    let (g, b, s) = (&grads[&hook], &base_acts[&hook], source);
+                    let start = job.position * width + job.head.map_or(0, |h| h * head_dim);
+                    let end = start + if job.head.is_some() { head_dim } else { width };
+                    base_metric
+                        + (start..end)
+                            .map(|i| (s[i] as f64 - b[i] as f64) * g[i] as f64)
+                            .sum::<f64>()
+                });
+                rows.push(PatchRow {
+                    pair: pair.row as u64,
+                    hook,
+                    position: job.position as u32,
+                    head: job.head.map(|h| h as u32),
+                    metric,
+                    metric_clean,
+                    metric_corrupted,
+                    normalized: (metric - metric_corrupted) / (metric_clean - metric_corrupted),
+                    atp_metric,
+                });
+            }
+        }
+    }
+    Ok((
+        rows,
+        PairSummary {
+            pair: pair.clone(),
+            metric_clean,
+            metric_corrupted,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_and_print() {
+        assert_eq!("all".parse::<Positions>().unwrap(), Positions::All);
+        assert_eq!("last".parse::<Positions>().unwrap(), Positions::Last);
+        assert_eq!(
+            "5, 0,3,3".parse::<Positions>().unwrap(),
+            Positions::Listed(vec![0, 3, 5])
+        );
+        assert!("first".parse::<Positions>().is_err());
+        assert_eq!(Positions::Listed(vec![0, 3]).to_string(), "0,3");
+    }
+
+    #[test]
+    fn spearman_matches_hand_values() {
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // Ties share their average rank: ranks (1.5, 1.5, 3) against (1, 2, 3).
+        let r = spearman(&[1.0, 1.0, 2.0], &[1.0, 2.0, 3.0]);
+        assert!((r - 0.866_025_403_784_438_6).abs() < 1e-12, "{r}");
+        assert!(spearman(&[1.0], &[1.0]).is_nan());
+    }
+
+    #[test]
+    fn log_softmax_is_normalised() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0]);
+        let total: f64 = lp.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+    }
+}
