@@ -12,6 +12,7 @@
 pub mod extract;
 pub mod gradient_store;
 pub mod gradients;
+pub mod image_sets;
 pub mod interventions;
 pub mod lens;
 pub mod patch_tables;

@@ -18,14 +18,12 @@ use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
-use glassbox_data::images::{
-    load_rgb, read_image_dataset, read_image_set, ImageSet, Preprocessor, IMAGE_EXTENSIONS,
-};
+use glassbox_data::images::{read_image_dataset, read_image_set, ImageSet, IMAGE_EXTENSIONS};
 use glassbox_data::rng::SeededRng;
-use glassbox_data::textures::{render, Texture};
 use glassbox_data::{Progress, RunDir};
 use glassbox_models::{hooks, Capture, HookPoint, ImageBatch, LoadedModel};
 use glassbox_runner::extract::image_batch;
+use glassbox_runner::image_sets::{file_batches, pooled_images, random_batches};
 use std::collections::BTreeMap;
 
 /// A parsed target: its seed row over the model's output, and its class for `class:` targets.
@@ -150,77 +148,6 @@ fn embedded_prompts(
         .embed_texts(&ids)
         .ok_or_else(|| anyhow!("the {} family has no text tower", model.model.family()))??;
     Ok(BTreeMap::from([(HookPoint::Embeds, rows)]))
-}
-
-/// Mean-over-positions activations of `images` at `hooks`, `n × width` per hook.
-fn pooled_images(
-    model: &LoadedModel,
-    batches: impl Iterator<Item = Result<ImageBatch>>,
-    hooks: &[HookPoint],
-) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
-    let mut out: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
-    for batch in batches {
-        let batch = batch?;
-        let mut capture = Capture::new(hooks.iter().copied());
-        model.model.forward((&batch).into(), &mut capture)?;
-        for hook in hooks {
-            let t = &capture.captured[hook];
-            let pooled: Vec<f32> = t.mean(1)?.flatten_all()?.to_vec1()?;
-            out.entry(*hook).or_default().extend(pooled);
-        }
-    }
-    Ok(out)
-}
-
-fn file_batches<'a>(
-    files: &'a [std::path::PathBuf],
-    pre: &'a Preprocessor,
-    batch_size: usize,
-) -> impl Iterator<Item = Result<ImageBatch>> + 'a {
-    files.chunks(batch_size.max(1)).map(move |chunk| {
-        let mut pixels = Vec::new();
-        let mut size = (0, 0);
-        for f in chunk {
-            let (v, h, w) = pre.apply(&load_rgb(f)?, f)?;
-            if size != (0, 0) && size != (h, w) {
-                bail!("{}: preprocesses to another size than the rest of its set; set a crop in preprocessor_config.json", f.display());
-            }
-            size = (h, w);
-            pixels.extend(v);
-        }
-        Ok(ImageBatch { pixels, batch: chunk.len(), height: size.0 as usize, width: size.1 as usize })
-    })
-}
-
-/// Random smooth colour fields (seeded), preprocessed like photos.
-fn random_batches<'a>(
-    pre: &'a Preprocessor,
-    n: usize,
-    size: u32,
-    seed: u64,
-    batch_size: usize,
-) -> impl Iterator<Item = Result<ImageBatch>> + 'a {
-    let starts: Vec<usize> = (0..n).step_by(batch_size.max(1)).collect();
-    starts.into_iter().map(move |start| {
-        let end = (start + batch_size).min(n);
-        let mut pixels = Vec::new();
-        let mut hw = (0, 0);
-        for i in start..end {
-            let mut rng = SeededRng::new(
-                seed ^ 0x005e_ed0f_4a4d ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            let img = render(Texture::Random, size, &mut rng);
-            let (v, h, w) = pre.apply(&img, std::path::Path::new("<random image>"))?;
-            hw = (h as usize, w as usize);
-            pixels.extend(v);
-        }
-        Ok(ImageBatch {
-            pixels,
-            batch: end - start,
-            height: hw.0,
-            width: hw.1,
-        })
-    })
 }
 
 pub fn run_tcav_vision(
