@@ -361,6 +361,13 @@ impl HookedModel for Gpt2 {
     fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
         Some(self.ln_f.forward(residual).map_err(Into::into))
     }
+    fn final_norm_parts(&self) -> Option<crate::model::FinalNorm<'_>> {
+        Some(crate::model::FinalNorm::Layer {
+            weight: &self.ln_f.weight,
+            bias: &self.ln_f.bias,
+            eps: self.ln_f.eps as f64,
+        })
+    }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.wte)
     }

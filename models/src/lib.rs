@@ -29,7 +29,7 @@ pub use glassbox_data::pool::{self, Pool};
 pub use glassbox_data::Modality;
 pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
-pub use model::{HookedModel, Input};
+pub use model::{FinalNorm, HookedModel, Input};
 pub use registry::{load_model, LoadOptions, LoadedModel, FAMILIES};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

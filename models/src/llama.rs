@@ -421,6 +421,12 @@ impl HookedModel for Llama {
     fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
         Some(self.norm.forward(residual).map_err(Into::into))
     }
+    fn final_norm_parts(&self) -> Option<crate::model::FinalNorm<'_>> {
+        Some(crate::model::FinalNorm::Rms {
+            weight: &self.norm.weight,
+            eps: self.norm.eps,
+        })
+    }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.unembed)
     }

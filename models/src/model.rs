@@ -87,6 +87,28 @@ pub struct HookGradients {
     pub logits: Vec<f32>,
 }
 
+/// The parameters of a decoder's final normalisation, for reading residual components through
+/// it with the normalisation scale frozen (direct logit attribution).
+#[derive(Debug, Clone, Copy)]
+pub enum FinalNorm<'a> {
+    /// `γ ⊙ (x − mean x) / sqrt(var x + eps) + β`.
+    Layer {
+        /// γ, `[hidden]`.
+        weight: &'a Tensor,
+        /// β, `[hidden]`.
+        bias: &'a Tensor,
+        /// Added to the variance.
+        eps: f64,
+    },
+    /// `γ ⊙ x / sqrt(mean x² + eps)`.
+    Rms {
+        /// γ, `[hidden]`.
+        weight: &'a Tensor,
+        /// Added to the mean square.
+        eps: f64,
+    },
+}
+
 /// A model whose forward pass calls hooks at TransformerLens-named points.
 pub trait HookedModel: Send + Sync {
     /// The family name (`bert`, `efficientnet_lite`, …).
@@ -169,6 +191,10 @@ pub trait HookedModel: Send + Sync {
     /// The final normalisation (`ln_final`) applied to a residual stream `[b, t, hidden]`, for
     /// decoders: with [`Self::unembed`], the logit lens at any layer.
     fn final_norm(&self, _residual: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
+    /// The final normalisation's parameters (decoders).
+    fn final_norm_parts(&self) -> Option<FinalNorm<'_>> {
         None
     }
     /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.

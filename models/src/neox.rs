@@ -385,6 +385,13 @@ impl HookedModel for Neox {
     fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
         Some(self.final_norm.forward(residual).map_err(Into::into))
     }
+    fn final_norm_parts(&self) -> Option<crate::model::FinalNorm<'_>> {
+        Some(crate::model::FinalNorm::Layer {
+            weight: &self.final_norm.weight,
+            bias: &self.final_norm.bias,
+            eps: self.final_norm.eps as f64,
+        })
+    }
     fn unembedding(&self) -> Option<&Tensor> {
         Some(&self.unembed)
     }

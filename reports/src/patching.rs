@@ -37,6 +37,14 @@ pub struct LensLayer {
     pub corrupted_logit_diff: f64,
 }
 
+/// One residual component's direct logit attribution, averaged over pairs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DlaComponent {
+    pub component: String,
+    pub clean: f64,
+    pub corrupted: f64,
+}
+
 /// What the patching stage found.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PatchingFinding {
@@ -46,6 +54,8 @@ pub struct PatchingFinding {
     /// Spearman's ρ of attribution patching against the exact effects (when computed).
     pub atp_spearman: Option<f64>,
     pub lens: Vec<LensLayer>,
+    /// Direct logit attribution per component (largest clean − corrupted change first).
+    pub dla: Vec<DlaComponent>,
     /// The first pair's clean tokens (the heatmaps' position labels).
     pub tokens: Vec<String>,
 }
@@ -127,6 +137,7 @@ pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
         effects,
         atp_spearman,
         lens: read_lens(&dir.join("logit_lens.parquet"))?,
+        dla: read_dla(&dir.join("dla.parquet"))?,
         tokens: first_tokens(&dir.join("pairs.parquet"))?,
     }))
 }
@@ -160,6 +171,47 @@ fn read_lens(path: &std::path::Path) -> Result<Vec<LensLayer>, ReportError> {
             corrupted_logit_diff: a[3] / a[5].max(1.0),
         })
         .collect())
+}
+
+fn read_dla(path: &std::path::Path) -> Result<Vec<DlaComponent>, ReportError> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    // component → (clean sum, corrupted sum, clean n, corrupted n), in first-seen order
+    let mut order: Vec<String> = Vec::new();
+    let mut acc: BTreeMap<String, [f64; 4]> = BTreeMap::new();
+    for batch in table::read_table(path)? {
+        let run = batch.column(1).as_string::<i32>().clone();
+        let component = batch.column(2).as_string::<i32>().clone();
+        let value = batch.column(4).as_primitive::<Float64Type>().clone();
+        for r in 0..batch.num_rows() {
+            let name = component.value(r).to_owned();
+            if !acc.contains_key(&name) {
+                order.push(name.clone());
+            }
+            let a = acc.entry(name).or_default();
+            let k = usize::from(run.value(r) != "clean");
+            a[k] += value.value(r);
+            a[2 + k] += 1.0;
+        }
+    }
+    let mut out: Vec<DlaComponent> = order
+        .into_iter()
+        .map(|c| {
+            let a = acc[&c];
+            DlaComponent {
+                component: c,
+                clean: a[0] / a[2].max(1.0),
+                corrupted: a[1] / a[3].max(1.0),
+            }
+        })
+        .collect();
+    out.sort_by(|x, y| {
+        (y.clean - y.corrupted)
+            .abs()
+            .total_cmp(&(x.clean - x.corrupted).abs())
+    });
+    Ok(out)
 }
 
 fn first_tokens(path: &std::path::Path) -> Result<Vec<String>, ReportError> {
@@ -292,6 +344,19 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
         ));
     }
     out.push_str("</tbody></table>\n");
+    if !f.dla.is_empty() {
+        out.push_str("<h3>Direct logit attribution</h3>\n<p class=\"note\">Each component's contribution to logit(answer) − logit(wrong) at the last position, read through the final norm with its scale frozen (components sum to the logit difference); mean over pairs, largest clean − corrupted change first.</p>\n<table><thead><tr><th>component</th><th>clean</th><th>corrupted</th><th>change</th></tr></thead><tbody>\n");
+        for d in f.dla.iter().take(12) {
+            out.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{:.3}</td><td>{:.3}</td><td>{:+.3}</td></tr>\n",
+                escape(&d.component),
+                d.clean,
+                d.corrupted,
+                d.clean - d.corrupted
+            ));
+        }
+        out.push_str("</tbody></table>\n");
+    }
     if !f.lens.is_empty() {
         out.push_str("<h3>Logit lens</h3>\n<table><thead><tr><th>block</th><th>P(answer) clean</th><th>P(answer) corrupted</th><th>logit diff clean</th><th>logit diff corrupted</th></tr></thead><tbody>\n");
         for l in &f.lens {

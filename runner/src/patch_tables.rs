@@ -2,6 +2,7 @@
 //! × head), `patching/pairs.parquet` (each pair's tokens and its clean and corrupted metrics)
 //! and `patching/atp.json` (how far attribution patching can be trusted, hook by hook).
 
+use crate::dla::DlaRow;
 use crate::lens::LensRow;
 use crate::patching::{spearman, PairSummary, PatchRow};
 use arrow_array::builder::{ListBuilder, StringBuilder};
@@ -57,6 +58,20 @@ pub fn write_lens(dir: &Path, rows: &[LensRow]) -> Result<()> {
         .float("wrong_prob", rows, |r| r.wrong_prob)
         .float("logit_diff", rows, |r| r.logit_diff);
     c.write(&dir.join("logit_lens.parquet"))
+}
+
+/// Writes `dla.parquet` under `dir`.
+pub fn write_dla(dir: &Path, rows: &[DlaRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.count("pair", rows, |r| r.pair)
+        .text("run", rows, |r| r.run)
+        .text("component", rows, |r| &r.component)
+        .add(
+            "layer",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.layer))),
+        )
+        .float("contribution", rows, |r| r.contribution);
+    c.write(&dir.join("dla.parquet"))
 }
 
 /// Writes `pairs.parquet` under `dir`.

@@ -176,6 +176,37 @@ fn the_logit_lens_at_the_last_block_is_the_model_itself() {
 }
 
 #[test]
+fn direct_logit_attributions_sum_to_the_logit_difference() {
+    for folder in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
+        let model = tiny(folder);
+        let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+        let prepared = prepare_pairs(&model, &pairs).unwrap();
+        let mut opts = options(vec![HookPoint::ResidPost(1)]);
+        opts.positions = Positions::Last;
+        opts.atp = false;
+        for pair in &prepared {
+            let (_, s) = patch_pair(&model, pair, &opts).unwrap();
+            let dla = glassbox_runner::dla::direct_logit_attribution(&model, pair).unwrap();
+            for (run, metric) in [("clean", s.metric_clean), ("corrupted", s.metric_corrupted)] {
+                let parts: Vec<_> = dla.iter().filter(|r| r.run == run).collect();
+                // embed (+ pos embed), 2 blocks × (attn, mlp), LayerNorm's bias where it has one
+                assert!(parts.len() >= 5, "{folder}: {} components", parts.len());
+                let total: f64 = parts.iter().map(|r| r.contribution).sum();
+                let scale = parts
+                    .iter()
+                    .map(|r| r.contribution.abs())
+                    .sum::<f64>()
+                    .max(1.0);
+                assert!(
+                    (total - metric).abs() <= 1e-4 * scale,
+                    "{folder} {run}: components sum to {total}, the logit difference is {metric}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn noising_the_last_residual_destroys_what_denoising_restores() {
     let model = tiny("tiny_llama");
     let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();

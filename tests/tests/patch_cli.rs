@@ -89,6 +89,12 @@ for p in pairs:
 lens = pq.read_table(d + "/logit_lens.parquet").to_pylist()
 assert len(lens) == len(pairs) * 2 * 2, len(lens)  # clean and corrupted x two blocks
 assert all(r["answer_rank"] >= 1 for r in lens)
+dla = pq.read_table(d + "/dla.parquet").to_pylist()
+for p in pairs:
+    for run, metric in (("clean", p["metric_clean"]), ("corrupted", p["metric_corrupted"])):
+        parts = [r["contribution"] for r in dla if r["pair"] == p["pair"] and r["run"] == run]
+        scale = max(1.0, sum(abs(c) for c in parts))
+        assert abs(sum(parts) - metric) <= 1e-4 * scale, (run, sum(parts), metric)
 print(len(res))
 "#;
     let out = Command::new(python)

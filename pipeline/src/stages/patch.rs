@@ -8,9 +8,10 @@ use anyhow::{bail, Result};
 use glassbox_data::pairs::read_pairs;
 use glassbox_data::{Manifest, ModelRecord, Progress, RunDir};
 use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec};
+use glassbox_runner::dla::direct_logit_attribution;
 use glassbox_runner::lens::logit_lens;
 use glassbox_runner::patch_tables::{
-    mean_effects, write_atp, write_lens, write_pairs, write_results,
+    mean_effects, write_atp, write_dla, write_lens, write_pairs, write_results,
 };
 use glassbox_runner::patching::{
     check_patchable, patch_pair, positions_for, prepare_pairs, PatchOptions,
@@ -97,17 +98,20 @@ pub fn run_patch(
     let dir = tx.run().path("patching");
     std::fs::create_dir_all(&dir)?;
     progress.start("patch (pairs)", prepared.len() as u64);
-    let (mut rows, mut summaries, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut summaries) = (Vec::new(), Vec::new());
+    let (mut lens, mut dla) = (Vec::new(), Vec::new());
     for pair in &prepared {
         let (r, s) = patch_pair(&model, pair, &opts)?;
         rows.extend(r);
         summaries.push(s);
         lens.extend(logit_lens(&model, pair)?);
+        dla.extend(direct_logit_attribution(&model, pair)?);
         progress.advance(1);
     }
     progress.finish();
     write_pairs(&dir, &summaries)?;
     write_lens(&dir, &lens)?;
+    write_dla(&dir, &dla)?;
     write_atp(&dir, &rows)?;
     // Results last: their presence marks the folder complete.
     write_results(&dir, &rows)?;
