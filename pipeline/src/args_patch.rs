@@ -37,6 +37,13 @@ pub struct PatchArgs {
     /// Patched runs per forward pass.
     #[arg(long, default_value_t = crate::config::PatchSection::default().batch_size)]
     pub batch_size: usize,
+    /// Also ablate every hook (each head of attn.hook_z with --heads) on the clean prompts:
+    /// zero, or mean (over the pairs' clean runs); the metric's change with a bootstrap CI.
+    #[arg(long, value_enum)]
+    pub ablate: Option<AblateArg>,
+    /// Seed of the ablation's bootstrap intervals.
+    #[arg(long, default_value_t = crate::config::PatchSection::default().seed)]
+    pub seed: u64,
     /// Read PyTorch pickle checkpoints.
     #[arg(long)]
     pub allow_pickle: bool,
@@ -70,6 +77,13 @@ impl From<MetricArg> for glassbox_runner::patching::Metric {
     }
 }
 
+/// `--ablate`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AblateArg {
+    Zero,
+    Mean,
+}
+
 /// `--direction`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DirectionArg {
@@ -99,6 +113,11 @@ impl PatchArgs {
             direction: self.direction.into(),
             atp: !self.no_atp,
             batch_size: self.batch_size,
+            ablation: self.ablate.map(|a| match a {
+                AblateArg::Zero => glassbox_runner::patching::Ablation::Zero,
+                AblateArg::Mean => glassbox_runner::patching::Ablation::Mean,
+            }),
+            seed: self.seed,
             allow_pickle: self.allow_pickle,
         }
     }

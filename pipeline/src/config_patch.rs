@@ -1,7 +1,7 @@
 //! The `[patch]` section: activation patching over prompt pairs.
 
 use anyhow::{bail, Result};
-use glassbox_runner::patching::{Direction, Metric, Positions};
+use glassbox_runner::patching::{Ablation, Direction, Metric, Positions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -25,6 +25,11 @@ pub struct PatchSection {
     pub atp: bool,
     /// Patched runs per forward pass.
     pub batch_size: usize,
+    /// Also ablate every hook (head by head for `attn.hook_z` with `heads`) on the clean
+    /// prompts: `zero` or `mean` (over the pairs' clean runs); absent: no ablation.
+    pub ablation: Option<Ablation>,
+    /// Seed of the ablation's bootstrap intervals.
+    pub seed: u64,
     /// Read PyTorch pickle checkpoints.
     pub allow_pickle: bool,
 }
@@ -40,6 +45,8 @@ impl Default for PatchSection {
             direction: Direction::Denoise,
             atp: true,
             batch_size: 32,
+            ablation: None,
+            seed: 0,
             allow_pickle: false,
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::dla::DlaRow;
 use crate::lens::LensRow;
-use crate::patching::{spearman, PairSummary, PatchRow};
+use crate::patching::{spearman, AblationRow, PairSummary, PatchRow};
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{Float64Array, Int64Array, UInt32Array};
 use glassbox_data::table::Columns;
@@ -58,6 +58,28 @@ pub fn write_lens(dir: &Path, rows: &[LensRow]) -> Result<()> {
         .float("wrong_prob", rows, |r| r.wrong_prob)
         .float("logit_diff", rows, |r| r.logit_diff);
     c.write(&dir.join("logit_lens.parquet"))
+}
+
+/// Writes `ablation.parquet` under `dir`.
+pub fn write_ablation(dir: &Path, rows: &[AblationRow]) -> Result<()> {
+    let mut c = Columns::default();
+    c.hooks("hook", rows, |r| r.hook)
+        .add(
+            "layer",
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.hook.layer().map(|l| l as i64)),
+            )),
+        )
+        .add(
+            "head",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.head))),
+        )
+        .text("ablation", rows, |r| r.ablation)
+        .float("delta", rows, |r| r.delta)
+        .float("ci_low", rows, |r| r.ci_low)
+        .float("ci_high", rows, |r| r.ci_high)
+        .count("n", rows, |r| r.n);
+    c.write(&dir.join("ablation.parquet"))
 }
 
 /// Writes `dla.parquet` under `dir`.

@@ -207,6 +207,55 @@ fn direct_logit_attributions_sum_to_the_logit_difference() {
 }
 
 #[test]
+fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
+    use glassbox_runner::patching::{ablate, Ablation};
+    let model = tiny("tiny_neox");
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let mut clean = Vec::new();
+    for pair in &prepared {
+        let mut opts = options(vec![HookPoint::LnFinal]);
+        opts.positions = Positions::Last;
+        opts.atp = false;
+        clean.push(patch_pair(&model, pair, &opts).unwrap().1.metric_clean);
+    }
+    let rows = ablate(
+        &model,
+        &prepared,
+        &[HookPoint::LnFinal],
+        false,
+        Ablation::Zero,
+        Metric::LogitDiff,
+        4,
+        0,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    // Zero logits: the logit difference drops to 0, so the change is minus the clean value.
+    let want = -clean.iter().sum::<f64>() / clean.len() as f64;
+    assert!(
+        (rows[0].delta - want).abs() < 1e-5,
+        "{} vs {want}",
+        rows[0].delta
+    );
+    assert!(rows[0].ci_low <= rows[0].delta && rows[0].delta <= rows[0].ci_high);
+    // Per head: one row per head of attn.hook_z, each with three pairs.
+    let heads = ablate(
+        &model,
+        &prepared,
+        &[HookPoint::AttnZ(0)],
+        true,
+        Ablation::Mean,
+        Metric::LogitDiff,
+        3,
+        0,
+    )
+    .unwrap();
+    assert_eq!(heads.len(), model.model.attention_heads().unwrap());
+    assert!(heads.iter().all(|r| r.n == 3 && r.delta.is_finite()));
+}
+
+#[test]
 fn noising_the_last_residual_destroys_what_denoising_restores() {
     let model = tiny("tiny_llama");
     let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();

@@ -233,3 +233,51 @@ fn the_report_shows_patching_next_to_the_probes() {
         .unwrap();
     assert_success(&out, "summary.json against its schema");
 }
+
+#[test]
+fn ablation_writes_one_row_per_head_with_an_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
+    let out = patch(
+        &run,
+        &pairs,
+        &[
+            "--hooks",
+            "blocks.0.attn.hook_z",
+            "--heads",
+            "--positions",
+            "last",
+            "--no-atp",
+            "--ablate",
+            "mean",
+            "--seed",
+            "7",
+        ],
+    );
+    assert_success(&out, "patch --ablate mean");
+    let python = match python_with_pyarrow() {
+        Ok(p) => p,
+        Err(why) => return skip("ablation_writes_one_row_per_head_with_an_interval", &why),
+    };
+    let script = r#"
+import sys, pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1] + "/ablation.parquet").to_pylist()
+assert sorted(r["head"] for r in rows) == [0, 1, 2, 3], rows
+for r in rows:
+    assert r["ablation"] == "mean" and r["n"] == 3 and r["layer"] == 0
+    assert r["ci_low"] <= r["delta"] <= r["ci_high"], r
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(run.join("patching"))
+        .output()
+        .unwrap();
+    assert_success(&out, "pyarrow check of ablation.parquet");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["stages"]["patch"]["seed"], 7,
+        "the bootstrap seed is recorded"
+    );
+}

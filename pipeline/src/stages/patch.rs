@@ -11,10 +11,10 @@ use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec};
 use glassbox_runner::dla::direct_logit_attribution;
 use glassbox_runner::lens::logit_lens;
 use glassbox_runner::patch_tables::{
-    mean_effects, write_atp, write_dla, write_lens, write_pairs, write_results,
+    mean_effects, write_ablation, write_atp, write_dla, write_lens, write_pairs, write_results,
 };
 use glassbox_runner::patching::{
-    check_patchable, patch_pair, positions_for, prepare_pairs, PatchOptions,
+    ablate, check_patchable, patch_pair, positions_for, prepare_pairs, PatchOptions,
 };
 
 /// What a patching run found, for the terminal.
@@ -111,6 +111,19 @@ pub fn run_patch(
     progress.finish();
     write_pairs(&dir, &summaries)?;
     write_lens(&dir, &lens)?;
+    if let Some(kind) = settings.ablation {
+        let rows = ablate(
+            &model,
+            &prepared,
+            &opts.hooks,
+            opts.heads,
+            kind,
+            opts.metric,
+            opts.batch_size,
+            settings.seed,
+        )?;
+        write_ablation(&dir, &rows)?;
+    }
     write_dla(&dir, &dla)?;
     write_atp(&dir, &rows)?;
     // Results last: their presence marks the folder complete.
@@ -120,7 +133,7 @@ pub fn run_patch(
     let done = Completion {
         stage: Stage::Patch,
         fingerprint: fp,
-        seed: None,
+        seed: settings.ablation.map(|_| settings.seed),
         params,
         started,
     };

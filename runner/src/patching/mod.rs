@@ -20,9 +20,12 @@ use glassbox_data::pairs::PromptPairs;
 use glassbox_data::HookPoint;
 use glassbox_models::{Hooks, LoadedModel, ModelError, Result};
 
+mod ablation;
 mod atp;
 mod forward;
 mod options;
+
+pub use ablation::{ablate, bootstrap_mean_ci, Ablation, AblationRow};
 
 pub use atp::spearman;
 pub use options::{
