@@ -69,6 +69,14 @@ lint:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     python3 scripts/module_cycles.py
 
+# A full residual sweep of SmolLM2-135M over the first `pairs` IOI pairs, glassbox next to a plain
+# PyTorch forward-hook loop in the same run (bench/patching.sh): seconds, speedup, agreement, CPU flags.
+bench-patching pairs="2": models venv
+    @case "{{pairs}}" in ''|*[!0-9]*|0) echo "pairs must be a positive whole number, e.g. just bench-patching 4" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch transformers gguf accelerate huggingface_hub"
+    bench/patching.sh {{pairs}}
+
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides
 # load once and run `passes` single passes in turn (`just bench 9`; bench/paired.py), so a
