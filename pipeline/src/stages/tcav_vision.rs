@@ -3,7 +3,7 @@
 //!
 //! - Concepts: folders of images (e.g. `glassbox textures` output, `textures/stripes`).
 //! - Random counterparts: `random_corpus` (a folder of images) or, by default, seeded random
-//!   smooth colour fields drawn at the model's input size ([`Texture::Random`]).
+//!   smooth colour fields drawn at the model's input size (`glassbox_data::textures::Texture::Random`).
 //! - Targets: `class:<ImageNet label>` (as in the model's `id2label`, e.g. `class:zebra`),
 //!   evaluated on every image of the run's data set.
 //! - Spatial pooling: CAVs are trained on activations averaged over a hook's positions
