@@ -145,6 +145,11 @@ reference-llama: reference-gpt2
 reference-neox: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_neox.py
 
+# Regenerate the planted-mechanism fixture (a one-layer GPT-2 with a hand-set copying head).
+planted-copy:
+    @just _python-env .venv-ref "torch transformers tokenizers safetensors"
+    .venv-ref/bin/python scripts/planted_copy_head.py
+
 # Regenerate the activation-patching reference (PyTorch forward hooks on the tiny decoders).
 reference-patching:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
