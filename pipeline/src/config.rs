@@ -302,9 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn shipped_default_config_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/default.toml");
-        let c = PipelineConfig::load(&path).unwrap();
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+        let c = PipelineConfig::load(&dir.join("default.toml")).unwrap();
         assert!(!c.probe.labels.is_empty());
+        let ioi = PipelineConfig::load(&dir.join("ioi.toml")).unwrap();
+        let patch = ioi.patch.expect("ioi.toml patches");
+        patch.validate().unwrap();
+        assert_eq!(patch.metric, glassbox_runner::patching::Metric::LogitDiff);
+        for name in ["vision.toml"] {
+            PipelineConfig::load(&dir.join(name)).unwrap();
+        }
     }
 }

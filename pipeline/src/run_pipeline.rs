@@ -51,27 +51,31 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
     };
     let extracted = extract::run_extract(run, &req, bars).context("extract stage failed")?;
     render::extracted(extracted.as_ref())?;
-    if config.probe.labels.is_empty() && config.probe.token_labels.is_empty() {
-        bars.note("probe: no labels configured; skipping probe and report");
-        return Ok(());
+    let probing = !(config.probe.labels.is_empty() && config.probe.token_labels.is_empty());
+    if probing {
+        let results =
+            probe::run_probe(run, &config.probe, force, bars).context("probe stage failed")?;
+        render::probes(results.as_deref(), false)?;
+        if let Some(settings) = &config.tcav {
+            let scores = tcav::run_tcav_stage(run, settings, tcav::Gradients::Compute, force, bars)
+                .context("tcav stage failed")?;
+            render::tcav(scores.as_deref(), false)?;
+        }
+        if let Some(settings) = &config.dictionary {
+            let done = dictionary::run_dictionary_stage(run, settings, force, None, bars)
+                .context("dictionary stage failed")?;
+            render::dictionary(&done, false)?;
+        }
     }
-    let results =
-        probe::run_probe(run, &config.probe, force, bars).context("probe stage failed")?;
-    render::probes(results.as_deref(), false)?;
-    if let Some(settings) = &config.tcav {
-        let scores = tcav::run_tcav_stage(run, settings, tcav::Gradients::Compute, force, bars)
-            .context("tcav stage failed")?;
-        render::tcav(scores.as_deref(), false)?;
-    }
-    if let Some(settings) = &config.dictionary {
-        let done = dictionary::run_dictionary_stage(run, settings, force, None, bars)
-            .context("dictionary stage failed")?;
-        render::dictionary(&done, false)?;
-    }
+    // Patching reads the model and its pairs, not the probes: it runs either way.
     if let Some(settings) = &config.patch {
         let done = crate::stages::patch::run_patch(run, &config.model.id, settings, force, bars)
             .context("patch stage failed")?;
         render::patch(done.as_ref(), false)?;
+    }
+    if !probing {
+        bars.note("probe: no labels configured; skipping probe, tcav, dictionary and report");
+        return Ok(());
     }
     let report = report::run_report(run, force, bars).context("report stage failed")?;
     render::report(&report)?;

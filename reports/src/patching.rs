@@ -254,7 +254,12 @@ pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
     if cells.is_empty() {
         return None;
     }
-    let layers = cells.iter().filter_map(|e| e.hook.layer()).max()? + 1;
+    // Only the patched layers get a row.
+    let mut layer_ids: Vec<usize> = cells.iter().filter_map(|e| e.hook.layer()).collect();
+    layer_ids.sort_unstable();
+    layer_ids.dedup();
+    let row_of = |l: usize| layer_ids.binary_search(&l).unwrap_or(0);
+    let layers = layer_ids.len();
     let positions = cells.iter().map(|e| e.position).max()? as usize + 1;
     let (cw, ch, left, top) = (36.0, 16.0, 70.0, 70.0);
     let (w, h) = (
@@ -266,7 +271,12 @@ pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
         escape(&format!("patching effects at {suffix}, layer by position"))
     );
     for p in 0..positions {
-        let label = f.tokens.get(p).cloned().unwrap_or_else(|| p.to_string());
+        // Byte-level BPE marks a leading space as `Ġ` and a newline as `Ċ`.
+        let label = f
+            .tokens
+            .get(p)
+            .map(|t| t.replace('Ġ', "\u{2423}").replace('Ċ', "\\n"))
+            .unwrap_or_else(|| p.to_string());
         let x = left + cw * (p as f64 + 0.5);
         svg.push_str(&format!(
             "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"start\" transform=\"rotate(-45 {x:.1} {:.1})\">{}</text>",
@@ -275,11 +285,11 @@ pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
             escape(&label)
         ));
     }
-    for l in 0..layers {
+    for (row, l) in layer_ids.iter().enumerate() {
         svg.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">L{l}</text>",
             left - 4.0,
-            top + ch * (l as f64 + 0.75)
+            top + ch * (row as f64 + 0.75)
         ));
     }
     for e in cells {
@@ -294,7 +304,7 @@ pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
         svg.push_str(&format!(
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cw}\" height=\"{ch}\" fill=\"rgb({r:.0},{g:.0},{b:.0})\"><title>{}</title></rect>",
             left + cw * e.position as f64,
-            top + ch * l as f64,
+            top + ch * row_of(l) as f64,
             escape(&format!("{} @ {}: {:.3} [{:.3}, {:.3}]", e.hook, e.position, e.mean, e.ci_low, e.ci_high))
         ));
     }
