@@ -396,14 +396,10 @@ impl HookedModel for Llama {
         resid_pre: &Tensor,
         hooks: &mut dyn Hooks,
     ) -> Option<Result<Tensor>> {
-        if block >= self.blocks.len()
-            || !prenorm::usable(self.embed.device(), self.blocks.len(), hooks)
-        {
-            return None;
+        if let Err(e) = self.check_length(batch) {
+            return Some(Err(e));
         }
-        Some(self.check_length(batch).and_then(|()| {
-            prenorm::forward_from(&self.fast(), batch, block, resid_pre, hooks, &self.spare)
-        }))
+        prenorm::forward_from(&self.fast(), batch, block, resid_pre, hooks, &self.spare)
     }
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;

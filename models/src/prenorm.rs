@@ -241,40 +241,46 @@ pub(crate) fn forward(
     hooks: &mut dyn Hooks,
     spare: &Spare,
 ) -> Result<Tensor> {
-    let (b, t) = batch.input_ids.dims2()?;
-    debug_assert_eq!(batch.lengths.len(), b);
-    let layout = Layout::new(&batch.lengths, t);
-    let rows = layout.rows();
-    let hidden = d.embed.dim(1)?;
-    let mut pool = spare.take_all();
-    let mut x = take(&mut pool, rows * hidden);
-    let mut side = take(&mut pool, rows * hidden);
-
-    let ids = batch.input_ids.to_vec2::<u32>()?;
-    gather(d.embed, &layout, &ids, &mut x, "token id")?;
-    layout.hook(hooks, HookPoint::Embed, &mut x, hidden)?;
-    if let Some(table) = d.positions {
-        let position_ids: Vec<Vec<u32>> = (0..b).map(|_| (0..t as u32).collect()).collect();
-        gather(table, &layout, &position_ids, &mut side, "position")?;
-        layout.hook(hooks, HookPoint::PosEmbed, &mut side, hidden)?;
-        add_into(&mut x, &side);
-    }
-    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool, 0)?;
-    d.final_norm.apply(&x, &mut side)?;
-    let out = layout.padded(&side, hidden)?;
-    pool.extend([side, x]);
-    spare.keep(pool);
-    crate::layers::final_hooks(hooks, out, d.unembed)
+    run(d, batch, Start::Embeddings, hooks, spare)
 }
 
 /// The decoder from block `first` on, given the residual stream entering it
 /// (`[batch, seq, hidden]`, `blocks.{first}.hook_resid_pre`, whose hook is called first): the
-/// blocks before it are not run. Same values and hooks as [`forward`] from there on.
+/// blocks before it are not run. Same values and hooks as [`forward`] from there on. `None`
+/// where the fast path cannot run (see [`usable`]) or `first` is past the last block.
 pub(crate) fn forward_from(
     d: &Decoder,
     batch: &TokenBatch,
     first: usize,
     resid_pre: &Tensor,
+    hooks: &mut dyn Hooks,
+    spare: &Spare,
+) -> Option<Result<Tensor>> {
+    let layers = d.stack.blocks.len();
+    if first >= layers || !usable(d.embed.device(), layers, hooks) {
+        return None;
+    }
+    Some(run(
+        d,
+        batch,
+        Start::Residual(first, resid_pre),
+        hooks,
+        spare,
+    ))
+}
+
+/// Where a fast forward starts.
+enum Start<'a> {
+    /// From the token (and position) embeddings.
+    Embeddings,
+    /// From this residual stream entering this block.
+    Residual(usize, &'a Tensor),
+}
+
+fn run(
+    d: &Decoder,
+    batch: &TokenBatch,
+    start: Start<'_>,
     hooks: &mut dyn Hooks,
     spare: &Spare,
 ) -> Result<Tensor> {
@@ -286,7 +292,24 @@ pub(crate) fn forward_from(
     let mut pool = spare.take_all();
     let mut x = take(&mut pool, rows * hidden);
     let mut side = take(&mut pool, rows * hidden);
-    layout.unpad(resid_pre, hidden, HookPoint::ResidPre(first), &mut x)?;
+    let first = match start {
+        Start::Residual(first, resid_pre) => {
+            layout.unpad(resid_pre, hidden, HookPoint::ResidPre(first), &mut x)?;
+            first
+        }
+        Start::Embeddings => {
+            let ids = batch.input_ids.to_vec2::<u32>()?;
+            gather(d.embed, &layout, &ids, &mut x, "token id")?;
+            layout.hook(hooks, HookPoint::Embed, &mut x, hidden)?;
+            if let Some(table) = d.positions {
+                let position_ids: Vec<Vec<u32>> = (0..b).map(|_| (0..t as u32).collect()).collect();
+                gather(table, &layout, &position_ids, &mut side, "position")?;
+                layout.hook(hooks, HookPoint::PosEmbed, &mut side, hidden)?;
+                add_into(&mut x, &side);
+            }
+            0
+        }
+    };
     run_stack(&d.stack, &layout, &mut x, hooks, &mut pool, first)?;
     d.final_norm.apply(&x, &mut side)?;
     let out = layout.padded(&side, hidden)?;

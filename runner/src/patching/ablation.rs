@@ -4,12 +4,13 @@
 //! seeded percentile-bootstrap 95% interval. A unit the model uses moves the metric; one it
 //! ignores leaves it at zero.
 
-use super::forward::{batch_of, cached_run, last_logits_from, log_softmax, score, Cache};
+use super::forward::{
+    batch_of, cached_run, last_logits_from, log_softmax, score, Cache, Overwrite, Source,
+};
 use super::{check_patchable, Metric, PreparedPair};
-use candle_core::Tensor;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::HookPoint;
-use glassbox_models::{Hooks, LoadedModel, Result};
+use glassbox_models::{LoadedModel, Result};
 use std::collections::BTreeMap;
 
 /// What an ablated activation is replaced by.
@@ -49,35 +50,6 @@ pub struct AblationRow {
     pub ci_high: f64,
     /// Pairs.
     pub n: u64,
-}
-
-/// Replaces, in copy `i`, job `i`'s columns at every position.
-struct AblateMany<'a> {
-    point: HookPoint,
-    jobs: &'a [Option<usize>],
-    fill: &'a [f32],
-    head_dim: usize,
-}
-
-impl Hooks for AblateMany<'_> {
-    fn wants(&self, point: HookPoint) -> bool {
-        point == self.point
-    }
-    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        if point != self.point {
-            return Ok(x);
-        }
-        let (k, t, w) = x.dims3()?;
-        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        for (i, head) in self.jobs.iter().enumerate() {
-            let (from, len) = head.map_or((0, w), |h| (h * self.head_dim, self.head_dim));
-            for p in 0..t {
-                let row = (i * t + p) * w;
-                v[row + from..row + from + len].copy_from_slice(&self.fill[from..from + len]);
-            }
-        }
-        Tensor::from_vec(v, (k, t, w), x.device())
-    }
 }
 
 /// Ablates every hook (and head of `attn.hook_z` with `heads`) on every pair's clean prompt.
@@ -133,10 +105,11 @@ pub fn ablate(
                 .and_then(|l| acts.get(&HookPoint::ResidPre(l)).map(|r| (l, r.as_slice())));
             for chunk in jobs.chunks(batch_size.max(1)) {
                 let batch = batch_of(model, &pair.clean, chunk.len())?;
-                let mut hooks_impl = AblateMany {
+                let targets: Vec<_> = chunk.iter().map(|h| (None, *h)).collect();
+                let mut hooks_impl = Overwrite {
                     point: hook,
-                    jobs: chunk,
-                    fill: &fills[&hook],
+                    jobs: &targets,
+                    source: Source::Fill(&fills[&hook]),
                     head_dim,
                 };
                 let out = last_logits_from(model, &batch, start, &mut hooks_impl)?;

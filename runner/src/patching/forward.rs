@@ -7,6 +7,51 @@ use candle_core::Tensor;
 use glassbox_data::HookPoint;
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, Hooks, LoadedModel, ModelError, Result, TokenBatch};
+
+/// Where an overwrite's values come from.
+pub(super) enum Source<'a> {
+    /// A run's activation `[t × width]`: each position takes that position's row.
+    Rows(&'a [f32]),
+    /// One row for every position (an ablation's zeros or mean).
+    Fill(&'a [f32]),
+}
+
+/// The hook behind patching and ablation: in copy `i` of a batch, the columns of job `i` (one
+/// head's slice, or the whole width) at its position (or, with `None`, every position) are
+/// overwritten from the source.
+pub(super) struct Overwrite<'a> {
+    pub point: HookPoint,
+    /// Per copy: (position, or every position; head, or the whole width).
+    pub jobs: &'a [(Option<usize>, Option<usize>)],
+    pub source: Source<'a>,
+    pub head_dim: usize,
+}
+
+impl Hooks for Overwrite<'_> {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.point
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        if point != self.point {
+            return Ok(x);
+        }
+        let (k, t, w) = x.dims3()?;
+        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        for (i, &(position, head)) in self.jobs.iter().enumerate() {
+            let (from, len) = head.map_or((0, w), |h| (h * self.head_dim, self.head_dim));
+            let positions = position.map_or(0..t, |p| p..p + 1);
+            for p in positions {
+                let row = match self.source {
+                    Source::Rows(r) => &r[p * w..(p + 1) * w],
+                    Source::Fill(f) => f,
+                };
+                let dst = (i * t + p) * w;
+                v[dst + from..dst + from + len].copy_from_slice(&row[from..from + len]);
+            }
+        }
+        Tensor::from_vec(v, (k, t, w), x.device())
+    }
+}
 use std::collections::BTreeMap;
 
 /// The metric of each of a batch's runs from their last-position logits.

@@ -15,10 +15,9 @@
 //! `metric(patched) − metric(base) ≈ Σ (a_source − a_base) · ∂metric/∂a` over the patched
 //! slice, from one differentiable forward and one backward per pair.
 
-use candle_core::Tensor;
 use glassbox_data::pairs::PromptPairs;
 use glassbox_data::HookPoint;
-use glassbox_models::{Hooks, LoadedModel, ModelError, Result};
+use glassbox_models::{LoadedModel, ModelError, Result};
 
 mod ablation;
 mod atp;
@@ -33,7 +32,7 @@ pub use options::{
 };
 
 use atp::atp_gradients;
-use forward::{batch_of, cached_run, last_logits_from, log_softmax, score};
+use forward::{batch_of, cached_run, last_logits_from, log_softmax, score, Overwrite, Source};
 
 /// Hooks that cannot be patched one position at a time.
 pub fn check_patchable(hook: HookPoint) -> Result<()> {
@@ -129,37 +128,6 @@ struct Job {
     head: Option<usize>,
 }
 
-/// Replaces, in copy `i` of the batch, the activation of job `i` by the source run's.
-struct PatchMany<'a> {
-    point: HookPoint,
-    jobs: &'a [Job],
-    source: &'a [f32],
-    head_dim: usize,
-}
-
-impl Hooks for PatchMany<'_> {
-    fn wants(&self, point: HookPoint) -> bool {
-        point == self.point
-    }
-    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        if point != self.point {
-            return Ok(x);
-        }
-        let (k, t, w) = x.dims3()?;
-        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        for (i, job) in self.jobs.iter().enumerate() {
-            let (dst, src) = ((i * t + job.position) * w, job.position * w);
-            let (from, len) = match job.head {
-                Some(h) => (h * self.head_dim, self.head_dim),
-                None => (0, w),
-            };
-            v[dst + from..dst + from + len]
-                .copy_from_slice(&self.source[src + from..src + from + len]);
-        }
-        Tensor::from_vec(v, (k, t, w), x.device())
-    }
-}
-
 /// Patches every (hook, position[, head]) of one pair; returns its rows and its clean and
 /// corrupted metrics.
 pub fn patch_pair(
@@ -234,10 +202,11 @@ pub fn patch_pair(
         });
         for chunk in jobs.chunks(opts.batch_size.max(1)) {
             let batch = batch_of(model, base, chunk.len())?;
-            let mut patch = PatchMany {
+            let targets: Vec<_> = chunk.iter().map(|j| (Some(j.position), j.head)).collect();
+            let mut patch = Overwrite {
                 point: hook,
-                jobs: chunk,
-                source,
+                jobs: &targets,
+                source: Source::Rows(source),
                 head_dim,
             };
             let logits = last_logits_from(model, &batch, start, &mut patch)?;
