@@ -40,6 +40,17 @@ impl Capture {
             captured: BTreeMap::new(),
         }
     }
+
+    /// The activation captured at `point`, or an error naming it when the `family`'s forward
+    /// never reached it.
+    pub fn get(&self, point: HookPoint, family: &str) -> crate::Result<&Tensor> {
+        self.captured
+            .get(&point)
+            .ok_or_else(|| crate::ModelError::UnknownHook {
+                name: point.to_string(),
+                hint: format!(" (the {family} forward never reached it)"),
+            })
+    }
 }
 
 impl Hooks for Capture {

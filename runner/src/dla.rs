@@ -151,13 +151,7 @@ fn last_position(
     hooks
         .iter()
         .map(|h| {
-            let x = capture
-                .captured
-                .get(h)
-                .ok_or_else(|| ModelError::UnknownHook {
-                    name: h.to_string(),
-                    hint: format!(" (the {} forward never reached it)", model.model.family()),
-                })?;
+            let x = capture.get(*h, model.model.family())?;
             Ok(x.narrow(1, t - 1, 1)?
                 .flatten_all()?
                 .to_vec1::<f32>()?

@@ -54,13 +54,7 @@ fn read_out(
     let t = encoded.ids.len();
     let mut out = Vec::with_capacity(layers.len());
     for &hook in layers {
-        let x = capture
-            .captured
-            .get(&hook)
-            .ok_or_else(|| ModelError::UnknownHook {
-                name: hook.to_string(),
-                hint: format!(" (the {} forward never reached it)", model.model.family()),
-            })?;
+        let x = capture.get(hook, model.model.family())?;
         let last = x.narrow(1, t - 1, 1)?.contiguous()?;
         let normed = model.model.final_norm(&last).ok_or_else(|| {
             ModelError::Invalid(format!(

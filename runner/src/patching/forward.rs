@@ -167,13 +167,7 @@ pub(super) fn cached_run(
     let logits = last_logits(model, &batch, &mut capture)?.remove(0);
     let mut acts = BTreeMap::new();
     for &hook in hooks {
-        let x = capture
-            .captured
-            .get(&hook)
-            .ok_or_else(|| ModelError::UnknownHook {
-                name: hook.to_string(),
-                hint: format!(" (the {} forward never reached it)", model.model.family()),
-            })?;
+        let x = capture.get(hook, model.model.family())?;
         acts.insert(hook, x.flatten_all()?.to_vec1()?);
     }
     Ok((acts, logits))
