@@ -8,7 +8,7 @@ use glassbox_data::pairs::read_pairs;
 use glassbox_data::HookPoint;
 use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec};
 use glassbox_runner::patching::{
-    patch_pair, prepare_pairs, Direction, Metric, PatchOptions, Positions,
+    patch_pair, prepare_pairs, Direction, Metric, PatchOptions, Positions, PreparedPair,
 };
 use std::path::PathBuf;
 
@@ -19,6 +19,23 @@ fn fixtures() -> PathBuf {
 fn tiny(name: &str) -> LoadedModel {
     let spec: ModelSpec = fixtures().join(name).display().to_string().parse().unwrap();
     load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap()
+}
+
+/// A tiny decoder with the committed pairs, tokenised.
+fn tiny_with_pairs(name: &str) -> (LoadedModel, Vec<PreparedPair>) {
+    let model = tiny(name);
+    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
+    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    (model, prepared)
+}
+
+/// A pair's clean and corrupted metrics (one cheap patched run: the last residual, last position).
+fn metrics(model: &LoadedModel, pair: &PreparedPair) -> (f64, f64) {
+    let mut opts = options(vec![HookPoint::ResidPost(1)]);
+    opts.positions = Positions::Last;
+    opts.atp = false;
+    let (_, s) = patch_pair(model, pair, &opts).unwrap();
+    (s.metric_clean, s.metric_corrupted)
 }
 
 fn options(hooks: Vec<HookPoint>) -> PatchOptions {
@@ -44,9 +61,7 @@ fn parity(family: &str, folder: &str) {
         .iter()
         .map(|h| h.as_str().unwrap().parse().unwrap())
         .collect();
-    let model = tiny(folder);
-    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let (model, prepared) = tiny_with_pairs(folder);
     let opts = options(hooks);
     let mut compared = 0;
     for (pair, expected) in prepared.iter().zip(reference["pairs"].as_array().unwrap()) {
@@ -115,9 +130,7 @@ fn attribution_patching_is_exact_where_the_metric_is_linear() {
     // logit(answer) − logit(wrong) = (W_U[answer] − W_U[wrong]) · ln_final(x)[last]: linear in
     // the final norm's output, so the first-order estimate is the exact effect (and zero at
     // every earlier position, which the last position's logits do not read).
-    let model = tiny("tiny_gpt2");
-    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let (model, prepared) = tiny_with_pairs("tiny_gpt2");
     let opts = options(vec![HookPoint::LnFinal]);
     for pair in &prepared {
         let (rows, s) = patch_pair(&model, pair, &opts).unwrap();
@@ -146,14 +159,9 @@ fn attribution_patching_is_exact_where_the_metric_is_linear() {
 #[test]
 fn the_logit_lens_at_the_last_block_is_the_model_itself() {
     for folder in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
-        let model = tiny(folder);
-        let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-        let prepared = prepare_pairs(&model, &pairs).unwrap();
-        let mut opts = options(vec![HookPoint::ResidPost(1)]);
-        opts.positions = Positions::Last;
-        opts.atp = false;
+        let (model, prepared) = tiny_with_pairs(folder);
         for pair in &prepared {
-            let (_, s) = patch_pair(&model, pair, &opts).unwrap();
+            let (clean, corrupted) = metrics(&model, pair);
             let lens = glassbox_runner::lens::logit_lens(&model, pair).unwrap();
             assert_eq!(lens.len(), 4, "{folder}: 2 runs × 2 blocks");
             let last = |run: &str| {
@@ -163,11 +171,8 @@ fn the_logit_lens_at_the_last_block_is_the_model_itself() {
                     .unwrap()
                     .logit_diff
             };
-            assert!((last("clean") - s.metric_clean).abs() < 1e-4, "{folder}");
-            assert!(
-                (last("corrupted") - s.metric_corrupted).abs() < 1e-4,
-                "{folder}"
-            );
+            assert!((last("clean") - clean).abs() < 1e-4, "{folder}");
+            assert!((last("corrupted") - corrupted).abs() < 1e-4, "{folder}");
             assert!(lens
                 .iter()
                 .all(|r| r.answer_rank >= 1 && r.answer_prob <= 1.0));
@@ -178,16 +183,11 @@ fn the_logit_lens_at_the_last_block_is_the_model_itself() {
 #[test]
 fn direct_logit_attributions_sum_to_the_logit_difference() {
     for folder in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
-        let model = tiny(folder);
-        let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-        let prepared = prepare_pairs(&model, &pairs).unwrap();
-        let mut opts = options(vec![HookPoint::ResidPost(1)]);
-        opts.positions = Positions::Last;
-        opts.atp = false;
+        let (model, prepared) = tiny_with_pairs(folder);
         for pair in &prepared {
-            let (_, s) = patch_pair(&model, pair, &opts).unwrap();
+            let (clean, corrupted) = metrics(&model, pair);
             let dla = glassbox_runner::dla::direct_logit_attribution(&model, pair).unwrap();
-            for (run, metric) in [("clean", s.metric_clean), ("corrupted", s.metric_corrupted)] {
+            for (run, metric) in [("clean", clean), ("corrupted", corrupted)] {
                 let parts: Vec<_> = dla.iter().filter(|r| r.run == run).collect();
                 // embed (+ pos embed), 2 blocks × (attn, mlp), LayerNorm's bias where it has one
                 assert!(parts.len() >= 5, "{folder}: {} components", parts.len());
@@ -209,9 +209,7 @@ fn direct_logit_attributions_sum_to_the_logit_difference() {
 #[test]
 fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
     use glassbox_runner::patching::{ablate, Ablation};
-    let model = tiny("tiny_neox");
-    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let (model, prepared) = tiny_with_pairs("tiny_neox");
     let mut clean = Vec::new();
     for pair in &prepared {
         let mut opts = options(vec![HookPoint::LnFinal]);
@@ -257,9 +255,7 @@ fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
 
 #[test]
 fn noising_the_last_residual_destroys_what_denoising_restores() {
-    let model = tiny("tiny_llama");
-    let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();
-    let prepared = prepare_pairs(&model, &pairs).unwrap();
+    let (model, prepared) = tiny_with_pairs("tiny_llama");
     let mut opts = options(vec![HookPoint::ResidPost(1)]);
     opts.positions = Positions::Last;
     opts.direction = Direction::Noise;

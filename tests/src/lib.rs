@@ -329,3 +329,19 @@ pub fn hook_point(name: &str) -> glassbox_data::HookPoint {
     name.parse()
         .unwrap_or_else(|e| panic!("`{name}` is not a hook point: {e}"))
 }
+
+/// Validates `document` against the JSON Schema `schema` (Draft 2020-12, the schema itself
+/// checked first) with `python`'s `jsonschema` (an independent validator); the output says how.
+pub fn validate_json_schema(python: &Path, schema: &Path, document: &Path) -> Output {
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n\
+        print('valid')";
+    Command::new(python)
+        .args(["-c", script])
+        .arg(schema)
+        .arg(document)
+        .output()
+        .expect("python runs")
+}

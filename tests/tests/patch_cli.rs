@@ -222,15 +222,11 @@ fn the_report_shows_patching_next_to_the_probes() {
         Ok(p) => p,
         Err(why) => return skip("the_report_shows_patching_next_to_the_probes", &why),
     };
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
-        ])
-        .arg(run.join("report/summary.json"))
-        .arg(run.join("report/summary.schema.json"))
-        .output()
-        .unwrap();
+    let out = validate_json_schema(
+        &python,
+        &run.join("report/summary.schema.json"),
+        &run.join("report/summary.json"),
+    );
     assert_success(&out, "summary.json against its schema");
 }
 

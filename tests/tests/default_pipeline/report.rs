@@ -95,17 +95,8 @@ fn summary_json_validates_against_its_schema() {
         }
     };
     let report = RunDir::new(dir).report_dir();
-    let script = "import json, sys, jsonschema\n\
-        schema = json.load(open(sys.argv[1]))\n\
-        jsonschema.Draft202012Validator.check_schema(schema)\n\
-        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))\n\
-        print('valid')";
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(report.join("summary.schema.json"))
-        .arg(report.join("summary.json"))
-        .output()
-        .unwrap();
+    let schema = report.join("summary.schema.json");
+    let out = validate_json_schema(&python, &schema, &report.join("summary.json"));
     assert_success(&out, "jsonschema validation of summary.json");
     // The schema is strict enough to reject a wrong document.
     let mut bad: serde_json::Value =
@@ -115,13 +106,7 @@ fn summary_json_validates_against_its_schema() {
     let scratch = tempfile::tempdir().unwrap();
     let bad_path = scratch.path().join("summary-bad.json");
     std::fs::write(&bad_path, bad.to_string()).unwrap();
-    let python = python_with("jsonschema").unwrap();
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(report.join("summary.schema.json"))
-        .arg(&bad_path)
-        .output()
-        .unwrap();
+    let out = validate_json_schema(&python, &schema, &bad_path);
     assert!(!out.status.success(), "a p-value above 1 must not validate");
 }
 
