@@ -1,11 +1,13 @@
 //! glassbox-concepts: concept activation vectors and TCAV, sparse dictionaries (SAEs) and
 //! unit explanations, all over the store. Reads activations and gradients; never runs a model.
 
+pub mod causal;
 pub mod cav;
 pub mod dictionary;
 pub mod dictionary_check;
 mod results;
 pub mod stats;
+pub mod target;
 pub mod tcav;
 
 pub use cav::{train_cav, Cav, CavMethod};
@@ -25,6 +27,8 @@ pub enum ConceptError {
     Invalid(String),
     #[error(transparent)]
     Data(#[from] glassbox_data::DataError),
+    #[error(transparent)]
+    Probe(#[from] glassbox_probes::ProbeError),
 }
 pub mod explain;
 pub mod sae;

@@ -41,9 +41,12 @@ pub enum Command {
     /// Activation patching over prompt pairs (clean/corrupted, answer/wrong tokens), with
     /// attribution patching's estimate beside every exact effect.
     Patch(crate::args_patch::PatchArgs),
+    /// Test whether the model uses the run's findings: steer along each probe direction, CAV
+    /// and SAE feature (and erase probed labels with LEACE) against random directions.
+    Causal(crate::args_causal::CausalArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
-    /// Run extract → probe → tcav → dictionary (each when configured) → report from a TOML config.
+    /// Run extract → probe → tcav → dictionary → patch → causal (each when configured) → report from a TOML config.
     Pipeline(PipelineArgs),
     /// List a model's hook points, one per line.
     Hooks(HooksArgs),

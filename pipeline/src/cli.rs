@@ -125,6 +125,14 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             render::patch(done.as_ref(), a.json)?;
         }
+        Command::Causal(a) => {
+            let run = RunDir::new(&a.run);
+            let settings = a.settings();
+            let done = with_run_lock(&run, || {
+                crate::stages::causal::run_causal(&run, &settings, a.force, &bars)
+            })?;
+            render::causal(done.as_ref(), a.json)?;
+        }
         Command::Report(a) => {
             let run = RunDir::new(a.run);
             let done = with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;

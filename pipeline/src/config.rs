@@ -1,6 +1,8 @@
 //! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
 
 pub use crate::config_patch::PatchSection;
+/// The `[causal]` section is the concepts crate's own options.
+pub type CausalSection = glassbox_concepts::causal::CausalOptions;
 use anyhow::{bail, Context, Result};
 use glassbox_data::store::{ActDtype, Codec};
 use glassbox_data::Pool;
@@ -27,6 +29,9 @@ pub struct PipelineConfig {
     /// Absent: no activation patching.
     #[serde(default)]
     pub patch: Option<PatchSection>,
+    /// Absent: no causal validation of the findings.
+    #[serde(default)]
+    pub causal: Option<CausalSection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -261,6 +266,8 @@ pub struct RunConfig {
     pub dictionary: Option<DictionarySection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal: Option<CausalSection>,
 }
 
 impl RunConfig {

@@ -2,6 +2,7 @@
 //! them into the terminal's tables or JSON (`--json`), on stdout through `outln!` (a closed
 //! pipe ends the program quietly).
 
+use crate::stages::causal::CausalDone;
 use crate::stages::dictionary::DictionaryRun;
 use crate::stages::extract::Extracted;
 use crate::stages::patch::PatchDone;
@@ -84,6 +85,32 @@ pub fn patch(done: Option<&PatchDone>, json: bool) -> Result<()> {
     for (hook, position, head, effect) in &d.top {
         let head = head.map_or(String::new(), |h| format!(" head {h}"));
         crate::outln!("  {hook} @ {position}{head}: {effect:+.3}")?;
+    }
+    Ok(())
+}
+
+/// The causal tests' verdicts.
+pub fn causal(done: Option<&CausalDone>, json: bool) -> Result<()> {
+    let Some(d) = done else { return Ok(()) };
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(d)?)?;
+        return Ok(());
+    }
+    crate::outln!(
+        "causal: {} tests: {} causally supported, {} not supported, {} not testable → {}",
+        d.tests,
+        d.supported,
+        d.not_supported,
+        d.not_testable,
+        d.dir.display()
+    )?;
+    for (finding, test, verdict, effect, p_holm) in &d.rows {
+        let numbers = if effect.is_finite() {
+            format!(" (effect {effect:+.3}, p_holm {p_holm:.1e})")
+        } else {
+            String::new()
+        };
+        crate::outln!("  {finding} — {test}: {verdict}{numbers}")?;
     }
     Ok(())
 }

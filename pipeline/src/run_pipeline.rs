@@ -1,5 +1,5 @@
 //! `glassbox pipeline`: the configured stages in order (extract → probe → [tcav] →
-//! [dictionary] → report), each skipped when up to date.
+//! [dictionary] → [patch] → [causal] → report), each skipped when up to date.
 
 use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;
@@ -38,6 +38,12 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(tcav) = &config.tcav {
         tcav.validate().context("[tcav]")?;
     }
+    if let Some(patch) = &config.patch {
+        patch.validate().context("[patch]")?;
+    }
+    if let Some(causal) = &config.causal {
+        causal.validate().context("[causal]")?;
+    }
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
 }
 
@@ -73,8 +79,15 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
             .context("patch stage failed")?;
         render::patch(done.as_ref(), false)?;
     }
+    if let (true, Some(settings)) = (probing, &config.causal) {
+        let done = crate::stages::causal::run_causal(run, settings, force, bars)
+            .context("causal stage failed")?;
+        render::causal(done.as_ref(), false)?;
+    }
     if !probing {
-        bars.note("probe: no labels configured; skipping probe, tcav, dictionary and report");
+        bars.note(
+            "probe: no labels configured; skipping probe, tcav, dictionary, causal and report",
+        );
         return Ok(());
     }
     let report = report::run_report(run, force, bars).context("report stage failed")?;

@@ -32,8 +32,8 @@ pub use labels::{Level, BUILTIN_LABELERS};
 pub use options::ProbeOptions;
 pub use probe::Standardizer;
 pub use results::{
-    read_neurons, read_results, read_topk, write_neurons, write_results, write_topk, NeuronRow,
-    ProbeResult, TopKRow,
+    best_per_label, read_neurons, read_results, read_topk, write_neurons, write_results,
+    write_topk, NeuronRow, ProbeResult, TopKRow,
 };
 pub use split::{stratified_split, Split};
 pub use weights::{read_weights, write_weights, ProbeWeights};

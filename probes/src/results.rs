@@ -81,6 +81,33 @@ fn results_path(run: &RunDir) -> std::path::PathBuf {
 }
 
 /// Writes `probes/results.parquet` atomically.
+/// Where each probed (level, label, pool) is best decoded: the row with the highest score,
+/// ties going to the shallowest hook (the earliest point the label is decodable). In order of
+/// (level, label, pool).
+pub fn best_per_label(rows: &[ProbeResult]) -> Vec<&ProbeResult> {
+    let mut keys: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.level.as_str(), r.label.as_str(), r.pool.as_str()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|(level, label, pool)| {
+            let mut group: Vec<&ProbeResult> = rows
+                .iter()
+                .filter(|r| r.level == level && r.label == label && r.pool == pool)
+                .collect();
+            group.sort_by(|a, b| a.depth.total_cmp(&b.depth).then(a.hook.cmp(&b.hook)));
+            group
+                .into_iter()
+                .fold(None::<&ProbeResult>, |acc, r| match acc {
+                    Some(b) if b.score >= r.score => Some(b),
+                    _ => Some(r),
+                })
+        })
+        .collect()
+}
+
 pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
     let mut c = Columns::default();
     c.hooks("hook", rows, |r| r.hook)

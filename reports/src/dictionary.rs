@@ -243,24 +243,38 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
 }
 
 /// Plain statements about the `n` most label-aligned units of a finding.
-pub fn unit_findings(f: &DictionaryFinding, n: usize) -> Vec<String> {
+pub fn unit_findings(
+    f: &DictionaryFinding,
+    n: usize,
+    causal: Option<&crate::causal::CausalSummary>,
+) -> Vec<String> {
     let unit = f.kind.trim_end_matches('s');
     f.listed
         .iter()
-        .filter(|u| u.row.top_label_correlation.is_some_and(|r| r >= 0.3))
+        .filter(|u| {
+            u.row
+                .top_label_correlation
+                .is_some_and(|r| r >= glassbox_concepts::explain::read::FINDING_CORRELATION)
+        })
         .take(n)
         .map(|u| {
             let r = &u.row;
             let tokens: Vec<String> = r.top_tokens.iter().take(3).map(|t| crate::md::code(t)).collect();
+            let (label, class) = (
+                r.top_label.as_deref().unwrap_or_default(),
+                r.top_class.as_deref().unwrap_or_default(),
+            );
+            let id = glassbox_concepts::causal::unit_finding(unit, r.unit, f.hook, label, class);
             format!(
-                "{unit} {} at {} tracks {} = {} (r {:.2}; active on {:.1}% of tokens), top tokens {}",
+                "{unit} {} at {} tracks {} = {} (r {:.2}; active on {:.1}% of tokens), top tokens {}{}",
                 r.unit,
                 crate::md::code(&f.hook.to_string()),
-                crate::md::code(r.top_label.as_deref().unwrap_or_default()),
-                crate::md::code(r.top_class.as_deref().unwrap_or_default()),
+                crate::md::code(label),
+                crate::md::code(class),
                 r.top_label_correlation.unwrap_or_default(),
                 100.0 * r.density,
-                tokens.join(", ")
+                tokens.join(", "),
+                crate::causal::suffix(causal, &id)
             )
         })
         .collect()

@@ -3,8 +3,8 @@
 
 use crate::markup::{escape, inline, page};
 use crate::{
-    finding_sentence, probe_table_header, probe_table_row, svg, tcav_findings, tcav_row, Summary,
-    DEFINITIONS, TCAV_DEFINITIONS, TCAV_HEADER,
+    probe_table_header, probe_table_row, svg, tcav_findings, tcav_row, Summary, DEFINITIONS,
+    TCAV_DEFINITIONS, TCAV_HEADER,
 };
 
 pub(crate) fn render(s: &Summary) -> String {
@@ -13,7 +13,7 @@ pub(crate) fn render(s: &Summary) -> String {
     body.push_str(&findings_html(s));
     body.push_str("<h2>Linear probes</h2>\n<ul>\n");
     for f in &s.probes {
-        body.push_str(&format!("<li>{}</li>\n", inline(&finding_sentence(f))));
+        body.push_str(&format!("<li>{}</li>\n", inline(&crate::probe_line(f, s))));
     }
     body.push_str("</ul>\n");
     for f in &s.probes {
@@ -54,7 +54,7 @@ pub(crate) fn render(s: &Summary) -> String {
     body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
     if !s.tcav.is_empty() {
         body.push_str("<section id=\"tcav\">\n<h2>TCAV</h2>\n<ul>\n");
-        for line in tcav_findings(&s.tcav) {
+        for line in tcav_findings(&s.tcav, s.causal.as_ref()) {
             body.push_str(&format!("<li>{}</li>\n", inline(&line)));
         }
         body.push_str("</ul>\n");
@@ -97,6 +97,9 @@ pub(crate) fn render(s: &Summary) -> String {
     body.push_str(&crate::dictionary::html(&s.dictionary));
     if let Some(p) = &s.patching {
         body.push_str(&crate::patching::section_html(p));
+    }
+    if let Some(c) = &s.causal {
+        body.push_str(&crate::causal::section_html(c));
     }
     body.push_str(&crate::provenance::html(&s.manifest, &s.provenance));
     page(&s.run, &body)

@@ -2,6 +2,7 @@
 //! SVG, no scripts or network), `report/summary.json` (versioned; its JSON Schema is written
 //! next to it as `summary.schema.json`), `report/summary.md` and `report/figures/*.svg`.
 
+pub mod causal;
 pub mod dictionary;
 mod html;
 mod markup;
@@ -78,6 +79,10 @@ pub struct Summary {
     /// (absent without a patch stage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patching: Option<patching::PatchingFinding>,
+    /// The causal tests of the findings: each finding's verdict, every test, steering curves
+    /// (absent without a causal stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causal: Option<causal::CausalSummary>,
     /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
     pub provenance: provenance::Provenance,
 }
@@ -96,10 +101,10 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
     let mut lines: Vec<String> = summary
         .probes
         .iter()
-        .map(|f| finding_sentence(f).replace('`', ""))
+        .map(|f| probe_line(f, summary).replace('`', ""))
         .collect();
     lines.extend(
-        tcav_findings(&summary.tcav)
+        tcav_findings(&summary.tcav, summary.causal.as_ref())
             .into_iter()
             .filter(|l| l.starts_with("concept "))
             .take(max_tcav)
@@ -119,21 +124,39 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .and_then(patching::headline)
             .map(|l| l.replace('`', "")),
     );
+    lines.extend(
+        summary
+            .causal
+            .as_ref()
+            .and_then(causal::headline)
+            .map(|l| l.replace('`', "")),
+    );
     lines
+}
+
+/// A probe's finding sentence with its causal verdict, when tested.
+pub(crate) fn probe_line(f: &LabelFinding, summary: &Summary) -> String {
+    let id = glassbox_concepts::causal::probe_finding(&f.label, &f.level, f.best_hook);
+    finding_sentence(f) + &causal::suffix(summary.causal.as_ref(), &id)
 }
 
 /// Every finding, ranked, with `code` marks: where each label is best decoded, significant TCAV
 /// results by effect, each SAE's fit and its most label-aligned features, then what was tested
 /// and not found significant.
 pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
-    let mut lines: Vec<String> = summary.probes.iter().map(finding_sentence).collect();
-    let tcav = tcav_findings(&summary.tcav);
+    let mut lines: Vec<String> = summary
+        .probes
+        .iter()
+        .map(|f| probe_line(f, summary))
+        .collect();
+    let tcav = tcav_findings(&summary.tcav, summary.causal.as_ref());
     lines.extend(tcav.iter().filter(|l| l.starts_with("concept ")).cloned());
     for f in &summary.dictionary {
         lines.extend(dictionary::headline(f));
-        lines.extend(dictionary::unit_findings(f, 3));
+        lines.extend(dictionary::unit_findings(f, 3, summary.causal.as_ref()));
     }
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
+    lines.extend(summary.causal.as_ref().and_then(causal::headline));
     lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
 }
@@ -159,14 +182,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
                 .cloned()
                 .collect();
             by_hook.sort_by(|a, b| a.depth.total_cmp(&b.depth).then(a.hook.cmp(&b.hook)));
-            // Ties go to the shallowest hook: the earliest point the label is decodable.
-            let best = by_hook
-                .iter()
-                .fold(None::<&ProbeResult>, |acc, r| match acc {
-                    Some(b) if b.score >= r.score => Some(b),
-                    _ => Some(r),
-                })
-                .expect("every label has at least one result");
+            let best = glassbox_probes::best_per_label(&by_hook)[0];
             let at_best =
                 |h: HookPoint, l: &str, v: &str| h == best.hook && l == label && v == level;
             let mut top_neurons: Vec<glassbox_probes::NeuronRow> = neurons
@@ -217,6 +233,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         tcav,
         dictionary,
         patching: patching::summarise(run)?,
+        causal: causal::summarise(run)?,
         provenance: provenance::provenance(run),
     })
 }
@@ -414,7 +431,10 @@ pub(crate) fn tcav_row(r: &glassbox_concepts::ScoreRow) -> [String; 8] {
 }
 
 /// One sentence per significant TCAV result (strongest first), then what was not significant.
-pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String> {
+pub(crate) fn tcav_findings(
+    rows: &[glassbox_concepts::ScoreRow],
+    causal: Option<&causal::CausalSummary>,
+) -> Vec<String> {
     let mut significant: Vec<&glassbox_concepts::ScoreRow> =
         rows.iter().filter(|r| r.significant).collect();
     significant.sort_by(|a, b| {
@@ -428,7 +448,7 @@ pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String>
             .iter()
             .map(|r| {
                 format!(
-                "concept {} {} {} at {} (TCAV {:.2} vs random {:.2}, p_holm {:.1e}, {} convention)",
+                "concept {} {} {} at {} (TCAV {:.2} vs random {:.2}, p_holm {:.1e}, {} convention){}",
                 md::code(&r.concept),
                 if r.score > r.random_mean { "raises" } else { "lowers" },
                 md::code(&r.target),
@@ -436,7 +456,11 @@ pub(crate) fn tcav_findings(rows: &[glassbox_concepts::ScoreRow]) -> Vec<String>
                 r.score,
                 r.random_mean,
                 r.p_holm,
-                r.convention
+                r.convention,
+                causal::suffix(
+                    causal,
+                    &glassbox_concepts::causal::tcav_finding(&r.concept, &r.target, r.hook)
+                )
             )
             })
             .collect();

@@ -3,8 +3,8 @@
 
 use crate::md;
 use crate::{
-    finding_sentence, neuron_sentence, probe_table_header, probe_table_row, tcav_findings,
-    tcav_row, Summary, DEFINITIONS, TCAV_DEFINITIONS, TCAV_HEADER,
+    neuron_sentence, probe_table_header, probe_table_row, tcav_findings, tcav_row, Summary,
+    DEFINITIONS, TCAV_DEFINITIONS, TCAV_HEADER,
 };
 
 pub(crate) fn markdown(s: &Summary) -> String {
@@ -28,7 +28,7 @@ pub(crate) fn markdown(s: &Summary) -> String {
     }
     md.push_str("## Linear probes\n\n");
     for f in &s.probes {
-        md.push_str(&format!("- {}\n", finding_sentence(f)));
+        md.push_str(&format!("- {}\n", crate::probe_line(f, s)));
     }
     for f in &s.probes {
         md.push_str(&format!("\n### {} ({})\n\n", md::code(&f.label), f.level));
@@ -49,7 +49,7 @@ pub(crate) fn markdown(s: &Summary) -> String {
     md.push_str(&format!("\n{DEFINITIONS}\n"));
     if !s.tcav.is_empty() {
         md.push_str("\n## TCAV\n\n");
-        for line in tcav_findings(&s.tcav) {
+        for line in tcav_findings(&s.tcav, s.causal.as_ref()) {
             md.push_str(&format!("- {line}\n"));
         }
         md.push_str(&format!(
@@ -69,6 +69,9 @@ pub(crate) fn markdown(s: &Summary) -> String {
     md.push_str(&crate::dictionary::markdown(&s.dictionary));
     if let Some(line) = s.patching.as_ref().and_then(crate::patching::headline) {
         md.push_str(&format!("\n## Activation patching\n\n- {line}\n"));
+    }
+    if let Some(c) = &s.causal {
+        md.push_str(&crate::causal::markdown(c));
     }
     md
 }

@@ -24,6 +24,8 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
     for (from, to) in [
         ("probes/results.parquet", "probes.parquet"),
         ("tcav/scores.parquet", "tcav.parquet"),
+        ("causal/tests.parquet", "causal_tests.parquet"),
+        ("causal/curves.parquet", "causal_curves.parquet"),
     ] {
         let src = run.path(from);
         if src.exists() {

@@ -18,6 +18,7 @@ pub mod interventions;
 pub mod lens;
 pub mod patch_tables;
 pub mod patching;
+pub mod steering;
 
 pub use extract::{extract, Examples, ExtractOptions, ExtractSummary};
 pub use glassbox_models::{ModelError, Result};

@@ -28,6 +28,31 @@ pub struct UnitRow {
     pub best_direction_cosine: Option<f64>,
 }
 
+/// The label correlation from which a unit counts as a finding (the report lists it, the
+/// causal stage tests it).
+pub const FINDING_CORRELATION: f64 = 0.3;
+
+/// The units that are findings: live, correlated with a label class at least
+/// [`FINDING_CORRELATION`], the `n` most correlated (ties: the densest).
+pub fn finding_units(rows: &[UnitRow], n: usize) -> Vec<&UnitRow> {
+    let mut found: Vec<&UnitRow> = rows
+        .iter()
+        .filter(|r| r.active_rows > 0)
+        .filter(|r| {
+            r.top_label_correlation
+                .is_some_and(|c| c >= FINDING_CORRELATION)
+        })
+        .collect();
+    found.sort_by(|a, b| {
+        let key = |r: &UnitRow| r.top_label_correlation.unwrap_or(0.0);
+        key(b)
+            .total_cmp(&key(a))
+            .then(b.density.total_cmp(&a.density))
+    });
+    found.truncate(n);
+    found
+}
+
 fn column(path: &Path, batch: &RecordBatch, name: &str) -> Result<ArrayRef, ConceptError> {
     batch.column_by_name(name).cloned().ok_or_else(|| {
         ConceptError::Invalid(format!(

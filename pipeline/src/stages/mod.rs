@@ -2,6 +2,8 @@
 //! fail, and only then computes into a [`transaction::Transaction`] that swaps its outputs into
 //! the run when complete (see `transaction.rs`). The caller holds the run's lock.
 
+pub mod causal;
+mod causal_run;
 pub mod dictionary;
 mod dictionary_lm;
 pub mod extract;

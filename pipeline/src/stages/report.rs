@@ -22,6 +22,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         "tcav": manifest.stage_fingerprint("tcav"),
         "dictionary": manifest.stage_fingerprint("dictionary"),
         "patch": manifest.stage_fingerprint("patch"),
+        "causal": manifest.stage_fingerprint("causal"),
     });
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");

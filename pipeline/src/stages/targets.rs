@@ -2,79 +2,12 @@
 //! and its resolution against a run into a linear head on a hook and the examples to score.
 
 use anyhow::{anyhow, bail, Result};
-use glassbox_concepts::Convention;
 use glassbox_data::examples::read_examples;
 use glassbox_data::RunDir;
 use glassbox_models::{HookPoint, LoadedModel, Pool};
 use glassbox_runner::gradients::LinearHead;
 
-/// A parsed target: `probe:<label>=<class>[@<hook>]`, or `token:<text>` (a causal LM's logit
-/// for `<text>`, one token, as the next token after each example's last token).
-#[derive(Debug, Clone)]
-pub struct ProbeTarget {
-    pub spec: String,
-    pub label: String,
-    pub class: String,
-    pub hook: Option<HookPoint>,
-    /// Set for `token:` targets.
-    pub token: Option<String>,
-}
-
-impl ProbeTarget {
-    pub fn parse(spec: &str) -> Result<Self> {
-        let (kind, rest) = spec.split_once(':').unwrap_or(("", spec));
-        match kind {
-            "probe" => {}
-            "token" if !rest.is_empty() => {
-                return Ok(Self {
-                    spec: spec.to_owned(),
-                    label: String::new(),
-                    class: String::new(),
-                    hook: None,
-                    token: Some(rest.to_owned()),
-                })
-            }
-            "head" => bail!(
-                "target `{spec}`: `head:` targets need a checkpoint with a classification head, which no supported family loads yet; use probe:<label>=<class> or token:<text>"
-            ),
-            _ => bail!("target `{spec}`: expected probe:<label>=<class>[@<hook>] or token:<text>"),
-        }
-        // `@<hook>` only when what follows the last `@` names a hook, so labels may contain `@`;
-        // the class is after the last `=`, so labels may contain `=`.
-        let (body, hook) = match rest.rsplit_once('@') {
-            Some((b, h)) => match h.parse::<HookPoint>() {
-                Ok(hook) => (b, Some(hook)),
-                Err(_) => (rest, None),
-            },
-            None => (rest, None),
-        };
-        let (label, class) = body
-            .rsplit_once('=')
-            .ok_or_else(|| anyhow!("target `{spec}`: expected probe:<label>=<class>[@<hook>]"))?;
-        Ok(Self {
-            spec: spec.to_owned(),
-            label: label.to_owned(),
-            class: class.to_owned(),
-            hook,
-            token: None,
-        })
-    }
-
-    /// A folder-safe name with the convention: `probe.topic.food.logit`.
-    pub fn slug(&self, convention: Convention) -> String {
-        let clean: String = format!("{}.{}", self.spec, convention.as_str())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '.'
-                }
-            })
-            .collect();
-        clean
-    }
-}
+pub use glassbox_concepts::target::TargetSpec as ProbeTarget;
 
 /// The probe head a target names, and the examples of its class.
 pub(crate) struct ResolvedTarget {
@@ -211,35 +144,4 @@ fn resolve_token_target(
         },
         examples: (0..n).collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_parse_with_odd_labels() {
-        let t = ProbeTarget::parse("probe:topic=food").unwrap();
-        assert_eq!(
-            (t.label.as_str(), t.class.as_str(), t.hook),
-            ("topic", "food", None)
-        );
-        let t = ProbeTarget::parse("probe:a=b=c@blocks.5.hook_resid_post").unwrap();
-        assert_eq!((t.label.as_str(), t.class.as_str()), ("a=b", "c"));
-        assert_eq!(t.hook, Some(HookPoint::ResidPost(5)));
-        let t = ProbeTarget::parse("probe:user@host=yes").unwrap();
-        assert_eq!(t.slug(Convention::Loss), "probe.user.host.yes.loss");
-        assert_eq!(
-            (t.label.as_str(), t.class.as_str(), t.hook),
-            ("user@host", "yes", None)
-        );
-        let t = ProbeTarget::parse("token: Paris").unwrap();
-        assert_eq!(t.token.as_deref(), Some(" Paris"));
-        assert_eq!(t.slug(Convention::Logit), "token..Paris.logit");
-        assert!(ProbeTarget::parse("head:0")
-            .unwrap_err()
-            .to_string()
-            .contains("classification head"));
-        assert!(ProbeTarget::parse("probe:nolabel").is_err());
-    }
 }

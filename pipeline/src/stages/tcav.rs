@@ -195,7 +195,7 @@ pub fn run_tcav_stage(
     let targets: Vec<ProbeTarget> = settings
         .targets
         .iter()
-        .map(|t| ProbeTarget::parse(t))
+        .map(|t| ProbeTarget::parse(t).map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;
     let mut resolved_targets = Vec::new();
     let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();

@@ -25,16 +25,18 @@ pub enum Stage {
     Tcav,
     Dictionary,
     Patch,
+    Causal,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Extract,
         Stage::Probe,
         Stage::Tcav,
         Stage::Dictionary,
         Stage::Patch,
+        Stage::Causal,
         Stage::Report,
     ];
 
@@ -46,6 +48,7 @@ impl Stage {
             Stage::Tcav => "tcav",
             Stage::Dictionary => "dictionary",
             Stage::Patch => "patch",
+            Stage::Causal => "causal",
             Stage::Report => "report",
         }
     }
@@ -53,7 +56,7 @@ impl Stage {
     /// This stage and every stage computed from its results, whose manifest entries a new
     /// result of it makes stale: everything after extraction; the probes feed TCAV's targets
     /// and the dictionary's directions; CAVs feed the dictionary; every stage feeds the report.
-    /// Patching reads only the model and its pairs.
+    /// Patching reads only the model and its pairs; the causal tests feed only the report.
     pub fn and_after(self) -> impl Iterator<Item = Stage> {
         Self::ALL.into_iter().filter(move |s| {
             *s == self
@@ -62,7 +65,7 @@ impl Stage {
                     Stage::Probe | Stage::Tcav | Stage::Dictionary => {
                         *s > self && *s != Stage::Patch
                     }
-                    Stage::Patch => *s == Stage::Report,
+                    Stage::Patch | Stage::Causal => *s == Stage::Report,
                     Stage::Report => false,
                 }
         })
@@ -81,6 +84,7 @@ impl Stage {
                 "gradients",
                 "dictionary",
                 "patching",
+                "causal",
                 "report",
             ],
             Stage::Probe => &["gradients"],

@@ -60,10 +60,18 @@ pub fn image_batch(
     pre: &Preprocessor,
     examples: std::ops::Range<usize>,
 ) -> Result<ImageBatch> {
-    let images: Vec<(Vec<f32>, u32, u32)> = examples
-        .clone()
-        .into_par_iter()
-        .map(|i| {
+    image_batch_of(data, pre, &examples.collect::<Vec<_>>())
+}
+
+/// Decodes and preprocesses the images `indices` (in parallel, in that order) into one batch.
+pub fn image_batch_of(
+    data: &ImageDataset,
+    pre: &Preprocessor,
+    indices: &[usize],
+) -> Result<ImageBatch> {
+    let images: Vec<(Vec<f32>, u32, u32)> = indices
+        .par_iter()
+        .map(|&i| {
             let path = data.path(i);
             let img = load_rgb(&path)?;
             Ok(pre.apply(&img, &path)?)
@@ -73,7 +81,7 @@ pub fn image_batch(
     if let Some(i) = images.iter().position(|im| (im.1, im.2) != (h, w)) {
         return Err(ModelError::Invalid(format!(
             "{}: preprocessed to {}×{}, but the batch's first image is {w}×{h}; set a crop (or a fixed resize) in preprocessor_config.json so every image has one size",
-            data.path(examples.start + i).display(),
+            data.path(indices[i]).display(),
             images[i].2,
             images[i].1
         )));

@@ -10,7 +10,7 @@ mod images;
 mod shard;
 
 use images::extract_images;
-pub use images::image_batch;
+pub use images::{image_batch, image_batch_of};
 
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};

@@ -284,3 +284,34 @@ fn invalid_settings_after_a_finished_stage_are_not_up_to_date() {
         ],
     );
 }
+
+#[test]
+fn causal_settings_are_checked_first() {
+    let Some(fx) = fixture() else { return };
+    let causal = |name, flags: &str, needles| {
+        case(
+            name,
+            &format!("causal --run {{run}} --force {flags}"),
+            needles,
+        )
+    };
+    check_refusals(
+        fx,
+        vec![
+            causal("α = 0 in the grid", "--alphas 0,0.5", &["α = 0"]),
+            causal("α not a number", "--alphas x", &["--alphas"]),
+            causal(
+                "too few random directions",
+                "--random-directions 5",
+                &["random_directions = 5", "20"],
+            ),
+            causal("one example", "--examples 1", &["examples = 1"]),
+            causal("batch size 0", "--batch-size 0", &["batch_size = 0"]),
+            causal(
+                "significance out of range",
+                "--significance 1.5",
+                &["significance = 1.5"],
+            ),
+        ],
+    );
+}

@@ -27,6 +27,8 @@ fn damaged_or_incomplete_runs_are_refused() {
                 .with_setup(|_, r| drop_stage(r, "probe")),
             case("report before probe", "report --run {run}", &["`probe`"])
                 .with_setup(|_, r| drop_stage(r, "probe")),
+            case("causal before probe", "causal --run {run}", &["`probe`"])
+                .with_setup(|_, r| drop_stage(r, "probe")),
             case("probe before extract", "probe --run {run} --label topic", &["`extract`"])
                 .with_setup(|_, r| {
                     drop_stage(r, "extract");
@@ -62,6 +64,8 @@ fn configs_are_checked_before_any_stage_runs() {
                 .with_setup(|t, r| config(t, r, "labelz = ['x']\n")),
             case("pipeline [tcav] alpha out of range", "pipeline --config {tmp}/p.toml", &["[tcav]", "alpha = 2"])
                 .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/food.jsonl']\ntargets = ['probe:topic=food']\nalpha = 2.0\n")),
+            case("pipeline [causal] empty α grid", "pipeline --config {tmp}/p.toml", &["[causal]", "α grid is empty"])
+                .with_setup(|t, r| config(t, r, "[causal]\nalphas = []\n")),
             case("pipeline [extract] batch size 0", "pipeline --config {tmp}/p.toml", &["[extract]", "batch_size = 0"])
                 .with_setup(|t, r| {
                     config(t, r, "");

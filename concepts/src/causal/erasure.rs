@@ -1,0 +1,127 @@
+//! Concept erasure for a sequence-level probe: LEACE fitted on the probe's training rows (the
+//! run's stored pooled activations), the probe refitted on the erased rows with the run's own
+//! probe options, and random erasers of the same rank for the downstream test.
+//!
+//! The erasure *counts* only when the refitted probe is no better than chance: the lower end
+//! of its test accuracy's 95% bootstrap interval is at or below the majority baseline. An
+//! eraser that leaves the label decodable says nothing about whether the model uses it.
+
+use super::leace::{Eraser, Geometry};
+use crate::ConceptError;
+use glassbox_data::examples::read_examples;
+use glassbox_data::rng::SeededRng;
+use glassbox_data::store::read_pooled_matrix;
+use glassbox_data::{HookPoint, Pool, RunDir};
+use glassbox_probes::probe::{fit_classifier, Rows};
+use glassbox_probes::{stratified_split, ProbeOptions, Standardizer};
+
+/// LEACE for one label at one hook, with its check.
+pub struct ErasureFit {
+    /// The concept's eraser.
+    pub eraser: Eraser,
+    /// Random erasers of the same rank in the same geometry.
+    pub randoms: Vec<Eraser>,
+    /// Class names, index = class.
+    pub classes: Vec<String>,
+    /// Test accuracy of the probe refitted on unerased rows (same split and options).
+    pub accuracy_before: f64,
+    /// Test accuracy of the probe refitted on erased rows, and its 95% interval.
+    pub accuracy_after: f64,
+    /// 95% interval of `accuracy_after`.
+    pub accuracy_after_ci: (f64, f64),
+    /// The majority baseline on the test rows.
+    pub chance: f64,
+}
+
+impl ErasureFit {
+    /// Whether the refitted probe is down to chance (see the module docs).
+    pub fn counts(&self) -> bool {
+        self.accuracy_after_ci.0 <= self.chance + 1e-12
+    }
+}
+
+/// Fits LEACE for `label` on `hook`'s `pool`ed rows and refits the probe; `random` random
+/// erasers for the baseline. Every random choice derives from `seed`.
+pub fn fit_erasure(
+    run: &RunDir,
+    label: &str,
+    hook: HookPoint,
+    pool: Pool,
+    options: &ProbeOptions,
+    random: usize,
+    seed: u64,
+) -> Result<ErasureFit, ConceptError> {
+    let examples = read_examples(run)?;
+    let column = examples.column(label).ok_or_else(|| {
+        ConceptError::Invalid(format!(
+            "erasure of `{label}`: examples.parquet has no column `{label}`"
+        ))
+    })?;
+    let names: Vec<Option<String>> = column.values.iter().map(|v| v.class_name()).collect();
+    let mut classes: Vec<String> = names.iter().flatten().cloned().collect();
+    classes.sort();
+    classes.dedup();
+    let labelled: Vec<usize> = (0..names.len()).filter(|&i| names[i].is_some()).collect();
+    let class_of: Vec<usize> = labelled
+        .iter()
+        .map(|&i| {
+            classes
+                .binary_search(names[i].as_ref().expect("labelled"))
+                .expect("listed")
+        })
+        .collect();
+    let dir = run.pooled_dir(hook, pool);
+    let matrix = read_pooled_matrix(&dir)?;
+    if matrix.example_ids.len() != names.len() {
+        return Err(ConceptError::Invalid(format!(
+            "{}: holds {} examples but examples.parquet has {}; re-run extract with --force",
+            dir.display(),
+            matrix.example_ids.len(),
+            names.len()
+        )));
+    }
+    let d = matrix.width;
+    let mut x: Vec<f32> = Vec::with_capacity(labelled.len() * d);
+    for &i in &labelled {
+        x.extend_from_slice(&matrix.values[i * d..(i + 1) * d]);
+    }
+    let n_classes = classes.len();
+    let split = stratified_split(
+        &class_of,
+        n_classes,
+        options.validation_fraction,
+        options.test_fraction,
+        seed,
+    )
+    .map_err(|e| ConceptError::Invalid(format!("erasure of `{label}`: {e}")))?;
+    let geometry = Geometry::fit(&x, d, &split.train)?;
+    let train_classes: Vec<usize> = split.train.iter().map(|&r| class_of[r]).collect();
+    let eraser = geometry.concept_eraser(&train_classes, n_classes);
+    let mut rng = SeededRng::new(seed ^ 0x006c_6561_6365);
+    let randoms = (0..random)
+        .map(|_| geometry.random_eraser(eraser.rank.max(1), &mut rng))
+        .collect();
+    let refit = |rows: &[f32]| {
+        let std = Standardizer::fit(rows, d, &split.train);
+        let r = Rows {
+            x: rows,
+            d,
+            split: &split,
+            std: &std,
+        };
+        fit_classifier(r, &class_of, n_classes, options, seed).scores
+    };
+    let before = refit(&x);
+    let mut erased = x;
+    eraser.apply(&mut erased);
+    let after = refit(&erased);
+    Ok(ErasureFit {
+        eraser,
+        randoms,
+        classes,
+        accuracy_before: before.score,
+        accuracy_after: after.score,
+        accuracy_after_ci: after.ci,
+        chance: after.baseline,
+    })
+}

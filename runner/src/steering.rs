@@ -1,0 +1,554 @@
+//! Forwards with one hook edited — a vector added along a direction (steering) or an affine
+//! erasure — and the downstream readouts the causal validation of directions measures: a
+//! probe's log-probability of a class at a later hook, a causal LM's next-token log-probability
+//! or the KL of its next-token distribution from the unedited one, a classifier's class
+//! log-probability.
+//!
+//! An edit applies at every real position of the hook (padding stays as it is): for a probe on
+//! mean-pooled activations, adding `v` at every token adds `v` to the pooled row, and an affine
+//! eraser commutes with the mean, so the pooled probe sees exactly the intervention it was
+//! fitted against.
+
+use crate::extract::image_batch_of;
+use crate::interventions::Replace;
+use candle_core::{DType, Tensor, D};
+use glassbox_data::images::{ImageDataset, Preprocessor};
+use glassbox_data::Pool;
+use glassbox_models::{Capture, HookPoint, Hooks, ImageBatch, Input, LoadedModel, TokenBatch};
+use glassbox_models::{ModelError, Result};
+
+/// An intervention at one hook, on rows of its width.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// `h ↦ h + v` at every real position.
+    Add(Vec<f32>),
+    /// `h ↦ h − E (h − μ)` at every real position; `matrix` is `E`, `width × width` row-major.
+    Erase {
+        /// `E`.
+        matrix: Vec<f32>,
+        /// `μ`.
+        mean: Vec<f32>,
+    },
+}
+
+/// A downstream quantity measured per example.
+#[derive(Debug, Clone)]
+pub enum Readout {
+    /// The log-probability a linear head on `hook` gives a class: `weight` is `outputs ×
+    /// width` (one output = a binary head's logit of class 1, read as `log σ(±z)`; or a
+    /// regression, read as its raw output with `class: None`).
+    Head {
+        /// The hook the head reads.
+        hook: HookPoint,
+        /// Pooled rows (sequence level), or `None`: the mean over real positions of the
+        /// per-position value (token level).
+        pool: Option<Pool>,
+        /// `outputs × width`, row-major.
+        weight: Vec<f32>,
+        /// One per output.
+        bias: Vec<f32>,
+        /// The class whose log-probability is read, per example (`None` in an entry: that
+        /// example has no class and is left out; a `None` vector: the raw single output).
+        class: Option<Vec<Option<usize>>>,
+    },
+    /// A causal LM's log-probability of token `id` coming after each example's last token.
+    NextToken {
+        /// The token.
+        id: u32,
+    },
+    /// `KL(unedited ‖ edited)` of the next-token distribution after each example's last token,
+    /// in nats (0 for the unedited forward).
+    NextTokenKl,
+    /// A classifier's log-probability of its output class `class`.
+    OutputClass {
+        /// Index into the model's outputs.
+        class: usize,
+    },
+}
+
+enum Batch {
+    Tokens(TokenBatch),
+    Images(ImageBatch),
+}
+
+/// The examples an experiment runs on, cut into batches once.
+pub struct Batches {
+    batches: Vec<Batch>,
+    n: usize,
+}
+
+impl Batches {
+    /// Tokenised `texts`, `batch_size` per forward.
+    pub fn texts(model: &LoadedModel, texts: &[&str], batch_size: usize) -> Result<Self> {
+        let tokenizer = model.tokenizer()?;
+        let mut batches = Vec::new();
+        for chunk in texts.chunks(batch_size.max(1)) {
+            let encoded = tokenizer.encode(chunk)?;
+            let refs: Vec<_> = encoded.iter().collect();
+            batches.push(Batch::Tokens(TokenBatch::from_encoded(
+                &refs,
+                model.pad_id,
+                &model.device,
+            )?));
+        }
+        Ok(Self {
+            batches,
+            n: texts.len(),
+        })
+    }
+
+    /// The images `indices` of `data`, preprocessed, `batch_size` per forward.
+    pub fn images(
+        data: &ImageDataset,
+        pre: &Preprocessor,
+        indices: &[usize],
+        batch_size: usize,
+    ) -> Result<Self> {
+        let batches = indices
+            .chunks(batch_size.max(1))
+            .map(|chunk| Ok(Batch::Images(image_batch_of(data, pre, chunk)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            batches,
+            n: indices.len(),
+        })
+    }
+
+    /// Examples in all batches.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// The unedited forward's values: each readout per example, the hook's typical activation norm
+/// (the median L2 norm over real positions), and what [`Readout::NextTokenKl`] compares against.
+pub struct Clean {
+    /// `[readout][example]`.
+    pub values: Vec<Vec<f64>>,
+    /// Median L2 norm of the hook's activation over every real position of every example.
+    pub typical_norm: f64,
+    last_log_probs: Vec<Vec<f32>>,
+}
+
+/// The readouts of the unedited forward, with the norm of `hook`.
+pub fn clean(
+    model: &LoadedModel,
+    batches: &Batches,
+    hook: HookPoint,
+    readouts: &[Readout],
+) -> Result<Clean> {
+    let mut norms = Vec::new();
+    let mut last = Vec::new();
+    let mut values = vec![Vec::with_capacity(batches.len()); readouts.len()];
+    let mut offset = 0;
+    for batch in &batches.batches {
+        let mut capture = Capture::new(readout_hooks(readouts).chain([hook]));
+        let output = forward(model, batch, &mut capture)?;
+        let h = capture.get(hook, model.model.family())?;
+        let n = h.dim(0)?;
+        let rows: Vec<Vec<Vec<f32>>> = h.to_dtype(DType::F32)?.to_vec3()?;
+        for (b, example) in rows.iter().enumerate() {
+            for row in example.iter().take(real_length(batch, b)) {
+                norms.push(row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt());
+            }
+        }
+        let lp = last_log_probs(model, batch, &output, readouts)?;
+        read(
+            model,
+            batch,
+            &output,
+            &capture,
+            &lp,
+            None,
+            readouts,
+            offset,
+            &mut values,
+        )?;
+        last.extend(lp);
+        offset += n;
+    }
+    norms.sort_by(f64::total_cmp);
+    Ok(Clean {
+        values,
+        typical_norm: norms.get(norms.len() / 2).copied().unwrap_or(0.0),
+        last_log_probs: last,
+    })
+}
+
+/// The readouts per example (`[readout][example]`) of the forward with `edit` at `hook`.
+pub fn edited(
+    model: &LoadedModel,
+    batches: &Batches,
+    hook: HookPoint,
+    edit: &Edit,
+    readouts: &[Readout],
+    clean: &Clean,
+) -> Result<Vec<Vec<f64>>> {
+    let mut values = vec![Vec::with_capacity(batches.len()); readouts.len()];
+    let width = model.model.hook_width(hook);
+    let device = &model.device;
+    let edit_tensors = match edit {
+        Edit::Add(v) => {
+            check_width(v.len(), width, hook)?;
+            (Tensor::from_slice(v, (1, 1, width), device)?, None)
+        }
+        Edit::Erase { matrix, mean } => {
+            check_width(mean.len(), width, hook)?;
+            check_width(matrix.len(), width * width, hook)?;
+            (
+                Tensor::from_slice(mean, (1, 1, width), device)?,
+                Some(Tensor::from_slice(matrix, (width, width), device)?.t()?),
+            )
+        }
+    };
+    let mut offset = 0;
+    for batch in &batches.batches {
+        let mask = position_mask(batch, model)?;
+        let (vector, matrix) = (&edit_tensors.0, edit_tensors.1.as_ref());
+        let apply = |x: Tensor| -> candle_core::Result<Tensor> {
+            let x32 = x.to_dtype(DType::F32)?;
+            let delta = match matrix {
+                None => vector.broadcast_as(x32.shape())?.contiguous()?,
+                Some(et) => {
+                    let (b, t, d) = x32.dims3()?;
+                    x32.broadcast_sub(vector)?
+                        .reshape((b * t, d))?
+                        .matmul(et)?
+                        .reshape((b, t, d))?
+                        .neg()?
+                }
+            };
+            let delta = match &mask {
+                Some(m) => delta.broadcast_mul(m)?,
+                None => delta,
+            };
+            (x32 + delta)?.to_dtype(x.dtype())
+        };
+        let mut hooks = EditAndCapture {
+            edit: Replace::new(hook, apply),
+            capture: Capture::new(readout_hooks(readouts)),
+        };
+        let output = forward(model, batch, &mut hooks)?;
+        let lp = last_log_probs(model, batch, &output, readouts)?;
+        let n = batch_size(batch);
+        let reference = &clean.last_log_probs;
+        let reference = (!reference.is_empty()).then(|| &reference[offset..offset + n]);
+        read(
+            model,
+            batch,
+            &output,
+            &hooks.capture,
+            &lp,
+            reference,
+            readouts,
+            offset,
+            &mut values,
+        )?;
+        offset += n;
+    }
+    Ok(values)
+}
+
+fn check_width(got: usize, want: usize, hook: HookPoint) -> Result<()> {
+    if got != want {
+        return Err(ModelError::Invalid(format!(
+            "an edit of {got} values does not fit `{hook}` ({want} expected); the direction comes from another model or hook"
+        )));
+    }
+    Ok(())
+}
+
+/// Edits one point, then captures the readouts' hooks downstream of it.
+struct EditAndCapture<F> {
+    edit: Replace<F>,
+    capture: Capture,
+}
+
+impl<F> Hooks for EditAndCapture<F>
+where
+    F: FnMut(Tensor) -> candle_core::Result<Tensor>,
+{
+    fn wants(&self, point: HookPoint) -> bool {
+        self.edit.wants(point) || self.capture.wants(point)
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let x = self.edit.visit(point, x)?;
+        self.capture.visit(point, x)
+    }
+}
+
+fn readout_hooks(readouts: &[Readout]) -> impl Iterator<Item = HookPoint> + '_ {
+    readouts.iter().filter_map(|r| match r {
+        Readout::Head { hook, .. } => Some(*hook),
+        _ => None,
+    })
+}
+
+fn forward(model: &LoadedModel, batch: &Batch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    let input: Input<'_> = match batch {
+        Batch::Tokens(b) => b.into(),
+        Batch::Images(b) => b.into(),
+    };
+    model.model.forward(input, hooks)
+}
+
+fn batch_size(batch: &Batch) -> usize {
+    match batch {
+        Batch::Tokens(b) => b.lengths.len(),
+        Batch::Images(b) => b.batch,
+    }
+}
+
+/// Real positions of example `b` (`usize::MAX`: every position, for images).
+fn real_length(batch: &Batch, b: usize) -> usize {
+    match batch {
+        Batch::Tokens(t) => t.lengths[b],
+        Batch::Images(_) => usize::MAX,
+    }
+}
+
+/// `[batch, seq, 1]`: 1 at real tokens; `None` for images (every cell is real).
+fn position_mask(batch: &Batch, model: &LoadedModel) -> Result<Option<Tensor>> {
+    Ok(match batch {
+        Batch::Tokens(t) => Some(t.mask.to_device(&model.device)?.unsqueeze(2)?),
+        Batch::Images(_) => None,
+    })
+}
+
+/// Next-token log-probabilities after each example's last token, when a readout needs them.
+fn last_log_probs(
+    model: &LoadedModel,
+    batch: &Batch,
+    output: &Tensor,
+    readouts: &[Readout],
+) -> Result<Vec<Vec<f32>>> {
+    let wanted = readouts
+        .iter()
+        .any(|r| matches!(r, Readout::NextToken { .. } | Readout::NextTokenKl));
+    let Batch::Tokens(tokens) = batch else {
+        return Ok(Vec::new());
+    };
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    let last: Vec<Tensor> = tokens
+        .lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| output.get(b)?.get(n - 1)?.unsqueeze(0))
+        .collect::<candle_core::Result<_>>()?;
+    let last = Tensor::cat(&last, 0)?.unsqueeze(1)?;
+    let logits = model.model.unembed(&last).ok_or_else(|| {
+        ModelError::Invalid(format!(
+            "the {} model has no unembedding: next-token readouts need a causal LM",
+            model.model.family()
+        ))
+    })??;
+    let logits = logits.squeeze(1)?.to_dtype(DType::F32)?;
+    let log_probs = candle_nn_log_softmax(&logits)?;
+    Ok(log_probs.to_vec2()?)
+}
+
+fn candle_nn_log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let shifted = x.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&log_sum)
+}
+
+/// Appends each readout's value for the batch's examples to `values`.
+#[allow(clippy::too_many_arguments)]
+fn read(
+    model: &LoadedModel,
+    batch: &Batch,
+    output: &Tensor,
+    capture: &Capture,
+    last_log_probs: &[Vec<f32>],
+    reference: Option<&[Vec<f32>]>,
+    readouts: &[Readout],
+    offset: usize,
+    values: &mut [Vec<f64>],
+) -> Result<()> {
+    let n = batch_size(batch);
+    for (readout, out) in readouts.iter().zip(values.iter_mut()) {
+        match readout {
+            Readout::Head {
+                hook,
+                pool,
+                weight,
+                bias,
+                class,
+            } => {
+                let h: Vec<Vec<Vec<f32>>> = capture
+                    .get(*hook, model.model.family())?
+                    .to_dtype(DType::F32)?
+                    .to_vec3()?;
+                for (b, rows) in h.iter().enumerate() {
+                    let real = &rows[..real_length(batch, b).min(rows.len())];
+                    let which = class.as_ref().map(|c| c[offset + b]);
+                    out.push(head_value(real, *pool, weight, bias, which));
+                }
+            }
+            Readout::NextToken { id } => {
+                out.extend(last_log_probs.iter().map(|lp| lp[*id as usize] as f64));
+            }
+            Readout::NextTokenKl => match reference {
+                None => out.extend(std::iter::repeat_n(0.0, n)),
+                Some(reference) => {
+                    out.extend(last_log_probs.iter().zip(reference).map(|(edited, clean)| {
+                        clean
+                            .iter()
+                            .zip(edited)
+                            .map(|(c, e)| (*c as f64).exp() * (*c as f64 - *e as f64))
+                            .sum::<f64>()
+                    }))
+                }
+            },
+            Readout::OutputClass { class } => {
+                let logits: Vec<Vec<f32>> = match output.rank() {
+                    2 => output.to_dtype(DType::F32)?.to_vec2()?,
+                    _ => {
+                        return Err(ModelError::Invalid(format!(
+                            "class readouts need a classifier's logits, but the {} forward returns a {:?} tensor",
+                            model.model.family(),
+                            output.dims()
+                        )))
+                    }
+                };
+                for z in logits {
+                    if *class >= z.len() {
+                        return Err(ModelError::Invalid(format!(
+                            "class {class} is out of range: the model has {} outputs",
+                            z.len()
+                        )));
+                    }
+                    let z: Vec<f64> = z.iter().map(|v| *v as f64).collect();
+                    out.push(log_probability(&z, Some(*class)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of a linear head on an example's real rows: pooled, or the mean over positions of
+/// the per-position value. NaN when the example has no class to read.
+fn head_value(
+    rows: &[Vec<f32>],
+    pool: Option<Pool>,
+    weight: &[f32],
+    bias: &[f32],
+    class: Option<Option<usize>>,
+) -> f64 {
+    let width = weight.len() / bias.len().max(1);
+    let class = match class {
+        Some(None) => return f64::NAN,
+        Some(Some(c)) => Some(c),
+        None => None,
+    };
+    let value_of = |x: &[f64]| -> f64 {
+        let z: Vec<f64> = bias
+            .iter()
+            .enumerate()
+            .map(|(o, b)| {
+                weight[o * width..(o + 1) * width]
+                    .iter()
+                    .zip(x)
+                    .map(|(w, v)| *w as f64 * v)
+                    .sum::<f64>()
+                    + *b as f64
+            })
+            .collect();
+        log_probability(&z, class)
+    };
+    match pool {
+        Some(pool) => value_of(&pooled(rows, pool, width)),
+        None => {
+            let per: Vec<f64> = rows
+                .iter()
+                .map(|r| value_of(&r.iter().map(|v| *v as f64).collect::<Vec<_>>()))
+                .collect();
+            per.iter().sum::<f64>() / per.len().max(1) as f64
+        }
+    }
+}
+
+fn pooled(rows: &[Vec<f32>], pool: Pool, width: usize) -> Vec<f64> {
+    let mut out = vec![0.0; width];
+    match pool {
+        Pool::Mean => {
+            for r in rows {
+                for (o, v) in out.iter_mut().zip(r) {
+                    *o += *v as f64 / rows.len() as f64;
+                }
+            }
+        }
+        Pool::Cls => out = rows[0].iter().map(|v| *v as f64).collect(),
+        Pool::Last => out = rows[rows.len() - 1].iter().map(|v| *v as f64).collect(),
+        Pool::Max => {
+            out.fill(f64::NEG_INFINITY);
+            for r in rows {
+                for (o, v) in out.iter_mut().zip(r) {
+                    *o = o.max(*v as f64);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `log p(class)` from head outputs `z` (one output: a binary logit), or the raw single output
+/// when there is no class.
+pub fn log_probability(z: &[f64], class: Option<usize>) -> f64 {
+    let Some(class) = class else {
+        return z[0];
+    };
+    let log_sigmoid = |l: f64| -> f64 {
+        if l > 0.0 {
+            -(-l).exp().ln_1p()
+        } else {
+            l - l.exp().ln_1p()
+        }
+    };
+    if z.len() == 1 {
+        return log_sigmoid(if class == 1 { z[0] } else { -z[0] });
+    }
+    let top = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = z.iter().map(|v| (v - top).exp()).sum::<f64>().ln() + top;
+    z[class] - log_sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_probabilities_of_binary_and_multiclass_heads() {
+        let p = log_probability(&[0.0], Some(1));
+        assert!((p - 0.5f64.ln()).abs() < 1e-12);
+        let p1 = log_probability(&[2.0], Some(1)).exp();
+        let p0 = log_probability(&[2.0], Some(0)).exp();
+        assert!((p0 + p1 - 1.0).abs() < 1e-12);
+        let total: f64 = (0..3)
+            .map(|c| log_probability(&[1.0, -2.0, 0.5], Some(c)).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        assert_eq!(log_probability(&[3.5], None), 3.5);
+    }
+
+    #[test]
+    fn a_pooled_head_reads_mean_and_token_level_rows() {
+        let rows = vec![vec![1.0f32, 0.0], vec![3.0, 2.0]];
+        // One raw output reading unit 0: mean pool 2.0, token level (1 + 3) / 2.
+        let (w, b) = (vec![1.0f32, 0.0], vec![0.0f32]);
+        assert_eq!(head_value(&rows, Some(Pool::Mean), &w, &b, None), 2.0);
+        assert_eq!(head_value(&rows, None, &w, &b, None), 2.0);
+        assert_eq!(head_value(&rows, Some(Pool::Last), &w, &b, None), 3.0);
+        assert!(head_value(&rows, Some(Pool::Mean), &w, &b, Some(None)).is_nan());
+    }
+}

@@ -1,0 +1,164 @@
+//! `glassbox causal` end to end on the committed tiny GPT-2: extract → probe → causal → report.
+//! Every finding gets tests with a verdict; the tables read back with pyarrow (an independent
+//! reader) with effects, the random baseline and Holm-adjusted p-values that agree with their
+//! definitions; the same seed gives the same numbers; the report carries the verdicts and
+//! its summary.json validates against the schema.
+
+use glassbox_concepts::causal::{read_tests, Verdict};
+use glassbox_tests::*;
+use std::path::Path;
+
+fn run_cli(args: &[&str], run: &Path) -> std::process::Output {
+    glassbox()
+        .args(args)
+        .arg("--run")
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
+/// A tiny GPT-2 run with sequence-level probes of `topic` at two hooks.
+fn probed_run(run: &Path) {
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.*.hook_resid_post",
+            "--pools",
+            "mean",
+            "--no-token-level",
+            "--max-length",
+            "64",
+            "--run",
+        ])
+        .arg(run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let out = run_cli(&["probe", "--label", "topic"], run);
+    assert_success(&out, "probe");
+}
+
+#[test]
+fn causal_tests_every_finding_and_the_report_shows_the_verdicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    probed_run(&run);
+    let args = ["causal", "--examples", "24", "--json"];
+    let out = run_cli(&args, &run);
+    assert_success(&out, "causal");
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tests = done["tests"].as_u64().unwrap();
+    // One steering test per topic class (4) and one erasure of the probe at its best hook.
+    assert_eq!(tests, 5, "{done}");
+    let rows = read_tests(&run.join("causal")).unwrap();
+    assert_eq!(rows.len(), 5);
+    for r in &rows {
+        assert!(r.finding.starts_with("probe topic (sequence) at "), "{r:?}");
+        assert!(
+            r.verdict != Verdict::NotTestable || !r.reason.is_empty(),
+            "a test that cannot run says why: {r:?}"
+        );
+    }
+    // Same seed, same numbers.
+    let again = run_cli(&["causal", "--examples", "24", "--force"], &run);
+    assert_success(&again, "causal --force");
+    assert_eq!(read_tests(&run.join("causal")).unwrap(), rows);
+    // Up to date without --force.
+    let up = run_cli(&["causal", "--examples", "24"], &run);
+    assert_success(&up, "causal again");
+    assert!(String::from_utf8_lossy(&up.stderr).contains("up to date"));
+
+    let out = run_cli(&["report"], &run);
+    assert_success(&out, "report");
+    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
+    assert!(md.contains("## Causal tests"), "{md}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["causal"]["tests"].as_array().unwrap().len(), 5);
+    assert!(run.join("report/tables/causal_tests.parquet").exists());
+
+    let python = match python_with("jsonschema") {
+        Ok(p) => p,
+        Err(why) => {
+            return skip(
+                "causal_tests_every_finding_and_the_report_shows_the_verdicts",
+                &why,
+            )
+        }
+    };
+    let valid = validate_json_schema(
+        &python,
+        &run.join("report/summary.schema.json"),
+        &run.join("report/summary.json"),
+    );
+    assert_success(&valid, "summary.json against its schema");
+    let script = r#"
+import sys, math, pyarrow.parquet as pq
+d = sys.argv[1]
+tests = pq.read_table(d + "/tests.parquet").to_pylist()
+curves = pq.read_table(d + "/curves.parquet").to_pylist()
+ran = [t for t in tests if t["p"] is not None and not math.isnan(t["p"])]
+m = len(ran)
+# Holm: the i-th smallest p times (m - i), made monotone, capped at 1.
+ordered = sorted(ran, key=lambda t: t["p"])
+running = 0.0
+for i, t in enumerate(ordered):
+    running = max(running, min(1.0, (m - i) * t["p"]))
+    assert abs(t["p_holm"] - running) < 1e-12, (t, running)
+for t in tests:
+    assert t["verdict"] in ("causally supported", "not supported", "not testable"), t
+    if t["test"] == "erase (LEACE)":
+        assert t["accuracy_after"] is not None and t["chance"] is not None, t
+    else:
+        assert t["accuracy_after"] is None, t
+        points = [c for c in curves if c["finding"] == t["finding"] and c["test"] == t["test"]]
+        alphas = sorted(c["alpha"] for c in points)
+        assert alphas == [-0.5, -0.25, 0.25, 0.5], alphas
+        # The effect is the dose-response slope of the per-α means.
+        slope = sum(c["alpha"] * c["effect"] for c in points) / sum(c["alpha"] ** 2 for c in points)
+        assert abs(slope - t["effect"]) < 1e-9 * (1 + abs(slope)), (slope, t["effect"])
+    if t["verdict"] == "causally supported":
+        assert t["p_holm"] < 0.05
+print("ok", len(tests))
+"#;
+    let python = python_with_pyarrow().expect("the venv has pyarrow when it has jsonschema");
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(run.join("causal"))
+        .output()
+        .unwrap();
+    assert_success(&out, "pyarrow reads causal/");
+}
+
+#[test]
+fn causal_refuses_a_run_without_probes_and_leaves_it_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.0.hook_resid_post",
+            "--no-token-level",
+            "--max-length",
+            "64",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let before = std::fs::read(run.join("manifest.json")).unwrap();
+    let out = run_cli(&["causal"], &run);
+    assert_bad_input(&out, &["`probe`"]);
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), before);
+    assert!(!run.join("causal").exists());
+}
