@@ -223,3 +223,40 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         assert!(diff <= 1e-4, "{point}: fast vs graph differ by {diff}");
     }
 }
+
+#[test]
+fn the_forward_from_a_block_matches_the_full_forward() {
+    let Some(model) = load() else { return };
+    let (reference, _) = minilm_reference();
+    let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
+    let refs: Vec<&Encoded> = encoded.iter().collect();
+    let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
+    let mut capture = Capture::new([HookPoint::ResidPre(3), HookPoint::ResidPost(4)]);
+    let full = model.model.forward((&batch).into(), &mut capture).unwrap();
+    let lengths: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
+    let resid = capture.captured[&HookPoint::ResidPre(3)].clone();
+    let mut later = Capture::new([HookPoint::ResidPre(2), HookPoint::ResidPost(4)]);
+    let from = model
+        .model
+        .forward_from(&batch, 3, &resid, &mut later)
+        .expect("BERT has a fast forward from a block")
+        .unwrap();
+    assert!(
+        !later.captured.contains_key(&HookPoint::ResidPre(2)),
+        "blocks before the start do not run"
+    );
+    // Same kernels on the same packed rows: the same values, bit for bit.
+    let real = |t: &Tensor| -> Vec<f32> {
+        let all: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
+        all.into_iter()
+            .zip(&lengths)
+            .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
+            .collect()
+    };
+    assert_eq!(real(&full), real(&from));
+    assert_eq!(
+        captured(&capture, HookPoint::ResidPost(4), &lengths),
+        captured(&later, HookPoint::ResidPost(4), &lengths)
+    );
+}

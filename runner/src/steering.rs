@@ -133,6 +133,10 @@ pub struct Clean {
     /// Median L2 norm of the hook's activation over every real position of every example.
     pub typical_norm: f64,
     last_log_probs: Vec<Vec<f32>>,
+    /// Per batch, the residual stream entering the edited hook's block: edited forwards start
+    /// there (where the family has a forward from a block), since the blocks before it compute
+    /// what the unedited forward did.
+    starts: Vec<Option<Tensor>>,
 }
 
 /// The readouts of the unedited forward, with the norm of `hook`.
@@ -144,11 +148,14 @@ pub fn clean(
 ) -> Result<Clean> {
     let mut norms = Vec::new();
     let mut last = Vec::new();
+    let mut starts = Vec::new();
     let mut values = vec![Vec::with_capacity(batches.len()); readouts.len()];
     let mut offset = 0;
+    let start = hook.layer().map(HookPoint::ResidPre);
     for batch in &batches.batches {
-        let mut capture = Capture::new(readout_hooks(readouts).chain([hook]));
+        let mut capture = Capture::new(readout_hooks(readouts).chain([hook]).chain(start));
         let output = forward(model, batch, &mut capture)?;
+        starts.push(start.and_then(|s| capture.captured.get(&s).cloned()));
         let h = capture.get(hook, model.model.family())?;
         let n = h.dim(0)?;
         let rows: Vec<Vec<Vec<f32>>> = h.to_dtype(DType::F32)?.to_vec3()?;
@@ -177,6 +184,7 @@ pub fn clean(
         values,
         typical_norm: norms.get(norms.len() / 2).copied().unwrap_or(0.0),
         last_log_probs: last,
+        starts,
     })
 }
 
@@ -207,7 +215,7 @@ pub fn edited(
         }
     };
     let mut offset = 0;
-    for batch in &batches.batches {
+    for (index, batch) in batches.batches.iter().enumerate() {
         let mask = position_mask(batch, model)?;
         let (vector, matrix) = (&edit_tensors.0, edit_tensors.1.as_ref());
         let apply = |x: Tensor| -> candle_core::Result<Tensor> {
@@ -233,7 +241,10 @@ pub fn edited(
             edit: Replace::new(hook, apply),
             capture: Capture::new(readout_hooks(readouts)),
         };
-        let output = forward(model, batch, &mut hooks)?;
+        let start = hook
+            .layer()
+            .zip(clean.starts.get(index).and_then(Option::as_ref));
+        let output = forward_from(model, batch, start, &mut hooks)?;
         let lp = last_log_probs(model, batch, &output, readouts)?;
         let n = batch_size(batch);
         let reference = &clean.last_log_probs;
@@ -295,6 +306,21 @@ fn forward(model: &LoadedModel, batch: &Batch, hooks: &mut dyn Hooks) -> Result<
         Batch::Images(b) => b.into(),
     };
     model.model.forward(input, hooks)
+}
+
+/// The forward from `start` = (block, the stream entering it) where the family has one.
+fn forward_from(
+    model: &LoadedModel,
+    batch: &Batch,
+    start: Option<(usize, &Tensor)>,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
+    if let (Batch::Tokens(tokens), Some((block, resid))) = (batch, start) {
+        if let Some(output) = model.model.forward_from(tokens, block, resid, hooks) {
+            return output;
+        }
+    }
+    forward(model, batch, hooks)
 }
 
 fn batch_size(batch: &Batch) -> usize {

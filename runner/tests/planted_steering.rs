@@ -198,3 +198,86 @@ fn erasing_the_read_direction_lowers_the_readout_beyond_random_erasers() {
         );
     }
 }
+
+#[test]
+fn edited_forwards_from_the_block_equal_full_forwards() {
+    // `edited` starts at the edited hook's block from the unedited run's stream; a full forward
+    // with the same edit must read the same values.
+    let model = model();
+    let width = model.model.hook_width(AT);
+    let texts = texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batches = Batches::texts(&model, &refs, 24).unwrap();
+    let mut rng = SeededRng::new(3);
+    let w = gaussian(width, &mut rng);
+    let readouts = [Readout::Head {
+        hook: HookPoint::ResidPost(1),
+        pool: Some(Pool::Last),
+        weight: w.iter().map(|v| *v as f32).collect(),
+        bias: vec![0.5],
+        class: None,
+    }];
+    let base = clean(&model, &batches, AT, &readouts).unwrap();
+    let v: Vec<f32> = gaussian(width, &mut rng)
+        .iter()
+        .map(|x| *x as f32 * 2.0)
+        .collect();
+    let fast = edited(
+        &model,
+        &batches,
+        AT,
+        &Edit::Add(v.clone()),
+        &readouts,
+        &base,
+    )
+    .unwrap();
+    let encoded = model.tokenizer().unwrap().encode(&refs).unwrap();
+    let enc: Vec<_> = encoded.iter().collect();
+    let batch =
+        glassbox_models::TokenBatch::from_encoded(&enc, model.pad_id, &model.device).unwrap();
+    let added = candle_core::Tensor::from_slice(&v, (1, 1, width), &model.device).unwrap();
+    let mut capture = glassbox_models::Capture::new([HookPoint::ResidPost(1)]);
+    struct Both<'a> {
+        add: &'a candle_core::Tensor,
+        capture: &'a mut glassbox_models::Capture,
+    }
+    impl glassbox_models::Hooks for Both<'_> {
+        fn wants(&self, p: HookPoint) -> bool {
+            p == AT || self.capture.wants(p)
+        }
+        fn visit(
+            &mut self,
+            p: HookPoint,
+            x: candle_core::Tensor,
+        ) -> candle_core::Result<candle_core::Tensor> {
+            let x = if p == AT {
+                x.broadcast_add(self.add)?
+            } else {
+                x
+            };
+            self.capture.visit(p, x)
+        }
+    }
+    model
+        .model
+        .forward(
+            (&batch).into(),
+            &mut Both {
+                add: &added,
+                capture: &mut capture,
+            },
+        )
+        .unwrap();
+    let h: Vec<Vec<Vec<f32>>> = capture.captured[&HookPoint::ResidPost(1)]
+        .to_vec3()
+        .unwrap();
+    for (i, e) in encoded.iter().enumerate() {
+        let last = &h[i][e.ids.len() - 1];
+        let z: f64 = last.iter().zip(&w).map(|(a, b)| *a as f64 * b).sum::<f64>() + 0.5;
+        assert!(
+            (z - fast[0][i]).abs() < 1e-4 * (1.0 + z.abs()),
+            "example {i}: full {z} vs from the block {}",
+            fast[0][i]
+        );
+    }
+}

@@ -121,6 +121,35 @@ fn table_row(table: &[f32], i: usize, h: usize) -> &[f32] {
 }
 
 pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+    run(m, batch, 0, None, hooks)
+}
+
+/// The forward from block `first` on, given the residual stream entering it (`[batch, seq,
+/// hidden]`, `blocks.{first}.hook_resid_pre`, whose hook is called first): the embeddings and
+/// the blocks before it are not run. Same values and hooks as [`forward`] from there on.
+pub(crate) fn forward_from(
+    m: &Bert,
+    batch: &TokenBatch,
+    first: usize,
+    resid_pre: &Tensor,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
+    if first >= m.fast.blocks.len() {
+        return Err(ModelError::Invalid(format!(
+            "no block {first}: the model has {}",
+            m.fast.blocks.len()
+        )));
+    }
+    run(m, batch, first, Some(resid_pre), hooks)
+}
+
+fn run(
+    m: &Bert,
+    batch: &TokenBatch,
+    first: usize,
+    resid_pre: Option<&Tensor>,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
     let cfg = &m.cfg;
     let w = &m.fast;
     let (b, t) = batch.input_ids.dims2()?;
@@ -170,7 +199,10 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     ];
     // Taken in the same order every time, so each comes back to the same role (and size).
     let (mut x, mut positions, mut types) = (take(rows * h), take(rows * h), take(rows * h));
-    if embed_points.iter().any(|&p| hooks.wants(p)) {
+    if let Some(resid) = resid_pre {
+        // The stream entering block `first`, packed; the embeddings are not computed.
+        layout.unpad(resid, h, HookPoint::ResidPre(first), &mut x)?;
+    } else if embed_points.iter().any(|&p| hooks.wants(p)) {
         // Each table's rows in a buffer of its own, so its hook sees (and may replace) it.
         rows_of(&w.word, &word, &mut x);
         rows_of(&w.position, &position, &mut positions);
@@ -198,8 +230,10 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
             }
         }
     }
-    let (g, beta, eps) = &w.embed_ln;
-    kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
+    if resid_pre.is_none() {
+        let (g, beta, eps) = &w.embed_ln;
+        kernels::layer_norm(&mut x, &[], &[], g, beta, *eps);
+    }
     // The residual stream: handed to its hooks without a copy when there is no padding.
     let mut x = Stream::Owned(x);
 
@@ -209,7 +243,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
     let mut z = take(rows * h);
     let mut a = take(rows * h);
     let mut neurons = take(rows * inter);
-    for (i, blk) in w.blocks.iter().enumerate() {
+    for (i, blk) in w.blocks.iter().enumerate().skip(first) {
         x.hook(&layout, hooks, HookPoint::ResidPre(i), h)?;
         x.read(|x| kernels::matmul_in_out(x, h, &blk.qkv_w, 3 * h, &mut qkv))?;
         let shape = Heads::full(heads, h / heads);

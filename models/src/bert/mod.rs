@@ -149,6 +149,16 @@ impl HookedModel for Bert {
         fast::forward(self, batch, hooks)
     }
 
+    fn forward_from(
+        &self,
+        batch: &crate::TokenBatch,
+        block: usize,
+        resid_pre: &Tensor,
+        hooks: &mut dyn crate::hooks::Hooks,
+    ) -> Option<Result<Tensor>> {
+        Some(fast::forward_from(self, batch, block, resid_pre, hooks))
+    }
+
     fn forward_differentiable(
         &self,
         input: Input<'_>,
