@@ -135,3 +135,42 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("## Sparse dictionary features"), "{md}");
 }
+
+#[test]
+fn causal_tests_every_listed_finding_and_supports_the_planted_concepts() {
+    use glassbox_concepts::causal::{read_tests, Verdict};
+    let Some(dir) = default_run() else { return };
+    let run = RunDir::new(dir);
+    let tests = read_tests(&run.path("causal")).unwrap();
+    let scores = glassbox_concepts::read_scores(&run).unwrap();
+    // Every significant TCAV result has its steering test.
+    for s in scores.iter().filter(|s| s.significant) {
+        let id = glassbox_concepts::causal::tcav_finding(&s.concept, &s.target, s.hook);
+        assert!(
+            tests.iter().any(|t| t.finding == id),
+            "{id} is not tested"
+        );
+    }
+    // The concept sets written for these targets move them beyond random directions: food
+    // sentences raise the food probe, questions the question probe (as TCAV found).
+    for (concept, target) in [
+        ("food", "probe:topic=food"),
+        ("questions", "probe:sentence_type=question"),
+    ] {
+        let id = glassbox_concepts::causal::tcav_finding(
+            concept,
+            target,
+            glassbox_tests::hook_point("blocks.3.hook_resid_post"),
+        );
+        let t = tests.iter().find(|t| t.finding == id).unwrap();
+        assert_eq!(t.verdict, Verdict::Supported, "{t:?}");
+    }
+    // Erasing a probed label with LEACE counts (the refit drops to chance) and lowers the last
+    // block's probe beyond random erasers.
+    let erasures: Vec<_> = tests.iter().filter(|t| t.test == "erase (LEACE)").collect();
+    assert_eq!(erasures.len(), 2, "topic and sentence_type");
+    for e in erasures {
+        assert!(e.accuracy_after_low.unwrap() <= e.chance.unwrap() + 1e-9, "{e:?}");
+        assert_eq!(e.verdict, Verdict::Supported, "{e:?}");
+    }
+}
