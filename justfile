@@ -161,6 +161,11 @@ reference-patching:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
     .venv-ref/bin/python scripts/reference_patching.py
 
+# Regenerate the SmolLM2 activation-patching reference (PyTorch forward hooks on the dequantised GGUF).
+reference-patching-smollm2: models
+    @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"
+    .venv-ref/bin/python scripts/reference_patching_smollm2.py
+
 # Regenerate the SmolLM2 GGUF reference (token ids, hidden states, logits) with transformers' GGUF loading.
 reference-smollm2: models
     @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"

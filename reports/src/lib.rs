@@ -2,6 +2,7 @@
 //! SVG, no scripts or network), `report/summary.json` (versioned; its JSON Schema is written
 //! next to it as `summary.schema.json`), `report/summary.md` and `report/figures/*.svg`.
 
+mod atp_svg;
 pub mod causal;
 pub mod dictionary;
 mod html;

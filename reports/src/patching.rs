@@ -25,6 +25,9 @@ pub struct Effect {
     pub ci_high: f64,
     /// Pairs with a finite normalised effect.
     pub n: u64,
+    /// Attribution patching's estimate of `mean` (the mean of its normalised estimates), when
+    /// computed.
+    pub atp: Option<f64>,
 }
 
 /// The logit lens averaged over pairs at one block.
@@ -68,7 +71,7 @@ pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
         return Ok(None);
     }
     type Key = (String, u32, Option<u32>);
-    let mut by_key: BTreeMap<Key, (HookPoint, Vec<f64>)> = BTreeMap::new();
+    let mut by_key: BTreeMap<Key, (HookPoint, Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut pairs = std::collections::BTreeSet::new();
     for batch in table::read_table(&results)? {
         let col = |n: &str| {
@@ -92,22 +95,33 @@ pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
             head.as_primitive::<UInt32Type>(),
             norm.as_primitive::<Float64Type>(),
         );
+        let atp = batch
+            .column_by_name("atp_normalized")
+            .map(|a| a.as_primitive::<Float64Type>().clone());
         for r in 0..batch.num_rows() {
             let h = table::parse_hook(&results, r, hook.value(r))?;
             let hd = (!head.is_null(r)).then(|| head.value(r));
             pairs.insert(pair.value(r));
-            let e = by_key
-                .entry((h.to_string(), pos.value(r), hd))
-                .or_insert((h, Vec::new()));
+            let e = by_key.entry((h.to_string(), pos.value(r), hd)).or_insert((
+                h,
+                Vec::new(),
+                Vec::new(),
+            ));
             if norm.value(r).is_finite() {
                 e.1.push(norm.value(r));
+            }
+            if let Some(a) = atp
+                .as_ref()
+                .filter(|a| !a.is_null(r) && a.value(r).is_finite())
+            {
+                e.2.push(a.value(r));
             }
         }
     }
     let mut effects: Vec<Effect> = by_key
         .into_iter()
-        .filter(|(_, (_, v))| !v.is_empty())
-        .map(|((_, position, head), (hook, v))| {
+        .filter(|(_, (_, v, _))| !v.is_empty())
+        .map(|((_, position, head), (hook, v, atp))| {
             let n = v.len() as f64;
             let mean = v.iter().sum::<f64>() / n;
             let sd = if v.len() > 1 {
@@ -124,6 +138,7 @@ pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
                 ci_low: mean - half,
                 ci_high: mean + half,
                 n: v.len() as u64,
+                atp: (!atp.is_empty()).then(|| atp.iter().sum::<f64>() / atp.len() as f64),
             }
         })
         .collect();
@@ -339,6 +354,12 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
                 escape(s)
             ));
         }
+    }
+    if let Some(svg) = crate::atp_svg::scatter(&f.effects) {
+        out.push_str(&format!(
+            "<figure>{svg}<figcaption>Attribution patching's estimate against the exact patching effect, one point per hook, position and head (mean normalised effect over the pairs; the diagonal is perfect agreement; Spearman ρ = {}).</figcaption></figure>\n",
+            f.atp_spearman.map_or("–".to_owned(), |r| format!("{r:.3}"))
+        ));
     }
     out.push_str("<table><thead><tr><th>hook</th><th>position</th><th>head</th><th>mean effect [95% CI]</th><th>pairs</th></tr></thead><tbody>\n");
     for e in f.effects.iter().take(15) {

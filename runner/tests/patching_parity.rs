@@ -1,6 +1,8 @@
 //! Activation patching against PyTorch forward hooks on `transformers` (the committed
-//! `scripts/reference_patching.py` output in `tests/fixtures/patching/`): every patched metric
-//! of the tiny random GPT-2, Llama and NeoX within 1e-3 of the pair's |clean − corrupted| gap.
+//! `scripts/reference_patching.py` and `reference_patching_smollm2.py` outputs in
+//! `tests/fixtures/patching/`): every patched metric of the tiny random GPT-2, Llama and NeoX,
+//! and of the real SmolLM2-135M on two IOI pairs, within 1e-3 of the pair's |clean − corrupted|
+//! gap.
 //! Also: attribution patching is exact where the metric is linear in the activation (the final
 //! norm's output feeds the unembedding linearly), and noising mirrors denoising.
 
@@ -51,6 +53,20 @@ fn options(hooks: Vec<HookPoint>) -> PatchOptions {
 }
 
 fn parity(family: &str, folder: &str) {
+    let (model, prepared) = tiny_with_pairs(folder);
+    let (compared, worst) = compare_with_reference(family, &model, &prepared);
+    assert!(compared > 300, "{family}: {compared} patched runs compared");
+    eprintln!("{family}: worst |glassbox − PyTorch| / gap = {worst:.2e}");
+}
+
+/// Patches every hook of `patching/<family>.json` on `prepared` and compares each metric with
+/// PyTorch's; returns how many patched runs were compared and the worst difference relative to
+/// the pair's gap.
+fn compare_with_reference(
+    family: &str,
+    model: &LoadedModel,
+    prepared: &[PreparedPair],
+) -> (usize, f64) {
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join(format!("patching/{family}.json"))).unwrap(),
     )
@@ -61,11 +77,19 @@ fn parity(family: &str, folder: &str) {
         .iter()
         .map(|h| h.as_str().unwrap().parse().unwrap())
         .collect();
-    let (model, prepared) = tiny_with_pairs(folder);
     let opts = options(hooks);
-    let mut compared = 0;
-    for (pair, expected) in prepared.iter().zip(reference["pairs"].as_array().unwrap()) {
-        let (rows, summary) = patch_pair(&model, pair, &opts).unwrap();
+    let (mut compared, mut worst) = (0, 0f64);
+    let expected_pairs = reference["pairs"].as_array().unwrap();
+    assert_eq!(prepared.len(), expected_pairs.len(), "{family}: pairs");
+    for (pair, expected) in prepared.iter().zip(expected_pairs) {
+        if let Some(ids) = expected["clean_ids"].as_array() {
+            let ids: Vec<u32> = ids.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(
+                pair.clean.ids, ids,
+                "{family}: the clean prompt's token ids"
+            );
+        }
+        let (rows, summary) = patch_pair(model, pair, &opts).unwrap();
         let (clean, corrupted) = (
             expected["metric_clean"].as_f64().unwrap(),
             expected["metric_corrupted"].as_f64().unwrap(),
@@ -105,9 +129,32 @@ fn parity(family: &str, folder: &str) {
                 got.metric
             );
             compared += 1;
+            worst = worst.max((got.metric - exp).abs() / gap);
         }
     }
-    assert!(compared > 300, "{family}: {compared} patched runs compared");
+    (compared, worst)
+}
+
+#[test]
+fn smollm2_patching_matches_pytorch_hooks() {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let spec: ModelSpec = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF".parse().unwrap();
+    let resolved = match resolve(&spec) {
+        Ok(r) => r,
+        Err(e) => {
+            return glassbox_tests::skip(
+                "smollm2_patching_matches_pytorch_hooks",
+                &format!("{e} (run `just models`)"),
+            )
+        }
+    };
+    let model = load_model(resolved, LoadOptions::default()).unwrap();
+    let ioi = glassbox_tests::workspace_root().join("data/sets/ioi_pairs.jsonl");
+    let mut prepared = prepare_pairs(&model, &read_pairs(&ioi).unwrap()).unwrap();
+    prepared.truncate(2);
+    let (compared, worst) = compare_with_reference("smollm2", &model, &prepared);
+    assert!(compared > 300, "smollm2: {compared} patched runs compared");
+    eprintln!("smollm2: worst |glassbox − PyTorch| / gap = {worst:.2e}");
 }
 
 #[test]

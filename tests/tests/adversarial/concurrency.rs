@@ -172,3 +172,26 @@ fn probe_and_report() {
         "the report reads the finished probe"
     );
 }
+
+#[test]
+fn causal_and_report() {
+    let Some(fx) = fixture() else { return };
+    let (_tmp, run) = fixture_copy(fx);
+    second_writer_is_refused(
+        &run,
+        &["causal", "--examples", "16", "--bootstrap", "200"],
+        "causal",
+        &["report"],
+    );
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report after the causal stage");
+    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
+    assert!(
+        md.contains("## Causal tests"),
+        "the report reads the finished causal tests"
+    );
+}

@@ -242,3 +242,13 @@ fn report_killed_midway_resumes() {
     let Some(fx) = fixture() else { return };
     check(&fx.run(), &strings(&["report"]), staging("report"));
 }
+
+#[test]
+fn causal_killed_midway_resumes_to_the_same_tests() {
+    let Some(fx) = fixture() else { return };
+    check(
+        &fx.run(),
+        &strings(&["causal", "--examples", "16", "--bootstrap", "200"]),
+        staging("causal"),
+    );
+}

@@ -146,10 +146,7 @@ fn causal_tests_every_listed_finding_and_supports_the_planted_concepts() {
     // Every significant TCAV result has its steering test.
     for s in scores.iter().filter(|s| s.significant) {
         let id = glassbox_concepts::causal::tcav_finding(&s.concept, &s.target, s.hook);
-        assert!(
-            tests.iter().any(|t| t.finding == id),
-            "{id} is not tested"
-        );
+        assert!(tests.iter().any(|t| t.finding == id), "{id} is not tested");
     }
     // The concept sets written for these targets move them beyond random directions: food
     // sentences raise the food probe, questions the question probe (as TCAV found).
@@ -170,7 +167,10 @@ fn causal_tests_every_listed_finding_and_supports_the_planted_concepts() {
     let erasures: Vec<_> = tests.iter().filter(|t| t.test == "erase (LEACE)").collect();
     assert_eq!(erasures.len(), 2, "topic and sentence_type");
     for e in erasures {
-        assert!(e.accuracy_after_low.unwrap() <= e.chance.unwrap() + 1e-9, "{e:?}");
+        assert!(
+            e.accuracy_after_low.unwrap() <= e.chance.unwrap() + 1e-9,
+            "{e:?}"
+        );
         assert_eq!(e.verdict, Verdict::Supported, "{e:?}");
     }
 }
