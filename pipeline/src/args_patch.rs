@@ -38,10 +38,14 @@ pub struct PatchArgs {
     #[arg(long, default_value_t = crate::config::PatchSection::default().batch_size)]
     pub batch_size: usize,
     /// Also ablate every hook (each head of attn.hook_z with --heads) on the clean prompts:
-    /// zero, or mean (over the pairs' clean runs); the metric's change with a bootstrap CI.
+    /// zero, mean (over the pairs' clean runs) or resample (another pair's clean run of the same
+    /// length); the metric's and the next-token loss's change with bootstrap CIs.
     #[arg(long, value_enum)]
     pub ablate: Option<AblateArg>,
-    /// Seed of the ablation's bootstrap intervals.
+    /// Ablate mlp.hook_post hooks neuron by neuron (one row per unit).
+    #[arg(long)]
+    pub ablate_neurons: bool,
+    /// Seed of the ablation's resample partners and bootstrap intervals.
     #[arg(long, default_value_t = crate::config::PatchSection::default().seed)]
     pub seed: u64,
     /// Read PyTorch pickle checkpoints.
@@ -82,6 +86,7 @@ impl From<MetricArg> for glassbox_runner::patching::Metric {
 pub enum AblateArg {
     Zero,
     Mean,
+    Resample,
 }
 
 /// `--direction`.
@@ -116,7 +121,9 @@ impl PatchArgs {
             ablation: self.ablate.map(|a| match a {
                 AblateArg::Zero => glassbox_runner::patching::Ablation::Zero,
                 AblateArg::Mean => glassbox_runner::patching::Ablation::Mean,
+                AblateArg::Resample => glassbox_runner::patching::Ablation::Resample,
             }),
+            ablate_neurons: self.ablate_neurons,
             seed: self.seed,
             allow_pickle: self.allow_pickle,
         }

@@ -26,9 +26,12 @@ pub struct PatchSection {
     /// Patched runs per forward pass.
     pub batch_size: usize,
     /// Also ablate every hook (head by head for `attn.hook_z` with `heads`) on the clean
-    /// prompts: `zero` or `mean` (over the pairs' clean runs); absent: no ablation.
+    /// prompts: `zero`, `mean` (over the pairs' clean runs) or `resample` (another pair's clean
+    /// run of the same length); absent: no ablation.
     pub ablation: Option<Ablation>,
-    /// Seed of the ablation's bootstrap intervals.
+    /// Ablate `mlp.hook_post` hooks unit by unit (one row per neuron).
+    pub ablate_neurons: bool,
+    /// Seed of the ablation's resample partners and bootstrap intervals.
     pub seed: u64,
     /// Read PyTorch pickle checkpoints.
     pub allow_pickle: bool,
@@ -46,6 +49,7 @@ impl Default for PatchSection {
             atp: true,
             batch_size: 32,
             ablation: None,
+            ablate_neurons: false,
             seed: 0,
             allow_pickle: false,
         }
@@ -63,6 +67,11 @@ impl PatchSection {
         }
         if self.batch_size == 0 {
             bail!("patch: batch_size = 0; it must be at least 1");
+        }
+        if self.ablate_neurons && self.ablation.is_none() {
+            bail!(
+                "patch: ablate_neurons without an ablation; pass --ablate zero|mean|resample too"
+            );
         }
         if let Positions::Listed(v) = &self.positions {
             if v.is_empty() {

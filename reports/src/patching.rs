@@ -48,6 +48,20 @@ pub struct DlaComponent {
     pub corrupted: f64,
 }
 
+/// One ablated unit's effect (from `ablation.parquet`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AblationEffect {
+    pub hook: HookPoint,
+    /// The head, the neuron, or the whole hook (`None`).
+    pub unit: Option<String>,
+    pub ablation: String,
+    pub delta: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub loss_delta: Option<f64>,
+    pub n: u64,
+}
+
 /// What the patching stage found.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PatchingFinding {
@@ -61,6 +75,8 @@ pub struct PatchingFinding {
     pub dla: Vec<DlaComponent>,
     /// The first pair's clean tokens (the heatmaps' position labels).
     pub tokens: Vec<String>,
+    /// Ablations (when run), largest |delta| first.
+    pub ablation: Vec<AblationEffect>,
 }
 
 /// Reads the run's `patching/` folder; `None` when it has none.
@@ -154,7 +170,62 @@ pub fn summarise(run: &RunDir) -> Result<Option<PatchingFinding>, ReportError> {
         lens: read_lens(&dir.join("logit_lens.parquet"))?,
         dla: read_dla(&dir.join("dla.parquet"))?,
         tokens: first_tokens(&dir.join("pairs.parquet"))?,
+        ablation: read_ablation(&dir.join("ablation.parquet"))?,
     }))
+}
+
+fn read_ablation(path: &std::path::Path) -> Result<Vec<AblationEffect>, ReportError> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for batch in table::read_table(path)? {
+        let col = |n: &str| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| ReportError::Invalid(format!("{}: no column `{n}`", path.display())))
+        };
+        let (hook, head, kind) = (col("hook")?, col("head")?, col("ablation")?);
+        let (hook, head, kind) = (
+            hook.as_string::<i32>(),
+            head.as_primitive::<UInt32Type>(),
+            kind.as_string::<i32>(),
+        );
+        let neuron = batch.column_by_name("neuron").cloned();
+        let loss = batch.column_by_name("loss_delta").cloned();
+        let f = |n: &str| -> Result<Vec<f64>, ReportError> {
+            Ok(col(n)?.as_primitive::<Float64Type>().values().to_vec())
+        };
+        let (delta, lo, hi) = (f("delta")?, f("ci_low")?, f("ci_high")?);
+        let n = col("n")?;
+        let n = n.as_primitive::<UInt64Type>();
+        for r in 0..batch.num_rows() {
+            let unit = if !head.is_null(r) {
+                Some(format!("head {}", head.value(r)))
+            } else {
+                neuron
+                    .as_ref()
+                    .map(|c| c.as_primitive::<UInt32Type>().clone())
+                    .filter(|c| !c.is_null(r))
+                    .map(|c| format!("neuron {}", c.value(r)))
+            };
+            out.push(AblationEffect {
+                hook: table::parse_hook(path, r, hook.value(r))?,
+                unit,
+                ablation: kind.value(r).to_owned(),
+                delta: delta[r],
+                ci_low: lo[r],
+                ci_high: hi[r],
+                loss_delta: loss
+                    .as_ref()
+                    .map(|c| c.as_primitive::<Float64Type>().value(r)),
+                n: n.value(r),
+            });
+        }
+    }
+    out.sort_by(|a, b| b.delta.abs().total_cmp(&a.delta.abs()));
+    Ok(out)
 }
 
 fn read_lens(path: &std::path::Path) -> Result<Vec<LensLayer>, ReportError> {
@@ -375,6 +446,23 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
         ));
     }
     out.push_str("</tbody></table>\n");
+    if !f.ablation.is_empty() {
+        out.push_str("<h3>Ablation</h3>\n<p class=\"note\">Each unit replaced on the clean prompts (zeros, its mean over the pairs, or another pair's activation); the change of the metric and of the mean next-token cross-entropy, mean over pairs with a bootstrap 95% interval; largest |change| first.</p>\n<table><thead><tr><th>hook</th><th>unit</th><th>ablation</th><th>metric change [95% CI]</th><th>loss change (nats)</th><th>pairs</th></tr></thead><tbody>\n");
+        for a in f.ablation.iter().take(15) {
+            out.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:+.3} [{:.3}, {:.3}]</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&a.hook.to_string()),
+                escape(a.unit.as_deref().unwrap_or("all")),
+                escape(&a.ablation),
+                a.delta,
+                a.ci_low,
+                a.ci_high,
+                a.loss_delta.map_or("–".to_owned(), |l| format!("{l:+.3}")),
+                a.n
+            ));
+        }
+        out.push_str("</tbody></table>\n");
+    }
     if !f.dla.is_empty() {
         out.push_str("<h3>Direct logit attribution</h3>\n<p class=\"note\">Each component's contribution to logit(answer) − logit(wrong) at the last position, read through the final norm with its scale frozen (components sum to the logit difference); mean over pairs, largest clean − corrupted change first.</p>\n<table><thead><tr><th>component</th><th>clean</th><th>corrupted</th><th>change</th></tr></thead><tbody>\n");
         for d in f.dla.iter().take(12) {

@@ -74,10 +74,17 @@ pub fn write_ablation(dir: &Path, rows: &[AblationRow]) -> Result<()> {
             "head",
             Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.head))),
         )
+        .add(
+            "neuron",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.neuron))),
+        )
         .text("ablation", rows, |r| r.ablation)
         .float("delta", rows, |r| r.delta)
         .float("ci_low", rows, |r| r.ci_low)
         .float("ci_high", rows, |r| r.ci_high)
+        .float("loss_delta", rows, |r| r.loss_delta)
+        .float("loss_ci_low", rows, |r| r.loss_ci_low)
+        .float("loss_ci_high", rows, |r| r.loss_ci_high)
         .count("n", rows, |r| r.n);
     c.write(&dir.join("ablation.parquet"))
 }

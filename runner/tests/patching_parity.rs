@@ -255,7 +255,7 @@ fn direct_logit_attributions_sum_to_the_logit_difference() {
 
 #[test]
 fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
-    use glassbox_runner::patching::{ablate, Ablation};
+    use glassbox_runner::patching::{ablate, Ablation, AblationOptions};
     let (model, prepared) = tiny_with_pairs("tiny_neox");
     let mut clean = Vec::new();
     for pair in &prepared {
@@ -264,18 +264,42 @@ fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
         opts.atp = false;
         clean.push(patch_pair(&model, pair, &opts).unwrap().1.metric_clean);
     }
-    let rows = ablate(
-        &model,
-        &prepared,
-        &[HookPoint::LnFinal],
-        false,
-        Ablation::Zero,
-        Metric::LogitDiff,
-        4,
-        0,
-    )
-    .unwrap();
+    let mut opts = AblationOptions {
+        kind: Ablation::Zero,
+        heads: false,
+        neurons: false,
+        metric: Metric::LogitDiff,
+        batch_size: 4,
+        seed: 0,
+    };
+    let rows = ablate(&model, &prepared, &[HookPoint::LnFinal], &opts).unwrap();
     assert_eq!(rows.len(), 1);
+    // Zero logits: every next-token distribution is uniform, a loss of ln(vocab).
+    let vocab = model.model.vocab_size().unwrap() as f64;
+    let mut clean_loss = 0.0;
+    for pair in &prepared {
+        let refs = [&pair.clean];
+        let batch =
+            glassbox_models::TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
+        let lp = glassbox_runner::interventions::log_probs(
+            &model,
+            &batch,
+            &mut glassbox_models::Capture::new([]),
+        )
+        .unwrap();
+        let ids = &pair.clean.ids;
+        clean_loss += (0..ids.len() - 1)
+            .map(|p| -lp[0][p][ids[p + 1] as usize])
+            .sum::<f64>()
+            / (ids.len() - 1) as f64
+            / prepared.len() as f64;
+    }
+    assert!(
+        (rows[0].loss_delta - (vocab.ln() - clean_loss)).abs() < 1e-4,
+        "loss change {} vs ln(vocab) − clean loss {}",
+        rows[0].loss_delta,
+        vocab.ln() - clean_loss
+    );
     // Zero logits: the logit difference drops to 0, so the change is minus the clean value.
     let want = -clean.iter().sum::<f64>() / clean.len() as f64;
     assert!(
@@ -285,17 +309,10 @@ fn zero_ablating_the_final_norm_removes_the_whole_logit_difference() {
     );
     assert!(rows[0].ci_low <= rows[0].delta && rows[0].delta <= rows[0].ci_high);
     // Per head: one row per head of attn.hook_z, each with three pairs.
-    let heads = ablate(
-        &model,
-        &prepared,
-        &[HookPoint::AttnZ(0)],
-        true,
-        Ablation::Mean,
-        Metric::LogitDiff,
-        3,
-        0,
-    )
-    .unwrap();
+    opts.kind = Ablation::Mean;
+    opts.heads = true;
+    opts.batch_size = 3;
+    let heads = ablate(&model, &prepared, &[HookPoint::AttnZ(0)], &opts).unwrap();
     assert_eq!(heads.len(), model.model.attention_heads().unwrap());
     assert!(heads.iter().all(|r| r.n == 3 && r.delta.is_finite()));
 }

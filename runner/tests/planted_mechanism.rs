@@ -7,8 +7,8 @@ use glassbox_data::pairs::read_pairs;
 use glassbox_data::HookPoint;
 use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec};
 use glassbox_runner::patching::{
-    ablate, patch_pair, prepare_pairs, Ablation, Direction, Metric, PatchOptions, Positions,
-    PreparedPair,
+    ablate, patch_pair, prepare_pairs, Ablation, AblationOptions, Direction, Metric, PatchOptions,
+    Positions, PreparedPair,
 };
 
 fn planted() -> (LoadedModel, Vec<PreparedPair>) {
@@ -86,22 +86,43 @@ fn patching_finds_the_copied_position_and_the_copying_head_only() {
 #[test]
 fn ablation_moves_the_metric_for_the_copying_head_only() {
     let (model, pairs) = planted();
-    let rows = ablate(
-        &model,
-        &pairs,
-        &[HookPoint::AttnZ(0)],
-        true,
-        Ablation::Zero,
-        Metric::LogitDiff,
-        4,
-        0,
-    )
-    .unwrap();
-    let head = |h: u32| rows.iter().find(|r| r.head == Some(h)).unwrap();
-    assert!(
-        head(0).delta < -5.0 && head(0).ci_high < 0.0,
-        "{:?}",
-        head(0)
-    );
-    assert!(head(1).delta.abs() < 1e-6, "{:?}", head(1));
+    for kind in [Ablation::Zero, Ablation::Resample] {
+        let opts = AblationOptions {
+            kind,
+            heads: true,
+            neurons: false,
+            metric: Metric::LogitDiff,
+            batch_size: 4,
+            seed: 0,
+        };
+        let rows = ablate(&model, &pairs, &[HookPoint::AttnZ(0)], &opts).unwrap();
+        let head = |h: u32| rows.iter().find(|r| r.head == Some(h)).unwrap();
+        assert!(
+            head(0).delta < -5.0 && head(0).ci_high < 0.0,
+            "{kind:?}: {:?}",
+            head(0)
+        );
+        assert!(head(1).delta.abs() < 1e-6, "{kind:?}: {:?}", head(1));
+        assert!(head(1).loss_delta.abs() < 1e-6, "{kind:?}: {:?}", head(1));
+    }
+}
+
+#[test]
+fn ablating_the_zero_mlp_neuron_by_neuron_changes_nothing() {
+    let (model, pairs) = planted();
+    let opts = AblationOptions {
+        kind: Ablation::Mean,
+        heads: false,
+        neurons: true,
+        metric: Metric::LogitDiff,
+        batch_size: 16,
+        seed: 0,
+    };
+    let rows = ablate(&model, &pairs, &[HookPoint::MlpPost(0)], &opts).unwrap();
+    assert_eq!(rows.len(), model.model.hook_width(HookPoint::MlpPost(0)));
+    for r in &rows {
+        assert!(r.neuron.is_some() && r.head.is_none());
+        // The MLP's output projection is zero: no unit reaches the logits.
+        assert!(r.delta.abs() < 1e-6 && r.loss_delta.abs() < 1e-6, "{r:?}");
+    }
 }

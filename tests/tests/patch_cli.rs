@@ -277,3 +277,56 @@ for r in rows:
         "the bootstrap seed is recorded"
     );
 }
+
+#[test]
+fn resample_ablation_of_neurons_from_an_identical_prompt_changes_nothing() {
+    // Two copies of one pair (each the other's resample partner: the same activations, so no
+    // change at all) and a pair of another length (no partner: left out, n = 2).
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let fixture =
+        std::fs::read_to_string(workspace_root().join("tests/fixtures/patching/pairs.jsonl"))
+            .unwrap();
+    let lines: Vec<&str> = fixture.lines().collect();
+    let (pair, other) = (format!("{}\n", lines[0]), format!("{}\n", lines[1]));
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(&pairs, format!("{pair}{pair}{other}")).unwrap();
+    let out = patch(
+        &run,
+        &pairs,
+        &[
+            "--hooks",
+            "blocks.0.mlp.hook_post",
+            "--positions",
+            "last",
+            "--no-atp",
+            "--ablate",
+            "resample",
+            "--ablate-neurons",
+            "--json",
+        ],
+    );
+    assert_success(&out, "patch --ablate resample --ablate-neurons");
+    let python = match python_with_pyarrow() {
+        Ok(p) => p,
+        Err(why) => return skip("resample_ablation_of_neurons", &why),
+    };
+    let script = r#"
+import sys, pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1] + "/ablation.parquet").to_pylist()
+assert sorted(r["neuron"] for r in rows) == list(range(128)), len(rows)
+for r in rows:
+    assert r["ablation"] == "resample" and r["n"] == 2 and r["head"] is None, r
+    assert abs(r["delta"]) < 1e-6 and abs(r["loss_delta"]) < 1e-6, r
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(run.join("patching"))
+        .output()
+        .unwrap();
+    assert_success(&out, "pyarrow check of the resample ablation");
+    assert_bad_input(
+        &patch(&tmp.path().join("run2"), &pairs, &["--ablate-neurons"]),
+        &["ablate_neurons", "--ablate"],
+    );
+}

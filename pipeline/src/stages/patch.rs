@@ -14,7 +14,8 @@ use glassbox_runner::patch_tables::{
     mean_effects, write_ablation, write_atp, write_dla, write_lens, write_pairs, write_results,
 };
 use glassbox_runner::patching::{
-    ablate, check_patchable, patch_pair, positions_for, prepare_pairs, PatchOptions,
+    ablate, check_patchable, patch_pair, positions_for, prepare_pairs, AblationOptions,
+    PatchOptions,
 };
 
 /// What a patching run found, for the terminal.
@@ -112,16 +113,15 @@ pub fn run_patch(
     write_pairs(&dir, &summaries)?;
     write_lens(&dir, &lens)?;
     if let Some(kind) = settings.ablation {
-        let rows = ablate(
-            &model,
-            &prepared,
-            &opts.hooks,
-            opts.heads,
+        let ablation = AblationOptions {
             kind,
-            opts.metric,
-            opts.batch_size,
-            settings.seed,
-        )?;
+            heads: opts.heads,
+            neurons: settings.ablate_neurons,
+            metric: opts.metric,
+            batch_size: opts.batch_size,
+            seed: settings.seed,
+        };
+        let rows = ablate(&model, &prepared, &opts.hooks, &ablation)?;
         write_ablation(&dir, &rows)?;
     }
     write_dla(&dir, &dla)?;

@@ -1,16 +1,19 @@
-//! Ablation: each hook's activation (or, for `attn.hook_z`, each head's slice) replaced at every
-//! position of the clean prompt by zeros or by its mean over the pairs' clean runs (the
-//! reference set), and the metric's change against the clean run, averaged over pairs with a
-//! seeded percentile-bootstrap 95% interval. A unit the model uses moves the metric; one it
-//! ignores leaves it at zero.
+//! Ablation: each hook's activation (or, for `attn.hook_z`, each head's slice; for
+//! `mlp.hook_post` with neurons, each unit) replaced at every position of the clean prompt by
+//! zeros, by its mean over the pairs' clean runs (the reference set), or by another pair's
+//! clean activation of the same token count (resample ablation, the partner drawn with the
+//! seed). Measured against the clean run: the metric's change and the change of the mean
+//! next-token cross-entropy over the prompt, each averaged over pairs with a seeded
+//! percentile-bootstrap 95% interval. A unit the model uses moves them; one it ignores leaves
+//! them at zero.
 
 use super::forward::{
-    batch_of, cached_run, last_logits_from, log_softmax, score, Cache, Overwrite, Source,
+    batch_of, cached_run, log_softmax, logits_and_loss_from, score, Cache, Overwrite, Source,
 };
 use super::{check_patchable, Metric, PreparedPair};
 use glassbox_data::rng::SeededRng;
 use glassbox_data::HookPoint;
-use glassbox_models::{LoadedModel, Result};
+use glassbox_models::{LoadedModel, ModelError, Result};
 use std::collections::BTreeMap;
 
 /// What an ablated activation is replaced by.
@@ -21,16 +24,37 @@ pub enum Ablation {
     Zero,
     /// The unit's mean over every position of every pair's clean prompt.
     Mean,
+    /// Another pair's clean activation, position by position (a pair with the same token
+    /// count, drawn with the seed).
+    Resample,
 }
 
 impl Ablation {
-    /// `zero` or `mean`.
+    /// `zero`, `mean` or `resample`.
     pub fn as_str(self) -> &'static str {
         match self {
             Ablation::Zero => "zero",
             Ablation::Mean => "mean",
+            Ablation::Resample => "resample",
         }
     }
+}
+
+/// How to ablate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AblationOptions {
+    /// What replaces the activation.
+    pub kind: Ablation,
+    /// Ablate `attn.hook_z` head by head.
+    pub heads: bool,
+    /// Ablate `mlp.hook_post` unit by unit.
+    pub neurons: bool,
+    /// The metric whose change is measured.
+    pub metric: Metric,
+    /// Ablated runs per forward.
+    pub batch_size: usize,
+    /// Seed of the resample partners and the bootstrap intervals.
+    pub seed: u64,
 }
 
 /// One unit's ablation over the pairs.
@@ -40,7 +64,9 @@ pub struct AblationRow {
     pub hook: HookPoint,
     /// The head (`attn.hook_z` with heads), else the whole hook.
     pub head: Option<u32>,
-    /// `zero` or `mean`.
+    /// The unit (`mlp.hook_post` with neurons), else the whole hook.
+    pub neuron: Option<u32>,
+    /// `zero`, `mean` or `resample`.
     pub ablation: &'static str,
     /// Mean over pairs of `metric(ablated) − metric(clean)`.
     pub delta: f64,
@@ -48,25 +74,35 @@ pub struct AblationRow {
     pub ci_low: f64,
     /// Upper end.
     pub ci_high: f64,
+    /// Mean over pairs of the change in mean next-token cross-entropy over the prompt (nats).
+    pub loss_delta: f64,
+    /// Its bootstrap 95% interval: lower end.
+    pub loss_ci_low: f64,
+    /// Upper end.
+    pub loss_ci_high: f64,
     /// Pairs.
     pub n: u64,
 }
 
-/// Ablates every hook (and head of `attn.hook_z` with `heads`) on every pair's clean prompt.
-#[allow(clippy::too_many_arguments)]
+/// The slices of a hook ablated one at a time: heads, units, or the whole width.
+enum Slices {
+    Whole,
+    Heads(usize),
+    Units(usize),
+}
+
+/// Ablates every hook (and head of `attn.hook_z`, unit of `mlp.hook_post`, as asked) on every
+/// pair's clean prompt.
 pub fn ablate(
     model: &LoadedModel,
     pairs: &[PreparedPair],
     hooks: &[HookPoint],
-    heads: bool,
-    kind: Ablation,
-    metric: Metric,
-    batch_size: usize,
-    seed: u64,
+    opts: &AblationOptions,
 ) -> Result<Vec<AblationRow>> {
     for &hook in hooks {
         check_patchable(hook)?;
     }
+    let partners = partners(pairs, opts)?;
     let mut cached: Vec<HookPoint> = hooks.to_vec();
     cached.extend(
         hooks
@@ -81,64 +117,124 @@ pub fn ablate(
         .collect::<Result<_>>()?;
     let fills: BTreeMap<HookPoint, Vec<f32>> = hooks
         .iter()
-        .map(|&h| (h, fill_for(kind, h, model.model.hook_width(h), &runs)))
+        .map(|&h| (h, fill_for(opts.kind, h, model.model.hook_width(h), &runs)))
         .collect();
     let n_heads = model.model.attention_heads();
-    // (hook, head) → per-pair deltas
-    let mut deltas: BTreeMap<(String, Option<usize>), (HookPoint, Vec<f64>)> = BTreeMap::new();
-    for (pair, (acts, logits)) in pairs.iter().zip(&runs) {
+    // (hook, slice) → per-pair (metric delta, loss delta)
+    type Deltas = (HookPoint, Vec<f64>, Vec<f64>);
+    let mut deltas: BTreeMap<(String, Option<usize>), Deltas> = BTreeMap::new();
+    for (i, (pair, (acts, logits))) in pairs.iter().zip(&runs).enumerate() {
         let clean_logp = log_softmax(logits);
-        let clean = score(metric, std::slice::from_ref(logits), pair, &clean_logp)[0];
+        let clean = score(opts.metric, std::slice::from_ref(logits), pair, &clean_logp)[0];
+        let one = batch_of(model, &pair.clean, 1)?;
+        let (_, clean_loss) = logits_and_loss_from(
+            model,
+            &one,
+            None,
+            &mut glassbox_models::Capture::new([]),
+            &pair.clean.ids,
+        )?;
         for &hook in hooks {
             let width = model.model.hook_width(hook);
-            let per_head = match (heads, hook, n_heads) {
-                (true, HookPoint::AttnZ(_), Some(h)) if h > 0 && width % h == 0 => Some(h),
-                _ => None,
+            let slices = match (hook, n_heads) {
+                (HookPoint::AttnZ(_), Some(h)) if opts.heads && h > 0 && width % h == 0 => {
+                    Slices::Heads(h)
+                }
+                (HookPoint::MlpPost(_), _) if opts.neurons => Slices::Units(width),
+                _ => Slices::Whole,
             };
-            let head_dim = per_head.map_or(width, |h| width / h);
-            let jobs: Vec<Option<usize>> = match per_head {
-                Some(h) => (0..h).map(Some).collect(),
-                None => vec![None],
+            let (count, slice_width) = match slices {
+                Slices::Whole => (0, width),
+                Slices::Heads(h) => (h, width / h),
+                Slices::Units(u) => (u, 1),
+            };
+            let jobs: Vec<Option<usize>> = match slices {
+                Slices::Whole => vec![None],
+                _ => (0..count).map(Some).collect(),
+            };
+            let source = match opts.kind {
+                Ablation::Resample => match partners[i] {
+                    Some(j) => Source::Rows(&runs[j].0[&hook]),
+                    None => continue,
+                },
+                _ => Source::Fill(&fills[&hook]),
             };
             let start = hook
                 .layer()
                 .and_then(|l| acts.get(&HookPoint::ResidPre(l)).map(|r| (l, r.as_slice())));
-            for chunk in jobs.chunks(batch_size.max(1)) {
+            for chunk in jobs.chunks(opts.batch_size.max(1)) {
                 let batch = batch_of(model, &pair.clean, chunk.len())?;
                 let targets: Vec<_> = chunk.iter().map(|h| (None, *h)).collect();
                 let mut hooks_impl = Overwrite {
                     point: hook,
                     jobs: &targets,
-                    source: Source::Fill(&fills[&hook]),
-                    head_dim,
+                    source,
+                    head_dim: slice_width,
                 };
-                let out = last_logits_from(model, &batch, start, &mut hooks_impl)?;
-                for (head, m) in chunk.iter().zip(score(metric, &out, pair, &clean_logp)) {
-                    deltas
-                        .entry((hook.to_string(), *head))
-                        .or_insert((hook, Vec::new()))
-                        .1
-                        .push(m - clean);
+                let (out, losses) =
+                    logits_and_loss_from(model, &batch, start, &mut hooks_impl, &pair.clean.ids)?;
+                let metrics = score(opts.metric, &out, pair, &clean_logp);
+                for ((slice, m), loss) in chunk.iter().zip(metrics).zip(losses) {
+                    let e = deltas.entry((hook.to_string(), *slice)).or_insert((
+                        hook,
+                        Vec::new(),
+                        Vec::new(),
+                    ));
+                    e.1.push(m - clean);
+                    e.2.push(loss - clean_loss[0]);
                 }
             }
         }
     }
-    let mut rng = SeededRng::new(seed);
+    let mut rng = SeededRng::new(opts.seed);
     Ok(deltas
         .into_iter()
-        .map(|((_, head), (hook, d))| {
+        .map(|((_, slice), (hook, d, loss))| {
             let (lo, hi) = bootstrap_mean_ci(&d, 1000, &mut rng);
+            let (loss_lo, loss_hi) = bootstrap_mean_ci(&loss, 1000, &mut rng);
+            let slice = slice.map(|s| s as u32);
+            let (head, neuron) = match hook {
+                HookPoint::MlpPost(_) => (None, slice),
+                _ => (slice, None),
+            };
             AblationRow {
                 hook,
-                head: head.map(|h| h as u32),
-                ablation: kind.as_str(),
+                head,
+                neuron,
+                ablation: opts.kind.as_str(),
                 delta: d.iter().sum::<f64>() / d.len() as f64,
                 ci_low: lo,
                 ci_high: hi,
+                loss_delta: loss.iter().sum::<f64>() / loss.len() as f64,
+                loss_ci_low: loss_lo,
+                loss_ci_high: loss_hi,
                 n: d.len() as u64,
             }
         })
         .collect())
+}
+
+/// Each pair's resample partner (another pair of the same token count, drawn with the seed),
+/// for resample ablation; an error when no pair has one.
+fn partners(pairs: &[PreparedPair], opts: &AblationOptions) -> Result<Vec<Option<usize>>> {
+    if opts.kind != Ablation::Resample {
+        return Ok(vec![None; pairs.len()]);
+    }
+    let mut rng = SeededRng::new(opts.seed ^ 0x7265_7361_6d70);
+    let chosen: Vec<Option<usize>> = (0..pairs.len())
+        .map(|i| {
+            let same: Vec<usize> = (0..pairs.len())
+                .filter(|&j| j != i && pairs[j].clean.ids.len() == pairs[i].clean.ids.len())
+                .collect();
+            (!same.is_empty()).then(|| same[rng.below(same.len())])
+        })
+        .collect();
+    if chosen.iter().all(Option::is_none) {
+        return Err(ModelError::Invalid(
+            "resample ablation takes each pair's activations from another pair's clean prompt of the same token count, and no two pairs have the same length; add pairs of equal length or use --ablate zero|mean".into(),
+        ));
+    }
+    Ok(chosen)
 }
 
 /// The replacement row of a hook: zeros, or the mean over every position of every clean run.

@@ -9,6 +9,7 @@ use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, Hooks, LoadedModel, ModelError, Result, TokenBatch};
 
 /// Where an overwrite's values come from.
+#[derive(Clone, Copy)]
 pub(super) enum Source<'a> {
     /// A run's activation `[t × width]`: each position takes that position's row.
     Rows(&'a [f32]),
@@ -113,6 +114,52 @@ pub(super) fn last_logits_from(
     start: Option<(usize, &[f32])>,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<Vec<f32>>> {
+    let hidden = hidden_from(model, batch, start, hooks)?;
+    let t = hidden.dim(1)?;
+    let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
+    Ok(unembed(model, &last)?.squeeze(1)?.to_vec2()?)
+}
+
+/// Last-position logits `[k][vocab]` and, per copy, the mean next-token cross-entropy over the
+/// prompt `ids` (positions `0..t−1` predicting `1..t`), of a forward from `start` with `hooks`.
+pub(super) fn logits_and_loss_from(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    start: Option<(usize, &[f32])>,
+    hooks: &mut dyn Hooks,
+    ids: &[u32],
+) -> Result<(Vec<Vec<f32>>, Vec<f64>)> {
+    let hidden = hidden_from(model, batch, start, hooks)?;
+    let all: Vec<Vec<Vec<f32>>> = unembed(model, &hidden)?.to_vec3()?;
+    let mut last = Vec::with_capacity(all.len());
+    let mut losses = Vec::with_capacity(all.len());
+    for rows in all {
+        let predicted = ids.len().saturating_sub(1);
+        let loss: f64 = (0..predicted)
+            .map(|p| -log_softmax(&rows[p])[ids[p + 1] as usize])
+            .sum::<f64>()
+            / predicted.max(1) as f64;
+        losses.push(loss);
+        last.push(rows.into_iter().last().unwrap_or_default());
+    }
+    Ok((last, losses))
+}
+
+fn unembed(model: &LoadedModel, hidden: &Tensor) -> Result<Tensor> {
+    model
+        .model
+        .unembed(hidden)
+        .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))?
+}
+
+/// The final hidden state of a forward over `batch`, from block `l` when `start` = `(l,
+/// resid_pre)` and the family can.
+fn hidden_from(
+    model: &LoadedModel,
+    batch: &TokenBatch,
+    start: Option<(usize, &[f32])>,
+    hooks: &mut dyn Hooks,
+) -> Result<Tensor> {
     let from = match start {
         Some((block, resid)) => {
             let (k, t) = batch.input_ids.dims2()?;
@@ -131,17 +178,10 @@ pub(super) fn last_logits_from(
         }
         None => None,
     };
-    let hidden = match from {
-        Some(h) => h,
-        None => model.model.forward(batch.into(), hooks)?,
-    };
-    let t = hidden.dim(1)?;
-    let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
-    let logits = model
-        .model
-        .unembed(&last)
-        .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??;
-    Ok(logits.squeeze(1)?.to_vec2()?)
+    match from {
+        Some(h) => Ok(h),
+        None => model.model.forward(batch.into(), hooks),
+    }
 }
 
 pub(super) fn batch_of(

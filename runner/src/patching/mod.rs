@@ -24,7 +24,7 @@ mod atp;
 mod forward;
 mod options;
 
-pub use ablation::{ablate, bootstrap_mean_ci, Ablation, AblationRow};
+pub use ablation::{ablate, bootstrap_mean_ci, Ablation, AblationOptions, AblationRow};
 
 pub use atp::spearman;
 pub use options::{
