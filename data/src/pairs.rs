@@ -1,5 +1,7 @@
-//! Prompt pairs for activation patching: a `clean` and a `corrupted` prompt per row, and for
-//! causal LMs the `answer` and `wrong` next tokens whose logit difference is the metric.
+//! Prompt pairs for activation patching: a `clean` and a `corrupted` prompt (or image path) per
+//! row, and for causal LMs the `answer` and `wrong` next tokens whose logit difference is the
+//! metric, or for classifiers and probe targets a `target` (`probe:<label>=<class>[@<hook>]`,
+//! `class:<label>`).
 //! JSONL, CSV or Parquet, read through the data-set readers (so their checks — duplicate
 //! columns, invalid UTF-8, empty files — apply too).
 
@@ -18,10 +20,14 @@ pub struct PromptPairs {
     pub clean: Vec<String>,
     /// The same prompt with the information under test changed.
     pub corrupted: Vec<String>,
-    /// The correct next token on the clean prompt (a leading space matters).
+    /// The correct next token on the clean prompt (a leading space matters); empty when the
+    /// file has targets instead.
     pub answer: Vec<String>,
-    /// The competing next token (the clean answer's rival on the corrupted prompt).
+    /// The competing next token (the clean answer's rival on the corrupted prompt); empty when
+    /// the file has targets instead.
     pub wrong: Vec<String>,
+    /// Each row's target, when the file has a `target` column.
+    pub target: Option<Vec<String>>,
 }
 
 impl PromptPairs {
@@ -35,18 +41,20 @@ impl PromptPairs {
     }
 }
 
-/// Reads a pairs file; every row needs non-null strings `clean`, `corrupted`, `answer` and
-/// `wrong`. Errors name the file, the row (1-based, as editors count) and the column.
+/// Reads a pairs file; every row needs non-null strings `clean`, `corrupted` and either
+/// `target`, or `answer` and `wrong`. Errors name the file, the row (1-based, as editors count)
+/// and the column.
 pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
     let data = read_dataset_keyed(path, "clean")?;
     let column = |name: &str| -> Result<Vec<String>> {
         let col = data.column(name).ok_or_else(|| DataError::BadColumn {
             path: path.to_path_buf(),
             column: name.to_owned(),
-            message: "missing; a pairs file needs the columns clean, corrupted, answer and wrong \
-                      (answer and wrong: one token each, a leading space included where the \
-                      tokenizer marks word starts)"
-                .into(),
+            message:
+                "missing; a pairs file needs the columns clean, corrupted, and answer and wrong \
+                      (causal LMs: one token each, a leading space included where the tokenizer \
+                      marks word starts) or target (probe:<label>=<class> or class:<label>)"
+                    .into(),
         })?;
         col.values
             .iter()
@@ -68,8 +76,18 @@ pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
         source: path.to_path_buf(),
         sha256: data.sha256.clone(),
         corrupted: column("corrupted")?,
-        answer: column("answer")?,
-        wrong: column("wrong")?,
+        answer: match data.column("target") {
+            Some(_) if data.column("answer").is_none() => Vec::new(),
+            _ => column("answer")?,
+        },
+        wrong: match data.column("target") {
+            Some(_) if data.column("wrong").is_none() => Vec::new(),
+            _ => column("wrong")?,
+        },
+        target: match data.column("target") {
+            Some(_) => Some(column("target")?),
+            None => None,
+        },
         clean: data.texts,
     })
 }

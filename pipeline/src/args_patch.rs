@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct PatchArgs {
-    /// ORG/NAME[@REVISION] or ./local/dir (a causal LM); default: the run's model.
+    /// ORG/NAME[@REVISION] or ./local/dir; default: the run's model.
     #[arg(long)]
     pub model: Option<String>,
-    /// JSONL, CSV or Parquet with `clean`, `corrupted`, `answer` and `wrong` columns.
+    /// JSONL, CSV or Parquet with `clean`, `corrupted` and `answer`, `wrong` (causal LMs) or
+    /// `target` (probe:LABEL=CLASS or class:LABEL, any model).
     #[arg(long)]
     pub pairs: PathBuf,
     /// Hook names or glob patterns to patch, comma-separated.

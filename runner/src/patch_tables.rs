@@ -116,11 +116,23 @@ pub fn write_pairs(dir: &Path, pairs: &[PairSummary]) -> Result<()> {
         Arc::new(b.finish())
     };
     let mut c = Columns::default();
-    c.count("pair", pairs, |p| p.pair.row as u64)
-        .add("clean_tokens", tokens(|p| &p.pair.clean.tokens))
-        .add("corrupted_tokens", tokens(|p| &p.pair.corrupted.tokens))
-        .small("answer_id", pairs, |p| p.pair.answer)
-        .small("wrong_id", pairs, |p| p.pair.wrong)
+    c.count("pair", pairs, |p| p.row as u64)
+        .add("clean_tokens", tokens(|p| &p.clean_tokens))
+        .add("corrupted_tokens", tokens(|p| &p.corrupted_tokens))
+        .add(
+            "answer_id",
+            Arc::new(UInt32Array::from_iter(pairs.iter().map(|p| p.answer))),
+        )
+        .add(
+            "wrong_id",
+            Arc::new(UInt32Array::from_iter(pairs.iter().map(|p| p.wrong))),
+        )
+        .add(
+            "target",
+            Arc::new(arrow_array::StringArray::from_iter(
+                pairs.iter().map(|p| p.target.as_deref()),
+            )),
+        )
         .float("metric_clean", pairs, |p| p.metric_clean)
         .float("metric_corrupted", pairs, |p| p.metric_corrupted);
     c.write(&dir.join("pairs.parquet"))

@@ -8,6 +8,7 @@ pub mod dictionary;
 mod dictionary_lm;
 pub mod extract;
 pub mod patch;
+mod patch_targets;
 pub mod probe;
 pub mod report;
 pub mod run_model;

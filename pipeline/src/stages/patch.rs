@@ -1,6 +1,7 @@
 //! The `patch` stage: activation patching (and attribution patching) over a file of prompt
 //! pairs, on the run's model or the one `--model` names. Writes `patching/`.
 
+use super::patch_targets::prepare_target_pairs;
 use super::{Completion, Stage, Transaction};
 use crate::config::PatchSection;
 use crate::fingerprint::fingerprint;
@@ -14,8 +15,8 @@ use glassbox_runner::patch_tables::{
     mean_effects, write_ablation, write_atp, write_dla, write_lens, write_pairs, write_results,
 };
 use glassbox_runner::patching::{
-    ablate, check_patchable, patch_pair, positions_for, prepare_pairs, AblationOptions,
-    PatchOptions,
+    ablate, check_patchable, patch_pair, patch_target_pair, positions_for, prepare_pairs,
+    AblationOptions, PairSummary, PatchOptions, PreparedPair, TargetPair,
 };
 
 /// What a patching run found, for the terminal.
@@ -31,6 +32,23 @@ pub struct PatchDone {
     pub atp_spearman: Option<f64>,
     /// The run's `patching/` folder.
     pub dir: std::path::PathBuf,
+}
+
+/// The pairs of a run, by kind.
+enum Prepared {
+    /// Causal-LM pairs with answer and wrong tokens.
+    Answers(Vec<PreparedPair>),
+    /// Pairs with a target.
+    Targets(Vec<TargetPair>),
+}
+
+impl Prepared {
+    fn len(&self) -> usize {
+        match self {
+            Prepared::Answers(p) => p.len(),
+            Prepared::Targets(p) => p.len(),
+        }
+    }
 }
 
 /// Runs the stage with the model `model` (a Hub id or folder); `None` when up to date.
@@ -56,10 +74,25 @@ pub fn run_patch(
     for &hook in &selected {
         check_patchable(hook)?;
     }
-    let prepared = prepare_pairs(&model, &pairs)?;
-    for pair in &prepared {
-        positions_for(&settings.positions, pair)?;
-    }
+    // Target pairs (a `target` column) for any model; answer/wrong pairs for causal LMs.
+    let prepared = match pairs.target {
+        Some(_) => {
+            if settings.ablation.is_some() {
+                bail!(
+                    "patch: ablation reads answer/wrong pairs of a causal LM; {} has targets — drop --ablate (or use answer/wrong pairs)",
+                    settings.pairs.display()
+                );
+            }
+            Prepared::Targets(prepare_target_pairs(run, &model, &pairs)?)
+        }
+        None => {
+            let prepared = prepare_pairs(&model, &pairs)?;
+            for pair in &prepared {
+                positions_for(&settings.positions, pair)?;
+            }
+            Prepared::Answers(prepared)
+        }
+    };
     let params = serde_json::json!({
         "model_id": model.resolved.id,
         "revision": model.resolved.revision,
@@ -101,18 +134,39 @@ pub fn run_patch(
     progress.start("patch (pairs)", prepared.len() as u64);
     let (mut rows, mut summaries) = (Vec::new(), Vec::new());
     let (mut lens, mut dla) = (Vec::new(), Vec::new());
-    for pair in &prepared {
-        let (r, s) = patch_pair(&model, pair, &opts)?;
-        rows.extend(r);
-        summaries.push(s);
-        lens.extend(logit_lens(&model, pair)?);
-        dla.extend(direct_logit_attribution(&model, pair)?);
-        progress.advance(1);
+    match &prepared {
+        Prepared::Answers(pairs) => {
+            for pair in pairs {
+                let (r, s) = patch_pair(&model, pair, &opts)?;
+                rows.extend(r);
+                summaries.push(s);
+                lens.extend(logit_lens(&model, pair)?);
+                dla.extend(direct_logit_attribution(&model, pair)?);
+                progress.advance(1);
+            }
+        }
+        Prepared::Targets(pairs) => {
+            for pair in pairs {
+                let (r, m) = patch_target_pair(&model, pair, &opts)?;
+                rows.extend(r);
+                summaries.push(PairSummary {
+                    row: pair.row,
+                    clean_tokens: pair.clean.tokens(),
+                    corrupted_tokens: pair.corrupted.tokens(),
+                    answer: None,
+                    wrong: None,
+                    target: Some(pair.target.clone()),
+                    metric_clean: m.clean,
+                    metric_corrupted: m.corrupted,
+                });
+                progress.advance(1);
+            }
+        }
     }
     progress.finish();
     write_pairs(&dir, &summaries)?;
     write_lens(&dir, &lens)?;
-    if let Some(kind) = settings.ablation {
+    if let (Some(kind), Prepared::Answers(prepared)) = (settings.ablation, &prepared) {
         let ablation = AblationOptions {
             kind,
             heads: opts.heads,
@@ -121,7 +175,7 @@ pub fn run_patch(
             batch_size: opts.batch_size,
             seed: settings.seed,
         };
-        let rows = ablate(&model, &prepared, &opts.hooks, &ablation)?;
+        let rows = ablate(&model, prepared, &opts.hooks, &ablation)?;
         write_ablation(&dir, &rows)?;
     }
     write_dla(&dir, &dla)?;

@@ -23,12 +23,16 @@ mod ablation;
 mod atp;
 mod forward;
 mod options;
+mod target;
 
 pub use ablation::{ablate, bootstrap_mean_ci, Ablation, AblationOptions, AblationRow};
 
 pub use atp::spearman;
 pub use options::{
     Direction, Metric, PairSummary, PatchOptions, PatchRow, Positions, PreparedPair,
+};
+pub use target::{
+    patch_target_pair, target_score, PairInput, TargetHead, TargetMetrics, TargetPair,
 };
 
 use atp::atp_gradients;
@@ -56,6 +60,11 @@ pub fn prepare_pairs(model: &LoadedModel, pairs: &PromptPairs) -> Result<Vec<Pre
     }
     let tokenizer = model.tokenizer()?;
     let file = pairs.source.display();
+    if pairs.answer.len() != pairs.len() || pairs.wrong.len() != pairs.len() {
+        return Err(ModelError::Invalid(format!(
+            "{file}: no `answer` and `wrong` columns; answer/wrong pairs need both (targets are read only for models without a next-token output)"
+        )));
+    }
     let mut out = Vec::with_capacity(pairs.len());
     for row in 0..pairs.len() {
         let mut enc = tokenizer.encode(&[&pairs.clean[row], &pairs.corrupted[row]])?;
@@ -238,7 +247,12 @@ pub fn patch_pair(
     Ok((
         rows,
         PairSummary {
-            pair: pair.clone(),
+            row: pair.row,
+            clean_tokens: pair.clean.tokens.clone(),
+            corrupted_tokens: pair.corrupted.tokens.clone(),
+            answer: Some(pair.answer),
+            wrong: Some(pair.wrong),
+            target: None,
             metric_clean,
             metric_corrupted,
         },

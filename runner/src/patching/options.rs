@@ -149,11 +149,21 @@ pub struct PatchRow {
     pub atp_metric: Option<f64>,
 }
 
-/// A pair's clean and corrupted scores (for `patching/pairs.parquet`).
+/// A pair's inputs and clean and corrupted scores (for `patching/pairs.parquet`).
 #[derive(Debug, Clone)]
 pub struct PairSummary {
-    /// The pair as prepared.
-    pub pair: PreparedPair,
+    /// Row index in the pairs file.
+    pub row: usize,
+    /// The clean prompt's tokens (empty for images).
+    pub clean_tokens: Vec<String>,
+    /// The corrupted prompt's tokens.
+    pub corrupted_tokens: Vec<String>,
+    /// The answer's token id (causal-LM pairs).
+    pub answer: Option<u32>,
+    /// The wrong token's id (causal-LM pairs).
+    pub wrong: Option<u32>,
+    /// The target (target pairs).
+    pub target: Option<String>,
     /// The clean run's metric.
     pub metric_clean: f64,
     /// The corrupted run's metric.
