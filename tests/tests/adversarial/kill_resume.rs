@@ -252,3 +252,24 @@ fn causal_killed_midway_resumes_to_the_same_tests() {
         staging("causal"),
     );
 }
+
+#[test]
+fn patch_killed_midway_resumes_to_the_same_results() {
+    let Some(fx) = fixture() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"clean\": \"I cooked pasta with fresh garlic tonight.\", \"corrupted\": \"I played tennis with fresh friends tonight.\", \"target\": \"probe:topic=food\"}\n\
+         {\"clean\": \"The soup tasted of ginger and lime.\", \"corrupted\": \"The match ended in a draw again.\", \"target\": \"probe:topic=food\"}\n",
+    )
+    .unwrap();
+    let args = strings(&[
+        "patch",
+        "--pairs",
+        &pairs.display().to_string(),
+        "--hooks",
+        "blocks.0.hook_resid_post,blocks.1.hook_resid_post",
+    ]);
+    check(&fx.run(), &args, staging("patch"));
+}
