@@ -4,6 +4,11 @@
 //! through the final normalisation *with the normalisation's scale frozen* at the full
 //! residual's value, dotted with `W_U[answer] − W_U[wrong]`. With the scale frozen the read-out
 //! is linear, so the contributions (plus LayerNorm's bias term) sum to the logit difference.
+//!
+//! Each attention output is also split by head: `attn_out = Σ_h z_h W_O[h] + b_O`, so head `h`'s
+//! share is the block's output with every other head's `z` zeroed minus the output with all
+//! zeroed (the bias). Those rows (`part_of` = the block's `hook_attn_out`: one per head, and
+//! `blocks.L.attn.bias`) sum to that component and are not counted again in the total.
 
 use crate::patching::PreparedPair;
 use glassbox_data::HookPoint;
@@ -22,6 +27,11 @@ pub struct DlaRow {
     pub component: String,
     /// The block, for block components.
     pub layer: Option<u32>,
+    /// The head, for a head's share of its block's attention output.
+    pub head: Option<u32>,
+    /// The component this row breaks down (a head's or the bias's share of
+    /// `blocks.L.hook_attn_out`), else `None`: rows without it sum to the logit difference.
+    pub part_of: Option<String>,
     /// Its contribution to logit(answer) − logit(wrong).
     pub contribution: f64,
 }
@@ -92,7 +102,32 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
                 run,
                 component: hook.to_string(),
                 layer: hook.layer().map(|l| l as u32),
+                head: None,
+                part_of: None,
                 contribution: read(&acts[i]),
+            });
+        }
+        for (layer, heads, bias) in head_outputs(model, encoded)? {
+            let whole = HookPoint::AttnOut(layer).to_string();
+            for (h, out) in heads.iter().enumerate() {
+                rows.push(DlaRow {
+                    pair: pair.row as u64,
+                    run,
+                    component: format!("blocks.{layer}.attn.head.{h}"),
+                    layer: Some(layer as u32),
+                    head: Some(h as u32),
+                    part_of: Some(whole.clone()),
+                    contribution: read(out),
+                });
+            }
+            rows.push(DlaRow {
+                pair: pair.row as u64,
+                run,
+                component: format!("blocks.{layer}.attn.bias"),
+                layer: Some(layer as u32),
+                head: None,
+                part_of: Some(whole),
+                contribution: read(&bias),
             });
         }
         if let Some(b) = bias {
@@ -101,11 +136,103 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
                 run,
                 component: "ln_final.bias".into(),
                 layer: None,
+                head: None,
+                part_of: None,
                 contribution: b.iter().zip(&direction).map(|(b, d)| b * d).sum(),
             });
         }
     }
     Ok(rows)
+}
+
+/// Keeps one head's slice of `attn.hook_z` per copy (copy `i` keeps head `i`; the last copy
+/// keeps none) and captures the block's attention output.
+struct OneHead {
+    z: HookPoint,
+    out: HookPoint,
+    head_dim: usize,
+    captured: Option<candle_core::Tensor>,
+}
+
+impl glassbox_models::Hooks for OneHead {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.z || point == self.out
+    }
+    fn visit(
+        &mut self,
+        point: HookPoint,
+        x: candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        if point == self.out {
+            self.captured = Some(x.clone());
+            return Ok(x);
+        }
+        if point != self.z {
+            return Ok(x);
+        }
+        let (k, t, w) = x.dims3()?;
+        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        for copy in 0..k {
+            for p in 0..t {
+                let row = &mut v[(copy * t + p) * w..(copy * t + p + 1) * w];
+                for (c, value) in row.iter_mut().enumerate() {
+                    if c / self.head_dim != copy {
+                        *value = 0.0;
+                    }
+                }
+            }
+        }
+        candle_core::Tensor::from_vec(v, (k, t, w), x.device())
+    }
+}
+
+/// Per block with heads, each head's share of the attention output at the last position and
+/// the output bias's (the output with every head zeroed).
+type HeadShares = (usize, Vec<Vec<f64>>, Vec<f64>);
+
+fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares>> {
+    let Some(heads) = model.model.attention_heads() else {
+        return Ok(Vec::new());
+    };
+    let points = model.model.hook_points();
+    let layers: Vec<usize> = points
+        .iter()
+        .filter_map(|p| match p {
+            HookPoint::AttnZ(l) if points.contains(&HookPoint::AttnOut(*l)) => Some(*l),
+            _ => None,
+        })
+        .collect();
+    let t = encoded.ids.len();
+    let refs: Vec<&Encoded> = vec![encoded; heads + 1];
+    let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
+    let mut out = Vec::new();
+    for layer in layers {
+        let width = model.model.hook_width(HookPoint::AttnZ(layer));
+        let mut hooks = OneHead {
+            z: HookPoint::AttnZ(layer),
+            out: HookPoint::AttnOut(layer),
+            head_dim: width / heads,
+            captured: None,
+        };
+        model.model.forward((&batch).into(), &mut hooks)?;
+        let a = hooks.captured.ok_or_else(|| ModelError::UnknownHook {
+            name: HookPoint::AttnOut(layer).to_string(),
+            hint: format!(" (the {} forward never reached it)", model.model.family()),
+        })?;
+        let last: Vec<Vec<f32>> = a.narrow(1, t - 1, 1)?.squeeze(1)?.to_vec2()?;
+        let bias = &last[heads];
+        let shares = last[..heads]
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(bias)
+                    .map(|(v, b)| f64::from(*v) - f64::from(*b))
+                    .collect()
+            })
+            .collect();
+        out.push((layer, shares, bias.iter().map(|v| f64::from(*v)).collect()));
+    }
+    Ok(out)
 }
 
 /// γ, β, the frozen scale 1/σ (or 1/rms) of `residual`, and whether components are centred.

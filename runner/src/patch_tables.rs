@@ -99,7 +99,17 @@ pub fn write_dla(dir: &Path, rows: &[DlaRow]) -> Result<()> {
             "layer",
             Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.layer))),
         )
-        .float("contribution", rows, |r| r.contribution);
+        .float("contribution", rows, |r| r.contribution)
+        .add(
+            "head",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.head))),
+        )
+        .add(
+            "part_of",
+            Arc::new(arrow_array::StringArray::from_iter(
+                rows.iter().map(|r| r.part_of.as_deref()),
+            )),
+        );
     c.write(&dir.join("dla.parquet"))
 }
 

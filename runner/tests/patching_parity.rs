@@ -235,7 +235,10 @@ fn direct_logit_attributions_sum_to_the_logit_difference() {
             let (clean, corrupted) = metrics(&model, pair);
             let dla = glassbox_runner::dla::direct_logit_attribution(&model, pair).unwrap();
             for (run, metric) in [("clean", clean), ("corrupted", corrupted)] {
-                let parts: Vec<_> = dla.iter().filter(|r| r.run == run).collect();
+                let parts: Vec<_> = dla
+                    .iter()
+                    .filter(|r| r.run == run && r.part_of.is_none())
+                    .collect();
                 // embed (+ pos embed), 2 blocks × (attn, mlp), LayerNorm's bias where it has one
                 assert!(parts.len() >= 5, "{folder}: {} components", parts.len());
                 let total: f64 = parts.iter().map(|r| r.contribution).sum();
@@ -248,6 +251,29 @@ fn direct_logit_attributions_sum_to_the_logit_difference() {
                     (total - metric).abs() <= 1e-4 * scale,
                     "{folder} {run}: components sum to {total}, the logit difference is {metric}"
                 );
+                // Each block's heads and output bias sum to its attention output.
+                let heads = model.model.attention_heads().unwrap();
+                for layer in 0..2u32 {
+                    let whole = format!("blocks.{layer}.hook_attn_out");
+                    let of = |r: &&glassbox_runner::dla::DlaRow| r.run == run;
+                    let total: f64 = dla
+                        .iter()
+                        .filter(of)
+                        .filter(|r| r.component == whole)
+                        .map(|r| r.contribution)
+                        .sum();
+                    let split: Vec<_> = dla
+                        .iter()
+                        .filter(of)
+                        .filter(|r| r.part_of.as_deref() == Some(whole.as_str()))
+                        .collect();
+                    assert_eq!(split.iter().filter(|r| r.head.is_some()).count(), heads);
+                    let sum: f64 = split.iter().map(|r| r.contribution).sum();
+                    assert!(
+                        (sum - total).abs() <= 1e-4 * (1.0 + total.abs()),
+                        "{folder} {run} block {layer}: heads + bias {sum} vs attention output {total}"
+                    );
+                }
             }
         }
     }

@@ -126,3 +126,19 @@ fn ablating_the_zero_mlp_neuron_by_neuron_changes_nothing() {
         assert!(r.delta.abs() < 1e-6 && r.loss_delta.abs() < 1e-6, "{r:?}");
     }
 }
+
+#[test]
+fn direct_logit_attribution_puts_the_answer_on_the_copying_head() {
+    let (model, pairs) = planted();
+    for pair in &pairs {
+        let rows = glassbox_runner::dla::direct_logit_attribution(&model, pair).unwrap();
+        let head = |h: u32| {
+            rows.iter()
+                .find(|r| r.run == "clean" && r.head == Some(h))
+                .unwrap()
+                .contribution
+        };
+        assert!(head(0) > 5.0, "head 0 writes the answer: {}", head(0));
+        assert!(head(1).abs() < 1e-6, "head 1 writes nothing: {}", head(1));
+    }
+}

@@ -92,9 +92,15 @@ assert all(r["answer_rank"] >= 1 for r in lens)
 dla = pq.read_table(d + "/dla.parquet").to_pylist()
 for p in pairs:
     for run, metric in (("clean", p["metric_clean"]), ("corrupted", p["metric_corrupted"])):
-        parts = [r["contribution"] for r in dla if r["pair"] == p["pair"] and r["run"] == run]
+        parts = [r["contribution"] for r in dla if r["pair"] == p["pair"] and r["run"] == run and r["part_of"] is None]
         scale = max(1.0, sum(abs(c) for c in parts))
         assert abs(sum(parts) - metric) <= 1e-4 * scale, (run, sum(parts), metric)
+        # Each block's heads and output bias break its attention output down.
+        for layer in (0, 1):
+            whole = [r["contribution"] for r in dla if r["pair"] == p["pair"] and r["run"] == run and r["component"] == f"blocks.{layer}.hook_attn_out"]
+            parts = [r for r in dla if r["pair"] == p["pair"] and r["run"] == run and r["part_of"] == f"blocks.{layer}.hook_attn_out"]
+            assert sorted(r["head"] for r in parts if r["head"] is not None) == [0, 1, 2, 3], parts
+            assert abs(sum(r["contribution"] for r in parts) - whole[0]) <= 1e-4 * (1 + abs(whole[0])), (whole, parts)
 print(len(res))
 "#;
     let out = Command::new(python)
