@@ -1,5 +1,5 @@
-//! `glassbox pipeline`: the configured stages in order (extract → probe → [tcav] →
-//! [dictionary] → [patch] → [causal] → report), each skipped when up to date.
+//! `glassbox pipeline`: the configured stages in order (extract → probe → \[tcav\] →
+//! \[dictionary\] → \[patch\] → \[causal\] → report), each skipped when up to date.
 
 use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;

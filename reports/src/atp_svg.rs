@@ -1,16 +1,14 @@
 //! Attribution patching against exact patching: a scatter of the mean normalised effects,
 //! one point per (hook, position, head), with the diagonal of perfect agreement.
 
-use crate::patching::Effect;
-
 const SIZE: f64 = 320.0;
 const PAD: f64 = 40.0;
 
-/// The scatter, or `None` when no effect has an attribution-patching estimate.
-pub(crate) fn scatter(effects: &[Effect]) -> Option<String> {
-    let points: Vec<(f64, f64)> = effects
+/// The scatter of `(exact, estimate)` points, or `None` when none is finite.
+pub(crate) fn scatter(points: &[(f64, f64)]) -> Option<String> {
+    let points: Vec<(f64, f64)> = points
         .iter()
-        .filter_map(|e| e.atp.map(|a| (e.mean, a)))
+        .copied()
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     if points.is_empty() {

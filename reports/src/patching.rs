@@ -426,7 +426,12 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
             ));
         }
     }
-    if let Some(svg) = crate::atp_svg::scatter(&f.effects) {
+    let atp: Vec<(f64, f64)> = f
+        .effects
+        .iter()
+        .filter_map(|e| e.atp.map(|a| (e.mean, a)))
+        .collect();
+    if let Some(svg) = crate::atp_svg::scatter(&atp) {
         out.push_str(&format!(
             "<figure>{svg}<figcaption>Attribution patching's estimate against the exact patching effect, one point per hook, position and head (mean normalised effect over the pairs; the diagonal is perfect agreement; Spearman ρ = {}).</figcaption></figure>\n",
             f.atp_spearman.map_or("–".to_owned(), |r| format!("{r:.3}"))

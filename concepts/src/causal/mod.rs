@@ -5,7 +5,7 @@
 //! readout (a later probe, the TCAV target, the next-token distribution) against the same
 //! intervention along random directions of equal norm.
 //!
-//! This crate holds the model-free half: which tests a run calls for ([`plan`]), LEACE
+//! This crate holds the model-free half: which tests a run calls for ([`plan()`]), LEACE
 //! ([`leace`]) and the probe refit after erasure ([`erasure`]), the statistics and verdicts
 //! ([`stats`]) and the tables ([`results`]). The forwards are `glassbox_runner::steering`'s.
 
