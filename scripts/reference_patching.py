@@ -96,6 +96,38 @@ def last_logit_diff(model, ids, answer, wrong):
     return float(logits[answer] - logits[wrong])
 
 
+def patch_pair(model, mods, hooks, heads, c_ids, k_ids, answer, wrong):
+    """(metric_clean, metric_corrupted, rows): every hook x position (x head for attn.hook_z) of
+    the corrupted run with that activation taken from the clean run."""
+    cache, handles = {}, []
+    for name in hooks:
+        module, kind = hook_module(mods, name)
+        handles.append(register(module, kind, lambda x, name=name: cache.__setitem__(name, x.detach().clone())))
+    m_clean = last_logit_diff(model, c_ids, answer, wrong)
+    for h in handles:
+        h.remove()
+    m_corr = last_logit_diff(model, k_ids, answer, wrong)
+    rows = []
+    for name in hooks:
+        module, kind = hook_module(mods, name)
+        width = cache[name].shape[-1]
+        per_head = name.endswith("attn.hook_z")
+        head_dim = width // heads
+        for pos in range(len(k_ids)):
+            for head in (range(heads) if per_head else [None]):
+                lo, hi = (head * head_dim, (head + 1) * head_dim) if head is not None else (0, width)
+
+                def patch(x, name=name, pos=pos, lo=lo, hi=hi):
+                    x = x.clone()
+                    x[0, pos, lo:hi] = cache[name][0, pos, lo:hi]
+                    return x
+                h = register(module, kind, patch)
+                metric = last_logit_diff(model, k_ids, answer, wrong)
+                h.remove()
+                rows.append({"hook": name, "position": pos, "head": head, "metric": metric})
+    return m_clean, m_corr, rows
+
+
 def main():
     tok = Tokenizer.from_file(str(FIX / "tiny_gpt2" / "tokenizer.json"))
     answer_text, wrong_text = " the", " a"
@@ -118,33 +150,7 @@ def main():
         results = []
         for p, (clean, corrupted) in enumerate(pairs):
             c_ids, k_ids = tok.encode(clean).ids, tok.encode(corrupted).ids
-            cache = {}
-            handles = []
-            for name in hooks:
-                module, kind = hook_module(mods, name)
-                handles.append(register(module, kind, lambda x, name=name: cache.__setitem__(name, x.detach().clone())))
-            m_clean = last_logit_diff(model, c_ids, answer[0], wrong[0])
-            for h in handles:
-                h.remove()
-            m_corr = last_logit_diff(model, k_ids, answer[0], wrong[0])
-            rows = []
-            for name in hooks:
-                module, kind = hook_module(mods, name)
-                width = cache[name].shape[-1]
-                per_head = name.endswith("attn.hook_z")
-                head_dim = width // heads
-                for pos in range(len(k_ids)):
-                    for head in (range(heads) if per_head else [None]):
-                        lo, hi = (head * head_dim, (head + 1) * head_dim) if head is not None else (0, width)
-
-                        def patch(x, name=name, pos=pos, lo=lo, hi=hi):
-                            x = x.clone()
-                            x[0, pos, lo:hi] = cache[name][0, pos, lo:hi]
-                            return x
-                        h = register(module, kind, patch)
-                        metric = last_logit_diff(model, k_ids, answer[0], wrong[0])
-                        h.remove()
-                        rows.append({"hook": name, "position": pos, "head": head, "metric": metric})
+            m_clean, m_corr, rows = patch_pair(model, mods, hooks, heads, c_ids, k_ids, answer[0], wrong[0])
             results.append({"pair": p, "metric_clean": m_clean, "metric_corrupted": m_corr, "rows": rows})
         (OUT / f"{family}.json").write_text(json.dumps({
             "transformers_version": transformers.__version__, "torch_version": torch.__version__,

@@ -22,7 +22,7 @@ from huggingface_hub import snapshot_download  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from reference_patching import hook_module, last_logit_diff, modules, register  # noqa: E402
+from reference_patching import modules, patch_pair  # noqa: E402
 
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,32 +44,7 @@ def main():
         c_ids, k_ids = enc(pair["clean"]), enc(pair["corrupted"])
         answer, wrong = enc(pair["answer"]), enc(pair["wrong"])
         assert len(c_ids) == len(k_ids) and len(answer) == 1 and len(wrong) == 1
-        cache, handles = {}, []
-        for name in HOOKS:
-            module, kind = hook_module(mods, name)
-            handles.append(register(module, kind, lambda x, name=name: cache.__setitem__(name, x.detach().clone())))
-        m_clean = last_logit_diff(model, c_ids, answer[0], wrong[0])
-        for h in handles:
-            h.remove()
-        m_corr = last_logit_diff(model, k_ids, answer[0], wrong[0])
-        rows = []
-        for name in HOOKS:
-            module, kind = hook_module(mods, name)
-            width = cache[name].shape[-1]
-            per_head = name.endswith("attn.hook_z")
-            head_dim = width // heads
-            for pos in range(len(k_ids)):
-                for head in (range(heads) if per_head else [None]):
-                    lo, hi = (head * head_dim, (head + 1) * head_dim) if head is not None else (0, width)
-
-                    def patch(x, name=name, pos=pos, lo=lo, hi=hi):
-                        x = x.clone()
-                        x[0, pos, lo:hi] = cache[name][0, pos, lo:hi]
-                        return x
-                    h = register(module, kind, patch)
-                    metric = last_logit_diff(model, k_ids, answer[0], wrong[0])
-                    h.remove()
-                    rows.append({"hook": name, "position": pos, "head": head, "metric": metric})
+        m_clean, m_corr, rows = patch_pair(model, mods, HOOKS, heads, c_ids, k_ids, answer[0], wrong[0])
         results.append({"pair": p, "clean_ids": c_ids, "corrupted_ids": k_ids,
                         "metric_clean": m_clean, "metric_corrupted": m_corr, "rows": rows})
     out = ROOT / "tests/fixtures/patching/smollm2.json"

@@ -49,31 +49,8 @@ pub struct DictionaryFinding {
 
 /// Reads every `dictionary/hook=*/` folder of the run.
 pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
-    let root = run.dictionary_root();
-    let mut dirs: Vec<_> = match std::fs::read_dir(&root) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect(),
-        Err(_) => return Ok(Vec::new()),
-    };
-    dirs.sort();
     let mut out = Vec::new();
-    for dir in dirs {
-        let Some(hook) = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("hook="))
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        let hook: glassbox_data::HookPoint = hook.parse().map_err(|e| {
-            ReportError::Invalid(format!(
-                "{}: not a hook folder ({e}); remove it or re-run the dictionary stage",
-                dir.display()
-            ))
-        })?;
+    for (hook, dir) in glassbox_concepts::explain::read::dictionary_hooks(run)? {
         for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;

@@ -1,5 +1,6 @@
 //! Every table of the report as Parquet under `report/tables/`, for notebooks: the findings,
-//! the probe results, the TCAV tests and the dictionary metrics.
+//! the probe results, the TCAV tests, the dictionary metrics, the causal tests and curves, and
+//! the patching tables.
 
 use crate::{ranked_findings, ReportError, Summary};
 use arrow_array::{Float64Array, UInt32Array};
@@ -26,6 +27,11 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
         ("tcav/scores.parquet", "tcav.parquet"),
         ("causal/tests.parquet", "causal_tests.parquet"),
         ("causal/curves.parquet", "causal_curves.parquet"),
+        ("patching/results.parquet", "patching_results.parquet"),
+        ("patching/pairs.parquet", "patching_pairs.parquet"),
+        ("patching/ablation.parquet", "patching_ablation.parquet"),
+        ("patching/dla.parquet", "patching_dla.parquet"),
+        ("patching/logit_lens.parquet", "patching_logit_lens.parquet"),
     ] {
         let src = run.path(from);
         if src.exists() {

@@ -134,6 +134,60 @@ pub fn python_with(module: &str) -> Result<PathBuf, String> {
     Err(format!("no Python with {module}; run `just venv`"))
 }
 
+/// Runs `script` with the test venv's pyarrow Python, `args` after it, and asserts it succeeds;
+/// without pyarrow, `test` is skipped (a failure under `CI=true`).
+pub fn pyarrow_check(test: &str, script: &str, args: &[&Path]) {
+    let python = match python_with_pyarrow() {
+        Ok(p) => p,
+        Err(why) => return skip(test, &why),
+    };
+    let out = Command::new(python)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert_success(&out, &format!("{test}: pyarrow check"));
+}
+
+/// A run of the committed tiny GPT-2 on the default data: see [`tiny_decoder_run`].
+pub fn tiny_gpt2_run(run: &Path, token_level: bool, label: Option<&str>) {
+    tiny_decoder_run("tiny_gpt2", run, token_level, label)
+}
+
+/// A run of a committed tiny decoder (`tests/fixtures/<fixture>`) on the default data:
+/// residual hooks of both blocks (mean-pooled; token rows too unless `token_level` is false),
+/// and with `label` a sequence-level probe of it (bootstrap 50, no neuron ranking).
+pub fn tiny_decoder_run(fixture: &str, run: &Path, token_level: bool, label: Option<&str>) {
+    let mut extract = glassbox();
+    extract
+        .args(["extract", "--model"])
+        .arg(workspace_root().join("tests/fixtures").join(fixture))
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args(["--hooks", "blocks.*.hook_resid_post", "--max-length", "64"]);
+    if !token_level {
+        extract.arg("--no-token-level");
+    }
+    let out = extract.arg("--run").arg(run).output().unwrap();
+    assert_success(&out, &format!("extract ({fixture})"));
+    if let Some(label) = label {
+        let out = glassbox()
+            .args([
+                "probe",
+                "--label",
+                label,
+                "--bootstrap",
+                "50",
+                "--no-neurons",
+                "--run",
+            ])
+            .arg(run)
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("probe ({fixture})"));
+    }
+}
+
 /// Panics with the command's output unless it exited 0.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(

@@ -17,36 +17,11 @@ fn run_cli(args: &[&str], run: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// A tiny GPT-2 run with sequence-level probes of `topic` at two hooks.
-fn probed_run(run: &Path) {
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.*.hook_resid_post",
-            "--pools",
-            "mean",
-            "--no-token-level",
-            "--max-length",
-            "64",
-            "--run",
-        ])
-        .arg(run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
-    let out = run_cli(&["probe", "--label", "topic"], run);
-    assert_success(&out, "probe");
-}
-
 #[test]
 fn causal_tests_every_finding_and_the_report_shows_the_verdicts() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    probed_run(&run);
+    tiny_gpt2_run(&run, false, Some("topic"));
     let args = ["causal", "--examples", "24", "--json"];
     let out = run_cli(&args, &run);
     assert_success(&out, "causal");
@@ -126,36 +101,18 @@ for t in tests:
         assert t["p_holm"] < 0.05
 print("ok", len(tests))
 "#;
-    let python = python_with_pyarrow().expect("the venv has pyarrow when it has jsonschema");
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(run.join("causal"))
-        .output()
-        .unwrap();
-    assert_success(&out, "pyarrow reads causal/");
+    pyarrow_check(
+        "causal_tests_every_finding_and_the_report_shows_the_verdicts",
+        script,
+        &[&run.join("causal")],
+    );
 }
 
 #[test]
 fn causal_refuses_a_run_without_probes_and_leaves_it_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.0.hook_resid_post",
-            "--no-token-level",
-            "--max-length",
-            "64",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
+    tiny_gpt2_run(&run, false, None);
     let before = std::fs::read(run.join("manifest.json")).unwrap();
     let out = run_cli(&["causal"], &run);
     assert_bad_input(&out, &["`probe`"]);

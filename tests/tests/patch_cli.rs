@@ -4,7 +4,6 @@
 
 use glassbox_tests::*;
 use std::path::Path;
-use std::process::Command;
 
 fn patch(run: &Path, pairs: &Path, extra: &[&str]) -> std::process::Output {
     glassbox()
@@ -53,15 +52,6 @@ fn patch_writes_tables_an_independent_reader_agrees_with() {
     assert_success(&again, "patch again");
     assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
 
-    let python = match python_with_pyarrow() {
-        Ok(p) => p,
-        Err(why) => {
-            return skip(
-                "patch_writes_tables_an_independent_reader_agrees_with",
-                &why,
-            )
-        }
-    };
     let script = r#"
 import sys, json, pyarrow.parquet as pq
 d = sys.argv[1]
@@ -103,12 +93,11 @@ for p in pairs:
             assert abs(sum(r["contribution"] for r in parts) - whole[0]) <= 1e-4 * (1 + abs(whole[0])), (whole, parts)
 print(len(res))
 "#;
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(run.join("patching"))
-        .output()
-        .unwrap();
-    assert_success(&out, "pyarrow check");
+    pyarrow_check(
+        "patch_writes_tables_an_independent_reader_agrees_with",
+        script,
+        &[&run.join("patching")],
+    );
 }
 
 #[test]
@@ -167,37 +156,7 @@ fn bad_pairs_and_hooks_are_refused_before_anything_is_written() {
 fn the_report_shows_patching_next_to_the_probes() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let model = workspace_root().join("tests/fixtures/tiny_gpt2");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.*.hook_resid_post",
-            "--max-length",
-            "64",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
-    let out = glassbox()
-        .args([
-            "probe",
-            "--label",
-            "topic",
-            "--bootstrap",
-            "50",
-            "--no-neurons",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "probe");
+    tiny_gpt2_run(&run, true, Some("topic"));
     let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
     // No --model: the run's model.
     let out = glassbox()
@@ -258,10 +217,6 @@ fn ablation_writes_one_row_per_head_with_an_interval() {
         ],
     );
     assert_success(&out, "patch --ablate mean");
-    let python = match python_with_pyarrow() {
-        Ok(p) => p,
-        Err(why) => return skip("ablation_writes_one_row_per_head_with_an_interval", &why),
-    };
     let script = r#"
 import sys, pyarrow.parquet as pq
 rows = pq.read_table(sys.argv[1] + "/ablation.parquet").to_pylist()
@@ -270,12 +225,11 @@ for r in rows:
     assert r["ablation"] == "mean" and r["n"] == 3 and r["layer"] == 0
     assert r["ci_low"] <= r["delta"] <= r["ci_high"], r
 "#;
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(run.join("patching"))
-        .output()
-        .unwrap();
-    assert_success(&out, "pyarrow check of ablation.parquet");
+    pyarrow_check(
+        "ablation_writes_one_row_per_head_with_an_interval",
+        script,
+        &[&run.join("patching")],
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(
@@ -313,10 +267,6 @@ fn resample_ablation_of_neurons_from_an_identical_prompt_changes_nothing() {
         ],
     );
     assert_success(&out, "patch --ablate resample --ablate-neurons");
-    let python = match python_with_pyarrow() {
-        Ok(p) => p,
-        Err(why) => return skip("resample_ablation_of_neurons", &why),
-    };
     let script = r#"
 import sys, pyarrow.parquet as pq
 rows = pq.read_table(sys.argv[1] + "/ablation.parquet").to_pylist()
@@ -325,12 +275,11 @@ for r in rows:
     assert r["ablation"] == "resample" and r["n"] == 2 and r["head"] is None, r
     assert abs(r["delta"]) < 1e-6 and abs(r["loss_delta"]) < 1e-6, r
 "#;
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(run.join("patching"))
-        .output()
-        .unwrap();
-    assert_success(&out, "pyarrow check of the resample ablation");
+    pyarrow_check(
+        "resample_ablation_of_neurons",
+        script,
+        &[&run.join("patching")],
+    );
     assert_bad_input(
         &patch(&tmp.path().join("run2"), &pairs, &["--ablate-neurons"]),
         &["ablate_neurons", "--ablate"],

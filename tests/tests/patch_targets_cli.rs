@@ -4,57 +4,12 @@
 
 use glassbox_tests::*;
 use std::path::Path;
-use std::process::Command;
-
-fn check_with_pyarrow(test: &str, dir: &Path, script: &str) {
-    let python = match python_with_pyarrow() {
-        Ok(p) => p,
-        Err(why) => return skip(test, &why),
-    };
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert_success(&out, "pyarrow check");
-}
 
 #[test]
 fn a_probe_target_scores_patching_on_a_text_model() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let model = workspace_root().join("tests/fixtures/tiny_gpt2");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.*.hook_resid_post",
-            "--no-token-level",
-            "--max-length",
-            "64",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
-    let out = glassbox()
-        .args([
-            "probe",
-            "--label",
-            "topic",
-            "--bootstrap",
-            "50",
-            "--no-neurons",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "probe");
+    tiny_gpt2_run(&run, false, Some("topic"));
     let fixture =
         std::fs::read_to_string(workspace_root().join("tests/fixtures/patching/pairs.jsonl"))
             .unwrap();
@@ -88,9 +43,8 @@ fn a_probe_target_scores_patching_on_a_text_model() {
         .output()
         .unwrap();
     assert_success(&out, "patch with a probe target");
-    check_with_pyarrow(
+    pyarrow_check(
         "a_probe_target_scores_patching_on_a_text_model",
-        &run.join("patching"),
         r#"
 import sys, pyarrow.parquet as pq
 d = sys.argv[1]
@@ -111,6 +65,7 @@ for p in pairs:
                 assert abs(r["normalized"]) < 1e-4, r
     assert any(r["atp_metric"] is not None for r in res)
 "#,
+        &[&run.join("patching")],
     );
     // A target class the probe does not have, named with its row.
     let bad = tmp.path().join("bad.jsonl");
@@ -177,9 +132,8 @@ fn a_class_target_scores_patching_on_image_pairs() {
         &pairs,
     );
     assert_success(&out, "patch image pairs");
-    check_with_pyarrow(
+    pyarrow_check(
         "a_class_target_scores_patching_on_image_pairs",
-        &run.join("patching"),
         r#"
 import sys, pyarrow.parquet as pq
 d = sys.argv[1]
@@ -191,6 +145,7 @@ assert len(pooled) == 1, pooled
 # The classifier reads only the pooled vector: patching it restores the clean metric exactly.
 assert abs(pooled[0]["normalized"] - 1.0) < 1e-4, pooled
 "#,
+        &[&run.join("patching")],
     );
     std::fs::write(
         &pairs,

@@ -113,39 +113,9 @@ fn decoder_bad_inputs_are_named() {
 
 #[test]
 fn token_targets_give_tcav_scores_on_a_causal_lm() {
-    let model = workspace_root().join("tests/fixtures/tiny_llama");
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.*.hook_resid_post",
-            "--max-length",
-            "64",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
-    let out = glassbox()
-        .args([
-            "probe",
-            "--label",
-            "topic",
-            "--bootstrap",
-            "50",
-            "--no-neurons",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "probe");
+    tiny_decoder_run("tiny_llama", &run, true, Some("topic"));
     let concepts = workspace_root().join("data/concepts");
     let tcav = |target: &str| {
         let out = glassbox()

@@ -440,22 +440,8 @@ fn unit_tests(
     results: &[ProbeResult],
     ctx: &PlanContext,
 ) -> Result<Vec<Planned>, ConceptError> {
-    let root = run.dictionary_root();
-    let mut dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(&root) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(_) => return Ok(Vec::new()),
-    };
-    dirs.sort();
     let mut out = Vec::new();
-    for dir in dirs {
-        let Some(hook) = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("hook="))
-            .and_then(|n| n.parse::<HookPoint>().ok())
-        else {
-            continue;
-        };
+    for (hook, dir) in crate::explain::read::dictionary_hooks(run)? {
         for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;

@@ -28,6 +28,39 @@ pub struct UnitRow {
     pub best_direction_cosine: Option<f64>,
 }
 
+/// The run's `dictionary/hook=<hook>/` folders, in name order, with their hooks; an error names
+/// a folder whose name is not a hook.
+pub fn dictionary_hooks(
+    run: &glassbox_data::RunDir,
+) -> Result<Vec<(glassbox_data::HookPoint, std::path::PathBuf)>, ConceptError> {
+    let mut dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(run.dictionary_root()) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(_) => return Ok(Vec::new()),
+    };
+    dirs.sort();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Some(name) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("hook="))
+        else {
+            continue;
+        };
+        let hook = name.parse().map_err(|e| {
+            ConceptError::Invalid(format!(
+                "{}: not a hook folder ({e}); remove it or re-run the dictionary stage",
+                dir.display()
+            ))
+        })?;
+        out.push((hook, dir));
+    }
+    Ok(out)
+}
+
 /// The label correlation from which a unit counts as a finding (the report lists it, the
 /// causal stage tests it).
 pub const FINDING_CORRELATION: f64 = 0.3;

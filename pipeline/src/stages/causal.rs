@@ -2,7 +2,7 @@
 //! features) by steering and erasure against random directions, Holm-corrected over the run.
 //! Reads the run's model, probes, TCAV and dictionary tables; writes `causal/`.
 
-use super::causal_run::{self, forwards, measure_hook, Context, Measured, Sample};
+use super::causal_run::{self, forwards, measure_hook, tested_hooks, Context, Measured, Sample};
 use super::run_model::{load_run_model, run_modality};
 use super::{Completion, Stage, Transaction};
 use crate::config::RunConfig;
@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 use glassbox_concepts::causal::{plan, write_curves, write_tests, CausalOptions, PlanContext};
 use glassbox_data::examples::read_examples;
 use glassbox_data::rng::SeededRng;
-use glassbox_data::{HookPoint, Modality, Progress, RunDir};
+use glassbox_data::{Modality, Progress, RunDir};
 use glassbox_runner::steering::Batches;
 use glassbox_runner::Examples;
 
@@ -83,13 +83,7 @@ pub fn run_causal(
     let tx = Transaction::begin(run, "causal", vec!["causal".into()], &fp, false)?;
     let dir = tx.run().path("causal");
     std::fs::create_dir_all(&dir)?;
-    let mut hooks: Vec<HookPoint> = planned
-        .iter()
-        .filter(|p| p.readout.is_ok())
-        .map(|p| p.hook)
-        .collect();
-    hooks.sort();
-    hooks.dedup();
+    let hooks = tested_hooks(&planned);
     progress.start("causal (forwards)", forwards(&planned, settings));
     let mut measured: Vec<Measured> = Vec::new();
     for hook in hooks {

@@ -43,9 +43,8 @@ pub(crate) struct Measured {
     pub erasure: Option<(f64, f64, f64, f64)>,
 }
 
-/// Forwards each test of `planned` needs, for the progress bar.
-pub(crate) fn forwards(planned: &[Planned], options: &CausalOptions) -> u64 {
-    let k = options.random_directions as u64;
+/// The hooks with at least one testable test, in order.
+pub(crate) fn tested_hooks(planned: &[Planned]) -> Vec<HookPoint> {
     let mut hooks: Vec<HookPoint> = planned
         .iter()
         .filter(|p| p.readout.is_ok())
@@ -53,6 +52,13 @@ pub(crate) fn forwards(planned: &[Planned], options: &CausalOptions) -> u64 {
         .collect();
     hooks.sort();
     hooks.dedup();
+    hooks
+}
+
+/// Forwards each test of `planned` needs, for the progress bar.
+pub(crate) fn forwards(planned: &[Planned], options: &CausalOptions) -> u64 {
+    let k = options.random_directions as u64;
+    let hooks = tested_hooks(planned);
     let steer = planned
         .iter()
         .filter(|p| p.readout.is_ok() && matches!(p.intervention, Intervention::Steer(_)))
@@ -225,7 +231,9 @@ pub(crate) fn measure_hook(
                 });
             }
             Intervention::Erase { label, pool } => {
-                let fit = fit_erasure(
+                // A label the split cannot serve (a class too small for train and test) makes
+                // this test impossible, not the stage.
+                let fit = match fit_erasure(
                     cx.run,
                     label,
                     hook,
@@ -233,7 +241,16 @@ pub(crate) fn measure_hook(
                     cx.probe_options,
                     opts.random_directions,
                     opts.seed,
-                )?;
+                ) {
+                    Ok(fit) => fit,
+                    Err(e) => {
+                        out.push(Measured::untestable(
+                            i,
+                            &format!("LEACE could not be fitted: {e}"),
+                        ));
+                        continue;
+                    }
+                };
                 let erase = |e: &Eraser| -> Result<Vec<f64>> {
                     let edit = Edit::Erase {
                         matrix: e.matrix.iter().map(|v| *v as f32).collect(),

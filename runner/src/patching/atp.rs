@@ -56,26 +56,13 @@ pub(super) fn atp_gradients(
         .unembed(&last)
         .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??
         .flatten_all()?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let lse = logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        .broadcast_add(&max)?;
-    let logp = logits.broadcast_sub(&lse)?;
-    let pick = |v: &Tensor, i: u32| v.narrow(0, i as usize, 1);
-    let value = match metric {
-        Metric::LogitDiff => (pick(&logits, pair.answer)? - pick(&logits, pair.wrong)?)?,
-        Metric::Logprob => pick(&logp, pair.answer)?,
-        Metric::Prob => pick(&logp, pair.answer)?.exp()?,
-        Metric::Kl => {
-            let c: Vec<f32> = clean_logp.iter().map(|&v| v as f32).collect();
-            let c = Tensor::from_vec(c, logp.shape(), logp.device())?;
-            (c.exp()? * (&c - &logp)?)?.sum_keepdim(0)?
-        }
-    }
-    .sum_all()?;
+    let value = metric_tensor(
+        metric,
+        &logits,
+        pair.answer as usize,
+        pair.wrong as usize,
+        clean_logp,
+    )?;
     let base_metric = value.to_scalar::<f32>()? as f64;
     let grads = value.backward()?;
     let mut out = BTreeMap::new();
@@ -96,6 +83,37 @@ pub(super) fn atp_gradients(
         });
     }
     Ok((base_metric, out))
+}
+
+/// One run's metric from its logits `z` (1-D), differentiably: `logit_diff` = z[answer] −
+/// z[rival], `logprob`/`prob` of the answer, `kl` = KL(clean ‖ run).
+pub(super) fn metric_tensor(
+    metric: Metric,
+    z: &Tensor,
+    answer: usize,
+    rival: usize,
+    clean_logp: &[f64],
+) -> Result<Tensor> {
+    let max = z.max_keepdim(D::Minus1)?.detach();
+    let lse = z
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        .broadcast_add(&max)?;
+    let logp = z.broadcast_sub(&lse)?;
+    let pick = |v: &Tensor, i: usize| v.narrow(0, i, 1);
+    Ok(match metric {
+        Metric::LogitDiff => (pick(z, answer)? - pick(z, rival)?)?,
+        Metric::Logprob => pick(&logp, answer)?,
+        Metric::Prob => pick(&logp, answer)?.exp()?,
+        Metric::Kl => {
+            let c: Vec<f32> = clean_logp.iter().map(|&v| v as f32).collect();
+            let c = Tensor::from_vec(c, logp.shape(), logp.device())?;
+            (c.exp()? * (&c - &logp)?)?.sum_keepdim(0)?
+        }
+    }
+    .sum_all()?)
 }
 
 /// Spearman's rank correlation (average ranks for ties); NaN for fewer than 2 points or a

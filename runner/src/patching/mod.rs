@@ -130,11 +130,23 @@ fn resolve_positions(positions: &Positions, len: usize, pair: &PreparedPair) -> 
     }
 }
 
-/// One patched run at the hook being swept: a position and maybe a head.
-#[derive(Debug, Clone, Copy)]
-struct Job {
-    position: usize,
-    head: Option<usize>,
+/// The head count `attn.hook_z` is patched by (with `heads`), else `None`: the whole width.
+fn per_head(heads: bool, hook: HookPoint, n_heads: Option<usize>, width: usize) -> Option<usize> {
+    match (heads, hook, n_heads) {
+        (true, HookPoint::AttnZ(_), Some(h)) if h > 0 && width.is_multiple_of(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// Every patched run at one hook: (position, head or the whole width).
+fn jobs(positions: &[usize], per_head: Option<usize>) -> Vec<(usize, Option<usize>)> {
+    positions
+        .iter()
+        .flat_map(|&p| match per_head {
+            Some(h) => (0..h).map(|head| (p, Some(head))).collect::<Vec<_>>(),
+            None => vec![(p, None)],
+        })
+        .collect()
 }
 
 /// Patches every (hook, position[, head]) of one pair; returns its rows and its clean and
@@ -183,26 +195,9 @@ pub fn patch_pair(
     };
     for &hook in &opts.hooks {
         let width = model.model.hook_width(hook);
-        let per_head = match (opts.heads, hook, heads) {
-            (true, HookPoint::AttnZ(_), Some(h)) if h > 0 && width % h == 0 => Some(h),
-            _ => None,
-        };
+        let per_head = per_head(opts.heads, hook, heads, width);
         let head_dim = per_head.map_or(width, |h| width / h);
-        let jobs: Vec<Job> = positions
-            .iter()
-            .flat_map(|&position| match per_head {
-                Some(h) => (0..h)
-                    .map(|head| Job {
-                        position,
-                        head: Some(head),
-                    })
-                    .collect::<Vec<_>>(),
-                None => vec![Job {
-                    position,
-                    head: None,
-                }],
-            })
-            .collect();
+        let jobs = jobs(&positions, per_head);
         let source = &source_acts[&hook];
         let start = hook.layer().and_then(|l| {
             base_acts
@@ -211,7 +206,7 @@ pub fn patch_pair(
         });
         for chunk in jobs.chunks(opts.batch_size.max(1)) {
             let batch = batch_of(model, base, chunk.len())?;
-            let targets: Vec<_> = chunk.iter().map(|j| (Some(j.position), j.head)).collect();
+            let targets: Vec<_> = chunk.iter().map(|&(p, h)| (Some(p), h)).collect();
             let mut patch = Overwrite {
                 point: hook,
                 jobs: &targets,
@@ -220,11 +215,11 @@ pub fn patch_pair(
             };
             let logits = last_logits_from(model, &batch, start, &mut patch)?;
             let metrics = score(opts.metric, &logits, pair, &clean_logp);
-            for (job, metric) in chunk.iter().zip(metrics) {
+            for (&(position, head), metric) in chunk.iter().zip(metrics) {
                 let atp_metric = atp.as_ref().map(|(base_metric, grads)| {
                     let (g, b, s) = (&grads[&hook], &base_acts[&hook], source);
-                    let start = job.position * width + job.head.map_or(0, |h| h * head_dim);
-                    let end = start + if job.head.is_some() { head_dim } else { width };
+                    let start = position * width + head.map_or(0, |h| h * head_dim);
+                    let end = start + if head.is_some() { head_dim } else { width };
                     base_metric
                         + (start..end)
                             .map(|i| (s[i] as f64 - b[i] as f64) * g[i] as f64)
@@ -233,8 +228,8 @@ pub fn patch_pair(
                 rows.push(PatchRow {
                     pair: pair.row as u64,
                     hook,
-                    position: job.position as u32,
-                    head: job.head.map(|h| h as u32),
+                    position: position as u32,
+                    head: head.map(|h| h as u32),
                     metric,
                     metric_clean,
                     metric_corrupted,

@@ -10,7 +10,7 @@
 
 use super::forward::{Overwrite, Source};
 use super::{check_patchable, Direction, Metric, PatchOptions, PatchRow, Positions};
-use candle_core::{Tensor, Var, D};
+use candle_core::{Tensor, Var};
 use glassbox_data::{HookPoint, Pool};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{
@@ -310,18 +310,9 @@ pub fn patch_target_pair(
                 v.clone()
             }
         };
-        let per_head = match (opts.heads, hook, heads) {
-            (true, HookPoint::AttnZ(_), Some(h)) if h > 0 && width % h == 0 => Some(h),
-            _ => None,
-        };
+        let per_head = super::per_head(opts.heads, hook, heads, width);
         let head_dim = per_head.map_or(width, |h| width / h);
-        let jobs: Vec<(usize, Option<usize>)> = positions
-            .iter()
-            .flat_map(|&p| match per_head {
-                Some(h) => (0..h).map(|hd| (p, Some(hd))).collect::<Vec<_>>(),
-                None => vec![(p, None)],
-            })
-            .collect();
+        let jobs = super::jobs(&positions, per_head);
         for chunk in jobs.chunks(opts.batch_size.max(1)) {
             let batch = copies(model, base, chunk.len())?;
             let targets: Vec<_> = chunk.iter().map(|(p, h)| (Some(*p), *h)).collect();
@@ -439,35 +430,14 @@ fn atp_gradients(
             })
         }
     };
-    let max = z.max_keepdim(D::Minus1)?.detach();
-    let logp = z.broadcast_sub(
-        &(z.broadcast_sub(&max)?
-            .exp()?
-            .sum_keepdim(D::Minus1)?
-            .log()?
-            + &max)?,
-    )?;
-    let pick = |v: &Tensor, i: usize| v.narrow(0, i, 1);
-    let value = match metric {
-        Metric::LogitDiff => {
-            // The rival is the largest other class at the base run (held fixed, as a
-            // first-order estimate holds everything but the activation fixed).
-            let zs: Vec<f32> = z.to_vec1()?;
-            let rival = (0..zs.len())
-                .filter(|&c| c != pair.class)
-                .max_by(|&a, &b| zs[a].total_cmp(&zs[b]))
-                .unwrap_or(pair.class);
-            (pick(&z, pair.class)? - pick(&z, rival)?)?
-        }
-        Metric::Logprob => pick(&logp, pair.class)?,
-        Metric::Prob => pick(&logp, pair.class)?.exp()?,
-        Metric::Kl => {
-            let c: Vec<f32> = clean_logp.iter().map(|&v| v as f32).collect();
-            let c = Tensor::from_vec(c, logp.shape(), logp.device())?;
-            (c.exp()? * (&c - &logp)?)?.sum_keepdim(0)?
-        }
-    }
-    .sum_all()?;
+    // The rival is the largest other class at the base run (held fixed, as a first-order
+    // estimate holds everything but the activation fixed).
+    let zs: Vec<f32> = z.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+    let rival = (0..zs.len())
+        .filter(|&c| c != pair.class)
+        .max_by(|&a, &b| zs[a].total_cmp(&zs[b]))
+        .unwrap_or(pair.class);
+    let value = super::atp::metric_tensor(metric, &z, pair.class, rival, clean_logp)?;
     let base_metric = value
         .to_dtype(candle_core::DType::F64)?
         .to_scalar::<f64>()?;

@@ -160,17 +160,19 @@ fn probe_and_report() {
         "probe",
         &["report"],
     );
+    report_reads(&run, "sentence_type");
+}
+
+/// The report written after the first writer finished shows `needle`: it read the new results.
+fn report_reads(run: &Path, needle: &str) {
     let out = glassbox()
         .args(["report", "--run"])
-        .arg(&run)
+        .arg(run)
         .output()
         .unwrap();
-    assert_success(&out, "report after the probe");
+    assert_success(&out, "report after the first writer");
     let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
-    assert!(
-        md.contains("sentence_type"),
-        "the report reads the finished probe"
-    );
+    assert!(md.contains(needle), "the report lacks {needle:?}:\n{md}");
 }
 
 #[test]
@@ -183,15 +185,5 @@ fn causal_and_report() {
         "causal",
         &["report"],
     );
-    let out = glassbox()
-        .args(["report", "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "report after the causal stage");
-    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
-    assert!(
-        md.contains("## Causal tests"),
-        "the report reads the finished causal tests"
-    );
+    report_reads(&run, "## Causal tests");
 }
