@@ -46,6 +46,10 @@ pub struct PatchArgs {
     /// Ablate mlp.hook_post hooks neuron by neuron (one row per unit).
     #[arg(long)]
     pub ablate_neurons: bool,
+    /// Also ablate every active feature of the run's SAE at these hooks (from `glassbox
+    /// dictionary`), one at a time through the spliced SAE.
+    #[arg(long, value_delimiter = ',')]
+    pub ablate_features: Vec<String>,
     /// Seed of the ablation's resample partners and bootstrap intervals.
     #[arg(long, default_value_t = crate::config::PatchSection::default().seed)]
     pub seed: u64,
@@ -125,6 +129,7 @@ impl PatchArgs {
                 AblateArg::Resample => glassbox_runner::patching::Ablation::Resample,
             }),
             ablate_neurons: self.ablate_neurons,
+            ablate_features: self.ablate_features.clone(),
             seed: self.seed,
             allow_pickle: self.allow_pickle,
         }

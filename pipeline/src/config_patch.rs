@@ -32,6 +32,10 @@ pub struct PatchSection {
     pub ablation: Option<Ablation>,
     /// Ablate `mlp.hook_post` hooks unit by unit (one row per neuron).
     pub ablate_neurons: bool,
+    /// Also ablate every active feature of the run's SAE at these hooks (trained by the
+    /// dictionary stage), one at a time through the spliced SAE.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ablate_features: Vec<String>,
     /// Seed of the ablation's resample partners and bootstrap intervals.
     pub seed: u64,
     /// Read PyTorch pickle checkpoints.
@@ -51,6 +55,7 @@ impl Default for PatchSection {
             batch_size: 32,
             ablation: None,
             ablate_neurons: false,
+            ablate_features: Vec::new(),
             seed: 0,
             allow_pickle: false,
         }
@@ -68,6 +73,11 @@ impl PatchSection {
         }
         if self.batch_size == 0 {
             bail!("patch: batch_size = 0; it must be at least 1");
+        }
+        if !self.ablate_features.is_empty() && self.ablation.is_none() {
+            bail!(
+                "patch: ablate_features without an ablation; pass --ablate zero|mean|resample too"
+            );
         }
         if self.ablate_neurons && self.ablation.is_none() {
             bail!(

@@ -193,6 +193,7 @@ fn read_ablation(path: &std::path::Path) -> Result<Vec<AblationEffect>, ReportEr
             kind.as_string::<i32>(),
         );
         let neuron = batch.column_by_name("neuron").cloned();
+        let feature = batch.column_by_name("feature").cloned();
         let loss = batch.column_by_name("loss_delta").cloned();
         let f = |n: &str| -> Result<Vec<f64>, ReportError> {
             Ok(col(n)?.as_primitive::<Float64Type>().values().to_vec())
@@ -201,14 +202,17 @@ fn read_ablation(path: &std::path::Path) -> Result<Vec<AblationEffect>, ReportEr
         let n = col("n")?;
         let n = n.as_primitive::<UInt64Type>();
         for r in 0..batch.num_rows() {
-            let unit = if !head.is_null(r) {
-                Some(format!("head {}", head.value(r)))
-            } else {
-                neuron
+            let named = |column: &Option<arrow_array::ArrayRef>, what: &str| {
+                column
                     .as_ref()
                     .map(|c| c.as_primitive::<UInt32Type>().clone())
                     .filter(|c| !c.is_null(r))
-                    .map(|c| format!("neuron {}", c.value(r)))
+                    .map(|c| format!("{what} {}", c.value(r)))
+            };
+            let unit = if !head.is_null(r) {
+                Some(format!("head {}", head.value(r)))
+            } else {
+                named(&neuron, "neuron").or_else(|| named(&feature, "feature"))
             };
             out.push(AblationEffect {
                 hook: table::parse_hook(path, r, hook.value(r))?,

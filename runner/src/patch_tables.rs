@@ -78,6 +78,10 @@ pub fn write_ablation(dir: &Path, rows: &[AblationRow]) -> Result<()> {
             "neuron",
             Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.neuron))),
         )
+        .add(
+            "feature",
+            Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.feature))),
+        )
         .text("ablation", rows, |r| r.ablation)
         .float("delta", rows, |r| r.delta)
         .float("ci_low", rows, |r| r.ci_low)

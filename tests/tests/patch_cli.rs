@@ -285,3 +285,80 @@ for r in rows:
         &["ablate_neurons", "--ablate"],
     );
 }
+
+#[test]
+fn sae_features_are_ablated_through_the_spliced_sae() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_gpt2_run(&run, true, None);
+    let out = glassbox()
+        .args(["dictionary", "--run"])
+        .arg(&run)
+        .args([
+            "--hook",
+            "blocks.0.hook_resid_post",
+            "--width",
+            "32",
+            "--k",
+            "4",
+            "--train-tokens",
+            "20000",
+            "--batch-size",
+            "256",
+            "--no-pca",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "dictionary");
+    let fixture =
+        std::fs::read_to_string(workspace_root().join("tests/fixtures/patching/pairs.jsonl"))
+            .unwrap();
+    let first = format!("{}\n", fixture.lines().next().unwrap());
+    let pairs = tmp.path().join("pairs.jsonl");
+    // Two copies of one pair: each is the other's resample partner.
+    std::fs::write(&pairs, format!("{first}{first}")).unwrap();
+    let patch_with = |kind: &str, features: &str| {
+        glassbox()
+            .args(["patch", "--force", "--hooks", "blocks.0.hook_resid_post"])
+            .args(["--positions", "last", "--no-atp", "--ablate", kind])
+            .args(["--ablate-features", features, "--pairs"])
+            .arg(&pairs)
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    // Zero: some active feature moves the metric. Resample from an identical prompt: none.
+    for (kind, moves) in [("zero", true), ("resample", false)] {
+        let out = patch_with(kind, "blocks.0.hook_resid_post");
+        assert_success(&out, &format!("patch --ablate {kind} --ablate-features"));
+        let script = format!(
+            r#"
+import sys, pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1] + "/ablation.parquet").to_pylist()
+features = [r for r in rows if r["feature"] is not None]
+assert features and all(r["n"] == 2 and r["ablation"] == "{kind}" for r in features), rows
+assert all(r["hook"] == "blocks.0.hook_resid_post" and r["head"] is None for r in features)
+moved = max(abs(r["delta"]) for r in features)
+assert (moved > 1e-4) == {moves}, moved
+"#,
+            moves = if moves { "True" } else { "False" }
+        );
+        pyarrow_check(
+            "sae_features_are_ablated_through_the_spliced_sae",
+            &script,
+            &[&run.join("patching")],
+        );
+    }
+    // A hook without a trained SAE is named, and nothing is written.
+    let before = std::fs::read(run.join("manifest.json")).unwrap();
+    assert_bad_input(
+        &patch_with("zero", "blocks.1.hook_resid_post"),
+        &[
+            "no SAE",
+            "blocks.1.hook_resid_post",
+            "blocks.0.hook_resid_post",
+        ],
+    );
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), before);
+}

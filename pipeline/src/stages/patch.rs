@@ -15,8 +15,9 @@ use glassbox_runner::patch_tables::{
     mean_effects, write_ablation, write_atp, write_dla, write_lens, write_pairs, write_results,
 };
 use glassbox_runner::patching::{
-    ablate, check_patchable, patch_pair, patch_target_pair, positions_for, prepare_pairs,
-    AblationOptions, PairSummary, PatchOptions, PreparedPair, TargetPair,
+    ablate, ablate_features, check_patchable, patch_pair, patch_target_pair, positions_for,
+    prepare_pairs, AblationOptions, FeatureDictionary, PairSummary, PatchOptions, PreparedPair,
+    TargetPair,
 };
 
 /// What a patching run found, for the terminal.
@@ -49,6 +50,42 @@ impl Prepared {
             Prepared::Targets(p) => p.len(),
         }
     }
+}
+
+/// The run's SAEs at `hooks` (for feature ablation), checked against the model's widths; an
+/// error names a hook without one.
+fn feature_dictionaries(
+    run: &RunDir,
+    model: &glassbox_models::LoadedModel,
+    hooks: &[String],
+) -> Result<Vec<(glassbox_data::HookPoint, glassbox_concepts::sae::Sae)>> {
+    let mut out = Vec::new();
+    for name in hooks {
+        let hook: glassbox_data::HookPoint = name.parse()?;
+        let folder = run.dictionary_dir(hook).join("sae");
+        if !folder.join("cfg.json").is_file() {
+            let trained: Vec<String> = glassbox_concepts::explain::read::dictionary_hooks(run)?
+                .into_iter()
+                .filter(|(_, d)| d.join("sae/cfg.json").is_file())
+                .map(|(h, _)| h.to_string())
+                .collect();
+            bail!(
+                "patch: no SAE was trained at `{hook}` in {} (SAEs: {}); run `glassbox dictionary --hook {hook}` first",
+                run.root().display(),
+                if trained.is_empty() { "none".to_owned() } else { trained.join(", ") }
+            );
+        }
+        let sae = glassbox_concepts::sae::saelens::load(&folder)?.sae;
+        let width = model.model.hook_width(hook);
+        if sae.d_in != width {
+            bail!(
+                "patch: the SAE at `{hook}` reads {} values but the model's `{hook}` is {width} wide; it was trained on another model",
+                sae.d_in
+            );
+        }
+        out.push((hook, sae));
+    }
+    Ok(out)
 }
 
 /// Runs the stage with the model `model` (a Hub id or folder); `None` when up to date.
@@ -93,6 +130,7 @@ pub fn run_patch(
             Prepared::Answers(prepared)
         }
     };
+    let dictionaries = feature_dictionaries(run, &model, &settings.ablate_features)?;
     let params = serde_json::json!({
         "model_id": model.resolved.id,
         "revision": model.resolved.revision,
@@ -100,6 +138,14 @@ pub fn run_patch(
         "pairs_sha256": pairs.sha256,
         "hooks": selected,
         "patch": settings,
+        "saes": dictionaries
+            .iter()
+            .map(|(hook, _)| {
+                glassbox_data::hash::sha256_file(
+                    &run.dictionary_dir(*hook).join("sae/sae_weights.safetensors"),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
     });
     let fp = fingerprint("patch", &params);
     let manifest = Manifest::load_or_default(run)?;
@@ -175,7 +221,26 @@ pub fn run_patch(
             batch_size: opts.batch_size,
             seed: settings.seed,
         };
-        let rows = ablate(&model, prepared, &opts.hooks, &ablation)?;
+        let mut rows = ablate(&model, prepared, &opts.hooks, &ablation)?;
+        for (hook, sae) in &dictionaries {
+            let encode = |x: &[f32]| -> std::result::Result<Vec<f32>, String> {
+                let codes = sae.encode(x).map_err(|e| e.to_string())?;
+                let mut dense = vec![0f32; codes.rows() * sae.width];
+                for r in 0..codes.rows() {
+                    for (j, v) in codes.row(r) {
+                        dense[r * sae.width + j] = v;
+                    }
+                }
+                Ok(dense)
+            };
+            let dict = FeatureDictionary {
+                hook: *hook,
+                encode: &encode,
+                decoder: &sae.w_dec,
+                features: sae.width,
+            };
+            rows.extend(ablate_features(&model, prepared, &dict, &ablation)?);
+        }
         write_ablation(&dir, &rows)?;
     }
     write_dla(&dir, &dla)?;

@@ -66,6 +66,8 @@ pub struct AblationRow {
     pub head: Option<u32>,
     /// The unit (`mlp.hook_post` with neurons), else the whole hook.
     pub neuron: Option<u32>,
+    /// The dictionary feature (SAE feature ablation), else the whole hook.
+    pub feature: Option<u32>,
     /// `zero`, `mean` or `resample`.
     pub ablation: &'static str,
     /// Mean over pairs of `metric(ablated) − metric(clean)`.
@@ -201,6 +203,178 @@ pub fn ablate(
                 hook,
                 head,
                 neuron,
+                feature: None,
+                ablation: opts.kind.as_str(),
+                delta: d.iter().sum::<f64>() / d.len() as f64,
+                ci_low: lo,
+                ci_high: hi,
+                loss_delta: loss.iter().sum::<f64>() / loss.len() as f64,
+                loss_ci_low: loss_lo,
+                loss_ci_high: loss_hi,
+                n: d.len() as u64,
+            }
+        })
+        .collect())
+}
+
+/// A sparse dictionary at one hook, whose features are ablated through it: the activation keeps
+/// the dictionary's reconstruction error, and feature `j`'s share `a_j · d_j` is replaced.
+pub struct FeatureDictionary<'a> {
+    /// The hook the dictionary reads and writes.
+    pub hook: HookPoint,
+    /// Rows (`n × d`, row-major) → dense codes (`n × features`).
+    pub encode: &'a dyn Fn(&[f32]) -> std::result::Result<Vec<f32>, String>,
+    /// Decoder rows, `features × d`.
+    pub decoder: &'a [f32],
+    /// Features.
+    pub features: usize,
+}
+
+/// Feature `j` ablated in every copy `j` of a batch: `x += (fill − a_j) · d_j` at every
+/// position, from the clean prompt's codes.
+struct FeatureEdit<'a> {
+    point: HookPoint,
+    features: &'a [usize],
+    /// `[t × F]` codes of the prompt at the hook.
+    codes: &'a [f32],
+    /// `[t × F]` replacement codes (zeros, means, a partner's codes).
+    fill: &'a [f32],
+    decoder: &'a [f32],
+    n_features: usize,
+}
+
+impl glassbox_models::Hooks for FeatureEdit<'_> {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.point
+    }
+    fn visit(
+        &mut self,
+        point: HookPoint,
+        x: candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        if point != self.point {
+            return Ok(x);
+        }
+        let (k, t, d) = x.dims3()?;
+        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        for (copy, &j) in self.features.iter().enumerate().take(k) {
+            let dj = &self.decoder[j * d..(j + 1) * d];
+            for p in 0..t {
+                let change =
+                    self.fill[p * self.n_features + j] - self.codes[p * self.n_features + j];
+                if change == 0.0 {
+                    continue;
+                }
+                let row = &mut v[(copy * t + p) * d..(copy * t + p + 1) * d];
+                row.iter_mut().zip(dj).for_each(|(r, w)| *r += change * w);
+            }
+        }
+        candle_core::Tensor::from_vec(v, (k, t, d), x.device())
+    }
+}
+
+/// Ablates every feature of `dict` active on some pair's clean prompt, one at a time, on every
+/// pair's clean prompt: zero (its share removed), mean (set to its mean over every position of
+/// every clean prompt) or resample (set to a partner pair's codes, position by position).
+pub fn ablate_features(
+    model: &LoadedModel,
+    pairs: &[PreparedPair],
+    dict: &FeatureDictionary<'_>,
+    opts: &AblationOptions,
+) -> Result<Vec<AblationRow>> {
+    check_patchable(dict.hook)?;
+    let width = model.model.hook_width(dict.hook);
+    if dict.decoder.len() != dict.features * width {
+        return Err(ModelError::Invalid(format!(
+            "the dictionary at `{}` has {} decoder values for {} features, but the hook is {width} wide",
+            dict.hook,
+            dict.decoder.len(),
+            dict.features
+        )));
+    }
+    let partners = partners(pairs, opts)?;
+    let mut cached = vec![dict.hook];
+    cached.extend(dict.hook.layer().map(HookPoint::ResidPre));
+    let runs: Vec<(Cache, Vec<f32>)> = pairs
+        .iter()
+        .map(|p| cached_run(model, &p.clean, &cached))
+        .collect::<Result<_>>()?;
+    let f = dict.features;
+    let codes: Vec<Vec<f32>> = runs
+        .iter()
+        .map(|(acts, _)| (dict.encode)(&acts[&dict.hook]).map_err(ModelError::Invalid))
+        .collect::<Result<_>>()?;
+    let mut active = vec![false; f];
+    let mut mean = vec![0f64; f];
+    let mut positions = 0usize;
+    for c in &codes {
+        for row in c.chunks_exact(f) {
+            for (j, v) in row.iter().enumerate() {
+                active[j] |= *v != 0.0;
+                mean[j] += *v as f64;
+            }
+            positions += 1;
+        }
+    }
+    let features: Vec<usize> = (0..f).filter(|&j| active[j]).collect();
+    let mut deltas: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for (i, (pair, (acts, logits))) in pairs.iter().zip(&runs).enumerate() {
+        let t = pair.clean.ids.len();
+        let fill: Vec<f32> = match opts.kind {
+            Ablation::Zero => vec![0.0; t * f],
+            Ablation::Mean => (0..t)
+                .flat_map(|_| mean.iter().map(|m| (m / positions.max(1) as f64) as f32))
+                .collect(),
+            Ablation::Resample => match partners[i] {
+                Some(j) => codes[j].clone(),
+                None => continue,
+            },
+        };
+        let clean_logp = log_softmax(logits);
+        let clean = score(opts.metric, std::slice::from_ref(logits), pair, &clean_logp)[0];
+        let one = batch_of(model, &pair.clean, 1)?;
+        let (_, clean_loss) = logits_and_loss_from(
+            model,
+            &one,
+            None,
+            &mut glassbox_models::Capture::new([]),
+            &pair.clean.ids,
+        )?;
+        let start = dict
+            .hook
+            .layer()
+            .and_then(|l| acts.get(&HookPoint::ResidPre(l)).map(|r| (l, r.as_slice())));
+        for chunk in features.chunks(opts.batch_size.max(1)) {
+            let batch = batch_of(model, &pair.clean, chunk.len())?;
+            let mut edit = FeatureEdit {
+                point: dict.hook,
+                features: chunk,
+                codes: &codes[i],
+                fill: &fill,
+                decoder: dict.decoder,
+                n_features: f,
+            };
+            let (out, losses) =
+                logits_and_loss_from(model, &batch, start, &mut edit, &pair.clean.ids)?;
+            let metrics = score(opts.metric, &out, pair, &clean_logp);
+            for ((&j, m), loss) in chunk.iter().zip(metrics).zip(losses) {
+                let e = deltas.entry(j).or_default();
+                e.0.push(m - clean);
+                e.1.push(loss - clean_loss[0]);
+            }
+        }
+    }
+    let mut rng = SeededRng::new(opts.seed);
+    Ok(deltas
+        .into_iter()
+        .map(|(j, (d, loss))| {
+            let (lo, hi) = bootstrap_mean_ci(&d, 1000, &mut rng);
+            let (loss_lo, loss_hi) = bootstrap_mean_ci(&loss, 1000, &mut rng);
+            AblationRow {
+                hook: dict.hook,
+                head: None,
+                neuron: None,
+                feature: Some(j as u32),
                 ablation: opts.kind.as_str(),
                 delta: d.iter().sum::<f64>() / d.len() as f64,
                 ci_low: lo,

@@ -25,7 +25,10 @@ mod forward;
 mod options;
 mod target;
 
-pub use ablation::{ablate, bootstrap_mean_ci, Ablation, AblationOptions, AblationRow};
+pub use ablation::{
+    ablate, ablate_features, bootstrap_mean_ci, Ablation, AblationOptions, AblationRow,
+    FeatureDictionary,
+};
 
 pub use atp::spearman;
 pub use options::{
