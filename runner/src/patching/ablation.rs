@@ -223,7 +223,7 @@ pub struct FeatureDictionary<'a> {
     /// The hook the dictionary reads and writes.
     pub hook: HookPoint,
     /// Rows (`n × d`, row-major) → dense codes (`n × features`).
-    pub encode: &'a dyn Fn(&[f32]) -> std::result::Result<Vec<f32>, String>,
+    pub encode: &'a crate::interventions::Reconstruct<'a>,
     /// Decoder rows, `features × d`.
     pub decoder: &'a [f32],
     /// Features.
