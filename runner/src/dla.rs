@@ -14,6 +14,7 @@ use crate::patching::PreparedPair;
 use glassbox_data::HookPoint;
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, FinalNorm, LoadedModel, ModelError, Result, TokenBatch};
+use std::collections::BTreeMap;
 
 /// One component's contribution for one run of one pair.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -145,44 +146,51 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
     Ok(rows)
 }
 
-/// Keeps one head's slice of `attn.hook_z` per copy (copy `i` keeps head `i`; the last copy
-/// keeps none) and captures the block's attention output.
+/// In every block at once: keeps one head's slice of `attn.hook_z` per copy (copy `i` keeps
+/// head `i`; the last copy keeps none), captures the attention output that makes, and hands
+/// the unedited run's attention output on, so every later block sees the unedited stream.
 struct OneHead {
-    z: HookPoint,
-    out: HookPoint,
+    layers: Vec<usize>,
     head_dim: usize,
-    captured: Option<candle_core::Tensor>,
+    /// The unedited run's attention output per block, `[1, t, hidden]`.
+    unedited: BTreeMap<usize, candle_core::Tensor>,
+    captured: BTreeMap<usize, candle_core::Tensor>,
 }
 
 impl glassbox_models::Hooks for OneHead {
     fn wants(&self, point: HookPoint) -> bool {
-        point == self.z || point == self.out
+        match point {
+            HookPoint::AttnZ(l) | HookPoint::AttnOut(l) => self.layers.contains(&l),
+            _ => false,
+        }
     }
     fn visit(
         &mut self,
         point: HookPoint,
         x: candle_core::Tensor,
     ) -> candle_core::Result<candle_core::Tensor> {
-        if point == self.out {
-            self.captured = Some(x.clone());
-            return Ok(x);
-        }
-        if point != self.z {
-            return Ok(x);
-        }
-        let (k, t, w) = x.dims3()?;
-        let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        for copy in 0..k {
-            for p in 0..t {
-                let row = &mut v[(copy * t + p) * w..(copy * t + p + 1) * w];
-                for (c, value) in row.iter_mut().enumerate() {
-                    if c / self.head_dim != copy {
-                        *value = 0.0;
+        match point {
+            HookPoint::AttnOut(l) if self.layers.contains(&l) => {
+                self.captured.insert(l, x.clone());
+                self.unedited[&l].broadcast_as(x.shape())?.contiguous()
+            }
+            HookPoint::AttnZ(l) if self.layers.contains(&l) => {
+                let (k, t, w) = x.dims3()?;
+                let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                for copy in 0..k {
+                    for p in 0..t {
+                        let row = &mut v[(copy * t + p) * w..(copy * t + p + 1) * w];
+                        for (c, value) in row.iter_mut().enumerate() {
+                            if c / self.head_dim != copy {
+                                *value = 0.0;
+                            }
+                        }
                     }
                 }
+                candle_core::Tensor::from_vec(v, (k, t, w), x.device())
             }
+            _ => Ok(x),
         }
-        candle_core::Tensor::from_vec(v, (k, t, w), x.device())
     }
 }
 
@@ -190,6 +198,8 @@ impl glassbox_models::Hooks for OneHead {
 /// the output bias's (the output with every head zeroed).
 type HeadShares = (usize, Vec<Vec<f64>>, Vec<f64>);
 
+/// Two forwards: the unedited run (its attention outputs), then `heads + 1` copies that split
+/// every block's attention output by head at once (see [`OneHead`]).
 fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares>> {
     let Some(heads) = model.model.attention_heads() else {
         return Ok(Vec::new());
@@ -202,23 +212,42 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
             _ => None,
         })
         .collect();
+    let Some(&first) = layers.first() else {
+        return Ok(Vec::new());
+    };
     let t = encoded.ids.len();
+    let one = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
+    let mut capture = Capture::new(layers.iter().map(|&l| HookPoint::AttnOut(l)));
+    model.model.forward((&one).into(), &mut capture)?;
+    let unedited = layers
+        .iter()
+        .map(|&l| {
+            Ok((
+                l,
+                capture
+                    .get(HookPoint::AttnOut(l), model.model.family())?
+                    .clone(),
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let refs: Vec<&Encoded> = vec![encoded; heads + 1];
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
+    let mut hooks = OneHead {
+        head_dim: model.model.hook_width(HookPoint::AttnZ(first)) / heads,
+        layers,
+        unedited,
+        captured: BTreeMap::new(),
+    };
+    model.model.forward((&batch).into(), &mut hooks)?;
     let mut out = Vec::new();
-    for layer in layers {
-        let width = model.model.hook_width(HookPoint::AttnZ(layer));
-        let mut hooks = OneHead {
-            z: HookPoint::AttnZ(layer),
-            out: HookPoint::AttnOut(layer),
-            head_dim: width / heads,
-            captured: None,
-        };
-        model.model.forward((&batch).into(), &mut hooks)?;
-        let a = hooks.captured.ok_or_else(|| ModelError::UnknownHook {
-            name: HookPoint::AttnOut(layer).to_string(),
-            hint: format!(" (the {} forward never reached it)", model.model.family()),
-        })?;
+    for &layer in &hooks.layers {
+        let a = hooks
+            .captured
+            .get(&layer)
+            .ok_or_else(|| ModelError::UnknownHook {
+                name: HookPoint::AttnOut(layer).to_string(),
+                hint: format!(" (the {} forward never reached it)", model.model.family()),
+            })?;
         let last: Vec<Vec<f32>> = a.narrow(1, t - 1, 1)?.squeeze(1)?.to_vec2()?;
         let bias = &last[heads];
         let shares = last[..heads]
