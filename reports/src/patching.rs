@@ -473,7 +473,19 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
         out.push_str("</tbody></table>\n");
     }
     if !f.dla.is_empty() {
-        out.push_str("<h3>Direct logit attribution</h3>\n<p class=\"note\">Each component's contribution to logit(answer) − logit(wrong) at the last position, read through the final norm with its scale frozen (components sum to the logit difference; `blocks.L.attn.head.H` and `blocks.L.attn.bias` rows break their block's attention output down); mean over pairs, largest clean − corrupted change first.</p>\n<table><thead><tr><th>component</th><th>clean</th><th>corrupted</th><th>change</th></tr></thead><tbody>\n");
+        let changes: Vec<(String, f64)> = f
+            .dla
+            .iter()
+            .take(12)
+            .map(|d| (d.component.clone(), d.clean - d.corrupted))
+            .collect();
+        out.push_str("<h3>Direct logit attribution</h3>\n");
+        if let Some(svg) = crate::atp_svg::bars(&changes) {
+            out.push_str(&format!(
+                "<figure>{svg}<figcaption>Direct logit attribution: each component's clean − corrupted change of its contribution to logit(answer) − logit(wrong), mean over pairs (the twelve largest).</figcaption></figure>\n"
+            ));
+        }
+        out.push_str("<p class=\"note\">Each component's contribution to logit(answer) − logit(wrong) at the last position, read through the final norm with its scale frozen (components sum to the logit difference; `blocks.L.attn.head.H` and `blocks.L.attn.bias` rows break their block's attention output down); mean over pairs, largest clean − corrupted change first.</p>\n<table><thead><tr><th>component</th><th>clean</th><th>corrupted</th><th>change</th></tr></thead><tbody>\n");
         for d in f.dla.iter().take(12) {
             out.push_str(&format!(
                 "<tr><td><code>{}</code></td><td>{:.3}</td><td>{:.3}</td><td>{:+.3}</td></tr>\n",
