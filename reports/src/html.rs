@@ -96,7 +96,7 @@ pub(crate) fn render(s: &Summary) -> String {
     }
     body.push_str(&crate::dictionary::html(&s.dictionary));
     if let Some(p) = &s.patching {
-        body.push_str(&crate::patching::section_html(p));
+        body.push_str(&crate::patching_html::section_html(p));
     }
     if let Some(c) = &s.causal {
         body.push_str(&crate::causal::section_html(c));

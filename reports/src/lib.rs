@@ -10,6 +10,7 @@ mod markup;
 pub mod md;
 pub mod pages;
 pub mod patching;
+mod patching_html;
 pub mod provenance;
 mod summary_md;
 mod svg;

@@ -9,9 +9,14 @@
 //! eraser commutes with the mean, so the pooled probe sees exactly the intervention it was
 //! fitted against.
 
+mod readout;
+
+pub use readout::log_probability;
+use readout::{last_log_probs, read};
+
 use crate::extract::image_batch_of;
 use crate::interventions::Replace;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use glassbox_data::images::{ImageDataset, Preprocessor};
 use glassbox_data::Pool;
 use glassbox_models::{Capture, HookPoint, Hooks, ImageBatch, Input, LoadedModel, TokenBatch};
@@ -66,7 +71,7 @@ pub enum Readout {
     },
 }
 
-enum Batch {
+pub(super) enum Batch {
     Tokens(TokenBatch),
     Images(ImageBatch),
 }
@@ -323,7 +328,7 @@ fn forward_from(
     forward(model, batch, hooks)
 }
 
-fn batch_size(batch: &Batch) -> usize {
+pub(super) fn batch_size(batch: &Batch) -> usize {
     match batch {
         Batch::Tokens(b) => b.lengths.len(),
         Batch::Images(b) => b.batch,
@@ -331,7 +336,7 @@ fn batch_size(batch: &Batch) -> usize {
 }
 
 /// Real positions of example `b` (`usize::MAX`: every position, for images).
-fn real_length(batch: &Batch, b: usize) -> usize {
+pub(super) fn real_length(batch: &Batch, b: usize) -> usize {
     match batch {
         Batch::Tokens(t) => t.lengths[b],
         Batch::Images(_) => usize::MAX,
@@ -344,237 +349,4 @@ fn position_mask(batch: &Batch, model: &LoadedModel) -> Result<Option<Tensor>> {
         Batch::Tokens(t) => Some(t.mask.to_device(&model.device)?.unsqueeze(2)?),
         Batch::Images(_) => None,
     })
-}
-
-/// Next-token log-probabilities after each example's last token, when a readout needs them.
-fn last_log_probs(
-    model: &LoadedModel,
-    batch: &Batch,
-    output: &Tensor,
-    readouts: &[Readout],
-) -> Result<Vec<Vec<f32>>> {
-    let wanted = readouts
-        .iter()
-        .any(|r| matches!(r, Readout::NextToken { .. } | Readout::NextTokenKl));
-    let Batch::Tokens(tokens) = batch else {
-        return Ok(Vec::new());
-    };
-    if !wanted {
-        return Ok(Vec::new());
-    }
-    let last: Vec<Tensor> = tokens
-        .lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| output.get(b)?.get(n - 1)?.unsqueeze(0))
-        .collect::<candle_core::Result<_>>()?;
-    let last = Tensor::cat(&last, 0)?.unsqueeze(1)?;
-    let logits = model.model.unembed(&last).ok_or_else(|| {
-        ModelError::Invalid(format!(
-            "the {} model has no unembedding: next-token readouts need a causal LM",
-            model.model.family()
-        ))
-    })??;
-    let logits = logits.squeeze(1)?.to_dtype(DType::F32)?;
-    let log_probs = candle_nn_log_softmax(&logits)?;
-    Ok(log_probs.to_vec2()?)
-}
-
-fn candle_nn_log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let shifted = x.broadcast_sub(&max)?;
-    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&log_sum)
-}
-
-/// Appends each readout's value for the batch's examples to `values`.
-#[allow(clippy::too_many_arguments)]
-fn read(
-    model: &LoadedModel,
-    batch: &Batch,
-    output: &Tensor,
-    capture: &Capture,
-    last_log_probs: &[Vec<f32>],
-    reference: Option<&[Vec<f32>]>,
-    readouts: &[Readout],
-    offset: usize,
-    values: &mut [Vec<f64>],
-) -> Result<()> {
-    let n = batch_size(batch);
-    for (readout, out) in readouts.iter().zip(values.iter_mut()) {
-        match readout {
-            Readout::Head {
-                hook,
-                pool,
-                weight,
-                bias,
-                class,
-            } => {
-                let h: Vec<Vec<Vec<f32>>> = capture
-                    .get(*hook, model.model.family())?
-                    .to_dtype(DType::F32)?
-                    .to_vec3()?;
-                for (b, rows) in h.iter().enumerate() {
-                    let real = &rows[..real_length(batch, b).min(rows.len())];
-                    let which = class.as_ref().map(|c| c[offset + b]);
-                    out.push(head_value(real, *pool, weight, bias, which));
-                }
-            }
-            Readout::NextToken { id } => {
-                out.extend(last_log_probs.iter().map(|lp| lp[*id as usize] as f64));
-            }
-            Readout::NextTokenKl => match reference {
-                None => out.extend(std::iter::repeat_n(0.0, n)),
-                Some(reference) => {
-                    out.extend(last_log_probs.iter().zip(reference).map(|(edited, clean)| {
-                        clean
-                            .iter()
-                            .zip(edited)
-                            .map(|(c, e)| (*c as f64).exp() * (*c as f64 - *e as f64))
-                            .sum::<f64>()
-                    }))
-                }
-            },
-            Readout::OutputClass { class } => {
-                let logits: Vec<Vec<f32>> = match output.rank() {
-                    2 => output.to_dtype(DType::F32)?.to_vec2()?,
-                    _ => {
-                        return Err(ModelError::Invalid(format!(
-                            "class readouts need a classifier's logits, but the {} forward returns a {:?} tensor",
-                            model.model.family(),
-                            output.dims()
-                        )))
-                    }
-                };
-                for z in logits {
-                    if *class >= z.len() {
-                        return Err(ModelError::Invalid(format!(
-                            "class {class} is out of range: the model has {} outputs",
-                            z.len()
-                        )));
-                    }
-                    let z: Vec<f64> = z.iter().map(|v| *v as f64).collect();
-                    out.push(log_probability(&z, Some(*class)));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The value of a linear head on an example's real rows: pooled, or the mean over positions of
-/// the per-position value. NaN when the example has no class to read.
-fn head_value(
-    rows: &[Vec<f32>],
-    pool: Option<Pool>,
-    weight: &[f32],
-    bias: &[f32],
-    class: Option<Option<usize>>,
-) -> f64 {
-    let width = weight.len() / bias.len().max(1);
-    let class = match class {
-        Some(None) => return f64::NAN,
-        Some(Some(c)) => Some(c),
-        None => None,
-    };
-    let value_of = |x: &[f64]| -> f64 {
-        let z: Vec<f64> = bias
-            .iter()
-            .enumerate()
-            .map(|(o, b)| {
-                weight[o * width..(o + 1) * width]
-                    .iter()
-                    .zip(x)
-                    .map(|(w, v)| *w as f64 * v)
-                    .sum::<f64>()
-                    + *b as f64
-            })
-            .collect();
-        log_probability(&z, class)
-    };
-    match pool {
-        Some(pool) => value_of(&pooled(rows, pool, width)),
-        None => {
-            let per: Vec<f64> = rows
-                .iter()
-                .map(|r| value_of(&r.iter().map(|v| *v as f64).collect::<Vec<_>>()))
-                .collect();
-            per.iter().sum::<f64>() / per.len().max(1) as f64
-        }
-    }
-}
-
-fn pooled(rows: &[Vec<f32>], pool: Pool, width: usize) -> Vec<f64> {
-    let mut out = vec![0.0; width];
-    match pool {
-        Pool::Mean => {
-            for r in rows {
-                for (o, v) in out.iter_mut().zip(r) {
-                    *o += *v as f64 / rows.len() as f64;
-                }
-            }
-        }
-        Pool::Cls => out = rows[0].iter().map(|v| *v as f64).collect(),
-        Pool::Last => out = rows[rows.len() - 1].iter().map(|v| *v as f64).collect(),
-        Pool::Max => {
-            out.fill(f64::NEG_INFINITY);
-            for r in rows {
-                for (o, v) in out.iter_mut().zip(r) {
-                    *o = o.max(*v as f64);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `log p(class)` from head outputs `z` (one output: a binary logit), or the raw single output
-/// when there is no class.
-pub fn log_probability(z: &[f64], class: Option<usize>) -> f64 {
-    let Some(class) = class else {
-        return z[0];
-    };
-    let log_sigmoid = |l: f64| -> f64 {
-        if l > 0.0 {
-            -(-l).exp().ln_1p()
-        } else {
-            l - l.exp().ln_1p()
-        }
-    };
-    if z.len() == 1 {
-        return log_sigmoid(if class == 1 { z[0] } else { -z[0] });
-    }
-    let top = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let log_sum = z.iter().map(|v| (v - top).exp()).sum::<f64>().ln() + top;
-    z[class] - log_sum
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_probabilities_of_binary_and_multiclass_heads() {
-        let p = log_probability(&[0.0], Some(1));
-        assert!((p - 0.5f64.ln()).abs() < 1e-12);
-        let p1 = log_probability(&[2.0], Some(1)).exp();
-        let p0 = log_probability(&[2.0], Some(0)).exp();
-        assert!((p0 + p1 - 1.0).abs() < 1e-12);
-        let total: f64 = (0..3)
-            .map(|c| log_probability(&[1.0, -2.0, 0.5], Some(c)).exp())
-            .sum();
-        assert!((total - 1.0).abs() < 1e-12);
-        assert_eq!(log_probability(&[3.5], None), 3.5);
-    }
-
-    #[test]
-    fn a_pooled_head_reads_mean_and_token_level_rows() {
-        let rows = vec![vec![1.0f32, 0.0], vec![3.0, 2.0]];
-        // One raw output reading unit 0: mean pool 2.0, token level (1 + 3) / 2.
-        let (w, b) = (vec![1.0f32, 0.0], vec![0.0f32]);
-        assert_eq!(head_value(&rows, Some(Pool::Mean), &w, &b, None), 2.0);
-        assert_eq!(head_value(&rows, None, &w, &b, None), 2.0);
-        assert_eq!(head_value(&rows, Some(Pool::Last), &w, &b, None), 3.0);
-        assert!(head_value(&rows, Some(Pool::Mean), &w, &b, Some(None)).is_nan());
-    }
 }
