@@ -119,3 +119,58 @@ fn causal_refuses_a_run_without_probes_and_leaves_it_unchanged() {
     assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), before);
     assert!(!run.join("causal").exists());
 }
+
+#[test]
+fn causal_tests_probes_of_a_vision_model() {
+    // The tiny random ResNet on generated textures: probes of the texture label at the CNN's
+    // stages, steered and erased on cells (positions are feature-map cells).
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let out = glassbox()
+        .args(["textures", "--out"])
+        .arg(&images)
+        .args(["--kinds", "stripes,dots,checkerboard", "--per-class", "12"])
+        .args(["--size", "64", "--seed", "0"])
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_resnet"))
+        .arg("--data")
+        .arg(&images)
+        .args([
+            "--hooks",
+            "hook_stem,stages.*.hook_out,hook_pooled",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (images)");
+    let out = run_cli(&["probe", "--label", "label", "--bootstrap", "50"], &run);
+    assert_success(&out, "probe (images)");
+    let out = run_cli(&["causal", "--examples", "24", "--json"], &run);
+    assert_success(&out, "causal (images)");
+    let rows = read_tests(&run.join("causal")).unwrap();
+    let classes = ["checkerboard", "dots", "stripes"];
+    for class in classes {
+        assert!(
+            rows.iter()
+                .any(|r| r.test == format!("steer along class {class}")),
+            "a steering test per class: {rows:?}"
+        );
+    }
+    let erase = rows.iter().find(|r| r.test == "erase (LEACE)").unwrap();
+    assert!(
+        erase.accuracy_after.is_some() && erase.chance.is_some(),
+        "{erase:?}"
+    );
+    for r in &rows {
+        assert!(
+            r.verdict != Verdict::NotTestable || !r.reason.is_empty(),
+            "{r:?}"
+        );
+    }
+}
