@@ -98,42 +98,25 @@ pub struct ReportPaths {
 }
 
 /// The headline findings, plain text, most important first: where each label is best decoded,
-/// then the strongest significant TCAV results.
+/// the strongest significant TCAV results, each SAE's fit, patching's strongest effect and the
+/// causal tests' tally.
 pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
     let mut lines: Vec<String> = summary
         .probes
         .iter()
-        .map(|f| probe_line(f, summary).replace('`', ""))
+        .map(|f| probe_line(f, summary))
         .collect();
     lines.extend(
         tcav_findings(&summary.tcav, summary.causal.as_ref())
             .into_iter()
             .filter(|l| l.starts_with("concept "))
-            .take(max_tcav)
-            .map(|l| l.replace('`', "")),
+            .take(max_tcav),
     );
-    lines.extend(
-        summary
-            .dictionary
-            .iter()
-            .filter_map(dictionary::headline)
-            .map(|l| l.replace('`', "")),
-    );
-    lines.extend(
-        summary
-            .patching
-            .as_ref()
-            .and_then(patching::headline)
-            .map(|l| l.replace('`', "")),
-    );
-    lines.extend(
-        summary
-            .causal
-            .as_ref()
-            .and_then(causal::headline)
-            .map(|l| l.replace('`', "")),
-    );
-    lines
+    lines.extend(summary.dictionary.iter().filter_map(dictionary::headline));
+    lines.extend(summary.patching.as_ref().and_then(patching::headline));
+    lines.extend(summary.causal.as_ref().and_then(causal::headline));
+    // Plain text: the code marks are for the Markdown and HTML reports.
+    lines.into_iter().map(|l| l.replace('`', "")).collect()
 }
 
 /// A probe's finding sentence with its causal verdict, when tested.

@@ -126,16 +126,7 @@ pub fn ablate(
     type Deltas = (HookPoint, Vec<f64>, Vec<f64>);
     let mut deltas: BTreeMap<(String, Option<usize>), Deltas> = BTreeMap::new();
     for (i, (pair, (acts, logits))) in pairs.iter().zip(&runs).enumerate() {
-        let clean_logp = log_softmax(logits);
-        let clean = score(opts.metric, std::slice::from_ref(logits), pair, &clean_logp)[0];
-        let one = batch_of(model, &pair.clean, 1)?;
-        let (_, clean_loss) = logits_and_loss_from(
-            model,
-            &one,
-            None,
-            &mut glassbox_models::Capture::new([]),
-            &pair.clean.ids,
-        )?;
+        let (clean_logp, clean, clean_loss) = clean_scores(model, pair, logits, opts.metric)?;
         for &hook in hooks {
             let width = model.model.hook_width(hook);
             let slices = match (hook, n_heads) {
@@ -183,7 +174,7 @@ pub fn ablate(
                         Vec::new(),
                     ));
                     e.1.push(m - clean);
-                    e.2.push(loss - clean_loss[0]);
+                    e.2.push(loss - clean_loss);
                 }
             }
         }
@@ -192,27 +183,12 @@ pub fn ablate(
     Ok(deltas
         .into_iter()
         .map(|((_, slice), (hook, d, loss))| {
-            let (lo, hi) = bootstrap_mean_ci(&d, 1000, &mut rng);
-            let (loss_lo, loss_hi) = bootstrap_mean_ci(&loss, 1000, &mut rng);
             let slice = slice.map(|s| s as u32);
-            let (head, neuron) = match hook {
-                HookPoint::MlpPost(_) => (None, slice),
-                _ => (slice, None),
+            let unit = match hook {
+                HookPoint::MlpPost(_) => (None, slice, None),
+                _ => (slice, None, None),
             };
-            AblationRow {
-                hook,
-                head,
-                neuron,
-                feature: None,
-                ablation: opts.kind.as_str(),
-                delta: d.iter().sum::<f64>() / d.len() as f64,
-                ci_low: lo,
-                ci_high: hi,
-                loss_delta: loss.iter().sum::<f64>() / loss.len() as f64,
-                loss_ci_low: loss_lo,
-                loss_ci_high: loss_hi,
-                n: d.len() as u64,
-            }
+            ablation_row(hook, unit, opts.kind, (&d, &loss), &mut rng)
         })
         .collect())
 }
@@ -330,16 +306,7 @@ pub fn ablate_features(
                 None => continue,
             },
         };
-        let clean_logp = log_softmax(logits);
-        let clean = score(opts.metric, std::slice::from_ref(logits), pair, &clean_logp)[0];
-        let one = batch_of(model, &pair.clean, 1)?;
-        let (_, clean_loss) = logits_and_loss_from(
-            model,
-            &one,
-            None,
-            &mut glassbox_models::Capture::new([]),
-            &pair.clean.ids,
-        )?;
+        let (clean_logp, clean, clean_loss) = clean_scores(model, pair, logits, opts.metric)?;
         let start = dict
             .hook
             .layer()
@@ -360,7 +327,7 @@ pub fn ablate_features(
             for ((&j, m), loss) in chunk.iter().zip(metrics).zip(losses) {
                 let e = deltas.entry(j).or_default();
                 e.0.push(m - clean);
-                e.1.push(loss - clean_loss[0]);
+                e.1.push(loss - clean_loss);
             }
         }
     }
@@ -368,24 +335,62 @@ pub fn ablate_features(
     Ok(deltas
         .into_iter()
         .map(|(j, (d, loss))| {
-            let (lo, hi) = bootstrap_mean_ci(&d, 1000, &mut rng);
-            let (loss_lo, loss_hi) = bootstrap_mean_ci(&loss, 1000, &mut rng);
-            AblationRow {
-                hook: dict.hook,
-                head: None,
-                neuron: None,
-                feature: Some(j as u32),
-                ablation: opts.kind.as_str(),
-                delta: d.iter().sum::<f64>() / d.len() as f64,
-                ci_low: lo,
-                ci_high: hi,
-                loss_delta: loss.iter().sum::<f64>() / loss.len() as f64,
-                loss_ci_low: loss_lo,
-                loss_ci_high: loss_hi,
-                n: d.len() as u64,
-            }
+            let unit = (None, None, Some(j as u32));
+            ablation_row(dict.hook, unit, opts.kind, (&d, &loss), &mut rng)
         })
         .collect())
+}
+
+/// A pair's clean run: its next-token log-probabilities at the last position, its metric and
+/// its mean next-token cross-entropy over the prompt.
+fn clean_scores(
+    model: &LoadedModel,
+    pair: &PreparedPair,
+    logits: &[f32],
+    metric: Metric,
+) -> Result<(Vec<f64>, f64, f64)> {
+    let clean_logp = log_softmax(logits);
+    let clean = score(
+        metric,
+        std::slice::from_ref(&logits.to_vec()),
+        pair,
+        &clean_logp,
+    )[0];
+    let one = batch_of(model, &pair.clean, 1)?;
+    let (_, loss) = logits_and_loss_from(
+        model,
+        &one,
+        None,
+        &mut glassbox_models::Capture::new([]),
+        &pair.clean.ids,
+    )?;
+    Ok((clean_logp, clean, loss[0]))
+}
+
+/// One ablated unit's row from its per-pair metric and loss changes, with bootstrap intervals.
+fn ablation_row(
+    hook: HookPoint,
+    (head, neuron, feature): (Option<u32>, Option<u32>, Option<u32>),
+    kind: Ablation,
+    (d, loss): (&[f64], &[f64]),
+    rng: &mut SeededRng,
+) -> AblationRow {
+    let (ci_low, ci_high) = bootstrap_mean_ci(d, 1000, rng);
+    let (loss_ci_low, loss_ci_high) = bootstrap_mean_ci(loss, 1000, rng);
+    AblationRow {
+        hook,
+        head,
+        neuron,
+        feature,
+        ablation: kind.as_str(),
+        delta: d.iter().sum::<f64>() / d.len() as f64,
+        ci_low,
+        ci_high,
+        loss_delta: loss.iter().sum::<f64>() / loss.len() as f64,
+        loss_ci_low,
+        loss_ci_high,
+        n: d.len() as u64,
+    }
 }
 
 /// Each pair's resample partner (another pair of the same token count, drawn with the seed),

@@ -141,6 +141,46 @@ fn per_head(heads: bool, hook: HookPoint, n_heads: Option<usize>, width: usize) 
     }
 }
 
+/// Attribution patching's estimate of a run patched at `position` (one head's slice, or the
+/// whole width): the base metric plus `Σ (source − base) · gradient` over the patched values
+/// (`[t × width]` each).
+fn atp_estimate(
+    base_metric: f64,
+    gradient: &[f32],
+    (source, base): (&[f32], &[f32]),
+    (position, head): (usize, Option<usize>),
+    (width, head_dim): (usize, usize),
+) -> f64 {
+    let start = position * width + head.map_or(0, |h| h * head_dim);
+    let end = start + if head.is_some() { head_dim } else { width };
+    base_metric
+        + (start..end)
+            .map(|i| (source[i] as f64 - base[i] as f64) * gradient[i] as f64)
+            .sum::<f64>()
+}
+
+/// A patched run's row, its metric normalised by the pair's clean and corrupted ones.
+fn patch_row(
+    pair: usize,
+    hook: HookPoint,
+    (position, head): (usize, Option<usize>),
+    metric: f64,
+    (clean, corrupted): (f64, f64),
+    atp_metric: Option<f64>,
+) -> PatchRow {
+    PatchRow {
+        pair: pair as u64,
+        hook,
+        position: position as u32,
+        head: head.map(|h| h as u32),
+        metric,
+        metric_clean: clean,
+        metric_corrupted: corrupted,
+        normalized: (metric - corrupted) / (clean - corrupted),
+        atp_metric,
+    }
+}
+
 /// Every patched run at one hook: (position, head or the whole width).
 fn jobs(positions: &[usize], per_head: Option<usize>) -> Vec<(usize, Option<usize>)> {
     positions
@@ -218,27 +258,13 @@ pub fn patch_pair(
             };
             let logits = last_logits_from(model, &batch, start, &mut patch)?;
             let metrics = score(opts.metric, &logits, pair, &clean_logp);
-            for (&(position, head), metric) in chunk.iter().zip(metrics) {
+            for (&job, metric) in chunk.iter().zip(metrics) {
                 let atp_metric = atp.as_ref().map(|(base_metric, grads)| {
-                    let (g, b, s) = (&grads[&hook], &base_acts[&hook], source);
-                    let start = position * width + head.map_or(0, |h| h * head_dim);
-                    let end = start + if head.is_some() { head_dim } else { width };
-                    base_metric
-                        + (start..end)
-                            .map(|i| (s[i] as f64 - b[i] as f64) * g[i] as f64)
-                            .sum::<f64>()
+                    let values = (source.as_slice(), base_acts[&hook].as_slice());
+                    atp_estimate(*base_metric, &grads[&hook], values, job, (width, head_dim))
                 });
-                rows.push(PatchRow {
-                    pair: pair.row as u64,
-                    hook,
-                    position: position as u32,
-                    head: head.map(|h| h as u32),
-                    metric,
-                    metric_clean,
-                    metric_corrupted,
-                    normalized: (metric - metric_corrupted) / (metric_clean - metric_corrupted),
-                    atp_metric,
-                });
+                let ends = (metric_clean, metric_corrupted);
+                rows.push(patch_row(pair.row, hook, job, metric, ends, atp_metric));
             }
         }
     }

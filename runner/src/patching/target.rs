@@ -327,28 +327,16 @@ pub fn patch_target_pair(
             };
             let output = model.model.forward(input(&batch), &mut hooks)?;
             let zs = class_logits(&output, &hooks.capture, &pair.head, model.model.family())?;
-            for (&(position, head), z) in chunk.iter().zip(zs) {
+            for (&job, z) in chunk.iter().zip(zs) {
                 let metric = target_score(opts.metric, &z, pair.class, &clean_logp);
                 let atp_metric = atp.as_ref().map(|(base_metric, grads)| {
-                    let g = &grads[&hook];
-                    let start = position * width + head.map_or(0, |h| h * head_dim);
-                    let end = start + if head.is_some() { head_dim } else { width };
-                    base_metric
-                        + (start..end)
-                            .map(|i| (source_rows[i] as f64 - base_rows[i] as f64) * g[i] as f64)
-                            .sum::<f64>()
+                    let values = (source_rows.as_slice(), base_rows.as_slice());
+                    super::atp_estimate(*base_metric, &grads[&hook], values, job, (width, head_dim))
                 });
-                rows.push(PatchRow {
-                    pair: pair.row as u64,
-                    hook,
-                    position: position as u32,
-                    head: head.map(|h| h as u32),
-                    metric,
-                    metric_clean: metrics.clean,
-                    metric_corrupted: metrics.corrupted,
-                    normalized: (metric - metrics.corrupted) / (metrics.clean - metrics.corrupted),
-                    atp_metric,
-                });
+                let ends = (metrics.clean, metrics.corrupted);
+                rows.push(super::patch_row(
+                    pair.row, hook, job, metric, ends, atp_metric,
+                ));
             }
         }
     }
