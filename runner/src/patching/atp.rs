@@ -11,24 +11,76 @@ use glassbox_models::{Hooks, LoadedModel, ModelError, Result};
 use std::collections::BTreeMap;
 
 /// Adds a zero variable at each wanted hook: the gradient with respect to it is the gradient
-/// with respect to the activation, and the graph stays whole.
-struct GradientTaps {
+/// with respect to the activation, and the graph stays whole. Optionally keeps one point's
+/// (tapped) tensor, for a metric read from a hook rather than the output.
+pub(super) struct GradientTaps {
     wanted: Vec<HookPoint>,
     taps: Vec<(HookPoint, Var)>,
+    keep: Option<HookPoint>,
+    /// The kept point's tensor, once the forward reached it.
+    pub(super) kept: Option<Tensor>,
+}
+
+impl GradientTaps {
+    /// Taps `wanted`, and keeps `keep`'s tensor.
+    pub(super) fn new(wanted: &[HookPoint], keep: Option<HookPoint>) -> Self {
+        Self {
+            wanted: wanted.to_vec(),
+            taps: Vec::new(),
+            keep,
+            kept: None,
+        }
+    }
+
+    /// `∂value/∂activation` `[t × width]` at every tapped hook (zeros where the value does not
+    /// depend on it); an error names a wanted hook the forward never reached.
+    pub(super) fn gradients(
+        self,
+        value: &Tensor,
+        family: &str,
+    ) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
+        let grads = value.backward()?;
+        let mut out = BTreeMap::new();
+        for (hook, z) in self.taps {
+            let g = match grads.get(z.as_tensor()) {
+                Some(g) => g
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?,
+                None => vec![0.0; z.as_tensor().elem_count()],
+            };
+            out.insert(hook, g);
+        }
+        if let Some(h) = self.wanted.iter().find(|h| !out.contains_key(h)) {
+            return Err(ModelError::UnknownHook {
+                name: h.to_string(),
+                hint: format!(" (the {family} differentiable forward never reached it)"),
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl Hooks for GradientTaps {
     fn wants(&self, point: HookPoint) -> bool {
-        self.wanted.contains(&point)
+        self.wanted.contains(&point) || Some(point) == self.keep
     }
     fn needs_graph(&self) -> bool {
         true
     }
     fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        let z = Var::zeros(x.shape(), x.dtype(), x.device())?;
-        let y = (&x + z.as_tensor())?;
-        self.taps.push((point, z));
-        Ok(y)
+        let x = if self.wanted.contains(&point) {
+            let z = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let y = (&x + z.as_tensor())?;
+            self.taps.push((point, z));
+            y
+        } else {
+            x
+        };
+        if Some(point) == self.keep {
+            self.kept = Some(x.clone());
+        }
+        Ok(x)
     }
 }
 
@@ -42,10 +94,7 @@ pub(super) fn atp_gradients(
     clean_logp: &[f64],
 ) -> Result<(f64, Cache)> {
     let batch = batch_of(model, base, 1)?;
-    let mut taps = GradientTaps {
-        wanted: hooks.to_vec(),
-        taps: Vec::new(),
-    };
+    let mut taps = GradientTaps::new(hooks, None);
     let hidden = model
         .model
         .forward_differentiable((&batch).into(), &mut taps)?;
@@ -64,25 +113,7 @@ pub(super) fn atp_gradients(
         clean_logp,
     )?;
     let base_metric = value.to_scalar::<f32>()? as f64;
-    let grads = value.backward()?;
-    let mut out = BTreeMap::new();
-    for (hook, z) in taps.taps {
-        let g = match grads.get(z.as_tensor()) {
-            Some(g) => g.flatten_all()?.to_vec1()?,
-            None => vec![0.0; z.as_tensor().elem_count()],
-        };
-        out.insert(hook, g);
-    }
-    if let Some(h) = hooks.iter().find(|h| !out.contains_key(h)) {
-        return Err(ModelError::UnknownHook {
-            name: h.to_string(),
-            hint: format!(
-                " (the {} differentiable forward never reached it)",
-                model.model.family()
-            ),
-        });
-    }
-    Ok((base_metric, out))
+    Ok((base_metric, taps.gradients(&value, model.model.family())?))
 }
 
 /// One run's metric from its logits `z` (1-D), differentiably: `logit_diff` = z[answer] −

@@ -10,7 +10,7 @@
 
 use super::forward::{Overwrite, Source};
 use super::{check_patchable, Direction, Metric, PatchOptions, PatchRow, Positions};
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use glassbox_data::{HookPoint, Pool};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{
@@ -343,37 +343,6 @@ pub fn patch_target_pair(
     Ok((rows, metrics))
 }
 
-/// Taps every wanted hook with a zero variable and keeps the head's hook (after its tap).
-struct Taps {
-    wanted: Vec<HookPoint>,
-    head: Option<HookPoint>,
-    taps: Vec<(HookPoint, Var)>,
-    head_value: Option<Tensor>,
-}
-
-impl Hooks for Taps {
-    fn wants(&self, point: HookPoint) -> bool {
-        self.wanted.contains(&point) || Some(point) == self.head
-    }
-    fn needs_graph(&self) -> bool {
-        true
-    }
-    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        let x = if self.wanted.contains(&point) {
-            let z = Var::zeros(x.shape(), x.dtype(), x.device())?;
-            let y = (&x + z.as_tensor())?;
-            self.taps.push((point, z));
-            y
-        } else {
-            x
-        };
-        if Some(point) == self.head {
-            self.head_value = Some(x.clone());
-        }
-        Ok(x)
-    }
-}
-
 /// The base run's metric and its gradient `[t × width]` at every hook, by autograd.
 fn atp_gradients(
     model: &LoadedModel,
@@ -384,16 +353,11 @@ fn atp_gradients(
     clean_logp: &[f64],
 ) -> Result<(f64, BTreeMap<HookPoint, Vec<f32>>)> {
     let batch = copies(model, base, 1)?;
-    let mut taps = Taps {
-        wanted: hooks.to_vec(),
-        head: pair.head.hook,
-        taps: Vec::new(),
-        head_value: None,
-    };
+    let mut taps = super::atp::GradientTaps::new(hooks, pair.head.hook);
     let output = model
         .model
         .forward_differentiable(input(&batch), &mut taps)?;
-    let z = match (pair.head.hook, &taps.head_value) {
+    let z = match (pair.head.hook, &taps.kept) {
         (None, _) => output.flatten_all()?,
         (Some(_), Some(h)) => {
             let x = pooled(h, pair.head.pool)?.flatten_all()?;
@@ -429,28 +393,7 @@ fn atp_gradients(
     let base_metric = value
         .to_dtype(candle_core::DType::F64)?
         .to_scalar::<f64>()?;
-    let grads = value.backward()?;
-    let mut out = BTreeMap::new();
-    for (hook, var) in taps.taps {
-        let g = match grads.get(var.as_tensor()) {
-            Some(g) => g
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?,
-            None => vec![0.0; var.as_tensor().elem_count()],
-        };
-        out.insert(hook, g);
-    }
-    if let Some(h) = hooks.iter().find(|h| !out.contains_key(h)) {
-        return Err(ModelError::UnknownHook {
-            name: h.to_string(),
-            hint: format!(
-                " (the {} differentiable forward never reached it)",
-                model.model.family()
-            ),
-        });
-    }
-    Ok((base_metric, out))
+    Ok((base_metric, taps.gradients(&value, model.model.family())?))
 }
 
 #[cfg(test)]
