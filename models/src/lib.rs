@@ -16,6 +16,7 @@ pub mod llama;
 pub mod model;
 pub mod neox;
 mod packed;
+pub mod prefix;
 mod prenorm;
 pub mod registry;
 pub mod tokenizer;
@@ -30,6 +31,7 @@ pub use glassbox_data::Modality;
 pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
 pub use model::{FinalNorm, HookedModel, Input};
+pub use prefix::{PrefixCache, Suffixes};
 pub use registry::{load_model, LoadOptions, LoadedModel, FAMILIES};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

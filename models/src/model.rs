@@ -10,6 +10,7 @@
 
 use crate::batch::{ImageBatch, TokenBatch};
 use crate::hooks::{HookPoint, Hooks};
+use crate::prefix::{PrefixCache, Suffixes};
 use crate::{ModelError, Result};
 use candle_core::Tensor;
 use glassbox_data::Modality;
@@ -167,6 +168,28 @@ pub trait HookedModel: Send + Sync {
         _batch: &TokenBatch,
         _block: usize,
         _resid_pre: &Tensor,
+        _hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        None
+    }
+    /// The forward over one unpadded example that also keeps each block's attention inputs,
+    /// for [`Self::forward_suffixes`]; same output and hooks as [`Self::forward`]. `None`: the
+    /// family has no such path (or the hooks need the graph forward).
+    fn forward_keeping_prefix(
+        &self,
+        _batch: &TokenBatch,
+        _hooks: &mut dyn Hooks,
+    ) -> Option<Result<(Tensor, PrefixCache)>> {
+        None
+    }
+    /// Copies of a run kept by [`Self::forward_keeping_prefix`], copy `c` recomputed from
+    /// position `starts[c]` and block `block` on (causal decoders: the positions before cannot
+    /// see what changes). Hooks see `[copies, longest suffix, width]` tensors whose row `r` of
+    /// copy `c` is position `starts[c] + r` (padding rows zero). Returns the final normalised
+    /// hidden state in that layout. `None`: not available (run whole forwards).
+    fn forward_suffixes(
+        &self,
+        _suffixes: &Suffixes<'_>,
         _hooks: &mut dyn Hooks,
     ) -> Option<Result<Tensor>> {
         None

@@ -19,6 +19,7 @@ use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm, Rotary};
 use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
+use crate::prefix::{PrefixCache, Suffixes};
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -305,6 +306,15 @@ impl Neox {
     }
 }
 
+impl prenorm::FastDecoder for Neox {
+    fn parts(&self) -> (prenorm::Decoder<'_>, &Spare) {
+        (self.fast(), &self.spare)
+    }
+    fn fits(&self, batch: &TokenBatch) -> Result<()> {
+        self.check_length(batch)
+    }
+}
+
 impl HookedModel for Neox {
     fn family(&self) -> &'static str {
         "gpt_neox"
@@ -360,10 +370,21 @@ impl HookedModel for Neox {
         resid_pre: &Tensor,
         hooks: &mut dyn Hooks,
     ) -> Option<Result<Tensor>> {
-        if let Err(e) = self.check_length(batch) {
-            return Some(Err(e));
-        }
-        prenorm::forward_from(&self.fast(), batch, block, resid_pre, hooks, &self.spare)
+        prenorm::from_block(self, batch, block, resid_pre, hooks)
+    }
+    fn forward_keeping_prefix(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<(Tensor, PrefixCache)>> {
+        prenorm::keeping_prefix(self, batch, hooks)
+    }
+    fn forward_suffixes(
+        &self,
+        suffixes: &Suffixes<'_>,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        prenorm::suffixes(self, suffixes, hooks)
     }
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;

@@ -3,6 +3,7 @@
 //! there — where the answer appears, layer by layer, in the clean and the corrupted run.
 
 use crate::patching::PreparedPair;
+use candle_core::Tensor;
 use glassbox_data::HookPoint;
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, LoadedModel, ModelError, Result, TokenBatch};
@@ -52,22 +53,30 @@ fn read_out(
     let mut capture = Capture::new(layers.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
     let t = encoded.ids.len();
+    // Every layer's last position at once, `[layers, 1, hidden]`: one multiply by the
+    // unembedding instead of one per layer.
+    let last: Vec<Tensor> = layers
+        .iter()
+        .map(|&hook| {
+            let x = capture.get(hook, model.model.family())?;
+            Ok(x.narrow(1, t - 1, 1)?.squeeze(0)?)
+        })
+        .collect::<Result<_>>()?;
+    let last = Tensor::stack(&last, 0)?.contiguous()?;
+    let normed = model.model.final_norm(&last).ok_or_else(|| {
+        ModelError::Invalid(format!(
+            "the {} model has no final norm to read a residual through",
+            model.model.family()
+        ))
+    })??;
+    let all: Vec<Vec<Vec<f32>>> = model
+        .model
+        .unembed(&normed)
+        .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??
+        .to_vec3()?;
     let mut out = Vec::with_capacity(layers.len());
-    for &hook in layers {
-        let x = capture.get(hook, model.model.family())?;
-        let last = x.narrow(1, t - 1, 1)?.contiguous()?;
-        let normed = model.model.final_norm(&last).ok_or_else(|| {
-            ModelError::Invalid(format!(
-                "the {} model has no final norm to read a residual through",
-                model.model.family()
-            ))
-        })??;
-        let logits: Vec<f32> = model
-            .model
-            .unembed(&normed)
-            .ok_or_else(|| ModelError::Invalid("a causal LM has an unembedding".into()))??
-            .flatten_all()?
-            .to_vec1()?;
+    for (&hook, logits) in layers.iter().zip(all) {
+        let logits = logits.into_iter().next().unwrap_or_default();
         let (a, w) = (logits[pair.answer as usize], logits[pair.wrong as usize]);
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let lse = logits

@@ -145,6 +145,51 @@ pub fn attention_prepared(
         });
 }
 
+/// As [`attention_prepared`] for causal runs that share a prefix with a base run: example `b`
+/// holds positions `starts[b] ..` only, and its queries attend over the base run's prepared
+/// rows `prefix[0..starts[b]]` (its keys and values; `prefix` is `[len × qkv_width]`, prepared
+/// as this function leaves rows) followed by its own rows, prepared here with rotary positions
+/// from `starts[b]` on. The prefix's own queries are attended too and their output dropped:
+/// the kernel works on whole sequences, and for prompts of a few dozen tokens that costs less
+/// than the projections the prefix spares.
+pub fn attention_after_prefix(
+    qkv: &mut [f32],
+    offsets: &[usize],
+    starts: &[usize],
+    prefix: &[f32],
+    shape: Heads,
+    z: &mut [f32],
+    prepare: Prepare,
+) {
+    assert!(shape.causal, "a shared prefix needs causal attention");
+    let (width, z_width) = (shape.qkv_width(), shape.z_width());
+    let z_parts = split_examples(z, offsets, z_width);
+    split_examples(qkv, offsets, width)
+        .into_par_iter()
+        .zip(z_parts)
+        .zip(starts)
+        .for_each(|((rows, z_b), &start)| {
+            let len = rows.len() / width;
+            if let Some(bias) = prepare.bias {
+                super::rows::bias_act(rows, bias, super::Act::Identity);
+            }
+            if let Some((half, cos, sin)) = prepare.rotary {
+                let at: Vec<usize> = (start..start + len).collect();
+                let (dim, keys) = (shape.dim, shape.z_width());
+                let q_cols = (0, shape.heads, dim, width);
+                super::rows::rotate(rows, &at, q_cols, half, cos, sin);
+                let k_cols = (keys, shape.kv_heads, dim, width);
+                super::rows::rotate(rows, &at, k_cols, half, cos, sin);
+            }
+            let mut full = Vec::with_capacity((start + len) * width);
+            full.extend_from_slice(&prefix[..start * width]);
+            full.extend_from_slice(rows);
+            let mut z_full = vec![0f32; (start + len) * z_width];
+            attend(&full, shape, &mut z_full, None);
+            z_b.copy_from_slice(&z_full[start * z_width..]);
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +302,57 @@ mod tests {
                     scale: 0.7 / (dim as f32).sqrt(),
                 };
                 check_against_definition(shape, &[5, 1, 2, 37, 24, 50]);
+            }
+        }
+    }
+
+    #[test]
+    fn suffixes_after_a_prefix_equal_the_whole_sequence() {
+        // One base sequence of 9 rows, prepared (bias, rotary) in full; then copies holding
+        // positions 0.., 3.., 8.. only, attending over the base's prepared prefix.
+        let shape = Heads {
+            heads: 4,
+            kv_heads: 2,
+            dim: 8,
+            causal: true,
+            scale: 0.3,
+        };
+        let (width, z_width, len, half) = (shape.qkv_width(), shape.z_width(), 9, 4);
+        let raw: Vec<f32> = (0..len * width).map(|v| (v as f32 * 0.41).sin()).collect();
+        let bias: Vec<f32> = (0..width).map(|v| (v as f32 * 0.13).cos()).collect();
+        let angles: Vec<f32> = (0..len * half)
+            .map(|i| (i / half) as f32 / (1 + i % half) as f32)
+            .collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
+        let prepare = Prepare {
+            bias: Some(&bias),
+            rotary: Some((half, &cos, &sin)),
+        };
+        let mut base = raw.clone();
+        let mut want = vec![0f32; len * z_width];
+        attention_prepared(&mut base, &[0, len], shape, &mut want, prepare);
+        let starts = [0, 3, 8];
+        let mut offsets = vec![0];
+        let mut suffixes = Vec::new();
+        for &s in &starts {
+            suffixes.extend_from_slice(&raw[s * width..]);
+            offsets.push(offsets.last().unwrap() + len - s);
+        }
+        let rows = *offsets.last().unwrap();
+        let mut got = vec![f32::NAN; rows * z_width];
+        attention_after_prefix(
+            &mut suffixes,
+            &offsets,
+            &starts,
+            &base,
+            shape,
+            &mut got,
+            prepare,
+        );
+        for (b, &s) in starts.iter().enumerate() {
+            let got_b = &got[offsets[b] * z_width..offsets[b + 1] * z_width];
+            for (g, w) in got_b.iter().zip(&want[s * z_width..]) {
+                assert!((g - w).abs() < 1e-5, "copy {b}: {g} vs {w}");
             }
         }
     }

@@ -7,9 +7,11 @@ mod attend;
 mod attention;
 pub mod gemm;
 mod rows;
+pub mod skinny;
 
 pub use self::attention::{
-    attention, attention_prepared, attention_prob_offsets, split_examples, Heads, Prepare,
+    attention, attention_after_prefix, attention_prepared, attention_prob_offsets, split_examples,
+    Heads, Prepare,
 };
 use self::gemm::{matmul, View};
 pub use self::rows::{erf, Act};
@@ -75,6 +77,13 @@ pub fn matmul_into(
 ) {
     let rows = x.len() / in_dim;
     debug_assert_eq!(dst.len(), rows * stride);
+    // Without vector instructions (`GLASSBOX_SIMD=scalar`) the dot products run at 1 GFLOP/s,
+    // and `gemm`, which vectorises on its own, stays faster.
+    let vectors = glassbox_data::simd::level() != glassbox_data::simd::SimdLevel::Scalar;
+    if layout == WeightLayout::OutIn && rows <= skinny::MAX_ROWS && vectors {
+        skinny::matmul_wt_rows(x, in_dim, w, out_dim, dst, (first, stride), accumulate);
+        return;
+    }
     let rhs = match layout {
         WeightLayout::OutIn => View::transposed(0, in_dim),
         WeightLayout::InOut => View::rows(0, out_dim),

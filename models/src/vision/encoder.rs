@@ -170,6 +170,7 @@ impl Encoder {
             hooks,
             &mut pool,
             0,
+            &mut prenorm::Kv::Own,
         )?;
         self.spare.keep(pool);
         Ok(Tensor::from_vec(packed, (b, t, h), &Device::Cpu)?)

@@ -115,7 +115,7 @@ pub fn ablate(
     cached.dedup();
     let runs: Vec<(Cache, Vec<f32>)> = pairs
         .iter()
-        .map(|p| cached_run(model, &p.clean, &cached))
+        .map(|p| cached_run(model, &p.clean, &cached).map(|run| (run.acts, run.logits)))
         .collect::<Result<_>>()?;
     let fills: BTreeMap<HookPoint, Vec<f32>> = hooks
         .iter()
@@ -163,6 +163,7 @@ pub fn ablate(
                     jobs: &targets,
                     source,
                     head_dim: slice_width,
+                    shift: &[],
                 };
                 let (out, losses) =
                     logits_and_loss_from(model, &batch, start, &mut hooks_impl, &pair.clean.ids)?;
@@ -273,7 +274,7 @@ pub fn ablate_features(
     cached.extend(dict.hook.layer().map(HookPoint::ResidPre));
     let runs: Vec<(Cache, Vec<f32>)> = pairs
         .iter()
-        .map(|p| cached_run(model, &p.clean, &cached))
+        .map(|p| cached_run(model, &p.clean, &cached).map(|run| (run.acts, run.logits)))
         .collect::<Result<_>>()?;
     let f = dict.features;
     let codes: Vec<Vec<f32>> = runs

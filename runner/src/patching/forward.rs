@@ -6,7 +6,9 @@ use super::{Metric, PreparedPair};
 use candle_core::Tensor;
 use glassbox_data::HookPoint;
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{Capture, Hooks, LoadedModel, ModelError, Result, TokenBatch};
+use glassbox_models::{
+    Capture, Hooks, LoadedModel, ModelError, PrefixCache, Result, Suffixes, TokenBatch,
+};
 
 /// Where an overwrite's values come from.
 #[derive(Clone, Copy)]
@@ -26,6 +28,9 @@ pub(super) struct Overwrite<'a> {
     pub jobs: &'a [(Option<usize>, Option<usize>)],
     pub source: Source<'a>,
     pub head_dim: usize,
+    /// Per copy, the position of its row 0 (runs over suffixes, see `forward_suffixes`);
+    /// empty: every copy starts at position 0.
+    pub shift: &'a [usize],
 }
 
 impl Hooks for Overwrite<'_> {
@@ -40,13 +45,14 @@ impl Hooks for Overwrite<'_> {
         let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
         for (i, &(position, head)) in self.jobs.iter().enumerate() {
             let (from, len) = head.map_or((0, w), |h| (h * self.head_dim, self.head_dim));
-            let positions = position.map_or(0..t, |p| p..p + 1);
+            let shift = self.shift.get(i).copied().unwrap_or(0);
+            let positions = position.map_or(shift..shift + t, |p| p..p + 1);
             for p in positions {
                 let row = match self.source {
                     Source::Rows(r) => &r[p * w..(p + 1) * w],
                     Source::Fill(f) => f,
                 };
-                let dst = (i * t + p) * w;
+                let dst = (i * t + p - shift) * w;
                 v[dst + from..dst + from + len].copy_from_slice(&row[from..from + len]);
             }
         }
@@ -145,6 +151,28 @@ pub(super) fn logits_and_loss_from(
     Ok((last, losses))
 }
 
+/// Last-position logits `[k][vocab]` of copies of a cached run recomputed from their own
+/// positions on (see `forward_suffixes`); `None` where the family has no such forward.
+pub(super) fn last_logits_suffixes(
+    model: &LoadedModel,
+    suffixes: &Suffixes<'_>,
+    hooks: &mut dyn Hooks,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let Some(hidden) = model.model.forward_suffixes(suffixes, hooks).transpose()? else {
+        return Ok(None);
+    };
+    // Every suffix ends at the run's last position: row `len − start − 1` of its copy.
+    let len = suffixes.prefix.len();
+    let last: Vec<Tensor> = suffixes
+        .starts
+        .iter()
+        .enumerate()
+        .map(|(c, &start)| hidden.get(c)?.narrow(0, len - start - 1, 1))
+        .collect::<candle_core::Result<_>>()?;
+    let last = Tensor::stack(&last, 0)?;
+    Ok(Some(unembed(model, &last)?.squeeze(1)?.to_vec2()?))
+}
+
 fn unembed(model: &LoadedModel, hidden: &Tensor) -> Result<Tensor> {
     model
         .model
@@ -196,19 +224,44 @@ pub(super) fn batch_of(
 /// Activations `[t × width]` of one run, by hook.
 pub(super) type Cache = BTreeMap<HookPoint, Vec<f32>>;
 
-/// Cached activations `[t × width]` of one run at every hook, and its last-position logits.
+/// One run's cached activations and outputs.
+pub(super) struct CachedRun {
+    /// Activations `[t × width]` at every hook asked for.
+    pub acts: Cache,
+    /// Last-position logits.
+    pub logits: Vec<f32>,
+    /// Its attention inputs at every block, where the family can keep them: runs that differ
+    /// from it only from some position on start there.
+    pub prefix: Option<PrefixCache>,
+}
+
+/// One run with every hook in `hooks` cached.
 pub(super) fn cached_run(
     model: &LoadedModel,
     encoded: &Encoded,
     hooks: &[HookPoint],
-) -> Result<(Cache, Vec<f32>)> {
+) -> Result<CachedRun> {
     let batch = batch_of(model, encoded, 1)?;
     let mut capture = Capture::new(hooks.iter().copied());
-    let logits = last_logits(model, &batch, &mut capture)?.remove(0);
+    let (logits, prefix) = match model.model.forward_keeping_prefix(&batch, &mut capture) {
+        Some(run) => {
+            let (hidden, prefix) = run?;
+            let t = hidden.dim(1)?;
+            let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
+            let logits: Vec<Vec<f32>> = unembed(model, &last)?.squeeze(1)?.to_vec2()?;
+            (logits, Some(prefix))
+        }
+        None => (last_logits(model, &batch, &mut capture)?, None),
+    };
     let mut acts = BTreeMap::new();
     for &hook in hooks {
         let x = capture.get(hook, model.model.family())?;
         acts.insert(hook, x.flatten_all()?.to_vec1()?);
     }
-    Ok((acts, logits))
+    let logits = logits.into_iter().next().unwrap_or_default();
+    Ok(CachedRun {
+        acts,
+        logits,
+        prefix,
+    })
 }

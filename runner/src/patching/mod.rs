@@ -39,7 +39,12 @@ pub use target::{
 };
 
 use atp::atp_gradients;
-use forward::{batch_of, cached_run, last_logits_from, log_softmax, score, Overwrite, Source};
+use forward::{
+    batch_of, cached_run, last_logits_from, last_logits_suffixes, log_softmax, score, Overwrite,
+    Source,
+};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{PrefixCache, Suffixes};
 
 /// Hooks that cannot be patched one position at a time.
 pub fn check_patchable(hook: HookPoint) -> Result<()> {
@@ -192,6 +197,52 @@ fn jobs(positions: &[usize], per_head: Option<usize>) -> Vec<(usize, Option<usiz
         .collect()
 }
 
+/// A batch of patched runs of one base prompt at one hook: copy `i` has job `i`'s slice
+/// (position, head or the whole width) taken from `source` (`[t × width]`).
+struct PatchedRuns<'a> {
+    hook: HookPoint,
+    jobs: &'a [(usize, Option<usize>)],
+    source: &'a [f32],
+    head_dim: usize,
+}
+
+impl PatchedRuns<'_> {
+    /// The runs' last-position logits. With the base run's prefix and the residual entering
+    /// the hook's block (`start`), each copy is computed from its patched position on only
+    /// (causal decoders); else from the hook's block on, or whole.
+    fn last_logits(
+        &self,
+        model: &LoadedModel,
+        base: &Encoded,
+        start: Option<(usize, &[f32])>,
+        prefix: Option<&PrefixCache>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let targets: Vec<_> = self.jobs.iter().map(|&(p, h)| (Some(p), h)).collect();
+        let starts: Vec<usize> = self.jobs.iter().map(|&(p, _)| p).collect();
+        let overwrite = |shift| Overwrite {
+            point: self.hook,
+            jobs: &targets,
+            source: Source::Rows(self.source),
+            head_dim: self.head_dim,
+            shift,
+        };
+        if let (Some((block, resid_pre)), Some(prefix)) = (start, prefix) {
+            let suffixes = Suffixes {
+                block,
+                starts: &starts,
+                resid_pre,
+                prefix,
+            };
+            let mut patch = overwrite(&starts);
+            if let Some(logits) = last_logits_suffixes(model, &suffixes, &mut patch)? {
+                return Ok(logits);
+            }
+        }
+        let batch = batch_of(model, base, self.jobs.len())?;
+        last_logits_from(model, &batch, start, &mut overwrite(&[]))
+    }
+}
+
 /// Patches every (hook, position[, head]) of one pair; returns its rows and its clean and
 /// corrupted metrics.
 pub fn patch_pair(
@@ -211,14 +262,18 @@ pub fn patch_pair(
     }
     cached.sort();
     cached.dedup();
-    let (clean_acts, clean_logits) = cached_run(model, &pair.clean, &cached)?;
-    let (corrupted_acts, corrupted_logits) = cached_run(model, &pair.corrupted, &cached)?;
-    let clean_logp = log_softmax(&clean_logits);
-    let metric_clean = score(opts.metric, &[clean_logits], pair, &clean_logp)[0];
-    let metric_corrupted = score(opts.metric, &[corrupted_logits], pair, &clean_logp)[0];
-    let (base, source_acts, base_acts) = match opts.direction {
-        Direction::Denoise => (&pair.corrupted, &clean_acts, &corrupted_acts),
-        Direction::Noise => (&pair.clean, &corrupted_acts, &clean_acts),
+    let clean = cached_run(model, &pair.clean, &cached)?;
+    let corrupted = cached_run(model, &pair.corrupted, &cached)?;
+    let clean_logp = log_softmax(&clean.logits);
+    let metric_clean = score(opts.metric, &[clean.logits], pair, &clean_logp)[0];
+    let metric_corrupted = score(opts.metric, &[corrupted.logits], pair, &clean_logp)[0];
+    let (base, source_acts, (base_acts, base_prefix)) = match opts.direction {
+        Direction::Denoise => (
+            &pair.corrupted,
+            &clean.acts,
+            (&corrupted.acts, &corrupted.prefix),
+        ),
+        Direction::Noise => (&pair.clean, &corrupted.acts, (&clean.acts, &clean.prefix)),
     };
     let len = pair.clean.ids.len();
     let positions = resolve_positions(&opts.positions, len, pair)?;
@@ -248,15 +303,13 @@ pub fn patch_pair(
                 .map(|r| (l, r.as_slice()))
         });
         for chunk in jobs.chunks(opts.batch_size.max(1)) {
-            let batch = batch_of(model, base, chunk.len())?;
-            let targets: Vec<_> = chunk.iter().map(|&(p, h)| (Some(p), h)).collect();
-            let mut patch = Overwrite {
-                point: hook,
-                jobs: &targets,
-                source: Source::Rows(source),
+            let run = PatchedRuns {
+                hook,
+                jobs: chunk,
+                source,
                 head_dim,
             };
-            let logits = last_logits_from(model, &batch, start, &mut patch)?;
+            let logits = run.last_logits(model, base, start, base_prefix.as_ref())?;
             let metrics = score(opts.metric, &logits, pair, &clean_logp);
             for (&job, metric) in chunk.iter().zip(metrics) {
                 let atp_metric = atp.as_ref().map(|(base_metric, grads)| {

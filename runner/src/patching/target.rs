@@ -322,6 +322,7 @@ pub fn patch_target_pair(
                     jobs: &targets,
                     source: Source::Rows(&source_rows),
                     head_dim,
+                    shift: &[],
                 },
                 capture: Capture::new(pair.head.hook),
             };

@@ -16,9 +16,13 @@ use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Act, Heads, Prepare, WeightLayout};
 use crate::layers::{LayerNorm, Linear, RmsNorm, Rotary};
 use crate::packed::{take, Layout, Spare};
+use crate::prefix::PrefixCache;
 use crate::{ModelError, Result};
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
+
+mod suffix;
+pub(crate) use suffix::{forward_keeping_prefix, forward_suffixes};
 
 /// Whether the fast forward can serve this call: CPU weights, no hook on an attention pattern
 /// (which only the graph forward materialises) and hooks that do not need autograd.
@@ -29,13 +33,13 @@ pub(crate) fn usable(device: &Device, layers: usize, hooks: &dyn Hooks) -> bool 
 }
 
 /// An `f32` tensor's memory, borrowed for as long as the guard lives.
-struct Borrowed<'t> {
+pub(crate) struct Borrowed<'t> {
     guard: StorageRef<'t>,
     range: (usize, usize),
 }
 
 impl Borrowed<'_> {
-    fn of(t: &Tensor) -> Result<Borrowed<'_>> {
+    pub(crate) fn of(t: &Tensor) -> Result<Borrowed<'_>> {
         let (guard, layout) = t.storage_and_layout();
         let range = layout.contiguous_offsets().ok_or_else(|| {
             ModelError::Invalid("the fast forward needs contiguous weights".into())
@@ -45,7 +49,7 @@ impl Borrowed<'_> {
         Ok(borrowed)
     }
 
-    fn slice(&self) -> Result<&[f32]> {
+    pub(crate) fn slice(&self) -> Result<&[f32]> {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[self.range.0..self.range.1]),
             _ => Err(ModelError::Invalid(
@@ -241,7 +245,7 @@ pub(crate) fn forward(
     hooks: &mut dyn Hooks,
     spare: &Spare,
 ) -> Result<Tensor> {
-    run(d, batch, Start::Embeddings, hooks, spare)
+    run(d, batch, Start::Embeddings, hooks, spare, &mut Kv::Own)
 }
 
 /// The decoder from block `first` on, given the residual stream entering it
@@ -260,13 +264,55 @@ pub(crate) fn forward_from(
     if first >= layers || !usable(d.embed.device(), layers, hooks) {
         return None;
     }
-    Some(run(
-        d,
-        batch,
-        Start::Residual(first, resid_pre),
-        hooks,
-        spare,
-    ))
+    let start = Start::Residual(first, resid_pre);
+    Some(run(d, batch, start, hooks, spare, &mut Kv::Own))
+}
+
+/// A family whose fast forward is a [`Decoder`]: what the generic entry points below need, so
+/// that each family's `HookedModel` methods for them are one line.
+pub(crate) trait FastDecoder {
+    /// The decoder's weights as the kernels read them, and the family's spare buffers.
+    fn parts(&self) -> (Decoder<'_>, &Spare);
+    /// An error when the batch is longer than the family can run.
+    fn fits(&self, batch: &TokenBatch) -> Result<()>;
+}
+
+/// [`forward_from`] for a family, after its length check.
+pub(crate) fn from_block(
+    m: &impl FastDecoder,
+    batch: &TokenBatch,
+    first: usize,
+    resid_pre: &Tensor,
+    hooks: &mut dyn Hooks,
+) -> Option<Result<Tensor>> {
+    if let Err(e) = m.fits(batch) {
+        return Some(Err(e));
+    }
+    let (d, spare) = m.parts();
+    forward_from(&d, batch, first, resid_pre, hooks, spare)
+}
+
+/// [`forward_keeping_prefix`] for a family, after its length check.
+pub(crate) fn keeping_prefix(
+    m: &impl FastDecoder,
+    batch: &TokenBatch,
+    hooks: &mut dyn Hooks,
+) -> Option<Result<(Tensor, PrefixCache)>> {
+    if let Err(e) = m.fits(batch) {
+        return Some(Err(e));
+    }
+    let (d, spare) = m.parts();
+    forward_keeping_prefix(&d, batch, hooks, spare)
+}
+
+/// [`forward_suffixes`] for a family (the cached run passed its length check).
+pub(crate) fn suffixes(
+    m: &impl FastDecoder,
+    suffixes: &crate::prefix::Suffixes<'_>,
+    hooks: &mut dyn Hooks,
+) -> Option<Result<Tensor>> {
+    let (d, spare) = m.parts();
+    forward_suffixes(&d, suffixes, hooks, spare)
 }
 
 /// Where a fast forward starts.
@@ -283,6 +329,7 @@ fn run(
     start: Start<'_>,
     hooks: &mut dyn Hooks,
     spare: &Spare,
+    kv: &mut Kv<'_>,
 ) -> Result<Tensor> {
     let (b, t) = batch.input_ids.dims2()?;
     debug_assert_eq!(batch.lengths.len(), b);
@@ -310,12 +357,41 @@ fn run(
             0
         }
     };
-    run_stack(&d.stack, &layout, &mut x, hooks, &mut pool, first)?;
+    finish(d, &layout, (x, side), hooks, (pool, spare), (first, kv))
+}
+
+/// The stack from block `first` on over packed rows `x`, then the final norm (into `side`) and
+/// its hooks; the buffers go back to `spare`.
+fn finish(
+    d: &Decoder,
+    layout: &Layout,
+    (mut x, mut side): (Vec<f32>, Vec<f32>),
+    hooks: &mut dyn Hooks,
+    (mut pool, spare): (Vec<Vec<f32>>, &Spare),
+    (first, kv): (usize, &mut Kv<'_>),
+) -> Result<Tensor> {
+    let hidden = d.embed.dim(1)?;
+    run_stack(&d.stack, layout, &mut x, hooks, &mut pool, first, kv)?;
     d.final_norm.apply(&x, &mut side)?;
     let out = layout.padded(&side, hidden)?;
     pool.extend([side, x]);
     spare.keep(pool);
     crate::layers::final_hooks(hooks, out, d.unembed)
+}
+
+/// What attention reads besides each example's own rows.
+pub(crate) enum Kv<'a> {
+    /// Nothing: each example attends over its own rows.
+    Own,
+    /// The same, and each block's prepared `[q | k | v]` rows of the one example are kept
+    /// (pushed in block order) for later runs that share its prefix.
+    Keep(&'a mut Vec<Vec<f32>>),
+    /// Example `b` holds positions `starts[b] ..` of a run that equals the cached one before
+    /// them (causal models): it attends over the cache's rows first.
+    AfterPrefix {
+        prefix: &'a PrefixCache,
+        starts: &'a [usize],
+    },
 }
 
 /// The stack's blocks from `first` on, on packed rows `x` (`layout` says whose), in place,
@@ -327,6 +403,7 @@ pub(crate) fn run_stack(
     hooks: &mut dyn Hooks,
     pool: &mut Vec<Vec<f32>>,
     first: usize,
+    kv: &mut Kv<'_>,
 ) -> Result<()> {
     let rows = layout.rows();
     let hidden = x.len() / rows.max(1);
@@ -349,7 +426,12 @@ pub(crate) fn run_stack(
     let mut neurons = take(pool, rows * s.inner);
     let mut up = take(pool, if gated { rows * s.inner } else { 0 });
     let mut interleaved = take(pool, if per_head { rows * qkv_width } else { 0 });
-    let rotary = s.rotary.map(|r| (r.inv_freq.len(), r.tables(layout.seq)));
+    // Rotary angles for every position a row can have: past the prefix, for suffixes.
+    let positions = match kv {
+        Kv::AfterPrefix { prefix, .. } => prefix.len().max(layout.seq),
+        _ => layout.seq,
+    };
+    let rotary = s.rotary.map(|r| (r.inv_freq.len(), r.tables(positions)));
 
     for (i, blk) in s.blocks.iter().enumerate().skip(first) {
         layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
@@ -394,7 +476,33 @@ pub(crate) fn run_stack(
             scale: blk.scale,
             ..shape
         };
-        kernels::attention_prepared(&mut qkv, &layout.offsets, block_shape, &mut z, prepare);
+        match kv {
+            Kv::AfterPrefix { prefix, starts } => {
+                let cached = &prefix.blocks[i];
+                let offsets = &layout.offsets;
+                kernels::attention_after_prefix(
+                    &mut qkv,
+                    offsets,
+                    starts,
+                    cached,
+                    block_shape,
+                    &mut z,
+                    prepare,
+                );
+            }
+            Kv::Own | Kv::Keep(_) => {
+                kernels::attention_prepared(
+                    &mut qkv,
+                    &layout.offsets,
+                    block_shape,
+                    &mut z,
+                    prepare,
+                );
+            }
+        }
+        if let Kv::Keep(kept) = kv {
+            kept.push(qkv.clone());
+        }
         layout.hook(hooks, HookPoint::AttnZ(i), &mut z, z_width)?;
 
         if blk.parallel {
