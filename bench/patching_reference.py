@@ -4,11 +4,12 @@ nnsight do) patching every `blocks.L.hook_resid_pre` at every position of the co
 with the clean run's activation, one forward per patched run, on SmolLM2-135M-Instruct from its
 GGUF (dequantised to f32 by transformers), for the first N pairs of a pairs file.
 
-Prints one JSON line: seconds, patched runs, and the metrics (so the Rust side can be checked
-against them). Run by bench/patching.sh, not by hand.
+Prints one JSON line: seconds, patched runs, the metrics (so the Rust side can be checked
+against them), peak RSS and the parameter count. Run by bench/patching.sh, not by hand.
 """
 import json
 import os
+import resource
 import sys
 import time
 
@@ -58,4 +59,8 @@ for p in pairs:
             metrics.append(logit_diff(k, a, w))
             h.remove()
             runs += 1
-print(json.dumps({"seconds": time.perf_counter() - start, "runs": runs, "metrics": metrics}))
+seconds = time.perf_counter() - start
+peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+parameters = sum(p.numel() for p in model.parameters())
+print(json.dumps({"seconds": seconds, "runs": runs, "metrics": metrics,
+                  "peak_rss_mb": peak_rss_mb, "parameters": parameters}))

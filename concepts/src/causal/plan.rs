@@ -265,6 +265,27 @@ fn probe_tests(
             members: None,
         });
     }
+    if best.level == "token" && !w.classes.is_empty() {
+        // Listed, not silently skipped: the table says why this finding has no erasure test.
+        out.push(Planned {
+            finding: finding.clone(),
+            kind: "probe",
+            test: "erase (LEACE)".into(),
+            hook: best.hook,
+            intervention: Intervention::Erase {
+                label: best.label.clone(),
+                pool: Pool::Mean,
+            },
+            claim: Claim::Lowers,
+            readout: Err(
+                "erasure is fitted on pooled (sequence-level) rows; token-level \
+                          erasure is not implemented, so this finding is tested by steering \
+                          only"
+                    .into(),
+            ),
+            members: None,
+        });
+    }
     if best.level == "sequence" && !w.classes.is_empty() {
         if let Some(pool) = pool_of(best) {
             let (readout, claim) = readout_for(ClassSpec::Truth, Claim::Lowers);
