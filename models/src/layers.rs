@@ -326,7 +326,7 @@ pub(crate) fn unembed(normalized: &Tensor, unembedding: &Tensor) -> Result<Tenso
     // candle's matmul of the transposed view measured 0.8 GFLOP/s on one row (a logit lens
     // read per layer), the weight being repacked on every call.
     if normalized.device().is_cpu() && !normalized.track_op() {
-        let weight = crate::prenorm::Borrowed::of(unembedding);
+        let weight = crate::borrowed::Borrowed::of(unembedding);
         if let Ok(w) = weight
             .as_ref()
             .map_or(Err(()), |w| w.slice().map_err(|_| ()))

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod bert;
+mod borrowed;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;

@@ -12,13 +12,14 @@
 //! through packed buffers: a family falls back to its graph forward for those ([`usable`]).
 
 use crate::batch::TokenBatch;
+use crate::borrowed::Borrowed;
 use crate::hooks::{HookPoint, Hooks};
 use crate::kernels::{self, Act, Heads, Prepare, WeightLayout};
 use crate::layers::{LayerNorm, Linear, RmsNorm, Rotary};
 use crate::packed::{take, Layout, Spare};
 use crate::prefix::PrefixCache;
 use crate::{ModelError, Result};
-use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 mod suffix;
@@ -30,33 +31,6 @@ pub(crate) fn usable(device: &Device, layers: usize, hooks: &dyn Hooks) -> bool 
     device.is_cpu()
         && !hooks.needs_graph()
         && !(0..layers).any(|i| hooks.wants(HookPoint::AttnPattern(i)))
-}
-
-/// An `f32` tensor's memory, borrowed for as long as the guard lives.
-pub(crate) struct Borrowed<'t> {
-    guard: StorageRef<'t>,
-    range: (usize, usize),
-}
-
-impl Borrowed<'_> {
-    pub(crate) fn of(t: &Tensor) -> Result<Borrowed<'_>> {
-        let (guard, layout) = t.storage_and_layout();
-        let range = layout.contiguous_offsets().ok_or_else(|| {
-            ModelError::Invalid("the fast forward needs contiguous weights".into())
-        })?;
-        let borrowed = Borrowed { guard, range };
-        borrowed.slice()?;
-        Ok(borrowed)
-    }
-
-    pub(crate) fn slice(&self) -> Result<&[f32]> {
-        match &*self.guard {
-            Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[self.range.0..self.range.1]),
-            _ => Err(ModelError::Invalid(
-                "the fast forward needs f32 weights on the CPU".into(),
-            )),
-        }
-    }
 }
 
 /// A projection `x · W (+ b)`.

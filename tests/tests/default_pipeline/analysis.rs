@@ -164,8 +164,18 @@ fn causal_tests_every_listed_finding_and_supports_the_planted_concepts() {
     }
     // Erasing a probed label with LEACE counts (the refit drops to chance) and lowers the last
     // block's probe beyond random erasers.
-    let erasures: Vec<_> = tests.iter().filter(|t| t.test == "erase (LEACE)").collect();
+    let (erasures, token_level): (Vec<_>, Vec<_>) = tests
+        .iter()
+        .filter(|t| t.test == "erase (LEACE)")
+        .partition(|t| t.finding.contains("(sequence)"));
     assert_eq!(erasures.len(), 2, "topic and sentence_type");
+    // word_class is probed per token: its erasure is listed as not testable, saying why.
+    assert_eq!(token_level.len(), 1, "word_class: {token_level:?}");
+    assert_eq!(token_level[0].verdict, Verdict::NotTestable);
+    assert!(
+        token_level[0].reason.contains("token-level"),
+        "{token_level:?}"
+    );
     for e in erasures {
         assert!(
             e.accuracy_after_low.unwrap() <= e.chance.unwrap() + 1e-9,
