@@ -19,7 +19,6 @@ use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm};
 use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
-use crate::prefix::{PrefixCache, Suffixes};
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -337,29 +336,7 @@ impl HookedModel for Gpt2 {
         let x = self.embed(batch, hooks)?;
         self.run_from(batch, 0, x, hooks)
     }
-    fn forward_from(
-        &self,
-        batch: &TokenBatch,
-        block: usize,
-        resid_pre: &Tensor,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<Tensor>> {
-        prenorm::from_block(self, batch, block, resid_pre, hooks)
-    }
-    fn forward_keeping_prefix(
-        &self,
-        batch: &TokenBatch,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<(Tensor, PrefixCache)>> {
-        prenorm::keeping_prefix(self, batch, hooks)
-    }
-    fn forward_suffixes(
-        &self,
-        suffixes: &Suffixes<'_>,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<Tensor>> {
-        prenorm::suffixes(self, suffixes, hooks)
-    }
+    prenorm::fast_decoder_methods!();
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
         self.check_length(batch)?;

@@ -19,7 +19,6 @@ use crate::kernels::{Heads, WeightLayout};
 use crate::layers::{Activation, LayerNorm, Rotary};
 use crate::model::{HookedModel, Input};
 use crate::packed::Spare;
-use crate::prefix::{PrefixCache, Suffixes};
 use crate::prenorm::{self, MlpIn, Norm, Proj, Qkv, Stack};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -363,29 +362,7 @@ impl HookedModel for Neox {
         self.check_length(batch)?;
         prenorm::forward(&self.fast(), batch, hooks, &self.spare)
     }
-    fn forward_from(
-        &self,
-        batch: &TokenBatch,
-        block: usize,
-        resid_pre: &Tensor,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<Tensor>> {
-        prenorm::from_block(self, batch, block, resid_pre, hooks)
-    }
-    fn forward_keeping_prefix(
-        &self,
-        batch: &TokenBatch,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<(Tensor, PrefixCache)>> {
-        prenorm::keeping_prefix(self, batch, hooks)
-    }
-    fn forward_suffixes(
-        &self,
-        suffixes: &Suffixes<'_>,
-        hooks: &mut dyn Hooks,
-    ) -> Option<Result<Tensor>> {
-        prenorm::suffixes(self, suffixes, hooks)
-    }
+    prenorm::fast_decoder_methods!();
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
         self.graph_forward(batch, hooks)

@@ -289,6 +289,37 @@ pub(crate) fn suffixes(
     forward_suffixes(&d, suffixes, hooks, spare)
 }
 
+/// The `HookedModel` methods a [`FastDecoder`] family serves from the fast forward, written
+/// once: `prenorm::fast_decoder_methods!();` inside the family's `impl HookedModel`.
+macro_rules! fast_decoder_methods {
+    () => {
+        fn forward_from(
+            &self,
+            batch: &$crate::batch::TokenBatch,
+            block: usize,
+            resid_pre: &candle_core::Tensor,
+            hooks: &mut dyn $crate::hooks::Hooks,
+        ) -> Option<$crate::Result<candle_core::Tensor>> {
+            $crate::prenorm::from_block(self, batch, block, resid_pre, hooks)
+        }
+        fn forward_keeping_prefix(
+            &self,
+            batch: &$crate::batch::TokenBatch,
+            hooks: &mut dyn $crate::hooks::Hooks,
+        ) -> Option<$crate::Result<(candle_core::Tensor, $crate::prefix::PrefixCache)>> {
+            $crate::prenorm::keeping_prefix(self, batch, hooks)
+        }
+        fn forward_suffixes(
+            &self,
+            suffixes: &$crate::prefix::Suffixes<'_>,
+            hooks: &mut dyn $crate::hooks::Hooks,
+        ) -> Option<$crate::Result<candle_core::Tensor>> {
+            $crate::prenorm::suffixes(self, suffixes, hooks)
+        }
+    };
+}
+pub(crate) use fast_decoder_methods;
+
 /// Where a fast forward starts.
 enum Start<'a> {
     /// From the token (and position) embeddings.
