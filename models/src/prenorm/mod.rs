@@ -1,7 +1,7 @@
 //! The fast forward of the pre-norm transformer stacks: the causal decoders (Llama family,
 //! GPT-2, GPT-NeoX) and the vision encoders (ViT, CLIP's image tower). Packed tokens (no
-//! padding anywhere), matrix multiplies through `gemm` into buffers reused across layers and
-//! batches, and fused multi-threaded kernels for the norms, rotary positions, (causal,
+//! padding anywhere), matrix multiplies (`gemm`, or `kernels::skinny` for few rows) into
+//! buffers reused across layers and batches, and fused multi-threaded kernels for the norms, rotary positions, (causal,
 //! grouped-query) attention and the (gated) MLP.
 //!
 //! Each family describes its weights as a [`Stack`] (and, for decoders, a [`Decoder`]) of

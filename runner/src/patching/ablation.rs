@@ -115,7 +115,7 @@ pub fn ablate(
     cached.dedup();
     let runs: Vec<(Cache, Vec<f32>)> = pairs
         .iter()
-        .map(|p| cached_run(model, &p.clean, &cached).map(|run| (run.acts, run.logits)))
+        .map(|p| cached_run(model, &p.clean, &cached, false).map(|run| (run.acts, run.logits)))
         .collect::<Result<_>>()?;
     let fills: BTreeMap<HookPoint, Vec<f32>> = hooks
         .iter()
@@ -274,7 +274,7 @@ pub fn ablate_features(
     cached.extend(dict.hook.layer().map(HookPoint::ResidPre));
     let runs: Vec<(Cache, Vec<f32>)> = pairs
         .iter()
-        .map(|p| cached_run(model, &p.clean, &cached).map(|run| (run.acts, run.logits)))
+        .map(|p| cached_run(model, &p.clean, &cached, false).map(|run| (run.acts, run.logits)))
         .collect::<Result<_>>()?;
     let f = dict.features;
     let codes: Vec<Vec<f32>> = runs

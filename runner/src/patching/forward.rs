@@ -121,6 +121,12 @@ pub(super) fn last_logits_from(
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<Vec<f32>>> {
     let hidden = hidden_from(model, batch, start, hooks)?;
+    last_position_logits(model, &hidden)
+}
+
+/// Logits `[k][vocab]` of the last position of a final hidden state `[k, t, hidden]` whose
+/// copies all fill `t` positions.
+fn last_position_logits(model: &LoadedModel, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
     let t = hidden.dim(1)?;
     let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
     Ok(unembed(model, &last)?.squeeze(1)?.to_vec2()?)
@@ -235,21 +241,23 @@ pub(super) struct CachedRun {
     pub prefix: Option<PrefixCache>,
 }
 
-/// One run with every hook in `hooks` cached.
+/// One run with every hook in `hooks` cached, and with `keep_prefix` its attention inputs
+/// where the family can keep them (only the run that patched runs start from needs them).
 pub(super) fn cached_run(
     model: &LoadedModel,
     encoded: &Encoded,
     hooks: &[HookPoint],
+    keep_prefix: bool,
 ) -> Result<CachedRun> {
     let batch = batch_of(model, encoded, 1)?;
     let mut capture = Capture::new(hooks.iter().copied());
-    let (logits, prefix) = match model.model.forward_keeping_prefix(&batch, &mut capture) {
+    let kept = keep_prefix
+        .then(|| model.model.forward_keeping_prefix(&batch, &mut capture))
+        .flatten();
+    let (logits, prefix) = match kept {
         Some(run) => {
             let (hidden, prefix) = run?;
-            let t = hidden.dim(1)?;
-            let last = hidden.narrow(1, t - 1, 1)?.contiguous()?;
-            let logits: Vec<Vec<f32>> = unembed(model, &last)?.squeeze(1)?.to_vec2()?;
-            (logits, Some(prefix))
+            (last_position_logits(model, &hidden)?, Some(prefix))
         }
         None => (last_logits(model, &batch, &mut capture)?, None),
     };

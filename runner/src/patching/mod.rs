@@ -262,8 +262,10 @@ pub fn patch_pair(
     }
     cached.sort();
     cached.dedup();
-    let clean = cached_run(model, &pair.clean, &cached)?;
-    let corrupted = cached_run(model, &pair.corrupted, &cached)?;
+    // The prefix is kept of the base run only: the patched runs continue it.
+    let denoise = opts.direction == Direction::Denoise;
+    let clean = cached_run(model, &pair.clean, &cached, !denoise)?;
+    let corrupted = cached_run(model, &pair.corrupted, &cached, denoise)?;
     let clean_logp = log_softmax(&clean.logits);
     let metric_clean = score(opts.metric, &[clean.logits], pair, &clean_logp)[0];
     let metric_corrupted = score(opts.metric, &[corrupted.logits], pair, &clean_logp)[0];
