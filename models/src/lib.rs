@@ -18,6 +18,7 @@ pub mod model;
 pub mod neox;
 mod packed;
 pub mod prefix;
+pub mod randomize;
 mod prenorm;
 pub mod registry;
 pub mod tokenizer;
@@ -31,8 +32,8 @@ pub use glassbox_data::pool::{self, Pool};
 pub use glassbox_data::Modality;
 pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
-pub use model::{FinalNorm, HookedModel, Input};
+pub use model::{FinalNorm, HookedModel, Input, PixelGradients};
 pub use prefix::{PrefixCache, Suffixes};
-pub use registry::{load_model, LoadOptions, LoadedModel, FAMILIES};
+pub use registry::{load_model, load_model_randomized, LoadOptions, LoadedModel, FAMILIES};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -88,6 +88,18 @@ pub struct HookGradients {
     pub logits: Vec<f32>,
 }
 
+/// What [`HookedModel::pixel_gradients`] returns: one backward from the outputs to the pixels.
+#[derive(Debug, Default)]
+pub struct PixelGradients {
+    /// The outputs `[batch, classes]` of the forward.
+    pub outputs: Vec<f32>,
+    /// `∂f/∂pixels`, channels-last `[batch, height, width, 3]` like [`ImageBatch::pixels`].
+    pub pixels: Vec<f32>,
+    /// Per requested hook, its activation and its gradient, both `[batch, positions, width]`
+    /// (Grad-CAM's inputs).
+    pub hooks: BTreeMap<HookPoint, (Vec<f32>, Vec<f32>)>,
+}
+
 /// The parameters of a decoder's final normalisation, for reading residual components through
 /// it with the normalisation scale frozen (direct logit attribution).
 #[derive(Debug, Clone, Copy)]
@@ -250,6 +262,17 @@ pub trait HookedModel: Send + Sync {
         _points: &[HookPoint],
         _seed: &[f32],
     ) -> Option<Result<HookGradients>> {
+        None
+    }
+    /// The gradient of `Σ_b Σ_k seed[b·classes + k] · output[b, k]` with respect to the input
+    /// pixels, and the activation and gradient at each of `points` (input attribution on
+    /// images). `None`: this family has no backward to its pixels.
+    fn pixel_gradients(
+        &self,
+        _batch: &ImageBatch,
+        _points: &[HookPoint],
+        _seed: &[f32],
+    ) -> Option<Result<PixelGradients>> {
         None
     }
     /// For image–text models: the output-space direction whose dot product with the model's

@@ -111,6 +111,30 @@ impl LoadedModel {
 /// Reads `config.json` (or a GGUF file's metadata), builds the family named by `model_type`,
 /// loads weights and, for text families, the tokenizer.
 pub fn load_model(resolved: ResolvedModel, options: LoadOptions) -> Result<LoadedModel> {
+    load_model_with(resolved, options, |_| Ok(()))
+}
+
+/// [`load_model`] with layer groups of the checkpoint destroyed first (the sanity checks of
+/// attributions; see [`crate::randomize`]). Returns the model and the tensors changed.
+pub fn load_model_randomized(
+    resolved: ResolvedModel,
+    options: LoadOptions,
+    which: &crate::randomize::Randomization,
+    seed: u64,
+) -> Result<(LoadedModel, Vec<String>)> {
+    let mut changed = Vec::new();
+    let model = load_model_with(resolved, options, |w| {
+        changed = crate::randomize::randomize(w, which, seed)?;
+        Ok(())
+    })?;
+    Ok((model, changed))
+}
+
+fn load_model_with(
+    resolved: ResolvedModel,
+    options: LoadOptions,
+    edit: impl FnOnce(&mut Weights) -> Result<()>,
+) -> Result<LoadedModel> {
     let device = Device::Cpu;
     let gguf = resolved.weights.extension().is_some_and(|e| e == "gguf");
     // A GGUF file carries config, weights and tokenizer in one.
@@ -133,10 +157,11 @@ pub fn load_model(resolved: ResolvedModel, options: LoadOptions) -> Result<Loade
         found: model_type.clone(),
         supported: supported_families(),
     };
-    let weights = match gguf_parts.as_mut() {
+    let mut weights = match gguf_parts.as_mut() {
         Some(p) => Weights::from_tensors(&resolved.weights, std::mem::take(&mut p.tensors)),
         None => Weights::load_any(&resolved.weights, &device, options.allow_pickle)?,
     };
+    edit(&mut weights)?;
     match modality_of(&model_type).ok_or_else(unsupported)? {
         Modality::Vision => {
             let model = crate::vision::build(&model_type, &resolved.config, config, weights)?

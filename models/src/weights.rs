@@ -51,6 +51,23 @@ impl Weights {
         }
     }
 
+    /// Every tensor's full name (prefix included), sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The tensor stored under the full name `name`, as stored.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// Replaces the tensor stored under the full name `name` (model-parameter randomisation).
+    pub fn replace(&mut self, name: &str, tensor: Tensor) {
+        self.tensors.insert(name.to_owned(), tensor);
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -98,7 +98,7 @@ impl Hooks for GradientHooks {
 }
 
 /// Pools `[batch, seq, width]` over each example's real tokens, differentiably.
-fn pool(h: &Tensor, batch: &TokenBatch, pool: Pool) -> Result<Tensor> {
+pub(crate) fn pool(h: &Tensor, batch: &TokenBatch, pool: Pool) -> Result<Tensor> {
     let (b, t, _) = h.dims3()?;
     let device = h.device();
     let weights = |w: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(w, (b, t, 1), device)?) };
@@ -125,7 +125,7 @@ fn pool(h: &Tensor, batch: &TokenBatch, pool: Pool) -> Result<Tensor> {
 }
 
 /// The target `f` for every example of the batch, `[batch]`.
-fn target(pooled: &Tensor, head: &LinearHead, convention: Convention) -> Result<Tensor> {
+pub(crate) fn target(pooled: &Tensor, head: &LinearHead, convention: Convention) -> Result<Tensor> {
     let width = pooled.dim(1)?;
     let outputs = head.bias.len();
     if head.weight.len() != outputs * width {

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attribution;
 pub mod dla;
 pub mod extract;
 pub mod gradient_store;

@@ -129,7 +129,11 @@ fn block(
     let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-    let probs = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
+    let probs = crate::layers::pattern_hook(
+        hooks,
+        i,
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?,
+    )?;
     let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
     let z = at(hooks, HookPoint::AttnZ(i), z)?;
     let attn_out = at(hooks, HookPoint::AttnOut(i), block.attn_output.forward(&z)?)?;

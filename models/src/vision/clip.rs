@@ -11,10 +11,11 @@
 //! runs without hooks; its embedding is the projected final-norm state at the end-of-text
 //! token (the first `eos_token_id`, or the largest id for configs with the legacy id 2).
 
-use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
+use super::encoder::{patches, pixel_tensor, Encoder, EncoderShape, LayerNames};
 use crate::hooks::{at, Capture, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::model::{HookGradients, HookedModel, Input};
+use crate::batch::ImageBatch;
+use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor, D};
@@ -261,9 +262,38 @@ impl HookedModel for Clip {
         Some(super::autograd_gradients(self, input, points, seed))
     }
 
+    fn pixel_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<PixelGradients>> {
+        Some(super::autograd_pixel_gradients(
+            batch,
+            3,
+            points,
+            seed,
+            |pixels, hooks| self.forward_pixels(batch, pixels, hooks),
+        ))
+    }
+
     /// The unit-normalised image embeddings `[batch, projection_dim]`.
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
+        let pixels = pixel_tensor(batch, 3)?;
+        self.forward_pixels(batch, &pixels, hooks)
+    }
+}
+
+impl Clip {
+    /// The image tower over `pixels` (`[b, h, w, 3]`, the batch's values or a variable for
+    /// pixel gradients); `batch` supplies the sizes.
+    fn forward_pixels(
+        &self,
+        batch: &ImageBatch,
+        pixels: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
         let (p, size, h) = (
             self.cfg.patch_size,
             self.cfg.image_size,
@@ -276,7 +306,7 @@ impl HookedModel for Clip {
             )));
         }
         let (b, g) = (batch.batch, size / p);
-        let embedded = self.patch.forward(&patches(&batch.pixels, b, g, p, 3)?)?;
+        let embedded = self.patch.forward(&patches(pixels, g, p, 3)?)?;
         let cls = self
             .class_embedding
             .reshape((1, 1, h))?

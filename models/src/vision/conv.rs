@@ -104,6 +104,56 @@ pub fn conv_dense(
     (out, out_shape)
 }
 
+/// The input gradient of [`conv_dense`] (its transpose): `g` is `∂f/∂output` (`out_shape`),
+/// the result `∂f/∂x` in `input`'s shape — each output pixel's patch gradient `g · W` scattered
+/// back onto the taps that read it. Pixel attributions of a CNN end here.
+pub fn conv_dense_input_gradient(
+    g: &[f32],
+    out_shape: Nhwc,
+    weight_rows: &[f32],
+    kernel: usize,
+    stride: usize,
+    pad: (Padded, Padded),
+    input: Nhwc,
+) -> Vec<f32> {
+    let (ph, pw) = pad;
+    let cin = input.channels;
+    let patch = kernel * kernel * cin;
+    let mut cols = vec![0f32; out_shape.batch * out_shape.pixels() * patch];
+    crate::kernels::matmul_w(g, out_shape.channels, weight_rows, patch, &mut cols);
+    let per_image = input.pixels() * cin;
+    let mut dx = vec![0f32; input.len()];
+    dx.par_chunks_mut(per_image)
+        .enumerate()
+        .for_each(|(b, dxb)| {
+            for oy in 0..out_shape.height {
+                for ox in 0..out_shape.width {
+                    let row = (b * out_shape.height + oy) * out_shape.width + ox;
+                    let src = &cols[row * patch..(row + 1) * patch];
+                    for ky in 0..kernel {
+                        let iy = (oy * stride + ky) as isize - ph.before as isize;
+                        if iy < 0 || iy as usize >= input.height {
+                            continue;
+                        }
+                        for kx in 0..kernel {
+                            let ix = (ox * stride + kx) as isize - pw.before as isize;
+                            if ix < 0 || ix as usize >= input.width {
+                                continue;
+                            }
+                            let at = (iy as usize * input.width + ix as usize) * cin;
+                            let tap = &src[(ky * kernel + kx) * cin..][..cin];
+                            dxb[at..at + cin]
+                                .iter_mut()
+                                .zip(tap)
+                                .for_each(|(d, v)| *d += v);
+                        }
+                    }
+                }
+            }
+        });
+    dx
+}
+
 /// `[out, in, k, k]` → `[out, k, k, in]`, the row layout [`conv_dense`]'s patches use.
 pub fn dense_weight(w: &[f32], out: usize, cin: usize, kernel: usize) -> Vec<f32> {
     let mut r = vec![0f32; w.len()];
@@ -333,6 +383,35 @@ pub(crate) mod tests {
                 before: 2
             }
         );
+    }
+
+    /// ⟨conv(x), g⟩ = ⟨x, convᵀ(g)⟩ for the bias-free dense convolution, asymmetric padding
+    /// and strides included.
+    #[test]
+    fn dense_input_gradient_is_the_adjoint() {
+        for (h, w, k, stride) in [(9, 7, 3, 2), (8, 8, 3, 1), (11, 6, 5, 2), (224, 224, 3, 2)] {
+            let s = Nhwc {
+                batch: 2,
+                height: h,
+                width: w,
+                channels: 3,
+            };
+            let x = data(s.len(), 4);
+            let pad = (same_padding(h, k, stride), same_padding(w, k, stride));
+            let weight = dense_weight(&data(4 * 3 * k * k, 5), 4, 3, k);
+            let (y, out) = conv_dense(&x, s, &weight, 4, k, stride, pad);
+            let g = data(y.len(), 6);
+            let dx = conv_dense_input_gradient(&g, out, &weight, k, stride, pad, s);
+            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
+            // Each side sums `patch` products of values in [-1, 1) per output in f32: an error
+            // of at most patch·ε·patch per output, weighted by |g| (and the same again for the
+            // scatter).
+            let patch = (k * k * 3) as f64;
+            let g_abs: f64 = g.iter().map(|v| v.abs() as f64).sum();
+            let bound = 2.0 * patch * patch * f32::EPSILON as f64 * g_abs;
+            assert!((lhs - rhs).abs() < bound, "{h}×{w} k{k} s{stride}: {lhs} vs {rhs}");
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ use super::conv::{
 use super::folded::{fold, visit, Folded};
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu6, matmul_wt};
-use crate::model::{HookGradients, HookedModel, Input};
+use crate::batch::ImageBatch;
+use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
@@ -92,7 +93,7 @@ const BASE: [StageArgs; 7] = [
         output: 320,
     },
 ];
-const STEM: usize = 32;
+pub(super) const STEM: usize = 32;
 pub(super) const HEAD: usize = 1280;
 
 #[derive(Debug, Clone)]
@@ -173,7 +174,7 @@ impl Block {
 
 pub struct EfficientNet {
     pub(super) cfg: EfficientNetConfig,
-    stem: Folded,
+    pub(super) stem: Folded,
     pub(super) blocks: Vec<Block>,
     pub(super) head: Folded,
     pub(super) fc: Folded,
@@ -337,6 +338,15 @@ impl HookedModel for EfficientNet {
                 .images(self.family())
                 .and_then(|batch| self.gradients(batch, points, seed)),
         )
+    }
+
+    fn pixel_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<PixelGradients>> {
+        Some(self.pixel_backward(batch, points, seed))
     }
 
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {

@@ -5,17 +5,19 @@
 //! backward needs: ReLU6 passes gradient where `0 < y < 6`), then the gradient flows through
 //! the classifier, the spatial mean, the head, and each block in reverse — projection, ReLU6,
 //! depthwise convolution (its transpose: a scatter with the same taps), ReLU6, expansion, plus
-//! the skip connection. Gradients are reported at a hook *before* its activation's mask, i.e.
+//! the skip connection — and, for input attributions, through the stem's ReLU6 and convolution
+//! to the pixels. Gradients are reported at a hook *before* its activation's mask, i.e.
 //! with respect to the hooked value itself.
 
-use super::conv::{same_padding, Nhwc};
-use super::efficientnet::{Block, EfficientNet, HEAD};
+use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
+use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
 use crate::batch::ImageBatch;
 use crate::hooks::{Capture, ConvPart, HookPoint};
 use crate::kernels::matmul_w;
-use crate::model::{HookGradients, HookedModel};
+use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 
 /// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
 type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
@@ -86,6 +88,16 @@ fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
     out
 }
 
+/// One taped forward and the backward from a seed: what both public entry points read.
+struct Backward {
+    logits: Vec<f32>,
+    tape: Capture,
+    /// `[batch, positions, width]` gradients at the wanted hooks, with their width.
+    grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
+    /// `∂f/∂pixels`, when asked for.
+    pixels: Option<Vec<f32>>,
+}
+
 impl EfficientNet {
     pub(super) fn gradients(
         &self,
@@ -93,6 +105,50 @@ impl EfficientNet {
         points: &[HookPoint],
         seed: &[f32],
     ) -> Result<HookGradients> {
+        let run = self.backward(batch, points, seed, false)?;
+        let mut out = HookGradients {
+            logits: run.logits,
+            ..Default::default()
+        };
+        for (p, (g, width)) in run.grads {
+            let t = &run.tape.captured[&p];
+            let (_, positions, _) = t.dims3()?;
+            let a: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            let mut pooled = position_sums(&a, batch.batch, width);
+            pooled.iter_mut().for_each(|v| *v /= positions as f32);
+            out.pooled.insert(p, pooled);
+            out.gradient_sums
+                .insert(p, position_sums(&g, batch.batch, width));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn pixel_backward(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Result<PixelGradients> {
+        let run = self.backward(batch, points, seed, true)?;
+        let mut hooks = BTreeMap::new();
+        for (p, (g, _)) in run.grads {
+            let a: Vec<f32> = run.tape.captured[&p].flatten_all()?.to_vec1()?;
+            hooks.insert(p, (a, g));
+        }
+        Ok(PixelGradients {
+            outputs: run.logits,
+            pixels: run.pixels.unwrap_or_default(),
+            hooks,
+        })
+    }
+
+    fn backward(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+        to_pixels: bool,
+    ) -> Result<Backward> {
         let classes = self.cfg.num_classes;
         let b = batch.batch;
         if seed.len() != b * classes {
@@ -116,18 +172,10 @@ impl EfficientNet {
             let (_, positions, _) = t.dims3()?;
             Ok((t.flatten_all()?.to_vec1()?, positions))
         };
-        let mut out = HookGradients {
-            logits: logits.flatten_all()?.to_vec1()?,
-            ..Default::default()
-        };
-        let wanted = |p: HookPoint| points.contains(&p);
+        let mut grads = BTreeMap::new();
         let mut record = |p: HookPoint, g: &[f32], width: usize| -> Result<()> {
-            if wanted(p) {
-                let (a, positions) = act(p)?;
-                let mut pooled = position_sums(&a, b, width);
-                pooled.iter_mut().for_each(|v| *v /= positions as f32);
-                out.pooled.insert(p, pooled);
-                out.gradient_sums.insert(p, position_sums(g, b, width));
+            if points.contains(&p) {
+                grads.insert(p, (g.to_vec(), width));
             }
             Ok(())
         };
@@ -149,13 +197,13 @@ impl EfficientNet {
         relu6_mask(&mut g, &head);
         let mut g_x = vec![0f32; b * positions * self.head_in];
         matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
-        // The earliest hook anyone asked for: no need to go further back.
         // Spatial sizes entering each block, from the input size and the strides.
-        let mut sizes = Vec::with_capacity(self.blocks.len());
-        let mut hw = (
-            same_padding(batch.height, 3, 2).output,
-            same_padding(batch.width, 3, 2).output,
+        let stem_hw = (
+            same_padding(batch.height, 3, 2),
+            same_padding(batch.width, 3, 2),
         );
+        let mut sizes = Vec::with_capacity(self.blocks.len());
+        let mut hw = (stem_hw.0.output, stem_hw.1.output);
         for blk in &self.blocks {
             sizes.push(hw);
             hw = (
@@ -163,11 +211,16 @@ impl EfficientNet {
                 same_padding(hw.1, blk.kernel, blk.stride).output,
             );
         }
-        let earliest = points
-            .iter()
-            .filter_map(|p| available.iter().position(|a| a == p))
-            .min()
-            .unwrap_or(available.len());
+        // The earliest hook anyone asked for (the stem for pixels): no need to go further back.
+        let earliest = if to_pixels {
+            0
+        } else {
+            points
+                .iter()
+                .filter_map(|p| available.iter().position(|a| a == p))
+                .min()
+                .unwrap_or(available.len())
+        };
         for (blk, &input_hw) in self.blocks.iter().zip(&sizes).rev() {
             let out_point = Self::block_point(blk, ConvPart::Out);
             record(out_point, &g_x, blk.output)?;
@@ -176,10 +229,41 @@ impl EfficientNet {
             }
             g_x = self.block_backward(blk, b, input_hw, g_x, &act, &mut record)?;
         }
-        if wanted(HookPoint::Stem) {
-            record(HookPoint::Stem, &g_x, self.blocks[0].input)?;
-        }
-        Ok(out)
+        record(HookPoint::Stem, &g_x, STEM)?;
+        let pixels = if to_pixels {
+            // Through the stem's ReLU6 and its convolution, to the pixels.
+            let (stem, _) = act(HookPoint::Stem)?;
+            relu6_mask(&mut g_x, &stem);
+            let input = Nhwc {
+                batch: b,
+                height: batch.height,
+                width: batch.width,
+                channels: 3,
+            };
+            let out = Nhwc {
+                batch: b,
+                height: stem_hw.0.output,
+                width: stem_hw.1.output,
+                channels: STEM,
+            };
+            Some(conv_dense_input_gradient(
+                &g_x,
+                out,
+                &self.stem.weight,
+                3,
+                2,
+                stem_hw,
+                input,
+            ))
+        } else {
+            None
+        };
+        Ok(Backward {
+            logits: logits.flatten_all()?.to_vec1()?,
+            tape,
+            grads,
+            pixels,
+        })
     }
 
     /// From the gradient at a block's output to the gradient at its input.

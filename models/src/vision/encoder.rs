@@ -215,11 +215,32 @@ impl Encoder {
     }
 }
 
-/// Channels-last pixels `[b, g·p, g·p, c]` → patches `[b, g², c·p·p]`, each flattened in the
-/// `(channel, y, x)` order of a PyTorch patch convolution's weight.
-pub(super) fn patches(pixels: &[f32], b: usize, g: usize, p: usize, c: usize) -> Result<Tensor> {
-    let t = Tensor::from_slice(pixels, (b, g, p, g, p, c), &Device::Cpu)?;
+/// Channels-last pixels `[b, g·p, g·p, c]` (a tensor, so that pixel gradients flow through)
+/// → patches `[b, g², c·p·p]`, each flattened in the `(channel, y, x)` order of a PyTorch patch
+/// convolution's weight.
+pub(super) fn patches(pixels: &Tensor, g: usize, p: usize, c: usize) -> Result<Tensor> {
+    let b = pixels.dim(0)?;
+    let t = pixels.reshape((b, g, p, g, p, c))?;
     Ok(t.permute((0, 1, 3, 5, 2, 4))?
         .contiguous()?
         .reshape((b, g * g, c * p * p))?)
+}
+
+/// An image batch's pixels as a `[b, h, w, c]` tensor.
+pub(super) fn pixel_tensor(batch: &crate::batch::ImageBatch, c: usize) -> Result<Tensor> {
+    let expected = batch.batch * batch.height * batch.width * c;
+    if batch.pixels.len() != expected {
+        return Err(crate::ModelError::Invalid(format!(
+            "image batch holds {} values, expected {}×{}×{}×{c}",
+            batch.pixels.len(),
+            batch.batch,
+            batch.height,
+            batch.width
+        )));
+    }
+    Ok(Tensor::from_slice(
+        &batch.pixels,
+        (batch.batch, batch.height, batch.width, c),
+        &Device::Cpu,
+    )?)
 }

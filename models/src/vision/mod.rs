@@ -81,6 +81,56 @@ pub(crate) fn autograd_gradients(
     Ok(out)
 }
 
+/// [`HookedModel::pixel_gradients`] through candle autograd: the pixels enter `forward` as a
+/// variable, so one backward of `Σ seed ⊙ output` gives their gradient and every wanted hook's.
+pub(crate) fn autograd_pixel_gradients(
+    batch: &crate::batch::ImageBatch,
+    channels: usize,
+    points: &[HookPoint],
+    seed: &[f32],
+    forward: impl FnOnce(&Tensor, &mut dyn Hooks) -> Result<Tensor>,
+) -> Result<crate::model::PixelGradients> {
+    let pixels = candle_core::Var::from_tensor(&encoder::pixel_tensor(batch, channels)?)?;
+    let mut probes = GradientProbes {
+        wanted: points.to_vec(),
+        probes: Vec::new(),
+    };
+    let outputs = forward(pixels.as_tensor(), &mut probes)?;
+    if seed.len() != outputs.elem_count() {
+        return Err(ModelError::Invalid(format!(
+            "gradient seed has {} values, the outputs {:?}",
+            seed.len(),
+            outputs.dims()
+        )));
+    }
+    let seed_t = Tensor::from_slice(seed, outputs.shape(), outputs.device())?;
+    let grads = (&outputs * &seed_t)?.sum_all()?.backward()?;
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+    let pixel_grad = match grads.get(pixels.as_tensor()) {
+        Some(g) => flat(g)?,
+        None => vec![0.0; batch.pixels.len()],
+    };
+    let mut hooks = std::collections::BTreeMap::new();
+    for (point, z, x) in probes.probes {
+        let g = match grads.get(z.as_tensor()) {
+            Some(g) => flat(g)?,
+            None => vec![0.0; x.elem_count()],
+        };
+        hooks.insert(point, (flat(&x)?, g));
+    }
+    if let Some(p) = points.iter().find(|p| !hooks.contains_key(p)) {
+        return Err(ModelError::UnknownHook {
+            name: p.to_string(),
+            hint: " (the forward never reached it)".into(),
+        });
+    }
+    Ok(crate::model::PixelGradients {
+        outputs: flat(&outputs)?,
+        pixels: pixel_grad,
+        hooks,
+    })
+}
+
 /// Builds the vision family `model_type` names (the registry's vision half); `None` when it
 /// names none.
 pub(crate) fn build(

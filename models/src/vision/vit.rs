@@ -11,10 +11,11 @@
 //! `last_hidden_state`), `hook_pooled` (the classifier's input: the normalised `[CLS]`, one
 //! position) and `logits`. Runs in candle ops, so autograd works through it.
 
-use super::encoder::{patches, Encoder, EncoderShape, LayerNames};
+use super::encoder::{patches, pixel_tensor, Encoder, EncoderShape, LayerNames};
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::model::{HookGradients, HookedModel, Input};
+use crate::batch::ImageBatch;
+use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
@@ -184,9 +185,38 @@ impl HookedModel for Vit {
         Some(super::autograd_gradients(self, input, points, seed))
     }
 
+    fn pixel_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<PixelGradients>> {
+        Some(super::autograd_pixel_gradients(
+            batch,
+            self.cfg.num_channels,
+            points,
+            seed,
+            |pixels, hooks| self.forward_pixels(batch, pixels, hooks),
+        ))
+    }
+
     /// Returns the logits, or the pooled `[CLS]` features without a classifier.
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
+        let pixels = pixel_tensor(batch, self.cfg.num_channels)?;
+        self.forward_pixels(batch, &pixels, hooks)
+    }
+}
+
+impl Vit {
+    /// The forward over `pixels` (`[b, h, w, c]`, the batch's values or a variable for pixel
+    /// gradients); `batch` supplies the sizes.
+    fn forward_pixels(
+        &self,
+        batch: &ImageBatch,
+        pixels: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
         let (p, c, size) = (
             self.cfg.patch_size,
             self.cfg.num_channels,
@@ -199,7 +229,7 @@ impl HookedModel for Vit {
             )));
         }
         let (b, g) = (batch.batch, size / p);
-        let embedded = self.patch.forward(&patches(&batch.pixels, b, g, p, c)?)?;
+        let embedded = self.patch.forward(&patches(pixels, g, p, c)?)?;
         let cls = self.cls.broadcast_as((b, 1, self.cfg.hidden))?;
         let x = Tensor::cat(&[&cls, &embedded], 1)?;
         let x = at(hooks, HookPoint::Embed, x)?;

@@ -1,0 +1,437 @@
+//! What every attribution method asks of a model: the target's value `f` at an input, and its
+//! gradient `∂f/∂input`, for a batch of inputs at once.
+//!
+//! An input is one example's *features*: for text the token embeddings entering the model
+//! (`hook_embed`, `tokens × hidden`; position and token-type embeddings are added after it, so
+//! they stay those of the real tokens — as Captum's `LayerIntegratedGradients` on the word
+//! embeddings, and Inseq, do), for images the preprocessed pixels (`height × width × 3`,
+//! channels-last). Methods are written once against [`Oracle`] and run on either.
+
+use crate::gradients::{pool, target, Convention, LinearHead};
+use candle_core::{Tensor, Var};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{
+    Capture, HookPoint, Hooks, ImageBatch, LoadedModel, ModelError, Result, TokenBatch,
+};
+use std::collections::BTreeMap;
+
+/// The scalar an attribution explains, for one example.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Text: the final hidden state at the last real token read along a direction — the
+    /// unembedding row of a token (its next-token logit) or the difference of two rows.
+    NextToken {
+        /// `hidden` values.
+        direction: Vec<f32>,
+    },
+    /// Text: a linear probe on a pooled hook activation (its class logit).
+    Probe(LinearHead),
+    /// Images: `Σ_k weights[k] · output[k]` — one class's logit (one-hot) or a difference.
+    Outputs {
+        /// One weight per model output.
+        weights: Vec<f32>,
+    },
+}
+
+/// The target's value and gradient at a batch of inputs (see the module doc).
+pub trait Oracle {
+    /// The example's own input features.
+    fn input(&self) -> &[f32];
+    /// Features per reported position: the hidden size for text, 3 for RGB pixels.
+    fn width(&self) -> usize;
+    /// `f` at each input.
+    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>>;
+    /// `f` and `∂f/∂input` at each input.
+    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)>;
+}
+
+/// Runs `each` over `inputs` in chunks of `batch` (memory stays bounded by the batch).
+fn chunked<T>(
+    inputs: &[Vec<f32>],
+    batch: usize,
+    mut each: impl FnMut(&[Vec<f32>]) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(batch.max(1)) {
+        out.extend(each(chunk)?);
+    }
+    Ok(out)
+}
+
+/// One tokenised example of a text model, its embeddings and its target.
+pub struct TextOracle<'a> {
+    model: &'a LoadedModel,
+    encoded: Encoded,
+    embeddings: Vec<f32>,
+    hidden: usize,
+    target: Target,
+    batch: usize,
+}
+
+/// Replaces `hook_embed` with given embeddings (a variable when gradients are wanted) and keeps
+/// the values of the hooks in `keep` (the probe head's, attention patterns).
+struct EmbedInput {
+    replacement: Option<Tensor>,
+    keep: Vec<HookPoint>,
+    kept: BTreeMap<HookPoint, Tensor>,
+    graph: bool,
+}
+
+impl Hooks for EmbedInput {
+    fn wants(&self, point: HookPoint) -> bool {
+        point == HookPoint::Embed || self.keep.contains(&point)
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        let x = if point == HookPoint::Embed {
+            match self.replacement.take() {
+                Some(r) if r.dims() == x.dims() => r,
+                Some(r) => candle_core::bail!(
+                    "replacement embeddings {:?} do not match hook_embed {:?}",
+                    r.dims(),
+                    x.dims()
+                ),
+                None => x,
+            }
+        } else {
+            x
+        };
+        if self.keep.contains(&point) {
+            self.kept.insert(point, x.clone());
+        }
+        Ok(x)
+    }
+    fn needs_graph(&self) -> bool {
+        self.graph
+    }
+}
+
+impl<'a> TextOracle<'a> {
+    /// The example `encoded` of `model`'s text, scored by `target`; `batch` inputs per forward.
+    pub fn new(
+        model: &'a LoadedModel,
+        encoded: Encoded,
+        target: Target,
+        batch: usize,
+    ) -> Result<Self> {
+        if matches!(target, Target::Outputs { .. }) {
+            return Err(ModelError::Invalid(
+                "class targets read a classifier's outputs; this text model has none".into(),
+            ));
+        }
+        let one = TokenBatch::from_encoded(&[&encoded], model.pad_id, &model.device)?;
+        let mut capture = Capture::new([HookPoint::Embed]);
+        model.model.forward((&one).into(), &mut capture)?;
+        let embed = capture.get(HookPoint::Embed, model.model.family())?;
+        let (_, _, hidden) = embed.dims3()?;
+        let embeddings = embed.flatten_all()?.to_vec1()?;
+        Ok(Self {
+            model,
+            encoded,
+            embeddings,
+            hidden,
+            target,
+            batch,
+        })
+    }
+
+    /// Tokens of the example.
+    pub fn tokens(&self) -> &[String] {
+        &self.encoded.tokens
+    }
+
+    /// The embedding of token `id` (the `mask` baseline's rows).
+    pub fn token_embedding(&self, id: u32) -> Result<Vec<f32>> {
+        let mut encoded = self.encoded.clone();
+        encoded.ids.fill(id);
+        let one = TokenBatch::from_encoded(&[&encoded], self.model.pad_id, &self.model.device)?;
+        let mut capture = Capture::new([HookPoint::Embed]);
+        self.model.model.forward((&one).into(), &mut capture)?;
+        let embed = capture.get(HookPoint::Embed, self.model.model.family())?;
+        Ok(embed.get(0)?.get(0)?.to_vec1()?)
+    }
+
+    /// The attention patterns (`[1, t, heads · t]` per layer) of the forward at embeddings `x`,
+    /// and the position whose row attention rollout reads: the last token for a causal LM (what
+    /// predicts the next token), `[CLS]` (position 0) for an encoder.
+    pub fn patterns(&self, x: &[f32]) -> Result<(Vec<Tensor>, usize)> {
+        let layers = self
+            .model
+            .model
+            .hook_points()
+            .iter()
+            .filter(|p| matches!(p, HookPoint::ResidPre(_)))
+            .count();
+        let batch = TokenBatch::from_encoded(&[&self.encoded], self.model.pad_id, &self.model.device)?;
+        let t = self.encoded.ids.len();
+        let keep: Vec<HookPoint> = (0..layers).map(HookPoint::AttnPattern).collect();
+        let mut hooks = EmbedInput {
+            replacement: Some(Tensor::from_slice(x, (1, t, self.hidden), &self.model.device)?),
+            keep: keep.clone(),
+            kept: BTreeMap::new(),
+            graph: true,
+        };
+        self.model
+            .model
+            .forward_differentiable((&batch).into(), &mut hooks)?;
+        let patterns = keep
+            .iter()
+            .map(|p| {
+                hooks.kept.remove(p).ok_or_else(|| ModelError::UnknownHook {
+                    name: p.to_string(),
+                    hint: format!(
+                        " (the {} forward offers no attention patterns)",
+                        self.model.model.family()
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let query = if self.model.model.unembedding().is_some() {
+            t - 1
+        } else {
+            0
+        };
+        Ok((patterns, query))
+    }
+
+    /// `f` per copy, and the graph to differentiate when `var` is given.
+    fn run(&self, chunk: &[Vec<f32>], var: bool) -> Result<(Tensor, Option<Var>)> {
+        let copies: Vec<&Encoded> = vec![&self.encoded; chunk.len()];
+        let batch = TokenBatch::from_encoded(&copies, self.model.pad_id, &self.model.device)?;
+        let t = self.encoded.ids.len();
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let values = Tensor::from_vec(flat, (chunk.len(), t, self.hidden), &self.model.device)?;
+        let (replacement, variable) = if var {
+            let v = Var::from_tensor(&values)?;
+            (v.as_tensor().clone(), Some(v))
+        } else {
+            (values, None)
+        };
+        let keep = match &self.target {
+            Target::Probe(h) => vec![h.hook],
+            _ => Vec::new(),
+        };
+        let mut hooks = EmbedInput {
+            replacement: Some(replacement),
+            keep,
+            kept: BTreeMap::new(),
+            graph: var,
+        };
+        let output = if var {
+            self.model
+                .model
+                .forward_differentiable((&batch).into(), &mut hooks)?
+        } else {
+            self.model.model.forward((&batch).into(), &mut hooks)?
+        };
+        let f = match &self.target {
+            Target::NextToken { direction } => {
+                let last = output.narrow(1, t - 1, 1)?.squeeze(1)?;
+                let d = Tensor::from_slice(direction, (self.hidden, 1), &self.model.device)?;
+                last.matmul(&d)?.squeeze(1)?
+            }
+            Target::Probe(head) => {
+                let h = hooks.kept.remove(&head.hook).ok_or_else(|| ModelError::UnknownHook {
+                    name: head.hook.to_string(),
+                    hint: format!(" (the {} forward never reached it)", self.model.model.family()),
+                })?;
+                target(&pool(&h, &batch, head.pool)?, head, Convention::Logit)?
+            }
+            Target::Outputs { .. } => unreachable!("refused in new()"),
+        };
+        Ok((f, variable))
+    }
+}
+
+impl Oracle for TextOracle<'_> {
+    fn input(&self) -> &[f32] {
+        &self.embeddings
+    }
+    fn width(&self) -> usize {
+        self.hidden
+    }
+    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
+        chunked(inputs, self.batch, |chunk| {
+            let (f, _) = self.run(chunk, false)?;
+            Ok(f.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+        })
+    }
+    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+        let pairs = chunked(inputs, self.batch, |chunk| {
+            let (f, var) = self.run(chunk, true)?;
+            let var = var.expect("asked for a variable");
+            let grads = f.sum_all()?.backward()?;
+            let g = match grads.get(var.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; chunk.len() * self.embeddings.len()],
+            };
+            let n = self.embeddings.len();
+            Ok(f.to_vec1::<f32>()?
+                .into_iter()
+                .zip(g.chunks_exact(n).map(<[f32]>::to_vec))
+                .map(|(v, g)| (f64::from(v), g))
+                .collect())
+        })?;
+        Ok(pairs.into_iter().unzip())
+    }
+}
+
+/// One preprocessed image of a vision model and the output combination it explains.
+pub struct ImageOracle<'a> {
+    model: &'a LoadedModel,
+    pixels: Vec<f32>,
+    height: usize,
+    width: usize,
+    weights: Vec<f32>,
+    batch: usize,
+}
+
+impl<'a> ImageOracle<'a> {
+    /// The image `pixels` (`height × width × 3`) scored by `target` (an [`Target::Outputs`]).
+    pub fn new(
+        model: &'a LoadedModel,
+        pixels: Vec<f32>,
+        (height, width): (usize, usize),
+        target: &Target,
+        batch: usize,
+    ) -> Result<Self> {
+        let Target::Outputs { weights } = target else {
+            return Err(ModelError::Invalid(
+                "image attributions explain the model's outputs (class: or logit_diff: targets)"
+                    .into(),
+            ));
+        };
+        Ok(Self {
+            model,
+            pixels,
+            height,
+            width,
+            weights: weights.clone(),
+            batch,
+        })
+    }
+
+    /// Width of the activation at `point`.
+    pub fn hook_width(&self, point: HookPoint) -> usize {
+        self.model.model.hook_width(point)
+    }
+
+    /// Rows and columns of the image.
+    pub fn size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    fn images(&self, chunk: &[Vec<f32>]) -> ImageBatch {
+        ImageBatch {
+            pixels: chunk.iter().flatten().copied().collect(),
+            batch: chunk.len(),
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    fn score(&self, outputs: &[f32], n: usize) -> Result<Vec<f64>> {
+        let k = self.weights.len();
+        if outputs.len() != n * k {
+            return Err(ModelError::Invalid(format!(
+                "the model gave {} outputs for {n} images; the target weighs {k} per image",
+                outputs.len()
+            )));
+        }
+        Ok(outputs
+            .chunks_exact(k)
+            .map(|o| {
+                o.iter()
+                    .zip(&self.weights)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum()
+            })
+            .collect())
+    }
+
+    /// The activation and gradient at `point` (each `[positions, width]`) and `f`, at `input`.
+    pub fn hook_gradient(&self, input: &[f32], point: HookPoint) -> Result<(Vec<f32>, Vec<f32>)> {
+        let images = self.images(&[input.to_vec()]);
+        let mut g = self.pixel_gradients(&images, &[point])?;
+        g.hooks.remove(&point).ok_or_else(|| ModelError::UnknownHook {
+            name: point.to_string(),
+            hint: " (the forward never reached it)".into(),
+        })
+    }
+
+    /// The attention patterns of every layer at `input` (ViT, CLIP), for attention rollout.
+    pub fn patterns(&self, input: &[f32]) -> Result<Vec<Tensor>> {
+        let layers: Vec<HookPoint> = self
+            .model
+            .model
+            .hook_points()
+            .iter()
+            .filter_map(|p| match p {
+                HookPoint::ResidPre(i) => Some(HookPoint::AttnPattern(*i)),
+                _ => None,
+            })
+            .collect();
+        if layers.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "attention rollout needs attention layers; the {} family has none (use grad_cam for CNNs)",
+                self.model.model.family()
+            )));
+        }
+        let images = self.images(&[input.to_vec()]);
+        let mut capture = Capture::new(layers.iter().copied());
+        self.model.model.forward((&images).into(), &mut capture)?;
+        layers
+            .iter()
+            .map(|p| Ok(capture.get(*p, self.model.model.family())?.clone()))
+            .collect()
+    }
+
+    fn pixel_gradients(
+        &self,
+        images: &ImageBatch,
+        points: &[HookPoint],
+    ) -> Result<glassbox_models::PixelGradients> {
+        let seed: Vec<f32> = (0..images.batch)
+            .flat_map(|_| self.weights.iter().copied())
+            .collect();
+        self.model
+            .model
+            .pixel_gradients(images, points, &seed)
+            .unwrap_or_else(|| {
+                Err(ModelError::Invalid(format!(
+                    "the {} family has no backward to its pixels; use occlusion (it needs only forwards)",
+                    self.model.model.family()
+                )))
+            })
+    }
+}
+
+impl Oracle for ImageOracle<'_> {
+    fn input(&self) -> &[f32] {
+        &self.pixels
+    }
+    fn width(&self) -> usize {
+        3
+    }
+    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
+        chunked(inputs, self.batch, |chunk| {
+            let images = self.images(chunk);
+            let out = self
+                .model
+                .model
+                .forward((&images).into(), &mut Capture::new([]))?;
+            self.score(&out.flatten_all()?.to_vec1::<f32>()?, chunk.len())
+        })
+    }
+    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+        let pairs = chunked(inputs, self.batch, |chunk| {
+            let images = self.images(chunk);
+            let g = self.pixel_gradients(&images, &[])?;
+            let f = self.score(&g.outputs, chunk.len())?;
+            let n = self.pixels.len();
+            Ok(f.into_iter()
+                .zip(g.pixels.chunks_exact(n).map(<[f32]>::to_vec))
+                .collect())
+        })?;
+        Ok(pairs.into_iter().unzip())
+    }
+}
