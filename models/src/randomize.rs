@@ -61,9 +61,18 @@ pub fn layer_groups(names: &[String]) -> Vec<Vec<String>> {
     groups
 }
 
+/// What [`randomize`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Randomized {
+    /// The tensors permuted.
+    pub changed: Vec<String>,
+    /// Layer groups in the checkpoint.
+    pub groups: usize,
+}
+
 /// Permutes the entries of every tensor `which` selects, with `seed` (per tensor, a stream
 /// derived from its name, so the result does not depend on the map's order).
-pub fn randomize(weights: &mut Weights, which: &Randomization, seed: u64) -> Result<Vec<String>> {
+pub fn randomize(weights: &mut Weights, which: &Randomization, seed: u64) -> Result<Randomized> {
     let groups = layer_groups(&weights.names());
     let chosen: Vec<&String> = match which {
         Randomization::Cascade(k) => groups.iter().take(k + 1).flatten().collect(),
@@ -91,7 +100,10 @@ pub fn randomize(weights: &mut Weights, which: &Randomization, seed: u64) -> Res
         weights.replace(name, shuffled);
         out.push(name.clone());
     }
-    Ok(out)
+    Ok(Randomized {
+        changed: out,
+        groups: groups.len(),
+    })
 }
 
 #[cfg(test)]

@@ -115,19 +115,19 @@ pub fn load_model(resolved: ResolvedModel, options: LoadOptions) -> Result<Loade
 }
 
 /// [`load_model`] with layer groups of the checkpoint destroyed first (the sanity checks of
-/// attributions; see [`crate::randomize`]). Returns the model and the tensors changed.
+/// attributions; see [`crate::randomize`]). Returns the model and what was changed.
 pub fn load_model_randomized(
     resolved: ResolvedModel,
     options: LoadOptions,
     which: &crate::randomize::Randomization,
     seed: u64,
-) -> Result<(LoadedModel, Vec<String>)> {
-    let mut changed = Vec::new();
+) -> Result<(LoadedModel, crate::randomize::Randomized)> {
+    let mut done = crate::randomize::Randomized::default();
     let model = load_model_with(resolved, options, |w| {
-        changed = crate::randomize::randomize(w, which, seed)?;
+        done = crate::randomize::randomize(w, which, seed)?;
         Ok(())
     })?;
-    Ok((model, changed))
+    Ok((model, done))
 }
 
 fn load_model_with(

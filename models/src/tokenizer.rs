@@ -119,6 +119,11 @@ impl TextTokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The id of a token spelled exactly `token` in the vocabulary (special tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

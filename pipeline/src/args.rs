@@ -44,6 +44,10 @@ pub enum Command {
     /// Test whether the model uses the run's findings: steer along each probe direction, CAV
     /// and SAE feature (and erase probed labels with LEACE) against random directions.
     Causal(crate::args_causal::CausalArgs),
+    /// Input attributions of the run's examples (saliency, integrated gradients, occlusion,
+    /// Grad-CAM, …), evaluated: deletion/insertion curves, ERASER, max-sensitivity and the
+    /// model-randomisation sanity check.
+    Attribute(crate::args_attribute::AttributeArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
     /// Run extract → probe → tcav → dictionary → patch → causal (each when configured) → report from a TOML config.

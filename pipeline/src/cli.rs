@@ -133,6 +133,14 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             render::causal(done.as_ref(), a.json)?;
         }
+        Command::Attribute(a) => {
+            let run = RunDir::new(&a.run);
+            let settings = a.settings()?;
+            let done = with_run_lock(&run, || {
+                crate::stages::attribute::run_attribute(&run, &settings, a.force, &bars)
+            })?;
+            render::attribute(done.as_ref(), a.json)?;
+        }
         Command::Report(a) => {
             let run = RunDir::new(a.run);
             let done = with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;

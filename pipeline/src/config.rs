@@ -1,5 +1,6 @@
 //! The pipeline configuration (TOML). Unknown keys are errors, so typos do not pass silently.
 
+pub use crate::config_attribute::AttributeSection;
 pub use crate::config_patch::PatchSection;
 /// The `[causal]` section is the concepts crate's own options.
 pub type CausalSection = glassbox_concepts::causal::CausalOptions;
@@ -32,6 +33,9 @@ pub struct PipelineConfig {
     /// Absent: no causal validation of the findings.
     #[serde(default)]
     pub causal: Option<CausalSection>,
+    /// Absent: no input attributions.
+    #[serde(default)]
+    pub attribute: Option<AttributeSection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -268,6 +272,8 @@ pub struct RunConfig {
     pub patch: Option<PatchSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causal: Option<CausalSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<AttributeSection>,
 }
 
 impl RunConfig {

@@ -6,10 +6,12 @@
 
 pub mod allocator;
 pub mod args;
+pub mod args_attribute;
 pub mod args_causal;
 pub mod args_patch;
 pub mod cli;
 pub mod config;
+pub mod config_attribute;
 pub mod config_patch;
 pub mod error_message;
 pub mod fingerprint;

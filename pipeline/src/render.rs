@@ -2,6 +2,7 @@
 //! them into the terminal's tables or JSON (`--json`), on stdout through `outln!` (a closed
 //! pipe ends the program quietly).
 
+use crate::stages::attribute::AttributeDone;
 use crate::stages::causal::CausalDone;
 use crate::stages::dictionary::DictionaryRun;
 use crate::stages::extract::Extracted;
@@ -111,6 +112,40 @@ pub fn causal(done: Option<&CausalDone>, json: bool) -> Result<()> {
             String::new()
         };
         crate::outln!("  {finding} — {test}: {verdict}{numbers}")?;
+    }
+    Ok(())
+}
+
+/// The attribution methods ranked per target, with their sanity verdicts.
+pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
+    let Some(d) = done else { return Ok(()) };
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(d)?)?;
+        return Ok(());
+    }
+    crate::outln!("attribute: {} examples → {}", d.examples, d.dir.display())?;
+    let fmt = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3}"));
+    let mut rows: Vec<_> = d.methods.iter().collect();
+    rows.sort_by(|a, b| a.target.cmp(&b.target).then(a.rank.cmp(&b.rank)));
+    let mut target = "";
+    for r in rows {
+        if r.target != target {
+            target = &r.target;
+            crate::outln!("target `{target}` (rank, method, faithfulness, max-sensitivity, IG completeness error, sanity):")?;
+        }
+        let sanity = match r.sanity_passed {
+            Some(true) => format!("passed (|ρ| {})", fmt(r.randomized_spearman)),
+            Some(false) => format!("FAILED (|ρ| {} with the model randomised)", fmt(r.randomized_spearman)),
+            None => "not run".to_owned(),
+        };
+        crate::outln!(
+            "  {}. {:<22} {:>8} {:>8} {:>8}  {sanity}",
+            r.rank,
+            r.method,
+            fmt(r.faithfulness),
+            fmt(r.max_sensitivity),
+            fmt(r.completeness_error)
+        )?;
     }
     Ok(())
 }

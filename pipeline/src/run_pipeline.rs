@@ -1,5 +1,5 @@
 //! `glassbox pipeline`: the configured stages in order (extract → probe → \[tcav\] →
-//! \[dictionary\] → \[patch\] → \[causal\] → report), each skipped when up to date.
+//! \[dictionary\] → \[patch\] → \[causal\] → \[attribute\] → report), each skipped when up to date.
 
 use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;
@@ -44,6 +44,9 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(causal) = &config.causal {
         causal.validate().context("[causal]")?;
     }
+    if let Some(attribute) = &config.attribute {
+        attribute.validate().context("[attribute]")?;
+    }
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
 }
 
@@ -83,6 +86,12 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
         let done = crate::stages::causal::run_causal(run, settings, force, bars)
             .context("causal stage failed")?;
         render::causal(done.as_ref(), false)?;
+    }
+    // Attributions read the model and the examples (and the probes for probe: targets).
+    if let Some(settings) = &config.attribute {
+        let done = crate::stages::attribute::run_attribute(run, settings, force, bars)
+            .context("attribute stage failed")?;
+        render::attribute(done.as_ref(), false)?;
     }
     if !probing {
         bars.note(

@@ -2,6 +2,8 @@
 //! fail, and only then computes into a [`transaction::Transaction`] that swaps its outputs into
 //! the run when complete (see `transaction.rs`). The caller holds the run's lock.
 
+pub mod attribute;
+mod attribute_inputs;
 pub mod causal;
 mod causal_run;
 pub mod dictionary;

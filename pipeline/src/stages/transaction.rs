@@ -26,17 +26,19 @@ pub enum Stage {
     Dictionary,
     Patch,
     Causal,
+    Attribute,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Extract,
         Stage::Probe,
         Stage::Tcav,
         Stage::Dictionary,
         Stage::Patch,
         Stage::Causal,
+        Stage::Attribute,
         Stage::Report,
     ];
 
@@ -49,6 +51,7 @@ impl Stage {
             Stage::Dictionary => "dictionary",
             Stage::Patch => "patch",
             Stage::Causal => "causal",
+            Stage::Attribute => "attribute",
             Stage::Report => "report",
         }
     }
@@ -56,16 +59,18 @@ impl Stage {
     /// This stage and every stage computed from its results, whose manifest entries a new
     /// result of it makes stale: everything after extraction; the probes feed TCAV's targets
     /// and the dictionary's directions; CAVs feed the dictionary; every stage feeds the report.
-    /// Patching reads only the model and its pairs; the causal tests feed only the report.
+    /// Patching reads only the model and its pairs; attributions read the examples and the
+    /// probes (their `probe:` targets); the causal tests and attributions feed only the report.
     pub fn and_after(self) -> impl Iterator<Item = Stage> {
         Self::ALL.into_iter().filter(move |s| {
             *s == self
                 || match self {
                     Stage::Extract => true,
-                    Stage::Probe | Stage::Tcav | Stage::Dictionary => {
-                        *s > self && *s != Stage::Patch
+                    Stage::Probe => *s > self && *s != Stage::Patch,
+                    Stage::Tcav | Stage::Dictionary => {
+                        *s > self && *s != Stage::Patch && *s != Stage::Attribute
                     }
-                    Stage::Patch | Stage::Causal => *s == Stage::Report,
+                    Stage::Patch | Stage::Causal | Stage::Attribute => *s == Stage::Report,
                     Stage::Report => false,
                 }
         })
@@ -85,6 +90,7 @@ impl Stage {
                 "dictionary",
                 "patching",
                 "causal",
+                "attributions",
                 "report",
             ],
             Stage::Probe => &["gradients"],

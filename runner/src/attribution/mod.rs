@@ -18,6 +18,7 @@ pub mod oracle;
 pub mod quadrature;
 pub mod run;
 pub mod sanity;
+pub mod tables;
 
 use glassbox_data::Modality;
 use glassbox_models::{HookPoint, ModelError, Result};

@@ -1,0 +1,126 @@
+//! The `attribute` subcommand's flags (they fill the `[attribute]` section).
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct AttributeArgs {
+    /// Run directory with a completed extract stage (and probe, for probe: targets).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// What to explain, repeatable or comma-separated: class:LABEL (class:predicted = each
+    /// image's top class), token:TEXT, logit_diff:A|B, probe:LABEL=CLASS[@HOOK].
+    #[arg(long = "target", required = true, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Methods, comma-separated: saliency, gradient_x_input, integrated_gradients (ig),
+    /// smoothgrad, smoothgrad_sq, occlusion, grad_cam, attention_rollout, edges. Default: a set
+    /// fitting the model.
+    #[arg(long = "method", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Integrated gradients' points.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().steps as i64, allow_hyphen_values = true)]
+    pub steps: i64,
+    /// Integration rule: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
+    #[arg(long, default_value = "gausslegendre")]
+    pub rule: String,
+    /// zero, blur, uniform (images) or mask (text).
+    #[arg(long, value_enum, default_value = "zero")]
+    pub baseline: BaselineArg,
+    /// SmoothGrad's noisy copies.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().samples)]
+    pub samples: usize,
+    /// SmoothGrad's noise level (fraction of the input's value range).
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().noise, allow_hyphen_values = true)]
+    pub noise: f64,
+    /// Occlusion window: tokens (text) or pixels per side (images).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Occlusion stride.
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Grad-CAM's hook (default: hook_head for CNNs, the last block's hook_resid_pre for ViTs).
+    #[arg(long)]
+    pub cam_hook: Option<String>,
+    /// Explain the run's first N examples.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().max_examples)]
+    pub max_examples: usize,
+    /// Points along each deletion/insertion curve (0: none).
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().curve_points)]
+    pub curve_points: usize,
+    /// Max-sensitivity's perturbed copies (0: skip).
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().sensitivity_samples)]
+    pub sensitivity_samples: usize,
+    /// Skip the model-parameter randomisation check.
+    #[arg(long)]
+    pub no_sanity: bool,
+    /// Examples the randomisation check re-explains per target.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().sanity_examples)]
+    pub sanity_examples: usize,
+    /// Inputs per forward pass.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().batch_size)]
+    pub batch_size: usize,
+    /// Seed of SmoothGrad, the uniform baseline, sensitivity noise and the randomisation.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().seed)]
+    pub seed: u64,
+    /// Attribute again even when the run is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--baseline`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BaselineArg {
+    Zero,
+    Blur,
+    Uniform,
+    Mask,
+}
+
+impl AttributeArgs {
+    /// The `[attribute]` section these flags describe.
+    pub fn settings(&self) -> anyhow::Result<crate::config::AttributeSection> {
+        use glassbox_runner::attribution::Baseline;
+        if self.steps <= 0 {
+            anyhow::bail!(
+                "attribute: --steps {}; integrated gradients need at least 1 step (64 is usual)",
+                self.steps
+            );
+        }
+        let methods = self
+            .methods
+            .iter()
+            .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!("--method: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(crate::config::AttributeSection {
+            targets: self.targets.clone(),
+            methods,
+            steps: self.steps as usize,
+            rule: self
+                .rule
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--rule: {e}"))?,
+            baseline: match self.baseline {
+                BaselineArg::Zero => Baseline::Zero,
+                BaselineArg::Blur => Baseline::Blur,
+                BaselineArg::Uniform => Baseline::Uniform,
+                BaselineArg::Mask => Baseline::Mask,
+            },
+            samples: self.samples,
+            noise: self.noise,
+            window: self.window,
+            stride: self.stride,
+            cam_hook: self.cam_hook.clone(),
+            max_examples: self.max_examples,
+            curve_points: self.curve_points,
+            sensitivity_samples: self.sensitivity_samples,
+            sanity: !self.no_sanity,
+            sanity_examples: self.sanity_examples,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,440 @@
+//! The `attribute` stage: input attributions of the run's examples for each target × method,
+//! their faithfulness and robustness, and the model-randomisation sanity check. Writes
+//! `attributions/`.
+
+use super::attribute_inputs::{default_cam_hook, mask_token, read_inputs, resolve, Inputs, TargetKind};
+use super::{Completion, Stage, Transaction};
+use crate::config::AttributeSection;
+use crate::fingerprint::fingerprint;
+use anyhow::{anyhow, Result};
+use glassbox_data::{Manifest, Modality, Progress, RunDir};
+use glassbox_models::randomize::Randomization;
+use glassbox_models::{hooks, load_model_randomized, resolve as resolve_model, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_runner::attribution::baseline::{image_baseline, text_baseline};
+use glassbox_runner::attribution::evaluate::area;
+use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
+use glassbox_runner::attribution::run::{explain_example, EvalOptions};
+use glassbox_runner::attribution::sanity::{cascade_steps, passes, similarity};
+use glassbox_runner::attribution::tables::{
+    slug, write_curves, write_maps, write_methods, write_sanity, write_summary, CurveRow, MapRows,
+    MethodRow, SanityRow, SummaryRow,
+};
+use glassbox_runner::attribution::{Method, MethodOptions, Subject};
+use std::collections::BTreeMap;
+
+/// What the stage found, for the terminal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttributeDone {
+    /// Examples explained.
+    pub examples: usize,
+    /// Per method × target: its verdict.
+    pub methods: Vec<MethodRow>,
+    /// The run's `attributions/` folder.
+    pub dir: std::path::PathBuf,
+}
+
+/// The methods to run: the configured ones (each checked against the model), or a default set
+/// that fits the model.
+fn methods_for(settings: &AttributeSection, model: &LoadedModel) -> Result<Vec<Method>> {
+    let family = model.model.family();
+    let modality = model.modality();
+    if !settings.methods.is_empty() {
+        for m in &settings.methods {
+            m.check_applies(modality, family)?;
+        }
+        return Ok(settings.methods.clone());
+    }
+    Ok(match modality {
+        Modality::Text => vec![
+            Method::Saliency,
+            Method::GradientXInput,
+            Method::IntegratedGradients,
+            Method::Occlusion,
+        ],
+        Modality::Vision => {
+            let mut v = vec![Method::Saliency, Method::IntegratedGradients, Method::Occlusion];
+            if model.model.hook_points().contains(&glassbox_models::HookPoint::Head) {
+                v.push(Method::GradCam);
+            } else {
+                v.push(Method::AttentionRollout);
+            }
+            v.push(Method::Edges);
+            v
+        }
+    })
+}
+
+/// One subject per example of `inputs` for `target` on `model`.
+fn subject<'a>(
+    model: &'a LoadedModel,
+    inputs: &Inputs,
+    i: usize,
+    target: &TargetKind,
+    batch: usize,
+) -> Result<Subject<'a>> {
+    Ok(match inputs {
+        Inputs::Texts(texts) => {
+            let TargetKind::Fixed(t) = target else {
+                return Err(anyhow!("class:predicted is for image classifiers"));
+            };
+            Subject::Text(TextOracle::new(model, texts[i].1.clone(), t.clone(), batch)?)
+        }
+        Inputs::Images { images, size } => {
+            let t = match target {
+                TargetKind::Fixed(t) => t.clone(),
+                TargetKind::Predicted => {
+                    let mut w = vec![0f32; model.model.labels().len()];
+                    w[images[i].2] = 1.0;
+                    Target::Outputs { weights: w }
+                }
+            };
+            Subject::Image(ImageOracle::new(model, images[i].1.clone(), *size, &t, batch)?)
+        }
+    })
+}
+
+/// The baseline input of a subject.
+fn baseline_for(
+    subject: &Subject<'_>,
+    settings: &AttributeSection,
+    mask: Option<u32>,
+) -> Result<Vec<f32>> {
+    Ok(match subject {
+        Subject::Text(t) => {
+            let d = glassbox_runner::attribution::oracle::Oracle::width(t);
+            let tokens = t.tokens().len();
+            let row = match (settings.baseline, mask) {
+                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => Some(t.token_embedding(id)?),
+                _ => None,
+            };
+            text_baseline(settings.baseline, tokens, d, row.as_deref())?
+        }
+        Subject::Image(i) => {
+            let x = glassbox_runner::attribution::oracle::Oracle::input(i);
+            image_baseline(settings.baseline, x, i.size(), settings.seed)?
+        }
+    })
+}
+
+/// Runs the stage; `None` when up to date.
+pub fn run_attribute(
+    run: &RunDir,
+    settings: &AttributeSection,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<Option<AttributeDone>> {
+    let started = std::time::Instant::now();
+    settings.validate()?;
+    let manifest = run.require_stage("extract")?;
+    let model = super::run_model::load_run_model(run)?;
+    let methods = methods_for(settings, &model)?;
+    let targets: Vec<(String, TargetKind)> = settings
+        .targets
+        .iter()
+        .map(|t| Ok((t.clone(), resolve(run, &model, t)?)))
+        .collect::<Result<_>>()?;
+    let cam_hook = match &settings.cam_hook {
+        Some(name) => Some(*hooks::select(std::slice::from_ref(name), &model.model.hook_points())?
+            .first()
+            .ok_or_else(|| anyhow!("--cam-hook `{name}` matches no hook"))?),
+        None => default_cam_hook(&model),
+    };
+    let inputs = read_inputs(run, &model, settings.max_examples)?;
+    let mask = mask_token(&model);
+    let (window, stride) = match inputs {
+        Inputs::Texts(_) => (settings.window.unwrap_or(1), settings.stride.unwrap_or(1)),
+        Inputs::Images { .. } => (settings.window.unwrap_or(16), settings.stride.unwrap_or(8)),
+    };
+    let opts = MethodOptions {
+        steps: settings.steps,
+        rule: settings.rule,
+        samples: settings.samples,
+        noise: settings.noise,
+        seed: settings.seed,
+        window,
+        stride,
+        cam_hook,
+    };
+    let eval = EvalOptions {
+        curve_points: settings.curve_points,
+        cell: settings.cell,
+        sensitivity_samples: settings.sensitivity_samples,
+        sensitivity_radius: settings.sensitivity_radius,
+    };
+    // Fail on a bad baseline before any work: build the first subject's.
+    {
+        let first = subject(&model, &inputs, 0, &targets[0].1, settings.batch_size)?;
+        baseline_for(&first, settings, mask)?;
+    }
+    let params = serde_json::json!({
+        "extract": manifest.stage_fingerprint("extract"),
+        "probe": manifest.stage_fingerprint("probe"),
+        "attribute": settings,
+        "methods": methods,
+    });
+    let fp = fingerprint("attribute", &params);
+    let current = Manifest::load_or_default(run)?;
+    if !force && current.stage_fingerprint("attribute") == Some(fp.as_str()) {
+        progress.note("attribute: up to date; --force re-runs it");
+        return Ok(None);
+    }
+    let tx = Transaction::begin(run, "attribute", vec!["attributions".into()], &fp, false)?;
+    let dir = tx.run().path("attributions");
+    std::fs::create_dir_all(&dir)?;
+    let n = inputs.len();
+    progress.start("attribute (examples × targets)", (n * targets.len()) as u64);
+    let labels = model.model.labels().to_vec();
+    let mut summary = Vec::new();
+    let mut curves = Vec::new();
+    // Original maps kept for the randomisation check: (target, method, example) → map.
+    let mut originals: BTreeMap<(usize, Method, usize), Vec<f32>> = BTreeMap::new();
+    for (ti, (spec, kind)) in targets.iter().enumerate() {
+        let mut maps: BTreeMap<Method, Vec<(u64, Vec<f32>, Option<Vec<String>>)>> = BTreeMap::new();
+        for i in 0..n {
+            let s = subject(&model, &inputs, i, kind, settings.batch_size)?;
+            let baseline = baseline_for(&s, settings, mask)?;
+            let result = explain_example(&s, &methods, &baseline, &opts, &eval)?;
+            let (example_id, predicted, tokens) = match (&inputs, &s) {
+                (Inputs::Texts(t), Subject::Text(o)) => (t[i].0, None, Some(o.tokens().to_vec())),
+                (Inputs::Images { images, .. }, _) => {
+                    (images[i].0, labels.get(images[i].2).cloned(), None)
+                }
+                _ => unreachable!("subjects follow their inputs"),
+            };
+            for m in &result.methods {
+                let name = m.method.as_str().to_owned();
+                let auc = |f: fn(&glassbox_runner::attribution::evaluate::Curves) -> &Vec<f64>| {
+                    m.curves.as_ref().map(|c| area(&c.fractions, f(c)))
+                };
+                summary.push(SummaryRow {
+                    example_id,
+                    method: name.clone(),
+                    target: spec.clone(),
+                    predicted: predicted.clone(),
+                    f_input: result.f_input,
+                    f_baseline: result.f_baseline,
+                    attribution_sum: m.attribution_sum,
+                    completeness_error: m.completeness_error,
+                    deletion_morf_auc: auc(|c| &c.deletion_morf),
+                    deletion_lerf_auc: auc(|c| &c.deletion_lerf),
+                    insertion_morf_auc: auc(|c| &c.insertion_morf),
+                    insertion_lerf_auc: auc(|c| &c.insertion_lerf),
+                    comprehensiveness: m.comprehensiveness,
+                    sufficiency: m.sufficiency,
+                    max_sensitivity: m.max_sensitivity,
+                });
+                if let Some(c) = &m.curves {
+                    for (curve, values) in [
+                        ("deletion_morf", &c.deletion_morf),
+                        ("deletion_lerf", &c.deletion_lerf),
+                        ("insertion_morf", &c.insertion_morf),
+                        ("insertion_lerf", &c.insertion_lerf),
+                    ] {
+                        for (fraction, value) in c.fractions.iter().zip(values) {
+                            curves.push(CurveRow {
+                                example_id,
+                                method: name.clone(),
+                                target: spec.clone(),
+                                curve,
+                                fraction: *fraction,
+                                value: *value,
+                            });
+                        }
+                    }
+                }
+                if i < settings.sanity_examples {
+                    originals.insert((ti, m.method, i), m.explained.positions.clone());
+                }
+                maps.entry(m.method).or_default().push((
+                    example_id,
+                    m.explained.positions.clone(),
+                    tokens.clone(),
+                ));
+            }
+            progress.advance(1);
+        }
+        let image_width = match &inputs {
+            Inputs::Images { size, .. } => Some(size.1),
+            Inputs::Texts(_) => None,
+        };
+        for (method, rows) in &maps {
+            let folder = dir
+                .join(format!("method={}", method.as_str()))
+                .join(format!("target={}", slug(spec)));
+            let views: Vec<MapRows<'_>> = rows
+                .iter()
+                .map(|(id, values, tokens)| MapRows {
+                    example_id: *id,
+                    values,
+                    tokens: tokens.as_deref(),
+                    image_width,
+                })
+                .collect();
+            write_maps(&folder, &views)?;
+        }
+    }
+    progress.finish();
+    let sanity = if settings.sanity {
+        sanity_check(run, settings, &model, &inputs, &targets, &methods, &opts, &originals, progress)?
+    } else {
+        Vec::new()
+    };
+    let verdicts = method_rows(&targets, &methods, &summary, &sanity, settings.sanity_threshold);
+    write_curves(&dir, &curves)?;
+    write_sanity(&dir, &sanity)?;
+    write_methods(&dir, &verdicts)?;
+    // Summary last: its presence marks the folder complete.
+    write_summary(&dir, &summary)?;
+    let done = Completion {
+        stage: Stage::Attribute,
+        fingerprint: fp,
+        seed: Some(settings.seed),
+        params,
+        started,
+    };
+    tx.commit(done, |_| {}, |config| config.attribute = Some(settings.clone()))?;
+    Ok(Some(AttributeDone {
+        examples: n,
+        methods: verdicts,
+        dir: run.path("attributions"),
+    }))
+}
+
+/// The cascading model-parameter randomisation: at each step the model is reloaded with layer
+/// groups destroyed from the output down, the first `sanity_examples` examples re-explained,
+/// and each map compared with the trained model's.
+#[allow(clippy::too_many_arguments)]
+fn sanity_check(
+    run: &RunDir,
+    settings: &AttributeSection,
+    model: &LoadedModel,
+    inputs: &Inputs,
+    targets: &[(String, TargetKind)],
+    methods: &[Method],
+    opts: &MethodOptions,
+    originals: &BTreeMap<(usize, Method, usize), Vec<f32>>,
+    progress: &dyn Progress,
+) -> Result<Vec<SanityRow>> {
+    let spec: ModelSpec = super::run_model::run_model_spec(run)?.parse()?;
+    let options = LoadOptions {
+        max_length: None,
+        allow_pickle: crate::config::RunConfig::load(run)
+            .extract
+            .is_some_and(|e| e.allow_pickle),
+    };
+    // The first step (the output side) also tells how many layer groups there are.
+    let load = |k: usize| {
+        load_model_randomized(resolve_model(&spec)?, options, &Randomization::Cascade(k), settings.seed)
+    };
+    let mut first = Some(load(0)?);
+    let groups = first.as_ref().map_or(0, |(_, r)| r.groups);
+    let steps = cascade_steps(groups);
+    let examples = settings.sanity_examples.min(inputs.len());
+    let image = match inputs {
+        Inputs::Images { size, .. } => Some(*size),
+        Inputs::Texts(_) => None,
+    };
+    let mask = mask_token(model);
+    let mut rows = Vec::new();
+    progress.start("attribute: randomisation check", steps.len() as u64);
+    for &k in &steps {
+        let (randomized, _) = match first.take() {
+            Some(loaded) if k == 0 => loaded,
+            _ => load(k)?,
+        };
+        for (ti, (target, kind)) in targets.iter().enumerate() {
+            for i in 0..examples {
+                let s = subject(&randomized, inputs, i, kind, settings.batch_size)?;
+                let baseline = baseline_for(&s, settings, mask)?;
+                let x = glassbox_runner::attribution::oracle::Oracle::input(s.oracle()).to_vec();
+                for &method in methods {
+                    let Some(original) = originals.get(&(ti, method, i)) else {
+                        continue;
+                    };
+                    let again = s.explain(method, &x, &baseline, opts)?;
+                    let sim = similarity(original, &again.positions, image);
+                    rows.push(SanityRow {
+                        method: method.as_str().to_owned(),
+                        target: target.clone(),
+                        example_id: match inputs {
+                            Inputs::Texts(t) => t[i].0,
+                            Inputs::Images { images, .. } => images[i].0,
+                        },
+                        randomization: "cascade".into(),
+                        groups_randomized: (k + 1) as u32,
+                        groups_total: groups as u32,
+                        spearman: sim.spearman,
+                        ssim: sim.ssim,
+                    });
+                }
+            }
+        }
+        progress.advance(1);
+    }
+    progress.finish();
+    Ok(rows)
+}
+
+fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Per method × target: means over examples, the sanity verdict, and the rank (by faithfulness
+/// among methods that passed; failed and unchecked methods after them).
+fn method_rows(
+    targets: &[(String, TargetKind)],
+    methods: &[Method],
+    summary: &[SummaryRow],
+    sanity: &[SanityRow],
+    threshold: f64,
+) -> Vec<MethodRow> {
+    let mut out = Vec::new();
+    for (target, _) in targets {
+        let mut rows: Vec<MethodRow> = methods
+            .iter()
+            .map(|m| {
+                let name = m.as_str();
+                let mine: Vec<&SummaryRow> = summary
+                    .iter()
+                    .filter(|r| r.method == name && &r.target == target)
+                    .collect();
+                let last = sanity
+                    .iter()
+                    .filter(|r| r.method == name && &r.target == target)
+                    .map(|r| r.groups_randomized)
+                    .max();
+                let final_rho: Vec<Option<f64>> = sanity
+                    .iter()
+                    .filter(|r| r.method == name && &r.target == target)
+                    .filter(|r| Some(r.groups_randomized) == last)
+                    .map(|r| r.spearman)
+                    .collect();
+                MethodRow {
+                    method: name.to_owned(),
+                    target: target.clone(),
+                    examples: mine.len() as u64,
+                    faithfulness: mean(mine.iter().map(|r| r.faithfulness())),
+                    comprehensiveness: mean(mine.iter().map(|r| r.comprehensiveness)),
+                    sufficiency: mean(mine.iter().map(|r| r.sufficiency)),
+                    max_sensitivity: mean(mine.iter().map(|r| r.max_sensitivity)),
+                    completeness_error: mean(mine.iter().map(|r| r.completeness_error)),
+                    randomized_spearman: mean(final_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs)))),
+                    sanity_passed: (!final_rho.is_empty()).then(|| passes(&final_rho, threshold)),
+                    rank: 0,
+                }
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |r: &MethodRow| (r.sanity_passed != Some(true), -r.faithfulness.unwrap_or(f64::NEG_INFINITY));
+            let (ka, kb) = (key(&rows[a]), key(&rows[b]));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        for (rank, &i) in order.iter().enumerate() {
+            rows[i].rank = rank as u32 + 1;
+        }
+        out.extend(rows);
+    }
+    out
+}

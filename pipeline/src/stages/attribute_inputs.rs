@@ -1,0 +1,212 @@
+//! The attribute stage's inputs: its targets resolved against the model (and the run's
+//! probes), and the run's examples as explainable subjects — tokenised texts or preprocessed
+//! images.
+
+use super::targets::{resolve_target, ProbeTarget};
+use anyhow::{anyhow, bail, Context, Result};
+use glassbox_data::examples::read_examples;
+use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
+use glassbox_data::{Modality, RunDir};
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{Capture, HookPoint, LoadedModel};
+use glassbox_runner::attribution::oracle::Target;
+
+/// A target spec, resolved.
+#[derive(Debug, Clone)]
+pub(crate) enum TargetKind {
+    /// A fixed combination (class, class difference, token, token difference, probe).
+    Fixed(Target),
+    /// `class:predicted`: each image's own top class.
+    Predicted,
+}
+
+/// The examples of a run, ready to explain.
+pub(crate) enum Inputs {
+    /// Tokenised texts.
+    Texts(Vec<(u64, Encoded)>),
+    /// Preprocessed images with their predicted class.
+    Images {
+        /// `(example id, pixels, predicted class)`.
+        images: Vec<(u64, Vec<f32>, usize)>,
+        /// Rows and columns of every image.
+        size: (usize, usize),
+    },
+}
+
+impl Inputs {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images { images, .. } => images.len(),
+        }
+    }
+}
+
+/// One token's id; an error when `text` is not exactly one token.
+fn one_token(model: &LoadedModel, spec: &str, text: &str) -> Result<u32> {
+    let ids = model.tokenizer()?.encode_plain(text)?;
+    match ids.as_slice() {
+        [(id, _)] => Ok(*id),
+        _ => bail!(
+            "target `{spec}`: `{text}` is {} tokens ({}), not one; pick a string the tokenizer keeps whole (a leading space often matters)",
+            ids.len(),
+            ids.iter().map(|(_, t)| format!("`{t}`")).collect::<Vec<_>>().join(" ")
+        ),
+    }
+}
+
+/// The unembedding row of a token (an LM's next-token direction).
+fn unembedding_row(model: &LoadedModel, spec: &str, id: u32) -> Result<Vec<f32>> {
+    let u = model.model.unembedding().ok_or_else(|| {
+        anyhow!(
+            "target `{spec}`: token targets need a causal LM with an unembedding; this is a {} model",
+            model.model.family()
+        )
+    })?;
+    Ok(u.get(id as usize)?.to_vec1()?)
+}
+
+/// A class index by name, or an error listing the model's classes.
+fn class_index(model: &LoadedModel, spec: &str, name: &str) -> Result<usize> {
+    let labels = model.model.labels();
+    if labels.is_empty() {
+        bail!(
+            "target `{spec}`: the {} model has no class head; use token:TEXT or logit_diff:A|B (LMs) or probe:LABEL=CLASS",
+            model.model.family()
+        );
+    }
+    labels.iter().position(|l| l == name).ok_or_else(|| {
+        let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+        anyhow!(
+            "target `{spec}`: no class `{name}`; the model's classes are {}{}",
+            shown.join("; "),
+            if labels.len() > 20 {
+                format!(" … ({} in all; see config.json's id2label)", labels.len())
+            } else {
+                String::new()
+            }
+        )
+    })
+}
+
+/// Resolves one target spec against the model (and, for probes, the run).
+pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<TargetKind> {
+    let (kind, rest) = spec.split_once(':').ok_or_else(|| {
+        anyhow!("target `{spec}`: use class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS[@HOOK]")
+    })?;
+    let image = model.modality() == Modality::Vision;
+    let outputs = |weights: Vec<f32>| TargetKind::Fixed(Target::Outputs { weights });
+    Ok(match kind.trim() {
+        "class" if image && rest == "predicted" => TargetKind::Predicted,
+        "class" => {
+            let k = class_index(model, spec, rest)?;
+            let mut w = vec![0f32; model.model.labels().len()];
+            w[k] = 1.0;
+            outputs(w)
+        }
+        "logit_diff" => {
+            let (a, b) = rest.split_once('|').ok_or_else(|| {
+                anyhow!("target `{spec}`: logit_diff takes two names separated by `|`, e.g. logit_diff: Mary| John")
+            })?;
+            if image {
+                let (a, b) = (class_index(model, spec, a)?, class_index(model, spec, b)?);
+                let mut w = vec![0f32; model.model.labels().len()];
+                w[a] += 1.0;
+                w[b] -= 1.0;
+                outputs(w)
+            } else {
+                let ra = unembedding_row(model, spec, one_token(model, spec, a)?)?;
+                let rb = unembedding_row(model, spec, one_token(model, spec, b)?)?;
+                TargetKind::Fixed(Target::NextToken {
+                    direction: ra.iter().zip(&rb).map(|(x, y)| x - y).collect(),
+                })
+            }
+        }
+        "token" if !image => {
+            let row = unembedding_row(model, spec, one_token(model, spec, rest)?)?;
+            TargetKind::Fixed(Target::NextToken { direction: row })
+        }
+        "probe" if !image => {
+            let parsed = ProbeTarget::parse(spec)?;
+            let resolved = resolve_target(run, model, &parsed)?;
+            TargetKind::Fixed(Target::Probe(resolved.head))
+        }
+        "token" | "probe" => bail!(
+            "target `{spec}`: {kind}: targets are for text models; this {} model classifies images — use class:LABEL or logit_diff:A|B",
+            model.model.family()
+        ),
+        other => bail!(
+            "target `{spec}`: unknown kind `{other}`; use class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS[@HOOK]"
+        ),
+    })
+}
+
+/// The run's first `max` examples.
+pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Result<Inputs> {
+    let examples = read_examples(run)?;
+    let n = examples.texts.len().min(max);
+    if n == 0 {
+        bail!("{}: examples.parquet has no examples to explain", run.root().display());
+    }
+    if model.modality() == Modality::Text {
+        let tokenizer = model.tokenizer()?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let encoded = tokenizer.encode(&[examples.texts[i].as_str()])?.remove(0);
+            out.push((examples.example_ids[i], encoded));
+        }
+        return Ok(Inputs::Texts(out));
+    }
+    let manifest = run.require_stage("extract")?;
+    let path = manifest
+        .data
+        .as_ref()
+        .map(|d| std::path::PathBuf::from(&d.path))
+        .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
+    let data: ImageDataset =
+        read_image_dataset(&path).with_context(|| format!("the run's images at {}", path.display()))?;
+    let pre: Preprocessor = model.preprocessor()?;
+    let mut images = Vec::with_capacity(n);
+    let mut size = (0, 0);
+    for i in 0..n {
+        let batch = glassbox_runner::extract::image_batch(&data, &pre, i..i + 1)?;
+        size = (batch.height, batch.width);
+        let out = model
+            .model
+            .forward((&batch).into(), &mut Capture::new(std::iter::empty::<HookPoint>()))?;
+        let scores: Vec<f32> = out.flatten_all()?.to_vec1()?;
+        let predicted = scores
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(k, _)| k);
+        images.push((examples.example_ids[i], batch.pixels, predicted));
+    }
+    Ok(Inputs::Images { images, size })
+}
+
+/// The embedding row the `mask` baseline uses: the tokenizer's mask token, else its padding or
+/// unknown token.
+pub(crate) fn mask_token(model: &LoadedModel) -> Option<u32> {
+    let tokenizer = model.tokenizer().ok()?;
+    ["[MASK]", "<mask>", "[PAD]", "<pad>", "[UNK]", "<unk>"]
+        .iter()
+        .find_map(|t| tokenizer.token_id(t))
+}
+
+/// Grad-CAM's default hook: the CNN head, or the last block's input for a ViT (the classifier
+/// reads `[CLS]` after the last block, so patch tokens get no gradient at its output).
+pub(crate) fn default_cam_hook(model: &LoadedModel) -> Option<HookPoint> {
+    let points = model.model.hook_points();
+    if points.contains(&HookPoint::Head) {
+        return Some(HookPoint::Head);
+    }
+    points
+        .iter()
+        .filter_map(|p| match p {
+            HookPoint::ResidPre(i) => Some(*i),
+            _ => None,
+        })
+        .max()
+        .map(HookPoint::ResidPre)
+}
