@@ -1,6 +1,9 @@
 //! The path integral of integrated gradients, `∫₀¹ ∇f(x' + α(x − x')) dα`, as a weighted sum over
 //! `steps` points α — with the same rules (and the same default) as Captum's
-//! `captum.attr._utils.approximation_methods`, so step counts mean the same thing in both.
+//! `captum.attr._utils.approximation_methods`, so step counts mean the same thing in both. One
+//! deliberate difference: Captum's trapezoid weighs its n points by 1/n (ends halved), so its
+//! weights sum to (n − 1)/n and its attributions come out (n − 1)/n too small; here they sum
+//! to 1 (weights 1/(n − 1)), and completeness holds.
 
 use serde::{Deserialize, Serialize};
 

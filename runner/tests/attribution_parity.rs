@@ -1,0 +1,180 @@
+//! Input attributions against Captum 0.9 (`scripts/reference_attribution.py`, committed output
+//! in `tests/fixtures/attribution/reference.json`): saliency, gradient × input, integrated
+//! gradients (Gauss–Legendre and trapezoid) and occlusion on the tiny random GPT-2 (token
+//! embeddings → next-token logit) and ViT (pixels → class logit), every feature within 1e-4 of
+//! the reference's largest magnitude. Also: IG's completeness, and the edge control failing
+//! the randomisation check on the ViT while IG's maps change.
+
+use glassbox_models::randomize::Randomization;
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_runner::attribution::methods::{
+    gradient_x_input, image_windows, integrated_gradients, occlusion, per_position, saliency,
+    token_windows,
+};
+use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target, TextOracle};
+use glassbox_runner::attribution::sanity::similarity;
+use glassbox_runner::attribution::{IgRule, Method, MethodOptions, Subject};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    glassbox_tests::workspace_root().join("tests/fixtures")
+}
+
+fn spec(name: &str) -> ModelSpec {
+    fixtures().join(name).display().to_string().parse().unwrap()
+}
+
+fn tiny(name: &str) -> LoadedModel {
+    load_model(resolve(&spec(name)).unwrap(), LoadOptions::default()).unwrap()
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("attribution/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Every value within `rel` of the reference's largest magnitude.
+fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= rel * scale,
+        "{what}: worst difference {worst:e} > {rel:e} × {scale:e}"
+    );
+    eprintln!("{what}: worst {:.2e} of scale", worst / scale);
+}
+
+fn text_oracle<'a>(model: &'a LoadedModel, r: &Value) -> TextOracle<'a> {
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let n = ids.len();
+    let encoded = Encoded {
+        ids,
+        type_ids: vec![0; n],
+        tokens: vec![String::new(); n],
+        spans: vec![None; n],
+    };
+    let row = r["target_id"].as_u64().unwrap() as usize;
+    let direction = model
+        .model
+        .unembedding()
+        .unwrap()
+        .get(row)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    TextOracle::new(model, encoded, Target::NextToken { direction }, 8).unwrap()
+}
+
+#[test]
+fn text_attributions_match_captum_on_tiny_gpt2() {
+    let model = tiny("tiny_gpt2");
+    let all = reference();
+    let r = &all["text"];
+    let o = text_oracle(&model, r);
+    let x = o.input().to_vec();
+    let zero = vec![0f32; x.len()];
+    let f = o.values(&[x.clone(), zero.clone()]).unwrap();
+    let f_ref = (r["f_input"].as_f64().unwrap(), r["f_baseline"].as_f64().unwrap());
+    assert!((f[0] - f_ref.0).abs() < 1e-4 * f_ref.0.abs().max(1.0), "f(x) {} vs {}", f[0], f_ref.0);
+    assert!((f[1] - f_ref.1).abs() < 1e-4 * f_ref.1.abs().max(1.0));
+    close("saliency", &saliency(&o, &x).unwrap().1, &floats(&r["saliency"]), 1e-4);
+    close("gradient × input", &gradient_x_input(&o, &x).unwrap().1, &floats(&r["gradient_x_input"]), 1e-4);
+    let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
+    close("IG gausslegendre", &ig, &floats(&r["ig_gausslegendre_16"]), 1e-4);
+    // Captum's trapezoid weighs its n points by 1/n (ends halved), so its weights sum to
+    // (n − 1)/n; glassbox's by 1/(n − 1), summing to 1. Same points: the maps differ by (n−1)/n.
+    let ig_t = integrated_gradients(&o, &x, &zero, 16, IgRule::RiemannTrapezoid).unwrap();
+    let scaled: Vec<f32> = ig_t.iter().map(|v| v * 15.0 / 16.0).collect();
+    close("IG trapezoid (× 15/16)", &scaled, &floats(&r["ig_riemann_trapezoid_16"]), 1e-4);
+    let d = o.width();
+    let windows = token_windows(x.len() / d, d, 1, 1);
+    close("occlusion", &occlusion(&o, &x, &zero, &windows).unwrap().1, &floats(&r["occlusion"]), 1e-4);
+    // Completeness: Σ IG = f(x) − f(0) up to the quadrature's error.
+    let sum: f64 = per_position(&ig, d).iter().map(|v| f64::from(*v)).sum();
+    let gap = f[0] - f[1];
+    assert!((sum - gap).abs() < 0.05 * gap.abs(), "Σ IG {sum} vs gap {gap}");
+}
+
+fn image_oracle<'a>(model: &'a LoadedModel, r: &Value) -> ImageOracle<'a> {
+    let mut weights = vec![0f32; model.model.labels().len()];
+    weights[r["target"].as_u64().unwrap() as usize] = 1.0;
+    ImageOracle::new(model, floats(&r["pixels"]), (32, 32), &Target::Outputs { weights }, 8).unwrap()
+}
+
+#[test]
+fn image_attributions_match_captum_on_tiny_vit() {
+    let model = tiny("tiny_vit");
+    let all = reference();
+    let r = &all["image"];
+    let o = image_oracle(&model, r);
+    let x = o.input().to_vec();
+    let zero = vec![0f32; x.len()];
+    let f = o.values(&[x.clone()]).unwrap();
+    assert!((f[0] - r["f_input"].as_f64().unwrap()).abs() < 1e-4);
+    close("saliency", &saliency(&o, &x).unwrap().1, &floats(&r["saliency"]), 1e-4);
+    close("gradient × input", &gradient_x_input(&o, &x).unwrap().1, &floats(&r["gradient_x_input"]), 1e-4);
+    let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
+    close("IG gausslegendre", &ig, &floats(&r["ig_gausslegendre_16"]), 1e-4);
+    let windows = image_windows(32, 32, 8, 4);
+    close("occlusion", &occlusion(&o, &x, &zero, &windows).unwrap().1, &floats(&r["occlusion"]), 1e-4);
+}
+
+/// Adebayo et al.'s check on the tiny ViT: with every layer group destroyed, the edge control's
+/// map is unchanged (ρ = 1: it never read the model) while integrated gradients' changes.
+#[test]
+fn randomisation_fails_the_edge_control_and_changes_ig() {
+    let all = reference();
+    let r = &all["image"];
+    let model = tiny("tiny_vit");
+    let (randomized, done) = load_model_randomized(
+        resolve(&spec("tiny_vit")).unwrap(),
+        LoadOptions::default(),
+        &Randomization::Cascade(usize::MAX - 1),
+        3,
+    )
+    .unwrap();
+    assert!(done.groups >= 3 && !done.changed.is_empty());
+    let opts = MethodOptions {
+        steps: 16,
+        rule: IgRule::GaussLegendre,
+        samples: 4,
+        noise: 0.1,
+        seed: 0,
+        window: 8,
+        stride: 4,
+        cam_hook: None,
+    };
+    let trained = Subject::Image(image_oracle(&model, r));
+    let destroyed = Subject::Image(image_oracle(&randomized, r));
+    let x = floats(&r["pixels"]);
+    let zero = vec![0f32; x.len()];
+    let map = |s: &Subject<'_>, m: Method| s.explain(m, &x, &zero, &opts).unwrap().positions;
+    let edges = similarity(&map(&trained, Method::Edges), &map(&destroyed, Method::Edges), Some((32, 32)));
+    assert_eq!(edges.spearman, Some(1.0));
+    let ig = similarity(
+        &map(&trained, Method::IntegratedGradients),
+        &map(&destroyed, Method::IntegratedGradients),
+        Some((32, 32)),
+    );
+    assert!(ig.spearman.unwrap().abs() < 0.5, "IG ρ {:?}", ig.spearman);
+}

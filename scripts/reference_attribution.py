@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Input attributions by Captum 0.9 on the tiny random GPT-2 and ViT fixtures, for glassbox's
+attribution parity test (runner/tests/attribution_parity.rs).
+
+Text (tiny GPT-2): the target is the next-token logit of token id 17 at the last position; the
+input is the token embeddings (`wte(ids)`, what glassbox's `hook_embed` carries — positions
+are added after it, as with `inputs_embeds`). Methods: Saliency (abs), InputXGradient,
+IntegratedGradients from zero embeddings (16 Gauss–Legendre steps, and 16 trapezoid steps),
+Occlusion of one token at a time (window (1, d), baseline 0).
+
+Images (tiny ViT, 32×32): seeded random pixels in [-1, 1], target class 2's logit. Saliency,
+InputXGradient, IntegratedGradients (16 Gauss–Legendre steps), Occlusion (window 3×8×8, stride
+3×4×4, baseline 0).
+
+Writes tests/fixtures/attribution/reference.json: inputs, per-feature attributions (flattened
+channels-last for images) and f values. Run: just reference-attribution (torch, transformers,
+captum, tokenizers from PyPI).
+"""
+import json
+from pathlib import Path
+
+import torch
+import transformers
+from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
+from tokenizers import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+OUT = FIX / "attribution"
+OUT.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
+
+
+def flat(t):
+    return [float(v) for v in t.detach().reshape(-1).tolist()]
+
+
+def text():
+    path = FIX / "tiny_gpt2"
+    model = transformers.GPT2LMHeadModel.from_pretrained(path).eval()
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    prompt = "the cat sat on the mat"
+    ids = torch.tensor([tok.encode(prompt).ids])
+    emb = model.transformer.wte(ids).detach()
+    target = 17
+
+    def f(e):
+        return model(inputs_embeds=e).logits[:, -1, target]
+
+    zero = torch.zeros_like(emb)
+    d = emb.shape[-1]
+    out = {
+        "prompt": prompt,
+        "ids": ids[0].tolist(),
+        "target_id": target,
+        "f_input": float(f(emb)),
+        "f_baseline": float(f(zero)),
+        "saliency": flat(Saliency(f).attribute(emb, abs=True)),
+        "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
+        "ig_gausslegendre_16": flat(
+            IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")
+        ),
+        "ig_riemann_trapezoid_16": flat(
+            IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="riemann_trapezoid")
+        ),
+        "occlusion": flat(
+            Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)
+        ),
+    }
+    return out
+
+
+def image():
+    path = FIX / "tiny_vit"
+    model = transformers.ViTForImageClassification.from_pretrained(path).eval()
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand((1, 3, 32, 32), generator=g) * 2 - 1
+    target = 2
+
+    def f(p):
+        return model(pixel_values=p).logits[:, target]
+
+    zero = torch.zeros_like(x)
+    nhwc = lambda t: flat(t.permute(0, 2, 3, 1))  # noqa: E731
+    return {
+        "pixels": nhwc(x),
+        "target": target,
+        "f_input": float(f(x)),
+        "f_baseline": float(f(zero)),
+        "saliency": nhwc(Saliency(f).attribute(x, abs=True)),
+        "gradient_x_input": nhwc(InputXGradient(f).attribute(x)),
+        "ig_gausslegendre_16": nhwc(
+            IntegratedGradients(f).attribute(x, baselines=zero, n_steps=16, method="gausslegendre")
+        ),
+        "occlusion": nhwc(
+            Occlusion(f).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0)
+        ),
+    }
+
+
+if __name__ == "__main__":
+    import captum
+
+    ref = {"captum": captum.__version__, "torch": torch.__version__, "text": text(), "image": image()}
+    (OUT / "reference.json").write_text(json.dumps(ref))
+    print(f"wrote {OUT / 'reference.json'}")
