@@ -1,0 +1,105 @@
+//! `glassbox attribute` end to end on the committed tiny GPT-2 (with a probe on `topic`):
+//! token and probe targets, every text method, the tables read back by pyarrow (an independent
+//! reader) — one map row per token, IG's completeness, curves, the randomisation check —, an
+//! up-to-date re-run, and refusals (exit 2, the fault named, the run byte-identical).
+
+use glassbox_tests::{assert_bad_input, assert_success, glassbox, pyarrow_check, tiny_decoder_run};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".glassbox.") && name.ends_with(".lock") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+const CHECK: &str = r#"
+import sys, pyarrow.parquet as pq, pyarrow.dataset as ds
+root = sys.argv[1] + "/attributions"
+s = pq.read_table(root + "/summary.parquet").to_pylist()
+methods = {r["method"] for r in s}
+assert methods == {"saliency", "gradient_x_input", "integrated_gradients", "occlusion", "smoothgrad", "attention_rollout"}, methods
+targets = {r["target"] for r in s}
+assert targets == {"token: the", "probe:topic=sports"}, targets
+for r in s:
+    if r["method"] == "integrated_gradients":
+        assert r["completeness_error"] < 0.05, r
+    assert r["deletion_morf_auc"] is not None and r["max_sensitivity"] is not None, r
+    assert r["comprehensiveness"] is not None, r
+m = ds.dataset(root + "/method=integrated_gradients/target=token_the", format="parquet").to_table().to_pylist()
+by_example = {}
+for row in m:
+    by_example.setdefault(row["example_id"], []).append(row)
+assert len(by_example) == 3, len(by_example)
+for rows in by_example.values():
+    assert [r["position"] for r in rows] == list(range(len(rows)))
+    assert all(isinstance(r["token"], str) for r in rows)
+curves = pq.read_table(root + "/curves.parquet").to_pylist()
+assert {c["curve"] for c in curves} == {"deletion_morf", "deletion_lerf", "insertion_morf", "insertion_lerf"}
+sanity = pq.read_table(root + "/sanity.parquet").to_pylist()
+assert sanity and max(r["groups_randomized"] for r in sanity) == sanity[0]["groups_total"]
+verdicts = pq.read_table(root + "/methods.parquet").to_pylist()
+assert sorted(v["rank"] for v in verdicts if v["target"] == "token: the") == list(range(1, 7))
+"#;
+
+#[test]
+fn tiny_gpt2_attributions_are_written_evaluated_and_refused_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_decoder_run("tiny_gpt2", &run, false, Some("topic"));
+    let attribute = |extra: &[&str]| {
+        glassbox()
+            .args(["attribute", "--run"])
+            .arg(&run)
+            .args(["--max-examples", "3", "--steps", "32", "--samples", "4"])
+            .args(["--sanity-examples", "2", "--curve-points", "5"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let methods = "saliency,gxi,ig,occlusion,smoothgrad,rollout";
+    let out = attribute(&["--target", "token: the", "--target", "probe:topic=sports", "--method", methods]);
+    assert_success(&out, "attribute");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("integrated_gradients"), "{stdout}");
+    pyarrow_check("attribute_cli", CHECK, &[&run]);
+    // Same settings: up to date.
+    let again = attribute(&["--target", "token: the", "--target", "probe:topic=sports", "--method", methods]);
+    assert_success(&again, "attribute (again)");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
+
+    let before = snapshot(&run);
+    for (args, needles) in [
+        (vec!["--target", "token: the", "--method", "grad_cam"], vec!["grad_cam", "text model"]),
+        (vec!["--target", "token: the", "--steps", "0"], vec!["steps", "at least 1"]),
+        (vec!["--target", "token: the", "--baseline", "blur"], vec!["blur", "for images"]),
+        (vec!["--target", "class:cat"], vec!["class:cat", "no class head"]),
+        (vec!["--target", "token: the", "--method", "sharpness"], vec!["sharpness", "choose from"]),
+        (vec!["--target", "probe:topic=cooking"], vec!["cooking"]),
+        (vec!["--target", "token: the cat sat"], vec!["not one"]),
+    ] {
+        let out = glassbox()
+            .args(["attribute", "--run"])
+            .arg(&run)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_bad_input(&out, &needles);
+        assert!(before == snapshot(&run), "{args:?} changed the run");
+    }
+}
