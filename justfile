@@ -157,6 +157,10 @@ planted-copy:
     .venv-ref/bin/python scripts/planted_copy_head.py
 
 # Regenerate the activation-patching reference (PyTorch forward hooks on the tiny decoders).
+reference-attribution:
+    @just _python-env .venv-ref "torch transformers tokenizers captum"
+    .venv-ref/bin/python scripts/reference_attribution.py
+
 reference-patching:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
     .venv-ref/bin/python scripts/reference_patching.py
