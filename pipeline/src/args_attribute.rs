@@ -20,7 +20,7 @@ pub struct AttributeArgs {
     /// Integrated gradients' points.
     #[arg(long, default_value_t = crate::config::AttributeSection::default().steps as i64, allow_hyphen_values = true)]
     pub steps: i64,
-    /// Integration rule: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
+    /// Integration rule: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid, adaptive.
     #[arg(long, default_value = "gausslegendre")]
     pub rule: String,
     /// zero, blur, uniform (images) or mask (text).

@@ -18,7 +18,7 @@ pub struct AttributeSection {
     pub methods: Vec<Method>,
     /// Integrated gradients' points.
     pub steps: usize,
-    /// Integrated gradients' rule: `gausslegendre` (Captum's default) or `riemann_*`.
+    /// Integrated gradients' rule: `gausslegendre` (Captum's default), `riemann_*`, or `adaptive`.
     pub rule: IgRule,
     /// `zero` (default), `blur` or `uniform` (images), `mask` (text).
     pub baseline: Baseline,
@@ -28,7 +28,7 @@ pub struct AttributeSection {
     pub noise: f64,
     /// Occlusion window: tokens (text; default 1) or pixels per side (images; default 16).
     pub window: Option<usize>,
-    /// Occlusion stride: tokens (default 1) or pixels (default 8).
+    /// Occlusion stride: tokens (default 1) or pixels (default 16).
     pub stride: Option<usize>,
     /// Grad-CAM's hook; default: `hook_head` (CNNs) or the last block's `hook_resid_pre` (ViT).
     pub cam_hook: Option<String>,

@@ -143,7 +143,7 @@ pub fn run_attribute(
     let mask = mask_token(&model);
     let (window, stride) = match inputs {
         Inputs::Texts(_) => (settings.window.unwrap_or(1), settings.stride.unwrap_or(1)),
-        Inputs::Images { .. } => (settings.window.unwrap_or(16), settings.stride.unwrap_or(8)),
+        Inputs::Images { .. } => (settings.window.unwrap_or(16), settings.stride.unwrap_or(16)),
     };
     let opts = MethodOptions {
         steps: settings.steps,

@@ -35,6 +35,9 @@ pub fn integrated_gradients(
             "integrated gradients need at least 1 step".into(),
         ));
     }
+    if rule == IgRule::Adaptive {
+        return integrated_gradients_adaptive(o, x, baseline, steps);
+    }
     let points = rule.points(steps);
     let inputs: Vec<Vec<f32>> = points
         .iter()
@@ -55,6 +58,143 @@ pub fn integrated_gradients(
         .into_iter()
         .zip(x.iter().zip(baseline))
         .map(|(t, (x, b))| (t * f64::from(x - b)) as f32)
+        .collect())
+}
+
+/// A segment `[a, b]` of the path with `f` at its ends and the gradient at its midpoint.
+struct Segment {
+    a: f64,
+    b: f64,
+    fa: f64,
+    fb: f64,
+    gradient: Vec<f32>,
+    /// `(b − a) · ∇f(mid) · (x − x')`: the segment's share of Σ attributions.
+    share: f64,
+}
+
+impl Segment {
+    /// How far the midpoint rule misses the segment's exact `f(b) − f(a)`.
+    fn miss(&self) -> f64 {
+        (self.share - (self.fb - self.fa)).abs()
+    }
+}
+
+/// Integrated gradients with `steps` gradient evaluations placed where the path integral needs
+/// them. `f` along the path is cheap (forwards) and tells each segment's exact integral
+/// `f(b) − f(a)`; the segments whose midpoint gradient misses it most are split in thirds (the
+/// middle third keeps the midpoint, so each split costs two gradients) until the budget is
+/// spent. On ReLU networks, whose path integrand jumps wherever a unit switches, fixed rules
+/// leave completeness errors of several percent at 64 steps; this rule drives them down with
+/// the same number of gradients. Starts from `min(steps, 16)` equal segments.
+pub fn integrated_gradients_adaptive(
+    o: &dyn Oracle,
+    x: &[f32],
+    baseline: &[f32],
+    steps: usize,
+) -> Result<Vec<f32>> {
+    if steps == 0 {
+        return Err(ModelError::Invalid(
+            "integrated gradients need at least 1 step".into(),
+        ));
+    }
+    let at = |alpha: f64| -> Vec<f32> {
+        x.iter()
+            .zip(baseline)
+            .map(|(x, b)| b + (alpha as f32) * (x - b))
+            .collect()
+    };
+    let delta: Vec<f32> = x.iter().zip(baseline).map(|(x, b)| x - b).collect();
+    let share = |g: &[f32], width: f64| -> f64 {
+        width
+            * g.iter()
+                .zip(&delta)
+                .map(|(g, d)| f64::from(*g) * f64::from(*d))
+                .sum::<f64>()
+    };
+    let n0 = steps.min(16);
+    let edges: Vec<f64> = (0..=n0).map(|i| i as f64 / n0 as f64).collect();
+    let f_edges = o.values(&edges.iter().map(|a| at(*a)).collect::<Vec<_>>())?;
+    let mids: Vec<Vec<f32>> = edges.windows(2).map(|e| at((e[0] + e[1]) / 2.0)).collect();
+    let (_, grads) = o.gradients(&mids)?;
+    let mut segments: Vec<Segment> = grads
+        .into_iter()
+        .enumerate()
+        .map(|(i, gradient)| {
+            let (a, b) = (edges[i], edges[i + 1]);
+            let share = share(&gradient, b - a);
+            Segment {
+                a,
+                b,
+                fa: f_edges[i],
+                fb: f_edges[i + 1],
+                gradient,
+                share,
+            }
+        })
+        .collect();
+    let mut left = steps - n0;
+    while left >= 2 {
+        // Split the worst few at once (one batched forward and backward per round): those
+        // within a factor of 4 of the worst, at most 8.
+        let mut order: Vec<usize> = (0..segments.len()).collect();
+        order.sort_by(|&i, &j| segments[j].miss().total_cmp(&segments[i].miss()));
+        let worst = segments[order[0]].miss();
+        if worst == 0.0 {
+            break;
+        }
+        let close = order
+            .iter()
+            .take_while(|&&i| segments[i].miss() >= worst / 4.0)
+            .count();
+        let k = (left / 2).min(8).min(close).max(1);
+        let mut chosen: Vec<usize> = order.into_iter().take(k).collect();
+        chosen.sort_unstable_by(|a, b| b.cmp(a));
+        let mut thirds = Vec::with_capacity(2 * k);
+        let mut inner = Vec::with_capacity(2 * k);
+        let mut old = Vec::with_capacity(k);
+        for &i in &chosen {
+            let s = segments.swap_remove(i);
+            let h = (s.b - s.a) / 3.0;
+            thirds.push(at(s.a + h));
+            thirds.push(at(s.a + 2.0 * h));
+            inner.push(at(s.a + h / 2.0));
+            inner.push(at(s.b - h / 2.0));
+            old.push(s);
+        }
+        let f_thirds = o.values(&thirds)?;
+        let (_, g_inner) = o.gradients(&inner)?;
+        let mut g_inner = g_inner.into_iter();
+        for (j, s) in old.into_iter().enumerate() {
+            let h = (s.b - s.a) / 3.0;
+            let (p1, p2) = (s.a + h, s.a + 2.0 * h);
+            let (f1, f2) = (f_thirds[2 * j], f_thirds[2 * j + 1]);
+            let (g1, g3) = (g_inner.next().expect("two"), g_inner.next().expect("two"));
+            let (s1, s3) = (share(&g1, h), share(&g3, h));
+            segments.push(Segment { a: s.a, b: p1, fa: s.fa, fb: f1, gradient: g1, share: s1 });
+            segments.push(Segment {
+                a: p1,
+                b: p2,
+                fa: f1,
+                fb: f2,
+                share: s.share / 3.0,
+                gradient: s.gradient,
+            });
+            segments.push(Segment { a: p2, b: s.b, fa: f2, fb: s.fb, gradient: g3, share: s3 });
+        }
+        left -= 2 * k;
+    }
+    let mut total = vec![0f64; x.len()];
+    for s in &segments {
+        let w = s.b - s.a;
+        total
+            .iter_mut()
+            .zip(&s.gradient)
+            .for_each(|(t, g)| *t += w * f64::from(*g));
+    }
+    Ok(total
+        .into_iter()
+        .zip(&delta)
+        .map(|(t, d)| (t * f64::from(*d)) as f32)
         .collect())
 }
 
@@ -237,6 +377,43 @@ mod tests {
                 assert!((a - c * x * x).abs() < 1e-5, "{rule:?}: {a} vs {}", c * x * x);
             }
         }
+    }
+
+    /// f(x) = Σ relu(xᵢ − ½)·cᵢ: a kink halfway along the path from 0. The adaptive rule
+    /// refines around it and completeness holds far better than the fixed midpoint rule's.
+    struct Kinked(Vec<f32>);
+    impl Oracle for Kinked {
+        fn input(&self) -> &[f32] {
+            &self.0
+        }
+        fn width(&self) -> usize {
+            1
+        }
+        fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
+            Ok(inputs
+                .iter()
+                .map(|x| x.iter().map(|v| f64::from((v - 0.5).max(0.0)) * 3.0).sum())
+                .collect())
+        }
+        fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+            let g = inputs
+                .iter()
+                .map(|x| x.iter().map(|v| if *v > 0.5 { 3.0 } else { 0.0 }).collect())
+                .collect();
+            Ok((self.values(inputs)?, g))
+        }
+    }
+
+    #[test]
+    fn adaptive_steps_close_the_completeness_gap_at_a_kink() {
+        let x = vec![1.37f32, 0.93, 2.2];
+        let o = Kinked(x.clone());
+        let zero = vec![0.0; 3];
+        let gap = o.values(&[x.clone()]).unwrap()[0];
+        let miss = |a: &[f32]| (a.iter().map(|v| f64::from(*v)).sum::<f64>() - gap).abs() / gap;
+        let adaptive = integrated_gradients(&o, &x, &zero, 32, IgRule::Adaptive).unwrap();
+        let fixed32 = integrated_gradients(&o, &x, &zero, 32, IgRule::GaussLegendre).unwrap();
+        assert!(miss(&adaptive) < miss(&fixed32) && miss(&adaptive) < 1e-3, "{} vs {}", miss(&adaptive), miss(&fixed32));
     }
 
     #[test]

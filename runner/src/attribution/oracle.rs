@@ -310,6 +310,16 @@ impl<'a> ImageOracle<'a> {
         })
     }
 
+    /// The model's raw outputs for one input (e.g. to find the predicted class).
+    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>> {
+        let images = self.images(&[input.to_vec()]);
+        let out = self
+            .model
+            .model
+            .forward((&images).into(), &mut Capture::new([]))?;
+        Ok(out.flatten_all()?.to_vec1()?)
+    }
+
     /// Width of the activation at `point`.
     pub fn hook_width(&self, point: HookPoint) -> usize {
         self.model.model.hook_width(point)

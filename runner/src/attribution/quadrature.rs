@@ -23,6 +23,12 @@ pub enum IgRule {
     RiemannMiddle,
     /// Trapezoids over α = 0, 1/(n−1), …, 1 (ends weighted by half).
     RiemannTrapezoid,
+    /// Midpoints of segments refined where the path integral is least complete: each
+    /// segment's `f(b) − f(a)` is known from forwards, so a segment whose midpoint gradient
+    /// misses it is split in thirds (the middle third keeps the midpoint). Same number of
+    /// gradients as `steps`, plus about as many forwards; see
+    /// [`super::methods::integrated_gradients_adaptive`].
+    Adaptive,
 }
 
 impl IgRule {
@@ -34,14 +40,17 @@ impl IgRule {
             IgRule::RiemannRight => "riemann_right",
             IgRule::RiemannMiddle => "riemann_middle",
             IgRule::RiemannTrapezoid => "riemann_trapezoid",
+            IgRule::Adaptive => "adaptive",
         }
     }
 
-    /// `(α, weight)` for each of `n ≥ 1` points; the weights sum to 1.
+    /// `(α, weight)` for each of `n ≥ 1` points; the weights sum to 1. The adaptive rule's
+    /// points depend on the integrand; here it gives its starting midpoints.
     pub fn points(self, n: usize) -> Vec<(f64, f64)> {
         let n = n.max(1);
         let nf = n as f64;
         match self {
+            IgRule::Adaptive => (0..n).map(|i| ((i as f64 + 0.5) / nf, 1.0 / nf)).collect(),
             IgRule::GaussLegendre => gauss_legendre(n)
                 .into_iter()
                 .map(|(x, w)| (0.5 * (x + 1.0), 0.5 * w))
@@ -72,9 +81,10 @@ impl std::str::FromStr for IgRule {
             "riemann_right" | "riemann-right" => IgRule::RiemannRight,
             "riemann_middle" | "riemann-middle" => IgRule::RiemannMiddle,
             "riemann_trapezoid" | "riemann-trapezoid" | "riemann" => IgRule::RiemannTrapezoid,
+            "adaptive" => IgRule::Adaptive,
             other => {
                 return Err(format!(
-                "unknown integration rule `{other}`; use gausslegendre, riemann_left, riemann_right, riemann_middle or riemann_trapezoid"
+                "unknown integration rule `{other}`; use adaptive, gausslegendre, riemann_left, riemann_right, riemann_middle or riemann_trapezoid"
             ))
             }
         })
@@ -146,6 +156,7 @@ mod tests {
             IgRule::RiemannRight,
             IgRule::RiemannMiddle,
             IgRule::RiemannTrapezoid,
+            IgRule::Adaptive,
         ] {
             for n in [1, 2, 7, 64, 300] {
                 let pts = rule.points(n);
