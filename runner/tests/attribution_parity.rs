@@ -178,3 +178,25 @@ fn randomisation_fails_the_edge_control_and_changes_ig() {
     );
     assert!(ig.spearman.unwrap().abs() < 0.5, "IG ρ {:?}", ig.spearman);
 }
+
+/// The autograd forward of every decoder family gives the gradient of the fast forward's `f`:
+/// a central difference along the gradient itself matches |∇f|² (tiny GPT-2, Llama, NeoX).
+#[test]
+fn decoder_gradients_match_central_differences() {
+    for name in ["tiny_gpt2", "tiny_llama", "tiny_neox", "tiny_qwen2"] {
+        let model = tiny(name);
+        let encoded = model.tokenizer().unwrap().encode(&["the cat sat on the mat"]).unwrap().remove(0);
+        let direction = model.model.unembedding().unwrap().get(7).unwrap().to_vec1().unwrap();
+        let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 8).unwrap();
+        let x = o.input().to_vec();
+        let (_, g) = o.gradients(&[x.clone()]).unwrap();
+        let g = &g[0];
+        let norm2: f64 = g.iter().map(|v| f64::from(*v).powi(2)).sum();
+        let h = 1e-2 / norm2.sqrt();
+        let step = |s: f64| -> Vec<f32> { x.iter().zip(g).map(|(x, g)| x + (s * f64::from(*g)) as f32).collect() };
+        let f = o.values(&[step(h), step(-h)]).unwrap();
+        let fd = (f[0] - f[1]) / (2.0 * h);
+        eprintln!("{name}: |∇f|² {norm2:.6}, central difference {fd:.6}");
+        assert!((fd - norm2).abs() < 1e-2 * norm2, "{name}: {fd} vs {norm2}");
+    }
+}

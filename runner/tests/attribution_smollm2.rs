@@ -1,0 +1,75 @@
+//! Attributions on the real SmolLM2-135M (GGUF, from `just models`), next-token targets on
+//! three prompts: the gradient of the autograd forward is the derivative of the fast forward's
+//! `f` (central differences along it, within 1 %), and integrated gradients from zero token
+//! embeddings at 64 steps — whose completeness the adaptive rule improves over Gauss–Legendre
+//! (measured, printed; see the comment for why neither is within 1 % on this model). Skips
+//! (fails under `CI=true`) without the model.
+
+use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
+use glassbox_runner::attribution::methods::integrated_gradients;
+use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
+use glassbox_runner::attribution::IgRule;
+
+#[test]
+fn smollm2_gradients_and_ig_completeness() {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let spec: ModelSpec = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF".parse().unwrap();
+    let resolved = match resolve(&spec) {
+        Ok(r) => r,
+        Err(e) => {
+            return glassbox_tests::skip(
+                "smollm2_gradients_and_ig_completeness",
+                &format!("SmolLM2 is not in the cache ({e}); run `just models`"),
+            )
+        }
+    };
+    let model = load_model(resolved, LoadOptions::default()).unwrap();
+    let tokenizer = model.tokenizer().unwrap();
+    for (prompt, answer) in [
+        ("The capital of France is", " Paris"),
+        ("When Mary and John went to the store, John gave a drink to", " Mary"),
+        ("One, two, three, four,", " five"),
+    ] {
+        let encoded = tokenizer.encode(&[prompt]).unwrap().remove(0);
+        let ids = tokenizer.encode_plain(answer).unwrap();
+        assert_eq!(ids.len(), 1, "{answer} is one token");
+        let direction = model
+            .model
+            .unembedding()
+            .unwrap()
+            .get(ids[0].0 as usize)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 16).unwrap();
+        let x = o.input().to_vec();
+        let (_, g) = o.gradients(&[x.clone()]).unwrap();
+        let g = &g[0];
+        let norm2: f64 = g.iter().map(|v| f64::from(*v).powi(2)).sum();
+        let h = 1e-3 / norm2.sqrt();
+        let step = |s: f64| -> Vec<f32> {
+            x.iter().zip(g).map(|(x, g)| x + (s * f64::from(*g)) as f32).collect()
+        };
+        let f = o.values(&[step(h), step(-h)]).unwrap();
+        let fd = (f[0] - f[1]) / (2.0 * h);
+        assert!((fd - norm2).abs() < 1e-2 * norm2, "{prompt:?}: central difference {fd} vs |∇f|² {norm2}");
+
+        let zero = vec![0f32; x.len()];
+        let f = o.values(&[x.clone(), zero.clone()]).unwrap();
+        let gap = f[0] - f[1];
+        let completeness = |rule: IgRule| {
+            let ig = integrated_gradients(&o, &x, &zero, 64, rule).unwrap();
+            let sum: f64 = ig.iter().map(|v| f64::from(*v)).sum();
+            (sum - gap).abs() / gap.abs()
+        };
+        let (fixed, adaptive) = (completeness(IgRule::GaussLegendre), completeness(IgRule::Adaptive));
+        // Measured: Gauss–Legendre 207–238 %, adaptive 31–69 %. Along the straight path from
+        // zero the residual stream is tiny for α ≲ 0.05 and the 30 RMSNorms amplify it: f swings
+        // by ±10 logits within Δα = 1e-4 around α ≈ 0.01 and its gradient reaches |∇f|² ~ 1e7
+        // (central differences stop converging there), so 64 gradients cannot integrate it.
+        eprintln!(
+            "{prompt:?} → {answer:?}: gap {gap:.3}, completeness error at 64 steps: gausslegendre {fixed:.3}, adaptive {adaptive:.3}"
+        );
+        assert!(adaptive < fixed, "{prompt:?}: adaptive {adaptive} vs gausslegendre {fixed}");
+    }
+}
