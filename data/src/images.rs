@@ -220,6 +220,31 @@ pub struct Preprocessor {
     pub filter: FilterType,
 }
 
+/// Writes preprocessed pixels (`height × width × 3`, channels-last, normalised by `pre`) back
+/// as the PNG the model saw — crop and resize included, normalisation undone — so maps of
+/// those pixels can be laid over it.
+pub fn write_model_input_png(
+    path: &Path,
+    pixels: &[f32],
+    (height, width): (usize, usize),
+    pre: &Preprocessor,
+) -> Result<()> {
+    let mut img = image::RgbImage::new(width as u32, height as u32);
+    for (i, px) in img.pixels_mut().enumerate() {
+        for c in 0..3 {
+            let v = (pixels[i * 3 + c] * pre.std[c] + pre.mean[c]) / pre.rescale_factor;
+            px.0[c] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| DataError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("cannot encode PNG: {e}"),
+        })?;
+    crate::atomic::write_bytes(path, &bytes)
+}
+
 impl Preprocessor {
     /// Reads `preprocessor_config.json` (`size`, `crop_size`, `do_*`, `rescale_factor`,
     /// `image_mean`, `image_std`, `resample`: 2 bilinear, 3 bicubic).

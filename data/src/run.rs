@@ -218,3 +218,17 @@ pub fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     parts.sort();
     Ok(parts)
 }
+
+/// A target spec as a folder-name-safe slug (`class:tabby, tabby cat` → `class_tabby_tabby_cat`):
+/// ASCII letters, digits and `-` kept, every other run of characters one `_`.
+pub fn folder_slug(spec: &str) -> String {
+    let mut out = String::new();
+    for c in spec.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_owned()
+}

@@ -3,6 +3,7 @@
 //! next to it as `summary.schema.json`), `report/summary.md` and `report/figures/*.svg`.
 
 mod atp_svg;
+pub mod attribution;
 pub mod causal;
 pub mod dictionary;
 mod html;

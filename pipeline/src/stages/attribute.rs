@@ -283,8 +283,17 @@ pub fn run_attribute(
     write_curves(&dir, &curves)?;
     write_sanity(&dir, &sanity)?;
     write_methods(&dir, &verdicts)?;
-    // Summary last: its presence marks the folder complete.
+    if let Inputs::Images { images, size } = &inputs {
+        let pre = model.preprocessor()?;
+        let folder = dir.join("inputs");
+        std::fs::create_dir_all(&folder)?;
+        for (id, pixels, _) in images {
+            glassbox_data::images::write_model_input_png(&folder.join(format!("{id}.png")), pixels, *size, &pre)?;
+        }
+    }
     write_summary(&dir, &summary)?;
+    // The page reads the tables back: last.
+    glassbox_reports::attribution::write_attribution_page(run, &dir)?;
     let done = Completion {
         stage: Stage::Attribute,
         fingerprint: fp,

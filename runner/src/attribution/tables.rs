@@ -9,18 +9,7 @@ use glassbox_data::Result;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A target spec as a folder-name-safe slug (`class:tabby, tabby cat` → `class_tabby_tabby_cat`).
-pub fn slug(spec: &str) -> String {
-    let mut out = String::new();
-    for c in spec.chars() {
-        if c.is_ascii_alphanumeric() || c == '-' {
-            out.push(c);
-        } else if !out.ends_with('_') {
-            out.push('_');
-        }
-    }
-    out.trim_matches('_').to_owned()
-}
+pub use glassbox_data::run::folder_slug as slug;
 
 /// One example's map: per token (text, with the token) or per pixel (images, with its row and
 /// column).
