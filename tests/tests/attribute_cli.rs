@@ -103,3 +103,62 @@ fn tiny_gpt2_attributions_are_written_evaluated_and_refused_cleanly() {
         assert!(before == snapshot(&run), "{args:?} changed the run");
     }
 }
+
+const VISION_CHECK: &str = r#"
+import sys, pyarrow.parquet as pq, pyarrow.dataset as ds
+root = sys.argv[1] + "/attributions"
+verdicts = {v["method"]: v for v in pq.read_table(root + "/methods.parquet").to_pylist()}
+assert verdicts["edges"]["sanity_passed"] is False, verdicts["edges"]
+assert verdicts["edges"]["rank"] == len(verdicts), verdicts
+assert verdicts["integrated_gradients"]["sanity_passed"] is True, verdicts["integrated_gradients"]
+s = pq.read_table(root + "/summary.parquet").to_pylist()
+assert all(r["predicted"] for r in s), s[0]
+m = ds.dataset(root + "/method=grad_cam/target=class_predicted", format="parquet").to_table().to_pylist()
+assert len(m) == 2 * 32 * 32 and max(r["y"] for r in m) == 31 and max(r["x"] for r in m) == 31
+"#;
+
+/// The tiny ViT on generated textures: class:predicted with every image method, the edge control
+/// failing the randomisation check (ranked last, labelled on the page), the page embedding the
+/// model-input images.
+#[test]
+fn tiny_vit_attributions_flag_the_edge_control() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let out = glassbox()
+        .args(["textures", "--kinds", "stripes,dots", "--per-class", "1", "--size", "32", "--out"])
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_vit"))
+        .arg("--data")
+        .arg(&images)
+        .args(["--hooks", "hook_pooled", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (tiny ViT)");
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args(["--target", "class:predicted", "--method", "saliency,ig,occlusion,grad_cam,rollout,edges"])
+        .args(["--steps", "16", "--window", "8", "--stride", "8", "--cam-hook", "blocks.1.hook_resid_pre"])
+        .output()
+        .unwrap();
+    assert_success(&out, "attribute (tiny ViT)");
+    pyarrow_check("attribute_cli (vision)", VISION_CHECK, &[&run]);
+    let page = std::fs::read_to_string(run.join("attributions/index.html")).unwrap();
+    assert!(page.contains("data:image/png;base64,"), "the page embeds the model's input");
+    assert!(page.contains("edges — <strong>failed the randomisation check"));
+    // An unknown class lists the model's classes.
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args(["--target", "class:zebra"])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["class:zebra", "class 0"]);
+}
