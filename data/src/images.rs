@@ -237,11 +237,14 @@ pub fn write_model_input_png(
         }
     }
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| DataError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("cannot encode PNG: {e}"),
-        })?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| DataError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("cannot encode PNG: {e}"),
+    })?;
     crate::atomic::write_bytes(path, &bytes)
 }
 

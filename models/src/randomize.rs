@@ -28,7 +28,15 @@ pub enum Randomization {
 
 /// Name fragments of the input side's tensors (embeddings, stems, patch embeddings).
 const INPUT_SIDE: [&str; 10] = [
-    "embed", "wte", "wpe", "stem", "_bn0", "patch", "cls_token", "position", "pre_layrnorm",
+    "embed",
+    "wte",
+    "wpe",
+    "stem",
+    "_bn0",
+    "patch",
+    "cls_token",
+    "position",
+    "pre_layrnorm",
     "class_embedding",
 ];
 
@@ -89,12 +97,13 @@ pub fn randomize(weights: &mut Weights, which: &Randomization, seed: u64) -> Res
             continue;
         }
         let dims = t.dims().to_vec();
-        let mut values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-        let stream = name
-            .bytes()
-            .fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
+        let mut values: Vec<f32> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let stream = name.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         SeededRng::new(stream).shuffle(&mut values);
         let shuffled = Tensor::from_vec(values, dims, t.device())?.to_dtype(dtype)?;
         weights.replace(name, shuffled);
@@ -129,10 +138,15 @@ mod tests {
         assert_eq!(g[1], vec!["h.10.ln_1.weight"]);
         assert_eq!(g[3], vec!["h.0.attn.c_attn.weight"]);
         assert_eq!(g[4], vec!["wpe.weight", "wte.weight"]);
-        let effnet: Vec<String> = ["_conv_stem.weight", "_bn0.running_var", "_blocks.15.x", "_fc.bias"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let effnet: Vec<String> = [
+            "_conv_stem.weight",
+            "_bn0.running_var",
+            "_blocks.15.x",
+            "_fc.bias",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let g = layer_groups(&effnet);
         assert_eq!(g.first().unwrap(), &vec!["_fc.bias".to_string()]);
         assert_eq!(g.last().unwrap().len(), 2);

@@ -1,4 +1,6 @@
 //! The `attribute` subcommand's flags (they fill the `[attribute]` section).
+//! As in `args`, the doc comments are `--help` text: `[@HOOK]` is argument syntax, not a doc link.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 use clap::Args;
 use std::path::PathBuf;
@@ -92,7 +94,10 @@ impl AttributeArgs {
         let methods = self
             .methods
             .iter()
-            .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!("--method: {e}")))
+            .map(|m| {
+                m.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--method: {e}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(crate::config::AttributeSection {
             targets: self.targets.clone(),

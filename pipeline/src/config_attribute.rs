@@ -98,10 +98,16 @@ impl AttributeSection {
             bail!("attribute: noise = {}; it must be a finite value ≥ 0 (a fraction of the input's range, e.g. 0.15)", self.noise);
         }
         if !self.sensitivity_radius.is_finite() || self.sensitivity_radius < 0.0 {
-            bail!("attribute: sensitivity_radius = {}; it must be a finite value ≥ 0", self.sensitivity_radius);
+            bail!(
+                "attribute: sensitivity_radius = {}; it must be a finite value ≥ 0",
+                self.sensitivity_radius
+            );
         }
         if !(0.0..=1.0).contains(&self.sanity_threshold) {
-            bail!("attribute: sanity_threshold = {}; it must lie in [0, 1]", self.sanity_threshold);
+            bail!(
+                "attribute: sanity_threshold = {}; it must lie in [0, 1]",
+                self.sanity_threshold
+            );
         }
         for (name, v) in [
             ("window", self.window),

@@ -135,7 +135,10 @@ pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
         }
         let sanity = match r.sanity_passed {
             Some(true) => format!("passed (|ρ| {})", fmt(r.randomized_spearman)),
-            Some(false) => format!("FAILED (|ρ| {} with the model randomised)", fmt(r.randomized_spearman)),
+            Some(false) => format!(
+                "FAILED (|ρ| {} with the model randomised)",
+                fmt(r.randomized_spearman)
+            ),
             None => "not run".to_owned(),
         };
         crate::outln!(

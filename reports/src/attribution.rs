@@ -6,7 +6,10 @@
 
 use crate::markup::{escape, page};
 use crate::ReportError;
-use arrow_array::{Array, BooleanArray, Float32Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, BooleanArray, Float32Array, Float64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
+};
 use glassbox_data::table::read_table;
 use glassbox_data::RunDir;
 use std::collections::BTreeMap;
@@ -23,7 +26,12 @@ fn batches(path: &Path) -> Result<Vec<RecordBatch>, ReportError> {
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T, ReportError> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| ReportError::Invalid(format!("{}: column `{name}` missing or mistyped", path.display())))
+        .ok_or_else(|| {
+            ReportError::Invalid(format!(
+                "{}: column `{name}` missing or mistyped",
+                path.display()
+            ))
+        })
 }
 
 /// One method's verdict (a row of `methods.parquet`).
@@ -102,9 +110,15 @@ fn maps(folder: &Path) -> Result<BTreeMap<u64, Map>, ReportError> {
     for b in batches(&path)? {
         let id = col::<UInt64Array>(&b, "example_id", &path)?;
         let value = col::<Float32Array>(&b, "attribution", &path)?;
-        let token = b.column_by_name("token").and_then(|c| c.as_any().downcast_ref::<StringArray>());
-        let y = b.column_by_name("y").and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
-        let x = b.column_by_name("x").and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
+        let token = b
+            .column_by_name("token")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let y = b
+            .column_by_name("y")
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
+        let x = b
+            .column_by_name("x")
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
         for i in 0..b.num_rows() {
             let m = out.entry(id.value(i)).or_insert(Map {
                 values: Vec::new(),
@@ -117,16 +131,22 @@ fn maps(folder: &Path) -> Result<BTreeMap<u64, Map>, ReportError> {
             }
             if let (Some(y), Some(x)) = (y, x) {
                 let (h, w) = m.size.unwrap_or((0, 0));
-                m.size = Some((h.max(y.value(i) as usize + 1), w.max(x.value(i) as usize + 1)));
+                m.size = Some((
+                    h.max(y.value(i) as usize + 1),
+                    w.max(x.value(i) as usize + 1),
+                ));
             }
         }
     }
     Ok(out)
 }
 
+/// `(method, curve)` → `(fraction, mean f)` points.
+type MeanCurves = BTreeMap<(String, String), Vec<(f64, f64)>>;
+
 /// Mean curve per `(method, curve)` of one target on 21 evenly spaced fractions: each example's
 /// curve (its own fractions: 1/n steps for n tokens) interpolated linearly, then averaged.
-fn mean_curves(dir: &Path, target: &str) -> Result<BTreeMap<(String, String), Vec<(f64, f64)>>, ReportError> {
+fn mean_curves(dir: &Path, target: &str) -> Result<MeanCurves, ReportError> {
     let path = dir.join("curves.parquet");
     type Key = (String, String, u64);
     let mut curves: BTreeMap<Key, Vec<(f64, f64)>> = BTreeMap::new();
@@ -140,7 +160,11 @@ fn mean_curves(dir: &Path, target: &str) -> Result<BTreeMap<(String, String), Ve
         for i in 0..b.num_rows() {
             if t.value(i) == target {
                 curves
-                    .entry((method.value(i).to_owned(), curve.value(i).to_owned(), id.value(i)))
+                    .entry((
+                        method.value(i).to_owned(),
+                        curve.value(i).to_owned(),
+                        id.value(i),
+                    ))
                     .or_default()
                     .push((fraction.value(i), value.value(i)));
             }
@@ -159,7 +183,9 @@ fn mean_curves(dir: &Path, target: &str) -> Result<BTreeMap<(String, String), Ve
                 (None, None) => f64::NAN,
             }
         };
-        let slot = sums.entry((method, curve)).or_insert((vec![0.0; GRID + 1], 0));
+        let slot = sums
+            .entry((method, curve))
+            .or_insert((vec![0.0; GRID + 1], 0));
         for (k, v) in slot.0.iter_mut().enumerate() {
             *v += at(k as f64 / GRID as f64);
         }
@@ -183,7 +209,11 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -253,7 +283,7 @@ fn text_panel(m: &Map) -> String {
 }
 
 /// The mean deletion (most relevant first) curve of each method: a faithful map drops fast.
-fn curves_svg(curves: &BTreeMap<(String, String), Vec<(f64, f64)>>) -> String {
+fn curves_svg(curves: &MeanCurves) -> String {
     let lines: Vec<(&String, &Vec<(f64, f64)>)> = curves
         .iter()
         .filter(|((_, c), _)| c == "deletion_morf")
@@ -265,16 +295,27 @@ fn curves_svg(curves: &BTreeMap<(String, String), Vec<(f64, f64)>>) -> String {
     let (lo, hi) = lines
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| p.1))
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(v), h.max(v))
+        });
     let span = (hi - lo).max(1e-9);
     let (w, h, pad) = (420.0, 220.0, 36.0);
-    let colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
+    let colours = [
+        "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+        "#17becf",
+    ];
     let mut svg = format!("<svg width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\"><rect x=\"{pad}\" y=\"8\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>", w + 160.0, h + 40.0, w + 160.0, h + 40.0, w - pad, h - 8.0);
     for (k, (method, points)) in lines.iter().enumerate() {
         let colour = colours[k % colours.len()];
         let path: Vec<String> = points
             .iter()
-            .map(|(f, v)| format!("{:.1},{:.1}", pad + f * (w - pad), 8.0 + (hi - v) / span * (h - 8.0)))
+            .map(|(f, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    pad + f * (w - pad),
+                    8.0 + (hi - v) / span * (h - 8.0)
+                )
+            })
             .collect();
         svg.push_str(&format!(
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{colour}\">{}</text>",
@@ -313,8 +354,14 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
         body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
         for v in &mine {
             let sanity = match v.sanity_passed {
-                Some(true) => format!("passed (|ρ| {} with the model randomised)", fmt(v.randomized_spearman)),
-                Some(false) => format!("<strong>FAILED</strong> (|ρ| {} with the model randomised)", fmt(v.randomized_spearman)),
+                Some(true) => format!(
+                    "passed (|ρ| {} with the model randomised)",
+                    fmt(v.randomized_spearman)
+                ),
+                Some(false) => format!(
+                    "<strong>FAILED</strong> (|ρ| {} with the model randomised)",
+                    fmt(v.randomized_spearman)
+                ),
                 None => "not run".to_owned(),
             };
             body.push_str(&format!(
@@ -334,7 +381,9 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
         let slug = glassbox_data::run::folder_slug(target);
         let mut per_method: Vec<(&Verdict, BTreeMap<u64, Map>)> = Vec::new();
         for v in &mine {
-            let folder = dir.join(format!("method={}", v.method)).join(format!("target={slug}"));
+            let folder = dir
+                .join(format!("method={}", v.method))
+                .join(format!("target={slug}"));
             if folder.join("part-0.parquet").is_file() {
                 per_method.push((v, maps(&folder)?));
             }
@@ -344,7 +393,10 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
             .map(|(_, m)| m.keys().copied().take(SHOWN).collect())
             .unwrap_or_default();
         for id in ids {
-            let (predicted, f) = predictions.get(&(target.clone(), id)).cloned().unwrap_or((None, f64::NAN));
+            let (predicted, f) = predictions
+                .get(&(target.clone(), id))
+                .cloned()
+                .unwrap_or((None, f64::NAN));
             let heading = match &predicted {
                 Some(p) => format!("Example {id}: the model says <strong>{}</strong> (target score {f:.3}) because…", escape(p)),
                 None => format!("Example {id} (target score {f:.3})"),
@@ -353,17 +405,27 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
             let png = inputs.join(format!("{id}.png"));
             let class = format!("ex{id}");
             if png.is_file() && !style.contains(&format!(".{class} ")) {
-                let bytes = std::fs::read(&png).map_err(|e| ReportError::Invalid(format!("{}: {e}", png.display())))?;
-                style.push_str(&format!(".{class} {{ background-image: url(data:image/png;base64,{}); }}\n", base64(&bytes)));
+                let bytes = std::fs::read(&png)
+                    .map_err(|e| ReportError::Invalid(format!("{}: {e}", png.display())))?;
+                style.push_str(&format!(
+                    ".{class} {{ background-image: url(data:image/png;base64,{}); }}\n",
+                    base64(&bytes)
+                ));
             }
             for (v, maps) in &per_method {
                 let Some(m) = maps.get(&id) else { continue };
-                let panel = if m.size.is_some() { image_panel(m, &class) } else { text_panel(m) };
+                let panel = if m.size.is_some() {
+                    image_panel(m, &class)
+                } else {
+                    text_panel(m)
+                };
                 let caption = match v.sanity_passed {
                     Some(false) => format!("{} — <strong>failed the randomisation check: not an explanation of the model</strong>", escape(&v.method)),
                     _ => escape(&v.method),
                 };
-                body.push_str(&format!("<figure class=\"panel\">{panel}<figcaption>{caption}</figcaption></figure>\n"));
+                body.push_str(&format!(
+                    "<figure class=\"panel\">{panel}<figcaption>{caption}</figcaption></figure>\n"
+                ));
             }
             body.push_str("</div>\n");
         }
@@ -386,7 +448,13 @@ pub fn write_attribution_page(run: &RunDir, dir: &Path) -> Result<PathBuf, Repor
 mod tests {
     #[test]
     fn base64_matches_the_rfc_vectors() {
-        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(super::base64(input.as_bytes()), want);
         }
     }

@@ -59,7 +59,11 @@ fn image() -> Vec<f32> {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 /// How much a method may be moved by kink flips: the fraction of sampled features that must
@@ -88,7 +92,11 @@ fn check(what: &str, features: &[f32], reference: &Value, indices: &[usize], kin
     let want = floats(&reference["values"]);
     let got: Vec<f64> = indices.iter().map(|&i| f64::from(features[i])).collect();
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-    let errors: Vec<f64> = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / scale).collect();
+    let errors: Vec<f64> = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .collect();
     let close = errors.iter().filter(|e| **e <= 1e-4).count();
     let worst = errors.iter().cloned().fold(0f64, f64::max);
     assert!(
@@ -102,7 +110,10 @@ fn check(what: &str, features: &[f32], reference: &Value, indices: &[usize], kin
         cells[(p / 224 / 16) * 14 + (p % 224) / 16] += f64::from(*v);
     }
     let want_cells = floats(&reference["cells"]);
-    let cell_scale = want_cells.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+    let cell_scale = want_cells
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs()))
+        .max(1e-12);
     let cell_errors: Vec<f64> = cells
         .iter()
         .zip(&want_cells)
@@ -110,7 +121,10 @@ fn check(what: &str, features: &[f32], reference: &Value, indices: &[usize], kin
         .collect();
     let off = cell_errors.iter().filter(|e| **e > 1e-4).count();
     let worst_cell = cell_errors.iter().cloned().fold(0f64, f64::max);
-    assert!(off <= kinks.cells && worst_cell <= 0.02, "{what}: {off} cells off by > 1e-4 of scale, worst {worst_cell:e}");
+    assert!(
+        off <= kinks.cells && worst_cell <= 0.02,
+        "{what}: {off} cells off by > 1e-4 of scale, worst {worst_cell:e}"
+    );
     eprintln!(
         "{what}: {close}/{} sampled features within 1e-4 (worst {worst:.1e}), {off} of 196 cells off (worst {worst_cell:.1e})",
         errors.len()
@@ -128,20 +142,43 @@ fn efficientnet_lite0_attributions_match_captum() {
     let target = r["target"].as_u64().unwrap() as usize;
     let mut weights = vec![0f32; 1000];
     weights[target] = 1.0;
-    let o = ImageOracle::new(&model, image(), (224, 224), &Target::Outputs { weights }, 16).unwrap();
+    let o = ImageOracle::new(
+        &model,
+        image(),
+        (224, 224),
+        &Target::Outputs { weights },
+        16,
+    )
+    .unwrap();
     let x = o.input().to_vec();
     let zero = vec![0f32; x.len()];
     let f = o.values(&[x.clone(), zero.clone()]).unwrap();
     let f_ref = r["f_input"].as_f64().unwrap();
-    assert!((f[0] - f_ref).abs() < 1e-4 * f_ref.abs().max(1.0), "f(x) {} vs {f_ref}", f[0]);
+    assert!(
+        (f[0] - f_ref).abs() < 1e-4 * f_ref.abs().max(1.0),
+        "f(x) {} vs {f_ref}",
+        f[0]
+    );
     let indices: Vec<usize> = r["indices"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
-    check("saliency", &saliency(&o, &x).unwrap().1, &r["saliency"], &indices, ONE_INPUT);
-    check("gradient × input", &gradient_x_input(&o, &x).unwrap().1, &r["gradient_x_input"], &indices, ONE_INPUT);
+    check(
+        "saliency",
+        &saliency(&o, &x).unwrap().1,
+        &r["saliency"],
+        &indices,
+        ONE_INPUT,
+    );
+    check(
+        "gradient × input",
+        &gradient_x_input(&o, &x).unwrap().1,
+        &r["gradient_x_input"],
+        &indices,
+        ONE_INPUT,
+    );
     let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
     // Sixteen inputs along the path, each with its own near-kink units (deeper ones with
     // receptive fields of 100+ pixels): more features move, by as little.
@@ -151,14 +188,23 @@ fn efficientnet_lite0_attributions_match_captum() {
     };
     check("IG", &ig, &r["ig_gausslegendre_16"], &indices, along_path);
     let windows = image_windows(224, 224, 32, 32);
-    check("occlusion", &occlusion(&o, &x, &zero, &windows).unwrap().1, &r["occlusion"], &indices, ONE_INPUT);
+    check(
+        "occlusion",
+        &occlusion(&o, &x, &zero, &windows).unwrap().1,
+        &r["occlusion"],
+        &indices,
+        ONE_INPUT,
+    );
     let (a, g) = o.hook_gradient(&x, HookPoint::Head).unwrap();
     let cam = grad_cam(HookPoint::Head, &a, &g, 1280, (224, 224)).unwrap();
     let want = floats(&r["grad_cam"]);
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
     assert_eq!((cam.rows, cam.cols), (7, 7));
     for (got, want) in cam.values.iter().zip(&want) {
-        assert!((f64::from(*got) - want).abs() <= 1e-4 * scale, "Grad-CAM {got} vs {want}");
+        assert!(
+            (f64::from(*got) - want).abs() <= 1e-4 * scale,
+            "Grad-CAM {got} vs {want}"
+        );
     }
     // Completeness at 64 steps: Σ IG against f(x) − f(0). Fixed rules miss by several percent
     // on this ReLU6 network (Gauss–Legendre: 9.6 % here, as Captum's own); the adaptive rule
@@ -169,9 +215,15 @@ fn efficientnet_lite0_attributions_match_captum() {
         let sum: f64 = ig.iter().map(|v| f64::from(*v)).sum();
         (sum - gap).abs() / gap.abs()
     };
-    let (fixed, adaptive) = (completeness(IgRule::GaussLegendre), completeness(IgRule::Adaptive));
+    let (fixed, adaptive) = (
+        completeness(IgRule::GaussLegendre),
+        completeness(IgRule::Adaptive),
+    );
     eprintln!("IG completeness at 64 steps: gausslegendre {fixed:.4}, adaptive {adaptive:.4}");
-    assert!(adaptive <= 0.01, "adaptive IG completeness error {adaptive} > 1% at 64 steps");
+    assert!(
+        adaptive <= 0.01,
+        "adaptive IG completeness error {adaptive} > 1% at 64 steps"
+    );
     chelsea_completeness(&model);
 }
 
@@ -179,17 +231,45 @@ fn efficientnet_lite0_attributions_match_captum() {
 fn chelsea_completeness(model: &LoadedModel) {
     let path = glassbox_tests::workspace_root().join("target/samples/chelsea.png");
     if !path.is_file() {
-        return glassbox_tests::skip("attribution_effnet", "target/samples/chelsea.png missing; run `just models`");
+        return glassbox_tests::skip(
+            "attribution_effnet",
+            "target/samples/chelsea.png missing; run `just models`",
+        );
     }
-    let pre = glassbox_data::images::Preprocessor::from_json_file(model.preprocessor.as_ref().unwrap()).unwrap();
-    let (pixels, h, w) = pre.apply(&glassbox_data::images::load_rgb(&path).unwrap(), &path).unwrap();
+    let pre =
+        glassbox_data::images::Preprocessor::from_json_file(model.preprocessor.as_ref().unwrap())
+            .unwrap();
+    let (pixels, h, w) = pre
+        .apply(&glassbox_data::images::load_rgb(&path).unwrap(), &path)
+        .unwrap();
     let (h, w) = (h as usize, w as usize);
-    let probe = ImageOracle::new(model, pixels.clone(), (h, w), &Target::Outputs { weights: vec![0.0; 1000] }, 16).unwrap();
+    let probe = ImageOracle::new(
+        model,
+        pixels.clone(),
+        (h, w),
+        &Target::Outputs {
+            weights: vec![0.0; 1000],
+        },
+        16,
+    )
+    .unwrap();
     let scores = probe.logits(&pixels).unwrap();
-    let top = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let top = scores
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
     let mut weights = vec![0f32; 1000];
     weights[top] = 1.0;
-    let o = ImageOracle::new(model, pixels.clone(), (h, w), &Target::Outputs { weights }, 16).unwrap();
+    let o = ImageOracle::new(
+        model,
+        pixels.clone(),
+        (h, w),
+        &Target::Outputs { weights },
+        16,
+    )
+    .unwrap();
     let zero = vec![0f32; pixels.len()];
     let f = o.values(&[pixels.clone(), zero.clone()]).unwrap();
     let completeness = |rule: IgRule| {
@@ -197,11 +277,17 @@ fn chelsea_completeness(model: &LoadedModel) {
         let sum: f64 = ig.iter().map(|v| f64::from(*v)).sum();
         (sum - (f[0] - f[1])).abs() / (f[0] - f[1]).abs()
     };
-    let (fixed, adaptive) = (completeness(IgRule::GaussLegendre), completeness(IgRule::Adaptive));
+    let (fixed, adaptive) = (
+        completeness(IgRule::GaussLegendre),
+        completeness(IgRule::Adaptive),
+    );
     eprintln!("chelsea (class {top}): IG completeness at 64 steps: gausslegendre {fixed:.4}, adaptive {adaptive:.4}");
     // Measured: Gauss–Legendre 0.67 %, adaptive 1.3 % — on the synthetic input it is the other
     // way round (9.6 % and 0.46 %). The path integrand of this ReLU6 network is rough at every
     // scale (segments of width 7e-4 still miss by 0.1 % of the gap), so at 64 steps neither rule
     // is within 1 % on every input; the stage reports each example's completeness error.
-    assert!(fixed <= 0.01 && adaptive <= 0.02, "chelsea: gausslegendre {fixed}, adaptive {adaptive}");
+    assert!(
+        fixed <= 0.01 && adaptive <= 0.02,
+        "chelsea: gausslegendre {fixed}, adaptive {adaptive}"
+    );
 }

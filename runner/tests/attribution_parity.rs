@@ -7,7 +7,9 @@
 
 use glassbox_models::randomize::Randomization;
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_models::{
+    load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec,
+};
 use glassbox_runner::attribution::methods::{
     gradient_x_input, image_windows, integrated_gradients, occlusion, per_position, saliency,
     token_windows,
@@ -94,31 +96,74 @@ fn text_attributions_match_captum_on_tiny_gpt2() {
     let x = o.input().to_vec();
     let zero = vec![0f32; x.len()];
     let f = o.values(&[x.clone(), zero.clone()]).unwrap();
-    let f_ref = (r["f_input"].as_f64().unwrap(), r["f_baseline"].as_f64().unwrap());
-    assert!((f[0] - f_ref.0).abs() < 1e-4 * f_ref.0.abs().max(1.0), "f(x) {} vs {}", f[0], f_ref.0);
+    let f_ref = (
+        r["f_input"].as_f64().unwrap(),
+        r["f_baseline"].as_f64().unwrap(),
+    );
+    assert!(
+        (f[0] - f_ref.0).abs() < 1e-4 * f_ref.0.abs().max(1.0),
+        "f(x) {} vs {}",
+        f[0],
+        f_ref.0
+    );
     assert!((f[1] - f_ref.1).abs() < 1e-4 * f_ref.1.abs().max(1.0));
-    close("saliency", &saliency(&o, &x).unwrap().1, &floats(&r["saliency"]), 1e-4);
-    close("gradient × input", &gradient_x_input(&o, &x).unwrap().1, &floats(&r["gradient_x_input"]), 1e-4);
+    close(
+        "saliency",
+        &saliency(&o, &x).unwrap().1,
+        &floats(&r["saliency"]),
+        1e-4,
+    );
+    close(
+        "gradient × input",
+        &gradient_x_input(&o, &x).unwrap().1,
+        &floats(&r["gradient_x_input"]),
+        1e-4,
+    );
     let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
-    close("IG gausslegendre", &ig, &floats(&r["ig_gausslegendre_16"]), 1e-4);
+    close(
+        "IG gausslegendre",
+        &ig,
+        &floats(&r["ig_gausslegendre_16"]),
+        1e-4,
+    );
     // Captum's trapezoid weighs its n points by 1/n (ends halved), so its weights sum to
     // (n − 1)/n; glassbox's by 1/(n − 1), summing to 1. Same points: the maps differ by (n−1)/n.
     let ig_t = integrated_gradients(&o, &x, &zero, 16, IgRule::RiemannTrapezoid).unwrap();
     let scaled: Vec<f32> = ig_t.iter().map(|v| v * 15.0 / 16.0).collect();
-    close("IG trapezoid (× 15/16)", &scaled, &floats(&r["ig_riemann_trapezoid_16"]), 1e-4);
+    close(
+        "IG trapezoid (× 15/16)",
+        &scaled,
+        &floats(&r["ig_riemann_trapezoid_16"]),
+        1e-4,
+    );
     let d = o.width();
     let windows = token_windows(x.len() / d, d, 1, 1);
-    close("occlusion", &occlusion(&o, &x, &zero, &windows).unwrap().1, &floats(&r["occlusion"]), 1e-4);
+    close(
+        "occlusion",
+        &occlusion(&o, &x, &zero, &windows).unwrap().1,
+        &floats(&r["occlusion"]),
+        1e-4,
+    );
     // Completeness: Σ IG = f(x) − f(0) up to the quadrature's error.
     let sum: f64 = per_position(&ig, d).iter().map(|v| f64::from(*v)).sum();
     let gap = f[0] - f[1];
-    assert!((sum - gap).abs() < 0.05 * gap.abs(), "Σ IG {sum} vs gap {gap}");
+    assert!(
+        (sum - gap).abs() < 0.05 * gap.abs(),
+        "Σ IG {sum} vs gap {gap}"
+    );
 }
 
 fn image_oracle<'a>(model: &'a LoadedModel, r: &Value) -> ImageOracle<'a> {
     let mut weights = vec![0f32; model.model.labels().len()];
     weights[r["target"].as_u64().unwrap() as usize] = 1.0;
-    ImageOracle::new(model, floats(&r["pixels"]), (32, 32), &Target::Outputs { weights }, 8).unwrap()
+    ImageOracle::new(
+        model,
+        floats(&r["pixels"]),
+        (32, 32),
+        &Target::Outputs { weights },
+        8,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -129,14 +174,34 @@ fn image_attributions_match_captum_on_tiny_vit() {
     let o = image_oracle(&model, r);
     let x = o.input().to_vec();
     let zero = vec![0f32; x.len()];
-    let f = o.values(&[x.clone()]).unwrap();
+    let f = o.values(std::slice::from_ref(&x)).unwrap();
     assert!((f[0] - r["f_input"].as_f64().unwrap()).abs() < 1e-4);
-    close("saliency", &saliency(&o, &x).unwrap().1, &floats(&r["saliency"]), 1e-4);
-    close("gradient × input", &gradient_x_input(&o, &x).unwrap().1, &floats(&r["gradient_x_input"]), 1e-4);
+    close(
+        "saliency",
+        &saliency(&o, &x).unwrap().1,
+        &floats(&r["saliency"]),
+        1e-4,
+    );
+    close(
+        "gradient × input",
+        &gradient_x_input(&o, &x).unwrap().1,
+        &floats(&r["gradient_x_input"]),
+        1e-4,
+    );
     let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
-    close("IG gausslegendre", &ig, &floats(&r["ig_gausslegendre_16"]), 1e-4);
+    close(
+        "IG gausslegendre",
+        &ig,
+        &floats(&r["ig_gausslegendre_16"]),
+        1e-4,
+    );
     let windows = image_windows(32, 32, 8, 4);
-    close("occlusion", &occlusion(&o, &x, &zero, &windows).unwrap().1, &floats(&r["occlusion"]), 1e-4);
+    close(
+        "occlusion",
+        &occlusion(&o, &x, &zero, &windows).unwrap().1,
+        &floats(&r["occlusion"]),
+        1e-4,
+    );
 }
 
 /// Adebayo et al.'s check on the tiny ViT: with every layer group destroyed, the edge control's
@@ -169,7 +234,11 @@ fn randomisation_fails_the_edge_control_and_changes_ig() {
     let x = floats(&r["pixels"]);
     let zero = vec![0f32; x.len()];
     let map = |s: &Subject<'_>, m: Method| s.explain(m, &x, &zero, &opts).unwrap().positions;
-    let edges = similarity(&map(&trained, Method::Edges), &map(&destroyed, Method::Edges), Some((32, 32)));
+    let edges = similarity(
+        &map(&trained, Method::Edges),
+        &map(&destroyed, Method::Edges),
+        Some((32, 32)),
+    );
     assert_eq!(edges.spearman, Some(1.0));
     let ig = similarity(
         &map(&trained, Method::IntegratedGradients),
@@ -185,15 +254,32 @@ fn randomisation_fails_the_edge_control_and_changes_ig() {
 fn decoder_gradients_match_central_differences() {
     for name in ["tiny_gpt2", "tiny_llama", "tiny_neox", "tiny_qwen2"] {
         let model = tiny(name);
-        let encoded = model.tokenizer().unwrap().encode(&["the cat sat on the mat"]).unwrap().remove(0);
-        let direction = model.model.unembedding().unwrap().get(7).unwrap().to_vec1().unwrap();
+        let encoded = model
+            .tokenizer()
+            .unwrap()
+            .encode(&["the cat sat on the mat"])
+            .unwrap()
+            .remove(0);
+        let direction = model
+            .model
+            .unembedding()
+            .unwrap()
+            .get(7)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 8).unwrap();
         let x = o.input().to_vec();
-        let (_, g) = o.gradients(&[x.clone()]).unwrap();
+        let (_, g) = o.gradients(std::slice::from_ref(&x)).unwrap();
         let g = &g[0];
         let norm2: f64 = g.iter().map(|v| f64::from(*v).powi(2)).sum();
         let h = 1e-2 / norm2.sqrt();
-        let step = |s: f64| -> Vec<f32> { x.iter().zip(g).map(|(x, g)| x + (s * f64::from(*g)) as f32).collect() };
+        let step = |s: f64| -> Vec<f32> {
+            x.iter()
+                .zip(g)
+                .map(|(x, g)| x + (s * f64::from(*g)) as f32)
+                .collect()
+        };
         let f = o.values(&[step(h), step(-h)]).unwrap();
         let fd = (f[0] - f[1]) / (2.0 * h);
         eprintln!("{name}: |∇f|² {norm2:.6}, central difference {fd:.6}");

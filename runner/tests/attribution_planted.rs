@@ -7,8 +7,10 @@
 
 use glassbox_data::rng::SeededRng;
 use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
-use glassbox_runner::attribution::methods::{image_windows, integrated_gradients, occlusion, per_position};
 use glassbox_runner::attribution::maps::edges;
+use glassbox_runner::attribution::methods::{
+    image_windows, integrated_gradients, occlusion, per_position,
+};
 use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target};
 use glassbox_runner::attribution::IgRule;
 
@@ -57,16 +59,29 @@ fn ig_and_occlusion_find_the_planted_quadrant() {
         let x = planted(seed, top, left);
         let o = ImageOracle::new(&model, x.clone(), (SIZE, SIZE), &target, 16).unwrap();
         let logits = o.logits(&x).unwrap();
-        assert!(logits[1] > logits[0], "the planted model sees the square: {logits:?}");
+        assert!(
+            logits[1] > logits[0],
+            "the planted model sees the square: {logits:?}"
+        );
         let zero = vec![0f32; x.len()];
-        let ig = per_position(&integrated_gradients(&o, &x, &zero, 64, IgRule::GaussLegendre).unwrap(), 3);
+        let ig = per_position(
+            &integrated_gradients(&o, &x, &zero, 64, IgRule::GaussLegendre).unwrap(),
+            3,
+        );
         let windows = image_windows(SIZE, SIZE, 8, 4);
         let occ = per_position(&occlusion(&o, &x, &zero, &windows).unwrap().1, 3);
         let edge = edges(o.input(), SIZE, SIZE);
-        let (s_ig, s_occ, s_edge) = (top_left_share(&ig), top_left_share(&occ), top_left_share(&edge));
+        let (s_ig, s_occ, s_edge) = (
+            top_left_share(&ig),
+            top_left_share(&occ),
+            top_left_share(&edge),
+        );
         eprintln!("square at ({top}, {left}): top-left share IG {s_ig:.3}, occlusion {s_occ:.3}, edges {s_edge:.3}");
         assert!(s_ig >= 0.9, "IG: {s_ig}");
         assert!(s_occ >= 0.9, "occlusion: {s_occ}");
-        assert!(s_edge < 0.9, "the edge control should not single out the quadrant: {s_edge}");
+        assert!(
+            s_edge < 0.9,
+            "the edge control should not single out the quadrant: {s_edge}"
+        );
     }
 }

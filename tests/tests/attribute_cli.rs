@@ -73,23 +73,52 @@ fn tiny_gpt2_attributions_are_written_evaluated_and_refused_cleanly() {
             .unwrap()
     };
     let methods = "saliency,gxi,ig,occlusion,smoothgrad,rollout";
-    let out = attribute(&["--target", "token: the", "--target", "probe:topic=sports", "--method", methods]);
+    let out = attribute(&[
+        "--target",
+        "token: the",
+        "--target",
+        "probe:topic=sports",
+        "--method",
+        methods,
+    ]);
     assert_success(&out, "attribute");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("integrated_gradients"), "{stdout}");
     pyarrow_check("attribute_cli", CHECK, &[&run]);
     // Same settings: up to date.
-    let again = attribute(&["--target", "token: the", "--target", "probe:topic=sports", "--method", methods]);
+    let again = attribute(&[
+        "--target",
+        "token: the",
+        "--target",
+        "probe:topic=sports",
+        "--method",
+        methods,
+    ]);
     assert_success(&again, "attribute (again)");
     assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
 
     let before = snapshot(&run);
     for (args, needles) in [
-        (vec!["--target", "token: the", "--method", "grad_cam"], vec!["grad_cam", "text model"]),
-        (vec!["--target", "token: the", "--steps", "0"], vec!["steps", "at least 1"]),
-        (vec!["--target", "token: the", "--baseline", "blur"], vec!["blur", "for images"]),
-        (vec!["--target", "class:cat"], vec!["class:cat", "no class head"]),
-        (vec!["--target", "token: the", "--method", "sharpness"], vec!["sharpness", "choose from"]),
+        (
+            vec!["--target", "token: the", "--method", "grad_cam"],
+            vec!["grad_cam", "text model"],
+        ),
+        (
+            vec!["--target", "token: the", "--steps", "0"],
+            vec!["steps", "at least 1"],
+        ),
+        (
+            vec!["--target", "token: the", "--baseline", "blur"],
+            vec!["blur", "for images"],
+        ),
+        (
+            vec!["--target", "class:cat"],
+            vec!["class:cat", "no class head"],
+        ),
+        (
+            vec!["--target", "token: the", "--method", "sharpness"],
+            vec!["sharpness", "choose from"],
+        ),
         (vec!["--target", "probe:topic=cooking"], vec!["cooking"]),
         (vec!["--target", "token: the cat sat"], vec!["not one"]),
     ] {
@@ -125,7 +154,16 @@ fn tiny_vit_attributions_flag_the_edge_control() {
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
     let out = glassbox()
-        .args(["textures", "--kinds", "stripes,dots", "--per-class", "1", "--size", "32", "--out"])
+        .args([
+            "textures",
+            "--kinds",
+            "stripes,dots",
+            "--per-class",
+            "1",
+            "--size",
+            "32",
+            "--out",
+        ])
         .arg(&images)
         .output()
         .unwrap();
@@ -144,14 +182,31 @@ fn tiny_vit_attributions_flag_the_edge_control() {
     let out = glassbox()
         .args(["attribute", "--run"])
         .arg(&run)
-        .args(["--target", "class:predicted", "--method", "saliency,ig,occlusion,grad_cam,rollout,edges"])
-        .args(["--steps", "16", "--window", "8", "--stride", "8", "--cam-hook", "blocks.1.hook_resid_pre"])
+        .args([
+            "--target",
+            "class:predicted",
+            "--method",
+            "saliency,ig,occlusion,grad_cam,rollout,edges",
+        ])
+        .args([
+            "--steps",
+            "16",
+            "--window",
+            "8",
+            "--stride",
+            "8",
+            "--cam-hook",
+            "blocks.1.hook_resid_pre",
+        ])
         .output()
         .unwrap();
     assert_success(&out, "attribute (tiny ViT)");
     pyarrow_check("attribute_cli (vision)", VISION_CHECK, &[&run]);
     let page = std::fs::read_to_string(run.join("attributions/index.html")).unwrap();
-    assert!(page.contains("data:image/png;base64,"), "the page embeds the model's input");
+    assert!(
+        page.contains("data:image/png;base64,"),
+        "the page embeds the model's input"
+    );
     assert!(page.contains("edges — <strong>failed the randomisation check"));
     // An unknown class lists the model's classes.
     let out = glassbox()

@@ -12,9 +12,9 @@
 //! token (the first `eos_token_id`, or the largest id for configs with the legacy id 2).
 
 use super::encoder::{patches, pixel_tensor, Encoder, EncoderShape, LayerNames};
+use crate::batch::ImageBatch;
 use crate::hooks::{at, Capture, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::batch::ImageBatch;
 use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};

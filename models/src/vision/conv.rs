@@ -410,7 +410,10 @@ pub(crate) mod tests {
             let patch = (k * k * 3) as f64;
             let g_abs: f64 = g.iter().map(|v| v.abs() as f64).sum();
             let bound = 2.0 * patch * patch * f32::EPSILON as f64 * g_abs;
-            assert!((lhs - rhs).abs() < bound, "{h}×{w} k{k} s{stride}: {lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() < bound,
+                "{h}×{w} k{k} s{stride}: {lhs} vs {rhs}"
+            );
         }
     }
 

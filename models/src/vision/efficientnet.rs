@@ -15,9 +15,9 @@ use super::conv::{
     conv_dense, conv_depthwise, dense_weight, depthwise_weight, global_mean, same_padding, Nhwc,
 };
 use super::folded::{fold, visit, Folded};
+use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu6, matmul_wt};
-use crate::batch::ImageBatch;
 use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};

@@ -12,9 +12,9 @@
 //! position) and `logits`. Runs in candle ops, so autograd works through it.
 
 use super::encoder::{patches, pixel_tensor, Encoder, EncoderShape, LayerNames};
+use crate::batch::ImageBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::batch::ImageBatch;
 use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};

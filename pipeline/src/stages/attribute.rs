@@ -2,14 +2,18 @@
 //! their faithfulness and robustness, and the model-randomisation sanity check. Writes
 //! `attributions/`.
 
-use super::attribute_inputs::{default_cam_hook, mask_token, read_inputs, resolve, Inputs, TargetKind};
+use super::attribute_inputs::{
+    default_cam_hook, mask_token, read_inputs, resolve, Inputs, TargetKind,
+};
 use super::{Completion, Stage, Transaction};
 use crate::config::AttributeSection;
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, Result};
 use glassbox_data::{Manifest, Modality, Progress, RunDir};
 use glassbox_models::randomize::Randomization;
-use glassbox_models::{hooks, load_model_randomized, resolve as resolve_model, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_models::{
+    hooks, load_model_randomized, resolve as resolve_model, LoadOptions, LoadedModel, ModelSpec,
+};
 use glassbox_runner::attribution::baseline::{image_baseline, text_baseline};
 use glassbox_runner::attribution::evaluate::area;
 use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
@@ -21,6 +25,9 @@ use glassbox_runner::attribution::tables::{
 };
 use glassbox_runner::attribution::{Method, MethodOptions, Subject};
 use std::collections::BTreeMap;
+
+/// One example's map: its id, per-position values and (text) its tokens.
+type ExampleMap = (u64, Vec<f32>, Option<Vec<String>>);
 
 /// What the stage found, for the terminal.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,8 +59,16 @@ fn methods_for(settings: &AttributeSection, model: &LoadedModel) -> Result<Vec<M
             Method::Occlusion,
         ],
         Modality::Vision => {
-            let mut v = vec![Method::Saliency, Method::IntegratedGradients, Method::Occlusion];
-            if model.model.hook_points().contains(&glassbox_models::HookPoint::Head) {
+            let mut v = vec![
+                Method::Saliency,
+                Method::IntegratedGradients,
+                Method::Occlusion,
+            ];
+            if model
+                .model
+                .hook_points()
+                .contains(&glassbox_models::HookPoint::Head)
+            {
                 v.push(Method::GradCam);
             } else {
                 v.push(Method::AttentionRollout);
@@ -77,7 +92,12 @@ fn subject<'a>(
             let TargetKind::Fixed(t) = target else {
                 return Err(anyhow!("class:predicted is for image classifiers"));
             };
-            Subject::Text(TextOracle::new(model, texts[i].1.clone(), t.clone(), batch)?)
+            Subject::Text(TextOracle::new(
+                model,
+                texts[i].1.clone(),
+                t.clone(),
+                batch,
+            )?)
         }
         Inputs::Images { images, size } => {
             let t = match target {
@@ -88,7 +108,13 @@ fn subject<'a>(
                     Target::Outputs { weights: w }
                 }
             };
-            Subject::Image(ImageOracle::new(model, images[i].1.clone(), *size, &t, batch)?)
+            Subject::Image(ImageOracle::new(
+                model,
+                images[i].1.clone(),
+                *size,
+                &t,
+                batch,
+            )?)
         }
     })
 }
@@ -104,7 +130,9 @@ fn baseline_for(
             let d = glassbox_runner::attribution::oracle::Oracle::width(t);
             let tokens = t.tokens().len();
             let row = match (settings.baseline, mask) {
-                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => Some(t.token_embedding(id)?),
+                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => {
+                    Some(t.token_embedding(id)?)
+                }
                 _ => None,
             };
             text_baseline(settings.baseline, tokens, d, row.as_deref())?
@@ -134,9 +162,11 @@ pub fn run_attribute(
         .map(|t| Ok((t.clone(), resolve(run, &model, t)?)))
         .collect::<Result<_>>()?;
     let cam_hook = match &settings.cam_hook {
-        Some(name) => Some(*hooks::select(std::slice::from_ref(name), &model.model.hook_points())?
-            .first()
-            .ok_or_else(|| anyhow!("--cam-hook `{name}` matches no hook"))?),
+        Some(name) => Some(
+            *hooks::select(std::slice::from_ref(name), &model.model.hook_points())?
+                .first()
+                .ok_or_else(|| anyhow!("--cam-hook `{name}` matches no hook"))?,
+        ),
         None => default_cam_hook(&model),
     };
     let inputs = read_inputs(run, &model, settings.max_examples)?;
@@ -189,7 +219,7 @@ pub fn run_attribute(
     // Original maps kept for the randomisation check: (target, method, example) → map.
     let mut originals: BTreeMap<(usize, Method, usize), Vec<f32>> = BTreeMap::new();
     for (ti, (spec, kind)) in targets.iter().enumerate() {
-        let mut maps: BTreeMap<Method, Vec<(u64, Vec<f32>, Option<Vec<String>>)>> = BTreeMap::new();
+        let mut maps: BTreeMap<Method, Vec<ExampleMap>> = BTreeMap::new();
         for i in 0..n {
             let s = subject(&model, &inputs, i, kind, settings.batch_size)?;
             let baseline = baseline_for(&s, settings, mask)?;
@@ -275,11 +305,19 @@ pub fn run_attribute(
     }
     progress.finish();
     let sanity = if settings.sanity {
-        sanity_check(run, settings, &model, &inputs, &targets, &methods, &opts, &originals, progress)?
+        sanity_check(
+            run, settings, &model, &inputs, &targets, &methods, &opts, &originals, progress,
+        )?
     } else {
         Vec::new()
     };
-    let verdicts = method_rows(&targets, &methods, &summary, &sanity, settings.sanity_threshold);
+    let verdicts = method_rows(
+        &targets,
+        &methods,
+        &summary,
+        &sanity,
+        settings.sanity_threshold,
+    );
     write_curves(&dir, &curves)?;
     write_sanity(&dir, &sanity)?;
     write_methods(&dir, &verdicts)?;
@@ -288,7 +326,12 @@ pub fn run_attribute(
         let folder = dir.join("inputs");
         std::fs::create_dir_all(&folder)?;
         for (id, pixels, _) in images {
-            glassbox_data::images::write_model_input_png(&folder.join(format!("{id}.png")), pixels, *size, &pre)?;
+            glassbox_data::images::write_model_input_png(
+                &folder.join(format!("{id}.png")),
+                pixels,
+                *size,
+                &pre,
+            )?;
         }
     }
     write_summary(&dir, &summary)?;
@@ -301,7 +344,11 @@ pub fn run_attribute(
         params,
         started,
     };
-    tx.commit(done, |_| {}, |config| config.attribute = Some(settings.clone()))?;
+    tx.commit(
+        done,
+        |_| {},
+        |config| config.attribute = Some(settings.clone()),
+    )?;
     Ok(Some(AttributeDone {
         examples: n,
         methods: verdicts,
@@ -333,7 +380,12 @@ fn sanity_check(
     };
     // The first step (the output side) also tells how many layer groups there are.
     let load = |k: usize| {
-        load_model_randomized(resolve_model(&spec)?, options, &Randomization::Cascade(k), settings.seed)
+        load_model_randomized(
+            resolve_model(&spec)?,
+            options,
+            &Randomization::Cascade(k),
+            settings.seed,
+        )
     };
     let mut first = Some(load(0)?);
     let groups = first.as_ref().map_or(0, |(_, r)| r.groups);
@@ -428,7 +480,9 @@ fn method_rows(
                     sufficiency: mean(mine.iter().map(|r| r.sufficiency)),
                     max_sensitivity: mean(mine.iter().map(|r| r.max_sensitivity)),
                     completeness_error: mean(mine.iter().map(|r| r.completeness_error)),
-                    randomized_spearman: mean(final_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs)))),
+                    randomized_spearman: mean(
+                        final_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs))),
+                    ),
                     sanity_passed: (!final_rho.is_empty()).then(|| passes(&final_rho, threshold)),
                     rank: 0,
                 }
@@ -436,7 +490,12 @@ fn method_rows(
             .collect();
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by(|&a, &b| {
-            let key = |r: &MethodRow| (r.sanity_passed != Some(true), -r.faithfulness.unwrap_or(f64::NEG_INFINITY));
+            let key = |r: &MethodRow| {
+                (
+                    r.sanity_passed != Some(true),
+                    -r.faithfulness.unwrap_or(f64::NEG_INFINITY),
+                )
+            };
             let (ka, kb) = (key(&rows[a]), key(&rows[b]));
             ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
         });

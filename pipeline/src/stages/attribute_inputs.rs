@@ -146,7 +146,10 @@ pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Resu
     let examples = read_examples(run)?;
     let n = examples.texts.len().min(max);
     if n == 0 {
-        bail!("{}: examples.parquet has no examples to explain", run.root().display());
+        bail!(
+            "{}: examples.parquet has no examples to explain",
+            run.root().display()
+        );
     }
     if model.modality() == Modality::Text {
         let tokenizer = model.tokenizer()?;
@@ -163,17 +166,18 @@ pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Resu
         .as_ref()
         .map(|d| std::path::PathBuf::from(&d.path))
         .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
-    let data: ImageDataset =
-        read_image_dataset(&path).with_context(|| format!("the run's images at {}", path.display()))?;
+    let data: ImageDataset = read_image_dataset(&path)
+        .with_context(|| format!("the run's images at {}", path.display()))?;
     let pre: Preprocessor = model.preprocessor()?;
     let mut images = Vec::with_capacity(n);
     let mut size = (0, 0);
     for i in 0..n {
         let batch = glassbox_runner::extract::image_batch(&data, &pre, i..i + 1)?;
         size = (batch.height, batch.width);
-        let out = model
-            .model
-            .forward((&batch).into(), &mut Capture::new(std::iter::empty::<HookPoint>()))?;
+        let out = model.model.forward(
+            (&batch).into(),
+            &mut Capture::new(std::iter::empty::<HookPoint>()),
+        )?;
         let scores: Vec<f32> = out.flatten_all()?.to_vec1()?;
         let predicted = scores
             .iter()

@@ -173,7 +173,9 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
 fn unit_range(v: &[f32]) -> Vec<f64> {
     let (lo, hi) = v
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), x| (l.min(*x), h.max(*x)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), x| {
+            (l.min(*x), h.max(*x))
+        });
     let span = f64::from(hi - lo);
     v.iter()
         .map(|x| {

@@ -50,7 +50,10 @@ pub fn grad_cam(
     channels: usize,
     image: (usize, usize),
 ) -> Result<Grid> {
-    if channels == 0 || activation.len() != gradient.len() || activation.len() % channels != 0 {
+    if channels == 0
+        || activation.len() != gradient.len()
+        || !activation.len().is_multiple_of(channels)
+    {
         return Err(ModelError::Invalid(format!(
             "Grad-CAM at `{point}`: activation and gradient sizes disagree"
         )));
@@ -73,7 +76,10 @@ pub fn grad_cam(
     let (a, g) = (rows_of(activation), rows_of(gradient));
     let mut alpha = vec![0f64; channels];
     for row in g.chunks_exact(channels) {
-        alpha.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
+        alpha
+            .iter_mut()
+            .zip(row)
+            .for_each(|(s, v)| *s += f64::from(*v));
     }
     alpha.iter_mut().for_each(|s| *s /= cells as f64);
     let values = a
@@ -155,7 +161,8 @@ pub fn rollout(patterns: &[Tensor], heads: usize, query: usize) -> Result<Vec<f3
             }
         });
     }
-    let flow = flow.ok_or_else(|| ModelError::Invalid("no attention patterns to roll out".into()))?;
+    let flow =
+        flow.ok_or_else(|| ModelError::Invalid("no attention patterns to roll out".into()))?;
     if query >= tokens {
         return Err(ModelError::Invalid(format!(
             "rollout query {query} beyond {tokens} tokens"

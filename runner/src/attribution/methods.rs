@@ -52,7 +52,10 @@ pub fn integrated_gradients(
     // Accumulate the weighted gradients in f64: 64+ terms per feature.
     let mut total = vec![0f64; x.len()];
     for (g, &(_, w)) in grads.iter().zip(&points) {
-        total.iter_mut().zip(g).for_each(|(t, g)| *t += w * f64::from(*g));
+        total
+            .iter_mut()
+            .zip(g)
+            .for_each(|(t, g)| *t += w * f64::from(*g));
     }
     Ok(total
         .into_iter()
@@ -170,7 +173,14 @@ pub fn integrated_gradients_adaptive(
             let (f1, f2) = (f_thirds[2 * j], f_thirds[2 * j + 1]);
             let (g1, g3) = (g_inner.next().expect("two"), g_inner.next().expect("two"));
             let (s1, s3) = (share(&g1, h), share(&g3, h));
-            segments.push(Segment { a: s.a, b: p1, fa: s.fa, fb: f1, gradient: g1, share: s1 });
+            segments.push(Segment {
+                a: s.a,
+                b: p1,
+                fa: s.fa,
+                fb: f1,
+                gradient: g1,
+                share: s1,
+            });
             segments.push(Segment {
                 a: p1,
                 b: p2,
@@ -179,7 +189,14 @@ pub fn integrated_gradients_adaptive(
                 share: s.share / 3.0,
                 gradient: s.gradient,
             });
-            segments.push(Segment { a: p2, b: s.b, fa: f2, fb: s.fb, gradient: g3, share: s3 });
+            segments.push(Segment {
+                a: p2,
+                b: s.b,
+                fa: f2,
+                fb: s.fb,
+                gradient: g3,
+                share: s3,
+            });
         }
         left -= 2 * k;
     }
@@ -210,11 +227,15 @@ pub fn smoothgrad(
     squared: bool,
 ) -> Result<Vec<f32>> {
     if samples == 0 {
-        return Err(ModelError::Invalid("SmoothGrad needs at least 1 sample".into()));
+        return Err(ModelError::Invalid(
+            "SmoothGrad needs at least 1 sample".into(),
+        ));
     }
     let (lo, hi) = x
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
     let sigma = noise * f64::from(hi - lo).max(f64::EPSILON);
     let mut rng = SeededRng::new(seed);
     let inputs: Vec<Vec<f32>> = (0..samples)
@@ -271,7 +292,13 @@ pub fn occlusion(
         total
             .into_iter()
             .zip(count)
-            .map(|(t, c)| if c == 0 { 0.0 } else { (t / f64::from(c)) as f32 })
+            .map(|(t, c)| {
+                if c == 0 {
+                    0.0
+                } else {
+                    (t / f64::from(c)) as f32
+                }
+            })
             .collect(),
     ))
 }
@@ -371,10 +398,18 @@ mod tests {
             x: vec![1.5, 0.25, -3.0],
         };
         let zero = vec![0.0; 3];
-        for rule in [IgRule::GaussLegendre, IgRule::RiemannTrapezoid, IgRule::RiemannMiddle] {
+        for rule in [
+            IgRule::GaussLegendre,
+            IgRule::RiemannTrapezoid,
+            IgRule::RiemannMiddle,
+        ] {
             let a = integrated_gradients(&o, &o.x, &zero, 8, rule).unwrap();
             for ((a, x), c) in a.iter().zip(&o.x).zip(&o.c) {
-                assert!((a - c * x * x).abs() < 1e-5, "{rule:?}: {a} vs {}", c * x * x);
+                assert!(
+                    (a - c * x * x).abs() < 1e-5,
+                    "{rule:?}: {a} vs {}",
+                    c * x * x
+                );
             }
         }
     }
@@ -409,11 +444,16 @@ mod tests {
         let x = vec![1.37f32, 0.93, 2.2];
         let o = Kinked(x.clone());
         let zero = vec![0.0; 3];
-        let gap = o.values(&[x.clone()]).unwrap()[0];
+        let gap = o.values(std::slice::from_ref(&x)).unwrap()[0];
         let miss = |a: &[f32]| (a.iter().map(|v| f64::from(*v)).sum::<f64>() - gap).abs() / gap;
         let adaptive = integrated_gradients(&o, &x, &zero, 32, IgRule::Adaptive).unwrap();
         let fixed32 = integrated_gradients(&o, &x, &zero, 32, IgRule::GaussLegendre).unwrap();
-        assert!(miss(&adaptive) < miss(&fixed32) && miss(&adaptive) < 1e-3, "{} vs {}", miss(&adaptive), miss(&fixed32));
+        assert!(
+            miss(&adaptive) < miss(&fixed32) && miss(&adaptive) < 1e-3,
+            "{} vs {}",
+            miss(&adaptive),
+            miss(&fixed32)
+        );
     }
 
     #[test]
@@ -438,7 +478,10 @@ mod tests {
                     covered[i] = true;
                 }
             }
-            assert!(covered.iter().all(|c| *c), "{h}×{w} size {size} stride {stride}");
+            assert!(
+                covered.iter().all(|c| *c),
+                "{h}×{w} size {size} stride {stride}"
+            );
         }
         assert_eq!(image_windows(224, 224, 16, 8).len(), 27 * 27);
         assert_eq!(token_windows(5, 2, 2, 2).len(), 3);

@@ -277,9 +277,12 @@ impl Subject<'_> {
             )?),
             Method::Occlusion => {
                 let windows = match self {
-                    Subject::Text(t) => {
-                        methods::token_windows(x.len() / t.width(), t.width(), opts.window, opts.stride)
-                    }
+                    Subject::Text(t) => methods::token_windows(
+                        x.len() / t.width(),
+                        t.width(),
+                        opts.window,
+                        opts.stride,
+                    ),
                     Subject::Image(i) => {
                         let (h, w) = i.size();
                         methods::image_windows(h, w, opts.window, opts.stride)

@@ -161,11 +161,16 @@ impl<'a> TextOracle<'a> {
             .iter()
             .filter(|p| matches!(p, HookPoint::ResidPre(_)))
             .count();
-        let batch = TokenBatch::from_encoded(&[&self.encoded], self.model.pad_id, &self.model.device)?;
+        let batch =
+            TokenBatch::from_encoded(&[&self.encoded], self.model.pad_id, &self.model.device)?;
         let t = self.encoded.ids.len();
         let keep: Vec<HookPoint> = (0..layers).map(HookPoint::AttnPattern).collect();
         let mut hooks = EmbedInput {
-            replacement: Some(Tensor::from_slice(x, (1, t, self.hidden), &self.model.device)?),
+            replacement: Some(Tensor::from_slice(
+                x,
+                (1, t, self.hidden),
+                &self.model.device,
+            )?),
             keep: keep.clone(),
             kept: BTreeMap::new(),
             graph: true,
@@ -230,10 +235,16 @@ impl<'a> TextOracle<'a> {
                 last.matmul(&d)?.squeeze(1)?
             }
             Target::Probe(head) => {
-                let h = hooks.kept.remove(&head.hook).ok_or_else(|| ModelError::UnknownHook {
-                    name: head.hook.to_string(),
-                    hint: format!(" (the {} forward never reached it)", self.model.model.family()),
-                })?;
+                let h = hooks
+                    .kept
+                    .remove(&head.hook)
+                    .ok_or_else(|| ModelError::UnknownHook {
+                        name: head.hook.to_string(),
+                        hint: format!(
+                            " (the {} forward never reached it)",
+                            self.model.model.family()
+                        ),
+                    })?;
                 target(&pool(&h, &batch, head.pool)?, head, Convention::Logit)?
             }
             Target::Outputs { .. } => unreachable!("refused in new()"),
@@ -362,10 +373,12 @@ impl<'a> ImageOracle<'a> {
     pub fn hook_gradient(&self, input: &[f32], point: HookPoint) -> Result<(Vec<f32>, Vec<f32>)> {
         let images = self.images(&[input.to_vec()]);
         let mut g = self.pixel_gradients(&images, &[point])?;
-        g.hooks.remove(&point).ok_or_else(|| ModelError::UnknownHook {
-            name: point.to_string(),
-            hint: " (the forward never reached it)".into(),
-        })
+        g.hooks
+            .remove(&point)
+            .ok_or_else(|| ModelError::UnknownHook {
+                name: point.to_string(),
+                hint: " (the forward never reached it)".into(),
+            })
     }
 
     /// The attention patterns of every layer at `input` (ViT, CLIP), for attention rollout.

@@ -174,7 +174,10 @@ mod tests {
                 .map(|(a, w)| w * a.powi(degree))
                 .sum();
             let exact = 1.0 / (degree as f64 + 1.0);
-            assert!((integral - exact).abs() < 1e-12, "n={n}: {integral} vs {exact}");
+            assert!(
+                (integral - exact).abs() < 1e-12,
+                "n={n}: {integral} vs {exact}"
+            );
         }
     }
 }

@@ -74,7 +74,14 @@ pub fn explain_example(
         });
         let scores = subject.unit_scores(&explained.positions, eval.cell);
         let curves = if eval.curve_points > 0 {
-            Some(evaluate::curves(o, &x, baseline, &units, &scores, eval.curve_points)?)
+            Some(evaluate::curves(
+                o,
+                &x,
+                baseline,
+                &units,
+                &scores,
+                eval.curve_points,
+            )?)
         } else {
             None
         };
@@ -122,7 +129,9 @@ fn sensitivity(
     }
     let (lo, hi) = x
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
     let radius = eval.sensitivity_radius * f64::from(hi - lo);
     let mut rng = SeededRng::new(opts.seed ^ 0x5e45_17f1);
     let mut worst: Option<f64> = None;

@@ -30,7 +30,11 @@ pub struct Similarity {
 }
 
 /// Compares two per-position maps; `image` gives `(height, width)` for SSIM.
-pub fn similarity(original: &[f32], randomized: &[f32], image: Option<(usize, usize)>) -> Similarity {
+pub fn similarity(
+    original: &[f32],
+    randomized: &[f32],
+    image: Option<(usize, usize)>,
+) -> Similarity {
     Similarity {
         spearman: spearman(original, randomized),
         ssim: image.and_then(|(h, w)| ssim(original, randomized, h, w)),
@@ -67,7 +71,9 @@ mod tests {
         let a: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
         let same = similarity(&a, &a, Some((8, 8)));
         assert!(!passes(&[same.spearman], 0.5));
-        let scrambled: Vec<f32> = (0..64).map(|i| ((i * 29 % 64) as f32 * 1.3).cos()).collect();
+        let scrambled: Vec<f32> = (0..64)
+            .map(|i| ((i * 29 % 64) as f32 * 1.3).cos())
+            .collect();
         let s = similarity(&a, &scrambled, Some((8, 8)));
         assert!(s.spearman.unwrap().abs() < 0.5);
         assert!(passes(&[s.spearman], 0.5));

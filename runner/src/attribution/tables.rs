@@ -113,7 +113,9 @@ pub fn write_summary(dir: &Path, rows: &[SummaryRow]) -> Result<()> {
         .text("target", rows, |r| &r.target)
         .add(
             "predicted",
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.predicted.as_deref()))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.predicted.as_deref()),
+            )),
         )
         .float("f_input", rows, |r| r.f_input)
         .float("f_baseline", rows, |r| r.f_baseline)
@@ -235,7 +237,9 @@ pub fn write_methods(dir: &Path, rows: &[MethodRow]) -> Result<()> {
         .opt_float("randomized_spearman", rows, |r| r.randomized_spearman)
         .add(
             "sanity_passed",
-            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.sanity_passed))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| r.sanity_passed),
+            )),
         )
         .small("rank", rows, |r| r.rank);
     c.write(&dir.join("methods.parquet"))
@@ -245,8 +249,14 @@ pub fn write_methods(dir: &Path, rows: &[MethodRow]) -> Result<()> {
 mod tests {
     #[test]
     fn slugs_are_folder_safe() {
-        assert_eq!(super::slug("class:tabby, tabby cat"), "class_tabby_tabby_cat");
+        assert_eq!(
+            super::slug("class:tabby, tabby cat"),
+            "class_tabby_tabby_cat"
+        );
         assert_eq!(super::slug("token: Paris"), "token_Paris");
-        assert_eq!(super::slug("logit_diff: Mary| John"), "logit_diff_Mary_John");
+        assert_eq!(
+            super::slug("logit_diff: Mary| John"),
+            "logit_diff_Mary_John"
+        );
     }
 }
