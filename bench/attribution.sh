@@ -29,7 +29,8 @@ mapfile -t files < <(find "$tmp/images" -name '*.png' | sort | head -n "$n")
 "$root/.venv/bin/python" - "$tmp" "$start" "$end" "$n" <<'PY'
 import json, sys
 tmp, start, end, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-captum = json.load(open(f"{tmp}/captum.json"))
+# The model package prints a line of its own on stdout: the JSON is the last line.
+captum = json.loads(open(f"{tmp}/captum.json").read().strip().splitlines()[-1])
 ours = end - start
 rss = int(open(f"{tmp}/rss_kb").read()) / 1024
 flags = sorted({f for l in open("/proc/cpuinfo") if l.startswith("flags") for f in l.split()
