@@ -5,7 +5,6 @@
 //! token occlusion, every feature within 1e-4 of the reference's largest magnitude. Skips
 //! (fails under `CI=true`) without the model.
 
-use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{load_model, resolve, HookPoint, LoadOptions, ModelSpec, Pool};
 use glassbox_runner::attribution::methods::{
     gradient_x_input, integrated_gradients, occlusion, saliency, token_windows,
@@ -15,28 +14,8 @@ use glassbox_runner::attribution::IgRule;
 use glassbox_runner::gradients::LinearHead;
 use serde_json::Value;
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
-    eprintln!("{what}: worst {:.2e} of scale", worst / scale);
-    assert!(
-        worst <= 1e-4 * scale,
-        "{what}: worst {worst:e} > 1e-4 × {scale:e}"
-    );
-}
+mod common;
+use common::{close, encoded, floats, ids};
 
 #[test]
 fn minilm_attributions_match_captum() {
@@ -52,19 +31,9 @@ fn minilm_attributions_match_captum() {
     assert!(r.is_object(), "reference.json lacks the encoder section; run `just reference-attribution` with MiniLM cached");
     let spec: ModelSpec = snapshot.display().to_string().parse().unwrap();
     let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
-    let ids: Vec<u32> = r["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = ids(&r["ids"]);
     let n = ids.len();
-    let encoded = Encoded {
-        ids,
-        type_ids: vec![0; n],
-        tokens: vec![String::new(); n],
-        spans: vec![None; n],
-    };
+    let encoded = encoded(ids);
     let head = LinearHead {
         hook: HookPoint::ResidPost(5),
         pool: Pool::Mean,
@@ -86,16 +55,19 @@ fn minilm_attributions_match_captum() {
         "saliency",
         &saliency(&o, &x).unwrap().1,
         &floats(&r["saliency"]),
+        1e-4,
     );
     close(
         "gradient × input",
         &gradient_x_input(&o, &x).unwrap().1,
         &floats(&r["gradient_x_input"]),
+        1e-4,
     );
     close(
         "IG",
         &integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap(),
         &floats(&r["ig_gausslegendre_16"]),
+        1e-4,
     );
     let d = o.width();
     close(
@@ -104,5 +76,6 @@ fn minilm_attributions_match_captum() {
             .unwrap()
             .1,
         &floats(&r["occlusion"]),
+        1e-4,
     );
 }

@@ -6,7 +6,6 @@
 //! the randomisation check on the ViT while IG's maps change.
 
 use glassbox_models::randomize::Randomization;
-use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{
     load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec,
 };
@@ -18,6 +17,9 @@ use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target, TextOrac
 use glassbox_runner::attribution::sanity::similarity;
 use glassbox_runner::attribution::{IgRule, Method, MethodOptions, Subject};
 use serde_json::Value;
+
+mod common;
+use common::{central_difference_matches, close, encoded, floats, ids};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -37,44 +39,8 @@ fn reference() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-/// Every value within `rel` of the reference's largest magnitude.
-fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= rel * scale,
-        "{what}: worst difference {worst:e} > {rel:e} × {scale:e}"
-    );
-    eprintln!("{what}: worst {:.2e} of scale", worst / scale);
-}
-
 fn text_oracle<'a>(model: &'a LoadedModel, r: &Value) -> TextOracle<'a> {
-    let ids: Vec<u32> = r["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let n = ids.len();
-    let encoded = Encoded {
-        ids,
-        type_ids: vec![0; n],
-        tokens: vec![String::new(); n],
-        spans: vec![None; n],
-    };
+    let encoded = encoded(ids(&r["ids"]));
     let row = r["target_id"].as_u64().unwrap() as usize;
     let direction = model
         .model
@@ -269,20 +235,6 @@ fn decoder_gradients_match_central_differences() {
             .to_vec1()
             .unwrap();
         let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 8).unwrap();
-        let x = o.input().to_vec();
-        let (_, g) = o.gradients(std::slice::from_ref(&x)).unwrap();
-        let g = &g[0];
-        let norm2: f64 = g.iter().map(|v| f64::from(*v).powi(2)).sum();
-        let h = 1e-2 / norm2.sqrt();
-        let step = |s: f64| -> Vec<f32> {
-            x.iter()
-                .zip(g)
-                .map(|(x, g)| x + (s * f64::from(*g)) as f32)
-                .collect()
-        };
-        let f = o.values(&[step(h), step(-h)]).unwrap();
-        let fd = (f[0] - f[1]) / (2.0 * h);
-        eprintln!("{name}: |∇f|² {norm2:.6}, central difference {fd:.6}");
-        assert!((fd - norm2).abs() < 1e-2 * norm2, "{name}: {fd} vs {norm2}");
+        central_difference_matches(name, &o, o.input(), 1e-2);
     }
 }

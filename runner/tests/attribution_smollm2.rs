@@ -10,6 +10,9 @@ use glassbox_runner::attribution::methods::integrated_gradients;
 use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
 use glassbox_runner::attribution::IgRule;
 
+mod common;
+use common::central_difference_matches;
+
 #[test]
 fn smollm2_gradients_and_ig_completeness() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -46,22 +49,7 @@ fn smollm2_gradients_and_ig_completeness() {
             .unwrap();
         let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 16).unwrap();
         let x = o.input().to_vec();
-        let (_, g) = o.gradients(std::slice::from_ref(&x)).unwrap();
-        let g = &g[0];
-        let norm2: f64 = g.iter().map(|v| f64::from(*v).powi(2)).sum();
-        let h = 1e-3 / norm2.sqrt();
-        let step = |s: f64| -> Vec<f32> {
-            x.iter()
-                .zip(g)
-                .map(|(x, g)| x + (s * f64::from(*g)) as f32)
-                .collect()
-        };
-        let f = o.values(&[step(h), step(-h)]).unwrap();
-        let fd = (f[0] - f[1]) / (2.0 * h);
-        assert!(
-            (fd - norm2).abs() < 1e-2 * norm2,
-            "{prompt:?}: central difference {fd} vs |∇f|² {norm2}"
-        );
+        central_difference_matches(prompt, &o, &x, 1e-3);
 
         let zero = vec![0f32; x.len()];
         let f = o.values(&[x.clone(), zero.clone()]).unwrap();

@@ -128,45 +128,12 @@ pub fn comprehensiveness_sufficiency(
     Ok((comp / ks.len() as f64, suff / ks.len() as f64))
 }
 
-/// Ranks with ties averaged (1-based).
-fn ranks(v: &[f32]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0f64; v.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman's rank correlation; `None` when either side is constant.
+/// Spearman's rank correlation of two maps (the patching tables' estimator, ties averaged);
+/// `None` when either side is constant.
 pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
-    let (ra, rb) = (ranks(a), ranks(b));
-    pearson(&ra, &rb)
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
-    let n = a.len() as f64;
-    if a.len() != b.len() || a.len() < 2 {
-        return None;
-    }
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+    let widen = |v: &[f32]| -> Vec<f64> { v.iter().map(|x| f64::from(*x)).collect() };
+    let rho = crate::patching::spearman(&widen(a), &widen(b));
+    rho.is_finite().then_some(rho)
 }
 
 /// Scales a map to [0, 1] by its range (a constant map becomes zeros).
