@@ -6,16 +6,13 @@
 //! (fails under `CI=true`) without the model.
 
 use glassbox_models::{load_model, resolve, HookPoint, LoadOptions, ModelSpec, Pool};
-use glassbox_runner::attribution::methods::{
-    gradient_x_input, integrated_gradients, occlusion, saliency, token_windows,
-};
+use glassbox_runner::attribution::methods::token_windows;
 use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
-use glassbox_runner::attribution::IgRule;
 use glassbox_runner::gradients::LinearHead;
 use serde_json::Value;
 
 mod common;
-use common::{close, encoded, floats, ids};
+use common::{encoded, floats, four_methods_match, ids};
 
 #[test]
 fn minilm_attributions_match_captum() {
@@ -50,32 +47,6 @@ fn minilm_attributions_match_captum() {
         (f - want).abs() < 1e-4 * want.abs().max(1.0),
         "f(x) {f} vs {want}"
     );
-    let zero = vec![0f32; x.len()];
-    close(
-        "saliency",
-        &saliency(&o, &x).unwrap().1,
-        &floats(&r["saliency"]),
-        1e-4,
-    );
-    close(
-        "gradient × input",
-        &gradient_x_input(&o, &x).unwrap().1,
-        &floats(&r["gradient_x_input"]),
-        1e-4,
-    );
-    close(
-        "IG",
-        &integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap(),
-        &floats(&r["ig_gausslegendre_16"]),
-        1e-4,
-    );
     let d = o.width();
-    close(
-        "occlusion",
-        &occlusion(&o, &x, &zero, &token_windows(n, d, 1, 1))
-            .unwrap()
-            .1,
-        &floats(&r["occlusion"]),
-        1e-4,
-    );
+    four_methods_match(&o, r, &token_windows(n, d, 1, 1));
 }

@@ -10,8 +10,7 @@ use glassbox_models::{
     load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec,
 };
 use glassbox_runner::attribution::methods::{
-    gradient_x_input, image_windows, integrated_gradients, occlusion, per_position, saliency,
-    token_windows,
+    image_windows, integrated_gradients, per_position, token_windows,
 };
 use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target, TextOracle};
 use glassbox_runner::attribution::sanity::similarity;
@@ -19,7 +18,7 @@ use glassbox_runner::attribution::{IgRule, Method, MethodOptions, Subject};
 use serde_json::Value;
 
 mod common;
-use common::{central_difference_matches, close, encoded, floats, ids};
+use common::{central_difference_matches, close, encoded, floats, four_methods_match, ids};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -73,25 +72,8 @@ fn text_attributions_match_captum_on_tiny_gpt2() {
         f_ref.0
     );
     assert!((f[1] - f_ref.1).abs() < 1e-4 * f_ref.1.abs().max(1.0));
-    close(
-        "saliency",
-        &saliency(&o, &x).unwrap().1,
-        &floats(&r["saliency"]),
-        1e-4,
-    );
-    close(
-        "gradient × input",
-        &gradient_x_input(&o, &x).unwrap().1,
-        &floats(&r["gradient_x_input"]),
-        1e-4,
-    );
-    let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
-    close(
-        "IG gausslegendre",
-        &ig,
-        &floats(&r["ig_gausslegendre_16"]),
-        1e-4,
-    );
+    let d = o.width();
+    let ig = four_methods_match(&o, r, &token_windows(x.len() / d, d, 1, 1));
     // Captum's trapezoid weighs its n points by 1/n (ends halved), so its weights sum to
     // (n − 1)/n; glassbox's by 1/(n − 1), summing to 1. Same points: the maps differ by (n−1)/n.
     let ig_t = integrated_gradients(&o, &x, &zero, 16, IgRule::RiemannTrapezoid).unwrap();
@@ -100,14 +82,6 @@ fn text_attributions_match_captum_on_tiny_gpt2() {
         "IG trapezoid (× 15/16)",
         &scaled,
         &floats(&r["ig_riemann_trapezoid_16"]),
-        1e-4,
-    );
-    let d = o.width();
-    let windows = token_windows(x.len() / d, d, 1, 1);
-    close(
-        "occlusion",
-        &occlusion(&o, &x, &zero, &windows).unwrap().1,
-        &floats(&r["occlusion"]),
         1e-4,
     );
     // Completeness: Σ IG = f(x) − f(0) up to the quadrature's error.
@@ -139,35 +113,9 @@ fn image_attributions_match_captum_on_tiny_vit() {
     let r = &all["image"];
     let o = image_oracle(&model, r);
     let x = o.input().to_vec();
-    let zero = vec![0f32; x.len()];
     let f = o.values(std::slice::from_ref(&x)).unwrap();
     assert!((f[0] - r["f_input"].as_f64().unwrap()).abs() < 1e-4);
-    close(
-        "saliency",
-        &saliency(&o, &x).unwrap().1,
-        &floats(&r["saliency"]),
-        1e-4,
-    );
-    close(
-        "gradient × input",
-        &gradient_x_input(&o, &x).unwrap().1,
-        &floats(&r["gradient_x_input"]),
-        1e-4,
-    );
-    let ig = integrated_gradients(&o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
-    close(
-        "IG gausslegendre",
-        &ig,
-        &floats(&r["ig_gausslegendre_16"]),
-        1e-4,
-    );
-    let windows = image_windows(32, 32, 8, 4);
-    close(
-        "occlusion",
-        &occlusion(&o, &x, &zero, &windows).unwrap().1,
-        &floats(&r["occlusion"]),
-        1e-4,
-    );
+    four_methods_match(&o, r, &image_windows(32, 32, 8, 4));
 }
 
 /// Adebayo et al.'s check on the tiny ViT: with every layer group destroyed, the edge control's

@@ -5,28 +5,18 @@
 //! (measured, printed; see the comment for why neither is within 1 % on this model). Skips
 //! (fails under `CI=true`) without the model.
 
-use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
 use glassbox_runner::attribution::methods::integrated_gradients;
 use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
 use glassbox_runner::attribution::IgRule;
 
 mod common;
-use common::central_difference_matches;
+use common::{central_difference_matches, smollm2};
 
 #[test]
 fn smollm2_gradients_and_ig_completeness() {
-    std::env::set_var("HF_HUB_OFFLINE", "1");
-    let spec: ModelSpec = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF".parse().unwrap();
-    let resolved = match resolve(&spec) {
-        Ok(r) => r,
-        Err(e) => {
-            return glassbox_tests::skip(
-                "smollm2_gradients_and_ig_completeness",
-                &format!("SmolLM2 is not in the cache ({e}); run `just models`"),
-            )
-        }
+    let Some(model) = smollm2("smollm2_gradients_and_ig_completeness") else {
+        return;
     };
-    let model = load_model(resolved, LoadOptions::default()).unwrap();
     let tokenizer = model.tokenizer().unwrap();
     for (prompt, answer) in [
         ("The capital of France is", " Paris"),

@@ -141,8 +141,13 @@ impl<'a> TextOracle<'a> {
 
     /// The embedding of token `id` (the `mask` baseline's rows).
     pub fn token_embedding(&self, id: u32) -> Result<Vec<f32>> {
-        let mut encoded = self.encoded.clone();
-        encoded.ids.fill(id);
+        // One token is enough: `hook_embed` is the token's row, before positions.
+        let encoded = Encoded {
+            ids: vec![id],
+            type_ids: vec![0],
+            tokens: vec![String::new()],
+            spans: vec![None],
+        };
         let one = TokenBatch::from_encoded(&[&encoded], self.model.pad_id, &self.model.device)?;
         let mut capture = Capture::new([HookPoint::Embed]);
         self.model.model.forward((&one).into(), &mut capture)?;

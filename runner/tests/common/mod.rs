@@ -4,7 +4,11 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use glassbox_models::tokenizer::Encoded;
+use glassbox_runner::attribution::methods::{
+    gradient_x_input, integrated_gradients, occlusion, saliency,
+};
 use glassbox_runner::attribution::oracle::Oracle;
+use glassbox_runner::attribution::IgRule;
 use serde_json::Value;
 
 /// A JSON array of numbers as f32.
@@ -72,4 +76,57 @@ pub fn central_difference_matches(what: &str, o: &dyn Oracle, x: &[f32], scale: 
         (fd - norm2).abs() < 1e-2 * norm2,
         "{what}: central difference {fd} vs |∇f|² {norm2}"
     );
+}
+
+/// Saliency, gradient × input, IG (16 Gauss–Legendre steps) and occlusion (`windows`) from a
+/// zero baseline, each within 1e-4 of the reference's `saliency`, `gradient_x_input`,
+/// `ig_gausslegendre_16` and `occlusion`; returns the IG map.
+pub fn four_methods_match(o: &dyn Oracle, r: &Value, windows: &[Vec<usize>]) -> Vec<f32> {
+    let x = o.input().to_vec();
+    let zero = vec![0f32; x.len()];
+    close(
+        "saliency",
+        &saliency(o, &x).unwrap().1,
+        &floats(&r["saliency"]),
+        1e-4,
+    );
+    close(
+        "gradient × input",
+        &gradient_x_input(o, &x).unwrap().1,
+        &floats(&r["gradient_x_input"]),
+        1e-4,
+    );
+    let ig = integrated_gradients(o, &x, &zero, 16, IgRule::GaussLegendre).unwrap();
+    close(
+        "IG gausslegendre",
+        &ig,
+        &floats(&r["ig_gausslegendre_16"]),
+        1e-4,
+    );
+    close(
+        "occlusion",
+        &occlusion(o, &x, &zero, windows).unwrap().1,
+        &floats(&r["occlusion"]),
+        1e-4,
+    );
+    ig
+}
+
+/// SmolLM2-135M from the HF cache, or `None` after reporting why `test` cannot run.
+pub fn smollm2(test: &str) -> Option<glassbox_models::LoadedModel> {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let spec: glassbox_models::ModelSpec =
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF".parse().unwrap();
+    match glassbox_models::resolve(&spec) {
+        Ok(r) => {
+            Some(glassbox_models::load_model(r, glassbox_models::LoadOptions::default()).unwrap())
+        }
+        Err(e) => {
+            glassbox_tests::skip(
+                test,
+                &format!("SmolLM2 is not in the cache ({e}); run `just models`"),
+            );
+            None
+        }
+    }
 }
