@@ -138,124 +138,25 @@ impl RmsNorm {
     }
 }
 
-/// Rotary position embeddings in the `rotate_half` convention of `transformers` (pairs
-/// `(i, i + d/2)`), for the first `dim` dimensions of each head.
-pub(crate) struct Rotary {
-    /// One inverse frequency per pair, after any scaling.
-    pub(crate) inv_freq: Vec<f64>,
-}
-
-impl Rotary {
-    /// Frequencies from a `rope_parameters`-style object (`rope_theta`, `rope_type` default,
-    /// linear or llama3 with their fields, `partial_rotary_factor`) for heads of `head_dim`.
-    pub(crate) fn from_params(
-        params: &serde_json::Value,
-        head_dim: usize,
-    ) -> std::result::Result<Self, String> {
-        use serde_json::Value;
-        let num = |k: &str| params.get(k).and_then(Value::as_f64);
-        let theta = num("rope_theta").unwrap_or(10_000.0);
-        let partial = num("partial_rotary_factor").unwrap_or(1.0);
-        let dim = (head_dim as f64 * partial) as usize;
-        let mut inv: Vec<f64> = (0..dim / 2)
-            .map(|i| {
-                // transformers computes the exponent in f32.
-                let e = ((2 * i) as f32 / dim as f32) as f64;
-                1.0 / theta.powf(e)
-            })
-            .collect();
-        let kind = params
-            .get("rope_type")
-            .or_else(|| params.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        match kind {
-            "default" => {}
-            "linear" => {
-                let factor = num("factor").ok_or("rope `linear` scaling needs `factor`")?;
-                inv.iter_mut().for_each(|f| *f /= factor);
-            }
-            "llama3" => {
-                let need = |k: &str| num(k).ok_or(format!("rope `llama3` scaling needs `{k}`"));
-                let (factor, low, high, old) = (
-                    need("factor")?,
-                    need("low_freq_factor")?,
-                    need("high_freq_factor")?,
-                    need("original_max_position_embeddings")?,
-                );
-                let (low_wavelen, high_wavelen) = (old / low, old / high);
-                for f in inv.iter_mut() {
-                    let wavelen = 2.0 * std::f64::consts::PI / *f;
-                    if wavelen > low_wavelen {
-                        *f /= factor;
-                    } else if wavelen >= high_wavelen {
-                        let smooth = (old / wavelen - low) / (high - low);
-                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
-                    }
-                }
-            }
-            other => {
-                return Err(format!(
-                    "rope type `{other}` is not supported; supported: default, linear, llama3"
-                ))
-            }
-        }
-        Ok(Rotary { inv_freq: inv })
-    }
-
-    /// `x` is `[b, heads, t, head_dim]`; positions are `0..t`.
-    /// Cosine and sine of each position's angle per pair, `[seq, half]` each (position-major),
-    /// the angles in f32 as `transformers` computes them; the fast forward's tables too.
-    pub(crate) fn tables(&self, seq: usize) -> (Vec<f32>, Vec<f32>) {
-        let half = self.inv_freq.len();
-        let (mut cos, mut sin) = (
-            Vec::with_capacity(seq * half),
-            Vec::with_capacity(seq * half),
-        );
-        for p in 0..seq {
-            for f in &self.inv_freq {
-                let angle = (p as f32) * (*f as f32);
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        (cos, sin)
-    }
-
-    pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        use candle_core::D;
-        let (_, _, t, head_dim) = x.dims4()?;
-        let half = self.inv_freq.len();
-        let dim = 2 * half;
-        // `rotate_half` pairs i with i + half, so both halves of a head take the same angles.
-        let (cos, sin) = self.tables(t);
-        let cos = Tensor::from_vec(cos, (1, 1, t, half), x.device())?;
-        let sin = Tensor::from_vec(sin, (1, 1, t, half), x.device())?;
-        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
-        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
-        let rot = x.narrow(D::Minus1, 0, dim)?;
-        let x1 = rot.narrow(D::Minus1, 0, half)?;
-        let x2 = rot.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        let out = (rot.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
-        if dim == head_dim {
-            Ok(out)
-        } else {
-            Tensor::cat(
-                &[&out, &x.narrow(D::Minus1, dim, head_dim - dim)?],
-                D::Minus1,
-            )
-        }
-    }
-}
+pub(crate) use crate::rotary::Rotary;
 
 /// The additive attention mask of a causal decoder over a right-padded batch: `0` where query
 /// `q` may attend key `k` (k ≤ q and k a real token), the most negative f32 elsewhere, as
 /// `[b, 1, t, t]`.
 pub(crate) fn causal_mask(batch: &crate::batch::TokenBatch) -> Result<Tensor> {
+    windowed_causal_mask(batch, None)
+}
+
+/// [`causal_mask`], and with a sliding `window` also `q − k < window` (a query sees itself and
+/// the `window − 1` tokens before it, as `transformers`' sliding-window masks do).
+pub(crate) fn windowed_causal_mask(
+    batch: &crate::batch::TokenBatch,
+    window: Option<usize>,
+) -> Result<Tensor> {
     let (b, t) = batch.input_ids.dims2()?;
+    let seen = |q: usize, k: usize| k <= q && window.is_none_or(|w| q - k < w);
     let causal: Vec<f32> = (0..t * t)
-        .map(|i| if i % t <= i / t { 0.0 } else { f32::MIN })
+        .map(|i| if seen(i / t, i % t) { 0.0 } else { f32::MIN })
         .collect();
     let causal = Tensor::from_vec(causal, (1, 1, t, t), batch.input_ids.device())?;
     let min = f32::MIN as f64;

@@ -71,8 +71,8 @@ pub struct LlamaConfig {
     pub rope_theta: Option<f64>,
     #[serde(default)]
     pub rope_scaling: Option<Value>,
-    /// Mistral: each token attends to at most this many previous ones. Not implemented, so
-    /// longer sequences are refused rather than computed wrongly.
+    /// Mistral: each token attends to itself and at most `sliding_window − 1` tokens before
+    /// it (the graph forward's mask; the fast forward serves sequences no longer than that).
     #[serde(default)]
     pub sliding_window: Option<usize>,
     #[serde(default)]
@@ -137,7 +137,7 @@ impl LlamaConfig {
                 p
             }
         };
-        Rotary::from_params(&params, self.head_dim())
+        Rotary::from_params(&params, self.head_dim(), self.max_position_embeddings)
     }
 }
 
@@ -261,19 +261,21 @@ impl Llama {
         self.run_from(batch, 0, x, hooks)
     }
 
-    fn check_length(&self, batch: &TokenBatch) -> Result<()> {
-        let (_, t) = batch.input_ids.dims2()?;
-        if let Some(window) = self
-            .cfg
+    /// Mistral's sliding window, when the config turns it on.
+    fn window(&self) -> Option<usize> {
+        self.cfg
             .sliding_window
             .filter(|_| self.cfg.use_sliding_window != Some(false))
-        {
-            if t > window {
-                return Err(ModelError::Invalid(format!(
-                    "sequence of {t} tokens exceeds the sliding attention window {window}, which glassbox does not implement; use --max-length {window} or less"
-                )));
-            }
-        }
+    }
+
+    /// Whether the fast forward (plain causal attention) computes this batch exactly: no
+    /// sliding window, or a batch no longer than it.
+    fn fast_serves(&self, batch: &TokenBatch) -> bool {
+        let t = batch.input_ids.dim(1).unwrap_or(usize::MAX);
+        self.window().is_none_or(|w| t <= w)
+    }
+
+    fn check_length(&self, batch: &TokenBatch) -> Result<()> {
         crate::layers::check_positions(
             batch,
             self.cfg.max_position_embeddings,
@@ -335,7 +337,7 @@ impl Llama {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
         self.check_length(batch)?;
-        let mask = crate::layers::causal_mask(batch)?;
+        let mask = crate::layers::windowed_causal_mask(batch, self.window())?;
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
@@ -349,6 +351,9 @@ impl prenorm::FastDecoder for Llama {
     }
     fn fits(&self, batch: &TokenBatch) -> Result<()> {
         self.check_length(batch)
+    }
+    fn serves(&self, batch: &TokenBatch) -> bool {
+        self.fast_serves(batch)
     }
 }
 
@@ -392,7 +397,9 @@ impl HookedModel for Llama {
     }
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
-        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
+        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks)
+            || !self.fast_serves(batch)
+        {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;

@@ -100,7 +100,7 @@ impl NeoxConfig {
                 "partial_rotary_factor": self.rotary_pct.unwrap_or(1.0),
             }),
         };
-        Rotary::from_params(&params, self.head_dim())
+        Rotary::from_params(&params, self.head_dim(), self.max_position_embeddings)
     }
 }
 

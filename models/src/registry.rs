@@ -19,6 +19,12 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("llama", Modality::Text),
     ("qwen2", Modality::Text),
     ("mistral", Modality::Text),
+    ("qwen3", Modality::Text),
+    ("gemma2", Modality::Text),
+    ("gemma3_text", Modality::Text),
+    ("gemma3", Modality::Text),
+    ("olmo2", Modality::Text),
+    ("phi3", Modality::Text),
     ("efficientnet_lite", Modality::Vision),
     ("resnet", Modality::Vision),
     ("vit", Modality::Vision),
@@ -255,6 +261,51 @@ fn build_text(
             let pad = cfg.pad_id();
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
             (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
+        }
+        "qwen3" => {
+            let cfg = crate::qwen3::Qwen3Config::from_json(path, config)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (
+                crate::qwen3::load(cfg.clone(), &weights)?,
+                cfg.base.pad_id(),
+            )
+        }
+        "gemma2" => {
+            let cfg = crate::gemma2::Gemma2Config::from_json(path, config)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (
+                crate::gemma2::load(cfg.clone(), &weights)?,
+                cfg.base.pad_id(),
+            )
+        }
+        "gemma3_text" | "gemma3" => {
+            let cfg = crate::gemma3::Gemma3Config::from_json(path, config)?;
+            weights.detect_prefix(
+                &[
+                    "",
+                    "model.",
+                    "model.language_model.",
+                    "language_model.model.",
+                ],
+                "embed_tokens.weight",
+            );
+            (
+                crate::gemma3::load(cfg.clone(), &weights)?,
+                cfg.base.pad_id(),
+            )
+        }
+        "olmo2" => {
+            let cfg = crate::olmo2::Olmo2Config::from_json(path, config)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (
+                crate::olmo2::load(cfg.clone(), &weights)?,
+                cfg.base.pad_id(),
+            )
+        }
+        "phi3" => {
+            let cfg = crate::phi3::Phi3Config::from_json(path, config)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (crate::phi3::load(cfg.clone(), &weights)?, cfg.base.pad_id())
         }
         other => {
             return Err(ModelError::UnsupportedArchitecture {

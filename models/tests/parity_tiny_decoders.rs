@@ -26,7 +26,7 @@ fn load(name: &str) -> LoadedModel {
 struct Reference {
     text: String,
     ids: Vec<u32>,
-    /// `[3][tokens][32]`: embeddings, block 0, final norm of block 1.
+    /// `[layers + 1][tokens][32]`: embeddings, the input of each later block, the final norm.
     hidden: Vec<Vec<Vec<f32>>>,
     last_block: Vec<Vec<f32>>,
     logits: Vec<Vec<f32>>,
@@ -87,12 +87,9 @@ fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows
         &model.device,
     )
     .unwrap();
-    let points = vec![
-        HookPoint::ResidPre(0),
-        HookPoint::ResidPre(1),
-        HookPoint::ResidPost(1),
-        HookPoint::LnFinal,
-    ];
+    let layers = refs[0].hidden.len() - 1;
+    let mut points: Vec<HookPoint> = (0..layers).map(HookPoint::ResidPre).collect();
+    points.extend([HookPoint::ResidPost(layers - 1), HookPoint::LnFinal]);
     let mut capture = Capture::new(points.clone());
     let last = model.model.forward((&batch).into(), &mut capture).unwrap();
     let logits = model
@@ -118,23 +115,25 @@ fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows
 
 fn check(model: &LoadedModel, refs: &[&Reference]) {
     for ((rows, logits), r) in run(model, refs).iter().zip(refs) {
-        let worst = [
-            max_diff(&rows[&HookPoint::ResidPre(0)], &r.hidden[0]),
-            max_diff(&rows[&HookPoint::ResidPre(1)], &r.hidden[1]),
-            max_diff(&rows[&HookPoint::ResidPost(1)], &r.last_block),
-            max_diff(&rows[&HookPoint::LnFinal], &r.hidden[2]),
-            max_diff(logits, &r.logits),
-        ];
-        for (what, d) in [
-            "hidden_states[0]",
-            "hidden_states[1]",
-            "block 1 output",
-            "ln_f",
-            "logits",
-        ]
-        .iter()
-        .zip(worst)
-        {
+        let layers = r.hidden.len() - 1;
+        let mut worst: Vec<(String, f32)> = (0..layers)
+            .map(|l| {
+                let d = max_diff(&rows[&HookPoint::ResidPre(l)], &r.hidden[l]);
+                (format!("hidden_states[{l}]"), d)
+            })
+            .collect();
+        worst.extend([
+            (
+                format!("block {} output", layers - 1),
+                max_diff(&rows[&HookPoint::ResidPost(layers - 1)], &r.last_block),
+            ),
+            (
+                "ln_f".into(),
+                max_diff(&rows[&HookPoint::LnFinal], &r.hidden[layers]),
+            ),
+            ("logits".into(), max_diff(logits, &r.logits)),
+        ]);
+        for (what, d) in worst {
             assert!(d <= 1e-4, "{:?} {what}: max |diff| {d}", r.text);
         }
     }
@@ -187,6 +186,50 @@ fn qwen2_with_biases_and_an_untied_head_matches_transformers() {
 fn neox_with_parallel_blocks_and_partial_rotary_matches_transformers() {
     one_at_a_time("tiny_neox", "gpt_neox");
     padded_batch("tiny_neox");
+}
+
+/// Gemma-2: sandwich norms (1 + w), √d embeddings, query_pre_attn_scalar, attention and final
+/// soft-capping, a sliding window of 4 on layer 0 (every text is longer).
+#[test]
+fn gemma2_matches_transformers() {
+    one_at_a_time("tiny_gemma2", "gemma2");
+    padded_batch("tiny_gemma2");
+}
+
+/// Gemma-3: per-head q/k norms and local/global rotary bases over sliding and global layers.
+#[test]
+fn gemma3_matches_transformers() {
+    one_at_a_time("tiny_gemma3", "gemma3_text");
+    padded_batch("tiny_gemma3");
+}
+
+/// Qwen3: per-head q/k norms, no biases, head_dim ≠ hidden / heads, an untied head.
+#[test]
+fn qwen3_matches_transformers() {
+    one_at_a_time("tiny_qwen3", "qwen3");
+    padded_batch("tiny_qwen3");
+}
+
+/// OLMo-2: post-norm blocks and q/k norms over the whole projections.
+#[test]
+fn olmo2_matches_transformers() {
+    one_at_a_time("tiny_olmo2", "olmo2");
+    padded_batch("tiny_olmo2");
+}
+
+/// Phi-3: fused qkv and gate/up projections, longrope (long factors: every text is longer than
+/// the original 8 positions), a sliding window of 4.
+#[test]
+fn phi3_matches_transformers() {
+    one_at_a_time("tiny_phi3", "phi3");
+    padded_batch("tiny_phi3");
+}
+
+/// Mistral with a sliding window of 4 tokens over texts of 20–45: computed, not refused.
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    one_at_a_time("tiny_mistral", "llama");
+    padded_batch("tiny_mistral");
 }
 
 #[test]
@@ -247,7 +290,17 @@ impl glassbox_models::Hooks for ZeroAndCapture {
 
 #[test]
 fn decoders_expose_patterns_logits_and_accept_replacements() {
-    for name in ["tiny_gpt2", "tiny_llama", "tiny_neox"] {
+    for name in [
+        "tiny_gpt2",
+        "tiny_llama",
+        "tiny_neox",
+        "tiny_gemma2",
+        "tiny_gemma3",
+        "tiny_qwen3",
+        "tiny_olmo2",
+        "tiny_phi3",
+        "tiny_mistral",
+    ] {
         let model = load(name);
         let refs = references(name);
         let encoded = model
@@ -382,6 +435,58 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
                 d <= 1e-4,
                 "{name} output (zeroed {zero:?}): fast vs graph {d}"
             );
+        }
+    }
+}
+
+/// Sliding-window layers attend to the last 4 tokens only (the fixtures' window); global layers
+/// see the whole prefix.
+#[test]
+fn sliding_layers_attend_within_their_window() {
+    for (name, sliding, global) in [
+        ("tiny_gemma2", 0, Some(1)),
+        ("tiny_gemma3", 2, Some(1)),
+        ("tiny_mistral", 1, None),
+    ] {
+        let model = load(name);
+        let refs = references(name);
+        let encoded = model
+            .tokenizer()
+            .unwrap()
+            .encode(&[refs[0].text.as_str()])
+            .unwrap();
+        let t = encoded[0].ids.len();
+        let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
+        let mut points = vec![HookPoint::AttnPattern(sliding)];
+        points.extend(global.map(HookPoint::AttnPattern));
+        let mut capture = Capture::new(points);
+        model.model.forward((&batch).into(), &mut capture).unwrap();
+        let reach = |layer: usize| -> usize {
+            let p: Vec<Vec<Vec<f32>>> = capture.captured[&HookPoint::AttnPattern(layer)]
+                .to_vec3()
+                .unwrap();
+            let heads = p[0][0].len() / t;
+            // The farthest key any query attends to with positive weight.
+            (0..t)
+                .flat_map(|q| (0..heads).map(move |h| (q, h)))
+                .map(|(q, h)| {
+                    let row = &p[0][q][h * t..(h + 1) * t];
+                    (0..=q)
+                        .filter(|&k| row[k] > 0.0)
+                        .map(|k| q - k)
+                        .max()
+                        .unwrap()
+                })
+                .max()
+                .unwrap()
+        };
+        assert_eq!(
+            reach(sliding),
+            3,
+            "{name}: layer {sliding} slides over 4 tokens"
+        );
+        if let Some(g) = global {
+            assert_eq!(reach(g), t - 1, "{name}: layer {g} is global");
         }
     }
 }

@@ -163,10 +163,23 @@ fn randomisation_fails_the_edge_control_and_changes_ig() {
 }
 
 /// The autograd forward of every decoder family gives the gradient of the fast forward's `f`:
-/// a central difference along the gradient itself matches |∇f|² (tiny GPT-2, Llama, NeoX).
+/// a central difference along the gradient itself matches |∇f|² (tiny GPT-2, Llama, NeoX,
+/// Qwen2, and the shared decoder's Gemma-2 with its soft-caps, Gemma-3, Qwen3, OLMo-2, Phi-3;
+/// Mistral through its sliding window).
 #[test]
 fn decoder_gradients_match_central_differences() {
-    for name in ["tiny_gpt2", "tiny_llama", "tiny_neox", "tiny_qwen2"] {
+    for name in [
+        "tiny_gpt2",
+        "tiny_llama",
+        "tiny_neox",
+        "tiny_qwen2",
+        "tiny_gemma2",
+        "tiny_gemma3",
+        "tiny_qwen3",
+        "tiny_olmo2",
+        "tiny_phi3",
+        "tiny_mistral",
+    ] {
         let model = tiny(name);
         let encoded = model
             .tokenizer()

@@ -1,0 +1,157 @@
+//! The `config.json` fields the decoder families share, as `transformers` 5 writes them (and as
+//! checkpoints on the Hub written by `transformers` 4 still spell them: `rope_theta` and
+//! `rope_scaling` instead of `rope_parameters`, no `layer_types`).
+
+use super::parts::{sliding_layers, Dims};
+use crate::rotary::Rotary;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+/// Fields every family here reads; each family's config flattens this in.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DecoderConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Llama-style name of the MLP activation.
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    /// Gemma's name for it.
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    pub eos_token_id: Option<Value>,
+    #[serde(default)]
+    pub pad_token_id: Option<Value>,
+    #[serde(default)]
+    pub rope_parameters: Option<Value>,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_scaling: Option<Value>,
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+}
+
+impl DecoderConfig {
+    /// Sizes, checked.
+    pub(crate) fn dims(&self) -> std::result::Result<Dims, String> {
+        let heads = self.num_attention_heads;
+        Dims {
+            vocab: self.vocab_size,
+            hidden: self.hidden_size,
+            inner: self.intermediate_size,
+            heads,
+            kv_heads: self.num_key_value_heads.unwrap_or(heads),
+            head_dim: self.head_dim.unwrap_or(self.hidden_size / heads.max(1)),
+            max_positions: self.max_position_embeddings,
+        }
+        .check()
+    }
+
+    /// The padding id: `pad_token_id`, else the (first) end-of-sequence id, else 0.
+    pub fn pad_id(&self) -> u32 {
+        let first = |v: &Option<Value>| match v {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::Array(a)) => a.first().and_then(Value::as_u64),
+            _ => None,
+        };
+        first(&self.pad_token_id)
+            .or(first(&self.eos_token_id))
+            .unwrap_or(0) as u32
+    }
+
+    /// The MLP activation's name (`hidden_activation` first, as Gemma prefers it), or `default`.
+    pub(crate) fn activation<'a>(&'a self, default: &'a str) -> &'a str {
+        self.hidden_activation
+            .as_deref()
+            .or(self.hidden_act.as_deref())
+            .unwrap_or(default)
+    }
+
+    /// Which layers slide: `layer_types` when present, else `fallback(i)`.
+    pub(crate) fn sliding(
+        &self,
+        fallback: impl Fn(usize) -> bool,
+    ) -> std::result::Result<Vec<bool>, String> {
+        let layers = self.num_hidden_layers;
+        let sliding = match &self.layer_types {
+            Some(types) => sliding_layers(types, layers)?,
+            None => (0..layers).map(fallback).collect(),
+        };
+        if sliding.iter().any(|s| *s) && self.sliding_window.is_none_or(|w| w == 0) {
+            return Err("sliding_attention layers need a positive sliding_window".into());
+        }
+        Ok(sliding)
+    }
+
+    /// Rotary frequencies for layers of `kind` (`full_attention`, `sliding_attention`):
+    /// `rope_parameters` keyed by layer kind (Gemma-3) or shared; else the transformers-4
+    /// fields, `local_theta` standing in for the base of sliding layers where the family has
+    /// one (Gemma-3's `rope_local_base_freq`).
+    pub(crate) fn rotary(
+        &self,
+        kind: &str,
+        default_theta: f64,
+        local_theta: Option<f64>,
+    ) -> std::result::Result<Rotary, String> {
+        let mut params: Map<String, Value> = match &self.rope_parameters {
+            Some(Value::Object(p)) if p.contains_key(kind) => match &p[kind] {
+                Value::Object(per_kind) => per_kind.clone(),
+                _ => return Err(format!("rope_parameters.{kind} is not an object")),
+            },
+            Some(Value::Object(p)) => p.clone(),
+            Some(_) => return Err("rope_parameters is not an object".into()),
+            None => {
+                let local = kind == "sliding_attention" && local_theta.is_some();
+                let mut p = match (&self.rope_scaling, local) {
+                    (Some(Value::Object(s)), false) => s.clone(),
+                    _ => Map::new(),
+                };
+                let theta = match local_theta.filter(|_| local) {
+                    Some(t) => t,
+                    None => self.rope_theta.unwrap_or(default_theta),
+                };
+                p.insert("rope_theta".into(), Value::from(theta));
+                p
+            }
+        };
+        params
+            .entry("rope_theta")
+            .or_insert(Value::from(default_theta));
+        if let Some(f) = self.partial_rotary_factor {
+            params
+                .entry("partial_rotary_factor")
+                .or_insert(Value::from(f));
+        }
+        if let Some(o) = self.original_max_position_embeddings {
+            params
+                .entry("original_max_position_embeddings")
+                .or_insert(Value::from(o));
+        }
+        let dims = self.dims()?;
+        Rotary::from_params(&Value::Object(params), dims.head_dim, dims.max_positions)
+    }
+}

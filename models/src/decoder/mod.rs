@@ -1,0 +1,191 @@
+//! One configurable causal decoder for the families whose blocks differ from Llama's only in
+//! where the norms sit and what the attention adds: Gemma-2 and Gemma-3 (sandwich norms,
+//! soft-capping, scaled embeddings, local/global layers), Qwen3 (q/k norms), OLMo-2 (post-norm
+//! blocks) and Phi-3 (fused projections, split at load). Each family's file reads its config
+//! and names its weights; this module runs them — as TransformerLens runs every family through
+//! one `HookedTransformer` configured per architecture.
+//!
+//! Per block, with `x = blocks.{i}.hook_resid_pre`:
+//! `hook_q/k/v` = the projections of `norm(x)` (before any q/k norm and before rotary),
+//! `hook_z` = attention output per query head, `hook_attn_out` = what the attention adds to the
+//! residual stream (after the output projection and, where the family has one, the norm after
+//! attention), `hook_resid_mid = x + hook_attn_out`, `mlp.hook_post = act(gate) ⊙ up`,
+//! `hook_mlp_out` = what the MLP adds (after its post-norm, if any), `hook_resid_post`.
+//! `hook_embed` is the token embedding as it enters the stream (Gemma: times √d).
+//! The forward is candle ops throughout, so it is differentiable; no fast packed path yet.
+
+pub(crate) mod config;
+mod forward;
+pub(crate) mod parts;
+
+pub(crate) use parts::{Attention, Dims, Layer, Mlp, QkNorm};
+
+use crate::batch::TokenBatch;
+use crate::hooks::{HookPoint, Hooks};
+use crate::layers::{Activation, RmsNorm};
+use crate::model::{FinalNorm, HookedModel, Input};
+use crate::Result;
+use candle_core::Tensor;
+use glassbox_data::Modality;
+
+/// A decoder described by its family's file.
+pub(crate) struct Decoder {
+    /// The family as the manifest records it (`gemma2`, `qwen3`, …).
+    pub(crate) family: &'static str,
+    pub(crate) dims: Dims,
+    pub(crate) act: Activation,
+    /// `[vocab, hidden]`.
+    pub(crate) embed: Tensor,
+    /// Gemma multiplies embeddings by √hidden (rounded to f32, as `transformers` does).
+    pub(crate) embed_scale: Option<f32>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: RmsNorm,
+    /// `[vocab, hidden]`: the output head, or the embedding when tied.
+    pub(crate) unembed: Tensor,
+    /// Attention scores' scale (Gemma: `query_pre_attn_scalar^-½`, else `head_dim^-½`).
+    pub(crate) attn_scale: f64,
+    /// Gemma-2: scores become `cap · tanh(scores / cap)` before the mask.
+    pub(crate) attn_softcap: Option<f64>,
+    /// Gemma-2: logits become `cap · tanh(logits / cap)`.
+    pub(crate) final_softcap: Option<f64>,
+}
+
+impl Decoder {
+    /// A decoder with unscaled embeddings, a plain RMSNorm at the end, scores scaled by
+    /// `head_dim^-½` and no soft-capping; the head is `lm_head` unless the config ties it.
+    pub(crate) fn plain(
+        family: &'static str,
+        base: &config::DecoderConfig,
+        w: &crate::weights::Weights,
+        layers: Vec<Layer>,
+        default_act: &str,
+    ) -> Result<Self> {
+        use crate::ModelError;
+        let d = base.dims().map_err(ModelError::Invalid)?;
+        let embed = w.get("embed_tokens.weight", &[d.vocab, d.hidden])?;
+        let unembed = match w.get_root("lm_head.weight", &[d.vocab, d.hidden])? {
+            Some(head) if base.tie_word_embeddings != Some(true) => head,
+            _ => embed.clone(),
+        };
+        Ok(Decoder {
+            family,
+            dims: d,
+            act: Activation::parse(base.activation(default_act)).map_err(ModelError::Invalid)?,
+            embed,
+            embed_scale: None,
+            layers,
+            norm: RmsNorm::load(w, "norm.weight", d.hidden, base.rms_norm_eps)?,
+            unembed,
+            attn_scale: (d.head_dim as f64).powf(-0.5),
+            attn_softcap: None,
+            final_softcap: None,
+        })
+    }
+
+    fn graph_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let x = crate::layers::embed(&self.embed, batch)?;
+        let x = match self.embed_scale {
+            Some(s) => (x * f64::from(s))?,
+            None => x,
+        };
+        let x = crate::hooks::at(hooks, HookPoint::Embed, x)?;
+        self.run_from(batch, 0, x, hooks)
+    }
+
+    fn run_from(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        mut x: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        crate::layers::check_positions(batch, self.dims.max_positions, "max_position_embeddings")?;
+        let mut masks = forward::Masks::new(batch);
+        for i in first..self.layers.len() {
+            x = self.block(i, x, &mut masks, hooks)?;
+        }
+        let normalized = crate::hooks::at(hooks, HookPoint::LnFinal, self.norm.forward(&x)?)?;
+        if hooks.wants(HookPoint::Logits) {
+            let logits = self.logits(&normalized)?;
+            crate::hooks::at(hooks, HookPoint::Logits, logits)?;
+        }
+        Ok(normalized)
+    }
+
+    /// The unembedding of a normalised stream, soft-capped where the family caps logits.
+    fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
+        let logits = crate::layers::unembed(normalized, &self.unembed)?;
+        Ok(match self.final_softcap {
+            Some(cap) => forward::softcap(&logits, cap)?,
+            None => logits,
+        })
+    }
+}
+
+impl HookedModel for Decoder {
+    fn family(&self) -> &'static str {
+        self.family
+    }
+    fn modality(&self) -> Modality {
+        Modality::Text
+    }
+    fn hook_points(&self) -> Vec<HookPoint> {
+        let mut v = vec![HookPoint::Embed];
+        for i in 0..self.layers.len() {
+            v.extend(HookPoint::decoder_block(i));
+        }
+        v.push(HookPoint::LnFinal);
+        v.push(HookPoint::Logits);
+        v
+    }
+    fn hook_width(&self, point: HookPoint) -> usize {
+        let d = &self.dims;
+        match point {
+            HookPoint::MlpPost(_) => d.inner,
+            HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => d.heads * d.head_dim,
+            HookPoint::AttnK(_) | HookPoint::AttnV(_) => d.kv_heads * d.head_dim,
+            HookPoint::AttnPattern(_) => d.heads * d.max_positions,
+            HookPoint::Logits => d.vocab,
+            _ => d.hidden,
+        }
+    }
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.dims.max_positions)
+    }
+    fn attention_heads(&self) -> Option<usize> {
+        Some(self.dims.heads)
+    }
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.dims.vocab)
+    }
+    fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.graph_forward(input.tokens(self.family)?, hooks)
+    }
+    fn forward_differentiable_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.run_from(batch, block, resid_pre, hooks)
+    }
+    fn final_norm(&self, residual: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.norm.forward(residual).map_err(Into::into))
+    }
+    fn final_norm_parts(&self) -> Option<FinalNorm<'_>> {
+        Some(FinalNorm::Rms {
+            weight: &self.norm.weight,
+            eps: self.norm.eps,
+        })
+    }
+    /// The linear unembedding. With a final soft-cap (Gemma-2), `normalized · unembeddingᵀ`
+    /// is the logit before the cap, which is monotone in it; [`HookedModel::unembed`] and the
+    /// `logits` hook apply the cap.
+    fn unembedding(&self) -> Option<&Tensor> {
+        Some(&self.unembed)
+    }
+    fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.logits(normalized))
+    }
+}

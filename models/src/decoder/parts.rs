@@ -1,0 +1,173 @@
+//! The weights of one decoder block, as the family files assemble them.
+
+use crate::layers::{Linear, RmsNorm};
+use crate::rotary::Rotary;
+use crate::weights::Weights;
+use crate::Result;
+use candle_core::Tensor;
+
+/// Sizes shared by every block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub(crate) vocab: usize,
+    pub(crate) hidden: usize,
+    pub(crate) inner: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) max_positions: usize,
+}
+
+impl Dims {
+    /// Checks that query heads group evenly over key/value heads.
+    pub(crate) fn check(self) -> std::result::Result<Self, String> {
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(format!(
+                "num_attention_heads {} must be a positive multiple of num_key_value_heads {}",
+                self.heads, self.kv_heads
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// A norm on queries or keys.
+pub(crate) enum QkNorm {
+    /// Over each head's `head_dim` values (Qwen3, Gemma-3), before rotary.
+    PerHead(RmsNorm),
+    /// Over the whole projection, all heads at once (OLMo-2), before the split into heads.
+    Whole(RmsNorm),
+}
+
+/// Self-attention of one block.
+pub(crate) struct Attention {
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) q_norm: Option<QkNorm>,
+    pub(crate) k_norm: Option<QkNorm>,
+    pub(crate) rotary: Rotary,
+    /// Sliding-window layers: a query sees itself and the `window − 1` tokens before it.
+    pub(crate) window: Option<usize>,
+}
+
+impl Attention {
+    /// Separate `q_proj`, `k_proj`, `v_proj`, `o_proj` under `prefix` (biases where present).
+    pub(crate) fn separate(
+        w: &Weights,
+        prefix: &str,
+        d: Dims,
+        rotary: Rotary,
+        window: Option<usize>,
+    ) -> Result<Self> {
+        let hd = d.head_dim;
+        Ok(Attention {
+            q: Linear::load(w, &format!("{prefix}.q_proj"), d.hidden, d.heads * hd)?,
+            k: Linear::load(w, &format!("{prefix}.k_proj"), d.hidden, d.kv_heads * hd)?,
+            v: Linear::load(w, &format!("{prefix}.v_proj"), d.hidden, d.kv_heads * hd)?,
+            o: Linear::load(w, &format!("{prefix}.o_proj"), d.heads * hd, d.hidden)?,
+            q_norm: None,
+            k_norm: None,
+            rotary,
+            window,
+        })
+    }
+}
+
+/// The gated MLP: `down(act(gate(x)) ⊙ up(x))`.
+pub(crate) struct Mlp {
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+impl Mlp {
+    /// Separate `gate_proj`, `up_proj`, `down_proj` under `prefix`.
+    pub(crate) fn separate(w: &Weights, prefix: &str, d: Dims) -> Result<Self> {
+        Ok(Mlp {
+            gate: Linear::load(w, &format!("{prefix}.gate_proj"), d.hidden, d.inner)?,
+            up: Linear::load(w, &format!("{prefix}.up_proj"), d.hidden, d.inner)?,
+            down: Linear::load(w, &format!("{prefix}.down_proj"), d.inner, d.hidden)?,
+        })
+    }
+}
+
+/// One block: optional norms around attention and MLP (pre-norm, post-norm or both).
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Option<RmsNorm>,
+    pub(crate) attn: Attention,
+    pub(crate) attn_post_norm: Option<RmsNorm>,
+    pub(crate) mlp_norm: Option<RmsNorm>,
+    pub(crate) mlp: Mlp,
+    pub(crate) mlp_post_norm: Option<RmsNorm>,
+}
+
+/// An RMSNorm weight named `name` of `size`; with `plus_one` (Gemma's `x̂ · (1 + w)`), one is
+/// added at load so the forward is the plain `x̂ · w`.
+pub(crate) fn rms_norm(
+    w: &Weights,
+    name: &str,
+    size: usize,
+    eps: f64,
+    plus_one: bool,
+) -> Result<RmsNorm> {
+    let mut norm = RmsNorm::load(w, name, size, eps)?;
+    if plus_one {
+        norm.weight = (norm.weight + 1.0)?;
+    }
+    Ok(norm)
+}
+
+/// Rows `[first, first + count)` of a fused `[out, in]` projection, as its own layer.
+pub(crate) fn rows_of(fused: &Tensor, first: usize, count: usize) -> Result<Linear> {
+    Ok(Linear {
+        weight: fused.narrow(0, first, count)?.contiguous()?,
+        bias: None,
+    })
+}
+
+/// The per-layer attention kind from `layer_types` (`sliding_attention` / `full_attention`),
+/// checked against the layer count, naming the config in errors.
+pub(crate) fn sliding_layers(
+    layer_types: &[String],
+    layers: usize,
+) -> std::result::Result<Vec<bool>, String> {
+    if layer_types.len() != layers {
+        return Err(format!(
+            "layer_types lists {} layers but num_hidden_layers is {layers}",
+            layer_types.len()
+        ));
+    }
+    layer_types
+        .iter()
+        .map(|t| match t.as_str() {
+            "sliding_attention" => Ok(true),
+            "full_attention" => Ok(false),
+            other => Err(format!(
+                "layer_types entry `{other}` is not supported; expected sliding_attention or full_attention"
+            )),
+        })
+        .collect()
+}
+
+/// A Llama-style pre-norm block: `input_layernorm` before attention and
+/// `post_attention_layernorm` before the MLP, no norms after.
+pub(crate) fn pre_norm_layer(
+    w: &Weights,
+    p: &str,
+    d: Dims,
+    eps: f64,
+    attn: Attention,
+    mlp: Mlp,
+) -> Result<Layer> {
+    let norm = |name: &str| rms_norm(w, &format!("{p}.{name}.weight"), d.hidden, eps, false);
+    Ok(Layer {
+        attn_norm: Some(norm("input_layernorm")?),
+        attn,
+        attn_post_norm: None,
+        mlp_norm: Some(norm("post_attention_layernorm")?),
+        mlp,
+        mlp_post_norm: None,
+    })
+}

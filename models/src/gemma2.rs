@@ -1,0 +1,143 @@
+//! Gemma-2 (`model_type` `gemma2`), mirroring `transformers/models/gemma2/modeling_gemma2.py`:
+//! RMSNorm as `x̂ · (1 + w)`, embeddings scaled by √hidden, sandwich norms (before and after
+//! both attention and MLP: `Gemma2DecoderLayer`), GeGLU with the tanh GELU, scores scaled by
+//! `query_pre_attn_scalar^-½` and soft-capped (`attn_logit_softcapping`) before the mask,
+//! logits soft-capped (`final_logit_softcapping`), and layers alternating between a sliding
+//! window and global attention (`layer_types`; `transformers` 4 configs: even layers slide).
+//! Runs on the shared [`crate::decoder::Decoder`].
+
+use crate::decoder::config::DecoderConfig;
+use crate::decoder::parts::rms_norm;
+use crate::decoder::{Attention, Decoder, Dims, Layer, Mlp};
+use crate::layers::Activation;
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+fn default_query_pre_attn_scalar() -> f64 {
+    256.0
+}
+fn default_attn_cap() -> Option<f64> {
+    Some(50.0)
+}
+fn default_final_cap() -> Option<f64> {
+    Some(30.0)
+}
+
+/// A Gemma-2 `config.json` (defaults as `Gemma2Config`'s where a field is absent).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gemma2Config {
+    #[serde(flatten)]
+    pub base: DecoderConfig,
+    #[serde(default = "default_query_pre_attn_scalar")]
+    pub query_pre_attn_scalar: f64,
+    #[serde(default = "default_attn_cap")]
+    pub attn_logit_softcapping: Option<f64>,
+    #[serde(default = "default_final_cap")]
+    pub final_logit_softcapping: Option<f64>,
+}
+
+impl Gemma2Config {
+    pub fn from_json(path: &Path, value: Value) -> Result<Self> {
+        let cfg: Gemma2Config = serde_json::from_value(value).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("not a Gemma-2 config: {e}"),
+        })?;
+        cfg.check().map_err(|message| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        self.base.dims()?;
+        Activation::parse(self.base.activation("gelu_pytorch_tanh"))?;
+        self.sliding()?;
+        self.base.rotary("full_attention", 10_000.0, None)?;
+        Ok(())
+    }
+
+    /// `transformers` 4 Gemma-2 configs have no `layer_types`: even layers slide.
+    fn sliding(&self) -> std::result::Result<Vec<bool>, String> {
+        self.base.sliding(|i| i % 2 == 0)
+    }
+}
+
+/// The norms, attention and MLP of Gemma block `p` (`model.layers.{i}`), shared by Gemma-3.
+pub(crate) fn gemma_layer(
+    w: &Weights,
+    p: &str,
+    d: Dims,
+    eps: f64,
+    attn: Attention,
+) -> Result<Layer> {
+    let norm = |name: &str| rms_norm(w, &format!("{p}.{name}.weight"), d.hidden, eps, true);
+    Ok(Layer {
+        attn_norm: Some(norm("input_layernorm")?),
+        attn,
+        attn_post_norm: Some(norm("post_attention_layernorm")?),
+        mlp_norm: Some(norm("pre_feedforward_layernorm")?),
+        mlp: Mlp::separate(w, &format!("{p}.mlp"), d)?,
+        mlp_post_norm: Some(norm("post_feedforward_layernorm")?),
+    })
+}
+
+/// The Gemma decoder around `layers`: scaled, tied embeddings and the (1 + w) final norm.
+pub(crate) fn gemma_decoder(
+    family: &'static str,
+    base: &DecoderConfig,
+    w: &Weights,
+    layers: Vec<Layer>,
+    query_pre_attn_scalar: f64,
+    caps: (Option<f64>, Option<f64>),
+) -> Result<Decoder> {
+    let d = base.dims().map_err(ModelError::Invalid)?;
+    let embed = w.get("embed_tokens.weight", &[d.vocab, d.hidden])?;
+    let unembed = match w.get_root("lm_head.weight", &[d.vocab, d.hidden])? {
+        Some(head) if base.tie_word_embeddings == Some(false) => head,
+        _ => embed.clone(),
+    };
+    Ok(Decoder {
+        family,
+        dims: d,
+        act: Activation::parse(base.activation("gelu_pytorch_tanh"))
+            .map_err(ModelError::Invalid)?,
+        embed,
+        // `transformers` rounds √hidden to the activations' dtype before multiplying.
+        embed_scale: Some((d.hidden as f64).sqrt() as f32),
+        layers,
+        norm: rms_norm(w, "norm.weight", d.hidden, base.rms_norm_eps, true)?,
+        unembed,
+        attn_scale: query_pre_attn_scalar.powf(-0.5),
+        attn_softcap: caps.0,
+        final_softcap: caps.1,
+    })
+}
+
+/// Loads a Gemma-2 checkpoint (names relative to `model.`).
+pub fn load(cfg: Gemma2Config, w: &Weights) -> Result<Box<dyn crate::model::HookedModel>> {
+    let base = &cfg.base;
+    let d = base.dims().map_err(ModelError::Invalid)?;
+    let sliding = cfg.sliding().map_err(ModelError::Invalid)?;
+    let mut layers = Vec::with_capacity(base.num_hidden_layers);
+    for (i, slides) in sliding.into_iter().enumerate() {
+        let p = format!("layers.{i}");
+        let rotary = base
+            .rotary("full_attention", 10_000.0, None)
+            .map_err(ModelError::Invalid)?;
+        let window = base.sliding_window.filter(|_| slides);
+        let attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
+        layers.push(gemma_layer(w, &p, d, base.rms_norm_eps, attn)?);
+    }
+    Ok(Box::new(gemma_decoder(
+        "gemma2",
+        base,
+        w,
+        layers,
+        cfg.query_pre_attn_scalar,
+        (cfg.attn_logit_softcapping, cfg.final_logit_softcapping),
+    )?))
+}

@@ -1,0 +1,70 @@
+//! OLMo-2 (`model_type` `olmo2`), mirroring `transformers/models/olmo2/modeling_olmo2.py`:
+//! post-norm blocks — no norm before attention or the MLP, an RMSNorm on what each adds to the
+//! residual stream (`post_attention_layernorm`, `post_feedforward_layernorm`) — and RMSNorm on
+//! the whole query and key projections (all heads at once) before rotary. Runs on the shared
+//! [`crate::decoder::Decoder`].
+
+use crate::decoder::config::DecoderConfig;
+use crate::decoder::parts::rms_norm;
+use crate::decoder::{Attention, Decoder, Layer, Mlp, QkNorm};
+use crate::layers::Activation;
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+/// An OLMo-2 `config.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Olmo2Config {
+    #[serde(flatten)]
+    pub base: DecoderConfig,
+}
+
+impl Olmo2Config {
+    pub fn from_json(path: &Path, value: Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: Olmo2Config =
+            serde_json::from_value(value).map_err(|e| bad(format!("not an OLMo-2 config: {e}")))?;
+        cfg.base.dims().map_err(&bad)?;
+        Activation::parse(cfg.base.activation("silu")).map_err(&bad)?;
+        cfg.base
+            .rotary("full_attention", 10_000.0, None)
+            .map_err(bad)?;
+        Ok(cfg)
+    }
+}
+
+/// Loads an OLMo-2 checkpoint (names relative to `model.`).
+pub fn load(cfg: Olmo2Config, w: &Weights) -> Result<Box<dyn crate::model::HookedModel>> {
+    let base = &cfg.base;
+    let d = base.dims().map_err(ModelError::Invalid)?;
+    let eps = base.rms_norm_eps;
+    let mut layers = Vec::with_capacity(base.num_hidden_layers);
+    for i in 0..base.num_hidden_layers {
+        let p = format!("layers.{i}");
+        let rotary = base
+            .rotary("full_attention", 10_000.0, None)
+            .map_err(ModelError::Invalid)?;
+        let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, None)?;
+        let whole = |name: &str, width: usize| -> Result<QkNorm> {
+            let name = format!("{p}.self_attn.{name}.weight");
+            Ok(QkNorm::Whole(rms_norm(w, &name, width, eps, false)?))
+        };
+        attn.q_norm = Some(whole("q_norm", d.heads * d.head_dim)?);
+        attn.k_norm = Some(whole("k_norm", d.kv_heads * d.head_dim)?);
+        let norm = |name: &str| rms_norm(w, &format!("{p}.{name}.weight"), d.hidden, eps, false);
+        layers.push(Layer {
+            attn_norm: None,
+            attn,
+            attn_post_norm: Some(norm("post_attention_layernorm")?),
+            mlp_norm: None,
+            mlp: Mlp::separate(w, &format!("{p}.mlp"), d)?,
+            mlp_post_norm: Some(norm("post_feedforward_layernorm")?),
+        });
+    }
+    Ok(Box::new(Decoder::plain("olmo2", base, w, layers, "silu")?))
+}

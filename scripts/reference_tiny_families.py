@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Tiny random checkpoints of the decoder families researchers audit at real size — Gemma-2,
+Gemma-3 (text), Qwen3, OLMo-2, Phi-3 and Mistral with a sliding window — and their reference
+outputs from PyTorch `transformers`, for the decoder parity tests. Every feature the family
+file implements is switched on and made to matter: a sliding window of 4 tokens (shorter than
+every reference text) on the layers that have one, soft-capping caps small enough to bend the
+scores, q/k norms, sandwich and post norms with weights far from 1, fused projections, and
+`longrope` frequency scaling on Phi-3 (texts longer than its original context of 8, so the
+long factors apply). The tokenizer is the tiny GPT-2 fixture's byte-level BPE.
+
+Each folder tests/fixtures/tiny_<family>/: config.json, model.safetensors, tokenizer.json and
+reference.json + reference.safetensors as written by tiny_reference.write_reference.
+
+Run: just reference-families   (needs torch, transformers ≥ 5 from PyPI)
+"""
+import torch
+import transformers
+from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
+from tokenizers import Tokenizer
+
+tok = Tokenizer.from_file(str(TOKENIZER))
+COMMON = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+              bos_token_id=0, eos_token_id=0, pad_token_id=None)
+
+
+def make(name, model_class, config, seed):
+    out = prepare(name)
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():  # larger than the default init so every block matters
+        for param_name, p in model.named_parameters():
+            if "norm" in param_name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2)
+    save_model(model, out)
+    write_reference(model, model.model.layers[-1], tok, TEXTS, out)
+
+
+# Layer 0 sliding (window 4), layer 1 global; scores and logits soft-capped; query scale from
+# query_pre_attn_scalar (not head_dim); GeGLU (tanh); embeddings scaled by √d.
+make("tiny_gemma2", transformers.Gemma2ForCausalLM, transformers.Gemma2Config(
+    **COMMON, head_dim=16, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+    query_pre_attn_scalar=24, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+    sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    tie_word_embeddings=True), seed=3)
+
+# q/k RMSNorm (1 + w) per head; local layers rotate with rope_local_base_freq, global ones
+# with rope_theta; three layers so both kinds and the pattern's order are exercised.
+make("tiny_gemma3", transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig(
+    **{**COMMON, "num_hidden_layers": 3}, head_dim=8, rms_norm_eps=1e-6,
+    hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=8, sliding_window=4,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+    tie_word_embeddings=True), seed=4)
+
+# q/k RMSNorm per head before rotary, no q/k/v bias, head_dim ≠ hidden / heads.
+make("tiny_qwen3", transformers.Qwen3ForCausalLM, transformers.Qwen3Config(
+    **COMMON, head_dim=16, rms_norm_eps=1e-6, tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}), seed=5)
+
+# Post-norm blocks (no norm before attention or MLP) and q/k RMSNorm over the whole projection.
+make("tiny_olmo2", transformers.Olmo2ForCausalLM, transformers.Olmo2Config(
+    **COMMON, rms_norm_eps=1e-6, tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 500000.0}), seed=6)
+
+# Fused qkv_proj and gate_up_proj; longrope frequencies (short and long factors) with the
+# attention factor, a sliding window of 4.
+half = 32 // 4 // 2
+make("tiny_phi3", transformers.Phi3ForCausalLM, transformers.Phi3Config(
+    **{**COMMON, "max_position_embeddings": 128}, rms_norm_eps=1e-5, sliding_window=4,
+    original_max_position_embeddings=8, tie_word_embeddings=False,
+    rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                     "short_factor": [1.0 + 0.1 * i for i in range(half)],
+                     "long_factor": [2.0 + 0.5 * i for i in range(half)],
+                     "original_max_position_embeddings": 8}), seed=7)
+
+# Mistral: every layer slides over 4 tokens.
+make("tiny_mistral", transformers.MistralForCausalLM, transformers.MistralConfig(
+    **COMMON, rms_norm_eps=1e-5, sliding_window=4, tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), seed=8)
