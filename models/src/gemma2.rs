@@ -95,8 +95,8 @@ pub(crate) fn gemma_decoder(
     caps: (Option<f64>, Option<f64>),
 ) -> Result<Decoder> {
     let d = base.dims().map_err(ModelError::Invalid)?;
-    let embed = w.get("embed_tokens.weight", &[d.vocab, d.hidden])?;
-    let unembed = match w.get_root("lm_head.weight", &[d.vocab, d.hidden])? {
+    let embed = w.get_stored("embed_tokens.weight", &[d.vocab, d.hidden])?;
+    let unembed = match w.get_root_stored("lm_head.weight", &[d.vocab, d.hidden])? {
         Some(head) if base.tie_word_embeddings == Some(false) => head,
         _ => embed.clone(),
     };

@@ -89,13 +89,17 @@ pub struct ResolvedModel {
 const CONFIG: &str = "config.json";
 const TOKENIZER: &str = "tokenizer.json";
 const WEIGHTS: &str = "model.safetensors";
+/// The shard index of a checkpoint saved in several safetensors files.
+const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 /// Weight files tried after `model.safetensors`: PyTorch pickles, which loaders read only with
 /// `--allow-pickle`.
 const PICKLE_WEIGHTS: &[&str] = &["pytorch_model.bin"];
 
-/// The weights in `dir`: `model.safetensors`, `pytorch_model.bin`, or its single `.pth`/`.pt`.
+/// The weights in `dir`: `model.safetensors`, the shard index `model.safetensors.index.json`,
+/// `pytorch_model.bin`, or its single `.pth`/`.pt`.
 fn local_weights(dir: &Path) -> Option<PathBuf> {
-    if let Some(p) = std::iter::once(WEIGHTS)
+    if let Some(p) = [WEIGHTS, WEIGHTS_INDEX]
+        .into_iter()
         .chain(PICKLE_WEIGHTS.iter().copied())
         .map(|n| dir.join(n))
         .find(|p| p.is_file())
@@ -270,10 +274,26 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     let tokenizer = fetch(TOKENIZER).unwrap_or_else(|_| config.with_file_name(TOKENIZER));
     let weights = match fetch(WEIGHTS) {
         Ok(w) => w,
-        Err(e) => match config.parent().and_then(local_weights) {
-            Some(w) => w,
-            None => return Err(e),
-        },
+        // Sharded checkpoints: the index, then every shard it lists (downloaded if need be);
+        // a shard that cannot be had is named with a tensor it holds.
+        Err(e) => {
+            match fetch(WEIGHTS_INDEX) {
+                Ok(index) => {
+                    for (shard, tensor) in crate::safetensors_file::shards(&index)? {
+                        let name = shard.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        fetch(name).map_err(|e| ModelError::Weights {
+                        path: index.clone(),
+                        message: format!("lists shard `{name}` (holding `{tensor}`), which cannot be had: {e}"),
+                    })?;
+                    }
+                    index
+                }
+                Err(_) => match config.parent().and_then(local_weights) {
+                    Some(w) => w,
+                    None => return Err(e),
+                },
+            }
+        }
     };
     let resolved_revision = snapshot_revision(&config).unwrap_or_else(|| revision.to_owned());
     Ok(ResolvedModel {

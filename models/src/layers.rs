@@ -69,9 +69,35 @@ impl Linear {
             },
         })
     }
+    /// [`Self::load`] with the weight as held (bf16/f16 for reduced-precision checkpoints),
+    /// the bias in f32.
+    pub(crate) fn load_stored(
+        w: &Weights,
+        name: &str,
+        input: usize,
+        output: usize,
+    ) -> Result<Self> {
+        let bias = format!("{name}.bias");
+        Ok(Self {
+            weight: w.get_stored(&format!("{name}.weight"), &[output, input])?,
+            bias: if w.has(&bias) {
+                Some(w.get(&bias, &[output])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `x · Wᵀ (+ b)`; a reduced-precision weight is converted to `x`'s dtype for this call only
+    /// (exact for bf16/f16 → f32), so a model holds half the bytes and computes in f32.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+        let weight = if self.weight.dtype() == x.dtype() {
+            self.weight.clone()
+        } else {
+            self.weight.to_dtype(x.dtype())?
+        };
+        let y = x.reshape((b * t, d))?.matmul(&weight.t()?)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,

@@ -51,7 +51,7 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
             &format!("{p}.self_attn.qkv_proj.weight"),
             &[q + 2 * kv, d.hidden],
         )?;
-        let o = Linear::load(w, &format!("{p}.self_attn.o_proj"), q, d.hidden)?;
+        let o = Linear::load_stored(w, &format!("{p}.self_attn.o_proj"), q, d.hidden)?;
         let attn = Attention {
             q: rows_of(&qkv, 0, q)?,
             k: rows_of(&qkv, q, kv)?,
@@ -71,7 +71,7 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
         let mlp = Mlp {
             gate: rows_of(&gate_up, 0, d.inner)?,
             up: rows_of(&gate_up, d.inner, d.inner)?,
-            down: Linear::load(w, &format!("{p}.mlp.down_proj"), d.inner, d.hidden)?,
+            down: Linear::load_stored(w, &format!("{p}.mlp.down_proj"), d.inner, d.hidden)?,
         };
         layers.push(pre_norm_layer(w, &p, d, base.rms_norm_eps, attn, mlp)?);
     }

@@ -57,6 +57,76 @@ pub struct LoadOptions {
     /// Read PyTorch pickle checkpoints (`pytorch_model.bin`): pickle can encode arbitrary
     /// code, and although the reader executes none, reading one is the user's call.
     pub allow_pickle: bool,
+    /// The precision weights are held in (`--weights-dtype`).
+    pub weights_dtype: WeightsDtype,
+}
+
+/// The precision a model's weights are held in; computation is f32 throughout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightsDtype {
+    /// As stored where the family converts per layer ([`REDUCED_PRECISION_FAMILIES`]: a bf16
+    /// checkpoint takes half the memory of f32), else f32.
+    #[default]
+    Auto,
+    /// Every weight upcast to f32 at load.
+    F32,
+    /// Held in bf16 (an f32 checkpoint halved); families in [`REDUCED_PRECISION_FAMILIES`].
+    Bf16,
+    /// Held in f16; families in [`REDUCED_PRECISION_FAMILIES`].
+    F16,
+}
+
+impl std::str::FromStr for WeightsDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f16" | "float16" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown weights dtype `{other}`; use auto, f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
+impl WeightsDtype {
+    /// The name configs and manifests use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+/// Families whose forward reads weights in reduced precision, converting a layer's matrices to
+/// f32 as it runs them; the others hold f32 weights (their fast kernels read f32 in place).
+pub const REDUCED_PRECISION_FAMILIES: &[&str] =
+    &["gemma2", "gemma3_text", "gemma3", "qwen3", "olmo2", "phi3"];
+
+/// How a checkpoint's floats are held for `model_type` under `dtype`; an error for a
+/// reduced-precision request on a family that computes from f32 weights.
+fn keep_for(model_type: &str, dtype: WeightsDtype) -> Result<crate::weights::Keep> {
+    use crate::weights::Keep;
+    let reduced = REDUCED_PRECISION_FAMILIES.contains(&model_type);
+    Ok(match dtype {
+        WeightsDtype::Auto if reduced => Keep::Stored,
+        WeightsDtype::Auto | WeightsDtype::F32 => Keep::F32,
+        WeightsDtype::Bf16 | WeightsDtype::F16 if !reduced => {
+            return Err(ModelError::Invalid(format!(
+                "--weights-dtype {}: the {model_type} family computes from f32 weights; reduced-precision weights are supported for {}",
+                dtype.as_str(),
+                REDUCED_PRECISION_FAMILIES.join(", ")
+            )))
+        }
+        WeightsDtype::Bf16 => Keep::As(candle_core::DType::BF16),
+        WeightsDtype::F16 => Keep::As(candle_core::DType::F16),
+    })
 }
 
 /// A resolved model with what it needs to read its inputs, ready to run.
@@ -165,7 +235,12 @@ fn load_model_with(
     };
     let mut weights = match gguf_parts.as_mut() {
         Some(p) => Weights::from_tensors(&resolved.weights, std::mem::take(&mut p.tensors)),
-        None => Weights::load_any(&resolved.weights, &device, options.allow_pickle)?,
+        None => Weights::load_any(
+            &resolved.weights,
+            &device,
+            options.allow_pickle,
+            keep_for(&model_type, options.weights_dtype)?,
+        )?,
     };
     edit(&mut weights)?;
     match modality_of(&model_type).ok_or_else(unsupported)? {

@@ -44,6 +44,7 @@ fn classifies_chelsea_and_coffee() {
         LoadOptions {
             max_length: None,
             allow_pickle: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -96,6 +97,7 @@ fn pickle_checkpoints_need_consent() {
         LoadOptions {
             max_length: None,
             allow_pickle: false,
+            ..Default::default()
         },
     )
     .err()
@@ -137,6 +139,7 @@ fn backward_matches_finite_differences() {
         LoadOptions {
             max_length: None,
             allow_pickle: true,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -26,6 +26,7 @@ fn load() -> Option<LoadedModel> {
             LoadOptions {
                 max_length: Some(128),
                 allow_pickle: false,
+                ..Default::default()
             },
         )
         .unwrap(),

@@ -23,6 +23,7 @@ fn load() -> Option<glassbox_models::LoadedModel> {
                 LoadOptions {
                     max_length: None,
                     allow_pickle: false,
+                    ..Default::default()
                 },
             )
             .unwrap(),

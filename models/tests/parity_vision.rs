@@ -50,6 +50,7 @@ fn load(name: &str, n: usize) -> (LoadedModel, HashMap<String, Tensor>, ImageBat
         LoadOptions {
             max_length: None,
             allow_pickle: false,
+            ..Default::default()
         },
     )
     .unwrap();

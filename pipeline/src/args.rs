@@ -101,6 +101,10 @@ pub struct ExtractArgs {
     /// glassbox interprets tensors only and runs nothing, but reading one is your call.
     #[arg(long)]
     pub allow_pickle: bool,
+    /// Precision the weights are held in: auto (a bf16/f16 checkpoint stays so, for families
+    /// that support it: half the memory of f32), f32, bf16 or f16. Computation is f32.
+    #[arg(long, default_value = "auto")]
+    pub weights_dtype: glassbox_models::WeightsDtype,
     /// Re-run even if the run is up to date.
     #[arg(long)]
     pub force: bool,
@@ -381,6 +385,9 @@ pub struct HooksArgs {
     /// Read a PyTorch pickle checkpoint (see `extract --allow-pickle`).
     #[arg(long)]
     pub allow_pickle: bool,
+    /// Precision the weights are held in (see `extract --weights-dtype`).
+    #[arg(long, default_value = "auto")]
+    pub weights_dtype: glassbox_models::WeightsDtype,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 token_level: !a.no_token_level,
                 shard_size: a.shard_size,
                 allow_pickle: a.allow_pickle,
+                weights_dtype: a.weights_dtype,
             };
             let req = extract::ExtractRequest {
                 model: &a.model,
@@ -153,6 +154,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let options = glassbox_models::LoadOptions {
                 max_length: None,
                 allow_pickle: a.allow_pickle,
+                weights_dtype: a.weights_dtype,
             };
             let points = glassbox_models::load_model(resolved, options)?
                 .model

@@ -73,6 +73,9 @@ pub struct ExtractSection {
     pub shard_size: usize,
     /// Read PyTorch pickle checkpoints (`.pth`, `pytorch_model.bin`); off by default.
     pub allow_pickle: bool,
+    /// Precision the model's weights are held in: `auto` (bf16/f16 checkpoints stay so where
+    /// the family supports it), `f32`, `bf16` or `f16`. Computation is f32 either way.
+    pub weights_dtype: glassbox_models::WeightsDtype,
 }
 
 impl Default for ExtractSection {
@@ -90,6 +93,7 @@ impl Default for ExtractSection {
             token_level: true,
             shard_size: 256,
             allow_pickle: false,
+            weights_dtype: glassbox_models::WeightsDtype::Auto,
         }
     }
 }

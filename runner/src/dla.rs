@@ -52,6 +52,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
         Ok(unembedding
             .narrow(0, i as usize, 1)?
             .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?
             .into_iter()
             .map(f64::from)

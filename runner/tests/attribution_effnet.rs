@@ -28,6 +28,7 @@ fn model() -> Option<LoadedModel> {
                 LoadOptions {
                     max_length: None,
                     allow_pickle: true,
+                    ..Default::default()
                 },
             )
             .unwrap(),

@@ -71,6 +71,7 @@ fn autograd_matches_finite_differences() {
         LoadOptions {
             max_length: Some(64),
             allow_pickle: false,
+            ..Default::default()
         },
     )
     .unwrap();

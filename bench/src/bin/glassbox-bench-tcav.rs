@@ -35,6 +35,7 @@ fn main() -> Result<()> {
         LoadOptions {
             max_length: Some(128),
             allow_pickle: false,
+            ..Default::default()
         },
     )?;
     lap("load_model", &mut t);

@@ -177,6 +177,7 @@ fn main() -> Result<()> {
         LoadOptions {
             max_length: Some(SEQ),
             allow_pickle: false,
+            ..Default::default()
         },
     )?;
     let mut hooks = vec![HookPoint::ResidPre(0)];

@@ -62,8 +62,8 @@ impl Decoder {
     ) -> Result<Self> {
         use crate::ModelError;
         let d = base.dims().map_err(ModelError::Invalid)?;
-        let embed = w.get("embed_tokens.weight", &[d.vocab, d.hidden])?;
-        let unembed = match w.get_root("lm_head.weight", &[d.vocab, d.hidden])? {
+        let embed = w.get_stored("embed_tokens.weight", &[d.vocab, d.hidden])?;
+        let unembed = match w.get_root_stored("lm_head.weight", &[d.vocab, d.hidden])? {
             Some(head) if base.tie_word_embeddings != Some(true) => head,
             _ => embed.clone(),
         };
@@ -83,7 +83,8 @@ impl Decoder {
     }
 
     fn graph_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        let x = crate::layers::embed(&self.embed, batch)?;
+        // Rows of a reduced-precision table are upcast after the lookup.
+        let x = crate::layers::embed(&self.embed, batch)?.to_dtype(candle_core::DType::F32)?;
         let x = match self.embed_scale {
             Some(s) => (x * f64::from(s))?,
             None => x,
@@ -114,7 +115,12 @@ impl Decoder {
 
     /// The unembedding of a normalised stream, soft-capped where the family caps logits.
     fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        let logits = crate::layers::unembed(normalized, &self.unembed)?;
+        let logits = if self.unembed.dtype() == normalized.dtype() {
+            crate::layers::unembed(normalized, &self.unembed)?
+        } else {
+            // One transient copy of the head in the stream's precision.
+            crate::layers::unembed(normalized, &self.unembed.to_dtype(normalized.dtype())?)?
+        };
         Ok(match self.final_softcap {
             Some(cap) => forward::softcap(&logits, cap)?,
             None => logits,
@@ -179,7 +185,8 @@ impl HookedModel for Decoder {
             eps: self.norm.eps,
         })
     }
-    /// The linear unembedding. With a final soft-cap (Gemma-2), `normalized · unembeddingᵀ`
+    /// The linear unembedding, in the precision the weights are held in (bf16 for a bf16
+    /// checkpoint under `--weights-dtype auto`). With a final soft-cap (Gemma-2), `normalized · unembeddingᵀ`
     /// is the logit before the cap, which is monotone in it; [`HookedModel::unembed`] and the
     /// `logits` hook apply the cap.
     fn unembedding(&self) -> Option<&Tensor> {

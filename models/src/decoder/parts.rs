@@ -63,10 +63,10 @@ impl Attention {
     ) -> Result<Self> {
         let hd = d.head_dim;
         Ok(Attention {
-            q: Linear::load(w, &format!("{prefix}.q_proj"), d.hidden, d.heads * hd)?,
-            k: Linear::load(w, &format!("{prefix}.k_proj"), d.hidden, d.kv_heads * hd)?,
-            v: Linear::load(w, &format!("{prefix}.v_proj"), d.hidden, d.kv_heads * hd)?,
-            o: Linear::load(w, &format!("{prefix}.o_proj"), d.heads * hd, d.hidden)?,
+            q: Linear::load_stored(w, &format!("{prefix}.q_proj"), d.hidden, d.heads * hd)?,
+            k: Linear::load_stored(w, &format!("{prefix}.k_proj"), d.hidden, d.kv_heads * hd)?,
+            v: Linear::load_stored(w, &format!("{prefix}.v_proj"), d.hidden, d.kv_heads * hd)?,
+            o: Linear::load_stored(w, &format!("{prefix}.o_proj"), d.heads * hd, d.hidden)?,
             q_norm: None,
             k_norm: None,
             rotary,
@@ -86,9 +86,9 @@ impl Mlp {
     /// Separate `gate_proj`, `up_proj`, `down_proj` under `prefix`.
     pub(crate) fn separate(w: &Weights, prefix: &str, d: Dims) -> Result<Self> {
         Ok(Mlp {
-            gate: Linear::load(w, &format!("{prefix}.gate_proj"), d.hidden, d.inner)?,
-            up: Linear::load(w, &format!("{prefix}.up_proj"), d.hidden, d.inner)?,
-            down: Linear::load(w, &format!("{prefix}.down_proj"), d.inner, d.hidden)?,
+            gate: Linear::load_stored(w, &format!("{prefix}.gate_proj"), d.hidden, d.inner)?,
+            up: Linear::load_stored(w, &format!("{prefix}.up_proj"), d.hidden, d.inner)?,
+            down: Linear::load_stored(w, &format!("{prefix}.down_proj"), d.inner, d.hidden)?,
         })
     }
 }
@@ -119,7 +119,7 @@ pub(crate) fn rms_norm(
     Ok(norm)
 }
 
-/// Rows `[first, first + count)` of a fused `[out, in]` projection, as its own layer.
+/// Rows `[first, first + count)` of a fused `[out, in]` projection (as held), as its own layer.
 pub(crate) fn rows_of(fused: &Tensor, first: usize, count: usize) -> Result<Linear> {
     Ok(Linear {
         weight: fused.narrow(0, first, count)?.contiguous()?,

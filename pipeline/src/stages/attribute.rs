@@ -372,11 +372,11 @@ fn sanity_check(
     progress: &dyn Progress,
 ) -> Result<Vec<SanityRow>> {
     let spec: ModelSpec = super::run_model::run_model_spec(run)?.parse()?;
+    let extract = crate::config::RunConfig::load(run).extract;
     let options = LoadOptions {
         max_length: None,
-        allow_pickle: crate::config::RunConfig::load(run)
-            .extract
-            .is_some_and(|e| e.allow_pickle),
+        allow_pickle: extract.as_ref().is_some_and(|e| e.allow_pickle),
+        weights_dtype: extract.map(|e| e.weights_dtype).unwrap_or_default(),
     };
     // The first step (the output side) also tells how many layer groups there are.
     let load = |k: usize| {

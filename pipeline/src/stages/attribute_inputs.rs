@@ -63,7 +63,9 @@ fn unembedding_row(model: &LoadedModel, spec: &str, id: u32) -> Result<Vec<f32>>
             model.model.family()
         )
     })?;
-    Ok(u.get(id as usize)?.to_vec1()?)
+    Ok(u.get(id as usize)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?)
 }
 
 /// A class index by name, or an error listing the model's classes.

@@ -51,7 +51,7 @@ fn promoted_tokens(
 ) -> Result<()> {
     let w_dec = Tensor::from_slice(&sae.w_dec, (sae.width, sae.d_in), &candle_core::Device::Cpu)?;
     // [width, vocab]: each feature's decoder direction read out by every token's row.
-    let logits = w_dec.matmul(&unembedding.t()?)?;
+    let logits = w_dec.matmul(&unembedding.to_dtype(w_dec.dtype())?.t()?)?;
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let mut out: Vec<Promoted> = Vec::new();
     for (f, row) in rows.iter().enumerate() {

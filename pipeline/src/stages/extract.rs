@@ -44,12 +44,13 @@ pub fn run_extract(
     let (dtype, compression, pools) = (s.dtype, s.compression, s.pools.clone());
     let spec: ModelSpec = req.model.parse()?;
     let resolved = resolve(&spec)?;
-    let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
+    let weights_sha256 = glassbox_models::weights_sha256(&resolved.weights)?;
 
     // The hook list needs the model; loading is cheap next to extraction.
     let options = LoadOptions {
         max_length: Some(s.max_length),
         allow_pickle: s.allow_pickle,
+        weights_dtype: s.weights_dtype,
     };
     let model = load_model(resolved, options)?;
     let examples = Examples::read(&model, req.data)?;

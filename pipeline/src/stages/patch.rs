@@ -101,10 +101,11 @@ pub fn run_patch(
     let pairs = read_pairs(&settings.pairs)?;
     let spec: ModelSpec = model.parse()?;
     let resolved = resolve(&spec)?;
-    let weights_sha256 = glassbox_data::hash::sha256_file(&resolved.weights)?;
+    let weights_sha256 = glassbox_models::weights_sha256(&resolved.weights)?;
     let options = LoadOptions {
         max_length: None,
         allow_pickle: settings.allow_pickle,
+        ..LoadOptions::default()
     };
     let model = load_model(resolved, options)?;
     let selected = hooks::select(&settings.hooks, &model.model.hook_points())?;

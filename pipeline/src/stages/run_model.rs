@@ -33,6 +33,10 @@ pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
     let options = LoadOptions {
         max_length: extract.as_ref().map(|e| e.max_length),
         allow_pickle: extract.as_ref().is_some_and(|e| e.allow_pickle),
+        weights_dtype: extract
+            .as_ref()
+            .map(|e| e.weights_dtype)
+            .unwrap_or_default(),
     };
     let spec: ModelSpec = run_model_spec(run)?.parse()?;
     Ok(load_model(resolve(&spec)?, options)?)

@@ -129,7 +129,10 @@ fn resolve_token_target(
             ids.iter().map(|(_, t)| format!("`{t}`")).collect::<Vec<_>>().join(" ")
         );
     };
-    let row: Vec<f32> = unembedding.get(*id as usize)?.to_vec1()?;
+    let row: Vec<f32> = unembedding
+        .get(*id as usize)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?;
     let n = read_examples(run)?.texts.len();
     Ok(ResolvedTarget {
         head: LinearHead {
