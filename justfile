@@ -92,6 +92,18 @@ bench-patching pairs="2": models venv
     @just _python-env .venv-ref "torch transformers gguf accelerate huggingface_hub"
     bench/patching.sh {{pairs}}
 
+# Peak memory of `glassbox extract` (8 hooks, 128 tokens per text) on a checkpoint with a real
+# model's shapes and random bf16 weights, generated here and never committed: `gemma2-2b`
+# (5.2 GB; bound: checkpoint bytes × 1.1 + 1 GB, flat in the number of texts) or `llama-8b`
+# (16 GB, held in bf16 with --weights-dtype bf16). JSON in target/bench/memory-<shape>.json.
+bench-memory shape="gemma2-2b" texts="16,64":
+    @case "{{shape}}" in gemma2-2b|llama-8b) ;; *) echo "shape must be gemma2-2b or llama-8b" >&2; exit 2;; esac
+    @case "{{texts}}" in ''|*[!0-9,]*) echo "texts must be comma-separated counts, e.g. just bench-memory gemma2-2b 16,64" >&2; exit 2;; esac
+    cargo build --release --bin glassbox
+    @just _python-env .venv-ref "torch safetensors numpy"
+    test -f target/bench/{{shape}}/model.safetensors.index.json || .venv-ref/bin/python bench/big_checkpoint.py {{shape}} target/bench/{{shape}}
+    python3 bench/memory.py ./target/release/glassbox target/bench/{{shape}} data/sets/default.jsonl {{texts}} target/bench/memory-{{shape}}.json {{ if shape == "llama-8b" { "--weights-dtype bf16" } else { "" } }}
+
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides
 # load once and run `passes` single passes in turn (`just bench 9`; bench/paired.py), so a

@@ -1,9 +1,14 @@
 """SAELens interop fixtures for glassbox's `sae::saelens` tests, made with SAELens itself.
 
 Writes, under tests/fixtures/saelens/:
-  topk/cfg.json, topk/sae_weights.safetensors          a TopK SAE saved by SAELens
-  standard/cfg.json, standard/sae_weights.safetensors  a standard (ReLU) SAE saved by SAELens
-  reference.json                                       inputs and SAELens's encode/decode outputs
+  topk/, standard/                  TopK and standard (ReLU) SAEs saved by SAELens
+  jumprelu/, gated/                 JumpReLU and gated SAEs saved by SAELens
+  batchtopk/, matryoshka/           BatchTopK and Matryoshka BatchTopK training SAEs saved
+                                    for inference by SAELens (they become JumpReLU)
+  legacy_topk/                      the TopK SAE with its config rewritten as SAELens 5 wrote
+                                    TopK SAEs (architecture "standard", activation_fn_str
+                                    "topk", activation_fn_kwargs.k, top-level hook_name)
+  reference.json                    inputs and SAELens's encode/decode outputs for each
 
 With `--check RUN HOOK` it instead opens the SAE glassbox trained in a run
 (RUN/dictionary/hook=HOOK/sae, SAELens layout) with SAELens itself, encodes the stored
@@ -23,6 +28,11 @@ from sae_lens import SAE
 from sae_lens.saes.sae import SAEMetadata
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
+from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.matryoshka_batchtopk_sae import (
+    MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig)
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "saelens"
 D_IN, D_SAE, K = 8, 16, 4
@@ -39,18 +49,64 @@ def metadata():
     return SAEMetadata(model_name="glassbox-fixture", hook_name="blocks.0.hook_resid_post")
 
 
+def thresholds(sae, seed):
+    """Positive thresholds the size of typical pre-activations, so some latents fire and some
+    pre-activations above zero are cut."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.threshold.copy_(torch.rand(sae.threshold.shape, generator=gen) * 3.0)
+
+
+def legacy_topk():
+    """The TopK fixture's config rewritten the way SAELens 5 saved TopK SAEs."""
+    import shutil
+    out = OUT / "legacy_topk"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(OUT / "topk", out)
+    cfg = json.loads((out / "cfg.json").read_text())
+    hook = cfg["metadata"]["hook_name"]
+    for key in ("architecture", "k", "metadata", "rescale_acts_by_decoder_norm"):
+        cfg.pop(key, None)
+    cfg.update({"architecture": "standard", "activation_fn_str": "topk",
+                "activation_fn_kwargs": {"k": K}, "hook_name": hook,
+                "model_name": "glassbox-fixture"})
+    (out / "cfg.json").write_text(json.dumps(cfg, indent=1))
+
+
 def make_fixtures():
     torch.manual_seed(0)
     topk = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=metadata()))
     standard = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=metadata()))
+    jumprelu = JumpReLUSAE(JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=metadata()))
+    gated = GatedSAE(GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=metadata()))
     randomise(topk, 1)
     randomise(standard, 2)
+    randomise(jumprelu, 4)
+    thresholds(jumprelu, 5)
+    randomise(gated, 6)
     topk.save_model(OUT / "topk")
     standard.save_model(OUT / "standard")
+    jumprelu.save_model(OUT / "jumprelu")
+    gated.save_model(OUT / "gated")
+    legacy_topk()
+    # Training SAEs saved for inference: SAELens turns the learnt global threshold into a
+    # JumpReLU threshold per latent.
+    batchtopk = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, metadata=metadata()))
+    matryoshka = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=[4, 8, D_SAE], metadata=metadata()))
+    for i, sae in enumerate([batchtopk, matryoshka]):
+        randomise(sae, 7 + i)
+        with torch.no_grad():
+            sae.topk_threshold.fill_(1.0 + i)
+    batchtopk.save_inference_model(OUT / "batchtopk")
+    matryoshka.save_inference_model(OUT / "matryoshka")
     x = torch.randn(5, D_IN, generator=torch.Generator().manual_seed(3)) * 2.0
     reference = {"sae_lens_version": sae_lens.__version__, "torch_version": torch.__version__,
                  "inputs": x.tolist()}
-    for name, sae in [("topk", topk), ("standard", standard)]:
+    loaded = {name: SAE.load_from_disk(OUT / name)
+              for name in ["jumprelu", "gated", "batchtopk", "matryoshka", "legacy_topk"]}
+    for name, sae in [("topk", topk), ("standard", standard), *loaded.items()]:
         with torch.no_grad():
             codes = sae.encode(x)
             if codes.is_sparse:

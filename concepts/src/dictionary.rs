@@ -430,7 +430,7 @@ fn summary(
         architecture: Some(sae.architecture.name().to_owned()),
         k: match sae.architecture {
             Architecture::TopK { k } => Some(k),
-            Architecture::Relu { .. } => None,
+            _ => None,
         },
         metrics: Some(metrics),
         pca,

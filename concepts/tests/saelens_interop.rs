@@ -1,5 +1,6 @@
 //! SAELens interop against fixtures written by SAELens itself (`scripts/reference_saelens.py`):
-//! its TopK and standard SAEs load here and encode/decode like SAELens; an SAE saved here has
+//! its TopK, standard, JumpReLU and gated SAEs, BatchTopK and Matryoshka SAEs saved for
+//! inference, and a SAELens 5 TopK config load here and encode/decode like SAELens; an SAE saved here has
 //! SAELens's config keys, tensor names and shapes, and loads back unchanged.
 
 use glassbox_concepts::sae::saelens::{self, Provenance};
@@ -35,16 +36,24 @@ fn saelens_saes_encode_and_decode_like_saelens() {
     let reference = reference();
     let inputs = matrix(&reference["inputs"]);
     let x: Vec<f32> = inputs.concat();
-    for name in ["topk", "standard"] {
+    for (name, architecture) in [
+        ("topk", "topk"),
+        ("standard", "relu"),
+        ("jumprelu", "jumprelu"),
+        ("gated", "gated"),
+        ("batchtopk", "jumprelu"),
+        ("matryoshka", "jumprelu"),
+        ("legacy_topk", "topk"),
+    ] {
         let loaded = saelens::load(&fixtures().join(name)).unwrap();
         assert_eq!(
             loaded.hook_name.as_deref(),
             Some("blocks.0.hook_resid_post")
         );
         let sae = &loaded.sae;
-        match (name, sae.architecture) {
-            ("topk", Architecture::TopK { k: 4 }) | ("standard", Architecture::Relu { .. }) => {}
-            other => panic!("unexpected architecture {other:?}"),
+        assert_eq!(sae.architecture.name(), architecture, "{name}");
+        if let Architecture::TopK { k } = sae.architecture {
+            assert_eq!(k, 4, "{name}");
         }
         let codes = sae.encode(&x).unwrap();
         let want = matrix(&reference[name]["codes"]);
@@ -75,7 +84,7 @@ fn saelens_saes_encode_and_decode_like_saelens() {
 fn saved_saes_have_the_saelens_layout_and_round_trip() {
     let reference = reference();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["topk", "standard"] {
+    for name in ["topk", "standard", "jumprelu", "gated"] {
         let original = saelens::load(&fixtures().join(name)).unwrap().sae;
         let out = dir.path().join(name);
         let provenance = Provenance {
@@ -153,8 +162,13 @@ fn unsupported_saelens_configs_are_named() {
         out.join("sae_weights.safetensors"),
     )
     .unwrap();
+    // A JumpReLU config over weights without thresholds.
     let e = saelens::load(&out).unwrap_err().to_string();
-    assert!(e.contains("jumprelu") && e.contains("\"topk\""), "{e}");
+    assert!(e.contains("log_threshold") && e.contains("missing"), "{e}");
+    cfg["architecture"] = "temporal".into();
+    std::fs::write(out.join("cfg.json"), cfg.to_string()).unwrap();
+    let e = saelens::load(&out).unwrap_err().to_string();
+    assert!(e.contains("temporal") && e.contains("jumprelu"), "{e}");
     cfg["architecture"] = "topk".into();
     cfg["d_sae"] = 17.into();
     std::fs::write(out.join("cfg.json"), cfg.to_string()).unwrap();

@@ -106,22 +106,30 @@ impl WeightsDtype {
 
 /// Families whose forward reads weights in reduced precision, converting a layer's matrices to
 /// f32 as it runs them; the others hold f32 weights (their fast kernels read f32 in place).
+/// `auto` keeps a bf16/f16 checkpoint as stored for these.
 pub const REDUCED_PRECISION_FAMILIES: &[&str] =
     &["gemma2", "gemma3_text", "gemma3", "qwen3", "olmo2", "phi3"];
+
+/// Families that hold f32 weights for their fast forward under `auto` but run on the shared
+/// graph decoder, weights in reduced precision, when `--weights-dtype bf16|f16` asks (an
+/// 8B Llama in 16 GB instead of 32).
+pub const REDUCED_PRECISION_ON_REQUEST: &[&str] = crate::llama::MODEL_TYPES;
 
 /// How a checkpoint's floats are held for `model_type` under `dtype`; an error for a
 /// reduced-precision request on a family that computes from f32 weights.
 fn keep_for(model_type: &str, dtype: WeightsDtype) -> Result<crate::weights::Keep> {
     use crate::weights::Keep;
     let reduced = REDUCED_PRECISION_FAMILIES.contains(&model_type);
+    let on_request = reduced || REDUCED_PRECISION_ON_REQUEST.contains(&model_type);
     Ok(match dtype {
         WeightsDtype::Auto if reduced => Keep::Stored,
         WeightsDtype::Auto | WeightsDtype::F32 => Keep::F32,
-        WeightsDtype::Bf16 | WeightsDtype::F16 if !reduced => {
+        WeightsDtype::Bf16 | WeightsDtype::F16 if !on_request => {
             return Err(ModelError::Invalid(format!(
-                "--weights-dtype {}: the {model_type} family computes from f32 weights; reduced-precision weights are supported for {}",
+                "--weights-dtype {}: the {model_type} family computes from f32 weights; reduced-precision weights are supported for {}, {}",
                 dtype.as_str(),
-                REDUCED_PRECISION_FAMILIES.join(", ")
+                REDUCED_PRECISION_FAMILIES.join(", "),
+                REDUCED_PRECISION_ON_REQUEST.join(", ")
             )))
         }
         WeightsDtype::Bf16 => Keep::As(candle_core::DType::BF16),
@@ -264,7 +272,11 @@ fn load_model_with(
             })
         }
         Modality::Text => {
-            let (model, pad_id) = build_text(&model_type, &resolved, config, weights)?;
+            let reduced = matches!(
+                options.weights_dtype,
+                WeightsDtype::Bf16 | WeightsDtype::F16
+            );
+            let (model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
             let max_positions = model.max_positions().unwrap_or(usize::MAX);
             let max_length = options.max_length.unwrap_or(max_positions);
             if max_length > max_positions {
@@ -306,6 +318,7 @@ fn build_text(
     resolved: &ResolvedModel,
     config: serde_json::Value,
     mut weights: Weights,
+    reduced_precision: bool,
 ) -> Result<(Box<dyn HookedModel>, u32)> {
     let path = &resolved.config;
     Ok(match model_type {
@@ -335,7 +348,11 @@ fn build_text(
             let cfg = crate::llama::LlamaConfig::from_json(path, config)?;
             let pad = cfg.pad_id();
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
-            (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
+            if reduced_precision {
+                (crate::llama::load_reduced(cfg, &weights)?, pad)
+            } else {
+                (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)
+            }
         }
         "qwen3" => {
             let cfg = crate::qwen3::Qwen3Config::from_json(path, config)?;

@@ -131,21 +131,103 @@ pub fn read_file(path: &Path, device: &Device, keep: Keep) -> Result<HashMap<Str
                 ),
             ));
         }
-        let mut bytes = vec![0u8; expected as usize];
         file.seek(SeekFrom::Start(data_start + begin))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|e| bad(path, format!("tensor `{name}`: cannot read: {e}")))?;
-        let tensor = Tensor::from_raw_buffer(&bytes, dtype, &entry.shape, device)?;
-        drop(bytes);
+            .map_err(|e| bad(path, format!("tensor `{name}`: cannot seek: {e}")))?;
         let target = keep.target(dtype);
-        let tensor = if target == dtype {
-            tensor
-        } else {
-            tensor.to_dtype(target)?
-        };
+        let tensor = decode(&mut file, dtype, target, numel, &entry.shape, device)
+            .map_err(|e| bad(path, format!("tensor `{name}`: cannot read: {e}")))?;
         tensors.insert(name, tensor);
     }
     Ok(tensors)
+}
+
+/// Bytes decoded per read: the only transient buffer, whatever the tensor's size.
+const CHUNK: usize = 1 << 20;
+
+/// Reads `numel` little-endian values of `stored` from `file`'s position into a tensor of
+/// `target`, converting a chunk at a time — so holding a tensor costs its own bytes, not a
+/// second copy of its stored bytes.
+fn decode(
+    file: &mut File,
+    stored: DType,
+    target: DType,
+    numel: usize,
+    shape: &[usize],
+    device: &Device,
+) -> std::result::Result<Tensor, String> {
+    use half::{bf16, f16};
+    fn read<T>(
+        file: &mut File,
+        numel: usize,
+        width: usize,
+        convert: impl Fn(&[u8]) -> T,
+    ) -> std::io::Result<Vec<T>> {
+        let mut out = Vec::with_capacity(numel);
+        let mut buf = vec![0u8; CHUNK.min(numel * width).max(width)];
+        let mut left = numel;
+        while left > 0 {
+            let n = left.min(buf.len() / width);
+            file.read_exact(&mut buf[..n * width])?;
+            out.extend(buf[..n * width].chunks_exact(width).map(&convert));
+            left -= n;
+        }
+        Ok(out)
+    }
+    let f32_of = |stored: DType| -> fn(&[u8]) -> f32 {
+        match stored {
+            DType::BF16 => |b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+            DType::F16 => |b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+            _ => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    };
+    let io = |e: std::io::Error| e.to_string();
+    let t = match (stored, target) {
+        (DType::F32 | DType::BF16 | DType::F16, DType::F32) => {
+            let v = read(file, numel, stored.size_in_bytes(), f32_of(stored)).map_err(io)?;
+            Tensor::from_vec(v, shape, device)
+        }
+        (DType::BF16, DType::BF16) => {
+            let v = read(file, numel, 2, |b| {
+                bf16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+            })
+            .map_err(io)?;
+            Tensor::from_vec(v, shape, device)
+        }
+        (DType::F16, DType::F16) => {
+            let v = read(file, numel, 2, |b| {
+                f16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+            })
+            .map_err(io)?;
+            Tensor::from_vec(v, shape, device)
+        }
+        (DType::F32 | DType::F16, DType::BF16) => {
+            let f = f32_of(stored);
+            let v = read(file, numel, stored.size_in_bytes(), |b| {
+                bf16::from_f32(f(b))
+            })
+            .map_err(io)?;
+            Tensor::from_vec(v, shape, device)
+        }
+        (DType::F32 | DType::BF16, DType::F16) => {
+            let f = f32_of(stored);
+            let v =
+                read(file, numel, stored.size_in_bytes(), |b| f16::from_f32(f(b))).map_err(io)?;
+            Tensor::from_vec(v, shape, device)
+        }
+        // Rare dtypes (f64, integers): read whole, then convert.
+        _ => {
+            let mut bytes = vec![0u8; numel * stored.size_in_bytes()];
+            file.read_exact(&mut bytes).map_err(io)?;
+            Tensor::from_raw_buffer(&bytes, stored, shape, device).and_then(|t| {
+                if target == stored {
+                    Ok(t)
+                } else {
+                    t.to_dtype(target)
+                }
+            })
+        }
+    };
+    t.map_err(|e| e.to_string())
 }
 
 /// Whether `path` is a shard index (`*.safetensors.index.json`).

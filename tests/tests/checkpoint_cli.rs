@@ -109,14 +109,14 @@ fn bad_weight_requests_exit_2_and_leave_the_run_alone() {
     let snap = cache_with_shards(&home, "tiny_qwen3", "tiny-qwen3");
     let run = tmp.path().join("run");
     // A family whose kernels read f32 weights.
-    let llama = workspace_root().join("tests/fixtures/tiny_llama");
+    let gpt2 = workspace_root().join("tests/fixtures/tiny_gpt2");
     let out = extract(
         &home,
-        llama.to_str().unwrap(),
+        gpt2.to_str().unwrap(),
         &run,
         &["--weights-dtype", "bf16"],
     );
-    assert_bad_input(&out, &["--weights-dtype bf16", "llama"]);
+    assert_bad_input(&out, &["--weights-dtype bf16", "gpt2"]);
     assert!(!run.exists(), "no run directory was created");
     // An unknown dtype.
     let out = extract(&home, "org/tiny-qwen3", &run, &["--weights-dtype", "int4"]);

@@ -56,6 +56,14 @@ pub enum Selection<'a> {
     Relu,
     /// The `k` largest among the listed latents only (AuxK over dead latents), then ReLU.
     TopKAmong(usize, &'a [u32]),
+    /// Each one above its latent's threshold (and above 0).
+    JumpRelu(&'a [f32]),
+    /// Gated: latent `j` fires where its gate `pre_j + bias_j` is positive, with magnitude
+    /// `ReLU(e^{r_mag_j} pre_j + magnitude_bias_j)` (`pre` is the raw product `W_enc x`).
+    Gated {
+        r_mag: &'a [f32],
+        magnitude_bias: &'a [f32],
+    },
 }
 
 /// Selects codes from `pre` (`rows × width`, row-major) plus `bias` (one per latent).
@@ -97,6 +105,29 @@ fn select_block(block: &[f32], width: usize, bias: &[f32], selection: Selection<
                     let v = p + b;
                     if v > 0.0 {
                         best.items.push((v, j as u32));
+                    }
+                }
+            }
+            Selection::JumpRelu(threshold) => {
+                best.reset(usize::MAX);
+                for (j, ((p, b), t)) in row.iter().zip(bias).zip(threshold).enumerate() {
+                    let v = p + b;
+                    if v > *t && v > 0.0 {
+                        best.items.push((v, j as u32));
+                    }
+                }
+            }
+            Selection::Gated {
+                r_mag,
+                magnitude_bias,
+            } => {
+                best.reset(usize::MAX);
+                for (j, (p, b)) in row.iter().zip(bias).enumerate() {
+                    if p + b > 0.0 {
+                        let v = r_mag[j].exp() * p + magnitude_bias[j];
+                        if v > 0.0 {
+                            best.items.push((v, j as u32));
+                        }
                     }
                 }
             }

@@ -186,6 +186,8 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         b_enc: vec![0.0; width],
         w_dec,
         b_dec,
+        threshold: Vec::new(),
+        gate: None,
     }
 }
 

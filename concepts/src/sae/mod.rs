@@ -1,7 +1,9 @@
 //! Sparse autoencoders over cached activations: TopK (Gao et al. 2024) by default, ReLU + L1
-//! as the alternative.
+//! as the alternative; JumpReLU and gated SAEs are read from the suites that ship them.
 //!
-//! Encode: `f = σ(W_enc (x − b_dec) + b_enc)` with σ = TopK-then-ReLU or ReLU;
+//! Encode: `f = σ(W_enc (x − b_dec) + b_enc)` with σ = TopK-then-ReLU, ReLU, JumpReLU
+//! (`pre · [pre > θ_j]`, Rajamanoharan et al. 2024) or gated (`[pre > 0] ·
+//! ReLU(e^{r_j} W_enc_j (x − b_dec) + b_mag_j)`, the gate's bias being `b_enc`);
 //! decode: `x̂ = W_dec f + b_dec`. Weights are stored latent-major: row `j` of `w_enc` is latent
 //! `j`'s encoder vector (SAELens's `W_enc[:, j]`), row `j` of `w_dec` its decoder direction
 //! (SAELens's `W_dec[j, :]`), so every sparse access reads one contiguous row.
@@ -39,6 +41,18 @@ pub struct Sae {
     /// `width × d_in`.
     pub w_dec: Vec<f32>,
     pub b_dec: Vec<f32>,
+    /// JumpReLU: one threshold per latent (empty otherwise).
+    pub threshold: Vec<f32>,
+    /// Gated SAEs: the magnitude path's per-latent scale and bias (`None` otherwise).
+    pub gate: Option<Gate>,
+}
+
+/// The magnitude path of a gated SAE (Rajamanoharan et al. 2024, SAELens `GatedSAE`): its
+/// encoder is the gate's with row `j` scaled by `e^{r_mag_j}`, plus its own bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    pub r_mag: Vec<f32>,
+    pub b_mag: Vec<f32>,
 }
 
 impl Sae {
@@ -75,15 +89,61 @@ impl Sae {
                 )));
             }
         }
+        let thresholds = if self.architecture == Architecture::JumpRelu {
+            self.width
+        } else {
+            0
+        };
+        if self.threshold.len() != thresholds {
+            return Err(bad(format!(
+                "{} thresholds for a {} SAE of width {}",
+                self.threshold.len(),
+                self.architecture.name(),
+                self.width
+            )));
+        }
+        match (&self.gate, self.architecture) {
+            (Some(g), Architecture::Gated)
+                if g.r_mag.len() == self.width && g.b_mag.len() == self.width => {}
+            (None, a) if a != Architecture::Gated => {}
+            _ => {
+                return Err(bad(format!(
+                    "a gated SAE needs r_mag and b_mag of width {}, other SAEs neither",
+                    self.width
+                )))
+            }
+        }
         Ok(())
     }
 
-    /// The selection rule of this SAE's activation function.
-    pub fn selection(&self) -> Selection<'static> {
+    /// The selection rule of this SAE's activation function; `magnitude_bias` is
+    /// [`Self::magnitude_bias`] for gated SAEs (ignored otherwise).
+    pub fn selection<'a>(&'a self, magnitude_bias: &'a [f32]) -> Selection<'a> {
         match self.architecture {
             Architecture::TopK { k } => Selection::TopK(k),
             Architecture::Relu { .. } => Selection::Relu,
+            Architecture::JumpRelu => Selection::JumpRelu(&self.threshold),
+            Architecture::Gated => match &self.gate {
+                Some(g) => Selection::Gated {
+                    r_mag: &g.r_mag,
+                    magnitude_bias,
+                },
+                None => Selection::Relu,
+            },
         }
+    }
+
+    /// Gated SAEs: `b_mag − e^{r_j} W_enc_j · b_dec`, the magnitude path's bias once the input
+    /// centring is folded in (empty for other SAEs).
+    pub fn magnitude_bias(&self) -> Vec<f32> {
+        let Some(g) = &self.gate else {
+            return Vec::new();
+        };
+        self.w_enc
+            .par_chunks(self.d_in)
+            .zip(g.r_mag.par_iter().zip(&g.b_mag))
+            .map(|(w, (r, b))| b - r.exp() * dot(w, &self.b_dec))
+            .collect()
     }
 
     /// `b_enc − W_enc b_dec`: folding the input centring into the bias turns the encoder into
@@ -99,9 +159,10 @@ impl Sae {
     /// Sparse codes of `x` (`rows × d_in`).
     pub fn encode(&self, x: &[f32]) -> Result<Codes, ConceptError> {
         let bias = self.encoder_bias();
+        let magnitude = self.magnitude_bias();
         let mut parts = Vec::new();
         dense::for_each_product_block(x, self.d_in, &self.w_enc, |_, pre| {
-            parts.push(select(pre, self.width, &bias, self.selection()))
+            parts.push(select(pre, self.width, &bias, self.selection(&magnitude)))
         })?;
         Ok(Codes::concat(parts))
     }
@@ -189,6 +250,8 @@ mod tests {
             b_enc: vec![0.0, 0.0, 0.0],
             w_dec: vec![1.0, 0.0, 0.0, 1.0, -0.5, -0.5],
             b_dec: vec![0.5, 0.5],
+            threshold: Vec::new(),
+            gate: None,
         }
     }
 

@@ -13,6 +13,13 @@ pub enum Architecture {
     /// ReLU with an L1 penalty `l1_coefficient · Σ_j f_j` on the codes (decoder rows are kept
     /// at unit norm, so this is the norm-weighted penalty of Anthropic's SAEs too).
     Relu { l1_coefficient: f32 },
+    /// JumpReLU: a latent is its pre-activation where that exceeds the latent's threshold
+    /// (Gemma Scope, Llama Scope, SAELens `jumprelu`; BatchTopK and Matryoshka SAEs at
+    /// inference). Read, not trained here.
+    JumpRelu,
+    /// Gated (SAELens `gated`): a ReLU gate decides which latents fire, a rescaled encoder
+    /// their magnitude. Read, not trained here.
+    Gated,
 }
 
 impl Architecture {
@@ -20,6 +27,8 @@ impl Architecture {
         match self {
             Architecture::TopK { .. } => "topk",
             Architecture::Relu { .. } => "relu",
+            Architecture::JumpRelu => "jumprelu",
+            Architecture::Gated => "gated",
         }
     }
 }

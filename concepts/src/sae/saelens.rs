@@ -1,10 +1,10 @@
 //! The SAELens on-disk layout: a folder with `cfg.json` and `sae_weights.safetensors` holding
 //! `W_enc` (`d_in × d_sae`), `b_enc` (`d_sae`), `W_dec` (`d_sae × d_in`) and `b_dec` (`d_in`).
-//! SAEs trained here open in SAELens (`SAE.load_from_disk`), and SAELens's TopK and standard
-//! (ReLU) SAEs load here for analysis.
+//! SAEs trained here open in SAELens (`SAE.load_from_disk`), and SAELens's SAEs of every
+//! inference architecture load here for analysis.
 
 use super::options::Architecture;
-use super::{tensors, Sae};
+use super::{tensors, Gate, Sae};
 use crate::ConceptError;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -39,16 +39,24 @@ pub fn save(dir: &Path, sae: &Sae, provenance: &Provenance) -> Result<(), Concep
             w_enc[i * w + j] = sae.w_enc[j * d + i];
         }
     }
-    tensors::write(
-        &tmp.join(WEIGHTS_FILE),
-        &[
-            ("W_enc", vec![d, w], &w_enc),
-            ("b_enc", vec![w], &sae.b_enc),
-            ("W_dec", vec![w, d], &sae.w_dec),
-            ("b_dec", vec![d], &sae.b_dec),
-        ],
-        Default::default(),
-    )?;
+    let mut named: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        ("W_enc", vec![d, w], &w_enc),
+        ("W_dec", vec![w, d], &sae.w_dec),
+        ("b_dec", vec![d], &sae.b_dec),
+    ];
+    match &sae.gate {
+        // SAELens's gated SAE calls the gate's bias b_gate and has no b_enc.
+        Some(g) => named.extend([
+            ("b_gate", vec![w], sae.b_enc.as_slice()),
+            ("r_mag", vec![w], g.r_mag.as_slice()),
+            ("b_mag", vec![w], g.b_mag.as_slice()),
+        ]),
+        None => named.push(("b_enc", vec![w], &sae.b_enc)),
+    }
+    if sae.architecture == Architecture::JumpRelu {
+        named.push(("threshold", vec![w], &sae.threshold));
+    }
+    tensors::write(&tmp.join(WEIGHTS_FILE), &named, Default::default())?;
     let mut metadata = serde_json::Map::new();
     metadata.insert("model_name".into(), json!(provenance.model_name));
     metadata.insert("hook_name".into(), json!(provenance.hook_name));
@@ -71,6 +79,8 @@ pub fn save(dir: &Path, sae: &Sae, provenance: &Provenance) -> Result<(), Concep
             cfg["architecture"] = json!("topk");
         }
         Architecture::Relu { .. } => cfg["architecture"] = json!("standard"),
+        Architecture::JumpRelu => cfg["architecture"] = json!("jumprelu"),
+        Architecture::Gated => cfg["architecture"] = json!("gated"),
     }
     let text = serde_json::to_string_pretty(&cfg).expect("JSON values serialise");
     std::fs::write(tmp.join(CFG_FILE), text).map_err(|e| io(e, &tmp))?;
@@ -81,7 +91,7 @@ pub fn save(dir: &Path, sae: &Sae, provenance: &Provenance) -> Result<(), Concep
     Ok(())
 }
 
-/// An SAE loaded from SAELens layout, with the hook and model its config names (if any).
+/// An SAE loaded from a folder, with what its files say about where it belongs.
 #[derive(Debug, Clone)]
 pub struct LoadedSae {
     pub sae: Sae,
@@ -89,9 +99,15 @@ pub struct LoadedSae {
     pub model_name: Option<String>,
     /// The training fingerprint glassbox wrote, for SAEs trained here.
     pub fingerprint: Option<String>,
+    /// The on-disk format it was read from (`saelens`, `gemma_scope`, …).
+    pub format: &'static str,
 }
 
-/// Loads a TopK or standard SAELens SAE from `dir`.
+/// Loads an SAELens SAE from `dir`: every inference architecture SAELens saves (`standard`,
+/// `topk`, `jumprelu` — which BatchTopK and Matryoshka SAEs become when saved for inference —
+/// and `gated`), SAELens 5 configs (`activation_fn_str = "topk"`, top-level `hook_name`) and
+/// `batchtopk` training checkpoints (their `topk_threshold` becomes a JumpReLU threshold, as
+/// SAELens does when it saves them for inference).
 pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     let cfg_path = dir.join(CFG_FILE);
     let bad = |m: String| ConceptError::Invalid(format!("{}: {m}", cfg_path.display()));
@@ -111,24 +127,34 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
             .unwrap_or(default)
             .to_owned()
     };
-    let architecture = match text_field("architecture", "standard").as_str() {
-        "topk" => {
-            if cfg.get("rescale_acts_by_decoder_norm").and_then(Value::as_bool) == Some(true) {
-                return Err(bad(
-                    "rescale_acts_by_decoder_norm = true is not supported (its top-k ranks \
-                     pre-activations scaled by decoder norms)"
-                        .into(),
-                ));
-            }
-            Architecture::TopK { k: int("k")? }
-        }
-        "standard" => Architecture::Relu { l1_coefficient: 0.0 },
-        other => {
-            return Err(bad(format!(
-                "architecture `{other}` is not supported; glassbox reads \"topk\" and \"standard\" SAEs"
-            )))
-        }
-    };
+    // SAELens 5 spelled TopK as a standard SAE with a top-k activation.
+    let activation = cfg
+        .get("activation_fn_str")
+        .or_else(|| cfg.get("activation_fn"))
+        .and_then(Value::as_str)
+        .unwrap_or("relu");
+    let legacy_k = cfg
+        .get("activation_fn_kwargs")
+        .and_then(|k| k.get("k"))
+        .and_then(Value::as_u64)
+        .map(|k| k as usize);
+    let mut name = text_field("architecture", "standard");
+    if name == "standard" && activation == "topk" {
+        name = "topk".into();
+    }
+    let k = || legacy_k.map(Ok).unwrap_or_else(|| int("k"));
+    if matches!(name.as_str(), "topk" | "batchtopk" | "matryoshka_batchtopk")
+        && cfg
+            .get("rescale_acts_by_decoder_norm")
+            .and_then(Value::as_bool)
+            == Some(true)
+    {
+        return Err(bad(
+            "rescale_acts_by_decoder_norm = true is not supported (its top-k ranks \
+             pre-activations scaled by decoder norms)"
+                .into(),
+        ));
+    }
     for (key, want) in [
         ("normalize_activations", "none"),
         ("reshape_activations", "none"),
@@ -143,49 +169,70 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     }
     let weights = dir.join(WEIGHTS_FILE);
     let (mut t, _) = tensors::read(&weights)?;
-    let mut take = |name: &str, shape: &[usize]| {
-        let tensor = t.remove(name).ok_or_else(|| {
-            ConceptError::Invalid(format!("{}: tensor `{name}` is missing", weights.display()))
-        })?;
-        if tensor.shape != shape {
-            return Err(ConceptError::Invalid(format!(
-                "{}: tensor `{name}` has shape {:?}, expected {shape:?} (d_in {d}, d_sae {w} in cfg.json)",
-                weights.display(),
-                tensor.shape
-            )));
-        }
-        Ok(tensor.values)
-    };
+    let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &weights, name, shape, (d, w));
     let w_enc_t = take("W_enc", &[d, w])?;
-    let mut b_enc = take("b_enc", &[w])?;
     let w_dec = take("W_dec", &[w, d])?;
     let b_dec = take("b_dec", &[d])?;
-    let mut w_enc = vec![0.0f32; d * w];
-    for i in 0..d {
-        for j in 0..w {
-            w_enc[j * d + i] = w_enc_t[i * w + j];
+    let (architecture, b_enc, threshold, gate) = match name.as_str() {
+        "standard" => (
+            Architecture::Relu { l1_coefficient: 0.0 },
+            take("b_enc", &[w])?,
+            Vec::new(),
+            None,
+        ),
+        "topk" => (Architecture::TopK { k: k()? }, take("b_enc", &[w])?, Vec::new(), None),
+        "jumprelu" => {
+            let b_enc = take("b_enc", &[w])?;
+            let threshold = match take("threshold", &[w]) {
+                Ok(t) => t,
+                // SAELens before 6 stored log thresholds.
+                Err(_) => take("log_threshold", &[w])?.iter().map(|v| v.exp()).collect(),
+            };
+            (Architecture::JumpRelu, b_enc, threshold, None)
         }
-    }
-    if cfg.get("apply_b_dec_to_input").and_then(Value::as_bool) == Some(false) {
-        // The encoder sees raw x: fold b_dec into b_enc so `W_enc (x − b_dec) + b_enc'`
-        // equals SAELens's `W_enc x + b_enc`.
-        for j in 0..w {
-            b_enc[j] += super::dot(&w_enc[j * d..(j + 1) * d], &b_dec);
+        "batchtopk" | "matryoshka_batchtopk" => {
+            let b_enc = take("b_enc", &[w])?;
+            match take("threshold", &[w]) {
+                Ok(threshold) => (Architecture::JumpRelu, b_enc, threshold, None),
+                Err(_) => match take("topk_threshold", &[]) {
+                    Ok(t) => (Architecture::JumpRelu, b_enc, vec![t[0]; w], None),
+                    Err(_) => (Architecture::TopK { k: k()? }, b_enc, Vec::new(), None),
+                },
+            }
         }
-    }
-    let sae = Sae {
+        "gated" => {
+            let b_gate = take("b_gate", &[w])?;
+            let gate = Gate {
+                r_mag: take("r_mag", &[w])?,
+                b_mag: take("b_mag", &[w])?,
+            };
+            (Architecture::Gated, b_gate, Vec::new(), Some(gate))
+        }
+        other => {
+            return Err(bad(format!(
+                "architecture `{other}` is not supported; glassbox reads SAELens's standard, topk, jumprelu, gated, batchtopk and matryoshka_batchtopk SAEs"
+            )))
+        }
+    };
+    let mut sae = Sae {
         d_in: d,
         width: w,
         architecture,
-        w_enc,
+        w_enc: transpose(&w_enc_t, d, w),
         b_enc,
         w_dec,
         b_dec,
+        threshold,
+        gate,
     };
+    if cfg.get("apply_b_dec_to_input").and_then(Value::as_bool) == Some(false) {
+        fold_uncentred_input(&mut sae);
+    }
     sae.validate(&weights.display().to_string())?;
     let meta = |key: &str| {
         cfg.get("metadata")
             .and_then(|m| m.get(key))
+            .or_else(|| cfg.get(key))
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
@@ -194,5 +241,55 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         hook_name: meta("hook_name"),
         model_name: meta("model_name"),
         fingerprint: meta("glassbox_fingerprint"),
+        format: "saelens",
     })
+}
+
+/// Tensor `name` of `shape` from the read file, or an error naming the file, the tensor and
+/// the config's sizes.
+pub(crate) fn take_tensor(
+    t: &mut std::collections::HashMap<String, tensors::Loaded>,
+    file: &Path,
+    name: &str,
+    shape: &[usize],
+    (d, w): (usize, usize),
+) -> Result<Vec<f32>, ConceptError> {
+    let tensor = t.remove(name).ok_or_else(|| {
+        ConceptError::Invalid(format!("{}: tensor `{name}` is missing", file.display()))
+    })?;
+    // A scalar may be stored as shape [] or [1].
+    let scalar = shape.is_empty() && tensor.values.len() == 1;
+    if tensor.shape != shape && !scalar {
+        return Err(ConceptError::Invalid(format!(
+            "{}: tensor `{name}` has shape {:?}, expected {shape:?} (d_in {d}, d_sae {w} in the config)",
+            file.display(),
+            tensor.shape
+        )));
+    }
+    Ok(tensor.values)
+}
+
+/// `rows × cols` row-major → `cols × rows` row-major.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = m[i * cols + j];
+        }
+    }
+    out
+}
+
+/// For SAEs whose encoder reads raw `x` (`apply_b_dec_to_input = false`, Gemma Scope): folds
+/// `W_enc b_dec` into the encoder (and gated magnitude) biases, so the centred form
+/// `W_enc (x − b_dec) + b_enc'` used here equals the file's `W_enc x + b_enc`.
+pub(crate) fn fold_uncentred_input(sae: &mut Sae) {
+    let d = sae.d_in;
+    for j in 0..sae.width {
+        let shift = super::dot(&sae.w_enc[j * d..(j + 1) * d], &sae.b_dec);
+        sae.b_enc[j] += shift;
+        if let Some(g) = &mut sae.gate {
+            g.b_mag[j] += g.r_mag[j].exp() * shift;
+        }
+    }
 }

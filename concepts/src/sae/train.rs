@@ -228,7 +228,7 @@ pub fn gradients_into(
     let k_aux = resolved.k_aux.min(dead.len());
     let (mut parts, mut aux_parts) = (Vec::new(), Vec::new());
     dense::for_each_product_block(x, d, &sae.w_enc, |_, pre| {
-        parts.push(select(pre, sae.width, &bias, sae.selection()));
+        parts.push(select(pre, sae.width, &bias, sae.selection(&[])));
         if use_aux {
             aux_parts.push(select(
                 pre,
@@ -310,7 +310,7 @@ pub fn gradients_into(
 
     let l1 = match sae.architecture {
         Architecture::Relu { l1_coefficient } => l1_coefficient / (rows * d) as f32,
-        Architecture::TopK { .. } => 0.0,
+        _ => 0.0,
     };
     let g_pre_main = code_gradients(sae, &codes, &g_out, l1);
     let g_pre_aux = match (&aux_codes, &aux_grad) {

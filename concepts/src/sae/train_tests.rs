@@ -12,6 +12,8 @@ fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
 fn sae(architecture: Architecture, d: usize, width: usize, seed: u64) -> Sae {
     let mut rng = SeededRng::new(seed);
     Sae {
+        threshold: Vec::new(),
+        gate: None,
         d_in: d,
         width,
         architecture,
