@@ -218,6 +218,12 @@ reference-probes:
     @just _python-env .venv-ref "scikit-learn numpy"
     .venv-ref/bin/python scripts/reference_probe_sklearn.py
 
+# Regenerate the Gemma Scope 1/2, Llama Scope and sparsify fixtures and their reference codes
+# (SAELens's converters; sparsify itself).
+reference-sae-suites:
+    @just _python-env .venv-ref "sae-lens eai-sparsify torch safetensors numpy"
+    .venv-ref/bin/python scripts/reference_sae_suites.py
+
 # Regenerate the SAELens interop fixtures with SAELens itself (needs sae-lens + torch from PyPI).
 reference-saelens:
     @just _python-env .venv-ref "sae-lens torch safetensors pyarrow"

@@ -318,11 +318,12 @@ impl Context<'_> {
             Some((h, f)) if !h.contains('/') => (Some(h.to_owned()), PathBuf::from(f)),
             _ => (None, PathBuf::from(spec)),
         };
-        let loaded = saelens::load(&folder)?;
+        let loaded = crate::sae::formats::load(&folder)?;
         let hook = hook.or(loaded.hook_name.clone()).ok_or_else(|| {
             ConceptError::Invalid(format!(
-                "{}: cfg.json names no hook (metadata.hook_name); give it as <hook>={}",
+                "{}: the {} SAE's files name no hook; give it as <hook>={}",
                 folder.display(),
+                loaded.format,
                 folder.display()
             ))
         })?;

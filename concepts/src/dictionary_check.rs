@@ -1,7 +1,6 @@
 //! The dictionary stage's checks before it starts (settings against the store's hooks).
 
 use crate::dictionary::DictionaryOptions;
-use crate::sae::saelens;
 use crate::ConceptError;
 use glassbox_data::store::PartStream;
 use glassbox_data::HookPoint;
@@ -52,7 +51,7 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
             Some((h, f)) if !h.contains('/') => PathBuf::from(f),
             _ => PathBuf::from(spec),
         };
-        saelens::load(&folder)?;
+        crate::sae::formats::load(&folder)?;
     }
     Ok(())
 }

@@ -58,6 +58,26 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Generate texture concept images (stripes, dots, checkerboard, zigzag) and random images.
     Textures(TexturesArgs),
+    /// Pretrained SAE folders (SAELens, Gemma Scope 1/2, Llama Scope, sparsify).
+    #[command(subcommand)]
+    Sae(SaeCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SaeCommand {
+    /// Print an SAE folder's format, architecture, widths, hook, base model, k or threshold
+    /// statistics and tensor shapes, from its config and tensor headers (the weights are not
+    /// read).
+    Inspect(SaeInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaeInspectArgs {
+    /// The SAE folder.
+    pub folder: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -148,6 +148,14 @@ pub fn run(cli: Cli) -> Result<()> {
             render::report(&done)?;
         }
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
+        Command::Sae(crate::args::SaeCommand::Inspect(a)) => {
+            let found = glassbox_concepts::sae::formats::inspect::inspect(&a.folder)?;
+            if a.json {
+                crate::outln!("{}", serde_json::to_string_pretty(&found)?)?;
+            } else {
+                crate::outln!("{}", found.render().trim_end())?;
+            }
+        }
         Command::Hooks(a) => {
             let spec: glassbox_models::ModelSpec = a.model.parse()?;
             let resolved = glassbox_models::resolve(&spec)?;

@@ -13,6 +13,7 @@ pub mod codes;
 pub mod curve;
 mod dense;
 pub mod fit;
+pub mod formats;
 pub mod metrics;
 pub mod options;
 pub mod pca;

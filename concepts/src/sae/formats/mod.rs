@@ -1,0 +1,163 @@
+//! Pretrained SAE suites as they ship, recognised by their folder layout and read into one
+//! [`Sae`](super::Sae): SAELens (`cfg.json` + `sae_weights.safetensors`), Gemma Scope
+//! (`params.npz`), Gemma Scope 2 (`params.safetensors`, lower-case keys), Llama Scope
+//! (`hyperparams.json` + `checkpoints/final.safetensors`) and EleutherAI sparsify
+//! (`cfg.json` and `sae.safetensors`). Each reader follows the suite's own encoder (centring or not, input
+//! scaling, thresholds) so codes match the suite's; hook names in HF module-path form are
+//! mapped to glassbox's TransformerLens names.
+
+mod gemma_scope;
+pub mod inspect;
+mod llama_scope;
+pub mod npz;
+mod sparsify;
+
+pub use super::saelens::LoadedSae;
+use crate::ConceptError;
+use std::path::Path;
+
+/// An on-disk SAE format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    SaeLens,
+    GemmaScope,
+    GemmaScope2,
+    LlamaScope,
+    Sparsify,
+}
+
+impl Format {
+    /// The name errors and tables use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::SaeLens => "saelens",
+            Format::GemmaScope => "gemma_scope",
+            Format::GemmaScope2 => "gemma_scope_2",
+            Format::LlamaScope => "llama_scope",
+            Format::Sparsify => "sparsify",
+        }
+    }
+}
+
+/// What each format's folder holds, for the error when none matches.
+const LAYOUTS: &str = "SAELens: cfg.json + sae_weights.safetensors; Gemma Scope: params.npz; \
+     Gemma Scope 2: params.safetensors; Llama Scope: hyperparams.json + \
+     checkpoints/final.safetensors; sparsify: cfg.json + sae.safetensors";
+
+/// The format of the SAE folder `dir`, by the files it holds.
+pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
+    let has = |f: &str| dir.join(f).is_file();
+    if !dir.is_dir() {
+        return Err(ConceptError::Invalid(format!(
+            "{}: not a folder; an SAE is a folder ({LAYOUTS})",
+            dir.display()
+        )));
+    }
+    Ok(if has("cfg.json") && has("sae_weights.safetensors") {
+        Format::SaeLens
+    } else if has("params.npz") {
+        Format::GemmaScope
+    } else if has("params.safetensors") {
+        Format::GemmaScope2
+    } else if has("hyperparams.json") && has("checkpoints/final.safetensors") {
+        Format::LlamaScope
+    } else if has("cfg.json") && has("sae.safetensors") {
+        Format::Sparsify
+    } else if has("ae.pt") {
+        return Err(ConceptError::Invalid(format!(
+            "{}: a dictionary_learning `ae.pt` (a PyTorch pickle) — not read yet; save it as SAELens or safetensors first",
+            dir.display()
+        )));
+    } else {
+        return Err(ConceptError::Invalid(format!(
+            "{}: no SAE format recognised; expected one of — {LAYOUTS}",
+            dir.display()
+        )));
+    })
+}
+
+/// Loads the SAE in `dir`, whatever its suite.
+pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
+    let format = detect(dir)?;
+    let loaded = match format {
+        Format::SaeLens => super::saelens::load(dir),
+        Format::GemmaScope => gemma_scope::load_npz(dir),
+        Format::GemmaScope2 => gemma_scope::load_safetensors(dir),
+        Format::LlamaScope => llama_scope::load(dir),
+        Format::Sparsify => sparsify::load(dir),
+    };
+    loaded.map_err(|e| ConceptError::Invalid(format!("{e} (read as {})", format.name())))
+}
+
+/// A TransformerLens hook name for an HF module path as suites record them
+/// (`model.layers.12.output`, `layers.12`, `layers.12.mlp`, `embed_tokens`, …); names already
+/// in TransformerLens form pass through.
+pub fn hook_from_module_path(path: &str) -> Option<String> {
+    if path.starts_with("blocks.") || path.starts_with("hook_") {
+        return Some(path.to_owned());
+    }
+    let p = path
+        .trim_start_matches("model.")
+        .trim_start_matches("language_model.")
+        .trim_start_matches("model.");
+    if p.starts_with("embed_tokens") {
+        return Some("hook_embed".into());
+    }
+    let rest = p
+        .strip_prefix("layers.")
+        .or_else(|| p.strip_prefix("layers_"))?;
+    let (layer, tail) = match rest.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&rest[..i], rest[i..].trim_start_matches('.')),
+        None => (rest, ""),
+    };
+    let layer: usize = layer.parse().ok()?;
+    let hook = match tail {
+        "" | "output" => "hook_resid_post",
+        "mlp" | "mlp.output" | "post_feedforward_layernorm.output" => "hook_mlp_out",
+        "self_attn" | "self_attn.output" => "hook_attn_out",
+        "self_attn.o_proj.input" => "attn.hook_z",
+        "mlp.input" | "pre_feedforward_layernorm.output" | "post_attention_layernorm.output" => {
+            "hook_resid_mid"
+        }
+        _ => return None,
+    };
+    Some(format!("blocks.{layer}.{hook}"))
+}
+
+/// The number after `key` in `text` (`layer_12` → 12).
+pub(crate) fn number_after(text: &str, key: &str) -> Option<usize> {
+    let at = text.rfind(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_map_to_transformerlens_hooks() {
+        for (path, hook) in [
+            ("model.layers.12.output", "blocks.12.hook_resid_post"),
+            ("layers.3", "blocks.3.hook_resid_post"),
+            ("layers.3.mlp", "blocks.3.hook_mlp_out"),
+            (
+                "model.layers.7.self_attn.o_proj.input",
+                "blocks.7.attn.hook_z",
+            ),
+            (
+                "model.layers.2.post_feedforward_layernorm.output",
+                "blocks.2.hook_mlp_out",
+            ),
+            ("embed_tokens", "hook_embed"),
+            ("blocks.4.hook_resid_pre", "blocks.4.hook_resid_pre"),
+        ] {
+            assert_eq!(hook_from_module_path(path).as_deref(), Some(hook), "{path}");
+        }
+        assert_eq!(hook_from_module_path("lm_head"), None);
+        assert_eq!(number_after("a/layer_20/width_16k", "layer_"), Some(20));
+    }
+}

@@ -1,0 +1,118 @@
+//! The pretrained-SAE suites as they ship (`scripts/reference_sae_suites.py`): Gemma Scope
+//! `params.npz`, Gemma Scope 2 `params.safetensors`, Llama Scope `hyperparams.json` +
+//! `checkpoints/final.safetensors` and sparsify `cfg.json` + `sae.safetensors` are recognised
+//! by layout, name their hook, and encode and decode like the suites' reference loaders
+//! (SAELens's converters; sparsify itself) to 1e-4 of scale. Folders of no known layout, and
+//! transcoders, are refused by name.
+
+use glassbox_concepts::sae::formats::{self, Format};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sae_suites")
+}
+
+fn matrix(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * scale, "{what} [{i}]: {g} vs {w}");
+    }
+}
+
+#[test]
+fn every_suite_reads_and_encodes_like_its_reference() {
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("reference.json")).unwrap())
+            .unwrap();
+    for (key, format, architecture) in [
+        ("gemma_scope", Format::GemmaScope, "jumprelu"),
+        ("gemma_scope_2", Format::GemmaScope2, "jumprelu"),
+        ("llama_scope", Format::LlamaScope, "jumprelu"),
+        ("sparsify", Format::Sparsify, "topk"),
+    ] {
+        let r = &reference[key];
+        let dir = root().join(r["path"].as_str().unwrap());
+        assert_eq!(formats::detect(&dir).unwrap(), format, "{key}");
+        let loaded = formats::load(&dir).unwrap();
+        assert_eq!(loaded.format, format.name());
+        assert_eq!(loaded.sae.architecture.name(), architecture, "{key}");
+        assert_eq!(
+            loaded.hook_name.as_deref(),
+            r["hook_name"].as_str(),
+            "{key} hook"
+        );
+        let x = matrix(&r["inputs"]).concat();
+        let codes = loaded.sae.encode(&x).unwrap();
+        let want = matrix(&r["codes"]);
+        let mut dense = vec![0f32; want.len() * loaded.sae.width];
+        for row in 0..want.len() {
+            for (j, v) in codes.row(row) {
+                dense[row * loaded.sae.width + j] = v;
+            }
+        }
+        let fired = want.concat().iter().filter(|v| **v > 0.0).count();
+        assert!(fired > 0, "{key}: the fixture fires some latents");
+        close(&format!("{key} codes"), &dense, &want.concat());
+        let recon = loaded.sae.decode(&codes);
+        close(
+            &format!("{key} reconstructions"),
+            &recon,
+            &matrix(&r["reconstructions"]).concat(),
+        );
+    }
+}
+
+#[test]
+fn unknown_layouts_and_transcoders_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = formats::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("no SAE format recognised") && e.contains("params.npz"),
+        "{e}"
+    );
+    // A sparsify transcoder.
+    let src = root().join("sparsify/layers.5");
+    let t = dir.path().join("layers.5.mlp");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::copy(src.join("sae.safetensors"), t.join("sae.safetensors")).unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("cfg.json")).unwrap()).unwrap();
+    cfg["transcode"] = true.into();
+    std::fs::write(t.join("cfg.json"), cfg.to_string()).unwrap();
+    let e = formats::load(&t).unwrap_err().to_string();
+    assert!(
+        e.contains("transcoder") && e.contains("read as sparsify"),
+        "{e}"
+    );
+    // A Llama Scope transcoder.
+    let src = root().join("llama-scope/Llama3_1-8B-Base-L4R-8x");
+    let t = dir.path().join("ls");
+    std::fs::create_dir_all(t.join("checkpoints")).unwrap();
+    std::fs::copy(
+        src.join("checkpoints/final.safetensors"),
+        t.join("checkpoints/final.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("hyperparams.json")).unwrap())
+            .unwrap();
+    cfg["hook_point_out"] = "blocks.4.hook_mlp_out".into();
+    std::fs::write(t.join("hyperparams.json"), cfg.to_string()).unwrap();
+    let e = formats::load(&t).unwrap_err().to_string();
+    assert!(e.contains("blocks.4.hook_mlp_out"), "{e}");
+}
