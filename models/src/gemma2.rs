@@ -4,7 +4,7 @@
 //! `query_pre_attn_scalar^-½` and soft-capped (`attn_logit_softcapping`) before the mask,
 //! logits soft-capped (`final_logit_softcapping`), and layers alternating between a sliding
 //! window and global attention (`layer_types`; `transformers` 4 configs: even layers slide).
-//! Runs on the shared [`crate::decoder::Decoder`].
+//! Runs on the shared `decoder::Decoder`.
 
 use crate::decoder::config::DecoderConfig;
 use crate::decoder::parts::rms_norm;

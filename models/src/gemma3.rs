@@ -7,8 +7,7 @@
 //! unless `layer_types` says otherwise, and no soft-capping by default.
 
 use crate::decoder::config::DecoderConfig;
-use crate::decoder::parts::rms_norm;
-use crate::decoder::{Attention, QkNorm};
+use crate::decoder::Attention;
 use crate::gemma2::{gemma_decoder, gemma_layer};
 use crate::layers::Activation;
 use crate::weights::Weights;
@@ -116,12 +115,7 @@ pub fn load(cfg: Gemma3Config, w: &Weights) -> Result<Box<dyn crate::model::Hook
         let rotary = cfg.rotary(kind).map_err(ModelError::Invalid)?;
         let window = base.sliding_window.filter(|_| slides);
         let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
-        let head_norm = |name: &str| -> Result<QkNorm> {
-            let name = format!("{p}.self_attn.{name}.weight");
-            Ok(QkNorm::PerHead(rms_norm(w, &name, d.head_dim, eps, true)?))
-        };
-        attn.q_norm = Some(head_norm("q_norm")?);
-        attn.k_norm = Some(head_norm("k_norm")?);
+        attn.load_head_norms(w, &format!("{p}.self_attn"), d.head_dim, eps, true)?;
         layers.push(gemma_layer(w, &p, d, eps, attn)?);
     }
     Ok(Box::new(gemma_decoder(

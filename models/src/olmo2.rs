@@ -2,12 +2,11 @@
 //! post-norm blocks — no norm before attention or the MLP, an RMSNorm on what each adds to the
 //! residual stream (`post_attention_layernorm`, `post_feedforward_layernorm`) — and RMSNorm on
 //! the whole query and key projections (all heads at once) before rotary. Runs on the shared
-//! [`crate::decoder::Decoder`].
+//! `decoder::Decoder`.
 
 use crate::decoder::config::DecoderConfig;
 use crate::decoder::parts::rms_norm;
 use crate::decoder::{Attention, Decoder, Layer, Mlp, QkNorm};
-use crate::layers::Activation;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use serde::Deserialize;
@@ -23,18 +22,7 @@ pub struct Olmo2Config {
 
 impl Olmo2Config {
     pub fn from_json(path: &Path, value: Value) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let cfg: Olmo2Config =
-            serde_json::from_value(value).map_err(|e| bad(format!("not an OLMo-2 config: {e}")))?;
-        cfg.base.dims().map_err(&bad)?;
-        Activation::parse(cfg.base.activation("silu")).map_err(&bad)?;
-        cfg.base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(bad)?;
-        Ok(cfg)
+        crate::decoder::config::parse(path, value, "OLMo-2", |c: &Self| c.base.check("silu"))
     }
 }
 

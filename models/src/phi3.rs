@@ -3,12 +3,12 @@
 //! `[q | k | v]`) and gate and up into `gate_up_proj` (rows `[gate | up]`), both split at
 //! load; rotary with `longrope` (`su`) scaling and a partial rotary factor where configured;
 //! sliding-window attention on every layer when `sliding_window` is set. Runs on the shared
-//! [`crate::decoder::Decoder`].
+//! `decoder::Decoder`.
 
 use crate::decoder::config::DecoderConfig;
 use crate::decoder::parts::{pre_norm_layer, rows_of};
 use crate::decoder::{Attention, Decoder, Mlp};
-use crate::layers::{Activation, Linear};
+use crate::layers::Linear;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use serde::Deserialize;
@@ -24,18 +24,7 @@ pub struct Phi3Config {
 
 impl Phi3Config {
     pub fn from_json(path: &Path, value: Value) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let cfg: Phi3Config =
-            serde_json::from_value(value).map_err(|e| bad(format!("not a Phi-3 config: {e}")))?;
-        cfg.base.dims().map_err(&bad)?;
-        Activation::parse(cfg.base.activation("silu")).map_err(&bad)?;
-        cfg.base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(bad)?;
-        Ok(cfg)
+        crate::decoder::config::parse(path, value, "Phi-3", |c: &Self| c.base.check("silu"))
     }
 }
 

@@ -2,12 +2,11 @@
 //! Llama's pre-norm block without q/k/v biases (unless `attention_bias`), plus RMSNorm on each
 //! query and key head before rotary (`Qwen3Attention.q_norm`/`k_norm`), and sliding-window
 //! attention on layers `max_window_layers` and up when `use_sliding_window` is set (or as
-//! `layer_types` says). Runs on the shared [`crate::decoder::Decoder`].
+//! `layer_types` says). Runs on the shared `decoder::Decoder`.
 
 use crate::decoder::config::DecoderConfig;
-use crate::decoder::parts::{pre_norm_layer, rms_norm};
-use crate::decoder::{Attention, Decoder, Mlp, QkNorm};
-use crate::layers::Activation;
+use crate::decoder::parts::pre_norm_layer;
+use crate::decoder::{Attention, Decoder, Mlp};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use serde::Deserialize;
@@ -27,19 +26,10 @@ pub struct Qwen3Config {
 
 impl Qwen3Config {
     pub fn from_json(path: &Path, value: Value) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let cfg: Qwen3Config =
-            serde_json::from_value(value).map_err(|e| bad(format!("not a Qwen3 config: {e}")))?;
-        cfg.base.dims().map_err(&bad)?;
-        Activation::parse(cfg.base.activation("silu")).map_err(&bad)?;
-        cfg.sliding().map_err(&bad)?;
-        cfg.base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(bad)?;
-        Ok(cfg)
+        crate::decoder::config::parse(path, value, "Qwen3", |c: &Self| {
+            c.base.check("silu")?;
+            c.sliding().map(|_| ())
+        })
     }
 
     fn sliding(&self) -> std::result::Result<Vec<bool>, String> {
@@ -64,12 +54,7 @@ pub fn load(cfg: Qwen3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooke
             .map_err(ModelError::Invalid)?;
         let window = base.sliding_window.filter(|_| slides);
         let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
-        let head_norm = |name: &str| -> Result<QkNorm> {
-            let name = format!("{p}.self_attn.{name}.weight");
-            Ok(QkNorm::PerHead(rms_norm(w, &name, d.head_dim, eps, false)?))
-        };
-        attn.q_norm = Some(head_norm("q_norm")?);
-        attn.k_norm = Some(head_norm("k_norm")?);
+        attn.load_head_norms(w, &format!("{p}.self_attn"), d.head_dim, eps, false)?;
         let mlp = Mlp::separate(w, &format!("{p}.mlp"), d)?;
         layers.push(pre_norm_layer(w, &p, d, eps, attn, mlp)?);
     }

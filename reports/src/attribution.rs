@@ -78,6 +78,62 @@ fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
     Ok(out)
 }
 
+/// One method's standing for one target, for the main report and `summary.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MethodStanding {
+    pub target: String,
+    pub method: String,
+    /// 1 = most faithful among the methods that passed the sanity check.
+    pub rank: u32,
+    pub faithfulness: Option<f64>,
+    /// The model-randomisation check; `None` where it was not run.
+    pub sanity_passed: Option<bool>,
+}
+
+/// The attribute stage's verdicts, summarised for the main report (absent without the stage).
+pub fn summarise(run: &RunDir) -> Result<Option<Vec<MethodStanding>>, ReportError> {
+    let dir = run.root().join("attributions");
+    if !dir.join("methods.parquet").is_file() {
+        return Ok(None);
+    }
+    let mut rows: Vec<MethodStanding> = verdicts(&dir)?
+        .into_iter()
+        .map(|v| MethodStanding {
+            target: v.target,
+            method: v.method,
+            rank: v.rank,
+            faithfulness: v.faithfulness,
+            sanity_passed: v.sanity_passed,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.target.cmp(&b.target).then(a.rank.cmp(&b.rank)));
+    Ok(Some(rows))
+}
+
+/// The main report's section: methods ranked per target, failures named, a link to the page.
+pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
+    let mut h = String::from(
+        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness</th><th>sanity check</th></tr></thead><tbody>\n",
+    );
+    for r in rows {
+        let verdict = match r.sanity_passed {
+            Some(true) => "passed",
+            Some(false) => "FAILED — its maps do not depend on the model",
+            None => "not run",
+        };
+        h.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&r.target),
+            r.rank,
+            escape(&r.method),
+            fmt(r.faithfulness),
+            verdict
+        ));
+    }
+    h.push_str("</tbody></table>\n</section>\n");
+    h
+}
+
 /// `(example, method, target) → predicted` and `f(x)`, from `summary.parquet`.
 type Predictions = BTreeMap<(String, u64), (Option<String>, f64)>;
 
@@ -446,6 +502,28 @@ pub fn write_attribution_page(run: &RunDir, dir: &Path) -> Result<PathBuf, Repor
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_report_section_names_failed_methods_and_links_the_page() {
+        let row = |method: &str, rank, passed| super::MethodStanding {
+            target: "class:tabby".into(),
+            method: method.into(),
+            rank,
+            faithfulness: Some(0.25),
+            sanity_passed: passed,
+        };
+        let h = super::section_html(&[
+            row("integrated_gradients", 1, Some(true)),
+            row("edges", 2, Some(false)),
+            row("occlusion", 3, None),
+        ]);
+        assert!(h.contains("href=\"../attributions/index.html\""));
+        assert!(h.contains("<td>edges</td><td>0.250</td><td>FAILED"), "{h}");
+        assert!(
+            h.contains("<td>occlusion</td><td>0.250</td><td>not run"),
+            "{h}"
+        );
+    }
+
     #[test]
     fn base64_matches_the_rfc_vectors() {
         for (input, want) in [

@@ -101,6 +101,9 @@ pub(crate) fn render(s: &Summary) -> String {
     if let Some(c) = &s.causal {
         body.push_str(&crate::causal::section_html(c));
     }
+    if let Some(a) = s.attributions.as_deref().filter(|a| !a.is_empty()) {
+        body.push_str(&crate::attribution::section_html(a));
+    }
     body.push_str(&crate::provenance::html(&s.manifest, &s.provenance));
     page(&s.run, &body)
 }

@@ -86,6 +86,10 @@ pub struct Summary {
     /// (absent without a causal stage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub causal: Option<causal::CausalSummary>,
+    /// The attribute stage's methods ranked per target, with their sanity verdicts (absent
+    /// without the stage); the maps are on `attributions/index.html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributions: Option<Vec<attribution::MethodStanding>>,
     /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
     pub provenance: provenance::Provenance,
 }
@@ -220,6 +224,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         dictionary,
         patching: patching::summarise(run)?,
         causal: causal::summarise(run)?,
+        attributions: attribution::summarise(run)?,
         provenance: provenance::provenance(run),
     })
 }

@@ -96,6 +96,26 @@ fn tiny_gpt2_attributions_are_written_evaluated_and_refused_cleanly() {
     ]);
     assert_success(&again, "attribute (again)");
     assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
+    // The main report ranks the methods per target and links the attribution page.
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report");
+    let report = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    assert!(
+        report.contains("href=\"../attributions/index.html\""),
+        "link"
+    );
+    assert!(
+        report.contains("<h2>Input attributions</h2>") && report.contains("integrated_gradients")
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report/summary.json")).unwrap()).unwrap();
+    assert!(summary["attributions"]
+        .as_array()
+        .is_some_and(|a| a.len() >= 6));
 
     let before = snapshot(&run);
     for (args, needles) in [

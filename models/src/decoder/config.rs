@@ -55,7 +55,34 @@ pub struct DecoderConfig {
     pub layer_types: Option<Vec<String>>,
 }
 
+/// Reads a family's `config.json` (`what` names the family in errors) and runs `check` on it,
+/// every error naming the file.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    value: Value,
+    what: &str,
+    check: impl FnOnce(&T) -> std::result::Result<(), String>,
+) -> crate::Result<T> {
+    let bad = |message: String| crate::ModelError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let cfg: T =
+        serde_json::from_value(value).map_err(|e| bad(format!("not a {what} config: {e}")))?;
+    check(&cfg).map_err(bad)?;
+    Ok(cfg)
+}
+
 impl DecoderConfig {
+    /// The checks every family shares: sizes, the activation (`default_act` when unnamed) and
+    /// the global layers' rotary.
+    pub(crate) fn check(&self, default_act: &str) -> std::result::Result<(), String> {
+        self.dims()?;
+        crate::layers::Activation::parse(self.activation(default_act))?;
+        self.rotary("full_attention", 10_000.0, None)?;
+        Ok(())
+    }
+
     /// Sizes, checked.
     pub(crate) fn dims(&self) -> std::result::Result<Dims, String> {
         let heads = self.num_attention_heads;

@@ -75,6 +75,28 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Per-head RMSNorms `q_norm`/`k_norm` under `prefix` (Qwen3; Gemma-3 with `plus_one`).
+    pub(crate) fn load_head_norms(
+        &mut self,
+        w: &Weights,
+        prefix: &str,
+        head_dim: usize,
+        eps: f64,
+        plus_one: bool,
+    ) -> Result<()> {
+        let norm = |name: &str| -> Result<QkNorm> {
+            let name = format!("{prefix}.{name}.weight");
+            Ok(QkNorm::PerHead(rms_norm(
+                w, &name, head_dim, eps, plus_one,
+            )?))
+        };
+        self.q_norm = Some(norm("q_norm")?);
+        self.k_norm = Some(norm("k_norm")?);
+        Ok(())
+    }
+}
+
 /// The gated MLP: `down(act(gate(x)) ⊙ up(x))`.
 pub(crate) struct Mlp {
     pub(crate) gate: Linear,

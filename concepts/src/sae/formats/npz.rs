@@ -19,12 +19,14 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> ConceptError {
     ConceptError::Invalid(format!("{}: {m}", path.display()))
 }
 
-/// Every array of an `.npz` file, by name (without `.npy`).
-pub fn read(path: &Path) -> Result<HashMap<String, Array>, ConceptError> {
+/// Calls `f` with each entry's name (without `.npy`) and a reader of its bytes.
+fn for_each_entry(
+    path: &Path,
+    mut f: impl FnMut(&str, &mut dyn Read) -> Result<(), ConceptError>,
+) -> Result<(), ConceptError> {
     let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| bad(path, format!("not an .npz (zip) archive: {e}")))?;
-    let mut out = HashMap::new();
     for i in 0..zip.len() {
         let mut entry = zip
             .by_index(i)
@@ -34,41 +36,41 @@ pub fn read(path: &Path) -> Result<HashMap<String, Array>, ConceptError> {
             .map_err(|e| bad(path, format!("entry {i}: {e}")))?
             .trim_end_matches(".npy")
             .to_owned();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        f(&name, &mut entry)?;
+    }
+    Ok(())
+}
+
+/// Every array of an `.npz` file, by name (without `.npy`).
+pub fn read(path: &Path) -> Result<HashMap<String, Array>, ConceptError> {
+    let mut out = HashMap::new();
+    for_each_entry(path, |name, entry| {
+        let mut bytes = Vec::new();
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| bad(path, format!("`{name}`: cannot read: {e}")))?;
         let array = parse_npy(&bytes).map_err(|m| bad(path, format!("`{name}`: {m}")))?;
-        out.insert(name, array);
-    }
+        out.insert(name.to_owned(), array);
+        Ok(())
+    })?;
     Ok(out)
 }
 
 /// Each array's name, dtype and shape, from the `.npy` headers only.
 pub fn headers(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>, ConceptError> {
-    let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| bad(path, format!("not an .npz (zip) archive: {e}")))?;
     let mut out = Vec::new();
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| bad(path, format!("entry {i}: {e}")))?;
-        let name = entry
-            .name()
-            .map_err(|e| bad(path, format!("entry {i}: {e}")))?
-            .trim_end_matches(".npy")
-            .to_owned();
+    for_each_entry(path, |name, entry| {
         // The header fits in its first 64 KiB (numpy pads it to a multiple of 64 bytes).
         let mut head = Vec::new();
-        (&mut entry)
+        entry
             .take(1 << 16)
             .read_to_end(&mut head)
             .map_err(|e| bad(path, format!("`{name}`: {e}")))?;
         let (descr, _, shape, _) =
             parse_header(&head).map_err(|m| bad(path, format!("`{name}`: {m}")))?;
-        out.push((name, descr, shape));
-    }
+        out.push((name.to_owned(), descr, shape));
+        Ok(())
+    })?;
     out.sort();
     Ok(out)
 }
