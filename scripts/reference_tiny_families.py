@@ -13,29 +13,17 @@ reference.json + reference.safetensors as written by tiny_reference.write_refere
 
 Run: just reference-families   (needs torch, transformers ≥ 5 from PyPI)
 """
-import torch
+import functools
+
 import transformers
-from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
+import tiny_reference
+from tiny_reference import TOKENIZER
 from tokenizers import Tokenizer
 
-tok = Tokenizer.from_file(str(TOKENIZER))
+make = functools.partial(tiny_reference.make, tok=Tokenizer.from_file(str(TOKENIZER)))
 COMMON = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
               bos_token_id=0, eos_token_id=0, pad_token_id=None)
-
-
-def make(name, model_class, config, seed):
-    out = prepare(name)
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    with torch.no_grad():  # larger than the default init so every block matters
-        for param_name, p in model.named_parameters():
-            if "norm" in param_name:
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.2)
-    save_model(model, out)
-    write_reference(model, model.model.layers[-1], tok, TEXTS, out)
 
 
 # Layer 0 sliding (window 4), layer 1 global; scores and logits soft-capped; query scale from

@@ -14,26 +14,14 @@ ids) and reference.safetensors (per text t: `t.hidden_states` [3, tokens, 32], `
 
 Run: just reference-llama   (needs torch, transformers from PyPI)
 """
-import torch
+import functools
+
 import transformers
-from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
+import tiny_reference
+from tiny_reference import TOKENIZER
 from tokenizers import Tokenizer
 
-tok = Tokenizer.from_file(str(TOKENIZER))
-
-
-def make(name, model_class, config, seed):
-    out = prepare(name)
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    with torch.no_grad():  # larger than the default init so every block matters
-        for param_name, p in model.named_parameters():
-            if "norm" in param_name:
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.2)
-    save_model(model, out)
-    write_reference(model, model.model.layers[-1], tok, TEXTS, out)
+make = functools.partial(tiny_reference.make, tok=Tokenizer.from_file(str(TOKENIZER)))
 
 
 make("tiny_llama", transformers.LlamaForCausalLM, transformers.LlamaConfig(

@@ -39,6 +39,23 @@ def save_model(model, out):
     (out / "generation_config.json").unlink(missing_ok=True)
 
 
+def make(name, model_class, config, seed, tok, texts=TEXTS):
+    """A tiny random `model_class(config)` under tests/fixtures/<name>/ with its reference
+    outputs; weights drawn larger than the default init so every block matters."""
+    import torch
+    out = prepare(name)
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for param_name, p in model.named_parameters():
+            if "norm" in param_name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2)
+    save_model(model, out)
+    write_reference(model, model.model.layers[-1], tok, texts, out)
+
+
 def write_reference(model, last_block, tok, texts, out):
     refs, tensors = [], {}
     for t, text in enumerate(texts):
