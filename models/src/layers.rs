@@ -233,6 +233,19 @@ pub(crate) fn attention(
         .reshape((b, t, heads * hd))
 }
 
+/// Grouped-query attention's keys or values `[b, kv, t, d]` repeated for `heads` query heads:
+/// key/value head j serves query heads j·r .. (j+1)·r, r = heads / kv.
+pub(crate) fn repeat_kv(m: Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (b, kv, t, d) = m.dims4()?;
+    let r = heads / kv;
+    if r == 1 {
+        return Ok(m);
+    }
+    m.unsqueeze(2)?
+        .broadcast_as((b, kv, r, t, d))?
+        .reshape((b, heads, t, d))
+}
+
 /// Rows of `table` (`[vocab, hidden]`) for the batch's token ids, as `[b, t, hidden]`.
 pub(crate) fn embed(
     table: &Tensor,

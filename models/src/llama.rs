@@ -302,17 +302,8 @@ impl Llama {
         let q = self.rotary.apply(&split(&q, heads)?)?;
         let k = self.rotary.apply(&split(&k, kv)?)?;
         let v = split(&v, kv)?;
-        // Grouped-query attention: key/value head j serves query heads j·r .. (j+1)·r.
-        let repeat = |m: Tensor| -> candle_core::Result<Tensor> {
-            let r = heads / kv;
-            if r == 1 {
-                return Ok(m);
-            }
-            m.unsqueeze(2)?
-                .broadcast_as((b, kv, r, t, hd))?
-                .reshape((b, heads, t, hd))
-        };
-        let (k, v) = (repeat(k)?, repeat(v)?);
+        let k = crate::layers::repeat_kv(k, heads)?;
+        let v = crate::layers::repeat_kv(v, heads)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let z = crate::layers::attention(&q, &k, &v, mask, scale, hooks, i)?;
         let z = at(hooks, HookPoint::AttnZ(i), z)?;

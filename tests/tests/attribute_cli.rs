@@ -53,6 +53,8 @@ curves = pq.read_table(root + "/curves.parquet").to_pylist()
 assert {c["curve"] for c in curves} == {"deletion_morf", "deletion_lerf", "insertion_morf", "insertion_lerf"}
 sanity = pq.read_table(root + "/sanity.parquet").to_pylist()
 assert sanity and max(r["groups_randomized"] for r in sanity) == sanity[0]["groups_total"]
+kinds = {r["randomization"] for r in sanity}
+assert kinds == {"cascade", "independent"}, kinds
 verdicts = pq.read_table(root + "/methods.parquet").to_pylist()
 assert sorted(v["rank"] for v in verdicts if v["target"] == "token: the") == list(range(1, 7))
 "#;

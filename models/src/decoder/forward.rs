@@ -106,17 +106,8 @@ impl Decoder {
         let q = a.rotary.apply(&q)?;
         let k = a.rotary.apply(&k)?;
         let v = split(&v, kv)?;
-        // Key/value head j serves query heads j·r .. (j+1)·r.
-        let repeat = |m: Tensor| -> candle_core::Result<Tensor> {
-            let r = heads / kv;
-            if r == 1 {
-                return Ok(m);
-            }
-            m.unsqueeze(2)?
-                .broadcast_as((b, kv, r, t, hd))?
-                .reshape((b, heads, t, hd))
-        };
-        let (k, v) = (repeat(k)?, repeat(v)?);
+        let k = crate::layers::repeat_kv(k, heads)?;
+        let v = crate::layers::repeat_kv(v, heads)?;
         let scores = (q.matmul(&k.t()?)? * self.attn_scale)?;
         let scores = match self.attn_softcap {
             Some(cap) => softcap(&scores, cap)?,

@@ -379,17 +379,25 @@ fn sanity_check(
         weights_dtype: extract.map(|e| e.weights_dtype).unwrap_or_default(),
     };
     // The first step (the output side) also tells how many layer groups there are.
-    let load = |k: usize| {
-        load_model_randomized(
-            resolve_model(&spec)?,
-            options,
-            &Randomization::Cascade(k),
-            settings.seed,
-        )
+    let load = |which: &Randomization| {
+        load_model_randomized(resolve_model(&spec)?, options, which, settings.seed)
     };
-    let mut first = Some(load(0)?);
+    let mut first = Some(load(&Randomization::Cascade(0))?);
     let groups = first.as_ref().map_or(0, |(_, r)| r.groups);
-    let steps = cascade_steps(groups);
+    // Cascading (groups destroyed from the output down, cumulatively) and independent (one
+    // group at a time, the rest trained) randomisation, Adebayo et al. 2018 §4; the output
+    // group alone is the first step of both.
+    let cascade = cascade_steps(groups);
+    let steps: Vec<(Randomization, &str, usize)> = cascade
+        .iter()
+        .map(|&k| (Randomization::Cascade(k), "cascade", k + 1))
+        .chain(
+            cascade
+                .iter()
+                .filter(|&&k| k > 0)
+                .map(|&k| (Randomization::Only(k), "independent", k + 1)),
+        )
+        .collect();
     let examples = settings.sanity_examples.min(inputs.len());
     let image = match inputs {
         Inputs::Images { size, .. } => Some(*size),
@@ -398,10 +406,10 @@ fn sanity_check(
     let mask = mask_token(model);
     let mut rows = Vec::new();
     progress.start("attribute: randomisation check", steps.len() as u64);
-    for &k in &steps {
+    for (which, kind_name, groups_randomized) in &steps {
         let (randomized, _) = match first.take() {
-            Some(loaded) if k == 0 => loaded,
-            _ => load(k)?,
+            Some(loaded) => loaded,
+            None => load(which)?,
         };
         for (ti, (target, kind)) in targets.iter().enumerate() {
             for i in 0..examples {
@@ -421,8 +429,8 @@ fn sanity_check(
                             Inputs::Texts(t) => t[i].0,
                             Inputs::Images { images, .. } => images[i].0,
                         },
-                        randomization: "cascade".into(),
-                        groups_randomized: (k + 1) as u32,
+                        randomization: (*kind_name).into(),
+                        groups_randomized: *groups_randomized as u32,
                         groups_total: groups as u32,
                         spearman: sim.spearman,
                         ssim: sim.ssim,
@@ -460,14 +468,18 @@ fn method_rows(
                     .iter()
                     .filter(|r| r.method == name && &r.target == target)
                     .collect();
+                // The verdict: the cascade's last step (every group destroyed).
+                let cascade = |r: &&SanityRow| {
+                    r.method == name && &r.target == target && r.randomization == "cascade"
+                };
                 let last = sanity
                     .iter()
-                    .filter(|r| r.method == name && &r.target == target)
+                    .filter(cascade)
                     .map(|r| r.groups_randomized)
                     .max();
                 let final_rho: Vec<Option<f64>> = sanity
                     .iter()
-                    .filter(|r| r.method == name && &r.target == target)
+                    .filter(cascade)
                     .filter(|r| Some(r.groups_randomized) == last)
                     .map(|r| r.spearman)
                     .collect();

@@ -170,9 +170,10 @@ pub struct SanityRow {
     pub target: String,
     /// The example.
     pub example_id: u64,
-    /// `cascade` (groups from the output down) or `label` (probe refit on shuffled labels).
+    /// `cascade` (groups from the output down, cumulatively) or `independent` (one group).
     pub randomization: String,
-    /// Layer groups destroyed (cascade), from the output.
+    /// Cascade: layer groups destroyed, from the output; independent: the destroyed group's
+    /// position from the output (1 = the output side).
     pub groups_randomized: u32,
     /// Layer groups in the model.
     pub groups_total: u32,
