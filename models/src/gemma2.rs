@@ -53,11 +53,8 @@ impl Gemma2Config {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
-        self.base.dims()?;
-        Activation::parse(self.base.activation("gelu_pytorch_tanh"))?;
-        self.sliding()?;
-        self.base.rotary("full_attention", 10_000.0, None)?;
-        Ok(())
+        self.base.check("gelu_pytorch_tanh")?;
+        self.sliding().map(|_| ())
     }
 
     /// `transformers` 4 Gemma-2 configs have no `layer_types`: even layers slide.
@@ -122,14 +119,14 @@ pub fn load(cfg: Gemma2Config, w: &Weights) -> Result<Box<dyn crate::model::Hook
     let base = &cfg.base;
     let d = base.dims().map_err(ModelError::Invalid)?;
     let sliding = cfg.sliding().map_err(ModelError::Invalid)?;
+    let rotary = base
+        .rotary("full_attention", 10_000.0, None)
+        .map_err(ModelError::Invalid)?;
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for (i, slides) in sliding.into_iter().enumerate() {
         let p = format!("layers.{i}");
-        let rotary = base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(ModelError::Invalid)?;
         let window = base.sliding_window.filter(|_| slides);
-        let attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
+        let attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary.clone(), window)?;
         layers.push(gemma_layer(w, &p, d, base.rms_norm_eps, attn)?);
     }
     Ok(Box::new(gemma_decoder(

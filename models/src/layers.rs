@@ -233,6 +233,18 @@ pub(crate) fn attention(
         .reshape((b, t, heads * hd))
 }
 
+/// The hook points of a causal decoder without learned positions: `hook_embed`, every block's
+/// points, `ln_final.hook_normalized`, `logits`.
+pub(crate) fn decoder_hook_points(layers: usize) -> Vec<crate::hooks::HookPoint> {
+    use crate::hooks::HookPoint;
+    let mut v = vec![HookPoint::Embed];
+    for i in 0..layers {
+        v.extend(HookPoint::decoder_block(i));
+    }
+    v.extend([HookPoint::LnFinal, HookPoint::Logits]);
+    v
+}
+
 /// Grouped-query attention's keys or values `[b, kv, t, d]` repeated for `heads` query heads:
 /// key/value head j serves query heads j·r .. (j+1)·r, r = heads / kv.
 pub(crate) fn repeat_kv(m: Tensor, heads: usize) -> candle_core::Result<Tensor> {

@@ -356,13 +356,7 @@ impl HookedModel for Llama {
         Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
-        let mut v = vec![HookPoint::Embed];
-        for i in 0..self.cfg.num_hidden_layers {
-            v.extend(HookPoint::decoder_block(i));
-        }
-        v.push(HookPoint::LnFinal);
-        v.push(HookPoint::Logits);
-        v
+        crate::layers::decoder_hook_points(self.cfg.num_hidden_layers)
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let hd = self.cfg.head_dim();

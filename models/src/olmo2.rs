@@ -31,13 +31,13 @@ pub fn load(cfg: Olmo2Config, w: &Weights) -> Result<Box<dyn crate::model::Hooke
     let base = &cfg.base;
     let d = base.dims().map_err(ModelError::Invalid)?;
     let eps = base.rms_norm_eps;
+    let rotary = base
+        .rotary("full_attention", 10_000.0, None)
+        .map_err(ModelError::Invalid)?;
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for i in 0..base.num_hidden_layers {
         let p = format!("layers.{i}");
-        let rotary = base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(ModelError::Invalid)?;
-        let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, None)?;
+        let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary.clone(), None)?;
         let whole = |name: &str, width: usize| -> Result<QkNorm> {
             let name = format!("{p}.self_attn.{name}.weight");
             Ok(QkNorm::Whole(rms_norm(w, &name, width, eps, false)?))

@@ -33,6 +33,9 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
     let base = &cfg.base;
     let d = base.dims().map_err(ModelError::Invalid)?;
     let (q, kv) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
+    let rotary = base
+        .rotary("full_attention", 10_000.0, None)
+        .map_err(ModelError::Invalid)?;
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for i in 0..base.num_hidden_layers {
         let p = format!("layers.{i}");
@@ -48,9 +51,7 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
             o,
             q_norm: None,
             k_norm: None,
-            rotary: base
-                .rotary("full_attention", 10_000.0, None)
-                .map_err(ModelError::Invalid)?,
+            rotary: rotary.clone(),
             window: base.sliding_window,
         };
         let gate_up = w.get(

@@ -46,14 +46,15 @@ pub fn load(cfg: Qwen3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooke
     let d = base.dims().map_err(ModelError::Invalid)?;
     let eps = base.rms_norm_eps;
     let sliding = cfg.sliding().map_err(ModelError::Invalid)?;
+    let rotary = base
+        .rotary("full_attention", 10_000.0, None)
+        .map_err(ModelError::Invalid)?;
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for (i, slides) in sliding.into_iter().enumerate() {
         let p = format!("layers.{i}");
-        let rotary = base
-            .rotary("full_attention", 10_000.0, None)
-            .map_err(ModelError::Invalid)?;
         let window = base.sliding_window.filter(|_| slides);
-        let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
+        let mut attn =
+            Attention::separate(w, &format!("{p}.self_attn"), d, rotary.clone(), window)?;
         attn.load_head_norms(w, &format!("{p}.self_attn"), d.head_dim, eps, false)?;
         let mlp = Mlp::separate(w, &format!("{p}.mlp"), d)?;
         layers.push(pre_norm_layer(w, &p, d, eps, attn, mlp)?);

@@ -237,12 +237,19 @@ pub fn is_index(path: &Path) -> bool {
         .is_some_and(|n| n.ends_with(INDEX_SUFFIX))
 }
 
-/// The shard files an index lists (beside it), each with one tensor it should hold.
-pub fn shards(index: &Path) -> Result<Vec<(PathBuf, String)>> {
+fn read_index(index: &Path) -> Result<Index> {
     let text = std::fs::read_to_string(index)
         .map_err(|e| bad(index, format!("cannot read the shard index: {e}")))?;
-    let parsed: Index = serde_json::from_str(&text)
-        .map_err(|e| bad(index, format!("not a safetensors shard index: {e}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| bad(index, format!("not a safetensors shard index: {e}")))
+}
+
+/// The shard files an index lists (beside it), each with one tensor it should hold.
+pub fn shards(index: &Path) -> Result<Vec<(PathBuf, String)>> {
+    shards_of(index, &read_index(index)?)
+}
+
+fn shards_of(index: &Path, parsed: &Index) -> Result<Vec<(PathBuf, String)>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut by_file: BTreeMap<&str, &str> = BTreeMap::new();
     for (tensor, file) in &parsed.weight_map {
@@ -262,12 +269,9 @@ pub fn shards(index: &Path) -> Result<Vec<(PathBuf, String)>> {
 
 /// Reads the shards an index lists and checks that each holds the tensors mapped to it.
 pub fn read_sharded(index: &Path, device: &Device, keep: Keep) -> Result<HashMap<String, Tensor>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| bad(index, format!("cannot read the shard index: {e}")))?;
-    let parsed: Index = serde_json::from_str(&text)
-        .map_err(|e| bad(index, format!("not a safetensors shard index: {e}")))?;
+    let parsed = read_index(index)?;
     let mut tensors = HashMap::with_capacity(parsed.weight_map.len());
-    for (shard, example) in shards(index)? {
+    for (shard, example) in shards_of(index, &parsed)? {
         if !shard.is_file() {
             return Err(bad(
                 index,

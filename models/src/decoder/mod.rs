@@ -136,13 +136,7 @@ impl HookedModel for Decoder {
         Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
-        let mut v = vec![HookPoint::Embed];
-        for i in 0..self.layers.len() {
-            v.extend(HookPoint::decoder_block(i));
-        }
-        v.push(HookPoint::LnFinal);
-        v.push(HookPoint::Logits);
-        v
+        crate::layers::decoder_hook_points(self.layers.len())
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let d = &self.dims;
