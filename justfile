@@ -139,8 +139,8 @@ bench-tcav: models
     @mkdir -p target/bench
     ./target/release/glassbox-bench-tcav | tee target/bench/tcav.json
 
-# TopK SAE training throughput (384 -> 6,144 latents, k = 32, batch 4,096) next to the SAELens
-# TopK trainer and minimal PyTorch loops on the same rows.
+# SAE training throughput (384 -> 6,144 latents, k = 32, batch 4,096) for TopK, BatchTopK and
+# JumpReLU next to SAELens's trainers (and minimal PyTorch TopK loops) on the same rows.
 bench-sae:
     cargo build --release --bin glassbox-bench-sae
     ./target/release/glassbox-bench-sae --data target/bench/sae-data.f32 --out target/bench/sae.json > /dev/null

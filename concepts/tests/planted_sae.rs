@@ -4,44 +4,11 @@
 
 use glassbox_concepts::sae::fit::{evaluate, fit, FitControl};
 use glassbox_concepts::sae::stream::MatrixRows;
-use glassbox_concepts::sae::{Sae, SaeOptions};
-use glassbox_data::rng::SeededRng;
+use glassbox_concepts::sae::SaeOptions;
 use glassbox_data::NoProgress;
 
-const D: usize = 48;
-const ATOMS: usize = 64;
-const ACTIVE: usize = 3;
-const ROWS: usize = 16_384;
-
-/// `ATOMS` unit directions and `ROWS` samples, each a positive combination of `ACTIVE` distinct
-/// directions (coefficients in [1, 2]) plus N(0, 0.02²) noise per dimension.
-fn planted() -> (Vec<Vec<f64>>, Vec<f32>) {
-    let mut rng = SeededRng::new(2024);
-    let atoms: Vec<Vec<f64>> = (0..ATOMS)
-        .map(|_| {
-            let v: Vec<f64> = (0..D).map(|_| rng.gaussian()).collect();
-            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            v.iter().map(|x| x / n).collect()
-        })
-        .collect();
-    let mut rows = Vec::with_capacity(ROWS * D);
-    for _ in 0..ROWS {
-        let mut chosen = Vec::new();
-        while chosen.len() < ACTIVE {
-            let j = rng.below(ATOMS);
-            if !chosen.contains(&j) {
-                chosen.push(j);
-            }
-        }
-        let mut x = vec![0.0f64; D];
-        for &j in &chosen {
-            let c = 1.0 + rng.unit_f64();
-            x.iter_mut().zip(&atoms[j]).for_each(|(x, a)| *x += c * a);
-        }
-        rows.extend(x.iter().map(|v| (v + 0.02 * rng.gaussian()) as f32));
-    }
-    (atoms, rows)
-}
+mod common;
+use common::{planted, recovered, ACTIVE, ATOMS, D, ROWS};
 
 fn options() -> SaeOptions {
     SaeOptions {
@@ -66,25 +33,6 @@ fn train(options: &SaeOptions, control: &FitControl<'_>) -> glassbox_concepts::s
         &NoProgress,
     )
     .unwrap()
-}
-
-fn recovered(sae: &Sae, atoms: &[Vec<f64>]) -> usize {
-    atoms
-        .iter()
-        .filter(|atom| {
-            (0..sae.width).any(|j| {
-                let row = sae.decoder_row(j);
-                let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-                let cos = row
-                    .iter()
-                    .zip(atom.iter())
-                    .map(|(a, b)| *a as f64 * b)
-                    .sum::<f64>()
-                    / norm;
-                cos > 0.9
-            })
-        })
-        .count()
 }
 
 #[test]

@@ -261,7 +261,7 @@ pub struct DictionaryArgs {
     /// Hooks whose raw neurons to explain.
     #[arg(long, value_delimiter = ',')]
     pub neurons: Vec<glassbox_data::HookPoint>,
-    /// `topk` or `relu`.
+    /// `topk`, `batchtopk`, `jumprelu` or `relu`.
     #[arg(long)]
     pub architecture: Option<glassbox_concepts::sae::options::ArchitectureName>,
     /// Number of latents (default 8 × the hook's width).

@@ -195,3 +195,78 @@ fn paused_and_killed_trainings_resume_to_the_uninterrupted_weights() {
         "killed + resumed weights differ from uninterrupted ones"
     );
 }
+
+/// The saved SAE's `cfg.json` and tensor names.
+fn saved(run: &Path) -> (serde_json::Value, Vec<String>) {
+    let dir = RunDir::new(run)
+        .dictionary_dir(glassbox_tests::hook_point(HOOK))
+        .join("sae");
+    let cfg = serde_json::from_slice(&std::fs::read(dir.join("cfg.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("sae_weights.safetensors")).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (cfg, names)
+}
+
+#[test]
+fn batch_topk_jumprelu_and_matryoshka_saes_train_and_save_as_saelens_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(run) = small_run(tmp.path()) else {
+        return;
+    };
+    for (architecture, extra) in [
+        ("jumprelu", ""),
+        ("batchtopk", "matryoshka_widths = [16]\n"),
+    ] {
+        let config = tmp.path().join(format!("{architecture}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "run = 'unused'\n[model]\nid = 'unused'\n[data]\npath = 'unused'\n[dictionary]\n\
+                 hooks = ['{HOOK}']\n[dictionary.sae]\narchitecture = '{architecture}'\nwidth = 64\n\
+                 k = 4\nbatch_size = 64\ntrain_tokens = 20000\n{extra}"
+            ),
+        )
+        .unwrap();
+        let out = dictionary(&run, &["--force", "--config", config.to_str().unwrap()]);
+        assert_success(&out, architecture);
+        // Both run as JumpReLU SAEs (BatchTopK with its one learnt threshold), as SAELens saves
+        // them for inference.
+        let (cfg, names) = saved(&run);
+        assert_eq!(cfg["architecture"], "jumprelu", "{architecture}: {cfg}");
+        assert!(names.iter().any(|n| n == "threshold"), "{names:?}");
+        let metrics: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                RunDir::new(&run)
+                    .dictionary_dir(glassbox_tests::hook_point(HOOK))
+                    .join("metrics.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let l0 = metrics["sae"]["l0"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            l0 > 0.0 && l0 < 64.0,
+            "{architecture}: L0 {l0} in {metrics}"
+        );
+    }
+    // Matryoshka widths on an architecture they do not apply to: named, exit 2.
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "run = 'unused'\n[model]\nid = 'unused'\n[data]\npath = 'unused'\n[dictionary]\n\
+             hooks = ['{HOOK}']\n[dictionary.sae]\narchitecture = 'relu'\nwidth = 64\n\
+             matryoshka_widths = [16]\n"
+        ),
+    )
+    .unwrap();
+    assert_bad_input(
+        &dictionary(&run, &["--force", "--config", config.to_str().unwrap()]),
+        &["matryoshka_widths", "relu"],
+    );
+}

@@ -22,7 +22,7 @@ pub fn save(
 ) -> Result<(), ConceptError> {
     let (s, m, v) = (&trainer.sae, &trainer.adam.m, &trainer.adam.v);
     let (w, d) = (s.width, s.d_in);
-    let tensors = [
+    let mut tensors = vec![
         ("w_enc", vec![w, d], s.w_enc.as_slice()),
         ("b_enc", vec![w], &s.b_enc),
         ("w_dec", vec![w, d], &s.w_dec),
@@ -36,10 +36,23 @@ pub fn save(
         ("adam_v.w_dec", vec![w, d], &v.w_dec),
         ("adam_v.b_dec", vec![d], &v.b_dec),
     ];
+    // JumpReLU thresholds are trained weights with Adam moments of their own.
+    if !s.threshold.is_empty() {
+        tensors.extend([
+            ("threshold", vec![w], s.threshold.as_slice()),
+            ("adam_m.threshold", vec![w], &m.threshold),
+            ("adam_v.threshold", vec![w], &v.threshold),
+        ]);
+    }
     let metadata = HashMap::from([
         ("step".to_owned(), trainer.step.to_string()),
         ("tokens_seen".to_owned(), trainer.tokens_seen.to_string()),
         ("scale".to_owned(), format!("{:e}", scale)),
+        // Rust prints the shortest decimal that parses back to the same f64.
+        (
+            "batch_threshold".to_owned(),
+            format!("{:e}", trainer.batch_threshold),
+        ),
         ("fingerprint".to_owned(), fingerprint.to_owned()),
         (
             "last_fired".to_owned(),
@@ -100,7 +113,13 @@ pub fn load(
     take("adam_v.b_enc", &mut v.b_enc)?;
     take("adam_v.w_dec", &mut v.w_dec)?;
     take("adam_v.b_dec", &mut v.b_dec)?;
+    if !s.threshold.is_empty() {
+        take("threshold", &mut s.threshold)?;
+        take("adam_m.threshold", &mut m.threshold)?;
+        take("adam_v.threshold", &mut v.threshold)?;
+    }
     trainer.step = number("step")? as usize;
+    trainer.batch_threshold = number("batch_threshold")?;
     trainer.tokens_seen = meta
         .get("tokens_seen")
         .and_then(|v| v.parse().ok())

@@ -6,7 +6,7 @@ use super::metrics::{MetricSums, Metrics};
 use super::options::{BDecInit, Resolved, SaeOptions};
 use super::stream::{MixingBuffer, RowSource};
 use super::train::{normalise_rows, StepConfig, StepStats, Trainer};
-use super::Sae;
+use super::{Architecture, Sae};
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::Progress;
@@ -72,6 +72,10 @@ pub fn fit<S: RowSource>(
         beta1: options.adam_beta1,
         beta2: options.adam_beta2,
         eps: options.adam_eps,
+        l0_coefficient: options.l0_coefficient,
+        bandwidth: options.jumprelu_bandwidth,
+        threshold_lr: options.topk_threshold_lr,
+        dense_from: super::train::DENSE_BACKWARD_FROM,
     };
     let initial = initial_sae(&resolved, options, buffer.contents());
     let mut trainer = Trainer::new(initial, resolved.clone(), config);
@@ -152,12 +156,12 @@ fn finish(
     complete: bool,
 ) -> Fitted {
     let dead = trainer.dead_latents().len();
-    let mut sae = trainer.sae;
+    let mut sae = trainer.inference_sae();
     sae.fold_input_scale(scale);
     Fitted {
         dead_fraction_training: dead as f64 / sae.width as f64,
         sae,
-        resolved: trainer.resolved,
+        resolved: trainer.resolved.clone(),
         scale,
         steps_done: trainer.step,
         resumed_from,
@@ -186,7 +190,10 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         b_enc: vec![0.0; width],
         w_dec,
         b_dec,
-        threshold: Vec::new(),
+        threshold: match resolved.architecture {
+            Architecture::JumpRelu => vec![options.jumprelu_init_threshold; width],
+            _ => Vec::new(),
+        },
         gate: None,
     }
 }

@@ -1,5 +1,6 @@
-//! Sparse autoencoders over cached activations: TopK (Gao et al. 2024) by default, ReLU + L1
-//! as the alternative; JumpReLU and gated SAEs are read from the suites that ship them.
+//! Sparse autoencoders over cached activations: TopK (Gao et al. 2024) by default; BatchTopK,
+//! JumpReLU and ReLU + L1 as alternatives, each optionally Matryoshka; gated SAEs are read from
+//! the suites that ship them.
 //!
 //! Encode: `f = σ(W_enc (x − b_dec) + b_enc)` with σ = TopK-then-ReLU, ReLU, JumpReLU
 //! (`pre · [pre > θ_j]`, Rajamanoharan et al. 2024) or gated (`[pre > 0] ·
@@ -8,12 +9,17 @@
 //! `j`'s encoder vector (SAELens's `W_enc[:, j]`), row `j` of `w_dec` its decoder direction
 //! (SAELens's `W_dec[j, :]`), so every sparse access reads one contiguous row.
 
+mod batch_top_k;
 pub mod checkpoint;
 pub mod codes;
 pub mod curve;
 mod dense;
+mod dense_backward;
 pub mod fit;
 pub mod formats;
+pub mod gradients;
+mod jumprelu;
+mod matryoshka;
 pub mod metrics;
 pub mod options;
 pub mod pca;
@@ -82,7 +88,7 @@ impl Sae {
                 return Err(bad(format!("{name} value {i} is not finite")));
             }
         }
-        if let Architecture::TopK { k } = self.architecture {
+        if let Architecture::TopK { k } | Architecture::BatchTopK { k } = self.architecture {
             if k == 0 || k >= self.width {
                 return Err(bad(format!(
                     "k = {k} must be at least 1 and below the width {}",
@@ -122,6 +128,9 @@ impl Sae {
     pub fn selection<'a>(&'a self, magnitude_bias: &'a [f32]) -> Selection<'a> {
         match self.architecture {
             Architecture::TopK { k } => Selection::TopK(k),
+            // The batch-wide selection exists in training only (`gradients.rs`); a finished
+            // BatchTopK SAE is a JumpReLU. Per token, TopK is its nearest rule.
+            Architecture::BatchTopK { k } => Selection::TopK(k),
             Architecture::Relu { .. } => Selection::Relu,
             Architecture::JumpRelu => Selection::JumpRelu(&self.threshold),
             Architecture::Gated => match &self.gate {

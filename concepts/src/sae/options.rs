@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 pub enum Architecture {
     /// Keep the `k` largest pre-activations, then ReLU.
     TopK { k: usize },
+    /// Keep the `k · B` largest positive pre-activations of a batch of `B` tokens (Bussmann et
+    /// al. 2024). Training only: a trained BatchTopK SAE runs as the JumpReLU with its learnt
+    /// batch threshold (see `batch_top_k.rs`).
+    BatchTopK { k: usize },
     /// ReLU with an L1 penalty `l1_coefficient · Σ_j f_j` on the codes (decoder rows are kept
     /// at unit norm, so this is the norm-weighted penalty of Anthropic's SAEs too).
     Relu { l1_coefficient: f32 },
     /// JumpReLU: a latent is its pre-activation where that exceeds the latent's threshold
     /// (Gemma Scope, Llama Scope, SAELens `jumprelu`; BatchTopK and Matryoshka SAEs at
-    /// inference). Read, not trained here.
+    /// inference). Trained with straight-through threshold estimates (see `jumprelu.rs`).
     JumpRelu,
     /// Gated (SAELens `gated`): a ReLU gate decides which latents fire, a rescaled encoder
     /// their magnitude. Read, not trained here.
@@ -26,6 +30,7 @@ impl Architecture {
     pub fn name(&self) -> &'static str {
         match self {
             Architecture::TopK { .. } => "topk",
+            Architecture::BatchTopK { .. } => "batchtopk",
             Architecture::Relu { .. } => "relu",
             Architecture::JumpRelu => "jumprelu",
             Architecture::Gated => "gated",
@@ -51,6 +56,10 @@ pub enum ArchitectureName {
     Topk,
     /// ReLU with an L1 penalty.
     Relu,
+    /// BatchTopK (Bussmann et al. 2024), with the AuxK loss; saved as a JumpReLU.
+    Batchtopk,
+    /// JumpReLU with the L0 penalty (Rajamanoharan et al. 2024).
+    Jumprelu,
 }
 
 impl std::fmt::Display for ArchitectureName {
@@ -58,6 +67,8 @@ impl std::fmt::Display for ArchitectureName {
         f.write_str(match self {
             ArchitectureName::Topk => "topk",
             ArchitectureName::Relu => "relu",
+            ArchitectureName::Batchtopk => "batchtopk",
+            ArchitectureName::Jumprelu => "jumprelu",
         })
     }
 }
@@ -68,8 +79,10 @@ impl std::str::FromStr for ArchitectureName {
         match s {
             "topk" => Ok(ArchitectureName::Topk),
             "relu" => Ok(ArchitectureName::Relu),
+            "batchtopk" => Ok(ArchitectureName::Batchtopk),
+            "jumprelu" => Ok(ArchitectureName::Jumprelu),
             other => Err(ConceptError::Invalid(format!(
-                "unknown architecture `{other}`; use topk or relu"
+                "unknown architecture `{other}`; use topk, batchtopk, jumprelu or relu"
             ))),
         }
     }
@@ -79,12 +92,26 @@ impl std::str::FromStr for ArchitectureName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SaeOptions {
-    /// `"topk"` (default) or `"relu"`.
+    /// `"topk"` (default), `"batchtopk"`, `"jumprelu"` or `"relu"`.
     pub architecture: ArchitectureName,
     /// Number of latents. Default: 8 × the hook's width.
     pub width: Option<usize>,
-    /// Active latents per token (TopK). Default 32.
+    /// Active latents per token (TopK; the batch's mean for BatchTopK). Default 32.
     pub k: usize,
+    /// Matryoshka levels (TopK and BatchTopK): increasing widths, each level reconstructing
+    /// with the latents below it; the full width is added as the last level when missing.
+    /// Default: none (one level).
+    pub matryoshka_widths: Vec<usize>,
+    /// JumpReLU: the L0 penalty's coefficient, per token `‖x − x̂‖² + λ₀ L0` divided by d
+    /// (SAELens's `l0_coefficient`). Default 1.0.
+    pub l0_coefficient: f32,
+    /// JumpReLU: the straight-through estimator's kernel width ε (SAELens default 0.05).
+    pub jumprelu_bandwidth: f32,
+    /// JumpReLU: every threshold's starting value (SAELens default 0.01).
+    pub jumprelu_init_threshold: f32,
+    /// BatchTopK: the rate of the running average of the smallest kept activation that
+    /// becomes the inference threshold (SAELens default 0.01).
+    pub topk_threshold_lr: f64,
     /// L1 coefficient (ReLU architecture), in Anthropic's convention: per token the loss is
     /// `‖x − x̂‖² + λ Σ_j f_j` (both divided by d). Default 5.0 (inputs scaled to mean norm √d).
     pub l1_coefficient: f32,
@@ -130,6 +157,11 @@ impl Default for SaeOptions {
             architecture: ArchitectureName::Topk,
             width: None,
             k: 32,
+            matryoshka_widths: Vec::new(),
+            l0_coefficient: 1.0,
+            jumprelu_bandwidth: 0.05,
+            jumprelu_init_threshold: 0.01,
+            topk_threshold_lr: 0.01,
             l1_coefficient: 5.0,
             k_aux: None,
             aux_coefficient: 1.0 / 32.0,
@@ -159,6 +191,8 @@ pub struct Resolved {
     pub d_in: usize,
     pub width: usize,
     pub architecture: Architecture,
+    /// Matryoshka level ends, the last being `width`; empty for one level.
+    pub levels: Vec<usize>,
     pub k_aux: usize,
     pub lr: f64,
     pub warmup_steps: usize,
@@ -174,15 +208,33 @@ impl SaeOptions {
         if width < 1 {
             return Err(bad("width must be at least 1".into()));
         }
+        let check_k = || {
+            if self.k == 0 || self.k >= width {
+                return Err(bad(format!(
+                    "k = {} must be at least 1 and smaller than width = {width}",
+                    self.k
+                )));
+            }
+            Ok(self.k)
+        };
         let architecture = match self.architecture {
-            ArchitectureName::Topk => {
-                if self.k == 0 || self.k >= width {
+            ArchitectureName::Topk => Architecture::TopK { k: check_k()? },
+            ArchitectureName::Batchtopk => Architecture::BatchTopK { k: check_k()? },
+            ArchitectureName::Jumprelu => {
+                let positive = |v: f32| v.is_finite() && v > 0.0;
+                if !(positive(self.jumprelu_bandwidth)
+                    && self.jumprelu_init_threshold.is_finite()
+                    && self.jumprelu_init_threshold >= 0.0
+                    && self.l0_coefficient.is_finite()
+                    && self.l0_coefficient >= 0.0)
+                {
                     return Err(bad(format!(
-                        "k = {} must be at least 1 and smaller than width = {width}",
-                        self.k
+                        "jumprelu_bandwidth = {} must be positive, jumprelu_init_threshold = {} \
+                         and l0_coefficient = {} finite and 0 or more",
+                        self.jumprelu_bandwidth, self.jumprelu_init_threshold, self.l0_coefficient
                     )));
                 }
-                Architecture::TopK { k: self.k }
+                Architecture::JumpRelu
             }
             ArchitectureName::Relu => {
                 if !(self.l1_coefficient.is_finite() && self.l1_coefficient >= 0.0) {
@@ -196,6 +248,13 @@ impl SaeOptions {
                 }
             }
         };
+        let levels = self.levels(width, architecture)?;
+        if !(self.topk_threshold_lr.is_finite() && (0.0..=1.0).contains(&self.topk_threshold_lr)) {
+            return Err(bad(format!(
+                "topk_threshold_lr = {} must lie in [0, 1]",
+                self.topk_threshold_lr
+            )));
+        }
         if train_rows == 0 {
             return Err(bad("no training tokens (the store is empty after the evaluation hold-out and special-token filter)".into()));
         }
@@ -258,12 +317,43 @@ impl SaeOptions {
             d_in,
             width,
             architecture,
+            levels,
             k_aux: k_aux.min(width),
             lr,
             warmup_steps,
             batch_size,
             steps,
         })
+    }
+}
+
+impl SaeOptions {
+    /// The Matryoshka level ends: strictly increasing, positive, ending at `width`.
+    fn levels(&self, width: usize, architecture: Architecture) -> Result<Vec<usize>, ConceptError> {
+        let bad = |m: String| ConceptError::Invalid(format!("[dictionary] matryoshka_widths {m}"));
+        if self.matryoshka_widths.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !matches!(
+            architecture,
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. }
+        ) {
+            return Err(bad(format!(
+                "apply to topk and batchtopk SAEs, not {}; drop them or change the architecture",
+                architecture.name()
+            )));
+        }
+        let mut levels = self.matryoshka_widths.clone();
+        if levels.last() != Some(&width) {
+            levels.push(width);
+        }
+        if levels[0] == 0 || levels.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad(format!(
+                "{:?} must be positive, strictly increasing and at most the width {width}",
+                self.matryoshka_widths
+            )));
+        }
+        Ok(levels)
     }
 }
 

@@ -73,7 +73,9 @@ pub fn save(dir: &Path, sae: &Sae, provenance: &Provenance) -> Result<(), Concep
         "metadata": metadata,
     });
     match sae.architecture {
-        Architecture::TopK { k } => {
+        // A BatchTopK SAE still in training runs per token as TopK (`Sae::selection`); a
+        // finished one is a JumpReLU and saved as one.
+        Architecture::TopK { k } | Architecture::BatchTopK { k } => {
             cfg["k"] = json!(k);
             cfg["rescale_acts_by_decoder_norm"] = json!(false);
             cfg["architecture"] = json!("topk");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sae::codes::{select, Codes, Selection};
 use crate::sae::options::SaeOptions;
 use candle_core::{DType, Device, Tensor, Var};
 use glassbox_data::rng::SeededRng;
@@ -32,6 +33,10 @@ fn config() -> StepConfig {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
+        l0_coefficient: 0.8,
+        bandwidth: 0.5,
+        threshold_lr: 0.01,
+        dense_from: 2.0,
     }
 }
 
@@ -54,6 +59,7 @@ fn autograd(
     x: &[f32],
     main: &Codes,
     aux: Option<&Codes>,
+    levels: &[usize],
     cfg: &StepConfig,
 ) -> Gradients {
     let (d, m) = (sae.d_in, sae.width);
@@ -85,6 +91,27 @@ fn autograd(
         .unwrap()
         .affine(1.0 / (rows * d) as f64, 0.0)
         .unwrap();
+    // Matryoshka: one more reconstruction per inner level, with the latents below its width.
+    for &w in levels.iter().filter(|&&w| w < m) {
+        let keep: Vec<f32> = (0..m).map(|j| if j < w { 1.0 } else { 0.0 }).collect();
+        let keep = Tensor::from_vec(keep, m, &dev).unwrap();
+        let inner = f
+            .broadcast_mul(&keep)
+            .unwrap()
+            .matmul(w_dec.as_tensor())
+            .unwrap()
+            .broadcast_add(b_dec.as_tensor())
+            .unwrap();
+        let term = (&inner - &xt)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .affine(1.0 / (rows * d) as f64, 0.0)
+            .unwrap();
+        loss = (loss + term).unwrap();
+    }
     if let Architecture::Relu { l1_coefficient } = sae.architecture {
         let l1 = f
             .sum_all()
@@ -139,6 +166,7 @@ fn autograd(
         b_enc: get(&b_enc),
         w_dec: get(&w_dec),
         b_dec: get(&b_dec),
+        threshold: Vec::new(),
     }
 }
 
@@ -153,23 +181,47 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
 }
 
 fn check(architecture: Architecture, dead: &[u32]) {
+    check_levels(architecture, dead, &[]);
+}
+
+fn check_levels(architecture: Architecture, dead: &[u32], levels: &[usize]) {
     let (d, width, rows) = (6, 10, 7);
-    let s = sae(architecture, d, width, 11);
+    let mut s = sae(architecture, d, width, 11);
+    if architecture == Architecture::JumpRelu {
+        s.threshold = (0..width).map(|j| 0.1 + 0.15 * j as f32).collect();
+    }
     let mut rng = SeededRng::new(5);
     let x = random(rows * d, &mut rng, 2.0);
     let resolved = SaeOptions {
         width: Some(width),
         k: 3,
         k_aux: Some(2),
+        matryoshka_widths: levels.to_vec(),
         ..SaeOptions::default()
     }
     .resolve(d, rows as u64)
     .unwrap();
-    let cfg = config();
-    let (ours, stats, codes) = gradients(&s, &x, dead, &resolved, &cfg).unwrap();
-    let aux = (!dead.is_empty() && matches!(architecture, Architecture::TopK { .. })).then(|| {
+    // Never and always dense: both backwards must agree with autograd.
+    for dense_from in [2.0, 0.0] {
+        let cfg = StepConfig {
+            dense_from,
+            ..config()
+        };
+        check_with(&s, &x, dead, &resolved, &cfg);
+    }
+}
+
+fn check_with(s: &Sae, x: &[f32], dead: &[u32], resolved: &Resolved, cfg: &StepConfig) {
+    let (d, width) = (s.d_in, s.width);
+    let architecture = s.architecture;
+    let (ours, stats, codes) = gradients(s, x, dead, resolved, cfg).unwrap();
+    let auxk = matches!(
+        architecture,
+        Architecture::TopK { .. } | Architecture::BatchTopK { .. }
+    );
+    let aux = (!dead.is_empty() && auxk).then(|| {
         let mut parts = Vec::new();
-        crate::sae::dense::for_each_product_block(&x, d, &s.w_enc, |_, pre| {
+        crate::sae::dense::for_each_product_block(x, d, &s.w_enc, |_, pre| {
             parts.push(select(
                 pre,
                 width,
@@ -183,11 +235,77 @@ fn check(architecture: Architecture, dead: &[u32]) {
     if aux.is_some() {
         assert!(stats.aux_loss > 0.0);
     }
-    let want = autograd(&s, &x, &codes, aux.as_ref(), &cfg);
+    let want = autograd(s, x, &codes, aux.as_ref(), &resolved.levels, cfg);
     assert_close("W_enc", &ours.w_enc, &want.w_enc);
     assert_close("b_enc", &ours.b_enc, &want.b_enc);
     assert_close("W_dec", &ours.w_dec, &want.w_dec);
     assert_close("b_dec", &ours.b_dec, &want.b_dec);
+    if architecture == Architecture::JumpRelu {
+        let want = threshold_gradients_densely(s, x, cfg);
+        assert!(
+            want.iter().any(|g| *g != 0.0),
+            "no pre-activation in a band"
+        );
+        assert_close("threshold", &ours.threshold, &want);
+    }
+}
+
+/// The straight-through threshold gradients written out over every (row, latent) in f64.
+fn threshold_gradients_densely(s: &Sae, x: &[f32], cfg: &StepConfig) -> Vec<f32> {
+    let (d, m) = (s.d_in, s.width);
+    let rows = x.len() / d;
+    let eps = cfg.bandwidth as f64;
+    let pre = |r: usize, j: usize| -> f64 {
+        (0..d)
+            .map(|t| s.w_enc[j * d + t] as f64 * (x[r * d + t] - s.b_dec[t]) as f64)
+            .sum::<f64>()
+            + s.b_enc[j] as f64
+    };
+    let mut grad = vec![0.0f64; m];
+    for r in 0..rows {
+        let z: Vec<f64> = (0..m).map(|j| pre(r, j)).collect();
+        let x_hat: Vec<f64> = (0..d)
+            .map(|t| {
+                s.b_dec[t] as f64
+                    + (0..m)
+                        .filter(|&j| z[j] > s.threshold[j] as f64)
+                        .map(|j| z[j] * s.w_dec[j * d + t] as f64)
+                        .sum::<f64>()
+            })
+            .collect();
+        for j in 0..m {
+            let theta = s.threshold[j] as f64;
+            let u = (z[j] - theta) / eps;
+            if u <= -0.5 || u >= 0.5 {
+                continue;
+            }
+            let g_f: f64 = (0..d)
+                .map(|t| {
+                    2.0 / (rows * d) as f64
+                        * (x_hat[t] - x[r * d + t] as f64)
+                        * s.w_dec[j * d + t] as f64
+                })
+                .sum();
+            grad[j] -= theta / eps * g_f + cfg.l0_coefficient as f64 / (rows * d) as f64 / eps;
+        }
+    }
+    grad.iter().map(|&g| g as f32).collect()
+}
+
+#[test]
+fn gradients_match_candle_autograd_batch_topk_with_auxk() {
+    check(Architecture::BatchTopK { k: 3 }, &[0, 2, 5]);
+}
+
+#[test]
+fn gradients_match_candle_autograd_matryoshka() {
+    check_levels(Architecture::TopK { k: 3 }, &[], &[2, 5]);
+    check_levels(Architecture::BatchTopK { k: 3 }, &[1, 6], &[3]);
+}
+
+#[test]
+fn gradients_match_candle_autograd_and_the_estimator_jumprelu() {
+    check(Architecture::JumpRelu, &[]);
 }
 
 #[test]
