@@ -28,6 +28,7 @@ pub mod suggest;
 pub mod table;
 pub mod textures;
 pub mod tokens;
+pub mod torch_pickle;
 
 pub use dataset::{read_dataset, read_dataset_keyed, Column, ColumnKind, TextDataset, Value};
 pub use error::DataError;

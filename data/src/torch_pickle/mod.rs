@@ -13,15 +13,51 @@
 //! Pickle is a program, not data: only an allow-list of callables is interpreted (tensor and
 //! parameter rebuilds, typed storages, `OrderedDict`), nothing is executed, and callers ask
 //! for pickle explicitly (`--allow-pickle`).
+//!
+//! Here in `data` (no tensor library) so that model checkpoints (`glassbox-models` wraps the
+//! result in candle tensors) and pickled dictionaries (`glassbox-concepts`) share one reader.
 
 pub mod pickle;
 
-use crate::{ModelError, Result};
-use candle_core::{DType, Device, Tensor};
 use pickle::Value;
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A `torch.save` file that cannot be read as a state dict of tensors.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct TorchError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// A tensor of a state dict, contiguous and row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorchTensor {
+    pub shape: Vec<usize>,
+    pub values: TorchValues,
+}
+
+/// Element values: floating tensors as f32 (f16/bf16/f64 converted), integer ones as i64,
+/// bytes and bools as u8.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TorchValues {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+}
+
+impl TorchTensor {
+    /// The values as f32 (integers converted), for weights stored in any numeric type.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.values {
+            TorchValues::F32(v) => v.clone(),
+            TorchValues::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchValues::U8(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+}
 
 /// The legacy format's first pickle, `0x1950a86a20f9469cfc6c`, as little-endian bytes.
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -35,8 +71,8 @@ pub fn is_torch_checkpoint(path: &Path) -> bool {
 
 /// Reads every tensor of a `torch.save`d state dict (legacy or zip), keyed by name. Floating
 /// tensors become f32 (f16/bf16/f64 converted), integer ones i64, bytes/bools u8.
-pub fn load(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bad = |message: String| ModelError::Weights {
+pub fn load(path: &Path) -> Result<HashMap<String, TorchTensor>, TorchError> {
+    let bad = |message: String| TorchError {
         path: path.to_path_buf(),
         message,
     };
@@ -226,7 +262,7 @@ fn storage_element_sizes(v: &Value) -> HashMap<String, usize> {
 fn state_dict(
     state: Value,
     storages: &Storages,
-) -> std::result::Result<HashMap<String, Tensor>, String> {
+) -> std::result::Result<HashMap<String, TorchTensor>, String> {
     let pairs = match dict_pairs(state)? {
         // Training checkpoints nest the weights under `state_dict` or `model`.
         pairs if pairs.iter().all(|(_, v)| !is_tensor(v)) => {
@@ -315,7 +351,7 @@ fn ints(v: &Value, what: &str) -> std::result::Result<Vec<usize>, String> {
     }
 }
 
-fn rebuild_tensor(v: &Value, storages: &Storages) -> std::result::Result<Tensor, String> {
+fn rebuild_tensor(v: &Value, storages: &Storages) -> std::result::Result<TorchTensor, String> {
     let Value::Call { args, .. } = v else {
         unreachable!("checked by is_tensor")
     };
@@ -360,7 +396,7 @@ fn rebuild_tensor(v: &Value, storages: &Storages) -> std::result::Result<Tensor,
         }
     }
     let gathered = gather(bytes, esize, offset, &shape, &strides);
-    to_tensor(&gathered, storage.dtype, &shape).map_err(|e| e.to_string())
+    Ok(to_tensor(&gathered, storage.dtype, &shape))
 }
 
 /// Copies a strided view into contiguous row-major order.
@@ -391,42 +427,51 @@ fn gather(
     out
 }
 
-fn to_tensor(bytes: &[u8], dtype: StorageType, shape: &[usize]) -> candle_core::Result<Tensor> {
-    let device = &Device::Cpu;
+fn to_tensor(bytes: &[u8], dtype: StorageType, shape: &[usize]) -> TorchTensor {
     let chunks = |n: usize| bytes.chunks_exact(n);
-    let f32s: Vec<f32> = match dtype {
-        StorageType::F32 => chunks(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect(),
-        StorageType::F64 => chunks(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        StorageType::F16 => chunks(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        StorageType::Bf16 => chunks(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        StorageType::I64 | StorageType::I32 | StorageType::I16 | StorageType::I8 => {
-            let ints: Vec<i64> = match dtype {
-                StorageType::I64 => chunks(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect(),
-                StorageType::I32 => chunks(4)
-                    .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
-                    .collect(),
-                StorageType::I16 => chunks(2)
-                    .map(|b| i16::from_le_bytes([b[0], b[1]]) as i64)
-                    .collect(),
-                _ => bytes.iter().map(|&b| b as i8 as i64).collect(),
-            };
-            return Tensor::from_vec(ints, shape, device);
-        }
-        StorageType::U8 | StorageType::Bool => {
-            return Tensor::from_vec(bytes.to_vec(), shape, device)?.to_dtype(DType::U8)
-        }
+    let values = match dtype {
+        StorageType::F32 => TorchValues::F32(
+            chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        StorageType::F64 => TorchValues::F32(
+            chunks(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+        ),
+        StorageType::F16 => TorchValues::F32(
+            chunks(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        StorageType::Bf16 => TorchValues::F32(
+            chunks(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        StorageType::I64 => TorchValues::I64(
+            chunks(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        StorageType::I32 => TorchValues::I64(
+            chunks(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                .collect(),
+        ),
+        StorageType::I16 => TorchValues::I64(
+            chunks(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]) as i64)
+                .collect(),
+        ),
+        StorageType::I8 => TorchValues::I64(bytes.iter().map(|&b| b as i8 as i64).collect()),
+        StorageType::U8 | StorageType::Bool => TorchValues::U8(bytes.to_vec()),
     };
-    Tensor::from_vec(f32s, shape, device)
+    TorchTensor {
+        shape: shape.to_vec(),
+        values,
+    }
 }
 
 #[cfg(test)]
@@ -438,15 +483,13 @@ mod tests {
         // A 2×3 storage read as its 3×2 transpose: stride (1, 3).
         let storage: Vec<u8> = (0u8..6).flat_map(|v| (v as f32).to_le_bytes()).collect();
         let g = gather(&storage, 4, 0, &[3, 2], &[1, 3]);
-        let t = to_tensor(&g, StorageType::F32, &[3, 2]).unwrap();
-        assert_eq!(
-            t.to_vec2::<f32>().unwrap(),
-            vec![vec![0., 3.], vec![1., 4.], vec![2., 5.]]
-        );
+        let t = to_tensor(&g, StorageType::F32, &[3, 2]);
+        assert_eq!(t.shape, vec![3, 2]);
+        assert_eq!(t.values, TorchValues::F32(vec![0., 3., 1., 4., 2., 5.]));
         // An offset view of one row.
         let g = gather(&storage, 4, 3, &[3], &[1]);
-        let t = to_tensor(&g, StorageType::F32, &[3]).unwrap();
-        assert_eq!(t.to_vec1::<f32>().unwrap(), vec![3., 4., 5.]);
+        let t = to_tensor(&g, StorageType::F32, &[3]);
+        assert_eq!(t.values, TorchValues::F32(vec![3., 4., 5.]));
     }
 
     #[test]
