@@ -224,6 +224,13 @@ reference-sae-suites:
     @just _python-env .venv-ref "sae-lens eai-sparsify torch safetensors numpy"
     .venv-ref/bin/python scripts/reference_sae_suites.py
 
+# Regenerate the dictionary_learning fixtures with its own classes (ae.pt + config.json per class,
+# and a malicious pickle the reader must refuse).
+reference-dictionary-learning:
+    @just _python-env .venv-ref "torch einops"
+    .venv-ref/bin/pip install --quiet --no-deps dictionary-learning
+    .venv-ref/bin/python scripts/reference_dictionary_learning.py
+
 # Regenerate the SAELens interop fixtures with SAELens itself (needs sae-lens + torch from PyPI).
 reference-saelens:
     @just _python-env .venv-ref "sae-lens torch safetensors pyarrow"

@@ -32,6 +32,9 @@ pub struct DictionaryOptions {
     /// Pretrained SAEs in SAELens layout to analyse instead: `<hook>=<folder>`, or `<folder>`
     /// when its cfg.json names the hook (`metadata.hook_name`).
     pub load: Vec<String>,
+    /// Read pretrained SAEs that ship as PyTorch pickles (dictionary_learning `ae.pt`): only
+    /// tensor data is interpreted, nothing in the file is run. Default false.
+    pub allow_pickle: bool,
     /// Hooks whose raw units (neurons) are explained too.
     pub neurons: Vec<HookPoint>,
     /// Sequence-level label columns to correlate units with; empty: every categorical column.
@@ -49,6 +52,7 @@ impl Default for DictionaryOptions {
         Self {
             hooks: Vec::new(),
             load: Vec::new(),
+            allow_pickle: false,
             neurons: Vec::new(),
             labels: Vec::new(),
             token_labels: Vec::new(),
@@ -318,7 +322,7 @@ impl Context<'_> {
             Some((h, f)) if !h.contains('/') => (Some(h.to_owned()), PathBuf::from(f)),
             _ => (None, PathBuf::from(spec)),
         };
-        let loaded = crate::sae::formats::load(&folder)?;
+        let loaded = crate::sae::formats::load_with(&folder, self.options.allow_pickle)?;
         let hook = hook.or(loaded.hook_name.clone()).ok_or_else(|| {
             ConceptError::Invalid(format!(
                 "{}: the {} SAE's files name no hook; give it as <hook>={}",

@@ -51,7 +51,7 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
             Some((h, f)) if !h.contains('/') => PathBuf::from(f),
             _ => PathBuf::from(spec),
         };
-        crate::sae::formats::load(&folder)?;
+        crate::sae::formats::load_with(&folder, options.allow_pickle)?;
     }
     Ok(())
 }

@@ -116,3 +116,87 @@ fn unknown_layouts_and_transcoders_are_named() {
     let e = formats::load(&t).unwrap_err().to_string();
     assert!(e.contains("blocks.4.hook_mlp_out"), "{e}");
 }
+
+/// dictionary_learning's classes as its training saves them (`scripts/reference_dictionary_learning.py`).
+fn dictionary_learning() -> PathBuf {
+    root().join("dictionary_learning")
+}
+
+#[test]
+fn dictionary_learning_pickles_read_and_encode_like_the_classes_themselves() {
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(dictionary_learning().join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, architecture) in [
+        ("standard", "relu"),
+        ("gated", "gated"),
+        ("jumprelu", "jumprelu"),
+        ("topk", "topk"),
+        ("batch_topk", "jumprelu"),
+        ("matryoshka_batch_topk", "jumprelu"),
+    ] {
+        let r = &reference[key];
+        let dir = dictionary_learning().join(r["path"].as_str().unwrap());
+        assert_eq!(
+            formats::detect(&dir).unwrap(),
+            Format::DictionaryLearning,
+            "{key}"
+        );
+        let loaded = formats::load_with(&dir, true).unwrap();
+        assert_eq!(loaded.format, "dictionary_learning");
+        assert_eq!(loaded.sae.architecture.name(), architecture, "{key}");
+        assert_eq!(
+            loaded.hook_name.as_deref(),
+            r["hook_name"].as_str(),
+            "{key} hook"
+        );
+        assert_eq!(
+            loaded.model_name.as_deref(),
+            Some("EleutherAI/pythia-70m-deduped")
+        );
+        let x = matrix(&r["inputs"]).concat();
+        let codes = loaded.sae.encode(&x).unwrap();
+        let want = matrix(&r["codes"]);
+        let mut dense = vec![0f32; want.len() * loaded.sae.width];
+        for row in 0..want.len() {
+            for (j, v) in codes.row(row) {
+                dense[row * loaded.sae.width + j] = v;
+            }
+        }
+        assert!(want.concat().iter().any(|v| *v > 0.0), "{key} fires");
+        close(&format!("{key} codes"), &dense, &want.concat());
+        close(
+            &format!("{key} reconstructions"),
+            &loaded.sae.decode(&codes),
+            &matrix(&r["reconstructions"]).concat(),
+        );
+        // `sae inspect` reads the config alone.
+        let seen = formats::inspect::inspect(&dir).unwrap();
+        assert_eq!(seen.format, "dictionary_learning");
+        assert_eq!((seen.d_in, seen.d_sae), (Some(8), Some(16)), "{key}");
+        assert_eq!(seen.hook_name.as_deref(), r["hook_name"].as_str());
+    }
+}
+
+#[test]
+fn pickles_are_read_on_request_only_and_never_run() {
+    let dir = dictionary_learning().join("standard");
+    let e = formats::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("pickle") && e.contains("--allow-pickle"), "{e}");
+    // Unpickling `malicious/ae.pt` in Python calls os.system("touch glassbox-pickle-ran").
+    let work = tempfile::tempdir().unwrap();
+    let bad = work.path().join("malicious");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["ae.pt", "config.json"] {
+        std::fs::copy(dictionary_learning().join("malicious").join(f), bad.join(f)).unwrap();
+    }
+    let cwd = std::env::current_dir().unwrap();
+    let e = formats::load_with(&bad, true).unwrap_err().to_string();
+    assert!(e.contains("ae.pt") && e.contains("system"), "{e}");
+    assert!(
+        !cwd.join("glassbox-pickle-ran").exists()
+            && !work.path().join("glassbox-pickle-ran").exists(),
+        "the pickle's call ran"
+    );
+}

@@ -292,6 +292,10 @@ pub struct DictionaryArgs {
     /// Skip the PCA baseline.
     #[arg(long)]
     pub no_pca: bool,
+    /// Read `--load-sae` folders that hold PyTorch pickles (dictionary_learning `ae.pt`); only
+    /// tensor data is interpreted, nothing in the file is run.
+    #[arg(long)]
+    pub allow_pickle: bool,
     /// Stop training after this many steps (a checkpoint is written); run again to resume.
     #[arg(long)]
     pub pause_after: Option<usize>,
@@ -342,6 +346,9 @@ impl DictionaryArgs {
         }
         if self.no_pca {
             s.pca_baseline = false;
+        }
+        if self.allow_pickle {
+            s.allow_pickle = true;
         }
         Ok(s)
     }

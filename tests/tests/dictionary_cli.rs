@@ -93,6 +93,15 @@ fn bad_dictionary_inputs_are_named() {
         &["nowhere", "cfg.json", "SAELens"],
     );
     assert_bad_input(&dictionary(&run, &[]), &["nothing to do"]);
+    // A dictionary_learning pickle: read on request only, then checked against the hook.
+    let pickled = workspace_root().join("tests/fixtures/sae_suites/dictionary_learning/standard");
+    let spec = format!("{HOOK}={}", pickled.display());
+    assert_bad_input(
+        &dictionary(&run, &["--load-sae", &spec]),
+        &["ae.pt", "pickle", "--allow-pickle"],
+    );
+    let out = dictionary(&run, &["--load-sae", &spec, "--allow-pickle"]);
+    assert_bad_input(&out, &["d_in", "8", "384"]);
     not_complete(&run);
     // NaN in activations written by another tool: named by example, position and unit.
     let part = RunDir::new(&run)

@@ -21,12 +21,50 @@
 use super::codes::{select, Codes, Selection};
 use super::metrics::variance_about_mean;
 use super::options::Resolved;
-use super::train::{StepConfig, StepStats};
 use super::{
     axpy, batch_top_k, dense, dense_backward, dot, jumprelu, matryoshka, simd, Architecture, Sae,
 };
 use crate::ConceptError;
 use rayon::prelude::*;
+
+/// What one step measured (on the scaled batch, before the update).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepStats {
+    /// Mean squared error per element.
+    pub mse: f64,
+    /// Fraction of the batch's variance about its mean left unexplained.
+    pub fvu: f64,
+    /// The AuxK term (0 when no latent is dead).
+    pub aux_loss: f64,
+    /// Mean active latents per token.
+    pub l0: f64,
+    /// Latents dead at the start of the step.
+    pub dead: usize,
+}
+
+/// Hyper-parameters of a step that do not live in `Resolved`.
+#[derive(Debug, Clone, Copy)]
+pub struct StepConfig {
+    pub aux_coefficient: f32,
+    pub dead_window: u64,
+    pub decay_fraction: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// JumpReLU: the L0 penalty's coefficient λ₀ and the straight-through estimator's
+    /// bandwidth ε.
+    pub l0_coefficient: f32,
+    pub bandwidth: f32,
+    /// BatchTopK: the rate of the running average that becomes the inference threshold.
+    pub threshold_lr: f64,
+    /// The share of active (token, latent) entries from which the backward uses dense
+    /// products ([`DENSE_BACKWARD_FROM`] in training).
+    pub dense_from: f64,
+}
+
+/// Above about 2 % active entries three GEMMs beat the sparse backward's per-entry passes
+/// (measured on the `just bench-sae` shapes; see `dense_backward.rs`).
+pub const DENSE_BACKWARD_FROM: f64 = 0.02;
 
 /// Gradients of the loss, shaped like the SAE's weights (`threshold` empty unless JumpReLU).
 #[derive(Debug, Clone)]

@@ -263,7 +263,9 @@ fn state_dict(
     state: Value,
     storages: &Storages,
 ) -> std::result::Result<HashMap<String, TorchTensor>, String> {
-    let pairs = match dict_pairs(state)? {
+    let pairs = dict_pairs(state)?;
+    refuse_calls(&pairs)?;
+    let pairs = match pairs {
         // Training checkpoints nest the weights under `state_dict` or `model`.
         pairs if pairs.iter().all(|(_, v)| !is_tensor(v)) => {
             match pairs
@@ -279,6 +281,7 @@ fn state_dict(
         }
         pairs => pairs,
     };
+    refuse_calls(&pairs)?;
     let mut tensors = HashMap::new();
     for (key, value) in pairs {
         let Value::Str(name) = key else {
@@ -291,6 +294,25 @@ fn state_dict(
         tensors.insert(name, t);
     }
     Ok(tensors)
+}
+
+/// Errors on any entry built by a callable a state dict never holds (a rebuilt tensor, an
+/// `OrderedDict`): such a pickle is code, and its call is named, not run.
+fn refuse_calls(pairs: &[(Value, Value)]) -> std::result::Result<(), String> {
+    for (key, value) in pairs {
+        if is_tensor(value) {
+            continue;
+        }
+        if let Some((module, name)) = callable_name(value) {
+            if !(module == "collections" && name == "OrderedDict") {
+                return Err(format!(
+                    "entry {key:?} is built by calling `{module}.{name}`, which a state dict of \
+                     tensors never does; refused (nothing in the file was run)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dict_pairs(v: Value) -> std::result::Result<Vec<(Value, Value)>, String> {

@@ -140,8 +140,11 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
         Format::GemmaScope2 => dir.join("params.safetensors"),
         Format::LlamaScope => dir.join("checkpoints/final.safetensors"),
         Format::Sparsify => dir.join("sae.safetensors"),
+        Format::DictionaryLearning => dir.join("ae.pt"),
     };
-    if format == Format::GemmaScope {
+    if format == Format::DictionaryLearning {
+        // A pickle has no header to read without interpreting it: the config says the rest.
+    } else if format == Format::GemmaScope {
         let arrays = npz::headers(&weights)?;
         for (name, dtype, shape) in &arrays {
             out.tensors.push(TensorInfo {
@@ -215,6 +218,18 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
                 out.threshold = Some([t as f32; 3]);
             }
         }
+        Format::DictionaryLearning => {
+            let cfg = json(&dir.join("config.json"))?;
+            let trainer = cfg.get("trainer").cloned().unwrap_or_default();
+            out.architecture = text(&trainer, "dict_class").unwrap_or_default();
+            (out.d_in, out.d_sae) = (int(&trainer, "activation_dim"), int(&trainer, "dict_size"));
+            out.k = int(&trainer, "k");
+            out.model_name = text(&trainer, "lm_name");
+            out.hook_name = text(&trainer, "submodule_name").and_then(|s| {
+                let (kind, layer) = s.rsplit_once("_layer_")?;
+                Some(format!("blocks.{layer}.hook_{kind}"))
+            });
+        }
         Format::Sparsify => {
             let cfg = json(&dir.join("cfg.json"))?;
             out.architecture = if cfg.get("transcode").and_then(Value::as_bool) == Some(true) {
@@ -254,7 +269,11 @@ impl Inspection {
         if let Some([lo, mid, hi]) = self.threshold {
             s += &format!("threshold     min {lo:.4}, median {mid:.4}, max {hi:.4}\n");
         }
-        s += "tensors\n";
+        if self.tensors.is_empty() {
+            s += "tensors       (not listed: the weights are a pickle, read only by --allow-pickle)\n";
+        } else {
+            s += "tensors\n";
+        }
         for t in &self.tensors {
             s += &format!("  {:<28} {:<5} {:?}\n", t.name, t.dtype, t.shape);
         }

@@ -1,11 +1,13 @@
 //! Pretrained SAE suites as they ship, recognised by their folder layout and read into one
 //! [`Sae`](super::Sae): SAELens (`cfg.json` + `sae_weights.safetensors`), Gemma Scope
 //! (`params.npz`), Gemma Scope 2 (`params.safetensors`, lower-case keys), Llama Scope
-//! (`hyperparams.json` + `checkpoints/final.safetensors`) and EleutherAI sparsify
-//! (`cfg.json` and `sae.safetensors`). Each reader follows the suite's own encoder (centring or not, input
+//! (`hyperparams.json` + `checkpoints/final.safetensors`), EleutherAI sparsify
+//! (`cfg.json` and `sae.safetensors`) and dictionary_learning (`ae.pt` + `config.json`, a
+//! pickle read on request only). Each reader follows the suite's own encoder (centring or not, input
 //! scaling, thresholds) so codes match the suite's; hook names in HF module-path form are
 //! mapped to glassbox's TransformerLens names.
 
+mod dictionary_learning;
 mod gemma_scope;
 pub mod inspect;
 mod llama_scope;
@@ -24,6 +26,7 @@ pub enum Format {
     GemmaScope2,
     LlamaScope,
     Sparsify,
+    DictionaryLearning,
 }
 
 impl Format {
@@ -35,6 +38,7 @@ impl Format {
             Format::GemmaScope2 => "gemma_scope_2",
             Format::LlamaScope => "llama_scope",
             Format::Sparsify => "sparsify",
+            Format::DictionaryLearning => "dictionary_learning",
         }
     }
 }
@@ -42,7 +46,8 @@ impl Format {
 /// What each format's folder holds, for the error when none matches.
 const LAYOUTS: &str = "SAELens: cfg.json + sae_weights.safetensors; Gemma Scope: params.npz; \
      Gemma Scope 2: params.safetensors; Llama Scope: hyperparams.json + \
-     checkpoints/final.safetensors; sparsify: cfg.json + sae.safetensors";
+     checkpoints/final.safetensors; sparsify: cfg.json + sae.safetensors; dictionary_learning: \
+     ae.pt + config.json";
 
 /// The format of the SAE folder `dir`, by the files it holds.
 pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
@@ -64,10 +69,7 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
     } else if has("cfg.json") && has("sae.safetensors") {
         Format::Sparsify
     } else if has("ae.pt") {
-        return Err(ConceptError::Invalid(format!(
-            "{}: a dictionary_learning `ae.pt` (a PyTorch pickle) — not read yet; save it as SAELens or safetensors first",
-            dir.display()
-        )));
+        Format::DictionaryLearning
     } else {
         return Err(ConceptError::Invalid(format!(
             "{}: no SAE format recognised; expected one of — {LAYOUTS}",
@@ -76,10 +78,17 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
     })
 }
 
-/// Loads the SAE in `dir`, whatever its suite.
+/// Loads the SAE in `dir`, whatever its suite; pickled formats are refused.
 pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
+    load_with(dir, false)
+}
+
+/// [`load`], reading pickled formats (dictionary_learning's `ae.pt`) when `allow_pickle`:
+/// through an unpickler that interprets tensor rebuilds only and runs nothing.
+pub fn load_with(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptError> {
     let format = detect(dir)?;
     let loaded = match format {
+        Format::DictionaryLearning => dictionary_learning::load(dir, allow_pickle),
         Format::SaeLens => super::saelens::load(dir),
         Format::GemmaScope => gemma_scope::load_npz(dir),
         Format::GemmaScope2 => gemma_scope::load_safetensors(dir),
