@@ -8,19 +8,10 @@ use glassbox_concepts::sae::SaeOptions;
 use glassbox_data::NoProgress;
 
 mod common;
-use common::{planted, recovered, ACTIVE, ATOMS, D, ROWS};
+use common::{planted, recovered, ATOMS, D, ROWS};
 
 fn options() -> SaeOptions {
-    SaeOptions {
-        width: Some(128),
-        k: ACTIVE,
-        batch_size: 512,
-        train_tokens: 1_500_000,
-        dead_window: 20_000,
-        checkpoint_every: 250,
-        seed: 7,
-        ..SaeOptions::default()
-    }
+    common::options(glassbox_concepts::sae::options::ArchitectureName::Topk)
 }
 
 fn train(options: &SaeOptions, control: &FitControl<'_>) -> glassbox_concepts::sae::fit::Fitted {

@@ -11,21 +11,7 @@ use glassbox_data::rng::SeededRng;
 use glassbox_data::NoProgress;
 
 mod common;
-use common::{distinct, planted, recovered, ACTIVE, ATOMS, D, ROWS};
-
-fn options(architecture: ArchitectureName) -> SaeOptions {
-    SaeOptions {
-        architecture,
-        width: Some(128),
-        k: ACTIVE,
-        batch_size: 512,
-        train_tokens: 1_500_000,
-        dead_window: 20_000,
-        checkpoint_every: 250,
-        seed: 7,
-        ..SaeOptions::default()
-    }
-}
+use common::{distinct, options, planted, recovered, ACTIVE, ATOMS, D, ROWS};
 
 fn train(rows: Vec<f32>, options: &SaeOptions, control: &FitControl<'_>) -> Fitted {
     fit(

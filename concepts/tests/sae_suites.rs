@@ -27,6 +27,17 @@ fn matrix(v: &Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Codes as a dense `rows × width` matrix, row-major.
+fn dense(codes: &glassbox_concepts::sae::Codes, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; codes.rows() * width];
+    for row in 0..codes.rows() {
+        for (j, v) in codes.row(row) {
+            out[row * width + j] = v;
+        }
+    }
+    out
+}
+
 fn close(what: &str, got: &[f32], want: &[f32]) {
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -59,12 +70,7 @@ fn every_suite_reads_and_encodes_like_its_reference() {
         let x = matrix(&r["inputs"]).concat();
         let codes = loaded.sae.encode(&x).unwrap();
         let want = matrix(&r["codes"]);
-        let mut dense = vec![0f32; want.len() * loaded.sae.width];
-        for row in 0..want.len() {
-            for (j, v) in codes.row(row) {
-                dense[row * loaded.sae.width + j] = v;
-            }
-        }
+        let dense = dense(&codes, loaded.sae.width);
         let fired = want.concat().iter().filter(|v| **v > 0.0).count();
         assert!(fired > 0, "{key}: the fixture fires some latents");
         close(&format!("{key} codes"), &dense, &want.concat());
@@ -158,12 +164,7 @@ fn dictionary_learning_pickles_read_and_encode_like_the_classes_themselves() {
         let x = matrix(&r["inputs"]).concat();
         let codes = loaded.sae.encode(&x).unwrap();
         let want = matrix(&r["codes"]);
-        let mut dense = vec![0f32; want.len() * loaded.sae.width];
-        for row in 0..want.len() {
-            for (j, v) in codes.row(row) {
-                dense[row * loaded.sae.width + j] = v;
-            }
-        }
+        let dense = dense(&codes, loaded.sae.width);
         assert!(want.concat().iter().any(|v| *v > 0.0), "{key} fires");
         close(&format!("{key} codes"), &dense, &want.concat());
         close(

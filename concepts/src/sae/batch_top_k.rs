@@ -11,7 +11,7 @@
 //! full and the cut redone, until no row is in doubt. The rows in doubt are recomputed together, as one
 //! product.
 
-use super::codes::Codes;
+use super::codes::{by_row_blocks, Codes};
 use super::{dense, Sae};
 use crate::ConceptError;
 use rayon::prelude::*;
@@ -25,41 +25,24 @@ pub(crate) fn candidates(k: usize, width: usize) -> usize {
 /// Each row's best `c` positive pre-activations (`pre + bias`), by partitioning the row: at
 /// `c = 4k` this beats the incremental top-k, whose replacements cost `O(c)` each.
 pub(crate) fn row_candidates(pre: &[f32], width: usize, bias: &[f32], c: usize) -> Codes {
-    let rows = pre.len() / width;
-    let chunk = (rows / (4 * rayon::current_num_threads().max(1))).clamp(1, 256);
-    let parts: Vec<Codes> = pre
-        .par_chunks(chunk * width)
-        .map(|block| {
-            let mut part = Codes {
-                offsets: vec![0],
-                ..Codes::default()
-            };
-            let mut row_entries: Vec<(f32, u32)> = Vec::with_capacity(width);
-            for row in block.chunks_exact(width) {
-                row_entries.clear();
-                for (j, (p, b)) in row.iter().zip(bias).enumerate() {
-                    let v = p + b;
-                    if v > 0.0 {
-                        row_entries.push((v, j as u32));
-                    }
-                }
-                if row_entries.len() > c {
-                    // Larger first, ties to the lower latent (as the incremental top-k keeps).
-                    row_entries.select_nth_unstable_by(c - 1, |a, b| {
-                        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-                    });
-                    row_entries.truncate(c);
-                }
-                for &(v, j) in &row_entries {
-                    part.index.push(j);
-                    part.value.push(v);
-                }
-                part.offsets.push(part.index.len());
-            }
-            part
-        })
-        .collect();
-    Codes::concat(parts)
+    by_row_blocks(pre, width, |row, part| {
+        let mut entries: Vec<(f32, u32)> = row
+            .iter()
+            .zip(bias)
+            .enumerate()
+            .map(|(j, (p, b))| (p + b, j as u32))
+            .filter(|&(v, _)| v > 0.0)
+            .collect();
+        if entries.len() > c {
+            // Larger first, ties to the lower latent (as the incremental top-k keeps).
+            entries.select_nth_unstable_by(c - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            entries.truncate(c);
+        }
+        for (v, j) in entries {
+            part.index.push(j);
+            part.value.push(v);
+        }
+    })
 }
 
 /// One selected or candidate entry.

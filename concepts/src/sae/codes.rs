@@ -66,6 +66,38 @@ pub enum Selection<'a> {
     },
 }
 
+/// Builds codes from `pre` (`rows × width`) in parallel blocks of rows: `keep(row, part)` adds
+/// one row's entries to `part` (the row's offset is closed after it). The selection rules and
+/// the training-only ones (BatchTopK candidates, JumpReLU's band) all run through it.
+pub(crate) fn by_row_blocks<F>(pre: &[f32], width: usize, keep: F) -> Codes
+where
+    F: Fn(&[f32], &mut Codes) + Sync,
+{
+    let rows = pre.len() / width;
+    // Chunks of rows per task: enough work per task, enough tasks per thread.
+    let chunk = (rows / (4 * rayon::current_num_threads().max(1))).clamp(1, 256);
+    let parts: Vec<Codes> = pre
+        .par_chunks(chunk * width)
+        .map(|block| {
+            super::simd(
+                #[inline(always)]
+                || {
+                    let mut part = Codes {
+                        offsets: vec![0],
+                        ..Codes::default()
+                    };
+                    for row in block.chunks_exact(width) {
+                        keep(row, &mut part);
+                        part.offsets.push(part.index.len());
+                    }
+                    part
+                },
+            )
+        })
+        .collect();
+    Codes::concat(parts)
+}
+
 /// Selects codes from `pre` (`rows × width`, row-major) plus `bias` (one per latent).
 pub fn select(pre: &[f32], width: usize, bias: &[f32], selection: Selection<'_>) -> Codes {
     let rows = pre.len() / width;

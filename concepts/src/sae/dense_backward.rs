@@ -16,7 +16,7 @@
 use super::codes::Codes;
 use super::gradients::Gradients;
 use super::matryoshka::Levels;
-use super::{axpy, simd, Sae};
+use super::{add_into, axpy, simd, Sae};
 use crate::ConceptError;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -31,12 +31,8 @@ pub(crate) fn accumulate(
     grads: &mut Gradients,
 ) -> Result<(), ConceptError> {
     let (d, width) = (sae.d_in, sae.width);
-    let rows = codes.rows();
-    let block_rows = (BLOCK_BYTES / (4 * width)).clamp(1, rows.max(1));
     let w_dec = tensor(&sae.w_dec, (width, d))?;
-    let mut start = 0;
-    while start < rows {
-        let len = block_rows.min(rows - start);
+    for (start, len) in row_blocks(codes.rows(), width) {
         let f = dense_codes(codes, start, len, width);
         let f_t = tensor(&f, (len, width))?;
         let mut g_f = vec![0.0f32; len * width];
@@ -51,7 +47,7 @@ pub(crate) fn accumulate(
             // ∂L/∂W_dec for this level's rows.
             let f_level = f_t.narrow(1, lo, hi - lo).map_err(candle)?;
             let g_dec = values(&f_level.t().map_err(candle)?.matmul(&s_g).map_err(candle)?)?;
-            add(&mut grads.w_dec[lo * d..hi * d], &g_dec);
+            add_into(&mut grads.w_dec[lo * d..hi * d], &g_dec);
         }
         // ∂L/∂pre: where a latent fired, ∂L/∂F plus the L1 term; zero elsewhere.
         g_f.par_chunks_mut(width)
@@ -82,8 +78,7 @@ pub(crate) fn accumulate(
                 .matmul(&centred)
                 .map_err(candle)?,
         )?;
-        add(&mut grads.w_enc, &g_enc);
-        start += len;
+        add_into(&mut grads.w_enc, &g_enc);
     }
     Ok(())
 }
@@ -97,12 +92,8 @@ pub(crate) fn decode_levels(
     buffers: &mut [Vec<f32>],
 ) -> Result<(), ConceptError> {
     let (d, width) = (sae.d_in, sae.width);
-    let rows = codes.rows();
-    let block_rows = (BLOCK_BYTES / (4 * width)).clamp(1, rows.max(1));
     let w_dec = tensor(&sae.w_dec, (width, d))?;
-    let mut start = 0;
-    while start < rows {
-        let len = block_rows.min(rows - start);
+    for (start, len) in row_blocks(codes.rows(), width) {
         let f = tensor(&dense_codes(codes, start, len, width), (len, width))?;
         for (l, buffer) in buffers.iter_mut().enumerate() {
             let (lo, hi) = (if l == 0 { 0 } else { widths[l - 1] }, widths[l]);
@@ -117,9 +108,17 @@ pub(crate) fn decode_levels(
                     .for_each(|row| axpy(1.0, &sae.b_dec, row));
             }
         }
-        start += len;
     }
     Ok(())
+}
+
+/// `(start, len)` of each block of rows, sized so a block's dense codes stay under
+/// [`BLOCK_BYTES`].
+fn row_blocks(rows: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
+    let block_rows = (BLOCK_BYTES / (4 * width)).clamp(1, rows.max(1));
+    (0..rows)
+        .step_by(block_rows)
+        .map(move |start| (start, block_rows.min(rows - start)))
 }
 
 /// Rows `start..start + len` of `codes` as a dense `len × width` matrix.
@@ -131,17 +130,6 @@ fn dense_codes(codes: &Codes, start: usize, len: usize, width: usize) -> Vec<f32
         }
     });
     f
-}
-
-fn add(into: &mut [f32], from: &[f32]) {
-    into.par_chunks_mut(1 << 14)
-        .zip(from.par_chunks(1 << 14))
-        .for_each(|(a, b)| {
-            simd(
-                #[inline(always)]
-                || a.iter_mut().zip(b).for_each(|(a, b)| *a += b),
-            )
-        });
 }
 
 fn tensor(v: &[f32], shape: (usize, usize)) -> Result<Tensor, ConceptError> {

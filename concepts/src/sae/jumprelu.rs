@@ -12,37 +12,22 @@
 //! `θ ≥ 0` after each step (SAELens ≥ 6: a log parameterisation barely moves a small
 //! initial threshold at Adam's step sizes).
 
-use super::codes::Codes;
+use super::codes::{by_row_blocks, Codes};
 use super::gradients::code_gradients;
 use super::Sae;
-use rayon::prelude::*;
 
 /// Entries with `|z_j − θ_j| < ε/2` (`z = pre + bias`), values `z` (of either sign).
 pub(crate) fn band(pre: &[f32], width: usize, bias: &[f32], threshold: &[f32], eps: f32) -> Codes {
-    let rows = pre.len() / width;
-    let chunk = (rows / (4 * rayon::current_num_threads().max(1))).clamp(1, 256);
-    let parts: Vec<Codes> = pre
-        .par_chunks(chunk * width)
-        .map(|block| {
-            let mut part = Codes {
-                offsets: vec![0],
-                ..Codes::default()
-            };
-            for row in block.chunks_exact(width) {
-                for (j, ((p, b), t)) in row.iter().zip(bias).zip(threshold).enumerate() {
-                    let z = p + b;
-                    let u = (z - t) / eps;
-                    if u > -0.5 && u < 0.5 {
-                        part.index.push(j as u32);
-                        part.value.push(z);
-                    }
-                }
-                part.offsets.push(part.index.len());
+    by_row_blocks(pre, width, |row, part| {
+        for (j, ((p, b), t)) in row.iter().zip(bias).zip(threshold).enumerate() {
+            let z = p + b;
+            let u = (z - t) / eps;
+            if u > -0.5 && u < 0.5 {
+                part.index.push(j as u32);
+                part.value.push(z);
             }
-            part
-        })
-        .collect();
-    Codes::concat(parts)
+        }
+    })
 }
 
 /// `∂L/∂θ` from the band's entries: the reconstruction's `∂L/∂f_j = ⟨∂L/∂x̂, W_dec[j]⟩` times

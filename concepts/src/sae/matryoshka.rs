@@ -10,7 +10,7 @@
 //! all of them and sees `S_0`. One level is the plain SAE loss, computed exactly as before.
 
 use super::codes::Codes;
-use super::{axpy, dense_backward, simd, Sae};
+use super::{add_into, axpy, dense_backward, simd, Sae};
 use crate::ConceptError;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -135,17 +135,6 @@ impl Levels {
         }
         out.into_iter().map(Cow::Owned).collect()
     }
-}
-
-fn add_into(into: &mut [f32], from: &[f32]) {
-    into.par_chunks_mut(1 << 14)
-        .zip(from.par_chunks(1 << 14))
-        .for_each(|(a, b)| {
-            simd(
-                #[inline(always)]
-                || a.iter_mut().zip(b).for_each(|(a, b)| *a += b),
-            )
-        });
 }
 
 /// Turns a reconstruction into `scale · (x̂ − x)` in place; returns `Σ (x̂ − x)²`.

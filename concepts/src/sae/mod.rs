@@ -240,6 +240,13 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `into += from`, element by element, in parallel.
+pub(crate) fn add_into(into: &mut [f32], from: &[f32]) {
+    into.par_chunks_mut(1 << 14)
+        .zip(from.par_chunks(1 << 14))
+        .for_each(|(a, b)| simd(|| axpy(1.0, b, a)));
+}
+
 #[inline(always)]
 pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {

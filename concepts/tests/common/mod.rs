@@ -1,7 +1,8 @@
 //! Planted dictionaries: data made of known unit directions, so which SAE latents should
 //! exist is known by construction.
 
-use glassbox_concepts::sae::Sae;
+use glassbox_concepts::sae::options::ArchitectureName;
+use glassbox_concepts::sae::{Sae, SaeOptions};
 use glassbox_data::rng::SeededRng;
 
 pub const D: usize = 48;
@@ -80,4 +81,20 @@ pub fn recovered(sae: &Sae, atoms: &[Vec<f64>]) -> usize {
         .iter()
         .filter(|atom| found_among(sae, atom, 0..sae.width))
         .count()
+}
+
+/// The planted tests' training options: width 128 (2× the atoms), k = the atoms per sample,
+/// 1.5M tokens in batches of 512.
+pub fn options(architecture: ArchitectureName) -> SaeOptions {
+    SaeOptions {
+        architecture,
+        width: Some(128),
+        k: ACTIVE,
+        batch_size: 512,
+        train_tokens: 1_500_000,
+        dead_window: 20_000,
+        checkpoint_every: 250,
+        seed: 7,
+        ..SaeOptions::default()
+    }
 }
