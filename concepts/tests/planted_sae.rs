@@ -15,15 +15,7 @@ fn options() -> SaeOptions {
 }
 
 fn train(options: &SaeOptions, control: &FitControl<'_>) -> glassbox_concepts::sae::fit::Fitted {
-    let (_, rows) = planted();
-    fit(
-        MatrixRows::new(rows, D),
-        ROWS as u64,
-        options,
-        control,
-        &NoProgress,
-    )
-    .unwrap()
+    common::train(planted().1, options, control)
 }
 
 #[test]

@@ -3,26 +3,14 @@
 //! or BatchTopK run must resume to the weights and thresholds of an uninterrupted one, and a
 //! Matryoshka SAE must put the frequent directions in its first level.
 
-use glassbox_concepts::sae::fit::{evaluate, fit, FitControl, Fitted};
+use glassbox_concepts::sae::fit::{evaluate, FitControl};
 use glassbox_concepts::sae::options::{Architecture, ArchitectureName};
 use glassbox_concepts::sae::stream::MatrixRows;
 use glassbox_concepts::sae::{Codes, Sae, SaeOptions};
 use glassbox_data::rng::SeededRng;
-use glassbox_data::NoProgress;
 
 mod common;
-use common::{distinct, options, planted, recovered, ACTIVE, ATOMS, D, ROWS};
-
-fn train(rows: Vec<f32>, options: &SaeOptions, control: &FitControl<'_>) -> Fitted {
-    fit(
-        MatrixRows::new(rows, D),
-        ROWS as u64,
-        options,
-        control,
-        &NoProgress,
-    )
-    .unwrap()
-}
+use common::{distinct, options, planted, recovered, train, ACTIVE, ATOMS, D};
 
 #[test]
 fn batch_topk_recovers_the_planted_directions_and_runs_as_a_jumprelu() {

@@ -25,24 +25,30 @@ pub(crate) fn candidates(k: usize, width: usize) -> usize {
 /// Each row's best `c` positive pre-activations (`pre + bias`), by partitioning the row: at
 /// `c = 4k` this beats the incremental top-k, whose replacements cost `O(c)` each.
 pub(crate) fn row_candidates(pre: &[f32], width: usize, bias: &[f32], c: usize) -> Codes {
-    by_row_blocks(pre, width, |row, part| {
-        let mut entries: Vec<(f32, u32)> = row
-            .iter()
-            .zip(bias)
-            .enumerate()
-            .map(|(j, (p, b))| (p + b, j as u32))
-            .filter(|&(v, _)| v > 0.0)
-            .collect();
-        if entries.len() > c {
-            // Larger first, ties to the lower latent (as the incremental top-k keeps).
-            entries.select_nth_unstable_by(c - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            entries.truncate(c);
-        }
-        for (v, j) in entries {
-            part.index.push(j);
-            part.value.push(v);
-        }
-    })
+    by_row_blocks(
+        pre,
+        width,
+        || (),
+        |_, row, part| {
+            let mut entries: Vec<(f32, u32)> = row
+                .iter()
+                .zip(bias)
+                .enumerate()
+                .map(|(j, (p, b))| (p + b, j as u32))
+                .filter(|&(v, _)| v > 0.0)
+                .collect();
+            if entries.len() > c {
+                // Larger first, ties to the lower latent (as the incremental top-k keeps).
+                entries
+                    .select_nth_unstable_by(c - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                entries.truncate(c);
+            }
+            for (v, j) in entries {
+                part.index.push(j);
+                part.value.push(v);
+            }
+        },
+    )
 }
 
 /// One selected or candidate entry.

@@ -66,12 +66,18 @@ pub enum Selection<'a> {
     },
 }
 
-/// Builds codes from `pre` (`rows × width`) in parallel blocks of rows: `keep(row, part)` adds
-/// one row's entries to `part` (the row's offset is closed after it). The selection rules and
-/// the training-only ones (BatchTopK candidates, JumpReLU's band) all run through it.
-pub(crate) fn by_row_blocks<F>(pre: &[f32], width: usize, keep: F) -> Codes
+/// Builds codes from `pre` (`rows × width`) in parallel blocks of rows: `keep(state, row,
+/// part)` adds one row's entries to `part` (the row's offset is closed after it), with a
+/// scratch `state` made once per block by `state()`. The selection rules and the
+/// training-only ones (BatchTopK candidates, JumpReLU's band) all run through it.
+pub(crate) fn by_row_blocks<S, F>(
+    pre: &[f32],
+    width: usize,
+    state: impl Fn() -> S + Sync,
+    keep: F,
+) -> Codes
 where
-    F: Fn(&[f32], &mut Codes) + Sync,
+    F: Fn(&mut S, &[f32], &mut Codes) + Sync,
 {
     let rows = pre.len() / width;
     // Chunks of rows per task: enough work per task, enough tasks per thread.
@@ -86,8 +92,9 @@ where
                         offsets: vec![0],
                         ..Codes::default()
                     };
+                    let mut scratch = state();
                     for row in block.chunks_exact(width) {
-                        keep(row, &mut part);
+                        keep(&mut scratch, row, &mut part);
                         part.offsets.push(part.index.len());
                     }
                     part
@@ -100,29 +107,21 @@ where
 
 /// Selects codes from `pre` (`rows × width`, row-major) plus `bias` (one per latent).
 pub fn select(pre: &[f32], width: usize, bias: &[f32], selection: Selection<'_>) -> Codes {
-    let rows = pre.len() / width;
-    // Chunks of rows per task: enough work per task, enough tasks per thread.
-    let chunk = (rows / (4 * rayon::current_num_threads().max(1))).clamp(1, 256);
-    let parts: Vec<Codes> = pre
-        .par_chunks(chunk * width)
-        .map(|block| {
-            super::simd(
-                #[inline(always)]
-                || select_block(block, width, bias, selection),
-            )
-        })
-        .collect();
-    Codes::concat(parts)
+    by_row_blocks(pre, width, Best::default, |best, row, part| {
+        select_row(best, row, bias, selection, part)
+    })
 }
 
+/// One row's survivors appended to `part` (`best` is scratch reused between rows).
 #[inline(always)]
-fn select_block(block: &[f32], width: usize, bias: &[f32], selection: Selection<'_>) -> Codes {
-    let mut part = Codes {
-        offsets: vec![0],
-        ..Codes::default()
-    };
-    let mut best = Best::default();
-    for row in block.chunks_exact(width) {
+fn select_row(
+    best: &mut Best,
+    row: &[f32],
+    bias: &[f32],
+    selection: Selection<'_>,
+    part: &mut Codes,
+) {
+    {
         match selection {
             Selection::TopK(k) => best.top_k_dense(row, bias, k),
             Selection::TopKAmong(k, among) => {
@@ -170,9 +169,7 @@ fn select_block(block: &[f32], width: usize, bias: &[f32], selection: Selection<
                 part.value.push(v);
             }
         }
-        part.offsets.push(part.index.len());
     }
-    part
 }
 
 /// The `k` largest `(value, latent)` pairs seen so far (unordered), with the smallest of them

@@ -18,16 +18,21 @@ use super::Sae;
 
 /// Entries with `|z_j − θ_j| < ε/2` (`z = pre + bias`), values `z` (of either sign).
 pub(crate) fn band(pre: &[f32], width: usize, bias: &[f32], threshold: &[f32], eps: f32) -> Codes {
-    by_row_blocks(pre, width, |row, part| {
-        for (j, ((p, b), t)) in row.iter().zip(bias).zip(threshold).enumerate() {
-            let z = p + b;
-            let u = (z - t) / eps;
-            if u > -0.5 && u < 0.5 {
-                part.index.push(j as u32);
-                part.value.push(z);
+    by_row_blocks(
+        pre,
+        width,
+        || (),
+        |_, row, part| {
+            for (j, ((p, b), t)) in row.iter().zip(bias).zip(threshold).enumerate() {
+                let z = p + b;
+                let u = (z - t) / eps;
+                if u > -0.5 && u < 0.5 {
+                    part.index.push(j as u32);
+                    part.value.push(z);
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `∂L/∂θ` from the band's entries: the reconstruction's `∂L/∂f_j = ⟨∂L/∂x̂, W_dec[j]⟩` times

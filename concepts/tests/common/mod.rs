@@ -1,9 +1,12 @@
 //! Planted dictionaries: data made of known unit directions, so which SAE latents should
 //! exist is known by construction.
 
+use glassbox_concepts::sae::fit::{fit, FitControl, Fitted};
 use glassbox_concepts::sae::options::ArchitectureName;
+use glassbox_concepts::sae::stream::MatrixRows;
 use glassbox_concepts::sae::{Sae, SaeOptions};
 use glassbox_data::rng::SeededRng;
+use glassbox_data::NoProgress;
 
 pub const D: usize = 48;
 pub const ATOMS: usize = 64;
@@ -97,4 +100,16 @@ pub fn options(architecture: ArchitectureName) -> SaeOptions {
         seed: 7,
         ..SaeOptions::default()
     }
+}
+
+/// Trains on `rows` (`ROWS × D`).
+pub fn train(rows: Vec<f32>, options: &SaeOptions, control: &FitControl<'_>) -> Fitted {
+    fit(
+        MatrixRows::new(rows, D),
+        ROWS as u64,
+        options,
+        control,
+        &NoProgress,
+    )
+    .unwrap()
 }
