@@ -58,16 +58,10 @@ test: models venv browser
     cargo test --workspace
     @just test-simd
 
-# The numeric tests at every SIMD level below the CPU's best (the full run above covers the best).
+# The numeric tests at every SIMD level below the CPU's best (the full run above covers the best):
+# the executables `cargo test --workspace` built, run again with GLASSBOX_SIMD capped — no rebuild.
 test-simd:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    levels="scalar"
-    if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then levels="scalar avx2"; fi
-    for level in $levels; do
-        echo "== numeric tests with GLASSBOX_SIMD=$level (CPU flags: $(grep -m1 -ow 'avx512f\|avx2\|fma' /proc/cpuinfo | sort -u | tr '\n' ' '))"
-        GLASSBOX_SIMD=$level cargo test -p glassbox-probes -p glassbox-concepts -p glassbox-models -p glassbox-runner -p glassbox-data --lib --tests
-    done
+    python3 scripts/test_simd.py
 
 # Formatting, lints and warning-free docs (CI runs this before the tests).
 lint:

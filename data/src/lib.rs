@@ -10,6 +10,7 @@ pub mod concepts;
 pub mod dataset;
 pub mod error;
 pub mod examples;
+pub mod grid;
 pub mod hash;
 pub mod hook_point;
 pub mod images;

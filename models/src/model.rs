@@ -243,6 +243,12 @@ pub trait HookedModel: Send + Sync {
     fn image_size(&self) -> Option<(usize, usize)> {
         None
     }
+    /// Where a hook's positions sit in the input image (cells of a feature map or patch tokens,
+    /// each with its receptive field), for hooks with a spatial layout; `None` for pooled
+    /// features, logits and text models.
+    fn hook_grid(&self, _point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+        None
+    }
     /// The family's documented preprocessing, for checkpoints that ship no
     /// `preprocessor_config.json` (vision families that have a convention).
     fn default_preprocessor(&self) -> Option<glassbox_data::images::Preprocessor> {

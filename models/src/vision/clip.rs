@@ -232,6 +232,13 @@ impl HookedModel for Clip {
         v
     }
 
+    /// The image tower's token hooks hold `[CLS]` then the patches, row-major.
+    fn hook_grid(&self, point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+        let size = self.cfg.image_size;
+        (!matches!(point, HookPoint::Pooled | HookPoint::Embeds))
+            .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))
+    }
+
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
             HookPoint::MlpPost(_) => self.cfg.vision.intermediate,

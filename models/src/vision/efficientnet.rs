@@ -22,6 +22,7 @@ use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
+use glassbox_data::grid::CellGrid;
 use glassbox_data::Modality;
 use std::path::Path;
 
@@ -255,6 +256,24 @@ impl EfficientNet {
         })
     }
 
+    /// The grid of each hook point: the stem's 3×3/2, then per block the depthwise convolution
+    /// (the only one with a kernel: expansion, projection and head are 1×1), all TF "SAME".
+    fn grids(&self) -> Vec<(HookPoint, CellGrid)> {
+        let size = self.cfg.image_size;
+        let mut g = CellGrid::input(size, size).conv_same(3, 2);
+        let mut v = vec![(HookPoint::Stem, g)];
+        for b in &self.blocks {
+            if b.expand.is_some() {
+                v.push((Self::block_point(b, ConvPart::Expand), g));
+            }
+            g = g.conv_same(b.kernel, b.stride);
+            v.push((Self::block_point(b, ConvPart::Depthwise), g));
+            v.push((Self::block_point(b, ConvPart::Out), g));
+        }
+        v.push((HookPoint::Head, g));
+        v
+    }
+
     pub(super) fn block_point(b: &Block, part: ConvPart) -> HookPoint {
         HookPoint::Conv {
             stage: b.stage as u16,
@@ -305,6 +324,12 @@ impl HookedModel for EfficientNet {
         }
         v.extend([HookPoint::Head, HookPoint::Pooled, HookPoint::Logits]);
         v
+    }
+
+    fn hook_grid(&self, point: HookPoint) -> Option<CellGrid> {
+        self.grids()
+            .into_iter()
+            .find_map(|(p, g)| (p == point).then_some(g))
     }
 
     fn hook_width(&self, point: HookPoint) -> usize {

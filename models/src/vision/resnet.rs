@@ -15,6 +15,7 @@ use crate::model::{HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
+use glassbox_data::grid::CellGrid;
 use glassbox_data::Modality;
 use std::path::Path;
 
@@ -271,6 +272,28 @@ impl ResNet {
         }
     }
 
+    /// The grid after the stem (its 7×7/2 convolution and the 3×3/2 max-pool) and after each
+    /// layer in order. A layer's receptive field is its main path's: the shortcut (1×1) reads a
+    /// subset of it.
+    fn grids(&self) -> (CellGrid, Vec<CellGrid>) {
+        let size = self.cfg.image_size;
+        let stem = CellGrid::input(size, size)
+            .conv(self.stem.kernel, self.stem.stride, self.stem.kernel / 2)
+            .conv(3, 2, 1);
+        let mut g = stem;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                for c in &l.convs {
+                    g = g.conv(c.kernel, c.stride, c.kernel / 2);
+                }
+                g
+            })
+            .collect();
+        (stem, layers)
+    }
+
     fn width(&self) -> usize {
         *self.cfg.hidden_sizes.last().expect("non-empty")
     }
@@ -300,6 +323,19 @@ impl HookedModel for ResNet {
             v.push(HookPoint::Logits);
         }
         v
+    }
+
+    fn hook_grid(&self, point: HookPoint) -> Option<CellGrid> {
+        let (stem, layers) = self.grids();
+        match point {
+            HookPoint::Stem => Some(stem),
+            HookPoint::Conv { .. } => self
+                .layers
+                .iter()
+                .position(|l| Self::point(l) == point)
+                .map(|i| layers[i]),
+            _ => None,
+        }
     }
 
     fn hook_width(&self, point: HookPoint) -> usize {

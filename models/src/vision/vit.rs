@@ -167,6 +167,13 @@ impl HookedModel for Vit {
         v
     }
 
+    /// Every token hook holds `[CLS]` then the patches, row-major.
+    fn hook_grid(&self, point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+        let size = self.cfg.image_size;
+        (!matches!(point, HookPoint::Pooled | HookPoint::Logits))
+            .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))
+    }
+
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
             HookPoint::MlpPost(_) => self.cfg.intermediate,
