@@ -13,7 +13,7 @@
 use crate::dataset::read_dataset_keyed;
 use crate::{Column, ColumnKind, DataError, Result, TextDataset, Value};
 pub use image::imageops::FilterType;
-use image::RgbImage;
+use image::{ImageBuffer, Pixel, RgbImage};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -347,10 +347,18 @@ impl Preprocessor {
         self.crop.or(self.resize_to)
     }
 
-    /// Resizes, crops and normalises; returns `height × width × 3` values (channels last).
-    /// Images smaller than the crop are upscaled by the resize; with no resize configured
-    /// they are an error naming the file.
-    pub fn apply(&self, img: &RgbImage, source: &Path) -> Result<(Vec<f32>, u32, u32)> {
+    /// The geometric steps alone (resize, centre crop) with `filter`, for any pixel type: the
+    /// image's own filter for pixels, nearest for segmentation masks so they stay binary.
+    pub fn resize_and_crop<P>(
+        &self,
+        img: &ImageBuffer<P, Vec<P::Subpixel>>,
+        filter: FilterType,
+        source: &Path,
+    ) -> Result<ImageBuffer<P, Vec<P::Subpixel>>>
+    where
+        P: Pixel + 'static,
+        P::Subpixel: 'static,
+    {
         let mut img = std::borrow::Cow::Borrowed(img);
         if let Some(edge) = self.shortest_edge {
             let (w, h) = img.dimensions();
@@ -365,9 +373,9 @@ impl Preprocessor {
                     edge,
                 )
             };
-            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, nw, nh, self.filter));
+            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, nw, nh, filter));
         } else if let Some((h, w)) = self.resize_to {
-            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, w, h, self.filter));
+            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, w, h, filter));
         }
         if let Some((ch, cw)) = self.crop {
             let (w, h) = img.dimensions();
@@ -383,6 +391,14 @@ impl Preprocessor {
             img =
                 std::borrow::Cow::Owned(image::imageops::crop_imm(&*img, x, y, cw, ch).to_image());
         }
+        Ok(img.into_owned())
+    }
+
+    /// Resizes, crops and normalises; returns `height × width × 3` values (channels last).
+    /// Images smaller than the crop are upscaled by the resize; with no resize configured
+    /// they are an error naming the file.
+    pub fn apply(&self, img: &RgbImage, source: &Path) -> Result<(Vec<f32>, u32, u32)> {
+        let img = self.resize_and_crop(img, self.filter, source)?;
         let (w, h) = img.dimensions();
         let mut out = Vec::with_capacity((w * h * 3) as usize);
         for p in img.pixels() {

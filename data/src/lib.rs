@@ -17,6 +17,8 @@ pub mod images;
 mod json_fields;
 pub mod lock;
 pub mod manifest;
+pub mod masked_textures;
+pub mod masks;
 pub mod modality;
 pub mod pairs;
 pub mod pool;
