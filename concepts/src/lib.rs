@@ -5,6 +5,7 @@ pub mod causal;
 pub mod cav;
 pub mod dictionary;
 pub mod dictionary_check;
+pub mod dissect;
 mod results;
 pub mod stats;
 pub mod target;

@@ -134,6 +134,49 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
     adjusted
 }
 
+/// Benjamini–Hochberg q-values (false discovery rate), in input order: the i-th smallest p
+/// times `m / i`, made monotone from the largest down, capped at 1. NaN stays NaN and does not
+/// count towards `m`.
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let m = order.len();
+    let mut adjusted = vec![f64::NAN; p.len()];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p[i] * m as f64 / (rank + 1) as f64);
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// P(Z > z) for a standard normal Z, from the complementary error function (Chebyshev fit of
+/// Press et al., Numerical Recipes §6.2: relative error below 1.2e-7 everywhere).
+pub fn normal_upper_tail(z: f64) -> f64 {
+    if z.is_nan() {
+        return f64::NAN;
+    }
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let poly = [
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    ]
+    .iter()
+    .rev()
+    .fold(0.0, |acc, c| c + t * acc);
+    let erfc_abs = t * (-x * x + poly).exp();
+    0.5 * if x >= 0.0 { erfc_abs } else { 2.0 - erfc_abs }
+}
+
 /// Cohen's d with the pooled standard deviation; 0 when both samples are constant and equal.
 pub fn cohens_d(a: &[f64], b: &[f64]) -> f64 {
     let (na, nb) = (a.len() as f64, b.len() as f64);
@@ -200,5 +243,30 @@ mod tests {
         assert!(t > 10.0 && p < 1e-5, "t {t} p {p}");
         let (_, _, p) = welch_t_test(&b, &[0.49, 0.51, 0.47, 0.53, 0.5]);
         assert!(p > 0.5, "p {p}");
+    }
+
+    #[test]
+    fn normal_tail_matches_known_quantiles() {
+        for (z, p) in [
+            (0.0, 0.5),
+            (1.959963985, 0.025),
+            (3.090232306, 0.001),
+            (-1.644853627, 0.95),
+            (6.0, 9.865876e-10),
+        ] {
+            let got = normal_upper_tail(z);
+            assert!((got - p).abs() <= 2e-7 * p.max(1e-3), "z {z}: {got} vs {p}");
+        }
+    }
+
+    #[test]
+    fn benjamini_hochberg_matches_a_hand_computation() {
+        // m = 4: sorted p 0.01, 0.02, 0.03, 0.5 → 0.04, 0.04, 0.04, 0.5.
+        let q = benjamini_hochberg(&[0.03, 0.5, 0.01, 0.02, f64::NAN]);
+        let want = [0.04, 0.5, 0.04, 0.04];
+        for (a, b) in q.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{q:?}");
+        }
+        assert!(q[4].is_nan());
     }
 }

@@ -107,14 +107,16 @@ pub fn read_masks(data: &ImageDataset, pre: &Preprocessor) -> Result<MaskSet> {
                 Value::Null => continue,
                 Value::Str(s) if s.is_empty() => continue,
                 Value::Str(s) => s,
-                other => return Err(invalid(
-                    source,
-                    format!(
+                other => {
+                    return Err(invalid(
+                        source,
+                        format!(
                         "row {}, column `{}`: expected a mask file path or null, found {other:?}",
                         i + 1,
                         column.name
                     ),
-                )),
+                    ))
+                }
             };
             let file: PathBuf = data.root.join(rel);
             let where_ = format!("row {}, column `{}`", i + 1, column.name);

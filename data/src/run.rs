@@ -113,6 +113,10 @@ impl RunDir {
     pub fn dictionary_dir(&self, hook: HookPoint) -> PathBuf {
         self.path(Path::new("dictionary").join(format!("hook={hook}")))
     }
+    /// `dissection/`: Network Dissection's tables (hooks, units, scores, top examples).
+    pub fn dissection_dir(&self) -> PathBuf {
+        self.path("dissection")
+    }
     pub fn probes_dir(&self) -> PathBuf {
         self.path("probes")
     }
