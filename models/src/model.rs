@@ -243,10 +243,15 @@ pub trait HookedModel: Send + Sync {
     fn image_size(&self) -> Option<(usize, usize)> {
         None
     }
-    /// Where a hook's positions sit in the input image (cells of a feature map or patch tokens,
-    /// each with its receptive field), for hooks with a spatial layout; `None` for pooled
-    /// features, logits and text models.
-    fn hook_grid(&self, _point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+    /// Where a hook's positions sit in an `image = (height, width)` input (cells of a feature
+    /// map or patch tokens, each with its receptive field), for hooks with a spatial layout;
+    /// `None` for pooled features, logits and text models. Convolutional maps follow the input
+    /// size; ViT and CLIP take their configured size whatever `image` says.
+    fn hook_grid(
+        &self,
+        _point: HookPoint,
+        _image: (usize, usize),
+    ) -> Option<glassbox_data::grid::CellGrid> {
         None
     }
     /// The family's documented preprocessing, for checkpoints that ship no

@@ -71,13 +71,12 @@ fn capture(
 /// For each pixel, the cells of each hook that change when that pixel changes. A ReLU or a
 /// max-pool hides a dependence when the changed input is clipped or not the maximum, so the
 /// pixel takes several large values of both signs: one of them wins somewhere.
-fn check(model: &LoadedModel, pixels_to_probe: &[(usize, usize)]) {
-    let size = model.model.image_size().unwrap();
+fn check(model: &LoadedModel, size: (usize, usize), pixels_to_probe: &[(usize, usize)]) {
     let hooks: Vec<HookPoint> = model
         .model
         .hook_points()
         .into_iter()
-        .filter(|p| model.model.hook_grid(*p).is_some())
+        .filter(|p| model.model.hook_grid(*p, size).is_some())
         .collect();
     assert!(!hooks.is_empty());
     let base = noise(size.0 * size.1 * 3, 7);
@@ -108,7 +107,7 @@ fn check(model: &LoadedModel, pixels_to_probe: &[(usize, usize)]) {
             }
         }
         for (h, hook) in hooks.iter().enumerate() {
-            let grid = model.model.hook_grid(*hook).unwrap();
+            let grid = model.model.hook_grid(*hook, size).unwrap();
             let predicted: BTreeSet<usize> = (0..grid.positions())
                 .filter(|&p| {
                     let r = grid.rect(p).unwrap();
@@ -162,8 +161,9 @@ fn probe_pixels(size: (usize, usize)) -> Vec<(usize, usize)> {
 fn resnet_grids_match_which_cells_a_pixel_reaches() {
     for name in ["tiny_resnet", "tiny_resnet_basic"] {
         let model = load(&fixture(name)).unwrap();
-        let size = model.model.image_size().unwrap();
-        check(&model, &probe_pixels(size));
+        // Convolutional maps follow the input: an odd height and an even width.
+        let size = (61, 70);
+        check(&model, size, &probe_pixels(size));
     }
 }
 
@@ -174,5 +174,7 @@ fn efficientnet_same_padding_grids_match_which_cells_a_pixel_reaches() {
     };
     // The stem and the first stages, where the fields are smaller than the image (later ones
     // cover it whole and say nothing about padding).
-    check(&model, &[(0, 0), (223, 223), (100, 37)]);
+    check(&model, (224, 224), &[(0, 0), (223, 223), (100, 37)]);
+    // An odd size: SAME padding splits evenly there.
+    check(&model, (97, 97), &[(0, 0), (96, 96), (50, 13)]);
 }

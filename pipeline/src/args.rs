@@ -44,19 +44,24 @@ pub enum Command {
     /// Test whether the model uses the run's findings: steer along each probe direction, CAV
     /// and SAE feature (and erase probed labels with LEACE) against random directions.
     Causal(crate::args_causal::CausalArgs),
+    /// Network Dissection of an image run: label each channel (or patch-token unit) with the
+    /// concept whose segmentation masks its top activations overlap, against a permutation
+    /// baseline.
+    Dissect(crate::args_dissect::DissectArgs),
     /// Input attributions of the run's examples (saliency, integrated gradients, occlusion,
     /// Grad-CAM, …), evaluated: deletion/insertion curves, ERASER, max-sensitivity and the
     /// model-randomisation sanity check.
     Attribute(crate::args_attribute::AttributeArgs),
     /// Write the report bundle (index.html, summary.json, summary.md).
     Report(ReportArgs),
-    /// Run extract → probe → tcav → dictionary → patch → causal (each when configured) → report from a TOML config.
+    /// Run extract → probe → tcav → dictionary → patch → causal → attribute → dissect (each when configured) → report from a TOML config.
     Pipeline(PipelineArgs),
     /// List a model's hook points, one per line.
     Hooks(HooksArgs),
     /// Summarise a run directory.
     Inspect(InspectArgs),
-    /// Generate texture concept images (stripes, dots, checkerboard, zigzag) and random images.
+    /// Generate texture concept images (stripes, dots, checkerboard, zigzag) and random images,
+    /// or with --masks composites with segmentation masks for `dissect`.
     Textures(TexturesArgs),
     /// Pretrained SAE folders (SAELens, Gemma Scope 1/2, Llama Scope, sparsify).
     #[command(subcommand)]
@@ -419,16 +424,18 @@ pub struct HooksArgs {
 
 #[derive(Debug, Args)]
 pub struct TexturesArgs {
-    /// Folder to write: one sub-folder of PNGs per texture (a folder-per-class image data set).
+    /// Folder to write: one sub-folder of PNGs per texture (a folder-per-class image data set),
+    /// or with --masks `images/`, `masks/` and the manifest `dataset.jsonl`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Textures to draw: stripes, dots, checkerboard, zigzag, random.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "stripes,dots,checkerboard,zigzag,random"
-    )]
+    /// Textures to draw: stripes, dots, checkerboard, zigzag, random (default: all; with
+    /// --masks all but random, which is every composite's background).
+    #[arg(long, value_delimiter = ',')]
     pub kinds: Vec<String>,
+    /// Composites for Network Dissection: a random background with one texture region and one
+    /// colour region (red, green, blue, yellow), and a mask PNG per concept in the image.
+    #[arg(long)]
+    pub masks: bool,
     /// Images per texture.
     #[arg(long, default_value_t = 40)]
     pub per_class: usize,

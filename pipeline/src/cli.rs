@@ -134,6 +134,14 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             render::causal(done.as_ref(), a.json)?;
         }
+        Command::Dissect(a) => {
+            let run = RunDir::new(&a.run);
+            let settings = a.settings();
+            let done = with_run_lock(&run, || {
+                crate::stages::dissect::run_dissect(&run, &settings, a.force, &bars)
+            })?;
+            render::dissect(done.as_ref(), a.json)?;
+        }
         Command::Attribute(a) => {
             let run = RunDir::new(&a.run);
             let settings = a.settings()?;
@@ -174,8 +182,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => crate::inspect::inspect(&RunDir::new(a.run), a.json)?,
         Command::Textures(a) => {
             use glassbox_data::textures::{write_texture_set, Texture};
-            let kinds = a
-                .kinds
+            let mut names = a.kinds.clone();
+            if names.is_empty() {
+                names = Texture::CONCEPTS
+                    .iter()
+                    .map(|t| t.name().to_owned())
+                    .collect();
+                if !a.masks {
+                    names.push(Texture::Random.name().to_owned());
+                }
+            }
+            let kinds = names
                 .iter()
                 .map(|k| {
                     Texture::parse(k.trim()).ok_or_else(|| {
@@ -185,14 +202,34 @@ pub fn run(cli: Cli) -> Result<()> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            write_texture_set(&a.out, &kinds, a.per_class, a.size, a.seed)?;
+            if a.masks {
+                glassbox_data::masked_textures::write_masked_set(
+                    &a.out,
+                    &kinds,
+                    a.per_class,
+                    a.size,
+                    a.seed,
+                )?;
+            } else {
+                write_texture_set(&a.out, &kinds, a.per_class, a.size, a.seed)?;
+            }
             crate::outln!(
-                "textures: {} × {} images of {} px (seed {}) → {}",
+                "textures: {} × {} {} of {} px (seed {}) → {}",
                 kinds.len(),
                 a.per_class,
+                if a.masks {
+                    "masked composites"
+                } else {
+                    "images"
+                },
                 a.size,
                 a.seed,
-                a.out.display()
+                if a.masks {
+                    a.out.join("dataset.jsonl")
+                } else {
+                    a.out.clone()
+                }
+                .display()
             )?;
         }
     }

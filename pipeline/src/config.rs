@@ -4,6 +4,8 @@ pub use crate::config_attribute::AttributeSection;
 pub use crate::config_patch::PatchSection;
 /// The `[causal]` section is the concepts crate's own options.
 pub type CausalSection = glassbox_concepts::causal::CausalOptions;
+/// The `[dissect]` section is the concepts crate's own options.
+pub type DissectSection = glassbox_concepts::dissect::DissectOptions;
 use anyhow::{bail, Context, Result};
 use glassbox_data::store::{ActDtype, Codec};
 use glassbox_data::Pool;
@@ -36,6 +38,9 @@ pub struct PipelineConfig {
     /// Absent: no input attributions.
     #[serde(default)]
     pub attribute: Option<AttributeSection>,
+    /// Absent: no Network Dissection (image runs with segmentation masks).
+    #[serde(default)]
+    pub dissect: Option<DissectSection>,
     #[serde(default)]
     pub report: ReportSection,
 }
@@ -278,6 +283,8 @@ pub struct RunConfig {
     pub causal: Option<CausalSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute: Option<AttributeSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dissect: Option<DissectSection>,
 }
 
 impl RunConfig {

@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod args;
 pub mod args_attribute;
 pub mod args_causal;
+pub mod args_dissect;
 pub mod args_patch;
 pub mod cli;
 pub mod config;

@@ -116,6 +116,34 @@ pub fn causal(done: Option<&CausalDone>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Per hook: units labelled by Network Dissection and by which concepts.
+pub fn dissect(done: Option<&crate::stages::dissect::DissectDone>, json: bool) -> Result<()> {
+    let Some(d) = done else { return Ok(()) };
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(d)?)?;
+        return Ok(());
+    }
+    crate::outln!(
+        "dissect: {} images, concepts {} → {}",
+        d.images,
+        d.concepts.join(", "),
+        d.dir.display()
+    )?;
+    for h in &d.hooks {
+        let top: Vec<String> = h.concepts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        crate::outln!(
+            "  {}: {}/{} units labelled ({:.0} %){}{}",
+            h.hook,
+            h.labelled,
+            h.units,
+            100.0 * h.labelled as f64 / h.units.max(1) as f64,
+            if top.is_empty() { "" } else { ": " },
+            top.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 /// The attribution methods ranked per target, with their sanity verdicts.
 pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
     let Some(d) = done else { return Ok(()) };

@@ -1,5 +1,5 @@
 //! `glassbox pipeline`: the configured stages in order (extract → probe → \[tcav\] →
-//! \[dictionary\] → \[patch\] → \[causal\] → \[attribute\] → report), each skipped when up to date.
+//! \[dictionary\] → \[patch\] → \[causal\] → \[attribute\] → \[dissect\] → report), each skipped when up to date.
 
 use crate::args::PipelineArgs;
 use crate::config::PipelineConfig;
@@ -47,6 +47,9 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(attribute) = &config.attribute {
         attribute.validate().context("[attribute]")?;
     }
+    if let Some(dissect) = &config.dissect {
+        dissect.validate().context("[dissect]")?;
+    }
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
 }
 
@@ -92,6 +95,12 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
         let done = crate::stages::attribute::run_attribute(run, settings, force, bars)
             .context("attribute stage failed")?;
         render::attribute(done.as_ref(), false)?;
+    }
+    // Dissection reads the activations and the data set's masks.
+    if let Some(settings) = &config.dissect {
+        let done = crate::stages::dissect::run_dissect(run, settings, force, bars)
+            .context("dissect stage failed")?;
+        render::dissect(done.as_ref(), false)?;
     }
     if !probing {
         bars.note(

@@ -33,14 +33,21 @@ use std::path::Path;
 pub use results::{read_dissection, write_dissection};
 pub use score::{ExampleRow, ScoreRow, UnitRow};
 
-/// The `[dissect]` settings the analysis needs.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the `dissect` stage (CLI flags and the `[dissect]` section alike).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DissectOptions {
-    /// Fraction of each unit's cell values above its threshold.
+    /// Hook names or glob patterns; empty: every stored hook with a spatial layout.
+    pub hooks: Vec<String>,
+    /// An image manifest with `mask_<concept>` columns whose rows are the run's images; absent:
+    /// the run's own data file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masks: Option<std::path::PathBuf>,
+    /// Fraction of each unit's cell values above its threshold (0.005 in the paper).
     pub quantile: f64,
-    /// IoU a label needs.
+    /// IoU a label needs (0.04 in the paper).
     pub iou_threshold: f64,
-    /// Shuffles of the image ↔ mask pairing for the baseline.
+    /// Shuffles of the image ↔ mask pairing for the baseline (at least 20).
     pub permutations: usize,
     /// False discovery rate of the labels within a hook.
     pub alpha: f64,
@@ -49,9 +56,14 @@ pub struct DissectOptions {
     pub top_examples: usize,
 }
 
+/// Fewer shuffles than this estimate the baseline's spread too poorly to test against.
+pub const MIN_PERMUTATIONS: usize = 20;
+
 impl Default for DissectOptions {
     fn default() -> Self {
         Self {
+            hooks: Vec::new(),
+            masks: None,
             quantile: 0.005,
             iou_threshold: 0.04,
             permutations: 100,
@@ -59,6 +71,38 @@ impl Default for DissectOptions {
             seed: 0,
             top_examples: 3,
         }
+    }
+}
+
+impl DissectOptions {
+    /// Range checks, each naming the setting and a valid value.
+    pub fn validate(&self) -> Result<(), ConceptError> {
+        let bad = |m: String| Err(ConceptError::Invalid(format!("dissect: {m}")));
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            return bad(format!(
+                "quantile = {}; it must be in (0, 1), e.g. 0.005 (the paper's top 0.5 %)",
+                self.quantile
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.iou_threshold) {
+            return bad(format!(
+                "iou_threshold = {}; it must be in [0, 1], e.g. 0.04",
+                self.iou_threshold
+            ));
+        }
+        if self.permutations < MIN_PERMUTATIONS {
+            return bad(format!(
+                "permutations = {}; at least {MIN_PERMUTATIONS} shuffles are needed for the baseline",
+                self.permutations
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return bad(format!(
+                "alpha = {}; it must be in (0, 1), e.g. 0.05",
+                self.alpha
+            ));
+        }
+        Ok(())
     }
 }
 

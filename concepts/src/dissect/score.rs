@@ -60,7 +60,7 @@ pub struct ExampleRow {
 
 /// Seeded random permutations of `0..n` (Fisher–Yates), one per baseline draw.
 pub fn permutations(n: usize, count: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut rng = SeededRng::new(seed ^ 0xD155_EC7);
+    let mut rng = SeededRng::new(seed ^ 0x0D15_5EC7);
     (0..count)
         .map(|_| {
             let mut p: Vec<u32> = (0..n as u32).collect();

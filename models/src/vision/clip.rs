@@ -233,7 +233,11 @@ impl HookedModel for Clip {
     }
 
     /// The image tower's token hooks hold `[CLS]` then the patches, row-major.
-    fn hook_grid(&self, point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+    fn hook_grid(
+        &self,
+        point: HookPoint,
+        _image: (usize, usize),
+    ) -> Option<glassbox_data::grid::CellGrid> {
         let size = self.cfg.image_size;
         (!matches!(point, HookPoint::Pooled | HookPoint::Embeds))
             .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))

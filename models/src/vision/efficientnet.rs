@@ -258,9 +258,8 @@ impl EfficientNet {
 
     /// The grid of each hook point: the stem's 3×3/2, then per block the depthwise convolution
     /// (the only one with a kernel: expansion, projection and head are 1×1), all TF "SAME".
-    fn grids(&self) -> Vec<(HookPoint, CellGrid)> {
-        let size = self.cfg.image_size;
-        let mut g = CellGrid::input(size, size).conv_same(3, 2);
+    fn grids(&self, (height, width): (usize, usize)) -> Vec<(HookPoint, CellGrid)> {
+        let mut g = CellGrid::input(height, width).conv_same(3, 2);
         let mut v = vec![(HookPoint::Stem, g)];
         for b in &self.blocks {
             if b.expand.is_some() {
@@ -326,8 +325,8 @@ impl HookedModel for EfficientNet {
         v
     }
 
-    fn hook_grid(&self, point: HookPoint) -> Option<CellGrid> {
-        self.grids()
+    fn hook_grid(&self, point: HookPoint, image: (usize, usize)) -> Option<CellGrid> {
+        self.grids(image)
             .into_iter()
             .find_map(|(p, g)| (p == point).then_some(g))
     }

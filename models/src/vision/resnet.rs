@@ -275,9 +275,8 @@ impl ResNet {
     /// The grid after the stem (its 7×7/2 convolution and the 3×3/2 max-pool) and after each
     /// layer in order. A layer's receptive field is its main path's: the shortcut (1×1) reads a
     /// subset of it.
-    fn grids(&self) -> (CellGrid, Vec<CellGrid>) {
-        let size = self.cfg.image_size;
-        let stem = CellGrid::input(size, size)
+    fn grids(&self, (height, width): (usize, usize)) -> (CellGrid, Vec<CellGrid>) {
+        let stem = CellGrid::input(height, width)
             .conv(self.stem.kernel, self.stem.stride, self.stem.kernel / 2)
             .conv(3, 2, 1);
         let mut g = stem;
@@ -325,8 +324,8 @@ impl HookedModel for ResNet {
         v
     }
 
-    fn hook_grid(&self, point: HookPoint) -> Option<CellGrid> {
-        let (stem, layers) = self.grids();
+    fn hook_grid(&self, point: HookPoint, image: (usize, usize)) -> Option<CellGrid> {
+        let (stem, layers) = self.grids(image);
         match point {
             HookPoint::Stem => Some(stem),
             HookPoint::Conv { .. } => self

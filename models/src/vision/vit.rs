@@ -168,7 +168,11 @@ impl HookedModel for Vit {
     }
 
     /// Every token hook holds `[CLS]` then the patches, row-major.
-    fn hook_grid(&self, point: HookPoint) -> Option<glassbox_data::grid::CellGrid> {
+    fn hook_grid(
+        &self,
+        point: HookPoint,
+        _image: (usize, usize),
+    ) -> Option<glassbox_data::grid::CellGrid> {
         let size = self.cfg.image_size;
         (!matches!(point, HookPoint::Pooled | HookPoint::Logits))
             .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))

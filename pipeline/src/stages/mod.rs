@@ -8,6 +8,7 @@ pub mod causal;
 mod causal_run;
 pub mod dictionary;
 mod dictionary_lm;
+pub mod dissect;
 pub mod extract;
 pub mod patch;
 mod patch_targets;

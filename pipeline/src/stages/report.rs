@@ -23,6 +23,8 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
         "dictionary": manifest.stage_fingerprint("dictionary"),
         "patch": manifest.stage_fingerprint("patch"),
         "causal": manifest.stage_fingerprint("causal"),
+        "attribute": manifest.stage_fingerprint("attribute"),
+        "dissect": manifest.stage_fingerprint("dissect"),
     });
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");

@@ -27,11 +27,12 @@ pub enum Stage {
     Patch,
     Causal,
     Attribute,
+    Dissect,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Extract,
         Stage::Probe,
         Stage::Tcav,
@@ -39,6 +40,7 @@ impl Stage {
         Stage::Patch,
         Stage::Causal,
         Stage::Attribute,
+        Stage::Dissect,
         Stage::Report,
     ];
 
@@ -52,6 +54,7 @@ impl Stage {
             Stage::Patch => "patch",
             Stage::Causal => "causal",
             Stage::Attribute => "attribute",
+            Stage::Dissect => "dissect",
             Stage::Report => "report",
         }
     }
@@ -60,17 +63,20 @@ impl Stage {
     /// result of it makes stale: everything after extraction; the probes feed TCAV's targets
     /// and the dictionary's directions; CAVs feed the dictionary; every stage feeds the report.
     /// Patching reads only the model and its pairs; attributions read the examples and the
-    /// probes (their `probe:` targets); the causal tests and attributions feed only the report.
+    /// probes (their `probe:` targets); the causal tests, attributions and dissection (which
+    /// reads the activations and masks alone) feed only the report.
     pub fn and_after(self) -> impl Iterator<Item = Stage> {
         Self::ALL.into_iter().filter(move |s| {
             *s == self
                 || match self {
                     Stage::Extract => true,
-                    Stage::Probe => *s > self && *s != Stage::Patch,
+                    Stage::Probe => *s > self && !matches!(s, Stage::Patch | Stage::Dissect),
                     Stage::Tcav | Stage::Dictionary => {
-                        *s > self && *s != Stage::Patch && *s != Stage::Attribute
+                        *s > self && !matches!(s, Stage::Patch | Stage::Attribute | Stage::Dissect)
                     }
-                    Stage::Patch | Stage::Causal | Stage::Attribute => *s == Stage::Report,
+                    Stage::Patch | Stage::Causal | Stage::Attribute | Stage::Dissect => {
+                        *s == Stage::Report
+                    }
                     Stage::Report => false,
                 }
         })
@@ -91,6 +97,7 @@ impl Stage {
                 "patching",
                 "causal",
                 "attributions",
+                "dissection",
                 "report",
             ],
             Stage::Probe => &["gradients"],

@@ -98,33 +98,6 @@ fn build_fixture() -> Fixture {
     Fixture { _dir: dir, root }
 }
 
-/// Every file under `root` (but the lock files) with its bytes, and every folder: what
-/// "byte-identical" compares.
-pub fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    if !root.exists() {
-        return out;
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".glassbox.") && name.ends_with(".lock") {
-                continue;
-            }
-            if path.is_dir() {
-                out.insert(rel + "/", None);
-                stack.push(path);
-            } else {
-                out.insert(rel, Some(std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
-
 /// Panics, naming what differs, unless two snapshots are equal.
 pub fn assert_same(
     case: &str,
