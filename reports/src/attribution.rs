@@ -260,28 +260,6 @@ fn mean_curves(dir: &Path, target: &str) -> Result<MeanCurves, ReportError> {
         .collect())
 }
 
-/// Standard base64 (for the photo embedded as a data URI).
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(A[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// An `rgba()` colour for a value in [-1, 1]: red for positive, blue for negative.
 fn shade(v: f32) -> String {
     let a = v.abs().min(1.0);
@@ -465,7 +443,7 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
                     .map_err(|e| ReportError::Invalid(format!("{}: {e}", png.display())))?;
                 style.push_str(&format!(
                     ".{class} {{ background-image: url(data:image/png;base64,{}); }}\n",
-                    base64(&bytes)
+                    crate::markup::base64(&bytes)
                 ));
             }
             for (v, maps) in &per_method {
@@ -522,18 +500,5 @@ mod tests {
             h.contains("<td>occlusion</td><td>0.250</td><td>not run"),
             "{h}"
         );
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(input.as_bytes()), want);
-        }
     }
 }

@@ -104,6 +104,9 @@ pub(crate) fn render(s: &Summary) -> String {
     if let Some(a) = s.attributions.as_deref().filter(|a| !a.is_empty()) {
         body.push_str(&crate::attribution::section_html(a));
     }
+    if let Some(d) = &s.dissection {
+        body.push_str(&crate::dissection::section_html(d));
+    }
     body.push_str(&crate::provenance::html(&s.manifest, &s.provenance));
     page(&s.run, &body)
 }

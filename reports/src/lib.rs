@@ -6,6 +6,7 @@ mod atp_svg;
 pub mod attribution;
 pub mod causal;
 pub mod dictionary;
+pub mod dissection;
 mod html;
 mod markup;
 pub mod md;
@@ -90,6 +91,10 @@ pub struct Summary {
     /// without the stage); the maps are on `attributions/index.html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributions: Option<Vec<attribution::MethodStanding>>,
+    /// Network Dissection's labels per hook and the units shown with their images (absent
+    /// without a dissect stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dissection: Option<dissection::DissectionSummary>,
     /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
     pub provenance: provenance::Provenance,
 }
@@ -120,6 +125,7 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
     lines.extend(summary.dictionary.iter().filter_map(dictionary::headline));
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
+    lines.extend(summary.dissection.as_ref().and_then(dissection::headline));
     // Plain text: the code marks are for the Markdown and HTML reports.
     lines.into_iter().map(|l| l.replace('`', "")).collect()
 }
@@ -147,6 +153,7 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
     }
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
+    lines.extend(summary.dissection.as_ref().and_then(dissection::headline));
     lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
 }
@@ -215,6 +222,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     } else {
         Vec::new()
     };
+    let manifest_has_dissect = manifest.stages.contains_key("dissect");
     Ok(Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         run: run.root().display().to_string(),
@@ -225,6 +233,11 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         patching: patching::summarise(run)?,
         causal: causal::summarise(run)?,
         attributions: attribution::summarise(run)?,
+        dissection: if manifest_has_dissect {
+            dissection::summarise(run)?
+        } else {
+            None
+        },
         provenance: provenance::provenance(run),
     })
 }

@@ -116,6 +116,28 @@ pub struct HookDissection {
     pub examples: Vec<ExampleRow>,
 }
 
+/// Units per hook the report shows with their images.
+pub const SHOWN_PER_HOOK: usize = 3;
+
+/// The units of a hook the report shows: the labelled ones of highest IoU, at most `n`.
+pub fn shown_units(d: &HookDissection, n: usize) -> Vec<&UnitRow> {
+    let mut labelled: Vec<&UnitRow> = d.units.iter().filter(|u| u.labelled).collect();
+    labelled.sort_by(|a, b| b.iou.total_cmp(&a.iou).then(a.unit.cmp(&b.unit)));
+    labelled.truncate(n);
+    labelled
+}
+
+/// `dissection/inputs/example-<id>.png`: an image as the model saw it (resized and cropped).
+pub fn input_png(dir: &Path, example_id: u64) -> std::path::PathBuf {
+    dir.join("inputs").join(format!("example-{example_id}.png"))
+}
+
+/// `dissection/masks/example-<id>-<concept>.png`: its mask at the model's input size.
+pub fn mask_png(dir: &Path, example_id: u64, concept: &str) -> std::path::PathBuf {
+    dir.join("masks")
+        .join(format!("example-{example_id}-{concept}.png"))
+}
+
 fn invalid(message: String) -> ConceptError {
     ConceptError::Invalid(message)
 }

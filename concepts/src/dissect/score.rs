@@ -204,11 +204,20 @@ pub fn finish(
     (units, scores)
 }
 
-/// Each unit's top images by their largest cell, with the map, kept while streaming.
+/// Each unit's top images by their largest cell, ties broken by the mean over cells (units
+/// that saturate — ReLU6 at 6.0 — tie on the maximum in many images), with the map, kept while
+/// streaming.
 pub struct TopExamples {
     keep: usize,
-    /// Per unit: (max activation, example id, map), best first.
-    best: Vec<Vec<(f32, u64, Vec<f32>)>>,
+    /// Per unit, best first.
+    best: Vec<Vec<Kept>>,
+}
+
+/// A kept image: its (max, mean) ranking key, id and map.
+struct Kept {
+    key: (f32, f32),
+    id: u64,
+    map: Vec<f32>,
 }
 
 impl TopExamples {
@@ -228,14 +237,24 @@ impl TopExamples {
         if self.keep == 0 {
             return;
         }
+        let better = |a: (f32, f32), b: (f32, f32)| a.0 > b.0 || (a.0 == b.0 && a.1 > b.1);
         for (u, kept) in self.best.iter_mut().enumerate() {
             let map = &maps[u * cells..(u + 1) * cells];
             let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if kept.len() == self.keep && kept.last().is_some_and(|l| l.0 >= max) {
+            let mean = map.iter().sum::<f32>() / cells as f32;
+            let key = (max, mean);
+            if kept.len() == self.keep && kept.last().is_some_and(|l| !better(key, l.key)) {
                 continue;
             }
-            let at = kept.partition_point(|e| e.0 >= max);
-            kept.insert(at, (max, id, map.to_vec()));
+            let at = kept.partition_point(|e| !better(key, e.key));
+            kept.insert(
+                at,
+                Kept {
+                    key,
+                    id,
+                    map: map.to_vec(),
+                },
+            );
             kept.truncate(self.keep);
         }
     }
@@ -247,13 +266,13 @@ impl TopExamples {
             .flat_map(|(u, kept)| {
                 kept.into_iter()
                     .enumerate()
-                    .map(move |(rank, (max, id, map))| ExampleRow {
+                    .map(move |(rank, k)| ExampleRow {
                         hook,
                         unit: u as u32,
                         rank: rank as u32,
-                        example_id: id,
-                        max_activation: max,
-                        map,
+                        example_id: k.id,
+                        max_activation: k.key.0,
+                        map: k.map,
                     })
             })
             .collect()

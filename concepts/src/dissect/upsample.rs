@@ -1,11 +1,16 @@
-//! A unit's cell map laid over the input image: bilinear interpolation between the cells'
-//! receptive-field centres ([`CellGrid`]), constant beyond the outermost centres — the
-//! receptive-field-aware upsampling of the original Network Dissection — thresholded into the
-//! pixels where the unit is "on" (at or above its threshold).
+//! A unit's cell map laid over the input image, as the pixels where the unit is "on": each
+//! cell is on or off (its value at or above the unit's threshold, or not), and a pixel is on
+//! where the on/off indicator, interpolated bilinearly between the cells' receptive-field
+//! centres (constant beyond the outermost centres), reaches one half — the receptive-field-aware
+//! upsampling of the original Network Dissection, applied to the thresholded cells.
 //!
-//! Only pixels near a cell above the threshold can be above it (a bilinear value is a convex
-//! combination of its four surrounding cells), so only those are evaluated: a unit that fires
-//! on 0.5 % of cells costs about that fraction of the image.
+//! Interpolating the indicator rather than the values keeps an on cell's region the size of
+//! its cell whatever its neighbours hold: with values, a run of cells tied at a saturated
+//! maximum (ReLU6 at 6.0) would be on only where all four surrounding cells tie, and a lone
+//! top cell only at its centre, so the on area would no longer track the quantile.
+//!
+//! Only pixels next to an on cell can be on, so only those are evaluated: a unit that fires on
+//! 0.5 % of cells costs about that fraction of the image.
 
 use glassbox_data::grid::{Axis, CellGrid};
 use glassbox_data::masks::Bitmap;
@@ -50,23 +55,31 @@ pub fn value_at(grid: &CellGrid, map: &[f32], y: usize, x: usize) -> f32 {
     top * (1.0 - fy) + bottom * fy
 }
 
-/// Sets in `out` (which the caller clears between maps) the pixels where the upsampled map
-/// reaches `threshold`; returns the rows it set, or `None` when no cell reaches it.
+/// Sets in `out` (which the caller clears between maps) the pixels where the unit is on: the
+/// cells at or above `threshold`, upsampled as the module says. Returns the rows it set, or
+/// `None` when no cell is on.
 pub fn active_pixels(
     grid: &CellGrid,
     map: &[f32],
     threshold: f32,
     out: &mut Bitmap,
 ) -> Option<std::ops::Range<usize>> {
+    if !map.iter().any(|&v| v >= threshold) {
+        return None;
+    }
+    let on: Vec<f32> = map
+        .iter()
+        .map(|&v| f32::from(u8::from(v >= threshold)))
+        .collect();
     let w = grid.cols.cells;
     let (mut y_lo, mut y_hi) = (usize::MAX, 0);
-    for (i, _) in map.iter().enumerate().filter(|(_, &v)| v >= threshold) {
+    for (i, _) in on.iter().enumerate().filter(|(_, &v)| v > 0.0) {
         let (r, c) = (i / w, i % w);
         let (ya, yb) = reach(&grid.rows, r);
         let (xa, xb) = reach(&grid.cols, c);
         for y in ya..=yb {
             for x in xa..=xb {
-                if !out.get(y, x) && value_at(grid, map, y, x) >= threshold {
+                if !out.get(y, x) && value_at(grid, &on, y, x) >= 0.5 {
                     out.set(y, x);
                     y_lo = y_lo.min(y);
                     y_hi = y_hi.max(y);
@@ -77,12 +90,24 @@ pub fn active_pixels(
     (y_lo <= y_hi).then_some(y_lo..y_hi + 1)
 }
 
+/// Whether pixel `(y, x)` is on (every pixel evaluated: for drawing, not for the data set).
+pub fn is_on(grid: &CellGrid, map: &[f32], threshold: f32, y: usize, x: usize) -> bool {
+    let (r, fy) = locate(&grid.rows, y);
+    let (c, fx) = locate(&grid.cols, x);
+    let w = grid.cols.cells;
+    let (r1, c1) = ((r + 1).min(grid.rows.cells - 1), (c + 1).min(w - 1));
+    let at = |r: usize, c: usize| f32::from(u8::from(map[r * w + c] >= threshold));
+    let top = at(r, c) * (1.0 - fx) + at(r, c1) * fx;
+    let bottom = at(r1, c) * (1.0 - fx) + at(r1, c1) * fx;
+    top * (1.0 - fy) + bottom * fy >= 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_evaluating_near_hot_cells_misses_nothing() {
+    fn only_evaluating_near_on_cells_misses_nothing() {
         // A 5×4 grid of stride 8 over a 40×32 image, TF-like offsets; every pixel evaluated
         // against the sparse version.
         let grid = CellGrid::input(40, 32)
@@ -97,13 +122,29 @@ mod tests {
             let mut dense = Bitmap::new(40, 32);
             for y in 0..40 {
                 for x in 0..32 {
-                    if value_at(&grid, &map, y, x) >= threshold {
+                    if is_on(&grid, &map, threshold, y, x) {
                         dense.set(y, x);
                     }
                 }
             }
             assert_eq!(sparse, dense, "threshold {threshold}");
         }
+    }
+
+    #[test]
+    fn tied_saturated_cells_are_on_over_their_whole_cells() {
+        // Stride 4, centres at 1.5, 5.5, …: three cells tied at the top are on over the pixels
+        // nearer to them than to the off cells — 12 of the 16 columns, every row.
+        let grid = CellGrid::input(4, 16).conv(4, 4, 0);
+        let map = [6.0, 6.0, 6.0, 5.9];
+        let mut on = Bitmap::new(4, 16);
+        active_pixels(&grid, &map, 6.0, &mut on);
+        assert_eq!(on.count(), 4 * 12, "{on:?}");
+        let lone = [1.0, 6.0, 1.0, 1.0];
+        on.clear();
+        active_pixels(&grid, &lone, 6.0, &mut on);
+        // Midway to each neighbour's centre: columns 4..=7 (3.5 to 7.5).
+        assert!((4..8).all(|x| on.get(0, x)) && !on.get(0, 3) && !on.get(0, 8));
     }
 
     #[test]

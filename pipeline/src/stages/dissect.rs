@@ -94,6 +94,69 @@ fn choose_hooks(
         .collect())
 }
 
+/// The images of the units the report shows, as the model saw them, and the masks of their
+/// concepts at that size: the report draws the unit's map and the mask over them.
+fn write_shown_images(
+    dir: &std::path::Path,
+    done: &[HookDissection],
+    dataset: &glassbox_data::images::ImageDataset,
+    pre: &glassbox_data::images::Preprocessor,
+    masks: &glassbox_data::masks::MaskSet,
+) -> Result<()> {
+    use glassbox_concepts::dissect::{input_png, mask_png, shown_units, SHOWN_PER_HOOK};
+    let mut wanted: std::collections::BTreeSet<(u64, String)> = Default::default();
+    for d in done {
+        for u in shown_units(d, SHOWN_PER_HOOK) {
+            for e in d.examples.iter().filter(|e| e.unit == u.unit) {
+                wanted.insert((e.example_id, u.concept.clone()));
+            }
+        }
+    }
+    for (id, concept) in &wanted {
+        let i = *id as usize;
+        let input = input_png(dir, *id);
+        if !input.exists() {
+            let source = dataset.path(i);
+            let img = glassbox_data::images::load_rgb(&source)?;
+            let seen = pre.resize_and_crop(&img, pre.filter, &source)?;
+            save_png(&input, |b| seen.write_to(b, image::ImageFormat::Png))?;
+        }
+        let c = masks
+            .concepts
+            .iter()
+            .position(|x| x == concept)
+            .expect("a mask concept");
+        let mut gray = image::GrayImage::new(masks.width as u32, masks.height as u32);
+        if let Some(m) = &masks.masks[i][c] {
+            for (x, y, p) in gray.enumerate_pixels_mut() {
+                p.0[0] = if m.get(y as usize, x as usize) {
+                    255
+                } else {
+                    0
+                };
+            }
+        }
+        save_png(&mask_png(dir, *id, concept), |b| {
+            gray.write_to(b, image::ImageFormat::Png)
+        })?;
+    }
+    Ok(())
+}
+
+fn save_png(
+    path: &std::path::Path,
+    encode: impl FnOnce(&mut std::io::Cursor<&mut Vec<u8>>) -> image::ImageResult<()>,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut bytes = Vec::new();
+    encode(&mut std::io::Cursor::new(&mut bytes))
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    glassbox_data::atomic::write_bytes(path, &bytes)?;
+    Ok(())
+}
+
 /// Runs the stage; `None` when up to date.
 pub fn run_dissect(
     run: &RunDir,
@@ -179,6 +242,7 @@ pub fn run_dissect(
         done.push(d);
     }
     write_dissection(tx.run(), &done)?;
+    write_shown_images(&tx.run().dissection_dir(), &done, &dataset, &pre, &masks)?;
     let result = DissectDone {
         hooks: done.iter().map(outcome).collect(),
         concepts: masks.concepts.clone(),
