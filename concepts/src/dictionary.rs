@@ -13,6 +13,7 @@ use crate::sae::stream::{RowId, RowSource, Split, StoreRows};
 use crate::sae::{Architecture, Sae, SaeOptions};
 use crate::ConceptError;
 use glassbox_data::examples::read_examples;
+use glassbox_data::grid::ImageCells;
 use glassbox_data::store::PartStream;
 use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::HookPoint;
@@ -96,6 +97,7 @@ pub fn run_dictionary(
     options: &DictionaryOptions,
     upstream: &str,
     pause_after: Option<usize>,
+    cells: Option<&ImageCells>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ConceptError> {
     if options.hooks.is_empty() && options.load.is_empty() && options.neurons.is_empty() {
@@ -105,7 +107,11 @@ pub fn run_dictionary(
         ));
     }
     let examples = read_examples(run)?;
-    let tokens = read_tokens(run)?;
+    // Image runs have no tokens.parquet: their cells stand in, named per hook.
+    let tokens = match cells {
+        Some(c) => c.run_tokens(),
+        None => read_tokens(run)?,
+    };
     let source = run.examples().display().to_string();
     let labels = inputs::label_targets(
         &examples,
@@ -126,6 +132,7 @@ pub fn run_dictionary(
         run,
         options,
         tokens: &tokens,
+        cells,
         labels: &labels,
         special: &special,
         progress,
@@ -154,6 +161,7 @@ struct Context<'a> {
     run: &'a RunDir,
     options: &'a DictionaryOptions,
     tokens: &'a Tokens,
+    cells: Option<&'a ImageCells>,
     labels: &'a [explain::LabelTarget],
     /// Shared by every row source the stage opens (one per pass).
     special: &'a Arc<HashSet<RowId>>,
@@ -400,16 +408,23 @@ impl Context<'_> {
     ) -> Result<(), ConceptError> {
         let mut all = self.rows(hook, Split::All)?;
         let directions = inputs::run_directions(self.run, hook)?;
+        let hook_cells = self.cells.and_then(|c| c.hook_tokens(hook));
         let e = explain::explain(
             units,
             &mut all,
-            self.tokens,
+            hook_cells.as_ref().unwrap_or(self.tokens),
             self.labels,
             &directions,
             &self.options.explain,
             self.progress,
         )?;
-        explain::write::write(&self.run.dictionary_dir(hook), unit, &e)
+        let dir = self.run.dictionary_dir(hook);
+        if let Some(grid) = self.cells.and_then(|c| c.grids.get(&hook)) {
+            // Where each position sits in the model input, for notebooks (and the report).
+            let json = serde_json::to_vec_pretty(grid).expect("a grid serialises");
+            glassbox_data::atomic::write_bytes(&dir.join("grid.json"), &json)?;
+        }
+        explain::write::write(&dir, unit, &e)
     }
 }
 

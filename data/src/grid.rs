@@ -175,6 +175,56 @@ impl CellGrid {
     }
 }
 
+/// The cells of image runs in place of tokens, so the unit explanations written for text read
+/// image runs too: each example's positions named `r{row}c{col}` (`[CLS]` for a class token, a
+/// special token like text's, left out of SAE training by default), one grid per hook.
+#[derive(Debug, Clone, Default)]
+pub struct ImageCells {
+    pub example_ids: Vec<u64>,
+    pub grids: std::collections::BTreeMap<crate::HookPoint, CellGrid>,
+}
+
+impl ImageCells {
+    fn table(
+        &self,
+        positions: usize,
+        name: impl Fn(usize) -> Option<String>,
+    ) -> crate::tokens::Tokens {
+        let mut t = crate::tokens::Tokens::default();
+        for &e in &self.example_ids {
+            for p in 0..positions {
+                let token = name(p);
+                t.example_ids.push(e);
+                t.positions.push(p as u32);
+                t.spans.push(token.as_ref().map(|_| (0, 0)));
+                t.tokens.push(token.unwrap_or_else(|| "[CLS]".to_owned()));
+            }
+        }
+        t
+    }
+
+    /// Positions `0..max` over every hook (the labels and special positions are keyed by
+    /// example and position, whatever the hook).
+    pub fn run_tokens(&self) -> crate::tokens::Tokens {
+        let max = self
+            .grids
+            .values()
+            .map(CellGrid::positions)
+            .max()
+            .unwrap_or(0);
+        let class_token = self.grids.values().any(|g| g.class_token);
+        self.table(max, |p| (!(class_token && p == 0)).then(|| format!("#{p}")))
+    }
+
+    /// One hook's positions named by their cell.
+    pub fn hook_tokens(&self, hook: crate::HookPoint) -> Option<crate::tokens::Tokens> {
+        let g = self.grids.get(&hook)?;
+        Some(self.table(g.positions(), |p| {
+            g.cell(p).map(|(r, c)| format!("r{r}c{c}"))
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +254,26 @@ mod tests {
         assert_eq!(a.centre(0), 0.0);
         assert_eq!(a.span(0), (0, 5));
         assert_eq!(a.span(10), (40 - 5, 40 + 5));
+    }
+
+    #[test]
+    fn image_cells_name_positions_by_row_and_column() {
+        let mut cells = ImageCells {
+            example_ids: vec![4, 9],
+            ..Default::default()
+        };
+        cells
+            .grids
+            .insert(crate::HookPoint::Stem, CellGrid::patches(32, 48, 16));
+        let t = cells.hook_tokens(crate::HookPoint::Stem).unwrap();
+        assert_eq!(t.len(), 2 * 7);
+        assert_eq!((t.tokens[0].as_str(), t.spans[0]), ("[CLS]", None));
+        assert_eq!(
+            (t.tokens[6].as_str(), t.example_ids[6], t.positions[6]),
+            ("r1c2", 4, 6)
+        );
+        assert_eq!(cells.run_tokens().len(), 14);
+        assert!(cells.hook_tokens(crate::HookPoint::Head).is_none());
     }
 
     #[test]

@@ -174,22 +174,14 @@ print("ok")
     let out = tcav(&run, "class:unicorn", &[&stripes], &[]);
     assert_bad_input(&out, &["class:unicorn", "id2label"]);
 
-    // Dictionaries explain features through tokens: an image run is refused by name, and the
-    // stage is not marked complete.
+    // Dictionaries explain image runs by cell (vision_units_cli.rs); a hook with one position per
+    // image has no cells: refused by name, and the stage is not marked complete.
     let out = glassbox()
-        .args([
-            "dictionary",
-            "--hook",
-            "stages.5.blocks.0.hook_out",
-            "--run",
-        ])
+        .args(["dictionary", "--hook", "hook_pooled", "--run"])
         .arg(&run)
         .output()
         .unwrap();
-    assert_bad_input(
-        &out,
-        &["image model", "efficientnet_lite", "text runs only"],
-    );
+    assert_bad_input(&out, &["hook_pooled", "single position"]);
     let manifest = std::fs::read_to_string(run.join("manifest.json")).unwrap();
     assert!(!manifest.contains("\"dictionary\""), "{manifest}");
 

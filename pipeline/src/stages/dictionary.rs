@@ -6,6 +6,7 @@ use crate::fingerprint::fingerprint;
 use anyhow::{Context, Result};
 use glassbox_concepts::dictionary::{run_dictionary, HookSummary, Outcome};
 use glassbox_concepts::dictionary_check::check;
+use glassbox_data::grid::ImageCells;
 use glassbox_data::HookPoint;
 use glassbox_data::{Progress, RunDir};
 
@@ -37,19 +38,14 @@ pub fn run_dictionary_stage(
 ) -> Result<DictionaryRun> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("extract")?;
-    if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
-        let family = manifest.model.as_ref().map_or("?", |m| m.family.as_str());
-        anyhow::bail!(
-            "{}: this run was extracted from an image model ({family}); the dictionary stage \
-             explains features through the run's tokens.parquet, which image runs do not have, \
-             so it runs on text runs only. Drop [dictionary] from the config, or extract a text \
-             model",
-            run.root().display()
-        );
-    }
     // Settings first: NaN serialises as null, so `--lr NaN` would otherwise match the default's
     // fingerprint and pass as up to date.
     check(run, settings)?;
+    let cells = if super::run_model::run_modality(run) == glassbox_data::Modality::Vision {
+        Some(image_cells(run, settings)?)
+    } else {
+        None
+    };
     let extract = manifest
         .stage_fingerprint("extract")
         .unwrap_or_default()
@@ -74,7 +70,14 @@ pub fn run_dictionary_stage(
     if !force && !tx.resumed() {
         seed_reusable_saes(run, tx.run())?;
     }
-    match run_dictionary(tx.run(), settings, &extract, pause_after, progress)? {
+    match run_dictionary(
+        tx.run(),
+        settings,
+        &extract,
+        pause_after,
+        cells.as_ref(),
+        progress,
+    )? {
         Outcome::Paused { hook, step, steps } => {
             tx.keep_for_resume();
             Ok(DictionaryRun::Paused { hook, step, steps })
@@ -108,6 +111,39 @@ pub fn run_dictionary_stage(
             Ok(DictionaryRun::Complete(summaries))
         }
     }
+}
+
+/// An image run's cells in place of tokens: each dictionary hook's grid at the model's input
+/// size. A hook with a single position (pooled features, logits) has no cells to explain and
+/// is refused by name; token-level labels have no words to attach to.
+fn image_cells(run: &RunDir, settings: &DictionarySection) -> Result<ImageCells> {
+    if let Some(l) = settings.token_labels.first() {
+        anyhow::bail!(
+            "[dictionary] token_labels = [\"{l}\"]: token-level labels label words, and this is an image run; use sequence labels (`labels`), which apply to every cell of an image"
+        );
+    }
+    if !settings.load.is_empty() {
+        anyhow::bail!(
+            "[dictionary] load: pretrained SAE suites are for language models; on an image run train one (`hooks`) or explain the channels (`neurons`)"
+        );
+    }
+    let model = super::run_model::load_run_model(run)?;
+    let input = super::run_model::input_size(run, &model)?;
+    let mut cells = ImageCells {
+        example_ids: glassbox_data::examples::read_examples(run)?.example_ids,
+        ..Default::default()
+    };
+    for &hook in settings.hooks.iter().chain(&settings.neurons) {
+        match model.model.hook_grid(hook, input).filter(|g| g.cells() >= 2) {
+            Some(grid) => {
+                cells.grids.insert(hook, grid);
+            }
+            None => anyhow::bail!(
+                "[dictionary] hook `{hook}` has a single position per image (pooled features, logits): an SAE there would explain whole images, not regions; choose a feature-map or patch-token hook"
+            ),
+        }
+    }
+    Ok(cells)
 }
 
 /// Copies the run's trained SAEs (`dictionary/hook=*/sae/`) into the staging folder, where the

@@ -51,3 +51,21 @@ pub fn run_modality(run: &RunDir) -> Modality {
         .and_then(|m| m.modality.or_else(|| modality_of(&m.family)))
         .unwrap_or(Modality::Text)
 }
+
+/// The model input size of an image run: the preprocessor's crop or fixed size, else the first
+/// image's size after resizing (a preprocessor that keeps sizes must see one size throughout).
+pub fn input_size(run: &RunDir, model: &LoadedModel) -> Result<(usize, usize)> {
+    let pre = model.preprocessor()?;
+    if let Some((h, w)) = pre.output_size() {
+        return Ok((h as usize, w as usize));
+    }
+    let manifest = run.require_stage("extract")?;
+    let data = manifest
+        .data
+        .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
+    let dataset = glassbox_data::images::read_image_dataset(std::path::Path::new(&data.path))?;
+    let first = dataset.path(0);
+    let img = glassbox_data::images::load_rgb(&first)?;
+    let (_, h, w) = pre.apply(&img, &first)?;
+    Ok((h as usize, w as usize))
+}

@@ -1,7 +1,9 @@
-//! `glassbox textures --masks` → extract (per-cell rows) → `glassbox dissect` on the committed
-//! tiny ResNet, the tables read back with pyarrow; and the refusals: a mask of the wrong size, a
-//! missing mask file, a concept with no masked pixels, a hook with one position, a run without
-//! per-cell rows, a text run, a bad setting — each exit 2, named, the run byte-identical.
+//! Units of image runs through the CLI, on the committed tiny ResNet: `glassbox textures
+//! --masks` → extract (per-cell rows) → `glassbox dissect`, and an SAE and the channels of an
+//! image run explained by `glassbox dictionary` (cells in place of tokens), the tables read back
+//! with pyarrow; and the refusals: a mask of the wrong size, a missing mask file, a concept with
+//! no masked pixels, a hook with one position (dissect and dictionary), a run without per-cell
+//! rows, a text run, a bad setting — each exit 2, named, the run byte-identical.
 
 use glassbox_tests::*;
 use std::path::{Path, PathBuf};
@@ -198,4 +200,66 @@ fn refuses_bad_masks_hooks_and_runs_by_name_and_leaves_the_run_unchanged() {
     let text_run = tmp.path().join("text");
     tiny_gpt2_run(&text_run, true, None);
     refused(&text_run, &[], &["text model"]);
+}
+
+#[test]
+fn explains_an_image_runs_sae_features_and_channels_by_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = masked_set(&tmp.path().join("masked"));
+    let run = tmp.path().join("run");
+    extract(&data, &run, true);
+    let dictionary = |extra: &[&str]| {
+        glassbox()
+            .args([
+                "dictionary",
+                "--width",
+                "32",
+                "--k",
+                "4",
+                "--train-tokens",
+                "3000",
+                "--label",
+                "label",
+                "--run",
+            ])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let before = snapshot(&run);
+    assert_bad_input(
+        &dictionary(&["--hook", "hook_pooled"]),
+        &["hook_pooled", "single position"],
+    );
+    assert!(
+        before == snapshot(&run),
+        "a refused dictionary changed the run"
+    );
+    let out = dictionary(&[
+        "--hook",
+        "hook_stem",
+        "--neurons",
+        "stages.1.blocks.0.hook_out",
+    ]);
+    assert_success(&out, "dictionary on an image run");
+    pyarrow_check(
+        "vision_units_cli",
+        r#"
+import json, re, sys, pyarrow.parquet as pq
+d = sys.argv[1]
+for hook, kind, cells in (("hook_stem", "feature", 16), ("stages.1.blocks.0.hook_out", "neuron", 8)):
+    rows = pq.read_table(f"{d}/hook={hook}/{kind}_examples.parquet").to_pylist()
+    assert rows, hook
+    for r in rows:
+        m = re.fullmatch(r"r(\d+)c(\d+)", r["token"])
+        assert m, r["token"]
+        assert int(m[1]) * cells + int(m[2]) == r["position"] and 0 <= r["example_id"] < 12, r
+    grid = json.load(open(f"{d}/hook={hook}/grid.json"))
+    assert grid["rows"]["cells"] == cells and grid["class_token"] is False, grid
+labels = pq.read_table(f"{d}/hook=hook_stem/feature_labels.parquet").to_pylist()
+assert {l["label"] for l in labels} == {"label"}, labels[:2]
+"#,
+        &[&run.join("dictionary")],
+    );
 }
