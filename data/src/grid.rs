@@ -157,6 +157,25 @@ impl CellGrid {
         (i < self.cells()).then(|| (i / self.cols.cells, i % self.cols.cells))
     }
 
+    /// The pixels nearer a cell's centre than any neighbour's (a stride-sized box around the
+    /// centre, clipped): where the cell "is", as opposed to everything it reads. `None` for a
+    /// class token.
+    pub fn cell_box(&self, position: usize) -> Option<Rect> {
+        let (r, c) = self.cell(position)?;
+        // `[centre − stride/2, centre + stride/2)`: `stride` pixels, clipped to the image.
+        let span = |a: &Axis, i: usize| {
+            let lo = (a.centre(i) - a.stride / 2.0).ceil();
+            let last = a.pixels.saturating_sub(1) as f64;
+            (
+                lo.clamp(0.0, last) as usize,
+                (lo + a.stride - 1.0).clamp(0.0, last) as usize,
+            )
+        };
+        let (y0, y1) = span(&self.rows, r);
+        let (x0, x1) = span(&self.cols, c);
+        Some(Rect { x0, y0, x1, y1 })
+    }
+
     /// The input rectangle a position reads (the whole image for a class token).
     pub fn rect(&self, position: usize) -> Option<Rect> {
         if self.class_token && position == 0 {
@@ -300,5 +319,18 @@ mod tests {
             })
         );
         assert_eq!(g.rect(7), None);
+        assert_eq!(g.cell_box(6), g.rect(6), "a patch is its own cell");
+        assert_eq!(g.cell_box(0), None);
+        // Stride 4 from a 7×7/2 + pool stem: cell 10 is centred at 40, its box 38..=41.
+        let r = CellGrid::input(224, 224).conv(7, 2, 3).conv(3, 2, 1);
+        assert_eq!(
+            r.cell_box(10),
+            Some(Rect {
+                x0: 38,
+                y0: 0,
+                x1: 41,
+                y1: 1
+            })
+        );
     }
 }

@@ -205,8 +205,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
-/// Hugging Face image-processor steps, in order.
-#[derive(Debug, Clone, PartialEq)]
+/// Hugging Face image-processor steps, in order. Recorded in the manifest of image runs, so
+/// later stages and the report can show an image as the model saw it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocessor {
     /// Resize so the shorter edge has this many pixels (aspect kept); `None` = no resize.
     pub shortest_edge: Option<u32>,
@@ -217,7 +218,45 @@ pub struct Preprocessor {
     pub rescale_factor: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    #[serde(with = "filter_name")]
     pub filter: FilterType,
+}
+
+/// `FilterType` by name (the `image` crate's type has no serde).
+mod filter_name {
+    use super::FilterType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const NAMES: [(FilterType, &str); 5] = [
+        (FilterType::Nearest, "nearest"),
+        (FilterType::Triangle, "bilinear"),
+        (FilterType::CatmullRom, "bicubic"),
+        (FilterType::Gaussian, "gaussian"),
+        (FilterType::Lanczos3, "lanczos3"),
+    ];
+
+    pub fn serialize<S: Serializer>(f: &FilterType, s: S) -> Result<S::Ok, S::Error> {
+        let name = NAMES
+            .iter()
+            .find(|(x, _)| x == f)
+            .map_or("bilinear", |(_, n)| n);
+        s.serialize_str(name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FilterType, D::Error> {
+        let name = String::deserialize(d)?;
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(f, _)| *f)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown resampling filter `{name}`")))
+    }
+}
+
+/// The image at `path` as the model saw it (resized and cropped by `pre`, not normalised).
+pub fn model_input(path: &Path, pre: &Preprocessor) -> Result<RgbImage> {
+    let img = load_rgb(path)?;
+    pre.resize_and_crop(&img, pre.filter, path)
 }
 
 /// Writes preprocessed pixels (`height × width × 3`, channels-last, normalised by `pre`) back

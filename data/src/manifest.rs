@@ -35,6 +35,10 @@ pub struct ModelRecord {
     pub modality: Option<crate::Modality>,
     /// SHA-256 of the weights file.
     pub weights_sha256: String,
+    /// Image models: the preprocessing the images went through (absent for text models and
+    /// runs written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessor: Option<crate::images::Preprocessor>,
 }
 
 /// The data set that was run through the model.

@@ -32,6 +32,10 @@ pub struct Snippet {
     pub tokens: Vec<String>,
     pub activations: Vec<f32>,
     pub center: u32,
+    /// Image runs: the image as the model saw it with the cell's receptive field outlined
+    /// (base64 JPEG; not in `summary.json`).
+    #[serde(skip)]
+    pub thumbnail: Option<String>,
 }
 
 /// One hook's dictionary results.
@@ -50,7 +54,12 @@ pub struct DictionaryFinding {
 /// Reads every `dictionary/hook=*/` folder of the run.
 pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
     let mut out = Vec::new();
+    let mut inputs = crate::thumbnails::ModelInputs::open(run);
     for (hook, dir) in glassbox_concepts::explain::read::dictionary_hooks(run)? {
+        // Image runs write each hook's grid: its examples are cells, shown on their image.
+        let grid: Option<glassbox_data::grid::CellGrid> = std::fs::read(dir.join("grid.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;
@@ -60,7 +69,19 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
             } else {
                 None
             };
-            let (units, listed) = listed_units(&dir, unit)?;
+            let (units, mut listed) = listed_units(&dir, unit)?;
+            if let (Some(grid), Some(inputs)) = (&grid, inputs.as_mut()) {
+                for s in listed.iter_mut().flat_map(|u| &mut u.examples) {
+                    let at = s.position as usize;
+                    let field = grid.rect(at);
+                    // A class token reads the whole image and sits nowhere: the image alone.
+                    let cell = grid.cell_box(at).or(field);
+                    s.thumbnail = field.zip(cell).and_then(|(field, cell)| {
+                        let img = inputs.get(s.example_id)?;
+                        crate::thumbnails::jpeg(&crate::thumbnails::mark_rect(img, field, cell))
+                    });
+                }
+            }
             out.push(DictionaryFinding {
                 hook,
                 kind: kind.into(),
@@ -122,6 +143,7 @@ fn listed_units(dir: &Path, unit: &str) -> Result<(usize, Vec<ListedUnit>), Repo
                         tokens: e.context_tokens.clone(),
                         activations: e.context_activations.clone(),
                         center: e.center,
+                        thumbnail: None,
                     })
                     .collect(),
                 row,
@@ -376,13 +398,30 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
                 unit,
                 crate::markup::inline(&unit_line(u, unit))
             ));
-            for s in &u.examples {
+            for s in u.examples.iter().filter(|s| s.thumbnail.is_none()) {
                 h.push_str(&crate::markup::snippet(
                     &s.tokens,
                     &s.activations,
                     s.center,
                     s.activation,
                 ));
+            }
+            let images: String = u
+                .examples
+                .iter()
+                .filter_map(|s| {
+                    Some(format!(
+                        "<img alt=\"example {} cell {}\" title=\"activation {:.3}\" width=\"{side}\" height=\"{side}\" src=\"data:image/jpeg;base64,{}\">",
+                        s.example_id,
+                        escape(s.tokens.get(s.center as usize).map_or("", String::as_str)),
+                        s.activation,
+                        s.thumbnail.as_ref()?,
+                        side = crate::thumbnails::SIDE
+                    ))
+                })
+                .collect();
+            if !images.is_empty() {
+                h.push_str(&format!("<div class=\"thumbs\">{images}</div>\n"));
             }
             h.push_str("</li>\n");
         }

@@ -3,7 +3,7 @@
 //! saw it, dimmed where the unit is off (its upsampled map below the unit's threshold), with the
 //! concept's mask outlined — embedded as small JPEGs so the bundle stays self-contained.
 
-use crate::markup::{base64, escape, inline};
+use crate::markup::{escape, inline};
 use crate::ReportError;
 use glassbox_concepts::dissect::{
     input_png, mask_png, read_dissection, shown_units, upsample::is_on, ExampleRow, UnitRow,
@@ -15,8 +15,6 @@ use image::{GrayImage, Rgb, RgbImage};
 use serde::Serialize;
 use std::path::Path;
 
-/// Thumbnail side in pixels.
-const THUMB: u32 = 128;
 /// The mask's outline colour.
 const OUTLINE: Rgb<u8> = Rgb([0, 229, 255]);
 
@@ -117,12 +115,7 @@ fn read_png(path: &Path) -> Option<image::DynamicImage> {
 fn thumbnail(dir: &Path, grid: &CellGrid, unit: &UnitRow, e: &ExampleRow) -> Option<String> {
     let input = read_png(&input_png(dir, e.example_id))?.to_rgb8();
     let mask = read_png(&mask_png(dir, e.example_id, &unit.concept))?.to_luma8();
-    let img = compose(&input, &mask, grid, &e.map, unit.threshold)?;
-    let small = image::imageops::resize(&img, THUMB, THUMB, image::imageops::FilterType::Triangle);
-    let mut bytes = Vec::new();
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85);
-    encoder.encode_image(&small).ok()?;
-    Some(base64(&bytes))
+    crate::thumbnails::jpeg(&compose(&input, &mask, grid, &e.map, unit.threshold)?)
 }
 
 /// Draws the unit's on-region and the mask's outline over the model-input image.
@@ -195,9 +188,10 @@ pub(crate) fn section_html(s: &DissectionSummary) -> String {
             u.thumbnails
                 .iter()
                 .map(|t| format!(
-                    "<img alt=\"top image of unit {} at {}\" width=\"{THUMB}\" height=\"{THUMB}\" src=\"data:image/jpeg;base64,{t}\">",
+                    "<img alt=\"top image of unit {} at {}\" width=\"{side}\" height=\"{side}\" src=\"data:image/jpeg;base64,{t}\">",
                     u.unit,
-                    escape(&u.hook)
+                    escape(&u.hook),
+                    side = crate::thumbnails::SIDE
                 ))
                 .collect::<String>(),
             inline(&format!(

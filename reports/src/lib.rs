@@ -18,6 +18,7 @@ mod summary_md;
 mod svg;
 mod tables;
 mod tcav_svg;
+mod thumbnails;
 
 use glassbox_data::HookPoint;
 use glassbox_data::{atomic, DataError, Manifest, RunDir};

@@ -81,7 +81,7 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding
 td:first-child,th:first-child{text-align:left}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}\
 small{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}.note{color:#555}\
 tr.significant td{background:#eef6ee}\
-.unit{margin:.6rem 0}.unit-head{font-size:.95rem}.snippet{font-family:ui-monospace,monospace;font-size:.85rem;margin:.15rem 0 .15rem 1rem}\
+.thumbs{margin:.2rem 0 .2rem 1rem}.thumbs img,figure.dissected img{margin-right:4px}.unit{margin:.6rem 0}.unit-head{font-size:.95rem}.snippet{font-family:ui-monospace,monospace;font-size:.85rem;margin:.15rem 0 .15rem 1rem}\
 .snippet span{padding:0 1px;border-radius:2px}.snippet span.center{outline:1px solid #b55}\
 .unit-page{border-top:1px solid #ddd;margin-top:1rem}.bin{color:#777;font-size:.8rem;margin-left:1rem}.nav{color:#555}";
 

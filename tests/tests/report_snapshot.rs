@@ -70,6 +70,7 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
         family: "bert".into(),
         modality: None,
         weights_sha256: "0".repeat(64),
+        preprocessor: None,
     });
     manifest.data = Some(DataRecord {
         path: "tiny.jsonl".into(),

@@ -227,6 +227,21 @@ fn explains_an_image_runs_sae_features_and_channels_by_cell() {
             .output()
             .unwrap()
     };
+    // Probes first: a new probe result voids the dictionary (its explanations cite them).
+    let probe = glassbox()
+        .args([
+            "probe",
+            "--label",
+            "label",
+            "--bootstrap",
+            "50",
+            "--no-neurons",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&probe, "probe");
     let before = snapshot(&run);
     assert_bad_input(
         &dictionary(&["--hook", "hook_pooled"]),
@@ -261,5 +276,22 @@ labels = pq.read_table(f"{d}/hook=hook_stem/feature_labels.parquet").to_pylist()
 assert {l["label"] for l in labels} == {"label"}, labels[:2]
 "#,
         &[&run.join("dictionary")],
+    );
+    // The report shows the listed units' top cells on their images, not cell names.
+    assert_success(
+        &glassbox()
+            .arg("report")
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap(),
+        "report",
+    );
+    let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    let thumbs = html.matches("<div class=\"thumbs\"><img").count();
+    assert!(thumbs > 0, "no thumbnails in the dictionary section");
+    assert!(
+        html.contains("src=\"data:image/jpeg;base64,/9j/"),
+        "a JPEG data URI"
     );
 }

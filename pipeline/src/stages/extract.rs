@@ -135,6 +135,9 @@ pub fn run_extract(
         family: family.to_owned(),
         modality: Some(model.modality()),
         weights_sha256,
+        preprocessor: (model.modality() == glassbox_data::Modality::Vision)
+            .then(|| model.preprocessor())
+            .transpose()?,
     };
     let data_record = DataRecord {
         path: req.data.display().to_string(),

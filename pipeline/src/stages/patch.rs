@@ -264,6 +264,7 @@ pub fn run_patch(
         family: model.model.family().to_owned(),
         modality: Some(model.modality()),
         weights_sha256,
+        preprocessor: None,
     };
     tx.commit(
         done,

@@ -1,0 +1,117 @@
+//! Small images for the report: an image run's pictures as the model saw them (the
+//! preprocessing recorded in the manifest, applied to the data set's files), with a region
+//! marked, as base64 JPEGs for `<img src="data:…">` — so the bundle stays one self-contained
+//! page. Missing files or a run that predates the recorded preprocessing give no thumbnail,
+//! never an error: the report then shows the cell's name instead.
+
+use crate::markup::base64;
+use glassbox_data::grid::Rect;
+use glassbox_data::images::{model_input, Preprocessor};
+use glassbox_data::RunDir;
+use image::{Rgb, RgbImage};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Side of a thumbnail in pixels.
+pub(crate) const SIDE: u32 = 112;
+/// The colour regions are outlined in.
+pub(crate) const OUTLINE: Rgb<u8> = Rgb([255, 214, 0]);
+
+/// A JPEG of `img` scaled to `SIDE`, base64.
+pub(crate) fn jpeg(img: &RgbImage) -> Option<String> {
+    let small = image::imageops::resize(img, SIDE, SIDE, image::imageops::FilterType::Triangle);
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+        .encode_image(&small)
+        .ok()?;
+    Some(base64(&bytes))
+}
+
+/// `img` dimmed outside `field` (what a cell reads), with `cell` (where it sits) outlined
+/// (2 px, inside it).
+pub(crate) fn mark_rect(img: &RgbImage, field: Rect, cell: Rect) -> RgbImage {
+    let within =
+        |r: &Rect, x: usize, y: usize| (r.x0..=r.x1).contains(&x) && (r.y0..=r.y1).contains(&y);
+    let mut out = img.clone();
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        let (x, y) = (x as usize, y as usize);
+        let border = within(&cell, x, y)
+            && (x < cell.x0 + 2 || x + 2 > cell.x1 || y < cell.y0 + 2 || y + 2 > cell.y1);
+        if border {
+            *p = OUTLINE;
+        } else if !within(&field, x, y) {
+            p.0 = p.0.map(|c| (c as f32 * 0.35) as u8);
+        }
+    }
+    out
+}
+
+/// An image run's pictures by example id, loaded once each.
+pub(crate) struct ModelInputs {
+    pre: Preprocessor,
+    files: Vec<PathBuf>,
+    cache: HashMap<u64, Option<RgbImage>>,
+}
+
+impl ModelInputs {
+    /// `None` for text runs and runs without the recorded preprocessing.
+    pub(crate) fn open(run: &RunDir) -> Option<Self> {
+        let manifest = glassbox_data::Manifest::load(run).ok()?;
+        let pre = manifest.model?.preprocessor?;
+        let data = PathBuf::from(manifest.data?.path);
+        let root = if data.is_dir() {
+            data
+        } else {
+            data.parent()?.to_path_buf()
+        };
+        let examples = glassbox_data::examples::read_examples(run).ok()?;
+        let mut files = vec![
+            PathBuf::new();
+            examples
+                .example_ids
+                .iter()
+                .max()
+                .map_or(0, |m| *m as usize + 1)
+        ];
+        for (id, text) in examples.example_ids.iter().zip(&examples.texts) {
+            files[*id as usize] = root.join(text);
+        }
+        Some(Self {
+            pre,
+            files,
+            cache: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn get(&mut self, example_id: u64) -> Option<&RgbImage> {
+        let (pre, files) = (&self.pre, &self.files);
+        self.cache
+            .entry(example_id)
+            .or_insert_with(|| {
+                let file = files.get(example_id as usize)?;
+                model_input(file, pre).ok()
+            })
+            .as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_the_rectangle_and_dims_the_rest() {
+        let img = RgbImage::from_pixel(10, 10, Rgb([100, 200, 50]));
+        let r = Rect {
+            x0: 2,
+            y0: 2,
+            x1: 7,
+            y1: 7,
+        };
+        let out = mark_rect(&img, r, r);
+        assert_eq!(*out.get_pixel(2, 5), OUTLINE);
+        assert_eq!(out.get_pixel(5, 5).0, [100, 200, 50]);
+        assert_eq!(out.get_pixel(0, 0).0, [35, 70, 17]);
+        assert!(jpeg(&out).is_some_and(|b| !b.is_empty()));
+    }
+}
