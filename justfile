@@ -61,7 +61,8 @@ test: models venv browser
     @just test-simd
 
 # The numeric tests at every SIMD level below the CPU's best (the full run above covers the best):
-# the executables `cargo test --workspace` built, run again with GLASSBOX_SIMD capped — no rebuild.
+# the executables `cargo test --workspace` built, run again with GLASSBOX_SIMD capped — no rebuild;
+# the whole-model integration tests are left to the main run (scripts/test_simd.py says which).
 test-simd:
     python3 scripts/test_simd.py
 

@@ -14,6 +14,17 @@ import subprocess
 import sys
 import time
 
+# Whole-model integration tests (minutes each at the scalar level) whose arithmetic is the
+# kernels' that the unit and parity tests already cover at every level: they run at the CPU's
+# best level in the main suite, and on an AVX2-only machine at AVX2 there.
+MODEL_LEVEL = {
+    "attribution_smollm2",
+    "attribution_effnet",
+    "attribution_encoder",
+    "patching_parity",
+    "planted_sae_architectures",
+}
+
 NUMERIC_PACKAGES = {
     "glassbox-probes",
     "glassbox-concepts",
@@ -52,8 +63,11 @@ def test_executables():
         # package_id is "path+file:///…/probes#glassbox-probes@0.1.0" (cargo ≥ 1.77) or
         # "glassbox-probes 0.1.0 (path+file://…)" (older): the name is in either.
         name = package.split("#", 1)[-1].split("@", 1)[0] if "#" in package else package.split()[0]
+        target = msg["target"]["name"]
+        if target in MODEL_LEVEL:
+            continue
         if name in NUMERIC_PACKAGES and set(msg["target"]["kind"]) & {"lib", "test"}:
-            found.append((name, msg["target"]["name"], msg["executable"], os.path.dirname(msg["manifest_path"])))
+            found.append((name, target, msg["executable"], os.path.dirname(msg["manifest_path"])))
     return found
 
 
