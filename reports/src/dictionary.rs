@@ -57,9 +57,7 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
     let mut inputs = crate::thumbnails::ModelInputs::open(run);
     for (hook, dir) in glassbox_concepts::explain::read::dictionary_hooks(run)? {
         // Image runs write each hook's grid: its examples are cells, shown on their image.
-        let grid: Option<glassbox_data::grid::CellGrid> = std::fs::read(dir.join("grid.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let grid = crate::thumbnails::read_grid(&dir);
         for (unit, kind) in [("feature", "features"), ("neuron", "neurons")] {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;
@@ -72,14 +70,13 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
             let (units, mut listed) = listed_units(&dir, unit)?;
             if let (Some(grid), Some(inputs)) = (&grid, inputs.as_mut()) {
                 for s in listed.iter_mut().flat_map(|u| &mut u.examples) {
-                    let at = s.position as usize;
-                    let field = grid.rect(at);
-                    // A class token reads the whole image and sits nowhere: the image alone.
-                    let cell = grid.cell_box(at).or(field);
-                    s.thumbnail = field.zip(cell).and_then(|(field, cell)| {
-                        let img = inputs.get(s.example_id)?;
-                        crate::thumbnails::jpeg(&crate::thumbnails::mark_rect(img, field, cell))
-                    });
+                    s.thumbnail = crate::thumbnails::cell(
+                        inputs,
+                        grid,
+                        s.example_id,
+                        s.position,
+                        crate::thumbnails::SIDE,
+                    );
                 }
             }
             out.push(DictionaryFinding {

@@ -21,8 +21,10 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
         std::fs::remove_dir_all(&root)
             .map_err(|e| ReportError::Invalid(format!("{}: {e}", root.display())))?;
     }
+    let mut inputs = crate::thumbnails::ModelInputs::open(run);
     for f in findings {
         let dir = run.dictionary_dir(f.hook);
+        let grid = crate::thumbnails::read_grid(&dir);
         let unit = f.kind.trim_end_matches('s');
         let units = read_units(&dir, unit)?;
         let mut examples: HashMap<u32, Vec<UnitExample>> = HashMap::new();
@@ -51,9 +53,41 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
                 if p + 1 < pages { format!(" · <a href=\"{}-{:03}.html\">next</a>", f.kind, p + 1) } else { String::new() },
             );
             for u in chunk {
+                // Image runs: the top cells on their images (the first few, small).
+                let thumbs: Vec<String> = match (&grid, inputs.as_mut()) {
+                    (Some(grid), Some(inputs)) => examples
+                        .get(&u.unit)
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e.kind == "top")
+                        .take(PAGE_THUMBNAILS)
+                        .map(|e| {
+                            crate::thumbnails::cell(
+                                inputs,
+                                grid,
+                                e.example_id,
+                                e.position,
+                                crate::thumbnails::PAGE_SIDE,
+                            )
+                            .map(|t| {
+                                format!(
+                                    "<img alt=\"example {} {}\" title=\"activation {:.3}\" width=\"{side}\" height=\"{side}\" src=\"data:image/jpeg;base64,{t}\">",
+                                    e.example_id,
+                                    escape(&e.token),
+                                    e.activation,
+                                    side = crate::thumbnails::PAGE_SIDE
+                                )
+                            })
+                        })
+                        // All or none: the rest of the top examples follow as cell names.
+                        .collect::<Option<Vec<String>>>()
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
                 body.push_str(&unit_section(
                     unit,
                     u,
+                    grid.is_some().then_some(thumbs.as_slice()),
                     examples.get(&u.unit),
                     labels.get(&u.unit),
                     directions.get(&u.unit),
@@ -105,9 +139,34 @@ fn read_promoted(dir: &std::path::Path) -> Result<HashMap<u32, Vec<(String, f64)
     Ok(out)
 }
 
+/// A text example with its highlighted context; an image run's cell as one line (its
+/// neighbours along the row say little there).
+fn example_html(e: &UnitExample, cells: bool) -> String {
+    if cells {
+        format!(
+            "<div class=\"cellref\">example {} · cell <code>{}</code> · {:.3}</div>",
+            e.example_id,
+            escape(&e.token),
+            e.activation
+        )
+    } else {
+        snippet(
+            &e.context_tokens,
+            &e.context_activations,
+            e.center,
+            e.activation,
+        )
+    }
+}
+
+/// Top examples shown as images per unit on an image run's pages.
+const PAGE_THUMBNAILS: usize = 3;
+
 fn unit_section(
     unit: &str,
     u: &glassbox_concepts::explain::read::UnitRow,
+    // Image runs: the top examples' thumbnails (possibly none); `None` for text runs.
+    images: Option<&[String]>,
     examples: Option<&Vec<UnitExample>>,
     labels: Option<&Vec<LabelCorrelation>>,
     directions: Option<&Vec<DirectionCosine>>,
@@ -129,15 +188,17 @@ fn unit_section(
         h.push_str("<p class=\"note\">Never active: no examples.</p>\n");
     }
     let top: Vec<&UnitExample> = examples.iter().filter(|e| e.kind == "top").collect();
+    let (cells, thumbs) = (images.is_some(), images.unwrap_or_default());
     if !top.is_empty() {
         h.push_str("<h3>Top activations</h3>\n");
-        for e in top {
-            h.push_str(&snippet(
-                &e.context_tokens,
-                &e.context_activations,
-                e.center,
-                e.activation,
+        if !thumbs.is_empty() {
+            h.push_str(&format!(
+                "<div class=\"thumbs\">{}</div>\n",
+                thumbs.concat()
             ));
+        }
+        for e in top.into_iter().skip(thumbs.len()) {
+            h.push_str(&example_html(e, cells));
         }
     }
     let quantile: Vec<&UnitExample> = examples.iter().filter(|e| e.kind == "quantile").collect();
@@ -148,12 +209,7 @@ fn unit_section(
                 "<div class=\"bin\">bin {}</div>",
                 e.bin.unwrap_or_default()
             ));
-            h.push_str(&snippet(
-                &e.context_tokens,
-                &e.context_activations,
-                e.center,
-                e.activation,
-            ));
+            h.push_str(&example_html(e, cells));
         }
     }
     if let Some(labels) = labels {

@@ -17,9 +17,17 @@ pub(crate) const SIDE: u32 = 112;
 /// The colour regions are outlined in.
 pub(crate) const OUTLINE: Rgb<u8> = Rgb([255, 214, 0]);
 
+/// Side of the drill-down pages' thumbnails (hundreds per page).
+pub(crate) const PAGE_SIDE: u32 = 72;
+
 /// A JPEG of `img` scaled to `SIDE`, base64.
 pub(crate) fn jpeg(img: &RgbImage) -> Option<String> {
-    let small = image::imageops::resize(img, SIDE, SIDE, image::imageops::FilterType::Triangle);
+    jpeg_sized(img, SIDE)
+}
+
+/// A JPEG of `img` scaled to `side` × `side`, base64.
+pub(crate) fn jpeg_sized(img: &RgbImage, side: u32) -> Option<String> {
+    let small = image::imageops::resize(img, side, side, image::imageops::FilterType::Triangle);
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
         .encode_image(&small)
@@ -28,15 +36,20 @@ pub(crate) fn jpeg(img: &RgbImage) -> Option<String> {
 }
 
 /// `img` dimmed outside `field` (what a cell reads), with `cell` (where it sits) outlined
-/// (2 px, inside it).
+/// (inside it: 2 px, 1 px when the cell is under 6 px).
 pub(crate) fn mark_rect(img: &RgbImage, field: Rect, cell: Rect) -> RgbImage {
     let within =
         |r: &Rect, x: usize, y: usize| (r.x0..=r.x1).contains(&x) && (r.y0..=r.y1).contains(&y);
+    let t = if cell.x1 - cell.x0 < 5 || cell.y1 - cell.y0 < 5 {
+        1
+    } else {
+        2
+    };
     let mut out = img.clone();
     for (x, y, p) in out.enumerate_pixels_mut() {
         let (x, y) = (x as usize, y as usize);
         let border = within(&cell, x, y)
-            && (x < cell.x0 + 2 || x + 2 > cell.x1 || y < cell.y0 + 2 || y + 2 > cell.y1);
+            && (x < cell.x0 + t || x + t > cell.x1 || y < cell.y0 + t || y + t > cell.y1);
         if border {
             *p = OUTLINE;
         } else if !within(&field, x, y) {
@@ -46,11 +59,52 @@ pub(crate) fn mark_rect(img: &RgbImage, field: Rect, cell: Rect) -> RgbImage {
     out
 }
 
+/// An image run's `dictionary/hook=<hook>/grid.json` (absent for text runs).
+pub(crate) fn read_grid(dir: &std::path::Path) -> Option<glassbox_data::grid::CellGrid> {
+    serde_json::from_slice(&std::fs::read(dir.join("grid.json")).ok()?).ok()
+}
+
+/// Example `example_id`'s image with position `position`'s receptive field kept and its cell
+/// outlined (a class token: the image alone), `side` pixels, base64 JPEG. The image is scaled
+/// once per example and side, and the rectangles scaled onto it.
+pub(crate) fn cell(
+    inputs: &mut ModelInputs,
+    grid: &glassbox_data::grid::CellGrid,
+    example_id: u64,
+    position: u32,
+    side: u32,
+) -> Option<String> {
+    let field = grid.rect(position as usize)?;
+    let cell = grid.cell_box(position as usize).unwrap_or(field);
+    let (h, w) = grid.image();
+    let scale = |r: Rect| {
+        let (sx, sy) = (side as f64 / w as f64, side as f64 / h as f64);
+        let last = side as usize - 1;
+        Rect {
+            x0: ((r.x0 as f64 * sx) as usize).min(last),
+            y0: ((r.y0 as f64 * sy) as usize).min(last),
+            x1: (((r.x1 + 1) as f64 * sx).ceil() as usize)
+                .saturating_sub(1)
+                .min(last),
+            y1: (((r.y1 + 1) as f64 * sy).ceil() as usize)
+                .saturating_sub(1)
+                .min(last),
+        }
+    };
+    let small = inputs.scaled(example_id, side)?;
+    let mut encoded = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 85)
+        .encode_image(&mark_rect(small, scale(field), scale(cell)))
+        .ok()?;
+    Some(base64(&encoded))
+}
+
 /// An image run's pictures by example id, loaded once each.
 pub(crate) struct ModelInputs {
     pre: Preprocessor,
     files: Vec<PathBuf>,
     cache: HashMap<u64, Option<RgbImage>>,
+    scaled: HashMap<(u64, u32), Option<RgbImage>>,
 }
 
 impl ModelInputs {
@@ -80,7 +134,19 @@ impl ModelInputs {
             pre,
             files,
             cache: HashMap::new(),
+            scaled: HashMap::new(),
         })
+    }
+
+    /// The image scaled to `side` × `side`.
+    pub(crate) fn scaled(&mut self, example_id: u64, side: u32) -> Option<&RgbImage> {
+        if !self.scaled.contains_key(&(example_id, side)) {
+            let small = self.get(example_id).map(|img| {
+                image::imageops::resize(img, side, side, image::imageops::FilterType::Triangle)
+            });
+            self.scaled.insert((example_id, side), small);
+        }
+        self.scaled[&(example_id, side)].as_ref()
     }
 
     pub(crate) fn get(&mut self, example_id: u64) -> Option<&RgbImage> {
