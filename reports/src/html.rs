@@ -58,6 +58,20 @@ pub(crate) fn render(s: &Summary) -> String {
             body.push_str(&format!("<li>{}</li>\n", inline(&line)));
         }
         body.push_str("</ul>\n");
+        if !s.concept_strips.is_empty() {
+            body.push_str("<h3>Concept sets</h3>\n");
+            for c in &s.concept_strips {
+                let images: String = c
+                    .images
+                    .iter()
+                    .map(|t| format!("<img alt=\"{}\" width=\"{side}\" height=\"{side}\" src=\"data:image/jpeg;base64,{t}\">", escape(&c.name), side = crate::thumbnails::PAGE_SIDE))
+                    .collect();
+                body.push_str(&format!(
+                    "<div class=\"thumbs\"><code>{}</code> {images}</div>\n",
+                    escape(&c.name)
+                ));
+            }
+        }
         for (target, rows) in crate::tcav_by_target(&s.tcav) {
             body.push_str(&format!(
                 "<figure>{}<figcaption>{}</figcaption></figure>\n",

@@ -98,6 +98,9 @@ pub struct Summary {
     pub dissection: Option<dissection::DissectionSummary>,
     /// Versions, config and metric definitions (fingerprints, seeds and timings are in `manifest`).
     pub provenance: provenance::Provenance,
+    /// Image runs: the first images of each TCAV concept set (not in `summary.json`).
+    #[serde(skip)]
+    pub(crate) concept_strips: Vec<thumbnails::ConceptStrip>,
 }
 
 /// Paths of the written bundle.
@@ -224,6 +227,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         Vec::new()
     };
     let manifest_has_dissect = manifest.stages.contains_key("dissect");
+    let manifest_has_tcav = manifest.stages.contains_key("tcav");
     Ok(Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         run: run.root().display().to_string(),
@@ -240,6 +244,11 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
             None
         },
         provenance: provenance::provenance(run),
+        concept_strips: if manifest_has_tcav {
+            thumbnails::concept_strips(run)
+        } else {
+            Vec::new()
+        },
     })
 }
 

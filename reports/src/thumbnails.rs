@@ -99,6 +99,55 @@ pub(crate) fn cell(
     Some(base64(&encoded))
 }
 
+/// Images shown per TCAV concept set.
+const CONCEPT_IMAGES: usize = 4;
+
+/// An image concept set's first images as the model saw them.
+#[derive(Debug, Clone)]
+pub(crate) struct ConceptStrip {
+    pub name: String,
+    pub images: Vec<String>,
+}
+
+/// The first images of every image concept folder the run's `[tcav]` section names (from
+/// `config.toml`; prompt files and missing folders are skipped), for image runs with the
+/// preprocessing recorded.
+pub(crate) fn concept_strips(run: &RunDir) -> Vec<ConceptStrip> {
+    let Some(pre) = glassbox_data::Manifest::load(run)
+        .ok()
+        .and_then(|m| m.model?.preprocessor)
+    else {
+        return Vec::new();
+    };
+    let config: Option<toml::Value> = std::fs::read_to_string(run.config())
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok());
+    let concepts: Vec<String> = config
+        .as_ref()
+        .and_then(|c| c.get("tcav")?.get("concepts")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    concepts
+        .iter()
+        .filter_map(|c| {
+            let dir = PathBuf::from(c);
+            let set = glassbox_data::images::read_image_set(&dir, 1).ok()?;
+            let images: Vec<String> = set
+                .files
+                .iter()
+                .take(CONCEPT_IMAGES)
+                .filter_map(|f| jpeg_sized(&model_input(f, &pre).ok()?, PAGE_SIDE))
+                .collect();
+            (!images.is_empty()).then_some(ConceptStrip {
+                name: set.name,
+                images,
+            })
+        })
+        .collect()
+}
+
 /// An image run's pictures by example id, loaded once each.
 pub(crate) struct ModelInputs {
     pre: Preprocessor,

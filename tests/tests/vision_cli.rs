@@ -197,6 +197,13 @@ print("ok")
         md.contains("efficientnet_lite") && md.contains("class:zebra"),
         "{md}"
     );
+    // The concept sets are shown as images (as the model saw them), not only named.
+    let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    let strips = html.split("<h3>Concept sets</h3>").nth(1).unwrap_or_default();
+    assert!(
+        strips.contains("<code>stripes</code> <img") && strips.contains("<code>dots</code> <img"),
+        "no concept images in the TCAV section"
+    );
 }
 
 #[test]
