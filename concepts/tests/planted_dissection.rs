@@ -18,23 +18,10 @@ use glassbox_data::masks::{read_masks, MaskSet};
 use glassbox_data::store::{ActDtype, ActivationWriter, Codec, ShardMeta, StoreKind};
 use glassbox_data::textures::Texture;
 use glassbox_data::{HookPoint, NoProgress};
-use image::imageops::FilterType;
 use std::path::Path;
 
 const SIZE: usize = 64;
 const UNITS: usize = 5;
-
-fn identity() -> Preprocessor {
-    Preprocessor {
-        shortest_edge: None,
-        resize_to: None,
-        crop: None,
-        rescale_factor: 1.0,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        filter: FilterType::Triangle,
-    }
-}
 
 fn coverage(masks: &MaskSet, i: usize, concept: usize, grid: &CellGrid, cell: usize) -> f32 {
     let Some(m) = &masks.masks[i][concept] else {
@@ -101,7 +88,7 @@ fn setup() -> (tempfile::TempDir, MaskSet, CellGrid) {
     let data = dir.path().join("data");
     write_masked_set(&data, &Texture::CONCEPTS, 12, SIZE as u32, 4).unwrap();
     let ds = read_image_dataset(&data.join("dataset.jsonl")).unwrap();
-    let masks = read_masks(&ds, &identity()).unwrap();
+    let masks = read_masks(&ds, &Preprocessor::identity()).unwrap();
     // Two stride-2 "SAME" convolutions: 16 × 16 cells, stride 4, field 7.
     let grid = CellGrid::input(SIZE, SIZE).conv_same(3, 2).conv_same(3, 2);
     plant(&dir.path().join("hook"), &masks, &grid);

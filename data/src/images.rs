@@ -288,6 +288,19 @@ pub fn write_model_input_png(
 }
 
 impl Preprocessor {
+    /// Pixels as they are: no resize or crop, 0–255 scaled to 0–1, no normalisation.
+    pub fn identity() -> Self {
+        Self {
+            shortest_edge: None,
+            resize_to: None,
+            crop: None,
+            rescale_factor: 1.0 / 255.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            filter: FilterType::Triangle,
+        }
+    }
+
     /// Reads `preprocessor_config.json` (`size`, `crop_size`, `do_*`, `rescale_factor`,
     /// `image_mean`, `image_std`, `resample`: 2 bilinear, 3 bicubic).
     pub fn from_json_file(path: &Path) -> Result<Self> {

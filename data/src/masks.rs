@@ -209,18 +209,6 @@ mod tests {
     use crate::masked_textures::write_masked_set;
     use crate::textures::Texture;
 
-    fn identity() -> Preprocessor {
-        Preprocessor {
-            shortest_edge: None,
-            resize_to: None,
-            crop: None,
-            rescale_factor: 1.0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            filter: FilterType::Triangle,
-        }
-    }
-
     #[test]
     fn bitmaps_count_and_intersect() {
         let mut a = Bitmap::new(3, 70);
@@ -241,7 +229,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_masked_set(dir.path(), &[Texture::Stripes, Texture::Dots], 3, 40, 1).unwrap();
         let manifest = dir.path().join("dataset.jsonl");
-        let set = read_masks(&read_image_dataset(&manifest).unwrap(), &identity()).unwrap();
+        let set = read_masks(
+            &read_image_dataset(&manifest).unwrap(),
+            &Preprocessor::identity(),
+        )
+        .unwrap();
         let at = |name: &str| set.concepts.iter().position(|c| c == name).unwrap();
         assert_eq!(set.concepts.len(), 2 + 4, "two textures and four colours");
         assert_eq!((set.height, set.width), (40, 40));
@@ -251,7 +243,7 @@ mod tests {
         // A centre crop keeps the masks aligned with the pixels.
         let crop = Preprocessor {
             crop: Some((20, 30)),
-            ..identity()
+            ..Preprocessor::identity()
         };
         let cropped = read_masks(&read_image_dataset(&manifest).unwrap(), &crop).unwrap();
         let (full, part) = (
@@ -271,7 +263,11 @@ mod tests {
         image::GrayImage::new(12, 12)
             .save(dir.path().join(&rel))
             .unwrap();
-        let e = read_masks(&read_image_dataset(&manifest).unwrap(), &identity()).unwrap_err();
+        let e = read_masks(
+            &read_image_dataset(&manifest).unwrap(),
+            &Preprocessor::identity(),
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("row 1, column `mask_stripes`") && msg.contains("12×12"),
@@ -279,9 +275,12 @@ mod tests {
         );
         // A missing file too.
         std::fs::remove_file(dir.path().join(&rel)).unwrap();
-        let msg = read_masks(&read_image_dataset(&manifest).unwrap(), &identity())
-            .unwrap_err()
-            .to_string();
+        let msg = read_masks(
+            &read_image_dataset(&manifest).unwrap(),
+            &Preprocessor::identity(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             msg.contains("cannot be read") && msg.contains("row 1"),
             "{msg}"

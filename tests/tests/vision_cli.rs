@@ -199,7 +199,10 @@ print("ok")
     );
     // The concept sets are shown as images (as the model saw them), not only named.
     let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
-    let strips = html.split("<h3>Concept sets</h3>").nth(1).unwrap_or_default();
+    let strips = html
+        .split("<h3>Concept sets</h3>")
+        .nth(1)
+        .unwrap_or_default();
     assert!(
         strips.contains("<code>stripes</code> <img") && strips.contains("<code>dots</code> <img"),
         "no concept images in the TCAV section"

@@ -238,9 +238,12 @@ impl HookedModel for Clip {
         point: HookPoint,
         _image: (usize, usize),
     ) -> Option<glassbox_data::grid::CellGrid> {
-        let size = self.cfg.image_size;
-        (!matches!(point, HookPoint::Pooled | HookPoint::Embeds))
-            .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))
+        super::patch_grid(
+            point,
+            &[HookPoint::Pooled, HookPoint::Embeds],
+            self.cfg.image_size,
+            self.cfg.patch_size,
+        )
     }
 
     fn hook_width(&self, point: HookPoint) -> usize {

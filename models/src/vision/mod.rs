@@ -164,6 +164,18 @@ pub(crate) fn build(
 }
 
 /// Class names from `id2label` (`{"0": "tench", …}`), or `class_{i}` when absent.
+/// The grid of a ViT-style tower's hooks: `[CLS]` then the patches, row-major, at every hook but
+/// the `single` ones (pooled features, embeddings, logits: one position).
+pub(crate) fn patch_grid(
+    point: HookPoint,
+    single: &[HookPoint],
+    image_size: usize,
+    patch_size: usize,
+) -> Option<glassbox_data::grid::CellGrid> {
+    (!single.contains(&point))
+        .then(|| glassbox_data::grid::CellGrid::patches(image_size, image_size, patch_size))
+}
+
 pub(crate) fn id2label(path: &Path, v: &serde_json::Value, n: usize) -> Result<Vec<String>> {
     let mut labels: Vec<String> = (0..n).map(|i| format!("class_{i}")).collect();
     if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {

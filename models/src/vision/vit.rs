@@ -173,9 +173,12 @@ impl HookedModel for Vit {
         point: HookPoint,
         _image: (usize, usize),
     ) -> Option<glassbox_data::grid::CellGrid> {
-        let size = self.cfg.image_size;
-        (!matches!(point, HookPoint::Pooled | HookPoint::Logits))
-            .then(|| glassbox_data::grid::CellGrid::patches(size, size, self.cfg.patch_size))
+        super::patch_grid(
+            point,
+            &[HookPoint::Pooled, HookPoint::Logits],
+            self.cfg.image_size,
+            self.cfg.patch_size,
+        )
     }
 
     fn hook_width(&self, point: HookPoint) -> usize {
