@@ -419,12 +419,17 @@ impl Context<'_> {
             self.progress,
         )?;
         let dir = self.run.dictionary_dir(hook);
-        if let Some(grid) = self.cells.and_then(|c| c.grids.get(&hook)) {
+        let grid = self.cells.and_then(|c| Some((c, c.grids.get(&hook)?)));
+        if let Some((_, grid)) = grid {
             // Where each position sits in the model input, for notebooks (and the report).
             let json = serde_json::to_vec_pretty(grid).expect("a grid serialises");
             glassbox_data::atomic::write_bytes(&dir.join("grid.json"), &json)?;
         }
-        explain::write::write(&dir, unit, &e)
+        let columns = grid.map(|(cells, grid)| explain::write::CellColumns {
+            grid,
+            image_paths: &cells.image_paths,
+        });
+        explain::write::write_with_cells(&dir, unit, &e, columns.as_ref())
     }
 }
 

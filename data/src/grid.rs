@@ -200,6 +200,8 @@ impl CellGrid {
 #[derive(Debug, Clone, Default)]
 pub struct ImageCells {
     pub example_ids: Vec<u64>,
+    /// Each example's image path (its `text` in `examples.parquet`).
+    pub image_paths: std::collections::HashMap<u64, String>,
     pub grids: std::collections::BTreeMap<crate::HookPoint, CellGrid>,
 }
 

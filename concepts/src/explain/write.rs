@@ -13,6 +13,25 @@ use std::sync::Arc;
 
 /// `"feature"` or `"neuron"`.
 pub fn write(dir: &Path, unit: &str, e: &Explanations) -> Result<(), ConceptError> {
+    write_with_cells(dir, unit, e, None)
+}
+
+/// Image runs' examples: where each one's cell is and which image it is in.
+pub struct CellColumns<'a> {
+    pub grid: &'a glassbox_data::grid::CellGrid,
+    /// Image path (the run's `text`) by example id.
+    pub image_paths: &'a std::collections::HashMap<u64, String>,
+}
+
+/// [`write`], with `cells`' columns on the examples table for image runs: `image_path`, `row`,
+/// `col` (null for a class token) and the receptive field `x0`, `y0`, `x1`, `y1` (inclusive,
+/// model-input pixels).
+pub fn write_with_cells(
+    dir: &Path,
+    unit: &str,
+    e: &Explanations,
+    cells: Option<&CellColumns<'_>>,
+) -> Result<(), ConceptError> {
     std::fs::create_dir_all(dir)
         .map_err(|err| ConceptError::Invalid(format!("{}: {err}", dir.display())))?;
     let plural = format!("{unit}s");
@@ -86,6 +105,26 @@ pub fn write(dir: &Path, unit: &str, e: &Explanations) -> Result<(), ConceptErro
         )
         .add("context_activations", Arc::new(acts.finish()) as ArrayRef)
         .small("center", x, |r| r.center);
+    if let Some(cells) = cells {
+        let cell = |r: &super::UnitExample| cells.grid.cell(r.position as usize);
+        let rect = |r: &super::UnitExample| cells.grid.rect(r.position as usize);
+        let opt = |f: &dyn Fn(&super::UnitExample) -> Option<u32>| -> ArrayRef {
+            Arc::new(UInt32Array::from_iter(x.iter().map(f)))
+        };
+        c.add(
+            "image_path",
+            opt_text(
+                x.iter()
+                    .map(|r| cells.image_paths.get(&r.example_id).map(String::as_str)),
+            ),
+        )
+        .add("row", opt(&|r| cell(r).map(|c| c.0 as u32)))
+        .add("col", opt(&|r| cell(r).map(|c| c.1 as u32)))
+        .add("x0", opt(&|r| rect(r).map(|b| b.x0 as u32)))
+        .add("y0", opt(&|r| rect(r).map(|b| b.y0 as u32)))
+        .add("x1", opt(&|r| rect(r).map(|b| b.x1 as u32)))
+        .add("y1", opt(&|r| rect(r).map(|b| b.y1 as u32)));
+    }
     c.write(&dir.join(format!("{unit}_examples.parquet")))?;
 
     let l = &e.labels;

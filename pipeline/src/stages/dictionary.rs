@@ -129,8 +129,15 @@ fn image_cells(run: &RunDir, settings: &DictionarySection) -> Result<ImageCells>
     }
     let model = super::run_model::load_run_model(run)?;
     let input = super::run_model::input_size(run, &model)?;
+    let examples = glassbox_data::examples::read_examples(run)?;
     let mut cells = ImageCells {
-        example_ids: glassbox_data::examples::read_examples(run)?.example_ids,
+        image_paths: examples
+            .example_ids
+            .iter()
+            .copied()
+            .zip(examples.texts.iter().cloned())
+            .collect(),
+        example_ids: examples.example_ids,
         ..Default::default()
     };
     for &hook in settings.hooks.iter().chain(&settings.neurons) {
