@@ -196,3 +196,48 @@ fn at_the_papers_settings_labels_follow_the_masks_and_the_baseline_keeps_a_posit
     );
     assert!(d.units[0].labelled && d.units[1].labelled);
 }
+
+#[test]
+fn a_store_that_disagrees_with_the_grid_or_the_masks_is_named() {
+    let (dir, masks, grid) = setup();
+    // The model's grid says 16 × 16 cells; a 15 × 16 grid does not match the stored rows.
+    let wrong = CellGrid::input(SIZE - 4, SIZE)
+        .conv_same(3, 2)
+        .conv_same(3, 2);
+    let opts = DissectOptions::default();
+    let hook = dir.path().join("hook");
+    let e = dissect_hook(&hook, HookPoint::Stem, &wrong, &masks, &opts, &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("model input"), "{e}");
+    let narrow = CellGrid::input(SIZE, SIZE)
+        .conv_same(3, 2)
+        .conv_same(3, 2)
+        .conv_same(3, 2);
+    let narrow = CellGrid {
+        rows: narrow.rows,
+        cols: grid.cols,
+        ..grid
+    };
+    let e = dissect_hook(&hook, HookPoint::Stem, &narrow, &masks, &opts, &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("example 0 has 256 positions"), "{e}");
+    // Fewer mask rows than stored images: the data file changed.
+    let mut fewer = masks.clone();
+    fewer.masks.truncate(10);
+    let e = dissect_hook(&hook, HookPoint::Stem, &grid, &fewer, &opts, &NoProgress).unwrap_err();
+    assert!(
+        e.to_string().contains("no row in the data set's masks"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shuffles_are_seeded_permutations() {
+    use glassbox_concepts::dissect::score::permutations;
+    let a = permutations(50, 3, 7);
+    assert_eq!(a, permutations(50, 3, 7));
+    assert_ne!(a, permutations(50, 3, 8));
+    for p in &a {
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<u32>>());
+    }
+}
