@@ -23,7 +23,7 @@ pub struct CellColumns<'a> {
     pub image_paths: &'a std::collections::HashMap<u64, String>,
 }
 
-/// [`write`], with `cells`' columns on the examples table for image runs: `image_path`, `row`,
+/// [`write()`], with `cells`' columns on the examples table for image runs: `image_path`, `row`,
 /// `col` (null for a class token) and the receptive field `x0`, `y0`, `x1`, `y1` (inclusive,
 /// model-input pixels).
 pub fn write_with_cells(
