@@ -428,6 +428,8 @@ impl Context<'_> {
         let columns = grid.map(|(cells, grid)| explain::write::CellColumns {
             grid,
             image_paths: &cells.image_paths,
+            source_sizes: &cells.source_sizes,
+            preprocessor: cells.preprocessor.as_ref(),
         });
         explain::write::write_with_cells(&dir, unit, &e, columns.as_ref())
     }

@@ -202,6 +202,10 @@ pub struct ImageCells {
     pub example_ids: Vec<u64>,
     /// Each example's image path (its `text` in `examples.parquet`).
     pub image_paths: std::collections::HashMap<u64, String>,
+    /// Each example's image size `(width, height)` as stored, and the preprocessing that made
+    /// the model input of it: together they map cells back onto the files' own pixels.
+    pub source_sizes: std::collections::HashMap<u64, (u32, u32)>,
+    pub preprocessor: Option<crate::images::Preprocessor>,
     pub grids: std::collections::BTreeMap<crate::HookPoint, CellGrid>,
 }
 

@@ -21,11 +21,16 @@ pub struct CellColumns<'a> {
     pub grid: &'a glassbox_data::grid::CellGrid,
     /// Image path (the run's `text`) by example id.
     pub image_paths: &'a std::collections::HashMap<u64, String>,
+    /// Stored image size `(width, height)` by example id, and the preprocessing: the receptive
+    /// field in the file's own pixels too, where both are known.
+    pub source_sizes: &'a std::collections::HashMap<u64, (u32, u32)>,
+    pub preprocessor: Option<&'a glassbox_data::images::Preprocessor>,
 }
 
 /// [`write()`], with `cells`' columns on the examples table for image runs: `image_path`, `row`,
-/// `col` (null for a class token) and the receptive field `x0`, `y0`, `x1`, `y1` (inclusive,
-/// model-input pixels).
+/// `col` (null for a class token), the receptive field `x0`, `y0`, `x1`, `y1` (inclusive,
+/// model-input pixels) and the same in the image file's own pixels, `source_x0` … `source_y1`
+/// (the centre crop and resize undone; null where the file's size is unknown).
 pub fn write_with_cells(
     dir: &Path,
     unit: &str,
@@ -124,6 +129,14 @@ pub fn write_with_cells(
         .add("y0", opt(&|r| rect(r).map(|b| b.y0 as u32)))
         .add("x1", opt(&|r| rect(r).map(|b| b.x1 as u32)))
         .add("y1", opt(&|r| rect(r).map(|b| b.y1 as u32)));
+        let source = |r: &super::UnitExample| {
+            let size = cells.source_sizes.get(&r.example_id)?;
+            Some(cells.preprocessor?.to_source(rect(r)?, *size))
+        };
+        c.add("source_x0", opt(&|r| source(r).map(|b| b.x0 as u32)))
+            .add("source_y0", opt(&|r| source(r).map(|b| b.y0 as u32)))
+            .add("source_x1", opt(&|r| source(r).map(|b| b.x1 as u32)))
+            .add("source_y1", opt(&|r| source(r).map(|b| b.y1 as u32)));
     }
     c.write(&dir.join(format!("{unit}_examples.parquet")))?;
 

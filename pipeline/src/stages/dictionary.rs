@@ -130,7 +130,30 @@ fn image_cells(run: &RunDir, settings: &DictionarySection) -> Result<ImageCells>
     let model = super::run_model::load_run_model(run)?;
     let input = super::run_model::input_size(run, &model)?;
     let examples = glassbox_data::examples::read_examples(run)?;
+    // The files' own sizes (headers only), to map cells back onto them.
+    let data_root = run
+        .require_stage("extract")?
+        .data
+        .map(|d| std::path::PathBuf::from(d.path))
+        .map(|p| {
+            if p.is_dir() {
+                p
+            } else {
+                p.parent().map(|q| q.to_path_buf()).unwrap_or_default()
+            }
+        });
+    let source_sizes = examples
+        .example_ids
+        .iter()
+        .zip(&examples.texts)
+        .filter_map(|(id, text)| {
+            let file = data_root.as_ref()?.join(text);
+            Some((*id, image::image_dimensions(file).ok()?))
+        })
+        .collect();
     let mut cells = ImageCells {
+        source_sizes,
+        preprocessor: Some(model.preprocessor()?),
         image_paths: examples
             .example_ids
             .iter()
