@@ -88,6 +88,54 @@ pub struct Rect {
     pub y1: usize,
 }
 
+impl Rect {
+    /// This rectangle of model-input pixels mapped back onto the source image of size
+    /// `(width, height)` through `pre`: the centre crop's offset added, the resize's scale undone, rounded
+    /// outwards and clipped to the source. Inclusive on both ends, like the input.
+    pub fn to_source(self, pre: &crate::images::Preprocessor, (width, height): (u32, u32)) -> Rect {
+        let (w, h) = (width as f64, height as f64);
+        // The resized size, as `resize_and_crop` computes it.
+        let (rw, rh) = if let Some(edge) = pre.shortest_edge {
+            let e = edge as f64;
+            if width <= height {
+                (
+                    e,
+                    ((height as u64 * edge as u64 + width as u64 / 2) / width as u64) as f64,
+                )
+            } else {
+                (
+                    ((width as u64 * edge as u64 + height as u64 / 2) / height as u64) as f64,
+                    e,
+                )
+            }
+        } else if let Some((th, tw)) = pre.resize_to {
+            (tw as f64, th as f64)
+        } else {
+            (w, h)
+        };
+        let (ox, oy) = match pre.crop {
+            Some((ch, cw)) => (
+                ((rw as u32 - cw.min(rw as u32)) / 2) as f64,
+                ((rh as u32 - ch.min(rh as u32)) / 2) as f64,
+            ),
+            None => (0.0, 0.0),
+        };
+        let (sx, sy) = (w / rw, h / rh);
+        let lo = |v: usize, o: f64, s: f64, n: f64| {
+            ((v as f64 + o) * s).floor().clamp(0.0, n - 1.0) as usize
+        };
+        let hi = |v: usize, o: f64, s: f64, n: f64| {
+            (((v + 1) as f64 + o) * s).ceil().clamp(1.0, n) as usize - 1
+        };
+        Rect {
+            x0: lo(self.x0, ox, sx, w),
+            y0: lo(self.y0, oy, sy, h),
+            x1: hi(self.x1, ox, sx, w),
+            y1: hi(self.y1, oy, sy, h),
+        }
+    }
+}
+
 /// Where a hook's positions sit: a row-major grid of cells (CNN maps, ViT patch tokens), and for
 /// ViT/CLIP a class token at position 0 that reads the whole image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -279,6 +327,29 @@ mod tests {
         assert_eq!(a.centre(0), 0.0);
         assert_eq!(a.span(0), (0, 5));
         assert_eq!(a.span(10), (40 - 5, 40 + 5));
+    }
+
+    #[test]
+    fn model_input_rectangles_map_back_to_the_source_image() {
+        use crate::images::Preprocessor;
+        let rect = |x0, y0, x1, y1| Rect { x0, y0, x1, y1 };
+        // 400×200 (w×h): shortest edge 100 → 200×100, centre crop 100×100 at x offset 50.
+        let pre = Preprocessor {
+            shortest_edge: Some(100),
+            crop: Some((100, 100)),
+            ..Preprocessor::identity()
+        };
+        assert_eq!(
+            rect(0, 0, 9, 9).to_source(&pre, (400, 200)),
+            rect(100, 0, 119, 19)
+        );
+        assert_eq!(
+            rect(0, 0, 99, 99).to_source(&pre, (400, 200)),
+            rect(100, 0, 299, 199)
+        );
+        // No preprocessing: the same pixels.
+        let same = rect(3, 4, 5, 6).to_source(&Preprocessor::identity(), (10, 10));
+        assert_eq!(same, rect(3, 4, 5, 6));
     }
 
     #[test]

@@ -399,56 +399,6 @@ impl Preprocessor {
         self.crop.or(self.resize_to)
     }
 
-    /// A rectangle of model-input pixels mapped back onto the source image of size
-    /// `(width, height)`: the centre crop's offset added, the resize's scale undone, rounded
-    /// outwards and clipped to the source. Inclusive on both ends, like the input.
-    pub fn to_source(
-        &self,
-        rect: crate::grid::Rect,
-        (width, height): (u32, u32),
-    ) -> crate::grid::Rect {
-        let (w, h) = (width as f64, height as f64);
-        // The resized size, as `resize_and_crop` computes it.
-        let (rw, rh) = if let Some(edge) = self.shortest_edge {
-            let e = edge as f64;
-            if width <= height {
-                (
-                    e,
-                    ((height as u64 * edge as u64 + width as u64 / 2) / width as u64) as f64,
-                )
-            } else {
-                (
-                    ((width as u64 * edge as u64 + height as u64 / 2) / height as u64) as f64,
-                    e,
-                )
-            }
-        } else if let Some((th, tw)) = self.resize_to {
-            (tw as f64, th as f64)
-        } else {
-            (w, h)
-        };
-        let (ox, oy) = match self.crop {
-            Some((ch, cw)) => (
-                ((rw as u32 - cw.min(rw as u32)) / 2) as f64,
-                ((rh as u32 - ch.min(rh as u32)) / 2) as f64,
-            ),
-            None => (0.0, 0.0),
-        };
-        let (sx, sy) = (w / rw, h / rh);
-        let lo = |v: usize, o: f64, s: f64, n: f64| {
-            ((v as f64 + o) * s).floor().clamp(0.0, n - 1.0) as usize
-        };
-        let hi = |v: usize, o: f64, s: f64, n: f64| {
-            (((v + 1) as f64 + o) * s).ceil().clamp(1.0, n) as usize - 1
-        };
-        crate::grid::Rect {
-            x0: lo(rect.x0, ox, sx, w),
-            y0: lo(rect.y0, oy, sy, h),
-            x1: hi(rect.x1, ox, sx, w),
-            y1: hi(rect.y1, oy, sy, h),
-        }
-    }
-
     /// The geometric steps alone (resize, centre crop) with `filter`, for any pixel type: the
     /// image's own filter for pixels, nearest for segmentation masks so they stay binary.
     pub fn resize_and_crop<P>(
@@ -520,72 +470,6 @@ mod tests {
         let p = dir.join("preprocessor_config.json");
         std::fs::write(&p, v.to_string()).unwrap();
         p
-    }
-
-    #[test]
-    fn model_input_rectangles_map_back_to_the_source_image() {
-        use crate::grid::Rect;
-        // 400×200 (w×h): shortest edge 100 → 200×100, centre crop 100×100 at x offset 50.
-        let pre = Preprocessor {
-            shortest_edge: Some(100),
-            crop: Some((100, 100)),
-            ..Preprocessor::identity()
-        };
-        let r = pre.to_source(
-            Rect {
-                x0: 0,
-                y0: 0,
-                x1: 9,
-                y1: 9,
-            },
-            (400, 200),
-        );
-        assert_eq!(
-            r,
-            Rect {
-                x0: 100,
-                y0: 0,
-                x1: 119,
-                y1: 19
-            }
-        );
-        let whole = pre.to_source(
-            Rect {
-                x0: 0,
-                y0: 0,
-                x1: 99,
-                y1: 99,
-            },
-            (400, 200),
-        );
-        assert_eq!(
-            whole,
-            Rect {
-                x0: 100,
-                y0: 0,
-                x1: 299,
-                y1: 199
-            }
-        );
-        // No preprocessing: the same pixels.
-        let same = Preprocessor::identity().to_source(
-            Rect {
-                x0: 3,
-                y0: 4,
-                x1: 5,
-                y1: 6,
-            },
-            (10, 10),
-        );
-        assert_eq!(
-            same,
-            Rect {
-                x0: 3,
-                y0: 4,
-                x1: 5,
-                y1: 6
-            }
-        );
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub fn write_with_cells(
         .add("y1", opt(&|r| rect(r).map(|b| b.y1 as u32)));
         let source = |r: &super::UnitExample| {
             let size = cells.source_sizes.get(&r.example_id)?;
-            Some(cells.preprocessor?.to_source(rect(r)?, *size))
+            Some(rect(r)?.to_source(cells.preprocessor?, *size))
         };
         c.add("source_x0", opt(&|r| source(r).map(|b| b.x0 as u32)))
             .add("source_y0", opt(&|r| source(r).map(|b| b.y0 as u32)))
