@@ -25,6 +25,7 @@ pub mod pool;
 pub mod progress;
 pub mod rng;
 pub mod run;
+pub mod shards;
 pub mod simd;
 pub mod store;
 pub mod suggest;

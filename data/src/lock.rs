@@ -101,6 +101,51 @@ impl RunLock {
     }
 }
 
+/// The run lock for a whole-run step, or `None` when another process holds the run (a shard
+/// worker of a sharded stage finishing: only the last one to finish gets it and commits).
+pub fn try_acquire_run(root: &Path, command: &str) -> Result<Option<RunLock>> {
+    match RunLock::acquire(root, LockScope::Run, command) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(DataError::Run { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a worker holds shard `index` of `count` of the run now (its lock file is locked).
+/// Probed with a shared lock taken and dropped at once, so it never blocks a worker for longer
+/// than that call.
+pub fn shard_running(root: &Path, index: usize, count: usize) -> bool {
+    let Ok(file) = File::open(shard_lock_path(root, index, count)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
+/// A short exclusive section among the shard workers of one run (setting up the shared
+/// staging), waited for rather than refused: each holder keeps it for milliseconds.
+#[derive(Debug)]
+pub struct SetupLock {
+    _file: File,
+}
+
+impl SetupLock {
+    /// Waits for `<run>/.glassbox.setup.lock` and holds it until dropped.
+    pub fn acquire(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(DataError::io(root))?;
+        let path = root.join(".glassbox.setup.lock");
+        let file = open(&path)?;
+        file.lock().map_err(DataError::io(&path))?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// `<run>/.glassbox.shard-<i>-of-<n>.lock`.
 pub fn shard_lock_path(root: &Path, index: usize, count: usize) -> PathBuf {
     root.join(format!(".glassbox.shard-{index}-of-{count}.lock"))
@@ -165,6 +210,16 @@ fn holders(root: &Path, path: &Path) -> Vec<String> {
                 .filter(|p| {
                     p.file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with(".glassbox.shard-"))
+                })
+                // A finished worker's file still names it: only held ones are holders.
+                .filter(|p| {
+                    File::open(p).is_ok_and(|f| match f.try_lock_shared() {
+                        Ok(()) => {
+                            let _ = f.unlock();
+                            false
+                        }
+                        Err(e) => matches!(e, TryLockError::WouldBlock),
+                    })
                 })
                 .collect();
             shards.sort();

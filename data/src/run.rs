@@ -180,6 +180,30 @@ impl RunDir {
         let completed = manifest
             .as_ref()
             .is_ok_and(|m| m.stages.contains_key(stage));
+        // A sharded attempt without a completed result: name the shards still to run.
+        if !completed {
+            if let Some(plan) = crate::shards::ShardPlan::load(&self.root, stage)? {
+                let missing: Vec<String> = plan
+                    .incomplete(&self.root)
+                    .iter()
+                    .map(|s| format!("{}/{} ({})", s.index, s.count, s.state()))
+                    .collect();
+                return Err(fail(if missing.is_empty() {
+                    format!(
+                        "the sharded `{stage}` stage has every part but was not committed; run any one of its shards again (`glassbox {stage} … --shard i/{}`) to commit it",
+                        plan.count
+                    )
+                } else {
+                    format!(
+                        "the sharded `{stage}` stage is incomplete: shard{} {} of {} not finished; run `glassbox {stage} … --shard i/{}` for each with the same settings (`glassbox inspect` shows every shard)",
+                        if missing.len() == 1 { "" } else { "s" },
+                        missing.join(", "),
+                        plan.count,
+                        plan.count
+                    )
+                }));
+            }
+        }
         // A staged attempt without a completed result: the stage was interrupted.
         let staged = self.root.join(STAGING_DIR).join(stage).join("FINGERPRINT");
         if !completed && staged.is_file() {

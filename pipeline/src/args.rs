@@ -122,6 +122,11 @@ pub struct ExtractArgs {
     /// Examples per shard (the unit of resumption after an interruption).
     #[arg(long, default_value_t = crate::config::ExtractSection::default().shard_size)]
     pub shard_size: usize,
+    /// Run one of N workers that write this run together: INDEX/COUNT (0/3, 1/3, 2/3). Part k
+    /// (of --shard-size examples) is shard k mod COUNT's; the worker that finishes last checks
+    /// coverage and commits the run, which is then the single-process run byte for byte.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<glassbox_data::shards::ShardSpec>,
     /// Read PyTorch pickle checkpoints (.pth, pytorch_model.bin). Pickle can encode code;
     /// glassbox interprets tensors only and runs nothing, but reading one is your call.
     #[arg(long)]

@@ -7,7 +7,7 @@ use crate::config::{ExtractSection, ProbeSection, TcavSection};
 use crate::progress::Bars;
 use crate::render;
 use crate::run_pipeline::run_pipeline;
-use crate::stages::{dictionary, extract, probe, report, tcav, with_run_lock};
+use crate::stages::{dictionary, extract, extract_shard, probe, report, tcav, with_run_lock};
 use anyhow::Result;
 use glassbox_data::RunDir;
 
@@ -34,8 +34,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 force: a.force,
             };
             let run = RunDir::new(a.run);
-            let done = with_run_lock(&run, || extract::run_extract(&run, &req, &bars))?;
-            render::extracted(done.as_ref())?;
+            match a.shard {
+                Some(shard) => {
+                    let outcome = extract_shard::run_extract_shard(&run, &req, shard, &bars)?;
+                    render::extract_shard(&outcome, &run)?;
+                }
+                None => {
+                    let done = with_run_lock(&run, || extract::run_extract(&run, &req, &bars))?;
+                    render::extracted(done.as_ref())?;
+                }
+            }
         }
         Command::Probe(a) => {
             let (labels, mut token_labels) = match a.level {

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use glassbox_data::run::list_parts;
+use glassbox_data::shards::ShardPlan;
 use glassbox_data::store::read_metadata;
 use glassbox_data::{HookPoint, Manifest, Pool, RunDir};
 use serde::Serialize;
@@ -22,10 +23,36 @@ struct Inspection {
     hooks: Vec<HookInfo>,
     /// Stages with an interrupted attempt staged (their completed results, if any, are intact).
     interrupted: Vec<String>,
+    /// The shards of a sharded extraction in progress (empty when there is none).
+    shards: Vec<ShardInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardInfo {
+    stage: String,
+    shard: String,
+    /// `complete`, `running`, `interrupted` or `not started`.
+    state: &'static str,
+    parts_done: usize,
+    parts: usize,
 }
 
 pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
     let interrupted = crate::stages::transaction::interrupted(run);
+    let shards: Vec<ShardInfo> = match ShardPlan::load(run.root(), "extract")? {
+        Some(plan) => plan
+            .status(run.root())
+            .into_iter()
+            .map(|s| ShardInfo {
+                stage: plan.stage.clone(),
+                shard: format!("{}/{}", s.index, s.count),
+                state: s.state(),
+                parts_done: s.parts_done,
+                parts: s.parts,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     // A run: a manifest, or a first stage that was interrupted before writing one.
     if !run.manifest().is_file() && interrupted.is_empty() {
         anyhow::bail!(
@@ -78,6 +105,7 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
         manifest,
         hooks,
         interrupted,
+        shards,
     };
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
@@ -109,7 +137,43 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             &r.fingerprint[..12.min(r.fingerprint.len())]
         )?;
     }
-    for stage in &report.interrupted {
+    let sharded: Vec<&str> = report.shards.iter().map(|s| s.stage.as_str()).collect();
+    for s in &report.shards {
+        crate::outln!(
+            "shard {} of `{}`: {} ({} of {} parts)",
+            s.shard,
+            s.stage,
+            s.state,
+            s.parts_done,
+            s.parts
+        )?;
+    }
+    if let Some(missing) = (!report.shards.is_empty()).then(|| {
+        report
+            .shards
+            .iter()
+            .filter(|s| s.parts_done < s.parts)
+            .map(|s| s.shard.as_str())
+            .collect::<Vec<_>>()
+    }) {
+        crate::outln!(
+            "sharded `{}`: {}",
+            report.shards[0].stage,
+            if missing.is_empty() {
+                "every part written; run any shard again to commit the run".to_owned()
+            } else {
+                format!(
+                    "not complete; shards {} still to finish (run `glassbox extract … --shard i/N` for each, same settings)",
+                    missing.join(", ")
+                )
+            }
+        )?;
+    }
+    for stage in report
+        .interrupted
+        .iter()
+        .filter(|s| !sharded.contains(&s.as_str()))
+    {
         crate::outln!(
             "interrupted: a `{stage}` run was stopped before it finished (the results above are \
              untouched); run the same command again to resume it"

@@ -6,11 +6,13 @@ use crate::stages::attribute::AttributeDone;
 use crate::stages::causal::CausalDone;
 use crate::stages::dictionary::DictionaryRun;
 use crate::stages::extract::Extracted;
+use crate::stages::extract_shard::ShardOutcome;
 use crate::stages::patch::PatchDone;
 use crate::stages::report::ReportDone;
 use anyhow::Result;
 use glassbox_concepts::dictionary::HookSummary;
 use glassbox_concepts::ScoreRow;
+use glassbox_data::RunDir;
 use glassbox_probes::ProbeResult;
 
 /// Prints the new rows of a stage (nothing when it was up to date).
@@ -38,6 +40,58 @@ pub fn extracted(done: Option<&Extracted>) -> Result<()> {
             e.hooks,
             e.run.display()
         )?;
+    }
+    Ok(())
+}
+
+/// What a shard worker of `extract --shard` did.
+pub fn extract_shard(outcome: &ShardOutcome, run: &RunDir) -> Result<()> {
+    match outcome {
+        ShardOutcome::UpToDate => {}
+        ShardOutcome::Done {
+            shard,
+            parts,
+            resumed,
+            waiting,
+        } => {
+            crate::outln!(
+                "extract shard {shard}: {parts} parts written ({resumed} kept from an earlier attempt) → {}",
+                run.root().display()
+            )?;
+            if waiting.is_empty() {
+                crate::outln!("the run is complete")?;
+            } else {
+                let list: Vec<String> = waiting
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}/{} {} ({} of {} parts)",
+                            s.index,
+                            s.count,
+                            s.state(),
+                            s.parts_done,
+                            s.parts
+                        )
+                    })
+                    .collect();
+                crate::outln!(
+                    "waiting for {}; the last shard to finish commits the run (`glassbox inspect {}` shows every shard)",
+                    list.join(", "),
+                    run.root().display()
+                )?;
+            }
+        }
+        ShardOutcome::Committed {
+            shard,
+            parts,
+            resumed,
+            extracted: what,
+        } => {
+            crate::outln!(
+                "extract shard {shard}: {parts} parts written ({resumed} kept from an earlier attempt); every shard complete, coverage checked, run committed"
+            )?;
+            extracted(Some(what))?;
+        }
     }
     Ok(())
 }

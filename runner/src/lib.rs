@@ -21,5 +21,5 @@ pub mod patch_tables;
 pub mod patching;
 pub mod steering;
 
-pub use extract::{extract, Examples, ExtractOptions, ExtractSummary};
+pub use extract::{check_coverage, extract, Examples, Expected, ExtractOptions, ExtractSummary};
 pub use glassbox_models::{ModelError, Result};

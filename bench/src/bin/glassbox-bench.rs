@@ -151,6 +151,7 @@ fn extract_e2e(
         dtype: glassbox_data::ActDtype::F32,
         compression: codec,
         shard_size: 256,
+        worker: None,
     };
     let start = Instant::now();
     let summary = extract(model, &data, &run, &opts, &NoProgress)?;

@@ -11,7 +11,8 @@ mod schema;
 mod writer;
 
 pub use reader::{
-    read_metadata, read_parts, read_pooled_matrix, ActivationBatch, PartStream, PooledMatrix,
+    read_metadata, read_part_extent, read_parts, read_pooled_matrix, ActivationBatch, PartExtent,
+    PartStream, PooledMatrix,
 };
 pub use schema::{activation_schema, ActDtype, Codec, ShardMeta, StoreKind, META_PREFIX};
 pub use writer::ActivationWriter;

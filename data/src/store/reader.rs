@@ -202,6 +202,55 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
         .collect())
 }
 
+/// A part's rows and the range of its `example_id`s, from the footer's chunk statistics alone
+/// (no column is read): what a coverage check of a sharded run needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartExtent {
+    /// Rows in the file.
+    pub rows: u64,
+    /// Smallest and largest `example_id`; `None` for an empty file.
+    pub ids: Option<(u64, u64)>,
+}
+
+/// Reads a part's [`PartExtent`]; a file without `example_id` statistics is an error naming it.
+pub fn read_part_extent(path: &Path) -> Result<PartExtent> {
+    let file = std::fs::File::open(path).map_err(DataError::io(path))?;
+    let reader = SerializedFileReader::new(file).map_err(DataError::parquet(path))?;
+    let meta = reader.metadata();
+    let mut ids: Option<(u64, u64)> = None;
+    for group in meta.row_groups() {
+        if group.num_rows() == 0 {
+            continue;
+        }
+        let stats = group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "example_id")
+            .and_then(|c| c.statistics());
+        let range = match stats {
+            Some(parquet::file::statistics::Statistics::Int64(s)) => s
+                .min_opt()
+                .zip(s.max_opt())
+                .map(|(&lo, &hi)| (lo as u64, hi as u64)),
+            _ => None,
+        };
+        let Some((lo, hi)) = range else {
+            return Err(DataError::Run {
+                run: path.to_path_buf(),
+                message: "no example_id statistics in this part; it was not written by glassbox extract: remove it and re-run the shard that owns it".into(),
+            });
+        };
+        ids = Some(match ids {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        });
+    }
+    Ok(PartExtent {
+        rows: meta.file_metadata().num_rows() as u64,
+        ids,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

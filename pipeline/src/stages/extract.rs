@@ -39,6 +39,56 @@ pub fn run_extract(
     progress: &dyn Progress,
 ) -> Result<Option<Extracted>> {
     let started = std::time::Instant::now();
+    let prepared = prepare(req, None)?;
+    let fp = prepared.fingerprint.clone();
+    if !check_existing(run, &prepared, req.force, progress)? {
+        return Ok(None);
+    }
+
+    // An interrupted extraction with exactly these settings resumes from its last shard.
+    let tx = Transaction::begin(run, "extract", outputs(), &fp, !req.force)?;
+    if tx.resumed() {
+        progress.note("extract: resuming the interrupted extraction with these settings");
+    }
+    let summary = glassbox_runner::extract(
+        &prepared.model,
+        &prepared.examples,
+        tx.run(),
+        &prepared.opts,
+        progress,
+    )?;
+    commit(run, tx, &prepared, req, &summary, started)
+}
+
+/// The stage's outputs in the run.
+pub(super) fn outputs() -> Vec<std::path::PathBuf> {
+    [
+        "examples.parquet",
+        "tokens.parquet",
+        "activations",
+        "pooled",
+    ]
+    .map(std::path::PathBuf::from)
+    .to_vec()
+}
+
+/// An extraction resolved: the model loaded, the data read, the hooks selected, and the
+/// fingerprint of it all.
+pub(super) struct Prepared {
+    pub model: glassbox_models::LoadedModel,
+    pub examples: Examples,
+    pub params: serde_json::Value,
+    pub fingerprint: String,
+    pub opts: ExtractOptions,
+    weights_sha256: String,
+}
+
+/// Resolves the model and the data and selects the hooks; `worker` is the shard this process
+/// runs (it is not part of the fingerprint: the merged run is the single-process run).
+pub(super) fn prepare(
+    req: &ExtractRequest<'_>,
+    worker: Option<glassbox_data::shards::ShardSpec>,
+) -> Result<Prepared> {
     let s = req.settings;
     s.validate()?;
     let (dtype, compression, pools) = (s.dtype, s.compression, s.pools.clone());
@@ -54,15 +104,10 @@ pub fn run_extract(
     };
     let model = load_model(resolved, options)?;
     let examples = Examples::read(&model, req.data)?;
-    let (id, revision, family) = (
-        model.resolved.id.as_str(),
-        model.resolved.revision.as_str(),
-        model.model.family(),
-    );
     let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
     let params = serde_json::json!({
-        "model_id": id,
-        "revision": revision,
+        "model_id": model.resolved.id,
+        "revision": model.resolved.revision,
         "weights_sha256": weights_sha256,
         "data_sha256": examples.table().sha256,
         "hooks": selected,
@@ -74,19 +119,47 @@ pub fn run_extract(
         "compression": compression.as_str(),
         "shard_size": s.shard_size,
     });
-    let fp = fingerprint("extract", &params);
+    let fingerprint = fingerprint("extract", &params);
+    let opts = ExtractOptions {
+        hooks: selected,
+        pools,
+        token_level: s.token_level,
+        batch_size: s.batch_size,
+        dtype,
+        compression,
+        shard_size: s.shard_size,
+        worker,
+    };
+    Ok(Prepared {
+        model,
+        examples,
+        params,
+        fingerprint,
+        opts,
+        weights_sha256,
+    })
+}
 
-    let manifest = existing_manifest(run, req.force)?;
+/// Compares the extraction with the run's completed one: `false` when it is up to date; an
+/// error when it would replace a different model, data or hook set without `--force`.
+pub(super) fn check_existing(
+    run: &RunDir,
+    prepared: &Prepared,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    let fp = &prepared.fingerprint;
+    let manifest = existing_manifest(run, force)?;
     match manifest.stage_fingerprint("extract") {
-        Some(old) if old == fp && !req.force && !Transaction::pending(run, "extract", &fp) => {
+        Some(old) if old == fp && !force && !Transaction::pending(run, "extract", fp) => {
             progress
                 .note("extract: up to date (same model, data and settings); --force re-runs it");
-            return Ok(None);
+            return Ok(false);
         }
         Some(old) if old != fp => {
             let earlier = &manifest.stages["extract"].params;
-            let changed = identity_changes(earlier, &params);
-            if !changed.is_empty() && !req.force {
+            let changed = identity_changes(earlier, &prepared.params);
+            if !changed.is_empty() && !force {
                 bail!(
                     "{}: this run was extracted with a different {}; refusing to replace it. \
                      Pass --force to re-extract into this run (its probe, tcav, dictionary and \
@@ -101,57 +174,45 @@ pub fn run_extract(
         }
         _ => {}
     }
+    Ok(true)
+}
 
-    // An interrupted extraction with exactly these settings resumes from its last shard.
-    let outputs = [
-        "examples.parquet",
-        "tokens.parquet",
-        "activations",
-        "pooled",
-    ]
-    .map(std::path::PathBuf::from)
-    .to_vec();
-    let tx = Transaction::begin(run, "extract", outputs, &fp, !req.force)?;
-    if tx.resumed() {
-        progress.note("extract: resuming the interrupted extraction with these settings");
-    }
-
-    let opts = ExtractOptions {
-        hooks: selected,
-        pools,
-        token_level: s.token_level,
-        batch_size: s.batch_size,
-        dtype,
-        compression,
-        shard_size: s.shard_size,
-    };
-    let staged = tx.run();
-    let summary = glassbox_runner::extract(&model, &examples, staged, &opts, progress)?;
-
+/// Swaps a finished extraction into the run and records it.
+pub(super) fn commit(
+    run: &RunDir,
+    tx: Transaction,
+    prepared: &Prepared,
+    req: &ExtractRequest<'_>,
+    summary: &glassbox_runner::ExtractSummary,
+    started: std::time::Instant,
+) -> Result<Option<Extracted>> {
+    let model = &prepared.model;
+    let modality = model.modality();
     let model_record = ModelRecord {
-        id: id.to_owned(),
-        revision: revision.to_owned(),
+        id: model.resolved.id.clone(),
+        revision: model.resolved.revision.clone(),
         source: model.resolved.source.to_owned(),
-        family: family.to_owned(),
-        modality: Some(model.modality()),
-        weights_sha256,
-        preprocessor: (model.modality() == glassbox_data::Modality::Vision)
+        family: model.model.family().to_owned(),
+        modality: Some(modality),
+        weights_sha256: prepared.weights_sha256.clone(),
+        preprocessor: (modality == glassbox_data::Modality::Vision)
             .then(|| model.preprocessor())
             .transpose()?,
     };
     let data_record = DataRecord {
         path: req.data.display().to_string(),
-        sha256: examples.table().sha256.clone(),
+        sha256: prepared.examples.table().sha256.clone(),
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
     };
     let done = Completion {
         stage: Stage::Extract,
-        fingerprint: fp,
+        fingerprint: prepared.fingerprint.clone(),
         seed: None,
-        params,
+        params: prepared.params.clone(),
         started,
     };
+    let s = req.settings;
     tx.commit(
         done,
         |manifest| {
@@ -176,8 +237,8 @@ pub fn run_extract(
     Ok(Some(Extracted {
         n_examples: summary.n_examples,
         n_units: summary.n_tokens,
-        unit: examples.unit(),
-        hooks: opts.hooks.len(),
+        unit: prepared.examples.unit(),
+        hooks: prepared.opts.hooks.len(),
         run: run.root().to_path_buf(),
     }))
 }

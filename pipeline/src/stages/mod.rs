@@ -10,6 +10,7 @@ pub mod dictionary;
 mod dictionary_lm;
 pub mod dissect;
 pub mod extract;
+pub mod extract_shard;
 pub mod patch;
 mod patch_targets;
 pub mod probe;

@@ -177,6 +177,13 @@ impl Transaction {
         !self.fresh
     }
 
+    /// Never removes the staging folder on failure, even when this attempt created it: shard
+    /// workers share it, and one worker's failure must not discard the others' parts.
+    pub fn shared(mut self) -> Self {
+        self.fresh = false;
+        self
+    }
+
     /// Leaves the staging folder for the next attempt (a paused dictionary training).
     pub fn keep_for_resume(mut self) {
         self.keep = true;

@@ -7,7 +7,7 @@
 //! `n_tokens = 1` per image.
 
 use super::shard::{hook_rows, with_f32_slice, write_shard, StoreTarget};
-use super::{run_shards, validate_hooks, ExtractOptions, ExtractSummary};
+use super::{run_shards, validate_hooks, writes_tables, ExtractOptions, ExtractSummary};
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{load_rgb, ImageDataset, Preprocessor};
 use glassbox_data::{Progress, RunDir};
@@ -27,14 +27,16 @@ pub fn extract_images(
 ) -> Result<ExtractSummary> {
     validate_hooks(opts, &model.model.hook_points(), model.model.family())?;
     let n = data.len();
-    write_examples(run, &data.data, &vec![1; n])?;
+    if writes_tables(opts) {
+        write_examples(run, &data.data, &vec![1; n])?;
+    }
     let width = |h: HookPoint| model.model.hook_width(h);
     let target = StoreTarget {
         id: &model.resolved.id,
         revision: &model.resolved.revision,
         width: &width,
     };
-    let (shards, resumed) = run_shards(
+    let (shards, resumed, owned) = run_shards(
         run,
         opts,
         &vec![1; n],
@@ -51,6 +53,7 @@ pub fn extract_images(
         n_tokens: n as u64,
         shards,
         shards_resumed: resumed,
+        shards_owned: owned,
     })
 }
 

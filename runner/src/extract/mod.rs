@@ -6,14 +6,18 @@
 //! with a marker and rewrites any without one, so a killed extraction resumes with no lost or
 //! duplicated rows. Memory is bounded by one batch.
 
+mod coverage;
 mod images;
 mod shard;
+
+pub use coverage::{check_coverage, Expected};
 
 use images::extract_images;
 pub use images::{image_batch, image_batch_of};
 
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
+use glassbox_data::shards::ShardSpec;
 use glassbox_data::tokens::{TokenRows, TokensWriter};
 use glassbox_data::Pool;
 use glassbox_data::{atomic, ActDtype, DataError, Modality, Progress, RunDir, TextDataset};
@@ -39,6 +43,9 @@ pub struct ExtractOptions {
     pub compression: glassbox_data::store::Codec,
     /// Examples per shard: the unit of resumption.
     pub shard_size: usize,
+    /// Run only the parts of this worker (`--shard i/N`: parts `k` with `k mod N = i`; the
+    /// examples and tokens tables belong to shard 0); `None` runs them all.
+    pub worker: Option<ShardSpec>,
 }
 
 /// What an extraction did.
@@ -52,6 +59,8 @@ pub struct ExtractSummary {
     pub shards: usize,
     /// Shards found complete from an earlier, interrupted run and kept.
     pub shards_resumed: usize,
+    /// Shards this process ran or kept (all of them without a worker).
+    pub shards_owned: usize,
 }
 
 /// A run's examples, read the way the model reads its inputs.
@@ -118,9 +127,9 @@ fn extract_texts(
     progress: &dyn Progress,
 ) -> Result<ExtractSummary> {
     validate_hooks(opts, &model.model.hook_points(), model.model.family())?;
-    let n_tokens = tokenize_all(model, data, run, opts.batch_size, progress)?;
+    let n_tokens = tokenize_all(model, data, run, opts, progress)?;
     let total_tokens: u64 = n_tokens.iter().map(|&n| n as u64).sum();
-    let (shards, resumed) =
+    let (shards, resumed, owned) =
         run_shards(run, opts, &n_tokens, "tokens", progress, |shard, range| {
             shard::run_shard(model, data, run, opts, shard, range, progress)
         })?;
@@ -129,11 +138,19 @@ fn extract_texts(
         n_tokens: total_tokens,
         shards,
         shards_resumed: resumed,
+        shards_owned: owned,
     })
 }
 
+/// Whether this process writes the examples and tokens tables: shard 0 owns them (they are
+/// the same for every worker), a single process always.
+pub(crate) fn writes_tables(opts: &ExtractOptions) -> bool {
+    opts.worker.is_none_or(|w| w.owns(0))
+}
+
 /// Runs every shard without a completion marker (`units[i]`: progress units of example `i`),
-/// writing the marker after each; returns (shards, shards kept from an earlier run).
+/// writing the marker after each, skipping the parts of other workers; returns (shards, shards
+/// kept from an earlier run, shards this process owns).
 fn run_shards(
     run: &RunDir,
     opts: &ExtractOptions,
@@ -141,7 +158,7 @@ fn run_shards(
     unit_name: &str,
     progress: &dyn Progress,
     mut run_shard: impl FnMut(usize, std::ops::Range<usize>) -> Result<()>,
-) -> Result<(usize, usize)> {
+) -> Result<(usize, usize, usize)> {
     let n = units.len();
     let n_shards = n.div_ceil(opts.shard_size);
     let markers = run.progress_dir("extract");
@@ -149,11 +166,18 @@ fn run_shards(
         path: markers.clone(),
         source: e,
     })?;
-    let total: u64 = units.iter().map(|&t| t as u64).sum();
+    let owns = |shard: usize| opts.worker.is_none_or(|w| w.owns(shard));
+    let range_of = |shard: usize| shard * opts.shard_size..((shard + 1) * opts.shard_size).min(n);
+    let total: u64 = (0..n_shards)
+        .filter(|&k| owns(k))
+        .flat_map(|k| units[range_of(k)].iter())
+        .map(|&t| t as u64)
+        .sum();
     progress.start(&format!("extract ({unit_name})"), total);
-    let mut resumed = 0;
-    for shard in 0..n_shards {
-        let range = shard * opts.shard_size..((shard + 1) * opts.shard_size).min(n);
+    let (mut resumed, mut owned) = (0, 0);
+    for shard in (0..n_shards).filter(|&k| owns(k)) {
+        owned += 1;
+        let range = range_of(shard);
         let shard_units: u64 = units[range.clone()].iter().map(|&t| t as u64).sum();
         let marker = markers.join(format!("shard-{shard:05}.done"));
         if marker.exists() {
@@ -167,10 +191,10 @@ fn run_shards(
     progress.finish();
     if resumed > 0 {
         progress.note(&format!(
-            "resumed: kept {resumed} of {n_shards} shards completed by an earlier run"
+            "resumed: kept {resumed} of {owned} shards completed by an earlier run"
         ));
     }
-    Ok((n_shards, resumed))
+    Ok((n_shards, resumed, owned))
 }
 
 fn validate_hooks(opts: &ExtractOptions, available: &[HookPoint], family: &str) -> Result<()> {
@@ -208,11 +232,15 @@ fn tokenize_all(
     model: &LoadedModel,
     data: &TextDataset,
     run: &RunDir,
-    chunk: usize,
+    opts: &ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<u32>> {
+    let chunk = opts.batch_size;
     progress.start("tokenize", data.len() as u64);
-    let mut writer = TokensWriter::create(run)?;
+    // Every worker needs the token counts; one writes the tables.
+    let mut writer = writes_tables(opts)
+        .then(|| TokensWriter::create(run))
+        .transpose()?;
     let mut n_tokens = Vec::with_capacity(data.len());
     for (c, texts) in data.texts.chunks(chunk.max(256)).enumerate() {
         let first = c * chunk.max(256);
@@ -238,11 +266,15 @@ fn tokenize_all(
             }
             n_tokens.push(e.ids.len() as u32);
         }
-        writer.write(&rows)?;
+        if let Some(writer) = writer.as_mut() {
+            writer.write(&rows)?;
+        }
         progress.advance(texts.len() as u64);
     }
-    writer.finish()?;
-    write_examples(run, data, &n_tokens)?;
+    if let Some(writer) = writer {
+        writer.finish()?;
+        write_examples(run, data, &n_tokens)?;
+    }
     progress.finish();
     Ok(n_tokens)
 }

@@ -1,0 +1,276 @@
+//! `glassbox extract --shard i/N`: workers started together on one run write the
+//! single-process run byte for byte; a killed worker is re-run alone; a missing shard is named
+//! by `inspect` and refused by later stages; workers started differently are refused.
+
+use glassbox_tests::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The extraction every run here shares: small parts, so each worker owns several.
+fn extract(model: &Path, run: &Path, extra: &[&str]) -> Command {
+    extract_hooks(model, "blocks.*.hook_resid_post", run, extra)
+}
+
+fn extract_hooks(model: &Path, hooks: &str, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = glassbox();
+    cmd.args(["extract", "--model"])
+        .arg(model)
+        .args(["--data", "data/sets/default.jsonl"])
+        .args(["--hooks", hooks, "--max-length", "64"])
+        .args([
+            "--shard-size",
+            "4",
+            "--batch-size",
+            "2",
+            "--pools",
+            "mean,last",
+        ])
+        .args(extra)
+        .arg("--run")
+        .arg(run)
+        .current_dir(workspace_root());
+    cmd
+}
+
+fn tiny_gpt2() -> std::path::PathBuf {
+    workspace_root().join("tests/fixtures/tiny_gpt2")
+}
+
+/// Every file of the run but its manifest (which records times) and lock files.
+fn stored(run: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut files = snapshot(run);
+    files.remove("manifest.json");
+    files
+}
+
+fn manifest_extract(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::json!({
+        "fingerprint": m["stages"]["extract"]["fingerprint"],
+        "params": m["stages"]["extract"]["params"],
+        "data": m["data"],
+        "model": m["model"],
+    })
+}
+
+fn assert_same_run(single: &Path, sharded: &Path) {
+    let (a, b) = (stored(single), stored(sharded));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &a {
+        assert!(
+            bytes == &b[name],
+            "{name} differs from the single-process run"
+        );
+    }
+    assert!(a.keys().any(|k| k.starts_with("activations/")));
+    assert!(a.keys().any(|k| k.starts_with("pooled/")));
+    assert_eq!(manifest_extract(single), manifest_extract(sharded));
+}
+
+#[test]
+fn three_workers_started_together_write_the_single_process_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, sharded) = (tmp.path().join("single"), tmp.path().join("sharded"));
+    assert_success(
+        &extract(&tiny_gpt2(), &single, &[]).output().unwrap(),
+        "single-process extract",
+    );
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            extract(&tiny_gpt2(), &sharded, &["--shard", &format!("{i}/3")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = workers
+        .into_iter()
+        .map(|w| w.wait_with_output().unwrap())
+        .collect();
+    for (i, out) in outs.iter().enumerate() {
+        assert_success(out, &format!("shard {i}/3"));
+    }
+    let committed = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("run committed"))
+        .count();
+    assert_eq!(
+        committed, 1,
+        "exactly one worker (the last) commits the run"
+    );
+    assert_same_run(&single, &sharded);
+    assert!(
+        !sharded.join(".staging").exists(),
+        "the shared staging is gone"
+    );
+
+    // Later stages take the merged run as any other; a worker started again has nothing to do.
+    let out = glassbox()
+        .args([
+            "probe",
+            "--label",
+            "topic",
+            "--no-neurons",
+            "--bootstrap",
+            "20",
+            "--run",
+        ])
+        .arg(&sharded)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe on the merged run");
+    let out = extract(&tiny_gpt2(), &sharded, &["--shard", "1/3"])
+        .output()
+        .unwrap();
+    assert_success(&out, "a shard of a complete run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+}
+
+#[test]
+fn a_missing_shard_is_named_and_refused_and_differing_workers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    for i in [0, 2] {
+        let out = extract(&tiny_gpt2(), &run, &["--shard", &format!("{i}/3")])
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("shard {i}/3"));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("waiting for 1/3 not started"));
+    }
+    let out = glassbox().arg("inspect").arg(&run).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("shard 1/3 of `extract`: not started"),
+        "{text}"
+    );
+    assert!(text.contains("shard 0/3 of `extract`: complete"), "{text}");
+    let out = glassbox()
+        .args(["inspect", "--json"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["shards"][1]["state"], "not started");
+
+    let before = snapshot(&run);
+    let out = glassbox()
+        .args(["probe", "--label", "topic", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["incomplete", "1/3 (not started)"]);
+    for (args, says) in [
+        (
+            vec!["--shard", "1/4"],
+            "shard count (the shards already started use 3, this one 4)",
+        ),
+        (
+            vec!["--shard", "1/3", "--dtype", "f16"],
+            "dtype (the shards already started use f32, this one f16)",
+        ),
+        (
+            vec!["--shard", "1/3", "--force"],
+            "--force cannot be combined with --shard",
+        ),
+        (vec!["--shard", "3/3"], "counted from 0"),
+        (vec!["--shard", "0/0"], "at least 1"),
+    ] {
+        let out = extract(&tiny_gpt2(), &run, &args).output().unwrap();
+        assert_bad_input(&out, &[says]);
+    }
+    let out = extract_hooks(
+        &tiny_gpt2(),
+        "blocks.0.hook_resid_post",
+        &run,
+        &["--shard", "1/3"],
+    )
+    .output()
+    .unwrap();
+    assert_bad_input(&out, &["hooks (the shards already started use"]);
+    assert!(snapshot(&run) == before, "refusals leave the run unchanged");
+
+    // The missing shard alone completes the run.
+    let out = extract(&tiny_gpt2(), &run, &["--shard", "1/3"])
+        .output()
+        .unwrap();
+    assert_success(&out, "shard 1/3");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run committed"));
+    let single = tmp.path().join("single");
+    assert_success(
+        &extract(&tiny_gpt2(), &single, &[]).output().unwrap(),
+        "single-process extract",
+    );
+    assert_same_run(&single, &run);
+}
+
+#[test]
+fn a_killed_shard_rerun_alone_completes_the_same_run() {
+    let Some(minilm) = require_minilm("a_killed_shard_rerun_alone") else {
+        return;
+    };
+    // Two of MiniLM's hooks: slow enough per part to be killed in the middle.
+    let hooks = "blocks.0.hook_resid_post,blocks.5.hook_resid_post";
+    let extract =
+        |model: &Path, run: &Path, extra: &[&str]| extract_hooks(model, hooks, run, extra);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    for i in [0, 2] {
+        let out = extract(&minilm, &run, &["--shard", &format!("{i}/3")])
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("shard {i}/3"));
+    }
+    // Shard 1 owns parts 1, 4, 7, …: kill it (SIGKILL) once its second part is marked.
+    let marker = run.join(".staging/extract/_progress/extract/shard-00004.done");
+    let mut child = extract(&minilm, &run, &["--shard", "1/3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "no part marked within 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "shard 1/3 ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = glassbox().arg("inspect").arg(&run).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("shard 1/3 of `extract`: interrupted"),
+        "{text}"
+    );
+    assert!(
+        !run.join("manifest.json").exists(),
+        "nothing marked complete"
+    );
+
+    let out = extract(&minilm, &run, &["--shard", "1/3"])
+        .output()
+        .unwrap();
+    assert_success(&out, "shard 1/3 again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("run committed"), "{stdout}");
+    assert!(
+        !stdout.contains("(0 kept"),
+        "the killed worker's parts are kept: {stdout}"
+    );
+    let single = tmp.path().join("single");
+    assert_success(
+        &extract(&minilm, &single, &[]).output().unwrap(),
+        "single-process extract",
+    );
+    assert_same_run(&single, &run);
+}
