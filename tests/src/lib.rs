@@ -1,6 +1,8 @@
 //! Helpers for glassbox's end-to-end tests: locating the CLI binary, the cached real model,
 //! the independent Python reader and the committed fixtures.
 
+pub mod sharded;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -2,76 +2,14 @@
 //! single-process run byte for byte; a killed worker is re-run alone; a missing shard is named
 //! by `inspect` and refused by later stages; workers started differently are refused.
 
+use glassbox_tests::sharded::{assert_same_run, sharded_extract, tiny_gpt2};
 use glassbox_tests::*;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The extraction every run here shares: small parts, so each worker owns several.
 fn extract(model: &Path, run: &Path, extra: &[&str]) -> Command {
-    extract_hooks(model, "blocks.*.hook_resid_post", run, extra)
-}
-
-fn extract_hooks(model: &Path, hooks: &str, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = glassbox();
-    cmd.args(["extract", "--model"])
-        .arg(model)
-        .args(["--data", "data/sets/default.jsonl"])
-        .args(["--hooks", hooks, "--max-length", "64"])
-        .args([
-            "--shard-size",
-            "4",
-            "--batch-size",
-            "2",
-            "--pools",
-            "mean,last",
-        ])
-        .args(extra)
-        .arg("--run")
-        .arg(run)
-        .current_dir(workspace_root());
-    cmd
-}
-
-fn tiny_gpt2() -> std::path::PathBuf {
-    workspace_root().join("tests/fixtures/tiny_gpt2")
-}
-
-/// Every file of the run but its manifest (which records times) and lock files.
-fn stored(run: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
-    let mut files = snapshot(run);
-    files.remove("manifest.json");
-    files
-}
-
-fn manifest_extract(run: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run.join("manifest.json")).unwrap();
-    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
-    serde_json::json!({
-        "fingerprint": m["stages"]["extract"]["fingerprint"],
-        "params": m["stages"]["extract"]["params"],
-        "data": m["data"],
-        "model": m["model"],
-    })
-}
-
-fn assert_same_run(single: &Path, sharded: &Path) {
-    let (a, b) = (stored(single), stored(sharded));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the same files"
-    );
-    for (name, bytes) in &a {
-        assert!(
-            bytes == &b[name],
-            "{name} differs from the single-process run"
-        );
-    }
-    assert!(a.keys().any(|k| k.starts_with("activations/")));
-    assert!(a.keys().any(|k| k.starts_with("pooled/")));
-    assert_eq!(manifest_extract(single), manifest_extract(sharded));
+    sharded_extract(model, "blocks.*.hook_resid_post", run, extra)
 }
 
 #[test]
@@ -186,7 +124,7 @@ fn a_missing_shard_is_named_and_refused_and_differing_workers_are_refused() {
         let out = extract(&tiny_gpt2(), &run, &args).output().unwrap();
         assert_bad_input(&out, &[says]);
     }
-    let out = extract_hooks(
+    let out = sharded_extract(
         &tiny_gpt2(),
         "blocks.0.hook_resid_post",
         &run,
@@ -219,7 +157,7 @@ fn a_killed_shard_rerun_alone_completes_the_same_run() {
     // Two of MiniLM's hooks: slow enough per part to be killed in the middle.
     let hooks = "blocks.0.hook_resid_post,blocks.5.hook_resid_post";
     let extract =
-        |model: &Path, run: &Path, extra: &[&str]| extract_hooks(model, hooks, run, extra);
+        |model: &Path, run: &Path, extra: &[&str]| sharded_extract(model, hooks, run, extra);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     for i in [0, 2] {

@@ -1,0 +1,87 @@
+//! Helpers for the sharded-run tests: one small extraction, and the check that a run written by
+//! shard workers is the single-process run.
+
+use crate::{glassbox, snapshot, workspace_root};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The committed tiny GPT-2.
+pub fn tiny_gpt2() -> PathBuf {
+    workspace_root().join("tests/fixtures/tiny_gpt2")
+}
+
+/// The extraction arguments the sharded tests share, after `glassbox` (`extract … --run RUN`,
+/// without `--shard`): small parts, so each worker owns several.
+pub fn extract_args(model: &Path, hooks: &str, run: &Path) -> Vec<String> {
+    let root = workspace_root();
+    [
+        "extract",
+        "--model",
+        &model.display().to_string(),
+        "--data",
+        &root.join("data/sets/default.jsonl").display().to_string(),
+        "--hooks",
+        hooks,
+        "--max-length",
+        "64",
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "2",
+        "--pools",
+        "mean,last",
+        "--run",
+        &run.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `glassbox` with [`extract_args`] and `extra`.
+pub fn sharded_extract(model: &Path, hooks: &str, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = glassbox();
+    cmd.args(extract_args(model, hooks, run))
+        .args(extra)
+        .current_dir(workspace_root());
+    cmd
+}
+
+/// Every file of the run but its manifest (which records times) and lock files.
+fn stored(run: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut files = snapshot(run);
+    files.remove("manifest.json");
+    files
+}
+
+/// The manifest's extraction record: fingerprint, settings, data and model.
+fn manifest_extract(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::json!({
+        "fingerprint": m["stages"]["extract"]["fingerprint"],
+        "params": m["stages"]["extract"]["params"],
+        "data": m["data"],
+        "model": m["model"],
+    })
+}
+
+/// Asserts the two runs hold the same files byte for byte (the manifest's extraction record
+/// too), with activations and pools among them, and no staging left.
+pub fn assert_same_run(single: &Path, sharded: &Path) {
+    let (a, b) = (stored(single), stored(sharded));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &a {
+        assert!(
+            bytes == &b[name],
+            "{name} differs from the single-process run"
+        );
+    }
+    assert!(a.keys().any(|k| k.starts_with("activations/")));
+    assert!(a.keys().any(|k| k.starts_with("pooled/")));
+    assert_eq!(manifest_extract(single), manifest_extract(sharded));
+}
