@@ -98,6 +98,13 @@ bench-attribution images="32": models venv
 
 # Network Dissection of four EfficientNet-Lite0 hooks (every channel) over N masked composites,
 # 100 shuffles: the dissect stage's seconds and peak RSS beside extraction's, CPU flags (JSON).
+# The same MiniLM extraction as 1 process and as 2 `--shard` workers at once (and with one thread
+# each), every sharded run compared byte for byte with the single-process one (bench/shards.sh).
+bench-shards copies="4": models venv
+    @case "{{copies}}" in ''|*[!0-9]*|0) echo "copies must be a positive whole number, e.g. just bench-shards 2" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    bench/shards.sh {{copies}}
+
 bench-dissect images="500": models venv
     @case "{{images}}" in ''|*[!0-9]*|0) echo "images must be a positive whole number, e.g. just bench-dissect 100" >&2; exit 2;; esac
     cargo build --bin glassbox
