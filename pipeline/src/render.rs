@@ -215,10 +215,14 @@ pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
             target = &r.target;
             crate::outln!("target `{target}` (rank, method, faithfulness, max-sensitivity, IG completeness error, sanity):")?;
         }
+        let labels = r
+            .label_randomized_spearman
+            .map(|v| format!(", {} with the labels shuffled", fmt(Some(v))))
+            .unwrap_or_default();
         let sanity = match r.sanity_passed {
-            Some(true) => format!("passed (|ρ| {})", fmt(r.randomized_spearman)),
+            Some(true) => format!("passed (|ρ| {}{labels})", fmt(r.randomized_spearman)),
             Some(false) => format!(
-                "FAILED (|ρ| {} with the model randomised)",
+                "FAILED (|ρ| {} with the model randomised{labels})",
                 fmt(r.randomized_spearman)
             ),
             None => "not run".to_owned(),

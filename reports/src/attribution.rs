@@ -42,8 +42,27 @@ struct Verdict {
     max_sensitivity: Option<f64>,
     completeness_error: Option<f64>,
     randomized_spearman: Option<f64>,
+    /// `probe:` targets: |ρ| with the maps of the probe refitted on shuffled labels.
+    label_randomized_spearman: Option<f64>,
     sanity_passed: Option<bool>,
     rank: u32,
+}
+
+impl Verdict {
+    /// "|ρ| 0.12 with the model randomised, 0.05 with the labels shuffled".
+    fn evidence(&self) -> String {
+        let mut s = format!(
+            "|ρ| {} with the model randomised",
+            fmt(self.randomized_spearman)
+        );
+        if self.label_randomized_spearman.is_some() {
+            s.push_str(&format!(
+                ", {} with the labels shuffled",
+                fmt(self.label_randomized_spearman)
+            ));
+        }
+        s
+    }
 }
 
 fn opt(a: &Float64Array, i: usize) -> Option<f64> {
@@ -60,6 +79,10 @@ fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
         let sens = col::<Float64Array>(&b, "max_sensitivity", &path)?;
         let comp = col::<Float64Array>(&b, "completeness_error", &path)?;
         let rho = col::<Float64Array>(&b, "randomized_spearman", &path)?;
+        // Absent from runs written before the label check existed.
+        let label_rho = b
+            .column_by_name("label_randomized_spearman")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>());
         let passed = col::<BooleanArray>(&b, "sanity_passed", &path)?;
         let rank = col::<UInt32Array>(&b, "rank", &path)?;
         for i in 0..b.num_rows() {
@@ -70,6 +93,7 @@ fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
                 max_sensitivity: opt(sens, i),
                 completeness_error: opt(comp, i),
                 randomized_spearman: opt(rho, i),
+                label_randomized_spearman: label_rho.and_then(|a| opt(a, i)),
                 sanity_passed: (!passed.is_null(i)).then(|| passed.value(i)),
                 rank: rank.value(i),
             });
@@ -375,7 +399,7 @@ fn fmt(v: Option<f64>) -> String {
 pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError> {
     let verdicts = verdicts(dir)?;
     let predictions = predictions(dir)?;
-    let mut body = String::from("<h1>Why the model decided: input attributions</h1>\n<p class=\"note\">Each map is ranked by faithfulness (area between the deletion curves, least- minus most-relevant first: higher = the map orders features by how much the target needs them), with max-sensitivity (lower = steadier under small input noise), integrated gradients' completeness error, and the model-randomisation check (Adebayo et al. 2018): a method whose maps still rank-correlate with the trained model's once every layer is destroyed explains the input, not the model, and is marked FAILED wherever its map appears. Red = supports the target, blue = against it.</p>\n");
+    let mut body = String::from("<h1>Why the model decided: input attributions</h1>\n<p class=\"note\">Each map is ranked by faithfulness (area between the deletion curves, least- minus most-relevant first: higher = the map orders features by how much the target needs them), with max-sensitivity (lower = steadier under small input noise), integrated gradients' completeness error, and the randomisation checks (Adebayo et al. 2018): a method whose maps still rank-correlate with the trained model's once every layer is destroyed — or, for a probe target, with those of the probe refitted on shuffled labels — explains the input, not the model, and is marked FAILED wherever its map appears. Red = supports the target, blue = against it.</p>\n");
     let mut style = String::new();
     let inputs = dir.join("inputs");
     let mut targets: Vec<&String> = verdicts.iter().map(|v| &v.target).collect();
@@ -388,14 +412,8 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
         body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
         for v in &mine {
             let sanity = match v.sanity_passed {
-                Some(true) => format!(
-                    "passed (|ρ| {} with the model randomised)",
-                    fmt(v.randomized_spearman)
-                ),
-                Some(false) => format!(
-                    "<strong>FAILED</strong> (|ρ| {} with the model randomised)",
-                    fmt(v.randomized_spearman)
-                ),
+                Some(true) => format!("passed ({})", v.evidence()),
+                Some(false) => format!("<strong>FAILED</strong> ({})", v.evidence()),
                 None => "not run".to_owned(),
             };
             body.push_str(&format!(

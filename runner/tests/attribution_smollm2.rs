@@ -1,5 +1,6 @@
 //! Attributions on the real SmolLM2-135M (GGUF, from `just models`), next-token targets on
-//! three prompts: the gradient of the autograd forward is the derivative of the fast forward's
+//! two short prompts (a third, the 15-token IOI prompt, measured the same and took half of the
+//! test's time): the gradient of the autograd forward is the derivative of the fast forward's
 //! `f` (central differences along it, within 1 %), and integrated gradients from zero token
 //! embeddings at 64 steps — whose completeness the adaptive rule improves over Gauss–Legendre
 //! (measured, printed; see the comment for why neither is within 1 % on this model). Skips
@@ -20,10 +21,6 @@ fn smollm2_gradients_and_ig_completeness() {
     let tokenizer = model.tokenizer().unwrap();
     for (prompt, answer) in [
         ("The capital of France is", " Paris"),
-        (
-            "When Mary and John went to the store, John gave a drink to",
-            " Mary",
-        ),
         ("One, two, three, four,", " five"),
     ] {
         let encoded = tokenizer.encode(&[prompt]).unwrap().remove(0);

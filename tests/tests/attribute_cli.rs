@@ -53,10 +53,25 @@ curves = pq.read_table(root + "/curves.parquet").to_pylist()
 assert {c["curve"] for c in curves} == {"deletion_morf", "deletion_lerf", "insertion_morf", "insertion_lerf"}
 sanity = pq.read_table(root + "/sanity.parquet").to_pylist()
 assert sanity and max(r["groups_randomized"] for r in sanity) == sanity[0]["groups_total"]
-kinds = {r["randomization"] for r in sanity}
-assert kinds == {"cascade", "independent"}, kinds
+kinds = {(r["randomization"], r["target"]) for r in sanity}
+assert kinds == {(k, t) for k in ("cascade", "independent") for t in targets} | {("labels", "probe:topic=sports")}, kinds
+labels = [r for r in sanity if r["randomization"] == "labels"]
+assert len(labels) == 2 * 6 and all(r["groups_randomized"] == 0 for r in labels), labels
 verdicts = pq.read_table(root + "/methods.parquet").to_pylist()
 assert sorted(v["rank"] for v in verdicts if v["target"] == "token: the") == list(range(1, 7))
+for v in verdicts:
+    # The label check runs for probe targets only, and its |rho| is the labels rows' mean.
+    if v["target"] == "probe:topic=sports":
+        mine = [abs(r["spearman"] or 0.0) for r in labels if r["method"] == v["method"]]
+        assert abs(v["label_randomized_spearman"] - sum(mine) / len(mine)) < 1e-9, v
+    else:
+        assert v["label_randomized_spearman"] is None, v
+# Attention rollout never reads the target: its maps for the shuffled-label probe are the same
+# maps, so the label check fails it (by construction) whatever the model check said.
+rollout = [v for v in verdicts if v["method"] == "attention_rollout" and v["target"] == "probe:topic=sports"][0]
+assert rollout["label_randomized_spearman"] > 0.999 and rollout["sanity_passed"] is False, rollout
+ig = [v for v in verdicts if v["method"] == "integrated_gradients" and v["target"] == "probe:topic=sports"][0]
+assert ig["label_randomized_spearman"] < 0.99, ig
 "#;
 
 #[test]

@@ -441,6 +441,41 @@ fn sanity_check(
         progress.advance(1);
     }
     progress.finish();
+    // Label randomisation (Adebayo et al. §5) for probe targets: the trained model, the probe
+    // refitted on shuffled labels.
+    for (ti, (target, kind)) in targets.iter().enumerate() {
+        if !matches!(kind, TargetKind::Fixed(Target::Probe(_))) {
+            continue;
+        }
+        let head =
+            super::label_randomization::shuffled_label_head(run, model, target, settings.seed)?;
+        let shuffled = TargetKind::Fixed(Target::Probe(head));
+        for i in 0..examples {
+            let s = subject(model, inputs, i, &shuffled, settings.batch_size)?;
+            let baseline = baseline_for(&s, settings, mask)?;
+            let x = glassbox_runner::attribution::oracle::Oracle::input(s.oracle()).to_vec();
+            for &method in methods {
+                let Some(original) = originals.get(&(ti, method, i)) else {
+                    continue;
+                };
+                let again = s.explain(method, &x, &baseline, opts)?;
+                let sim = similarity(original, &again.positions, image);
+                rows.push(SanityRow {
+                    method: method.as_str().to_owned(),
+                    target: target.clone(),
+                    example_id: match inputs {
+                        Inputs::Texts(t) => t[i].0,
+                        Inputs::Images { images, .. } => images[i].0,
+                    },
+                    randomization: "labels".into(),
+                    groups_randomized: 0,
+                    groups_total: groups as u32,
+                    spearman: sim.spearman,
+                    ssim: sim.ssim,
+                });
+            }
+        }
+    }
     Ok(rows)
 }
 
@@ -483,6 +518,16 @@ fn method_rows(
                     .filter(|r| Some(r.groups_randomized) == last)
                     .map(|r| r.spearman)
                     .collect();
+                // Probe targets: the maps of a probe refitted on shuffled labels.
+                let label_rho: Vec<Option<f64>> = sanity
+                    .iter()
+                    .filter(|r| {
+                        r.method == name && &r.target == target && r.randomization == "labels"
+                    })
+                    .map(|r| r.spearman)
+                    .collect();
+                let cascade_passed = (!final_rho.is_empty()).then(|| passes(&final_rho, threshold));
+                let labels_passed = (!label_rho.is_empty()).then(|| passes(&label_rho, threshold));
                 MethodRow {
                     method: name.to_owned(),
                     target: target.clone(),
@@ -495,7 +540,14 @@ fn method_rows(
                     randomized_spearman: mean(
                         final_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs))),
                     ),
-                    sanity_passed: (!final_rho.is_empty()).then(|| passes(&final_rho, threshold)),
+                    label_randomized_spearman: mean(
+                        label_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs))),
+                    ),
+                    // Both checks where both ran: failing either fails the method.
+                    sanity_passed: match (cascade_passed, labels_passed) {
+                        (Some(a), Some(b)) => Some(a && b),
+                        (a, b) => a.or(b),
+                    },
                     rank: 0,
                 }
             })

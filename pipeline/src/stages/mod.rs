@@ -11,6 +11,7 @@ mod dictionary_lm;
 pub mod dissect;
 pub mod extract;
 pub mod extract_shard;
+mod label_randomization;
 pub mod patch;
 mod patch_targets;
 pub mod probe;

@@ -218,7 +218,10 @@ pub struct MethodRow {
     pub completeness_error: Option<f64>,
     /// Mean |ρ| with the trained map once every layer group is destroyed.
     pub randomized_spearman: Option<f64>,
-    /// Whether the model-randomisation check passed (`None`: not run).
+    /// Mean |ρ| with the maps of the probe refitted on shuffled labels (`probe:` targets).
+    pub label_randomized_spearman: Option<f64>,
+    /// Whether the randomisation checks passed: the model's, and for `probe:` targets the
+    /// labels' too (`None`: not run).
     pub sanity_passed: Option<bool>,
     /// 1 = most faithful among the methods that passed (failed methods rank after them).
     pub rank: u32,
@@ -236,6 +239,9 @@ pub fn write_methods(dir: &Path, rows: &[MethodRow]) -> Result<()> {
         .opt_float("max_sensitivity", rows, |r| r.max_sensitivity)
         .opt_float("completeness_error", rows, |r| r.completeness_error)
         .opt_float("randomized_spearman", rows, |r| r.randomized_spearman)
+        .opt_float("label_randomized_spearman", rows, |r| {
+            r.label_randomized_spearman
+        })
         .add(
             "sanity_passed",
             Arc::new(BooleanArray::from_iter(
