@@ -8,6 +8,10 @@ Writes, under tests/fixtures/saelens/:
   legacy_topk/                      the TopK SAE with its config rewritten as SAELens 5 wrote
                                     TopK SAEs (architecture "standard", activation_fn_str
                                     "topk", activation_fn_kwargs.k, top-level hook_name)
+  norm_rescale/, norm_layer/        a standard SAE with normalize_activations = "constant_norm_rescale"
+                                    and a TopK SAE with "layer_norm" (apply_b_dec_to_input false):
+                                    SAELens normalises each row at run time and maps the
+                                    reconstruction back with that row's statistics
   reference.json                    inputs and SAELens's encode/decode outputs for each
 
 With `--check RUN HOOK` it instead opens the SAE glassbox trained in a run
@@ -101,11 +105,23 @@ def make_fixtures():
             sae.topk_threshold.fill_(1.0 + i)
     batchtopk.save_inference_model(OUT / "batchtopk")
     matryoshka.save_inference_model(OUT / "matryoshka")
+    norm_rescale = StandardSAE(StandardSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, normalize_activations="constant_norm_rescale", metadata=metadata()))
+    norm_layer = TopKSAE(TopKSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, normalize_activations="layer_norm",
+        apply_b_dec_to_input=False, metadata=metadata()))
+    randomise(norm_rescale, 9)
+    randomise(norm_layer, 10)
+    norm_rescale.save_model(OUT / "norm_rescale")
+    norm_layer.save_model(OUT / "norm_layer")
     x = torch.randn(5, D_IN, generator=torch.Generator().manual_seed(3)) * 2.0
+    # Rows of very different norms and offsets: what the run-time normalisation is for.
+    x = x * torch.tensor([[0.1], [1.0], [5.0], [20.0], [1.0]]) + torch.tensor([[0.0], [3.0], [0.0], [-2.0], [0.5]])
     reference = {"sae_lens_version": sae_lens.__version__, "torch_version": torch.__version__,
                  "inputs": x.tolist()}
     loaded = {name: SAE.load_from_disk(OUT / name)
-              for name in ["jumprelu", "gated", "batchtopk", "matryoshka", "legacy_topk"]}
+              for name in ["jumprelu", "gated", "batchtopk", "matryoshka", "legacy_topk",
+                           "norm_rescale", "norm_layer"]}
     for name, sae in [("topk", topk), ("standard", standard), *loaded.items()]:
         with torch.no_grad():
             codes = sae.encode(x)

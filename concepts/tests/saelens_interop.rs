@@ -44,6 +44,8 @@ fn saelens_saes_encode_and_decode_like_saelens() {
         ("batchtopk", "jumprelu"),
         ("matryoshka", "jumprelu"),
         ("legacy_topk", "topk"),
+        ("norm_rescale", "relu"),
+        ("norm_layer", "topk"),
     ] {
         let loaded = saelens::load(&fixtures().join(name)).unwrap();
         assert_eq!(
@@ -69,14 +71,22 @@ fn saelens_saes_encode_and_decode_like_saelens() {
                 );
             }
         }
-        let recon = sae.decode(&codes);
+        // SAELens decodes right after encoding, with the rows' normalisation statistics.
+        let recon = sae.reconstruct(&x).unwrap();
         let want = matrix(&reference[name]["reconstructions"]).concat();
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
         for (i, (g, w)) in recon.iter().zip(&want).enumerate() {
             assert!(
-                (g - w).abs() < 1e-4,
+                (g - w).abs() < 1e-4 * scale,
                 "{name} reconstruction {i}: {g} vs SAELens {w}"
             );
         }
+        let expected_norm = match name {
+            "norm_rescale" => "constant_norm_rescale",
+            "norm_layer" => "layer_norm",
+            _ => "none",
+        };
+        assert_eq!(sae.input_norm.name(), expected_norm, "{name}");
     }
 }
 
@@ -170,6 +180,14 @@ fn unsupported_saelens_configs_are_named() {
     let e = saelens::load(&out).unwrap_err().to_string();
     assert!(e.contains("temporal") && e.contains("jumprelu"), "{e}");
     cfg["architecture"] = "topk".into();
+    cfg["normalize_activations"] = "covariance_whitening".into();
+    std::fs::write(out.join("cfg.json"), cfg.to_string()).unwrap();
+    let e = saelens::load(&out).unwrap_err().to_string();
+    assert!(
+        e.contains("covariance_whitening") && e.contains("layer_norm"),
+        "{e}"
+    );
+    cfg["normalize_activations"] = "none".into();
     cfg["d_sae"] = 17.into();
     std::fs::write(out.join("cfg.json"), cfg.to_string()).unwrap();
     let e = saelens::load(&out).unwrap_err().to_string();

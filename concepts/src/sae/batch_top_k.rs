@@ -251,6 +251,7 @@ mod tests {
             w_enc[j * d] = 3.0;
         }
         let sae = Sae {
+            input_norm: Default::default(),
             d_in: d,
             width,
             architecture: Architecture::BatchTopK { k },

@@ -183,6 +183,7 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         BDecInit::GeometricMedian => geometric_median(rows, d),
     };
     Sae {
+        input_norm: Default::default(),
         d_in: d,
         width,
         architecture: resolved.architecture,
@@ -249,8 +250,8 @@ pub fn evaluate<S: RowSource>(sae: &Sae, source: &mut S) -> Result<Metrics, Conc
     loop {
         let more = source.next_rows(&mut rows, &mut ids)?;
         if rows.len() >= 4096 * sae.d_in || (!more && !rows.is_empty()) {
-            let codes = sae.encode(&rows)?;
-            let x_hat = sae.decode(&codes);
+            let (codes, stats) = sae.encode_with_stats(&rows)?;
+            let x_hat = sae.decode_with_stats(&codes, &stats);
             sums.add(&rows, &x_hat, Some(&codes));
             rows.clear();
             ids.clear();

@@ -170,6 +170,7 @@ mod tests {
     fn level_gradients_sum_the_reconstructions_each_latent_is_in() {
         // d = 1, three latents with decoder 1, 2, 4; levels {0}, {1}, {2}; b_dec = 0.5.
         let sae = Sae {
+            input_norm: Default::default(),
             d_in: 1,
             width: 3,
             architecture: Architecture::TopK { k: 2 },

@@ -18,6 +18,7 @@ mod dense_backward;
 pub mod fit;
 pub mod formats;
 pub mod gradients;
+pub mod input_norm;
 mod jumprelu;
 mod matryoshka;
 pub mod metrics;
@@ -29,6 +30,7 @@ mod tensors;
 pub mod train;
 
 pub use codes::{select, Codes, Selection};
+pub use input_norm::{InputNorm, RowStats};
 pub use options::{Architecture, BDecInit, SaeOptions};
 pub(crate) use tensors::read as tensors_metadata;
 
@@ -52,6 +54,10 @@ pub struct Sae {
     pub threshold: Vec<f32>,
     /// Gated SAEs: the magnitude path's per-latent scale and bias (`None` otherwise).
     pub gate: Option<Gate>,
+    /// Per-row normalisation before encoding (SAELens `normalize_activations`); codes,
+    /// decoder rows and [`Sae::decode`] live in the normalised space, [`Sae::reconstruct`]
+    /// maps back.
+    pub input_norm: InputNorm,
 }
 
 /// The magnitude path of a gated SAE (Rajamanoharan et al. 2024, SAELens `GatedSAE`): its
@@ -166,8 +172,44 @@ impl Sae {
             .collect()
     }
 
-    /// Sparse codes of `x` (`rows × d_in`).
+    /// Sparse codes of `x` (`rows × d_in`), normalised first when the SAE asks for it.
     pub fn encode(&self, x: &[f32]) -> Result<Codes, ConceptError> {
+        if self.input_norm == InputNorm::None {
+            return self.encode_normalised(x);
+        }
+        let mut normalised = x.to_vec();
+        self.input_norm.apply(&mut normalised, self.d_in);
+        self.encode_normalised(&normalised)
+    }
+
+    /// `x` through the SAE and back, in `x`'s own space: [`Sae::decode`] of the codes, each
+    /// row mapped back with its own normalisation statistics.
+    pub fn reconstruct(&self, x: &[f32]) -> Result<Vec<f32>, ConceptError> {
+        let (codes, stats) = self.encode_with_stats(x)?;
+        Ok(self.decode_with_stats(&codes, &stats))
+    }
+
+    /// [`Sae::encode`], with what maps each row's reconstruction back to its own space (empty
+    /// for SAEs that do not normalise).
+    pub fn encode_with_stats(&self, x: &[f32]) -> Result<(Codes, Vec<RowStats>), ConceptError> {
+        if self.input_norm == InputNorm::None {
+            return Ok((self.encode_normalised(x)?, Vec::new()));
+        }
+        let mut normalised = x.to_vec();
+        let stats = self.input_norm.apply(&mut normalised, self.d_in);
+        Ok((self.encode_normalised(&normalised)?, stats))
+    }
+
+    /// [`Sae::decode`] mapped back to the input's space with [`Sae::encode_with_stats`]'s
+    /// statistics.
+    pub fn decode_with_stats(&self, codes: &Codes, stats: &[RowStats]) -> Vec<f32> {
+        let mut x_hat = self.decode(codes);
+        self.input_norm.undo(&mut x_hat, self.d_in, stats);
+        x_hat
+    }
+
+    /// Sparse codes of rows already in the SAE's input space.
+    fn encode_normalised(&self, x: &[f32]) -> Result<Codes, ConceptError> {
         let bias = self.encoder_bias();
         let magnitude = self.magnitude_bias();
         let mut parts = Vec::new();
@@ -177,7 +219,8 @@ impl Sae {
         Ok(Codes::concat(parts))
     }
 
-    /// Reconstructions (`rows × d_in`) of `codes`.
+    /// Reconstructions (`rows × d_in`) of `codes`, in the SAE's input space (see
+    /// [`Sae::reconstruct`] for SAEs that normalise their input).
     pub fn decode(&self, codes: &Codes) -> Vec<f32> {
         let d = self.d_in;
         let mut out = vec![0.0f32; codes.rows() * d];
@@ -260,6 +303,7 @@ mod tests {
 
     fn tiny() -> Sae {
         Sae {
+            input_norm: Default::default(),
             d_in: 2,
             width: 3,
             architecture: Architecture::TopK { k: 1 },

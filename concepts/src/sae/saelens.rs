@@ -4,7 +4,7 @@
 //! inference architecture load here for analysis.
 
 use super::options::Architecture;
-use super::{tensors, Gate, Sae};
+use super::{tensors, Gate, InputNorm, Sae};
 use crate::ConceptError;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -68,7 +68,7 @@ pub fn save(dir: &Path, sae: &Sae, provenance: &Provenance) -> Result<(), Concep
         "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": true,
-        "normalize_activations": "none",
+        "normalize_activations": sae.input_norm.name(),
         "reshape_activations": "none",
         "metadata": metadata,
     });
@@ -157,18 +157,22 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
                 .into(),
         ));
     }
-    for (key, want) in [
-        ("normalize_activations", "none"),
-        ("reshape_activations", "none"),
-    ] {
-        let got = text_field(key, "none");
-        if got != want {
-            return Err(bad(format!(
-                "{key} = \"{got}\" is not supported (only \"none\"): the SAE expects \
-                 inputs transformed in a way glassbox does not reproduce"
-            )));
-        }
+    let got = text_field("reshape_activations", "none");
+    if got != "none" {
+        return Err(bad(format!(
+            "reshape_activations = \"{got}\" is not supported (only \"none\"): the SAE expects \
+             inputs transformed in a way glassbox does not reproduce"
+        )));
     }
+    let norm_name = text_field("normalize_activations", "none");
+    let input_norm = InputNorm::from_saelens(&norm_name).ok_or_else(|| {
+        bad(format!(
+            "normalize_activations = \"{norm_name}\" is not supported (none, \
+             expected_average_only_in, constant_norm_rescale and layer_norm are): a saved \
+             covariance_whitening SAE is folded by SAELens and says \"none\"; this one's mean and \
+             whitening matrix are not in the folder"
+        ))
+    })?;
     let weights = dir.join(WEIGHTS_FILE);
     let (mut t, _) = tensors::read(&weights)?;
     let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &weights, name, shape, (d, w));
@@ -217,6 +221,7 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         }
     };
     let mut sae = Sae {
+        input_norm: Default::default(),
         d_in: d,
         width: w,
         architecture,
@@ -227,6 +232,7 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         threshold,
         gate,
     };
+    sae.input_norm = input_norm;
     if cfg.get("apply_b_dec_to_input").and_then(Value::as_bool) == Some(false) {
         fold_uncentred_input(&mut sae);
     }

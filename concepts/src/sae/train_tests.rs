@@ -13,6 +13,7 @@ fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
 fn sae(architecture: Architecture, d: usize, width: usize, seed: u64) -> Sae {
     let mut rng = SeededRng::new(seed);
     Sae {
+        input_norm: Default::default(),
         threshold: Vec::new(),
         gate: None,
         d_in: d,

@@ -27,8 +27,7 @@ pub fn add_lm_outputs(run: &RunDir, model: &LoadedModel, hooks: &[HookPoint]) ->
         promoted_tokens(&dir, model, unembedding, &loaded.sae)?;
         let sae = &loaded.sae;
         let reconstruct = |rows: &[f32]| -> std::result::Result<Vec<f32>, String> {
-            let codes = sae.encode(rows).map_err(|e| e.to_string())?;
-            Ok(sae.decode(&codes))
+            sae.reconstruct(rows).map_err(|e| e.to_string())
         };
         let m = splice_metrics(run, model, hook, &reconstruct)?;
         let splice = splice_json(&m);

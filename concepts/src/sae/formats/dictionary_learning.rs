@@ -69,6 +69,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
     let k = |stored: Vec<f32>| stored.first().map(|&k| k as usize).or(int("k"));
     let mut sae = match class {
         "AutoEncoder" => Sae {
+            input_norm: Default::default(),
             architecture: Architecture::Relu {
                 l1_coefficient: 0.0,
             },
@@ -79,6 +80,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
             ..empty(d, m)
         },
         "GatedAutoEncoder" => Sae {
+            input_norm: Default::default(),
             architecture: Architecture::Gated,
             w_enc: take("encoder.weight", &[m, d])?,
             b_enc: take("gate_bias", &[m])?,
@@ -92,6 +94,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
         },
         "JumpReluAutoEncoder" => {
             let mut sae = Sae {
+                input_norm: Default::default(),
                 architecture: Architecture::JumpRelu,
                 w_enc: transpose(&take("W_enc", &[d, m])?, d, m),
                 b_enc: take("b_enc", &[m])?,
@@ -104,6 +107,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
             sae
         }
         "AutoEncoderTopK" => Sae {
+            input_norm: Default::default(),
             architecture: Architecture::TopK {
                 k: k(take("k", &[])?).ok_or_else(|| bad("no `k`".into()))?,
             },
@@ -135,6 +139,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
                 )
             };
             Sae {
+                input_norm: Default::default(),
                 architecture: Architecture::JumpRelu,
                 w_enc,
                 b_enc,
@@ -166,6 +171,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
 /// Weights to be filled in by a class's reader.
 fn empty(d: usize, m: usize) -> Sae {
     Sae {
+        input_norm: Default::default(),
         d_in: d,
         width: m,
         architecture: Architecture::JumpRelu,

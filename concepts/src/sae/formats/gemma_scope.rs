@@ -56,6 +56,7 @@ fn jumprelu(file: &Path, mut a: Arrays, names: [&str; 5]) -> Result<Sae, Concept
     let b_dec = checked(bd, &[d])?;
     let threshold = checked(th, &[m])?;
     let mut sae = Sae {
+        input_norm: Default::default(),
         d_in: d,
         width: m,
         architecture: Architecture::JumpRelu,

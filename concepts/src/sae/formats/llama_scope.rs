@@ -76,6 +76,7 @@ pub(super) fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         }
     };
     let mut sae = Sae {
+        input_norm: Default::default(),
         d_in: d,
         width: m,
         architecture,

@@ -41,6 +41,7 @@ pub(super) fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     let (mut t, _) = tensors::read(&file)?;
     let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &file, name, shape, (d, m));
     let sae = Sae {
+        input_norm: Default::default(),
         d_in: d,
         width: m,
         architecture: Architecture::TopK { k },
