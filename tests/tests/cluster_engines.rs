@@ -104,8 +104,9 @@ fn a_slurm_job_array_runs_a_three_shard_extract() {
         .output()
         .unwrap();
     assert_success(&out, "slurm_array.py");
-    let out = Command::new("sbatch")
-        .arg("--wait")
+    // A node that never takes the job must fail the test, not hang it.
+    let out = Command::new("timeout")
+        .args(["300", "sbatch", "--wait"])
         .arg(&script)
         .env("SLURM_CONF", &conf)
         .output()

@@ -196,6 +196,13 @@ fn finish(
         // Committed meanwhile (by a worker or a single-process run that finished it).
         return Ok(done(Vec::new()));
     };
+    if plan.fingerprint != prepared.fingerprint {
+        bail!(
+            "{}: the sharded extraction was restarted with other settings while this shard ran; \
+             its parts were discarded. Start this shard with the new settings",
+            root.display()
+        );
+    }
     let waiting = plan.incomplete(root);
     if !waiting.is_empty() {
         return Ok(done(waiting));

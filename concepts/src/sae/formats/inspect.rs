@@ -30,6 +30,8 @@ pub struct Inspection {
     pub k: Option<usize>,
     /// JumpReLU thresholds: minimum, median, maximum over latents.
     pub threshold: Option<[f32; 3]>,
+    /// SAELens `normalize_activations` when it is not `none` (a per-token input normalisation).
+    pub normalize_activations: Option<String>,
     pub tensors: Vec<TensorInfo>,
 }
 
@@ -132,6 +134,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
         model_name: None,
         k: None,
         threshold: None,
+        normalize_activations: None,
         tensors: Vec::new(),
     };
     let weights = match format {
@@ -198,6 +201,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
             out.k = int(&cfg, "k")
                 .or_else(|| cfg.get("activation_fn_kwargs").and_then(|a| int(a, "k")));
             (out.hook_name, out.model_name) = (meta("hook_name"), meta("model_name"));
+            out.normalize_activations = text(&cfg, "normalize_activations").filter(|n| n != "none");
         }
         Format::GemmaScope | Format::GemmaScope2 => {
             out.architecture = "jumprelu".into();
@@ -268,6 +272,9 @@ impl Inspection {
         }
         if let Some([lo, mid, hi]) = self.threshold {
             s += &format!("threshold     min {lo:.4}, median {mid:.4}, max {hi:.4}\n");
+        }
+        if let Some(n) = &self.normalize_activations {
+            s += &format!("input norm    {n} (per token, SAELens normalize_activations)\n");
         }
         if self.tensors.is_empty() {
             s += "tensors       (not listed: the weights are a pickle, read only by --allow-pickle)\n";
