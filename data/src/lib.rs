@@ -27,6 +27,7 @@ pub mod rng;
 pub mod run;
 pub mod shards;
 pub mod simd;
+pub mod staging;
 pub mod store;
 pub mod suggest;
 pub mod table;

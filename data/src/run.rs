@@ -23,8 +23,7 @@ struct Staging {
     outputs: Vec<PathBuf>,
 }
 
-/// The hidden folder of a run where stages stage their outputs (`<run>/.staging/<stage>/`).
-pub const STAGING_DIR: &str = ".staging";
+pub use crate::staging::STAGING_DIR;
 
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -130,13 +129,10 @@ impl RunDir {
     /// folder of a staged view, so it goes with the stage's other unfinished outputs.
     pub fn progress_dir(&self, stage: &str) -> PathBuf {
         match &self.staging {
-            Some(staging) => staging.dir.join("_progress").join(stage),
-            None => self
-                .root
-                .join(STAGING_DIR)
-                .join(stage)
-                .join("_progress")
-                .join(stage),
+            Some(staging) => crate::staging::progress_in(&staging.dir, stage),
+            None => {
+                crate::staging::progress_in(&crate::staging::stage_dir(&self.root, stage), stage)
+            }
         }
     }
 

@@ -9,8 +9,8 @@
 //! and later stages refusing an incomplete run).
 
 use crate::lock::shard_running;
-use crate::run::STAGING_DIR;
-use crate::{atomic, DataError, Result, RunDir};
+use crate::staging::{progress_in, stage_dir};
+use crate::{atomic, DataError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -119,7 +119,7 @@ impl ShardStatus {
 impl ShardPlan {
     /// `<run>/.staging/<stage>/SHARDS.json`.
     pub fn path(root: &Path, stage: &str) -> PathBuf {
-        root.join(STAGING_DIR).join(stage).join(PLAN_FILE)
+        stage_dir(root, stage).join(PLAN_FILE)
     }
 
     /// The plan of `stage`'s sharded attempt in progress, if there is one.
@@ -152,9 +152,7 @@ impl ShardPlan {
 
     /// The completion marker of part `part` in the stage's staging.
     pub fn part_marker(root: &Path, stage: &str, part: usize) -> PathBuf {
-        RunDir::new(root)
-            .progress_dir(stage)
-            .join(format!("shard-{part:05}.done"))
+        progress_in(&stage_dir(root, stage), stage).join(format!("shard-{part:05}.done"))
     }
 
     /// The parts with a completion marker.
