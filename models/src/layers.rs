@@ -97,7 +97,11 @@ impl Linear {
         } else {
             self.weight.to_dtype(x.dtype())?
         };
-        let y = x.reshape((b * t, d))?.matmul(&weight.t()?)?;
+        // No weight gradient: a differentiable forward only ever needs the input's.
+        let y = crate::kernels::input_grad_linear::linear_no_weight_grad(
+            &x.reshape((b * t, d))?,
+            &weight,
+        )?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,

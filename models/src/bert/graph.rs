@@ -8,8 +8,23 @@ use crate::hooks::{at, HookPoint, Hooks};
 pub(crate) use crate::layers::LayerNorm;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::Linear;
+
+/// `x · Wᵀ + b` for `x` `[batch, seq, in]`, with no weight gradient in a backward (see
+/// `kernels::input_grad_linear`).
+fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    let y = crate::kernels::input_grad_linear::linear_no_weight_grad(
+        &x.reshape((b * t, d))?,
+        l.weight(),
+    )?;
+    let y = match l.bias() {
+        Some(bias) => y.broadcast_add(bias)?,
+        None => y,
+    };
+    y.reshape((b, t, l.weight().dim(0)?))
+}
 
 fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
     Ok(Linear::new(
@@ -118,9 +133,9 @@ fn block(
     let heads = m.cfg.num_attention_heads;
     let head_dim = h / heads;
     let x = at(hooks, HookPoint::ResidPre(i), x)?;
-    let q = at(hooks, HookPoint::AttnQ(i), block.query.forward(&x)?)?;
-    let k = at(hooks, HookPoint::AttnK(i), block.key.forward(&x)?)?;
-    let v = at(hooks, HookPoint::AttnV(i), block.value.forward(&x)?)?;
+    let q = at(hooks, HookPoint::AttnQ(i), lin(&block.query, &x)?)?;
+    let k = at(hooks, HookPoint::AttnK(i), lin(&block.key, &x)?)?;
+    let v = at(hooks, HookPoint::AttnV(i), lin(&block.value, &x)?)?;
     let split = |m: &Tensor| -> candle_core::Result<Tensor> {
         m.reshape((b, t, heads, head_dim))?
             .transpose(1, 2)?
@@ -136,12 +151,12 @@ fn block(
     )?;
     let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
     let z = at(hooks, HookPoint::AttnZ(i), z)?;
-    let attn_out = at(hooks, HookPoint::AttnOut(i), block.attn_output.forward(&z)?)?;
+    let attn_out = at(hooks, HookPoint::AttnOut(i), lin(&block.attn_output, &z)?)?;
     let mid = block.attn_norm.forward(&x.add(&attn_out)?)?;
     let mid = at(hooks, HookPoint::ResidMid(i), mid)?;
-    let neurons = m.act.apply(&block.intermediate.forward(&mid)?)?;
+    let neurons = m.act.apply(&lin(&block.intermediate, &mid)?)?;
     let neurons = at(hooks, HookPoint::MlpPost(i), neurons)?;
-    let mlp_out = at(hooks, HookPoint::MlpOut(i), block.output.forward(&neurons)?)?;
+    let mlp_out = at(hooks, HookPoint::MlpOut(i), lin(&block.output, &neurons)?)?;
     let post = block.output_norm.forward(&mid.add(&mlp_out)?)?;
     Ok(at(hooks, HookPoint::ResidPost(i), post)?)
 }

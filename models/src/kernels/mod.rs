@@ -6,6 +6,7 @@
 mod attend;
 mod attention;
 pub mod gemm;
+pub mod input_grad_linear;
 mod rows;
 pub mod skinny;
 
