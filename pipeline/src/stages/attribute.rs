@@ -403,7 +403,16 @@ fn sanity_check(
         Inputs::Images { size, .. } => Some(*size),
         Inputs::Texts(_) => None,
     };
-    let mask = mask_token(model);
+    let compare = Comparison {
+        settings,
+        inputs,
+        methods,
+        opts,
+        originals,
+        mask: mask_token(model),
+        image,
+        examples,
+    };
     let mut rows = Vec::new();
     progress.start("attribute: randomisation check", steps.len() as u64);
     for (which, kind_name, groups_randomized) in &steps {
@@ -412,31 +421,8 @@ fn sanity_check(
             None => load(which)?,
         };
         for (ti, (target, kind)) in targets.iter().enumerate() {
-            for i in 0..examples {
-                let s = subject(&randomized, inputs, i, kind, settings.batch_size)?;
-                let baseline = baseline_for(&s, settings, mask)?;
-                let x = glassbox_runner::attribution::oracle::Oracle::input(s.oracle()).to_vec();
-                for &method in methods {
-                    let Some(original) = originals.get(&(ti, method, i)) else {
-                        continue;
-                    };
-                    let again = s.explain(method, &x, &baseline, opts)?;
-                    let sim = similarity(original, &again.positions, image);
-                    rows.push(SanityRow {
-                        method: method.as_str().to_owned(),
-                        target: target.clone(),
-                        example_id: match inputs {
-                            Inputs::Texts(t) => t[i].0,
-                            Inputs::Images { images, .. } => images[i].0,
-                        },
-                        randomization: (*kind_name).into(),
-                        groups_randomized: *groups_randomized as u32,
-                        groups_total: groups as u32,
-                        spearman: sim.spearman,
-                        ssim: sim.ssim,
-                    });
-                }
-            }
+            let step = (*kind_name, *groups_randomized as u32, groups as u32);
+            compare.step(&randomized, ti, target, kind, step, &mut rows)?;
         }
         progress.advance(1);
     }
@@ -450,33 +436,71 @@ fn sanity_check(
         let head =
             super::label_randomization::shuffled_label_head(run, model, target, settings.seed)?;
         let shuffled = TargetKind::Fixed(Target::Probe(head));
-        for i in 0..examples {
-            let s = subject(model, inputs, i, &shuffled, settings.batch_size)?;
-            let baseline = baseline_for(&s, settings, mask)?;
+        compare.step(
+            model,
+            ti,
+            target,
+            &shuffled,
+            ("labels", 0, groups as u32),
+            &mut rows,
+        )?;
+    }
+    Ok(rows)
+}
+
+/// What every step of the sanity checks compares against: the trained model's maps of the
+/// first `examples` examples.
+struct Comparison<'a> {
+    settings: &'a AttributeSection,
+    inputs: &'a Inputs,
+    methods: &'a [Method],
+    opts: &'a MethodOptions,
+    originals: &'a BTreeMap<(usize, Method, usize), Vec<f32>>,
+    mask: Option<u32>,
+    image: Option<(usize, usize)>,
+    examples: usize,
+}
+
+impl Comparison<'_> {
+    /// Explains the examples again with `model` for `kind` (target `ti`) and records each
+    /// map's similarity to the trained model's; `step` = (randomization, groups randomised,
+    /// groups in all).
+    fn step(
+        &self,
+        model: &LoadedModel,
+        ti: usize,
+        target: &str,
+        kind: &TargetKind,
+        (randomization, groups_randomized, groups_total): (&str, u32, u32),
+        rows: &mut Vec<SanityRow>,
+    ) -> Result<()> {
+        for i in 0..self.examples {
+            let s = subject(model, self.inputs, i, kind, self.settings.batch_size)?;
+            let baseline = baseline_for(&s, self.settings, self.mask)?;
             let x = glassbox_runner::attribution::oracle::Oracle::input(s.oracle()).to_vec();
-            for &method in methods {
-                let Some(original) = originals.get(&(ti, method, i)) else {
+            for &method in self.methods {
+                let Some(original) = self.originals.get(&(ti, method, i)) else {
                     continue;
                 };
-                let again = s.explain(method, &x, &baseline, opts)?;
-                let sim = similarity(original, &again.positions, image);
+                let again = s.explain(method, &x, &baseline, self.opts)?;
+                let sim = similarity(original, &again.positions, self.image);
                 rows.push(SanityRow {
                     method: method.as_str().to_owned(),
-                    target: target.clone(),
-                    example_id: match inputs {
+                    target: target.to_owned(),
+                    example_id: match self.inputs {
                         Inputs::Texts(t) => t[i].0,
                         Inputs::Images { images, .. } => images[i].0,
                     },
-                    randomization: "labels".into(),
-                    groups_randomized: 0,
-                    groups_total: groups as u32,
+                    randomization: randomization.into(),
+                    groups_randomized,
+                    groups_total,
                     spearman: sim.spearman,
                     ssim: sim.ssim,
                 });
             }
         }
+        Ok(())
     }
-    Ok(rows)
 }
 
 fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
