@@ -50,13 +50,7 @@ pub fn run_extract(
     if tx.resumed() {
         progress.note("extract: resuming the interrupted extraction with these settings");
     }
-    let summary = glassbox_runner::extract(
-        &prepared.model,
-        &prepared.examples,
-        tx.run(),
-        &prepared.opts,
-        progress,
-    )?;
+    let summary = prepared.extract_into(&tx, progress)?;
     commit(run, tx, &prepared, req, &summary, started)
 }
 
@@ -81,6 +75,23 @@ pub(super) struct Prepared {
     pub fingerprint: String,
     pub opts: ExtractOptions,
     weights_sha256: String,
+}
+
+impl Prepared {
+    /// Runs the extraction (a worker's parts only, with `--shard`) into `tx`'s staging.
+    pub(super) fn extract_into(
+        &self,
+        tx: &Transaction,
+        progress: &dyn Progress,
+    ) -> Result<glassbox_runner::ExtractSummary> {
+        Ok(glassbox_runner::extract(
+            &self.model,
+            &self.examples,
+            tx.run(),
+            &self.opts,
+            progress,
+        )?)
+    }
 }
 
 /// Resolves the model and the data and selects the hooks; `worker` is the shard this process

@@ -93,13 +93,7 @@ fn work_on_shard(
         return Ok(None);
     }
     let tx = join_staging(run, &prepared, shard)?;
-    let summary = glassbox_runner::extract(
-        &prepared.model,
-        &prepared.examples,
-        tx.run(),
-        &prepared.opts,
-        progress,
-    )?;
+    let summary = prepared.extract_into(&tx, progress)?;
     Ok(Some(ShardWork {
         prepared,
         tx,

@@ -24,25 +24,9 @@ pub(crate) fn shuffled_label_head(
     seed: u64,
 ) -> Result<LinearHead> {
     let target = ProbeTarget::parse(spec)?;
+    // The probe's head, classes and L2 strength, read once.
     let resolved = resolve_target(run, model, &target)?;
-    let head = resolved.head;
-    let results = glassbox_probes::read_results(run)?;
-    let row = results
-        .iter()
-        .find(|r| {
-            r.label == target.label
-                && r.level == "sequence"
-                && r.metric == "accuracy"
-                && r.hook == head.hook
-        })
-        .ok_or_else(|| anyhow!("target `{spec}`: its probe row is gone from probes/results.parquet; re-run `glassbox probe`"))?;
-    let weights = glassbox_probes::read_weights(run)?;
-    let classes = &weights
-        .iter()
-        .find(|w| w.level == "sequence" && w.label == target.label && w.hook == head.hook)
-        .ok_or_else(|| anyhow!("target `{spec}`: probes/weights.safetensors lacks its probe"))?
-        .classes;
-
+    let (head, classes) = (resolved.head, &resolved.classes);
     let examples = read_examples(run)?;
     let column = examples.column(&target.label).ok_or_else(|| {
         anyhow!(
@@ -93,7 +77,7 @@ pub(crate) fn shuffled_label_head(
         test: all,
     };
     let opts = ProbeOptions {
-        l2_grid: vec![row.l2],
+        l2_grid: vec![resolved.l2],
         bootstrap: 0,
         ..ProbeOptions::default()
     };

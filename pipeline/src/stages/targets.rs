@@ -13,6 +13,10 @@ pub use glassbox_concepts::target::TargetSpec as ProbeTarget;
 pub(crate) struct ResolvedTarget {
     pub(crate) head: LinearHead,
     pub(crate) examples: Vec<usize>,
+    /// The probe's classes in output order (empty for `token:` targets).
+    pub(crate) classes: Vec<String>,
+    /// The L2 strength the probe was fitted with (NaN for `token:` targets).
+    pub(crate) l2: f64,
 }
 
 pub(crate) fn resolve_target(
@@ -96,6 +100,8 @@ pub(crate) fn resolve_target(
             class,
         },
         examples: members,
+        classes: w.classes.clone(),
+        l2: row.l2,
     })
 }
 
@@ -146,5 +152,7 @@ fn resolve_token_target(
             class: 1,
         },
         examples: (0..n).collect(),
+        classes: Vec::new(),
+        l2: f64::NAN,
     })
 }
