@@ -31,6 +31,25 @@ pub fn glassbox_bin() -> PathBuf {
         let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
+        // `cargo test` hands the test process its package's CARGO_PKG_*, CARGO_MANIFEST_* and
+        // OUT_DIR; build scripts that rerun on those (ring's does) would see them change and
+        // rebuild ring and all its dependents here and again in the next plain `cargo` call.
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("CARGO_PKG_")
+                || key_text.starts_with("CARGO_MANIFEST_")
+                || key_text.starts_with("CARGO_BIN_")
+                || matches!(
+                    &*key_text,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(&key);
+            }
+        }
         build
             .args(["build", "--quiet", "--bin", "glassbox", "--manifest-path"])
             .arg(workspace_root().join("Cargo.toml"))
