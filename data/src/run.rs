@@ -226,12 +226,15 @@ pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
 }
 
-/// Lists `part-*.parquet` files in a folder, sorted; temp files are ignored.
+/// Lists `part-*.parquet` files in a folder, sorted; temp files are ignored. In the mirror of
+/// a run on object storage this includes the parts that stay remote
+/// ([`remote_parts`](crate::remote_parts)).
 pub fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut parts = crate::remote_parts::remote_parts_in(dir);
     if !dir.exists() {
-        return Ok(Vec::new());
+        parts.sort();
+        return Ok(parts);
     }
-    let mut parts = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(DataError::io(dir))? {
         let path = entry.map_err(DataError::io(dir))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -240,6 +243,7 @@ pub fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     parts.sort();
+    parts.dedup();
     Ok(parts)
 }
 

@@ -6,10 +6,10 @@ use crate::args::{CavArg, Command, LevelArg};
 use crate::config::{ExtractSection, ProbeSection, TcavSection};
 use crate::progress::Bars;
 use crate::render;
+use crate::run_location::open_run;
 use crate::run_pipeline::run_pipeline;
 use crate::stages::{dictionary, extract, extract_shard, probe, report, tcav, with_run_lock};
 use anyhow::Result;
-use glassbox_data::RunDir;
 
 pub fn run(cli: Cli) -> Result<()> {
     let bars = Bars::new(cli.quiet);
@@ -33,9 +33,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 settings: &settings,
                 force: a.force,
             };
-            let run = RunDir::new(a.run);
+            let run = open_run(&a.run)?;
             match a.shard {
                 Some(shard) => {
+                    if crate::run_location::is_mirror(&run) {
+                        anyhow::bail!(
+                            "--shard is not available for a run on object storage yet: extract it with one process, or shard onto a shared filesystem folder and upload the finished run"
+                        );
+                    }
                     let outcome = extract_shard::run_extract_shard(&run, &req, shard, &bars)?;
                     render::extract_shard(&outcome, &run)?;
                 }
@@ -65,13 +70,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 test_fraction: a.test_fraction,
                 ..ProbeSection::default()
             };
-            let run = RunDir::new(a.run);
+            let run = open_run(&a.run)?;
             let results =
                 with_run_lock(&run, || probe::run_probe(&run, &settings, a.force, &bars))?;
             render::probes(results.as_deref(), a.json)?;
         }
         Command::Gradients(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let written = with_run_lock(&run, || {
                 tcav::run_gradients_step(
                     &run,
@@ -105,14 +110,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 ..TcavSection::default()
             };
-            let run = RunDir::new(a.run);
+            let run = open_run(&a.run)?;
             let scores = with_run_lock(&run, || {
                 tcav::run_tcav_stage(&run, &settings, tcav::Gradients::Stored, a.force, &bars)
             })?;
             render::tcav(scores.as_deref(), a.json)?;
         }
         Command::Dictionary(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let (force, json, pause_after) = (a.force, a.json, a.pause_after);
             let settings = a.settings()?;
             let done = with_run_lock(&run, || {
@@ -121,7 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
             render::dictionary(&done, json)?;
         }
         Command::Patch(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let settings = a.settings();
             let model = match &a.model {
                 Some(m) => m.clone(),
@@ -135,7 +140,7 @@ pub fn run(cli: Cli) -> Result<()> {
             render::patch(done.as_ref(), a.json)?;
         }
         Command::Causal(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let settings = a.settings();
             let done = with_run_lock(&run, || {
                 crate::stages::causal::run_causal(&run, &settings, a.force, &bars)
@@ -143,7 +148,7 @@ pub fn run(cli: Cli) -> Result<()> {
             render::causal(done.as_ref(), a.json)?;
         }
         Command::Dissect(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let settings = a.settings();
             let done = with_run_lock(&run, || {
                 crate::stages::dissect::run_dissect(&run, &settings, a.force, &bars)
@@ -151,7 +156,7 @@ pub fn run(cli: Cli) -> Result<()> {
             render::dissect(done.as_ref(), a.json)?;
         }
         Command::Attribute(a) => {
-            let run = RunDir::new(&a.run);
+            let run = open_run(&a.run)?;
             let settings = a.settings()?;
             let done = with_run_lock(&run, || {
                 crate::stages::attribute::run_attribute(&run, &settings, a.force, &bars)
@@ -159,7 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
             render::attribute(done.as_ref(), a.json)?;
         }
         Command::Report(a) => {
-            let run = RunDir::new(a.run);
+            let run = open_run(&a.run)?;
             let done = with_run_lock(&run, || report::run_report(&run, a.force, &bars))?;
             render::report(&done)?;
         }
@@ -187,7 +192,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 crate::outln!("{point}")?;
             }
         }
-        Command::Inspect(a) => crate::inspect::inspect(&RunDir::new(a.run), a.json)?,
+        Command::Inspect(a) => crate::inspect::inspect(&open_run(&a.run)?, a.json)?,
         Command::Textures(a) => {
             use glassbox_data::textures::{write_texture_set, Texture};
             let mut names = a.kinds.clone();

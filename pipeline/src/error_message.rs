@@ -1,12 +1,13 @@
 //! How the `glassbox` binary prints an error.
 
-/// The error and its causes on one line, each cause once: library errors often already end
-/// with their source's text (`{path}: {source}`), which `{:#}` would print a second time.
+/// The error and its causes on one line, each cause once: library errors often already
+/// contain their source's text (`{path}: {source}`, or followed by a hint), which `{:#}` would
+/// print a second time.
 pub fn error_message(error: &anyhow::Error) -> String {
     let mut message = without_backtrace(&error.to_string());
     for cause in error.chain().skip(1) {
         let text = without_backtrace(&cause.to_string());
-        if !message.ends_with(&text) {
+        if !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }

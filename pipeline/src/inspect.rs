@@ -57,7 +57,7 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
     if !run.manifest().is_file() && interrupted.is_empty() {
         anyhow::bail!(
             "{} is not a run directory (it has no manifest.json); pass the --run folder of a `glassbox extract` or `glassbox pipeline`",
-            run.root().display()
+            crate::run_location::run_name(run)
         );
     }
     let manifest = Manifest::load_or_default(run)
@@ -101,7 +101,7 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
         });
     }
     let report = Inspection {
-        run: run.root().display().to_string(),
+        run: crate::run_location::run_name(run),
         manifest,
         hooks,
         interrupted,

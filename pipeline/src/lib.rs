@@ -20,5 +20,6 @@ pub mod inspect;
 pub mod output;
 pub mod progress;
 pub mod render;
+pub mod run_location;
 pub mod run_pipeline;
 pub mod stages;

@@ -38,7 +38,7 @@ pub fn extracted(done: Option<&Extracted>) -> Result<()> {
             e.n_units,
             e.unit,
             e.hooks,
-            e.run.display()
+            crate::run_location::run_name(&RunDir::new(&e.run))
         )?;
     }
     Ok(())

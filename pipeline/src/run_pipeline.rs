@@ -22,12 +22,12 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(run) = a.run {
         config.run = run;
     }
-    let run = RunDir::new(&config.run);
+    let run = crate::run_location::open_run(&config.run)?;
     eprintln!(
         "pipeline: {} on {} → {}",
         config.model.id,
         config.data.path.display(),
-        run.root().display()
+        crate::run_location::run_name(&run)
     );
     // Every section's settings are checked before the first stage runs, so a typo in [tcav]
     // does not surface after a long extraction.

@@ -1,3 +1,4 @@
+use crate::remote_parts::PartFile;
 use crate::{run::list_parts, DataError, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, UInt32Type, UInt64Type};
@@ -81,7 +82,7 @@ impl PartStream {
                 return Ok(None);
             };
             self.next_part += 1;
-            let file = std::fs::File::open(&part).map_err(DataError::io(&part))?;
+            let file = PartFile::open(&part).map_err(DataError::io(&part))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(DataError::parquet(&part))?
                 .with_batch_size(8192)
@@ -188,7 +189,7 @@ pub fn read_pooled_matrix(dir: &Path) -> Result<PooledMatrix> {
 
 /// The key-value metadata of a Parquet file.
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let file = std::fs::File::open(path).map_err(DataError::io(path))?;
+    let file = PartFile::open(path).map_err(DataError::io(path))?;
     let reader = SerializedFileReader::new(file).map_err(DataError::parquet(path))?;
     let kv = reader
         .metadata()
@@ -214,7 +215,7 @@ pub struct PartExtent {
 
 /// Reads a part's [`PartExtent`]; a file without `example_id` statistics is an error naming it.
 pub fn read_part_extent(path: &Path) -> Result<PartExtent> {
-    let file = std::fs::File::open(path).map_err(DataError::io(path))?;
+    let file = PartFile::open(path).map_err(DataError::io(path))?;
     let reader = SerializedFileReader::new(file).map_err(DataError::parquet(path))?;
     let meta = reader.metadata();
     let mut ids: Option<(u64, u64)> = None;

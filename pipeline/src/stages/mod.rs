@@ -34,6 +34,15 @@ use glassbox_data::RunDir;
 /// created the run folder, the folder goes again.
 pub fn with_run_lock<T>(run: &RunDir, stage: impl FnOnce() -> Result<T>) -> Result<T> {
     let lock = RunLock::acquire(run.root(), LockScope::Run, &command_line())?;
+    // A run on object storage: take its lease and pull it into the mirror first; each commit
+    // pushes (Transaction::commit), and the lease goes when `_remote` drops.
+    let _remote = match glassbox_remote::begin_write(run.root(), &command_line()) {
+        Ok(session) => session,
+        Err(e) => {
+            lock.release_after_failure();
+            return Err(e.into());
+        }
+    };
     let result = transaction::recover(run).and_then(|()| stage());
     if result.is_err() {
         lock.release_after_failure();

@@ -254,7 +254,8 @@ impl Transaction {
         self.keep = true;
         let bytes = serde_json::to_vec_pretty(&plan)?;
         glassbox_data::atomic::write_bytes(&self.dir.join(COMMIT_FILE), &bytes)?;
-        plan.apply(&self.live, &self.dir)
+        plan.apply(&self.live, &self.dir)?;
+        crate::run_location::push_commit(&self.live)
     }
 }
 

@@ -1,0 +1,257 @@
+//! Runs on object storage (`--run s3://bucket/prefix`) against a real S3-compatible server
+//! process (moto's standalone server): the bucket ends up holding the local run byte for byte
+//! (read back with boto3), later stages stream the activations by range without copying them,
+//! a forced re-extraction leaves no stale parts, and bad locations, missing credentials and a
+//! held lease are named with exit 2 and the run left alone.
+
+use glassbox_tests::s3_server::S3Server;
+use glassbox_tests::sharded::{extract_args, tiny_gpt2};
+use glassbox_tests::*;
+use std::path::Path;
+use std::process::Output;
+
+const HOOKS: &str = "blocks.*.hook_resid_post";
+const BUCKET: &str = "glassbox-test";
+
+fn server(test: &str) -> Option<S3Server> {
+    match S3Server::start() {
+        Ok(s) => {
+            s.create_bucket(BUCKET);
+            Some(s)
+        }
+        Err(why) => {
+            skip(test, &why);
+            None
+        }
+    }
+}
+
+/// `extract` of the tiny GPT-2 (the sharded tests' settings) into `run`, with `extra`.
+fn extract(s3: &S3Server, cache: &Path, run: &str, extra: &[&str]) -> Output {
+    extract_parts_of(s3, cache, run, "4", extra)
+}
+
+/// [`extract`] with `shard_size` examples per part.
+fn extract_parts_of(
+    s3: &S3Server,
+    cache: &Path,
+    run: &str,
+    shard_size: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = extract_args(&tiny_gpt2(), HOOKS, Path::new(run));
+    let at = args.iter().position(|a| a == "--shard-size").unwrap() + 1;
+    args[at] = shard_size.to_owned();
+    s3.glassbox(cache).args(args).args(extra).output().unwrap()
+}
+
+fn stage(s3: &S3Server, cache: &Path, run: &str, args: &[&str]) -> Output {
+    s3.glassbox(cache)
+        .args(args)
+        .args(["--run", run])
+        .output()
+        .unwrap()
+}
+
+const PROBE: [&str; 6] = [
+    "probe",
+    "--label",
+    "topic",
+    "--no-neurons",
+    "--bootstrap",
+    "20",
+];
+const DICTIONARY: [&str; 7] = [
+    "dictionary",
+    "--hook",
+    "blocks.1.hook_resid_post",
+    "--width",
+    "32",
+    "--k",
+    "4",
+];
+
+/// Every file of a run but its manifest (which records times), folders aside.
+fn files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    snapshot(root)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .filter(|(k, _)| k != "manifest.json")
+        .collect()
+}
+
+fn stage_fingerprints(root: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let stages = m["stages"].as_object().unwrap();
+    stages
+        .iter()
+        .map(|(k, v)| (k.clone(), v["fingerprint"].clone()))
+        .collect()
+}
+
+fn assert_same_files(local: &Path, downloaded: &Path) {
+    let (a, b) = (files(local), files(downloaded));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the bucket holds the local run's files"
+    );
+    for (name, bytes) in &a {
+        assert!(
+            bytes == &b[name],
+            "{name} differs between the local and the S3 run"
+        );
+    }
+    assert_eq!(stage_fingerprints(local), stage_fingerprints(downloaded));
+}
+
+/// `part-*.parquet` files present in the mirror folders under `cache`.
+fn mirrored_parts(cache: &Path) -> Vec<String> {
+    snapshot(cache)
+        .into_keys()
+        .filter(|k| {
+            k.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
+    let Some(s3) = server("a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, cache) = (tmp.path().join("local"), tmp.path().join("cache"));
+    let local_run = local.display().to_string();
+    let remote = format!("s3://{BUCKET}/runs/tiny");
+    for run in [&local_run, &remote] {
+        assert_success(&extract(&s3, &cache, run, &[]), &format!("extract → {run}"));
+        assert_success(&stage(&s3, &cache, run, &PROBE), &format!("probe on {run}"));
+        let out = stage(&s3, &cache, run, &DICTIONARY);
+        assert_success(&out, &format!("dictionary on {run}"));
+    }
+    assert!(
+        mirrored_parts(&cache).is_empty(),
+        "probe and dictionary read the activation parts by range, never into the mirror: {:?}",
+        mirrored_parts(&cache)
+    );
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/tiny", &downloaded);
+    assert!(
+        !downloaded.join(".glassbox.lock").exists(),
+        "the writer's lease is released"
+    );
+    assert_same_files(&local, &downloaded);
+
+    // A second machine (a fresh mirror) reads the run and finds every stage up to date.
+    let other_cache = tmp.path().join("other-cache");
+    let out = stage(&s3, &other_cache, &remote, &PROBE);
+    assert_success(&out, "probe from a fresh mirror");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+    let out = s3
+        .glassbox(&other_cache)
+        .args(["inspect", &remote])
+        .output()
+        .unwrap();
+    assert_success(&out, "inspect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("run: {remote}")), "{stdout}");
+    assert!(stdout.contains("stage dictionary"), "{stdout}");
+}
+
+#[test]
+fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
+    let Some(s3) = server("a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, cache) = (tmp.path().join("local"), tmp.path().join("cache"));
+    let remote = format!("s3://{BUCKET}/runs/redo");
+    assert_success(&extract(&s3, &cache, &remote, &[]), "first extract");
+    assert_success(&stage(&s3, &cache, &remote, &PROBE), "probe");
+    // Fewer, larger parts: the old part files and the (now void) probes must go.
+    let out = extract_parts_of(&s3, &cache, &remote, "128", &["--force"]);
+    assert_success(&out, "forced re-extract");
+    let out = extract_parts_of(&s3, &cache, &local.display().to_string(), "128", &[]);
+    assert_success(&out, "local extract");
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/redo", &downloaded);
+    assert!(!downloaded.join("probes").exists(), "void probes removed");
+    assert_same_files(&local, &downloaded);
+}
+
+#[test]
+fn bad_remote_locations_are_named_and_leave_the_run_alone() {
+    let Some(s3) = server("bad_remote_locations_are_named_and_leave_the_run_alone") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let remote = format!("s3://{BUCKET}/runs/bad");
+    assert_success(&extract(&s3, &cache, &remote, &[]), "extract");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let out = stage(&s3, &cache, "s3://no-such-bucket/runs/x", &PROBE);
+    assert_bad_input(
+        &out,
+        &["s3://no-such-bucket/runs/x", "Check the bucket name"],
+    );
+
+    let out = s3
+        .glassbox(&cache)
+        .args(PROBE)
+        .args(["--run", &remote])
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{closed_port}"),
+        )
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &[&remote, "could not be reached"]);
+
+    let out = s3
+        .glassbox(&cache)
+        .args(PROBE)
+        .args(["--run", &remote])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env(
+            "AWS_METADATA_ENDPOINT",
+            format!("http://127.0.0.1:{closed_port}"),
+        )
+        .output()
+        .unwrap();
+    assert_bad_input(
+        &out,
+        &[&remote, "No credentials were found", "AWS_ACCESS_KEY_ID"],
+    );
+
+    // Another machine's writer holds the lease.
+    let lease = r#"{"host":"other-host","pid":4242,"command":"glassbox probe","since":"2026-12-04T00:00:00Z"}"#;
+    s3.put_object(BUCKET, "runs/bad/.glassbox.lock", lease.as_bytes());
+    let out = stage(&s3, &cache, &remote, &PROBE);
+    assert_bad_input(&out, &["pid 4242 on other-host", "runs/bad/.glassbox.lock"]);
+    s3.delete_object(BUCKET, "runs/bad/.glassbox.lock");
+
+    let out = extract(&s3, &cache, &remote, &["--shard", "0/2"]);
+    assert_bad_input(
+        &out,
+        &["--shard is not available for a run on object storage"],
+    );
+    let out = stage(&s3, &cache, "ftp://host/run", &PROBE);
+    assert_bad_input(&out, &["unknown scheme `ftp`"]);
+
+    // Nothing of the refused probes reached the bucket.
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/bad", &downloaded);
+    assert!(!downloaded.join("probes").exists());
+    let stages = stage_fingerprints(&downloaded);
+    assert_eq!(stages.as_object().unwrap().len(), 1, "{stages}");
+}
