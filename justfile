@@ -115,6 +115,13 @@ bench-shards copies="4": models venv
     cargo build --bin glassbox
     bench/shards.sh {{copies}}
 
+# The object store's overhead (bench/remote.sh): one MiniLM extraction, probe and dictionary into
+# a local folder and into S3 (moto's server on localhost), compared byte for byte; JSON out.
+bench-remote copies="4": models venv
+    @case "{{copies}}" in ''|*[!0-9]*|0) echo "copies must be a positive whole number, e.g. just bench-remote 2" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    bench/remote.sh {{copies}} | tee target/bench/remote.json
+
 bench-dissect images="500": models venv
     @case "{{images}}" in ''|*[!0-9]*|0) echo "images must be a positive whole number, e.g. just bench-dissect 100" >&2; exit 2;; esac
     cargo build --bin glassbox
