@@ -36,11 +36,6 @@ pub fn run(cli: Cli) -> Result<()> {
             let run = open_run(&a.run)?;
             match a.shard {
                 Some(shard) => {
-                    if crate::run_location::is_mirror(&run) {
-                        anyhow::bail!(
-                            "--shard is not available for a run on object storage yet: extract it with one process, or shard onto a shared filesystem folder and upload the finished run"
-                        );
-                    }
                     let outcome = extract_shard::run_extract_shard(&run, &req, shard, &bars)?;
                     render::extract_shard(&outcome, &run)?;
                 }

@@ -56,7 +56,7 @@ pub fn extract_shard(outcome: &ShardOutcome, run: &RunDir) -> Result<()> {
         } => {
             crate::outln!(
                 "extract shard {shard}: {parts} parts written ({resumed} kept from an earlier attempt) → {}",
-                run.root().display()
+                crate::run_location::run_name(run)
             )?;
             if waiting.is_empty() {
                 crate::outln!("the run is complete")?;
@@ -77,7 +77,7 @@ pub fn extract_shard(outcome: &ShardOutcome, run: &RunDir) -> Result<()> {
                 crate::outln!(
                     "waiting for {}; the last shard to finish commits the run (`glassbox inspect {}` shows every shard)",
                     list.join(", "),
-                    run.root().display()
+                    crate::run_location::run_name(run)
                 )?;
             }
         }

@@ -29,20 +29,16 @@ pub fn run_name(run: &RunDir) -> String {
     }
 }
 
-/// Whether `run` is the mirror of a remote run.
-pub fn is_mirror(run: &RunDir) -> bool {
-    glassbox_remote::mirror_of(run.root()).is_some()
-}
-
 /// After a commit: sends what it changed to object storage (a no-op for a local run) and
 /// says so on stderr.
 pub fn push_commit(run: &RunDir) -> Result<()> {
     if let Some((url, pushed)) = glassbox_remote::push_commit(run.root())? {
-        if pushed.uploaded + pushed.deleted > 0 {
+        if pushed.uploaded + pushed.copied + pushed.deleted > 0 {
             eprintln!(
-                "pushed to {url}: {} file(s) up ({:.1} MB), {} removed",
+                "pushed to {url}: {} file(s) up ({:.1} MB), {} staged part(s) moved into place, {} removed",
                 pushed.uploaded,
                 pushed.bytes as f64 / 1e6,
+                pushed.copied,
                 pushed.deleted
             );
         }

@@ -21,12 +21,18 @@ struct Holder {
 /// A held lease; deleted when dropped.
 pub struct Lease {
     store: Arc<RemoteStore>,
+    key: String,
 }
 
 impl Lease {
     /// Takes the lease, or says who holds it. A lease left by a dead process of this host is
     /// taken over; one from another host must be cleared by hand (the error says how).
     pub fn acquire(store: Arc<RemoteStore>, command: &str) -> Result<Self> {
+        Self::acquire_key(store, LEASE, command)
+    }
+
+    /// [`acquire`](Self::acquire) for the lease object `key` (a shard's, or the commit's).
+    pub fn acquire_key(store: Arc<RemoteStore>, key: &str, command: &str) -> Result<Self> {
         let me = Holder {
             host: hostname(),
             pid: std::process::id(),
@@ -35,16 +41,19 @@ impl Lease {
         };
         let bytes = serde_json::to_vec_pretty(&me).unwrap_or_default();
         for _ in 0..3 {
-            if store.put_if_absent(LEASE, bytes.clone())? {
-                return Ok(Self { store });
+            if store.put_if_absent(key, bytes.clone())? {
+                return Ok(Self {
+                    store,
+                    key: key.to_owned(),
+                });
             }
-            let Some(current) = store.get(LEASE)? else {
+            let Some(current) = store.get(key)? else {
                 continue; // released between our two requests
             };
             let holder: Option<Holder> = serde_json::from_slice(&current).ok();
             match holder {
                 Some(h) if h.host == me.host && !process_alive(h.pid) => {
-                    store.delete_all(&[LEASE.to_owned()])?;
+                    store.delete_all(&[key.to_owned()])?;
                 }
                 Some(h) => {
                     return Err(RemoteError::Busy {
@@ -53,14 +62,14 @@ impl Lease {
                             "pid {} on {} (`{}`, since {})",
                             h.pid, h.host, h.command, h.since
                         ),
-                        lock: store.url.join(LEASE),
+                        lock: store.url.join(key),
                     })
                 }
                 None => {
                     return Err(RemoteError::Busy {
                         url: store.url.url.clone(),
                         holder: "an unreadable lease".into(),
-                        lock: store.url.join(LEASE),
+                        lock: store.url.join(key),
                     })
                 }
             }
@@ -68,14 +77,14 @@ impl Lease {
         Err(RemoteError::Busy {
             url: store.url.url.clone(),
             holder: "writers that keep taking the lease".into(),
-            lock: store.url.join(LEASE),
+            lock: store.url.join(key),
         })
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let _ = self.store.delete_all(&[LEASE.to_owned()]);
+        let _ = self.store.delete_all(std::slice::from_ref(&self.key));
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod lease;
 pub mod location;
 pub mod mirror;
+pub mod shared_staging;
 pub mod store;
 mod tree;
 
@@ -81,10 +82,16 @@ pub fn begin_write(root: &Path, command: &str) -> Result<Option<SessionGuard>> {
     }))
 }
 
-/// For a mirror folder read without writing (`inspect`): pulls. `false` for a local run.
+/// For a mirror folder before it is read (`inspect`, a stage's checks): pulls, with the
+/// shared staging of a sharded extraction in progress (so its shards can be named). `false`
+/// for a local run.
 pub fn refresh(root: &Path) -> Result<bool> {
     match mirror_of(root) {
-        Some(mirror) => mirror.pull().map(|_| true),
+        Some(mirror) => {
+            mirror.pull()?;
+            mirror.pull_staging("extract")?;
+            Ok(true)
+        }
         None => Ok(false),
     }
 }

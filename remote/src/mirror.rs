@@ -29,6 +29,12 @@ const BULK_ROOTS: [&str; 3] = ["activations", "pooled", "gradients"];
 
 /// Whether `rel` is a bulk part read by range rather than downloaded.
 pub fn is_bulk_part(rel: &str) -> bool {
+    // A shared staging's parts (`.staging/<stage>/activations/…`) are bulk parts too.
+    let staging = format!("{}/", glassbox_data::run::STAGING_DIR);
+    let rel = match rel.strip_prefix(&staging) {
+        Some(rest) => rest.split_once('/').map_or("", |(_, r)| r),
+        None => rel,
+    };
     let name = rel.rsplit('/').next().unwrap_or_default();
     let root = rel.split('/').next().unwrap_or_default();
     BULK_ROOTS.contains(&root) && name.starts_with("part-") && name.ends_with(".parquet")
@@ -67,6 +73,8 @@ pub struct Pulled {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pushed {
     pub uploaded: usize,
+    /// Staged parts copied to their final keys inside the bucket.
+    pub copied: usize,
     pub deleted: usize,
     pub bytes: u64,
 }
@@ -151,7 +159,12 @@ impl Mirror {
         // What the bucket does not have goes (a stale copy of a run rewritten elsewhere).
         let keep: BTreeSet<String> = remote.keys().map(|r| r.to_string()).collect();
         tree::remove_others(&self.root, &keep).map_err(io(&self.root))?;
-        *self.parts.parts.write().unwrap_or_else(|e| e.into_inner()) = bulk;
+        {
+            // Parts of a shared staging stay known (`pull_staging` registered them).
+            let mut parts = self.parts.parts.write().unwrap_or_else(|e| e.into_inner());
+            parts.retain(|rel, _| tree::is_private(rel));
+            parts.extend(bulk);
+        }
         self.save_state(&state)?;
         let manifest = read_json(&self.root.join(MANIFEST));
         Ok(Pulled {
@@ -165,7 +178,10 @@ impl Mirror {
     pub fn push(&self, pulled: &mut Pulled) -> Result<Pushed> {
         let after = tree::snapshot(&self.root, &self.parts.dirs()).map_err(io(&self.root))?;
         let changes = pulled.before.changes(&after, &self.parts.list());
-        if changes.is_empty() {
+        // Parts a sharded stage's workers staged in the bucket, now committed: copied to their
+        // final keys inside the bucket.
+        let (moves, committed_stagings) = self.committed_staged_parts();
+        if changes.is_empty() && moves.is_empty() {
             return Ok(Pushed::default());
         }
         let manifest_changed = changes.upload.iter().any(|r| r == MANIFEST);
@@ -183,14 +199,16 @@ impl Mirror {
             }
         }
         // 2. Deletions and uploads; 3. the manifest last.
-        let uploaded_set: BTreeSet<&String> = changes.upload.iter().collect();
+        let mut kept: BTreeSet<&String> = changes.upload.iter().collect();
+        kept.extend(moves.iter().map(|(_, to)| to));
         let deletions: Vec<String> = changes
             .delete
             .iter()
-            .filter(|r| !uploaded_set.contains(r))
+            .filter(|r| !kept.contains(r))
             .cloned()
             .collect();
         self.store.delete_all(&deletions)?;
+        self.store.copy_all(&moves)?;
         let jobs: Vec<(String, PathBuf)> = changes
             .upload
             .iter()
@@ -211,12 +229,33 @@ impl Mirror {
             );
             jobs.push((MANIFEST.to_owned(), path));
         }
+        // The committed stagings go from the bucket only now: a push cut short before the
+        // manifest leaves them for the stage to be committed again.
+        if !committed_stagings.is_empty() {
+            let prefixes: Vec<String> = committed_stagings
+                .iter()
+                .map(|s| crate::shared_staging::staging_prefix(s))
+                .collect();
+            let staged: Vec<String> = self
+                .store
+                .list()?
+                .into_iter()
+                .map(|l| l.rel)
+                .filter(|rel| prefixes.iter().any(|p| rel.starts_with(p)))
+                .collect();
+            self.store.delete_all(&staged)?;
+        }
         // Uploaded bulk parts become remote-only; other files are recorded as in sync.
         let mut state = self.load_state();
         let mut parts = self.parts.list();
         for rel in &deletions {
             parts.remove(rel);
             state.files.remove(rel);
+        }
+        for (from, to) in &moves {
+            if let Some(found) = parts.remove(from) {
+                parts.insert(to.clone(), found);
+            }
         }
         for ((rel, path), e_tag) in jobs.iter().zip(tags) {
             let size = std::fs::metadata(path).map(|m| m.len()).map_err(io(path))?;
@@ -235,9 +274,42 @@ impl Mirror {
         pulled.manifest = new_manifest;
         Ok(Pushed {
             uploaded: jobs.len(),
+            copied: moves.len(),
             deleted: deletions.len(),
             bytes,
         })
+    }
+
+    /// Registers remote parts for ranged reads.
+    pub(crate) fn add_parts(&self, parts: Vec<(String, (u64, Option<String>))>) {
+        let mut known = self.parts.parts.write().unwrap_or_else(|e| e.into_inner());
+        known.extend(parts);
+    }
+
+    /// Takes the lease object `key` of this run (see [`crate::lease`]).
+    pub fn lease(&self, key: &str, command: &str) -> Result<crate::lease::Lease> {
+        crate::lease::Lease::acquire_key(self.store.clone(), key, command)
+    }
+
+    /// The staged parts of stages whose staging folder is gone from the mirror because the stage
+    /// committed: each with its final key (the path inside the staging).
+    fn committed_staged_parts(&self) -> (Vec<(String, String)>, BTreeSet<String>) {
+        let staging = format!("{}/", glassbox_data::run::STAGING_DIR);
+        let mut moves = Vec::new();
+        let mut stages = BTreeSet::new();
+        for rel in self.parts.list().into_keys() {
+            let Some((stage, rest)) = rel.strip_prefix(&staging).and_then(|r| r.split_once('/'))
+            else {
+                continue;
+            };
+            let committed = !self.root.join(&staging).join(stage).exists();
+            let target_dir = rest.rsplit_once('/').map_or("", |(d, _)| d);
+            if committed && self.root.join(target_dir).is_dir() {
+                moves.push((rel.clone(), rest.to_owned()));
+                stages.insert(stage.to_owned());
+            }
+        }
+        (moves, stages)
     }
 
     fn load_state(&self) -> State {
@@ -270,7 +342,7 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RemoteError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RemoteError + '_ {
     move |source| RemoteError::Io {
         path: path.to_path_buf(),
         source,

@@ -264,6 +264,22 @@ impl RemoteStore {
         }
     }
 
+    /// Copies objects inside the store (server-side: the bytes do not come here),
+    /// [`CONCURRENCY`] at a time.
+    pub fn copy_all(&self, moves: &[(String, String)]) -> Result<()> {
+        self.runtime.block_on(
+            futures::stream::iter(moves.iter().map(|(from, to)| async move {
+                self.store
+                    .copy(&self.key(from), &self.key(to))
+                    .await
+                    .map_err(|e| self.error("copying", &format!("{from} to {to}"), e))
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>(),
+        )?;
+        Ok(())
+    }
+
     /// Deletes objects, [`CONCURRENCY`] at a time; missing ones are not an error.
     pub fn delete_all(&self, rels: &[String]) -> Result<()> {
         self.runtime.block_on(

@@ -99,7 +99,8 @@ impl Snapshot {
             .filter(|rel| !after.files.contains_key(*rel))
             .cloned()
             .collect();
-        for rel in remote_parts.keys() {
+        // Parts in a staging folder are moved or removed by the push itself.
+        for rel in remote_parts.keys().filter(|r| !is_private(r)) {
             let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
             let before = self.part_dirs.get(dir).cloned().flatten();
             let now = after.part_dirs.get(dir).cloned().flatten();
@@ -147,8 +148,12 @@ pub fn remove_others(root: &Path, keep: &BTreeSet<String>) -> std::io::Result<()
     Ok(())
 }
 
-/// Visits every non-private file and folder under `dir` with its run-relative path.
-fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&str, &Path, bool)) -> std::io::Result<()> {
+/// Visits every non-private file and folder under `dir` with its path relative to `root`.
+pub(crate) fn walk(
+    root: &Path,
+    dir: &Path,
+    visit: &mut dyn FnMut(&str, &Path, bool),
+) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

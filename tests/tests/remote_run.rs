@@ -1,14 +1,17 @@
 //! Runs on object storage (`--run s3://bucket/prefix`) against a real S3-compatible server
 //! process (moto's standalone server): the bucket ends up holding the local run byte for byte
 //! (read back with boto3), later stages stream the activations by range without copying them,
-//! a forced re-extraction leaves no stale parts, and bad locations, missing credentials and a
-//! held lease are named with exit 2 and the run left alone.
+//! shard workers with separate mirrors (separate machines, as far as they know) write the
+//! single-process run together, a killed one is re-run alone, a forced re-extraction leaves no
+//! stale parts, and bad locations, missing credentials and a held lease are named with exit 2
+//! and the run left alone.
 
 use glassbox_tests::s3_server::S3Server;
 use glassbox_tests::sharded::{extract_args, tiny_gpt2};
 use glassbox_tests::*;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 const HOOKS: &str = "blocks.*.hook_resid_post";
 const BUCKET: &str = "glassbox-test";
@@ -240,11 +243,8 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
     assert_bad_input(&out, &["pid 4242 on other-host", "runs/bad/.glassbox.lock"]);
     s3.delete_object(BUCKET, "runs/bad/.glassbox.lock");
 
-    let out = extract(&s3, &cache, &remote, &["--shard", "0/2"]);
-    assert_bad_input(
-        &out,
-        &["--shard is not available for a run on object storage"],
-    );
+    let out = extract(&s3, &cache, &remote, &["--shard", "0/2", "--force"]);
+    assert_bad_input(&out, &["--force cannot be combined with --shard"]);
     let out = stage(&s3, &cache, "ftp://host/run", &PROBE);
     assert_bad_input(&out, &["unknown scheme `ftp`"]);
 
@@ -254,4 +254,151 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
     assert!(!downloaded.join("probes").exists());
     let stages = stage_fingerprints(&downloaded);
     assert_eq!(stages.as_object().unwrap().len(), 1, "{stages}");
+}
+
+#[test]
+fn three_shard_workers_on_s3_write_the_single_process_run() {
+    let Some(s3) = server("three_shard_workers_on_s3_write_the_single_process_run") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let remote = format!("s3://{BUCKET}/runs/sharded");
+    assert_success(
+        &extract(
+            &s3,
+            &tmp.path().join("c"),
+            &local.display().to_string(),
+            &[],
+        ),
+        "single-process extract",
+    );
+    // Each worker its own mirror: nothing but the bucket is shared.
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            s3.glassbox(&tmp.path().join(format!("cache{i}")))
+                .args(extract_args(&tiny_gpt2(), HOOKS, Path::new(&remote)))
+                .args(["--shard", &format!("{i}/3")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = workers
+        .into_iter()
+        .map(|w| w.wait_with_output().unwrap())
+        .collect();
+    for (i, out) in outs.iter().enumerate() {
+        assert_success(out, &format!("shard {i}/3 on S3"));
+    }
+    let committed = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("run committed"))
+        .count();
+    assert_eq!(committed, 1, "exactly one worker commits");
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/sharded", &downloaded);
+    assert!(
+        !downloaded.join(".staging").exists(),
+        "the bucket's shared staging is gone"
+    );
+    let leases: Vec<String> = snapshot(&downloaded)
+        .into_keys()
+        .filter(|k| k.starts_with(".glassbox"))
+        .collect();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+    assert_same_files(&local, &downloaded);
+}
+
+#[test]
+fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run() {
+    let Some(minilm) = require_minilm("a_missing_shard_on_s3_is_named") else {
+        return;
+    };
+    let Some(s3) = server("a_missing_shard_on_s3_is_named") else {
+        return;
+    };
+    // Two of MiniLM's hooks: slow enough per part to be killed in the middle.
+    let hooks = "blocks.0.hook_resid_post,blocks.5.hook_resid_post";
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = format!("s3://{BUCKET}/runs/killed");
+    let worker = |i: usize, cache: &Path| {
+        let mut cmd = s3.glassbox(cache);
+        cmd.args(extract_args(&minilm, hooks, Path::new(&remote)))
+            .args(["--shard", &format!("{i}/3")]);
+        cmd
+    };
+    for i in [0, 2] {
+        let out = worker(i, &tmp.path().join(format!("cache{i}")))
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("shard {i}/3"));
+    }
+    // Another machine sees the missing shard, and a later stage is refused naming it.
+    let reader = tmp.path().join("reader");
+    let out = s3
+        .glassbox(&reader)
+        .args(["inspect", &remote])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("shard 1/3 of `extract`: not started"),
+        "{text}"
+    );
+    let out = stage(&s3, &reader, &remote, &PROBE);
+    assert_bad_input(&out, &["1/3"]);
+
+    // Shard 1 owns parts 1, 4, 7, …: killed (SIGKILL) once its second part is marked.
+    let cache1 = tmp.path().join("cache1");
+    let mut child = worker(1, &cache1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The mirror folder's name carries a hash of the URL: the one folder in the cache.
+    let marked = || {
+        std::fs::read_dir(&cache1)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|e| e.ok())
+            .is_some_and(|e| {
+                e.path()
+                    .join(".staging/extract/_progress/extract/shard-00004.done")
+                    .exists()
+            })
+    };
+    while !marked() {
+        assert!(Instant::now() < deadline, "no part marked within 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "shard 1/3 ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Re-run alone on the same machine: its lease (a dead pid of this host) is taken over and
+    // its parts are kept.
+    let out = worker(1, &cache1).output().unwrap();
+    assert_success(&out, "shard 1/3 again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("run committed"), "{stdout}");
+    assert!(
+        !stdout.contains("(0 kept"),
+        "the killed worker's parts are kept: {stdout}"
+    );
+
+    let local = tmp.path().join("local");
+    let out = glassbox()
+        .args(extract_args(&minilm, hooks, &local))
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    assert_success(&out, "single-process extract");
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/killed", &downloaded);
+    assert_same_files(&local, &downloaded);
 }

@@ -55,12 +55,24 @@ pub fn run_extract_shard(
     }
     let started = std::time::Instant::now();
     let command = super::command_line();
+    let remote = glassbox_remote::mirror_of(run.root());
+    // On object storage the workers may be on other machines: the shard's lease in the bucket
+    // keeps out a second worker of this shard, and the bucket's staging (plan, markers, parts)
+    // is the shared one.
+    let shard_lease = match &remote {
+        Some(mirror) => {
+            let lease = mirror.lease(&shard_lease_key(shard), &command)?;
+            mirror.pull_staging("extract")?;
+            Some(lease)
+        }
+        None => None,
+    };
     let scope = LockScope::Shard {
         index: shard.index,
         count: shard.count,
     };
     let lock = RunLock::acquire(run.root(), scope, &command)?;
-    let work = match work_on_shard(run, req, shard, progress) {
+    let work = match work_on_shard(run, req, shard, progress, remote.as_deref()) {
         Ok(work) => work,
         Err(e) => {
             lock.release_after_failure();
@@ -69,11 +81,20 @@ pub fn run_extract_shard(
     };
     // Let go of the shard (and the shared hold on the run) before trying for the whole run.
     drop(lock);
+    drop(shard_lease);
     let Some(work) = work else {
         return Ok(ShardOutcome::UpToDate);
     };
-    finish(run, req, shard, work, started, &command)
+    finish(run, req, shard, work, started, &command, remote.as_deref())
 }
+
+/// The lease object of one shard in a remote run.
+fn shard_lease_key(shard: ShardSpec) -> String {
+    format!(".glassbox.shard-{}-of-{}.lock", shard.index, shard.count)
+}
+
+/// The lease the worker that commits a remote sharded run holds while it commits.
+const COMMIT_LEASE: &str = ".glassbox.commit-extract.lock";
 
 /// This worker's parts, written into the shared staging.
 struct ShardWork {
@@ -87,13 +108,24 @@ fn work_on_shard(
     req: &ExtractRequest<'_>,
     shard: ShardSpec,
     progress: &dyn Progress,
+    remote: Option<&glassbox_remote::Mirror>,
 ) -> Result<Option<ShardWork>> {
     let prepared = prepare(req, Some(shard))?;
     if !check_existing(run, &prepared, false, progress)? {
         return Ok(None);
     }
     let tx = join_staging(run, &prepared, shard)?;
+    if let Some(mirror) = remote {
+        publish_plan(run, mirror, shard)?;
+    }
     let summary = prepared.extract_into(&tx, progress)?;
+    if let Some(mirror) = remote {
+        let sent = mirror.push_staging("extract")?;
+        progress.note(&format!(
+            "shard {shard}: {sent} file(s) staged in {}",
+            mirror.url()
+        ));
+    }
     Ok(Some(ShardWork {
         prepared,
         tx,
@@ -154,6 +186,41 @@ fn join_staging(
     Ok(tx)
 }
 
+/// Publishes this run's plan in the bucket unless a worker did first; a first worker elsewhere
+/// with other settings is refused as a local one is (naming the settings).
+fn publish_plan(run: &RunDir, mirror: &glassbox_remote::Mirror, shard: ShardSpec) -> Result<()> {
+    let root = run.root();
+    let Some(ours) = ShardPlan::load(root, "extract")? else {
+        return Ok(());
+    };
+    let bytes = serde_json::to_vec_pretty(&ours)?;
+    let Some(theirs) = mirror.publish_plan("extract", &bytes)? else {
+        return Ok(());
+    };
+    let theirs: ShardPlan = serde_json::from_slice(&theirs).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the shard plan in the bucket is unreadable ({e}); delete `.staging/extract/` there and start the shards again",
+            mirror.url()
+        )
+    })?;
+    if theirs.fingerprint == ours.fingerprint && theirs.count == ours.count {
+        return Ok(());
+    }
+    let mut differs = Vec::new();
+    if theirs.count != ours.count {
+        differs.push(format!(
+            "shard count (the shards already started use {}, this one {})",
+            theirs.count, ours.count
+        ));
+    }
+    differs.extend(differing_settings(&theirs.params, &ours.params));
+    bail!(
+        "{}: the shards of this run's extraction were started with different settings: {}. Start shard {shard} with the same settings as the others",
+        mirror.url(),
+        differs.join("; ")
+    )
+}
+
 /// After this shard's parts: commits the run if this worker is the last one and every part is
 /// there, else says which shards are still to finish.
 fn finish(
@@ -163,6 +230,7 @@ fn finish(
     work: ShardWork,
     started: std::time::Instant,
     command: &str,
+    remote: Option<&glassbox_remote::Mirror>,
 ) -> Result<ShardOutcome> {
     let ShardWork {
         prepared,
@@ -177,6 +245,28 @@ fn finish(
         resumed,
         waiting,
     };
+    // On object storage: the other workers' markers from the bucket; when every part is there,
+    // one worker (whoever takes the commit lease) commits.
+    let _commit_lease = match remote {
+        Some(mirror) => {
+            mirror.pull_staging("extract")?;
+            if let Some(plan) = ShardPlan::load(root, "extract")? {
+                let waiting = plan.incomplete(root);
+                if !waiting.is_empty() {
+                    return Ok(done(waiting));
+                }
+            }
+            match mirror.lease(COMMIT_LEASE, command) {
+                Ok(lease) => Some(lease),
+                Err(glassbox_remote::RemoteError::Busy { .. }) => {
+                    eprintln!("every shard is done; another worker is committing the run");
+                    return Ok(done(Vec::new()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
     let Some(_lock) = try_acquire_run(root, command)? else {
         // Another worker still holds the run: the last one to finish commits.
         let waiting = match ShardPlan::load(root, "extract")? {
@@ -185,6 +275,8 @@ fn finish(
         };
         return Ok(done(waiting));
     };
+    // The run's lease and a fresh pull, so the commit's push starts from the bucket's run.
+    let _remote_session = glassbox_remote::begin_write(root, command)?;
     transaction::recover(run)?;
     let Some(plan) = ShardPlan::load(root, "extract")? else {
         // Committed meanwhile (by a worker or a single-process run that finished it).

@@ -1,0 +1,134 @@
+//! Shard workers of one remote run, on any number of machines, share the extraction's staging
+//! through the bucket: `<run>/.staging/<stage>/` there holds what a local run's staging folder
+//! holds (the plan, the fingerprint, each part's marker, the parts, the tables of shard 0).
+//! A worker pulls it into its mirror's staging before it starts (so it sees the plan and the
+//! parts already done), publishes the plan with a conditional put (the first worker's wins),
+//! and pushes its parts and markers when they are written. The worker that finds every marker
+//! present takes the commit lease and commits as on a local run: the coverage check reads the
+//! parts' footers by range, and the push after the commit copies the staged parts to their
+//! final keys inside the bucket (server-side) before the manifest is written, then removes the
+//! staging.
+
+use crate::error::Result;
+use crate::mirror::{is_bulk_part, Mirror};
+use crate::tree;
+use std::path::PathBuf;
+
+/// `.staging/<stage>/`, the staging prefix of `stage` relative to the run.
+pub fn staging_prefix(stage: &str) -> String {
+    format!("{}/{stage}/", glassbox_data::run::STAGING_DIR)
+}
+
+/// The plan's run-relative key.
+fn plan_rel(stage: &str) -> String {
+    format!(
+        "{}{}",
+        staging_prefix(stage),
+        glassbox_data::shards::PLAN_FILE
+    )
+}
+
+impl Mirror {
+    /// Brings the bucket's staging of `stage` into the mirror's: small files downloaded
+    /// (overwriting: the bucket's plan and markers are the shared truth), parts registered for
+    /// ranged reads, and local copies of parts the bucket already holds removed.
+    pub fn pull_staging(&self, stage: &str) -> Result<()> {
+        let prefix = staging_prefix(stage);
+        let listed: Vec<_> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|l| l.rel.starts_with(&prefix))
+            .collect();
+        let mut wanted = Vec::new();
+        let mut parts = Vec::new();
+        for item in &listed {
+            let local = self.root().join(&item.rel);
+            if is_bulk_part(&item.rel) {
+                if local.is_file() {
+                    std::fs::remove_file(&local).map_err(crate::mirror::io(&local))?;
+                }
+                if let Some(dir) = local.parent() {
+                    std::fs::create_dir_all(dir).map_err(crate::mirror::io(dir))?;
+                }
+                parts.push((item.rel.clone(), (item.size, item.e_tag.clone())));
+            } else if tree::stamp(&local).is_none_or(|s| s.len != item.size)
+                || is_marker_or_plan(&item.rel)
+            {
+                wanted.push((item.rel.clone(), local));
+            }
+        }
+        self.store.download_all(&wanted)?;
+        self.add_parts(parts);
+        Ok(())
+    }
+
+    /// Uploads what the mirror's staging of `stage` holds and the bucket lacks (this worker's
+    /// parts, markers, tables, fingerprint); uploaded parts leave the mirror. Returns how many
+    /// files went up.
+    pub fn push_staging(&self, stage: &str) -> Result<usize> {
+        let prefix = staging_prefix(stage);
+        let remote: std::collections::BTreeMap<String, u64> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|l| l.rel.starts_with(&prefix))
+            .map(|l| (l.rel, l.size))
+            .collect();
+        let dir = self.root().join(&prefix);
+        let mut jobs: Vec<(String, PathBuf)> = Vec::new();
+        tree::walk(&dir, &dir, &mut |rel, path, is_dir| {
+            if is_dir {
+                return;
+            }
+            let rel = format!("{prefix}{rel}");
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            // Temp files of a write in progress, and the plan (published by `publish_plan`).
+            if name.starts_with('.') || rel == plan_rel(stage) {
+                return;
+            }
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if remote.get(&rel) != Some(&size) {
+                jobs.push((rel, path.to_path_buf()));
+            }
+        })
+        .map_err(crate::mirror::io(&dir))?;
+        // Markers after the parts they vouch for, so a marker in the bucket means its part is.
+        jobs.sort_by_key(|(rel, _)| rel.contains("/_progress/"));
+        let (markers, data): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .partition(|(rel, _)| rel.contains("/_progress/"));
+        let tags = self.store.upload_all(&data)?;
+        let mut parts = Vec::new();
+        for ((rel, path), e_tag) in data.iter().zip(tags) {
+            if is_bulk_part(rel) {
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(path).map_err(crate::mirror::io(path))?;
+                parts.push((rel.clone(), (size, e_tag)));
+            }
+        }
+        self.add_parts(parts);
+        self.store.upload_all(&markers)?;
+        Ok(data.len() + markers.len())
+    }
+
+    /// Publishes `stage`'s plan (with its fingerprint file first) unless the bucket has one;
+    /// returns the bucket's plan when another worker's was there first.
+    pub fn publish_plan(&self, stage: &str, plan: &[u8]) -> Result<Option<bytes::Bytes>> {
+        let fingerprint = format!("{}FINGERPRINT", staging_prefix(stage));
+        let local = self.root().join(&fingerprint);
+        if local.is_file() {
+            self.store.upload_all(&[(fingerprint, local)])?;
+        }
+        if self.store.put_if_absent(&plan_rel(stage), plan.to_vec())? {
+            return Ok(None);
+        }
+        self.store.get(&plan_rel(stage))
+    }
+}
+
+fn is_marker_or_plan(rel: &str) -> bool {
+    rel.contains("/_progress/")
+        || rel.ends_with(glassbox_data::shards::PLAN_FILE)
+        || rel.ends_with("FINGERPRINT")
+}
