@@ -39,10 +39,16 @@ struct ShardInfo {
 
 pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
     let interrupted = crate::stages::transaction::interrupted(run);
+    // On object storage a shard runs wherever its lease is held, not only on this machine.
+    let leased = crate::run_location::leased_shards(run)?;
     let shards: Vec<ShardInfo> = match ShardPlan::load(run.root(), "extract")? {
         Some(plan) => plan
             .status(run.root())
             .into_iter()
+            .map(|mut s| {
+                s.running |= leased.contains(&(s.index, s.count));
+                s
+            })
             .map(|s| ShardInfo {
                 stage: plan.stage.clone(),
                 shard: format!("{}/{}", s.index, s.count),

@@ -105,3 +105,10 @@ fn process_alive(pid: u32) -> bool {
     }
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// Whether a lease object's holder is a process of this host that no longer runs (a killed
+/// worker's lease: taken over by the next one, and not shown as running).
+pub(crate) fn is_stale_here(lease: &[u8]) -> bool {
+    serde_json::from_slice::<Holder>(lease)
+        .is_ok_and(|h| h.host == hostname() && !process_alive(h.pid))
+}

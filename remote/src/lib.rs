@@ -7,6 +7,7 @@
 //! object ([`lease`]) keeps two machines from writing one run at once.
 
 pub mod error;
+mod keys;
 pub mod lease;
 pub mod location;
 pub mod mirror;

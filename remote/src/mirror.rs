@@ -234,7 +234,7 @@ impl Mirror {
         if !committed_stagings.is_empty() {
             let prefixes: Vec<String> = committed_stagings
                 .iter()
-                .map(|s| crate::shared_staging::staging_prefix(s))
+                .map(|s| crate::keys::staging_prefix(s))
                 .collect();
             let staged: Vec<String> = self
                 .store

@@ -14,10 +14,7 @@ use crate::mirror::{is_bulk_part, Mirror};
 use crate::tree;
 use std::path::PathBuf;
 
-/// `.staging/<stage>/`, the staging prefix of `stage` relative to the run.
-pub fn staging_prefix(stage: &str) -> String {
-    format!("{}/{stage}/", glassbox_data::run::STAGING_DIR)
-}
+pub use crate::keys::staging_prefix;
 
 /// The plan's run-relative key.
 fn plan_rel(stage: &str) -> String {
@@ -110,6 +107,40 @@ impl Mirror {
         self.add_parts(parts);
         self.store.upload_all(&markers)?;
         Ok(data.len() + markers.len())
+    }
+
+    /// The shards `(index, count)` whose lease object is in the bucket, but for leases left by
+    /// dead processes of this host.
+    pub fn leased_shards(&self) -> Result<Vec<(usize, usize)>> {
+        let mut held = Vec::new();
+        for listed in self.store.list()? {
+            let Some((index, count)) = listed
+                .rel
+                .strip_prefix(".glassbox.shard-")
+                .and_then(|r| r.strip_suffix(".lock"))
+                .and_then(|r| r.split_once("-of-"))
+                .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+            else {
+                continue;
+            };
+            let stale = self
+                .store
+                .get(&listed.rel)?
+                .is_some_and(|b| crate::lease::is_stale_here(&b));
+            if !stale {
+                held.push((index, count));
+            }
+        }
+        Ok(held)
+    }
+
+    /// The fingerprint of the attempt staged in the bucket for `stage`, if any.
+    pub fn staged_fingerprint(&self, stage: &str) -> Result<Option<String>> {
+        let rel = format!("{}FINGERPRINT", staging_prefix(stage));
+        Ok(self
+            .store
+            .get(&rel)?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned()))
     }
 
     /// Publishes `stage`'s plan (with its fingerprint file first) unless the bucket has one;

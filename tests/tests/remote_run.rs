@@ -380,6 +380,14 @@ fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // Its lease is left in the bucket, but a dead pid of this host is not a running shard.
+    let out = s3
+        .glassbox(&reader)
+        .args(["inspect", &remote])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("shard 1/3 of `extract`: running"), "{text}");
     // Re-run alone on the same machine: its lease (a dead pid of this host) is taken over and
     // its parts are kept.
     let out = worker(1, &cache1).output().unwrap();

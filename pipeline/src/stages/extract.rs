@@ -45,7 +45,11 @@ pub fn run_extract(
         return Ok(None);
     }
 
-    // An interrupted extraction with exactly these settings resumes from its last shard.
+    // An interrupted extraction with exactly these settings resumes from its last shard (on
+    // object storage, also one interrupted on another machine).
+    if !req.force {
+        crate::run_location::pull_resumable_staging(run, "extract", &fp)?;
+    }
     let tx = Transaction::begin(run, "extract", outputs(), &fp, !req.force)?;
     if tx.resumed() {
         progress.note("extract: resuming the interrupted extraction with these settings");
@@ -84,13 +88,15 @@ impl Prepared {
         tx: &Transaction,
         progress: &dyn Progress,
     ) -> Result<glassbox_runner::ExtractSummary> {
-        Ok(glassbox_runner::extract(
-            &self.model,
-            &self.examples,
-            tx.run(),
-            &self.opts,
-            progress,
-        )?)
+        crate::run_location::with_staging_uploads(tx.run(), "extract", || {
+            Ok(glassbox_runner::extract(
+                &self.model,
+                &self.examples,
+                tx.run(),
+                &self.opts,
+                progress,
+            )?)
+        })
     }
 }
 

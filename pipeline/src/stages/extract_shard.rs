@@ -118,14 +118,8 @@ fn work_on_shard(
     if let Some(mirror) = remote {
         publish_plan(run, mirror, shard)?;
     }
+    // On object storage the parts stream up into the bucket's staging as they are written.
     let summary = prepared.extract_into(&tx, progress)?;
-    if let Some(mirror) = remote {
-        let sent = mirror.push_staging("extract")?;
-        progress.note(&format!(
-            "shard {shard}: {sent} file(s) staged in {}",
-            mirror.url()
-        ));
-    }
     Ok(Some(ShardWork {
         prepared,
         tx,
