@@ -236,14 +236,15 @@ impl Mirror {
                 .iter()
                 .map(|s| crate::keys::staging_prefix(s))
                 .collect();
-            let staged: Vec<String> = self
-                .store
-                .list()?
-                .into_iter()
-                .map(|l| l.rel)
-                .filter(|rel| prefixes.iter().any(|p| rel.starts_with(p)))
-                .collect();
-            self.store.delete_all(&staged)?;
+            for prefix in &prefixes {
+                let staged: Vec<String> = self
+                    .store
+                    .list_under(prefix)?
+                    .into_iter()
+                    .map(|l| l.rel)
+                    .collect();
+                self.store.delete_all(&staged)?;
+            }
         }
         // Uploaded bulk parts become remote-only; other files are recorded as in sync.
         let mut state = self.load_state();

@@ -31,12 +31,7 @@ impl Mirror {
     /// ranged reads, and local copies of parts the bucket already holds removed.
     pub fn pull_staging(&self, stage: &str) -> Result<()> {
         let prefix = staging_prefix(stage);
-        let listed: Vec<_> = self
-            .store
-            .list()?
-            .into_iter()
-            .filter(|l| l.rel.starts_with(&prefix))
-            .collect();
+        let listed = self.store.list_under(&prefix)?;
         let mut wanted = Vec::new();
         let mut parts = Vec::new();
         for item in &listed {
@@ -67,9 +62,8 @@ impl Mirror {
         let prefix = staging_prefix(stage);
         let remote: std::collections::BTreeMap<String, u64> = self
             .store
-            .list()?
+            .list_under(&prefix)?
             .into_iter()
-            .filter(|l| l.rel.starts_with(&prefix))
             .map(|l| (l.rel, l.size))
             .collect();
         let dir = self.root().join(&prefix);

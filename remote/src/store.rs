@@ -102,11 +102,22 @@ impl RemoteStore {
 
     /// Every object under the run's prefix.
     pub fn list(&self) -> Result<Vec<Listed>> {
+        self.list_under("")
+    }
+
+    /// Every object under `rel` (a run-relative folder such as `.staging/extract`; empty for
+    /// the whole run), with run-relative paths.
+    pub fn list_under(&self, rel: &str) -> Result<Vec<Listed>> {
         let prefix = self.prefix.clone();
+        let under = if rel.is_empty() {
+            prefix.clone()
+        } else {
+            self.key(rel.trim_end_matches('/'))
+        };
         let listed: Vec<object_store::ObjectMeta> = self
             .runtime
-            .block_on(self.store.list(Some(&prefix)).try_collect())
-            .map_err(|e| self.error("listing", "", e))?;
+            .block_on(self.store.list(Some(&under)).try_collect())
+            .map_err(|e| self.error("listing", rel, e))?;
         let mut out: Vec<Listed> = listed
             .into_iter()
             .filter_map(|m| {
