@@ -90,10 +90,18 @@ pub fn refresh(root: &Path) -> Result<bool> {
     match mirror_of(root) {
         Some(mirror) => {
             mirror.pull()?;
-            mirror.pull_staging("extract")?;
+            mirror.pull_staging_status("extract")?;
             Ok(true)
         }
         None => Ok(false),
+    }
+}
+
+/// For a mirror folder whose staging of `stage` was just discarded: forgets the staged parts
+/// this process had registered (no-op for a local run).
+pub fn forget_staged_parts(root: &Path, stage: &str) {
+    if let Some(mirror) = mirror_of(root) {
+        mirror.forget_staged_parts(stage);
     }
 }
 

@@ -281,6 +281,12 @@ impl Mirror {
         })
     }
 
+    /// Keeps only the registered remote parts whose path passes `keep`.
+    pub(crate) fn retain_parts(&self, keep: impl Fn(&str) -> bool) {
+        let mut known = self.parts.parts.write().unwrap_or_else(|e| e.into_inner());
+        known.retain(|rel, _| keep(rel));
+    }
+
     /// Registers remote parts for ranged reads.
     pub(crate) fn add_parts(&self, parts: Vec<(String, (u64, Option<String>))>) {
         let mut known = self.parts.parts.write().unwrap_or_else(|e| e.into_inner());

@@ -30,12 +30,34 @@ impl Mirror {
     /// (overwriting: the bucket's plan and markers are the shared truth), parts registered for
     /// ranged reads, and local copies of parts the bucket already holds removed.
     pub fn pull_staging(&self, stage: &str) -> Result<()> {
+        self.pull_staging_files(stage, true)
+    }
+
+    /// Only the plan, the fingerprint and the part markers of the bucket's staging of `stage`: what `inspect` and
+    /// a later stage's refusal need to name the shards. Nothing is registered for reading, so a
+    /// stage that writes the staging joins it only through [`pull_staging`](Self::pull_staging)
+    /// (a worker) or when its fingerprint is the bucket's.
+    pub fn pull_staging_status(&self, stage: &str) -> Result<()> {
+        self.pull_staging_files(stage, false)
+    }
+
+    fn pull_staging_files(&self, stage: &str, whole: bool) -> Result<()> {
         let prefix = staging_prefix(stage);
         let listed = self.store.list_under(&prefix)?;
         let mut wanted = Vec::new();
         let mut parts = Vec::new();
         for item in &listed {
             let local = self.root().join(&item.rel);
+            // The fingerprint too: with it the staging counts as an interrupted attempt. A
+            // single process resumes it only when the fingerprint is its own, and then pulls
+            // it whole first (`run_location::pull_resumable_staging`).
+            let status = is_marker_or_plan(&item.rel);
+            if !whole {
+                if status {
+                    wanted.push((item.rel.clone(), local));
+                }
+                continue;
+            }
             if is_bulk_part(&item.rel) {
                 if local.is_file() {
                     std::fs::remove_file(&local).map_err(crate::mirror::io(&local))?;
@@ -101,6 +123,13 @@ impl Mirror {
         self.add_parts(parts);
         self.store.upload_all(&markers)?;
         Ok(data.len() + markers.len())
+    }
+
+    /// Forgets the staged parts of `stage` this process knew of: its staging was discarded (a
+    /// new attempt with other settings), so none of them may be moved into the run at a commit.
+    pub fn forget_staged_parts(&self, stage: &str) {
+        let prefix = staging_prefix(stage);
+        self.retain_parts(|rel| !rel.starts_with(&prefix));
     }
 
     /// The shards `(index, count)` whose lease object is in the bucket, but for leases left by

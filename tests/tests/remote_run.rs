@@ -176,6 +176,14 @@ fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
     assert_success(&extract(&s3, &cache, &remote, &[]), "first extract");
     assert_success(&stage(&s3, &cache, &remote, &PROBE), "probe");
     // Fewer, larger parts: the old part files and the (now void) probes must go.
+    // A discarded attempt's staging left in the bucket (other settings, a part this attempt
+    // does not write) must not end up in the run.
+    for key in [
+        "runs/redo/.staging/extract/FINGERPRINT",
+        "runs/redo/.staging/extract/activations/hook=blocks.0.hook_resid_post/part-00099.parquet",
+    ] {
+        s3.put_object(BUCKET, key, b"stale");
+    }
     let out = extract_parts_of(&s3, &cache, &remote, "128", &["--force"]);
     assert_success(&out, "forced re-extract");
     let out = extract_parts_of(&s3, &cache, &local.display().to_string(), "128", &[]);
@@ -183,6 +191,7 @@ fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/redo", &downloaded);
     assert!(!downloaded.join("probes").exists(), "void probes removed");
+    assert!(!downloaded.join(".staging").exists(), "stale staging removed");
     assert_same_files(&local, &downloaded);
 }
 

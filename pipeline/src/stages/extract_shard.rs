@@ -149,27 +149,13 @@ fn join_staging(
         params: prepared.params.clone(),
     };
     let existing = ShardPlan::load(root, "extract")?;
-    if let Some(existing) = &existing {
-        if existing.fingerprint != plan.fingerprint || existing.count != plan.count {
-            let mut differs = Vec::new();
-            if existing.count != plan.count {
-                differs.push(format!(
-                    "shard count (the shards already started use {}, this one {})",
-                    existing.count, plan.count
-                ));
-            }
-            differs.extend(differing_settings(&existing.params, &plan.params));
-            if differs.is_empty() {
-                differs.push("glassbox version".into());
-            }
-            bail!(
-                "{}: the shards of this run's extraction were started with different settings: \
-                 {}. Start shard {shard} with the same settings as the others, or run `glassbox \
-                 extract --force` once without --shard to discard the sharded attempt",
-                root.display(),
-                differs.join("; ")
-            );
-        }
+    if let Some(differs) = existing.as_ref().and_then(|e| plan_differences(e, &plan)) {
+        bail!(
+            "{}: the shards of this run's extraction were started with different settings: \
+             {differs}. Start shard {shard} with the same settings as the others, or run \
+             `glassbox extract --force` once without --shard to discard the sharded attempt",
+            root.display(),
+        );
     }
     // Same fingerprint: the staging (of earlier workers, or of a killed single-process run
     // with these settings, whose parts are the same) is joined; any other is replaced.
@@ -197,22 +183,33 @@ fn publish_plan(run: &RunDir, mirror: &glassbox_remote::Mirror, shard: ShardSpec
             mirror.url()
         )
     })?;
-    if theirs.fingerprint == ours.fingerprint && theirs.count == ours.count {
-        return Ok(());
+    match plan_differences(&theirs, &ours) {
+        None => Ok(()),
+        Some(differs) => bail!(
+            "{}: the shards of this run's extraction were started with different settings: {differs}. Start shard {shard} with the same settings as the others",
+            mirror.url(),
+        ),
+    }
+}
+
+/// What differs between the plan the first workers started (`earlier`) and this worker's, as
+/// the refusal names it; `None` when the two agree.
+fn plan_differences(earlier: &ShardPlan, now: &ShardPlan) -> Option<String> {
+    if earlier.fingerprint == now.fingerprint && earlier.count == now.count {
+        return None;
     }
     let mut differs = Vec::new();
-    if theirs.count != ours.count {
+    if earlier.count != now.count {
         differs.push(format!(
             "shard count (the shards already started use {}, this one {})",
-            theirs.count, ours.count
+            earlier.count, now.count
         ));
     }
-    differs.extend(differing_settings(&theirs.params, &ours.params));
-    bail!(
-        "{}: the shards of this run's extraction were started with different settings: {}. Start shard {shard} with the same settings as the others",
-        mirror.url(),
-        differs.join("; ")
-    )
+    differs.extend(differing_settings(&earlier.params, &now.params));
+    if differs.is_empty() {
+        differs.push("glassbox version".into());
+    }
+    Some(differs.join("; "))
 }
 
 /// After this shard's parts: commits the run if this worker is the last one and every part is
