@@ -191,7 +191,10 @@ fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/redo", &downloaded);
     assert!(!downloaded.join("probes").exists(), "void probes removed");
-    assert!(!downloaded.join(".staging").exists(), "stale staging removed");
+    assert!(
+        !downloaded.join(".staging").exists(),
+        "stale staging removed"
+    );
     assert_same_files(&local, &downloaded);
 }
 
