@@ -51,7 +51,7 @@ impl Mirror {
             // The fingerprint too: with it the staging counts as an interrupted attempt. A
             // single process resumes it only when the fingerprint is its own, and then pulls
             // it whole first (`run_location::pull_resumable_staging`).
-            let status = is_marker_or_plan(&item.rel);
+            let status = is_status_file(&item.rel);
             if !whole {
                 if status {
                     wanted.push((item.rel.clone(), local));
@@ -67,7 +67,7 @@ impl Mirror {
                 }
                 parts.push((item.rel.clone(), (item.size, item.e_tag.clone())));
             } else if tree::stamp(&local).is_none_or(|s| s.len != item.size)
-                || is_marker_or_plan(&item.rel)
+                || is_status_file(&item.rel)
             {
                 wanted.push((item.rel.clone(), local));
             }
@@ -181,7 +181,9 @@ impl Mirror {
     }
 }
 
-fn is_marker_or_plan(rel: &str) -> bool {
+/// The small files that say where a sharded attempt stands: its plan, its fingerprint and its
+/// part markers (always re-downloaded: other workers change them).
+fn is_status_file(rel: &str) -> bool {
     rel.contains("/_progress/")
         || rel.ends_with(glassbox_data::shards::PLAN_FILE)
         || rel.ends_with("FINGERPRINT")

@@ -85,3 +85,33 @@ pub fn assert_same_run(single: &Path, sharded: &Path) {
     assert!(a.keys().any(|k| k.starts_with("pooled/")));
     assert_eq!(manifest_extract(single), manifest_extract(sharded));
 }
+
+/// Starts every worker at once, waits for all, and asserts that each succeeded and that exactly
+/// one (the last to finish) committed the run. Returns their outputs.
+pub fn run_workers_together(workers: Vec<Command>) -> Vec<std::process::Output> {
+    let children: Vec<_> = workers
+        .into_iter()
+        .map(|mut w| {
+            w.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (i, out) in outs.iter().enumerate() {
+        crate::assert_success(out, &format!("worker {i} of {}", outs.len()));
+    }
+    let committed = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("run committed"))
+        .count();
+    assert_eq!(
+        committed, 1,
+        "exactly one worker (the last) commits the run"
+    );
+    outs
+}

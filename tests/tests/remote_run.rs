@@ -7,10 +7,10 @@
 //! and the run left alone.
 
 use glassbox_tests::s3_server::S3Server;
-use glassbox_tests::sharded::{extract_args, tiny_gpt2};
+use glassbox_tests::sharded::{extract_args, run_workers_together, tiny_gpt2};
 use glassbox_tests::*;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const HOOKS: &str = "blocks.*.hook_resid_post";
@@ -48,12 +48,15 @@ fn extract_parts_of(
     s3.glassbox(cache).args(args).args(extra).output().unwrap()
 }
 
+/// `glassbox ARGS --run RUN` against the server, `cache` as the mirrors' root.
+fn stage_command(s3: &S3Server, cache: &Path, run: &str, args: &[&str]) -> Command {
+    let mut cmd = s3.glassbox(cache);
+    cmd.args(args).args(["--run", run]);
+    cmd
+}
+
 fn stage(s3: &S3Server, cache: &Path, run: &str, args: &[&str]) -> Output {
-    s3.glassbox(cache)
-        .args(args)
-        .args(["--run", run])
-        .output()
-        .unwrap()
+    stage_command(s3, cache, run, args).output().unwrap()
 }
 
 const PROBE: [&str; 6] = [
@@ -219,10 +222,7 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
         &["s3://no-such-bucket/runs/x", "Check the bucket name"],
     );
 
-    let out = s3
-        .glassbox(&cache)
-        .args(PROBE)
-        .args(["--run", &remote])
+    let out = stage_command(&s3, &cache, &remote, &PROBE)
         .env(
             "AWS_ENDPOINT_URL",
             format!("http://127.0.0.1:{closed_port}"),
@@ -231,10 +231,7 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
         .unwrap();
     assert_bad_input(&out, &[&remote, "could not be reached"]);
 
-    let out = s3
-        .glassbox(&cache)
-        .args(PROBE)
-        .args(["--run", &remote])
+    let out = stage_command(&s3, &cache, &remote, &PROBE)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env(
@@ -286,29 +283,17 @@ fn three_shard_workers_on_s3_write_the_single_process_run() {
         "single-process extract",
     );
     // Each worker its own mirror: nothing but the bucket is shared.
-    let workers: Vec<_> = (0..3)
-        .map(|i| {
-            s3.glassbox(&tmp.path().join(format!("cache{i}")))
-                .args(extract_args(&tiny_gpt2(), HOOKS, Path::new(&remote)))
-                .args(["--shard", &format!("{i}/3")])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outs: Vec<Output> = workers
-        .into_iter()
-        .map(|w| w.wait_with_output().unwrap())
-        .collect();
-    for (i, out) in outs.iter().enumerate() {
-        assert_success(out, &format!("shard {i}/3 on S3"));
-    }
-    let committed = outs
-        .iter()
-        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("run committed"))
-        .count();
-    assert_eq!(committed, 1, "exactly one worker commits");
+    run_workers_together(
+        (0..3)
+            .map(|i| {
+                let mut worker = s3.glassbox(&tmp.path().join(format!("cache{i}")));
+                worker
+                    .args(extract_args(&tiny_gpt2(), HOOKS, Path::new(&remote)))
+                    .args(["--shard", &format!("{i}/3")]);
+                worker
+            })
+            .collect(),
+    );
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/sharded", &downloaded);
     assert!(

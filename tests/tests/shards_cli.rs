@@ -2,7 +2,7 @@
 //! single-process run byte for byte; a killed worker is re-run alone; a missing shard is named
 //! by `inspect` and refused by later stages; workers started differently are refused.
 
-use glassbox_tests::sharded::{assert_same_run, sharded_extract, tiny_gpt2};
+use glassbox_tests::sharded::{assert_same_run, run_workers_together, sharded_extract, tiny_gpt2};
 use glassbox_tests::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,29 +20,10 @@ fn three_workers_started_together_write_the_single_process_run() {
         &extract(&tiny_gpt2(), &single, &[]).output().unwrap(),
         "single-process extract",
     );
-    let workers: Vec<_> = (0..3)
-        .map(|i| {
-            extract(&tiny_gpt2(), &sharded, &["--shard", &format!("{i}/3")])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outs: Vec<_> = workers
-        .into_iter()
-        .map(|w| w.wait_with_output().unwrap())
-        .collect();
-    for (i, out) in outs.iter().enumerate() {
-        assert_success(out, &format!("shard {i}/3"));
-    }
-    let committed = outs
-        .iter()
-        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("run committed"))
-        .count();
-    assert_eq!(
-        committed, 1,
-        "exactly one worker (the last) commits the run"
+    run_workers_together(
+        (0..3)
+            .map(|i| extract(&tiny_gpt2(), &sharded, &["--shard", &format!("{i}/3")]))
+            .collect(),
     );
     assert_same_run(&single, &sharded);
     assert!(
