@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// The stages (and steps) that run as `--shard i/N` workers.
+pub const SHARDED_STAGES: [&str; 4] = ["extract", "gradients", "patch", "attribute"];
+
 /// The plan's file name inside `<run>/.staging/<stage>/`.
 pub const PLAN_FILE: &str = "SHARDS.json";
 
@@ -196,33 +199,66 @@ impl ShardPlan {
 }
 
 /// The setting names whose values differ between two plans' parameters, each with both values.
+/// Nested sections are compared setting by setting (`attribute.steps`), so the refusal names
+/// the one that differs rather than the whole section.
 pub fn differing_settings(earlier: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
-    let (Some(a), Some(b)) = (earlier.as_object(), now.as_object()) else {
+    let (Some(_), Some(_)) = (earlier.as_object(), now.as_object()) else {
         return vec![format!("settings (was {earlier}, now {now})")];
     };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show = |v: Option<&serde_json::Value>| match v {
-                None => "unset".to_owned(),
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
+    let mut out = Vec::new();
+    differing_under("", Some(earlier), Some(now), &mut out);
+    out
+}
+
+fn differing_under(
+    path: &str,
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+    out: &mut Vec<String>,
+) {
+    if a == b {
+        return;
+    }
+    if let (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) = (a, b) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let name = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
             };
-            format!(
-                "{k} (the shards already started use {}, this one {})",
-                show(a.get(k)),
-                show(b.get(k))
-            )
-        })
-        .collect()
+            differing_under(&name, a.get(k), b.get(k), out);
+        }
+        return;
+    }
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "unset".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    out.push(format!(
+        "{path} (the shards already started use {}, this one {})",
+        show(a),
+        show(b)
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differing_settings_name_the_nested_setting() {
+        let a = serde_json::json!({"model": "m", "attribute": {"steps": 32, "seed": 0}});
+        let b = serde_json::json!({"model": "m", "attribute": {"steps": 16, "seed": 0}});
+        assert_eq!(
+            differing_settings(&a, &b),
+            vec!["attribute.steps (the shards already started use 32, this one 16)"]
+        );
+        assert!(differing_settings(&a, &a).is_empty());
+    }
 
     #[test]
     fn shards_parse_and_deal_every_part_to_exactly_one_worker() {

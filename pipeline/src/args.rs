@@ -205,6 +205,14 @@ pub struct GradientsArgs {
     pub convention: ConventionArg,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Examples per part: the unit an interrupted run resumes from and --shard deals out.
+    #[arg(long, default_value_t = glassbox_runner::gradient_store::DEFAULT_PART_SIZE)]
+    pub part_size: usize,
+    /// Run one of N workers that write this run together: INDEX/COUNT (0/3, 1/3, 2/3). Part k
+    /// (of --part-size examples) is shard k mod COUNT's; the worker that finishes last moves every part into place
+    /// and commits the run, which is then the single-process run byte for byte.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<glassbox_data::shards::ShardSpec>,
 }
 
 #[derive(Debug, Args)]

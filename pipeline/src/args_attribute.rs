@@ -64,6 +64,14 @@ pub struct AttributeArgs {
     /// Seed of SmoothGrad, the uniform baseline, sensitivity noise and the randomisation.
     #[arg(long, default_value_t = crate::config::AttributeSection::default().seed)]
     pub seed: u64,
+    /// Examples per part: the unit an interrupted run resumes from and --shard deals out.
+    #[arg(long, default_value_t = crate::config::AttributeSection::default().part_size)]
+    pub part_size: usize,
+    /// Run one of N workers that write this run together: INDEX/COUNT (0/3, 1/3, 2/3). Part k
+    /// (of --part-size examples) is shard k mod COUNT's; the worker that finishes last runs the randomisation checks and the verdicts
+    /// and commits the run, which is then the single-process run byte for byte.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<glassbox_data::shards::ShardSpec>,
     /// Attribute again even when the run is up to date.
     #[arg(long)]
     pub force: bool,
@@ -124,6 +132,7 @@ impl AttributeArgs {
             sanity: !self.no_sanity,
             sanity_examples: self.sanity_examples,
             batch_size: self.batch_size,
+            part_size: self.part_size,
             seed: self.seed,
             ..Default::default()
         })

@@ -38,6 +38,14 @@ pub struct PatchArgs {
     /// Patched runs per forward pass.
     #[arg(long, default_value_t = crate::config::PatchSection::default().batch_size)]
     pub batch_size: usize,
+    /// Pairs per part: the unit an interrupted run resumes from and --shard deals out.
+    #[arg(long, default_value_t = crate::config::PatchSection::default().part_size)]
+    pub part_size: usize,
+    /// Run one of N workers that write this run together: INDEX/COUNT (0/3, 1/3, 2/3). Part k
+    /// (of --part-size pairs) is shard k mod COUNT's; the worker that finishes last runs the
+    /// ablations and commits the run, which is then the single-process run byte for byte.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<glassbox_data::shards::ShardSpec>,
     /// Also ablate every hook (each head of attn.hook_z with --heads) on the clean prompts:
     /// zero, mean (over the pairs' clean runs) or resample (another pair's clean run of the same
     /// length); the metric's and the next-token loss's change with bootstrap CIs.
@@ -123,6 +131,7 @@ impl PatchArgs {
             direction: self.direction.into(),
             atp: !self.no_atp,
             batch_size: self.batch_size,
+            part_size: self.part_size,
             ablation: self.ablate.map(|a| match a {
                 AblateArg::Zero => glassbox_runner::patching::Ablation::Zero,
                 AblateArg::Mean => glassbox_runner::patching::Ablation::Mean,

@@ -72,19 +72,24 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Gradients(a) => {
             let run = open_run(&a.run)?;
-            let written = with_run_lock(&run, || {
-                tcav::run_gradients_step(
-                    &run,
-                    &a.target,
-                    &a.hooks,
-                    a.convention.into(),
-                    a.batch_size,
-                    &bars,
-                )
+            let req = tcav::GradientsRequest {
+                target: &a.target,
+                hooks: &a.hooks,
+                convention: a.convention.into(),
+                batch_size: a.batch_size,
+                part_size: a.part_size,
+            };
+            let step = || tcav::run_gradients_step(&run, &req, a.shard, &bars);
+            let outcome = match a.shard {
+                Some(_) => step()?,
+                None => with_run_lock(&run, step)?,
+            };
+            render::shard_run("gradients", &outcome, &run, |written| {
+                for dir in written {
+                    crate::outln!("{}", dir.display())?;
+                }
+                Ok(())
             })?;
-            for dir in written {
-                crate::outln!("{}", dir.display())?;
-            }
         }
         Command::Tcav(a) => {
             let settings = TcavSection {
@@ -129,10 +134,21 @@ pub fn run(cli: Cli) -> Result<()> {
                     anyhow::anyhow!("{e}; pass --model ORG/NAME (a causal LM) to patch with")
                 })?,
             };
-            let done = with_run_lock(&run, || {
-                crate::stages::patch::run_patch(&run, &model, &settings, a.force, &bars)
+            let stage = || {
+                crate::stages::patch::run_patch_parts(
+                    &run, &model, &settings, a.force, a.shard, &bars,
+                )
+            };
+            let outcome = match a.shard {
+                Some(_) => stage()?,
+                None => with_run_lock(&run, stage)?,
+            };
+            if matches!(outcome, crate::stages::parted::ShardRun::UpToDate) {
+                render::patch(None, a.json)?;
+            }
+            render::shard_run("patch", &outcome, &run, |done| {
+                render::patch(Some(done), a.json)
             })?;
-            render::patch(done.as_ref(), a.json)?;
         }
         Command::Causal(a) => {
             let run = open_run(&a.run)?;
@@ -153,10 +169,21 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attribute(a) => {
             let run = open_run(&a.run)?;
             let settings = a.settings()?;
-            let done = with_run_lock(&run, || {
-                crate::stages::attribute::run_attribute(&run, &settings, a.force, &bars)
+            let stage = || {
+                crate::stages::attribute::run_attribute_parts(
+                    &run, &settings, a.force, a.shard, &bars,
+                )
+            };
+            let outcome = match a.shard {
+                Some(_) => stage()?,
+                None => with_run_lock(&run, stage)?,
+            };
+            if matches!(outcome, crate::stages::parted::ShardRun::UpToDate) {
+                render::attribute(None, a.json)?;
+            }
+            render::shard_run("attribute", &outcome, &run, |done| {
+                render::attribute(Some(done), a.json)
             })?;
-            render::attribute(done.as_ref(), a.json)?;
         }
         Command::Report(a) => {
             let run = open_run(&a.run)?;

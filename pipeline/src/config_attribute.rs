@@ -49,6 +49,8 @@ pub struct AttributeSection {
     pub sanity_threshold: f64,
     /// Explain the run's first N examples.
     pub max_examples: usize,
+    /// Examples per part: the unit an interrupted run resumes from and `--shard` deals out.
+    pub part_size: usize,
     /// Inputs per forward (IG's steps, SmoothGrad's copies, occluded copies).
     pub batch_size: usize,
     /// Seed of SmoothGrad, the uniform baseline, sensitivity noise and the randomisation.
@@ -76,6 +78,7 @@ impl Default for AttributeSection {
             sanity_examples: 4,
             sanity_threshold: 0.5,
             max_examples: 16,
+            part_size: 4,
             batch_size: 16,
             seed: 0,
         }
@@ -114,6 +117,7 @@ impl AttributeSection {
             ("stride", self.stride),
             ("cell", Some(self.cell)),
             ("max_examples", Some(self.max_examples)),
+            ("part_size", Some(self.part_size)),
             ("batch_size", Some(self.batch_size)),
         ] {
             if v == Some(0) {

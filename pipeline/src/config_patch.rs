@@ -26,6 +26,8 @@ pub struct PatchSection {
     pub atp: bool,
     /// Patched runs per forward pass.
     pub batch_size: usize,
+    /// Pairs per part: the unit an interrupted run resumes from and `--shard` deals out.
+    pub part_size: usize,
     /// Also ablate every hook (head by head for `attn.hook_z` with `heads`) on the clean
     /// prompts: `zero`, `mean` (over the pairs' clean runs) or `resample` (another pair's clean
     /// run of the same length); absent: no ablation.
@@ -53,6 +55,7 @@ impl Default for PatchSection {
             direction: Direction::Denoise,
             atp: true,
             batch_size: 32,
+            part_size: 16,
             ablation: None,
             ablate_neurons: false,
             ablate_features: Vec::new(),
@@ -73,6 +76,9 @@ impl PatchSection {
         }
         if self.batch_size == 0 {
             bail!("patch: batch_size = 0; it must be at least 1");
+        }
+        if self.part_size == 0 {
+            bail!("patch: part_size = 0; it must be at least 1");
         }
         if !self.ablate_features.is_empty() && self.ablation.is_none() {
             bail!(

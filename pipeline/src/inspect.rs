@@ -23,7 +23,7 @@ struct Inspection {
     hooks: Vec<HookInfo>,
     /// Stages with an interrupted attempt staged (their completed results, if any, are intact).
     interrupted: Vec<String>,
-    /// The shards of a sharded extraction in progress (empty when there is none).
+    /// The shards of each sharded stage in progress (empty when there is none).
     shards: Vec<ShardInfo>,
 }
 
@@ -41,24 +41,22 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
     let interrupted = crate::stages::transaction::interrupted(run);
     // On object storage a shard runs wherever its lease is held, not only on this machine.
     let leased = crate::run_location::leased_shards(run)?;
-    let shards: Vec<ShardInfo> = match ShardPlan::load(run.root(), "extract")? {
-        Some(plan) => plan
-            .status(run.root())
-            .into_iter()
-            .map(|mut s| {
-                s.running |= leased.contains(&(s.index, s.count));
-                s
-            })
-            .map(|s| ShardInfo {
+    let mut shards: Vec<ShardInfo> = Vec::new();
+    for stage in glassbox_data::shards::SHARDED_STAGES {
+        let Some(plan) = ShardPlan::load(run.root(), stage)? else {
+            continue;
+        };
+        shards.extend(plan.status(run.root()).into_iter().map(|mut s| {
+            s.running |= leased.contains(&(s.index, s.count));
+            ShardInfo {
                 stage: plan.stage.clone(),
                 shard: format!("{}/{}", s.index, s.count),
                 state: s.state(),
                 parts_done: s.parts_done,
                 parts: s.parts,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+            }
+        }));
+    }
     // A run: a manifest, or a first stage that was interrupted before writing one.
     if !run.manifest().is_file() && interrupted.is_empty() {
         anyhow::bail!(
@@ -154,22 +152,22 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
             s.parts
         )?;
     }
-    if let Some(missing) = (!report.shards.is_empty()).then(|| {
-        report
+    let mut stages = sharded.clone();
+    stages.dedup();
+    for stage in stages {
+        let missing: Vec<&str> = report
             .shards
             .iter()
-            .filter(|s| s.parts_done < s.parts)
+            .filter(|s| s.stage == stage && s.parts_done < s.parts)
             .map(|s| s.shard.as_str())
-            .collect::<Vec<_>>()
-    }) {
+            .collect();
         crate::outln!(
-            "sharded `{}`: {}",
-            report.shards[0].stage,
+            "sharded `{stage}`: {}",
             if missing.is_empty() {
                 "every part written; run any shard again to commit the run".to_owned()
             } else {
                 format!(
-                    "not complete; shards {} still to finish (run `glassbox extract … --shard i/N` for each, same settings)",
+                    "not complete; shards {} still to finish (run `glassbox {stage} … --shard i/N` for each, same settings)",
                     missing.join(", ")
                 )
             }

@@ -45,6 +45,72 @@ pub fn extracted(done: Option<&Extracted>) -> Result<()> {
 }
 
 /// What a shard worker of `extract --shard` did.
+/// What a shard worker of a parted stage (`gradients`, `attribute`, `patch`) did; `committed`
+/// renders the stage's result when this worker committed the run.
+pub fn shard_run<T>(
+    stage: &str,
+    outcome: &crate::stages::parted::ShardRun<T>,
+    run: &RunDir,
+    committed: impl FnOnce(&T) -> Result<()>,
+) -> Result<()> {
+    use crate::stages::parted::ShardRun;
+    match outcome {
+        ShardRun::UpToDate => Ok(()),
+        ShardRun::Waiting {
+            shard,
+            parts,
+            computed,
+            waiting,
+        } => {
+            crate::outln!(
+                "{stage} shard {shard}: {parts} parts ({computed} computed now, the rest kept from an earlier attempt) → {}",
+                crate::run_location::run_name(run)
+            )?;
+            waiting_for(waiting, run)
+        }
+        ShardRun::Committed {
+            shard,
+            parts,
+            computed,
+            done,
+        } => {
+            if let Some(shard) = shard {
+                crate::outln!(
+                    "{stage} shard {shard}: {parts} parts ({computed} computed now); every shard complete, run committed"
+                )?;
+            }
+            committed(done)
+        }
+    }
+}
+
+/// The shards a finished worker leaves still to run, or that the run is complete.
+fn waiting_for(waiting: &[glassbox_data::shards::ShardStatus], run: &RunDir) -> Result<()> {
+    if waiting.is_empty() {
+        crate::outln!("the run is complete (or another worker is committing it)")?;
+        return Ok(());
+    }
+    let list: Vec<String> = waiting
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{} {} ({} of {} parts)",
+                s.index,
+                s.count,
+                s.state(),
+                s.parts_done,
+                s.parts
+            )
+        })
+        .collect();
+    crate::outln!(
+        "waiting for {}; the last shard to finish commits the run (`glassbox inspect {}` shows every shard)",
+        list.join(", "),
+        crate::run_location::run_name(run)
+    )?;
+    Ok(())
+}
+
 pub fn extract_shard(outcome: &ShardOutcome, run: &RunDir) -> Result<()> {
     match outcome {
         ShardOutcome::UpToDate => {}

@@ -84,24 +84,27 @@ pub fn begin_write(root: &Path, command: &str) -> Result<Option<SessionGuard>> {
 }
 
 /// For a mirror folder before it is read (`inspect`, a stage's checks): pulls, with the
-/// shared staging of a sharded extraction in progress (so its shards can be named). `false`
+/// status of each sharded stage in progress (so its shards can be named). `false`
 /// for a local run.
 pub fn refresh(root: &Path) -> Result<bool> {
     match mirror_of(root) {
         Some(mirror) => {
             mirror.pull()?;
-            mirror.pull_staging_status("extract")?;
+            for stage in glassbox_data::shards::SHARDED_STAGES {
+                mirror.pull_staging_status(stage)?;
+            }
             Ok(true)
         }
         None => Ok(false),
     }
 }
 
-/// For a mirror folder whose staging of `stage` was just discarded: forgets the staged parts
-/// this process had registered (no-op for a local run).
-pub fn forget_staged_parts(root: &Path, stage: &str) {
-    if let Some(mirror) = mirror_of(root) {
-        mirror.forget_staged_parts(stage);
+/// For a mirror folder whose staging of `stage` was just discarded by a new attempt with
+/// `fingerprint`: see [`Mirror::discard_staging`] (a no-op for a local run).
+pub fn discard_staging(root: &Path, stage: &str, fingerprint: &str) -> Result<()> {
+    match mirror_of(root) {
+        Some(mirror) => mirror.discard_staging(stage, fingerprint),
+        None => Ok(()),
     }
 }
 

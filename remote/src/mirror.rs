@@ -60,6 +60,9 @@ pub struct Mirror {
     pub(crate) store: Arc<RemoteStore>,
     root: PathBuf,
     parts: Arc<BulkParts>,
+    /// Stages whose bucket staging this process pulled whole or pushed to: when their local
+    /// staging is gone at a push (committed), the bucket's goes too.
+    pub(crate) stagings: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// What a pull saw, for the push that follows the stage.
@@ -88,7 +91,12 @@ impl Mirror {
             parts: RwLock::new(BTreeMap::new()),
         });
         glassbox_data::remote_parts::register(&root, parts.clone());
-        Self { store, root, parts }
+        Self {
+            store,
+            root,
+            parts,
+            stagings: std::sync::Mutex::new(BTreeSet::new()),
+        }
     }
 
     /// The local folder stages work on.
@@ -181,7 +189,7 @@ impl Mirror {
         // Parts a sharded stage's workers staged in the bucket, now committed: copied to their
         // final keys inside the bucket.
         let (moves, committed_stagings) = self.committed_staged_parts();
-        if changes.is_empty() && moves.is_empty() {
+        if changes.is_empty() && moves.is_empty() && committed_stagings.is_empty() {
             return Ok(Pushed::default());
         }
         let manifest_changed = changes.upload.iter().any(|r| r == MANIFEST);
@@ -245,6 +253,8 @@ impl Mirror {
                     .collect();
                 self.store.delete_all(&staged)?;
             }
+            let mut touched = self.stagings.lock().unwrap_or_else(|e| e.into_inner());
+            touched.retain(|s| !committed_stagings.contains(s));
         }
         // Uploaded bulk parts become remote-only; other files are recorded as in sync.
         let mut state = self.load_state();
@@ -316,6 +326,14 @@ impl Mirror {
                 stages.insert(stage.to_owned());
             }
         }
+        // Stagings without bulk parts (fragments, markers, small outputs) go the same way.
+        let touched = self.stagings.lock().unwrap_or_else(|e| e.into_inner());
+        stages.extend(
+            touched
+                .iter()
+                .filter(|stage| !self.root.join(&staging).join(stage).exists())
+                .cloned(),
+        );
         (moves, stages)
     }
 

@@ -43,6 +43,9 @@ impl Mirror {
 
     fn pull_staging_files(&self, stage: &str, whole: bool) -> Result<()> {
         let prefix = staging_prefix(stage);
+        if whole {
+            self.touch_staging(stage);
+        }
         let listed = self.store.list_under(&prefix)?;
         let mut wanted = Vec::new();
         let mut parts = Vec::new();
@@ -82,6 +85,7 @@ impl Mirror {
     /// files went up.
     pub fn push_staging(&self, stage: &str) -> Result<usize> {
         let prefix = staging_prefix(stage);
+        self.touch_staging(stage);
         let remote: std::collections::BTreeMap<String, u64> = self
             .store
             .list_under(&prefix)?
@@ -125,11 +129,32 @@ impl Mirror {
         Ok(data.len() + markers.len())
     }
 
-    /// Forgets the staged parts of `stage` this process knew of: its staging was discarded (a
-    /// new attempt with other settings), so none of them may be moved into the run at a commit.
-    pub fn forget_staged_parts(&self, stage: &str) {
+    /// Records that this process works on the bucket's staging of `stage`.
+    fn touch_staging(&self, stage: &str) {
+        let mut touched = self.stagings.lock().unwrap_or_else(|e| e.into_inner());
+        touched.insert(stage.to_owned());
+    }
+
+    /// A new attempt of `stage` with `fingerprint` discarded the local staging: the staged parts
+    /// this process knew of are forgotten (none may be moved into the run at a commit), and the
+    /// bucket's staging goes too when it holds an attempt with another fingerprint — its
+    /// markers must not vouch for parts of this one. (The bucket's staging of this very
+    /// attempt is left: other workers may be writing it.)
+    pub fn discard_staging(&self, stage: &str, fingerprint: &str) -> Result<()> {
         let prefix = staging_prefix(stage);
         self.retain_parts(|rel| !rel.starts_with(&prefix));
+        match self.staged_fingerprint(stage)? {
+            Some(theirs) if theirs != fingerprint => {
+                let staged: Vec<String> = self
+                    .store
+                    .list_under(&prefix)?
+                    .into_iter()
+                    .map(|l| l.rel)
+                    .collect();
+                self.store.delete_all(&staged)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The shards `(index, count)` whose lease object is in the bucket, but for leases left by

@@ -184,9 +184,34 @@ struct Map {
     size: Option<(usize, usize)>,
 }
 
+/// The `part-*.parquet` files of a method × target's maps, in part order.
+fn map_parts(folder: &Path) -> Vec<std::path::PathBuf> {
+    let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
 fn maps(folder: &Path) -> Result<BTreeMap<u64, Map>, ReportError> {
-    let path = folder.join("part-0.parquet");
     let mut out: BTreeMap<u64, Map> = BTreeMap::new();
+    for path in map_parts(folder) {
+        read_maps(&path, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Adds one part's maps to `out`.
+fn read_maps(path: &Path, out: &mut BTreeMap<u64, Map>) -> Result<(), ReportError> {
+    let path = path.to_path_buf();
     for b in batches(&path)? {
         let id = col::<UInt64Array>(&b, "example_id", &path)?;
         let value = col::<Float32Array>(&b, "attribution", &path)?;
@@ -218,7 +243,7 @@ fn maps(folder: &Path) -> Result<BTreeMap<u64, Map>, ReportError> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `(method, curve)` → `(fraction, mean f)` points.
@@ -436,7 +461,7 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
             let folder = dir
                 .join(format!("method={}", v.method))
                 .join(format!("target={slug}"));
-            if folder.join("part-0.parquet").is_file() {
+            if !map_parts(&folder).is_empty() {
                 per_method.push((v, maps(&folder)?));
             }
         }

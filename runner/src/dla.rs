@@ -17,12 +17,12 @@ use glassbox_models::{Capture, FinalNorm, LoadedModel, ModelError, Result, Token
 use std::collections::BTreeMap;
 
 /// One component's contribution for one run of one pair.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DlaRow {
     /// Row index of the pair.
     pub pair: u64,
     /// `clean` or `corrupted`.
-    pub run: &'static str,
+    pub run: String,
     /// `hook_embed`, `hook_pos_embed`, `blocks.L.hook_attn_out`, `blocks.L.hook_mlp_out`, or
     /// `ln_final.bias` (LayerNorm's β read out).
     pub component: String,
@@ -101,7 +101,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
         for (i, &hook) in components.iter().enumerate() {
             rows.push(DlaRow {
                 pair: pair.row as u64,
-                run,
+                run: run.to_owned(),
                 component: hook.to_string(),
                 layer: hook.layer().map(|l| l as u32),
                 head: None,
@@ -114,7 +114,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
             for (h, out) in heads.iter().enumerate() {
                 rows.push(DlaRow {
                     pair: pair.row as u64,
-                    run,
+                    run: run.to_owned(),
                     component: format!("blocks.{layer}.attn.head.{h}"),
                     layer: Some(layer as u32),
                     head: Some(h as u32),
@@ -124,7 +124,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
             }
             rows.push(DlaRow {
                 pair: pair.row as u64,
-                run,
+                run: run.to_owned(),
                 component: format!("blocks.{layer}.attn.bias"),
                 layer: Some(layer as u32),
                 head: None,
@@ -135,7 +135,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
         if let Some(b) = bias {
             rows.push(DlaRow {
                 pair: pair.row as u64,
-                run,
+                run: run.to_owned(),
                 component: "ln_final.bias".into(),
                 layer: None,
                 head: None,

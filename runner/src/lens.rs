@@ -9,12 +9,12 @@ use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, LoadedModel, ModelError, Result, TokenBatch};
 
 /// One layer's read-out of one run of one pair.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LensRow {
     /// Row index of the pair.
     pub pair: u64,
     /// `clean` or `corrupted`.
-    pub run: &'static str,
+    pub run: String,
     /// The block whose output is read (`blocks.L.hook_resid_post`).
     pub layer: u32,
     /// 1-based rank of the answer among all tokens (1 = the top prediction).
@@ -87,7 +87,7 @@ fn read_out(
             + max;
         out.push(LensRow {
             pair: pair.row as u64,
-            run,
+            run: run.to_owned(),
             layer: hook.layer().unwrap_or(0) as u32,
             answer_rank: 1 + logits.iter().filter(|&&v| v > a).count() as u32,
             answer_prob: (a as f64 - lse).exp(),

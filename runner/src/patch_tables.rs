@@ -51,7 +51,7 @@ pub fn write_results(dir: &Path, rows: &[PatchRow]) -> Result<()> {
 pub fn write_lens(dir: &Path, rows: &[LensRow]) -> Result<()> {
     let mut c = Columns::default();
     c.count("pair", rows, |r| r.pair)
-        .text("run", rows, |r| r.run)
+        .text("run", rows, |r| &r.run)
         .small("layer", rows, |r| r.layer)
         .small("answer_rank", rows, |r| r.answer_rank)
         .float("answer_prob", rows, |r| r.answer_prob)
@@ -97,7 +97,7 @@ pub fn write_ablation(dir: &Path, rows: &[AblationRow]) -> Result<()> {
 pub fn write_dla(dir: &Path, rows: &[DlaRow]) -> Result<()> {
     let mut c = Columns::default();
     c.count("pair", rows, |r| r.pair)
-        .text("run", rows, |r| r.run)
+        .text("run", rows, |r| &r.run)
         .text("component", rows, |r| &r.component)
         .add(
             "layer",

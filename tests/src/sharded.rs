@@ -115,3 +115,72 @@ pub fn run_workers_together(workers: Vec<Command>) -> Vec<std::process::Output> 
     );
     outs
 }
+
+/// Copies the run `from` (every file and folder) to `to`.
+pub fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (path, dest) = (entry.path(), to.join(entry.file_name()));
+        if path.is_dir() {
+            copy_run(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
+
+/// `glassbox gradients` as the sharded tests run it (after `glassbox`, without `--run`):
+/// parts of 3 examples.
+pub const GRADIENTS: &[&str] = &[
+    "gradients",
+    "--target",
+    "probe:topic=sports",
+    "--part-size",
+    "3",
+    "--batch-size",
+    "2",
+];
+
+/// `glassbox attribute` as the sharded tests run it: two targets, five examples in parts of one.
+pub const ATTRIBUTE: &[&str] = &[
+    "attribute",
+    "--target",
+    "token: the",
+    "--target",
+    "probe:topic=sports",
+    "--method",
+    "saliency,ig,occlusion",
+    "--max-examples",
+    "5",
+    "--steps",
+    "8",
+    "--samples",
+    "2",
+    "--sanity-examples",
+    "2",
+    "--curve-points",
+    "4",
+    "--part-size",
+    "1",
+];
+
+/// `glassbox patch` as the sharded tests run it: the three fixture pairs in parts of one, with
+/// mean ablation (made over every pair by the worker that commits).
+pub fn patch_args() -> Vec<String> {
+    let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
+    [
+        "patch",
+        "--model",
+        &tiny_gpt2().display().to_string(),
+        "--pairs",
+        &pairs.display().to_string(),
+        "--hooks",
+        "blocks.*.hook_resid_pre",
+        "--ablate",
+        "mean",
+        "--part-size",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

@@ -7,7 +7,9 @@
 //! and the run left alone.
 
 use glassbox_tests::s3_server::S3Server;
-use glassbox_tests::sharded::{extract_args, run_workers_together, tiny_gpt2};
+use glassbox_tests::sharded::{
+    extract_args, patch_args, run_workers_together, tiny_gpt2, ATTRIBUTE, GRADIENTS,
+};
 use glassbox_tests::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -306,6 +308,56 @@ fn three_shard_workers_on_s3_write_the_single_process_run() {
         .collect();
     assert!(leases.is_empty(), "leases left behind: {leases:?}");
     assert_same_files(&local, &downloaded);
+}
+
+#[test]
+fn sharded_gradients_attributions_and_patching_on_s3_are_the_local_run() {
+    let Some(s3) = server("sharded_gradients_attributions_and_patching_on_s3") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local").display().to_string();
+    let remote = format!("s3://{BUCKET}/runs/stages");
+    for run in [&local, &remote] {
+        let cache = tmp.path().join("c");
+        assert_success(&extract(&s3, &cache, run, &[]), "extract");
+        assert_success(&stage(&s3, &cache, run, &PROBE), "probe");
+    }
+    let patch = patch_args();
+    let patch: Vec<&str> = patch.iter().map(String::as_str).collect();
+    for (name, args) in [
+        ("gradients", GRADIENTS),
+        ("attribute", ATTRIBUTE),
+        ("patch", patch.as_slice()),
+    ] {
+        assert_success(
+            &stage(&s3, &tmp.path().join("c"), &local, args),
+            &format!("local {name}"),
+        );
+        // Each worker its own mirror: the bucket's staging is all they share.
+        run_workers_together(
+            (0..3)
+                .map(|i| {
+                    let cache = tmp.path().join(format!("{name}-cache{i}"));
+                    let mut worker = stage_command(&s3, &cache, &remote, args);
+                    worker.args(["--shard", &format!("{i}/3")]);
+                    worker
+                })
+                .collect(),
+        );
+    }
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/stages", &downloaded);
+    assert!(
+        !downloaded.join(".staging").exists(),
+        "the bucket's shared staging is gone"
+    );
+    let leases: Vec<String> = snapshot(&downloaded)
+        .into_keys()
+        .filter(|k| k.starts_with(".glassbox"))
+        .collect();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+    assert_same_files(Path::new(&local), &downloaded);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 pub mod attribute;
 mod attribute_inputs;
+mod attribute_part;
+mod attribute_verdicts;
 pub mod causal;
 mod causal_run;
 pub mod dictionary;
@@ -12,6 +14,7 @@ pub mod dissect;
 pub mod extract;
 pub mod extract_shard;
 mod label_randomization;
+pub mod parted;
 pub mod patch;
 mod patch_targets;
 pub mod probe;

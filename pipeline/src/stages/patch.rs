@@ -1,12 +1,14 @@
 //! The `patch` stage: activation patching (and attribution patching) over a file of prompt
 //! pairs, on the run's model or the one `--model` names. Writes `patching/`.
 
+use super::parted::{Parted, ShardRun};
 use super::patch_targets::prepare_target_pairs;
-use super::{Completion, Stage, Transaction};
+use super::{Completion, Stage};
 use crate::config::PatchSection;
 use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_data::pairs::read_pairs;
+use glassbox_data::shards::ShardSpec;
 use glassbox_data::{Manifest, ModelRecord, Progress, RunDir};
 use glassbox_models::{hooks, load_model, resolve, LoadOptions, ModelSpec};
 use glassbox_runner::dla::direct_logit_attribution;
@@ -88,6 +90,15 @@ fn feature_dictionaries(
     Ok(out)
 }
 
+/// What one part of the pairs hands to the worker that commits.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PatchFragment {
+    rows: Vec<glassbox_runner::patching::PatchRow>,
+    summaries: Vec<PairSummary>,
+    lens: Vec<glassbox_runner::lens::LensRow>,
+    dla: Vec<glassbox_runner::dla::DlaRow>,
+}
+
 /// Runs the stage with the model `model` (a Hub id or folder); `None` when up to date.
 pub fn run_patch(
     run: &RunDir,
@@ -96,6 +107,20 @@ pub fn run_patch(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<Option<PatchDone>> {
+    Ok(run_patch_parts(run, model, settings, force, None, progress)?.whole())
+}
+
+/// Patches the pairs part by part — this worker's parts only with `shard` — and, once every
+/// part is there, runs the ablations (they need every pair: mean ablation averages over them)
+/// and writes the tables.
+pub fn run_patch_parts(
+    run: &RunDir,
+    model: &str,
+    settings: &PatchSection,
+    force: bool,
+    shard: Option<ShardSpec>,
+    progress: &dyn Progress,
+) -> Result<ShardRun<PatchDone>> {
     let started = std::time::Instant::now();
     settings.validate()?;
     let pairs = read_pairs(&settings.pairs)?;
@@ -164,7 +189,7 @@ pub fn run_patch(
     }
     if !force && manifest.stage_fingerprint("patch") == Some(fp.as_str()) {
         progress.note("patch: up to date; --force re-runs it");
-        return Ok(None);
+        return Ok(ShardRun::UpToDate);
     }
     let opts = PatchOptions {
         hooks: selected,
@@ -175,113 +200,136 @@ pub fn run_patch(
         batch_size: settings.batch_size,
         atp: settings.atp,
     };
-    let tx = Transaction::begin(run, "patch", vec!["patching".into()], &fp, false)?;
-    let dir = tx.run().path("patching");
-    std::fs::create_dir_all(&dir)?;
-    progress.start("patch (pairs)", prepared.len() as u64);
-    let (mut rows, mut summaries) = (Vec::new(), Vec::new());
-    let (mut lens, mut dla) = (Vec::new(), Vec::new());
-    match &prepared {
-        Prepared::Answers(pairs) => {
-            for pair in pairs {
-                let (r, s) = patch_pair(&model, pair, &opts)?;
-                rows.extend(r);
-                summaries.push(s);
-                lens.extend(logit_lens(&model, pair)?);
-                dla.extend(direct_logit_attribution(&model, pair)?);
-                progress.advance(1);
-            }
-        }
-        Prepared::Targets(pairs) => {
-            for pair in pairs {
-                let (r, m) = patch_target_pair(&model, pair, &opts)?;
-                rows.extend(r);
-                summaries.push(PairSummary {
-                    row: pair.row,
-                    clean_tokens: pair.clean.tokens(),
-                    corrupted_tokens: pair.corrupted.tokens(),
-                    answer: None,
-                    wrong: None,
-                    target: Some(pair.target.clone()),
-                    metric_clean: m.clean,
-                    metric_corrupted: m.corrupted,
-                });
-                progress.advance(1);
-            }
-        }
-    }
-    progress.finish();
-    write_pairs(&dir, &summaries)?;
-    write_lens(&dir, &lens)?;
-    if let (Some(kind), Prepared::Answers(prepared)) = (settings.ablation, &prepared) {
-        let ablation = AblationOptions {
-            kind,
-            heads: opts.heads,
-            neurons: settings.ablate_neurons,
-            metric: opts.metric,
-            batch_size: opts.batch_size,
-            seed: settings.seed,
-        };
-        let mut rows = ablate(&model, prepared, &opts.hooks, &ablation)?;
-        for (hook, sae) in &dictionaries {
-            let encode = |x: &[f32]| -> std::result::Result<Vec<f32>, String> {
-                let codes = sae.encode(x).map_err(|e| e.to_string())?;
-                let mut dense = vec![0f32; codes.rows() * sae.width];
-                for r in 0..codes.rows() {
-                    for (j, v) in codes.row(r) {
-                        dense[r * sae.width + j] = v;
-                    }
+    let parted = Parted {
+        run,
+        stage: "patch",
+        outputs: vec!["patching".into()],
+        fingerprint: fp.clone(),
+        params: params.clone(),
+        items: prepared.len(),
+        part_size: settings.part_size,
+        shard,
+        force,
+        progress: ("patch (pairs)".into(), 1),
+    };
+    let outcome = parted.run(progress, |part| {
+        let mut fragment = PatchFragment::default();
+        match &prepared {
+            Prepared::Answers(pairs) => {
+                for pair in &pairs[part.items.clone()] {
+                    let (r, s) = patch_pair(&model, pair, &opts)?;
+                    fragment.rows.extend(r);
+                    fragment.summaries.push(s);
+                    fragment.lens.extend(logit_lens(&model, pair)?);
+                    fragment.dla.extend(direct_logit_attribution(&model, pair)?);
+                    progress.advance(1);
                 }
-                Ok(dense)
-            };
-            let dict = FeatureDictionary {
-                hook: *hook,
-                encode: &encode,
-                decoder: &sae.w_dec,
-                features: sae.width,
-            };
-            rows.extend(ablate_features(&model, prepared, &dict, &ablation)?);
+            }
+            Prepared::Targets(pairs) => {
+                for pair in &pairs[part.items.clone()] {
+                    let (r, m) = patch_target_pair(&model, pair, &opts)?;
+                    fragment.rows.extend(r);
+                    fragment.summaries.push(PairSummary {
+                        row: pair.row,
+                        clean_tokens: pair.clean.tokens(),
+                        corrupted_tokens: pair.corrupted.tokens(),
+                        answer: None,
+                        wrong: None,
+                        target: Some(pair.target.clone()),
+                        metric_clean: m.clean,
+                        metric_corrupted: m.corrupted,
+                    });
+                    progress.advance(1);
+                }
+            }
         }
-        write_ablation(&dir, &rows)?;
-    }
-    write_dla(&dir, &dla)?;
-    write_atp(&dir, &rows)?;
-    // Results last: their presence marks the folder complete.
-    write_results(&dir, &rows)?;
-    let atp_spearman =
-        glassbox_runner::patch_tables::atp_summary(&rows).and_then(|s| s["spearman"].as_f64());
-    let done = Completion {
-        stage: Stage::Patch,
-        fingerprint: fp,
-        seed: settings.ablation.map(|_| settings.seed),
-        params,
-        started,
-    };
-    let record = ModelRecord {
-        id: model.resolved.id.clone(),
-        revision: model.resolved.revision.clone(),
-        source: model.resolved.source.to_owned(),
-        family: model.model.family().to_owned(),
-        modality: Some(model.modality()),
-        weights_sha256,
-        preprocessor: None,
-    };
-    tx.commit(
-        done,
-        |manifest| {
-            manifest.model.get_or_insert(record);
-        },
-        |config| config.patch = Some(settings.clone()),
-    )?;
-    Ok(Some(PatchDone {
-        pairs: prepared.len(),
-        runs: rows.len(),
-        top: mean_effects(&rows)
-            .into_iter()
-            .take(10)
-            .map(|(h, p, head, e)| (h.to_string(), p, head, e))
-            .collect(),
-        atp_spearman,
-        dir: run.path("patching"),
-    }))
+        part.write_fragment(&fragment)
+    })?;
+    outcome.settle(shard, |ready| {
+        let fragments: Vec<PatchFragment> = ready.fragments()?;
+        let (mut rows, mut summaries) = (Vec::new(), Vec::new());
+        let (mut lens, mut dla) = (Vec::new(), Vec::new());
+        for f in fragments {
+            rows.extend(f.rows);
+            summaries.extend(f.summaries);
+            lens.extend(f.lens);
+            dla.extend(f.dla);
+        }
+        let tx = ready.tx;
+        let dir = &tx.run().path("patching");
+        std::fs::create_dir_all(dir)?;
+        write_pairs(dir, &summaries)?;
+        write_lens(dir, &lens)?;
+        if let (Some(kind), Prepared::Answers(prepared)) = (settings.ablation, &prepared) {
+            let ablation = AblationOptions {
+                kind,
+                heads: opts.heads,
+                neurons: settings.ablate_neurons,
+                metric: opts.metric,
+                batch_size: opts.batch_size,
+                seed: settings.seed,
+            };
+            let mut rows = ablate(&model, prepared, &opts.hooks, &ablation)?;
+            for (hook, sae) in &dictionaries {
+                let encode = |x: &[f32]| -> std::result::Result<Vec<f32>, String> {
+                    let codes = sae.encode(x).map_err(|e| e.to_string())?;
+                    let mut dense = vec![0f32; codes.rows() * sae.width];
+                    for r in 0..codes.rows() {
+                        for (j, v) in codes.row(r) {
+                            dense[r * sae.width + j] = v;
+                        }
+                    }
+                    Ok(dense)
+                };
+                let dict = FeatureDictionary {
+                    hook: *hook,
+                    encode: &encode,
+                    decoder: &sae.w_dec,
+                    features: sae.width,
+                };
+                rows.extend(ablate_features(&model, prepared, &dict, &ablation)?);
+            }
+            write_ablation(dir, &rows)?;
+        }
+        write_dla(dir, &dla)?;
+        write_atp(dir, &rows)?;
+        // Results last: their presence marks the folder complete.
+        write_results(dir, &rows)?;
+        let atp_spearman =
+            glassbox_runner::patch_tables::atp_summary(&rows).and_then(|s| s["spearman"].as_f64());
+        let done = Completion {
+            stage: Stage::Patch,
+            fingerprint: fp,
+            seed: settings.ablation.map(|_| settings.seed),
+            params,
+            started,
+        };
+        let record = ModelRecord {
+            id: model.resolved.id.clone(),
+            revision: model.resolved.revision.clone(),
+            source: model.resolved.source.to_owned(),
+            family: model.model.family().to_owned(),
+            modality: Some(model.modality()),
+            weights_sha256,
+            preprocessor: None,
+        };
+        tx.commit(
+            done,
+            |manifest| {
+                manifest.model.get_or_insert(record);
+            },
+            |config| config.patch = Some(settings.clone()),
+        )?;
+        Ok(PatchDone {
+            pairs: prepared.len(),
+            runs: rows.len(),
+            top: mean_effects(&rows)
+                .into_iter()
+                .take(10)
+                .map(|(h, p, head, e)| (h.to_string(), p, head, e))
+                .collect(),
+            atp_spearman,
+            dir: run.path("patching"),
+        })
+    })
 }

@@ -6,6 +6,7 @@
 //! and random sets with the model, trains the CAVs and writes `tcav/cavs.parquet` and
 //! `tcav/scores.parquet`.
 
+use super::parted::{Parted, ShardRun};
 pub use super::run_model::{load_run_model, run_model_spec};
 pub use super::targets::ProbeTarget;
 use super::targets::{resolve_target, ResolvedTarget};
@@ -16,10 +17,13 @@ use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
+use glassbox_data::shards::ShardSpec;
 use glassbox_data::store::read_parts;
 use glassbox_data::{Progress, RunDir};
 use glassbox_models::{hooks, HookPoint, LoadedModel, Pool};
-use glassbox_runner::gradient_store::{write_gradients, GradientJob};
+use glassbox_runner::gradient_store::{
+    write_gradient_part, write_gradients, GradientJob, DEFAULT_PART_SIZE,
+};
 use glassbox_runner::gradients::{self, pooled_activations};
 use std::collections::BTreeMap;
 
@@ -43,44 +47,88 @@ fn cav_hooks(
     Ok(hooks::select(patterns, &points)?)
 }
 
-/// The `gradients` step: computes the target's gradients at `hooks` for the examples of its
-/// class and swaps them into the run (other targets' and hooks' gradients stay); returns the
-/// folders written.
+/// What `glassbox gradients` computes.
+pub struct GradientsRequest<'a> {
+    /// `probe:<label>=<class>[@<hook>]`.
+    pub target: &'a str,
+    /// Hook names or globs; empty: every `hook_resid_post` before the target's hook.
+    pub hooks: &'a [String],
+    pub convention: Convention,
+    /// Examples per forward/backward.
+    pub batch_size: usize,
+    /// Examples per part (the unit of resumption and of `--shard`).
+    pub part_size: usize,
+}
+
+/// The `gradients` step: computes the target's gradients at its hooks for the examples of its
+/// class, part by part (this worker's parts only with `shard`), and once every part is there
+/// swaps them into the run (other targets' and hooks' gradients stay); returns the folders
+/// written.
 pub fn run_gradients_step(
     run: &RunDir,
-    target: &str,
-    hook_patterns: &[String],
-    convention: Convention,
-    batch_size: usize,
+    req: &GradientsRequest<'_>,
+    shard: Option<ShardSpec>,
     progress: &dyn Progress,
-) -> Result<Vec<std::path::PathBuf>> {
-    if batch_size == 0 {
+) -> Result<ShardRun<Vec<std::path::PathBuf>>> {
+    if req.batch_size == 0 {
         bail!("gradients: batch_size = 0; it must be at least 1");
     }
     let manifest = run.require_stage("probe")?;
     let model = load_run_model(run)?;
-    let target = ProbeTarget::parse(target)?;
+    let target = ProbeTarget::parse(req.target)?;
     let resolved = resolve_target(run, &model, &target)?;
-    let hooks = cav_hooks(&model, hook_patterns, resolved.head.hook)?;
-    let slug = target.slug(convention);
+    let hooks = cav_hooks(&model, req.hooks, resolved.head.hook)?;
+    let slug = target.slug(req.convention);
     let outputs: Vec<std::path::PathBuf> = hooks
         .iter()
         .map(|h| RunDir::gradients_target_rel(&slug).join(format!("hook={h}")))
         .collect();
-    let fp = fingerprint(
-        "gradients",
-        &serde_json::json!({
-            "probe": manifest.stage_fingerprint("probe"),
-            "target": target.spec,
-            "hooks": outputs,
-            "convention": convention.as_str(),
-        }),
+    let params = serde_json::json!({
+        "probe": manifest.stage_fingerprint("probe"),
+        "target": target.spec,
+        "hooks": outputs,
+        "convention": req.convention.as_str(),
+        "batch_size": req.batch_size,
+        "part_size": req.part_size,
+    });
+    let fp = fingerprint("gradients", &params);
+    let job = gradient_job(
+        &target,
+        &slug,
+        &resolved,
+        &hooks,
+        req.convention,
+        req.batch_size,
     );
-    let tx = Transaction::begin(run, "gradients", outputs.clone(), &fp, false)?;
-    let job = gradient_job(&target, &slug, &resolved, &hooks, convention, batch_size);
-    write_gradients(tx.run(), &model, &job, progress)?;
-    tx.commit_outputs()?;
-    Ok(outputs.iter().map(|rel| run.path(rel)).collect())
+    let examples = glassbox_data::examples::read_examples(run)?;
+    let parted = Parted {
+        run,
+        stage: "gradients",
+        outputs: outputs.clone(),
+        fingerprint: fp,
+        params,
+        items: resolved.examples.len(),
+        part_size: req.part_size,
+        shard,
+        // Not a stage of the manifest: every call computes afresh (or resumes its own attempt).
+        force: false,
+        progress: (format!("gradients {}", target.spec), 1),
+    };
+    let outcome = parted.run(progress, |part| {
+        Ok(write_gradient_part(
+            part.staged,
+            &model,
+            &job,
+            &examples,
+            part.index,
+            part.items.clone(),
+            progress,
+        )?)
+    })?;
+    outcome.settle(shard, |ready| {
+        ready.tx.commit_outputs()?;
+        Ok(outputs.iter().map(|rel| run.path(rel)).collect())
+    })
 }
 
 /// What the runner needs to store one resolved target's gradients.
@@ -115,6 +163,20 @@ fn gradients_present(
 ) -> Result<()> {
     let dir = run.gradients_dir(&target.slug(convention), hook);
     if !dir.exists() {
+        if let Some(plan) = glassbox_data::shards::ShardPlan::load(run.root(), "gradients")? {
+            let missing: Vec<String> = plan
+                .incomplete(run.root())
+                .iter()
+                .map(|s| format!("{}/{} ({})", s.index, s.count, s.state()))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "hook `{hook}` has no gradients for target `{}` yet: a sharded `glassbox gradients` is incomplete, shards {} not finished; run each with the same settings (`glassbox inspect` shows every shard)",
+                    target.spec,
+                    missing.join(", ")
+                );
+            }
+        }
         bail!(
             "hook `{hook}` has no gradients for target `{}` ({} convention; {} is missing); run `glassbox gradients --run {} --target '{}' --hooks {hook}{}` first",
             target.spec,
@@ -230,7 +292,7 @@ pub fn run_tcav_stage(
                 settings.convention,
                 settings.batch_size,
             );
-            write_gradients(tx.run(), &model, &job, progress)?;
+            write_gradients(tx.run(), &model, &job, DEFAULT_PART_SIZE, progress)?;
         }
     }
     let mut all_hooks: Vec<HookPoint> = target_hooks.iter().flat_map(|(_, h)| h.clone()).collect();

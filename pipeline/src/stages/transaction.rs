@@ -147,9 +147,9 @@ impl Transaction {
             resume && std::fs::read_to_string(&marker).is_ok_and(|f| f.trim() == fingerprint);
         if !resumable {
             remove_path(&dir)?;
-            // On object storage, parts staged in the bucket by a discarded attempt must not be
-            // moved into the run at this attempt's commit.
-            glassbox_remote::forget_staged_parts(run.root(), name);
+            // On object storage, what a discarded attempt staged in the bucket must neither be
+            // moved into the run at this attempt's commit nor resumed as this attempt's.
+            glassbox_remote::discard_staging(run.root(), name, fingerprint)?;
             glassbox_data::atomic::write_bytes(&marker, fingerprint.as_bytes())?;
         }
         Ok(Self {

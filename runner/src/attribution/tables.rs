@@ -1,5 +1,5 @@
 //! The attribute stage's tables under `attributions/`: the maps
-//! (`method=<m>/target=<slug>/part-0.parquet`), `summary.parquet` (one row per example × method
+//! (`method=<m>/target=<slug>/part-NNNNN.parquet`, one per part of the stage's examples), `summary.parquet` (one row per example × method
 //! × target), `curves.parquet`, `sanity.parquet` and `methods.parquet` (the per-method verdicts
 //! the report ranks by).
 
@@ -24,8 +24,9 @@ pub struct MapRows<'a> {
     pub image_width: Option<usize>,
 }
 
-/// Writes one method × target's maps (`part-0.parquet` under `dir`).
-pub fn write_maps(dir: &Path, maps: &[MapRows<'_>]) -> Result<()> {
+/// Writes one method × target's maps of the stage's part `part` (`part-NNNNN.parquet` under
+/// `dir`).
+pub fn write_maps(dir: &Path, part: usize, maps: &[MapRows<'_>]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(glassbox_data::DataError::io(dir))?;
     let n: usize = maps.iter().map(|m| m.values.len()).sum();
     let (mut ids, mut pos, mut vals) = (
@@ -59,11 +60,11 @@ pub fn write_maps(dir: &Path, maps: &[MapRows<'_>]) -> Result<()> {
         c.add("y", Arc::new(UInt32Array::from(ys)))
             .add("x", Arc::new(UInt32Array::from(xs)));
     }
-    c.write(&dir.join("part-0.parquet"))
+    c.write(&dir.join(glassbox_data::run::part_name(part)))
 }
 
 /// One row of `summary.parquet`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SummaryRow {
     /// The example.
     pub example_id: u64,
@@ -133,7 +134,7 @@ pub fn write_summary(dir: &Path, rows: &[SummaryRow]) -> Result<()> {
 }
 
 /// One point of a perturbation curve.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CurveRow {
     /// The example.
     pub example_id: u64,
@@ -142,7 +143,7 @@ pub struct CurveRow {
     /// Target spec.
     pub target: String,
     /// `deletion_morf`, `deletion_lerf`, `insertion_morf` or `insertion_lerf`.
-    pub curve: &'static str,
+    pub curve: String,
     /// Fraction of units removed or inserted.
     pub fraction: f64,
     /// `f` there.
@@ -155,7 +156,7 @@ pub fn write_curves(dir: &Path, rows: &[CurveRow]) -> Result<()> {
     c.count("example_id", rows, |r| r.example_id)
         .text("method", rows, |r| &r.method)
         .text("target", rows, |r| &r.target)
-        .text("curve", rows, |r| r.curve)
+        .text("curve", rows, |r| &r.curve)
         .float("fraction", rows, |r| r.fraction)
         .float("value", rows, |r| r.value);
     c.write(&dir.join("curves.parquet"))

@@ -127,7 +127,7 @@ pub struct PreparedPair {
 }
 
 /// One patched run's result.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatchRow {
     /// Row index of the pair in the pairs file.
     pub pair: u64,
@@ -150,7 +150,7 @@ pub struct PatchRow {
 }
 
 /// A pair's inputs and clean and corrupted scores (for `patching/pairs.parquet`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PairSummary {
     /// Row index in the pairs file.
     pub row: usize,
