@@ -3,7 +3,9 @@
 //! `scripts/slurm_array.py` writes, and the Kubernetes Indexed Job manifest's container command
 //! run once per completion index. Each must leave the single-process run, byte for byte.
 
-use glassbox_tests::sharded::{assert_same_run, extract_args, sharded_extract, tiny_gpt2};
+use glassbox_tests::sharded::{
+    assert_same_run, extract_args, sharded_extract, tiny_gpt2, ATTRIBUTE, GRADIENTS,
+};
 use glassbox_tests::*;
 use std::path::Path;
 use std::process::Command;
@@ -21,10 +23,15 @@ fn single_run(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn ray_tasks_run_a_three_shard_extract() {
+fn ray_tasks_run_a_three_shard_extract_gradients_and_attributions() {
     let python = match python_with("ray") {
         Ok(p) => p,
-        Err(why) => return skip("ray_tasks_run_a_three_shard_extract", &why),
+        Err(why) => {
+            return skip(
+                "ray_tasks_run_a_three_shard_extract_gradients_and_attributions",
+                &why,
+            )
+        }
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("ray");
@@ -44,7 +51,61 @@ fn ray_tasks_run_a_three_shard_extract() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("all 3 shards complete"), "{stdout}");
     assert_eq!(stdout.matches("run committed").count(), 2, "{stdout}");
-    assert_same_run(&single_run(tmp.path()), &run);
+    let single = single_run(tmp.path());
+    assert_same_run(&single, &run);
+
+    // Later stages through the same driver: gradients (a step outside the manifest) and
+    // attributions, against the same stages run by one process.
+    for r in [&single, &run] {
+        let out = glassbox()
+            .args([
+                "probe",
+                "--label",
+                "topic",
+                "--no-neurons",
+                "--bootstrap",
+                "20",
+                "--run",
+            ])
+            .arg(r)
+            .output()
+            .unwrap();
+        assert_success(&out, "probe");
+    }
+    for args in [GRADIENTS, ATTRIBUTE] {
+        let out = glassbox()
+            .args(args)
+            .arg("--run")
+            .arg(&single)
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("single-process {}", args[0]));
+        let out = Command::new(python_with("ray").unwrap())
+            .arg(workspace_root().join("scripts/ray_shards.py"))
+            .args(["--shards", "3", "--glassbox"])
+            .arg(glassbox_bin())
+            .arg("--")
+            .args(args)
+            .arg("--run")
+            .arg(&run)
+            .env_remove("RAY_ADDRESS")
+            .env("RAY_AUTH_MODE", "disabled")
+            .env("RAY_USAGE_STATS_ENABLED", "0")
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("ray_shards.py {}", args[0]));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("all 3 shards complete"), "{stdout}");
+    }
+    let files = |root: &Path| {
+        let mut f = snapshot(root);
+        f.remove("manifest.json");
+        f
+    };
+    assert!(
+        files(&single) == files(&run),
+        "the Ray-sharded gradients and attributions are the single-process ones"
+    );
 }
 
 /// Stops the private Slurm cluster however the test ends.
