@@ -115,6 +115,13 @@ bench-shards copies="4": models venv
     cargo build --bin glassbox
     bench/shards.sh {{copies}}
 
+# EfficientNet-Lite0 input attributions as 1 process and as 2 `--shard` workers at once (and with
+# one thread each), every sharded run's attributions compared byte for byte (bench/shards_attribute.sh).
+bench-shards-attribute images="4": models venv
+    @case "{{images}}" in ''|*[!0-9]*|0) echo "images must be a positive whole number, e.g. just bench-shards-attribute 4" >&2; exit 2;; esac
+    cargo build --bin glassbox
+    bench/shards_attribute.sh {{images}}
+
 # The object store's overhead (bench/remote.sh): one MiniLM extraction, probe and dictionary into
 # a local folder and into S3 (moto's server on localhost), compared byte for byte; JSON out.
 bench-remote copies="4": models venv
