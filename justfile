@@ -43,9 +43,15 @@ models:
 # a JSON Schema validator (jsonschema), Ray (with PyYAML) for the cluster-engine tests, and
 # moto's standalone S3 server with boto3 for the object-storage tests.
 venv:
-    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml, moto.server, boto3" 2>/dev/null; then \
-        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3) \
-        || echo "warning: could not install pyarrow/jsonschema/ray/moto; the independent-reader, schema, Ray and S3 tests will be skipped"; fi
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml, moto.server, boto3, azure.storage.blob" 2>/dev/null; then \
+        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3 azure-storage-blob) \
+        || echo "warning: could not install pyarrow/jsonschema/ray/moto/azure-storage-blob; the independent-reader, schema, Ray, S3 and Azure tests will be skipped"; fi
+
+# Azurite, Microsoft's Azure Storage emulator (npm), for the az:// test: into .tools/azurite.
+azurite:
+    @[ -e .tools/azurite/node_modules/.bin/azurite-blob ] \
+        || (command -v npm >/dev/null 2>&1 && mkdir -p .tools/azurite && npm install --prefix .tools/azurite --silent --no-audit --no-fund azurite@3 >/dev/null) \
+        || echo "warning: could not install Azurite (needs npm); the Azure test will be skipped"
 
 # Slurm (Debian's slurm-wlm and munge) for the job-array test, installed when missing; the test
 # starts its own single-node cluster (scripts/slurm_local.sh).
@@ -69,7 +75,7 @@ browser:
 
 # Build and run every test (unit, parity, end-to-end), then the numeric tests (kernels, probes,
 # SAEs, model parity) again at each lower SIMD level this CPU has (GLASSBOX_SIMD caps the level).
-test: models venv browser slurm
+test: models venv browser slurm azurite
     cargo build --bin glassbox
     cargo test --workspace
     @just test-simd

@@ -1,6 +1,7 @@
 //! Helpers for glassbox's end-to-end tests: locating the CLI binary, the cached real model,
 //! the independent Python reader and the committed fixtures.
 
+pub mod azurite;
 pub mod s3_server;
 pub mod sharded;
 
