@@ -6,6 +6,7 @@
 //! read by range, and each committed stage is pushed with its manifest written last. A lease
 //! object ([`lease`]) keeps two machines from writing one run at once.
 
+pub mod aws_profile;
 pub mod error;
 mod keys;
 pub mod lease;

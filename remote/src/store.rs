@@ -25,6 +25,31 @@ pub struct Listed {
     pub e_tag: Option<String>,
 }
 
+/// The settings of the AWS CLI's profile that the environment leaves unset (see
+/// [`crate::aws_profile`]).
+fn with_aws_profile(
+    mut builder: object_store::aws::AmazonS3Builder,
+) -> object_store::aws::AmazonS3Builder {
+    let profile = crate::aws_profile::AwsProfile::from_files();
+    if let (Some(id), Some(secret)) = (profile.access_key_id, profile.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+        if let Some(token) = profile.session_token {
+            builder = builder.with_token(token);
+        }
+    }
+    if let Some(region) = profile.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = profile.endpoint_url {
+        // An endpoint the user configured as plain HTTP (a local MinIO) is meant as such.
+        let http = endpoint.starts_with("http://");
+        builder = builder.with_endpoint(endpoint).with_allow_http(http);
+    }
+    builder
+}
+
 /// A run's prefix in a bucket, with a client and the runtime that drives it.
 pub struct RemoteStore {
     pub url: RemoteUrl,
@@ -48,7 +73,7 @@ impl RemoteStore {
         let bucket_url = format!("{}://{}", url.scheme, url.bucket);
         let store: Arc<dyn ObjectStore> = match url.scheme.as_str() {
             "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+                with_aws_profile(object_store::aws::AmazonS3Builder::from_env())
                     .with_url(bucket_url)
                     .with_retry(retry)
                     .build()

@@ -268,6 +268,47 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
 }
 
 #[test]
+fn credentials_region_and_endpoint_come_from_the_aws_cli_profile() {
+    let Some(s3) = server("credentials_region_and_endpoint_come_from_the_aws_cli_profile") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        "[default]\naws_access_key_id = wrong\n\n[lab]\naws_access_key_id = glassbox-test\naws_secret_access_key = glassbox-test\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[profile lab]\nregion = us-east-1\nendpoint_url = {}\ns3 =\n  addressing_style = path\n",
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    // Nothing from the environment: the profile `AWS_PROFILE` names is all there is.
+    let mut cmd = glassbox();
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(key);
+    }
+    let run = format!("s3://{BUCKET}/runs/profile");
+    let out = cmd
+        .current_dir(workspace_root())
+        .env("HOME", &home)
+        .env("AWS_PROFILE", "lab")
+        .env("GLASSBOX_REMOTE_CACHE", tmp.path().join("cache"))
+        .args(extract_args(&tiny_gpt2(), HOOKS, Path::new(&run)))
+        .output()
+        .unwrap();
+    assert_success(&out, "extract with the AWS CLI profile");
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/profile", &downloaded);
+    assert!(downloaded.join("manifest.json").is_file());
+}
+
+#[test]
 fn three_shard_workers_on_s3_write_the_single_process_run() {
     let Some(s3) = server("three_shard_workers_on_s3_write_the_single_process_run") else {
         return;
