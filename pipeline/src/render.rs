@@ -124,28 +124,7 @@ pub fn extract_shard(outcome: &ShardOutcome, run: &RunDir) -> Result<()> {
                 "extract shard {shard}: {parts} parts written ({resumed} kept from an earlier attempt) → {}",
                 crate::run_location::run_name(run)
             )?;
-            if waiting.is_empty() {
-                crate::outln!("the run is complete")?;
-            } else {
-                let list: Vec<String> = waiting
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{}/{} {} ({} of {} parts)",
-                            s.index,
-                            s.count,
-                            s.state(),
-                            s.parts_done,
-                            s.parts
-                        )
-                    })
-                    .collect();
-                crate::outln!(
-                    "waiting for {}; the last shard to finish commits the run (`glassbox inspect {}` shows every shard)",
-                    list.join(", "),
-                    crate::run_location::run_name(run)
-                )?;
-            }
+            waiting_for(waiting, run)?;
         }
         ShardOutcome::Committed {
             shard,

@@ -91,9 +91,7 @@ pub fn refresh(root: &Path) -> Result<bool> {
     match mirror_of(root) {
         Some(mirror) => {
             mirror.pull()?;
-            for stage in glassbox_data::shards::SHARDED_STAGES {
-                mirror.pull_staging_status(stage)?;
-            }
+            mirror.pull_staging_statuses()?;
             Ok(true)
         }
         None => Ok(false),

@@ -30,37 +30,38 @@ impl Mirror {
     /// (overwriting: the bucket's plan and markers are the shared truth), parts registered for
     /// ranged reads, and local copies of parts the bucket already holds removed.
     pub fn pull_staging(&self, stage: &str) -> Result<()> {
-        self.pull_staging_files(stage, true)
+        self.pull_staging_files(stage)
     }
 
-    /// Only the plan, the fingerprint and the part markers of the bucket's staging of `stage`: what `inspect` and
-    /// a later stage's refusal need to name the shards. Nothing is registered for reading, so a
-    /// stage that writes the staging joins it only through [`pull_staging`](Self::pull_staging)
-    /// (a worker) or when its fingerprint is the bucket's.
-    pub fn pull_staging_status(&self, stage: &str) -> Result<()> {
-        self.pull_staging_files(stage, false)
+    /// Only the plans, fingerprints and part markers of every stage's staging in the bucket
+    /// (one listing): what `inspect` and a later stage's refusal need to name the shards.
+    /// Nothing is registered for reading, so a stage that writes a staging joins it only
+    /// through [`pull_staging`](Self::pull_staging) (a worker) or when its fingerprint is the
+    /// bucket's.
+    pub fn pull_staging_statuses(&self) -> Result<()> {
+        let prefix = format!("{}/", glassbox_data::run::STAGING_DIR);
+        let wanted: Vec<(String, PathBuf)> = self
+            .store
+            .list_under(&prefix)?
+            .into_iter()
+            .filter(|item| is_status_file(&item.rel))
+            .map(|item| {
+                let local = self.root().join(&item.rel);
+                (item.rel, local)
+            })
+            .collect();
+        self.store.download_all(&wanted)?;
+        Ok(())
     }
 
-    fn pull_staging_files(&self, stage: &str, whole: bool) -> Result<()> {
+    fn pull_staging_files(&self, stage: &str) -> Result<()> {
         let prefix = staging_prefix(stage);
-        if whole {
-            self.touch_staging(stage);
-        }
+        self.touch_staging(stage);
         let listed = self.store.list_under(&prefix)?;
         let mut wanted = Vec::new();
         let mut parts = Vec::new();
         for item in &listed {
             let local = self.root().join(&item.rel);
-            // The fingerprint too: with it the staging counts as an interrupted attempt. A
-            // single process resumes it only when the fingerprint is its own, and then pulls
-            // it whole first (`run_location::pull_resumable_staging`).
-            let status = is_status_file(&item.rel);
-            if !whole {
-                if status {
-                    wanted.push((item.rel.clone(), local));
-                }
-                continue;
-            }
             if is_bulk_part(&item.rel) {
                 if local.is_file() {
                     std::fs::remove_file(&local).map_err(crate::mirror::io(&local))?;

@@ -10,11 +10,12 @@
 //! running the extraction without `--shard` finishes whatever parts are left.
 
 use super::extract::{check_existing, commit, outputs, prepare, ExtractRequest, Extracted};
+use super::shard_worker::{commit_lease_key, plan_differences, publish_plan, shard_lease_key};
 use super::transaction;
 use super::Transaction;
 use anyhow::{bail, Result};
 use glassbox_data::lock::{try_acquire_run, LockScope, RunLock, SetupLock};
-use glassbox_data::shards::{differing_settings, ShardPlan, ShardSpec, ShardStatus};
+use glassbox_data::shards::{ShardPlan, ShardSpec, ShardStatus};
 use glassbox_data::{Progress, RunDir};
 use glassbox_runner::ExtractSummary;
 
@@ -88,14 +89,6 @@ pub fn run_extract_shard(
     finish(run, req, shard, work, started, &command, remote.as_deref())
 }
 
-/// The lease object of one shard in a remote run.
-fn shard_lease_key(shard: ShardSpec) -> String {
-    format!(".glassbox.shard-{}-of-{}.lock", shard.index, shard.count)
-}
-
-/// The lease the worker that commits a remote sharded run holds while it commits.
-const COMMIT_LEASE: &str = ".glassbox.commit-extract.lock";
-
 /// This worker's parts, written into the shared staging.
 struct ShardWork {
     prepared: super::extract::Prepared,
@@ -116,7 +109,7 @@ fn work_on_shard(
     }
     let tx = join_staging(run, &prepared, shard)?;
     if let Some(mirror) = remote {
-        publish_plan(run, mirror, shard)?;
+        publish_plan(run.root(), mirror, "extract", shard)?;
     }
     // On object storage the parts stream up into the bucket's staging as they are written.
     let summary = prepared.extract_into(&tx, progress)?;
@@ -166,52 +159,6 @@ fn join_staging(
     Ok(tx)
 }
 
-/// Publishes this run's plan in the bucket unless a worker did first; a first worker elsewhere
-/// with other settings is refused as a local one is (naming the settings).
-fn publish_plan(run: &RunDir, mirror: &glassbox_remote::Mirror, shard: ShardSpec) -> Result<()> {
-    let root = run.root();
-    let Some(ours) = ShardPlan::load(root, "extract")? else {
-        return Ok(());
-    };
-    let bytes = serde_json::to_vec_pretty(&ours)?;
-    let Some(theirs) = mirror.publish_plan("extract", &bytes)? else {
-        return Ok(());
-    };
-    let theirs: ShardPlan = serde_json::from_slice(&theirs).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the shard plan in the bucket is unreadable ({e}); delete `.staging/extract/` there and start the shards again",
-            mirror.url()
-        )
-    })?;
-    match plan_differences(&theirs, &ours) {
-        None => Ok(()),
-        Some(differs) => bail!(
-            "{}: the shards of this run's extraction were started with different settings: {differs}. Start shard {shard} with the same settings as the others",
-            mirror.url(),
-        ),
-    }
-}
-
-/// What differs between the plan the first workers started (`earlier`) and this worker's, as
-/// the refusal names it; `None` when the two agree.
-fn plan_differences(earlier: &ShardPlan, now: &ShardPlan) -> Option<String> {
-    if earlier.fingerprint == now.fingerprint && earlier.count == now.count {
-        return None;
-    }
-    let mut differs = Vec::new();
-    if earlier.count != now.count {
-        differs.push(format!(
-            "shard count (the shards already started use {}, this one {})",
-            earlier.count, now.count
-        ));
-    }
-    differs.extend(differing_settings(&earlier.params, &now.params));
-    if differs.is_empty() {
-        differs.push("glassbox version".into());
-    }
-    Some(differs.join("; "))
-}
-
 /// After this shard's parts: commits the run if this worker is the last one and every part is
 /// there, else says which shards are still to finish.
 fn finish(
@@ -247,7 +194,7 @@ fn finish(
                     return Ok(done(waiting));
                 }
             }
-            match mirror.lease(COMMIT_LEASE, command) {
+            match mirror.lease(&commit_lease_key("extract"), command) {
                 Ok(lease) => Some(lease),
                 Err(glassbox_remote::RemoteError::Busy { .. }) => {
                     eprintln!("every shard is done; another worker is committing the run");

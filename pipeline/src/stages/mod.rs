@@ -20,6 +20,7 @@ mod patch_targets;
 pub mod probe;
 pub mod report;
 pub mod run_model;
+mod shard_worker;
 mod targets;
 pub mod tcav;
 mod tcav_scoring;

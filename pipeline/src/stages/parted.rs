@@ -7,7 +7,7 @@
 //! - one process: every part in turn; a killed attempt resumes at its first unmarked part;
 //! - `--shard i/N`: the parts `k` with `k mod N = i`, any number of workers at once (a
 //!   [`ShardPlan`] in the staging names the settings they share); the worker that finishes
-//!   last takes the whole run, checks every marker and commits;
+//!   last takes the whole run, checks every marker and commits (`shard_worker.rs`);
 //! - a run on object storage: the parts stream up into the bucket's staging as they are
 //!   written, so workers on other machines (and a resumed attempt) see them.
 //!
@@ -19,11 +19,10 @@
 //! (`<staging>/_fragments/part-NNNNN.msgpack`, MessagePack: floats keep every bit, NaN
 //! included), read back in part order by the worker that commits.
 
-use super::transaction::{self, staging_dir};
+use super::transaction::staging_dir;
 use super::Transaction;
 use anyhow::{anyhow, bail, Context, Result};
-use glassbox_data::lock::{try_acquire_run, LockScope, RunLock, SetupLock};
-use glassbox_data::shards::{differing_settings, ShardPlan, ShardSpec, ShardStatus};
+use glassbox_data::shards::{ShardPlan, ShardSpec, ShardStatus};
 use glassbox_data::{Progress, RunDir};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -85,9 +84,17 @@ pub(crate) struct Ready {
     pub parts: usize,
     /// Parts this process computed (the rest were there already).
     pub computed: usize,
-    root: PathBuf,
-    stage: &'static str,
-    _hold: Hold,
+    pub(super) root: PathBuf,
+    pub(super) stage: &'static str,
+    pub(super) _hold: Hold,
+}
+
+/// Locks and leases a committing worker holds until it has committed.
+#[derive(Default)]
+pub(super) struct Hold {
+    pub(super) _lock: Option<glassbox_data::lock::RunLock>,
+    pub(super) _lease: Option<glassbox_remote::lease::Lease>,
+    pub(super) _session: Option<glassbox_remote::SessionGuard>,
 }
 
 impl Ready {
@@ -114,14 +121,6 @@ impl Ready {
             })
             .collect()
     }
-}
-
-/// Locks and leases a committing worker holds until it has committed.
-#[derive(Default)]
-struct Hold {
-    _lock: Option<RunLock>,
-    _lease: Option<glassbox_remote::lease::Lease>,
-    _session: Option<glassbox_remote::SessionGuard>,
 }
 
 /// What running the parts came to.
@@ -215,16 +214,6 @@ fn fragment_path(staging: &Path, part: usize) -> PathBuf {
         .join(format!("part-{part:05}.msgpack"))
 }
 
-/// The lease object of one shard of a remote run.
-pub(crate) fn shard_lease_key(shard: ShardSpec) -> String {
-    format!(".glassbox.shard-{}-of-{}.lock", shard.index, shard.count)
-}
-
-/// The lease the worker committing a remote sharded `stage` holds while it commits.
-pub(crate) fn commit_lease_key(stage: &str) -> String {
-    format!(".glassbox.commit-{stage}.lock")
-}
-
 impl Parted<'_> {
     /// How many parts the items make.
     pub fn parts(&self) -> usize {
@@ -291,7 +280,7 @@ impl Parted<'_> {
 
     /// Runs `work` on every owned part without a marker, streaming the parts up for a remote
     /// run; returns how many it computed.
-    fn compute(
+    pub(super) fn compute(
         &self,
         tx: &Transaction,
         owns: impl Fn(usize) -> bool,
@@ -326,237 +315,6 @@ impl Parted<'_> {
         progress.finish();
         Ok(todo.len())
     }
-
-    fn run_shard(
-        &self,
-        shard: ShardSpec,
-        progress: &dyn Progress,
-        work: impl FnMut(&Part<'_>) -> Result<()>,
-    ) -> Result<PartsOutcome> {
-        if self.force {
-            bail!(
-                "--force cannot be combined with --shard: one worker would discard the other shards' \
-                 parts. Start the shards without --force (they resume), or run `glassbox {} --force` \
-                 once without --shard to start afresh",
-                self.stage
-            );
-        }
-        let command = super::command_line();
-        let remote = glassbox_remote::mirror_of(self.run.root());
-        // On object storage the workers may be on other machines: the shard's lease keeps out
-        // a second worker of this shard, and the bucket's staging is the shared one.
-        let shard_lease = match &remote {
-            Some(mirror) => {
-                let lease = mirror.lease(&shard_lease_key(shard), &command)?;
-                mirror.pull_staging(self.stage)?;
-                Some(lease)
-            }
-            None => None,
-        };
-        let scope = LockScope::Shard {
-            index: shard.index,
-            count: shard.count,
-        };
-        let lock = RunLock::acquire(self.run.root(), scope, &command)?;
-        let computed = match self.work_on_shard(shard, remote.as_deref(), progress, work) {
-            Ok(computed) => computed,
-            Err(e) => {
-                lock.release_after_failure();
-                return Err(e);
-            }
-        };
-        // Let go of the shard (and the shared hold on the run) before trying for the whole run.
-        drop(lock);
-        drop(shard_lease);
-        self.finish_shard(shard, computed, &command, remote.as_deref())
-    }
-
-    fn work_on_shard(
-        &self,
-        shard: ShardSpec,
-        remote: Option<&glassbox_remote::Mirror>,
-        progress: &dyn Progress,
-        work: impl FnMut(&Part<'_>) -> Result<()>,
-    ) -> Result<usize> {
-        let tx = self.join_staging(shard)?;
-        if let Some(mirror) = remote {
-            self.publish_plan(mirror, shard)?;
-        }
-        self.compute(&tx, |k| shard.owns(k), progress, work)
-    }
-
-    fn plan(&self, count: usize) -> ShardPlan {
-        ShardPlan {
-            stage: self.stage.into(),
-            count,
-            parts: self.parts(),
-            fingerprint: self.fingerprint.clone(),
-            params: self.params.clone(),
-        }
-    }
-
-    /// Joins the shared staging, or creates it with the plan when this worker is the first.
-    fn join_staging(&self, shard: ShardSpec) -> Result<Transaction> {
-        let root = self.run.root();
-        let _setup = SetupLock::acquire(root)?;
-        let plan = self.plan(shard.count);
-        let existing = ShardPlan::load(root, self.stage)?;
-        if let Some(differs) = existing.as_ref().and_then(|e| plan_differences(e, &plan)) {
-            bail!(
-                "{}: the shards of this run's `{}` were started with different settings: {differs}. \
-                 Start shard {shard} with the same settings as the others, or run `glassbox {} --force` \
-                 once without --shard to discard the sharded attempt",
-                root.display(),
-                self.stage,
-                self.stage,
-            );
-        }
-        let tx = Transaction::begin(
-            self.run,
-            self.stage,
-            self.outputs.clone(),
-            &self.fingerprint,
-            true,
-        )?
-        .shared();
-        if existing.is_none() {
-            plan.save(root)?;
-        }
-        Ok(tx)
-    }
-
-    /// Publishes the plan in the bucket unless a worker did first; a first worker elsewhere
-    /// with other settings is refused as a local one is.
-    fn publish_plan(&self, mirror: &glassbox_remote::Mirror, shard: ShardSpec) -> Result<()> {
-        let Some(ours) = ShardPlan::load(self.run.root(), self.stage)? else {
-            return Ok(());
-        };
-        let bytes = serde_json::to_vec_pretty(&ours)?;
-        let Some(theirs) = mirror.publish_plan(self.stage, &bytes)? else {
-            return Ok(());
-        };
-        let theirs: ShardPlan = serde_json::from_slice(&theirs).map_err(|e| {
-            anyhow!(
-                "{}: the shard plan in the bucket is unreadable ({e}); delete `.staging/{}/` there and start the shards again",
-                mirror.url(),
-                self.stage
-            )
-        })?;
-        match plan_differences(&theirs, &ours) {
-            None => Ok(()),
-            Some(differs) => bail!(
-                "{}: the shards of this run's `{}` were started with different settings: {differs}. Start shard {shard} with the same settings as the others",
-                mirror.url(),
-                self.stage
-            ),
-        }
-    }
-
-    /// After this shard's parts: takes the run if every part is there and no other worker
-    /// holds it, else says which shards are still to finish.
-    fn finish_shard(
-        &self,
-        shard: ShardSpec,
-        computed: usize,
-        command: &str,
-        remote: Option<&glassbox_remote::Mirror>,
-    ) -> Result<PartsOutcome> {
-        let root = self.run.root();
-        let parts = (0..self.parts()).filter(|&k| shard.owns(k)).count();
-        let waiting = |waiting| PartsOutcome::Waiting {
-            shard,
-            parts,
-            computed,
-            waiting,
-        };
-        let lease = match remote {
-            Some(mirror) => {
-                mirror.pull_staging(self.stage)?;
-                if let Some(plan) = ShardPlan::load(root, self.stage)? {
-                    let incomplete = plan.incomplete(root);
-                    if !incomplete.is_empty() {
-                        return Ok(waiting(incomplete));
-                    }
-                }
-                match mirror.lease(&commit_lease_key(self.stage), command) {
-                    Ok(lease) => Some(lease),
-                    Err(glassbox_remote::RemoteError::Busy { .. }) => {
-                        eprintln!("every shard is done; another worker is committing the run");
-                        return Ok(waiting(Vec::new()));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => None,
-        };
-        let Some(lock) = try_acquire_run(root, command)? else {
-            // Another worker still holds the run: the last one to finish commits.
-            let incomplete = match ShardPlan::load(root, self.stage)? {
-                Some(plan) => plan.incomplete(root),
-                None => Vec::new(),
-            };
-            return Ok(waiting(incomplete));
-        };
-        // The run's lease and a fresh pull, so the commit's push starts from the bucket's run.
-        let session = glassbox_remote::begin_write(root, command)?;
-        transaction::recover(self.run)?;
-        let Some(plan) = ShardPlan::load(root, self.stage)? else {
-            // Committed meanwhile (by a worker, or a whole-run attempt that finished it).
-            return Ok(waiting(Vec::new()));
-        };
-        if plan.fingerprint != self.fingerprint {
-            bail!(
-                "{}: the sharded `{}` was restarted with other settings while this shard ran; its parts were discarded. Start this shard with the new settings",
-                root.display(),
-                self.stage
-            );
-        }
-        let incomplete = plan.incomplete(root);
-        if !incomplete.is_empty() {
-            return Ok(waiting(incomplete));
-        }
-        // The staging as the workers left it, resumed (never discarded: same fingerprint).
-        let tx = Transaction::begin(
-            self.run,
-            self.stage,
-            self.outputs.clone(),
-            &self.fingerprint,
-            true,
-        )?;
-        Ok(PartsOutcome::Ready(Box::new(Ready {
-            tx,
-            staging: staging_dir(self.run, self.stage),
-            parts: self.parts(),
-            computed,
-            root: root.to_path_buf(),
-            stage: self.stage,
-            _hold: Hold {
-                _lock: Some(lock),
-                _lease: lease,
-                _session: session,
-            },
-        })))
-    }
-}
-
-/// What differs between the plan the first workers started (`earlier`) and this worker's, as
-/// the refusal names it; `None` when the two agree.
-pub(crate) fn plan_differences(earlier: &ShardPlan, now: &ShardPlan) -> Option<String> {
-    if earlier.fingerprint == now.fingerprint && earlier.count == now.count {
-        return None;
-    }
-    let mut differs = Vec::new();
-    if earlier.count != now.count {
-        differs.push(format!(
-            "shard count (the shards already started use {}, this one {})",
-            earlier.count, now.count
-        ));
-    }
-    differs.extend(differing_settings(&earlier.params, &now.params));
-    if differs.is_empty() {
-        differs.push("glassbox version".into());
-    }
-    Some(differs.join("; "))
 }
 
 #[cfg(test)]
