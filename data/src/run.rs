@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct RunDir {
     root: PathBuf,
     staging: Option<Staging>,
+    /// What to call the run where it is not `root` (a run on object storage: its URL).
+    name: Option<String>,
 }
 
 /// Where a staged view sends its outputs.
@@ -30,7 +32,24 @@ impl RunDir {
         Self {
             root: root.into(),
             staging: None,
+            name: None,
         }
+    }
+
+    /// A run worked on at `root` but known to the user as `name` (a run on object storage,
+    /// whose `root` is its local mirror).
+    pub fn named(root: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.into()),
+            ..Self::new(root)
+        }
+    }
+
+    /// How reports and messages name the run: its URL for a remote run, else its folder.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.root.display().to_string())
     }
 
     /// A view of this run whose `outputs` (paths relative to the run root) live under
@@ -42,6 +61,7 @@ impl RunDir {
                 dir: staging_dir.into(),
                 outputs: outputs.to_vec(),
             }),
+            name: self.name.clone(),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub fn open_run(arg: &Path) -> Result<RunDir> {
     if glassbox_remote::is_remote(arg) {
         let url = arg.to_string_lossy();
-        let run = RunDir::new(glassbox_remote::open(&url, None)?);
+        let run = RunDir::named(glassbox_remote::open(&url, None)?, url.clone());
         // Bring the mirror up to date for what reads the run before a stage takes its lease
         // (inspect; patch's model lookup). A local writer holding the mirror keeps it current.
         if let Some(_lock) = glassbox_data::lock::try_acquire_run(run.root(), "glassbox (pull)")? {
@@ -27,7 +27,7 @@ pub fn open_run(arg: &Path) -> Result<RunDir> {
 pub fn run_name(run: &RunDir) -> String {
     match glassbox_remote::mirror_of(run.root()) {
         Some(mirror) => mirror.url().to_owned(),
-        None => run.root().display().to_string(),
+        None => run.name(),
     }
 }
 

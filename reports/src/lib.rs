@@ -230,7 +230,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
     let manifest_has_tcav = manifest.stages.contains_key("tcav");
     Ok(Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
-        run: run.root().display().to_string(),
+        run: run.name(),
         manifest,
         probes,
         tcav,

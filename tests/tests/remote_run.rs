@@ -79,12 +79,13 @@ const DICTIONARY: [&str; 7] = [
     "4",
 ];
 
-/// Every file of a run but its manifest (which records times), folders aside.
+/// Every file of a run but its manifest and report (they record times, and the report names
+/// the run: its folder or its URL), folders aside.
 fn files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     snapshot(root)
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
-        .filter(|(k, _)| k != "manifest.json")
+        .filter(|(k, _)| k != "manifest.json" && !k.starts_with("report/"))
         .collect()
 }
 
@@ -138,12 +139,35 @@ fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
     for run in [&local_run, &remote] {
         assert_success(&extract(&s3, &cache, run, &[]), &format!("extract → {run}"));
         assert_success(&stage(&s3, &cache, run, &PROBE), &format!("probe on {run}"));
+        // TCAV reads the stored gradients by range too; the report reads every stage.
+        let gradients = ["gradients", "--target", "probe:topic=sports"];
+        assert_success(&stage(&s3, &cache, run, &gradients), "gradients");
+        let concepts = workspace_root().join("data/concepts");
+        let concepts = format!(
+            "{},{}",
+            concepts.join("food.jsonl").display(),
+            concepts.join("numbers.jsonl").display()
+        );
+        let tcav = [
+            "tcav",
+            "--random-runs",
+            "3",
+            "--target",
+            "probe:topic=sports",
+            "--concepts",
+            &concepts,
+        ];
+        assert_success(&stage(&s3, &cache, run, &tcav), &format!("tcav on {run}"));
         let out = stage(&s3, &cache, run, &DICTIONARY);
         assert_success(&out, &format!("dictionary on {run}"));
+        assert_success(
+            &stage(&s3, &cache, run, &["report"]),
+            &format!("report of {run}"),
+        );
     }
     assert!(
         mirrored_parts(&cache).is_empty(),
-        "probe and dictionary read the activation parts by range, never into the mirror: {:?}",
+        "probe, dictionary and TCAV read the activation and gradient parts by range, never into the mirror: {:?}",
         mirrored_parts(&cache)
     );
     let downloaded = tmp.path().join("downloaded");
@@ -153,6 +177,15 @@ fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
         "the writer's lease is released"
     );
     assert_same_files(&local, &downloaded);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(downloaded.join("report/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["run"],
+        remote.as_str(),
+        "the report names the run by its URL"
+    );
+    assert!(summary["tcav"].as_array().is_some_and(|t| !t.is_empty()));
 
     // A second machine (a fresh mirror) reads the run and finds every stage up to date.
     let other_cache = tmp.path().join("other-cache");
