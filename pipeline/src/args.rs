@@ -66,6 +66,9 @@ pub enum Command {
     /// Pretrained SAE folders (SAELens, Gemma Scope 1/2, Llama Scope, sparsify).
     #[command(subcommand)]
     Sae(SaeCommand),
+    /// A run's results in other tools' formats (Neuronpedia).
+    #[command(subcommand)]
+    Export(crate::args_export::ExportCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]

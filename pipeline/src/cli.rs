@@ -191,6 +191,52 @@ pub fn run(cli: Cli) -> Result<()> {
             render::report(&done)?;
         }
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
+        Command::Export(crate::args_export::ExportCommand::Neuronpedia(a)) => {
+            let run = open_run(&a.run)?;
+            let hooks = if a.hooks.is_empty() {
+                Vec::new()
+            } else {
+                let trained: Vec<glassbox_data::HookPoint> =
+                    glassbox_concepts::explain::read::dictionary_hooks(&run)?
+                        .into_iter()
+                        .map(|(h, _)| h)
+                        .collect();
+                glassbox_models::hooks::select(&a.hooks, &trained).or_else(|_| {
+                    // Not a trained hook: name it exactly, so the export says which SAEs exist.
+                    a.hooks
+                        .iter()
+                        .map(|h| h.parse::<glassbox_data::HookPoint>())
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+            };
+            let opts = glassbox_reports::neuronpedia::ExportOptions {
+                model_id: a.model_id,
+                source_set: a.source_set,
+                release: a.release,
+                creator_id: a
+                    .creator_id
+                    .or_else(|| std::env::var("NEURONPEDIA_CREATOR_ID").ok())
+                    .unwrap_or_else(|| "glassbox".into()),
+                creator_name: a.creator_name,
+                url: a.url,
+            };
+            let written =
+                glassbox_reports::neuronpedia::export_neuronpedia(&run, &hooks, &opts, &a.out)?;
+            if a.json {
+                crate::outln!("{}", serde_json::to_string_pretty(&written)?)?;
+            } else {
+                for w in &written {
+                    crate::outln!(
+                        "{}: {} features, {} activations, {} explanations → {}",
+                        w.hook,
+                        w.features,
+                        w.activations,
+                        w.explanations,
+                        w.folder.display()
+                    )?;
+                }
+            }
+        }
         Command::Sae(crate::args::SaeCommand::Inspect(a)) => {
             let found = glassbox_concepts::sae::formats::inspect::inspect(&a.folder)?;
             if a.json {

@@ -9,6 +9,7 @@ pub mod args;
 pub mod args_attribute;
 pub mod args_causal;
 pub mod args_dissect;
+pub mod args_export;
 pub mod args_patch;
 pub mod cli;
 pub mod config;

@@ -10,6 +10,7 @@ pub mod dissection;
 mod html;
 mod markup;
 pub mod md;
+pub mod neuronpedia;
 pub mod pages;
 pub mod patching;
 mod patching_html;

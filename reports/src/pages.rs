@@ -109,7 +109,9 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
 }
 
 /// `feature_promoted_tokens.parquet` (causal LMs only): feature → (token, logit) by rank.
-fn read_promoted(dir: &std::path::Path) -> Result<HashMap<u32, Vec<(String, f64)>>, ReportError> {
+pub(crate) fn read_promoted(
+    dir: &std::path::Path,
+) -> Result<HashMap<u32, Vec<(String, f64)>>, ReportError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, UInt32Type};
     let path = dir.join("feature_promoted_tokens.parquet");
