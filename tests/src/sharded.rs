@@ -184,3 +184,31 @@ pub fn patch_args() -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
+
+/// Asserts that a run as a bucket holds it (downloaded to `root`) has no staging and no lease
+/// object left: what finished workers and writers must remove. Reads the folder itself, since
+/// [`crate::snapshot`] leaves lock files out.
+pub fn assert_no_staging_or_leases(root: &Path) {
+    assert!(
+        !root.join(".staging").exists(),
+        "the bucket's shared staging is gone"
+    );
+    let leases: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".glassbox"))
+        .collect();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+}
+
+/// `glassbox probe` as the sharded tests run it on their runs (after `glassbox`, without
+/// `--run`): the topic label, no neuron ranking, 20 bootstrap resamples.
+pub const PROBE: &[&str] = &[
+    "probe",
+    "--label",
+    "topic",
+    "--no-neurons",
+    "--bootstrap",
+    "20",
+];

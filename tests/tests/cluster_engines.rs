@@ -4,7 +4,7 @@
 //! run once per completion index. Each must leave the single-process run, byte for byte.
 
 use glassbox_tests::sharded::{
-    assert_same_run, extract_args, sharded_extract, tiny_gpt2, ATTRIBUTE, GRADIENTS,
+    assert_same_run, extract_args, sharded_extract, tiny_gpt2, ATTRIBUTE, GRADIENTS, PROBE,
 };
 use glassbox_tests::*;
 use std::path::Path;
@@ -57,19 +57,7 @@ fn ray_tasks_run_a_three_shard_extract_gradients_and_attributions() {
     // Later stages through the same driver: gradients (a step outside the manifest) and
     // attributions, against the same stages run by one process.
     for r in [&single, &run] {
-        let out = glassbox()
-            .args([
-                "probe",
-                "--label",
-                "topic",
-                "--no-neurons",
-                "--bootstrap",
-                "20",
-                "--run",
-            ])
-            .arg(r)
-            .output()
-            .unwrap();
+        let out = glassbox().args(PROBE).arg("--run").arg(r).output().unwrap();
         assert_success(&out, "probe");
     }
     for args in [GRADIENTS, ATTRIBUTE] {

@@ -5,7 +5,9 @@
 //! read back with Microsoft's Python client.
 
 use glassbox_tests::azurite::AzuriteServer;
-use glassbox_tests::sharded::{extract_args, run_workers_together, tiny_gpt2, ATTRIBUTE};
+use glassbox_tests::sharded::{
+    assert_no_staging_or_leases, extract_args, run_workers_together, tiny_gpt2, ATTRIBUTE, PROBE,
+};
 use glassbox_tests::*;
 use std::path::Path;
 
@@ -21,14 +23,6 @@ fn a_run_on_azure_blob_storage_is_the_local_run() {
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("local").display().to_string();
     let remote = format!("az://{CONTAINER}/runs/r1");
-    let probe = [
-        "probe",
-        "--label",
-        "topic",
-        "--no-neurons",
-        "--bootstrap",
-        "20",
-    ];
     for run in [&local, &remote] {
         let cache = tmp.path().join("cache");
         let extract = extract_args(&tiny_gpt2(), "blocks.*.hook_resid_post", Path::new(run));
@@ -38,7 +32,7 @@ fn a_run_on_azure_blob_storage_is_the_local_run() {
         let cache = tmp.path().join("probe-cache");
         let out = az
             .glassbox(&cache)
-            .args(probe)
+            .args(PROBE)
             .args(["--run", run])
             .output()
             .unwrap();
@@ -64,13 +58,7 @@ fn a_run_on_azure_blob_storage_is_the_local_run() {
     );
     let downloaded = tmp.path().join("downloaded");
     az.download(CONTAINER, "runs/r1", &downloaded);
-    let leases: Vec<String> = std::fs::read_dir(&downloaded)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".glassbox"))
-        .collect();
-    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+    assert_no_staging_or_leases(&downloaded);
     let files = |root: &Path| {
         let mut f = snapshot(root);
         f.remove("manifest.json");

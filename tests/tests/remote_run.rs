@@ -8,7 +8,8 @@
 
 use glassbox_tests::s3_server::S3Server;
 use glassbox_tests::sharded::{
-    extract_args, patch_args, run_workers_together, tiny_gpt2, ATTRIBUTE, GRADIENTS,
+    assert_no_staging_or_leases, extract_args, patch_args, run_workers_together, tiny_gpt2,
+    ATTRIBUTE, GRADIENTS, PROBE,
 };
 use glassbox_tests::*;
 use std::path::Path;
@@ -61,14 +62,6 @@ fn stage(s3: &S3Server, cache: &Path, run: &str, args: &[&str]) -> Output {
     stage_command(s3, cache, run, args).output().unwrap()
 }
 
-const PROBE: [&str; 6] = [
-    "probe",
-    "--label",
-    "topic",
-    "--no-neurons",
-    "--bootstrap",
-    "20",
-];
 const DICTIONARY: [&str; 7] = [
     "dictionary",
     "--hook",
@@ -138,7 +131,7 @@ fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
     let remote = format!("s3://{BUCKET}/runs/tiny");
     for run in [&local_run, &remote] {
         assert_success(&extract(&s3, &cache, run, &[]), &format!("extract → {run}"));
-        assert_success(&stage(&s3, &cache, run, &PROBE), &format!("probe on {run}"));
+        assert_success(&stage(&s3, &cache, run, PROBE), &format!("probe on {run}"));
         // TCAV reads the stored gradients by range too; the report reads every stage.
         let gradients = ["gradients", "--target", "probe:topic=sports"];
         assert_success(&stage(&s3, &cache, run, &gradients), "gradients");
@@ -189,7 +182,7 @@ fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
 
     // A second machine (a fresh mirror) reads the run and finds every stage up to date.
     let other_cache = tmp.path().join("other-cache");
-    let out = stage(&s3, &other_cache, &remote, &PROBE);
+    let out = stage(&s3, &other_cache, &remote, PROBE);
     assert_success(&out, "probe from a fresh mirror");
     assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
     let out = s3
@@ -212,7 +205,7 @@ fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
     let (local, cache) = (tmp.path().join("local"), tmp.path().join("cache"));
     let remote = format!("s3://{BUCKET}/runs/redo");
     assert_success(&extract(&s3, &cache, &remote, &[]), "first extract");
-    assert_success(&stage(&s3, &cache, &remote, &PROBE), "probe");
+    assert_success(&stage(&s3, &cache, &remote, PROBE), "probe");
     // Fewer, larger parts: the old part files and the (now void) probes must go.
     // A discarded attempt's staging left in the bucket (other settings, a part this attempt
     // does not write) must not end up in the run.
@@ -251,13 +244,13 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
         .unwrap()
         .port();
 
-    let out = stage(&s3, &cache, "s3://no-such-bucket/runs/x", &PROBE);
+    let out = stage(&s3, &cache, "s3://no-such-bucket/runs/x", PROBE);
     assert_bad_input(
         &out,
         &["s3://no-such-bucket/runs/x", "Check the bucket name"],
     );
 
-    let out = stage_command(&s3, &cache, &remote, &PROBE)
+    let out = stage_command(&s3, &cache, &remote, PROBE)
         .env(
             "AWS_ENDPOINT_URL",
             format!("http://127.0.0.1:{closed_port}"),
@@ -266,7 +259,7 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
         .unwrap();
     assert_bad_input(&out, &[&remote, "could not be reached"]);
 
-    let out = stage_command(&s3, &cache, &remote, &PROBE)
+    let out = stage_command(&s3, &cache, &remote, PROBE)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env(
@@ -283,13 +276,13 @@ fn bad_remote_locations_are_named_and_leave_the_run_alone() {
     // Another machine's writer holds the lease.
     let lease = r#"{"host":"other-host","pid":4242,"command":"glassbox probe","since":"2026-12-04T00:00:00Z"}"#;
     s3.put_object(BUCKET, "runs/bad/.glassbox.lock", lease.as_bytes());
-    let out = stage(&s3, &cache, &remote, &PROBE);
+    let out = stage(&s3, &cache, &remote, PROBE);
     assert_bad_input(&out, &["pid 4242 on other-host", "runs/bad/.glassbox.lock"]);
     s3.delete_object(BUCKET, "runs/bad/.glassbox.lock");
 
     let out = extract(&s3, &cache, &remote, &["--shard", "0/2", "--force"]);
     assert_bad_input(&out, &["--force cannot be combined with --shard"]);
-    let out = stage(&s3, &cache, "ftp://host/run", &PROBE);
+    let out = stage(&s3, &cache, "ftp://host/run", PROBE);
     assert_bad_input(&out, &["unknown scheme `ftp`"]);
 
     // Nothing of the refused probes reached the bucket.
@@ -372,15 +365,7 @@ fn three_shard_workers_on_s3_write_the_single_process_run() {
     );
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/sharded", &downloaded);
-    assert!(
-        !downloaded.join(".staging").exists(),
-        "the bucket's shared staging is gone"
-    );
-    let leases: Vec<String> = snapshot(&downloaded)
-        .into_keys()
-        .filter(|k| k.starts_with(".glassbox"))
-        .collect();
-    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+    assert_no_staging_or_leases(&downloaded);
     assert_same_files(&local, &downloaded);
 }
 
@@ -395,7 +380,7 @@ fn sharded_gradients_attributions_and_patching_on_s3_are_the_local_run() {
     for run in [&local, &remote] {
         let cache = tmp.path().join("c");
         assert_success(&extract(&s3, &cache, run, &[]), "extract");
-        assert_success(&stage(&s3, &cache, run, &PROBE), "probe");
+        assert_success(&stage(&s3, &cache, run, PROBE), "probe");
     }
     let patch = patch_args();
     let patch: Vec<&str> = patch.iter().map(String::as_str).collect();
@@ -422,15 +407,7 @@ fn sharded_gradients_attributions_and_patching_on_s3_are_the_local_run() {
     }
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/stages", &downloaded);
-    assert!(
-        !downloaded.join(".staging").exists(),
-        "the bucket's shared staging is gone"
-    );
-    let leases: Vec<String> = snapshot(&downloaded)
-        .into_keys()
-        .filter(|k| k.starts_with(".glassbox"))
-        .collect();
-    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+    assert_no_staging_or_leases(&downloaded);
     assert_same_files(Path::new(&local), &downloaded);
 }
 
@@ -470,7 +447,7 @@ fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run
         text.contains("shard 1/3 of `extract`: not started"),
         "{text}"
     );
-    let out = stage(&s3, &reader, &remote, &PROBE);
+    let out = stage(&s3, &reader, &remote, PROBE);
     assert_bad_input(&out, &["1/3"]);
 
     // Shard 1 owns parts 1, 4, 7, …: killed (SIGKILL) once its second part is marked.

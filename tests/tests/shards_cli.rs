@@ -2,7 +2,9 @@
 //! single-process run byte for byte; a killed worker is re-run alone; a missing shard is named
 //! by `inspect` and refused by later stages; workers started differently are refused.
 
-use glassbox_tests::sharded::{assert_same_run, run_workers_together, sharded_extract, tiny_gpt2};
+use glassbox_tests::sharded::{
+    assert_same_run, run_workers_together, sharded_extract, tiny_gpt2, PROBE,
+};
 use glassbox_tests::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,15 +35,8 @@ fn three_workers_started_together_write_the_single_process_run() {
 
     // Later stages take the merged run as any other; a worker started again has nothing to do.
     let out = glassbox()
-        .args([
-            "probe",
-            "--label",
-            "topic",
-            "--no-neurons",
-            "--bootstrap",
-            "20",
-            "--run",
-        ])
+        .args(PROBE)
+        .arg("--run")
         .arg(&sharded)
         .output()
         .unwrap();

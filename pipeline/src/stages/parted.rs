@@ -253,13 +253,7 @@ impl Parted<'_> {
         if !self.force {
             crate::run_location::pull_resumable_staging(self.run, self.stage, &self.fingerprint)?;
         }
-        let tx = Transaction::begin(
-            self.run,
-            self.stage,
-            self.outputs.clone(),
-            &self.fingerprint,
-            !self.force,
-        )?;
+        let tx = self.begin_staging(!self.force)?;
         if tx.resumed() {
             progress.note(&format!(
                 "{}: resuming the interrupted attempt with these settings",
@@ -276,6 +270,17 @@ impl Parted<'_> {
             stage: self.stage,
             _hold: Hold::default(),
         })))
+    }
+
+    /// Starts (or, with `resume` and the same fingerprint, joins) the stage's staging.
+    pub(super) fn begin_staging(&self, resume: bool) -> Result<Transaction> {
+        Transaction::begin(
+            self.run,
+            self.stage,
+            self.outputs.clone(),
+            &self.fingerprint,
+            resume,
+        )
     }
 
     /// Runs `work` on every owned part without a marker, streaming the parts up for a remote

@@ -109,14 +109,7 @@ impl Parted<'_> {
                 self.stage,
             );
         }
-        let tx = Transaction::begin(
-            self.run,
-            self.stage,
-            self.outputs.clone(),
-            &self.fingerprint,
-            true,
-        )?
-        .shared();
+        let tx = self.begin_staging(true)?.shared();
         if existing.is_none() {
             plan.save(root)?;
         }
@@ -187,13 +180,7 @@ impl Parted<'_> {
             return Ok(waiting(incomplete));
         }
         // The staging as the workers left it, resumed (never discarded: same fingerprint).
-        let tx = Transaction::begin(
-            self.run,
-            self.stage,
-            self.outputs.clone(),
-            &self.fingerprint,
-            true,
-        )?;
+        let tx = self.begin_staging(true)?;
         Ok(PartsOutcome::Ready(Box::new(Ready {
             tx,
             staging: staging_dir(self.run, self.stage),
