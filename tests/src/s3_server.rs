@@ -73,6 +73,34 @@ impl S3Server {
             .unwrap_or(0)
     }
 
+    /// The object's bytes, or `None` when it is absent, read with boto3 (moto refuses unsigned
+    /// reads).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let script = r#"
+import boto3, sys
+endpoint, bucket, key = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                  region_name="us-east-1")
+try:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+except s3.exceptions.NoSuchKey:
+    sys.exit(3)
+sys.stdout.buffer.write(body)
+"#;
+        let out = Command::new(&self.python)
+            .args(["-c", script, &self.endpoint(), bucket, key])
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => Some(out.stdout),
+            Some(3) => None,
+            _ => panic!(
+                "boto3 get of {key} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         let status = self.request("PUT", &format!("/{bucket}"), b"");
         assert_eq!(status, 200, "creating bucket {bucket}");

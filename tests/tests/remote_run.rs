@@ -334,6 +334,71 @@ fn credentials_region_and_endpoint_come_from_the_aws_cli_profile() {
     assert!(downloaded.join("manifest.json").is_file());
 }
 
+/// `attribute` over 80 examples in parts of one, with `extra`, as the stale-staging test runs it.
+fn attribute_eighty(s3: &S3Server, cache: &Path, run: &str, extra: &[&str]) -> Command {
+    let mut args = ATTRIBUTE.to_vec();
+    let at = args.iter().position(|a| *a == "--max-examples").unwrap() + 1;
+    args[at] = "80";
+    let mut cmd = stage_command(s3, cache, run, &args);
+    cmd.args(extra);
+    cmd
+}
+
+#[test]
+fn an_attempt_with_other_settings_never_resumes_the_bucket_parts_of_an_earlier_one() {
+    let Some(s3) = server("an_attempt_with_other_settings_never_resumes") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local").display().to_string();
+    let remote = format!("s3://{BUCKET}/runs/stale");
+    let cache = tmp.path().join("cache");
+    for run in [&local, &remote] {
+        assert_success(&extract(&s3, &cache, run, &[]), "extract");
+        assert_success(&stage(&s3, &cache, run, PROBE), "probe");
+    }
+    let out = attribute_eighty(&s3, &cache, &local, &["--seed", "7"])
+        .output()
+        .unwrap();
+    assert_success(&out, "local attribute, seed 7");
+    // Shard 0/3 with seed 0 leaves its parts (0, 3, 6, …) and markers in the bucket's staging.
+    let out = attribute_eighty(&s3, &cache, &remote, &["--shard", "0/3"])
+        .output()
+        .unwrap();
+    assert_success(&out, "shard 0/3, seed 0");
+    let fingerprint = "runs/stale/.staging/attribute/FINGERPRINT";
+    let seed0 = s3
+        .get_object(BUCKET, fingerprint)
+        .expect("the shard's staging is in the bucket");
+    // A whole-run attempt with seed 7 is killed as soon as its staging reaches the bucket (its
+    // first upload, two seconds in), long before its 80 parts are done …
+    let mut child = attribute_eighty(&s3, &cache, &remote, &["--seed", "7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s3.get_object(BUCKET, fingerprint).as_ref() == Some(&seed0) {
+        assert!(Instant::now() < deadline, "no upload within 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the attempt ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // … and resumed on another machine: it must redo the seed-0 parts, not adopt them.
+    let out = attribute_eighty(&s3, &tmp.path().join("other"), &remote, &["--seed", "7"])
+        .output()
+        .unwrap();
+    assert_success(&out, "the seed-7 attempt resumed");
+    let downloaded = tmp.path().join("downloaded");
+    s3.download(BUCKET, "runs/stale", &downloaded);
+    assert_no_staging_or_leases(&downloaded);
+    assert_same_files(Path::new(&local), &downloaded);
+}
+
 #[test]
 fn three_shard_workers_on_s3_write_the_single_process_run() {
     let Some(s3) = server("three_shard_workers_on_s3_write_the_single_process_run") else {
