@@ -3,7 +3,7 @@
 //! `attributions/`.
 
 use super::attribute_inputs::{
-    default_cam_hook, mask_token, read_inputs, resolve, Inputs, TargetKind,
+    baseline_for, default_cam_hook, mask_token, read_inputs, resolve, subject, Inputs, TargetKind,
 };
 use super::attribute_part::{attribute_part, AttributeFragment, PartContext};
 use super::attribute_verdicts::{method_rows, sanity_check, Originals};
@@ -15,13 +15,11 @@ use anyhow::{anyhow, Result};
 use glassbox_data::shards::ShardSpec;
 use glassbox_data::{Manifest, Modality, Progress, RunDir};
 use glassbox_models::{hooks, LoadedModel};
-use glassbox_runner::attribution::baseline::{image_baseline, text_baseline};
-use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
 use glassbox_runner::attribution::run::EvalOptions;
 use glassbox_runner::attribution::tables::{
     write_curves, write_methods, write_sanity, write_summary, MethodRow,
 };
-use glassbox_runner::attribution::{Method, MethodOptions, Subject};
+use glassbox_runner::attribution::{Method, MethodOptions};
 
 /// What the stage found, for the terminal.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,71 +67,6 @@ fn methods_for(settings: &AttributeSection, model: &LoadedModel) -> Result<Vec<M
             }
             v.push(Method::Edges);
             v
-        }
-    })
-}
-
-/// One subject per example of `inputs` for `target` on `model`.
-pub(crate) fn subject<'a>(
-    model: &'a LoadedModel,
-    inputs: &Inputs,
-    i: usize,
-    target: &TargetKind,
-    batch: usize,
-) -> Result<Subject<'a>> {
-    Ok(match inputs {
-        Inputs::Texts(texts) => {
-            let TargetKind::Fixed(t) = target else {
-                return Err(anyhow!("class:predicted is for image classifiers"));
-            };
-            Subject::Text(TextOracle::new(
-                model,
-                texts[i].1.clone(),
-                t.clone(),
-                batch,
-            )?)
-        }
-        Inputs::Images { images, size } => {
-            let t = match target {
-                TargetKind::Fixed(t) => t.clone(),
-                TargetKind::Predicted => {
-                    let mut w = vec![0f32; model.model.labels().len()];
-                    w[images[i].2] = 1.0;
-                    Target::Outputs { weights: w }
-                }
-            };
-            Subject::Image(ImageOracle::new(
-                model,
-                images[i].1.clone(),
-                *size,
-                &t,
-                batch,
-            )?)
-        }
-    })
-}
-
-/// The baseline input of a subject.
-pub(crate) fn baseline_for(
-    subject: &Subject<'_>,
-    settings: &AttributeSection,
-    mask: Option<u32>,
-) -> Result<Vec<f32>> {
-    Ok(match subject {
-        Subject::Text(t) => {
-            let d = glassbox_runner::attribution::oracle::Oracle::width(t);
-            let tokens = t.tokens().len();
-            let row = match (settings.baseline, mask) {
-                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => {
-                    Some(t.token_embedding(id)?)
-                }
-                _ => None,
-            };
-            text_baseline(settings.baseline, tokens, d, row.as_deref())?
-        }
-        Subject::Image(i) => {
-            let x = glassbox_runner::attribution::oracle::Oracle::input(i);
-            image_baseline(settings.baseline, x, i.size(), settings.seed)?
         }
     })
 }

@@ -3,13 +3,16 @@
 //! images.
 
 use super::targets::{resolve_target, ProbeTarget};
+use crate::config::AttributeSection;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_data::examples::read_examples;
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::{Modality, RunDir};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, HookPoint, LoadedModel};
-use glassbox_runner::attribution::oracle::Target;
+use glassbox_runner::attribution::baseline::{image_baseline, text_baseline};
+use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
+use glassbox_runner::attribution::Subject;
 
 /// A target spec, resolved.
 #[derive(Debug, Clone)]
@@ -215,4 +218,69 @@ pub(crate) fn default_cam_hook(model: &LoadedModel) -> Option<HookPoint> {
         })
         .max()
         .map(HookPoint::ResidPre)
+}
+
+/// One subject per example of `inputs` for `target` on `model`.
+pub(crate) fn subject<'a>(
+    model: &'a LoadedModel,
+    inputs: &Inputs,
+    i: usize,
+    target: &TargetKind,
+    batch: usize,
+) -> Result<Subject<'a>> {
+    Ok(match inputs {
+        Inputs::Texts(texts) => {
+            let TargetKind::Fixed(t) = target else {
+                return Err(anyhow!("class:predicted is for image classifiers"));
+            };
+            Subject::Text(TextOracle::new(
+                model,
+                texts[i].1.clone(),
+                t.clone(),
+                batch,
+            )?)
+        }
+        Inputs::Images { images, size } => {
+            let t = match target {
+                TargetKind::Fixed(t) => t.clone(),
+                TargetKind::Predicted => {
+                    let mut w = vec![0f32; model.model.labels().len()];
+                    w[images[i].2] = 1.0;
+                    Target::Outputs { weights: w }
+                }
+            };
+            Subject::Image(ImageOracle::new(
+                model,
+                images[i].1.clone(),
+                *size,
+                &t,
+                batch,
+            )?)
+        }
+    })
+}
+
+/// The baseline input of a subject.
+pub(crate) fn baseline_for(
+    subject: &Subject<'_>,
+    settings: &AttributeSection,
+    mask: Option<u32>,
+) -> Result<Vec<f32>> {
+    Ok(match subject {
+        Subject::Text(t) => {
+            let d = glassbox_runner::attribution::oracle::Oracle::width(t);
+            let tokens = t.tokens().len();
+            let row = match (settings.baseline, mask) {
+                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => {
+                    Some(t.token_embedding(id)?)
+                }
+                _ => None,
+            };
+            text_baseline(settings.baseline, tokens, d, row.as_deref())?
+        }
+        Subject::Image(i) => {
+            let x = glassbox_runner::attribution::oracle::Oracle::input(i);
+            image_baseline(settings.baseline, x, i.size(), settings.seed)?
+        }
+    })
 }

@@ -3,8 +3,7 @@
 //! the inputs to `attributions/inputs/`); the rows of the run-wide tables and the maps the
 //! randomisation check compares against go into the part's fragment.
 
-use super::attribute::{baseline_for, subject};
-use super::attribute_inputs::{Inputs, TargetKind};
+use super::attribute_inputs::{baseline_for, subject, Inputs, TargetKind};
 use super::parted::Part;
 use crate::config::AttributeSection;
 use anyhow::Result;

@@ -2,8 +2,7 @@
 //! model-parameter (and, for probe targets, label) randomisation checks of Adebayo et al.
 //! 2018 on the first examples, and per method × target the means and the rank.
 
-use super::attribute::{baseline_for, subject};
-use super::attribute_inputs::{mask_token, Inputs, TargetKind};
+use super::attribute_inputs::{baseline_for, mask_token, subject, Inputs, TargetKind};
 use crate::config::AttributeSection;
 use anyhow::Result;
 use glassbox_data::{Progress, RunDir};
