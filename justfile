@@ -47,10 +47,13 @@ venv:
         (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3 azure-storage-blob) \
         || echo "warning: could not install pyarrow/jsonschema/ray/moto/azure-storage-blob; the independent-reader, schema, Ray, S3 and Azure tests will be skipped"; fi
 
-# Azurite, Microsoft's Azure Storage emulator (npm), for the az:// test: into .tools/azurite.
+# Azurite, Microsoft's Azure Storage emulator (npm), for the az:// test: into .tools/azurite
+# (Node and npm from Debian first when missing).
 azurite:
     @[ -e .tools/azurite/node_modules/.bin/azurite-blob ] \
-        || (command -v npm >/dev/null 2>&1 && mkdir -p .tools/azurite && npm install --prefix .tools/azurite --silent --no-audit --no-fund azurite@3 >/dev/null) \
+        || ( (command -v npm >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null \
+              || sudo -n sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm' >/dev/null; })) \
+             && mkdir -p .tools/azurite && npm install --prefix .tools/azurite --silent --no-audit --no-fund azurite@3 >/dev/null) \
         || echo "warning: could not install Azurite (needs npm); the Azure test will be skipped"
 
 # Slurm (Debian's slurm-wlm and munge) for the job-array test, installed when missing; the test

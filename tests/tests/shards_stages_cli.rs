@@ -151,6 +151,19 @@ fn an_interrupted_attribution_resumes_from_its_parts() {
     // finds those parts (the same settings) and computes only the rest.
     let out = attribute(&run, &["--shard", "0/3"]).output().unwrap();
     assert_success(&out, "attribute shard 0/3");
+    // Meanwhile the report says what it leaves out (the report itself is not compared).
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report of a run with an unfinished sharded stage");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the sharded `attribute` is incomplete (shards 1/3 (not started), 2/3 (not started) not finished)"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(run.join("report")).unwrap();
     let out = attribute(&run, &[]).output().unwrap();
     assert_success(&out, "attribute (finishing)");
     assert!(

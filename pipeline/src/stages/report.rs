@@ -16,6 +16,7 @@ pub struct ReportDone {
 pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<ReportDone> {
     let started = std::time::Instant::now();
     let manifest = run.require_stage("probe")?;
+    note_unfinished_shards(run, progress)?;
     let upstream = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
         "probe": manifest.stage_fingerprint("probe"),
@@ -50,4 +51,28 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
             .expect("the report's index is a file"),
     );
     Ok(ReportDone { index, summary })
+}
+
+/// Says which sharded stages (gradients, patching, attributions) are still being written: the
+/// report shows what is committed and leaves them out until their last shard commits.
+fn note_unfinished_shards(run: &RunDir, progress: &dyn Progress) -> Result<()> {
+    for stage in glassbox_data::shards::SHARDED_STAGES {
+        let Some(plan) = glassbox_data::shards::ShardPlan::load(run.root(), stage)? else {
+            continue;
+        };
+        let missing: Vec<String> = plan
+            .incomplete(run.root())
+            .iter()
+            .map(|s| format!("{}/{} ({})", s.index, s.count, s.state()))
+            .collect();
+        let state = if missing.is_empty() {
+            "has every part but is not committed yet".to_owned()
+        } else {
+            format!("is incomplete (shards {} not finished)", missing.join(", "))
+        };
+        progress.note(&format!(
+            "report: the sharded `{stage}` {state}; the report leaves it out until it commits (`glassbox inspect` shows every shard)"
+        ));
+    }
+    Ok(())
 }
