@@ -63,7 +63,8 @@ pub fn shard_run<T>(
             waiting,
         } => {
             crate::outln!(
-                "{stage} shard {shard}: {parts} parts ({computed} computed now, the rest kept from an earlier attempt) → {}",
+                "{stage} shard {shard}: {parts} parts ({computed} computed now, {} kept from an earlier attempt) → {}",
+                parts.saturating_sub(*computed),
                 crate::run_location::run_name(run)
             )?;
             waiting_for(waiting, run)
@@ -76,7 +77,8 @@ pub fn shard_run<T>(
         } => {
             if let Some(shard) = shard {
                 crate::outln!(
-                    "{stage} shard {shard}: {parts} parts ({computed} computed now); every shard complete, run committed"
+                    "{stage} shard {shard}: {parts} parts ({computed} computed now, {} kept from an earlier attempt); every shard complete, run committed",
+                    parts.saturating_sub(*computed)
                 )?;
             }
             committed(done)
