@@ -298,3 +298,11 @@ reference-saelens:
 check-saelens:
     @just _python-env .venv-ref "sae-lens torch safetensors pyarrow"
     .venv-ref/bin/python scripts/reference_saelens.py --check runs/default blocks.3.hook_resid_post
+
+# glassbox's activation cache handed to SAELens (scripts/saelens_cache.py), read back by SAELens's
+# own ActivationsStore and compared with the stored activations (needs `just pipeline` first).
+check-saelens-cache:
+    @just _python-env .venv-ref "sae-lens torch pyarrow numpy datasets"
+    rm -rf target/saelens-cache
+    .venv-ref/bin/python scripts/saelens_cache.py runs/default blocks.3.hook_resid_post target/saelens-cache --context-size 32
+    .venv-ref/bin/python scripts/check_saelens_cache.py runs/default blocks.3.hook_resid_post target/saelens-cache 32
