@@ -104,7 +104,7 @@ impl Parted<'_> {
                 "{}: the shards of this run's `{}` were started with different settings: {differs}. \
                  Start shard {shard} with the same settings as the others, or run `glassbox {} --force` \
                  once without --shard to discard the sharded attempt",
-                root.display(),
+                self.run.name(),
                 self.stage,
                 self.stage,
             );
@@ -171,7 +171,7 @@ impl Parted<'_> {
         if plan.fingerprint != self.fingerprint {
             bail!(
                 "{}: the sharded `{}` was restarted with other settings while this shard ran; its parts were discarded. Start this shard with the new settings",
-                root.display(),
+                self.run.name(),
                 self.stage
             );
         }
