@@ -10,11 +10,10 @@
 //! running the extraction without `--shard` finishes whatever parts are left.
 
 use super::extract::{check_existing, commit, outputs, prepare, ExtractRequest, Extracted};
-use super::shard_worker::{commit_lease_key, plan_differences, publish_plan, shard_lease_key};
-use super::transaction;
+use super::shard_worker::{plan_differences, publish_plan, shard_lease_key, take_run, RunTaken};
 use super::Transaction;
 use anyhow::{bail, Result};
-use glassbox_data::lock::{try_acquire_run, LockScope, RunLock, SetupLock};
+use glassbox_data::lock::{LockScope, RunLock, SetupLock};
 use glassbox_data::shards::{ShardPlan, ShardSpec, ShardStatus};
 use glassbox_data::{Progress, RunDir};
 use glassbox_runner::ExtractSummary;
@@ -183,54 +182,11 @@ fn finish(
         resumed,
         waiting,
     };
-    // On object storage: the other workers' markers from the bucket; when every part is there,
-    // one worker (whoever takes the commit lease) commits.
-    let _commit_lease = match remote {
-        Some(mirror) => {
-            mirror.pull_staging("extract")?;
-            if let Some(plan) = ShardPlan::load(root, "extract")? {
-                let waiting = plan.incomplete(root);
-                if !waiting.is_empty() {
-                    return Ok(done(waiting));
-                }
-            }
-            match mirror.lease(&commit_lease_key("extract"), command) {
-                Ok(lease) => Some(lease),
-                Err(glassbox_remote::RemoteError::Busy { .. }) => {
-                    eprintln!("every shard is done; another worker is committing the run");
-                    return Ok(done(Vec::new()));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        None => None,
+    // Held until the commit below has been pushed.
+    let (plan, _hold) = match take_run(run, "extract", &prepared.fingerprint, command, remote)? {
+        RunTaken::Taken(plan, hold) => (plan, hold),
+        RunTaken::Waiting(waiting) => return Ok(done(waiting)),
     };
-    let Some(_lock) = try_acquire_run(root, command)? else {
-        // Another worker still holds the run: the last one to finish commits.
-        let waiting = match ShardPlan::load(root, "extract")? {
-            Some(plan) => plan.incomplete(root),
-            None => Vec::new(),
-        };
-        return Ok(done(waiting));
-    };
-    // The run's lease and a fresh pull, so the commit's push starts from the bucket's run.
-    let _remote_session = glassbox_remote::begin_write(root, command)?;
-    transaction::recover(run)?;
-    let Some(plan) = ShardPlan::load(root, "extract")? else {
-        // Committed meanwhile (by a worker or a single-process run that finished it).
-        return Ok(done(Vec::new()));
-    };
-    if plan.fingerprint != prepared.fingerprint {
-        bail!(
-            "{}: the sharded extraction was restarted with other settings while this shard ran; \
-             its parts were discarded. Start this shard with the new settings",
-            root.display()
-        );
-    }
-    let waiting = plan.incomplete(root);
-    if !waiting.is_empty() {
-        return Ok(done(waiting));
-    }
     let units = part_units(&plan, root)?;
     let expected = glassbox_runner::Expected {
         n_examples: prepared.examples.table().len(),

@@ -10,8 +10,8 @@ use super::transaction::{self, staging_dir};
 use super::Transaction;
 use anyhow::{anyhow, bail, Result};
 use glassbox_data::lock::{try_acquire_run, LockScope, RunLock, SetupLock};
-use glassbox_data::shards::{differing_settings, ShardPlan, ShardSpec};
-use glassbox_data::Progress;
+use glassbox_data::shards::{differing_settings, ShardPlan, ShardSpec, ShardStatus};
+use glassbox_data::{Progress, RunDir};
 use std::path::Path;
 
 /// The lease object of one shard of a remote run.
@@ -133,52 +133,10 @@ impl Parted<'_> {
             computed,
             waiting,
         };
-        let lease = match remote {
-            Some(mirror) => {
-                mirror.pull_staging(self.stage)?;
-                if let Some(plan) = ShardPlan::load(root, self.stage)? {
-                    let incomplete = plan.incomplete(root);
-                    if !incomplete.is_empty() {
-                        return Ok(waiting(incomplete));
-                    }
-                }
-                match mirror.lease(&commit_lease_key(self.stage), command) {
-                    Ok(lease) => Some(lease),
-                    Err(glassbox_remote::RemoteError::Busy { .. }) => {
-                        eprintln!("every shard is done; another worker is committing the run");
-                        return Ok(waiting(Vec::new()));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => None,
+        let hold = match take_run(self.run, self.stage, &self.fingerprint, command, remote)? {
+            RunTaken::Taken(_, hold) => hold,
+            RunTaken::Waiting(incomplete) => return Ok(waiting(incomplete)),
         };
-        let Some(lock) = try_acquire_run(root, command)? else {
-            // Another worker still holds the run: the last one to finish commits.
-            let incomplete = match ShardPlan::load(root, self.stage)? {
-                Some(plan) => plan.incomplete(root),
-                None => Vec::new(),
-            };
-            return Ok(waiting(incomplete));
-        };
-        // The run's lease and a fresh pull, so the commit's push starts from the bucket's run.
-        let session = glassbox_remote::begin_write(root, command)?;
-        transaction::recover(self.run)?;
-        let Some(plan) = ShardPlan::load(root, self.stage)? else {
-            // Committed meanwhile (by a worker, or a whole-run attempt that finished it).
-            return Ok(waiting(Vec::new()));
-        };
-        if plan.fingerprint != self.fingerprint {
-            bail!(
-                "{}: the sharded `{}` was restarted with other settings while this shard ran; its parts were discarded. Start this shard with the new settings",
-                self.run.name(),
-                self.stage
-            );
-        }
-        let incomplete = plan.incomplete(root);
-        if !incomplete.is_empty() {
-            return Ok(waiting(incomplete));
-        }
         // The staging as the workers left it, resumed (never discarded: same fingerprint).
         let tx = self.begin_staging(true)?;
         Ok(PartsOutcome::Ready(Box::new(Ready {
@@ -188,13 +146,85 @@ impl Parted<'_> {
             computed,
             root: root.to_path_buf(),
             stage: self.stage,
-            _hold: Hold {
-                _lock: Some(lock),
-                _lease: lease,
-                _session: session,
-            },
+            _hold: hold,
         })))
     }
+}
+
+/// What a worker that finished its parts got when it tried for the whole run.
+pub(crate) enum RunTaken {
+    /// This worker commits: the plan every part was written to, and what the worker holds
+    /// (run lock, leases) until it has committed.
+    Taken(ShardPlan, Hold),
+    /// The shards still to finish (empty: another worker commits, or has).
+    Waiting(Vec<ShardStatus>),
+}
+
+/// After a worker's parts: takes the whole run when every part of `stage` is there and no
+/// other worker holds it — on object storage first the commit lease, after a fresh pull of the
+/// bucket's staging —, then pulls the run and rolls forward any half-done commit. A plan with
+/// another fingerprint means the attempt was restarted with other settings under this worker.
+pub(crate) fn take_run(
+    run: &RunDir,
+    stage: &str,
+    fingerprint: &str,
+    command: &str,
+    remote: Option<&glassbox_remote::Mirror>,
+) -> Result<RunTaken> {
+    let root = run.root();
+    let incomplete = || -> Result<Vec<ShardStatus>> {
+        Ok(match ShardPlan::load(root, stage)? {
+            Some(plan) => plan.incomplete(root),
+            None => Vec::new(),
+        })
+    };
+    // On object storage: the other workers' markers from the bucket; when every part is there,
+    // one worker (whoever takes the commit lease) commits.
+    let lease = match remote {
+        Some(mirror) => {
+            mirror.pull_staging(stage)?;
+            let waiting = incomplete()?;
+            if !waiting.is_empty() {
+                return Ok(RunTaken::Waiting(waiting));
+            }
+            match mirror.lease(&commit_lease_key(stage), command) {
+                Ok(lease) => Some(lease),
+                Err(glassbox_remote::RemoteError::Busy { .. }) => {
+                    eprintln!("every shard is done; another worker is committing the run");
+                    return Ok(RunTaken::Waiting(Vec::new()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
+    let Some(lock) = try_acquire_run(root, command)? else {
+        // Another worker still holds the run: the last one to finish commits.
+        return Ok(RunTaken::Waiting(incomplete()?));
+    };
+    // The run's lease and a fresh pull, so the commit's push starts from the bucket's run.
+    let session = glassbox_remote::begin_write(root, command)?;
+    transaction::recover(run)?;
+    let Some(plan) = ShardPlan::load(root, stage)? else {
+        // Committed meanwhile (by a worker, or a whole-run attempt that finished it).
+        return Ok(RunTaken::Waiting(Vec::new()));
+    };
+    if plan.fingerprint != fingerprint {
+        bail!(
+            "{}: the sharded `{stage}` was restarted with other settings while this shard ran; its parts were discarded. Start this shard with the new settings",
+            run.name()
+        );
+    }
+    let waiting = plan.incomplete(root);
+    if !waiting.is_empty() {
+        return Ok(RunTaken::Waiting(waiting));
+    }
+    let hold = Hold {
+        _lock: Some(lock),
+        _lease: lease,
+        _session: session,
+    };
+    Ok(RunTaken::Taken(plan, hold))
 }
 
 /// Publishes `stage`'s local plan in the bucket unless a worker did first; a first worker
