@@ -334,6 +334,22 @@ fn credentials_region_and_endpoint_come_from_the_aws_cli_profile() {
     assert!(downloaded.join("manifest.json").is_file());
 }
 
+/// Kills `child` (SIGKILL) as soon as `ready` holds, asserting it is still running then and
+/// that this happens within two minutes.
+fn kill_once(child: &mut std::process::Child, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "not {what} within 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process ended before {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// `attribute` over 80 examples in parts of one, with `extra`, as the stale-staging test runs it.
 fn attribute_eighty(s3: &S3Server, cache: &Path, run: &str, extra: &[&str]) -> Command {
     let mut args = ATTRIBUTE.to_vec();
@@ -377,17 +393,9 @@ fn an_attempt_with_other_settings_never_resumes_the_bucket_parts_of_an_earlier_o
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s3.get_object(BUCKET, fingerprint).as_ref() == Some(&seed0) {
-        assert!(Instant::now() < deadline, "no upload within 2 minutes");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the attempt ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_once(&mut child, "its staging reached the bucket", || {
+        s3.get_object(BUCKET, fingerprint).as_ref() != Some(&seed0)
+    });
     // … and resumed on another machine: it must redo the seed-0 parts, not adopt them.
     let out = attribute_eighty(&s3, &tmp.path().join("other"), &remote, &["--seed", "7"])
         .output()
@@ -522,7 +530,6 @@ fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
     // The mirror folder's name carries a hash of the URL: the one folder in the cache.
     let marked = || {
         std::fs::read_dir(&cache1)
@@ -535,16 +542,7 @@ fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run
                     .exists()
             })
     };
-    while !marked() {
-        assert!(Instant::now() < deadline, "no part marked within 2 minutes");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "shard 1/3 ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_once(&mut child, "its second part is marked", marked);
     // Its lease is left in the bucket, but a dead pid of this host is not a running shard.
     let out = s3
         .glassbox(&reader)
