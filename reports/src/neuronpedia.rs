@@ -10,8 +10,8 @@
 //! <https://github.com/hijohnnylin/neuronpedia>):
 //!
 //! - a feature: its decoder row as the steering vector, the frequency (density), the
-//!   strongest activation, the promoted tokens (causal LMs), and its three largest decoder
-//!   entries as the neuron alignment;
+//!   strongest activation, the promoted and suppressed tokens (causal LMs), and its three
+//!   largest decoder entries as the neuron alignment;
 //! - an activation: a top example's context window with the feature's value on every token;
 //! - an explanation: the label class the feature correlates with most (glassbox's statistic,
 //!   named as such in `typeName`), for features whose correlation is a finding (≥ 0.3).
@@ -150,6 +150,7 @@ fn export_source(
     let units = read_units(dir, "feature")?;
     let examples = read_examples(dir, "feature", |_, kind, _| kind == "top")?;
     let promoted = crate::pages::read_promoted(dir)?;
+    let suppressed = crate::pages::read_token_logits(dir, "feature_suppressed_tokens.parquet")?;
     let folder = out.join(source.model_id).join(&source.id);
     let (created, model_id, layer) = (source.created, source.model_id, source.id.as_str());
     let record = |file: &str, value: Value| -> Result<(), ReportError> {
@@ -212,11 +213,12 @@ fn export_source(
     let features: Vec<Value> = (0..sae.width)
         .map(|f| {
             let row = &sae.w_dec[f * sae.d_in..(f + 1) * sae.d_in];
+            let logits = (promoted.get(&(f as u32)), suppressed.get(&(f as u32)));
             feature_record(
                 f,
                 row,
                 by_unit.get(&(f as u32)).copied(),
-                promoted.get(&(f as u32)),
+                logits,
                 source,
                 opts,
             )
@@ -260,15 +262,19 @@ fn feature_record(
     f: usize,
     decoder_row: &[f32],
     unit: Option<&UnitRow>,
-    promoted: Option<&Vec<(String, f64)>>,
+    (promoted, suppressed): (Option<&Vec<(String, f64)>>, Option<&Vec<(String, f64)>>),
     source: &Source<'_>,
     opts: &ExportOptions,
 ) -> Value {
     let max_act = unit.map_or(0.0, |u| u.max_activation as f64);
     let (align_i, align_v, align_l1) = neuron_alignment(decoder_row);
-    let (pos_str, pos_values): (Vec<String>, Vec<f64>) = promoted
-        .map(|p| p.iter().map(|(t, v)| (spoken(t), *v)).unzip())
-        .unwrap_or_default();
+    let text = |tokens: Option<&Vec<(String, f64)>>| -> (Vec<String>, Vec<f64>) {
+        tokens
+            .map(|p| p.iter().map(|(t, v)| (spoken(t), *v)).unzip())
+            .unwrap_or_default()
+    };
+    let (pos_str, pos_values) = text(promoted);
+    let (neg_str, neg_values) = text(suppressed);
     json!({
         "modelId": source.model_id, "layer": source.id, "index": f.to_string(),
         "creatorId": opts.creator_id, "createdAt": source.created, "maxActApprox": max_act,
@@ -279,7 +285,7 @@ fn feature_record(
         "neuron_alignment_l1": align_l1,
         "correlated_neurons_indices": [], "correlated_neurons_pearson": [], "correlated_neurons_l1": [],
         "correlated_features_indices": [], "correlated_features_pearson": [], "correlated_features_l1": [],
-        "neg_str": [], "neg_values": [], "pos_str": pos_str, "pos_values": pos_values,
+        "neg_str": neg_str, "neg_values": neg_values, "pos_str": pos_str, "pos_values": pos_values,
         "frac_nonzero": unit.map_or(0.0, |u| u.density),
         "freq_hist_data_bar_heights": [], "freq_hist_data_bar_values": [],
         "logits_hist_data_bar_heights": [], "logits_hist_data_bar_values": [],

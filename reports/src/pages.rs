@@ -112,9 +112,18 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
 pub(crate) fn read_promoted(
     dir: &std::path::Path,
 ) -> Result<HashMap<u32, Vec<(String, f64)>>, ReportError> {
+    read_token_logits(dir, "feature_promoted_tokens.parquet")
+}
+
+/// Per feature, `(token, logit)` in rank order from `<dir>/<file>` (the promoted or suppressed
+/// tokens of a causal LM's SAE); empty when the file is absent.
+pub(crate) fn read_token_logits(
+    dir: &std::path::Path,
+    file: &str,
+) -> Result<HashMap<u32, Vec<(String, f64)>>, ReportError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, UInt32Type};
-    let path = dir.join("feature_promoted_tokens.parquet");
+    let path = dir.join(file);
     let mut out: HashMap<u32, Vec<(String, f64)>> = HashMap::new();
     if !path.exists() {
         return Ok(out);

@@ -59,6 +59,9 @@ for f in features:
     assert f["hookName"] == "blocks.1.hook_resid_post" and f["layer"] == "1-res-glassbox"
     assert 0.0 <= f["frac_nonzero"] <= 1.0
     assert len(f["pos_str"]) == len(f["pos_values"]) > 0, "promoted tokens (a causal LM)"
+    assert len(f["neg_str"]) == len(f["neg_values"]) == len(f["pos_values"]), "suppressed tokens"
+    assert f["neg_values"] == sorted(f["neg_values"]) and f["pos_values"] == sorted(f["pos_values"], reverse=True)
+    assert max(f["neg_values"]) <= min(f["pos_values"])
     i = f["neuron_alignment_indices"]
     assert len(i) == 3 and abs(values[i[0]]) == max(abs(v) for v in values)
 activations = batch("activations")

@@ -1,6 +1,6 @@
 //! What only a causal LM adds to a dictionary (it needs the model, so it lives here rather than
 //! in the concepts crate): the tokens each SAE feature's decoder direction promotes through the
-//! unembedding, and the next-token loss when the SAE's reconstruction is spliced in at its hook
+//! unembedding (and those it suppresses most), and the next-token loss when the SAE's reconstruction is spliced in at its hook
 //! (measured by `glassbox_runner::interventions::splice_metrics`, recorded in `metrics.json`
 //! under `splice` with the names `ce_sae` / `kl_sae`).
 
@@ -41,7 +41,9 @@ pub fn add_lm_outputs(run: &RunDir, model: &LoadedModel, hooks: &[HookPoint]) ->
     Ok(())
 }
 
-/// `feature_promoted_tokens.parquet`: feature, rank, token_id, token, logit (`W_U · d_j`).
+/// `feature_promoted_tokens.parquet` and `feature_suppressed_tokens.parquet`: feature, rank,
+/// token_id, token, logit (`W_U · d_j`) — the tokens each decoder direction raises most, and
+/// those it lowers most (most negative first).
 fn promoted_tokens(
     dir: &std::path::Path,
     model: &LoadedModel,
@@ -52,31 +54,44 @@ fn promoted_tokens(
     // [width, vocab]: each feature's decoder direction read out by every token's row.
     let logits = w_dec.matmul(&unembedding.to_dtype(w_dec.dtype())?.t()?)?;
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-    let mut out: Vec<Promoted> = Vec::new();
+    let (mut promoted, mut suppressed) = (Vec::new(), Vec::new());
     for (f, row) in rows.iter().enumerate() {
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        let k = TOP_TOKENS.min(order.len());
-        order.select_nth_unstable_by(k.saturating_sub(1), |a, b| row[*b].total_cmp(&row[*a]));
-        order.truncate(k);
-        order.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
-        for (r, &t) in order.iter().enumerate() {
-            out.push(Promoted {
-                feature: f as u32,
-                rank: r as u32,
-                token_id: t as u32,
-                token: model.tokenizer()?.token(t as u32).unwrap_or_default(),
-                logit: row[t] as f64,
-            });
+        for (out, sign) in [(&mut promoted, 1.0f32), (&mut suppressed, -1.0)] {
+            for (r, t) in extreme_tokens(row, sign).into_iter().enumerate() {
+                out.push(Promoted {
+                    feature: f as u32,
+                    rank: r as u32,
+                    token_id: t as u32,
+                    token: model.tokenizer()?.token(t as u32).unwrap_or_default(),
+                    logit: row[t] as f64,
+                });
+            }
         }
     }
-    let mut c = Columns::default();
-    c.small("feature", &out, |r| r.feature)
-        .small("rank", &out, |r| r.rank)
-        .small("token_id", &out, |r| r.token_id)
-        .text("token", &out, |r| &r.token)
-        .float("logit", &out, |r| r.logit);
-    c.write(&dir.join("feature_promoted_tokens.parquet"))?;
+    for (rows, name) in [
+        (&promoted, "feature_promoted_tokens.parquet"),
+        (&suppressed, "feature_suppressed_tokens.parquet"),
+    ] {
+        let mut c = Columns::default();
+        c.small("feature", rows, |r| r.feature)
+            .small("rank", rows, |r| r.rank)
+            .small("token_id", rows, |r| r.token_id)
+            .text("token", rows, |r| &r.token)
+            .float("logit", rows, |r| r.logit);
+        c.write(&dir.join(name))?;
+    }
     Ok(())
+}
+
+/// The [`TOP_TOKENS`] tokens with the largest `sign · logit`, largest first.
+fn extreme_tokens(row: &[f32], sign: f32) -> Vec<usize> {
+    let key = |t: &usize| sign * row[*t];
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    let k = TOP_TOKENS.min(order.len());
+    order.select_nth_unstable_by(k.saturating_sub(1), |a, b| key(b).total_cmp(&key(a)));
+    order.truncate(k);
+    order.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    order
 }
 
 struct Promoted {
