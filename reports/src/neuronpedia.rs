@@ -258,17 +258,20 @@ fn neuron_alignment(row: &[f32]) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
     (order, values, shares)
 }
 
+/// A feature's promoted or suppressed tokens with their logits, in rank order.
+type TokenLogits = Vec<(String, f64)>;
+
 fn feature_record(
     f: usize,
     decoder_row: &[f32],
     unit: Option<&UnitRow>,
-    (promoted, suppressed): (Option<&Vec<(String, f64)>>, Option<&Vec<(String, f64)>>),
+    (promoted, suppressed): (Option<&TokenLogits>, Option<&TokenLogits>),
     source: &Source<'_>,
     opts: &ExportOptions,
 ) -> Value {
     let max_act = unit.map_or(0.0, |u| u.max_activation as f64);
     let (align_i, align_v, align_l1) = neuron_alignment(decoder_row);
-    let text = |tokens: Option<&Vec<(String, f64)>>| -> (Vec<String>, Vec<f64>) {
+    let text = |tokens: Option<&TokenLogits>| -> (Vec<String>, Vec<f64>) {
         tokens
             .map(|p| p.iter().map(|(t, v)| (spoken(t), *v)).unzip())
             .unwrap_or_default()
