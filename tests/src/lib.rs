@@ -423,6 +423,39 @@ pub fn validate_json_schema(python: &Path, schema: &Path, document: &Path) -> Ou
         .expect("python runs")
 }
 
+/// What [`assert_same_files`] compares besides the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// The folders too (two local runs).
+    WithFolders,
+    /// Files only (a run downloaded from a bucket, which has no empty folders).
+    FilesOnly,
+}
+
+/// Asserts that `actual` holds `expected`'s files byte for byte, but for `manifest.json` (it
+/// records times) and `report/` (it names the run: its folder or its URL); `what` names the
+/// comparison in the failure.
+pub fn assert_same_files(expected: &Path, actual: &Path, what: &str, compare: Compare) {
+    let files = |root: &Path| {
+        let mut f = snapshot(root);
+        f.retain(|name, bytes| {
+            name != "manifest.json"
+                && !name.starts_with("report/")
+                && (compare == Compare::WithFolders || bytes.is_some())
+        });
+        f
+    };
+    let (a, b) = (files(expected), files(actual));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: the same files"
+    );
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{what}: {name} differs");
+    }
+}
+
 /// Every file under `root` (but the lock files) with its bytes, and every folder: what
 /// "byte-identical" compares.
 pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {

@@ -72,16 +72,6 @@ const DICTIONARY: [&str; 7] = [
     "4",
 ];
 
-/// Every file of a run but its manifest and report (they record times, and the report names
-/// the run: its folder or its URL), folders aside.
-fn files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    snapshot(root)
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .filter(|(k, _)| k != "manifest.json" && !k.starts_with("report/"))
-        .collect()
-}
-
 fn stage_fingerprints(root: &Path) -> serde_json::Value {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
@@ -92,19 +82,10 @@ fn stage_fingerprints(root: &Path) -> serde_json::Value {
         .collect()
 }
 
-fn assert_same_files(local: &Path, downloaded: &Path) {
-    let (a, b) = (files(local), files(downloaded));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the bucket holds the local run's files"
-    );
-    for (name, bytes) in &a {
-        assert!(
-            bytes == &b[name],
-            "{name} differs between the local and the S3 run"
-        );
-    }
+/// Asserts the bucket's run (downloaded) is the local run: every file byte for byte, and the
+/// same stage fingerprints.
+fn assert_bucket_is_local_run(local: &Path, downloaded: &Path) {
+    assert_same_files(local, downloaded, "the bucket's run", Compare::FilesOnly);
     assert_eq!(stage_fingerprints(local), stage_fingerprints(downloaded));
 }
 
@@ -169,7 +150,7 @@ fn a_run_on_s3_is_the_local_run_and_its_parts_are_read_by_range() {
         !downloaded.join(".glassbox.lock").exists(),
         "the writer's lease is released"
     );
-    assert_same_files(&local, &downloaded);
+    assert_bucket_is_local_run(&local, &downloaded);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(downloaded.join("report/summary.json")).unwrap())
             .unwrap();
@@ -226,7 +207,7 @@ fn a_forced_re_extraction_leaves_no_stale_parts_in_the_bucket() {
         !downloaded.join(".staging").exists(),
         "stale staging removed"
     );
-    assert_same_files(&local, &downloaded);
+    assert_bucket_is_local_run(&local, &downloaded);
 }
 
 #[test]
@@ -404,7 +385,7 @@ fn an_attempt_with_other_settings_never_resumes_the_bucket_parts_of_an_earlier_o
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/stale", &downloaded);
     assert_no_staging_or_leases(&downloaded);
-    assert_same_files(Path::new(&local), &downloaded);
+    assert_bucket_is_local_run(Path::new(&local), &downloaded);
 }
 
 #[test]
@@ -439,7 +420,7 @@ fn three_shard_workers_on_s3_write_the_single_process_run() {
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/sharded", &downloaded);
     assert_no_staging_or_leases(&downloaded);
-    assert_same_files(&local, &downloaded);
+    assert_bucket_is_local_run(&local, &downloaded);
 }
 
 #[test]
@@ -481,7 +462,7 @@ fn sharded_gradients_attributions_and_patching_on_s3_are_the_local_run() {
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/stages", &downloaded);
     assert_no_staging_or_leases(&downloaded);
-    assert_same_files(Path::new(&local), &downloaded);
+    assert_bucket_is_local_run(Path::new(&local), &downloaded);
 }
 
 #[test]
@@ -571,5 +552,5 @@ fn a_missing_shard_on_s3_is_named_and_a_killed_one_rerun_alone_completes_the_run
     assert_success(&out, "single-process extract");
     let downloaded = tmp.path().join("downloaded");
     s3.download(BUCKET, "runs/killed", &downloaded);
-    assert_same_files(&local, &downloaded);
+    assert_bucket_is_local_run(&local, &downloaded);
 }
