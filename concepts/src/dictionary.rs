@@ -11,6 +11,7 @@ use crate::sae::pca::PcaBaseline;
 use crate::sae::saelens::{self, Provenance};
 use crate::sae::stream::{RowId, RowSource, Split, StoreRows};
 use crate::sae::{Architecture, Sae, SaeOptions};
+use crate::sparse_probing::{self, SparseProbingOptions};
 use crate::ConceptError;
 use glassbox_data::examples::read_examples;
 use glassbox_data::grid::ImageCells;
@@ -46,6 +47,8 @@ pub struct DictionaryOptions {
     pub pca_baseline: bool,
     pub sae: SaeOptions,
     pub explain: ExplainOptions,
+    /// SAEBench-style k-sparse probes on each SAE's features against the hook's neurons.
+    pub sparse_probing: SparseProbingOptions,
 }
 
 impl Default for DictionaryOptions {
@@ -60,6 +63,7 @@ impl Default for DictionaryOptions {
             pca_baseline: true,
             sae: SaeOptions::default(),
             explain: ExplainOptions::default(),
+            sparse_probing: SparseProbingOptions::default(),
         }
     }
 }
@@ -134,6 +138,7 @@ pub fn run_dictionary(
         tokens: &tokens,
         cells,
         labels: &labels,
+        examples: &examples,
         special: &special,
         progress,
     };
@@ -163,6 +168,7 @@ struct Context<'a> {
     tokens: &'a Tokens,
     cells: Option<&'a ImageCells>,
     labels: &'a [explain::LabelTarget],
+    examples: &'a glassbox_data::examples::Examples,
     /// Shared by every row source the stage opens (one per pass).
     special: &'a Arc<HashSet<RowId>>,
     progress: &'a dyn Progress,
@@ -300,6 +306,7 @@ impl Context<'_> {
                 .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
         }
         self.explain_units(hook, Units::Features(&sae), "feature")?;
+        self.sparse_probe(hook, &sae)?;
         Ok(Some(summary(
             hook,
             "trained",
@@ -381,6 +388,7 @@ impl Context<'_> {
             &self.options.sae,
         )?;
         self.explain_units(hook, Units::Features(&loaded.sae), "feature")?;
+        self.sparse_probe(hook, &loaded.sae)?;
         Ok(summary(hook, "loaded", &loaded.sae, metrics, None, None))
     }
 
@@ -398,6 +406,25 @@ impl Context<'_> {
             steps: None,
             resumed_from: None,
         })
+    }
+
+    /// Sparse probing of the SAE's features against the hook's neurons (pooled per example).
+    fn sparse_probe(&self, hook: HookPoint, sae: &Sae) -> Result<(), ConceptError> {
+        let label_names = inputs::sequence_label_names(self.examples, &self.options.labels);
+        let mut rows = self.rows(hook, Split::All)?;
+        sparse_probing::run_for_hook(
+            &self.run.dictionary_dir(hook),
+            sparse_probing::HookInputs {
+                sae,
+                rows: &mut rows,
+                examples: self.examples,
+                label_names: &label_names,
+                source: &self.run.examples().display().to_string(),
+            },
+            &self.options.sparse_probing,
+            self.progress,
+        )?;
+        Ok(())
     }
 
     fn explain_units(

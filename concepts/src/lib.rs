@@ -3,10 +3,12 @@
 
 pub mod causal;
 pub mod cav;
+pub mod delphi_cache;
 pub mod dictionary;
 pub mod dictionary_check;
 pub mod dissect;
 mod results;
+pub mod sparse_probing;
 pub mod stats;
 pub mod target;
 pub mod tcav;

@@ -118,6 +118,25 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
 }
 
+/// Exact McNemar test of two classifiers scored on the same rows: `only_first` rows only the
+/// first gets right, `only_second` rows only the second. Under H0 the discordant rows split
+/// as Binomial(n, ½); the two-sided p is twice the smaller tail, capped at 1 (1 when no row
+/// is discordant). Exact rather than χ², since sparse probes on a few hundred test examples
+/// often disagree on only a handful.
+pub fn mcnemar_exact(only_first: u64, only_second: u64) -> f64 {
+    let n = only_first + only_second;
+    if n == 0 {
+        return 1.0;
+    }
+    let smaller = only_first.min(only_second);
+    let ln_choose = |i: u64| {
+        ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0)
+    };
+    let half_n = n as f64 * std::f64::consts::LN_2;
+    let tail: f64 = (0..=smaller).map(|i| (ln_choose(i) - half_n).exp()).sum();
+    (2.0 * tail).min(1.0)
+}
+
 /// Holm–Bonferroni adjusted p-values, in input order: the i-th smallest p is multiplied by
 /// `m − i`, made monotone non-decreasing, and capped at 1. NaN p-values stay NaN and do not
 /// count towards `m`.
@@ -223,6 +242,17 @@ mod tests {
         // t = 2.228 with 10 df is the two-sided 5% critical value; t = 1 with 1 df gives p = 0.5.
         assert!((student_t_two_sided(2.228_138_851_986_27, 10.0) - 0.05).abs() < 1e-9);
         assert!((student_t_two_sided(1.0, 1.0) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mcnemar_by_hand() {
+        // 1 vs 9 discordant: 2·(1 + 10)/2¹⁰ = 22/1024.
+        assert!((mcnemar_exact(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
+        assert!((mcnemar_exact(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        assert_eq!(mcnemar_exact(5, 5), 1.0);
+        // 0 vs 20: 2/2²⁰.
+        assert!((mcnemar_exact(0, 20) / (2.0 / 1_048_576.0) - 1.0).abs() < 1e-9);
     }
 
     #[test]

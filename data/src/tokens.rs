@@ -162,3 +162,35 @@ pub fn read_tokens(run: &RunDir) -> Result<Tokens> {
     }
     Ok(out)
 }
+
+/// `(example_id, position, token_id)` of every stored token, in the file's order: what tools
+/// that re-read contexts by id need (the delphi cache export).
+pub fn read_token_ids(run: &RunDir) -> Result<Vec<(u64, u32, u32)>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{UInt32Type, UInt64Type};
+    let path = run.tokens();
+    let mut out = Vec::new();
+    for batch in crate::table::read_table(&path)? {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| DataError::BadColumn {
+                    path: path.clone(),
+                    column: name.to_owned(),
+                    message: "missing (written by an older glassbox?); re-run extract with --force"
+                        .into(),
+                })
+        };
+        let (ex, pos, id) = (column("example_id")?, column("position")?, column("token_id")?);
+        let (ex, pos, id) = (
+            ex.as_primitive::<UInt64Type>(),
+            pos.as_primitive::<UInt32Type>(),
+            id.as_primitive::<UInt32Type>(),
+        );
+        for r in 0..batch.num_rows() {
+            out.push((ex.value(r), pos.value(r), id.value(r)));
+        }
+    }
+    Ok(out)
+}

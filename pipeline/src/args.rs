@@ -313,6 +313,12 @@ pub struct DictionaryArgs {
     /// Skip the PCA baseline.
     #[arg(long)]
     pub no_pca: bool,
+    /// Units per sparse probe (SAEBench sparse probing of features against neurons).
+    #[arg(long, value_delimiter = ',')]
+    pub sparse_probing_k: Vec<usize>,
+    /// Skip sparse probing.
+    #[arg(long)]
+    pub no_sparse_probing: bool,
     /// Read `--load-sae` folders that hold PyTorch pickles (dictionary_learning `ae.pt`); only
     /// tensor data is interpreted, nothing in the file is run.
     #[arg(long)]
@@ -364,9 +370,14 @@ impl DictionaryArgs {
         if let Some(seed) = self.seed {
             s.sae.seed = seed;
             s.explain.seed = seed;
+            s.sparse_probing.seed = seed;
         }
         if self.no_pca {
             s.pca_baseline = false;
+        }
+        replace(self.sparse_probing_k, &mut s.sparse_probing.k);
+        if self.no_sparse_probing {
+            s.sparse_probing.enabled = false;
         }
         if self.allow_pickle {
             s.allow_pickle = true;

@@ -9,6 +9,31 @@ pub enum ExportCommand {
     /// vectors, top activations with context, label explanations), one folder per SAE, ready for
     /// Neuronpedia's importer or a self-hosted instance.
     Neuronpedia(NeuronpediaArgs),
+    /// The run's SAE latents over its stored tokens as delphi's latent cache (safetensors per
+    /// latent range plus config.json), for delphi's explainers and scorers.
+    Delphi(DelphiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DelphiArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Folder to write into (`<out>/<hook>/<first>_<last>.safetensors`, `config.json`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SAE hooks to export (names or globs); default: every SAE of the run.
+    #[arg(long = "hook", value_delimiter = ',')]
+    pub hooks: Vec<String>,
+    /// Tokens per cached sequence (delphi's `cache_ctx_len`): the run's tokens laid end to end
+    /// and cut into windows this long, the remainder dropped.
+    #[arg(long, default_value_t = 256)]
+    pub context_size: usize,
+    /// Latent ranges, one file each (delphi's `n_splits`).
+    #[arg(long, default_value_t = 5)]
+    pub splits: usize,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

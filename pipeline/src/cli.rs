@@ -193,22 +193,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
         Command::Export(crate::args_export::ExportCommand::Neuronpedia(a)) => {
             let run = open_run(&a.run)?;
-            let hooks = if a.hooks.is_empty() {
-                Vec::new()
-            } else {
-                let trained: Vec<glassbox_data::HookPoint> =
-                    glassbox_concepts::explain::read::dictionary_hooks(&run)?
-                        .into_iter()
-                        .map(|(h, _)| h)
-                        .collect();
-                glassbox_models::hooks::select(&a.hooks, &trained).or_else(|_| {
-                    // Not a trained hook: name it exactly, so the export says which SAEs exist.
-                    a.hooks
-                        .iter()
-                        .map(|h| h.parse::<glassbox_data::HookPoint>())
-                        .collect::<Result<Vec<_>, _>>()
-                })?
-            };
+            let hooks = export_hooks(&run, &a.hooks)?;
             let opts = glassbox_reports::neuronpedia::ExportOptions {
                 model_id: a.model_id,
                 source_set: a.source_set,
@@ -232,6 +217,27 @@ pub fn run(cli: Cli) -> Result<()> {
                         w.features,
                         w.activations,
                         w.explanations,
+                        w.folder.display()
+                    )?;
+                }
+            }
+        }
+        Command::Export(crate::args_export::ExportCommand::Delphi(a)) => {
+            let run = open_run(&a.run)?;
+            let hooks = export_hooks(&run, &a.hooks)?;
+            let written = crate::export_delphi::export(&run, &hooks, &a, &bars)?;
+            if a.json {
+                crate::outln!("{}", serde_json::to_string_pretty(&written)?)?;
+            } else {
+                for w in &written {
+                    crate::outln!(
+                        "{}: {} sequences of {} tokens ({} dropped), {} activations in {} files → {}",
+                        w.hook,
+                        w.sequences,
+                        a.context_size,
+                        w.tokens_dropped,
+                        w.activations,
+                        w.files,
                         w.folder.display()
                     )?;
                 }
@@ -315,4 +321,24 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--hook` of an export: globs over the run's dictionary hooks, or exact names (so the export
+/// can say which SAEs exist when one is missing); empty: every SAE.
+fn export_hooks(
+    run: &glassbox_data::RunDir, patterns: &[String]) -> Result<Vec<glassbox_data::HookPoint>> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let trained: Vec<glassbox_data::HookPoint> =
+        glassbox_concepts::explain::read::dictionary_hooks(run)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+    Ok(glassbox_models::hooks::select(patterns, &trained).or_else(|_| {
+        patterns
+            .iter()
+            .map(|h| h.parse::<glassbox_data::HookPoint>())
+            .collect::<Result<Vec<_>, _>>()
+    })?)
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_attribute;
 pub mod config_patch;
 pub mod error_message;
+pub mod export_delphi;
 pub mod fingerprint;
 pub mod inspect;
 pub mod output;

@@ -30,6 +30,9 @@ pub struct Fitted {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub outputs: usize,
+    /// The predicted class of each `split.test` row, in that order (classifiers; empty for
+    /// regressions): what paired comparisons of two probes on the same rows need.
+    pub test_predictions: Vec<usize>,
 }
 
 /// Standardises with the training rows' mean and standard deviation (constant units stay 0).
@@ -181,6 +184,7 @@ pub fn fit_classifier(
         weight,
         bias,
         outputs,
+        test_predictions: predicted,
     }
 }
 
@@ -231,6 +235,7 @@ pub fn fit_regression(
         weight,
         bias,
         outputs,
+        test_predictions: Vec::new(),
     })
 }
 

@@ -48,6 +48,8 @@ pub struct DictionaryFinding {
     pub units: usize,
     /// `metrics.json` of the SAE (null for neurons).
     pub metrics: Option<serde_json::Value>,
+    /// SAEBench-style sparse probing of the SAE's features against the neurons (SAEs only).
+    pub sparse_probing: Option<crate::sparse_probing::SparseProbing>,
     pub listed: Vec<ListedUnit>,
 }
 
@@ -62,10 +64,13 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
             if !dir.join(format!("{kind}.parquet")).exists() {
                 continue;
             }
-            let metrics = if unit == "feature" {
-                read_metrics(&dir.join("metrics.json"))?
+            let (metrics, sparse_probing) = if unit == "feature" {
+                (
+                    read_metrics(&dir.join("metrics.json"))?,
+                    crate::sparse_probing::summarise(&dir)?,
+                )
             } else {
-                None
+                (None, None)
             };
             let (units, mut listed) = listed_units(&dir, unit)?;
             if let (Some(grid), Some(inputs)) = (&grid, inputs.as_mut()) {
@@ -84,6 +89,7 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
                 kind: kind.into(),
                 units,
                 metrics,
+                sparse_probing,
                 listed,
             });
         }
@@ -238,6 +244,11 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
     ))
 }
 
+/// The sparse-probing sentence of an SAE (k features against k neurons at the smallest k).
+pub fn sparse_probing_line(f: &DictionaryFinding) -> Option<String> {
+    crate::sparse_probing::headline(&f.hook.to_string(), f.sparse_probing.as_ref()?)
+}
+
 /// Plain statements about the `n` most label-aligned units of a finding.
 pub fn unit_findings(
     f: &DictionaryFinding,
@@ -310,6 +321,9 @@ pub fn markdown(findings: &[DictionaryFinding]) -> String {
         if let Some(h) = headline(f) {
             md.push_str(&format!("{h}.\n\n"));
         }
+        if let Some(s) = &f.sparse_probing {
+            md.push_str(&crate::sparse_probing::markdown(s));
+        }
         for u in f.listed.iter().take(10) {
             let tokens = u
                 .row
@@ -324,6 +338,11 @@ pub fn markdown(findings: &[DictionaryFinding]) -> String {
     }
     md.push_str(METRIC_NOTE);
     md.push('\n');
+    if findings.iter().any(|f| f.sparse_probing.is_some()) {
+        md.push('\n');
+        md.push_str(crate::sparse_probing::NOTE);
+        md.push('\n');
+    }
     md
 }
 
@@ -373,6 +392,9 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
                 ));
             }
             h.push_str("</tbody></table>\n");
+            if let Some(s) = &f.sparse_probing {
+                h.push_str(&crate::sparse_probing::html(s));
+            }
             if let Some(line) =
                 headline(f).filter(|_| m.get("splice").is_some_and(|s| !s.is_null()))
             {

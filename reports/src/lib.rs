@@ -15,6 +15,7 @@ pub mod pages;
 pub mod patching;
 mod patching_html;
 pub mod provenance;
+pub mod sparse_probing;
 mod summary_md;
 mod svg;
 mod tables;
@@ -128,6 +129,7 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .take(max_tcav),
     );
     lines.extend(summary.dictionary.iter().filter_map(dictionary::headline));
+    lines.extend(summary.dictionary.iter().filter_map(dictionary::sparse_probing_line));
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
     lines.extend(summary.dissection.as_ref().and_then(dissection::headline));
@@ -154,6 +156,7 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
     lines.extend(tcav.iter().filter(|l| l.starts_with("concept ")).cloned());
     for f in &summary.dictionary {
         lines.extend(dictionary::headline(f));
+        lines.extend(dictionary::sparse_probing_line(f));
         lines.extend(dictionary::unit_findings(f, 3, summary.causal.as_ref()));
     }
     lines.extend(summary.patching.as_ref().and_then(patching::headline));

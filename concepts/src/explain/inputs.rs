@@ -12,6 +12,29 @@ use glassbox_data::{RunDir, Value};
 use glassbox_probes::labels::{sequence_labels, token_labels, Target};
 use std::collections::HashMap;
 
+/// The sequence labels to use: `labels` as given, or (empty) every categorical column with at
+/// least two classes — a one-class column has nothing to correlate with, and only a column the
+/// user names is worth an error.
+pub fn sequence_label_names(examples: &Examples, labels: &[String]) -> Vec<String> {
+    if !labels.is_empty() {
+        return labels.to_vec();
+    }
+    examples
+        .columns
+        .iter()
+        .filter(|c| {
+            let classes: std::collections::HashSet<String> = c
+                .values
+                .iter()
+                .filter(|v| matches!(v, Value::Str(_) | Value::Bool(_) | Value::Int(_)))
+                .filter_map(Value::class_name)
+                .collect();
+            classes.len() >= 2
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// Label targets keyed by token row: sequence labels (`labels`; empty = every categorical
 /// column) apply to all of an example's tokens; token labels (`token_labels`, e.g.
 /// `@word_class`) to the labelled tokens.
@@ -22,26 +45,7 @@ pub fn label_targets(
     token_label_names: &[String],
     source: &str,
 ) -> Result<Vec<LabelTarget>, ConceptError> {
-    let names: Vec<String> = if labels.is_empty() {
-        // Every categorical column with at least two classes: a one-class column has nothing
-        // to correlate with, and only a column the user names is worth an error.
-        examples
-            .columns
-            .iter()
-            .filter(|c| {
-                let classes: std::collections::HashSet<String> = c
-                    .values
-                    .iter()
-                    .filter(|v| matches!(v, Value::Str(_) | Value::Bool(_) | Value::Int(_)))
-                    .filter_map(Value::class_name)
-                    .collect();
-                classes.len() >= 2
-            })
-            .map(|c| c.name.clone())
-            .collect()
-    } else {
-        labels.to_vec()
-    };
+    let names = sequence_label_names(examples, labels);
     let row_of: HashMap<u64, usize> = examples
         .example_ids
         .iter()

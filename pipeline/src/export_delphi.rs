@@ -1,0 +1,77 @@
+//! `glassbox export delphi`: each chosen SAE of a run, encoded over the run's stored tokens and
+//! written as delphi's latent cache (see `glassbox_concepts::delphi_cache`).
+
+use crate::args_export::DelphiArgs;
+use anyhow::{bail, Result};
+use glassbox_concepts::delphi_cache::{write_delphi_cache, DelphiCache, DelphiOptions};
+use glassbox_data::{HookPoint, Manifest, Progress, RunDir};
+
+/// Writes every SAE of `hooks` (empty: every SAE of the run) under `args.out`.
+pub fn export(
+    run: &RunDir,
+    hooks: &[HookPoint],
+    args: &DelphiArgs,
+    progress: &dyn Progress,
+) -> Result<Vec<DelphiCache>> {
+    let manifest = Manifest::load(run)?;
+    if !manifest.stages.contains_key("dictionary") {
+        bail!(
+            "{}: no completed `dictionary` stage; run `glassbox dictionary` first",
+            run.name()
+        );
+    }
+    let Some(model) = manifest.model.as_ref() else {
+        bail!("{}: the manifest names no model", run.name());
+    };
+    let found: Vec<(HookPoint, std::path::PathBuf)> =
+        glassbox_concepts::explain::read::dictionary_hooks(run)?
+            .into_iter()
+            .filter(|(_, dir)| dir.join("sae/cfg.json").is_file())
+            .collect();
+    let have = || {
+        let names: Vec<String> = found.iter().map(|(h, _)| h.to_string()).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let chosen: Vec<&(HookPoint, std::path::PathBuf)> = if hooks.is_empty() {
+        found.iter().collect()
+    } else {
+        hooks
+            .iter()
+            .map(|h| match found.iter().find(|(f, _)| f == h) {
+                Some(f) => Ok(f),
+                None => bail!(
+                    "{}: no SAE at `{h}` (SAEs: {}); run `glassbox dictionary --hook {h}` first",
+                    run.name(),
+                    have()
+                ),
+            })
+            .collect::<Result<_>>()?
+    };
+    if chosen.is_empty() {
+        bail!(
+            "{}: the run has no trained or loaded SAE to export; run `glassbox dictionary` first",
+            run.name()
+        );
+    }
+    let mut written = Vec::new();
+    for (hook, dir) in chosen {
+        let sae = glassbox_concepts::sae::saelens::load(&dir.join("sae"))?.sae;
+        let options = DelphiOptions {
+            context: args.context_size,
+            splits: args.splits,
+            model_name: model.id.clone(),
+            module: hook.to_string(),
+            dataset: manifest
+                .data
+                .as_ref()
+                .map(|d| d.path.clone())
+                .unwrap_or_default(),
+        };
+        written.push(write_delphi_cache(run, *hook, &sae, &options, &args.out, progress)?);
+    }
+    Ok(written)
+}
