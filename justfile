@@ -306,3 +306,14 @@ check-saelens-cache:
     rm -rf target/saelens-cache
     .venv-ref/bin/python scripts/saelens_cache.py runs/default blocks.3.hook_resid_post target/saelens-cache --context-size 32
     .venv-ref/bin/python scripts/check_saelens_cache.py runs/default blocks.3.hook_resid_post target/saelens-cache 32
+
+# The default run's SAE exported as delphi's latent cache (`glassbox export delphi`), opened by
+# delphi's own LatentDataset and compared latent by latent with the SAE applied in torch to the
+# stored activations (needs `just pipeline` first). delphi is installed without its vLLM/OpenAI
+# dependencies, which reading a cache does not use.
+check-delphi-cache:
+    @just _python-env .venv-ref "torch safetensors numpy pyarrow transformers jaxtyping simple_parsing orjson beartype faiss-cpu fire blobfile sentence_transformers datasets asyncer anyio aiofiles"
+    .venv-ref/bin/pip install --quiet --disable-pip-version-check --no-deps eai-delphi
+    cargo build --bin glassbox
+    ./target/debug/glassbox export delphi --run runs/default --out target/delphi-cache --context-size 32 --splits 4
+    .venv-ref/bin/python scripts/check_delphi_cache.py runs/default blocks.3.hook_resid_post target/delphi-cache

@@ -32,6 +32,7 @@ with open(dictionary / "sae/sae_weights.safetensors", "rb") as f:
     header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
 shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 neurons = pq.read_table(run / "probes/neurons.parquet")
+sparse = pq.read_table(dictionary / "sparse_probing.parquet")
 
 print(json.dumps({
     "examples": examples.num_rows,
@@ -51,5 +52,8 @@ print(json.dumps({
     "sae_features": features.num_rows,
     "sae_neurons": sae_neurons.num_rows,
     "sae_weight_shapes": shapes,
+    "sparse_probing_rows": sparse.num_rows,
+    "sparse_probing_units_type": str(sparse.schema.field("feature_units").type),
+    "sparse_probing_tasks": sorted({(r["label"], r["class"]) for r in sparse.select(["label", "class"]).to_pylist()}),
     "feature_example_types": {c: str(feature_examples.schema.field(c).type) for c in ["context_tokens", "context_activations"]},
 }))

@@ -4,6 +4,8 @@
 pub mod azurite;
 pub mod s3_server;
 pub mod sharded;
+mod small_run;
+pub use small_run::small_topic_run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -10,29 +10,8 @@ use std::time::{Duration, Instant};
 
 const HOOK: &str = "blocks.1.hook_resid_post";
 
-/// A run of 40 short sentences through a local MiniLM copy, token-level activations at `HOOK`.
 fn small_run(dir: &Path) -> Option<PathBuf> {
-    let model = local_minilm(dir)?;
-    let rows: String = (0..40)
-        .map(|i| {
-            let topic = ["food", "sport"][i % 2];
-            format!("{{\"text\":\"sentence {i} is about {topic} and more {topic}\",\"topic\":\"{topic}\"}}\n")
-        })
-        .collect();
-    let data = dir.join("d.jsonl");
-    std::fs::write(&data, rows).unwrap();
-    let run = dir.join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .args(["--hooks", HOOK, "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
-    Some(run)
+    glassbox_tests::small_topic_run(dir, HOOK)
 }
 
 fn dictionary(run: &Path, extra: &[&str]) -> Output {

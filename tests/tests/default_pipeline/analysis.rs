@@ -134,6 +134,16 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
     assert!(html.contains("id=\"dictionary\"") && html.contains("class=\"snippet\""));
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("## Sparse dictionary features"), "{md}");
+    // Sparse probing: k features against k neurons, per k, in the summary and the page.
+    let sparse = dict[0]["sparse_probing"]["by_k"].as_array().unwrap();
+    assert_eq!(sparse.len(), 5, "{sparse:?}");
+    for at in sparse {
+        for key in ["feature_accuracy", "neuron_accuracy", "dense_neuron_accuracy"] {
+            let v = at[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} {v}");
+        }
+    }
+    assert!(md.contains("Sparse probing:") && html.contains("class=\"sparse-probing\""));
 }
 
 #[test]

@@ -254,6 +254,11 @@ fn pyarrow_reads_the_run_independently() {
         report["feature_example_types"],
         serde_json::json!({"context_activations": "list<item: float>", "context_tokens": "list<item: string>"})
     );
+    // Sparse probing: every class of `topic` (4) and `sentence_type` (3) against the rest, at
+    // the five default k.
+    assert_eq!(report["sparse_probing_rows"], 7 * 5);
+    assert_eq!(report["sparse_probing_units_type"], "list<item: uint32>");
+    assert_eq!(report["sparse_probing_tasks"].as_array().unwrap().len(), 7);
     let ours = glassbox_probes::read_results(&run).unwrap();
     let best = ours.iter().map(|r| r.score).fold(f64::MIN, f64::max);
     assert_eq!(report["probe_best_score"].as_f64().unwrap(), best);
