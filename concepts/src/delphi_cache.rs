@@ -119,14 +119,17 @@ pub fn write_delphi_cache(
                 let Some(&at) = index.get(id) else { continue };
                 seen[at] = true;
                 let (sequence, position) = (at / options.context, at % options.context);
-                entries.extend(codes.row(r).filter(|&(_, v)| v > 0.0).map(|(latent, value)| {
-                    Entry {
-                        sequence: sequence as u32,
-                        position: position as u32,
-                        latent: latent as u32,
-                        value,
-                    }
-                }));
+                entries.extend(
+                    codes
+                        .row(r)
+                        .filter(|&(_, v)| v > 0.0)
+                        .map(|(latent, value)| Entry {
+                            sequence: sequence as u32,
+                            position: position as u32,
+                            latent: latent as u32,
+                            value,
+                        }),
+                );
             }
             progress.advance(chunk_ids.len() as u64);
         }
@@ -245,7 +248,10 @@ mod tests {
 
     #[test]
     fn bounds_cover_every_latent_once() {
-        assert_eq!(split_bounds(768, 5), vec![(0, 152), (153, 306), (307, 459), (460, 613), (614, 767)]);
+        assert_eq!(
+            split_bounds(768, 5),
+            vec![(0, 152), (153, 306), (307, 459), (460, 613), (614, 767)]
+        );
         assert_eq!(split_bounds(4, 4), vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
     }
 }

@@ -68,7 +68,11 @@ impl RowSource for TokenRows {
     fn width(&self) -> usize {
         D
     }
-    fn next_rows(&mut self, rows: &mut Vec<f32>, ids: &mut Vec<RowId>) -> Result<bool, glassbox_concepts::ConceptError> {
+    fn next_rows(
+        &mut self,
+        rows: &mut Vec<f32>,
+        ids: &mut Vec<RowId>,
+    ) -> Result<bool, glassbox_concepts::ConceptError> {
         if self.done {
             return Ok(false);
         }
@@ -170,7 +174,10 @@ fn a_label_along_one_latent_is_read_better_by_one_feature_than_by_neurons() {
         );
         assert_eq!(r.class, "yes");
         assert_eq!((r.examples, r.positives, r.test_examples), (500, 250, 100));
-        assert_eq!(r.features.units[0], 1, "the planted latent is selected first");
+        assert_eq!(
+            r.features.units[0], 1,
+            "the planted latent is selected first"
+        );
         assert!(r.features.accuracy >= 0.9, "{r:#?}");
         assert!(r.features.ci.0 <= r.features.accuracy && r.features.accuracy <= r.features.ci.1);
         assert!(r.neurons.accuracy <= 0.85, "{r:#?}");
@@ -178,7 +185,10 @@ fn a_label_along_one_latent_is_read_better_by_one_feature_than_by_neurons() {
         assert!(r.features.selectivity() >= 0.25, "{r:#?}");
         assert!(r.difference_ci.0 > 0.0 && r.p_holm < 0.05, "{r:#?}");
         assert_eq!(r.verdict, "features better");
-        assert!(r.dense_neurons >= 0.9, "every neuron together reads it: {r:#?}");
+        assert!(
+            r.dense_neurons >= 0.9,
+            "every neuron together reads it: {r:#?}"
+        );
     }
     for r in rows.iter().filter(|r| r.label == "unrelated") {
         assert_eq!(r.verdict, "no significant difference", "{r:#?}");

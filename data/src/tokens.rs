@@ -182,7 +182,11 @@ pub fn read_token_ids(run: &RunDir) -> Result<Vec<(u64, u32, u32)>> {
                         .into(),
                 })
         };
-        let (ex, pos, id) = (column("example_id")?, column("position")?, column("token_id")?);
+        let (ex, pos, id) = (
+            column("example_id")?,
+            column("position")?,
+            column("token_id")?,
+        );
         let (ex, pos, id) = (
             ex.as_primitive::<UInt64Type>(),
             pos.as_primitive::<UInt32Type>(),

@@ -326,7 +326,9 @@ pub fn run(cli: Cli) -> Result<()> {
 /// `--hook` of an export: globs over the run's dictionary hooks, or exact names (so the export
 /// can say which SAEs exist when one is missing); empty: every SAE.
 fn export_hooks(
-    run: &glassbox_data::RunDir, patterns: &[String]) -> Result<Vec<glassbox_data::HookPoint>> {
+    run: &glassbox_data::RunDir,
+    patterns: &[String],
+) -> Result<Vec<glassbox_data::HookPoint>> {
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
@@ -335,10 +337,12 @@ fn export_hooks(
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-    Ok(glassbox_models::hooks::select(patterns, &trained).or_else(|_| {
-        patterns
-            .iter()
-            .map(|h| h.parse::<glassbox_data::HookPoint>())
-            .collect::<Result<Vec<_>, _>>()
-    })?)
+    Ok(
+        glassbox_models::hooks::select(patterns, &trained).or_else(|_| {
+            patterns
+                .iter()
+                .map(|h| h.parse::<glassbox_data::HookPoint>())
+                .collect::<Result<Vec<_>, _>>()
+        })?,
+    )
 }

@@ -71,7 +71,9 @@ pub fn export(
                 .map(|d| d.path.clone())
                 .unwrap_or_default(),
         };
-        written.push(write_delphi_cache(run, *hook, &sae, &options, &args.out, progress)?);
+        written.push(write_delphi_cache(
+            run, *hook, &sae, &options, &args.out, progress,
+        )?);
     }
     Ok(written)
 }

@@ -129,7 +129,12 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .take(max_tcav),
     );
     lines.extend(summary.dictionary.iter().filter_map(dictionary::headline));
-    lines.extend(summary.dictionary.iter().filter_map(dictionary::sparse_probing_line));
+    lines.extend(
+        summary
+            .dictionary
+            .iter()
+            .filter_map(dictionary::sparse_probing_line),
+    );
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
     lines.extend(summary.dissection.as_ref().and_then(dissection::headline));

@@ -32,7 +32,9 @@ pub struct SparseProbing {
 /// Reads the hook's table (`None` when sparse probing did not run there).
 pub fn summarise(dir: &Path) -> Result<Option<SparseProbing>, ReportError> {
     let rows = read_rows(dir).map_err(|e| ReportError::Invalid(e.to_string()))?;
-    Ok(rows.filter(|r| !r.is_empty()).map(|rows| summarise_rows(&rows)))
+    Ok(rows
+        .filter(|r| !r.is_empty())
+        .map(|rows| summarise_rows(&rows)))
 }
 
 fn summarise_rows(rows: &[SparseProbeRow]) -> SparseProbing {

@@ -21,8 +21,18 @@ fn trained_run(dir: &Path) -> Option<std::path::PathBuf> {
         .args(["dictionary", "--run"])
         .arg(&run)
         .args([
-            "--hook", HOOK, "--width", "64", "--k", "4", "--batch-size", "64",
-            "--train-tokens", "20000", "--sparse-probing-k", "1,4",
+            "--hook",
+            HOOK,
+            "--width",
+            "64",
+            "--k",
+            "4",
+            "--batch-size",
+            "64",
+            "--train-tokens",
+            "20000",
+            "--sparse-probing-k",
+            "1,4",
         ])
         .output()
         .unwrap();
@@ -45,11 +55,20 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         .expect("sparse_probing.parquet");
     assert_eq!(rows.len(), 2, "{rows:#?}");
     for r in &rows {
-        assert_eq!((r.label.as_str(), r.examples, r.positives), ("topic", 40, 20));
+        assert_eq!(
+            (r.label.as_str(), r.examples, r.positives),
+            ("topic", 40, 20)
+        );
         assert_eq!(r.features.units.len(), r.k);
         assert_eq!(r.neurons.units.len(), r.k);
-        for (acc, ci) in [(r.features.accuracy, r.features.ci), (r.neurons.accuracy, r.neurons.ci)] {
-            assert!((0.0..=1.0).contains(&acc) && ci.0 <= acc && acc <= ci.1, "{r:#?}");
+        for (acc, ci) in [
+            (r.features.accuracy, r.features.ci),
+            (r.neurons.accuracy, r.neurons.ci),
+        ] {
+            assert!(
+                (0.0..=1.0).contains(&acc) && ci.0 <= acc && acc <= ci.1,
+                "{r:#?}"
+            );
         }
         assert!(r.p_holm >= r.p_value && r.p_holm <= 1.0, "{r:#?}");
         // The topic word is in every sentence: the whole hook reads it.
@@ -68,7 +87,10 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
             .output()
             .unwrap()
     };
-    assert_success(&export(&["--context-size", "16", "--splits", "3"]), "export delphi");
+    assert_success(
+        &export(&["--context-size", "16", "--splits", "3"]),
+        "export delphi",
+    );
     let module = out_dir.join(HOOK);
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(module.join("config.json")).unwrap()).unwrap();
@@ -98,7 +120,9 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         .map(|(i, &(e, p, _))| ((e, p), i))
         .collect();
     // The SAE's codes on every stored row, keyed by (sequence · 16 + position, latent).
-    let sae = glassbox_concepts::sae::saelens::load(&dir.join("sae")).unwrap().sae;
+    let sae = glassbox_concepts::sae::saelens::load(&dir.join("sae"))
+        .unwrap()
+        .sae;
     let mut source = StoreRows::open(
         PartStream::open(&rd.activations_dir(hook_point(HOOK))).unwrap(),
         hook_point(HOOK),
@@ -129,24 +153,37 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         .filter(|n| n.ends_with(".safetensors"))
         .collect();
     files.sort_by_key(|n| n.split('_').next().unwrap().parse::<u32>().unwrap());
-    assert_eq!(files, ["0_20.safetensors", "21_41.safetensors", "42_63.safetensors"]);
+    assert_eq!(
+        files,
+        ["0_20.safetensors", "21_41.safetensors", "42_63.safetensors"]
+    );
     let mut found = 0;
     for name in &files {
         let first: u32 = name.split('_').next().unwrap().parse().unwrap();
         let bytes = std::fs::read(module.join(name)).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let tokens = st.tensor("tokens").unwrap();
-        assert_eq!((tokens.dtype(), tokens.shape()), (Dtype::I64, &[sequences, 16][..]));
+        assert_eq!(
+            (tokens.dtype(), tokens.shape()),
+            (Dtype::I64, &[sequences, 16][..])
+        );
         let cached: Vec<i64> = tokens
             .data()
             .chunks(8)
             .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        let want: Vec<i64> = ids[..sequences * 16].iter().map(|&(_, _, t)| t as i64).collect();
+        let want: Vec<i64> = ids[..sequences * 16]
+            .iter()
+            .map(|&(_, _, t)| t as i64)
+            .collect();
         assert_eq!(cached, want, "{name}: tokens");
         let loc = st.tensor("locations").unwrap();
         let act = st.tensor("activations").unwrap();
-        assert_eq!((loc.dtype(), act.dtype()), (Dtype::U16, Dtype::F16), "{name}");
+        assert_eq!(
+            (loc.dtype(), act.dtype()),
+            (Dtype::U16, Dtype::F16),
+            "{name}"
+        );
         let n = act.shape()[0];
         assert_eq!(loc.shape(), &[n, 3][..]);
         let loc: Vec<u32> = loc
@@ -167,12 +204,21 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         found += n;
     }
     assert_eq!(found, expected.len(), "every active code once");
-    eprintln!("delphi cache: {sequences} sequences of 16, {found} codes in {} files", files.len());
+    eprintln!(
+        "delphi cache: {sequences} sequences of 16, {found} codes in {} files",
+        files.len()
+    );
 
     // Bad input: named, exit 2, the cache as it was.
     let before = std::fs::read(module.join("0_20.safetensors")).unwrap();
     assert_bad_input(&export(&["--splits", "0"]), &["splits 0"]);
-    assert_bad_input(&export(&["--hook", "blocks.0.hook_resid_post"]), &["no SAE at", HOOK]);
+    assert_bad_input(
+        &export(&["--hook", "blocks.0.hook_resid_post"]),
+        &["no SAE at", HOOK],
+    );
     assert_bad_input(&export(&["--context-size", "100000"]), &["--context-size"]);
-    assert_eq!(std::fs::read(module.join("0_20.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(module.join("0_20.safetensors")).unwrap(),
+        before
+    );
 }

@@ -47,8 +47,13 @@ pub fn score(
     options: &SparseProbingOptions,
 ) -> Result<Vec<Scored>, Skip> {
     let probe = options.probe_options();
-    let member_split =
-        glassbox_probes::stratified_split(&task.positive, 2, probe.validation_fraction, probe.test_fraction, options.seed)?;
+    let member_split = glassbox_probes::stratified_split(
+        &task.positive,
+        2,
+        probe.validation_fraction,
+        probe.test_fraction,
+        options.seed,
+    )?;
     let to_pooled = |rows: &[usize]| rows.iter().map(|&i| task.members[i]).collect::<Vec<_>>();
     let split = Split {
         train: to_pooled(&member_split.train),
@@ -91,7 +96,9 @@ pub fn score(
             split: &split,
             std: &std,
         };
-        fit_classifier(rows, &classes, 2, &control_opts, options.seed).scores.score
+        fit_classifier(rows, &classes, 2, &control_opts, options.seed)
+            .scores
+            .score
     };
     let ranking = |kind: Units| {
         (
@@ -125,16 +132,28 @@ pub fn score(
             sparse(Units::Features, k, &feature_diffs, &feature_control_diffs);
         let (neurons, pn, _) = sparse(Units::Neurons, k, &neuron_diffs, &neuron_control_diffs);
         let right = |p: &[usize], i: usize| p[i] == truth[i];
-        let only_features = (0..truth.len()).filter(|&i| right(&pf, i) && !right(&pn, i)).count();
-        let only_neurons = (0..truth.len()).filter(|&i| !right(&pf, i) && right(&pn, i)).count();
-        let difference_ci = bootstrap_ci(truth.len(), probe.bootstrap, options.seed ^ 0x5350 ^ k as u64, |s| {
-            let pick = |p: &[usize]| -> (Vec<usize>, Vec<usize>) {
-                (s.iter().map(|&i| truth[i]).collect(), s.iter().map(|&i| p[i]).collect())
-            };
-            let (t, f) = pick(&pf);
-            let (_, n) = pick(&pn);
-            accuracy(&t, &f) - accuracy(&t, &n)
-        });
+        let only_features = (0..truth.len())
+            .filter(|&i| right(&pf, i) && !right(&pn, i))
+            .count();
+        let only_neurons = (0..truth.len())
+            .filter(|&i| !right(&pf, i) && right(&pn, i))
+            .count();
+        let difference_ci = bootstrap_ci(
+            truth.len(),
+            probe.bootstrap,
+            options.seed ^ 0x5350 ^ k as u64,
+            |s| {
+                let pick = |p: &[usize]| -> (Vec<usize>, Vec<usize>) {
+                    (
+                        s.iter().map(|&i| truth[i]).collect(),
+                        s.iter().map(|&i| p[i]).collect(),
+                    )
+                };
+                let (t, f) = pick(&pf);
+                let (_, n) = pick(&pn);
+                accuracy(&t, &f) - accuracy(&t, &n)
+            },
+        );
         out.push(Scored {
             k,
             examples: task.members.len(),

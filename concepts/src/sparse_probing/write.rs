@@ -21,7 +21,10 @@ pub fn write_rows(dir: &Path, rows: &[SparseProbeRow]) -> Result<(), ConceptErro
         .small("test_examples", rows, |r| r.test_examples as u32)
         .float("majority_baseline", rows, |r| r.majority_baseline);
     for (prefix, scores) in [
-        ("feature", (|r: &SparseProbeRow| &r.features) as fn(&SparseProbeRow) -> &UnitScores),
+        (
+            "feature",
+            (|r: &SparseProbeRow| &r.features) as fn(&SparseProbeRow) -> &UnitScores,
+        ),
         ("neuron", |r: &SparseProbeRow| &r.neurons),
     ] {
         c.float(&format!("{prefix}_accuracy"), rows, |r| scores(r).accuracy)

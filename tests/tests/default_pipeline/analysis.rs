@@ -138,7 +138,11 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
     let sparse = dict[0]["sparse_probing"]["by_k"].as_array().unwrap();
     assert_eq!(sparse.len(), 5, "{sparse:?}");
     for at in sparse {
-        for key in ["feature_accuracy", "neuron_accuracy", "dense_neuron_accuracy"] {
+        for key in [
+            "feature_accuracy",
+            "neuron_accuracy",
+            "dense_neuron_accuracy",
+        ] {
             let v = at[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{key} {v}");
         }
