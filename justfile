@@ -281,6 +281,12 @@ reference-sae-suites:
     @just _python-env .venv-ref "sae-lens eai-sparsify torch safetensors numpy"
     .venv-ref/bin/python scripts/reference_sae_suites.py
 
+# Regenerate the Goodfire and Qwen-Scope fixtures (pickled state dicts in their Hub layouts) with
+# SAELens's own converters as the reference.
+reference-pickled-suites:
+    @just _python-env .venv-ref "sae-lens torch"
+    .venv-ref/bin/python scripts/reference_pickled_suites.py
+
 # Regenerate the dictionary_learning fixtures with its own classes (ae.pt + config.json per class,
 # and a malicious pickle the reader must refuse).
 reference-dictionary-learning:

@@ -201,3 +201,86 @@ fn pickles_are_read_on_request_only_and_never_run() {
         "the pickle's call ran"
     );
 }
+
+/// Goodfire and Qwen-Scope: bare pickled state dicts named as on the Hub
+/// (`scripts/reference_pickled_suites.py`, SAELens's converters as the reference).
+#[test]
+fn goodfire_and_qwen_scope_pickles_read_and_encode_like_saelens() {
+    let root = root().join("pickled");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("reference.json")).unwrap())
+            .unwrap();
+    for (key, format, architecture) in [
+        ("goodfire", Format::Goodfire, "relu"),
+        ("qwen_scope", Format::QwenScope, "topk"),
+    ] {
+        let r = &reference[key];
+        let file = root.join(r["path"].as_str().unwrap());
+        let folder = file.parent().unwrap();
+        // The file, or the folder holding just it.
+        for path in [file.as_path(), folder] {
+            assert_eq!(formats::detect(path).unwrap(), format, "{key}");
+        }
+        let e = formats::load(folder).unwrap_err().to_string();
+        assert!(
+            e.contains("--allow-pickle") && e.contains(format.name()),
+            "{e}"
+        );
+        let loaded = formats::load_with(folder, true).unwrap();
+        assert_eq!(loaded.format, format.name());
+        assert_eq!(loaded.sae.architecture.name(), architecture, "{key}");
+        assert_eq!(
+            loaded.hook_name.as_deref(),
+            r["hook_name"].as_str(),
+            "{key}"
+        );
+        assert_eq!(
+            loaded.model_name.as_deref(),
+            r["model_name"].as_str(),
+            "{key}"
+        );
+        let x = matrix(&r["inputs"]).concat();
+        let codes = loaded.sae.encode(&x).unwrap();
+        let want = matrix(&r["codes"]);
+        assert!(want.concat().iter().any(|v| *v > 0.0), "{key} fires");
+        close(&format!("{key} codes"), &dense(&codes, 16), &want.concat());
+        close(
+            &format!("{key} reconstructions"),
+            &loaded.sae.decode(&codes),
+            &matrix(&r["reconstructions"]).concat(),
+        );
+        let seen = formats::inspect::inspect(&file).unwrap();
+        assert_eq!(seen.format, format.name());
+        assert_eq!(seen.hook_name.as_deref(), r["hook_name"].as_str());
+        assert_eq!(seen.model_name.as_deref(), r["model_name"].as_str());
+    }
+    assert_eq!(
+        formats::inspect::inspect(&root.join("SAE-Res-Qwen3-1.7B-Base-W32K-L0_4"))
+            .unwrap()
+            .k,
+        Some(4)
+    );
+
+    // A Qwen-Scope file out of its repo's folder has no k: named. Several layers in one folder:
+    // pick one. A Goodfire-named pickle that would run code: refused, nothing run.
+    let work = tempfile::tempdir().unwrap();
+    let qwen = root.join("SAE-Res-Qwen3-1.7B-Base-W32K-L0_4/layer2.sae.pt");
+    std::fs::copy(&qwen, work.path().join("layer2.sae.pt")).unwrap();
+    let e = formats::load_with(&work.path().join("layer2.sae.pt"), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("L0_<k>") && e.contains("layer2.sae.pt"), "{e}");
+    std::fs::copy(&qwen, work.path().join("layer3.sae.pt")).unwrap();
+    let e = formats::detect(work.path()).unwrap_err().to_string();
+    assert!(e.contains("several per-layer SAE files"), "{e}");
+    let bad = work.path().join("goodfire");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(
+        dictionary_learning().join("malicious/ae.pt"),
+        bad.join("Llama-3.1-8B-Instruct-SAE-l19.pth"),
+    )
+    .unwrap();
+    let e = formats::load_with(&bad, true).unwrap_err().to_string();
+    assert!(e.contains("system") && e.contains("goodfire"), "{e}");
+    assert!(!work.path().join("glassbox-pickle-ran").exists());
+}

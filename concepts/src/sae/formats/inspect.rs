@@ -144,8 +144,12 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
         Format::LlamaScope => dir.join("checkpoints/final.safetensors"),
         Format::Sparsify => dir.join("sae.safetensors"),
         Format::DictionaryLearning => dir.join("ae.pt"),
+        Format::Goodfire | Format::QwenScope => dir.to_path_buf(),
     };
-    if format == Format::DictionaryLearning {
+    if matches!(
+        format,
+        Format::DictionaryLearning | Format::Goodfire | Format::QwenScope
+    ) {
         // A pickle has no header to read without interpreting it: the config says the rest.
     } else if format == Format::GemmaScope {
         let arrays = npz::headers(&weights)?;
@@ -233,6 +237,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
                 let (kind, layer) = s.rsplit_once("_layer_")?;
                 Some(format!("blocks.{layer}.hook_{kind}"))
             });
+        }
+        Format::Goodfire | Format::QwenScope => {
+            (out.architecture, out.hook_name, out.model_name, out.k) =
+                super::pickled_suites::name_facts(dir, format)?;
         }
         Format::Sparsify => {
             let cfg = json(&dir.join("cfg.json"))?;

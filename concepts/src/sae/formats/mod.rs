@@ -2,8 +2,9 @@
 //! [`Sae`](super::Sae): SAELens (`cfg.json` + `sae_weights.safetensors`), Gemma Scope
 //! (`params.npz`), Gemma Scope 2 (`params.safetensors`, lower-case keys), Llama Scope
 //! (`hyperparams.json` + `checkpoints/final.safetensors`), EleutherAI sparsify
-//! (`cfg.json` and `sae.safetensors`) and dictionary_learning (`ae.pt` + `config.json`, a
-//! pickle read on request only). Each reader follows the suite's own encoder (centring or not, input
+//! (`cfg.json` and `sae.safetensors`), dictionary_learning (`ae.pt` + `config.json`), Goodfire
+//! (`…-SAE-l<l>.pth`) and Qwen-Scope (`layer<n>.sae.pt`) — the last three pickles, read on
+//! request only. Each reader follows the suite's own encoder (centring or not, input
 //! scaling, thresholds) so codes match the suite's; hook names in HF module-path form are
 //! mapped to glassbox's TransformerLens names.
 
@@ -12,6 +13,7 @@ mod gemma_scope;
 pub mod inspect;
 mod llama_scope;
 pub mod npz;
+pub(crate) mod pickled_suites;
 mod sparsify;
 
 pub use super::saelens::LoadedSae;
@@ -27,6 +29,8 @@ pub enum Format {
     LlamaScope,
     Sparsify,
     DictionaryLearning,
+    Goodfire,
+    QwenScope,
 }
 
 impl Format {
@@ -39,6 +43,8 @@ impl Format {
             Format::LlamaScope => "llama_scope",
             Format::Sparsify => "sparsify",
             Format::DictionaryLearning => "dictionary_learning",
+            Format::Goodfire => "goodfire",
+            Format::QwenScope => "qwen_scope",
         }
     }
 }
@@ -47,11 +53,21 @@ impl Format {
 const LAYOUTS: &str = "SAELens: cfg.json + sae_weights.safetensors; Gemma Scope: params.npz; \
      Gemma Scope 2: params.safetensors; Llama Scope: hyperparams.json + \
      checkpoints/final.safetensors; sparsify: cfg.json + sae.safetensors; dictionary_learning: \
-     ae.pt + config.json";
+     ae.pt + config.json; Goodfire: <model>-SAE-l<layer>.pth; Qwen-Scope: layer<n>.sae.pt in the \
+     folder of its repo (SAE-Res-<model>-W<N>K-L0_<k>)";
 
 /// The format of the SAE folder `dir`, by the files it holds.
 pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
     let has = |f: &str| dir.join(f).is_file();
+    if dir.is_file() {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        return pickled_suites::detect_file(name).ok_or_else(|| {
+            ConceptError::Invalid(format!(
+                "{}: a file whose name says no SAE suite; an SAE is a folder ({LAYOUTS})",
+                dir.display()
+            ))
+        });
+    }
     if !dir.is_dir() {
         return Err(ConceptError::Invalid(format!(
             "{}: not a folder; an SAE is a folder ({LAYOUTS})",
@@ -70,6 +86,14 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
         Format::Sparsify
     } else if has("ae.pt") {
         Format::DictionaryLearning
+    } else if let [(_, format)] = pickled_suites::suite_files(dir).as_slice() {
+        *format
+    } else if let [first, ..] = pickled_suites::suite_files(dir).as_slice() {
+        return Err(ConceptError::Invalid(format!(
+            "{}: holds several per-layer SAE files (e.g. {}); load one of them by its file path",
+            dir.display(),
+            first.0.display()
+        )));
     } else {
         return Err(ConceptError::Invalid(format!(
             "{}: no SAE format recognised; expected one of — {LAYOUTS}",
@@ -83,7 +107,8 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     load_with(dir, false)
 }
 
-/// [`load`], reading pickled formats (dictionary_learning's `ae.pt`) when `allow_pickle`:
+/// [`load`], reading pickled formats (dictionary_learning's `ae.pt`, Goodfire, Qwen-Scope)
+/// when `allow_pickle`:
 /// through an unpickler that interprets tensor rebuilds only and runs nothing.
 pub fn load_with(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptError> {
     let format = detect(dir)?;
@@ -94,6 +119,8 @@ pub fn load_with(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptErr
         Format::GemmaScope2 => gemma_scope::load_safetensors(dir),
         Format::LlamaScope => llama_scope::load(dir),
         Format::Sparsify => sparsify::load(dir),
+        Format::Goodfire => pickled_suites::load_goodfire(dir, allow_pickle),
+        Format::QwenScope => pickled_suites::load_qwen_scope(dir, allow_pickle),
     };
     loaded.map_err(|e| ConceptError::Invalid(format!("{e} (read as {})", format.name())))
 }
