@@ -323,3 +323,11 @@ check-delphi-cache:
     cargo build --bin glassbox
     ./target/debug/glassbox export delphi --run runs/default --out target/delphi-cache --context-size 32 --splits 4
     .venv-ref/bin/python scripts/check_delphi_cache.py runs/default blocks.3.hook_resid_post target/delphi-cache
+
+# A Gemma Scope 16k SAE (d_in 2304, random weights in its npz layout, generated, not committed)
+# loaded and explained over `tokens` synthetic stored rows: wall time and peak RSS against
+# weights + 1 GB (bench/gemma_scope.py; JSON in target/bench/gemma-scope/).
+bench-gemma-scope tokens="1000000": models
+    cargo build --bin glassbox --bin glassbox-bench-synthetic-run
+    @just _python-env .venv-ref "numpy"
+    .venv-ref/bin/python bench/gemma_scope.py target/debug/glassbox target/debug/glassbox-bench-synthetic-run target/bench/gemma-scope {{tokens}}

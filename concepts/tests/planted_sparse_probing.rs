@@ -227,3 +227,30 @@ fn invalid_options_are_named() {
     };
     assert!(bad.validate().unwrap_err().to_string().contains("alpha"));
 }
+
+#[test]
+fn max_examples_samples_the_examples_with_the_seed() {
+    let (mut rows, examples) = data(&hadamard()[D..2 * D]);
+    let options = SparseProbingOptions {
+        k: vec![1],
+        max_examples: 200,
+        ..SparseProbingOptions::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_for_hook(
+        tmp.path(),
+        HookInputs {
+            sae: &sae(),
+            rows: &mut rows,
+            examples: &examples,
+            label_names: &["planted".to_owned()],
+            source: "planted examples",
+        },
+        &options,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].examples, 200, "{out:#?}");
+    assert!(out[0].features.accuracy >= 0.85, "{out:#?}");
+}

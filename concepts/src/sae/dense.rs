@@ -20,13 +20,15 @@ pub fn for_each_product_block(
     let rows = x.len() / d;
     let m = w.len() / d;
     let block_rows = (BLOCK_BYTES / (4 * m.max(1))).clamp(1, rows.max(1));
-    let x = Tensor::from_slice(x, (rows, d), &Device::Cpu).map_err(candle)?;
     let w = Tensor::from_slice(w, (m, d), &Device::Cpu).map_err(candle)?;
     let wt = w.t().map_err(candle)?;
     let mut start = 0;
     while start < rows {
         let len = block_rows.min(rows - start);
-        let block = x.narrow(0, start, len).map_err(candle)?;
+        // One block of `x` at a time into candle: a whole part's rows (600 MB at d = 2304)
+        // are never copied at once.
+        let block = Tensor::from_slice(&x[start * d..(start + len) * d], (len, d), &Device::Cpu)
+            .map_err(candle)?;
         let product = block.matmul(&wt).map_err(candle)?;
         let (storage, layout) = product.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {

@@ -44,6 +44,9 @@ pub struct SparseProbingOptions {
     pub bootstrap: usize,
     /// Family-wise error rate of the Holm-corrected features-vs-neurons verdicts. Default 0.05.
     pub alpha: f64,
+    /// At most this many examples, a seeded sample (SAEBench probes 4,000 training and 1,000
+    /// test examples); their rows alone are encoded. 0 keeps every example. Default 5000.
+    pub max_examples: usize,
 }
 
 impl Default for SparseProbingOptions {
@@ -56,6 +59,7 @@ impl Default for SparseProbingOptions {
             validation_fraction: 0.2,
             bootstrap: 1000,
             alpha: 0.05,
+            max_examples: 5000,
         }
     }
 }
@@ -261,7 +265,9 @@ pub fn run_for_hook(
     if !options.enabled || inputs.label_names.is_empty() {
         return Ok(Vec::new());
     }
-    let pooled = Pooled::collect(inputs.rows, inputs.sae, progress)?;
+    let sample = sampled_examples(&inputs.examples.example_ids, options);
+    let keep = |id: u64| sample.as_ref().is_none_or(|s| s.contains(&id));
+    let pooled = Pooled::collect(inputs.rows, inputs.sae, &keep, progress)?;
     let tasks = tasks(&pooled, inputs.examples, inputs.label_names, inputs.source)?;
     if tasks.is_empty() {
         progress.note("sparse probing: no label with two or more classes; skipped");
@@ -273,4 +279,18 @@ pub fn run_for_hook(
     }
     write_rows(dir, &rows)?;
     Ok(rows)
+}
+
+/// The examples sparse probing reads: all of them, or `max_examples` drawn by a seeded shuffle.
+fn sampled_examples(
+    ids: &[u64],
+    options: &SparseProbingOptions,
+) -> Option<std::collections::HashSet<u64>> {
+    if options.max_examples == 0 || ids.len() <= options.max_examples {
+        return None;
+    }
+    let mut order = ids.to_vec();
+    order.sort_unstable();
+    glassbox_data::rng::SeededRng::new(options.seed ^ 0x7370_6172_7365).shuffle(&mut order);
+    Some(order.into_iter().take(options.max_examples).collect())
 }
