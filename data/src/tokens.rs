@@ -124,17 +124,7 @@ pub fn read_tokens(run: &RunDir) -> Result<Tokens> {
     let path = run.tokens();
     let mut out = Tokens::default();
     for batch in crate::table::read_table(&path)? {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| DataError::BadColumn {
-                    path: path.clone(),
-                    column: name.to_owned(),
-                    message: "missing (written by an older glassbox?); re-run extract with --force"
-                        .into(),
-                })
-        };
+        let column = |name: &str| column(&batch, &path, name);
         let (ex, pos, tok, start, end) = (
             column("example_id")?,
             column("position")?,
@@ -171,17 +161,7 @@ pub fn read_token_ids(run: &RunDir) -> Result<Vec<(u64, u32, u32)>> {
     let path = run.tokens();
     let mut out = Vec::new();
     for batch in crate::table::read_table(&path)? {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| DataError::BadColumn {
-                    path: path.clone(),
-                    column: name.to_owned(),
-                    message: "missing (written by an older glassbox?); re-run extract with --force"
-                        .into(),
-                })
-        };
+        let column = |name: &str| column(&batch, &path, name);
         let (ex, pos, id) = (
             column("example_id")?,
             column("position")?,
@@ -197,4 +177,16 @@ pub fn read_token_ids(run: &RunDir) -> Result<Vec<(u64, u32, u32)>> {
         }
     }
     Ok(out)
+}
+
+/// A column of `tokens.parquet`, or the error naming it.
+fn column(batch: &RecordBatch, path: &std::path::Path, name: &str) -> Result<ArrayRef> {
+    batch
+        .column_by_name(name)
+        .cloned()
+        .ok_or_else(|| DataError::BadColumn {
+            path: path.to_path_buf(),
+            column: name.to_owned(),
+            message: "missing (written by an older glassbox?); re-run extract with --force".into(),
+        })
 }

@@ -66,7 +66,7 @@ pub enum Command {
     /// Pretrained SAE folders (SAELens, Gemma Scope 1/2, Llama Scope, sparsify).
     #[command(subcommand)]
     Sae(SaeCommand),
-    /// A run's results in other tools' formats (Neuronpedia).
+    /// A run's results in other tools' formats (Neuronpedia, delphi).
     #[command(subcommand)]
     Export(crate::args_export::ExportCommand),
 }

@@ -14,16 +14,24 @@ pub enum ExportCommand {
     Delphi(DelphiArgs),
 }
 
+/// What every export reads and where it writes.
 #[derive(Debug, Args)]
-pub struct DelphiArgs {
+pub struct ExportTarget {
     #[arg(long)]
     pub run: PathBuf,
-    /// Folder to write into (`<out>/<hook>/<first>_<last>.safetensors`, `config.json`).
+    /// Folder to write into.
     #[arg(long)]
     pub out: PathBuf,
     /// SAE hooks to export (names or globs); default: every SAE of the run.
     #[arg(long = "hook", value_delimiter = ',')]
     pub hooks: Vec<String>,
+}
+
+/// Writes `<out>/<hook>/<first>_<last>.safetensors` and `config.json` per SAE.
+#[derive(Debug, Args)]
+pub struct DelphiArgs {
+    #[command(flatten)]
+    pub target: ExportTarget,
     /// Tokens per cached sequence (delphi's `cache_ctx_len`): the run's tokens laid end to end
     /// and cut into windows this long, the remainder dropped.
     #[arg(long, default_value_t = 256)]
@@ -36,16 +44,11 @@ pub struct DelphiArgs {
     pub json: bool,
 }
 
+/// Writes `<out>/<model_id>/<layer>-<source_set>/` per SAE.
 #[derive(Debug, Args)]
 pub struct NeuronpediaArgs {
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Folder to write into (`<out>/<model_id>/<layer>-<source_set>/`).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// SAE hooks to export (names or globs); default: every SAE of the run.
-    #[arg(long = "hook", value_delimiter = ',')]
-    pub hooks: Vec<String>,
+    #[command(flatten)]
+    pub target: ExportTarget,
     /// Neuronpedia's model id (e.g. gpt2-small); default: the run's model name in lower case.
     #[arg(long)]
     pub model_id: Option<String>,

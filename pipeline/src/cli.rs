@@ -192,8 +192,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
         Command::Export(crate::args_export::ExportCommand::Neuronpedia(a)) => {
-            let run = open_run(&a.run)?;
-            let hooks = export_hooks(&run, &a.hooks)?;
+            let run = open_run(&a.target.run)?;
+            let hooks = export_hooks(&run, &a.target.hooks)?;
             let opts = glassbox_reports::neuronpedia::ExportOptions {
                 model_id: a.model_id,
                 source_set: a.source_set,
@@ -205,8 +205,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 creator_name: a.creator_name,
                 url: a.url,
             };
-            let written =
-                glassbox_reports::neuronpedia::export_neuronpedia(&run, &hooks, &opts, &a.out)?;
+            let written = glassbox_reports::neuronpedia::export_neuronpedia(
+                &run,
+                &hooks,
+                &opts,
+                &a.target.out,
+            )?;
             if a.json {
                 crate::outln!("{}", serde_json::to_string_pretty(&written)?)?;
             } else {
@@ -223,8 +227,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Export(crate::args_export::ExportCommand::Delphi(a)) => {
-            let run = open_run(&a.run)?;
-            let hooks = export_hooks(&run, &a.hooks)?;
+            let run = open_run(&a.target.run)?;
+            let hooks = export_hooks(&run, &a.target.hooks)?;
             let written = crate::export_delphi::export(&run, &hooks, &a, &bars)?;
             if a.json {
                 crate::outln!("{}", serde_json::to_string_pretty(&written)?)?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use glassbox_concepts::delphi_cache::{write_delphi_cache, DelphiCache, DelphiOptions};
 use glassbox_data::{HookPoint, Manifest, Progress, RunDir};
 
-/// Writes every SAE of `hooks` (empty: every SAE of the run) under `args.out`.
+/// Writes every SAE of `hooks` (empty: every SAE of the run) under `args.target.out`.
 pub fn export(
     run: &RunDir,
     hooks: &[HookPoint],
@@ -72,7 +72,12 @@ pub fn export(
                 .unwrap_or_default(),
         };
         written.push(write_delphi_cache(
-            run, *hook, &sae, &options, &args.out, progress,
+            run,
+            *hook,
+            &sae,
+            &options,
+            &args.target.out,
+            progress,
         )?);
     }
     Ok(written)

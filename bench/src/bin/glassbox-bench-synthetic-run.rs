@@ -74,7 +74,9 @@ fn main() -> Result<()> {
     let data = TextDataset {
         source: a.run.join("synthetic.jsonl"),
         sha256: "0".repeat(64),
-        texts: (0..examples).map(|e| format!("synthetic example {e}")).collect(),
+        texts: (0..examples)
+            .map(|e| format!("synthetic example {e}"))
+            .collect(),
         splits: None,
         columns: vec![Column {
             name: "topic".into(),
@@ -91,11 +93,16 @@ fn main() -> Result<()> {
 
     let mut tokens = TokensWriter::create(&run)?;
     let names: Vec<String> = (0..a.seq).map(|p| format!("t{p}")).collect();
-    let spans: Vec<Option<(u32, u32)>> = (0..a.seq).map(|p| Some((p as u32, p as u32 + 1))).collect();
+    let spans: Vec<Option<(u32, u32)>> =
+        (0..a.seq).map(|p| Some((p as u32, p as u32 + 1))).collect();
     for chunk in (0..examples).collect::<Vec<_>>().chunks(512) {
         let ids: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|&e| (0..lengths[e]).map(|p| (e as u32 * 7 + p) % 50_000).collect())
+            .map(|&e| {
+                (0..lengths[e])
+                    .map(|p| (e as u32 * 7 + p) % 50_000)
+                    .collect()
+            })
             .collect();
         let rows: Vec<TokenRows<'_>> = chunk
             .iter()

@@ -40,7 +40,13 @@ pub fn write(
     let mut offset = 0usize;
     for (name, shape, values) in &order {
         if shape.iter().product::<usize>() != values.len() {
-            return Err(error(path, format!("tensor `{name}`: shape {shape:?} does not hold {} values", values.len())));
+            return Err(error(
+                path,
+                format!(
+                    "tensor `{name}`: shape {shape:?} does not hold {} values",
+                    values.len()
+                ),
+            ));
         }
         let end = offset + 4 * values.len();
         header.insert(
@@ -136,7 +142,10 @@ mod tests {
             ("W_dec", vec![2, 3], b.as_slice()),
             ("threshold", vec![], c.as_slice()),
         ];
-        for metadata in [HashMap::new(), HashMap::from([("k".to_owned(), "v".to_owned())])] {
+        for metadata in [
+            HashMap::new(),
+            HashMap::from([("k".to_owned(), "v".to_owned())]),
+        ] {
             let path = dir.path().join("t.safetensors");
             write(&path, &tensors, metadata.clone()).unwrap();
             let buffers: Vec<Vec<u8>> = tensors
@@ -146,7 +155,12 @@ mod tests {
             let views: Vec<(String, TensorView<'_>)> = tensors
                 .iter()
                 .zip(&buffers)
-                .map(|((n, s, _), d)| (n.to_string(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+                .map(|((n, s, _), d)| {
+                    (
+                        n.to_string(),
+                        TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+                    )
+                })
                 .collect();
             let meta = Some(metadata);
             let want = glassbox_data::canonical::sorted_safetensors_header(

@@ -41,8 +41,11 @@ struct Finished {
 
 impl Sums {
     fn finish(self) -> Finished {
-        let mut features: Vec<(u32, f32)> =
-            self.features.into_iter().map(|(u, v)| (u, v as f32)).collect();
+        let mut features: Vec<(u32, f32)> = self
+            .features
+            .into_iter()
+            .map(|(u, v)| (u, v as f32))
+            .collect();
         features.sort_unstable_by_key(|&(u, _)| u);
         Finished {
             rows: self.rows,
@@ -58,7 +61,11 @@ impl Finished {
         Sums {
             rows: self.rows,
             neurons: self.neurons,
-            features: self.features.into_iter().map(|(u, v)| (u, v as f64)).collect(),
+            features: self
+                .features
+                .into_iter()
+                .map(|(u, v)| (u, v as f64))
+                .collect(),
         }
     }
 }

@@ -16,24 +16,13 @@
 //!   `ReLU(· (x − b_dec) + b_enc)` (their `encode` default `use_threshold = True`), so JumpReLU.
 
 use super::super::saelens::{fold_uncentred_input, take_tensor, transpose, LoadedSae};
-use super::super::tensors::Loaded;
 use super::super::{Architecture, Gate, Sae};
 use crate::ConceptError;
-use glassbox_data::torch_pickle;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::Path;
 
 pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptError> {
     let file = dir.join("ae.pt");
-    if !allow_pickle {
-        return Err(ConceptError::Invalid(format!(
-            "{}: a dictionary_learning SAE is a PyTorch pickle; pass --allow-pickle (or \
-             `allow_pickle = true` in [dictionary]) to read it — only tensor data is \
-             interpreted, nothing in it is run",
-            file.display()
-        )));
-    }
     let cfg_path = dir.join("config.json");
     let bad = |m: String| ConceptError::Invalid(format!("{}: {m}", cfg_path.display()));
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
@@ -51,20 +40,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
     let d = int("activation_dim").ok_or_else(|| bad("`activation_dim` is missing".into()))?;
     let m = int("dict_size").ok_or_else(|| bad("`dict_size` is missing".into()))?;
 
-    let mut t: HashMap<String, Loaded> = torch_pickle::load(&file)
-        .map_err(|e| ConceptError::Invalid(e.to_string()))?
-        .into_iter()
-        .map(|(name, t)| {
-            let values = t.to_f32();
-            (
-                name,
-                Loaded {
-                    shape: t.shape,
-                    values,
-                },
-            )
-        })
-        .collect();
+    let mut t = super::read_pickle(&file, allow_pickle, "dictionary_learning")?;
     let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &file, name, shape, (d, m));
     let k = |stored: Vec<f32>| stored.first().map(|&k| k as usize).or(int("k"));
     let mut sae = match class {

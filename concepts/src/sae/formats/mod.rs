@@ -125,6 +125,37 @@ pub fn load_with(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptErr
     loaded.map_err(|e| ConceptError::Invalid(format!("{e} (read as {})", format.name())))
 }
 
+/// The tensors of a pickled state dict, as f32, read only when `allow_pickle` (else the error
+/// says how to allow it) by the allow-listed unpickler, which interprets tensor rebuilds and
+/// runs nothing.
+pub(crate) fn read_pickle(
+    file: &Path,
+    allow_pickle: bool,
+    suite: &str,
+) -> Result<std::collections::HashMap<String, super::tensors::Loaded>, ConceptError> {
+    if !allow_pickle {
+        return Err(ConceptError::Invalid(format!(
+            "{}: a {suite} SAE is a PyTorch pickle; pass --allow-pickle (or `allow_pickle = true` \
+             in [dictionary]) to read it — only tensor data is interpreted, nothing in it is run",
+            file.display()
+        )));
+    }
+    Ok(glassbox_data::torch_pickle::load(file)
+        .map_err(|e| ConceptError::Invalid(e.to_string()))?
+        .into_iter()
+        .map(|(name, t)| {
+            let values = t.to_f32();
+            (
+                name,
+                super::tensors::Loaded {
+                    shape: t.shape,
+                    values,
+                },
+            )
+        })
+        .collect())
+}
+
 /// A TransformerLens hook name for an HF module path as suites record them
 /// (`model.layers.12.output`, `layers.12`, `layers.12.mlp`, `embed_tokens`, …); names already
 /// in TransformerLens form pass through.

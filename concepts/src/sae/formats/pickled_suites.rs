@@ -18,7 +18,6 @@ use super::super::tensors::Loaded;
 use super::super::{Architecture, Sae};
 use super::Format;
 use crate::ConceptError;
-use glassbox_data::torch_pickle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -68,34 +67,6 @@ fn file_of(path: &Path) -> Result<PathBuf, ConceptError> {
     }
 }
 
-fn read(
-    file: &Path,
-    allow_pickle: bool,
-    suite: &str,
-) -> Result<HashMap<String, Loaded>, ConceptError> {
-    if !allow_pickle {
-        return Err(ConceptError::Invalid(format!(
-            "{}: a {suite} SAE is a PyTorch pickle; pass --allow-pickle (or `allow_pickle = true` \
-             in [dictionary]) to read it — only tensor data is interpreted, nothing in it is run",
-            file.display()
-        )));
-    }
-    Ok(torch_pickle::load(file)
-        .map_err(|e| ConceptError::Invalid(e.to_string()))?
-        .into_iter()
-        .map(|(name, t)| {
-            let values = t.to_f32();
-            (
-                name,
-                Loaded {
-                    shape: t.shape,
-                    values,
-                },
-            )
-        })
-        .collect())
-}
-
 /// `[m, d]` of the encoder matrix `name`, before anything is taken.
 fn widths(
     t: &HashMap<String, Loaded>,
@@ -141,7 +112,7 @@ pub(super) fn load_goodfire(path: &Path, allow_pickle: bool) -> Result<LoadedSae
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let mut t = read(&file, allow_pickle, "Goodfire")?;
+    let mut t = super::read_pickle(&file, allow_pickle, "Goodfire")?;
     let (m, d) = widths(&t, &file, "encoder_linear.weight")?;
     let mut take = |n: &str, shape: &[usize]| take_tensor(&mut t, &file, n, shape, (d, m));
     let mut out = Sae {
@@ -198,7 +169,7 @@ pub(super) fn load_qwen_scope(path: &Path, allow_pickle: bool) -> Result<LoadedS
             file.display()
         ))
     })?;
-    let mut t = read(&file, allow_pickle, "Qwen-Scope")?;
+    let mut t = super::read_pickle(&file, allow_pickle, "Qwen-Scope")?;
     let (m, d) = widths(&t, &file, "W_enc")?;
     if k == 0 || k > m {
         return Err(ConceptError::Invalid(format!(
