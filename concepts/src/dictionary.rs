@@ -4,13 +4,14 @@
 //! `sae/` (SAELens layout), `metrics.json`, `features.parquet`, `feature_examples.parquet`,
 //! `feature_labels.parquet`, `feature_directions.parquet`, and `neurons*.parquet` likewise.
 
+use crate::dictionary_outputs::{model_name, summary, write_metrics};
 use crate::explain::{self, inputs, ExplainOptions, Units};
-use crate::sae::fit::{evaluate, fit, FitControl, Fitted};
-use crate::sae::metrics::{Metrics, DEFINITIONS};
+use crate::sae::fit::{evaluate, fit, FitControl};
+use crate::sae::metrics::Metrics;
 use crate::sae::pca::PcaBaseline;
 use crate::sae::saelens::{self, Provenance};
 use crate::sae::stream::{RowId, RowSource, Split, StoreRows};
-use crate::sae::{Architecture, Sae, SaeOptions};
+use crate::sae::{Sae, SaeOptions};
 use crate::sparse_probing::{self, SparseProbingOptions};
 use crate::ConceptError;
 use glassbox_data::examples::read_examples;
@@ -18,7 +19,7 @@ use glassbox_data::grid::ImageCells;
 use glassbox_data::store::PartStream;
 use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::HookPoint;
-use glassbox_data::{atomic, Progress, RunDir};
+use glassbox_data::{Progress, RunDir};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
@@ -81,6 +82,8 @@ pub struct HookSummary {
     pub pca: Option<Metrics>,
     pub steps: Option<usize>,
     pub resumed_from: Option<usize>,
+    /// Sparse probing per k (empty when it did not run).
+    pub sparse_probing: Vec<sparse_probing::AtK>,
 }
 
 /// A finished stage, or a training paused by `pause_after` (run again to continue).
@@ -306,15 +309,11 @@ impl Context<'_> {
                 .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
         }
         self.explain_units(hook, Units::Features(&sae), "feature")?;
-        self.sparse_probe(hook, &sae)?;
-        Ok(Some(summary(
-            hook,
-            "trained",
-            &sae,
-            metrics,
-            pca,
-            training.as_ref(),
-        )))
+        let sparse = self.sparse_probe(hook, &sae)?;
+        Ok(Some(HookSummary {
+            sparse_probing: sparse,
+            ..summary(hook, "trained", &sae, metrics, pca, training.as_ref())
+        }))
     }
 
     fn pca_baseline(
@@ -388,8 +387,11 @@ impl Context<'_> {
             &self.options.sae,
         )?;
         self.explain_units(hook, Units::Features(&loaded.sae), "feature")?;
-        self.sparse_probe(hook, &loaded.sae)?;
-        Ok(summary(hook, "loaded", &loaded.sae, metrics, None, None))
+        let sparse = self.sparse_probe(hook, &loaded.sae)?;
+        Ok(HookSummary {
+            sparse_probing: sparse,
+            ..summary(hook, "loaded", &loaded.sae, metrics, None, None)
+        })
     }
 
     fn neuron_hook(&self, hook: HookPoint) -> Result<HookSummary, ConceptError> {
@@ -405,14 +407,19 @@ impl Context<'_> {
             pca: None,
             steps: None,
             resumed_from: None,
+            sparse_probing: Vec::new(),
         })
     }
 
     /// Sparse probing of the SAE's features against the hook's neurons (pooled per example).
-    fn sparse_probe(&self, hook: HookPoint, sae: &Sae) -> Result<(), ConceptError> {
+    fn sparse_probe(
+        &self,
+        hook: HookPoint,
+        sae: &Sae,
+    ) -> Result<Vec<sparse_probing::AtK>, ConceptError> {
         let label_names = inputs::sequence_label_names(self.examples, &self.options.labels);
         let mut rows = self.rows(hook, Split::All)?;
-        sparse_probing::run_for_hook(
+        let rows = sparse_probing::run_for_hook(
             &self.run.dictionary_dir(hook),
             sparse_probing::HookInputs {
                 sae,
@@ -424,7 +431,7 @@ impl Context<'_> {
             &self.options.sparse_probing,
             self.progress,
         )?;
-        Ok(())
+        Ok(sparse_probing::by_k(&rows))
     }
 
     fn explain_units(
@@ -460,81 +467,4 @@ impl Context<'_> {
         });
         explain::write::write_with_cells(&dir, unit, &e, columns.as_ref())
     }
-}
-
-fn model_name(run: &RunDir) -> String {
-    glassbox_data::Manifest::load(run)
-        .ok()
-        .and_then(|m| m.model.map(|m| m.id))
-        .unwrap_or_default()
-}
-
-fn summary(
-    hook: HookPoint,
-    source: &str,
-    sae: &Sae,
-    metrics: Metrics,
-    pca: Option<Metrics>,
-    training: Option<&Fitted>,
-) -> HookSummary {
-    HookSummary {
-        hook,
-        source: source.to_owned(),
-        units: sae.width,
-        architecture: Some(sae.architecture.name().to_owned()),
-        k: match sae.architecture {
-            Architecture::TopK { k } => Some(k),
-            _ => None,
-        },
-        metrics: Some(metrics),
-        pca,
-        steps: training.map(|t| t.steps_done),
-        resumed_from: training.and_then(|t| t.resumed_from),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_metrics(
-    dir: &Path,
-    hook: HookPoint,
-    source: &str,
-    metrics: &Metrics,
-    pca: Option<&Metrics>,
-    training: Option<&Fitted>,
-    train_rows: u64,
-    eval_rows: u64,
-    options: &SaeOptions,
-) -> Result<(), ConceptError> {
-    let definitions: serde_json::Map<String, serde_json::Value> = DEFINITIONS
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let training = training.map(|t| {
-        json!({
-            "steps": t.steps_done,
-            "batch_size": t.resolved.batch_size,
-            "lr": t.resolved.lr,
-            "warmup_steps": t.resolved.warmup_steps,
-            "k_aux": t.resolved.k_aux,
-            "input_scale": t.scale,
-            "resumed_from": t.resumed_from,
-            "dead_fraction_training": t.dead_fraction_training,
-            "curve": t.curve,
-        })
-    });
-    let value = json!({
-        "hook": hook,
-        "source": source,
-        "train_rows": train_rows,
-        "eval_rows": eval_rows,
-        "sae": metrics,
-        "pca_baseline": pca,
-        "definitions": definitions,
-        "dense_threshold": crate::sae::metrics::DENSE_THRESHOLD,
-        "training": training,
-        "options": options,
-    });
-    let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
-    atomic::write_bytes(&dir.join("metrics.json"), text.as_bytes())?;
-    Ok(())
 }

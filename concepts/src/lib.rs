@@ -6,6 +6,7 @@ pub mod cav;
 pub mod delphi_cache;
 pub mod dictionary;
 pub mod dictionary_check;
+mod dictionary_outputs;
 pub mod dissect;
 mod results;
 pub mod sparse_probing;

@@ -408,5 +408,25 @@ pub fn dictionary_table(rows: &[HookSummary]) -> String {
             f(m.map(|m| m.dense_fraction)),
         ));
     }
+    for r in rows.iter().filter(|r| !r.sparse_probing.is_empty()) {
+        let ks: Vec<String> = r
+            .sparse_probing
+            .iter()
+            .map(|a| {
+                format!(
+                    "k={} {:.1}% vs {:.1}%",
+                    a.k,
+                    100.0 * a.feature_accuracy,
+                    100.0 * a.neuron_accuracy
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "sparse probing at {} (features vs neurons, mean over {} tasks): {}\n",
+            r.hook,
+            r.sparse_probing[0].tasks,
+            ks.join(" · ")
+        ));
+    }
     out
 }

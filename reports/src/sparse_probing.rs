@@ -4,24 +4,9 @@
 
 use crate::markup::escape;
 use crate::ReportError;
-use glassbox_concepts::sparse_probing::{read_rows, SparseProbeRow};
+use glassbox_concepts::sparse_probing::{by_k, read_rows, AtK};
 use serde::Serialize;
 use std::path::Path;
-
-/// One k, averaged over the tasks (SAEBench reports the mean over its datasets).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AtK {
-    pub k: usize,
-    pub tasks: usize,
-    pub feature_accuracy: f64,
-    pub neuron_accuracy: f64,
-    pub feature_selectivity: f64,
-    pub neuron_selectivity: f64,
-    pub dense_neuron_accuracy: f64,
-    /// Tasks where the Holm-corrected paired test favours one side.
-    pub features_better: usize,
-    pub neurons_better: usize,
-}
 
 /// A hook's sparse probing, summarised.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -34,34 +19,7 @@ pub fn summarise(dir: &Path) -> Result<Option<SparseProbing>, ReportError> {
     let rows = read_rows(dir).map_err(|e| ReportError::Invalid(e.to_string()))?;
     Ok(rows
         .filter(|r| !r.is_empty())
-        .map(|rows| summarise_rows(&rows)))
-}
-
-fn summarise_rows(rows: &[SparseProbeRow]) -> SparseProbing {
-    let mut ks: Vec<usize> = rows.iter().map(|r| r.k).collect();
-    ks.sort_unstable();
-    ks.dedup();
-    let by_k = ks
-        .into_iter()
-        .map(|k| {
-            let at: Vec<&SparseProbeRow> = rows.iter().filter(|r| r.k == k).collect();
-            let mean = |f: &dyn Fn(&SparseProbeRow) -> f64| {
-                at.iter().map(|r| f(r)).sum::<f64>() / at.len() as f64
-            };
-            AtK {
-                k,
-                tasks: at.len(),
-                feature_accuracy: mean(&|r| r.features.accuracy),
-                neuron_accuracy: mean(&|r| r.neurons.accuracy),
-                feature_selectivity: mean(&|r| r.features.selectivity()),
-                neuron_selectivity: mean(&|r| r.neurons.selectivity()),
-                dense_neuron_accuracy: mean(&|r| r.dense_neurons),
-                features_better: at.iter().filter(|r| r.verdict == "features better").count(),
-                neurons_better: at.iter().filter(|r| r.verdict == "neurons better").count(),
-            }
-        })
-        .collect();
-    SparseProbing { by_k }
+        .map(|rows| SparseProbing { by_k: by_k(&rows) }))
 }
 
 /// One sentence for the findings: the smallest k.

@@ -146,6 +146,47 @@ pub struct SparseProbeRow {
     pub verdict: String,
 }
 
+/// One k, averaged over the tasks (SAEBench reports the mean over its datasets).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AtK {
+    pub k: usize,
+    pub tasks: usize,
+    pub feature_accuracy: f64,
+    pub neuron_accuracy: f64,
+    pub feature_selectivity: f64,
+    pub neuron_selectivity: f64,
+    pub dense_neuron_accuracy: f64,
+    /// Tasks where the Holm-corrected paired test favours one side.
+    pub features_better: usize,
+    pub neurons_better: usize,
+}
+
+/// Per k, the means over the tasks and the verdict counts.
+pub fn by_k(rows: &[SparseProbeRow]) -> Vec<AtK> {
+    let mut ks: Vec<usize> = rows.iter().map(|r| r.k).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks.into_iter()
+        .map(|k| {
+            let at: Vec<&SparseProbeRow> = rows.iter().filter(|r| r.k == k).collect();
+            let mean = |f: &dyn Fn(&SparseProbeRow) -> f64| {
+                at.iter().map(|r| f(r)).sum::<f64>() / at.len() as f64
+            };
+            AtK {
+                k,
+                tasks: at.len(),
+                feature_accuracy: mean(&|r| r.features.accuracy),
+                neuron_accuracy: mean(&|r| r.neurons.accuracy),
+                feature_selectivity: mean(&|r| r.features.selectivity()),
+                neuron_selectivity: mean(&|r| r.neurons.selectivity()),
+                dense_neuron_accuracy: mean(&|r| r.dense_neurons),
+                features_better: at.iter().filter(|r| r.verdict == "features better").count(),
+                neurons_better: at.iter().filter(|r| r.verdict == "neurons better").count(),
+            }
+        })
+        .collect()
+}
+
 /// Every binary task of `label_names` over the pooled examples: a two-class label gives one
 /// (its second class against the first), a larger one a task per class.
 pub fn tasks(

@@ -1,0 +1,90 @@
+//! What the dictionary stage records per hook besides the units: the summary it returns and
+//! `metrics.json` (the SAE's metrics with their definitions, the PCA baseline, the training).
+
+use crate::dictionary::HookSummary;
+use crate::sae::fit::Fitted;
+use crate::sae::metrics::{Metrics, DEFINITIONS};
+use crate::sae::{Architecture, Sae, SaeOptions};
+use crate::ConceptError;
+use glassbox_data::{atomic, HookPoint, RunDir};
+use serde_json::json;
+use std::path::Path;
+
+/// The run's model id (empty when the manifest names none).
+pub(crate) fn model_name(run: &RunDir) -> String {
+    glassbox_data::Manifest::load(run)
+        .ok()
+        .and_then(|m| m.model.map(|m| m.id))
+        .unwrap_or_default()
+}
+
+pub(crate) fn summary(
+    hook: HookPoint,
+    source: &str,
+    sae: &Sae,
+    metrics: Metrics,
+    pca: Option<Metrics>,
+    training: Option<&Fitted>,
+) -> HookSummary {
+    HookSummary {
+        hook,
+        source: source.to_owned(),
+        units: sae.width,
+        architecture: Some(sae.architecture.name().to_owned()),
+        k: match sae.architecture {
+            Architecture::TopK { k } => Some(k),
+            _ => None,
+        },
+        metrics: Some(metrics),
+        pca,
+        steps: training.map(|t| t.steps_done),
+        resumed_from: training.and_then(|t| t.resumed_from),
+        sparse_probing: Vec::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_metrics(
+    dir: &Path,
+    hook: HookPoint,
+    source: &str,
+    metrics: &Metrics,
+    pca: Option<&Metrics>,
+    training: Option<&Fitted>,
+    train_rows: u64,
+    eval_rows: u64,
+    options: &SaeOptions,
+) -> Result<(), ConceptError> {
+    let definitions: serde_json::Map<String, serde_json::Value> = DEFINITIONS
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let training = training.map(|t| {
+        json!({
+            "steps": t.steps_done,
+            "batch_size": t.resolved.batch_size,
+            "lr": t.resolved.lr,
+            "warmup_steps": t.resolved.warmup_steps,
+            "k_aux": t.resolved.k_aux,
+            "input_scale": t.scale,
+            "resumed_from": t.resumed_from,
+            "dead_fraction_training": t.dead_fraction_training,
+            "curve": t.curve,
+        })
+    });
+    let value = json!({
+        "hook": hook,
+        "source": source,
+        "train_rows": train_rows,
+        "eval_rows": eval_rows,
+        "sae": metrics,
+        "pca_baseline": pca,
+        "definitions": definitions,
+        "dense_threshold": crate::sae::metrics::DENSE_THRESHOLD,
+        "training": training,
+        "options": options,
+    });
+    let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
+    atomic::write_bytes(&dir.join("metrics.json"), text.as_bytes())?;
+    Ok(())
+}
