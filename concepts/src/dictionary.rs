@@ -4,6 +4,7 @@
 //! `sae/` (SAELens layout), `metrics.json`, `features.parquet`, `feature_examples.parquet`,
 //! `feature_labels.parquet`, `feature_directions.parquet`, and `neurons*.parquet` likewise.
 
+pub use crate::dictionary_outputs::HookSummary;
 use crate::dictionary_outputs::{model_name, summary, write_metrics};
 use crate::explain::{self, inputs, ExplainOptions, Units};
 use crate::sae::fit::{evaluate, fit, FitControl};
@@ -67,23 +68,6 @@ impl Default for DictionaryOptions {
             sparse_probing: SparseProbingOptions::default(),
         }
     }
-}
-
-/// What the stage did at one hook.
-#[derive(Debug, Clone, Serialize)]
-pub struct HookSummary {
-    pub hook: HookPoint,
-    /// `"trained"`, `"loaded"` or `"neurons"`.
-    pub source: String,
-    pub units: usize,
-    pub architecture: Option<String>,
-    pub k: Option<usize>,
-    pub metrics: Option<Metrics>,
-    pub pca: Option<Metrics>,
-    pub steps: Option<usize>,
-    pub resumed_from: Option<usize>,
-    /// Sparse probing per k (empty when it did not run).
-    pub sparse_probing: Vec<sparse_probing::AtK>,
 }
 
 /// A finished stage, or a training paused by `pause_after` (run again to continue).

@@ -1,14 +1,31 @@
 //! What the dictionary stage records per hook besides the units: the summary it returns and
 //! `metrics.json` (the SAE's metrics with their definitions, the PCA baseline, the training).
 
-use crate::dictionary::HookSummary;
 use crate::sae::fit::Fitted;
 use crate::sae::metrics::{Metrics, DEFINITIONS};
 use crate::sae::{Architecture, Sae, SaeOptions};
 use crate::ConceptError;
 use glassbox_data::{atomic, HookPoint, RunDir};
+use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
+
+/// What the stage did at one hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookSummary {
+    pub hook: HookPoint,
+    /// `"trained"`, `"loaded"` or `"neurons"`.
+    pub source: String,
+    pub units: usize,
+    pub architecture: Option<String>,
+    pub k: Option<usize>,
+    pub metrics: Option<Metrics>,
+    pub pca: Option<Metrics>,
+    pub steps: Option<usize>,
+    pub resumed_from: Option<usize>,
+    /// Sparse probing per k (empty when it did not run).
+    pub sparse_probing: Vec<crate::sparse_probing::AtK>,
+}
 
 /// The run's model id (empty when the manifest names none).
 pub(crate) fn model_name(run: &RunDir) -> String {

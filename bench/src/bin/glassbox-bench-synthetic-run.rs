@@ -5,8 +5,10 @@
 //! per-topic offset along one random direction, written in 65,536-row parts as extraction
 //! writes them (f32, uncompressed). Seeded.
 //!
-//!     glassbox-bench-synthetic-run --run DIR --tokens 1000000 --width 2304 \
-//!         --hook blocks.20.hook_resid_post [--seq 128] [--seed 0] [--model ID@REVISION]
+//! ```text
+//! glassbox-bench-synthetic-run --run DIR --tokens 1000000 --width 2304 \
+//!     --hook blocks.20.hook_resid_post [--seq 128] [--seed 0] [--model ID@REVISION]
+//! ```
 //!
 //! `--model` names a cached model as the run's (stages that reload the run's model, such as the
 //! dictionary stage's causal-LM extras, need one they can load; an encoder such as MiniLM has

@@ -196,12 +196,11 @@ pub(super) fn load_qwen_scope(path: &Path, allow_pickle: bool) -> Result<LoadedS
     })
 }
 
-/// What the names alone say (for `sae inspect`, which reads no pickle): architecture, hook,
-/// model and k.
-pub(super) fn name_facts(
-    path: &Path,
-    format: Format,
-) -> Result<(String, Option<String>, Option<String>, Option<usize>), ConceptError> {
+/// What a suite's names say: architecture, hook, model and k.
+pub(super) type NameFacts = (String, Option<String>, Option<String>, Option<usize>);
+
+/// What the names alone say (for `sae inspect`, which reads no pickle).
+pub(super) fn name_facts(path: &Path, format: Format) -> Result<NameFacts, ConceptError> {
     let file = file_of(path)?;
     let name = file
         .file_name()
