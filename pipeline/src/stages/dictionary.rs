@@ -65,6 +65,10 @@ pub fn run_dictionary_stage(
         progress.note("dictionary: up to date; --force re-runs it");
         return Ok(DictionaryRun::UpToDate);
     }
+    // The SAEs' causal-LM extras reload the model after training and explaining: find it now.
+    if !settings.hooks.is_empty() || !settings.load.is_empty() {
+        super::run_model::require_run_model(run)?;
+    }
     // --force retrains from scratch: no reused SAE, no checkpoint.
     let tx = Transaction::begin(run, "dictionary", vec!["dictionary".into()], &fp, !force)?;
     if !force && !tx.resumed() {

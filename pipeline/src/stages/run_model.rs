@@ -42,6 +42,14 @@ pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
     Ok(load_model(resolve(&spec)?, options)?)
 }
 
+/// Finds the run's model in the cache without loading it: stages that reload the model at the
+/// end of long work call this first, so a model that is gone is named before the work starts.
+pub fn require_run_model(run: &RunDir) -> Result<()> {
+    let spec: ModelSpec = run_model_spec(run)?.parse()?;
+    resolve(&spec)?;
+    Ok(())
+}
+
 /// What the run's model reads, from the manifest (by family for runs that predate the
 /// recorded modality); text when nothing is recorded.
 pub fn run_modality(run: &RunDir) -> Modality {
