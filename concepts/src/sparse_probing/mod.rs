@@ -16,7 +16,7 @@ mod task;
 mod write;
 
 pub use pooled::{top_k_units, Pooled, Units};
-pub use task::{Scored, Task};
+pub use task::Task;
 pub use write::{read_rows, write_rows};
 
 use crate::ConceptError;
@@ -244,23 +244,7 @@ pub fn sparse_probe(
     progress.start("sparse probing: tasks", tasks.len() as u64);
     for task in tasks {
         match task::score(pooled, task, options) {
-            Ok(scored) => rows.extend(scored.into_iter().map(|s| SparseProbeRow {
-                label: task.label.clone(),
-                class: task.class.clone(),
-                k: s.k,
-                examples: s.examples,
-                positives: s.positives,
-                test_examples: s.test_examples,
-                majority_baseline: s.majority_baseline,
-                features: s.features,
-                neurons: s.neurons,
-                dense_neurons: s.dense_neurons,
-                difference: s.difference,
-                difference_ci: s.difference_ci,
-                p_value: s.p_value,
-                p_holm: f64::NAN,
-                verdict: String::new(),
-            })),
+            Ok(scored) => rows.extend(scored),
             Err(why) => skipped.push(format!("{} = {} vs rest: {why}", task.label, task.class)),
         }
         progress.advance(1);

@@ -3,7 +3,7 @@
 //! the paired comparison of the two at every k.
 
 use super::pooled::{top_k_units, Pooled, Units};
-use super::{SparseProbingOptions, UnitScores};
+use super::{SparseProbeRow, SparseProbingOptions, UnitScores};
 use crate::stats::mcnemar_exact;
 use glassbox_probes::metrics::{accuracy, bootstrap_ci};
 use glassbox_probes::probe::{control_targets, fit_classifier, Fitted, Rows};
@@ -21,31 +21,16 @@ pub struct Task {
     pub types: Vec<String>,
 }
 
-/// One task at one k, before the multiple-comparison correction.
-pub struct Scored {
-    pub k: usize,
-    pub examples: usize,
-    pub positives: usize,
-    pub test_examples: usize,
-    pub majority_baseline: f64,
-    pub features: UnitScores,
-    pub neurons: UnitScores,
-    /// Accuracy of the probe on every neuron (dense): the ceiling the sparse ones approach.
-    pub dense_neurons: f64,
-    pub difference: f64,
-    pub difference_ci: (f64, f64),
-    pub p_value: f64,
-}
-
 /// Why a task could not be scored (too few examples of a class for the split).
 pub type Skip = String;
 
-/// Scores `task` at every k in the options that both unit kinds have.
+/// Scores `task` at every k in the options that both unit kinds have (the rows' `p_holm` and
+/// `verdict` wait for the correction over every task).
 pub fn score(
     pooled: &Pooled,
     task: &Task,
     options: &SparseProbingOptions,
-) -> Result<Vec<Scored>, Skip> {
+) -> Result<Vec<SparseProbeRow>, Skip> {
     let probe = options.probe_options();
     let member_split = glassbox_probes::stratified_split(
         &task.positive,
@@ -154,7 +139,9 @@ pub fn score(
                 accuracy(&t, &f) - accuracy(&t, &n)
             },
         );
-        out.push(Scored {
+        out.push(SparseProbeRow {
+            label: task.label.clone(),
+            class: task.class.clone(),
             k,
             examples: task.members.len(),
             positives,
@@ -166,6 +153,8 @@ pub fn score(
             dense_neurons: dense,
             difference_ci,
             p_value: mcnemar_exact(only_features as u64, only_neurons as u64),
+            p_holm: f64::NAN,
+            verdict: String::new(),
         });
     }
     Ok(out)

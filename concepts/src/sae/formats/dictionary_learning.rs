@@ -53,7 +53,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
             b_enc: take("encoder.bias", &[m])?,
             w_dec: transpose(&take("decoder.weight", &[d, m])?, d, m),
             b_dec: take("bias", &[d])?,
-            ..empty(d, m)
+            ..super::unfilled(d, m)
         },
         "GatedAutoEncoder" => Sae {
             input_norm: Default::default(),
@@ -66,7 +66,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
                 r_mag: take("r_mag", &[m])?,
                 b_mag: take("mag_bias", &[m])?,
             }),
-            ..empty(d, m)
+            ..super::unfilled(d, m)
         },
         "JumpReluAutoEncoder" => {
             let mut sae = Sae {
@@ -77,7 +77,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
                 w_dec: take("W_dec", &[m, d])?,
                 b_dec: take("b_dec", &[d])?,
                 threshold: take("threshold", &[m])?,
-                ..empty(d, m)
+                ..super::unfilled(d, m)
             };
             fold_uncentred_input(&mut sae);
             sae
@@ -91,7 +91,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
             b_enc: take("encoder.bias", &[m])?,
             w_dec: transpose(&take("decoder.weight", &[d, m])?, d, m),
             b_dec: take("b_dec", &[d])?,
-            ..empty(d, m)
+            ..super::unfilled(d, m)
         },
         "BatchTopKSAE" | "MatryoshkaBatchTopKSAE" => {
             let threshold = take("threshold", &[])?[0];
@@ -122,7 +122,7 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
                 w_dec,
                 b_dec: take("b_dec", &[d])?,
                 threshold: vec![threshold; m],
-                ..empty(d, m)
+                ..super::unfilled(d, m)
             }
         }
         other => {
@@ -142,22 +142,6 @@ pub(super) fn load(dir: &Path, allow_pickle: bool) -> Result<LoadedSae, ConceptE
         fingerprint: None,
         format: "dictionary_learning",
     })
-}
-
-/// Weights to be filled in by a class's reader.
-fn empty(d: usize, m: usize) -> Sae {
-    Sae {
-        input_norm: Default::default(),
-        d_in: d,
-        width: m,
-        architecture: Architecture::JumpRelu,
-        w_enc: Vec::new(),
-        b_enc: Vec::new(),
-        w_dec: Vec::new(),
-        b_dec: Vec::new(),
-        threshold: Vec::new(),
-        gate: None,
-    }
 }
 
 /// dictionary_learning names submodules `resid_post_layer_3`, `mlp_out_layer_3`,

@@ -156,6 +156,22 @@ pub(crate) fn read_pickle(
         .collect())
 }
 
+/// An SAE of `d` inputs and `m` latents whose weights and architecture a reader fills in.
+pub(super) fn unfilled(d: usize, m: usize) -> super::Sae {
+    super::Sae {
+        input_norm: Default::default(),
+        d_in: d,
+        width: m,
+        architecture: super::Architecture::JumpRelu,
+        w_enc: Vec::new(),
+        b_enc: Vec::new(),
+        w_dec: Vec::new(),
+        b_dec: Vec::new(),
+        threshold: Vec::new(),
+        gate: None,
+    }
+}
+
 /// A TransformerLens hook name for an HF module path as suites record them
 /// (`model.layers.12.output`, `layers.12`, `layers.12.mlp`, `embed_tokens`, …); names already
 /// in TransformerLens form pass through.

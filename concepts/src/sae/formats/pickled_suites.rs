@@ -86,21 +86,6 @@ fn widths(
     }
 }
 
-fn sae(architecture: Architecture, d: usize, m: usize) -> Sae {
-    Sae {
-        input_norm: Default::default(),
-        d_in: d,
-        width: m,
-        architecture,
-        w_enc: Vec::new(),
-        b_enc: Vec::new(),
-        w_dec: Vec::new(),
-        b_dec: Vec::new(),
-        threshold: Vec::new(),
-        gate: None,
-    }
-}
-
 /// A number right after `key` in the file's name.
 fn layer_in(name: &str, key: &str) -> Option<usize> {
     super::number_after(name, key)
@@ -120,13 +105,10 @@ pub(super) fn load_goodfire(path: &Path, allow_pickle: bool) -> Result<LoadedSae
         b_enc: take("encoder_linear.bias", &[m])?,
         w_dec: transpose(&take("decoder_linear.weight", &[d, m])?, d, m),
         b_dec: take("decoder_linear.bias", &[d])?,
-        ..sae(
-            Architecture::Relu {
-                l1_coefficient: 0.0,
-            },
-            d,
-            m,
-        )
+        architecture: Architecture::Relu {
+            l1_coefficient: 0.0,
+        },
+        ..super::unfilled(d, m)
     };
     fold_uncentred_input(&mut out);
     out.validate(&file.display().to_string())?;
@@ -183,7 +165,8 @@ pub(super) fn load_qwen_scope(path: &Path, allow_pickle: bool) -> Result<LoadedS
         b_enc: take("b_enc", &[m])?,
         w_dec: transpose(&take("W_dec", &[d, m])?, d, m),
         b_dec: take("b_dec", &[d])?,
-        ..sae(Architecture::TopK { k }, d, m)
+        architecture: Architecture::TopK { k },
+        ..super::unfilled(d, m)
     };
     fold_uncentred_input(&mut out);
     out.validate(&file.display().to_string())?;
