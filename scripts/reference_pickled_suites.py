@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import sae_lens
 import sae_lens.loading.pretrained_sae_loaders as loaders
-from sae_lens import SAE
-from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
+
+from reference_sae_suites import sae_from_converter  # scripts/: the converter, served locally
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "sae_suites" / "pickled"
@@ -34,17 +34,10 @@ def randn(*shape, scale=1.0):
 
 
 def build(loader, repo_id, filename, file):
-    loaders.hf_hub_download = lambda repo_id=None, filename=None, **_: str(file)
-    cfg, state, _ = loader(repo_id=repo_id, folder_name=filename, device="cpu",
-                           force_download=False,
-                           cfg_overrides={"device": "cpu", "dtype": "float32", "d_in": D, "d_sae": M})
-    cfg = handle_config_defaulting(cfg)
-    cfg_cls = SAE.get_sae_config_class_for_architecture(cfg["architecture"])
-    sae_cfg = cfg_cls.from_dict(cfg)
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(state)
-    sae.load_state_dict(state)
-    return sae
+    """SAELens's converter with the download served from `file` and the fixture's widths."""
+    return sae_from_converter(
+        lambda **kw: loader(**{**kw, "cfg_overrides": {**kw["cfg_overrides"], "d_in": D, "d_sae": M}}),
+        repo_id, filename, {filename: file})[0]
 
 
 def record(sae, path, x):

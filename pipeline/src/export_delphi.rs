@@ -23,42 +23,9 @@ pub fn export(
     let Some(model) = manifest.model.as_ref() else {
         bail!("{}: the manifest names no model", run.name());
     };
-    let found: Vec<(HookPoint, std::path::PathBuf)> =
-        glassbox_concepts::explain::read::dictionary_hooks(run)?
-            .into_iter()
-            .filter(|(_, dir)| dir.join("sae/cfg.json").is_file())
-            .collect();
-    let have = || {
-        let names: Vec<String> = found.iter().map(|(h, _)| h.to_string()).collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
-    };
-    let chosen: Vec<&(HookPoint, std::path::PathBuf)> = if hooks.is_empty() {
-        found.iter().collect()
-    } else {
-        hooks
-            .iter()
-            .map(|h| match found.iter().find(|(f, _)| f == h) {
-                Some(f) => Ok(f),
-                None => bail!(
-                    "{}: no SAE at `{h}` (SAEs: {}); run `glassbox dictionary --hook {h}` first",
-                    run.name(),
-                    have()
-                ),
-            })
-            .collect::<Result<_>>()?
-    };
-    if chosen.is_empty() {
-        bail!(
-            "{}: the run has no trained or loaded SAE to export; run `glassbox dictionary` first",
-            run.name()
-        );
-    }
+    let chosen = glassbox_concepts::explain::read::sae_folders(run, hooks)?;
     let mut written = Vec::new();
-    for (hook, dir) in chosen {
+    for (hook, dir) in &chosen {
         let sae = glassbox_concepts::sae::saelens::load(&dir.join("sae"))?.sae;
         let options = DelphiOptions {
             context: args.context_size,

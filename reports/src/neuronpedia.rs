@@ -80,36 +80,10 @@ pub fn export_neuronpedia(
         .model_id
         .clone()
         .unwrap_or_else(|| default_model_id(&model.id));
-    let found: Vec<(HookPoint, PathBuf)> = glassbox_concepts::explain::read::dictionary_hooks(run)?
-        .into_iter()
-        .filter(|(_, dir)| dir.join("sae/cfg.json").is_file())
-        .collect();
-    let chosen: Vec<&(HookPoint, PathBuf)> = if hooks.is_empty() {
-        found.iter().collect()
-    } else {
-        hooks
-            .iter()
-            .map(|h| {
-                found.iter().find(|(f, _)| f == h).ok_or_else(|| {
-                    let have: Vec<String> = found.iter().map(|(f, _)| f.to_string()).collect();
-                    ReportError::Invalid(format!(
-                        "{}: no SAE at `{h}` (SAEs: {}); run `glassbox dictionary --hook {h}` first",
-                        run.name(),
-                        if have.is_empty() { "none".into() } else { have.join(", ") }
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?
-    };
-    if chosen.is_empty() {
-        return Err(ReportError::Invalid(format!(
-            "{}: the run has no trained or loaded SAE to export; run `glassbox dictionary` first",
-            run.name()
-        )));
-    }
+    let chosen = glassbox_concepts::explain::read::sae_folders(run, hooks)?;
     let data = manifest.data.as_ref();
     let mut written = Vec::new();
-    for (hook, dir) in chosen {
+    for (hook, dir) in &chosen {
         let source = Source {
             model_id: &model_id,
             id: format!("{}-{}", hook.layer().unwrap_or(0), opts.source_set),

@@ -221,4 +221,36 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         std::fs::read(module.join("0_20.safetensors")).unwrap(),
         before
     );
+
+    // A run whose model has left the cache: the dictionary stage (which reloads the model for
+    // causal-LM extras at the end) names it before training, exit 2, the earlier results as
+    // they were. Paused after one step, a stage that looked for the model only at the end
+    // would exit 0.
+    // The run's model is a local copy (config.toml's `[model] id`): move it away.
+    let config: toml::Value =
+        toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    let model = std::path::PathBuf::from(config["model"]["id"].as_str().unwrap());
+    let gone = model.with_extension("gone");
+    std::fs::rename(&model, &gone).unwrap();
+    let weights = std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap();
+    let out = glassbox()
+        .args(["dictionary", "--force", "--run"])
+        .arg(&run)
+        .args([
+            "--hook",
+            HOOK,
+            "--width",
+            "64",
+            "--k",
+            "4",
+            "--pause-after",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &[model.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap(),
+        weights
+    );
 }

@@ -28,6 +28,43 @@ pub struct UnitRow {
     pub best_direction_cosine: Option<f64>,
 }
 
+/// The SAE folders (`dictionary/hook=<hook>/` holding `sae/cfg.json`) an export writes: those of
+/// `hooks`, or every one when `hooks` is empty. A hook without an SAE, or a run with none, is
+/// an error that lists the SAEs there are.
+pub fn sae_folders(
+    run: &glassbox_data::RunDir,
+    hooks: &[glassbox_data::HookPoint],
+) -> Result<Vec<(glassbox_data::HookPoint, std::path::PathBuf)>, ConceptError> {
+    let found: Vec<_> = dictionary_hooks(run)?
+        .into_iter()
+        .filter(|(_, dir)| dir.join("sae/cfg.json").is_file())
+        .collect();
+    let chosen: Vec<_> = if hooks.is_empty() {
+        found.clone()
+    } else {
+        hooks
+            .iter()
+            .map(|h| {
+                found.iter().find(|(f, _)| f == h).cloned().ok_or_else(|| {
+                    let have: Vec<String> = found.iter().map(|(f, _)| f.to_string()).collect();
+                    ConceptError::Invalid(format!(
+                        "{}: no SAE at `{h}` (SAEs: {}); run `glassbox dictionary --hook {h}` first",
+                        run.name(),
+                        if have.is_empty() { "none".into() } else { have.join(", ") }
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if chosen.is_empty() {
+        return Err(ConceptError::Invalid(format!(
+            "{}: the run has no trained or loaded SAE to export; run `glassbox dictionary` first",
+            run.name()
+        )));
+    }
+    Ok(chosen)
+}
+
 /// The run's `dictionary/hook=<hook>/` folders, in name order, with their hooks; an error names
 /// a folder whose name is not a hook.
 pub fn dictionary_hooks(
