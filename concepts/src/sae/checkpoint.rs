@@ -16,7 +16,7 @@ use std::path::Path;
 pub fn save(
     path: &Path,
     trainer: &Trainer,
-    scale: f32,
+    scales: &[f32],
     fingerprint: &str,
     curve: &[CurvePoint],
 ) -> Result<(), ConceptError> {
@@ -44,10 +44,19 @@ pub fn save(
             ("adam_v.threshold", vec![w], &v.threshold),
         ]);
     }
+    // A transcoder's skip connection likewise.
+    if !trainer.w_skip.is_empty() {
+        tensors.extend([
+            ("w_skip", vec![d, d], trainer.w_skip.as_slice()),
+            ("adam_m.w_skip", vec![d, d], &m.w_skip),
+            ("adam_v.w_skip", vec![d, d], &v.w_skip),
+        ]);
+    }
+    let scale_list: Vec<String> = scales.iter().map(|s| format!("{s:e}")).collect();
     let metadata = HashMap::from([
         ("step".to_owned(), trainer.step.to_string()),
         ("tokens_seen".to_owned(), trainer.tokens_seen.to_string()),
-        ("scale".to_owned(), format!("{:e}", scale)),
+        ("scale".to_owned(), scale_list.join(",")),
         // Rust prints the shortest decimal that parses back to the same f64.
         (
             "batch_threshold".to_owned(),
@@ -67,12 +76,13 @@ pub fn save(
 }
 
 /// Restores a checkpoint into `trainer` (freshly built with the same shapes); returns the
-/// saved input scale and the training curve up to the checkpoint.
+/// saved input scales (a transcoder's input's and target's) and the training curve up to the
+/// checkpoint.
 pub fn load(
     path: &Path,
     trainer: &mut Trainer,
     fingerprint: &str,
-) -> Result<(f32, Vec<CurvePoint>), ConceptError> {
+) -> Result<(Vec<f32>, Vec<CurvePoint>), ConceptError> {
     let bad = |m: String| ConceptError::Invalid(format!("checkpoint {}: {m}", path.display()));
     let (mut tensors, meta) = tensors::read(path)?;
     if meta.get("fingerprint").map(String::as_str) != Some(fingerprint) {
@@ -118,6 +128,11 @@ pub fn load(
         take("adam_m.threshold", &mut m.threshold)?;
         take("adam_v.threshold", &mut v.threshold)?;
     }
+    if !trainer.w_skip.is_empty() {
+        take("w_skip", &mut trainer.w_skip)?;
+        take("adam_m.w_skip", &mut m.w_skip)?;
+        take("adam_v.w_skip", &mut v.w_skip)?;
+    }
     trainer.step = number("step")? as usize;
     trainer.batch_threshold = number("batch_threshold")?;
     trainer.tokens_seen = meta
@@ -136,9 +151,9 @@ pub fn load(
         .get("curve")
         .and_then(|v| serde_json::from_str(v).ok())
         .ok_or_else(|| bad("metadata `curve` is missing".into()))?;
-    let scale = meta
+    let scales = meta
         .get("scale")
-        .and_then(|v| v.parse::<f32>().ok())
+        .and_then(|v| v.split(',').map(|s| s.parse::<f32>().ok()).collect())
         .ok_or_else(|| bad("metadata `scale` is missing".into()))?;
-    Ok((scale, curve))
+    Ok((scales, curve))
 }

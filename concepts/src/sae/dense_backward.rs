@@ -25,6 +25,7 @@ use rayon::prelude::*;
 pub(crate) fn accumulate(
     sae: &Sae,
     x: &[f32],
+    centre: bool,
     codes: &Codes,
     levels: &Levels,
     l1: f32,
@@ -66,9 +67,11 @@ pub(crate) fn accumulate(
             axpy(1.0, row, &mut grads.b_enc);
         }
         let mut centred = x[start * d..(start + len) * d].to_vec();
-        centred
-            .par_chunks_mut(d)
-            .for_each(|row| axpy(-1.0, &sae.b_dec, row));
+        if centre {
+            centred
+                .par_chunks_mut(d)
+                .for_each(|row| axpy(-1.0, &sae.b_dec, row));
+        }
         let g_pre = tensor(&g_f, (len, width))?;
         let centred = tensor(&centred, (len, d))?;
         let g_enc = values(

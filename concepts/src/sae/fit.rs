@@ -32,6 +32,20 @@ pub struct Fitted {
     pub dead_fraction_training: f64,
     /// False when `pause_after` stopped the run early (the checkpoint holds its state).
     pub complete: bool,
+    /// A transcoder's skip connection (`d × d`, output-major, raw space), if trained with one.
+    pub w_skip: Option<Vec<f32>>,
+    /// A transcoder's target scaling factor (its input's is `scale`).
+    pub target_scale: Option<f32>,
+}
+
+/// What a dictionary learns to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Its own input (an SAE).
+    Reconstruct,
+    /// The second half of each `[x | y]` row from the first (a transcoder), with or without a
+    /// skip connection.
+    Transcode { skip: bool },
 }
 
 /// Where checkpoints go and when to stop early.
@@ -54,17 +68,45 @@ pub fn fit<S: RowSource>(
     control: &FitControl<'_>,
     progress: &dyn Progress,
 ) -> Result<Fitted, ConceptError> {
-    let d = source.width();
+    fit_for(
+        Objective::Reconstruct,
+        source,
+        train_rows,
+        options,
+        control,
+        progress,
+    )
+}
+
+/// Trains an SAE, or a transcoder on `[x | y]` rows (a `PairedRows` source), on `source`.
+pub fn fit_for<S: RowSource>(
+    objective: Objective,
+    source: S,
+    train_rows: u64,
+    options: &SaeOptions,
+    control: &FitControl<'_>,
+    progress: &dyn Progress,
+) -> Result<Fitted, ConceptError> {
+    let transcoder = objective != Objective::Reconstruct;
+    let segments = if transcoder { 2 } else { 1 };
+    let d = source.width() / segments;
+    if transcoder && !options.matryoshka_widths.is_empty() {
+        return Err(ConceptError::Invalid(
+            "Matryoshka levels are for SAEs; train the transcoder without `matryoshka_widths`"
+                .into(),
+        ));
+    }
     let resolved = options.resolve(d, train_rows)?;
     let capacity = (options.buffer_rows as u64).min(train_rows) as usize;
-    let mut buffer = MixingBuffer::new(
+    let mut buffer = MixingBuffer::with_segments(
         source,
         capacity,
         resolved.batch_size,
         options.seed,
         options.scale_inputs,
+        segments,
     )?;
-    let mut scale = buffer.scale();
+    let scales = buffer.scales().to_vec();
     let config = StepConfig {
         aux_coefficient: options.aux_coefficient,
         dead_window: options.dead_window,
@@ -77,22 +119,41 @@ pub fn fit<S: RowSource>(
         threshold_lr: options.topk_threshold_lr,
         dense_from: super::train::DENSE_BACKWARD_FROM,
     };
-    let initial = initial_sae(&resolved, options, buffer.contents());
-    let mut trainer = Trainer::new(initial, resolved.clone(), config);
+    let mut trainer = match objective {
+        Objective::Reconstruct => Trainer::new(
+            initial_sae(&resolved, options, buffer.contents()),
+            resolved.clone(),
+            config,
+        ),
+        Objective::Transcode { skip } => {
+            // b_dec is the output's bias: initialised from the targets.
+            let targets: Vec<f32> = buffer
+                .contents()
+                .chunks_exact(2 * d)
+                .flat_map(|row| row[d..].iter().copied())
+                .collect();
+            Trainer::transcoder(
+                initial_sae(&resolved, options, &targets),
+                resolved.clone(),
+                config,
+                skip,
+            )
+        }
+    };
     let mut resumed_from = None;
     let mut curve = Vec::new();
     if let Some(path) = control.checkpoint.filter(|p| p.exists()) {
-        let (saved_scale, saved_curve) =
+        let (saved_scales, saved_curve) =
             checkpoint::load(path, &mut trainer, &control.fingerprint)?;
         curve = saved_curve;
-        if saved_scale.to_bits() != scale.to_bits() {
+        let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        if bits(&saved_scales) != bits(&scales) {
             return Err(ConceptError::Invalid(format!(
-                "checkpoint {}: its input scale {saved_scale} differs from this data's {scale}; \
-                 delete it (or rerun with --force)",
+                "checkpoint {}: its input scale {saved_scales:?} differs from this data's \
+                 {scales:?}; delete it (or rerun with --force)",
                 path.display()
             )));
         }
-        scale = saved_scale;
         resumed_from = Some(trainer.step);
         progress.note(&format!(
             "resuming SAE training from step {} of {} ({})",
@@ -136,37 +197,49 @@ pub fn fit<S: RowSource>(
             .is_some_and(|n| trainer.step - start >= n);
         if let Some(path) = control.checkpoint {
             if trainer.step.is_multiple_of(options.checkpoint_every) || paused {
-                checkpoint::save(path, &trainer, scale, &control.fingerprint, &curve)?;
+                checkpoint::save(path, &trainer, &scales, &control.fingerprint, &curve)?;
             }
         }
         if paused && trainer.step < resolved.steps {
             progress.finish();
-            return Ok(finish(trainer, scale, resumed_from, curve, false));
+            return Ok(finish(trainer, &scales, resumed_from, curve, false));
         }
     }
     progress.finish();
-    Ok(finish(trainer, scale, resumed_from, curve, true))
+    Ok(finish(trainer, &scales, resumed_from, curve, true))
 }
 
 fn finish(
     trainer: Trainer,
-    scale: f32,
+    scales: &[f32],
     resumed_from: Option<usize>,
     curve: Vec<CurvePoint>,
     complete: bool,
 ) -> Fitted {
     let dead = trainer.dead_latents().len();
     let mut sae = trainer.inference_sae();
-    sae.fold_input_scale(scale);
+    let (mut w_skip, mut target_scale) = (None, None);
+    if trainer.transcoder {
+        let (sx, sy) = (scales[0], scales[1]);
+        let skip = (!trainer.w_skip.is_empty()).then(|| trainer.w_skip.clone());
+        let folded = super::transcoder::fold_training_scales(sae, skip, sx, sy);
+        sae = folded.sae;
+        w_skip = folded.w_skip;
+        target_scale = Some(sy);
+    } else {
+        sae.fold_input_scale(scales[0]);
+    }
     Fitted {
         dead_fraction_training: dead as f64 / sae.width as f64,
         sae,
         resolved: trainer.resolved.clone(),
-        scale,
+        scale: scales[0],
         steps_done: trainer.step,
         resumed_from,
         curve,
         complete,
+        w_skip,
+        target_scale,
     }
 }
 

@@ -12,6 +12,11 @@
 //! where `r = x − x̂` is held constant and `ê = W_dec · TopK_{k_aux}(pre-activations of dead
 //! latents)`).
 //!
+//! A transcoder (Dunefsky et al. 2024) trains with the same loss against another hook's rows:
+//! the encoder reads `x` uncentred (`W_enc x + b_enc`, SAELens's `Transcoder`), the decoder
+//! predicts the target `y`, optionally plus a dense skip `W_skip x` (Paulo et al. 2025); see
+//! [`Transcode`].
+//!
 //! Why not candle's autograd: it would differentiate the encoder product densely
 //! (`xᵀ · ∂L/∂pre`, another `B × d × width` GEMM) although `∂L/∂pre` is zero outside the
 //! `B·k` active entries. The backward here touches only those entries, so a step costs one dense
@@ -25,7 +30,9 @@ use super::{
     axpy, batch_top_k, dense, dense_backward, dot, jumprelu, matryoshka, simd, Architecture, Sae,
 };
 use crate::ConceptError;
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// What one step measured (on the scaled batch, before the update).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +73,8 @@ pub struct StepConfig {
 /// (measured on the `just bench-sae` shapes; see `dense_backward.rs`).
 pub const DENSE_BACKWARD_FROM: f64 = 0.02;
 
-/// Gradients of the loss, shaped like the SAE's weights (`threshold` empty unless JumpReLU).
+/// Gradients of the loss, shaped like the SAE's weights (`threshold` empty unless JumpReLU,
+/// `w_skip` empty unless a transcoder with a skip connection).
 #[derive(Debug, Clone)]
 pub struct Gradients {
     pub w_enc: Vec<f32>,
@@ -74,6 +82,17 @@ pub struct Gradients {
     pub w_dec: Vec<f32>,
     pub b_dec: Vec<f32>,
     pub threshold: Vec<f32>,
+    pub w_skip: Vec<f32>,
+}
+
+/// What turns a step into a transcoder's: the rows the decoder must predict (`rows × d`, one
+/// per input row) and the skip connection's current weights (`d × d`, output-major: `ŷ +=
+/// W_skip x`), if it has one. The encoder then reads `x` without subtracting `b_dec`, which
+/// lives in the output space.
+#[derive(Debug, Clone, Copy)]
+pub struct Transcode<'a> {
+    pub target: &'a [f32],
+    pub skip: Option<&'a [f32]>,
 }
 
 impl Gradients {
@@ -84,6 +103,7 @@ impl Gradients {
             w_dec: Vec::new(),
             b_dec: Vec::new(),
             threshold: Vec::new(),
+            w_skip: Vec::new(),
         }
     }
 
@@ -94,7 +114,14 @@ impl Gradients {
             w_dec: vec![0.0; sae.w_dec.len()],
             b_dec: vec![0.0; sae.b_dec.len()],
             threshold: vec![0.0; sae.threshold.len()],
+            w_skip: Vec::new(),
         }
+    }
+
+    /// Also room for a `d × d` skip connection's gradient.
+    pub(crate) fn with_skip(mut self, d: usize) -> Self {
+        self.w_skip = vec![0.0; d * d];
+        self
     }
 }
 
@@ -107,14 +134,34 @@ pub fn gradients(
     config: &StepConfig,
 ) -> Result<(Gradients, StepStats, Codes), ConceptError> {
     let mut grads = Gradients::zeros_like(sae);
-    let (stats, codes) = gradients_into(sae, x, dead, resolved, config, &mut grads)?;
+    let (stats, codes) = gradients_into(sae, x, None, dead, resolved, config, &mut grads)?;
     Ok((grads, stats, codes))
 }
 
-/// [`gradients`] into buffers shaped like the weights (overwritten).
+/// [`gradients`] of a transcoder's loss (see [`Transcode`]).
+pub fn transcoder_gradients(
+    sae: &Sae,
+    x: &[f32],
+    transcode: Transcode<'_>,
+    dead: &[u32],
+    resolved: &Resolved,
+    config: &StepConfig,
+) -> Result<(Gradients, StepStats, Codes), ConceptError> {
+    let mut grads = Gradients::zeros_like(sae);
+    if transcode.skip.is_some() {
+        grads = grads.with_skip(sae.d_in);
+    }
+    let (stats, codes) =
+        gradients_into(sae, x, Some(transcode), dead, resolved, config, &mut grads)?;
+    Ok((grads, stats, codes))
+}
+
+/// [`gradients`] into buffers shaped like the weights (overwritten); a transcoder's with
+/// `transcode`.
 pub fn gradients_into(
     sae: &Sae,
     x: &[f32],
+    transcode: Option<Transcode<'_>>,
     dead: &[u32],
     resolved: &Resolved,
     config: &StepConfig,
@@ -122,7 +169,27 @@ pub fn gradients_into(
 ) -> Result<(StepStats, Codes), ConceptError> {
     let d = sae.d_in;
     let rows = x.len() / d;
-    let bias = sae.encoder_bias();
+    let centre = transcode.is_none();
+    let bias = if centre {
+        sae.encoder_bias()
+    } else {
+        sae.b_enc.clone()
+    };
+    // What the SAE part must reproduce: x, or the target less the skip connection's share.
+    let target: Cow<'_, [f32]> = match transcode {
+        None => Cow::Borrowed(x),
+        Some(Transcode { target, skip: None }) => Cow::Borrowed(target),
+        Some(Transcode {
+            target,
+            skip: Some(w_skip),
+        }) => {
+            let mut rest = skip_product(x, w_skip, d)?;
+            rest.par_iter_mut()
+                .zip(target.par_iter())
+                .for_each(|(r, t)| *r = t - *r);
+            Cow::Owned(rest)
+        }
+    };
     let use_aux = matches!(
         sae.architecture,
         Architecture::TopK { .. } | Architecture::BatchTopK { .. }
@@ -170,8 +237,8 @@ pub fn gradients_into(
     // ∂L/∂x̂ for each decoder level, summed over the levels a latent belongs to.
     let scale = 2.0 / (rows * d) as f32;
     let dense = codes.nnz() as f64 >= config.dense_from * (rows * sae.width) as f64;
-    let levels = matryoshka::Levels::new(sae, &codes, x, &resolved.levels, scale, dense)?;
-    let total_variance = variance_about_mean(x, d);
+    let levels = matryoshka::Levels::new(sae, &codes, &target, &resolved.levels, scale, dense)?;
+    let total_variance = variance_about_mean(transcode.map_or(x, |t| t.target), d);
     let sse = levels.sse;
     let mut stats = StepStats {
         mse: sse / (rows * d) as f64,
@@ -188,7 +255,11 @@ pub fn gradients_into(
     // AuxK: the dead latents' reconstruction of the (constant) residual.
     let aux_grad = match &aux_codes {
         Some(aux) => {
-            let residual: Vec<f32> = x.iter().zip(&levels.x_hat).map(|(x, h)| x - h).collect();
+            let residual: Vec<f32> = target
+                .iter()
+                .zip(&levels.x_hat)
+                .map(|(x, h)| x - h)
+                .collect();
             let mut e_hat = vec![0.0f32; rows * d];
             e_hat.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
                 for (j, v) in aux.row(r) {
@@ -224,7 +295,7 @@ pub fn gradients_into(
     let mut sources: Vec<(&Codes, &Vec<f32>, Vec<f32>)> = Vec::new();
     let level_codes;
     if dense {
-        dense_backward::accumulate(sae, x, &codes, &levels, l1, grads)?;
+        dense_backward::accumulate(sae, x, centre, &codes, &levels, l1, grads)?;
     } else {
         // One source of entries per decoder level (each with its own ∂L/∂x̂).
         level_codes = levels.codes_by_level(&codes);
@@ -238,14 +309,39 @@ pub fn gradients_into(
     if let (Some(a), Some(g)) = (&aux_codes, &aux_grad) {
         sources.push((a, g, code_gradients(sae, a, g, 0.0)));
     }
-    accumulate_latents(sae, x, &sources, grads);
+    accumulate_latents(sae, x, centre, &sources, grads);
 
-    // b_dec: directly through every level's x̂, and through the centring x − b_dec.
+    // b_dec: directly through every level's x̂, and (SAEs) through the centring x − b_dec.
     grads.b_dec.clear();
     grads.b_dec.resize(d, 0.0);
     for row in levels.g_out[0].chunks_exact(d) {
         axpy(1.0, row, &mut grads.b_dec);
     }
+    if let Some(Transcode { skip: Some(_), .. }) = transcode {
+        // ŷ = … + W_skip x in every level: ∂L/∂W_skip = S_0ᵀ x.
+        grads.w_skip = skip_gradient(&levels.g_out[0], x, d)?;
+    }
+    if centre {
+        subtract_through_encoder(sae, grads);
+    }
+
+    if jump {
+        let band = Codes::concat(band_parts);
+        grads.threshold = jumprelu::threshold_gradients(
+            sae,
+            &band,
+            &levels.g_out[0],
+            config.bandwidth,
+            config.l0_coefficient / (rows * d) as f32,
+        );
+    }
+    Ok((stats, codes))
+}
+
+/// The centring `x − b_dec` passes `−W_encᵀ ∂L/∂pre` on to `b_dec` (`∂L/∂pre` summed over
+/// the batch is `∂L/∂b_enc`).
+fn subtract_through_encoder(sae: &Sae, grads: &mut Gradients) {
+    let d = sae.d_in;
     let partials: Vec<Vec<f32>> = grads
         .b_enc
         .par_chunks(256)
@@ -265,18 +361,28 @@ pub fn gradients_into(
         axpy(1.0, p, &mut through_encoder);
     }
     axpy(-1.0, &through_encoder, &mut grads.b_dec);
+}
 
-    if jump {
-        let band = Codes::concat(band_parts);
-        grads.threshold = jumprelu::threshold_gradients(
-            sae,
-            &band,
-            &levels.g_out[0],
-            config.bandwidth,
-            config.l0_coefficient / (rows * d) as f32,
-        );
-    }
-    Ok((stats, codes))
+/// `x · W_skipᵀ` (`rows × d`): the skip connection's output.
+fn skip_product(x: &[f32], w_skip: &[f32], d: usize) -> Result<Vec<f32>, ConceptError> {
+    let rows = x.len() / d;
+    let xt = Tensor::from_slice(x, (rows, d), &Device::Cpu).map_err(candle)?;
+    let w = Tensor::from_slice(w_skip, (d, d), &Device::Cpu).map_err(candle)?;
+    let out = xt.matmul(&w.t().map_err(candle)?).map_err(candle)?;
+    out.flatten_all().and_then(|t| t.to_vec1()).map_err(candle)
+}
+
+/// `gᵀ · x` (`d × d`, output-major like `W_skip`).
+fn skip_gradient(g: &[f32], x: &[f32], d: usize) -> Result<Vec<f32>, ConceptError> {
+    let rows = x.len() / d;
+    let gt = Tensor::from_slice(g, (rows, d), &Device::Cpu).map_err(candle)?;
+    let xt = Tensor::from_slice(x, (rows, d), &Device::Cpu).map_err(candle)?;
+    let out = gt.t().map_err(candle)?.matmul(&xt).map_err(candle)?;
+    out.flatten_all().and_then(|t| t.to_vec1()).map_err(candle)
+}
+
+fn candle(e: candle_core::Error) -> ConceptError {
+    ConceptError::Invalid(format!("transcoder skip product: {e}"))
 }
 
 /// Adds to the `W_dec`, `W_enc` and `b_enc` gradients, latent by latent, from every source's
@@ -285,16 +391,19 @@ pub fn gradients_into(
 fn accumulate_latents(
     sae: &Sae,
     x: &[f32],
+    centre: bool,
     sources: &[(&Codes, &Vec<f32>, Vec<f32>)],
     grads: &mut Gradients,
 ) {
     let d = sae.d_in;
     let by_latent = group_by_latent(sae.width, sources);
-    // The encoder sees x − b_dec.
+    // An SAE's encoder sees x − b_dec; a transcoder's sees x.
     let mut centred = x.to_vec();
-    centred
-        .par_chunks_mut(d)
-        .for_each(|row| axpy(-1.0, &sae.b_dec, row));
+    if centre {
+        centred
+            .par_chunks_mut(d)
+            .for_each(|row| axpy(-1.0, &sae.b_dec, row));
+    }
     const LATENTS: usize = 32;
     grads
         .w_dec

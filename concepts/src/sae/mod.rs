@@ -28,11 +28,13 @@ pub mod saelens;
 pub mod stream;
 mod tensors;
 pub mod train;
+pub mod transcoder;
 
 pub use codes::{select, Codes, Selection};
 pub use input_norm::{InputNorm, RowStats};
 pub use options::{Architecture, BDecInit, SaeOptions};
 pub(crate) use tensors::read as tensors_metadata;
+pub use transcoder::Transcoder;
 
 use crate::ConceptError;
 use rayon::prelude::*;

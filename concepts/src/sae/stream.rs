@@ -152,6 +152,93 @@ impl RowSource for StoreRows {
     }
 }
 
+/// A transcoder's rows: each token's row at the input hook followed by its row at the target
+/// hook (`[x | y]`, twice the width). Both sources must yield the same tokens in the same
+/// order (the store writes every hook of a part together); a mismatch names the token.
+pub struct PairedRows<A: RowSource, B: RowSource> {
+    input: A,
+    target: B,
+    /// What each side has read that the other has not caught up with.
+    queued: [(Vec<f32>, Vec<RowId>); 2],
+    /// Names the pair in errors (`input → target`).
+    what: String,
+}
+
+impl<A: RowSource, B: RowSource> PairedRows<A, B> {
+    pub fn new(input: A, target: B, what: String) -> Result<Self, ConceptError> {
+        if input.width() != target.width() {
+            return Err(ConceptError::Invalid(format!(
+                "{what}: the input hook has width {} and the target {}; a transcoder here maps \
+                 between hooks of one width (e.g. blocks.L.hook_resid_mid → blocks.L.hook_mlp_out)",
+                input.width(),
+                target.width()
+            )));
+        }
+        Ok(Self {
+            input,
+            target,
+            queued: Default::default(),
+            what,
+        })
+    }
+}
+
+impl<A: RowSource, B: RowSource> RowSource for PairedRows<A, B> {
+    fn width(&self) -> usize {
+        2 * self.input.width()
+    }
+
+    fn next_rows(
+        &mut self,
+        rows: &mut Vec<f32>,
+        ids: &mut Vec<RowId>,
+    ) -> Result<bool, ConceptError> {
+        let d = self.input.width();
+        let [a, b] = &mut self.queued;
+        // `next_rows` may add no rows (all filtered) and still say more follow.
+        let a_more = !a.1.is_empty() || self.input.next_rows(&mut a.0, &mut a.1)?;
+        let b_more = !b.1.is_empty() || self.target.next_rows(&mut b.0, &mut b.1)?;
+        if !a_more && !b_more {
+            return Ok(false);
+        }
+        for (more, short, other) in [(a_more, "input", &b.1), (b_more, "target", &a.1)] {
+            if let (false, Some(&(e, p))) = (more, other.first()) {
+                return Err(ConceptError::Invalid(format!(
+                    "{}: the {short} hook's rows end before example {e} position {p}; both \
+                     hooks must hold the same tokens (re-extract them together)",
+                    self.what
+                )));
+            }
+        }
+        let n = a.1.len().min(b.1.len());
+        for i in 0..n {
+            if a.1[i] != b.1[i] {
+                let ((ea, pa), (eb, pb)) = (a.1[i], b.1[i]);
+                return Err(ConceptError::Invalid(format!(
+                    "{}: the input hook's row is example {ea} position {pa} where the target's \
+                     is example {eb} position {pb}; both hooks must hold the same tokens in the \
+                     same order (re-extract them together)",
+                    self.what
+                )));
+            }
+            rows.extend_from_slice(&a.0[i * d..(i + 1) * d]);
+            rows.extend_from_slice(&b.0[i * d..(i + 1) * d]);
+        }
+        ids.extend_from_slice(&a.1[..n]);
+        for q in [a, b] {
+            q.0.drain(..n * d);
+            q.1.drain(..n);
+        }
+        Ok(true)
+    }
+
+    fn rewind(&mut self) {
+        self.input.rewind();
+        self.target.rewind();
+        self.queued = Default::default();
+    }
+}
+
 /// Rows from a matrix in memory (tests, benchmarks), in chunks of up to 8,192.
 pub struct MatrixRows {
     values: Vec<f32>,
@@ -210,7 +297,8 @@ pub struct MixingBuffer<S: RowSource> {
     pending_at: usize,
     order: Vec<usize>,
     rng: SeededRng,
-    scale: f32,
+    /// One factor per segment of the row (one segment, or a transcoder's input and target).
+    scales: Vec<f32>,
 }
 
 impl<S: RowSource> MixingBuffer<S> {
@@ -222,6 +310,19 @@ impl<S: RowSource> MixingBuffer<S> {
         batch: usize,
         seed: u64,
         scale_inputs: bool,
+    ) -> Result<Self, ConceptError> {
+        Self::with_segments(source, capacity, batch, seed, scale_inputs, 1)
+    }
+
+    /// [`new`](Self::new) for rows made of `segments` equal parts (a transcoder's `[x | y]`),
+    /// each scaled by its own factor, so input and target both get mean norm `√(its width)`.
+    pub fn with_segments(
+        source: S,
+        capacity: usize,
+        batch: usize,
+        seed: u64,
+        scale_inputs: bool,
+        segments: usize,
     ) -> Result<Self, ConceptError> {
         let width = source.width();
         let capacity = capacity.max(batch).max(1);
@@ -241,33 +342,58 @@ impl<S: RowSource> MixingBuffer<S> {
             pending_at: 0,
             order: (0..capacity).collect(),
             rng: SeededRng::new(seed),
-            scale: 1.0,
+            scales: vec![1.0; segments.max(1)],
         };
         let mut first = Vec::with_capacity(capacity * width);
         buffer.pull(capacity, &mut first)?;
         if scale_inputs {
-            let mean_norm = first
-                .chunks_exact(width)
-                .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
-                .sum::<f64>()
-                / capacity as f64;
-            if mean_norm.is_nan() || mean_norm <= 0.0 {
-                return Err(ConceptError::Invalid(
-                    "every training row is zero; nothing to learn a dictionary of".into(),
-                ));
+            let part = width / buffer.scales.len();
+            for (s, scale) in buffer.scales.iter_mut().enumerate() {
+                let mean_norm = first
+                    .chunks_exact(width)
+                    .map(|r| {
+                        r[s * part..(s + 1) * part]
+                            .iter()
+                            .map(|v| (*v as f64).powi(2))
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .sum::<f64>()
+                    / capacity as f64;
+                if mean_norm.is_nan() || mean_norm <= 0.0 {
+                    return Err(ConceptError::Invalid(
+                        "every training row is zero; nothing to learn a dictionary of".into(),
+                    ));
+                }
+                *scale = ((part as f64).sqrt() / mean_norm) as f32;
             }
-            buffer.scale = ((width as f64).sqrt() / mean_norm) as f32;
-            let s = buffer.scale;
-            first.iter_mut().for_each(|v| *v *= s);
+            buffer.apply_scales(&mut first);
         }
         buffer.rows = first;
         buffer.shuffle();
         Ok(buffer)
     }
 
-    /// The factor applied to every row (1 without input scaling).
+    /// The factor applied to every row (1 without input scaling); a transcoder's input's.
     pub fn scale(&self) -> f32 {
-        self.scale
+        self.scales[0]
+    }
+
+    /// The factor of each segment.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    fn apply_scales(&self, rows: &mut [f32]) {
+        if self.scales.iter().all(|&s| s == 1.0) {
+            return;
+        }
+        let part = self.width / self.scales.len();
+        for row in rows.chunks_exact_mut(self.width) {
+            for (segment, &s) in row.chunks_exact_mut(part).zip(&self.scales) {
+                segment.iter_mut().for_each(|v| *v *= s);
+            }
+        }
     }
 
     /// The buffer's current rows (scaled), e.g. to initialise the decoder bias.
@@ -281,10 +407,7 @@ impl<S: RowSource> MixingBuffer<S> {
             let mut fresh = std::mem::take(&mut self.spare);
             fresh.clear();
             self.pull(self.serve, &mut fresh)?;
-            let s = self.scale;
-            if s != 1.0 {
-                fresh.iter_mut().for_each(|v| *v *= s);
-            }
+            self.apply_scales(&mut fresh);
             self.rows[..self.serve * self.width].copy_from_slice(&fresh);
             self.spare = fresh;
             self.shuffle();

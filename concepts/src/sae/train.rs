@@ -3,7 +3,10 @@
 //! must hold to resume it.
 
 use super::gradients::gradients_into;
-pub use super::gradients::{gradients, Gradients, StepConfig, StepStats, DENSE_BACKWARD_FROM};
+pub use super::gradients::{
+    gradients, transcoder_gradients, Gradients, StepConfig, StepStats, Transcode,
+    DENSE_BACKWARD_FROM,
+};
 use super::options::Resolved;
 use super::{dot, Architecture, Sae};
 use crate::ConceptError;
@@ -31,8 +34,15 @@ pub struct Trainer {
     /// BatchTopK: the running average of the smallest activation each batch kept (SAELens's
     /// `topk_threshold`, in f64 as there), the threshold the SAE has at inference.
     pub batch_threshold: f64,
+    /// A transcoder's training: batches hold `[x | y]` rows (`2 · d_in` wide) and the encoder
+    /// reads `x` uncentred (see [`Transcode`]).
+    pub transcoder: bool,
+    /// The skip connection `W_skip` (`d × d`, output-major; empty without one).
+    pub w_skip: Vec<f32>,
     /// Reused between steps: the weights' size, so allocating it per step would page-fault.
     scratch: Gradients,
+    /// A transcoder batch's input and target halves, reused between steps.
+    halves: (Vec<f32>, Vec<f32>),
 }
 
 impl Trainer {
@@ -53,7 +63,25 @@ impl Trainer {
             resolved,
             config,
             batch_threshold: 0.0,
+            transcoder: false,
+            w_skip: Vec::new(),
+            halves: Default::default(),
         }
+    }
+
+    /// A transcoder's trainer (`skip`: with a zero-initialised skip connection, as SAELens's
+    /// `SkipTranscoder` starts). `sae` holds the uncentred encoder (`W_enc x + b_enc`).
+    pub fn transcoder(sae: Sae, resolved: Resolved, config: StepConfig, skip: bool) -> Self {
+        let d = sae.d_in;
+        let mut trainer = Self::new(sae, resolved, config);
+        trainer.transcoder = true;
+        if skip {
+            trainer.w_skip = vec![0.0; d * d];
+            trainer.adam.m.w_skip = vec![0.0; d * d];
+            trainer.adam.v.w_skip = vec![0.0; d * d];
+            trainer.scratch.w_skip = vec![0.0; d * d];
+        }
+        trainer
     }
 
     /// The SAE as it runs on new data: a BatchTopK SAE becomes the JumpReLU that applies the
@@ -75,18 +103,34 @@ impl Trainer {
             .collect()
     }
 
-    /// Trains on one batch (`rows × d_in`, scaled).
-    pub fn step(&mut self, x: &[f32]) -> Result<StepStats, ConceptError> {
+    /// Trains on one batch (`rows × d_in`, scaled; a transcoder's `rows × 2·d_in`, `[x | y]`).
+    pub fn step(&mut self, batch: &[f32]) -> Result<StepStats, ConceptError> {
         let dead = self.dead_latents();
         let mut grads = std::mem::replace(&mut self.scratch, Gradients::empty());
+        let (mut x, mut y) = std::mem::take(&mut self.halves);
+        let (input, transcode) = if self.transcoder {
+            let d = self.sae.d_in;
+            x.clear();
+            y.clear();
+            for row in batch.chunks_exact(2 * d) {
+                x.extend_from_slice(&row[..d]);
+                y.extend_from_slice(&row[d..]);
+            }
+            let skip = (!self.w_skip.is_empty()).then_some(self.w_skip.as_slice());
+            (x.as_slice(), Some(Transcode { target: &y, skip }))
+        } else {
+            (batch, None)
+        };
         let result = gradients_into(
             &self.sae,
-            x,
+            input,
+            transcode,
             &dead,
             &self.resolved,
             &self.config,
             &mut grads,
         );
+        self.halves = (x, y);
         let (stats, codes) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -148,6 +192,7 @@ impl Trainer {
             &mut m.threshold,
             &mut v.threshold,
         );
+        update(&mut self.w_skip, &g.w_skip, &mut m.w_skip, &mut v.w_skip);
     }
 }
 

@@ -168,6 +168,7 @@ fn autograd(
         w_dec: get(&w_dec),
         b_dec: get(&b_dec),
         threshold: Vec::new(),
+        w_skip: Vec::new(),
     }
 }
 
