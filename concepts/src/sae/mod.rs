@@ -29,6 +29,7 @@ pub mod stream;
 mod tensors;
 pub mod train;
 pub mod transcoder;
+pub mod transcoder_formats;
 
 pub use codes::{select, Codes, Selection};
 pub use input_norm::{InputNorm, RowStats};

@@ -29,7 +29,7 @@ pub struct Transcoder {
 impl Transcoder {
     /// From the weights as the suites store them: `b_enc` applied to the uncentred input.
     pub fn from_uncentred(mut sae: Sae, w_skip: Option<Vec<f32>>) -> Self {
-        fold_b_dec(&mut sae, 1.0);
+        super::saelens::fold_uncentred_input(&mut sae);
         Self { sae, w_skip }
     }
 
@@ -89,16 +89,6 @@ impl Transcoder {
         }
         out
     }
-}
-
-/// `b_enc += W_enc · (b_dec · factor)`: the uncentred encoder written as [`Sae`]'s centred one.
-fn fold_b_dec(sae: &mut Sae, factor: f32) {
-    let d = sae.d_in;
-    let b_dec: Vec<f32> = sae.b_dec.iter().map(|b| b * factor).collect();
-    sae.b_enc
-        .par_iter_mut()
-        .zip(sae.w_enc.par_chunks(d))
-        .for_each(|(b, w)| *b += dot(w, &b_dec));
 }
 
 /// Training ran on `(s_x · x, s_y · y)` with the uncentred encoder: back to raw space
