@@ -324,6 +324,21 @@ check-delphi-cache:
     ./target/debug/glassbox export delphi --run runs/default --out target/delphi-cache --context-size 32 --splits 4
     .venv-ref/bin/python scripts/check_delphi_cache.py runs/default blocks.3.hook_resid_post target/delphi-cache
 
+# Transcoders trained on the committed tiny GPT-2 (TopK with a skip connection at block 1,
+# JumpReLU at block 0), opened by sparsify, SAELens and circuit-tracer themselves and compared
+# with the formula on the stored rows (scripts/check_transcoders.py).
+check-transcoders:
+    @just _python-env .venv-ref "torch safetensors numpy pyarrow sae-lens==6.54.12 natsort schedulefree simple_parsing"
+    .venv-ref/bin/pip install --quiet --disable-pip-version-check --no-deps eai-sparsify==1.3.3 circuit-tracer==0.5.0
+    cargo build --bin glassbox
+    rm -rf target/transcoder-check
+    ./target/debug/glassbox extract --model tests/fixtures/tiny_gpt2 --data data/sets/default.jsonl --hooks 'blocks.*.hook_resid_mid,blocks.*.hook_mlp_out' --max-length 64 --run target/transcoder-check/run
+    cp -r target/transcoder-check/run target/transcoder-check/jumprelu
+    ./target/debug/glassbox dictionary --run target/transcoder-check/run --transcoder 'blocks.1.hook_resid_mid->blocks.1.hook_mlp_out+skip' --width 64 --k 4 --train-tokens 50000 --batch-size 256
+    ./target/debug/glassbox dictionary --run target/transcoder-check/jumprelu --transcoder 'blocks.0.hook_resid_mid->blocks.0.hook_mlp_out' --architecture jumprelu --width 64 --train-tokens 50000 --batch-size 256
+    .venv-ref/bin/python scripts/check_transcoders.py target/transcoder-check/run blocks.1.hook_resid_mid blocks.1.hook_mlp_out
+    .venv-ref/bin/python scripts/check_transcoders.py target/transcoder-check/jumprelu blocks.0.hook_resid_mid blocks.0.hook_mlp_out
+
 # A Gemma Scope 16k SAE (d_in 2304, random weights in its npz layout, generated, not committed)
 # loaded and explained over `tokens` synthetic stored rows: wall time and peak RSS against
 # weights + 1 GB (bench/gemma_scope.py; JSON in target/bench/gemma-scope/).

@@ -6,6 +6,7 @@
 
 pub use crate::dictionary_outputs::HookSummary;
 use crate::dictionary_outputs::{model_name, summary, write_metrics};
+pub use crate::dictionary_transcoder::TranscoderSpec;
 use crate::explain::{self, inputs, ExplainOptions, Units};
 use crate::sae::fit::{evaluate, fit, FitControl};
 use crate::sae::metrics::Metrics;
@@ -51,6 +52,9 @@ pub struct DictionaryOptions {
     pub explain: ExplainOptions,
     /// SAEBench-style k-sparse probes on each SAE's features against the hook's neurons.
     pub sparse_probing: SparseProbingOptions,
+    /// Transcoders to train (or load): one hook's rows in, another's predicted; trained with
+    /// the `[dictionary.sae]` options.
+    pub transcoders: Vec<TranscoderSpec>,
 }
 
 impl Default for DictionaryOptions {
@@ -66,6 +70,7 @@ impl Default for DictionaryOptions {
             sae: SaeOptions::default(),
             explain: ExplainOptions::default(),
             sparse_probing: SparseProbingOptions::default(),
+            transcoders: Vec::new(),
         }
     }
 }
@@ -91,9 +96,10 @@ pub fn run_dictionary(
     cells: Option<&ImageCells>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ConceptError> {
-    if options.hooks.is_empty() && options.load.is_empty() && options.neurons.is_empty() {
+    if options.nothing_to_do() {
         return Err(ConceptError::Invalid(
-            "[dictionary] names no hooks, no SAEs to load and no neuron hooks: nothing to do"
+            "[dictionary] names no hooks, no SAEs to load, no transcoders and no neuron hooks: \
+             nothing to do"
                 .into(),
         ));
     }
@@ -140,6 +146,16 @@ pub fn run_dictionary(
             }
         }
     }
+    for spec in &options.transcoders {
+        match ctx.transcoder(spec, upstream, pause_after)? {
+            Some(s) => summaries.push(s),
+            None => {
+                let (step, steps) = ctx.transcoder_paused_at(spec)?;
+                let hook = spec.output;
+                return Ok(Outcome::Paused { hook, step, steps });
+            }
+        }
+    }
     for spec in &options.load {
         summaries.push(ctx.load_hook(spec)?);
     }
@@ -149,16 +165,26 @@ pub fn run_dictionary(
     Ok(Outcome::Complete(summaries))
 }
 
-struct Context<'a> {
-    run: &'a RunDir,
-    options: &'a DictionaryOptions,
+pub(crate) struct Context<'a> {
+    pub(crate) run: &'a RunDir,
+    pub(crate) options: &'a DictionaryOptions,
     tokens: &'a Tokens,
     cells: Option<&'a ImageCells>,
     labels: &'a [explain::LabelTarget],
     examples: &'a glassbox_data::examples::Examples,
     /// Shared by every row source the stage opens (one per pass).
     special: &'a Arc<HashSet<RowId>>,
-    progress: &'a dyn Progress,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl DictionaryOptions {
+    /// Whether the section names nothing for the stage to do.
+    pub fn nothing_to_do(&self) -> bool {
+        self.hooks.is_empty()
+            && self.load.is_empty()
+            && self.neurons.is_empty()
+            && self.transcoders.is_empty()
+    }
 }
 
 fn checkpoint_path(run: &RunDir, hook: HookPoint) -> PathBuf {
@@ -179,7 +205,7 @@ fn paused_at(
 }
 
 impl Context<'_> {
-    fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
+    pub(crate) fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
         let dir = self.run.activations_dir(hook);
         if !dir.is_dir() {
             let stored = self.run.stored_hooks(false).unwrap_or_default();
@@ -292,7 +318,7 @@ impl Context<'_> {
             std::fs::remove_file(&checkpoint)
                 .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
         }
-        self.explain_units(hook, Units::Features(&sae), "feature")?;
+        self.explain_units(hook, &dir, Units::Features(&sae), "feature")?;
         let sparse = self.sparse_probe(hook, &sae)?;
         Ok(Some(HookSummary {
             sparse_probing: sparse,
@@ -370,7 +396,7 @@ impl Context<'_> {
             rows,
             &self.options.sae,
         )?;
-        self.explain_units(hook, Units::Features(&loaded.sae), "feature")?;
+        self.explain_units(hook, &dir, Units::Features(&loaded.sae), "feature")?;
         let sparse = self.sparse_probe(hook, &loaded.sae)?;
         Ok(HookSummary {
             sparse_probing: sparse,
@@ -380,7 +406,8 @@ impl Context<'_> {
 
     fn neuron_hook(&self, hook: HookPoint) -> Result<HookSummary, ConceptError> {
         let width = self.rows(hook, Split::All)?.width();
-        self.explain_units(hook, Units::Neurons { width }, "neuron")?;
+        let dir = self.run.dictionary_dir(hook);
+        self.explain_units(hook, &dir, Units::Neurons { width }, "neuron")?;
         Ok(HookSummary {
             hook,
             source: "neurons".into(),
@@ -418,9 +445,11 @@ impl Context<'_> {
         Ok(sparse_probing::by_k(&rows))
     }
 
-    fn explain_units(
+    /// Explains `units` over `hook`'s rows into `dir`.
+    pub(crate) fn explain_units(
         &self,
         hook: HookPoint,
+        dir: &Path,
         units: Units<'_>,
         unit: &str,
     ) -> Result<(), ConceptError> {
@@ -436,7 +465,6 @@ impl Context<'_> {
             &self.options.explain,
             self.progress,
         )?;
-        let dir = self.run.dictionary_dir(hook);
         let grid = self.cells.and_then(|c| Some((c, c.grids.get(&hook)?)));
         if let Some((_, grid)) = grid {
             // Where each position sits in the model input, for notebooks (and the report).
@@ -449,6 +477,6 @@ impl Context<'_> {
             source_sizes: &cells.source_sizes,
             preprocessor: cells.preprocessor.as_ref(),
         });
-        explain::write::write_with_cells(&dir, unit, &e, columns.as_ref())
+        explain::write::write_with_cells(dir, unit, &e, columns.as_ref())
     }
 }

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 /// width`, a finite positive learning rate, …), every SAE to load readable and of the right
 /// width. Reads only the hooks' first parts.
 pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptError> {
-    if options.hooks.is_empty() && options.load.is_empty() && options.neurons.is_empty() {
+    if options.nothing_to_do() {
         return Err(ConceptError::Invalid(
-            "[dictionary] names no hooks, no SAEs to load and no neuron hooks: nothing to do"
+            "[dictionary] names no hooks, no SAEs to load, no transcoders and no neuron hooks: \
+             nothing to do"
                 .into(),
         ));
     }
@@ -46,6 +47,26 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
     }
     for hook in &options.neurons {
         width_of(*hook)?;
+    }
+    for spec in &options.transcoders {
+        spec.check_order()?;
+        let (input, output) = (width_of(spec.input)?, width_of(spec.output)?);
+        if input != output {
+            return Err(ConceptError::Invalid(format!(
+                "[[dictionary.transcoders]] {spec}: `{}` has width {input} and `{}` {output}; \
+                 a transcoder maps between hooks of one width (blocks.L.hook_resid_mid → \
+                 blocks.L.hook_mlp_out)",
+                spec.input, spec.output
+            )));
+        }
+        match &spec.load {
+            Some(folder) => {
+                crate::sae::transcoder_formats::load(folder)?;
+            }
+            None => {
+                options.sae.resolve(input, 1)?;
+            }
+        }
     }
     for spec in &options.load {
         let folder = match spec.split_once('=') {

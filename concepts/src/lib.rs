@@ -7,6 +7,7 @@ pub mod delphi_cache;
 pub mod dictionary;
 pub mod dictionary_check;
 mod dictionary_outputs;
+mod dictionary_transcoder;
 pub mod dissect;
 mod results;
 pub mod sparse_probing;

@@ -132,6 +132,10 @@ impl RunDir {
     pub fn dictionary_dir(&self, hook: HookPoint) -> PathBuf {
         self.path(Path::new("dictionary").join(format!("hook={hook}")))
     }
+    /// `dictionary/transcoder=<output hook>/`: the transcoder that predicts that hook.
+    pub fn transcoder_dir(&self, output: HookPoint) -> PathBuf {
+        self.path(Path::new("dictionary").join(format!("transcoder={output}")))
+    }
     /// `dissection/`: Network Dissection's tables (hooks, units, scores, top examples).
     pub fn dissection_dir(&self) -> PathBuf {
         self.path("dissection")

@@ -279,6 +279,11 @@ pub struct DictionaryArgs {
     /// Pretrained SAEs in SAELens layout to analyse: `<hook>=<folder>` or `<folder>`.
     #[arg(long, value_delimiter = ',')]
     pub load_sae: Vec<String>,
+    /// Transcoders to train, `IN->OUT` (e.g. `blocks.3.hook_resid_mid->blocks.3.hook_mlp_out`),
+    /// `IN->OUT+skip` with a skip connection, or `IN->OUT=FOLDER` to analyse a pretrained one
+    /// (SAELens or sparsify layout). Repeatable.
+    #[arg(long)]
+    pub transcoder: Vec<glassbox_concepts::dictionary::TranscoderSpec>,
     /// Hooks whose raw neurons to explain.
     #[arg(long, value_delimiter = ',')]
     pub neurons: Vec<glassbox_data::HookPoint>,
@@ -347,6 +352,7 @@ impl DictionaryArgs {
         }
         replace(self.hook, &mut s.hooks);
         replace(self.load_sae, &mut s.load);
+        replace(self.transcoder, &mut s.transcoders);
         replace(self.neurons, &mut s.neurons);
         replace(self.label, &mut s.labels);
         replace(self.token_label, &mut s.token_labels);

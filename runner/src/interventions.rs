@@ -101,12 +101,73 @@ pub struct SpliceMetrics {
 /// A reconstruction of activation rows (`n × width`, row-major) of one hook.
 pub type Reconstruct<'a> = dyn Fn(&[f32]) -> std::result::Result<Vec<f32>, String> + 'a;
 
+/// A hook that keeps the activation at `read_at` and replaces the one at `write_at` (later in
+/// the forward, or the same point) by `edit` of the kept rows: a transcoder spliced in for the
+/// MLP it imitates, or an SAE for its own hook.
+pub struct ReadThenReplace<F> {
+    read_at: HookPoint,
+    write_at: HookPoint,
+    kept: Option<Tensor>,
+    edit: F,
+}
+
+impl<F> ReadThenReplace<F>
+where
+    F: FnMut(Tensor) -> candle_core::Result<Tensor>,
+{
+    /// Replaces `write_at` by `edit` of the rows last seen at `read_at`.
+    pub fn new(read_at: HookPoint, write_at: HookPoint, edit: F) -> Self {
+        Self {
+            read_at,
+            write_at,
+            kept: None,
+            edit,
+        }
+    }
+}
+
+impl<F> Hooks for ReadThenReplace<F>
+where
+    F: FnMut(Tensor) -> candle_core::Result<Tensor>,
+{
+    fn wants(&self, point: HookPoint) -> bool {
+        point == self.read_at || point == self.write_at
+    }
+    fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
+        if point == self.read_at {
+            self.kept = Some(x.clone());
+        }
+        if point != self.write_at {
+            return Ok(x);
+        }
+        let kept = self.kept.take().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "`{}` was reached before `{}`: the splice reads its input first",
+                self.write_at, self.read_at
+            ))
+        })?;
+        (self.edit)(kept)
+    }
+}
+
 /// Splices `reconstruct` in at `point` over the run's first [`SPLICE_EXAMPLES`] examples and
 /// compares next-token prediction with the clean and the zero-ablated model.
 pub fn splice_metrics(
     run: &RunDir,
     model: &LoadedModel,
     point: HookPoint,
+    reconstruct: &Reconstruct<'_>,
+) -> Result<SpliceMetrics> {
+    splice_metrics_from(run, model, point, point, reconstruct)
+}
+
+/// [`splice_metrics`] with the replacement at `write_at` computed from the rows at `read_at`
+/// (a transcoder's input hook); the zero-ablated baseline zeroes `write_at`.
+pub fn splice_metrics_from(
+    run: &RunDir,
+    model: &LoadedModel,
+    read_at: HookPoint,
+    write_at: HookPoint,
     reconstruct: &Reconstruct<'_>,
 ) -> Result<SpliceMetrics> {
     let examples = read_examples(run)?;
@@ -128,8 +189,13 @@ pub fn splice_metrics(
         let refs: Vec<_> = encoded.iter().collect();
         let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
         let clean = log_probs(model, &batch, &mut Capture::new([]))?;
-        let spliced = log_probs(model, &batch, &mut Replace::new(point, spliced_rows))?;
-        let zeroed = log_probs(model, &batch, &mut Replace::new(point, |x| x.zeros_like()))?;
+        let mut splice = ReadThenReplace::new(read_at, write_at, spliced_rows);
+        let spliced = log_probs(model, &batch, &mut splice)?;
+        let zeroed = log_probs(
+            model,
+            &batch,
+            &mut Replace::new(write_at, |x| x.zeros_like()),
+        )?;
         for (i, e) in encoded.iter().enumerate() {
             for p in 0..e.ids.len().saturating_sub(1) {
                 let next = e.ids[p + 1] as usize;

@@ -11,7 +11,9 @@
 //!   `[m, d]`, `encoder.bias`, `W_dec` `[m, d]`, `b_dec`, `W_skip`. TopK only, as sparsify.
 //! - circuit-tracer (`circuit_tracer/layer_<L>.safetensors`, `load_transcoder`): `W_enc` `[m,
 //!   d]`, `W_dec` `[m, d]`, `b_enc`, `b_dec`, `activation_function.threshold` (JumpReLU),
-//!   `W_skip`; and `config.yaml` naming the hooks the way `load_transcoder_set` wants them.
+//!   `W_skip`; and `config.yaml` naming the hooks the way `load_transcoder_set` wants them. Its
+//!   activation for a TopK transcoder is circuit-tracer's `TopK(k)` followed by ReLU (theirs
+//!   keeps negative values among the k largest; glassbox's, like sparsify's, does not).
 //!
 //! Reading takes the SAELens and sparsify layouts (glassbox's own output and the suites').
 
@@ -112,7 +114,11 @@ fn save_saelens(tmp: &Path, t: &Transcoder, p: &TranscoderProvenance) -> Result<
     if let Some(w) = &t.w_skip {
         named.push(("W_skip", vec![d, d], w));
     }
-    tensors::write(&tmp.join("sae_weights.safetensors"), &named, Default::default())?;
+    tensors::write(
+        &tmp.join("sae_weights.safetensors"),
+        &named,
+        Default::default(),
+    )?;
     let architecture = match (jump, t.w_skip.is_some()) {
         (false, false) => "transcoder",
         (false, true) => "skip_transcoder",
@@ -213,7 +219,11 @@ fn save_circuit_tracer(
             .unwrap_or(name)
     };
     let activation = match t.sae.architecture {
-        Architecture::TopK { k } | Architecture::BatchTopK { k } => format!("topk  # k = {k}"),
+        // circuit-tracer's own TopK keeps negative values among the k largest; glassbox's
+        // zeroes them, so the activation is its TopK followed by ReLU.
+        Architecture::TopK { k } | Architecture::BatchTopK { k } => {
+            format!("topk_relu  # k = {k}: TopK(k) then ReLU")
+        }
         Architecture::JumpRelu => "jumprelu".into(),
         _ => "relu".into(),
     };
@@ -406,7 +416,12 @@ mod tests {
         for (architecture, folder) in [
             (Architecture::TopK { k: 3 }, "sparsify"),
             (Architecture::JumpRelu, "saelens"),
-            (Architecture::Relu { l1_coefficient: 0.0 }, "saelens"),
+            (
+                Architecture::Relu {
+                    l1_coefficient: 0.0,
+                },
+                "saelens",
+            ),
         ] {
             for skip in [false, true] {
                 let t = transcoder(architecture, skip);
@@ -425,7 +440,10 @@ mod tests {
                 let ct = dir.path().join("circuit_tracer");
                 assert!(ct.join("layer_3.safetensors").exists());
                 let yaml = std::fs::read_to_string(ct.join("config.yaml")).unwrap();
-                assert!(yaml.contains("feature_input_hook: \"hook_resid_mid\""), "{yaml}");
+                assert!(
+                    yaml.contains("feature_input_hook: \"hook_resid_mid\""),
+                    "{yaml}"
+                );
             }
         }
     }
@@ -439,6 +457,9 @@ mod tests {
         )
         .unwrap();
         let e = load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("an SAE, not a transcoder") && e.contains("--load-sae"), "{e}");
+        assert!(
+            e.contains("an SAE, not a transcoder") && e.contains("--load-sae"),
+            "{e}"
+        );
     }
 }

@@ -66,7 +66,7 @@ pub fn run_dictionary_stage(
         return Ok(DictionaryRun::UpToDate);
     }
     // The SAEs' causal-LM extras reload the model after training and explaining: find it now.
-    if !settings.hooks.is_empty() || !settings.load.is_empty() {
+    if !settings.hooks.is_empty() || !settings.load.is_empty() || !settings.transcoders.is_empty() {
         super::run_model::require_run_model(run)?;
     }
     // --force retrains from scratch: no reused SAE, no checkpoint.
@@ -90,14 +90,19 @@ pub fn run_dictionary_stage(
             // Causal LMs: promoted tokens and next-token loss with the SAE spliced in.
             let sae_hooks: Vec<HookPoint> = summaries
                 .iter()
-                .filter(|s| s.source != "neurons")
+                .filter(|s| s.source == "trained" || s.source == "loaded")
                 .map(|s| s.hook)
                 .collect();
-            if !sae_hooks.is_empty() {
+            if !sae_hooks.is_empty() || !settings.transcoders.is_empty() {
                 let model = super::run_model::load_run_model(run)?;
                 if model.model.unembedding().is_some() {
-                    progress.note("dictionary: splicing the SAE into the causal LM (CE loss recovered, KL) and reading promoted tokens");
+                    progress.note("dictionary: splicing the SAEs and transcoders into the causal LM (CE loss recovered, KL) and reading promoted tokens");
                     super::dictionary_lm::add_lm_outputs(tx.run(), &model, &sae_hooks)?;
+                    super::dictionary_lm::add_transcoder_outputs(
+                        tx.run(),
+                        &model,
+                        &settings.transcoders,
+                    )?;
                 }
             }
             let done = Completion {
@@ -186,19 +191,26 @@ fn seed_reusable_saes(live: &RunDir, staged: &RunDir) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(live.dictionary_root()) else {
         return Ok(());
     };
+    // SAEs in `sae/`; transcoders in `sparsify/` or `saelens/`.
     for entry in entries.flatten() {
-        let sae = entry.path().join("sae");
-        if !sae.is_dir() {
-            continue;
-        }
-        let to = staged.dictionary_root().join(entry.file_name()).join("sae");
-        std::fs::create_dir_all(&to).with_context(|| format!("cannot create {}", to.display()))?;
-        for file in std::fs::read_dir(&sae)?.flatten() {
-            let from = file.path();
-            if from.is_file() {
-                // A copy, not a hard link: nothing written in staging may reach the run.
-                std::fs::copy(&from, to.join(file.file_name()))
-                    .with_context(|| format!("cannot copy {}", from.display()))?;
+        for folder in ["sae", "sparsify", "saelens"] {
+            let saved = entry.path().join(folder);
+            if !saved.is_dir() {
+                continue;
+            }
+            let to = staged
+                .dictionary_root()
+                .join(entry.file_name())
+                .join(folder);
+            std::fs::create_dir_all(&to)
+                .with_context(|| format!("cannot create {}", to.display()))?;
+            for file in std::fs::read_dir(&saved)?.flatten() {
+                let from = file.path();
+                if from.is_file() {
+                    // A copy, not a hard link: nothing written in staging may reach the run.
+                    std::fs::copy(&from, to.join(file.file_name()))
+                        .with_context(|| format!("cannot copy {}", from.display()))?;
+                }
             }
         }
     }

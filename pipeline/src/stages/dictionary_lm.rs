@@ -6,11 +6,12 @@
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
-use glassbox_concepts::sae::{saelens, Sae};
+use glassbox_concepts::dictionary::TranscoderSpec;
+use glassbox_concepts::sae::{saelens, transcoder_formats, Sae};
 use glassbox_data::table::Columns;
 use glassbox_data::{atomic, RunDir};
 use glassbox_models::{HookPoint, LoadedModel};
-use glassbox_runner::interventions::{splice_metrics, SpliceMetrics};
+use glassbox_runner::interventions::{splice_metrics, splice_metrics_from, SpliceMetrics};
 
 const TOP_TOKENS: usize = 10;
 
@@ -30,14 +31,46 @@ pub fn add_lm_outputs(run: &RunDir, model: &LoadedModel, hooks: &[HookPoint]) ->
             sae.reconstruct(rows).map_err(|e| e.to_string())
         };
         let m = splice_metrics(run, model, hook, &reconstruct)?;
-        let splice = splice_json(&m);
-        let path = dir.join("metrics.json");
-        let mut metrics: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?,
-        )?;
-        metrics["splice"] = splice;
-        atomic::write_bytes(&path, serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        record_splice(&dir, &m)?;
     }
+    Ok(())
+}
+
+/// The same for transcoders: promoted tokens of their decoder rows, and the spliced-MLP loss —
+/// the output hook replaced by the transcoder's prediction from the input hook's rows.
+pub fn add_transcoder_outputs(
+    run: &RunDir,
+    model: &LoadedModel,
+    transcoders: &[TranscoderSpec],
+) -> Result<()> {
+    let Some(unembedding) = model.model.unembedding() else {
+        return Ok(());
+    };
+    for spec in transcoders {
+        let dir = run.transcoder_dir(spec.output);
+        let loaded = ["sparsify", "saelens"]
+            .iter()
+            .find_map(|f| transcoder_formats::load(&dir.join(f)).ok())
+            .with_context(|| format!("{}: no saved transcoder", dir.display()))?;
+        let t = &loaded.transcoder;
+        promoted_tokens(&dir, model, unembedding, &t.sae)?;
+        let predict = |rows: &[f32]| -> std::result::Result<Vec<f32>, String> {
+            t.predict(rows).map_err(|e| e.to_string())
+        };
+        let m = splice_metrics_from(run, model, spec.input, spec.output, &predict)?;
+        record_splice(&dir, &m)?;
+    }
+    Ok(())
+}
+
+/// Adds the `splice` entry to the folder's `metrics.json`.
+fn record_splice(dir: &std::path::Path, m: &SpliceMetrics) -> Result<()> {
+    let path = dir.join("metrics.json");
+    let mut metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?,
+    )?;
+    metrics["splice"] = splice_json(m);
+    atomic::write_bytes(&path, serde_json::to_string_pretty(&metrics)?.as_bytes())?;
     Ok(())
 }
 

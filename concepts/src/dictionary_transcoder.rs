@@ -1,0 +1,293 @@
+//! The dictionary stage's transcoders: train (or load) one per `[[dictionary.transcoders]]`
+//! entry on the store's paired token rows, measure how well it predicts the output hook, save
+//! it for SAELens/sparsify/circuit-tracer, and explain its features over the input hook's rows.
+//! Writes `dictionary/transcoder=<output hook>/`: `saelens/` or `sparsify/`, `circuit_tracer/`,
+//! `metrics.json` (with a `transcoder` block) and the feature tables.
+
+use crate::dictionary::{Context, HookSummary};
+use crate::dictionary_outputs::{model_name, summary, write_metrics};
+use crate::explain::Units;
+use crate::sae::fit::{fit_for, FitControl, Objective};
+use crate::sae::stream::{PairedRows, RowSource, Split, StoreRows};
+use crate::sae::transcoder::evaluate;
+use crate::sae::transcoder_formats::{self, TranscoderProvenance};
+use crate::sae::{Architecture, Transcoder};
+use crate::ConceptError;
+use glassbox_data::HookPoint;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One `[[dictionary.transcoders]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscoderSpec {
+    /// The hook the features read (e.g. `blocks.3.hook_resid_mid`).
+    pub input: HookPoint,
+    /// The hook it predicts (e.g. `blocks.3.hook_mlp_out`); names the output folder.
+    pub output: HookPoint,
+    /// Train with a skip connection `W_skip x` (Paulo et al. 2025). Default false.
+    #[serde(default)]
+    pub skip: bool,
+    /// Analyse a pretrained transcoder (SAELens or sparsify folder) instead of training one.
+    #[serde(default)]
+    pub load: Option<PathBuf>,
+}
+
+impl fmt::Display for TranscoderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{}", self.input, self.output)
+    }
+}
+
+impl std::str::FromStr for TranscoderSpec {
+    type Err = String;
+    /// `IN->OUT`, `IN->OUT+skip` or `IN->OUT=FOLDER` (a pretrained one).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (pair, load) = match s.split_once('=') {
+            Some((p, f)) => (p, Some(PathBuf::from(f))),
+            None => (s, None),
+        };
+        let (pair, skip) = match pair.strip_suffix("+skip") {
+            Some(p) => (p, true),
+            None => (pair, false),
+        };
+        let (input, output) = pair.split_once("->").ok_or_else(|| {
+            format!(
+                "`{s}`: a transcoder is `IN->OUT` (e.g. blocks.3.hook_resid_mid->blocks.3.hook_mlp_out), \
+                 `IN->OUT+skip` or `IN->OUT=FOLDER`"
+            )
+        })?;
+        let parse = |h: &str| {
+            h.trim()
+                .parse::<HookPoint>()
+                .map_err(|e| format!("`{s}`: {e}"))
+        };
+        Ok(Self {
+            input: parse(input)?,
+            output: parse(output)?,
+            skip,
+            load,
+        })
+    }
+}
+
+impl TranscoderSpec {
+    /// The input must come before the output in the forward pass (the splice reads it first).
+    pub fn check_order(&self) -> Result<(), ConceptError> {
+        if self.input.depth() >= self.output.depth() {
+            return Err(ConceptError::Invalid(format!(
+                "[[dictionary.transcoders]] {self}: the input hook must come before the output \
+                 in the forward pass (e.g. blocks.3.hook_resid_mid->blocks.3.hook_mlp_out)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Context<'_> {
+    fn paired(&self, spec: &TranscoderSpec, split: Split) -> Result<Paired, ConceptError> {
+        PairedRows::new(
+            self.rows(spec.input, split)?,
+            self.rows(spec.output, split)?,
+            format!("transcoder {spec}"),
+        )
+    }
+
+    fn transcoder_fingerprint(&self, spec: &TranscoderSpec, upstream: &str) -> String {
+        glassbox_data::hash::sha256_bytes(
+            json!({ "upstream": upstream, "transcoder": spec, "sae": self.options.sae })
+                .to_string()
+                .as_bytes(),
+        )
+    }
+
+    /// Trains (or loads) the transcoder of `spec`; `None` when training paused.
+    pub(crate) fn transcoder(
+        &self,
+        spec: &TranscoderSpec,
+        upstream: &str,
+        pause_after: Option<usize>,
+    ) -> Result<Option<HookSummary>, ConceptError> {
+        spec.check_order()?;
+        let dir = self.run.transcoder_dir(spec.output);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ConceptError::Invalid(format!("{}: {e}", dir.display())))?;
+        let fingerprint = self.transcoder_fingerprint(spec, upstream);
+        let mut train = self.paired(spec, Split::Train)?;
+        let train_rows = if spec.load.is_some() {
+            0
+        } else {
+            count(&mut train)?
+        };
+        let (transcoder, training, source) = match &spec.load {
+            Some(folder) => (transcoder_formats::load(folder)?.transcoder, None, "loaded"),
+            None => match reusable(&dir, &fingerprint) {
+                Some(t) => {
+                    self.progress.note(&format!(
+                        "dictionary: transcoder {spec} is up to date; re-explaining"
+                    ));
+                    (t, None, "trained")
+                }
+                None => {
+                    let checkpoint = dir.join("checkpoint.safetensors");
+                    let control = FitControl {
+                        checkpoint: Some(&checkpoint),
+                        fingerprint: fingerprint.clone(),
+                        pause_after,
+                    };
+                    let objective = Objective::Transcode { skip: spec.skip };
+                    let fitted = fit_for(
+                        objective,
+                        train,
+                        train_rows,
+                        &self.options.sae,
+                        &control,
+                        self.progress,
+                    )?;
+                    if !fitted.complete {
+                        return Ok(None);
+                    }
+                    let t = Transcoder {
+                        sae: fitted.sae.clone(),
+                        w_skip: fitted.w_skip.clone(),
+                    };
+                    (t, Some(fitted), "trained")
+                }
+            },
+        };
+        let width = self.rows(spec.input, Split::All)?.width();
+        if transcoder.sae.d_in != width {
+            return Err(ConceptError::Invalid(format!(
+                "transcoder {spec}: its d_in is {} but `{}` has width {width}; load it for hooks of that width",
+                transcoder.sae.d_in, spec.input
+            )));
+        }
+        let mut eval = self.paired(spec, Split::Eval)?;
+        let mut eval_rows = count(&mut eval)?;
+        let metrics = if eval_rows > 0 && spec.load.is_none() {
+            evaluate(&transcoder, &mut eval)?
+        } else {
+            // A loaded transcoder was trained elsewhere: every stored row is held out.
+            let mut all = self.paired(spec, Split::All)?;
+            eval_rows = count(&mut all)?;
+            evaluate(&transcoder, &mut all)?
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("glassbox_fingerprint".into(), json!(fingerprint));
+        extra.insert("glassbox_options".into(), json!(self.options.sae));
+        if let Some(folder) = &spec.load {
+            extra.insert("loaded_from".into(), json!(folder.display().to_string()));
+        }
+        let provenance = TranscoderProvenance {
+            model_name: model_name(self.run),
+            input: spec.input,
+            output: spec.output,
+            extra,
+        };
+        let formats = transcoder_formats::save(&dir, &transcoder, &provenance)?;
+        write_metrics(
+            &dir,
+            spec.output,
+            &format!("{source} transcoder"),
+            &metrics,
+            None,
+            training.as_ref(),
+            train_rows,
+            eval_rows,
+            &self.options.sae,
+        )?;
+        add_transcoder_block(&dir, spec, &transcoder, &formats, training.as_ref())?;
+        let checkpoint = dir.join("checkpoint.safetensors");
+        if checkpoint.exists() {
+            std::fs::remove_file(&checkpoint)
+                .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
+        }
+        // Its features fire on the input hook's rows.
+        self.explain_units(
+            spec.input,
+            &dir,
+            Units::Features(&transcoder.sae),
+            "feature",
+        )?;
+        Ok(Some(summary(
+            spec.output,
+            &format!("transcoder from {}", spec.input),
+            &transcoder.sae,
+            metrics,
+            None,
+            training.as_ref(),
+        )))
+    }
+
+    /// Where a paused transcoder stands: (step, steps).
+    pub(crate) fn transcoder_paused_at(
+        &self,
+        spec: &TranscoderSpec,
+    ) -> Result<(usize, usize), ConceptError> {
+        let checkpoint = self
+            .run
+            .transcoder_dir(spec.output)
+            .join("checkpoint.safetensors");
+        let (_, meta) = crate::sae::tensors_metadata(&checkpoint)?;
+        let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut rows = self.paired(spec, Split::Train)?;
+        let d = rows.width() / 2;
+        let resolved = self.options.sae.resolve(d, count(&mut rows)?)?;
+        Ok((step, resolved.steps))
+    }
+}
+
+type Paired = PairedRows<StoreRows, StoreRows>;
+
+fn count(rows: &mut Paired) -> Result<u64, ConceptError> {
+    let (mut r, mut ids, mut n) = (Vec::new(), Vec::new(), 0u64);
+    rows.rewind();
+    while rows.next_rows(&mut r, &mut ids)? {
+        n += ids.len() as u64;
+        r.clear();
+        ids.clear();
+    }
+    rows.rewind();
+    Ok(n)
+}
+
+/// The transcoder saved by an earlier run with the same training fingerprint, if any.
+fn reusable(dir: &Path, fingerprint: &str) -> Option<Transcoder> {
+    ["sparsify", "saelens"]
+        .iter()
+        .filter_map(|f| transcoder_formats::load(&dir.join(f)).ok())
+        .find(|l| l.fingerprint.as_deref() == Some(fingerprint))
+        .map(|l| l.transcoder)
+}
+
+/// `metrics.json`'s `transcoder` block: what it maps, how, and where the files are.
+fn add_transcoder_block(
+    dir: &Path,
+    spec: &TranscoderSpec,
+    t: &Transcoder,
+    formats: &[&str],
+    training: Option<&crate::sae::fit::Fitted>,
+) -> Result<(), ConceptError> {
+    let path = dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
+    value["transcoder"] = json!({
+        "input_hook": spec.input,
+        "output_hook": spec.output,
+        "skip_connection": t.w_skip.is_some(),
+        "architecture": t.sae.architecture.name(),
+        "k": match t.sae.architecture { Architecture::TopK { k } => Some(k), _ => None },
+        "formats": formats,
+        "target_scale": training.and_then(|f| f.target_scale),
+        "definitions": {
+            "sae": "metrics of the prediction ŷ of the output hook from the input hook's rows: fvu = ‖y − ŷ‖² / ‖y − ȳ‖² over the held-out tokens",
+        },
+    });
+    let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
+    glassbox_data::atomic::write_bytes(&path, text.as_bytes())?;
+    Ok(())
+}
