@@ -7,6 +7,7 @@
 pub use crate::dictionary_outputs::HookSummary;
 use crate::dictionary_outputs::{model_name, summary, write_metrics};
 pub use crate::dictionary_transcoder::TranscoderSpec;
+use crate::dictionary_transcoder::{StageRows, Transcoders};
 use crate::explain::{self, inputs, ExplainOptions, Units};
 use crate::sae::fit::{evaluate, fit, FitControl};
 use crate::sae::metrics::Metrics;
@@ -165,16 +166,16 @@ pub fn run_dictionary(
     Ok(Outcome::Complete(summaries))
 }
 
-pub(crate) struct Context<'a> {
-    pub(crate) run: &'a RunDir,
-    pub(crate) options: &'a DictionaryOptions,
+struct Context<'a> {
+    run: &'a RunDir,
+    options: &'a DictionaryOptions,
     tokens: &'a Tokens,
     cells: Option<&'a ImageCells>,
     labels: &'a [explain::LabelTarget],
     examples: &'a glassbox_data::examples::Examples,
     /// Shared by every row source the stage opens (one per pass).
     special: &'a Arc<HashSet<RowId>>,
-    pub(crate) progress: &'a dyn Progress,
+    progress: &'a dyn Progress,
 }
 
 impl DictionaryOptions {
@@ -204,8 +205,32 @@ fn paused_at(
     Ok((step, resolved.steps))
 }
 
+impl StageRows for Context<'_> {
+    fn run(&self) -> &RunDir {
+        self.run
+    }
+    fn sae_options(&self) -> &SaeOptions {
+        &self.options.sae
+    }
+    fn progress(&self) -> &dyn Progress {
+        self.progress
+    }
+    fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
+        Context::rows(self, hook, split)
+    }
+    fn explain_units(
+        &self,
+        hook: HookPoint,
+        dir: &Path,
+        units: Units<'_>,
+        unit: &str,
+    ) -> Result<(), ConceptError> {
+        Context::explain_units(self, hook, dir, units, unit)
+    }
+}
+
 impl Context<'_> {
-    pub(crate) fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
+    fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
         let dir = self.run.activations_dir(hook);
         if !dir.is_dir() {
             let stored = self.run.stored_hooks(false).unwrap_or_default();
@@ -446,7 +471,7 @@ impl Context<'_> {
     }
 
     /// Explains `units` over `hook`'s rows into `dir`.
-    pub(crate) fn explain_units(
+    fn explain_units(
         &self,
         hook: HookPoint,
         dir: &Path,

@@ -4,16 +4,15 @@
 //! Writes `dictionary/transcoder=<output hook>/`: `saelens/` or `sparsify/`, `circuit_tracer/`,
 //! `metrics.json` (with a `transcoder` block) and the feature tables.
 
-use crate::dictionary::{Context, HookSummary};
-use crate::dictionary_outputs::{model_name, summary, write_metrics};
+use crate::dictionary_outputs::{model_name, summary, write_metrics, HookSummary};
 use crate::explain::Units;
 use crate::sae::fit::{fit_for, FitControl, Objective};
 use crate::sae::stream::{PairedRows, RowSource, Split, StoreRows};
 use crate::sae::transcoder::evaluate;
 use crate::sae::transcoder_formats::{self, TranscoderProvenance};
-use crate::sae::{Architecture, Transcoder};
+use crate::sae::{Architecture, SaeOptions, Transcoder};
 use crate::ConceptError;
-use glassbox_data::HookPoint;
+use glassbox_data::{HookPoint, Progress, RunDir};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::fmt;
@@ -86,7 +85,26 @@ impl TranscoderSpec {
     }
 }
 
-impl Context<'_> {
+/// What the transcoders need from the dictionary stage (implemented by its context, so this
+/// module does not depend on the stage's).
+pub(crate) trait StageRows {
+    fn run(&self) -> &RunDir;
+    fn sae_options(&self) -> &SaeOptions;
+    fn progress(&self) -> &dyn Progress;
+    /// A hook's token rows of a split, filtered as the stage filters them.
+    fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError>;
+    /// Explains `units` over `hook`'s rows into `dir`.
+    fn explain_units(
+        &self,
+        hook: HookPoint,
+        dir: &Path,
+        units: Units<'_>,
+        unit: &str,
+    ) -> Result<(), ConceptError>;
+}
+
+/// The transcoder side of the stage, for anything that provides its rows.
+pub(crate) trait Transcoders: StageRows {
     fn paired(&self, spec: &TranscoderSpec, split: Split) -> Result<Paired, ConceptError> {
         PairedRows::new(
             self.rows(spec.input, split)?,
@@ -97,21 +115,21 @@ impl Context<'_> {
 
     fn transcoder_fingerprint(&self, spec: &TranscoderSpec, upstream: &str) -> String {
         glassbox_data::hash::sha256_bytes(
-            json!({ "upstream": upstream, "transcoder": spec, "sae": self.options.sae })
+            json!({ "upstream": upstream, "transcoder": spec, "sae": self.sae_options() })
                 .to_string()
                 .as_bytes(),
         )
     }
 
     /// Trains (or loads) the transcoder of `spec`; `None` when training paused.
-    pub(crate) fn transcoder(
+    fn transcoder(
         &self,
         spec: &TranscoderSpec,
         upstream: &str,
         pause_after: Option<usize>,
     ) -> Result<Option<HookSummary>, ConceptError> {
         spec.check_order()?;
-        let dir = self.run.transcoder_dir(spec.output);
+        let dir = self.run().transcoder_dir(spec.output);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ConceptError::Invalid(format!("{}: {e}", dir.display())))?;
         let fingerprint = self.transcoder_fingerprint(spec, upstream);
@@ -125,7 +143,7 @@ impl Context<'_> {
             Some(folder) => (transcoder_formats::load(folder)?.transcoder, None, "loaded"),
             None => match reusable(&dir, &fingerprint) {
                 Some(t) => {
-                    self.progress.note(&format!(
+                    self.progress().note(&format!(
                         "dictionary: transcoder {spec} is up to date; re-explaining"
                     ));
                     (t, None, "trained")
@@ -142,9 +160,9 @@ impl Context<'_> {
                         objective,
                         train,
                         train_rows,
-                        &self.options.sae,
+                        self.sae_options(),
                         &control,
-                        self.progress,
+                        self.progress(),
                     )?;
                     if !fitted.complete {
                         return Ok(None);
@@ -176,12 +194,12 @@ impl Context<'_> {
         };
         let mut extra = serde_json::Map::new();
         extra.insert("glassbox_fingerprint".into(), json!(fingerprint));
-        extra.insert("glassbox_options".into(), json!(self.options.sae));
+        extra.insert("glassbox_options".into(), json!(self.sae_options()));
         if let Some(folder) = &spec.load {
             extra.insert("loaded_from".into(), json!(folder.display().to_string()));
         }
         let provenance = TranscoderProvenance {
-            model_name: model_name(self.run),
+            model_name: model_name(self.run()),
             input: spec.input,
             output: spec.output,
             extra,
@@ -196,7 +214,7 @@ impl Context<'_> {
             training.as_ref(),
             train_rows,
             eval_rows,
-            &self.options.sae,
+            self.sae_options(),
         )?;
         add_transcoder_block(&dir, spec, &transcoder, &formats, training.as_ref())?;
         let checkpoint = dir.join("checkpoint.safetensors");
@@ -222,22 +240,21 @@ impl Context<'_> {
     }
 
     /// Where a paused transcoder stands: (step, steps).
-    pub(crate) fn transcoder_paused_at(
-        &self,
-        spec: &TranscoderSpec,
-    ) -> Result<(usize, usize), ConceptError> {
+    fn transcoder_paused_at(&self, spec: &TranscoderSpec) -> Result<(usize, usize), ConceptError> {
         let checkpoint = self
-            .run
+            .run()
             .transcoder_dir(spec.output)
             .join("checkpoint.safetensors");
         let (_, meta) = crate::sae::tensors_metadata(&checkpoint)?;
         let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut rows = self.paired(spec, Split::Train)?;
         let d = rows.width() / 2;
-        let resolved = self.options.sae.resolve(d, count(&mut rows)?)?;
+        let resolved = self.sae_options().resolve(d, count(&mut rows)?)?;
         Ok((step, resolved.steps))
     }
 }
+
+impl<T: StageRows> Transcoders for T {}
 
 type Paired = PairedRows<StoreRows, StoreRows>;
 

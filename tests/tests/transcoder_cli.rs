@@ -57,12 +57,18 @@ fn a_transcoder_trains_splices_saves_and_loads_back() {
     let block = &m["transcoder"];
     assert_eq!(block["input_hook"], "blocks.1.hook_resid_mid");
     assert_eq!(block["skip_connection"], true);
-    assert_eq!(block["formats"], serde_json::json!(["sparsify", "circuit_tracer"]));
+    assert_eq!(
+        block["formats"],
+        serde_json::json!(["sparsify", "circuit_tracer"])
+    );
     let fvu = m["sae"]["fvu"].as_f64().unwrap();
     assert!(fvu < 0.5, "held-out FVU of the MLP output {fvu}");
     // Splicing it in for the MLP keeps most of the next-token loss the MLP is worth.
     let recovered = m["splice"]["ce_loss_recovered"].as_f64().unwrap();
-    assert!(recovered > 0.5 && recovered <= 1.05, "CE recovered {recovered}");
+    assert!(
+        recovered > 0.5 && recovered <= 1.05,
+        "CE recovered {recovered}"
+    );
     assert!(m["splice"]["tokens"].as_u64().unwrap() > 100);
 
     let dir = RunDir::new(&run).transcoder_dir(hook_point("blocks.1.hook_mlp_out"));
@@ -72,7 +78,10 @@ fn a_transcoder_trains_splices_saves_and_loads_back() {
     assert_eq!(st.tensor("W_skip").unwrap().shape(), &[32, 32]);
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("sparsify/cfg.json")).unwrap()).unwrap();
-    assert_eq!((cfg["transcode"].as_bool(), cfg["k"].as_u64()), (Some(true), Some(4)));
+    assert_eq!(
+        (cfg["transcode"].as_bool(), cfg["k"].as_u64()),
+        (Some(true), Some(4))
+    );
     let bytes = std::fs::read(dir.join("circuit_tracer/layer_1.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("W_dec").unwrap().shape(), &[64, 32]);
@@ -110,7 +119,10 @@ fn bad_transcoder_specs_are_named_and_change_nothing() {
             "a transcoder maps between hooks of one width",
         ),
         ("blocks.1.hook_resid_mid", "a transcoder is `IN->OUT`"),
-        ("blocks.0.hook_resid_mid->blocks.0.hook_mlp_out", "not in the store"),
+        (
+            "blocks.0.hook_resid_mid->blocks.0.hook_mlp_out",
+            "not in the store",
+        ),
     ] {
         let out = dictionary(&run, spec);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -34,7 +34,7 @@ pub(super) fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     }
     if flag("transcode") || flag("skip_connection") {
         return Err(bad(
-            "a transcoder (transcode or skip_connection set); glassbox reads sparsify SAEs, transcoders are not supported yet".into(),
+            "a transcoder (transcode or skip_connection set): load it with --transcoder IN->OUT=FOLDER".into(),
         ));
     }
     let file = dir.join("sae.safetensors");
