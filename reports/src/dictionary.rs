@@ -41,9 +41,14 @@ pub struct Snippet {
 /// One hook's dictionary results.
 #[derive(Debug, Clone, Serialize)]
 pub struct DictionaryFinding {
+    /// The hook the units belong to (a transcoder's: the hook it predicts).
     pub hook: glassbox_data::HookPoint,
-    /// `"features"` (an SAE's latents) or `"neurons"` (the hook's raw units).
+    /// `"features"` (an SAE's latents), `"neurons"` (the hook's raw units) or
+    /// `"transcoder_features"` (a transcoder's latents, read from `input_hook`).
     pub kind: String,
+    /// A transcoder's input hook (its features fire on that hook's tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_hook: Option<glassbox_data::HookPoint>,
     /// How many units the Parquet files explain.
     pub units: usize,
     /// `metrics.json` of the SAE (null for neurons).
@@ -53,10 +58,62 @@ pub struct DictionaryFinding {
     pub listed: Vec<ListedUnit>,
 }
 
-/// Reads every `dictionary/hook=*/` folder of the run.
+impl DictionaryFinding {
+    /// The unit name in file names and anchors: `feature` or `neuron`.
+    pub fn unit(&self) -> &'static str {
+        if self.kind == "neurons" {
+            "neuron"
+        } else {
+            "feature"
+        }
+    }
+
+    /// The folder its tables are in.
+    pub fn dir(&self, run: &RunDir) -> std::path::PathBuf {
+        match self.input_hook {
+            Some(_) => run.transcoder_dir(self.hook),
+            None => run.dictionary_dir(self.hook),
+        }
+    }
+
+    /// How headings name it: the hook, or a transcoder's `input → output`.
+    pub fn title(&self) -> String {
+        match self.input_hook {
+            Some(input) => format!("{input} → {}", self.hook),
+            None => self.hook.to_string(),
+        }
+    }
+}
+
+/// Reads every `dictionary/hook=*/` and `dictionary/transcoder=*/` folder of the run.
 pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
     let mut out = Vec::new();
     let mut inputs = crate::thumbnails::ModelInputs::open(run);
+    for (hook, dir) in glassbox_concepts::explain::read::transcoder_folders(run)? {
+        if !dir.join("features.parquet").exists() {
+            continue;
+        }
+        let metrics = read_metrics(&dir.join("metrics.json"))?;
+        let input_hook = metrics
+            .as_ref()
+            .and_then(|m| m["transcoder"]["input_hook"].as_str())
+            .and_then(|h| h.parse().ok());
+        let (units, listed) = listed_units(&dir, "feature")?;
+        out.push(DictionaryFinding {
+            hook,
+            kind: "transcoder_features".into(),
+            input_hook: Some(input_hook.ok_or_else(|| {
+                ReportError::Invalid(format!(
+                    "{}: metrics.json names no transcoder input hook; re-run the dictionary stage",
+                    dir.display()
+                ))
+            })?),
+            units,
+            metrics,
+            sparse_probing: None,
+            listed,
+        });
+    }
     for (hook, dir) in glassbox_concepts::explain::read::dictionary_hooks(run)? {
         // Image runs write each hook's grid: its examples are cells, shown on their image.
         let grid = crate::thumbnails::read_grid(&dir);
@@ -87,6 +144,7 @@ pub fn summarise(run: &RunDir) -> Result<Vec<DictionaryFinding>, ReportError> {
             out.push(DictionaryFinding {
                 hook,
                 kind: kind.into(),
+                input_hook: None,
                 units,
                 metrics,
                 sparse_probing,
@@ -217,12 +275,17 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
     let m = f.metrics.as_ref()?;
     let sae = m.get("sae")?;
     let pca = m.get("pca_baseline").filter(|p| !p.is_null());
+    // A transcoder predicts its output hook from its input's rows and stands in for the MLP.
+    let (what, with) = match f.input_hook {
+        Some(_) => ("Transcoder", "with the transcoder for the MLP"),
+        None => ("SAE at", "with the SAE"),
+    };
     let splice = m
         .get("splice")
         .filter(|s| !s.is_null())
         .map(|s| {
             format!(
-                "; spliced into the model it recovers {} of the next-token loss (CE {} clean, {} with the SAE, {} zero-ablated; KL {} nats)",
+                "; spliced into the model it recovers {} of the next-token loss (CE {} clean, {} {with}, {} zero-ablated; KL {} nats)",
                 percent(s.get("ce_loss_recovered")),
                 number(s.get("ce_clean"), 3),
                 number(s.get("ce_sae"), 3),
@@ -232,8 +295,8 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
         })
         .unwrap_or_default();
     Some(format!(
-        "SAE at `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}",
-        f.hook,
+        "{what} `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}",
+        f.title(),
         f.units,
         number(sae.get("explained_variance"), 3),
         pca.map(|p| format!(" (PCA with as many dimensions: {})", number(p.get("explained_variance"), 3)))
@@ -255,7 +318,7 @@ pub fn unit_findings(
     n: usize,
     causal: Option<&crate::causal::CausalSummary>,
 ) -> Vec<String> {
-    let unit = f.kind.trim_end_matches('s');
+    let unit = f.unit();
     f.listed
         .iter()
         .filter(|u| {
@@ -316,8 +379,13 @@ pub fn markdown(findings: &[DictionaryFinding]) -> String {
     }
     let mut md = String::from("\n## Sparse dictionary features and neurons\n\n");
     for f in findings {
-        let unit = f.kind.trim_end_matches('s');
-        md.push_str(&format!("### `{}`: {} {}\n\n", f.hook, f.units, f.kind));
+        let unit = f.unit();
+        md.push_str(&format!(
+            "### `{}`: {} {}\n\n",
+            f.title(),
+            f.units,
+            f.kind.replace('_', " ")
+        ));
         if let Some(h) = headline(f) {
             md.push_str(&format!("{h}.\n\n"));
         }
@@ -357,12 +425,12 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
         "<section id=\"dictionary\">\n<h2>Sparse dictionary features and neurons</h2>\n",
     );
     for f in findings {
-        let unit = f.kind.trim_end_matches('s');
+        let unit = f.unit();
         h.push_str(&format!(
             "<h3><code>{}</code>: {} {}</h3>\n",
-            escape(&f.hook.to_string()),
+            escape(&f.title()),
             f.units,
-            escape(&f.kind)
+            escape(&f.kind.replace('_', " "))
         ));
         if let Some(m) = &f.metrics {
             let sae = m.get("sae");

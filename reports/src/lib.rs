@@ -67,7 +67,7 @@ pub struct LabelFinding {
 }
 
 /// Version of `report/summary.json`'s layout (`reports/schema/summary.schema.json`).
-pub const SUMMARY_SCHEMA_VERSION: u32 = 4;
+pub const SUMMARY_SCHEMA_VERSION: u32 = 5;
 
 /// The JSON Schema of `summary.json`, also written next to it.
 pub const SUMMARY_SCHEMA: &str = include_str!("../schema/summary.schema.json");

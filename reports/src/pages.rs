@@ -23,9 +23,9 @@ pub fn write_pages(run: &RunDir, findings: &[DictionaryFinding]) -> Result<usize
     }
     let mut inputs = crate::thumbnails::ModelInputs::open(run);
     for f in findings {
-        let dir = run.dictionary_dir(f.hook);
+        let dir = f.dir(run);
         let grid = crate::thumbnails::read_grid(&dir);
-        let unit = f.kind.trim_end_matches('s');
+        let unit = f.unit();
         let units = read_units(&dir, unit)?;
         let mut examples: HashMap<u32, Vec<UnitExample>> = HashMap::new();
         for e in read_examples(&dir, unit, |_, _, _| true)? {

@@ -1,7 +1,7 @@
 //! Transcoders through the CLI on the committed tiny GPT-2: one trained from `hook_resid_mid`
 //! to `hook_mlp_out` with a skip connection — its metrics, the spliced-MLP next-token loss, the
 //! sparsify and circuit-tracer files (read back with the safetensors crate), the features
-//! table (read with pyarrow) —, loaded back from its own sparsify folder to the same metrics,
+//! table (read with pyarrow), the report's listing —, loaded back from its own sparsify folder to the same metrics,
 //! and bad specifications refused with exit 2 and the run unchanged.
 
 use glassbox_data::RunDir;
@@ -51,6 +51,13 @@ fn metrics(run: &Path) -> serde_json::Value {
 fn a_transcoder_trains_splices_saves_and_loads_back() {
     let tmp = tempfile::tempdir().unwrap();
     let run = extracted(tmp.path());
+    // Probes first: the dictionary explains against their directions, and the report shows it.
+    let out = glassbox()
+        .args(["probe", "--label", "topic", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
     let out = dictionary(&run, &format!("{SPEC}+skip"));
     assert_success(&out, "dictionary --transcoder");
     let m = metrics(&run);
@@ -93,6 +100,28 @@ fn a_transcoder_trains_splices_saves_and_loads_back() {
          assert sum(t.column('active_rows').to_pylist()) > 0\n",
         &[&dir],
     );
+
+    // The report lists it as `input → output`, with its own unit pages.
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report/summary.json")).unwrap()).unwrap();
+    let finding = summary["dictionary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "transcoder_features")
+        .expect("the transcoder in summary.json");
+    assert_eq!(finding["input_hook"], "blocks.1.hook_resid_mid");
+    let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    assert!(html.contains("blocks.1.hook_resid_mid → blocks.1.hook_mlp_out"));
+    assert!(run
+        .join("report/units/blocks.1.hook_mlp_out/transcoder_features-000.html")
+        .exists());
 
     // The saved folder, loaded as a pretrained transcoder, measures the same on every row.
     let saved = tmp.path().join("saved");

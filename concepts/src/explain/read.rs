@@ -98,6 +98,31 @@ pub fn dictionary_hooks(
     Ok(out)
 }
 
+/// Every `dictionary/transcoder=*/` folder of the run, with the hook its transcoder predicts.
+pub fn transcoder_folders(
+    run: &glassbox_data::RunDir,
+) -> Result<Vec<(glassbox_data::HookPoint, std::path::PathBuf)>, ConceptError> {
+    let Ok(entries) = std::fs::read_dir(run.dictionary_root()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some(hook) = name.strip_prefix("transcoder=") else {
+            continue;
+        };
+        let hook = hook.parse().map_err(|e| {
+            ConceptError::Invalid(format!(
+                "{}: not a transcoder folder ({e}); remove it or re-run the dictionary stage",
+                dir.display()
+            ))
+        })?;
+        out.push((hook, dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The label correlation from which a unit counts as a finding (the report lists it, the
 /// causal stage tests it).
 pub const FINDING_CORRELATION: f64 = 0.3;

@@ -71,7 +71,7 @@ fn probes_and_report_are_written() {
     assert_eq!(summary["probes"].as_array().unwrap().len(), 3);
     let md = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
     assert!(md.contains("95% CI") && md.contains("control task"), "{md}");
-    assert_eq!(summary["schema_version"], 4);
+    assert_eq!(summary["schema_version"], 5);
     for figure in [
         "probe-sequence-mean-topic.svg",
         "probe-token-token-_word_class.svg",
