@@ -53,6 +53,8 @@ pub struct DictionaryOptions {
     pub explain: ExplainOptions,
     /// SAEBench-style k-sparse probes on each SAE's features against the hook's neurons.
     pub sparse_probing: SparseProbingOptions,
+    /// SAEBench-style feature absorption on the first-letter task (text runs).
+    pub absorption: crate::absorption::AbsorptionOptions,
     /// Transcoders to train (or load): one hook's rows in, another's predicted; trained with
     /// the `[dictionary.sae]` options.
     pub transcoders: Vec<TranscoderSpec>,
@@ -71,6 +73,7 @@ impl Default for DictionaryOptions {
             sae: SaeOptions::default(),
             explain: ExplainOptions::default(),
             sparse_probing: SparseProbingOptions::default(),
+            absorption: Default::default(),
             transcoders: Vec::new(),
         }
     }
@@ -345,8 +348,10 @@ impl Context<'_> {
         }
         self.explain_units(hook, &dir, Units::Features(&sae), "feature")?;
         let sparse = self.sparse_probe(hook, &sae)?;
+        let absorption = self.absorption(hook, &sae)?;
         Ok(Some(HookSummary {
             sparse_probing: sparse,
+            absorption,
             ..summary(hook, "trained", &sae, metrics, pca, training.as_ref())
         }))
     }
@@ -423,8 +428,10 @@ impl Context<'_> {
         )?;
         self.explain_units(hook, &dir, Units::Features(&loaded.sae), "feature")?;
         let sparse = self.sparse_probe(hook, &loaded.sae)?;
+        let absorption = self.absorption(hook, &loaded.sae)?;
         Ok(HookSummary {
             sparse_probing: sparse,
+            absorption,
             ..summary(hook, "loaded", &loaded.sae, metrics, None, None)
         })
     }
@@ -444,7 +451,28 @@ impl Context<'_> {
             steps: None,
             resumed_from: None,
             sparse_probing: Vec::new(),
+            absorption: None,
         })
+    }
+
+    /// Feature absorption of the SAE at `hook` (text runs: image cells spell no words).
+    fn absorption(
+        &self,
+        hook: HookPoint,
+        sae: &Sae,
+    ) -> Result<Option<crate::absorption::AbsorptionSummary>, ConceptError> {
+        if self.cells.is_some() {
+            return Ok(None);
+        }
+        let mut rows = self.rows(hook, Split::All)?;
+        crate::absorption::run_for_hook(
+            &self.run.dictionary_dir(hook),
+            sae,
+            &mut rows,
+            self.tokens,
+            &self.options.absorption,
+            self.progress,
+        )
     }
 
     /// Sparse probing of the SAE's features against the hook's neurons (pooled per example).

@@ -20,6 +20,7 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
         ));
     }
     options.sparse_probing.validate()?;
+    options.absorption.validate()?;
     let width_of = |hook: HookPoint| -> Result<usize, ConceptError> {
         let dir = run.activations_dir(hook);
         let first = glassbox_data::run::list_parts(&dir)?.into_iter().next();

@@ -25,6 +25,8 @@ pub struct HookSummary {
     pub resumed_from: Option<usize>,
     /// Sparse probing per k (empty when it did not run).
     pub sparse_probing: Vec<crate::sparse_probing::AtK>,
+    /// First-letter feature absorption (`None` when it did not run).
+    pub absorption: Option<crate::absorption::AbsorptionSummary>,
 }
 
 /// The run's model id (empty when the manifest names none).
@@ -57,6 +59,7 @@ pub(crate) fn summary(
         steps: training.map(|t| t.steps_done),
         resumed_from: training.and_then(|t| t.resumed_from),
         sparse_probing: Vec::new(),
+        absorption: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! glassbox-concepts: concept activation vectors and TCAV, sparse dictionaries (SAEs) and
 //! unit explanations, all over the store. Reads activations and gradients; never runs a model.
 
+pub mod absorption;
 pub mod causal;
 pub mod cav;
 pub mod delphi_cache;

@@ -270,6 +270,35 @@ fn number(v: Option<&serde_json::Value>, digits: usize) -> String {
         .map_or("–".to_owned(), |x| format!("{x:.digits$}"))
 }
 
+/// The feature-absorption sentence of an SAE, from `metrics.json`'s `absorption` summary.
+pub fn absorption_line(f: &DictionaryFinding) -> Option<String> {
+    let block = f.metrics.as_ref()?.get("absorption")?;
+    let s = block.get("summary")?;
+    let gate = number(block.get("options").and_then(|o| o.get("min_probe_f1")), 2);
+    let count = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let (measured, with_tokens) = (count("letters_measured"), count("letters_with_tokens"));
+    if measured == 0 {
+        return Some(format!(
+            "Feature absorption (first letter, `absorption.parquet`): not measurable here — none of the {with_tokens} letters with enough word tokens has a ground-truth probe reaching F1 {gate} on held-out words (best {}); the model or the run's text does not carry first letters linearly at this hook.",
+            number(s.get("best_probe_f1"), 2)
+        ));
+    }
+    let few = if measured < count("saebench_min_letters") {
+        format!(
+            " (SAEBench averages over at least {}; treat it as indicative)",
+            count("saebench_min_letters")
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "Feature absorption (first letter, `absorption.parquet`): over {measured} of {with_tokens} letters{few}, mean absorption fraction {}, full absorption on {} of the tokens the probe gets right, {} main latents per letter.",
+        number(s.get("mean_absorption_fraction"), 3),
+        percent(s.get("mean_full_absorption_rate")),
+        number(s.get("mean_main_latents"), 1),
+    ))
+}
+
 /// The one-line headline of an SAE (for the top findings and the Markdown summary).
 pub fn headline(f: &DictionaryFinding) -> Option<String> {
     let m = f.metrics.as_ref()?;
@@ -392,6 +421,9 @@ pub fn markdown(findings: &[DictionaryFinding]) -> String {
         if let Some(s) = &f.sparse_probing {
             md.push_str(&crate::sparse_probing::markdown(s));
         }
+        if let Some(line) = absorption_line(f) {
+            md.push_str(&format!("{line}\n\n"));
+        }
         for u in f.listed.iter().take(10) {
             let tokens = u
                 .row
@@ -462,6 +494,12 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
             h.push_str("</tbody></table>\n");
             if let Some(s) = &f.sparse_probing {
                 h.push_str(&crate::sparse_probing::html(s));
+            }
+            if let Some(line) = absorption_line(f) {
+                h.push_str(&format!(
+                    "<p class=\"absorption\">{}</p>\n",
+                    crate::markup::inline(&line)
+                ));
             }
             if let Some(line) =
                 headline(f).filter(|_| m.get("splice").is_some_and(|s| !s.is_null()))

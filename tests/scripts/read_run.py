@@ -33,6 +33,7 @@ with open(dictionary / "sae/sae_weights.safetensors", "rb") as f:
 shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 neurons = pq.read_table(run / "probes/neurons.parquet")
 sparse = pq.read_table(dictionary / "sparse_probing.parquet")
+absorption = pq.read_table(dictionary / "absorption.parquet")
 
 print(json.dumps({
     "examples": examples.num_rows,
@@ -55,5 +56,8 @@ print(json.dumps({
     "sparse_probing_rows": sparse.num_rows,
     "sparse_probing_units_type": str(sparse.schema.field("feature_units").type),
     "sparse_probing_tasks": sorted({(r["label"], r["class"]) for r in sparse.select(["label", "class"]).to_pylist()}),
+    "absorption_letters": absorption.num_rows,
+    "absorption_measured": sum(absorption.column("measured").to_pylist()),
+    "absorption_columns": absorption.schema.names,
     "feature_example_types": {c: str(feature_examples.schema.field(c).type) for c in ["context_tokens", "context_activations"]},
 }))

@@ -17,6 +17,7 @@ mod write;
 
 pub use pooled::{top_k_units, Pooled, Units};
 pub use task::Task;
+pub(crate) use write::units_list;
 pub use write::{read_rows, write_rows};
 
 use crate::ConceptError;

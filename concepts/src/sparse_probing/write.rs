@@ -53,7 +53,8 @@ pub fn write_rows(dir: &Path, rows: &[SparseProbeRow]) -> Result<(), ConceptErro
     Ok(())
 }
 
-fn units_list<'a>(rows: impl Iterator<Item = &'a [u32]>) -> ArrayRef {
+/// A `list<uint32>` column, one list per row.
+pub(crate) fn units_list<'a>(rows: impl Iterator<Item = &'a [u32]>) -> ArrayRef {
     let mut b = ListBuilder::new(UInt32Builder::new());
     for row in rows {
         b.values().append_slice(row);

@@ -259,6 +259,21 @@ fn pyarrow_reads_the_run_independently() {
     assert_eq!(report["sparse_probing_rows"], 7 * 5);
     assert_eq!(report["sparse_probing_units_type"], "list<item: uint32>");
     assert_eq!(report["sparse_probing_tasks"].as_array().unwrap().len(), 7);
+    // Feature absorption: MiniLM's block 3 does not carry first letters linearly on these
+    // sentences (no probe reaches F1 0.6), so every letter with tokens is listed, none measured.
+    let letters = report["absorption_letters"].as_u64().unwrap();
+    assert!(letters >= 10, "{letters} letters with tokens");
+    assert_eq!(report["absorption_measured"], 0);
+    for column in ["letter", "probe_f1", "main_latents", "full_absorption_rate"] {
+        assert!(
+            report["absorption_columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == column),
+            "{column}"
+        );
+    }
     let ours = glassbox_probes::read_results(&run).unwrap();
     let best = ours.iter().map(|r| r.score).fold(f64::MIN, f64::max);
     assert_eq!(report["probe_best_score"].as_f64().unwrap(), best);
