@@ -176,7 +176,7 @@ fn main() -> Result<()> {
             // norm √d, unit encoder rows) times that regime: L0 in the tens on these rows, as
             // in Gemma Scope's SAEs (1.5 gives L0 ≈ 110, 2.5 about 7).
             let sparse = SaeOptions {
-                jumprelu_init_threshold: 2.0,
+                jumprelu_init_threshold: Some(2.0),
                 ..options
             };
             runs.insert("jumprelu_sparse".into(), run(&sparse, &x)?);

@@ -6,7 +6,8 @@ use super::metrics::{MetricSums, Metrics};
 use super::options::{BDecInit, Resolved, SaeOptions};
 use super::stream::{MixingBuffer, RowSource};
 use super::train::{normalise_rows, StepConfig, StepStats, Trainer};
-use super::{Architecture, Sae};
+use super::{dense, Architecture, Sae};
+use rayon::prelude::*;
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::Progress;
@@ -255,7 +256,7 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         BDecInit::Mean => mean(rows, d),
         BDecInit::GeometricMedian => geometric_median(rows, d),
     };
-    Sae {
+    let mut sae = Sae {
         input_norm: Default::default(),
         d_in: d,
         width,
@@ -264,12 +265,50 @@ fn initial_sae(resolved: &Resolved, options: &SaeOptions, rows: &[f32]) -> Sae {
         b_enc: vec![0.0; width],
         w_dec,
         b_dec,
-        threshold: match resolved.architecture {
-            Architecture::JumpRelu => vec![options.jumprelu_init_threshold; width],
-            _ => Vec::new(),
-        },
+        threshold: Vec::new(),
         gate: None,
+    };
+    if resolved.architecture == Architecture::JumpRelu {
+        sae.threshold = match options.jumprelu_init_threshold {
+            Some(theta) => vec![theta; width],
+            None => quantile_thresholds(&sae, rows, options.k),
+        };
     }
+    sae
+}
+
+/// Each latent's threshold at the level its pre-activation exceeds on `k / width` of (up to
+/// 1,024 of) `rows`, at least 0: the initial SAE fires about `k` latents per row.
+fn quantile_thresholds(sae: &Sae, rows: &[f32], k: usize) -> Vec<f32> {
+    let d = sae.d_in;
+    let n = (rows.len() / d).min(1024);
+    if n == 0 {
+        return vec![0.0; sae.width];
+    }
+    let bias = sae.encoder_bias();
+    let mut pre = vec![0.0f32; n * sae.width];
+    let mut at = 0;
+    let filled = dense::for_each_product_block(&rows[..n * d], d, &sae.w_enc, |_, block| {
+        pre[at..at + block.len()].copy_from_slice(block);
+        at += block.len();
+    });
+    if filled.is_err() {
+        return vec![0.0; sae.width];
+    }
+    // The rank counted from the top that k / width of the rows exceed.
+    let above = ((n as f64 * k as f64 / sae.width as f64).round() as usize).clamp(1, n);
+    (0..sae.width)
+        .into_par_iter()
+        .map(|j| {
+            let mut column: Vec<f32> = (0..n).map(|r| pre[r * sae.width + j] + bias[j]).collect();
+            if above >= n {
+                return 0.0;
+            }
+            // Strictly above the (n − above)-th smallest: `above` rows (ties aside).
+            let (_, value, _) = column.select_nth_unstable_by(n - above - 1, |a, b| a.total_cmp(b));
+            value.max(0.0)
+        })
+        .collect()
 }
 
 fn mean(rows: &[f32], d: usize) -> Vec<f32> {
@@ -339,6 +378,31 @@ pub fn evaluate<S: RowSource>(sae: &Sae, source: &mut S) -> Result<Metrics, Conc
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jumprelu_thresholds_start_at_l0_near_k() {
+        use super::super::options::ArchitectureName;
+        let (d, n) = (24, 2000);
+        let mut rng = glassbox_data::rng::SeededRng::new(9);
+        let rows: Vec<f32> = (0..n * d).map(|_| rng.gaussian() as f32).collect();
+        let options = super::SaeOptions {
+            architecture: ArchitectureName::Jumprelu,
+            width: Some(200),
+            k: 10,
+            ..Default::default()
+        };
+        let resolved = options.resolve(d, n as u64).unwrap();
+        let sae = super::initial_sae(&resolved, &options, &rows);
+        let l0 = sae.encode(&rows).unwrap().nnz() as f64 / n as f64;
+        assert!((8.0..12.0).contains(&l0), "initial L0 {l0}");
+        // An explicit start is taken as given.
+        let fixed = super::SaeOptions {
+            jumprelu_init_threshold: Some(0.01),
+            ..options
+        };
+        let sae = super::initial_sae(&resolved, &fixed, &rows);
+        assert!(sae.threshold.iter().all(|&t| t == 0.01));
+    }
+
     #[test]
     fn geometric_median_resists_an_outlier() {
         let rows = [0.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 100.0, 100.0];

@@ -107,8 +107,13 @@ pub struct SaeOptions {
     pub l0_coefficient: f32,
     /// JumpReLU: the straight-through estimator's kernel width ε (SAELens default 0.05).
     pub jumprelu_bandwidth: f32,
-    /// JumpReLU: every threshold's starting value (SAELens default 0.01).
-    pub jumprelu_init_threshold: f32,
+    /// JumpReLU: every threshold's starting value (SAELens's default is 0.01). Unset (the
+    /// default): each latent's threshold starts at the level its pre-activation exceeds on
+    /// `k / width` of the first buffer's rows, so training starts at L0 ≈ k — sparse, and on
+    /// the sparse backward — instead of with half the latents firing until the L0 penalty has
+    /// lifted the thresholds (thousands of dense steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jumprelu_init_threshold: Option<f32>,
     /// BatchTopK: the rate of the running average of the smallest kept activation that
     /// becomes the inference threshold (SAELens default 0.01).
     pub topk_threshold_lr: f64,
@@ -160,7 +165,7 @@ impl Default for SaeOptions {
             matryoshka_widths: Vec::new(),
             l0_coefficient: 1.0,
             jumprelu_bandwidth: 0.05,
-            jumprelu_init_threshold: 0.01,
+            jumprelu_init_threshold: None,
             topk_threshold_lr: 0.01,
             l1_coefficient: 5.0,
             k_aux: None,
@@ -222,16 +227,17 @@ impl SaeOptions {
             ArchitectureName::Batchtopk => Architecture::BatchTopK { k: check_k()? },
             ArchitectureName::Jumprelu => {
                 let positive = |v: f32| v.is_finite() && v > 0.0;
+                let init = self.jumprelu_init_threshold.unwrap_or(0.0);
                 if !(positive(self.jumprelu_bandwidth)
-                    && self.jumprelu_init_threshold.is_finite()
-                    && self.jumprelu_init_threshold >= 0.0
+                    && init.is_finite()
+                    && init >= 0.0
                     && self.l0_coefficient.is_finite()
                     && self.l0_coefficient >= 0.0)
                 {
                     return Err(bad(format!(
                         "jumprelu_bandwidth = {} must be positive, jumprelu_init_threshold = {} \
                          and l0_coefficient = {} finite and 0 or more",
-                        self.jumprelu_bandwidth, self.jumprelu_init_threshold, self.l0_coefficient
+                        self.jumprelu_bandwidth, init, self.l0_coefficient
                     )));
                 }
                 Architecture::JumpRelu
