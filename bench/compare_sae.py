@@ -18,8 +18,9 @@ print(f"{'':<40}{'tokens/s':>10}{'s/step':>9}{'final L0':>10}{'glassbox is':>14}
 for arch, ours in g["runs"].items():
     print(f"{'glassbox ' + arch:<40}{ours['tokens_per_second']:>10.0f}{ours['seconds_per_step']:>9.3f}"
           f"{ours['final_l0']:>10.1f}")
+    # glassbox's JumpReLU from SAELens's own 0.01 start is compared with SAELens's default too.
     for name, r in p["loops"].items():
-        if r.get("architecture") == arch:
+        if r.get("architecture") == arch.removesuffix("_saelens_start"):
             ratio = ours["tokens_per_second"] / r["tokens_per_second"]
             print(f"{'  ' + name:<40}{r['tokens_per_second']:>10.0f}{r['seconds_per_step']:>9.3f}"
                   f"{'':>10}{ratio:>13.2f}x")

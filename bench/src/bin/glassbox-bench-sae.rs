@@ -170,16 +170,22 @@ fn main() -> Result<()> {
         };
         runs.insert(architecture.to_string(), run(&options, &x)?);
         if architecture == ArchitectureName::Jumprelu {
-            // From SAELens's 0.01 start half the latents fire, and both trainers do dense work
-            // until the thresholds have risen (thousands of steps); a JumpReLU SAE spends most
-            // of its training sparse. Starting the thresholds at 2.0 (inputs scaled to mean
-            // norm √d, unit encoder rows) times that regime: L0 in the tens on these rows, as
-            // in Gemma Scope's SAEs (1.5 gives L0 ≈ 110, 2.5 about 7).
+            // glassbox's default start puts each threshold where its latent fires on k/width of
+            // the rows (L0 ≈ k). From SAELens's 0.01 start half the latents fire, and both
+            // trainers do dense work until the thresholds have risen (thousands of steps).
+            // Starting all thresholds at 2.0 (inputs scaled to mean norm √d, unit encoder rows)
+            // is the fixed-value sparse start: L0 in the tens on these rows, as in Gemma
+            // Scope's SAEs (1.5 gives L0 ≈ 110, 2.5 about 7).
             let sparse = SaeOptions {
                 jumprelu_init_threshold: Some(2.0),
-                ..options
+                ..options.clone()
             };
             runs.insert("jumprelu_sparse".into(), run(&sparse, &x)?);
+            let dense = SaeOptions {
+                jumprelu_init_threshold: Some(0.01),
+                ..options
+            };
+            runs.insert("jumprelu_saelens_start".into(), run(&dense, &x)?);
         }
     }
     let report = serde_json::json!({
