@@ -4,18 +4,19 @@
 //! `sae/` (SAELens layout), `metrics.json`, `features.parquet`, `feature_examples.parquet`,
 //! `feature_labels.parquet`, `feature_directions.parquet`, and `neurons*.parquet` likewise.
 
+pub use crate::dictionary_options::DictionaryOptions;
 pub use crate::dictionary_outputs::HookSummary;
 use crate::dictionary_outputs::{model_name, summary, write_metrics};
 pub use crate::dictionary_transcoder::TranscoderSpec;
 use crate::dictionary_transcoder::{StageRows, Transcoders};
-use crate::explain::{self, inputs, ExplainOptions, Units};
+use crate::explain::{self, inputs, Units};
 use crate::sae::fit::{evaluate, fit, FitControl};
 use crate::sae::metrics::Metrics;
 use crate::sae::pca::PcaBaseline;
 use crate::sae::saelens::{self, Provenance};
 use crate::sae::stream::{RowId, RowSource, Split, StoreRows};
 use crate::sae::{Sae, SaeOptions};
-use crate::sparse_probing::{self, SparseProbingOptions};
+use crate::sparse_probing;
 use crate::ConceptError;
 use glassbox_data::examples::read_examples;
 use glassbox_data::grid::ImageCells;
@@ -23,61 +24,10 @@ use glassbox_data::store::PartStream;
 use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::HookPoint;
 use glassbox_data::{Progress, RunDir};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The `[dictionary]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DictionaryOptions {
-    /// Hooks to train an SAE on (their token rows).
-    pub hooks: Vec<HookPoint>,
-    /// Pretrained SAEs in SAELens layout to analyse instead: `<hook>=<folder>`, or `<folder>`
-    /// when its cfg.json names the hook (`metadata.hook_name`).
-    pub load: Vec<String>,
-    /// Read pretrained SAEs that ship as PyTorch pickles (dictionary_learning `ae.pt`): only
-    /// tensor data is interpreted, nothing in the file is run. Default false.
-    pub allow_pickle: bool,
-    /// Hooks whose raw units (neurons) are explained too.
-    pub neurons: Vec<HookPoint>,
-    /// Sequence-level label columns to correlate units with; empty: every categorical column.
-    pub labels: Vec<String>,
-    /// Token-level labels (`@word_class`, list columns) to correlate units with.
-    pub token_labels: Vec<String>,
-    /// Fit the PCA baseline (same number of dimensions as the SAE's L0).
-    pub pca_baseline: bool,
-    pub sae: SaeOptions,
-    pub explain: ExplainOptions,
-    /// SAEBench-style k-sparse probes on each SAE's features against the hook's neurons.
-    pub sparse_probing: SparseProbingOptions,
-    /// SAEBench-style feature absorption on the first-letter task (text runs).
-    pub absorption: crate::absorption::AbsorptionOptions,
-    /// Transcoders to train (or load): one hook's rows in, another's predicted; trained with
-    /// the `[dictionary.sae]` options.
-    pub transcoders: Vec<TranscoderSpec>,
-}
-
-impl Default for DictionaryOptions {
-    fn default() -> Self {
-        Self {
-            hooks: Vec::new(),
-            load: Vec::new(),
-            allow_pickle: false,
-            neurons: Vec::new(),
-            labels: Vec::new(),
-            token_labels: Vec::new(),
-            pca_baseline: true,
-            sae: SaeOptions::default(),
-            explain: ExplainOptions::default(),
-            sparse_probing: SparseProbingOptions::default(),
-            absorption: Default::default(),
-            transcoders: Vec::new(),
-        }
-    }
-}
 
 /// A finished stage, or a training paused by `pause_after` (run again to continue).
 #[derive(Debug, Clone)]
@@ -181,16 +131,6 @@ struct Context<'a> {
     progress: &'a dyn Progress,
 }
 
-impl DictionaryOptions {
-    /// Whether the section names nothing for the stage to do.
-    pub fn nothing_to_do(&self) -> bool {
-        self.hooks.is_empty()
-            && self.load.is_empty()
-            && self.neurons.is_empty()
-            && self.transcoders.is_empty()
-    }
-}
-
 fn checkpoint_path(run: &RunDir, hook: HookPoint) -> PathBuf {
     run.dictionary_dir(hook).join("checkpoint.safetensors")
 }
@@ -221,14 +161,14 @@ impl StageRows for Context<'_> {
     fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError> {
         Context::rows(self, hook, split)
     }
-    fn explain_units(
+    fn explain_units_at(
         &self,
         hook: HookPoint,
+        directions_at: HookPoint,
         dir: &Path,
         units: Units<'_>,
-        unit: &str,
     ) -> Result<(), ConceptError> {
-        Context::explain_units(self, hook, dir, units, unit)
+        Context::explain_units_at(self, hook, directions_at, dir, units, "feature")
     }
 }
 
@@ -506,8 +446,21 @@ impl Context<'_> {
         units: Units<'_>,
         unit: &str,
     ) -> Result<(), ConceptError> {
+        self.explain_units_at(hook, hook, dir, units, unit)
+    }
+
+    /// [`Self::explain_units`] with the units' directions compared with the probe and CAV
+    /// directions found at `directions_at` (a transcoder's output hook).
+    fn explain_units_at(
+        &self,
+        hook: HookPoint,
+        directions_at: HookPoint,
+        dir: &Path,
+        units: Units<'_>,
+        unit: &str,
+    ) -> Result<(), ConceptError> {
         let mut all = self.rows(hook, Split::All)?;
-        let directions = inputs::run_directions(self.run, hook)?;
+        let directions = inputs::run_directions(self.run, directions_at)?;
         let hook_cells = self.cells.and_then(|c| c.hook_tokens(hook));
         let e = explain::explain(
             units,

@@ -93,13 +93,14 @@ pub(crate) trait StageRows {
     fn progress(&self) -> &dyn Progress;
     /// A hook's token rows of a split, filtered as the stage filters them.
     fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError>;
-    /// Explains `units` over `hook`'s rows into `dir`.
-    fn explain_units(
+    /// Explains `units` over `hook`'s rows into `dir`, their directions compared with the
+    /// probes and CAVs found at `directions_at`.
+    fn explain_units_at(
         &self,
         hook: HookPoint,
+        directions_at: HookPoint,
         dir: &Path,
         units: Units<'_>,
-        unit: &str,
     ) -> Result<(), ConceptError>;
 }
 
@@ -222,12 +223,13 @@ pub(crate) trait Transcoders: StageRows {
             std::fs::remove_file(&checkpoint)
                 .map_err(|e| ConceptError::Invalid(format!("{}: {e}", checkpoint.display())))?;
         }
-        // Its features fire on the input hook's rows.
-        self.explain_units(
+        // Its features fire on the input hook's rows; their decoder rows write into the output
+        // hook's space, so they are compared with the directions found there.
+        self.explain_units_at(
             spec.input,
+            spec.output,
             &dir,
             Units::Features(&transcoder.sae),
-            "feature",
         )?;
         Ok(Some(summary(
             spec.output,

@@ -7,6 +7,7 @@ pub mod cav;
 pub mod delphi_cache;
 pub mod dictionary;
 pub mod dictionary_check;
+mod dictionary_options;
 mod dictionary_outputs;
 mod dictionary_transcoder;
 pub mod dissect;

@@ -7,10 +7,10 @@ use super::options::{BDecInit, Resolved, SaeOptions};
 use super::stream::{MixingBuffer, RowSource};
 use super::train::{normalise_rows, StepConfig, StepStats, Trainer};
 use super::{dense, Architecture, Sae};
-use rayon::prelude::*;
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::Progress;
+use rayon::prelude::*;
 
 use std::path::Path;
 
