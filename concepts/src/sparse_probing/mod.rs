@@ -240,11 +240,11 @@ pub fn sparse_probe(
     tasks: &[Task],
     options: &SparseProbingOptions,
     progress: &dyn Progress,
-) -> (Vec<SparseProbeRow>, Vec<String>) {
+) -> Result<(Vec<SparseProbeRow>, Vec<String>), ConceptError> {
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
     progress.start("sparse probing: tasks", tasks.len() as u64);
     for task in tasks {
-        match task::score(pooled, task, options) {
+        match task::score(pooled, task, options)? {
             Ok(scored) => rows.extend(scored),
             Err(why) => skipped.push(format!("{} = {} vs rest: {why}", task.label, task.class)),
         }
@@ -265,7 +265,7 @@ pub fn sparse_probe(
         }
         .to_owned();
     }
-    (rows, skipped)
+    Ok((rows, skipped))
 }
 
 /// Everything one hook's sparse probing reads.
@@ -293,13 +293,13 @@ pub fn run_for_hook(
     }
     let sample = sampled_examples(&inputs.examples.example_ids, options);
     let keep = |id: u64| sample.as_ref().is_none_or(|s| s.contains(&id));
-    let pooled = Pooled::collect(inputs.rows, inputs.sae, &keep, progress)?;
+    let pooled = Pooled::collect(inputs.rows, inputs.sae, &keep, dir, progress)?;
     let tasks = tasks(&pooled, inputs.examples, inputs.label_names, inputs.source)?;
     if tasks.is_empty() {
         progress.note("sparse probing: no label with two or more classes; skipped");
         return Ok(Vec::new());
     }
-    let (rows, skipped) = sparse_probe(&pooled, &tasks, options, progress);
+    let (rows, skipped) = sparse_probe(&pooled, &tasks, options, progress)?;
     for why in &skipped {
         progress.note(&format!("sparse probing: task {why}; left out"));
     }

@@ -5,6 +5,7 @@
 use super::pooled::{top_k_units, Pooled, Units};
 use super::{SparseProbeRow, SparseProbingOptions, UnitScores};
 use crate::stats::mcnemar_exact;
+use crate::ConceptError;
 use glassbox_probes::metrics::{accuracy, bootstrap_ci};
 use glassbox_probes::probe::{control_targets, fit_classifier, Fitted, Rows};
 use glassbox_probes::{ProbeOptions, Split, Standardizer};
@@ -25,20 +26,24 @@ pub struct Task {
 pub type Skip = String;
 
 /// Scores `task` at every k in the options that both unit kinds have (the rows' `p_holm` and
-/// `verdict` wait for the correction over every task).
+/// `verdict` wait for the correction over every task); `Ok(Err(why))` when the task cannot be
+/// split, `Err` when the pooled codes cannot be read back.
 pub fn score(
     pooled: &Pooled,
     task: &Task,
     options: &SparseProbingOptions,
-) -> Result<Vec<SparseProbeRow>, Skip> {
+) -> Result<Result<Vec<SparseProbeRow>, Skip>, ConceptError> {
     let probe = options.probe_options();
-    let member_split = glassbox_probes::stratified_split(
+    let member_split = match glassbox_probes::stratified_split(
         &task.positive,
         2,
         probe.validation_fraction,
         probe.test_fraction,
         options.seed,
-    )?;
+    ) {
+        Ok(split) => split,
+        Err(why) => return Ok(Err(why)),
+    };
     let to_pooled = |rows: &[usize]| rows.iter().map(|&i| task.members[i]).collect::<Vec<_>>();
     let split = Split {
         train: to_pooled(&member_split.train),
@@ -57,8 +62,12 @@ pub fn score(
     let control_positive: Vec<bool> = control.iter().map(|&c| c == 1).collect();
     let truth: Vec<usize> = split.test.iter().map(|&r| classes[r]).collect();
 
-    let fit = |kind: Units, units: &[u32], labels: &[usize], opts: &ProbeOptions| -> Fitted {
-        let x = pooled.columns(kind, units);
+    let fit = |kind: Units,
+               units: &[u32],
+               labels: &[usize],
+               opts: &ProbeOptions|
+     -> Result<Fitted, ConceptError> {
+        let x = pooled.columns(kind, units)?;
         let std = Standardizer::fit(&x, units.len(), &split.train);
         let rows = Rows {
             x: &x,
@@ -66,7 +75,7 @@ pub fn score(
             split: &split,
             std: &std,
         };
-        fit_classifier(rows, labels, 2, opts, options.seed)
+        Ok(fit_classifier(rows, labels, 2, opts, options.seed))
     };
     // The control fits report a score only: no bootstrap.
     let control_opts = ProbeOptions {
@@ -85,19 +94,19 @@ pub fn score(
             .scores
             .score
     };
-    let ranking = |kind: Units| {
-        (
-            pooled.mean_differences(kind, &split.train, &is_positive),
-            pooled.mean_differences(kind, &split.train, &control_positive),
-        )
+    let ranking = |kind: Units| -> Result<(Vec<f64>, Vec<f64>), ConceptError> {
+        Ok((
+            pooled.mean_differences(kind, &split.train, &is_positive)?,
+            pooled.mean_differences(kind, &split.train, &control_positive)?,
+        ))
     };
-    let (feature_diffs, feature_control_diffs) = ranking(Units::Features);
-    let (neuron_diffs, neuron_control_diffs) = ranking(Units::Neurons);
+    let (feature_diffs, feature_control_diffs) = ranking(Units::Features)?;
+    let (neuron_diffs, neuron_control_diffs) = ranking(Units::Neurons)?;
     let sparse = |kind: Units, k: usize, diffs: &[f64], control_diffs: &[f64]| {
         let units = top_k_units(diffs, k);
-        let fitted = fit(kind, &units, &classes, &probe);
+        let fitted = fit(kind, &units, &classes, &probe)?;
         let control_units = top_k_units(control_diffs, k);
-        let control_fit = fit(kind, &control_units, &control, &control_opts);
+        let control_fit = fit(kind, &control_units, &control, &control_opts)?;
         let scores = UnitScores {
             accuracy: fitted.scores.score,
             ci: fitted.scores.ci,
@@ -105,7 +114,7 @@ pub fn score(
             l2: fitted.scores.l2,
             units,
         };
-        (scores, fitted.test_predictions, fitted.scores.baseline)
+        Ok::<_, ConceptError>((scores, fitted.test_predictions, fitted.scores.baseline))
     };
     let positives = task.positive.iter().filter(|&&c| c == 1).count();
     let mut out = Vec::new();
@@ -114,8 +123,8 @@ pub fn score(
             continue;
         }
         let (features, pf, majority_baseline) =
-            sparse(Units::Features, k, &feature_diffs, &feature_control_diffs);
-        let (neurons, pn, _) = sparse(Units::Neurons, k, &neuron_diffs, &neuron_control_diffs);
+            sparse(Units::Features, k, &feature_diffs, &feature_control_diffs)?;
+        let (neurons, pn, _) = sparse(Units::Neurons, k, &neuron_diffs, &neuron_control_diffs)?;
         let right = |p: &[usize], i: usize| p[i] == truth[i];
         let only_features = (0..truth.len())
             .filter(|&i| right(&pf, i) && !right(&pn, i))
@@ -157,5 +166,5 @@ pub fn score(
             verdict: String::new(),
         });
     }
-    Ok(out)
+    Ok(Ok(out))
 }
