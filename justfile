@@ -343,6 +343,6 @@ check-transcoders:
 # loaded and explained over `tokens` synthetic stored rows: wall time and peak RSS against
 # weights + 1 GB (bench/gemma_scope.py; JSON in target/bench/gemma-scope/).
 bench-gemma-scope tokens="1000000": models
-    cargo build --bin glassbox --bin glassbox-bench-synthetic-run
+    cargo build --release --bin glassbox --bin glassbox-bench-synthetic-run
     @just _python-env .venv-ref "numpy"
-    .venv-ref/bin/python bench/gemma_scope.py target/debug/glassbox target/debug/glassbox-bench-synthetic-run target/bench/gemma-scope {{tokens}}
+    .venv-ref/bin/python bench/gemma_scope.py target/release/glassbox target/release/glassbox-bench-synthetic-run target/bench/gemma-scope {{tokens}}

@@ -261,15 +261,7 @@ impl<T: StageRows> Transcoders for T {}
 type Paired = PairedRows<StoreRows, StoreRows>;
 
 fn count(rows: &mut Paired) -> Result<u64, ConceptError> {
-    let (mut r, mut ids, mut n) = (Vec::new(), Vec::new(), 0u64);
-    rows.rewind();
-    while rows.next_rows(&mut r, &mut ids)? {
-        n += ids.len() as u64;
-        r.clear();
-        ids.clear();
-    }
-    rows.rewind();
-    Ok(n)
+    crate::sae::stream::count_rows(rows)
 }
 
 /// The transcoder saved by an earlier run with the same training fingerprint, if any.

@@ -7,7 +7,6 @@ use crate::sae::stream::{RowId, RowSource};
 use crate::ConceptError;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::tokens::Tokens;
-use std::collections::HashMap;
 
 /// How the run's tokenizer marks word starts, read from its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +102,49 @@ impl Words {
     }
 }
 
+/// Finds a token by `(example, position)` by binary search: tokens.parquet is written in that
+/// order, so no index is needed (4 bytes a token for a sorted permutation otherwise) — a hash
+/// map over a million tokens would be tens of MB.
+struct TokenIndex<'a> {
+    tokens: &'a Tokens,
+    order: Option<Vec<u32>>,
+}
+
+impl<'a> TokenIndex<'a> {
+    fn new(tokens: &'a Tokens) -> Self {
+        let key = |t: usize| (tokens.example_ids[t], tokens.positions[t]);
+        let sorted = (1..tokens.len()).all(|t| key(t - 1) < key(t));
+        let order = (!sorted).then(|| {
+            let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
+            order.sort_by_key(|&t| key(t as usize));
+            order
+        });
+        Self { tokens, order }
+    }
+
+    fn find(&self, id: RowId) -> Option<usize> {
+        let key = |t: usize| (self.tokens.example_ids[t], self.tokens.positions[t]);
+        match &self.order {
+            None => {
+                let (mut lo, mut hi) = (0, self.tokens.len());
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    match key(mid).cmp(&id) {
+                        std::cmp::Ordering::Less => lo = mid + 1,
+                        std::cmp::Ordering::Greater => hi = mid,
+                        std::cmp::Ordering::Equal => return Some(mid),
+                    }
+                }
+                None
+            }
+            Some(order) => order
+                .binary_search_by_key(&id, |&t| key(t as usize))
+                .ok()
+                .map(|i| order[i] as usize),
+        }
+    }
+}
+
 /// Whether `word` is a test word: a seeded hash of its letters.
 pub fn is_test_word(word: &str, seed: u64, fraction: f64) -> bool {
     // FNV-1a: stable across runs and platforms.
@@ -122,9 +164,7 @@ pub fn collect<S: RowSource>(
     seed: u64,
 ) -> Result<Words, ConceptError> {
     let starts = WordStarts::detect(tokens);
-    let index: HashMap<RowId, usize> = (0..tokens.len())
-        .map(|t| ((tokens.example_ids[t], tokens.positions[t]), t))
-        .collect();
+    let index = TokenIndex::new(tokens);
     let d = rows.width();
     let mut words = Words {
         d,
@@ -136,7 +176,7 @@ pub fn collect<S: RowSource>(
     rows.rewind();
     while rows.next_rows(&mut batch, &mut ids)? {
         for (r, &id) in ids.iter().enumerate() {
-            let Some(word) = index.get(&id).and_then(|&t| starts.word(&tokens.tokens[t])) else {
+            let Some(word) = index.find(id).and_then(|t| starts.word(&tokens.tokens[t])) else {
                 continue;
             };
             let letter = word.as_bytes()[0] - b'a';
@@ -173,6 +213,29 @@ mod tests {
         assert_eq!(WordStarts::WordPiece.word("dog"), Some("dog".into()));
         assert_eq!(WordStarts::WordPiece.word("##ing"), None);
         assert_eq!(WordStarts::Plain.word("it's"), None);
+    }
+
+    #[test]
+    fn tokens_are_found_sorted_or_not() {
+        let tokens = Tokens {
+            example_ids: vec![0, 0, 1, 1, 2],
+            positions: vec![0, 1, 0, 1, 0],
+            tokens: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+            spans: vec![None; 5],
+        };
+        let index = TokenIndex::new(&tokens);
+        assert!(index.order.is_none());
+        assert_eq!(index.find((1, 1)), Some(3));
+        assert_eq!(index.find((1, 2)), None);
+        let shuffled = Tokens {
+            example_ids: vec![2, 0, 1, 0, 1],
+            positions: vec![0, 1, 1, 0, 0],
+            ..tokens.clone()
+        };
+        let index = TokenIndex::new(&shuffled);
+        assert_eq!(index.find((0, 0)), Some(3));
+        assert_eq!(index.find((2, 0)), Some(0));
+        assert_eq!(index.find((3, 0)), None);
     }
 
     #[test]

@@ -357,22 +357,12 @@ pub fn geometric_median(rows: &[f32], d: usize) -> Vec<f32> {
 /// Metrics of `sae` on every row of `source` (one epoch), in chunks of 4,096 rows.
 pub fn evaluate<S: RowSource>(sae: &Sae, source: &mut S) -> Result<Metrics, ConceptError> {
     let mut sums = MetricSums::new(sae.d_in, sae.width);
-    let (mut rows, mut ids) = (Vec::new(), Vec::new());
-    source.rewind();
-    loop {
-        let more = source.next_rows(&mut rows, &mut ids)?;
-        if rows.len() >= 4096 * sae.d_in || (!more && !rows.is_empty()) {
-            let (codes, stats) = sae.encode_with_stats(&rows)?;
-            let x_hat = sae.decode_with_stats(&codes, &stats);
-            sums.add(&rows, &x_hat, Some(&codes));
-            rows.clear();
-            ids.clear();
-        }
-        if !more {
-            break;
-        }
-    }
-    source.rewind();
+    super::stream::for_each_chunk(source, 4096, |rows, _| {
+        let (codes, stats) = sae.encode_with_stats(rows)?;
+        let x_hat = sae.decode_with_stats(&codes, &stats);
+        sums.add(rows, &x_hat, Some(&codes));
+        Ok(())
+    })?;
     Ok(sums.finish())
 }
 

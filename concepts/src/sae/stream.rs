@@ -25,6 +25,41 @@ pub trait RowSource {
     fn rewind(&mut self);
 }
 
+/// Rows a source yields per epoch (one pass; the source is rewound before and after).
+pub fn count_rows<S: RowSource + ?Sized>(source: &mut S) -> Result<u64, ConceptError> {
+    let mut n = 0u64;
+    // Chunks of one batch: counting holds no rows.
+    for_each_chunk(source, 1, |_, ids| {
+        n += ids.len() as u64;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// One epoch of `source` in chunks of at least `chunk_rows` rows (the last may be shorter):
+/// `f(rows, ids)` per chunk; the source is rewound before and after.
+pub fn for_each_chunk<S: RowSource + ?Sized>(
+    source: &mut S,
+    chunk_rows: usize,
+    mut f: impl FnMut(&[f32], &[RowId]) -> Result<(), ConceptError>,
+) -> Result<(), ConceptError> {
+    let (mut rows, mut ids) = (Vec::new(), Vec::new());
+    source.rewind();
+    loop {
+        let more = source.next_rows(&mut rows, &mut ids)?;
+        if ids.len() >= chunk_rows || (!more && !ids.is_empty()) {
+            f(&rows, &ids)?;
+            rows.clear();
+            ids.clear();
+        }
+        if !more {
+            break;
+        }
+    }
+    source.rewind();
+    Ok(())
+}
+
 /// Which examples a source keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -86,15 +121,7 @@ impl StoreRows {
 
     /// Counts the rows this source yields per epoch (one pass over the store).
     pub fn count(&mut self) -> Result<u64, ConceptError> {
-        let (mut rows, mut ids, mut n) = (Vec::new(), Vec::new(), 0u64);
-        self.rewind();
-        while self.next_rows(&mut rows, &mut ids)? {
-            n += ids.len() as u64;
-            rows.clear();
-            ids.clear();
-        }
-        self.rewind();
-        Ok(n)
+        count_rows(self)
     }
 
     fn keeps(&self, id: RowId) -> bool {

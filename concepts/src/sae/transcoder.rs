@@ -12,7 +12,7 @@
 
 use super::codes::Codes;
 use super::metrics::{MetricSums, Metrics};
-use super::stream::RowSource;
+use super::stream::{for_each_chunk, RowSource};
 use super::{dot, Architecture, Sae};
 use crate::ConceptError;
 use rayon::prelude::*;
@@ -116,29 +116,19 @@ pub fn evaluate<S: RowSource>(
 ) -> Result<Metrics, ConceptError> {
     let d = transcoder.sae.d_in;
     let mut sums = MetricSums::new(d, transcoder.sae.width);
-    let (mut rows, mut ids) = (Vec::new(), Vec::new());
-    source.rewind();
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    loop {
-        let more = source.next_rows(&mut rows, &mut ids)?;
-        if rows.len() >= 4096 * 2 * d || (!more && !rows.is_empty()) {
-            x.clear();
-            y.clear();
-            for row in rows.chunks_exact(2 * d) {
-                x.extend_from_slice(&row[..d]);
-                y.extend_from_slice(&row[d..]);
-            }
-            let codes = transcoder.encode(&x)?;
-            let y_hat = transcoder.predict_from(&x, &codes);
-            sums.add(&y, &y_hat, Some(&codes));
-            rows.clear();
-            ids.clear();
+    for_each_chunk(source, 4096, |rows, _| {
+        x.clear();
+        y.clear();
+        for row in rows.chunks_exact(2 * d) {
+            x.extend_from_slice(&row[..d]);
+            y.extend_from_slice(&row[d..]);
         }
-        if !more {
-            break;
-        }
-    }
-    source.rewind();
+        let codes = transcoder.encode(&x)?;
+        let y_hat = transcoder.predict_from(&x, &codes);
+        sums.add(&y, &y_hat, Some(&codes));
+        Ok(())
+    })?;
     Ok(sums.finish())
 }
 

@@ -350,28 +350,7 @@ fn read_sparsify(
     d: usize,
     m: usize,
 ) -> Result<(Sae, Option<Vec<f32>>), ConceptError> {
-    let file = dir.join("sae.safetensors");
-    let (mut t, _) = tensors::read(&file)?;
-    let has_skip = t.contains_key("W_skip");
-    let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &file, name, shape, (d, m));
-    let sae = Sae {
-        input_norm: Default::default(),
-        d_in: d,
-        width: m,
-        architecture: Architecture::TopK { k },
-        w_enc: take("encoder.weight", &[m, d])?,
-        b_enc: take("encoder.bias", &[m])?,
-        w_dec: take("W_dec", &[m, d])?,
-        b_dec: take("b_dec", &[d])?,
-        threshold: Vec::new(),
-        gate: None,
-    };
-    let w_skip = if has_skip {
-        Some(take("W_skip", &[d, d])?)
-    } else {
-        None
-    };
-    Ok((sae, w_skip))
+    super::formats::sparsify::read_weights(&dir.join("sae.safetensors"), k, d, m)
 }
 
 #[cfg(test)]

@@ -118,7 +118,11 @@ struct Writer {
 
 impl Writer {
     /// Appends the example's mean codes so far (sums / rows, ascending by latent).
-    fn segment(&mut self, sums: &HashMap<u32, f64>, rows: u32) -> Result<(u64, u32, u32), ConceptError> {
+    fn segment(
+        &mut self,
+        sums: &HashMap<u32, f64>,
+        rows: u32,
+    ) -> Result<(u64, u32, u32), ConceptError> {
         let mut entries: Vec<(u32, f32)> = sums
             .iter()
             .map(|(&u, &v)| (u, (v / rows as f64) as f32))
@@ -256,7 +260,11 @@ impl Pooled {
                 f.segments
                     .iter()
                     .map(|&(offset, entries, rows)| {
-                        let weight = if rows == f.rows { 1.0 } else { (rows as f64 / n) as f32 };
+                        let weight = if rows == f.rows {
+                            1.0
+                        } else {
+                            (rows as f64 / n) as f32
+                        };
                         (offset, entries, weight)
                     })
                     .collect(),

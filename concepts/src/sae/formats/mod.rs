@@ -14,7 +14,7 @@ pub mod inspect;
 mod llama_scope;
 pub mod npz;
 pub(crate) mod pickled_suites;
-mod sparsify;
+pub(crate) mod sparsify;
 
 pub use super::saelens::LoadedSae;
 use crate::ConceptError;

@@ -12,6 +12,37 @@ use crate::ConceptError;
 use serde_json::Value;
 use std::path::Path;
 
+/// `sae.safetensors`' TopK coder as stored (its encoder bias as sparsify applies it) and its
+/// `W_skip` `[d, d]` when there is one (skip transcoders).
+pub(crate) fn read_weights(
+    file: &Path,
+    k: usize,
+    d: usize,
+    m: usize,
+) -> Result<(Sae, Option<Vec<f32>>), ConceptError> {
+    let (mut t, _) = tensors::read(file)?;
+    let has_skip = t.contains_key("W_skip");
+    let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, file, name, shape, (d, m));
+    let sae = Sae {
+        input_norm: Default::default(),
+        d_in: d,
+        width: m,
+        architecture: Architecture::TopK { k },
+        w_enc: take("encoder.weight", &[m, d])?,
+        b_enc: take("encoder.bias", &[m])?,
+        w_dec: take("W_dec", &[m, d])?,
+        b_dec: take("b_dec", &[d])?,
+        threshold: Vec::new(),
+        gate: None,
+    };
+    let w_skip = if has_skip {
+        Some(take("W_skip", &[d, d])?)
+    } else {
+        None
+    };
+    Ok((sae, w_skip))
+}
+
 pub(super) fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     let cfg_path = dir.join("cfg.json");
     let bad = |m: String| ConceptError::Invalid(format!("{}: {m}", cfg_path.display()));
@@ -38,20 +69,7 @@ pub(super) fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         ));
     }
     let file = dir.join("sae.safetensors");
-    let (mut t, _) = tensors::read(&file)?;
-    let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &file, name, shape, (d, m));
-    let sae = Sae {
-        input_norm: Default::default(),
-        d_in: d,
-        width: m,
-        architecture: Architecture::TopK { k },
-        w_enc: take("encoder.weight", &[m, d])?,
-        b_enc: take("encoder.bias", &[m])?,
-        w_dec: take("W_dec", &[m, d])?,
-        b_dec: take("b_dec", &[d])?,
-        threshold: Vec::new(),
-        gate: None,
-    };
+    let (sae, _) = read_weights(&file, k, d, m)?;
     sae.validate(&file.display().to_string())?;
     let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let model_name = dir
