@@ -208,4 +208,4 @@ pub fn normalise_rows(w: &mut [f32], d: usize) {
 
 #[cfg(test)]
 #[path = "train_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,7 @@ use crate::sae::options::SaeOptions;
 use candle_core::{DType, Device, Tensor, Var};
 use glassbox_data::rng::SeededRng;
 
-fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
+pub(crate) fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| (rng.unit_f64() as f32 - 0.5) * 2.0 * scale)
         .collect()
@@ -26,7 +26,7 @@ fn sae(architecture: Architecture, d: usize, width: usize, seed: u64) -> Sae {
     }
 }
 
-fn config() -> StepConfig {
+pub(crate) fn config() -> StepConfig {
     StepConfig {
         aux_coefficient: 0.25,
         dead_window: 0,

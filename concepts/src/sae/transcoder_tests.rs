@@ -5,28 +5,16 @@
 use super::*;
 use crate::sae::codes::{select, Codes, Selection};
 use crate::sae::options::SaeOptions;
+use crate::sae::train::tests::random;
 use crate::sae::train::{transcoder_gradients, StepConfig, Transcode};
 use candle_core::{Device, Tensor, Var};
 use glassbox_data::rng::SeededRng;
 
-fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| (rng.unit_f64() as f32 - 0.5) * 2.0 * scale)
-        .collect()
-}
-
+/// The trainer tests' step settings, with the dense backward from `dense_from`.
 fn config(dense_from: f64) -> StepConfig {
     StepConfig {
-        aux_coefficient: 0.25,
-        dead_window: 0,
-        decay_fraction: 0.2,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        l0_coefficient: 0.8,
-        bandwidth: 0.5,
-        threshold_lr: 0.01,
         dense_from,
+        ..crate::sae::train::tests::config()
     }
 }
 

@@ -105,9 +105,14 @@ struct Sums {
 struct Finished {
     rows: u32,
     neurons: Vec<f64>,
-    /// `(byte offset, entries, rows when written)`.
-    segments: Vec<(u64, u32, u32)>,
+    segments: Vec<Segment>,
 }
+
+/// A segment in the scratch file: `(byte offset, entries, rows when written)`.
+type Segment = (u64, u32, u32);
+
+/// The example whose rows are being read: its id, sums and earlier segments.
+type OpenExample = Option<(u64, Sums, Vec<Segment>)>;
 
 /// The scratch file while it is written.
 struct Writer {
@@ -172,10 +177,10 @@ impl Pooled {
             segments: Vec::new(),
         };
         let mut finished: HashMap<u64, Finished> = HashMap::new();
-        let mut open: Option<(u64, Sums, Vec<(u64, u32, u32)>)> = None;
+        let mut open: OpenExample = None;
         let (mut rows, mut ids) = (Vec::new(), Vec::new());
         let (mut kept_rows, mut kept_ids) = (Vec::new(), Vec::new());
-        let mut close = |open: &mut Option<(u64, Sums, Vec<(u64, u32, u32)>)>,
+        let mut close = |open: &mut OpenExample,
                          finished: &mut HashMap<u64, Finished>|
          -> Result<(), ConceptError> {
             if let Some((e, sums, mut segments)) = open.take() {
