@@ -141,7 +141,23 @@ pub(crate) trait Transcoders: StageRows {
             count(&mut train)?
         };
         let (transcoder, training, source) = match &spec.load {
-            Some(folder) => (transcoder_formats::load(folder)?.transcoder, None, "loaded"),
+            Some(folder) => {
+                let loaded = transcoder_formats::load(folder)?;
+                // The files may name other hooks (another tool's names, another layer): the
+                // spec decides, and the difference is said.
+                for (file_hook, asked) in [
+                    (&loaded.input_hook, spec.input),
+                    (&loaded.output_hook, spec.output),
+                ] {
+                    if let Some(h) = file_hook.as_deref().filter(|h| *h != asked.to_string()) {
+                        self.progress().note(&format!(
+                            "dictionary: {} names hook `{h}`; used at `{asked}` as given",
+                            folder.display()
+                        ));
+                    }
+                }
+                (loaded.transcoder, None, "loaded")
+            }
             None => match reusable(&dir, &fingerprint) {
                 Some(t) => {
                     self.progress().note(&format!(
