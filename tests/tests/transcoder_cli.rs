@@ -89,6 +89,18 @@ fn a_transcoder_trains_splices_saves_and_loads_back() {
         (cfg["transcode"].as_bool(), cfg["k"].as_u64()),
         (Some(true), Some(4))
     );
+    // `sae inspect` reads the hooks glassbox recorded in the sparsify config.
+    let out = glassbox()
+        .args(["sae", "inspect", "--json"])
+        .arg(dir.join("sparsify"))
+        .output()
+        .unwrap();
+    assert_success(&out, "sae inspect");
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspected["hook_name"], "blocks.1.hook_resid_mid",
+        "{inspected}"
+    );
     let bytes = std::fs::read(dir.join("circuit_tracer/layer_1.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("W_dec").unwrap().shape(), &[64, 32]);

@@ -254,8 +254,13 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
                 .filter(|n| *n > 0)
                 .or_else(|| Some(out.d_in? * int(&cfg, "expansion_factor").unwrap_or(32)));
             out.k = int(&cfg, "k");
+            // glassbox's own sparsify folders carry the hooks and model (sparsify ignores
+            // fields it does not know); sparsify's name the HF module by the folder.
             let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            out.hook_name = hook_from_module_path(folder);
+            out.hook_name = text(&cfg, "hook_name").or_else(|| hook_from_module_path(folder));
+            if let Some(model) = text(&cfg, "model_name") {
+                out.model_name = Some(model);
+            }
         }
     }
     Ok(out)
