@@ -5,7 +5,7 @@
 //! `feature_labels.parquet`, `feature_directions.parquet`, and `neurons*.parquet` likewise.
 
 pub use crate::dictionary_options::DictionaryOptions;
-pub use crate::dictionary_outputs::HookSummary;
+pub use crate::dictionary_outputs::{add_to_metrics, HookSummary};
 use crate::dictionary_outputs::{model_name, summary, write_metrics};
 pub use crate::dictionary_transcoder::TranscoderSpec;
 use crate::dictionary_transcoder::{StageRows, Transcoders};
@@ -405,14 +405,21 @@ impl Context<'_> {
             return Ok(None);
         }
         let mut rows = self.rows(hook, Split::All)?;
-        crate::absorption::run_for_hook(
-            &self.run.dictionary_dir(hook),
+        let dir = self.run.dictionary_dir(hook);
+        let options = &self.options.absorption;
+        let summary = crate::absorption::run_for_hook(
+            &dir,
             sae,
             &mut rows,
             self.tokens,
-            &self.options.absorption,
+            options,
             self.progress,
-        )
+        )?;
+        if let Some(s) = &summary {
+            let block = crate::absorption::metrics_block(s, options);
+            add_to_metrics(&dir, "absorption", block)?;
+        }
+        Ok(summary)
     }
 
     /// Sparse probing of the SAE's features against the hook's neurons (pooled per example).

@@ -63,6 +63,19 @@ pub(crate) fn summary(
     }
 }
 
+/// Sets `key` of the `metrics.json` in `dir` to `value` (a later step's block: absorption, a
+/// transcoder's description, the splice), rewriting the file atomically.
+pub fn add_to_metrics(dir: &Path, key: &str, value: serde_json::Value) -> Result<(), ConceptError> {
+    let path = dir.join("metrics.json");
+    let bad = |e: &dyn std::fmt::Display| ConceptError::Invalid(format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(&e))?;
+    let mut metrics: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+    metrics[key] = value;
+    let text = serde_json::to_string_pretty(&metrics).expect("JSON values serialise");
+    atomic::write_bytes(&path, text.as_bytes())?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_metrics(
     dir: &Path,

@@ -7,7 +7,7 @@
 use crate::dictionary_outputs::{model_name, summary, write_metrics, HookSummary};
 use crate::explain::Units;
 use crate::sae::fit::{fit_for, FitControl, Objective};
-use crate::sae::stream::{PairedRows, RowSource, Split, StoreRows};
+use crate::sae::stream::{count_rows, PairedRows, RowSource, Split, StoreRows};
 use crate::sae::transcoder::evaluate;
 use crate::sae::transcoder_formats::{self, TranscoderProvenance};
 use crate::sae::{Architecture, SaeOptions, Transcoder};
@@ -134,11 +134,10 @@ pub(crate) trait Transcoders: StageRows {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ConceptError::Invalid(format!("{}: {e}", dir.display())))?;
         let fingerprint = self.transcoder_fingerprint(spec, upstream);
-        let mut train = self.paired(spec, Split::Train)?;
-        let train_rows = if spec.load.is_some() {
-            0
-        } else {
-            count(&mut train)?
+        // A loaded transcoder was trained elsewhere: no training rows of ours.
+        let train_rows = match spec.load {
+            Some(_) => 0,
+            None => count_rows(&mut self.paired(spec, Split::Train)?)?,
         };
         let (transcoder, training, source) = match &spec.load {
             Some(folder) => {
@@ -175,7 +174,7 @@ pub(crate) trait Transcoders: StageRows {
                     let objective = Objective::Transcode { skip: spec.skip };
                     let fitted = fit_for(
                         objective,
-                        train,
+                        self.paired(spec, Split::Train)?,
                         train_rows,
                         self.sae_options(),
                         &control,
@@ -199,16 +198,16 @@ pub(crate) trait Transcoders: StageRows {
                 transcoder.sae.d_in, spec.input
             )));
         }
-        let mut eval = self.paired(spec, Split::Eval)?;
-        let mut eval_rows = count(&mut eval)?;
-        let metrics = if eval_rows > 0 && spec.load.is_none() {
-            evaluate(&transcoder, &mut eval)?
-        } else {
-            // A loaded transcoder was trained elsewhere: every stored row is held out.
-            let mut all = self.paired(spec, Split::All)?;
-            eval_rows = count(&mut all)?;
-            evaluate(&transcoder, &mut all)?
-        };
+        // Held-out rows for a trained one; every stored row for a loaded one (and when no
+        // example was held out). The metrics count their rows: no separate counting pass.
+        let held_out = spec.load.is_none();
+        let split = if held_out { Split::Eval } else { Split::All };
+        let mut metrics = evaluate(&transcoder, &mut self.paired(spec, split)?)?;
+        if held_out && metrics.tokens == 0 {
+            self.progress().note("dictionary: no held-out examples (eval_fraction too small); the transcoder's metrics are on the training rows");
+            metrics = evaluate(&transcoder, &mut self.paired(spec, Split::All)?)?;
+        }
+        let eval_rows = metrics.tokens;
         let mut extra = serde_json::Map::new();
         extra.insert("glassbox_fingerprint".into(), json!(fingerprint));
         extra.insert("glassbox_options".into(), json!(self.sae_options()));
@@ -267,7 +266,7 @@ pub(crate) trait Transcoders: StageRows {
         let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut rows = self.paired(spec, Split::Train)?;
         let d = rows.width() / 2;
-        let resolved = self.sae_options().resolve(d, count(&mut rows)?)?;
+        let resolved = self.sae_options().resolve(d, count_rows(&mut rows)?)?;
         Ok((step, resolved.steps))
     }
 }
@@ -275,10 +274,6 @@ pub(crate) trait Transcoders: StageRows {
 impl<T: StageRows> Transcoders for T {}
 
 type Paired = PairedRows<StoreRows, StoreRows>;
-
-fn count(rows: &mut Paired) -> Result<u64, ConceptError> {
-    crate::sae::stream::count_rows(rows)
-}
 
 /// The transcoder saved by an earlier run with the same training fingerprint, if any.
 fn reusable(dir: &Path, fingerprint: &str) -> Option<Transcoder> {
@@ -297,12 +292,7 @@ fn add_transcoder_block(
     formats: &[&str],
     training: Option<&crate::sae::fit::Fitted>,
 ) -> Result<(), ConceptError> {
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
-    let mut value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
-    value["transcoder"] = json!({
+    let block = json!({
         "input_hook": spec.input,
         "output_hook": spec.output,
         "skip_connection": t.w_skip.is_some(),
@@ -314,7 +304,5 @@ fn add_transcoder_block(
             "sae": "metrics of the prediction ŷ of the output hook from the input hook's rows: fvu = ‖y − ŷ‖² / ‖y − ȳ‖² over the held-out tokens",
         },
     });
-    let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
-    glassbox_data::atomic::write_bytes(&path, text.as_bytes())?;
-    Ok(())
+    crate::dictionary_outputs::add_to_metrics(dir, "transcoder", block)
 }

@@ -196,5 +196,4 @@ fn hooks_of_different_widths_or_tokens_are_named_errors() {
         }
     };
     assert!(e.contains("target hook's rows end before example 4"), "{e}");
-    let _ = (r, ids);
 }

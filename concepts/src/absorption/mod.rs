@@ -196,9 +196,9 @@ fn encode(sae: &Sae, words: &Words) -> Result<Codes, ConceptError> {
     Ok(Codes::concat(parts))
 }
 
-/// The dictionary stage's step for one SAE: collects the hook's word rows, measures, writes
-/// the two tables into `dir` and the summary into its `metrics.json` (`absorption`). `None`
-/// when disabled or when no letter has enough tokens (then nothing is written).
+/// The dictionary stage's step for one SAE: collects the hook's word rows, measures and writes
+/// the two tables into `dir` (the stage adds [`metrics_block`] to `metrics.json`). `None` when
+/// disabled or when no letter has enough tokens (then nothing is written).
 pub fn run_for_hook<S: crate::sae::stream::RowSource>(
     dir: &std::path::Path,
     sae: &Sae,
@@ -223,21 +223,21 @@ pub fn run_for_hook<S: crate::sae::stream::RowSource>(
         return Ok(None);
     }
     write_tables(dir, &a, &words)?;
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
-    let mut metrics: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ConceptError::Invalid(format!("{}: {e}", path.display())))?;
-    metrics["absorption"] = serde_json::json!({
-        "summary": a.summary,
+    Ok(Some(a.summary))
+}
+
+/// `metrics.json`'s `absorption` block: the summary, the options and the definitions.
+pub fn metrics_block(
+    summary: &AbsorptionSummary,
+    options: &AbsorptionOptions,
+) -> serde_json::Value {
+    serde_json::json!({
+        "summary": summary,
         "options": options,
         "definitions": {
             "mean_absorption_fraction": "per measured letter, the mean over test tokens the ground-truth probe classifies correctly of the share of their probe projection carried by up to 3 non-main latents (cos ≥ 0.1) instead of the letter's main latents; averaged over letters",
             "mean_full_absorption_rate": "per measured letter, the fraction of those tokens on which no main latent fires and one other latent (cos ≥ 0.025) carries ≥ 40% of the probe projection; averaged over letters",
             "letters_measured": "letters with ≥ min_tokens training and test tokens whose ground-truth probe reaches min_probe_f1 on the test words (SAEBench averages over ≥ 20)",
         },
-    });
-    let text = serde_json::to_string_pretty(&metrics).expect("JSON values serialise");
-    glassbox_data::atomic::write_bytes(&path, text.as_bytes())?;
-    Ok(Some(a.summary))
+    })
 }

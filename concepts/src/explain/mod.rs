@@ -262,27 +262,16 @@ fn for_each_chunk<S: RowSource>(
     mut f: impl FnMut(&[RowId], &Activations),
 ) -> Result<(), ConceptError> {
     let width = source.width();
-    let (mut rows, mut ids) = (Vec::new(), Vec::new());
-    source.rewind();
-    loop {
-        let more = source.next_rows(&mut rows, &mut ids)?;
-        if ids.len() >= 4096 || (!more && !ids.is_empty()) {
-            if rows.len() != ids.len() * width {
-                return Err(ConceptError::Invalid(
-                    "row source returned ragged rows".into(),
-                ));
-            }
-            let acts = units.activations(&rows)?;
-            f(&ids, &acts);
-            rows.clear();
-            ids.clear();
+    crate::sae::stream::for_each_chunk(source, 4096, |rows, ids| {
+        if rows.len() != ids.len() * width {
+            return Err(ConceptError::Invalid(
+                "row source returned ragged rows".into(),
+            ));
         }
-        if !more {
-            break;
-        }
-    }
-    source.rewind();
-    Ok(())
+        let acts = units.activations(rows)?;
+        f(ids, &acts);
+        Ok(())
+    })
 }
 
 fn cosines(units: &Units<'_>, directions: &[Direction]) -> Vec<DirectionCosine> {

@@ -10,7 +10,7 @@ pub(crate) fn random(n: usize, rng: &mut SeededRng, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn sae(architecture: Architecture, d: usize, width: usize, seed: u64) -> Sae {
+pub(crate) fn sae(architecture: Architecture, d: usize, width: usize, seed: u64) -> Sae {
     let mut rng = SeededRng::new(seed);
     Sae {
         input_norm: Default::default(),

@@ -288,7 +288,7 @@ pub fn load(dir: &Path) -> Result<LoadedTranscoder, ConceptError> {
         read_saelens(dir, architecture.unwrap_or_default(), d, m)?
     } else {
         let k = int("k").ok_or_else(|| bad("`k` is missing".into()))?;
-        read_sparsify(dir, k, d, m)?
+        super::formats::sparsify::read_weights(&dir.join("sae.safetensors"), k, d, m)?
     };
     sae.input_norm = Default::default();
     let transcoder = Transcoder::from_uncentred(sae, w_skip);
@@ -342,15 +342,6 @@ fn read_saelens(
         None
     };
     Ok((sae, w_skip))
-}
-
-fn read_sparsify(
-    dir: &Path,
-    k: usize,
-    d: usize,
-    m: usize,
-) -> Result<(Sae, Option<Vec<f32>>), ConceptError> {
-    super::formats::sparsify::read_weights(&dir.join("sae.safetensors"), k, d, m)
 }
 
 #[cfg(test)]

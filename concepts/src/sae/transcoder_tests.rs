@@ -5,7 +5,7 @@
 use super::*;
 use crate::sae::codes::{select, Codes, Selection};
 use crate::sae::options::SaeOptions;
-use crate::sae::train::tests::random;
+use crate::sae::train::tests::{random, sae};
 use crate::sae::train::{transcoder_gradients, StepConfig, Transcode};
 use candle_core::{Device, Tensor, Var};
 use glassbox_data::rng::SeededRng;
@@ -122,19 +122,8 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
 
 fn check(architecture: Architecture, dead: &[u32], with_skip: bool) {
     let (d, width, rows) = (5, 9, 8);
-    let mut rng = SeededRng::new(21);
-    let mut sae = Sae {
-        input_norm: Default::default(),
-        threshold: Vec::new(),
-        gate: None,
-        d_in: d,
-        width,
-        architecture,
-        w_enc: random(width * d, &mut rng, 1.0),
-        b_enc: random(width, &mut rng, 0.3),
-        w_dec: random(width * d, &mut rng, 1.0),
-        b_dec: random(d, &mut rng, 0.5),
-    };
+    let mut sae = sae(architecture, d, width, 21);
+    let mut rng = SeededRng::new(22);
     if architecture == Architecture::JumpRelu {
         sae.threshold = (0..width).map(|j| 0.05 + 0.1 * j as f32).collect();
     }
@@ -216,21 +205,11 @@ fn transcoder_gradients_match_autograd_jumprelu_with_skip() {
 #[test]
 fn folding_keeps_what_the_transcoder_computes() {
     let (d, width, rows) = (4, 6, 5);
-    let mut rng = SeededRng::new(3);
-    let sae = Sae {
-        input_norm: Default::default(),
-        threshold: Vec::new(),
-        gate: None,
-        d_in: d,
-        width,
-        architecture: Architecture::Relu {
-            l1_coefficient: 0.0,
-        },
-        w_enc: random(width * d, &mut rng, 1.0),
-        b_enc: random(width, &mut rng, 0.3),
-        w_dec: random(width * d, &mut rng, 1.0),
-        b_dec: random(d, &mut rng, 0.5),
+    let relu = Architecture::Relu {
+        l1_coefficient: 0.0,
     };
+    let sae = sae(relu, d, width, 3);
+    let mut rng = SeededRng::new(4);
     let skip = random(d * d, &mut rng, 0.5);
     let x = random(rows * d, &mut rng, 1.0);
     // By hand, uncentred: f = ReLU(W_enc x + b_enc), ŷ = W_dec f + b_dec + W_skip x.

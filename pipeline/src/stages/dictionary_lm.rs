@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use glassbox_concepts::dictionary::TranscoderSpec;
 use glassbox_concepts::sae::{saelens, transcoder_formats, Sae};
 use glassbox_data::table::Columns;
-use glassbox_data::{atomic, RunDir};
+use glassbox_data::RunDir;
 use glassbox_models::{HookPoint, LoadedModel};
 use glassbox_runner::interventions::{splice_metrics, splice_metrics_from, SpliceMetrics};
 
@@ -65,13 +65,11 @@ pub fn add_transcoder_outputs(
 
 /// Adds the `splice` entry to the folder's `metrics.json`.
 fn record_splice(dir: &std::path::Path, m: &SpliceMetrics) -> Result<()> {
-    let path = dir.join("metrics.json");
-    let mut metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?,
-    )?;
-    metrics["splice"] = splice_json(m);
-    atomic::write_bytes(&path, serde_json::to_string_pretty(&metrics)?.as_bytes())?;
-    Ok(())
+    Ok(glassbox_concepts::dictionary::add_to_metrics(
+        dir,
+        "splice",
+        splice_json(m),
+    )?)
 }
 
 /// `feature_promoted_tokens.parquet` and `feature_suppressed_tokens.parquet`: feature, rank,
