@@ -83,14 +83,32 @@ impl PartStream {
             };
             self.next_part += 1;
             let file = PartFile::open(&part).map_err(DataError::io(&part))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(DataError::parquet(&part))?
-                .with_batch_size(8192)
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(DataError::parquet(&part))?;
+            let rows = batch_rows(builder.schema());
+            let reader = builder
+                .with_batch_size(rows)
                 .build()
                 .map_err(DataError::parquet(&part))?;
             self.current = Some((part, reader));
         }
     }
+}
+
+/// Values (not rows) per record batch: 4 Mi, 16 MB as f32. A batch is held several times
+/// over while it is decoded (the reader's definition levels and values, the Arrow array, the
+/// widened copy, the consumer's buffer), so its size is set by bytes: at d = 2,304 (Gemma-2-2B)
+/// 8,192 rows were ~75 MB a copy and ~450 MB in all at once.
+const BATCH_VALUES: usize = 1 << 22;
+
+/// Rows per record batch for a part with `schema`: [`BATCH_VALUES`] over the `act` width,
+/// between 64 and 8,192 rows.
+fn batch_rows(schema: &arrow_schema::Schema) -> usize {
+    let width = match schema.field_with_name("act").map(|f| f.data_type()) {
+        Ok(DataType::FixedSizeList(_, n)) => (*n).max(1) as usize,
+        _ => 1,
+    };
+    (BATCH_VALUES / width).clamp(64, 8192)
 }
 
 fn decode(path: &Path, batch: &RecordBatch) -> Result<ActivationBatch> {
@@ -294,6 +312,27 @@ mod tests {
         let kv = read_metadata(&path).unwrap();
         assert_eq!(kv["glassbox.hook"], "blocks.0.hook_resid_post");
         assert_eq!(kv["glassbox.width"], "3");
+    }
+
+    #[test]
+    fn record_batches_are_sized_by_bytes_not_rows() {
+        use arrow_schema::{Field, Schema};
+        let schema = |width: i32| {
+            let item = Arc::new(Field::new("item", DataType::Float32, true));
+            Schema::new(vec![Field::new(
+                "act",
+                DataType::FixedSizeList(item, width),
+                false,
+            )])
+        };
+        use std::sync::Arc;
+        // MiniLM's 384 keeps the row cap; Gemma-2-2B's 2,304 gets 16 MB batches; very wide
+        // rows keep a floor of 64.
+        assert_eq!(batch_rows(&schema(384)), 8192);
+        assert_eq!(batch_rows(&schema(2304)), (1 << 22) / 2304);
+        assert!(batch_rows(&schema(2304)) * 2304 * 4 <= 16 << 20);
+        assert_eq!(batch_rows(&schema(1 << 20)), 64);
+        assert_eq!(batch_rows(&Schema::empty()), 8192);
     }
 
     #[test]
