@@ -20,6 +20,7 @@ mod mdl;
 pub mod metrics;
 mod neurons;
 mod options;
+mod parallel;
 pub mod probe;
 mod results;
 mod ridge;
@@ -77,24 +78,31 @@ pub fn run_probes(
     for name in &opts.token_labels {
         label_sets.push(labels::token_labels(&examples, &tokens, name, &source)?);
     }
-    let mut jobs: Vec<(HookPoint, &LabelSet)> = Vec::new();
-    for set in &label_sets {
+    // (hook, label set) pairs, label by label.
+    let mut jobs: Vec<(HookPoint, usize)> = Vec::new();
+    for (index, set) in label_sets.iter().enumerate() {
         let hooks = hooks_for(run, set.level, opts.pool)?;
-        jobs.extend(hooks.into_iter().map(|h| (h, set)));
+        jobs.extend(hooks.into_iter().map(|h| (h, index)));
     }
-    progress.start("probe", jobs.len() as u64);
-    let mut out = ProbeOutputs::default();
-    let mut dropped_noted = std::collections::HashSet::new();
-    for (hook, set) in jobs {
-        let prepared = prepare(set, opts)?;
-        if !prepared.dropped.is_empty() && dropped_noted.insert(set.name.clone()) {
+    // Splits, class caps and renumbering depend on the label only: once per label set.
+    let mut prepared = Vec::with_capacity(label_sets.len());
+    for set in &label_sets {
+        let p = prepare(set, opts)?;
+        if !p.dropped.is_empty() {
             progress.note(&format!(
                 "probe `{}`: left out classes with fewer than {} examples: {}",
                 set.name,
                 opts.split_parts(),
-                prepared.dropped.join(", ")
+                p.dropped.join(", ")
             ));
         }
+        prepared.push(p);
+    }
+    let sets: Vec<(&LabelSet, &Prepared)> = label_sets.iter().zip(&prepared).collect();
+    progress.start("probe", jobs.len() as u64);
+    let at_once = parallel::jobs_at_once(run, opts.pool, &jobs, &sets);
+    let outputs = parallel::run_jobs(&jobs, at_once, |&(hook, s)| {
+        let (set, prepared) = sets[s];
         let (x, d) = features::load(
             run,
             hook,
@@ -104,8 +112,17 @@ pub fn run_probes(
             &examples.example_ids,
             &tokens,
         )?;
-        probe_one(hook, set, &prepared, &x, d, opts, &mut out).map_err(|e| e.in_hook(hook))?;
+        let mut out = ProbeOutputs::default();
+        probe_one(hook, set, prepared, &x, d, opts, &mut out).map_err(|e| e.in_hook(hook))?;
         progress.advance(1);
+        Ok(out)
+    })?;
+    let mut out = ProbeOutputs::default();
+    for o in outputs {
+        out.results.extend(o.results);
+        out.neurons.extend(o.neurons);
+        out.topk.extend(o.topk);
+        out.weights.extend(o.weights);
     }
     progress.finish();
     out.results.sort_by(|a, b| {
@@ -157,9 +174,9 @@ fn hooks_for(run: &RunDir, level: Level, pool: Pool) -> Result<Vec<HookPoint>> {
 
 /// A label set narrowed to the probed rows: capped per class, rare classes left out, classes
 /// renumbered.
-struct Prepared {
+pub(crate) struct Prepared {
     /// Indices into the label set's items.
-    rows: Vec<usize>,
+    pub(crate) rows: Vec<usize>,
     classes: Vec<usize>,
     names: Vec<String>,
     values: Vec<f64>,

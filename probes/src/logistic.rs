@@ -10,7 +10,7 @@
 //! share of the gradient added while it is in cache (`rows.rs`).
 
 use crate::lbfgs;
-use crate::rows::{add_scaled_rows, dot, dot_rows, outputs_by_row, ROWS};
+use crate::rows::{add_scaled_block, dot, dot_block, outputs_by_row, outputs_per_block, ROWS};
 use rayon::prelude::*;
 
 /// Rows of standardised features (row-major `n × d`, f32) and their classes.
@@ -162,6 +162,9 @@ struct ChunkCrossEntropy<'a> {
     /// The weights as `m` rows of `d` (see [`outputs_by_row`]).
     by_output: &'a [f32],
     bias: &'a [f64],
+    /// False: the loss alone (the gradient comes back empty), for line searches that only
+    /// compare values; the loss is summed in the same order either way.
+    gradient: bool,
 }
 
 impl pulp::WithSimd for ChunkCrossEntropy<'_> {
@@ -172,7 +175,7 @@ impl pulp::WithSimd for ChunkCrossEntropy<'_> {
         let (d, m) = (self.d, self.bias.len());
         let mut loss = 0.0;
         // The weights' gradient by output (m rows of d), in f32 within a chunk.
-        let mut weight_grad = vec![0f32; m * d];
+        let mut weight_grad = vec![0f32; if self.gradient { m * d } else { 0 }];
         let mut bias_grad = vec![0.0f64; m];
         // d loss / d logit for each row of a block, row-major `ROWS × m`.
         let mut dlogits = vec![0.0f64; ROWS * m];
@@ -183,12 +186,12 @@ impl pulp::WithSimd for ChunkCrossEntropy<'_> {
             let block: [usize; ROWS] = std::array::from_fn(|r| (start + r).min(n - 1));
             let live = (n - start).min(ROWS);
             let x = block.map(|r| &self.rows[r * d..(r + 1) * d]);
-            for j in 0..m {
-                let z = dot_rows(simd, x, &self.by_output[j * d..(j + 1) * d]);
-                for r in 0..ROWS {
-                    dlogits[r * m + j] = z[r] as f64 + self.bias[j];
-                }
-            }
+            for_output_groups::<S>(m, |j0, take| match take {
+                4 => block_logits::<S, 4>(simd, x, self.by_output, j0, self.bias, &mut dlogits),
+                3 => block_logits::<S, 3>(simd, x, self.by_output, j0, self.bias, &mut dlogits),
+                2 => block_logits::<S, 2>(simd, x, self.by_output, j0, self.bias, &mut dlogits),
+                _ => block_logits::<S, 1>(simd, x, self.by_output, j0, self.bias, &mut dlogits),
+            });
             for (r, g) in dlogits.chunks_exact_mut(m).enumerate() {
                 if r >= live {
                     g.fill(0.0);
@@ -199,11 +202,20 @@ impl pulp::WithSimd for ChunkCrossEntropy<'_> {
                     *b += gj;
                 }
             }
-            for j in 0..m {
-                let scale = std::array::from_fn(|r| dlogits[r * m + j] as f32);
-                add_scaled_rows(simd, &mut weight_grad[j * d..(j + 1) * d], scale, x);
+            if !self.gradient {
+                start += ROWS;
+                continue;
             }
+            for_output_groups::<S>(m, |j0, take| match take {
+                4 => block_gradient::<S, 4>(simd, x, &mut weight_grad, j0, &dlogits),
+                3 => block_gradient::<S, 3>(simd, x, &mut weight_grad, j0, &dlogits),
+                2 => block_gradient::<S, 2>(simd, x, &mut weight_grad, j0, &dlogits),
+                _ => block_gradient::<S, 1>(simd, x, &mut weight_grad, j0, &dlogits),
+            });
             start += ROWS;
+        }
+        if !self.gradient {
+            return (loss, Vec::new());
         }
         let mut g = vec![0.0f64; d * m + m];
         for (j, column) in weight_grad.chunks_exact(d).enumerate() {
@@ -214,6 +226,60 @@ impl pulp::WithSimd for ChunkCrossEntropy<'_> {
         g[d * m..].copy_from_slice(&bias_grad);
         (loss, g)
     }
+}
+
+/// Calls `f(first, count)` for consecutive groups of the `m` outputs, as many per group as
+/// the instruction set's registers hold (see [`outputs_per_block`]).
+#[inline(always)]
+fn for_output_groups<S: pulp::Simd>(m: usize, mut f: impl FnMut(usize, usize)) {
+    let per = outputs_per_block::<S>();
+    let mut first = 0;
+    while first < m {
+        let count = (m - first).min(per);
+        f(first, count);
+        first += count;
+    }
+}
+
+/// Logits of outputs `j0..j0 + J` for one block of rows into `logits` (`ROWS × m`).
+#[inline(always)]
+fn block_logits<S: pulp::Simd, const J: usize>(
+    simd: S,
+    x: [&[f32]; ROWS],
+    by_output: &[f32],
+    j0: usize,
+    bias: &[f64],
+    logits: &mut [f64],
+) {
+    let (d, m) = (x[0].len(), bias.len());
+    let z = dot_block::<S, J>(
+        simd,
+        x,
+        std::array::from_fn(|j| &by_output[(j0 + j) * d..(j0 + j + 1) * d]),
+    );
+    for (r, zr) in z.iter().enumerate() {
+        for (j, v) in zr.iter().enumerate() {
+            logits[r * m + j0 + j] = *v as f64 + bias[j0 + j];
+        }
+    }
+}
+
+/// Adds one block of rows' share of the gradient of outputs `j0..j0 + J` (`dlogits`:
+/// `ROWS × m`) to `weight_grad` (`m` rows of `d`).
+#[inline(always)]
+fn block_gradient<S: pulp::Simd, const J: usize>(
+    simd: S,
+    x: [&[f32]; ROWS],
+    weight_grad: &mut [f32],
+    j0: usize,
+    dlogits: &[f64],
+) {
+    let d = x[0].len();
+    let m = dlogits.len() / ROWS;
+    let mut columns = weight_grad[j0 * d..(j0 + J) * d].chunks_exact_mut(d);
+    let g: [&mut [f32]; J] = std::array::from_fn(|_| columns.next().expect("J columns"));
+    let scale = std::array::from_fn(|r| std::array::from_fn(|j| dlogits[r * m + j0 + j] as f32));
+    add_scaled_block::<S, J>(simd, g, scale, x);
 }
 
 /// Turns one row's logits (`m` of them: 1 for a binary probe) into d loss / d logit in place,
@@ -250,10 +316,17 @@ fn softmax(logits: &mut [f64]) -> f64 {
 
 /// Mean cross-entropy and its gradient with respect to `params` = `[W (d × m), b (m)]`.
 fn cross_entropy(problem: &Problem<'_>, params: &[f64], grad: &mut [f64]) -> f64 {
+    mean_cross_entropy(problem, params, Some(grad))
+}
+
+/// Mean cross-entropy, and its gradient into `grad` when given.
+fn mean_cross_entropy(problem: &Problem<'_>, params: &[f64], grad: Option<&mut [f64]>) -> f64 {
     let (d, m, n) = (problem.d, problem.outputs(), problem.n());
     let by_output = outputs_by_row(&params[..d * m], d, m);
     let bias = &params[d * m..];
-    let (loss, g) = problem
+    let gradient = grad.is_some();
+    // Chunks of fixed size summed in chunk order: the same numbers whatever the threads.
+    let chunks: Vec<(f64, Vec<f64>)> = problem
         .x
         .par_chunks(CHUNK * d)
         .zip(problem.y.par_chunks(CHUNK))
@@ -264,17 +337,19 @@ fn cross_entropy(problem: &Problem<'_>, params: &[f64], grad: &mut [f64]) -> f64
                 d,
                 by_output: &by_output,
                 bias,
+                gradient,
             })
         })
-        .reduce(
-            || (0.0, vec![0.0; d * m + m]),
-            |(la, mut ga), (lb, gb)| {
-                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
-                (la + lb, ga)
-            },
-        );
+        .collect();
     let scale = 1.0 / n as f64;
-    grad.iter_mut().zip(&g).for_each(|(o, v)| *o = v * scale);
+    let loss: f64 = chunks.iter().map(|(l, _)| l).sum();
+    if let Some(grad) = grad {
+        let mut g = vec![0.0; d * m + m];
+        for (_, gc) in &chunks {
+            g.iter_mut().zip(gc).for_each(|(a, b)| *a += b);
+        }
+        grad.iter_mut().zip(&g).for_each(|(o, v)| *o = v * scale);
+    }
     loss * scale
 }
 
@@ -330,11 +405,19 @@ pub fn fit_elastic_net(problem: &Problem<'_>, l1: f64, l2: f64, max_iterations: 
         }
         value
     };
+    // The same value as `smooth` (the penalty added in the same order), without a gradient:
+    // backtracking only compares values.
+    let smooth_value = |p: &[f64]| {
+        let mut value = mean_cross_entropy(problem, p, None);
+        for wi in &p[..d * m] {
+            value += 0.5 * l2 * wi * wi;
+        }
+        value
+    };
     let mut x = vec![0.0; len];
     let mut x_prev = x.clone();
     let mut y = x.clone();
     let mut grad = vec![0.0; len];
-    let mut scratch = vec![0.0; len];
     let mut lipschitz = 1.0f64;
     let mut t = 1.0f64;
     let mut iterations = 0;
@@ -358,7 +441,7 @@ pub fn fit_elastic_net(problem: &Problem<'_>, l1: f64, l2: f64, max_iterations: 
                     }
                 })
                 .collect::<Vec<f64>>();
-            let f_candidate = smooth(&candidate, &mut scratch);
+            let f_candidate = smooth_value(&candidate);
             let diff: Vec<f64> = candidate.iter().zip(&y).map(|(a, b)| a - b).collect();
             let bound = fy + lbfgs::dot(&grad, &diff) + 0.5 * lipschitz * lbfgs::dot(&diff, &diff);
             if f_candidate <= bound + 1e-12 || lipschitz > 1e12 {

@@ -34,50 +34,89 @@ pub(crate) fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
     simd.reduce_sum_f32s(sum) + tail
 }
 
-/// Rows handled together by [`dot_rows`] and [`add_scaled_rows`]: each weight (or gradient)
-/// vector loaded serves four rows, where one row at a time was bound by those loads.
+/// Rows handled together by [`dot_block`] and [`add_scaled_block`]: each weight (or gradient)
+/// vector loaded serves four rows.
 pub(crate) const ROWS: usize = 4;
 
-/// `[x₀ · w, x₁ · w, x₂ · w, x₃ · w]` for four rows of `w.len()` values.
+/// Outputs handled together (at most): each row vector loaded serves this many of them, so a
+/// block does `ROWS × J` multiply-adds for `ROWS + J` loads. Four fill AVX-512's 32 registers
+/// (16 accumulators); AVX2's 16 take two.
+pub(crate) fn outputs_per_block<S: Simd>() -> usize {
+    if S::F32_LANES >= 16 {
+        4
+    } else {
+        2
+    }
+}
+
+/// `z[r][j] = x[r] · w[j]` for `ROWS` rows and `J` weight vectors, all of one length.
 #[inline(always)]
-pub(crate) fn dot_rows<S: Simd>(simd: S, x: [&[f32]; ROWS], w: &[f32]) -> [f32; ROWS] {
-    let (w_vec, w_tail) = S::as_simd_f32s(w);
+pub(crate) fn dot_block<S: Simd, const J: usize>(
+    simd: S,
+    x: [&[f32]; ROWS],
+    w: [&[f32]; J],
+) -> [[f32; J]; ROWS] {
+    let len = x[0].len();
+    assert!(x.iter().all(|r| r.len() == len) && w.iter().all(|v| v.len() == len));
     let rows = x.map(|r| S::as_simd_f32s(r));
-    let mut acc = [simd.splat_f32s(0.0); ROWS];
-    for (i, wv) in w_vec.iter().enumerate() {
+    let ws = w.map(|v| S::as_simd_f32s(v));
+    // Every slice cut to the same count of whole vectors, so the loop's index checks fold
+    // away (with them the row pointers were reloaded from the stack on every step).
+    let vectors = rows[0].0.len();
+    let xs = rows.map(|r| &r.0[..vectors]);
+    let wvs = ws.map(|w| &w.0[..vectors]);
+    let mut acc = [[simd.splat_f32s(0.0); J]; ROWS];
+    for i in 0..vectors {
+        let wv: [S::f32s; J] = std::array::from_fn(|j| wvs[j][i]);
         for r in 0..ROWS {
-            acc[r] = simd.mul_add_f32s(rows[r].0[i], *wv, acc[r]);
+            let xv = xs[r][i];
+            for j in 0..J {
+                acc[r][j] = simd.mul_add_f32s(xv, wv[j], acc[r][j]);
+            }
         }
     }
-    let mut out = [0f32; ROWS];
+    let mut out = [[0f32; J]; ROWS];
     for r in 0..ROWS {
-        let tail: f32 = rows[r].1.iter().zip(w_tail).map(|(a, b)| a * b).sum();
-        out[r] = simd.reduce_sum_f32s(acc[r]) + tail;
+        for j in 0..J {
+            let tail: f32 = rows[r].1.iter().zip(ws[j].1).map(|(a, b)| a * b).sum();
+            out[r][j] = simd.reduce_sum_f32s(acc[r][j]) + tail;
+        }
     }
     out
 }
 
-/// `acc += Σᵣ scale[r] · x[r]` for four rows.
+/// `g[j] += Σᵣ scale[r][j] · x[r]` for `ROWS` rows and `J` gradient vectors.
 #[inline(always)]
-pub(crate) fn add_scaled_rows<S: Simd>(
+pub(crate) fn add_scaled_block<S: Simd, const J: usize>(
     simd: S,
-    acc: &mut [f32],
-    scale: [f32; ROWS],
+    g: [&mut [f32]; J],
+    scale: [[f32; J]; ROWS],
     x: [&[f32]; ROWS],
 ) {
-    let (acc_vec, acc_tail) = S::as_mut_simd_f32s(acc);
+    let len = x[0].len();
+    assert!(x.iter().all(|r| r.len() == len) && g.iter().all(|v| v.len() == len));
     let rows = x.map(|r| S::as_simd_f32s(r));
-    let s = scale.map(|v| simd.splat_f32s(v));
-    for (i, a) in acc_vec.iter_mut().enumerate() {
-        let mut v = *a;
-        for r in 0..ROWS {
-            v = simd.mul_add_f32s(s[r], rows[r].0[i], v);
+    let mut gs = g.map(|v| S::as_mut_simd_f32s(v));
+    // As in `dot_block`: one vector count for every slice, so the index checks fold away.
+    let vectors = rows[0].0.len();
+    let xs = rows.map(|r| &r.0[..vectors]);
+    let s = scale.map(|row| row.map(|v| simd.splat_f32s(v)));
+    for (i, _) in xs[0].iter().enumerate() {
+        let xv: [S::f32s; ROWS] = std::array::from_fn(|r| xs[r][i]);
+        for (j, (gv, _)) in gs.iter_mut().enumerate() {
+            let a = &mut gv[..vectors][i];
+            let mut v = *a;
+            for r in 0..ROWS {
+                v = simd.mul_add_f32s(s[r][j], xv[r], v);
+            }
+            *a = v;
         }
-        *a = v;
     }
-    for (i, a) in acc_tail.iter_mut().enumerate() {
-        for r in 0..ROWS {
-            *a = scale[r].mul_add(rows[r].1[i], *a);
+    for (j, (_, tail)) in gs.iter_mut().enumerate() {
+        for (i, a) in tail.iter_mut().enumerate() {
+            for r in 0..ROWS {
+                *a = scale[r][j].mul_add(rows[r].1[i], *a);
+            }
         }
     }
 }
@@ -115,26 +154,65 @@ mod tests {
                 (got as f64 - want).abs() < 1e-4,
                 "len {len}: {got} vs {want}"
             );
-            // Four rows: a scaled by 1, 2, 3, 4.
-            let rows: Vec<Vec<f32>> = (1..=ROWS)
-                .map(|r| a.iter().map(|v| v * r as f32).collect())
-                .collect();
-            let views = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
-            let dots = dot_rows(simd, views, &b);
-            for (r, got) in dots.iter().enumerate() {
-                let want = want * (r + 1) as f64;
+            check_blocks::<S, 1>(simd, &a, &b);
+            check_blocks::<S, 2>(simd, &a, &b);
+            check_blocks::<S, 3>(simd, &a, &b);
+            check_blocks::<S, 4>(simd, &a, &b);
+        }
+    }
+
+    /// Rows `r·a` (r = 1..4) against weight vectors `b + j·a`: the block kernels against the
+    /// sums in f64, within f32 summation's bound (`len · ε · Σ|terms|`).
+    fn check_blocks<S: Simd, const J: usize>(simd: S, a: &[f32], b: &[f32]) {
+        let len = a.len();
+        let rows: Vec<Vec<f32>> = (1..=ROWS)
+            .map(|r| a.iter().map(|v| v * r as f32).collect())
+            .collect();
+        let weights: Vec<Vec<f32>> = (0..J)
+            .map(|j| b.iter().zip(a).map(|(b, a)| b + j as f32 * a).collect())
+            .collect();
+        let views: [&[f32]; ROWS] = std::array::from_fn(|r| &rows[r][..]);
+        let bound = |terms: &mut dyn Iterator<Item = f64>| {
+            (len as f64 + 1.0) * f32::EPSILON as f64 * terms.map(f64::abs).sum::<f64>() + 1e-30
+        };
+        let dots = dot_block::<S, J>(simd, views, std::array::from_fn(|j| &weights[j][..]));
+        for r in 0..ROWS {
+            for j in 0..J {
+                let terms = || {
+                    rows[r]
+                        .iter()
+                        .zip(&weights[j])
+                        .map(|(x, w)| *x as f64 * *w as f64)
+                };
+                let want: f64 = terms().sum();
+                let got = dots[r][j] as f64;
                 assert!(
-                    (*got as f64 - want).abs() < 1e-3,
-                    "len {len}, row {r}: {got} vs {want}"
+                    (got - want).abs() <= bound(&mut terms()),
+                    "J {J}, len {len}, row {r}, output {j}: {got} vs {want}"
                 );
             }
-            let mut acc = b.clone();
-            add_scaled_rows(simd, &mut acc, [1.0, -1.0, 0.5, 0.25], views);
-            // b + a·(1 − 2 + 1.5 + 1) = b + 1.5 a
+        }
+        let scale: [[f32; J]; ROWS] =
+            std::array::from_fn(|r| std::array::from_fn(|j| 0.5 - r as f32 + 0.25 * j as f32));
+        let mut grads = weights.clone();
+        {
+            let mut it = grads.iter_mut();
+            let g: [&mut [f32]; J] = std::array::from_fn(|_| &mut it.next().unwrap()[..]);
+            add_scaled_block::<S, J>(simd, g, scale, views);
+        }
+        for j in 0..J {
             for i in 0..len {
+                let terms = || {
+                    std::iter::once(weights[j][i] as f64)
+                        .chain((0..ROWS).map(|r| scale[r][j] as f64 * rows[r][i] as f64))
+                };
+                let want: f64 = terms().sum();
+                let got = grads[j][i] as f64;
+                // Four multiply-adds: each rounds once.
                 assert!(
-                    (acc[i] - (b[i] + 1.5 * a[i])).abs() < 1e-5,
-                    "len {len}, index {i}"
+                    (got - want).abs()
+                        <= 5.0 * f32::EPSILON as f64 * terms().map(f64::abs).sum::<f64>() + 1e-30,
+                    "J {J}, len {len}, output {j}, index {i}: {got} vs {want}"
                 );
             }
         }
