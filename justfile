@@ -190,6 +190,13 @@ bench-probes:
     .venv-bench/bin/python bench/sklearn_probes.py target/bench/probe-data target/bench/sklearn-probes.json > /dev/null
     python3 bench/compare_probes.py target/bench/probes.json target/bench/sklearn-probes.json
 
+# The probe stage alone on SmolLM2 (the default pipeline's 31 hooks x 3 labels, MDL and neuron
+# rankings: 93 probes), extracted once, best of `passes`: seconds, peak RSS, threads, CPU flags (JSON).
+bench-probe-stage passes="3": models
+    cargo build --release --bin glassbox
+    @mkdir -p target/bench
+    python3 bench/probe_stage.py target/release/glassbox target/bench {{passes}}
+
 # The Captum-equivalent TCAV workload end to end on MiniLM (2 concepts x 5 random runs x 50 examples, 32 targets of 128 tokens).
 bench-tcav: models
     cargo build --release --bin glassbox-bench-tcav
