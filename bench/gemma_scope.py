@@ -17,19 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cpu import cpu_flags
+
 D, M = 2304, 16384
 HOOK = "blocks.20.hook_resid_post"
 # The run's recorded model: the dictionary stage reloads it for causal-LM extras; MiniLM (from
 # `just models`) has no unembedding, so it adds a load and nothing else.
 MINILM = "sentence-transformers/all-MiniLM-L6-v2@b1ae82044ee8447606cb57ea10a0f9b24659981b"
-
-
-def cpu_flags():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
 
 
 def params(folder: Path):

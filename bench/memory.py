@@ -19,17 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu import cpu_flags
+
 HOOKS = ",".join(["hook_embed", "blocks.0.hook_resid_post", "blocks.3.hook_resid_post",
                   "blocks.6.hook_attn_out", "blocks.9.hook_mlp_out", "blocks.12.hook_resid_post",
                   "blocks.15.mlp.hook_post", "ln_final.hook_normalized"])
-
-
-def cpu_flags():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
 
 
 def checkpoint_bytes(folder):

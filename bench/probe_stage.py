@@ -15,16 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from cpu import cpu_flags
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_flags():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
 
 
 def config(out: Path) -> Path:
