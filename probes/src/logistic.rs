@@ -198,8 +198,10 @@ impl pulp::WithSimd for ChunkCrossEntropy<'_> {
                     continue;
                 }
                 loss += logit_gradient(g, self.ys[start + r]);
-                for (b, gj) in bias_grad.iter_mut().zip(g.iter()) {
-                    *b += gj;
+                if self.gradient {
+                    for (b, gj) in bias_grad.iter_mut().zip(g.iter()) {
+                        *b += gj;
+                    }
                 }
             }
             if !self.gradient {
