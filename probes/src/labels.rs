@@ -19,7 +19,7 @@ const WORD_CLASS_LEXICON: &str = include_str!("../../data/lexicon/word_class.tsv
 pub const BUILTIN_LABELERS: [&str; 4] =
     ["@word_class", "@is_number", "@is_capitalised", "@position"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Sequence,

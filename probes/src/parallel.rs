@@ -24,11 +24,16 @@ pub(crate) fn jobs_at_once(
     jobs: &[(HookPoint, usize)],
     sets: &[(&LabelSet, &Prepared)],
 ) -> usize {
+    // One footer read per hook and level, not per label.
+    let mut widths = std::collections::HashMap::new();
     let largest = jobs
         .iter()
         .map(|&(hook, s)| {
             let (set, prepared) = sets[s];
-            prepared.rows.len() * stored_width(run, hook, set.level, pool).unwrap_or(0)
+            let width = *widths
+                .entry((hook, set.level))
+                .or_insert_with(|| stored_width(run, hook, set.level, pool).unwrap_or(0));
+            prepared.rows.len() * width
         })
         .max()
         .unwrap_or(0);
