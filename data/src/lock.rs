@@ -11,6 +11,7 @@ use crate::{DataError, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The run-wide lock file's name; tests and snapshots of a run ignore it.
 pub const LOCK_FILE: &str = ".glassbox.lock";
@@ -44,14 +45,13 @@ impl RunLock {
         std::fs::create_dir_all(root).map_err(DataError::io(root))?;
         let run_path = root.join(LOCK_FILE);
         let mut run_file = open(&run_path)?;
-        let shared = matches!(scope, LockScope::Shard { .. });
-        let taken = if shared {
-            run_file.try_lock_shared()
-        } else {
-            run_file.try_lock()
+        let taken = match scope {
+            LockScope::Shard { .. } => lock_shared_soon(&run_file),
+            LockScope::Run => run_file.try_lock(),
         };
         if let Err(e) = taken {
-            return Err(busy(root, &run_path, e, scope));
+            // Whoever holds the run exclusively is writing all of it, not this shard.
+            return Err(busy(root, &run_path, e, LockScope::Run));
         }
         let shard_file = match scope {
             LockScope::Run => {
@@ -143,6 +143,25 @@ impl SetupLock {
         let file = open(&path)?;
         file.lock().map_err(DataError::io(&path))?;
         Ok(Self { _file: file })
+    }
+}
+
+/// How long a shard worker waits for a momentary exclusive hold on the run to pass.
+const SHARED_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the run lock shared, waiting up to [`SHARED_WAIT`] while it is held exclusively:
+/// short exclusive holds are normal among shard workers (one that finished every part takes
+/// the run to commit; a mirror's pull takes it to refresh), and a worker starting in that
+/// moment must not be refused. A whole-run stage holds it far longer and is still refused.
+fn lock_shared_soon(file: &File) -> std::result::Result<(), TryLockError> {
+    let deadline = Instant::now() + SHARED_WAIT;
+    loop {
+        match file.try_lock_shared() {
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -269,6 +288,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(whole.contains("w0") && whole.contains("w1"), "{whole}");
+    }
+
+    #[test]
+    fn a_shard_worker_waits_out_a_momentary_hold_on_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = RunLock::acquire(dir.path(), LockScope::Run, "finishing worker").unwrap();
+        let root = dir.path().to_path_buf();
+        let worker = std::thread::spawn(move || {
+            RunLock::acquire(&root, LockScope::Shard { index: 2, count: 3 }, "w2").map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(whole);
+        worker.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_shard_worker_is_refused_while_a_whole_run_stage_holds_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let _whole = RunLock::acquire(dir.path(), LockScope::Run, "glassbox probe").unwrap();
+        let err = RunLock::acquire(dir.path(), LockScope::Shard { index: 0, count: 2 }, "w0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("writing the run") && err.contains("glassbox probe"),
+            "{err}"
+        );
     }
 
     #[test]

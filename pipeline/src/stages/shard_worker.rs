@@ -198,6 +198,15 @@ pub(crate) fn take_run(
         }
         None => None,
     };
+    // Locally: a worker whose run is not complete yet says so without touching the run lock.
+    // Taking it, even for a moment, would refuse a shard worker starting in that moment (it
+    // needs the run lock shared).
+    if remote.is_none() {
+        let waiting = incomplete()?;
+        if !waiting.is_empty() {
+            return Ok(RunTaken::Waiting(waiting));
+        }
+    }
     let Some(lock) = try_acquire_run(root, command)? else {
         // Another worker still holds the run: the last one to finish commits.
         return Ok(RunTaken::Waiting(incomplete()?));
