@@ -161,6 +161,17 @@ bench-memory shape="gemma2-2b" texts="16,64":
     test -f target/bench/{{shape}}/model.safetensors.index.json || .venv-ref/bin/python bench/big_checkpoint.py {{shape}} target/bench/{{shape}}
     python3 bench/memory.py ./target/release/glassbox target/bench/{{shape}} data/sets/default.jsonl {{texts}} target/bench/memory-{{shape}}.json {{ if shape == "llama-8b" { "--weights-dtype bf16" } else { "" } }}
 
+# Decoder speed at Gemma-2-2B's shape (bf16 checkpoint from bench/big_checkpoint.py, never
+# committed): `glassbox extract` (8 hooks, mean pools, batch 8 x 128 tokens) against PyTorch
+# running the same checkpoint in bfloat16 and in float32, `timed` texts after a warm-up batch
+# on each side, same run (bench/gemma_speed.py). JSON in target/bench/gemma-speed.json.
+bench-gemma timed="16":
+    @case "{{timed}}" in ''|*[!0-9]*|0) echo "timed must be a positive multiple of 8, e.g. just bench-gemma 16" >&2; exit 2;; esac
+    cargo build --release --bin glassbox
+    @just _python-env .venv-ref "torch safetensors numpy transformers"
+    test -f target/bench/gemma2-2b/model.safetensors.index.json || .venv-ref/bin/python bench/big_checkpoint.py gemma2-2b target/bench/gemma2-2b
+    cd bench && python3 gemma_speed.py ../target/release/glassbox ../.venv-ref/bin/python ../target/bench/gemma2-2b ../data/sets/default.jsonl {{timed}} ../target/bench/gemma-speed.json
+
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides
 # load once and run `passes` single passes in turn (`just bench 9`; bench/paired.py), so a

@@ -197,6 +197,8 @@ impl Gpt2 {
                     dim: self.cfg.n_embd / self.cfg.n_head,
                     causal: true,
                     scale: self.scale(0) as f32,
+                    softcap: None,
+                    window: None,
                 },
                 act: self.act.kernel(),
                 inner: self.cfg.inner(),

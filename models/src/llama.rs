@@ -72,7 +72,7 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub rope_scaling: Option<Value>,
     /// Mistral: each token attends to itself and at most `sliding_window − 1` tokens before
-    /// it (the graph forward's mask; the fast forward serves sequences no longer than that).
+    /// it (the graph forward's mask, the fast forward's attention window).
     #[serde(default)]
     pub sliding_window: Option<usize>,
     #[serde(default)]
@@ -242,6 +242,8 @@ impl Llama {
                     dim: hd,
                     causal: true,
                     scale: 1.0 / (hd as f32).sqrt(),
+                    softcap: None,
+                    window: self.window(),
                 },
                 act: self.act.kernel(),
                 inner: self.cfg.intermediate_size,
@@ -266,13 +268,6 @@ impl Llama {
         self.cfg
             .sliding_window
             .filter(|_| self.cfg.use_sliding_window != Some(false))
-    }
-
-    /// Whether the fast forward (plain causal attention) computes this batch exactly: no
-    /// sliding window, or a batch no longer than it.
-    fn fast_serves(&self, batch: &TokenBatch) -> bool {
-        let t = batch.input_ids.dim(1).unwrap_or(usize::MAX);
-        self.window().is_none_or(|w| t <= w)
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
@@ -343,9 +338,6 @@ impl prenorm::FastDecoder for Llama {
     fn fits(&self, batch: &TokenBatch) -> Result<()> {
         self.check_length(batch)
     }
-    fn serves(&self, batch: &TokenBatch) -> bool {
-        self.fast_serves(batch)
-    }
 }
 
 impl HookedModel for Llama {
@@ -382,9 +374,7 @@ impl HookedModel for Llama {
     }
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family())?;
-        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks)
-            || !self.fast_serves(batch)
-        {
+        if !prenorm::usable(self.embed.device(), self.blocks.len(), hooks) {
             return self.graph_forward(batch, hooks);
         }
         self.check_length(batch)?;
@@ -461,5 +451,6 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         attn_scale: (d.head_dim as f64).powf(-0.5),
         attn_softcap: None,
         final_softcap: None,
+        spare: Default::default(),
     }))
 }

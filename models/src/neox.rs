@@ -215,6 +215,8 @@ impl Neox {
                     dim: hd,
                     causal: true,
                     scale,
+                    softcap: None,
+                    window: None,
                 },
                 act: self.act.kernel(),
                 inner: self.cfg.intermediate_size,

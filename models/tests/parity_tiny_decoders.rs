@@ -367,7 +367,20 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
 /// value columns and the MLP.
 #[test]
 fn fast_and_graph_forwards_agree_at_every_hook() {
-    for name in ["tiny_gpt2", "tiny_llama", "tiny_qwen2", "tiny_neox"] {
+    // The prenorm families, and the shared decoder's (sliding windows, soft-caps, sandwich and
+    // q/k norms, fused projections split at load).
+    for name in [
+        "tiny_gpt2",
+        "tiny_llama",
+        "tiny_qwen2",
+        "tiny_neox",
+        "tiny_mistral",
+        "tiny_gemma2",
+        "tiny_gemma3",
+        "tiny_qwen3",
+        "tiny_olmo2",
+        "tiny_phi3",
+    ] {
         let model = load(name);
         let refs = references(name);
         let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();

@@ -12,9 +12,11 @@
 //! attention), `hook_resid_mid = x + hook_attn_out`, `mlp.hook_post = act(gate) ⊙ up`,
 //! `hook_mlp_out` = what the MLP adds (after its post-norm, if any), `hook_resid_post`.
 //! `hook_embed` is the token embedding as it enters the stream (Gemma: times √d).
-//! The forward is candle ops throughout, so it is differentiable; no fast packed path yet.
+//! `forward` runs the packed fast path (`fast.rs`); the candle-ops graph forward (`forward.rs`)
+//! is the differentiable one and serves attention-pattern hooks.
 
 pub(crate) mod config;
+mod fast;
 mod forward;
 pub(crate) mod parts;
 
@@ -48,6 +50,8 @@ pub(crate) struct Decoder {
     pub(crate) attn_softcap: Option<f64>,
     /// Gemma-2: logits become `cap · tanh(logits / cap)`.
     pub(crate) final_softcap: Option<f64>,
+    /// The fast forward's buffers, kept between calls.
+    pub(crate) spare: crate::packed::Spare,
 }
 
 impl Decoder {
@@ -79,6 +83,7 @@ impl Decoder {
             attn_scale: (d.head_dim as f64).powf(-0.5),
             attn_softcap: None,
             final_softcap: None,
+            spare: Default::default(),
         })
     }
 
@@ -159,6 +164,13 @@ impl HookedModel for Decoder {
         Some(self.dims.vocab)
     }
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        let batch = input.tokens(self.family)?;
+        if crate::prenorm::usable(self.embed.device(), self.layers.len(), hooks) {
+            return self.fast_forward(batch, hooks);
+        }
+        self.graph_forward(batch, hooks)
+    }
+    fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(input.tokens(self.family)?, hooks)
     }
     fn forward_differentiable_from(

@@ -7,7 +7,7 @@
 //! attention runs at the same speed; causal attention computes only the keys a block can see,
 //! and grouped query heads share one packing of their key/value head.
 
-use super::rows::exp_shifted_row;
+use super::rows::{exp_shifted_row, softcap_row};
 use super::Heads;
 use pulp::{Simd, WithSimd};
 
@@ -82,7 +82,17 @@ impl WithSimd for Attend<'_> {
                 let mut inv = [0f32; BLOCK];
                 for (r, row) in s.chunks_exact_mut(padded).enumerate() {
                     let past = if shape.causal { first + r + 1 } else { len };
-                    inv[r] = 1.0 / exp_shifted_row(simd, &mut row[..past]);
+                    // A sliding window hides the keys more than `window − 1` places back.
+                    let from = shape
+                        .window
+                        .map_or(0, |w| (first + r + 1).saturating_sub(w));
+                    let from = from.min(past);
+                    let live = &mut row[from..past];
+                    if let Some(cap) = shape.softcap {
+                        softcap_row(live, cap);
+                    }
+                    inv[r] = 1.0 / exp_shifted_row(simd, live);
+                    row[..from].fill(0.0);
                     row[past..seen].fill(0.0);
                 }
                 if let Some(p) = kept.as_deref_mut() {

@@ -17,6 +17,10 @@ pub struct Heads {
     pub causal: bool,
     /// Multiplies the scores before the softmax (usually `1 / √dim`).
     pub scale: f32,
+    /// Scaled scores become `cap · tanh(score / cap)` before the softmax (Gemma-2).
+    pub softcap: Option<f32>,
+    /// A sliding window: query `p` sees only keys `k` with `p − k < window`.
+    pub window: Option<usize>,
 }
 
 impl Heads {
@@ -28,6 +32,8 @@ impl Heads {
             dim,
             causal: false,
             scale: 1.0 / (dim as f32).sqrt(),
+            softcap: None,
+            window: None,
         }
     }
 
@@ -249,22 +255,28 @@ mod tests {
             let len = w[1] - w[0];
             for q in w[0]..w[1] {
                 let seen = if shape.causal { q + 1 } else { w[1] };
+                let from = shape
+                    .window
+                    .map_or(w[0], |win| (q + 1).saturating_sub(win).max(w[0]));
                 for h in 0..shape.heads {
                     let kv = h / (shape.heads / shape.kv_heads);
                     let (kc, vc) = (keys + kv * dim, values + kv * dim);
-                    let scores: Vec<f64> = (w[0]..seen)
+                    let scores: Vec<f64> = (from..seen)
                         .map(|k| {
-                            (0..dim)
+                            let s = (0..dim)
                                 .map(|i| at(q, h * dim + i) * at(k, kc + i))
                                 .sum::<f64>()
-                                * shape.scale as f64
+                                * shape.scale as f64;
+                            shape
+                                .softcap
+                                .map_or(s, |c| c as f64 * (s / c as f64).tanh())
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::MIN, f64::max);
                     let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                     let total: f64 = e.iter().sum();
                     for i in 0..dim {
-                        let want: f64 = (w[0]..seen)
+                        let want: f64 = (from..seen)
                             .zip(&e)
                             .map(|(k, p)| p / total * at(k, vc + i))
                             .sum();
@@ -276,7 +288,12 @@ mod tests {
                     }
                     let kept = prob_at[b] + (h * len + q - w[0]) * len;
                     for k in 0..len {
-                        let want = if w[0] + k < seen { e[k] / total } else { 0.0 };
+                        let key = w[0] + k;
+                        let want = if key >= from && key < seen {
+                            e[key - from] / total
+                        } else {
+                            0.0
+                        };
                         let got = probs[kept + k] as f64;
                         assert!(
                             (got - want).abs() < 1e-6,
@@ -300,8 +317,30 @@ mod tests {
                     dim,
                     causal,
                     scale: 0.7 / (dim as f32).sqrt(),
+                    softcap: None,
+                    window: None,
                 };
                 check_against_definition(shape, &[5, 1, 2, 37, 24, 50]);
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_windows_and_soft_caps_match_their_definition() {
+        // Windows shorter than, equal to and longer than the query block; a cap that binds
+        // (scores of a few units against a cap of 0.5) and one that hardly does.
+        for window in [None, Some(1), Some(3), Some(24), Some(30)] {
+            for softcap in [None, Some(0.5), Some(50.0)] {
+                let shape = Heads {
+                    heads: 4,
+                    kv_heads: 2,
+                    dim: 20,
+                    causal: true,
+                    scale: 0.3,
+                    softcap,
+                    window,
+                };
+                check_against_definition(shape, &[5, 1, 37, 50]);
             }
         }
     }
@@ -316,6 +355,8 @@ mod tests {
             dim: 8,
             causal: true,
             scale: 0.3,
+            softcap: None,
+            window: None,
         };
         let (width, z_width, len, half) = (shape.qkv_width(), shape.z_width(), 9, 4);
         let raw: Vec<f32> = (0..len * width).map(|v| (v as f32 * 0.41).sin()).collect();

@@ -178,6 +178,22 @@ pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
         .for_each(|c| rows::rms_norm(c, gamma, eps));
 }
 
+/// [`rms_norm`] on columns `first .. first + width` of rows `stride` wide, in chunks of
+/// `gamma.len()` (the whole block, or each head of it), rows in parallel.
+pub fn rms_norm_columns(
+    x: &mut [f32],
+    (first, width, stride): (usize, usize, usize),
+    gamma: &[f32],
+    eps: f32,
+) {
+    debug_assert!(width.is_multiple_of(gamma.len()) && first + width <= stride);
+    x.par_chunks_mut(stride * ROWS_PER_TASK).for_each(|c| {
+        for row in c.chunks_exact_mut(stride) {
+            rows::rms_norm(&mut row[first..first + width], gamma, eps);
+        }
+    });
+}
+
 /// `gate = act(gate) · up` (gated MLPs such as SwiGLU), in parallel.
 pub fn act_mul(gate: &mut [f32], up: &[f32], act: Act) {
     gate.par_chunks_mut(ELEMENTS_PER_TASK)

@@ -17,11 +17,6 @@ pub(crate) trait FastDecoder {
     fn parts(&self) -> (Decoder<'_>, &Spare);
     /// An error when the batch is longer than the family can run.
     fn fits(&self, batch: &TokenBatch) -> Result<()>;
-    /// Whether the fast forward computes this batch as the family does (Mistral's sliding
-    /// window is only in the graph forward): `false` sends callers to the graph forward.
-    fn serves(&self, _batch: &TokenBatch) -> bool {
-        true
-    }
 }
 
 /// [`forward_from`] for a family, after its length check.
@@ -35,9 +30,6 @@ pub(crate) fn from_block(
     if let Err(e) = m.fits(batch) {
         return Some(Err(e));
     }
-    if !m.serves(batch) {
-        return None;
-    }
     let (d, spare) = m.parts();
     forward_from(&d, batch, first, resid_pre, hooks, spare)
 }
@@ -50,9 +42,6 @@ pub(crate) fn keeping_prefix(
 ) -> Option<Result<(Tensor, PrefixCache)>> {
     if let Err(e) = m.fits(batch) {
         return Some(Err(e));
-    }
-    if !m.serves(batch) {
-        return None;
     }
     let (d, spare) = m.parts();
     forward_keeping_prefix(&d, batch, hooks, spare)

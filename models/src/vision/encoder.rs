@@ -138,6 +138,8 @@ impl Encoder {
                 dim,
                 causal,
                 scale,
+                softcap: None,
+                window: None,
             },
             act: self.shape.act.kernel(),
             inner: self.shape.intermediate,

@@ -1,0 +1,302 @@
+//! The packed fast forward of [`Decoder`] (Gemma-2/3, Qwen3, OLMo-2, Phi-3, and Llama held in
+//! bf16): the same blocks as `forward.rs`, on packed tokens (no padding computed), matrix
+//! multiplies into buffers reused across layers and batches, the fused kernels for the norms
+//! and the gated MLP, and the register-tiled attention with its sliding window and
+//! soft-capping. Not differentiable: `forward_differentiable` stays the graph forward, and so
+//! do calls whose hooks need autograd or an attention pattern (`prenorm::usable`).
+//!
+//! Weights held in bf16/f16 are converted to f32 one matrix at a time into a reused buffer
+//! (exact), so the model keeps the checkpoint's bytes and computes in f32 as the graph does.
+
+use super::{Decoder, Layer, QkNorm};
+use crate::batch::TokenBatch;
+use crate::borrowed::Borrowed;
+use crate::hooks::{at, HookPoint, Hooks};
+use crate::kernels::{self, Heads, Prepare, WeightLayout};
+use crate::layers::{Linear, RmsNorm};
+use crate::packed::{take, Layout};
+use crate::{ModelError, Result};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Elements per parallel task when converting a reduced-precision weight.
+const CONVERT_CHUNK: usize = 64 * 1024;
+
+/// Calls `f` with `t`'s values as `f32`: in place for an f32 tensor, else converted into
+/// `scratch` (bf16 and f16 convert exactly).
+fn with_f32<R>(t: &Tensor, scratch: &mut Vec<f32>, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let held = Borrowed::of(t)?;
+        return Ok(f(held.slice()?));
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| ModelError::Invalid("the fast forward needs contiguous weights".into()))?;
+    scratch.resize(end - start, 0.0);
+    match &*storage {
+        // bf16 is the top half of an f32: widening is a shift.
+        Storage::Cpu(CpuStorage::BF16(v)) => scratch
+            .par_chunks_mut(CONVERT_CHUNK)
+            .zip(v[start..end].par_chunks(CONVERT_CHUNK))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+                }
+            }),
+        Storage::Cpu(CpuStorage::F16(v)) => scratch
+            .par_chunks_mut(CONVERT_CHUNK)
+            .zip(v[start..end].par_chunks(CONVERT_CHUNK))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s.to_f32();
+                }
+            }),
+        _ => {
+            return Err(ModelError::Invalid(format!(
+                "the fast forward reads f32, bf16 or f16 CPU weights, not {:?}",
+                t.dtype()
+            )))
+        }
+    }
+    Ok(f(scratch))
+}
+
+/// Columns `(first, stride)` of `dst` set to `x · Wᵀ + b` for a `Linear` (`[out, in]`).
+fn project(
+    l: &Linear,
+    x: &[f32],
+    dst: &mut [f32],
+    cols: (usize, usize),
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
+    let (output, input) = l.weight.dims2()?;
+    with_f32(&l.weight, scratch, |w| {
+        kernels::matmul_into(x, input, w, WeightLayout::OutIn, output, dst, cols, false);
+    })?;
+    if let Some(bias) = &l.bias {
+        let b = Borrowed::of(bias)?;
+        let b = b.slice()?;
+        let (first, stride) = cols;
+        dst.par_chunks_mut(stride).for_each(|row| {
+            for (v, b) in row[first..first + b.len()].iter_mut().zip(b) {
+                *v += b;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `dst = norm(x)`, or a copy of `x` where the block has no such norm.
+fn normed(norm: &Option<RmsNorm>, x: &[f32], dst: &mut [f32]) -> Result<()> {
+    dst.copy_from_slice(x);
+    if let Some(n) = norm {
+        in_place(n, dst)?;
+    }
+    Ok(())
+}
+
+/// `x = norm(x)` row by row (rows as wide as the norm's weight).
+fn in_place(n: &RmsNorm, x: &mut [f32]) -> Result<()> {
+    let w = Borrowed::of(&n.weight)?;
+    kernels::rms_norm(x, w.slice()?, n.eps as f32);
+    Ok(())
+}
+
+/// A q or k norm on columns `first .. first + width` of rows `stride` wide: over the whole
+/// block (OLMo-2) or over each head's values (Qwen3, Gemma-3).
+fn qk_norm(
+    norm: &Option<QkNorm>,
+    rows: &mut [f32],
+    (first, width, stride): (usize, usize, usize),
+) -> Result<()> {
+    let n = match norm {
+        Some(QkNorm::Whole(n) | QkNorm::PerHead(n)) => n,
+        None => return Ok(()),
+    };
+    let w = Borrowed::of(&n.weight)?;
+    kernels::rms_norm_columns(rows, (first, width, stride), w.slice()?, n.eps as f32);
+    Ok(())
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(16 * 1024)
+        .zip(y.par_chunks(16 * 1024))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+impl Decoder {
+    /// The graph forward's values and hooks, on packed rows; returns the final norm's output
+    /// `[batch, seq, hidden]` (after its hook).
+    pub(super) fn fast_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        crate::layers::check_positions(batch, self.dims.max_positions, "max_position_embeddings")?;
+        let (b, t) = batch.input_ids.dims2()?;
+        let layout = Layout::new(&batch.lengths, t);
+        debug_assert_eq!(layout.batch, b);
+        let (rows, hidden) = (layout.rows(), self.dims.hidden);
+        let mut pool = self.spare.take_all();
+        let mut x = take(&mut pool, rows * hidden);
+        // The embedding as the graph forward computes it (rows of a bf16 table upcast, then
+        // Gemma's scale), so `hook_embed` sees the same tensor.
+        let embedded = crate::layers::embed(&self.embed, batch)?.to_dtype(DType::F32)?;
+        let embedded = match self.embed_scale {
+            Some(s) => (embedded * f64::from(s))?,
+            None => embedded,
+        };
+        let embedded = at(hooks, HookPoint::Embed, embedded)?;
+        layout.unpad(&embedded, hidden, HookPoint::Embed, &mut x)?;
+        let mut bufs = Buffers::take(&mut pool, &layout, self);
+        for i in 0..self.layers.len() {
+            self.fast_block(i, &layout, &mut x, &mut bufs, hooks)?;
+        }
+        let mut out = std::mem::take(&mut bufs.side);
+        out.copy_from_slice(&x);
+        in_place(&self.norm, &mut out)?;
+        let padded = layout.padded(&out, hidden)?;
+        bufs.side = out;
+        bufs.give_back(&mut pool);
+        pool.push(x);
+        self.spare.keep(pool);
+        let normalized = at(hooks, HookPoint::LnFinal, padded)?;
+        if hooks.wants(HookPoint::Logits) {
+            let logits = self.logits(&normalized)?;
+            at(hooks, HookPoint::Logits, logits)?;
+        }
+        Ok(normalized)
+    }
+
+    /// Block `i` on packed rows `x` (the residual stream, updated in place).
+    fn fast_block(
+        &self,
+        i: usize,
+        layout: &Layout,
+        x: &mut [f32],
+        bufs: &mut Buffers,
+        hooks: &mut dyn Hooks,
+    ) -> Result<()> {
+        let Layer {
+            attn_norm,
+            attn: a,
+            attn_post_norm,
+            mlp_norm,
+            mlp,
+            mlp_post_norm,
+        } = &self.layers[i];
+        let d = self.dims;
+        let hidden = d.hidden;
+        let shape = Heads {
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            dim: d.head_dim,
+            causal: true,
+            scale: self.attn_scale as f32,
+            softcap: self.attn_softcap.map(|c| c as f32),
+            window: a.window,
+        };
+        let (qkv_width, z_width) = (shape.qkv_width(), shape.z_width());
+        let kv_width = d.kv_heads * d.head_dim;
+        let (keys, values) = (z_width, z_width + kv_width);
+        let scratch = &mut bufs.weight;
+
+        layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
+        normed(attn_norm, x, &mut bufs.normed)?;
+        for (l, first) in [(&a.q, 0), (&a.k, keys), (&a.v, values)] {
+            project(l, &bufs.normed, &mut bufs.qkv, (first, qkv_width), scratch)?;
+        }
+        let columns = [
+            (HookPoint::AttnQ(i), (0, z_width, qkv_width)),
+            (HookPoint::AttnK(i), (keys, kv_width, qkv_width)),
+            (HookPoint::AttnV(i), (values, kv_width, qkv_width)),
+        ];
+        for (point, cols) in columns {
+            layout.hook_columns(hooks, point, &mut bufs.qkv, cols)?;
+        }
+        qk_norm(&a.q_norm, &mut bufs.qkv, (0, z_width, qkv_width))?;
+        qk_norm(&a.k_norm, &mut bufs.qkv, (keys, kv_width, qkv_width))?;
+        // Per layer: Gemma-3's local and global layers rotate with different bases.
+        let (cos, sin) = a.rotary.tables(layout.seq);
+        let prepare = Prepare {
+            bias: None,
+            rotary: Some((a.rotary.inv_freq.len(), &cos, &sin)),
+        };
+        kernels::attention_prepared(&mut bufs.qkv, &layout.offsets, shape, &mut bufs.z, prepare);
+        layout.hook(hooks, HookPoint::AttnZ(i), &mut bufs.z, z_width)?;
+
+        project(&a.o, &bufs.z, &mut bufs.side, (0, hidden), scratch)?;
+        if let Some(n) = attn_post_norm {
+            in_place(n, &mut bufs.side)?;
+        }
+        layout.hook(hooks, HookPoint::AttnOut(i), &mut bufs.side, hidden)?;
+        add_into(x, &bufs.side);
+        layout.hook(hooks, HookPoint::ResidMid(i), x, hidden)?;
+
+        normed(mlp_norm, x, &mut bufs.normed)?;
+        project(
+            &mlp.gate,
+            &bufs.normed,
+            &mut bufs.neurons,
+            (0, d.inner),
+            scratch,
+        )?;
+        project(&mlp.up, &bufs.normed, &mut bufs.up, (0, d.inner), scratch)?;
+        kernels::act_mul(&mut bufs.neurons, &bufs.up, self.act.kernel());
+        layout.hook(hooks, HookPoint::MlpPost(i), &mut bufs.neurons, d.inner)?;
+        project(
+            &mlp.down,
+            &bufs.neurons,
+            &mut bufs.side,
+            (0, hidden),
+            scratch,
+        )?;
+        if let Some(n) = mlp_post_norm {
+            in_place(n, &mut bufs.side)?;
+        }
+        layout.hook(hooks, HookPoint::MlpOut(i), &mut bufs.side, hidden)?;
+        add_into(x, &bufs.side);
+        layout.hook(hooks, HookPoint::ResidPost(i), x, hidden)?;
+        Ok(())
+    }
+}
+
+/// The scratch buffers of one fast forward, taken from and given back to the model's spares.
+struct Buffers {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    z: Vec<f32>,
+    side: Vec<f32>,
+    neurons: Vec<f32>,
+    up: Vec<f32>,
+    /// One reduced-precision weight converted to f32 (empty for f32 models).
+    weight: Vec<f32>,
+}
+
+impl Buffers {
+    fn take(pool: &mut Vec<Vec<f32>>, layout: &Layout, m: &Decoder) -> Self {
+        let d = m.dims;
+        let rows = layout.rows();
+        let qkv_width = (d.heads + 2 * d.kv_heads) * d.head_dim;
+        // Popped in the reverse order of `give_back`, so each buffer keeps its role.
+        let weight = pool.pop().unwrap_or_default();
+        Buffers {
+            normed: take(pool, rows * d.hidden),
+            qkv: take(pool, rows * qkv_width),
+            z: take(pool, rows * d.heads * d.head_dim),
+            side: take(pool, rows * d.hidden),
+            neurons: take(pool, rows * d.inner),
+            up: take(pool, rows * d.inner),
+            weight,
+        }
+    }
+
+    fn give_back(self, pool: &mut Vec<Vec<f32>>) {
+        pool.extend([
+            self.up,
+            self.neurons,
+            self.side,
+            self.z,
+            self.qkv,
+            self.normed,
+            self.weight,
+        ]);
+    }
+}
