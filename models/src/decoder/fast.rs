@@ -15,6 +15,7 @@ use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{self, Heads, Prepare, WeightLayout};
 use crate::layers::{Linear, RmsNorm};
 use crate::packed::{take, Layout};
+use crate::prenorm::{add_bias_columns, add_into};
 use crate::{ModelError, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
@@ -75,14 +76,7 @@ fn project(
         kernels::matmul_into(x, input, w, WeightLayout::OutIn, output, dst, cols, false);
     })?;
     if let Some(bias) = &l.bias {
-        let b = Borrowed::of(bias)?;
-        let b = b.slice()?;
-        let (first, stride) = cols;
-        dst.par_chunks_mut(stride).for_each(|row| {
-            for (v, b) in row[first..first + b.len()].iter_mut().zip(b) {
-                *v += b;
-            }
-        });
+        add_bias_columns(dst, Borrowed::of(bias)?.slice()?, cols);
     }
     Ok(())
 }
@@ -117,12 +111,6 @@ fn qk_norm(
     let w = Borrowed::of(&n.weight)?;
     kernels::rms_norm_columns(rows, (first, width, stride), w.slice()?, n.eps as f32);
     Ok(())
-}
-
-fn add_into(x: &mut [f32], y: &[f32]) {
-    x.par_chunks_mut(16 * 1024)
-        .zip(y.par_chunks(16 * 1024))
-        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
 }
 
 impl Decoder {

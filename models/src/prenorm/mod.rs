@@ -97,7 +97,7 @@ enum Write {
 }
 
 /// `bias` added to columns `first ..` of rows `stride` wide.
-fn add_bias_columns(dst: &mut [f32], bias: &[f32], (first, stride): (usize, usize)) {
+pub(crate) fn add_bias_columns(dst: &mut [f32], bias: &[f32], (first, stride): (usize, usize)) {
     if first == 0 && stride == bias.len() {
         kernels::add_bias(dst, bias);
     } else {
@@ -493,7 +493,8 @@ fn add_output(
     }
 }
 
-fn add_into(x: &mut [f32], y: &[f32]) {
+/// `x += y`, in parallel.
+pub(crate) fn add_into(x: &mut [f32], y: &[f32]) {
     x.par_chunks_mut(16 * 1024)
         .zip(y.par_chunks(16 * 1024))
         .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
