@@ -15,7 +15,7 @@ use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::{self, Heads, Prepare, WeightLayout};
 use crate::layers::{Linear, RmsNorm};
 use crate::packed::{take, Layout};
-use crate::prenorm::{add_bias_columns, add_into};
+use crate::prenorm::{add_bias_columns, add_into, Norm};
 use crate::{ModelError, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
@@ -83,11 +83,13 @@ fn project(
 
 /// `dst = norm(x)`, or a copy of `x` where the block has no such norm.
 fn normed(norm: &Option<RmsNorm>, x: &[f32], dst: &mut [f32]) -> Result<()> {
-    dst.copy_from_slice(x);
-    if let Some(n) = norm {
-        in_place(n, dst)?;
+    match norm {
+        Some(n) => Norm::Rms(n).apply(x, dst),
+        None => {
+            dst.copy_from_slice(x);
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// `x = norm(x)` row by row (rows as wide as the norm's weight).
@@ -138,8 +140,7 @@ impl Decoder {
             self.fast_block(i, &layout, &mut x, &mut bufs, hooks)?;
         }
         let mut out = std::mem::take(&mut bufs.side);
-        out.copy_from_slice(&x);
-        in_place(&self.norm, &mut out)?;
+        Norm::Rms(&self.norm).apply(&x, &mut out)?;
         let padded = layout.padded(&out, hidden)?;
         bufs.side = out;
         bufs.give_back(&mut pool);

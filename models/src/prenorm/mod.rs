@@ -116,7 +116,7 @@ pub(crate) enum Norm<'m> {
 
 impl Norm<'_> {
     /// `dst = norm(x)`.
-    fn apply(&self, x: &[f32], dst: &mut [f32]) -> Result<()> {
+    pub(crate) fn apply(&self, x: &[f32], dst: &mut [f32]) -> Result<()> {
         dst.copy_from_slice(x);
         match self {
             Norm::Layer(n) => {
