@@ -111,6 +111,7 @@ pub(crate) fn gemma_decoder(
         attn_scale: query_pre_attn_scalar.powf(-0.5),
         attn_softcap: caps.0,
         final_softcap: caps.1,
+        compute: Default::default(),
         spare: Default::default(),
     })
 }

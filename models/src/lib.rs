@@ -43,8 +43,8 @@ pub use hub::{resolve, ModelSpec, ResolvedModel};
 pub use model::{FinalNorm, HookedModel, Input, PixelGradients};
 pub use prefix::{PrefixCache, Suffixes};
 pub use registry::{
-    load_model, load_model_randomized, LoadOptions, LoadedModel, WeightsDtype, FAMILIES,
-    REDUCED_PRECISION_FAMILIES,
+    load_model, load_model_randomized, ComputeDtype, LoadOptions, LoadedModel, WeightsDtype,
+    FAMILIES, REDUCED_PRECISION_FAMILIES,
 };
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

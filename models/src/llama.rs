@@ -451,6 +451,7 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         attn_scale: (d.head_dim as f64).powf(-0.5),
         attn_softcap: None,
         final_softcap: None,
+        compute: Default::default(),
         spare: Default::default(),
     }))
 }

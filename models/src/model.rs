@@ -141,6 +141,19 @@ pub trait HookedModel: Send + Sync {
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.forward(input, hooks)
     }
+    /// Sets the precision of [`HookedModel::forward`]'s matrix products; families that compute
+    /// in f32 only refuse anything else.
+    fn set_compute_dtype(&mut self, dtype: crate::ComputeDtype) -> Result<()> {
+        match dtype {
+            crate::ComputeDtype::F32 => Ok(()),
+            other => Err(crate::ModelError::Invalid(format!(
+                "--compute-dtype {}: the {} family computes in f32; bf16 products are supported for {} and for Llama-family checkpoints held in bf16 (--weights-dtype bf16)",
+                other.as_str(),
+                self.family(),
+                crate::registry::BF16_COMPUTE_FAMILIES.join(", ")
+            ))),
+        }
+    }
 
     // ---- token sequences --------------------------------------------------------------
     /// Longest sequence the model accepts (text families).

@@ -39,7 +39,8 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for i in 0..base.num_hidden_layers {
         let p = format!("layers.{i}");
-        let qkv = w.get(
+        // As held, like every other projection: a bf16 checkpoint's fused matrices stay bf16.
+        let qkv = w.get_stored(
             &format!("{p}.self_attn.qkv_proj.weight"),
             &[q + 2 * kv, d.hidden],
         )?;
@@ -54,7 +55,7 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
             rotary: rotary.clone(),
             window: base.sliding_window,
         };
-        let gate_up = w.get(
+        let gate_up = w.get_stored(
             &format!("{p}.mlp.gate_up_proj.weight"),
             &[2 * d.inner, d.hidden],
         )?;

@@ -59,7 +59,49 @@ pub struct LoadOptions {
     pub allow_pickle: bool,
     /// The precision weights are held in (`--weights-dtype`).
     pub weights_dtype: WeightsDtype,
+    /// The precision of the extraction forward's matrix products (`--compute-dtype`).
+    pub compute_dtype: ComputeDtype,
 }
+
+/// The precision of the matrix products in the packed (extraction) forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// f32 products from f32 (or exactly widened bf16/f16) weights: parity with `transformers`
+    /// in f32 to 1e-4.
+    #[default]
+    F32,
+    /// bf16 × bf16 products summed in f32 (activations rounded to bf16 at each projection's
+    /// input; norms, attention and the residual stream stay f32), on AVX-512 BF16's dot
+    /// products where the CPU has them and through the f32 GEMM with the same rounding where
+    /// it does not. For [`BF16_COMPUTE_FAMILIES`] with weights held in bf16.
+    Bf16,
+}
+
+impl std::str::FromStr for ComputeDtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            other => Err(format!("unknown compute dtype `{other}`; use f32 or bf16")),
+        }
+    }
+}
+
+impl ComputeDtype {
+    /// The name configs and manifests use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Families whose packed forward can run bf16 products (`--compute-dtype bf16`): the shared
+/// decoder's, and Llama-family checkpoints held in bf16 (which run on it).
+pub const BF16_COMPUTE_FAMILIES: &[&str] = REDUCED_PRECISION_FAMILIES;
 
 /// The precision a model's weights are held in; computation is f32 throughout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -253,8 +295,9 @@ fn load_model_with(
     edit(&mut weights)?;
     match modality_of(&model_type).ok_or_else(unsupported)? {
         Modality::Vision => {
-            let model = crate::vision::build(&model_type, &resolved.config, config, weights)?
+            let mut model = crate::vision::build(&model_type, &resolved.config, config, weights)?
                 .ok_or_else(unsupported)?;
+            model.set_compute_dtype(options.compute_dtype)?;
             let preprocessor = resolved.config.with_file_name("preprocessor_config.json");
             // CLIP's text tower reads prompts of at most 77 tokens.
             let tokenizer = if model.eos_token_id().is_some() && resolved.tokenizer.is_file() {
@@ -276,7 +319,8 @@ fn load_model_with(
                 options.weights_dtype,
                 WeightsDtype::Bf16 | WeightsDtype::F16
             );
-            let (model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
+            let (mut model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
+            model.set_compute_dtype(options.compute_dtype)?;
             let max_positions = model.max_positions().unwrap_or(usize::MAX);
             let max_length = options.max_length.unwrap_or(max_positions);
             if max_length > max_positions {

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 shard_size: a.shard_size,
                 allow_pickle: a.allow_pickle,
                 weights_dtype: a.weights_dtype,
+                compute_dtype: a.compute_dtype,
             };
             let req = extract::ExtractRequest {
                 model: &a.model,
@@ -262,6 +263,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 max_length: None,
                 allow_pickle: a.allow_pickle,
                 weights_dtype: a.weights_dtype,
+                compute_dtype: Default::default(),
             };
             let points = glassbox_models::load_model(resolved, options)?
                 .model

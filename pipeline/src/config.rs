@@ -81,6 +81,9 @@ pub struct ExtractSection {
     /// Precision the model's weights are held in: `auto` (bf16/f16 checkpoints stay so where
     /// the family supports it), `f32`, `bf16` or `f16`. Computation is f32 either way.
     pub weights_dtype: glassbox_models::WeightsDtype,
+    /// Precision of the extraction forward's matrix products: `f32`, or `bf16` (bf16 × bf16
+    /// summed in f32; decoder families with weights held in bf16).
+    pub compute_dtype: glassbox_models::ComputeDtype,
 }
 
 impl Default for ExtractSection {
@@ -99,6 +102,7 @@ impl Default for ExtractSection {
             shard_size: 256,
             allow_pickle: false,
             weights_dtype: glassbox_models::WeightsDtype::Auto,
+            compute_dtype: glassbox_models::ComputeDtype::F32,
         }
     }
 }

@@ -7,16 +7,20 @@
 //!
 //! Weights held in bf16/f16 are converted to f32 one matrix at a time into a reused buffer
 //! (exact), so the model keeps the checkpoint's bytes and computes in f32 as the graph does.
+//! Under `--compute-dtype bf16` the projections instead read the bf16 weights as held, with
+//! each projection's input rounded to bf16 once (q, k and v share it; so do gate and up), in
+//! [`kernels::bf16_dot`]; everything between the projections stays f32.
 
 use super::{Decoder, Layer, QkNorm};
 use crate::batch::TokenBatch;
 use crate::borrowed::Borrowed;
 use crate::hooks::{at, HookPoint, Hooks};
+use crate::kernels::bf16_dot::{self, Packed};
 use crate::kernels::{self, Heads, Prepare, WeightLayout};
 use crate::layers::{Linear, RmsNorm};
 use crate::packed::{take, Layout};
 use crate::prenorm::{add_bias_columns, add_into, Norm};
-use crate::{ModelError, Result};
+use crate::{ComputeDtype, ModelError, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -63,18 +67,70 @@ fn with_f32<R>(t: &Tensor, scratch: &mut Vec<f32>, f: impl FnOnce(&[f32]) -> R) 
     Ok(f(scratch))
 }
 
+/// Calls `f` with a bf16 tensor's values as raw bits (`None` for any other dtype).
+fn with_bf16_bits<R>(t: &Tensor, f: impl FnOnce(&[u16]) -> R) -> Result<Option<R>> {
+    use half::slice::HalfFloatSliceExt;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::BF16(v)) = &*storage else {
+        return Ok(None);
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| ModelError::Invalid("the fast forward needs contiguous weights".into()))?;
+    Ok(Some(f(v[start..end].reinterpret_cast())))
+}
+
+/// A projection's input: f32 rows, and under bf16 compute the same rows rounded and packed.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    rows: &'a [f32],
+    packed: Option<&'a Packed>,
+}
+
+/// `rows` (`width` wide) as a projection input: also rounded and packed into `packed` when the
+/// products are bf16.
+fn operand<'a>(
+    compute: ComputeDtype,
+    rows: &'a [f32],
+    width: usize,
+    packed: &'a mut Packed,
+) -> Operand<'a> {
+    let packed = (compute == ComputeDtype::Bf16).then(|| {
+        packed.fill(rows, width);
+        &*packed
+    });
+    Operand { rows, packed }
+}
+
 /// Columns `(first, stride)` of `dst` set to `x · Wᵀ + b` for a `Linear` (`[out, in]`).
 fn project(
     l: &Linear,
-    x: &[f32],
+    x: Operand<'_>,
     dst: &mut [f32],
     cols: (usize, usize),
     scratch: &mut Vec<f32>,
 ) -> Result<()> {
     let (output, input) = l.weight.dims2()?;
-    with_f32(&l.weight, scratch, |w| {
-        kernels::matmul_into(x, input, w, WeightLayout::OutIn, output, dst, cols, false);
-    })?;
+    let bf16 = match x.packed {
+        Some(packed) => with_bf16_bits(&l.weight, |w| {
+            bf16_dot::matmul_wt(packed, x.rows, w, output, dst, cols, false, scratch);
+        })?,
+        None => None,
+    };
+    if bf16.is_none() {
+        with_f32(&l.weight, scratch, |w| {
+            kernels::matmul_into(
+                x.rows,
+                input,
+                w,
+                WeightLayout::OutIn,
+                output,
+                dst,
+                cols,
+                false,
+            );
+        })?;
+    }
     if let Some(bias) = &l.bias {
         add_bias_columns(dst, Borrowed::of(bias)?.slice()?, cols);
     }
@@ -189,8 +245,9 @@ impl Decoder {
 
         layout.hook(hooks, HookPoint::ResidPre(i), x, hidden)?;
         normed(attn_norm, x, &mut bufs.normed)?;
+        let input = operand(self.compute, &bufs.normed, hidden, &mut bufs.packed);
         for (l, first) in [(&a.q, 0), (&a.k, keys), (&a.v, values)] {
-            project(l, &bufs.normed, &mut bufs.qkv, (first, qkv_width), scratch)?;
+            project(l, input, &mut bufs.qkv, (first, qkv_width), scratch)?;
         }
         let columns = [
             (HookPoint::AttnQ(i), (0, z_width, qkv_width)),
@@ -211,7 +268,8 @@ impl Decoder {
         kernels::attention_prepared(&mut bufs.qkv, &layout.offsets, shape, &mut bufs.z, prepare);
         layout.hook(hooks, HookPoint::AttnZ(i), &mut bufs.z, z_width)?;
 
-        project(&a.o, &bufs.z, &mut bufs.side, (0, hidden), scratch)?;
+        let z = operand(self.compute, &bufs.z, z_width, &mut bufs.packed);
+        project(&a.o, z, &mut bufs.side, (0, hidden), scratch)?;
         if let Some(n) = attn_post_norm {
             in_place(n, &mut bufs.side)?;
         }
@@ -220,23 +278,13 @@ impl Decoder {
         layout.hook(hooks, HookPoint::ResidMid(i), x, hidden)?;
 
         normed(mlp_norm, x, &mut bufs.normed)?;
-        project(
-            &mlp.gate,
-            &bufs.normed,
-            &mut bufs.neurons,
-            (0, d.inner),
-            scratch,
-        )?;
-        project(&mlp.up, &bufs.normed, &mut bufs.up, (0, d.inner), scratch)?;
+        let input = operand(self.compute, &bufs.normed, hidden, &mut bufs.packed);
+        project(&mlp.gate, input, &mut bufs.neurons, (0, d.inner), scratch)?;
+        project(&mlp.up, input, &mut bufs.up, (0, d.inner), scratch)?;
         kernels::act_mul(&mut bufs.neurons, &bufs.up, self.act.kernel());
         layout.hook(hooks, HookPoint::MlpPost(i), &mut bufs.neurons, d.inner)?;
-        project(
-            &mlp.down,
-            &bufs.neurons,
-            &mut bufs.side,
-            (0, hidden),
-            scratch,
-        )?;
+        let neurons = operand(self.compute, &bufs.neurons, d.inner, &mut bufs.packed);
+        project(&mlp.down, neurons, &mut bufs.side, (0, hidden), scratch)?;
         if let Some(n) = mlp_post_norm {
             in_place(n, &mut bufs.side)?;
         }
@@ -257,6 +305,8 @@ struct Buffers {
     up: Vec<f32>,
     /// One reduced-precision weight converted to f32 (empty for f32 models).
     weight: Vec<f32>,
+    /// A projection's input rounded to bf16 and packed (bf16 compute only).
+    packed: Packed,
 }
 
 impl Buffers {
@@ -274,6 +324,7 @@ impl Buffers {
             neurons: take(pool, rows * d.inner),
             up: take(pool, rows * d.inner),
             weight,
+            packed: Packed::default(),
         }
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct Decoder {
     pub(crate) attn_softcap: Option<f64>,
     /// Gemma-2: logits become `cap · tanh(logits / cap)`.
     pub(crate) final_softcap: Option<f64>,
+    /// The precision of the fast forward's matrix products (`--compute-dtype`).
+    pub(crate) compute: crate::ComputeDtype,
     /// The fast forward's buffers, kept between calls.
     pub(crate) spare: crate::packed::Spare,
 }
@@ -83,6 +85,7 @@ impl Decoder {
             attn_scale: (d.head_dim as f64).powf(-0.5),
             attn_softcap: None,
             final_softcap: None,
+            compute: Default::default(),
             spare: Default::default(),
         })
     }
@@ -172,6 +175,26 @@ impl HookedModel for Decoder {
     }
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(input.tokens(self.family)?, hooks)
+    }
+    /// bf16 products need every projection held in bf16: the kernel reads the weights as
+    /// held, and widening f32 weights would not be the bf16 model the user asked for.
+    fn set_compute_dtype(&mut self, dtype: crate::ComputeDtype) -> Result<()> {
+        if dtype == crate::ComputeDtype::Bf16 {
+            let held = self
+                .layers
+                .iter()
+                .flat_map(Layer::projections)
+                .find(|w| w.weight.dtype() != candle_core::DType::BF16);
+            if let Some(l) = held {
+                return Err(crate::ModelError::Invalid(format!(
+                    "--compute-dtype bf16: this {} model holds its weights in {:?}; bf16 products read bf16 weights: add --weights-dtype bf16 (or use a bf16 checkpoint with --weights-dtype auto)",
+                    self.family,
+                    l.weight.dtype()
+                )));
+            }
+        }
+        self.compute = dtype;
+        Ok(())
     }
     fn forward_differentiable_from(
         &self,

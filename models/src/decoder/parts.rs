@@ -125,6 +125,14 @@ pub(crate) struct Layer {
     pub(crate) mlp_post_norm: Option<RmsNorm>,
 }
 
+impl Layer {
+    /// The block's seven projections, attention's then the MLP's.
+    pub(crate) fn projections(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+    }
+}
+
 /// An RMSNorm weight named `name` of `size`; with `plus_one` (Gemma's `x̂ · (1 + w)`), one is
 /// added at load so the forward is the plain `x̂ · w`.
 pub(crate) fn rms_norm(

@@ -5,6 +5,7 @@
 
 mod attend;
 mod attention;
+pub mod bf16_dot;
 pub mod gemm;
 pub mod input_grad_linear;
 mod rows;

@@ -39,7 +39,14 @@ pub(crate) fn sanity_check(
     let options = LoadOptions {
         max_length: None,
         allow_pickle: extract.as_ref().is_some_and(|e| e.allow_pickle),
-        weights_dtype: extract.map(|e| e.weights_dtype).unwrap_or_default(),
+        weights_dtype: extract
+            .as_ref()
+            .map(|e| e.weights_dtype)
+            .unwrap_or_default(),
+        compute_dtype: extract
+            .as_ref()
+            .map(|e| e.compute_dtype)
+            .unwrap_or_default(),
     };
     // The first step (the output side) also tells how many layer groups there are.
     let load = |which: &Randomization| {

@@ -118,11 +118,12 @@ pub(super) fn prepare(
         max_length: Some(s.max_length),
         allow_pickle: s.allow_pickle,
         weights_dtype: s.weights_dtype,
+        compute_dtype: s.compute_dtype,
     };
     let model = load_model(resolved, options)?;
     let examples = Examples::read(&model, req.data)?;
     let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
-    let params = serde_json::json!({
+    let mut params = serde_json::json!({
         "model_id": model.resolved.id,
         "revision": model.resolved.revision,
         "weights_sha256": weights_sha256,
@@ -136,6 +137,11 @@ pub(super) fn prepare(
         "compression": compression.as_str(),
         "shard_size": s.shard_size,
     });
+    // Recorded only when it differs from the default, so runs made before the setting
+    // existed keep their fingerprints.
+    if s.compute_dtype != glassbox_models::ComputeDtype::F32 {
+        params["compute_dtype"] = s.compute_dtype.as_str().into();
+    }
     let fingerprint = fingerprint("extract", &params);
     let opts = ExtractOptions {
         hooks: selected,

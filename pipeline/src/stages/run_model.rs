@@ -37,6 +37,10 @@ pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
             .as_ref()
             .map(|e| e.weights_dtype)
             .unwrap_or_default(),
+        compute_dtype: extract
+            .as_ref()
+            .map(|e| e.compute_dtype)
+            .unwrap_or_default(),
     };
     let spec: ModelSpec = run_model_spec(run)?.parse()?;
     Ok(load_model(resolve(&spec)?, options)?)
