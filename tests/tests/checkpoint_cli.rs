@@ -2,8 +2,9 @@
 //! checkpoint saved as two bf16 safetensors shards with an index, in an HF-layout cache
 //! (`hub/models--ORG--NAME/{snapshots/<sha>,refs/main}`, `HF_HUB_OFFLINE=1`), resolves by repo
 //! id, extracts with its weights held in bf16 (recorded in the run's config) and gives the
-//! activations of the same weights upcast; bad `--weights-dtype` requests and a missing shard
-//! exit 2 with the run directory untouched.
+//! activations of the same weights upcast; `--compute-dtype bf16` is recorded and changes the
+//! activations by bf16 rounding only; bad `--weights-dtype`/`--compute-dtype` requests and a
+//! missing shard exit 2 with the run directory untouched.
 
 use candle_core::{DType, Device, Tensor};
 use glassbox_data::RunDir;
@@ -100,6 +101,26 @@ fn sharded_bf16_checkpoints_resolve_from_the_cache_and_extract() {
         !a.is_empty() && a == b,
         "bf16 held and upcast give the same activations"
     );
+
+    // bf16 products: recorded, a different extraction (fingerprint), within bf16 rounding.
+    let rounded = tmp.path().join("rounded");
+    let args = ["--compute-dtype", "bf16"];
+    assert_success(
+        &extract(&home, "org/tiny-qwen3", &rounded, &args),
+        "extract bf16",
+    );
+    let config = std::fs::read_to_string(rounded.join("config.toml")).unwrap();
+    assert!(config.contains("compute_dtype = \"bf16\""), "{config}");
+    let c = pooled(&rounded);
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&c)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        a.len() == c.len() && diff > 0.0 && diff <= scale / 16.0,
+        "{diff} of {scale}"
+    );
 }
 
 #[test]
@@ -117,6 +138,22 @@ fn bad_weight_requests_exit_2_and_leave_the_run_alone() {
         &["--weights-dtype", "bf16"],
     );
     assert_bad_input(&out, &["--weights-dtype bf16", "gpt2"]);
+    assert!(!run.exists(), "no run directory was created");
+    let out = extract(
+        &home,
+        gpt2.to_str().unwrap(),
+        &run,
+        &["--compute-dtype", "bf16"],
+    );
+    assert_bad_input(
+        &out,
+        &["--compute-dtype bf16", "gpt2 family computes in f32"],
+    );
+    assert!(!run.exists(), "no run directory was created");
+    // bf16 products from weights upcast to f32.
+    let args = ["--weights-dtype", "f32", "--compute-dtype", "bf16"];
+    let out = extract(&home, "org/tiny-qwen3", &run, &args);
+    assert_bad_input(&out, &["--compute-dtype bf16", "--weights-dtype bf16"]);
     assert!(!run.exists(), "no run directory was created");
     // An unknown dtype.
     let out = extract(&home, "org/tiny-qwen3", &run, &["--weights-dtype", "int4"]);
