@@ -152,14 +152,16 @@ bench-patching pairs="2": models venv
 # Peak memory of `glassbox extract` (8 hooks, 128 tokens per text) on a checkpoint with a real
 # model's shapes and random bf16 weights, generated here and never committed: `gemma2-2b`
 # (5.2 GB; bound: checkpoint bytes × 1.1 + 1 GB, flat in the number of texts) or `llama-8b`
-# (16 GB, held in bf16 with --weights-dtype bf16). JSON in target/bench/memory-<shape>.json.
-bench-memory shape="gemma2-2b" texts="16,64":
+# (16 GB, held in bf16 with --weights-dtype bf16); `compute` the matrix products' precision
+# (--compute-dtype f32|bf16). JSON in target/bench/memory-<shape>-<compute>.json.
+bench-memory shape="gemma2-2b" texts="16,64" compute="f32":
     @case "{{shape}}" in gemma2-2b|llama-8b) ;; *) echo "shape must be gemma2-2b or llama-8b" >&2; exit 2;; esac
     @case "{{texts}}" in ''|*[!0-9,]*) echo "texts must be comma-separated counts, e.g. just bench-memory gemma2-2b 16,64" >&2; exit 2;; esac
+    @case "{{compute}}" in f32|bf16) ;; *) echo "compute must be f32 or bf16 (the matrix products' precision)" >&2; exit 2;; esac
     cargo build --release --bin glassbox
     @just _python-env .venv-ref "torch safetensors numpy"
     test -f target/bench/{{shape}}/model.safetensors.index.json || .venv-ref/bin/python bench/big_checkpoint.py {{shape}} target/bench/{{shape}}
-    python3 bench/memory.py ./target/release/glassbox target/bench/{{shape}} data/sets/default.jsonl {{texts}} target/bench/memory-{{shape}}.json {{ if shape == "llama-8b" { "--weights-dtype bf16" } else { "" } }}
+    python3 bench/memory.py ./target/release/glassbox target/bench/{{shape}} data/sets/default.jsonl {{texts}} target/bench/memory-{{shape}}-{{compute}}.json --compute-dtype {{compute}} {{ if shape == "llama-8b" { "--weights-dtype bf16" } else { "" } }}
 
 # Decoder speed at Gemma-2-2B's shape (bf16 checkpoint from bench/big_checkpoint.py, never
 # committed): `glassbox extract` (8 hooks, mean pools, batch 8 x 128 tokens) against PyTorch
