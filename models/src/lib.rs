@@ -22,6 +22,7 @@ pub mod neox;
 pub mod olmo2;
 mod packed;
 pub mod phi3;
+pub mod precision;
 pub mod prefix;
 mod prenorm;
 pub mod qwen3;

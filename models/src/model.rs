@@ -150,7 +150,7 @@ pub trait HookedModel: Send + Sync {
                 "--compute-dtype {}: the {} family computes in f32; bf16 products are supported for {} and for Llama-family checkpoints held in bf16 (--weights-dtype bf16)",
                 other.as_str(),
                 self.family(),
-                crate::registry::BF16_COMPUTE_FAMILIES.join(", ")
+                crate::precision::BF16_COMPUTE_FAMILIES.join(", ")
             ))),
         }
     }
@@ -229,6 +229,21 @@ pub trait HookedModel: Send + Sync {
         _last: usize,
         _seed: &mut GradientSeed<'_>,
     ) -> Option<Result<ResidualGradients>> {
+        None
+    }
+    /// A hand-written backward from the token embeddings, where the family has one: the
+    /// forward of `batch`'s tokens with `hook_embed` replaced by `embeds` (packed rows, example
+    /// `b` at `offsets[b]..offsets[b + 1]` for the offsets of `batch.lengths`; position and
+    /// token-type embeddings stay the real tokens') through block `last`, whose packed output
+    /// `seed(output, offsets)` turns into `∂f/∂output`; returns `∂f/∂embeds`, packed like
+    /// `embeds`. `None`: use autograd through [`Self::forward_differentiable`].
+    fn embedding_gradients(
+        &self,
+        _batch: &TokenBatch,
+        _embeds: &[f32],
+        _last: usize,
+        _seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<Vec<f32>>> {
         None
     }
     /// The unembedding matrix `[vocab, hidden]` (rows are tokens' output directions), for

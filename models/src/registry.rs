@@ -63,45 +63,7 @@ pub struct LoadOptions {
     pub compute_dtype: ComputeDtype,
 }
 
-/// The precision of the matrix products in the packed (extraction) forward.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ComputeDtype {
-    /// f32 products from f32 (or exactly widened bf16/f16) weights: parity with `transformers`
-    /// in f32 to 1e-4.
-    #[default]
-    F32,
-    /// bf16 × bf16 products summed in f32 (activations rounded to bf16 at each projection's
-    /// input; norms, attention and the residual stream stay f32), on AVX-512 BF16's dot
-    /// products where the CPU has them and through the f32 GEMM with the same rounding where
-    /// it does not. For [`BF16_COMPUTE_FAMILIES`] with weights held in bf16.
-    Bf16,
-}
-
-impl std::str::FromStr for ComputeDtype {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" | "float32" => Ok(Self::F32),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            other => Err(format!("unknown compute dtype `{other}`; use f32 or bf16")),
-        }
-    }
-}
-
-impl ComputeDtype {
-    /// The name configs and manifests use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        }
-    }
-}
-
-/// Families whose packed forward can run bf16 products (`--compute-dtype bf16`): the shared
-/// decoder's, and Llama-family checkpoints held in bf16 (which run on it).
-pub const BF16_COMPUTE_FAMILIES: &[&str] = REDUCED_PRECISION_FAMILIES;
+pub use crate::precision::{ComputeDtype, BF16_COMPUTE_FAMILIES, REDUCED_PRECISION_FAMILIES};
 
 /// The precision a model's weights are held in; computation is f32 throughout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -145,12 +107,6 @@ impl WeightsDtype {
         }
     }
 }
-
-/// Families whose forward reads weights in reduced precision, converting a layer's matrices to
-/// f32 as it runs them; the others hold f32 weights (their fast kernels read f32 in place).
-/// `auto` keeps a bf16/f16 checkpoint as stored for these.
-pub const REDUCED_PRECISION_FAMILIES: &[&str] =
-    &["gemma2", "gemma3_text", "gemma3", "qwen3", "olmo2", "phi3"];
 
 /// Families that hold f32 weights for their fast forward under `auto` but run on the shared
 /// graph decoder, weights in reduced precision, when `--weights-dtype bf16|f16` asks (an

@@ -410,7 +410,13 @@ mod tests {
         if native() {
             // Ties either way, the largest finite value (rounds to infinity), infinities, and a
             // remainder of 5 values past the last 32.
-            let ties = [0x3F80_8000u32, 0x3F81_8000, 0xBF80_8000, 0x7F7F_FFFF, 0x7F80_0000];
+            let ties = [
+                0x3F80_8000u32,
+                0x3F81_8000,
+                0xBF80_8000,
+                0x7F7F_FFFF,
+                0x7F80_0000,
+            ];
             let mut row: Vec<f32> = values(64, 0.9);
             row.extend(ties.map(f32::from_bits));
             row.extend([f32::NEG_INFINITY, 65504.0, -1e-3]);
