@@ -189,7 +189,7 @@ bench passes="6": models
     ./target/release/glassbox-bench --memory-tokens 200000 > target/bench/memory-200k.json
     python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
     @echo "SmolLM2-135M (Q4_1 GGUF dequantised to f32), same texts, context 128, 31 hooks, best of 2 passes each:"
-    @just _python-env .venv-bench "torch transformers pyarrow numpy gguf"
+    @just _python-env .venv-bench "torch transformers pyarrow numpy gguf accelerate"
     @rm -f target/bench/smollm2.json target/bench/pytorch-smollm2.json
     @./target/release/glassbox-bench --model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF --passes 2 --out target/bench/smollm2.json --texts target/bench/texts-smollm2.jsonl 2>&1 >/dev/null | tail -1 || echo "SmolLM2 not in the cache; run just models"
     @test ! -f target/bench/smollm2.json || .venv-bench/bin/python bench/pytorch_smollm2.py target/bench/texts-smollm2.jsonl target/bench/pytorch-smollm2.json 2 > /dev/null 2>&1 || echo "PyTorch could not run SmolLM2's GGUF"
