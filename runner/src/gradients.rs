@@ -206,6 +206,66 @@ fn head_value_and_slope(z: &[f64], head: &LinearHead, convention: Convention) ->
     }
 }
 
+/// The head's value per example and `∂f/∂output` for the packed output `out` of the block the
+/// head reads (example `b` at rows `offsets[b]..offsets[b + 1]`): the seed of a hand-written
+/// backward. The pool must not be `max` (its gradient picks one row per feature).
+pub(crate) fn head_seed(
+    head: &LinearHead,
+    convention: Convention,
+    out: &[f32],
+    offsets: &[usize],
+) -> (Vec<f32>, Vec<f32>) {
+    let width = head.weight.len() / head.bias.len();
+    let mut values = Vec::with_capacity(offsets.len().saturating_sub(1));
+    let mut d = vec![0f32; out.len()];
+    for b in 0..offsets.len().saturating_sub(1) {
+        let (s, e) = (offsets[b], offsets[b + 1]);
+        let rows: Vec<usize> = match head.pool {
+            Pool::Mean => (s..e).collect(),
+            Pool::Cls => vec![s],
+            Pool::Last => vec![e - 1],
+            Pool::Max => unreachable!("a max pool has no seed here; callers exclude it"),
+        };
+        let share = 1.0 / rows.len() as f64;
+        let mut pooled = vec![0f64; width];
+        for &r in &rows {
+            for (p, v) in pooled.iter_mut().zip(&out[r * width..(r + 1) * width]) {
+                *p += *v as f64 * share;
+            }
+        }
+        let z: Vec<f64> = head
+            .bias
+            .iter()
+            .enumerate()
+            .map(|(o, b)| {
+                head.weight[o * width..(o + 1) * width]
+                    .iter()
+                    .zip(&pooled)
+                    .map(|(w, p)| *w as f64 * p)
+                    .sum::<f64>()
+                    + *b as f64
+            })
+            .collect();
+        let (f, slope) = head_value_and_slope(&z, head, convention);
+        values.push(f as f32);
+        let mut d_pooled = vec![0f64; width];
+        for (o, g) in slope.iter().enumerate() {
+            for (dp, w) in d_pooled
+                .iter_mut()
+                .zip(&head.weight[o * width..(o + 1) * width])
+            {
+                *dp += g * *w as f64;
+            }
+        }
+        for &r in &rows {
+            for (dv, g) in d[r * width..(r + 1) * width].iter_mut().zip(&d_pooled) {
+                *dv = (g * share) as f32;
+            }
+        }
+    }
+    (values, d)
+}
+
 /// The hand-written backward, where the family has one and the request fits it: residual
 /// hooks only, a residual head hook, and a pool other than `max`.
 fn residual_path(
@@ -231,55 +291,11 @@ fn residual_path(
         }
     }
     let width = head.weight.len() / head.bias.len();
-    let mut values = Vec::with_capacity(batch.lengths.len());
+    let mut values = Vec::new();
     let mut seed_grad = Vec::new();
     let mut seed = |out: &[f32], offsets: &[usize]| -> Vec<f32> {
-        let mut d = vec![0f32; out.len()];
-        for b in 0..offsets.len() - 1 {
-            let (s, e) = (offsets[b], offsets[b + 1]);
-            let rows: Vec<usize> = match head.pool {
-                Pool::Mean => (s..e).collect(),
-                Pool::Cls => vec![s],
-                Pool::Last => vec![e - 1],
-                Pool::Max => unreachable!("excluded above"),
-            };
-            let share = 1.0 / rows.len() as f64;
-            let mut pooled = vec![0f64; width];
-            for &r in &rows {
-                for (p, v) in pooled.iter_mut().zip(&out[r * width..(r + 1) * width]) {
-                    *p += *v as f64 * share;
-                }
-            }
-            let z: Vec<f64> = head
-                .bias
-                .iter()
-                .enumerate()
-                .map(|(o, b)| {
-                    head.weight[o * width..(o + 1) * width]
-                        .iter()
-                        .zip(&pooled)
-                        .map(|(w, p)| *w as f64 * p)
-                        .sum::<f64>()
-                        + *b as f64
-                })
-                .collect();
-            let (f, slope) = head_value_and_slope(&z, head, convention);
-            values.push(f as f32);
-            let mut d_pooled = vec![0f64; width];
-            for (o, g) in slope.iter().enumerate() {
-                for (dp, w) in d_pooled
-                    .iter_mut()
-                    .zip(&head.weight[o * width..(o + 1) * width])
-                {
-                    *dp += g * *w as f64;
-                }
-            }
-            for &r in &rows {
-                for (dv, g) in d[r * width..(r + 1) * width].iter_mut().zip(&d_pooled) {
-                    *dv = (g * share) as f32;
-                }
-            }
-        }
+        let (v, d) = head_seed(head, convention, out, offsets);
+        values = v;
         seed_grad = d.clone();
         d
     };

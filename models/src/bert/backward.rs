@@ -2,10 +2,11 @@
 //! on packed tokens with the fast kernels that keeps what the chain rule needs (a tape), then
 //! the vector–Jacobian products backwards with `gemm` — no autograd graph, no weight
 //! gradients. Checked against finite differences through the candle-graph forward
-//! (`tests/gradients_minilm.rs`).
+//! (`tests/gradients_minilm.rs`) and, from the token embeddings, against candle autograd
+//! (`embedding_gradients_match_autograd` below).
 
 use super::fast::FastBlock;
-use super::{Activation, Bert};
+use super::Bert;
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::{self, matmul_wt, split_examples};
 use rayon::prelude::*;
@@ -70,43 +71,6 @@ fn layer_norm_backward(dy: &mut [f32], xhat: &[f32], inv: &[f32], gamma: &[f32])
         });
 }
 
-fn activation(act: Activation, u: f32) -> f32 {
-    match act {
-        Activation::GeluErf => 0.5 * u * (1.0 + kernels::erf(u * std::f32::consts::FRAC_1_SQRT_2)),
-        Activation::GeluTanh => {
-            let c = (2.0 / std::f32::consts::PI).sqrt();
-            0.5 * u * (1.0 + (c * (u + 0.044_715 * u * u * u)).tanh())
-        }
-        Activation::Relu => u.max(0.0),
-        Activation::Silu => u / (1.0 + (-u).exp()),
-        Activation::QuickGelu => u / (1.0 + (-1.702 * u).exp()),
-    }
-}
-
-fn activation_derivative(act: Activation, u: f32) -> f32 {
-    match act {
-        Activation::GeluErf => {
-            let cdf = 0.5 * (1.0 + kernels::erf(u * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * u * u).exp() / (2.0 * std::f32::consts::PI).sqrt();
-            cdf + u * pdf
-        }
-        Activation::GeluTanh => {
-            let c = (2.0 / std::f32::consts::PI).sqrt();
-            let t = (c * (u + 0.044_715 * u * u * u)).tanh();
-            0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044_715 * u * u)
-        }
-        Activation::Relu => (u > 0.0) as u8 as f32,
-        Activation::QuickGelu => {
-            let sig = 1.0 / (1.0 + (-1.702 * u).exp());
-            sig * (1.0 + 1.702 * u * (1.0 - sig))
-        }
-        Activation::Silu => {
-            let sig = 1.0 / (1.0 + (-u).exp());
-            sig * (1.0 + u * (1.0 - sig))
-        }
-    }
-}
-
 /// One block forward on packed rows `x` (replaced by the block's output), with its tape.
 fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize]) -> BlockTape {
     let h = m.cfg.hidden_size;
@@ -143,7 +107,8 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let mut pre_act = vec![0f32; n * inter];
     kernels::matmul_in_out(&mid, h, &blk.inter_w, inter, &mut pre_act);
     kernels::add_bias(&mut pre_act, &blk.inter_b);
-    let act: Vec<f32> = pre_act.par_iter().map(|&u| activation(m.act, u)).collect();
+    let mut act = pre_act.clone();
+    kernels::bias_act(&mut act, &[], m.act.kernel());
     let mut out = vec![0f32; n * h];
     kernels::matmul_in_out(&act, inter, &blk.out_w, h, &mut out);
     out.par_iter_mut()
@@ -181,10 +146,7 @@ fn block_backward(
     // Through the MLP, plus the residual into mid.
     let mut d_act = vec![0f32; n * inter];
     matmul_wt(d, h, &blk.out_w, inter, &mut d_act);
-    d_act
-        .par_iter_mut()
-        .zip(tape.pre_act.par_iter())
-        .for_each(|(g, &u)| *g *= activation_derivative(m.act, u));
+    kernels::mul_act_derivative(&mut d_act, &tape.pre_act, m.act.kernel());
     let mut d_mid = vec![0f32; n * h];
     matmul_wt(&d_act, inter, &blk.inter_w, h, &mut d_mid);
     d_mid
@@ -335,4 +297,40 @@ pub(crate) fn residual_gradients(
         entering[i] = d.clone();
     }
     entering
+}
+
+/// The gradient of `f` at the token embeddings (`hook_embed`): `embeds` holds packed rows
+/// (example `b` at `offsets[b]..offsets[b + 1]`), to which the position and token-type rows of
+/// the real tokens are added (`type_ids`, packed like `embeds`) before the embedding LayerNorm,
+/// as in the forward; blocks `0..=last` run on the result, `seed` turns block `last`'s packed
+/// output into `∂f/∂output`, and the chain rule runs back through the blocks and the LayerNorm
+/// (the sum passes the gradient on to the word embeddings unchanged).
+pub(crate) fn embedding_gradients(
+    m: &Bert,
+    embeds: &[f32],
+    type_ids: &[u32],
+    offsets: &[usize],
+    last: usize,
+    seed: &mut dyn FnMut(&[f32]) -> Vec<f32>,
+) -> Vec<f32> {
+    let h = m.cfg.hidden_size;
+    let w = &m.fast;
+    let mut x = embeds.to_vec();
+    for bounds in offsets.windows(2) {
+        for (p, row) in (bounds[0]..bounds[1]).enumerate() {
+            let ty = type_ids[row] as usize;
+            let (pos, typ) = (
+                &w.position[p * h..(p + 1) * h],
+                &w.token_type[ty * h..(ty + 1) * h],
+            );
+            for ((v, a), b) in x[row * h..(row + 1) * h].iter_mut().zip(pos).zip(typ) {
+                *v += a + b;
+            }
+        }
+    }
+    let (xhat, inv) = layer_norm_taped(&mut x, &w.embed_ln);
+    let mut entering = residual_gradients(m, x, offsets, 0, last, seed);
+    let mut d = entering.swap_remove(0);
+    layer_norm_backward(&mut d, &xhat, &inv, &w.embed_ln.0);
+    d
 }

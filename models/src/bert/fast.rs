@@ -31,9 +31,9 @@ pub(crate) struct FastBlock {
 
 pub(crate) struct FastWeights {
     word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
-    embed_ln: (Vec<f32>, Vec<f32>, f32),
+    pub(super) position: Vec<f32>,
+    pub(super) token_type: Vec<f32>,
+    pub(super) embed_ln: (Vec<f32>, Vec<f32>, f32),
     pub(super) blocks: Vec<FastBlock>,
     spare: Spare,
 }

@@ -209,4 +209,62 @@ impl HookedModel for Bert {
             Ok(ResidualGradients { entering, offsets })
         })())
     }
+
+    fn embedding_gradients(
+        &self,
+        batch: &TokenBatch,
+        embeds: &[f32],
+        last: usize,
+        seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<Vec<f32>>> {
+        if last >= self.cfg.num_hidden_layers {
+            return None;
+        }
+        Some((|| {
+            let h = self.cfg.hidden_size;
+            let mut offsets = vec![0];
+            for &n in &batch.lengths {
+                offsets.push(offsets.last().copied().unwrap_or(0) + n);
+            }
+            let rows = offsets.last().copied().unwrap_or(0);
+            if embeds.len() != rows * h {
+                return Err(ModelError::Invalid(format!(
+                    "replacement embeddings hold {} values; the batch's {rows} tokens need {} ({h} each)",
+                    embeds.len(),
+                    rows * h
+                )));
+            }
+            if let Some(&n) = batch.lengths.iter().max() {
+                if n > self.cfg.max_position_embeddings {
+                    return Err(ModelError::Invalid(format!(
+                        "sequence of {n} tokens exceeds max_position_embeddings {}",
+                        self.cfg.max_position_embeddings
+                    )));
+                }
+            }
+            let padded = batch.type_ids.to_vec2::<u32>()?;
+            let mut type_ids = Vec::with_capacity(rows);
+            for (tys, &n) in padded.iter().zip(&batch.lengths) {
+                type_ids.extend_from_slice(&tys[..n]);
+            }
+            if let Some(ty) = type_ids
+                .iter()
+                .find(|&&ty| ty as usize >= self.cfg.type_vocab_size)
+            {
+                return Err(ModelError::Invalid(format!(
+                    "token type id {ty} is outside the table of {} types",
+                    self.cfg.type_vocab_size
+                )));
+            }
+            let mut seed_packed = |out: &[f32]| seed(out, &offsets);
+            Ok(backward::embedding_gradients(
+                self,
+                embeds,
+                &type_ids,
+                &offsets,
+                last,
+                &mut seed_packed,
+            ))
+        })())
+    }
 }

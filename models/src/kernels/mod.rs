@@ -143,6 +143,14 @@ pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
         .for_each(|c| rows::bias_act(c, bias, act));
 }
 
+/// `grad *= act'(pre)` (an activation's backward), in parallel.
+pub fn mul_act_derivative(grad: &mut [f32], pre: &[f32], act: Act) {
+    debug_assert_eq!(grad.len(), pre.len());
+    grad.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(pre.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(g, p)| rows::mul_act_derivative(g, p, act));
+}
+
 /// `x = gelu(x + bias)`, exact (erf) GELU as `torch.nn.functional.gelu`.
 pub fn bias_gelu_erf(x: &mut [f32], bias: &[f32]) {
     bias_act(x, bias, Act::GeluErf);

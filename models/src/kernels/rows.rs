@@ -90,6 +90,54 @@ impl ActLoop for BiasAct<'_> {
     }
 }
 
+/// `grad *= act'(pre)` element-wise: the backward of an activation at its pre-activation.
+pub fn mul_act_derivative(grad: &mut [f32], pre: &[f32], act: Act) {
+    const C: f32 = 0.797_884_6; // √(2/π)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let job = ActDerivative { grad, pre };
+    match act {
+        Act::Identity => {}
+        Act::GeluErf => job.run(|u| {
+            let cdf = 0.5 * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+            u.mul_add(INV_SQRT_2PI * exp_nonpositive(-0.5 * u * u), cdf)
+        }),
+        Act::GeluTanh => job.run(|u| {
+            let t = tanh(C * (u + 0.044_715 * u * u * u));
+            0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044_715 * u * u)
+        }),
+        Act::Relu => job.run(|u| if u > 0.0 { 1.0 } else { 0.0 }),
+        Act::Relu6 => job.run(|u| if u > 0.0 && u < 6.0 { 1.0 } else { 0.0 }),
+        Act::Silu => job.run(|u| {
+            let s = sigmoid(u);
+            s * (1.0 + u * (1.0 - s))
+        }),
+        Act::QuickGelu => job.run(|u| {
+            let s = sigmoid(1.702 * u);
+            s * (1.0 + 1.702 * u * (1.0 - s))
+        }),
+    }
+}
+
+struct ActDerivative<'a> {
+    grad: &'a mut [f32],
+    pre: &'a [f32],
+}
+
+impl ActLoop for ActDerivative<'_> {
+    #[inline(always)]
+    fn run(self, derivative: impl Fn(f32) -> f32) {
+        let (grad, pre) = (self.grad, self.pre);
+        simd(
+            #[inline(always)]
+            || {
+                for (g, &u) in grad.iter_mut().zip(pre) {
+                    *g *= derivative(u);
+                }
+            },
+        )
+    }
+}
+
 /// erf(x) as a branch-free rational approximation on [-4, 4] (outside, erf is ±1 in f32),
 /// which the compiler vectorises. Max abs error vs libm's `erff` < 1e-6 (tested); the same
 /// form as Eigen's and XLA's float erf.

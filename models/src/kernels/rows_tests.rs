@@ -183,3 +183,32 @@ fn an_empty_bias_applies_the_activation_alone() {
     bias_act(&mut y, &[1.0, 1.0, 1.0], Act::Relu6);
     assert_eq!(y, [0.0, 1.5, 6.0]);
 }
+
+#[test]
+fn activation_derivatives_match_central_differences() {
+    let x: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.2 + 0.05).collect();
+    let check = |act: Act, f: fn(f64) -> f64| {
+        let mut g = vec![1f32; x.len()];
+        mul_act_derivative(&mut g, &x, act);
+        for (v, d) in x.iter().zip(&g) {
+            let h = 1e-5;
+            let u = *v as f64;
+            let want = (f(u + h) - f(u - h)) / (2.0 * h);
+            assert!(
+                (*d as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{act:?}'({v}) = {d}, want {want}"
+            );
+        }
+    };
+    check(Act::Identity, |v| v);
+    check(Act::Relu, |v| v.max(0.0));
+    check(Act::Relu6, |v| v.clamp(0.0, 6.0));
+    check(Act::Silu, |v| v / (1.0 + (-v).exp()));
+    check(Act::QuickGelu, |v| v / (1.0 + (-1.702 * v).exp()));
+    check(Act::GeluTanh, |v| {
+        0.5 * v * (1.0 + (0.797_884_560_8 * (v + 0.044715 * v.powi(3))).tanh())
+    });
+    check(Act::GeluErf, |v| {
+        0.5 * v * (1.0 + candle_core::cpu::erf::erf_f64(v * std::f64::consts::FRAC_1_SQRT_2))
+    });
+}

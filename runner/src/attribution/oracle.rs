@@ -7,8 +7,9 @@
 //! embeddings, and Inseq, do), for images the preprocessed pixels (`height × width × 3`,
 //! channels-last). Methods are written once against [`Oracle`] and run on either.
 
-use crate::gradients::{pool, target, Convention, LinearHead};
+use crate::gradients::{head_seed, pool, target, Convention, LinearHead};
 use candle_core::{Tensor, Var};
+use glassbox_data::Pool;
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{
     Capture, HookPoint, Hooks, ImageBatch, LoadedModel, ModelError, Result, TokenBatch,
@@ -58,6 +59,9 @@ fn chunked<T>(
     Ok(out)
 }
 
+/// `f` at one input and `∂f/∂input`.
+type ValueAndGradient = (f64, Vec<f32>);
+
 /// One tokenised example of a text model, its embeddings and its target.
 pub struct TextOracle<'a> {
     model: &'a LoadedModel,
@@ -66,6 +70,8 @@ pub struct TextOracle<'a> {
     hidden: usize,
     target: Target,
     batch: usize,
+    /// Gradients by the family's hand-written backward where it has one (else autograd).
+    hand_backward: bool,
 }
 
 /// Replaces `hook_embed` with given embeddings (a variable when gradients are wanted) and keeps
@@ -131,7 +137,15 @@ impl<'a> TextOracle<'a> {
             hidden,
             target,
             batch,
+            hand_backward: true,
         })
+    }
+
+    /// The same oracle with gradients always by autograd through the differentiable forward
+    /// (a cross-check of the hand-written backward).
+    pub fn with_autograd(mut self) -> Self {
+        self.hand_backward = false;
+        self
     }
 
     /// Tokens of the example.
@@ -258,6 +272,52 @@ impl<'a> TextOracle<'a> {
     }
 }
 
+impl TextOracle<'_> {
+    /// `f` and `∂f/∂embeddings` per input by the family's hand-written backward, where it has
+    /// one and the target fits it (a probe on a residual-stream hook, pooled other than by
+    /// `max`): no autograd graph, the packed forward's kernels. `None`: use autograd.
+    fn hand_gradients(&self, chunk: &[Vec<f32>]) -> Option<Result<Vec<ValueAndGradient>>> {
+        let Target::Probe(head) = &self.target else {
+            return None;
+        };
+        if !self.hand_backward {
+            return None;
+        }
+        let last = match head.hook {
+            HookPoint::ResidPost(l) => l,
+            HookPoint::ResidPre(l) if l > 0 => l - 1,
+            _ => return None,
+        };
+        if head.pool == Pool::Max {
+            return None;
+        }
+        let copies: Vec<&Encoded> = vec![&self.encoded; chunk.len()];
+        let batch = match TokenBatch::from_encoded(&copies, self.model.pad_id, &self.model.device) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        // Copies of one example, none padded: the inputs side by side are the packed rows.
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let mut values = Vec::new();
+        let mut seed = |out: &[f32], offsets: &[usize]| {
+            let (v, d) = head_seed(head, Convention::Logit, out, offsets);
+            values = v;
+            d
+        };
+        let grads = self
+            .model
+            .model
+            .embedding_gradients(&batch, &flat, last, &mut seed)?;
+        Some(grads.map(|g| {
+            values
+                .iter()
+                .zip(g.chunks_exact(self.embeddings.len()))
+                .map(|(v, g)| (f64::from(*v), g.to_vec()))
+                .collect()
+        }))
+    }
+}
+
 impl Oracle for TextOracle<'_> {
     fn input(&self) -> &[f32] {
         &self.embeddings
@@ -273,6 +333,9 @@ impl Oracle for TextOracle<'_> {
     }
     fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
         let pairs = chunked(inputs, self.batch, |chunk| {
+            if let Some(pairs) = self.hand_gradients(chunk) {
+                return pairs;
+            }
             let (f, var) = self.run(chunk, true)?;
             let var = var.expect("asked for a variable");
             let grads = f.sum_all()?.backward()?;
