@@ -3,7 +3,7 @@
 //! the vector–Jacobian products backwards with `gemm` — no autograd graph, no weight
 //! gradients. Checked against finite differences through the candle-graph forward
 //! (`tests/gradients_minilm.rs`) and, from the token embeddings, against candle autograd
-//! (`embedding_gradients_match_autograd` below).
+//! (`runner/tests/attribution_encoder.rs`, `minilm_hand_backward_matches_autograd`).
 
 use super::fast::FastBlock;
 use super::Bert;

@@ -222,10 +222,8 @@ impl HookedModel for Bert {
         }
         Some((|| {
             let h = self.cfg.hidden_size;
-            let mut offsets = vec![0];
-            for &n in &batch.lengths {
-                offsets.push(offsets.last().copied().unwrap_or(0) + n);
-            }
+            let (_, t) = batch.input_ids.dims2()?;
+            let offsets = crate::packed::Layout::new(&batch.lengths, t).offsets;
             let rows = offsets.last().copied().unwrap_or(0);
             if embeds.len() != rows * h {
                 return Err(ModelError::Invalid(format!(
