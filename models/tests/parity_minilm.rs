@@ -220,15 +220,8 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
     for point in points {
         let a = captured(&fast, point, &batch.lengths);
         let b = captured(&graph, point, &batch.lengths);
-        let (a, b) = (a.concat().concat(), b.concat().concat());
-        let diff = max_abs_diff(&a, &b);
-        // Both sum in f32 in different orders (the fast GEMM's tiles, candle's): the bound is
-        // relative to the hook's scale (MLP outputs reach tens), as the transformers parity.
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{point}: fast vs graph differ by {diff} (scale {scale})"
-        );
+        let diff = max_abs_diff(&a.concat().concat(), &b.concat().concat());
+        assert!(diff <= 1e-4, "{point}: fast vs graph differ by {diff}");
     }
 }
 
