@@ -20,6 +20,9 @@
 //! slices, `bytemuck` casts between vector and array types).
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+
 use super::gemm::{matmul, View};
 use bytemuck::Zeroable;
 use rayon::prelude::*;
@@ -169,6 +172,13 @@ pub fn matmul_wt(
         .is_multiple_of(2)
         .then(|| bytemuck::try_cast_slice::<u16, u32>(w).ok())
         .flatten();
+    #[cfg(target_arch = "x86_64")]
+    if amx::takes(in_dim) {
+        // SAFETY: `takes` checked the CPU, the permission and the width; `x` holds rows of
+        // `in_dim` (asserted above in debug builds, and by `tiles` on the weight's size).
+        unsafe { amx::tiles(x, w, out_dim, dst, (first, stride), accumulate) };
+        return;
+    }
     match words {
         #[cfg(target_arch = "x86_64")]
         Some(words) if native() => {
@@ -338,7 +348,21 @@ mod tests {
         (out, scale)
     }
 
-    fn check(rows: usize, k: usize, n: usize, force_f32: bool) {
+    /// Which kernel [`check`] runs.
+    #[derive(Clone, Copy, Debug)]
+    enum Route {
+        /// Whatever `matmul_wt` picks on this CPU (AMX where it has it and `k % 32 == 0`).
+        Dispatch,
+        /// The `VDPBF16PS` register tiles, where the CPU has them.
+        Vector,
+        /// The bf16-rounded f32 GEMM.
+        F32,
+    }
+
+    fn check(rows: usize, k: usize, n: usize, route: Route) {
+        if matches!(route, Route::Vector) && !(native() && k.is_multiple_of(2)) {
+            return;
+        }
         let x = values(rows * k, 1.0);
         let w: Vec<u16> = values(n * k, 7.0).iter().map(|&v| round_bits(v)).collect();
         let (expected, scale) = reference(&x, &w, rows, k, n);
@@ -349,10 +373,9 @@ mod tests {
         for accumulate in [false, true] {
             let mut dst = vec![0.5f32; rows * stride];
             let mut scratch = Vec::new();
-            if force_f32 {
-                f32_route(&x, &w, n, &mut dst, (3, stride), accumulate, &mut scratch);
-            } else {
-                matmul_wt(
+            match route {
+                Route::F32 => f32_route(&x, &w, n, &mut dst, (3, stride), accumulate, &mut scratch),
+                Route::Dispatch => matmul_wt(
                     &packed,
                     &x,
                     &w,
@@ -361,7 +384,15 @@ mod tests {
                     (3, stride),
                     accumulate,
                     &mut scratch,
-                );
+                ),
+                #[cfg(target_arch = "x86_64")]
+                Route::Vector => {
+                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&w);
+                    // SAFETY: checked on entry: `native` (the CPU's features) and an even `k`.
+                    unsafe { tiles(&packed, &words, n, &mut dst, (3, stride), accumulate) };
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                Route::Vector => unreachable!("checked on entry"),
             }
             for i in 0..rows {
                 assert_eq!(
@@ -433,18 +464,22 @@ mod tests {
     fn products_equal_the_bf16_rounded_product_on_either_route() {
         // Panels and tiles with ragged edges (70 tokens, 13 columns), a long sum, a single
         // token, an odd input width (which takes the f32 route), and a sum long enough that
-        // the weight rows come in blocks (30 rows each at 4,096 pairs: 45 = 30 + 15) over
-        // three panels.
+        // the weight rows come in blocks (30 rows each at 4,096 pairs on the register tiles,
+        // 32 on AMX's: 45 = 32 + 13) over three panels; on AMX (inputs a multiple of 32),
+        // three 2 × 2 blocks and 4 rows on the register tile in one weight block over four
+        // panels (200 × 96 × 100), and a width below one block (64 × 512 × 6).
         let cases = [
             (70, 38, 13),
             (64, 512, 6),
             (1, 10, 7),
             (130, 37, 5),
             (130, 8192, 45),
+            (200, 96, 100),
         ];
         for (rows, k, n) in cases {
-            check(rows, k, n, false);
-            check(rows, k, n, true);
+            for route in [Route::Dispatch, Route::Vector, Route::F32] {
+                check(rows, k, n, route);
+            }
         }
     }
 }
