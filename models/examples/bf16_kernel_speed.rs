@@ -6,9 +6,17 @@ use std::time::Instant;
 
 fn main() {
     let tokens = 1024;
-    for (k, n) in [(2304, 9216), (9216, 2304), (2304, 2048), (2304, 1024)] {
+    for (k, n) in [
+        (2304, 9216),
+        (9216, 2304),
+        (9248, 2304),
+        (2304, 2048),
+        (2304, 1024),
+    ] {
         let x: Vec<f32> = (0..tokens * k).map(|i| ((i as f32) * 0.61).sin()).collect();
-        let w: Vec<u16> = (0..n * k).map(|i| round_bits(((i as f32) * 0.37).cos() * 0.1)).collect();
+        let w: Vec<u16> = (0..n * k)
+            .map(|i| round_bits(((i as f32) * 0.37).cos() * 0.1))
+            .collect();
         let mut dst = vec![0f32; tokens * n];
         let mut scratch = Vec::new();
         let mut packed = Packed::default();

@@ -22,12 +22,14 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+mod transpose;
 
 use super::gemm::{matmul, View};
 use bytemuck::Zeroable;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m512, __m512bh};
+use transpose::transpose_into;
 
 /// Tokens per packed panel: four vectors of 16 lanes.
 pub const PANEL: usize = 64;
@@ -80,26 +82,13 @@ impl Packed {
         self.lanes.clear();
         self.lanes.resize(panels * pairs * VECTORS, Lanes::zeroed());
         let panel_len = pairs * VECTORS;
-        let native = native();
         self.lanes
             .par_chunks_mut(panel_len)
             .enumerate()
             .for_each(|(p, panel)| {
                 let words: &mut [u32] = bytemuck::cast_slice_mut(panel);
                 let first = p * PANEL;
-                // Token by token, all pairs: reads run along a row, and the strided writes
-                // (one word per 256 bytes) measured 3x faster than eight pairs at a time for
-                // every token (which keeps the writes within 2 KB).
-                for t in 0..PANEL.min(rows - first) {
-                    let row = &x[(first + t) * in_dim..(first + t + 1) * in_dim];
-                    #[cfg(target_arch = "x86_64")]
-                    if native {
-                        // SAFETY: `native` checked that this CPU has AVX-512F and AVX-512 BF16.
-                        unsafe { pack_row_native(row, t, words) };
-                        continue;
-                    }
-                    pack_pairs(row, 0, t, words);
-                }
+                transpose::pack_panel(x, in_dim, first, PANEL.min(rows - first), words);
             });
     }
 
@@ -115,27 +104,6 @@ fn pack_pairs(row: &[f32], from: usize, t: usize, words: &mut [u32]) {
         let high = pair.get(1).map_or(0, |&v| u32::from(round_bits(v)));
         words[(from + q) * PANEL + t] = low | (high << 16);
     }
-}
-
-/// [`pack_pairs`] 16 pairs at a time with `VCVTNE2PS2BF16` (round to nearest even, as
-/// [`round_bits`] does, subnormals read as zero as the dot product reads them anyway), a fifth
-/// of the scalar rounding's time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn pack_row_native(row: &[f32], t: usize, words: &mut [u32]) {
-    use std::arch::x86_64::_mm512_cvtne2ps_pbh;
-    let mut chunks = row.chunks_exact(32);
-    for (c, chunk) in chunks.by_ref().enumerate() {
-        let (low, high) = chunk.split_at(16);
-        let low: [f32; 16] = low.try_into().expect("16 floats");
-        let high: [f32; 16] = high.try_into().expect("16 floats");
-        let packed = _mm512_cvtne2ps_pbh(bytemuck::cast(high), bytemuck::cast(low));
-        let pairs: [u32; 16] = bytemuck::cast(packed);
-        for (i, word) in pairs.into_iter().enumerate() {
-            words[(c * 16 + i) * PANEL + t] = word;
-        }
-    }
-    pack_pairs(chunks.remainder(), row.len() / 32 * 16, t, words);
 }
 
 /// Whether the bf16 dot-product kernel runs here (else [`matmul_wt`] takes the f32 route).
@@ -272,26 +240,6 @@ fn tiles(
                 }
             }
         });
-}
-
-/// `out[t][cols + c] (+)= stage[c][t]` for `c < width`, `t < tokens` (`stage` rows 64 wide).
-fn transpose_into(
-    stage: &[f32],
-    width: usize,
-    tokens: usize,
-    out: &mut [f32],
-    (cols, stride): (usize, usize),
-    accumulate: bool,
-) {
-    for t in 0..tokens {
-        let row = &mut out[t * stride + cols..t * stride + cols + width];
-        let column = stage[t..].iter().step_by(PANEL);
-        if accumulate {
-            row.iter_mut().zip(column).for_each(|(o, v)| *o += v);
-        } else {
-            row.iter_mut().zip(column).for_each(|(o, v)| *o = *v);
-        }
-    }
 }
 
 /// Accumulators of one tile: `[weight row][token vector]`.
@@ -433,31 +381,6 @@ mod tests {
             assert_eq!(round_bits(v), half::bf16::from_f32(v).to_bits(), "{v:e}");
         }
         assert!(round(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn vector_packing_rounds_as_the_scalar_packing_does() {
-        #[cfg(target_arch = "x86_64")]
-        if native() {
-            // Ties either way, the largest finite value (rounds to infinity), infinities, and a
-            // remainder of 5 values past the last 32.
-            let ties = [
-                0x3F80_8000u32,
-                0x3F81_8000,
-                0xBF80_8000,
-                0x7F7F_FFFF,
-                0x7F80_0000,
-            ];
-            let mut row: Vec<f32> = values(64, 0.9);
-            row.extend(ties.map(f32::from_bits));
-            row.extend([f32::NEG_INFINITY, 65504.0, -1e-3]);
-            row.extend(values(29, 2.0));
-            let (mut scalar, mut vector) = (vec![0u32; 64 * 64], vec![0u32; 64 * 64]);
-            pack_pairs(&row, 0, 3, &mut scalar);
-            // SAFETY: `native` checked the CPU's features.
-            unsafe { pack_row_native(&row, 3, &mut vector) };
-            assert_eq!(scalar, vector);
-        }
     }
 
     #[test]
