@@ -14,7 +14,7 @@
 use super::conv::{
     conv_dense, conv_depthwise, dense_weight, depthwise_weight, global_mean, same_padding, Nhwc,
 };
-use super::folded::{fold, visit, Folded};
+use super::folded::{fold, hold, visit, Folded};
 use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu6, matmul_wt};
@@ -406,45 +406,65 @@ impl HookedModel for EfficientNet {
             pad(shape, 3, 2),
         );
         bias_relu6(&mut x, &self.stem.bias);
-        visit(hooks, HookPoint::Stem, &mut x, shape)?;
+        // Each hooked activation is read where the hooks left it (`hold`): no copy back.
+        let mut x = hold(hooks, HookPoint::Stem, x, shape)?;
         for b in &self.blocks {
-            let input = x.clone();
-            let mut h = x;
-            let mut hs = shape;
-            if let Some(e) = &b.expand {
-                let mut out = vec![0f32; shape.batch * shape.pixels() * b.expanded];
-                matmul_wt(&h, b.input, &e.weight, b.expanded, &mut out);
-                bias_relu6(&mut out, &e.bias);
-                h = out;
-                hs.channels = b.expanded;
-                visit(hooks, Self::block_point(b, ConvPart::Expand), &mut h, hs)?;
-            }
-            let (mut d, ds) = conv_depthwise(
-                &h,
-                hs,
-                &b.depthwise.weight,
-                &b.depthwise.bias,
-                b.kernel,
-                b.stride,
-                pad(hs, b.kernel, b.stride),
-            );
-            d.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-            visit(hooks, Self::block_point(b, ConvPart::Depthwise), &mut d, ds)?;
-            let mut out = vec![0f32; ds.batch * ds.pixels() * b.output];
-            matmul_wt(&d, b.expanded, &b.project.weight, b.output, &mut out);
-            add_bias(&mut out, &b.project.bias);
-            if b.skip() {
-                out.iter_mut().zip(&input).for_each(|(o, i)| *o += i);
-            }
-            shape = Nhwc {
-                channels: b.output,
-                ..ds
+            let (out, out_shape) = {
+                let input_view = x.view()?;
+                let input = input_view.slice()?;
+                let mut hs = shape;
+                let expanded = match &b.expand {
+                    Some(e) => {
+                        let mut out = vec![0f32; shape.batch * shape.pixels() * b.expanded];
+                        matmul_wt(input, b.input, &e.weight, b.expanded, &mut out);
+                        bias_relu6(&mut out, &e.bias);
+                        hs.channels = b.expanded;
+                        let point = Self::block_point(b, ConvPart::Expand);
+                        Some(hold(hooks, point, out, hs)?)
+                    }
+                    None => None,
+                };
+                let expanded_view = expanded.as_ref().map(|h| h.view()).transpose()?;
+                let h = match &expanded_view {
+                    Some(v) => v.slice()?,
+                    None => input,
+                };
+                let (mut d, ds) = conv_depthwise(
+                    h,
+                    hs,
+                    &b.depthwise.weight,
+                    &b.depthwise.bias,
+                    b.kernel,
+                    b.stride,
+                    pad(hs, b.kernel, b.stride),
+                );
+                d.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+                let d = hold(hooks, Self::block_point(b, ConvPart::Depthwise), d, ds)?;
+                let mut out = vec![0f32; ds.batch * ds.pixels() * b.output];
+                matmul_wt(
+                    d.view()?.slice()?,
+                    b.expanded,
+                    &b.project.weight,
+                    b.output,
+                    &mut out,
+                );
+                add_bias(&mut out, &b.project.bias);
+                if b.skip() {
+                    out.iter_mut().zip(input).for_each(|(o, i)| *o += i);
+                }
+                let out_shape = Nhwc {
+                    channels: b.output,
+                    ..ds
+                };
+                (out, out_shape)
             };
-            x = out;
-            visit(hooks, Self::block_point(b, ConvPart::Out), &mut x, shape)?;
+            shape = out_shape;
+            x = hold(hooks, Self::block_point(b, ConvPart::Out), out, shape)?;
         }
+        let x = x.view()?;
+        let x = x.slice()?;
         let mut head = vec![0f32; shape.batch * shape.pixels() * HEAD];
-        matmul_wt(&x, self.head_in, &self.head.weight, HEAD, &mut head);
+        matmul_wt(x, self.head_in, &self.head.weight, HEAD, &mut head);
         bias_relu6(&mut head, &self.head.bias);
         let head_shape = Nhwc {
             channels: HEAD,
