@@ -438,7 +438,7 @@ impl HookedModel for EfficientNet {
                     b.stride,
                     pad(hs, b.kernel, b.stride),
                 );
-                d.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+                bias_relu6(&mut d, &[]);
                 let d = hold(hooks, Self::block_point(b, ConvPart::Depthwise), d, ds)?;
                 let mut out = vec![0f32; ds.batch * ds.pixels() * b.output];
                 matmul_wt(

@@ -25,11 +25,19 @@ type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
 /// A hook's recorded activation, read in place on the tape, and its number of positions.
 type Activation<'a> = dyn Fn(HookPoint) -> Result<(Borrowed<'a>, usize)> + 'a;
 
-/// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output.
+/// Elements per parallel task of [`relu6_mask`].
+const MASK_CHUNK: usize = 1 << 16;
+
+/// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output. In parallel: on one thread the
+/// mask was 11% of integrated gradients' time (arrays of up to 77 MB at batch 16).
 fn relu6_mask(g: &mut [f32], y: &[f32]) {
-    g.iter_mut()
-        .zip(y)
-        .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 });
+    g.par_chunks_mut(MASK_CHUNK)
+        .zip(y.par_chunks(MASK_CHUNK))
+        .for_each(|(g, y)| {
+            g.iter_mut()
+                .zip(y)
+                .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 })
+        });
 }
 
 /// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`.
