@@ -6,7 +6,7 @@
 //!
 //! Both operands are already in AMX's layouts, so nothing is repacked:
 //! - A (16 rows × 32 bf16) is 16 rows of the weight as the checkpoint holds it (`[out, in]`,
-//!   row-major), 32 inputs of each: a strided load straight from the (memory-mapped) weight;
+//!   row-major), 32 inputs of each: a strided load straight from the weight as held;
 //! - B (16 rows of 16 bf16 pairs) must hold pair `q` of token `t` at row `q`, column `t`:
 //!   exactly the parent's [`Packed`] panels (64 tokens per pair row, 256 bytes apart);
 //! - C (16 × 16 f32) comes out `[weight row][token]`, the staging layout the parent already
@@ -152,7 +152,7 @@ pub unsafe fn tiles(
     let block_rows =
         (AMX_WEIGHT_BLOCK_BYTES / (chunk_pairs * 4)).max(BLOCK_ROWS) / BLOCK_ROWS * BLOCK_ROWS;
     // The rows past the last whole 32 as 32-bit words for the register tile (a copy: the
-    // weight itself may sit at any 2-byte offset of a memory-mapped file).
+    // weight as held need not be 4-byte aligned).
     let tail_from = out_dim / BLOCK_ROWS * BLOCK_ROWS;
     let tail: Vec<u32> = w[tail_from * in_dim..]
         .chunks_exact(2)
