@@ -13,7 +13,7 @@
 /// 32 MiB, and EfficientNet's attribution backward allocates 77 MB buffers at batch 16) and
 /// keeps up to 1 GiB of freed heap mapped. With `mmap` above 32 MiB and 256 MiB kept, IG over 8
 /// images took 21.0 s, 9.4 s of it in the kernel (5.7 M page faults and the TLB shootdowns of
-/// each `munmap`); without, 13.9–15.3 s, 0.4–0.5 s in the kernel, peak RSS 849 → 781 MB
+/// each `munmap`); without, 13.9–15.8 s, 0.4–0.5 s in the kernel, peak RSS 849 → 781 MB
 /// (2026-12-06, two Sapphire Rapids cores; 512 MiB kept: 16.7 s). Peak RSS does not grow: the
 /// kept memory is what the next batch reuses.
 pub fn keep_freed_memory() {

@@ -227,14 +227,7 @@ fn tiles(
                     for j in (0..width).step_by(ROWS) {
                         let n = ROWS.min(width - j);
                         let w = &w[(block + j) * pairs..(block + j + n) * pairs];
-                        let acc = tile(panel, w, n, pairs);
-                        for (r, vectors) in acc.iter().enumerate().take(n) {
-                            let row = &mut stage[(j + r) * PANEL..(j + r + 1) * PANEL];
-                            for (lanes, vector) in row.chunks_exact_mut(16).zip(vectors) {
-                                lanes
-                                    .copy_from_slice(&bytemuck::cast::<__m512, [f32; 16]>(*vector));
-                            }
-                        }
+                        tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]);
                     }
                     let out = &mut out[p * PANEL * stride..];
                     let tokens = PANEL.min(out.len() / stride);
@@ -243,6 +236,18 @@ fn tiles(
                 }
             }
         });
+}
+
+/// [`tile`]'s `n` rows stored into the first `n` rows of `stage` (64 tokens each).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn tile_into(panel: &[__m512bh], w: &[u32], n: usize, pairs: usize, stage: &mut [f32]) {
+    let acc = tile(panel, w, n, pairs);
+    for (vectors, row) in acc.iter().take(n).zip(stage.chunks_exact_mut(PANEL)) {
+        for (lanes, vector) in row.chunks_exact_mut(16).zip(vectors) {
+            lanes.copy_from_slice(&bytemuck::cast::<__m512, [f32; 16]>(*vector));
+        }
+    }
 }
 
 /// Accumulators of one tile: `[weight row][token vector]`.

@@ -29,10 +29,9 @@
 //! intrinsics are unstable) and the one system call.
 #![allow(unsafe_code)]
 
-use super::{tile, transpose_into, Packed, PANEL, ROWS, VECTORS};
+use super::{tile_into, transpose_into, Packed, PANEL, ROWS, VECTORS};
 use rayon::prelude::*;
 use std::arch::asm;
-use std::arch::x86_64::__m512;
 use std::sync::OnceLock;
 
 /// Rows of a tile (weight rows of A, pair rows of B, weight rows of C); also the tokens of B
@@ -191,16 +190,9 @@ pub unsafe fn tiles(
                             let n = ROWS.min(width - j);
                             let from = (block + j - tail_from) * pairs;
                             let w = &tail[from..from + n * pairs];
-                            // SAFETY: AMX implies the AVX-512 BF16 that `tile` needs
+                            // SAFETY: AMX implies the AVX-512 BF16 that `tile_into` needs
                             // (`available` requires the parent's `native`).
-                            let acc = unsafe { tile(panel, w, n, pairs) };
-                            for (r, vectors) in acc.iter().enumerate().take(n) {
-                                let row = &mut stage[(j + r) * PANEL..(j + r + 1) * PANEL];
-                                for (lanes, vector) in row.chunks_exact_mut(16).zip(vectors) {
-                                    let vector = bytemuck::cast::<__m512, [f32; 16]>(*vector);
-                                    lanes.copy_from_slice(&vector);
-                                }
-                            }
+                            unsafe { tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]) };
                         }
                         let out = &mut out[p * PANEL * stride..];
                         let tokens = PANEL.min(out.len() / stride);
