@@ -166,13 +166,15 @@ bench-memory shape="gemma2-2b" texts="16,64" compute="f32":
 # Decoder speed at Gemma-2-2B's shape (bf16 checkpoint from bench/big_checkpoint.py, never
 # committed): `glassbox extract` (8 hooks, mean pools, batch 8 x 128 tokens) against PyTorch
 # running the same checkpoint in bfloat16 and in float32, `timed` texts after a warm-up batch
-# on each side, same run (bench/gemma_speed.py). JSON in target/bench/gemma-speed.json.
-bench-gemma timed="16":
+# on each side, same run (bench/gemma_speed.py); `rounds` repeats all four sides and quotes the
+# median of the rounds' ratios. JSON in target/bench/gemma-speed.json.
+bench-gemma timed="16" rounds="1":
     @case "{{timed}}" in ''|*[!0-9]*|0) echo "timed must be a positive multiple of 8, e.g. just bench-gemma 16" >&2; exit 2;; esac
+    @case "{{rounds}}" in ''|*[!0-9]*|0) echo "rounds must be a positive whole number, e.g. just bench-gemma 16 3" >&2; exit 2;; esac
     cargo build --release --bin glassbox
     @just _python-env .venv-ref "torch safetensors numpy transformers"
     test -f target/bench/gemma2-2b/model.safetensors.index.json || .venv-ref/bin/python bench/big_checkpoint.py gemma2-2b target/bench/gemma2-2b
-    cd bench && python3 gemma_speed.py ../target/release/glassbox ../.venv-ref/bin/python ../target/bench/gemma2-2b ../data/sets/default.jsonl {{timed}} ../target/bench/gemma-speed.json
+    cd bench && python3 gemma_speed.py ../target/release/glassbox ../.venv-ref/bin/python ../target/bench/gemma2-2b ../data/sets/default.jsonl {{timed}} ../target/bench/gemma-speed.json {{rounds}}
 
 # Extraction speed and memory next to PyTorch + transformers + pyarrow on the same texts
 # (forward, end to end to Parquet, peak RSS), plus peak RSS at 10k and 200k tokens. Both sides
