@@ -41,19 +41,10 @@ pub fn fold(w: &Weights, conv: Tensor, bn: &str, out: usize, eps: f64) -> Result
 /// Hands `x` (`[batch, pixels, c]`) to the hooks if they want `point`, and continues with
 /// what they return (a patched activation must keep the shape).
 pub fn visit(hooks: &mut dyn Hooks, point: HookPoint, x: &mut Vec<f32>, shape: Nhwc) -> Result<()> {
-    if !hooks.wants(point) {
-        return Ok(());
-    }
-    let dims = (shape.batch, shape.pixels(), shape.channels);
-    let t = Tensor::from_vec(std::mem::take(x), dims, &Device::Cpu)?;
-    let back = hooks.visit(point, t)?;
-    if back.dims() != [dims.0, dims.1, dims.2] {
-        return Err(ModelError::Invalid(format!(
-            "hook `{point}` returned shape {:?}, expected {dims:?}",
-            back.dims()
-        )));
-    }
-    *x = back.flatten_all()?.to_vec1()?;
+    *x = match hold(hooks, point, std::mem::take(x), shape)? {
+        Held::Owned(v) => v,
+        Held::Hooked(t) => t.flatten_all()?.to_vec1()?,
+    };
     Ok(())
 }
 
