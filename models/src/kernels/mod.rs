@@ -28,6 +28,24 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Fewer floats than this are zeroed on the calling thread: below it, handing the work to the
+/// pool costs more than the fill.
+const PARALLEL_ZEROS_FROM: usize = 1 << 18;
+
+/// `n` zeros, written by the pool's threads. `vec![0.0; n]` zeroes on the calling thread:
+/// glibc's `calloc` clears reused heap memory with one `memset`, and since every block is served
+/// from the heap (`pipeline/src/allocator.rs`) the image models' fresh activation and gradient
+/// buffers (up to 77 MB at batch 16) were cleared one core at a time while the other waited —
+/// 11% of integrated gradients' samples on EfficientNet-Lite0.
+pub fn zeros(n: usize) -> Vec<f32> {
+    if n < PARALLEL_ZEROS_FROM || threads() <= 1 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
 /// `dst[rows×out] = x[rows×in] · wᵀ` (no bias: callers fuse it into the next kernel), with `w`
 /// in the `[out, in]` layout of PyTorch's `nn.Linear`.
 pub fn matmul_wt(x: &[f32], in_dim: usize, w: &[f32], out_dim: usize, dst: &mut [f32]) {
@@ -234,6 +252,28 @@ pub fn layer_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both routes (the calling thread below the threshold, the pool above it, on a pool of
+    /// several threads) give exactly `n` zeros, also for lengths that do not split evenly.
+    #[test]
+    fn zeros_are_n_zeros_on_either_route() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for n in [
+            0,
+            1,
+            1000,
+            PARALLEL_ZEROS_FROM - 1,
+            PARALLEL_ZEROS_FROM,
+            3 * PARALLEL_ZEROS_FROM + 7,
+        ] {
+            let v = pool.install(|| zeros(n));
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|x| x.to_bits() == 0), "n = {n}");
+        }
+    }
 
     #[test]
     fn in_out_weights_give_the_same_product() {

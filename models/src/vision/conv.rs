@@ -3,7 +3,7 @@
 //! pixels, a depthwise convolution vectorises over channels, and the activation a hook sees is
 //! already `[batch, h·w, channels]`.
 
-use crate::kernels::{matmul_wt, threads};
+use crate::kernels::{matmul_wt, threads, zeros};
 use rayon::prelude::*;
 
 /// A spatial size and its padding for one dimension.
@@ -74,7 +74,7 @@ pub fn conv_dense(
         width: pw.output,
         channels: out_channels,
     };
-    let mut cols = vec![0f32; shape.batch * out_shape.pixels() * patch];
+    let mut cols = zeros(shape.batch * out_shape.pixels() * patch);
     cols.par_chunks_mut(pw.output * patch)
         .enumerate()
         .for_each(|(row, dst)| {
@@ -99,7 +99,7 @@ pub fn conv_dense(
                 }
             }
         });
-    let mut out = vec![0f32; out_shape.len()];
+    let mut out = zeros(out_shape.len());
     matmul_wt(&cols, patch, weight_rows, out_channels, &mut out);
     (out, out_shape)
 }
@@ -119,10 +119,10 @@ pub fn conv_dense_input_gradient(
     let (ph, pw) = pad;
     let cin = input.channels;
     let patch = kernel * kernel * cin;
-    let mut cols = vec![0f32; out_shape.batch * out_shape.pixels() * patch];
+    let mut cols = zeros(out_shape.batch * out_shape.pixels() * patch);
     crate::kernels::matmul_w(g, out_shape.channels, weight_rows, patch, &mut cols);
     let per_image = input.pixels() * cin;
-    let mut dx = vec![0f32; input.len()];
+    let mut dx = zeros(input.len());
     dx.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(b, dxb)| {
@@ -201,7 +201,7 @@ pub fn conv_depthwise(
         width: pw.output,
         channels: c,
     };
-    let mut out = vec![0f32; out_shape.len()];
+    let mut out = zeros(out_shape.len());
     let min_rows = (shape.batch * ph.output / (4 * threads())).max(1);
     out.par_chunks_mut(pw.output * c)
         .with_min_len(min_rows)
@@ -277,7 +277,7 @@ pub fn max_pool(x: &[f32], shape: Nhwc, k: usize, stride: usize, pad: usize) -> 
 pub fn global_mean(x: &[f32], shape: Nhwc) -> Vec<f32> {
     let c = shape.channels;
     let n = shape.pixels();
-    let mut out = vec![0f32; shape.batch * c];
+    let mut out = zeros(shape.batch * c);
     for (b, o) in out.chunks_exact_mut(c).enumerate() {
         for p in x[b * n * c..(b + 1) * n * c].chunks_exact(c) {
             o.iter_mut().zip(p).for_each(|(o, v)| *o += v);
@@ -304,7 +304,7 @@ pub(crate) mod tests {
         depthwise: bool,
     ) -> Vec<f32> {
         let (ph, pw) = pad;
-        let mut out = vec![0f32; s.batch * ph.output * pw.output * out_c];
+        let mut out = zeros(s.batch * ph.output * pw.output * out_c);
         for b in 0..s.batch {
             for oy in 0..ph.output {
                 for ox in 0..pw.output {

@@ -17,7 +17,7 @@ use super::conv::{
 use super::folded::{fold, hold, visit, Folded};
 use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
-use crate::kernels::{add_bias, bias_relu6, matmul_wt};
+use crate::kernels::{add_bias, bias_relu6, matmul_wt, zeros};
 use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -415,7 +415,7 @@ impl HookedModel for EfficientNet {
                 let mut hs = shape;
                 let expanded = match &b.expand {
                     Some(e) => {
-                        let mut out = vec![0f32; shape.batch * shape.pixels() * b.expanded];
+                        let mut out = zeros(shape.batch * shape.pixels() * b.expanded);
                         matmul_wt(input, b.input, &e.weight, b.expanded, &mut out);
                         bias_relu6(&mut out, &e.bias);
                         hs.channels = b.expanded;
@@ -440,7 +440,7 @@ impl HookedModel for EfficientNet {
                 );
                 bias_relu6(&mut d, &[]);
                 let d = hold(hooks, Self::block_point(b, ConvPart::Depthwise), d, ds)?;
-                let mut out = vec![0f32; ds.batch * ds.pixels() * b.output];
+                let mut out = zeros(ds.batch * ds.pixels() * b.output);
                 matmul_wt(
                     d.view()?.slice()?,
                     b.expanded,
@@ -463,7 +463,7 @@ impl HookedModel for EfficientNet {
         }
         let x = x.view()?;
         let x = x.slice()?;
-        let mut head = vec![0f32; shape.batch * shape.pixels() * HEAD];
+        let mut head = zeros(shape.batch * shape.pixels() * HEAD);
         matmul_wt(x, self.head_in, &self.head.weight, HEAD, &mut head);
         bias_relu6(&mut head, &self.head.bias);
         let head_shape = Nhwc {
@@ -479,7 +479,7 @@ impl HookedModel for EfficientNet {
         let mut pooled = global_mean(&head, head_shape);
         visit(hooks, HookPoint::Pooled, &mut pooled, pooled_shape)?;
         let classes = self.cfg.num_classes;
-        let mut logits = vec![0f32; shape.batch * classes];
+        let mut logits = zeros(shape.batch * classes);
         matmul_wt(&pooled, HEAD, &self.fc.weight, classes, &mut logits);
         add_bias(&mut logits, &self.fc.bias);
         visit(

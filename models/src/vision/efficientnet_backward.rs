@@ -14,7 +14,7 @@ use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
 use crate::batch::ImageBatch;
 use crate::borrowed::Borrowed;
 use crate::hooks::{Capture, ConvPart, HookPoint};
-use crate::kernels::matmul_w;
+use crate::kernels::{matmul_w, zeros};
 use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
@@ -55,7 +55,7 @@ fn depthwise_backward(
         same_padding(input.width, k, stride),
     );
     let per_image = input.pixels() * c;
-    let mut dx = vec![0f32; input.len()];
+    let mut dx = zeros(input.len());
     dx.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(b, dxb)| {
@@ -194,7 +194,7 @@ impl EfficientNet {
         matmul_w(seed, classes, &self.fc.weight, HEAD, &mut g_pooled);
         record(HookPoint::Pooled, &g_pooled, HEAD)?;
         let (head, positions) = act(HookPoint::Head)?;
-        let mut g = vec![0f32; head.slice()?.len()];
+        let mut g = zeros(head.slice()?.len());
         for (bi, gp) in g_pooled.chunks_exact(HEAD).enumerate() {
             for row in g[bi * positions * HEAD..(bi + 1) * positions * HEAD].chunks_exact_mut(HEAD)
             {
@@ -206,7 +206,7 @@ impl EfficientNet {
         record(HookPoint::Head, &g, HEAD)?;
         relu6_mask(&mut g, head.slice()?);
         drop(head);
-        let mut g_x = vec![0f32; b * positions * self.head_in];
+        let mut g_x = zeros(b * positions * self.head_in);
         matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
         // Spatial sizes entering each block, from the input size and the strides.
         let stem_hw = (
@@ -303,7 +303,7 @@ impl EfficientNet {
         };
         let rows = out_shape.batch * out_shape.pixels();
         let in_positions = in_h * in_w;
-        let mut g_d = vec![0f32; rows * blk.expanded];
+        let mut g_d = zeros(rows * blk.expanded);
         matmul_w(
             &g_out,
             blk.output,
@@ -327,7 +327,7 @@ impl EfficientNet {
                 record(point, &g_h, blk.expanded)?;
                 let (h, _) = act(point)?;
                 relu6_mask(&mut g_h, h.slice()?);
-                let mut g_in = vec![0f32; batch * in_positions * blk.input];
+                let mut g_in = zeros(batch * in_positions * blk.input);
                 matmul_w(&g_h, blk.expanded, &e.weight, blk.input, &mut g_in);
                 g_in
             }

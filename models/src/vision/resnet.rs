@@ -10,7 +10,7 @@
 use super::conv::{conv_dense, dense_weight, global_mean, max_pool, symmetric_padding, Nhwc};
 use super::folded::{fold, visit, Folded};
 use crate::hooks::{ConvPart, HookPoint, Hooks};
-use crate::kernels::{add_bias, bias_relu, matmul_wt};
+use crate::kernels::{add_bias, bias_relu, matmul_wt, zeros};
 use crate::model::{HookedModel, Input};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -134,7 +134,7 @@ impl Conv {
     fn run(&self, x: &[f32], shape: Nhwc, relu: bool) -> (Vec<f32>, Nhwc) {
         let pad = self.kernel / 2;
         let (mut y, s) = if self.kernel == 1 && self.stride == 1 {
-            let mut y = vec![0f32; shape.batch * shape.pixels() * self.cout];
+            let mut y = zeros(shape.batch * shape.pixels() * self.cout);
             matmul_wt(x, self.cin, &self.f.weight, self.cout, &mut y);
             (
                 y,
