@@ -8,7 +8,7 @@
 use super::fast::FastBlock;
 use super::Bert;
 use crate::kernels::gemm::{matmul, View};
-use crate::kernels::{self, matmul_wt, split_examples};
+use crate::kernels::{self, matmul_wt, split_examples, zeros};
 use rayon::prelude::*;
 
 /// What one block's backward needs from its forward.
@@ -29,7 +29,7 @@ struct BlockTape {
 fn layer_norm_taped(x: &mut [f32], ln: &(Vec<f32>, Vec<f32>, f32)) -> (Vec<f32>, Vec<f32>) {
     let (gamma, beta, eps) = ln;
     let width = gamma.len();
-    let mut xhat = vec![0f32; x.len()];
+    let mut xhat = zeros(x.len());
     let mut inv = vec![0f32; x.len() / width];
     x.par_chunks_mut(width)
         .zip(xhat.par_chunks_mut(width))
@@ -78,7 +78,7 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let head_dim = h / heads;
     let inter = m.cfg.intermediate_size;
     let n = x.len() / h;
-    let mut qkv = vec![0f32; n * 3 * h];
+    let mut qkv = zeros(n * 3 * h);
     kernels::matmul_in_out(x, h, &blk.qkv_w, 3 * h, &mut qkv);
     kernels::add_bias(&mut qkv, &blk.qkv_b);
     let mut probs = vec![
@@ -87,7 +87,7 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
             .last()
             .unwrap_or(&0)
     ];
-    let mut z = vec![0f32; n * h];
+    let mut z = zeros(n * h);
     kernels::attention(
         &qkv,
         offsets,
@@ -96,7 +96,7 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
         Some(&mut probs),
     );
     // mid = LN1(x + z·Woᵀ + bo)
-    let mut mid = vec![0f32; n * h];
+    let mut mid = zeros(n * h);
     kernels::matmul_in_out(&z, h, &blk.attn_out_w, h, &mut mid);
     mid.par_iter_mut()
         .zip(x.par_iter())
@@ -104,12 +104,12 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
         .for_each(|(i, (v, r))| *v += blk.attn_out_b[i % h] + r);
     let (xhat1, inv1) = layer_norm_taped(&mut mid, &blk.ln1);
     // out = LN2(mid + act(mid·W1ᵀ + b1)·W2ᵀ + b2)
-    let mut pre_act = vec![0f32; n * inter];
+    let mut pre_act = zeros(n * inter);
     kernels::matmul_in_out(&mid, h, &blk.inter_w, inter, &mut pre_act);
     kernels::add_bias(&mut pre_act, &blk.inter_b);
     let mut act = pre_act.clone();
     kernels::bias_act(&mut act, &[], m.act.kernel());
-    let mut out = vec![0f32; n * h];
+    let mut out = zeros(n * h);
     kernels::matmul_in_out(&act, inter, &blk.out_w, h, &mut out);
     out.par_iter_mut()
         .zip(mid.par_iter())
@@ -144,10 +144,10 @@ fn block_backward(
     // Through LN2: d now is the gradient at mid + mlp_out.
     layer_norm_backward(d, &tape.xhat2, &tape.inv2, &blk.ln2.0);
     // Through the MLP, plus the residual into mid.
-    let mut d_act = vec![0f32; n * inter];
+    let mut d_act = zeros(n * inter);
     matmul_wt(d, h, &blk.out_w, inter, &mut d_act);
     kernels::mul_act_derivative(&mut d_act, &tape.pre_act, m.act.kernel());
-    let mut d_mid = vec![0f32; n * h];
+    let mut d_mid = zeros(n * h);
     matmul_wt(&d_act, inter, &blk.inter_w, h, &mut d_mid);
     d_mid
         .par_iter_mut()
@@ -155,12 +155,12 @@ fn block_backward(
         .for_each(|(a, b)| *a += b);
     // Through LN1: the gradient at x + attn_out.
     layer_norm_backward(&mut d_mid, &tape.xhat1, &tape.inv1, &blk.ln1.0);
-    let mut d_z = vec![0f32; n * h];
+    let mut d_z = zeros(n * h);
     matmul_wt(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
     // Through attention, per example and head, into d_qkv.
     let poff = kernels::attention_prob_offsets(offsets, heads);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut d_qkv = vec![0f32; n * 3 * h];
+    let mut d_qkv = zeros(n * 3 * h);
     split_examples(&mut d_qkv, offsets, 3 * h)
         .into_par_iter()
         .enumerate()
@@ -266,7 +266,7 @@ fn block_backward(
             }
         });
     // dx = dmid (residual) + dqkv · Wqkv
-    let mut dx = vec![0f32; n * h];
+    let mut dx = zeros(n * h);
     matmul_wt(&d_qkv, 3 * h, &blk.qkv_w, h, &mut dx);
     dx.par_iter_mut()
         .zip(d_mid.par_iter())
