@@ -206,6 +206,16 @@ fn head_value_and_slope(z: &[f64], head: &LinearHead, convention: Convention) ->
     }
 }
 
+/// A linear head's outputs `z = W·x + b` in f64 (`weight` `outputs × x.len()`, row-major): the
+/// one place the attribution seeds and the patching metrics compute a probe's logits.
+pub(crate) fn head_outputs(weight: &[f32], bias: &[f32], x: &[f64]) -> Vec<f64> {
+    let width = x.len();
+    bias.iter()
+        .zip(weight.chunks_exact(width))
+        .map(|(b, row)| row.iter().zip(x).map(|(w, v)| *w as f64 * v).sum::<f64>() + *b as f64)
+        .collect()
+}
+
 /// The head's value per example and `∂f/∂output` for the packed output `out` of the block the
 /// head reads (example `b` at rows `offsets[b]..offsets[b + 1]`): the seed of a hand-written
 /// backward. The pool must not be `max` (its gradient picks one row per feature).
@@ -233,19 +243,7 @@ pub(crate) fn head_seed(
                 *p += *v as f64 * share;
             }
         }
-        let z: Vec<f64> = head
-            .bias
-            .iter()
-            .enumerate()
-            .map(|(o, b)| {
-                head.weight[o * width..(o + 1) * width]
-                    .iter()
-                    .zip(&pooled)
-                    .map(|(w, p)| *w as f64 * p)
-                    .sum::<f64>()
-                    + *b as f64
-            })
-            .collect();
+        let z = head_outputs(&head.weight, &head.bias, &pooled);
         let (f, slope) = head_value_and_slope(&z, head, convention);
         values.push(f as f32);
         let mut d_pooled = vec![0f64; width];

@@ -160,20 +160,8 @@ fn pooled(h: &Tensor, pool: Pool) -> candle_core::Result<Tensor> {
 
 /// A probe's class logits: one output `z` is the binary logit, read as classes `[0, z]`.
 fn outputs(x: &[f32], head: &TargetHead) -> Vec<f64> {
-    let width = x.len();
-    let z: Vec<f64> = head
-        .bias
-        .iter()
-        .enumerate()
-        .map(|(o, b)| {
-            head.weight[o * width..(o + 1) * width]
-                .iter()
-                .zip(x)
-                .map(|(w, v)| *w as f64 * *v as f64)
-                .sum::<f64>()
-                + *b as f64
-        })
-        .collect();
+    let x: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+    let z = crate::gradients::head_outputs(&head.weight, &head.bias, &x);
     if z.len() == 1 {
         vec![0.0, z[0]]
     } else {
