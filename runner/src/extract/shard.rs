@@ -1,6 +1,6 @@
 //! One shard of extraction: the forward passes on this thread, Parquet encoding and writing on
-//! a writer thread fed through a bounded queue, so compute and I/O overlap while at most
-//! [`QUEUE`] hook-batches wait in memory.
+//! a writer thread fed through a bounded queue, so compute and I/O overlap while at most one
+//! batch's hooks wait in memory (see [`queue_len`]).
 
 use super::ExtractOptions;
 use glassbox_data::run::part_name;
@@ -16,8 +16,16 @@ use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
 /// Units (one hook's rows of one batch, ~6 MB at 384 wide and 32 × 128 tokens) that may wait
-/// for the writer thread while it writes another.
-const QUEUE: usize = 2;
+/// for the writer thread while it writes another: a whole batch's hooks up to [`MAX_QUEUE`], so
+/// the forward thread hands a batch over and starts the next instead of waiting for the writer.
+/// With room for two units, MiniLM's seven hooks kept one core idle while the writer drained
+/// them (end-to-end extraction 3–5% slower, `glassbox-bench --serve`, four alternating runs).
+fn queue_len(hooks: usize) -> usize {
+    hooks.clamp(2, MAX_QUEUE)
+}
+
+/// The most units waiting: a decoder's 31 hooks all queued cost SmolLM2 226 MiB of peak RSS.
+const MAX_QUEUE: usize = 8;
 
 /// The writers of one hook in one shard.
 struct HookWriters {
@@ -148,7 +156,7 @@ pub(super) fn write_shard(
 ) -> Result<()> {
     let writers = open_writers(target, run, opts, shard)?;
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Message>(QUEUE);
+        let (tx, rx) = sync_channel::<Message>(queue_len(opts.hooks.len()));
         let writer = scope.spawn(move || -> Result<()> {
             let mut writers = writers;
             for message in rx {
