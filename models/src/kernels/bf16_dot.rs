@@ -98,6 +98,28 @@ impl Packed {
     pub fn rows(&self) -> usize {
         self.rows
     }
+
+    /// Values of one packed panel.
+    fn panel_len(&self) -> usize {
+        self.pairs * VECTORS
+    }
+
+    /// A product's tasks, one per pool thread: a run of whole panels with the rows of `dst`
+    /// (rows `stride` wide) their tokens write, so no two tasks write the same row.
+    fn tasks<'a>(
+        &'a self,
+        dst: &'a mut [f32],
+        stride: usize,
+    ) -> impl IndexedParallelIterator<Item = (&'a mut [f32], &'a [Lanes])> {
+        let per_task = self
+            .rows
+            .div_ceil(PANEL)
+            .div_ceil(super::threads().max(1))
+            .max(1);
+        dst[..self.rows * stride]
+            .par_chunks_mut(per_task * PANEL * stride)
+            .zip(self.lanes.par_chunks(per_task * self.panel_len()))
+    }
 }
 
 /// Token `t`'s pairs from pair `from` on (`row` starting at that pair), rounded one by one.
@@ -209,33 +231,26 @@ fn tiles(
     (first, stride): (usize, usize),
     accumulate: bool,
 ) {
-    let pairs = x.pairs;
-    let panel_len = pairs * VECTORS;
-    let panels = x.rows.div_ceil(PANEL);
-    let per_task = panels.div_ceil(super::threads().max(1)).max(1);
+    let (pairs, panel_len) = (x.pairs, x.panel_len());
     let block_rows = (WEIGHT_BLOCK_BYTES / (pairs * 4)).max(ROWS) / ROWS * ROWS;
-    let rows = x.rows;
-    dst[..rows * stride]
-        .par_chunks_mut(per_task * PANEL * stride)
-        .zip(x.lanes.par_chunks(per_task * panel_len))
-        .for_each(|(out, lanes)| {
-            // `[weight row of the block][token of the panel]`.
-            let mut stage = vec![0f32; block_rows.min(out_dim) * PANEL];
-            for block in (0..out_dim).step_by(block_rows) {
-                let width = block_rows.min(out_dim - block);
-                for (p, panel) in lanes.chunks_exact(panel_len).enumerate() {
-                    for j in (0..width).step_by(ROWS) {
-                        let n = ROWS.min(width - j);
-                        let w = &w[(block + j) * pairs..(block + j + n) * pairs];
-                        tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]);
-                    }
-                    let out = &mut out[p * PANEL * stride..];
-                    let tokens = PANEL.min(out.len() / stride);
-                    let cols = first + block;
-                    transpose_into(&stage, width, tokens, out, (cols, stride), accumulate);
+    x.tasks(dst, stride).for_each(|(out, lanes)| {
+        // `[weight row of the block][token of the panel]`.
+        let mut stage = vec![0f32; block_rows.min(out_dim) * PANEL];
+        for block in (0..out_dim).step_by(block_rows) {
+            let width = block_rows.min(out_dim - block);
+            for (p, panel) in lanes.chunks_exact(panel_len).enumerate() {
+                for j in (0..width).step_by(ROWS) {
+                    let n = ROWS.min(width - j);
+                    let w = &w[(block + j) * pairs..(block + j + n) * pairs];
+                    tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]);
                 }
+                let out = &mut out[p * PANEL * stride..];
+                let tokens = PANEL.min(out.len() / stride);
+                let cols = first + block;
+                transpose_into(&stage, width, tokens, out, (cols, stride), accumulate);
             }
-        });
+        }
+    });
 }
 
 /// [`tile`]'s `n` rows stored into the first `n` rows of `stage` (64 tokens each).

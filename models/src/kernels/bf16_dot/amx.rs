@@ -29,7 +29,7 @@
 //! intrinsics are unstable) and the one system call.
 #![allow(unsafe_code)]
 
-use super::{tile_into, transpose_into, Packed, PANEL, ROWS, VECTORS};
+use super::{tile_into, transpose_into, Packed, PANEL, ROWS};
 use rayon::prelude::*;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -142,9 +142,7 @@ pub unsafe fn tiles(
     let in_dim = 2 * pairs;
     assert_eq!(w.len(), out_dim * in_dim, "weight of {out_dim} × {in_dim}");
     assert!(in_dim.is_multiple_of(2 * TILE), "whole A tiles");
-    let panel_len = pairs * VECTORS;
-    let panels = x.rows.div_ceil(PANEL);
-    let per_task = panels.div_ceil(super::super::threads().max(1)).max(1);
+    let panel_len = x.panel_len();
     let steps = in_dim / (2 * TILE);
     let chunk_steps = chunk_steps(steps);
     let chunk_pairs = chunk_steps * TILE;
@@ -157,53 +155,49 @@ pub unsafe fn tiles(
         .chunks_exact(2)
         .map(|p| u32::from(p[0]) | (u32::from(p[1]) << 16))
         .collect();
-    let rows = x.rows;
-    dst[..rows * stride]
-        .par_chunks_mut(per_task * PANEL * stride)
-        .zip(x.lanes.par_chunks(per_task * panel_len))
-        .for_each(|(out, lanes)| {
-            let config = TileConfig::all_full();
-            // SAFETY: `takes` checked AMX and the tile permission; the configuration is valid.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
-            let mut stage = vec![0f32; block_rows.min(out_dim) * PANEL];
-            for chunk in (0..steps).step_by(chunk_steps) {
-                let chunk = chunk..steps.min(chunk + chunk_steps);
-                // Later chunks add onto what the first wrote; the tail rows (whole sums on the
-                // register tile) are done in the first.
-                let (first_chunk, accumulate) = (chunk.start == 0, accumulate || chunk.start > 0);
-                for block in (0..out_dim).step_by(block_rows) {
-                    let width = block_rows.min(out_dim - block);
-                    let whole = tail_from.min(block + width).saturating_sub(block);
-                    for (p, panel) in lanes.chunks_exact(panel_len).enumerate() {
-                        for j in (0..whole).step_by(BLOCK_ROWS) {
-                            let a = &w[(block + j) * in_dim..(block + j + BLOCK_ROWS) * in_dim];
-                            for half in 0..2 {
-                                let c = &mut stage[j * PANEL..(j + BLOCK_ROWS) * PANEL];
-                                let t0 = half * BLOCK_ROWS;
-                                // SAFETY: tiles configured above; `block_2x2` reads within
-                                // `a` and the panel and writes within `c` (its doc says how).
-                                unsafe { block_2x2(a, in_dim, panel, t0, c, chunk.clone()) };
-                            }
+    x.tasks(dst, stride).for_each(|(out, lanes)| {
+        let config = TileConfig::all_full();
+        // SAFETY: `takes` checked AMX and the tile permission; the configuration is valid.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
+        let mut stage = vec![0f32; block_rows.min(out_dim) * PANEL];
+        for chunk in (0..steps).step_by(chunk_steps) {
+            let chunk = chunk..steps.min(chunk + chunk_steps);
+            // Later chunks add onto what the first wrote; the tail rows (whole sums on the
+            // register tile) are done in the first.
+            let (first_chunk, accumulate) = (chunk.start == 0, accumulate || chunk.start > 0);
+            for block in (0..out_dim).step_by(block_rows) {
+                let width = block_rows.min(out_dim - block);
+                let whole = tail_from.min(block + width).saturating_sub(block);
+                for (p, panel) in lanes.chunks_exact(panel_len).enumerate() {
+                    for j in (0..whole).step_by(BLOCK_ROWS) {
+                        let a = &w[(block + j) * in_dim..(block + j + BLOCK_ROWS) * in_dim];
+                        for half in 0..2 {
+                            let c = &mut stage[j * PANEL..(j + BLOCK_ROWS) * PANEL];
+                            let t0 = half * BLOCK_ROWS;
+                            // SAFETY: tiles configured above; `block_2x2` reads within
+                            // `a` and the panel and writes within `c` (its doc says how).
+                            unsafe { block_2x2(a, in_dim, panel, t0, c, chunk.clone()) };
                         }
-                        let width = if first_chunk { width } else { whole };
-                        for j in (whole..width).step_by(ROWS) {
-                            let n = ROWS.min(width - j);
-                            let from = (block + j - tail_from) * pairs;
-                            let w = &tail[from..from + n * pairs];
-                            // SAFETY: AMX implies the AVX-512 BF16 that `tile_into` needs
-                            // (`available` requires the parent's `native`).
-                            unsafe { tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]) };
-                        }
-                        let out = &mut out[p * PANEL * stride..];
-                        let tokens = PANEL.min(out.len() / stride);
-                        let cols = (first + block, stride);
-                        transpose_into(&stage, width, tokens, out, cols, accumulate);
                     }
+                    let width = if first_chunk { width } else { whole };
+                    for j in (whole..width).step_by(ROWS) {
+                        let n = ROWS.min(width - j);
+                        let from = (block + j - tail_from) * pairs;
+                        let w = &tail[from..from + n * pairs];
+                        // SAFETY: AMX implies the AVX-512 BF16 that `tile_into` needs
+                        // (`available` requires the parent's `native`).
+                        unsafe { tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]) };
+                    }
+                    let out = &mut out[p * PANEL * stride..];
+                    let tokens = PANEL.min(out.len() / stride);
+                    let cols = (first + block, stride);
+                    transpose_into(&stage, width, tokens, out, cols, accumulate);
                 }
             }
-            // SAFETY: returns the tiles to their initial state; no operands.
-            unsafe { asm!("tilerelease", options(nostack, nomem)) };
-        });
+        }
+        // SAFETY: returns the tiles to their initial state; no operands.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    });
 }
 
 /// `c[r][t0 + t] = Σ_k a[r][k] · panel[t0 + t][k]` for the 32 weight rows `r` of `a` (rows
