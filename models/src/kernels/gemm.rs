@@ -36,7 +36,9 @@ impl View {
 }
 
 /// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]`, using up to `threads`
-/// threads of the rayon pool (1 = this thread only).
+/// threads of the rayon pool (1 = this thread only). Without `accumulate`, `dst`'s earlier
+/// contents are never read (NaNs there do not leak into the result; tested), so it may be a
+/// recycled buffer (`kernels::Recycler::take`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     (m, k, n): (usize, usize, usize),
@@ -54,10 +56,19 @@ pub fn matmul(
         return;
     }
     assert!(dst_view.last(m, n) < dst.len(), "gemm: dst out of bounds");
-    if k > 0 {
-        assert!(lhs_view.last(m, k) < lhs.len(), "gemm: lhs out of bounds");
-        assert!(rhs_view.last(k, n) < rhs.len(), "gemm: rhs out of bounds");
+    if k == 0 {
+        // An empty sum: nothing for `gemm` to multiply.
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[dst_view.offset + i * dst_view.row_stride + j * dst_view.col_stride] = 0.0;
+                }
+            }
+        }
+        return;
     }
+    assert!(lhs_view.last(m, k) < lhs.len(), "gemm: lhs out of bounds");
+    assert!(rhs_view.last(k, n) < rhs.len(), "gemm: rhs out of bounds");
     let parallelism = if threads <= 1 {
         gemm::Parallelism::None
     } else {
@@ -144,6 +155,34 @@ mod tests {
         );
         for (x, y) in c2.iter().zip(&expected) {
             assert!((x - (1.0 + 2.0 * y)).abs() < 1e-5);
+        }
+    }
+
+    /// Without `accumulate` the product overwrites `dst` without reading it: NaNs left there
+    /// (a recycled buffer's stale values could be anything) never reach the result, on the
+    /// `gemm` microkernels' full and edge tiles, one thread and several, and for `k = 0`.
+    #[test]
+    fn overwriting_never_reads_the_destination() {
+        for (m, k, n, threads) in [(37, 19, 29, 1), (130, 64, 70, 2), (5, 0, 3, 1)] {
+            let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
+            let expected = naive(m, k, n, &a, &b);
+            let mut c = vec![f32::NAN; m * n];
+            matmul(
+                (m, k, n),
+                &mut c,
+                View::rows(0, n),
+                &a,
+                View::rows(0, k),
+                &b,
+                View::rows(0, n),
+                1.0,
+                false,
+                threads,
+            );
+            for (x, y) in c.iter().zip(&expected) {
+                assert!((x - y).abs() < 1e-4, "{m}x{k}x{n}: {x} vs {y}");
+            }
         }
     }
 

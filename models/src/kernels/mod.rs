@@ -8,6 +8,7 @@ mod attention;
 pub mod bf16_dot;
 pub mod gemm;
 pub mod input_grad_linear;
+mod recycle;
 mod rows;
 pub mod skinny;
 
@@ -16,6 +17,7 @@ pub use self::attention::{
     Heads, Prepare,
 };
 use self::gemm::{matmul, View};
+pub use self::recycle::Recycler;
 pub use self::rows::{erf, Act};
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 //! pixels, a depthwise convolution vectorises over channels, and the activation a hook sees is
 //! already `[batch, h·w, channels]`.
 
-use crate::kernels::{matmul_wt, threads, zeros};
+use crate::kernels::{matmul_wt, threads, zeros, Recycler};
 use rayon::prelude::*;
 
 /// A spatial size and its padding for one dimension.
@@ -55,8 +55,11 @@ impl Nhwc {
 
 /// A dense convolution (`weight` in PyTorch's `[out, in, k, k]` layout, rearranged once by
 /// [`dense_weight`]) through im2col and one matrix multiply. Meant for stems with few input
-/// channels, where the patch matrix is small.
+/// channels, where the patch matrix is small. The output (and the patch matrix, handed back
+/// after use) come from `spare`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_dense(
+    spare: &Recycler,
     x: &[f32],
     shape: Nhwc,
     weight_rows: &[f32],
@@ -74,7 +77,8 @@ pub fn conv_dense(
         width: pw.output,
         channels: out_channels,
     };
-    let mut cols = zeros(shape.batch * out_shape.pixels() * patch);
+    // Every value of the patch matrix is written: the taps outside the image as zeros.
+    let mut cols = spare.take(shape.batch * out_shape.pixels() * patch);
     cols.par_chunks_mut(pw.output * patch)
         .enumerate()
         .for_each(|(row, dst)| {
@@ -94,13 +98,16 @@ pub fn conv_dense(
                                 + ix as usize)
                                 * cin;
                             dst[at..at + cin].copy_from_slice(&x[src..src + cin]);
+                        } else {
+                            dst[at..at + cin].fill(0.0);
                         }
                     }
                 }
             }
         });
-    let mut out = zeros(out_shape.len());
+    let mut out = spare.take(out_shape.len());
     matmul_wt(&cols, patch, weight_rows, out_channels, &mut out);
+    spare.give(cols);
     (out, out_shape)
 }
 
@@ -183,8 +190,11 @@ pub fn depthwise_weight(w: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
 
 /// Depthwise convolution plus bias: every channel filtered by its own `k×k` kernel
 /// (`weight_taps` from [`depthwise_weight`]). Parallel over output rows; the channel loop is
-/// the vectorised one.
+/// the vectorised one. The output comes from `spare` (each pixel starts from the bias, so
+/// stale contents never matter).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_depthwise(
+    spare: &Recycler,
     x: &[f32],
     shape: Nhwc,
     weight_taps: &[f32],
@@ -201,7 +211,7 @@ pub fn conv_depthwise(
         width: pw.output,
         channels: c,
     };
-    let mut out = zeros(out_shape.len());
+    let mut out = spare.take(out_shape.len());
     let min_rows = (shape.batch * ph.output / (4 * threads())).max(1);
     out.par_chunks_mut(pw.output * c)
         .with_min_len(min_rows)
@@ -399,7 +409,7 @@ pub(crate) mod tests {
             let x = data(s.len(), 4);
             let pad = (same_padding(h, k, stride), same_padding(w, k, stride));
             let weight = dense_weight(&data(4 * 3 * k * k, 5), 4, 3, k);
-            let (y, out) = conv_dense(&x, s, &weight, 4, k, stride, pad);
+            let (y, out) = conv_dense(&Recycler::default(), &x, s, &weight, 4, k, stride, pad);
             let g = data(y.len(), 6);
             let dx = conv_dense_input_gradient(&g, out, &weight, k, stride, pad, s);
             let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
@@ -417,6 +427,40 @@ pub(crate) mod tests {
         }
     }
 
+    /// Both convolutions write every value of their (recycled, uncleared) buffers: from a pool
+    /// holding NaN-filled buffers they give exactly what they give from fresh zeros.
+    #[test]
+    fn stale_recycled_buffers_never_leak_into_the_output() {
+        let s = Nhwc {
+            batch: 4,
+            height: 128,
+            width: 128,
+            channels: 8,
+        };
+        let x = data(s.len(), 5);
+        let (k, stride) = (3, 2);
+        let pad = (same_padding(128, k, stride), same_padding(128, k, stride));
+        let stale = || {
+            let pool = Recycler::default();
+            (0..3).for_each(|_| pool.give(vec![f32::NAN; s.len() * k * k]));
+            pool
+        };
+        let dense = dense_weight(&data(4 * 8 * k * k, 1), 4, 8, k);
+        let fresh = conv_dense(&Recycler::default(), &x, s, &dense, 4, k, stride, pad);
+        assert_eq!(
+            conv_dense(&stale(), &x, s, &dense, 4, k, stride, pad),
+            fresh
+        );
+        let taps = depthwise_weight(&data(8 * k * k, 2), 8, k);
+        let bias = data(8, 3);
+        let pad = (same_padding(128, k, 1), same_padding(128, k, 1));
+        let fresh = conv_depthwise(&Recycler::default(), &x, s, &taps, &bias, k, 1, pad);
+        assert_eq!(
+            conv_depthwise(&stale(), &x, s, &taps, &bias, k, 1, pad),
+            fresh
+        );
+    }
+
     #[test]
     fn dense_and_depthwise_match_the_direct_definition() {
         let s = Nhwc {
@@ -429,7 +473,16 @@ pub(crate) mod tests {
         for (k, stride) in [(3, 2), (3, 1), (5, 2)] {
             let pad = (same_padding(9, k, stride), same_padding(7, k, stride));
             let w = data(4 * 3 * k * k, 7);
-            let (got, shape) = conv_dense(&x, s, &dense_weight(&w, 4, 3, k), 4, k, stride, pad);
+            let (got, shape) = conv_dense(
+                &Recycler::default(),
+                &x,
+                s,
+                &dense_weight(&w, 4, 3, k),
+                4,
+                k,
+                stride,
+                pad,
+            );
             let want = reference(&x, s, &w, 4, k, stride, pad, false);
             assert_eq!(shape.channels, 4);
             for (g, w) in got.iter().zip(&want) {
@@ -437,8 +490,16 @@ pub(crate) mod tests {
             }
             let wd = data(3 * k * k, 3);
             let bias = [0.5f32, -1.0, 2.0];
-            let (got, _) =
-                conv_depthwise(&x, s, &depthwise_weight(&wd, 3, k), &bias, k, stride, pad);
+            let (got, _) = conv_depthwise(
+                &Recycler::default(),
+                &x,
+                s,
+                &depthwise_weight(&wd, 3, k),
+                &bias,
+                k,
+                stride,
+                pad,
+            );
             let want = reference(&x, s, &wd, 3, k, stride, pad, true);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(

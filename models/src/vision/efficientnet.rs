@@ -11,13 +11,11 @@
 //! `hook_head` (the 1×1 head convolution and ReLU6), `hook_pooled` (global average, one
 //! position) and `logits` (one position).
 
-use super::conv::{
-    conv_dense, conv_depthwise, dense_weight, depthwise_weight, global_mean, same_padding, Nhwc,
-};
-use super::folded::{fold, hold, visit, Folded};
+use super::conv::{dense_weight, depthwise_weight};
+use super::folded::{fold, Folded};
 use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
-use crate::kernels::{add_bias, bias_relu6, matmul_wt, zeros};
+use crate::kernels::Recycler;
 use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -180,6 +178,8 @@ pub struct EfficientNet {
     pub(super) head: Folded,
     pub(super) fc: Folded,
     pub(super) head_in: usize,
+    /// Activation and gradient buffers between batches (`efficientnet_forward.rs`).
+    pub(super) spare: Recycler,
 }
 
 impl EfficientNet {
@@ -253,6 +253,7 @@ impl EfficientNet {
             head,
             fc,
             head_in,
+            spare: Recycler::default(),
         })
     }
 
@@ -375,125 +376,12 @@ impl HookedModel for EfficientNet {
 
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
-        let shape = Nhwc {
-            batch: batch.batch,
-            height: batch.height,
-            width: batch.width,
-            channels: 3,
-        };
-        if batch.pixels.len() != shape.len() {
-            return Err(ModelError::Invalid(format!(
-                "image batch holds {} values, expected {}×{}×{}×3",
-                batch.pixels.len(),
-                shape.batch,
-                shape.height,
-                shape.width
-            )));
-        }
-        let pad = |s: Nhwc, k, stride| {
-            (
-                same_padding(s.height, k, stride),
-                same_padding(s.width, k, stride),
-            )
-        };
-        let (mut x, mut shape) = conv_dense(
-            &batch.pixels,
-            shape,
-            &self.stem.weight,
-            STEM,
-            3,
-            2,
-            pad(shape, 3, 2),
-        );
-        bias_relu6(&mut x, &self.stem.bias);
-        // Each hooked activation is read where the hooks left it (`hold`): no copy back.
-        let mut x = hold(hooks, HookPoint::Stem, x, shape)?;
-        for b in &self.blocks {
-            let (out, out_shape) = {
-                let input_view = x.view()?;
-                let input = input_view.slice()?;
-                let mut hs = shape;
-                let expanded = match &b.expand {
-                    Some(e) => {
-                        let mut out = zeros(shape.batch * shape.pixels() * b.expanded);
-                        matmul_wt(input, b.input, &e.weight, b.expanded, &mut out);
-                        bias_relu6(&mut out, &e.bias);
-                        hs.channels = b.expanded;
-                        let point = Self::block_point(b, ConvPart::Expand);
-                        Some(hold(hooks, point, out, hs)?)
-                    }
-                    None => None,
-                };
-                let expanded_view = expanded.as_ref().map(|h| h.view()).transpose()?;
-                let h = match &expanded_view {
-                    Some(v) => v.slice()?,
-                    None => input,
-                };
-                let (mut d, ds) = conv_depthwise(
-                    h,
-                    hs,
-                    &b.depthwise.weight,
-                    &b.depthwise.bias,
-                    b.kernel,
-                    b.stride,
-                    pad(hs, b.kernel, b.stride),
-                );
-                bias_relu6(&mut d, &[]);
-                let d = hold(hooks, Self::block_point(b, ConvPart::Depthwise), d, ds)?;
-                let mut out = zeros(ds.batch * ds.pixels() * b.output);
-                matmul_wt(
-                    d.view()?.slice()?,
-                    b.expanded,
-                    &b.project.weight,
-                    b.output,
-                    &mut out,
-                );
-                add_bias(&mut out, &b.project.bias);
-                if b.skip() {
-                    out.iter_mut().zip(input).for_each(|(o, i)| *o += i);
-                }
-                let out_shape = Nhwc {
-                    channels: b.output,
-                    ..ds
-                };
-                (out, out_shape)
-            };
-            shape = out_shape;
-            x = hold(hooks, Self::block_point(b, ConvPart::Out), out, shape)?;
-        }
-        let x = x.view()?;
-        let x = x.slice()?;
-        let mut head = zeros(shape.batch * shape.pixels() * HEAD);
-        matmul_wt(x, self.head_in, &self.head.weight, HEAD, &mut head);
-        bias_relu6(&mut head, &self.head.bias);
-        let head_shape = Nhwc {
-            channels: HEAD,
-            ..shape
-        };
-        visit(hooks, HookPoint::Head, &mut head, head_shape)?;
-        let pooled_shape = Nhwc {
-            height: 1,
-            width: 1,
-            ..head_shape
-        };
-        let mut pooled = global_mean(&head, head_shape);
-        visit(hooks, HookPoint::Pooled, &mut pooled, pooled_shape)?;
+        let logits = self.run(batch, hooks, None)?;
+        self.spare.end_batch();
         let classes = self.cfg.num_classes;
-        let mut logits = zeros(shape.batch * classes);
-        matmul_wt(&pooled, HEAD, &self.fc.weight, classes, &mut logits);
-        add_bias(&mut logits, &self.fc.bias);
-        visit(
-            hooks,
-            HookPoint::Logits,
-            &mut logits,
-            Nhwc {
-                channels: classes,
-                ..pooled_shape
-            },
-        )?;
         Ok(Tensor::from_vec(
             logits,
-            (shape.batch, classes),
+            (batch.batch, classes),
             &Device::Cpu,
         )?)
     }

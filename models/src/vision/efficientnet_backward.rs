@@ -11,10 +11,10 @@
 
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
+use super::efficientnet_forward::Tape;
 use crate::batch::ImageBatch;
-use crate::borrowed::Borrowed;
 use crate::hooks::{Capture, ConvPart, HookPoint};
-use crate::kernels::{matmul_w, zeros};
+use crate::kernels::{matmul_w, Recycler};
 use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
@@ -22,8 +22,6 @@ use std::collections::BTreeMap;
 
 /// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
 type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
-/// A hook's recorded activation, read in place on the tape, and its number of positions.
-type Activation<'a> = dyn Fn(HookPoint) -> Result<(Borrowed<'a>, usize)> + 'a;
 
 /// Elements per parallel task of [`relu6_mask`].
 const MASK_CHUNK: usize = 1 << 16;
@@ -40,8 +38,10 @@ fn relu6_mask(g: &mut [f32], y: &[f32]) {
         });
 }
 
-/// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`.
+/// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`,
+/// in a buffer from `spare` (cleared: the taps' contributions are added up in it).
 fn depthwise_backward(
+    spare: &Recycler,
     g: &[f32],
     out: Nhwc,
     taps: &[f32],
@@ -55,7 +55,7 @@ fn depthwise_backward(
         same_padding(input.width, k, stride),
     );
     let per_image = input.pixels() * c;
-    let mut dx = zeros(input.len());
+    let mut dx = spare.zeroed(input.len());
     dx.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(b, dxb)| {
@@ -100,7 +100,7 @@ fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
 /// One taped forward and the backward from a seed: what both public entry points read.
 struct Backward {
     logits: Vec<f32>,
-    tape: Capture,
+    tape: Tape,
     /// `[batch, positions, width]` gradients at the wanted hooks, with their width.
     grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
     /// `∂f/∂pixels`, when asked for.
@@ -120,15 +120,15 @@ impl EfficientNet {
             ..Default::default()
         };
         for (p, (g, width)) in run.grads {
-            let t = &run.tape.captured[&p];
-            let (_, positions, _) = t.dims3()?;
-            let a: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            let mut pooled = position_sums(&a, batch.batch, width);
-            pooled.iter_mut().for_each(|v| *v /= positions as f32);
+            let (a, shape) = run.tape.get(p)?;
+            let mut pooled = position_sums(a, batch.batch, width);
+            pooled.iter_mut().for_each(|v| *v /= shape.pixels() as f32);
             out.pooled.insert(p, pooled);
             out.gradient_sums
                 .insert(p, position_sums(&g, batch.batch, width));
         }
+        run.tape.into_buffers().for_each(|v| self.spare.give(v));
+        self.spare.end_batch();
         Ok(out)
     }
 
@@ -138,12 +138,17 @@ impl EfficientNet {
         points: &[HookPoint],
         seed: &[f32],
     ) -> Result<PixelGradients> {
-        let run = self.backward(batch, points, seed, true)?;
+        let mut run = self.backward(batch, points, seed, true)?;
         let mut hooks = BTreeMap::new();
         for (p, (g, _)) in run.grads {
-            let a: Vec<f32> = run.tape.captured[&p].flatten_all()?.to_vec1()?;
+            let a = run.tape.remove(p).ok_or_else(|| ModelError::UnknownHook {
+                name: p.to_string(),
+                hint: " (the efficientnet_lite forward did not keep it)".into(),
+            })?;
             hooks.insert(p, (a, g));
         }
+        run.tape.into_buffers().for_each(|v| self.spare.give(v));
+        self.spare.end_batch();
         Ok(PixelGradients {
             outputs: run.logits,
             pixels: run.pixels.unwrap_or_default(),
@@ -173,15 +178,17 @@ impl EfficientNet {
                 hint: " (not a hook point of this efficientnet_lite model)".into(),
             });
         }
-        // Every activation the backward needs, as [b, positions, width] tensors.
-        let mut tape = Capture::new(available.iter().copied());
-        let logits = self.forward(batch.into(), &mut tape)?;
-        // Read in place: a copy of each (up to 77 MB at batch 16) cost 3-4% of IG's time.
-        let act = |p: HookPoint| -> Result<(Borrowed<'_>, usize)> {
-            let t = &tape.captured[&p];
-            let (_, positions, _) = t.dims3()?;
-            Ok((Borrowed::of(t)?, positions))
-        };
+        // Every activation the backward needs, each in its own buffer, read in place.
+        let mut tape = Tape::default();
+        let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
+        let spare = &self.spare;
+        // The blocks' outputs are never read by the backward (ReLU6 masks read the expansions,
+        // depthwise outputs, head and stem): unless wanted, back to the recycler before the
+        // first gradient buffer is taken, and each other activation as soon as the backward
+        // has passed it — so the gradients reuse the tape's memory.
+        for blk in &self.blocks {
+            self.release(&mut tape, points, Self::block_point(blk, ConvPart::Out));
+        }
         let mut grads = BTreeMap::new();
         let mut record = |p: HookPoint, g: &[f32], width: usize| -> Result<()> {
             if points.contains(&p) {
@@ -193,8 +200,10 @@ impl EfficientNet {
         let mut g_pooled = vec![0f32; b * HEAD];
         matmul_w(seed, classes, &self.fc.weight, HEAD, &mut g_pooled);
         record(HookPoint::Pooled, &g_pooled, HEAD)?;
-        let (head, positions) = act(HookPoint::Head)?;
-        let mut g = zeros(head.slice()?.len());
+        let (head, head_shape) = tape.get(HookPoint::Head)?;
+        let positions = head_shape.pixels();
+        // Every row is written below.
+        let mut g = spare.take(head.len());
         for (bi, gp) in g_pooled.chunks_exact(HEAD).enumerate() {
             for row in g[bi * positions * HEAD..(bi + 1) * positions * HEAD].chunks_exact_mut(HEAD)
             {
@@ -204,10 +213,11 @@ impl EfficientNet {
             }
         }
         record(HookPoint::Head, &g, HEAD)?;
-        relu6_mask(&mut g, head.slice()?);
-        drop(head);
-        let mut g_x = zeros(b * positions * self.head_in);
+        relu6_mask(&mut g, head);
+        self.release(&mut tape, points, HookPoint::Head);
+        let mut g_x = spare.take(b * positions * self.head_in);
         matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
+        spare.give(g);
         // Spatial sizes entering each block, from the input size and the strides.
         let stem_hw = (
             same_padding(batch.height, 3, 2),
@@ -238,13 +248,14 @@ impl EfficientNet {
             if available.iter().position(|a| *a == out_point).unwrap_or(0) <= earliest {
                 break;
             }
-            g_x = self.block_backward(blk, b, input_hw, g_x, &act, &mut record)?;
+            g_x = self.block_backward(blk, b, input_hw, g_x, &mut tape, points, &mut record)?;
         }
         record(HookPoint::Stem, &g_x, STEM)?;
         let pixels = if to_pixels {
             // Through the stem's ReLU6 and its convolution, to the pixels.
-            let (stem, _) = act(HookPoint::Stem)?;
-            relu6_mask(&mut g_x, stem.slice()?);
+            let (stem, _) = tape.get(HookPoint::Stem)?;
+            relu6_mask(&mut g_x, stem);
+            self.release(&mut tape, points, HookPoint::Stem);
             let input = Nhwc {
                 batch: b,
                 height: batch.height,
@@ -269,12 +280,23 @@ impl EfficientNet {
         } else {
             None
         };
+        spare.give(g_x);
         Ok(Backward {
-            logits: logits.flatten_all()?.to_vec1()?,
+            logits,
             tape,
             grads,
             pixels,
         })
+    }
+
+    /// The backward is done with the activation at `point`: back to the recycler, unless the
+    /// caller asked for it (then it stays on the tape for the caller).
+    fn release(&self, tape: &mut Tape, points: &[HookPoint], point: HookPoint) {
+        if !points.contains(&point) {
+            if let Some(v) = tape.remove(point) {
+                self.spare.give(v);
+            }
+        }
     }
 
     /// From the gradient at a block's output to the gradient at its input.
@@ -285,11 +307,11 @@ impl EfficientNet {
         batch: usize,
         (in_h, in_w): (usize, usize),
         g_out: Vec<f32>,
-        act: &Activation<'_>,
+        tape: &mut Tape,
+        points: &[HookPoint],
         record: &mut Record<'_>,
     ) -> Result<Vec<f32>> {
         let dw_point = Self::block_point(blk, ConvPart::Depthwise);
-        let (d, _) = act(dw_point)?;
         let input_shape = Nhwc {
             batch,
             height: in_h,
@@ -303,7 +325,8 @@ impl EfficientNet {
         };
         let rows = out_shape.batch * out_shape.pixels();
         let in_positions = in_h * in_w;
-        let mut g_d = zeros(rows * blk.expanded);
+        let spare = &self.spare;
+        let mut g_d = spare.take(rows * blk.expanded);
         matmul_w(
             &g_out,
             blk.output,
@@ -312,8 +335,10 @@ impl EfficientNet {
             &mut g_d,
         );
         record(dw_point, &g_d, blk.expanded)?;
-        relu6_mask(&mut g_d, d.slice()?);
+        relu6_mask(&mut g_d, tape.get(dw_point)?.0);
+        self.release(tape, points, dw_point);
         let mut g_h = depthwise_backward(
+            spare,
             &g_d,
             out_shape,
             &blk.depthwise.weight,
@@ -321,14 +346,16 @@ impl EfficientNet {
             blk.stride,
             input_shape,
         );
+        spare.give(g_d);
         let mut g_in = match &blk.expand {
             Some(e) => {
                 let point = Self::block_point(blk, ConvPart::Expand);
                 record(point, &g_h, blk.expanded)?;
-                let (h, _) = act(point)?;
-                relu6_mask(&mut g_h, h.slice()?);
-                let mut g_in = zeros(batch * in_positions * blk.input);
+                relu6_mask(&mut g_h, tape.get(point)?.0);
+                self.release(tape, points, point);
+                let mut g_in = spare.take(batch * in_positions * blk.input);
                 matmul_w(&g_h, blk.expanded, &e.weight, blk.input, &mut g_in);
+                spare.give(g_h);
                 g_in
             }
             None => g_h,
@@ -336,6 +363,7 @@ impl EfficientNet {
         if blk.skip() {
             g_in.iter_mut().zip(&g_out).for_each(|(a, b)| *a += b);
         }
+        spare.give(g_out);
         Ok(g_in)
     }
 }
@@ -363,9 +391,18 @@ mod tests {
                 same_padding(size, k, stride),
                 same_padding(size + 1, k, stride),
             );
-            let (y, out) = conv_depthwise(&x, input, &taps, &[0.0; 5], k, stride, pad);
+            let (y, out) = conv_depthwise(
+                &crate::kernels::Recycler::default(),
+                &x,
+                input,
+                &taps,
+                &[0.0; 5],
+                k,
+                stride,
+                pad,
+            );
             let g = data(y.len(), 3);
-            let dx = depthwise_backward(&g, out, &taps, k, stride, input);
+            let dx = depthwise_backward(&Recycler::default(), &g, out, &taps, k, stride, input);
             let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod conv;
 pub mod efficientnet;
 mod efficientnet_backward;
+mod efficientnet_forward;
 pub mod encoder;
 pub mod folded;
 pub mod resnet;

@@ -149,6 +149,7 @@ impl Conv {
                 symmetric_padding(shape.width, self.kernel, self.stride, pad),
             );
             conv_dense(
+                &crate::kernels::Recycler::default(),
                 x,
                 shape,
                 &self.f.weight,
