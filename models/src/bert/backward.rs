@@ -8,7 +8,7 @@
 use super::fast::FastBlock;
 use super::Bert;
 use crate::kernels::gemm::{matmul, View};
-use crate::kernels::{self, matmul_wt, split_examples, zeros};
+use crate::kernels::{self, matmul_wt, split_examples, Recycler};
 use rayon::prelude::*;
 
 /// What one block's backward needs from its forward.
@@ -25,11 +25,25 @@ struct BlockTape {
     pre_act: Vec<f32>,
 }
 
-/// `x = LayerNorm(x)` keeping `x̂` and `1/σ` (statistics in f64, as the fast kernel).
-fn layer_norm_taped(x: &mut [f32], ln: &(Vec<f32>, Vec<f32>, f32)) -> (Vec<f32>, Vec<f32>) {
+impl BlockTape {
+    /// Hands the tape's buffers back for the next batch.
+    fn recycle(self, spare: &Recycler) {
+        for v in [self.qkv, self.probs, self.xhat1, self.xhat2, self.pre_act] {
+            spare.give(v);
+        }
+    }
+}
+
+/// `x = LayerNorm(x)` keeping `x̂` and `1/σ` (statistics in f64, as the fast kernel); `x̂` in a
+/// buffer from `spare` (every row is written).
+fn layer_norm_taped(
+    spare: &Recycler,
+    x: &mut [f32],
+    ln: &(Vec<f32>, Vec<f32>, f32),
+) -> (Vec<f32>, Vec<f32>) {
     let (gamma, beta, eps) = ln;
     let width = gamma.len();
-    let mut xhat = zeros(x.len());
+    let mut xhat = spare.take(x.len());
     let mut inv = vec![0f32; x.len() / width];
     x.par_chunks_mut(width)
         .zip(xhat.par_chunks_mut(width))
@@ -72,22 +86,25 @@ fn layer_norm_backward(dy: &mut [f32], xhat: &[f32], inv: &[f32], gamma: &[f32])
 }
 
 /// One block forward on packed rows `x` (replaced by the block's output), with its tape.
+/// Every buffer comes from the model's recycler uncleared: products, attention (each kept
+/// probability row is written whole, zeros past the row's length included), LayerNorm and the
+/// copies below write every value before anything reads it.
 fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize]) -> BlockTape {
+    let spare = &m.spare;
     let h = m.cfg.hidden_size;
     let heads = m.cfg.num_attention_heads;
     let head_dim = h / heads;
     let inter = m.cfg.intermediate_size;
     let n = x.len() / h;
-    let mut qkv = zeros(n * 3 * h);
+    let mut qkv = spare.take(n * 3 * h);
     kernels::matmul_in_out(x, h, &blk.qkv_w, 3 * h, &mut qkv);
     kernels::add_bias(&mut qkv, &blk.qkv_b);
-    let mut probs = vec![
-        0f32;
+    let mut probs = spare.take(
         *kernels::attention_prob_offsets(offsets, heads)
             .last()
-            .unwrap_or(&0)
-    ];
-    let mut z = zeros(n * h);
+            .unwrap_or(&0),
+    );
+    let mut z = spare.take(n * h);
     kernels::attention(
         &qkv,
         offsets,
@@ -96,27 +113,33 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
         Some(&mut probs),
     );
     // mid = LN1(x + z·Woᵀ + bo)
-    let mut mid = zeros(n * h);
+    let mut mid = spare.take(n * h);
     kernels::matmul_in_out(&z, h, &blk.attn_out_w, h, &mut mid);
+    spare.give(z);
     mid.par_iter_mut()
         .zip(x.par_iter())
         .enumerate()
         .for_each(|(i, (v, r))| *v += blk.attn_out_b[i % h] + r);
-    let (xhat1, inv1) = layer_norm_taped(&mut mid, &blk.ln1);
+    let (xhat1, inv1) = layer_norm_taped(spare, &mut mid, &blk.ln1);
     // out = LN2(mid + act(mid·W1ᵀ + b1)·W2ᵀ + b2)
-    let mut pre_act = zeros(n * inter);
+    let mut pre_act = spare.take(n * inter);
     kernels::matmul_in_out(&mid, h, &blk.inter_w, inter, &mut pre_act);
     kernels::add_bias(&mut pre_act, &blk.inter_b);
-    let mut act = pre_act.clone();
+    let mut act = spare.take(n * inter);
+    act.par_chunks_mut(1 << 16)
+        .zip(pre_act.par_chunks(1 << 16))
+        .for_each(|(a, p)| a.copy_from_slice(p));
     kernels::bias_act(&mut act, &[], m.act.kernel());
-    let mut out = zeros(n * h);
+    let mut out = spare.take(n * h);
     kernels::matmul_in_out(&act, inter, &blk.out_w, h, &mut out);
+    spare.give(act);
     out.par_iter_mut()
         .zip(mid.par_iter())
         .enumerate()
         .for_each(|(i, (v, r))| *v += blk.out_b[i % h] + r);
-    let (xhat2, inv2) = layer_norm_taped(&mut out, &blk.ln2);
-    *x = out;
+    spare.give(mid);
+    let (xhat2, inv2) = layer_norm_taped(spare, &mut out, &blk.ln2);
+    spare.give(std::mem::replace(x, out));
     BlockTape {
         qkv,
         probs,
@@ -141,26 +164,30 @@ fn block_backward(
     let head_dim = h / heads;
     let inter = m.cfg.intermediate_size;
     let n = d.len() / h;
+    // Every buffer below is written whole by a product (the attention's per-head products
+    // cover all of `d_qkv`'s columns), so none is cleared.
+    let spare = &m.spare;
     // Through LN2: d now is the gradient at mid + mlp_out.
     layer_norm_backward(d, &tape.xhat2, &tape.inv2, &blk.ln2.0);
     // Through the MLP, plus the residual into mid.
-    let mut d_act = zeros(n * inter);
+    let mut d_act = spare.take(n * inter);
     matmul_wt(d, h, &blk.out_w, inter, &mut d_act);
     kernels::mul_act_derivative(&mut d_act, &tape.pre_act, m.act.kernel());
-    let mut d_mid = zeros(n * h);
+    let mut d_mid = spare.take(n * h);
     matmul_wt(&d_act, inter, &blk.inter_w, h, &mut d_mid);
+    spare.give(d_act);
     d_mid
         .par_iter_mut()
         .zip(d.par_iter())
         .for_each(|(a, b)| *a += b);
     // Through LN1: the gradient at x + attn_out.
     layer_norm_backward(&mut d_mid, &tape.xhat1, &tape.inv1, &blk.ln1.0);
-    let mut d_z = zeros(n * h);
+    let mut d_z = spare.take(n * h);
     matmul_wt(&d_mid, h, &blk.attn_out_w, h, &mut d_z);
     // Through attention, per example and head, into d_qkv.
     let poff = kernels::attention_prob_offsets(offsets, heads);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut d_qkv = zeros(n * 3 * h);
+    let mut d_qkv = spare.take(n * 3 * h);
     split_examples(&mut d_qkv, offsets, 3 * h)
         .into_par_iter()
         .enumerate()
@@ -265,13 +292,16 @@ fn block_backward(
                 );
             }
         });
+    spare.give(d_z);
     // dx = dmid (residual) + dqkv · Wqkv
-    let mut dx = zeros(n * h);
+    let mut dx = spare.take(n * h);
     matmul_wt(&d_qkv, 3 * h, &blk.qkv_w, h, &mut dx);
+    spare.give(d_qkv);
     dx.par_iter_mut()
         .zip(d_mid.par_iter())
         .for_each(|(a, b)| *a += b);
-    *d = dx;
+    spare.give(d_mid);
+    spare.give(std::mem::replace(d, dx));
 }
 
 /// Runs blocks `first..=last` on `x` (packed rows entering block `first`), calls `seed` with
@@ -286,16 +316,21 @@ pub(crate) fn residual_gradients(
     seed: &mut dyn FnMut(&[f32]) -> Vec<f32>,
 ) -> Vec<Vec<f32>> {
     let blocks = &m.fast.blocks[first..=last];
-    let tapes: Vec<BlockTape> = blocks
+    let mut tapes: Vec<BlockTape> = blocks
         .iter()
         .map(|blk| block_forward(m, blk, &mut x, offsets))
         .collect();
     let mut d = seed(&x);
+    m.spare.give(x);
     let mut entering = vec![Vec::new(); blocks.len()];
-    for (i, (blk, tape)) in blocks.iter().zip(&tapes).enumerate().rev() {
-        block_backward(m, blk, tape, &mut d, offsets);
+    for (i, blk) in blocks.iter().enumerate().rev() {
+        let tape = tapes.pop().expect("one tape per block");
+        block_backward(m, blk, &tape, &mut d, offsets);
+        tape.recycle(&m.spare);
         entering[i] = d.clone();
     }
+    m.spare.give(d);
+    m.spare.end_batch();
     entering
 }
 
@@ -328,9 +363,10 @@ pub(crate) fn embedding_gradients(
             }
         }
     }
-    let (xhat, inv) = layer_norm_taped(&mut x, &w.embed_ln);
+    let (xhat, inv) = layer_norm_taped(&m.spare, &mut x, &w.embed_ln);
     let mut entering = residual_gradients(m, x, offsets, 0, last, seed);
     let mut d = entering.swap_remove(0);
     layer_norm_backward(&mut d, &xhat, &inv, &w.embed_ln.0);
+    m.spare.give(xhat);
     d
 }

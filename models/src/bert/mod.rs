@@ -94,6 +94,8 @@ pub struct Bert {
     pub(crate) act: Activation,
     pub(crate) graph: graph::GraphWeights,
     pub(crate) fast: fast::FastWeights,
+    /// The hand-written backward's tape and gradient buffers between batches (`backward.rs`).
+    pub(crate) spare: crate::kernels::Recycler,
 }
 
 impl Bert {
@@ -105,6 +107,7 @@ impl Bert {
             cfg,
             graph,
             fast,
+            spare: crate::kernels::Recycler::default(),
         })
     }
 }
