@@ -38,16 +38,28 @@ fn relu6_mask(g: &mut [f32], y: &[f32]) {
         });
 }
 
+/// ReLU6 outputs whose derivative [`depthwise_backward`] applies as it goes.
+#[derive(Clone, Copy, Default)]
+struct Relu6Masks<'a> {
+    /// The convolution's own ReLU6 output: `g` passes its derivative as it is read.
+    output: Option<&'a [f32]>,
+    /// The ReLU6 output the convolution read (the expansion's): the input gradient passes its
+    /// derivative once complete.
+    input: Option<&'a [f32]>,
+}
+
 /// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`,
-/// in a buffer from `spare` (cleared: the taps' contributions are added up in it). With `y`
-/// (the convolution's ReLU6 output), `g` is first passed through the ReLU6 derivative, pixel by
-/// pixel as it is read: a separate pass of [`relu6_mask`] over `g` was two more streams of up
-/// to 77 MB per block.
+/// in a buffer from `spare`. Each image's gradient rows are built in order: a row is cleared
+/// just before the first output row's taps add into it and, with `masks.input`, passed through
+/// the ReLU6 derivative as soon as no later output row reaches it — both while it is in cache,
+/// where a `memset` of the whole buffer first and a [`relu6_mask`] pass after were three more
+/// streams of up to 77 MB per block. With `masks.output`, `g` passes its ReLU6 derivative
+/// pixel by pixel as it is read. Bit-identical to clearing, scattering and masking in turn.
 #[allow(clippy::too_many_arguments)]
 fn depthwise_backward(
     spare: &Recycler,
     g: &[f32],
-    y: Option<&[f32]>,
+    masks: Relu6Masks<'_>,
     out: Nhwc,
     taps: &[f32],
     k: usize,
@@ -60,16 +72,29 @@ fn depthwise_backward(
         same_padding(input.width, k, stride),
     );
     let per_image = input.pixels() * c;
-    let mut dx = spare.zeroed(input.len());
+    let row_len = input.width * c;
+    let height = input.height as isize;
+    let mut dx = spare.take(input.len());
     dx.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(b, dxb)| {
-            let mut masked = vec![0f32; if y.is_some() { c } else { 0 }];
+            let mut masked = vec![0f32; if masks.output.is_some() { c } else { 0 }];
+            // Rows `..cleared` are cleared; rows `..complete` have all their taps (and mask).
+            let (mut cleared, mut complete) = (0usize, 0usize);
+            let mut clear_to = |dxb: &mut [f32], to: usize| {
+                if to > cleared {
+                    dxb[cleared * row_len..to * row_len].fill(0.0);
+                    cleared = to;
+                }
+            };
             for oy in 0..out.height {
+                // The input rows this output row's taps reach, clipped to the image.
+                let first = (oy * stride) as isize - ph.before as isize;
+                clear_to(dxb, (first + k as isize).clamp(0, height) as usize);
                 for ox in 0..out.width {
                     let at = ((b * out.height + oy) * out.width + ox) * c;
                     let go = &g[at..][..c];
-                    let go = match y {
+                    let go = match masks.output {
                         Some(y) => {
                             for ((m, &g), &y) in masked.iter_mut().zip(go).zip(&y[at..][..c]) {
                                 *m = if y > 0.0 && y < 6.0 { g } else { 0.0 };
@@ -79,8 +104,8 @@ fn depthwise_backward(
                         None => go,
                     };
                     for ky in 0..k {
-                        let iy = (oy * stride + ky) as isize - ph.before as isize;
-                        if iy < 0 || iy as usize >= input.height {
+                        let iy = first + ky as isize;
+                        if iy < 0 || iy >= height {
                             continue;
                         }
                         for kx in 0..k {
@@ -96,7 +121,25 @@ fn depthwise_backward(
                         }
                     }
                 }
+                // Rows above the next output row's first tap are final.
+                let done = if oy + 1 == out.height {
+                    input.height
+                } else {
+                    (first + stride as isize).clamp(0, height) as usize
+                };
+                if done > complete {
+                    clear_to(dxb, done);
+                    if let Some(h) = masks.input {
+                        let rows = complete * row_len..done * row_len;
+                        let h = &h[b * per_image..][rows.clone()];
+                        for (d, &h) in dxb[rows].iter_mut().zip(h) {
+                            *d = if h > 0.0 && h < 6.0 { *d } else { 0.0 };
+                        }
+                    }
+                    complete = done;
+                }
             }
+            clear_to(dxb, input.height);
         });
     dx
 }
@@ -351,10 +394,22 @@ impl EfficientNet {
             &mut g_d,
         );
         record(dw_point, &g_d, blk.expanded)?;
+        // The expansion's ReLU6 derivative goes inside the transpose too, unless the gradient
+        // at the expansion hook itself (before that derivative) is wanted.
+        let expand_point = Self::block_point(blk, ConvPart::Expand);
+        let fuse_expand = blk.expand.is_some() && !points.contains(&expand_point);
+        let masks = Relu6Masks {
+            output: Some(tape.get(dw_point)?.0),
+            input: if fuse_expand {
+                Some(tape.get(expand_point)?.0)
+            } else {
+                None
+            },
+        };
         let mut g_h = depthwise_backward(
             spare,
             &g_d,
-            Some(tape.get(dw_point)?.0),
+            masks,
             out_shape,
             &blk.depthwise.weight,
             blk.kernel,
@@ -365,9 +420,11 @@ impl EfficientNet {
         spare.give(g_d);
         let mut g_in = match &blk.expand {
             Some(e) => {
-                let point = Self::block_point(blk, ConvPart::Expand);
+                let point = expand_point;
                 record(point, &g_h, blk.expanded)?;
-                relu6_mask(&mut g_h, tape.get(point)?.0);
+                if !fuse_expand {
+                    relu6_mask(&mut g_h, tape.get(point)?.0);
+                }
                 self.release(tape, points, point);
                 let mut g_in = spare.take(batch * in_positions * blk.input);
                 matmul_w(&g_h, blk.expanded, &e.weight, blk.input, &mut g_in);
@@ -418,24 +475,93 @@ mod tests {
                 pad,
             );
             let g = data(y.len(), 3);
+            let none = Relu6Masks::default();
             let dx =
-                depthwise_backward(&Recycler::default(), &g, None, out, &taps, k, stride, input);
-            // The ReLU6 derivative applied as `g` is read equals the separate mask, exactly
-            // (outputs scaled so that some fall below 0, inside and above 6).
-            let relu6: Vec<f32> = y.iter().map(|v| v * 8.0).collect();
-            let mut g_masked = g.clone();
-            relu6_mask(&mut g_masked, &relu6);
-            let pool = Recycler::default();
-            assert_eq!(
-                depthwise_backward(&pool, &g, Some(&relu6), out, &taps, k, stride, input),
-                depthwise_backward(&pool, &g_masked, None, out, &taps, k, stride, input),
-            );
+                depthwise_backward(&Recycler::default(), &g, none, out, &taps, k, stride, input);
             let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(
                 (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
                 "size {size} k{k} s{stride}: {lhs} vs {rhs}"
             );
+        }
+    }
+
+    /// The depthwise transpose by its definition: every output pixel's gradient times each tap,
+    /// added onto the input pixel that tap read.
+    fn naive_transpose(
+        g: &[f32],
+        out: Nhwc,
+        taps: &[f32],
+        k: usize,
+        stride: usize,
+        input: Nhwc,
+    ) -> Vec<f32> {
+        let c = input.channels;
+        let ph = same_padding(input.height, k, stride).before as isize;
+        let pw = same_padding(input.width, k, stride).before as isize;
+        let mut dx = vec![0f32; input.len()];
+        for b in 0..out.batch {
+            for oy in 0..out.height {
+                for ox in 0..out.width {
+                    for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                        let iy = (oy * stride + ky) as isize - ph;
+                        let ix = (ox * stride + kx) as isize - pw;
+                        if iy < 0 || ix < 0 || iy >= input.height as isize {
+                            continue;
+                        }
+                        if ix >= input.width as isize {
+                            continue;
+                        }
+                        let (iy, ix) = (iy as usize, ix as usize);
+                        for ch in 0..c {
+                            let o = ((b * out.height + oy) * out.width + ox) * c + ch;
+                            let i = ((b * input.height + iy) * input.width + ix) * c + ch;
+                            dx[i] += g[o] * taps[(ky * k + kx) * c + ch];
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// The ReLU6 derivatives applied inside the transpose (of the output as `g` is read, of the
+    /// input as each gradient row completes) equal the definition followed by both masks,
+    /// exactly — from a recycler holding NaN-filled buffers, so every row must be cleared
+    /// before the taps add into it. Values scaled so that some fall below 0, some inside and
+    /// some above 6; kernels 3 and 5, strides 1 and 2, odd sizes.
+    #[test]
+    fn fused_masks_and_row_clearing_equal_the_separate_passes() {
+        for (size, k, stride) in [(64, 3, 2), (61, 5, 1), (63, 5, 2)] {
+            let input = Nhwc {
+                batch: 2,
+                height: size,
+                width: size + 2,
+                channels: 64,
+            };
+            let x: Vec<f32> = data(input.len(), 1).iter().map(|v| v * 8.0).collect();
+            let taps = data(k * k * 64, 2);
+            let pad = (
+                same_padding(size, k, stride),
+                same_padding(size + 2, k, stride),
+            );
+            let fresh = Recycler::default();
+            let (y, out) = conv_depthwise(&fresh, &x, input, &taps, &[0.0; 64], k, stride, pad);
+            let y: Vec<f32> = y.iter().map(|v| v * 4.0).collect();
+            let g = data(y.len(), 3);
+            let mut g_masked = g.clone();
+            relu6_mask(&mut g_masked, &y);
+            let mut expected = naive_transpose(&g_masked, out, &taps, k, stride, input);
+            relu6_mask(&mut expected, &x);
+            let stale = Recycler::default();
+            (0..2).for_each(|_| stale.give(vec![f32::NAN; input.len()]));
+            let masks = Relu6Masks {
+                output: Some(&y),
+                input: Some(&x),
+            };
+            let fused = depthwise_backward(&stale, &g, masks, out, &taps, k, stride, input);
+            assert_eq!(fused, expected, "size {size} k{k} s{stride}");
         }
     }
 }
