@@ -125,11 +125,15 @@ fn block_forward(m: &Bert, blk: &FastBlock, x: &mut Vec<f32>, offsets: &[usize])
     let mut pre_act = spare.take(n * inter);
     kernels::matmul_in_out(&mid, h, &blk.inter_w, inter, &mut pre_act);
     kernels::add_bias(&mut pre_act, &blk.inter_b);
+    // The activation from a copy of the pre-activation (which the tape keeps), a cache-sized
+    // chunk at a time: copied and activated while the chunk is in L2, not in two passes.
     let mut act = spare.take(n * inter);
-    act.par_chunks_mut(1 << 16)
-        .zip(pre_act.par_chunks(1 << 16))
-        .for_each(|(a, p)| a.copy_from_slice(p));
-    kernels::bias_act(&mut act, &[], m.act.kernel());
+    act.par_chunks_mut(1 << 14)
+        .zip(pre_act.par_chunks(1 << 14))
+        .for_each(|(a, p)| {
+            a.copy_from_slice(p);
+            kernels::bias_act(a, &[], m.act.kernel());
+        });
     let mut out = spare.take(n * h);
     kernels::matmul_in_out(&act, inter, &blk.out_w, h, &mut out);
     spare.give(act);
