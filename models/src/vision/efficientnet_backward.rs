@@ -200,11 +200,7 @@ impl EfficientNet {
         let mut run = self.backward(batch, points, seed, true)?;
         let mut hooks = BTreeMap::new();
         for (p, (g, _)) in run.grads {
-            let a = run.tape.remove(p).ok_or_else(|| ModelError::UnknownHook {
-                name: p.to_string(),
-                hint: " (the efficientnet_lite forward did not keep it)".into(),
-            })?;
-            hooks.insert(p, (a, g));
+            hooks.insert(p, (run.tape.remove(p)?, g));
         }
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
         self.spare.end_batch();
@@ -352,7 +348,7 @@ impl EfficientNet {
     /// caller asked for it (then it stays on the tape for the caller).
     fn release(&self, tape: &mut Tape, points: &[HookPoint], point: HookPoint) {
         if !points.contains(&point) {
-            if let Some(v) = tape.remove(point) {
+            if let Ok(v) = tape.remove(point) {
                 self.spare.give(v);
             }
         }

@@ -28,15 +28,22 @@ impl Tape {
         self.kept
             .get(&point)
             .map(|(v, s)| (v.as_slice(), *s))
-            .ok_or_else(|| ModelError::UnknownHook {
-                name: point.to_string(),
-                hint: " (the efficientnet_lite forward did not keep it)".into(),
-            })
+            .ok_or_else(|| Self::missing(point))
     }
 
     /// The activation at `point`, moved out of the tape.
-    pub(super) fn remove(&mut self, point: HookPoint) -> Option<Vec<f32>> {
-        self.kept.remove(&point).map(|(v, _)| v)
+    pub(super) fn remove(&mut self, point: HookPoint) -> Result<Vec<f32>> {
+        self.kept
+            .remove(&point)
+            .map(|(v, _)| v)
+            .ok_or_else(|| Self::missing(point))
+    }
+
+    fn missing(point: HookPoint) -> ModelError {
+        ModelError::UnknownHook {
+            name: point.to_string(),
+            hint: " (the efficientnet_lite forward did not keep it)".into(),
+        }
     }
 
     /// Every buffer still on the tape.
@@ -107,7 +114,7 @@ impl EfficientNet {
                     }
                     None => None,
                 };
-                let (d, ds) = {
+                let (mut d, ds) = {
                     let expanded_view = expanded.as_ref().map(|h| h.view()).transpose()?;
                     let h = match &expanded_view {
                         Some(v) => v.slice()?,
@@ -127,7 +134,6 @@ impl EfficientNet {
                 if let Some(e) = expanded {
                     self.retire(&mut tape, Self::block_point(b, ConvPart::Expand), e, hs);
                 }
-                let mut d = d;
                 bias_relu6(&mut d, &[]);
                 let dw_point = Self::block_point(b, ConvPart::Depthwise);
                 let d = hold(hooks, dw_point, d, ds)?;
