@@ -339,3 +339,41 @@ fn vit_and_clip_fast_and_graph_forwards_agree_at_every_hook() {
         );
     }
 }
+
+/// transformers 5 writes neither `id2label` nor `num_labels` into `config.json` when they are
+/// its defaults (a two-class head), yet the checkpoint holds the classifier: with both removed
+/// from a fixture's config, the classes come from the classifier weight (named `class_0`, …)
+/// and the logits are the reference's.
+#[test]
+fn a_classifier_the_config_does_not_mention_is_read_from_its_weight() {
+    for name in ["tiny_resnet", "tiny_vit"] {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["model.safetensors", "preprocessor_config.json"] {
+            std::fs::copy(fixture(name).join(file), dir.path().join(file)).unwrap();
+        }
+        let config = std::fs::read_to_string(fixture(name).join("config.json")).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        for key in ["id2label", "label2id", "num_labels"] {
+            config.as_object_mut().unwrap().remove(key);
+        }
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let spec: ModelSpec = dir.path().to_str().unwrap().parse().unwrap();
+        let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
+        let (_, reference, batch) = load(name, 2);
+        let logits = model
+            .model
+            .forward((&batch).into(), &mut Capture::new([]))
+            .unwrap();
+        let labels: Vec<String> = (0..5).map(|i| format!("class_{i}")).collect();
+        assert_eq!(model.model.labels(), labels, "{name}");
+        close(
+            &format!("{name} logits"),
+            &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &reference["logits"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+    }
+}

@@ -177,6 +177,34 @@ pub(crate) fn patch_grid(
         .then(|| glassbox_data::grid::CellGrid::patches(image_size, image_size, patch_size))
 }
 
+/// The classifier's classes a `transformers` config names: `id2label`'s entries, else
+/// `num_labels`, else none said. transformers 5 leaves both out of `config.json` when they are
+/// its defaults (two classes), so a checkpoint can carry a classifier
+/// its config does not mention: [`classes_from_weight`] then reads the count off the weight.
+pub(crate) fn config_classes(v: &serde_json::Value) -> usize {
+    match v.get("id2label").and_then(|m| m.as_object()) {
+        Some(map) => map.len(),
+        None => v.get("num_labels").and_then(|n| n.as_u64()).unwrap_or(0) as usize,
+    }
+}
+
+/// With no classes in the config, the classifier weight's rows (`[classes, width]`) when the
+/// checkpoint has one, named `class_0`, … as [`id2label`] names classes a config leaves
+/// unnamed (transformers would say `LABEL_0`, …).
+pub(crate) fn classes_from_weight(
+    w: &crate::weights::Weights,
+    weight: &str,
+    (classes, labels): (&mut usize, &mut Vec<String>),
+) {
+    if *classes > 0 {
+        return;
+    }
+    if let Some(&rows) = w.tensor(weight).and_then(|t| t.dims().first()) {
+        *classes = rows;
+        *labels = (0..rows).map(|i| format!("class_{i}")).collect();
+    }
+}
+
 pub(crate) fn id2label(path: &Path, v: &serde_json::Value, n: usize) -> Result<Vec<String>> {
     let mut labels: Vec<String> = (0..n).map(|i| format!("class_{i}")).collect();
     if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {

@@ -69,11 +69,7 @@ impl ResNetConfig {
                 "`hidden_sizes` and `depths` must be non-empty lists of one length".into(),
             ));
         }
-        let id2label = v
-            .get("id2label")
-            .and_then(|m| m.as_object())
-            .map(|m| m.len());
-        let num_classes = id2label.unwrap_or(0);
+        let num_classes = super::config_classes(&v);
         Ok(Self {
             num_channels: num("num_channels", 3),
             embedding_size: num("embedding_size", 64),
@@ -183,7 +179,9 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    pub fn load(cfg: ResNetConfig, w: &Weights) -> Result<Self> {
+    pub fn load(mut cfg: ResNetConfig, w: &Weights) -> Result<Self> {
+        let classes = (&mut cfg.num_classes, &mut cfg.labels);
+        super::classes_from_weight(w, "classifier.1.weight", classes);
         let stem = Conv::load(
             w,
             "embedder.embedder",

@@ -50,10 +50,7 @@ impl VitConfig {
                 .unwrap_or("gelu"),
         )
         .map_err(bad)?;
-        let num_classes = v
-            .get("id2label")
-            .and_then(|m| m.as_object())
-            .map_or(0, |m| m.len());
+        let num_classes = super::config_classes(&v);
         let cfg = Self {
             hidden: num("hidden_size", 768),
             layers: num("num_hidden_layers", 12),
@@ -91,7 +88,9 @@ pub struct Vit {
 }
 
 impl Vit {
-    pub fn load(cfg: VitConfig, w: &Weights) -> Result<Self> {
+    pub fn load(mut cfg: VitConfig, w: &Weights) -> Result<Self> {
+        let classes = (&mut cfg.num_classes, &mut cfg.labels);
+        super::classes_from_weight(w, "classifier.weight", classes);
         let (h, p, c) = (cfg.hidden, cfg.patch_size, cfg.num_channels);
         let grid = cfg.image_size / p;
         let e = "embeddings";
