@@ -5,9 +5,15 @@
 //! ~20% of integrated gradients' time on EfficientNet-Lite0 (two cores, 30 GB zeroed for 8
 //! images × 64 steps) even with both cores on it ([`super::zeros`]). Most of those buffers are
 //! outputs that a matrix product or a convolution overwrites entirely, so the zeros were never
-//! read. A model keeps one [`Recycler`]; its forward and backward [`take`](Recycler::take)
-//! their outputs from it and [`give`](Recycler::give) them back when done, and the next batch
-//! (same shapes) finds them there.
+//! read. A model keeps one [`Recycler`]; its taped forward and backward
+//! [`take`](Recycler::take) their outputs from it and [`give`](Recycler::give) them back when
+//! done, and the next batch (same shapes) finds them there.
+//!
+//! Only where the buffers would all be alive at once anyway (a backward's tape): the pool
+//! keeps every size it was given, so a plain forward that recycled each layer's output kept
+//! one batch's every activation resident where freeing them let the allocator reuse the
+//! memory across sizes (ResNet-50, forward only: 2.7 against 0.8 GB peak; EfficientNet-Lite0
+//! extraction: 488 against 369 MB).
 //!
 //! Contract: [`Recycler::take`]'s contents are whatever the buffer last held — for outputs the
 //! caller overwrites entirely (a `gemm` without `accumulate`, a convolution that starts each

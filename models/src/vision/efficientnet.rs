@@ -377,7 +377,6 @@ impl HookedModel for EfficientNet {
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
         let logits = self.run(batch, hooks, None)?;
-        self.spare.end_batch();
         let classes = self.cfg.num_classes;
         Ok(Tensor::from_vec(
             logits,
