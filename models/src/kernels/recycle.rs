@@ -17,10 +17,10 @@
 //!
 //! Contract: [`Recycler::take`]'s contents are whatever the buffer last held — for outputs the
 //! caller overwrites entirely (a `gemm` without `accumulate`, a convolution that starts each
-//! output from its bias). Accumulators use [`Recycler::zeroed`].
+//! output from its bias). An accumulator clears what it takes where it first writes it (the
+//! depthwise transpose clears each gradient row just before its first taps).
 
 use super::{zeros, PARALLEL_ZEROS_FROM};
-use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Buffers kept at most: after one integration batch EfficientNet-Lite0's pool holds 43 and
@@ -50,22 +50,6 @@ impl Recycler {
                     // Within its capacity: only the new tail is written.
                     v.resize(n, 0.0);
                 }
-                v
-            }
-            None => zeros(n),
-        }
-    }
-
-    /// `n` zeros, in a recycled buffer where one fits (cleared by the pool's threads).
-    pub fn zeroed(&self, n: usize) -> Vec<f32> {
-        if n < PARALLEL_ZEROS_FROM {
-            return vec![0.0; n];
-        }
-        match self.best_fit(n) {
-            Some(mut v) => {
-                v.truncate(n);
-                v.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
-                v.resize(n, 0.0);
                 v
             }
             None => zeros(n),
@@ -121,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_come_back_by_best_fit_and_zeroed_means_zeros() {
+    fn buffers_come_back_by_best_fit_uncleared_and_idle_ones_are_freed() {
         let pool = Recycler::default();
         let (big, small) = (PARALLEL_ZEROS_FROM * 3, PARALLEL_ZEROS_FROM * 2);
         let mut a = pool.take(big);
@@ -143,13 +127,13 @@ mod tests {
         assert_eq!(grown.as_ptr(), b_ptr);
         assert!(grown[..small - 10].iter().all(|&v| v == 5.0));
         assert!(grown[small - 10..].iter().all(|&v| v == 0.0));
-        // `zeroed` clears what it hands out.
-        let cleared = pool.zeroed(big);
-        assert_eq!(cleared.as_ptr(), a_ptr);
-        assert_eq!(cleared.len(), big);
-        assert!(cleared.iter().all(|&v| v == 0.0));
+        // The larger buffer serves the larger request, uncleared.
+        let big_again = pool.take(big);
+        assert_eq!(big_again.as_ptr(), a_ptr);
+        assert_eq!(big_again.len(), big);
+        assert!(big_again.iter().all(|&v| v == 7.0));
         // Nothing fits: a fresh zeroed one. Small buffers are never kept.
-        pool.give(cleared);
+        pool.give(big_again);
         assert!(pool.take(big * 2).iter().all(|&v| v == 0.0));
         pool.give(vec![1.0; 16]);
         assert_eq!(pool.kept(), 1);

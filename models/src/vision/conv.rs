@@ -445,10 +445,12 @@ pub(crate) mod tests {
             (0..3).for_each(|_| pool.give(vec![f32::NAN; s.len() * k * k]));
             pool
         };
-        let dense = dense_weight(&data(4 * 8 * k * k, 1), 4, 8, k);
-        let fresh = conv_dense(&Recycler::default(), &x, s, &dense, 4, k, stride, pad);
+        // 16 output channels: the output (4 × 64 × 64 × 16 values) is large enough to be
+        // recycled too, not only the patch matrix.
+        let dense = dense_weight(&data(16 * 8 * k * k, 1), 16, 8, k);
+        let fresh = conv_dense(&Recycler::default(), &x, s, &dense, 16, k, stride, pad);
         assert_eq!(
-            conv_dense(&stale(), &x, s, &dense, 4, k, stride, pad),
+            conv_dense(&stale(), &x, s, &dense, 16, k, stride, pad),
             fresh
         );
         let taps = depthwise_weight(&data(8 * k * k, 2), 8, k);
