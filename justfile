@@ -247,9 +247,10 @@ reference-gpt2:
 reference-llama: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_llama.py
 
-# Regenerate the tiny Gemma-2, Gemma-3, Qwen3, OLMo-2, Phi-3 and sliding-window Mistral fixtures.
-reference-families: reference-gpt2
-    .venv-ref/bin/python scripts/reference_tiny_families.py
+# Regenerate the tiny Gemma-2, Gemma-3, Qwen3, OLMo-2, OLMo-3, Phi-3 and sliding-window Mistral
+# fixtures (or only those named: `just reference-families tiny_olmo3`).
+reference-families *names: reference-gpt2
+    .venv-ref/bin/python scripts/reference_tiny_families.py {{names}}
 
 # Regenerate the tiny GPT-NeoX (parallel blocks, partial rotary, untied head) fixture.
 reference-neox: reference-gpt2

@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
 """Tiny random checkpoints of the decoder families researchers audit at real size — Gemma-2,
-Gemma-3 (text), Qwen3, OLMo-2, Phi-3 and Mistral with a sliding window — and their reference
+Gemma-3 (text), Qwen3, OLMo-2, OLMo-3, Phi-3 and Mistral with a sliding window — and their reference
 outputs from PyTorch `transformers`, for the decoder parity tests. Every feature the family
 file implements is switched on and made to matter: a sliding window of 4 tokens (shorter than
 every reference text) on the layers that have one, soft-capping caps small enough to bend the
 scores, q/k norms, sandwich and post norms with weights far from 1, fused projections, and
 `longrope` frequency scaling on Phi-3 (texts longer than its original context of 8, so the
-long factors apply). The tokenizer is the tiny GPT-2 fixture's byte-level BPE.
+long factors apply), `yarn` on OLMo-3's global layer. The tokenizer is the tiny GPT-2 fixture's
+byte-level BPE.
 
 Each folder tests/fixtures/tiny_<family>/: config.json, model.safetensors, tokenizer.json and
 reference.json + reference.safetensors as written by tiny_reference.write_reference.
 
-Run: just reference-families   (needs torch, transformers ≥ 5 from PyPI)
+Run: just reference-families   (needs torch, transformers ≥ 5 from PyPI); names as arguments
+(`tiny_olmo3`) remake only those fixtures.
 """
-import functools
+import sys
 
 import transformers
 import tiny_reference
 from tiny_reference import TOKENIZER
 from tokenizers import Tokenizer
 
-make = functools.partial(tiny_reference.make, tok=Tokenizer.from_file(str(TOKENIZER)))
+ONLY = set(sys.argv[1:])
+
+
+def make(name, *args, **kwargs):
+    if not ONLY or name in ONLY:
+        tiny_reference.make(name, *args, tok=Tokenizer.from_file(str(TOKENIZER)), **kwargs)
+
+
 COMMON = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
               bos_token_id=0, eos_token_id=0, pad_token_id=None)
@@ -70,3 +79,15 @@ make("tiny_phi3", transformers.Phi3ForCausalLM, transformers.Phi3Config(
 make("tiny_mistral", transformers.MistralForCausalLM, transformers.MistralConfig(
     **COMMON, rms_norm_eps=1e-5, sliding_window=4, tie_word_embeddings=False,
     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), seed=8)
+
+# OLMo-3: OLMo-2's block; layers 0-2 slide over 4 tokens, layer 3 is global (the default
+# pattern, written out by transformers); yarn on the global layer only (factor 4 over an
+# original context of 32: pair 0 kept, pair 1 half blended, the rest interpolated, cosines and
+# sines × 1.139), the sliding layers on the plain base.
+make("tiny_olmo3", transformers.Olmo3ForCausalLM, transformers.Olmo3Config(
+    **{**COMMON, "num_hidden_layers": 4}, head_dim=16, rms_norm_eps=1e-6, sliding_window=4,
+    tie_word_embeddings=False,
+    rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                        "original_max_position_embeddings": 32},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+     seed=9)

@@ -20,6 +20,7 @@ pub mod llama;
 pub mod model;
 pub mod neox;
 pub mod olmo2;
+pub mod olmo3;
 mod packed;
 pub mod phi3;
 pub mod precision;

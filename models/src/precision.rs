@@ -5,8 +5,15 @@
 /// Families whose forward reads weights in reduced precision, converting a layer's matrices to
 /// f32 as it runs them; the others hold f32 weights (their fast kernels read f32 in place).
 /// `auto` keeps a bf16/f16 checkpoint as stored for these.
-pub const REDUCED_PRECISION_FAMILIES: &[&str] =
-    &["gemma2", "gemma3_text", "gemma3", "qwen3", "olmo2", "phi3"];
+pub const REDUCED_PRECISION_FAMILIES: &[&str] = &[
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    "qwen3",
+    "olmo2",
+    "olmo3",
+    "phi3",
+];
 
 /// The precision of the matrix products in the packed (extraction) forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

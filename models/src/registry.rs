@@ -24,6 +24,7 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("gemma3_text", Modality::Text),
     ("gemma3", Modality::Text),
     ("olmo2", Modality::Text),
+    ("olmo3", Modality::Text),
     ("phi3", Modality::Text),
     ("efficientnet_lite", Modality::Vision),
     ("resnet", Modality::Vision),
@@ -391,6 +392,14 @@ fn build_text(
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
             (
                 crate::olmo2::load(cfg.clone(), &weights)?,
+                cfg.base.pad_id(),
+            )
+        }
+        "olmo3" => {
+            let cfg = crate::olmo3::Olmo3Config::from_json(path, config)?;
+            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            (
+                crate::olmo3::load(cfg.clone(), &weights)?,
                 cfg.base.pad_id(),
             )
         }

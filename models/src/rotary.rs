@@ -1,7 +1,9 @@
 //! Rotary position embeddings in the `rotate_half` convention of `transformers` (pairs
 //! `(i, i + d/2)`), for the first `dim` dimensions of each head, with the frequency scalings of
 //! `transformers.modeling_rope_utils` that the supported checkpoints use: `default`, `linear`,
-//! `llama3` and `longrope` (Phi-3's, also spelled `su`).
+//! `llama3`, `longrope` (Phi-3's, also spelled `su`), `yarn` (OLMo-3's long-context layers,
+//! Qwen3's long-context configs) and `dynamic` (NTK; the default frequencies at the lengths
+//! glassbox runs, see below).
 
 use candle_core::Tensor;
 use serde_json::Value;
@@ -16,6 +18,74 @@ pub(crate) struct Rotary {
     long: Option<(Vec<f64>, usize)>,
     /// Longrope's attention factor, multiplying cosines and sines (1 elsewhere).
     scaling: f32,
+}
+
+/// YaRN frequencies and attention factor, as `transformers` `_compute_yarn_parameters`: each
+/// pair's frequency blends the interpolated one (divided by `factor`) and the original by a
+/// linear ramp over the pairs between the correction dimensions of `beta_fast` and
+/// `beta_slow` rotations in the original context; cosines and sines are multiplied by the
+/// attention factor (`0.1 ln(factor) + 1` unless given, or the `mscale` ratio).
+/// (`truncate` is read from the layer kind's own parameters; transformers reads it from the
+/// top level, which differs only for a per-kind object that sets it.)
+fn yarn(
+    params: &Value,
+    exponents: &[f64],
+    theta: f64,
+    dim: usize,
+    max_positions: usize,
+) -> std::result::Result<(Vec<f64>, f64), String> {
+    let num = |k: &str| params.get(k).and_then(Value::as_f64);
+    let original = num("original_max_position_embeddings")
+        .ok_or("rope `yarn` scaling needs `original_max_position_embeddings`")?;
+    let factor = num("factor").unwrap_or(max_positions as f64 / original);
+    let mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention = match (
+        num("attention_factor"),
+        num("mscale"),
+        num("mscale_all_dim"),
+    ) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+            mscale(factor, m) / mscale(factor, all)
+        }
+        _ => mscale(factor, 1.0),
+    };
+    // `or` in transformers: a zero or missing beta takes the default.
+    let beta = |k: &str, default: f64| num(k).filter(|b| *b != 0.0).unwrap_or(default);
+    let (fast, slow) = (beta("beta_fast", 32.0), beta("beta_slow", 1.0));
+    let truncate = params
+        .get("truncate")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let correction = |rotations: f64| {
+        dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction(fast), correction(slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim as f64 - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    let inv = exponents
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let original_freq = 1.0 / theta.powf(*e);
+            // The share of the interpolated frequency: 0 for the fast-rotating pairs (kept),
+            // 1 for the slow ones (divided by `factor`).
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            original_freq / factor * ramp + original_freq * (1.0 - ramp)
+        })
+        .collect();
+    Ok((inv, attention))
 }
 
 impl Rotary {
@@ -111,9 +181,20 @@ impl Rotary {
                 inv = scaled(&short);
                 rotary.long = Some((scaled(&long), original as usize));
             }
+            // transformers `_compute_dynamic_ntk_parameters` rescales the base only for
+            // sequences longer than `max_position_embeddings`; at or below it (and glassbox
+            // refuses longer inputs, `check_positions`) the base is unchanged.
+            "dynamic" => {
+                num("factor").ok_or("rope `dynamic` scaling needs `factor`")?;
+            }
+            "yarn" => {
+                let (yarn, attention) = yarn(params, &exponents, theta, dim, max_positions)?;
+                inv = yarn;
+                rotary.scaling = attention as f32;
+            }
             other => {
                 return Err(format!(
-                    "rope type `{other}` is not supported; supported: default, linear, llama3, longrope"
+                    "rope type `{other}` is not supported; supported: default, linear, llama3, longrope, yarn, dynamic"
                 ))
             }
         }
@@ -203,5 +284,46 @@ mod tests {
             "long_factor": [1.0, 1.0], "original_max_position_embeddings": 8});
         let e = Rotary::from_params(&wrong, 4, 128).unwrap_err();
         assert!(e.contains("short_factor") && e.contains("2 pairs"), "{e}");
+    }
+
+    /// YaRN on 4 pairs, base 10,000, an original context of 8, factor 4: the correction range
+    /// is pairs [0, 1] (β_fast = 32 → −1.4, floored, clamped to 0; β_slow = 1 → 0.1, ceiled),
+    /// so pair 0 keeps its frequency and pairs 1–3 are divided by 4; cosines and sines carry
+    /// 0.1 ln 4 + 1.
+    #[test]
+    fn yarn_keeps_fast_pairs_and_interpolates_slow_ones() {
+        let params = json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+            "original_max_position_embeddings": 8});
+        let r = Rotary::from_params(&params, 8, 32).unwrap();
+        let plain = Rotary::from_params(&json!({"rope_theta": 10000.0}), 8, 32).unwrap();
+        assert_eq!(r.inv_freq[0], plain.inv_freq[0]);
+        for i in 1..4 {
+            assert!(
+                (r.inv_freq[i] - plain.inv_freq[i] / 4.0).abs() < 1e-15,
+                "pair {i}"
+            );
+        }
+        assert!((r.scaling - (0.1 * 4f32.ln() + 1.0)).abs() < 1e-6);
+        // An explicit attention factor wins; without `factor`, max / original.
+        let given = json!({"rope_type": "yarn", "attention_factor": 1.5,
+            "original_max_position_embeddings": 8});
+        let r = Rotary::from_params(&given, 8, 32).unwrap();
+        assert_eq!(r.scaling, 1.5);
+        assert!((r.inv_freq[3] - plain.inv_freq[3] / 4.0).abs() < 1e-15);
+        let missing = json!({"rope_type": "yarn", "factor": 4.0});
+        let e = Rotary::from_params(&missing, 8, 32).unwrap_err();
+        assert!(e.contains("original_max_position_embeddings"), "{e}");
+    }
+
+    /// Dynamic NTK rescales the base only past `max_position_embeddings`, which glassbox
+    /// never runs: the default frequencies.
+    #[test]
+    fn dynamic_ntk_is_the_default_within_the_context() {
+        let dynamic = json!({"rope_type": "dynamic", "rope_theta": 500.0, "factor": 2.0});
+        let r = Rotary::from_params(&dynamic, 8, 32).unwrap();
+        let plain = Rotary::from_params(&json!({"rope_theta": 500.0}), 8, 32).unwrap();
+        assert_eq!(r.inv_freq, plain.inv_freq);
+        let e = Rotary::from_params(&json!({"rope_type": "ntk-by-parts"}), 8, 32).unwrap_err();
+        assert!(e.contains("ntk-by-parts") && e.contains("yarn"), "{e}");
     }
 }

@@ -217,6 +217,14 @@ fn olmo2_matches_transformers() {
     padded_batch("tiny_olmo2");
 }
 
+/// OLMo-3: OLMo-2's block with three sliding layers (window 4) per global one, and yarn
+/// frequencies (with their attention factor) on the global layer only.
+#[test]
+fn olmo3_matches_transformers() {
+    one_at_a_time("tiny_olmo3", "olmo3");
+    padded_batch("tiny_olmo3");
+}
+
 /// Phi-3: fused qkv and gate/up projections, longrope (long factors: every text is longer than
 /// the original 8 positions), a sliding window of 4.
 #[test]
@@ -298,6 +306,7 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
         "tiny_gemma3",
         "tiny_qwen3",
         "tiny_olmo2",
+        "tiny_olmo3",
         "tiny_phi3",
         "tiny_mistral",
     ] {
