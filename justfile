@@ -247,7 +247,7 @@ reference-gpt2:
 reference-llama: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_llama.py
 
-# Regenerate the tiny Gemma-2, Gemma-3, Qwen3, OLMo-2, OLMo-3, Phi-3 and sliding-window Mistral
+# Regenerate the tiny Gemma-2, Gemma-3, Qwen3, OLMo-2, OLMo-3, Phi-3, sliding-window Mistral and Qwen2
 # fixtures (or only those named: `just reference-families tiny_olmo3`).
 reference-families *names: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_families.py {{names}}

@@ -91,3 +91,10 @@ make("tiny_olmo3", transformers.Olmo3ForCausalLM, transformers.Olmo3Config(
                                         "original_max_position_embeddings": 32},
                      "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
      seed=9)
+
+# Qwen2 with its sliding window switched on from layer 1 (`max_window_layers`; transformers
+# writes the resulting layer_types): layer 0 attends to all tokens, layer 1 over 4; q/k/v biases.
+make("tiny_qwen2_windows", transformers.Qwen2ForCausalLM, transformers.Qwen2Config(
+    **COMMON, rms_norm_eps=1e-6, use_sliding_window=True, sliding_window=4, max_window_layers=1,
+    tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+     seed=10)

@@ -71,12 +71,20 @@ pub struct LlamaConfig {
     pub rope_theta: Option<f64>,
     #[serde(default)]
     pub rope_scaling: Option<Value>,
-    /// Mistral: each token attends to itself and at most `sliding_window − 1` tokens before
-    /// it (the graph forward's mask, the fast forward's attention window).
+    /// Mistral, Qwen2: each token attends to itself and at most `sliding_window − 1` tokens
+    /// before it (the graph forward's mask, the fast forward's attention window), on the
+    /// layers [`LlamaConfig::windows`] names. Llama itself has no window.
     #[serde(default)]
     pub sliding_window: Option<usize>,
+    /// Qwen2: the window is used only if this is true.
     #[serde(default)]
     pub use_sliding_window: Option<bool>,
+    /// Qwen2: which layers slide (transformers 5 writes it out) ...
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    /// ... else the layers from this one on (Qwen2Config's default: 28).
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -95,8 +103,38 @@ impl LlamaConfig {
             )));
         }
         Activation::parse(&cfg.hidden_act).map_err(&bad)?;
-        cfg.rotary().map_err(bad)?;
+        cfg.rotary().map_err(&bad)?;
+        cfg.windows().map_err(bad)?;
         Ok(cfg)
+    }
+
+    /// Each layer's attention window, as `transformers` 5 decides it: Mistral slides on every
+    /// layer when `sliding_window` is set; Qwen2 only with `use_sliding_window`, on the layers
+    /// `layer_types` calls sliding (else those from `max_window_layers` on); Llama never.
+    pub fn windows(&self) -> std::result::Result<Vec<Option<usize>>, String> {
+        let layers = self.num_hidden_layers;
+        let window = self.sliding_window.filter(|w| *w > 0);
+        let sliding = match (self.model_type.as_str(), window) {
+            (_, None) | ("llama", _) => vec![false; layers],
+            ("qwen2", Some(_)) if self.use_sliding_window != Some(true) => vec![false; layers],
+            ("qwen2", Some(_)) => match &self.layer_types {
+                Some(types) => crate::decoder::parts::sliding_layers(types, layers)?,
+                None => {
+                    let from = self.max_window_layers.unwrap_or(28);
+                    (0..layers).map(|i| i >= from).collect()
+                }
+            },
+            _ => vec![true; layers],
+        };
+        Ok(sliding.into_iter().map(|s| window.filter(|_| s)).collect())
+    }
+
+    /// The one window every layer shares, or `None` when the layers differ (a Qwen2 config
+    /// with full and sliding layers), which [`crate::registry`] runs on the shared decoder.
+    pub fn uniform_window(&self) -> Option<Option<usize>> {
+        let windows = self.windows().ok()?;
+        let first = *windows.first()?;
+        windows.iter().all(|w| *w == first).then_some(first)
     }
 
     fn kv_heads(&self) -> usize {
@@ -263,11 +301,10 @@ impl Llama {
         self.run_from(batch, 0, x, hooks)
     }
 
-    /// Mistral's sliding window, when the config turns it on.
+    /// The sliding window all layers share (loading routes configs whose layers differ to
+    /// [`load_reduced`]).
     fn window(&self) -> Option<usize> {
-        self.cfg
-            .sliding_window
-            .filter(|_| self.cfg.use_sliding_window != Some(false))
+        self.cfg.uniform_window().flatten()
     }
 
     fn check_length(&self, batch: &TokenBatch) -> Result<()> {
@@ -408,9 +445,10 @@ impl HookedModel for Llama {
     }
 }
 
-/// A Llama-family checkpoint on the shared graph decoder with its matrices held as loaded
+/// A Llama-family checkpoint on the shared decoder with its matrices held as loaded
 /// (bf16/f16 under `--weights-dtype bf16|f16`), converted per layer: half the memory of the
-/// fast forward's f32 weights, at the graph forward's speed. Same hooks and numbers.
+/// fast forward's f32 weights. Same hooks and numbers. Also what runs a config whose layers
+/// have different windows (Qwen2 with `use_sliding_window` from `max_window_layers` on).
 pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel>> {
     use crate::decoder::parts::pre_norm_layer;
     use crate::decoder::{Attention, Decoder, Dims, Mlp};
@@ -424,11 +462,9 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         max_positions: cfg.max_position_embeddings,
     };
     let rotary = cfg.rotary().map_err(ModelError::Invalid)?;
-    let window = cfg
-        .sliding_window
-        .filter(|_| cfg.use_sliding_window != Some(false));
+    let windows = cfg.windows().map_err(ModelError::Invalid)?;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-    for i in 0..cfg.num_hidden_layers {
+    for (i, window) in windows.into_iter().enumerate() {
         let p = format!("layers.{i}");
         let attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary.clone(), window)?;
         let mlp = Mlp::separate(w, &format!("{p}.mlp"), d)?;
@@ -454,4 +490,49 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         compute: Default::default(),
         spare: Default::default(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(extra: Value) -> LlamaConfig {
+        let mut c = json!({"vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 4, "num_attention_heads": 2, "max_position_embeddings": 64,
+            "sliding_window": 4});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        LlamaConfig::from_json(Path::new("config.json"), c).unwrap()
+    }
+
+    /// transformers 5's rules: Llama has no window; Mistral slides everywhere; Qwen2 only with
+    /// `use_sliding_window`, on `layer_types`' sliding layers, else from `max_window_layers` on.
+    #[test]
+    fn windows_follow_each_model_type() {
+        let w = |extra: Value| config(extra).windows().unwrap();
+        let (none, all) = (vec![None; 4], vec![Some(4); 4]);
+        assert_eq!(w(json!({"model_type": "llama"})), none);
+        assert_eq!(w(json!({"model_type": "mistral"})), all);
+        assert_eq!(w(json!({"model_type": "qwen2"})), none);
+        assert_eq!(
+            w(json!({"model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 2})),
+            [None, None, Some(4), Some(4)]
+        );
+        let types = [
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention",
+        ];
+        let mixed = config(json!({"model_type": "qwen2", "use_sliding_window": true,
+            "layer_types": types}));
+        assert_eq!(mixed.windows().unwrap(), [Some(4), None, Some(4), None]);
+        assert_eq!(mixed.uniform_window(), None);
+        assert_eq!(
+            config(json!({"model_type": "mistral"})).uniform_window(),
+            Some(Some(4))
+        );
+    }
 }

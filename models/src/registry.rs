@@ -349,7 +349,9 @@ fn build_text(
             let cfg = crate::llama::LlamaConfig::from_json(path, config)?;
             let pad = cfg.pad_id();
             weights.detect_prefix(&["", "model."], "embed_tokens.weight");
-            if reduced_precision {
+            // Layers with different windows (a Qwen2 config with full and sliding layers) run
+            // on the shared decoder, which takes a window per layer.
+            if reduced_precision || cfg.uniform_window().is_none() {
                 (crate::llama::load_reduced(cfg, &weights)?, pad)
             } else {
                 (Box::new(crate::llama::Llama::load(cfg, &weights)?), pad)

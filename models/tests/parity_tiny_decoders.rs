@@ -233,6 +233,14 @@ fn phi3_matches_transformers() {
     padded_batch("tiny_phi3");
 }
 
+/// Qwen2 with `use_sliding_window` from layer 1 on: layer 0 global, layer 1 over 4 tokens
+/// (the shared decoder, which takes a window per layer), q/k/v biases.
+#[test]
+fn qwen2_with_windows_on_some_layers_matches_transformers() {
+    one_at_a_time("tiny_qwen2_windows", "llama");
+    padded_batch("tiny_qwen2_windows");
+}
+
 /// Mistral with a sliding window of 4 tokens over texts of 20–45: computed, not refused.
 #[test]
 fn mistral_sliding_window_matches_transformers() {
@@ -388,6 +396,8 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_gemma3",
         "tiny_qwen3",
         "tiny_olmo2",
+        "tiny_olmo3",
+        "tiny_qwen2_windows",
         "tiny_phi3",
     ] {
         let model = load(name);
