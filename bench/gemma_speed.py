@@ -3,7 +3,8 @@
 (bench/big_checkpoint.py) against PyTorch running the same checkpoint in bfloat16 and in
 float32, the same texts, batch and hooks, in the same run. Prints one JSON object.
 
-glassbox: `glassbox extract` (8 hooks, mean pools) over WARM texts and over WARM + TIMED texts;
+glassbox: `glassbox extract` (8 hooks, mean pools only, `--no-token-level`: what the PyTorch
+side computes) over WARM texts and over WARM + TIMED texts;
 the difference of the two walls is the TIMED texts' cost, loading and the first batch excluded.
 Once with f32 products (`--compute-dtype f32`, the default) and once with bf16 products
 (`--compute-dtype bf16`: what PyTorch's bfloat16 run computes, with f32 sums and an f32 stream).
@@ -47,7 +48,7 @@ def glassbox_wall(glassbox, ckpt, lines, tmp, compute):
     start = time.time()
     proc = subprocess.run(
         [glassbox, "--quiet", "extract", "--model", ckpt, "--data", str(data), "--hooks", HOOKS,
-         "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH), "--pools", "mean",
+         "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH), "--pools", "mean", "--no-token-level",
          "--compute-dtype", compute, "--run", str(run)],
         capture_output=True, text=True)
     if proc.returncode != 0:
