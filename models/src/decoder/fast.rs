@@ -11,7 +11,7 @@
 //! each projection's input rounded to bf16 once (q, k and v share it; so do gate and up), in
 //! [`kernels::bf16_dot`]; everything between the projections stays f32.
 
-use super::{Decoder, Layer, QkNorm};
+use super::{Decoder, Layer, Mlp, QkNorm};
 use crate::batch::TokenBatch;
 use crate::borrowed::Borrowed;
 use crate::hooks::{at, HookPoint, Hooks};
@@ -279,11 +279,24 @@ impl Decoder {
 
         normed(mlp_norm, x, &mut bufs.normed)?;
         let input = operand(self.compute, &bufs.normed, hidden, &mut bufs.packed);
-        project(&mlp.gate, input, &mut bufs.neurons, (0, d.inner), scratch)?;
-        project(&mlp.up, input, &mut bufs.up, (0, d.inner), scratch)?;
-        kernels::act_mul(&mut bufs.neurons, &bufs.up, self.act.kernel());
-        layout.hook(hooks, HookPoint::MlpPost(i), &mut bufs.neurons, d.inner)?;
-        let neurons = operand(self.compute, &bufs.neurons, d.inner, &mut bufs.packed);
+        // Under bf16 products on AMX, with no hook on the neurons, `act(gate) ⊙ up` goes
+        // straight into the down projection's packed input (`bf16_dot::gated_into`).
+        let gated =
+            !hooks.wants(HookPoint::MlpPost(i)) && self.gated_into(mlp, input, &mut bufs.gated)?;
+        let neurons = if gated {
+            // The product exists only packed; the AMX kernel that `gated_into` required for
+            // its width reads nothing else (`rows` is never read).
+            Operand {
+                rows: &bufs.neurons,
+                packed: Some(&bufs.gated),
+            }
+        } else {
+            project(&mlp.gate, input, &mut bufs.neurons, (0, d.inner), scratch)?;
+            project(&mlp.up, input, &mut bufs.up, (0, d.inner), scratch)?;
+            kernels::act_mul(&mut bufs.neurons, &bufs.up, self.act.kernel());
+            layout.hook(hooks, HookPoint::MlpPost(i), &mut bufs.neurons, d.inner)?;
+            operand(self.compute, &bufs.neurons, d.inner, &mut bufs.packed)
+        };
         project(&mlp.down, neurons, &mut bufs.side, (0, hidden), scratch)?;
         if let Some(n) = mlp_post_norm {
             in_place(n, &mut bufs.side)?;
@@ -292,6 +305,27 @@ impl Decoder {
         add_into(x, &bufs.side);
         layout.hook(hooks, HookPoint::ResidPost(i), x, hidden)?;
         Ok(())
+    }
+}
+
+impl Decoder {
+    /// The gated MLP's neurons packed into `out` by [`bf16_dot::gated_into`], if it runs here:
+    /// bf16 products, bias-free bf16 gate and up weights, widths the AMX kernel takes.
+    fn gated_into(&self, mlp: &Mlp, input: Operand<'_>, out: &mut Packed) -> Result<bool> {
+        let Some(packed) = input.packed else {
+            return Ok(false);
+        };
+        if mlp.gate.bias.is_some() || mlp.up.bias.is_some() {
+            return Ok(false);
+        }
+        let inner = mlp.gate.weight.dims2()?.0;
+        let act = self.act.kernel();
+        let done = with_bf16_bits(&mlp.gate.weight, |gate| {
+            with_bf16_bits(&mlp.up.weight, |up| {
+                bf16_dot::gated_into(packed, gate, up, inner, act, out)
+            })
+        })?;
+        Ok(matches!(done, Some(Ok(Some(true)))))
     }
 }
 
@@ -307,6 +341,8 @@ struct Buffers {
     weight: Vec<f32>,
     /// A projection's input rounded to bf16 and packed (bf16 compute only).
     packed: Packed,
+    /// A gated MLP's neurons packed as the down projection's input (`gated_into`).
+    gated: Packed,
 }
 
 impl Buffers {
@@ -325,6 +361,7 @@ impl Buffers {
             up: take(pool, rows * d.inner),
             weight,
             packed: Packed::default(),
+            gated: Packed::default(),
         }
     }
 

@@ -17,7 +17,10 @@
 //! registers, for the packing too). Where the CPU has AMX, [`amx`] runs the same product on
 //! its tiles instead (8× the register tiles' rate on Sapphire Rapids).
 //!
-//! `unsafe_code` is allowed here (and in the two child modules) for entering the
+//! A gated MLP ([`gated_into`], AMX only) takes both products, `act(gate) ⊙ up` and the
+//! packing for the down projection in one pass over staged tiles, never writing either product.
+//!
+//! `unsafe_code` is allowed here (and in the child modules) for entering the
 //! `target_feature` functions after checking that the CPU has the features, and for [`amx`]'s
 //! inline assembly. The register kernels themselves are safe code (loads through slices,
 //! `bytemuck` casts between vector and array types).
@@ -78,13 +81,8 @@ impl Packed {
     /// Rounds and packs `x` (`rows × in_dim`, row-major) into this buffer's memory.
     pub fn fill(&mut self, x: &[f32], in_dim: usize) {
         let rows = x.len() / in_dim;
-        let pairs = in_dim.div_ceil(2);
-        let panels = rows.div_ceil(PANEL);
-        self.rows = rows;
-        self.pairs = pairs;
-        self.lanes.clear();
-        self.lanes.resize(panels * pairs * VECTORS, Lanes::zeroed());
-        let panel_len = pairs * VECTORS;
+        self.reset(rows, in_dim);
+        let panel_len = self.panel_len();
         self.lanes
             .par_chunks_mut(panel_len)
             .enumerate()
@@ -95,8 +93,27 @@ impl Packed {
             });
     }
 
+    /// Empties the buffer for `rows` tokens of `in_dim` inputs, all zero (so are the padding
+    /// tokens of the last panel and the half pair of an odd width).
+    fn reset(&mut self, rows: usize, in_dim: usize) {
+        let pairs = in_dim.div_ceil(2);
+        self.rows = rows;
+        self.pairs = pairs;
+        self.lanes.clear();
+        self.lanes
+            .resize(rows.div_ceil(PANEL) * pairs * VECTORS, Lanes::zeroed());
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Panels per pool task (one task per thread), as [`Packed::tasks`] deals them out.
+    fn panels_per_task(&self) -> usize {
+        self.rows
+            .div_ceil(PANEL)
+            .div_ceil(super::threads().max(1))
+            .max(1)
     }
 
     /// Values of one packed panel.
@@ -111,11 +128,7 @@ impl Packed {
         dst: &'a mut [f32],
         stride: usize,
     ) -> impl IndexedParallelIterator<Item = (&'a mut [f32], &'a [Lanes])> {
-        let per_task = self
-            .rows
-            .div_ceil(PANEL)
-            .div_ceil(super::threads().max(1))
-            .max(1);
+        let per_task = self.panels_per_task();
         dst[..self.rows * stride]
             .par_chunks_mut(per_task * PANEL * stride)
             .zip(self.lanes.par_chunks(per_task * self.panel_len()))
@@ -142,6 +155,31 @@ pub fn native() -> bool {
     {
         false
     }
+}
+
+/// `act(x · Gᵀ) ⊙ (x · Uᵀ)` packed into `out` as [`Packed::fill`] would pack it from the rows
+/// written out — bit for bit — where the AMX kernel runs both products (`true`; `false`: not
+/// done, compute the products and pack them). A gated MLP's neurons go straight into the down
+/// projection's input: neither product is transposed into rows, activated in another pass or
+/// packed from memory. `gate` and `up` are `[out_dim, in]` bf16 weights as raw bits.
+pub fn gated_into(
+    x: &Packed,
+    gate: &[u16],
+    up: &[u16],
+    out_dim: usize,
+    act: super::Act,
+    out: &mut Packed,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if amx::takes(2 * x.pairs) && amx::takes(out_dim) && gate.len() == up.len() {
+        out.reset(x.rows, out_dim);
+        // SAFETY: `takes` checked the CPU, the permission and both widths; `x` is packed from
+        // rows of `2 · pairs` inputs, which `gated` asserts against the weights' sizes.
+        unsafe { amx::gated(x, gate, up, out_dim, act, out) };
+        return true;
+    }
+    let _ = (x, gate, up, out_dim, act, out);
+    false
 }
 
 /// Columns `first .. first + out_dim` of `dst` (rows `stride` wide) `= x · Wᵀ` (or `+=` with
@@ -292,140 +330,4 @@ fn tile(panel: &[__m512bh], w: &[u32], n: usize, pairs: usize) -> Tile {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 + seed) * 0.7548).sin() * 1.5)
-            .collect()
-    }
-
-    /// The product in f64 of the bf16-rounded inputs, and the sum of |products| that bounds
-    /// the f32 summation error.
-    fn reference(x: &[f32], w: &[u16], rows: usize, k: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
-        let mut out = vec![0.0; rows * n];
-        let mut scale = vec![0.0; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                for p in 0..k {
-                    let a = f64::from(round(x[i * k + p]));
-                    let b = f64::from(f32::from_bits(u32::from(w[j * k + p]) << 16));
-                    out[i * n + j] += a * b;
-                    scale[i * n + j] += (a * b).abs();
-                }
-            }
-        }
-        (out, scale)
-    }
-
-    /// Which kernel [`check`] runs.
-    #[derive(Clone, Copy, Debug)]
-    enum Route {
-        /// Whatever `matmul_wt` picks on this CPU (AMX where it has it and `k % 32 == 0`).
-        Dispatch,
-        /// The `VDPBF16PS` register tiles, where the CPU has them.
-        Vector,
-        /// The bf16-rounded f32 GEMM.
-        F32,
-    }
-
-    fn check(rows: usize, k: usize, n: usize, route: Route) {
-        if matches!(route, Route::Vector) && !(native() && k.is_multiple_of(2)) {
-            return;
-        }
-        let x = values(rows * k, 1.0);
-        let w: Vec<u16> = values(n * k, 7.0).iter().map(|&v| round_bits(v)).collect();
-        let (expected, scale) = reference(&x, &w, rows, k, n);
-        // Columns 3.. of rows 3 + n wide, accumulated onto 0.5 to check both write modes.
-        let stride = n + 3;
-        let mut packed = Packed::default();
-        packed.fill(&x, k);
-        for accumulate in [false, true] {
-            let mut dst = vec![0.5f32; rows * stride];
-            let mut scratch = Vec::new();
-            match route {
-                Route::F32 => f32_route(&x, &w, n, &mut dst, (3, stride), accumulate, &mut scratch),
-                Route::Dispatch => matmul_wt(
-                    &packed,
-                    &x,
-                    &w,
-                    n,
-                    &mut dst,
-                    (3, stride),
-                    accumulate,
-                    &mut scratch,
-                ),
-                #[cfg(target_arch = "x86_64")]
-                Route::Vector => {
-                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&w);
-                    // SAFETY: checked on entry: `native` (the CPU's features) and an even `k`.
-                    unsafe { tiles(&packed, &words, n, &mut dst, (3, stride), accumulate) };
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                Route::Vector => unreachable!("checked on entry"),
-            }
-            for i in 0..rows {
-                assert_eq!(
-                    &dst[i * stride..i * stride + 3],
-                    &[0.5; 3],
-                    "columns before"
-                );
-                for j in 0..n {
-                    let got =
-                        f64::from(dst[i * stride + 3 + j]) - if accumulate { 0.5 } else { 0.0 };
-                    // f32 summation of k products (two roundings per pair step at most), and
-                    // the 0.5 added back in f32.
-                    let bound = 2.0 * k as f64 * f64::from(f32::EPSILON) * scale[i * n + j] + 1e-7;
-                    let err = (got - expected[i * n + j]).abs();
-                    assert!(
-                        err <= bound,
-                        "({i},{j}) of {rows}x{k}x{n}: error {err} > {bound}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn rounds_to_nearest_even_like_half() {
-        let specials = [
-            0.0f32,
-            -0.0,
-            1.0,
-            f32::MAX,
-            f32::MIN_POSITIVE,
-            1e-40,
-            f32::INFINITY,
-        ];
-        let ties = [f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000)];
-        let all = values(5000, 0.3).into_iter().chain(specials).chain(ties);
-        for v in all.flat_map(|v| [v, -v]) {
-            assert_eq!(round_bits(v), half::bf16::from_f32(v).to_bits(), "{v:e}");
-        }
-        assert!(round(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn products_equal_the_bf16_rounded_product_on_either_route() {
-        // Panels and tiles with ragged edges (70 tokens, 13 columns), a long sum, a single
-        // token, an odd input width (which takes the f32 route), and a sum long enough that
-        // the weight rows come in blocks (30 rows each at 4,096 pairs on the register tiles,
-        // 32 on AMX's: 45 = 32 + 13) over three panels; on AMX (inputs a multiple of 32),
-        // three 2 × 2 blocks and 4 rows on the register tile in one weight block over four
-        // panels (200 × 96 × 100), and a width below one block (64 × 512 × 6).
-        let cases = [
-            (70, 38, 13),
-            (64, 512, 6),
-            (1, 10, 7),
-            (130, 37, 5),
-            (130, 8192, 45),
-            (200, 96, 100),
-        ];
-        for (rows, k, n) in cases {
-            for route in [Route::Dispatch, Route::Vector, Route::F32] {
-                check(rows, k, n, route);
-            }
-        }
-    }
-}
+mod tests;

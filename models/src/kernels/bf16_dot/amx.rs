@@ -200,6 +200,106 @@ pub unsafe fn tiles(
     });
 }
 
+/// The parent's [`super::gated_into`]: for each block of 32-row steps and each token panel,
+/// both products land in their staging buffers (`[neuron][token]`, as [`tiles`] stages them),
+/// `act(gate) ⊙ up` is taken there by the row kernel `act_mul` uses, and each pair of neuron
+/// rows is rounded into the pair row of `out`'s panel — which is the staging layout already
+/// (tokens along the row), so no transpose is needed on either side. One pass over the inputs
+/// (no chunks): the gate and up blocks share the L2 budget.
+///
+/// # Safety
+/// [`takes`] must have returned true for the input width (`2 · x.pairs`) and for `out_dim`;
+/// `out` must have been reset for `x.rows` tokens of `out_dim` inputs.
+pub unsafe fn gated(
+    x: &Packed,
+    gate: &[u16],
+    up: &[u16],
+    out_dim: usize,
+    act: crate::kernels::Act,
+    out: &mut Packed,
+) {
+    let pairs = x.pairs;
+    let in_dim = 2 * pairs;
+    assert_eq!(gate.len(), out_dim * in_dim, "gate of {out_dim} × {in_dim}");
+    assert_eq!(up.len(), out_dim * in_dim, "up of {out_dim} × {in_dim}");
+    assert!(
+        in_dim.is_multiple_of(2 * TILE) && out_dim.is_multiple_of(BLOCK_ROWS),
+        "whole tiles"
+    );
+    assert_eq!(
+        (out.rows, out.pairs),
+        (x.rows, out_dim / 2),
+        "output panels"
+    );
+    let steps = in_dim / (2 * TILE);
+    let block_rows =
+        (AMX_WEIGHT_BLOCK_BYTES / (2 * pairs * 4)).max(BLOCK_ROWS) / BLOCK_ROWS * BLOCK_ROWS;
+    let (panel_len, out_panel_len) = (x.panel_len(), out.panel_len());
+    let per_task = x.panels_per_task();
+    let inputs = x.lanes.par_chunks(per_task * panel_len);
+    let outputs = out.lanes.par_chunks_mut(per_task * out_panel_len);
+    inputs.zip(outputs).for_each(|(lanes, outs)| {
+        let config = TileConfig::all_full();
+        // SAFETY: `takes` checked AMX and the tile permission; the configuration is valid.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
+        let stage_len = block_rows.min(out_dim) * PANEL;
+        let (mut g_stage, mut u_stage) = (vec![0f32; stage_len], vec![0f32; stage_len]);
+        for block in (0..out_dim).step_by(block_rows) {
+            let width = block_rows.min(out_dim - block);
+            let rows = block * in_dim..(block + width) * in_dim;
+            let (g, u) = (&gate[rows.clone()], &up[rows]);
+            let panels = lanes.chunks_exact(panel_len);
+            for (panel, outs) in panels.zip(outs.chunks_exact_mut(out_panel_len)) {
+                for (w, stage) in [(g, &mut g_stage), (u, &mut u_stage)] {
+                    for j in (0..width).step_by(BLOCK_ROWS) {
+                        let a = &w[j * in_dim..(j + BLOCK_ROWS) * in_dim];
+                        for half in 0..2 {
+                            let c = &mut stage[j * PANEL..(j + BLOCK_ROWS) * PANEL];
+                            // SAFETY: tiles configured above; `block_2x2` reads within `a`
+                            // and the panel and writes within `c` (its doc says how).
+                            unsafe { block_2x2(a, in_dim, panel, half * BLOCK_ROWS, c, 0..steps) };
+                        }
+                    }
+                }
+                let (g_rows, u_rows) = (&mut g_stage[..width * PANEL], &u_stage[..width * PANEL]);
+                crate::kernels::rows::act_mul(g_rows, u_rows, act);
+                let words: &mut [u32] = bytemuck::cast_slice_mut(outs);
+                // SAFETY: AMX implies the AVX-512 BF16 that `pair_rows` needs (`available`
+                // requires the parent's `native`).
+                unsafe { pair_rows(g_rows, &mut words[block / 2 * PANEL..]) };
+            }
+        }
+        // SAFETY: returns the tiles to their initial state; no operands.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    });
+}
+
+/// `words[q][t]` (rows of [`PANEL`] words) = the bf16 pair of `stage[2q][t]` (low half) and
+/// `stage[2q + 1][t]` (high half), rounded to nearest even by `VCVTNEPS2BF16` as the parent's
+/// packing rounds, for every row pair of `stage` (rows of [`PANEL`] floats).
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn pair_rows(stage: &[f32], words: &mut [u32]) {
+    use std::arch::x86_64::{
+        __m256i, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_or_si512, _mm512_slli_epi32,
+    };
+    for (q, rows) in stage.chunks_exact(2 * PANEL).enumerate() {
+        let (low, high) = rows.split_at(PANEL);
+        for v in 0..PANEL / 16 {
+            let lanes = |row: &[f32]| -> [f32; 16] {
+                row[v * 16..v * 16 + 16].try_into().expect("16 floats")
+            };
+            let widen = |row: &[f32]| {
+                let halves = _mm512_cvtneps_pbh(bytemuck::cast(lanes(row)));
+                _mm512_cvtepu16_epi32(bytemuck::cast::<_, __m256i>(halves))
+            };
+            let pair = _mm512_or_si512(widen(low), _mm512_slli_epi32::<16>(widen(high)));
+            let at = q * PANEL + v * 16;
+            let dst: &mut [u32; 16] = (&mut words[at..at + 16]).try_into().expect("16 words");
+            *dst = bytemuck::cast(pair);
+        }
+    }
+}
+
 /// `c[r][t0 + t] = Σ_k a[r][k] · panel[t0 + t][k]` for the 32 weight rows `r` of `a` (rows
 /// `in_dim` bf16 wide) and the 32 tokens `t0 ..` of the 64-token `panel`, over the inputs
 /// `32 × steps`; `c` has 64-token rows (the parent's staging layout).
