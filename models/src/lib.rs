@@ -13,6 +13,7 @@ pub mod gemma3;
 pub mod gguf;
 pub mod gpt2;
 pub mod hooks;
+mod huge_pages;
 pub mod hub;
 pub mod kernels;
 mod layers;

@@ -163,6 +163,7 @@ fn decode(
         convert: impl Fn(&[u8]) -> T,
     ) -> std::io::Result<Vec<T>> {
         let mut out = Vec::with_capacity(numel);
+        crate::huge_pages::advise(&out);
         let mut buf = vec![0u8; CHUNK.min(numel * width).max(width)];
         let mut left = numel;
         while left > 0 {
