@@ -284,8 +284,8 @@ impl Decoder {
         let gated =
             !hooks.wants(HookPoint::MlpPost(i)) && self.gated_into(mlp, input, &mut bufs.gated)?;
         let neurons = if gated {
-            // The product exists only packed; the AMX kernel that `gated_into` required for
-            // its width reads nothing else (`rows` is never read).
+            // The product exists only packed; the down projection's kernel reads nothing else
+            // (`reads_packed_only`: `rows` is never read).
             Operand {
                 rows: &bufs.neurons,
                 packed: Some(&bufs.gated),
@@ -310,7 +310,8 @@ impl Decoder {
 
 impl Decoder {
     /// The gated MLP's neurons packed into `out` by [`bf16_dot::gated_into`], if it runs here:
-    /// bf16 products, bias-free bf16 gate and up weights, widths the AMX kernel takes.
+    /// bf16 products, bias-free bf16 gate and up weights, a kernel that takes them, and a down
+    /// projection that will read only the packed neurons (`reads_packed_only`).
     fn gated_into(&self, mlp: &Mlp, input: Operand<'_>, out: &mut Packed) -> Result<bool> {
         let Some(packed) = input.packed else {
             return Ok(false);
@@ -319,6 +320,10 @@ impl Decoder {
             return Ok(false);
         }
         let inner = mlp.gate.weight.dims2()?.0;
+        let down = with_bf16_bits(&mlp.down.weight, |w| bf16_dot::reads_packed_only(inner, w))?;
+        if down != Some(true) {
+            return Ok(false);
+        }
         let act = self.act.kernel();
         let done = with_bf16_bits(&mlp.gate.weight, |gate| {
             with_bf16_bits(&mlp.up.weight, |up| {

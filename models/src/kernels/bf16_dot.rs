@@ -144,6 +144,18 @@ fn pack_pairs(row: &[f32], from: usize, t: usize, words: &mut [u32]) {
     }
 }
 
+/// Whether [`matmul_wt`] reads only the packed activations for an `[out, in_dim]` weight `w`
+/// (never its f32 rows, which only the f32 route reads): AMX for this width, or the
+/// `VDPBF16PS` kernel with the weight's pairs 4-byte aligned. Then the rows need not exist,
+/// as after [`gated_into`].
+pub fn reads_packed_only(in_dim: usize, w: &[u16]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if amx::takes(in_dim) {
+        return true;
+    }
+    native() && in_dim.is_multiple_of(2) && bytemuck::try_cast_slice::<u16, u32>(w).is_ok()
+}
+
 /// Whether the bf16 dot-product kernel runs here (else [`matmul_wt`] takes the f32 route).
 pub fn native() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -158,8 +170,10 @@ pub fn native() -> bool {
 }
 
 /// `act(x · Gᵀ) ⊙ (x · Uᵀ)` packed into `out` as [`Packed::fill`] would pack it from the rows
-/// written out — bit for bit — where the AMX kernel runs both products (`true`; `false`: not
-/// done, compute the products and pack them). A gated MLP's neurons go straight into the down
+/// written out — bit for bit — with the products from the kernel [`matmul_wt`] runs for them:
+/// AMX (where it takes the input width; then `out_dim` must be whole tiles too) or the
+/// `VDPBF16PS` kernel (weights 4-byte aligned, an even `out_dim`). `false`: not done here,
+/// compute the products and pack them. A gated MLP's neurons go straight into the down
 /// projection's input: neither product is transposed into rows, activated in another pass or
 /// packed from memory. `gate` and `up` are `[out_dim, in]` bf16 weights as raw bits.
 pub fn gated_into(
@@ -171,12 +185,34 @@ pub fn gated_into(
     out: &mut Packed,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if amx::takes(2 * x.pairs) && amx::takes(out_dim) && gate.len() == up.len() {
-        out.reset(x.rows, out_dim);
-        // SAFETY: `takes` checked the CPU, the permission and both widths; `x` is packed from
-        // rows of `2 · pairs` inputs, which `gated` asserts against the weights' sizes.
-        unsafe { amx::gated(x, gate, up, out_dim, act, out) };
-        return true;
+    {
+        let in_dim = 2 * x.pairs;
+        if gate.len() != out_dim * in_dim || up.len() != gate.len() {
+            return false;
+        }
+        // The products come from the kernel `matmul_wt` would run for them (AMX where it
+        // takes the input width), so the neurons are the same bits either way.
+        if amx::takes(in_dim) {
+            if !amx::takes(out_dim) {
+                return false;
+            }
+            out.reset(x.rows, out_dim);
+            // SAFETY: `takes` checked the CPU, the permission and both widths; `x` is packed
+            // from rows of `in_dim` inputs (the weights' sizes checked above).
+            unsafe { amx::gated(x, gate, up, out_dim, act, out) };
+            return true;
+        }
+        let (g, u) = (
+            bytemuck::try_cast_slice::<u16, u32>(gate),
+            bytemuck::try_cast_slice::<u16, u32>(up),
+        );
+        if let (true, Ok(g), Ok(u)) = (native() && out_dim.is_multiple_of(2), g, u) {
+            out.reset(x.rows, out_dim);
+            // SAFETY: `native` checked that this CPU has AVX-512F and AVX-512 BF16; the
+            // weights hold `out_dim` rows of `x.pairs` words (checked above).
+            unsafe { tiles_gated(x, g, u, out_dim, act, out) };
+            return true;
+        }
     }
     let _ = (x, gate, up, out_dim, act, out);
     false
@@ -299,6 +335,76 @@ fn tile_into(panel: &[__m512bh], w: &[u32], n: usize, pairs: usize, stage: &mut 
     for (vectors, row) in acc.iter().take(n).zip(stage.chunks_exact_mut(PANEL)) {
         for (lanes, vector) in row.chunks_exact_mut(16).zip(vectors) {
             lanes.copy_from_slice(&bytemuck::cast::<__m512, [f32; 16]>(*vector));
+        }
+    }
+}
+
+/// [`gated_into`] on the `VDPBF16PS` register tiles: per weight block and token panel, both
+/// products staged as [`tiles`] stages them, `act(gate) ⊙ up` taken there and each neuron pair
+/// rounded into `out`'s panel row (the staging layout already). `out` must have been reset
+/// for `x.rows` tokens of `out_dim` (even) inputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn tiles_gated(
+    x: &Packed,
+    gate: &[u32],
+    up: &[u32],
+    out_dim: usize,
+    act: super::Act,
+    out: &mut Packed,
+) {
+    let (pairs, panel_len, out_panel_len) = (x.pairs, x.panel_len(), out.panel_len());
+    // Rows per block stay a multiple of ROWS, so even: every block starts on a neuron pair.
+    let block_rows = (WEIGHT_BLOCK_BYTES / (2 * pairs * 4)).max(ROWS) / ROWS * ROWS;
+    let per_task = x.panels_per_task();
+    let inputs = x.lanes.par_chunks(per_task * panel_len);
+    let outputs = out.lanes.par_chunks_mut(per_task * out_panel_len);
+    inputs.zip(outputs).for_each(|(lanes, outs)| {
+        let stage_len = block_rows.min(out_dim) * PANEL;
+        let (mut g_stage, mut u_stage) = (vec![0f32; stage_len], vec![0f32; stage_len]);
+        for block in (0..out_dim).step_by(block_rows) {
+            let width = block_rows.min(out_dim - block);
+            let panels = lanes.chunks_exact(panel_len);
+            for (panel, outs) in panels.zip(outs.chunks_exact_mut(out_panel_len)) {
+                for (w, stage) in [(gate, &mut g_stage), (up, &mut u_stage)] {
+                    for j in (0..width).step_by(ROWS) {
+                        let n = ROWS.min(width - j);
+                        let w = &w[(block + j) * pairs..(block + j + n) * pairs];
+                        tile_into(panel, w, n, pairs, &mut stage[j * PANEL..]);
+                    }
+                }
+                let (g_rows, u_rows) = (&mut g_stage[..width * PANEL], &u_stage[..width * PANEL]);
+                super::rows::act_mul(g_rows, u_rows, act);
+                let words: &mut [u32] = bytemuck::cast_slice_mut(outs);
+                pair_rows(g_rows, &mut words[block / 2 * PANEL..]);
+            }
+        }
+    });
+}
+
+/// `words[q][t]` (rows of [`PANEL`] words) = the bf16 pair of `stage[2q][t]` (low half) and
+/// `stage[2q + 1][t]` (high half), rounded to nearest even by `VCVTNEPS2BF16` as the parent's
+/// packing rounds, for every row pair of `stage` (rows of [`PANEL`] floats).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn pair_rows(stage: &[f32], words: &mut [u32]) {
+    use std::arch::x86_64::{
+        __m256i, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_or_si512, _mm512_slli_epi32,
+    };
+    for (q, rows) in stage.chunks_exact(2 * PANEL).enumerate() {
+        let (low, high) = rows.split_at(PANEL);
+        for v in 0..PANEL / 16 {
+            let lanes = |row: &[f32]| -> [f32; 16] {
+                row[v * 16..v * 16 + 16].try_into().expect("16 floats")
+            };
+            let widen = |row: &[f32]| {
+                let halves = _mm512_cvtneps_pbh(bytemuck::cast(lanes(row)));
+                _mm512_cvtepu16_epi32(bytemuck::cast::<_, __m256i>(halves))
+            };
+            let pair = _mm512_or_si512(widen(low), _mm512_slli_epi32::<16>(widen(high)));
+            let at = q * PANEL + v * 16;
+            let dst: &mut [u32; 16] = (&mut words[at..at + 16]).try_into().expect("16 words");
+            *dst = bytemuck::cast(pair);
         }
     }
 }

@@ -29,7 +29,7 @@
 //! intrinsics are unstable) and the one system call.
 #![allow(unsafe_code)]
 
-use super::{tile_into, transpose_into, Packed, PANEL, ROWS};
+use super::{pair_rows, tile_into, transpose_into, Packed, PANEL, ROWS};
 use rayon::prelude::*;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -272,32 +272,6 @@ pub unsafe fn gated(
         // SAFETY: returns the tiles to their initial state; no operands.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     });
-}
-
-/// `words[q][t]` (rows of [`PANEL`] words) = the bf16 pair of `stage[2q][t]` (low half) and
-/// `stage[2q + 1][t]` (high half), rounded to nearest even by `VCVTNEPS2BF16` as the parent's
-/// packing rounds, for every row pair of `stage` (rows of [`PANEL`] floats).
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn pair_rows(stage: &[f32], words: &mut [u32]) {
-    use std::arch::x86_64::{
-        __m256i, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_or_si512, _mm512_slli_epi32,
-    };
-    for (q, rows) in stage.chunks_exact(2 * PANEL).enumerate() {
-        let (low, high) = rows.split_at(PANEL);
-        for v in 0..PANEL / 16 {
-            let lanes = |row: &[f32]| -> [f32; 16] {
-                row[v * 16..v * 16 + 16].try_into().expect("16 floats")
-            };
-            let widen = |row: &[f32]| {
-                let halves = _mm512_cvtneps_pbh(bytemuck::cast(lanes(row)));
-                _mm512_cvtepu16_epi32(bytemuck::cast::<_, __m256i>(halves))
-            };
-            let pair = _mm512_or_si512(widen(low), _mm512_slli_epi32::<16>(widen(high)));
-            let at = q * PANEL + v * 16;
-            let dst: &mut [u32; 16] = (&mut words[at..at + 16]).try_into().expect("16 words");
-            *dst = bytemuck::cast(pair);
-        }
-    }
 }
 
 /// `c[r][t0 + t] = Σ_k a[r][k] · panel[t0 + t][k]` for the 32 weight rows `r` of `a` (rows

@@ -92,42 +92,72 @@ fn check(rows: usize, k: usize, n: usize, route: Route) {
     }
 }
 
-/// Where AMX runs both products, `gated_into` packs exactly what the products written
-/// out, `act_mul` and `fill` pack: two panels (the second partial), one weight block, and
-/// a sum long enough for three blocks of 32 rows (8,192 inputs), both activations.
+/// `gated_into` packs exactly what the products written out, `act_mul` and `fill` pack, on
+/// each kernel (each checked against its own products): two panels (the second partial), one
+/// weight block, sums long enough for several blocks (8,192 inputs), 100 neurons (not whole
+/// AMX tiles: on AMX the dispatch declines, the register tiles' last block has 4 rows) and
+/// 100 inputs (not whole AMX tiles: the register tiles run both products), both activations.
 #[test]
 fn gated_packing_equals_the_products_activated_then_packed() {
-    use super::super::{act_mul, Act};
-    for (rows, k, n) in [(70, 96, 64), (70, 8192, 96)] {
-        let x = values(rows * k, 1.0);
-        let round_all = |v: Vec<f32>| -> Vec<u16> { v.iter().map(|&v| round_bits(v)).collect() };
-        let gate = round_all(values(n * k, 7.0));
-        let up = round_all(values(n * k, 3.0));
-        let mut packed = Packed::default();
-        packed.fill(&x, k);
-        for act in [Act::GeluTanh, Act::Silu] {
-            let mut fused = Packed::default();
-            // Stale contents first: every word must be rewritten.
-            fused.fill(&values(rows * n, 9.0), n);
-            if !gated_into(&packed, &gate, &up, n, act, &mut fused) {
-                #[cfg(target_arch = "x86_64")]
-                assert!(
-                    !amx::takes(k),
-                    "AMX takes {k} inputs but the gated route did not run"
-                );
-                return;
-            }
-            let (mut g, mut u) = (vec![0f32; rows * n], vec![0f32; rows * n]);
-            let mut scratch = Vec::new();
-            matmul_wt(&packed, &x, &gate, n, &mut g, (0, n), false, &mut scratch);
-            matmul_wt(&packed, &x, &up, n, &mut u, (0, n), false, &mut scratch);
-            act_mul(&mut g, &u, act);
-            let mut expected = Packed::default();
-            expected.fill(&g, n);
-            let bits = |p: &Packed| -> Vec<u32> { bytemuck::cast_slice(&p.lanes).to_vec() };
-            assert_eq!((fused.rows, fused.pairs), (expected.rows, expected.pairs));
-            assert!(bits(&fused) == bits(&expected), "{rows}x{k}x{n} {act:?}");
+    for (rows, k, n) in [(70, 96, 64), (70, 8192, 96), (70, 8192, 100), (70, 100, 64)] {
+        for route in [Route::Dispatch, Route::Vector] {
+            check_gated(rows, k, n, route);
         }
+    }
+}
+
+fn check_gated(rows: usize, k: usize, n: usize, route: Route) {
+    use super::super::{act_mul, Act};
+    let x = values(rows * k, 1.0);
+    let round_all = |v: Vec<f32>| -> Vec<u16> { v.iter().map(|&v| round_bits(v)).collect() };
+    let (gate, up) = (round_all(values(n * k, 7.0)), round_all(values(n * k, 3.0)));
+    let mut packed = Packed::default();
+    packed.fill(&x, k);
+    for act in [Act::GeluTanh, Act::Silu] {
+        let mut fused = Packed::default();
+        // Stale contents first: every word must be rewritten.
+        fused.fill(&values(rows * n, 9.0), n);
+        let (mut g, mut u) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+        match route {
+            Route::Dispatch => {
+                if !gated_into(&packed, &gate, &up, n, act, &mut fused) {
+                    // Only where no bf16 kernel runs, or AMX takes the inputs but not the
+                    // neurons (the products must come from the kernel `matmul_wt` uses).
+                    #[cfg(target_arch = "x86_64")]
+                    assert!(
+                        !native() || (amx::takes(k) && !amx::takes(n)),
+                        "{rows}x{k}x{n}"
+                    );
+                    return;
+                }
+                let mut scratch = Vec::new();
+                matmul_wt(&packed, &x, &gate, n, &mut g, (0, n), false, &mut scratch);
+                matmul_wt(&packed, &x, &up, n, &mut u, (0, n), false, &mut scratch);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Route::Vector if native() => {
+                let words = |w: &[u16]| -> Vec<u32> { bytemuck::pod_collect_to_vec(w) };
+                let (gw, uw) = (words(&gate), words(&up));
+                fused.reset(rows, n);
+                // SAFETY: `native` checked the CPU's features; the weights hold `n` rows of
+                // `k / 2` words.
+                unsafe {
+                    tiles_gated(&packed, &gw, &uw, n, act, &mut fused);
+                    tiles(&packed, &gw, n, &mut g, (0, n), false);
+                    tiles(&packed, &uw, n, &mut u, (0, n), false);
+                }
+            }
+            _ => return,
+        }
+        act_mul(&mut g, &u, act);
+        let mut expected = Packed::default();
+        expected.fill(&g, n);
+        let bits = |p: &Packed| -> Vec<u32> { bytemuck::cast_slice(&p.lanes).to_vec() };
+        assert_eq!((fused.rows, fused.pairs), (expected.rows, expected.pairs));
+        assert!(
+            bits(&fused) == bits(&expected),
+            "{rows}x{k}x{n} {act:?} {route:?}"
+        );
     }
 }
 
