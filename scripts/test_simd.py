@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Rerun the numeric test executables at every SIMD level below the CPU's best.
+"""Rerun the numeric test executables at every SIMD level below the CPU's best (and, on an
+AMX CPU, the bf16 product tests with AMX off).
 
 `just test` has already built every test executable with `cargo test --workspace`; this script
 asks cargo for their paths (no rebuild: same profile, same features) and runs the numeric crates'
@@ -88,6 +89,20 @@ def main():
             print(f"   {package}/{target}: {'ok' if code == 0 else 'FAILED'} in {time.time() - start:.1f} s", flush=True)
             if code != 0:
                 failed.append(f"{level}: {package}/{target}")
+    # On an AMX CPU the bf16 products run on the tiles at the best level; the VDPBF16PS
+    # register kernels that AVX-512 BF16 CPUs without AMX use (Zen 4) are run here with AMX off.
+    if {"amx_bf16", "avx512_bf16"} <= flags:
+        print("== bf16 product tests with GLASSBOX_AMX=off (the VDPBF16PS kernels)", flush=True)
+        for package, target, exe, folder in executables:
+            if package != "glassbox-models" or target not in {"glassbox_models", "bf16_compute"}:
+                continue
+            env = dict(os.environ, GLASSBOX_AMX="off", CARGO_MANIFEST_DIR=folder, CARGO_PKG_NAME=package)
+            args = [exe, "-q"] + (["bf16"] if target == "glassbox_models" else [])
+            start = time.time()
+            code = subprocess.run(args, cwd=folder, env=env).returncode
+            print(f"   {package}/{target}: {'ok' if code == 0 else 'FAILED'} in {time.time() - start:.1f} s", flush=True)
+            if code != 0:
+                failed.append(f"GLASSBOX_AMX=off: {package}/{target}")
     if failed:
         sys.exit("test-simd: failed:\n  " + "\n  ".join(failed))
 
