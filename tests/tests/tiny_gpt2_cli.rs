@@ -94,8 +94,12 @@ fn decoder_bad_inputs_are_named() {
     c["num_hidden_layers"] = 3.into();
     assert_bad_input(&hooks(&c), &["model.layers.2.", "missing"]);
     let mut c = config.clone();
-    c["rope_parameters"]["rope_type"] = "yarn".into();
-    assert_bad_input(&hooks(&c), &["rope type `yarn` is not supported", "llama3"]);
+    // Qwen2-VL's multimodal rotary: not a scaling glassbox implements.
+    c["rope_parameters"]["rope_type"] = "mrope".into();
+    assert_bad_input(
+        &hooks(&c),
+        &["rope type `mrope` is not supported", "llama3", "yarn"],
+    );
     // A vocabulary size that disagrees with the embedding names the tensor and both shapes.
     let mut c = config.clone();
     c["vocab_size"] = 256.into();
