@@ -9,7 +9,9 @@
 //! (exact), so the model keeps the checkpoint's bytes and computes in f32 as the graph does.
 //! Under `--compute-dtype bf16` the projections instead read the bf16 weights as held, with
 //! each projection's input rounded to bf16 once (q, k and v share it; so do gate and up), in
-//! [`kernels::bf16_dot`]; everything between the projections stays f32.
+//! [`kernels::bf16_dot`]; everything between the projections stays f32. A gated MLP whose
+//! neurons no hook wants has them packed for the down projection straight from the staged
+//! products (`bf16_dot::gated_into`), the same bits as written out.
 
 use super::{Decoder, Layer, Mlp, QkNorm};
 use crate::batch::TokenBatch;
@@ -279,8 +281,8 @@ impl Decoder {
 
         normed(mlp_norm, x, &mut bufs.normed)?;
         let input = operand(self.compute, &bufs.normed, hidden, &mut bufs.packed);
-        // Under bf16 products on AMX, with no hook on the neurons, `act(gate) ⊙ up` goes
-        // straight into the down projection's packed input (`bf16_dot::gated_into`).
+        // Under bf16 products (AMX or the VDPBF16PS tiles), with no hook on the neurons,
+        // `act(gate) ⊙ up` goes straight into the down projection's packed input.
         let gated =
             !hooks.wants(HookPoint::MlpPost(i)) && self.gated_into(mlp, input, &mut bufs.gated)?;
         let neurons = if gated {
