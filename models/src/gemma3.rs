@@ -107,14 +107,9 @@ pub fn load(cfg: Gemma3Config, w: &Weights) -> Result<Box<dyn crate::model::Hook
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for (i, slides) in sliding.into_iter().enumerate() {
         let p = format!("layers.{i}");
-        let kind = if slides {
-            "sliding_attention"
-        } else {
-            "full_attention"
-        };
-        let rotary = cfg.rotary(kind).map_err(ModelError::Invalid)?;
-        let window = base.sliding_window.filter(|_| slides);
-        let mut attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
+        let kind = (slides, base.sliding_window);
+        let mut attn =
+            Attention::of_kind(w, &format!("{p}.self_attn"), d, kind, |k| cfg.rotary(k))?;
         attn.load_head_norms(w, &format!("{p}.self_attn"), d.head_dim, eps, true)?;
         layers.push(gemma_layer(w, &p, d, eps, attn)?);
     }

@@ -63,14 +63,8 @@ pub fn load(cfg: Olmo3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooke
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for (i, slides) in sliding.into_iter().enumerate() {
         let p = format!("layers.{i}");
-        let kind = if slides {
-            "sliding_attention"
-        } else {
-            "full_attention"
-        };
-        let rotary = cfg.rotary(kind).map_err(ModelError::Invalid)?;
-        let window = base.sliding_window.filter(|_| slides);
-        let attn = Attention::separate(w, &format!("{p}.self_attn"), d, rotary, window)?;
+        let kind = (slides, base.sliding_window);
+        let attn = Attention::of_kind(w, &format!("{p}.self_attn"), d, kind, |k| cfg.rotary(k))?;
         layers.push(post_norm_layer(w, &p, d, base.rms_norm_eps, attn)?);
     }
     Ok(Box::new(Decoder::plain("olmo3", base, w, layers, "silu")?))

@@ -76,6 +76,25 @@ impl Attention {
 }
 
 impl Attention {
+    /// [`Attention::separate`] for a layer of `layer_types`' kind: rotating by
+    /// `rotary("sliding_attention" | "full_attention")` and windowed by `window` where it slides
+    /// (Gemma-3, OLMo-3: each kind has its own rotary parameters).
+    pub(crate) fn of_kind(
+        w: &Weights,
+        prefix: &str,
+        d: Dims,
+        (slides, window): (bool, Option<usize>),
+        rotary: impl Fn(&str) -> std::result::Result<Rotary, String>,
+    ) -> Result<Self> {
+        let kind = if slides {
+            "sliding_attention"
+        } else {
+            "full_attention"
+        };
+        let rotary = rotary(kind).map_err(crate::ModelError::Invalid)?;
+        Self::separate(w, prefix, d, rotary, window.filter(|_| slides))
+    }
+
     /// Per-head RMSNorms `q_norm`/`k_norm` under `prefix` (Qwen3; Gemma-3 with `plus_one`).
     pub(crate) fn load_head_norms(
         &mut self,

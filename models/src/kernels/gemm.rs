@@ -106,6 +106,14 @@ pub fn matmul(
 mod tests {
     use super::*;
 
+    /// `a` (`m × k`), `b` (`k × n`) and their product by [`naive`].
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
+        let expected = naive(m, k, n, &a, &b);
+        (a, b, expected)
+    }
+
     fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
@@ -119,9 +127,7 @@ mod tests {
     #[test]
     fn matches_naive_with_transposes_and_accumulation() {
         let (m, k, n) = (7, 5, 3);
-        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
-        let expected = naive(m, k, n, &a, &b);
+        let (a, b, expected) = operands(m, k, n);
         let mut c = vec![0.0; m * n];
         matmul(
             (m, k, n),
@@ -164,9 +170,7 @@ mod tests {
     #[test]
     fn overwriting_never_reads_the_destination() {
         for (m, k, n, threads) in [(37, 19, 29, 1), (130, 64, 70, 2), (5, 0, 3, 1)] {
-            let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
-            let expected = naive(m, k, n, &a, &b);
+            let (a, b, expected) = operands(m, k, n);
             let mut c = vec![f32::NAN; m * n];
             matmul(
                 (m, k, n),
