@@ -45,10 +45,13 @@ make("tiny_gemma2", transformers.Gemma2ForCausalLM, transformers.Gemma2Config(
     tie_word_embeddings=True), seed=3)
 
 # q/k RMSNorm (1 + w) per head; local layers rotate with rope_local_base_freq, global ones
-# with rope_theta; three layers so both kinds and the pattern's order are exercised.
+# with rope_theta; three layers so both kinds and the pattern's order are exercised. The config
+# sets an attention soft-cap small enough to bind, which Gemma3Attention never applies: the
+# reference pins that glassbox ignores it too.
 make("tiny_gemma3", transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig(
     **{**COMMON, "num_hidden_layers": 3}, head_dim=8, rms_norm_eps=1e-6,
     hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=8, sliding_window=4,
+    attn_logit_softcapping=4.0,
     layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                      "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},

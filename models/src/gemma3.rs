@@ -4,7 +4,8 @@
 //! rotary (`Gemma3Attention.q_norm`/`k_norm`), local layers rotating with their own base
 //! (`rope_parameters.sliding_attention`, or `rope_local_base_freq` in `transformers` 4
 //! configs) and global ones with theirs (and any scaling), five local layers per global one
-//! unless `layer_types` says otherwise, and no soft-capping by default.
+//! unless `layer_types` says otherwise, and no soft-capping of attention scores (final logits
+//! are capped where the config says so).
 
 use crate::decoder::config::DecoderConfig;
 use crate::decoder::Attention;
@@ -30,6 +31,9 @@ pub struct Gemma3Config {
     pub base: DecoderConfig,
     #[serde(default = "default_query_pre_attn_scalar")]
     pub query_pre_attn_scalar: f64,
+    /// Read but not applied: `Gemma3Attention` stores it and never passes it to the attention
+    /// function (`transformers` 5.25, the fixtures' version), so a config that sets it runs uncapped there,
+    /// and here too, to stay the same forward.
     #[serde(default)]
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default)]
@@ -119,6 +123,6 @@ pub fn load(cfg: Gemma3Config, w: &Weights) -> Result<Box<dyn crate::model::Hook
         w,
         layers,
         cfg.query_pre_attn_scalar,
-        (cfg.attn_logit_softcapping, cfg.final_logit_softcapping),
+        (None, cfg.final_logit_softcapping),
     )?))
 }

@@ -53,6 +53,10 @@ pub struct NeoxConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "yes")]
     pub use_parallel_residual: bool,
+    /// Whether the attention's `query_key_value` and `dense` projections have biases (the MLP's
+    /// always do), as `GPTNeoXAttention` builds them.
+    #[serde(default = "yes")]
+    pub attention_bias: bool,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
@@ -104,32 +108,40 @@ impl NeoxConfig {
     }
 }
 
-/// `y = x · Wᵀ + b` with `W` stored `[out, in]`.
+/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`.
 struct Dense {
     weight: Tensor,
-    bias: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Dense {
     fn load(w: &Weights, name: &str, input: usize, output: usize) -> Result<Self> {
+        Self::load_with(w, name, input, output, true)
+    }
+    fn load_with(w: &Weights, name: &str, input: usize, output: usize, bias: bool) -> Result<Self> {
         Ok(Self {
             weight: w.get(&format!("{name}.weight"), &[output, input])?,
-            bias: w.get(&format!("{name}.bias"), &[output])?,
+            bias: match bias {
+                true => Some(w.get(&format!("{name}.bias"), &[output])?),
+                false => None,
+            },
         })
     }
     fn fast(&self) -> Proj<'_> {
         Proj {
             weight: &self.weight,
-            bias: Some(&self.bias),
+            bias: self.bias.as_ref(),
             layout: WeightLayout::OutIn,
         }
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        x.reshape((b * t, d))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?
-            .reshape((b, t, self.weight.dim(0)?))
+        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, self.weight.dim(0)?))
     }
 }
 
@@ -158,13 +170,20 @@ pub struct Neox {
 impl Neox {
     pub fn load(cfg: NeoxConfig, w: &Weights) -> Result<Self> {
         let (d, inner, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let bias = cfg.attention_bias;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("layers.{i}");
             blocks.push(Block {
                 ln_1: LayerNorm::load(w, &format!("{p}.input_layernorm"), d, eps)?,
-                qkv: Dense::load(w, &format!("{p}.attention.query_key_value"), d, 3 * d)?,
-                dense: Dense::load(w, &format!("{p}.attention.dense"), d, d)?,
+                qkv: Dense::load_with(
+                    w,
+                    &format!("{p}.attention.query_key_value"),
+                    d,
+                    3 * d,
+                    bias,
+                )?,
+                dense: Dense::load_with(w, &format!("{p}.attention.dense"), d, d, bias)?,
                 ln_2: LayerNorm::load(w, &format!("{p}.post_attention_layernorm"), d, eps)?,
                 up: Dense::load(w, &format!("{p}.mlp.dense_h_to_4h"), d, inner)?,
                 down: Dense::load(w, &format!("{p}.mlp.dense_4h_to_h"), inner, d)?,

@@ -188,6 +188,14 @@ fn neox_with_parallel_blocks_and_partial_rotary_matches_transformers() {
     padded_batch("tiny_neox");
 }
 
+/// GPT-NeoX's other options: sequential blocks, no attention biases, rotary over the whole head,
+/// tied unembedding.
+#[test]
+fn neox_sequential_without_attention_biases_matches_transformers() {
+    one_at_a_time("tiny_neox_sequential", "gpt_neox");
+    padded_batch("tiny_neox_sequential");
+}
+
 /// Gemma-2: sandwich norms (1 + w), √d embeddings, query_pre_attn_scalar, attention and final
 /// soft-capping, a sliding window of 4 on layer 0 (every text is longer).
 #[test]
@@ -196,7 +204,8 @@ fn gemma2_matches_transformers() {
     padded_batch("tiny_gemma2");
 }
 
-/// Gemma-3: per-head q/k norms and local/global rotary bases over sliding and global layers.
+/// Gemma-3: per-head q/k norms and local/global rotary bases over sliding and global layers; the
+/// config's attention soft-cap is ignored, as `transformers` ignores it.
 #[test]
 fn gemma3_matches_transformers() {
     one_at_a_time("tiny_gemma3", "gemma3_text");
@@ -391,6 +400,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_llama",
         "tiny_qwen2",
         "tiny_neox",
+        "tiny_neox_sequential",
         "tiny_mistral",
         "tiny_gemma2",
         "tiny_gemma3",
