@@ -12,6 +12,10 @@ Writes tests/fixtures/tiny_gpt2/:
                                    ln_f, as transformers reports the last one), `t.last_block`
                                    [tokens, 32] (block 1 before ln_f) and `t.logits` [tokens, 512]
 
+tests/fixtures/tiny_gpt2_options/ holds the same files for GPT-2's other options: an untied
+`lm_head`, scores scaled by 1/(layer + 1) (`scale_attn_by_inverse_layer_idx`), an explicit
+`n_inner` and a ReLU MLP.
+
 Run: just reference-gpt2   (needs torch, transformers, tokenizers from PyPI)
 """
 import json
@@ -52,3 +56,21 @@ texts = [
     "  spaces  and digits 2024, 3.14 — café!",
 ]
 write_reference(model, model.transformer.h[-1], tok, texts, OUT)
+
+# The other options, on a second checkpoint with the same tokenizer.
+OPTIONS = ROOT / "tests" / "fixtures" / "tiny_gpt2_options"
+OPTIONS.mkdir(parents=True, exist_ok=True)
+tok.save(str(OPTIONS / "tokenizer.json"))
+torch.manual_seed(1)
+config = transformers.GPT2Config(vocab_size=512, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                 n_inner=48, activation_function="relu",
+                                 scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False,
+                                 bos_token_id=0, eos_token_id=0,
+                                 resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+model = transformers.GPT2LMHeadModel(config).eval()
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if "ln_" not in name:
+            p.normal_(0.0, 0.2)
+save_model(model, OPTIONS)
+write_reference(model, model.transformer.h[-1], tok, texts, OPTIONS)

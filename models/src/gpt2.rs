@@ -57,6 +57,9 @@ pub struct Gpt2Config {
     pub scale_attn_weights: bool,
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
+    /// `false`: the logits come from the checkpoint's own `lm_head.weight` rather than `wte`.
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
 }
 
 impl Gpt2Config {
@@ -126,6 +129,8 @@ pub struct Gpt2 {
     act: Activation,
     wte: Tensor,
     wpe: Tensor,
+    /// `wte` itself unless the config unties the head.
+    unembed: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     /// The fast forward's buffers, kept between batches.
@@ -147,9 +152,20 @@ impl Gpt2 {
                 mlp_proj: Conv1D::load(w, &format!("{p}.mlp.c_proj"), inner, d)?,
             });
         }
+        let wte = w.get("wte.weight", &[cfg.vocab_size, d])?;
+        let unembed = match cfg.tie_word_embeddings {
+            true => wte.clone(),
+            false => w
+                .get_root("lm_head.weight", &[cfg.vocab_size, d])?
+                .ok_or_else(|| ModelError::MissingTensor {
+                    path: w.path().to_path_buf(),
+                    name: "lm_head.weight (the config sets tie_word_embeddings: false)".into(),
+                })?,
+        };
         Ok(Self {
             act: Activation::parse(&cfg.activation_function).map_err(ModelError::Invalid)?,
-            wte: w.get("wte.weight", &[cfg.vocab_size, d])?,
+            wte,
+            unembed,
             wpe: w.get("wpe.weight", &[cfg.n_positions, d])?,
             ln_f: LayerNorm::load(w, "ln_f", d, eps)?,
             blocks,
@@ -205,7 +221,7 @@ impl Gpt2 {
                 rotary: None,
             },
             final_norm: Norm::Layer(&self.ln_f),
-            unembed: &self.wte,
+            unembed: &self.unembed,
         }
     }
 
@@ -282,7 +298,7 @@ impl Gpt2 {
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
         }
-        crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, &self.wte)
+        crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, &self.unembed)
     }
 }
 
@@ -365,6 +381,6 @@ impl HookedModel for Gpt2 {
         })
     }
     fn unembedding(&self) -> Option<&Tensor> {
-        Some(&self.wte)
+        Some(&self.unembed)
     }
 }

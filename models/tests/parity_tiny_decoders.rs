@@ -166,6 +166,14 @@ fn gpt2_matches_transformers_in_a_padded_batch() {
     padded_batch("tiny_gpt2");
 }
 
+/// GPT-2's other options: an untied `lm_head`, scores scaled by 1/(layer + 1), an explicit
+/// `n_inner`, a ReLU MLP.
+#[test]
+fn gpt2_with_an_untied_head_and_layer_scaled_scores_matches_transformers() {
+    one_at_a_time("tiny_gpt2_options", "gpt2");
+    padded_batch("tiny_gpt2_options");
+}
+
 #[test]
 fn llama_matches_transformers_one_text_at_a_time() {
     one_at_a_time("tiny_llama", "llama");
@@ -317,6 +325,7 @@ impl glassbox_models::Hooks for ZeroAndCapture {
 fn decoders_expose_patterns_logits_and_accept_replacements() {
     for name in [
         "tiny_gpt2",
+        "tiny_gpt2_options",
         "tiny_llama",
         "tiny_neox",
         "tiny_gemma2",
