@@ -291,6 +291,12 @@ pub trait HookedModel: Send + Sync {
     fn labels(&self) -> &[String] {
         &[]
     }
+    /// A text classifier's logits (`[batch, classes]`, differentiable) from the last hidden
+    /// states [`Self::forward`] returns; `None` when the model has no class head. Image
+    /// classifiers' forwards return their logits themselves.
+    fn classify(&self, _last_hidden: &Tensor) -> Option<Result<Tensor>> {
+        None
+    }
     /// A hand-written (or autograd) backward, where the family has one: the gradient of
     /// `Σ_b Σ_k seed[b·classes + k] · output[b, k]` with respect to the activation at each of
     /// `points`, summed over positions (TCAV's `G_i`), with the activations mean-pooled over

@@ -53,7 +53,8 @@ pub fn modality_of(family: &str) -> Option<Modality> {
 /// How to load a checkpoint.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
-    /// Tokens per example after truncation (text families); the model's maximum when `None`.
+    /// Tokens per example after truncation (text families); the model's maximum when `None`
+    /// or smaller ([`crate::tokenizer::TextTokenizer::max_length`] says which applied).
     pub max_length: Option<usize>,
     /// Read PyTorch pickle checkpoints (`pytorch_model.bin`): pickle can encode arbitrary
     /// code, and although the reader executes none, reading one is the user's call.
@@ -278,13 +279,12 @@ fn load_model_with(
             );
             let (mut model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
             model.set_compute_dtype(options.compute_dtype)?;
+            // A longer request is cut to what the model can position (as `transformers`
+            // tokenizers cut at `model_max_length`); the tokenizer reports the length used.
             let max_positions = model.max_positions().unwrap_or(usize::MAX);
-            let max_length = options.max_length.unwrap_or(max_positions);
-            if max_length > max_positions {
-                return Err(ModelError::Invalid(format!(
-                    "max length {max_length} exceeds this model's {max_positions} positions"
-                )));
-            }
+            let max_length = options
+                .max_length
+                .map_or(max_positions, |m| m.min(max_positions));
             let tokenizer = match gguf_parts {
                 Some(parts) => {
                     TextTokenizer::from_tokenizer(parts.tokenizer, &resolved.weights, max_length)?
@@ -324,13 +324,13 @@ fn build_text(
     let path = &resolved.config;
     Ok(match model_type {
         "bert" => {
-            let cfg = bert::BertConfig::from_json(path, config)?;
+            let cfg = bert::BertConfig::from_json(path, config.clone())?;
             let pad = cfg.pad_token_id;
             weights.detect_prefix(
                 &["", "bert.", "model."],
                 "embeddings.word_embeddings.weight",
             );
-            (Box::new(bert::Bert::load(cfg, &weights)?), pad)
+            (Box::new(bert::Bert::load(cfg, &config, &weights)?), pad)
         }
         "gpt2" => {
             let cfg = crate::gpt2::Gpt2Config::from_json(path, config)?;

@@ -20,6 +20,7 @@ pub struct Encoded {
 pub struct TextTokenizer {
     path: PathBuf,
     inner: Tokenizer,
+    max_length: usize,
 }
 
 impl TextTokenizer {
@@ -67,7 +68,13 @@ impl TextTokenizer {
         Ok(Self {
             path: path.to_path_buf(),
             inner,
+            max_length,
         })
+    }
+
+    /// The length texts are cut at, special tokens included.
+    pub fn max_length(&self) -> usize {
+        self.max_length
     }
 
     /// Tokenises texts with the model's special tokens, truncated to the maximum length.

@@ -198,13 +198,13 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
     let config_path = snapshot.join("config.json");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    let cfg = BertConfig::from_json(&config_path, config).unwrap();
+    let cfg = BertConfig::from_json(&config_path, config.clone()).unwrap();
     let weights = Weights::load(
         &snapshot.join("model.safetensors"),
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let bert = Bert::load(cfg, &weights).unwrap();
+    let bert = Bert::load(cfg, &config, &weights).unwrap();
     let model = load().unwrap();
     let (reference, _) = minilm_reference();
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();

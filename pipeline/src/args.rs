@@ -107,7 +107,8 @@ pub struct ExtractArgs {
     /// Examples per forward pass (memory grows with it).
     #[arg(long, default_value_t = crate::config::ExtractSection::default().batch_size)]
     pub batch_size: usize,
-    /// Tokens per example after truncation (special tokens included).
+    /// Tokens per example after truncation (special tokens included); at most the model's
+    /// own maximum.
     #[arg(long, default_value_t = crate::config::ExtractSection::default().max_length)]
     pub max_length: usize,
     /// Storage precision of activations: f32 or f16.

@@ -254,3 +254,101 @@ fn tiny_vit_attributions_flag_the_edge_control() {
         .unwrap();
     assert_bad_input(&out, &["class:zebra", "class 0"]);
 }
+
+const CLASSIFIER_CHECK: &str = r#"
+import json, sys, pyarrow.parquet as pq
+run = sys.argv[1]
+root = run + "/attributions"
+s = pq.read_table(root + "/summary.parquet").to_pylist()
+assert {r["target"] for r in s} == {"class:positive", "class:predicted", "logit_diff:positive|negative"}
+assert {r["predicted"] for r in s} <= {"negative", "neutral", "positive"} and all(r["predicted"] for r in s), s
+for r in s:
+    if r["method"] == "integrated_gradients":
+        assert r["completeness_error"] < 0.05, r
+# class:predicted explains each text's own top class: the same f as class:<that class>.
+by = {(r["example_id"], r["target"], r["method"]): r for r in s}
+for (e, t, m), r in by.items():
+    if t == "class:predicted" and r["predicted"] == "positive":
+        assert abs(r["f_input"] - by[(e, "class:positive", m)]["f_input"]) < 1e-6, r
+# The model has 64 positions: the extraction cut texts there and recorded it.
+manifest = json.load(open(run + "/manifest.json"))
+assert manifest["stages"]["extract"]["params"]["max_length"] == 64, manifest["stages"]["extract"]["params"]
+# Patching a class target reads the classifier, which sees only [CLS] after the last block:
+# restoring the last block's output there restores the clean logits, anywhere else nothing.
+rows = pq.read_table(run + "/patching/results.parquet").to_pylist()
+last = [r for r in rows if r["hook"] == "blocks.1.hook_resid_post"]
+assert last and all(abs(r["normalized"] - (1.0 if r["position"] == 0 else 0.0)) < 1e-4 for r in last), last
+"#;
+
+/// A text classifier (`BertForSequenceClassification` with named labels): class, predicted-class
+/// and class-difference targets explained through its pooler and classifier; an unknown class
+/// lists the model's classes and leaves the run unchanged.
+#[test]
+fn text_classifier_attributions_explain_its_class_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_bert_classifier"))
+        .arg("--data")
+        .arg(glassbox_tests::workspace_root().join("data/sets/default.jsonl"))
+        .args(["--hooks", "blocks.1.hook_resid_post", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (tiny BERT classifier)");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cut at 64 tokens"),
+        "extract says the texts are cut at the model's 64 positions"
+    );
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args([
+            "--target",
+            "class:positive,class:predicted,logit_diff:positive|negative",
+            "--method",
+            "saliency,ig,occlusion",
+            "--steps",
+            "32",
+            "--max-examples",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "attribute (tiny BERT classifier)");
+    // Pairs that tokenise to the same length with this fixture's WordPiece vocabulary.
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        concat!(
+            r#"{"clean": "the market was the", "corrupted": "the market was and", "target": "class:positive"}"#,
+            "\n",
+            r#"{"clean": "the team was the", "corrupted": "the team was and", "target": "class:negative"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = glassbox()
+        .args(["patch", "--run"])
+        .arg(&run)
+        .arg("--pairs")
+        .arg(&pairs)
+        .args(["--hooks", "blocks.*.hook_resid_post"])
+        .output()
+        .unwrap();
+    assert_success(&out, "patch (tiny BERT classifier)");
+    pyarrow_check("attribute_cli (text classifier)", CLASSIFIER_CHECK, &[&run]);
+    let before = snapshot(&run);
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args(["--target", "class:sarcastic"])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["class:sarcastic", "negative; neutral; positive"]);
+    assert!(
+        before == snapshot(&run),
+        "the refused target changed the run"
+    );
+}

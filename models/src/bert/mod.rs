@@ -14,6 +14,7 @@
 //! independent cross-check and for gradients).
 
 mod backward;
+mod classifier;
 pub mod fast;
 pub mod graph;
 
@@ -91,6 +92,8 @@ impl BertConfig {
 /// A hookable BERT encoder.
 pub struct Bert {
     pub(crate) cfg: BertConfig,
+    /// A sequence classifier's pooler and classifier (`BertForSequenceClassification`).
+    head: Option<classifier::ClassHead>,
     pub(crate) act: Activation,
     pub(crate) graph: graph::GraphWeights,
     pub(crate) fast: fast::FastWeights,
@@ -99,10 +102,13 @@ pub struct Bert {
 }
 
 impl Bert {
-    pub fn load(cfg: BertConfig, w: &Weights) -> Result<Self> {
+    /// `config` is the checkpoint's `config.json`, read for a classifier's class names.
+    pub fn load(cfg: BertConfig, config: &serde_json::Value, w: &Weights) -> Result<Self> {
         let graph = graph::GraphWeights::load(&cfg, w)?;
         let fast = fast::FastWeights::from_graph(&graph)?;
+        let head = classifier::ClassHead::load(w.path(), config, w, cfg.hidden_size)?;
         Ok(Self {
+            head,
             act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
             cfg,
             graph,
@@ -145,6 +151,15 @@ impl HookedModel for Bert {
     }
     fn vocab_size(&self) -> Option<usize> {
         Some(self.cfg.vocab_size)
+    }
+
+    fn labels(&self) -> &[String] {
+        self.head.as_ref().map_or(&[], |h| &h.labels)
+    }
+
+    fn classify(&self, last_hidden: &Tensor) -> Option<Result<Tensor>> {
+        let head = self.head.as_ref()?;
+        Some(head.forward(last_hidden).map_err(Into::into))
     }
 
     fn forward(&self, input: Input<'_>, hooks: &mut dyn crate::hooks::Hooks) -> Result<Tensor> {

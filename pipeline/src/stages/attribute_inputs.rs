@@ -19,14 +19,15 @@ use glassbox_runner::attribution::Subject;
 pub(crate) enum TargetKind {
     /// A fixed combination (class, class difference, token, token difference, probe).
     Fixed(Target),
-    /// `class:predicted`: each image's own top class.
+    /// `class:predicted`: each example's own top class (image or text classifiers).
     Predicted,
 }
 
 /// The examples of a run, ready to explain.
 pub(crate) enum Inputs {
-    /// Tokenised texts.
-    Texts(Vec<(u64, Encoded)>),
+    /// Tokenised texts: `(example id, tokens, predicted class)`, the class where the model is a
+    /// text classifier.
+    Texts(Vec<(u64, Encoded, Option<usize>)>),
     /// Preprocessed images with their predicted class.
     Images {
         /// `(example id, pixels, predicted class)`.
@@ -100,9 +101,12 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
         anyhow!("target `{spec}`: use class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS[@HOOK]")
     })?;
     let image = model.modality() == Modality::Vision;
+    // Image models and text classifiers (a class head, no unembedding) are explained through
+    // their class logits.
+    let classifier = image || !model.model.labels().is_empty();
     let outputs = |weights: Vec<f32>| TargetKind::Fixed(Target::Outputs { weights });
     Ok(match kind.trim() {
-        "class" if image && rest == "predicted" => TargetKind::Predicted,
+        "class" if classifier && rest == "predicted" => TargetKind::Predicted,
         "class" => {
             let k = class_index(model, spec, rest)?;
             let mut w = vec![0f32; model.model.labels().len()];
@@ -113,7 +117,7 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
             let (a, b) = rest.split_once('|').ok_or_else(|| {
                 anyhow!("target `{spec}`: logit_diff takes two names separated by `|`, e.g. logit_diff: Mary| John")
             })?;
-            if image {
+            if classifier && model.model.unembedding().is_none() {
                 let (a, b) = (class_index(model, spec, a)?, class_index(model, spec, b)?);
                 let mut w = vec![0f32; model.model.labels().len()];
                 w[a] += 1.0;
@@ -161,7 +165,8 @@ pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Resu
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let encoded = tokenizer.encode(&[examples.texts[i].as_str()])?.remove(0);
-            out.push((examples.example_ids[i], encoded));
+            let predicted = predicted_class(model, &encoded)?;
+            out.push((examples.example_ids[i], encoded, predicted));
         }
         return Ok(Inputs::Texts(out));
     }
@@ -184,14 +189,36 @@ pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Resu
             &mut Capture::new(std::iter::empty::<HookPoint>()),
         )?;
         let scores: Vec<f32> = out.flatten_all()?.to_vec1()?;
-        let predicted = scores
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(k, _)| k);
+        let predicted = top(&scores).unwrap_or(0);
         images.push((examples.example_ids[i], batch.pixels, predicted));
     }
     Ok(Inputs::Images { images, size })
+}
+
+/// A text classifier's top class for one text (`None`: the model has no class head).
+fn predicted_class(model: &LoadedModel, encoded: &Encoded) -> Result<Option<usize>> {
+    if model.model.labels().is_empty() {
+        return Ok(None);
+    }
+    let batch = glassbox_models::TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
+    let last = model.model.forward(
+        (&batch).into(),
+        &mut Capture::new(std::iter::empty::<HookPoint>()),
+    )?;
+    let Some(logits) = model.model.classify(&last) else {
+        return Ok(None);
+    };
+    let scores: Vec<f32> = logits?.flatten_all()?.to_vec1()?;
+    Ok(top(&scores))
+}
+
+/// The index of the largest score.
+fn top(scores: &[f32]) -> Option<usize> {
+    scores
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(k, _)| k)
 }
 
 /// The embedding row the `mask` baseline uses: the tokenizer's mask token, else its padding or
@@ -230,24 +257,19 @@ pub(crate) fn subject<'a>(
 ) -> Result<Subject<'a>> {
     Ok(match inputs {
         Inputs::Texts(texts) => {
-            let TargetKind::Fixed(t) = target else {
-                return Err(anyhow!("class:predicted is for image classifiers"));
+            let t = match (target, texts[i].2) {
+                (TargetKind::Fixed(t), _) => t.clone(),
+                (TargetKind::Predicted, Some(k)) => one_hot(model, k),
+                (TargetKind::Predicted, None) => {
+                    return Err(anyhow!("class:predicted is for classifiers (image models, or text models with a class head)"))
+                }
             };
-            Subject::Text(TextOracle::new(
-                model,
-                texts[i].1.clone(),
-                t.clone(),
-                batch,
-            )?)
+            Subject::Text(TextOracle::new(model, texts[i].1.clone(), t, batch)?)
         }
         Inputs::Images { images, size } => {
             let t = match target {
                 TargetKind::Fixed(t) => t.clone(),
-                TargetKind::Predicted => {
-                    let mut w = vec![0f32; model.model.labels().len()];
-                    w[images[i].2] = 1.0;
-                    Target::Outputs { weights: w }
-                }
+                TargetKind::Predicted => one_hot(model, images[i].2),
             };
             Subject::Image(ImageOracle::new(
                 model,
@@ -258,6 +280,13 @@ pub(crate) fn subject<'a>(
             )?)
         }
     })
+}
+
+/// Class `k`'s logit as a target.
+fn one_hot(model: &LoadedModel, k: usize) -> Target {
+    let mut weights = vec![0f32; model.model.labels().len()];
+    weights[k] = 1.0;
+    Target::Outputs { weights }
 }
 
 /// The baseline input of a subject.

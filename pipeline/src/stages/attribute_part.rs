@@ -65,7 +65,11 @@ pub(crate) fn attribute_part(
             let baseline = baseline_for(&s, cx.settings, cx.mask)?;
             let result = explain_example(&s, cx.methods, &baseline, cx.opts, cx.eval)?;
             let (example_id, predicted, tokens) = match (cx.inputs, &s) {
-                (Inputs::Texts(t), Subject::Text(o)) => (t[i].0, None, Some(o.tokens().to_vec())),
+                (Inputs::Texts(t), Subject::Text(o)) => (
+                    t[i].0,
+                    t[i].2.and_then(|k| labels.get(k).cloned()),
+                    Some(o.tokens().to_vec()),
+                ),
                 (Inputs::Images { images, .. }, _) => {
                     (images[i].0, labels.get(images[i].2).cloned(), None)
                 }

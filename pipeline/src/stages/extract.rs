@@ -39,7 +39,7 @@ pub fn run_extract(
     progress: &dyn Progress,
 ) -> Result<Option<Extracted>> {
     let started = std::time::Instant::now();
-    let prepared = prepare(req, None)?;
+    let prepared = prepare(req, None, progress)?;
     let fp = prepared.fingerprint.clone();
     if !check_existing(run, &prepared, req.force, progress)? {
         return Ok(None);
@@ -105,6 +105,7 @@ impl Prepared {
 pub(super) fn prepare(
     req: &ExtractRequest<'_>,
     worker: Option<glassbox_data::shards::ShardSpec>,
+    progress: &dyn Progress,
 ) -> Result<Prepared> {
     let s = req.settings;
     s.validate()?;
@@ -121,6 +122,17 @@ pub(super) fn prepare(
         compute_dtype: s.compute_dtype,
     };
     let model = load_model(resolved, options)?;
+    // Texts are cut at the model's own maximum where the setting asks for more.
+    let max_length = match model.modality() {
+        glassbox_data::Modality::Text => model.tokenizer()?.max_length(),
+        glassbox_data::Modality::Vision => s.max_length,
+    };
+    if max_length < s.max_length {
+        progress.note(&format!(
+            "extract: max_length {} is more than this model's {max_length} positions; texts are cut at {max_length} tokens",
+            s.max_length
+        ));
+    }
     let examples = Examples::read(&model, req.data)?;
     let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
     let mut params = serde_json::json!({
@@ -131,7 +143,7 @@ pub(super) fn prepare(
         "hooks": selected,
         "pools": s.pools,
         "token_level": s.token_level,
-        "max_length": s.max_length,
+        "max_length": max_length,
         "batch_size": s.batch_size,
         "dtype": dtype.as_str(),
         "compression": compression.as_str(),

@@ -102,7 +102,7 @@ fn work_on_shard(
     progress: &dyn Progress,
     remote: Option<&glassbox_remote::Mirror>,
 ) -> Result<Option<ShardWork>> {
-    let prepared = prepare(req, Some(shard))?;
+    let prepared = prepare(req, Some(shard), progress)?;
     if !check_existing(run, &prepared, false, progress)? {
         return Ok(None);
     }

@@ -27,7 +27,9 @@ pub enum Target {
     },
     /// Text: a linear probe on a pooled hook activation (its class logit).
     Probe(LinearHead),
-    /// Images: `Σ_k weights[k] · output[k]` — one class's logit (one-hot) or a difference.
+    /// A classifier's `Σ_k weights[k] · logit[k]` — one class's logit (one-hot) or a
+    /// difference: an image model's outputs, or a text classifier's head on its last hidden
+    /// state (`BertForSequenceClassification`).
     Outputs {
         /// One weight per model output.
         weights: Vec<f32>,
@@ -119,10 +121,19 @@ impl<'a> TextOracle<'a> {
         target: Target,
         batch: usize,
     ) -> Result<Self> {
-        if matches!(target, Target::Outputs { .. }) {
-            return Err(ModelError::Invalid(
-                "class targets read a classifier's outputs; this text model has none".into(),
-            ));
+        if let Target::Outputs { weights } = &target {
+            let classes = model.model.labels().len();
+            if classes == 0 {
+                return Err(ModelError::Invalid(
+                    "class targets read a classifier's outputs; this text model has none".into(),
+                ));
+            }
+            if weights.len() != classes {
+                return Err(ModelError::Invalid(format!(
+                    "the target weighs {} outputs; the classifier has {classes}",
+                    weights.len()
+                )));
+            }
         }
         let one = TokenBatch::from_encoded(&[&encoded], model.pad_id, &model.device)?;
         let mut capture = Capture::new([HookPoint::Embed]);
@@ -266,7 +277,13 @@ impl<'a> TextOracle<'a> {
                     })?;
                 target(&pool(&h, &batch, head.pool)?, head, Convention::Logit)?
             }
-            Target::Outputs { .. } => unreachable!("refused in new()"),
+            Target::Outputs { weights } => {
+                let logits = self.model.model.classify(&output).ok_or_else(|| {
+                    ModelError::Invalid("this text model has no class head".into())
+                })??;
+                let w = Tensor::from_slice(weights, (weights.len(), 1), &self.model.device)?;
+                logits.matmul(&w)?.squeeze(1)?
+            }
         };
         Ok((f, variable))
     }

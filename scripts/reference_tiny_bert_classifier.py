@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""A tiny random BERT sequence classifier (`BertForSequenceClassification`: pooler + three-class
+classifier with named labels) on a small WordPiece vocabulary, and its references: the class
+logits from PyTorch `transformers`, and Captum 0.9's attributions of the `positive` logit to
+the word embeddings (`inputs_embeds`: position and token-type embeddings and the embedding
+LayerNorm come after, as at glassbox's `hook_embed`) — Saliency (abs), InputXGradient,
+IntegratedGradients from zero embeddings (16 Gauss–Legendre steps) and Occlusion of one token
+at a time — for runner/tests/attribution_classifier.rs and models' parity test.
+
+Writes tests/fixtures/tiny_bert_classifier/: config.json, model.safetensors, tokenizer.json
+(a 400-piece lower-cased WordPiece trained on data/sets/default.jsonl), reference.json.
+
+Run: just reference-bert-classifier   (torch, transformers, tokenizers, captum from PyPI)
+"""
+import json
+from pathlib import Path
+
+import captum
+import torch
+import transformers
+from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
+from tokenizers import BertWordPieceTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "tiny_bert_classifier"
+OUT.mkdir(parents=True, exist_ok=True)
+
+texts = [json.loads(line)["text"] for line in (ROOT / "data/sets/default.jsonl").read_text().splitlines()]
+tok = BertWordPieceTokenizer(lowercase=True)
+tok.train_from_iterator(texts, vocab_size=400, min_frequency=1,
+                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+tok.save(str(OUT / "tokenizer.json"))
+
+torch.manual_seed(12)
+config = transformers.BertConfig(
+    vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=64, max_position_embeddings=64, num_labels=3,
+    id2label={0: "negative", 1: "neutral", 2: "positive"},
+    label2id={"negative": 0, "neutral": 1, "positive": 2})
+model = transformers.BertForSequenceClassification(config).eval()
+with torch.no_grad():  # larger than the default init so every block and the head matter
+    for name, p in model.named_parameters():
+        p.uniform_(0.5, 1.5) if "LayerNorm.weight" in name else p.normal_(0.0, 0.2)
+model.save_pretrained(OUT, safe_serialization=True)
+(OUT / "generation_config.json").unlink(missing_ok=True)
+
+
+def flat(t):
+    return [float(v) for v in t.detach().reshape(-1).tolist()]
+
+
+PROMPTS = ["the chef roasted the vegetables with garlic",
+           "Stock prices fell sharply after the announcement."]
+TARGET = 2  # positive
+refs = []
+for prompt in PROMPTS:
+    ids = torch.tensor([tok.encode(prompt).ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+    emb = model.bert.embeddings.word_embeddings(ids).detach()
+
+    def f(e):
+        return model(inputs_embeds=e).logits[:, TARGET]
+
+    zero = torch.zeros_like(emb)
+    d = emb.shape[-1]
+    refs.append({
+        "prompt": prompt,
+        "ids": ids[0].tolist(),
+        "logits": flat(logits),
+        "f_input": float(f(emb)),
+        "f_baseline": float(f(zero)),
+        "saliency": flat(Saliency(f).attribute(emb, abs=True)),
+        "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
+        "ig_gausslegendre_16": flat(
+            IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")),
+        "occlusion": flat(
+            Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)),
+    })
+(OUT / "reference.json").write_text(json.dumps({
+    "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+    "captum_version": captum.__version__, "target_class": TARGET, "texts": refs}) + "\n")
+print(f"wrote {OUT}")
