@@ -342,7 +342,7 @@ fn vit_and_clip_fast_and_graph_forwards_agree_at_every_hook() {
 
 /// transformers 5 writes neither `id2label` nor `num_labels` into `config.json` when they are
 /// its defaults (a two-class head), yet the checkpoint holds the classifier: with both removed
-/// from a fixture's config, the classes come from the classifier weight (named `class_0`, …)
+/// from a fixture's config, the classes come from the classifier weight (named `LABEL_0`, … as transformers names them)
 /// and the logits are the reference's.
 #[test]
 fn a_classifier_the_config_does_not_mention_is_read_from_its_weight() {
@@ -364,7 +364,7 @@ fn a_classifier_the_config_does_not_mention_is_read_from_its_weight() {
             .model
             .forward((&batch).into(), &mut Capture::new([]))
             .unwrap();
-        let labels: Vec<String> = (0..5).map(|i| format!("class_{i}")).collect();
+        let labels: Vec<String> = (0..5).map(|i| format!("LABEL_{i}")).collect();
         assert_eq!(model.model.labels(), labels, "{name}");
         close(
             &format!("{name} logits"),

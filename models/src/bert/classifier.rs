@@ -15,7 +15,7 @@ pub(crate) struct ClassHead {
     pooler_bias: Tensor,
     weight: Tensor,
     bias: Tensor,
-    /// Class names, index = logit: `id2label`, else `class_0`, ….
+    /// Class names, index = logit: `id2label`, else `LABEL_0`, … as `transformers` names them.
     pub(crate) labels: Vec<String>,
 }
 

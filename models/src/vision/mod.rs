@@ -164,7 +164,6 @@ pub(crate) fn build(
     }))
 }
 
-/// Class names from `id2label` (`{"0": "tench", …}`), or `class_{i}` when absent.
 /// The grid of a ViT-style tower's hooks: `[CLS]` then the patches, row-major, at every hook but
 /// the `single` ones (pooled features, embeddings, logits: one position).
 pub(crate) fn patch_grid(
@@ -189,8 +188,8 @@ pub(crate) fn config_classes(v: &serde_json::Value) -> usize {
 }
 
 /// With no classes in the config, the classifier weight's rows (`[classes, width]`) when the
-/// checkpoint has one, named `class_0`, … as [`id2label`] names classes a config leaves
-/// unnamed (transformers would say `LABEL_0`, …).
+/// checkpoint has one, named `LABEL_0`, … as [`id2label`] names classes a config leaves
+/// unnamed.
 pub(crate) fn classes_from_weight(
     w: &crate::weights::Weights,
     weight: &str,
@@ -201,12 +200,19 @@ pub(crate) fn classes_from_weight(
     }
     if let Some(&rows) = w.tensor(weight).and_then(|t| t.dims().first()) {
         *classes = rows;
-        *labels = (0..rows).map(|i| format!("class_{i}")).collect();
+        *labels = (0..rows).map(unnamed_class).collect();
     }
 }
 
+/// The name `transformers` gives class `i` when `id2label` does not name it (its default
+/// `id2label`), so `class:` targets use the names a user sees in `model.config.id2label`.
+fn unnamed_class(i: usize) -> String {
+    format!("LABEL_{i}")
+}
+
+/// Class names from `id2label` (`{"0": "tench", …}`), or `LABEL_{i}` where it names none.
 pub(crate) fn id2label(path: &Path, v: &serde_json::Value, n: usize) -> Result<Vec<String>> {
-    let mut labels: Vec<String> = (0..n).map(|i| format!("class_{i}")).collect();
+    let mut labels: Vec<String> = (0..n).map(unnamed_class).collect();
     if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {
         for (k, name) in map {
             let i: usize = k.parse().map_err(|_| ModelError::Config {
