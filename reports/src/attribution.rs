@@ -134,6 +134,45 @@ pub fn summarise(run: &RunDir) -> Result<Option<Vec<MethodStanding>>, ReportErro
     Ok(Some(rows))
 }
 
+/// One finding per target: the most faithful method that passed the sanity check, and the
+/// methods that failed it (whose maps must not be read as explanations).
+pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
+    let mut targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+    targets.dedup();
+    targets
+        .into_iter()
+        .filter_map(|t| {
+            let mine: Vec<&MethodStanding> = rows.iter().filter(|r| r.target == t).collect();
+            let best = mine
+                .iter()
+                .filter(|r| r.sanity_passed != Some(false))
+                .min_by_key(|r| r.rank)?;
+            let checked = match best.sanity_passed {
+                Some(true) => "passed the model-randomisation check",
+                _ => "randomisation check not run",
+            };
+            let failed: Vec<String> = mine
+                .iter()
+                .filter(|r| r.sanity_passed == Some(false))
+                .map(|r| format!("`{}`", r.method))
+                .collect();
+            let failed = if failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} failed it: their maps do not depend on the model",
+                    failed.join(", ")
+                )
+            };
+            Some(format!(
+                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){failed}",
+                best.method,
+                fmt(best.faithfulness)
+            ))
+        })
+        .collect()
+}
+
 /// The main report's section: methods ranked per target, failures named, a link to the page.
 pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
     let mut h = String::from(
@@ -543,5 +582,37 @@ mod tests {
             h.contains("<td>occlusion</td><td>0.250</td><td>not run"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn the_headline_is_the_best_sane_method_and_names_the_failures() {
+        let row = |target: &str, method: &str, rank, passed| super::MethodStanding {
+            target: target.into(),
+            method: method.into(),
+            rank,
+            faithfulness: Some(0.5),
+            sanity_passed: passed,
+        };
+        // A failed method never heads a target, even at rank 1.
+        let lines = super::headlines(&[
+            row("class:tabby", "edges", 1, Some(false)),
+            row("class:tabby", "occlusion", 2, Some(true)),
+            row("token: Paris", "saliency", 1, None),
+        ]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("attributions of `class:tabby`: `occlusion`"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].contains("passed the model-randomisation check); `edges` failed it"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("`saliency`") && lines[1].contains("not run"),
+            "{lines:?}"
+        );
+        // Every method failed: nothing is presented as an explanation.
+        assert!(super::headlines(&[row("class:cat", "edges", 1, Some(false))]).is_empty());
     }
 }

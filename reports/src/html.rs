@@ -11,11 +11,18 @@ pub(crate) fn render(s: &Summary) -> String {
     let mut body = String::new();
     body.push_str("<h1>glassbox report</h1>\n");
     body.push_str(&findings_html(s));
-    body.push_str("<h2>Linear probes</h2>\n<ul>\n");
+    body.push_str("<h2>Linear probes</h2>\n");
+    if s.probes.is_empty() {
+        body.push_str(&format!("<p>{}</p>\n", inline(crate::NO_PROBES)));
+    } else {
+        body.push_str("<ul>\n");
+    }
     for f in &s.probes {
         body.push_str(&format!("<li>{}</li>\n", inline(&crate::probe_line(f, s))));
     }
-    body.push_str("</ul>\n");
+    if !s.probes.is_empty() {
+        body.push_str("</ul>\n");
+    }
     for f in &s.probes {
         body.push_str(&format!(
             "<h3>{}</h3>\n<figure>{}<figcaption>Held-out probe {} by hook (solid, 95% CI band) against the control task (dotted) and the majority baseline (dashed).</figcaption></figure>\n",
@@ -51,7 +58,9 @@ pub(crate) fn render(s: &Summary) -> String {
             body.push_str(&format!("<p class=\"neurons\">{}</p>\n", inline(&line)));
         }
     }
-    body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
+    if !s.probes.is_empty() {
+        body.push_str(&format!("<p class=\"note\">{}</p>\n", inline(DEFINITIONS)));
+    }
     if !s.tcav.is_empty() {
         body.push_str("<section id=\"tcav\">\n<h2>TCAV</h2>\n<ul>\n");
         for line in tcav_findings(&s.tcav, s.causal.as_ref()) {

@@ -114,8 +114,8 @@ pub struct ReportPaths {
 }
 
 /// The headline findings, plain text, most important first: where each label is best decoded,
-/// the strongest significant TCAV results, each SAE's fit, patching's strongest effect and the
-/// causal tests' tally.
+/// the strongest significant TCAV results, each SAE's fit, patching's strongest effect, the
+/// causal tests' tally and each attribution target's most faithful sane method.
 pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
     let mut lines: Vec<String> = summary
         .probes
@@ -138,6 +138,12 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
     lines.extend(summary.dissection.as_ref().and_then(dissection::headline));
+    lines.extend(
+        summary
+            .attributions
+            .iter()
+            .flat_map(|a| attribution::headlines(a)),
+    );
     // Plain text: the code marks are for the Markdown and HTML reports.
     lines.into_iter().map(|l| l.replace('`', "")).collect()
 }
@@ -167,16 +173,29 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
     lines.extend(summary.dissection.as_ref().and_then(dissection::headline));
+    lines.extend(
+        summary
+            .attributions
+            .iter()
+            .flat_map(|a| attribution::headlines(a)),
+    );
     lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
 }
 
-/// Builds the summary from a run with completed `extract` and `probe` stages.
+/// Builds the summary from a run with a completed `extract` stage and whatever later stages
+/// completed (a run with attributions or patching but no probes gets a report too).
 pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
-    let manifest = run.require_stage("probe")?;
-    let results = glassbox_probes::read_results(run)?;
-    let neurons = glassbox_probes::read_neurons(run)?;
-    let topk = glassbox_probes::read_topk(run)?;
+    let manifest = run.require_stage("extract")?;
+    let (results, neurons, topk) = if manifest.stages.contains_key("probe") {
+        (
+            glassbox_probes::read_results(run)?,
+            glassbox_probes::read_neurons(run)?,
+            glassbox_probes::read_topk(run)?,
+        )
+    } else {
+        (Vec::new(), Vec::new(), Vec::new())
+    };
     let mut labels: Vec<(String, String, String)> = results
         .iter()
         .map(|r| (r.level.clone(), r.label.clone(), r.pool.clone()))
@@ -513,4 +532,7 @@ pub(crate) fn tcav_findings(
 pub(crate) const TCAV_DEFINITIONS: &str = "TCAV score: the fraction of the target class's examples whose target rises (logit convention) along the concept's CAV, Σ_t ∇f(h_t)·v; the mean over R CAVs trained against R random sets. Random: the same for R random-vs-random CAVs. p: two-sided Welch t-test of the R concept scores against the R random scores, Holm–Bonferroni adjusted over every test in the run; significant needs p_holm < alpha and a mean held-out CAV accuracy above the minimum. Figures come from `tcav/scores.parquet`.";
 
 /// Metric definitions, printed under the tables.
+/// What the probe section says in a run without probes.
+pub(crate) const NO_PROBES: &str = "No probes in this run: `glassbox probe` fits them (on a data set with a label column); the sections below come from the stages that ran.";
+
 pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";

@@ -325,8 +325,17 @@ pub fn headline(f: &PatchingFinding) -> Option<String> {
     let atp = f.atp_spearman.map_or(String::new(), |r| {
         format!("; attribution patching ranks effects with Spearman ρ = {r:.2}")
     });
+    // One pair has no spread to estimate: say so rather than print a NaN interval.
+    let spread = if top.n > 1 {
+        format!(
+            "95% CI [{:.2}, {:.2}], {} pairs",
+            top.ci_low, top.ci_high, top.n
+        )
+    } else {
+        "a single pair reaches this position, so no CI".to_owned()
+    };
     Some(format!(
-        "patching `{}` at position {}{head} has the largest mean normalised effect, {:.2} (1 restores the clean answer, 0 changes nothing; 95% CI [{:.2}, {:.2}], {} pairs){atp}",
-        top.hook, top.position, top.mean, top.ci_low, top.ci_high, top.n
+        "patching `{}` at position {}{head} has the largest mean normalised effect, {:.2} (1 restores the clean answer, 0 changes nothing; {spread}){atp}",
+        top.hook, top.position, top.mean
     ))
 }

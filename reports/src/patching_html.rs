@@ -68,7 +68,7 @@ pub(crate) fn heatmap(f: &PatchingFinding, suffix: &str) -> Option<String> {
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cw}\" height=\"{ch}\" fill=\"rgb({r:.0},{g:.0},{b:.0})\"><title>{}</title></rect>",
             left + cw * e.position as f64,
             top + ch * row_of(l) as f64,
-            escape(&format!("{} @ {}: {:.3} [{:.3}, {:.3}]", e.hook, e.position, e.mean, e.ci_low, e.ci_high))
+            escape(&format!("{} @ {}: {:.3} {}", e.hook, e.position, e.mean, interval(e.ci_low, e.ci_high)))
         ));
     }
     svg.push_str("</svg>");
@@ -117,13 +117,12 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
     out.push_str("<table><thead><tr><th>hook</th><th>position</th><th>head</th><th>mean effect [95% CI]</th><th>pairs</th></tr></thead><tbody>\n");
     for e in f.effects.iter().take(15) {
         out.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.3} [{:.3}, {:.3}]</td><td>{}</td></tr>\n",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.3} {}</td><td>{}</td></tr>\n",
             escape(&e.hook.to_string()),
             e.position,
             e.head.map_or("–".to_owned(), |h| h.to_string()),
             e.mean,
-            e.ci_low,
-            e.ci_high,
+            interval(e.ci_low, e.ci_high),
             e.n
         ));
     }
@@ -185,4 +184,13 @@ pub(crate) fn section_html(f: &PatchingFinding) -> String {
         out.push_str("</tbody></table>\n");
     }
     out
+}
+
+/// `[low, high]`, or `[–]` where one pair left no spread to estimate (the bounds are NaN).
+fn interval(low: f64, high: f64) -> String {
+    if low.is_finite() && high.is_finite() {
+        format!("[{low:.3}, {high:.3}]")
+    } else {
+        "[–]".to_owned()
+    }
 }

@@ -27,6 +27,9 @@ pub(crate) fn markdown(s: &Summary) -> String {
         ));
     }
     md.push_str("## Linear probes\n\n");
+    if s.probes.is_empty() {
+        md.push_str(&format!("{}\n", crate::NO_PROBES));
+    }
     for f in &s.probes {
         md.push_str(&format!("- {}\n", crate::probe_line(f, s)));
     }
@@ -46,7 +49,9 @@ pub(crate) fn markdown(s: &Summary) -> String {
             md.push_str(&format!("\n{line}\n"));
         }
     }
-    md.push_str(&format!("\n{DEFINITIONS}\n"));
+    if !s.probes.is_empty() {
+        md.push_str(&format!("\n{DEFINITIONS}\n"));
+    }
     if !s.tcav.is_empty() {
         md.push_str("\n## TCAV\n\n");
         for line in tcav_findings(&s.tcav, s.causal.as_ref()) {

@@ -338,6 +338,23 @@ fn text_classifier_attributions_explain_its_class_logits() {
         .output()
         .unwrap();
     assert_success(&out, "patch (tiny BERT classifier)");
+    // A run without probes still gets its report: the patching and attribution findings.
+    let out = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "report (no probes)");
+    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
+    assert!(md.contains("No probes in this run"), "{md}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("attributions of class:positive: ")
+                && l.contains("is the most faithful method")),
+        "the findings name each target's most faithful method: {stdout}"
+    );
     pyarrow_check("attribute_cli (text classifier)", CLASSIFIER_CHECK, &[&run]);
     let before = snapshot(&run);
     let out = glassbox()

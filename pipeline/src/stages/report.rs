@@ -12,10 +12,27 @@ pub struct ReportDone {
     pub summary: glassbox_reports::Summary,
 }
 
+/// The stages a report presents; it needs at least one.
+const ANALYSES: [&str; 7] = [
+    "probe",
+    "tcav",
+    "dictionary",
+    "patch",
+    "causal",
+    "attribute",
+    "dissect",
+];
+
 /// Runs the stage; an up-to-date report is read back, so the caller can show its findings.
 pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<ReportDone> {
     let started = std::time::Instant::now();
-    let manifest = run.require_stage("probe")?;
+    let manifest = run.require_stage("extract")?;
+    if !ANALYSES.iter().any(|s| manifest.stages.contains_key(*s)) {
+        anyhow::bail!(
+            "run {}: nothing to report yet: no `probe`, `tcav`, `dictionary`, `patch`, `causal`, `attribute` or `dissect` stage has completed here; run one first (e.g. `glassbox probe --run {0} --label LABEL`)",
+            run.root().display()
+        );
+    }
     note_unfinished_shards(run, progress)?;
     let upstream = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
