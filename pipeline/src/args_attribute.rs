@@ -28,6 +28,11 @@ pub struct AttributeArgs {
     /// zero, blur, uniform (images) or mask (text).
     #[arg(long, value_enum, default_value = "zero")]
     pub baseline: BaselineArg,
+    /// A baseline array (.npy) instead of --baseline: images [3, H, W] (channels first, after the
+    /// model's normalisation, as PyTorch and Captum take it); text [hidden] (one token
+    /// embedding at every position) or [tokens, hidden].
+    #[arg(long)]
+    pub baseline_file: Option<std::path::PathBuf>,
     /// SmoothGrad's noisy copies.
     #[arg(long, default_value_t = crate::config::AttributeSection::default().samples)]
     pub samples: usize,
@@ -121,6 +126,7 @@ impl AttributeArgs {
                 BaselineArg::Uniform => Baseline::Uniform,
                 BaselineArg::Mask => Baseline::Mask,
             },
+            baseline_file: self.baseline_file.clone(),
             samples: self.samples,
             noise: self.noise,
             window: self.window,

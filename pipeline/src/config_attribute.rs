@@ -22,6 +22,10 @@ pub struct AttributeSection {
     pub rule: IgRule,
     /// `zero` (default), `blur` or `uniform` (images), `mask` (text).
     pub baseline: Baseline,
+    /// A baseline array (NumPy `.npy`) in place of `baseline`: images `[3, H, W]` (channels
+    /// first, after the model's normalisation, as PyTorch and Captum take it), text `[hidden]`
+    /// (one token embedding at every position) or `[tokens, hidden]`.
+    pub baseline_file: Option<std::path::PathBuf>,
     /// SmoothGrad's noisy copies.
     pub samples: usize,
     /// SmoothGrad's noise level, relative to the input's value range.
@@ -65,6 +69,7 @@ impl Default for AttributeSection {
             steps: 64,
             rule: IgRule::GaussLegendre,
             baseline: Baseline::Zero,
+            baseline_file: None,
             samples: 32,
             noise: 0.15,
             window: None,

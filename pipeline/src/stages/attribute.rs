@@ -3,7 +3,7 @@
 //! `attributions/`.
 
 use super::attribute_inputs::{
-    baseline_for, default_cam_hook, mask_token, read_inputs, resolve, subject, Inputs, TargetKind,
+    default_cam_hook, mask_token, read_inputs, resolve, subject, Inputs, TargetKind,
 };
 use super::attribute_part::{attribute_part, AttributeFragment, PartContext};
 use super::attribute_verdicts::{method_rows, sanity_check, Originals};
@@ -109,7 +109,12 @@ pub fn run_attribute_parts(
         None => default_cam_hook(&model),
     };
     let inputs = read_inputs(run, &model, settings.max_examples)?;
-    let mask = mask_token(&model);
+    let baselines = super::attribute_baseline::Baselines::load(
+        settings,
+        mask_token(&model),
+        &inputs,
+        model.model.hook_width(glassbox_models::HookPoint::Embed),
+    )?;
     let (window, stride) = match inputs {
         Inputs::Texts(_) => (settings.window.unwrap_or(1), settings.stride.unwrap_or(1)),
         Inputs::Images { .. } => (settings.window.unwrap_or(16), settings.stride.unwrap_or(16)),
@@ -133,13 +138,14 @@ pub fn run_attribute_parts(
     // Fail on a bad baseline before any work: build the first subject's.
     {
         let first = subject(&model, &inputs, 0, &targets[0].1, settings.batch_size)?;
-        baseline_for(&first, settings, mask)?;
+        baselines.for_subject(&first, settings)?;
     }
     let params = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
         "probe": manifest.stage_fingerprint("probe"),
         "attribute": settings,
         "methods": methods,
+        "baseline_sha256": baselines.file_sha256()?,
     });
     let fp = fingerprint("attribute", &params);
     let current = Manifest::load_or_default(run)?;
@@ -171,7 +177,7 @@ pub fn run_attribute_parts(
         methods: &methods,
         opts: &opts,
         eval: &eval,
-        mask,
+        baselines: &baselines,
     };
     let outcome = parted.run(progress, |part| attribute_part(&cx, part, progress))?;
     outcome.settle(shard, |ready| {
@@ -193,7 +199,8 @@ pub fn run_attribute_parts(
         }
         let sanity = if settings.sanity {
             sanity_check(
-                run, settings, &model, &inputs, &targets, &methods, &opts, &originals, progress,
+                run, settings, &model, &inputs, &targets, &methods, &opts, &originals, &baselines,
+                progress,
             )?
         } else {
             Vec::new()

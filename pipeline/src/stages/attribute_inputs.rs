@@ -3,14 +3,12 @@
 //! images.
 
 use super::targets::{resolve_target, ProbeTarget};
-use crate::config::AttributeSection;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_data::examples::read_examples;
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::{Modality, RunDir};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, HookPoint, LoadedModel};
-use glassbox_runner::attribution::baseline::{image_baseline, text_baseline};
 use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
 use glassbox_runner::attribution::Subject;
 
@@ -287,29 +285,4 @@ fn one_hot(model: &LoadedModel, k: usize) -> Target {
     let mut weights = vec![0f32; model.model.labels().len()];
     weights[k] = 1.0;
     Target::Outputs { weights }
-}
-
-/// The baseline input of a subject.
-pub(crate) fn baseline_for(
-    subject: &Subject<'_>,
-    settings: &AttributeSection,
-    mask: Option<u32>,
-) -> Result<Vec<f32>> {
-    Ok(match subject {
-        Subject::Text(t) => {
-            let d = glassbox_runner::attribution::oracle::Oracle::width(t);
-            let tokens = t.tokens().len();
-            let row = match (settings.baseline, mask) {
-                (glassbox_runner::attribution::Baseline::Mask, Some(id)) => {
-                    Some(t.token_embedding(id)?)
-                }
-                _ => None,
-            };
-            text_baseline(settings.baseline, tokens, d, row.as_deref())?
-        }
-        Subject::Image(i) => {
-            let x = glassbox_runner::attribution::oracle::Oracle::input(i);
-            image_baseline(settings.baseline, x, i.size(), settings.seed)?
-        }
-    })
 }

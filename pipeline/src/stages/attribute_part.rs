@@ -3,7 +3,8 @@
 //! the inputs to `attributions/inputs/`); the rows of the run-wide tables and the maps the
 //! randomisation check compares against go into the part's fragment.
 
-use super::attribute_inputs::{baseline_for, subject, Inputs, TargetKind};
+use super::attribute_baseline::Baselines;
+use super::attribute_inputs::{subject, Inputs, TargetKind};
 use super::parted::Part;
 use crate::config::AttributeSection;
 use anyhow::Result;
@@ -44,7 +45,7 @@ pub(crate) struct PartContext<'a> {
     pub methods: &'a [Method],
     pub opts: &'a MethodOptions,
     pub eval: &'a EvalOptions,
-    pub mask: Option<u32>,
+    pub baselines: &'a Baselines,
 }
 
 /// Explains the part's examples, writes their maps (and image inputs) and the fragment.
@@ -62,7 +63,7 @@ pub(crate) fn attribute_part(
         let mut maps: BTreeMap<Method, Vec<ExampleMap>> = BTreeMap::new();
         for i in part.items.clone() {
             let s = subject(cx.model, cx.inputs, i, kind, cx.settings.batch_size)?;
-            let baseline = baseline_for(&s, cx.settings, cx.mask)?;
+            let baseline = cx.baselines.for_subject(&s, cx.settings)?;
             let result = explain_example(&s, cx.methods, &baseline, cx.opts, cx.eval)?;
             let (example_id, predicted, tokens) = match (cx.inputs, &s) {
                 (Inputs::Texts(t), Subject::Text(o)) => (

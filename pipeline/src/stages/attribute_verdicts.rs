@@ -2,7 +2,8 @@
 //! model-parameter (and, for probe targets, label) randomisation checks of Adebayo et al.
 //! 2018 on the first examples, and per method × target the means and the rank.
 
-use super::attribute_inputs::{baseline_for, mask_token, subject, Inputs, TargetKind};
+use super::attribute_baseline::Baselines;
+use super::attribute_inputs::{subject, Inputs, TargetKind};
 use crate::config::AttributeSection;
 use anyhow::Result;
 use glassbox_data::{Progress, RunDir};
@@ -32,6 +33,7 @@ pub(crate) fn sanity_check(
     methods: &[Method],
     opts: &MethodOptions,
     originals: &Originals,
+    baselines: &Baselines,
     progress: &dyn Progress,
 ) -> Result<Vec<SanityRow>> {
     let spec: ModelSpec = super::run_model::run_model_spec(run)?.parse()?;
@@ -79,7 +81,7 @@ pub(crate) fn sanity_check(
         methods,
         opts,
         originals,
-        mask: mask_token(model),
+        baselines,
         image,
         examples,
     };
@@ -126,7 +128,7 @@ struct Comparison<'a> {
     methods: &'a [Method],
     opts: &'a MethodOptions,
     originals: &'a Originals,
-    mask: Option<u32>,
+    baselines: &'a Baselines,
     image: Option<(usize, usize)>,
     examples: usize,
 }
@@ -146,7 +148,7 @@ impl Comparison<'_> {
     ) -> Result<()> {
         for i in 0..self.examples {
             let s = subject(model, self.inputs, i, kind, self.settings.batch_size)?;
-            let baseline = baseline_for(&s, self.settings, self.mask)?;
+            let baseline = self.baselines.for_subject(&s, self.settings)?;
             let x = glassbox_runner::attribution::oracle::Oracle::input(s.oracle()).to_vec();
             for &method in self.methods {
                 let Some(original) = self.originals.get(&(ti, method, i)) else {

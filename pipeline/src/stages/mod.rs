@@ -3,6 +3,7 @@
 //! the run when complete (see `transaction.rs`). The caller holds the run's lock.
 
 pub mod attribute;
+mod attribute_baseline;
 mod attribute_inputs;
 mod attribute_part;
 mod attribute_verdicts;
