@@ -52,7 +52,8 @@ pub struct Gpt2Config {
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
     #[serde(default)]
-    pub eos_token_id: Option<u32>,
+    /// A number, or a list whose first entry counts.
+    pub eos_token_id: Option<serde_json::Value>,
     #[serde(default = "yes")]
     pub scale_attn_weights: bool,
     #[serde(default)]

@@ -19,13 +19,17 @@ pub(crate) enum Activation {
 impl Activation {
     pub(crate) fn parse(name: &str) -> std::result::Result<Self, String> {
         match name {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            // transformers' ACT2CLS: `gelu_python` is the erf form written out; `gelu_fast`
+            // and `gelu_accurate` are the tanh approximation with the constants inlined.
+            "gelu" | "gelu_python" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_accurate" => {
+                Ok(Activation::GeluTanh)
+            }
             "relu" => Ok(Activation::Relu),
             "silu" | "swish" => Ok(Activation::Silu),
             "quick_gelu" => Ok(Activation::QuickGelu),
             other => Err(format!(
-                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh, relu, silu or quick_gelu"
+                "hidden_act `{other}` is not supported; use gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, gelu_accurate, gelu_python, relu, silu, swish or quick_gelu"
             )),
         }
     }
@@ -327,4 +331,22 @@ pub(crate) fn check_positions(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    #[test]
+    fn transformers_activation_aliases_name_the_same_functions() {
+        for name in ["gelu", "gelu_python"] {
+            assert_eq!(Activation::parse(name), Ok(Activation::GeluErf), "{name}");
+        }
+        for name in ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate"] {
+            assert_eq!(Activation::parse(name), Ok(Activation::GeluTanh), "{name}");
+        }
+        assert_eq!(Activation::parse("swish"), Ok(Activation::Silu));
+        let e = Activation::parse("mish").unwrap_err();
+        assert!(e.contains("mish") && e.contains("gelu_fast"), "{e}");
+    }
 }

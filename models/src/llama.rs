@@ -148,12 +148,9 @@ impl LlamaConfig {
 
     /// The padding id: `pad_token_id`, else the (first) end-of-sequence id, else 0.
     pub fn pad_id(&self) -> u32 {
-        let eos = match &self.eos_token_id {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_u64),
-            _ => None,
-        };
-        self.pad_token_id.or(eos.map(|e| e as u32)).unwrap_or(0)
+        self.pad_token_id
+            .or(crate::decoder::config::token_id(&self.eos_token_id))
+            .unwrap_or(0)
     }
 
     /// Rotary embeddings after the configured scaling (transformers 5 `rope_parameters`, or

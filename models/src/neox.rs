@@ -60,7 +60,8 @@ pub struct NeoxConfig {
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
-    pub eos_token_id: Option<u32>,
+    /// A number, or a list whose first entry counts.
+    pub eos_token_id: Option<serde_json::Value>,
     /// transformers ≥ 5.
     #[serde(default)]
     pub rope_parameters: Option<Value>,

@@ -335,13 +335,13 @@ fn build_text(
         "gpt2" => {
             let cfg = crate::gpt2::Gpt2Config::from_json(path, config)?;
             // GPT-2 has no padding token: pad with end-of-text (the mask hides it).
-            let pad = cfg.eos_token_id.unwrap_or(0);
+            let pad = crate::decoder::config::token_id(&cfg.eos_token_id).unwrap_or(0);
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
         }
         "gpt_neox" => {
             let cfg = crate::neox::NeoxConfig::from_json(path, config)?;
-            let pad = cfg.eos_token_id.unwrap_or(0);
+            let pad = crate::decoder::config::token_id(&cfg.eos_token_id).unwrap_or(0);
             weights.detect_prefix(&["", "gpt_neox."], "embed_in.weight");
             (Box::new(crate::neox::Neox::load(cfg, &weights)?), pad)
         }

@@ -100,14 +100,9 @@ impl DecoderConfig {
 
     /// The padding id: `pad_token_id`, else the (first) end-of-sequence id, else 0.
     pub fn pad_id(&self) -> u32 {
-        let first = |v: &Option<Value>| match v {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_u64),
-            _ => None,
-        };
-        first(&self.pad_token_id)
-            .or(first(&self.eos_token_id))
-            .unwrap_or(0) as u32
+        token_id(&self.pad_token_id)
+            .or(token_id(&self.eos_token_id))
+            .unwrap_or(0)
     }
 
     /// The MLP activation's name (`hidden_activation` first, as Gemma prefers it), or `default`.
@@ -180,5 +175,44 @@ impl DecoderConfig {
         }
         let dims = self.dims()?;
         Rotary::from_params(&Value::Object(params), dims.head_dim, dims.max_positions)
+    }
+}
+
+/// A token id as configs write it: a number, or a list whose first entry counts (Llama 3's
+/// `eos_token_id: [128001, 128008, 128009]`); `None` for null or absent.
+pub(crate) fn token_id(v: &Option<Value>) -> Option<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|n| n as u32),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_u64).map(|n| n as u32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_id;
+    use serde_json::json;
+
+    #[test]
+    fn token_ids_are_numbers_or_the_first_of_a_list() {
+        assert_eq!(token_id(&Some(json!(2))), Some(2));
+        assert_eq!(token_id(&Some(json!([128001, 128008]))), Some(128001));
+        assert_eq!(token_id(&Some(json!(null))), None);
+        assert_eq!(token_id(&None), None);
+    }
+
+    /// GPT-2 and GPT-NeoX configs may list several end-of-sequence ids too.
+    #[test]
+    fn gpt2_and_neox_configs_accept_a_list_of_eos_ids() {
+        let path = std::path::Path::new("config.json");
+        let gpt2 = json!({"vocab_size": 8, "n_embd": 4, "n_layer": 1, "n_head": 2,
+                          "n_positions": 8, "eos_token_id": [3, 5]});
+        let cfg = crate::gpt2::Gpt2Config::from_json(path, gpt2).unwrap();
+        assert_eq!(token_id(&cfg.eos_token_id), Some(3));
+        let neox = json!({"vocab_size": 8, "hidden_size": 4, "intermediate_size": 8,
+                          "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "max_position_embeddings": 8, "eos_token_id": [0, 1]});
+        let cfg = crate::neox::NeoxConfig::from_json(path, neox).unwrap();
+        assert_eq!(token_id(&cfg.eos_token_id), Some(0));
     }
 }
