@@ -20,6 +20,7 @@ import torch
 import transformers
 from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
 from tokenizers import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "tiny_bert_classifier"
@@ -29,6 +30,8 @@ texts = [json.loads(line)["text"] for line in (ROOT / "data/sets/default.jsonl")
 tok = BertWordPieceTokenizer(lowercase=True)
 tok.train_from_iterator(texts, vocab_size=400, min_frequency=1,
                         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+# Training leaves the post-processor unset; BERT's wraps every text in [CLS] … [SEP].
+tok.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
 tok.save(str(OUT / "tokenizer.json"))
 
 torch.manual_seed(12)

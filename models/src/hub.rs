@@ -271,7 +271,14 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     };
     // Vision repos have no tokenizer (text loading names the missing file when it needs it);
     // vision checkpoints may be PyTorch pickles rather than safetensors.
-    let tokenizer = fetch(TOKENIZER).unwrap_or_else(|_| config.with_file_name(TOKENIZER));
+    // Without tokenizer.json, a BERT checkpoint's vocab.txt and tokenizer_config.json stand in
+    // (`tokenizer::TextTokenizer::load` builds the tokenizer from them).
+    let tokenizer = fetch(TOKENIZER).unwrap_or_else(|_| {
+        for file in ["vocab.txt", "tokenizer_config.json"] {
+            let _ = fetch(file);
+        }
+        config.with_file_name(TOKENIZER)
+    });
     let weights = match fetch(WEIGHTS) {
         Ok(w) => w,
         // Sharded checkpoints: the index, then every shard it lists (downloaded if need be);

@@ -342,7 +342,12 @@ mod tests {
         for name in ["gelu", "gelu_python"] {
             assert_eq!(Activation::parse(name), Ok(Activation::GeluErf), "{name}");
         }
-        for name in ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate"] {
+        for name in [
+            "gelu_new",
+            "gelu_pytorch_tanh",
+            "gelu_fast",
+            "gelu_accurate",
+        ] {
             assert_eq!(Activation::parse(name), Ok(Activation::GeluTanh), "{name}");
         }
         assert_eq!(Activation::parse("swish"), Ok(Activation::Silu));

@@ -36,6 +36,7 @@ pub mod tokenizer;
 pub mod torch_legacy;
 pub mod vision;
 pub mod weights;
+pub mod wordpiece_vocab;
 
 pub use batch::{ImageBatch, TokenBatch};
 pub use error::ModelError;

@@ -25,11 +25,18 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating to `max_length` tokens with special tokens kept.
+    /// Without `tokenizer.json`, a `vocab.txt` beside it (a BERT checkpoint's slow-tokenizer
+    /// files) is read as `transformers` converts it.
     pub fn load(path: &Path, max_length: usize) -> Result<Self> {
         if !path.is_file() {
+            let vocab = path.with_file_name("vocab.txt");
+            if vocab.is_file() {
+                let inner = crate::wordpiece_vocab::bert_tokenizer(&vocab)?;
+                return Self::from_tokenizer(inner, &vocab, max_length);
+            }
             return Err(ModelError::Tokenizer {
                 path: path.to_path_buf(),
-                message: "missing; a text model needs its tokenizer.json beside config.json".into(),
+                message: "missing; a text model needs its tokenizer.json (or a BERT vocab.txt) beside config.json".into(),
             });
         }
         let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
