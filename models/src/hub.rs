@@ -271,10 +271,15 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     };
     // Vision repos have no tokenizer (text loading names the missing file when it needs it);
     // vision checkpoints may be PyTorch pickles rather than safetensors.
-    // Without tokenizer.json, a BERT checkpoint's vocab.txt and tokenizer_config.json stand in
-    // (`tokenizer::TextTokenizer::load` builds the tokenizer from them).
+    // Without tokenizer.json, a slow tokenizer's files stand in (BERT's vocab.txt, GPT-2's
+    // vocab.json + merges.txt; `tokenizer::TextTokenizer::load` builds the tokenizer from them).
     let tokenizer = fetch(TOKENIZER).unwrap_or_else(|_| {
-        for file in ["vocab.txt", "tokenizer_config.json"] {
+        for file in [
+            "vocab.txt",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+        ] {
             let _ = fetch(file);
         }
         config.with_file_name(TOKENIZER)

@@ -32,11 +32,11 @@ pub mod randomize;
 pub mod registry;
 mod rotary;
 pub mod safetensors_file;
+pub mod slow_tokenizers;
 pub mod tokenizer;
 pub mod torch_legacy;
 pub mod vision;
 pub mod weights;
-pub mod wordpiece_vocab;
 
 pub use batch::{ImageBatch, TokenBatch};
 pub use error::ModelError;

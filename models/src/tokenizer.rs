@@ -25,18 +25,25 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Loads `tokenizer.json`, truncating to `max_length` tokens with special tokens kept.
-    /// Without `tokenizer.json`, a `vocab.txt` beside it (a BERT checkpoint's slow-tokenizer
-    /// files) is read as `transformers` converts it.
+    /// Without `tokenizer.json`, a slow tokenizer's files beside it (BERT's `vocab.txt`,
+    /// GPT-2's `vocab.json` + `merges.txt`) are read as `transformers` converts them.
     pub fn load(path: &Path, max_length: usize) -> Result<Self> {
         if !path.is_file() {
-            let vocab = path.with_file_name("vocab.txt");
-            if vocab.is_file() {
-                let inner = crate::wordpiece_vocab::bert_tokenizer(&vocab)?;
-                return Self::from_tokenizer(inner, &vocab, max_length);
+            let (wordpiece, bpe) = (
+                path.with_file_name("vocab.txt"),
+                path.with_file_name("vocab.json"),
+            );
+            if wordpiece.is_file() {
+                let inner = crate::slow_tokenizers::bert_tokenizer(&wordpiece)?;
+                return Self::from_tokenizer(inner, &wordpiece, max_length);
+            }
+            if bpe.is_file() {
+                let inner = crate::slow_tokenizers::gpt2_tokenizer(&bpe)?;
+                return Self::from_tokenizer(inner, &bpe, max_length);
             }
             return Err(ModelError::Tokenizer {
                 path: path.to_path_buf(),
-                message: "missing; a text model needs its tokenizer.json (or a BERT vocab.txt) beside config.json".into(),
+                message: "missing; a text model needs its tokenizer.json (or BERT's vocab.txt, or GPT-2's vocab.json and merges.txt) beside config.json".into(),
             });
         }
         let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {

@@ -1,8 +1,9 @@
-//! BERT checkpoints that ship `vocab.txt` and `tokenizer_config.json` instead of
-//! `tokenizer.json`: the tokenizer built from them (as `transformers` converts the slow
-//! `BertTokenizer`) gives the same ids, tokens and offsets as the checkpoint's own
-//! `tokenizer.json` on every text of the built-in data set — for the tiny classifier fixture
-//! (lower-cased WordPiece) and for all-MiniLM-L6-v2 (fails under `CI=true` without it).
+//! Checkpoints that ship their slow tokenizer's files instead of `tokenizer.json` — BERT's
+//! `vocab.txt` (+ `tokenizer_config.json`), GPT-2's `vocab.json` + `merges.txt`: the tokenizer
+//! built from them (as `transformers` converts the slow tokenizers) gives the same ids, tokens,
+//! offsets and type ids as the checkpoint's own `tokenizer.json` on every text of the built-in
+//! data set and a few harder strings — for the tiny classifier (lower-cased WordPiece), the
+//! tiny GPT-2 (byte-level BPE) and all-MiniLM-L6-v2 (fails under `CI=true` without it).
 
 use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
 use std::path::Path;
@@ -22,6 +23,7 @@ fn texts() -> Vec<String> {
             "Café façade — naïve résumé!".to_owned(),
             "北京 is 2 words?  \t odd   spacing".to_owned(),
             "[MASK] and [SEP] inside a text".to_owned(),
+            "ends with <|endoftext|> and emoji 🎉\n\nnew paragraph".to_owned(),
         ])
         .collect()
 }
@@ -37,10 +39,33 @@ fn without_tokenizer_json(dir: &Path, out: &Path) {
             std::fs::copy(&p, out.join(&name)).unwrap();
         }
     }
-    if !out.join("vocab.txt").is_file() {
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
-                .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    if json["model"]["type"] == "BPE" {
+        // GPT-2's files: the vocabulary as JSON, the merges one pair per line after a header.
+        std::fs::write(out.join("vocab.json"), json["model"]["vocab"].to_string()).unwrap();
+        let merges: Vec<String> = json["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::Array(pair) => {
+                    format!(
+                        "{} {}",
+                        pair[0].as_str().unwrap(),
+                        pair[1].as_str().unwrap()
+                    )
+                }
+                other => other.as_str().unwrap().to_owned(),
+            })
+            .collect();
+        std::fs::write(
+            out.join("merges.txt"),
+            format!("#version: 0.2\n{}\n", merges.join("\n")),
+        )
+        .unwrap();
+    } else if !out.join("vocab.txt").is_file() {
         let vocab = json["model"]["vocab"].as_object().unwrap();
         let mut rows: Vec<(u64, &str)> = vocab
             .iter()
@@ -73,8 +98,15 @@ fn same_tokenization(original: &Path) {
         assert_eq!(x.spans, y.spans, "spans of {text:?}");
         assert_eq!(x.type_ids, y.type_ids, "type ids of {text:?}");
     }
-    let mask = b.tokenizer().unwrap().token_id("[MASK]");
-    assert_eq!(mask, a.tokenizer().unwrap().token_id("[MASK]"));
+    for special in ["[MASK]", "<|endoftext|>"] {
+        let id = b.tokenizer().unwrap().token_id(special);
+        assert_eq!(id, a.tokenizer().unwrap().token_id(special), "{special}");
+    }
+}
+
+#[test]
+fn vocab_json_and_merges_tokenize_like_the_tiny_gpt2s_tokenizer_json() {
+    same_tokenization(&glassbox_tests::workspace_root().join("tests/fixtures/tiny_gpt2"));
 }
 
 #[test]

@@ -1,17 +1,23 @@
-//! A BERT tokenizer from a checkpoint that ships `vocab.txt` (and `tokenizer_config.json`) but
-//! no `tokenizer.json` — as many BERT fine-tunes on the Hub do — built the way `transformers`
-//! converts its slow `BertTokenizer` into a fast one (`convert_slow_tokenizer.BertConverter`):
-//! WordPiece over the vocabulary, the BERT normaliser (lower-casing, accent stripping and
-//! Chinese-character splitting as the config says), the BERT pre-tokeniser, `[CLS] … [SEP]`
-//! around each text, and the special tokens registered as such.
+//! Tokenizers of checkpoints that ship their slow tokenizer's files but no `tokenizer.json` — as
+//! many BERT and GPT-2 fine-tunes on the Hub do — built the way `transformers` converts them
+//! into fast ones (`convert_slow_tokenizer.py`):
+//! - `BertConverter` (`vocab.txt`): WordPiece over the vocabulary, the BERT normaliser
+//!   (lower-casing, accent stripping and Chinese-character splitting as `tokenizer_config.json`
+//!   says), the BERT pre-tokeniser, `[CLS] … [SEP]` around each text;
+//! - `GPT2Converter` (`vocab.json` + `merges.txt`): byte-level BPE, no prefix space unless
+//!   configured, no tokens added around the text;
+//!
+//! each with its special tokens registered as such.
 
 use crate::{ModelError, Result};
 use serde_json::Value;
 use std::path::Path;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::BPE;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
@@ -28,6 +34,18 @@ fn special(config: &Value, key: &str, default: &str) -> String {
     }
 }
 
+/// `tokenizer_config.json` beside `file`, or null when absent.
+fn tokenizer_config(file: &Path) -> Result<Value> {
+    let path = file.with_file_name("tokenizer_config.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+            path,
+            message: format!("not JSON: {e}"),
+        }),
+        Err(_) => Ok(Value::Null),
+    }
+}
+
 /// The tokenizer of `vocab` (one token per line, id = line number), configured by the
 /// `tokenizer_config.json` beside it when there is one.
 pub fn bert_tokenizer(vocab: &Path) -> Result<Tokenizer> {
@@ -35,14 +53,7 @@ pub fn bert_tokenizer(vocab: &Path) -> Result<Tokenizer> {
         path: vocab.to_path_buf(),
         message,
     };
-    let config_path = vocab.with_file_name("tokenizer_config.json");
-    let config: Value = match std::fs::read_to_string(&config_path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
-            path: config_path.clone(),
-            message: format!("not JSON: {e}"),
-        })?,
-        Err(_) => Value::Null,
-    };
+    let config = tokenizer_config(vocab)?;
     let flag = |key: &str| config.get(key).and_then(Value::as_bool);
     let [unk, sep, cls, pad, mask] = [
         ("unk_token", "[UNK]"),
@@ -78,6 +89,45 @@ pub fn bert_tokenizer(vocab: &Path) -> Result<Tokenizer> {
     )));
     tokenizer.with_decoder(Some(WordPieceDecoder::default()));
     let specials: Vec<AddedToken> = [unk, sep, cls, pad, mask]
+        .into_iter()
+        .filter(|t| tokenizers::Model::token_to_id(tokenizer.get_model(), t).is_some())
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| bad(format!("special tokens: {e}")))?;
+    Ok(tokenizer)
+}
+
+/// The byte-level BPE tokenizer of `vocab` (`vocab.json`) and the `merges.txt` beside it.
+pub fn gpt2_tokenizer(vocab: &Path) -> Result<Tokenizer> {
+    let merges = vocab.with_file_name("merges.txt");
+    let bad = |message: String| ModelError::Tokenizer {
+        path: vocab.to_path_buf(),
+        message,
+    };
+    let config = tokenizer_config(vocab)?;
+    let model = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+        .build()
+        .map_err(|e| {
+            bad(format!(
+                "not a BPE vocabulary with {}: {e}",
+                merges.display()
+            ))
+        })?;
+    let prefix_space = config
+        .get("add_prefix_space")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let specials: Vec<String> = ["unk_token", "bos_token", "eos_token", "pad_token"]
+        .iter()
+        .map(|key| special(&config, key, "<|endoftext|>"))
+        .collect();
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(prefix_space, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    tokenizer.with_post_processor(Some(ByteLevel::new(true, false, true)));
+    let specials: Vec<AddedToken> = specials
         .into_iter()
         .filter(|t| tokenizers::Model::token_to_id(tokenizer.get_model(), t).is_some())
         .map(|t| AddedToken::from(t, true))
