@@ -369,3 +369,82 @@ fn text_classifier_attributions_explain_its_class_logits() {
         "the refused target changed the run"
     );
 }
+
+/// CLIP has no class head: `text:<prompt>` explains its zero-shot logit for the prompt (IG
+/// complete to its quadrature), and `class:` targets are refused saying why, not a panic.
+#[test]
+fn clip_attributions_explain_a_text_prompt_and_refuse_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let out = glassbox()
+        .args([
+            "textures",
+            "--kinds",
+            "stripes,dots",
+            "--per-class",
+            "1",
+            "--size",
+            "32",
+            "--out",
+        ])
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_clip"))
+        .arg("--data")
+        .arg(&images)
+        .args(["--hooks", "hook_pooled", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (tiny CLIP)");
+    let before = snapshot(&run);
+    for target in ["class:predicted", "class:zebra"] {
+        let out = glassbox()
+            .args(["attribute", "--run"])
+            .arg(&run)
+            .args(["--target", target])
+            .output()
+            .unwrap();
+        assert_bad_input(&out, &["no class head", "text:<prompt>"]);
+        assert!(before == snapshot(&run), "{target} changed the run");
+    }
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args([
+            "--target",
+            "text:a photo of stripes",
+            "--method",
+            "saliency,ig,occlusion",
+        ])
+        .args([
+            "--steps",
+            "32",
+            "--window",
+            "8",
+            "--stride",
+            "8",
+            "--no-sanity",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "attribute (tiny CLIP, text prompt)");
+    pyarrow_check(
+        "attribute_cli (clip)",
+        r#"
+import sys, pyarrow.parquet as pq
+s = pq.read_table(sys.argv[1] + "/attributions/summary.parquet").to_pylist()
+assert {r["target"] for r in s} == {"text:a photo of stripes"} and len(s) == 2 * 3, s
+for r in s:
+    assert r["predicted"] is None, r
+    if r["method"] == "integrated_gradients":
+        assert r["completeness_error"] < 0.05, r
+"#,
+        &[&run],
+    );
+}

@@ -74,6 +74,12 @@ fn unembedding_row(model: &LoadedModel, spec: &str, id: u32) -> Result<Vec<f32>>
 fn class_index(model: &LoadedModel, spec: &str, name: &str) -> Result<usize> {
     let labels = model.model.labels();
     if labels.is_empty() {
+        if model.modality() == Modality::Vision {
+            bail!(
+                "target `{spec}`: this {} checkpoint has no class head (its outputs are features, not class logits), so there is no class to explain; an image–text model explains text:<prompt> (its zero-shot logit), else load a classifier checkpoint (…ForImageClassification)",
+                model.model.family()
+            );
+        }
         bail!(
             "target `{spec}`: the {} model has no class head; use token:TEXT or logit_diff:A|B (LMs) or probe:LABEL=CLASS",
             model.model.family()
@@ -104,7 +110,13 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
     let classifier = image || !model.model.labels().is_empty();
     let outputs = |weights: Vec<f32>| TargetKind::Fixed(Target::Outputs { weights });
     Ok(match kind.trim() {
-        "class" if classifier && rest == "predicted" => TargetKind::Predicted,
+        "class" if classifier && rest == "predicted" => {
+            if model.model.labels().is_empty() {
+                // Outputs that are not class logits (a CLIP tower): its error says so.
+                class_index(model, spec, rest)?;
+            }
+            TargetKind::Predicted
+        }
         "class" => {
             let k = class_index(model, spec, rest)?;
             let mut w = vec![0f32; model.model.labels().len()];
@@ -129,6 +141,7 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
                 })
             }
         }
+        "text" if image => outputs(super::tcav_vision::text_prompt_row(model, spec, rest.trim())?),
         "token" if !image => {
             let row = unembedding_row(model, spec, one_token(model, spec, rest)?)?;
             TargetKind::Fixed(Target::NextToken { direction: row })
@@ -139,11 +152,11 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
             TargetKind::Fixed(Target::Probe(resolved.head))
         }
         "token" | "probe" => bail!(
-            "target `{spec}`: {kind}: targets are for text models; this {} model classifies images — use class:LABEL or logit_diff:A|B",
+            "target `{spec}`: {kind}: targets are for text models; this {} model reads images — use class:LABEL, logit_diff:A|B or (CLIP) text:PROMPT",
             model.model.family()
         ),
         other => bail!(
-            "target `{spec}`: unknown kind `{other}`; use class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS[@HOOK]"
+            "target `{spec}`: unknown kind `{other}`; use class:LABEL, token:TEXT, logit_diff:A|B, probe:LABEL=CLASS[@HOOK] or (CLIP) text:PROMPT"
         ),
     })
 }

@@ -35,18 +35,7 @@ type Target = (Vec<f32>, Option<usize>);
 fn parse_target(spec: &str, model: &LoadedModel) -> Result<Target> {
     let labels = model.model.labels();
     if let Some(prompt) = spec.strip_prefix("text:") {
-        if model.tokenizer.is_none() || model.model.eos_token_id().is_none() {
-            bail!(
-                "vision TCAV target `{spec}`: text prompts need an image–text model with a tokenizer.json (CLIP); this is {}",
-                model.model.family()
-            );
-        }
-        let ids = prompt_ids(model, &[prompt.to_owned()])?.remove(0);
-        let row = model
-            .model
-            .text_target(&ids)
-            .ok_or_else(|| anyhow!("`{spec}`: this model has no text tower"))??;
-        return Ok((row, None));
+        return Ok((text_prompt_row(model, spec, prompt)?, None));
     }
     let name = spec.strip_prefix("class:").ok_or_else(|| {
         anyhow!("vision TCAV target `{spec}`: use class:<label> (e.g. class:zebra) or, for CLIP, text:<prompt>")
@@ -70,6 +59,23 @@ fn parse_target(spec: &str, model: &LoadedModel) -> Result<Target> {
     let mut row = vec![0f32; labels.len()];
     row[class] = 1.0;
     Ok((row, Some(class)))
+}
+
+/// The zero-shot logit direction of `prompt` over an image–text model's outputs (target `spec`
+/// of TCAV or attribute).
+pub(crate) fn text_prompt_row(model: &LoadedModel, spec: &str, prompt: &str) -> Result<Vec<f32>> {
+    if model.tokenizer.is_none() || model.model.eos_token_id().is_none() {
+        bail!(
+            "target `{spec}`: text prompts need an image–text model with a tokenizer.json (CLIP); this is {}",
+            model.model.family()
+        );
+    }
+    let ids = prompt_ids(model, &[prompt.to_owned()])?.remove(0);
+    model
+        .model
+        .text_target(&ids)
+        .ok_or_else(|| anyhow!("target `{spec}`: this model has no text tower"))?
+        .map_err(Into::into)
 }
 
 /// A concept set: images, or (image–text models) prompts.
