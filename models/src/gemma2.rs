@@ -113,6 +113,7 @@ pub(crate) fn gemma_decoder(
         final_softcap: caps.1,
         compute: Default::default(),
         spare: Default::default(),
+        score: None,
     })
 }
 

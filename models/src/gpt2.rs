@@ -136,6 +136,8 @@ pub struct Gpt2 {
     ln_f: LayerNorm,
     /// The fast forward's buffers, kept between batches.
     spare: Spare,
+    /// A sequence classifier's `score` head (`…ForSequenceClassification`).
+    score: Option<crate::score_head::ScoreHead>,
 }
 
 impl Gpt2 {
@@ -172,6 +174,7 @@ impl Gpt2 {
             blocks,
             cfg,
             spare: Spare::default(),
+            score: None,
         })
     }
 
@@ -313,6 +316,19 @@ impl prenorm::FastDecoder for Gpt2 {
 }
 
 impl HookedModel for Gpt2 {
+    fn labels(&self) -> &[String] {
+        self.score.as_ref().map_or(&[], |h| h.labels())
+    }
+
+    fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
+        Some(self.score.as_ref()?.forward(last_hidden, lengths))
+    }
+
+    fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
+        self.score = Some(head);
+        true
+    }
+
     fn family(&self) -> &'static str {
         "gpt2"
     }
@@ -382,6 +398,7 @@ impl HookedModel for Gpt2 {
         })
     }
     fn unembedding(&self) -> Option<&Tensor> {
-        Some(&self.unembed)
+        // A sequence classifier has no language-model head (its `score` head is the output).
+        self.score.is_none().then_some(&self.unembed)
     }
 }

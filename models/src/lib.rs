@@ -32,6 +32,7 @@ pub mod randomize;
 pub mod registry;
 mod rotary;
 pub mod safetensors_file;
+pub mod score_head;
 pub mod slow_tokenizers;
 pub mod tokenizer;
 pub mod torch_legacy;

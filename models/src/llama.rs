@@ -200,6 +200,8 @@ pub struct Llama {
     unembed: Tensor,
     /// The fast forward's buffers, kept between batches.
     spare: Spare,
+    /// A sequence classifier's `score` head (`…ForSequenceClassification`).
+    score: Option<crate::score_head::ScoreHead>,
 }
 
 fn proj(l: &Linear) -> Proj<'_> {
@@ -244,6 +246,7 @@ impl Llama {
             blocks,
             cfg,
             spare: Spare::default(),
+            score: None,
         })
     }
 
@@ -375,6 +378,19 @@ impl prenorm::FastDecoder for Llama {
 }
 
 impl HookedModel for Llama {
+    fn labels(&self) -> &[String] {
+        self.score.as_ref().map_or(&[], |h| h.labels())
+    }
+
+    fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
+        Some(self.score.as_ref()?.forward(last_hidden, lengths))
+    }
+
+    fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
+        self.score = Some(head);
+        true
+    }
+
     fn family(&self) -> &'static str {
         "llama"
     }
@@ -438,7 +454,8 @@ impl HookedModel for Llama {
         })
     }
     fn unembedding(&self) -> Option<&Tensor> {
-        Some(&self.unembed)
+        // A sequence classifier has no language-model head (its `score` head is the output).
+        self.score.is_none().then_some(&self.unembed)
     }
 }
 
@@ -486,6 +503,7 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         final_softcap: None,
         compute: Default::default(),
         spare: Default::default(),
+        score: None,
     }))
 }
 

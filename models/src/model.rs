@@ -292,10 +292,16 @@ pub trait HookedModel: Send + Sync {
         &[]
     }
     /// A text classifier's logits (`[batch, classes]`, differentiable) from the last hidden
-    /// states [`Self::forward`] returns; `None` when the model has no class head. Image
-    /// classifiers' forwards return their logits themselves.
-    fn classify(&self, _last_hidden: &Tensor) -> Option<Result<Tensor>> {
+    /// states [`Self::forward`] returns for sequences of `lengths` real tokens: an encoder's
+    /// pooler and classifier on `[CLS]`, a decoder's `score` head at the last token. `None`
+    /// when the model has no class head; image classifiers' forwards return their logits.
+    fn classify(&self, _last_hidden: &Tensor, _lengths: &[usize]) -> Option<Result<Tensor>> {
         None
+    }
+    /// Takes a sequence classifier's `score` head (`…ForSequenceClassification` decoders);
+    /// `false` when the family has nowhere to put it.
+    fn attach_score_head(&mut self, _head: crate::score_head::ScoreHead) -> bool {
+        false
     }
     /// A hand-written (or autograd) backward, where the family has one: the gradient of
     /// `Σ_b Σ_k seed[b·classes + k] · output[b, k]` with respect to the activation at each of

@@ -166,6 +166,8 @@ pub struct Neox {
     unembed: Tensor,
     /// The fast forward's buffers, kept between batches.
     spare: Spare,
+    /// A sequence classifier's `score` head (`…ForSequenceClassification`).
+    score: Option<crate::score_head::ScoreHead>,
 }
 
 impl Neox {
@@ -204,6 +206,7 @@ impl Neox {
             blocks,
             cfg,
             spare: Spare::default(),
+            score: None,
         })
     }
 
@@ -337,6 +340,19 @@ impl prenorm::FastDecoder for Neox {
 }
 
 impl HookedModel for Neox {
+    fn labels(&self) -> &[String] {
+        self.score.as_ref().map_or(&[], |h| h.labels())
+    }
+
+    fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
+        Some(self.score.as_ref()?.forward(last_hidden, lengths))
+    }
+
+    fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
+        self.score = Some(head);
+        true
+    }
+
     fn family(&self) -> &'static str {
         "gpt_neox"
     }
@@ -409,6 +425,7 @@ impl HookedModel for Neox {
         })
     }
     fn unembedding(&self) -> Option<&Tensor> {
-        Some(&self.unembed)
+        // A sequence classifier has no language-model head (its `score` head is the output).
+        self.score.is_none().then_some(&self.unembed)
     }
 }

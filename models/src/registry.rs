@@ -277,7 +277,21 @@ fn load_model_with(
                 options.weights_dtype,
                 WeightsDtype::Bf16 | WeightsDtype::F16
             );
+            // A decoder sequence classifier's `score` head, read before the family takes the
+            // weights.
+            let score = crate::score_head::ScoreHead::load(&resolved.config, &config, &weights)?;
             let (mut model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
+            if let Some(head) = score {
+                if !model.attach_score_head(head) {
+                    return Err(ModelError::Config {
+                        path: resolved.config.clone(),
+                        message: format!(
+                            "the checkpoint has a `score.weight` sequence-classification head, which the {} family does not read",
+                            model.family()
+                        ),
+                    });
+                }
+            }
             model.set_compute_dtype(options.compute_dtype)?;
             // A longer request is cut to what the model can position (as `transformers`
             // tokenizers cut at `model_max_length`); the tokenizer reports the length used.

@@ -1,10 +1,11 @@
-//! Input attributions of a text classifier's class logit against Captum 0.9
-//! (`scripts/reference_tiny_bert_classifier.py`, committed output beside the tiny random
-//! `BertForSequenceClassification` in `tests/fixtures/tiny_bert_classifier/`): the class names
-//! from `id2label`, the logits of `[CLS]` through the pooler and classifier as `transformers`
-//! computes them, and saliency, gradient × input, integrated gradients (16 Gauss–Legendre
-//! steps) and token occlusion of the `positive` logit, every feature within 1e-4 of the
-//! reference's largest magnitude; the gradient also against central differences.
+//! Input attributions of text classifiers' class logits against Captum 0.9
+//! (`scripts/reference_tiny_classifiers.py`, committed output beside the tiny random
+//! `BertForSequenceClassification` — pooler and classifier on `[CLS]` — and
+//! `LlamaForSequenceClassification` — the `score` head at the last token — in
+//! `tests/fixtures/tiny_{bert,llama}_classifier/`): the class names from `id2label`, the logits
+//! as `transformers` computes them, and saliency, gradient × input, integrated gradients (16
+//! Gauss–Legendre steps) and token occlusion of the `positive` logit, every feature within 1e-4
+//! of the reference's largest magnitude; the gradient also against central differences.
 
 use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec, TokenBatch};
 use glassbox_runner::attribution::methods::{per_position, token_windows};
@@ -14,78 +15,93 @@ use serde_json::Value;
 mod common;
 use common::{central_difference_matches, close, encoded, floats, four_methods_match, ids};
 
-fn fixture() -> std::path::PathBuf {
-    glassbox_tests::workspace_root().join("tests/fixtures/tiny_bert_classifier")
+const FIXTURES: [&str; 2] = ["tiny_bert_classifier", "tiny_llama_classifier"];
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    glassbox_tests::workspace_root()
+        .join("tests/fixtures")
+        .join(name)
 }
 
-fn model() -> LoadedModel {
-    let spec: ModelSpec = fixture().display().to_string().parse().unwrap();
+fn model(name: &str) -> LoadedModel {
+    let spec: ModelSpec = fixture(name).display().to_string().parse().unwrap();
     load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap()
 }
 
-fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap())
         .unwrap()
 }
 
 #[test]
 fn the_class_head_reads_id2label_and_matches_transformers_logits() {
-    let model = model();
-    assert_eq!(model.model.labels(), ["negative", "neutral", "positive"]);
-    let all = reference();
-    for r in all["texts"].as_array().unwrap() {
-        let text = r["prompt"].as_str().unwrap();
-        let tokenized = model.tokenizer().unwrap().encode(&[text]).unwrap();
-        assert_eq!(tokenized[0].ids, ids(&r["ids"]), "token ids of {text:?}");
-        let batch =
-            TokenBatch::from_encoded(&[&tokenized[0]], model.pad_id, &model.device).unwrap();
-        let last = model
-            .model
-            .forward((&batch).into(), &mut glassbox_models::Capture::new([]))
-            .unwrap();
-        let logits: Vec<f32> = model
-            .model
-            .classify(&last)
-            .expect("a class head")
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        close("logits", &logits, &floats(&r["logits"]), 1e-5);
+    for name in FIXTURES {
+        let model = model(name);
+        assert_eq!(model.model.labels(), ["negative", "neutral", "positive"]);
+        // A sequence classifier has no language-model head to read tokens from.
+        assert!(model.model.unembedding().is_none(), "{name}");
+        let all = reference(name);
+        for r in all["texts"].as_array().unwrap() {
+            let text = r["prompt"].as_str().unwrap();
+            let tokenized = model.tokenizer().unwrap().encode(&[text]).unwrap();
+            assert_eq!(tokenized[0].ids, ids(&r["ids"]), "token ids of {text:?}");
+            let batch =
+                TokenBatch::from_encoded(&[&tokenized[0]], model.pad_id, &model.device).unwrap();
+            let last = model
+                .model
+                .forward((&batch).into(), &mut glassbox_models::Capture::new([]))
+                .unwrap();
+            let logits: Vec<f32> = model
+                .model
+                .classify(&last, &batch.lengths)
+                .expect("a class head")
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            close("logits", &logits, &floats(&r["logits"]), 1e-5);
+        }
     }
 }
 
 #[test]
 fn class_logit_attributions_match_captum() {
-    let model = model();
-    let all = reference();
-    let class = all["target_class"].as_u64().unwrap() as usize;
-    for r in all["texts"].as_array().unwrap() {
-        let ids = ids(&r["ids"]);
-        let n = ids.len();
-        let mut weights = vec![0f32; model.model.labels().len()];
-        weights[class] = 1.0;
-        let o = TextOracle::new(&model, encoded(ids), Target::Outputs { weights }, 8).unwrap();
-        let x = o.input().to_vec();
-        let zero = vec![0f32; x.len()];
-        let f = o.values(&[x.clone(), zero]).unwrap();
-        for (got, key) in f.iter().zip(["f_input", "f_baseline"]) {
-            let want = r[key].as_f64().unwrap();
-            assert!(
-                (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{key} {got} vs {want}"
-            );
+    for name in FIXTURES {
+        let model = model(name);
+        let all = reference(name);
+        let class = all["target_class"].as_u64().unwrap() as usize;
+        for r in all["texts"].as_array().unwrap() {
+            let ids = ids(&r["ids"]);
+            let n = ids.len();
+            let mut weights = vec![0f32; model.model.labels().len()];
+            weights[class] = 1.0;
+            let o = TextOracle::new(&model, encoded(ids), Target::Outputs { weights }, 8).unwrap();
+            let x = o.input().to_vec();
+            let zero = vec![0f32; x.len()];
+            let f = o.values(&[x.clone(), zero]).unwrap();
+            for (got, key) in f.iter().zip(["f_input", "f_baseline"]) {
+                let want = r[key].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "{key} {got} vs {want}"
+                );
+            }
+            let d = o.width();
+            let ig = four_methods_match(&o, r, &token_windows(n, d, 1, 1));
+            let sum: f64 = per_position(&ig, d).iter().map(|v| f64::from(*v)).sum();
+            let gap = f[0] - f[1];
+            // From zero embeddings an RMSNorm decoder's integrand spikes near the baseline
+            // (docs/perf/attribution.md): 16 points do not resolve it, in Captum either, whose
+            // maps these equal. BERT's LayerNorm path is smooth.
+            if name == "tiny_bert_classifier" {
+                assert!(
+                    (sum - gap).abs() < 0.05 * gap.abs(),
+                    "Σ IG {sum} vs gap {gap}"
+                );
+            }
+            central_difference_matches("class logit", &o, &x, 1e-2);
         }
-        let d = o.width();
-        let ig = four_methods_match(&o, r, &token_windows(n, d, 1, 1));
-        let sum: f64 = per_position(&ig, d).iter().map(|v| f64::from(*v)).sum();
-        let gap = f[0] - f[1];
-        assert!(
-            (sum - gap).abs() < 0.05 * gap.abs(),
-            "Σ IG {sum} vs gap {gap}"
-        );
-        central_difference_matches("class logit", &o, &x, 1e-2);
     }
 }
 

@@ -157,7 +157,7 @@ impl HookedModel for Bert {
         self.head.as_ref().map_or(&[], |h| &h.labels)
     }
 
-    fn classify(&self, last_hidden: &Tensor) -> Option<Result<Tensor>> {
+    fn classify(&self, last_hidden: &Tensor, _lengths: &[usize]) -> Option<Result<Tensor>> {
         let head = self.head.as_ref()?;
         Some(head.forward(last_hidden).map_err(Into::into))
     }

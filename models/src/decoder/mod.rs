@@ -54,6 +54,8 @@ pub(crate) struct Decoder {
     pub(crate) compute: crate::ComputeDtype,
     /// The fast forward's buffers, kept between calls.
     pub(crate) spare: crate::packed::Spare,
+    /// A sequence classifier's `score` head (`…ForSequenceClassification`).
+    pub(crate) score: Option<crate::score_head::ScoreHead>,
 }
 
 impl Decoder {
@@ -87,6 +89,7 @@ impl Decoder {
             final_softcap: None,
             compute: Default::default(),
             spare: Default::default(),
+            score: None,
         })
     }
 
@@ -137,6 +140,19 @@ impl Decoder {
 }
 
 impl HookedModel for Decoder {
+    fn labels(&self) -> &[String] {
+        self.score.as_ref().map_or(&[], |h| h.labels())
+    }
+
+    fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
+        Some(self.score.as_ref()?.forward(last_hidden, lengths))
+    }
+
+    fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
+        self.score = Some(head);
+        true
+    }
+
     fn family(&self) -> &'static str {
         self.family
     }
@@ -219,7 +235,8 @@ impl HookedModel for Decoder {
     /// is the logit before the cap, which is monotone in it; [`HookedModel::unembed`] and the
     /// `logits` hook apply the cap.
     fn unembedding(&self) -> Option<&Tensor> {
-        Some(&self.unembed)
+        // A sequence classifier has no language-model head (its `score` head is the output).
+        self.score.is_none().then_some(&self.unembed)
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
         Some(self.logits(normalized))

@@ -128,6 +128,7 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
                 anyhow!("target `{spec}`: logit_diff takes two names separated by `|`, e.g. logit_diff: Mary| John")
             })?;
             if classifier && model.model.unembedding().is_none() {
+                // Class logits: image models and text classifiers (no language-model head).
                 let (a, b) = (class_index(model, spec, a)?, class_index(model, spec, b)?);
                 let mut w = vec![0f32; model.model.labels().len()];
                 w[a] += 1.0;
@@ -216,7 +217,7 @@ fn predicted_class(model: &LoadedModel, encoded: &Encoded) -> Result<Option<usiz
         (&batch).into(),
         &mut Capture::new(std::iter::empty::<HookPoint>()),
     )?;
-    let Some(logits) = model.model.classify(&last) else {
+    let Some(logits) = model.model.classify(&last, &batch.lengths) else {
         return Ok(None);
     };
     let scores: Vec<f32> = logits?.flatten_all()?.to_vec1()?;

@@ -278,9 +278,13 @@ impl<'a> TextOracle<'a> {
                 target(&pool(&h, &batch, head.pool)?, head, Convention::Logit)?
             }
             Target::Outputs { weights } => {
-                let logits = self.model.model.classify(&output).ok_or_else(|| {
-                    ModelError::Invalid("this text model has no class head".into())
-                })??;
+                let logits = self
+                    .model
+                    .model
+                    .classify(&output, &batch.lengths)
+                    .ok_or_else(|| {
+                        ModelError::Invalid("this text model has no class head".into())
+                    })??;
                 let w = Tensor::from_slice(weights, (weights.len(), 1), &self.model.device)?;
                 logits.matmul(&w)?.squeeze(1)?
             }

@@ -125,8 +125,12 @@ fn input(batch: &Batch) -> Input<'_> {
 
 /// A classifier's logits from its forward's output: the output itself for image models, the
 /// class head on the last hidden state for text classifiers.
-fn model_logits(model: &LoadedModel, output: &Tensor) -> Result<Tensor> {
-    match model.model.classify(output) {
+fn model_logits(model: &LoadedModel, output: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let lengths = match batch {
+        Batch::Tokens(b) => b.lengths.as_slice(),
+        Batch::Images(_) => &[],
+    };
+    match model.model.classify(output, lengths) {
         Some(logits) => logits,
         None => Ok(output.clone()),
     }
@@ -135,12 +139,13 @@ fn model_logits(model: &LoadedModel, output: &Tensor) -> Result<Tensor> {
 /// Class logits `[copies][classes]` of a forward's output and captured head hook.
 fn class_logits(
     model: &LoadedModel,
+    batch: &Batch,
     output: &Tensor,
     capture: &Capture,
     head: &TargetHead,
 ) -> Result<Vec<Vec<f64>>> {
     let rows: Vec<Vec<f32>> = match head.hook {
-        None => model_logits(model, output)?
+        None => model_logits(model, output, batch)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec2()?,
         Some(hook) => {
@@ -219,7 +224,7 @@ fn cached(
     let batch = copies(model, input_, 1)?;
     let mut capture = Capture::new(hooks.iter().copied().chain(pair.head.hook));
     let output = model.model.forward(input(&batch), &mut capture)?;
-    let z = class_logits(model, &output, &capture, &pair.head)?.remove(0);
+    let z = class_logits(model, &batch, &output, &capture, &pair.head)?.remove(0);
     let mut acts = BTreeMap::new();
     for &h in hooks {
         acts.insert(
@@ -326,7 +331,7 @@ pub fn patch_target_pair(
                 capture: Capture::new(pair.head.hook),
             };
             let output = model.model.forward(input(&batch), &mut hooks)?;
-            let zs = class_logits(model, &output, &hooks.capture, &pair.head)?;
+            let zs = class_logits(model, &batch, &output, &hooks.capture, &pair.head)?;
             for (&job, z) in chunk.iter().zip(zs) {
                 let metric = target_score(opts.metric, &z, pair.class, &clean_logp);
                 let atp_metric = atp.as_ref().map(|(base_metric, grads)| {
@@ -358,7 +363,7 @@ fn atp_gradients(
         .model
         .forward_differentiable(input(&batch), &mut taps)?;
     let z = match (pair.head.hook, &taps.kept) {
-        (None, _) => model_logits(model, &output)?.flatten_all()?,
+        (None, _) => model_logits(model, &output, &batch)?.flatten_all()?,
         (Some(_), Some(h)) => {
             let x = pooled(h, pair.head.pool)?.flatten_all()?;
             let width = x.dim(0)?;

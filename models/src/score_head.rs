@@ -1,0 +1,71 @@
+//! The `score` head of a decoder sequence classifier (`LlamaForSequenceClassification`,
+//! `GPT2ForSequenceClassification`, … — `GenericForSequenceClassification` in
+//! `transformers/modeling_layers.py`): one bias-free linear logit per class, read at each
+//! sequence's last token after the final norm. Checkpoints without `score.weight` (causal LMs)
+//! have none.
+
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::Tensor;
+use std::path::Path;
+
+/// A decoder's sequence-classification head (read by the registry, handed to the family with
+/// [`crate::HookedModel::attach_score_head`]).
+pub struct ScoreHead {
+    /// `[classes, hidden]`.
+    weight: Tensor,
+    /// Class names, index = logit: `id2label`, else `LABEL_0`, ….
+    labels: Vec<String>,
+}
+
+impl ScoreHead {
+    /// The head when the checkpoint stores `score.weight` beside the base model, else `None`.
+    /// `config` is the checkpoint's `config.json` (for `id2label`).
+    pub(crate) fn load(
+        path: &Path,
+        config: &serde_json::Value,
+        w: &Weights,
+    ) -> Result<Option<Self>> {
+        let Some(&[rows, hidden]) = w.tensor("score.weight").map(|t| t.dims()) else {
+            return Ok(None);
+        };
+        let said = crate::vision::config_classes(config);
+        if said > 0 && said != rows {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the config names {said} classes (id2label/num_labels) but score.weight has {rows} rows"
+                ),
+            });
+        }
+        let weight = w
+            .get_root("score.weight", &[rows, hidden])?
+            .expect("present: its shape was just read");
+        Ok(Some(Self {
+            weight,
+            labels: crate::vision::id2label(path, config, rows)?,
+        }))
+    }
+
+    /// Class names, index = logit.
+    pub(crate) fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// `[batch, seq, hidden]` final-norm states → `[batch, classes]` logits at each sequence's
+    /// last real token (`lengths`), differentiably.
+    pub(crate) fn forward(&self, normed: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, t, _) = normed.dims3()?;
+        if lengths.len() != b || lengths.iter().any(|&n| n == 0 || n > t) {
+            return Err(ModelError::Invalid(format!(
+                "sequence lengths {lengths:?} do not fit a batch of {b} × {t} tokens"
+            )));
+        }
+        let last: Vec<Tensor> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| normed.get(i)?.get(n - 1))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Tensor::stack(&last, 0)?.matmul(&self.weight.t()?)?)
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Tiny random text classifiers with three named classes and their references: the class logits
+from PyTorch `transformers`, and Captum 0.9's attributions of the `positive` logit to the token
+embeddings (`inputs_embeds`: whatever the model adds after them — positions, token types, the
+embedding LayerNorm — stays, as at glassbox's `hook_embed`): Saliency (abs), InputXGradient,
+IntegratedGradients from zero embeddings (16 Gauss–Legendre steps) and Occlusion of one token at
+a time — for runner/tests/attribution_classifier.rs.
+
+- tests/fixtures/tiny_bert_classifier/: `BertForSequenceClassification` (pooler + classifier on
+  [CLS]) with a 400-piece lower-cased WordPiece trained on data/sets/default.jsonl;
+- tests/fixtures/tiny_llama_classifier/: `LlamaForSequenceClassification` (the `score` head at
+  the last token, no language-model head) with the tiny GPT-2 fixture's byte-level BPE.
+
+Each: config.json, model.safetensors, tokenizer.json, reference.json. The WordPiece trainer's
+vocabulary order varies from run to run, so a rerun renumbers the BERT fixture's tokens: its
+tokenizer and references are committed together.
+
+Run: just reference-classifiers   (torch, transformers, tokenizers, captum from PyPI)
+"""
+import json
+import shutil
+from pathlib import Path
+
+import captum
+import torch
+import transformers
+from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
+from tokenizers import BertWordPieceTokenizer, Tokenizer
+from tokenizers.processors import BertProcessing
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "tiny_bert_classifier"
+OUT.mkdir(parents=True, exist_ok=True)
+LABELS = dict(num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"},
+              label2id={"negative": 0, "neutral": 1, "positive": 2})
+
+texts = [json.loads(line)["text"] for line in (ROOT / "data/sets/default.jsonl").read_text().splitlines()]
+tok = BertWordPieceTokenizer(lowercase=True)
+tok.train_from_iterator(texts, vocab_size=400, min_frequency=1,
+                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+# Training leaves the post-processor unset; BERT's wraps every text in [CLS] … [SEP].
+tok.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+tok.save(str(OUT / "tokenizer.json"))
+
+torch.manual_seed(12)
+config = transformers.BertConfig(
+    vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=64, max_position_embeddings=64, **LABELS)
+model = transformers.BertForSequenceClassification(config).eval()
+with torch.no_grad():  # larger than the default init so every block and the head matter
+    for name, p in model.named_parameters():
+        p.uniform_(0.5, 1.5) if "LayerNorm.weight" in name else p.normal_(0.0, 0.2)
+model.save_pretrained(OUT, safe_serialization=True)
+(OUT / "generation_config.json").unlink(missing_ok=True)
+
+
+def flat(t):
+    return [float(v) for v in t.detach().reshape(-1).tolist()]
+
+
+PROMPTS = ["the chef roasted the vegetables with garlic",
+           "Stock prices fell sharply after the announcement."]
+TARGET = 2  # positive
+
+
+def write_references(model, tok, embed, out):
+    refs = []
+    for prompt in PROMPTS:
+        ids = torch.tensor([tok.encode(prompt).ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0]
+        emb = embed(ids).detach()
+
+        def f(e):
+            return model(inputs_embeds=e).logits[:, TARGET]
+
+        zero = torch.zeros_like(emb)
+        d = emb.shape[-1]
+        refs.append({
+            "prompt": prompt,
+            "ids": ids[0].tolist(),
+            "logits": flat(logits),
+            "f_input": float(f(emb)),
+            "f_baseline": float(f(zero)),
+            "saliency": flat(Saliency(f).attribute(emb, abs=True)),
+            "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
+            "ig_gausslegendre_16": flat(
+                IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")),
+            "occlusion": flat(
+                Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)),
+        })
+    (out / "reference.json").write_text(json.dumps({
+        "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+        "captum_version": captum.__version__, "target_class": TARGET, "texts": refs}) + "\n")
+    print(f"wrote {out}")
+
+
+write_references(model, tok, model.bert.embeddings.word_embeddings, OUT)
+
+# The decoder: a Llama whose `score` head reads the last token (inputs_embeds carry no pad
+# tokens, so transformers reads the last position too).
+LLAMA = ROOT / "tests" / "fixtures" / "tiny_llama_classifier"
+LLAMA.mkdir(parents=True, exist_ok=True)
+bpe = ROOT / "tests" / "fixtures" / "tiny_gpt2" / "tokenizer.json"
+shutil.copy(bpe, LLAMA / "tokenizer.json")
+torch.manual_seed(13)
+config = transformers.LlamaConfig(
+    vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **LABELS)
+llama = transformers.LlamaForSequenceClassification(config).eval()
+with torch.no_grad():
+    for name, p in llama.named_parameters():
+        p.uniform_(0.5, 1.5) if "norm" in name else p.normal_(0.0, 0.2)
+llama.save_pretrained(LLAMA, safe_serialization=True)
+(LLAMA / "generation_config.json").unlink(missing_ok=True)
+write_references(llama, Tokenizer.from_file(str(bpe)), llama.model.embed_tokens, LLAMA)
