@@ -342,7 +342,7 @@ impl HookedModel for Gpt2 {
         }
         v.push(HookPoint::LnFinal);
         v.push(HookPoint::Logits);
-        v
+        crate::score_head::hooks_of(v, &self.score)
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {

@@ -398,7 +398,8 @@ impl HookedModel for Llama {
         Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
-        crate::layers::decoder_hook_points(self.cfg.num_hidden_layers)
+        let points = crate::layers::decoder_hook_points(self.cfg.num_hidden_layers);
+        crate::score_head::hooks_of(points, &self.score)
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let hd = self.cfg.head_dim();

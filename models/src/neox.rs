@@ -371,7 +371,7 @@ impl HookedModel for Neox {
         }
         v.push(HookPoint::LnFinal);
         v.push(HookPoint::Logits);
-        v
+        crate::score_head::hooks_of(v, &self.score)
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {

@@ -69,3 +69,15 @@ impl ScoreHead {
         Ok(Tensor::stack(&last, 0)?.matmul(&self.weight.t()?)?)
     }
 }
+
+/// A decoder's hooks without `logits` when it is a sequence classifier: it has no language-model
+/// head, so vocabulary logits would come from the tied embedding, not from the model.
+pub(crate) fn hooks_of(
+    mut points: Vec<crate::HookPoint>,
+    score: &Option<ScoreHead>,
+) -> Vec<crate::HookPoint> {
+    if score.is_some() {
+        points.retain(|p| *p != crate::HookPoint::Logits);
+    }
+    points
+}

@@ -40,6 +40,13 @@ fn the_class_head_reads_id2label_and_matches_transformers_logits() {
         assert_eq!(model.model.labels(), ["negative", "neutral", "positive"]);
         // A sequence classifier has no language-model head to read tokens from.
         assert!(model.model.unembedding().is_none(), "{name}");
+        assert!(
+            !model
+                .model
+                .hook_points()
+                .contains(&glassbox_models::HookPoint::Logits),
+            "{name}: no vocabulary logits without a language-model head"
+        );
         let all = reference(name);
         for r in all["texts"].as_array().unwrap() {
             let text = r["prompt"].as_str().unwrap();

@@ -160,7 +160,8 @@ impl HookedModel for Decoder {
         Modality::Text
     }
     fn hook_points(&self) -> Vec<HookPoint> {
-        crate::layers::decoder_hook_points(self.layers.len())
+        let points = crate::layers::decoder_hook_points(self.layers.len());
+        crate::score_head::hooks_of(points, &self.score)
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let d = &self.dims;
