@@ -1,11 +1,13 @@
-//! TCAV target specs — `probe:<label>=<class>[@<hook>]`, `token:<text>` — parsed once, for the
-//! TCAV stage that resolves them against a model and the causal stage that reads them back.
+//! TCAV target specs — `probe:<label>=<class>[@<hook>]`, `token:<text>`, `class:<label>` —
+//! parsed once, for the TCAV stage that resolves them against a model and the causal stage that
+//! reads them back.
 
 use crate::{ConceptError, Convention};
 use glassbox_data::HookPoint;
 
-/// A parsed target: `probe:<label>=<class>[@<hook>]`, or `token:<text>` (a causal LM's logit
-/// for `<text>`, one token, as the next token after each example's last token).
+/// A parsed target: `probe:<label>=<class>[@<hook>]`, `token:<text>` (a causal LM's logit
+/// for `<text>`, one token, as the next token after each example's last token), or
+/// `class:<label>` (a text classifier's own class logit).
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
     pub spec: String,
@@ -14,6 +16,8 @@ pub struct TargetSpec {
     pub hook: Option<HookPoint>,
     /// Set for `token:` targets.
     pub token: Option<String>,
+    /// Set for `class:` targets: the classifier's class name.
+    pub head_class: Option<String>,
 }
 
 impl TargetSpec {
@@ -28,14 +32,22 @@ impl TargetSpec {
                     class: String::new(),
                     hook: None,
                     token: Some(rest.to_owned()),
+                    head_class: None,
                 })
             }
-            "head" => return Err(invalid(format!(
-                "target `{spec}`: `head:` targets need a checkpoint with a classification head, which no supported family loads yet; use probe:<label>=<class> or token:<text>"
-            ))),
+            "class" if !rest.is_empty() => {
+                return Ok(Self {
+                    spec: spec.to_owned(),
+                    label: String::new(),
+                    class: String::new(),
+                    hook: None,
+                    token: None,
+                    head_class: Some(rest.to_owned()),
+                })
+            }
             _ => {
                 return Err(invalid(format!(
-                    "target `{spec}`: expected probe:<label>=<class>[@<hook>] or token:<text>"
+                    "target `{spec}`: expected probe:<label>=<class>[@<hook>], token:<text> or class:<label>"
                 )))
             }
         }
@@ -59,6 +71,7 @@ impl TargetSpec {
             class: class.to_owned(),
             hook,
             token: None,
+            head_class: None,
         })
     }
 
@@ -105,10 +118,10 @@ mod tests {
         let t = TargetSpec::parse("token: Paris").unwrap();
         assert_eq!(t.token.as_deref(), Some(" Paris"));
         assert_eq!(t.slug(Convention::Logit), "token..Paris.logit");
-        assert!(TargetSpec::parse("head:0")
-            .unwrap_err()
-            .to_string()
-            .contains("classification head"));
+        let t = TargetSpec::parse("class:positive").unwrap();
+        assert_eq!(t.head_class.as_deref(), Some("positive"));
+        assert_eq!(t.slug(Convention::Logit), "class.positive.logit");
+        assert!(TargetSpec::parse("class:").is_err());
         assert!(TargetSpec::parse("probe:nolabel").is_err());
     }
 }

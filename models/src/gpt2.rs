@@ -324,6 +324,10 @@ impl HookedModel for Gpt2 {
         Some(self.score.as_ref()?.forward(last_hidden, lengths))
     }
 
+    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+        Some(self.score.as_ref()?.parts())
+    }
+
     fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
         self.score = Some(head);
         true

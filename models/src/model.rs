@@ -298,6 +298,11 @@ pub trait HookedModel: Send + Sync {
     fn classify(&self, _last_hidden: &Tensor, _lengths: &[usize]) -> Option<Result<Tensor>> {
         None
     }
+    /// A text classifier's class head as numbers, for targets that read it off a hook (TCAV):
+    /// `None` when the model has none.
+    fn class_head_parts(&self) -> Option<Result<ClassHeadParts>> {
+        None
+    }
     /// Takes a sequence classifier's `score` head (`…ForSequenceClassification` decoders);
     /// `false` when the family has nowhere to put it.
     fn attach_score_head(&mut self, _head: crate::score_head::ScoreHead) -> bool {
@@ -340,4 +345,18 @@ pub trait HookedModel: Send + Sync {
     fn eos_token_id(&self) -> Option<u32> {
         None
     }
+}
+
+/// A text classifier's class head read off one hook: pool `hook` over each sequence (`pool`),
+/// apply `tanh(pooler)` where there is one (BERT's pooler), then `weight · x + bias`.
+#[derive(Debug, Clone)]
+pub struct ClassHeadParts {
+    pub hook: HookPoint,
+    pub pool: glassbox_data::Pool,
+    /// `(weight [width × width] row-major, bias [width])`.
+    pub pooler: Option<(Vec<f32>, Vec<f32>)>,
+    /// `[classes × width]`, row-major.
+    pub weight: Vec<f32>,
+    /// One per class.
+    pub bias: Vec<f32>,
 }

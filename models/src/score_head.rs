@@ -47,6 +47,18 @@ impl ScoreHead {
         }))
     }
 
+    /// The head as numbers: the final norm's output at the last token, then `score`.
+    pub(crate) fn parts(&self) -> Result<crate::model::ClassHeadParts> {
+        let rows = self.weight.dim(0)?;
+        Ok(crate::model::ClassHeadParts {
+            hook: crate::HookPoint::LnFinal,
+            pool: glassbox_data::Pool::Last,
+            pooler: None,
+            weight: self.weight.flatten_all()?.to_vec1()?,
+            bias: vec![0.0; rows],
+        })
+    }
+
     /// Class names, index = logit.
     pub(crate) fn labels(&self) -> &[String] {
         &self.labels

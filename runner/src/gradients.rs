@@ -52,6 +52,18 @@ pub struct LinearHead {
     pub n_classes: usize,
     /// The class whose logit (or loss) is the target.
     pub class: usize,
+    /// A dense layer and `tanh` between the pooled activation and the head (BERT's pooler, for
+    /// a sequence classifier's own class head); `None` for probes.
+    pub pooler: Option<Pooler>,
+}
+
+/// `tanh(W · x + b)` with `W` `width × width`, row-major.
+#[derive(Debug, Clone)]
+pub struct Pooler {
+    /// `width × width`, row-major (`[out, in]`, as `nn.Linear` stores it).
+    pub weight: Vec<f32>,
+    /// One bias per output.
+    pub bias: Vec<f32>,
 }
 
 /// Per-example target values and, per hook, `[batch, seq, width]` gradients (zero at padding).
@@ -127,6 +139,23 @@ pub(crate) fn pool(h: &Tensor, batch: &TokenBatch, pool: Pool) -> Result<Tensor>
 /// The target `f` for every example of the batch, `[batch]`.
 pub(crate) fn target(pooled: &Tensor, head: &LinearHead, convention: Convention) -> Result<Tensor> {
     let width = pooled.dim(1)?;
+    let pooled = match &head.pooler {
+        Some(p) if p.weight.len() == width * width && p.bias.len() == width => {
+            let w = Tensor::from_slice(&p.weight, (width, width), pooled.device())?;
+            let b = Tensor::from_slice(&p.bias, width, pooled.device())?;
+            pooled.matmul(&w.t()?)?.broadcast_add(&b)?.tanh()?
+        }
+        Some(p) => {
+            return Err(ModelError::Invalid(format!(
+                "the head's pooler holds {} weights and {} biases; `{}` is {width} wide",
+                p.weight.len(),
+                p.bias.len(),
+                head.hook
+            )))
+        }
+        None => pooled.clone(),
+    };
+    let pooled = &pooled;
     let outputs = head.bias.len();
     if head.weight.len() != outputs * width {
         return Err(ModelError::Invalid(format!(
@@ -276,7 +305,8 @@ fn residual_path(
     let HookPoint::ResidPost(last) = head.hook else {
         return None;
     };
-    if head.pool == Pool::Max {
+    // The seed is linear in the pooled activation; a pooler is not (autograd takes it).
+    if head.pool == Pool::Max || head.pooler.is_some() {
         return None;
     }
     let mut first = last;

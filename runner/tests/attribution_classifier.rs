@@ -131,3 +131,65 @@ fn a_text_model_without_a_class_head_refuses_class_targets() {
     .expect("refused");
     assert!(err.to_string().contains("has none"), "{err}");
 }
+
+/// TCAV's `class:` targets read the classifier's head off a hook as numbers
+/// (`class_head_parts`: BERT's pooler and classifier on `[CLS]`, the decoder's `score` at the
+/// last token): the target's values are the classifier's logits, and its gradient at the
+/// embeddings is the attributions' (the same class logit, two code paths).
+#[test]
+fn tcav_class_heads_read_the_classifiers_logits() {
+    use glassbox_models::{HookPoint, TokenBatch};
+    use glassbox_runner::gradients::{target_gradients, Convention, LinearHead, Pooler};
+    for name in FIXTURES {
+        let model = model(name);
+        let all = reference(name);
+        let class = all["target_class"].as_u64().unwrap() as usize;
+        let parts = model
+            .model
+            .class_head_parts()
+            .expect("a class head")
+            .unwrap();
+        let head = LinearHead {
+            hook: parts.hook,
+            pool: parts.pool,
+            weight: parts.weight,
+            bias: parts.bias,
+            n_classes: 3,
+            class,
+            pooler: parts.pooler.map(|(weight, bias)| Pooler { weight, bias }),
+        };
+        for r in all["texts"].as_array().unwrap() {
+            let e = encoded(ids(&r["ids"]));
+            let batch = TokenBatch::from_encoded(&[&e], model.pad_id, &model.device).unwrap();
+            let g = target_gradients(
+                &model,
+                &batch,
+                &[HookPoint::Embed],
+                &head,
+                Convention::Logit,
+            )
+            .unwrap();
+            let want = floats(&r["logits"])[class];
+            assert!(
+                (g.values[0] - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{name}: {} vs {want}",
+                g.values[0]
+            );
+            // Captum's saliency is |∂f/∂embeddings|.
+            let grad: Vec<f32> = g.gradients[&HookPoint::Embed]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.abs())
+                .collect();
+            close(
+                &format!("{name} |∂f/∂embed|"),
+                &grad,
+                &floats(&r["saliency"]),
+                1e-4,
+            );
+        }
+    }
+}

@@ -38,6 +38,7 @@ fn minilm_attributions_match_captum() {
         bias: vec![r["head_bias"].as_f64().unwrap() as f32],
         n_classes: 2,
         class: 1,
+        pooler: None,
     };
     let o = TextOracle::new(&model, encoded, Target::Probe(head), 8).unwrap();
     let x = o.input().to_vec();
@@ -84,6 +85,7 @@ fn minilm_hand_backward_matches_autograd() {
             bias: (0..outputs).map(|o| 0.1 * o as f32).collect(),
             n_classes: outputs.max(2),
             class,
+            pooler: None,
         };
         let hand =
             TextOracle::new(&model, encoded(ids.clone()), Target::Probe(head.clone()), 4).unwrap();

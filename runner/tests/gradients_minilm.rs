@@ -57,6 +57,7 @@ fn head(width: usize, n_classes: usize, class: usize) -> LinearHead {
         bias: (0..outputs).map(|i| 0.1 * i as f32).collect(),
         n_classes,
         class,
+        pooler: None,
     }
 }
 

@@ -164,6 +164,65 @@ fn token_targets_give_tcav_scores_on_a_causal_lm() {
     );
 }
 
+/// TCAV of a text classifier's own class (`class:<label>`, BERT's pooler and classifier on
+/// `[CLS]`): scores for every concept at the hooks before the head; an unknown class lists the
+/// classes; a causal LM has no class head to read.
+#[test]
+fn class_targets_give_tcav_scores_on_a_text_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_decoder_run("tiny_bert_classifier", &run, true, Some("topic"));
+    let concepts = workspace_root().join("data/concepts");
+    let gradients = |target: &str, run: &std::path::Path| {
+        glassbox()
+            .args(["gradients", "--target", target, "--run"])
+            .arg(run)
+            .output()
+            .unwrap()
+    };
+    assert_success(
+        &gradients("class:positive", &run),
+        "gradients (class target)",
+    );
+    let out = glassbox()
+        .args([
+            "tcav",
+            "--json",
+            "--random-runs",
+            "3",
+            "--target",
+            "class:positive",
+            "--run",
+        ])
+        .arg(&run)
+        .arg("--concepts")
+        .arg(format!(
+            "{},{}",
+            concepts.join("food.jsonl").display(),
+            concepts.join("numbers.jsonl").display()
+        ))
+        .output()
+        .unwrap();
+    assert_success(&out, "tcav on a class target");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "2 concepts × the hook before the head: {rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["target"] == "class:positive" && r["score"].as_f64().unwrap() <= 1.0));
+    assert_bad_input(
+        &gradients("class:sarcastic", &run),
+        &["no class `sarcastic`", "negative; neutral; positive"],
+    );
+    let lm = tmp.path().join("lm");
+    tiny_decoder_run("tiny_gpt2", &lm, false, Some("topic"));
+    assert_bad_input(&gradients("class:positive", &lm), &["no class head"]);
+}
+
 /// `glassbox hooks MODEL | head`: a reader that closed the pipe gets no panic message and the
 /// command exits 0 (the read end is closed before glassbox writes, so the write fails).
 #[test]

@@ -87,6 +87,7 @@ fn main() -> Result<()> {
         bias: vec![0.0],
         n_classes: 2,
         class: 1,
+        pooler: None,
     };
     let mut sums = Vec::with_capacity(32 * width);
     let mut n_tokens = 0;

@@ -63,6 +63,18 @@ impl ClassHead {
         }))
     }
 
+    /// The head as numbers: the last block's output at `[CLS]`, the pooler, the classifier.
+    pub(crate) fn parts(&self, layers: usize) -> Result<crate::model::ClassHeadParts> {
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+        Ok(crate::model::ClassHeadParts {
+            hook: crate::HookPoint::ResidPost(layers - 1),
+            pool: glassbox_data::Pool::Cls,
+            pooler: Some((flat(&self.pooler_weight)?, flat(&self.pooler_bias)?)),
+            weight: flat(&self.weight)?,
+            bias: flat(&self.bias)?,
+        })
+    }
+
     /// `[batch, seq, hidden]` last hidden states → `[batch, classes]` logits (differentiable).
     pub(crate) fn forward(&self, last: &Tensor) -> candle_core::Result<Tensor> {
         let cls = last.narrow(1, 0, 1)?.squeeze(1)?;

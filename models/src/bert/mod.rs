@@ -157,6 +157,10 @@ impl HookedModel for Bert {
         self.head.as_ref().map_or(&[], |h| &h.labels)
     }
 
+    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+        Some(self.head.as_ref()?.parts(self.cfg.num_hidden_layers))
+    }
+
     fn classify(&self, last_hidden: &Tensor, _lengths: &[usize]) -> Option<Result<Tensor>> {
         let head = self.head.as_ref()?;
         Some(head.forward(last_hidden).map_err(Into::into))

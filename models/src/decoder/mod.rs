@@ -148,6 +148,10 @@ impl HookedModel for Decoder {
         Some(self.score.as_ref()?.forward(last_hidden, lengths))
     }
 
+    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+        Some(self.score.as_ref()?.parts())
+    }
+
     fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
         self.score = Some(head);
         true

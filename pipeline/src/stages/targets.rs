@@ -27,6 +27,9 @@ pub(crate) fn resolve_target(
     if let Some(text) = &target.token {
         return resolve_token_target(run, model, &target.spec, text);
     }
+    if let Some(name) = &target.head_class {
+        return resolve_class_target(run, model, &target.spec, name);
+    }
     let results = glassbox_probes::read_results(run)?;
     let rows: Vec<_> = results
         .iter()
@@ -98,6 +101,7 @@ pub(crate) fn resolve_target(
             bias: w.bias.clone(),
             n_classes: w.classes.len(),
             class,
+            pooler: None,
         },
         examples: members,
         classes: w.classes.clone(),
@@ -107,6 +111,47 @@ pub(crate) fn resolve_target(
 
 /// `token:<text>`: the unembedding row of `<text>`'s one token applied to the final norm at each
 /// example's last real token — the logit of `<text>` coming next — over every example.
+/// A text classifier's own class logit, read off its last hidden states as its head does (BERT:
+/// `[CLS]` through the pooler and classifier; decoders: the `score` head at the last token),
+/// over every example.
+fn resolve_class_target(
+    run: &RunDir,
+    model: &LoadedModel,
+    spec: &str,
+    name: &str,
+) -> Result<ResolvedTarget> {
+    let labels = model.model.labels();
+    let parts = model.model.class_head_parts().ok_or_else(|| {
+        anyhow!(
+            "target `{spec}`: the {} model has no class head (a sequence-classification checkpoint has one); use probe:<label>=<class> or token:<text>",
+            model.model.family()
+        )
+    })??;
+    let class = labels.iter().position(|l| l == name).ok_or_else(|| {
+        anyhow!(
+            "target `{spec}`: no class `{name}`; the model's classes are {}",
+            labels.join("; ")
+        )
+    })?;
+    let n = read_examples(run)?.texts.len();
+    Ok(ResolvedTarget {
+        head: LinearHead {
+            hook: parts.hook,
+            pool: parts.pool,
+            weight: parts.weight,
+            bias: parts.bias,
+            n_classes: labels.len(),
+            class,
+            pooler: parts
+                .pooler
+                .map(|(weight, bias)| glassbox_runner::gradients::Pooler { weight, bias }),
+        },
+        examples: (0..n).collect(),
+        classes: labels.to_vec(),
+        l2: f64::NAN,
+    })
+}
+
 fn resolve_token_target(
     run: &RunDir,
     model: &LoadedModel,
@@ -150,6 +195,7 @@ fn resolve_token_target(
             // −log σ(logit), the cross-entropy of "this token comes next".
             n_classes: 2,
             class: 1,
+            pooler: None,
         },
         examples: (0..n).collect(),
         classes: Vec::new(),

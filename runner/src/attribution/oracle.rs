@@ -301,6 +301,9 @@ impl TextOracle<'_> {
         let Target::Probe(head) = &self.target else {
             return None;
         };
+        if head.pooler.is_some() {
+            return None;
+        }
         if !self.hand_backward {
             return None;
         }

@@ -97,9 +97,16 @@ pub(super) fn read(
                 }
             },
             Readout::OutputClass { class } => {
-                let logits: Vec<Vec<f32>> = match output.rank() {
-                    2 => output.to_dtype(DType::F32)?.to_vec2()?,
-                    _ => {
+                // A text classifier's logits come from its class head on the last hidden
+                // states; an image classifier's forward returns them.
+                let text_logits = match batch {
+                    Batch::Tokens(b) => model.model.classify(output, &b.lengths),
+                    Batch::Images(_) => None,
+                };
+                let logits: Vec<Vec<f32>> = match (text_logits, output.rank()) {
+                    (Some(logits), _) => logits?.to_dtype(DType::F32)?.to_vec2()?,
+                    (None, 2) => output.to_dtype(DType::F32)?.to_vec2()?,
+                    (None, _) => {
                         return Err(ModelError::Invalid(format!(
                             "class readouts need a classifier's logits, but the {} forward returns a {:?} tensor",
                             model.model.family(),
