@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod bert;
 mod borrowed;
+pub mod class_head;
 mod decoder;
 pub mod error;
 pub mod gemma2;
@@ -40,12 +41,13 @@ pub mod vision;
 pub mod weights;
 
 pub use batch::{ImageBatch, TokenBatch};
+pub use class_head::ClassHeadParts;
 pub use error::ModelError;
 pub use glassbox_data::pool::{self, Pool};
 pub use glassbox_data::Modality;
 pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
-pub use model::{ClassHeadParts, FinalNorm, HookedModel, Input, PixelGradients};
+pub use model::{FinalNorm, HookedModel, Input, PixelGradients};
 pub use prefix::{PrefixCache, Suffixes};
 pub use registry::{
     load_model, load_model_randomized, ComputeDtype, LoadOptions, LoadedModel, WeightsDtype,

@@ -386,7 +386,7 @@ impl HookedModel for Llama {
         Some(self.score.as_ref()?.forward(last_hidden, lengths))
     }
 
-    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+    fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
         Some(self.score.as_ref()?.parts())
     }
 

@@ -300,7 +300,7 @@ pub trait HookedModel: Send + Sync {
     }
     /// A text classifier's class head as numbers, for targets that read it off a hook (TCAV):
     /// `None` when the model has none.
-    fn class_head_parts(&self) -> Option<Result<ClassHeadParts>> {
+    fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
         None
     }
     /// Takes a sequence classifier's `score` head (`…ForSequenceClassification` decoders);
@@ -345,18 +345,4 @@ pub trait HookedModel: Send + Sync {
     fn eos_token_id(&self) -> Option<u32> {
         None
     }
-}
-
-/// A text classifier's class head read off one hook: pool `hook` over each sequence (`pool`),
-/// apply `tanh(pooler)` where there is one (BERT's pooler), then `weight · x + bias`.
-#[derive(Debug, Clone)]
-pub struct ClassHeadParts {
-    pub hook: HookPoint,
-    pub pool: glassbox_data::Pool,
-    /// `(weight [width × width] row-major, bias [width])`.
-    pub pooler: Option<(Vec<f32>, Vec<f32>)>,
-    /// `[classes × width]`, row-major.
-    pub weight: Vec<f32>,
-    /// One per class.
-    pub bias: Vec<f32>,
 }

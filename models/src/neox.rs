@@ -348,7 +348,7 @@ impl HookedModel for Neox {
         Some(self.score.as_ref()?.forward(last_hidden, lengths))
     }
 
-    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+    fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
         Some(self.score.as_ref()?.parts())
     }
 

@@ -29,7 +29,7 @@ impl ScoreHead {
         let Some(&[rows, hidden]) = w.tensor("score.weight").map(|t| t.dims()) else {
             return Ok(None);
         };
-        let said = crate::vision::config_classes(config);
+        let said = crate::class_head::config_classes(config);
         if said > 0 && said != rows {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -43,14 +43,14 @@ impl ScoreHead {
             .expect("present: its shape was just read");
         Ok(Some(Self {
             weight,
-            labels: crate::vision::id2label(path, config, rows)?,
+            labels: crate::class_head::id2label(path, config, rows)?,
         }))
     }
 
     /// The head as numbers: the final norm's output at the last token, then `score`.
-    pub(crate) fn parts(&self) -> Result<crate::model::ClassHeadParts> {
+    pub(crate) fn parts(&self) -> Result<crate::class_head::ClassHeadParts> {
         let rows = self.weight.dim(0)?;
-        Ok(crate::model::ClassHeadParts {
+        Ok(crate::class_head::ClassHeadParts {
             hook: crate::HookPoint::LnFinal,
             pool: glassbox_data::Pool::Last,
             pooler: None,

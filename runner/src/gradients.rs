@@ -54,7 +54,7 @@ pub struct LinearHead {
     pub class: usize,
     /// A dense layer and `tanh` between the pooled activation and the head (BERT's pooler, for
     /// a sequence classifier's own class head); `None` for probes.
-    pub pooler: Option<Pooler>,
+    pub pooler: Option<Box<Pooler>>,
 }
 
 /// `tanh(W · x + b)` with `W` `width × width`, row-major.

@@ -156,7 +156,9 @@ fn tcav_class_heads_read_the_classifiers_logits() {
             bias: parts.bias,
             n_classes: 3,
             class,
-            pooler: parts.pooler.map(|(weight, bias)| Pooler { weight, bias }),
+            pooler: parts
+                .pooler
+                .map(|(weight, bias)| Box::new(Pooler { weight, bias })),
         };
         for r in all["texts"].as_array().unwrap() {
             let e = encoded(ids(&r["ids"]));

@@ -34,7 +34,7 @@ impl ClassHead {
         else {
             return Ok(None);
         };
-        let said = crate::vision::config_classes(config);
+        let said = crate::class_head::config_classes(config);
         if said > 0 && said != rows {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -59,14 +59,14 @@ impl ClassHead {
             bias: w
                 .get_root("classifier.bias", &[rows])?
                 .ok_or_else(|| missing("classifier.bias"))?,
-            labels: crate::vision::id2label(path, config, rows)?,
+            labels: crate::class_head::id2label(path, config, rows)?,
         }))
     }
 
     /// The head as numbers: the last block's output at `[CLS]`, the pooler, the classifier.
-    pub(crate) fn parts(&self, layers: usize) -> Result<crate::model::ClassHeadParts> {
+    pub(crate) fn parts(&self, layers: usize) -> Result<crate::class_head::ClassHeadParts> {
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
-        Ok(crate::model::ClassHeadParts {
+        Ok(crate::class_head::ClassHeadParts {
             hook: crate::HookPoint::ResidPost(layers - 1),
             pool: glassbox_data::Pool::Cls,
             pooler: Some((flat(&self.pooler_weight)?, flat(&self.pooler_bias)?)),

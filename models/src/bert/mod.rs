@@ -157,7 +157,7 @@ impl HookedModel for Bert {
         self.head.as_ref().map_or(&[], |h| &h.labels)
     }
 
-    fn class_head_parts(&self) -> Option<Result<crate::model::ClassHeadParts>> {
+    fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
         Some(self.head.as_ref()?.parts(self.cfg.num_hidden_layers))
     }
 

@@ -120,7 +120,7 @@ impl EfficientNetConfig {
             }
         };
         let num_classes = num("num_classes", 1000.0)? as usize;
-        let labels = super::id2label(path, &v, num_classes)?;
+        let labels = crate::class_head::id2label(path, &v, num_classes)?;
         Ok(Self {
             width_coefficient: num("width_coefficient", 1.0)?,
             depth_coefficient: num("depth_coefficient", 1.0)?,

@@ -69,7 +69,7 @@ impl ResNetConfig {
                 "`hidden_sizes` and `depths` must be non-empty lists of one length".into(),
             ));
         }
-        let num_classes = super::config_classes(&v);
+        let num_classes = crate::class_head::config_classes(&v);
         Ok(Self {
             num_channels: num("num_channels", 3),
             embedding_size: num("embedding_size", 64),
@@ -88,7 +88,7 @@ impl ResNetConfig {
             downsample_in_bottleneck: flag("downsample_in_bottleneck"),
             image_size: num("image_size", 224),
             num_classes,
-            labels: super::id2label(path, &v, num_classes)?,
+            labels: crate::class_head::id2label(path, &v, num_classes)?,
         })
     }
 }
@@ -181,7 +181,7 @@ pub struct ResNet {
 impl ResNet {
     pub fn load(mut cfg: ResNetConfig, w: &Weights) -> Result<Self> {
         let classes = (&mut cfg.num_classes, &mut cfg.labels);
-        super::classes_from_weight(w, "classifier.1.weight", classes);
+        crate::class_head::classes_from_weight(w, "classifier.1.weight", classes);
         let stem = Conv::load(
             w,
             "embedder.embedder",

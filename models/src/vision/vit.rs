@@ -50,7 +50,7 @@ impl VitConfig {
                 .unwrap_or("gelu"),
         )
         .map_err(bad)?;
-        let num_classes = super::config_classes(&v);
+        let num_classes = crate::class_head::config_classes(&v);
         let cfg = Self {
             hidden: num("hidden_size", 768),
             layers: num("num_hidden_layers", 12),
@@ -65,7 +65,7 @@ impl VitConfig {
                 .unwrap_or(1e-12),
             act,
             num_classes,
-            labels: super::id2label(path, &v, num_classes)?,
+            labels: crate::class_head::id2label(path, &v, num_classes)?,
         };
         if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.patch_size == 0 {
             return Err(bad(format!(
@@ -90,7 +90,7 @@ pub struct Vit {
 impl Vit {
     pub fn load(mut cfg: VitConfig, w: &Weights) -> Result<Self> {
         let classes = (&mut cfg.num_classes, &mut cfg.labels);
-        super::classes_from_weight(w, "classifier.weight", classes);
+        crate::class_head::classes_from_weight(w, "classifier.weight", classes);
         let (h, p, c) = (cfg.hidden, cfg.patch_size, cfg.num_channels);
         let grid = cfg.image_size / p;
         let e = "embeddings";

@@ -142,9 +142,9 @@ fn resolve_class_target(
             bias: parts.bias,
             n_classes: labels.len(),
             class,
-            pooler: parts
-                .pooler
-                .map(|(weight, bias)| glassbox_runner::gradients::Pooler { weight, bias }),
+            pooler: parts.pooler.map(|(weight, bias)| {
+                Box::new(glassbox_runner::gradients::Pooler { weight, bias })
+            }),
         },
         examples: (0..n).collect(),
         classes: labels.to_vec(),
