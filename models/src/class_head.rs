@@ -59,6 +59,26 @@ pub(crate) fn id2label(path: &Path, v: &serde_json::Value, n: usize) -> Result<V
     Ok(labels)
 }
 
+/// The class names of a text classifier's head whose weight `tensor` has `rows` rows: the
+/// config's `id2label`, checked against the rows where the config says how many classes.
+pub(crate) fn head_labels(
+    path: &Path,
+    config: &serde_json::Value,
+    tensor: &str,
+    rows: usize,
+) -> Result<Vec<String>> {
+    let said = config_classes(config);
+    if said > 0 && said != rows {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "the config names {said} classes (id2label/num_labels) but {tensor} has {rows} rows"
+            ),
+        });
+    }
+    id2label(path, config, rows)
+}
+
 /// A text classifier's class head read off one hook: pool `hook` over each sequence (`pool`),
 /// apply `tanh(pooler)` where there is one (BERT's pooler), then `weight · x + bias`.
 #[derive(Debug, Clone)]

@@ -378,22 +378,7 @@ impl prenorm::FastDecoder for Llama {
 }
 
 impl HookedModel for Llama {
-    fn labels(&self) -> &[String] {
-        self.score.as_ref().map_or(&[], |h| h.labels())
-    }
-
-    fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
-        Some(self.score.as_ref()?.forward(last_hidden, lengths))
-    }
-
-    fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
-        Some(self.score.as_ref()?.parts())
-    }
-
-    fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
-        self.score = Some(head);
-        true
-    }
+    crate::score_head::score_head_methods!();
 
     fn family(&self) -> &'static str {
         "llama"

@@ -29,22 +29,11 @@ impl ScoreHead {
         let Some(&[rows, hidden]) = w.tensor("score.weight").map(|t| t.dims()) else {
             return Ok(None);
         };
-        let said = crate::class_head::config_classes(config);
-        if said > 0 && said != rows {
-            return Err(ModelError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the config names {said} classes (id2label/num_labels) but score.weight has {rows} rows"
-                ),
-            });
-        }
+        let labels = crate::class_head::head_labels(path, config, "score.weight", rows)?;
         let weight = w
             .get_root("score.weight", &[rows, hidden])?
             .expect("present: its shape was just read");
-        Ok(Some(Self {
-            weight,
-            labels: crate::class_head::id2label(path, config, rows)?,
-        }))
+        Ok(Some(Self { weight, labels }))
     }
 
     /// The head as numbers: the final norm's output at the last token, then `score`.
@@ -93,3 +82,27 @@ pub(crate) fn hooks_of(
     }
     points
 }
+
+/// The `HookedModel` methods of a decoder that may carry a [`ScoreHead`] in a `score` field:
+/// its classes, its logits, its head as numbers, and taking the head from the registry.
+macro_rules! score_head_methods {
+    () => {
+        fn labels(&self) -> &[String] {
+            self.score.as_ref().map_or(&[], |h| h.labels())
+        }
+
+        fn classify(&self, last_hidden: &Tensor, lengths: &[usize]) -> Option<Result<Tensor>> {
+            Some(self.score.as_ref()?.forward(last_hidden, lengths))
+        }
+
+        fn class_head_parts(&self) -> Option<Result<crate::class_head::ClassHeadParts>> {
+            Some(self.score.as_ref()?.parts())
+        }
+
+        fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
+            self.score = Some(head);
+            true
+        }
+    };
+}
+pub(crate) use score_head_methods;

@@ -88,15 +88,7 @@ pub fn bert_tokenizer(vocab: &Path) -> Result<Tokenizer> {
         (cls.clone(), cls_id),
     )));
     tokenizer.with_decoder(Some(WordPieceDecoder::default()));
-    let specials: Vec<AddedToken> = [unk, sep, cls, pad, mask]
-        .into_iter()
-        .filter(|t| tokenizers::Model::token_to_id(tokenizer.get_model(), t).is_some())
-        .map(|t| AddedToken::from(t, true))
-        .collect();
-    tokenizer
-        .add_special_tokens(specials)
-        .map_err(|e| bad(format!("special tokens: {e}")))?;
-    Ok(tokenizer)
+    with_specials(tokenizer, [unk, sep, cls, pad, mask], vocab)
 }
 
 /// The byte-level BPE tokenizer of `vocab` (`vocab.json`) and the `merges.txt` beside it.
@@ -127,6 +119,16 @@ pub fn gpt2_tokenizer(vocab: &Path) -> Result<Tokenizer> {
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(prefix_space, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     tokenizer.with_post_processor(Some(ByteLevel::new(true, false, true)));
+    with_specials(tokenizer, specials, vocab)
+}
+
+/// Registers the special tokens the vocabulary has as special (never split, skipped when
+/// decoding), as the fast tokenizers `transformers` converts do.
+fn with_specials(
+    mut tokenizer: Tokenizer,
+    specials: impl IntoIterator<Item = String>,
+    vocab: &Path,
+) -> Result<Tokenizer> {
     let specials: Vec<AddedToken> = specials
         .into_iter()
         .filter(|t| tokenizers::Model::token_to_id(tokenizer.get_model(), t).is_some())
@@ -134,6 +136,9 @@ pub fn gpt2_tokenizer(vocab: &Path) -> Result<Tokenizer> {
         .collect();
     tokenizer
         .add_special_tokens(specials)
-        .map_err(|e| bad(format!("special tokens: {e}")))?;
+        .map_err(|e| ModelError::Tokenizer {
+            path: vocab.to_path_buf(),
+            message: format!("special tokens: {e}"),
+        })?;
     Ok(tokenizer)
 }

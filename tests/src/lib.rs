@@ -179,6 +179,39 @@ pub fn tiny_gpt2_run(run: &Path, token_level: bool, label: Option<&str>) {
     tiny_decoder_run("tiny_gpt2", run, token_level, label)
 }
 
+/// A run of the tiny vision fixture `fixture` over one generated 32 × 32 image per texture
+/// class (`stripes`, `dots`), extracted at `hook_pooled`, under `dir`; returns the run folder.
+pub fn tiny_image_run(fixture: &str, dir: &Path) -> PathBuf {
+    let images = dir.join("images");
+    let out = glassbox()
+        .args([
+            "textures",
+            "--kinds",
+            "stripes,dots",
+            "--per-class",
+            "1",
+            "--size",
+            "32",
+            "--out",
+        ])
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let run = dir.join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(workspace_root().join("tests/fixtures").join(fixture))
+        .arg("--data")
+        .arg(&images)
+        .args(["--hooks", "hook_pooled", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, &format!("extract ({fixture})"));
+    run
+}
+
 /// A run of a committed tiny decoder (`tests/fixtures/<fixture>`) on the default data:
 /// residual hooks of both blocks (mean-pooled; token rows too unless `token_level` is false),
 /// and with `label` a sequence-level probe of it (bootstrap 50, no neuron ranking).

@@ -117,33 +117,7 @@ fn a_zero_text_baseline_file_equals_the_zero_baseline_and_bad_shapes_are_refused
 #[test]
 fn image_baseline_files_are_channels_first_and_the_wrong_layout_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let images = tmp.path().join("images");
-    let out = glassbox()
-        .args([
-            "textures",
-            "--kinds",
-            "stripes,dots",
-            "--per-class",
-            "1",
-            "--size",
-            "32",
-            "--out",
-        ])
-        .arg(&images)
-        .output()
-        .unwrap();
-    assert_success(&out, "textures");
-    let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_vit"))
-        .arg("--data")
-        .arg(&images)
-        .args(["--hooks", "hook_pooled", "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract (tiny ViT)");
+    let run = glassbox_tests::tiny_image_run("tiny_vit", tmp.path());
     let out = attribute(&run, "class:predicted", &["--window", "8", "--stride", "8"]);
     assert_success(&out, "attribute (zero baseline)");
     let zero = maps(&run);

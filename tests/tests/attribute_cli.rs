@@ -189,33 +189,7 @@ assert len(m) == 2 * 32 * 32 and max(r["y"] for r in m) == 31 and max(r["x"] for
 #[test]
 fn tiny_vit_attributions_flag_the_edge_control() {
     let tmp = tempfile::tempdir().unwrap();
-    let images = tmp.path().join("images");
-    let out = glassbox()
-        .args([
-            "textures",
-            "--kinds",
-            "stripes,dots",
-            "--per-class",
-            "1",
-            "--size",
-            "32",
-            "--out",
-        ])
-        .arg(&images)
-        .output()
-        .unwrap();
-    assert_success(&out, "textures");
-    let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_vit"))
-        .arg("--data")
-        .arg(&images)
-        .args(["--hooks", "hook_pooled", "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract (tiny ViT)");
+    let run = glassbox_tests::tiny_image_run("tiny_vit", tmp.path());
     let out = glassbox()
         .args(["attribute", "--run"])
         .arg(&run)
@@ -375,33 +349,7 @@ fn text_classifier_attributions_explain_its_class_logits() {
 #[test]
 fn clip_attributions_explain_a_text_prompt_and_refuse_classes() {
     let tmp = tempfile::tempdir().unwrap();
-    let images = tmp.path().join("images");
-    let out = glassbox()
-        .args([
-            "textures",
-            "--kinds",
-            "stripes,dots",
-            "--per-class",
-            "1",
-            "--size",
-            "32",
-            "--out",
-        ])
-        .arg(&images)
-        .output()
-        .unwrap();
-    assert_success(&out, "textures");
-    let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--model"])
-        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_clip"))
-        .arg("--data")
-        .arg(&images)
-        .args(["--hooks", "hook_pooled", "--run"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract (tiny CLIP)");
+    let run = glassbox_tests::tiny_image_run("tiny_clip", tmp.path());
     let before = snapshot(&run);
     for target in ["class:predicted", "class:zebra"] {
         let out = glassbox()

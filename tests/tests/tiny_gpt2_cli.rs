@@ -120,36 +120,7 @@ fn token_targets_give_tcav_scores_on_a_causal_lm() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     tiny_decoder_run("tiny_llama", &run, true, Some("topic"));
-    let concepts = workspace_root().join("data/concepts");
-    let tcav = |target: &str| {
-        let out = glassbox()
-            .args(["gradients", "--target", target, "--run"])
-            .arg(&run)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return out;
-        }
-        glassbox()
-            .args([
-                "tcav",
-                "--json",
-                "--random-runs",
-                "3",
-                "--target",
-                target,
-                "--run",
-            ])
-            .arg(&run)
-            .arg("--concepts")
-            .arg(format!(
-                "{},{}",
-                concepts.join("food.jsonl").display(),
-                concepts.join("numbers.jsonl").display()
-            ))
-            .output()
-            .unwrap()
-    };
+    let tcav = |target: &str| gradients_then_tcav(&run, target);
     let out = tcav("token: the");
     assert_success(&out, "tcav on a token target");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -172,37 +143,7 @@ fn class_targets_give_tcav_scores_on_a_text_classifier() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     tiny_decoder_run("tiny_bert_classifier", &run, true, Some("topic"));
-    let concepts = workspace_root().join("data/concepts");
-    let gradients = |target: &str, run: &std::path::Path| {
-        glassbox()
-            .args(["gradients", "--target", target, "--run"])
-            .arg(run)
-            .output()
-            .unwrap()
-    };
-    assert_success(
-        &gradients("class:positive", &run),
-        "gradients (class target)",
-    );
-    let out = glassbox()
-        .args([
-            "tcav",
-            "--json",
-            "--random-runs",
-            "3",
-            "--target",
-            "class:positive",
-            "--run",
-        ])
-        .arg(&run)
-        .arg("--concepts")
-        .arg(format!(
-            "{},{}",
-            concepts.join("food.jsonl").display(),
-            concepts.join("numbers.jsonl").display()
-        ))
-        .output()
-        .unwrap();
+    let out = gradients_then_tcav(&run, "class:positive");
     assert_success(&out, "tcav on a class target");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
@@ -215,12 +156,48 @@ fn class_targets_give_tcav_scores_on_a_text_classifier() {
         .iter()
         .all(|r| r["target"] == "class:positive" && r["score"].as_f64().unwrap() <= 1.0));
     assert_bad_input(
-        &gradients("class:sarcastic", &run),
+        &gradients_then_tcav(&run, "class:sarcastic"),
         &["no class `sarcastic`", "negative; neutral; positive"],
     );
     let lm = tmp.path().join("lm");
     tiny_decoder_run("tiny_gpt2", &lm, false, Some("topic"));
-    assert_bad_input(&gradients("class:positive", &lm), &["no class head"]);
+    assert_bad_input(
+        &gradients_then_tcav(&lm, "class:positive"),
+        &["no class head"],
+    );
+}
+
+/// `glassbox gradients` for `target`, then (if it succeeded) `glassbox tcav --json` of the
+/// shipped food and numbers concepts with 3 random runs; the last command's output.
+fn gradients_then_tcav(run: &std::path::Path, target: &str) -> std::process::Output {
+    let out = glassbox()
+        .args(["gradients", "--target", target, "--run"])
+        .arg(run)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return out;
+    }
+    let concepts = workspace_root().join("data/concepts");
+    glassbox()
+        .args([
+            "tcav",
+            "--json",
+            "--random-runs",
+            "3",
+            "--target",
+            target,
+            "--run",
+        ])
+        .arg(run)
+        .arg("--concepts")
+        .arg(format!(
+            "{},{}",
+            concepts.join("food.jsonl").display(),
+            concepts.join("numbers.jsonl").display()
+        ))
+        .output()
+        .unwrap()
 }
 
 /// `glassbox hooks MODEL | head`: a reader that closed the pipe gets no panic message and the

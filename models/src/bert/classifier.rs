@@ -34,15 +34,7 @@ impl ClassHead {
         else {
             return Ok(None);
         };
-        let said = crate::class_head::config_classes(config);
-        if said > 0 && said != rows {
-            return Err(ModelError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the config names {said} classes (id2label/num_labels) but classifier.weight has {rows} rows"
-                ),
-            });
-        }
+        let labels = crate::class_head::head_labels(path, config, "classifier.weight", rows)?;
         let missing = |name: &str| ModelError::MissingTensor {
             path: w.path().to_path_buf(),
             name: format!("{name} (a sequence classifier reads [CLS] through the pooler)"),
@@ -59,7 +51,7 @@ impl ClassHead {
             bias: w
                 .get_root("classifier.bias", &[rows])?
                 .ok_or_else(|| missing("classifier.bias"))?,
-            labels: crate::class_head::id2label(path, config, rows)?,
+            labels,
         }))
     }
 
