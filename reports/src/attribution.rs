@@ -34,18 +34,18 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'
         })
 }
 
-/// One method's verdict (a row of `methods.parquet`).
-struct Verdict {
-    method: String,
-    target: String,
-    faithfulness: Option<f64>,
+/// One method's verdict (a row of `methods.parquet`); the main report reads the fields it shows.
+pub(crate) struct Verdict {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) faithfulness: Option<f64>,
     max_sensitivity: Option<f64>,
     completeness_error: Option<f64>,
     randomized_spearman: Option<f64>,
     /// `probe:` targets: |ρ| with the maps of the probe refitted on shuffled labels.
     label_randomized_spearman: Option<f64>,
-    sanity_passed: Option<bool>,
-    rank: u32,
+    pub(crate) sanity_passed: Option<bool>,
+    pub(crate) rank: u32,
 }
 
 impl Verdict {
@@ -69,7 +69,7 @@ fn opt(a: &Float64Array, i: usize) -> Option<f64> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
-fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
+pub(crate) fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
     let path = dir.join("methods.parquet");
     let mut out = Vec::new();
     for b in batches(&path)? {
@@ -100,101 +100,6 @@ fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
         }
     }
     Ok(out)
-}
-
-/// One method's standing for one target, for the main report and `summary.json`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct MethodStanding {
-    pub target: String,
-    pub method: String,
-    /// 1 = most faithful among the methods that passed the sanity check.
-    pub rank: u32,
-    pub faithfulness: Option<f64>,
-    /// The model-randomisation check; `None` where it was not run.
-    pub sanity_passed: Option<bool>,
-}
-
-/// The attribute stage's verdicts, summarised for the main report (absent without the stage).
-pub fn summarise(run: &RunDir) -> Result<Option<Vec<MethodStanding>>, ReportError> {
-    let dir = run.root().join("attributions");
-    if !dir.join("methods.parquet").is_file() {
-        return Ok(None);
-    }
-    let mut rows: Vec<MethodStanding> = verdicts(&dir)?
-        .into_iter()
-        .map(|v| MethodStanding {
-            target: v.target,
-            method: v.method,
-            rank: v.rank,
-            faithfulness: v.faithfulness,
-            sanity_passed: v.sanity_passed,
-        })
-        .collect();
-    rows.sort_by(|a, b| a.target.cmp(&b.target).then(a.rank.cmp(&b.rank)));
-    Ok(Some(rows))
-}
-
-/// One finding per target: the most faithful method that passed the sanity check, and the
-/// methods that failed it (whose maps must not be read as explanations).
-pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
-    let mut targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
-    targets.dedup();
-    targets
-        .into_iter()
-        .filter_map(|t| {
-            let mine: Vec<&MethodStanding> = rows.iter().filter(|r| r.target == t).collect();
-            let best = mine
-                .iter()
-                .filter(|r| r.sanity_passed != Some(false))
-                .min_by_key(|r| r.rank)?;
-            let checked = match best.sanity_passed {
-                Some(true) => "passed the model-randomisation check",
-                _ => "randomisation check not run",
-            };
-            let failed: Vec<String> = mine
-                .iter()
-                .filter(|r| r.sanity_passed == Some(false))
-                .map(|r| format!("`{}`", r.method))
-                .collect();
-            let failed = if failed.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; {} failed it: their maps do not depend on the model",
-                    failed.join(", ")
-                )
-            };
-            Some(format!(
-                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){failed}",
-                best.method,
-                fmt(best.faithfulness)
-            ))
-        })
-        .collect()
-}
-
-/// The main report's section: methods ranked per target, failures named, a link to the page.
-pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
-    let mut h = String::from(
-        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness</th><th>sanity check</th></tr></thead><tbody>\n",
-    );
-    for r in rows {
-        let verdict = match r.sanity_passed {
-            Some(true) => "passed",
-            Some(false) => "FAILED — its maps do not depend on the model",
-            None => "not run",
-        };
-        h.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&r.target),
-            r.rank,
-            escape(&r.method),
-            fmt(r.faithfulness),
-            verdict
-        ));
-    }
-    h.push_str("</tbody></table>\n</section>\n");
-    h
 }
 
 /// `(example, method, target) → predicted` and `f(x)`, from `summary.parquet`.
@@ -455,7 +360,7 @@ fn curves_svg(curves: &MeanCurves) -> String {
     svg
 }
 
-fn fmt(v: Option<f64>) -> String {
+pub(crate) fn fmt(v: Option<f64>) -> String {
     v.map_or("–".to_owned(), |v| format!("{v:.3}"))
 }
 
@@ -558,61 +463,4 @@ pub fn write_attribution_page(run: &RunDir, dir: &Path) -> Result<PathBuf, Repor
     let path = dir.join("index.html");
     glassbox_data::atomic::write_bytes(&path, html.as_bytes())?;
     Ok(path)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_report_section_names_failed_methods_and_links_the_page() {
-        let row = |method: &str, rank, passed| super::MethodStanding {
-            target: "class:tabby".into(),
-            method: method.into(),
-            rank,
-            faithfulness: Some(0.25),
-            sanity_passed: passed,
-        };
-        let h = super::section_html(&[
-            row("integrated_gradients", 1, Some(true)),
-            row("edges", 2, Some(false)),
-            row("occlusion", 3, None),
-        ]);
-        assert!(h.contains("href=\"../attributions/index.html\""));
-        assert!(h.contains("<td>edges</td><td>0.250</td><td>FAILED"), "{h}");
-        assert!(
-            h.contains("<td>occlusion</td><td>0.250</td><td>not run"),
-            "{h}"
-        );
-    }
-
-    #[test]
-    fn the_headline_is_the_best_sane_method_and_names_the_failures() {
-        let row = |target: &str, method: &str, rank, passed| super::MethodStanding {
-            target: target.into(),
-            method: method.into(),
-            rank,
-            faithfulness: Some(0.5),
-            sanity_passed: passed,
-        };
-        // A failed method never heads a target, even at rank 1.
-        let lines = super::headlines(&[
-            row("class:tabby", "edges", 1, Some(false)),
-            row("class:tabby", "occlusion", 2, Some(true)),
-            row("token: Paris", "saliency", 1, None),
-        ]);
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(
-            lines[0].starts_with("attributions of `class:tabby`: `occlusion`"),
-            "{lines:?}"
-        );
-        assert!(
-            lines[0].contains("passed the model-randomisation check); `edges` failed it"),
-            "{lines:?}"
-        );
-        assert!(
-            lines[1].contains("`saliency`") && lines[1].contains("not run"),
-            "{lines:?}"
-        );
-        // Every method failed: nothing is presented as an explanation.
-        assert!(super::headlines(&[row("class:cat", "edges", 1, Some(false))]).is_empty());
-    }
 }

@@ -125,7 +125,7 @@ pub(crate) fn render(s: &Summary) -> String {
         body.push_str(&crate::causal::section_html(c));
     }
     if let Some(a) = s.attributions.as_deref().filter(|a| !a.is_empty()) {
-        body.push_str(&crate::attribution::section_html(a));
+        body.push_str(&crate::attribution_summary::section_html(a));
     }
     if let Some(d) = &s.dissection {
         body.push_str(&crate::dissection::section_html(d));

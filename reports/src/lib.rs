@@ -4,6 +4,7 @@
 
 mod atp_svg;
 pub mod attribution;
+pub mod attribution_summary;
 pub mod causal;
 pub mod dictionary;
 pub mod dissection;
@@ -93,7 +94,7 @@ pub struct Summary {
     /// The attribute stage's methods ranked per target, with their sanity verdicts (absent
     /// without the stage); the maps are on `attributions/index.html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attributions: Option<Vec<attribution::MethodStanding>>,
+    pub attributions: Option<Vec<attribution_summary::MethodStanding>>,
     /// Network Dissection's labels per hook and the units shown with their images (absent
     /// without a dissect stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +143,7 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
         summary
             .attributions
             .iter()
-            .flat_map(|a| attribution::headlines(a)),
+            .flat_map(|a| attribution_summary::headlines(a)),
     );
     // Plain text: the code marks are for the Markdown and HTML reports.
     lines.into_iter().map(|l| l.replace('`', "")).collect()
@@ -177,7 +178,7 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
         summary
             .attributions
             .iter()
-            .flat_map(|a| attribution::headlines(a)),
+            .flat_map(|a| attribution_summary::headlines(a)),
     );
     lines.extend(tcav.into_iter().filter(|l| !l.starts_with("concept ")));
     lines
@@ -265,7 +266,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
         dictionary,
         patching: patching::summarise(run)?,
         causal: causal::summarise(run)?,
-        attributions: attribution::summarise(run)?,
+        attributions: attribution_summary::summarise(run)?,
         dissection: if manifest_has_dissect {
             dissection::summarise(run)?
         } else {
