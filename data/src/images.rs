@@ -222,6 +222,35 @@ pub struct Preprocessor {
     pub filter: FilterType,
 }
 
+/// The processor class a `preprocessor_config.json` names (`image_processor_type`, or
+/// `feature_extractor_type` in older files), without its `ImageProcessor`/`FeatureExtractor`
+/// suffix.
+fn processor_kind(v: &serde_json::Value) -> &str {
+    let name = ["image_processor_type", "feature_extractor_type"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
+        .unwrap_or("");
+    let name = name.strip_suffix("Fast").unwrap_or(name);
+    name.strip_suffix("ImageProcessor")
+        .or_else(|| name.strip_suffix("FeatureExtractor"))
+        .unwrap_or(name)
+}
+
+/// `ConvNextImageProcessor` (ResNet and ConvNeXt checkpoints): `crop_pct` applies.
+fn convnext_processor(v: &serde_json::Value) -> bool {
+    processor_kind(v) == "ConvNext" || v.get("crop_pct").is_some()
+}
+
+/// Processors whose bare-number `size` is the shorter edge (`default_to_square=False` in their
+/// `get_size_dict`), not a square.
+fn shortest_edge_processor(v: &serde_json::Value) -> bool {
+    convnext_processor(v)
+        || matches!(
+            processor_kind(v),
+            "CLIP" | "ChineseCLIP" | "Bit" | "MobileNetV1" | "MobileNetV2" | "LevIT"
+        )
+}
+
 /// `FilterType` by name (the `image` crate's type has no serde).
 mod filter_name {
     use super::FilterType;
@@ -324,9 +353,36 @@ impl Preprocessor {
             Some((num(x, "height")?, num(x, "width")?))
         };
         let (mut shortest_edge, mut resize_to) = (None, None);
+        let mut crop =
+            if flag("do_center_crop", false) {
+                Some(hw(v.get("crop_size")).ok_or_else(|| {
+                    bad("do_center_crop is set but `crop_size` is missing".into())
+                })?)
+            } else {
+                None
+            };
         if flag("do_resize", true) {
             let size = v.get("size");
-            match size.and_then(|s| num(s, "shortest_edge")) {
+            // A bare number means the shorter edge for the processors that `transformers`
+            // builds with `default_to_square=False`, a square for the others (ViT).
+            let edge = size.and_then(|s| num(s, "shortest_edge")).or_else(|| {
+                shortest_edge_processor(&v).then(|| size?.as_u64().map(|n| n as u32))?
+            });
+            match edge {
+                // `ConvNextImageProcessor`: below 384 px, resize the shorter edge to
+                // size / crop_pct, then centre-crop size × size; from 384 on, a square resize.
+                Some(n) if convnext_processor(&v) => {
+                    let crop_pct = v.get("crop_pct").and_then(|x| x.as_f64()).unwrap_or(224.0 / 256.0);
+                    if !(crop_pct > 0.0 && crop_pct <= 1.0) {
+                        return Err(bad(format!("crop_pct {crop_pct} must lie in (0, 1]")));
+                    }
+                    if n < 384 {
+                        shortest_edge = Some((n as f64 / crop_pct) as u32);
+                        crop = Some((n, n));
+                    } else {
+                        resize_to = Some((n, n));
+                    }
+                }
                 Some(n) => shortest_edge = Some(n),
                 None => {
                     resize_to = Some(hw(size).ok_or_else(|| {
@@ -335,14 +391,6 @@ impl Preprocessor {
                 }
             }
         }
-        let crop =
-            if flag("do_center_crop", false) {
-                Some(hw(v.get("crop_size")).ok_or_else(|| {
-                    bad("do_center_crop is set but `crop_size` is missing".into())
-                })?)
-            } else {
-                None
-            };
         let triple = |k: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             match v.get(k) {
                 None => Ok(default),
@@ -414,16 +462,12 @@ impl Preprocessor {
         let mut img = std::borrow::Cow::Borrowed(img);
         if let Some(edge) = self.shortest_edge {
             let (w, h) = img.dimensions();
+            // The longer edge as `transformers`' `get_resize_output_image_size` computes it:
+            // `int(edge * long / short)`, truncated.
             let (nw, nh) = if w <= h {
-                (
-                    edge,
-                    ((h as u64 * edge as u64 + w as u64 / 2) / w as u64) as u32,
-                )
+                (edge, (h as u64 * edge as u64 / w as u64) as u32)
             } else {
-                (
-                    ((w as u64 * edge as u64 + h as u64 / 2) / h as u64) as u32,
-                    edge,
-                )
+                ((w as u64 * edge as u64 / h as u64) as u32, edge)
             };
             img = std::borrow::Cow::Owned(image::imageops::resize(&*img, nw, nh, filter));
         } else if let Some((h, w)) = self.resize_to {
@@ -470,6 +514,60 @@ mod tests {
         let p = dir.join("preprocessor_config.json");
         std::fs::write(&p, v.to_string()).unwrap();
         p
+    }
+
+    /// The geometry `transformers` gives each processor kind's `size`.
+    #[test]
+    fn sizes_mean_what_each_processor_kind_makes_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |v: serde_json::Value| {
+            Preprocessor::from_json_file(&write_json(dir.path(), v)).unwrap()
+        };
+        // ResNet's ConvNext processor: shorter edge to int(224 / 0.875) = 256, crop 224.
+        let p = read(
+            serde_json::json!({"feature_extractor_type": "ConvNextFeatureExtractor",
+            "crop_pct": 0.875, "size": 224, "resample": 3}),
+        );
+        assert_eq!(
+            (p.shortest_edge, p.resize_to, p.crop),
+            (Some(256), None, Some((224, 224)))
+        );
+        // … from 384 px on, a square resize and no crop.
+        let p = read(
+            serde_json::json!({"image_processor_type": "ConvNextImageProcessor",
+            "size": {"shortest_edge": 384}}),
+        );
+        assert_eq!(
+            (p.shortest_edge, p.resize_to, p.crop),
+            (None, Some((384, 384)), None)
+        );
+        // CLIP's bare 224 is the shorter edge; ViT's is a square.
+        let p = read(
+            serde_json::json!({"feature_extractor_type": "CLIPFeatureExtractor",
+            "size": 224, "do_center_crop": true, "crop_size": 224}),
+        );
+        assert_eq!(
+            (p.shortest_edge, p.resize_to, p.crop),
+            (Some(224), None, Some((224, 224)))
+        );
+        let p = read(serde_json::json!({"image_processor_type": "ViTImageProcessor", "size": 224}));
+        assert_eq!((p.shortest_edge, p.resize_to), (None, Some((224, 224))));
+        // The longer edge is truncated as `int(224 * 640 / 480)` = 298 (not rounded to 299).
+        let p = Preprocessor {
+            shortest_edge: Some(224),
+            ..Preprocessor::identity()
+        };
+        let img = RgbImage::new(640, 480);
+        let out = p
+            .resize_and_crop(&img, FilterType::Triangle, Path::new("x.png"))
+            .unwrap();
+        assert_eq!(out.dimensions(), (298, 224));
+        let e = Preprocessor::from_json_file(&write_json(
+            dir.path(),
+            serde_json::json!({"crop_pct": 1.5, "size": 224}),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("crop_pct"), "{e}");
     }
 
     #[test]
