@@ -22,6 +22,7 @@ pub mod masks;
 pub mod modality;
 pub mod pairs;
 pub mod pool;
+pub mod preprocessor;
 pub mod progress;
 pub mod remote_parts;
 pub mod rng;
