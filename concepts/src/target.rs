@@ -23,28 +23,19 @@ pub struct TargetSpec {
 impl TargetSpec {
     pub fn parse(spec: &str) -> Result<Self, ConceptError> {
         let (kind, rest) = spec.split_once(':').unwrap_or(("", spec));
+        // A target read off the model itself rather than a probe of the run.
+        let model_target = |token: Option<String>, head_class: Option<String>| Self {
+            spec: spec.to_owned(),
+            label: String::new(),
+            class: String::new(),
+            hook: None,
+            token,
+            head_class,
+        };
         match kind {
             "probe" => {}
-            "token" if !rest.is_empty() => {
-                return Ok(Self {
-                    spec: spec.to_owned(),
-                    label: String::new(),
-                    class: String::new(),
-                    hook: None,
-                    token: Some(rest.to_owned()),
-                    head_class: None,
-                })
-            }
-            "class" if !rest.is_empty() => {
-                return Ok(Self {
-                    spec: spec.to_owned(),
-                    label: String::new(),
-                    class: String::new(),
-                    hook: None,
-                    token: None,
-                    head_class: Some(rest.to_owned()),
-                })
-            }
+            "token" if !rest.is_empty() => return Ok(model_target(Some(rest.to_owned()), None)),
+            "class" if !rest.is_empty() => return Ok(model_target(None, Some(rest.to_owned()))),
             _ => {
                 return Err(invalid(format!(
                     "target `{spec}`: expected probe:<label>=<class>[@<hook>], token:<text> or class:<label>"
