@@ -197,6 +197,13 @@ bench passes="6": models
     @test ! -f target/bench/smollm2.json || .venv-bench/bin/python bench/pytorch_smollm2.py target/bench/texts-smollm2.jsonl target/bench/pytorch-smollm2.json 2 > /dev/null 2>&1 || echo "PyTorch could not run SmolLM2's GGUF"
     @test ! -f target/bench/pytorch-smollm2.json || python3 bench/compare.py --forward-only target/bench/smollm2.json target/bench/pytorch-smollm2.json
 
+# `just bench` with both sides held to AVX2 + FMA on an AVX-512 machine — the code an AVX2-only
+# CPU runs: glassbox's kernels and `gemm`'s through GLASSBOX_SIMD, PyTorch's through
+# ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS and ONEDNN_MAX_CPU_ISA. Same cores, caches and
+# clocks as the AVX-512 figures, so it isolates the instruction set, not a different CPU.
+bench-avx2 passes="6":
+    GLASSBOX_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 just bench {{passes}}
+
 # Probe fitting time next to scikit-learn (lbfgs) on the same 20,000 x 384 rows, binary and 10-class.
 bench-probes:
     cargo build --release --bin glassbox-bench-probes

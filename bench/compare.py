@@ -15,8 +15,11 @@ figure least moved by the machine's drift.
 Usage: compare.py [--forward-only] GLASSBOX.json[,...] PYTORCH.json[,...] [MEMORY_SMALL.json MEMORY_LARGE.json]
 """
 import json
+import os
 import statistics
 import sys
+
+from cpu import cpu_flags
 
 forward_only = sys.argv[1:2] == ["--forward-only"]
 if forward_only:
@@ -33,6 +36,11 @@ def best(runs, section, key="tokens_per_s"):
 
 g = load(sys.argv[1])
 p = load(sys.argv[2])
+print(
+    f"instruction sets: glassbox {g[0].get('simd_level', '?')}, PyTorch (ATen) {p[0].get('cpu_capability', '?')}"
+    f", MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'unset')}"
+    f"; CPU flags: {' '.join(cpu_flags())}"
+)
 passes = sum(run.get("passes", 1) for run in g), sum(run.get("passes", 1) for run in p)
 paired = all(run.get("paired") for run in g + p) and len(g) == len(p) == 1
 if paired:
@@ -40,13 +48,14 @@ if paired:
 else:
     print(f"glassbox: best of {passes[0]} passes in {len(g)} rounds; PyTorch: best of {passes[1]} passes in {len(p)} rounds")
 rows = [
-    ("forward, 7 hidden states", "forward_only", "tokens_per_s", 1.15),
-    ("  (median batch)", "forward_only", "median_batch_tokens_per_s", 1.15),
-    ("end to end to Parquet", "end_to_end_parquet", "tokens_per_s", 1.3),
+    ("forward, 7 hidden states", "forward_only", "tokens_per_s", 1.3),
+    ("  (median batch)", "forward_only", "median_batch_tokens_per_s", 1.3),
+    ("end to end to Parquet", "end_to_end_parquet", "tokens_per_s", 1.5),
 ]
 if forward_only:
     hooks = len(g[0].get("hooks", [])) or "all"
-    rows = [(f"forward, {hooks} hidden states", "forward_only", "tokens_per_s", None)]
+    # The decoder forward target (SmolLM2: ≥ 1.3× PyTorch).
+    rows = [(f"forward, {hooks} hidden states", "forward_only", "tokens_per_s", 1.3)]
 print(f"{'tokens/s (bs 32 x 128)':<28}{'glassbox':>10}{'pytorch':>10}{'ratio':>8}{'target':>8}" + ("" if paired else "  per round"))
 for name, section, key, target in rows:
     ours, theirs = best(g, section, key), best(p, section, key)

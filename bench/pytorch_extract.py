@@ -2,10 +2,12 @@
 """PyTorch + transformers + pyarrow reference for `just bench` (the Python stack users know).
 
 On the same texts as glassbox-bench (batch 32 x 128 tokens, all-MiniLM-L6-v2 from the HF
-cache): (1) forward with output_hidden_states=True, all 7 hidden states copied to numpy;
-(2) end to end: the same plus writing every layer's token rows (example_id, position,
-act: fixed_size_list<float32>[384], padding dropped) to Parquet with pyarrow, uncompressed,
-like glassbox's store. Each is measured over PASSES passes (default 3) and the best pass is
+cache): (1) forward with output_hidden_states=True, all 7 hidden states copied to numpy, on
+texts tokenised beforehand (as glassbox-bench's forward); (2) end to end, the work glassbox's
+timed extraction does: tokenising the texts, the forward, and writing every layer's token rows
+(example_id, position, act: fixed_size_list<float32>[384], padding dropped) and its mean and
+[CLS] pools per example to Parquet with pyarrow, uncompressed, like glassbox's store. (Until
+2026-12-06 the end-to-end pass took pre-tokenised batches and wrote no pools.) Each is measured over PASSES passes (default 3) and the best pass is
 reported, as glassbox-bench does (every pass is in the JSON). Prints JSON; peak RSS from
 getrusage.
 
@@ -67,26 +69,41 @@ def forward_pass():
     return forward_passes[-1]
 
 
+def write(writers, path, columns):
+    table = pa.table(columns)
+    if path not in writers:
+        writers[path] = pq.ParquetWriter(path, table.schema, compression="none")
+    writers[path].write_table(table)
+
+
+def vectors(rows):
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), rows.shape[1])
+
+
 def end_to_end(tmp):
+    """From the texts to what glassbox's extraction writes for them: tokenised here (glassbox
+    tokenises inside its timed extraction too), every layer's token rows, and its mean and
+    [CLS] pools per example (glassbox-bench stores both pools)."""
     start = time.perf_counter()
     writers = {}
     first_id = 0
-    for batch in batches:
+    for i in range(0, len(texts), BATCH):
+        batch = tokenizer(texts[i : i + BATCH], padding=True, truncation=True, max_length=SEQ, return_tensors="pt")
         hidden = forward(batch)
         mask = batch["attention_mask"].numpy().astype(bool)
-        example_ids = np.broadcast_to(np.arange(first_id, first_id + mask.shape[0])[:, None], mask.shape)[mask]
-        positions = np.broadcast_to(np.arange(mask.shape[1])[None, :], mask.shape)[mask]
+        ids = np.arange(first_id, first_id + mask.shape[0], dtype=np.uint64)
+        example_ids = np.broadcast_to(ids[:, None], mask.shape)[mask]
+        positions = np.broadcast_to(np.arange(mask.shape[1], dtype=np.uint32)[None, :], mask.shape)[mask]
+        weights = mask[:, :, None].astype(np.float32)
         for layer, h in enumerate(hidden):
-            rows = h[mask]
-            act = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), rows.shape[1])
-            table = pa.table({
-                "example_id": pa.array(example_ids.astype(np.uint64)),
-                "position": pa.array(positions.astype(np.uint32)),
-                "act": act,
+            write(writers, f"{tmp}/layer{layer}.parquet", {
+                "example_id": pa.array(example_ids),
+                "position": pa.array(positions),
+                "act": vectors(h[mask]),
             })
-            if layer not in writers:
-                writers[layer] = pq.ParquetWriter(f"{tmp}/layer{layer}.parquet", table.schema, compression="none")
-            writers[layer].write_table(table)
+            mean = (h * weights).sum(axis=1) / weights.sum(axis=1)
+            write(writers, f"{tmp}/layer{layer}_mean.parquet", {"example_id": pa.array(ids), "act": vectors(mean)})
+            write(writers, f"{tmp}/layer{layer}_cls.parquet", {"example_id": pa.array(ids), "act": vectors(h[:, 0])})
         first_id += mask.shape[0]
     for w in writers.values():
         w.close()
@@ -123,6 +140,8 @@ report = {
     "torch": torch.__version__,
     "transformers": transformers.__version__,
     "threads": torch.get_num_threads(),
+    # The vector ISA ATen dispatched to (capped by ATEN_CPU_CAPABILITY in `just bench-avx2`).
+    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     "passes": len(forward_passes),
     "paired": SERVE,
     "forward_only": {

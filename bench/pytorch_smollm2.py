@@ -60,6 +60,8 @@ result = {
     "model": REPO,
     "torch": torch.__version__,
     "threads": torch.get_num_threads(),
+    # The vector ISA ATen dispatched to (capped by ATEN_CPU_CAPABILITY in `just bench-avx2`).
+    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     "tokens": n_tokens,
     "passes": PASSES,
     "forward_only": {"tokens_per_s": max(passes), "passes_tokens_per_s": passes},

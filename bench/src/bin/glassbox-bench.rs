@@ -293,6 +293,9 @@ fn main() -> Result<()> {
     let report = serde_json::json!({
         "model": args.model,
         "threads": threads,
+        // The instruction set glassbox's kernels (and `gemm`'s) ran at: the CPU's best unless
+        // `GLASSBOX_SIMD` capped it (`just bench-avx2`).
+        "simd_level": format!("{:?}", glassbox_data::simd::level()).to_lowercase(),
         "batch_size": BATCH,
         "seq_len": SEQ,
         "hooks": hooks.iter().map(ToString::to_string).collect::<Vec<_>>(),
