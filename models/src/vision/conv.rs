@@ -3,8 +3,10 @@
 //! pixels, a depthwise convolution vectorises over channels, and the activation a hook sees is
 //! already `[batch, h·w, channels]`.
 
-use crate::kernels::{matmul_wt, threads, zeros, Recycler};
+use crate::kernels::{matmul_wt, zeros, Recycler};
 use rayon::prelude::*;
+
+pub use super::depthwise::{conv_depthwise, depthwise_weight};
 
 /// A spatial size and its padding for one dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,73 +177,6 @@ pub fn dense_weight(w: &[f32], out: usize, cin: usize, kernel: usize) -> Vec<f32
         }
     }
     r
-}
-
-/// `[c, 1, k, k]` → `[k, k, c]`: per tap, one weight per channel.
-pub fn depthwise_weight(w: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
-    let mut r = vec![0f32; w.len()];
-    for c in 0..channels {
-        for t in 0..kernel * kernel {
-            r[t * channels + c] = w[c * kernel * kernel + t];
-        }
-    }
-    r
-}
-
-/// Depthwise convolution plus bias: every channel filtered by its own `k×k` kernel
-/// (`weight_taps` from [`depthwise_weight`]). Parallel over output rows; the channel loop is
-/// the vectorised one. The output comes from `spare` (each pixel starts from the bias, so
-/// stale contents never matter).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_depthwise(
-    spare: &Recycler,
-    x: &[f32],
-    shape: Nhwc,
-    weight_taps: &[f32],
-    bias: &[f32],
-    kernel: usize,
-    stride: usize,
-    pad: (Padded, Padded),
-) -> (Vec<f32>, Nhwc) {
-    let (ph, pw) = pad;
-    let c = shape.channels;
-    let out_shape = Nhwc {
-        batch: shape.batch,
-        height: ph.output,
-        width: pw.output,
-        channels: c,
-    };
-    let mut out = spare.take(out_shape.len());
-    let min_rows = (shape.batch * ph.output / (4 * threads())).max(1);
-    out.par_chunks_mut(pw.output * c)
-        .with_min_len(min_rows)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, oy) = (row / ph.output, row % ph.output);
-            for ox in 0..pw.output {
-                let acc = &mut dst[ox * c..(ox + 1) * c];
-                acc.copy_from_slice(bias);
-                for ky in 0..kernel {
-                    let iy = (oy * stride + ky) as isize - ph.before as isize;
-                    if iy < 0 || iy as usize >= shape.height {
-                        continue;
-                    }
-                    for kx in 0..kernel {
-                        let ix = (ox * stride + kx) as isize - pw.before as isize;
-                        if ix < 0 || ix as usize >= shape.width {
-                            continue;
-                        }
-                        let src =
-                            ((b * shape.height + iy as usize) * shape.width + ix as usize) * c;
-                        let w = &weight_taps[(ky * kernel + kx) * c..(ky * kernel + kx + 1) * c];
-                        for ((a, v), w) in acc.iter_mut().zip(&x[src..src + c]).zip(w) {
-                            *a += v * w;
-                        }
-                    }
-                }
-            }
-        });
-    (out, out_shape)
 }
 
 /// Max pooling (`k×k`, stride, symmetric padding that never wins: PyTorch's `MaxPool2d`).

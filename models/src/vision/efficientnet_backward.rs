@@ -10,11 +10,12 @@
 //! with respect to the hooked value itself.
 
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
+use super::depthwise::{depthwise_backward, Relu6Masks};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
 use super::efficientnet_forward::Tape;
 use crate::batch::ImageBatch;
 use crate::hooks::{Capture, ConvPart, HookPoint};
-use crate::kernels::{matmul_w, Recycler};
+use crate::kernels::matmul_w;
 use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
@@ -36,112 +37,6 @@ fn relu6_mask(g: &mut [f32], y: &[f32]) {
                 .zip(y)
                 .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 })
         });
-}
-
-/// ReLU6 outputs whose derivative [`depthwise_backward`] applies as it goes.
-#[derive(Clone, Copy, Default)]
-struct Relu6Masks<'a> {
-    /// The convolution's own ReLU6 output: `g` passes its derivative as it is read.
-    output: Option<&'a [f32]>,
-    /// The ReLU6 output the convolution read (the expansion's): the input gradient passes its
-    /// derivative once complete.
-    input: Option<&'a [f32]>,
-}
-
-/// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`,
-/// in a buffer from `spare`. Each image's gradient rows are built in order: a row is cleared
-/// just before the first output row's taps add into it and, with `masks.input`, passed through
-/// the ReLU6 derivative as soon as no later output row reaches it — both while it is in cache,
-/// where a `memset` of the whole buffer first and a [`relu6_mask`] pass after were three more
-/// streams of up to 77 MB per block. With `masks.output`, `g` passes its ReLU6 derivative
-/// pixel by pixel as it is read. Bit-identical to clearing, scattering and masking in turn.
-#[allow(clippy::too_many_arguments)]
-fn depthwise_backward(
-    spare: &Recycler,
-    g: &[f32],
-    masks: Relu6Masks<'_>,
-    out: Nhwc,
-    taps: &[f32],
-    k: usize,
-    stride: usize,
-    input: Nhwc,
-) -> Vec<f32> {
-    let c = input.channels;
-    let (ph, pw) = (
-        same_padding(input.height, k, stride),
-        same_padding(input.width, k, stride),
-    );
-    let per_image = input.pixels() * c;
-    let row_len = input.width * c;
-    let height = input.height as isize;
-    let mut dx = spare.take(input.len());
-    dx.par_chunks_mut(per_image)
-        .enumerate()
-        .for_each(|(b, dxb)| {
-            let mut masked = vec![0f32; if masks.output.is_some() { c } else { 0 }];
-            // Rows `..cleared` are cleared; rows `..complete` have all their taps (and mask).
-            let (mut cleared, mut complete) = (0usize, 0usize);
-            let mut clear_to = |dxb: &mut [f32], to: usize| {
-                if to > cleared {
-                    dxb[cleared * row_len..to * row_len].fill(0.0);
-                    cleared = to;
-                }
-            };
-            for oy in 0..out.height {
-                // The input rows this output row's taps reach, clipped to the image.
-                let first = (oy * stride) as isize - ph.before as isize;
-                clear_to(dxb, (first + k as isize).clamp(0, height) as usize);
-                for ox in 0..out.width {
-                    let at = ((b * out.height + oy) * out.width + ox) * c;
-                    let go = &g[at..][..c];
-                    let go = match masks.output {
-                        Some(y) => {
-                            for ((m, &g), &y) in masked.iter_mut().zip(go).zip(&y[at..][..c]) {
-                                *m = if y > 0.0 && y < 6.0 { g } else { 0.0 };
-                            }
-                            &masked[..]
-                        }
-                        None => go,
-                    };
-                    for ky in 0..k {
-                        let iy = first + ky as isize;
-                        if iy < 0 || iy >= height {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * stride + kx) as isize - pw.before as isize;
-                            if ix < 0 || ix as usize >= input.width {
-                                continue;
-                            }
-                            let at = (iy as usize * input.width + ix as usize) * c;
-                            let w = &taps[(ky * k + kx) * c..][..c];
-                            for ((d, g), w) in dxb[at..at + c].iter_mut().zip(go).zip(w) {
-                                *d += g * w;
-                            }
-                        }
-                    }
-                }
-                // Rows above the next output row's first tap are final.
-                let done = if oy + 1 == out.height {
-                    input.height
-                } else {
-                    (first + stride as isize).clamp(0, height) as usize
-                };
-                if done > complete {
-                    clear_to(dxb, done);
-                    if let Some(h) = masks.input {
-                        let rows = complete * row_len..done * row_len;
-                        let h = &h[b * per_image..][rows.clone()];
-                        for (d, &h) in dxb[rows].iter_mut().zip(h) {
-                            *d = if h > 0.0 && h < 6.0 { *d } else { 0.0 };
-                        }
-                    }
-                    complete = done;
-                }
-            }
-            clear_to(dxb, input.height);
-        });
-    dx
 }
 
 /// Sums `[batch, positions, width]` over positions.
@@ -434,130 +329,5 @@ impl EfficientNet {
         }
         spare.give(g_out);
         Ok(g_in)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vision::conv::conv_depthwise;
-    use crate::vision::conv::tests::data;
-
-    /// The backward is the adjoint of the (bias-free) depthwise convolution:
-    /// ⟨conv(x), g⟩ = ⟨x, convᵀ(g)⟩ exactly, for every size, kernel and stride.
-    #[test]
-    fn depthwise_backward_is_the_adjoint() {
-        for (size, k, stride) in [(28, 3, 2), (9, 5, 2), (14, 5, 1), (12, 3, 1), (7, 3, 2)] {
-            let input = Nhwc {
-                batch: 2,
-                height: size,
-                width: size + 1,
-                channels: 5,
-            };
-            let x = data(input.len(), 1);
-            let taps = data(k * k * 5, 2);
-            let pad = (
-                same_padding(size, k, stride),
-                same_padding(size + 1, k, stride),
-            );
-            let (y, out) = conv_depthwise(
-                &crate::kernels::Recycler::default(),
-                &x,
-                input,
-                &taps,
-                &[0.0; 5],
-                k,
-                stride,
-                pad,
-            );
-            let g = data(y.len(), 3);
-            let none = Relu6Masks::default();
-            let dx =
-                depthwise_backward(&Recycler::default(), &g, none, out, &taps, k, stride, input);
-            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
-            assert!(
-                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
-                "size {size} k{k} s{stride}: {lhs} vs {rhs}"
-            );
-        }
-    }
-
-    /// The depthwise transpose by its definition: every output pixel's gradient times each tap,
-    /// added onto the input pixel that tap read.
-    fn naive_transpose(
-        g: &[f32],
-        out: Nhwc,
-        taps: &[f32],
-        k: usize,
-        stride: usize,
-        input: Nhwc,
-    ) -> Vec<f32> {
-        let c = input.channels;
-        let ph = same_padding(input.height, k, stride).before as isize;
-        let pw = same_padding(input.width, k, stride).before as isize;
-        let mut dx = vec![0f32; input.len()];
-        for b in 0..out.batch {
-            for oy in 0..out.height {
-                for ox in 0..out.width {
-                    for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
-                        let iy = (oy * stride + ky) as isize - ph;
-                        let ix = (ox * stride + kx) as isize - pw;
-                        if iy < 0 || ix < 0 || iy >= input.height as isize {
-                            continue;
-                        }
-                        if ix >= input.width as isize {
-                            continue;
-                        }
-                        let (iy, ix) = (iy as usize, ix as usize);
-                        for ch in 0..c {
-                            let o = ((b * out.height + oy) * out.width + ox) * c + ch;
-                            let i = ((b * input.height + iy) * input.width + ix) * c + ch;
-                            dx[i] += g[o] * taps[(ky * k + kx) * c + ch];
-                        }
-                    }
-                }
-            }
-        }
-        dx
-    }
-
-    /// The ReLU6 derivatives applied inside the transpose (of the output as `g` is read, of the
-    /// input as each gradient row completes) equal the definition followed by both masks,
-    /// exactly — from a recycler holding NaN-filled buffers, so every row must be cleared
-    /// before the taps add into it. Values scaled so that some fall below 0, some inside and
-    /// some above 6; kernels 3 and 5, strides 1 and 2, odd sizes.
-    #[test]
-    fn fused_masks_and_row_clearing_equal_the_separate_passes() {
-        for (size, k, stride) in [(64, 3, 2), (61, 5, 1), (63, 5, 2)] {
-            let input = Nhwc {
-                batch: 2,
-                height: size,
-                width: size + 2,
-                channels: 64,
-            };
-            let x: Vec<f32> = data(input.len(), 1).iter().map(|v| v * 8.0).collect();
-            let taps = data(k * k * 64, 2);
-            let pad = (
-                same_padding(size, k, stride),
-                same_padding(size + 2, k, stride),
-            );
-            let fresh = Recycler::default();
-            let (y, out) = conv_depthwise(&fresh, &x, input, &taps, &[0.0; 64], k, stride, pad);
-            let y: Vec<f32> = y.iter().map(|v| v * 4.0).collect();
-            let g = data(y.len(), 3);
-            let mut g_masked = g.clone();
-            relu6_mask(&mut g_masked, &y);
-            let mut expected = naive_transpose(&g_masked, out, &taps, k, stride, input);
-            relu6_mask(&mut expected, &x);
-            let stale = Recycler::default();
-            (0..2).for_each(|_| stale.give(vec![f32::NAN; input.len()]));
-            let masks = Relu6Masks {
-                output: Some(&y),
-                input: Some(&x),
-            };
-            let fused = depthwise_backward(&stale, &g, masks, out, &taps, k, stride, input);
-            assert_eq!(fused, expected, "size {size} k{k} s{stride}");
-        }
     }
 }
