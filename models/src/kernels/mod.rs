@@ -100,7 +100,7 @@ pub fn matmul_into(
     let rows = x.len() / in_dim;
     debug_assert_eq!(dst.len(), rows * stride);
     // Without vector instructions (`GLASSBOX_SIMD=scalar`) the dot products run at 1 GFLOP/s,
-    // and `gemm`, which vectorises on its own, stays faster.
+    // and `gemm`'s register-blocked scalar kernels stay faster.
     let vectors = glassbox_data::simd::level() != glassbox_data::simd::SimdLevel::Scalar;
     if layout == WeightLayout::OutIn && rows <= skinny::MAX_ROWS && vectors {
         skinny::matmul_wt_rows(x, in_dim, w, out_dim, dst, (first, stride), accumulate);
