@@ -6,7 +6,7 @@
 //!
 //! Which of `gemm`'s kernels runs follows glassbox's SIMD level (`glassbox_data::simd::level`,
 //! the CPU's best capped by `GLASSBOX_SIMD`), as every other kernel does: at the CPU's best level
-//! `gemm::gemm` picks them itself; below it, [`level_gemm`] calls `gemm`'s AVX2 + FMA or scalar
+//! `gemm::gemm` picks them itself; below it, `level_gemm` calls `gemm`'s AVX2 + FMA or scalar
 //! kernels by their public parts (`gemm::gemm` has no override of its own). So
 //! `GLASSBOX_SIMD=avx2` on an AVX-512 machine runs the products an AVX2-only CPU runs — the
 //! tests at each level (`just test-simd`) and the AVX2 benchmark (`just bench-avx2`) depend on

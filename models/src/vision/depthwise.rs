@@ -335,13 +335,41 @@ impl pulp::WithSimd for DepthwiseBackwardImage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vision::conv::tests::data;
+    use crate::vision::conv::tests::{data, reference};
 
     /// `g *= 1[0 < y < 6]`, the ReLU6 derivative as a separate pass.
     fn relu6_mask(g: &mut [f32], y: &[f32]) {
         g.iter_mut()
             .zip(y)
             .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 });
+    }
+
+    /// From PyTorch's `[c, 1, k, k]` weight (through [`depthwise_weight`]) to the direct
+    /// NCHW-indexed grouped convolution plus bias, for strides 1 and 2 and kernels 3 and 5.
+    #[test]
+    fn matches_the_direct_definition_from_torch_weights() {
+        let s = Nhwc {
+            batch: 2,
+            height: 9,
+            width: 7,
+            channels: 3,
+        };
+        let x = data(s.len(), 1);
+        for (k, stride) in [(3, 2), (3, 1), (5, 2)] {
+            let pad = (same_padding(9, k, stride), same_padding(7, k, stride));
+            let wd = data(3 * k * k, 3);
+            let bias = [0.5f32, -1.0, 2.0];
+            let taps = depthwise_weight(&wd, 3, k);
+            let fresh = Recycler::default();
+            let (got, _) = conv_depthwise(&fresh, &x, s, &taps, &bias, k, stride, pad);
+            let want = reference(&x, s, &wd, 3, k, stride, pad, true);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - (w + bias[i % 3])).abs() < 1e-4,
+                    "depthwise k{k} s{stride}"
+                );
+            }
+        }
     }
 
     /// The forward's channel blocks in registers give the definition's bits — the bias, then

@@ -11,7 +11,8 @@
 //! `hook_head` (the 1×1 head convolution and ReLU6), `hook_pooled` (global average, one
 //! position) and `logits` (one position).
 
-use super::conv::{dense_weight, depthwise_weight};
+use super::conv::dense_weight;
+use super::depthwise::depthwise_weight;
 use super::folded::{fold, Folded};
 use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};

@@ -7,7 +7,8 @@
 //! overwritten entirely (a product without `accumulate`, a depthwise convolution that starts
 //! each pixel from its bias) before anything reads it.
 
-use super::conv::{conv_dense, conv_depthwise, global_mean, same_padding, Nhwc};
+use super::conv::{conv_dense, global_mean, same_padding, Nhwc};
+use super::depthwise::conv_depthwise;
 use super::efficientnet::{EfficientNet, HEAD, STEM};
 use super::folded::{hold, visit, Held};
 use crate::batch::ImageBatch;

@@ -7,7 +7,7 @@
 
 pub mod clip;
 pub mod conv;
-mod depthwise;
+pub mod depthwise;
 pub mod efficientnet;
 mod efficientnet_backward;
 mod efficientnet_forward;
