@@ -53,6 +53,26 @@ impl Nhwc {
     }
 }
 
+/// The taps of output pixel `(oy, ox)` that fall inside a `height × width` input, in (ky, kx)
+/// order: `(ky · kernel + kx, input pixel index within its image)`; padding's taps are skipped.
+pub(crate) fn taps_inside(
+    (oy, ox): (usize, usize),
+    kernel: usize,
+    stride: usize,
+    (ph, pw): (Padded, Padded),
+    (height, width): (usize, usize),
+) -> impl Iterator<Item = (usize, usize)> {
+    let top = (oy * stride) as isize - ph.before as isize;
+    let left = (ox * stride) as isize - pw.before as isize;
+    (0..kernel)
+        .flat_map(move |ky| (0..kernel).map(move |kx| (ky, kx)))
+        .filter_map(move |(ky, kx)| {
+            let (iy, ix) = (top + ky as isize, left + kx as isize);
+            let inside = iy >= 0 && ix >= 0 && (iy as usize) < height && (ix as usize) < width;
+            inside.then(|| (ky * kernel + kx, iy as usize * width + ix as usize))
+        })
+}
+
 /// A dense convolution (`weight` in PyTorch's `[out, in, k, k]` layout, rearranged once by
 /// [`dense_weight`]) through im2col and one matrix multiply. Meant for stems with few input
 /// channels, where the patch matrix is small. The output (and the patch matrix, handed back
@@ -123,7 +143,6 @@ pub fn conv_dense_input_gradient(
     pad: (Padded, Padded),
     input: Nhwc,
 ) -> Vec<f32> {
-    let (ph, pw) = pad;
     let cin = input.channels;
     let patch = kernel * kernel * cin;
     let mut cols = zeros(out_shape.batch * out_shape.pixels() * patch);
@@ -137,23 +156,13 @@ pub fn conv_dense_input_gradient(
                 for ox in 0..out_shape.width {
                     let row = (b * out_shape.height + oy) * out_shape.width + ox;
                     let src = &cols[row * patch..(row + 1) * patch];
-                    for ky in 0..kernel {
-                        let iy = (oy * stride + ky) as isize - ph.before as isize;
-                        if iy < 0 || iy as usize >= input.height {
-                            continue;
-                        }
-                        for kx in 0..kernel {
-                            let ix = (ox * stride + kx) as isize - pw.before as isize;
-                            if ix < 0 || ix as usize >= input.width {
-                                continue;
-                            }
-                            let at = (iy as usize * input.width + ix as usize) * cin;
-                            let tap = &src[(ky * kernel + kx) * cin..][..cin];
-                            dxb[at..at + cin]
-                                .iter_mut()
-                                .zip(tap)
-                                .for_each(|(d, v)| *d += v);
-                        }
+                    let image = (input.height, input.width);
+                    for (tap, pixel) in taps_inside((oy, ox), kernel, stride, pad, image) {
+                        let at = pixel * cin;
+                        dxb[at..at + cin]
+                            .iter_mut()
+                            .zip(&src[tap * cin..][..cin])
+                            .for_each(|(d, v)| *d += v);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! (plain closures ran as baseline SSE2), and sum in the taps' order, so every level gives the
 //! same bits.
 
-use super::conv::{same_padding, Nhwc, Padded};
+use super::conv::{same_padding, taps_inside, Nhwc, Padded};
 use crate::kernels::{threads, Recycler};
 use rayon::prelude::*;
 
@@ -101,23 +101,17 @@ impl pulp::WithSimd for DepthwiseRow<'_> {
         let c = shape.channels;
         // (input pixel offset, tap) of each tap inside the image, in (ky, kx) order.
         let mut taps = Vec::with_capacity(kernel * kernel);
+        let first_pixel = image * shape.height * shape.width;
         for ox in 0..pw.output {
             taps.clear();
-            for ky in 0..kernel {
-                let iy = (oy * stride + ky) as isize - ph.before as isize;
-                if iy < 0 || iy as usize >= shape.height {
-                    continue;
-                }
-                for kx in 0..kernel {
-                    let ix = (ox * stride + kx) as isize - pw.before as isize;
-                    if ix < 0 || ix as usize >= shape.width {
-                        continue;
-                    }
-                    let src =
-                        ((image * shape.height + iy as usize) * shape.width + ix as usize) * c;
-                    taps.push((src, ky * kernel + kx));
-                }
-            }
+            let inside = taps_inside(
+                (oy, ox),
+                kernel,
+                stride,
+                (ph, pw),
+                (shape.height, shape.width),
+            );
+            taps.extend(inside.map(|(tap, pixel)| ((first_pixel + pixel) * c, tap)));
             depthwise_pixel(
                 simd,
                 &mut dst[ox * c..(ox + 1) * c],
