@@ -4,8 +4,10 @@
 //! the `GLASSBOX_SIMD` environment variable: `scalar`, `avx2` (x86-64-v3: AVX2 + FMA) or
 //! `avx512` (x86-64-v4). Forcing a lower level is how the test suite exercises the AVX2 and
 //! scalar paths on an AVX-512 machine (`just test` runs the numeric tests under each level the
-//! CPU has); asking for a level the CPU lacks gives the best it has. The matrix products of the
-//! `gemm` crate choose their own kernels and are not affected.
+//! CPU has); asking for a level the CPU lacks gives the best it has, and a value that names no
+//! level is reported on stderr and ignored. The matrix products follow the cap too
+//! (`glassbox_models::kernels::gemm` runs the `gemm` crate's kernel set for the level);
+//! candle's own matmuls (the autograd paths) do not.
 
 use std::sync::OnceLock;
 
@@ -43,11 +45,31 @@ impl SimdLevel {
 /// The dispatcher every glassbox kernel uses: the CPU's best level, capped by `GLASSBOX_SIMD`.
 pub fn arch() -> pulp::Arch {
     *ARCH.get_or_init(|| {
-        let cap = std::env::var("GLASSBOX_SIMD")
-            .ok()
-            .and_then(|v| SimdLevel::parse(&v));
+        let value = std::env::var("GLASSBOX_SIMD").ok();
+        let (cap, warning) = cap_of(value.as_deref());
+        if let Some(warning) = warning {
+            eprintln!("warning: {warning}");
+        }
         capped(cap)
     })
+}
+
+/// The cap a `GLASSBOX_SIMD` value asks for, and what to tell the user when it names no level
+/// (a typo would otherwise run the CPU's best level without a word).
+fn cap_of(value: Option<&str>) -> (Option<SimdLevel>, Option<String>) {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return (None, None);
+    };
+    match SimdLevel::parse(value) {
+        Some(level) => (Some(level), None),
+        None => (
+            None,
+            Some(format!(
+                "GLASSBOX_SIMD={value:?} names no level (scalar, avx2 or avx512); \
+                 running at the CPU's best"
+            )),
+        ),
+    }
 }
 
 /// The level [`arch`] runs at.
@@ -110,6 +132,19 @@ mod tests {
         assert_eq!(level_of(capped(Some(SimdLevel::Scalar))), SimdLevel::Scalar);
         assert_eq!(level_of(capped(Some(SimdLevel::Avx512))), best);
         assert!(level_of(capped(Some(SimdLevel::Avx2))) <= SimdLevel::Avx2);
+    }
+
+    /// A known level caps without a word; an unknown value is named back with the levels
+    /// that exist; unset or blank asks for nothing.
+    #[test]
+    fn an_unknown_cap_is_reported_not_silently_ignored() {
+        assert_eq!(cap_of(Some("avx2")), (Some(SimdLevel::Avx2), None));
+        assert_eq!(cap_of(None), (None, None));
+        assert_eq!(cap_of(Some(" ")), (None, None));
+        let (cap, warning) = cap_of(Some("avx-2"));
+        assert_eq!(cap, None);
+        let warning = warning.expect("a warning for an unknown level");
+        assert!(warning.contains("\"avx-2\"") && warning.contains("scalar, avx2 or avx512"));
     }
 
     /// Under `just test-simd` the cap is set: the dispatcher every kernel uses obeys it.
