@@ -124,10 +124,6 @@ impl pulp::WithSimd for DepthwiseRow<'_> {
     }
 }
 
-/// Vectors of channels a depthwise pixel accumulates in registers at once (64 channels on
-/// AVX-512, 32 on AVX2).
-const CHANNEL_VECTORS: usize = 4;
-
 /// One output pixel of [`conv_depthwise`]: `dst = bias + Σ x[src + ·] ⊙ w[tap]` over `taps`,
 /// multiplied and added separately in the taps' order (so every level gives the same bits as
 /// the scalar loop), a block of channels at a time held in registers across all taps instead
@@ -142,10 +138,11 @@ fn depthwise_pixel<S: pulp::Simd>(
     weight_taps: &[f32],
 ) {
     let c = dst.len();
-    let block = CHANNEL_VECTORS * std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+    // Four vectors of channels per block (64 on AVX-512, 32 on AVX2), one per named
+    // accumulator below: an array of accumulators was kept on the stack.
+    let block = 4 * std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
     let mut c0 = 0;
     while c0 + block <= c {
-        // Four named accumulators: an array of them was kept on the stack.
         let b = S::as_simd_f32s(&bias[c0..c0 + block]).0;
         let (mut a0, mut a1, mut a2, mut a3) = (b[0], b[1], b[2], b[3]);
         for &(src, tap) in taps {
