@@ -40,7 +40,7 @@ pub(crate) struct Verdict {
     pub(crate) target: String,
     pub(crate) faithfulness: Option<f64>,
     max_sensitivity: Option<f64>,
-    completeness_error: Option<f64>,
+    pub(crate) completeness_error: Option<f64>,
     randomized_spearman: Option<f64>,
     /// `probe:` targets: |ρ| with the maps of the probe refitted on shuffled labels.
     label_randomized_spearman: Option<f64>,
@@ -385,13 +385,23 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
                 Some(false) => format!("<strong>FAILED</strong> ({})", v.evidence()),
                 None => "not run".to_owned(),
             };
+            let completeness = match crate::attribution_summary::completeness_warning(
+                &v.method,
+                v.completeness_error,
+            ) {
+                None => fmt(v.completeness_error),
+                Some(warning) => format!(
+                    "{} — <strong>not converged</strong><br><small>{}</small>",
+                    fmt(v.completeness_error),
+                    escape(&warning)
+                ),
+            };
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{sanity}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td><td>{sanity}</td></tr>\n",
                 v.rank,
                 escape(&v.method),
                 fmt(v.faithfulness),
                 fmt(v.max_sensitivity),
-                fmt(v.completeness_error)
             ));
         }
         body.push_str("</tbody></table>\n");

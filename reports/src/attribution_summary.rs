@@ -17,6 +17,26 @@ pub struct MethodStanding {
     pub faithfulness: Option<f64>,
     /// The model-randomisation check; `None` where it was not run.
     pub sanity_passed: Option<bool>,
+    /// Integrated gradients: the median completeness error over the examples; `None` for other
+    /// methods (and in `summary.json` written before it was recorded).
+    #[serde(default)]
+    pub completeness_error: Option<f64>,
+}
+
+/// The completeness error above which integrated gradients' integral counts as not converged:
+/// the attributions then miss `f(x) − f(baseline)` by more than 1 %, the standard the
+/// method's own axiom sets (and Captum's `convergence_delta` is read against).
+pub const COMPLETENESS_TOLERANCE: f64 = 0.01;
+
+/// The warning for an integral that has not converged (`None` within the tolerance): what the
+/// number means and what to try.
+pub fn completeness_warning(method: &str, completeness_error: Option<f64>) -> Option<String> {
+    let e = completeness_error.filter(|e| *e > COMPLETENESS_TOLERANCE)?;
+    Some(format!(
+        "`{method}` has not converged: its attributions miss f(x) − f(baseline) by {:.1} % (median over the examples; tolerance {:.0} %), so its maps are an approximation of the integral — raise --steps, try --rule adaptive, or choose a baseline away from where the model is steepest (on RMSNorm decoders, all-zero embeddings)",
+        100.0 * e,
+        100.0 * COMPLETENESS_TOLERANCE
+    ))
 }
 
 /// The attribute stage's verdicts, summarised for the main report (absent without the stage).
@@ -33,14 +53,16 @@ pub fn summarise(run: &RunDir) -> Result<Option<Vec<MethodStanding>>, ReportErro
             rank: v.rank,
             faithfulness: v.faithfulness,
             sanity_passed: v.sanity_passed,
+            completeness_error: v.completeness_error,
         })
         .collect();
     rows.sort_by(|a, b| a.target.cmp(&b.target).then(a.rank.cmp(&b.rank)));
     Ok(Some(rows))
 }
 
-/// One finding per target: the most faithful method that passed the sanity check, and the
-/// methods that failed it (whose maps must not be read as explanations).
+/// One finding per target: the most faithful method that passed the sanity check, the methods
+/// that failed it (whose maps must not be read as explanations), and an integral that has not
+/// converged.
 pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
     let mut targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
     targets.dedup();
@@ -69,8 +91,13 @@ pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
                     failed.join(", ")
                 )
             };
+            let unconverged: String = mine
+                .iter()
+                .filter_map(|r| completeness_warning(&r.method, r.completeness_error))
+                .map(|w| format!("; {w}"))
+                .collect();
             Some(format!(
-                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){failed}",
+                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){failed}{unconverged}",
                 best.method,
                 fmt(best.faithfulness)
             ))
@@ -81,7 +108,7 @@ pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
 /// The main report's section: methods ranked per target, failures named, a link to the page.
 pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
     let mut h = String::from(
-        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness</th><th>sanity check</th></tr></thead><tbody>\n",
+        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness</th><th>sanity check</th><th>IG completeness error</th></tr></thead><tbody>\n",
     );
     for r in rows {
         let verdict = match r.sanity_passed {
@@ -89,8 +116,15 @@ pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
             Some(false) => "FAILED — its maps do not depend on the model",
             None => "not run",
         };
+        let completeness = match (
+            r.completeness_error,
+            completeness_warning(&r.method, r.completeness_error),
+        ) {
+            (e, None) => fmt(e),
+            (e, Some(_)) => format!("{} — <strong>not converged</strong>", fmt(e)),
+        };
         h.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td></tr>\n",
             escape(&r.target),
             r.rank,
             escape(&r.method),
@@ -112,6 +146,7 @@ mod tests {
             rank,
             faithfulness: Some(0.25),
             sanity_passed: passed,
+            completeness_error: None,
         };
         let h = super::section_html(&[
             row("integrated_gradients", 1, Some(true)),
@@ -134,6 +169,7 @@ mod tests {
             rank,
             faithfulness: Some(0.5),
             sanity_passed: passed,
+            completeness_error: None,
         };
         // A failed method never heads a target, even at rank 1.
         let lines = super::headlines(&[
@@ -156,5 +192,31 @@ mod tests {
         );
         // Every method failed: nothing is presented as an explanation.
         assert!(super::headlines(&[row("class:cat", "edges", 1, Some(false))]).is_empty());
+    }
+
+    #[test]
+    fn an_integral_that_has_not_converged_is_named_with_its_error() {
+        let row = |error| super::MethodStanding {
+            target: "token: Paris".into(),
+            method: "integrated_gradients".into(),
+            rank: 1,
+            faithfulness: Some(0.5),
+            sanity_passed: Some(true),
+            completeness_error: error,
+        };
+        let lines = super::headlines(&[row(Some(0.84))]);
+        assert!(
+            lines[0].contains("`integrated_gradients` has not converged")
+                && lines[0].contains("by 84.0 %")
+                && lines[0].contains("--steps"),
+            "{lines:?}"
+        );
+        let h = super::section_html(&[row(Some(0.84))]);
+        assert!(h.contains("0.840 — <strong>not converged</strong>"), "{h}");
+        // Within the tolerance (and for methods without the axiom) nothing is said.
+        for error in [Some(0.009), None] {
+            assert!(!super::headlines(&[row(error)])[0].contains("converged"));
+            assert!(!super::section_html(&[row(error)]).contains("converged"));
+        }
     }
 }

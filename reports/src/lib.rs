@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod attribution_summary;
 pub mod causal;
 pub mod dictionary;
+mod dictionary_lines;
 pub mod dissection;
 mod html;
 mod markup;

@@ -180,7 +180,7 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Per method × target: means over examples, the sanity verdict, and the rank (by faithfulness
+/// Per method × target: means over examples (the completeness error's median), the sanity verdict, and the rank (by faithfulness
 /// among methods that passed; failed and unchecked methods after them).
 pub(crate) fn method_rows(
     targets: &[(String, TargetKind)],
@@ -232,7 +232,9 @@ pub(crate) fn method_rows(
                     comprehensiveness: mean(mine.iter().map(|r| r.comprehensiveness)),
                     sufficiency: mean(mine.iter().map(|r| r.sufficiency)),
                     max_sensitivity: mean(mine.iter().map(|r| r.max_sensitivity)),
-                    completeness_error: mean(mine.iter().map(|r| r.completeness_error)),
+                    // The median: one example whose f(x) ≈ f(baseline) makes its relative
+                    // error arbitrarily large, and a mean would report that example alone.
+                    completeness_error: median(mine.iter().map(|r| r.completeness_error)),
                     randomized_spearman: mean(
                         final_rho.iter().map(|r| Some(r.map_or(0.0, f64::abs))),
                     ),
@@ -265,4 +267,28 @@ pub(crate) fn method_rows(
         out.extend(rows);
     }
     out
+}
+
+fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| match n % 2 {
+        1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_skips_missing_and_non_finite_values() {
+        let m = |v: &[Option<f64>]| super::median(v.iter().copied());
+        assert_eq!(
+            m(&[Some(3.0), None, Some(1.0), Some(f64::NAN), Some(150.0)]),
+            Some(3.0)
+        );
+        assert_eq!(m(&[Some(4.0), Some(1.0)]), Some(2.5));
+        assert_eq!(m(&[None]), None);
+    }
 }

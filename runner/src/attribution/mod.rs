@@ -27,9 +27,10 @@ use oracle::{ImageOracle, Oracle, TextOracle};
 pub use quadrature::IgRule;
 use serde::{Deserialize, Serialize};
 
-/// An attribution method.
+/// An attribution method. Configs read it as the CLI does (aliases such as `ig` included);
+/// it is written back under its full name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Method {
     /// `|∇f|` (Simonyan et al. 2014; Captum `Saliency`).
     Saliency,
@@ -131,6 +132,13 @@ impl std::str::FromStr for Method {
                     Method::ALL.map(Method::as_str).join(", ")
                 )
             })
+    }
+}
+
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -383,4 +391,31 @@ pub fn cells(h: usize, w: usize, cell: usize) -> Vec<Vec<usize>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Method;
+
+    #[test]
+    fn configs_read_the_cli_names_and_aliases_and_write_the_full_name() {
+        let read: Vec<Method> =
+            serde_json::from_str(r#"["ig", "integrated_gradients", "Grad-CAM", "rollout"]"#)
+                .unwrap();
+        assert_eq!(
+            read,
+            [
+                Method::IntegratedGradients,
+                Method::IntegratedGradients,
+                Method::GradCam,
+                Method::AttentionRollout
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&Method::IntegratedGradients).unwrap(),
+            r#""integrated_gradients""#
+        );
+        let e = serde_json::from_str::<Method>(r#""lrp""#).unwrap_err();
+        assert!(e.to_string().contains("choose from saliency"), "{e}");
+    }
 }
