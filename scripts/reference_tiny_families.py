@@ -6,7 +6,9 @@ file implements is switched on and made to matter: a sliding window of 4 tokens 
 every reference text) on the layers that have one, soft-capping caps small enough to bend the
 scores, q/k norms, sandwich and post norms with weights far from 1, fused projections, and
 `longrope` frequency scaling on Phi-3 (texts longer than its original context of 8, so the
-long factors apply), `yarn` on OLMo-3's global layer. The tokenizer is the tiny GPT-2 fixture's
+long factors apply), `yarn` on OLMo-3's global layer; and two shapes as released checkpoints
+ship them: Gemma-3 with linear scaling on its global layers (4B and larger) and Phi-3 with
+partial rotary (Phi-4-mini). The tokenizer is the tiny GPT-2 fixture's
 byte-level BPE.
 
 Each folder tests/fixtures/tiny_<family>/: config.json, model.safetensors, tokenizer.json and
@@ -101,3 +103,26 @@ make("tiny_qwen2_windows", transformers.Qwen2ForCausalLM, transformers.Qwen2Conf
     **COMMON, rms_norm_eps=1e-6, use_sliding_window=True, sliding_window=4, max_window_layers=1,
     tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
      seed=10)
+
+# Gemma-3 as its 4B-and-larger checkpoints ship: linear rotary scaling (factor 8) on the global
+# layers only, the local layers on their own base; two local layers per global one (the legacy
+# config's `sliding_window_pattern` 3, which the parity tests also write), a final soft-cap.
+make("tiny_gemma3_scaled", transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig(
+    **{**COMMON, "num_hidden_layers": 3}, head_dim=16, rms_norm_eps=1e-6,
+    hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, sliding_window=4,
+    final_logit_softcapping=10.0,
+    layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+    tie_word_embeddings=True), seed=11)
+
+# Phi-3 as Phi-4-mini ships: rotary over 3/4 of each head (`partial_rotary_factor`) with longrope
+# factors for those pairs only, tied embeddings, no sliding window.
+rotated_pairs = int(8 * 0.75) // 2
+make("tiny_phi3_partial", transformers.Phi3ForCausalLM, transformers.Phi3Config(
+    **COMMON, rms_norm_eps=1e-5, partial_rotary_factor=0.75, original_max_position_embeddings=8,
+    sliding_window=None, tie_word_embeddings=True,
+    rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                     "short_factor": [1.0 + 0.1 * i for i in range(rotated_pairs)],
+                     "long_factor": [2.0 + 0.5 * i for i in range(rotated_pairs)],
+                     "original_max_position_embeddings": 8}), seed=12)

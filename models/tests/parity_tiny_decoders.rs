@@ -1,160 +1,16 @@
 //! Parity of the hookable decoders with PyTorch `transformers` on tiny random checkpoints with a
-//! byte-level BPE tokenizer (committed fixtures): GPT-2 (`scripts/reference_tiny_gpt2.py`) and
-//! Llama with grouped-query attention, llama3 RoPE scaling and tied embeddings
-//! and Qwen2 with q/k/v biases and an untied head (`scripts/reference_tiny_llama.py`). Token ids, `hidden_states`, the last block's output and
-//! the logits, one text at a time and as one right-padded batch.
+//! byte-level BPE tokenizer (committed fixtures): GPT-2 (`scripts/reference_tiny_gpt2.py`),
+//! Llama with grouped-query attention, llama3 RoPE scaling and tied embeddings and Qwen2 with
+//! q/k/v biases and an untied head (`scripts/reference_tiny_llama.py`), GPT-NeoX, and the
+//! families of `scripts/reference_tiny_families.py`. Token ids, `hidden_states`, the last
+//! block's output and the logits, one text at a time and as one right-padded batch
+//! (`decoder_parity`); then hook listing, replacement and sliding windows.
+
+mod decoder_parity;
 
 use candle_core::Tensor;
-use glassbox_models::LoadOptions;
-use glassbox_models::{
-    load_model, resolve, Capture, HookPoint, LoadedModel, ModelSpec, TokenBatch,
-};
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn load(name: &str) -> LoadedModel {
-    let spec: ModelSpec = fixture(name).to_str().unwrap().parse().unwrap();
-    load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap()
-}
-
-struct Reference {
-    text: String,
-    ids: Vec<u32>,
-    /// `[layers + 1][tokens][32]`: embeddings, the input of each later block, the final norm.
-    hidden: Vec<Vec<Vec<f32>>>,
-    last_block: Vec<Vec<f32>>,
-    logits: Vec<Vec<f32>>,
-}
-
-fn references(name: &str) -> Vec<Reference> {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture(name).join("reference.json")).unwrap(),
-    )
-    .unwrap();
-    let tensors = candle_core::safetensors::load(
-        fixture(name).join("reference.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    let get = |k: &str| -> &Tensor { &tensors[k] };
-    json["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(t, r)| Reference {
-            text: r["text"].as_str().unwrap().to_owned(),
-            ids: r["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect(),
-            hidden: get(&format!("{t}.hidden_states")).to_vec3().unwrap(),
-            last_block: get(&format!("{t}.last_block")).to_vec2().unwrap(),
-            logits: get(&format!("{t}.logits")).to_vec2().unwrap(),
-        })
-        .collect()
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len(), "token count");
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
-        .fold(0.0, f32::max)
-}
-
-/// One text's rows (`tokens × width`).
-type Rows = Vec<Vec<f32>>;
-
-/// Runs `texts` as one right-padded batch; returns per text the rows of each hook and the logits.
-fn run(model: &LoadedModel, refs: &[&Reference]) -> Vec<(HashMap<HookPoint, Rows>, Rows)> {
-    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
-    for (e, r) in encoded.iter().zip(refs) {
-        assert_eq!(e.ids, r.ids, "token ids of {:?}", r.text);
-    }
-    let batch = TokenBatch::from_encoded(
-        &encoded.iter().collect::<Vec<_>>(),
-        model.pad_id,
-        &model.device,
-    )
-    .unwrap();
-    let layers = refs[0].hidden.len() - 1;
-    let mut points: Vec<HookPoint> = (0..layers).map(HookPoint::ResidPre).collect();
-    points.extend([HookPoint::ResidPost(layers - 1), HookPoint::LnFinal]);
-    let mut capture = Capture::new(points.clone());
-    let last = model.model.forward((&batch).into(), &mut capture).unwrap();
-    let logits = model
-        .model
-        .unembed(&last)
-        .expect("GPT-2 has an unembedding")
-        .unwrap();
-    let logits: Vec<Vec<Vec<f32>>> = logits.to_vec3().unwrap();
-    (0..refs.len())
-        .map(|i| {
-            let n = encoded[i].ids.len();
-            let rows = points
-                .iter()
-                .map(|p| {
-                    let all: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
-                    (*p, all[i][..n].to_vec())
-                })
-                .collect();
-            (rows, logits[i][..n].to_vec())
-        })
-        .collect()
-}
-
-fn check(model: &LoadedModel, refs: &[&Reference]) {
-    for ((rows, logits), r) in run(model, refs).iter().zip(refs) {
-        let layers = r.hidden.len() - 1;
-        let mut worst: Vec<(String, f32)> = (0..layers)
-            .map(|l| {
-                let d = max_diff(&rows[&HookPoint::ResidPre(l)], &r.hidden[l]);
-                (format!("hidden_states[{l}]"), d)
-            })
-            .collect();
-        worst.extend([
-            (
-                format!("block {} output", layers - 1),
-                max_diff(&rows[&HookPoint::ResidPost(layers - 1)], &r.last_block),
-            ),
-            (
-                "ln_f".into(),
-                max_diff(&rows[&HookPoint::LnFinal], &r.hidden[layers]),
-            ),
-            ("logits".into(), max_diff(logits, &r.logits)),
-        ]);
-        for (what, d) in worst {
-            assert!(d <= 1e-4, "{:?} {what}: max |diff| {d}", r.text);
-        }
-    }
-}
-
-fn one_at_a_time(name: &str, family: &str) {
-    let model = load(name);
-    assert_eq!(model.model.family(), family);
-    for r in &references(name) {
-        check(&model, &[r]);
-    }
-}
-
-fn padded_batch(name: &str) {
-    let model = load(name);
-    let refs = references(name);
-    let all: Vec<&Reference> = refs.iter().collect();
-    let lengths: std::collections::HashSet<usize> = all.iter().map(|r| r.ids.len()).collect();
-    assert!(lengths.len() > 1, "lengths differ, so padding is exercised");
-    check(&model, &all);
-}
+use decoder_parity::*;
+use glassbox_models::{Capture, HookPoint, TokenBatch};
 
 #[test]
 fn gpt2_matches_transformers_one_text_at_a_time() {
@@ -272,7 +128,7 @@ fn decoders_list_transformerlens_hooks() {
         ("tiny_llama", 64, 16),
         ("tiny_neox", 128, 32),
     ] {
-        let model = load(name);
+        let model = load(&fixture(name));
         let names: Vec<String> = model
             .model
             .hook_points()
@@ -336,8 +192,8 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
         "tiny_phi3",
         "tiny_mistral",
     ] {
-        let model = load(name);
-        let refs = references(name);
+        let model = load(&fixture(name));
+        let refs = references(&fixture(name));
         let encoded = model
             .tokenizer()
             .unwrap()
@@ -419,8 +275,8 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_qwen2_windows",
         "tiny_phi3",
     ] {
-        let model = load(name);
-        let refs = references(name);
+        let model = load(&fixture(name));
+        let refs = references(&fixture(name));
         let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
         let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
         let batch = TokenBatch::from_encoded(
@@ -499,8 +355,8 @@ fn sliding_layers_attend_within_their_window() {
         ("tiny_gemma3", 2, Some(1)),
         ("tiny_mistral", 1, None),
     ] {
-        let model = load(name);
-        let refs = references(name);
+        let model = load(&fixture(name));
+        let refs = references(&fixture(name));
         let encoded = model
             .tokenizer()
             .unwrap()
@@ -540,4 +396,20 @@ fn sliding_layers_attend_within_their_window() {
             assert_eq!(reach(g), t - 1, "{name}: layer {g} is global");
         }
     }
+}
+
+/// Gemma-3 as its 4B-and-larger checkpoints ship: linear rotary scaling on the global layers
+/// only, two local layers per global one, a final soft-cap.
+#[test]
+fn gemma3_with_scaled_global_rotary_matches_transformers() {
+    one_at_a_time("tiny_gemma3_scaled", "gemma3_text");
+    padded_batch("tiny_gemma3_scaled");
+}
+
+/// Phi-3 as Phi-4-mini ships: rotary over 3/4 of each head with longrope factors for those
+/// pairs, tied embeddings, no window.
+#[test]
+fn phi3_with_partial_rotary_matches_transformers() {
+    one_at_a_time("tiny_phi3_partial", "phi3");
+    padded_batch("tiny_phi3_partial");
 }
