@@ -94,32 +94,9 @@ impl Rect {
     /// outwards and clipped to the source. Inclusive on both ends, like the input.
     pub fn to_source(self, pre: &crate::images::Preprocessor, (width, height): (u32, u32)) -> Rect {
         let (w, h) = (width as f64, height as f64);
-        // The resized size, as `resize_and_crop` computes it.
-        let (rw, rh) = if let Some(edge) = pre.shortest_edge {
-            let e = edge as f64;
-            if width <= height {
-                (
-                    e,
-                    ((height as u64 * edge as u64 + width as u64 / 2) / width as u64) as f64,
-                )
-            } else {
-                (
-                    ((width as u64 * edge as u64 + height as u64 / 2) / height as u64) as f64,
-                    e,
-                )
-            }
-        } else if let Some((th, tw)) = pre.resize_to {
-            (tw as f64, th as f64)
-        } else {
-            (w, h)
-        };
-        let (ox, oy) = match pre.crop {
-            Some((ch, cw)) => (
-                ((rw as u32 - cw.min(rw as u32)) / 2) as f64,
-                ((rh as u32 - ch.min(rh as u32)) / 2) as f64,
-            ),
-            None => (0.0, 0.0),
-        };
+        let (rw, rh) = pre.resized_size((width, height));
+        let (ox, oy) = pre.crop_offset((rw, rh));
+        let (ox, oy, rw, rh) = (ox as f64, oy as f64, rw as f64, rh as f64);
         let (sx, sy) = (w / rw, h / rh);
         let lo = |v: usize, o: f64, s: f64, n: f64| {
             ((v as f64 + o) * s).floor().clamp(0.0, n - 1.0) as usize

@@ -17,6 +17,10 @@ pub struct Preprocessor {
     pub resize_to: Option<(u32, u32)>,
     /// Centre crop to `(height, width)`.
     pub crop: Option<(u32, u32)>,
+    /// A second centre crop after `crop`: `ConvNextImageProcessor` crops `size` × `size` for its
+    /// `crop_pct` and then, where `do_center_crop` is set, `crop_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_crop: Option<(u32, u32)>,
     pub rescale_factor: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -28,6 +32,10 @@ pub struct Preprocessor {
 /// `feature_extractor_type` in older files), without its `ImageProcessor`/`FeatureExtractor`
 /// suffix.
 fn processor_kind(v: &serde_json::Value) -> &str {
+    v.as_object().map_or("", processor_kind_of)
+}
+
+fn processor_kind_of(v: &serde_json::Map<String, serde_json::Value>) -> &str {
     let name = ["image_processor_type", "feature_extractor_type"]
         .iter()
         .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
@@ -36,6 +44,26 @@ fn processor_kind(v: &serde_json::Value) -> &str {
     name.strip_suffix("ImageProcessor")
         .or_else(|| name.strip_suffix("FeatureExtractor"))
         .unwrap_or(name)
+}
+
+/// The processor class `transformers`' `AutoImageProcessor` maps a vision `model_type` to
+/// (`IMAGE_PROCESSOR_MAPPING_NAMES`), for the families glassbox loads.
+fn auto_processor(model_type: &str) -> Option<&'static str> {
+    match model_type {
+        "resnet" | "convnext" => Some("ConvNext"),
+        "vit" => Some("ViT"),
+        "clip" | "clip_vision_model" => Some("CLIP"),
+        _ => None,
+    }
+}
+
+/// The resampling filter a processor class uses when its file names none: bicubic for
+/// ConvNeXt's and CLIP's, bilinear for the others (ViT's).
+fn default_resample(v: &serde_json::Value) -> u64 {
+    match processor_kind(v) {
+        "ConvNext" | "CLIP" | "ChineseCLIP" | "Bit" => 3,
+        _ => 2,
+    }
 }
 
 /// `ConvNextImageProcessor` (ResNet and ConvNeXt checkpoints): `crop_pct` applies.
@@ -91,6 +119,7 @@ impl Preprocessor {
             shortest_edge: None,
             resize_to: None,
             crop: None,
+            second_crop: None,
             rescale_factor: 1.0 / 255.0,
             mean: [0.0; 3],
             std: [1.0; 3],
@@ -101,11 +130,29 @@ impl Preprocessor {
     /// Reads `preprocessor_config.json` (`size`, `crop_size`, `do_*`, `rescale_factor`,
     /// `image_mean`, `image_std`, `resample`: 2 bilinear, 3 bicubic).
     pub fn from_json_file(path: &Path) -> Result<Self> {
+        Self::from_json_file_for(path, None)
+    }
+
+    /// As [`Self::from_json_file`], for a checkpoint whose `config.json` has `model_type`: a
+    /// file that names no processor class is read as the class `transformers`'
+    /// `AutoImageProcessor` picks for that model type (ResNet's is ConvNeXt's).
+    pub fn from_json_file_for(path: &Path, model_type: Option<&str>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| DataError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("not valid JSON: {e}"),
+            })?;
+        if let (Some(kind), serde_json::Value::Object(m)) =
+            (model_type.and_then(auto_processor), &mut v)
+        {
+            if processor_kind_of(m).is_empty() {
+                m.insert(
+                    "image_processor_type".into(),
+                    format!("{kind}ImageProcessor").into(),
+                );
+            }
+        }
         let bad = |message: String| DataError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -120,7 +167,7 @@ impl Preprocessor {
             }
             Some((num(x, "height")?, num(x, "width")?))
         };
-        let (mut shortest_edge, mut resize_to) = (None, None);
+        let (mut shortest_edge, mut resize_to, mut second_crop) = (None, None, None);
         let mut crop =
             if flag("do_center_crop", false) {
                 Some(hw(v.get("crop_size")).ok_or_else(|| {
@@ -146,6 +193,8 @@ impl Preprocessor {
                     }
                     if n < 384 {
                         shortest_edge = Some((n as f64 / crop_pct) as u32);
+                        // Its own crop first, then `do_center_crop`'s (if set).
+                        second_crop = crop.take();
                         crop = Some((n, n));
                     } else {
                         resize_to = Some((n, n));
@@ -194,15 +243,17 @@ impl Preprocessor {
         } else {
             1.0
         };
-        let filter = match v.get("resample").and_then(|x| x.as_u64()) {
-            Some(0) => FilterType::Nearest,
-            Some(3) => FilterType::CatmullRom,
+        let resample = v.get("resample").and_then(|x| x.as_u64());
+        let filter = match resample.unwrap_or_else(|| default_resample(&v)) {
+            0 => FilterType::Nearest,
+            3 => FilterType::CatmullRom,
             _ => FilterType::Triangle,
         };
         Ok(Self {
             shortest_edge,
             resize_to,
             crop,
+            second_crop,
             rescale_factor,
             mean,
             std,
@@ -212,7 +263,36 @@ impl Preprocessor {
 
     /// The output size `(height, width)`.
     pub fn output_size(&self) -> Option<(u32, u32)> {
-        self.crop.or(self.resize_to)
+        self.second_crop.or(self.crop).or(self.resize_to)
+    }
+
+    /// The size `(width, height)` an image of `(width, height)` has after the resize: the
+    /// shorter edge set and the longer one truncated as `transformers`'
+    /// `get_resize_output_image_size` computes it (`int(edge * long / short)`), or the fixed size.
+    pub fn resized_size(&self, (w, h): (u32, u32)) -> (u32, u32) {
+        if let Some(edge) = self.shortest_edge {
+            if w <= h {
+                (edge, (h as u64 * edge as u64 / w as u64) as u32)
+            } else {
+                ((w as u64 * edge as u64 / h as u64) as u32, edge)
+            }
+        } else if let Some((h, w)) = self.resize_to {
+            (w, h)
+        } else {
+            (w, h)
+        }
+    }
+
+    /// The offset `(x, y)` of the centre crops in the resized image of `(width, height)`.
+    pub fn crop_offset(&self, (w, h): (u32, u32)) -> (u32, u32) {
+        let (mut x, mut y, mut w, mut h) = (0, 0, w, h);
+        for (ch, cw) in [self.crop, self.second_crop].into_iter().flatten() {
+            let (cw, ch) = (cw.min(w), ch.min(h));
+            x += (w - cw) / 2;
+            y += (h - ch) / 2;
+            (w, h) = (cw, ch);
+        }
+        (x, y)
     }
 
     /// The geometric steps alone (resize, centre crop) with `filter`, for any pixel type: the
@@ -228,20 +308,11 @@ impl Preprocessor {
         P::Subpixel: 'static,
     {
         let mut img = std::borrow::Cow::Borrowed(img);
-        if let Some(edge) = self.shortest_edge {
-            let (w, h) = img.dimensions();
-            // The longer edge as `transformers`' `get_resize_output_image_size` computes it:
-            // `int(edge * long / short)`, truncated.
-            let (nw, nh) = if w <= h {
-                (edge, (h as u64 * edge as u64 / w as u64) as u32)
-            } else {
-                ((w as u64 * edge as u64 / h as u64) as u32, edge)
-            };
+        if self.shortest_edge.is_some() || self.resize_to.is_some() {
+            let (nw, nh) = self.resized_size(img.dimensions());
             img = std::borrow::Cow::Owned(image::imageops::resize(&*img, nw, nh, filter));
-        } else if let Some((h, w)) = self.resize_to {
-            img = std::borrow::Cow::Owned(image::imageops::resize(&*img, w, h, filter));
         }
-        if let Some((ch, cw)) = self.crop {
+        for (ch, cw) in [self.crop, self.second_crop].into_iter().flatten() {
             let (w, h) = img.dimensions();
             if w < cw || h < ch {
                 return Err(DataError::Invalid {
@@ -337,6 +408,50 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("crop_pct"), "{e}");
+    }
+
+    /// A file naming no processor class is read as the one `transformers` picks for the model
+    /// type; ConvNeXt's `crop_pct` crop is followed by `do_center_crop`'s.
+    #[test]
+    fn the_model_type_names_the_processor_and_convnext_crops_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_json(
+            dir.path(),
+            serde_json::json!({"size": {"shortest_edge": 72}, "do_center_crop": true,
+                "crop_size": {"height": 64, "width": 64}}),
+        );
+        let generic = Preprocessor::from_json_file(&path).unwrap();
+        assert_eq!(
+            (generic.shortest_edge, generic.crop, generic.second_crop),
+            (Some(72), Some((64, 64)), None)
+        );
+        assert_eq!(generic.filter, FilterType::Triangle);
+        // ResNet → ConvNextImageProcessor: int(72 / 0.875) = 82, crop 72, then crop 64; bicubic.
+        let resnet = Preprocessor::from_json_file_for(&path, Some("resnet")).unwrap();
+        assert_eq!(
+            (resnet.shortest_edge, resnet.crop, resnet.second_crop),
+            (Some(82), Some((72, 72)), Some((64, 64)))
+        );
+        assert_eq!(resnet.filter, FilterType::CatmullRom);
+        assert_eq!(resnet.output_size(), Some((64, 64)));
+        // 50 × 40 → 102 × 82 → crop 72 at (15, 5) → crop 64 at (4, 4): offset (19, 9).
+        assert_eq!(resnet.resized_size((50, 40)), (102, 82));
+        assert_eq!(resnet.crop_offset((102, 82)), (19, 9));
+        let img = RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let out = resnet
+            .resize_and_crop(&img, FilterType::Nearest, Path::new("x.png"))
+            .unwrap();
+        assert_eq!(out.dimensions(), (64, 64));
+        // An explicit class or resample wins over the model type's.
+        let vit = write_json(
+            dir.path(),
+            serde_json::json!({"image_processor_type": "ViTImageProcessor", "size": 32, "resample": 2}),
+        );
+        let p = Preprocessor::from_json_file_for(&vit, Some("resnet")).unwrap();
+        assert_eq!(
+            (p.resize_to, p.filter),
+            (Some((32, 32)), FilterType::Triangle)
+        );
     }
 
     #[test]

@@ -170,11 +170,15 @@ impl LoadedModel {
         })
     }
 
-    /// The image preprocessing: the checkpoint's `preprocessor_config.json`, or the family's
-    /// documented default when it has none, or an error saying what to add.
+    /// The image preprocessing: the checkpoint's `preprocessor_config.json` (read as the
+    /// processor class `transformers` picks for the family where the file names none), or the
+    /// family's documented default when it has none, or an error saying what to add.
     pub fn preprocessor(&self) -> Result<Preprocessor> {
         if let Some(path) = &self.preprocessor {
-            return Ok(Preprocessor::from_json_file(path)?);
+            return Ok(Preprocessor::from_json_file_for(
+                path,
+                Some(self.model.family()),
+            )?);
         }
         if self.model.image_size().is_none() {
             return Err(ModelError::Invalid(format!(

@@ -273,10 +273,12 @@ for hook, kind, cells in (("hook_stem", "feature", 16), ("stages.1.blocks.0.hook
         assert int(m[1]) * cells + int(m[2]) == r["position"] and 0 <= r["example_id"] < 12, r
         assert (r["row"], r["col"]) == (int(m[1]), int(m[2])), r
         assert r["image_path"].startswith("images/") and r["x0"] <= r["x1"] <= 63, r
-        # The 64-px files go to 72 px and a centre 64-px crop: back onto the files' pixels.
-        scale = 64 / 72
-        assert r["source_x0"] == int((r["x0"] + 4) * scale), r
-        assert r["source_x1"] == min(63, -(-(r["x1"] + 1 + 4) * 64 // 72) - 1), r
+        # tiny_resnet's preprocessor is ConvNeXt's (transformers' class for ResNet): the 64-px
+        # files go to int(72 / 0.875) = 82 px, a centre 72-px crop (offset 5), then the 64-px
+        # crop_size (offset 4): back onto the files' pixels.
+        scale = 64 / 82
+        assert r["source_x0"] == int((r["x0"] + 9) * scale), r
+        assert r["source_x1"] == min(63, -(-(r["x1"] + 1 + 9) * 64 // 82) - 1), r
     grid = json.load(open(f"{d}/hook={hook}/grid.json"))
     assert grid["rows"]["cells"] == cells and grid["class_token"] is False, grid
 labels = pq.read_table(f"{d}/hook=hook_stem/feature_labels.parquet").to_pylist()

@@ -304,6 +304,7 @@ impl HookedModel for EfficientNet {
             shortest_edge: Some((h.max(w) as u32 * 8).div_ceil(7)),
             resize_to: None,
             crop: Some((h as u32, w as u32)),
+            second_crop: None,
             rescale_factor: 1.0 / 255.0,
             mean: [127.0 / 255.0; 3],
             std: [128.0 / 255.0; 3],
