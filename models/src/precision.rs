@@ -17,7 +17,7 @@ pub const REDUCED_PRECISION_FAMILIES: &[&str] = &[
 
 /// The precision of the matrix products in the packed (extraction) forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ComputeDtype {
     /// f32 products from f32 (or exactly widened bf16/f16) weights: parity with `transformers`
     /// in f32 to 1e-4.
@@ -28,6 +28,14 @@ pub enum ComputeDtype {
     /// products where the CPU has them and through the f32 GEMM with the same rounding where
     /// it does not. For [`BF16_COMPUTE_FAMILIES`] with weights held in bf16.
     Bf16,
+}
+
+/// Configs take the CLI's spellings (`bfloat16` as well as `bf16`).
+impl TryFrom<String> for ComputeDtype {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
 }
 
 impl std::str::FromStr for ComputeDtype {

@@ -69,7 +69,7 @@ pub use crate::precision::{ComputeDtype, BF16_COMPUTE_FAMILIES, REDUCED_PRECISIO
 
 /// The precision a model's weights are held in; computation is f32 throughout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum WeightsDtype {
     /// As stored where the family converts per layer ([`REDUCED_PRECISION_FAMILIES`]: a bf16
     /// checkpoint takes half the memory of f32), else f32.
@@ -81,6 +81,14 @@ pub enum WeightsDtype {
     Bf16,
     /// Held in f16; families in [`REDUCED_PRECISION_FAMILIES`].
     F16,
+}
+
+/// Configs take the CLI's spellings (`bfloat16` as well as `bf16`).
+impl TryFrom<String> for WeightsDtype {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
 }
 
 impl std::str::FromStr for WeightsDtype {

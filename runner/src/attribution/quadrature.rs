@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How the integral over α ∈ [0, 1] is approximated.
+/// How the integral over α ∈ [0, 1] is approximated. Configs read every spelling the CLI
+/// takes (`gausslegendre`, Captum's, as well as `gauss_legendre`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum IgRule {
     /// Gauss–Legendre nodes and weights (Captum's default): exact for polynomials of degree
     /// 2·steps − 1 in α.
@@ -69,6 +70,13 @@ impl IgRule {
                     .collect()
             }
         }
+    }
+}
+
+impl TryFrom<String> for IgRule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -135,6 +143,20 @@ fn legendre(n: usize, x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Configs read the names the CLI and its help print (`gausslegendre`), not only serde's.
+    #[test]
+    fn configs_read_the_cli_spellings() {
+        for name in ["gausslegendre", "gauss_legendre", "gauss-legendre"] {
+            let rule: IgRule = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(rule, IgRule::GaussLegendre);
+        }
+        let e = serde_json::from_str::<IgRule>("\"simpson\"").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown integration rule `simpson`"),
+            "{e}"
+        );
+    }
 
     /// numpy.polynomial.legendre.leggauss(3): ±√(3/5) with weight 5/9, 0 with 8/9.
     #[test]
