@@ -2,7 +2,8 @@
 """Exact activation patching on the tiny random decoders with PyTorch forward hooks on the
 `transformers` models (what TransformerLens and nnsight do), for glassbox's patching parity test.
 
-Reads tests/fixtures/tiny_{gpt2,llama,neox}/ (made by the reference_tiny_*.py scripts) and writes
+Reads tests/fixtures/tiny_{gpt2,llama,neox,gemma2,gemma3_scaled,qwen3,olmo2,olmo3,phi3_partial,
+mistral}/ (made by the reference_tiny_*.py scripts) and writes
 tests/fixtures/patching/:
   pairs.jsonl        prompt pairs (clean, corrupted, answer, wrong) with equal token counts
   <family>.json      per pair: metric_clean, metric_corrupted (logit(answer) − logit(wrong) at the
@@ -42,11 +43,18 @@ def modules(model, family):
     """Per block: (block, attention, mlp, output projection of attention)."""
     if family == "gpt2":
         return [(b, b.attn, b.mlp, b.attn.c_proj) for b in model.transformer.h]
-    if family == "llama":
+    if family in LLAMA_LIKE:
         return [(b, b.self_attn, b.mlp, b.self_attn.o_proj) for b in model.model.layers]
     if family == "neox":
         return [(b, b.attention, b.mlp, b.attention.dense) for b in model.gpt_neox.layers]
     raise ValueError(family)
+
+
+# Families whose blocks are `model.model.layers[i]` with `self_attn` (its `o_proj`) and `mlp`.
+# Where a family norms what attention or the MLP adds (Gemma's post-norms, OLMo-2's), patching
+# the module's output at one position equals patching the normed value there: the norm is per
+# token.
+LLAMA_LIKE = {"llama", "gemma2", "gemma3", "qwen3", "olmo2", "olmo3", "phi3", "mistral"}
 
 
 def first(o):
@@ -143,7 +151,14 @@ def main():
              "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post", "blocks.0.attn.hook_z"]
     for family, folder, cls in [("gpt2", "tiny_gpt2", transformers.GPT2LMHeadModel),
                                 ("llama", "tiny_llama", transformers.LlamaForCausalLM),
-                                ("neox", "tiny_neox", transformers.GPTNeoXForCausalLM)]:
+                                ("neox", "tiny_neox", transformers.GPTNeoXForCausalLM),
+                                ("gemma2", "tiny_gemma2", transformers.Gemma2ForCausalLM),
+                                ("gemma3", "tiny_gemma3_scaled", transformers.Gemma3ForCausalLM),
+                                ("qwen3", "tiny_qwen3", transformers.Qwen3ForCausalLM),
+                                ("olmo2", "tiny_olmo2", transformers.Olmo2ForCausalLM),
+                                ("olmo3", "tiny_olmo3", transformers.Olmo3ForCausalLM),
+                                ("phi3", "tiny_phi3_partial", transformers.Phi3ForCausalLM),
+                                ("mistral", "tiny_mistral", transformers.MistralForCausalLM)]:
         model = cls.from_pretrained(FIX / folder, torch_dtype=torch.float32).eval()
         heads = model.config.num_attention_heads if family != "gpt2" else model.config.n_head
         mods = modules(model, family)

@@ -100,6 +100,18 @@ pub struct PixelGradients {
     pub hooks: BTreeMap<HookPoint, (Vec<f32>, Vec<f32>)>,
 }
 
+/// A block's attention output after its projection and post-norm (see
+/// [`HookedModel::attention_post_norm`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionOutput<'a> {
+    /// The output projection `[hidden, heads · head_dim]`.
+    pub weight: &'a Tensor,
+    /// Its bias `[hidden]`, where it has one.
+    pub bias: Option<&'a Tensor>,
+    /// The norm applied to the projection's output before the residual add.
+    pub norm: FinalNorm<'a>,
+}
+
 /// The parameters of a decoder's final normalisation, for reading residual components through
 /// it with the normalisation scale frozen (direct logit attribution).
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +270,18 @@ pub trait HookedModel: Send + Sync {
     }
     /// The final normalisation's parameters (decoders).
     fn final_norm_parts(&self) -> Option<FinalNorm<'_>> {
+        None
+    }
+    /// The final logit soft-cap `c` (logits = `c · tanh(x / c)`, Gemma-2), where the family
+    /// applies one: [`Self::unembedding`] reads the logit before it.
+    fn final_logit_softcap(&self) -> Option<f64> {
+        None
+    }
+    /// Block `layer`'s attention output as the residual stream receives it, where that is not
+    /// linear in the heads' `attn.hook_z` — a norm after the output projection (Gemma's and
+    /// OLMo-2's post-norms): the projection and the norm, so per-head read-outs can freeze the
+    /// norm's scale. `None`: `hook_attn_out` is linear in `hook_z`.
+    fn attention_post_norm(&self, _layer: usize) -> Option<AttentionOutput<'_>> {
         None
     }
     /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.

@@ -7,13 +7,22 @@
 //!
 //! Each attention output is also split by head: `attn_out = Σ_h z_h W_O[h] + b_O`, so head `h`'s
 //! share is the block's output with every other head's `z` zeroed minus the output with all
-//! zeroed (the bias). Those rows (`part_of` = the block's `hook_attn_out`: one per head, and
-//! `blocks.L.attn.bias`) sum to that component and are not counted again in the total.
+//! zeroed (the bias). Where a norm follows the projection (Gemma's and OLMo-2's post-norms)
+//! the output is not linear in the heads: there each head's `z_h W_O[h]` (and the bias) is read
+//! through that norm with its scale frozen at the whole output's, as the final norm is. Those
+//! rows (`part_of` = the block's `hook_attn_out`: one per head, and `blocks.L.attn.bias`) sum to
+//! that component and are not counted again in the total.
+//!
+//! A final logit soft-cap (Gemma-2: `c · tanh(x / c)`) is not linear either: the components sum
+//! to the difference of the logits before it, and a `logit_softcap` row adds what the cap
+//! changes, so the rows without `part_of` sum to the difference of the model's logits.
 
 use crate::patching::PreparedPair;
 use glassbox_data::HookPoint;
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{Capture, FinalNorm, LoadedModel, ModelError, Result, TokenBatch};
+use glassbox_models::{
+    AttentionOutput, Capture, FinalNorm, LoadedModel, ModelError, Result, TokenBatch,
+};
 use std::collections::BTreeMap;
 
 /// One component's contribution for one run of one pair.
@@ -23,8 +32,9 @@ pub struct DlaRow {
     pub pair: u64,
     /// `clean` or `corrupted`.
     pub run: String,
-    /// `hook_embed`, `hook_pos_embed`, `blocks.L.hook_attn_out`, `blocks.L.hook_mlp_out`, or
-    /// `ln_final.bias` (LayerNorm's β read out).
+    /// `hook_embed`, `hook_pos_embed`, `blocks.L.hook_attn_out`, `blocks.L.hook_mlp_out`,
+    /// `ln_final.bias` (LayerNorm's β read out), or `logit_softcap` (what a final soft-cap
+    /// changes in the difference).
     pub component: String,
     /// The block, for block components.
     pub layer: Option<u32>,
@@ -132,7 +142,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
                 contribution: read(&bias),
             });
         }
-        if let Some(b) = bias {
+        if let Some(b) = &bias {
             rows.push(DlaRow {
                 pair: pair.row as u64,
                 run: run.to_owned(),
@@ -141,6 +151,35 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
                 head: None,
                 part_of: None,
                 contribution: b.iter().zip(&direction).map(|(b, d)| b * d).sum(),
+            });
+        }
+        if let Some(cap) = model.model.final_logit_softcap() {
+            // The logits before the cap, from the whole normalised residual.
+            let normalized: Vec<f64> = {
+                let mean = if center {
+                    residual.iter().sum::<f64>() / residual.len() as f64
+                } else {
+                    0.0
+                };
+                residual
+                    .iter()
+                    .zip(&weight)
+                    .enumerate()
+                    .map(|(i, (v, g))| (v - mean) * scale * g + bias.as_ref().map_or(0.0, |b| b[i]))
+                    .collect()
+            };
+            let logit =
+                |row: &[f64]| -> f64 { normalized.iter().zip(row).map(|(n, u)| n * u).sum() };
+            let (la, lw) = (logit(&a), logit(&w));
+            let capped = |x: f64| cap * (x / cap).tanh();
+            rows.push(DlaRow {
+                pair: pair.row as u64,
+                run: run.to_owned(),
+                component: "logit_softcap".into(),
+                layer: None,
+                head: None,
+                part_of: None,
+                contribution: (capped(la) - capped(lw)) - (la - lw),
             });
         }
     }
@@ -213,8 +252,23 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
             _ => None,
         })
         .collect();
+    // Blocks with a norm after the projection: their shares from `z` through the frozen norm.
+    let (normed, layers): (Vec<usize>, Vec<usize>) = layers
+        .into_iter()
+        .partition(|&l| model.model.attention_post_norm(l).is_some());
+    let mut out = Vec::new();
+    if !normed.is_empty() {
+        let points: Vec<HookPoint> = normed.iter().map(|&l| HookPoint::AttnZ(l)).collect();
+        for (&layer, z) in normed.iter().zip(last_position(model, encoded, &points)?) {
+            let parts = model
+                .model
+                .attention_post_norm(layer)
+                .expect("partitioned on it");
+            out.push(post_norm_shares(parts, layer, &z, heads)?);
+        }
+    }
     let Some(&first) = layers.first() else {
-        return Ok(Vec::new());
+        return Ok(out);
     };
     let t = encoded.ids.len();
     let one = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
@@ -240,7 +294,6 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
         captured: BTreeMap::new(),
     };
     model.model.forward((&batch).into(), &mut hooks)?;
-    let mut out = Vec::new();
     for &layer in &hooks.layers {
         let a = hooks
             .captured
@@ -262,7 +315,64 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
             .collect();
         out.push((layer, shares, bias.iter().map(|v| f64::from(*v)).collect()));
     }
+    out.sort_by_key(|(layer, _, _)| *layer);
     Ok(out)
+}
+
+/// A post-normed block's head shares at one position: `z_h W_O[h]ᵀ` per head and the
+/// projection's bias, each read through the norm with its scale (and centring) frozen at the
+/// whole output `Σ_h z_h W_O[h]ᵀ + b`'s, so they sum to the block's `hook_attn_out`; a
+/// LayerNorm's β goes with the bias.
+fn post_norm_shares(
+    parts: AttentionOutput<'_>,
+    layer: usize,
+    z: &[f64],
+    heads: usize,
+) -> Result<HeadShares> {
+    let rows: Vec<Vec<f32>> = parts.weight.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    let head_dim = z.len() / heads;
+    let mut shares: Vec<Vec<f64>> = (0..heads)
+        .map(|h| {
+            rows.iter()
+                .map(|row| {
+                    row[h * head_dim..(h + 1) * head_dim]
+                        .iter()
+                        .zip(&z[h * head_dim..(h + 1) * head_dim])
+                        .map(|(w, z)| f64::from(*w) * z)
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let mut bias: Vec<f64> = match parts.bias {
+        Some(b) => b
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        None => vec![0.0; rows.len()],
+    };
+    let whole: Vec<f64> = (0..rows.len())
+        .map(|i| shares.iter().map(|s| s[i]).sum::<f64>() + bias[i])
+        .collect();
+    let (gamma, beta, scale, center) = frozen(parts.norm, &whole)?;
+    let read = |v: &mut Vec<f64>| {
+        let mean = if center {
+            v.iter().sum::<f64>() / v.len() as f64
+        } else {
+            0.0
+        };
+        v.iter_mut()
+            .zip(&gamma)
+            .for_each(|(x, g)| *x = (*x - mean) * scale * g);
+    };
+    shares.iter_mut().for_each(read);
+    read(&mut bias);
+    if let Some(beta) = beta {
+        bias.iter_mut().zip(&beta).for_each(|(b, beta)| *b += beta);
+    }
+    Ok((layer, shares, bias))
 }
 
 /// γ, β, the frozen scale 1/σ (or 1/rms) of `residual`, and whether components are centred.

@@ -220,6 +220,21 @@ impl HookedModel for Decoder {
             eps: self.norm.eps,
         })
     }
+    fn final_logit_softcap(&self) -> Option<f64> {
+        self.final_softcap
+    }
+    fn attention_post_norm(&self, layer: usize) -> Option<crate::model::AttentionOutput<'_>> {
+        let l = self.layers.get(layer)?;
+        let norm = l.attn_post_norm.as_ref()?;
+        Some(crate::model::AttentionOutput {
+            weight: &l.attn.o.weight,
+            bias: l.attn.o.bias.as_ref(),
+            norm: FinalNorm::Rms {
+                weight: &norm.weight,
+                eps: norm.eps,
+            },
+        })
+    }
     /// The linear unembedding, in the precision the weights are held in (bf16 for a bf16
     /// checkpoint under `--weights-dtype auto`). With a final soft-cap (Gemma-2), `normalized · unembeddingᵀ`
     /// is the logit before the cap, which is monotone in it; [`HookedModel::unembed`] and the
