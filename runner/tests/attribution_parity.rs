@@ -175,9 +175,12 @@ fn decoder_gradients_match_central_differences() {
         "tiny_qwen2",
         "tiny_gemma2",
         "tiny_gemma3",
+        "tiny_gemma3_scaled",
         "tiny_qwen3",
         "tiny_olmo2",
+        "tiny_olmo3",
         "tiny_phi3",
+        "tiny_phi3_partial",
         "tiny_mistral",
     ] {
         let model = tiny(name);
@@ -196,6 +199,8 @@ fn decoder_gradients_match_central_differences() {
             .to_vec1()
             .unwrap();
         let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 8).unwrap();
-        central_difference_matches(name, &o, o.input(), 1e-2);
+        // A step of 3e-3 along the gradient: the random fixtures curve enough that 1e-2 misses
+        // |∇f|² by 3 % on Phi-3 with partial rotary (and converges as the step shrinks).
+        central_difference_matches(name, &o, o.input(), 3e-3);
     }
 }
