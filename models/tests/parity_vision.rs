@@ -67,9 +67,9 @@ fn load(name: &str, n: usize) -> (LoadedModel, HashMap<String, Tensor>, ImageBat
     (model, reference, batch)
 }
 
-fn check_resnet(name: &str, depths: &[usize]) {
-    let (model, reference, batch) = load(name, 2);
-    let last_blocks: Vec<HookPoint> = depths
+/// Each stage's last block's output (`hidden_states[s + 1]`).
+fn last_blocks(depths: &[usize]) -> Vec<HookPoint> {
+    depths
         .iter()
         .enumerate()
         .map(|(s, &d)| HookPoint::Conv {
@@ -77,7 +77,12 @@ fn check_resnet(name: &str, depths: &[usize]) {
             block: (d - 1) as u16,
             part: ConvPart::Out,
         })
-        .collect();
+        .collect()
+}
+
+fn check_resnet(name: &str, depths: &[usize]) {
+    let (model, reference, batch) = load(name, 2);
+    let last_blocks = last_blocks(depths);
     let mut wanted = vec![HookPoint::Stem, HookPoint::Pooled, HookPoint::Logits];
     wanted.extend(&last_blocks);
     let mut capture = Capture::new(wanted);
@@ -133,15 +138,7 @@ fn check_resnet_gradients(name: &str, depths: &[usize]) {
             .unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     let seed = flat(&grads["seed"]);
-    let last_blocks: Vec<HookPoint> = depths
-        .iter()
-        .enumerate()
-        .map(|(s, &d)| HookPoint::Conv {
-            stage: s as u16,
-            block: (d - 1) as u16,
-            part: ConvPart::Out,
-        })
-        .collect();
+    let last_blocks = last_blocks(depths);
     let mut points = vec![HookPoint::Stem];
     points.extend(&last_blocks);
     let got = model

@@ -247,26 +247,17 @@ pub fn max_pool_backward(
             let mut max = vec![f32::NEG_INFINITY; c];
             for oy in 0..ph.output {
                 for ox in 0..pw.output {
-                    let mut first = true;
-                    for ky in 0..k {
-                        let iy = (oy * stride + ky) as isize - pad as isize;
-                        if iy < 0 || iy as usize >= shape.height {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * stride + kx) as isize - pad as isize;
-                            if ix < 0 || ix as usize >= shape.width {
-                                continue;
+                    let image = (shape.height, shape.width);
+                    for (i, (_, pixel)) in
+                        taps_inside((oy, ox), k, stride, (ph, pw), image).enumerate()
+                    {
+                        let at = pixel * c;
+                        for ch in 0..c {
+                            let v = xb[at + ch];
+                            if i == 0 || v > max[ch] || v.is_nan() {
+                                max[ch] = v;
+                                best[ch] = at + ch;
                             }
-                            let at = (iy as usize * shape.width + ix as usize) * c;
-                            for ch in 0..c {
-                                let v = xb[at + ch];
-                                if first || v > max[ch] || v.is_nan() {
-                                    max[ch] = v;
-                                    best[ch] = at + ch;
-                                }
-                            }
-                            first = false;
                         }
                     }
                     let row = ((b * ph.output + oy) * pw.output + ox) * c;

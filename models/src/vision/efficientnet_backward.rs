@@ -9,6 +9,7 @@
 //! to the pixels. Gradients are reported at a hook *before* its activation's mask, i.e.
 //! with respect to the hooked value itself.
 
+use super::backward_parts::{mask_where, position_sums};
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
 use super::depthwise::{depthwise_backward, Relu6Masks};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
@@ -18,37 +19,14 @@ use crate::hooks::{Capture, ConvPart, HookPoint};
 use crate::kernels::matmul_w;
 use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
 type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
 
-/// Elements per parallel task of [`relu6_mask`].
-const MASK_CHUNK: usize = 1 << 16;
-
-/// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output. In parallel: on one thread the
-/// mask was 11% of integrated gradients' time (arrays of up to 77 MB at batch 16).
+/// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output.
 fn relu6_mask(g: &mut [f32], y: &[f32]) {
-    g.par_chunks_mut(MASK_CHUNK)
-        .zip(y.par_chunks(MASK_CHUNK))
-        .for_each(|(g, y)| {
-            g.iter_mut()
-                .zip(y)
-                .for_each(|(g, &y)| *g = if y > 0.0 && y < 6.0 { *g } else { 0.0 })
-        });
-}
-
-/// Sums `[batch, positions, width]` over positions.
-fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
-    let per = x.len() / batch;
-    let mut out = vec![0f32; batch * width];
-    for (b, o) in out.chunks_exact_mut(width).enumerate() {
-        for row in x[b * per..(b + 1) * per].chunks_exact(width) {
-            o.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-        }
-    }
-    out
+    mask_where(g, y, |y| y > 0.0 && y < 6.0);
 }
 
 /// One taped forward and the backward from a seed: what both public entry points read.

@@ -5,6 +5,7 @@
 //! position is a pixel of the feature map, row-major (`position = y · w + x`), for pooled
 //! features and logits there is one position.
 
+mod backward_parts;
 pub mod clip;
 pub mod conv;
 pub mod depthwise;

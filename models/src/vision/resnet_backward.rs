@@ -11,6 +11,7 @@
 //! 1 × 1, stride-1 one, else the patch gradients scattered onto their taps. Gradients are
 //! reported at a hook with respect to the hooked value itself (after the add and ReLU).
 
+use super::backward_parts::{mask_where, position_sums};
 use super::conv::{conv_dense_input_gradient, max_pool_backward, symmetric_padding, Nhwc};
 use super::resnet::{Conv, ResNet, Tape};
 use crate::batch::ImageBatch;
@@ -18,33 +19,11 @@ use crate::hooks::{Capture, HookPoint};
 use crate::kernels::{matmul_w, zeros};
 use crate::model::{HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
-
-/// Elements per parallel task of [`relu_mask`].
-const MASK_CHUNK: usize = 1 << 16;
 
 /// `g *= 1[y > 0]`: the ReLU derivative from its output.
 fn relu_mask(g: &mut [f32], y: &[f32]) {
-    g.par_chunks_mut(MASK_CHUNK)
-        .zip(y.par_chunks(MASK_CHUNK))
-        .for_each(|(g, y)| {
-            g.iter_mut()
-                .zip(y)
-                .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 })
-        });
-}
-
-/// Sums `[batch, positions, width]` over positions.
-fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
-    let per = x.len() / batch;
-    let mut out = vec![0f32; batch * width];
-    for (b, o) in out.chunks_exact_mut(width).enumerate() {
-        for row in x[b * per..(b + 1) * per].chunks_exact(width) {
-            o.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-        }
-    }
-    out
+    mask_where(g, y, |y| y > 0.0);
 }
 
 impl Conv {
