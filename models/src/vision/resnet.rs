@@ -443,39 +443,57 @@ impl ResNet {
             t.stem_conv = (stem_conv, s);
         }
         visit(hooks, HookPoint::Stem, &mut x, shape)?;
-        if let Some(t) = tape.as_deref_mut() {
-            t.stem = (x.clone(), shape);
-        }
+        // With a tape, each layer's input (the stem's output, then each layer's) goes onto it
+        // once that layer has read it: moved, not copied.
         for layer in &self.layers {
-            let residual = match &layer.shortcut {
-                Some(sc) => sc.run(&x, shape, false).0,
-                None => x.clone(),
-            };
             let input = shape;
             let mut inner = Vec::new();
-            let (mut h, mut hs) = (x, shape);
+            let (mut h, mut hs) = (Vec::new(), shape);
             for (i, conv) in layer.convs.iter().enumerate() {
                 let last = i + 1 == layer.convs.len();
-                let (next, next_shape) = conv.run(&h, hs, !last);
+                let (next, next_shape) = match i {
+                    0 => conv.run(&x, shape, !last),
+                    _ => conv.run(&h, hs, !last),
+                };
                 if i > 0 && tape.is_some() {
                     inner.push((std::mem::take(&mut h), hs));
                 }
                 (h, hs) = (next, next_shape);
             }
-            h.iter_mut()
-                .zip(&residual)
-                .for_each(|(v, r)| *v = (*v + r).max(0.0));
-            (x, shape) = (h, hs);
+            let add_relu = |h: &mut [f32], r: &[f32]| {
+                h.iter_mut()
+                    .zip(r)
+                    .for_each(|(v, r)| *v = (*v + r).max(0.0))
+            };
+            match &layer.shortcut {
+                Some(sc) => add_relu(&mut h, &sc.run(&x, shape, false).0),
+                None => add_relu(&mut h, &x),
+            }
+            let read = std::mem::replace(&mut x, h);
+            if let Some(t) = tape.as_deref_mut() {
+                match t.layers.last_mut() {
+                    Some(previous) => previous.out.0 = read,
+                    None => t.stem = (read, shape),
+                }
+            }
+            shape = hs;
             visit(hooks, Self::point(layer), &mut x, shape)?;
             if let Some(t) = tape.as_deref_mut() {
+                // Its output is put in place once the next layer (or the pool) has read it.
                 t.layers.push(LayerTape {
                     input,
                     inner,
-                    out: (x.clone(), shape),
+                    out: (Vec::new(), shape),
                 });
             }
         }
         let mut pooled = global_mean(&x, shape);
+        if let Some(t) = tape.as_deref_mut() {
+            match t.layers.last_mut() {
+                Some(last) => last.out.0 = std::mem::take(&mut x),
+                None => t.stem = (std::mem::take(&mut x), shape),
+            }
+        }
         let pooled_shape = Nhwc {
             height: 1,
             width: 1,
