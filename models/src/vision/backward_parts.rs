@@ -1,7 +1,11 @@
 //! What the hand-written CNN backwards (EfficientNet's, ResNet's) share: an activation's
 //! derivative applied from its output, and sums over positions for TCAV.
 
+use crate::hooks::HookPoint;
+use crate::model::HookGradients;
+use crate::Result;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 
 /// Elements per parallel task of [`mask_where`].
 const MASK_CHUNK: usize = 1 << 16;
@@ -29,4 +33,28 @@ pub(super) fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// TCAV's inputs from one backward: each wanted hook's activation (from `activation`)
+/// averaged over its positions, and its gradient (`grads`: `[batch, positions, width]` and the
+/// width) summed over them.
+pub(super) fn pooled_hook_gradients<'t>(
+    batch: usize,
+    logits: Vec<f32>,
+    grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
+    activation: impl Fn(HookPoint) -> Result<std::borrow::Cow<'t, [f32]>>,
+) -> Result<HookGradients> {
+    let mut out = HookGradients {
+        logits,
+        ..Default::default()
+    };
+    for (p, (g, width)) in grads {
+        let a = activation(p)?;
+        let positions = a.len() / (batch * width);
+        let mut pooled = position_sums(&a, batch, width);
+        pooled.iter_mut().for_each(|v| *v /= positions as f32);
+        out.pooled.insert(p, pooled);
+        out.gradient_sums.insert(p, position_sums(&g, batch, width));
+    }
+    Ok(out)
 }

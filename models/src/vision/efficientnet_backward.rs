@@ -9,7 +9,7 @@
 //! to the pixels. Gradients are reported at a hook *before* its activation's mask, i.e.
 //! with respect to the hooked value itself.
 
-use super::backward_parts::{mask_where, position_sums};
+use super::backward_parts::{mask_where, pooled_hook_gradients};
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
 use super::depthwise::{depthwise_backward, Relu6Masks};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
@@ -47,18 +47,10 @@ impl EfficientNet {
         seed: &[f32],
     ) -> Result<HookGradients> {
         let run = self.backward(batch, points, seed, false)?;
-        let mut out = HookGradients {
-            logits: run.logits,
-            ..Default::default()
-        };
-        for (p, (g, width)) in run.grads {
-            let (a, shape) = run.tape.get(p)?;
-            let mut pooled = position_sums(a, batch.batch, width);
-            pooled.iter_mut().for_each(|v| *v /= shape.pixels() as f32);
-            out.pooled.insert(p, pooled);
-            out.gradient_sums
-                .insert(p, position_sums(&g, batch.batch, width));
-        }
+        let tape = &run.tape;
+        let out = pooled_hook_gradients(batch.batch, run.logits, run.grads, |p| {
+            Ok(std::borrow::Cow::Borrowed(tape.get(p)?.0))
+        })?;
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
         self.spare.end_batch();
         Ok(out)

@@ -11,7 +11,7 @@
 //! 1 × 1, stride-1 one, else the patch gradients scattered onto their taps. Gradients are
 //! reported at a hook with respect to the hooked value itself (after the add and ReLU).
 
-use super::backward_parts::{mask_where, position_sums};
+use super::backward_parts::{mask_where, pooled_hook_gradients};
 use super::conv::{conv_dense_input_gradient, max_pool_backward, symmetric_padding, Nhwc};
 use super::resnet::{Conv, ResNet, Tape};
 use crate::batch::ImageBatch;
@@ -69,19 +69,10 @@ impl ResNet {
         seed: &[f32],
     ) -> Result<HookGradients> {
         let run = self.backward(batch, points, seed, false)?;
-        let mut out = HookGradients {
-            logits: run.outputs.clone(),
-            ..Default::default()
-        };
-        for (p, (g, width)) in run.grads {
-            let a = activation(&run.tape, &run.outputs, p, self)?;
-            let positions = a.len() / (batch.batch * width);
-            let mut pooled = position_sums(&a, batch.batch, width);
-            pooled.iter_mut().for_each(|v| *v /= positions as f32);
-            out.pooled.insert(p, pooled);
-            out.gradient_sums
-                .insert(p, position_sums(&g, batch.batch, width));
-        }
+        let (tape, outputs) = (&run.tape, &run.outputs);
+        let out = pooled_hook_gradients(batch.batch, outputs.clone(), run.grads, |p| {
+            Ok(std::borrow::Cow::Owned(activation(tape, outputs, p, self)?))
+        })?;
         Ok(out)
     }
 
