@@ -282,10 +282,9 @@ pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
             fmt(r.max_sensitivity),
             fmt(r.completeness_error)
         )?;
-        if let Some(warning) = glassbox_reports::attribution_summary::completeness_warning(
-            &r.method,
-            r.completeness_error,
-        ) {
+        if let Some(warning) =
+            glassbox_reports::attribution::completeness_warning(&r.method, r.completeness_error)
+        {
             crate::outln!("     warning: {warning}")?;
         }
     }

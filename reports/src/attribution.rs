@@ -364,6 +364,22 @@ pub(crate) fn fmt(v: Option<f64>) -> String {
     v.map_or("–".to_owned(), |v| format!("{v:.3}"))
 }
 
+/// The completeness error above which integrated gradients' integral counts as not converged:
+/// the attributions then miss `f(x) − f(baseline)` by more than 1 %, the standard the
+/// method's own axiom sets (and Captum's `convergence_delta` is read against).
+pub const COMPLETENESS_TOLERANCE: f64 = 0.01;
+
+/// The warning for an integral that has not converged (`None` within the tolerance): what the
+/// number means and what to try.
+pub fn completeness_warning(method: &str, completeness_error: Option<f64>) -> Option<String> {
+    let e = completeness_error.filter(|e| *e > COMPLETENESS_TOLERANCE)?;
+    Some(format!(
+        "`{method}` has not converged: its attributions miss f(x) − f(baseline) by {:.1} % (median over the examples; tolerance {:.0} %), so its maps are an approximation of the integral — raise --steps, try --rule adaptive, or choose a baseline away from where the model is steepest (on RMSNorm decoders, all-zero embeddings)",
+        100.0 * e,
+        100.0 * COMPLETENESS_TOLERANCE
+    ))
+}
+
 /// Renders `attributions/index.html` for the run's `attributions/` folder (at `dir`).
 pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError> {
     let verdicts = verdicts(dir)?;
@@ -385,10 +401,7 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
                 Some(false) => format!("<strong>FAILED</strong> ({})", v.evidence()),
                 None => "not run".to_owned(),
             };
-            let completeness = match crate::attribution_summary::completeness_warning(
-                &v.method,
-                v.completeness_error,
-            ) {
+            let completeness = match completeness_warning(&v.method, v.completeness_error) {
                 None => fmt(v.completeness_error),
                 Some(warning) => format!(
                     "{} — <strong>not converged</strong><br><small>{}</small>",

@@ -2,7 +2,7 @@
 //! faithfulness, the randomisation check) as `summary.json` carries it, the findings lines and
 //! the report's table. The attribution page itself is `attribution.rs`.
 
-use crate::attribution::{fmt, verdicts};
+use crate::attribution::{completeness_warning, fmt, verdicts};
 use crate::markup::escape;
 use crate::ReportError;
 use glassbox_data::RunDir;
@@ -21,22 +21,6 @@ pub struct MethodStanding {
     /// methods (and in `summary.json` written before it was recorded).
     #[serde(default)]
     pub completeness_error: Option<f64>,
-}
-
-/// The completeness error above which integrated gradients' integral counts as not converged:
-/// the attributions then miss `f(x) − f(baseline)` by more than 1 %, the standard the
-/// method's own axiom sets (and Captum's `convergence_delta` is read against).
-pub const COMPLETENESS_TOLERANCE: f64 = 0.01;
-
-/// The warning for an integral that has not converged (`None` within the tolerance): what the
-/// number means and what to try.
-pub fn completeness_warning(method: &str, completeness_error: Option<f64>) -> Option<String> {
-    let e = completeness_error.filter(|e| *e > COMPLETENESS_TOLERANCE)?;
-    Some(format!(
-        "`{method}` has not converged: its attributions miss f(x) − f(baseline) by {:.1} % (median over the examples; tolerance {:.0} %), so its maps are an approximation of the integral — raise --steps, try --rule adaptive, or choose a baseline away from where the model is steepest (on RMSNorm decoders, all-zero embeddings)",
-        100.0 * e,
-        100.0 * COMPLETENESS_TOLERANCE
-    ))
 }
 
 /// The attribute stage's verdicts, summarised for the main report (absent without the stage).

@@ -117,7 +117,7 @@ pub(crate) fn render(s: &Summary) -> String {
             inline(TCAV_DEFINITIONS)
         ));
     }
-    body.push_str(&crate::dictionary::html(&s.dictionary));
+    body.push_str(&crate::dictionary_render::html(&s.dictionary));
     if let Some(p) = &s.patching {
         body.push_str(&crate::patching_html::section_html(p));
     }

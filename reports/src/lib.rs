@@ -7,7 +7,7 @@ pub mod attribution;
 pub mod attribution_summary;
 pub mod causal;
 pub mod dictionary;
-mod dictionary_lines;
+pub mod dictionary_render;
 pub mod dissection;
 mod html;
 mod markup;
@@ -130,12 +130,17 @@ pub fn top_findings(summary: &Summary, max_tcav: usize) -> Vec<String> {
             .filter(|l| l.starts_with("concept "))
             .take(max_tcav),
     );
-    lines.extend(summary.dictionary.iter().filter_map(dictionary::headline));
     lines.extend(
         summary
             .dictionary
             .iter()
-            .filter_map(dictionary::sparse_probing_line),
+            .filter_map(dictionary_render::headline),
+    );
+    lines.extend(
+        summary
+            .dictionary
+            .iter()
+            .filter_map(dictionary_render::sparse_probing_line),
     );
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));
@@ -168,9 +173,13 @@ pub(crate) fn ranked_findings(summary: &Summary) -> Vec<String> {
     let tcav = tcav_findings(&summary.tcav, summary.causal.as_ref());
     lines.extend(tcav.iter().filter(|l| l.starts_with("concept ")).cloned());
     for f in &summary.dictionary {
-        lines.extend(dictionary::headline(f));
-        lines.extend(dictionary::sparse_probing_line(f));
-        lines.extend(dictionary::unit_findings(f, 3, summary.causal.as_ref()));
+        lines.extend(dictionary_render::headline(f));
+        lines.extend(dictionary_render::sparse_probing_line(f));
+        lines.extend(dictionary_render::unit_findings(
+            f,
+            3,
+            summary.causal.as_ref(),
+        ));
     }
     lines.extend(summary.patching.as_ref().and_then(patching::headline));
     lines.extend(summary.causal.as_ref().and_then(causal::headline));

@@ -22,7 +22,7 @@ pub fn provenance(run: &RunDir) -> Provenance {
     let definitions = [
         ("probes", crate::DEFINITIONS),
         ("tcav", crate::TCAV_DEFINITIONS),
-        ("dictionary", crate::dictionary::METRIC_NOTE),
+        ("dictionary", crate::dictionary_render::METRIC_NOTE),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -71,7 +71,7 @@ pub(crate) fn markdown(s: &Summary) -> String {
         }
         md.push_str(&format!("\n{TCAV_DEFINITIONS}\n"));
     }
-    md.push_str(&crate::dictionary::markdown(&s.dictionary));
+    md.push_str(&crate::dictionary_render::markdown(&s.dictionary));
     if let Some(line) = s.patching.as_ref().and_then(crate::patching::headline) {
         md.push_str(&format!("\n## Activation patching\n\n- {line}\n"));
     }

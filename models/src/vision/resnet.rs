@@ -6,7 +6,7 @@
 //! Hook points (`[batch, h·w, channels]`, pixels row-major): `hook_stem` (after the max pool;
 //! HF's `hidden_states[0]`), `stages.{s}.blocks.{b}.hook_out` (after the residual add and
 //! ReLU; the last block of stage `s` is `hidden_states[s + 1]`), `hook_pooled` and `logits`.
-//! The backward (TCAV, input attributions) is `resnet_backward.rs`, over [`ResNet::run`]'s tape.
+//! The backward (TCAV, input attributions) is `resnet_backward.rs`, over the tape of the forward's `run`.
 
 use super::conv::{conv_dense, dense_weight, global_mean, max_pool, symmetric_padding, Nhwc};
 use super::folded::{fold, visit, Folded};

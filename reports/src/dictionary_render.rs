@@ -1,9 +1,10 @@
-//! The sentences of a dictionary finding: its headline (reconstruction against PCA, dead and
+//! How a dictionary finding is written: its headline (reconstruction against PCA, dead and
 //! dense latents, the spliced model's loss, with what makes a number unreadable said beside
-//! it), the sparse-probing and feature-absorption sentences, and plain statements about its
-//! most label-aligned units.
+//! it), the sparse-probing and feature-absorption sentences, plain statements about its most
+//! label-aligned units, and the report's Markdown and HTML sections built from them.
 
-use crate::dictionary::{DictionaryFinding, ListedUnit};
+use crate::dictionary::{page_path, DictionaryFinding, ListedUnit};
+use crate::markup::escape;
 
 pub(crate) fn number(v: Option<&serde_json::Value>, digits: usize) -> String {
     v.and_then(|v| v.as_f64())
@@ -164,6 +165,164 @@ pub(crate) fn unit_line(u: &ListedUnit, unit: &str) -> String {
         parts.push(format!("closest direction `{d}` (cos {c:.2})"));
     }
     parts.join(" · ")
+}
+
+/// The Markdown section.
+pub fn markdown(findings: &[DictionaryFinding]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n## Sparse dictionary features and neurons\n\n");
+    for f in findings {
+        let unit = f.unit();
+        md.push_str(&format!(
+            "### `{}`: {} {}\n\n",
+            f.title(),
+            f.units,
+            f.kind.replace('_', " ")
+        ));
+        if let Some(h) = headline(f) {
+            md.push_str(&format!("{h}.\n\n"));
+        }
+        if let Some(s) = &f.sparse_probing {
+            md.push_str(&crate::sparse_probing::markdown(s));
+        }
+        if let Some(line) = absorption_line(f) {
+            md.push_str(&format!("{line}\n\n"));
+        }
+        for u in f.listed.iter().take(10) {
+            let tokens = u
+                .row
+                .top_tokens
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            md.push_str(&format!("- {}; top tokens {tokens}\n", unit_line(u, unit)));
+        }
+        md.push('\n');
+    }
+    md.push_str(METRIC_NOTE);
+    md.push('\n');
+    if findings.iter().any(|f| f.sparse_probing.is_some()) {
+        md.push('\n');
+        md.push_str(crate::sparse_probing::NOTE);
+        md.push('\n');
+    }
+    md
+}
+
+pub(crate) const METRIC_NOTE: &str = "Explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² over held-out tokens (x̄: their per-dimension mean); L0: mean active latents per token; dead: never active on the evaluation tokens; dense: active on more than 10% of them. Every definition is in each hook's `metrics.json`; every feature's and neuron's examples, label correlations and direction cosines are in `dictionary/hook=<hook>/*.parquet`. Units are listed by their strongest correlation with a label class.";
+
+/// The HTML section (all run-supplied text escaped).
+pub fn html(findings: &[DictionaryFinding]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<section id=\"dictionary\">\n<h2>Sparse dictionary features and neurons</h2>\n",
+    );
+    for f in findings {
+        let unit = f.unit();
+        h.push_str(&format!(
+            "<h3><code>{}</code>: {} {}</h3>\n",
+            escape(&f.title()),
+            f.units,
+            escape(&f.kind.replace('_', " "))
+        ));
+        if let Some(m) = &f.metrics {
+            let sae = m.get("sae");
+            let pca = m.get("pca_baseline").filter(|p| !p.is_null());
+            let get = |k: &str| sae.and_then(|s| s.get(k));
+            h.push_str("<table class=\"metrics\"><thead><tr><th>model</th><th>L0</th><th>explained variance</th><th>FVU</th><th>normalised MSE</th><th>cosine</th><th>dead</th><th>dense</th><th>tokens</th></tr></thead><tbody>\n");
+            h.push_str(&format!(
+                "<tr><td>SAE</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                number(get("l0"), 1),
+                number(get("explained_variance"), 3),
+                number(get("fvu"), 3),
+                number(get("normalised_mse"), 3),
+                number(get("cosine"), 3),
+                percent(get("dead_fraction")),
+                percent(get("dense_fraction")),
+                number(get("tokens"), 0)
+            ));
+            if let Some(p) = pca {
+                h.push_str(&format!(
+                    "<tr><td>PCA baseline</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>–</td><td>–</td><td>{}</td></tr>\n",
+                    number(p.get("l0"), 0),
+                    number(p.get("explained_variance"), 3),
+                    number(p.get("fvu"), 3),
+                    number(p.get("normalised_mse"), 3),
+                    number(p.get("cosine"), 3),
+                    number(p.get("tokens"), 0)
+                ));
+            }
+            h.push_str("</tbody></table>\n");
+            if let Some(s) = &f.sparse_probing {
+                h.push_str(&crate::sparse_probing::html(s));
+            }
+            if let Some(line) = absorption_line(f) {
+                h.push_str(&format!(
+                    "<p class=\"absorption\">{}</p>\n",
+                    crate::markup::inline(&line)
+                ));
+            }
+            if let Some(line) =
+                headline(f).filter(|_| m.get("splice").is_some_and(|s| !s.is_null()))
+            {
+                h.push_str(&format!(
+                    "<p class=\"splice\">{}</p>\n",
+                    crate::markup::inline(&line)
+                ));
+            }
+        }
+        h.push_str(&format!(
+            "<ol class=\"units\" data-kind=\"{}\">\n",
+            escape(&f.kind)
+        ));
+        for u in &f.listed {
+            h.push_str(&format!(
+                "<li class=\"unit\" data-unit=\"{}\"><div class=\"unit-head\"><a href=\"{}#{unit}-{}\">{}</a>: {}</div>\n",
+                u.row.unit,
+                escape(&page_path(f, u.row.unit)),
+                u.row.unit,
+                unit,
+                crate::markup::inline(&unit_line(u, unit))
+            ));
+            for s in u.examples.iter().filter(|s| s.thumbnail.is_none()) {
+                h.push_str(&crate::markup::snippet(
+                    &s.tokens,
+                    &s.activations,
+                    s.center,
+                    s.activation,
+                ));
+            }
+            let images: String = u
+                .examples
+                .iter()
+                .filter_map(|s| {
+                    Some(format!(
+                        "<img alt=\"example {} cell {}\" title=\"activation {:.3}\" width=\"{side}\" height=\"{side}\" src=\"data:image/jpeg;base64,{}\">",
+                        s.example_id,
+                        escape(s.tokens.get(s.center as usize).map_or("", String::as_str)),
+                        s.activation,
+                        s.thumbnail.as_ref()?,
+                        side = crate::thumbnails::SIDE
+                    ))
+                })
+                .collect();
+            if !images.is_empty() {
+                h.push_str(&format!("<div class=\"thumbs\">{images}</div>\n"));
+            }
+            h.push_str("</li>\n");
+        }
+        h.push_str("</ol>\n");
+    }
+    h.push_str(&format!(
+        "<p class=\"note\">{}</p>\n</section>\n",
+        crate::markup::inline(METRIC_NOTE)
+    ));
+    h
 }
 
 #[cfg(test)]
