@@ -374,7 +374,7 @@ pub const COMPLETENESS_TOLERANCE: f64 = 0.01;
 pub fn completeness_warning(method: &str, completeness_error: Option<f64>) -> Option<String> {
     let e = completeness_error.filter(|e| *e > COMPLETENESS_TOLERANCE)?;
     Some(format!(
-        "`{method}` has not converged: its attributions miss f(x) − f(baseline) by {:.1} % (median over the examples; tolerance {:.0} %), so its maps are an approximation of the integral — raise --steps, try --rule adaptive, or choose a baseline away from where the model is steepest (on RMSNorm decoders, all-zero embeddings)",
+        "`{method}` has not converged: its attributions miss f(x) − f(baseline) by {:.1} % (median over the examples; tolerance {:.0} %), so its maps are an approximation of the integral — raise --steps, change --rule (adaptive refines where the integrand jumps), or choose a baseline away from where the model is steepest (on RMSNorm decoders, all-zero embeddings)",
         100.0 * e,
         100.0 * COMPLETENESS_TOLERANCE
     ))

@@ -85,12 +85,12 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
                 .and_then(serde_json::Value::as_u64)
                 .map(|n| format!(" after {n} optimiser steps"))
                 .unwrap_or_default();
-            format!(" — no better than the mean activation{steps}: raise train_tokens (or lower batch_size) before reading its features")
+            format!("; with explained variance ≤ 0 it is no better than the mean activation{steps}: raise train_tokens (or lower batch_size) before reading its features")
         }
         _ => String::new(),
     };
     Some(format!(
-        "{what} `{}` ({} latents): explained variance {} on held-out tokens{useless}{} at L0 {}; {} of latents dead, {} dense{splice}",
+        "{what} `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}{useless}",
         f.title(),
         f.units,
         number(sae.get("explained_variance"), 3),
