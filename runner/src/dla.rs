@@ -95,19 +95,8 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
         wanted.push(HookPoint::ResidPost(last_block));
         let acts = last_position(model, encoded, &wanted)?;
         let residual = &acts[wanted.len() - 1];
-        let (weight, bias, scale, center) = frozen(norm, residual)?;
-        let read = |c: &[f64]| -> f64 {
-            let mean = if center {
-                c.iter().sum::<f64>() / c.len() as f64
-            } else {
-                0.0
-            };
-            c.iter()
-                .zip(&weight)
-                .zip(&direction)
-                .map(|((v, g), d)| (v - mean) * scale * g * d)
-                .sum()
-        };
+        let norm_at = frozen(norm, residual)?;
+        let read = |c: &[f64]| -> f64 { dot(&norm_at.apply(c), &direction) };
         for (i, &hook) in components.iter().enumerate() {
             rows.push(DlaRow {
                 pair: pair.row as u64,
@@ -142,7 +131,7 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
                 contribution: read(&bias),
             });
         }
-        if let Some(b) = &bias {
+        if let Some(b) = &norm_at.beta {
             rows.push(DlaRow {
                 pair: pair.row as u64,
                 run: run.to_owned(),
@@ -155,22 +144,11 @@ pub fn direct_logit_attribution(model: &LoadedModel, pair: &PreparedPair) -> Res
         }
         if let Some(cap) = model.model.final_logit_softcap() {
             // The logits before the cap, from the whole normalised residual.
-            let normalized: Vec<f64> = {
-                let mean = if center {
-                    residual.iter().sum::<f64>() / residual.len() as f64
-                } else {
-                    0.0
-                };
-                residual
-                    .iter()
-                    .zip(&weight)
-                    .enumerate()
-                    .map(|(i, (v, g))| (v - mean) * scale * g + bias.as_ref().map_or(0.0, |b| b[i]))
-                    .collect()
-            };
-            let logit =
-                |row: &[f64]| -> f64 { normalized.iter().zip(row).map(|(n, u)| n * u).sum() };
-            let (la, lw) = (logit(&a), logit(&w));
+            let mut normalized = norm_at.apply(residual);
+            if let Some(beta) = &norm_at.beta {
+                normalized.iter_mut().zip(beta).for_each(|(n, b)| *n += b);
+            }
+            let (la, lw) = (dot(&normalized, &a), dot(&normalized, &w));
             let capped = |x: f64| cap * (x / cap).tanh();
             rows.push(DlaRow {
                 pair: pair.row as u64,
@@ -331,7 +309,7 @@ fn post_norm_shares(
 ) -> Result<HeadShares> {
     let rows: Vec<Vec<f32>> = parts.weight.to_dtype(candle_core::DType::F32)?.to_vec2()?;
     let head_dim = z.len() / heads;
-    let mut shares: Vec<Vec<f64>> = (0..heads)
+    let shares: Vec<Vec<f64>> = (0..heads)
         .map(|h| {
             rows.iter()
                 .map(|row| {
@@ -344,7 +322,7 @@ fn post_norm_shares(
                 .collect()
         })
         .collect();
-    let mut bias: Vec<f64> = match parts.bias {
+    let bias: Vec<f64> = match parts.bias {
         Some(b) => b
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?
@@ -356,27 +334,45 @@ fn post_norm_shares(
     let whole: Vec<f64> = (0..rows.len())
         .map(|i| shares.iter().map(|s| s[i]).sum::<f64>() + bias[i])
         .collect();
-    let (gamma, beta, scale, center) = frozen(parts.norm, &whole)?;
-    let read = |v: &mut Vec<f64>| {
-        let mean = if center {
-            v.iter().sum::<f64>() / v.len() as f64
-        } else {
-            0.0
-        };
-        v.iter_mut()
-            .zip(&gamma)
-            .for_each(|(x, g)| *x = (*x - mean) * scale * g);
-    };
-    shares.iter_mut().for_each(read);
-    read(&mut bias);
-    if let Some(beta) = beta {
-        bias.iter_mut().zip(&beta).for_each(|(b, beta)| *b += beta);
+    let norm = frozen(parts.norm, &whole)?;
+    let shares = shares.iter().map(|s| norm.apply(s)).collect();
+    let mut bias = norm.apply(&bias);
+    if let Some(beta) = &norm.beta {
+        bias.iter_mut().zip(beta).for_each(|(b, beta)| *b += beta);
     }
     Ok((layer, shares, bias))
 }
 
-/// γ, β, the frozen scale 1/σ (or 1/rms) of `residual`, and whether components are centred.
-type Frozen = (Vec<f64>, Option<Vec<f64>>, f64, bool);
+/// A normalisation with its scale frozen at one vector's value: linear in what it reads, so
+/// components read through it add up to the whole.
+struct Frozen {
+    gamma: Vec<f64>,
+    /// LayerNorm's β (RMSNorm has none).
+    beta: Option<Vec<f64>>,
+    /// 1/σ (or 1/rms) of the vector it was frozen at.
+    scale: f64,
+    /// Whether components are centred (LayerNorm).
+    center: bool,
+}
+
+impl Frozen {
+    /// `(c − mean c) · scale · γ` (the mean only for LayerNorm); β is not added.
+    fn apply(&self, c: &[f64]) -> Vec<f64> {
+        let mean = if self.center {
+            c.iter().sum::<f64>() / c.len() as f64
+        } else {
+            0.0
+        };
+        c.iter()
+            .zip(&self.gamma)
+            .map(|(v, g)| (v - mean) * self.scale * g)
+            .collect()
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
 
 fn frozen(norm: FinalNorm<'_>, residual: &[f64]) -> Result<Frozen> {
     let vec = |t: &candle_core::Tensor| -> Result<Vec<f64>> {
@@ -391,16 +387,21 @@ fn frozen(norm: FinalNorm<'_>, residual: &[f64]) -> Result<Frozen> {
         FinalNorm::Layer { weight, bias, eps } => {
             let mean = residual.iter().sum::<f64>() / n;
             let var = residual.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-            (
-                vec(weight)?,
-                Some(vec(bias)?),
-                1.0 / (var + eps).sqrt(),
-                true,
-            )
+            Frozen {
+                gamma: vec(weight)?,
+                beta: Some(vec(bias)?),
+                scale: 1.0 / (var + eps).sqrt(),
+                center: true,
+            }
         }
         FinalNorm::Rms { weight, eps } => {
             let ms = residual.iter().map(|v| v * v).sum::<f64>() / n;
-            (vec(weight)?, None, 1.0 / (ms + eps).sqrt(), false)
+            Frozen {
+                gamma: vec(weight)?,
+                beta: None,
+                scale: 1.0 / (ms + eps).sqrt(),
+                center: false,
+            }
         }
     })
 }

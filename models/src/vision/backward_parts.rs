@@ -2,10 +2,47 @@
 //! derivative applied from its output, and sums over positions for TCAV.
 
 use crate::hooks::HookPoint;
-use crate::model::HookGradients;
-use crate::Result;
+use crate::model::{HookGradients, HookedModel};
+use crate::{ModelError, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+
+/// One taped forward and the backward from a seed: what a family's TCAV and pixel-gradient
+/// entry points read.
+pub(super) struct Backward<T> {
+    /// The model's outputs `[batch, outputs]`.
+    pub(super) outputs: Vec<f32>,
+    pub(super) tape: T,
+    /// `[batch, positions, width]` gradients at the wanted hooks, with their width.
+    pub(super) grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
+    /// `∂f/∂pixels`, when asked for.
+    pub(super) pixels: Option<Vec<f32>>,
+}
+
+/// Refuses a backward request before any work: a seed that is not one weight per output of
+/// every image, or a hook the model does not have.
+pub(super) fn check_request(
+    model: &dyn HookedModel,
+    batch: usize,
+    outputs: usize,
+    points: &[HookPoint],
+    seed: &[f32],
+) -> Result<()> {
+    if seed.len() != batch * outputs {
+        return Err(ModelError::Invalid(format!(
+            "gradient seed has {} values, expected batch {batch} × {outputs} outputs",
+            seed.len()
+        )));
+    }
+    let available = model.hook_points();
+    match points.iter().find(|p| !available.contains(p)) {
+        Some(p) => Err(ModelError::UnknownHook {
+            name: p.to_string(),
+            hint: format!(" (not a hook point of this {} model)", model.family()),
+        }),
+        None => Ok(()),
+    }
+}
 
 /// Elements per parallel task of [`mask_where`].
 const MASK_CHUNK: usize = 1 << 16;

@@ -42,6 +42,26 @@ pub struct Nhwc {
 }
 
 impl Nhwc {
+    /// The shape of an image batch of `channels`, checked against the values it holds.
+    pub fn of_batch(batch: &crate::batch::ImageBatch, channels: usize) -> crate::Result<Self> {
+        let shape = Nhwc {
+            batch: batch.batch,
+            height: batch.height,
+            width: batch.width,
+            channels,
+        };
+        if batch.pixels.len() != shape.len() {
+            return Err(crate::ModelError::Invalid(format!(
+                "image batch holds {} values, expected {}×{}×{}×{channels}",
+                batch.pixels.len(),
+                shape.batch,
+                shape.height,
+                shape.width
+            )));
+        }
+        Ok(shape)
+    }
+
     pub fn pixels(&self) -> usize {
         self.height * self.width
     }

@@ -9,7 +9,7 @@
 //! to the pixels. Gradients are reported at a hook *before* its activation's mask, i.e.
 //! with respect to the hooked value itself.
 
-use super::backward_parts::{mask_where, pooled_hook_gradients};
+use super::backward_parts::{self, check_request, mask_where, pooled_hook_gradients};
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
 use super::depthwise::{depthwise_backward, Relu6Masks};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
@@ -18,7 +18,7 @@ use crate::batch::ImageBatch;
 use crate::hooks::{Capture, ConvPart, HookPoint};
 use crate::kernels::matmul_w;
 use crate::model::{HookGradients, HookedModel, PixelGradients};
-use crate::{ModelError, Result};
+use crate::Result;
 use std::collections::BTreeMap;
 
 /// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
@@ -29,15 +29,7 @@ fn relu6_mask(g: &mut [f32], y: &[f32]) {
     mask_where(g, y, |y| y > 0.0 && y < 6.0);
 }
 
-/// One taped forward and the backward from a seed: what both public entry points read.
-struct Backward {
-    logits: Vec<f32>,
-    tape: Tape,
-    /// `[batch, positions, width]` gradients at the wanted hooks, with their width.
-    grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
-    /// `∂f/∂pixels`, when asked for.
-    pixels: Option<Vec<f32>>,
-}
+type Backward = backward_parts::Backward<Tape>;
 
 impl EfficientNet {
     pub(super) fn gradients(
@@ -48,7 +40,7 @@ impl EfficientNet {
     ) -> Result<HookGradients> {
         let run = self.backward(batch, points, seed, false)?;
         let tape = &run.tape;
-        let out = pooled_hook_gradients(batch.batch, run.logits, run.grads, |p| {
+        let out = pooled_hook_gradients(batch.batch, run.outputs, run.grads, |p| {
             Ok(std::borrow::Cow::Borrowed(tape.get(p)?.0))
         })?;
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
@@ -70,7 +62,7 @@ impl EfficientNet {
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
         self.spare.end_batch();
         Ok(PixelGradients {
-            outputs: run.logits,
+            outputs: run.outputs,
             pixels: run.pixels.unwrap_or_default(),
             hooks,
         })
@@ -85,19 +77,8 @@ impl EfficientNet {
     ) -> Result<Backward> {
         let classes = self.cfg.num_classes;
         let b = batch.batch;
-        if seed.len() != b * classes {
-            return Err(ModelError::Invalid(format!(
-                "gradient seed has {} values, expected batch {b} × {classes} classes",
-                seed.len()
-            )));
-        }
+        check_request(self, b, classes, points, seed)?;
         let available = self.hook_points();
-        if let Some(p) = points.iter().find(|p| !available.contains(p)) {
-            return Err(ModelError::UnknownHook {
-                name: p.to_string(),
-                hint: " (not a hook point of this efficientnet_lite model)".into(),
-            });
-        }
         // Every activation the backward needs, each in its own buffer, read in place.
         let mut tape = Tape::default();
         let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
@@ -202,7 +183,7 @@ impl EfficientNet {
         };
         spare.give(g_x);
         Ok(Backward {
-            logits,
+            outputs: logits,
             tape,
             grads,
             pixels,

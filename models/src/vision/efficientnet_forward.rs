@@ -63,21 +63,7 @@ impl EfficientNet {
         hooks: &mut dyn Hooks,
         mut tape: Option<&mut Tape>,
     ) -> Result<Vec<f32>> {
-        let shape = Nhwc {
-            batch: batch.batch,
-            height: batch.height,
-            width: batch.width,
-            channels: 3,
-        };
-        if batch.pixels.len() != shape.len() {
-            return Err(ModelError::Invalid(format!(
-                "image batch holds {} values, expected {}×{}×{}×3",
-                batch.pixels.len(),
-                shape.batch,
-                shape.height,
-                shape.width
-            )));
-        }
+        let shape = Nhwc::of_batch(batch, 3)?;
         let pad = |s: Nhwc, k, stride| {
             (
                 same_padding(s.height, k, stride),

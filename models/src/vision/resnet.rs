@@ -421,22 +421,7 @@ impl ResNet {
         hooks: &mut dyn Hooks,
         mut tape: Option<&mut Tape>,
     ) -> Result<Vec<f32>> {
-        let shape = Nhwc {
-            batch: batch.batch,
-            height: batch.height,
-            width: batch.width,
-            channels: self.cfg.num_channels,
-        };
-        if batch.pixels.len() != shape.len() {
-            return Err(ModelError::Invalid(format!(
-                "image batch holds {} values, expected {}×{}×{}×{}",
-                batch.pixels.len(),
-                shape.batch,
-                shape.height,
-                shape.width,
-                shape.channels
-            )));
-        }
+        let shape = Nhwc::of_batch(batch, self.cfg.num_channels)?;
         let (stem_conv, s) = self.stem.run(&batch.pixels, shape, true);
         let (mut x, mut shape) = max_pool(&stem_conv, s, 3, 2, 1);
         if let Some(t) = tape.as_deref_mut() {

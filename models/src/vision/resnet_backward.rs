@@ -11,7 +11,7 @@
 //! 1 × 1, stride-1 one, else the patch gradients scattered onto their taps. Gradients are
 //! reported at a hook with respect to the hooked value itself (after the add and ReLU).
 
-use super::backward_parts::{mask_where, pooled_hook_gradients};
+use super::backward_parts::{self, check_request, mask_where, pooled_hook_gradients};
 use super::conv::{conv_dense_input_gradient, max_pool_backward, symmetric_padding, Nhwc};
 use super::resnet::{Conv, ResNet, Tape};
 use crate::batch::ImageBatch;
@@ -51,14 +51,7 @@ impl Conv {
     }
 }
 
-/// One taped forward and the backward from a seed.
-struct Backward {
-    outputs: Vec<f32>,
-    tape: Tape,
-    /// Per requested hook, its gradient and width.
-    grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
-    pixels: Option<Vec<f32>>,
-}
+type Backward = backward_parts::Backward<Tape>;
 
 impl ResNet {
     /// TCAV's inputs: activations pooled over positions and gradients summed over them.
@@ -109,19 +102,8 @@ impl ResNet {
             .classifier
             .as_ref()
             .map_or(width, |_| self.cfg.num_classes);
-        if seed.len() != b * out_width {
-            return Err(ModelError::Invalid(format!(
-                "gradient seed has {} values, expected batch {b} × {out_width} outputs",
-                seed.len()
-            )));
-        }
+        check_request(self, b, out_width, points, seed)?;
         let available = self.hook_points();
-        if let Some(p) = points.iter().find(|p| !available.contains(p)) {
-            return Err(ModelError::UnknownHook {
-                name: p.to_string(),
-                hint: " (not a hook point of this resnet model)".into(),
-            });
-        }
         let mut tape = Tape::default();
         let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
         let mut grads = BTreeMap::new();
@@ -228,25 +210,23 @@ impl ResNet {
 
 /// A hook's activation from the tape, `[batch, positions, width]`.
 fn activation(tape: &Tape, outputs: &[f32], p: HookPoint, model: &ResNet) -> Result<Vec<f32>> {
-    Ok(match p {
-        HookPoint::Stem => tape.stem.0.clone(),
-        HookPoint::Pooled => tape.pooled.clone(),
-        HookPoint::Logits => outputs.to_vec(),
-        HookPoint::Conv { .. } => model
+    let layer = || {
+        model
             .layers
             .iter()
             .zip(&tape.layers)
             .find(|(l, _)| ResNet::point(l) == p)
             .map(|(_, t)| t.out.0.clone())
-            .ok_or_else(|| ModelError::UnknownHook {
-                name: p.to_string(),
-                hint: " (not a hook point of this resnet model)".into(),
-            })?,
-        other => {
-            return Err(ModelError::UnknownHook {
-                name: other.to_string(),
-                hint: " (not a hook point of this resnet model)".into(),
-            })
-        }
+    };
+    match p {
+        HookPoint::Stem => Some(tape.stem.0.clone()),
+        HookPoint::Pooled => Some(tape.pooled.clone()),
+        HookPoint::Logits => Some(outputs.to_vec()),
+        HookPoint::Conv { .. } => layer(),
+        _ => None,
+    }
+    .ok_or_else(|| ModelError::UnknownHook {
+        name: p.to_string(),
+        hint: " (not a hook point of this resnet model)".into(),
     })
 }

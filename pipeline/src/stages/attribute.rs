@@ -56,13 +56,11 @@ fn methods_for(settings: &AttributeSection, model: &LoadedModel) -> Result<Vec<M
                 Method::IntegratedGradients,
                 Method::Occlusion,
             ];
-            // CNNs (a spatial feature map to weigh) get Grad-CAM, transformers rollout.
-            let cnn = model.model.hook_points().iter().any(|p| {
-                matches!(
-                    p,
-                    glassbox_models::HookPoint::Head | glassbox_models::HookPoint::Conv { .. }
-                )
-            });
+            // CNNs (Grad-CAM's default hook is a feature map) get Grad-CAM, transformers rollout.
+            let cnn = matches!(
+                default_cam_hook(model),
+                Some(glassbox_models::HookPoint::Head | glassbox_models::HookPoint::Conv { .. })
+            );
             if cnn {
                 v.push(Method::GradCam);
             } else {
