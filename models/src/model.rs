@@ -355,6 +355,20 @@ pub trait HookedModel: Send + Sync {
     ) -> Option<Result<PixelGradients>> {
         None
     }
+    /// [`Self::pixel_gradients`] for a target read off the activation at `point` (a probe on
+    /// its pooled activation) instead of the outputs: `seed(activation, offsets)` receives that
+    /// activation (`[batch, positions, width]`, image `b`'s rows at `offsets[b]..offsets[b +
+    /// 1]`) and returns `∂f/∂activation`; the gradients at `points` are those of the same
+    /// target. `None`: this family has no backward to its pixels.
+    fn pixel_gradients_from_hook(
+        &self,
+        _batch: &ImageBatch,
+        _points: &[HookPoint],
+        _point: HookPoint,
+        _seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<PixelGradients>> {
+        None
+    }
     /// For image–text models: the output-space direction whose dot product with the model's
     /// output is the zero-shot logit of the prompt `ids` (a TCAV `text:` target).
     fn text_target(&self, _ids: &[u32]) -> Option<Result<Vec<f32>>> {

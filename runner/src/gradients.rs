@@ -247,7 +247,8 @@ pub(crate) fn head_outputs(weight: &[f32], bias: &[f32], x: &[f64]) -> Vec<f64> 
 
 /// The head's value per example and `∂f/∂output` for the packed output `out` of the block the
 /// head reads (example `b` at rows `offsets[b]..offsets[b + 1]`): the seed of a hand-written
-/// backward. The pool must not be `max` (its gradient picks one row per feature).
+/// backward. A `max` pool passes each feature's gradient to its first largest row (as the
+/// pooling picks it).
 pub(crate) fn head_seed(
     head: &LinearHead,
     convention: Convention,
@@ -259,14 +260,35 @@ pub(crate) fn head_seed(
     let mut d = vec![0f32; out.len()];
     for b in 0..offsets.len().saturating_sub(1) {
         let (s, e) = (offsets[b], offsets[b + 1]);
+        // Per feature, the rows it is pooled from (with their share).
         let rows: Vec<usize> = match head.pool {
             Pool::Mean => (s..e).collect(),
             Pool::Cls => vec![s],
             Pool::Last => vec![e - 1],
-            Pool::Max => unreachable!("a max pool has no seed here; callers exclude it"),
+            Pool::Max => Vec::new(),
         };
-        let share = 1.0 / rows.len() as f64;
+        let picked: Vec<usize> = if head.pool == Pool::Max {
+            (0..width)
+                .map(|j| {
+                    (s..e).fold(s, |best, r| {
+                        if out[r * width + j] > out[best * width + j] {
+                            r
+                        } else {
+                            best
+                        }
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let share = 1.0 / rows.len().max(1) as f64;
         let mut pooled = vec![0f64; width];
+        if head.pool == Pool::Max {
+            for (j, (p, &r)) in pooled.iter_mut().zip(&picked).enumerate() {
+                *p = out[r * width + j] as f64;
+            }
+        }
         for &r in &rows {
             for (p, v) in pooled.iter_mut().zip(&out[r * width..(r + 1) * width]) {
                 *p += *v as f64 * share;
@@ -283,6 +305,9 @@ pub(crate) fn head_seed(
             {
                 *dp += g * *w as f64;
             }
+        }
+        for (j, &r) in picked.iter().enumerate() {
+            d[r * width + j] = d_pooled[j] as f32;
         }
         for &r in &rows {
             for (dv, g) in d[r * width..(r + 1) * width].iter_mut().zip(&d_pooled) {
@@ -484,4 +509,60 @@ pub fn pooled_activations(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A two-output head on 3 features (the target: class 1's logit); rows of two examples (2
+    /// and 3 rows).
+    fn head(pool: Pool) -> LinearHead {
+        LinearHead {
+            hook: HookPoint::Pooled,
+            pool,
+            weight: vec![1.0, -2.0, 0.5, 0.25, 1.5, -1.0],
+            bias: vec![0.1, -0.3],
+            n_classes: 2,
+            class: 1,
+            pooler: None,
+        }
+    }
+
+    const OUT: [f32; 15] = [
+        1.0, 2.0, -1.0, 3.0, -4.0, 0.5, //
+        0.0, 1.0, 2.0, -2.0, 5.0, 1.0, 4.0, 0.0, 1.5,
+    ];
+
+    fn value(h: &LinearHead, out: &[f32], offsets: &[usize]) -> Vec<f32> {
+        head_seed(h, Convention::Logit, out, offsets).0
+    }
+
+    /// Each pool's value is the head on the pooled rows, and its seed the gradient of that value
+    /// (central differences; the max pool away from its ties).
+    #[test]
+    fn head_seeds_are_the_gradients_of_their_values() {
+        let offsets = [0, 2, 5];
+        for pool in [Pool::Mean, Pool::Cls, Pool::Last, Pool::Max] {
+            let h = head(pool);
+            let (values, d) = head_seed(&h, Convention::Logit, &OUT, &offsets);
+            for (b, v) in values.iter().enumerate() {
+                let rows = &OUT[offsets[b] * 3..offsets[b + 1] * 3];
+                let mut pooled = [0f32; 3];
+                pool.apply(rows, 3, &mut pooled);
+                let z: Vec<f64> = pooled.iter().map(|x| f64::from(*x)).collect();
+                let want = head_outputs(&h.weight, &h.bias, &z);
+                assert!((f64::from(*v) - want[1]).abs() < 1e-5, "{pool:?}");
+            }
+            for i in 0..OUT.len() {
+                let step = |e: f32| {
+                    let mut o = OUT;
+                    o[i] += e;
+                    value(&h, &o, &offsets).iter().sum::<f32>()
+                };
+                let fd = (step(1e-2) - step(-1e-2)) / 2e-2;
+                assert!((fd - d[i]).abs() < 1e-3, "{pool:?} [{i}]: {fd} vs {}", d[i]);
+            }
+        }
+    }
 }

@@ -8,11 +8,12 @@
 //! Gauss–Legendre on the `chelsea` photo; see the comments for why not both everywhere). Skips (fails under `CI=true`) without the weights.
 
 use glassbox_models::{load_model, resolve, HookPoint, LoadOptions, LoadedModel, ModelSpec};
+use glassbox_runner::attribution::image_oracle::ImageOracle;
 use glassbox_runner::attribution::maps::grad_cam;
 use glassbox_runner::attribution::methods::{
     gradient_x_input, image_windows, integrated_gradients, occlusion, per_position, saliency,
 };
-use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target};
+use glassbox_runner::attribution::oracle::{Oracle, Target};
 use glassbox_runner::attribution::IgRule;
 use serde_json::Value;
 

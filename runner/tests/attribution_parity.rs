@@ -9,10 +9,11 @@ use glassbox_models::randomize::Randomization;
 use glassbox_models::{
     load_model, load_model_randomized, resolve, LoadOptions, LoadedModel, ModelSpec,
 };
+use glassbox_runner::attribution::image_oracle::ImageOracle;
 use glassbox_runner::attribution::methods::{
     image_windows, integrated_gradients, per_position, token_windows,
 };
-use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target, TextOracle};
+use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
 use glassbox_runner::attribution::sanity::similarity;
 use glassbox_runner::attribution::{IgRule, Method, MethodOptions, Subject};
 use serde_json::Value;

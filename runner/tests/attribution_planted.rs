@@ -7,11 +7,12 @@
 
 use glassbox_data::rng::SeededRng;
 use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
+use glassbox_runner::attribution::image_oracle::ImageOracle;
 use glassbox_runner::attribution::maps::edges;
 use glassbox_runner::attribution::methods::{
     image_windows, integrated_gradients, occlusion, per_position,
 };
-use glassbox_runner::attribution::oracle::{ImageOracle, Oracle, Target};
+use glassbox_runner::attribution::oracle::{Oracle, Target};
 use glassbox_runner::attribution::IgRule;
 
 const SIZE: usize = 32;

@@ -429,3 +429,86 @@ for r in s:
         &[&run],
     );
 }
+
+/// A probe on an image model's feature map as the target (tiny ResNet, a probe of the texture
+/// label at the first stage): IG complete from the probe's hook down, Grad-CAM at the probe's
+/// own map by default (16 × 16 cells on 64-px inputs), the label-randomisation check run; a
+/// Grad-CAM hook after the probe's is refused with the run unchanged.
+#[test]
+fn image_probe_targets_are_explained_from_their_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let out = glassbox()
+        .args(["textures", "--kinds", "stripes,dots", "--per-class", "8"])
+        .args(["--size", "32", "--out"])
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--model"])
+        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_resnet"))
+        .arg("--data")
+        .arg(&images)
+        .args(["--hooks", "stages.0.blocks.1.hook_out,hook_pooled", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (tiny ResNet)");
+    let out = glassbox()
+        .args(["probe", "--label", "label", "--bootstrap", "20", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let target = "probe:label=stripes@stages.0.blocks.1.hook_out";
+    let attribute = |extra: &[&str]| {
+        glassbox()
+            .args(["attribute", "--run"])
+            .arg(&run)
+            .args(["--target", target, "--method", "saliency,ig,grad_cam"])
+            .args([
+                "--max-examples",
+                "2",
+                "--steps",
+                "32",
+                "--sanity-examples",
+                "2",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let before = snapshot(&run);
+    let out = attribute(&["--cam-hook", "stages.1.blocks.0.hook_out"]);
+    assert_bad_input(&out, &[target, "comes after the probe's hook"]);
+    assert_eq!(
+        before,
+        snapshot(&run),
+        "a refused attribute leaves the run unchanged"
+    );
+    let out = attribute(&[]);
+    assert_success(&out, "attribute (image probe)");
+    pyarrow_check(
+        "attribute_cli (image probe)",
+        r#"
+import sys, pyarrow.parquet as pq, pyarrow.dataset as ds
+root = sys.argv[1] + "/attributions"
+s = pq.read_table(root + "/summary.parquet").to_pylist()
+assert {r["method"] for r in s} == {"saliency", "integrated_gradients", "grad_cam"}, s
+ig = [r for r in s if r["method"] == "integrated_gradients"]
+assert len(ig) == 2 and all(r["completeness_error"] < 0.05 for r in ig), ig
+assert all(abs(r["f_input"] - r["f_baseline"]) > 1e-6 for r in ig), ig
+sanity = pq.read_table(root + "/sanity.parquet").to_pylist()
+assert {r["randomization"] for r in sanity} == {"cascade", "independent", "labels"}, sanity[:3]
+dirs = sorted(p for p in __import__("os").listdir(root + "/method=grad_cam"))
+assert len(dirs) == 1, dirs
+cam = ds.dataset(root + "/method=grad_cam/" + dirs[0], format="parquet").to_table().to_pylist()
+assert len(cam) == 2 * 64 * 64 and any(r["attribution"] != 0 for r in cam), len(cam)
+grid = ds.dataset(root + "/method=grad_cam/" + dirs[0], format="parquet").to_table().column_names
+print(dirs[0], grid)
+"#,
+        &[&run],
+    );
+}

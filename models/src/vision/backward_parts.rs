@@ -2,7 +2,7 @@
 //! derivative applied from its output, and sums over positions for TCAV.
 
 use crate::hooks::HookPoint;
-use crate::model::{HookGradients, HookedModel};
+use crate::model::{GradientSeed, HookGradients, HookedModel};
 use crate::{ModelError, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -17,6 +17,93 @@ pub(super) struct Backward<T> {
     pub(super) grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
     /// `∂f/∂pixels`, when asked for.
     pub(super) pixels: Option<Vec<f32>>,
+}
+
+/// Where the backward reads the gradient at each hook it passes and, for a target read off a
+/// hook (a probe on its pooled activation), adds that target's seed: every hook's gradient goes
+/// through [`Recorder::at`] as the backward reaches it.
+pub(super) struct Recorder<'p> {
+    points: &'p [HookPoint],
+    /// `[batch, positions, width]` gradients at the wanted hooks, with their width.
+    pub(super) grads: BTreeMap<HookPoint, (Vec<f32>, usize)>,
+    /// `∂f/∂activation` at one hook, added to the gradient arriving there.
+    inject: Option<(HookPoint, Vec<f32>)>,
+}
+
+impl<'p> Recorder<'p> {
+    /// Keeps the gradients at `points`; adds `inject`'s seed at its hook.
+    pub(super) fn new(points: &'p [HookPoint], inject: Option<(HookPoint, Vec<f32>)>) -> Self {
+        Self {
+            points,
+            grads: BTreeMap::new(),
+            inject,
+        }
+    }
+
+    /// The hooks whose gradients are kept.
+    pub(super) fn points(&self) -> &'p [HookPoint] {
+        self.points
+    }
+
+    /// The seeded hook, while its seed has not been added.
+    pub(super) fn pending(&self) -> Option<HookPoint> {
+        self.inject.as_ref().map(|(p, _)| *p)
+    }
+
+    /// The gradient `g` (`[batch, positions, width]`) at `p` as the backward reaches it: the
+    /// injected seed added when `p` is its hook, then kept when `p` is wanted.
+    pub(super) fn at(&mut self, p: HookPoint, g: &mut [f32], width: usize) -> Result<()> {
+        if self.pending() == Some(p) {
+            let (_, seed) = self.inject.take().expect("pending");
+            if seed.len() != g.len() {
+                return Err(ModelError::Invalid(format!(
+                    "the seed at `{p}` has {} values, its gradient {}",
+                    seed.len(),
+                    g.len()
+                )));
+            }
+            g.iter_mut().zip(&seed).for_each(|(g, s)| *g += s);
+        }
+        if self.points.contains(&p) {
+            self.grads.insert(p, (g.to_vec(), width));
+        }
+        Ok(())
+    }
+
+    /// The kept gradients; an error when the seeded hook was never reached.
+    pub(super) fn finish(self, family: &str) -> Result<BTreeMap<HookPoint, (Vec<f32>, usize)>> {
+        match self.inject {
+            Some((p, _)) => Err(ModelError::UnknownHook {
+                name: p.to_string(),
+                hint: format!(
+                    " (the {family} backward never passes it; read the target off another hook)"
+                ),
+            }),
+            None => Ok(self.grads),
+        }
+    }
+}
+
+/// A target's seed at a hook from that hook's activation (`[batch, positions, width]`, the
+/// same number of positions for every image): `seed(activation, offsets)` with image `b`'s rows
+/// at `offsets[b]..offsets[b + 1]`, checked to return one value per activation value.
+pub(super) fn hook_seed(
+    activation: &[f32],
+    batch: usize,
+    width: usize,
+    seed: &mut GradientSeed<'_>,
+) -> Result<Vec<f32>> {
+    let positions = activation.len() / (batch * width).max(1);
+    let offsets: Vec<usize> = (0..=batch).map(|b| b * positions).collect();
+    let d = seed(activation, &offsets);
+    if d.len() != activation.len() {
+        return Err(ModelError::Invalid(format!(
+            "the hook seed has {} values for an activation of {}",
+            d.len(),
+            activation.len()
+        )));
+    }
+    Ok(d)
 }
 
 /// Refuses a backward request before any work: a seed that is not one weight per output of

@@ -15,7 +15,7 @@ use super::encoder::{patches, pixel_tensor, Encoder, EncoderShape, LayerNames};
 use crate::batch::ImageBatch;
 use crate::hooks::{at, Capture, HookPoint, Hooks};
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
+use crate::model::{GradientSeed, HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor, D};
@@ -287,6 +287,22 @@ impl HookedModel for Clip {
             3,
             points,
             seed,
+            |pixels, hooks| self.forward_pixels(batch, pixels, hooks),
+        ))
+    }
+
+    fn pixel_gradients_from_hook(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        point: HookPoint,
+        seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<PixelGradients>> {
+        Some(super::autograd_pixel_gradients_from_hook(
+            batch,
+            3,
+            points,
+            (point, seed),
             |pixels, hooks| self.forward_pixels(batch, pixels, hooks),
         ))
     }

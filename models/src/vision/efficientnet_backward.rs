@@ -9,7 +9,9 @@
 //! to the pixels. Gradients are reported at a hook *before* its activation's mask, i.e.
 //! with respect to the hooked value itself.
 
-use super::backward_parts::{self, check_request, mask_where, pooled_hook_gradients};
+use super::backward_parts::{
+    self, check_request, hook_seed, mask_where, pooled_hook_gradients, Recorder,
+};
 use super::conv::{conv_dense_input_gradient, same_padding, Nhwc};
 use super::depthwise::{depthwise_backward, Relu6Masks};
 use super::efficientnet::{Block, EfficientNet, HEAD, STEM};
@@ -17,12 +19,9 @@ use super::efficientnet_forward::Tape;
 use crate::batch::ImageBatch;
 use crate::hooks::{Capture, ConvPart, HookPoint};
 use crate::kernels::matmul_w;
-use crate::model::{HookGradients, HookedModel, PixelGradients};
+use crate::model::{GradientSeed, HookGradients, HookedModel, PixelGradients};
 use crate::Result;
 use std::collections::BTreeMap;
-
-/// Receives a hook's gradient (`[batch, positions, width]`) during the backward.
-type Record<'a> = dyn FnMut(HookPoint, &[f32], usize) -> Result<()> + 'a;
 
 /// `g *= 1[0 < y < 6]`: the ReLU6 derivative from its output.
 fn relu6_mask(g: &mut [f32], y: &[f32]) {
@@ -38,7 +37,7 @@ impl EfficientNet {
         points: &[HookPoint],
         seed: &[f32],
     ) -> Result<HookGradients> {
-        let run = self.backward(batch, points, seed, false)?;
+        let run = self.backward(batch, points, seed, None, false)?;
         let tape = &run.tape;
         let out = pooled_hook_gradients(batch.batch, run.outputs, run.grads, |p| {
             Ok(std::borrow::Cow::Borrowed(tape.get(p)?.0))
@@ -53,8 +52,9 @@ impl EfficientNet {
         batch: &ImageBatch,
         points: &[HookPoint],
         seed: &[f32],
+        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
     ) -> Result<PixelGradients> {
-        let mut run = self.backward(batch, points, seed, true)?;
+        let mut run = self.backward(batch, points, seed, from_hook, true)?;
         let mut hooks = BTreeMap::new();
         for (p, (g, _)) in run.grads {
             hooks.insert(p, (run.tape.remove(p)?, g));
@@ -68,11 +68,26 @@ impl EfficientNet {
         })
     }
 
+    /// `∂f/∂pixels` of a target read off the activation at `point` (see
+    /// [`HookedModel::pixel_gradients_from_hook`]): the backward from a zero seed on the
+    /// outputs, with `seed`'s gradient entering at `point`.
+    pub(super) fn pixel_backward_from_hook(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        point: HookPoint,
+        seed: &mut GradientSeed<'_>,
+    ) -> Result<PixelGradients> {
+        let zero = vec![0f32; batch.batch * self.cfg.num_classes];
+        self.pixel_backward(batch, points, &zero, Some((point, seed)))
+    }
+
     fn backward(
         &self,
         batch: &ImageBatch,
         points: &[HookPoint],
         seed: &[f32],
+        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
         to_pixels: bool,
     ) -> Result<Backward> {
         let classes = self.cfg.num_classes;
@@ -82,6 +97,17 @@ impl EfficientNet {
         // Every activation the backward needs, each in its own buffer, read in place.
         let mut tape = Tape::default();
         let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
+        let inject = match from_hook {
+            Some((p, f)) => {
+                check_request(self, b, classes, &[p], seed)?;
+                let activation = match p {
+                    HookPoint::Logits => &logits[..],
+                    _ => tape.get(p)?.0,
+                };
+                Some((p, hook_seed(activation, b, self.hook_width(p), f)?))
+            }
+            None => None,
+        };
         let spare = &self.spare;
         // The blocks' outputs are never read by the backward (ReLU6 masks read the expansions,
         // depthwise outputs, head and stem): unless wanted, back to the recycler before the
@@ -90,17 +116,13 @@ impl EfficientNet {
         for blk in &self.blocks {
             self.release(&mut tape, points, Self::block_point(blk, ConvPart::Out));
         }
-        let mut grads = BTreeMap::new();
-        let mut record = |p: HookPoint, g: &[f32], width: usize| -> Result<()> {
-            if points.contains(&p) {
-                grads.insert(p, (g.to_vec(), width));
-            }
-            Ok(())
-        };
+        let mut record = Recorder::new(points, inject);
         // Classifier and spatial mean.
+        let mut g_logits = seed.to_vec();
+        record.at(HookPoint::Logits, &mut g_logits, classes)?;
         let mut g_pooled = vec![0f32; b * HEAD];
-        matmul_w(seed, classes, &self.fc.weight, HEAD, &mut g_pooled);
-        record(HookPoint::Pooled, &g_pooled, HEAD)?;
+        matmul_w(&g_logits, classes, &self.fc.weight, HEAD, &mut g_pooled);
+        record.at(HookPoint::Pooled, &mut g_pooled, HEAD)?;
         let (head, head_shape) = tape.get(HookPoint::Head)?;
         let positions = head_shape.pixels();
         // Every row is written below.
@@ -113,7 +135,7 @@ impl EfficientNet {
                     .for_each(|(r, v)| *r = v / positions as f32);
             }
         }
-        record(HookPoint::Head, &g, HEAD)?;
+        record.at(HookPoint::Head, &mut g, HEAD)?;
         relu6_mask(&mut g, head);
         self.release(&mut tape, points, HookPoint::Head);
         let mut g_x = spare.take(b * positions * self.head_in);
@@ -145,13 +167,13 @@ impl EfficientNet {
         };
         for (blk, &input_hw) in self.blocks.iter().zip(&sizes).rev() {
             let out_point = Self::block_point(blk, ConvPart::Out);
-            record(out_point, &g_x, blk.output)?;
+            record.at(out_point, &mut g_x, blk.output)?;
             if available.iter().position(|a| *a == out_point).unwrap_or(0) <= earliest {
                 break;
             }
-            g_x = self.block_backward(blk, b, input_hw, g_x, &mut tape, points, &mut record)?;
+            g_x = self.block_backward(blk, b, input_hw, g_x, &mut tape, &mut record)?;
         }
-        record(HookPoint::Stem, &g_x, STEM)?;
+        record.at(HookPoint::Stem, &mut g_x, STEM)?;
         let pixels = if to_pixels {
             // Through the stem's ReLU6 and its convolution, to the pixels.
             let (stem, _) = tape.get(HookPoint::Stem)?;
@@ -185,7 +207,7 @@ impl EfficientNet {
         Ok(Backward {
             outputs: logits,
             tape,
-            grads,
+            grads: record.finish(self.family())?,
             pixels,
         })
     }
@@ -201,7 +223,6 @@ impl EfficientNet {
     }
 
     /// From the gradient at a block's output to the gradient at its input.
-    #[allow(clippy::too_many_arguments)]
     fn block_backward(
         &self,
         blk: &Block,
@@ -209,9 +230,9 @@ impl EfficientNet {
         (in_h, in_w): (usize, usize),
         g_out: Vec<f32>,
         tape: &mut Tape,
-        points: &[HookPoint],
-        record: &mut Record<'_>,
+        record: &mut Recorder<'_>,
     ) -> Result<Vec<f32>> {
+        let points = record.points();
         let dw_point = Self::block_point(blk, ConvPart::Depthwise);
         let input_shape = Nhwc {
             batch,
@@ -235,11 +256,13 @@ impl EfficientNet {
             blk.expanded,
             &mut g_d,
         );
-        record(dw_point, &g_d, blk.expanded)?;
+        record.at(dw_point, &mut g_d, blk.expanded)?;
         // The expansion's ReLU6 derivative goes inside the transpose too, unless the gradient
-        // at the expansion hook itself (before that derivative) is wanted.
+        // at the expansion hook itself (before that derivative) is wanted or seeded.
         let expand_point = Self::block_point(blk, ConvPart::Expand);
-        let fuse_expand = blk.expand.is_some() && !points.contains(&expand_point);
+        let fuse_expand = blk.expand.is_some()
+            && !points.contains(&expand_point)
+            && record.pending() != Some(expand_point);
         let masks = Relu6Masks {
             output: Some(tape.get(dw_point)?.0),
             input: if fuse_expand {
@@ -263,7 +286,7 @@ impl EfficientNet {
         let mut g_in = match &blk.expand {
             Some(e) => {
                 let point = expand_point;
-                record(point, &g_h, blk.expanded)?;
+                record.at(point, &mut g_h, blk.expanded)?;
                 if !fuse_expand {
                     relu6_mask(&mut g_h, tape.get(point)?.0);
                 }

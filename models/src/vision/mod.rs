@@ -19,7 +19,7 @@ mod resnet_backward;
 pub mod vit;
 
 use crate::hooks::{HookPoint, Hooks};
-use crate::model::{HookGradients, HookedModel, Input};
+use crate::model::{GradientSeed, HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::Tensor;
@@ -28,22 +28,44 @@ use std::path::Path;
 
 /// Hooks that add a zero variable at each wanted point: the gradient with respect to that
 /// variable is the gradient with respect to the activation, and the graph stays whole.
+/// Also keeps, still in the graph, the activation at `seeded` (a target read off a hook).
 struct GradientProbes {
     wanted: Vec<HookPoint>,
     probes: Vec<(HookPoint, candle_core::Var, Tensor)>,
+    seeded: Option<HookPoint>,
+    kept: Option<Tensor>,
+}
+
+impl GradientProbes {
+    fn new(wanted: &[HookPoint], seeded: Option<HookPoint>) -> Self {
+        Self {
+            wanted: wanted.to_vec(),
+            probes: Vec::new(),
+            seeded,
+            kept: None,
+        }
+    }
 }
 
 impl Hooks for GradientProbes {
     fn wants(&self, point: HookPoint) -> bool {
-        self.wanted.contains(&point)
+        self.wanted.contains(&point) || self.seeded == Some(point)
     }
     fn needs_graph(&self) -> bool {
         true
     }
     fn visit(&mut self, point: HookPoint, x: Tensor) -> candle_core::Result<Tensor> {
-        let z = candle_core::Var::zeros(x.shape(), x.dtype(), x.device())?;
-        let y = (&x + z.as_tensor())?;
-        self.probes.push((point, z, x));
+        let y = if self.wanted.contains(&point) {
+            let z = candle_core::Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let y = (&x + z.as_tensor())?;
+            self.probes.push((point, z, x));
+            y
+        } else {
+            x
+        };
+        if self.seeded == Some(point) {
+            self.kept = Some(y.clone());
+        }
         Ok(y)
     }
 }
@@ -55,10 +77,7 @@ pub(crate) fn autograd_gradients(
     points: &[HookPoint],
     seed: &[f32],
 ) -> Result<HookGradients> {
-    let mut probes = GradientProbes {
-        wanted: points.to_vec(),
-        probes: Vec::new(),
-    };
+    let mut probes = GradientProbes::new(points, None);
     let logits = model.forward(input, &mut probes)?;
     let seed_t = Tensor::from_slice(seed, logits.shape(), logits.device())?;
     let grads = (&logits * &seed_t)?.sum_all()?.backward()?;
@@ -93,22 +112,83 @@ pub(crate) fn autograd_pixel_gradients(
     points: &[HookPoint],
     seed: &[f32],
     forward: impl FnOnce(&Tensor, &mut dyn Hooks) -> Result<Tensor>,
-) -> Result<crate::model::PixelGradients> {
+) -> Result<PixelGradients> {
+    autograd_pixels(batch, channels, points, Objective::Outputs(seed), forward)
+}
+
+/// [`HookedModel::pixel_gradients_from_hook`] through candle autograd: the activation at the
+/// seeded hook is read off the graph, and one backward of `Σ seed(activation) ⊙ activation`
+/// gives the pixels' and the wanted hooks' gradients.
+pub(crate) fn autograd_pixel_gradients_from_hook(
+    batch: &crate::batch::ImageBatch,
+    channels: usize,
+    points: &[HookPoint],
+    (point, seed): (HookPoint, &mut GradientSeed<'_>),
+    forward: impl FnOnce(&Tensor, &mut dyn Hooks) -> Result<Tensor>,
+) -> Result<PixelGradients> {
+    autograd_pixels(
+        batch,
+        channels,
+        points,
+        Objective::Hook(point, seed),
+        forward,
+    )
+}
+
+/// What an autograd backward differentiates.
+enum Objective<'a, 's> {
+    /// `Σ seed ⊙ output`.
+    Outputs(&'a [f32]),
+    /// `Σ seed(activation) ⊙ activation` at a hook.
+    Hook(HookPoint, &'a mut GradientSeed<'s>),
+}
+
+fn autograd_pixels(
+    batch: &crate::batch::ImageBatch,
+    channels: usize,
+    points: &[HookPoint],
+    objective: Objective<'_, '_>,
+    forward: impl FnOnce(&Tensor, &mut dyn Hooks) -> Result<Tensor>,
+) -> Result<PixelGradients> {
     let pixels = candle_core::Var::from_tensor(&encoder::pixel_tensor(batch, channels)?)?;
-    let mut probes = GradientProbes {
-        wanted: points.to_vec(),
-        probes: Vec::new(),
+    let seeded = match &objective {
+        Objective::Hook(p, _) => Some(*p),
+        Objective::Outputs(_) => None,
     };
+    let mut probes = GradientProbes::new(points, seeded);
     let outputs = forward(pixels.as_tensor(), &mut probes)?;
-    if seed.len() != outputs.elem_count() {
-        return Err(ModelError::Invalid(format!(
-            "gradient seed has {} values, the outputs {:?}",
-            seed.len(),
-            outputs.dims()
-        )));
-    }
-    let seed_t = Tensor::from_slice(seed, outputs.shape(), outputs.device())?;
-    let grads = (&outputs * &seed_t)?.sum_all()?.backward()?;
+    let f = match objective {
+        Objective::Outputs(seed) => {
+            if seed.len() != outputs.elem_count() {
+                return Err(ModelError::Invalid(format!(
+                    "gradient seed has {} values, the outputs {:?}",
+                    seed.len(),
+                    outputs.dims()
+                )));
+            }
+            (&outputs * Tensor::from_slice(seed, outputs.shape(), outputs.device())?)?
+        }
+        Objective::Hook(point, seed) => {
+            let h = probes.kept.take().ok_or_else(|| ModelError::UnknownHook {
+                name: point.to_string(),
+                hint: " (the forward never reached it)".into(),
+            })?;
+            let values: Vec<f32> = h.flatten_all()?.to_vec1()?;
+            let width = h.dims().last().copied().unwrap_or(1);
+            let positions = values.len() / (batch.batch * width).max(1);
+            let offsets: Vec<usize> = (0..=batch.batch).map(|b| b * positions).collect();
+            let d = seed(&values, &offsets);
+            if d.len() != values.len() {
+                return Err(ModelError::Invalid(format!(
+                    "the seed at `{point}` has {} values for an activation of {}",
+                    d.len(),
+                    values.len()
+                )));
+            }
+            (&h * Tensor::from_vec(d, h.shape(), h.device())?)?
+        }
+    };
+    let grads = f.sum_all()?.backward()?;
     let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
     let pixel_grad = match grads.get(pixels.as_tensor()) {
         Some(g) => flat(g)?,
@@ -128,7 +208,7 @@ pub(crate) fn autograd_pixel_gradients(
             hint: " (the forward never reached it)".into(),
         });
     }
-    Ok(crate::model::PixelGradients {
+    Ok(PixelGradients {
         outputs: flat(&outputs)?,
         pixels: pixel_grad,
         hooks,

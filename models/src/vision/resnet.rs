@@ -13,7 +13,7 @@ use super::folded::{fold, visit, Folded};
 use crate::batch::ImageBatch;
 use crate::hooks::{ConvPart, HookPoint, Hooks};
 use crate::kernels::{add_bias, bias_relu, matmul_wt, zeros};
-use crate::model::{HookGradients, HookedModel, Input, PixelGradients};
+use crate::model::{GradientSeed, HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
@@ -384,7 +384,17 @@ impl HookedModel for ResNet {
         points: &[HookPoint],
         seed: &[f32],
     ) -> Option<Result<PixelGradients>> {
-        Some(self.pixel_backward(batch, points, seed))
+        Some(self.pixel_backward(batch, points, seed, None))
+    }
+
+    fn pixel_gradients_from_hook(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        point: HookPoint,
+        seed: &mut GradientSeed<'_>,
+    ) -> Option<Result<PixelGradients>> {
+        Some(self.pixel_backward_from_hook(batch, points, point, seed))
     }
 }
 

@@ -11,13 +11,15 @@
 //! 1 × 1, stride-1 one, else the patch gradients scattered onto their taps. Gradients are
 //! reported at a hook with respect to the hooked value itself (after the add and ReLU).
 
-use super::backward_parts::{self, check_request, mask_where, pooled_hook_gradients};
+use super::backward_parts::{
+    self, check_request, hook_seed, mask_where, pooled_hook_gradients, Recorder,
+};
 use super::conv::{conv_dense_input_gradient, max_pool_backward, symmetric_padding, Nhwc};
 use super::resnet::{Conv, ResNet, Tape};
 use crate::batch::ImageBatch;
 use crate::hooks::{Capture, HookPoint};
 use crate::kernels::{matmul_w, zeros};
-use crate::model::{HookGradients, HookedModel, PixelGradients};
+use crate::model::{GradientSeed, HookGradients, HookedModel, PixelGradients};
 use crate::{ModelError, Result};
 use std::collections::BTreeMap;
 
@@ -61,7 +63,7 @@ impl ResNet {
         points: &[HookPoint],
         seed: &[f32],
     ) -> Result<HookGradients> {
-        let run = self.backward(batch, points, seed, false)?;
+        let run = self.backward(batch, points, seed, None, false)?;
         let (tape, outputs) = (&run.tape, &run.outputs);
         let out = pooled_hook_gradients(batch.batch, outputs.clone(), run.grads, |p| {
             Ok(std::borrow::Cow::Owned(activation(tape, outputs, p, self)?))
@@ -76,8 +78,9 @@ impl ResNet {
         batch: &ImageBatch,
         points: &[HookPoint],
         seed: &[f32],
+        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
     ) -> Result<PixelGradients> {
-        let run = self.backward(batch, points, seed, true)?;
+        let run = self.backward(batch, points, seed, from_hook, true)?;
         let mut hooks = BTreeMap::new();
         for (p, (g, _)) in run.grads {
             hooks.insert(p, (activation(&run.tape, &run.outputs, p, self)?, g));
@@ -89,11 +92,30 @@ impl ResNet {
         })
     }
 
+    /// `∂f/∂pixels` of a target read off the activation at `point` (see
+    /// [`HookedModel::pixel_gradients_from_hook`]): the backward from a zero seed on the
+    /// outputs, with `seed`'s gradient entering at `point`.
+    pub(super) fn pixel_backward_from_hook(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        point: HookPoint,
+        seed: &mut GradientSeed<'_>,
+    ) -> Result<PixelGradients> {
+        let outputs = self
+            .classifier
+            .as_ref()
+            .map_or(self.width(), |_| self.cfg.num_classes);
+        let zero = vec![0f32; batch.batch * outputs];
+        self.pixel_backward(batch, points, &zero, Some((point, seed)))
+    }
+
     fn backward(
         &self,
         batch: &ImageBatch,
         points: &[HookPoint],
         seed: &[f32],
+        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
         to_pixels: bool,
     ) -> Result<Backward> {
         let b = batch.batch;
@@ -106,23 +128,27 @@ impl ResNet {
         let available = self.hook_points();
         let mut tape = Tape::default();
         let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
-        let mut grads = BTreeMap::new();
-        let mut record = |p: HookPoint, g: &[f32], width: usize| {
-            if points.contains(&p) {
-                grads.insert(p, (g.to_vec(), width));
+        let inject = match from_hook {
+            Some((p, f)) => {
+                check_request(self, b, out_width, &[p], seed)?;
+                let a = activation(&tape, &outputs, p, self)?;
+                Some((p, hook_seed(&a, b, self.hook_width(p), f)?))
             }
+            None => None,
         };
+        let mut record = Recorder::new(points, inject);
         // The classifier (absent: the seed weighs the pooled features) and the spatial mean.
-        let g_pooled = match &self.classifier {
+        let mut g_pooled = match &self.classifier {
             Some(fc) => {
-                record(HookPoint::Logits, seed, out_width);
+                let mut g_out = seed.to_vec();
+                record.at(HookPoint::Logits, &mut g_out, out_width)?;
                 let mut g = vec![0f32; b * width];
-                matmul_w(seed, out_width, &fc.weight, width, &mut g);
+                matmul_w(&g_out, out_width, &fc.weight, width, &mut g);
                 g
             }
             None => seed.to_vec(),
         };
-        record(HookPoint::Pooled, &g_pooled, width);
+        record.at(HookPoint::Pooled, &mut g_pooled, width)?;
         let last = tape.layers.last().map_or(tape.stem.1, |l| l.out.1);
         let positions = last.pixels();
         let mut g = zeros(last.len());
@@ -148,12 +174,12 @@ impl ResNet {
         };
         for (layer, taped) in self.layers.iter().zip(&tape.layers).rev() {
             let point = Self::point(layer);
-            record(point, &g, taped.out.1.channels);
+            record.at(point, &mut g, taped.out.1.channels)?;
             if available.iter().position(|a| *a == point).unwrap_or(0) <= earliest {
                 return Ok(Backward {
                     outputs,
                     tape,
-                    grads,
+                    grads: record.finish(self.family())?,
                     pixels: None,
                 });
             }
@@ -180,7 +206,8 @@ impl ResNet {
             }
             g = g_x;
         }
-        record(HookPoint::Stem, &g, tape.stem.1.channels);
+        record.at(HookPoint::Stem, &mut g, tape.stem.1.channels)?;
+        let grads = record.finish(self.family())?;
         if !to_pixels {
             return Ok(Backward {
                 outputs,

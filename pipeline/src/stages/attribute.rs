@@ -19,7 +19,7 @@ use glassbox_runner::attribution::run::EvalOptions;
 use glassbox_runner::attribution::tables::{
     write_curves, write_methods, write_sanity, write_summary, MethodRow,
 };
-use glassbox_runner::attribution::{Method, MethodOptions};
+use glassbox_runner::attribution::{Method, MethodOptions, Subject};
 
 /// What the stage found, for the terminal.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -107,7 +107,8 @@ pub fn run_attribute_parts(
                 .first()
                 .ok_or_else(|| anyhow!("--cam-hook `{name}` matches no hook"))?,
         ),
-        None => default_cam_hook(&model),
+        // Resolved per target: a probe's Grad-CAM defaults to its own hook.
+        None => None,
     };
     let inputs = read_inputs(run, &model, settings.max_examples)?;
     let baselines = super::attribute_baseline::Baselines::load(
@@ -140,6 +141,15 @@ pub fn run_attribute_parts(
     {
         let first = subject(&model, &inputs, 0, &targets[0].1, settings.batch_size)?;
         baselines.for_subject(&first, settings)?;
+        // And on a Grad-CAM hook a probe target does not depend on.
+        if methods.contains(&Method::GradCam) {
+            for (spec, target) in &targets {
+                if let Subject::Image(i) = subject(&model, &inputs, 0, target, 1)? {
+                    i.cam_hook(opts.cam_hook)
+                        .map_err(|e| anyhow!("target `{spec}`: {e}"))?;
+                }
+            }
+        }
     }
     let params = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),

@@ -9,7 +9,8 @@ use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
 use glassbox_data::{Modality, RunDir};
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Capture, HookPoint, LoadedModel};
-use glassbox_runner::attribution::oracle::{ImageOracle, Target, TextOracle};
+use glassbox_runner::attribution::image_oracle::ImageOracle;
+use glassbox_runner::attribution::oracle::{Target, TextOracle};
 use glassbox_runner::attribution::Subject;
 
 /// A target spec, resolved.
@@ -147,13 +148,13 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
             let row = unembedding_row(model, spec, one_token(model, spec, rest)?)?;
             TargetKind::Fixed(Target::NextToken { direction: row })
         }
-        "probe" if !image => {
+        "probe" => {
             let parsed = ProbeTarget::parse(spec)?;
             let resolved = resolve_target(run, model, &parsed)?;
             TargetKind::Fixed(Target::Probe(resolved.head))
         }
-        "token" | "probe" => bail!(
-            "target `{spec}`: {kind}: targets are for text models; this {} model reads images — use class:LABEL, logit_diff:A|B or (CLIP) text:PROMPT",
+        "token" => bail!(
+            "target `{spec}`: token: targets are for text models; this {} model reads images — use class:LABEL, logit_diff:A|B, probe:LABEL=CLASS[@HOOK] or (CLIP) text:PROMPT",
             model.model.family()
         ),
         other => bail!(
@@ -242,30 +243,7 @@ pub(crate) fn mask_token(model: &LoadedModel) -> Option<u32> {
         .find_map(|t| tokenizer.token_id(t))
 }
 
-/// Grad-CAM's default hook: a CNN's last feature map (EfficientNet's head, ResNet's last
-/// block), or the last block's input for a ViT (the classifier reads `[CLS]` after the last
-/// block, so patch tokens get no gradient at its output).
-pub(crate) fn default_cam_hook(model: &LoadedModel) -> Option<HookPoint> {
-    let points = model.model.hook_points();
-    if points.contains(&HookPoint::Head) {
-        return Some(HookPoint::Head);
-    }
-    if let Some(last) = points
-        .iter()
-        .rev()
-        .find(|p| matches!(p, HookPoint::Conv { .. }))
-    {
-        return Some(*last);
-    }
-    points
-        .iter()
-        .filter_map(|p| match p {
-            HookPoint::ResidPre(i) => Some(*i),
-            _ => None,
-        })
-        .max()
-        .map(HookPoint::ResidPre)
-}
+pub(crate) use glassbox_runner::attribution::default_cam_hook;
 
 /// One subject per example of `inputs` for `target` on `model`.
 pub(crate) fn subject<'a>(

@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod evaluate;
+pub mod image_oracle;
 pub mod maps;
 pub mod methods;
 pub mod oracle;
@@ -22,8 +23,10 @@ pub mod tables;
 
 use glassbox_data::Modality;
 use glassbox_models::{HookPoint, ModelError, Result};
+pub use image_oracle::default_cam_hook;
+use image_oracle::ImageOracle;
 use maps::Grid;
-use oracle::{ImageOracle, Oracle, TextOracle};
+use oracle::{Oracle, TextOracle};
 pub use quadrature::IgRule;
 use serde::{Deserialize, Serialize};
 
@@ -190,7 +193,8 @@ pub struct MethodOptions {
     pub window: usize,
     /// Occlusion stride (tokens or pixels).
     pub stride: usize,
-    /// Grad-CAM's hook; `None`: the last spatial hook before pooling.
+    /// Grad-CAM's hook; `None`: the last spatial hook before pooling, or a probe target's own
+    /// hook when that is a spatial map ([`ImageOracle::cam_hook`]).
     pub cam_hook: Option<HookPoint>,
 }
 
@@ -304,9 +308,7 @@ impl Subject<'_> {
                         "Grad-CAM needs a spatial feature map; this is a text model".into(),
                     ));
                 };
-                let hook = opts.cam_hook.ok_or_else(|| {
-                    ModelError::Invalid("Grad-CAM needs a hook (none resolved)".into())
-                })?;
+                let hook = i.cam_hook(opts.cam_hook)?;
                 let (a, g) = i.hook_gradient(x, hook)?;
                 let channels = i.hook_width(hook);
                 let grid = maps::grad_cam(hook, &a, &g, channels, i.size())?;

@@ -5,15 +5,14 @@
 //! (`hook_embed`, `tokens × hidden`; position and token-type embeddings are added after it, so
 //! they stay those of the real tokens — as Captum's `LayerIntegratedGradients` on the word
 //! embeddings, and Inseq, do), for images the preprocessed pixels (`height × width × 3`,
-//! channels-last). Methods are written once against [`Oracle`] and run on either.
+//! channels-last; [`super::image_oracle`]). Methods are written once against [`Oracle`] and run
+//! on either.
 
 use crate::gradients::{head_seed, pool, target, Convention, LinearHead};
 use candle_core::{Tensor, Var};
 use glassbox_data::Pool;
 use glassbox_models::tokenizer::Encoded;
-use glassbox_models::{
-    Capture, HookPoint, Hooks, ImageBatch, LoadedModel, ModelError, Result, TokenBatch,
-};
+use glassbox_models::{Capture, HookPoint, Hooks, LoadedModel, ModelError, Result, TokenBatch};
 use std::collections::BTreeMap;
 
 /// The scalar an attribution explains, for one example.
@@ -49,7 +48,7 @@ pub trait Oracle {
 }
 
 /// Runs `each` over `inputs` in chunks of `batch` (memory stays bounded by the batch).
-fn chunked<T>(
+pub(super) fn chunked<T>(
     inputs: &[Vec<f32>],
     batch: usize,
     mut each: impl FnMut(&[Vec<f32>]) -> Result<Vec<T>>,
@@ -372,179 +371,6 @@ impl Oracle for TextOracle<'_> {
                 .into_iter()
                 .zip(g.chunks_exact(n).map(<[f32]>::to_vec))
                 .map(|(v, g)| (f64::from(v), g))
-                .collect())
-        })?;
-        Ok(pairs.into_iter().unzip())
-    }
-}
-
-/// One preprocessed image of a vision model and the output combination it explains.
-pub struct ImageOracle<'a> {
-    model: &'a LoadedModel,
-    pixels: Vec<f32>,
-    height: usize,
-    width: usize,
-    weights: Vec<f32>,
-    batch: usize,
-}
-
-impl<'a> ImageOracle<'a> {
-    /// The image `pixels` (`height × width × 3`) scored by `target` (an [`Target::Outputs`]).
-    pub fn new(
-        model: &'a LoadedModel,
-        pixels: Vec<f32>,
-        (height, width): (usize, usize),
-        target: &Target,
-        batch: usize,
-    ) -> Result<Self> {
-        let Target::Outputs { weights } = target else {
-            return Err(ModelError::Invalid(
-                "image attributions explain the model's outputs (class: or logit_diff: targets)"
-                    .into(),
-            ));
-        };
-        Ok(Self {
-            model,
-            pixels,
-            height,
-            width,
-            weights: weights.clone(),
-            batch,
-        })
-    }
-
-    /// The model's raw outputs for one input (e.g. to find the predicted class).
-    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>> {
-        let images = self.images(&[input.to_vec()]);
-        let out = self
-            .model
-            .model
-            .forward((&images).into(), &mut Capture::new([]))?;
-        Ok(out.flatten_all()?.to_vec1()?)
-    }
-
-    /// Width of the activation at `point`.
-    pub fn hook_width(&self, point: HookPoint) -> usize {
-        self.model.model.hook_width(point)
-    }
-
-    /// Rows and columns of the image.
-    pub fn size(&self) -> (usize, usize) {
-        (self.height, self.width)
-    }
-
-    fn images(&self, chunk: &[Vec<f32>]) -> ImageBatch {
-        ImageBatch {
-            pixels: chunk.iter().flatten().copied().collect(),
-            batch: chunk.len(),
-            height: self.height,
-            width: self.width,
-        }
-    }
-
-    fn score(&self, outputs: &[f32], n: usize) -> Result<Vec<f64>> {
-        let k = self.weights.len();
-        if outputs.len() != n * k {
-            return Err(ModelError::Invalid(format!(
-                "the model gave {} outputs for {n} images; the target weighs {k} per image",
-                outputs.len()
-            )));
-        }
-        Ok(outputs
-            .chunks_exact(k)
-            .map(|o| {
-                o.iter()
-                    .zip(&self.weights)
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum()
-            })
-            .collect())
-    }
-
-    /// The activation and gradient at `point` (each `[positions, width]`) and `f`, at `input`.
-    pub fn hook_gradient(&self, input: &[f32], point: HookPoint) -> Result<(Vec<f32>, Vec<f32>)> {
-        let images = self.images(&[input.to_vec()]);
-        let mut g = self.pixel_gradients(&images, &[point])?;
-        g.hooks
-            .remove(&point)
-            .ok_or_else(|| ModelError::UnknownHook {
-                name: point.to_string(),
-                hint: " (the forward never reached it)".into(),
-            })
-    }
-
-    /// The attention patterns of every layer at `input` (ViT, CLIP), for attention rollout.
-    pub fn patterns(&self, input: &[f32]) -> Result<Vec<Tensor>> {
-        let layers: Vec<HookPoint> = self
-            .model
-            .model
-            .hook_points()
-            .iter()
-            .filter_map(|p| match p {
-                HookPoint::ResidPre(i) => Some(HookPoint::AttnPattern(*i)),
-                _ => None,
-            })
-            .collect();
-        if layers.is_empty() {
-            return Err(ModelError::Invalid(format!(
-                "attention rollout needs attention layers; the {} family has none (use grad_cam for CNNs)",
-                self.model.model.family()
-            )));
-        }
-        let images = self.images(&[input.to_vec()]);
-        let mut capture = Capture::new(layers.iter().copied());
-        self.model.model.forward((&images).into(), &mut capture)?;
-        layers
-            .iter()
-            .map(|p| Ok(capture.get(*p, self.model.model.family())?.clone()))
-            .collect()
-    }
-
-    fn pixel_gradients(
-        &self,
-        images: &ImageBatch,
-        points: &[HookPoint],
-    ) -> Result<glassbox_models::PixelGradients> {
-        let seed: Vec<f32> = (0..images.batch)
-            .flat_map(|_| self.weights.iter().copied())
-            .collect();
-        self.model
-            .model
-            .pixel_gradients(images, points, &seed)
-            .unwrap_or_else(|| {
-                Err(ModelError::Invalid(format!(
-                    "the {} family has no backward to its pixels; use occlusion (it needs only forwards)",
-                    self.model.model.family()
-                )))
-            })
-    }
-}
-
-impl Oracle for ImageOracle<'_> {
-    fn input(&self) -> &[f32] {
-        &self.pixels
-    }
-    fn width(&self) -> usize {
-        3
-    }
-    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
-        chunked(inputs, self.batch, |chunk| {
-            let images = self.images(chunk);
-            let out = self
-                .model
-                .model
-                .forward((&images).into(), &mut Capture::new([]))?;
-            self.score(&out.flatten_all()?.to_vec1::<f32>()?, chunk.len())
-        })
-    }
-    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
-        let pairs = chunked(inputs, self.batch, |chunk| {
-            let images = self.images(chunk);
-            let g = self.pixel_gradients(&images, &[])?;
-            let f = self.score(&g.outputs, chunk.len())?;
-            let n = self.pixels.len();
-            Ok(f.into_iter()
-                .zip(g.pixels.chunks_exact(n).map(<[f32]>::to_vec))
                 .collect())
         })?;
         Ok(pairs.into_iter().unzip())
