@@ -123,6 +123,27 @@ fn unknown_layouts_and_transcoders_are_named() {
     assert!(e.contains("blocks.4.hook_mlp_out"), "{e}");
 }
 
+/// A suite's repository folder (or a layer folder in it) instead of one SAE's: the error lists
+/// the SAE folders below it.
+#[test]
+fn a_suite_folder_names_the_sae_folders_below_it() {
+    let e = formats::load(&root().join("gemma-scope-2b-pt-res"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no SAE format recognised")
+            && e.contains("(pass one of them): layer_3/width_16k/average_l0_5"),
+        "{e}"
+    );
+    // Many: the first five by name, the rest counted.
+    let e = formats::load(&root()).unwrap_err().to_string();
+    assert!(
+        e.contains(": dictionary_learning/batch_topk, dictionary_learning/gated,")
+            && e.contains(" more"),
+        "{e}"
+    );
+}
+
 /// dictionary_learning's classes as its training saves them (`scripts/reference_dictionary_learning.py`).
 fn dictionary_learning() -> PathBuf {
     root().join("dictionary_learning")

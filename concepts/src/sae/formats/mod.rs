@@ -58,7 +58,6 @@ const LAYOUTS: &str = "SAELens: cfg.json + sae_weights.safetensors; Gemma Scope:
 
 /// The format of the SAE folder `dir`, by the files it holds.
 pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
-    let has = |f: &str| dir.join(f).is_file();
     if dir.is_file() {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         return pickled_suites::detect_file(name).ok_or_else(|| {
@@ -74,7 +73,48 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
             dir.display()
         )));
     }
-    Ok(if has("cfg.json") && has("sae_weights.safetensors") {
+    if let Some(format) = folder_layout(dir) {
+        return Ok(format);
+    }
+    if let [first, ..] = pickled_suites::suite_files(dir).as_slice() {
+        return Err(ConceptError::Invalid(format!(
+            "{}: holds several per-layer SAE files (e.g. {}); load one of them by its file path",
+            dir.display(),
+            first.0.display()
+        )));
+    }
+    let below = sae_folders_below(dir, 3);
+    let hint = match below.as_slice() {
+        [] => String::new(),
+        found => format!(
+            "; SAE folders below it (pass one of them): {}{}",
+            found
+                .iter()
+                .take(MAX_LISTED)
+                .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if found.len() > MAX_LISTED {
+                format!(" and {} more", found.len() - MAX_LISTED)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    Err(ConceptError::Invalid(format!(
+        "{}: no SAE format recognised; expected one of — {LAYOUTS}{hint}",
+        dir.display()
+    )))
+}
+
+/// SAE folders listed in a "none recognised here" error.
+const MAX_LISTED: usize = 5;
+
+/// The suite whose files `dir` holds, when exactly one SAE is there (a folder with several
+/// pickled per-layer files is not one SAE).
+fn folder_layout(dir: &Path) -> Option<Format> {
+    let has = |f: &str| dir.join(f).is_file();
+    Some(if has("cfg.json") && has("sae_weights.safetensors") {
         Format::SaeLens
     } else if has("params.npz") {
         Format::GemmaScope
@@ -88,18 +128,36 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
         Format::DictionaryLearning
     } else if let [(_, format)] = pickled_suites::suite_files(dir).as_slice() {
         *format
-    } else if let [first, ..] = pickled_suites::suite_files(dir).as_slice() {
-        return Err(ConceptError::Invalid(format!(
-            "{}: holds several per-layer SAE files (e.g. {}); load one of them by its file path",
-            dir.display(),
-            first.0.display()
-        )));
     } else {
-        return Err(ConceptError::Invalid(format!(
-            "{}: no SAE format recognised; expected one of — {LAYOUTS}",
-            dir.display()
-        )));
+        return None;
     })
+}
+
+/// Folders up to `depth` levels below `dir` that hold an SAE (a suite's repository checked
+/// out whole: Gemma Scope's `layer_3/width_16k/average_l0_71/`, sparsify's `layers.5/`), in
+/// name order.
+fn sae_folders_below(dir: &Path, depth: usize) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if depth == 0 {
+        return found;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    let mut subdirs: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    for sub in subdirs {
+        if folder_layout(&sub).is_some() {
+            found.push(sub);
+        } else {
+            found.extend(sae_folders_below(&sub, depth - 1));
+        }
+    }
+    found
 }
 
 /// Loads the SAE in `dir`, whatever its suite; pickled formats are refused.
