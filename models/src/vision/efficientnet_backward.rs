@@ -165,11 +165,25 @@ impl EfficientNet {
                 .min()
                 .unwrap_or(available.len())
         };
+        let position = |p: HookPoint| available.iter().position(|a| *a == p);
         for (blk, &input_hw) in self.blocks.iter().zip(&sizes).rev() {
             let out_point = Self::block_point(blk, ConvPart::Out);
             record.at(out_point, &mut g_x, blk.output)?;
-            if available.iter().position(|a| *a == out_point).unwrap_or(0) <= earliest {
+            if position(out_point).unwrap_or(0) <= earliest {
                 break;
+            }
+            // A block wholly after a hook-seeded target's hook passes gradient zero.
+            let first = if blk.expand.is_some() {
+                ConvPart::Expand
+            } else {
+                ConvPart::Depthwise
+            };
+            let seeded = record.pending().and_then(position);
+            if matches!((seeded, position(Self::block_point(blk, first))), (Some(s), Some(f)) if s < f)
+            {
+                let n = b * input_hw.0 * input_hw.1 * blk.input;
+                spare.give(std::mem::replace(&mut g_x, crate::kernels::zeros(n)));
+                continue;
             }
             g_x = self.block_backward(blk, b, input_hw, g_x, &mut tape, &mut record)?;
         }

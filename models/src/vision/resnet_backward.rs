@@ -183,6 +183,15 @@ impl ResNet {
                     pixels: None,
                 });
             }
+            // A layer after a hook-seeded target's hook passes gradient zero.
+            let seeded = record
+                .pending()
+                .and_then(|s| available.iter().position(|a| *a == s));
+            if matches!(seeded, Some(s) if s < available.iter().position(|a| *a == point).unwrap_or(0))
+            {
+                g = zeros(taped.input.len());
+                continue;
+            }
             // The ReLU after the residual add, then the main path back to the layer's input.
             relu_mask(&mut g, &taped.out.0);
             let mut shapes = vec![taped.input];
