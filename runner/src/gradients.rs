@@ -249,7 +249,7 @@ pub(crate) fn head_outputs(weight: &[f32], bias: &[f32], x: &[f64]) -> Vec<f64> 
 /// head reads (example `b` at rows `offsets[b]..offsets[b + 1]`): the seed of a hand-written
 /// backward. A `max` pool passes each feature's gradient to its first largest row (as the
 /// pooling picks it).
-pub(crate) fn head_seed(
+pub fn head_seed(
     head: &LinearHead,
     convention: Convention,
     out: &[f32],

@@ -5,12 +5,15 @@
 //! - Random counterparts: `random_corpus` (a folder of images) or, by default, seeded random
 //!   smooth colour fields drawn at the model's input size (`glassbox_data::textures::Texture::Random`).
 //! - Targets: `class:<ImageNet label>` (as in the model's `id2label`, e.g. `class:zebra`),
-//!   evaluated on every image of the run's data set.
+//!   evaluated on every image of the run's data set; `text:<prompt>` (CLIP); and
+//!   `probe:<label>=<class>[@<hook>]`, a probe of the run on a hook, evaluated on the images of
+//!   its class, its gradients from a backward that starts at the probe's hook.
 //! - Spatial pooling: CAVs are trained on activations averaged over a hook's positions
 //!   (feature-map cells); a target image's sensitivity uses its gradient summed over
 //!   positions — the directional derivative of the target when every cell moves along the
 //!   CAV, the same convention as tokens in text runs.
 
+use super::targets::{resolve_target, ProbeTarget};
 use super::tcav_scoring::{score_and_record, PooledSets};
 use super::{Completion, Stage, Transaction};
 use crate::config::TcavSection;
@@ -19,26 +22,47 @@ use anyhow::{anyhow, bail, Context, Result};
 use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
 use glassbox_data::images::{read_image_dataset, read_image_set, ImageSet, IMAGE_EXTENSIONS};
+use glassbox_data::images::{ImageDataset, Preprocessor};
 use glassbox_data::rng::SeededRng;
 use glassbox_data::{Progress, RunDir};
 use glassbox_models::{hooks, Capture, HookPoint, ImageBatch, LoadedModel};
-use glassbox_runner::extract::image_batch;
+use glassbox_runner::extract::{image_batch, image_batch_of};
+use glassbox_runner::gradients::{self, LinearHead};
 use glassbox_runner::image_sets::{file_batches, pooled_images, random_batches};
 use std::collections::BTreeMap;
 
-/// A parsed target: its seed row over the model's output, and its class for `class:` targets.
-type Target = (Vec<f32>, Option<usize>);
+/// What a vision TCAV target differentiates.
+enum Target {
+    /// A seed row over the model's outputs, and its class for `class:` targets; over every image.
+    Outputs { row: Vec<f32>, class: Option<usize> },
+    /// A probe of the run on a hook, over the images of its class.
+    Probe {
+        head: LinearHead,
+        images: Vec<usize>,
+    },
+}
 
 /// A target as the backward's seed row over the model's output: `class:<label>` is a one-hot
 /// logit (its class index kept for the loss convention); `text:<prompt>` (image–text models)
-/// is the prompt's zero-shot logit direction.
-fn parse_target(spec: &str, model: &LoadedModel) -> Result<Target> {
+/// is the prompt's zero-shot logit direction; `probe:` a probe of the run.
+fn parse_target(run: &RunDir, spec: &str, model: &LoadedModel) -> Result<Target> {
     let labels = model.model.labels();
     if let Some(prompt) = spec.strip_prefix("text:") {
-        return Ok((text_prompt_row(model, spec, prompt)?, None));
+        let row = text_prompt_row(model, spec, prompt)?;
+        return Ok(Target::Outputs { row, class: None });
+    }
+    if spec.starts_with("probe:") {
+        let resolved = resolve_target(run, model, &ProbeTarget::parse(spec)?)?;
+        if resolved.examples.is_empty() {
+            bail!("vision TCAV target `{spec}`: no image of the run has that class");
+        }
+        return Ok(Target::Probe {
+            head: resolved.head,
+            images: resolved.examples,
+        });
     }
     let name = spec.strip_prefix("class:").ok_or_else(|| {
-        anyhow!("vision TCAV target `{spec}`: use class:<label> (e.g. class:zebra) or, for CLIP, text:<prompt>")
+        anyhow!("vision TCAV target `{spec}`: use class:<label> (e.g. class:zebra), probe:<label>=<class>[@<hook>] or, for CLIP, text:<prompt>")
     })?;
     let class = labels.iter().position(|l| l == name).ok_or_else(|| {
         let close: Vec<&str> = labels
@@ -58,7 +82,10 @@ fn parse_target(spec: &str, model: &LoadedModel) -> Result<Target> {
     })?;
     let mut row = vec![0f32; labels.len()];
     row[class] = 1.0;
-    Ok((row, Some(class)))
+    Ok(Target::Outputs {
+        row,
+        class: Some(class),
+    })
 }
 
 /// The zero-shot logit direction of `prompt` over an image–text model's outputs (target `spec`
@@ -190,8 +217,10 @@ pub fn run_tcav_vision(
         .as_ref()
         .map(|d| std::path::PathBuf::from(&d.path))
         .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
+    let reads_probes = settings.targets.iter().any(|t| t.starts_with("probe:"));
     let params = serde_json::json!({
         "extract": manifest.stage_fingerprint("extract"),
+        "probe": if reads_probes { manifest.stage_fingerprint("probe") } else { None },
         "tcav": settings,
         "concepts": concepts.iter().map(Concept::sha256).collect::<Vec<_>>(),
         "corpus": image_corpus.as_ref().map(|c| &c.sha256).or(text_corpus.as_ref().map(|c| &c.sha256)),
@@ -208,7 +237,7 @@ pub fn run_tcav_vision(
     let targets: Vec<(String, Target)> = settings
         .targets
         .iter()
-        .map(|t| Ok((t.clone(), parse_target(t, &model)?)))
+        .map(|t| Ok((t.clone(), parse_target(run, t, &model)?)))
         .collect::<Result<_>>()?;
     let available = model.model.hook_points();
     if text_mode && (model.tokenizer.is_none() || model.model.eos_token_id().is_none()) {
@@ -240,6 +269,11 @@ pub fn run_tcav_vision(
             bail!("`{h}`: prompt-defined concepts live in the space images and text share, so their CAVs exist only at `hook_embeds`");
         }
     }
+    for (spec, target) in &targets {
+        if let Target::Probe { head, .. } = target {
+            check_probe_hooks(&model, &cav_hooks, head, spec)?;
+        }
+    }
     let tx = Transaction::begin(run, "tcav", vec!["tcav".into()], &fp, false)?;
     let bs = settings.batch_size.max(1);
 
@@ -247,26 +281,37 @@ pub fn run_tcav_vision(
     let n = data.len();
     progress.start("tcav: target gradients", (n * targets.len()) as u64);
     let mut sums: Vec<(String, HookPoint, Vec<f32>)> = Vec::new();
-    for (spec, (row, class)) in &targets {
-        let mut per_hook: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
-        for start in (0..n).step_by(bs) {
-            let range = start..(start + bs).min(n);
-            let batch = image_batch(&data, &pre, range.clone())?;
-            let seed = seed_for(&model, &batch, row, *class, settings.convention)?;
-            let g = model
-                .model
-                .hook_gradients((&batch).into(), &cav_hooks, &seed)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the {} family has no backward; TCAV needs one",
-                        model.model.family()
-                    )
-                })??;
-            for (hook, s) in g.gradient_sums {
-                per_hook.entry(hook).or_default().extend(s);
+    for (spec, target) in &targets {
+        let per_hook = match target {
+            Target::Outputs { row, class } => {
+                let mut per_hook: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
+                for start in (0..n).step_by(bs) {
+                    let range = start..(start + bs).min(n);
+                    let batch = image_batch(&data, &pre, range.clone())?;
+                    let seed = seed_for(&model, &batch, row, *class, settings.convention)?;
+                    let g = model
+                        .model
+                        .hook_gradients((&batch).into(), &cav_hooks, &seed)
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "the {} family has no backward; TCAV needs one",
+                                model.model.family()
+                            )
+                        })??;
+                    for (hook, s) in g.gradient_sums {
+                        per_hook.entry(hook).or_default().extend(s);
+                    }
+                    progress.advance(range.len() as u64);
+                }
+                per_hook
             }
-            progress.advance(range.len() as u64);
-        }
+            Target::Probe { head, images } => {
+                let per_hook =
+                    probe_gradient_sums(&model, &data, &pre, &cav_hooks, head, images, settings)?;
+                progress.advance(n as u64);
+                per_hook
+            }
+        };
         for (hook, s) in per_hook {
             sums.push((spec.clone(), hook, s));
         }
@@ -342,6 +387,70 @@ pub fn run_tcav_vision(
         started,
     };
     score_and_record(tx, settings, &cav_hooks, &pooled, &sums, done).map(Some)
+}
+
+/// Refuses CAV hooks after a probe target's hook: the target does not depend on them.
+fn check_probe_hooks(
+    model: &LoadedModel,
+    cav_hooks: &[HookPoint],
+    head: &LinearHead,
+    spec: &str,
+) -> Result<()> {
+    let order = model.model.hook_points();
+    let index = |p: &HookPoint| order.iter().position(|q| q == p);
+    match cav_hooks.iter().find(|h| index(h) > index(&head.hook)) {
+        Some(h) => bail!(
+            "target `{spec}`: CAV hook `{h}` comes after the probe's hook `{}`, so the target does not depend on it; choose hooks at or before it (--hooks)",
+            head.hook
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A probe target's gradients at the CAV hooks, summed over positions, for each of `images`
+/// (the probe's class): each batch's backward starts at the probe's hook
+/// ([`check_probe_hooks`] has seen that every CAV hook comes at or before it).
+fn probe_gradient_sums(
+    model: &LoadedModel,
+    data: &ImageDataset,
+    pre: &Preprocessor,
+    cav_hooks: &[HookPoint],
+    head: &LinearHead,
+    images: &[usize],
+    settings: &TcavSection,
+) -> Result<BTreeMap<HookPoint, Vec<f32>>> {
+    let convention = match settings.convention {
+        Convention::Logit => gradients::Convention::Logit,
+        Convention::Loss => gradients::Convention::Loss,
+    };
+    let mut per_hook: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
+    for chunk in images.chunks(settings.batch_size.max(1)) {
+        let batch = image_batch_of(data, pre, chunk)?;
+        let mut seed =
+            |a: &[f32], offsets: &[usize]| gradients::head_seed(head, convention, a, offsets).1;
+        let g = model
+            .model
+            .pixel_gradients_from_hook(&batch, cav_hooks, head.hook, &mut seed)
+            .ok_or_else(|| {
+                anyhow!(
+                    "the {} family has no backward; TCAV needs one",
+                    model.model.family()
+                )
+            })??;
+        for (hook, (_, grad)) in g.hooks {
+            let width = model.model.hook_width(hook);
+            let per = grad.len() / batch.batch;
+            let out = per_hook.entry(hook).or_default();
+            for image in grad.chunks_exact(per) {
+                let mut sum = vec![0f32; width];
+                for row in image.chunks_exact(width) {
+                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+                out.extend(sum);
+            }
+        }
+    }
+    Ok(per_hook)
 }
 
 /// The backward's seed for a batch: the target's row for every image (logit convention), or
