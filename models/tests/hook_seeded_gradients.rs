@@ -67,7 +67,7 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 }
 
 /// Hooks every path from the pixels to the outputs passes through (the stem, each block's
-/// output, the residual stream, the pooled features): there the chain rule holds with the hook's
+/// output, the residual stream, the pooled features, the logits): there the chain rule holds with the hook's
 /// gradient alone. (Inside a block with a skip connection, part of the gradient bypasses the
 /// hook; [`directional`] checks those.)
 fn is_cut(p: HookPoint) -> bool {
@@ -76,6 +76,7 @@ fn is_cut(p: HookPoint) -> bool {
         HookPoint::Stem
             | HookPoint::Head
             | HookPoint::Pooled
+            | HookPoint::Logits
             | HookPoint::ResidPre(_)
             | HookPoint::ResidPost(_)
             | HookPoint::Conv {

@@ -38,9 +38,13 @@ impl EfficientNet {
         seed: &[f32],
     ) -> Result<HookGradients> {
         let run = self.backward(batch, points, seed, None, false)?;
-        let tape = &run.tape;
+        let (tape, logits) = (&run.tape, run.outputs.clone());
         let out = pooled_hook_gradients(batch.batch, run.outputs, run.grads, |p| {
-            Ok(std::borrow::Cow::Borrowed(tape.get(p)?.0))
+            // The logits are the forward's result, not on the tape.
+            Ok(match p {
+                HookPoint::Logits => std::borrow::Cow::Borrowed(&logits[..]),
+                _ => std::borrow::Cow::Borrowed(tape.get(p)?.0),
+            })
         })?;
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
         self.spare.end_batch();
@@ -57,7 +61,11 @@ impl EfficientNet {
         let mut run = self.backward(batch, points, seed, from_hook, true)?;
         let mut hooks = BTreeMap::new();
         for (p, (g, _)) in run.grads {
-            hooks.insert(p, (run.tape.remove(p)?, g));
+            let a = match p {
+                HookPoint::Logits => run.outputs.clone(),
+                _ => run.tape.remove(p)?,
+            };
+            hooks.insert(p, (a, g));
         }
         run.tape.into_buffers().for_each(|v| self.spare.give(v));
         self.spare.end_batch();

@@ -175,16 +175,7 @@ fn autograd_pixels(
             })?;
             let values: Vec<f32> = h.flatten_all()?.to_vec1()?;
             let width = h.dims().last().copied().unwrap_or(1);
-            let positions = values.len() / (batch.batch * width).max(1);
-            let offsets: Vec<usize> = (0..=batch.batch).map(|b| b * positions).collect();
-            let d = seed(&values, &offsets);
-            if d.len() != values.len() {
-                return Err(ModelError::Invalid(format!(
-                    "the seed at `{point}` has {} values for an activation of {}",
-                    d.len(),
-                    values.len()
-                )));
-            }
+            let d = backward_parts::hook_seed(&values, batch.batch, width, seed)?;
             (&h * Tensor::from_vec(d, h.shape(), h.device())?)?
         }
     };
