@@ -100,6 +100,22 @@ dirs = os.listdir(root + "/method=grad_cam")
 assert len(dirs) == 1, dirs
 cam = ds.dataset(root + "/method=grad_cam/" + dirs[0], format="parquet").to_table().to_pylist()
 assert len(cam) == 2 * 64 * 64 and any(r["attribution"] != 0 for r in cam), len(cam)
+# f is the probe's logit of `stripes` (class 1 of dots/stripes) on the stored pooled rows:
+# the probe's weights read straight from the safetensors layout.
+import json, struct
+raw = open(sys.argv[1] + "/probes/weights.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+def tensor(name):
+    a, b = header[name]["data_offsets"]
+    return struct.unpack("<%df" % ((b - a) // 4), raw[8 + n + a:8 + n + b])
+key = "sequence/label/stages.0.blocks.1.hook_out/"
+w, b = tensor(key + "weight"), tensor(key + "bias")[0]
+pooled = ds.dataset(sys.argv[1] + "/pooled/hook=stages.0.blocks.1.hook_out/pool=mean", format="parquet").to_table().to_pydict()
+acts = dict(zip(pooled["example_id"], pooled["act"]))
+for r in s:
+    z = sum(x * y for x, y in zip(acts[r["example_id"]], w)) + b
+    assert abs(r["f_input"] - z) <= 1e-4 * max(1.0, abs(z)), (r["f_input"], z)
 "#,
         &[&run],
     );
