@@ -221,7 +221,7 @@ fn check(name: &str, model: &LoadedModel, batch: &ImageBatch, tol: f32) {
 fn resnets_backward_from_a_hook_reproduces_the_full_backward() {
     for name in ["tiny_resnet", "tiny_resnet_basic"] {
         let model = load(fixture(name).to_str().unwrap());
-        // Exactly the same operations from the hook down: equal but for nothing.
+        // The same operations from the hook down: bit-identical.
         check(name, &model, &images(2, 64), 1e-6);
     }
 }

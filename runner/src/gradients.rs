@@ -66,6 +66,18 @@ pub struct Pooler {
     pub bias: Vec<f32>,
 }
 
+/// The first of `hooks` that comes after `target` in `model`'s hook order: a target read off
+/// `target` does not depend on it (gradient zero there).
+pub fn first_after(
+    model: &LoadedModel,
+    hooks: &[HookPoint],
+    target: HookPoint,
+) -> Option<HookPoint> {
+    let order = model.model.hook_points();
+    let index = |p: &HookPoint| order.iter().position(|q| q == p);
+    hooks.iter().copied().find(|h| index(h) > index(&target))
+}
+
 /// Per-example target values and, per hook, `[batch, seq, width]` gradients (zero at padding).
 pub struct TargetGradients {
     /// The target's value per example.

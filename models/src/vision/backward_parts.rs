@@ -147,8 +147,8 @@ pub(super) fn mask_where(g: &mut [f32], y: &[f32], keep: impl Fn(f32) -> bool + 
         });
 }
 
-/// Sums `[batch, positions, width]` over positions.
-pub(super) fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
+/// Sums `[batch, positions, width]` over positions (TCAV's gradient sums).
+pub fn position_sums(x: &[f32], batch: usize, width: usize) -> Vec<f32> {
     let per = x.len() / batch;
     let mut out = vec![0f32; batch * width];
     for (b, o) in out.chunks_exact_mut(width).enumerate() {

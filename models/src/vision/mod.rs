@@ -18,6 +18,8 @@ pub mod resnet;
 mod resnet_backward;
 pub mod vit;
 
+pub use backward_parts::position_sums;
+
 use crate::hooks::{HookPoint, Hooks};
 use crate::model::{GradientSeed, HookGradients, HookedModel, Input, PixelGradients};
 use crate::weights::Weights;

@@ -25,6 +25,7 @@ use glassbox_data::images::{read_image_dataset, read_image_set, ImageSet, IMAGE_
 use glassbox_data::images::{ImageDataset, Preprocessor};
 use glassbox_data::rng::SeededRng;
 use glassbox_data::{Progress, RunDir};
+use glassbox_models::vision::position_sums;
 use glassbox_models::{hooks, Capture, HookPoint, ImageBatch, LoadedModel};
 use glassbox_runner::extract::{image_batch, image_batch_of};
 use glassbox_runner::gradients::{self, LinearHead};
@@ -396,9 +397,7 @@ fn check_probe_hooks(
     head: &LinearHead,
     spec: &str,
 ) -> Result<()> {
-    let order = model.model.hook_points();
-    let index = |p: &HookPoint| order.iter().position(|q| q == p);
-    match cav_hooks.iter().find(|h| index(h) > index(&head.hook)) {
+    match gradients::first_after(model, cav_hooks, head.hook) {
         Some(h) => bail!(
             "target `{spec}`: CAV hook `{h}` comes after the probe's hook `{}`, so the target does not depend on it; choose hooks at or before it (--hooks)",
             head.hook
@@ -438,16 +437,8 @@ fn probe_gradient_sums(
                 )
             })??;
         for (hook, (_, grad)) in g.hooks {
-            let width = model.model.hook_width(hook);
-            let per = grad.len() / batch.batch;
-            let out = per_hook.entry(hook).or_default();
-            for image in grad.chunks_exact(per) {
-                let mut sum = vec![0f32; width];
-                for row in image.chunks_exact(width) {
-                    sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                }
-                out.extend(sum);
-            }
+            let sums = position_sums(&grad, batch.batch, model.model.hook_width(hook));
+            per_hook.entry(hook).or_default().extend(sums);
         }
     }
     Ok(per_hook)

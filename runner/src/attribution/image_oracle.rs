@@ -3,7 +3,7 @@
 //! [`glassbox_models::HookedModel::pixel_gradients_from_hook`]); Grad-CAM's hook for the target.
 
 use super::oracle::{chunked, Oracle, Target};
-use crate::gradients::{head_seed, Convention, LinearHead};
+use crate::gradients::{first_after, head_seed, Convention, LinearHead};
 use candle_core::Tensor;
 use glassbox_models::{Capture, HookPoint, ImageBatch, LoadedModel, ModelError, Result};
 
@@ -55,14 +55,6 @@ impl<'a> ImageOracle<'a> {
         })
     }
 
-    /// The hook a probe target reads (`None`: the target is the model's outputs).
-    pub fn target_hook(&self) -> Option<HookPoint> {
-        match &self.target {
-            ImageTarget::Probe(head) => Some(head.hook),
-            ImageTarget::Outputs(_) => None,
-        }
-    }
-
     /// The model's raw outputs for one input (e.g. to find the predicted class).
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>> {
         let images = self.images(&[input.to_vec()]);
@@ -86,8 +78,6 @@ impl<'a> ImageOracle<'a> {
                     ModelError::Invalid("Grad-CAM needs a hook (none resolved)".into())
                 });
         };
-        let order = model.hook_points();
-        let index = |p: HookPoint| order.iter().position(|q| *q == p);
         let spatial = model
             .hook_grid(head.hook, (self.height, self.width))
             .is_some();
@@ -98,12 +88,12 @@ impl<'a> ImageOracle<'a> {
                 ModelError::Invalid("Grad-CAM needs a hook (none resolved)".into())
             })?,
         };
-        match (index(hook), index(head.hook)) {
-            (Some(c), Some(t)) if c > t => Err(ModelError::Invalid(format!(
+        match first_after(self.model, &[hook], head.hook) {
+            Some(_) => Err(ModelError::Invalid(format!(
                 "Grad-CAM's hook `{hook}` comes after the probe's hook `{}`, so the target does not depend on it; pass --cam-hook with a feature map at or before `{}`",
                 head.hook, head.hook
             ))),
-            _ => Ok(hook),
+            None => Ok(hook),
         }
     }
 
