@@ -190,7 +190,7 @@ bench passes="6": models
     ./target/release/glassbox-bench --memory-tokens 10000 > target/bench/memory-10k.json
     ./target/release/glassbox-bench --memory-tokens 200000 > target/bench/memory-200k.json
     python3 bench/compare.py target/bench/glassbox.json target/bench/pytorch.json target/bench/memory-10k.json target/bench/memory-200k.json
-    @echo "SmolLM2-135M (Q4_1 GGUF dequantised to f32), same texts, context 128, 31 hooks, best of 2 passes each:"
+    @echo "SmolLM2-135M (Q4_1 GGUF: glassbox holds the blocks and dequantises per matrix; PyTorch dequantises to f32 at load), same texts, context 128, 31 hooks, best of 2 passes each:"
     @just _python-env .venv-bench "torch transformers pyarrow numpy gguf accelerate"
     @rm -f target/bench/smollm2.json target/bench/pytorch-smollm2.json
     @./target/release/glassbox-bench --model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF --passes 2 --out target/bench/smollm2.json --texts target/bench/texts-smollm2.jsonl 2>&1 >/dev/null | tail -1 || echo "SmolLM2 not in the cache; run just models"

@@ -48,6 +48,8 @@ pub enum ModelError {
     Invalid(String),
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("dequantising a GGUF matrix: {0}")]
+    Quantized(#[from] crate::quantized::QuantizedError),
     #[error(transparent)]
     Data(#[from] glassbox_data::DataError),
     #[error(transparent)]

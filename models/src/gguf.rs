@@ -1,11 +1,17 @@
-//! GGUF checkpoints (llama.cpp's format): metadata → a `config.json`-shaped value, tensors
-//! dequantised to f32 (candle's quantized support) under Hugging Face names, and the tokenizer
-//! rebuilt from the metadata (byte-level BPE vocabulary + merges → `tokenizers`), the way
-//! `transformers` does for `from_pretrained(…, gguf_file=…)`.
+//! GGUF checkpoints (llama.cpp's format): metadata → a `config.json`-shaped value, tensors under
+//! Hugging Face names, and the tokenizer rebuilt from the metadata (byte-level BPE vocabulary +
+//! merges → `tokenizers`), the way `transformers` does for `from_pretrained(…, gguf_file=…)`.
+//!
+//! Block-quantised matrices (Q4_1, Q8_0, Q4_K, …) are kept as their blocks under
+//! [`Holding::Blocks`] and dequantised one matrix at a time by the forward that uses them
+//! ([`crate::quantized`]); other tensors (norms, f16/bf16 matrices) are plain tensors. Under
+//! [`Holding::Dense`] every tensor is dequantised at load, one at a time, to the dtype asked for
+//! — what `transformers` does.
 //!
 //! llama.cpp's converter permutes the rows of Llama's q/k projections for its interleaved rotary
 //! layout; they are permuted back here so the `rotate_half` forward applies unchanged.
 
+use crate::quantized::QuantizedMatrix;
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
@@ -41,16 +47,29 @@ fn supported_list() -> String {
         .join(", ")
 }
 
+/// How a GGUF file's tensors are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Block-quantised matrices as blocks, dequantised per use; f16/bf16 tensors as stored;
+    /// everything else f32.
+    Blocks,
+    /// Every tensor dequantised (or converted) at load to this dtype.
+    Dense(DType),
+}
+
 /// A GGUF file read into what the loader needs.
 pub struct GgufModel {
     /// Shaped like the family's `config.json` (with `model_type`).
     pub config: serde_json::Value,
-    /// f32 tensors under Hugging Face names (`model.` prefix included, `lm_head.weight` at the root).
+    /// Plain tensors under Hugging Face names (`model.` prefix included, `lm_head.weight` at the
+    /// root).
     pub tensors: HashMap<String, Tensor>,
+    /// Block-quantised matrices held as blocks (under [`Holding::Blocks`]), same naming.
+    pub quantized: HashMap<String, QuantizedMatrix>,
     pub tokenizer: tokenizers::Tokenizer,
 }
 
-pub fn read(path: &Path) -> Result<GgufModel> {
+pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     let bad = |message: String| ModelError::Weights {
         path: path.to_path_buf(),
         message,
@@ -119,7 +138,7 @@ pub fn read(path: &Path) -> Result<GgufModel> {
         "hidden_act": "silu",
     });
     let device = Device::Cpu;
-    let mut tensors = HashMap::new();
+    let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
     for name in content.tensor_infos.keys() {
         let Some(hf) = hf_name(name) else {
             continue; // e.g. rope_freqs: recomputed from the config
@@ -127,14 +146,37 @@ pub fn read(path: &Path) -> Result<GgufModel> {
         let q = content
             .tensor(&mut file, name, &device)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        // llama.cpp permuted Llama's q/k rows for its interleaved rotary layout.
+        let permuted_heads = match name.rsplit('.').nth(1) {
+            Some("attn_q") if arch == "llama" => Some(heads as usize),
+            Some("attn_k") if arch == "llama" => Some(kv_heads as usize),
+            _ => None,
+        };
+        if holding == Holding::Blocks && crate::quantized::is_block_quantised(q.dtype()) {
+            let mut m =
+                QuantizedMatrix::new(q).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            if let Some(heads) = permuted_heads {
+                m = m
+                    .with_rows_reordered(&unpermute_order(m.rows(), heads))
+                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            }
+            quantized.insert(hf, m);
+            continue;
+        }
+        let dtype = match holding {
+            Holding::Dense(dtype) => dtype,
+            Holding::Blocks => match q.dtype() {
+                GgmlDType::F16 => DType::F16,
+                GgmlDType::BF16 => DType::BF16,
+                _ => DType::F32,
+            },
+        };
         let mut t = q
             .dequantize(&device)
-            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| bad(format!("dequantising `{name}`: {e}")))?;
-        if arch == "llama" && name.ends_with("attn_q.weight") {
-            t = unpermute(&t, heads as usize)?;
-        } else if arch == "llama" && name.ends_with("attn_k.weight") {
-            t = unpermute(&t, kv_heads as usize)?;
+        if let Some(heads) = permuted_heads {
+            t = unpermute(&t, heads)?;
         }
         tensors.insert(hf, t);
     }
@@ -145,6 +187,7 @@ pub fn read(path: &Path) -> Result<GgufModel> {
     Ok(GgufModel {
         config,
         tensors,
+        quantized,
         tokenizer,
     })
 }
@@ -179,6 +222,18 @@ fn hf_name(name: &str) -> Option<String> {
         }
     };
     Some(format!("{mapped}.{kind}"))
+}
+
+/// [`unpermute`] as a row order: row `i` of the result is row `order[i]` of llama.cpp's.
+fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
+    let half = rows / heads / 2;
+    (0..rows)
+        .map(|i| {
+            let (head, within) = (i / (2 * half), i % (2 * half));
+            let (side, pair) = (within / half, within % half);
+            head * 2 * half + pair * 2 + side
+        })
+        .collect()
 }
 
 /// Undoes llama.cpp's `permute`: rows `(head, pair, half)` back to `(head, half, pair)`.
@@ -286,7 +341,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
         write_gguf(&path, GgmlDType::Q8_1);
-        let e = read(&path).err().expect("Q8_1 is refused").to_string();
+        let e = read(&path, Holding::Blocks)
+            .err()
+            .expect("Q8_1 is refused")
+            .to_string();
         assert!(
             e.contains("token_embd.weight") && e.contains("Q8_1") && e.contains("Q4_1"),
             "{e}"
@@ -305,7 +363,7 @@ mod tests {
         let arch = Value::String("mamba".into());
         let mut f = std::fs::File::create(&path).unwrap();
         gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("x", &t)]).unwrap();
-        let e = read(&path).err().unwrap().to_string();
+        let e = read(&path, Holding::Blocks).err().unwrap().to_string();
         assert!(e.contains("mamba") && e.contains("llama, qwen2"), "{e}");
     }
 
@@ -329,5 +387,10 @@ mod tests {
             back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             original
         );
+        // The same undoing as a row order (what quantised q/k blocks are reordered by).
+        let order = unpermute_order(heads * 2 * half, heads);
+        let rows = permuted.to_vec2::<f32>().unwrap();
+        let reordered: Vec<f32> = order.iter().flat_map(|&r| rows[r].clone()).collect();
+        assert_eq!(reordered, original);
     }
 }

@@ -1,6 +1,7 @@
 //! Pieces shared by the model families: LayerNorm and the MLP activations, in candle ops that
 //! support autograd.
 
+use crate::held::Held;
 use crate::weights::Weights;
 use crate::Result;
 use candle_core::Tensor;
@@ -55,10 +56,42 @@ impl Activation {
     }
 }
 
-/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`.
-pub(crate) struct Linear {
-    pub(crate) weight: Tensor,
+/// `y = x · Wᵀ (+ b)` with `W` stored `[out, in]`: an f32 tensor (`Linear`, what the f32 fast
+/// forwards read in place) or a matrix as the checkpoint holds it (`Linear<Held>`: bf16/f16, or
+/// GGUF blocks, converted per use).
+pub(crate) struct Linear<W = Tensor> {
+    pub(crate) weight: W,
     pub(crate) bias: Option<Tensor>,
+}
+
+/// A weight matrix a [`Linear`] can multiply by.
+pub(crate) trait MatrixWeight {
+    /// `(out, in)`.
+    fn out_in(&self) -> Result<(usize, usize)>;
+    /// The values as a tensor of `dtype` (the tensor itself when it already is one).
+    fn as_dtype(&self, dtype: candle_core::DType) -> Result<Tensor>;
+}
+
+impl MatrixWeight for Tensor {
+    fn out_in(&self) -> Result<(usize, usize)> {
+        Ok(self.dims2()?)
+    }
+    fn as_dtype(&self, dtype: candle_core::DType) -> Result<Tensor> {
+        Ok(if self.dtype() == dtype {
+            self.clone()
+        } else {
+            self.to_dtype(dtype)?
+        })
+    }
+}
+
+impl MatrixWeight for Held {
+    fn out_in(&self) -> Result<(usize, usize)> {
+        self.dims2()
+    }
+    fn as_dtype(&self, dtype: candle_core::DType) -> Result<Tensor> {
+        self.to_dtype(dtype)
+    }
 }
 
 impl Linear {
@@ -73,8 +106,11 @@ impl Linear {
             },
         })
     }
-    /// [`Self::load`] with the weight as held (bf16/f16 for reduced-precision checkpoints),
-    /// the bias in f32.
+}
+
+impl Linear<Held> {
+    /// [`Linear::load`] with the weight as held (bf16/f16 for reduced-precision checkpoints,
+    /// GGUF blocks for quantised ones), the bias in f32.
     pub(crate) fn load_stored(
         w: &Weights,
         name: &str,
@@ -83,7 +119,7 @@ impl Linear {
     ) -> Result<Self> {
         let bias = format!("{name}.bias");
         Ok(Self {
-            weight: w.get_stored(&format!("{name}.weight"), &[output, input])?,
+            weight: w.get_held(&format!("{name}.weight"), &[output, input])?,
             bias: if w.has(&bias) {
                 Some(w.get(&bias, &[output])?)
             } else {
@@ -91,16 +127,15 @@ impl Linear {
             },
         })
     }
+}
 
-    /// `x · Wᵀ (+ b)`; a reduced-precision weight is converted to `x`'s dtype for this call only
-    /// (exact for bf16/f16 → f32), so a model holds half the bytes and computes in f32.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl<W: MatrixWeight> Linear<W> {
+    /// `x · Wᵀ (+ b)`; a reduced-precision or quantised weight is converted to `x`'s dtype for
+    /// this call only (exact for bf16/f16 → f32; the dequantised values of a GGUF matrix), so a
+    /// model holds the checkpoint's bytes and computes in f32.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let weight = if self.weight.dtype() == x.dtype() {
-            self.weight.clone()
-        } else {
-            self.weight.to_dtype(x.dtype())?
-        };
+        let weight = self.weight.as_dtype(x.dtype())?;
         // No weight gradient: a differentiable forward only ever needs the input's.
         let y = crate::kernels::input_grad_linear::linear_no_weight_grad(
             &x.reshape((b * t, d))?,
@@ -110,7 +145,7 @@ impl Linear {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
         };
-        y.reshape((b, t, self.weight.dim(0)?))
+        Ok(y.reshape((b, t, self.weight.out_in()?.0))?)
     }
 }
 

@@ -102,10 +102,11 @@ pub struct PixelGradients {
 
 /// A block's attention output after its projection and post-norm (see
 /// [`HookedModel::attention_post_norm`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AttentionOutput<'a> {
-    /// The output projection `[hidden, heads · head_dim]`.
-    pub weight: &'a Tensor,
+    /// The output projection `[hidden, heads · head_dim]`, as held (a quantised one
+    /// dequantised to f32).
+    pub weight: Tensor,
     /// Its bias `[hidden]`, where it has one.
     pub bias: Option<&'a Tensor>,
     /// The norm applied to the projection's output before the residual add.
@@ -281,7 +282,7 @@ pub trait HookedModel: Send + Sync {
     /// linear in the heads' `attn.hook_z` — a norm after the output projection (Gemma's and
     /// OLMo-2's post-norms): the projection and the norm, so per-head read-outs can freeze the
     /// norm's scale. `None`: `hook_attn_out` is linear in `hook_z`.
-    fn attention_post_norm(&self, _layer: usize) -> Option<AttentionOutput<'_>> {
+    fn attention_post_norm(&self, _layer: usize) -> Option<Result<AttentionOutput<'_>>> {
         None
     }
     /// Logits `[b, t, vocab]` from the final normalised hidden state; `None` for encoders.

@@ -88,7 +88,8 @@ pub fn randomize(weights: &mut Weights, which: &Randomization, seed: u64) -> Res
     };
     let mut out = Vec::new();
     for name in chosen {
-        let Some(t) = weights.tensor(name) else {
+        // A GGUF block-quantised matrix is shuffled as its dequantised values (held as f32 after).
+        let Some(t) = weights.dense(name).transpose()? else {
             continue;
         };
         let dtype = t.dtype();

@@ -145,6 +145,19 @@ fn keep_for(model_type: &str, dtype: WeightsDtype) -> Result<crate::weights::Kee
     })
 }
 
+/// How a GGUF checkpoint's tensors are held under `dtype`: `auto` keeps block-quantised
+/// matrices as blocks (dequantised one matrix at a time as forwards use them); `f32`, `bf16`
+/// and `f16` dequantise every tensor at load to that dtype.
+fn gguf_holding(dtype: WeightsDtype) -> crate::gguf::Holding {
+    use crate::gguf::Holding;
+    match dtype {
+        WeightsDtype::Auto => Holding::Blocks,
+        WeightsDtype::F32 => Holding::Dense(candle_core::DType::F32),
+        WeightsDtype::Bf16 => Holding::Dense(candle_core::DType::BF16),
+        WeightsDtype::F16 => Holding::Dense(candle_core::DType::F16),
+    }
+}
+
 /// A resolved model with what it needs to read its inputs, ready to run.
 pub struct LoadedModel {
     /// Where the checkpoint came from.
@@ -235,7 +248,7 @@ fn load_model_with(
     let gguf = resolved.weights.extension().is_some_and(|e| e == "gguf");
     // A GGUF file carries config, weights and tokenizer in one.
     let (config, mut gguf_parts) = if gguf {
-        let model = crate::gguf::read(&resolved.weights)?;
+        let model = crate::gguf::read(&resolved.weights, gguf_holding(options.weights_dtype))?;
         (model.config.clone(), Some(model))
     } else {
         (read_config(&resolved.config)?, None)
@@ -254,7 +267,11 @@ fn load_model_with(
         supported: supported_families(),
     };
     let mut weights = match gguf_parts.as_mut() {
-        Some(p) => Weights::from_tensors(&resolved.weights, std::mem::take(&mut p.tensors)),
+        Some(p) => Weights::with_quantized(
+            &resolved.weights,
+            std::mem::take(&mut p.tensors),
+            std::mem::take(&mut p.quantized),
+        ),
         None => Weights::load_any(
             &resolved.weights,
             &device,
@@ -285,10 +302,12 @@ fn load_model_with(
             })
         }
         Modality::Text => {
+            // GGUF under `auto` holds its matrices as stored (blocks, f16/bf16): the shared
+            // decoder converts them one matrix at a time.
             let reduced = matches!(
                 options.weights_dtype,
                 WeightsDtype::Bf16 | WeightsDtype::F16
-            );
+            ) || (gguf && options.weights_dtype == WeightsDtype::Auto);
             // A decoder sequence classifier's `score` head, read before the family takes the
             // weights.
             let score = crate::score_head::ScoreHead::load(&resolved.config, &config, &weights)?;

@@ -177,3 +177,86 @@ fn smollm2_fast_and_graph_forwards_agree() {
         assert!(d <= 1e-4, "{p}: fast vs graph scaled max diff {d}");
     }
 }
+
+/// Under `--weights-dtype auto` the Q4_1 matrices stay as their blocks (dequantised one matrix
+/// at a time by the forward); under `f32` every tensor is dequantised at load. Both forwards
+/// give the same activations on a padded batch.
+#[test]
+fn smollm2_blocks_held_quantised_match_dequantised_at_load() {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let Ok(resolved) = resolve(&MODEL.parse::<ModelSpec>().unwrap()) else {
+        glassbox_tests::skip(
+            "SmolLM2 GGUF held blocks",
+            "not in the cache (run `just models`)",
+        );
+        return;
+    };
+    use glassbox_models::gguf::{read, Holding};
+    let held = read(&resolved.weights, Holding::Blocks).unwrap();
+    let dense = read(&resolved.weights, Holding::Dense(candle_core::DType::F32)).unwrap();
+    assert!(dense.quantized.is_empty());
+    let block_bytes: usize = held.quantized.values().map(|m| m.bytes()).sum();
+    let f32_bytes: usize = held
+        .quantized
+        .values()
+        .map(|m| m.rows() * m.cols() * 4)
+        .sum();
+    // Every block layer's projections (30 layers × 7) are held as blocks (Q4_1: 5 bits a
+    // weight; the embedding Q8_0: 8.5).
+    let projections = held
+        .quantized
+        .keys()
+        .filter(|n| n.contains("_proj."))
+        .count();
+    assert_eq!(projections, 30 * 7, "{:?}", held.quantized.keys());
+    assert!(
+        block_bytes * 5 <= f32_bytes,
+        "{block_bytes} bytes of blocks for {f32_bytes} bytes of f32"
+    );
+    let Some(auto) = load() else { return };
+    let f32_model = load_model(
+        resolved,
+        LoadOptions {
+            weights_dtype: glassbox_models::WeightsDtype::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let texts = [
+        "The cat sat on the mat.",
+        "Hi",
+        "A longer sentence about rivers and the sea.",
+    ];
+    let encoded = auto.tokenizer().unwrap().encode(&texts).unwrap();
+    let batch = TokenBatch::from_encoded(
+        &encoded.iter().collect::<Vec<_>>(),
+        auto.pad_id,
+        &auto.device,
+    )
+    .unwrap();
+    let points: Vec<HookPoint> = auto
+        .model
+        .hook_points()
+        .into_iter()
+        .filter(|p| p.storable() && matches!(p.layer(), None | Some(0) | Some(15) | Some(29)))
+        .collect();
+    let mut a = Capture::new(points.clone());
+    auto.model.forward((&batch).into(), &mut a).unwrap();
+    let mut b = Capture::new(points.clone());
+    f32_model.model.forward((&batch).into(), &mut b).unwrap();
+    for p in &points {
+        // Real positions only (padding rows are not part of either forward's contract).
+        let flat = |c: &Capture| -> Vec<f32> {
+            let all: Vec<Vec<Vec<f32>>> = c.captured[p].to_vec3().unwrap();
+            all.iter()
+                .zip(&batch.lengths)
+                .flat_map(|(rows, &n)| rows[..n].concat())
+                .collect()
+        };
+        let d = scaled_diff(&flat(&a), &flat(&b));
+        assert!(
+            d <= 1e-5,
+            "{p}: held blocks vs dequantised at load, scaled max diff {d}"
+        );
+    }
+}

@@ -136,7 +136,8 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub allow_pickle: bool,
     /// Precision the weights are held in: auto (a bf16/f16 checkpoint stays so, for families
-    /// that support it: half the memory of f32), f32, bf16 or f16.
+    /// that support it: half the memory of f32; a GGUF's quantised matrices stay quantised,
+    /// dequantised one matrix at a time), f32, bf16 or f16 (a GGUF dequantised at load).
     #[arg(long, default_value = "auto")]
     pub weights_dtype: glassbox_models::WeightsDtype,
     /// Precision of the forward's matrix products: f32 (parity with transformers in f32), or

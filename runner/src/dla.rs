@@ -241,7 +241,7 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
             let parts = model
                 .model
                 .attention_post_norm(layer)
-                .expect("partitioned on it");
+                .expect("partitioned on it")?;
             out.push(post_norm_shares(parts, layer, &z, heads)?);
         }
     }

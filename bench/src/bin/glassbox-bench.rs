@@ -66,7 +66,10 @@ fn texts(n: usize) -> Result<Vec<String>> {
 }
 
 const USAGE: &str = "usage: glassbox-bench [--out FILE.json] [--texts FILE.jsonl] [--passes N] \
-[--compression none|snappy|zstd] [--model ID] [--forward-only] [--serve] | --memory-tokens N
+[--compression none|snappy|zstd] [--model ID] [--weights-dtype auto|f32|bf16|f16] [--forward-only] \
+[--serve] | --memory-tokens N
+  --weights-dtype how the weights are held, as `glassbox extract` takes it (default auto: a GGUF's
+                  quantised matrices stay quantised; f32 dequantises them at load)
   --passes N      forward and end-to-end passes over the same batches; the best is reported (default 3)
   --forward-only  skip the end-to-end extraction (for profiling the forward alone)
   --serve         after loading, print `ready` and run one pass per line read from stdin
@@ -79,6 +82,7 @@ struct Args {
     memory_tokens: Option<usize>,
     compression: glassbox_data::store::Codec,
     model: String,
+    weights_dtype: glassbox_models::WeightsDtype,
     passes: usize,
     forward_only: bool,
     serve: bool,
@@ -91,6 +95,7 @@ fn parse_args() -> Result<Args> {
         memory_tokens: None,
         compression: glassbox_data::store::Codec::None,
         model: MODEL.into(),
+        weights_dtype: Default::default(),
         passes: 3,
         forward_only: false,
         serve: false,
@@ -117,6 +122,7 @@ fn parse_args() -> Result<Args> {
             }
             "--compression" => args.compression = value.parse().map_err(anyhow::Error::msg)?,
             "--model" => args.model = value,
+            "--weights-dtype" => args.weights_dtype = value.parse().map_err(anyhow::Error::msg)?,
             "--passes" => {
                 args.passes = value.parse().context("--passes")?;
                 anyhow::ensure!(args.passes >= 1, "--passes must be at least 1");
@@ -178,6 +184,7 @@ fn main() -> Result<()> {
         LoadOptions {
             max_length: Some(SEQ),
             allow_pickle: false,
+            weights_dtype: args.weights_dtype,
             ..Default::default()
         },
     )?;
@@ -292,6 +299,7 @@ fn main() -> Result<()> {
 
     let report = serde_json::json!({
         "model": args.model,
+        "weights_dtype": args.weights_dtype.as_str(),
         "threads": threads,
         // The instruction set glassbox's kernels (and `gemm`'s) ran at: the CPU's best unless
         // `GLASSBOX_SIMD` capped it (`just bench-avx2`).

@@ -16,6 +16,7 @@
 use super::{Decoder, Layer, Mlp, QkNorm};
 use crate::batch::TokenBatch;
 use crate::borrowed::Borrowed;
+use crate::held::Held;
 use crate::hooks::{at, HookPoint, Hooks};
 use crate::kernels::bf16_dot::{self, Packed};
 use crate::kernels::{self, Heads, Prepare, WeightLayout};
@@ -29,9 +30,17 @@ use rayon::prelude::*;
 /// Elements per parallel task when converting a reduced-precision weight.
 const CONVERT_CHUNK: usize = 64 * 1024;
 
-/// Calls `f` with `t`'s values as `f32`: in place for an f32 tensor, else converted into
-/// `scratch` (bf16 and f16 convert exactly).
-fn with_f32<R>(t: &Tensor, scratch: &mut Vec<f32>, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+/// Calls `f` with a weight's values as `f32`: in place for an f32 tensor, else converted into
+/// `scratch` (bf16 and f16 convert exactly; a GGUF matrix is dequantised).
+fn with_f32<R>(w: &Held, scratch: &mut Vec<f32>, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = match w {
+        Held::Tensor(t) => t,
+        Held::Quantized(q) => {
+            scratch.resize(q.rows() * q.cols(), 0.0);
+            q.dequantize_into(scratch)?;
+            return Ok(f(scratch));
+        }
+    };
     if t.dtype() == DType::F32 {
         let held = Borrowed::of(t)?;
         return Ok(f(held.slice()?));
@@ -69,9 +78,12 @@ fn with_f32<R>(t: &Tensor, scratch: &mut Vec<f32>, f: impl FnOnce(&[f32]) -> R) 
     Ok(f(scratch))
 }
 
-/// Calls `f` with a bf16 tensor's values as raw bits (`None` for any other dtype).
-fn with_bf16_bits<R>(t: &Tensor, f: impl FnOnce(&[u16]) -> R) -> Result<Option<R>> {
+/// Calls `f` with a bf16 weight's values as raw bits (`None` for any other dtype).
+fn with_bf16_bits<R>(w: &Held, f: impl FnOnce(&[u16]) -> R) -> Result<Option<R>> {
     use half::slice::HalfFloatSliceExt;
+    let Some(t) = w.tensor() else {
+        return Ok(None);
+    };
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(CpuStorage::BF16(v)) = &*storage else {
         return Ok(None);
@@ -106,7 +118,7 @@ fn operand<'a>(
 
 /// Columns `(first, stride)` of `dst` set to `x · Wᵀ + b` for a `Linear` (`[out, in]`).
 fn project(
-    l: &Linear,
+    l: &Linear<Held>,
     x: Operand<'_>,
     dst: &mut [f32],
     cols: (usize, usize),

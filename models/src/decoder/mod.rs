@@ -190,12 +190,12 @@ impl HookedModel for Decoder {
                 .layers
                 .iter()
                 .flat_map(Layer::projections)
-                .find(|w| w.weight.dtype() != candle_core::DType::BF16);
+                .find(|w| !w.weight.is_bf16());
             if let Some(l) = held {
                 return Err(crate::ModelError::Invalid(format!(
-                    "--compute-dtype bf16: this {} model holds its weights in {:?}; bf16 products read bf16 weights: add --weights-dtype bf16 (or use a bf16 checkpoint with --weights-dtype auto)",
+                    "--compute-dtype bf16: this {} model holds its weights in {}; bf16 products read bf16 weights: add --weights-dtype bf16 (or use a bf16 checkpoint with --weights-dtype auto)",
                     self.family,
-                    l.weight.dtype()
+                    l.weight.describe()
                 )));
             }
         }
@@ -223,17 +223,27 @@ impl HookedModel for Decoder {
     fn final_logit_softcap(&self) -> Option<f64> {
         self.final_softcap
     }
-    fn attention_post_norm(&self, layer: usize) -> Option<crate::model::AttentionOutput<'_>> {
+    fn attention_post_norm(
+        &self,
+        layer: usize,
+    ) -> Option<Result<crate::model::AttentionOutput<'_>>> {
         let l = self.layers.get(layer)?;
         let norm = l.attn_post_norm.as_ref()?;
-        Some(crate::model::AttentionOutput {
-            weight: &l.attn.o.weight,
+        let weight = match &l.attn.o.weight {
+            crate::held::Held::Tensor(t) => t.clone(),
+            quantized => match quantized.to_dtype(candle_core::DType::F32) {
+                Ok(t) => t,
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        Some(Ok(crate::model::AttentionOutput {
+            weight,
             bias: l.attn.o.bias.as_ref(),
             norm: FinalNorm::Rms {
                 weight: &norm.weight,
                 eps: norm.eps,
             },
-        })
+        }))
     }
     /// The linear unembedding, in the precision the weights are held in (bf16 for a bf16
     /// checkpoint under `--weights-dtype auto`). With a final soft-cap (Gemma-2), `normalized · unembeddingᵀ`

@@ -1,5 +1,6 @@
 //! The weights of one decoder block, as the family files assemble them.
 
+use crate::held::Held;
 use crate::layers::{Linear, RmsNorm};
 use crate::rotary::Rotary;
 use crate::weights::Weights;
@@ -41,10 +42,10 @@ pub(crate) enum QkNorm {
 
 /// Self-attention of one block.
 pub(crate) struct Attention {
-    pub(crate) q: Linear,
-    pub(crate) k: Linear,
-    pub(crate) v: Linear,
-    pub(crate) o: Linear,
+    pub(crate) q: Linear<Held>,
+    pub(crate) k: Linear<Held>,
+    pub(crate) v: Linear<Held>,
+    pub(crate) o: Linear<Held>,
     pub(crate) q_norm: Option<QkNorm>,
     pub(crate) k_norm: Option<QkNorm>,
     pub(crate) rotary: Rotary,
@@ -118,9 +119,9 @@ impl Attention {
 
 /// The gated MLP: `down(act(gate(x)) ⊙ up(x))`.
 pub(crate) struct Mlp {
-    pub(crate) gate: Linear,
-    pub(crate) up: Linear,
-    pub(crate) down: Linear,
+    pub(crate) gate: Linear<Held>,
+    pub(crate) up: Linear<Held>,
+    pub(crate) down: Linear<Held>,
 }
 
 impl Mlp {
@@ -146,7 +147,7 @@ pub(crate) struct Layer {
 
 impl Layer {
     /// The block's seven projections, attention's then the MLP's.
-    pub(crate) fn projections(&self) -> [&Linear; 7] {
+    pub(crate) fn projections(&self) -> [&Linear<Held>; 7] {
         let (a, m) = (&self.attn, &self.mlp);
         [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
     }
@@ -169,9 +170,9 @@ pub(crate) fn rms_norm(
 }
 
 /// Rows `[first, first + count)` of a fused `[out, in]` projection (as held), as its own layer.
-pub(crate) fn rows_of(fused: &Tensor, first: usize, count: usize) -> Result<Linear> {
+pub(crate) fn rows_of(fused: &Tensor, first: usize, count: usize) -> Result<Linear<Held>> {
     Ok(Linear {
-        weight: fused.narrow(0, first, count)?.contiguous()?,
+        weight: Held::Tensor(fused.narrow(0, first, count)?.contiguous()?),
         bias: None,
     })
 }
