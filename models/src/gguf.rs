@@ -152,7 +152,12 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             Some("attn_k") if arch == "llama" => Some(kv_heads as usize),
             _ => None,
         };
-        if holding == Holding::Blocks && crate::quantized::is_block_quantised(q.dtype()) {
+        // Matrices only: a quantised vector (llama.cpp keeps norms and biases in f32 anyway)
+        // is dequantised like any other tensor.
+        if holding == Holding::Blocks
+            && crate::quantized::is_block_quantised(q.dtype())
+            && q.rank() == 2
+        {
             let mut m =
                 QuantizedMatrix::new(q).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
             if let Some(heads) = permuted_heads {
