@@ -413,3 +413,62 @@ fn phi3_with_partial_rotary_matches_transformers() {
     one_at_a_time("tiny_phi3_partial", "phi3");
     padded_batch("tiny_phi3_partial");
 }
+
+/// The forward from a block (patching and steering at a later block) on every family of the
+/// shared decoder and on tiny Qwen2 with per-layer windows (which runs on it): the blocks
+/// before the start do not run, and the later hooks and the output equal the full forward's,
+/// bit for bit (same kernels on the same packed rows).
+#[test]
+fn shared_decoder_forward_from_a_block_matches_the_full_forward() {
+    for name in [
+        "tiny_gemma2",
+        "tiny_gemma3",
+        "tiny_qwen3",
+        "tiny_olmo2",
+        "tiny_olmo3",
+        "tiny_phi3",
+        "tiny_qwen2_windows",
+    ] {
+        let model = load(&fixture(name));
+        let texts: Vec<String> = references(&fixture(name))
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
+        let batch = TokenBatch::from_encoded(
+            &encoded.iter().collect::<Vec<_>>(),
+            model.pad_id,
+            &model.device,
+        )
+        .unwrap();
+        let start = 1;
+        let after = HookPoint::ResidPost(start);
+        let mut capture = Capture::new([HookPoint::ResidPre(start), after]);
+        let full = model.model.forward((&batch).into(), &mut capture).unwrap();
+        let resid = capture.captured[&HookPoint::ResidPre(start)].clone();
+        let mut later = Capture::new([HookPoint::ResidPre(0), after]);
+        let from = model
+            .model
+            .forward_from(&batch, start, &resid, &mut later)
+            .unwrap_or_else(|| panic!("{name}: the shared decoder has a forward from a block"))
+            .unwrap();
+        assert!(
+            !later.captured.contains_key(&HookPoint::ResidPre(0)),
+            "{name}: blocks before the start do not run"
+        );
+        let real = |t: &Tensor| -> Vec<f32> {
+            let all: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
+            all.into_iter()
+                .zip(&batch.lengths)
+                .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
+                .collect()
+        };
+        assert_eq!(real(&full), real(&from), "{name}: output");
+        assert_eq!(
+            real(&capture.captured[&after]),
+            real(&later.captured[&after]),
+            "{name}: {after}"
+        );
+    }
+}

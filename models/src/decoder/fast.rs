@@ -189,6 +189,28 @@ impl Decoder {
     /// The graph forward's values and hooks, on packed rows; returns the final norm's output
     /// `[batch, seq, hidden]` (after its hook).
     pub(super) fn fast_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.fast_run(batch, None, hooks)
+    }
+
+    /// [`Self::fast_forward`] from block `first` on, given the residual stream entering it
+    /// (`blocks.{first}.hook_resid_pre`, whose hook is called first): the blocks before it are
+    /// not run (patching and steering at a later block).
+    pub(super) fn fast_forward_from(
+        &self,
+        batch: &TokenBatch,
+        first: usize,
+        resid_pre: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        self.fast_run(batch, Some((first, resid_pre)), hooks)
+    }
+
+    fn fast_run(
+        &self,
+        batch: &TokenBatch,
+        start: Option<(usize, &Tensor)>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
         crate::layers::check_positions(batch, self.dims.max_positions, "max_position_embeddings")?;
         let (b, t) = batch.input_ids.dims2()?;
         let layout = Layout::new(&batch.lengths, t);
@@ -196,17 +218,26 @@ impl Decoder {
         let (rows, hidden) = (layout.rows(), self.dims.hidden);
         let mut pool = self.spare.take_all();
         let mut x = take(&mut pool, rows * hidden);
-        // The embedding as the graph forward computes it (rows of a bf16 table upcast, then
-        // Gemma's scale), so `hook_embed` sees the same tensor.
-        let embedded = crate::layers::embed(&self.embed, batch)?.to_dtype(DType::F32)?;
-        let embedded = match self.embed_scale {
-            Some(s) => (embedded * f64::from(s))?,
-            None => embedded,
+        let first = match start {
+            Some((first, resid_pre)) => {
+                layout.unpad(resid_pre, hidden, HookPoint::ResidPre(first), &mut x)?;
+                first
+            }
+            None => {
+                // The embedding as the graph forward computes it (rows of a bf16 table upcast,
+                // then Gemma's scale), so `hook_embed` sees the same tensor.
+                let embedded = crate::layers::embed(&self.embed, batch)?.to_dtype(DType::F32)?;
+                let embedded = match self.embed_scale {
+                    Some(s) => (embedded * f64::from(s))?,
+                    None => embedded,
+                };
+                let embedded = at(hooks, HookPoint::Embed, embedded)?;
+                layout.unpad(&embedded, hidden, HookPoint::Embed, &mut x)?;
+                0
+            }
         };
-        let embedded = at(hooks, HookPoint::Embed, embedded)?;
-        layout.unpad(&embedded, hidden, HookPoint::Embed, &mut x)?;
         let mut bufs = Buffers::take(&mut pool, &layout, self);
-        for i in 0..self.layers.len() {
+        for i in first..self.layers.len() {
             self.fast_block(i, &layout, &mut x, &mut bufs, hooks)?;
         }
         let mut out = std::mem::take(&mut bufs.side);

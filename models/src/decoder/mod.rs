@@ -182,6 +182,19 @@ impl HookedModel for Decoder {
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(input.tokens(self.family)?, hooks)
     }
+    fn forward_from(
+        &self,
+        batch: &TokenBatch,
+        block: usize,
+        resid_pre: &Tensor,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        let layers = self.layers.len();
+        if block >= layers || !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+            return None;
+        }
+        Some(self.fast_forward_from(batch, block, resid_pre, hooks))
+    }
     /// bf16 products need every projection held in bf16: the kernel reads the weights as
     /// held, and widening f32 weights would not be the bf16 model the user asked for.
     fn set_compute_dtype(&mut self, dtype: crate::ComputeDtype) -> Result<()> {
