@@ -2,7 +2,8 @@
 //! tiny decoder's run, each changed at its own position of its own block, computed from that
 //! position on after the cached prefix, give the whole forward's final hidden state at every
 //! position from there on. GPT-2 (learned positions), Llama (rotary, grouped-query heads),
-//! Qwen2 (q/k/v biases) and GPT-NeoX (partial rotary, parallel residual).
+//! Qwen2 (q/k/v biases), GPT-NeoX (partial rotary, parallel residual) and every family of the
+//! shared decoder.
 
 use candle_core::Tensor;
 use glassbox_models::{
@@ -168,4 +169,22 @@ fn qwen2_suffixes_equal_whole_forwards() {
 #[test]
 fn neox_suffixes_equal_whole_forwards() {
     check("tiny_neox");
+}
+
+/// The shared decoder: sandwich norms, soft-capped scores and logits and sliding windows
+/// shorter than the text (Gemma-2, Gemma-3 with per-layer rotary bases), q/k norms (Qwen3,
+/// OLMo-2 over the whole projection), partial rotary (Phi-3), per-layer windows (Qwen2).
+#[test]
+fn shared_decoder_suffixes_equal_whole_forwards() {
+    for name in [
+        "tiny_gemma2",
+        "tiny_gemma3",
+        "tiny_qwen3",
+        "tiny_olmo2",
+        "tiny_olmo3",
+        "tiny_phi3_partial",
+        "tiny_qwen2_windows",
+    ] {
+        check(name);
+    }
 }

@@ -22,7 +22,8 @@ use crate::kernels::bf16_dot::{self, Packed};
 use crate::kernels::{self, Heads, Prepare, WeightLayout};
 use crate::layers::{Linear, RmsNorm};
 use crate::packed::{take, Layout};
-use crate::prenorm::{add_bias_columns, add_into, Norm};
+use crate::prefix::{PrefixCache, Suffixes};
+use crate::prenorm::{add_bias_columns, add_into, Kv, Norm};
 use crate::{ComputeDtype, ModelError, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
@@ -211,6 +212,65 @@ impl Decoder {
         start: Option<(usize, &Tensor)>,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
+        self.fast_run_with(batch, start, hooks, &mut Kv::Own)
+    }
+
+    /// [`Self::fast_forward`] over one unpadded example, keeping each block's prepared
+    /// attention rows for [`Self::fast_suffixes`].
+    pub(super) fn fast_keeping_prefix(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn Hooks,
+    ) -> Result<(Tensor, PrefixCache)> {
+        let (b, t) = batch.input_ids.dims2()?;
+        if b != 1 || batch.lengths.first() != Some(&t) {
+            return Err(ModelError::Invalid(format!(
+                "a prefix is kept from one unpadded example, not a batch of {b}"
+            )));
+        }
+        let mut kept = Vec::with_capacity(self.layers.len());
+        let out = self.fast_run_with(batch, None, hooks, &mut Kv::Keep(&mut kept))?;
+        Ok((out, PrefixCache::new(kept, t, self.qkv_width())))
+    }
+
+    /// Copies of a kept run, copy `c` recomputed from position `starts[c]` and block
+    /// `suffixes.block` on, attending over the kept rows before it (see
+    /// [`crate::HookedModel::forward_suffixes`]).
+    pub(super) fn fast_suffixes(
+        &self,
+        suffixes: &Suffixes<'_>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        let hidden = self.dims.hidden;
+        let prefix = suffixes.prefix;
+        crate::prenorm::check_suffixes(suffixes, self.layers.len(), hidden, self.qkv_width())?;
+        let len = prefix.len();
+        let lengths: Vec<usize> = suffixes.starts.iter().map(|&s| len - s).collect();
+        let layout = Layout::new(&lengths, lengths.iter().copied().max().unwrap_or(0));
+        let mut pool = self.spare.take_all();
+        let mut x = take(&mut pool, layout.rows() * hidden);
+        for (c, &start) in suffixes.starts.iter().enumerate() {
+            let rows = &suffixes.resid_pre[start * hidden..len * hidden];
+            x[layout.offsets[c] * hidden..layout.offsets[c + 1] * hidden].copy_from_slice(rows);
+        }
+        let mut kv = Kv::AfterPrefix {
+            prefix,
+            starts: suffixes.starts,
+        };
+        self.run_blocks(&layout, x, pool, suffixes.block, hooks, &mut kv)
+    }
+
+    fn qkv_width(&self) -> usize {
+        (self.dims.heads + 2 * self.dims.kv_heads) * self.dims.head_dim
+    }
+
+    fn fast_run_with(
+        &self,
+        batch: &TokenBatch,
+        start: Option<(usize, &Tensor)>,
+        hooks: &mut dyn Hooks,
+        kv: &mut Kv<'_>,
+    ) -> Result<Tensor> {
         crate::layers::check_positions(batch, self.dims.max_positions, "max_position_embeddings")?;
         let (b, t) = batch.input_ids.dims2()?;
         let layout = Layout::new(&batch.lengths, t);
@@ -236,9 +296,24 @@ impl Decoder {
                 0
             }
         };
-        let mut bufs = Buffers::take(&mut pool, &layout, self);
+        self.run_blocks(&layout, x, pool, first, hooks, kv)
+    }
+
+    /// Blocks `first ..` on packed rows `x`, then the final norm (and its hook, and the
+    /// logits' where wanted); `[batch, seq, hidden]` out. Buffers go back to the spares.
+    fn run_blocks(
+        &self,
+        layout: &Layout,
+        mut x: Vec<f32>,
+        mut pool: Vec<Vec<f32>>,
+        first: usize,
+        hooks: &mut dyn Hooks,
+        kv: &mut Kv<'_>,
+    ) -> Result<Tensor> {
+        let hidden = self.dims.hidden;
+        let mut bufs = Buffers::take(&mut pool, layout, self);
         for i in first..self.layers.len() {
-            self.fast_block(i, &layout, &mut x, &mut bufs, hooks)?;
+            self.fast_block(i, layout, &mut x, &mut bufs, hooks, kv)?;
         }
         let mut out = std::mem::take(&mut bufs.side);
         Norm::Rms(&self.norm).apply(&x, &mut out)?;
@@ -263,6 +338,7 @@ impl Decoder {
         x: &mut [f32],
         bufs: &mut Buffers,
         hooks: &mut dyn Hooks,
+        kv: &mut Kv<'_>,
     ) -> Result<()> {
         let Layer {
             attn_norm,
@@ -304,13 +380,38 @@ impl Decoder {
         }
         qk_norm(&a.q_norm, &mut bufs.qkv, (0, z_width, qkv_width))?;
         qk_norm(&a.k_norm, &mut bufs.qkv, (keys, kv_width, qkv_width))?;
-        // Per layer: Gemma-3's local and global layers rotate with different bases.
-        let (cos, sin) = a.rotary.tables(layout.seq);
+        // Per layer: Gemma-3's local and global layers rotate with different bases. Suffix rows
+        // sit past the kept prefix: angles for every position they can have.
+        let positions = match kv {
+            Kv::AfterPrefix { prefix, .. } => prefix.len().max(layout.seq),
+            _ => layout.seq,
+        };
+        let (cos, sin) = a.rotary.tables(positions);
         let prepare = Prepare {
             bias: None,
             rotary: Some((a.rotary.inv_freq.len(), &cos, &sin)),
         };
-        kernels::attention_prepared(&mut bufs.qkv, &layout.offsets, shape, &mut bufs.z, prepare);
+        match kv {
+            Kv::AfterPrefix { prefix, starts } => kernels::attention_after_prefix(
+                &mut bufs.qkv,
+                &layout.offsets,
+                starts,
+                &prefix.blocks[i],
+                shape,
+                &mut bufs.z,
+                prepare,
+            ),
+            Kv::Own | Kv::Keep(_) => kernels::attention_prepared(
+                &mut bufs.qkv,
+                &layout.offsets,
+                shape,
+                &mut bufs.z,
+                prepare,
+            ),
+        }
+        if let Kv::Keep(kept) = kv {
+            kept.push(bufs.qkv.clone());
+        }
         layout.hook(hooks, HookPoint::AttnZ(i), &mut bufs.z, z_width)?;
 
         let z = operand(self.compute, &bufs.z, z_width, &mut bufs.packed);

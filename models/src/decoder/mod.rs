@@ -182,6 +182,28 @@ impl HookedModel for Decoder {
     fn forward_differentiable(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         self.graph_forward(input.tokens(self.family)?, hooks)
     }
+    fn forward_keeping_prefix(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<(Tensor, crate::prefix::PrefixCache)>> {
+        let layers = self.layers.len();
+        if !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+            return None;
+        }
+        Some(self.fast_keeping_prefix(batch, hooks))
+    }
+    fn forward_suffixes(
+        &self,
+        suffixes: &crate::prefix::Suffixes<'_>,
+        hooks: &mut dyn Hooks,
+    ) -> Option<Result<Tensor>> {
+        let layers = self.layers.len();
+        if !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+            return None;
+        }
+        Some(self.fast_suffixes(suffixes, hooks))
+    }
     fn forward_from(
         &self,
         batch: &TokenBatch,

@@ -62,7 +62,7 @@ pub(crate) fn forward_suffixes(
     Some((|| {
         let hidden = d.embed.dim(1)?;
         let prefix = suffixes.prefix;
-        check(suffixes, layers, hidden, d.stack.heads.qkv_width())?;
+        check_suffixes(suffixes, layers, hidden, d.stack.heads.qkv_width())?;
         let len = prefix.len();
         let lengths: Vec<usize> = suffixes.starts.iter().map(|&s| len - s).collect();
         let layout = Layout::new(&lengths, lengths.iter().copied().max().unwrap_or(0));
@@ -91,7 +91,12 @@ pub(crate) fn forward_suffixes(
 
 /// The suffixes fit the cache and the model: every start inside the cached run, the residual
 /// stream the cached run's length, the cache from a model of these blocks and widths.
-fn check(s: &Suffixes<'_>, layers: usize, hidden: usize, qkv_width: usize) -> Result<()> {
+pub(crate) fn check_suffixes(
+    s: &Suffixes<'_>,
+    layers: usize,
+    hidden: usize,
+    qkv_width: usize,
+) -> Result<()> {
     let len = s.prefix.len();
     let fault = if s.block >= layers {
         Some(format!("block {} is past the model's {layers}", s.block))
