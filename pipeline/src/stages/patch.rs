@@ -127,12 +127,13 @@ pub fn run_patch_parts(
     let spec: ModelSpec = model.parse()?;
     let resolved = resolve(&spec)?;
     let weights_sha256 = glassbox_models::weights_sha256(&resolved.weights)?;
+    // The run's own model is held and computed as extraction held it.
     let options = LoadOptions {
         max_length: None,
         allow_pickle: settings.allow_pickle,
-        ..LoadOptions::default()
+        ..super::run_model::load_options_for(run, model)
     };
-    let model = load_model(resolved, options)?;
+    let model = load_model(resolved, options.clone())?;
     let selected = hooks::select(&settings.hooks, &model.model.hook_points())?;
     for &hook in &selected {
         check_patchable(hook)?;
@@ -161,6 +162,8 @@ pub fn run_patch_parts(
         "model_id": model.resolved.id,
         "revision": model.resolved.revision,
         "weights_sha256": weights_sha256,
+        "weights_dtype": options.weights_dtype,
+        "compute_dtype": options.compute_dtype,
         "pairs_sha256": pairs.sha256,
         "hooks": selected,
         "patch": settings,

@@ -29,8 +29,27 @@ pub fn run_model_spec(run: &RunDir) -> Result<String> {
 
 /// Loads the run's model at its recorded revision, with the extraction's load options.
 pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
+    let spec: ModelSpec = run_model_spec(run)?.parse()?;
+    Ok(load_model(resolve(&spec)?, extraction_load_options(run))?)
+}
+
+/// How a stage that takes its own `--model` loads `model`: with the extraction's weights and
+/// compute precision when it is the run's own model (an 8B Llama extracted with
+/// `--weights-dtype bf16` does not fit in memory as f32), else with the defaults.
+pub fn load_options_for(run: &RunDir, model: &str) -> LoadOptions {
+    let unpinned = |s: &str| s.split('@').next().unwrap_or(s).to_owned();
+    let own = run_model_spec(run).is_ok_and(|spec| unpinned(&spec) == unpinned(model));
+    if own {
+        extraction_load_options(run)
+    } else {
+        LoadOptions::default()
+    }
+}
+
+/// The extraction's load options, from the run's config.
+fn extraction_load_options(run: &RunDir) -> LoadOptions {
     let extract = RunConfig::load(run).extract;
-    let options = LoadOptions {
+    LoadOptions {
         max_length: extract.as_ref().map(|e| e.max_length),
         allow_pickle: extract.as_ref().is_some_and(|e| e.allow_pickle),
         weights_dtype: extract
@@ -41,9 +60,7 @@ pub fn load_run_model(run: &RunDir) -> Result<LoadedModel> {
             .as_ref()
             .map(|e| e.compute_dtype)
             .unwrap_or_default(),
-    };
-    let spec: ModelSpec = run_model_spec(run)?.parse()?;
-    Ok(load_model(resolve(&spec)?, options)?)
+    }
 }
 
 /// Finds the run's model in the cache without loading it: stages that reload the model at the
@@ -80,4 +97,46 @@ pub fn input_size(run: &RunDir, model: &LoadedModel) -> Result<(usize, usize)> {
     let img = glassbox_data::images::load_rgb(&first)?;
     let (_, h, w) = pre.apply(&img, &first)?;
     Ok((h as usize, w as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glassbox_models::{ComputeDtype, WeightsDtype};
+
+    /// A run extracted from `org/model` with bf16 weights and bf16 products.
+    fn run_with_bf16_extraction(dir: &std::path::Path) -> RunDir {
+        let manifest = serde_json::json!({
+            "glassbox_version": "test",
+            "model": {"id": "org/model", "revision": "abc", "source": "hub", "family": "gemma2",
+                      "modality": "text", "weights_sha256": "00"},
+            "stages": {"extract": {"fingerprint": "f", "finished_at": "2026-12-06T00:00:00Z",
+                                   "seconds": 1.0, "params": {}}}
+        });
+        std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+        let mut config: crate::config::RunConfig = Default::default();
+        config.model = Some(crate::config::ModelSection {
+            id: "org/model".into(),
+        });
+        let mut extract = crate::config::ExtractSection::default();
+        extract.weights_dtype = WeightsDtype::Bf16;
+        extract.compute_dtype = ComputeDtype::Bf16;
+        config.extract = Some(extract);
+        std::fs::write(dir.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
+        RunDir::new(dir)
+    }
+
+    #[test]
+    fn the_runs_own_model_loads_as_extraction_held_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_with_bf16_extraction(dir.path());
+        for own in ["org/model", "org/model@abc"] {
+            let o = load_options_for(&run, own);
+            assert_eq!(o.weights_dtype, WeightsDtype::Bf16, "{own}");
+            assert_eq!(o.compute_dtype, ComputeDtype::Bf16, "{own}");
+        }
+        let other = load_options_for(&run, "org/other");
+        assert_eq!(other.weights_dtype, WeightsDtype::Auto);
+        assert_eq!(other.compute_dtype, ComputeDtype::default());
+    }
 }
