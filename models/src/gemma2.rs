@@ -92,11 +92,8 @@ pub(crate) fn gemma_decoder(
     caps: (Option<f64>, Option<f64>),
 ) -> Result<Decoder> {
     let d = base.dims().map_err(ModelError::Invalid)?;
-    let embed = w.get_stored("embed_tokens.weight", &[d.vocab, d.hidden])?;
-    let unembed = match w.get_root_stored("lm_head.weight", &[d.vocab, d.hidden])? {
-        Some(head) if base.tie_word_embeddings == Some(false) => head,
-        _ => embed.clone(),
-    };
+    let untied = base.tie_word_embeddings == Some(false);
+    let (embed, unembed) = crate::decoder::tables(w, d, untied)?;
     Ok(Decoder {
         family,
         dims: d,
@@ -108,6 +105,7 @@ pub(crate) fn gemma_decoder(
         layers,
         norm: rms_norm(w, "norm.weight", d.hidden, base.rms_norm_eps, true)?,
         unembed,
+        unembed_f32: Default::default(),
         attn_scale: query_pre_attn_scalar.powf(-0.5),
         attn_softcap: caps.0,
         final_softcap: caps.1,

@@ -5,7 +5,7 @@
 
 use crate::quantized::QuantizedMatrix;
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -52,5 +52,37 @@ impl Held {
             Held::Tensor(t) => Ok(t.to_dtype(dtype)?),
             Held::Quantized(q) => Ok(q.to_tensor()?.to_dtype(dtype)?),
         }
+    }
+
+    /// Where the values live (GGUF blocks: the CPU).
+    pub fn device(&self) -> Device {
+        match self {
+            Held::Tensor(t) => t.device().clone(),
+            Held::Quantized(_) => Device::Cpu,
+        }
+    }
+
+    /// Rows of an embedding table `[vocab, hidden]` for a batch's token ids, `[batch, seq,
+    /// hidden]` in the table's dtype (f32 from blocks: only the rows looked up are
+    /// dequantised).
+    pub fn embedding(&self, batch: &crate::batch::TokenBatch) -> Result<Tensor> {
+        let q = match self {
+            Held::Tensor(t) => return Ok(crate::layers::embed(t, batch)?),
+            Held::Quantized(q) => q,
+        };
+        let (b, t) = batch.input_ids.dims2()?;
+        let ids: Vec<u32> = batch.input_ids.flatten_all()?.to_vec1()?;
+        let hidden = q.cols();
+        let mut rows = vec![0f32; ids.len() * hidden];
+        for (row, &id) in rows.chunks_exact_mut(hidden).zip(&ids) {
+            if id as usize >= q.rows() {
+                return Err(crate::ModelError::Invalid(format!(
+                    "token id {id} is outside the embedding's {} rows",
+                    q.rows()
+                )));
+            }
+            q.dequantize_rows_into(id as usize, row)?;
+        }
+        Ok(Tensor::from_vec(rows, (b, t, hidden), &Device::Cpu)?)
     }
 }

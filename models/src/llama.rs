@@ -474,11 +474,7 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         let mlp = Mlp::separate(w, &format!("{p}.mlp"), d)?;
         layers.push(pre_norm_layer(w, &p, d, cfg.rms_norm_eps, attn, mlp)?);
     }
-    let embed = w.get_stored("embed_tokens.weight", &[d.vocab, d.hidden])?;
-    let unembed = match w.get_root_stored("lm_head.weight", &[d.vocab, d.hidden])? {
-        Some(head) if !cfg.tie_word_embeddings => head,
-        _ => embed.clone(),
-    };
+    let (embed, unembed) = crate::decoder::tables(w, d, !cfg.tie_word_embeddings)?;
     Ok(Box::new(Decoder {
         family: "llama",
         dims: d,
@@ -488,6 +484,7 @@ pub fn load_reduced(cfg: LlamaConfig, w: &Weights) -> Result<Box<dyn HookedModel
         layers,
         norm: RmsNorm::load(w, "norm.weight", d.hidden, cfg.rms_norm_eps)?,
         unembed,
+        unembed_f32: Default::default(),
         attn_scale: (d.head_dim as f64).powf(-0.5),
         attn_softcap: None,
         final_softcap: None,

@@ -151,6 +151,14 @@ impl Weights {
         }
     }
 
+    /// `name` without the prefix, as held (see [`Self::get_held`]), or `None` when absent.
+    pub fn get_root_held(&self, name: &str, shape: &[usize]) -> Result<Option<Held>> {
+        match self.lookup(&[name], "") {
+            Some((full, held)) => Ok(Some(self.checked_held(&full, held, shape)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The tensor `name` (under the prefix) as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_any(&[name], shape)
@@ -167,9 +175,13 @@ impl Weights {
     /// forwards that convert one matrix at a time; checked against `shape`.
     pub fn get_held(&self, name: &str, shape: &[usize]) -> Result<Held> {
         let (full, held) = self.find(&[name])?;
+        self.checked_held(&full, held, shape)
+    }
+
+    fn checked_held(&self, full: &str, held: Held, shape: &[usize]) -> Result<Held> {
         match &held {
-            Held::Tensor(t) => self.check(&full, t, shape)?,
-            Held::Quantized(q) => self.check_dims(&full, &[q.rows(), q.cols()], shape)?,
+            Held::Tensor(t) => self.check(full, t, shape)?,
+            Held::Quantized(q) => self.check_dims(full, &[q.rows(), q.cols()], shape)?,
         }
         Ok(held)
     }

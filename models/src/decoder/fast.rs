@@ -286,7 +286,7 @@ impl Decoder {
             None => {
                 // The embedding as the graph forward computes it (rows of a bf16 table upcast,
                 // then Gemma's scale), so `hook_embed` sees the same tensor.
-                let embedded = crate::layers::embed(&self.embed, batch)?.to_dtype(DType::F32)?;
+                let embedded = self.embed.embedding(batch)?.to_dtype(DType::F32)?;
                 let embedded = match self.embed_scale {
                     Some(s) => (embedded * f64::from(s))?,
                     None => embedded,

@@ -23,6 +23,7 @@ pub(crate) mod parts;
 pub(crate) use parts::{Attention, Dims, Layer, Mlp, QkNorm};
 
 use crate::batch::TokenBatch;
+use crate::held::Held;
 use crate::hooks::{HookPoint, Hooks};
 use crate::layers::{Activation, RmsNorm};
 use crate::model::{FinalNorm, HookedModel, Input};
@@ -36,14 +37,17 @@ pub(crate) struct Decoder {
     pub(crate) family: &'static str,
     pub(crate) dims: Dims,
     pub(crate) act: Activation,
-    /// `[vocab, hidden]`.
-    pub(crate) embed: Tensor,
+    /// `[vocab, hidden]`, as held (GGUF blocks stay blocks: rows are dequantised as looked up).
+    pub(crate) embed: Held,
     /// Gemma multiplies embeddings by √hidden (rounded to f32, as `transformers` does).
     pub(crate) embed_scale: Option<f32>,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: RmsNorm,
-    /// `[vocab, hidden]`: the output head, or the embedding when tied.
-    pub(crate) unembed: Tensor,
+    /// `[vocab, hidden]`: the output head, or the embedding when tied, as held.
+    pub(crate) unembed: Held,
+    /// A quantised head dequantised once, on first use (the logits, the logit lens and direct
+    /// logit attribution read it whole).
+    pub(crate) unembed_f32: std::sync::OnceLock<Tensor>,
     /// Attention scores' scale (Gemma: `query_pre_attn_scalar^-½`, else `head_dim^-½`).
     pub(crate) attn_scale: f64,
     /// Gemma-2: scores become `cap · tanh(scores / cap)` before the mask.
@@ -70,11 +74,7 @@ impl Decoder {
     ) -> Result<Self> {
         use crate::ModelError;
         let d = base.dims().map_err(ModelError::Invalid)?;
-        let embed = w.get_stored("embed_tokens.weight", &[d.vocab, d.hidden])?;
-        let unembed = match w.get_root_stored("lm_head.weight", &[d.vocab, d.hidden])? {
-            Some(head) if base.tie_word_embeddings != Some(true) => head,
-            _ => embed.clone(),
-        };
+        let (embed, unembed) = tables(w, d, base.tie_word_embeddings != Some(true))?;
         Ok(Decoder {
             family,
             dims: d,
@@ -84,6 +84,7 @@ impl Decoder {
             layers,
             norm: RmsNorm::load(w, "norm.weight", d.hidden, base.rms_norm_eps)?,
             unembed,
+            unembed_f32: Default::default(),
             attn_scale: (d.head_dim as f64).powf(-0.5),
             attn_softcap: None,
             final_softcap: None,
@@ -95,7 +96,7 @@ impl Decoder {
 
     fn graph_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         // Rows of a reduced-precision table are upcast after the lookup.
-        let x = crate::layers::embed(&self.embed, batch)?.to_dtype(candle_core::DType::F32)?;
+        let x = self.embed.embedding(batch)?.to_dtype(candle_core::DType::F32)?;
         let x = match self.embed_scale {
             Some(s) => (x * f64::from(s))?,
             None => x,
@@ -124,13 +125,28 @@ impl Decoder {
         Ok(normalized)
     }
 
+    /// The output head as a tensor: as held, or (GGUF blocks) dequantised on first use and kept.
+    fn unembed_tensor(&self) -> Result<&Tensor> {
+        match &self.unembed {
+            Held::Tensor(t) => Ok(t),
+            Held::Quantized(q) => match self.unembed_f32.get() {
+                Some(t) => Ok(t),
+                None => {
+                    let t = q.to_tensor()?;
+                    Ok(self.unembed_f32.get_or_init(|| t))
+                }
+            },
+        }
+    }
+
     /// The unembedding of a normalised stream, soft-capped where the family caps logits.
     fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        let logits = if self.unembed.dtype() == normalized.dtype() {
-            crate::layers::unembed(normalized, &self.unembed)?
+        let unembed = self.unembed_tensor()?;
+        let logits = if unembed.dtype() == normalized.dtype() {
+            crate::layers::unembed(normalized, unembed)?
         } else {
             // One transient copy of the head in the stream's precision.
-            crate::layers::unembed(normalized, &self.unembed.to_dtype(normalized.dtype())?)?
+            crate::layers::unembed(normalized, &unembed.to_dtype(normalized.dtype())?)?
         };
         Ok(match self.final_softcap {
             Some(cap) => forward::softcap(&logits, cap)?,
@@ -174,7 +190,7 @@ impl HookedModel for Decoder {
     }
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.tokens(self.family)?;
-        if crate::prenorm::usable(self.embed.device(), self.layers.len(), hooks) {
+        if crate::prenorm::usable(&self.embed.device(), self.layers.len(), hooks) {
             return self.fast_forward(batch, hooks);
         }
         self.graph_forward(batch, hooks)
@@ -188,7 +204,7 @@ impl HookedModel for Decoder {
         hooks: &mut dyn Hooks,
     ) -> Option<Result<(Tensor, crate::prefix::PrefixCache)>> {
         let layers = self.layers.len();
-        if !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+        if !crate::prenorm::usable(&self.embed.device(), layers, hooks) {
             return None;
         }
         Some(self.fast_keeping_prefix(batch, hooks))
@@ -199,7 +215,7 @@ impl HookedModel for Decoder {
         hooks: &mut dyn Hooks,
     ) -> Option<Result<Tensor>> {
         let layers = self.layers.len();
-        if !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+        if !crate::prenorm::usable(&self.embed.device(), layers, hooks) {
             return None;
         }
         Some(self.fast_suffixes(suffixes, hooks))
@@ -212,7 +228,7 @@ impl HookedModel for Decoder {
         hooks: &mut dyn Hooks,
     ) -> Option<Result<Tensor>> {
         let layers = self.layers.len();
-        if block >= layers || !crate::prenorm::usable(self.embed.device(), layers, hooks) {
+        if block >= layers || !crate::prenorm::usable(&self.embed.device(), layers, hooks) {
             return None;
         }
         Some(self.fast_forward_from(batch, block, resid_pre, hooks))
@@ -286,9 +302,28 @@ impl HookedModel for Decoder {
     /// `logits` hook apply the cap.
     fn unembedding(&self) -> Option<&Tensor> {
         // A sequence classifier has no language-model head (its `score` head is the output).
-        self.score.is_none().then_some(&self.unembed)
+        if self.score.is_some() {
+            return None;
+        }
+        // Dequantising a GGUF head cannot fail once its blocks were checked at load.
+        self.unembed_tensor().ok()
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
         Some(self.logits(normalized))
     }
+}
+
+/// The embedding table and the output head, as held: the head is `lm_head.weight` when
+/// `untied` and the checkpoint has one, else the embedding itself.
+pub(crate) fn tables(
+    w: &crate::weights::Weights,
+    d: Dims,
+    untied: bool,
+) -> Result<(Held, Held)> {
+    let embed = w.get_held("embed_tokens.weight", &[d.vocab, d.hidden])?;
+    let unembed = match w.get_root_held("lm_head.weight", &[d.vocab, d.hidden])? {
+        Some(head) if untied => head,
+        _ => embed.clone(),
+    };
+    Ok((embed, unembed))
 }
