@@ -96,7 +96,10 @@ impl Decoder {
 
     fn graph_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
         // Rows of a reduced-precision table are upcast after the lookup.
-        let x = self.embed.embedding(batch)?.to_dtype(candle_core::DType::F32)?;
+        let x = self
+            .embed
+            .embedding(batch)?
+            .to_dtype(candle_core::DType::F32)?;
         let x = match self.embed_scale {
             Some(s) => (x * f64::from(s))?,
             None => x,
@@ -315,11 +318,7 @@ impl HookedModel for Decoder {
 
 /// The embedding table and the output head, as held: the head is `lm_head.weight` when
 /// `untied` and the checkpoint has one, else the embedding itself.
-pub(crate) fn tables(
-    w: &crate::weights::Weights,
-    d: Dims,
-    untied: bool,
-) -> Result<(Held, Held)> {
+pub(crate) fn tables(w: &crate::weights::Weights, d: Dims, untied: bool) -> Result<(Held, Held)> {
     let embed = w.get_held("embed_tokens.weight", &[d.vocab, d.hidden])?;
     let unembed = match w.get_root_held("lm_head.weight", &[d.vocab, d.hidden])? {
         Some(head) if untied => head,
