@@ -67,7 +67,7 @@ impl Held {
     /// dequantised).
     pub fn embedding(&self, batch: &crate::batch::TokenBatch) -> Result<Tensor> {
         let q = match self {
-            Held::Tensor(t) => return Ok(crate::layers::embed(t, batch)?),
+            Held::Tensor(t) => return Ok(embed_rows(t, batch)?),
             Held::Quantized(q) => q,
         };
         let (b, t) = batch.input_ids.dims2()?;
@@ -85,4 +85,15 @@ impl Held {
         }
         Ok(Tensor::from_vec(rows, (b, t, hidden), &Device::Cpu)?)
     }
+}
+
+/// Rows of `table` (`[vocab, hidden]`) for the batch's token ids, as `[b, t, hidden]`.
+pub(crate) fn embed_rows(
+    table: &Tensor,
+    batch: &crate::batch::TokenBatch,
+) -> candle_core::Result<Tensor> {
+    let (b, t) = batch.input_ids.dims2()?;
+    table
+        .index_select(&batch.input_ids.flatten_all()?, 0)?
+        .reshape((b, t, table.dim(1)?))
 }

@@ -301,16 +301,7 @@ pub(crate) fn repeat_kv(m: Tensor, heads: usize) -> candle_core::Result<Tensor> 
         .reshape((b, heads, t, d))
 }
 
-/// Rows of `table` (`[vocab, hidden]`) for the batch's token ids, as `[b, t, hidden]`.
-pub(crate) fn embed(
-    table: &Tensor,
-    batch: &crate::batch::TokenBatch,
-) -> candle_core::Result<Tensor> {
-    let (b, t) = batch.input_ids.dims2()?;
-    table
-        .index_select(&batch.input_ids.flatten_all()?, 0)?
-        .reshape((b, t, table.dim(1)?))
-}
+pub(crate) use crate::held::embed_rows as embed;
 
 /// Logits `[b, t, vocab]`: `normalized` (`[b, t, hidden]`) times the unembedding
 /// (`[vocab, hidden]`) transposed.

@@ -133,7 +133,7 @@ pub fn run_patch_parts(
         allow_pickle: settings.allow_pickle,
         ..super::run_model::load_options_for(run, model)
     };
-    let model = load_model(resolved, options.clone())?;
+    let model = load_model(resolved, options)?;
     let selected = hooks::select(&settings.hooks, &model.model.hook_points())?;
     for &hook in &selected {
         check_patchable(hook)?;

@@ -114,14 +114,17 @@ mod tests {
                                    "seconds": 1.0, "params": {}}}
         });
         std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-        let mut config: crate::config::RunConfig = Default::default();
-        config.model = Some(crate::config::ModelSection {
-            id: "org/model".into(),
-        });
-        let mut extract = crate::config::ExtractSection::default();
-        extract.weights_dtype = WeightsDtype::Bf16;
-        extract.compute_dtype = ComputeDtype::Bf16;
-        config.extract = Some(extract);
+        let config = crate::config::RunConfig {
+            model: Some(crate::config::ModelSection {
+                id: "org/model".into(),
+            }),
+            extract: Some(crate::config::ExtractSection {
+                weights_dtype: WeightsDtype::Bf16,
+                compute_dtype: ComputeDtype::Bf16,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         std::fs::write(dir.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
         RunDir::new(dir)
     }
