@@ -190,7 +190,7 @@ impl Decoder {
     /// The graph forward's values and hooks, on packed rows; returns the final norm's output
     /// `[batch, seq, hidden]` (after its hook).
     pub(super) fn fast_forward(&self, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> {
-        self.fast_run(batch, None, hooks)
+        self.fast_run_with(batch, None, hooks, &mut Kv::Own)
     }
 
     /// [`Self::fast_forward`] from block `first` on, given the residual stream entering it
@@ -203,16 +203,7 @@ impl Decoder {
         resid_pre: &Tensor,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
-        self.fast_run(batch, Some((first, resid_pre)), hooks)
-    }
-
-    fn fast_run(
-        &self,
-        batch: &TokenBatch,
-        start: Option<(usize, &Tensor)>,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Tensor> {
-        self.fast_run_with(batch, start, hooks, &mut Kv::Own)
+        self.fast_run_with(batch, Some((first, resid_pre)), hooks, &mut Kv::Own)
     }
 
     /// [`Self::fast_forward`] over one unpadded example, keeping each block's prepared
@@ -222,12 +213,7 @@ impl Decoder {
         batch: &TokenBatch,
         hooks: &mut dyn Hooks,
     ) -> Result<(Tensor, PrefixCache)> {
-        let (b, t) = batch.input_ids.dims2()?;
-        if b != 1 || batch.lengths.first() != Some(&t) {
-            return Err(ModelError::Invalid(format!(
-                "a prefix is kept from one unpadded example, not a batch of {b}"
-            )));
-        }
+        let t = crate::prenorm::prefix_length(batch)?;
         let mut kept = Vec::with_capacity(self.layers.len());
         let out = self.fast_run_with(batch, None, hooks, &mut Kv::Keep(&mut kept))?;
         Ok((out, PrefixCache::new(kept, t, self.qkv_width())))
@@ -241,20 +227,11 @@ impl Decoder {
         suffixes: &Suffixes<'_>,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
-        let hidden = self.dims.hidden;
-        let prefix = suffixes.prefix;
-        crate::prenorm::check_suffixes(suffixes, self.layers.len(), hidden, self.qkv_width())?;
-        let len = prefix.len();
-        let lengths: Vec<usize> = suffixes.starts.iter().map(|&s| len - s).collect();
-        let layout = Layout::new(&lengths, lengths.iter().copied().max().unwrap_or(0));
         let mut pool = self.spare.take_all();
-        let mut x = take(&mut pool, layout.rows() * hidden);
-        for (c, &start) in suffixes.starts.iter().enumerate() {
-            let rows = &suffixes.resid_pre[start * hidden..len * hidden];
-            x[layout.offsets[c] * hidden..layout.offsets[c + 1] * hidden].copy_from_slice(rows);
-        }
+        let model = (self.layers.len(), self.dims.hidden, self.qkv_width());
+        let (layout, x) = crate::prenorm::suffix_rows(suffixes, model, &mut pool)?;
         let mut kv = Kv::AfterPrefix {
-            prefix,
+            prefix: suffixes.prefix,
             starts: suffixes.starts,
         };
         self.run_blocks(&layout, x, pool, suffixes.block, hooks, &mut kv)
@@ -500,7 +477,7 @@ impl Buffers {
     fn take(pool: &mut Vec<Vec<f32>>, layout: &Layout, m: &Decoder) -> Self {
         let d = m.dims;
         let rows = layout.rows();
-        let qkv_width = (d.heads + 2 * d.kv_heads) * d.head_dim;
+        let qkv_width = m.qkv_width();
         // Popped in the reverse order of `give_back`, so each buffer keeps its role.
         let weight = pool.pop().unwrap_or_default();
         Buffers {

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 mod family;
 mod suffix;
 pub(crate) use family::{fast_decoder_methods, from_block, keeping_prefix, suffixes, FastDecoder};
-pub(crate) use suffix::{check_suffixes, forward_keeping_prefix, forward_suffixes};
+pub(crate) use suffix::{forward_keeping_prefix, forward_suffixes, prefix_length, suffix_rows};
 
 /// Whether the fast forward can serve this call: CPU weights, no hook on an attention pattern
 /// (which only the graph forward materialises) and hooks that do not need autograd.

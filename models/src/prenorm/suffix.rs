@@ -25,12 +25,7 @@ pub(crate) fn forward_keeping_prefix(
         return None;
     }
     Some((|| {
-        let (b, t) = batch.input_ids.dims2()?;
-        if b != 1 || batch.lengths.first() != Some(&t) {
-            return Err(ModelError::Invalid(format!(
-                "a prefix is kept from one unpadded example, not a batch of {b}"
-            )));
-        }
+        let t = prefix_length(batch)?;
         let mut kept = Vec::with_capacity(layers);
         let out = run(
             d,
@@ -61,20 +56,12 @@ pub(crate) fn forward_suffixes(
     }
     Some((|| {
         let hidden = d.embed.dim(1)?;
-        let prefix = suffixes.prefix;
-        check_suffixes(suffixes, layers, hidden, d.stack.heads.qkv_width())?;
-        let len = prefix.len();
-        let lengths: Vec<usize> = suffixes.starts.iter().map(|&s| len - s).collect();
-        let layout = Layout::new(&lengths, lengths.iter().copied().max().unwrap_or(0));
         let mut pool = spare.take_all();
-        let mut x = take(&mut pool, layout.rows() * hidden);
+        let qkv_width = d.stack.heads.qkv_width();
+        let (layout, x) = suffix_rows(suffixes, (layers, hidden, qkv_width), &mut pool)?;
         let side = take(&mut pool, layout.rows() * hidden);
-        for (c, &start) in suffixes.starts.iter().enumerate() {
-            let rows = &suffixes.resid_pre[start * hidden..len * hidden];
-            x[layout.offsets[c] * hidden..layout.offsets[c + 1] * hidden].copy_from_slice(rows);
-        }
         let mut kv = Kv::AfterPrefix {
-            prefix,
+            prefix: suffixes.prefix,
             starts: suffixes.starts,
         };
         let pool_and_spare = (pool, spare);
@@ -89,14 +76,40 @@ pub(crate) fn forward_suffixes(
     })())
 }
 
+/// The length of the one unpadded example a prefix is kept from (an error for anything else).
+pub(crate) fn prefix_length(batch: &TokenBatch) -> Result<usize> {
+    let (b, t) = batch.input_ids.dims2()?;
+    if b != 1 || batch.lengths.first() != Some(&t) {
+        return Err(ModelError::Invalid(format!(
+            "a prefix is kept from one unpadded example, not a batch of {b}"
+        )));
+    }
+    Ok(t)
+}
+
+/// The suffixes' packed rows, checked against a model of `(layers, hidden, qkv_width)`: their
+/// layout and the cached residual stream entering `suffixes.block` at each copy's positions
+/// (in a buffer from `pool`).
+pub(crate) fn suffix_rows(
+    suffixes: &Suffixes<'_>,
+    (layers, hidden, qkv_width): (usize, usize, usize),
+    pool: &mut Vec<Vec<f32>>,
+) -> Result<(Layout, Vec<f32>)> {
+    check_suffixes(suffixes, layers, hidden, qkv_width)?;
+    let len = suffixes.prefix.len();
+    let lengths: Vec<usize> = suffixes.starts.iter().map(|&s| len - s).collect();
+    let layout = Layout::new(&lengths, lengths.iter().copied().max().unwrap_or(0));
+    let mut x = take(pool, layout.rows() * hidden);
+    for (c, &start) in suffixes.starts.iter().enumerate() {
+        let rows = &suffixes.resid_pre[start * hidden..len * hidden];
+        x[layout.offsets[c] * hidden..layout.offsets[c + 1] * hidden].copy_from_slice(rows);
+    }
+    Ok((layout, x))
+}
+
 /// The suffixes fit the cache and the model: every start inside the cached run, the residual
 /// stream the cached run's length, the cache from a model of these blocks and widths.
-pub(crate) fn check_suffixes(
-    s: &Suffixes<'_>,
-    layers: usize,
-    hidden: usize,
-    qkv_width: usize,
-) -> Result<()> {
+fn check_suffixes(s: &Suffixes<'_>, layers: usize, hidden: usize, qkv_width: usize) -> Result<()> {
     let len = s.prefix.len();
     let fault = if s.block >= layers {
         Some(format!("block {} is past the model's {layers}", s.block))
