@@ -22,26 +22,17 @@ use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
 pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
-/// Quantisation types whose dequantisation is supported.
-const SUPPORTED_TYPES: &[GgmlDType] = &[
-    GgmlDType::F32,
-    GgmlDType::F16,
-    GgmlDType::BF16,
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q2K,
-    GgmlDType::Q3K,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-];
+/// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
+const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
+
+fn supported(dtype: GgmlDType) -> bool {
+    PLAIN_TYPES.contains(&dtype) || crate::quantized::is_block_quantised(dtype)
+}
 
 fn supported_list() -> String {
-    SUPPORTED_TYPES
+    PLAIN_TYPES
         .iter()
+        .chain(crate::quantized::BLOCK_TYPES)
         .map(|t| format!("{t:?}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -90,7 +81,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         });
     }
     for (name, info) in &content.tensor_infos {
-        if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
+        if !supported(info.ggml_dtype) {
             return Err(bad(format!(
                 "tensor `{name}` is quantised as {:?}, which glassbox cannot dequantise; supported: {}",
                 info.ggml_dtype,

@@ -74,10 +74,23 @@ macro_rules! with_block {
     };
 }
 
-/// Whether `dtype` is a block format held quantised (f32/f16/bf16 GGUF tensors are plain
-/// tensors instead).
+/// The block formats [`QuantizedMatrix`] holds (GGUF's f32/f16/bf16 tensors are plain tensors).
+pub const BLOCK_TYPES: &[GgmlDType] = &[
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+/// Whether `dtype` is one of [`BLOCK_TYPES`].
 pub fn is_block_quantised(dtype: GgmlDType) -> bool {
-    with_block!(dtype, block_size()).is_some()
+    BLOCK_TYPES.contains(&dtype)
 }
 
 fn block_size<T: GgmlType>() -> usize {
@@ -234,18 +247,7 @@ mod tests {
     #[test]
     fn dequantised_rows_equal_whole_tensor_dequantisation() {
         let (rows, cols) = (300, 512);
-        for dtype in [
-            GgmlDType::Q4_0,
-            GgmlDType::Q4_1,
-            GgmlDType::Q5_0,
-            GgmlDType::Q5_1,
-            GgmlDType::Q8_0,
-            GgmlDType::Q2K,
-            GgmlDType::Q3K,
-            GgmlDType::Q4K,
-            GgmlDType::Q5K,
-            GgmlDType::Q6K,
-        ] {
+        for &dtype in BLOCK_TYPES {
             let q = QTensor::quantize(&values(rows, cols), dtype).unwrap();
             let want: Vec<f32> = q
                 .dequantize(&Device::Cpu)

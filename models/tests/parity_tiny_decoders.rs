@@ -276,15 +276,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_phi3",
     ] {
         let model = load(&fixture(name));
-        let refs = references(&fixture(name));
-        let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-        let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
-        let batch = TokenBatch::from_encoded(
-            &encoded.iter().collect::<Vec<_>>(),
-            model.pad_id,
-            &model.device,
-        )
-        .unwrap();
+        let batch = reference_batch(&model, &fixture(name));
         let all: Vec<HookPoint> = model
             .model
             .hook_points()
@@ -430,18 +422,7 @@ fn shared_decoder_forward_from_a_block_matches_the_full_forward() {
         "tiny_qwen2_windows",
     ] {
         let model = load(&fixture(name));
-        let texts: Vec<String> = references(&fixture(name))
-            .into_iter()
-            .map(|r| r.text)
-            .collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
-        let batch = TokenBatch::from_encoded(
-            &encoded.iter().collect::<Vec<_>>(),
-            model.pad_id,
-            &model.device,
-        )
-        .unwrap();
+        let batch = reference_batch(&model, &fixture(name));
         let start = 1;
         let after = HookPoint::ResidPost(start);
         let mut capture = Capture::new([HookPoint::ResidPre(start), after]);
@@ -457,13 +438,7 @@ fn shared_decoder_forward_from_a_block_matches_the_full_forward() {
             !later.captured.contains_key(&HookPoint::ResidPre(0)),
             "{name}: blocks before the start do not run"
         );
-        let real = |t: &Tensor| -> Vec<f32> {
-            let all: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
-            all.into_iter()
-                .zip(&batch.lengths)
-                .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
-                .collect()
-        };
+        let real = |t: &Tensor| real_rows(t, &batch.lengths);
         assert_eq!(real(&full), real(&from), "{name}: output");
         assert_eq!(
             real(&capture.captured[&after]),

@@ -161,3 +161,25 @@ pub fn padded_batch_in(dir: &Path) {
     assert!(lengths.len() > 1, "lengths differ, so padding is exercised");
     check(&model, &all);
 }
+
+/// The fixture's reference texts as one right-padded batch.
+pub fn reference_batch(model: &LoadedModel, dir: &Path) -> TokenBatch {
+    let refs = references(dir);
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
+    TokenBatch::from_encoded(
+        &encoded.iter().collect::<Vec<_>>(),
+        model.pad_id,
+        &model.device,
+    )
+    .unwrap()
+}
+
+/// A `[batch, seq, width]` tensor's real rows (the first `lengths[b]` of example `b`), flat.
+pub fn real_rows(t: &Tensor, lengths: &[usize]) -> Vec<f32> {
+    let all: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
+    all.into_iter()
+        .zip(lengths)
+        .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
+        .collect()
+}
