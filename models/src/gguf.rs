@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 /// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
 const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
@@ -129,10 +129,25 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         "hidden_act": "silu",
     });
     let device = Device::Cpu;
+    let mut config = config;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        if arch != "llama" {
+            return Err(bad(format!(
+                "`rope_freqs.weight` (per-pair rotary factors) is read for llama GGUFs only, not {arch}"
+            )));
+        }
+        // Llama-3.1-style scaling as llama.cpp converts it: per-pair divisors of the frequencies.
+        let factors: Vec<f32> = content
+            .tensor(&mut file, "rope_freqs.weight", &device)
+            .and_then(|q| q.dequantize(&device))
+            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+            .map_err(|e| bad(format!("tensor `rope_freqs.weight`: {e}")))?;
+        config["rope_freq_factors"] = json!(factors);
+    }
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
     for name in content.tensor_infos.keys() {
         let Some(hf) = hf_name(name) else {
-            continue; // e.g. rope_freqs: recomputed from the config
+            continue; // rope_freqs went into the config above
         };
         let q = content
             .tensor(&mut file, name, &device)
@@ -208,6 +223,8 @@ fn hf_name(name: &str) -> Option<String> {
                 "attn_k" => "self_attn.k_proj",
                 "attn_v" => "self_attn.v_proj",
                 "attn_output" => "self_attn.o_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
                 "ffn_norm" => "post_attention_layernorm",
                 "ffn_gate" => "mlp.gate_proj",
                 "ffn_up" => "mlp.up_proj",

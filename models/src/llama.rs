@@ -85,6 +85,10 @@ pub struct LlamaConfig {
     /// ... else the layers from this one on (Qwen2Config's default: 28).
     #[serde(default)]
     pub max_window_layers: Option<usize>,
+    /// A GGUF's `rope_freqs` tensor (what llama.cpp's converter writes for Llama-3.1's `llama3`
+    /// scaling instead of its parameters): each pair's frequency is divided by its factor.
+    #[serde(default)]
+    pub rope_freq_factors: Option<Vec<f64>>,
 }
 
 impl LlamaConfig {
@@ -172,7 +176,12 @@ impl LlamaConfig {
                 p
             }
         };
-        Rotary::from_params(&params, self.head_dim(), self.max_position_embeddings)
+        let mut rotary =
+            Rotary::from_params(&params, self.head_dim(), self.max_position_embeddings)?;
+        if let Some(factors) = &self.rope_freq_factors {
+            rotary.divide_frequencies(factors)?;
+        }
+        Ok(rotary)
     }
 }
 

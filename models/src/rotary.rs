@@ -212,6 +212,30 @@ impl Rotary {
 
     /// Cosine and sine of each position's angle per pair, `[seq, half]` each (position-major),
     /// the angles in f32 as `transformers` computes them; the fast forward's tables too.
+    /// Each pair's frequency divided by its factor (llama.cpp's `rope_freqs`, as ggml's rope
+    /// divides its angles), one factor per pair.
+    pub(crate) fn divide_frequencies(
+        &mut self,
+        factors: &[f64],
+    ) -> std::result::Result<(), String> {
+        if factors.len() != self.inv_freq.len() || self.long.is_some() {
+            return Err(format!(
+                "rope_freqs holds {} factors where the heads rotate {} pairs{}",
+                factors.len(),
+                self.inv_freq.len(),
+                if self.long.is_some() {
+                    " (with longrope scaling, which it cannot combine with)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for (f, d) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= d;
+        }
+        Ok(())
+    }
+
     pub(crate) fn tables(&self, seq: usize) -> (Vec<f32>, Vec<f32>) {
         let freqs = self.frequencies(seq);
         let half = freqs.len();

@@ -1,0 +1,316 @@
+//! GGUF files written here from the tiny safetensors fixtures the way llama.cpp's converter lays
+//! them out — llama.cpp tensor names, Llama's q/k rows permuted for its interleaved rotary,
+//! Llama-3.1-style `llama3` scaling as a `rope_freqs` tensor of per-pair factors, an untied
+//! head as `output.weight`, the byte-level BPE vocabulary and merges in the metadata — load to
+//! the same model: the same token ids and, from f32 tensors, the same hidden states and logits
+//! (≤ 1e-5 of scale) as the safetensors checkpoint (itself at parity with `transformers`). From
+//! Q8_0 blocks, the model holding the blocks and the model dequantised at load agree.
+//! Llama (GQA, tied, llama3 rotary) and Qwen3 (q/k norms, untied).
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use glassbox_models::{
+    load_model, resolve, Capture, HookPoint, LoadOptions, LoadedModel, ModelSpec, TokenBatch,
+    WeightsDtype,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// Hugging Face tensor names → llama.cpp's.
+fn gguf_name(hf: &str) -> String {
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
+    let (stem, kind) = hf.rsplit_once('.').unwrap();
+    let mapped = match stem {
+        "embed_tokens" => "token_embd".to_owned(),
+        "norm" => "output_norm".to_owned(),
+        "lm_head" => "output".to_owned(),
+        _ => {
+            let rest = stem.strip_prefix("layers.").unwrap();
+            let (i, part) = rest.split_once('.').unwrap();
+            let part = match part {
+                "input_layernorm" => "attn_norm",
+                "self_attn.q_proj" => "attn_q",
+                "self_attn.k_proj" => "attn_k",
+                "self_attn.v_proj" => "attn_v",
+                "self_attn.o_proj" => "attn_output",
+                "self_attn.q_norm" => "attn_q_norm",
+                "self_attn.k_norm" => "attn_k_norm",
+                "post_attention_layernorm" => "ffn_norm",
+                "mlp.gate_proj" => "ffn_gate",
+                "mlp.up_proj" => "ffn_up",
+                "mlp.down_proj" => "ffn_down",
+                other => panic!("unmapped {other}"),
+            };
+            format!("blk.{i}.{part}")
+        }
+    };
+    format!("{mapped}.{kind}")
+}
+
+/// llama.cpp's `permute`: rows `(head, half, pair)` to `(head, pair, half)`.
+fn permute(t: &Tensor, heads: usize) -> Tensor {
+    let (out, inp) = t.dims2().unwrap();
+    t.reshape((heads, 2, out / heads / 2, inp))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((out, inp))
+        .unwrap()
+}
+
+/// llama.cpp's `rope_freqs` for `llama3` parameters (`generate_extra_tensors` of its Llama
+/// converter), in f32 as it computes them.
+fn llama3_factors(p: &serde_json::Value, head_dim: usize) -> Vec<f32> {
+    let num = |k: &str| p[k].as_f64().unwrap() as f32;
+    let (theta, factor) = (num("rope_theta"), num("factor"));
+    let (low, high) = (num("low_freq_factor"), num("high_freq_factor"));
+    let old = num("original_max_position_embeddings");
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// Writes `name`'s fixture as a GGUF of architecture `arch`, 2-D matrices as `matrices`.
+fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, path: &Path) {
+    let dir = fixture(name);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let c = |k: &str| config[k].as_u64().unwrap() as u32;
+    let (heads, kv_heads, head_dim) = (
+        c("num_attention_heads"),
+        c("num_key_value_heads"),
+        c("head_dim"),
+    );
+    let tied = config["tie_word_embeddings"].as_bool() == Some(true);
+    let mut quantized: Vec<(String, QTensor)> = Vec::new();
+    for (hf, t) in &tensors {
+        if tied && hf == "lm_head.weight" {
+            continue;
+        }
+        let gguf = gguf_name(hf);
+        let mut t = t.to_dtype(DType::F32).unwrap();
+        if arch == "llama" && gguf.ends_with("attn_q.weight") {
+            t = permute(&t, heads as usize);
+        } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
+            t = permute(&t, kv_heads as usize);
+        }
+        let dtype = if t.rank() == 2 {
+            matrices
+        } else {
+            GgmlDType::F32
+        };
+        quantized.push((gguf, QTensor::quantize(&t, dtype).unwrap()));
+    }
+    let rope = &config["rope_parameters"];
+    if rope["rope_type"] == "llama3" {
+        let factors = llama3_factors(rope, head_dim as usize);
+        let n = factors.len();
+        let t = Tensor::from_vec(factors, n, &Device::Cpu).unwrap();
+        quantized.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+        ));
+    }
+    // The tokenizer: vocabulary by id, merges as "a b", the special token as control (3).
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = tok["model"]["vocab"].as_object().unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (token, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = token.clone();
+    }
+    let specials: Vec<&str> = tok["added_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["content"].as_str().unwrap())
+        .collect();
+    let merges: Vec<Value> = tok["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let pair = m.as_array().unwrap();
+            Value::String(format!(
+                "{} {}",
+                pair[0].as_str().unwrap(),
+                pair[1].as_str().unwrap()
+            ))
+        })
+        .collect();
+    let theta = rope["rope_theta"].as_f64().unwrap() as f32;
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (
+            key("context_length"),
+            Value::U32(c("max_position_embeddings")),
+        ),
+        (key("embedding_length"), Value::U32(c("hidden_size"))),
+        (key("block_count"), Value::U32(c("num_hidden_layers"))),
+        (
+            key("feed_forward_length"),
+            Value::U32(c("intermediate_size")),
+        ),
+        (key("attention.head_count"), Value::U32(heads)),
+        (key("attention.head_count_kv"), Value::U32(kv_heads)),
+        (key("attention.key_length"), Value::U32(head_dim)),
+        (key("rope.freq_base"), Value::F32(theta)),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            Value::F32(config["rms_norm_eps"].as_f64().unwrap() as f32),
+        ),
+        (key("vocab_size"), Value::U32(c("vocab_size"))),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(c("eos_token_id")),
+        ),
+    ];
+    let types: Vec<Value> = tokens
+        .iter()
+        .map(|t| Value::I32(if specials.contains(&t.as_str()) { 3 } else { 1 }))
+        .collect();
+    meta.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+    let tokens: Vec<Value> = tokens.into_iter().map(Value::String).collect();
+    meta.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens)));
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> =
+        quantized.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+}
+
+fn load(path: &Path, weights_dtype: WeightsDtype) -> LoadedModel {
+    let spec: ModelSpec = path.to_str().unwrap().parse().unwrap();
+    let options = LoadOptions {
+        weights_dtype,
+        ..Default::default()
+    };
+    load_model(resolve(&spec).unwrap(), options).unwrap()
+}
+
+const TEXTS: [&str; 3] = [
+    "the cat sat on the mat and looked at the dog",
+    "Hi",
+    "rivers run to the sea, 42 times over",
+];
+
+/// Real rows of every block's output, the final norm and the logits for `TEXTS` as one
+/// right-padded batch, with the token ids.
+fn run(model: &LoadedModel) -> (Vec<Vec<u32>>, HashMap<HookPoint, Vec<f32>>) {
+    let encoded = model.tokenizer().unwrap().encode(&TEXTS).unwrap();
+    let batch = TokenBatch::from_encoded(
+        &encoded.iter().collect::<Vec<_>>(),
+        model.pad_id,
+        &model.device,
+    )
+    .unwrap();
+    let points: Vec<HookPoint> = model
+        .model
+        .hook_points()
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p,
+                HookPoint::ResidPost(_) | HookPoint::LnFinal | HookPoint::Logits
+            )
+        })
+        .collect();
+    let mut capture = Capture::new(points.clone());
+    model.model.forward((&batch).into(), &mut capture).unwrap();
+    let rows = points
+        .iter()
+        .map(|p| {
+            let all: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
+            let real = all
+                .into_iter()
+                .zip(&batch.lengths)
+                .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
+                .collect();
+            (*p, real)
+        })
+        .collect();
+    (encoded.into_iter().map(|e| e.ids).collect(), rows)
+}
+
+/// Largest difference relative to `b`'s largest magnitude (at least 1), at every hook.
+fn worst(a: &HashMap<HookPoint, Vec<f32>>, b: &HashMap<HookPoint, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    b.iter()
+        .map(|(p, want)| {
+            let got = &a[p];
+            assert_eq!(got.len(), want.len(), "{p}");
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            got.iter()
+                .zip(want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+                / scale
+        })
+        .fold(0f32, f32::max)
+}
+
+fn check(name: &str, arch: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = run(&load(&fixture(name), WeightsDtype::Auto));
+
+    let f32_path = dir.path().join("f32.gguf");
+    write_gguf(name, arch, GgmlDType::F32, &f32_path);
+    let from_gguf = run(&load(&f32_path, WeightsDtype::Auto));
+    assert_eq!(from_gguf.0, reference.0, "{name}: token ids");
+    let d = worst(&from_gguf.1, &reference.1);
+    assert!(
+        d <= 1e-5,
+        "{name}: GGUF vs safetensors, scaled max diff {d}"
+    );
+
+    let q8_path = dir.path().join("q8.gguf");
+    write_gguf(name, arch, GgmlDType::Q8_0, &q8_path);
+    let held = run(&load(&q8_path, WeightsDtype::Auto));
+    let dense = run(&load(&q8_path, WeightsDtype::F32));
+    let d = worst(&held.1, &dense.1);
+    assert!(
+        d <= 1e-5,
+        "{name}: Q8_0 blocks held vs dequantised at load: {d}"
+    );
+    // Quantisation moves the model, but not beyond Q8_0's rounding.
+    let d = worst(&held.1, &reference.1);
+    assert!(d > 0.0 && d < 0.1, "{name}: Q8_0 vs f32 weights: {d}");
+}
+
+#[test]
+fn llama_with_llama3_rotary_from_gguf_is_the_safetensors_model() {
+    check("tiny_llama", "llama");
+}
+
+#[test]
+fn qwen3_from_gguf_is_the_safetensors_model() {
+    check("tiny_qwen3", "qwen3");
+}
