@@ -57,7 +57,9 @@ pub struct GgufModel {
     pub tensors: HashMap<String, Tensor>,
     /// Block-quantised matrices held as blocks (under [`Holding::Blocks`]), same naming.
     pub quantized: HashMap<String, QuantizedMatrix>,
-    pub tokenizer: tokenizers::Tokenizer,
+    /// The tokenizer rebuilt from the metadata, or why it cannot be (the loader then reads a
+    /// `tokenizer.json` beside the file, if there is one).
+    pub tokenizer: std::result::Result<tokenizers::Tokenizer, String>,
 }
 
 pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
@@ -191,10 +193,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         }
         tensors.insert(hf, t);
     }
-    let tokenizer = tokenizer(&content, &tokens).map_err(|m| ModelError::Tokenizer {
-        path: path.to_path_buf(),
-        message: m,
-    })?;
+    let tokenizer = tokenizer(&content, &tokens);
     Ok(GgufModel {
         config,
         tensors,
@@ -279,7 +278,7 @@ fn tokenizer(
     let model = text("tokenizer.ggml.model").unwrap_or_default();
     if model != "gpt2" {
         return Err(format!(
-            "tokenizer.ggml.model `{model}` is not supported; glassbox rebuilds byte-level BPE (`gpt2`) tokenizers — put a tokenizer.json beside the model for others"
+            "tokenizer.ggml.model `{model}` is not supported; glassbox rebuilds byte-level BPE (`gpt2`) tokenizers — put the model's tokenizer.json beside the .gguf file"
         ));
     }
     let pre = text("tokenizer.ggml.pre").unwrap_or_default();

@@ -158,6 +158,25 @@ fn gguf_holding(dtype: WeightsDtype) -> crate::gguf::Holding {
     }
 }
 
+/// A GGUF's tokenizer: rebuilt from the metadata, as `transformers` does; where the metadata
+/// holds one glassbox cannot rebuild (e.g. SentencePiece), the `tokenizer.json` beside the
+/// file, if there is one; else why neither is available.
+fn gguf_tokenizer(
+    rebuilt: std::result::Result<tokenizers::Tokenizer, String>,
+    gguf: &std::path::Path,
+    max_length: usize,
+) -> Result<TextTokenizer> {
+    let beside = gguf.with_file_name("tokenizer.json");
+    match rebuilt {
+        Ok(t) => TextTokenizer::from_tokenizer(t, gguf, max_length),
+        Err(_) if beside.is_file() => TextTokenizer::load(&beside, max_length),
+        Err(message) => Err(ModelError::Tokenizer {
+            path: gguf.to_path_buf(),
+            message,
+        }),
+    }
+}
+
 /// A resolved model with what it needs to read its inputs, ready to run.
 pub struct LoadedModel {
     /// Where the checkpoint came from.
@@ -331,9 +350,7 @@ fn load_model_with(
                 .max_length
                 .map_or(max_positions, |m| m.min(max_positions));
             let tokenizer = match gguf_parts {
-                Some(parts) => {
-                    TextTokenizer::from_tokenizer(parts.tokenizer, &resolved.weights, max_length)?
-                }
+                Some(parts) => gguf_tokenizer(parts.tokenizer, &resolved.weights, max_length)?,
                 None => TextTokenizer::load(&resolved.tokenizer, max_length)?,
             };
             let rows = model.vocab_size().unwrap_or(usize::MAX);

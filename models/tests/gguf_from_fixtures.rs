@@ -91,8 +91,9 @@ fn llama3_factors(p: &serde_json::Value, head_dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Writes `name`'s fixture as a GGUF of architecture `arch`, 2-D matrices as `matrices`.
-fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, path: &Path) {
+/// Writes `name`'s fixture as a GGUF of architecture `arch`, 2-D matrices as `matrices`, the
+/// vocabulary under `tokenizer.ggml.model = tokenizer_model`.
+fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str, path: &Path) {
     let dir = fixture(name);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
@@ -185,7 +186,10 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, path: &Path) {
             Value::F32(config["rms_norm_eps"].as_f64().unwrap() as f32),
         ),
         (key("vocab_size"), Value::U32(c("vocab_size"))),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.model".into(),
+            Value::String(tokenizer_model.into()),
+        ),
         ("tokenizer.ggml.pre".into(), Value::String("default".into())),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
         (
@@ -282,7 +286,7 @@ fn check(name: &str, arch: &str) {
     let reference = run(&load(&fixture(name), WeightsDtype::Auto));
 
     let f32_path = dir.path().join("f32.gguf");
-    write_gguf(name, arch, GgmlDType::F32, &f32_path);
+    write_gguf(name, arch, GgmlDType::F32, "gpt2", &f32_path);
     let from_gguf = run(&load(&f32_path, WeightsDtype::Auto));
     assert_eq!(from_gguf.0, reference.0, "{name}: token ids");
     let d = worst(&from_gguf.1, &reference.1);
@@ -292,7 +296,7 @@ fn check(name: &str, arch: &str) {
     );
 
     let q8_path = dir.path().join("q8.gguf");
-    write_gguf(name, arch, GgmlDType::Q8_0, &q8_path);
+    write_gguf(name, arch, GgmlDType::Q8_0, "gpt2", &q8_path);
     let held = run(&load(&q8_path, WeightsDtype::Auto));
     let dense = run(&load(&q8_path, WeightsDtype::F32));
     let d = worst(&held.1, &dense.1);
@@ -313,4 +317,27 @@ fn llama_with_llama3_rotary_from_gguf_is_the_safetensors_model() {
 #[test]
 fn qwen3_from_gguf_is_the_safetensors_model() {
     check("tiny_qwen3", "qwen3");
+}
+
+/// A vocabulary glassbox cannot rebuild from the metadata (SentencePiece's `llama`) is refused
+/// naming what to do; with the model's `tokenizer.json` beside the file, that one is used.
+#[test]
+fn a_gguf_tokenizer_that_cannot_be_rebuilt_falls_back_to_tokenizer_json_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "llama", &path);
+    let spec: ModelSpec = path.to_str().unwrap().parse().unwrap();
+    let e = load_model(resolve(&spec).unwrap(), LoadOptions::default())
+        .err()
+        .expect("no tokenizer to use")
+        .to_string();
+    assert!(e.contains("`llama`") && e.contains("tokenizer.json"), "{e}");
+    std::fs::copy(
+        fixture("tiny_qwen3").join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let (ids, _) = run(&load(&path, WeightsDtype::Auto));
+    let (want, _) = run(&load(&fixture("tiny_qwen3"), WeightsDtype::Auto));
+    assert_eq!(ids, want);
 }
