@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2"];
 /// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
 const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
@@ -113,7 +113,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         .unwrap_or(hidden / heads.max(1));
     let id = |key: &str| meta(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok());
     let tied = !content.tensor_infos.contains_key("output.weight");
-    let config = json!({
+    let mut config = json!({
         "model_type": arch,
         "vocab_size": vocab,
         "hidden_size": hidden,
@@ -128,10 +128,28 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         "tie_word_embeddings": tied,
         "eos_token_id": id("eos_token_id"),
         "pad_token_id": id("padding_token_id"),
-        "hidden_act": "silu",
     });
+    let layers = u("block_count")?;
+    if arch == "gemma2" {
+        // What llama.cpp reads or assumes for Gemma-2 (its `llama_model_gemma2` hparams): the
+        // soft-caps and the window from the metadata, every other layer sliding from the first
+        // (the config's legacy default), and the query scale of `1/√head_dim` except on the
+        // 27B (46 layers), whose scale is `1/√(hidden/heads)` — the GGUF carries no
+        // `query_pre_attn_scalar`.
+        let scalar = if layers == 46 {
+            hidden / heads.max(1)
+        } else {
+            head_dim
+        };
+        config["query_pre_attn_scalar"] = json!(scalar);
+        config["attn_logit_softcapping"] = json!(f("attn_logit_softcapping").map(f64::from));
+        config["final_logit_softcapping"] = json!(f("final_logit_softcapping").map(f64::from));
+        config["sliding_window"] = json!(u("attention.sliding_window").ok());
+        config["hidden_activation"] = json!("gelu_pytorch_tanh");
+    } else {
+        config["hidden_act"] = json!("silu");
+    }
     let device = Device::Cpu;
-    let mut config = config;
     if content.tensor_infos.contains_key("rope_freqs.weight") {
         if arch != "llama" {
             return Err(bad(format!(
@@ -148,7 +166,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     }
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
     for name in content.tensor_infos.keys() {
-        let Some(hf) = hf_name(name) else {
+        let Some(hf) = hf_name(name, &arch) else {
             continue; // rope_freqs went into the config above
         };
         let q = content
@@ -191,6 +209,13 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         if let Some(heads) = permuted_heads {
             t = unpermute(&t, heads)?;
         }
+        if arch == "gemma2" && name.ends_with("norm.weight") {
+            // llama.cpp stores Gemma's RMSNorm weights as `1 + w` (its norm multiplies by the
+            // weight); the family adds the 1 itself, as transformers' Gemma2 does.
+            t = t
+                .affine(1.0, -1.0)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        }
         tensors.insert(hf, t);
     }
     let tokenizer = tokenizer(&content, &tokens);
@@ -202,8 +227,9 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     })
 }
 
-/// llama.cpp tensor names → Hugging Face names.
-fn hf_name(name: &str) -> Option<String> {
+/// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's
+/// `post_attention_layernorm`, Gemma-2's `pre_feedforward_layernorm`).
+fn hf_name(name: &str, arch: &str) -> Option<String> {
     let (stem, kind) = name.rsplit_once('.')?;
     let direct = match stem {
         "token_embd" => Some("model.embed_tokens".to_owned()),
@@ -224,7 +250,10 @@ fn hf_name(name: &str) -> Option<String> {
                 "attn_output" => "self_attn.o_proj",
                 "attn_q_norm" => "self_attn.q_norm",
                 "attn_k_norm" => "self_attn.k_norm",
+                "ffn_norm" if arch == "gemma2" => "pre_feedforward_layernorm",
                 "ffn_norm" => "post_attention_layernorm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
                 "ffn_gate" => "mlp.gate_proj",
                 "ffn_up" => "mlp.up_proj",
                 "ffn_down" => "mlp.down_proj",

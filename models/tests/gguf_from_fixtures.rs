@@ -5,7 +5,8 @@
 //! the same model: the same token ids and, from f32 tensors, the same hidden states and logits
 //! (≤ 1e-5 of scale) as the safetensors checkpoint (itself at parity with `transformers`). From
 //! Q8_0 blocks, the model holding the blocks and the model dequantised at load agree.
-//! Llama (GQA, tied, llama3 rotary) and Qwen3 (q/k norms, untied).
+//! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied) and Gemma-2 (norms stored as
+//! 1 + w, soft-caps, sliding windows).
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -23,8 +24,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Hugging Face tensor names → llama.cpp's.
-fn gguf_name(hf: &str) -> String {
+/// Hugging Face tensor names → llama.cpp's (Gemma-2's four norms per block have names of their
+/// own; its norm before the MLP takes Llama's `ffn_norm`).
+fn gguf_name(hf: &str, arch: &str) -> String {
     let hf = hf.strip_prefix("model.").unwrap_or(hf);
     let (stem, kind) = hf.rsplit_once('.').unwrap();
     let mapped = match stem {
@@ -42,7 +44,10 @@ fn gguf_name(hf: &str) -> String {
                 "self_attn.o_proj" => "attn_output",
                 "self_attn.q_norm" => "attn_q_norm",
                 "self_attn.k_norm" => "attn_k_norm",
+                "post_attention_layernorm" if arch == "gemma2" => "post_attention_norm",
                 "post_attention_layernorm" => "ffn_norm",
+                "pre_feedforward_layernorm" => "ffn_norm",
+                "post_feedforward_layernorm" => "post_ffw_norm",
                 "mlp.gate_proj" => "ffn_gate",
                 "mlp.up_proj" => "ffn_up",
                 "mlp.down_proj" => "ffn_down",
@@ -111,12 +116,16 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         if tied && hf == "lm_head.weight" {
             continue;
         }
-        let gguf = gguf_name(hf);
+        let gguf = gguf_name(hf, arch);
         let mut t = t.to_dtype(DType::F32).unwrap();
         if arch == "llama" && gguf.ends_with("attn_q.weight") {
             t = permute(&t, heads as usize);
         } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
             t = permute(&t, kv_heads as usize);
+        }
+        if arch == "gemma2" && gguf.ends_with("norm.weight") {
+            // llama.cpp stores Gemma's norm weights as 1 + w.
+            t = t.affine(1.0, 1.0).unwrap();
         }
         let dtype = if t.rank() == 2 {
             matrices
@@ -164,6 +173,7 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         })
         .collect();
     let theta = rope["rope_theta"].as_f64().unwrap() as f32;
+    let float = |k: &str| Value::F32(config[k].as_f64().unwrap() as f32);
     let key = |k: &str| format!("{arch}.{k}");
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
@@ -197,6 +207,22 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
             Value::U32(c("eos_token_id")),
         ),
     ];
+    if arch == "gemma2" {
+        meta.extend([
+            (
+                key("attn_logit_softcapping"),
+                float("attn_logit_softcapping"),
+            ),
+            (
+                key("final_logit_softcapping"),
+                float("final_logit_softcapping"),
+            ),
+            (
+                key("attention.sliding_window"),
+                Value::U32(c("sliding_window")),
+            ),
+        ]);
+    }
     let types: Vec<Value> = tokens
         .iter()
         .map(|t| Value::I32(if specials.contains(&t.as_str()) { 3 } else { 1 }))
@@ -282,8 +308,13 @@ fn worst(a: &HashMap<HookPoint, Vec<f32>>, b: &HashMap<HookPoint, Vec<f32>>) -> 
 }
 
 fn check(name: &str, arch: &str) {
+    check_against(name, arch, &fixture(name));
+}
+
+/// [`check`] against the safetensors model in `reference_dir`.
+fn check_against(name: &str, arch: &str, reference_dir: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let reference = run(&load(&fixture(name), WeightsDtype::Auto));
+    let reference = run(&load(reference_dir, WeightsDtype::Auto));
 
     let f32_path = dir.path().join("f32.gguf");
     write_gguf(name, arch, GgmlDType::F32, "gpt2", &f32_path);
@@ -304,14 +335,37 @@ fn check(name: &str, arch: &str) {
         d <= 1e-5,
         "{name}: Q8_0 blocks held vs dequantised at load: {d}"
     );
-    // Quantisation moves the model, but not beyond Q8_0's rounding.
+    // Quantisation moves the model, but by far less than the values themselves (a wrong
+    // dequantisation is off by their whole size; tiny random Gemma-2's soft-caps move 16 %).
     let d = worst(&held.1, &reference.1);
-    assert!(d > 0.0 && d < 0.1, "{name}: Q8_0 vs f32 weights: {d}");
+    assert!(d > 0.0 && d < 0.5, "{name}: Q8_0 vs f32 weights: {d}");
 }
 
 #[test]
 fn llama_with_llama3_rotary_from_gguf_is_the_safetensors_model() {
     check("tiny_llama", "llama");
+}
+
+/// Gemma-2: norms stored as 1 + w, four per block, soft-caps and the window from the metadata,
+/// every other layer sliding. A GGUF has no `query_pre_attn_scalar`: llama.cpp scales queries by
+/// `1/√head_dim` (the 27B aside), so the reference is the fixture with that scalar.
+#[test]
+fn gemma2_from_gguf_is_the_safetensors_model_llama_cpp_runs() {
+    let reference = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(
+            fixture("tiny_gemma2").join(file),
+            reference.path().join(file),
+        )
+        .unwrap();
+    }
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny_gemma2").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    config["query_pre_attn_scalar"] = config["head_dim"].clone();
+    std::fs::write(reference.path().join("config.json"), config.to_string()).unwrap();
+    check_against("tiny_gemma2", "gemma2", reference.path());
 }
 
 #[test]
