@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2"];
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "gemma3"];
 /// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
 const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
@@ -129,14 +129,17 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         "eos_token_id": id("eos_token_id"),
         "pad_token_id": id("padding_token_id"),
     });
-    let layers = u("block_count")?;
-    if arch == "gemma2" {
-        // What llama.cpp reads or assumes for Gemma-2 (its `llama_model_gemma2` hparams): the
-        // soft-caps and the window from the metadata, every other layer sliding from the first
-        // (the config's legacy default), and the query scale of `1/√head_dim` except on the
-        // 27B (46 layers), whose scale is `1/√(hidden/heads)` — the GGUF carries no
-        // `query_pre_attn_scalar`.
-        let scalar = if layers == 46 {
+    let gemma = arch == "gemma2" || arch == "gemma3";
+    if gemma {
+        // What llama.cpp reads or assumes for Gemma (its `llama_model_gemma2/3` hparams): the
+        // soft-caps and the window from the metadata; queries scaled by `1/√head_dim` except on
+        // the 27Bs (46 layers for Gemma-2, 62 for Gemma-3), scaled by `1/√(hidden/heads)` —
+        // a GGUF carries no `query_pre_attn_scalar`. Gemma-2 slides on every other layer (the
+        // config's legacy default); Gemma-3 on all but every sixth, its local layers rotating
+        // with base 10,000 and unscaled, its global ones with the metadata's base and scaling.
+        let layers = u("block_count")?;
+        let big = if arch == "gemma2" { 46 } else { 62 };
+        let scalar = if layers == big {
             hidden / heads.max(1)
         } else {
             head_dim
@@ -146,6 +149,26 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         config["final_logit_softcapping"] = json!(f("final_logit_softcapping").map(f64::from));
         config["sliding_window"] = json!(u("attention.sliding_window").ok());
         config["hidden_activation"] = json!("gelu_pytorch_tanh");
+        if arch == "gemma3" {
+            config["model_type"] = json!("gemma3_text");
+            let pattern = u("attention.sliding_window_pattern").unwrap_or(6);
+            config["sliding_window_pattern"] = json!(pattern);
+            config["rope_local_base_freq"] = json!(10_000.0);
+            let scaling = meta(&format!("{arch}.rope.scaling.type"))
+                .and_then(|v| v.to_string().ok())
+                .cloned();
+            match (scaling.as_deref(), f("rope.scaling.factor")) {
+                (None | Some("none"), _) => {}
+                (Some("linear"), Some(factor)) => {
+                    config["rope_scaling"] = json!({"rope_type": "linear", "factor": factor});
+                }
+                (Some(other), _) => {
+                    return Err(bad(format!(
+                        "metadata `{arch}.rope.scaling.type` is `{other}` (with its factor); glassbox reads linear Gemma-3 scaling"
+                    )))
+                }
+            }
+        }
     } else {
         config["hidden_act"] = json!("silu");
     }
@@ -209,7 +232,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         if let Some(heads) = permuted_heads {
             t = unpermute(&t, heads)?;
         }
-        if arch == "gemma2" && name.ends_with("norm.weight") {
+        if gemma && name.ends_with("norm.weight") {
             // llama.cpp stores Gemma's RMSNorm weights as `1 + w` (its norm multiplies by the
             // weight); the family adds the 1 itself, as transformers' Gemma2 does.
             t = t
@@ -228,7 +251,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
 }
 
 /// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's
-/// `post_attention_layernorm`, Gemma-2's `pre_feedforward_layernorm`).
+/// `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
 fn hf_name(name: &str, arch: &str) -> Option<String> {
     let (stem, kind) = name.rsplit_once('.')?;
     let direct = match stem {
@@ -250,7 +273,7 @@ fn hf_name(name: &str, arch: &str) -> Option<String> {
                 "attn_output" => "self_attn.o_proj",
                 "attn_q_norm" => "self_attn.q_norm",
                 "attn_k_norm" => "self_attn.k_norm",
-                "ffn_norm" if arch == "gemma2" => "pre_feedforward_layernorm",
+                "ffn_norm" if arch.starts_with("gemma") => "pre_feedforward_layernorm",
                 "ffn_norm" => "post_attention_layernorm",
                 "post_attention_norm" => "post_attention_layernorm",
                 "post_ffw_norm" => "post_feedforward_layernorm",

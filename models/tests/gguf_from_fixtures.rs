@@ -5,8 +5,8 @@
 //! the same model: the same token ids and, from f32 tensors, the same hidden states and logits
 //! (≤ 1e-5 of scale) as the safetensors checkpoint (itself at parity with `transformers`). From
 //! Q8_0 blocks, the model holding the blocks and the model dequantised at load agree.
-//! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied) and Gemma-2 (norms stored as
-//! 1 + w, soft-caps, sliding windows).
+//! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied), Gemma-2 (norms stored as 1 + w,
+//! soft-caps, sliding windows) and Gemma-3 (q/k norms, local and scaled global rotary).
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -44,7 +44,7 @@ fn gguf_name(hf: &str, arch: &str) -> String {
                 "self_attn.o_proj" => "attn_output",
                 "self_attn.q_norm" => "attn_q_norm",
                 "self_attn.k_norm" => "attn_k_norm",
-                "post_attention_layernorm" if arch == "gemma2" => "post_attention_norm",
+                "post_attention_layernorm" if arch.starts_with("gemma") => "post_attention_norm",
                 "post_attention_layernorm" => "ffn_norm",
                 "pre_feedforward_layernorm" => "ffn_norm",
                 "post_feedforward_layernorm" => "post_ffw_norm",
@@ -123,7 +123,7 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
             t = permute(&t, kv_heads as usize);
         }
-        if arch == "gemma2" && gguf.ends_with("norm.weight") {
+        if arch.starts_with("gemma") && gguf.ends_with("norm.weight") {
             // llama.cpp stores Gemma's norm weights as 1 + w.
             t = t.affine(1.0, 1.0).unwrap();
         }
@@ -134,7 +134,11 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         };
         quantized.push((gguf, QTensor::quantize(&t, dtype).unwrap()));
     }
-    let rope = &config["rope_parameters"];
+    // Gemma-3 nests its rotary per layer kind; the GGUF carries the global layers'.
+    let rope = match config["rope_parameters"].get("full_attention") {
+        Some(global) => global,
+        None => &config["rope_parameters"],
+    };
     if rope["rope_type"] == "llama3" {
         let factors = llama3_factors(rope, head_dim as usize);
         let n = factors.len();
@@ -207,21 +211,30 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
             Value::U32(c("eos_token_id")),
         ),
     ];
-    if arch == "gemma2" {
-        meta.extend([
-            (
-                key("attn_logit_softcapping"),
-                float("attn_logit_softcapping"),
-            ),
-            (
-                key("final_logit_softcapping"),
-                float("final_logit_softcapping"),
-            ),
-            (
-                key("attention.sliding_window"),
-                Value::U32(c("sliding_window")),
-            ),
-        ]);
+    if arch.starts_with("gemma") {
+        for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if config[cap].is_number() {
+                meta.push((key(cap), float(cap)));
+            }
+        }
+        meta.push((
+            key("attention.sliding_window"),
+            Value::U32(c("sliding_window")),
+        ));
+    }
+    if arch == "gemma3" {
+        // The fixture's pattern (llama.cpp assumes 6 without the key) and linear scaling.
+        let kinds = config["layer_types"].as_array().unwrap();
+        let first_global = kinds.iter().position(|k| k == "full_attention").unwrap();
+        meta.push((
+            key("attention.sliding_window_pattern"),
+            Value::U32(first_global as u32 + 1),
+        ));
+        if rope["rope_type"] == "linear" {
+            meta.push((key("rope.scaling.type"), Value::String("linear".into())));
+            let factor = rope["factor"].as_f64().unwrap() as f32;
+            meta.push((key("rope.scaling.factor"), Value::F32(factor)));
+        }
     }
     let types: Vec<Value> = tokens
         .iter()
@@ -366,6 +379,13 @@ fn gemma2_from_gguf_is_the_safetensors_model_llama_cpp_runs() {
     config["query_pre_attn_scalar"] = config["head_dim"].clone();
     std::fs::write(reference.path().join("config.json"), config.to_string()).unwrap();
     check_against("tiny_gemma2", "gemma2", reference.path());
+}
+
+/// Gemma-3 as its 4B+ checkpoints ship: q/k norms (stored as 1 + w too), local layers rotating
+/// with base 10,000, global ones with linear scaling from the metadata, a final soft-cap.
+#[test]
+fn gemma3_from_gguf_is_the_safetensors_model() {
+    check("tiny_gemma3_scaled", "gemma3");
 }
 
 #[test]
