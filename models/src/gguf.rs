@@ -196,7 +196,10 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             .tensor(&mut file, name, &device)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         // llama.cpp permuted Llama's q/k rows for its interleaved rotary layout.
-        let permuted_heads = match name.rsplit('.').nth(1) {
+        let permuted_heads = match name
+            .strip_suffix(".weight")
+            .and_then(|n| n.rsplit('.').next())
+        {
             Some("attn_q") if arch == "llama" => Some(heads as usize),
             Some("attn_k") if arch == "llama" => Some(kv_heads as usize),
             _ => None,

@@ -101,12 +101,6 @@ impl Weights {
         Some(q.to_tensor().map_err(Into::into))
     }
 
-    /// Whether any matrix is held block-quantised (a GGUF checkpoint under
-    /// `--weights-dtype auto`): such models run on forwards that dequantise per matrix.
-    pub fn holds_quantized(&self) -> bool {
-        !self.quantized.is_empty()
-    }
-
     /// Replaces the tensor stored under the full name `name` (model-parameter randomisation).
     pub fn replace(&mut self, name: &str, tensor: Tensor) {
         self.quantized.remove(name);
@@ -283,7 +277,7 @@ mod tests {
     fn quantised_matrices_are_held_and_read_dequantised() {
         let (mut w, want) = quantized_weights();
         w.detect_prefix(&["", "model."], "w.weight");
-        assert!(w.has("w.weight") && w.holds_quantized());
+        assert!(w.has("w.weight"));
         assert_eq!(w.names(), ["model.w.weight"]);
         assert!(matches!(
             w.get_held("w.weight", &[4, 64]).unwrap(),
@@ -301,7 +295,6 @@ mod tests {
             "model.w.weight",
             Tensor::zeros((4, 64), DType::F32, &Device::Cpu).unwrap(),
         );
-        assert!(!w.holds_quantized());
         assert!(matches!(
             w.get_held("w.weight", &[4, 64]).unwrap(),
             Held::Tensor(_)

@@ -8,21 +8,18 @@
 //! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied), Gemma-2 (norms stored as 1 + w,
 //! soft-caps, sliding windows) and Gemma-3 (q/k norms, local and scaled global rotary).
 
+mod decoder_parity;
+
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use decoder_parity::{fixture, real_rows};
 use glassbox_models::{
     load_model, resolve, Capture, HookPoint, LoadOptions, LoadedModel, ModelSpec, TokenBatch,
     WeightsDtype,
 };
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
+use std::path::Path;
 
 /// Hugging Face tensor names → llama.cpp's (Gemma-2's four norms per block have names of their
 /// own; its norm before the MLP takes Llama's `ffn_norm`).
@@ -290,15 +287,7 @@ fn run(model: &LoadedModel) -> (Vec<Vec<u32>>, HashMap<HookPoint, Vec<f32>>) {
     model.model.forward((&batch).into(), &mut capture).unwrap();
     let rows = points
         .iter()
-        .map(|p| {
-            let all: Vec<Vec<Vec<f32>>> = capture.captured[p].to_vec3().unwrap();
-            let real = all
-                .into_iter()
-                .zip(&batch.lengths)
-                .flat_map(|(rows, &n)| rows.into_iter().take(n).flatten())
-                .collect();
-            (*p, real)
-        })
+        .map(|p| (*p, real_rows(&capture.captured[p], &batch.lengths)))
         .collect();
     (encoded.into_iter().map(|e| e.ids).collect(), rows)
 }
