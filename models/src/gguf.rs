@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "gemma3"];
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
 /// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
 const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
@@ -108,9 +108,14 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     let (hidden, heads) = (u("embedding_length")?, u("attention.head_count")?);
     let kv_heads = u("attention.head_count_kv").unwrap_or(heads);
     let vocab = u("vocab_size").unwrap_or(tokens.len() as u64);
-    let head_dim = u("attention.key_length")
-        .or_else(|_| u("rope.dimension_count"))
-        .unwrap_or(hidden / heads.max(1));
+    // Phi-3's `rope.dimension_count` is the rotated part of a head (its partial rotary), not
+    // the head.
+    let head_dim = match arch.as_str() {
+        "phi3" => u("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        _ => u("attention.key_length")
+            .or_else(|_| u("rope.dimension_count"))
+            .unwrap_or(hidden / heads.max(1)),
+    };
     let id = |key: &str| meta(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok());
     let tied = !content.tensor_infos.contains_key("output.weight");
     let mut config = json!({
@@ -173,6 +178,9 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         config["hidden_act"] = json!("silu");
     }
     let device = Device::Cpu;
+    if arch == "phi3" {
+        phi3_config(&mut config, &content, &mut file, head_dim).map_err(bad)?;
+    }
     if content.tensor_infos.contains_key("rope_freqs.weight") {
         if arch != "llama" {
             return Err(bad(format!(
@@ -190,7 +198,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
     for name in content.tensor_infos.keys() {
         let Some(hf) = hf_name(name, &arch) else {
-            continue; // rope_freqs went into the config above
+            continue; // rope_freqs / rope_factors_* went into the config above
         };
         let q = content
             .tensor(&mut file, name, &device)
@@ -253,6 +261,70 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     })
 }
 
+/// Phi-3's config fields from llama.cpp's metadata (its `Phi3MiniModel` converter): the
+/// partial rotary as `rope.dimension_count` of a head; the window, 0 for none (Phi-4); longrope
+/// (`su`) scaling as `rope_factors_short`/`rope_factors_long` tensors of per-pair factors with
+/// the original context and the attention factor it computed from the config.
+fn phi3_config(
+    config: &mut serde_json::Value,
+    content: &Content,
+    file: &mut std::fs::File,
+    head_dim: u64,
+) -> std::result::Result<(), String> {
+    let meta = |key: &str| content.metadata.get(&format!("phi3.{key}"));
+    let int = |key: &str| {
+        meta(key).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+    };
+    if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
+        if rotated > head_dim || rotated % 2 == 1 {
+            return Err(format!(
+                "metadata `phi3.rope.dimension_count` is {rotated}, which cannot be the rotated part of {head_dim}-wide heads"
+            ));
+        }
+        config["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
+    }
+    config["sliding_window"] = json!(int("attention.sliding_window").filter(|&w| w > 0));
+    let mut factors = |name: &str| -> std::result::Result<Option<Vec<f64>>, String> {
+        if !content.tensor_infos.contains_key(name) {
+            return Ok(None);
+        }
+        let values: Vec<f32> = content
+            .tensor(file, name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        Ok(Some(values.into_iter().map(f64::from).collect()))
+    };
+    match (
+        factors("rope_factors_short.weight")?,
+        factors("rope_factors_long.weight")?,
+    ) {
+        (None, None) => {}
+        (Some(short), Some(long)) => {
+            let original = int("rope.scaling.original_context_length").ok_or(
+                "longrope factors without metadata `phi3.rope.scaling.original_context_length`",
+            )?;
+            let mut scaling = json!({
+                "rope_type": "longrope",
+                "short_factor": short,
+                "long_factor": long,
+                "original_max_position_embeddings": original,
+            });
+            if let Some(a) = meta("rope.scaling.attn_factor").and_then(|v| v.to_f32().ok()) {
+                scaling["attention_factor"] = json!(a as f64);
+            }
+            config["original_max_position_embeddings"] = json!(original);
+            config["rope_scaling"] = scaling;
+        }
+        _ => {
+            return Err(
+                "one of `rope_factors_short.weight` / `rope_factors_long.weight` without the other; longrope needs both".into(),
+            )
+        }
+    }
+    Ok(())
+}
+
 /// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's
 /// `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
 fn hf_name(name: &str, arch: &str) -> Option<String> {
@@ -280,7 +352,10 @@ fn hf_name(name: &str, arch: &str) -> Option<String> {
                 "ffn_norm" => "post_attention_layernorm",
                 "post_attention_norm" => "post_attention_layernorm",
                 "post_ffw_norm" => "post_feedforward_layernorm",
+                "attn_qkv" => "self_attn.qkv_proj",
                 "ffn_gate" => "mlp.gate_proj",
+                // Phi-3 fuses gate and up (rows `[gate | up]`) under llama.cpp's `ffn_up`.
+                "ffn_up" if arch == "phi3" => "mlp.gate_up_proj",
                 "ffn_up" => "mlp.up_proj",
                 "ffn_down" => "mlp.down_proj",
                 _ => return None,

@@ -54,6 +54,19 @@ impl Held {
         }
     }
 
+    /// Rows `[first, first + count)` as a matrix of their own, held the same way (a fused
+    /// projection split at load: Phi-3's `qkv_proj`; GGUF blocks run along rows, so a block
+    /// matrix splits exactly).
+    pub fn rows(&self, first: usize, count: usize) -> Result<Held> {
+        Ok(match self {
+            Held::Tensor(t) => Held::Tensor(t.narrow(0, first, count)?.contiguous()?),
+            Held::Quantized(q) => {
+                let order: Vec<usize> = (first..first + count).collect();
+                Held::Quantized(Arc::new(q.with_rows_reordered(&order)?))
+            }
+        })
+    }
+
     /// Where the values live (GGUF blocks: the CPU).
     pub fn device(&self) -> Device {
         match self {

@@ -39,8 +39,9 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
     let mut layers = Vec::with_capacity(base.num_hidden_layers);
     for i in 0..base.num_hidden_layers {
         let p = format!("layers.{i}");
-        // As held, like every other projection: a bf16 checkpoint's fused matrices stay bf16.
-        let qkv = w.get_stored(
+        // As held, like every other projection: a bf16 checkpoint's fused matrices stay bf16,
+        // a GGUF's stay blocks.
+        let qkv = w.get_held(
             &format!("{p}.self_attn.qkv_proj.weight"),
             &[q + 2 * kv, d.hidden],
         )?;
@@ -55,7 +56,7 @@ pub fn load(cfg: Phi3Config, w: &Weights) -> Result<Box<dyn crate::model::Hooked
             rotary: rotary.clone(),
             window: base.sliding_window,
         };
-        let gate_up = w.get_stored(
+        let gate_up = w.get_held(
             &format!("{p}.mlp.gate_up_proj.weight"),
             &[2 * d.inner, d.hidden],
         )?;

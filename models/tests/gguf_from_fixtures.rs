@@ -6,7 +6,8 @@
 //! (≤ 1e-5 of scale) as the safetensors checkpoint (itself at parity with `transformers`). From
 //! Q8_0 blocks, the model holding the blocks and the model dequantised at load agree.
 //! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied), Gemma-2 (norms stored as 1 + w,
-//! soft-caps, sliding windows) and Gemma-3 (q/k norms, local and scaled global rotary).
+//! soft-caps, sliding windows), Gemma-3 (q/k norms, local and scaled global rotary) and Phi-3
+//! (fused projections, longrope factor tensors, partial rotary).
 
 mod decoder_parity;
 
@@ -45,6 +46,8 @@ fn gguf_name(hf: &str, arch: &str) -> String {
                 "post_attention_layernorm" => "ffn_norm",
                 "pre_feedforward_layernorm" => "ffn_norm",
                 "post_feedforward_layernorm" => "post_ffw_norm",
+                "self_attn.qkv_proj" => "attn_qkv",
+                "mlp.gate_up_proj" => "ffn_up",
                 "mlp.gate_proj" => "ffn_gate",
                 "mlp.up_proj" => "ffn_up",
                 "mlp.down_proj" => "ffn_down",
@@ -102,11 +105,10 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
     let tensors =
         candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let c = |k: &str| config[k].as_u64().unwrap() as u32;
-    let (heads, kv_heads, head_dim) = (
-        c("num_attention_heads"),
-        c("num_key_value_heads"),
-        c("head_dim"),
-    );
+    let (heads, kv_heads) = (c("num_attention_heads"), c("num_key_value_heads"));
+    let head_dim = config["head_dim"]
+        .as_u64()
+        .map_or(c("hidden_size") / heads, |d| d as u32);
     let tied = config["tie_word_embeddings"].as_bool() == Some(true);
     let mut quantized: Vec<(String, QTensor)> = Vec::new();
     for (hf, t) in &tensors {
@@ -136,6 +138,26 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         Some(global) => global,
         None => &config["rope_parameters"],
     };
+    if rope["rope_type"] == "longrope" {
+        // Phi-3's converter writes the per-pair factors as tensors of their own.
+        for (list, tensor) in [
+            ("short_factor", "rope_factors_short.weight"),
+            ("long_factor", "rope_factors_long.weight"),
+        ] {
+            let v: Vec<f32> = rope[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_f64().unwrap() as f32)
+                .collect();
+            let n = v.len();
+            let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+            quantized.push((
+                tensor.into(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            ));
+        }
+    }
     if rope["rope_type"] == "llama3" {
         let factors = llama3_factors(rope, head_dim as usize);
         let n = factors.len();
@@ -190,7 +212,6 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         ),
         (key("attention.head_count"), Value::U32(heads)),
         (key("attention.head_count_kv"), Value::U32(kv_heads)),
-        (key("attention.key_length"), Value::U32(head_dim)),
         (key("rope.freq_base"), Value::F32(theta)),
         (
             key("attention.layer_norm_rms_epsilon"),
@@ -208,6 +229,26 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
             Value::U32(c("eos_token_id")),
         ),
     ];
+    if arch == "phi3" {
+        // llama.cpp's Phi-3 converter: no key length, the rotated width of a head as the rope
+        // dimension, a window of 0 for none, the original context and the attention factor it
+        // computes for longrope.
+        let partial = config["partial_rotary_factor"].as_f64().unwrap_or(1.0);
+        let rotated = (partial * c("hidden_size") as f64) as u32 / heads;
+        meta.push((key("rope.dimension_count"), Value::U32(rotated)));
+        let window = config["sliding_window"].as_u64().unwrap_or(0) as u32;
+        meta.push((key("attention.sliding_window"), Value::U32(window)));
+        let original = rope["original_max_position_embeddings"].as_f64().unwrap();
+        let scale = c("max_position_embeddings") as f64 / original;
+        let attn_factor = (1.0 + scale.ln() / original.ln()).sqrt().max(1.0) as f32;
+        meta.push((
+            key("rope.scaling.original_context_length"),
+            Value::U32(original as u32),
+        ));
+        meta.push((key("rope.scaling.attn_factor"), Value::F32(attn_factor)));
+    } else {
+        meta.push((key("attention.key_length"), Value::U32(head_dim)));
+    }
     if arch.starts_with("gemma") {
         for cap in ["attn_logit_softcapping", "final_logit_softcapping"] {
             if config[cap].is_number() {
@@ -375,6 +416,15 @@ fn gemma2_from_gguf_is_the_safetensors_model_llama_cpp_runs() {
 #[test]
 fn gemma3_from_gguf_is_the_safetensors_model() {
     check("tiny_gemma3_scaled", "gemma3");
+}
+
+/// Phi-3 as llama.cpp converts it: fused `attn_qkv` and gate/up under `ffn_up`, longrope
+/// factors as tensors (the fixture's 8-token original context, so the long factors apply),
+/// the window from the metadata; and with a partial rotary given only as the rope dimension.
+#[test]
+fn phi3_from_gguf_is_the_safetensors_model() {
+    check("tiny_phi3", "phi3");
+    check("tiny_phi3_partial", "phi3");
 }
 
 #[test]

@@ -5,7 +5,6 @@ use crate::layers::{Linear, RmsNorm};
 use crate::rotary::Rotary;
 use crate::weights::Weights;
 use crate::Result;
-use candle_core::Tensor;
 
 /// Sizes shared by every block.
 #[derive(Debug, Clone, Copy)]
@@ -169,10 +168,11 @@ pub(crate) fn rms_norm(
     Ok(norm)
 }
 
-/// Rows `[first, first + count)` of a fused `[out, in]` projection (as held), as its own layer.
-pub(crate) fn rows_of(fused: &Tensor, first: usize, count: usize) -> Result<Linear<Held>> {
+/// Rows `[first, first + count)` of a fused `[out, in]` projection (as held: a tensor or GGUF
+/// blocks), as its own layer.
+pub(crate) fn rows_of(fused: &Held, first: usize, count: usize) -> Result<Linear<Held>> {
     Ok(Linear {
-        weight: Held::Tensor(fused.narrow(0, first, count)?.contiguous()?),
+        weight: fused.rows(first, count)?,
         bias: None,
     })
 }
