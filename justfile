@@ -306,6 +306,11 @@ reference-smollm2: models
     @just _python-env .venv-ref "torch transformers gguf safetensors huggingface_hub"
     .venv-ref/bin/python scripts/reference_smollm2_gguf.py
 
+# Regenerate the GGUF tokenizer fixtures: vocabularies trained here, the ids transformers rebuilds.
+reference-gguf-tokenizers:
+    @just _python-env .venv-ref "torch transformers gguf sentencepiece tokenizers"
+    .venv-ref/bin/python scripts/reference_gguf_tokenizers.py
+
 # Regenerate the numpy/scipy TCAV fixture.
 reference-tcav:
     @just _python-env .venv-ref "numpy scipy"

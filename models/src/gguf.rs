@@ -1,6 +1,6 @@
 //! GGUF checkpoints (llama.cpp's format): metadata → a `config.json`-shaped value, tensors under
-//! Hugging Face names, and the tokenizer rebuilt from the metadata (byte-level BPE vocabulary +
-//! merges → `tokenizers`), the way `transformers` does for `from_pretrained(…, gguf_file=…)`.
+//! Hugging Face names, and the tokenizer rebuilt from the metadata (`gguf_tokenizer`), the way
+//! `transformers` does for `from_pretrained(…, gguf_file=…)`.
 //!
 //! Block-quantised matrices (Q4_1, Q8_0, Q4_K, …) are kept as their blocks under
 //! [`Holding::Blocks`] and dequantised one matrix at a time by the forward that uses them
@@ -13,7 +13,7 @@
 
 use crate::quantized::QuantizedMatrix;
 use crate::{ModelError, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Architectures (`general.architecture`) this build maps to a family.
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
+pub const GGUF_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "olmo2",
+];
 /// Tensor types read as plain tensors; the block formats are `quantized::BLOCK_TYPES`.
 const PLAIN_TYPES: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
@@ -252,7 +254,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         }
         tensors.insert(hf, t);
     }
-    let tokenizer = tokenizer(&content, &tokens);
+    let tokenizer = crate::gguf_tokenizer::rebuild(&arch, &content, &tokens);
     Ok(GgufModel {
         config,
         tensors,
@@ -388,85 +390,11 @@ fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((out, inp))?)
 }
 
-/// Byte-level BPE from `tokenizer.ggml.{tokens,merges,token_type}`: the GPT-2 pre-tokenizer and
-/// decoder, control tokens (type 3) added as special tokens — what `transformers` builds for a
-/// `gpt2`-model GGUF whose pre-tokenizer has no split table of its own (e.g. `smollm`).
-fn tokenizer(
-    content: &Content,
-    tokens: &[String],
-) -> std::result::Result<tokenizers::Tokenizer, String> {
-    use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    use tokenizers::{AddedToken, Tokenizer};
-    let text = |key: &str| {
-        content
-            .metadata
-            .get(key)
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-    };
-    let model = text("tokenizer.ggml.model").unwrap_or_default();
-    if model != "gpt2" {
-        return Err(format!(
-            "tokenizer.ggml.model `{model}` is not supported; glassbox rebuilds byte-level BPE (`gpt2`) tokenizers — put the model's tokenizer.json beside the .gguf file"
-        ));
-    }
-    let pre = text("tokenizer.ggml.pre").unwrap_or_default();
-    if !["", "default", "gpt2", "smollm"].contains(&pre.as_str()) {
-        return Err(format!(
-            "pre-tokenizer `{pre}` is not supported (its split rule differs from GPT-2's); supported: default, gpt2, smollm"
-        ));
-    }
-    let merges: Vec<(String, String)> = content
-        .metadata
-        .get("tokenizer.ggml.merges")
-        .and_then(|v| v.to_vec().ok())
-        .ok_or("no tokenizer.ggml.merges in the metadata")?
-        .iter()
-        .filter_map(|m| m.to_string().ok())
-        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
-        .collect();
-    let vocab: tokenizers::models::bpe::Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut tok = Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-    tok.with_decoder(Some(ByteLevel::new(false, true, true)));
-    tok.with_post_processor(Some(ByteLevel::new(false, true, true)));
-    let types: Vec<i64> = content
-        .metadata
-        .get("tokenizer.ggml.token_type")
-        .and_then(|v| v.to_vec().ok())
-        .map(|v| v.iter().map(value_int).collect())
-        .unwrap_or_default();
-    let specials: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&types)
-        .filter(|(_, &t)| t == 3)
-        .map(|(token, _)| AddedToken::from(token.clone(), true))
-        .collect();
-    tok.add_special_tokens(specials)
-        .map_err(|e| e.to_string())?;
-    Ok(tok)
-}
-
-fn value_int(v: &Value) -> i64 {
-    v.to_i32()
-        .map(i64::from)
-        .or_else(|_| v.to_u32().map(i64::from))
-        .unwrap_or(-1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{gguf_file, QTensor};
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::QTensor;
 
     fn write_gguf(path: &Path, dtype: GgmlDType) {
         let t = Tensor::ones((2, 64), DType::F32, &Device::Cpu).unwrap();

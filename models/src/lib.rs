@@ -12,6 +12,7 @@ pub mod error;
 pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
+mod gguf_tokenizer;
 pub mod gpt2;
 pub mod held;
 pub mod hooks;

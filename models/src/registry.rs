@@ -159,8 +159,8 @@ fn gguf_holding(dtype: WeightsDtype) -> crate::gguf::Holding {
 }
 
 /// A GGUF's tokenizer: rebuilt from the metadata, as `transformers` does; where the metadata
-/// holds one glassbox cannot rebuild (e.g. SentencePiece), the `tokenizer.json` beside the
-/// file, if there is one; else why neither is available.
+/// holds one glassbox cannot rebuild (another tokenizer model, an unknown split rule), the
+/// `tokenizer.json` beside the file, if there is one; else why neither is available.
 fn gguf_tokenizer(
     rebuilt: std::result::Result<tokenizers::Tokenizer, String>,
     gguf: &std::path::Path,
@@ -172,7 +172,9 @@ fn gguf_tokenizer(
         Err(_) if beside.is_file() => TextTokenizer::load(&beside, max_length),
         Err(message) => Err(ModelError::Tokenizer {
             path: gguf.to_path_buf(),
-            message,
+            message: format!(
+                "{message} — put the model's tokenizer.json beside the .gguf file to use it instead"
+            ),
         }),
     }
 }

@@ -6,8 +6,8 @@
 //! (≤ 1e-5 of scale) as the safetensors checkpoint (itself at parity with `transformers`). From
 //! Q8_0 blocks, the model holding the blocks and the model dequantised at load agree.
 //! Llama (GQA, tied, llama3 rotary), Qwen3 (q/k norms, untied), Gemma-2 (norms stored as 1 + w,
-//! soft-caps, sliding windows), Gemma-3 (q/k norms, local and scaled global rotary) and Phi-3
-//! (fused projections, longrope factor tensors, partial rotary).
+//! soft-caps, sliding windows), Gemma-3 (q/k norms, local and scaled global rotary), Phi-3
+//! (fused projections, longrope factor tensors, partial rotary) and OLMo-2 (post-norm blocks).
 
 mod decoder_parity;
 
@@ -42,7 +42,9 @@ fn gguf_name(hf: &str, arch: &str) -> String {
                 "self_attn.o_proj" => "attn_output",
                 "self_attn.q_norm" => "attn_q_norm",
                 "self_attn.k_norm" => "attn_k_norm",
-                "post_attention_layernorm" if arch.starts_with("gemma") => "post_attention_norm",
+                "post_attention_layernorm" if arch.starts_with("gemma") || arch == "olmo2" => {
+                    "post_attention_norm"
+                }
                 "post_attention_layernorm" => "ffn_norm",
                 "pre_feedforward_layernorm" => "ffn_norm",
                 "post_feedforward_layernorm" => "post_ffw_norm",
@@ -427,24 +429,31 @@ fn phi3_from_gguf_is_the_safetensors_model() {
     check("tiny_phi3_partial", "phi3");
 }
 
+/// OLMo-2: post-norm blocks (`post_attention_norm`, `post_ffw_norm`, no `attn_norm`), q/k
+/// norms over the whole projections, rotate-half rotary (no q/k permutation).
+#[test]
+fn olmo2_from_gguf_is_the_safetensors_model() {
+    check("tiny_olmo2", "olmo2");
+}
+
 #[test]
 fn qwen3_from_gguf_is_the_safetensors_model() {
     check("tiny_qwen3", "qwen3");
 }
 
-/// A vocabulary glassbox cannot rebuild from the metadata (SentencePiece's `llama`) is refused
-/// naming what to do; with the model's `tokenizer.json` beside the file, that one is used.
+/// A vocabulary glassbox cannot rebuild from the metadata (T5's unigram `t5`) is refused naming
+/// what to do; with the model's `tokenizer.json` beside the file, that one is used.
 #[test]
 fn a_gguf_tokenizer_that_cannot_be_rebuilt_falls_back_to_tokenizer_json_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "llama", &path);
+    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "t5", &path);
     let spec: ModelSpec = path.to_str().unwrap().parse().unwrap();
     let e = load_model(resolve(&spec).unwrap(), LoadOptions::default())
         .err()
         .expect("no tokenizer to use")
         .to_string();
-    assert!(e.contains("`llama`") && e.contains("tokenizer.json"), "{e}");
+    assert!(e.contains("`t5`") && e.contains("tokenizer.json"), "{e}");
     std::fs::copy(
         fixture("tiny_qwen3").join("tokenizer.json"),
         dir.path().join("tokenizer.json"),
