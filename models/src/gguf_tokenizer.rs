@@ -169,7 +169,7 @@ fn byte_level(v: &Vocabulary) -> Result<Json, String> {
             if t.chars().all(|c| alphabet.contains(&c)) {
                 t.clone()
             } else {
-                t.bytes().map(|b| byte_char(b)).collect()
+                t.bytes().map(byte_char).collect()
             }
         })
         .collect();
