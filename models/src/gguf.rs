@@ -190,11 +190,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             )));
         }
         // Llama-3.1-style scaling as llama.cpp converts it: per-pair divisors of the frequencies.
-        let factors: Vec<f32> = content
-            .tensor(&mut file, "rope_freqs.weight", &device)
-            .and_then(|q| q.dequantize(&device))
-            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
-            .map_err(|e| bad(format!("tensor `rope_freqs.weight`: {e}")))?;
+        let factors = vector(&content, &mut file, "rope_freqs.weight").map_err(bad)?;
         config["rope_freq_factors"] = json!(factors);
     }
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
@@ -286,16 +282,11 @@ fn phi3_config(
         config["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
     }
     config["sliding_window"] = json!(int("attention.sliding_window").filter(|&w| w > 0));
-    let mut factors = |name: &str| -> std::result::Result<Option<Vec<f64>>, String> {
-        if !content.tensor_infos.contains_key(name) {
-            return Ok(None);
+    let mut factors = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
+        match content.tensor_infos.contains_key(name) {
+            true => vector(content, file, name).map(Some),
+            false => Ok(None),
         }
-        let values: Vec<f32> = content
-            .tensor(file, name, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
-            .map_err(|e| format!("tensor `{name}`: {e}"))?;
-        Ok(Some(values.into_iter().map(f64::from).collect()))
     };
     match (
         factors("rope_factors_short.weight")?,
@@ -325,6 +316,19 @@ fn phi3_config(
         }
     }
     Ok(())
+}
+
+/// A small tensor of the file (rotary factors) as f32 values, whatever it is stored as.
+fn vector(
+    content: &Content,
+    file: &mut std::fs::File,
+    name: &str,
+) -> std::result::Result<Vec<f32>, String> {
+    content
+        .tensor(file, name, &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu))
+        .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+        .map_err(|e| format!("tensor `{name}`: {e}"))
 }
 
 /// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's
