@@ -58,8 +58,17 @@ const PRE_SPLITS: &[(&str, &str)] = &[
     ("talkie", GPT4O_SPLIT),
     ("minimax-m2", GPT4O_SPLIT),
 ];
-/// `tokenizer.ggml.pre` values that split as GPT-2 does.
-const GPT2_PRE: &[&str] = &["", "default", "gpt2", "smollm"];
+/// `tokenizer.ggml.pre` values that split as GPT-2 does (llama.cpp spells GPT-2's `gpt-2`; Phi-2
+/// and RoBERTa-style vocabularies use its rule too).
+const GPT2_PRE: &[&str] = &[
+    "",
+    "default",
+    "gpt2",
+    "gpt-2",
+    "phi-2",
+    "roberta-bpe",
+    "smollm",
+];
 
 /// What a rebuild reads from the metadata.
 struct Vocabulary<'a> {
