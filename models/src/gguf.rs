@@ -441,6 +441,41 @@ mod tests {
         assert!(e.contains("mamba") && e.contains("llama, qwen2"), "{e}");
     }
 
+    /// Phi-3 metadata glassbox cannot honour is refused naming the tensor or key: one longrope
+    /// factor table without the other, a rotated width wider than the head.
+    #[test]
+    fn inconsistent_phi3_rotary_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let write = |factors: &[&str], rotated: u32| {
+            let vector = |n: usize| {
+                let t = Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+                QTensor::quantize(&t, GgmlDType::F32).unwrap()
+            };
+            let (arch, embd) = (Value::String("phi3".into()), Value::U32(32));
+            let (heads, one, rot) = (Value::U32(4), Value::U32(1), Value::U32(rotated));
+            let meta = [
+                ("general.architecture", &arch),
+                ("phi3.embedding_length", &embd),
+                ("phi3.attention.head_count", &heads),
+                ("phi3.feed_forward_length", &embd),
+                ("phi3.block_count", &one),
+                ("phi3.context_length", &embd),
+                ("phi3.rope.dimension_count", &rot),
+            ];
+            let tensors: Vec<(&str, QTensor)> = factors.iter().map(|f| (*f, vector(2))).collect();
+            let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+            let mut f = std::fs::File::create(&path).unwrap();
+            gguf_file::write(&mut f, &meta, &refs).unwrap();
+        };
+        write(&["rope_factors_short.weight"], 8);
+        let e = read(&path, Holding::Blocks).err().unwrap().to_string();
+        assert!(e.contains("rope_factors_long.weight"), "{e}");
+        write(&[], 12);
+        let e = read(&path, Holding::Blocks).err().unwrap().to_string();
+        assert!(e.contains("phi3.rope.dimension_count"), "{e}");
+    }
+
     #[test]
     fn llama_cpp_permutation_is_undone() {
         // llama.cpp's permute: reshape(heads, 2, half, in).swapaxes(1, 2).
