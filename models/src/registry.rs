@@ -158,18 +158,20 @@ fn gguf_holding(dtype: WeightsDtype) -> crate::gguf::Holding {
     }
 }
 
-/// A GGUF's tokenizer: rebuilt from the metadata, as `transformers` does; where the metadata
-/// holds one glassbox cannot rebuild (another tokenizer model, an unknown split rule), the
-/// `tokenizer.json` beside the file, if there is one; else why neither is available.
+/// A GGUF's tokenizer: the `tokenizer.json` beside the file if there is one (as `transformers`
+/// takes a `tokenizer.json` in the GGUF's folder over the metadata), else rebuilt from the
+/// metadata as `transformers` does; else why neither is available.
 fn gguf_tokenizer(
     rebuilt: std::result::Result<tokenizers::Tokenizer, String>,
     gguf: &std::path::Path,
     max_length: usize,
 ) -> Result<TextTokenizer> {
     let beside = gguf.with_file_name("tokenizer.json");
+    if beside.is_file() {
+        return TextTokenizer::load(&beside, max_length);
+    }
     match rebuilt {
         Ok(t) => TextTokenizer::from_tokenizer(t, gguf, max_length),
-        Err(_) if beside.is_file() => TextTokenizer::load(&beside, max_length),
         Err(message) => Err(ModelError::Tokenizer {
             path: gguf.to_path_buf(),
             message: format!(

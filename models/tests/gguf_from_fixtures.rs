@@ -463,3 +463,32 @@ fn a_gguf_tokenizer_that_cannot_be_rebuilt_falls_back_to_tokenizer_json_beside_i
     let (want, _) = run(&load(&fixture("tiny_qwen3"), WeightsDtype::Auto));
     assert_eq!(ids, want);
 }
+
+/// A `tokenizer.json` beside a GGUF is used over the vocabulary in its metadata, as
+/// `transformers` uses one in the GGUF's folder: here one that lowercases first, so its ids
+/// differ from the rebuilt tokenizer's.
+#[test]
+fn a_tokenizer_json_beside_a_gguf_is_taken_over_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "gpt2", &path);
+    let (rebuilt, _) = run(&load(&path, WeightsDtype::Auto));
+    let mut json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny_qwen3").join("tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    json["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    let beside = dir.path().join("tokenizer.json");
+    std::fs::write(&beside, json.to_string()).unwrap();
+    let (ids, _) = run(&load(&path, WeightsDtype::Auto));
+    let lowercasing = tokenizers::Tokenizer::from_file(&beside).unwrap();
+    let want: Vec<Vec<u32>> = TEXTS
+        .iter()
+        .map(|t| lowercasing.encode(*t, true).unwrap().get_ids().to_vec())
+        .collect();
+    assert_eq!(ids, want);
+    assert_ne!(
+        ids, rebuilt,
+        "the lowercasing tokenizer must cut these texts differently"
+    );
+}
