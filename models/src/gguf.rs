@@ -95,7 +95,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     }
     let u = |key: &str| -> Result<u64> {
         meta(&format!("{arch}.{key}"))
-            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+            .and_then(unsigned)
             .ok_or_else(|| bad(format!("metadata `{arch}.{key}` is missing")))
     };
     let f = |key: &str| meta(&format!("{arch}.{key}")).and_then(|v| v.to_f32().ok());
@@ -270,9 +270,7 @@ fn phi3_config(
     head_dim: u64,
 ) -> std::result::Result<(), String> {
     let meta = |key: &str| content.metadata.get(&format!("phi3.{key}"));
-    let int = |key: &str| {
-        meta(key).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
-    };
+    let int = |key: &str| meta(key).and_then(unsigned);
     if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
         if rotated > head_dim || rotated % 2 == 1 {
             return Err(format!(
@@ -316,6 +314,11 @@ fn phi3_config(
         }
     }
     Ok(())
+}
+
+/// A metadata integer, written as u32 or u64 by different converters.
+fn unsigned(v: &candle_core::quantized::gguf_file::Value) -> Option<u64> {
+    v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))
 }
 
 /// A small tensor of the file (rotary factors) as f32 values, whatever it is stored as.

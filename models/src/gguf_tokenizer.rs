@@ -223,30 +223,11 @@ fn sentencepiece(arch: &str, v: &Vocabulary) -> Result<Json, String> {
     } else {
         v.tokens.to_vec()
     };
-    // Merges in the order of the merged token's score; Gemma's scores do not follow its merge
-    // order, its file order does.
-    let scores: Vec<f64> = if gemma {
-        (0..tokens.len()).map(|i| -(i as f64)).collect()
-    } else {
-        let scores: Vec<f64> = v
-            .list("scores")
-            .ok_or("no tokenizer.ggml.scores in the metadata of a SentencePiece vocabulary")?
-            .iter()
-            .map(|s| s.to_f32().map(f64::from).unwrap_or(0.0))
-            .collect();
-        if scores.len() != tokens.len() {
-            return Err(format!(
-                "tokenizer.ggml.scores has {} entries for {} tokens",
-                scores.len(),
-                tokens.len()
-            ));
-        }
-        scores
-    };
-    // A file that does list merges is taken at its word.
+    // A file that does list merges is taken at its word; else they are recovered from the
+    // vocabulary in merge order.
     let merges = match v.list("merges") {
         Some(list) => file_merges(list),
-        None => generate_merges(&tokens, Some(&scores)),
+        None => generate_merges(&tokens, Some(&merge_order(gemma, v, tokens.len())?)),
     };
     let decode = |strip: bool| {
         let mut steps = vec![
@@ -302,6 +283,27 @@ enum Fallback {
     /// SentencePiece: unknown pieces fused, then spelled as `<0xNN>` byte tokens; `unk` names
     /// the unknown token where the reference sets one (Gemma's `<unk>`).
     Bytes { unk: Option<&'static str> },
+}
+
+/// Each token's rank for recovered merges, higher first: its score, or for Gemma (whose scores
+/// do not follow its merge order) its place in the file.
+fn merge_order(gemma: bool, v: &Vocabulary, tokens: usize) -> Result<Vec<f64>, String> {
+    if gemma {
+        return Ok((0..tokens).map(|i| -(i as f64)).collect());
+    }
+    let scores: Vec<f64> = v
+        .list("scores")
+        .ok_or("no tokenizer.ggml.scores in the metadata of a SentencePiece vocabulary")?
+        .iter()
+        .map(|s| s.to_f32().map(f64::from).unwrap_or(0.0))
+        .collect();
+    if scores.len() != tokens {
+        return Err(format!(
+            "tokenizer.ggml.scores has {} entries for {tokens} tokens",
+            scores.len()
+        ));
+    }
+    Ok(scores)
 }
 
 /// A BPE model section: `tokens` by id (a repeated token keeps its last id, as a dict would).

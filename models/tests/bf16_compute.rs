@@ -7,10 +7,11 @@
 //! CPUs without AVX-512 BF16 take; at the best level on an AVX-512 BF16 CPU, the
 //! `VDPBF16PS` kernel.
 
-use candle_core::Tensor;
+mod decoder_parity;
+
 use glassbox_models::{
     load_model, resolve, Capture, ComputeDtype, HookPoint, LoadOptions, LoadedModel, ModelSpec,
-    TokenBatch, WeightsDtype,
+    WeightsDtype,
 };
 
 const TEXTS: [&str; 3] = [
@@ -46,13 +47,7 @@ fn hooks_where(
     model: &LoadedModel,
     keep: impl Fn(HookPoint) -> bool,
 ) -> Vec<(HookPoint, Vec<f32>)> {
-    let encoded = model.tokenizer().unwrap().encode(&TEXTS).unwrap();
-    let batch = TokenBatch::from_encoded(
-        &encoded.iter().collect::<Vec<_>>(),
-        model.pad_id,
-        &model.device,
-    )
-    .unwrap();
+    let batch = decoder_parity::right_padded(model, &TEXTS);
     let points: Vec<HookPoint> = model
         .model
         .hook_points()
@@ -61,16 +56,14 @@ fn hooks_where(
         .collect();
     let mut capture = Capture::new(points.clone());
     model.model.forward((&batch).into(), &mut capture).unwrap();
-    let real = |t: &Tensor| -> Vec<f32> {
-        let all: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
-        all.iter()
-            .zip(&batch.lengths)
-            .flat_map(|(rows, &n)| rows[..n].iter().flatten().copied().collect::<Vec<_>>())
-            .collect()
-    };
     points
         .iter()
-        .map(|p| (*p, real(&capture.captured[p])))
+        .map(|p| {
+            (
+                *p,
+                decoder_parity::real_rows(&capture.captured[p], &batch.lengths),
+            )
+        })
         .collect()
 }
 

@@ -14,10 +14,9 @@ mod decoder_parity;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use decoder_parity::{fixture, real_rows};
+use decoder_parity::{fixture, real_rows, right_padded, unpadded_ids};
 use glassbox_models::{
-    load_model, resolve, Capture, HookPoint, LoadOptions, LoadedModel, ModelSpec, TokenBatch,
-    WeightsDtype,
+    load_model, resolve, Capture, HookPoint, LoadOptions, LoadedModel, ModelSpec, WeightsDtype,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -308,13 +307,7 @@ const TEXTS: [&str; 3] = [
 /// Real rows of every block's output, the final norm and the logits for `TEXTS` as one
 /// right-padded batch, with the token ids.
 fn run(model: &LoadedModel) -> (Vec<Vec<u32>>, HashMap<HookPoint, Vec<f32>>) {
-    let encoded = model.tokenizer().unwrap().encode(&TEXTS).unwrap();
-    let batch = TokenBatch::from_encoded(
-        &encoded.iter().collect::<Vec<_>>(),
-        model.pad_id,
-        &model.device,
-    )
-    .unwrap();
+    let batch = right_padded(model, &TEXTS);
     let points: Vec<HookPoint> = model
         .model
         .hook_points()
@@ -332,7 +325,7 @@ fn run(model: &LoadedModel) -> (Vec<Vec<u32>>, HashMap<HookPoint, Vec<f32>>) {
         .iter()
         .map(|p| (*p, real_rows(&capture.captured[p], &batch.lengths)))
         .collect();
-    (encoded.into_iter().map(|e| e.ids).collect(), rows)
+    (unpadded_ids(&batch), rows)
 }
 
 /// Largest difference relative to `b`'s largest magnitude (at least 1), at every hook.

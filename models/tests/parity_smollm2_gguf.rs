@@ -4,6 +4,8 @@
 //! hidden states and last-position logits of the dequantised model. Skips, saying why, when the
 //! model is not in the cache.
 
+mod decoder_parity;
+
 use glassbox_models::LoadOptions;
 use glassbox_models::{load_model, resolve, Capture, HookPoint, ModelSpec, TokenBatch};
 use std::path::PathBuf;
@@ -139,13 +141,7 @@ fn smollm2_fast_and_graph_forwards_agree() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
-    let batch = TokenBatch::from_encoded(
-        &encoded.iter().collect::<Vec<_>>(),
-        model.pad_id,
-        &model.device,
-    )
-    .unwrap();
+    let batch = decoder_parity::right_padded(&model, &texts);
     let longest = batch.lengths.iter().max().copied().unwrap_or(0);
     assert!(
         batch.lengths.iter().any(|&n| n < longest),
@@ -227,13 +223,7 @@ fn smollm2_blocks_held_quantised_match_dequantised_at_load() {
         "Hi",
         "A longer sentence about rivers and the sea.",
     ];
-    let encoded = auto.tokenizer().unwrap().encode(&texts).unwrap();
-    let batch = TokenBatch::from_encoded(
-        &encoded.iter().collect::<Vec<_>>(),
-        auto.pad_id,
-        &auto.device,
-    )
-    .unwrap();
+    let batch = decoder_parity::right_padded(&auto, &texts);
     let points: Vec<HookPoint> = auto
         .model
         .hook_points()
@@ -246,13 +236,7 @@ fn smollm2_blocks_held_quantised_match_dequantised_at_load() {
     f32_model.model.forward((&batch).into(), &mut b).unwrap();
     for p in &points {
         // Real positions only (padding rows are not part of either forward's contract).
-        let flat = |c: &Capture| -> Vec<f32> {
-            let all: Vec<Vec<Vec<f32>>> = c.captured[p].to_vec3().unwrap();
-            all.iter()
-                .zip(&batch.lengths)
-                .flat_map(|(rows, &n)| rows[..n].concat())
-                .collect()
-        };
+        let flat = |c: &Capture| decoder_parity::real_rows(&c.captured[p], &batch.lengths);
         let d = scaled_diff(&flat(&a), &flat(&b));
         assert!(
             d <= 1e-5,

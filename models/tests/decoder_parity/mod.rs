@@ -166,13 +166,27 @@ pub fn padded_batch_in(dir: &Path) {
 pub fn reference_batch(model: &LoadedModel, dir: &Path) -> TokenBatch {
     let refs = references(dir);
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
-    let encoded = model.tokenizer().unwrap().encode(&texts).unwrap();
+    right_padded(model, &texts)
+}
+
+/// `texts` through the model's tokenizer as one right-padded batch.
+pub fn right_padded(model: &LoadedModel, texts: &[&str]) -> TokenBatch {
+    let encoded = model.tokenizer().unwrap().encode(texts).unwrap();
     TokenBatch::from_encoded(
         &encoded.iter().collect::<Vec<_>>(),
         model.pad_id,
         &model.device,
     )
     .unwrap()
+}
+
+/// Each example's token ids without its padding.
+pub fn unpadded_ids(batch: &TokenBatch) -> Vec<Vec<u32>> {
+    let rows: Vec<Vec<u32>> = batch.input_ids.to_vec2().unwrap();
+    rows.into_iter()
+        .zip(&batch.lengths)
+        .map(|(row, &n)| row[..n].to_vec())
+        .collect()
 }
 
 /// A `[batch, seq, width]` tensor's real rows (the first `lengths[b]` of example `b`), flat.
