@@ -263,3 +263,84 @@ fn efficientnet_backward_from_a_hook_reproduces_the_full_backward() {
         directional("efficientnet_lite0", &model, &batch, point);
     }
 }
+
+/// EfficientNet-Lite runs a block a few images at a time when no hook reads inside it (so its
+/// wide tensors stay in cache), layer by layer over the batch otherwise. Both schedules must
+/// give the same logits and pixel gradients, and an image the same alone as in a batch. Nine
+/// images at 224²: the widest block runs in chunks of three at most (of one to three with up to
+/// three threads), the next in a chunk of eight and a remainder of one.
+#[test]
+fn efficientnet_blocks_in_image_chunks_match_layer_by_layer() {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let repo = "glassbox-offline/efficientnet-lite0";
+    if resolve(&repo.parse().unwrap()).is_err() {
+        glassbox_tests::skip(
+            "hook_seeded_gradients",
+            &format!("{repo} is not in the cache; run `just models`"),
+        );
+        return;
+    }
+    let model = load(repo);
+    let batch = images(9, 224);
+    // Every expansion and depthwise output: wanted by a hook, each block runs layer by layer.
+    let inner: Vec<HookPoint> = model
+        .model
+        .hook_points()
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p,
+                HookPoint::Conv {
+                    part: ConvPart::Expand | ConvPart::Depthwise,
+                    ..
+                }
+            )
+        })
+        .collect();
+    let logits = |batch: &ImageBatch, hooks: &mut Capture| -> Vec<f32> {
+        let t = model.model.forward(batch.into(), hooks).unwrap();
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let chunked = logits(&batch, &mut Capture::new([]));
+    let layered = logits(&batch, &mut Capture::new(inner.clone()));
+    close("logits, chunked vs layer by layer", &chunked, &layered, 1e-5);
+    let classes = chunked.len() / batch.batch;
+    // Each image's own top class.
+    let mut seed = vec![0f32; chunked.len()];
+    for (row, s) in chunked.chunks_exact(classes).zip(seed.chunks_exact_mut(classes)) {
+        let top = (0..classes)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
+        s[top] = 1.0;
+    }
+    let pixels = |batch: &ImageBatch, points: &[HookPoint], seed: &[f32]| -> Vec<f32> {
+        model
+            .model
+            .pixel_gradients(batch, points, seed)
+            .unwrap()
+            .unwrap()
+            .pixels
+    };
+    let chunked_grad = pixels(&batch, &[], &seed);
+    let layered_grad = pixels(&batch, &inner, &seed);
+    close(
+        "pixel gradients, chunked vs layer by layer",
+        &chunked_grad,
+        &layered_grad,
+        1e-5,
+    );
+    // The first image alone (the generator's first 224² pixels are the batch's first image).
+    let alone = images(1, 224);
+    close(
+        "first image's logits, alone vs in the batch",
+        &logits(&alone, &mut Capture::new([])),
+        &chunked[..classes],
+        1e-5,
+    );
+    close(
+        "first image's pixel gradients, alone vs in the batch",
+        &pixels(&alone, &[], &seed[..classes]),
+        &chunked_grad[..alone.pixels.len()],
+        1e-5,
+    );
+}

@@ -34,15 +34,56 @@ pub fn conv_depthwise(
     stride: usize,
     pad: (Padded, Padded),
 ) -> (Vec<f32>, Nhwc) {
-    let (ph, pw) = pad;
-    let c = shape.channels;
-    let out_shape = Nhwc {
+    let mut out = spare.take(depthwise_output(shape, pad).len());
+    let filter = DepthwiseFilter {
+        weight_taps,
+        bias,
+        kernel,
+        stride,
+        pad,
+    };
+    let out_shape = conv_depthwise_into(&mut out, x, shape, filter);
+    (out, out_shape)
+}
+
+/// The output shape of a depthwise convolution of `shape` with `pad`.
+pub(super) fn depthwise_output(shape: Nhwc, (ph, pw): (Padded, Padded)) -> Nhwc {
+    Nhwc {
         batch: shape.batch,
         height: ph.output,
         width: pw.output,
-        channels: c,
-    };
-    let mut out = spare.take(out_shape.len());
+        channels: shape.channels,
+    }
+}
+
+/// A depthwise convolution's taps, bias and geometry.
+#[derive(Clone, Copy)]
+pub(super) struct DepthwiseFilter<'a> {
+    pub(super) weight_taps: &'a [f32],
+    pub(super) bias: &'a [f32],
+    pub(super) kernel: usize,
+    pub(super) stride: usize,
+    pub(super) pad: (Padded, Padded),
+}
+
+/// [`conv_depthwise`] into `out` (every value overwritten), for a slice of a batch's images.
+pub(super) fn conv_depthwise_into(
+    out: &mut [f32],
+    x: &[f32],
+    shape: Nhwc,
+    filter: DepthwiseFilter<'_>,
+) -> Nhwc {
+    let DepthwiseFilter {
+        weight_taps,
+        bias,
+        kernel,
+        stride,
+        pad,
+    } = filter;
+    let (ph, pw) = pad;
+    let c = shape.channels;
+    let out_shape = depthwise_output(shape, pad);
+    debug_assert_eq!(out.len(), out_shape.len());
     let min_rows = (shape.batch * ph.output / (4 * threads())).max(1);
     out.par_chunks_mut(pw.output * c)
         .with_min_len(min_rows)
@@ -62,7 +103,7 @@ pub fn conv_depthwise(
                 oy,
             })
         });
-    (out, out_shape)
+    out_shape
 }
 
 /// One output row of [`conv_depthwise`], compiled for the SIMD level (`pulp` inlines
@@ -199,8 +240,25 @@ pub(super) fn depthwise_backward(
     stride: usize,
     input: Nhwc,
 ) -> Vec<f32> {
-    let per_image = input.pixels() * input.channels;
     let mut dx = spare.take(input.len());
+    depthwise_backward_into(&mut dx, g, masks, out, taps, k, stride, input);
+    dx
+}
+
+/// [`depthwise_backward`] into `dx` (every value overwritten), for a slice of a batch's images.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn depthwise_backward_into(
+    dx: &mut [f32],
+    g: &[f32],
+    masks: Relu6Masks<'_>,
+    out: Nhwc,
+    taps: &[f32],
+    k: usize,
+    stride: usize,
+    input: Nhwc,
+) {
+    let per_image = input.pixels() * input.channels;
+    debug_assert_eq!(dx.len(), input.len());
     dx.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(b, dxb)| {
@@ -216,7 +274,6 @@ pub(super) fn depthwise_backward(
                 input,
             })
         });
-    dx
 }
 
 /// One image of [`depthwise_backward`], compiled for the SIMD level (`pulp` inlines

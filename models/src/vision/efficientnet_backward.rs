@@ -193,7 +193,17 @@ impl EfficientNet {
                 spare.give(std::mem::replace(&mut g_x, crate::kernels::zeros(n)));
                 continue;
             }
-            g_x = self.block_backward(blk, b, input_hw, g_x, &mut tape, &mut record)?;
+            g_x = if Self::chunks_backward(blk, &record) {
+                let input = Nhwc {
+                    batch: b,
+                    height: input_hw.0,
+                    width: input_hw.1,
+                    channels: blk.input,
+                };
+                self.block_backward_chunked(blk, input, g_x, &mut tape)?
+            } else {
+                self.block_backward(blk, b, input_hw, g_x, &mut tape, &mut record)?
+            };
         }
         record.at(HookPoint::Stem, &mut g_x, STEM)?;
         let pixels = if to_pixels {

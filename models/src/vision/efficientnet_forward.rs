@@ -47,6 +47,11 @@ impl Tape {
         }
     }
 
+    /// Keeps `v` (of `shape`) as the activation at `point`.
+    pub(super) fn keep(&mut self, point: HookPoint, v: Vec<f32>, shape: Nhwc) {
+        self.kept.insert(point, (v, shape));
+    }
+
     /// Every buffer still on the tape.
     pub(super) fn into_buffers(self) -> impl Iterator<Item = Vec<f32>> {
         self.kept.into_values().map(|(v, _)| v)
@@ -97,7 +102,20 @@ impl EfficientNet {
         let mut x = hold(hooks, HookPoint::Stem, x, shape)?;
         let mut x_point = HookPoint::Stem;
         for b in &self.blocks {
-            let (out, out_shape) = {
+            let chunked = Self::inner_points(b)
+                .into_iter()
+                .flatten()
+                .all(|p| !hooks.wants(p));
+            let (out, out_shape) = if chunked {
+                let input_view = x.view()?;
+                self.block_forward_chunked(
+                    spare,
+                    b,
+                    input_view.slice()?,
+                    shape,
+                    tape.as_deref_mut(),
+                )
+            } else {
                 let input_view = x.view()?;
                 let input = input_view.slice()?;
                 let mut hs = shape;
@@ -208,7 +226,7 @@ impl EfficientNet {
     /// tensor the hooks returned stays theirs.
     fn retire(tape: &mut Option<&mut Tape>, point: HookPoint, held: Held, shape: Nhwc) {
         if let (Held::Owned(v), Some(t)) = (held, tape) {
-            t.kept.insert(point, (v, shape));
+            t.keep(point, v, shape);
         }
     }
 }

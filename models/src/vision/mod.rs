@@ -11,6 +11,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod efficientnet;
 mod efficientnet_backward;
+mod efficientnet_chunked;
 mod efficientnet_forward;
 pub mod encoder;
 pub mod folded;
