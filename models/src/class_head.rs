@@ -80,17 +80,46 @@ pub(crate) fn head_labels(
 }
 
 /// A text classifier's class head read off one hook: pool `hook` over each sequence (`pool`),
-/// apply `tanh(pooler)` where there is one (BERT's pooler), then `weight · x + bias`.
+/// apply the pooler where there is one (BERT's and RoBERTa's `tanh` layer, DistilBERT's ReLU
+/// one), then `weight · x + bias`.
 #[derive(Debug, Clone)]
 pub struct ClassHeadParts {
     /// The hook the head reads.
     pub hook: HookPoint,
     /// How the head pools it over a sequence (`[CLS]`, or the last token).
     pub pool: glassbox_data::Pool,
-    /// `(weight [width × width] row-major, bias [width])`.
-    pub pooler: Option<(Vec<f32>, Vec<f32>)>,
+    pub pooler: Option<Pooler>,
     /// `[classes × width]`, row-major.
     pub weight: Vec<f32>,
     /// One per class.
     pub bias: Vec<f32>,
+}
+
+/// The activation after a classifier's dense layer on the first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolerAct {
+    /// BERT's pooler, RoBERTa's classification head.
+    Tanh,
+    /// DistilBERT's `pre_classifier`.
+    Relu,
+}
+
+impl PoolerAct {
+    /// The activation on a tensor (differentiable).
+    pub fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            PoolerAct::Tanh => x.tanh(),
+            PoolerAct::Relu => x.relu(),
+        }
+    }
+}
+
+/// `act(W · x + b)` between the pooled activation and a class head.
+#[derive(Debug, Clone)]
+pub struct Pooler {
+    /// `width × width`, row-major (`[out, in]`, as `nn.Linear` stores it).
+    pub weight: Vec<f32>,
+    /// One bias per output.
+    pub bias: Vec<f32>,
+    pub act: PoolerAct,
 }

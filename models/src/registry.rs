@@ -14,6 +14,10 @@ use std::path::PathBuf;
 /// Every family this build can run: `config.json` `model_type` and what it reads.
 pub const FAMILIES: &[(&str, Modality)] = &[
     ("bert", Modality::Text),
+    ("roberta", Modality::Text),
+    ("xlm-roberta", Modality::Text),
+    ("camembert", Modality::Text),
+    ("distilbert", Modality::Text),
     ("gpt2", Modality::Text),
     ("gpt_neox", Modality::Text),
     ("llama", Modality::Text),
@@ -389,13 +393,11 @@ fn build_text(
 ) -> Result<(Box<dyn HookedModel>, u32)> {
     let path = &resolved.config;
     Ok(match model_type {
-        "bert" => {
-            let cfg = bert::BertConfig::from_json(path, config.clone())?;
+        t if bert::Variant::of(t).is_some() => {
+            let variant = bert::Variant::of(t).unwrap_or_default();
+            let cfg = bert::BertConfig::from_json_as(path, config.clone(), variant)?;
             let pad = cfg.pad_token_id;
-            weights.detect_prefix(
-                &["", "bert.", "model."],
-                "embeddings.word_embeddings.weight",
-            );
+            weights.detect_prefix(variant.prefixes(), "embeddings.word_embeddings.weight");
             (Box::new(bert::Bert::load(cfg, &config, &weights)?), pad)
         }
         "gpt2" => {

@@ -6,6 +6,10 @@
 //!   says), the BERT pre-tokeniser, `[CLS] … [SEP]` around each text;
 //! - `GPT2Converter` (`vocab.json` + `merges.txt`): byte-level BPE, no prefix space unless
 //!   configured, no tokens added around the text;
+//! - RoBERTa's (`vocab.json` + `merges.txt` of a checkpoint whose `config.json` says `roberta`
+//!   or whose `tokenizer_config.json` names a `RobertaTokenizer`; transformers 5's
+//!   `models/roberta/tokenization_roberta.py`): the same BPE, `<s> … </s>` around each text
+//!   (`RobertaProcessing`, offsets trimmed);
 //!
 //! each with its special tokens registered as such.
 
@@ -19,6 +23,7 @@ use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// `tokenizer_config.json`'s value of a special token (a string, or `{"content": …}`).
@@ -111,15 +116,63 @@ pub fn gpt2_tokenizer(vocab: &Path) -> Result<Tokenizer> {
         .get("add_prefix_space")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let specials: Vec<String> = ["unk_token", "bos_token", "eos_token", "pad_token"]
-        .iter()
-        .map(|key| special(&config, key, "<|endoftext|>"))
-        .collect();
     let mut tokenizer = Tokenizer::new(model);
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(prefix_space, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.with_post_processor(Some(ByteLevel::new(true, false, true)));
-    with_specials(tokenizer, specials, vocab)
+    if !is_roberta(vocab, &config) {
+        let specials: Vec<String> = ["unk_token", "bos_token", "eos_token", "pad_token"]
+            .iter()
+            .map(|key| special(&config, key, "<|endoftext|>"))
+            .collect();
+        tokenizer.with_post_processor(Some(ByteLevel::new(true, false, true)));
+        return with_specials(tokenizer, specials, vocab);
+    }
+    let token = |key: &str, default: &str| special(&config, key, default);
+    let (cls, sep) = (token("cls_token", "<s>"), token("sep_token", "</s>"));
+    let id = |t: &str| {
+        tokenizers::Model::token_to_id(tokenizer.get_model(), t).ok_or_else(|| {
+            bad(format!(
+                "RoBERTa's `{t}` is not in the vocabulary (set cls_token/sep_token in tokenizer_config.json)"
+            ))
+        })
+    };
+    let processing = RobertaProcessing::new((sep.clone(), id(&sep)?), (cls.clone(), id(&cls)?))
+        .trim_offsets(
+            config
+                .get("trim_offsets")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        )
+        .add_prefix_space(prefix_space);
+    tokenizer.with_post_processor(Some(processing));
+    let specials = [
+        ("bos_token", "<s>"),
+        ("eos_token", "</s>"),
+        ("unk_token", "<unk>"),
+        ("pad_token", "<pad>"),
+        ("mask_token", "<mask>"),
+    ]
+    .map(|(key, default)| token(key, default));
+    with_specials(tokenizer, [cls, sep].into_iter().chain(specials), vocab)
+}
+
+/// Whether the checkpoint beside `vocab` is a RoBERTa (its `config.json`'s `model_type`, or
+/// `tokenizer_config.json`'s `tokenizer_class`).
+fn is_roberta(vocab: &Path, tokenizer_config: &Value) -> bool {
+    let class = tokenizer_config
+        .get("tokenizer_class")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let model_type = std::fs::read_to_string(vocab.with_file_name("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|c| {
+            c.get("model_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    class.starts_with("Roberta") || model_type == "roberta"
 }
 
 /// Registers the special tokens the vocabulary has as special (never split, skipped when

@@ -303,11 +303,19 @@ fn efficientnet_blocks_in_image_chunks_match_layer_by_layer() {
     };
     let chunked = logits(&batch, &mut Capture::new([]));
     let layered = logits(&batch, &mut Capture::new(inner.clone()));
-    close("logits, chunked vs layer by layer", &chunked, &layered, 1e-5);
+    close(
+        "logits, chunked vs layer by layer",
+        &chunked,
+        &layered,
+        1e-5,
+    );
     let classes = chunked.len() / batch.batch;
     // Each image's own top class.
     let mut seed = vec![0f32; chunked.len()];
-    for (row, s) in chunked.chunks_exact(classes).zip(seed.chunks_exact_mut(classes)) {
+    for (row, s) in chunked
+        .chunks_exact(classes)
+        .zip(seed.chunks_exact_mut(classes))
+    {
         let top = (0..classes)
             .max_by(|&a, &b| row[a].total_cmp(&row[b]))
             .unwrap();

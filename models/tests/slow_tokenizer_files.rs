@@ -1,9 +1,10 @@
 //! Checkpoints that ship their slow tokenizer's files instead of `tokenizer.json` — BERT's
-//! `vocab.txt` (+ `tokenizer_config.json`), GPT-2's `vocab.json` + `merges.txt`: the tokenizer
-//! built from them (as `transformers` converts the slow tokenizers) gives the same ids, tokens,
-//! offsets and type ids as the checkpoint's own `tokenizer.json` on every text of the built-in
-//! data set and a few harder strings — for the tiny classifier (lower-cased WordPiece), the
-//! tiny GPT-2 (byte-level BPE) and all-MiniLM-L6-v2 (fails under `CI=true` without it).
+//! `vocab.txt` (+ `tokenizer_config.json`), GPT-2's and RoBERTa's `vocab.json` + `merges.txt`:
+//! the tokenizer built from them (as `transformers` converts the slow tokenizers) gives the same
+//! ids, tokens, offsets and type ids as the checkpoint's own `tokenizer.json` on every text of
+//! the built-in data set and a few harder strings — for the tiny classifier (lower-cased
+//! WordPiece), the tiny GPT-2 (byte-level BPE), the tiny RoBERTa classifier (byte-level BPE in
+//! `<s> … </s>`) and all-MiniLM-L6-v2 (fails under `CI=true` without it).
 
 use glassbox_models::{load_model, resolve, LoadOptions, ModelSpec};
 use std::path::Path;
@@ -107,6 +108,13 @@ fn same_tokenization(original: &Path) {
 #[test]
 fn vocab_json_and_merges_tokenize_like_the_tiny_gpt2s_tokenizer_json() {
     same_tokenization(&glassbox_tests::workspace_root().join("tests/fixtures/tiny_gpt2"));
+}
+
+#[test]
+fn roberta_vocab_json_and_merges_tokenize_like_its_tokenizer_json() {
+    same_tokenization(
+        &glassbox_tests::workspace_root().join("tests/fixtures/tiny_roberta_classifier"),
+    );
 }
 
 #[test]

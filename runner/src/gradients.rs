@@ -52,19 +52,12 @@ pub struct LinearHead {
     pub n_classes: usize,
     /// The class whose logit (or loss) is the target.
     pub class: usize,
-    /// A dense layer and `tanh` between the pooled activation and the head (BERT's pooler, for
-    /// a sequence classifier's own class head); `None` for probes.
+    /// A dense layer and its activation between the pooled activation and the head (BERT's
+    /// pooler, for a sequence classifier's own class head); `None` for probes.
     pub pooler: Option<Box<Pooler>>,
 }
 
-/// `tanh(W · x + b)` with `W` `width × width`, row-major.
-#[derive(Debug, Clone)]
-pub struct Pooler {
-    /// `width × width`, row-major (`[out, in]`, as `nn.Linear` stores it).
-    pub weight: Vec<f32>,
-    /// One bias per output.
-    pub bias: Vec<f32>,
-}
+pub use glassbox_models::class_head::Pooler;
 
 /// The first of `hooks` that comes after `target` in `model`'s hook order: a target read off
 /// `target` does not depend on it (gradient zero there).
@@ -155,7 +148,7 @@ pub(crate) fn target(pooled: &Tensor, head: &LinearHead, convention: Convention)
         Some(p) if p.weight.len() == width * width && p.bias.len() == width => {
             let w = Tensor::from_slice(&p.weight, (width, width), pooled.device())?;
             let b = Tensor::from_slice(&p.bias, width, pooled.device())?;
-            pooled.matmul(&w.t()?)?.broadcast_add(&b)?.tanh()?
+            p.act.apply(&pooled.matmul(&w.t()?)?.broadcast_add(&b)?)?
         }
         Some(p) => {
             return Err(ModelError::Invalid(format!(

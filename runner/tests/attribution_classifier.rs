@@ -1,8 +1,11 @@
 //! Input attributions of text classifiers' class logits against Captum 0.9
 //! (`scripts/reference_tiny_classifiers.py`, committed output beside the tiny random
-//! `BertForSequenceClassification` — pooler and classifier on `[CLS]` — and
-//! `LlamaForSequenceClassification` — the `score` head at the last token — in
-//! `tests/fixtures/tiny_{bert,llama}_classifier/`): the class names from `id2label`, the logits
+//! `BertForSequenceClassification` — pooler and classifier on `[CLS]` —,
+//! `RobertaForSequenceClassification` — positions from pad + 1, `classifier.dense` and
+//! `out_proj` on `<s>` —, `DistilBertForSequenceClassification` — no token types,
+//! `pre_classifier` and ReLU on `[CLS]` — and `LlamaForSequenceClassification` — the `score`
+//! head at the last token — in `tests/fixtures/tiny_{bert,roberta,distilbert,llama}_classifier/`):
+//! the class names from `id2label`, the logits (and the encoders' hidden states at every block)
 //! as `transformers` computes them, and saliency, gradient × input, integrated gradients (16
 //! Gauss–Legendre steps) and token occlusion of the `positive` logit, every feature within 1e-4
 //! of the reference's largest magnitude; the gradient also against central differences.
@@ -15,7 +18,12 @@ use serde_json::Value;
 mod common;
 use common::{central_difference_matches, close, encoded, floats, four_methods_match, ids};
 
-const FIXTURES: [&str; 2] = ["tiny_bert_classifier", "tiny_llama_classifier"];
+const FIXTURES: [&str; 4] = [
+    "tiny_bert_classifier",
+    "tiny_roberta_classifier",
+    "tiny_distilbert_classifier",
+    "tiny_llama_classifier",
+];
 
 fn fixture(name: &str) -> std::path::PathBuf {
     glassbox_tests::workspace_root()
@@ -72,6 +80,51 @@ fn the_class_head_reads_id2label_and_matches_transformers_logits() {
     }
 }
 
+/// The encoders' residual stream at every block (`blocks.{i}.hook_resid_post` against
+/// `hidden_states[i + 1]`, the embeddings' LayerNorm output at `blocks.0.hook_resid_pre`), with
+/// RoBERTa's shifted positions and DistilBERT's renamed weights; one text at a time and the
+/// texts right-padded into one batch (the real tokens' rows).
+#[test]
+fn encoder_hidden_states_match_transformers() {
+    use glassbox_models::{Capture, HookPoint};
+    for name in ["tiny_roberta_classifier", "tiny_distilbert_classifier"] {
+        let model = model(name);
+        let texts = reference(name)["texts"].as_array().unwrap().clone();
+        let prompts: Vec<&str> = texts
+            .iter()
+            .map(|r| r["prompt"].as_str().unwrap())
+            .collect();
+        let tokenized = model.tokenizer().unwrap().encode(&prompts).unwrap();
+        let layers = texts[0]["hidden_states"].as_array().unwrap().len();
+        let mut points = vec![HookPoint::ResidPre(0)];
+        points.extend((0..layers - 1).map(HookPoint::ResidPost));
+        let run = |encoded: &[&glassbox_models::tokenizer::Encoded]| {
+            let batch = TokenBatch::from_encoded(encoded, model.pad_id, &model.device).unwrap();
+            let mut capture = Capture::new(points.clone());
+            model.model.forward((&batch).into(), &mut capture).unwrap();
+            capture.captured
+        };
+        let batched = run(&tokenized.iter().collect::<Vec<_>>());
+        for (b, (r, e)) in texts.iter().zip(&tokenized).enumerate() {
+            let alone = run(&[e]);
+            let n = e.ids.len();
+            let states = r["hidden_states"].as_array().unwrap();
+            for (point, want) in points.iter().zip(states) {
+                let got: Vec<f32> = alone[point].flatten_all().unwrap().to_vec1().unwrap();
+                close(&format!("{name} {point}"), &got, &floats(want), 1e-5);
+                let padded = batched[point].get(b).unwrap().narrow(0, 0, n).unwrap();
+                let got: Vec<f32> = padded.flatten_all().unwrap().to_vec1().unwrap();
+                close(
+                    &format!("{name} {point}, batched"),
+                    &got,
+                    &floats(want),
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn class_logit_attributions_match_captum() {
     for name in FIXTURES {
@@ -101,7 +154,7 @@ fn class_logit_attributions_match_captum() {
             // From zero embeddings an RMSNorm decoder's integrand spikes near the baseline
             // (docs/perf/attribution.md): 16 points do not resolve it, in Captum either, whose
             // maps these equal. BERT's LayerNorm path is smooth.
-            if name == "tiny_bert_classifier" {
+            if name != "tiny_llama_classifier" {
                 assert!(
                     (sum - gap).abs() < 0.05 * gap.abs(),
                     "Σ IG {sum} vs gap {gap}"
@@ -139,7 +192,7 @@ fn a_text_model_without_a_class_head_refuses_class_targets() {
 #[test]
 fn tcav_class_heads_read_the_classifiers_logits() {
     use glassbox_models::{HookPoint, TokenBatch};
-    use glassbox_runner::gradients::{target_gradients, Convention, LinearHead, Pooler};
+    use glassbox_runner::gradients::{target_gradients, Convention, LinearHead};
     for name in FIXTURES {
         let model = model(name);
         let all = reference(name);
@@ -156,9 +209,7 @@ fn tcav_class_heads_read_the_classifiers_logits() {
             bias: parts.bias,
             n_classes: 3,
             class,
-            pooler: parts
-                .pooler
-                .map(|(weight, bias)| Box::new(Pooler { weight, bias })),
+            pooler: parts.pooler.map(Box::new),
         };
         for r in all["texts"].as_array().unwrap() {
             let e = encoded(ids(&r["ids"]));

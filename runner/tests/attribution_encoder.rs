@@ -65,19 +65,51 @@ fn minilm_hand_backward_matches_autograd() {
     let spec: ModelSpec = snapshot.display().to_string().parse().unwrap();
     let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
     let ids: Vec<u32> = vec![101, 1996, 4937, 2938, 2006, 1996, 13523, 1012, 102];
-    let hidden = 384;
+    let heads = [
+        (HookPoint::ResidPost(5), Pool::Mean, 1, 1),
+        (HookPoint::ResidPost(2), Pool::Cls, 3, 2),
+        (HookPoint::ResidPre(4), Pool::Last, 3, 0),
+    ];
+    hand_backward_matches_autograd(&model, ids, 384, &heads);
+}
+
+/// The same for the tiny RoBERTa (positions from pad + 1) and DistilBERT (no token types)
+/// classifiers of `tests/fixtures/`, on their reference texts' tokens.
+#[test]
+fn roberta_and_distilbert_hand_backward_matches_autograd() {
+    for name in ["tiny_roberta_classifier", "tiny_distilbert_classifier"] {
+        let dir = glassbox_tests::workspace_root()
+            .join("tests/fixtures")
+            .join(name);
+        let spec: ModelSpec = dir.display().to_string().parse().unwrap();
+        let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
+        let heads = [
+            (HookPoint::ResidPost(1), Pool::Mean, 1, 1),
+            (HookPoint::ResidPost(0), Pool::Cls, 3, 2),
+            (HookPoint::ResidPre(1), Pool::Last, 3, 0),
+        ];
+        hand_backward_matches_autograd(&model, ids(&reference["texts"][0]["ids"]), 32, &heads);
+    }
+}
+
+/// For each `(hook, pool, outputs, class)` head: the hand-written backward's values and
+/// gradients against autograd's, on the input and a point on the straight path from zero.
+fn hand_backward_matches_autograd(
+    model: &glassbox_models::LoadedModel,
+    ids: Vec<u32>,
+    hidden: usize,
+    heads: &[(HookPoint, Pool, usize, usize)],
+) {
     // Deterministic, varied head weights (no RNG crate needed).
     let weights = |outputs: usize| -> Vec<f32> {
         (0..outputs * hidden)
             .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 0.2)
             .collect()
     };
-    let heads = [
-        (HookPoint::ResidPost(5), Pool::Mean, 1, 1),
-        (HookPoint::ResidPost(2), Pool::Cls, 3, 2),
-        (HookPoint::ResidPre(4), Pool::Last, 3, 0),
-    ];
-    for (hook, pool, outputs, class) in heads {
+    for &(hook, pool, outputs, class) in heads {
         let head = LinearHead {
             hook,
             pool,
@@ -88,8 +120,8 @@ fn minilm_hand_backward_matches_autograd() {
             pooler: None,
         };
         let hand =
-            TextOracle::new(&model, encoded(ids.clone()), Target::Probe(head.clone()), 4).unwrap();
-        let auto = TextOracle::new(&model, encoded(ids.clone()), Target::Probe(head), 4)
+            TextOracle::new(model, encoded(ids.clone()), Target::Probe(head.clone()), 4).unwrap();
+        let auto = TextOracle::new(model, encoded(ids.clone()), Target::Probe(head), 4)
             .unwrap()
             .with_autograd();
         let x = hand.input().to_vec();

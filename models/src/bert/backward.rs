@@ -340,13 +340,15 @@ pub(crate) fn residual_gradients(
 
 /// The gradient of `f` at the token embeddings (`hook_embed`): `embeds` holds packed rows
 /// (example `b` at `offsets[b]..offsets[b + 1]`), to which the position and token-type rows of
-/// the real tokens are added (`type_ids`, packed like `embeds`) before the embedding LayerNorm,
+/// the real tokens are added (`position_ids`, `type_ids`, packed like `embeds`) before the
+/// embedding LayerNorm,
 /// as in the forward; blocks `0..=last` run on the result, `seed` turns block `last`'s packed
 /// output into `∂f/∂output`, and the chain rule runs back through the blocks and the LayerNorm
 /// (the sum passes the gradient on to the word embeddings unchanged).
 pub(crate) fn embedding_gradients(
     m: &Bert,
     embeds: &[f32],
+    position_ids: &[u32],
     type_ids: &[u32],
     offsets: &[usize],
     last: usize,
@@ -356,8 +358,8 @@ pub(crate) fn embedding_gradients(
     let w = &m.fast;
     let mut x = embeds.to_vec();
     for bounds in offsets.windows(2) {
-        for (p, row) in (bounds[0]..bounds[1]).enumerate() {
-            let ty = type_ids[row] as usize;
+        for row in bounds[0]..bounds[1] {
+            let (p, ty) = (position_ids[row] as usize, type_ids[row] as usize);
             let (pos, typ) = (
                 &w.position[p * h..(p + 1) * h],
                 &w.token_type[ty * h..(ty + 1) * h],

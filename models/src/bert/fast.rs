@@ -153,18 +153,14 @@ fn run(
     let cfg = &m.cfg;
     let w = &m.fast;
     let (b, t) = batch.input_ids.dims2()?;
-    if t > cfg.max_position_embeddings {
-        return Err(ModelError::Invalid(format!(
-            "sequence of {t} tokens exceeds max_position_embeddings {}",
-            cfg.max_position_embeddings
-        )));
-    }
+    cfg.check_length(*batch.lengths.iter().max().unwrap_or(&0))?;
     debug_assert_eq!(batch.lengths.len(), b);
     let layout = Layout::new(&batch.lengths, t);
     let rows = layout.rows();
     let h = cfg.hidden_size;
     let ids = batch.input_ids.to_vec2::<u32>()?;
-    let type_ids = batch.type_ids.to_vec2::<u32>()?;
+    let type_ids = cfg.variant.type_ids(batch)?;
+    let position_ids = cfg.variant.position_ids(batch, cfg.pad_token_id)?;
 
     // Embeddings, each hookable, then LayerNorm.
     let mut spare = w.spare.take_all();
@@ -190,7 +186,7 @@ fn run(
         }
     };
     let word = |e: usize, p: usize| ids[e][p] as usize;
-    let position = |_: usize, p: usize| p;
+    let position = |e: usize, p: usize| position_ids[e][p] as usize;
     let token_type = |e: usize, p: usize| type_ids[e][p] as usize;
     let embed_points = [
         HookPoint::Embed,
@@ -221,7 +217,7 @@ fn run(
                 let out = &mut x[row * h..(row + 1) * h];
                 let (wd, ps, ty) = (
                     table_row(&w.word, word(e, p), h),
-                    table_row(&w.position, p, h),
+                    table_row(&w.position, position(e, p), h),
                     table_row(&w.token_type, token_type(e, p), h),
                 );
                 for (((o, a), b), c) in out.iter_mut().zip(wd).zip(ps).zip(ty) {

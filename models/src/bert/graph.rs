@@ -7,7 +7,7 @@ use crate::batch::TokenBatch;
 use crate::hooks::{at, HookPoint, Hooks};
 pub(crate) use crate::layers::LayerNorm;
 use crate::weights::Weights;
-use crate::{ModelError, Result};
+use crate::Result;
 use candle_core::Tensor;
 use candle_nn::Linear;
 
@@ -59,33 +59,34 @@ impl GraphWeights {
         let eps = cfg.layer_norm_eps;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
-            let p = format!("encoder.layer.{i}");
+            let n = cfg.variant.block_names(i);
             blocks.push(Block {
-                query: linear(w, &format!("{p}.attention.self.query"), h, h)?,
-                key: linear(w, &format!("{p}.attention.self.key"), h, h)?,
-                value: linear(w, &format!("{p}.attention.self.value"), h, h)?,
-                attn_output: linear(w, &format!("{p}.attention.output.dense"), h, h)?,
-                attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                intermediate: linear(
-                    w,
-                    &format!("{p}.intermediate.dense"),
-                    h,
-                    cfg.intermediate_size,
-                )?,
-                output: linear(w, &format!("{p}.output.dense"), cfg.intermediate_size, h)?,
-                output_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+                query: linear(w, &n.query, h, h)?,
+                key: linear(w, &n.key, h, h)?,
+                value: linear(w, &n.value, h, h)?,
+                attn_output: linear(w, &n.attn_output, h, h)?,
+                attn_norm: LayerNorm::load(w, &n.attn_norm, h, eps)?,
+                intermediate: linear(w, &n.intermediate, h, cfg.intermediate_size)?,
+                output: linear(w, &n.output, cfg.intermediate_size, h)?,
+                output_norm: LayerNorm::load(w, &n.output_norm, h, eps)?,
             });
         }
+        // DistilBERT has no token types: one zero row, which adds nothing.
+        let token_type_embeddings = if cfg.variant.has_token_types() {
+            w.get(
+                "embeddings.token_type_embeddings.weight",
+                &[cfg.type_vocab_size, h],
+            )?
+        } else {
+            Tensor::zeros((1, h), candle_core::DType::F32, &candle_core::Device::Cpu)?
+        };
         Ok(Self {
             word_embeddings: w.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
             position_embeddings: w.get(
                 "embeddings.position_embeddings.weight",
                 &[cfg.max_position_embeddings, h],
             )?,
-            token_type_embeddings: w.get(
-                "embeddings.token_type_embeddings.weight",
-                &[cfg.type_vocab_size, h],
-            )?,
+            token_type_embeddings,
             embed_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, eps)?,
             blocks,
         })
@@ -106,16 +107,18 @@ fn embed(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Result<Tensor> 
         HookPoint::Embed,
         lookup(&g.word_embeddings, &batch.input_ids)?,
     )?;
-    let positions = g
-        .position_embeddings
-        .narrow(0, 0, t)?
-        .unsqueeze(0)?
-        .broadcast_as((b, t, h))?;
+    let ids = |rows: Vec<Vec<u32>>| -> candle_core::Result<Tensor> {
+        let flat: Vec<u32> = rows.into_iter().flatten().collect();
+        Tensor::from_vec(flat, (b, t), batch.input_ids.device())
+    };
+    let position_ids = ids(m.cfg.variant.position_ids(batch, m.cfg.pad_token_id)?)?;
+    let type_ids = ids(m.cfg.variant.type_ids(batch)?)?;
+    let positions = lookup(&g.position_embeddings, &position_ids)?;
     let positions = at(hooks, HookPoint::PosEmbed, positions)?;
     let types = at(
         hooks,
         HookPoint::TokenTypeEmbed,
-        lookup(&g.token_type_embeddings, &batch.type_ids)?,
+        lookup(&g.token_type_embeddings, &type_ids)?,
     )?;
     Ok(g.embed_norm
         .forward(&(words.add(&positions)?.add(&types)?))?)
@@ -169,13 +172,7 @@ pub(crate) fn forward(m: &Bert, batch: &TokenBatch, hooks: &mut dyn Hooks) -> Re
 
 fn check_length(m: &Bert, batch: &TokenBatch) -> Result<()> {
     let (_, t) = batch.input_ids.dims2()?;
-    if t > m.cfg.max_position_embeddings {
-        return Err(ModelError::Invalid(format!(
-            "sequence of {t} tokens exceeds max_position_embeddings {}",
-            m.cfg.max_position_embeddings
-        )));
-    }
-    Ok(())
+    m.cfg.check_length(t)
 }
 
 /// Runs blocks `first..` on `x`, the residual stream entering block `first`.

@@ -1,4 +1,5 @@
-//! BERT-family encoders (BERT, MiniLM, sentence-transformers checkpoints), hookable.
+//! BERT-family encoders (BERT, MiniLM, sentence-transformers checkpoints; RoBERTa, XLM-RoBERTa,
+//! CamemBERT and DistilBERT, whose blocks are BERT's: see [`variant`]), hookable.
 //!
 //! Values at every hook are those of the unmodified Hugging Face `BertModel` (post-LayerNorm
 //! blocks, no folding), so `blocks.{i}.hook_resid_post` equals `hidden_states[i + 1]` of
@@ -17,6 +18,9 @@ mod backward;
 mod classifier;
 pub mod fast;
 pub mod graph;
+pub mod variant;
+
+pub use variant::Variant;
 
 use crate::batch::TokenBatch;
 use crate::hooks::HookPoint;
@@ -61,16 +65,35 @@ pub struct BertConfig {
     pub pad_token_id: u32,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// BERT, RoBERTa or DistilBERT (from `model_type`, not a config field).
+    #[serde(skip)]
+    pub variant: Variant,
 }
 
 impl BertConfig {
     pub fn from_json(path: &Path, value: serde_json::Value) -> Result<Self> {
+        Self::from_json_as(path, value, Variant::Bert)
+    }
+
+    /// The config of a `variant` (DistilBERT's keys read as BERT's).
+    pub fn from_json_as(path: &Path, value: serde_json::Value, variant: Variant) -> Result<Self> {
         let bad = |message: String| ModelError::Config {
             path: path.to_path_buf(),
             message,
         };
-        let cfg: BertConfig =
-            serde_json::from_value(value).map_err(|e| bad(format!("not a BERT config: {e}")))?;
+        let value = variant.bert_config(path, value)?;
+        let mut cfg: BertConfig = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a {} config: {e}", variant.family())))?;
+        cfg.variant = variant;
+        if cfg.max_position_embeddings <= variant.reserved_positions(cfg.pad_token_id) {
+            return Err(bad(format!(
+                "max_position_embeddings {} leaves no position for a token (a {} model's first \
+                 position row is pad_token_id + 1 = {})",
+                cfg.max_position_embeddings,
+                variant.family(),
+                variant.reserved_positions(cfg.pad_token_id)
+            )));
+        }
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(bad(format!(
@@ -86,6 +109,25 @@ impl BertConfig {
         }
         Activation::parse(&cfg.hidden_act).map_err(bad)?;
         Ok(cfg)
+    }
+
+    /// Tokens per sequence the position table allows.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings - self.variant.reserved_positions(self.pad_token_id)
+    }
+
+    /// An error for a sequence longer than [`Self::max_tokens`].
+    pub(crate) fn check_length(&self, tokens: usize) -> Result<()> {
+        if tokens > self.max_tokens() {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {tokens} tokens exceeds the {} positions of this {} model \
+                 (max_position_embeddings {}); pass a smaller --max-length",
+                self.max_tokens(),
+                self.variant.family(),
+                self.max_position_embeddings
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -106,7 +148,7 @@ impl Bert {
     pub fn load(cfg: BertConfig, config: &serde_json::Value, w: &Weights) -> Result<Self> {
         let graph = graph::GraphWeights::load(&cfg, w)?;
         let fast = fast::FastWeights::from_graph(&graph)?;
-        let head = classifier::ClassHead::load(w.path(), config, w, cfg.hidden_size)?;
+        let head = classifier::ClassHead::load(w.path(), config, w, cfg.hidden_size, cfg.variant)?;
         Ok(Self {
             head,
             act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
@@ -120,7 +162,7 @@ impl Bert {
 
 impl HookedModel for Bert {
     fn family(&self) -> &'static str {
-        "bert"
+        self.cfg.variant.family()
     }
     fn modality(&self) -> Modality {
         Modality::Text
@@ -128,7 +170,10 @@ impl HookedModel for Bert {
 
     fn hook_points(&self) -> Vec<HookPoint> {
         use HookPoint::*;
-        let mut points = vec![Embed, PosEmbed, TokenTypeEmbed];
+        let mut points = vec![Embed, PosEmbed];
+        if self.cfg.variant.has_token_types() {
+            points.push(TokenTypeEmbed);
+        }
         for i in 0..self.cfg.num_hidden_layers {
             points.extend(HookPoint::block(i));
         }
@@ -143,7 +188,7 @@ impl HookedModel for Bert {
     }
 
     fn max_positions(&self) -> Option<usize> {
-        Some(self.cfg.max_position_embeddings)
+        Some(self.cfg.max_tokens())
     }
 
     fn attention_heads(&self) -> Option<usize> {
@@ -255,17 +300,18 @@ impl HookedModel for Bert {
                 )));
             }
             if let Some(&n) = batch.lengths.iter().max() {
-                if n > self.cfg.max_position_embeddings {
-                    return Err(ModelError::Invalid(format!(
-                        "sequence of {n} tokens exceeds max_position_embeddings {}",
-                        self.cfg.max_position_embeddings
-                    )));
-                }
+                self.cfg.check_length(n)?;
             }
-            let padded = batch.type_ids.to_vec2::<u32>()?;
-            let mut type_ids = Vec::with_capacity(rows);
-            for (tys, &n) in padded.iter().zip(&batch.lengths) {
+            let variant = self.cfg.variant;
+            let (types, positions) = (
+                variant.type_ids(batch)?,
+                variant.position_ids(batch, self.cfg.pad_token_id)?,
+            );
+            let (mut type_ids, mut position_ids) =
+                (Vec::with_capacity(rows), Vec::with_capacity(rows));
+            for ((tys, ps), &n) in types.iter().zip(&positions).zip(&batch.lengths) {
                 type_ids.extend_from_slice(&tys[..n]);
+                position_ids.extend_from_slice(&ps[..n]);
             }
             if let Some(ty) = type_ids
                 .iter()
@@ -280,6 +326,7 @@ impl HookedModel for Bert {
             Ok(backward::embedding_gradients(
                 self,
                 embeds,
+                &position_ids,
                 &type_ids,
                 &offsets,
                 last,

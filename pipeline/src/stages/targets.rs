@@ -142,9 +142,7 @@ fn resolve_class_target(
             bias: parts.bias,
             n_classes: labels.len(),
             class,
-            pooler: parts.pooler.map(|(weight, bias)| {
-                Box::new(glassbox_runner::gradients::Pooler { weight, bias })
-            }),
+            pooler: parts.pooler.map(Box::new),
         },
         examples: (0..n).collect(),
         classes: labels.to_vec(),
