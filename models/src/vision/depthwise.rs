@@ -223,7 +223,7 @@ pub(super) struct Relu6Masks<'a> {
 }
 
 /// The input gradient of a depthwise convolution (`taps` `[k, k, c]`), input shape `input`,
-/// in a buffer from `spare`. Each image's gradient rows are built in order: a row is cleared
+/// into `dx` (every value overwritten; a whole batch or a slice of its images). Each image's gradient rows are built in order: a row is cleared
 /// just before the first output row's taps add into it and, with `masks.input`, passed through
 /// the ReLU6 derivative as soon as no later output row reaches it — both while it is in cache,
 /// where a `memset` of the whole buffer first and a `relu6_mask` pass after were three more
@@ -231,23 +231,6 @@ pub(super) struct Relu6Masks<'a> {
 /// pixel by pixel as it is read. Bit-identical to clearing, scattering and masking in turn.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn depthwise_backward(
-    spare: &Recycler,
-    g: &[f32],
-    masks: Relu6Masks<'_>,
-    out: Nhwc,
-    taps: &[f32],
-    k: usize,
-    stride: usize,
-    input: Nhwc,
-) -> Vec<f32> {
-    let mut dx = spare.take(input.len());
-    depthwise_backward_into(&mut dx, g, masks, out, taps, k, stride, input);
-    dx
-}
-
-/// [`depthwise_backward`] into `dx` (every value overwritten), for a slice of a batch's images.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn depthwise_backward_into(
     dx: &mut [f32],
     g: &[f32],
     masks: Relu6Masks<'_>,
@@ -497,8 +480,8 @@ mod tests {
             );
             let g = data(y.len(), 3);
             let none = Relu6Masks::default();
-            let dx =
-                depthwise_backward(&Recycler::default(), &g, none, out, &taps, k, stride, input);
+            let mut dx = vec![0f32; input.len()];
+            depthwise_backward(&mut dx, &g, none, out, &taps, k, stride, input);
             let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(
@@ -582,7 +565,8 @@ mod tests {
                 output: Some(&y),
                 input: Some(&x),
             };
-            let fused = depthwise_backward(&stale, &g, masks, out, &taps, k, stride, input);
+            let mut fused = stale.take(input.len());
+            depthwise_backward(&mut fused, &g, masks, out, &taps, k, stride, input);
             assert_eq!(fused, expected, "size {size} k{k} s{stride}");
         }
     }

@@ -303,8 +303,9 @@ impl EfficientNet {
                 None
             },
         };
-        let mut g_h = depthwise_backward(
-            spare,
+        let mut g_h = spare.take(input_shape.len());
+        depthwise_backward(
+            &mut g_h,
             &g_d,
             masks,
             out_shape,

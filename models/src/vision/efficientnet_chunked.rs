@@ -15,7 +15,7 @@
 use super::backward_parts::Recorder;
 use super::conv::{same_padding, Nhwc};
 use super::depthwise::{
-    conv_depthwise_into, depthwise_backward_into, depthwise_output, DepthwiseFilter, Relu6Masks,
+    conv_depthwise_into, depthwise_backward, depthwise_output, DepthwiseFilter, Relu6Masks,
 };
 use super::efficientnet::{Block, EfficientNet};
 use super::efficientnet_forward::Tape;
@@ -231,7 +231,6 @@ impl EfficientNet {
         let dw_point = dw_point.expect("every block has a depthwise convolution");
         let mut g_d = spare.take(whole.of(n).filtered.len());
         let mut g_in = spare.take(whole.input.len());
-        // Without an expansion the depthwise transpose writes the block's input gradient.
         let mut g_h = b
             .expand
             .as_ref()
@@ -260,33 +259,16 @@ impl EfficientNet {
                     input: expanded.map(|e| &e[wide_rows.clone()]),
                 };
                 let in_rows = per(part.input, b.input);
-                let taps = (&b.depthwise.weight[..], b.kernel, b.stride);
-                match (&b.expand, g_h.as_mut()) {
-                    (Some(e), Some(g_h)) => {
-                        let g_h = &mut g_h[..part.wide.len()];
-                        depthwise_backward_into(
-                            g_h,
-                            g_d,
-                            masks,
-                            part.filtered,
-                            taps.0,
-                            taps.1,
-                            taps.2,
-                            part.wide,
-                        );
-                        let g_i = &mut g_in[in_rows.clone()];
-                        matmul_w(g_h, b.expanded, &e.weight, b.input, g_i);
-                    }
-                    _ => depthwise_backward_into(
-                        &mut g_in[in_rows.clone()],
-                        g_d,
-                        masks,
-                        part.filtered,
-                        taps.0,
-                        taps.1,
-                        taps.2,
-                        part.wide,
-                    ),
+                // Without an expansion the transpose writes the block's input gradient.
+                let dst = match g_h.as_mut() {
+                    Some(g_h) => &mut g_h[..part.wide.len()],
+                    None => &mut g_in[in_rows.clone()],
+                };
+                let (taps, k, stride) = (&b.depthwise.weight, b.kernel, b.stride);
+                depthwise_backward(dst, g_d, masks, part.filtered, taps, k, stride, part.wide);
+                if let (Some(e), Some(g_h)) = (&b.expand, g_h.as_ref()) {
+                    let g_i = &mut g_in[in_rows.clone()];
+                    matmul_w(&g_h[..part.wide.len()], b.expanded, &e.weight, b.input, g_i);
                 }
                 if b.skip() {
                     let g_o = &g_out[per(part.filtered, b.output)];
