@@ -91,7 +91,9 @@ pub struct HookGradients {
 /// What [`HookedModel::pixel_gradients`] returns: one backward from the outputs to the pixels.
 #[derive(Debug, Default)]
 pub struct PixelGradients {
-    /// The outputs `[batch, classes]` of the forward.
+    /// The outputs `[batch, classes]` of the forward; empty from
+    /// [`HookedModel::pixel_gradients_from_hook`] where the family's forward stopped after the
+    /// last hook it needed (EfficientNet, ResNet).
     pub outputs: Vec<f32>,
     /// `∂f/∂pixels`, channels-last `[batch, height, width, 3]` like [`ImageBatch::pixels`].
     pub pixels: Vec<f32>,

@@ -388,7 +388,7 @@ impl HookedModel for EfficientNet {
 
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
-        let logits = self.run(batch, hooks, None)?;
+        let logits = self.run(batch, hooks, None, None)?;
         let classes = self.cfg.num_classes;
         Ok(Tensor::from_vec(
             logits,

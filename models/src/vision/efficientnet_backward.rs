@@ -102,9 +102,14 @@ impl EfficientNet {
         let b = batch.batch;
         check_request(self, b, classes, points, seed)?;
         let available = self.hook_points();
-        // Every activation the backward needs, each in its own buffer, read in place.
+        // Every activation the backward needs, each in its own buffer, read in place. Seeded at
+        // a hook, the forward stops after the last block anyone asked about.
         let mut tape = Tape::default();
-        let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
+        let last_block = match &from_hook {
+            Some((p, _)) => self.last_block_needed(points.iter().chain([p])),
+            None => None,
+        };
+        let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_block)?;
         let inject = match from_hook {
             Some((p, f)) => {
                 check_request(self, b, classes, &[p], seed)?;
@@ -125,30 +130,12 @@ impl EfficientNet {
             self.release(&mut tape, points, Self::block_point(blk, ConvPart::Out));
         }
         let mut record = Recorder::new(points, inject);
-        // Classifier and spatial mean.
-        let mut g_logits = seed.to_vec();
-        record.at(HookPoint::Logits, &mut g_logits, classes)?;
-        let mut g_pooled = vec![0f32; b * HEAD];
-        matmul_w(&g_logits, classes, &self.fc.weight, HEAD, &mut g_pooled);
-        record.at(HookPoint::Pooled, &mut g_pooled, HEAD)?;
-        let (head, head_shape) = tape.get(HookPoint::Head)?;
-        let positions = head_shape.pixels();
-        // Every row is written below.
-        let mut g = spare.take(head.len());
-        for (bi, gp) in g_pooled.chunks_exact(HEAD).enumerate() {
-            for row in g[bi * positions * HEAD..(bi + 1) * positions * HEAD].chunks_exact_mut(HEAD)
-            {
-                row.iter_mut()
-                    .zip(gp)
-                    .for_each(|(r, v)| *r = v / positions as f32);
-            }
-        }
-        record.at(HookPoint::Head, &mut g, HEAD)?;
-        relu6_mask(&mut g, head);
-        self.release(&mut tape, points, HookPoint::Head);
-        let mut g_x = spare.take(b * positions * self.head_in);
-        matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
-        spare.give(g);
+        // Nothing after the last block ran: its output's gradient is zero (and the blocks after
+        // it pass zeros without reading the tape, below).
+        let mut g_x = match last_block {
+            Some(_) => Vec::new(),
+            None => self.head_backward(b, seed, &mut tape, &mut record)?,
+        };
         // Spatial sizes entering each block, from the input size and the strides.
         let stem_hw = (
             same_padding(batch.height, 3, 2),
@@ -242,6 +229,63 @@ impl EfficientNet {
             grads: record.finish(self.family())?,
             pixels,
         })
+    }
+
+    /// From the seed on the logits back through the classifier, the spatial mean and the
+    /// head to the last block's output.
+    fn head_backward(
+        &self,
+        b: usize,
+        seed: &[f32],
+        tape: &mut Tape,
+        record: &mut Recorder<'_>,
+    ) -> Result<Vec<f32>> {
+        let classes = self.cfg.num_classes;
+        let points = record.points();
+        let spare = &self.spare;
+        // Classifier and spatial mean.
+        let mut g_logits = seed.to_vec();
+        record.at(HookPoint::Logits, &mut g_logits, classes)?;
+        let mut g_pooled = vec![0f32; b * HEAD];
+        matmul_w(&g_logits, classes, &self.fc.weight, HEAD, &mut g_pooled);
+        record.at(HookPoint::Pooled, &mut g_pooled, HEAD)?;
+        let (head, head_shape) = tape.get(HookPoint::Head)?;
+        let positions = head_shape.pixels();
+        // Every row is written below.
+        let mut g = spare.take(head.len());
+        for (bi, gp) in g_pooled.chunks_exact(HEAD).enumerate() {
+            for row in g[bi * positions * HEAD..(bi + 1) * positions * HEAD].chunks_exact_mut(HEAD)
+            {
+                row.iter_mut()
+                    .zip(gp)
+                    .for_each(|(r, v)| *r = v / positions as f32);
+            }
+        }
+        record.at(HookPoint::Head, &mut g, HEAD)?;
+        relu6_mask(&mut g, head);
+        self.release(tape, points, HookPoint::Head);
+        let mut g_x = spare.take(b * positions * self.head_in);
+        matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
+        spare.give(g);
+        Ok(g_x)
+    }
+
+    /// The index of the last block the points need (a point inside or at the end of it, the
+    /// stem: block 0); `None` when one needs the head, the pooled features or the logits, or
+    /// the last block anyway.
+    fn last_block_needed<'p>(&self, points: impl Iterator<Item = &'p HookPoint>) -> Option<usize> {
+        let mut last = 0;
+        for p in points {
+            let i = match *p {
+                HookPoint::Stem => 0,
+                HookPoint::Conv { stage, block, .. } => self.blocks.iter().position(|b| {
+                    b.stage == stage as usize && b.index_in_stage == block as usize
+                })?,
+                _ => return None,
+            };
+            last = last.max(i);
+        }
+        (last + 1 < self.blocks.len()).then_some(last)
     }
 
     /// The backward is done with the activation at `point`: back to the recycler, unless the

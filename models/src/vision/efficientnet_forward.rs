@@ -61,12 +61,15 @@ impl Tape {
 impl EfficientNet {
     /// The logits (`[batch, classes]`, row-major). Hooks see every hook point they want; with a
     /// `tape`, every hook point's activation is also kept on it (pass hooks that want nothing:
-    /// a tensor a hook keeps cannot go on the tape).
+    /// a tensor a hook keeps cannot go on the tape). With `last_block`, the forward stops after
+    /// that block (its output on the tape) and returns no logits: a backward seeded at a hook
+    /// inside the network needs nothing after it.
     pub(super) fn run(
         &self,
         batch: &ImageBatch,
         hooks: &mut dyn Hooks,
         mut tape: Option<&mut Tape>,
+        last_block: Option<usize>,
     ) -> Result<Vec<f32>> {
         let shape = Nhwc::of_batch(batch, 3)?;
         let pad = |s: Nhwc, k, stride| {
@@ -101,7 +104,7 @@ impl EfficientNet {
         // Each hooked activation is read where the hooks left it (`hold`): no copy back.
         let mut x = hold(hooks, HookPoint::Stem, x, shape)?;
         let mut x_point = HookPoint::Stem;
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             let chunked = Self::inner_points(b)
                 .into_iter()
                 .flatten()
@@ -176,6 +179,10 @@ impl EfficientNet {
             shape = out_shape;
             x_point = Self::block_point(b, ConvPart::Out);
             x = hold(hooks, x_point, out, shape)?;
+            if last_block == Some(i) {
+                Self::retire(&mut tape, x_point, x, shape);
+                return Ok(Vec::new());
+            }
         }
         let mut head = spare.take(shape.batch * shape.pixels() * HEAD);
         matmul_wt(

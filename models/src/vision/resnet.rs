@@ -356,7 +356,7 @@ impl HookedModel for ResNet {
     /// Returns the logits, or the pooled features for a checkpoint without a classifier.
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
-        let outputs = self.run(batch, hooks, None)?;
+        let outputs = self.run(batch, hooks, None, None)?;
         let width = outputs.len() / batch.batch;
         Ok(Tensor::from_vec(
             outputs,
@@ -424,12 +424,15 @@ pub(super) struct LayerTape {
 impl ResNet {
     /// The forward over `batch`, hooks visited in order; with a `tape`, every activation the
     /// backward reads is kept on it (moved, not copied). Returns the logits, or the pooled
-    /// features for a checkpoint without a classifier.
+    /// features for a checkpoint without a classifier. With `last_layer`, the forward stops
+    /// after that layer (its output on the tape) and returns nothing: a backward seeded at a
+    /// hook inside the network needs nothing after it.
     pub(super) fn run(
         &self,
         batch: &ImageBatch,
         hooks: &mut dyn Hooks,
         mut tape: Option<&mut Tape>,
+        last_layer: Option<usize>,
     ) -> Result<Vec<f32>> {
         let shape = Nhwc::of_batch(batch, self.cfg.num_channels)?;
         let (stem_conv, s) = self.stem.run(&batch.pixels, shape, true);
@@ -440,7 +443,7 @@ impl ResNet {
         visit(hooks, HookPoint::Stem, &mut x, shape)?;
         // With a tape, each layer's input (the stem's output, then each layer's) goes onto it
         // once that layer has read it: moved, not copied.
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             let input = shape;
             let mut inner = Vec::new();
             let (mut h, mut hs) = (Vec::new(), shape);
@@ -480,6 +483,12 @@ impl ResNet {
                     inner,
                     out: (Vec::new(), shape),
                 });
+                if last_layer == Some(index) {
+                    if let Some(l) = t.layers.last_mut() {
+                        l.out.0 = std::mem::take(&mut x);
+                    }
+                    return Ok(Vec::new());
+                }
             }
         }
         let mut pooled = global_mean(&x, shape);

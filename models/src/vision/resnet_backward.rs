@@ -110,33 +110,20 @@ impl ResNet {
         self.pixel_backward(batch, points, &zero, Some((point, seed)))
     }
 
-    fn backward(
+    /// From the seed on the outputs back through the classifier (if any) and the spatial mean
+    /// to the last layer's output.
+    fn head_backward(
         &self,
-        batch: &ImageBatch,
-        points: &[HookPoint],
+        b: usize,
         seed: &[f32],
-        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
-        to_pixels: bool,
-    ) -> Result<Backward> {
-        let b = batch.batch;
+        tape: &Tape,
+        record: &mut Recorder<'_>,
+    ) -> Result<Vec<f32>> {
         let width = self.width();
         let out_width = self
             .classifier
             .as_ref()
             .map_or(width, |_| self.cfg.num_classes);
-        check_request(self, b, out_width, points, seed)?;
-        let available = self.hook_points();
-        let mut tape = Tape::default();
-        let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape))?;
-        let inject = match from_hook {
-            Some((p, f)) => {
-                check_request(self, b, out_width, &[p], seed)?;
-                let a = activation(&tape, &outputs, p, self)?;
-                Some((p, hook_seed(&a, b, self.hook_width(p), f)?))
-            }
-            None => None,
-        };
-        let mut record = Recorder::new(points, inject);
         // The classifier (absent: the seed weighs the pooled features) and the spatial mean.
         let mut g_pooled = match &self.classifier {
             Some(fc) => {
@@ -162,6 +149,62 @@ impl ResNet {
                     .for_each(|(v, p)| *v = p / positions as f32);
             }
         }
+        Ok(g)
+    }
+
+    /// The index of the last layer the points need (the stem's: layer 0, which tapes it);
+    /// `None` when one needs the pooled features or the outputs, or the last layer anyway.
+    fn last_layer_needed<'p>(&self, points: impl Iterator<Item = &'p HookPoint>) -> Option<usize> {
+        let mut last = 0;
+        for p in points {
+            last = last.max(match *p {
+                HookPoint::Stem => 0,
+                HookPoint::Conv { .. } => self.layers.iter().position(|l| Self::point(l) == *p)?,
+                _ => return None,
+            });
+        }
+        (last + 1 < self.layers.len()).then_some(last)
+    }
+
+    fn backward(
+        &self,
+        batch: &ImageBatch,
+        points: &[HookPoint],
+        seed: &[f32],
+        from_hook: Option<(HookPoint, &mut GradientSeed<'_>)>,
+        to_pixels: bool,
+    ) -> Result<Backward> {
+        let b = batch.batch;
+        let width = self.width();
+        let out_width = self
+            .classifier
+            .as_ref()
+            .map_or(width, |_| self.cfg.num_classes);
+        check_request(self, b, out_width, points, seed)?;
+        let available = self.hook_points();
+        let mut tape = Tape::default();
+        // Seeded at a hook, the forward stops after the last layer anyone asked about.
+        let last_layer = match &from_hook {
+            Some((p, _)) => self.last_layer_needed(points.iter().chain([p])),
+            None => None,
+        };
+        let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_layer)?;
+        let inject = match from_hook {
+            Some((p, f)) => {
+                check_request(self, b, out_width, &[p], seed)?;
+                let a = activation(&tape, &outputs, p, self)?;
+                Some((p, hook_seed(&a, b, self.hook_width(p), f)?))
+            }
+            None => None,
+        };
+        let mut record = Recorder::new(points, inject);
+        // Nothing after the last layer ran: its output's gradient is zero (the backward below
+        // runs over the taped layers only).
+        let last = tape.layers.last().map_or(tape.stem.1, |l| l.out.1);
+        let mut g = match last_layer {
+            Some(_) => zeros(last.len()),
+            None => self.head_backward(b, seed, &tape, &mut record)?,
+        };
         // The earliest hook asked for (the stem for pixels): no need to go further back.
         let earliest = if to_pixels {
             0
