@@ -301,6 +301,9 @@ impl Gpt2 {
         let mask = crate::layers::causal_mask(batch)?;
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
+            if hooks.satisfied() {
+                return Ok(x);
+            }
         }
         crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, &self.unembed)
     }

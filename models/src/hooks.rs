@@ -24,6 +24,13 @@ pub trait Hooks {
     fn needs_graph(&self) -> bool {
         false
     }
+    /// Whether the hooks already have all they need and the caller will not read the
+    /// forward's output (a target read off a hook inside the network): the text families'
+    /// differentiable forwards then stop at the end of the current block and return its
+    /// residual stream.
+    fn satisfied(&self) -> bool {
+        false
+    }
 }
 
 /// Records the activations at a set of hook points.

@@ -372,6 +372,9 @@ impl Llama {
         let mask = crate::layers::windowed_causal_mask(batch, self.window())?;
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
+            if hooks.satisfied() {
+                return Ok(x);
+            }
         }
         crate::layers::final_hooks(hooks, self.norm.forward(&x)?, &self.unembed)
     }

@@ -325,6 +325,9 @@ impl Neox {
         let mask = crate::layers::causal_mask(batch)?;
         for i in first..self.blocks.len() {
             x = self.block(i, x, &mask, hooks)?;
+            if hooks.satisfied() {
+                return Ok(x);
+            }
         }
         crate::layers::final_hooks(hooks, self.final_norm.forward(&x)?, &self.unembed)
     }

@@ -112,6 +112,12 @@ impl Hooks for GradientHooks {
     fn needs_graph(&self) -> bool {
         true
     }
+
+    /// The target reads the head's hook, not the outputs: once it and every wanted hook have
+    /// been seen, the rest of the forward is not needed.
+    fn satisfied(&self) -> bool {
+        self.head_value.is_some() && self.wanted.iter().all(|p| self.probes.contains_key(p))
+    }
 }
 
 /// Pools `[batch, seq, width]` over each example's real tokens, differentiably.

@@ -191,6 +191,9 @@ pub(crate) fn forward_from(
     let mask_bias = batch.mask.affine(-min, min)?.reshape((b, 1, 1, t))?;
     for (i, blk) in m.graph.blocks.iter().enumerate().skip(first) {
         x = block(m, i, blk, x, &mask_bias, hooks)?;
+        if hooks.satisfied() {
+            break;
+        }
     }
     Ok(x)
 }

@@ -119,6 +119,9 @@ impl Decoder {
         let mut masks = forward::Masks::new(batch);
         for i in first..self.layers.len() {
             x = self.block(i, x, &mut masks, hooks)?;
+            if hooks.satisfied() {
+                return Ok(x);
+            }
         }
         let normalized = crate::hooks::at(hooks, HookPoint::LnFinal, self.norm.forward(&x)?)?;
         if hooks.wants(HookPoint::Logits) {

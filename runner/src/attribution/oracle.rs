@@ -110,6 +110,10 @@ impl Hooks for EmbedInput {
     fn needs_graph(&self) -> bool {
         self.graph
     }
+    /// A probe target reads its hook, not the outputs: the rest of the forward is not needed.
+    fn satisfied(&self) -> bool {
+        !self.keep.is_empty() && self.keep.iter().all(|p| self.kept.contains_key(p))
+    }
 }
 
 impl<'a> TextOracle<'a> {
