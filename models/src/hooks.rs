@@ -26,8 +26,8 @@ pub trait Hooks {
     }
     /// Whether the hooks already have all they need and the caller will not read the
     /// forward's output (a target read off a hook inside the network): the text families'
-    /// differentiable forwards then stop at the end of the current block and return its
-    /// residual stream.
+    /// forwards then skip the blocks after the current one. The differentiable forwards return
+    /// that block's residual stream; what a fast forward returns then is not the model's output.
     fn satisfied(&self) -> bool {
         false
     }

@@ -279,6 +279,9 @@ fn run(
         layout.hook(hooks, HookPoint::MlpOut(i), out, h)?;
         kernels::layer_norm(out, bias, &a, &blk.ln2.0, &blk.ln2.1, blk.ln2.2);
         x.hook(&layout, hooks, HookPoint::ResidPost(i), h)?;
+        if hooks.satisfied() {
+            break;
+        }
     }
     let (out, x) = x.finish(&layout, h)?;
     // In reverse order of taking, so each buffer comes back to the same role (a stream buffer

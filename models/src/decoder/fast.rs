@@ -291,6 +291,9 @@ impl Decoder {
         let mut bufs = Buffers::take(&mut pool, layout, self);
         for i in first..self.layers.len() {
             self.fast_block(i, layout, &mut x, &mut bufs, hooks, kv)?;
+            if hooks.satisfied() {
+                break;
+            }
         }
         let mut out = std::mem::take(&mut bufs.side);
         Norm::Rms(&self.norm).apply(&x, &mut out)?;

@@ -465,6 +465,9 @@ pub(crate) fn run_stack(
         let point = HookPoint::MlpOut(i);
         add_output(hooks, point, layout, &blk.down, &neurons, x, &mut side)?;
         layout.hook(hooks, HookPoint::ResidPost(i), x, hidden)?;
+        if hooks.satisfied() {
+            break;
+        }
     }
     // In reverse order of taking, so each buffer comes back to the same role.
     pool.extend([interleaved, up, neurons, side, z, qkv, normed]);
