@@ -25,9 +25,10 @@ pub trait Hooks {
         false
     }
     /// Whether the hooks already have all they need and the caller will not read the
-    /// forward's output (a target read off a hook inside the network): the text families'
-    /// forwards then skip the blocks after the current one. The differentiable forwards return
-    /// that block's residual stream; what a fast forward returns then is not the model's output.
+    /// forward's output (a target read off a hook inside the network, extraction): forwards
+    /// then skip the blocks after the current one. The text families' differentiable forwards
+    /// return that block's residual stream; what other forwards return then is not the model's
+    /// output (the CNNs' is empty).
     fn satisfied(&self) -> bool {
         false
     }
@@ -38,6 +39,8 @@ pub trait Hooks {
 pub struct Capture {
     wanted: BTreeSet<HookPoint>,
     pub captured: BTreeMap<HookPoint, Tensor>,
+    /// The caller reads only the captured activations, not the forward's output.
+    only: bool,
 }
 
 impl Capture {
@@ -45,6 +48,17 @@ impl Capture {
         Self {
             wanted: points.into_iter().collect(),
             captured: BTreeMap::new(),
+            only: false,
+        }
+    }
+
+    /// A capture whose caller reads the activations and not the forward's output (extraction,
+    /// a probe's value): once every point is captured it is [`Hooks::satisfied`], and the
+    /// forward skips the blocks after the last one.
+    pub fn only(points: impl IntoIterator<Item = HookPoint>) -> Self {
+        Self {
+            only: true,
+            ..Self::new(points)
         }
     }
 
@@ -69,6 +83,11 @@ impl Hooks for Capture {
             self.captured.insert(point, x.clone());
         }
         Ok(x)
+    }
+    fn satisfied(&self) -> bool {
+        self.only
+            && !self.wanted.is_empty()
+            && self.wanted.iter().all(|p| self.captured.contains_key(p))
     }
 }
 

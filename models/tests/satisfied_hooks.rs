@@ -92,3 +92,77 @@ fn satisfied_hooks_stop_the_differentiable_forward_after_their_block() {
         assert_eq!(hooks.later, 0, "{name}: no hook after block 0 ran");
     }
 }
+
+/// `Capture::only` (extraction, a probe's value): the captured activations equal a full
+/// forward's, and the vision families' forwards stop after the last of them too (their output
+/// is then not the model's: the CNNs give none, ViT and CLIP the residual stream).
+#[test]
+fn capture_only_records_the_same_activations_and_stops() {
+    use glassbox_models::{Capture, ConvPart, ImageBatch};
+    let early = |name: &str| match name {
+        "tiny_resnet" => HookPoint::Conv {
+            stage: 0,
+            block: 0,
+            part: ConvPart::Out,
+        },
+        _ => HookPoint::ResidPost(0),
+    };
+    for (name, size) in [
+        ("tiny_gpt2", 0),
+        ("tiny_llama", 0),
+        ("tiny_gemma2", 0),
+        ("tiny_bert_classifier", 0),
+        ("tiny_vit", 32),
+        ("tiny_clip", 32),
+        ("tiny_resnet", 64),
+    ] {
+        let dir = glassbox_tests::workspace_root()
+            .join("tests/fixtures")
+            .join(name);
+        let spec: ModelSpec = dir.display().to_string().parse().unwrap();
+        let model = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
+        let point = early(name);
+        let run = |capture: &mut Capture| -> Tensor {
+            if size == 0 {
+                let encoded = model.tokenizer().unwrap().encode(&["a calm day"]).unwrap();
+                let refs: Vec<_> = encoded.iter().collect();
+                let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device).unwrap();
+                model.model.forward((&batch).into(), capture).unwrap()
+            } else {
+                let pixels = (0..2 * size * size * 3)
+                    .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                    .collect();
+                let batch = ImageBatch {
+                    pixels,
+                    batch: 2,
+                    height: size,
+                    width: size,
+                };
+                model.model.forward((&batch).into(), capture).unwrap()
+            }
+        };
+        let mut full = Capture::new([point]);
+        let out_full = run(&mut full);
+        let mut only = Capture::only([point]);
+        let out_only = run(&mut only);
+        let (a, b) = (&full.captured[&point], &only.captured[&point]);
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{name}: the same activation");
+        // (Text forwards return a hidden-width stream either way; the test above counts their
+        // later blocks' hooks.)
+        if size > 0 {
+            assert_ne!(
+                out_full.dims(),
+                out_only.dims(),
+                "{name}: the forward stopped after {point}"
+            );
+        }
+    }
+}

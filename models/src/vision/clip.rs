@@ -350,6 +350,9 @@ impl Clip {
         let pos = at(hooks, HookPoint::PosEmbed, pos)?;
         let x = self.pre_ln.forward(&(x + pos)?)?;
         let x = self.vision.forward(x, false, hooks)?;
+        if hooks.satisfied() {
+            return Ok(x);
+        }
         let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.contiguous()?)?;
         let pooled = at(hooks, HookPoint::Pooled, pooled)?.squeeze(1)?;
         let e = pooled.matmul(&self.visual_projection.t()?)?;

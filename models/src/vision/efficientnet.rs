@@ -389,7 +389,8 @@ impl HookedModel for EfficientNet {
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
         let logits = self.run(batch, hooks, None, None)?;
-        let classes = self.cfg.num_classes;
+        // No logits when satisfied hooks stopped the forward.
+        let classes = logits.len() / batch.batch.max(1);
         Ok(Tensor::from_vec(
             logits,
             (batch.batch, classes),

@@ -179,7 +179,7 @@ impl EfficientNet {
             shape = out_shape;
             x_point = Self::block_point(b, ConvPart::Out);
             x = hold(hooks, x_point, out, shape)?;
-            if last_block == Some(i) {
+            if last_block == Some(i) || hooks.satisfied() {
                 Self::retire(&mut tape, x_point, x, shape);
                 return Ok(Vec::new());
             }

@@ -212,6 +212,9 @@ impl Encoder {
             let hidden = at(hooks, HookPoint::MlpPost(i), up)?;
             let m = at(hooks, HookPoint::MlpOut(i), l.down.forward(&hidden)?)?;
             x = at(hooks, HookPoint::ResidPost(i), (x + m)?)?;
+            if hooks.satisfied() {
+                break;
+            }
         }
         Ok(x)
     }

@@ -357,7 +357,8 @@ impl HookedModel for ResNet {
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
         let outputs = self.run(batch, hooks, None, None)?;
-        let width = outputs.len() / batch.batch;
+        // Empty when satisfied hooks stopped the forward.
+        let width = outputs.len() / batch.batch.max(1);
         Ok(Tensor::from_vec(
             outputs,
             (batch.batch, width),
@@ -483,12 +484,12 @@ impl ResNet {
                     inner,
                     out: (Vec::new(), shape),
                 });
-                if last_layer == Some(index) {
-                    if let Some(l) = t.layers.last_mut() {
-                        l.out.0 = std::mem::take(&mut x);
-                    }
-                    return Ok(Vec::new());
+            }
+            if last_layer == Some(index) || hooks.satisfied() {
+                if let Some(l) = tape.as_deref_mut().and_then(|t| t.layers.last_mut()) {
+                    l.out.0 = std::mem::take(&mut x);
                 }
+                return Ok(Vec::new());
             }
         }
         let mut pooled = global_mean(&x, shape);

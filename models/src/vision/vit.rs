@@ -268,6 +268,9 @@ impl Vit {
             self.positions.broadcast_as(x.shape())?.contiguous()?,
         )?;
         let x = self.encoder.forward((x + pos)?, false, hooks)?;
+        if hooks.satisfied() {
+            return Ok(x);
+        }
         let normed = at(hooks, HookPoint::LnFinal, self.ln_final.forward(&x)?)?;
         let pooled = at(
             hooks,

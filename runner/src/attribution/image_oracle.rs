@@ -237,7 +237,7 @@ impl Oracle for ImageOracle<'_> {
                     return self.score(&out.flatten_all()?.to_vec1::<f32>()?, chunk.len());
                 }
             };
-            let mut capture = Capture::new([head.hook]);
+            let mut capture = Capture::only([head.hook]);
             self.model.model.forward((&images).into(), &mut capture)?;
             let h = capture.get(head.hook, self.model.model.family())?;
             let values: Vec<f32> = h.flatten_all()?.to_vec1()?;

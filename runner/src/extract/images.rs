@@ -110,7 +110,8 @@ fn forward_images(
     send: &mut dyn FnMut(usize, super::shard::HookRows) -> bool,
 ) -> Result<bool> {
     let batch = image_batch(data, pre, examples.clone())?;
-    let mut capture = Capture::new(opts.hooks.iter().copied());
+    // Only the hooks are read: the forward stops after the last one.
+    let mut capture = Capture::only(opts.hooks.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
     for (k, hook) in opts.hooks.iter().enumerate() {
         let tensor = capture

@@ -226,7 +226,8 @@ fn forward_batch(
     let encoded = model.tokenizer()?.encode(&texts)?;
     let refs: Vec<&Encoded> = encoded.iter().collect();
     let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
-    let mut capture = Capture::new(opts.hooks.iter().copied());
+    // Only the hooks are read: the forward stops after the last one.
+    let mut capture = Capture::only(opts.hooks.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
     let (_, t) = batch.input_ids.dims2()?;
     let first_id = examples.start as u64;
