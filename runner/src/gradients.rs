@@ -458,7 +458,7 @@ pub fn target_gradients_autograd(
     match start {
         Some(block) => {
             let entry = HookPoint::ResidPre(block);
-            let mut capture = Capture::new([entry]);
+            let mut capture = Capture::only([entry]);
             model.model.forward(batch.into(), &mut capture)?;
             let resid = capture.captured.remove(&entry).ok_or_else(|| {
                 ModelError::Invalid(format!("the fast forward did not produce `{entry}`"))
@@ -506,7 +506,7 @@ pub fn pooled_activations(
         let encoded = model.tokenizer()?.encode(&refs)?;
         let encoded_refs: Vec<&Encoded> = encoded.iter().collect();
         let batch = TokenBatch::from_encoded(&encoded_refs, model.pad_id, &model.device)?;
-        let mut capture = Capture::new(hooks.to_vec());
+        let mut capture = Capture::only(hooks.to_vec());
         model.model.forward((&batch).into(), &mut capture)?;
         for (point, tensor) in &capture.captured {
             let (_, t, w) = tensor.dims3()?;

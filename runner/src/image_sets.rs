@@ -19,7 +19,7 @@ pub fn pooled_images(
     let mut out: BTreeMap<HookPoint, Vec<f32>> = BTreeMap::new();
     for batch in batches {
         let batch = batch?;
-        let mut capture = Capture::new(hooks.iter().copied());
+        let mut capture = Capture::only(hooks.iter().copied());
         model.model.forward((&batch).into(), &mut capture)?;
         for hook in hooks {
             let t = &capture.captured[hook];

@@ -257,7 +257,7 @@ impl HookedModel for Bert {
         }
         Some((|| {
             let entry = HookPoint::ResidPre(first);
-            let mut capture = crate::Capture::new([entry]);
+            let mut capture = crate::Capture::only([entry]);
             fast::forward(self, batch, &mut capture)?;
             let padded = capture.captured.remove(&entry).ok_or_else(|| {
                 ModelError::Invalid(format!("the fast forward did not produce `{entry}`"))

@@ -169,7 +169,7 @@ impl<'a> ImageOracle<'a> {
             )));
         }
         let images = self.images(&[input.to_vec()]);
-        let mut capture = Capture::new(layers.iter().copied());
+        let mut capture = Capture::only(layers.iter().copied());
         self.model.model.forward((&images).into(), &mut capture)?;
         layers
             .iter()

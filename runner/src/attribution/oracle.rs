@@ -139,7 +139,7 @@ impl<'a> TextOracle<'a> {
             }
         }
         let one = TokenBatch::from_encoded(&[&encoded], model.pad_id, &model.device)?;
-        let mut capture = Capture::new([HookPoint::Embed]);
+        let mut capture = Capture::only([HookPoint::Embed]);
         model.model.forward((&one).into(), &mut capture)?;
         let embed = capture.get(HookPoint::Embed, model.model.family())?;
         let (_, _, hidden) = embed.dims3()?;
@@ -177,7 +177,7 @@ impl<'a> TextOracle<'a> {
             spans: vec![None],
         };
         let one = TokenBatch::from_encoded(&[&encoded], self.model.pad_id, &self.model.device)?;
-        let mut capture = Capture::new([HookPoint::Embed]);
+        let mut capture = Capture::only([HookPoint::Embed]);
         self.model.model.forward((&one).into(), &mut capture)?;
         let embed = capture.get(HookPoint::Embed, self.model.model.family())?;
         Ok(embed.get(0)?.get(0)?.to_vec1()?)
