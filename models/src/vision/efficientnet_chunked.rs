@@ -1,13 +1,15 @@
 //! One EfficientNet-Lite block, forward and backward, a few images at a time.
 //!
 //! A block widens its input six times (expansion), filters it (depthwise) and narrows it again
-//! (projection). Run layer by layer over a batch of 16 at 224², the wide tensors are up to 77 MB
-//! each: the expansion writes one to memory, the depthwise convolution reads it back and
-//! writes another, the projection reads that — and the backward streams their gradients the same
-//! way. Those streams, not the arithmetic, bounded the depthwise loops and the projections'
-//! narrow products (integrated gradients on EfficientNet-Lite0, AMD EPYC). Here each stage
-//! runs on a chunk of images whose wide tensors fit in the last-level cache, and the next stage
-//! reads them from there. The arithmetic per image is the same, stage for stage.
+//! (projection). Run layer by layer over a batch of 16 at 224², each wide tensor is up to 77 MB,
+//! and a plain forward holds the whole batch's while the next stage reads it. Here each stage
+//! runs on a chunk of images and the next stage reads the chunk's output at once: a plain forward
+//! (extraction) keeps only one chunk's wide tensors, and the backward's gradients of them are
+//! chunk-sized (the taped forward still keeps the batch's activations for the ReLU6 masks). Peak
+//! memory falls (EfficientNet-Lite0: extraction 370 → 259 MB, IG at batch 16 702 → 599 MB); time
+//! does not change — the chunks were sized to stay in the last-level cache on the guess that the
+//! depthwise loops waited on DRAM, and they did not (docs/perf/attribution.md, session 28). The
+//! arithmetic per image is the same, stage for stage, and so are the results.
 //!
 //! Used when no hook reads or replaces the block's inner activations (a hook sees a whole
 //! batch's tensor before the next stage runs, which a chunk cannot give it).
@@ -24,7 +26,8 @@ use crate::kernels::{add_bias, bias_relu6, matmul_w, matmul_wt, threads, Recycle
 use crate::Result;
 
 /// The wide tensors of one chunk should fit in this many bytes: half of a 32 MiB last-level
-/// cache, leaving room for the chunk's input, output and the weights.
+/// cache. (2 to 16 MiB ran equally fast; the smaller the chunk, the less a plain forward holds,
+/// but the narrower the products.)
 const CHUNK_BYTES: usize = 16 << 20;
 
 /// Images per chunk: as many as keep the chunk's widest tensor (the expansion's output, or its
@@ -112,7 +115,8 @@ impl Wide {
 }
 
 impl EfficientNet {
-    /// Whether [`Self::block_forward_chunked`] may run `b`: no hook wants its inner points.
+    /// The hook points inside block `b` (the expansion's output, if it has one, and the
+    /// depthwise convolution's): the block runs chunk by chunk only when no hook wants them.
     pub(super) fn inner_points(b: &Block) -> [Option<HookPoint>; 2] {
         [
             b.expand
