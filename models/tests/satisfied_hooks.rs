@@ -36,6 +36,17 @@ impl Hooks for FirstBlock {
     }
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 #[test]
 fn satisfied_hooks_stop_the_differentiable_forward_after_their_block() {
     for name in [
@@ -80,15 +91,7 @@ fn satisfied_hooks_stop_the_differentiable_forward_after_their_block() {
             seen.dims(),
             "{name}: the residual stream came back"
         );
-        let diff: f32 = (out - &seen)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name}");
+        assert_eq!(max_abs_diff(&out, &seen), 0.0, "{name}");
         assert_eq!(hooks.later, 0, "{name}: no hook after block 0 ran");
     }
 }
@@ -146,15 +149,7 @@ fn capture_only_records_the_same_activations_and_stops() {
         let mut only = Capture::only([point]);
         let out_only = run(&mut only);
         let (a, b) = (&full.captured[&point], &only.captured[&point]);
-        let diff: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name}: the same activation");
+        assert_eq!(max_abs_diff(a, b), 0.0, "{name}: the same activation");
         // (Text forwards return a hidden-width stream either way; the test above counts their
         // later blocks' hooks.)
         if size > 0 {

@@ -182,3 +182,23 @@ pub(super) fn pooled_hook_gradients<'t>(
     }
     Ok(out)
 }
+
+/// The index of the last block (or layer) of `blocks` that a backward seeded at a hook needs
+/// the forward to run: the latest block any of `points` lies in (`block_of` for a block's
+/// points; the stem's is block 0, which tapes it). `None` when a point lies after every block
+/// (head, pooled features, outputs) or the last block is needed anyway.
+pub(super) fn last_block_needed<'p>(
+    points: impl Iterator<Item = &'p HookPoint>,
+    blocks: usize,
+    block_of: impl Fn(HookPoint) -> Option<usize>,
+) -> Option<usize> {
+    let mut last = 0;
+    for &p in points {
+        last = last.max(match p {
+            HookPoint::Stem => 0,
+            HookPoint::Conv { .. } => block_of(p)?,
+            _ => return None,
+        });
+    }
+    (last + 1 < blocks).then_some(last)
+}

@@ -106,7 +106,16 @@ impl EfficientNet {
         // a hook, the forward stops after the last block anyone asked about.
         let mut tape = Tape::default();
         let last_block = match &from_hook {
-            Some((p, _)) => self.last_block_needed(points.iter().chain([p])),
+            Some((p, _)) => {
+                let index = |q: HookPoint| match q {
+                    HookPoint::Conv { stage, block, .. } => self.blocks.iter().position(|b| {
+                        (b.stage, b.index_in_stage) == (stage as usize, block as usize)
+                    }),
+                    _ => None,
+                };
+                let points = points.iter().chain([p]);
+                backward_parts::last_block_needed(points, self.blocks.len(), index)
+            }
             None => None,
         };
         let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_block)?;
@@ -268,24 +277,6 @@ impl EfficientNet {
         matmul_w(&g, HEAD, &self.head.weight, self.head_in, &mut g_x);
         spare.give(g);
         Ok(g_x)
-    }
-
-    /// The index of the last block the points need (a point inside or at the end of it, the
-    /// stem: block 0); `None` when one needs the head, the pooled features or the logits, or
-    /// the last block anyway.
-    fn last_block_needed<'p>(&self, points: impl Iterator<Item = &'p HookPoint>) -> Option<usize> {
-        let mut last = 0;
-        for p in points {
-            let i = match *p {
-                HookPoint::Stem => 0,
-                HookPoint::Conv { stage, block, .. } => self.blocks.iter().position(|b| {
-                    b.stage == stage as usize && b.index_in_stage == block as usize
-                })?,
-                _ => return None,
-            };
-            last = last.max(i);
-        }
-        (last + 1 < self.blocks.len()).then_some(last)
     }
 
     /// The backward is done with the activation at `point`: back to the recycler, unless the

@@ -152,20 +152,6 @@ impl ResNet {
         Ok(g)
     }
 
-    /// The index of the last layer the points need (the stem's: layer 0, which tapes it);
-    /// `None` when one needs the pooled features or the outputs, or the last layer anyway.
-    fn last_layer_needed<'p>(&self, points: impl Iterator<Item = &'p HookPoint>) -> Option<usize> {
-        let mut last = 0;
-        for p in points {
-            last = last.max(match *p {
-                HookPoint::Stem => 0,
-                HookPoint::Conv { .. } => self.layers.iter().position(|l| Self::point(l) == *p)?,
-                _ => return None,
-            });
-        }
-        (last + 1 < self.layers.len()).then_some(last)
-    }
-
     fn backward(
         &self,
         batch: &ImageBatch,
@@ -185,7 +171,11 @@ impl ResNet {
         let mut tape = Tape::default();
         // Seeded at a hook, the forward stops after the last layer anyone asked about.
         let last_layer = match &from_hook {
-            Some((p, _)) => self.last_layer_needed(points.iter().chain([p])),
+            Some((p, _)) => {
+                let index = |q: HookPoint| self.layers.iter().position(|l| Self::point(l) == q);
+                let points = points.iter().chain([p]);
+                backward_parts::last_block_needed(points, self.layers.len(), index)
+            }
             None => None,
         };
         let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_layer)?;
