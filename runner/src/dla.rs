@@ -250,7 +250,7 @@ fn head_outputs(model: &LoadedModel, encoded: &Encoded) -> Result<Vec<HeadShares
     };
     let t = encoded.ids.len();
     let one = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
-    let mut capture = Capture::new(layers.iter().map(|&l| HookPoint::AttnOut(l)));
+    let mut capture = Capture::only(layers.iter().map(|&l| HookPoint::AttnOut(l)));
     model.model.forward((&one).into(), &mut capture)?;
     let unedited = layers
         .iter()
@@ -413,7 +413,7 @@ fn last_position(
     hooks: &[HookPoint],
 ) -> Result<Vec<Vec<f64>>> {
     let batch = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
-    let mut capture = Capture::new(hooks.iter().copied());
+    let mut capture = Capture::only(hooks.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
     let t = encoded.ids.len();
     hooks

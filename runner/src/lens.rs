@@ -50,7 +50,8 @@ fn read_out(
     run: &'static str,
 ) -> Result<Vec<LensRow>> {
     let batch = TokenBatch::from_encoded(&[encoded], model.pad_id, &model.device)?;
-    let mut capture = Capture::new(layers.iter().copied());
+    // The lens unembeds the captured streams itself: the forward stops after the last.
+    let mut capture = Capture::only(layers.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
     let t = encoded.ids.len();
     // Every layer's last position at once, `[layers, 1, hidden]`: one multiply by the
