@@ -183,17 +183,19 @@ pub(super) fn pooled_hook_gradients<'t>(
     Ok(out)
 }
 
-/// The index of the last block (or layer) of `blocks` that a backward seeded at a hook needs
-/// the forward to run: the latest block any of `points` lies in (`block_of` for a block's
-/// points; the stem's is block 0, which tapes it). `None` when a point lies after every block
-/// (head, pooled features, outputs) or the last block is needed anyway.
-pub(super) fn last_block_needed<'p>(
-    points: impl Iterator<Item = &'p HookPoint>,
+/// The index of the last block (or layer) of `blocks` that a backward seeded at hook `seeded`
+/// needs the forward to run: the latest block the seeded hook or any of `points` lies in
+/// (`block_of` for a block's points; the stem's is block 0, which tapes it). `None` when the
+/// backward starts at the outputs (`seeded` is `None`), a point lies after every block (head,
+/// pooled features, outputs), or the last block is needed anyway.
+pub(super) fn last_block_needed(
+    points: &[HookPoint],
+    seeded: Option<HookPoint>,
     blocks: usize,
     block_of: impl Fn(HookPoint) -> Option<usize>,
 ) -> Option<usize> {
     let mut last = 0;
-    for &p in points {
+    for &p in points.iter().chain([&seeded?]) {
         last = last.max(match p {
             HookPoint::Stem => 0,
             HookPoint::Conv { .. } => block_of(p)?,

@@ -105,19 +105,16 @@ impl EfficientNet {
         // Every activation the backward needs, each in its own buffer, read in place. Seeded at
         // a hook, the forward stops after the last block anyone asked about.
         let mut tape = Tape::default();
-        let last_block = match &from_hook {
-            Some((p, _)) => {
-                let index = |q: HookPoint| match q {
-                    HookPoint::Conv { stage, block, .. } => self.blocks.iter().position(|b| {
-                        (b.stage, b.index_in_stage) == (stage as usize, block as usize)
-                    }),
-                    _ => None,
-                };
-                let points = points.iter().chain([p]);
-                backward_parts::last_block_needed(points, self.blocks.len(), index)
-            }
-            None => None,
+        let index = |q: HookPoint| match q {
+            HookPoint::Conv { stage, block, .. } => self
+                .blocks
+                .iter()
+                .position(|b| (b.stage, b.index_in_stage) == (stage as usize, block as usize)),
+            _ => None,
         };
+        let seeded = from_hook.as_ref().map(|(p, _)| *p);
+        let last_block =
+            backward_parts::last_block_needed(points, seeded, self.blocks.len(), index);
         let logits = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_block)?;
         let inject = match from_hook {
             Some((p, f)) => {

@@ -61,6 +61,13 @@ impl BlockShapes {
         }
     }
 
+    /// Images per chunk for this block (see [`images_per_chunk`]).
+    fn chunk_images(self) -> usize {
+        let batch = self.input.batch;
+        let wide = self.wide.len() / batch.max(1);
+        images_per_chunk(batch, wide, CHUNK_BYTES, threads())
+    }
+
     /// The same shapes for `images` images.
     fn of(self, images: usize) -> Self {
         let with = |s: Nhwc| Nhwc { batch: images, ..s };
@@ -138,12 +145,7 @@ impl EfficientNet {
         mut tape: Option<&mut Tape>,
     ) -> (Vec<f32>, Nhwc) {
         let whole = BlockShapes::new(b, shape);
-        let n = images_per_chunk(
-            shape.batch,
-            whole.wide.len() / shape.batch.max(1),
-            CHUNK_BYTES,
-            threads(),
-        );
+        let n = whole.chunk_images();
         let keep = tape.is_some();
         let mut expanded = b
             .expand
@@ -225,12 +227,7 @@ impl EfficientNet {
     ) -> Result<Vec<f32>> {
         let spare = &self.spare;
         let whole = BlockShapes::new(b, input);
-        let n = images_per_chunk(
-            input.batch,
-            whole.wide.len() / input.batch.max(1),
-            CHUNK_BYTES,
-            threads(),
-        );
+        let n = whole.chunk_images();
         let [expand_point, dw_point] = Self::inner_points(b);
         let dw_point = dw_point.expect("every block has a depthwise convolution");
         let mut g_d = spare.take(whole.of(n).filtered.len());

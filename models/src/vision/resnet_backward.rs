@@ -170,14 +170,10 @@ impl ResNet {
         let available = self.hook_points();
         let mut tape = Tape::default();
         // Seeded at a hook, the forward stops after the last layer anyone asked about.
-        let last_layer = match &from_hook {
-            Some((p, _)) => {
-                let index = |q: HookPoint| self.layers.iter().position(|l| Self::point(l) == q);
-                let points = points.iter().chain([p]);
-                backward_parts::last_block_needed(points, self.layers.len(), index)
-            }
-            None => None,
-        };
+        let index = |q: HookPoint| self.layers.iter().position(|l| Self::point(l) == q);
+        let seeded = from_hook.as_ref().map(|(p, _)| *p);
+        let last_layer =
+            backward_parts::last_block_needed(points, seeded, self.layers.len(), index);
         let outputs = self.run(batch, &mut Capture::new([]), Some(&mut tape), last_layer)?;
         let inject = match from_hook {
             Some((p, f)) => {
