@@ -319,6 +319,35 @@ pub fn minilm_reference() -> (Vec<ReferenceText>, usize) {
     )
 }
 
+/// All token rows of a hook: example_id → rows in position order.
+pub fn token_rows(
+    run: &glassbox_data::RunDir,
+    hook: &str,
+) -> std::collections::BTreeMap<u64, Vec<Vec<f32>>> {
+    let mut rows: std::collections::BTreeMap<u64, Vec<(u32, Vec<f32>)>> =
+        std::collections::BTreeMap::new();
+    glassbox_data::store::read_parts(&run.activations_dir(hook_point(hook)), |b| {
+        let pos = b.positions.expect("token-level shards have positions");
+        for (i, id) in b.example_ids.iter().enumerate() {
+            rows.entry(*id)
+                .or_default()
+                .push((pos[i], b.values[i * b.width..(i + 1) * b.width].to_vec()));
+        }
+        Ok(())
+    })
+    .expect("read activations");
+    rows.into_iter()
+        .map(|(id, mut r)| {
+            r.sort_by_key(|(p, _)| *p);
+            assert!(
+                r.iter().enumerate().all(|(i, (p, _))| *p as usize == i),
+                "positions 0..n"
+            );
+            (id, r.into_iter().map(|(_, v)| v).collect())
+        })
+        .collect()
+}
+
 /// Max |a - b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -95,7 +95,7 @@ impl ActivationWriter {
         if self.meta.kind.has_position() != positions.is_some() {
             return Err(self.error("positions must be given exactly for token-level shards".into()));
         }
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = first_non_finite(&values) {
             return Err(self.error(format!(
                 "non-finite activation {} at example_id {}, unit {}",
                 values[i],
@@ -126,6 +126,7 @@ impl ActivationWriter {
             .write(&batch)
             .map_err(DataError::parquet(&self.tmp))?;
         self.writer.flush().map_err(DataError::parquet(&self.tmp))?;
+        start_writeback(self.writer.inner());
         self.rows += n as u64;
         Ok(())
     }
@@ -146,5 +147,70 @@ impl ActivationWriter {
             path: self.tmp.clone(),
             message,
         }
+    }
+}
+
+/// The index of the first value that is NaN or infinite. Blocks are checked whole, without an
+/// early exit inside, so the check vectorises (it reads every activation the store writes).
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    values
+        .chunks(BLOCK)
+        .enumerate()
+        .find(|(_, block)| !block.iter().fold(true, |ok, v| ok & v.is_finite()))
+        .and_then(|(b, block)| {
+            let i = block.iter().position(|v| !v.is_finite())?;
+            Some(b * BLOCK + i)
+        })
+}
+
+/// Asks the kernel to start writing the file's dirty pages to disk now, without waiting, so
+/// that [`ActivationWriter::finish`]'s `fsync` waits for the last row group only instead of
+/// the whole shard (end-to-end extraction waited ~0.13 s per 350 MB for it). Only a hint:
+/// a failure here changes nothing, since `finish` syncs the file either way.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an open descriptor this writer owns, whole-file range, flags that only start
+    // writeback; no memory is passed to the kernel.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File) {}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_finite;
+
+    /// The first NaN or infinity wherever it falls relative to the blocks, the earliest of
+    /// several, and none in finite data (the largest and smallest floats included).
+    #[test]
+    fn first_non_finite_finds_the_earliest_across_blocks() {
+        let n = 3 * 4096 + 17;
+        let mut values: Vec<f32> = (0..n).map(|i| (i as f32).sin() * 1e3).collect();
+        values[5] = f32::MAX;
+        values[6] = f32::MIN_POSITIVE;
+        values[7] = -f32::MAX;
+        assert_eq!(first_non_finite(&values), None);
+        assert_eq!(first_non_finite(&[]), None);
+        for (at, bad) in [
+            (0, f32::NAN),
+            (4095, f32::INFINITY),
+            (4096, f32::NEG_INFINITY),
+            (n - 1, f32::NAN),
+        ] {
+            let mut v = values.clone();
+            v[at] = bad;
+            assert_eq!(first_non_finite(&v), Some(at), "{bad} at {at}");
+        }
+        let mut v = values.clone();
+        v[9000] = f32::NAN;
+        v[8200] = f32::INFINITY;
+        v[12000] = f32::NAN;
+        assert_eq!(first_non_finite(&v), Some(8200));
     }
 }

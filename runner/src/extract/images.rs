@@ -6,7 +6,7 @@
 //! have no tokens: `tokens.parquet` is not written and `examples.parquet` records
 //! `n_tokens = 1` per image.
 
-use super::shard::{hook_rows, with_f32_slice, write_shard, StoreTarget};
+use super::shard::{hook_rows, send_rows, with_f32_slice, write_shard, StoreTarget};
 use super::{run_shards, validate_hooks, writes_tables, ExtractOptions, ExtractSummary};
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{load_rgb, ImageDataset, Preprocessor};
@@ -113,22 +113,18 @@ fn forward_images(
     // Only the hooks are read: the forward stops after the last one.
     let mut capture = Capture::only(opts.hooks.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
-    for (k, hook) in opts.hooks.iter().enumerate() {
-        let tensor = capture
-            .captured
-            .get(hook)
-            .ok_or_else(|| ModelError::Invalid(format!("the model never reached hook `{hook}`")))?;
+    let sent = send_rows(&capture.captured, &opts.hooks, send, |hook, tensor| {
         let (b, positions, width) = tensor.dims3()?;
-        if b != batch.batch || width != model.model.hook_width(*hook) {
+        if b != batch.batch || width != model.model.hook_width(hook) {
             return Err(ModelError::Invalid(format!(
                 "hook `{hook}` produced shape {:?}, expected [{}, positions, {}]",
                 tensor.dims(),
                 batch.batch,
-                model.model.hook_width(*hook)
+                model.model.hook_width(hook)
             )));
         }
         let lengths = vec![positions; b];
-        let rows = with_f32_slice(tensor, |values| {
+        with_f32_slice(tensor, |values| {
             hook_rows(
                 values,
                 width,
@@ -137,10 +133,10 @@ fn forward_images(
                 examples.start as u64,
                 opts,
             )
-        })?;
-        if !send(k, rows) {
-            return Ok(false);
-        }
+        })
+    })?;
+    if !sent {
+        return Ok(false);
     }
     progress.advance(batch.batch as u64);
     Ok(true)

@@ -1,6 +1,5 @@
-//! One shard of extraction: the forward passes on this thread, Parquet encoding and writing on
-//! a writer thread fed through a bounded queue, so compute and I/O overlap while at most one
-//! batch's hooks wait in memory (see [`queue_len`]).
+//! One shard of extraction: the forward passes, then each batch's hooks encoded and written
+//! to Parquet by the compute pool, several hooks at once (see [`WRITE_GROUP`]).
 
 use super::ExtractOptions;
 use glassbox_data::run::part_name;
@@ -12,25 +11,45 @@ use glassbox_models::LoadedModel;
 use glassbox_models::TokenBatch;
 use glassbox_models::{Capture, HookPoint};
 use glassbox_models::{ModelError, Result};
+use rayon::prelude::*;
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
 
-/// Units (one hook's rows of one batch, ~6 MB at 384 wide and 32 × 128 tokens) that may wait
-/// for the writer thread while it writes another: a whole batch's hooks up to [`MAX_QUEUE`], so
-/// the forward thread hands a batch over and starts the next instead of waiting for the writer.
-/// With room for two units, MiniLM's seven hooks kept one core idle while the writer drained
-/// them (end-to-end extraction 3–5% slower, `glassbox-bench --serve`, four alternating runs).
-fn queue_len(hooks: usize) -> usize {
-    hooks.clamp(2, MAX_QUEUE)
-}
-
-/// The most units waiting: a decoder's 31 hooks all queued cost SmolLM2 226 MiB of peak RSS.
-const MAX_QUEUE: usize = 8;
+/// Hooks whose rows (one hook's rows of one batch, ~6 MB at 384 wide and 32 × 128 tokens) are
+/// held before they are written together, each hook's files by one of the pool's threads.
+///
+/// Why not a writer thread beside the forward: the forward already keeps every core busy, so a
+/// writer thread only took cores from it — MiniLM's end-to-end extraction (7 hooks, two
+/// cores) ran as fast with the writer waited for after every hook as overlapped. Written by
+/// the pool between batches, the encoding (Parquet levels, the finiteness check, the copy into
+/// the page cache) is shared by all cores: end to end ÷ forward alone 0.83 → 0.89, SmolLM2
+/// end to end +10% (docs/perf/extraction-and-kernels.md). At most this many hooks' rows wait:
+/// a decoder's 31 hooks all held cost SmolLM2 226 MiB of peak RSS.
+const WRITE_GROUP: usize = 8;
 
 /// The writers of one hook in one shard.
 struct HookWriters {
     tokens: Option<ActivationWriter>,
     pools: Vec<ActivationWriter>,
+}
+
+impl HookWriters {
+    fn write(&mut self, r: HookRows) -> Result<()> {
+        if let Some(t) = self.tokens.as_mut() {
+            t.write_owned(r.ids, Some(r.positions), r.rows)?;
+        }
+        for (p, values) in self.pools.iter_mut().zip(r.pooled) {
+            p.write_owned(r.pooled_ids.clone(), None, values)?;
+        }
+        Ok(())
+    }
+
+    /// Every file of the hook, closed, synced and renamed into place.
+    fn finish(self) -> Result<()> {
+        for w in self.tokens.into_iter().chain(self.pools) {
+            w.finish()?;
+        }
+        Ok(())
+    }
 }
 
 /// One hook's rows of one batch, ready to write.
@@ -42,11 +61,47 @@ pub(super) struct HookRows {
     pooled: Vec<Vec<f32>>,
 }
 
-enum Message {
-    /// One hook's rows of one batch (the writer's unit, so little waits in the queue).
-    Rows(usize, HookRows),
-    /// All batches sent: finish (rename) the files. Without it, the writer abandons them.
-    Finish,
+/// Rows handed over by the forward and not yet written, by hook.
+struct Pending {
+    rows: Vec<Option<HookRows>>,
+    held: usize,
+}
+
+impl Pending {
+    fn new(hooks: usize) -> Self {
+        Self {
+            rows: (0..hooks).map(|_| None).collect(),
+            held: 0,
+        }
+    }
+
+    /// Holds `rows` of `hook` (first writing what is held if it holds this hook already), and
+    /// writes the group once it is full, so that no more than a group waits while the next
+    /// group's rows are built.
+    fn hold(&mut self, writers: &mut [HookWriters], hook: usize, rows: HookRows) -> Result<()> {
+        if self.rows[hook].is_some() {
+            self.write(writers)?;
+        }
+        self.rows[hook] = Some(rows);
+        self.held += 1;
+        if self.held == WRITE_GROUP {
+            self.write(writers)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every held hook's rows, the hooks in parallel on the pool.
+    fn write(&mut self, writers: &mut [HookWriters]) -> Result<()> {
+        if self.held == 0 {
+            return Ok(());
+        }
+        self.held = 0;
+        writers
+            .par_iter_mut()
+            .zip(self.rows.par_iter_mut())
+            .with_max_len(1)
+            .try_for_each(|(w, rows)| rows.take().map_or(Ok(()), |r| w.write(r)))
+    }
 }
 
 /// The files shard `shard` writes for a hook.
@@ -140,9 +195,10 @@ pub(super) fn run_shard(
     })
 }
 
-/// Runs `forward` over `range` in batches of `opts.batch_size` on this thread while a writer
-/// thread encodes and writes what it hands over; renames the files only when all succeeded.
-/// `forward(examples, send)` returns false when `send` refused (the writer is gone).
+/// Runs `forward` over `range` in batches of `opts.batch_size`, writing what it hands over
+/// between batches; renames the files only when all succeeded (an error leaves only temp
+/// files, which readers never see). `forward(examples, send)` returns false when `send`
+/// refused (a write failed; that error is returned).
 pub(super) fn write_shard(
     target: &StoreTarget<'_>,
     run: &RunDir,
@@ -154,59 +210,30 @@ pub(super) fn write_shard(
         &mut dyn FnMut(usize, HookRows) -> bool,
     ) -> Result<bool>,
 ) -> Result<()> {
-    let writers = open_writers(target, run, opts, shard)?;
-    std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Message>(queue_len(opts.hooks.len()));
-        let writer = scope.spawn(move || -> Result<()> {
-            let mut writers = writers;
-            for message in rx {
-                match message {
-                    Message::Rows(hook, r) => {
-                        let w = &mut writers[hook];
-                        if let Some(t) = w.tokens.as_mut() {
-                            t.write_owned(r.ids, Some(r.positions), r.rows)?;
-                        }
-                        for (p, values) in w.pools.iter_mut().zip(r.pooled) {
-                            p.write_owned(r.pooled_ids.clone(), None, values)?;
-                        }
-                    }
-                    Message::Finish => {
-                        for w in writers {
-                            if let Some(t) = w.tokens {
-                                t.finish()?;
-                            }
-                            for p in w.pools {
-                                p.finish()?;
-                            }
-                        }
-                        return Ok(());
-                    }
-                }
+    let mut writers = open_writers(target, run, opts, shard)?;
+    let mut pending = Pending::new(writers.len());
+    for batch_start in range.clone().step_by(opts.batch_size) {
+        let batch_end = (batch_start + opts.batch_size).min(range.end);
+        let mut failed = None;
+        let mut send = |hook: usize, rows: HookRows| match pending.hold(&mut writers, hook, rows) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
             }
-            // The producer stopped early (an error): leave the temp files unrenamed.
-            Ok(())
-        });
-        let produced = (|| -> Result<()> {
-            for batch_start in range.clone().step_by(opts.batch_size) {
-                let batch_end = (batch_start + opts.batch_size).min(range.end);
-                let mut send =
-                    |hook: usize, rows: HookRows| tx.send(Message::Rows(hook, rows)).is_ok();
-                let sent = forward(batch_start..batch_end, &mut send)?;
-                if !sent {
-                    return Ok(()); // the writer failed; its error is reported below
-                }
-            }
-            let _ = tx.send(Message::Finish);
-            Ok(())
-        })();
-        drop(tx);
-        let written = writer.join().unwrap_or_else(|_| {
-            Err(ModelError::Invalid(
-                "the Parquet writer thread panicked".into(),
-            ))
-        });
-        produced.and(written)
-    })
+        };
+        let sent = forward(batch_start..batch_end, &mut send)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        debug_assert!(sent, "send refused without an error");
+        pending.write(&mut writers)?;
+    }
+    // Closing syncs each file to disk: the files in parallel, so their writes overlap.
+    writers
+        .into_par_iter()
+        .with_max_len(1)
+        .try_for_each(HookWriters::finish)
 }
 
 /// Runs one batch and hands each hook's rows (padding dropped, pools applied) to `send` as
@@ -231,26 +258,51 @@ fn forward_batch(
     model.model.forward((&batch).into(), &mut capture)?;
     let (_, t) = batch.input_ids.dims2()?;
     let first_id = examples.start as u64;
-    for (k, hook) in opts.hooks.iter().enumerate() {
-        let tensor = capture
-            .captured
-            .get(hook)
-            .ok_or_else(|| ModelError::Invalid(format!("the model never reached hook `{hook}`")))?;
-        let width = model.model.hook_width(*hook);
+    let sent = send_rows(&capture.captured, &opts.hooks, send, |hook, tensor| {
+        let width = model.model.hook_width(hook);
         let dims = tensor.dims();
         if dims.len() != 3 || dims[1] != t || dims[2] != width {
             return Err(ModelError::Invalid(format!(
                 "hook `{hook}` produced shape {dims:?}, expected [batch, {t}, {width}]"
             )));
         }
-        let rows = with_f32_slice(tensor, |values| {
+        with_f32_slice(tensor, |values| {
             hook_rows(values, width, &batch.lengths, t, first_id, opts)
-        })?;
-        if !send(k, rows) {
-            return Ok(false);
-        }
+        })
+    })?;
+    if !sent {
+        return Ok(false);
     }
     progress.advance(batch.lengths.iter().map(|&l| l as u64).sum());
+    Ok(true)
+}
+
+/// Builds each hook's rows from the captured activations, [`WRITE_GROUP`] hooks at a time in
+/// parallel (the copy without padding and the pools), and hands them to `send` in hook order;
+/// returns false if `send` refused.
+pub(super) fn send_rows(
+    captured: &std::collections::BTreeMap<HookPoint, candle_core::Tensor>,
+    hooks: &[HookPoint],
+    send: &mut dyn FnMut(usize, HookRows) -> bool,
+    rows_of: impl Fn(HookPoint, &candle_core::Tensor) -> Result<HookRows> + Sync,
+) -> Result<bool> {
+    for (g, group) in hooks.chunks(WRITE_GROUP).enumerate() {
+        let built: Vec<Result<HookRows>> = group
+            .par_iter()
+            .with_max_len(1)
+            .map(|hook| {
+                let tensor = captured.get(hook).ok_or_else(|| {
+                    ModelError::Invalid(format!("the model never reached hook `{hook}`"))
+                })?;
+                rows_of(*hook, tensor)
+            })
+            .collect();
+        for (i, rows) in built.into_iter().enumerate() {
+            if !send(g * WRITE_GROUP + i, rows?) {
+                return Ok(false);
+            }
+        }
+    }
     Ok(true)
 }
 

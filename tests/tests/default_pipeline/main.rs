@@ -10,7 +10,6 @@ use glassbox_data::examples::read_examples;
 use glassbox_data::store::{read_metadata, read_parts, read_pooled_matrix};
 use glassbox_data::RunDir;
 use glassbox_tests::*;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -45,34 +44,6 @@ const RESID_HOOKS: [&str; 7] = [
     "blocks.4.hook_resid_post",
     "blocks.5.hook_resid_post",
 ];
-
-/// All token rows of a hook: example_id → rows in position order.
-fn token_rows(run: &RunDir, hook: &str) -> BTreeMap<u64, Vec<Vec<f32>>> {
-    let mut rows: BTreeMap<u64, Vec<(u32, Vec<f32>)>> = BTreeMap::new();
-    read_parts(
-        &run.activations_dir(glassbox_tests::hook_point(hook)),
-        |b| {
-            let pos = b.positions.expect("token-level shards have positions");
-            for (i, id) in b.example_ids.iter().enumerate() {
-                rows.entry(*id)
-                    .or_default()
-                    .push((pos[i], b.values[i * b.width..(i + 1) * b.width].to_vec()));
-            }
-            Ok(())
-        },
-    )
-    .expect("read activations");
-    rows.into_iter()
-        .map(|(id, mut r)| {
-            r.sort_by_key(|(p, _)| *p);
-            assert!(
-                r.iter().enumerate().all(|(i, (p, _))| *p as usize == i),
-                "positions 0..n"
-            );
-            (id, r.into_iter().map(|(_, v)| v).collect())
-        })
-        .collect()
-}
 
 #[test]
 fn default_pipeline_activations_match_pytorch_hidden_states() {
