@@ -218,3 +218,73 @@ fn closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Activations beyond f16's range (here the token embeddings scaled by 1e6) are refused when
+/// stored as f16 — where they would otherwise be written as infinities — naming the example,
+/// the unit and `--dtype f32`, exit 2, the run unchanged; stored as f32 they extract.
+#[test]
+fn f16_storage_refuses_activations_beyond_its_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = workspace_root().join("tests/fixtures/tiny_gpt2");
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut data = view.data().to_vec();
+            if name.ends_with("wte.weight") {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32);
+                for c in data.chunks_exact_mut(4) {
+                    let v = f32::from_le_bytes(c.try_into().unwrap()) * 1e6;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            (name, view.dtype(), view.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            let view = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
+    let data = tmp.path().join("texts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"hello world\"}\n{\"text\": \"a second text\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let extract = |dtype: &str| {
+        glassbox()
+            .args(["extract", "--quiet", "--hooks", "blocks.0.hook_resid_pre"])
+            .args(["--dtype", dtype, "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let before = snapshot(&run);
+    assert_bad_input(
+        &extract("f16"),
+        &[
+            "beyond f16's range",
+            "example_id 0",
+            "--dtype f32",
+            "blocks.0.hook_resid_pre",
+        ],
+    );
+    assert_eq!(snapshot(&run), before, "the refused run is unchanged");
+    assert_success(&extract("f32"), "extract as f32");
+}

@@ -95,13 +95,21 @@ impl ActivationWriter {
         if self.meta.kind.has_position() != positions.is_some() {
             return Err(self.error("positions must be given exactly for token-level shards".into()));
         }
-        if let Some(i) = first_non_finite(&values) {
-            return Err(self.error(format!(
-                "non-finite activation {} at example_id {}, unit {}",
-                values[i],
-                example_ids[i / width],
-                i % width
-            )));
+        let limit = match self.meta.dtype {
+            ActDtype::F32 => f32::MAX,
+            ActDtype::F16 => F16_ROUNDS_FINITE,
+        };
+        if let Some(i) = first_beyond(&values, limit) {
+            let (v, id, unit) = (values[i], example_ids[i / width], i % width);
+            return Err(self.error(if v.is_finite() {
+                format!(
+                    "activation {v} at example_id {id}, unit {unit} is beyond f16's range (±65504); store activations as f32 (--dtype f32)"
+                )
+            } else {
+                format!(
+                    "non-finite activation {v} at example_id {id}, unit {unit}: the model's forward produced it; check the checkpoint's weights"
+                )
+            }));
         }
         let item: ArrayRef = match self.meta.dtype {
             ActDtype::F32 => Arc::new(Float32Array::from(values)),
@@ -150,16 +158,22 @@ impl ActivationWriter {
     }
 }
 
-/// The index of the first value that is NaN or infinite. Blocks are checked whole, without an
-/// early exit inside, so the check vectorises (it reads every activation the store writes).
-fn first_non_finite(values: &[f32]) -> Option<usize> {
+/// The largest f32 that f16 stores finite: ±65,504 is f16's largest value, and from 65,520 on
+/// rounding to nearest gives an infinity, which the store would keep silently.
+const F16_ROUNDS_FINITE: f32 = 65519.996;
+
+/// The index of the first value that is NaN or beyond ±`limit` (with `f32::MAX`: the first
+/// NaN or infinity). Blocks are checked whole, without an early exit inside, so the check
+/// vectorises (it reads every activation the store writes).
+fn first_beyond(values: &[f32], limit: f32) -> Option<usize> {
     const BLOCK: usize = 4096;
+    let within = |v: &f32| v.abs() <= limit;
     values
         .chunks(BLOCK)
         .enumerate()
-        .find(|(_, block)| !block.iter().fold(true, |ok, v| ok & v.is_finite()))
+        .find(|(_, block)| !block.iter().fold(true, |ok, v| ok & within(v)))
         .and_then(|(b, block)| {
-            let i = block.iter().position(|v| !v.is_finite())?;
+            let i = block.iter().position(|v| !within(v))?;
             Some(b * BLOCK + i)
         })
 }
@@ -184,7 +198,11 @@ fn start_writeback(_file: &std::fs::File) {}
 
 #[cfg(test)]
 mod tests {
-    use super::first_non_finite;
+    use super::first_beyond;
+
+    fn first_non_finite(values: &[f32]) -> Option<usize> {
+        first_beyond(values, f32::MAX)
+    }
 
     /// The first NaN or infinity wherever it falls relative to the blocks, the earliest of
     /// several, and none in finite data (the largest and smallest floats included).
@@ -212,5 +230,27 @@ mod tests {
         v[8200] = f32::INFINITY;
         v[12000] = f32::NAN;
         assert_eq!(first_non_finite(&v), Some(8200));
+    }
+
+    /// f16's limit: what rounds to ±65,504 is kept, what rounds to an infinity (from 65,520
+    /// on) and a NaN are not.
+    #[test]
+    fn beyond_f16_range_is_found() {
+        let limit = super::F16_ROUNDS_FINITE;
+        assert_eq!(
+            limit.to_bits() + 1,
+            65520f32.to_bits(),
+            "the f32 just below 65,520"
+        );
+        assert!(half::f16::from_f32(limit).is_finite());
+        assert!(half::f16::from_f32(f32::from_bits(limit.to_bits() + 1)).is_infinite());
+        let mut v = vec![0.5f32; 5000];
+        v[10] = 65504.0;
+        v[11] = -limit;
+        assert_eq!(first_beyond(&v, limit), None);
+        v[4500] = -65520.0;
+        assert_eq!(first_beyond(&v, limit), Some(4500));
+        v[100] = f32::NAN;
+        assert_eq!(first_beyond(&v, limit), Some(100));
     }
 }
