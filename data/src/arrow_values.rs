@@ -81,6 +81,23 @@ pub(crate) fn arrow_values(path: &Path, name: &str, array: &dyn Array) -> Result
                 .map(|i| get(i, &|i| Value::Float(a.value(i))))
                 .collect()
         }
+        // Categorical columns (pandas `category`, polars `Categorical`, pyarrow's
+        // `dictionary_encode`): each row's value looked up in the dictionary.
+        DataType::Dictionary(_, _) => {
+            let dict = array.as_any_dictionary();
+            let values = arrow_values(path, name, dict.values().as_ref())?;
+            dict.normalized_keys()
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    if dict.keys().is_null(i) {
+                        Value::Null
+                    } else {
+                        values[k].clone()
+                    }
+                })
+                .collect()
+        }
         DataType::List(_) | DataType::LargeList(_) => {
             let lists: Vec<Option<arrow_array::ArrayRef>> = match array.data_type() {
                 DataType::List(_) => array.as_list::<i32>().iter().collect(),

@@ -349,10 +349,11 @@ fn append_batch_rows(
         column: key.into(),
         message: format!("no `{key}` column in the Parquet schema"),
     })?;
-    if !matches!(
-        schema.field(text_index).data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) {
+    let is_string =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let text_type = schema.field(text_index).data_type();
+    let categorical_text = matches!(text_type, DataType::Dictionary(_, v) if is_string(v));
+    if !is_string(text_type) && !categorical_text {
         return Err(DataError::BadColumn {
             path: path.to_path_buf(),
             column: key.into(),

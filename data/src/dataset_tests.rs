@@ -87,3 +87,49 @@ fn csv_without_text_column_is_an_error() {
     let err = read_dataset(&p).unwrap_err().to_string();
     assert!(err.contains("`text`"), "{err}");
 }
+
+/// Categorical columns, as pandas' `category` and polars' `Categorical` write them (Arrow
+/// dictionaries): a label read value by value, a null key a null label, an integer dictionary
+/// an integer label; a categorical text column is text.
+#[test]
+fn parquet_categorical_columns_read_as_their_values() {
+    use arrow_array::types::{Int32Type, Int8Type};
+    use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringViewArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.parquet");
+    let text: DictionaryArray<Int32Type> = vec!["a cat", "a dog", "a cat"].into_iter().collect();
+    let topic: DictionaryArray<Int8Type> = vec![Some("pets"), None, Some("farm")]
+        .into_iter()
+        .collect();
+    let n = DictionaryArray::<Int32Type>::try_new(
+        arrow_array::Int32Array::from(vec![1, 0, 1]),
+        Arc::new(Int64Array::from(vec![7, 9])),
+    )
+    .unwrap();
+    let view = StringViewArray::from(vec!["x", "y", "z"]);
+    let batch = RecordBatch::try_from_iter([
+        ("text", Arc::new(text) as ArrayRef),
+        ("topic", Arc::new(topic) as ArrayRef),
+        ("n", Arc::new(n) as ArrayRef),
+        ("note", Arc::new(view) as ArrayRef),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let d = read_dataset(&path).unwrap();
+    assert_eq!(d.texts, vec!["a cat", "a dog", "a cat"]);
+    let topic = d.column("topic").unwrap();
+    assert_eq!(topic.kind, ColumnKind::Str);
+    assert_eq!(
+        topic.values,
+        vec![Value::Str("pets".into()), Value::Null, Value::Str("farm".into())]
+    );
+    let n = d.column("n").unwrap();
+    assert_eq!(n.kind, ColumnKind::Int);
+    assert_eq!(n.values, vec![Value::Int(9), Value::Int(7), Value::Int(9)]);
+    assert_eq!(d.column("note").unwrap().values[2], Value::Str("z".into()));
+}
