@@ -52,7 +52,7 @@ pub fn read_concept(path: &Path, min_size: usize) -> Result<ConceptSet> {
             let text = std::fs::read_to_string(file).map_err(DataError::io(file))?;
             digest_input.extend_from_slice(file.file_name().unwrap_or_default().as_encoded_bytes());
             digest_input.extend_from_slice(text.as_bytes());
-            let text = text.trim();
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
             if !text.is_empty() {
                 texts.push(text.to_owned());
             }
@@ -145,7 +145,8 @@ mod tests {
         let folder = dir.path().join("food");
         std::fs::create_dir(&folder).unwrap();
         std::fs::write(folder.join("a.txt"), "bread\n").unwrap();
-        std::fs::write(folder.join("b.txt"), "cheese").unwrap();
+        // A byte-order mark (Notepad's UTF-8) is not part of the text.
+        std::fs::write(folder.join("b.txt"), "\u{feff}cheese").unwrap();
         std::fs::write(folder.join("notes.md"), "ignored").unwrap();
         let c = read_concept(&folder, 1).unwrap();
         assert_eq!(c.name, "food");

@@ -131,8 +131,13 @@ struct RawRow {
 
 use crate::json_fields::JsonFields;
 
+/// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 fn read_jsonl(path: &Path, key_column: &str) -> Result<Vec<RawRow>> {
     let content = std::fs::read(path).map_err(DataError::io(path))?;
+    // A UTF-8 byte-order mark, as Windows tools (PowerShell, Notepad) write before the text.
+    let content = content.strip_prefix(UTF8_BOM).unwrap_or(&content);
     let mut rows = Vec::new();
     for (i, line) in content.split(|&b| b == b'\n').enumerate() {
         let row = i + 1;

@@ -99,9 +99,8 @@ fn parquet_categorical_columns_read_as_their_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.parquet");
     let text: DictionaryArray<Int32Type> = vec!["a cat", "a dog", "a cat"].into_iter().collect();
-    let topic: DictionaryArray<Int8Type> = vec![Some("pets"), None, Some("farm")]
-        .into_iter()
-        .collect();
+    let topic: DictionaryArray<Int8Type> =
+        vec![Some("pets"), None, Some("farm")].into_iter().collect();
     let n = DictionaryArray::<Int32Type>::try_new(
         arrow_array::Int32Array::from(vec![1, 0, 1]),
         Arc::new(Int64Array::from(vec![7, 9])),
@@ -126,10 +125,36 @@ fn parquet_categorical_columns_read_as_their_values() {
     assert_eq!(topic.kind, ColumnKind::Str);
     assert_eq!(
         topic.values,
-        vec![Value::Str("pets".into()), Value::Null, Value::Str("farm".into())]
+        vec![
+            Value::Str("pets".into()),
+            Value::Null,
+            Value::Str("farm".into())
+        ]
     );
     let n = d.column("n").unwrap();
     assert_eq!(n.kind, ColumnKind::Int);
     assert_eq!(n.values, vec![Value::Int(9), Value::Int(7), Value::Int(9)]);
     assert_eq!(d.column("note").unwrap().values[2], Value::Str("z".into()));
+}
+
+/// A byte-order mark before the first line (Windows tools write one) is not part of row 1,
+/// with CRLF line ends too; a CSV's likewise.
+#[test]
+fn a_byte_order_mark_starts_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "bom.jsonl",
+        "\u{feff}{\"text\":\"a\",\"topic\":\"x\"}\r\n{\"text\":\"b\",\"topic\":\"y\"}\r\n",
+    );
+    let d = read_dataset(&p).unwrap();
+    assert_eq!(d.texts, vec!["a", "b"]);
+    let p = write(
+        dir.path(),
+        "bom.csv",
+        "\u{feff}text,topic\r\na,x\r\nb,y\r\n",
+    );
+    let d = read_dataset(&p).unwrap();
+    assert_eq!(d.texts, vec!["a", "b"]);
+    assert!(d.column("topic").is_some());
 }
