@@ -103,7 +103,7 @@ impl ActivationWriter {
             let (v, id, unit) = (values[i], example_ids[i / width], i % width);
             return Err(self.error(if v.is_finite() {
                 format!(
-                    "activation {v} at example_id {id}, unit {unit} is beyond f16's range (±65504); store activations as f32 (--dtype f32)"
+                    "activation {v} at example_id {id}, unit {unit} is beyond f16's range (±65504); store activations as f32 (--dtype f32; dtype = \"f32\" under [extract] in a pipeline config)"
                 )
             } else {
                 format!(
