@@ -73,11 +73,11 @@ fn tiny_gpt2_extracts_and_trains_an_sae() {
 fn decoder_bad_inputs_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let src = workspace_root().join("tests/fixtures/tiny_llama");
-    let model = tmp.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(src.join(f), model.join(f)).unwrap();
-    }
+    let model = fixture_copy(
+        &src,
+        &["config.json", "model.safetensors", "tokenizer.json"],
+        tmp.path(),
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     let hooks = |cfg: &serde_json::Value| {
@@ -226,11 +226,7 @@ fn closed_stdout_is_not_a_panic() {
 fn f16_storage_refuses_activations_beyond_its_range() {
     let tmp = tempfile::tempdir().unwrap();
     let src = workspace_root().join("tests/fixtures/tiny_gpt2");
-    let model = tmp.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "tokenizer.json"] {
-        std::fs::copy(src.join(f), model.join(f)).unwrap();
-    }
+    let model = fixture_copy(&src, &["config.json", "tokenizer.json"], tmp.path());
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = weights
@@ -287,4 +283,18 @@ fn f16_storage_refuses_activations_beyond_its_range() {
     );
     assert_eq!(snapshot(&run), before, "the refused run is unchanged");
     assert_success(&extract("f32"), "extract as f32");
+}
+
+/// `files` of the fixture folder `src` copied into `<tmp>/model`, which is returned.
+fn fixture_copy(
+    src: &std::path::Path,
+    files: &[&str],
+    tmp: &std::path::Path,
+) -> std::path::PathBuf {
+    let model = tmp.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in files {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    model
 }
