@@ -146,6 +146,13 @@ pub fn write_delphi_cache(
     }
     // delphi's order: by sequence, position, then latent (its `nonzero()` order).
     entries.sort_unstable_by_key(|e| (e.sequence, e.position, e.latent));
+    // The cache holds activations as f16, where from 65,520 on rounding gives an infinity.
+    if let Some(e) = entries.iter().find(|e| !f16::from_f32(e.value).is_finite()) {
+        return Err(ConceptError::Invalid(format!(
+            "latent {} at sequence {}, position {} of hook `{hook}` has activation {}, beyond the f16 range (±65504) of delphi's cache; rescale the SAE's encoder or leave this hook out",
+            e.latent, e.sequence, e.position, e.value
+        )));
+    }
 
     // Written beside the final folder and renamed into place: a failed export leaves no
     // folder that looks complete.
