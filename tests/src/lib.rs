@@ -348,6 +348,39 @@ pub fn token_rows(
         .collect()
 }
 
+/// A safetensors file with every f32 tensor whose name `scaled` accepts multiplied by
+/// `factor`, the others as they were (at least one must be scaled).
+pub fn scaled_tensors(bytes: &[u8], scaled: impl Fn(&str) -> bool, factor: f32) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).expect("a safetensors file");
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut data = view.data().to_vec();
+            if scaled(&name) {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+                for c in data.chunks_exact_mut(4) {
+                    let v = f32::from_le_bytes(c.try_into().unwrap()) * factor;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            (name, view.dtype(), view.shape().to_vec(), data)
+        })
+        .collect();
+    assert!(
+        tensors.iter().any(|(name, ..)| scaled(name)),
+        "no tensor to scale"
+    );
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            let view = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialise")
+}
+
 /// Max |a - b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

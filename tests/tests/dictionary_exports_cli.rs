@@ -220,7 +220,8 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
     // Codes beyond f16's range (the encoder scaled by 1e6) would be stored as infinities.
     let weights_path = dir.join("sae/sae_weights.safetensors");
     let original = std::fs::read(&weights_path).unwrap();
-    std::fs::write(&weights_path, scaled_encoder(&original, 1e6)).unwrap();
+    let scaled = scaled_tensors(&original, |name| name == "W_enc" || name == "b_enc", 1e6);
+    std::fs::write(&weights_path, scaled).unwrap();
     assert_bad_input(
         &export(&["--context-size", "16", "--splits", "3"]),
         &["beyond the f16 range", HOOK],
@@ -262,34 +263,4 @@ fn sparse_probing_and_the_delphi_cache_from_the_cli() {
         std::fs::read(dir.join("sae/sae_weights.safetensors")).unwrap(),
         weights
     );
-}
-
-/// An SAE weights file with `W_enc` and `b_enc` multiplied by `factor` (every code scales
-/// with it), the other tensors as they were.
-fn scaled_encoder(bytes: &[u8], factor: f32) -> Vec<u8> {
-    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let mut data = view.data().to_vec();
-            if name == "W_enc" || name == "b_enc" {
-                assert_eq!(view.dtype(), safetensors::Dtype::F32);
-                for c in data.chunks_exact_mut(4) {
-                    let v = f32::from_le_bytes(c.try_into().unwrap()) * factor;
-                    c.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            (name, view.dtype(), view.shape().to_vec(), data)
-        })
-        .collect();
-    assert!(tensors.iter().any(|t| t.0 == "W_enc"), "no W_enc");
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| {
-            let view = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
-            (n.clone(), view)
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
 }

@@ -64,15 +64,17 @@ pub(super) struct HookRows {
 /// Rows handed over by the forward and not yet written, by hook.
 struct Pending {
     rows: Vec<Option<HookRows>>,
-    held: usize,
 }
 
 impl Pending {
     fn new(hooks: usize) -> Self {
         Self {
             rows: (0..hooks).map(|_| None).collect(),
-            held: 0,
         }
+    }
+
+    fn held(&self) -> usize {
+        self.rows.iter().flatten().count()
     }
 
     /// Holds `rows` of `hook` (first writing what is held if it holds this hook already), and
@@ -83,8 +85,7 @@ impl Pending {
             self.write(writers)?;
         }
         self.rows[hook] = Some(rows);
-        self.held += 1;
-        if self.held == WRITE_GROUP {
+        if self.held() == WRITE_GROUP {
             self.write(writers)?;
         }
         Ok(())
@@ -92,10 +93,9 @@ impl Pending {
 
     /// Writes every held hook's rows, the hooks in parallel on the pool.
     fn write(&mut self, writers: &mut [HookWriters]) -> Result<()> {
-        if self.held == 0 {
+        if self.held() == 0 {
             return Ok(());
         }
-        self.held = 0;
         writers
             .par_iter_mut()
             .zip(self.rows.par_iter_mut())
