@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 pool: a.pool,
                 seed: a.seed,
                 test_fraction: a.test_fraction,
+                split_by: a.split_by,
                 ..ProbeSection::default()
             };
             let run = open_run(&a.run)?;

@@ -47,13 +47,14 @@ pub enum Target {
 
 /// A label resolved to rows: `items[i]` is an example row (sequence level) or a token row
 /// (token level) and `types[i]` its type for the control task (the lower-cased word, or the
-/// example's text).
+/// example's text), from the text `texts[i]` (its `example_id`).
 #[derive(Debug, Clone)]
 pub struct LabelSet {
     pub name: String,
     pub level: Level,
     pub items: Vec<usize>,
     pub types: Vec<String>,
+    pub texts: Vec<u64>,
     pub target: Target,
 }
 
@@ -134,6 +135,7 @@ pub fn sequence_labels(examples: &Examples, name: &str, source: &str) -> Result<
     Ok(LabelSet {
         name: name.to_owned(),
         level: Level::Sequence,
+        texts: items.iter().map(|&r| examples.example_ids[r]).collect(),
         items,
         types,
         target,
@@ -189,6 +191,7 @@ pub fn token_labels(
     let mut words_cache: Option<(usize, Vec<(usize, usize)>)> = None;
     let mut items = Vec::new();
     let mut types = Vec::new();
+    let mut texts = Vec::new();
     let mut raw = Vec::new();
     for t in 0..tokens.len() {
         let Some((start, end)) = tokens.spans[t] else {
@@ -228,6 +231,7 @@ pub fn token_labels(
         };
         let Some(label) = label else { continue };
         items.push(t);
+        texts.push(tokens.example_ids[t]);
         types.push(word.to_lowercase());
         raw.push(label);
     }
@@ -236,6 +240,7 @@ pub fn token_labels(
         level: Level::Token,
         items,
         types,
+        texts,
         target: classes_of(name, raw.into_iter())?,
     })
 }

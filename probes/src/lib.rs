@@ -13,6 +13,7 @@
 
 mod error;
 mod features;
+mod grouped_split;
 pub mod labels;
 mod lbfgs;
 pub mod logistic;
@@ -29,8 +30,9 @@ mod split;
 mod weights;
 
 pub use error::ProbeError;
+pub use grouped_split::{grouped_stratified_split, Uncovered};
 pub use labels::{Level, BUILTIN_LABELERS};
-pub use options::ProbeOptions;
+pub use options::{ProbeOptions, SplitBy};
 pub use probe::Standardizer;
 pub use results::{
     best_per_label, read_neurons, read_results, read_topk, write_neurons, write_results,
@@ -90,8 +92,13 @@ pub fn run_probes(
         let p = prepare(set, opts)?;
         if !p.dropped.is_empty() {
             progress.note(&format!(
-                "probe `{}`: left out classes with fewer than {} examples: {}",
+                "probe `{}`: left out classes in fewer {} than the {} parts of the split: {}",
                 set.name,
+                if set.level == Level::Token && opts.split_by == SplitBy::Text {
+                    "texts"
+                } else {
+                    "examples"
+                },
                 opts.split_parts(),
                 p.dropped.join(", ")
             ));
@@ -192,70 +199,129 @@ fn prepare(set: &LabelSet, opts: &ProbeOptions) -> Result<Prepared> {
         column: set.name.clone(),
         message,
     };
-    let (classes, names, values, dropped) = match &set.target {
+    let by_text = set.level == Level::Token && opts.split_by == SplitBy::Text;
+    let unit = if by_text { "texts" } else { "examples" };
+    let parts = opts.split_parts();
+    let (val, test, seed) = (opts.validation_fraction, opts.test_fraction, opts.seed);
+    let texts_of = |rows: &[usize]| -> Vec<u64> { rows.iter().map(|&r| set.texts[r]).collect() };
+    match &set.target {
         Target::Classes { classes, names } => {
-            let mut counts = vec![0usize; names.len()];
-            rows.iter().for_each(|&r| counts[classes[r]] += 1);
-            let keep: Vec<bool> = counts.iter().map(|&c| c >= opts.split_parts()).collect();
-            let dropped: Vec<String> = (0..names.len())
-                .filter(|&c| !keep[c])
-                .map(|c| format!("{} ({})", names[c], counts[c]))
-                .collect();
-            rows.retain(|&r| keep[classes[r]]);
-            let mut renumber = vec![usize::MAX; names.len()];
-            let mut kept_names = Vec::new();
-            for (c, name) in names.iter().enumerate() {
-                if keep[c] {
-                    renumber[c] = kept_names.len();
-                    kept_names.push(name.clone());
+            let mut dropped = Vec::new();
+            loop {
+                // Per class: its rows, or the texts holding it when texts stay whole.
+                let mut counts = vec![0usize; names.len()];
+                if by_text {
+                    let mut seen = std::collections::HashSet::new();
+                    for &r in &rows {
+                        if seen.insert((classes[r], set.texts[r])) {
+                            counts[classes[r]] += 1;
+                        }
+                    }
+                } else {
+                    rows.iter().for_each(|&r| counts[classes[r]] += 1);
                 }
+                let rare: Vec<usize> = (0..names.len())
+                    .filter(|&c| counts[c] > 0 && counts[c] < parts)
+                    .collect();
+                dropped.extend(
+                    rare.iter()
+                        .map(|&c| format!("{} ({} {unit})", names[c], counts[c])),
+                );
+                rows.retain(|&r| !rare.contains(&classes[r]));
+                let present: Vec<usize> =
+                    (0..names.len()).filter(|&c| counts[c] >= parts).collect();
+                if present.len() < 2 {
+                    return Err(label_error(format!(
+                        "needs at least two classes with {parts} or more {unit} each (train, validation, test); found {} — {}",
+                        present.len(),
+                        names
+                            .iter()
+                            .zip(&counts)
+                            .map(|(n, c)| format!("{n}: {c}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                let mut renumber = vec![usize::MAX; names.len()];
+                for (new, &c) in present.iter().enumerate() {
+                    renumber[c] = new;
+                }
+                let kept: Vec<usize> = rows.iter().map(|&r| renumber[classes[r]]).collect();
+                let split = if by_text {
+                    match grouped_stratified_split(
+                        &kept,
+                        &texts_of(&rows),
+                        present.len(),
+                        val,
+                        test,
+                        seed,
+                    ) {
+                        Ok(split) => split,
+                        // Whole texts could not bring these classes to every part: leave them
+                        // out too and split again.
+                        Err(Uncovered(missing)) => {
+                            let missing: Vec<usize> = missing.iter().map(|&k| present[k]).collect();
+                            dropped.extend(missing.iter().map(|&c| {
+                                format!(
+                                    "{} ({} {unit}, too few left for every part)",
+                                    names[c], counts[c]
+                                )
+                            }));
+                            rows.retain(|&r| !missing.contains(&classes[r]));
+                            continue;
+                        }
+                    }
+                } else {
+                    stratified_split(&kept, present.len(), val, test, seed).map_err(label_error)?
+                };
+                return Ok(Prepared {
+                    types: rows.iter().map(|&r| set.types[r].clone()).collect(),
+                    rows,
+                    classes: kept,
+                    names: present.iter().map(|&c| names[c].clone()).collect(),
+                    values: Vec::new(),
+                    dropped,
+                    split,
+                });
             }
-            if kept_names.len() < 2 {
-                return Err(label_error(format!(
-                    "needs at least two classes with {} or more examples each (train, validation, test); found {} — {}",
-                    opts.split_parts(),
-                    kept_names.len(),
-                    names
-                        .iter()
-                        .zip(&counts)
-                        .map(|(n, c)| format!("{n}: {c}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let classes: Vec<usize> = rows.iter().map(|&r| renumber[classes[r]]).collect();
-            (classes, kept_names, Vec::new(), dropped)
         }
         Target::Values(values) => {
-            if rows.len() < 3 * opts.split_parts() {
+            let n_units = if by_text {
+                texts_of(&rows)
+                    .into_iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            } else {
+                rows.len()
+            };
+            if n_units < 3 * parts {
                 return Err(label_error(format!(
-                    "{} labelled examples are too few for a train/validation/test split",
-                    rows.len()
+                    "{n_units} labelled {unit} are too few for a train/validation/test split"
                 )));
             }
-            let values: Vec<f64> = rows.iter().map(|&r| values[r]).collect();
-            (vec![0; rows.len()], Vec::new(), values, Vec::new())
+            let single = vec![0; rows.len()];
+            let split = if by_text {
+                grouped_stratified_split(&single, &texts_of(&rows), 1, val, test, seed).map_err(
+                    |_| {
+                        label_error(format!(
+                            "{n_units} {unit} cannot fill every part of the split"
+                        ))
+                    },
+                )?
+            } else {
+                stratified_split(&single, 1, val, test, seed).map_err(label_error)?
+            };
+            Ok(Prepared {
+                types: rows.iter().map(|&r| set.types[r].clone()).collect(),
+                values: rows.iter().map(|&r| values[r]).collect(),
+                classes: single,
+                rows,
+                names: Vec::new(),
+                dropped: Vec::new(),
+                split,
+            })
         }
-    };
-    let n_split_classes = names.len().max(1);
-    let split = stratified_split(
-        &classes,
-        n_split_classes,
-        opts.validation_fraction,
-        opts.test_fraction,
-        opts.seed,
-    )
-    .map_err(label_error)?;
-    let types = rows.iter().map(|&r| set.types[r].clone()).collect();
-    Ok(Prepared {
-        rows,
-        classes,
-        names,
-        values,
-        types,
-        dropped,
-        split,
-    })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -74,12 +74,45 @@ pub fn bootstrap_ci(
     }
     let mut rng = SeededRng::new(seed);
     let mut sample = vec![0usize; n];
-    let mut values: Vec<f64> = (0..resamples)
+    let values: Vec<f64> = (0..resamples)
         .map(|_| {
             sample.iter_mut().for_each(|s| *s = rng.below(n));
             metric(&sample)
         })
         .collect();
+    percentile_interval(values)
+}
+
+/// Percentile-bootstrap 95% interval of `metric` resampling whole clusters of row indices
+/// (Davison & Hinkley 1997, §3.8): as many clusters as there are, drawn with replacement, their
+/// rows concatenated. Rows that are not independent — the tokens of one text — widen the
+/// interval as they should. Singleton clusters `[0], [1], …` give [`bootstrap_ci`]'s interval.
+pub fn cluster_bootstrap_ci(
+    clusters: &[Vec<usize>],
+    resamples: usize,
+    seed: u64,
+    metric: impl Fn(&[usize]) -> f64,
+) -> (f64, f64) {
+    if clusters.is_empty() || resamples == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = SeededRng::new(seed);
+    let mut sample = Vec::new();
+    let values: Vec<f64> = (0..resamples)
+        .map(|_| {
+            sample.clear();
+            for _ in 0..clusters.len() {
+                sample.extend_from_slice(&clusters[rng.below(clusters.len())]);
+            }
+            metric(&sample)
+        })
+        .collect();
+    percentile_interval(values)
+}
+
+/// The 2.5th and 97.5th percentiles of the resampled values.
+fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+    let resamples = values.len();
     values.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| values[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
     (at(0.025), at(0.975))
@@ -115,5 +148,28 @@ mod tests {
         let point = accuracy(&truth, &predicted);
         assert!(a.0 < point && point < a.1, "{a:?} around {point}");
         assert!(a.1 - a.0 < 0.15);
+    }
+
+    #[test]
+    fn cluster_bootstrap_of_singletons_is_the_row_bootstrap_and_clusters_widen_it() {
+        let truth: Vec<usize> = (0..200).map(|i| i % 2).collect();
+        // Errors clumped in runs of ten rows, as a sentence's tokens would be.
+        let predicted: Vec<usize> = (0..200)
+            .map(|i| if (i / 10) % 5 == 0 { 1 - i % 2 } else { i % 2 })
+            .collect();
+        let f = |s: &[usize]| {
+            let t: Vec<usize> = s.iter().map(|&i| truth[i]).collect();
+            let p: Vec<usize> = s.iter().map(|&i| predicted[i]).collect();
+            accuracy(&t, &p)
+        };
+        let singletons: Vec<Vec<usize>> = (0..200).map(|i| vec![i]).collect();
+        let rows = bootstrap_ci(200, 500, 4, f);
+        assert_eq!(cluster_bootstrap_ci(&singletons, 500, 4, f), rows);
+        let runs: Vec<Vec<usize>> = (0..20).map(|r| (r * 10..r * 10 + 10).collect()).collect();
+        let clustered = cluster_bootstrap_ci(&runs, 500, 4, f);
+        assert!(
+            clustered.1 - clustered.0 > 1.5 * (rows.1 - rows.0),
+            "clustered {clustered:?} against rows {rows:?}"
+        );
     }
 }

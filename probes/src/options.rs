@@ -14,6 +14,10 @@ pub struct ProbeOptions {
     /// The pooled activations of sequence-level probes: `mean`, `cls`, `last` or `max`.
     pub pool: Pool,
     pub seed: u64,
+    /// What token-level splits keep whole: `text` (every token of a text in one part, test
+    /// CIs resampling texts) or `token` (tokens split independently — sentences then straddle
+    /// train and test). Sequence-level rows are texts either way.
+    pub split_by: SplitBy,
     /// Fraction of each class held out for testing.
     pub test_fraction: f64,
     /// Fraction of each class held out to choose the L2 strength.
@@ -39,6 +43,36 @@ pub struct ProbeOptions {
     pub random_draws: usize,
 }
 
+/// The unit a token-level split keeps in one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitBy {
+    Text,
+    Token,
+}
+
+impl std::fmt::Display for SplitBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitBy::Text => "text",
+            SplitBy::Token => "token",
+        })
+    }
+}
+
+impl std::str::FromStr for SplitBy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "text" => Ok(SplitBy::Text),
+            "token" => Ok(SplitBy::Token),
+            other => Err(format!(
+                "unknown split unit `{other}`; use `text` (tokens of a text stay together) or `token`"
+            )),
+        }
+    }
+}
+
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
@@ -46,6 +80,7 @@ impl Default for ProbeOptions {
             token_labels: Vec::new(),
             pool: Pool::Mean,
             seed: 0,
+            split_by: SplitBy::Text,
             test_fraction: 0.2,
             validation_fraction: 0.2,
             l2_grid: vec![0.1, 1.0, 10.0, 100.0, 1000.0],

@@ -3,7 +3,7 @@
 //! MDL code length and the neuron ranking.
 
 use crate::logistic::{self, Logistic, Problem};
-use crate::metrics::{accuracy, bootstrap_ci, macro_f1, r2};
+use crate::metrics::{accuracy, macro_f1, r2};
 use crate::{mdl, ridge, ProbeError, ProbeOptions, Result, Split};
 use glassbox_data::rng::SeededRng;
 use std::collections::HashMap;
@@ -164,7 +164,7 @@ pub fn fit_classifier(
         .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
         .unwrap_or(0);
     let boot = |f: &dyn Fn(&[usize], &[usize]) -> f64, salt: u64| {
-        bootstrap_ci(y_test.len(), opts.bootstrap, seed ^ salt, |s| {
+        split.test_bootstrap_ci(opts.bootstrap, seed ^ salt, |s| {
             f(&pick(&y_test, s), &pick(&predicted, s))
         })
     };
@@ -220,7 +220,7 @@ pub fn fit_regression(
     let train_mean = y_train.iter().sum::<f64>() / y_train.len().max(1) as f64;
     let scores = Scores {
         score: r2(&y_test, &predicted),
-        ci: bootstrap_ci(y_test.len(), opts.bootstrap, seed ^ 1, |s| {
+        ci: split.test_bootstrap_ci(opts.bootstrap, seed ^ 1, |s| {
             r2(&pick(&y_test, s), &pick(&predicted, s))
         }),
         f1: None,

@@ -1,14 +1,36 @@
 //! Seeded stratified train/validation/test split.
 
+use crate::metrics::{bootstrap_ci, cluster_bootstrap_ci};
 use glassbox_data::rng::SeededRng;
 
 /// Indices into the labelled examples.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Split {
     pub train: Vec<usize>,
     /// Used to choose the L2 strength; empty when there is nothing to choose.
     pub validation: Vec<usize>,
     pub test: Vec<usize>,
+    /// The test part's bootstrap clusters, as positions into `test`: the tokens of one text
+    /// are resampled together, since they are not independent draws. Empty: every test row
+    /// is its own cluster.
+    pub test_clusters: Vec<Vec<usize>>,
+}
+
+impl Split {
+    /// Percentile-bootstrap 95% interval of `metric` over the test part (positions into
+    /// `test`), resampling its clusters when it has them and its rows otherwise.
+    pub fn test_bootstrap_ci(
+        &self,
+        resamples: usize,
+        seed: u64,
+        metric: impl Fn(&[usize]) -> f64,
+    ) -> (f64, f64) {
+        if self.test_clusters.is_empty() {
+            bootstrap_ci(self.test.len(), resamples, seed, metric)
+        } else {
+            cluster_bootstrap_ci(&self.test_clusters, resamples, seed, metric)
+        }
+    }
 }
 
 /// Holds out `round(n_c · test_fraction)` examples of each class `c` for testing and
@@ -23,11 +45,7 @@ pub fn stratified_split(
     seed: u64,
 ) -> Result<Split, String> {
     let mut rng = SeededRng::new(seed);
-    let mut split = Split {
-        train: Vec::new(),
-        validation: Vec::new(),
-        test: Vec::new(),
-    };
+    let mut split = Split::default();
     let parts = 2 + usize::from(validation_fraction > 0.0);
     for c in 0..n_classes {
         let mut members: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == c).collect();

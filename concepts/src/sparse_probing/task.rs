@@ -49,6 +49,7 @@ pub fn score(
         train: to_pooled(&member_split.train),
         validation: to_pooled(&member_split.validation),
         test: to_pooled(&member_split.test),
+        test_clusters: Vec::new(),
     };
     // Classes by pooled row (rows outside the task are never read).
     let mut classes = vec![0usize; pooled.len()];

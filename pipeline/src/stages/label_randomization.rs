@@ -75,6 +75,7 @@ pub(crate) fn shuffled_label_head(
         train: all.clone(),
         validation: Vec::new(),
         test: all,
+        test_clusters: Vec::new(),
     };
     let opts = ProbeOptions {
         l2_grid: vec![resolved.l2],

@@ -64,6 +64,11 @@ fn probe_settings_and_degenerate_labels_are_refused() {
             probe("NaN l2", "--label topic --l2 NaN", &["l2 grid"]),
             probe("negative l2", "--label topic --l2=-1", &["l2 grid"]),
             probe("unknown pool", "--label topic --pool median", &["`median`"]),
+            probe(
+                "unknown split unit",
+                "--token-label @word_class --split-by sentence",
+                &["`sentence`", "text", "token"],
+            ),
             probe("no labels", "", &["no labels"]),
             probe(
                 "one-class label",
