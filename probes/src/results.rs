@@ -176,6 +176,13 @@ pub fn write_topk(run: &RunDir, rows: &[TopKRow]) -> Result<()> {
 /// Reads `probes/results.parquet` back.
 pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
     let path = results_path(run);
+    if !path.exists() {
+        return Err(DataError::Store {
+            path,
+            message: "not found: this run has no probes yet; run `glassbox probe --run DIR --label COLUMN` first".into(),
+        }
+        .into());
+    }
     let mut out = Vec::new();
     for batch in table::read_table(&path)? {
         let col = |name: &str| {

@@ -425,6 +425,18 @@ fn bad_pairs_are_refused_naming_the_row() {
         e.contains("row 1") && e.contains("answer") && e.contains("exactly one"),
         "{e}"
     );
+    let same = write(
+        "same.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a b\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    let e = prepare_pairs(&model, &same).unwrap_err().to_string();
+    assert!(e.contains("row 1") && e.contains("same tokens"), "{e}");
+    let empty = write(
+        "empty.jsonl",
+        "{\"clean\": \"\", \"corrupted\": \"\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    let e = prepare_pairs(&model, &empty).unwrap_err().to_string();
+    assert!(e.contains("row 1") && e.contains("empty"), "{e}");
     let mut opts = options(vec![HookPoint::Logits]);
     opts.atp = false;
     let pairs = read_pairs(&fixtures().join("patching/pairs.jsonl")).unwrap();

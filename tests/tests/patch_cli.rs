@@ -128,6 +128,27 @@ fn bad_pairs_and_hooks_are_refused_before_anything_is_written() {
         &patch(&run, &long, &[]),
         &["row 1", "answer", "exactly one"],
     );
+    let same_prompts = write(
+        "same_prompts.jsonl",
+        "{\"clean\": \"the chef roasted\", \"corrupted\": \"the chef roasted\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    assert_bad_input(
+        &patch(&run, &same_prompts, &[]),
+        &["row 1", "same tokens", "corrupted"],
+    );
+    let empty = write(
+        "empty.jsonl",
+        "{\"clean\": \"\", \"corrupted\": \"\", \"answer\": \" the\", \"wrong\": \" a\"}\n",
+    );
+    assert_bad_input(&patch(&run, &empty, &[]), &["row 1", "empty"]);
+    let same_answer = write(
+        "same_answer.jsonl",
+        "{\"clean\": \"a b\", \"corrupted\": \"a c\", \"answer\": \" the\", \"wrong\": \" the\"}\n",
+    );
+    assert_bad_input(
+        &patch(&run, &same_answer, &[]),
+        &["row 1", "same token", "--metric prob"],
+    );
     let pairs = workspace_root().join("tests/fixtures/patching/pairs.jsonl");
     assert_bad_input(
         &patch(&run, &pairs, &["--hooks", "logits"]),

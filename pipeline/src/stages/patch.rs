@@ -18,8 +18,8 @@ use glassbox_runner::patch_tables::{
 };
 use glassbox_runner::patching::{
     ablate, ablate_features, check_patchable, patch_pair, patch_target_pair, positions_for,
-    prepare_pairs, AblationOptions, FeatureDictionary, PairSummary, PatchOptions, PreparedPair,
-    TargetPair,
+    prepare_pairs, AblationOptions, FeatureDictionary, Metric, PairSummary, PatchOptions,
+    PreparedPair, TargetPair,
 };
 
 /// What a patching run found, for the terminal.
@@ -153,6 +153,14 @@ pub fn run_patch_parts(
             let prepared = prepare_pairs(&model, &pairs)?;
             for pair in &prepared {
                 positions_for(&settings.positions, pair)?;
+                if settings.metric == Metric::LogitDiff && pair.answer == pair.wrong {
+                    bail!(
+                        "{}: row {}: answer and wrong are the same token ({:?}); their logit difference is 0 whatever is patched — give a different wrong token, or use --metric prob/logprob",
+                        settings.pairs.display(),
+                        pair.row + 1,
+                        pairs.answer[pair.row]
+                    );
+                }
             }
             Prepared::Answers(prepared)
         }

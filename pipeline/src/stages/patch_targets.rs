@@ -9,7 +9,7 @@ use glassbox_data::images::load_rgb;
 use glassbox_data::pairs::PromptPairs;
 use glassbox_data::{Modality, Pool, RunDir};
 use glassbox_models::LoadedModel;
-use glassbox_runner::patching::{PairInput, TargetHead, TargetPair};
+use glassbox_runner::patching::{encode_pair, PairInput, TargetHead, TargetPair};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -97,22 +97,7 @@ fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<(TargetHead,
 }
 
 fn texts(model: &LoadedModel, pairs: &PromptPairs, row: usize) -> Result<(PairInput, PairInput)> {
-    let mut enc = model
-        .tokenizer()?
-        .encode(&[&pairs.clean[row], &pairs.corrupted[row]])?;
-    let corrupted = enc.pop().expect("two encodings");
-    let clean = enc.pop().expect("two encodings");
-    if clean.ids.len() != corrupted.ids.len() {
-        bail!(
-            "{}: row {}: clean has {} tokens {:?} but corrupted has {} {:?}; patching compares positions one to one, so make the two texts tokenise to the same length",
-            pairs.source.display(),
-            row + 1,
-            clean.ids.len(),
-            clean.tokens,
-            corrupted.ids.len(),
-            corrupted.tokens
-        );
-    }
+    let (clean, corrupted) = encode_pair(model.tokenizer()?, pairs, row)?;
     Ok((PairInput::Tokens(clean), PairInput::Tokens(corrupted)))
 }
 

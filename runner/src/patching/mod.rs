@@ -75,20 +75,7 @@ pub fn prepare_pairs(model: &LoadedModel, pairs: &PromptPairs) -> Result<Vec<Pre
     }
     let mut out = Vec::with_capacity(pairs.len());
     for row in 0..pairs.len() {
-        let mut enc = tokenizer.encode(&[&pairs.clean[row], &pairs.corrupted[row]])?;
-        let corrupted = enc.pop().expect("two encodings");
-        let clean = enc.pop().expect("two encodings");
-        if clean.ids.len() != corrupted.ids.len() {
-            return Err(ModelError::Invalid(format!(
-                "{file}: row {}: clean has {} tokens {:?} but corrupted has {} {:?}; patching \
-                 compares positions one to one, so make the two prompts tokenise to the same length",
-                row + 1,
-                clean.ids.len(),
-                clean.tokens,
-                corrupted.ids.len(),
-                corrupted.tokens
-            )));
-        }
+        let (clean, corrupted) = encode_pair(tokenizer, pairs, row)?;
         let one_token = |what: &str, text: &str| -> Result<u32> {
             let ids = tokenizer.encode_plain(text)?;
             match ids.as_slice() {
@@ -113,6 +100,44 @@ pub fn prepare_pairs(model: &LoadedModel, pairs: &PromptPairs) -> Result<Vec<Pre
         });
     }
     Ok(out)
+}
+
+/// Row `row`'s clean and corrupted prompts tokenised; an error names the row when they differ
+/// in length (positions are patched one to one), are empty, or are the same tokens (patching
+/// one into the other changes nothing, and the normalised effect divides by zero).
+pub fn encode_pair(
+    tokenizer: &glassbox_models::tokenizer::TextTokenizer,
+    pairs: &PromptPairs,
+    row: usize,
+) -> Result<(Encoded, Encoded)> {
+    let mut enc = tokenizer.encode(&[&pairs.clean[row], &pairs.corrupted[row]])?;
+    let corrupted = enc.pop().expect("two encodings");
+    let clean = enc.pop().expect("two encodings");
+    let at = format!("{}: row {}", pairs.source.display(), row + 1);
+    if clean.ids.len() != corrupted.ids.len() {
+        return Err(ModelError::Invalid(format!(
+            "{at}: clean has {} tokens {:?} but corrupted has {} {:?}; patching compares \
+             positions one to one, so make the two prompts tokenise to the same length",
+            clean.ids.len(),
+            clean.tokens,
+            corrupted.ids.len(),
+            corrupted.tokens
+        )));
+    }
+    if clean.ids.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{at}: clean and corrupted are empty (no tokens); give each a prompt"
+        )));
+    }
+    if clean.ids == corrupted.ids {
+        return Err(ModelError::Invalid(format!(
+            "{at}: clean and corrupted tokenise to the same tokens {:?}; patching one into the \
+             other changes nothing (the normalised effect would be 0/0), so change the corrupted \
+             prompt",
+            clean.tokens
+        )));
+    }
+    Ok((clean, corrupted))
 }
 
 /// The positions of a pair's prompts that `positions` selects; an error names the pair when
