@@ -105,6 +105,7 @@ fn data(direction: &[f32]) -> (TokenRows, Examples) {
     }
     let examples = Examples {
         example_ids: (0..EXAMPLES as u64).map(|e| e * 3 + 1).collect(),
+        splits: vec!["all".into(); EXAMPLES],
         texts: (0..EXAMPLES).map(|e| format!("example {e}")).collect(),
         n_tokens: vec![TOKENS as u32; EXAMPLES],
         columns: vec![

@@ -101,6 +101,8 @@ fn label_array(column: &Column) -> (DataType, ArrayRef) {
 #[derive(Debug, Clone)]
 pub struct Examples {
     pub example_ids: Vec<u64>,
+    /// The data set's `split` column (`train`, `test`, …), `all` where it had none.
+    pub splits: Vec<String>,
     pub texts: Vec<String>,
     pub n_tokens: Vec<u32>,
     /// Label columns (everything except the glassbox columns).
@@ -157,6 +159,10 @@ pub fn read_examples(run: &RunDir) -> Result<Examples> {
         .into_iter()
         .map(|v| v.class_name().unwrap_or_default())
         .collect();
+    let splits = take("split")?
+        .into_iter()
+        .map(|v| v.class_name().unwrap_or_else(|| "all".into()))
+        .collect();
     let n_tokens = take("n_tokens")?
         .into_iter()
         .map(|v| match v {
@@ -172,6 +178,7 @@ pub fn read_examples(run: &RunDir) -> Result<Examples> {
         .collect();
     Ok(Examples {
         example_ids,
+        splits,
         texts,
         n_tokens,
         columns,
@@ -197,6 +204,7 @@ mod tests {
         let back = read_examples(&run).unwrap();
         assert_eq!(back.example_ids, vec![0, 1]);
         assert_eq!(back.texts, vec!["a", "b"]);
+        assert_eq!(back.splits, vec!["all", "all"]);
         assert_eq!(back.n_tokens, vec![3, 4]);
         assert_eq!(
             back.column("k").unwrap().values,

@@ -174,8 +174,9 @@ pub struct ProbeArgs {
     /// Fraction of each class held out for testing.
     #[arg(long, default_value_t = crate::config::ProbeSection::default().test_fraction)]
     pub test_fraction: f64,
-    /// What token-level splits keep whole: text (every token of a text in one part; CIs
-    /// resample texts) or token (tokens split independently, sentences straddling the parts).
+    /// How rows are split: text (seeded; every token of a text in one part, CIs resample
+    /// texts), token (seeded; tokens split independently, sentences straddling the parts) or
+    /// data (the data set's `split` column: train, validation, test).
     #[arg(long, default_value_t = crate::config::ProbeSection::default().split_by)]
     pub split_by: glassbox_probes::SplitBy,
     /// Fraction of each class held out to choose the L2 strength.

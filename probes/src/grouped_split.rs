@@ -163,7 +163,7 @@ impl Assignment<'_> {
 }
 
 /// Positions into `rows` grouped by their rows' group, groups in order of first appearance.
-fn clusters(rows: &[usize], groups: &[u64]) -> Vec<Vec<usize>> {
+pub(crate) fn clusters(rows: &[usize], groups: &[u64]) -> Vec<Vec<usize>> {
     let mut index_of: HashMap<u64, usize> = HashMap::new();
     let mut out: Vec<Vec<usize>> = Vec::new();
     for (position, &r) in rows.iter().enumerate() {

@@ -22,6 +22,7 @@ pub mod metrics;
 mod neurons;
 mod options;
 mod parallel;
+mod prepare;
 pub mod probe;
 mod results;
 mod ridge;
@@ -45,8 +46,10 @@ use glassbox_data::examples::read_examples;
 use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::{HookPoint, Pool};
 use glassbox_data::{Progress, RunDir};
-use labels::{LabelSet, Target};
+use labels::LabelSet;
+use prepare::{prepare, Prepared};
 use probe::Fitted;
+use std::collections::HashMap;
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
@@ -87,19 +90,19 @@ pub fn run_probes(
         jobs.extend(hooks.into_iter().map(|h| (h, index)));
     }
     // Splits, class caps and renumbering depend on the label only: once per label set.
+    let data_splits: HashMap<u64, &str> = examples
+        .example_ids
+        .iter()
+        .zip(&examples.splits)
+        .map(|(&id, split)| (id, split.as_str()))
+        .collect();
     let mut prepared = Vec::with_capacity(label_sets.len());
     for set in &label_sets {
-        let p = prepare(set, opts)?;
+        let p = prepare(set, opts, &data_splits)?;
         if !p.dropped.is_empty() {
             progress.note(&format!(
-                "probe `{}`: left out classes in fewer {} than the {} parts of the split: {}",
+                "probe `{}`: left out classes {}",
                 set.name,
-                if set.level == Level::Token && opts.split_by == SplitBy::Text {
-                    "texts"
-                } else {
-                    "examples"
-                },
-                opts.split_parts(),
                 p.dropped.join(", ")
             ));
         }
@@ -177,151 +180,6 @@ fn hooks_for(run: &RunDir, level: Level, pool: Pool) -> Result<Vec<HookPoint>> {
         }));
     }
     Ok(hooks)
-}
-
-/// A label set narrowed to the probed rows: capped per class, rare classes left out, classes
-/// renumbered.
-pub(crate) struct Prepared {
-    /// Indices into the label set's items.
-    pub(crate) rows: Vec<usize>,
-    classes: Vec<usize>,
-    names: Vec<String>,
-    values: Vec<f64>,
-    types: Vec<String>,
-    dropped: Vec<String>,
-    split: Split,
-}
-
-fn prepare(set: &LabelSet, opts: &ProbeOptions) -> Result<Prepared> {
-    let cap = (opts.max_per_class > 0).then_some(opts.max_per_class);
-    let mut rows = features::cap_per_class(set, cap, opts.seed);
-    let label_error = |message: String| ProbeError::Label {
-        column: set.name.clone(),
-        message,
-    };
-    let by_text = set.level == Level::Token && opts.split_by == SplitBy::Text;
-    let unit = if by_text { "texts" } else { "examples" };
-    let parts = opts.split_parts();
-    let (val, test, seed) = (opts.validation_fraction, opts.test_fraction, opts.seed);
-    let texts_of = |rows: &[usize]| -> Vec<u64> { rows.iter().map(|&r| set.texts[r]).collect() };
-    match &set.target {
-        Target::Classes { classes, names } => {
-            let mut dropped = Vec::new();
-            loop {
-                // Per class: its rows, or the texts holding it when texts stay whole.
-                let mut counts = vec![0usize; names.len()];
-                if by_text {
-                    let mut seen = std::collections::HashSet::new();
-                    for &r in &rows {
-                        if seen.insert((classes[r], set.texts[r])) {
-                            counts[classes[r]] += 1;
-                        }
-                    }
-                } else {
-                    rows.iter().for_each(|&r| counts[classes[r]] += 1);
-                }
-                let rare: Vec<usize> = (0..names.len())
-                    .filter(|&c| counts[c] > 0 && counts[c] < parts)
-                    .collect();
-                dropped.extend(
-                    rare.iter()
-                        .map(|&c| format!("{} ({} {unit})", names[c], counts[c])),
-                );
-                rows.retain(|&r| !rare.contains(&classes[r]));
-                let present: Vec<usize> =
-                    (0..names.len()).filter(|&c| counts[c] >= parts).collect();
-                if present.len() < 2 {
-                    return Err(label_error(format!(
-                        "needs at least two classes with {parts} or more {unit} each (train, validation, test); found {} — {}",
-                        present.len(),
-                        names
-                            .iter()
-                            .zip(&counts)
-                            .map(|(n, c)| format!("{n}: {c}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-                let mut renumber = vec![usize::MAX; names.len()];
-                for (new, &c) in present.iter().enumerate() {
-                    renumber[c] = new;
-                }
-                let kept: Vec<usize> = rows.iter().map(|&r| renumber[classes[r]]).collect();
-                let split = if by_text {
-                    match grouped_stratified_split(
-                        &kept,
-                        &texts_of(&rows),
-                        present.len(),
-                        val,
-                        test,
-                        seed,
-                    ) {
-                        Ok(split) => split,
-                        // Whole texts could not bring these classes to every part: leave them
-                        // out too and split again.
-                        Err(Uncovered(missing)) => {
-                            let missing: Vec<usize> = missing.iter().map(|&k| present[k]).collect();
-                            dropped.extend(missing.iter().map(|&c| {
-                                format!(
-                                    "{} ({} {unit}, too few left for every part)",
-                                    names[c], counts[c]
-                                )
-                            }));
-                            rows.retain(|&r| !missing.contains(&classes[r]));
-                            continue;
-                        }
-                    }
-                } else {
-                    stratified_split(&kept, present.len(), val, test, seed).map_err(label_error)?
-                };
-                return Ok(Prepared {
-                    types: rows.iter().map(|&r| set.types[r].clone()).collect(),
-                    rows,
-                    classes: kept,
-                    names: present.iter().map(|&c| names[c].clone()).collect(),
-                    values: Vec::new(),
-                    dropped,
-                    split,
-                });
-            }
-        }
-        Target::Values(values) => {
-            let n_units = if by_text {
-                texts_of(&rows)
-                    .into_iter()
-                    .collect::<std::collections::HashSet<_>>()
-                    .len()
-            } else {
-                rows.len()
-            };
-            if n_units < 3 * parts {
-                return Err(label_error(format!(
-                    "{n_units} labelled {unit} are too few for a train/validation/test split"
-                )));
-            }
-            let single = vec![0; rows.len()];
-            let split = if by_text {
-                grouped_stratified_split(&single, &texts_of(&rows), 1, val, test, seed).map_err(
-                    |_| {
-                        label_error(format!(
-                            "{n_units} {unit} cannot fill every part of the split"
-                        ))
-                    },
-                )?
-            } else {
-                stratified_split(&single, 1, val, test, seed).map_err(label_error)?
-            };
-            Ok(Prepared {
-                types: rows.iter().map(|&r| set.types[r].clone()).collect(),
-                values: rows.iter().map(|&r| values[r]).collect(),
-                classes: single,
-                rows,
-                names: Vec::new(),
-                dropped: Vec::new(),
-                split,
-            })
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

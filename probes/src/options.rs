@@ -14,9 +14,10 @@ pub struct ProbeOptions {
     /// The pooled activations of sequence-level probes: `mean`, `cls`, `last` or `max`.
     pub pool: Pool,
     pub seed: u64,
-    /// What token-level splits keep whole: `text` (every token of a text in one part, test
-    /// CIs resampling texts) or `token` (tokens split independently — sentences then straddle
-    /// train and test). Sequence-level rows are texts either way.
+    /// How rows are split: `text` (seeded; at token level every token of a text in one part,
+    /// test CIs resampling texts), `token` (seeded; token rows split independently — sentences
+    /// then straddle train and test) or `data` (the data set's own `split` column: train,
+    /// validation, test). Sequence-level rows are texts under `text` and `token` alike.
     pub split_by: SplitBy,
     /// Fraction of each class held out for testing.
     pub test_fraction: f64,
@@ -49,6 +50,8 @@ pub struct ProbeOptions {
 pub enum SplitBy {
     Text,
     Token,
+    /// The data set's own `split` column.
+    Data,
 }
 
 impl std::fmt::Display for SplitBy {
@@ -56,6 +59,7 @@ impl std::fmt::Display for SplitBy {
         f.write_str(match self {
             SplitBy::Text => "text",
             SplitBy::Token => "token",
+            SplitBy::Data => "data",
         })
     }
 }
@@ -66,8 +70,9 @@ impl std::str::FromStr for SplitBy {
         match s {
             "text" => Ok(SplitBy::Text),
             "token" => Ok(SplitBy::Token),
+            "data" => Ok(SplitBy::Data),
             other => Err(format!(
-                "unknown split unit `{other}`; use `text` (tokens of a text stay together) or `token`"
+                "unknown split `{other}`; use `text` (tokens of a text stay together), `token` or `data` (the data set's `split` column)"
             )),
         }
     }

@@ -17,7 +17,7 @@ const WORDS: usize = 6;
 
 /// Texts of six one-token words; the label of every word of text `e` is `e`'s random class,
 /// and every token's activation is the text's random offset plus a little noise.
-fn text_identity_run(dir: &std::path::Path) -> RunDir {
+fn text_identity_run(dir: &std::path::Path, splits: Option<Vec<String>>) -> RunDir {
     let run = RunDir::new(dir);
     let mut rng = SeededRng::new(11);
     let texts: Vec<String> = (0..TEXTS)
@@ -35,7 +35,7 @@ fn text_identity_run(dir: &std::path::Path) -> RunDir {
         source: dir.join("t.jsonl"),
         sha256: String::new(),
         texts: texts.clone(),
-        splits: None,
+        splits,
         columns: vec![Column {
             name: "tag".into(),
             kind: ColumnKind::List,
@@ -110,7 +110,7 @@ fn probe(run: &RunDir, split_by: SplitBy) -> ProbeResult {
 #[test]
 fn a_label_carried_only_by_the_text_is_at_chance_when_texts_stay_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let run = text_identity_run(dir.path());
+    let run = text_identity_run(dir.path(), None);
 
     let leaky = probe(&run, SplitBy::Token);
     assert!(
@@ -132,4 +132,27 @@ fn a_label_carried_only_by_the_text_is_at_chance_when_texts_stay_whole() {
     // Resampling texts, not tokens: the interval is as wide as ~40 texts make it, far wider
     // than ~240 independent tokens would.
     assert!(whole.ci_high - whole.ci_low > 0.2, "{whole:?}");
+}
+
+#[test]
+fn the_data_split_keeps_texts_whole_and_resamples_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first 150 texts train, the last 50 test.
+    let splits = (0..TEXTS)
+        .map(|e| if e < 150 { "train" } else { "test" }.to_owned())
+        .collect();
+    let run = text_identity_run(dir.path(), Some(splits));
+    let r = probe(&run, SplitBy::Data);
+    assert_eq!(r.n_test, (50 * WORDS) as u64, "{r:?}");
+    assert_eq!(r.n_train + r.n_validation, (150 * WORDS) as u64, "{r:?}");
+    assert_eq!(
+        r.n_validation % WORDS as u64,
+        0,
+        "validation held out by text: {r:?}"
+    );
+    assert!(r.score < 0.75 && r.ci_low < 0.5 && 0.5 < r.ci_high, "{r:?}");
+    assert!(
+        r.ci_high - r.ci_low > 0.2,
+        "CIs over 50 texts, not 300 tokens: {r:?}"
+    );
 }

@@ -1,0 +1,141 @@
+//! `glassbox probe --split-by`: a data set's own `split` column reaches the probes through
+//! extraction (`--split-by data`), and the split each probe used is what the results say — read
+//! back with pyarrow, independently of glassbox.
+
+use glassbox_tests::*;
+use std::path::Path;
+
+/// The default data set with a `split` column: every fifth text `test`, the rest `train`.
+fn data_with_splits(dir: &Path) -> std::path::PathBuf {
+    let source = std::fs::read_to_string(workspace_root().join("data/sets/default.jsonl")).unwrap();
+    let mut out = String::new();
+    for (i, line) in source.lines().enumerate() {
+        let split = if i % 5 == 4 { "test" } else { "train" };
+        let body = line
+            .trim_end()
+            .strip_suffix('}')
+            .expect("a JSON object per line");
+        out.push_str(&format!("{body}, \"split\": \"{split}\"}}\n"));
+    }
+    let path = dir.join("with_splits.jsonl");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+fn probe(run: &Path, extra: &[&str]) -> std::process::Output {
+    glassbox()
+        .args([
+            "probe",
+            "--force",
+            "--no-neurons",
+            "--bootstrap",
+            "100",
+            "--run",
+        ])
+        .arg(run)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_data_split_column_decides_the_probe_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--quiet", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(data_with_splits(tmp.path()))
+        .args([
+            "--hooks",
+            "blocks.1.hook_resid_post",
+            "--max-length",
+            "32",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+
+    assert_success(
+        &probe(&run, &["--label", "topic", "--split-by", "data"]),
+        "probe --split-by data",
+    );
+    // 300 texts: 60 test; 240 train, of which 20 % (12 of each topic's 60) validate.
+    let script = r#"
+import sys, pyarrow.parquet as pq
+run = sys.argv[1]
+ex = pq.read_table(run + "/examples.parquet").to_pylist()
+assert sum(r["split"] == "test" for r in ex) == 60
+rows = pq.read_table(run + "/probes/results.parquet").to_pylist()
+assert len(rows) == 1, rows
+r = rows[0]
+assert r["label"] == "topic" and r["n_test"] == 60 and r["n_classes"] == 4, r
+assert (r["n_train"], r["n_validation"]) == (192, 48), r
+"#;
+    pyarrow_check("probe_split_by_data", script, &[&run]);
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("split_by = \"data\""), "{config}");
+
+    // Token level, texts kept whole: every test token comes from a data `test` text, so the
+    // test part holds exactly those texts' labelled tokens.
+    assert_success(
+        &probe(
+            &run,
+            &["--token-label", "@is_capitalised", "--split-by", "data"],
+        ),
+        "probe --split-by data, token level",
+    );
+    let script = r#"
+import sys, pyarrow.parquet as pq
+run = sys.argv[1]
+test_texts = {r["example_id"]: r["text"].encode() for r in pq.read_table(run + "/examples.parquet").to_pylist() if r["split"] == "test"}
+tokens = pq.read_table(run + "/tokens.parquet").to_pylist()
+# @is_capitalised labels every token inside a word; a token spanning only a space has none.
+n_test_tokens = sum(
+    1 for t in tokens
+    if t["example_id"] in test_texts and test_texts[t["example_id"]][t["start"]:t["end"]].strip()
+)
+r = pq.read_table(run + "/probes/results.parquet").to_pylist()[0]
+assert r["level"] == "token" and r["n_test"] == n_test_tokens, (r, n_test_tokens)
+"#;
+    pyarrow_check("probe_split_by_data_tokens", script, &[&run]);
+}
+
+#[test]
+fn a_data_set_without_a_split_column_is_refused_for_split_by_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = glassbox()
+        .args(["extract", "--quiet", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.1.hook_resid_post",
+            "--max-length",
+            "32",
+            "--no-token-level",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let before = std::fs::read_to_string(run.join("manifest.json")).unwrap();
+    assert_bad_input(
+        &probe(&run, &["--label", "topic", "--split-by", "data"]),
+        &["`all` (300 rows)", "--split-by text"],
+    );
+    assert!(
+        !run.join("probes").exists(),
+        "a refused probe writes nothing"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("manifest.json")).unwrap(),
+        before
+    );
+}
