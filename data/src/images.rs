@@ -6,7 +6,8 @@
 //! [`TextDataset`] whose "texts" are the image paths, so `examples.parquet`, probes and reports
 //! treat images like any other example.
 //!
-//! Decoding: PNG and JPEG. Grayscale images are replicated to three channels and alpha is
+//! Decoding: PNG, JPEG, BMP, TIFF, WebP and PPM/PGM (torchvision's `ImageFolder` extensions;
+//! other files in a class folder are left out and listed). Grayscale images are replicated to three channels and alpha is
 //! dropped (not blended): models see RGB only. Preprocessing follows Hugging Face image
 //! processors ([`crate::preprocessor`]: resize, centre-crop, rescale, normalise per channel).
 
@@ -17,8 +18,11 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+/// File extensions read as images: torchvision's `ImageFolder` list, so a class folder yields
+/// the same images in both.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm", "pgm",
+];
 
 /// The manifest column that holds image paths.
 pub const IMAGE_COLUMN: &str = "image_path";
@@ -28,6 +32,9 @@ pub const IMAGE_COLUMN: &str = "image_path";
 pub struct ImageDataset {
     pub data: TextDataset,
     pub root: PathBuf,
+    /// Files in the class folders left out as not images (by extension; hidden files are not
+    /// listed), relative to `root`, so the caller can say so.
+    pub skipped: Vec<String>,
 }
 
 impl ImageDataset {
@@ -66,12 +73,13 @@ pub fn looks_like_images(path: &Path) -> bool {
 /// Reads an image data set; its `sha256` covers the manifest (or listing) and every image's
 /// bytes, so a changed image changes the fingerprint.
 pub fn read_image_dataset(path: &Path) -> Result<ImageDataset> {
-    let (mut data, root) = if path.is_dir() {
-        (read_class_folders(path)?, path.to_path_buf())
+    let (mut data, root, skipped) = if path.is_dir() {
+        let (data, skipped) = read_class_folders(path)?;
+        (data, path.to_path_buf(), skipped)
     } else {
         let data = read_dataset_keyed(path, IMAGE_COLUMN)?;
         let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (data, root)
+        (data, root, Vec::new())
     };
     let mut hasher = Sha256::new();
     hasher.update(data.sha256.as_bytes());
@@ -84,7 +92,11 @@ pub fn read_image_dataset(path: &Path) -> Result<ImageDataset> {
         hasher.update(Sha256::digest(&bytes));
     }
     data.sha256 = format!("{:x}", hasher.finalize());
-    Ok(ImageDataset { data, root })
+    Ok(ImageDataset {
+        data,
+        root,
+        skipped,
+    })
 }
 
 /// A set of images for a concept: the image files directly inside a folder (sorted by name).
@@ -137,8 +149,9 @@ pub fn read_image_set(dir: &Path, min_size: usize) -> Result<ImageSet> {
     })
 }
 
-/// One sub-folder per class; files sorted by name inside each, classes by name.
-fn read_class_folders(dir: &Path) -> Result<TextDataset> {
+/// One sub-folder per class; files sorted by name inside each, classes by name. Also returns
+/// the files left out for their extension (hidden ones, `.DS_Store` and the like, unlisted).
+fn read_class_folders(dir: &Path) -> Result<(TextDataset, Vec<String>)> {
     let list = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map_err(DataError::io(d))?
@@ -150,16 +163,23 @@ fn read_class_folders(dir: &Path) -> Result<TextDataset> {
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     let mut listing = String::new();
+    let mut skipped = Vec::new();
     for class_dir in list(dir)?.into_iter().filter(|p| p.is_dir()) {
         let class = class_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for file in list(&class_dir)?.into_iter().filter(|p| is_image(p)) {
+        for file in list(&class_dir)? {
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if !is_image(&file) {
+                if !name.starts_with('.') && file.is_file() {
+                    skipped.push(format!("{class}/{name}"));
+                }
+                continue;
+            }
             let rel = format!("{class}/{name}");
             listing.push_str(&rel);
             listing.push('\n');
@@ -176,7 +196,7 @@ fn read_class_folders(dir: &Path) -> Result<TextDataset> {
             ),
         });
     }
-    Ok(TextDataset {
+    let data = TextDataset {
         source: dir.to_path_buf(),
         sha256: crate::hash::sha256_bytes(listing.as_bytes()),
         texts,
@@ -186,7 +206,8 @@ fn read_class_folders(dir: &Path) -> Result<TextDataset> {
             kind: ColumnKind::Str,
             values: labels,
         }],
-    })
+    };
+    Ok((data, skipped))
 }
 
 /// Decodes an image to RGB (grayscale replicated, alpha dropped), naming the file on error.

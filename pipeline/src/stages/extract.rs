@@ -134,6 +134,20 @@ pub(super) fn prepare(
         ));
     }
     let examples = Examples::read(&model, req.data)?;
+    if let Some(skipped) = examples.skipped_files() {
+        progress.note(&format!(
+            "extract: left out {} file(s) of the class folders that are not images ({}): {}{}",
+            skipped.len(),
+            glassbox_data::images::IMAGE_EXTENSIONS.join(", "),
+            skipped
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if skipped.len() > 5 { ", …" } else { "" }
+        ));
+    }
     let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
     let mut params = serde_json::json!({
         "model_id": model.resolved.id,

@@ -85,6 +85,14 @@ impl Examples {
         })
     }
 
+    /// Files of an image data set's class folders left out as not images; `None` when none.
+    pub fn skipped_files(&self) -> Option<&[String]> {
+        match self {
+            Examples::Images(d, _) if !d.skipped.is_empty() => Some(&d.skipped),
+            _ => None,
+        }
+    }
+
     /// The examples as a table (text or image path, label columns, source file and hash).
     pub fn table(&self) -> &TextDataset {
         match self {

@@ -1,0 +1,53 @@
+"""Small images in every format glassbox reads from a class folder (torchvision's ImageFolder
+list: PNG, JPEG, BMP, TIFF, WebP, PPM/PGM), and Pillow's decoding of each, for the decoder
+parity test (data/tests/image_formats.rs).
+
+tests/fixtures/image_formats/: one 20 × 14 picture (smooth gradients plus a few hard edges, so
+lossy codecs have both to get right) saved as each format, and reference.json with what
+`PIL.Image.open(f).convert("RGB")` gives — the pixels a transformers image processor starts from.
+Run with .venv-ref/bin/python (Pillow with WebP).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "image_formats"
+
+
+def picture():
+    h, w = 14, 20
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 / (w - 1), y * 255 / (h - 1), (x + y) * 255 / (w + h - 2)], axis=-1)
+    rgb[3:7, 5:11] = [250, 20, 30]  # a red block with hard edges
+    rgb[9:12, 13:18] = [10, 10, 240]
+    return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    img = picture()
+    files = {
+        "rgb.png": lambda p: img.save(p),
+        "rgb.bmp": lambda p: img.save(p),
+        "rgb.tiff": lambda p: img.save(p),
+        "rgb_lzw.tif": lambda p: img.save(p, compression="tiff_lzw"),
+        "lossless.webp": lambda p: img.save(p, lossless=True),
+        "lossy.webp": lambda p: img.save(p, quality=90),
+        "rgb.ppm": lambda p: img.save(p),
+        "gray.pgm": lambda p: img.convert("L").save(p),
+        "rgb.jpg": lambda p: img.save(p, quality=95),
+    }
+    reference = {}
+    for name, save in files.items():
+        path = OUT / name
+        save(path)
+        decoded = np.asarray(Image.open(path).convert("RGB"))
+        reference[name] = {"height": decoded.shape[0], "width": decoded.shape[1],
+                           "rgb": decoded.reshape(-1).tolist()}
+    (OUT / "reference.json").write_text(json.dumps(reference))
+
+
+if __name__ == "__main__":
+    main()
