@@ -48,7 +48,7 @@ use glassbox_data::{HookPoint, Pool};
 use glassbox_data::{Progress, RunDir};
 use labels::LabelSet;
 use prepare::{prepare, Prepared};
-use probe::Fitted;
+use probe::Targets;
 use std::collections::HashMap;
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
@@ -202,28 +202,37 @@ fn probe_one(
     let seed = opts.seed;
     let level = set.level.as_str().to_owned();
     let regression = p.names.is_empty();
-    let (fitted, control): (Fitted, Fitted) = if regression {
-        let control = probe::control_targets(&p.types, &p.values, seed);
-        let control_opts = ProbeOptions {
-            bootstrap: 0,
-            ..opts.clone()
-        };
-        (
-            probe::fit_regression(rows, &p.values, opts, seed)?,
-            probe::fit_regression(rows, &control, &control_opts, seed)?,
-        )
+    // Only the control task's score is reported, and the paired selectivity interval below:
+    // the control's own bootstrap CIs would be thrown away.
+    let control_opts = ProbeOptions {
+        bootstrap: 0,
+        ..opts.clone()
+    };
+    let (fitted, control, selectivity_ci) = if regression {
+        let targets = probe::control_targets(&p.types, &p.values, seed);
+        let fitted = probe::fit_regression(rows, &p.values, opts, seed)?;
+        let control = probe::fit_regression(rows, &targets, &control_opts, seed)?;
+        let ci = probe::selectivity_ci(
+            &p.split,
+            (&fitted, Targets::Values(&p.values)),
+            (&control, Targets::Values(&targets)),
+            opts.bootstrap,
+            seed,
+        );
+        (fitted, control, ci)
     } else {
         let k = p.names.len();
-        let control = probe::control_targets(&p.types, &p.classes, seed);
-        // Only the control task's score is reported: its bootstrap CIs would be thrown away.
-        let control_opts = ProbeOptions {
-            bootstrap: 0,
-            ..opts.clone()
-        };
-        (
-            probe::fit_classifier(rows, &p.classes, k, opts, seed),
-            probe::fit_classifier(rows, &control, k, &control_opts, seed),
-        )
+        let targets = probe::control_targets(&p.types, &p.classes, seed);
+        let fitted = probe::fit_classifier(rows, &p.classes, k, opts, seed);
+        let control = probe::fit_classifier(rows, &targets, k, &control_opts, seed);
+        let ci = probe::selectivity_ci(
+            &p.split,
+            (&fitted, Targets::Classes(&p.classes)),
+            (&control, Targets::Classes(&targets)),
+            opts.bootstrap,
+            seed,
+        );
+        (fitted, control, ci)
     };
     let s = &fitted.scores;
     let mdl = (opts.mdl && !regression)
@@ -284,6 +293,8 @@ fn probe_one(
         majority: s.baseline,
         control_score: control.scores.score,
         selectivity: s.score - control.scores.score,
+        selectivity_ci_low: selectivity_ci.map(|c| c.0),
+        selectivity_ci_high: selectivity_ci.map(|c| c.1),
         mdl_codelength: mdl.map(|m| m.codelength),
         mdl_uniform: mdl.map(|m| m.uniform),
         mdl_compression: mdl.map(|m| m.compression),

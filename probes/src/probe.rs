@@ -33,6 +33,8 @@ pub struct Fitted {
     /// The predicted class of each `split.test` row, in that order (classifiers; empty for
     /// regressions): what paired comparisons of two probes on the same rows need.
     pub test_predictions: Vec<usize>,
+    /// The predicted value of each `split.test` row (regressions; empty for classifiers).
+    pub test_values: Vec<f64>,
 }
 
 /// Standardises with the training rows' mean and standard deviation (constant units stay 0).
@@ -185,6 +187,7 @@ pub fn fit_classifier(
         bias,
         outputs,
         test_predictions: predicted,
+        test_values: Vec::new(),
     }
 }
 
@@ -236,7 +239,44 @@ pub fn fit_regression(
         bias,
         outputs,
         test_predictions: Vec::new(),
+        test_values: predicted,
     })
+}
+
+/// What a probe was trained to predict, per probed row.
+#[derive(Clone, Copy)]
+pub enum Targets<'a> {
+    Classes(&'a [usize]),
+    Values(&'a [f64]),
+}
+
+/// Paired percentile-bootstrap 95% interval of the selectivity, `score − control score`:
+/// both probes are scored on the same resampled test rows (texts, where the split clusters
+/// them), so the interval is that of their difference, not of each score alone. `None`
+/// without resamples.
+pub fn selectivity_ci(
+    split: &Split,
+    probe: (&Fitted, Targets<'_>),
+    control: (&Fitted, Targets<'_>),
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    if resamples == 0 {
+        return None;
+    }
+    let score = |(fitted, targets): (&Fitted, Targets<'_>), sample: &[usize]| match targets {
+        Targets::Classes(all) => {
+            let truth: Vec<usize> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            accuracy(&truth, &pick(&fitted.test_predictions, sample))
+        }
+        Targets::Values(all) => {
+            let truth: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            r2(&truth, &pick(&fitted.test_values, sample))
+        }
+    };
+    Some(split.test_bootstrap_ci(resamples, seed ^ 3, |sample| {
+        score(probe, sample) - score(control, sample)
+    }))
 }
 
 /// Folds the standardisation into the weights: `w_raw[u] = w[u] / std[u]`,

@@ -47,6 +47,11 @@ pub struct ProbeResult {
     pub control_score: f64,
     /// `score − control_score`.
     pub selectivity: f64,
+    /// Paired percentile-bootstrap 95% interval of `selectivity` (both probes on the same
+    /// resampled test rows); `None` without bootstrap resamples, or in tables written before
+    /// it was computed.
+    pub selectivity_ci_low: Option<f64>,
+    pub selectivity_ci_high: Option<f64>,
     pub mdl_codelength: Option<f64>,
     pub mdl_uniform: Option<f64>,
     pub mdl_compression: Option<f64>,
@@ -135,6 +140,8 @@ pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
         .float("majority", rows, |r| r.majority)
         .float("control_score", rows, |r| r.control_score)
         .float("selectivity", rows, |r| r.selectivity)
+        .opt_float("selectivity_ci_low", rows, |r| r.selectivity_ci_low)
+        .opt_float("selectivity_ci_high", rows, |r| r.selectivity_ci_high)
         .opt_float("mdl_codelength", rows, |r| r.mdl_codelength)
         .opt_float("mdl_uniform", rows, |r| r.mdl_uniform)
         .opt_float("mdl_compression", rows, |r| r.mdl_compression)
@@ -247,6 +254,17 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
             float("control_score")?,
             float("selectivity")?,
         );
+        // Added later than the rest: absent from older tables, read as unknown.
+        let optional = |name: &str| -> Vec<Option<f64>> {
+            match batch.column_by_name(name) {
+                Some(a) => a.as_primitive::<Float64Type>().iter().collect(),
+                None => vec![None; batch.num_rows()],
+            }
+        };
+        let (selectivity_lo, selectivity_hi) = (
+            optional("selectivity_ci_low"),
+            optional("selectivity_ci_high"),
+        );
         let (mdl_c, mdl_u, mdl_x) = (
             opt("mdl_codelength")?,
             opt("mdl_uniform")?,
@@ -276,6 +294,8 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
                 majority: majority[r],
                 control_score: control[r],
                 selectivity: selectivity[r],
+                selectivity_ci_low: selectivity_lo[r],
+                selectivity_ci_high: selectivity_hi[r],
                 mdl_codelength: mdl_c[r],
                 mdl_uniform: mdl_u[r],
                 mdl_compression: mdl_x[r],
@@ -286,7 +306,6 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
     Ok(out)
 }
 
-/// Reads `probes/topk.parquet` back (empty when the ranking was not run).
 /// Reads `probes/neurons.parquet` (empty when the probe stage ran without neuron rankings).
 pub fn read_neurons(run: &RunDir) -> Result<Vec<NeuronRow>> {
     let path = run.probes_dir().join("neurons.parquet");
@@ -315,6 +334,7 @@ pub fn read_neurons(run: &RunDir) -> Result<Vec<NeuronRow>> {
     Ok(out)
 }
 
+/// Reads `probes/topk.parquet` back (empty when the ranking was not run).
 pub fn read_topk(run: &RunDir) -> Result<Vec<TopKRow>> {
     let path = run.probes_dir().join("topk.parquet");
     if !path.exists() {
@@ -372,6 +392,8 @@ mod tests {
             majority: 0.4,
             control_score: 0.5,
             selectivity: 0.4,
+            selectivity_ci_low: Some(0.3),
+            selectivity_ci_high: Some(0.5),
             mdl_codelength: None,
             mdl_uniform: None,
             mdl_compression: None,
@@ -382,6 +404,7 @@ mod tests {
         r2.metric = "r2".into();
         r2.accuracy = None;
         r2.mdl_compression = Some(2.0);
+        r2.selectivity_ci_low = None;
         write_results(&run, &[r.clone(), r2.clone()]).unwrap();
         assert_eq!(read_results(&run).unwrap(), vec![r, r2]);
         let t = TopKRow {

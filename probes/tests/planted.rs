@@ -115,6 +115,15 @@ fn planted_direction_is_recovered_and_noise_is_not_decodable() {
     );
     // Texts are all distinct, so the control task cannot be learnt: selectivity is high.
     assert!(planted.selectivity > 0.3, "{planted:?}");
+    // Its paired interval brackets it and excludes 0.
+    let (lo, hi) = (
+        planted.selectivity_ci_low.unwrap(),
+        planted.selectivity_ci_high.unwrap(),
+    );
+    assert!(
+        0.0 < lo && lo <= planted.selectivity && planted.selectivity <= hi,
+        "{planted:?}"
+    );
     let weights = out.weights.iter().find(|w| w.label == "planted").unwrap();
     assert_eq!(weights.classes, vec!["neg", "pos"]);
     let w: Vec<f64> = weights.weight.iter().map(|&v| v as f64).collect();
@@ -127,6 +136,11 @@ fn planted_direction_is_recovered_and_noise_is_not_decodable() {
         "independent labels must score within the CI of the majority baseline: {noise:?}"
     );
     assert!(noise.selectivity.abs() < 0.15, "{noise:?}");
+    let (lo, hi) = (
+        noise.selectivity_ci_low.unwrap(),
+        noise.selectivity_ci_high.unwrap(),
+    );
+    assert!(lo < 0.0 && 0.0 < hi, "no selectivity for noise: {noise:?}");
 
     // The planted direction's units dominate the ranking: top-20 beats random-20.
     let top = out

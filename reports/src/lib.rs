@@ -60,6 +60,8 @@ pub struct LabelFinding {
     pub majority: f64,
     pub control_score: f64,
     pub selectivity: f64,
+    /// Paired bootstrap 95% interval of `selectivity`, when the probe stage computed one.
+    pub selectivity_ci: Option<(f64, f64)>,
     /// One row per hook, in depth order.
     pub by_hook: Vec<ProbeResult>,
     /// The ten highest-ranked units (all classes) of the probe at the best hook.
@@ -247,6 +249,7 @@ pub fn summarise(run: &RunDir) -> Result<Summary, ReportError> {
                 majority: best.majority,
                 control_score: best.control_score,
                 selectivity: best.selectivity,
+                selectivity_ci: selectivity_ci(best),
                 n_classes: best.n_classes,
                 label,
                 level,
@@ -359,8 +362,12 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
     } else {
         "majority baseline"
     };
+    let selectivity_ci = f
+        .selectivity_ci
+        .map(|(lo, hi)| format!(" [95% CI {lo:.3}, {hi:.3}]"))
+        .unwrap_or_default();
     format!(
-        "{} ({what}, {scope}) is best decoded at {}: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}.",
+        "{} ({what}, {scope}) is best decoded at {}: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}{selectivity_ci}.",
         md::code(&f.label),
         md::code(&f.best_hook.to_string()),
         f.metric,
@@ -371,6 +378,11 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
         f.control_score,
         f.selectivity
     )
+}
+
+/// A probe's selectivity interval, when its table has one.
+fn selectivity_ci(r: &ProbeResult) -> Option<(f64, f64)> {
+    r.selectivity_ci_low.zip(r.selectivity_ci_high)
 }
 
 /// The top neurons of a label's probe at its best hook, with the top-k check, in one sentence.
@@ -411,7 +423,7 @@ pub(crate) fn probe_table_header(metric: &str) -> [String; 8] {
         "macro-F1".into(),
         "majority".into(),
         "control".into(),
-        "selectivity".into(),
+        "selectivity [95% CI]".into(),
         "MDL compression".into(),
         "n_test".into(),
     ]
@@ -425,7 +437,10 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 8] {
         r.f1.map_or("–".to_owned(), |v| format!("{v:.3}")),
         format!("{:.3}", r.majority),
         format!("{:.3}", r.control_score),
-        format!("{:.3}", r.selectivity),
+        match selectivity_ci(r) {
+            Some((lo, hi)) => format!("{:.3} [{lo:.3}, {hi:.3}]", r.selectivity),
+            None => format!("{:.3}", r.selectivity),
+        },
         r.mdl_compression
             .map_or("–".to_owned(), |v| format!("{v:.2}")),
         r.n_test.to_string(),
@@ -546,4 +561,4 @@ pub(crate) const TCAV_DEFINITIONS: &str = "TCAV score: the fraction of the targe
 /// What the probe section says in a run without probes.
 pub(crate) const NO_PROBES: &str = "No probes in this run: `glassbox probe` fits them (on a data set with a label column); the sections below come from the stages that ran.";
 
-pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. Token-level splits keep every token of a text in one part and their CIs resample test texts (cluster bootstrap), unless the run's config sets `split_by = \"token\"` under `[probe]`; `split_by = \"data\"` takes the parts from the data set's `split` column. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score. MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";
+pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. Token-level splits keep every token of a text in one part and their CIs resample test texts (cluster bootstrap), unless the run's config sets `split_by = \"token\"` under `[probe]`; `split_by = \"data\"` takes the parts from the data set's `split` column. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score, its CI a paired bootstrap (probe and control scored on the same resampled test rows). MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020). Figures come from `probes/results.parquet`.";
