@@ -85,6 +85,30 @@ pub fn read_concept(path: &Path, min_size: usize) -> Result<ConceptSet> {
     })
 }
 
+/// The corpus without the texts any concept set holds, and how many were left out: a text in
+/// both a concept set and a random set would be a positive and a negative example of the same
+/// CAV at once, pulling its accuracy towards chance.
+pub fn corpus_without(corpus: &ConceptSet, concepts: &[&ConceptSet]) -> (ConceptSet, usize) {
+    let taken: std::collections::HashSet<&str> = concepts
+        .iter()
+        .flat_map(|c| c.texts.iter().map(String::as_str))
+        .collect();
+    let texts: Vec<String> = corpus
+        .texts
+        .iter()
+        .filter(|t| !taken.contains(t.as_str()))
+        .cloned()
+        .collect();
+    let removed = corpus.texts.len() - texts.len();
+    (
+        ConceptSet {
+            texts,
+            ..corpus.clone()
+        },
+        removed,
+    )
+}
+
 /// `runs` random sets of `size` texts each, drawn without replacement within a set from
 /// `corpus` (seeded: same seed, same sets), named `random-0`, `random-1`, ….
 pub fn random_sets(
@@ -161,6 +185,21 @@ mod tests {
     #[test]
     fn builtin_corpus_is_the_default_set() {
         assert_eq!(builtin_corpus().texts.len(), 300);
+    }
+
+    #[test]
+    fn concept_texts_are_left_out_of_the_corpus() {
+        let set = |name: &str, texts: &[&str]| ConceptSet {
+            name: name.into(),
+            source: name.into(),
+            sha256: String::new(),
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+        };
+        let corpus = set("corpus", &["a", "b", "c", "d", "b"]);
+        let (left, removed) = corpus_without(&corpus, &[&set("x", &["b"]), &set("y", &["d", "z"])]);
+        assert_eq!(left.texts, vec!["a", "c"]);
+        assert_eq!(removed, 3);
+        assert_eq!(left.name, "corpus");
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::config::TcavSection;
 use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_concepts::{Convention, ScoreRow};
-use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
+use glassbox_data::concepts::{
+    builtin_corpus, corpus_without, random_sets, read_concept, ConceptSet,
+};
 use glassbox_data::shards::ShardSpec;
 use glassbox_data::store::read_parts;
 use glassbox_data::{Progress, RunDir};
@@ -247,6 +249,15 @@ pub fn run_tcav_stage(
         "concepts": concepts.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
         "corpus": corpus.sha256,
     });
+    // Drawn (cheaply) before anything else, so a corpus too small for them stops the stage
+    // before it voids old results or computes gradients.
+    let size = if settings.random_set_size > 0 {
+        settings.random_set_size
+    } else {
+        concepts.iter().map(|c| c.texts.len()).min().unwrap_or(1)
+    };
+    let corpus = random_corpus(&corpus, &concepts.iter().collect::<Vec<_>>(), progress);
+    let randoms = random_sets(&corpus, settings.random_runs + 1, size, settings.seed)?;
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
         progress.note("tcav: up to date; --force re-runs it");
@@ -299,12 +310,6 @@ pub fn run_tcav_stage(
     all_hooks.sort();
     all_hooks.dedup();
 
-    let size = if settings.random_set_size > 0 {
-        settings.random_set_size
-    } else {
-        concepts.iter().map(|c| c.texts.len()).min().unwrap_or(1)
-    };
-    let randoms = random_sets(&corpus, settings.random_runs + 1, size, settings.seed)?;
     progress.start(
         "tcav: concept activations",
         (concepts.len() + randoms.len()) as u64,
@@ -346,4 +351,21 @@ pub fn run_tcav_stage(
         started,
     };
     score_and_record(tx, settings, &all_hooks, &pooled, &sums, done).map(Some)
+}
+
+/// The random corpus less the concept sets' texts, saying how many it lost.
+pub(crate) fn random_corpus(
+    corpus: &ConceptSet,
+    concepts: &[&ConceptSet],
+    progress: &dyn Progress,
+) -> ConceptSet {
+    let (left, removed) = corpus_without(corpus, concepts);
+    if removed > 0 {
+        progress.note(&format!(
+            "tcav: left {removed} text(s) of the concept sets out of the random corpus ({} → {} texts), so no text is both a concept and a random example",
+            corpus.texts.len(),
+            left.texts.len()
+        ));
+    }
+    left
 }

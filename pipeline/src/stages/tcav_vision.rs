@@ -213,6 +213,28 @@ pub fn run_tcav_vision(
         (None, false) => (None, None),
         (None, true) => (None, Some(builtin_corpus())),
     };
+    let size = if settings.random_set_size > 0 {
+        settings.random_set_size
+    } else {
+        concepts.iter().map(Concept::len).min().unwrap_or(1)
+    };
+    let n_random = settings.random_runs + 1;
+    // Random prompts are drawn (cheaply) now, so a corpus too small for them stops the stage
+    // before it voids old results.
+    let random_prompts = match &text_corpus {
+        Some(corpus) => {
+            let texts: Vec<&ConceptSet> = concepts
+                .iter()
+                .filter_map(|c| match c {
+                    Concept::Texts(set) => Some(set),
+                    Concept::Images(_) => None,
+                })
+                .collect();
+            let corpus = super::tcav::random_corpus(corpus, &texts, progress);
+            random_sets(&corpus, n_random, size, settings.seed)?
+        }
+        None => Vec::new(),
+    };
     let data_path = manifest
         .data
         .as_ref()
@@ -319,12 +341,6 @@ pub fn run_tcav_vision(
     }
     progress.finish();
 
-    let size = if settings.random_set_size > 0 {
-        settings.random_set_size
-    } else {
-        concepts.iter().map(Concept::len).min().unwrap_or(1)
-    };
-    let n_random = settings.random_runs + 1;
     progress.start(
         "tcav: concept activations",
         (concepts.len() + n_random) as u64,
@@ -339,11 +355,9 @@ pub fn run_tcav_vision(
         });
         progress.advance(1);
     }
-    if let Some(corpus) = &text_corpus {
-        for set in random_sets(corpus, n_random, size, settings.seed)? {
-            pooled.push(embedded_prompts(&model, &set.texts)?);
-            progress.advance(1);
-        }
+    for set in &random_prompts {
+        pooled.push(embedded_prompts(&model, &set.texts)?);
+        progress.advance(1);
     }
     let (height, width) = model
         .model

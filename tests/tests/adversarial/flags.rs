@@ -138,6 +138,12 @@ fn tcav_settings_and_concepts_are_refused() {
                 &["food", "share the name"],
             )
             .with_setup(|t, _| std::fs::write(t.join("food.jsonl"), "{\"text\":\"x\"}\n").unwrap()),
+            // Its texts are left out of the random sets: nothing is left to draw from.
+            tcav(
+                "random corpus that is the concept set",
+                "--target probe:topic=food --concepts {concepts}/food.jsonl --random-corpus {concepts}/food.jsonl",
+                &["random corpus has 0 texts"],
+            ),
             tcav(
                 "concept too small",
                 &format!("{concepts} --min-concept-size 50"),
