@@ -22,6 +22,26 @@ fn data_with_splits(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// Extracts blocks.1.hook_resid_post of the tiny GPT-2 over `data` into `run`.
+fn extract(data: &Path, run: &Path, token_level: bool) {
+    let out = glassbox()
+        .args(["extract", "--quiet", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(data)
+        .args(["--hooks", "blocks.1.hook_resid_post", "--max-length", "32"])
+        .args(if token_level {
+            &[][..]
+        } else {
+            &["--no-token-level"][..]
+        })
+        .arg("--run")
+        .arg(run)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+}
+
 fn probe(run: &Path, extra: &[&str]) -> std::process::Output {
     glassbox()
         .args([
@@ -42,22 +62,7 @@ fn probe(run: &Path, extra: &[&str]) -> std::process::Output {
 fn the_data_split_column_decides_the_probe_parts() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--quiet", "--model"])
-        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
-        .arg("--data")
-        .arg(data_with_splits(tmp.path()))
-        .args([
-            "--hooks",
-            "blocks.1.hook_resid_post",
-            "--max-length",
-            "32",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
+    extract(&data_with_splits(tmp.path()), &run, true);
 
     assert_success(
         &probe(&run, &["--label", "topic", "--split-by", "data"]),
@@ -108,23 +113,11 @@ assert r["level"] == "token" and r["n_test"] == n_test_tokens, (r, n_test_tokens
 fn a_data_set_without_a_split_column_is_refused_for_split_by_data() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let out = glassbox()
-        .args(["extract", "--quiet", "--model"])
-        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
-        .arg("--data")
-        .arg(workspace_root().join("data/sets/default.jsonl"))
-        .args([
-            "--hooks",
-            "blocks.1.hook_resid_post",
-            "--max-length",
-            "32",
-            "--no-token-level",
-            "--run",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert_success(&out, "extract");
+    extract(
+        &workspace_root().join("data/sets/default.jsonl"),
+        &run,
+        false,
+    );
     let before = std::fs::read_to_string(run.join("manifest.json")).unwrap();
     assert_bad_input(
         &probe(&run, &["--label", "topic", "--split-by", "data"]),
