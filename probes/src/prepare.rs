@@ -78,8 +78,13 @@ fn seeded_split(set: &LabelSet, opts: &ProbeOptions, mut rows: Vec<usize>) -> Re
                 let present: Vec<usize> =
                     (0..names.len()).filter(|&c| counts[c] >= parts).collect();
                 if present.len() < 2 {
+                    let hint = if by_text {
+                        "; add texts, or split tokens instead of texts with --split-by token (a text's tokens then sit in train and test alike)"
+                    } else {
+                        "; add examples"
+                    };
                     return Err(label_error(format!(
-                        "needs at least two classes with {parts} or more {unit} each (train, validation, test); found {} — {}",
+                        "needs at least two classes with {parts} or more {unit} each (train, validation, test); found {} — {}{hint}",
                         present.len(),
                         names
                             .iter()
