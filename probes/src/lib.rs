@@ -278,6 +278,7 @@ fn probe_one(
             Level::Token => "token".into(),
         },
         metric: if regression { "r2" } else { "accuracy" }.into(),
+        split_by: opts.split_by.to_string(),
         n_train: p.split.train.len() as u64,
         n_validation: p.split.validation.len() as u64,
         n_test: p.split.test.len() as u64,

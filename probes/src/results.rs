@@ -26,6 +26,10 @@ pub struct ProbeResult {
     pub pool: String,
     /// `accuracy` (classification) or `r2` (regression).
     pub metric: String,
+    /// How its rows were split: `text` (seeded, whole texts), `token` (seeded, token rows
+    /// independently) or `data` (the data set's `split` column); empty in tables written
+    /// before it was recorded.
+    pub split_by: String,
     pub n_train: u64,
     pub n_validation: u64,
     pub n_test: u64,
@@ -125,6 +129,7 @@ pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
         .text("level", rows, |r| &r.level)
         .text("pool", rows, |r| &r.pool)
         .text("metric", rows, |r| &r.metric)
+        .text("split_by", rows, |r| &r.split_by)
         .count("n_train", rows, |r| r.n_train)
         .count("n_validation", rows, |r| r.n_validation)
         .count("n_test", rows, |r| r.n_test)
@@ -261,6 +266,14 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
                 None => vec![None; batch.num_rows()],
             }
         };
+        let split_by: Vec<String> = match batch.column_by_name("split_by") {
+            Some(a) => a
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect(),
+            None => vec![String::new(); batch.num_rows()],
+        };
         let (selectivity_lo, selectivity_hi) = (
             optional("selectivity_ci_low"),
             optional("selectivity_ci_high"),
@@ -279,6 +292,7 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
                 level: level[r].clone(),
                 pool: pool[r].clone(),
                 metric: metric[r].clone(),
+                split_by: split_by[r].clone(),
                 n_train: n_train[r],
                 n_validation: n_validation[r],
                 n_test: n_test[r],
@@ -377,6 +391,7 @@ mod tests {
             level: "sequence".into(),
             pool: "mean".into(),
             metric: "accuracy".into(),
+            split_by: "text".into(),
             n_train: 30,
             n_validation: 10,
             n_test: 10,

@@ -78,6 +78,7 @@ rows = pq.read_table(run + "/probes/results.parquet").to_pylist()
 assert len(rows) == 1, rows
 r = rows[0]
 assert r["label"] == "topic" and r["n_test"] == 60 and r["n_classes"] == 4, r
+assert r["split_by"] == "data", r
 assert (r["n_train"], r["n_validation"]) == (192, 48), r
 "#;
     pyarrow_check("probe_split_by_data", script, &[&run]);
