@@ -99,6 +99,14 @@ pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
             path: path.to_path_buf(),
         });
     }
+    if path.is_dir() {
+        return Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "is a folder; a text data set is one JSONL, CSV or Parquet file with a `{key}` column (a folder of class sub-folders is an image data set, for vision models)"
+            ),
+        });
+    }
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())

@@ -36,13 +36,28 @@ pub struct RunLock {
     root: PathBuf,
 }
 
+/// Creates the run directory (and its parents) unless it exists; a file in its place, or a
+/// path that cannot be created, is an error saying so.
+fn create_run_dir(root: &Path) -> Result<()> {
+    if root.exists() && !root.is_dir() {
+        return Err(DataError::Invalid {
+            path: root.to_path_buf(),
+            message: "is a file, not a run directory; give --run a directory (it is created when missing)".into(),
+        });
+    }
+    std::fs::create_dir_all(root).map_err(|e| DataError::Invalid {
+        path: root.to_path_buf(),
+        message: format!("cannot create the run directory ({e}); check the path and its permissions"),
+    })
+}
+
 impl RunLock {
     /// Takes the lock without waiting; a held lock is an error naming its holder.
     ///
     /// `command` is recorded for the next writer's error message (e.g. `glassbox probe …`).
     pub fn acquire(root: &Path, scope: LockScope, command: &str) -> Result<Self> {
         let created_run_dir = !root.exists();
-        std::fs::create_dir_all(root).map_err(DataError::io(root))?;
+        create_run_dir(root)?;
         let run_path = root.join(LOCK_FILE);
         let mut run_file = open(&run_path)?;
         let taken = match scope {
@@ -138,7 +153,7 @@ pub struct SetupLock {
 impl SetupLock {
     /// Waits for `<run>/.glassbox.setup.lock` and holds it until dropped.
     pub fn acquire(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(DataError::io(root))?;
+        create_run_dir(root)?;
         let path = root.join(".glassbox.setup.lock");
         let file = open(&path)?;
         file.lock().map_err(DataError::io(&path))?;

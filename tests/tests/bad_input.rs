@@ -412,3 +412,20 @@ fn tcav_bad_inputs_name_the_concept_target_or_hook() {
     assert_eq!(scores.as_array().unwrap().len(), 1);
     assert_eq!(scores[0]["convention"], "logit");
 }
+
+#[test]
+fn a_folder_as_text_data_or_a_file_as_the_run_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = workspace_root().join("tests/fixtures/tiny_gpt2");
+    let model = model.to_str().unwrap();
+    let run = tmp.path().join("run");
+    let out = extract(model, tmp.path(), "blocks.0.hook_resid_post", &run);
+    assert_bad_input(&out, &["is a folder", "JSONL, CSV or Parquet"]);
+    assert!(!run.exists(), "nothing written");
+
+    let data = write(tmp.path(), "d.jsonl", "{\"text\":\"fine\"}\n");
+    let not_a_folder = write(tmp.path(), "run.txt", "mine");
+    let out = extract(model, &data, "blocks.0.hook_resid_post", &not_a_folder);
+    assert_bad_input(&out, &["run.txt", "is a file", "--run"]);
+    assert_eq!(std::fs::read_to_string(&not_a_folder).unwrap(), "mine");
+}
