@@ -47,7 +47,9 @@ fn create_run_dir(root: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(root).map_err(|e| DataError::Invalid {
         path: root.to_path_buf(),
-        message: format!("cannot create the run directory ({e}); check the path and its permissions"),
+        message: format!(
+            "cannot create the run directory ({e}); check the path and its permissions"
+        ),
     })
 }
 

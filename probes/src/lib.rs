@@ -153,6 +153,42 @@ pub fn run_probes(
     Ok(out)
 }
 
+/// A sequence-level label's probed rows and split, made exactly as the probe stage makes them
+/// (class cap, classes left out, `split_by`, seed): for stages that refit on a probe's rows.
+#[derive(Debug, Clone)]
+pub struct SequenceLabel {
+    /// Rows of `examples.parquet`, in the order the split indexes them.
+    pub examples: Vec<usize>,
+    /// Class of each row (classification), index into `names`.
+    pub classes: Vec<usize>,
+    /// Class names; empty for a numeric label.
+    pub names: Vec<String>,
+    pub split: Split,
+}
+
+/// The rows and split the probe stage used for the sequence-level label `name` under `opts`.
+pub fn prepare_sequence_label(
+    examples: &glassbox_data::examples::Examples,
+    name: &str,
+    source: &str,
+    opts: &ProbeOptions,
+) -> Result<SequenceLabel> {
+    let set = labels::sequence_labels(examples, name, source)?;
+    let data_splits: HashMap<u64, &str> = examples
+        .example_ids
+        .iter()
+        .zip(&examples.splits)
+        .map(|(&id, split)| (id, split.as_str()))
+        .collect();
+    let p = prepare(&set, opts, &data_splits)?;
+    Ok(SequenceLabel {
+        examples: p.rows.iter().map(|&r| set.items[r]).collect(),
+        classes: p.classes,
+        names: p.names,
+        split: p.split,
+    })
+}
+
 /// Hooks stored at the label's level.
 fn hooks_for(run: &RunDir, level: Level, pool: Pool) -> Result<Vec<HookPoint>> {
     let hooks: Vec<HookPoint> = match level {

@@ -119,7 +119,10 @@ fn a_label_carried_only_by_the_text_is_at_chance_when_texts_stay_whole() {
     );
 
     let whole = probe(&run, SplitBy::Text);
-    assert_eq!((leaky.split_by.as_str(), whole.split_by.as_str()), ("token", "text"));
+    assert_eq!(
+        (leaky.split_by.as_str(), whole.split_by.as_str()),
+        ("token", "text")
+    );
     assert_eq!(
         whole.n_train + whole.n_validation + whole.n_test,
         (TEXTS * WORDS) as u64

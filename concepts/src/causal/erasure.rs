@@ -1,6 +1,7 @@
 //! Concept erasure for a sequence-level probe: LEACE fitted on the probe's training rows (the
-//! run's stored pooled activations), the probe refitted on the erased rows with the run's own
-//! probe options, and random erasers of the same rank for the downstream test.
+//! run's stored pooled activations, split as the probe stage split them — same cap, classes,
+//! `split_by` and seed), the probe refitted on the erased rows with the run's own probe
+//! options, and random erasers of the same rank for the downstream test.
 //!
 //! The erasure *counts* only when the refitted probe is no better than chance: the lower end
 //! of its test accuracy's 95% bootstrap interval is at or below the majority baseline. An
@@ -13,7 +14,7 @@ use glassbox_data::rng::SeededRng;
 use glassbox_data::store::read_pooled_matrix;
 use glassbox_data::{HookPoint, Pool, RunDir};
 use glassbox_probes::probe::{fit_classifier, Rows};
-use glassbox_probes::{stratified_split, ProbeOptions, Standardizer};
+use glassbox_probes::{prepare_sequence_label, ProbeOptions, Standardizer};
 
 /// LEACE for one label at one hook, with its check.
 pub struct ErasureFit {
@@ -52,48 +53,37 @@ pub fn fit_erasure(
     seed: u64,
 ) -> Result<ErasureFit, ConceptError> {
     let examples = read_examples(run)?;
-    let column = examples.column(label).ok_or_else(|| {
-        ConceptError::Invalid(format!(
+    if examples.column(label).is_none() {
+        return Err(ConceptError::Invalid(format!(
             "erasure of `{label}`: examples.parquet has no column `{label}`"
-        ))
-    })?;
-    let names: Vec<Option<String>> = column.values.iter().map(|v| v.class_name()).collect();
-    let mut classes: Vec<String> = names.iter().flatten().cloned().collect();
-    classes.sort();
-    classes.dedup();
-    let labelled: Vec<usize> = (0..names.len()).filter(|&i| names[i].is_some()).collect();
-    let class_of: Vec<usize> = labelled
-        .iter()
-        .map(|&i| {
-            classes
-                .binary_search(names[i].as_ref().expect("labelled"))
-                .expect("listed")
-        })
-        .collect();
+        )));
+    }
+    // The probe's own rows and split: LEACE is fitted on exactly its training rows.
+    let source = run.examples().display().to_string();
+    let prepared = prepare_sequence_label(&examples, label, &source, options)
+        .map_err(|e| ConceptError::Invalid(format!("erasure of `{label}`: {e}")))?;
+    if prepared.names.is_empty() {
+        return Err(ConceptError::Invalid(format!(
+            "erasure of `{label}`: a numeric label has no classes to erase"
+        )));
+    }
+    let (class_of, classes, split) = (prepared.classes, prepared.names, prepared.split);
     let dir = run.pooled_dir(hook, pool);
     let matrix = read_pooled_matrix(&dir)?;
-    if matrix.example_ids.len() != names.len() {
+    if matrix.example_ids.len() != examples.example_ids.len() {
         return Err(ConceptError::Invalid(format!(
             "{}: holds {} examples but examples.parquet has {}; re-run extract with --force",
             dir.display(),
             matrix.example_ids.len(),
-            names.len()
+            examples.example_ids.len()
         )));
     }
     let d = matrix.width;
-    let mut x: Vec<f32> = Vec::with_capacity(labelled.len() * d);
-    for &i in &labelled {
+    let mut x: Vec<f32> = Vec::with_capacity(prepared.examples.len() * d);
+    for &i in &prepared.examples {
         x.extend_from_slice(&matrix.values[i * d..(i + 1) * d]);
     }
     let n_classes = classes.len();
-    let split = stratified_split(
-        &class_of,
-        n_classes,
-        options.validation_fraction,
-        options.test_fraction,
-        seed,
-    )
-    .map_err(|e| ConceptError::Invalid(format!("erasure of `{label}`: {e}")))?;
     let geometry = Geometry::fit(&x, d, &split.train)?;
     let train_classes: Vec<usize> = split.train.iter().map(|&r| class_of[r]).collect();
     let eraser = geometry.concept_eraser(&train_classes, n_classes);
