@@ -17,7 +17,7 @@ const N: usize = 400;
 fn run(dir: &std::path::Path) -> RunDir {
     let run = RunDir::new(dir);
     let mut rng = SeededRng::new(21);
-    let is_test = |i: usize| i % 4 == 0;
+    let is_test = |i: usize| i.is_multiple_of(4);
     let (mut values, mut labels) = (Vec::new(), Vec::new());
     for i in 0..N {
         let x: Vec<f32> = (0..WIDTH).map(|_| rng.gaussian() as f32).collect();
