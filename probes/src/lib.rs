@@ -96,6 +96,14 @@ pub fn run_probes(
         .zip(&examples.splits)
         .map(|(&id, split)| (id, split.as_str()))
         .collect();
+    if opts.split_by != SplitBy::Data {
+        if let Some(counts) = data_split_counts(&examples.splits) {
+            progress.note(&format!(
+                "probe: the data set has a `split` column ({counts}); probes split all rows themselves (split_by = \"{}\") — --split-by data uses the column instead",
+                opts.split_by
+            ));
+        }
+    }
     let mut prepared = Vec::with_capacity(label_sets.len());
     for set in &label_sets {
         let p = prepare(set, opts, &data_splits)?;
@@ -151,6 +159,25 @@ pub fn run_probes(
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     Ok(out)
+}
+
+/// The values of a data set's `split` column with their counts (`train 240, test 60`), or
+/// `None` when it had none (every row `all`).
+fn data_split_counts(splits: &[String]) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for s in splits {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    if counts.keys().all(|s| *s == "all") {
+        return None;
+    }
+    Some(
+        counts
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 /// A sequence-level label's probed rows and split, made exactly as the probe stage makes them
