@@ -376,3 +376,16 @@ fn probe_one(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::data_split_counts;
+
+    #[test]
+    fn a_split_column_is_noticed_and_its_absence_is_not() {
+        let all = vec!["all".to_owned(); 3];
+        assert_eq!(data_split_counts(&all), None);
+        let own: Vec<String> = ["train", "test", "train"].map(String::from).to_vec();
+        assert_eq!(data_split_counts(&own).as_deref(), Some("test 1, train 2"));
+    }
+}
