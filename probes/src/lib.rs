@@ -271,32 +271,35 @@ fn probe_one(
         bootstrap: 0,
         ..opts.clone()
     };
-    let (fitted, control, selectivity_ci) = if regression {
-        let targets = probe::control_targets(&p.types, &p.values, seed);
-        let fitted = probe::fit_regression(rows, &p.values, opts, seed)?;
-        let control = probe::fit_regression(rows, &targets, &control_opts, seed)?;
-        let ci = probe::selectivity_ci(
-            &p.split,
-            (&fitted, Targets::Values(&p.values)),
-            (&control, Targets::Values(&targets)),
-            opts.bootstrap,
-            seed,
-        );
-        (fitted, control, ci)
+    // The control task's targets: numbers for a regression, classes otherwise.
+    let (control_values, control_classes) = if regression {
+        (probe::control_targets(&p.types, &p.values, seed), Vec::new())
+    } else {
+        (Vec::new(), probe::control_targets(&p.types, &p.classes, seed))
+    };
+    let (fitted, control, truth, control_truth) = if regression {
+        (
+            probe::fit_regression(rows, &p.values, opts, seed)?,
+            probe::fit_regression(rows, &control_values, &control_opts, seed)?,
+            Targets::Values(&p.values),
+            Targets::Values(&control_values),
+        )
     } else {
         let k = p.names.len();
-        let targets = probe::control_targets(&p.types, &p.classes, seed);
-        let fitted = probe::fit_classifier(rows, &p.classes, k, opts, seed);
-        let control = probe::fit_classifier(rows, &targets, k, &control_opts, seed);
-        let ci = probe::selectivity_ci(
-            &p.split,
-            (&fitted, Targets::Classes(&p.classes)),
-            (&control, Targets::Classes(&targets)),
-            opts.bootstrap,
-            seed,
-        );
-        (fitted, control, ci)
+        (
+            probe::fit_classifier(rows, &p.classes, k, opts, seed),
+            probe::fit_classifier(rows, &control_classes, k, &control_opts, seed),
+            Targets::Classes(&p.classes),
+            Targets::Classes(&control_classes),
+        )
     };
+    let selectivity_ci = probe::selectivity_ci(
+        &p.split,
+        (&fitted, truth),
+        (&control, control_truth),
+        opts.bootstrap,
+        seed,
+    );
     let s = &fitted.scores;
     let mdl = (opts.mdl && !regression)
         .then(|| probe::mdl_of(rows, &p.classes, p.names.len(), s.l2, opts, seed));
