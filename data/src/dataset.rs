@@ -103,7 +103,7 @@ pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
             message: format!(
-                "is a folder; a text data set is one JSONL, CSV or Parquet file with a `{key}` column (a folder of class sub-folders is an image data set, for vision models)"
+                "is a folder; a text data set is one JSONL, CSV or Parquet file (extension .jsonl, .ndjson, .csv or .parquet) with a `{key}` column (a folder of class sub-folders is an image data set, for vision models)"
             ),
         });
     }

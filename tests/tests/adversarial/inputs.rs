@@ -123,7 +123,7 @@ fn bad_data_files_are_refused_and_the_run_is_untouched() {
             extract(
                 "data is a folder of text files for a text model",
                 &format!("{h} {{tmp}}"),
-                &["extension"],
+                &["is a folder", "extension"],
             ),
             extract(
                 "different data over the run",
