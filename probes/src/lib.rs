@@ -273,9 +273,15 @@ fn probe_one(
     };
     // The control task's targets: numbers for a regression, classes otherwise.
     let (control_values, control_classes) = if regression {
-        (probe::control_targets(&p.types, &p.values, seed), Vec::new())
+        (
+            probe::control_targets(&p.types, &p.values, seed),
+            Vec::new(),
+        )
     } else {
-        (Vec::new(), probe::control_targets(&p.types, &p.classes, seed))
+        (
+            Vec::new(),
+            probe::control_targets(&p.types, &p.classes, seed),
+        )
     };
     let (fitted, control, truth, control_truth) = if regression {
         (
