@@ -109,6 +109,23 @@ pub fn corpus_without(corpus: &ConceptSet, concepts: &[&ConceptSet]) -> (Concept
     )
 }
 
+/// [`corpus_without`] the concept sets' texts, with a note saying how many it lost.
+pub fn random_corpus(
+    corpus: &ConceptSet,
+    concepts: &[&ConceptSet],
+    progress: &dyn crate::Progress,
+) -> ConceptSet {
+    let (left, removed) = corpus_without(corpus, concepts);
+    if removed > 0 {
+        progress.note(&format!(
+            "tcav: left {removed} text(s) of the concept sets out of the random corpus ({} → {} texts), so no text is both a concept and a random example",
+            corpus.texts.len(),
+            left.texts.len()
+        ));
+    }
+    left
+}
+
 /// `runs` random sets of `size` texts each, drawn without replacement within a set from
 /// `corpus` (seeded: same seed, same sets), named `random-0`, `random-1`, ….
 pub fn random_sets(

@@ -17,7 +17,7 @@ use crate::fingerprint::fingerprint;
 use anyhow::{bail, Result};
 use glassbox_concepts::{Convention, ScoreRow};
 use glassbox_data::concepts::{
-    builtin_corpus, corpus_without, random_sets, read_concept, ConceptSet,
+    builtin_corpus, random_corpus, random_sets, read_concept, ConceptSet,
 };
 use glassbox_data::shards::ShardSpec;
 use glassbox_data::store::read_parts;
@@ -351,21 +351,4 @@ pub fn run_tcav_stage(
         started,
     };
     score_and_record(tx, settings, &all_hooks, &pooled, &sums, done).map(Some)
-}
-
-/// The random corpus less the concept sets' texts, saying how many it lost.
-pub(crate) fn random_corpus(
-    corpus: &ConceptSet,
-    concepts: &[&ConceptSet],
-    progress: &dyn Progress,
-) -> ConceptSet {
-    let (left, removed) = corpus_without(corpus, concepts);
-    if removed > 0 {
-        progress.note(&format!(
-            "tcav: left {removed} text(s) of the concept sets out of the random corpus ({} → {} texts), so no text is both a concept and a random example",
-            corpus.texts.len(),
-            left.texts.len()
-        ));
-    }
-    left
 }

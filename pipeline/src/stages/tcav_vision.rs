@@ -20,7 +20,9 @@ use crate::config::TcavSection;
 use crate::fingerprint::fingerprint;
 use anyhow::{anyhow, bail, Context, Result};
 use glassbox_concepts::{Convention, ScoreRow};
-use glassbox_data::concepts::{builtin_corpus, random_sets, read_concept, ConceptSet};
+use glassbox_data::concepts::{
+    builtin_corpus, random_corpus, random_sets, read_concept, ConceptSet,
+};
 use glassbox_data::images::{read_image_dataset, read_image_set, ImageSet, IMAGE_EXTENSIONS};
 use glassbox_data::images::{ImageDataset, Preprocessor};
 use glassbox_data::rng::SeededRng;
@@ -230,7 +232,7 @@ pub fn run_tcav_vision(
                     Concept::Images(_) => None,
                 })
                 .collect();
-            let corpus = super::tcav::random_corpus(corpus, &texts, progress);
+            let corpus = random_corpus(corpus, &texts, progress);
             random_sets(&corpus, n_random, size, settings.seed)?
         }
         None => Vec::new(),
