@@ -116,6 +116,14 @@ impl Examples {
     pub fn label_names(&self) -> Vec<&str> {
         self.columns.iter().map(|c| c.name.as_str()).collect()
     }
+    /// Each example's `split` value, by `example_id`.
+    pub fn splits_by_id(&self) -> std::collections::HashMap<u64, &str> {
+        self.example_ids
+            .iter()
+            .zip(&self.splits)
+            .map(|(&id, split)| (id, split.as_str()))
+            .collect()
+    }
 }
 
 /// Reads `examples.parquet`.

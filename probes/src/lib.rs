@@ -49,7 +49,6 @@ use glassbox_data::{Progress, RunDir};
 use labels::LabelSet;
 use prepare::{prepare, Prepared};
 use probe::Targets;
-use std::collections::HashMap;
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
@@ -90,12 +89,7 @@ pub fn run_probes(
         jobs.extend(hooks.into_iter().map(|h| (h, index)));
     }
     // Splits, class caps and renumbering depend on the label only: once per label set.
-    let data_splits: HashMap<u64, &str> = examples
-        .example_ids
-        .iter()
-        .zip(&examples.splits)
-        .map(|(&id, split)| (id, split.as_str()))
-        .collect();
+    let data_splits = examples.splits_by_id();
     if opts.split_by != SplitBy::Data {
         if let Some(counts) = data_split_counts(&examples.splits) {
             progress.note(&format!(
@@ -201,12 +195,7 @@ pub fn prepare_sequence_label(
     opts: &ProbeOptions,
 ) -> Result<SequenceLabel> {
     let set = labels::sequence_labels(examples, name, source)?;
-    let data_splits: HashMap<u64, &str> = examples
-        .example_ids
-        .iter()
-        .zip(&examples.splits)
-        .map(|(&id, split)| (id, split.as_str()))
-        .collect();
+    let data_splits = examples.splits_by_id();
     let p = prepare(&set, opts, &data_splits)?;
     Ok(SequenceLabel {
         examples: p.rows.iter().map(|&r| set.items[r]).collect(),
