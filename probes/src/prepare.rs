@@ -173,8 +173,8 @@ fn seeded_split(set: &LabelSet, opts: &ProbeOptions, mut rows: Vec<usize>) -> Re
     }
 }
 
-/// The data set's own parts, from its `split` column: `train`, `validation` (or `valid`, `val`,
-/// `dev`) and `test`, case aside. Classes without rows in both train and test are left out.
+/// The data set's own parts, from its `split` column: `train` (or `training`), `validation` (or
+/// `valid`, `val`, `dev`) and `test`, case aside. Classes without rows in both train and test are left out.
 /// Without validation rows, `validation_fraction` of the train rows (whole texts at token level)
 /// are held out to choose the L2 strength, as the seeded split would.
 fn data_split(
