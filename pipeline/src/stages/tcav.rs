@@ -249,8 +249,13 @@ pub fn run_tcav_stage(
         "concepts": concepts.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
         "corpus": corpus.sha256,
     });
-    // Drawn (cheaply) before anything else, so a corpus too small for them stops the stage
-    // before it voids old results or computes gradients.
+    let fp = fingerprint("tcav", &params);
+    if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
+        progress.note("tcav: up to date; --force re-runs it");
+        return Ok(None);
+    }
+    // Random sets are drawn (cheaply) first, so a corpus too small for them stops the stage
+    // before it loads the model, voids old results or computes gradients.
     let size = if settings.random_set_size > 0 {
         settings.random_set_size
     } else {
@@ -258,11 +263,6 @@ pub fn run_tcav_stage(
     };
     let corpus = random_corpus(&corpus, &concepts.iter().collect::<Vec<_>>(), progress);
     let randoms = random_sets(&corpus, settings.random_runs + 1, size, settings.seed)?;
-    let fp = fingerprint("tcav", &params);
-    if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
-        progress.note("tcav: up to date; --force re-runs it");
-        return Ok(None);
-    }
     // Everything that can be checked is checked before the stage's old results are voided.
     let model = load_run_model(run)?;
     let targets: Vec<ProbeTarget> = settings

@@ -215,28 +215,6 @@ pub fn run_tcav_vision(
         (None, false) => (None, None),
         (None, true) => (None, Some(builtin_corpus())),
     };
-    let size = if settings.random_set_size > 0 {
-        settings.random_set_size
-    } else {
-        concepts.iter().map(Concept::len).min().unwrap_or(1)
-    };
-    let n_random = settings.random_runs + 1;
-    // Random prompts are drawn (cheaply) now, so a corpus too small for them stops the stage
-    // before it voids old results.
-    let random_prompts = match &text_corpus {
-        Some(corpus) => {
-            let texts: Vec<&ConceptSet> = concepts
-                .iter()
-                .filter_map(|c| match c {
-                    Concept::Texts(set) => Some(set),
-                    Concept::Images(_) => None,
-                })
-                .collect();
-            let corpus = random_corpus(corpus, &texts, progress);
-            random_sets(&corpus, n_random, size, settings.seed)?
-        }
-        None => Vec::new(),
-    };
     let data_path = manifest
         .data
         .as_ref()
@@ -255,6 +233,28 @@ pub fn run_tcav_vision(
         progress.note("tcav: up to date; --force re-runs it");
         return Ok(None);
     }
+    let size = if settings.random_set_size > 0 {
+        settings.random_set_size
+    } else {
+        concepts.iter().map(Concept::len).min().unwrap_or(1)
+    };
+    let n_random = settings.random_runs + 1;
+    // Random prompts are drawn (cheaply) first, so a corpus too small for them stops the stage
+    // before it loads the model or voids old results.
+    let random_prompts = match &text_corpus {
+        Some(corpus) => {
+            let texts: Vec<&ConceptSet> = concepts
+                .iter()
+                .filter_map(|c| match c {
+                    Concept::Texts(set) => Some(set),
+                    Concept::Images(_) => None,
+                })
+                .collect();
+            let corpus = random_corpus(corpus, &texts, progress);
+            random_sets(&corpus, n_random, size, settings.seed)?
+        }
+        None => Vec::new(),
+    };
     let model = super::run_model::load_run_model(run)?;
     let pre = model.preprocessor()?;
     let data = read_image_dataset(&data_path)
