@@ -72,7 +72,7 @@ fn the_eraser_is_fitted_and_checked_on_the_probes_own_split() {
             ..ProbeOptions::default()
         };
         let probe = run_probes(&run, &options, &NoProgress).unwrap().results;
-        let fit = fit_erasure(&run, "label", HOOK, Pool::Mean, &options, 2, 0).unwrap();
+        let fit = fit_erasure(&run, "label", HOOK, Some(Pool::Mean), &options, 2, 0).unwrap();
         assert_eq!(
             fit.accuracy_before, probe[0].score,
             "{split_by}: the refit before erasure is the probe itself"

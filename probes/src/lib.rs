@@ -28,6 +28,7 @@ mod results;
 mod ridge;
 mod rows;
 mod split;
+mod token_label;
 mod weights;
 
 pub use error::ProbeError;
@@ -40,6 +41,7 @@ pub use results::{
     write_topk, NeuronRow, ProbeResult, TopKRow,
 };
 pub use split::{stratified_split, Split};
+pub use token_label::{token_classes, TokenClasses, TokenLabel};
 pub use weights::{read_weights, write_weights, ProbeWeights};
 
 use glassbox_data::examples::read_examples;

@@ -12,7 +12,7 @@ use glassbox_concepts::stats::holm;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::{HookPoint, Pool};
 use glassbox_models::{load_model, resolve, LoadOptions, LoadedModel, ModelSpec};
-use glassbox_runner::steering::{clean, edited, Batches, Edit, Readout};
+use glassbox_runner::steering::{clean, edited, Batches, Edit, HeadClass, Readout};
 
 const AT: HookPoint = HookPoint::ResidPost(0);
 const ALPHAS: [f64; 4] = [-0.5, -0.25, 0.25, 0.5];
@@ -79,7 +79,7 @@ fn a_read_direction_is_supported_an_orthogonal_one_and_random_ones_are_not() {
         pool: Some(Pool::Mean),
         weight: w.iter().map(|v| *v as f32).collect(),
         bias: vec![0.0],
-        class: None,
+        class: HeadClass::Raw,
     }];
     let base = clean(&model, &batches, AT, &readouts).unwrap();
     assert!(base.typical_norm > 0.0);
@@ -158,7 +158,7 @@ fn erasing_the_read_direction_lowers_the_readout_beyond_random_erasers() {
         pool: Some(Pool::Mean),
         weight: w.iter().map(|v| *v as f32 * 4.0).collect(),
         bias: vec![0.0],
-        class: None,
+        class: HeadClass::Raw,
     }];
     let base = clean(&model, &batches, AT, &readouts).unwrap();
     // Orthogonal projection onto the complement of a direction, about the origin.
@@ -215,7 +215,7 @@ fn edited_forwards_from_the_block_equal_full_forwards() {
         pool: Some(Pool::Last),
         weight: w.iter().map(|v| *v as f32).collect(),
         bias: vec![0.5],
-        class: None,
+        class: HeadClass::Raw,
     }];
     let base = clean(&model, &batches, AT, &readouts).unwrap();
     let v: Vec<f32> = gaussian(width, &mut rng)

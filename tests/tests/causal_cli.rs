@@ -87,10 +87,7 @@ for i, t in enumerate(ordered):
     assert abs(t["p_holm"] - running) < 1e-12, (t, running)
 for t in tests:
     assert t["verdict"] in ("causally supported", "not supported", "not testable"), t
-    if t["test"] == "erase (LEACE)" and t["verdict"] == "not testable":
-        # Token-level probes: listed with the reason, nothing measured.
-        assert "token-level" in t["reason"] and t["accuracy_after"] is None, t
-    elif t["test"] == "erase (LEACE)":
+    if t["test"] == "erase (LEACE)":
         assert t["accuracy_after"] is not None and t["chance"] is not None, t
     else:
         assert t["accuracy_after"] is None, t

@@ -1,7 +1,8 @@
-//! Concept erasure for a sequence-level probe: LEACE fitted on the probe's training rows (the
-//! run's stored pooled activations, split as the probe stage split them — same cap, classes,
-//! `split_by` and seed), the probe refitted on the erased rows with the run's own probe
-//! options, and random erasers of the same rank for the downstream test.
+//! Concept erasure for a probe: LEACE fitted on the probe's training rows (the run's stored
+//! pooled activations for a sequence-level label, its token rows for a token-level one, split
+//! as the probe stage split them — same cap, classes, `split_by` and seed), the probe refitted
+//! on the erased rows with the run's own probe options, and random erasers of the same rank
+//! for the downstream test.
 //!
 //! The erasure *counts* only when the refitted probe is no better than chance: the lower end
 //! of its test accuracy's 95% bootstrap interval is at or below the majority baseline. An
@@ -14,7 +15,7 @@ use glassbox_data::rng::SeededRng;
 use glassbox_data::store::read_pooled_matrix;
 use glassbox_data::{HookPoint, Pool, RunDir};
 use glassbox_probes::probe::{fit_classifier, Rows};
-use glassbox_probes::{prepare_sequence_label, ProbeOptions, Standardizer};
+use glassbox_probes::{prepare_sequence_label, ProbeOptions, Split, Standardizer, TokenLabel};
 
 /// LEACE for one label at one hook, with its check.
 pub struct ErasureFit {
@@ -41,17 +42,80 @@ impl ErasureFit {
     }
 }
 
-/// Fits LEACE for `label` on `hook`'s `pool`ed rows and refits the probe; `random` random
-/// erasers for the baseline. Every random choice derives from `seed`.
+/// The probe's rows an eraser is fitted on.
+struct ProbeRows {
+    /// Row-major, `d` wide.
+    x: Vec<f32>,
+    d: usize,
+    class_of: Vec<usize>,
+    classes: Vec<String>,
+    split: Split,
+}
+
+/// Fits LEACE for `label` on `hook`'s `pool`ed rows (`None`: its token rows, a token-level
+/// label) and refits the probe; `random` random erasers for the baseline. Every random choice
+/// derives from `seed`.
 pub fn fit_erasure(
+    run: &RunDir,
+    label: &str,
+    hook: HookPoint,
+    pool: Option<Pool>,
+    options: &ProbeOptions,
+    random: usize,
+    seed: u64,
+) -> Result<ErasureFit, ConceptError> {
+    let rows = match pool {
+        Some(pool) => sequence_rows(run, label, hook, pool, options)?,
+        None => token_rows(run, label, hook, options)?,
+    };
+    let ProbeRows {
+        x,
+        d,
+        class_of,
+        classes,
+        split,
+    } = rows;
+    let n_classes = classes.len();
+    let geometry = Geometry::fit(&x, d, &split.train)?;
+    let train_classes: Vec<usize> = split.train.iter().map(|&r| class_of[r]).collect();
+    let eraser = geometry.concept_eraser(&train_classes, n_classes);
+    let mut rng = SeededRng::new(seed ^ 0x006c_6561_6365);
+    let randoms = (0..random)
+        .map(|_| geometry.random_eraser(eraser.rank.max(1), &mut rng))
+        .collect();
+    let refit = |rows: &[f32]| {
+        let std = Standardizer::fit(rows, d, &split.train);
+        let r = Rows {
+            x: rows,
+            d,
+            split: &split,
+            std: &std,
+        };
+        fit_classifier(r, &class_of, n_classes, options, seed).scores
+    };
+    let before = refit(&x);
+    let mut erased = x;
+    eraser.apply(&mut erased);
+    let after = refit(&erased);
+    Ok(ErasureFit {
+        eraser,
+        randoms,
+        classes,
+        accuracy_before: before.score,
+        accuracy_after: after.score,
+        accuracy_after_ci: after.ci,
+        chance: after.baseline,
+    })
+}
+
+/// A sequence-level probe's pooled rows at `hook`.
+fn sequence_rows(
     run: &RunDir,
     label: &str,
     hook: HookPoint,
     pool: Pool,
     options: &ProbeOptions,
-    random: usize,
-    seed: u64,
-) -> Result<ErasureFit, ConceptError> {
+) -> Result<ProbeRows, ConceptError> {
     let examples = read_examples(run)?;
     if examples.column(label).is_none() {
         return Err(ConceptError::Invalid(format!(
@@ -83,35 +147,37 @@ pub fn fit_erasure(
     for &i in &prepared.examples {
         x.extend_from_slice(&matrix.values[i * d..(i + 1) * d]);
     }
-    let n_classes = classes.len();
-    let geometry = Geometry::fit(&x, d, &split.train)?;
-    let train_classes: Vec<usize> = split.train.iter().map(|&r| class_of[r]).collect();
-    let eraser = geometry.concept_eraser(&train_classes, n_classes);
-    let mut rng = SeededRng::new(seed ^ 0x006c_6561_6365);
-    let randoms = (0..random)
-        .map(|_| geometry.random_eraser(eraser.rank.max(1), &mut rng))
-        .collect();
-    let refit = |rows: &[f32]| {
-        let std = Standardizer::fit(rows, d, &split.train);
-        let r = Rows {
-            x: rows,
-            d,
-            split: &split,
-            std: &std,
-        };
-        fit_classifier(r, &class_of, n_classes, options, seed).scores
-    };
-    let before = refit(&x);
-    let mut erased = x;
-    eraser.apply(&mut erased);
-    let after = refit(&erased);
-    Ok(ErasureFit {
-        eraser,
-        randoms,
+    Ok(ProbeRows {
+        x,
+        d,
+        class_of,
         classes,
-        accuracy_before: before.score,
-        accuracy_after: after.score,
-        accuracy_after_ci: after.ci,
-        chance: after.baseline,
+        split,
+    })
+}
+
+/// A token-level probe's token rows at `hook` (the probe's own rows and split by text).
+fn token_rows(
+    run: &RunDir,
+    label: &str,
+    hook: HookPoint,
+    options: &ProbeOptions,
+) -> Result<ProbeRows, ConceptError> {
+    let invalid = |e: glassbox_probes::ProbeError| {
+        ConceptError::Invalid(format!("erasure of token-level `{label}`: {e}"))
+    };
+    let prepared = TokenLabel::prepare(run, label, options).map_err(invalid)?;
+    if prepared.names().is_empty() {
+        return Err(ConceptError::Invalid(format!(
+            "erasure of token-level `{label}`: a numeric label has no classes to erase"
+        )));
+    }
+    let (x, d) = prepared.rows(run, hook).map_err(invalid)?;
+    Ok(ProbeRows {
+        x,
+        d,
+        class_of: prepared.classes().to_vec(),
+        classes: prepared.names().to_vec(),
+        split: prepared.split().clone(),
     })
 }

@@ -4,10 +4,11 @@
 //!
 //! - **Probes** (where each label is best decoded): for each class, steer along the class's
 //!   direction (`w_c − mean_c' w_c'`; a binary probe's `w`) and read the *same label's* probe at
-//!   the deepest later hook (its log-probability of the class: `raises`); for sequence-level
-//!   classification probes also erase the label with LEACE and read the later probe's
-//!   log-probability of each example's own class (`lowers`). Without a later probe a causal LM
-//!   reads the next-token KL (`moves`); an encoder's is not testable.
+//!   the deepest later hook (its log-probability of the class: `raises`); for classification
+//!   probes also erase the label with LEACE and read the later probe's log-probability of each
+//!   example's own class — at token level each token's own class, averaged over the example's
+//!   labelled tokens (`lowers`). Without a later probe a causal LM reads the next-token KL
+//!   (`moves`); an encoder's is not testable.
 //! - **TCAV** (significant results): steer along the concept's mean CAV and read the TCAV target
 //!   over the target class's examples: `raises` or `lowers` as TCAV found.
 //! - **SAE features and neurons** (label-correlated units): steer along the decoder row (a
@@ -82,9 +83,16 @@ impl ReadoutSpec {
     pub fn describe(&self) -> String {
         match self {
             ReadoutSpec::Probe {
-                label, hook, class, ..
+                label,
+                hook,
+                class,
+                level,
+                ..
             } => match class {
                 ClassSpec::Named(c) => format!("log p({label}={c}) of the probe at {hook}"),
+                ClassSpec::Truth if level == "token" => {
+                    format!("mean log p(each token's true {label}) of the probe at {hook}")
+                }
                 ClassSpec::Truth => format!("log p(true {label}) of the probe at {hook}"),
                 ClassSpec::Raw => format!("prediction of the {label} probe at {hook}"),
             },
@@ -106,12 +114,13 @@ pub enum Intervention {
     /// Add `α · n · v` for every `α` of the grid (`v` the unit direction, `n` the hook's
     /// typical norm).
     Steer(Vec<f64>),
-    /// LEACE erasure of a sequence-level label on the probe's pooled rows.
+    /// LEACE erasure of a label, fitted on the probe's rows.
     Erase {
         /// The label erased.
         label: String,
-        /// The pool the probe (and the eraser) were fitted on.
-        pool: Pool,
+        /// The pool the probe (and the eraser) were fitted on; `None`: token rows (a
+        /// token-level label), erased at every position.
+        pool: Option<Pool>,
     },
 }
 
@@ -265,29 +274,10 @@ fn probe_tests(
             members: None,
         });
     }
-    if best.level == "token" && !w.classes.is_empty() {
-        // Listed, not silently skipped: the table says why this finding has no erasure test.
-        out.push(Planned {
-            finding: finding.clone(),
-            kind: "probe",
-            test: "erase (LEACE)".into(),
-            hook: best.hook,
-            intervention: Intervention::Erase {
-                label: best.label.clone(),
-                pool: Pool::Mean,
-            },
-            claim: Claim::Lowers,
-            readout: Err(
-                "erasure is fitted on pooled (sequence-level) rows; token-level \
-                          erasure is not implemented, so this finding is tested by steering \
-                          only"
-                    .into(),
-            ),
-            members: None,
-        });
-    }
-    if best.level == "sequence" && !w.classes.is_empty() {
-        if let Some(pool) = pool_of(best) {
+    if !w.classes.is_empty() {
+        // A sequence-level probe's pooled rows, or a token-level probe's token rows.
+        let pool = pool_of(best);
+        if best.level == "token" || pool.is_some() {
             let (readout, claim) = readout_for(ClassSpec::Truth, Claim::Lowers);
             out.push(Planned {
                 finding,

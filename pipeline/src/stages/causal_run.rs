@@ -14,8 +14,8 @@ use glassbox_data::examples::Examples as ExampleTable;
 use glassbox_data::rng::SeededRng;
 use glassbox_data::{HookPoint, Progress, RunDir};
 use glassbox_models::LoadedModel;
-use glassbox_probes::{ProbeOptions, ProbeWeights};
-use glassbox_runner::steering::{self, Batches, Clean, Edit, Readout};
+use glassbox_probes::{token_classes, ProbeOptions, ProbeWeights};
+use glassbox_runner::steering::{self, Batches, Clean, Edit, HeadClass, Readout};
 
 /// The sampled examples and what the readouts need of them.
 pub(crate) struct Sample {
@@ -367,7 +367,7 @@ fn resolve(cx: &Context<'_>, sample: &Sample, spec: &ReadoutSpec) -> Result<Read
                     anyhow!("probes/weights.safetensors lacks the {level} probe of `{label}` at `{hook}`; re-run `glassbox probe --force`")
                 })?;
             let class = match class {
-                ClassSpec::Raw => None,
+                ClassSpec::Raw => HeadClass::Raw,
                 ClassSpec::Named(name) => {
                     let c = w.classes.iter().position(|x| x == name).ok_or_else(|| {
                         anyhow!(
@@ -375,14 +375,17 @@ fn resolve(cx: &Context<'_>, sample: &Sample, spec: &ReadoutSpec) -> Result<Read
                             w.classes.join(", ")
                         )
                     })?;
-                    Some(vec![Some(c); sample.indices.len()])
+                    HeadClass::PerExample(vec![Some(c); sample.indices.len()])
+                }
+                ClassSpec::Truth if level == "token" => {
+                    token_truth(cx.run, sample, label, &w.classes)?
                 }
                 ClassSpec::Truth => {
                     let column = sample
                         .table
                         .column(label)
                         .ok_or_else(|| anyhow!("examples.parquet has no column `{label}`"))?;
-                    Some(
+                    HeadClass::PerExample(
                         sample
                             .indices
                             .iter()
@@ -421,6 +424,36 @@ fn resolve(cx: &Context<'_>, sample: &Sample, spec: &ReadoutSpec) -> Result<Read
         ReadoutSpec::NextTokenKl => Readout::NextTokenKl,
         ReadoutSpec::OutputClass { class, .. } => Readout::OutputClass { class: *class },
     })
+}
+
+/// Each sampled example's tokens' own classes under the token-level `label` (index into the
+/// probe's `classes`; `None` for a token without a label or with a class the probe left out).
+fn token_truth(
+    run: &RunDir,
+    sample: &Sample,
+    label: &str,
+    classes: &[String],
+) -> Result<HeadClass> {
+    let truth = token_classes(run, label)?;
+    let per_example = sample
+        .indices
+        .iter()
+        .map(|&i| {
+            let id = sample.table.example_ids[i];
+            let n = *truth.lengths.get(&id).ok_or_else(|| {
+                anyhow!("tokens.parquet has no tokens of example {id}; re-run extract with --force")
+            })?;
+            Ok((0..n as u32)
+                .map(|p| {
+                    truth
+                        .by_token
+                        .get(&(id, p))
+                        .and_then(|name| classes.iter().position(|c| c == name))
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(HeadClass::PerToken(per_example))
 }
 
 /// Holm over every measured test, verdicts, and the rows of `tests.parquet`.

@@ -52,9 +52,8 @@ pub enum Readout {
         weight: Vec<f32>,
         /// One per output.
         bias: Vec<f32>,
-        /// The class whose log-probability is read, per example (`None` in an entry: that
-        /// example has no class and is left out; a `None` vector: the raw single output).
-        class: Option<Vec<Option<usize>>>,
+        /// The class whose log-probability is read.
+        class: HeadClass,
     },
     /// A causal LM's log-probability of token `id` coming after each example's last token.
     NextToken {
@@ -69,6 +68,19 @@ pub enum Readout {
         /// Index into the model's outputs.
         class: usize,
     },
+}
+
+/// Which class a [`Readout::Head`] reads the log-probability of.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadClass {
+    /// No class: the single raw output (a regression).
+    Raw,
+    /// One class per example (`None`: the example has no class and is left out).
+    PerExample(Vec<Option<usize>>),
+    /// One class per real position of each example (`None`: that token has none), for a
+    /// token-level head: the value is the mean over the positions that have a class of their
+    /// own class's log-probability; an example where none has one is left out.
+    PerToken(Vec<Vec<Option<usize>>>),
 }
 
 pub(super) enum Batch {

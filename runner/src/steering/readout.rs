@@ -2,7 +2,7 @@
 //! positions), next-token log-probabilities and their KL from the unedited run, classifier
 //! class log-probabilities.
 
-use super::{batch_size, real_length, Batch, Readout};
+use super::{batch_size, real_length, Batch, HeadClass, Readout};
 use candle_core::{DType, Tensor, D};
 use glassbox_data::Pool;
 use glassbox_models::{Capture, LoadedModel, ModelError, Result};
@@ -71,13 +71,36 @@ pub(super) fn read(
                 bias,
                 class,
             } => {
+                if pool.is_some() && matches!(class, HeadClass::PerToken(_)) {
+                    return Err(ModelError::Invalid(format!(
+                        "a pooled head on `{hook}` has no positions to read per-token classes at"
+                    )));
+                }
                 let h: Vec<Vec<Vec<f32>>> = capture
                     .get(*hook, model.model.family())?
                     .to_dtype(DType::F32)?
                     .to_vec3()?;
                 for (b, rows) in h.iter().enumerate() {
                     let real = &rows[..real_length(batch, b).min(rows.len())];
-                    let which = class.as_ref().map(|c| c[offset + b]);
+                    let which = match class {
+                        HeadClass::Raw => Which::Raw,
+                        HeadClass::PerExample(c) => match c[offset + b] {
+                            Some(c) => Which::Class(c),
+                            None => Which::Nothing,
+                        },
+                        HeadClass::PerToken(c) => {
+                            let classes = &c[offset + b];
+                            if classes.len() != real.len() {
+                                return Err(ModelError::Invalid(format!(
+                                    "example {} of the readout has {} token classes for {} tokens; the run's tokens.parquet is from another tokenizer — re-run extract with --force",
+                                    offset + b,
+                                    classes.len(),
+                                    real.len()
+                                )));
+                            }
+                            Which::PerToken(classes)
+                        }
+                    };
                     out.push(head_value(real, *pool, weight, bias, which));
                 }
             }
@@ -130,6 +153,19 @@ pub(super) fn read(
     Ok(())
 }
 
+/// What one example's head value reads.
+#[derive(Debug, Clone, Copy)]
+enum Which<'a> {
+    /// The raw single output.
+    Raw,
+    /// This class's log-probability.
+    Class(usize),
+    /// Each position's own class (token level); positions without one are left out.
+    PerToken(&'a [Option<usize>]),
+    /// Nothing: the example has no class.
+    Nothing,
+}
+
 /// The value of a linear head on an example's real rows: pooled, or the mean over positions of
 /// the per-position value. NaN when the example has no class to read.
 fn head_value(
@@ -137,15 +173,10 @@ fn head_value(
     pool: Option<Pool>,
     weight: &[f32],
     bias: &[f32],
-    class: Option<Option<usize>>,
+    which: Which<'_>,
 ) -> f64 {
     let width = weight.len() / bias.len().max(1);
-    let class = match class {
-        Some(None) => return f64::NAN,
-        Some(Some(c)) => Some(c),
-        None => None,
-    };
-    let value_of = |x: &[f64]| -> f64 {
+    let value_of = |x: &[f64], class: Option<usize>| -> f64 {
         let z: Vec<f64> = bias
             .iter()
             .enumerate()
@@ -160,14 +191,38 @@ fn head_value(
             .collect();
         log_probability(&z, class)
     };
+    let class_at = |position: usize| -> Option<Option<usize>> {
+        match which {
+            Which::Raw => Some(None),
+            Which::Class(c) => Some(Some(c)),
+            Which::PerToken(classes) => classes[position].map(Some),
+            Which::Nothing => None,
+        }
+    };
     match pool {
-        Some(pool) => value_of(&pooled(rows, pool, width)),
+        Some(pool) => match which {
+            Which::Raw => value_of(&pooled(rows, pool, width), None),
+            Which::Class(c) => value_of(&pooled(rows, pool, width), Some(c)),
+            // A pooled row has no positions to read classes at.
+            Which::PerToken(_) | Which::Nothing => f64::NAN,
+        },
         None => {
             let per: Vec<f64> = rows
                 .iter()
-                .map(|r| value_of(&r.iter().map(|v| *v as f64).collect::<Vec<_>>()))
+                .enumerate()
+                .filter_map(|(p, r)| {
+                    let class = class_at(p)?;
+                    Some(value_of(
+                        &r.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+                        class,
+                    ))
+                })
                 .collect();
-            per.iter().sum::<f64>() / per.len().max(1) as f64
+            if per.is_empty() {
+                f64::NAN
+            } else {
+                per.iter().sum::<f64>() / per.len() as f64
+            }
         }
     }
 }
@@ -240,9 +295,25 @@ mod tests {
         let rows = vec![vec![1.0f32, 0.0], vec![3.0, 2.0]];
         // One raw output reading unit 0: mean pool 2.0, token level (1 + 3) / 2.
         let (w, b) = (vec![1.0f32, 0.0], vec![0.0f32]);
-        assert_eq!(head_value(&rows, Some(Pool::Mean), &w, &b, None), 2.0);
-        assert_eq!(head_value(&rows, None, &w, &b, None), 2.0);
-        assert_eq!(head_value(&rows, Some(Pool::Last), &w, &b, None), 3.0);
-        assert!(head_value(&rows, Some(Pool::Mean), &w, &b, Some(None)).is_nan());
+        assert_eq!(head_value(&rows, Some(Pool::Mean), &w, &b, Which::Raw), 2.0);
+        assert_eq!(head_value(&rows, None, &w, &b, Which::Raw), 2.0);
+        assert_eq!(head_value(&rows, Some(Pool::Last), &w, &b, Which::Raw), 3.0);
+        assert!(head_value(&rows, Some(Pool::Mean), &w, &b, Which::Nothing).is_nan());
+    }
+
+    #[test]
+    fn a_token_level_head_reads_each_positions_own_class() {
+        // Binary head on unit 0: logits 1 and 3 at the two positions.
+        let rows = vec![vec![1.0f32, 0.0], vec![3.0, 2.0]];
+        let (w, b) = (vec![1.0f32, 0.0], vec![0.0f32]);
+        let own = [Some(0), Some(1)];
+        let want = (log_probability(&[1.0], Some(0)) + log_probability(&[3.0], Some(1))) / 2.0;
+        let got = head_value(&rows, None, &w, &b, Which::PerToken(&own));
+        assert!((got - want).abs() < 1e-12);
+        // Positions without a class are left out of the mean, not read as class 0.
+        let second = [None, Some(1)];
+        let got = head_value(&rows, None, &w, &b, Which::PerToken(&second));
+        assert!((got - log_probability(&[3.0], Some(1))).abs() < 1e-12);
+        assert!(head_value(&rows, None, &w, &b, Which::PerToken(&[None, None])).is_nan());
     }
 }

@@ -177,20 +177,31 @@ fn causal_tests_every_listed_finding_and_supports_the_planted_concepts() {
         assert_eq!(t.verdict, Verdict::Supported, "{t:?}");
     }
     // Erasing a probed label with LEACE counts (the refit drops to chance) and lowers the last
-    // block's probe beyond random erasers.
+    // block's probe beyond random erasers: topic and sentence_type on pooled rows, word_class
+    // on token rows at every position (read as each token's own class).
     let (erasures, token_level): (Vec<_>, Vec<_>) = tests
         .iter()
         .filter(|t| t.test == "erase (LEACE)")
         .partition(|t| t.finding.contains("(sequence)"));
     assert_eq!(erasures.len(), 2, "topic and sentence_type");
-    // word_class is probed per token: its erasure is listed as not testable, saying why.
     assert_eq!(token_level.len(), 1, "word_class: {token_level:?}");
-    assert_eq!(token_level[0].verdict, Verdict::NotTestable);
     assert!(
-        token_level[0].reason.contains("token-level"),
+        token_level[0]
+            .readout
+            .contains("each token's true @word_class"),
         "{token_level:?}"
     );
-    for e in erasures {
+    // The refit before erasure is the token-level probe itself (same rows, split by text).
+    let probes = glassbox_probes::read_results(&run).unwrap();
+    let best_word_class = probes
+        .iter()
+        .find(|r| r.label == "@word_class" && r.level == "token" && r.hook == token_level[0].hook)
+        .unwrap();
+    assert!(
+        (token_level[0].accuracy_before.unwrap() - best_word_class.score).abs() < 1e-12,
+        "{token_level:?} vs {best_word_class:?}"
+    );
+    for e in erasures.into_iter().chain(token_level) {
         assert!(
             e.accuracy_after_low.unwrap() <= e.chance.unwrap() + 1e-9,
             "{e:?}"
