@@ -298,8 +298,21 @@ fn probe_one(
         seed,
     );
     let s = &fitted.scores;
-    let mdl = (opts.mdl && !regression)
-        .then(|| probe::mdl_of(rows, &p.classes, p.names.len(), s.l2, opts, seed));
+    let mdl = (opts.mdl && !regression).then(|| {
+        // Token rows split by text are sent whole text by whole text.
+        let texts: Option<Vec<u64>> = (set.level == Level::Token
+            && opts.split_by != SplitBy::Token)
+            .then(|| p.rows.iter().map(|&r| set.texts[r]).collect());
+        probe::mdl_of(
+            rows,
+            &p.classes,
+            p.names.len(),
+            s.l2,
+            opts,
+            seed,
+            texts.as_deref(),
+        )
+    });
     if opts.neurons && !regression {
         let k = p.names.len();
         let sparse = neurons::elastic_net(rows, &p.classes, k, opts);

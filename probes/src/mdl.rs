@@ -5,6 +5,10 @@
 //! (`log2 K` bits a label); every later block is sent with a probe trained on all rows before
 //! it, costing `Σ −log2 p(y | x)` bits. The compression is the uniform code length of all rows
 //! divided by the online code length: 1 means the probe learnt nothing transmissible.
+//!
+//! Token-level rows split by text are sent text by text: the texts are shuffled, and each cut
+//! moves to the end of the text it falls in, so no block shares a text with the rows its code
+//! was trained on — as the split keeps a text's tokens in one part.
 
 use crate::logistic::{self, Problem};
 
@@ -21,7 +25,9 @@ pub struct Mdl {
     pub compression: f64,
 }
 
-/// `x` is standardised, row-major `y.len() × d`, in transmission order.
+/// `x` is standardised, row-major `y.len() × d`, in transmission order; `ends`, when given,
+/// are the positions where a text ends (ascending, the last one `y.len()`): the only places a
+/// block may end.
 pub fn online_code(
     x: &[f32],
     d: usize,
@@ -29,14 +35,11 @@ pub fn online_code(
     n_classes: usize,
     l2: f64,
     max_iterations: usize,
+    ends: Option<&[usize]>,
 ) -> Mdl {
     let n = y.len();
     let bits_per_label = (n_classes as f64).log2();
-    let mut cuts: Vec<usize> = FRACTIONS
-        .iter()
-        .map(|f| ((f * n as f64).round() as usize).clamp(1, n))
-        .collect();
-    cuts.dedup();
+    let cuts = cuts(n, ends);
     let mut codelength = cuts[0] as f64 * bits_per_label;
     for pair in cuts.windows(2) {
         let (seen, upto) = (pair[0], pair[1]);
@@ -74,9 +77,38 @@ pub fn online_code(
     }
 }
 
+/// Where the blocks end: the fractions of `n`, each moved to the end of the text it falls in
+/// when `ends` are given.
+fn cuts(n: usize, ends: Option<&[usize]>) -> Vec<usize> {
+    let mut cuts: Vec<usize> = FRACTIONS
+        .iter()
+        .map(|f| ((f * n as f64).round() as usize).clamp(1, n))
+        .map(|cut| match ends {
+            Some(ends) => ends[ends.partition_point(|&e| e < cut).min(ends.len() - 1)],
+            None => cut,
+        })
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_end_where_texts_end() {
+        assert_eq!(
+            cuts(1000, None),
+            [1, 2, 4, 8, 16, 32, 63, 125, 250, 500, 1000]
+        );
+        // Texts of 7 rows: every cut moves up to the next multiple of 7, the last to n.
+        let ends: Vec<usize> = (1..=143).map(|t| (t * 7).min(1000)).collect();
+        assert_eq!(
+            cuts(1000, Some(&ends)),
+            [7, 14, 21, 35, 63, 126, 252, 504, 1000]
+        );
+    }
 
     #[test]
     fn learnable_labels_compress_and_random_ones_do_not() {
@@ -95,8 +127,8 @@ mod tests {
             learnable.push(usize::from(v > 0.0));
             random.push(((s >> 20) & 1) as usize);
         }
-        let good = online_code(&x, 2, &learnable, 2, 1.0, 100);
-        let bad = online_code(&x, 2, &random, 2, 1.0, 100);
+        let good = online_code(&x, 2, &learnable, 2, 1.0, 100, None);
+        let bad = online_code(&x, 2, &random, 2, 1.0, 100, None);
         assert!(good.compression > 3.0, "{good:?}");
         assert!(bad.compression < 1.05, "{bad:?}");
         assert_eq!(good.uniform, 2000.0);

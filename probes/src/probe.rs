@@ -316,7 +316,9 @@ pub fn control_targets<T: Copy>(types: &[String], targets: &[T], seed: u64) -> V
     types.iter().map(|t| assigned[t.as_str()]).collect()
 }
 
-/// Voita & Titov's online code on the training and validation rows, with the chosen L2.
+/// Voita & Titov's online code on the training and validation rows, with the chosen L2. With
+/// `texts` (each row's text, when the split keeps texts whole) whole texts are sent in a
+/// shuffled order and blocks end only where a text does; otherwise rows are shuffled.
 pub fn mdl_of(
     rows: Rows<'_>,
     classes: &[usize],
@@ -324,6 +326,7 @@ pub fn mdl_of(
     l2: f64,
     opts: &ProbeOptions,
     seed: u64,
+    texts: Option<&[u64]>,
 ) -> mdl::Mdl {
     let mut order: Vec<usize> = rows
         .split
@@ -332,8 +335,74 @@ pub fn mdl_of(
         .chain(&rows.split.validation)
         .copied()
         .collect();
-    SeededRng::new(seed ^ 0x006d_646c).shuffle(&mut order);
+    let mut rng = SeededRng::new(seed ^ 0x006d_646c);
+    let ends = match texts {
+        None => {
+            rng.shuffle(&mut order);
+            None
+        }
+        Some(texts) => {
+            let (grouped, ends) = by_text(&order, texts, &mut rng);
+            order = grouped;
+            Some(ends)
+        }
+    };
     let xs = rows.features(&order, None);
     let ys = pick(classes, &order);
-    mdl::online_code(&xs, rows.d, &ys, n_classes, l2, opts.max_iterations)
+    mdl::online_code(
+        &xs,
+        rows.d,
+        &ys,
+        n_classes,
+        l2,
+        opts.max_iterations,
+        ends.as_deref(),
+    )
+}
+
+/// `rows` grouped by text (`texts[r]` is row `r`'s), the texts in a seeded random order, each
+/// text's rows in their order; and where each text's rows end.
+fn by_text(rows: &[usize], texts: &[u64], rng: &mut SeededRng) -> (Vec<usize>, Vec<usize>) {
+    let mut of_text: Vec<(u64, Vec<usize>)> = Vec::new();
+    let mut slot: HashMap<u64, usize> = HashMap::new();
+    for &r in rows {
+        let s = *slot.entry(texts[r]).or_insert_with(|| {
+            of_text.push((texts[r], Vec::new()));
+            of_text.len() - 1
+        });
+        of_text[s].1.push(r);
+    }
+    rng.shuffle(&mut of_text);
+    let mut order = Vec::with_capacity(rows.len());
+    let mut ends = Vec::with_capacity(of_text.len());
+    for (_, members) in of_text {
+        order.extend(members);
+        ends.push(order.len());
+    }
+    (order, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_sent_text_by_text() {
+        // Rows 0..12 of texts 30, 10, 20 interleaved; rows 3 and 9 are not sent.
+        let texts: Vec<u64> = (0..12).map(|r| [30, 10, 20][r % 3]).collect();
+        let rows: Vec<usize> = (0..12).filter(|r| *r != 3 && *r != 9).collect();
+        let (order, ends) = by_text(&rows, &texts, &mut SeededRng::new(4));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, rows, "every row once");
+        assert_eq!(ends.len(), 3);
+        assert_eq!(*ends.last().unwrap(), order.len());
+        let mut start = 0;
+        for &end in &ends {
+            let text = texts[order[start]];
+            assert!(order[start..end].iter().all(|&r| texts[r] == text));
+            assert!(order[start..end].windows(2).all(|w| w[0] < w[1]));
+            start = end;
+        }
+    }
 }

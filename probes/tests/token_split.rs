@@ -96,10 +96,16 @@ fn text_identity_run(dir: &std::path::Path, splits: Option<Vec<String>>) -> RunD
 }
 
 fn probe(run: &RunDir, split_by: SplitBy) -> ProbeResult {
+    probe_with(run, split_by, ProbeOptions::default().l2_grid)
+}
+
+fn probe_with(run: &RunDir, split_by: SplitBy, l2_grid: Vec<f64>) -> ProbeResult {
     let opts = ProbeOptions {
+        l2_grid,
         token_labels: vec!["tag".into()],
         split_by,
         neurons: false,
+        mdl: true,
         ..ProbeOptions::default()
     };
     let mut out = run_probes(run, &opts, &NoProgress).unwrap();
@@ -159,4 +165,21 @@ fn the_data_split_keeps_texts_whole_and_resamples_them() {
         r.ci_high - r.ci_low > 0.2,
         "CIs over 50 texts, not 300 tokens: {r:?}"
     );
+}
+
+#[test]
+fn mdl_sends_whole_texts_when_texts_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = text_identity_run(dir.path(), None);
+    // One L2 strength for both, so only the transmission order differs. Rows sent one by one:
+    // a text's later tokens are cheap once its first ones were sent (1.50 when written).
+    let leaky = probe_with(&run, SplitBy::Token, vec![10.0])
+        .mdl_compression
+        .unwrap();
+    // Whole texts, blocks ending only where a text does: nothing to transmit (0.70).
+    let whole = probe_with(&run, SplitBy::Text, vec![10.0])
+        .mdl_compression
+        .unwrap();
+    assert!(leaky > 1.3, "{leaky}");
+    assert!(whole < 1.0, "{whole}");
 }
