@@ -174,3 +174,53 @@ fn causal_tests_probes_of_a_vision_model() {
         );
     }
 }
+
+#[test]
+fn a_token_level_probe_of_a_decoder_is_erased_at_every_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_gpt2_run(&run, true, None);
+    let out = run_cli(
+        &[
+            "probe",
+            "--token-label",
+            "@word_class",
+            "--bootstrap",
+            "50",
+            "--no-neurons",
+        ],
+        &run,
+    );
+    assert_success(&out, "probe (token level)");
+    let out = run_cli(&["causal", "--examples", "24", "--json"], &run);
+    assert_success(&out, "causal (token level)");
+    let rows = read_tests(&run.join("causal")).unwrap();
+    let erase = rows
+        .iter()
+        .find(|r| r.test == "erase (LEACE)")
+        .unwrap_or_else(|| panic!("the token-level finding has its erasure test: {rows:?}"));
+    assert!(erase.finding.contains("(token)"), "{erase:?}");
+    // Measured (not listed as untestable for being token-level): the refit before erasure is
+    // the token-level probe at that hook, on its own rows and split by text.
+    let probes = glassbox_probes::read_results(&glassbox_data::RunDir::new(&run)).unwrap();
+    let probe = probes
+        .iter()
+        .find(|p| p.label == "@word_class" && p.hook == erase.hook)
+        .unwrap();
+    assert_eq!(erase.accuracy_before, Some(probe.score), "{erase:?}");
+    assert!(
+        erase.accuracy_after.is_some() && erase.chance.is_some(),
+        "{erase:?}"
+    );
+    // The later block's token-level probe reads each token's own class; at the last block a
+    // causal LM reads its next-token KL instead.
+    assert!(
+        erase.readout.contains("each token's true @word_class")
+            || erase.readout.contains("KL of the next-token"),
+        "{erase:?}"
+    );
+    assert!(
+        erase.examples > 0 || erase.verdict == Verdict::NotTestable,
+        "{erase:?}"
+    );
+}
