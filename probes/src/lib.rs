@@ -14,6 +14,7 @@
 mod error;
 mod features;
 mod grouped_split;
+mod hook_comparison;
 pub mod labels;
 mod lbfgs;
 pub mod logistic;
@@ -48,6 +49,7 @@ use glassbox_data::examples::read_examples;
 use glassbox_data::tokens::{read_tokens, Tokens};
 use glassbox_data::{HookPoint, Pool};
 use glassbox_data::{Progress, RunDir};
+use hook_comparison::{standings, HookScore, TestOutputs};
 use labels::LabelSet;
 use prepare::{prepare, Prepared};
 use probe::Targets;
@@ -127,10 +129,31 @@ pub fn run_probes(
             &tokens,
         )?;
         let mut out = ProbeOutputs::default();
-        probe_one(hook, set, prepared, &x, d, opts, &mut out).map_err(|e| e.in_hook(hook))?;
+        let score =
+            probe_one(hook, set, prepared, &x, d, opts, &mut out).map_err(|e| e.in_hook(hook))?;
         progress.advance(1);
-        Ok(out)
+        Ok((out, Some(score)))
     })?;
+    let (mut outputs, mut scores): (Vec<ProbeOutputs>, Vec<Option<HookScore>>) =
+        outputs.into_iter().unzip();
+    // Each hook's standing among its label's hooks, on the same resampled test rows.
+    for (s, (set, p)) in sets.iter().enumerate() {
+        let members: Vec<usize> = (0..jobs.len()).filter(|&j| jobs[j].1 == s).collect();
+        let hooks: Vec<HookScore> = members.iter().filter_map(|&j| scores[j].take()).collect();
+        let truth = match &set.target {
+            labels::Target::Classes { .. } => Targets::Classes(&p.classes),
+            labels::Target::Values(_) => Targets::Values(&p.values),
+        };
+        if let Some(standing) = standings(&p.split, truth, &hooks, opts.bootstrap, opts.seed) {
+            for (&j, st) in members.iter().zip(standing) {
+                for r in &mut outputs[j].results {
+                    r.best_share = Some(st.best_share);
+                    r.vs_best_ci_low = st.vs_best.map(|c| c.0);
+                    r.vs_best_ci_high = st.vs_best.map(|c| c.1);
+                }
+            }
+        }
+    }
     let mut out = ProbeOutputs::default();
     for o in outputs {
         out.results.extend(o.results);
@@ -236,6 +259,8 @@ fn hooks_for(run: &RunDir, level: Level, pool: Pool) -> Result<Vec<HookPoint>> {
     Ok(hooks)
 }
 
+/// Probes one label at one hook into `out`; returns the probe's test score and predictions, for
+/// comparing the label's hooks.
 #[allow(clippy::too_many_arguments)]
 fn probe_one(
     hook: HookPoint,
@@ -245,7 +270,7 @@ fn probe_one(
     d: usize,
     opts: &ProbeOptions,
     out: &mut ProbeOutputs,
-) -> Result<()> {
+) -> Result<HookScore> {
     let std = Standardizer::fit(x, d, &p.split.train);
     let rows = probe::Rows {
         x,
@@ -372,11 +397,23 @@ fn probe_one(
         selectivity: s.score - control.scores.score,
         selectivity_ci_low: selectivity_ci.map(|c| c.0),
         selectivity_ci_high: selectivity_ci.map(|c| c.1),
+        best_share: None,
+        vs_best_ci_low: None,
+        vs_best_ci_high: None,
         mdl_codelength: mdl.map(|m| m.codelength),
         mdl_uniform: mdl.map(|m| m.uniform),
         mdl_compression: mdl.map(|m| m.compression),
         converged: s.converged,
     });
+    let score = HookScore {
+        score: s.score,
+        order: (depth, hook),
+        outputs: if regression {
+            TestOutputs::Values(fitted.test_values)
+        } else {
+            TestOutputs::Classes(fitted.test_predictions)
+        },
+    };
     out.weights.push(ProbeWeights {
         hook,
         label: set.name.clone(),
@@ -387,7 +424,7 @@ fn probe_one(
         weight: fitted.weight,
         bias: fitted.bias,
     });
-    Ok(())
+    Ok(score)
 }
 
 #[cfg(test)]

@@ -72,15 +72,39 @@ pub fn bootstrap_ci(
     if n == 0 || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
+    let mut values = Vec::with_capacity(resamples);
+    each_resample(n, resamples, seed, |sample| values.push(metric(sample)));
+    percentile_interval(values)
+}
+
+/// Calls `visit` with each of `resamples` bootstrap resamples of `n` rows (indices drawn with
+/// replacement): the draws [`bootstrap_ci`] makes with the same seed.
+pub fn each_resample(n: usize, resamples: usize, seed: u64, mut visit: impl FnMut(&[usize])) {
     let mut rng = SeededRng::new(seed);
     let mut sample = vec![0usize; n];
-    let values: Vec<f64> = (0..resamples)
-        .map(|_| {
-            sample.iter_mut().for_each(|s| *s = rng.below(n));
-            metric(&sample)
-        })
-        .collect();
-    percentile_interval(values)
+    for _ in 0..resamples {
+        sample.iter_mut().for_each(|s| *s = rng.below(n));
+        visit(&sample);
+    }
+}
+
+/// Calls `visit` with each of `resamples` resamples of whole clusters: the draws
+/// [`cluster_bootstrap_ci`] makes with the same seed.
+pub fn each_cluster_resample(
+    clusters: &[Vec<usize>],
+    resamples: usize,
+    seed: u64,
+    mut visit: impl FnMut(&[usize]),
+) {
+    let mut rng = SeededRng::new(seed);
+    let mut sample = Vec::new();
+    for _ in 0..resamples {
+        sample.clear();
+        for _ in 0..clusters.len() {
+            sample.extend_from_slice(&clusters[rng.below(clusters.len())]);
+        }
+        visit(&sample);
+    }
 }
 
 /// Percentile-bootstrap 95% interval of `metric` resampling whole clusters of row indices
@@ -96,22 +120,18 @@ pub fn cluster_bootstrap_ci(
     if clusters.is_empty() || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
-    let mut rng = SeededRng::new(seed);
-    let mut sample = Vec::new();
-    let values: Vec<f64> = (0..resamples)
-        .map(|_| {
-            sample.clear();
-            for _ in 0..clusters.len() {
-                sample.extend_from_slice(&clusters[rng.below(clusters.len())]);
-            }
-            metric(&sample)
-        })
-        .collect();
+    let mut values = Vec::with_capacity(resamples);
+    each_cluster_resample(clusters, resamples, seed, |sample| {
+        values.push(metric(sample))
+    });
     percentile_interval(values)
 }
 
-/// The 2.5th and 97.5th percentiles of the resampled values.
-fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+/// The 2.5th and 97.5th percentiles of the resampled values (NaN for none).
+pub fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
     let resamples = values.len();
     values.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| values[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];

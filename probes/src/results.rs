@@ -56,6 +56,14 @@ pub struct ProbeResult {
     /// it was computed.
     pub selectivity_ci_low: Option<f64>,
     pub selectivity_ci_high: Option<f64>,
+    /// Share of test-set bootstrap resamples in which this hook's probe scores highest of the
+    /// label's hooks (ties split); `None` with one hook, without resamples, or in older tables.
+    pub best_share: Option<f64>,
+    /// Paired 95% interval of the best hook's score minus this one's, on the same resampled
+    /// test rows; `None` at the best hook itself (and as `best_share`). An interval that
+    /// reaches 0: this hook is not told apart from the best.
+    pub vs_best_ci_low: Option<f64>,
+    pub vs_best_ci_high: Option<f64>,
     pub mdl_codelength: Option<f64>,
     pub mdl_uniform: Option<f64>,
     pub mdl_compression: Option<f64>,
@@ -147,6 +155,9 @@ pub fn write_results(run: &RunDir, rows: &[ProbeResult]) -> Result<()> {
         .float("selectivity", rows, |r| r.selectivity)
         .opt_float("selectivity_ci_low", rows, |r| r.selectivity_ci_low)
         .opt_float("selectivity_ci_high", rows, |r| r.selectivity_ci_high)
+        .opt_float("best_share", rows, |r| r.best_share)
+        .opt_float("vs_best_ci_low", rows, |r| r.vs_best_ci_low)
+        .opt_float("vs_best_ci_high", rows, |r| r.vs_best_ci_high)
         .opt_float("mdl_codelength", rows, |r| r.mdl_codelength)
         .opt_float("mdl_uniform", rows, |r| r.mdl_uniform)
         .opt_float("mdl_compression", rows, |r| r.mdl_compression)
@@ -278,6 +289,11 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
             optional("selectivity_ci_low"),
             optional("selectivity_ci_high"),
         );
+        let (best_share, vs_best_lo, vs_best_hi) = (
+            optional("best_share"),
+            optional("vs_best_ci_low"),
+            optional("vs_best_ci_high"),
+        );
         let (mdl_c, mdl_u, mdl_x) = (
             opt("mdl_codelength")?,
             opt("mdl_uniform")?,
@@ -310,6 +326,9 @@ pub fn read_results(run: &RunDir) -> Result<Vec<ProbeResult>> {
                 selectivity: selectivity[r],
                 selectivity_ci_low: selectivity_lo[r],
                 selectivity_ci_high: selectivity_hi[r],
+                best_share: best_share[r],
+                vs_best_ci_low: vs_best_lo[r],
+                vs_best_ci_high: vs_best_hi[r],
                 mdl_codelength: mdl_c[r],
                 mdl_uniform: mdl_u[r],
                 mdl_compression: mdl_x[r],
@@ -409,6 +428,9 @@ mod tests {
             selectivity: 0.4,
             selectivity_ci_low: Some(0.3),
             selectivity_ci_high: Some(0.5),
+            best_share: Some(0.7),
+            vs_best_ci_low: None,
+            vs_best_ci_high: None,
             mdl_codelength: None,
             mdl_uniform: None,
             mdl_compression: None,

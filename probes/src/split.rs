@@ -1,6 +1,6 @@
 //! Seeded stratified train/validation/test split.
 
-use crate::metrics::{bootstrap_ci, cluster_bootstrap_ci};
+use crate::metrics::{bootstrap_ci, cluster_bootstrap_ci, each_cluster_resample, each_resample};
 use glassbox_data::rng::SeededRng;
 
 /// Indices into the labelled examples.
@@ -29,6 +29,17 @@ impl Split {
             bootstrap_ci(self.test.len(), resamples, seed, metric)
         } else {
             cluster_bootstrap_ci(&self.test_clusters, resamples, seed, metric)
+        }
+    }
+
+    /// Calls `visit` with each bootstrap resample of the test part (positions into `test`),
+    /// drawn as [`Self::test_bootstrap_ci`] draws them: for several statistics of the same
+    /// resamples.
+    pub fn each_test_resample(&self, resamples: usize, seed: u64, visit: impl FnMut(&[usize])) {
+        if self.test_clusters.is_empty() {
+            each_resample(self.test.len(), resamples, seed, visit)
+        } else {
+            each_cluster_resample(&self.test_clusters, resamples, seed, visit)
         }
     }
 }

@@ -39,7 +39,7 @@ pub(crate) fn markdown(s: &Summary) -> String {
             "| {} |\n",
             probe_table_header(&f.metric).join(" | ")
         ));
-        md.push_str(&format!("|{}\n", "---|".repeat(8)));
+        md.push_str(&format!("|{}\n", "---|".repeat(9)));
         for r in &f.by_hook {
             let mut cells = probe_table_row(r);
             cells[0] = md::code(&cells[0]);

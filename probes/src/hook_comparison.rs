@@ -1,0 +1,181 @@
+//! How sure "best decoded at hook h" is. The best hook is the maximum of one score per hook,
+//! so its own interval says nothing about whether another hook would do as well. Every hook's
+//! probe of a label is scored on the same test rows (the split depends on the label only), so
+//! one set of bootstrap resamples — of texts where the split keeps them whole — scores them
+//! all together: how often each hook comes out best, and a paired 95% interval of the best
+//! hook's lead over each other hook. A hook whose interval reaches 0 is not told apart from the
+//! best by this test set.
+
+use crate::metrics::{accuracy, percentile_interval, r2};
+use crate::probe::Targets;
+use crate::Split;
+use glassbox_data::HookPoint;
+
+/// What a hook's probe predicted on the test rows, in `split.test` order.
+pub(crate) enum TestOutputs {
+    /// Predicted classes (classifiers).
+    Classes(Vec<usize>),
+    /// Predicted values (regressions).
+    Values(Vec<f64>),
+}
+
+/// One hook's probe of a label.
+pub(crate) struct HookScore {
+    /// Its score on the whole test part.
+    pub score: f64,
+    /// Residual-stream depth, then the hook: the order ties are broken in.
+    pub order: (f64, HookPoint),
+    pub outputs: TestOutputs,
+}
+
+/// A hook's standing among the label's hooks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Standing {
+    /// Share of resamples in which this hook scores highest (ties split evenly).
+    pub best_share: f64,
+    /// Paired 95% interval of the best hook's score minus this hook's; `None` for the best
+    /// hook itself.
+    pub vs_best: Option<(f64, f64)>,
+}
+
+/// Index of the best hook: the highest score, the shallowest (then the first hook) among ties —
+/// the rule of [`crate::best_per_label`], which the report's "best decoded at" follows.
+pub(crate) fn best_index(hooks: &[HookScore]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..hooks.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (da, ha) = &hooks[a].order;
+        let (db, hb) = &hooks[b].order;
+        da.total_cmp(db).then(ha.cmp(hb))
+    });
+    order.into_iter().fold(None, |best, i| match best {
+        Some(b) if hooks[b].score >= hooks[i].score => Some(b),
+        _ => Some(i),
+    })
+}
+
+/// Every hook's standing, in `hooks` order; `None` without resamples or with one hook.
+pub(crate) fn standings(
+    split: &Split,
+    truth: Targets<'_>,
+    hooks: &[HookScore],
+    resamples: usize,
+    seed: u64,
+) -> Option<Vec<Standing>> {
+    if resamples == 0 || hooks.len() < 2 || split.test.is_empty() {
+        return None;
+    }
+    let best = best_index(hooks)?;
+    let score = |outputs: &TestOutputs, sample: &[usize]| match (outputs, truth) {
+        (TestOutputs::Classes(p), Targets::Classes(all)) => {
+            let t: Vec<usize> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            let q: Vec<usize> = sample.iter().map(|&i| p[i]).collect();
+            accuracy(&t, &q)
+        }
+        (TestOutputs::Values(p), Targets::Values(all)) => {
+            let t: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            let q: Vec<f64> = sample.iter().map(|&i| p[i]).collect();
+            r2(&t, &q)
+        }
+        _ => f64::NAN,
+    };
+    let mut wins = vec![0.0f64; hooks.len()];
+    let mut leads: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); hooks.len()];
+    split.each_test_resample(resamples, seed ^ 5, |sample| {
+        let scores: Vec<f64> = hooks.iter().map(|h| score(&h.outputs, sample)).collect();
+        let top = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let winners = scores.iter().filter(|&&s| s == top).count().max(1) as f64;
+        for (h, s) in scores.iter().enumerate() {
+            if *s == top {
+                wins[h] += 1.0 / winners;
+            }
+            leads[h].push(scores[best] - s);
+        }
+    });
+    Some(
+        (0..hooks.len())
+            .map(|h| Standing {
+                best_share: wins[h] / resamples as f64,
+                vs_best: (h != best).then(|| percentile_interval(std::mem::take(&mut leads[h]))),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(n: usize) -> Split {
+        Split {
+            train: Vec::new(),
+            validation: Vec::new(),
+            test: (0..n).collect(),
+            test_clusters: Vec::new(),
+        }
+    }
+
+    fn hook(depth: f64, predictions: Vec<usize>, truth: &[usize]) -> HookScore {
+        HookScore {
+            score: accuracy(truth, &predictions),
+            order: (depth, HookPoint::ResidPost(depth as usize)),
+            outputs: TestOutputs::Classes(predictions),
+        }
+    }
+
+    #[test]
+    fn a_clear_winner_and_a_tie_are_told_apart() {
+        let n = 400;
+        let truth: Vec<usize> = (0..n).map(|i| i % 2).collect();
+        // Right on 95% / 60% / 94% of the rows, wrong on different rows.
+        let wrong_on = |rows: std::ops::Range<usize>| -> Vec<usize> {
+            (0..n)
+                .map(|i| {
+                    if rows.contains(&(i % 100)) {
+                        1 - truth[i]
+                    } else {
+                        truth[i]
+                    }
+                })
+                .collect()
+        };
+        let hooks = vec![
+            hook(0.0, wrong_on(0..5), &truth),
+            hook(1.0, wrong_on(0..40), &truth),
+            hook(2.0, wrong_on(50..56), &truth),
+        ];
+        assert_eq!(best_index(&hooks), Some(0));
+        let s = standings(&split(n), Targets::Classes(&truth), &hooks, 500, 1).unwrap();
+        assert!(s[0].vs_best.is_none());
+        let (lo, _) = s[1].vs_best.unwrap();
+        assert!(lo > 0.25, "60% is far behind: {s:?}");
+        let (lo, hi) = s[2].vs_best.unwrap();
+        assert!(
+            lo <= 0.0 && hi > 0.0,
+            "94% is not told apart from 95%: {s:?}"
+        );
+        // The 60% hook never comes out best; the other two share the resamples.
+        assert!(s[1].best_share == 0.0, "{s:?}");
+        assert!(
+            s[0].best_share > s[2].best_share && s[2].best_share > 0.1,
+            "{s:?}"
+        );
+        let total: f64 = s.iter().map(|x| x.best_share).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+        // Same seed, same standings.
+        let again = standings(&split(n), Targets::Classes(&truth), &hooks, 500, 1).unwrap();
+        assert_eq!(s, again);
+    }
+
+    #[test]
+    fn ties_go_to_the_shallowest_hook() {
+        let truth = vec![0, 1, 0, 1];
+        let hooks = vec![
+            hook(2.0, truth.clone(), &truth),
+            hook(1.0, truth.clone(), &truth),
+        ];
+        assert_eq!(best_index(&hooks), Some(1));
+        let s = standings(&split(4), Targets::Classes(&truth), &hooks, 50, 0).unwrap();
+        assert_eq!(s[0].vs_best, Some((0.0, 0.0)));
+        assert_eq!(s[1].best_share, 0.5, "every resample a tie: shared");
+    }
+}
