@@ -322,14 +322,18 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
     );
     for r in results {
         let f1 = r.f1.map_or("-".to_owned(), |f| format!("{f:.3}"));
+        // No interval without bootstrap resamples (`--bootstrap 0`).
+        let ci = if r.ci_low.is_finite() && r.ci_high.is_finite() {
+            format!("[{:.2},{:.2}]", r.ci_low, r.ci_high)
+        } else {
+            "[-]".to_owned()
+        };
         out.push_str(&format!(
-            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} [{:.2},{:.2}]  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
+            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} {ci:<11}  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
             format!("{} ({})", r.label, r.level),
             r.hook,
             if r.metric == "accuracy" { "acc" } else { "r2" },
             r.score,
-            r.ci_low,
-            r.ci_high,
             f1,
             r.majority,
             r.control_score,

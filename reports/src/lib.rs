@@ -367,14 +367,18 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
         .map(|(lo, hi)| format!(" [95% CI {lo:.3}, {hi:.3}]"))
         .unwrap_or_default();
     let standing = standing_clause(f);
+    // No interval without bootstrap resamples (`bootstrap = 0`).
+    let score_ci = if f.best_ci_low.is_finite() && f.best_ci_high.is_finite() {
+        format!(" [95% CI {:.3}, {:.3}]", f.best_ci_low, f.best_ci_high)
+    } else {
+        " (no CI: bootstrap = 0)".to_owned()
+    };
     format!(
-        "{} ({what}, {scope}) is best decoded at {}: {} {:.3} [95% CI {:.3}, {:.3}] against {baseline} {:.3}; control task {:.3}, selectivity {:.3}{selectivity_ci}{standing}.",
+        "{} ({what}, {scope}) is best decoded at {}: {} {:.3}{score_ci} against {baseline} {:.3}; control task {:.3}, selectivity {:.3}{selectivity_ci}{standing}.",
         md::code(&f.label),
         md::code(&f.best_hook.to_string()),
         f.metric,
         f.best_score,
-        f.best_ci_low,
-        f.best_ci_high,
         f.majority,
         f.control_score,
         f.selectivity
@@ -466,7 +470,11 @@ pub(crate) fn probe_table_header(metric: &str) -> [String; 9] {
 pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 9] {
     [
         r.hook.to_string(),
-        format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high),
+        if r.ci_low.is_finite() && r.ci_high.is_finite() {
+            format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high)
+        } else {
+            format!("{:.3}", r.score)
+        },
         match (r.vs_best_ci_low.zip(r.vs_best_ci_high), r.best_share) {
             (Some((lo, hi)), _) => format!("[{lo:.3}, {hi:.3}]"),
             (None, Some(share)) => format!("best in {:.0}%", 100.0 * share),

@@ -53,10 +53,17 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
                 .map(|i| format!("{:.1},{:.1}", x(i), y(f.by_hook[i].ci_low))),
         )
         .collect();
-    svg.push_str(&format!(
-        "<polygon fill=\"#1f6feb\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>",
-        band.join(" ")
-    ));
+    // No band without intervals (`bootstrap = 0`).
+    let has_ci = f
+        .by_hook
+        .iter()
+        .all(|r| r.ci_low.is_finite() && r.ci_high.is_finite());
+    if has_ci {
+        svg.push_str(&format!(
+            "<polygon fill=\"#1f6feb\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>",
+            band.join(" ")
+        ));
+    }
     svg.push_str(&format!(
         "<polyline fill=\"none\" stroke=\"#999\" stroke-dasharray=\"5 4\" stroke-width=\"1.5\" points=\"{}\"/>",
         line(&|i| f.by_hook[i].majority)
@@ -70,14 +77,17 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
         line(&|i| f.by_hook[i].score)
     ));
     for (i, r) in f.by_hook.iter().enumerate() {
+        let ci = if r.ci_low.is_finite() && r.ci_high.is_finite() {
+            format!(" [{:.3}, {:.3}]", r.ci_low, r.ci_high)
+        } else {
+            String::new()
+        };
         svg.push_str(&format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3} [{:.3}, {:.3}]</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3}{ci}</title></circle>",
             x(i),
             y(r.score),
             escape(&r.hook.to_string()),
             r.score,
-            r.ci_low,
-            r.ci_high
         ));
         let name = r.hook.to_string();
         let short = name

@@ -133,3 +133,74 @@ fn a_data_set_without_a_split_column_is_refused_for_split_by_data() {
         before
     );
 }
+
+#[test]
+fn without_bootstrap_resamples_no_interval_is_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    extract(
+        &workspace_root().join("data/sets/default.jsonl"),
+        &run,
+        false,
+    );
+    let out = glassbox()
+        .args(["probe", "--label", "topic", "--bootstrap", "0", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe --bootstrap 0");
+    let report = glassbox()
+        .args(["report", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&report, "report");
+    for (what, text) in [
+        (
+            "probe's table",
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ),
+        (
+            "report's stdout",
+            String::from_utf8_lossy(&report.stdout).into_owned(),
+        ),
+        (
+            "summary.md",
+            std::fs::read_to_string(run.join("report/summary.md")).unwrap(),
+        ),
+        (
+            "index.html",
+            std::fs::read_to_string(run.join("report/index.html")).unwrap(),
+        ),
+    ] {
+        assert!(!text.contains("NaN"), "{what}: {text}");
+    }
+    let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
+    assert!(md.contains("(no CI: bootstrap = 0)"), "{md}");
+}
+
+#[test]
+fn every_hook_is_compared_with_the_best_on_the_same_resamples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_gpt2_run(&run, false, Some("topic"));
+    // Read back independently: one best hook per label, its share and the others' leads.
+    let script = r#"
+import sys, math, pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1] + "/probes/results.parquet").to_pylist()
+assert len(rows) >= 2, rows
+best = max(rows, key=lambda r: (r["score"], -r["depth"]))
+assert abs(sum(r["best_share"] for r in rows) - 1) < 1e-9, rows
+for r in rows:
+    assert 0 <= r["best_share"] <= 1, r
+    if r["hook"] == best["hook"]:
+        assert r["vs_best_ci_low"] is None and r["vs_best_ci_high"] is None, r
+    else:
+        lo, hi = r["vs_best_ci_low"], r["vs_best_ci_high"]
+        assert lo <= hi, r
+        # The lead's interval brackets the lead on the whole test set.
+        lead = best["score"] - r["score"]
+        assert lo - 1e-9 <= lead <= hi + 1e-9, (r, lead)
+"#;
+    pyarrow_check("probe_hook_standing", script, &[&run]);
+}
