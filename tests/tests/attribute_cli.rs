@@ -452,3 +452,33 @@ for r in s:
         &[&run],
     );
 }
+
+/// A `probe:` target naming a label probed only per token says so, rather than "probe it first".
+#[test]
+fn a_token_level_label_as_a_target_is_refused_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_decoder_run("tiny_gpt2", &run, true, None);
+    let out = glassbox()
+        .args([
+            "probe",
+            "--token-label",
+            "@is_capitalised",
+            "--bootstrap",
+            "20",
+        ])
+        .args(["--no-neurons", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe (token level)");
+    let before = snapshot(&run);
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args(["--target", "probe:@is_capitalised=True", "--method", "ig"])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["probed per token", "one number per example"]);
+    assert!(before == snapshot(&run), "the run changed");
+}

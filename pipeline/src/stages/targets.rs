@@ -36,6 +36,26 @@ pub(crate) fn resolve_target(
         .filter(|r| r.label == target.label && r.level == "sequence" && r.metric == "accuracy")
         .collect();
     if rows.is_empty() {
+        // Say why when the label was probed, but not as a sequence-level classifier.
+        let probed = |level: &str, metric: &str| {
+            results
+                .iter()
+                .any(|r| r.label == target.label && r.level == level && r.metric == metric)
+        };
+        if probed("token", "accuracy") {
+            bail!(
+                "target `{}`: `{}` is probed per token, and a target is one number per example; probe a sequence-level label (a column of examples.parquet, `glassbox probe --label COLUMN`)",
+                target.spec,
+                target.label
+            );
+        }
+        if probed("sequence", "r2") {
+            bail!(
+                "target `{}`: `{}` is a numeric label (its probe is a regression with no classes); target a classification probe's class",
+                target.spec,
+                target.label
+            );
+        }
         bail!(
             "target `{}`: no sequence-level classification probe for label `{}` in this run; probe it first (labels probed: {})",
             target.spec,
