@@ -72,21 +72,48 @@ pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
             })
             .collect()
     };
+    // A row with a target is a target pair, one without an answer/wrong pair; a file holds one
+    // kind (a `target` column left empty in every row is an answer/wrong file).
+    let has_target: Vec<bool> = match data.column("target") {
+        Some(col) => col.values.iter().map(|v| !matches!(v, Value::Null)).collect(),
+        None => vec![false; data.texts.len()],
+    };
+    let targets = has_target.iter().any(|&t| t);
+    if targets {
+        if let (Some(without), Some(with)) = (
+            has_target.iter().position(|&t| !t),
+            has_target.iter().position(|&t| t),
+        ) {
+            return Err(DataError::MalformedRow {
+                path: path.to_path_buf(),
+                row: without + 1,
+                message: format!(
+                    "no `target`, while row {} has one; a pairs file holds one kind of pair — \
+                     `answer`/`wrong` (a causal LM's next tokens) or `target` \
+                     (probe:<label>=<class>, class:<label>) — so put each kind in its own file",
+                    with + 1
+                ),
+            });
+        }
+    }
     Ok(PromptPairs {
         source: path.to_path_buf(),
         sha256: data.sha256.clone(),
         corrupted: column("corrupted")?,
-        answer: match data.column("target") {
-            Some(_) if data.column("answer").is_none() => Vec::new(),
-            _ => column("answer")?,
+        answer: if targets {
+            Vec::new()
+        } else {
+            column("answer")?
         },
-        wrong: match data.column("target") {
-            Some(_) if data.column("wrong").is_none() => Vec::new(),
-            _ => column("wrong")?,
+        wrong: if targets {
+            Vec::new()
+        } else {
+            column("wrong")?
         },
-        target: match data.column("target") {
-            Some(_) => Some(column("target")?),
-            None => None,
+        target: if targets {
+            Some(column("target")?)
+        } else {
+            None
         },
         clean: data.texts,
     })
@@ -126,5 +153,38 @@ mod tests {
         .unwrap();
         let e = read_pairs(&typed).unwrap_err().to_string();
         assert!(e.contains("row 1") && e.contains("`answer`"), "{e}");
+    }
+
+    #[test]
+    fn one_kind_of_pair_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mixed = dir.path().join("mixed.jsonl");
+        std::fs::write(
+            &mixed,
+            "{\"clean\": \"a\", \"corrupted\": \"b\", \"answer\": \" x\", \"wrong\": \" y\"}\n\
+             {\"clean\": \"a\", \"corrupted\": \"b\", \"target\": \"probe:t=c\"}\n",
+        )
+        .unwrap();
+        let e = read_pairs(&mixed).unwrap_err().to_string();
+        assert!(
+            e.contains("row 1") && e.contains("row 2 has one") && e.contains("one kind"),
+            "{e}"
+        );
+        // Targets in every row: answer/wrong columns, even partly empty, are not read.
+        let targets = dir.path().join("targets.jsonl");
+        std::fs::write(
+            &targets,
+            "{\"clean\": \"a\", \"corrupted\": \"b\", \"target\": \"class:x\", \"answer\": null}\n",
+        )
+        .unwrap();
+        let pairs = read_pairs(&targets).unwrap();
+        assert_eq!(pairs.target, Some(vec!["class:x".to_owned()]));
+        assert!(pairs.answer.is_empty() && pairs.wrong.is_empty());
+        // An empty target column: answer/wrong pairs.
+        let empty = dir.path().join("empty.csv");
+        std::fs::write(&empty, "clean,corrupted,answer,wrong,target\na,b, x, y,\n").unwrap();
+        let pairs = read_pairs(&empty).unwrap();
+        assert!(pairs.target.is_none());
+        assert_eq!(pairs.answer, [" x"]);
     }
 }
