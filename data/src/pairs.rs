@@ -75,7 +75,11 @@ pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
     // A row with a target is a target pair, one without an answer/wrong pair; a file holds one
     // kind (a `target` column left empty in every row is an answer/wrong file).
     let has_target: Vec<bool> = match data.column("target") {
-        Some(col) => col.values.iter().map(|v| !matches!(v, Value::Null)).collect(),
+        Some(col) => col
+            .values
+            .iter()
+            .map(|v| !matches!(v, Value::Null))
+            .collect(),
         None => vec![false; data.texts.len()],
     };
     let targets = has_target.iter().any(|&t| t);
