@@ -1,5 +1,5 @@
 //! A small inline-SVG line chart: probe score by hook with its CI band, the control task and
-//! the majority baseline.
+//! the majority baseline; hooks behind the best (paired interval above 0) drawn hollow.
 
 use crate::markup::escape;
 use crate::LabelFinding;
@@ -82,8 +82,20 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
         } else {
             String::new()
         };
+        // Filled: the best hook and those its lead does not tell apart from it; hollow: hooks
+        // behind it (paired interval above 0). All filled when the hooks were not compared.
+        let (fill, standing) = match r.vs_best_ci_low.zip(r.vs_best_ci_high) {
+            Some((lo, hi)) if lo > 0.0 => {
+                ("#fff", format!("; behind the best by [{lo:.3}, {hi:.3}]"))
+            }
+            Some((lo, hi)) => (
+                "#1f6feb",
+                format!("; not told apart from the best ([{lo:.3}, {hi:.3}])"),
+            ),
+            None => ("#1f6feb", String::new()),
+        };
         svg.push_str(&format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#1f6feb\"><title>{}: {:.3}{ci}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{fill}\" stroke=\"#1f6feb\" stroke-width=\"1.5\"><title>{}: {:.3}{ci}{standing}</title></circle>",
             x(i),
             y(r.score),
             escape(&r.hook.to_string()),
