@@ -116,11 +116,7 @@ pub fn unit_findings(
     let unit = f.unit();
     f.listed
         .iter()
-        .filter(|u| {
-            u.row
-                .top_label_correlation
-                .is_some_and(|r| r >= glassbox_concepts::explain::read::FINDING_CORRELATION)
-        })
+        .filter(|u| glassbox_concepts::explain::read::is_finding(&u.row))
         .take(n)
         .map(|u| {
             let r = &u.row;
@@ -130,8 +126,12 @@ pub fn unit_findings(
                 r.top_class.as_deref().unwrap_or_default(),
             );
             let id = glassbox_concepts::causal::unit_finding(unit, r.unit, f.hook, label, class);
+            let p = r
+                .top_label_p_holm
+                .map(|p| format!(", p_holm {}", p_value(p)))
+                .unwrap_or_default();
             format!(
-                "{unit} {} at {} tracks {} = {} (r {:.2}; active on {:.1}% of tokens), top tokens {}{}",
+                "{unit} {} at {} tracks {} = {} (r {:.2}{p}; active on {:.1}% of tokens), top tokens {}{}",
                 r.unit,
                 crate::md::code(&f.hook.to_string()),
                 crate::md::code(label),
@@ -143,6 +143,15 @@ pub fn unit_findings(
             )
         })
         .collect()
+}
+
+/// A p-value in scientific notation; one that underflowed to 0 as a bound.
+fn p_value(p: f64) -> String {
+    if p < 1e-300 {
+        "< 1e-300".to_owned()
+    } else {
+        format!("{p:.1e}")
+    }
 }
 
 pub(crate) fn percent(v: Option<&serde_json::Value>) -> String {
@@ -159,7 +168,10 @@ pub(crate) fn unit_line(u: &ListedUnit, unit: &str) -> String {
         r.max_activation
     )];
     if let (Some(l), Some(c), Some(x)) = (&r.top_label, &r.top_class, r.top_label_correlation) {
-        parts.push(format!("`{l}` = `{c}` (r {x:.2})"));
+        match r.top_label_p_holm {
+            Some(p) => parts.push(format!("`{l}` = `{c}` (r {x:.2}, p_holm {})", p_value(p))),
+            None => parts.push(format!("`{l}` = `{c}` (r {x:.2})")),
+        }
     }
     if let (Some(d), Some(c)) = (&r.best_direction, r.best_direction_cosine) {
         parts.push(format!("closest direction `{d}` (cos {c:.2})"));
@@ -212,7 +224,7 @@ pub fn markdown(findings: &[DictionaryFinding]) -> String {
     md
 }
 
-pub(crate) const METRIC_NOTE: &str = "Explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² over held-out tokens (x̄: their per-dimension mean); L0: mean active latents per token; dead: never active on the evaluation tokens; dense: active on more than 10% of them. Every definition is in each hook's `metrics.json`; every feature's and neuron's examples, label correlations and direction cosines are in `dictionary/hook=<hook>/*.parquet`. Units are listed by their strongest correlation with a label class.";
+pub(crate) const METRIC_NOTE: &str = "Explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² over held-out tokens (x̄: their per-dimension mean); L0: mean active latents per token; dead: never active on the evaluation tokens; dense: active on more than 10% of them. Every definition is in each hook's `metrics.json`; every feature's and neuron's examples, label correlations and direction cosines are in `dictionary/hook=<hook>/*.parquet`. Units are listed by their strongest correlation with a label class; a unit counts as tracking a label when that correlation is at least 0.3 and significant after Holm's correction over every unit × class of its table (Student's t on the rows, or on the texts for a sequence-level label, which is the same on every token of a text).";
 
 /// The HTML section (all run-supplied text escaped).
 pub fn html(findings: &[DictionaryFinding]) -> String {

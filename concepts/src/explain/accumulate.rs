@@ -4,7 +4,7 @@ use super::{Activations, ExplainOptions, LabelCorrelation};
 use crate::sae::stream::RowId;
 use glassbox_data::rng::SeededRng;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 /// A label resolved to rows: the class index of every labelled row (unlabelled rows count as
 /// outside every class).
@@ -13,6 +13,9 @@ pub struct LabelTarget {
     pub name: String,
     pub classes: Vec<String>,
     pub class_of: HashMap<RowId, u32>,
+    /// A sequence-level label, the same on every row of a text: its correlations rest on as
+    /// many independent observations as there are texts, not rows.
+    pub per_text: bool,
 }
 
 /// A unit's summary (one row of `features.parquet` / `neurons.parquet`).
@@ -30,6 +33,8 @@ pub struct UnitStats {
     pub max_activation: f32,
     /// `(label, class, correlation)` with the highest correlation.
     pub top_label: Option<(String, String, f64)>,
+    /// That correlation's Holm-adjusted p-value (over every unit × class of the hook).
+    pub top_label_p_holm: Option<f64>,
     /// `("cav:<concept>" | "probe:<…>", cosine)` with the largest |cosine|.
     pub best_direction: Option<(String, f64)>,
     /// Distinct tokens of the top examples, strongest first (at most 5).
@@ -85,6 +90,8 @@ pub(super) struct Accumulator {
     class_sums: Vec<f64>,
     class_counts: Vec<u64>,
     labels: Vec<LabelTarget>,
+    /// Texts (example ids) the rows came from.
+    texts: HashSet<u64>,
     options: ExplainOptions,
 }
 
@@ -110,6 +117,7 @@ impl Accumulator {
             class_sums: vec![0.0; units * total],
             class_counts: vec![0; total],
             labels: labels.to_vec(),
+            texts: HashSet::new(),
             options: options.clone(),
         }
     }
@@ -118,11 +126,17 @@ impl Accumulator {
         self.rows
     }
 
+    /// Distinct texts the rows came from.
+    pub fn texts(&self) -> u64 {
+        self.texts.len() as u64
+    }
+
     pub fn add(&mut self, ids: &[RowId], acts: &Activations) {
         let t = self.total_classes;
         let mut classes: Vec<usize> = Vec::new();
         for (r, &id) in ids.iter().enumerate().take(acts.rows()) {
             self.rows += 1;
+            self.texts.insert(id.0);
             classes.clear();
             for (l, label) in self.labels.iter().enumerate() {
                 if let Some(&c) = label.class_of.get(&id) {
@@ -230,6 +244,7 @@ impl Accumulator {
                     0.0
                 },
                 top_label: None,
+                top_label_p_holm: None,
                 best_direction: None,
                 top_tokens: Vec::new(),
                 sum: self.sum[unit],
@@ -243,8 +258,14 @@ impl Accumulator {
     }
 }
 
-/// Pearson correlation of each unit's activation with membership of each class.
-pub(super) fn correlations(stats: &[UnitStats], labels: &[LabelTarget]) -> Vec<LabelCorrelation> {
+/// Pearson correlation of each unit's activation with membership of each class, each with its
+/// two-sided p-value (Student's t on `effective_rows − 2` degrees of freedom: the rows, or for a
+/// sequence-level label the `texts` they came from) and Holm's adjustment over all of them.
+pub(super) fn correlations(
+    stats: &[UnitStats],
+    labels: &[LabelTarget],
+    texts: u64,
+) -> Vec<LabelCorrelation> {
     let mut out = Vec::new();
     for s in stats {
         let n = s.rows.max(1) as f64;
@@ -257,11 +278,20 @@ pub(super) fn correlations(stats: &[UnitStats], labels: &[LabelTarget]) -> Vec<L
                 let p = count as f64 / n;
                 let cov = s.class_sums[slot] / n - mean * p;
                 let denom = (var * p * (1.0 - p)).sqrt();
+                let correlation = if denom > 0.0 { cov / denom } else { 0.0 };
+                let effective_rows = if label.per_text {
+                    texts.min(s.rows)
+                } else {
+                    s.rows
+                };
                 out.push(LabelCorrelation {
                     unit: s.unit as u32,
                     label: label.name.clone(),
                     class: class.clone(),
-                    correlation: if denom > 0.0 { cov / denom } else { 0.0 },
+                    correlation,
+                    effective_rows,
+                    p: correlation_p(correlation, effective_rows),
+                    p_holm: f64::NAN,
                     mean_in_class: if count > 0 {
                         s.class_sums[slot] / count as f64
                     } else {
@@ -273,5 +303,20 @@ pub(super) fn correlations(stats: &[UnitStats], labels: &[LabelTarget]) -> Vec<L
             }
         }
     }
+    let p: Vec<f64> = out.iter().map(|c| c.p).collect();
+    for (c, adjusted) in out.iter_mut().zip(crate::stats::holm(&p)) {
+        c.p_holm = adjusted;
+    }
     out
+}
+
+/// Two-sided p-value of a Pearson correlation `r` over `n` independent observations:
+/// `t = r √((n − 2) / (1 − r²))` on `n − 2` degrees of freedom; NaN with fewer than 3.
+pub(super) fn correlation_p(r: f64, n: u64) -> f64 {
+    if n < 3 {
+        return f64::NAN;
+    }
+    let df = (n - 2) as f64;
+    let t = r * (df / (1.0 - r * r).max(f64::MIN_POSITIVE)).sqrt();
+    crate::stats::student_t_two_sided(t, df)
 }

@@ -78,6 +78,7 @@ pub fn label_targets(
             name: name.clone(),
             classes: names,
             class_of,
+            per_text: true,
         });
     }
     for name in token_label_names {
@@ -96,6 +97,7 @@ pub fn label_targets(
             name: name.clone(),
             classes: names,
             class_of,
+            per_text: false,
         });
     }
     Ok(out)

@@ -165,6 +165,13 @@ pub struct LabelCorrelation {
     pub class: String,
     /// Pearson correlation of the activation with membership of the class (over all rows).
     pub correlation: f64,
+    /// The independent observations the test of `correlation` counts: the rows, or for a
+    /// sequence-level label (the same on every row of a text) the texts.
+    pub effective_rows: u64,
+    /// Two-sided p-value of `correlation` against 0 (Student's t, `effective_rows − 2` df).
+    pub p: f64,
+    /// `p` Holm-adjusted over every unit × class of the hook's table.
+    pub p_holm: f64,
     pub mean_in_class: f64,
     pub rows_in_class: u64,
 }
@@ -210,7 +217,7 @@ pub fn explain<S: RowSource>(
         progress.advance(ids.len() as u64);
     })?;
     progress.finish();
-    let rows = acc.rows();
+    let (rows, texts) = (acc.rows(), acc.texts());
     let (stats, requests) = acc.finish();
     progress.start(&format!("explaining {n} {what}: contexts (rows)"), rows);
     let examples = context::collect(source, &units, tokens, requests, options.window, |k| {
@@ -218,7 +225,7 @@ pub fn explain<S: RowSource>(
     })?;
     progress.finish();
     let mut stats = stats;
-    let labels_out = accumulate::correlations(&stats, labels);
+    let labels_out = accumulate::correlations(&stats, labels, texts);
     let directions_out = cosines(&units, directions);
     // Outputs come in unit order: one pass each fills the summaries' "best" fields.
     for d in &directions_out {
@@ -238,6 +245,7 @@ pub fn explain<S: RowSource>(
                 .is_none_or(|(_, _, c)| l.correlation > *c)
         {
             s.top_label = Some((l.label.clone(), l.class.clone(), l.correlation));
+            s.top_label_p_holm = Some(l.p_holm).filter(|p| !p.is_nan());
         }
     }
     for e in examples.iter().filter(|e| e.kind == "top") {

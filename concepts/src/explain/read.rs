@@ -24,6 +24,8 @@ pub struct UnitRow {
     pub top_label: Option<String>,
     pub top_class: Option<String>,
     pub top_label_correlation: Option<f64>,
+    /// That correlation's Holm-adjusted p-value; `None` in tables written before it was kept.
+    pub top_label_p_holm: Option<f64>,
     pub best_direction: Option<String>,
     pub best_direction_cosine: Option<f64>,
 }
@@ -127,17 +129,23 @@ pub fn transcoder_folders(
 /// causal stage tests it).
 pub const FINDING_CORRELATION: f64 = 0.3;
 
+/// The Holm-adjusted p-value below which that correlation counts as more than chance.
+pub const FINDING_ALPHA: f64 = 0.05;
+
+/// Whether a unit is a finding: active, its strongest label correlation at least
+/// [`FINDING_CORRELATION`], and significant after Holm's correction over every unit × class of
+/// its table (tables from before p-values were kept: the correlation alone).
+pub fn is_finding(r: &UnitRow) -> bool {
+    r.active_rows > 0
+        && r.top_label_correlation
+            .is_some_and(|c| c >= FINDING_CORRELATION)
+        && r.top_label_p_holm.is_none_or(|p| p < FINDING_ALPHA)
+}
+
 /// The units that are findings: live, correlated with a label class at least
 /// [`FINDING_CORRELATION`], the `n` most correlated (ties: the densest).
 pub fn finding_units(rows: &[UnitRow], n: usize) -> Vec<&UnitRow> {
-    let mut found: Vec<&UnitRow> = rows
-        .iter()
-        .filter(|r| r.active_rows > 0)
-        .filter(|r| {
-            r.top_label_correlation
-                .is_some_and(|c| c >= FINDING_CORRELATION)
-        })
-        .collect();
+    let mut found: Vec<&UnitRow> = rows.iter().filter(|r| is_finding(r)).collect();
     found.sort_by(|a, b| {
         let key = |r: &UnitRow| r.top_label_correlation.unwrap_or(0.0);
         key(b)
@@ -187,6 +195,8 @@ pub fn read_units(dir: &Path, unit: &str) -> Result<Vec<UnitRow>, ConceptError> 
             c("mean_when_active")?,
             c("max_activation")?,
         );
+        // Added later than the rest: absent from older tables.
+        let p_holm = batch.column_by_name("top_label_p_holm").cloned();
         let (tokens, label, class, corr, dir_name, dir_cos) = (
             c("top_tokens")?,
             c("top_label")?,
@@ -207,6 +217,7 @@ pub fn read_units(dir: &Path, unit: &str) -> Result<Vec<UnitRow>, ConceptError> 
                 top_label: opt_string(&label, r),
                 top_class: opt_string(&class, r),
                 top_label_correlation: opt_f64(&corr, r),
+                top_label_p_holm: p_holm.as_ref().and_then(|a| opt_f64(a, r)),
                 best_direction: opt_string(&dir_name, r),
                 best_direction_cosine: opt_f64(&dir_cos, r),
             });
@@ -293,12 +304,24 @@ pub fn read_labels(dir: &Path, unit: &str) -> Result<Vec<LabelCorrelation>, Conc
             c("mean_in_class")?,
             c("rows_in_class")?,
         );
+        // Added later than the rest: absent from older tables (read as unknown).
+        let later = |name: &str| batch.column_by_name(name).cloned();
+        let (effective, p, p_holm) = (later("effective_rows"), later("p"), later("p_holm"));
+        let float_or_nan = |a: &Option<ArrayRef>, r: usize| {
+            a.as_ref()
+                .map_or(f64::NAN, |a| a.as_primitive::<Float64Type>().value(r))
+        };
         for r in 0..batch.num_rows() {
             out.push(LabelCorrelation {
                 unit: id.as_primitive::<UInt32Type>().value(r),
                 label: label.as_string::<i32>().value(r).to_owned(),
                 class: class.as_string::<i32>().value(r).to_owned(),
                 correlation: corr.as_primitive::<Float64Type>().value(r),
+                effective_rows: effective
+                    .as_ref()
+                    .map_or(0, |a| a.as_primitive::<UInt64Type>().value(r)),
+                p: float_or_nan(&p, r),
+                p_holm: float_or_nan(&p_holm, r),
                 mean_in_class: mean.as_primitive::<Float64Type>().value(r),
                 rows_in_class: rows.as_primitive::<UInt64Type>().value(r),
             });

@@ -69,6 +69,7 @@ fn neurons_are_explained_by_their_rows() {
         name: "kind".into(),
         classes: vec!["animal".into(), "other".into()],
         class_of,
+        per_text: true,
     }];
     let directions = [Direction {
         source: "cav".into(),
@@ -162,4 +163,128 @@ fn tables_round_trip() {
         .cloned()
         .collect();
     assert_eq!(back, want);
+}
+
+/// A correlation's test counts texts for a sequence-level label (the same on every token of a
+/// text) and rows for a token-level one; p against Student's t (reference values by numerical
+/// integration of the t density), Holm over every unit × class.
+#[test]
+fn label_correlations_are_tested_on_their_independent_observations() {
+    for (r, n, want) in [
+        (0.5, 20, 0.024_769_558_8),
+        (0.3, 120, 0.000_871_708_74),
+        (0.3, 20, 0.198_757_717_3),
+    ] {
+        let got = accumulate::correlation_p(r, n);
+        assert!((got - want).abs() < 1e-6 * want, "r {r} n {n}: {got}");
+    }
+    assert!(accumulate::correlation_p(0.9, 2).is_nan());
+    let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
+        .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
+        .collect();
+    let run = |per_text: bool| {
+        let labels = [LabelTarget {
+            name: "kind".into(),
+            classes: vec!["animal".into(), "other".into()],
+            class_of: class_of.clone(),
+            per_text,
+        }];
+        explain(
+            Units::Neurons { width: 3 },
+            &mut Toy { done: false },
+            &tokens(),
+            &labels,
+            &[],
+            &ExplainOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+    };
+    let (texts, rows) = (run(true), run(false));
+    let unit0 = |e: &Explanations| e.labels.iter().find(|l| l.unit == 0).unwrap().clone();
+    let (t, r) = (unit0(&texts), unit0(&rows));
+    assert_eq!(
+        (t.effective_rows, r.effective_rows),
+        (EXAMPLES, EXAMPLES * LEN as u64)
+    );
+    assert_eq!(
+        t.correlation, r.correlation,
+        "the same correlation, tested differently"
+    );
+    assert!(
+        t.p > 10.0 * r.p,
+        "20 texts are weaker evidence than 120 rows: {t:?} {r:?}"
+    );
+    // Holm over the 3 units × 2 classes (unit 1 is constant: r = 0, p = 1; unit 2 never varies).
+    let p: Vec<f64> = texts.labels.iter().map(|l| l.p).collect();
+    let holm = crate::stats::holm(&p);
+    for (l, h) in texts.labels.iter().zip(holm) {
+        assert!(l.p_holm == h || (l.p_holm.is_nan() && h.is_nan()), "{l:?}");
+    }
+    assert_eq!(texts.units[0].top_label_p_holm, Some(t.p_holm));
+}
+
+#[test]
+fn label_tables_round_trip_with_their_tests() {
+    let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
+        .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
+        .collect();
+    let labels = [LabelTarget {
+        name: "kind".into(),
+        classes: vec!["animal".into(), "other".into()],
+        class_of,
+        per_text: true,
+    }];
+    let e = explain(
+        Units::Neurons { width: 3 },
+        &mut Toy { done: false },
+        &tokens(),
+        &labels,
+        &[],
+        &ExplainOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write::write(dir.path(), "neuron", &e).unwrap();
+    assert_eq!(read::read_labels(dir.path(), "neuron").unwrap(), e.labels);
+    let units = read::read_units(dir.path(), "neuron").unwrap();
+    assert_eq!(units[0].top_label_p_holm, e.units[0].top_label_p_holm);
+    assert!(units[0].top_label_p_holm.is_some());
+}
+
+#[test]
+fn a_finding_needs_its_correlation_to_survive_the_correction() {
+    let row = |r: f64, p: Option<f64>| read::UnitRow {
+        unit: 0,
+        active_rows: 5,
+        density: 0.1,
+        mean_activation: 0.1,
+        mean_when_active: 1.0,
+        max_activation: 2.0,
+        top_tokens: Vec::new(),
+        top_label: Some("topic".into()),
+        top_class: Some("food".into()),
+        top_label_correlation: Some(r),
+        top_label_p_holm: p,
+        best_direction: None,
+        best_direction_cosine: None,
+    };
+    assert!(read::is_finding(&row(0.6, Some(1e-4))));
+    assert!(
+        !read::is_finding(&row(0.6, Some(0.2))),
+        "r 0.6 on too few texts"
+    );
+    assert!(
+        !read::is_finding(&row(0.2, Some(1e-9))),
+        "significant but weak"
+    );
+    assert!(
+        read::is_finding(&row(0.6, None)),
+        "older tables: the correlation alone"
+    );
+    let rows = [row(0.6, Some(0.2)), row(0.4, Some(1e-3))];
+    let found = read::finding_units(&rows, 3);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].top_label_correlation, Some(0.4));
 }

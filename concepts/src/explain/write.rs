@@ -69,6 +69,7 @@ pub fn write_with_cells(
         .opt_float("top_label_correlation", u, |s| {
             s.top_label.as_ref().map(|l| l.2)
         })
+        .opt_float("top_label_p_holm", u, |s| s.top_label_p_holm)
         .add(
             "best_direction",
             opt_text(
@@ -146,6 +147,9 @@ pub fn write_with_cells(
         .text("label", l, |r| &r.label)
         .text("class", l, |r| &r.class)
         .float("correlation", l, |r| r.correlation)
+        .count("effective_rows", l, |r| r.effective_rows)
+        .float("p", l, |r| r.p)
+        .float("p_holm", l, |r| r.p_holm)
         .float("mean_in_class", l, |r| r.mean_in_class)
         .count("rows_in_class", l, |r| r.rows_in_class);
     c.write(&dir.join(format!("{unit}_labels.parquet")))?;
