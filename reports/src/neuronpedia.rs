@@ -20,7 +20,7 @@
 //! same run exports the same bytes.
 
 use crate::ReportError;
-use glassbox_concepts::explain::read::{read_examples, read_units, UnitRow, FINDING_CORRELATION};
+use glassbox_concepts::explain::read::{is_finding, read_examples, read_units, UnitRow};
 use glassbox_concepts::explain::UnitExample;
 use glassbox_data::{atomic, HookPoint, Manifest, RunDir};
 use serde_json::{json, Value};
@@ -304,8 +304,8 @@ fn explanation_record(u: &UnitRow, source: &Source<'_>, opts: &ExportOptions) ->
         u.top_class.as_ref()?,
         u.top_label_correlation?,
     );
-    // Only correlations the report would call a finding: a weak one explains nothing.
-    if r < FINDING_CORRELATION {
+    // Only correlations the report would call a finding: a weak or chance one explains nothing.
+    if !is_finding(u) {
         return None;
     }
     let key = format!("{}|{}|{}|label", source.model_id, source.id, u.unit);

@@ -142,8 +142,7 @@ pub fn is_finding(r: &UnitRow) -> bool {
         && r.top_label_p_holm.is_none_or(|p| p < FINDING_ALPHA)
 }
 
-/// The units that are findings: live, correlated with a label class at least
-/// [`FINDING_CORRELATION`], the `n` most correlated (ties: the densest).
+/// The units that are findings ([`is_finding`]), the `n` most correlated (ties: the densest).
 pub fn finding_units(rows: &[UnitRow], n: usize) -> Vec<&UnitRow> {
     let mut found: Vec<&UnitRow> = rows.iter().filter(|r| is_finding(r)).collect();
     found.sort_by(|a, b| {
