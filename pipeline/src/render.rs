@@ -260,7 +260,7 @@ pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
     for r in rows {
         if r.target != target {
             target = &r.target;
-            crate::outln!("target `{target}` (rank, method, faithfulness, max-sensitivity, IG completeness error, sanity):")?;
+            crate::outln!("target `{target}` (rank, method, faithfulness [95% CI], against the top, max-sensitivity, IG completeness error, sanity):")?;
         }
         let labels = r
             .label_randomized_spearman
@@ -274,11 +274,18 @@ pub fn attribute(done: Option<&AttributeDone>, json: bool) -> Result<()> {
             ),
             None => "not run".to_owned(),
         };
+        let faithfulness = glassbox_reports::attribution::fmt_ci(
+            r.faithfulness,
+            r.faithfulness_ci_low.zip(r.faithfulness_ci_high),
+        );
+        let against =
+            glassbox_reports::attribution::vs_top(r.rank, r.vs_top_ci_low.zip(r.vs_top_ci_high));
         crate::outln!(
-            "  {}. {:<22} {:>8} {:>8} {:>8}  {sanity}",
+            "  {}. {:<22} {:>23}  {:<32} {:>8} {:>8}  {sanity}",
             r.rank,
             r.method,
-            fmt(r.faithfulness),
+            faithfulness,
+            against,
             fmt(r.max_sensitivity),
             fmt(r.completeness_error)
         )?;

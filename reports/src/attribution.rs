@@ -39,6 +39,10 @@ pub(crate) struct Verdict {
     pub(crate) method: String,
     pub(crate) target: String,
     pub(crate) faithfulness: Option<f64>,
+    /// Bootstrap 95% interval of `faithfulness` (absent from older tables).
+    pub(crate) faithfulness_ci: Option<(f64, f64)>,
+    /// Paired 95% interval of the top method's faithfulness minus this one's.
+    pub(crate) vs_top_ci: Option<(f64, f64)>,
     max_sensitivity: Option<f64>,
     pub(crate) completeness_error: Option<f64>,
     randomized_spearman: Option<f64>,
@@ -84,12 +88,24 @@ pub(crate) fn verdicts(dir: &Path) -> Result<Vec<Verdict>, ReportError> {
             .column_by_name("label_randomized_spearman")
             .and_then(|c| c.as_any().downcast_ref::<Float64Array>());
         let passed = col::<BooleanArray>(&b, "sanity_passed", &path)?;
+        // Absent from runs written before the intervals existed.
+        let later = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        };
+        let interval = |lo: &str, hi: &str, i: usize| {
+            later(lo)
+                .and_then(|a| opt(a, i))
+                .zip(later(hi).and_then(|a| opt(a, i)))
+        };
         let rank = col::<UInt32Array>(&b, "rank", &path)?;
         for i in 0..b.num_rows() {
             out.push(Verdict {
                 method: method.value(i).to_owned(),
                 target: target.value(i).to_owned(),
                 faithfulness: opt(faith, i),
+                faithfulness_ci: interval("faithfulness_ci_low", "faithfulness_ci_high", i),
+                vs_top_ci: interval("vs_top_ci_low", "vs_top_ci_high", i),
                 max_sensitivity: opt(sens, i),
                 completeness_error: opt(comp, i),
                 randomized_spearman: opt(rho, i),
@@ -364,6 +380,25 @@ pub(crate) fn fmt(v: Option<f64>) -> String {
     v.map_or("–".to_owned(), |v| format!("{v:.3}"))
 }
 
+/// A value with its interval, `0.812 [0.700, 0.905]`, or the value alone.
+pub fn fmt_ci(v: Option<f64>, ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => format!("{} [{lo:.3}, {hi:.3}]", fmt(v)),
+        None => fmt(v),
+    }
+}
+
+/// How a method stands against the top-ranked one: its lead's paired interval, and whether the
+/// examples tell the two apart.
+pub fn vs_top(rank: u32, ci: Option<(f64, f64)>) -> String {
+    match (rank, ci) {
+        (1, _) => "top".to_owned(),
+        (_, Some((lo, hi))) if lo > 0.0 => format!("behind by [{lo:.3}, {hi:.3}]"),
+        (_, Some((lo, hi))) => format!("not told apart ([{lo:.3}, {hi:.3}])"),
+        (_, None) => "–".to_owned(),
+    }
+}
+
 /// The completeness error above which integrated gradients' integral counts as not converged:
 /// the attributions then miss `f(x) − f(baseline)` by more than 1 %, the standard the
 /// method's own axiom sets (and Captum's `convergence_delta` is read against).
@@ -394,7 +429,7 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
     for target in targets {
         let mut mine: Vec<&Verdict> = verdicts.iter().filter(|v| &v.target == target).collect();
         mine.sort_by_key(|v| v.rank);
-        body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
+        body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness [95% CI]</th><th>against the top [95% CI of its lead]</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
         for v in &mine {
             let sanity = match v.sanity_passed {
                 Some(true) => format!("passed ({})", v.evidence()),
@@ -410,10 +445,11 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
                 ),
             };
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td><td>{sanity}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td><td>{sanity}</td></tr>\n",
                 v.rank,
                 escape(&v.method),
-                fmt(v.faithfulness),
+                fmt_ci(v.faithfulness, v.faithfulness_ci),
+                escape(&vs_top(v.rank, v.vs_top_ci)),
                 fmt(v.max_sensitivity),
             ));
         }

@@ -2,7 +2,7 @@
 //! faithfulness, the randomisation check) as `summary.json` carries it, the findings lines and
 //! the report's table. The attribution page itself is `attribution.rs`.
 
-use crate::attribution::{completeness_warning, fmt, verdicts};
+use crate::attribution::{completeness_warning, fmt, fmt_ci, verdicts, vs_top};
 use crate::markup::escape;
 use crate::ReportError;
 use glassbox_data::RunDir;
@@ -15,6 +15,13 @@ pub struct MethodStanding {
     /// 1 = most faithful among the methods that passed the sanity check.
     pub rank: u32,
     pub faithfulness: Option<f64>,
+    /// Bootstrap 95% interval of `faithfulness` over the examples (absent in older summaries).
+    #[serde(default)]
+    pub faithfulness_ci: Option<(f64, f64)>,
+    /// Paired 95% interval of the top-ranked method's faithfulness minus this one's; `None` at
+    /// the top method (and in older summaries).
+    #[serde(default)]
+    pub vs_top_ci: Option<(f64, f64)>,
     /// The model-randomisation check; `None` where it was not run.
     pub sanity_passed: Option<bool>,
     /// Integrated gradients: the median completeness error over the examples; `None` for other
@@ -36,6 +43,8 @@ pub fn summarise(run: &RunDir) -> Result<Option<Vec<MethodStanding>>, ReportErro
             method: v.method,
             rank: v.rank,
             faithfulness: v.faithfulness,
+            faithfulness_ci: v.faithfulness_ci,
+            vs_top_ci: v.vs_top_ci,
             sanity_passed: v.sanity_passed,
             completeness_error: v.completeness_error,
         })
@@ -80,10 +89,26 @@ pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
                 .filter_map(|r| completeness_warning(&r.method, r.completeness_error))
                 .map(|w| format!("; {w}"))
                 .collect();
+            // Methods that passed whose faithfulness the examples do not tell apart from the
+            // best one's (the paired interval of its lead reaches 0).
+            let close: Vec<String> = mine
+                .iter()
+                .filter(|r| r.sanity_passed != Some(false) && r.rank != best.rank)
+                .filter(|r| r.vs_top_ci.is_some_and(|(lo, _)| lo <= 0.0))
+                .map(|r| format!("`{}`", r.method))
+                .collect();
+            let close = if close.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not told apart from {} on these examples (paired 95% CIs of its lead reach 0)",
+                    close.join(", ")
+                )
+            };
             Some(format!(
-                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){failed}{unconverged}",
+                "attributions of `{t}`: `{}` is the most faithful method (faithfulness {}; {checked}){close}{failed}{unconverged}",
                 best.method,
-                fmt(best.faithfulness)
+                fmt_ci(best.faithfulness, best.faithfulness_ci)
             ))
         })
         .collect()
@@ -92,7 +117,7 @@ pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
 /// The main report's section: methods ranked per target, failures named, a link to the page.
 pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
     let mut h = String::from(
-        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness</th><th>sanity check</th><th>IG completeness error</th></tr></thead><tbody>\n",
+        "<section id=\"attributions\">\n<h2>Input attributions</h2>\n<p>Maps over the inputs, with deletion/insertion curves and the model-randomisation check, are on the <a href=\"../attributions/index.html\">attribution page</a>.</p>\n<table><thead><tr><th>target</th><th>rank</th><th>method</th><th>faithfulness [95% CI]</th><th>against the top</th><th>sanity check</th><th>IG completeness error</th></tr></thead><tbody>\n",
     );
     for r in rows {
         let verdict = match r.sanity_passed {
@@ -108,11 +133,12 @@ pub(crate) fn section_html(rows: &[MethodStanding]) -> String {
             (e, Some(_)) => format!("{} — <strong>not converged</strong>", fmt(e)),
         };
         h.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td></tr>\n",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{completeness}</td></tr>\n",
             escape(&r.target),
             r.rank,
             escape(&r.method),
-            fmt(r.faithfulness),
+            fmt_ci(r.faithfulness, r.faithfulness_ci),
+            escape(&vs_top(r.rank, r.vs_top_ci)),
             verdict
         ));
     }
@@ -129,6 +155,8 @@ mod tests {
             method: method.into(),
             rank,
             faithfulness: Some(0.25),
+            faithfulness_ci: None,
+            vs_top_ci: None,
             sanity_passed: passed,
             completeness_error: None,
         };
@@ -138,9 +166,12 @@ mod tests {
             row("occlusion", 3, None),
         ]);
         assert!(h.contains("href=\"../attributions/index.html\""));
-        assert!(h.contains("<td>edges</td><td>0.250</td><td>FAILED"), "{h}");
         assert!(
-            h.contains("<td>occlusion</td><td>0.250</td><td>not run"),
+            h.contains("<td>edges</td><td>0.250</td><td>–</td><td>FAILED"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<td>occlusion</td><td>0.250</td><td>–</td><td>not run"),
             "{h}"
         );
     }
@@ -152,6 +183,8 @@ mod tests {
             method: method.into(),
             rank,
             faithfulness: Some(0.5),
+            faithfulness_ci: None,
+            vs_top_ci: None,
             sanity_passed: passed,
             completeness_error: None,
         };
@@ -179,12 +212,43 @@ mod tests {
     }
 
     #[test]
+    fn the_headline_names_the_methods_the_examples_do_not_tell_apart_from_the_best() {
+        let row = |method: &str, rank, vs_top| super::MethodStanding {
+            target: "class:tabby".into(),
+            method: method.into(),
+            rank,
+            faithfulness: Some(0.5),
+            faithfulness_ci: Some((0.4, 0.6)),
+            vs_top_ci: vs_top,
+            sanity_passed: Some(true),
+            completeness_error: None,
+        };
+        let lines = super::headlines(&[
+            row("integrated_gradients", 1, None),
+            row("occlusion", 2, Some((-0.02, 0.05))),
+            row("saliency", 3, Some((0.10, 0.30))),
+        ]);
+        assert!(
+            lines[0].contains("faithfulness 0.500 [0.400, 0.600]"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].contains("not told apart from `occlusion`") && !lines[0].contains("saliency"),
+            "{lines:?}"
+        );
+        let h = super::section_html(&[row("saliency", 3, Some((0.10, 0.30)))]);
+        assert!(h.contains("behind by [0.100, 0.300]"), "{h}");
+    }
+
+    #[test]
     fn an_integral_that_has_not_converged_is_named_with_its_error() {
         let row = |error| super::MethodStanding {
             target: "token: Paris".into(),
             method: "integrated_gradients".into(),
             rank: 1,
             faithfulness: Some(0.5),
+            faithfulness_ci: None,
+            vs_top_ci: None,
             sanity_passed: Some(true),
             completeness_error: error,
         };

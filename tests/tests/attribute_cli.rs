@@ -3,7 +3,10 @@
 //! reader) — one map row per token, IG's completeness, curves, the randomisation check —, an
 //! up-to-date re-run, and refusals (exit 2, the fault named, the run byte-identical).
 
-use glassbox_tests::{assert_bad_input, assert_success, glassbox, pyarrow_check, tiny_decoder_run};
+use glassbox_tests::{
+    assert_bad_input, assert_success, glassbox, pyarrow_check, python_with, skip, tiny_decoder_run,
+    validate_json_schema,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -72,6 +75,22 @@ rollout = [v for v in verdicts if v["method"] == "attention_rollout" and v["targ
 assert rollout["label_randomized_spearman"] > 0.999 and rollout["sanity_passed"] is False, rollout
 ig = [v for v in verdicts if v["method"] == "integrated_gradients" and v["target"] == "probe:topic=sports"][0]
 assert ig["label_randomized_spearman"] < 0.99, ig
+# Each faithfulness with its bootstrap interval over the examples, and the top method's lead
+# over every other as a paired interval — recomputed here from the per-example rows: the lead's
+# interval brackets the mean of the per-example differences.
+for t in targets:
+    mine = [v for v in verdicts if v["target"] == t]
+    top = [v for v in mine if v["rank"] == 1][0]
+    assert top["vs_top_ci_low"] is None and top["vs_top_ci_high"] is None, top
+    per = lambda m: {r["example_id"]: r["deletion_lerf_auc"] - r["deletion_morf_auc"] for r in s if r["method"] == m and r["target"] == t}
+    best = per(top["method"])
+    for v in mine:
+        assert v["faithfulness_ci_low"] <= v["faithfulness"] <= v["faithfulness_ci_high"], v
+        if v["rank"] == 1:
+            continue
+        other = per(v["method"])
+        lead = sum(best[e] - other[e] for e in other) / len(other)
+        assert v["vs_top_ci_low"] - 1e-9 <= lead <= v["vs_top_ci_high"] + 1e-9, (v, lead)
 "#;
 
 #[test]
@@ -133,6 +152,19 @@ fn tiny_gpt2_attributions_are_written_evaluated_and_refused_cleanly() {
     assert!(summary["attributions"]
         .as_array()
         .is_some_and(|a| a.len() >= 6));
+    // The summary of a run with attributions validates against its schema (it once carried a
+    // field the schema did not allow).
+    match python_with("jsonschema") {
+        Ok(python) => assert_success(
+            &validate_json_schema(
+                &python,
+                &run.join("report/summary.schema.json"),
+                &run.join("report/summary.json"),
+            ),
+            "summary.json against its schema",
+        ),
+        Err(why) => skip("attribute_cli summary schema", &why),
+    }
 
     let before = snapshot(&run);
     for (args, needles) in [

@@ -21,6 +21,10 @@ use glassbox_runner::attribution::tables::{
 };
 use glassbox_runner::attribution::{Method, MethodOptions, Subject};
 
+/// Bootstrap resamples of the examples behind each method's faithfulness interval and the top
+/// method's lead (seeded by the stage's `seed`).
+const VERDICT_RESAMPLES: usize = 1000;
+
 /// What the stage found, for the terminal.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AttributeDone {
@@ -222,6 +226,7 @@ pub fn run_attribute_parts(
             &summary,
             &sanity,
             settings.sanity_threshold,
+            (VERDICT_RESAMPLES, settings.seed),
         );
         let tx = ready.tx;
         let dir = tx.run().path("attributions");

@@ -6,6 +6,7 @@ use super::attribute_baseline::Baselines;
 use super::attribute_inputs::{subject, Inputs, TargetKind};
 use crate::config::AttributeSection;
 use anyhow::Result;
+use glassbox_concepts::stats::bootstrap_mean_ci;
 use glassbox_data::{Progress, RunDir};
 use glassbox_models::randomize::Randomization;
 use glassbox_models::{
@@ -181,13 +182,15 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 }
 
 /// Per method × target: means over examples (the completeness error's median), the sanity verdict, and the rank (by faithfulness
-/// among methods that passed; failed and unchecked methods after them).
+/// among methods that passed; failed and unchecked methods after them), with bootstrap
+/// intervals (`resamples`, `seed`) of each faithfulness and of the top method's lead over each.
 pub(crate) fn method_rows(
     targets: &[(String, TargetKind)],
     methods: &[Method],
     summary: &[SummaryRow],
     sanity: &[SanityRow],
     threshold: f64,
+    (resamples, seed): (usize, u64),
 ) -> Vec<MethodRow> {
     let mut out = Vec::new();
     for (target, _) in targets {
@@ -224,11 +227,23 @@ pub(crate) fn method_rows(
                     .collect();
                 let cascade_passed = (!final_rho.is_empty()).then(|| passes(&final_rho, threshold));
                 let labels_passed = (!label_rho.is_empty()).then(|| passes(&label_rho, threshold));
+                let faithful: Vec<f64> = mine
+                    .iter()
+                    .filter_map(|r| r.faithfulness())
+                    .filter(|x| x.is_finite())
+                    .collect();
+                let ci = (!faithful.is_empty())
+                    .then(|| bootstrap_mean_ci(&faithful, resamples, seed ^ 0xfa17))
+                    .filter(|c| c.0.is_finite());
                 MethodRow {
                     method: name.to_owned(),
                     target: target.clone(),
                     examples: mine.len() as u64,
                     faithfulness: mean(mine.iter().map(|r| r.faithfulness())),
+                    faithfulness_ci_low: ci.map(|c| c.0),
+                    faithfulness_ci_high: ci.map(|c| c.1),
+                    vs_top_ci_low: None,
+                    vs_top_ci_high: None,
                     comprehensiveness: mean(mine.iter().map(|r| r.comprehensiveness)),
                     sufficiency: mean(mine.iter().map(|r| r.sufficiency)),
                     max_sensitivity: mean(mine.iter().map(|r| r.max_sensitivity)),
@@ -263,6 +278,35 @@ pub(crate) fn method_rows(
         });
         for (rank, &i) in order.iter().enumerate() {
             rows[i].rank = rank as u32 + 1;
+        }
+        if let Some(&top) = order.first() {
+            let of = |method: &str| -> BTreeMap<u64, f64> {
+                summary
+                    .iter()
+                    .filter(|r| r.method == method && &r.target == target)
+                    .filter_map(|r| Some((r.example_id, r.faithfulness()?)))
+                    .filter(|(_, f)| f.is_finite())
+                    .collect()
+            };
+            let best = of(&rows[top].method);
+            for (i, row) in rows.iter_mut().enumerate() {
+                if i == top {
+                    continue;
+                }
+                // Per example, the top method's faithfulness minus this one's: resampling the
+                // differences resamples the examples with both methods' values together.
+                let lead: Vec<f64> = of(&row.method)
+                    .iter()
+                    .filter_map(|(e, f)| Some(best.get(e)? - f))
+                    .collect();
+                if lead.is_empty() {
+                    continue;
+                }
+                let (lo, hi) = bootstrap_mean_ci(&lead, resamples, seed ^ 0x1ead);
+                if lo.is_finite() {
+                    (row.vs_top_ci_low, row.vs_top_ci_high) = (Some(lo), Some(hi));
+                }
+            }
         }
         out.extend(rows);
     }

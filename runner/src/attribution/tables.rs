@@ -209,6 +209,16 @@ pub struct MethodRow {
     pub examples: u64,
     /// Mean faithfulness (area between the deletion curves).
     pub faithfulness: Option<f64>,
+    /// Percentile-bootstrap 95% interval of `faithfulness` over the examples.
+    pub faithfulness_ci_low: Option<f64>,
+    /// Its upper end.
+    pub faithfulness_ci_high: Option<f64>,
+    /// Paired 95% interval of the top-ranked method's faithfulness minus this one's, over the
+    /// examples both explained (resampled together); `None` at the top-ranked method. An
+    /// interval that reaches 0: the examples do not tell this method apart from the top one.
+    pub vs_top_ci_low: Option<f64>,
+    /// Its upper end.
+    pub vs_top_ci_high: Option<f64>,
     /// Mean ERASER comprehensiveness (text).
     pub comprehensiveness: Option<f64>,
     /// Mean ERASER sufficiency (text).
@@ -235,6 +245,10 @@ pub fn write_methods(dir: &Path, rows: &[MethodRow]) -> Result<()> {
         .text("target", rows, |r| &r.target)
         .count("examples", rows, |r| r.examples)
         .opt_float("faithfulness", rows, |r| r.faithfulness)
+        .opt_float("faithfulness_ci_low", rows, |r| r.faithfulness_ci_low)
+        .opt_float("faithfulness_ci_high", rows, |r| r.faithfulness_ci_high)
+        .opt_float("vs_top_ci_low", rows, |r| r.vs_top_ci_low)
+        .opt_float("vs_top_ci_high", rows, |r| r.vs_top_ci_high)
         .opt_float("comprehensiveness", rows, |r| r.comprehensiveness)
         .opt_float("sufficiency", rows, |r| r.sufficiency)
         .opt_float("max_sensitivity", rows, |r| r.max_sensitivity)
