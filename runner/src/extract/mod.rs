@@ -257,7 +257,11 @@ fn tokenize_all(
     for (c, texts) in data.texts.chunks(chunk.max(256)).enumerate() {
         let first = c * chunk.max(256);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encoded = model.tokenizer()?.encode(&refs)?;
+        let tokenizer = model.tokenizer()?;
+        // Reserved before the encodings exist, so that they free one region (token_ids.rs);
+        // at most 4 MiB, for tokenizers that allow very long texts.
+        token_ids.begin_chunk((texts.len() * tokenizer.max_length()).min(1 << 20));
+        let encoded = tokenizer.encode(&refs)?;
         let rows: Vec<TokenRows<'_>> = encoded
             .iter()
             .enumerate()

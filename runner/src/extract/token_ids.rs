@@ -2,68 +2,85 @@
 //! `tokens.parquet`, so that the forward passes do not tokenise the texts again.
 //!
 //! Why keep them: tokenising a batch again before its forward cost MiniLM's end-to-end
-//! extraction ~3% of its time (0.12 s of ~4 s for 32,768 tokens, two cores). Kept flat, the ids
-//! cost 4 bytes a token — about what the texts themselves already hold in memory — and segment
-//! ids are kept only for tokenizers that set any (a single sequence's are all zero).
+//! extraction ~1% of its time (two cores). They cost 4 bytes a token — about what the texts
+//! themselves already hold in memory — and segment ids are kept only for tokenizers that set
+//! any (a single sequence's are all zero).
+//!
+//! Where they live matters more than their size: every block comes from the heap
+//! (`pipeline/src/allocator.rs`), and ids copied out of each chunk's encodings into buffers
+//! allocated among them (one flat buffer grown by doubling, or one per text) survived the
+//! encodings they were copied from and cut the freed memory into holes that the later batches'
+//! multi-megabyte activation buffers could not use: peak RSS for 200,000 tokens grew by 35 and
+//! 20 MiB (AVX2). A chunk's buffer is therefore reserved before the chunk is tokenised, at its
+//! largest possible size (texts × the tokenizer's maximum length; pages never written cost
+//! nothing), so the encodings are allocated after it and free one contiguous region.
 
 use glassbox_models::tokenizer::Encoded;
 use glassbox_models::{Result, TokenBatch};
 
-/// Every example's token ids, flat, in example order.
+/// Every example's token ids, chunk by chunk, in example order.
 #[derive(Debug, Default)]
 pub(super) struct TokenIds {
-    ids: Vec<u32>,
-    /// Segment ids, flat like `ids`; empty while every one seen is zero.
-    type_ids: Vec<u32>,
-    /// `ids[starts[i]..starts[i + 1]]` are example `i`'s.
-    starts: Vec<usize>,
+    /// Per chunk: its examples' ids end to end.
+    chunks: Vec<Vec<u32>>,
+    /// Per chunk, when any of its segment ids is non-zero: its segment ids, like `chunks`.
+    types: Vec<Option<Vec<u32>>>,
+    /// Per example: (chunk, start, length).
+    at: Vec<(u32, u32, u32)>,
 }
 
 impl TokenIds {
     pub(super) fn new() -> Self {
-        Self {
-            starts: vec![0],
-            ..Self::default()
-        }
+        Self::default()
     }
 
-    /// Appends the next example's encoding.
+    /// Starts a chunk of up to `tokens` ids: call before tokenising it (see the module docs).
+    pub(super) fn begin_chunk(&mut self, tokens: usize) {
+        self.chunks.push(Vec::with_capacity(tokens));
+        self.types.push(None);
+    }
+
+    /// Appends the next example's encoding to the current chunk.
     pub(super) fn push(&mut self, e: &Encoded) {
-        if self.type_ids.is_empty() && e.type_ids.iter().any(|&t| t != 0) {
-            // The first non-zero segment id: the zeros so far become explicit.
-            self.type_ids = vec![0; self.ids.len()];
+        if self.chunks.is_empty() {
+            self.begin_chunk(e.ids.len());
         }
-        self.ids.extend_from_slice(&e.ids);
-        if !self.type_ids.is_empty() {
-            self.type_ids.extend_from_slice(&e.type_ids);
+        let c = self.chunks.len() - 1;
+        let ids = &mut self.chunks[c];
+        let start = ids.len();
+        ids.extend_from_slice(&e.ids);
+        let types = &mut self.types[c];
+        if types.is_none() && e.type_ids.iter().any(|&t| t != 0) {
+            // The chunk's first non-zero segment id: the zeros so far become explicit.
+            *types = Some(vec![0; start]);
+        }
+        if let Some(types) = types {
+            types.extend_from_slice(&e.type_ids);
             // An encoding without segment ids has all-zero ones.
-            self.type_ids.resize(self.ids.len(), 0);
+            types.resize(start + e.ids.len(), 0);
         }
-        self.starts.push(self.ids.len());
+        self.at.push((c as u32, start as u32, e.ids.len() as u32));
     }
 
     /// Examples held.
     pub(super) fn len(&self) -> usize {
-        self.starts.len() - 1
+        self.at.len()
     }
 
     /// Tokens of each example.
     pub(super) fn lengths(&self) -> Vec<u32> {
-        self.starts
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as u32)
-            .collect()
+        self.at.iter().map(|&(_, _, n)| n).collect()
     }
 
     /// Example `i`'s (token ids, segment ids); the segment ids are empty when all zero.
     fn row(&self, i: usize) -> (&[u32], &[u32]) {
-        let span = self.starts[i]..self.starts[i + 1];
-        let types = if self.type_ids.is_empty() {
-            &[][..]
-        } else {
-            &self.type_ids[span.clone()]
+        let (c, start, n) = self.at[i];
+        let span = start as usize..(start + n) as usize;
+        let types = match &self.types[c as usize] {
+            Some(t) => &t[span.clone()],
+            None => &[][..],
         };
-        (&self.ids[span], types)
+        (&self.chunks[c as usize][span], types)
     }
 
     /// The examples in `range` as a right-padded batch.
@@ -99,8 +116,14 @@ mod tests {
             encoded(&[9, 10], &[1, 1]),
             encoded(&[11, 12, 13, 14], &[0, 0, 1, 1]),
         ];
+        // Two chunks, the second holding the mixed segment ids.
         let mut store = TokenIds::new();
-        for e in &all {
+        store.begin_chunk(4);
+        for e in &all[..2] {
+            store.push(e);
+        }
+        store.begin_chunk(2);
+        for e in &all[2..] {
             store.push(e);
         }
         assert_eq!(store.len(), 4);
@@ -129,7 +152,7 @@ mod tests {
         let mut store = TokenIds::new();
         store.push(&encoded(&[1, 2], &[0, 0]));
         store.push(&encoded(&[3], &[0]));
-        assert!(store.type_ids.is_empty());
+        assert!(store.types.iter().all(Option::is_none));
         assert_eq!(store.row(1), (&[3u32][..], &[][..]));
     }
 }
