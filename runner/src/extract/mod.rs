@@ -9,13 +9,11 @@
 mod coverage;
 mod images;
 mod shard;
-mod token_ids;
 
 pub use coverage::{check_coverage, Expected};
 
 use images::extract_images;
 pub use images::{image_batch, image_batch_of};
-use token_ids::TokenIds;
 
 use glassbox_data::examples::write_examples;
 use glassbox_data::images::{read_image_dataset, ImageDataset, Preprocessor};
@@ -137,12 +135,11 @@ fn extract_texts(
     progress: &dyn Progress,
 ) -> Result<ExtractSummary> {
     validate_hooks(opts, &model.model.hook_points(), model.model.family())?;
-    let token_ids = tokenize_all(model, data, run, opts, progress)?;
-    let n_tokens = token_ids.lengths();
+    let n_tokens = tokenize_all(model, data, run, opts, progress)?;
     let total_tokens: u64 = n_tokens.iter().map(|&n| n as u64).sum();
     let (shards, resumed, owned) =
         run_shards(run, opts, &n_tokens, "tokens", progress, |shard, range| {
-            shard::run_shard(model, &token_ids, run, opts, shard, range, progress)
+            shard::run_shard(model, data, run, opts, shard, range, progress)
         })?;
     Ok(ExtractSummary {
         n_examples: data.len() as u64,
@@ -238,30 +235,25 @@ fn validate_hooks(opts: &ExtractOptions, available: &[HookPoint], family: &str) 
     Ok(())
 }
 
-/// Streams `tokens.parquet`, writes `examples.parquet`; returns every example's token ids, for
-/// the forward passes.
+/// Streams `tokens.parquet`, writes `examples.parquet`; returns tokens kept per example.
 fn tokenize_all(
     model: &LoadedModel,
     data: &TextDataset,
     run: &RunDir,
     opts: &ExtractOptions,
     progress: &dyn Progress,
-) -> Result<TokenIds> {
+) -> Result<Vec<u32>> {
     let chunk = opts.batch_size;
     progress.start("tokenize", data.len() as u64);
     // Every worker needs the token counts; one writes the tables.
     let mut writer = writes_tables(opts)
         .then(|| TokensWriter::create(run))
         .transpose()?;
-    let mut token_ids = TokenIds::new();
+    let mut n_tokens = Vec::with_capacity(data.len());
     for (c, texts) in data.texts.chunks(chunk.max(256)).enumerate() {
         let first = c * chunk.max(256);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokenizer = model.tokenizer()?;
-        // Reserved before the encodings exist, so that they free one region (token_ids.rs);
-        // at most 4 MiB, for tokenizers that allow very long texts.
-        token_ids.begin_chunk((texts.len() * tokenizer.max_length()).min(1 << 20));
-        let encoded = tokenizer.encode(&refs)?;
+        let encoded = model.tokenizer()?.encode(&refs)?;
         let rows: Vec<TokenRows<'_>> = encoded
             .iter()
             .enumerate()
@@ -280,7 +272,7 @@ fn tokenize_all(
                     first + i + 1
                 )));
             }
-            token_ids.push(e);
+            n_tokens.push(e.ids.len() as u32);
         }
         if let Some(writer) = writer.as_mut() {
             writer.write(&rows)?;
@@ -289,9 +281,8 @@ fn tokenize_all(
     }
     if let Some(writer) = writer {
         writer.finish()?;
-        write_examples(run, data, &token_ids.lengths())?;
+        write_examples(run, data, &n_tokens)?;
     }
     progress.finish();
-    debug_assert_eq!(token_ids.len(), data.len());
-    Ok(token_ids)
+    Ok(n_tokens)
 }

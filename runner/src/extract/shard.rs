@@ -1,13 +1,14 @@
 //! One shard of extraction: the forward passes, then each batch's hooks encoded and written
 //! to Parquet by the compute pool, several hooks at once (see [`WRITE_GROUP`]).
 
-use super::token_ids::TokenIds;
 use super::ExtractOptions;
 use glassbox_data::run::part_name;
 use glassbox_data::store::{ActivationWriter, ShardMeta};
 use glassbox_data::Pool;
-use glassbox_data::{atomic, DataError, Progress, RunDir, StoreKind};
+use glassbox_data::{atomic, DataError, Progress, RunDir, StoreKind, TextDataset};
+use glassbox_models::tokenizer::Encoded;
 use glassbox_models::LoadedModel;
+use glassbox_models::TokenBatch;
 use glassbox_models::{Capture, HookPoint};
 use glassbox_models::{ModelError, Result};
 use rayon::prelude::*;
@@ -176,7 +177,7 @@ fn open_writers(
 /// Runs the text examples in `range` and writes shard `shard` for every hook.
 pub(super) fn run_shard(
     model: &LoadedModel,
-    token_ids: &TokenIds,
+    data: &TextDataset,
     run: &RunDir,
     opts: &ExtractOptions,
     shard: usize,
@@ -190,7 +191,7 @@ pub(super) fn run_shard(
         width: &width,
     };
     write_shard(&target, run, opts, shard, range, |examples, send| {
-        forward_batch(model, token_ids, opts, examples, progress, send)
+        forward_batch(model, data, opts, examples, progress, send)
     })
 }
 
@@ -239,13 +240,19 @@ pub(super) fn write_shard(
 /// soon as they are ready; returns false if `send` refused (the writer is gone).
 fn forward_batch(
     model: &LoadedModel,
-    token_ids: &TokenIds,
+    data: &TextDataset,
     opts: &ExtractOptions,
     examples: std::ops::Range<usize>,
     progress: &dyn Progress,
     send: &mut dyn FnMut(usize, HookRows) -> bool,
 ) -> Result<bool> {
-    let batch = token_ids.batch(examples.clone(), model.pad_id, &model.device)?;
+    let texts: Vec<&str> = data.texts[examples.clone()]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let encoded = model.tokenizer()?.encode(&texts)?;
+    let refs: Vec<&Encoded> = encoded.iter().collect();
+    let batch = TokenBatch::from_encoded(&refs, model.pad_id, &model.device)?;
     // Only the hooks are read: the forward stops after the last one.
     let mut capture = Capture::only(opts.hooks.iter().copied());
     model.model.forward((&batch).into(), &mut capture)?;
