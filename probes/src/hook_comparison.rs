@@ -6,8 +6,8 @@
 //! hook's lead over each other hook. A hook whose interval reaches 0 is not told apart from the
 //! best by this test set.
 
-use crate::metrics::{accuracy, percentile_interval, r2};
-use crate::probe::Targets;
+use crate::metrics::percentile_interval;
+use crate::probe::{resampled_score, Predicted, Targets};
 use crate::Split;
 use glassbox_data::HookPoint;
 
@@ -17,6 +17,15 @@ pub(crate) enum TestOutputs {
     Classes(Vec<usize>),
     /// Predicted values (regressions).
     Values(Vec<f64>),
+}
+
+impl TestOutputs {
+    fn predicted(&self) -> Predicted<'_> {
+        match self {
+            TestOutputs::Classes(p) => Predicted::Classes(p),
+            TestOutputs::Values(p) => Predicted::Values(p),
+        }
+    }
 }
 
 /// One hook's probe of a label.
@@ -65,18 +74,8 @@ pub(crate) fn standings(
         return None;
     }
     let best = best_index(hooks)?;
-    let score = |outputs: &TestOutputs, sample: &[usize]| match (outputs, truth) {
-        (TestOutputs::Classes(p), Targets::Classes(all)) => {
-            let t: Vec<usize> = sample.iter().map(|&i| all[split.test[i]]).collect();
-            let q: Vec<usize> = sample.iter().map(|&i| p[i]).collect();
-            accuracy(&t, &q)
-        }
-        (TestOutputs::Values(p), Targets::Values(all)) => {
-            let t: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
-            let q: Vec<f64> = sample.iter().map(|&i| p[i]).collect();
-            r2(&t, &q)
-        }
-        _ => f64::NAN,
+    let score = |outputs: &TestOutputs, sample: &[usize]| {
+        resampled_score(split, outputs.predicted(), truth, sample)
     };
     let mut wins = vec![0.0f64; hooks.len()];
     let mut leads: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); hooks.len()];
@@ -104,6 +103,7 @@ pub(crate) fn standings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::accuracy;
 
     fn split(n: usize) -> Split {
         Split {

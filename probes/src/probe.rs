@@ -250,6 +250,34 @@ pub enum Targets<'a> {
     Values(&'a [f64]),
 }
 
+/// A probe's predictions on the test rows, in `split.test` order.
+#[derive(Clone, Copy)]
+pub(crate) enum Predicted<'a> {
+    Classes(&'a [usize]),
+    Values(&'a [f64]),
+}
+
+/// The score (accuracy, or R² for values) of `predicted` on the test positions `sample` (a
+/// bootstrap resample); NaN when the predictions and targets are of different kinds.
+pub(crate) fn resampled_score(
+    split: &Split,
+    predicted: Predicted<'_>,
+    truth: Targets<'_>,
+    sample: &[usize],
+) -> f64 {
+    match (predicted, truth) {
+        (Predicted::Classes(p), Targets::Classes(all)) => {
+            let t: Vec<usize> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            accuracy(&t, &pick(p, sample))
+        }
+        (Predicted::Values(p), Targets::Values(all)) => {
+            let t: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
+            r2(&t, &pick(p, sample))
+        }
+        _ => f64::NAN,
+    }
+}
+
 /// Paired percentile-bootstrap 95% interval of the selectivity, `score − control score`:
 /// both probes are scored on the same resampled test rows (texts, where the split clusters
 /// them), so the interval is that of their difference, not of each score alone. `None`
@@ -264,15 +292,12 @@ pub fn selectivity_ci(
     if resamples == 0 {
         return None;
     }
-    let score = |(fitted, targets): (&Fitted, Targets<'_>), sample: &[usize]| match targets {
-        Targets::Classes(all) => {
-            let truth: Vec<usize> = sample.iter().map(|&i| all[split.test[i]]).collect();
-            accuracy(&truth, &pick(&fitted.test_predictions, sample))
-        }
-        Targets::Values(all) => {
-            let truth: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
-            r2(&truth, &pick(&fitted.test_values, sample))
-        }
+    let score = |(fitted, targets): (&Fitted, Targets<'_>), sample: &[usize]| {
+        let predicted = match targets {
+            Targets::Classes(_) => Predicted::Classes(&fitted.test_predictions),
+            Targets::Values(_) => Predicted::Values(&fitted.test_values),
+        };
+        resampled_score(split, predicted, targets, sample)
     };
     Some(split.test_bootstrap_ci(resamples, seed ^ 3, |sample| {
         score(probe, sample) - score(control, sample)

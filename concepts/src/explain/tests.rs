@@ -60,17 +60,22 @@ fn tokens() -> Tokens {
     t
 }
 
-#[test]
-fn neurons_are_explained_by_their_rows() {
+/// The label "kind": class "animal" for even examples, "other" for odd ones, on every token.
+fn kind_label(per_text: bool) -> LabelTarget {
     let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
         .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
         .collect();
-    let labels = [LabelTarget {
+    LabelTarget {
         name: "kind".into(),
         classes: vec!["animal".into(), "other".into()],
         class_of,
-        per_text: true,
-    }];
+        per_text,
+    }
+}
+
+#[test]
+fn neurons_are_explained_by_their_rows() {
+    let labels = [kind_label(true)];
     let directions = [Direction {
         source: "cav".into(),
         name: "x".into(),
@@ -179,16 +184,8 @@ fn label_correlations_are_tested_on_their_independent_observations() {
         assert!((got - want).abs() < 1e-6 * want, "r {r} n {n}: {got}");
     }
     assert!(accumulate::correlation_p(0.9, 2).is_nan());
-    let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
-        .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
-        .collect();
     let run = |per_text: bool| {
-        let labels = [LabelTarget {
-            name: "kind".into(),
-            classes: vec!["animal".into(), "other".into()],
-            class_of: class_of.clone(),
-            per_text,
-        }];
+        let labels = [kind_label(per_text)];
         explain(
             Units::Neurons { width: 3 },
             &mut Toy { done: false },
@@ -226,15 +223,7 @@ fn label_correlations_are_tested_on_their_independent_observations() {
 
 #[test]
 fn label_tables_round_trip_with_their_tests() {
-    let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
-        .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
-        .collect();
-    let labels = [LabelTarget {
-        name: "kind".into(),
-        classes: vec!["animal".into(), "other".into()],
-        class_of,
-        per_text: true,
-    }];
+    let labels = [kind_label(true)];
     let e = explain(
         Units::Neurons { width: 3 },
         &mut Toy { done: false },
