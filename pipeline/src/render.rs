@@ -330,11 +330,9 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
     for r in results {
         let f1 = r.f1.map_or("-".to_owned(), |f| format!("{f:.3}"));
         // No interval without bootstrap resamples (`--bootstrap 0`).
-        let ci = if r.ci_low.is_finite() && r.ci_high.is_finite() {
-            format!("[{:.2},{:.2}]", r.ci_low, r.ci_high)
-        } else {
-            "[-]".to_owned()
-        };
+        let ci = r
+            .score_ci()
+            .map_or("[-]".to_owned(), |(lo, hi)| format!("[{lo:.2},{hi:.2}]"));
         out.push_str(&format!(
             "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} {ci:<11}  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
             format!("{} ({})", r.label, r.level),

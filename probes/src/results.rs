@@ -70,6 +70,14 @@ pub struct ProbeResult {
     pub converged: bool,
 }
 
+impl ProbeResult {
+    /// The 95% interval of `score`; `None` without bootstrap resamples (`bootstrap = 0` leaves
+    /// it NaN).
+    pub fn score_ci(&self) -> Option<(f64, f64)> {
+        (self.ci_low.is_finite() && self.ci_high.is_finite()).then_some((self.ci_low, self.ci_high))
+    }
+}
+
 /// One ranked unit of one probe.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NeuronRow {

@@ -129,10 +129,9 @@ pub(crate) fn probe_table_header(metric: &str) -> [String; 9] {
 pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 9] {
     [
         r.hook.to_string(),
-        if r.ci_low.is_finite() && r.ci_high.is_finite() {
-            format!("{:.3} [{:.3}, {:.3}]", r.score, r.ci_low, r.ci_high)
-        } else {
-            format!("{:.3}", r.score)
+        match r.score_ci() {
+            Some((lo, hi)) => format!("{:.3} [{lo:.3}, {hi:.3}]", r.score),
+            None => format!("{:.3}", r.score),
         },
         match (r.vs_best_ci_low.zip(r.vs_best_ci_high), r.best_share) {
             (Some((lo, hi)), _) => format!("[{lo:.3}, {hi:.3}]"),

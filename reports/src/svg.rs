@@ -54,10 +54,7 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
         )
         .collect();
     // No band without intervals (`bootstrap = 0`).
-    let has_ci = f
-        .by_hook
-        .iter()
-        .all(|r| r.ci_low.is_finite() && r.ci_high.is_finite());
+    let has_ci = f.by_hook.iter().all(|r| r.score_ci().is_some());
     if has_ci {
         svg.push_str(&format!(
             "<polygon fill=\"#1f6feb\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>",
@@ -77,11 +74,9 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
         line(&|i| f.by_hook[i].score)
     ));
     for (i, r) in f.by_hook.iter().enumerate() {
-        let ci = if r.ci_low.is_finite() && r.ci_high.is_finite() {
-            format!(" [{:.3}, {:.3}]", r.ci_low, r.ci_high)
-        } else {
-            String::new()
-        };
+        let ci = r
+            .score_ci()
+            .map_or(String::new(), |(lo, hi)| format!(" [{lo:.3}, {hi:.3}]"));
         // Filled: the best hook and those its lead does not tell apart from it; hollow: hooks
         // behind it (paired interval above 0). All filled when the hooks were not compared.
         let (fill, standing) = match r.vs_best_ci_low.zip(r.vs_best_ci_high) {
