@@ -175,33 +175,35 @@ impl HookPoint {
 }
 
 impl fmt::Display for HookPoint {
+    // Padded as a `str` is, so that `{:<w$}` lines hook names up in tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use HookPoint::*;
-        match self {
-            Embed => write!(f, "hook_embed"),
-            PosEmbed => write!(f, "hook_pos_embed"),
-            TokenTypeEmbed => write!(f, "hook_token_type_embed"),
-            ResidPre(i) => write!(f, "blocks.{i}.hook_resid_pre"),
-            ResidMid(i) => write!(f, "blocks.{i}.hook_resid_mid"),
-            ResidPost(i) => write!(f, "blocks.{i}.hook_resid_post"),
-            AttnOut(i) => write!(f, "blocks.{i}.hook_attn_out"),
-            MlpOut(i) => write!(f, "blocks.{i}.hook_mlp_out"),
-            MlpPost(i) => write!(f, "blocks.{i}.mlp.hook_post"),
-            AttnQ(i) => write!(f, "blocks.{i}.attn.hook_q"),
-            AttnK(i) => write!(f, "blocks.{i}.attn.hook_k"),
-            AttnV(i) => write!(f, "blocks.{i}.attn.hook_v"),
-            AttnZ(i) => write!(f, "blocks.{i}.attn.hook_z"),
-            AttnPattern(i) => write!(f, "blocks.{i}.attn.hook_pattern"),
-            LnFinal => write!(f, "ln_final.hook_normalized"),
-            Logits => write!(f, "logits"),
-            Stem => write!(f, "hook_stem"),
+        let name = match self {
+            Embed => "hook_embed".to_owned(),
+            PosEmbed => "hook_pos_embed".to_owned(),
+            TokenTypeEmbed => "hook_token_type_embed".to_owned(),
+            ResidPre(i) => format!("blocks.{i}.hook_resid_pre"),
+            ResidMid(i) => format!("blocks.{i}.hook_resid_mid"),
+            ResidPost(i) => format!("blocks.{i}.hook_resid_post"),
+            AttnOut(i) => format!("blocks.{i}.hook_attn_out"),
+            MlpOut(i) => format!("blocks.{i}.hook_mlp_out"),
+            MlpPost(i) => format!("blocks.{i}.mlp.hook_post"),
+            AttnQ(i) => format!("blocks.{i}.attn.hook_q"),
+            AttnK(i) => format!("blocks.{i}.attn.hook_k"),
+            AttnV(i) => format!("blocks.{i}.attn.hook_v"),
+            AttnZ(i) => format!("blocks.{i}.attn.hook_z"),
+            AttnPattern(i) => format!("blocks.{i}.attn.hook_pattern"),
+            LnFinal => "ln_final.hook_normalized".to_owned(),
+            Logits => "logits".to_owned(),
+            Stem => "hook_stem".to_owned(),
             Conv { stage, block, part } => {
-                write!(f, "stages.{stage}.blocks.{block}.{}", part.name())
+                format!("stages.{stage}.blocks.{block}.{}", part.name())
             }
-            Head => write!(f, "hook_head"),
-            Pooled => write!(f, "hook_pooled"),
-            Embeds => write!(f, "hook_embeds"),
-        }
+            Head => "hook_head".to_owned(),
+            Pooled => "hook_pooled".to_owned(),
+            Embeds => "hook_embeds".to_owned(),
+        };
+        f.pad(&name)
     }
 }
 
@@ -405,6 +407,8 @@ mod tests {
         for p in all_points(12) {
             let s = p.to_string();
             assert_eq!(s.parse::<HookPoint>().unwrap(), p, "{s}");
+            // Widths pad like a string's (tables line hooks up with `{:<w$}`).
+            assert_eq!(format!("{p:<40}|"), format!("{s:<40}|"));
         }
     }
 

@@ -33,11 +33,12 @@ fn rows<T: serde::Serialize>(
 pub fn extracted(done: Option<&Extracted>) -> Result<()> {
     if let Some(e) = done {
         crate::outln!(
-            "extract: {} examples, {} {}, {} hooks → {}",
+            "extract: {} examples, {} {}, {} hook{} → {}",
             e.n_examples,
             e.n_units,
             e.unit,
             e.hooks,
+            if e.hooks == 1 { "" } else { "s" },
             crate::run_location::run_name(&RunDir::new(&e.run))
         )?;
     }

@@ -28,6 +28,7 @@ pub mod probe;
 mod results;
 mod ridge;
 mod rows;
+pub mod simultaneous;
 mod split;
 mod token_label;
 mod weights;

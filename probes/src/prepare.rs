@@ -69,6 +69,12 @@ fn seeded_split(set: &LabelSet, opts: &ProbeOptions, mut rows: Vec<usize>) -> Re
                     .filter(|&c| counts[c] > 0 && counts[c] < parts)
                     .collect();
                 dropped.extend(rare.iter().map(|&c| {
+                    // "1 text", "2 texts".
+                    let unit = if counts[c] == 1 {
+                        unit.trim_end_matches('s')
+                    } else {
+                        unit
+                    };
                     format!(
                         "{} ({} {unit}; the split has {parts} parts)",
                         names[c], counts[c]

@@ -59,7 +59,8 @@ pub struct ProbeResult {
     /// Share of test-set bootstrap resamples in which this hook's probe scores highest of the
     /// label's hooks (ties split); `None` with one hook, without resamples, or in older tables.
     pub best_share: Option<f64>,
-    /// Paired 95% interval of the best hook's score minus this one's, on the same resampled
+    /// Paired interval of the best hook's score minus this one's, simultaneous at 95% with every
+    /// other pair of the label's hooks, on the same resampled
     /// test rows; `None` at the best hook itself (and as `best_share`). An interval that
     /// reaches 0: this hook is not told apart from the best.
     pub vs_best_ci_low: Option<f64>,

@@ -41,7 +41,8 @@ pub(crate) struct Verdict {
     pub(crate) faithfulness: Option<f64>,
     /// Bootstrap 95% interval of `faithfulness` (absent from older tables).
     pub(crate) faithfulness_ci: Option<(f64, f64)>,
-    /// Paired 95% interval of the top method's faithfulness minus this one's.
+    /// Paired interval of the top method's faithfulness minus this one's, simultaneous at 95%
+    /// over every pair of methods.
     pub(crate) vs_top_ci: Option<(f64, f64)>,
     max_sensitivity: Option<f64>,
     pub(crate) completeness_error: Option<f64>,
@@ -429,7 +430,7 @@ pub fn attribution_page(run: &RunDir, dir: &Path) -> Result<String, ReportError>
     for target in targets {
         let mut mine: Vec<&Verdict> = verdicts.iter().filter(|v| &v.target == target).collect();
         mine.sort_by_key(|v| v.rank);
-        body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness [95% CI]</th><th>against the top [95% CI of its lead]</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
+        body.push_str(&format!("<section><h2>Target <code>{}</code></h2>\n<table><thead><tr><th>rank</th><th>method</th><th>faithfulness [95% CI]</th><th>against the top [simultaneous 95% CI of its lead]</th><th>max-sensitivity</th><th>IG completeness error</th><th>sanity check</th></tr></thead><tbody>\n", escape(target)));
         for v in &mine {
             let sanity = match v.sanity_passed {
                 Some(true) => format!("passed ({})", v.evidence()),

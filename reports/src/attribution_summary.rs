@@ -18,7 +18,8 @@ pub struct MethodStanding {
     /// Bootstrap 95% interval of `faithfulness` over the examples (absent in older summaries).
     #[serde(default)]
     pub faithfulness_ci: Option<(f64, f64)>,
-    /// Paired 95% interval of the top-ranked method's faithfulness minus this one's; `None` at
+    /// Paired interval of the top-ranked method's faithfulness minus this one's (simultaneous
+    /// at 95% over the pairs of methods); `None` at
     /// the top method (and in older summaries).
     #[serde(default)]
     pub vs_top_ci: Option<(f64, f64)>,
@@ -101,7 +102,7 @@ pub fn headlines(rows: &[MethodStanding]) -> Vec<String> {
                 String::new()
             } else {
                 format!(
-                    "; not told apart from {} on these examples (paired 95% CIs of its lead reach 0)",
+                    "; not told apart from {} on these examples (simultaneous 95% CIs of its lead reach 0)",
                     close.join(", ")
                 )
             };

@@ -64,13 +64,17 @@ fn standing_clause(f: &LabelFinding) -> String {
     let share = format!("; best in {:.0}% of test resamples", 100.0 * share);
     const SHOWN: usize = 4;
     match close.len() {
-        0 => format!("{share}, ahead of every other hook (paired 95% CIs of its lead exclude 0)"),
+        0 => format!(
+            "{share}, ahead of every other hook (simultaneous 95% CIs of its lead exclude 0)"
+        ),
         n => {
             let mut named = close[..n.min(SHOWN)].join(", ");
             if n > SHOWN {
                 named.push_str(&format!(" and {} more", n - SHOWN));
             }
-            format!("{share}, not told apart from {named} (paired 95% CIs of its lead reach 0)")
+            format!(
+                "{share}, not told apart from {named} (simultaneous 95% CIs of its lead reach 0)"
+            )
         }
     }
 }
@@ -151,4 +155,4 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 9] {
     ]
 }
 
-pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. Token-level splits keep every token of a text in one part and their CIs resample test texts (cluster bootstrap), unless the run's config sets `split_by = \"token\"` under `[probe]`; `split_by = \"data\"` takes the parts from the data set's `split` column. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score, its CI a paired bootstrap (probe and control scored on the same resampled test rows). MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020); token rows split by text are sent whole text by whole text. Behind the best: a paired bootstrap 95% interval of the best hook's score minus this hook's, every hook scored on the same resampled test rows (texts); an interval that reaches 0 means the test set does not tell the hook apart from the best; the best hook's cell gives the share of resamples in which it scores highest; the chart draws the hooks behind the best hollow. Figures come from `probes/results.parquet`.";
+pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. CIs are percentile bootstraps over test rows. Token-level splits keep every token of a text in one part and their CIs resample test texts (cluster bootstrap), unless the run's config sets `split_by = \"token\"` under `[probe]`; `split_by = \"data\"` takes the parts from the data set's `split` column. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score, its CI a paired bootstrap (probe and control scored on the same resampled test rows). MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020); token rows split by text are sent whole text by whole text. Behind the best: a paired bootstrap interval of the best hook's score minus this hook's, every hook scored on the same resampled test rows (texts), simultaneous at 95% over every pair of hooks (the largest |t| among all pairs, Romano & Wolf 2005), so that the best hook, the winner of this test set, is not called ahead of equally good hooks by chance; an interval that reaches 0 means the test set does not tell the hook apart from the best; the best hook's cell gives the share of resamples in which it scores highest; the chart draws the hooks behind the best hollow. Figures come from `probes/results.parquet`.";

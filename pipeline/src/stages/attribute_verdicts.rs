@@ -183,7 +183,8 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 
 /// Per method × target: means over examples (the completeness error's median), the sanity verdict, and the rank (by faithfulness
 /// among methods that passed; failed and unchecked methods after them), with bootstrap
-/// intervals (`resamples`, `seed`) of each faithfulness and of the top method's lead over each.
+/// intervals (`resamples`, `seed`) of each faithfulness and, simultaneous over the pairs of
+/// methods, of the top method's lead over each.
 pub(crate) fn method_rows(
     targets: &[(String, TargetKind)],
     methods: &[Method],
@@ -280,37 +281,83 @@ pub(crate) fn method_rows(
             rows[i].rank = rank as u32 + 1;
         }
         if let Some(&top) = order.first() {
-            let of = |method: &str| -> BTreeMap<u64, f64> {
-                summary
-                    .iter()
-                    .filter(|r| r.method == method && &r.target == target)
-                    .filter_map(|r| Some((r.example_id, r.faithfulness()?)))
-                    .filter(|(_, f)| f.is_finite())
-                    .collect()
-            };
-            let best = of(&rows[top].method);
-            for (i, row) in rows.iter_mut().enumerate() {
-                if i == top {
-                    continue;
-                }
-                // Per example, the top method's faithfulness minus this one's: resampling the
-                // differences resamples the examples with both methods' values together.
-                let lead: Vec<f64> = of(&row.method)
-                    .iter()
-                    .filter_map(|(e, f)| Some(best.get(e)? - f))
-                    .collect();
-                if lead.is_empty() {
-                    continue;
-                }
-                let (lo, hi) = bootstrap_mean_ci(&lead, resamples, seed ^ 0x1ead);
-                if lo.is_finite() {
-                    (row.vs_top_ci_low, row.vs_top_ci_high) = (Some(lo), Some(hi));
-                }
+            let names: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+            let leads = leads_over_top(summary, target, &names, top, (resamples, seed));
+            for (row, lead) in rows.iter_mut().zip(leads) {
+                (row.vs_top_ci_low, row.vs_top_ci_high) = lead.unzip();
             }
         }
         out.extend(rows);
     }
     out
+}
+
+/// Per method, the interval of the top method's faithfulness minus its own, on the examples
+/// every compared method has a finite faithfulness for, resampled together (paired) and
+/// simultaneous at 95% with every other pair of methods (`glassbox_probes::simultaneous`): the
+/// top method is this data's winner, so leads judged one by one would overstate how far ahead
+/// it is. `None` at the top method and for methods without values.
+fn leads_over_top(
+    summary: &[SummaryRow],
+    target: &str,
+    methods: &[&str],
+    top: usize,
+    (resamples, seed): (usize, u64),
+) -> Vec<Option<(f64, f64)>> {
+    let per_method: Vec<BTreeMap<u64, f64>> = methods
+        .iter()
+        .map(|&method| {
+            summary
+                .iter()
+                .filter(|r| r.method == method && r.target == target)
+                .filter_map(|r| Some((r.example_id, r.faithfulness()?)))
+                .filter(|(_, f)| f.is_finite())
+                .collect()
+        })
+        .collect();
+    let mut none = vec![None; methods.len()];
+    if per_method[top].is_empty() || resamples == 0 {
+        return none;
+    }
+    // Methods with values, and the examples all of them have.
+    let compared: Vec<usize> = (0..methods.len())
+        .filter(|&m| !per_method[m].is_empty())
+        .collect();
+    let examples: Vec<u64> = per_method[top]
+        .keys()
+        .filter(|e| compared.iter().all(|&m| per_method[m].contains_key(e)))
+        .copied()
+        .collect();
+    if examples.is_empty() || compared.len() < 2 {
+        return none;
+    }
+    let values: Vec<Vec<f64>> = examples
+        .iter()
+        .map(|e| compared.iter().map(|&m| per_method[m][e]).collect())
+        .collect();
+    let mean_of = |sample: &mut dyn Iterator<Item = usize>| {
+        let mut sum = vec![0.0; compared.len()];
+        let mut n = 0.0;
+        for e in sample {
+            sum.iter_mut().zip(&values[e]).for_each(|(s, v)| *s += v);
+            n += 1.0;
+        }
+        sum.into_iter().map(|s| s / n).collect::<Vec<f64>>()
+    };
+    let observed = mean_of(&mut (0..examples.len()));
+    let mut resampled = Vec::with_capacity(resamples);
+    glassbox_probes::metrics::each_resample(examples.len(), resamples, seed ^ 0x1ead, |s| {
+        resampled.push(mean_of(&mut s.iter().copied()))
+    });
+    let at_top = compared
+        .iter()
+        .position(|&m| m == top)
+        .expect("top has values");
+    let leads = glassbox_probes::simultaneous::leads_over(&observed, &resampled, at_top, 0.05);
+    for (&m, lead) in compared.iter().zip(leads) {
+        none[m] = lead;
+    }
+    none
 }
 
 fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -325,6 +372,65 @@ fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use glassbox_runner::attribution::tables::SummaryRow;
+
+    fn row(example_id: u64, method: &str, faithfulness: f64) -> SummaryRow {
+        SummaryRow {
+            example_id,
+            method: method.into(),
+            target: "class:cat".into(),
+            predicted: None,
+            f_input: 1.0,
+            f_baseline: 0.0,
+            attribution_sum: 1.0,
+            completeness_error: None,
+            deletion_morf_auc: Some(0.0),
+            deletion_lerf_auc: Some(faithfulness),
+            insertion_morf_auc: None,
+            insertion_lerf_auc: None,
+            comprehensiveness: None,
+            sufficiency: None,
+            max_sensitivity: None,
+        }
+    }
+
+    /// A method 0.3 behind on every example is behind; one that differs from the top by
+    /// ±0.01 noise is not told apart; one with no values gets no interval; and the intervals
+    /// are those of the examples all compared methods share (the top's extra example is left
+    /// out of the paired comparison).
+    #[test]
+    fn leads_are_paired_over_shared_examples() {
+        let mut summary = Vec::new();
+        for e in 0..30u64 {
+            let base = 0.4 + 0.02 * (e % 7) as f64;
+            let wiggle = if e % 2 == 0 { 0.01 } else { -0.01 };
+            summary.push(row(e, "ig", base));
+            summary.push(row(e, "saliency", base - 0.3));
+            summary.push(row(e, "occlusion", base + wiggle));
+        }
+        summary.push(row(99, "ig", 100.0));
+        let mut nan = row(0, "random", f64::NAN);
+        nan.deletion_lerf_auc = Some(f64::NAN);
+        summary.push(nan);
+        let methods = ["ig", "saliency", "occlusion", "random"];
+        let leads = super::leads_over_top(&summary, "class:cat", &methods, 0, (500, 1));
+        assert!(leads[0].is_none() && leads[3].is_none(), "{leads:?}");
+        let (lo, hi) = leads[1].unwrap();
+        assert!(
+            (lo - 0.3).abs() < 1e-9 && (hi - 0.3).abs() < 1e-9,
+            "constant lead: {lo} {hi}"
+        );
+        let (lo, hi) = leads[2].unwrap();
+        assert!(lo < 0.0 && hi > 0.0 && hi < 0.02, "a tie: {lo} {hi}");
+        let again = super::leads_over_top(&summary, "class:cat", &methods, 0, (500, 1));
+        assert_eq!(leads, again);
+        assert!(
+            super::leads_over_top(&summary, "class:cat", &methods, 0, (0, 1))
+                .iter()
+                .all(Option::is_none)
+        );
+    }
+
     #[test]
     fn the_median_skips_missing_and_non_finite_values() {
         let m = |v: &[Option<f64>]| super::median(v.iter().copied());

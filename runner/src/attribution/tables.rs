@@ -213,7 +213,8 @@ pub struct MethodRow {
     pub faithfulness_ci_low: Option<f64>,
     /// Its upper end.
     pub faithfulness_ci_high: Option<f64>,
-    /// Paired 95% interval of the top-ranked method's faithfulness minus this one's, over the
+    /// Paired interval of the top-ranked method's faithfulness minus this one's, simultaneous at
+    /// 95% with every other pair of methods, over the
     /// examples both explained (resampled together); `None` at the top-ranked method. An
     /// interval that reaches 0: the examples do not tell this method apart from the top one.
     pub vs_top_ci_low: Option<f64>,
