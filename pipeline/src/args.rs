@@ -494,8 +494,23 @@ pub struct TexturesArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Run directory.
-    pub run: PathBuf,
+    /// Run directory (or s3:// URL).
+    #[arg(required_unless_present = "run_option", conflicts_with = "run_option")]
+    run: Option<PathBuf>,
+    /// The run directory as every other command takes it: `inspect --run DIR` = `inspect DIR`.
+    #[arg(long = "run", id = "run_option", value_name = "RUN")]
+    run_option: Option<PathBuf>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+impl InspectArgs {
+    /// The run directory, given either way.
+    pub fn run(&self) -> &std::path::Path {
+        self.run
+            .as_deref()
+            .or(self.run_option.as_deref())
+            .expect("clap requires one of the two")
+    }
 }

@@ -273,7 +273,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 crate::outln!("{point}")?;
             }
         }
-        Command::Inspect(a) => crate::inspect::inspect(&open_run(&a.run)?, a.json)?,
+        Command::Inspect(a) => crate::inspect::inspect(&open_run(a.run())?, a.json)?,
         Command::Textures(a) => {
             use glassbox_data::textures::{write_texture_set, Texture};
             let mut names = a.kinds.clone();

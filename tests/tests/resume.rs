@@ -71,6 +71,13 @@ fn killed_extraction_resumes_without_lost_or_duplicated_rows() {
     assert_bad_input(&out, &["has not completed"]);
     let out = glassbox().arg("inspect").arg(&run_dir).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted"));
+    // `--run DIR`, as every other command takes it, says the same.
+    let flagged = glassbox()
+        .args(["inspect", "--run"])
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert_eq!(flagged.stdout, out.stdout);
 
     let out = extract_cmd(&run_dir).output().unwrap();
     assert_success(&out, "resumed extract");
