@@ -152,6 +152,7 @@ pub struct ExtractArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
+    /// Run directory with a completed extract stage.
     #[arg(long)]
     pub run: PathBuf,
     /// Label column(s) of examples.parquet, comma-separated or repeated, probed at `--level`.
@@ -206,6 +207,7 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct GradientsArgs {
+    /// Run directory with completed extract and probe stages.
     #[arg(long)]
     pub run: PathBuf,
     /// probe:<label>=<class>[@<hook>] (default hook: the deepest probed one).
@@ -232,6 +234,7 @@ pub struct GradientsArgs {
 
 #[derive(Debug, Args)]
 pub struct TcavArgs {
+    /// Run directory with a completed extract stage (and probe, for probe: targets).
     #[arg(long)]
     pub run: PathBuf,
     /// Concept sets: data files with a `text` column or folders of .txt files; for vision runs,
@@ -433,6 +436,7 @@ pub enum LevelArg {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Run directory: the report covers every stage it holds.
     #[arg(long)]
     pub run: PathBuf,
     #[arg(long)]

@@ -17,6 +17,7 @@ pub enum ExportCommand {
 /// What every export reads and where it writes.
 #[derive(Debug, Args)]
 pub struct ExportTarget {
+    /// Run directory with a completed dictionary stage.
     #[arg(long)]
     pub run: PathBuf,
     /// Folder to write into.

@@ -195,7 +195,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(a) => run_pipeline(a, &bars)?,
         Command::Export(crate::args_export::ExportCommand::Neuronpedia(a)) => {
             let run = open_run(&a.target.run)?;
-            let hooks = export_hooks(&run, &a.target.hooks)?;
+            let hooks = export_hooks(&run, &a.target.hooks, &a.target.out)?;
             let opts = glassbox_reports::neuronpedia::ExportOptions {
                 model_id: a.model_id,
                 source_set: a.source_set,
@@ -230,7 +230,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Export(crate::args_export::ExportCommand::Delphi(a)) => {
             let run = open_run(&a.target.run)?;
-            let hooks = export_hooks(&run, &a.target.hooks)?;
+            let hooks = export_hooks(&run, &a.target.hooks, &a.target.out)?;
             let written = crate::export_delphi::export(&run, &hooks, &a, &bars)?;
             if a.json {
                 crate::outln!("{}", serde_json::to_string_pretty(&written)?)?;
@@ -335,7 +335,14 @@ pub fn run(cli: Cli) -> Result<()> {
 fn export_hooks(
     run: &glassbox_data::RunDir,
     patterns: &[String],
+    out: &std::path::Path,
 ) -> Result<Vec<glassbox_data::HookPoint>> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!(
+            "--out {}: a file, not a folder; name a folder (it is created if missing)",
+            out.display()
+        );
+    }
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
@@ -344,12 +351,26 @@ fn export_hooks(
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-    Ok(
-        glassbox_models::hooks::select(patterns, &trained).or_else(|_| {
-            patterns
-                .iter()
-                .map(|h| h.parse::<glassbox_data::HookPoint>())
-                .collect::<Result<Vec<_>, _>>()
-        })?,
-    )
+    if let Ok(hooks) = glassbox_models::hooks::select(patterns, &trained) {
+        return Ok(hooks);
+    }
+    // A name (not a pattern) goes on to the reader, which says which SAEs the run has and how
+    // to train the missing one; a pattern that matches none is answered here.
+    let is_pattern = |p: &String| p.contains(['*', '?', '[']);
+    if let Some(p) = patterns.iter().find(|p| is_pattern(p)) {
+        let have: Vec<String> = trained.iter().map(|h| h.to_string()).collect();
+        anyhow::bail!(
+            "--hook {p}: matches no SAE of {} (SAEs: {}); leave --hook out to export every SAE",
+            run.name(),
+            if have.is_empty() {
+                "none".to_owned()
+            } else {
+                have.join(", ")
+            }
+        );
+    }
+    Ok(patterns
+        .iter()
+        .map(|h| h.parse::<glassbox_data::HookPoint>())
+        .collect::<Result<Vec<_>, _>>()?)
 }

@@ -125,12 +125,21 @@ fn export_source(
     let examples = read_examples(dir, "feature", |_, kind, _| kind == "top")?;
     let promoted = crate::pages::read_promoted(dir)?;
     let suppressed = crate::pages::read_token_logits(dir, "feature_suppressed_tokens.parquet")?;
+    // Written beside the final folder and renamed into place: a failed export leaves no
+    // folder that looks complete, and a new export replaces an old one whole.
     let folder = out.join(source.model_id).join(&source.id);
+    let staging = out
+        .join(source.model_id)
+        .join(format!(".{}.partial", source.id));
+    let io = |p: &Path, e: std::io::Error| ReportError::Invalid(format!("{}: {e}", p.display()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    }
     let (created, model_id, layer) = (source.created, source.model_id, source.id.as_str());
     let record = |file: &str, value: Value| -> Result<(), ReportError> {
         let mut line = serde_json::to_vec(&value).map_err(invalid)?;
         line.push(b'\n');
-        atomic::write_bytes(&folder.join(file), &line)?;
+        atomic::write_bytes(&staging.join(file), &line)?;
         Ok(())
     };
     record(
@@ -206,9 +215,16 @@ fn export_source(
         .iter()
         .filter_map(|u| explanation_record(u, source, opts))
         .collect();
-    write_gz(&folder.join("features/batch-0.jsonl.gz"), &features)?;
-    write_gz(&folder.join("activations/batch-0.jsonl.gz"), &activations)?;
-    write_gz(&folder.join("explanations/batch-0.jsonl.gz"), &explanations)?;
+    write_gz(&staging.join("features/batch-0.jsonl.gz"), &features)?;
+    write_gz(&staging.join("activations/batch-0.jsonl.gz"), &activations)?;
+    write_gz(
+        &staging.join("explanations/batch-0.jsonl.gz"),
+        &explanations,
+    )?;
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder).map_err(|e| io(&folder, e))?;
+    }
+    std::fs::rename(&staging, &folder).map_err(|e| io(&folder, e))?;
     Ok(ExportedSource {
         hook: source.hook.to_string(),
         folder,

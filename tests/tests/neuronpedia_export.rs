@@ -118,6 +118,13 @@ fn a_trained_sae_exports_as_neuronpedia_records() {
     assert_success(&export(&run, &second, &[]), "export again");
     let (a, b) = (snapshot(&first), snapshot(&second));
     assert!(a == b, "the same run exports the same bytes");
+    // Exporting again into the same folder replaces it whole (staged beside it, then
+    // renamed): the same files and bytes, no staging folder left (the snapshot lists folders).
+    assert_success(&export(&run, &first, &[]), "export over the first");
+    assert!(
+        snapshot(&first) == a,
+        "a re-export replaces the folder with the same bytes"
+    );
 
     // Bad input: a hook without an SAE, a run without a dictionary; nothing written.
     let out = export(
@@ -133,6 +140,22 @@ fn a_trained_sae_exports_as_neuronpedia_records() {
         ],
     );
     assert!(!tmp.path().join("bad").exists());
+    // A pattern that matches no SAE, and --out naming a file.
+    let out = export(&run, &tmp.path().join("bad"), &["--hook", "blocks.9.*"]);
+    assert_bad_input(
+        &out,
+        &[
+            "--hook blocks.9.*",
+            "matches no SAE",
+            "blocks.1.hook_resid_post",
+        ],
+    );
+    assert!(!tmp.path().join("bad").exists());
+    let file = tmp.path().join("a_file");
+    std::fs::write(&file, b"keep").unwrap();
+    let out = export(&run, &file, &[]);
+    assert_bad_input(&out, &["a file, not a folder"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
     let bare = tmp.path().join("bare");
     tiny_decoder_run("tiny_gpt2", &bare, false, None);
     let out = export(&bare, &tmp.path().join("bad"), &[]);
