@@ -35,6 +35,8 @@ pub struct ImageDataset {
     /// Files in the class folders left out as not images (by extension; hidden files are not
     /// listed), relative to `root`, so the caller can say so.
     pub skipped: Vec<String>,
+    /// Class folders with no image under them (no examples of that class).
+    pub empty_classes: Vec<String>,
 }
 
 impl ImageDataset {
@@ -73,13 +75,13 @@ pub fn looks_like_images(path: &Path) -> bool {
 /// Reads an image data set; its `sha256` covers the manifest (or listing) and every image's
 /// bytes, so a changed image changes the fingerprint.
 pub fn read_image_dataset(path: &Path) -> Result<ImageDataset> {
-    let (mut data, root, skipped) = if path.is_dir() {
-        let (data, skipped) = read_class_folders(path)?;
-        (data, path.to_path_buf(), skipped)
+    let (mut data, root, skipped, empty_classes) = if path.is_dir() {
+        let (data, skipped, empty) = read_class_folders(path)?;
+        (data, path.to_path_buf(), skipped, empty)
     } else {
         let data = read_dataset_keyed(path, IMAGE_COLUMN)?;
         let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (data, root, Vec::new())
+        (data, root, Vec::new(), Vec::new())
     };
     let mut hasher = Sha256::new();
     hasher.update(data.sha256.as_bytes());
@@ -96,6 +98,7 @@ pub fn read_image_dataset(path: &Path) -> Result<ImageDataset> {
         data,
         root,
         skipped,
+        empty_classes,
     })
 }
 
@@ -149,9 +152,12 @@ pub fn read_image_set(dir: &Path, min_size: usize) -> Result<ImageSet> {
     })
 }
 
-/// One sub-folder per class; files sorted by name inside each, classes by name. Also returns
-/// the files left out for their extension (hidden ones, `.DS_Store` and the like, unlisted).
-fn read_class_folders(dir: &Path) -> Result<(TextDataset, Vec<String>)> {
+/// One sub-folder per class, classes by name; each class holds the image files anywhere under
+/// its folder, in torchvision `ImageFolder`'s order (`sorted(os.walk(class_dir))`, then the
+/// file names sorted: by the folder's path as a string, then the name), so both read the same
+/// images in the same order. Also returns the files left out for their extension (hidden ones,
+/// `.DS_Store` and the like, unlisted) and the class folders that hold no image.
+fn read_class_folders(dir: &Path) -> Result<(TextDataset, Vec<String>, Vec<String>)> {
     let list = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .map_err(DataError::io(d))?
@@ -164,27 +170,29 @@ fn read_class_folders(dir: &Path) -> Result<(TextDataset, Vec<String>)> {
     let mut labels = Vec::new();
     let mut listing = String::new();
     let mut skipped = Vec::new();
+    let mut empty = Vec::new();
     for class_dir in list(dir)?.into_iter().filter(|p| p.is_dir()) {
         let class = class_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for file in list(&class_dir)? {
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !is_image(&file) {
-                if !name.starts_with('.') && file.is_file() {
-                    skipped.push(format!("{class}/{name}"));
+        let mut found = 0;
+        for (folder, name) in files_under(&class_dir, &class)? {
+            let rel = format!("{folder}/{name}");
+            if !is_image(Path::new(&name)) {
+                if !name.starts_with('.') {
+                    skipped.push(rel);
                 }
                 continue;
             }
-            let rel = format!("{class}/{name}");
             listing.push_str(&rel);
             listing.push('\n');
             texts.push(rel);
             labels.push(Value::Str(class.clone()));
+            found += 1;
+        }
+        if found == 0 {
+            empty.push(class);
         }
     }
     if texts.is_empty() {
@@ -207,7 +215,38 @@ fn read_class_folders(dir: &Path) -> Result<(TextDataset, Vec<String>)> {
             values: labels,
         }],
     };
-    Ok((data, skipped))
+    Ok((data, skipped, empty))
+}
+
+/// Every file under `class_dir` as (its folder relative to the data set's root, its name),
+/// sorted as `ImageFolder` walks: by folder path as a string, then by name. Symbolic links to
+/// folders are followed (`os.walk(followlinks=True)`), each real folder once.
+fn files_under(class_dir: &Path, class: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(class_dir.to_path_buf(), class.to_owned())];
+    while let Some((dir, rel)) = stack.pop() {
+        // A link back up the tree would loop forever.
+        if let Ok(real) = std::fs::canonicalize(&dir) {
+            if !seen.insert(real) {
+                continue;
+            }
+        }
+        for entry in std::fs::read_dir(&dir).map_err(DataError::io(&dir))? {
+            let path = entry.map_err(DataError::io(&dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if path.is_dir() {
+                stack.push((path, format!("{rel}/{name}")));
+            } else if path.is_file() {
+                out.push((rel.clone(), name));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Decodes an image to RGB (grayscale replicated, alpha dropped), naming the file on error.
@@ -265,6 +304,64 @@ pub fn write_model_input_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The order torchvision's `ImageFolder` reads a tree in, taken from Python on this tree:
+    /// `for c in sorted(classes): for root, _, f in sorted(os.walk(c)): for n in sorted(f):`
+    /// (keeping image extensions) printed `cat/.h.png, cat/z.png, cat/B/w.PNG, cat/a/y.jpg,
+    /// cat/a-b/x.png, dog/1.png` — nested folders included, sorted by path as a string.
+    #[test]
+    fn nested_class_folders_read_in_image_folder_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["cat/a", "cat/a-b", "cat/B", "dog", "empty/sub"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let png = {
+            let mut bytes = Vec::new();
+            image::RgbImage::new(2, 2)
+                .write_to(
+                    &mut std::io::Cursor::new(&mut bytes),
+                    image::ImageFormat::Png,
+                )
+                .unwrap();
+            bytes
+        };
+        for f in [
+            "cat/z.png",
+            "cat/a/y.jpg",
+            "cat/a-b/x.png",
+            "cat/B/w.PNG",
+            "cat/.h.png",
+            "cat/notes.txt",
+            "dog/1.png",
+            "empty/sub/readme.md",
+        ] {
+            std::fs::write(root.join(f), &png).unwrap();
+        }
+        let set = read_image_dataset(root).unwrap();
+        assert_eq!(
+            set.data.texts,
+            [
+                "cat/.h.png",
+                "cat/z.png",
+                "cat/B/w.PNG",
+                "cat/a/y.jpg",
+                "cat/a-b/x.png",
+                "dog/1.png"
+            ]
+        );
+        let labels: Vec<String> = set.data.columns[0]
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Str(s) => s.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(labels, ["cat", "cat", "cat", "cat", "cat", "dog"]);
+        assert_eq!(set.skipped, ["cat/notes.txt", "empty/sub/readme.md"]);
+        assert_eq!(set.empty_classes, ["empty"]);
+    }
 
     #[test]
     fn class_folders_and_bad_images() {

@@ -134,6 +134,12 @@ pub(super) fn prepare(
         ));
     }
     let examples = Examples::read(&model, req.data)?;
+    if let Some(empty) = examples.empty_classes() {
+        progress.note(&format!(
+            "extract: class folder(s) with no image under them, so no examples of that class: {}",
+            empty.join(", ")
+        ));
+    }
     if let Some(skipped) = examples.skipped_files() {
         progress.note(&format!(
             "extract: left out {} file(s) of the class folders that are not images ({}): {}{}",

@@ -93,6 +93,14 @@ impl Examples {
         }
     }
 
+    /// Class folders of an image data set with no image under them.
+    pub fn empty_classes(&self) -> Option<&[String]> {
+        match self {
+            Examples::Images(d, _) if !d.empty_classes.is_empty() => Some(&d.empty_classes),
+            _ => None,
+        }
+    }
+
     /// The examples as a table (text or image path, label columns, source file and hash).
     pub fn table(&self) -> &TextDataset {
         match self {
