@@ -159,8 +159,15 @@ pub fn write_texture_set(
             message: "texture sets need at least one texture, one image per class and 8 px".into(),
         });
     }
+    require_folder(out)?;
     for &t in textures {
-        let dir = out.join(t.name());
+        // Each class folder is drawn beside its final name and renamed over it: a folder
+        // left from a run with more images per class would otherwise keep its extra images,
+        // mixed into the class.
+        let dir = out.join(format!(".{}.partial", t.name()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(DataError::io(&dir))?;
+        }
         std::fs::create_dir_all(&dir).map_err(DataError::io(&dir))?;
         for i in 0..per_class {
             let mut rng = SeededRng::new(
@@ -179,6 +186,23 @@ pub fn write_texture_set(
             })?;
             atomic::write_bytes(&path, &bytes)?;
         }
+        let class = out.join(t.name());
+        if class.exists() {
+            std::fs::remove_dir_all(&class).map_err(DataError::io(&class))?;
+        }
+        std::fs::rename(&dir, &class).map_err(DataError::io(&class))?;
+    }
+    Ok(())
+}
+
+/// `out` may be missing (it is created) or a folder, not a file.
+pub(crate) fn require_folder(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(DataError::Invalid {
+            path: out.to_path_buf(),
+            message: "a file, not a folder; name a folder to write into (it is created if missing)"
+                .into(),
+        });
     }
     Ok(())
 }
@@ -234,5 +258,22 @@ mod tests {
         }
         let ds = crate::images::read_image_dataset(dir.path()).unwrap();
         assert_eq!(ds.len(), 6);
+        // Fewer images per class over the same folder: the class folders are replaced, not
+        // topped up, and nothing is left beside them.
+        write_texture_set(dir.path(), &[Texture::Dots], 2, 32, 0).unwrap();
+        let n = std::fs::read_dir(dir.path().join("dots")).unwrap().count();
+        assert_eq!(n, 2);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        // A file where the folder should be.
+        let file = dir.path().join("a_file");
+        std::fs::write(&file, b"keep").unwrap();
+        let err = write_texture_set(&file, &[Texture::Dots], 1, 32, 0).unwrap_err();
+        assert!(err.to_string().contains("a file, not a folder"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
     }
 }
