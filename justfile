@@ -321,6 +321,11 @@ reference-probes:
     @just _python-env .venv-ref "scikit-learn numpy"
     .venv-ref/bin/python scripts/reference_probe_sklearn.py
 
+# Regenerate the cluster-robust correlation test reference (statsmodels' OLS, texts as clusters).
+reference-clustered:
+    @just _python-env .venv-ref "statsmodels numpy"
+    .venv-ref/bin/python scripts/reference_clustered_correlation.py
+
 # Regenerate the Gemma Scope 1/2, Llama Scope and sparsify fixtures and their reference codes
 # (SAELens's converters; sparsify itself).
 reference-sae-suites:

@@ -1,5 +1,6 @@
 //! Pass 1 of an explanation: per-unit statistics, top rows, reservoirs and label sums.
 
+use super::clustered::ClusterMoments;
 use super::{Activations, ExplainOptions, LabelCorrelation};
 use crate::sae::stream::RowId;
 use glassbox_data::rng::SeededRng;
@@ -13,9 +14,6 @@ pub struct LabelTarget {
     pub name: String,
     pub classes: Vec<String>,
     pub class_of: HashMap<RowId, u32>,
-    /// A sequence-level label, the same on every row of a text: its correlations rest on as
-    /// many independent observations as there are texts, not rows.
-    pub per_text: bool,
 }
 
 /// A unit's summary (one row of `features.parquet` / `neurons.parquet`).
@@ -92,6 +90,8 @@ pub(super) struct Accumulator {
     labels: Vec<LabelTarget>,
     /// Texts (example ids) the rows came from.
     texts: HashSet<u64>,
+    /// Per-text moments for the clustered tests of token-level labels.
+    clusters: ClusterMoments,
     options: ExplainOptions,
 }
 
@@ -118,6 +118,7 @@ impl Accumulator {
             class_counts: vec![0; total],
             labels: labels.to_vec(),
             texts: HashSet::new(),
+            clusters: ClusterMoments::new(units, total),
             options: options.clone(),
         }
     }
@@ -145,8 +146,10 @@ impl Accumulator {
                     classes.push(slot);
                 }
             }
+            self.clusters.row(id.0, &classes);
             for (unit, v) in acts.row(r) {
                 let v64 = v as f64;
+                self.clusters.value(unit, v64, &classes);
                 self.sum[unit] += v64;
                 self.sum_sq[unit] += v64 * v64;
                 if v > self.max[unit] {
@@ -182,8 +185,10 @@ impl Accumulator {
         }
     }
 
-    /// Unit summaries and the rows whose contexts to fetch.
-    pub fn finish(self) -> (Vec<UnitStats>, Vec<Request>) {
+    /// Unit summaries, the rows whose contexts to fetch and the per-text moments of the
+    /// token-level labels' clustered tests.
+    pub fn finish(mut self) -> (Vec<UnitStats>, Vec<Request>, ClusterMoments) {
+        self.clusters.finish();
         let n = self.rows.max(1) as f64;
         let t = self.total_classes;
         let mut stats = Vec::with_capacity(self.sum.len());
@@ -254,17 +259,20 @@ impl Accumulator {
                 class_counts: self.class_counts.clone(),
             });
         }
-        (stats, requests)
+        (stats, requests, self.clusters)
     }
 }
 
 /// Pearson correlation of each unit's activation with membership of each class, each with its
-/// two-sided p-value (Student's t on `effective_rows − 2` degrees of freedom: the rows, or for a
-/// sequence-level label the `texts` they came from) and Holm's adjustment over all of them.
+/// two-sided p-value — the cluster-robust t of [`super::clustered`], texts as clusters on
+/// `texts − 1` df: a text's tokens are not independent observations, whether the label is the
+/// same on all of them (sequence level) or not (token level) — and Holm's adjustment over all
+/// of them.
 pub(super) fn correlations(
     stats: &[UnitStats],
     labels: &[LabelTarget],
     texts: u64,
+    clusters: &ClusterMoments,
 ) -> Vec<LabelCorrelation> {
     let mut out = Vec::new();
     for s in stats {
@@ -279,10 +287,16 @@ pub(super) fn correlations(
                 let cov = s.class_sums[slot] / n - mean * p;
                 let denom = (var * p * (1.0 - p)).sqrt();
                 let correlation = if denom > 0.0 { cov / denom } else { 0.0 };
-                let effective_rows = if label.per_text {
-                    texts.min(s.rows)
-                } else {
-                    s.rows
+                let clustered =
+                    clusters.test(s.unit, slot, (s.rows, s.sum, s.class_sums[slot], count));
+                // Without whole texts to cluster (rows of a text interleaved with another's,
+                // or fewer than three texts): Student's t with the texts as the observations.
+                let (effective_rows, p) = match clustered {
+                    Some(test) => (test.clusters, test.p),
+                    None => {
+                        let n = texts.min(s.rows);
+                        (n, correlation_p(correlation, n))
+                    }
                 };
                 out.push(LabelCorrelation {
                     unit: s.unit as u32,
@@ -290,7 +304,7 @@ pub(super) fn correlations(
                     class: class.clone(),
                     correlation,
                     effective_rows,
-                    p: correlation_p(correlation, effective_rows),
+                    p,
                     p_holm: f64::NAN,
                     mean_in_class: if count > 0 {
                         s.class_sums[slot] / count as f64

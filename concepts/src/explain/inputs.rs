@@ -78,7 +78,6 @@ pub fn label_targets(
             name: name.clone(),
             classes: names,
             class_of,
-            per_text: true,
         });
     }
     for name in token_label_names {
@@ -97,7 +96,6 @@ pub fn label_targets(
             name: name.clone(),
             classes: names,
             class_of,
-            per_text: false,
         });
     }
     Ok(out)

@@ -10,6 +10,7 @@
 //! Plus each unit's cosine with every CAV and probe direction found in the run.
 
 mod accumulate;
+mod clustered;
 mod context;
 pub mod inputs;
 pub mod read;
@@ -165,10 +166,11 @@ pub struct LabelCorrelation {
     pub class: String,
     /// Pearson correlation of the activation with membership of the class (over all rows).
     pub correlation: f64,
-    /// The independent observations the test of `correlation` counts: the rows, or for a
-    /// sequence-level label (the same on every row of a text) the texts.
+    /// The independent observations the test of `correlation` counts: the texts the rows came
+    /// from (a text's tokens are not independent of each other).
     pub effective_rows: u64,
-    /// Two-sided p-value of `correlation` against 0 (Student's t, `effective_rows − 2` df).
+    /// Two-sided p-value of `correlation` against 0: the OLS slope of the activation on class
+    /// membership with its cluster-robust t over texts (CR1, `effective_rows − 1` df).
     pub p: f64,
     /// `p` Holm-adjusted over every unit × class of the hook's table.
     pub p_holm: f64,
@@ -218,14 +220,14 @@ pub fn explain<S: RowSource>(
     })?;
     progress.finish();
     let (rows, texts) = (acc.rows(), acc.texts());
-    let (stats, requests) = acc.finish();
+    let (stats, requests, clusters) = acc.finish();
     progress.start(&format!("explaining {n} {what}: contexts (rows)"), rows);
     let examples = context::collect(source, &units, tokens, requests, options.window, |k| {
         progress.advance(k)
     })?;
     progress.finish();
     let mut stats = stats;
-    let labels_out = accumulate::correlations(&stats, labels, texts);
+    let labels_out = accumulate::correlations(&stats, labels, texts, &clusters);
     let directions_out = cosines(&units, directions);
     // Outputs come in unit order: one pass each fills the summaries' "best" fields.
     for d in &directions_out {

@@ -61,7 +61,7 @@ fn tokens() -> Tokens {
 }
 
 /// The label "kind": class "animal" for even examples, "other" for odd ones, on every token.
-fn kind_label(per_text: bool) -> LabelTarget {
+fn kind_label() -> LabelTarget {
     let class_of: HashMap<RowId, u32> = (0..EXAMPLES)
         .flat_map(|e| (0..LEN).map(move |p| ((e, p), (e % 2) as u32)))
         .collect();
@@ -69,13 +69,12 @@ fn kind_label(per_text: bool) -> LabelTarget {
         name: "kind".into(),
         classes: vec!["animal".into(), "other".into()],
         class_of,
-        per_text,
     }
 }
 
 #[test]
 fn neurons_are_explained_by_their_rows() {
-    let labels = [kind_label(true)];
+    let labels = [kind_label()];
     let directions = [Direction {
         source: "cav".into(),
         name: "x".into(),
@@ -170,9 +169,10 @@ fn tables_round_trip() {
     assert_eq!(back, want);
 }
 
-/// A correlation's test counts texts for a sequence-level label (the same on every token of a
-/// text) and rows for a token-level one; p against Student's t (reference values by numerical
-/// integration of the t density), Holm over every unit × class.
+/// A correlation's test counts texts, not rows: the OLS slope's cluster-robust t (CR1, texts as
+/// clusters, `texts − 1` df), checked against the definition computed here row by row; the
+/// fallback's Student t against numerical integration of the t density; Holm over every unit ×
+/// class.
 #[test]
 fn label_correlations_are_tested_on_their_independent_observations() {
     for (r, n, want) in [
@@ -184,46 +184,73 @@ fn label_correlations_are_tested_on_their_independent_observations() {
         assert!((got - want).abs() < 1e-6 * want, "r {r} n {n}: {got}");
     }
     assert!(accumulate::correlation_p(0.9, 2).is_nan());
-    let run = |per_text: bool| {
-        let labels = [kind_label(per_text)];
-        explain(
-            Units::Neurons { width: 3 },
-            &mut Toy { done: false },
-            &tokens(),
-            &labels,
-            &[],
-            &ExplainOptions::default(),
-            &NoProgress,
-        )
-        .unwrap()
-    };
-    let (texts, rows) = (run(true), run(false));
-    let unit0 = |e: &Explanations| e.labels.iter().find(|l| l.unit == 0).unwrap().clone();
-    let (t, r) = (unit0(&texts), unit0(&rows));
-    assert_eq!(
-        (t.effective_rows, r.effective_rows),
-        (EXAMPLES, EXAMPLES * LEN as u64)
-    );
-    assert_eq!(
-        t.correlation, r.correlation,
-        "the same correlation, tested differently"
-    );
+    let labels = [kind_label()];
+    let e = explain(
+        Units::Neurons { width: 3 },
+        &mut Toy { done: false },
+        &tokens(),
+        &labels,
+        &[],
+        &ExplainOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let unit0 = e
+        .labels
+        .iter()
+        .find(|l| l.unit == 0 && l.class == "animal")
+        .unwrap();
+    assert_eq!(unit0.effective_rows, EXAMPLES);
+    // The definition: residuals of y on [1, x], each text's Σ (x − x̄) e, the sandwich.
+    let mut rows = Vec::new();
+    let mut toy = Toy { done: false };
+    let (mut acts, mut ids) = (Vec::new(), Vec::new());
+    toy.next_rows(&mut acts, &mut ids).unwrap();
+    for (r, &(text, _)) in ids.iter().enumerate() {
+        let x = if text % 2 == 0 { 1.0 } else { 0.0 };
+        rows.push((text, x, acts[r * 3] as f64));
+    }
+    let n = rows.len() as f64;
+    let x_bar = rows.iter().map(|r| r.1).sum::<f64>() / n;
+    let y_bar = rows.iter().map(|r| r.2).sum::<f64>() / n;
+    let sxx: f64 = rows.iter().map(|r| (r.1 - x_bar).powi(2)).sum();
+    let b = rows
+        .iter()
+        .map(|r| (r.1 - x_bar) * (r.2 - y_bar))
+        .sum::<f64>()
+        / sxx;
+    let mut score = vec![0.0; EXAMPLES as usize];
+    for &(text, x, y) in &rows {
+        score[text as usize] += (x - x_bar) * ((y - y_bar) - b * (x - x_bar));
+    }
+    let g = EXAMPLES as f64;
+    let variance = score.iter().map(|s| s * s).sum::<f64>() / (sxx * sxx) * g / (g - 1.0)
+        * (n - 1.0)
+        / (n - 2.0);
+    let want = crate::stats::student_t_two_sided(b / variance.sqrt(), g - 1.0);
     assert!(
-        t.p > 10.0 * r.p,
-        "20 texts are weaker evidence than 120 rows: {t:?} {r:?}"
+        (unit0.p - want).abs() <= 1e-9 * want,
+        "{} against {want}",
+        unit0.p
     );
     // Holm over the 3 units × 2 classes (unit 1 is constant: r = 0, p = 1; unit 2 never varies).
-    let p: Vec<f64> = texts.labels.iter().map(|l| l.p).collect();
+    let p: Vec<f64> = e.labels.iter().map(|l| l.p).collect();
     let holm = crate::stats::holm(&p);
-    for (l, h) in texts.labels.iter().zip(holm) {
+    for (l, h) in e.labels.iter().zip(holm) {
         assert!(l.p_holm == h || (l.p_holm.is_nan() && h.is_nan()), "{l:?}");
     }
-    assert_eq!(texts.units[0].top_label_p_holm, Some(t.p_holm));
+    let top = e
+        .labels
+        .iter()
+        .filter(|l| l.unit == 0)
+        .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
+        .unwrap();
+    assert_eq!(e.units[0].top_label_p_holm, Some(top.p_holm));
 }
 
 #[test]
 fn label_tables_round_trip_with_their_tests() {
-    let labels = [kind_label(true)];
+    let labels = [kind_label()];
     let e = explain(
         Units::Neurons { width: 3 },
         &mut Toy { done: false },
