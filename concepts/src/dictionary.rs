@@ -246,12 +246,12 @@ impl Context<'_> {
         let mut eval = self.rows(hook, Split::Eval)?;
         let mut eval_rows = eval.count()?;
         let metrics = if eval_rows > 0 {
-            evaluate(&sae, &mut eval)?
+            evaluate(&sae, &mut eval, self.bootstrap())?
         } else {
             self.progress.note("dictionary: no held-out examples (eval_fraction too small); metrics are on the training rows");
             let mut train = self.rows(hook, Split::Train)?;
             eval_rows = train_rows;
-            evaluate(&sae, &mut train)?
+            evaluate(&sae, &mut train, self.bootstrap())?
         };
         let pca = if self.options.pca_baseline {
             Some(self.pca_baseline(hook, &metrics, eval_rows > 0 && eval_rows != train_rows)?)
@@ -308,7 +308,7 @@ impl Context<'_> {
         let components = (metrics.l0.round() as usize).max(1);
         let pca = PcaBaseline::fit(&rows, train.width(), components)?;
         let mut eval = self.rows(hook, if held_out { Split::Eval } else { Split::Train })?;
-        pca.evaluate(&mut eval)
+        pca.evaluate(&mut eval, self.bootstrap())
     }
 
     fn load_hook(&self, spec: &str) -> Result<HookSummary, ConceptError> {
@@ -342,7 +342,7 @@ impl Context<'_> {
             )));
         }
         let rows = all.count()?;
-        let metrics = evaluate(&loaded.sae, &mut all)?;
+        let metrics = evaluate(&loaded.sae, &mut all, self.bootstrap())?;
         let dir = self.run.dictionary_dir(hook);
         let mut extra = serde_json::Map::new();
         extra.insert("loaded_from".into(), json!(folder.display().to_string()));

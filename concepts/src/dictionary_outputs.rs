@@ -76,6 +76,26 @@ pub fn add_to_metrics(dir: &Path, key: &str, value: serde_json::Value) -> Result
     Ok(())
 }
 
+/// The SAE's explained variance minus the PCA baseline's, with a paired interval: both were
+/// evaluated on the same rows with the same bootstrap seed, so resample `b` of each holds the
+/// same texts. `None` when either has no resamples.
+fn sae_minus_pca(sae: &Metrics, pca: &Metrics) -> Option<serde_json::Value> {
+    let (a, b) = (
+        &sae.resampled_explained_variance,
+        &pca.resampled_explained_variance,
+    );
+    if a.is_empty() || a.len() != b.len() {
+        return None;
+    }
+    let differences: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let ci = crate::sae::ev_bootstrap::interval(&differences, sae.texts.min(pca.texts))?;
+    Some(json!({
+        "explained_variance": sae.explained_variance - pca.explained_variance,
+        "ci_low": ci.0,
+        "ci_high": ci.1,
+    }))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_metrics(
     dir: &Path,
@@ -88,10 +108,14 @@ pub(crate) fn write_metrics(
     eval_rows: u64,
     options: &SaeOptions,
 ) -> Result<(), ConceptError> {
-    let definitions: serde_json::Map<String, serde_json::Value> = DEFINITIONS
+    let mut definitions: serde_json::Map<String, serde_json::Value> = DEFINITIONS
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
+    definitions.insert(
+        "sae_minus_pca".into(),
+        json!("the SAE's explained variance minus the PCA baseline's on the same rows, with a paired percentile 95% interval (the same bootstrap resamples of the texts for both)"),
+    );
     let training = training.map(|t| {
         json!({
             "steps": t.steps_done,
@@ -112,6 +136,7 @@ pub(crate) fn write_metrics(
         "eval_rows": eval_rows,
         "sae": metrics,
         "pca_baseline": pca,
+        "sae_minus_pca": pca.and_then(|p| sae_minus_pca(metrics, p)),
         "definitions": definitions,
         "dense_threshold": crate::sae::metrics::DENSE_THRESHOLD,
         "training": training,

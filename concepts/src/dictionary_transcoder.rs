@@ -6,6 +6,7 @@
 
 use crate::dictionary_outputs::{model_name, summary, write_metrics, HookSummary};
 use crate::explain::Units;
+use crate::sae::ev_bootstrap::Bootstrap;
 use crate::sae::fit::{fit_for, FitControl, Objective};
 use crate::sae::stream::{count_rows, PairedRows, RowSource, Split, StoreRows};
 use crate::sae::transcoder::evaluate;
@@ -90,6 +91,14 @@ impl TranscoderSpec {
 pub(crate) trait StageRows {
     fn run(&self) -> &RunDir;
     fn sae_options(&self) -> &SaeOptions;
+    /// The resamples of the evaluation texts behind every explained variance's interval
+    /// (seeded by the SAE options' seed, which the manifest records).
+    fn bootstrap(&self) -> Bootstrap {
+        Bootstrap {
+            resamples: 1000,
+            seed: self.sae_options().seed,
+        }
+    }
     fn progress(&self) -> &dyn Progress;
     /// A hook's token rows of a split, filtered as the stage filters them.
     fn rows(&self, hook: HookPoint, split: Split) -> Result<StoreRows, ConceptError>;
@@ -202,10 +211,18 @@ pub(crate) trait Transcoders: StageRows {
         // example was held out). The metrics count their rows: no separate counting pass.
         let held_out = spec.load.is_none();
         let split = if held_out { Split::Eval } else { Split::All };
-        let mut metrics = evaluate(&transcoder, &mut self.paired(spec, split)?)?;
+        let mut metrics = evaluate(
+            &transcoder,
+            &mut self.paired(spec, split)?,
+            self.bootstrap(),
+        )?;
         if held_out && metrics.tokens == 0 {
             self.progress().note("dictionary: no held-out examples (eval_fraction too small); the transcoder's metrics are on the training rows");
-            metrics = evaluate(&transcoder, &mut self.paired(spec, Split::All)?)?;
+            metrics = evaluate(
+                &transcoder,
+                &mut self.paired(spec, Split::All)?,
+                self.bootstrap(),
+            )?;
         }
         let eval_rows = metrics.tokens;
         let mut extra = serde_json::Map::new();

@@ -2,6 +2,7 @@
 //! The TopK SAE must recover ≥ 90 % of them (cosine > 0.9), the same seed must give identical
 //! weights, and a paused run resumed from its checkpoint must end where an uninterrupted run does.
 
+use glassbox_concepts::sae::ev_bootstrap::Bootstrap;
 use glassbox_concepts::sae::fit::{evaluate, fit, FitControl};
 use glassbox_concepts::sae::stream::MatrixRows;
 use glassbox_concepts::sae::SaeOptions;
@@ -23,7 +24,7 @@ fn recovers_the_planted_directions_deterministically() {
     let (atoms, rows) = planted();
     let a = train(&options(), &FitControl::default());
     let found = recovered(&a.sae, &atoms);
-    let metrics = evaluate(&a.sae, &mut MatrixRows::new(rows, D)).unwrap();
+    let metrics = evaluate(&a.sae, &mut MatrixRows::new(rows, D), Bootstrap::NONE).unwrap();
     eprintln!(
         "recovered {found}/{ATOMS}; EV {:.4}, L0 {:.2}, dead {:.3}",
         metrics.explained_variance, metrics.l0, metrics.dead_fraction
@@ -95,7 +96,7 @@ fn relu_l1_sae_trains_sparse_codes_too() {
         ..options()
     };
     let fitted = train(&options, &FitControl::default());
-    let metrics = evaluate(&fitted.sae, &mut MatrixRows::new(rows, D)).unwrap();
+    let metrics = evaluate(&fitted.sae, &mut MatrixRows::new(rows, D), Bootstrap::NONE).unwrap();
     let found = recovered(&fitted.sae, &atoms);
     eprintln!(
         "ReLU: recovered {found}/{ATOMS}; EV {:.4}, L0 {:.2}",

@@ -3,6 +3,7 @@
 //! or BatchTopK run must resume to the weights and thresholds of an uninterrupted one, and a
 //! Matryoshka SAE must put the frequent directions in its first level.
 
+use glassbox_concepts::sae::ev_bootstrap::Bootstrap;
 use glassbox_concepts::sae::fit::{evaluate, FitControl};
 use glassbox_concepts::sae::options::{Architecture, ArchitectureName};
 use glassbox_concepts::sae::stream::MatrixRows;
@@ -25,7 +26,7 @@ fn batch_topk_recovers_the_planted_directions_and_runs_as_a_jumprelu() {
     assert_eq!(sae.architecture, Architecture::JumpRelu);
     let t = sae.threshold[0];
     assert!(t > 0.0 && sae.threshold.iter().all(|&v| v == t), "{t}");
-    let metrics = evaluate(sae, &mut MatrixRows::new(rows, D)).unwrap();
+    let metrics = evaluate(sae, &mut MatrixRows::new(rows, D), Bootstrap::NONE).unwrap();
     let found = recovered(sae, &atoms);
     eprintln!(
         "BatchTopK: recovered {found}/{ATOMS}; EV {:.4}, L0 {:.2}, threshold {t}",
@@ -52,7 +53,7 @@ fn jumprelu_recovers_the_planted_directions_with_sparse_codes() {
     );
     let sae = &fitted.sae;
     assert_eq!(sae.architecture, Architecture::JumpRelu);
-    let metrics = evaluate(sae, &mut MatrixRows::new(rows, D)).unwrap();
+    let metrics = evaluate(sae, &mut MatrixRows::new(rows, D), Bootstrap::NONE).unwrap();
     let found = recovered(sae, &atoms);
     let mean_threshold = sae.threshold.iter().sum::<f32>() / sae.width as f32;
     eprintln!(
@@ -131,7 +132,8 @@ fn matryoshka_puts_the_frequent_directions_in_its_first_level() {
             .count();
         let ev = first_latents_explained_variance(&sae, &rows, FIRST);
         let found = recovered(&sae, &atoms);
-        let metrics = evaluate(&sae, &mut MatrixRows::new(rows.clone(), D)).unwrap();
+        let metrics =
+            evaluate(&sae, &mut MatrixRows::new(rows.clone(), D), Bootstrap::NONE).unwrap();
         eprintln!(
             "levels {:?}: {common}/{COMMON} common atoms in the first {FIRST} latents, which \
              alone explain {ev:.4} of the variance; recovered {found}/{ATOMS}; EV {:.4}, L0 {:.2}",

@@ -7,6 +7,7 @@
 //! resumed from its checkpoint (skip weights and both scales included) must end where an
 //! uninterrupted run does.
 
+use glassbox_concepts::sae::ev_bootstrap::Bootstrap;
 use glassbox_concepts::sae::fit::{fit_for, FitControl, Fitted, Objective};
 use glassbox_concepts::sae::options::ArchitectureName;
 use glassbox_concepts::sae::stream::{MatrixRows, PairedRows};
@@ -96,7 +97,7 @@ fn recovers_the_planted_output_directions() {
     let fitted = train(&x, &y, false, &options(), &FitControl::default());
     assert!(fitted.w_skip.is_none() && fitted.target_scale.is_some());
     let t = transcoder(&fitted);
-    let metrics = evaluate(&t, &mut source(&x, &y)).unwrap();
+    let metrics = evaluate(&t, &mut source(&x, &y), Bootstrap::NONE).unwrap();
     let found = recovered(&t.sae, &outputs);
     eprintln!(
         "recovered {found}/{ATOMS}; FVU {:.4}, L0 {:.2}",
@@ -113,7 +114,11 @@ fn the_skip_connection_learns_the_dense_part() {
     let (x, y, _, a) = planted(true);
     let with = train(&x, &y, true, &options(), &FitControl::default());
     let without = train(&x, &y, false, &options(), &FitControl::default());
-    let fvu = |f: &Fitted| evaluate(&transcoder(f), &mut source(&x, &y)).unwrap().fvu;
+    let fvu = |f: &Fitted| {
+        evaluate(&transcoder(f), &mut source(&x, &y), Bootstrap::NONE)
+            .unwrap()
+            .fvu
+    };
     let (fvu_with, fvu_without) = (fvu(&with), fvu(&without));
     let w = with.w_skip.as_ref().unwrap();
     let err: f64 = w.iter().zip(&a).map(|(w, a)| (*w as f64 - a).powi(2)).sum();

@@ -90,16 +90,47 @@ pub fn headline(f: &DictionaryFinding) -> Option<String> {
         _ => String::new(),
     };
     Some(format!(
-        "{what} `{}` ({} latents): explained variance {} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}{useless}",
+        "{what} `{}` ({} latents): explained variance {}{} on held-out tokens{} at L0 {}; {} of latents dead, {} dense{splice}{useless}",
         f.title(),
         f.units,
         number(sae.get("explained_variance"), 3),
-        pca.map(|p| format!(" (PCA with as many dimensions: {})", number(p.get("explained_variance"), 3)))
-            .unwrap_or_default(),
+        ev_interval(sae).map(|(lo, hi)| format!(" [95% CI {lo:.3}, {hi:.3}]")).unwrap_or_default(),
+        pca.map(|p| format!(
+            " (PCA with as many dimensions: {}{})",
+            number(p.get("explained_variance"), 3),
+            against_pca(m.get("sae_minus_pca"))
+        ))
+        .unwrap_or_default(),
         number(sae.get("l0"), 1),
         percent(sae.get("dead_fraction")),
         percent(sae.get("dense_fraction")),
     ))
+}
+
+/// An explained variance's interval over the evaluation texts, when `metrics.json` has one.
+pub(crate) fn ev_interval(metrics: &serde_json::Value) -> Option<(f64, f64)> {
+    let ci = metrics.get("explained_variance_ci")?.as_array()?;
+    Some((ci.first()?.as_f64()?, ci.get(1)?.as_f64()?))
+}
+
+/// "; the SAE ahead by 0.246 [95% CI …]" from the paired SAE − PCA difference.
+fn against_pca(difference: Option<&serde_json::Value>) -> String {
+    let Some(d) = difference.filter(|d| !d.is_null()) else {
+        return String::new();
+    };
+    let get = |k: &str| d.get(k).and_then(serde_json::Value::as_f64);
+    let (Some(x), Some(lo), Some(hi)) = (get("explained_variance"), get("ci_low"), get("ci_high"))
+    else {
+        return String::new();
+    };
+    let ci = format!("[paired 95% CI {lo:.3}, {hi:.3}]");
+    if lo > 0.0 {
+        format!("; the SAE ahead by {x:.3} {ci}")
+    } else if hi < 0.0 {
+        format!("; the SAE behind by {:.3} {ci}", -x)
+    } else {
+        format!("; not told apart from the SAE: difference {x:.3} {ci}")
+    }
 }
 
 /// The sparse-probing sentence of an SAE (k features against k neurons at the smallest k).
@@ -151,6 +182,15 @@ fn p_value(p: f64) -> String {
         "< 1e-300".to_owned()
     } else {
         format!("{p:.1e}")
+    }
+}
+
+/// An explained variance with its interval, for a table cell.
+fn with_interval(metrics: Option<&serde_json::Value>) -> String {
+    let value = number(metrics.and_then(|m| m.get("explained_variance")), 3);
+    match metrics.and_then(ev_interval) {
+        Some((lo, hi)) => format!("{value} [{lo:.3}, {hi:.3}]"),
+        None => value,
     }
 }
 
@@ -246,11 +286,11 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
             let sae = m.get("sae");
             let pca = m.get("pca_baseline").filter(|p| !p.is_null());
             let get = |k: &str| sae.and_then(|s| s.get(k));
-            h.push_str("<table class=\"metrics\"><thead><tr><th>model</th><th>L0</th><th>explained variance</th><th>FVU</th><th>normalised MSE</th><th>cosine</th><th>dead</th><th>dense</th><th>tokens</th></tr></thead><tbody>\n");
+            h.push_str("<table class=\"metrics\"><thead><tr><th>model</th><th>L0</th><th>explained variance [95% CI]</th><th>FVU</th><th>normalised MSE</th><th>cosine</th><th>dead</th><th>dense</th><th>tokens</th></tr></thead><tbody>\n");
             h.push_str(&format!(
                 "<tr><td>SAE</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 number(get("l0"), 1),
-                number(get("explained_variance"), 3),
+                with_interval(sae),
                 number(get("fvu"), 3),
                 number(get("normalised_mse"), 3),
                 number(get("cosine"), 3),
@@ -262,7 +302,7 @@ pub fn html(findings: &[DictionaryFinding]) -> String {
                 h.push_str(&format!(
                     "<tr><td>PCA baseline</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>–</td><td>–</td><td>{}</td></tr>\n",
                     number(p.get("l0"), 0),
-                    number(p.get("explained_variance"), 3),
+                    with_interval(Some(p)),
                     number(p.get("fvu"), 3),
                     number(p.get("normalised_mse"), 3),
                     number(p.get("cosine"), 3),

@@ -70,6 +70,25 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
                 )),
             );
         }
+        // The explained variance's interval over the evaluation texts ([low, high] in
+        // metrics.json) and the paired SAE − PCA difference.
+        let ci = |f: &crate::dictionary::DictionaryFinding, section: &str| {
+            f.metrics
+                .as_ref()
+                .and_then(|m| m.get(section))
+                .and_then(crate::dictionary_render::ev_interval)
+        };
+        for (name, side) in [
+            ("explained_variance_ci_low", 0),
+            ("explained_variance_ci_high", 1),
+        ] {
+            c.add(
+                name,
+                Arc::new(Float64Array::from_iter(d.iter().map(|f| {
+                    ci(f, "sae").map(|(lo, hi)| if side == 0 { lo } else { hi })
+                }))),
+            );
+        }
         c.add(
             "pca_explained_variance",
             Arc::new(Float64Array::from_iter(
@@ -77,6 +96,14 @@ pub(crate) fn write_tables(run: &RunDir, summary: &Summary) -> Result<(), Report
                     .map(|f| metric(f, "pca_baseline", "explained_variance")),
             )),
         );
+        for key in ["ci_low", "ci_high"] {
+            c.add(
+                &format!("sae_minus_pca_{key}"),
+                Arc::new(Float64Array::from_iter(
+                    d.iter().map(|f| metric(f, "sae_minus_pca", key)),
+                )),
+            );
+        }
         c.write(&dir.join("dictionary.parquet"))?;
     }
     Ok(())

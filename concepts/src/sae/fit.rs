@@ -2,6 +2,7 @@
 //! in raw activation space, plus the evaluation metrics.
 
 use super::checkpoint;
+use super::ev_bootstrap::Bootstrap;
 use super::metrics::{MetricSums, Metrics};
 use super::options::{BDecInit, Resolved, SaeOptions};
 use super::stream::{MixingBuffer, RowSource};
@@ -354,13 +355,18 @@ pub fn geometric_median(rows: &[f32], d: usize) -> Vec<f32> {
     point.iter().map(|&v| v as f32).collect()
 }
 
-/// Metrics of `sae` on every row of `source` (one epoch), in chunks of 4,096 rows.
-pub fn evaluate<S: RowSource>(sae: &Sae, source: &mut S) -> Result<Metrics, ConceptError> {
-    let mut sums = MetricSums::new(sae.d_in, sae.width);
-    super::stream::for_each_chunk(source, 4096, |rows, _| {
+/// Metrics of `sae` on every row of `source` (one epoch), in chunks of 4,096 rows, with the
+/// explained variance's interval over `bootstrap` resamples of the texts.
+pub fn evaluate<S: RowSource>(
+    sae: &Sae,
+    source: &mut S,
+    bootstrap: Bootstrap,
+) -> Result<Metrics, ConceptError> {
+    let mut sums = MetricSums::new(sae.d_in, sae.width).with_bootstrap(bootstrap);
+    super::stream::for_each_chunk(source, 4096, |rows, ids| {
         let (codes, stats) = sae.encode_with_stats(rows)?;
         let x_hat = sae.decode_with_stats(&codes, &stats);
-        sums.add(rows, &x_hat, Some(&codes));
+        sums.add_rows(ids, rows, &x_hat, Some(&codes));
         Ok(())
     })?;
     Ok(sums.finish())

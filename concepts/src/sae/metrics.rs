@@ -6,6 +6,8 @@
 //! evaluation rows, `n` their number, `d` the width.
 
 use super::codes::Codes;
+use super::ev_bootstrap::{interval, Bootstrap, TextBootstrap};
+use super::stream::RowId;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,15 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
         "explained_variance",
         "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖², x̄ the per-dimension mean over the evaluation tokens: \
          0 for predicting x̄, 1 for perfect reconstruction",
+    ),
+    (
+        "explained_variance_ci",
+        "percentile 95% interval of explained_variance over 1,000 bootstrap resamples of the \
+         evaluation texts (a text's tokens are not independent; Poisson weights per text, seeded)",
+    ),
+    (
+        "texts",
+        "the evaluation texts (images for vision runs) the interval resamples",
     ),
     (
         "fvu",
@@ -70,6 +81,12 @@ pub struct Metrics {
     pub tokens: u64,
     pub l0: f64,
     pub explained_variance: f64,
+    /// Bootstrap 95% interval over the evaluation texts (`None` without text ids or with one).
+    #[serde(default)]
+    pub explained_variance_ci: Option<(f64, f64)>,
+    /// Texts the interval resamples (0 without text ids).
+    #[serde(default)]
+    pub texts: u64,
     pub fvu: f64,
     pub mse: f64,
     pub normalised_mse: f64,
@@ -80,6 +97,9 @@ pub struct Metrics {
     /// Firing density of each latent (fraction of evaluation tokens where it is active).
     #[serde(skip)]
     pub density: Vec<f64>,
+    /// `explained_variance` in each bootstrap resample (a paired comparison's other half).
+    #[serde(skip)]
+    pub resampled_explained_variance: Vec<f64>,
 }
 
 /// Accumulates the sums behind [`Metrics`] batch by batch.
@@ -93,6 +113,7 @@ pub struct MetricSums {
     cosine: f64,
     active: u64,
     fired: Vec<u64>,
+    bootstrap: Option<TextBootstrap>,
 }
 
 impl MetricSums {
@@ -106,7 +127,35 @@ impl MetricSums {
             cosine: 0.0,
             active: 0,
             fired: vec![0; latents],
+            bootstrap: None,
         }
+    }
+
+    /// Also resample the evaluation texts for an interval of the explained variance; rows
+    /// then come through [`MetricSums::add_rows`], with their ids.
+    pub fn with_bootstrap(mut self, settings: Bootstrap) -> Self {
+        self.bootstrap = (settings.resamples > 0).then(|| TextBootstrap::new(self.d, settings));
+        self
+    }
+
+    /// [`MetricSums::add`] for rows with ids: `ids[r].0` is row r's text.
+    pub fn add_rows(&mut self, ids: &[RowId], x: &[f32], x_hat: &[f32], codes: Option<&Codes>) {
+        if let Some(boot) = &mut self.bootstrap {
+            for ((row, rec), id) in x
+                .chunks_exact(self.d)
+                .zip(x_hat.chunks_exact(self.d))
+                .zip(ids)
+            {
+                let (mut xx, mut ee) = (0.0f64, 0.0f64);
+                for (&a, &b) in row.iter().zip(rec) {
+                    let (a, b) = (a as f64, b as f64);
+                    xx += a * a;
+                    ee += (a - b) * (a - b);
+                }
+                boot.row(id.0, row, xx, ee);
+            }
+        }
+        self.add(x, x_hat, codes);
     }
 
     /// Adds rows `x` with reconstructions `x_hat` (both `rows × d`) and their codes (`None`
@@ -158,10 +207,17 @@ impl MetricSums {
                 c as f64 / latents as f64
             }
         };
+        let (resampled, texts) = match &self.bootstrap {
+            Some(boot) => (boot.explained_variances(), boot.texts()),
+            None => (Vec::new(), 0),
+        };
         Metrics {
             tokens: self.n,
             l0: self.active as f64 / n,
             explained_variance: 1.0 - fvu,
+            explained_variance_ci: interval(&resampled, texts),
+            texts,
+            resampled_explained_variance: resampled,
             fvu,
             mse: self.sse / (n * self.d as f64),
             normalised_mse: if self.sum_sq_x > 0.0 {

@@ -15,6 +15,7 @@ pub mod codes;
 pub mod curve;
 mod dense;
 mod dense_backward;
+pub mod ev_bootstrap;
 pub mod fit;
 pub mod formats;
 pub mod gradients;

@@ -2,6 +2,7 @@
 //! active latents per token. An SAE that cannot beat it at equal L0 has learnt little that is
 //! sparse. Fitted with linfa-reduction's PCA (truncated SVD, fixed seed: deterministic).
 
+use super::ev_bootstrap::Bootstrap;
 use super::metrics::{MetricSums, Metrics};
 use super::stream::RowSource;
 use crate::ConceptError;
@@ -65,14 +66,19 @@ impl PcaBaseline {
     }
 
     /// Reconstruction metrics over one epoch of `source` (sparsity fields are meaningless for
-    /// PCA and left at their empty values).
-    pub fn evaluate<S: RowSource>(&self, source: &mut S) -> Result<Metrics, ConceptError> {
-        let mut sums = MetricSums::new(self.d, 0);
+    /// PCA and left at their empty values); the same `bootstrap` as an SAE's evaluation on the
+    /// same rows draws the same resamples (a paired comparison).
+    pub fn evaluate<S: RowSource>(
+        &self,
+        source: &mut S,
+        bootstrap: Bootstrap,
+    ) -> Result<Metrics, ConceptError> {
+        let mut sums = MetricSums::new(self.d, 0).with_bootstrap(bootstrap);
         let (mut rows, mut ids) = (Vec::new(), Vec::new());
         source.rewind();
         while source.next_rows(&mut rows, &mut ids)? {
             let rec = self.reconstruct(&rows);
-            sums.add(&rows, &rec, None);
+            sums.add_rows(&ids, &rows, &rec, None);
             rows.clear();
             ids.clear();
         }

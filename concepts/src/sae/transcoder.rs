@@ -11,6 +11,7 @@
 //! without the skip); [`Transcoder::input_bias`] gives the transcoder's own `b_enc` back.
 
 use super::codes::Codes;
+use super::ev_bootstrap::Bootstrap;
 use super::metrics::{MetricSums, Metrics};
 use super::stream::{for_each_chunk, RowSource};
 use super::{dot, Architecture, Sae};
@@ -113,11 +114,12 @@ pub(crate) fn fold_training_scales(
 pub fn evaluate<S: RowSource>(
     transcoder: &Transcoder,
     source: &mut S,
+    bootstrap: Bootstrap,
 ) -> Result<Metrics, ConceptError> {
     let d = transcoder.sae.d_in;
-    let mut sums = MetricSums::new(d, transcoder.sae.width);
+    let mut sums = MetricSums::new(d, transcoder.sae.width).with_bootstrap(bootstrap);
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    for_each_chunk(source, 4096, |rows, _| {
+    for_each_chunk(source, 4096, |rows, ids| {
         x.clear();
         y.clear();
         for row in rows.chunks_exact(2 * d) {
@@ -126,7 +128,7 @@ pub fn evaluate<S: RowSource>(
         }
         let codes = transcoder.encode(&x)?;
         let y_hat = transcoder.predict_from(&x, &codes);
-        sums.add(&y, &y_hat, Some(&codes));
+        sums.add_rows(ids, &y, &y_hat, Some(&codes));
         Ok(())
     })?;
     Ok(sums.finish())

@@ -75,6 +75,30 @@ fn dictionary_trains_an_sae_and_explains_features_and_neurons() {
     );
     assert!((sae["l0"].as_f64().unwrap() - 16.0).abs() < 0.5, "{sae}");
     assert!((ev + sae["fvu"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // How sure: an interval over the held-out texts around the estimate, and the SAE's lead
+    // over PCA with its paired interval (the same resamples for both).
+    let ci = |m: &serde_json::Value| (m[0].as_f64().unwrap(), m[1].as_f64().unwrap());
+    let (lo, hi) = ci(&sae["explained_variance_ci"]);
+    assert!(
+        lo < ev && ev < hi && hi - lo < 0.3,
+        "EV {ev} in [{lo}, {hi}]"
+    );
+    let texts = sae["texts"].as_u64().unwrap();
+    assert!(
+        texts >= 10 && texts < sae["tokens"].as_u64().unwrap(),
+        "{sae}"
+    );
+    let lead = &metrics["sae_minus_pca"];
+    let d = lead["explained_variance"].as_f64().unwrap();
+    assert!((d - (ev - pca)).abs() < 1e-12, "{lead}");
+    let (lo, hi) = (
+        lead["ci_low"].as_f64().unwrap(),
+        lead["ci_high"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 < lo && lo < d && d < hi,
+        "the SAE's lead over PCA is clear: {lead}"
+    );
     assert!(metrics["definitions"]["explained_variance"]
         .as_str()
         .unwrap()
