@@ -88,6 +88,17 @@ impl TextBootstrap {
         self.sse += se;
     }
 
+    /// The current text's Poisson(1) weight in each resample: a function of the seed and the
+    /// text id alone.
+    fn weights(&self, text: u64) -> Vec<f64> {
+        let mut rng = SeededRng::new(
+            self.settings.seed ^ 0xB007_5EED ^ text.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        (0..self.settings.resamples)
+            .map(|_| poisson_one(&mut rng))
+            .collect()
+    }
+
     /// Adds the current text to every resample with its weights. A text whose rows come back
     /// later is added again with the same weights, which is the same as adding it once whole.
     fn end_text(&mut self) {
@@ -95,11 +106,7 @@ impl TextBootstrap {
             return;
         };
         self.texts += 1;
-        let mut rng = SeededRng::new(
-            self.settings.seed ^ 0xB007_5EED ^ text.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        for b in 0..self.settings.resamples {
-            let w = poisson_one(&mut rng);
+        for (b, w) in self.weights(text).into_iter().enumerate() {
             if w == 0.0 {
                 continue;
             }
@@ -122,21 +129,29 @@ impl TextBootstrap {
         self.texts + u64::from(self.current.is_some())
     }
 
-    /// The explained variance of every resample (NaN where a resample has no variance).
+    /// The explained variance of every resample (NaN where a resample has no variance), the
+    /// text still being read included.
     pub fn explained_variances(&self) -> Vec<f64> {
-        let mut me = self.clone();
-        me.end_text();
-        (0..me.settings.resamples)
+        let pending = match self.current {
+            Some(text) => self.weights(text),
+            None => vec![0.0; self.settings.resamples],
+        };
+        (0..self.settings.resamples)
             .map(|b| {
-                let n = me.r_n[b];
+                let w = pending[b];
+                let n = self.r_n[b] + w * self.n;
                 if n == 0.0 {
                     return f64::NAN;
                 }
-                let sums = &me.r_sum_x[b * me.d..(b + 1) * me.d];
-                let mean_sq: f64 = sums.iter().map(|s| (s / n).powi(2)).sum();
-                let total = me.r_sum_sq[b] - n * mean_sq;
+                let sums = &self.r_sum_x[b * self.d..(b + 1) * self.d];
+                let mean_sq: f64 = sums
+                    .iter()
+                    .zip(&self.sum_x)
+                    .map(|(r, s)| ((r + w * s) / n).powi(2))
+                    .sum();
+                let total = self.r_sum_sq[b] + w * self.sum_sq - n * mean_sq;
                 if total > 0.0 {
-                    1.0 - me.r_sse[b] / total
+                    1.0 - (self.r_sse[b] + w * self.sse) / total
                 } else {
                     f64::NAN
                 }
