@@ -316,12 +316,7 @@ mod tests {
     fn text_level_confounding_is_not_a_finding() {
         let (sets, texts) = (200, 30);
         let mut rng = SeededRng::new(11);
-        let mut normal = move || {
-            // Box–Muller from two uniforms in (0, 1].
-            let u = (rng.below(1 << 30) as f64 + 1.0) / (1u64 << 30) as f64;
-            let v = rng.below(1 << 30) as f64 / (1u64 << 30) as f64;
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        };
+        let mut normal = move || rng.gaussian();
         let (mut clustered, mut as_rows) = (0, 0);
         for _ in 0..sets {
             let mut rows = Vec::new();
