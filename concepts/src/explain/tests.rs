@@ -72,6 +72,20 @@ fn kind_label() -> LabelTarget {
     }
 }
 
+/// The toy's three neurons explained against `labels`, default options, no directions.
+fn toy_neurons(labels: &[LabelTarget]) -> Explanations {
+    explain(
+        Units::Neurons { width: 3 },
+        &mut Toy { done: false },
+        &tokens(),
+        labels,
+        &[],
+        &ExplainOptions::default(),
+        &NoProgress,
+    )
+    .unwrap()
+}
+
 #[test]
 fn neurons_are_explained_by_their_rows() {
     let labels = [kind_label()];
@@ -142,16 +156,7 @@ fn neurons_are_explained_by_their_rows() {
 
 #[test]
 fn tables_round_trip() {
-    let e = explain(
-        Units::Neurons { width: 3 },
-        &mut Toy { done: false },
-        &tokens(),
-        &[],
-        &[],
-        &ExplainOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let e = toy_neurons(&[]);
     let dir = tempfile::tempdir().unwrap();
     write::write(dir.path(), "neuron", &e).unwrap();
     let units = read::read_units(dir.path(), "neuron").unwrap();
@@ -184,17 +189,7 @@ fn label_correlations_are_tested_on_their_independent_observations() {
         assert!((got - want).abs() < 1e-6 * want, "r {r} n {n}: {got}");
     }
     assert!(accumulate::correlation_p(0.9, 2).is_nan());
-    let labels = [kind_label()];
-    let e = explain(
-        Units::Neurons { width: 3 },
-        &mut Toy { done: false },
-        &tokens(),
-        &labels,
-        &[],
-        &ExplainOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let e = toy_neurons(&[kind_label()]);
     let unit0 = e
         .labels
         .iter()
@@ -250,17 +245,7 @@ fn label_correlations_are_tested_on_their_independent_observations() {
 
 #[test]
 fn label_tables_round_trip_with_their_tests() {
-    let labels = [kind_label()];
-    let e = explain(
-        Units::Neurons { width: 3 },
-        &mut Toy { done: false },
-        &tokens(),
-        &labels,
-        &[],
-        &ExplainOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let e = toy_neurons(&[kind_label()]);
     let dir = tempfile::tempdir().unwrap();
     write::write(dir.path(), "neuron", &e).unwrap();
     assert_eq!(read::read_labels(dir.path(), "neuron").unwrap(), e.labels);
