@@ -404,19 +404,24 @@ pub fn dictionary_table(rows: &[HookSummary]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut out = format!(
-        "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
-        "hook", "source", "units", "L0", "EV", "EV(PCA)", "cos", "dead", "dense"
+        "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>20}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+        "hook", "source", "units", "L0", "EV [95% CI]", "EV(PCA)", "cos", "dead", "dense"
     );
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for r in rows {
         let m = r.metrics.as_ref();
+        // The interval over held-out texts, when there were at least two.
+        let ev = m.map_or("-".to_owned(), |m| match m.explained_variance_ci {
+            Some((lo, hi)) => format!("{:.3} [{lo:.2},{hi:.2}]", m.explained_variance),
+            None => format!("{:.3}", m.explained_variance),
+        });
         out.push_str(&format!(
-            "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:>6}\n",
+            "{:<hook_w$}  {:>8}  {:>6}  {:>6}  {:>20}  {:>8}  {:>8}  {:>6}  {:>6}\n",
             r.hook,
             r.source,
             r.units,
             m.map_or("-".to_owned(), |m| format!("{:.1}", m.l0)),
-            f(m.map(|m| m.explained_variance)),
+            ev,
             f(r.pca.as_ref().map(|p| p.explained_variance)),
             f(m.map(|m| m.cosine)),
             f(m.map(|m| m.dead_fraction)),

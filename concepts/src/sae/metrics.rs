@@ -26,7 +26,8 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     (
         "explained_variance_ci",
         "percentile 95% interval of explained_variance over 1,000 bootstrap resamples of the \
-         evaluation texts (a text's tokens are not independent; Poisson weights per text, seeded)",
+         evaluation texts (a text's tokens are not independent; Poisson weights per text, seeded; \
+         each resample's Σ‖x − x̄‖² about the evaluation rows' x̄)",
     ),
     (
         "texts",
@@ -208,7 +209,10 @@ impl MetricSums {
             }
         };
         let (resampled, texts) = match &self.bootstrap {
-            Some(boot) => (boot.explained_variances(), boot.texts()),
+            Some(boot) => {
+                let mean: Vec<f64> = self.sum_x.iter().map(|s| s / n).collect();
+                (boot.explained_variances(&mean), boot.texts())
+            }
             None => (Vec::new(), 0),
         };
         Metrics {
