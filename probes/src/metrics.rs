@@ -6,7 +6,8 @@
 //!   `2·precision·recall / (precision + recall)`, 0 for a class with no true positives;
 //! - R²: `1 − Σ(y − ŷ)² / Σ(y − ȳ_test)²`;
 //! - 95% CI: percentile bootstrap — the test rows are resampled with replacement `B` times
-//!   (seeded) and the 2.5th and 97.5th percentiles of the metric are reported.
+//!   (seeded) and the 2.5th and 97.5th percentiles of the metric are reported; a resample's R²
+//!   keeps the whole test set's ȳ.
 
 use glassbox_data::rng::SeededRng;
 
@@ -45,6 +46,14 @@ pub fn macro_f1(truth: &[usize], predicted: &[usize], n_classes: usize) -> f64 {
 
 pub fn r2(truth: &[f64], predicted: &[f64]) -> f64 {
     let mean = truth.iter().sum::<f64>() / truth.len().max(1) as f64;
+    r2_about(truth, predicted, mean)
+}
+
+/// `1 − Σ(y − ŷ)² / Σ(y − mean)²` about a given `mean`: a bootstrap resample of the test rows
+/// keeps the test set's ȳ, as the estimate does. About each resample's own mean the total
+/// shrinks by the spread of that mean (a factor of about (n − 1)/n, more where texts are
+/// resampled whole), and every resampled R² with it — the interval would sit below the estimate.
+pub fn r2_about(truth: &[f64], predicted: &[f64], mean: f64) -> f64 {
     let total: f64 = truth.iter().map(|y| (y - mean).powi(2)).sum();
     let residual: f64 = truth
         .iter()
@@ -142,6 +151,43 @@ pub fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
 mod tests {
     use super::*;
 
+    /// y = signal + noise with R² = 0.5 in the population, ŷ = the signal, 12 test rows. With
+    /// each resample's R² about the test set's ȳ the resamples centre on the estimate; about
+    /// each resample's own ȳ every resampled total shrinks by about 1/n and the resamples sit
+    /// below it (the interval shifted down by that bias).
+    #[test]
+    fn resampled_r2_keeps_the_test_mean() {
+        let (sets, n) = (300, 12);
+        let mut rng = SeededRng::new(8);
+        let (mut shift_fixed, mut shift_own, mut covered) = (0.0, 0.0, 0);
+        for set in 0..sets {
+            let signal: Vec<f64> = (0..n).map(|_| rng.gaussian()).collect();
+            let y: Vec<f64> = signal.iter().map(|s| s + rng.gaussian()).collect();
+            let test_mean = y.iter().sum::<f64>() / n as f64;
+            let estimate = r2(&y, &signal);
+            let pick = |v: &[f64], s: &[usize]| s.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            each_resample(n, 400, set as u64, |s| {
+                a.push(r2_about(&pick(&y, s), &pick(&signal, s), test_mean));
+                b.push(r2(&pick(&y, s), &pick(&signal, s)));
+            });
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            shift_fixed += (median(a.clone()) - estimate) / sets as f64;
+            shift_own += (median(b) - estimate) / sets as f64;
+            let (lo, hi) = percentile_interval(a);
+            covered += usize::from(lo <= 0.5 && 0.5 <= hi);
+        }
+        eprintln!("median − estimate: test ȳ {shift_fixed:.4}, own ȳ {shift_own:.4}; 0.5 covered {covered}/{sets}");
+        assert!(
+            shift_fixed.abs() < 0.02 && shift_own < -0.02,
+            "{shift_fixed} {shift_own}"
+        );
+        assert!(covered as f64 >= 0.85 * sets as f64, "{covered} of {sets}");
+    }
+
     #[test]
     fn hand_computed_values() {
         let truth = [0, 0, 1, 1, 2];
@@ -150,6 +196,9 @@ mod tests {
         // F1: class 0 = 2·1/(2+1+1) = 0.5, class 1 = 2·2/(4+1+0) = 0.8, class 2 = 0.
         assert!((macro_f1(&truth, &predicted, 3) - 1.3 / 3.0).abs() < 1e-12);
         assert!((r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]) - 0.5).abs() < 1e-12);
+        // About the values' own mean R² is R²; about another mean the total grows: Σ(y − 1)² = 5.
+        assert_eq!(r2_about(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0], 2.0), 0.5);
+        assert!((r2_about(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0], 1.0) - 0.8).abs() < 1e-12);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! MDL code length and the neuron ranking.
 
 use crate::logistic::{self, Logistic, Problem};
-use crate::metrics::{accuracy, macro_f1, r2};
+use crate::metrics::{accuracy, macro_f1, r2, r2_about};
 use crate::{mdl, ridge, ProbeError, ProbeOptions, Result, Split};
 use glassbox_data::rng::SeededRng;
 use std::collections::HashMap;
@@ -108,6 +108,11 @@ impl Rows<'_> {
     pub fn features(&self, rows: &[usize], units: Option<&[usize]>) -> Vec<f32> {
         self.std.gather(self.x, self.d, rows, units)
     }
+}
+
+/// The arithmetic mean (0 for no values).
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 pub(crate) fn pick<T: Copy>(values: &[T], rows: &[usize]) -> Vec<T> {
@@ -220,11 +225,11 @@ pub fn fit_regression(
     let x_test = rows.features(&split.test, None);
     let y_test = pick(values, &split.test);
     let predicted = model.predict(&x_test);
-    let train_mean = y_train.iter().sum::<f64>() / y_train.len().max(1) as f64;
+    let train_mean = mean(&y_train);
     let scores = Scores {
         score: r2(&y_test, &predicted),
         ci: split.test_bootstrap_ci(opts.bootstrap, seed ^ 1, |s| {
-            r2(&pick(&y_test, s), &pick(&predicted, s))
+            r2_about(&pick(&y_test, s), &pick(&predicted, s), mean(&y_test))
         }),
         f1: None,
         f1_ci: None,
@@ -272,7 +277,8 @@ pub(crate) fn resampled_score(
         }
         (Predicted::Values(p), Targets::Values(all)) => {
             let t: Vec<f64> = sample.iter().map(|&i| all[split.test[i]]).collect();
-            r2(&t, &pick(p, sample))
+            let test_mean = mean(&split.test.iter().map(|&i| all[i]).collect::<Vec<f64>>());
+            r2_about(&t, &pick(p, sample), test_mean)
         }
         _ => f64::NAN,
     }
