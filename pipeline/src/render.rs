@@ -317,11 +317,12 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
     let hook_w = width(|r| r.hook.to_string().len(), 4);
     let label_w = width(|r| r.label.len() + r.level.len() + 3, 5);
     let mut out = format!(
-        "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",
+        "{:<label_w$}  {:<hook_w$}  {:>6}  {:>15}  {:>15}  {:>6}  {:>8}  {:>7}  {:>11}  {:>7}\n",
         "label (level)",
         "hook",
         "metric",
         "score [95% CI]",
+        "behind the best",
         "f1",
         "majority",
         "control",
@@ -334,8 +335,14 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
         let ci = r
             .score_ci()
             .map_or("[-]".to_owned(), |(lo, hi)| format!("[{lo:.2},{hi:.2}]"));
+        // The best hook's share of resamples, or the others' simultaneous interval of its lead.
+        let standing = match (r.vs_best_ci_low.zip(r.vs_best_ci_high), r.best_share) {
+            (Some((lo, hi)), _) => format!("[{lo:.2},{hi:.2}]"),
+            (None, Some(share)) => format!("best in {:.0}%", 100.0 * share),
+            (None, None) => "-".to_owned(),
+        };
         out.push_str(&format!(
-            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} {ci:<11}  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
+            "{:<label_w$}  {:<hook_w$}  {:>6}  {:>5.3} {ci:<11}  {standing:>15}  {:>6}  {:>8.3}  {:>7.3}  {:>11.3}  {:>7}\n",
             format!("{} ({})", r.label, r.level),
             r.hook,
             if r.metric == "accuracy" { "acc" } else { "r2" },
@@ -346,6 +353,9 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
             r.selectivity,
             r.n_test
         ));
+    }
+    if results.iter().any(|r| r.best_share.is_some()) {
+        out.push_str("(behind the best: the best hook's lead over this one, 95% intervals that hold together over every pair of the label's hooks; one reaching 0 is not told apart from the best)\n");
     }
     out
 }

@@ -177,6 +177,52 @@ fn without_bootstrap_resamples_no_interval_is_shown() {
     }
     let md = std::fs::read_to_string(run.join("report/summary.md")).unwrap();
     assert!(md.contains("(no CI: bootstrap = 0)"), "{md}");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !table.contains("best in") && !table.contains("hold together"),
+        "{table}"
+    );
+    // With resamples and several hooks the terminal table stands each hook against the best:
+    // one "best in N%", an interval on every other hook's line, and the note saying what the
+    // column is.
+    let hooks = tmp.path().join("hooks");
+    let out = glassbox()
+        .args(["extract", "--quiet", "--no-token-level", "--model"])
+        .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+        .arg("--data")
+        .arg(workspace_root().join("data/sets/default.jsonl"))
+        .args([
+            "--hooks",
+            "blocks.*.hook_resid_post",
+            "--max-length",
+            "32",
+            "--run",
+        ])
+        .arg(&hooks)
+        .output()
+        .unwrap();
+    assert_success(&out, "extract");
+    let out = glassbox()
+        .args(["probe", "--label", "topic", "--run"])
+        .arg(&hooks)
+        .output()
+        .unwrap();
+    assert_success(&out, "probe");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("topic")).collect();
+    assert!(rows.len() > 1, "{table}");
+    assert_eq!(
+        rows.iter().filter(|l| l.contains("best in")).count(),
+        1,
+        "{table}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|l| !l.contains("best in"))
+            .all(|l| l.matches('[').count() == 2),
+        "score and standing intervals: {table}"
+    );
+    assert!(table.contains("hold together over every pair"), "{table}");
 }
 
 #[test]
