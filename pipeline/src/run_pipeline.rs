@@ -50,7 +50,48 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(dissect) = &config.dissect {
         dissect.validate().context("[dissect]")?;
     }
+    check_probe_targets(&config)?;
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
+}
+
+/// `probe:` targets of `[tcav]` and `[attribute]` read probes this pipeline trains: their labels
+/// must be among `[probe]`'s sequence-level labels. Checked before the first stage, not found
+/// by the TCAV stage after a long extraction.
+fn check_probe_targets(config: &PipelineConfig) -> Result<()> {
+    let tcav = config
+        .tcav
+        .iter()
+        .flat_map(|t| &t.targets)
+        .map(|t| ("tcav", t));
+    let attribute = config
+        .attribute
+        .iter()
+        .flat_map(|a| &a.targets)
+        .map(|t| ("attribute", t));
+    for (section, target) in tcav.chain(attribute) {
+        if !target.trim_start().starts_with("probe:") {
+            continue;
+        }
+        let spec = glassbox_concepts::target::TargetSpec::parse(target.trim())
+            .with_context(|| format!("[{section}]"))?;
+        let label = &spec.label;
+        if config.probe.token_labels.contains(label) {
+            anyhow::bail!(
+                "[{section}] target `{target}`: `{label}` is probed at token level ([probe] token_labels); a probe: target reads a sequence-level probe — add a sequence label to [probe] labels and name it"
+            );
+        }
+        if !config.probe.labels.contains(label) {
+            anyhow::bail!(
+                "[{section}] target `{target}`: label `{label}` is not probed by this pipeline ([probe] labels: {}); add it to [probe] labels",
+                if config.probe.labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    config.probe.labels.join(", ")
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The configured stages in order; the caller holds the run's lock.

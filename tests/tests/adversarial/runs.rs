@@ -64,6 +64,14 @@ fn configs_are_checked_before_any_stage_runs() {
                 .with_setup(|t, r| config(t, r, "labelz = ['x']\n")),
             case("pipeline [tcav] alpha out of range", "pipeline --config {tmp}/p.toml", &["[tcav]", "alpha = 2"])
                 .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/food.jsonl']\ntargets = ['probe:topic=food']\nalpha = 2.0\n")),
+            case("pipeline [tcav] target on a label [probe] does not probe", "pipeline --config {tmp}/p.toml", &["[tcav]", "`sentence_type` is not probed", "[probe] labels: topic"])
+                .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/food.jsonl']\ntargets = ['probe:sentence_type=question']\n")),
+            case("pipeline [attribute] probe target on a token-level label", "pipeline --config {tmp}/p.toml", &["[attribute]", "token level", "sequence-level"])
+                .with_setup(|t, r| {
+                    config(t, r, "[attribute]\ntargets = ['probe:@word_class=NOUN']\nmethods = ['saliency']\n");
+                    let text = std::fs::read_to_string(t.join("p.toml")).unwrap();
+                    std::fs::write(t.join("p.toml"), text.replace("labels = ['topic']\n", "labels = ['topic']\ntoken_labels = ['@word_class']\n")).unwrap();
+                }),
             case("pipeline [causal] empty α grid", "pipeline --config {tmp}/p.toml", &["[causal]", "α grid is empty"])
                 .with_setup(|t, r| config(t, r, "[causal]\nalphas = []\n")),
             case("pipeline [extract] batch size 0", "pipeline --config {tmp}/p.toml", &["[extract]", "batch_size = 0"])
