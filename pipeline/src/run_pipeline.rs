@@ -51,7 +51,49 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
         dissect.validate().context("[dissect]")?;
     }
     check_probe_targets(&config)?;
+    check_hooks_extracted(&config)?;
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
+}
+
+/// Hooks that `[dictionary]` and `[tcav]` read from the store must be among those `[extract]`
+/// stores (a name, or a match of one of its patterns), with token rows for the dictionary.
+/// Patterns in those sections are matched against the model's hooks by their stages, so only
+/// names are checked here.
+fn check_hooks_extracted(config: &PipelineConfig) -> Result<()> {
+    let stored = |name: &str| {
+        config
+            .extract
+            .hooks
+            .iter()
+            .flat_map(|h| h.split(','))
+            .any(|pattern| glassbox_data::hook_point::glob_match(pattern.trim(), name))
+    };
+    let extracted = config.extract.hooks.join(", ");
+    if let Some(d) = &config.dictionary {
+        let hooks = d.hooks.iter().map(|h| ("hooks", h.to_string()));
+        let neurons = d.neurons.iter().map(|h| ("neurons", h.to_string()));
+        for (key, hook) in hooks.chain(neurons) {
+            if !stored(&hook) {
+                anyhow::bail!(
+                    "[dictionary] {key}: `{hook}` is not among the hooks [extract] stores ({extracted}); add it to [extract] hooks"
+                );
+            }
+        }
+        if !config.extract.token_level && !(d.hooks.is_empty() && d.neurons.is_empty()) {
+            anyhow::bail!(
+                "[dictionary] trains and explains on token rows, but [extract] sets token_level = false; set it to true"
+            );
+        }
+    }
+    let tcav_hooks = config.tcav.iter().flat_map(|t| &t.hooks);
+    for hook in tcav_hooks.filter(|h| !h.contains(['*', '?'])) {
+        if !stored(hook.trim()) {
+            anyhow::bail!(
+                "[tcav] hooks: `{hook}` is not among the hooks [extract] stores ({extracted}); add it to [extract] hooks"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `probe:` targets of `[tcav]` and `[attribute]` read probes this pipeline trains: their labels

@@ -72,6 +72,10 @@ fn configs_are_checked_before_any_stage_runs() {
                     let text = std::fs::read_to_string(t.join("p.toml")).unwrap();
                     std::fs::write(t.join("p.toml"), text.replace("labels = ['topic']\n", "labels = ['topic']\ntoken_labels = ['@word_class']\n")).unwrap();
                 }),
+            case("pipeline [dictionary] hook [extract] does not store", "pipeline --config {tmp}/p.toml", &["[dictionary] hooks", "blocks.3.hook_resid_post", "[extract] stores (blocks.0.hook_resid_post)"])
+                .with_setup(|t, r| config(t, r, "[dictionary]\nhooks = ['blocks.3.hook_resid_post']\n")),
+            case("pipeline [tcav] hook [extract] does not store", "pipeline --config {tmp}/p.toml", &["[tcav] hooks", "blocks.2.hook_resid_post"])
+                .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/food.jsonl']\ntargets = ['probe:topic=food']\nhooks = ['blocks.2.hook_resid_post']\n")),
             case("pipeline [causal] empty α grid", "pipeline --config {tmp}/p.toml", &["[causal]", "α grid is empty"])
                 .with_setup(|t, r| config(t, r, "[causal]\nalphas = []\n")),
             case("pipeline [extract] batch size 0", "pipeline --config {tmp}/p.toml", &["[extract]", "batch_size = 0"])
