@@ -79,7 +79,7 @@ fn check_hooks_extracted(config: &PipelineConfig) -> Result<()> {
                 );
             }
         }
-        if !config.extract.token_level && !(d.hooks.is_empty() && d.neurons.is_empty()) {
+        if !config.extract.token_level && (!d.hooks.is_empty() || !d.neurons.is_empty()) {
             anyhow::bail!(
                 "[dictionary] trains and explains on token rows, but [extract] sets token_level = false; set it to true"
             );
