@@ -72,7 +72,14 @@ fn check_hooks_extracted(config: &PipelineConfig) -> Result<()> {
     if let Some(d) = &config.dictionary {
         let hooks = d.hooks.iter().map(|h| ("hooks", h.to_string()));
         let neurons = d.neurons.iter().map(|h| ("neurons", h.to_string()));
-        for (key, hook) in hooks.chain(neurons) {
+        // `<hook>=<folder>` entries name their hook; a bare folder's hook is in its cfg.json.
+        let loaded = d.load.iter().filter_map(|spec| {
+            let (hook, _) = spec.split_once('=')?;
+            hook.parse::<glassbox_data::HookPoint>()
+                .ok()
+                .map(|h| ("load", h.to_string()))
+        });
+        for (key, hook) in hooks.chain(neurons).chain(loaded) {
             if !stored(&hook) {
                 anyhow::bail!(
                     "[dictionary] {key}: `{hook}` is not among the hooks [extract] stores ({extracted}); add it to [extract] hooks"
