@@ -8,7 +8,7 @@ use crate::render;
 use crate::stages::{dictionary, extract, probe, report, tcav};
 use anyhow::{Context, Result};
 use glassbox_data::{Progress, RunDir};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Runs the pipeline of `a.config`, with `--model`/`--run` overrides.
 pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
@@ -50,9 +50,61 @@ pub fn run_pipeline(a: PipelineArgs, bars: &Bars) -> Result<()> {
     if let Some(dissect) = &config.dissect {
         dissect.validate().context("[dissect]")?;
     }
+    check_inputs_exist(&config)?;
     check_probe_targets(&config)?;
     check_hooks_extracted(&config)?;
     crate::stages::with_run_lock(&run, || run_stages(&run, &config, a.force, bars))
+}
+
+/// Every input file the sections name exists: a missing pairs file or concept set is found
+/// before the extraction, not by its stage after it.
+fn check_inputs_exist(config: &PipelineConfig) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = vec![("[data] path", config.data.path.as_path())];
+    if let Some(patch) = &config.patch {
+        inputs.push(("[patch] pairs", &patch.pairs));
+    }
+    if let Some(tcav) = &config.tcav {
+        inputs.extend(
+            tcav.concepts
+                .iter()
+                .map(|c| ("[tcav] concepts", c.as_path())),
+        );
+        inputs.extend(
+            tcav.random_corpus
+                .iter()
+                .map(|c| ("[tcav] random_corpus", c.as_path())),
+        );
+    }
+    if let Some(attribute) = &config.attribute {
+        inputs.extend(
+            attribute
+                .baseline_file
+                .iter()
+                .map(|f| ("[attribute] baseline_file", f.as_path())),
+        );
+    }
+    if let Some(dissect) = &config.dissect {
+        inputs.extend(
+            dissect
+                .masks
+                .iter()
+                .map(|f| ("[dissect] masks", f.as_path())),
+        );
+    }
+    for (key, path) in inputs {
+        // An object-store URL is the stage's to resolve.
+        if path.to_string_lossy().contains("://") || path.exists() {
+            continue;
+        }
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{key}: {} does not exist (relative paths are relative to the working directory, {cwd}); fix the path in the config",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Hooks that `[dictionary]` and `[tcav]` read from the store must be among those `[extract]`

@@ -76,6 +76,10 @@ fn configs_are_checked_before_any_stage_runs() {
                 .with_setup(|t, r| config(t, r, "[dictionary]\nhooks = ['blocks.3.hook_resid_post']\n")),
             case("pipeline [tcav] hook [extract] does not store", "pipeline --config {tmp}/p.toml", &["[tcav] hooks", "blocks.2.hook_resid_post"])
                 .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/food.jsonl']\ntargets = ['probe:topic=food']\nhooks = ['blocks.2.hook_resid_post']\n")),
+            case("pipeline [patch] pairs file missing", "pipeline --config {tmp}/p.toml", &["[patch] pairs", "missing_pairs.jsonl", "does not exist"])
+                .with_setup(|t, r| config(t, r, "[patch]\npairs = 'missing_pairs.jsonl'\nhooks = ['blocks.0.hook_resid_post']\n")),
+            case("pipeline [tcav] concept set missing", "pipeline --config {tmp}/p.toml", &["[tcav] concepts", "data/concepts/nope.jsonl", "does not exist"])
+                .with_setup(|t, r| config(t, r, "[tcav]\nconcepts = ['data/concepts/nope.jsonl']\ntargets = ['probe:topic=food']\n")),
             case("pipeline [causal] empty α grid", "pipeline --config {tmp}/p.toml", &["[causal]", "α grid is empty"])
                 .with_setup(|t, r| config(t, r, "[causal]\nalphas = []\n")),
             case("pipeline [extract] batch size 0", "pipeline --config {tmp}/p.toml", &["[extract]", "batch_size = 0"])
