@@ -97,6 +97,7 @@ pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
     if !path.exists() {
         return Err(DataError::MissingFile {
             path: path.to_path_buf(),
+            key: key.to_owned(),
         });
     }
     if path.is_dir() {

@@ -12,9 +12,9 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error(
-        "data file {path} does not exist; pass a JSONL, CSV or Parquet file with a `text` column"
+        "data file {path} does not exist; pass a JSONL, CSV or Parquet file with a `{key}` column"
     )]
-    MissingFile { path: PathBuf },
+    MissingFile { path: PathBuf, key: String },
     #[error("{path}: unsupported data file extension; use .jsonl, .ndjson, .csv or .parquet")]
     UnsupportedFormat { path: PathBuf },
     #[error("{path}: row {row}: {message}")]

@@ -45,6 +45,12 @@ impl PromptPairs {
 /// `target`, or `answer` and `wrong`. Errors name the file, the row (1-based, as editors count)
 /// and the column.
 pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
+    if !path.exists() {
+        return Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            message: "pairs file does not exist; pass a JSONL, CSV or Parquet file with the columns clean, corrupted, and answer and wrong or target".into(),
+        });
+    }
     let data = read_dataset_keyed(path, "clean")?;
     let column = |name: &str| -> Result<Vec<String>> {
         let col = data.column(name).ok_or_else(|| DataError::BadColumn {
@@ -157,6 +163,16 @@ mod tests {
         .unwrap();
         let e = read_pairs(&typed).unwrap_err().to_string();
         assert!(e.contains("row 1") && e.contains("`answer`"), "{e}");
+        // No such file: said as a pairs file, with the columns one needs.
+        let e = read_pairs(&dir.path().join("none.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("none.jsonl")
+                && e.contains("pairs file does not exist")
+                && e.contains("corrupted"),
+            "{e}"
+        );
     }
 
     #[test]
