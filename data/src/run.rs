@@ -231,6 +231,19 @@ impl RunDir {
                 "the `{stage}` stage has not completed: it was interrupted; run `glassbox {stage}` again with the same settings to resume it"
             )));
         }
+        // Missing, or holding nothing but the lock this command just took.
+        let nothing_here = std::fs::read_dir(&self.root).map_or(true, |entries| {
+            entries.flatten().all(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".glassbox.") && name.ends_with(".lock")
+            })
+        });
+        if manifest.is_err() && nothing_here {
+            return Err(fail(format!(
+                "no such run directory; check the path, or create the run with `glassbox extract --run {}`",
+                self.root.display()
+            )));
+        }
         let manifest = manifest.map_err(|_| {
             fail(format!(
                 "no completed `{stage}` stage here (manifest.json is missing or unreadable); run `glassbox {stage}` first"

@@ -29,6 +29,27 @@ fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
     p
 }
 
+/// A later stage pointed at a run directory that does not exist says so, and leaves nothing.
+#[test]
+fn a_run_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("no_such_run");
+    for args in [
+        vec!["probe", "--label", "topic"],
+        vec!["causal"],
+        vec!["report"],
+    ] {
+        let out = glassbox()
+            .args(&args)
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert_bad_input(&out, &["no such run directory", "glassbox extract --run"]);
+        assert!(!run.exists(), "{args:?} left {}", run.display());
+    }
+}
+
 #[test]
 fn missing_data_file() {
     let tmp = tempfile::tempdir().unwrap();
