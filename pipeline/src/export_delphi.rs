@@ -23,6 +23,13 @@ pub fn export(
     let Some(model) = manifest.model.as_ref() else {
         bail!("{}: the manifest names no model", run.name());
     };
+    // delphi's cache indexes token ids of text sequences; an image run stores none.
+    if !run.tokens().is_file() {
+        bail!(
+            "{}: no tokens.parquet — delphi's latent cache holds token sequences, so it is made from text runs; export an image run's SAEs with `glassbox export neuronpedia`",
+            run.name()
+        );
+    }
     let chosen = glassbox_concepts::explain::read::sae_folders(run, hooks)?;
     let mut written = Vec::new();
     for (hook, dir) in &chosen {

@@ -286,6 +286,17 @@ assert {l["label"] for l in labels} == {"label"}, labels[:2]
 "#,
         &[&run.join("dictionary")],
     );
+    // delphi's cache is token sequences: an image run is refused with the export that fits.
+    let out_dir = run.with_file_name("delphi");
+    let out = glassbox()
+        .args(["export", "delphi", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["made from text runs", "export neuronpedia"]);
+    assert!(!out_dir.exists());
     // The report shows the listed units' top cells on their images, not cell names.
     assert_success(
         &glassbox()
