@@ -69,7 +69,7 @@ pub fn detect(dir: &Path) -> Result<Format, ConceptError> {
     }
     if !dir.is_dir() {
         return Err(ConceptError::Invalid(format!(
-            "{}: not a folder; an SAE is a folder ({LAYOUTS})",
+            "{}: does not exist; an SAE is a folder ({LAYOUTS})",
             dir.display()
         )));
     }
