@@ -240,7 +240,7 @@ impl RunDir {
         });
         if manifest.is_err() && nothing_here {
             return Err(fail(format!(
-                "no such run directory; check the path, or create the run with `glassbox extract --run {}`",
+                "no such run directory (no `extract` stage has written it); check the path, or create the run with `glassbox extract --run {}`",
                 self.root.display()
             )));
         }
