@@ -39,6 +39,18 @@ pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
     std::fs::rename(tmp, path).map_err(DataError::io(path))
 }
 
+/// `out` may be missing (it is created) or a folder, not a file.
+pub fn require_folder(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(DataError::Invalid {
+            path: out.to_path_buf(),
+            message: "a file, not a folder; name a folder to write into (it is created if missing)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

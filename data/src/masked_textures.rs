@@ -145,7 +145,7 @@ pub fn write_masked_set(
             ),
         });
     }
-    crate::textures::require_folder(out)?;
+    atomic::require_folder(out)?;
     for sub in ["images", "masks"] {
         let dir = out.join(sub);
         std::fs::create_dir_all(&dir).map_err(DataError::io(&dir))?;

@@ -159,7 +159,7 @@ pub fn write_texture_set(
             message: "texture sets need at least one texture, one image per class and 8 px".into(),
         });
     }
-    require_folder(out)?;
+    atomic::require_folder(out)?;
     for &t in textures {
         // Each class folder is drawn beside its final name and renamed over it: a folder
         // left from a run with more images per class would otherwise keep its extra images,
@@ -191,18 +191,6 @@ pub fn write_texture_set(
             std::fs::remove_dir_all(&class).map_err(DataError::io(&class))?;
         }
         std::fs::rename(&dir, &class).map_err(DataError::io(&class))?;
-    }
-    Ok(())
-}
-
-/// `out` may be missing (it is created) or a folder, not a file.
-pub(crate) fn require_folder(out: &Path) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        return Err(DataError::Invalid {
-            path: out.to_path_buf(),
-            message: "a file, not a folder; name a folder to write into (it is created if missing)"
-                .into(),
-        });
     }
     Ok(())
 }

@@ -337,12 +337,7 @@ fn export_hooks(
     patterns: &[String],
     out: &std::path::Path,
 ) -> Result<Vec<glassbox_data::HookPoint>> {
-    if out.exists() && !out.is_dir() {
-        anyhow::bail!(
-            "--out {}: a file, not a folder; name a folder (it is created if missing)",
-            out.display()
-        );
-    }
+    glassbox_data::atomic::require_folder(out)?;
     if patterns.is_empty() {
         return Ok(Vec::new());
     }

@@ -184,13 +184,9 @@ fn poisson_one(rng: &mut SeededRng) -> f64 {
 /// The 2.5th and 97.5th percentiles of the finite values; `None` with fewer than two texts or
 /// no finite value.
 pub fn interval(values: &[f64], texts: u64) -> Option<(f64, f64)> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if texts < 2 || v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-    Some((at(0.025), at(0.975)))
+    let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    (texts >= 2 && !finite.is_empty())
+        .then(|| glassbox_probes::metrics::percentile_interval(finite))
 }
 
 #[cfg(test)]
