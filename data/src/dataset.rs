@@ -1,4 +1,4 @@
-//! Text data sets: JSONL, CSV or Parquet with a `text` column and any label columns.
+//! Text data sets: JSONL, CSV, TSV or Parquet with a `text` column and any label columns.
 //!
 //! Label columns keep their type (bool, integer, float, string) so they stay useful in a
 //! notebook. A column of lists (JSONL arrays, Parquet `list` columns) holds one label per
@@ -104,7 +104,7 @@ pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
             message: format!(
-                "is a folder; a text data set is one JSONL, CSV or Parquet file (extension .jsonl, .ndjson, .csv or .parquet) with a `{key}` column (a folder of class sub-folders is an image data set, for vision models)"
+                "is a folder; a text data set is one JSONL, CSV, TSV or Parquet file (extension .jsonl, .ndjson, .csv, .tsv or .parquet) with a `{key}` column (a folder of class sub-folders is an image data set, for vision models)"
             ),
         });
     }
@@ -114,7 +114,8 @@ pub fn read_dataset_keyed(path: &Path, key: &str) -> Result<TextDataset> {
         .unwrap_or_default();
     let rows = match ext.as_str() {
         "jsonl" | "ndjson" => read_jsonl(path, key)?,
-        "csv" => read_csv(path, key)?,
+        "csv" => read_csv(path, key, b',')?,
+        "tsv" => read_csv(path, key, b'\t')?,
         "parquet" => read_parquet(path, key)?,
         _ => {
             return Err(DataError::UnsupportedFormat {
@@ -249,12 +250,16 @@ fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn read_csv(path: &Path, key: &str) -> Result<Vec<RawRow>> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::MalformedRow {
-        path: path.to_path_buf(),
-        row: 0,
-        message: e.to_string(),
-    })?;
+/// Reads a delimited text file: `,` for .csv, tab for .tsv.
+fn read_csv(path: &Path, key: &str, delimiter: u8) -> Result<Vec<RawRow>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(|e| DataError::MalformedRow {
+            path: path.to_path_buf(),
+            row: 0,
+            message: e.to_string(),
+        })?;
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| DataError::MalformedRow {
@@ -277,7 +282,10 @@ fn read_csv(path: &Path, key: &str) -> Result<Vec<RawRow>> {
         return Err(DataError::BadColumn {
             path: path.to_path_buf(),
             column: key.into(),
-            message: format!("no `{key}` column; the header has {headers:?}"),
+            message: format!(
+                "no `{key}` column; the header has {headers:?}{}",
+                other_separator(&headers, delimiter)
+            ),
         });
     };
     let mut rows = Vec::new();
@@ -309,6 +317,23 @@ fn read_csv(path: &Path, key: &str) -> Result<Vec<RawRow>> {
         });
     }
     Ok(rows)
+}
+
+/// A hint when a one-field header holds another separator (`text;label` read as one column):
+/// the file is likely separated by it.
+fn other_separator(headers: &[String], delimiter: u8) -> String {
+    let [only] = headers else {
+        return String::new();
+    };
+    [(';', "`;`"), ('\t', "tabs"), (',', "commas"), ('|', "`|`")]
+        .iter()
+        .find(|(c, _)| *c as u8 != delimiter && only.contains(*c))
+        .map(|(_, name)| {
+            format!(
+                " — one field: the file looks separated by {name}; glassbox reads .csv separated by commas and .tsv by tabs, so save it as one of those"
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn parse_csv_cell(cell: &str) -> Value {

@@ -88,6 +88,37 @@ fn csv_without_text_column_is_an_error() {
     assert!(err.contains("`text`"), "{err}");
 }
 
+/// .tsv files are tab-separated (a comma inside a field is text); a .csv whose one header field
+/// holds another separator gets a hint naming it.
+#[test]
+fn tsv_reads_tabs_and_a_wrongly_separated_csv_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "d.tsv",
+        "text\tlabel\nhello, world\t1\nbye\t0\n",
+    );
+    let d = read_dataset(&p).unwrap();
+    assert_eq!(d.texts, ["hello, world", "bye"]);
+    assert_eq!(
+        d.column("label").unwrap().values,
+        vec![Value::Int(1), Value::Int(0)]
+    );
+    let p = write(dir.path(), "semi.csv", "text;label\nhello;1\n");
+    let err = read_dataset(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("separated by `;`") && err.contains(".tsv"),
+        "{err}"
+    );
+    let p = write(dir.path(), "tabs.csv", "text\tlabel\nhello\t1\n");
+    let err = read_dataset(&p).unwrap_err().to_string();
+    assert!(err.contains("separated by tabs"), "{err}");
+    // A one-column file without the separators gets no hint.
+    let p = write(dir.path(), "one.csv", "sentence\nhello\n");
+    let err = read_dataset(&p).unwrap_err().to_string();
+    assert!(!err.contains("separated by"), "{err}");
+}
+
 /// Categorical columns, as pandas' `category` and polars' `Categorical` write them (Arrow
 /// dictionaries): a label read value by value, a null key a null label, an integer dictionary
 /// an integer label; a categorical text column is text.

@@ -12,10 +12,12 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error(
-        "data file {path} does not exist; pass a JSONL, CSV or Parquet file with a `{key}` column"
+        "data file {path} does not exist; pass a JSONL, CSV, TSV or Parquet file with a `{key}` column"
     )]
     MissingFile { path: PathBuf, key: String },
-    #[error("{path}: unsupported data file extension; use .jsonl, .ndjson, .csv or .parquet")]
+    #[error(
+        "{path}: unsupported data file extension; use .jsonl, .ndjson, .csv, .tsv or .parquet"
+    )]
     UnsupportedFormat { path: PathBuf },
     #[error("{path}: row {row}: {message}")]
     MalformedRow {

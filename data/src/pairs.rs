@@ -2,7 +2,7 @@
 //! row, and for causal LMs the `answer` and `wrong` next tokens whose logit difference is the
 //! metric, or for classifiers and probe targets a `target` (`probe:<label>=<class>[@<hook>]`,
 //! `class:<label>`).
-//! JSONL, CSV or Parquet, read through the data-set readers (so their checks — duplicate
+//! JSONL, CSV, TSV or Parquet, read through the data-set readers (so their checks — duplicate
 //! columns, invalid UTF-8, empty files — apply too).
 
 use crate::dataset::{read_dataset_keyed, Value};
@@ -48,7 +48,7 @@ pub fn read_pairs(path: &Path) -> Result<PromptPairs> {
     if !path.exists() {
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
-            message: "pairs file does not exist; pass a JSONL, CSV or Parquet file with the columns clean, corrupted, and answer and wrong or target".into(),
+            message: "pairs file does not exist; pass a JSONL, CSV, TSV or Parquet file with the columns clean, corrupted, and answer and wrong or target".into(),
         });
     }
     let data = read_dataset_keyed(path, "clean")?;

@@ -93,7 +93,7 @@ pub struct ExtractArgs {
     /// ORG/NAME[@REVISION] from the Hugging Face cache/Hub, or ./local/dir in HF layout.
     #[arg(long)]
     pub model: String,
-    /// JSONL, CSV or Parquet file with a `text` column (other columns are kept as labels);
+    /// JSONL, CSV, TSV or Parquet file with a `text` column (other columns are kept as labels);
     /// for vision models a folder with one sub-folder of images per class, or a manifest with
     /// an `image_path` column.
     #[arg(long)]

@@ -10,7 +10,7 @@ pub struct PatchArgs {
     /// ORG/NAME[@REVISION] or ./local/dir; default: the run's model.
     #[arg(long)]
     pub model: Option<String>,
-    /// JSONL, CSV or Parquet with `clean`, `corrupted` and `answer`, `wrong` (causal LMs) or
+    /// JSONL, CSV, TSV or Parquet with `clean`, `corrupted` and `answer`, `wrong` (causal LMs) or
     /// `target` (probe:LABEL=CLASS or class:LABEL, any model).
     #[arg(long)]
     pub pairs: PathBuf,

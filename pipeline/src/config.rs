@@ -55,7 +55,7 @@ pub struct ModelSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// JSONL, CSV or Parquet with a `text` column.
+    /// JSONL, CSV, TSV or Parquet with a `text` column.
     pub path: PathBuf,
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PatchSection {
-    /// Prompt pairs: JSONL, CSV or Parquet with `clean`, `corrupted` and `answer`, `wrong` (causal
+    /// Prompt pairs: JSONL, CSV, TSV or Parquet with `clean`, `corrupted` and `answer`, `wrong` (causal
     /// LMs) or `target` (probe or class targets, any model).
     pub pairs: PathBuf,
     /// Hook names or glob patterns to patch.
@@ -69,7 +69,7 @@ impl PatchSection {
     /// Checks that need no model or data.
     pub fn validate(&self) -> Result<()> {
         if self.pairs.as_os_str().is_empty() {
-            bail!("patch: no pairs file; pass --pairs FILE (JSONL, CSV or Parquet with clean, corrupted and answer, wrong — or target)");
+            bail!("patch: no pairs file; pass --pairs FILE (JSONL, CSV, TSV or Parquet with clean, corrupted and answer, wrong — or target)");
         }
         if self.hooks.is_empty() || self.hooks.iter().any(|h| h.trim().is_empty()) {
             bail!("patch: no hooks (or an empty hook name); pass --hooks NAME_OR_GLOB[,...], e.g. 'blocks.*.hook_resid_pre'");

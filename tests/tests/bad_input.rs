@@ -441,7 +441,7 @@ fn a_folder_as_text_data_or_a_file_as_the_run_is_named() {
     let model = model.to_str().unwrap();
     let run = tmp.path().join("run");
     let out = extract(model, tmp.path(), "blocks.0.hook_resid_post", &run);
-    assert_bad_input(&out, &["is a folder", "JSONL, CSV or Parquet"]);
+    assert_bad_input(&out, &["is a folder", "JSONL, CSV, TSV or Parquet"]);
     assert!(!run.exists(), "nothing written");
 
     let data = write(tmp.path(), "d.jsonl", "{\"text\":\"fine\"}\n");
