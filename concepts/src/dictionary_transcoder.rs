@@ -95,8 +95,8 @@ pub(crate) trait StageRows {
     /// (seeded by the SAE options' seed, which the manifest records).
     fn bootstrap(&self) -> Bootstrap {
         Bootstrap {
-            resamples: 1000,
             seed: self.sae_options().seed,
+            ..Bootstrap::default()
         }
     }
     fn progress(&self) -> &dyn Progress;

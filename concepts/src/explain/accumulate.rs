@@ -5,7 +5,7 @@ use super::{Activations, ExplainOptions, LabelCorrelation};
 use crate::sae::stream::RowId;
 use glassbox_data::rng::SeededRng;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 
 /// A label resolved to rows: the class index of every labelled row (unlabelled rows count as
 /// outside every class).
@@ -88,8 +88,6 @@ pub(super) struct Accumulator {
     class_sums: Vec<f64>,
     class_counts: Vec<u64>,
     labels: Vec<LabelTarget>,
-    /// Texts (example ids) the rows came from.
-    texts: HashSet<u64>,
     /// Per-text moments for the clustered tests of token-level labels.
     clusters: ClusterMoments,
     options: ExplainOptions,
@@ -117,7 +115,6 @@ impl Accumulator {
             class_sums: vec![0.0; units * total],
             class_counts: vec![0; total],
             labels: labels.to_vec(),
-            texts: HashSet::new(),
             clusters: ClusterMoments::new(units, total),
             options: options.clone(),
         }
@@ -127,17 +124,11 @@ impl Accumulator {
         self.rows
     }
 
-    /// Distinct texts the rows came from.
-    pub fn texts(&self) -> u64 {
-        self.texts.len() as u64
-    }
-
     pub fn add(&mut self, ids: &[RowId], acts: &Activations) {
         let t = self.total_classes;
         let mut classes: Vec<usize> = Vec::new();
         for (r, &id) in ids.iter().enumerate().take(acts.rows()) {
             self.rows += 1;
-            self.texts.insert(id.0);
             classes.clear();
             for (l, label) in self.labels.iter().enumerate() {
                 if let Some(&c) = label.class_of.get(&id) {
@@ -271,9 +262,9 @@ impl Accumulator {
 pub(super) fn correlations(
     stats: &[UnitStats],
     labels: &[LabelTarget],
-    texts: u64,
     clusters: &ClusterMoments,
 ) -> Vec<LabelCorrelation> {
+    let texts = clusters.distinct_texts();
     let mut out = Vec::new();
     for s in stats {
         let n = s.rows.max(1) as f64;

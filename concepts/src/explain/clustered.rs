@@ -87,6 +87,11 @@ impl ClusterMoments {
         }
     }
 
+    /// Distinct texts the rows came from (0 without classes to test: then nothing is tracked).
+    pub fn distinct_texts(&self) -> u64 {
+        self.done.len() as u64
+    }
+
     /// Whether there are classes to test (else every call is a no-op).
     pub fn active(&self) -> bool {
         self.slots > 0

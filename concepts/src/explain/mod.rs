@@ -219,7 +219,7 @@ pub fn explain<S: RowSource>(
         progress.advance(ids.len() as u64);
     })?;
     progress.finish();
-    let (rows, texts) = (acc.rows(), acc.texts());
+    let rows = acc.rows();
     let (stats, requests, clusters) = acc.finish();
     progress.start(&format!("explaining {n} {what}: contexts (rows)"), rows);
     let examples = context::collect(source, &units, tokens, requests, options.window, |k| {
@@ -227,7 +227,7 @@ pub fn explain<S: RowSource>(
     })?;
     progress.finish();
     let mut stats = stats;
-    let labels_out = accumulate::correlations(&stats, labels, texts, &clusters);
+    let labels_out = accumulate::correlations(&stats, labels, &clusters);
     let directions_out = cosines(&units, directions);
     // Outputs come in unit order: one pass each fills the summaries' "best" fields.
     for d in &directions_out {

@@ -141,28 +141,20 @@ impl MetricSums {
 
     /// [`MetricSums::add`] for rows with ids: `ids[r].0` is row r's text.
     pub fn add_rows(&mut self, ids: &[RowId], x: &[f32], x_hat: &[f32], codes: Option<&Codes>) {
-        if let Some(boot) = &mut self.bootstrap {
-            for ((row, rec), id) in x
-                .chunks_exact(self.d)
-                .zip(x_hat.chunks_exact(self.d))
-                .zip(ids)
-            {
-                let (mut xx, mut ee) = (0.0f64, 0.0f64);
-                for (&a, &b) in row.iter().zip(rec) {
-                    let (a, b) = (a as f64, b as f64);
-                    xx += a * a;
-                    ee += (a - b) * (a - b);
-                }
-                boot.row(id.0, row, xx, ee);
-            }
-        }
-        self.add(x, x_hat, codes);
+        self.add_with(Some(ids), x, x_hat, codes);
     }
 
     /// Adds rows `x` with reconstructions `x_hat` (both `rows × d`) and their codes (`None`
     /// for reconstructions without latents, such as PCA).
     pub fn add(&mut self, x: &[f32], x_hat: &[f32], codes: Option<&Codes>) {
-        for (row, rec) in x.chunks_exact(self.d).zip(x_hat.chunks_exact(self.d)) {
+        self.add_with(None, x, x_hat, codes);
+    }
+
+    /// One pass over the rows: the sums, and each row's `‖x‖²` and `‖x − x̂‖²` handed to the
+    /// text bootstrap when there are ids.
+    fn add_with(&mut self, ids: Option<&[RowId]>, x: &[f32], x_hat: &[f32], codes: Option<&Codes>) {
+        let rows = x.chunks_exact(self.d).zip(x_hat.chunks_exact(self.d));
+        for (r, (row, rec)) in rows.enumerate() {
             let (mut xx, mut hh, mut xh, mut ee) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
             for ((s, &a), &b) in self.sum_x.iter_mut().zip(row).zip(rec) {
                 let (a, b) = (a as f64, b as f64);
@@ -177,6 +169,9 @@ impl MetricSums {
             self.sse += ee;
             if xx > 0.0 && hh > 0.0 {
                 self.cosine += xh / (xx.sqrt() * hh.sqrt());
+            }
+            if let (Some(boot), Some(ids)) = (&mut self.bootstrap, ids) {
+                boot.row(ids[r].0, row, xx, ee);
             }
         }
         if let Some(codes) = codes {
