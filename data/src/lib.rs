@@ -40,7 +40,7 @@ pub mod torch_pickle;
 pub use dataset::{read_dataset, read_dataset_keyed, Column, ColumnKind, TextDataset, Value};
 pub use error::DataError;
 pub use hook_point::{ConvPart, HookError, HookPoint};
-pub use manifest::{Manifest, ModelRecord, StageRecord};
+pub use manifest::{BuildRecord, Manifest, ModelRecord, StageRecord};
 pub use modality::Modality;
 pub use pool::Pool;
 pub use progress::{NoProgress, Progress};

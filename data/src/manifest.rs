@@ -64,6 +64,57 @@ pub struct StageRecord {
     /// The stage's resolved parameters, for provenance.
     #[serde(default)]
     pub params: serde_json::Value,
+    /// The build and the arithmetic that produced the stage (absent in runs written before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildRecord>,
+}
+
+/// Which code and which arithmetic produced a stage. Its fingerprint keys on the version, not
+/// on this, so a rebuilt glassbox keeps a completed stage; this is how a reader tells that the
+/// numbers came from another build, or from other vector instructions (sums in another order:
+/// equal to rounding, not bit for bit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuildRecord {
+    pub glassbox_version: String,
+    /// A hash of the source the binary was built from (`glassbox --version` prints it).
+    pub source: String,
+    /// The instruction set glassbox's kernels ran at: `avx512`, `avx2` or `scalar`
+    /// (`GLASSBOX_SIMD` caps it).
+    pub simd: String,
+    /// The CPU's model name, where the system says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+}
+
+impl BuildRecord {
+    /// This process's record, for a binary whose source hashes to `source`.
+    pub fn current(source: &str) -> Self {
+        Self {
+            glassbox_version: GLASSBOX_VERSION.to_owned(),
+            source: source.to_owned(),
+            simd: crate::simd::level().as_str().to_owned(),
+            cpu: cpu_model(),
+        }
+    }
+
+    /// `0.1.0 · source 1a2b… · avx512`, for tables.
+    pub fn short(&self) -> String {
+        format!(
+            "{} · source {} · {}",
+            self.glassbox_version, self.source, self.simd
+        )
+    }
+}
+
+/// The first `model name` line of `/proc/cpuinfo` (Linux); `None` elsewhere.
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 impl Manifest {
@@ -126,6 +177,7 @@ mod tests {
                 seconds: Some(1.5),
                 seed: None,
                 params: serde_json::json!({"hooks": ["x"]}),
+                build: Some(BuildRecord::current("0123456789abcdef")),
             },
         );
         m.save(&run).unwrap();

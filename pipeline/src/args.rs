@@ -15,6 +15,7 @@ use std::path::PathBuf;
 #[command(
     name = "glassbox",
     version,
+    long_version = crate::fingerprint::long_version(),
     about = "Explain what the inside of a neural network encodes: extract activations, probe, report."
 )]
 pub struct Cli {

@@ -135,8 +135,17 @@ pub fn inspect(run: &RunDir, json: bool) -> Result<()> {
         )?;
     }
     for (stage, r) in &report.manifest.stages {
+        // Which build and instruction set computed the stage; "this build" saves reading hashes.
+        let build = r.build.as_ref().map_or(String::new(), |b| {
+            let whose = if b.source == crate::fingerprint::SOURCE_ID {
+                "this build".to_owned()
+            } else {
+                format!("another build, source {}", b.source)
+            };
+            format!(", {whose}, {}", b.simd)
+        });
         crate::outln!(
-            "stage {stage}: finished {} (fingerprint {})",
+            "stage {stage}: finished {} (fingerprint {}{build})",
             r.finished_at,
             &r.fingerprint[..12.min(r.fingerprint.len())]
         )?;

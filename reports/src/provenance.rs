@@ -62,14 +62,15 @@ pub fn html(manifest: &Manifest, p: &Provenance) -> String {
             escape(&d.sha256)
         ));
     }
-    body.push_str("<dt>Stages</dt><dd><table class=\"stages\"><thead><tr><th>stage</th><th>finished</th><th>seconds</th><th>seed</th><th>fingerprint</th></tr></thead><tbody>\n");
+    body.push_str("<dt>Stages</dt><dd><table class=\"stages\"><thead><tr><th>stage</th><th>finished</th><th>seconds</th><th>seed</th><th>build</th><th>fingerprint</th></tr></thead><tbody>\n");
     for (stage, r) in &manifest.stages {
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td><td><small>{}</small></td></tr>\n",
             escape(stage),
             escape(&r.finished_at),
             r.seconds.map_or("–".to_owned(), |s| format!("{s:.1}")),
             r.seed.map_or("–".to_owned(), |s| s.to_string()),
+            r.build.as_ref().map_or("–".to_owned(), |b| escape(&b.short())),
             escape(&r.fingerprint)
         ));
     }

@@ -86,6 +86,7 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
             seconds: Some(1.0),
             seed: None,
             params: serde_json::json!({}),
+            build: None,
         },
     );
     manifest.save(&run).unwrap();

@@ -276,3 +276,69 @@ fn fixture_copy(
     }
     model
 }
+
+/// Every stage records the build and the instruction set that computed it; a stage kept from
+/// another build says so when found up to date, and `inspect` names it.
+#[test]
+fn stages_record_their_build_and_a_kept_stage_from_another_build_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // The lowest vector level this CPU has: the record must follow the cap, not the CPU.
+    let level = glassbox_data::simd::available_levels()[0];
+    let extract = || {
+        glassbox()
+            .env("GLASSBOX_SIMD", level.as_str())
+            .args(["extract", "--model"])
+            .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+            .arg("--data")
+            .arg(workspace_root().join("data/sets/default.jsonl"))
+            .args(["--hooks", "blocks.0.hook_resid_post", "--max-length", "16"])
+            .arg("--run")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    assert_success(&extract(), "extract");
+    let version = glassbox().arg("--version").output().unwrap();
+    assert_success(&version, "--version");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let manifest_path = run.join("manifest.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap()
+    };
+    let build = read()["stages"]["extract"]["build"].clone();
+    assert_eq!(build["simd"], level.as_str(), "{build}");
+    assert_eq!(build["glassbox_version"], env!("CARGO_PKG_VERSION"));
+    let source = build["source"].as_str().unwrap().to_owned();
+    assert!(
+        source.len() == 16 && version.contains(&format!("source {source}")),
+        "the manifest's source {source} is this binary's: {version}"
+    );
+
+    let again = extract();
+    assert_success(&again, "extract again");
+    let note = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        note.contains("extract: up to date") && !note.contains("another glassbox build"),
+        "{note}"
+    );
+
+    let mut manifest = read();
+    manifest["stages"]["extract"]["build"]["source"] = "feedfacefeedface".into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let kept = extract();
+    assert_success(&kept, "extract after a rebuild");
+    let note = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        note.contains("up to date")
+            && note.contains("from another glassbox build (source feedfacefeedface"),
+        "{note}"
+    );
+    let inspect = glassbox().arg("inspect").arg(&run).output().unwrap();
+    assert_success(&inspect, "inspect");
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("another build, source feedfacefeedface"),
+        "{text}"
+    );
+}

@@ -186,6 +186,7 @@ fn main() -> Result<()> {
             seconds: Some(0.0),
             seed: Some(a.seed),
             params: serde_json::json!({}),
+            build: None,
         },
     );
     manifest.save(&run)?;

@@ -165,7 +165,7 @@ pub fn run_attribute_parts(
     let fp = fingerprint("attribute", &params);
     let current = Manifest::load_or_default(run)?;
     if !force && current.stage_fingerprint("attribute") == Some(fp.as_str()) {
-        progress.note("attribute: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &current, "attribute", "");
         return Ok(ShardRun::UpToDate);
     }
     let n = inputs.len();

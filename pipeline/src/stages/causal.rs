@@ -49,7 +49,7 @@ pub fn run_causal(
     });
     let fp = fingerprint("causal", &params);
     if !force && manifest.stage_fingerprint("causal") == Some(fp.as_str()) {
-        progress.note("causal: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "causal", "");
         return Ok(None);
     }
     let config = RunConfig::load(run);

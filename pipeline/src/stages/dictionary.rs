@@ -62,7 +62,7 @@ pub fn run_dictionary_stage(
         && manifest.stage_fingerprint("dictionary") == Some(fp.as_str())
         && !Transaction::pending(run, "dictionary", &fp)
     {
-        progress.note("dictionary: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "dictionary", "");
         return Ok(DictionaryRun::UpToDate);
     }
     // The SAEs' causal-LM extras reload the model after training and explaining: find it now.

@@ -230,7 +230,7 @@ pub fn run_dissect(
     });
     let fp = fingerprint("dissect", &params);
     if !force && manifest.stage_fingerprint("dissect") == Some(fp.as_str()) {
-        progress.note("dissect: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "dissect", "");
         return Ok(None);
     }
     let tx = Transaction::begin(run, "dissect", vec!["dissection".into()], &fp, false)?;

@@ -207,8 +207,12 @@ pub(super) fn check_existing(
     let manifest = existing_manifest(run, force)?;
     match manifest.stage_fingerprint("extract") {
         Some(old) if old == fp && !force && !Transaction::pending(run, "extract", fp) => {
-            progress
-                .note("extract: up to date (same model, data and settings); --force re-runs it");
+            crate::fingerprint::note_up_to_date(
+                progress,
+                &manifest,
+                "extract",
+                " (same model, data and settings)",
+            );
             return Ok(false);
         }
         Some(old) if old != fp => {

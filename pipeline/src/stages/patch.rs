@@ -199,7 +199,7 @@ pub fn run_patch_parts(
         }
     }
     if !force && manifest.stage_fingerprint("patch") == Some(fp.as_str()) {
-        progress.note("patch: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "patch", "");
         return Ok(ShardRun::UpToDate);
     }
     let opts = PatchOptions {

@@ -28,7 +28,7 @@ pub fn run_probe(
     let params = serde_json::json!({ "extract": upstream, "probe": settings });
     let fp = fingerprint("probe", &params);
     if !force && manifest.stage_fingerprint("probe") == Some(fp.as_str()) {
-        progress.note("probe: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "probe", "");
         return Ok(None);
     }
     let tx = Transaction::begin(run, "probe", vec!["probes".into()], &fp, false)?;

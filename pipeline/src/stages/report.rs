@@ -47,7 +47,7 @@ pub fn run_report(run: &RunDir, force: bool, progress: &dyn Progress) -> Result<
     let fp = fingerprint("report", &upstream);
     let index = run.report_dir().join("index.html");
     if !force && manifest.stage_fingerprint("report") == Some(fp.as_str()) && index.exists() {
-        progress.note("report: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "report", "");
         let summary = glassbox_reports::summarise(run)?;
         return Ok(ReportDone { index, summary });
     }

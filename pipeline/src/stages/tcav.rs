@@ -251,7 +251,7 @@ pub fn run_tcav_stage(
     });
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
-        progress.note("tcav: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "tcav", "");
         return Ok(None);
     }
     // Random sets are drawn (cheaply) first, so a corpus too small for them stops the stage

@@ -230,7 +230,7 @@ pub fn run_tcav_vision(
     });
     let fp = fingerprint("tcav", &params);
     if !force && manifest.stage_fingerprint("tcav") == Some(fp.as_str()) {
-        progress.note("tcav: up to date; --force re-runs it");
+        crate::fingerprint::note_up_to_date(progress, &manifest, "tcav", "");
         return Ok(None);
     }
     let size = if settings.random_set_size > 0 {

@@ -216,6 +216,7 @@ impl Transaction {
                 seconds: Some(seconds),
                 seed: done.seed,
                 params: done.params,
+                build: Some(crate::fingerprint::build_record()),
             },
         );
         let mut config = RunConfig::load(&self.live);
