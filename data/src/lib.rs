@@ -15,6 +15,7 @@ pub mod hash;
 pub mod hook_point;
 pub mod images;
 mod json_fields;
+pub mod limits;
 pub mod lock;
 pub mod manifest;
 pub mod masked_textures;

@@ -90,17 +90,48 @@ impl Default for AttributeSection {
     }
 }
 
+/// The most integrated-gradients steps a run takes.
+pub const MOST_STEPS: usize = 10_000;
+/// The most SmoothGrad copies per example.
+pub const MOST_SAMPLES: usize = 10_000;
+/// The most max-sensitivity draws per example.
+pub const MOST_SENSITIVITY_SAMPLES: usize = 1_000;
+/// The most points on each deletion and insertion curve.
+pub const MOST_CURVE_POINTS: usize = 10_000;
+
 impl AttributeSection {
     /// Checks that need no model or data.
     pub fn validate(&self) -> Result<()> {
         if self.targets.is_empty() || self.targets.iter().any(|t| t.trim().is_empty()) {
             bail!("attribute: no target (or an empty one); pass --target class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS");
         }
+        // The same method or target twice would be computed twice and ranked against itself.
+        if let Some(m) = first_repeat(&self.methods) {
+            bail!(
+                "attribute: method `{}` is listed twice; list each method once",
+                m.as_str()
+            );
+        }
+        if let Some(t) = first_repeat(&self.targets) {
+            bail!("attribute: target `{t}` is listed twice; list each target once");
+        }
         if self.steps == 0 {
             bail!("attribute: steps = 0; integrated gradients need at least 1 step (64 is Captum's usual)");
         }
         if self.samples == 0 {
             bail!("attribute: samples = 0; SmoothGrad needs at least 1 noisy copy");
+        }
+        // Upper bounds that catch a mistyped count before it runs for days (or, for IG, before
+        // its quadrature nodes alone take minutes): each step, copy or draw costs a forward and
+        // a backward of the model per example.
+        for (name, value, most, why) in [
+            ("steps", self.steps, MOST_STEPS, "IG's completeness error is usually under 1% at 64–256 steps; --rule adaptive spends the steps where the integrand needs them"),
+            ("samples", self.samples, MOST_SAMPLES, "SmoothGrad's maps settle within tens to hundreds of noisy copies"),
+            ("sensitivity_samples", self.sensitivity_samples, MOST_SENSITIVITY_SAMPLES, "each draw reruns every method on a perturbed input"),
+            ("curve_points", self.curve_points, MOST_CURVE_POINTS, "each point of a deletion or insertion curve is four forwards; a curve has at most one point per unit anyway"),
+        ] {
+            glassbox_data::limits::at_most(name, value, most, why)
+                .map_err(|e| anyhow::anyhow!("attribute: {e}"))?;
         }
         if !self.noise.is_finite() || self.noise < 0.0 {
             bail!("attribute: noise = {}; it must be a finite value ≥ 0 (a fraction of the input's range, e.g. 0.15)", self.noise);
@@ -131,4 +162,13 @@ impl AttributeSection {
         }
         Ok(())
     }
+}
+
+/// The first element that appears again later in `items`.
+fn first_repeat<T: PartialEq>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, a)| items[i + 1..].contains(a))
+        .map(|(_, a)| a)
 }

@@ -131,6 +131,14 @@ impl ProbeOptions {
         if self.max_iterations == 0 {
             return invalid("max iterations must be at least 1".into());
         }
+        use glassbox_data::limits::{at_most, MOST_BOOTSTRAP};
+        at_most(
+            "bootstrap",
+            self.bootstrap,
+            MOST_BOOTSTRAP,
+            glassbox_data::limits::BOOTSTRAP_WHY,
+        )
+        .map_err(|e| ProbeError::Invalid(format!("probe: {e}")))?;
         for name in &self.token_labels {
             if name.starts_with('@') && !BUILTIN_LABELERS.contains(&name.as_str()) {
                 return invalid(format!(

@@ -60,6 +60,24 @@ impl CausalOptions {
                 self.random_directions
             ));
         }
+        use glassbox_data::limits::{at_most, MOST_BOOTSTRAP, MOST_RANDOM_RUNS};
+        let bounded = at_most(
+            "random_directions",
+            self.random_directions,
+            MOST_RANDOM_RUNS,
+            "each is a steered forward over every example",
+        )
+        .and_then(|()| {
+            at_most(
+                "bootstrap",
+                self.bootstrap,
+                MOST_BOOTSTRAP,
+                glassbox_data::limits::BOOTSTRAP_WHY,
+            )
+        });
+        if let Err(m) = bounded {
+            return bad(m);
+        }
         if self.examples < 2 {
             return bad(format!(
                 "examples = {}; at least 2 are needed",

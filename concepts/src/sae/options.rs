@@ -213,6 +213,22 @@ impl SaeOptions {
         if width < 1 {
             return Err(bad("width must be at least 1".into()));
         }
+        // The encoder and the decoder, each with Adam's two moments: a floor on what training
+        // holds, so a width no machine here could hold is refused before anything is allocated.
+        let floor = 24.0 * width as f64 * d_in as f64;
+        if let Some(total) = glassbox_data::limits::total_memory_bytes() {
+            if floor > total as f64 {
+                use glassbox_data::limits::gigabytes;
+                return Err(bad(format!(
+                    "width = {width} at hook width {d_in} needs at least {} for the SAE's weights \
+                     and Adam state (encoder and decoder, 3 copies each, 4 bytes a value), more \
+                     than this machine's {}; choose a smaller width (the default is 8 × {d_in} = {})",
+                    gigabytes(floor),
+                    gigabytes(total as f64),
+                    8 * d_in
+                )));
+            }
+        }
         let check_k = || {
             if self.k == 0 || self.k >= width {
                 return Err(bad(format!(

@@ -221,6 +221,9 @@ impl Oracle for ImageOracle<'_> {
     fn input(&self) -> &[f32] {
         &self.pixels
     }
+    fn batch(&self) -> usize {
+        self.batch
+    }
     fn width(&self) -> usize {
         3
     }

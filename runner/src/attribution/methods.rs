@@ -39,29 +39,68 @@ pub fn integrated_gradients(
         return integrated_gradients_adaptive(o, x, baseline, steps);
     }
     let points = rule.points(steps);
-    let inputs: Vec<Vec<f32>> = points
-        .iter()
-        .map(|&(alpha, _)| {
-            x.iter()
-                .zip(baseline)
-                .map(|(x, b)| b + (alpha as f32) * (x - b))
-                .collect()
-        })
-        .collect();
-    let (_, grads) = o.gradients(&inputs)?;
+    let on_path = |i: usize| -> Vec<f32> {
+        let alpha = points[i].0 as f32;
+        x.iter()
+            .zip(baseline)
+            .map(|(x, b)| b + alpha * (x - b))
+            .collect()
+    };
     // Accumulate the weighted gradients in f64: 64+ terms per feature.
     let mut total = vec![0f64; x.len()];
-    for (g, &(_, w)) in grads.iter().zip(&points) {
+    for_each_gradient(o, points.len(), on_path, |i, _, g| {
+        let w = points[i].1;
         total
             .iter_mut()
             .zip(g)
             .for_each(|(t, g)| *t += w * f64::from(*g));
-    }
+    })?;
     Ok(total
         .into_iter()
         .zip(x.iter().zip(baseline))
         .map(|(t, (x, b))| (t * f64::from(x - b)) as f32)
         .collect())
+}
+
+/// The gradients at `count` inputs, built by `make` in index order and evaluated
+/// [`Oracle::batch`] at a time, each handed to `each` with its index and `f`: the memory is
+/// one batch of inputs and gradients, whatever `count` is (IG's steps, SmoothGrad's samples).
+fn for_each_gradient(
+    o: &dyn Oracle,
+    count: usize,
+    mut make: impl FnMut(usize) -> Vec<f32>,
+    mut each: impl FnMut(usize, f64, &[f32]),
+) -> Result<()> {
+    let batch = o.batch().max(1);
+    for start in (0..count).step_by(batch) {
+        let inputs: Vec<Vec<f32>> = (start..start.saturating_add(batch).min(count))
+            .map(&mut make)
+            .collect();
+        let (f, g) = o.gradients(&inputs)?;
+        for (k, (f, g)) in f.iter().zip(&g).enumerate() {
+            each(start + k, *f, g);
+        }
+    }
+    Ok(())
+}
+
+/// [`for_each_gradient`] for values only (occlusion's windows).
+fn for_each_value(
+    o: &dyn Oracle,
+    count: usize,
+    mut make: impl FnMut(usize) -> Vec<f32>,
+    mut each: impl FnMut(usize, f64),
+) -> Result<()> {
+    let batch = o.batch().max(1);
+    for start in (0..count).step_by(batch) {
+        let inputs: Vec<Vec<f32>> = (start..start.saturating_add(batch).min(count))
+            .map(&mut make)
+            .collect();
+        for (k, f) in o.values(&inputs)?.into_iter().enumerate() {
+            each(start + k, f);
+        }
+    }
+    Ok(())
 }
 
 /// A segment `[a, b]` of the path with `f` at its ends and the gradient at its midpoint.
@@ -237,22 +276,20 @@ pub fn smoothgrad(
             (l.min(*v), h.max(*v))
         });
     let sigma = noise * f64::from(hi - lo).max(f64::EPSILON);
+    // The copies are drawn in index order, so the noise is the same however they are batched.
     let mut rng = SeededRng::new(seed);
-    let inputs: Vec<Vec<f32>> = (0..samples)
-        .map(|_| {
-            x.iter()
-                .map(|v| v + (sigma * rng.gaussian()) as f32)
-                .collect()
-        })
-        .collect();
-    let (_, grads) = o.gradients(&inputs)?;
+    let noisy = |_| -> Vec<f32> {
+        x.iter()
+            .map(|v| v + (sigma * rng.gaussian()) as f32)
+            .collect()
+    };
     let mut total = vec![0f64; x.len()];
-    for g in &grads {
+    for_each_gradient(o, samples, noisy, |_, _, g| {
         total.iter_mut().zip(g).for_each(|(t, g)| {
             let g = f64::from(*g);
             *t += if squared { g * g } else { g.abs() }
         });
-    }
+    })?;
     Ok(total
         .into_iter()
         .map(|t| (t / samples as f64) as f32)
@@ -268,27 +305,32 @@ pub fn occlusion(
     baseline: &[f32],
     windows: &[Vec<usize>],
 ) -> Result<(f64, Vec<f32>)> {
-    let mut inputs = Vec::with_capacity(windows.len() + 1);
-    inputs.push(x.to_vec());
-    for w in windows {
-        let mut occluded = x.to_vec();
-        for &i in w {
-            occluded[i] = baseline[i];
+    // Input 0 is `x` itself, input k the k-th window occluded; `f(x)` arrives first.
+    let occluded = |k: usize| -> Vec<f32> {
+        let mut input = x.to_vec();
+        if k > 0 {
+            for &i in &windows[k - 1] {
+                input[i] = baseline[i];
+            }
         }
-        inputs.push(occluded);
-    }
-    let f = o.values(&inputs)?;
+        input
+    };
+    let mut f_x = 0.0;
     let mut total = vec![0f64; x.len()];
     let mut count = vec![0u32; x.len()];
-    for (w, fw) in windows.iter().zip(&f[1..]) {
-        let delta = f[0] - fw;
-        for &i in w {
+    for_each_value(o, windows.len() + 1, occluded, |k, f| {
+        if k == 0 {
+            f_x = f;
+            return;
+        }
+        let delta = f_x - f;
+        for &i in &windows[k - 1] {
             total[i] += delta;
             count[i] += 1;
         }
-    }
+    })?;
     Ok((
-        f[0],
+        f_x,
         total
             .into_iter()
             .zip(count)
@@ -386,6 +428,74 @@ mod tests {
                 .map(|x| x.iter().zip(&self.c).map(|(x, c)| 2.0 * c * x).collect())
                 .collect();
             Ok((self.values(inputs)?, g))
+        }
+    }
+
+    /// [`Quadratic`] that evaluates at most `batch` inputs a call and records the largest
+    /// call, as a model oracle whose memory is one batch.
+    struct Batched {
+        inner: Quadratic,
+        batch: usize,
+        largest: std::cell::Cell<usize>,
+    }
+
+    impl Oracle for Batched {
+        fn input(&self) -> &[f32] {
+            self.inner.input()
+        }
+        fn width(&self) -> usize {
+            1
+        }
+        fn batch(&self) -> usize {
+            self.batch
+        }
+        fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
+            self.largest.set(self.largest.get().max(inputs.len()));
+            self.inner.values(inputs)
+        }
+        fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+            self.largest.set(self.largest.get().max(inputs.len()));
+            self.inner.gradients(inputs)
+        }
+    }
+
+    /// IG's steps, SmoothGrad's copies and occlusion's windows reach the oracle one batch at a
+    /// time (handed over at once, 1,000 steps of an image would be 1,000 images in memory),
+    /// and the maps equal those of one call over everything.
+    #[test]
+    fn many_inputs_reach_the_oracle_one_batch_at_a_time() {
+        let quadratic = || Quadratic {
+            c: vec![1.0, -2.0, 0.5, 0.75],
+            x: vec![1.5, 0.25, -3.0, 2.0],
+        };
+        let batched = |batch| Batched {
+            inner: quadratic(),
+            batch,
+            largest: std::cell::Cell::new(0),
+        };
+        let (small, whole) = (batched(7), batched(usize::MAX));
+        let x = quadratic().x;
+        let zero = vec![0.0; 4];
+        let windows: Vec<Vec<usize>> = (0..1000).map(|i| vec![i % 4]).collect();
+        for o in [&small, &whole] {
+            o.largest.set(0);
+            let ig = integrated_gradients(o, &x, &zero, 1000, IgRule::GaussLegendre).unwrap();
+            let sg = smoothgrad(o, &x, 1000, 0.2, 3, false).unwrap();
+            let (f, occ) = occlusion(o, &x, &zero, &windows).unwrap();
+            if std::ptr::eq(o, &small) {
+                assert_eq!(o.largest.get(), 7, "every call at most one batch");
+            } else {
+                assert_eq!(o.largest.get(), 1001, "one call: x and the 1,000 windows");
+            }
+            // Same noise draws, same sums in the same order: equal to the bit.
+            let whole_maps = (
+                integrated_gradients(&quadratic(), &x, &zero, 1000, IgRule::GaussLegendre).unwrap(),
+                smoothgrad(&quadratic(), &x, 1000, 0.2, 3, false).unwrap(),
+                occlusion(&quadratic(), &x, &zero, &windows).unwrap(),
+            );
+            assert_eq!(ig, whole_maps.0);
+            assert_eq!(sg, whole_maps.1);
+            assert_eq!((f, occ), whole_maps.2);
         }
     }
 

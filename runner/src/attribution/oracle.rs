@@ -45,7 +45,16 @@ pub trait Oracle {
     fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>>;
     /// `f` and `∂f/∂input` at each input.
     fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)>;
+    /// Inputs one forward (and backward) takes at a time: methods that need many inputs (IG's
+    /// steps, SmoothGrad's samples, occlusion's windows) build and hand them over this many at
+    /// a time, so their memory stays that of one batch.
+    fn batch(&self) -> usize {
+        DEFAULT_BATCH
+    }
 }
+
+/// [`Oracle::batch`] where an oracle does not say (the analytic oracles of the tests).
+pub const DEFAULT_BATCH: usize = 16;
 
 /// Runs `each` over `inputs` in chunks of `batch` (memory stays bounded by the batch).
 pub(super) fn chunked<T>(
@@ -348,6 +357,9 @@ impl TextOracle<'_> {
 impl Oracle for TextOracle<'_> {
     fn input(&self) -> &[f32] {
         &self.embeddings
+    }
+    fn batch(&self) -> usize {
+        self.batch
     }
     fn width(&self) -> usize {
         self.hidden

@@ -92,6 +92,12 @@ fn probe_settings_and_degenerate_labels_are_refused() {
                 &["topic"],
             ),
             probe("pool not extracted", "--label topic --pool max", &["max"]),
+            // A mistyped count is named with its bound instead of failing an allocation.
+            probe(
+                "absurd bootstrap",
+                "--label topic --bootstrap 100000000000",
+                &["bootstrap = 100000000000", "at most 100000"],
+            ),
         ],
     );
 }
@@ -165,6 +171,11 @@ fn tcav_settings_and_concepts_are_refused() {
                 &["colour"],
             ),
             tcav(
+                "absurd random runs",
+                &format!("{concepts} --random-runs 100000000000"),
+                &["random_runs = 100000000000", "at most 10000"],
+            ),
+            tcav(
                 "hook after the target",
                 &format!("{concepts} --hooks blocks.9.hook_resid_post"),
                 &["blocks.9.hook_resid_post"],
@@ -234,6 +245,16 @@ fn dictionary_settings_are_checked_against_the_store() {
                 "SAE folder missing",
                 "--load-sae blocks.1.hook_resid_post={tmp}/nope",
                 &["nope"],
+            ),
+            dict(
+                "a width no machine holds",
+                "--hook blocks.1.hook_resid_post --width 100000000000",
+                &[
+                    "width = 100000000000",
+                    "at hook width 384",
+                    "GB",
+                    "8 × 384 = 3072",
+                ],
             ),
             dict("nothing to do", "", &["nothing to do"]),
             dict(
@@ -322,6 +343,58 @@ fn causal_settings_are_checked_first() {
                 "significance out of range",
                 "--significance 1.5",
                 &["significance = 1.5"],
+            ),
+            causal(
+                "absurd random directions",
+                "--random-directions 100000000000",
+                &["random_directions = 100000000000", "at most 10000"],
+            ),
+            causal(
+                "absurd bootstrap",
+                "--bootstrap 100000000000",
+                &["bootstrap = 100000000000", "at most 100000"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn attribute_settings_are_checked_first() {
+    let Some(fx) = fixture() else { return };
+    let attribute = |name, flags: &str, needles| {
+        case(
+            name,
+            &format!("attribute --run {{run}} --target probe:topic=sports --force {flags}"),
+            needles,
+        )
+    };
+    check_refusals(
+        fx,
+        vec![
+            attribute(
+                "a method twice under two names",
+                "--method ig,integrated_gradients",
+                &["`integrated_gradients` is listed twice"],
+            ),
+            attribute(
+                "a target twice",
+                "--method saliency --target probe:topic=sports",
+                &["`probe:topic=sports` is listed twice"],
+            ),
+            attribute(
+                "absurd IG steps",
+                "--method ig --steps 100000000000",
+                &["steps = 100000000000", "at most 10000"],
+            ),
+            attribute(
+                "absurd SmoothGrad samples",
+                "--method smoothgrad --samples 100000000000",
+                &["samples = 100000000000", "at most 10000"],
+            ),
+            attribute(
+                "absurd curve points",
+                "--method saliency --curve-points 100000000000",
+                &["curve_points = 100000000000", "at most 10000"],
             ),
         ],
     );

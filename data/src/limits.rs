@@ -1,0 +1,62 @@
+//! Upper bounds on the counts a user sets (resamples, random runs, directions), and the
+//! machine's memory for the checks that size a stage's buffers. A mistyped count (an extra
+//! few zeros) should be refused with its name and the bound, not run for days or abort when
+//! an allocation fails.
+
+/// The most bootstrap resamples any stage draws: an interval's Monte Carlo error shrinks as
+/// 1/√B, so beyond this it is far below the sampling error the interval describes.
+pub const MOST_BOOTSTRAP: usize = 100_000;
+
+/// Why [`MOST_BOOTSTRAP`], for messages.
+pub const BOOTSTRAP_WHY: &str = "resamples of each interval; at 100,000 the resampling error of \
+     a 95% percentile bound is about 0.2% of the interval's width (2% at the default 1,000)";
+
+/// The most random baselines (TCAV's random concepts, the causal stage's random directions):
+/// each is a fitted CAV or a steered forward, and the tests' power has long levelled off.
+pub const MOST_RANDOM_RUNS: usize = 10_000;
+
+/// `Err(message)` when `value` exceeds `most`: "`name` = value; at most most (why)".
+pub fn at_most(name: &str, value: usize, most: usize, why: &str) -> Result<(), String> {
+    if value > most {
+        Err(format!("{name} = {value}; at most {most} ({why})"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`); `None` where the
+/// system does not say, and checks that need it are skipped.
+pub fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&text)
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// `bytes` as `12.3 GB` (decimal), for messages.
+pub fn gigabytes(bytes: f64) -> String {
+    format!("{:.1} GB", bytes / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let text = "MemTotal:       24567892 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_mem_total(text), Some(24_567_892 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 3 kB"), None);
+    }
+
+    #[test]
+    fn bounds_name_the_setting() {
+        assert!(at_most("bootstrap", MOST_BOOTSTRAP, MOST_BOOTSTRAP, "").is_ok());
+        let e = at_most("bootstrap", MOST_BOOTSTRAP + 1, MOST_BOOTSTRAP, "why").unwrap_err();
+        assert_eq!(e, "bootstrap = 100001; at most 100000 (why)");
+    }
+}
