@@ -10,9 +10,10 @@ pub struct AttributeArgs {
     /// Run directory with a completed extract stage (and probe, for probe: targets).
     #[arg(long)]
     pub run: PathBuf,
-    /// What to explain, repeatable or comma-separated: class:LABEL (class:predicted = each
-    /// image's top class), token:TEXT, logit_diff:A|B, probe:LABEL=CLASS[@HOOK].
-    #[arg(long = "target", required = true, value_delimiter = ',')]
+    /// What to explain, repeatable or comma-separated: class:LABEL (a label, one of its
+    /// comma-separated synonyms or the class index; class:predicted = each example's top
+    /// class), token:TEXT, logit_diff:A|B, probe:LABEL=CLASS[@HOOK].
+    #[arg(long = "target", required = true)]
     pub targets: Vec<String>,
     /// Methods, comma-separated: saliency, gradient_x_input, integrated_gradients (ig),
     /// smoothgrad, smoothgrad_sq, occlusion, grad_cam, attention_rollout, edges. Default: a set
@@ -113,7 +114,7 @@ impl AttributeArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(crate::config::AttributeSection {
-            targets: self.targets.clone(),
+            targets: split_targets(&self.targets),
             methods,
             steps: self.steps as usize,
             rule: self
@@ -142,5 +143,57 @@ impl AttributeArgs {
             seed: self.seed,
             ..Default::default()
         })
+    }
+}
+
+/// The targets of `--target` values: each value split at the commas that start another
+/// target (`class:`, `token:`, `logit_diff:`, `probe:`, `text:`), so a class label with commas
+/// in it (ImageNet's "tabby, tabby cat") or a token that is a comma stays one target.
+pub fn split_targets(values: &[String]) -> Vec<String> {
+    const KINDS: [&str; 5] = ["class:", "token:", "logit_diff:", "probe:", "text:"];
+    let mut targets: Vec<String> = Vec::new();
+    for value in values {
+        let mut first = true;
+        for piece in value.split(',') {
+            let starts_a_target = KINDS.iter().any(|k| piece.trim_start().starts_with(k));
+            match targets.last_mut() {
+                Some(last) if !first && !starts_a_target => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => targets.push(piece.trim_start().to_owned()),
+            }
+            first = false;
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_targets;
+
+    #[test]
+    fn commas_split_targets_but_not_labels() {
+        let split =
+            |v: &[&str]| split_targets(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            split(&["class:tabby, tabby cat,class:goldfish", "probe:topic=food"]),
+            [
+                "class:tabby, tabby cat",
+                "class:goldfish",
+                "probe:topic=food"
+            ]
+        );
+        assert_eq!(
+            split(&["probe:topic=sports, probe:topic=food"]),
+            ["probe:topic=sports", "probe:topic=food"]
+        );
+        assert_eq!(
+            split(&["token:,", "logit_diff:a|b"]),
+            ["token:,", "logit_diff:a|b"]
+        );
+        // A value that starts with no kind stays whole (and is refused later by name).
+        assert_eq!(split(&["tabby, tabby cat"]), ["tabby, tabby cat"]);
     }
 }

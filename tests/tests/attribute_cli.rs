@@ -426,6 +426,14 @@ fn classifier_attributions(fixture: &str) {
         .output()
         .unwrap();
     assert_bad_input(&out, &["class:sarcastic", "negative; neutral; positive"]);
+    // An index names a class too, within the head's range.
+    let out = glassbox()
+        .args(["attribute", "--run"])
+        .arg(&run)
+        .args(["--target", "class:3"])
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &["class:3", "out of range", "3 classes (0–2)"]);
     assert!(
         before == snapshot(&run),
         "the refused target changed the run"

@@ -86,18 +86,7 @@ fn class_index(model: &LoadedModel, spec: &str, name: &str) -> Result<usize> {
             model.model.family()
         );
     }
-    labels.iter().position(|l| l == name).ok_or_else(|| {
-        let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
-        anyhow!(
-            "target `{spec}`: no class `{name}`; the model's classes are {}{}",
-            shown.join("; "),
-            if labels.len() > 20 {
-                format!(" … ({} in all; see config.json's id2label)", labels.len())
-            } else {
-                String::new()
-            }
-        )
-    })
+    super::class_names::class_index(labels, name).map_err(|e| anyhow!("target `{spec}`: {e}"))
 }
 
 /// Resolves one target spec against the model (and, for probes, the run).

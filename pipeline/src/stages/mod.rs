@@ -9,6 +9,7 @@ mod attribute_part;
 mod attribute_verdicts;
 pub mod causal;
 mod causal_run;
+mod class_names;
 pub mod dictionary;
 mod dictionary_lm;
 pub mod dissect;

@@ -56,18 +56,8 @@ fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<(TargetHead,
                 model.model.family()
             );
         }
-        let class = labels.iter().position(|l| l == name).ok_or_else(|| {
-            anyhow!(
-                "target `{spec}`: the model has no class `{name}` (it has {} classes, e.g. {})",
-                labels.len(),
-                labels
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+        let class = super::class_names::class_index(labels, name)
+            .map_err(|e| anyhow!("target `{spec}`: {e}"))?;
         let head = TargetHead {
             hook: None,
             pool: Pool::Mean,

@@ -147,12 +147,8 @@ fn resolve_class_target(
             model.model.family()
         )
     })??;
-    let class = labels.iter().position(|l| l == name).ok_or_else(|| {
-        anyhow!(
-            "target `{spec}`: no class `{name}`; the model's classes are {}",
-            labels.join("; ")
-        )
-    })?;
+    let class = super::class_names::class_index(labels, name)
+        .map_err(|e| anyhow!("target `{spec}`: {e}"))?;
     let n = read_examples(run)?.texts.len();
     Ok(ResolvedTarget {
         head: LinearHead {

@@ -67,22 +67,8 @@ fn parse_target(run: &RunDir, spec: &str, model: &LoadedModel) -> Result<Target>
     let name = spec.strip_prefix("class:").ok_or_else(|| {
         anyhow!("vision TCAV target `{spec}`: use class:<label> (e.g. class:zebra), probe:<label>=<class>[@<hook>] or, for CLIP, text:<prompt>")
     })?;
-    let class = labels.iter().position(|l| l == name).ok_or_else(|| {
-        let close: Vec<&str> = labels
-            .iter()
-            .filter(|l| l.contains(name) || name.contains(l.as_str()))
-            .map(String::as_str)
-            .take(5)
-            .collect();
-        anyhow!(
-            "vision TCAV target `{spec}`: no class named `{name}` in the model's id2label{}",
-            if close.is_empty() {
-                String::new()
-            } else {
-                format!(" (close: {})", close.join("; "))
-            }
-        )
-    })?;
+    let class = super::class_names::class_index(labels, name)
+        .map_err(|e| anyhow!("vision TCAV target `{spec}`: {e}"))?;
     let mut row = vec![0f32; labels.len()];
     row[class] = 1.0;
     Ok(Target::Outputs {
