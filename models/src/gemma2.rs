@@ -54,6 +54,11 @@ impl Gemma2Config {
 
     fn check(&self) -> std::result::Result<(), String> {
         self.base.check("gelu_pytorch_tanh")?;
+        check_attention_scalars(
+            self.query_pre_attn_scalar,
+            self.attn_logit_softcapping,
+            self.final_logit_softcapping,
+        )?;
         self.sliding().map(|_| ())
     }
 
@@ -61,6 +66,34 @@ impl Gemma2Config {
     fn sliding(&self) -> std::result::Result<Vec<bool>, String> {
         self.base.sliding(|i| i % 2 == 0)
     }
+}
+
+/// Gemma's attention scale `query_pre_attn_scalar^-½` and soft caps `c·tanh(x / c)`: a scalar
+/// of 0 or a cap of 0 would turn every logit into NaN, so they are refused by name (shared by
+/// Gemma-3, whose configs carry the same fields).
+pub(crate) fn check_attention_scalars(
+    query_pre_attn_scalar: f64,
+    attn_cap: Option<f64>,
+    final_cap: Option<f64>,
+) -> std::result::Result<(), String> {
+    if !(query_pre_attn_scalar.is_finite() && query_pre_attn_scalar > 0.0) {
+        return Err(format!(
+            "query_pre_attn_scalar = {query_pre_attn_scalar}; the attention scale is its \
+             inverse square root, so it must be a finite positive number (usually the head \
+             dimension)"
+        ));
+    }
+    for (name, cap) in [
+        ("attn_logit_softcapping", attn_cap),
+        ("final_logit_softcapping", final_cap),
+    ] {
+        if let Some(c) = cap.filter(|c| !(c.is_finite() && *c != 0.0)) {
+            return Err(format!(
+                "{name} = {c}; a soft cap c·tanh(x / c) needs a finite non-zero c (null for none)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The norms, attention and MLP of Gemma block `p` (`model.layers.{i}`), shared by Gemma-3.
@@ -138,4 +171,20 @@ pub fn load(cfg: Gemma2Config, w: &Weights) -> Result<Box<dyn crate::model::Hook
         cfg.query_pre_attn_scalar,
         (cfg.attn_logit_softcapping, cfg.final_logit_softcapping),
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_attention_scalars;
+
+    #[test]
+    fn a_zero_scale_or_cap_is_refused_by_name() {
+        assert!(check_attention_scalars(256.0, Some(50.0), None).is_ok());
+        let e = check_attention_scalars(0.0, None, None).unwrap_err();
+        assert!(e.starts_with("query_pre_attn_scalar = 0"), "{e}");
+        let e = check_attention_scalars(256.0, Some(f64::NAN), None).unwrap_err();
+        assert!(e.starts_with("attn_logit_softcapping = NaN"), "{e}");
+        let e = check_attention_scalars(256.0, None, Some(0.0)).unwrap_err();
+        assert!(e.starts_with("final_logit_softcapping = 0"), "{e}");
+    }
 }

@@ -76,6 +76,11 @@ impl Gemma3Config {
         if self.sliding_window_pattern == 0 {
             return Err("sliding_window_pattern must be positive".into());
         }
+        crate::gemma2::check_attention_scalars(
+            self.query_pre_attn_scalar,
+            self.attn_logit_softcapping,
+            self.final_logit_softcapping,
+        )?;
         self.sliding()?;
         for kind in ["full_attention", "sliding_attention"] {
             self.rotary(kind)?;

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod bert;
 mod borrowed;
 pub mod class_head;
+mod config_ranges;
 mod decoder;
 pub mod error;
 pub mod gemma2;

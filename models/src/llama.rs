@@ -117,7 +117,7 @@ impl LlamaConfig {
     /// `layer_types` calls sliding (else those from `max_window_layers` on); Llama never.
     pub fn windows(&self) -> std::result::Result<Vec<Option<usize>>, String> {
         let layers = self.num_hidden_layers;
-        let window = self.sliding_window.filter(|w| *w > 0);
+        let window = self.sliding_window;
         let sliding = match (self.model_type.as_str(), window) {
             (_, None) | ("llama", _) => vec![false; layers],
             ("qwen2", Some(_)) if self.use_sliding_window != Some(true) => vec![false; layers],
@@ -130,6 +130,10 @@ impl LlamaConfig {
             },
             _ => vec![true; layers],
         };
+        // A window of 0 would leave a token nothing to attend to, not even itself.
+        if window == Some(0) && sliding.iter().any(|s| *s) {
+            return Err("sliding_window = 0 on sliding layers: a token could attend to nothing, not even itself; set a positive window, or null for none".into());
+        }
         Ok(sliding.into_iter().map(|s| window.filter(|_| s)).collect())
     }
 
@@ -548,5 +552,15 @@ mod tests {
             config(json!({"model_type": "mistral"})).uniform_window(),
             Some(Some(4))
         );
+        // A zero window is refused where a layer would slide, ignored where none does.
+        let zero = |extra: Value| {
+            let mut c = config(extra);
+            c.sliding_window = Some(0);
+            c.windows()
+        };
+        let e = zero(json!({"model_type": "mistral"})).unwrap_err();
+        assert!(e.contains("sliding_window = 0"), "{e}");
+        assert_eq!(zero(json!({"model_type": "qwen2"})).unwrap(), none);
+        assert_eq!(zero(json!({"model_type": "llama"})).unwrap(), none);
     }
 }

@@ -288,6 +288,10 @@ fn load_model_with(
             message: "no `model_type` field; cannot tell which architecture this is".into(),
         })?
         .to_owned();
+    crate::config_ranges::check(&config).map_err(|message| ModelError::Config {
+        path: resolved.config.clone(),
+        message,
+    })?;
     let unsupported = || ModelError::UnsupportedArchitecture {
         path: resolved.config.clone(),
         found: model_type.clone(),

@@ -88,6 +88,41 @@ fn yarn(
     Ok((inv, attention))
 }
 
+/// The rotary fields that divide or exponentiate: a base, factor or context of 0 (or below)
+/// gives infinite or NaN angles, and a partial factor above 1 more rotated dimensions than a
+/// head has. Each is named with its value.
+fn check_ranges(params: &Value) -> std::result::Result<(), String> {
+    const POSITIVE: [&str; 8] = [
+        "rope_theta",
+        "factor",
+        "original_max_position_embeddings",
+        "low_freq_factor",
+        "high_freq_factor",
+        "attention_factor",
+        "beta_fast",
+        "beta_slow",
+    ];
+    for key in POSITIVE {
+        let Some(value) = params.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        if !value.as_f64().is_some_and(|v| v.is_finite() && v > 0.0) {
+            return Err(format!(
+                "rope `{key}` = {value}; it must be a finite positive number"
+            ));
+        }
+    }
+    if let Some(value) = params.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+        if !value.as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)) {
+            return Err(format!(
+                "partial_rotary_factor = {value}; it is the fraction of each head's dimensions \
+                 that rotate, so it must lie in [0, 1]"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Rotary {
     /// Frequencies from a `rope_parameters`-style object (`rope_theta`, `rope_type` default,
     /// linear, llama3 or longrope with their fields, `partial_rotary_factor`) for heads of
@@ -98,6 +133,7 @@ impl Rotary {
         head_dim: usize,
         max_positions: usize,
     ) -> std::result::Result<Self, String> {
+        check_ranges(params)?;
         let num = |k: &str| params.get(k).and_then(Value::as_f64);
         let theta = num("rope_theta").unwrap_or(10_000.0);
         let partial = num("partial_rotary_factor").unwrap_or(1.0);
@@ -341,6 +377,20 @@ mod tests {
 
     /// Dynamic NTK rescales the base only past `max_position_embeddings`, which glassbox
     /// never runs: the default frequencies.
+    #[test]
+    fn bases_factors_and_partial_factors_out_of_range_are_named() {
+        let refused = |params: Value| Rotary::from_params(&params, 8, 32).err().unwrap();
+        let e = refused(json!({"rope_theta": 0.0}));
+        assert!(e.contains("`rope_theta` = 0.0"), "{e}");
+        let e = refused(json!({"rope_type": "linear", "factor": -2.0}));
+        assert!(e.contains("`factor` = -2.0"), "{e}");
+        let e = refused(json!({"partial_rotary_factor": 1.5}));
+        assert!(e.contains("partial_rotary_factor = 1.5"), "{e}");
+        let e = refused(json!({"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"}));
+        assert!(e.contains("`beta_fast` = \"32\""), "{e}");
+        assert!(Rotary::from_params(&json!({"partial_rotary_factor": 0.0}), 8, 32).is_ok());
+    }
+
     #[test]
     fn dynamic_ntk_is_the_default_within_the_context() {
         let dynamic = json!({"rope_type": "dynamic", "rope_theta": 500.0, "factor": 2.0});
