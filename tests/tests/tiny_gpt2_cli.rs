@@ -113,6 +113,13 @@ fn decoder_bad_inputs_are_named() {
         &hooks(&c),
         &["num_attention_heads 4", "num_key_value_heads 3"],
     );
+    // Values that would make every activation NaN are named, not blamed on the weights.
+    let mut c = config.clone();
+    c["rms_norm_eps"] = (-1.0).into();
+    assert_bad_input(&hooks(&c), &["config.json", "rms_norm_eps = -1.0"]);
+    let mut c = config.clone();
+    c["rope_parameters"]["rope_theta"] = 0.0.into();
+    assert_bad_input(&hooks(&c), &["config.json", "`rope_theta` = 0.0"]);
 }
 
 #[test]
