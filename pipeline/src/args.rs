@@ -87,6 +87,15 @@ pub struct SaeInspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also read the weights and run the checks `dictionary --load-sae` runs (every tensor's
+    /// shape against the config, finite values, k and thresholds); exit 2 with the reason if
+    /// the SAE would be refused.
+    #[arg(long)]
+    pub check: bool,
+    /// Read pickled checkpoints (Goodfire, Qwen-Scope) for --check; glassbox interprets
+    /// tensors only and runs nothing, but reading one is your call.
+    #[arg(long)]
+    pub allow_pickle: bool,
 }
 
 #[derive(Debug, Args)]

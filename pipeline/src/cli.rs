@@ -251,10 +251,31 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Sae(crate::args::SaeCommand::Inspect(a)) => {
             let found = glassbox_concepts::sae::formats::inspect::inspect(&a.folder)?;
+            // The headers describe what the folder claims; --check loads it as a stage would.
+            let check = a
+                .check
+                .then(|| glassbox_concepts::sae::formats::load_with(&a.folder, a.allow_pickle));
             if a.json {
-                crate::outln!("{}", serde_json::to_string_pretty(&found)?)?;
+                let mut value = serde_json::to_value(&found)?;
+                if let Some(check) = &check {
+                    value["check"] = match check {
+                        Ok(_) => serde_json::json!({"loads": true}),
+                        Err(e) => serde_json::json!({"loads": false, "error": e.to_string()}),
+                    };
+                }
+                crate::outln!("{}", serde_json::to_string_pretty(&value)?)?;
             } else {
                 crate::outln!("{}", found.render().trim_end())?;
+                if let Some(Ok(loaded)) = &check {
+                    crate::outln!(
+                        "check         loads: d_in {}, width {}, every value finite",
+                        loaded.sae.d_in,
+                        loaded.sae.width
+                    )?;
+                }
+            }
+            if let Some(Err(e)) = check {
+                return Err(e.into());
             }
         }
         Command::Hooks(a) => {

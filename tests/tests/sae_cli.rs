@@ -46,7 +46,7 @@ fn sae_inspect_reads_every_suite() {
         ),
     ] {
         let out = glassbox()
-            .args(["sae", "inspect", "--json"])
+            .args(["sae", "inspect", "--json", "--check"])
             .arg(fixtures.join(folder))
             .output()
             .unwrap();
@@ -60,7 +60,29 @@ fn sae_inspect_reads_every_suite() {
             (Some(8), Some(16))
         );
         assert!(!v["tensors"].as_array().unwrap().is_empty(), "{folder}");
+        assert_eq!(v["check"]["loads"], true, "{folder}: {}", v["check"]);
     }
+    // The headers say what a folder claims; --check loads it as `dictionary --load-sae` would.
+    let bad = tempfile::tempdir().unwrap();
+    let source = fixtures.join("saelens/standard");
+    for file in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(source.join(file), bad.path().join(file)).unwrap();
+    }
+    let cfg = bad.path().join("cfg.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["d_in"] = 9.into();
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    let inspect = |check: bool| {
+        let mut cmd = glassbox();
+        cmd.args(["sae", "inspect"]).arg(bad.path());
+        if check {
+            cmd.arg("--check");
+        }
+        cmd.output().unwrap()
+    };
+    assert_success(&inspect(false), "inspect reads headers only");
+    assert_bad_input(&inspect(true), &["W_enc", "[8, 16]", "expected [9, 16]"]);
     let tmp = tempfile::tempdir().unwrap();
     let out = glassbox()
         .args(["sae", "inspect"])
