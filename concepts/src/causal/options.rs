@@ -42,6 +42,9 @@ impl Default for CausalOptions {
     }
 }
 
+/// The largest |α| of the steering grid.
+pub const MOST_ALPHA: f64 = 1_000.0;
+
 impl CausalOptions {
     /// Checks that need no run.
     pub fn validate(&self) -> Result<(), ConceptError> {
@@ -52,6 +55,18 @@ impl CausalOptions {
         if let Some(a) = self.alphas.iter().find(|a| !a.is_finite() || **a == 0.0) {
             return bad(format!(
                 "α = {a} in the grid; every coefficient must be finite and non-zero (0 is the unedited run, always measured)"
+            ));
+        }
+        // α is in units of the hook's typical (median) activation norm: far beyond it every readout has
+        // saturated, and near 1e30 the steered activations overflow f32 (no finite effect).
+        if let Some(a) = self.alphas.iter().find(|a| a.abs() > MOST_ALPHA) {
+            let a = if a.abs() >= 1e6 {
+                format!("{a:e}")
+            } else {
+                a.to_string()
+            };
+            return bad(format!(
+                "α = {a} in the grid; |α| must be at most {MOST_ALPHA} (α counts the hook's typical activation norm, the median over its positions, so {MOST_ALPHA} already pushes a thousand norms along the direction)"
             ));
         }
         if self.random_directions < MIN_RANDOM_DIRECTIONS {

@@ -333,6 +333,11 @@ fn causal_settings_are_checked_first() {
             causal("α = 0 in the grid", "--alphas 0,0.5", &["α = 0"]),
             causal("α not a number", "--alphas x", &["--alphas"]),
             causal(
+                "α beyond any readout",
+                "--alphas 0.5,1e300",
+                &["α = 1e300", "at most 1000"],
+            ),
+            causal(
                 "too few random directions",
                 "--random-directions 5",
                 &["random_directions = 5", "20"],
