@@ -349,3 +349,38 @@ fn stages_record_their_build_and_a_kept_stage_from_another_build_says_so() {
         "{text}"
     );
 }
+
+/// A glob over attention hooks leaves out the patterns (not storable) with a note; a glob that
+/// matches nothing else is refused saying why.
+#[test]
+fn globs_leave_out_the_attention_patterns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extract = |hooks: &str, run: &str| {
+        glassbox()
+            .args(["extract", "--model"])
+            .arg(workspace_root().join("tests/fixtures/tiny_gpt2"))
+            .arg("--data")
+            .arg(workspace_root().join("data/sets/default.jsonl"))
+            .args(["--hooks", hooks, "--max-length", "16", "--run"])
+            .arg(tmp.path().join(run))
+            .output()
+            .unwrap()
+    };
+    let out = extract("blocks.0.attn.*", "attn");
+    assert_success(&out, "extract blocks.0.attn.*");
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("left out 1 attention-pattern hook(s)")
+            && note.contains("blocks.0.attn.hook_pattern"),
+        "{note}"
+    );
+    let stored = glassbox_data::RunDir::new(tmp.path().join("attn"))
+        .stored_hooks(false)
+        .unwrap();
+    assert_eq!(stored.len(), 4, "q, k, v and z: {stored:?}");
+    assert_bad_input(
+        &extract("blocks.*.attn.hook_pattern", "patterns"),
+        &["match only attention patterns", "Capture"],
+    );
+    assert!(!tmp.path().join("patterns").exists());
+}

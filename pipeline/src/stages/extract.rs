@@ -154,7 +154,7 @@ pub(super) fn prepare(
             if skipped.len() > 5 { ", …" } else { "" }
         ));
     }
-    let selected = hooks::select(&s.hooks, &model.model.hook_points())?;
+    let selected = storable_selection(&s.hooks, &model.model.hook_points(), progress)?;
     let mut params = serde_json::json!({
         "model_id": model.resolved.id,
         "revision": model.resolved.revision,
@@ -304,6 +304,42 @@ pub(super) fn commit(
 
 /// The run's manifest. An unreadable one blocks everything but `--force`, which replaces the
 /// whole run.
+/// The hooks `patterns` select. A glob (`blocks.0.attn.*`, `*`) also matches the attention
+/// patterns, whose width is each batch's sequence length and which the store cannot hold: they
+/// are left out with a note. Named one by one they stay in, so extraction refuses them saying
+/// why.
+fn storable_selection(
+    patterns: &[String],
+    available: &[glassbox_models::HookPoint],
+    progress: &dyn Progress,
+) -> Result<Vec<glassbox_models::HookPoint>> {
+    let selected = hooks::select(patterns, available)?;
+    let named: Vec<&str> = patterns
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(str::trim)
+        .filter(|p| !p.contains(['*', '?']))
+        .collect();
+    let (kept, left_out): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|h| h.storable() || named.contains(&h.to_string().as_str()));
+    if kept.is_empty() {
+        bail!(
+            "extract: the hooks {} match only attention patterns ({}), whose width is each batch's sequence length, so they cannot be stored; capture them through the library (glassbox_models::Capture), or choose other hooks",
+            patterns.join(","),
+            glassbox_data::hook_point::join(&left_out)
+        );
+    }
+    if !left_out.is_empty() {
+        progress.note(&format!(
+            "extract: left out {} attention-pattern hook(s) the globs matched ({}): their width is each batch's sequence length, so the store cannot hold them",
+            left_out.len(),
+            glassbox_data::hook_point::join(&left_out)
+        ));
+    }
+    Ok(kept)
+}
+
 fn existing_manifest(run: &RunDir, force: bool) -> Result<Manifest> {
     match Manifest::load_or_default(run) {
         Ok(m) => Ok(m),
