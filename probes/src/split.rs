@@ -32,6 +32,15 @@ impl Split {
         }
     }
 
+    /// The test part's independent units: its clusters (texts, at token level), else its rows.
+    pub fn test_units(&self) -> usize {
+        if self.test_clusters.is_empty() {
+            self.test.len()
+        } else {
+            self.test_clusters.len()
+        }
+    }
+
     /// Calls `visit` with each bootstrap resample of the test part (positions into `test`),
     /// drawn as [`Self::test_bootstrap_ci`] draws them: for several statistics of the same
     /// resamples.
