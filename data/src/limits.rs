@@ -24,6 +24,18 @@ pub fn at_most(name: &str, value: usize, most: usize, why: &str) -> Result<(), S
     }
 }
 
+/// [`at_most`] for a stage's random baselines (`runs_name`: TCAV's `random_runs`, the causal
+/// stage's `random_directions`) and its bootstrap resamples together.
+pub fn baselines_and_resamples(
+    runs_name: &str,
+    runs: usize,
+    runs_why: &str,
+    bootstrap: usize,
+) -> Result<(), String> {
+    at_most(runs_name, runs, MOST_RANDOM_RUNS, runs_why)?;
+    at_most("bootstrap", bootstrap, MOST_BOOTSTRAP, BOOTSTRAP_WHY)
+}
+
 /// The machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`); `None` where the
 /// system does not say, and checks that need it are skipped.
 pub fn total_memory_bytes() -> Option<u64> {

@@ -230,21 +230,12 @@ impl TcavSection {
         if self.bootstrap == 0 || self.batch_size == 0 {
             bail!("tcav: bootstrap and batch_size must be at least 1");
         }
-        use glassbox_data::limits::{at_most, MOST_BOOTSTRAP, MOST_RANDOM_RUNS};
-        at_most(
+        glassbox_data::limits::baselines_and_resamples(
             "random_runs",
             self.random_runs,
-            MOST_RANDOM_RUNS,
             "each is a CAV fitted on a random set; the TCAV paper uses up to 500",
+            self.bootstrap,
         )
-        .and_then(|()| {
-            at_most(
-                "bootstrap",
-                self.bootstrap,
-                MOST_BOOTSTRAP,
-                glassbox_data::limits::BOOTSTRAP_WHY,
-            )
-        })
         .map_err(|e| anyhow::anyhow!("tcav: {e}"))?;
         if self.targets.is_empty() {
             bail!("tcav: no targets; pass --target probe:<label>=<class> (text) or class:<name> (vision)");

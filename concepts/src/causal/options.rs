@@ -75,21 +75,12 @@ impl CausalOptions {
                 self.random_directions
             ));
         }
-        use glassbox_data::limits::{at_most, MOST_BOOTSTRAP, MOST_RANDOM_RUNS};
-        let bounded = at_most(
+        let bounded = glassbox_data::limits::baselines_and_resamples(
             "random_directions",
             self.random_directions,
-            MOST_RANDOM_RUNS,
             "each is a steered forward over every example",
-        )
-        .and_then(|()| {
-            at_most(
-                "bootstrap",
-                self.bootstrap,
-                MOST_BOOTSTRAP,
-                glassbox_data::limits::BOOTSTRAP_WHY,
-            )
-        });
+            self.bootstrap,
+        );
         if let Err(m) = bounded {
             return bad(m);
         }

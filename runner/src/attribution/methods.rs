@@ -68,37 +68,46 @@ pub fn integrated_gradients(
 fn for_each_gradient(
     o: &dyn Oracle,
     count: usize,
-    mut make: impl FnMut(usize) -> Vec<f32>,
+    make: impl FnMut(usize) -> Vec<f32>,
     mut each: impl FnMut(usize, f64, &[f32]),
 ) -> Result<()> {
-    let batch = o.batch().max(1);
-    for start in (0..count).step_by(batch) {
-        let inputs: Vec<Vec<f32>> = (start..start.saturating_add(batch).min(count))
-            .map(&mut make)
-            .collect();
-        let (f, g) = o.gradients(&inputs)?;
+    in_batches(o.batch(), count, make, |start, inputs| {
+        let (f, g) = o.gradients(inputs)?;
         for (k, (f, g)) in f.iter().zip(&g).enumerate() {
             each(start + k, *f, g);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// [`for_each_gradient`] for values only (occlusion's windows).
 fn for_each_value(
     o: &dyn Oracle,
     count: usize,
-    mut make: impl FnMut(usize) -> Vec<f32>,
+    make: impl FnMut(usize) -> Vec<f32>,
     mut each: impl FnMut(usize, f64),
 ) -> Result<()> {
-    let batch = o.batch().max(1);
-    for start in (0..count).step_by(batch) {
-        let inputs: Vec<Vec<f32>> = (start..start.saturating_add(batch).min(count))
-            .map(&mut make)
-            .collect();
-        for (k, f) in o.values(&inputs)?.into_iter().enumerate() {
+    in_batches(o.batch(), count, make, |start, inputs| {
+        for (k, f) in o.values(inputs)?.into_iter().enumerate() {
             each(start + k, f);
         }
+        Ok(())
+    })
+}
+
+/// Builds `count` inputs with `make`, `batch` at a time, and hands each batch to `run` with the
+/// index of its first input.
+fn in_batches(
+    batch: usize,
+    count: usize,
+    mut make: impl FnMut(usize) -> Vec<f32>,
+    mut run: impl FnMut(usize, &[Vec<f32>]) -> Result<()>,
+) -> Result<()> {
+    let batch = batch.max(1);
+    for start in (0..count).step_by(batch) {
+        let end = start.saturating_add(batch).min(count);
+        let inputs: Vec<Vec<f32>> = (start..end).map(&mut make).collect();
+        run(start, &inputs)?;
     }
     Ok(())
 }
