@@ -176,9 +176,14 @@ pub fn fit_classifier(
         })
     };
     let score = accuracy(&y_test, &predicted);
-    let ci = accuracy_interval(split, &y_test, &predicted, || {
-        boot(&|t, p| accuracy(t, p), 1)
-    });
+    // `bootstrap = 0` asks for no intervals at all, Wilson's included.
+    let ci = if opts.bootstrap == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        accuracy_interval(split, &y_test, &predicted, || {
+            boot(&|t, p| accuracy(t, p), 1)
+        })
+    };
     let scores = Scores {
         score,
         ci,
