@@ -61,6 +61,7 @@ fn sae_inspect_reads_every_suite() {
         );
         assert!(!v["tensors"].as_array().unwrap().is_empty(), "{folder}");
         assert_eq!(v["check"]["loads"], true, "{folder}: {}", v["check"]);
+        assert_eq!(v["notes"], serde_json::json!([]), "{folder}");
     }
     // The headers say what a folder claims; --check loads it as `dictionary --load-sae` would.
     let bad = tempfile::tempdir().unwrap();
@@ -81,7 +82,13 @@ fn sae_inspect_reads_every_suite() {
         }
         cmd.output().unwrap()
     };
-    assert_success(&inspect(false), "inspect reads headers only");
+    let headers = inspect(false);
+    assert_success(&headers, "inspect reads headers only");
+    let text = String::from_utf8_lossy(&headers.stdout);
+    assert!(
+        text.contains("note          tensor `W_enc` [8, 16] has a side that is neither d_in 9"),
+        "the headers' disagreement with the config is noted: {text}"
+    );
     assert_bad_input(&inspect(true), &["W_enc", "[8, 16]", "expected [9, 16]"]);
     let tmp = tempfile::tempdir().unwrap();
     let out = glassbox()

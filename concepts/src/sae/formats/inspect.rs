@@ -33,6 +33,9 @@ pub struct Inspection {
     /// SAELens `normalize_activations` when it is not `none` (a per-token input normalisation).
     pub normalize_activations: Option<String>,
     pub tensors: Vec<TensorInfo>,
+    /// Where the headers disagree with the config (a tensor side that is neither `d_in` nor
+    /// `d_sae`, a `k` not below `d_sae`): the folder would be refused on loading.
+    pub notes: Vec<String>,
 }
 
 fn bad(path: &Path, m: impl std::fmt::Display) -> ConceptError {
@@ -136,6 +139,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
         threshold: None,
         normalize_activations: None,
         tensors: Vec::new(),
+        notes: Vec::new(),
     };
     let weights = match format {
         Format::SaeLens => dir.join("sae_weights.safetensors"),
@@ -263,10 +267,33 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ConceptError> {
             }
         }
     }
+    out.notes = out.disagreements();
     Ok(out)
 }
 
 impl Inspection {
+    /// What in the headers contradicts the config's sizes.
+    fn disagreements(&self) -> Vec<String> {
+        let (Some(d), Some(w)) = (self.d_in, self.d_sae) else {
+            return Vec::new();
+        };
+        let mut notes: Vec<String> = self
+            .tensors
+            .iter()
+            .filter(|t| t.shape.iter().any(|&n| n != d && n != w && n != 1))
+            .map(|t| {
+                format!(
+                    "tensor `{}` {:?} has a side that is neither d_in {d} nor d_sae {w}",
+                    t.name, t.shape
+                )
+            })
+            .collect();
+        if let Some(k) = self.k.filter(|&k| k == 0 || k >= w) {
+            notes.push(format!("k = {k} is not between 1 and d_sae {w}"));
+        }
+        notes
+    }
+
     /// Human-readable lines.
     pub fn render(&self) -> String {
         let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "(not recorded)".into());
@@ -296,6 +323,9 @@ impl Inspection {
         }
         for t in &self.tensors {
             s += &format!("  {:<28} {:<5} {:?}\n", t.name, t.dtype, t.shape);
+        }
+        for note in &self.notes {
+            s += &format!("note          {note}; it would not load (--check says why)\n");
         }
         s
     }
