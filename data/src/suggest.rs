@@ -2,10 +2,19 @@
 
 /// " (did you mean `x`?)" when a close candidate exists, else "".
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    // Case is compared last: `BLOCKS.0.HOOK_RESID_POST` is one typo of its lowercase name, not 20.
+    let lower = name.to_lowercase();
     let best = candidates
         .into_iter()
-        .map(|c| (levenshtein(name, c), c))
-        .min_by_key(|(d, _)| *d);
+        .map(|c| {
+            (
+                levenshtein(&lower, &c.to_lowercase()),
+                levenshtein(name, c),
+                c,
+            )
+        })
+        .min_by_key(|(folded, exact, _)| (*folded, *exact))
+        .map(|(d, _, c)| (d, c));
     match best {
         Some((d, c)) if d <= (name.len() / 3).max(3) => format!(" (did you mean `{c}`?)"),
         _ => String::new(),
@@ -32,6 +41,19 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_in_the_wrong_case_is_still_recognised() {
+        let hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"];
+        assert_eq!(
+            did_you_mean("BLOCKS.0.HOOK_RESID_POST", hooks),
+            " (did you mean `blocks.0.hook_resid_post`?)"
+        );
+        assert_eq!(
+            did_you_mean("Topic", ["topic", "tonic"]),
+            " (did you mean `topic`?)"
+        );
+    }
 
     #[test]
     fn edit_distance() {
