@@ -25,6 +25,15 @@ def picture():
     return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
 
 
+def with_alpha(img):
+    """`img` with an alpha ramp from transparent to opaque across its width."""
+    rgba = img.convert("RGBA")
+    w, h = rgba.size
+    alpha = np.tile(np.linspace(0, 255, w).round().astype(np.uint8), (h, 1))
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    return rgba
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     img = picture()
@@ -38,6 +47,14 @@ def main():
         "rgb.ppm": lambda p: img.save(p),
         "gray.pgm": lambda p: img.convert("L").save(p),
         "rgb.jpg": lambda p: img.save(p, quality=95),
+        # Colour modes a folder of real photos holds, each converted by Pillow's own rules:
+        # alpha dropped (not composited), palette looked up, grey repeated, CMYK inverted.
+        "palette.png": lambda p: img.convert("P").save(p),
+        "rgba.png": lambda p: with_alpha(img).save(p),
+        "gray.png": lambda p: img.convert("L").save(p),
+        "gray_alpha.png": lambda p: with_alpha(img).convert("LA").save(p),
+        "cmyk.jpg": lambda p: img.convert("CMYK").save(p, quality=95),
+        "progressive.jpg": lambda p: img.save(p, quality=95, progressive=True),
     }
     reference = {}
     for name, save in files.items():
