@@ -8,6 +8,8 @@ lossy codecs have both to get right) saved as each format, and reference.json wi
 Run with .venv-ref/bin/python (Pillow with WebP).
 """
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,25 @@ def with_alpha(img):
     return rgba
 
 
+def ramp(img):
+    """Low bytes 0–255 across the picture, so the high byte is not the only information."""
+    w, h = img.size
+    return (np.arange(h * w * 3).reshape(h, w, 3) * 7 % 256).astype(np.uint16)
+
+
+def write_png16(path, rgb, colour_type=2):
+    """A minimal 16-bit PNG (RGB, or grey with `colour_type` 0) with one IDAT chunk."""
+    h, w = rgb.shape[:2]
+    rows = b"".join(b"\x00" + rgb[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     img = picture()
@@ -55,6 +76,8 @@ def main():
         "gray_alpha.png": lambda p: with_alpha(img).convert("LA").save(p),
         "cmyk.jpg": lambda p: img.convert("CMYK").save(p, quality=95),
         "progressive.jpg": lambda p: img.save(p, quality=95, progressive=True),
+        # 16 bits a channel (Pillow cannot write it): Pillow keeps each value's high byte.
+        "rgb16.png": lambda p: write_png16(p, np.asarray(img).astype(np.uint16) * 257 + ramp(img)),
     }
     reference = {}
     for name, save in files.items():

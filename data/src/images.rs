@@ -262,7 +262,26 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             IMAGE_EXTENSIONS.join(", ")
         ),
     })?;
-    Ok(img.to_rgb8())
+    Ok(to_rgb8_as_pillow(img))
+}
+
+/// 8-bit RGB as Pillow's `convert("RGB")` gives it, which transformers' image processors and
+/// torchvision's `ImageFolder` start from: 16-bit channels keep their high byte (the `image`
+/// crate would round v · 255 / 65535, one level off half the time). Pillow reads a 16-bit grey
+/// PNG as `I;16` and clips it to white on conversion; glassbox takes the high byte there too,
+/// the picture rather than the artefact.
+fn to_rgb8_as_pillow(img: image::DynamicImage) -> RgbImage {
+    use image::DynamicImage as D;
+    let high_byte = |v: u16| (v >> 8) as u8;
+    match img {
+        D::ImageRgb16(_) | D::ImageRgba16(_) | D::ImageLuma16(_) | D::ImageLumaA16(_) => {
+            let wide = img.to_rgb16();
+            let (w, h) = wide.dimensions();
+            RgbImage::from_raw(w, h, wide.into_raw().into_iter().map(high_byte).collect())
+                .expect("one byte per 16-bit value")
+        }
+        other => other.to_rgb8(),
+    }
 }
 
 pub use crate::preprocessor::Preprocessor;
@@ -304,6 +323,20 @@ pub fn write_model_input_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 16-bit grey keeps its high byte, repeated over the channels (Pillow would clip it to
+    /// white; `data/tests/image_formats.rs` holds the 16-bit RGB case to Pillow).
+    #[test]
+    fn sixteen_bit_grey_keeps_its_high_byte() {
+        let grey = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(
+            3,
+            1,
+            vec![0x00ff, 0x8000, 0xffff],
+        )
+        .unwrap();
+        let rgb = to_rgb8_as_pillow(image::DynamicImage::ImageLuma16(grey));
+        assert_eq!(rgb.into_raw(), [0, 0, 0, 128, 128, 128, 255, 255, 255]);
+    }
 
     /// The order torchvision's `ImageFolder` reads a tree in, taken from Python on this tree:
     /// `for c in sorted(classes): for root, _, f in sorted(os.walk(c)): for n in sorted(f):`
