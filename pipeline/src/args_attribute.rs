@@ -153,17 +153,16 @@ pub fn split_targets(values: &[String]) -> Vec<String> {
     const KINDS: [&str; 5] = ["class:", "token:", "logit_diff:", "probe:", "text:"];
     let mut targets: Vec<String> = Vec::new();
     for value in values {
-        let mut first = true;
-        for piece in value.split(',') {
+        for (i, piece) in value.split(',').enumerate() {
             let starts_a_target = KINDS.iter().any(|k| piece.trim_start().starts_with(k));
             match targets.last_mut() {
-                Some(last) if !first && !starts_a_target => {
+                // A piece after a comma that starts no target belongs to the one before it.
+                Some(last) if i > 0 && !starts_a_target => {
                     last.push(',');
                     last.push_str(piece);
                 }
                 _ => targets.push(piece.trim_start().to_owned()),
             }
-            first = false;
         }
     }
     targets

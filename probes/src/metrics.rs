@@ -231,6 +231,7 @@ mod tests {
                 bootstrap += usize::from(lo <= p && p <= hi);
             }
             let (wilson, bootstrap) = (wilson as f64 / sets as f64, bootstrap as f64 / sets as f64);
+            eprintln!("p {p}: Wilson covers {wilson:.3}, the percentile bootstrap {bootstrap:.3}");
             assert!(wilson >= 0.925, "p {p}: Wilson covers {wilson}");
             if p >= 0.97 {
                 assert!(bootstrap < 0.86, "p {p}: the bootstrap covers {bootstrap}");
