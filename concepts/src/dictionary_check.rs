@@ -19,6 +19,16 @@ pub fn check(run: &RunDir, options: &DictionaryOptions) -> Result<(), ConceptErr
                 .into(),
         ));
     }
+    // A hook, SAE, label or k named twice would be trained or scored twice and its rows
+    // written twice under one key.
+    use glassbox_data::limits::each_once;
+    each_once("hooks", &options.hooks)
+        .and_then(|()| each_once("load", &options.load))
+        .and_then(|()| each_once("neurons", &options.neurons))
+        .and_then(|()| each_once("labels", &options.labels))
+        .and_then(|()| each_once("token_labels", &options.token_labels))
+        .and_then(|()| each_once("sparse_probing.k", &options.sparse_probing.k))
+        .map_err(|e| ConceptError::Invalid(format!("[dictionary] {e}")))?;
     options.sparse_probing.validate()?;
     options.absorption.validate()?;
     let width_of = |hook: HookPoint| -> Result<usize, ConceptError> {

@@ -24,6 +24,15 @@ pub fn at_most(name: &str, value: usize, most: usize, why: &str) -> Result<(), S
     }
 }
 
+/// `Err(message)` when the list `name` holds one item twice: it would be computed twice, its
+/// rows written twice under one key, and a multiple-testing correction would count it twice.
+pub fn each_once<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> Result<(), String> {
+    match (0..items.len()).find(|&i| items[..i].contains(&items[i])) {
+        Some(i) => Err(format!("{name} lists `{}` twice; list each once", items[i])),
+        None => Ok(()),
+    }
+}
+
 /// [`at_most`] for a stage's random baselines (`runs_name`: TCAV's `random_runs`, the causal
 /// stage's `random_directions`) and its bootstrap resamples together.
 pub fn baselines_and_resamples(
@@ -57,6 +66,14 @@ pub fn gigabytes(bytes: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeat_is_named_with_its_list() {
+        assert!(each_once("pools", &["mean", "cls"]).is_ok());
+        assert!(each_once::<f64>("alphas", &[]).is_ok());
+        let err = each_once("alphas", &[0.5, -0.5, 1.0, -0.5]).unwrap_err();
+        assert_eq!(err, "alphas lists `-0.5` twice; list each once");
+    }
 
     #[test]
     fn mem_total_is_read_in_bytes() {

@@ -122,6 +122,8 @@ impl ExtractSection {
                 bail!("extract: {name} = 0; it must be at least 1");
             }
         }
+        glassbox_data::limits::each_once("pools", &self.pools)
+            .map_err(|e| anyhow::anyhow!("extract: {e}"))?;
         if self.pools.is_empty() && !self.token_level {
             bail!("extract: no pools and no token-level rows: nothing would be stored; pass --pools mean or drop --no-token-level");
         }

@@ -106,15 +106,10 @@ impl AttributeSection {
             bail!("attribute: no target (or an empty one); pass --target class:LABEL, token:TEXT, logit_diff:A|B or probe:LABEL=CLASS");
         }
         // The same method or target twice would be computed twice and ranked against itself.
-        if let Some(m) = first_repeat(&self.methods) {
-            bail!(
-                "attribute: method `{}` is listed twice; list each method once",
-                m.as_str()
-            );
-        }
-        if let Some(t) = first_repeat(&self.targets) {
-            bail!("attribute: target `{t}` is listed twice; list each target once");
-        }
+        let methods: Vec<&str> = self.methods.iter().map(|m| m.as_str()).collect();
+        glassbox_data::limits::each_once("methods", &methods)
+            .and_then(|()| glassbox_data::limits::each_once("targets", &self.targets))
+            .map_err(|e| anyhow::anyhow!("attribute: {e}"))?;
         if self.steps == 0 {
             bail!("attribute: steps = 0; integrated gradients need at least 1 step (64 is Captum's usual)");
         }
@@ -162,13 +157,4 @@ impl AttributeSection {
         }
         Ok(())
     }
-}
-
-/// The first element that appears again later in `items`.
-fn first_repeat<T: PartialEq>(items: &[T]) -> Option<&T> {
-    items
-        .iter()
-        .enumerate()
-        .find(|(i, a)| items[i + 1..].contains(a))
-        .map(|(_, a)| a)
 }

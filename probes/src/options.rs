@@ -139,6 +139,12 @@ impl ProbeOptions {
             glassbox_data::limits::BOOTSTRAP_WHY,
         )
         .map_err(|e| ProbeError::Invalid(format!("probe: {e}")))?;
+        // A label probed twice would write its results and weights twice under one name.
+        use glassbox_data::limits::each_once;
+        each_once("labels", &self.labels)
+            .and_then(|()| each_once("token_labels", &self.token_labels))
+            .and_then(|()| each_once("top_k", &self.top_k))
+            .map_err(|e| ProbeError::Invalid(format!("probe: {e}")))?;
         for name in &self.token_labels {
             if name.starts_with('@') && !BUILTIN_LABELERS.contains(&name.as_str()) {
                 return invalid(format!(

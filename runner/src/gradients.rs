@@ -57,6 +57,18 @@ pub struct LinearHead {
     pub pooler: Option<Box<Pooler>>,
 }
 
+impl LinearHead {
+    /// Whether two heads compute the same score: one probe named with and without its hook,
+    /// or one class by label and by index.
+    pub fn same_score(&self, other: &LinearHead) -> bool {
+        self.hook == other.hook
+            && self.pool == other.pool
+            && self.class == other.class
+            && self.weight == other.weight
+            && self.bias == other.bias
+    }
+}
+
 pub use glassbox_models::class_head::Pooler;
 
 /// The first of `hooks` that comes after `target` in `model`'s hook order: a target read off

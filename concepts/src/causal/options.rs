@@ -69,6 +69,9 @@ impl CausalOptions {
                 "α = {a} in the grid; |α| must be at most {MOST_ALPHA} (α counts the hook's typical activation norm, the median over its positions, so {MOST_ALPHA} already pushes a thousand norms along the direction)"
             ));
         }
+        if let Err(m) = glassbox_data::limits::each_once("alphas", &self.alphas) {
+            return bad(m);
+        }
         if self.random_directions < MIN_RANDOM_DIRECTIONS {
             return bad(format!(
                 "random_directions = {}; at least {MIN_RANDOM_DIRECTIONS} are needed for the baseline",

@@ -3,7 +3,7 @@
 //! `attributions/`.
 
 use super::attribute_inputs::{
-    default_cam_hook, mask_token, read_inputs, resolve, subject, Inputs, TargetKind,
+    default_cam_hook, mask_token, read_inputs, refuse_repeats, resolve, subject, Inputs, TargetKind,
 };
 use super::attribute_part::{attribute_part, AttributeFragment, PartContext};
 use super::attribute_verdicts::{method_rows, sanity_check, Originals};
@@ -105,6 +105,7 @@ pub fn run_attribute_parts(
         .iter()
         .map(|t| Ok((t.clone(), resolve(run, &model, t)?)))
         .collect::<Result<_>>()?;
+    refuse_repeats(&targets)?;
     let cam_hook = match &settings.cam_hook {
         Some(name) => Some(
             *hooks::select(std::slice::from_ref(name), &model.model.hook_points())?

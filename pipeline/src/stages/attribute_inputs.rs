@@ -152,6 +152,32 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
     })
 }
 
+/// Whether two resolved targets are the same function of the input: `class:tabby` and
+/// `class:281`, or a probe named with and without its (deepest) hook, would be computed twice
+/// and ranked against each other.
+fn same_target(a: &TargetKind, b: &TargetKind) -> bool {
+    match (a, b) {
+        (TargetKind::Predicted, TargetKind::Predicted) => true,
+        (TargetKind::Fixed(a), TargetKind::Fixed(b)) => match (a, b) {
+            (Target::Outputs { weights: x }, Target::Outputs { weights: y }) => x == y,
+            (Target::NextToken { direction: x }, Target::NextToken { direction: y }) => x == y,
+            (Target::Probe(x), Target::Probe(y)) => x.same_score(y),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Refuses two target specs that resolve to the same target.
+pub(crate) fn refuse_repeats(targets: &[(String, TargetKind)]) -> Result<()> {
+    for (i, (spec, kind)) in targets.iter().enumerate() {
+        if let Some((first, _)) = targets[..i].iter().find(|(_, k)| same_target(k, kind)) {
+            bail!("attribute: targets `{first}` and `{spec}` name the same target; list it once");
+        }
+    }
+    Ok(())
+}
+
 /// The run's first `max` examples.
 pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Result<Inputs> {
     let examples = read_examples(run)?;
@@ -274,4 +300,41 @@ fn one_hot(model: &LoadedModel, k: usize) -> Target {
     let mut weights = vec![0f32; model.model.labels().len()];
     weights[k] = 1.0;
     Target::Outputs { weights }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(k: usize) -> TargetKind {
+        let mut weights = vec![0f32; 4];
+        weights[k] = 1.0;
+        TargetKind::Fixed(Target::Outputs { weights })
+    }
+
+    #[test]
+    fn one_class_named_twice_is_refused_with_both_specs() {
+        let targets = vec![
+            ("class:tabby".to_string(), class(1)),
+            ("class:2".to_string(), class(2)),
+            ("class:281".to_string(), class(1)),
+        ];
+        let err = refuse_repeats(&targets).unwrap_err().to_string();
+        assert!(err.contains("`class:tabby` and `class:281`"), "{err}");
+        assert!(refuse_repeats(&targets[..2]).is_ok());
+    }
+
+    #[test]
+    fn predicted_twice_is_a_repeat_but_not_a_fixed_class() {
+        let targets = vec![
+            ("class:predicted".to_string(), TargetKind::Predicted),
+            ("class:0".to_string(), class(0)),
+        ];
+        assert!(refuse_repeats(&targets).is_ok());
+        let twice = vec![
+            targets[0].clone(),
+            ("class: predicted".into(), TargetKind::Predicted),
+        ];
+        assert!(refuse_repeats(&twice).is_err());
+    }
 }

@@ -270,10 +270,22 @@ pub fn run_tcav_stage(
         .iter()
         .map(|t| ProbeTarget::parse(t).map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;
-    let mut resolved_targets = Vec::new();
+    let resolved_targets: Vec<ResolvedTarget> = targets
+        .iter()
+        .map(|t| resolve_target(run, &model, t))
+        .collect::<Result<_>>()?;
+    // The same head twice would be tested twice and counted twice by the correction.
+    for (i, resolved) in resolved_targets.iter().enumerate() {
+        if let Some(first) = (0..i).find(|&j| resolved_targets[j].head.same_score(&resolved.head)) {
+            bail!(
+                "tcav: targets `{}` and `{}` name the same probe head; list it once",
+                targets[first].spec,
+                targets[i].spec
+            );
+        }
+    }
     let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();
-    for target in &targets {
-        let resolved = resolve_target(run, &model, target)?;
+    for (target, resolved) in targets.iter().zip(&resolved_targets) {
         let hooks = cav_hooks(&model, &settings.hooks, resolved.head.hook)?;
         if !compute {
             for hook in &hooks {
@@ -281,7 +293,6 @@ pub fn run_tcav_stage(
             }
         }
         target_hooks.push((target.clone(), hooks));
-        resolved_targets.push(resolved);
     }
     let mut outputs = vec![std::path::PathBuf::from("tcav")];
     if compute {

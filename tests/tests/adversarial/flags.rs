@@ -24,6 +24,11 @@ fn extract_settings_are_checked_first() {
             extract("unknown compression", "--compression lz4", &["lz4"]),
             extract("unknown pool", "--pools median", &["median"]),
             extract(
+                "a pool twice",
+                "--pools mean,cls,mean",
+                &["pools lists `mean` twice"],
+            ),
+            extract(
                 "empty pool name",
                 "--pools '' --no-token-level",
                 &["pooling"],
@@ -46,6 +51,16 @@ fn probe_settings_and_degenerate_labels_are_refused() {
         fx,
         vec![
             probe("unknown label", "--label nope", &["`nope`", "topic"]),
+            probe(
+                "a label twice",
+                "--label topic,topic",
+                &["labels lists `topic` twice"],
+            ),
+            probe(
+                "a token label twice",
+                "--token-label @word_class,@word_class",
+                &["token_labels lists `@word_class` twice"],
+            ),
             probe(
                 "test fraction above 1",
                 "--label topic --test-fraction 1.5",
@@ -124,6 +139,11 @@ fn tcav_settings_and_concepts_are_refused() {
             ),
             tcav("alpha 0", &format!("{concepts} --alpha 0"), &["alpha = 0"]),
             tcav(
+                "one probe head twice",
+                &format!("{concepts} --target probe:topic=food"),
+                &["`probe:topic=food` and `probe:topic=food` name the same probe head"],
+            ),
+            tcav(
                 "CAV accuracy above 1",
                 &format!("{concepts} --min-cav-accuracy 1.5"),
                 &["min_cav_accuracy = 1.5"],
@@ -195,6 +215,11 @@ fn dictionary_settings_are_checked_against_the_store() {
         fx,
         vec![
             dict("k of 0", &format!("{h} --k 0"), &["k = 0"]),
+            dict(
+                "a hook twice",
+                "--hook blocks.1.hook_resid_post,blocks.1.hook_resid_post --train-tokens 500",
+                &["hooks lists `blocks.1.hook_resid_post` twice"],
+            ),
             dict(
                 "k as wide as the dictionary",
                 &format!("{h} --width 32 --k 32"),
@@ -331,6 +356,11 @@ fn causal_settings_are_checked_first() {
         fx,
         vec![
             causal("α = 0 in the grid", "--alphas 0,0.5", &["α = 0"]),
+            causal(
+                "an α twice",
+                "--alphas=-0.5,0.5,-0.5",
+                &["alphas lists `-0.5` twice"],
+            ),
             causal("α not a number", "--alphas x", &["--alphas"]),
             causal(
                 "α beyond any readout",
@@ -379,12 +409,12 @@ fn attribute_settings_are_checked_first() {
             attribute(
                 "a method twice under two names",
                 "--method ig,integrated_gradients",
-                &["`integrated_gradients` is listed twice"],
+                &["methods lists `integrated_gradients` twice"],
             ),
             attribute(
                 "a target twice",
                 "--method saliency --target probe:topic=sports",
-                &["`probe:topic=sports` is listed twice"],
+                &["targets lists `probe:topic=sports` twice"],
             ),
             attribute(
                 "absurd IG steps",
