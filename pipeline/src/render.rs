@@ -337,6 +337,7 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
             .map_or("[-]".to_owned(), |(lo, hi)| format!("[{lo:.2},{hi:.2}]"));
         // The best hook's share of resamples, or the others' simultaneous interval of its lead.
         let standing = match (r.vs_best_ci_low.zip(r.vs_best_ci_high), r.best_share) {
+            _ if r.tied_with_best() => "tied".to_owned(),
             (Some((lo, hi)), _) => format!("[{lo:.2},{hi:.2}]"),
             (None, Some(share)) => format!("best in {:.0}%", 100.0 * share),
             (None, None) => "-".to_owned(),
@@ -356,6 +357,9 @@ pub fn probe_table(results: &[ProbeResult]) -> String {
     }
     if results.iter().any(|r| r.best_share.is_some()) {
         out.push_str("(behind the best: the best hook's lead over this one, 95% intervals that hold together over every pair of the label's hooks; one reaching 0 is not told apart from the best)\n");
+    }
+    if results.iter().any(|r| r.tied_with_best()) {
+        out.push_str("(tied: the lead is 0 in every resample — both hooks score each test row alike — so nothing separates them on this test set)\n");
     }
     out
 }

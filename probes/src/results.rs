@@ -77,6 +77,13 @@ impl ProbeResult {
     pub fn score_ci(&self) -> Option<(f64, f64)> {
         (self.ci_low.is_finite() && self.ci_high.is_finite()).then_some((self.ci_low, self.ci_high))
     }
+
+    /// Whether the best hook's lead over this one is exactly 0 in every resample (both score
+    /// every resampled test row alike, e.g. two perfect probes): shown as a tie, since an
+    /// interval of [0, 0] reads as certainty about a difference there is no evidence of.
+    pub fn tied_with_best(&self) -> bool {
+        self.vs_best_ci_low == Some(0.0) && self.vs_best_ci_high == Some(0.0)
+    }
 }
 
 /// One ranked unit of one probe.
@@ -407,11 +414,8 @@ pub fn read_topk(run: &RunDir) -> Result<Vec<TopKRow>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::new(dir.path());
-        let r = ProbeResult {
+    fn sample() -> ProbeResult {
+        ProbeResult {
             hook: "blocks.0.hook_resid_post".parse().unwrap(),
             layer: Some(0),
             depth: 1.0,
@@ -444,7 +448,24 @@ mod tests {
             mdl_uniform: None,
             mdl_compression: None,
             converged: true,
-        };
+        }
+    }
+
+    #[test]
+    fn a_lead_of_zero_in_every_resample_is_a_tie() {
+        let mut r = sample();
+        assert!(!r.tied_with_best(), "the best hook itself");
+        (r.vs_best_ci_low, r.vs_best_ci_high) = (Some(0.0), Some(0.0));
+        assert!(r.tied_with_best());
+        r.vs_best_ci_high = Some(0.05);
+        assert!(!r.tied_with_best(), "an interval reaching 0 is not a tie");
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let r = sample();
         let mut r2 = r.clone();
         r2.layer = None;
         r2.metric = "r2".into();

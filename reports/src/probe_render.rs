@@ -138,6 +138,7 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 9] {
             None => format!("{:.3}", r.score),
         },
         match (r.vs_best_ci_low.zip(r.vs_best_ci_high), r.best_share) {
+            _ if r.tied_with_best() => "tied on every resample".to_owned(),
             (Some((lo, hi)), _) => format!("[{lo:.3}, {hi:.3}]"),
             (None, Some(share)) => format!("best in {:.0}%", 100.0 * share),
             (None, None) => "–".to_owned(),

@@ -80,6 +80,10 @@ pub(crate) fn accuracy_chart(f: &LabelFinding) -> String {
         // Filled: the best hook and those its lead does not tell apart from it; hollow: hooks
         // behind it (paired interval above 0). All filled when the hooks were not compared.
         let (fill, standing) = match r.vs_best_ci_low.zip(r.vs_best_ci_high) {
+            Some(_) if r.tied_with_best() => (
+                "#1f6feb",
+                "; tied with the best on every test resample".to_owned(),
+            ),
             Some((lo, hi)) if lo > 0.0 => {
                 ("#fff", format!("; behind the best by [{lo:.3}, {hi:.3}]"))
             }
