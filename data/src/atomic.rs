@@ -51,9 +51,64 @@ pub fn require_folder(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` (which need not exist yet) lies inside `folder` or is it, links resolved.
+pub fn is_within(path: &Path, folder: &Path) -> bool {
+    let Ok(folder) = folder.canonicalize() else {
+        return false;
+    };
+    // Resolve the deepest part of `path` that exists; the rest is appended as written.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return false,
+        }
+    }
+    let Ok(mut resolved) = existing.canonicalize() else {
+        return false;
+    };
+    for name in rest.iter().rev() {
+        match name.to_str() {
+            Some("..") => {
+                resolved.pop();
+            }
+            Some(".") => {}
+            _ => resolved.push(name),
+        }
+    }
+    resolved.starts_with(&folder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_inside_a_folder_are_told_with_links_and_missing_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("activations")).unwrap();
+        assert!(is_within(&run, &run));
+        assert!(is_within(&run.join("activations/new/deeper"), &run));
+        assert!(is_within(&run.join("activations/../x"), &run));
+        assert!(
+            !is_within(&dir.path().join("runs"), &run),
+            "a sibling sharing a prefix"
+        );
+        assert!(!is_within(&run.join("../out"), &run));
+        assert!(!is_within(&run.join("missing/../../out"), &run));
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&run, &link).unwrap();
+            assert!(is_within(&link.join("export"), &run));
+        }
+    }
 
     #[test]
     fn temp_name_hides_from_parquet_globs() {

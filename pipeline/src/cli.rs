@@ -359,6 +359,15 @@ fn export_hooks(
     out: &std::path::Path,
 ) -> Result<Vec<glassbox_data::HookPoint>> {
     glassbox_data::atomic::require_folder(out)?;
+    // An export is a copy for another tool; written inside the run it would sit among the
+    // stages' outputs (and in the store's listings) as if a stage had written it.
+    if glassbox_data::atomic::is_within(out, run.root()) {
+        anyhow::bail!(
+            "--out {}: inside the run directory {}; name a folder outside it (an export leaves the run unchanged)",
+            out.display(),
+            run.root().display()
+        );
+    }
     if patterns.is_empty() {
         return Ok(Vec::new());
     }

@@ -80,6 +80,13 @@ pub fn export_neuronpedia(
         .model_id
         .clone()
         .unwrap_or_else(|| default_model_id(&model.id));
+    for (flag, value) in [
+        ("--model-id", model_id.as_str()),
+        ("--source-set", opts.source_set.as_str()),
+        ("--release", opts.release.as_str()),
+    ] {
+        check_id(flag, value)?;
+    }
     let chosen = glassbox_concepts::explain::read::sae_folders(run, hooks)?;
     let data = manifest.data.as_ref();
     let mut written = Vec::new();
@@ -98,6 +105,18 @@ pub fn export_neuronpedia(
 }
 
 /// Neuronpedia's model ids are lower case, without the organisation (`gpt2-small`).
+/// Neuronpedia's ids are URL path segments and name the export's folders: a `/` would nest
+/// them, an empty source set leave a bare layer number (`3-`).
+fn check_id(flag: &str, value: &str) -> Result<(), ReportError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if value.is_empty() || value.starts_with('.') || !value.chars().all(allowed) {
+        return Err(ReportError::Invalid(format!(
+            "{flag} `{value}`: Neuronpedia ids are URL path segments; use letters, digits, `.`, `_` and `-`, not starting with `.` (e.g. gpt2-small, res-glassbox)"
+        )));
+    }
+    Ok(())
+}
+
 fn default_model_id(id: &str) -> String {
     let name = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
     name.to_ascii_lowercase()
@@ -366,6 +385,20 @@ fn invalid(e: impl std::fmt::Display) -> ReportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_that_would_nest_or_hide_folders_are_refused() {
+        for ok in ["gpt2-small", "res-glassbox", "qwen2.5-0.5b", "tiny_gpt2"] {
+            assert!(check_id("--model-id", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "..", ".hidden", "my model", "a\\b"] {
+            let err = check_id("--source-set", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--source-set") && err.contains("URL path segments"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn alignment_takes_the_largest_magnitudes_and_their_l1_shares() {

@@ -156,6 +156,15 @@ fn a_trained_sae_exports_as_neuronpedia_records() {
     let out = export(&run, &file, &[]);
     assert_bad_input(&out, &["a file, not a folder"]);
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    // Inside the run directory, and ids that would nest or truncate the export's folders.
+    let out = export(&run, &run.join("dictionary/np"), &[]);
+    assert_bad_input(&out, &["inside the run directory"]);
+    assert!(!run.join("dictionary/np").exists());
+    for (flag, value) in [("--model-id", "org/name"), ("--source-set", "")] {
+        let out = export(&run, &tmp.path().join("bad"), &[flag, value]);
+        assert_bad_input(&out, &[flag, "URL path segments"]);
+        assert!(!tmp.path().join("bad").exists());
+    }
     let bare = tmp.path().join("bare");
     tiny_decoder_run("tiny_gpt2", &bare, false, None);
     let out = export(&bare, &tmp.path().join("bad"), &[]);
