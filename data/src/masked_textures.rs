@@ -129,13 +129,7 @@ pub fn write_masked_set(
     size: u32,
     seed: u64,
 ) -> Result<()> {
-    if per_texture == 0 || size < 16 || textures.is_empty() {
-        return Err(DataError::Invalid {
-            path: out.to_path_buf(),
-            message: "masked textures need at least one texture, one image per texture and 16 px"
-                .into(),
-        });
-    }
+    crate::textures::check_set(out, textures, per_texture, size, 16)?;
     if let Some(t) = textures.iter().find(|t| **t == Texture::Random) {
         return Err(DataError::Invalid {
             path: out.to_path_buf(),

@@ -143,6 +143,48 @@ fn random_field(size: u32, rng: &mut SeededRng) -> RgbImage {
     })
 }
 
+/// The most images per texture: a concept set of thousands already gives TCAV and Network
+/// Dissection all they use; a mistyped count would write files for hours.
+pub const MOST_PER_CLASS: usize = 100_000;
+/// The largest image side: vision models take 224–518 px, and one RGB image of this side is
+/// already 48 MB in memory.
+pub const MOST_SIZE: u32 = 4096;
+
+/// The checks every texture set shares: something to draw, each texture once, counts and
+/// sides in range.
+pub(crate) fn check_set(
+    out: &Path,
+    textures: &[Texture],
+    per_class: usize,
+    size: u32,
+    least_size: u32,
+) -> Result<()> {
+    let invalid = |message: String| {
+        Err(DataError::Invalid {
+            path: out.to_path_buf(),
+            message,
+        })
+    };
+    if textures.is_empty() {
+        return invalid("no texture to draw; pass --kinds stripes,dots,… or leave it out".into());
+    }
+    let names: Vec<&str> = textures.iter().map(|t| t.name()).collect();
+    if let Err(m) = crate::limits::each_once("--kinds", &names) {
+        return invalid(m);
+    }
+    if per_class == 0 || per_class > MOST_PER_CLASS {
+        return invalid(format!(
+            "{per_class} images per texture; give 1 to {MOST_PER_CLASS} (40 by default)"
+        ));
+    }
+    if !(least_size..=MOST_SIZE).contains(&size) {
+        return invalid(format!(
+            "size {size} px; give {least_size} to {MOST_SIZE} (224 by default, what most vision models take)"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `per_class` PNGs of each texture under `out/{name}/{i:04}.png` (a folder-per-class
 /// data set). Image `i` of texture `t` draws from the seed `(seed, t, i)` alone, so sets of
 /// different sizes share their first images. Each file is written to a temp name first.
@@ -153,12 +195,7 @@ pub fn write_texture_set(
     size: u32,
     seed: u64,
 ) -> Result<()> {
-    if per_class == 0 || size < 8 || textures.is_empty() {
-        return Err(DataError::Invalid {
-            path: out.to_path_buf(),
-            message: "texture sets need at least one texture, one image per class and 8 px".into(),
-        });
-    }
+    check_set(out, textures, per_class, size, 8)?;
     atomic::require_folder(out)?;
     for &t in textures {
         // Each class folder is drawn beside its final name and renamed over it: a folder
@@ -234,6 +271,30 @@ mod tests {
             "random field has {} colours",
             distinct.len()
         );
+    }
+
+    #[test]
+    fn absurd_counts_sides_and_repeated_kinds_are_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("set");
+        let two = [Texture::Stripes, Texture::Dots];
+        for (textures, per_class, size, needle) in [
+            (&two[..], 40, 100_000, "size 100000 px"),
+            (&two[..], 40, 4, "size 4 px"),
+            (&two[..], 0, 32, "0 images per texture"),
+            (&two[..], 10_000_000, 32, "10000000 images per texture"),
+            (
+                &[Texture::Dots, Texture::Dots][..],
+                2,
+                32,
+                "lists `dots` twice",
+            ),
+            (&[][..], 2, 32, "no texture"),
+        ] {
+            let err = write_texture_set(&out, textures, per_class, size, 0).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(!out.exists());
+        }
     }
 
     #[test]
