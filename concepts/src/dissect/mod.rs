@@ -96,6 +96,15 @@ impl DissectOptions {
                 self.permutations
             ));
         }
+        // Each shuffle keeps its own intersection and union counts per unit and concept.
+        if let Err(m) = glassbox_data::limits::at_most(
+            "permutations",
+            self.permutations,
+            glassbox_data::limits::MOST_RANDOM_RUNS,
+            "each shuffle keeps its own overlap counts for every unit and concept; p-values settle within a few thousand",
+        ) {
+            return bad(m);
+        }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return bad(format!(
                 "alpha = {}; it must be in (0, 1), e.g. 0.05",
