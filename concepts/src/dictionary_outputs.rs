@@ -114,7 +114,7 @@ pub(crate) fn write_metrics(
         .collect();
     definitions.insert(
         "sae_minus_pca".into(),
-        json!("the SAE's explained variance minus the PCA baseline's on the same rows, with a paired percentile 95% interval (the same bootstrap resamples of the texts for both)"),
+        json!("the SAE's explained variance minus the PCA baseline's on the same rows, with a paired expanded percentile 95% interval (the same bootstrap resamples of the texts for both)"),
     );
     let training = training.map(|t| {
         json!({

@@ -11,6 +11,7 @@
 //! Voita & Titov 2020) and a neuron ranking from an elastic-net probe, checked by top-k against
 //! random-k probes.
 
+pub mod distributions;
 mod error;
 mod features;
 mod grouped_split;

@@ -6,7 +6,7 @@
 //! grid symmetric about 0 the even-order terms of the response (what every direction of that
 //! norm does, e.g. through a later normalisation) cancel. For readouts without a sign (a KL
 //! divergence) the slope is `Σ_α |α| e_i(α) / Σ_α α²`. The direction's effect is the mean of
-//! `s_i`, with a percentile-bootstrap 95% interval over examples.
+//! `s_i`, with an expanded percentile-bootstrap 95% interval over examples.
 //!
 //! The baseline is the effect of `K` random directions: with `m` and `sd` their mean and
 //! standard deviation, `t = (effect − m) / (sd · √(1 + 1/K))` is Student-t with `K − 1` degrees of

@@ -181,12 +181,13 @@ fn poisson_one(rng: &mut SeededRng) -> f64 {
     k as f64
 }
 
-/// The 2.5th and 97.5th percentiles of the finite values; `None` with fewer than two texts or
-/// no finite value.
+/// The expanded percentile 95% interval of the finite values over `texts` resampled texts
+/// (`glassbox_probes::metrics::expanded_level`); `None` with fewer than two texts or no finite
+/// value.
 pub fn interval(values: &[f64], texts: u64) -> Option<(f64, f64)> {
     let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     (texts >= 2 && !finite.is_empty())
-        .then(|| glassbox_probes::metrics::percentile_interval(finite))
+        .then(|| glassbox_probes::metrics::expanded_percentile_interval(finite, texts as usize))
 }
 
 #[cfg(test)]
@@ -261,11 +262,11 @@ mod tests {
 
     /// Texts that differ in their mean activation (a text-level offset, a fifth of the
     /// variance) and in how well they are reconstructed (each its own noise level): the
-    /// interval over texts covers the explained variance of the population in about 95% of
-    /// data sets, and holds the estimate itself.
+    /// (expanded) interval over texts covers the explained variance of the population in about
+    /// 95% of data sets, and holds the estimate itself.
     #[test]
     fn the_interval_covers_the_population_value() {
-        let (sets, texts, len, d) = (100, 30, 12, 3);
+        let (sets, texts, len, d) = (400, 30, 12, 3);
         let mut rng = SeededRng::new(17);
         let (mut covered, mut holds_estimate) = (0, 0);
         for set in 0..sets {
@@ -301,8 +302,9 @@ mod tests {
             holds_estimate += usize::from(lo <= estimate && estimate <= hi);
         }
         eprintln!("covered in {covered} of {sets}, the estimate inside in {holds_estimate}");
+        // 376 of 400 (94%) with the expanded interval, 371 with the plain percentile one.
         assert!(
-            (88..=100).contains(&covered),
+            covered as u64 * 100 >= 91 * sets,
             "covered in {covered} of {sets}"
         );
         assert_eq!(holds_estimate as u64, sets);

@@ -25,8 +25,8 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ),
     (
         "explained_variance_ci",
-        "percentile 95% interval of explained_variance over 1,000 bootstrap resamples of the \
-         evaluation texts (a text's tokens are not independent; Poisson weights per text, seeded; \
+        "expanded percentile 95% interval (Hesterberg 2015: widened for few texts) of \
+         explained_variance over 1,000 bootstrap resamples of the evaluation texts (a text's tokens are not independent; Poisson weights per text, seeded; \
          each resample's Σ‖x − x̄‖² about the evaluation rows' x̄)",
     ),
     (

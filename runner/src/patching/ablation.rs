@@ -433,18 +433,17 @@ fn fill_for(kind: Ablation, hook: HookPoint, width: usize, runs: &[(Cache, Vec<f
     fill.into_iter().map(|v| v as f32).collect()
 }
 
-/// Percentile bootstrap (2.5%, 97.5%) of the mean of `values`, resampling with replacement.
+/// Expanded percentile bootstrap 95% interval of the mean of `values` (resampling with
+/// replacement; small-sample corrected, `glassbox_probes::metrics::expanded_level`).
 pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, rng: &mut SeededRng) -> (f64, f64) {
     if values.len() < 2 {
         return (f64::NAN, f64::NAN);
     }
     let n = values.len();
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
         .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    (at(0.025), at(0.975))
+    glassbox_probes::metrics::expanded_percentile_interval(means, n)
 }
 
 #[cfg(test)]
