@@ -324,7 +324,7 @@ pub fn select(patterns: &[String], available: &[HookPoint]) -> Result<Vec<HookPo
         if !matched {
             return Err(HookError::Unknown {
                 name: pattern.to_owned(),
-                hint: did_you_mean(pattern, names.iter().map(String::as_str)),
+                hint: unmatched_hint(pattern, available, &names),
             });
         }
     }
@@ -332,6 +332,46 @@ pub fn select(patterns: &[String], available: &[HookPoint]) -> Result<Vec<HookPo
         return Err(HookError::NoneSelected);
     }
     Ok(chosen.into_iter().map(|i| available[i]).collect())
+}
+
+/// Why `pattern` matched none of a model's hooks: a block the model does not have (a
+/// did-you-mean would offer `blocks.1` for `blocks.12` of a 6-block model), a near name, or
+/// else what the model's names look like (a text model's name asked of a CNN).
+fn unmatched_hint(pattern: &str, available: &[HookPoint], names: &[String]) -> String {
+    let block = |h: &HookPoint| match h {
+        HookPoint::Conv { .. } => None,
+        other => other.layer(),
+    };
+    let blocks = available.iter().filter_map(block).max().map(|l| l + 1);
+    if let (Ok(asked), Some(blocks)) = (pattern.parse::<HookPoint>(), blocks) {
+        if block(&asked).is_some_and(|l| l >= blocks) {
+            return format!(
+                " (the model has {blocks} blocks, blocks.0 to blocks.{})",
+                blocks - 1
+            );
+        }
+    }
+    let near = did_you_mean(pattern, names.iter().map(String::as_str));
+    if !near.is_empty() || names.is_empty() {
+        return near;
+    }
+    let shown: Vec<&str> = match names {
+        [a, b, c, .., last] => vec![a, b, c, "…", last],
+        all => all.iter().map(String::as_str).collect(),
+    };
+    format!(
+        " (this model's {} hooks look like {})",
+        names.len(),
+        shown
+            .iter()
+            .map(|n| if *n == "…" {
+                "…".to_owned()
+            } else {
+                format!("`{n}`")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// The hooks' names joined by ", " (for messages).
@@ -383,6 +423,35 @@ impl<'de> serde::Deserialize<'de> for HookPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unmatched_hook_says_what_the_model_has() {
+        let text: Vec<HookPoint> = (0..6).map(HookPoint::ResidPost).collect();
+        let hint = |p: &str, hooks: &[HookPoint]| match select(&[p.to_owned()], hooks) {
+            Err(HookError::Unknown { hint, .. }) => hint,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            hint("blocks.12.hook_resid_post", &text),
+            " (the model has 6 blocks, blocks.0 to blocks.5)"
+        );
+        assert_eq!(
+            hint("blocks.0.hook_resid_pots", &text),
+            " (did you mean `blocks.0.hook_resid_post`?)"
+        );
+        let cnn: Vec<HookPoint> = [HookPoint::Stem, HookPoint::Head]
+            .into_iter()
+            .chain((0..3).map(|stage| HookPoint::Conv {
+                stage,
+                block: 0,
+                part: ConvPart::Out,
+            }))
+            .collect();
+        assert_eq!(
+            hint("blocks.3.hook_resid_post", &cnn),
+            " (this model's 5 hooks look like `hook_stem`, `hook_head`, `stages.0.blocks.0.hook_out`, …, `stages.2.blocks.0.hook_out`)"
+        );
+    }
 
     fn all_points(layers: usize) -> Vec<HookPoint> {
         use HookPoint::*;
