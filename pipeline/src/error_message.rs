@@ -56,15 +56,13 @@ fn data_error<'a>(
 /// a full disk after the commit): which stage wrote it and how to write it again.
 fn damaged_output_hint(error: &anyhow::Error) -> Option<String> {
     use glassbox_data::DataError;
-    let path = error
-        .chain()
-        .find_map(|cause| match data_error(cause)? {
-            DataError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
-                Some(path.clone())
-            }
-            DataError::Parquet { path, .. } => Some(path.clone()),
-            _ => None,
-        })?;
+    let path = error.chain().find_map(|cause| match data_error(cause)? {
+        DataError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            Some(path.clone())
+        }
+        DataError::Parquet { path, .. } => Some(path.clone()),
+        _ => None,
+    })?;
     let run = path
         .ancestors()
         .skip(1)

@@ -259,6 +259,19 @@ fn tiny_vit_attributions_flag_the_edge_control() {
         .output()
         .unwrap();
     assert_bad_input(&out, &["class:zebra", "class 0"]);
+    // One class twice: under two names as two targets, or on both sides of a difference.
+    for (target, needle) in [
+        ("class:class 1,class:1", "`class:class 1` and `class:1` name the same target"),
+        ("logit_diff:2|class 2", "both sides name class 2"),
+    ] {
+        let out = glassbox()
+            .args(["attribute", "--run"])
+            .arg(&run)
+            .args(["--target", target])
+            .output()
+            .unwrap();
+        assert_bad_input(&out, &[needle]);
+    }
 }
 
 /// The tiny ResNet with the default image methods: its hand-written backward gives saliency,

@@ -120,13 +120,20 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
             if classifier && model.model.unembedding().is_none() {
                 // Class logits: image models and text classifiers (no language-model head).
                 let (a, b) = (class_index(model, spec, a)?, class_index(model, spec, b)?);
+                if a == b {
+                    bail!("target `{spec}`: both sides name class {a}; the difference is 0 for every input — name two different classes");
+                }
                 let mut w = vec![0f32; model.model.labels().len()];
                 w[a] += 1.0;
                 w[b] -= 1.0;
                 outputs(w)
             } else {
-                let ra = unembedding_row(model, spec, one_token(model, spec, a)?)?;
-                let rb = unembedding_row(model, spec, one_token(model, spec, b)?)?;
+                let (ia, ib) = (one_token(model, spec, a)?, one_token(model, spec, b)?);
+                if ia == ib {
+                    bail!("target `{spec}`: both sides are token {ia}; the difference is 0 for every input — name two different tokens");
+                }
+                let ra = unembedding_row(model, spec, ia)?;
+                let rb = unembedding_row(model, spec, ib)?;
                 TargetKind::Fixed(Target::NextToken {
                     direction: ra.iter().zip(&rb).map(|(x, y)| x - y).collect(),
                 })

@@ -35,15 +35,24 @@ pub fn similarity(
     randomized: &[f32],
     image: Option<(usize, usize)>,
 ) -> Similarity {
+    // Two constant maps (an all-zero map before and after) rank nothing differently: the map
+    // is unchanged, ρ = 1. Spearman's ρ itself is undefined there, and counting it as 0 would
+    // pass a method whose map never depended on the model.
+    let constant = |m: &[f32]| m.windows(2).all(|w| w[0] == w[1]);
     Similarity {
-        spearman: spearman(original, randomized),
+        spearman: if constant(original) && constant(randomized) {
+            Some(1.0)
+        } else {
+            spearman(original, randomized)
+        },
         ssim: image.and_then(|(h, w)| ssim(original, randomized, h, w)),
     }
 }
 
 /// The verdict of the check: a method fails when, with every layer destroyed, its maps still
-/// rank-correlate with the trained model's at mean |ρ| ≥ `threshold` (a constant map — nothing
-/// left to rank — counts as unchanged only if the original was constant too).
+/// rank-correlate with the trained model's at mean |ρ| ≥ `threshold` (a map that turned
+/// constant — nothing left to rank — counts as changed, ρ = 0; one constant before and after
+/// as unchanged, ρ = 1, from [`similarity`]).
 pub fn passes(final_step_spearman: &[Option<f64>], threshold: f64) -> bool {
     let values: Vec<f64> = final_step_spearman
         .iter()
@@ -64,6 +73,17 @@ mod tests {
         assert_eq!(cascade_steps(14), vec![0, 3, 6, 10, 13]);
         assert_eq!(cascade_steps(2), vec![0, 1]);
         assert_eq!(cascade_steps(1), vec![0]);
+    }
+
+    #[test]
+    fn a_map_constant_before_and_after_is_unchanged() {
+        let zeros = vec![0f32; 16];
+        let s = similarity(&zeros, &zeros, None);
+        assert_eq!(s.spearman, Some(1.0));
+        assert!(!passes(&[s.spearman], 0.5), "an all-zero map passed");
+        let varied: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        assert_eq!(similarity(&varied, &zeros, None).spearman, None);
+        assert!(passes(&[similarity(&varied, &zeros, None).spearman], 0.5));
     }
 
     #[test]
