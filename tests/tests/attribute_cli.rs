@@ -252,26 +252,30 @@ fn tiny_vit_attributions_flag_the_edge_control() {
     );
     assert!(page.contains("edges — <strong>failed the randomisation check"));
     // An unknown class lists the model's classes.
-    let out = glassbox()
-        .args(["attribute", "--run"])
-        .arg(&run)
-        .args(["--target", "class:zebra"])
-        .output()
-        .unwrap();
-    assert_bad_input(&out, &["class:zebra", "class 0"]);
+    assert_bad_input(
+        &attribute_target(&run, "class:zebra"),
+        &["class:zebra", "class 0"],
+    );
     // One class twice: under two names as two targets, or on both sides of a difference.
     for (target, needle) in [
-        ("class:class 1,class:1", "`class:class 1` and `class:1` name the same target"),
+        (
+            "class:class 1,class:1",
+            "`class:class 1` and `class:1` name the same target",
+        ),
         ("logit_diff:2|class 2", "both sides name class 2"),
     ] {
-        let out = glassbox()
-            .args(["attribute", "--run"])
-            .arg(&run)
-            .args(["--target", target])
-            .output()
-            .unwrap();
-        assert_bad_input(&out, &[needle]);
+        assert_bad_input(&attribute_target(&run, target), &[needle]);
     }
+}
+
+/// `glassbox attribute` on `run` with one `--target` and the default settings.
+fn attribute_target(run: &Path, target: &str) -> std::process::Output {
+    glassbox()
+        .args(["attribute", "--run"])
+        .arg(run)
+        .args(["--target", target])
+        .output()
+        .unwrap()
 }
 
 /// The tiny ResNet with the default image methods: its hand-written backward gives saliency,
@@ -461,12 +465,7 @@ fn clip_attributions_explain_a_text_prompt_and_refuse_classes() {
     let run = glassbox_tests::tiny_image_run("tiny_clip", tmp.path());
     let before = snapshot(&run);
     for target in ["class:predicted", "class:zebra"] {
-        let out = glassbox()
-            .args(["attribute", "--run"])
-            .arg(&run)
-            .args(["--target", target])
-            .output()
-            .unwrap();
+        let out = attribute_target(&run, target);
         assert_bad_input(&out, &["no class head", "text:<prompt>"]);
         assert!(before == snapshot(&run), "{target} changed the run");
     }
