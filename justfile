@@ -41,11 +41,12 @@ models:
 
 # A local Python environment with independent checkers for the tests: a Parquet reader (pyarrow),
 # a JSON Schema validator (jsonschema), Ray (with PyYAML) for the cluster-engine tests, and
-# moto's standalone S3 server with boto3 for the object-storage tests.
+# moto's standalone S3 server with boto3 for the object-storage tests, and the notebook readers
+# the cookbook names (polars, DuckDB, pandas).
 venv:
-    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml, moto.server, boto3, azure.storage.blob" 2>/dev/null; then \
-        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3 azure-storage-blob) \
-        || echo "warning: could not install pyarrow/jsonschema/ray/moto/azure-storage-blob; the independent-reader, schema, Ray, S3 and Azure tests will be skipped"; fi
+    @if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c "import pyarrow, jsonschema, ray, yaml, moto.server, boto3, azure.storage.blob, polars, duckdb, pandas" 2>/dev/null; then \
+        (python3 -m venv "{{venv}}" && "{{venv}}/bin/pip" install --quiet --disable-pip-version-check pyarrow jsonschema ray pyyaml "moto[server]" boto3 azure-storage-blob polars duckdb pandas) \
+        || echo "warning: could not install pyarrow/jsonschema/ray/moto/azure-storage-blob/polars/duckdb/pandas; the independent-reader, schema, notebook, Ray, S3 and Azure tests will be skipped"; fi
 
 # Azurite, Microsoft's Azure Storage emulator (npm), for the az:// test: into .tools/azurite
 # (Node and npm from Debian first when missing).

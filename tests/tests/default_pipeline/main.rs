@@ -1,9 +1,11 @@
 //! `glassbox pipeline` on the shipped default config with the real all-MiniLM-L6-v2: the
 //! activations match PyTorch `transformers`, the Parquet reads back with pyarrow, and the
-//! probe, TCAV, dictionary (`analysis`) and report (`report`) stages produce their files.
+//! probe, TCAV, dictionary (`analysis`) and report (`report`) stages produce their files, and
+//! polars, DuckDB and pandas open the run as the cookbook shows (`notebooks`).
 //! One test binary, so the pipeline runs once for all of them.
 
 mod analysis;
+mod notebooks;
 mod report;
 
 use glassbox_data::examples::read_examples;
