@@ -120,12 +120,10 @@ fn causal_refuses_a_run_without_probes_and_leaves_it_unchanged() {
     assert!(!run.join("causal").exists());
 }
 
-#[test]
-fn causal_tests_probes_of_a_vision_model() {
-    // The tiny random ResNet on generated textures: probes of the texture label at the CNN's
-    // stages, steered and erased on cells (positions are feature-map cells).
-    let tmp = tempfile::tempdir().unwrap();
-    let images = tmp.path().join("images");
+/// The tiny random ResNet over 12 generated textures of each of three classes, extracted at
+/// `hooks` and probed for the texture label; returns the run folder.
+fn probed_texture_run(tmp: &Path, hooks: &str) -> std::path::PathBuf {
+    let images = tmp.join("images");
     let out = glassbox()
         .args(["textures", "--out"])
         .arg(&images)
@@ -134,23 +132,28 @@ fn causal_tests_probes_of_a_vision_model() {
         .output()
         .unwrap();
     assert_success(&out, "textures");
-    let run = tmp.path().join("run");
+    let run = tmp.join("run");
     let out = glassbox()
         .args(["extract", "--model"])
         .arg(workspace_root().join("tests/fixtures/tiny_resnet"))
         .arg("--data")
         .arg(&images)
-        .args([
-            "--hooks",
-            "hook_stem,stages.*.hook_out,hook_pooled",
-            "--run",
-        ])
+        .args(["--hooks", hooks, "--run"])
         .arg(&run)
         .output()
         .unwrap();
     assert_success(&out, "extract (images)");
     let out = run_cli(&["probe", "--label", "label", "--bootstrap", "50"], &run);
     assert_success(&out, "probe (images)");
+    run
+}
+
+#[test]
+fn causal_tests_probes_of_a_vision_model() {
+    // Probes of the texture label at the CNN's stages, steered and erased on cells (positions
+    // are feature-map cells).
+    let tmp = tempfile::tempdir().unwrap();
+    let run = probed_texture_run(tmp.path(), "hook_stem,stages.*.hook_out,hook_pooled");
     let out = run_cli(&["causal", "--examples", "24", "--json"], &run);
     assert_success(&out, "causal (images)");
     let rows = read_tests(&run.join("causal")).unwrap();
@@ -172,6 +175,24 @@ fn causal_tests_probes_of_a_vision_model() {
             r.verdict != Verdict::NotTestable || !r.reason.is_empty(),
             "{r:?}"
         );
+        // A classifier always has its class distribution to read.
+        assert!(!r.reason.contains("no output distribution"), "{r:?}");
+    }
+}
+
+/// A probe at the classifier's last hook has no later probe to read: its tests read the KL of
+/// the model's class distribution instead (they were not testable).
+#[test]
+fn a_classifier_without_a_later_probe_reads_its_class_distribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = probed_texture_run(tmp.path(), "hook_pooled");
+    let out = run_cli(&["causal", "--examples", "24"], &run);
+    assert_success(&out, "causal (images, one hook)");
+    let rows = read_tests(&run.join("causal")).unwrap();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(r.readout, "KL of the class distribution (nats)", "{r:?}");
+        assert!(r.verdict != Verdict::NotTestable, "{r:?}");
     }
 }
 

@@ -69,6 +69,9 @@ pub enum ReadoutSpec {
     },
     /// KL of the next-token distribution from the unedited one.
     NextTokenKl,
+    /// KL of a classifier's class distribution from the unedited one (image classifiers and
+    /// text classifiers, which have no next token to read).
+    OutputKl,
     /// A classifier's log-probability of a class.
     OutputClass {
         /// Index into the model's outputs.
@@ -98,13 +101,14 @@ impl ReadoutSpec {
             },
             ReadoutSpec::Token { text } => format!("log p(next token {text:?})"),
             ReadoutSpec::NextTokenKl => "KL of the next-token distribution (nats)".into(),
+            ReadoutSpec::OutputKl => "KL of the class distribution (nats)".into(),
             ReadoutSpec::OutputClass { name, .. } => format!("log p(class {name})"),
         }
     }
 
     /// Whether the readout has a sign (steering slopes are signed) or is a divergence.
     pub fn signed(&self) -> bool {
-        !matches!(self, ReadoutSpec::NextTokenKl)
+        !matches!(self, ReadoutSpec::NextTokenKl | ReadoutSpec::OutputKl)
     }
 }
 
@@ -202,14 +206,17 @@ fn later_probe<'a>(
         .max_by(|a, b| a.depth.total_cmp(&b.depth))
 }
 
-/// The readout when no later probe reads the label: a causal LM's next-token KL.
+/// The readout when no later probe reads the label: the model's own output distribution — a
+/// causal LM's next-token KL, a classifier's class KL.
 fn fallback(ctx: &PlanContext, why: String) -> (Result<ReadoutSpec, String>, Option<Claim>) {
     if ctx.has_unembedding {
         (Ok(ReadoutSpec::NextTokenKl), Some(Claim::Moves))
+    } else if !ctx.class_labels.is_empty() {
+        (Ok(ReadoutSpec::OutputKl), Some(Claim::Moves))
     } else {
         (
             Err(format!(
-                "{why}, and the model has no next-token output to read instead; probe a later hook"
+                "{why}, and the model has no output distribution to read instead (neither next tokens nor classes); probe a later hook"
             )),
             None,
         )
@@ -530,4 +537,29 @@ fn unit_tests(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no later probe, the model's own output distribution is read: next tokens for a
+    /// causal LM, classes for a classifier; an encoder without a head has none.
+    #[test]
+    fn the_fallback_reads_the_models_own_distribution() {
+        let lm = PlanContext {
+            has_unembedding: true,
+            ..Default::default()
+        };
+        let classifier = PlanContext {
+            class_labels: vec!["tabby".into(), "tiger".into()],
+            ..Default::default()
+        };
+        let why = || "no later hook probes `topic`".to_owned();
+        assert_eq!(fallback(&lm, why()).0, Ok(ReadoutSpec::NextTokenKl));
+        assert_eq!(fallback(&classifier, why()).0, Ok(ReadoutSpec::OutputKl));
+        assert!(!ReadoutSpec::OutputKl.signed());
+        let (readout, claim) = fallback(&PlanContext::default(), why());
+        assert!(readout.unwrap_err().contains("probe a later hook") && claim.is_none());
+    }
 }

@@ -422,6 +422,7 @@ fn resolve(cx: &Context<'_>, sample: &Sample, spec: &ReadoutSpec) -> Result<Read
             Readout::NextToken { id: *id }
         }
         ReadoutSpec::NextTokenKl => Readout::NextTokenKl,
+        ReadoutSpec::OutputKl => Readout::OutputKl,
         ReadoutSpec::OutputClass { class, .. } => Readout::OutputClass { class: *class },
     })
 }

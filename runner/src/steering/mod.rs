@@ -12,7 +12,7 @@
 mod readout;
 
 pub use readout::log_probability;
-use readout::{last_log_probs, read};
+use readout::{output_log_probs, read};
 
 use crate::extract::image_batch_of;
 use crate::interventions::Replace;
@@ -63,6 +63,9 @@ pub enum Readout {
     /// `KL(unedited ‖ edited)` of the next-token distribution after each example's last token,
     /// in nats (0 for the unedited forward).
     NextTokenKl,
+    /// `KL(unedited ‖ edited)` of a classifier's class distribution, in nats (0 for the
+    /// unedited forward).
+    OutputKl,
     /// A classifier's log-probability of its output class `class`.
     OutputClass {
         /// Index into the model's outputs.
@@ -143,13 +146,14 @@ impl Batches {
 }
 
 /// The unedited forward's values: each readout per example, the hook's typical activation norm
-/// (the median L2 norm over real positions), and what [`Readout::NextTokenKl`] compares against.
+/// (the median L2 norm over real positions), and what [`Readout::NextTokenKl`] and
+/// [`Readout::OutputKl`] compare against.
 pub struct Clean {
     /// `[readout][example]`.
     pub values: Vec<Vec<f64>>,
     /// Median L2 norm of the hook's activation over every real position of every example.
     pub typical_norm: f64,
-    last_log_probs: Vec<Vec<f32>>,
+    log_probs: Vec<Vec<f32>>,
     /// Per batch, the residual stream entering the edited hook's block: edited forwards start
     /// there (where the family has a forward from a block), since the blocks before it compute
     /// what the unedited forward did.
@@ -181,7 +185,7 @@ pub fn clean(
                 norms.push(row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt());
             }
         }
-        let lp = last_log_probs(model, batch, &output, readouts)?;
+        let lp = output_log_probs(model, batch, &output, readouts)?;
         read(
             model,
             batch,
@@ -200,7 +204,7 @@ pub fn clean(
     Ok(Clean {
         values,
         typical_norm: norms.get(norms.len() / 2).copied().unwrap_or(0.0),
-        last_log_probs: last,
+        log_probs: last,
         starts,
     })
 }
@@ -262,9 +266,9 @@ pub fn edited(
             .layer()
             .zip(clean.starts.get(index).and_then(Option::as_ref));
         let output = forward_from(model, batch, start, &mut hooks)?;
-        let lp = last_log_probs(model, batch, &output, readouts)?;
+        let lp = output_log_probs(model, batch, &output, readouts)?;
         let n = batch_size(batch);
-        let reference = &clean.last_log_probs;
+        let reference = &clean.log_probs;
         let reference = (!reference.is_empty()).then(|| &reference[offset..offset + n]);
         read(
             model,

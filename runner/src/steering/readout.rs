@@ -1,28 +1,35 @@
 //! Reading a forward's readouts: linear heads on captured hooks (pooled, or averaged over
 //! positions), next-token log-probabilities and their KL from the unedited run, classifier
-//! class log-probabilities.
+//! class log-probabilities and theirs.
 
 use super::{batch_size, real_length, Batch, HeadClass, Readout};
 use candle_core::{DType, Tensor, D};
 use glassbox_data::Pool;
 use glassbox_models::{Capture, LoadedModel, ModelError, Result};
 
-/// Next-token log-probabilities after each example's last token, when a readout needs them.
-pub(super) fn last_log_probs(
+/// The model's output distribution as log-probabilities, one row per example, when a readout
+/// needs it: a causal LM's next token after each example's last token (next-token readouts),
+/// else a classifier's classes ([`Readout::OutputKl`]); empty when none does.
+pub(super) fn output_log_probs(
     model: &LoadedModel,
     batch: &Batch,
     output: &Tensor,
     readouts: &[Readout],
 ) -> Result<Vec<Vec<f32>>> {
-    let wanted = readouts
+    let next_token = readouts
         .iter()
         .any(|r| matches!(r, Readout::NextToken { .. } | Readout::NextTokenKl));
+    if !next_token {
+        if !readouts.iter().any(|r| matches!(r, Readout::OutputKl)) {
+            return Ok(Vec::new());
+        }
+        let logits = class_logits(model, batch, output)?;
+        let logits = Tensor::new(logits, &candle_core::Device::Cpu)?;
+        return Ok(candle_nn_log_softmax(&logits)?.to_vec2()?);
+    }
     let Batch::Tokens(tokens) = batch else {
         return Ok(Vec::new());
     };
-    if !wanted {
-        return Ok(Vec::new());
-    }
     let last: Vec<Tensor> = tokens
         .lengths
         .iter()
@@ -41,6 +48,26 @@ pub(super) fn last_log_probs(
     Ok(log_probs.to_vec2()?)
 }
 
+/// A classifier's logits per example: a text classifier's class head on its last hidden
+/// states, an image classifier's forward output.
+fn class_logits(model: &LoadedModel, batch: &Batch, output: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let text_logits = match batch {
+        Batch::Tokens(b) => model.model.classify(output, &b.lengths),
+        Batch::Images(_) => None,
+    };
+    Ok(match (text_logits, output.rank()) {
+        (Some(logits), _) => logits?.to_dtype(DType::F32)?.to_vec2()?,
+        (None, 2) => output.to_dtype(DType::F32)?.to_vec2()?,
+        (None, _) => {
+            return Err(ModelError::Invalid(format!(
+            "class readouts need a classifier's logits, but the {} forward returns a {:?} tensor",
+            model.model.family(),
+            output.dims()
+        )))
+        }
+    })
+}
+
 fn candle_nn_log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?;
     let shifted = x.broadcast_sub(&max)?;
@@ -55,7 +82,7 @@ pub(super) fn read(
     batch: &Batch,
     output: &Tensor,
     capture: &Capture,
-    last_log_probs: &[Vec<f32>],
+    log_probs: &[Vec<f32>],
     reference: Option<&[Vec<f32>]>,
     readouts: &[Readout],
     offset: usize,
@@ -105,12 +132,12 @@ pub(super) fn read(
                 }
             }
             Readout::NextToken { id } => {
-                out.extend(last_log_probs.iter().map(|lp| lp[*id as usize] as f64));
+                out.extend(log_probs.iter().map(|lp| lp[*id as usize] as f64));
             }
-            Readout::NextTokenKl => match reference {
+            Readout::NextTokenKl | Readout::OutputKl => match reference {
                 None => out.extend(std::iter::repeat_n(0.0, n)),
                 Some(reference) => {
-                    out.extend(last_log_probs.iter().zip(reference).map(|(edited, clean)| {
+                    out.extend(log_probs.iter().zip(reference).map(|(edited, clean)| {
                         clean
                             .iter()
                             .zip(edited)
@@ -120,23 +147,7 @@ pub(super) fn read(
                 }
             },
             Readout::OutputClass { class } => {
-                // A text classifier's logits come from its class head on the last hidden
-                // states; an image classifier's forward returns them.
-                let text_logits = match batch {
-                    Batch::Tokens(b) => model.model.classify(output, &b.lengths),
-                    Batch::Images(_) => None,
-                };
-                let logits: Vec<Vec<f32>> = match (text_logits, output.rank()) {
-                    (Some(logits), _) => logits?.to_dtype(DType::F32)?.to_vec2()?,
-                    (None, 2) => output.to_dtype(DType::F32)?.to_vec2()?,
-                    (None, _) => {
-                        return Err(ModelError::Invalid(format!(
-                            "class readouts need a classifier's logits, but the {} forward returns a {:?} tensor",
-                            model.model.family(),
-                            output.dims()
-                        )))
-                    }
-                };
+                let logits = class_logits(model, batch, output)?;
                 for z in logits {
                     if *class >= z.len() {
                         return Err(ModelError::Invalid(format!(
