@@ -70,12 +70,21 @@ impl LabelSet {
 /// A sequence-level label from a column of `examples.parquet`: strings, booleans and integers
 /// are classes, floats are regression targets; rows with a null label are left out.
 pub fn sequence_labels(examples: &Examples, name: &str, source: &str) -> Result<LabelSet> {
-    let column = examples.column(name).ok_or_else(|| ProbeError::Label {
-        column: name.to_owned(),
-        message: format!(
-            "no such column in {source}; label columns there: {}",
-            examples.label_names().join(", ")
-        ),
+    let column = examples.column(name).ok_or_else(|| {
+        let names = examples.label_names();
+        let have = if names.is_empty() {
+            "none: the data file had only a text column (every other column of it becomes a label; add one and extract again)".to_owned()
+        } else {
+            format!(
+                "{}{}",
+                names.join(", "),
+                glassbox_data::suggest::did_you_mean(name, names.iter().copied())
+            )
+        };
+        ProbeError::Label {
+            column: name.to_owned(),
+            message: format!("no such column in {source}; label columns there: {have}"),
+        }
     })?;
     let mut items = Vec::new();
     let mut types = Vec::new();
@@ -362,6 +371,22 @@ fn classes_of(name: &str, labels: impl Iterator<Item = String>) -> Result<Target
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_label_column_names_the_columns_there_or_says_there_are_none() {
+        let bare = glassbox_data::examples::Examples {
+            example_ids: vec![0],
+            splits: vec!["all".into()],
+            texts: vec!["a".into()],
+            n_tokens: vec![1],
+            columns: Vec::new(),
+        };
+        let err = sequence_labels(&bare, "topic", "examples.parquet").unwrap_err();
+        assert!(
+            err.to_string().contains("label columns there: none"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn words_and_token_alignment() {
