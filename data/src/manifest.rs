@@ -44,10 +44,32 @@ pub struct ModelRecord {
 /// The data set that was run through the model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DataRecord {
+    /// The path as given (relative paths are relative to where extract ran).
     pub path: String,
     pub sha256: String,
     pub n_examples: u64,
     pub n_tokens: u64,
+    /// The same path made absolute when extract ran (absent in runs written before it was
+    /// recorded): later stages that reread the data (image runs) find it from another
+    /// working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute: Option<String>,
+}
+
+impl DataRecord {
+    /// Where the data is now: the path as given when it exists from here, else the absolute
+    /// path extract recorded when that exists, else the path as given (whose reader then
+    /// names it as missing).
+    pub fn locate(&self) -> std::path::PathBuf {
+        let given = std::path::PathBuf::from(&self.path);
+        if given.exists() {
+            return given;
+        }
+        match self.absolute.as_deref().map(std::path::PathBuf::from) {
+            Some(absolute) if absolute.exists() => absolute,
+            _ => given,
+        }
+    }
 }
 
 /// One completed stage.
@@ -163,6 +185,32 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn data_is_located_as_given_then_by_its_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.jsonl");
+        std::fs::write(&file, "{}").unwrap();
+        let record = |path: &str, absolute: Option<&Path>| DataRecord {
+            path: path.into(),
+            sha256: String::new(),
+            n_examples: 1,
+            n_tokens: 1,
+            absolute: absolute.map(|p| p.display().to_string()),
+        };
+        // A relative path that does not resolve from here: the recorded absolute one.
+        assert_eq!(record("no/such/data.jsonl", Some(&file)).locate(), file);
+        // The path as given wins where it exists; neither existing gives it back as given.
+        let given = file.display().to_string();
+        assert_eq!(record(&given, Some(Path::new("/elsewhere"))).locate(), file);
+        let missing = record("no/such/data.jsonl", Some(Path::new("/no/such/either")));
+        assert_eq!(missing.locate(), Path::new("no/such/data.jsonl"));
+        assert_eq!(
+            record("no/such/data.jsonl", None).locate(),
+            Path::new("no/such/data.jsonl")
+        );
+    }
 
     #[test]
     fn round_trip() {

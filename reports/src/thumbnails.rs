@@ -161,7 +161,7 @@ impl ModelInputs {
     pub(crate) fn open(run: &RunDir) -> Option<Self> {
         let manifest = glassbox_data::Manifest::load(run).ok()?;
         let pre = manifest.model?.preprocessor?;
-        let data = PathBuf::from(manifest.data?.path);
+        let data = manifest.data?.locate();
         let root = if data.is_dir() {
             data
         } else {

@@ -534,3 +534,41 @@ fn a_token_level_label_as_a_target_is_refused_saying_why() {
     assert_bad_input(&out, &["probed per token", "one number per example"]);
     assert!(before == snapshot(&run), "the run changed");
 }
+
+/// An image run extracted with a relative `--data` path rereads its images from another
+/// working directory (through the absolute path the manifest records).
+#[test]
+fn an_image_run_is_explained_from_another_working_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = glassbox()
+        .current_dir(tmp.path())
+        .args(["textures", "--kinds", "stripes,dots", "--per-class", "1"])
+        .args(["--size", "32", "--out", "images"])
+        .output()
+        .unwrap();
+    assert_success(&out, "textures");
+    let out = glassbox()
+        .current_dir(tmp.path())
+        .args(["extract", "--model"])
+        .arg(glassbox_tests::workspace_root().join("tests/fixtures/tiny_resnet"))
+        .args(["--data", "images", "--hooks", "hook_pooled", "--run", "run"])
+        .output()
+        .unwrap();
+    assert_success(&out, "extract (relative data path)");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = glassbox()
+        .current_dir(elsewhere.path())
+        .args(["attribute", "--run"])
+        .arg(tmp.path().join("run"))
+        .args([
+            "--target",
+            "class:predicted",
+            "--method",
+            "saliency",
+            "--steps",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "attribute from another directory");
+}

@@ -77,6 +77,7 @@ fn tiny_run(dir: &std::path::Path) -> RunDir {
         sha256: "a".repeat(64),
         n_examples: N as u64,
         n_tokens: 4 * N as u64,
+        absolute: None,
     });
     manifest.stages.insert(
         "extract".into(),

@@ -177,6 +177,7 @@ fn main() -> Result<()> {
         sha256: "0".repeat(64),
         n_examples: examples as u64,
         n_tokens: a.tokens as u64,
+        absolute: None,
     });
     manifest.stages.insert(
         "extract".into(),

@@ -209,7 +209,7 @@ pub(crate) fn read_inputs(run: &RunDir, model: &LoadedModel, max: usize) -> Resu
     let path = manifest
         .data
         .as_ref()
-        .map(|d| std::path::PathBuf::from(&d.path))
+        .map(|d| d.locate())
         .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
     let data: ImageDataset = read_image_dataset(&path)
         .with_context(|| format!("the run's images at {}", path.display()))?;

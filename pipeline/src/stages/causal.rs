@@ -7,7 +7,7 @@ use super::run_model::{load_run_model, run_modality};
 use super::{Completion, Stage, Transaction};
 use crate::config::RunConfig;
 use crate::fingerprint::fingerprint;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use glassbox_concepts::causal::{plan, write_curves, write_tests, CausalOptions, PlanContext};
 use glassbox_data::examples::read_examples;
 use glassbox_data::rng::SeededRng;
@@ -150,10 +150,14 @@ fn sample(
             Batches::texts(model, &texts, settings.batch_size)?
         }
         Modality::Vision => {
-            let data = config.data.as_ref().ok_or_else(|| {
-                anyhow!("{}: config.toml records no data file", run.root().display())
-            })?;
-            match Examples::read(model, &data.path)? {
+            // The manifest's record finds the data from another working directory too.
+            let recorded = glassbox_data::Manifest::load(run)?.data.map(|d| d.locate());
+            let path = match (recorded, config.data.as_ref()) {
+                (Some(path), _) => path,
+                (None, Some(data)) => data.path.clone(),
+                (None, None) => bail!("{}: the run records no data file", run.root().display()),
+            };
+            match Examples::read(model, &path)? {
                 Examples::Images(images, pre) => {
                     Batches::images(&images, &pre, &indices, settings.batch_size)?
                 }

@@ -143,7 +143,7 @@ fn image_cells(run: &RunDir, settings: &DictionarySection) -> Result<ImageCells>
     let data_root = run
         .require_stage("extract")?
         .data
-        .map(|d| std::path::PathBuf::from(d.path))
+        .map(|d| d.locate())
         .map(|p| {
             if p.is_dir() {
                 p

@@ -186,10 +186,7 @@ pub fn run_dissect(
     }
     let model = load_run_model(run)?;
     let pre = model.preprocessor()?;
-    let masks_file = settings
-        .masks
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&data.path));
+    let masks_file = settings.masks.clone().unwrap_or_else(|| data.locate());
     let dataset = read_image_dataset(&masks_file)?;
     let examples = read_examples(run)?;
     if dataset.len() != examples.example_ids.len() {

@@ -263,6 +263,9 @@ pub(super) fn commit(
         sha256: prepared.examples.table().sha256.clone(),
         n_examples: summary.n_examples,
         n_tokens: summary.n_tokens,
+        absolute: std::path::absolute(req.data)
+            .ok()
+            .map(|p| p.display().to_string()),
     };
     let done = Completion {
         stage: Stage::Extract,

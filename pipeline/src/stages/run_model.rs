@@ -92,7 +92,7 @@ pub fn input_size(run: &RunDir, model: &LoadedModel) -> Result<(usize, usize)> {
     let data = manifest
         .data
         .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
-    let dataset = glassbox_data::images::read_image_dataset(std::path::Path::new(&data.path))?;
+    let dataset = glassbox_data::images::read_image_dataset(&data.locate())?;
     let first = dataset.path(0);
     let img = glassbox_data::images::load_rgb(&first)?;
     let (_, h, w) = pre.apply(&img, &first)?;

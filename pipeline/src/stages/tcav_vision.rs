@@ -204,7 +204,7 @@ pub fn run_tcav_vision(
     let data_path = manifest
         .data
         .as_ref()
-        .map(|d| std::path::PathBuf::from(&d.path))
+        .map(|d| d.locate())
         .ok_or_else(|| anyhow!("{}: the manifest records no data set", run.root().display()))?;
     let reads_probes = settings.targets.iter().any(|t| t.starts_with("probe:"));
     let params = serde_json::json!({
