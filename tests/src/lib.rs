@@ -159,6 +159,12 @@ pub fn python_with(module: &str) -> Result<PathBuf, String> {
     Err(format!("no Python with {module}; run `just venv`"))
 }
 
+/// The test venv's Python if it can import `module` (e.g. `"polars, duckdb"`), else `None`
+/// with `test` skipped (a failure under `CI=true`).
+pub fn python_or_skip(test: &str, module: &str) -> Option<PathBuf> {
+    python_with(module).map_err(|why| skip(test, &why)).ok()
+}
+
 /// Runs `script` with the test venv's pyarrow Python, `args` after it, and asserts it succeeds;
 /// without pyarrow, `test` is skipped (a failure under `CI=true`).
 pub fn pyarrow_check(test: &str, script: &str, args: &[&Path]) {

@@ -57,14 +57,11 @@ fn causal_tests_every_finding_and_the_report_shows_the_verdicts() {
     assert_eq!(summary["causal"]["tests"].as_array().unwrap().len(), 5);
     assert!(run.join("report/tables/causal_tests.parquet").exists());
 
-    let python = match python_with("jsonschema") {
-        Ok(p) => p,
-        Err(why) => {
-            return skip(
-                "causal_tests_every_finding_and_the_report_shows_the_verdicts",
-                &why,
-            )
-        }
+    let Some(python) = python_or_skip(
+        "causal_tests_every_finding_and_the_report_shows_the_verdicts",
+        "jsonschema",
+    ) else {
+        return;
     };
     let valid = validate_json_schema(
         &python,

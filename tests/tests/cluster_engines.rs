@@ -24,14 +24,11 @@ fn single_run(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn ray_tasks_run_a_three_shard_extract_gradients_and_attributions() {
-    let python = match python_with("ray") {
-        Ok(p) => p,
-        Err(why) => {
-            return skip(
-                "ray_tasks_run_a_three_shard_extract_gradients_and_attributions",
-                &why,
-            )
-        }
+    let Some(python) = python_or_skip(
+        "ray_tasks_run_a_three_shard_extract_gradients_and_attributions",
+        "ray",
+    ) else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("ray");
@@ -167,14 +164,11 @@ fn a_slurm_job_array_runs_a_three_shard_extract() {
 
 #[test]
 fn the_kubernetes_indexed_job_command_runs_a_three_shard_extract() {
-    let python = match python_with("yaml") {
-        Ok(p) => p,
-        Err(why) => {
-            return skip(
-                "the_kubernetes_indexed_job_command_runs_a_three_shard_extract",
-                &why,
-            )
-        }
+    let Some(python) = python_or_skip(
+        "the_kubernetes_indexed_job_command_runs_a_three_shard_extract",
+        "yaml",
+    ) else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("k8s-run");

@@ -204,9 +204,9 @@ fn the_report_shows_patching_next_to_the_probes() {
     let effects = summary["patching"]["effects"].as_array().unwrap();
     assert!(!effects.is_empty());
     assert_eq!(summary["patching"]["pairs"], 3);
-    let python = match python_with("jsonschema") {
-        Ok(p) => p,
-        Err(why) => return skip("the_report_shows_patching_next_to_the_probes", &why),
+    let Some(python) = python_or_skip("the_report_shows_patching_next_to_the_probes", "jsonschema")
+    else {
+        return;
     };
     let out = validate_json_schema(
         &python,

@@ -174,12 +174,8 @@ fn rerunning_the_pipeline_skips_up_to_date_stages() {
 #[test]
 fn pyarrow_reads_the_run_independently() {
     let Some(dir) = default_run() else { return };
-    let python = match python_with_pyarrow() {
-        Ok(p) => p,
-        Err(why) => {
-            skip("pyarrow_reads_the_run_independently", &why);
-            return;
-        }
+    let Some(python) = python_or_skip("pyarrow_reads_the_run_independently", "pyarrow") else {
+        return;
     };
     let run = RunDir::new(dir);
     // Our own reader's view, to compare values with pyarrow's.

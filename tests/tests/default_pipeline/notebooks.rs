@@ -42,12 +42,11 @@ assert causal.height > 0
 #[test]
 fn notebook_readers_open_the_run_as_the_cookbook_shows() {
     let Some(dir) = default_run() else { return };
-    let python = match python_with("polars, duckdb, pandas") {
-        Ok(p) => p,
-        Err(why) => {
-            skip("notebook_readers_open_the_run_as_the_cookbook_shows", &why);
-            return;
-        }
+    let Some(python) = python_or_skip(
+        "notebook_readers_open_the_run_as_the_cookbook_shows",
+        "polars, duckdb, pandas",
+    ) else {
+        return;
     };
     let run = RunDir::new(dir);
     let examples = read_examples(&run).unwrap();

@@ -87,12 +87,9 @@ fn probes_and_report_are_written() {
 #[test]
 fn summary_json_validates_against_its_schema() {
     let Some(dir) = default_run() else { return };
-    let python = match python_with("jsonschema") {
-        Ok(p) => p,
-        Err(why) => {
-            skip("summary_json_validates_against_its_schema", &why);
-            return;
-        }
+    let Some(python) = python_or_skip("summary_json_validates_against_its_schema", "jsonschema")
+    else {
+        return;
     };
     let report = RunDir::new(dir).report_dir();
     let schema = report.join("summary.schema.json");
