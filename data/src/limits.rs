@@ -27,10 +27,16 @@ pub fn at_most(name: &str, value: usize, most: usize, why: &str) -> Result<(), S
 /// `Err(message)` when the list `name` holds one item twice: it would be computed twice, its
 /// rows written twice under one key, and a multiple-testing correction would count it twice.
 pub fn each_once<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> Result<(), String> {
-    match (0..items.len()).find(|&i| items[..i].contains(&items[i])) {
-        Some(i) => Err(format!("{name} lists `{}` twice; list each once", items[i])),
+    match first_repeat_by(items, |a, b| a == b) {
+        Some((_, i)) => Err(format!("{name} lists `{}` twice; list each once", items[i])),
         None => Ok(()),
     }
+}
+
+/// The first `(earlier, later)` pair of indices whose items are the `same` (for items compared
+/// by what they resolve to, e.g. two target specs naming one class).
+pub fn first_repeat_by<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> Option<(usize, usize)> {
+    (0..items.len()).find_map(|i| (0..i).find(|&j| same(&items[j], &items[i])).map(|j| (j, i)))
 }
 
 /// [`at_most`] for a stage's random baselines (`runs_name`: TCAV's `random_runs`, the causal
@@ -73,6 +79,10 @@ mod tests {
         assert!(each_once::<f64>("alphas", &[]).is_ok());
         let err = each_once("alphas", &[0.5, -0.5, 1.0, -0.5]).unwrap_err();
         assert_eq!(err, "alphas lists `-0.5` twice; list each once");
+        // By what items resolve to: the first later item that matches an earlier one.
+        let same_parity = |a: &i32, b: &i32| a % 2 == b % 2;
+        assert_eq!(first_repeat_by(&[1, 2, 4, 3], same_parity), Some((1, 2)));
+        assert_eq!(first_repeat_by(&[1, 2], same_parity), None);
     }
 
     #[test]

@@ -177,10 +177,13 @@ fn same_target(a: &TargetKind, b: &TargetKind) -> bool {
 
 /// Refuses two target specs that resolve to the same target.
 pub(crate) fn refuse_repeats(targets: &[(String, TargetKind)]) -> Result<()> {
-    for (i, (spec, kind)) in targets.iter().enumerate() {
-        if let Some((first, _)) = targets[..i].iter().find(|(_, k)| same_target(k, kind)) {
-            bail!("attribute: targets `{first}` and `{spec}` name the same target; list it once");
-        }
+    let same = |a: &(String, TargetKind), b: &(String, TargetKind)| same_target(&a.1, &b.1);
+    if let Some((i, j)) = glassbox_data::limits::first_repeat_by(targets, same) {
+        bail!(
+            "attribute: targets `{}` and `{}` name the same target; list it once",
+            targets[i].0,
+            targets[j].0
+        );
     }
     Ok(())
 }

@@ -275,14 +275,13 @@ pub fn run_tcav_stage(
         .map(|t| resolve_target(run, &model, t))
         .collect::<Result<_>>()?;
     // The same head twice would be tested twice and counted twice by the correction.
-    for (i, resolved) in resolved_targets.iter().enumerate() {
-        if let Some(first) = (0..i).find(|&j| resolved_targets[j].head.same_score(&resolved.head)) {
-            bail!(
-                "tcav: targets `{}` and `{}` name the same probe head; list it once",
-                targets[first].spec,
-                targets[i].spec
-            );
-        }
+    let same = |a: &ResolvedTarget, b: &ResolvedTarget| a.head.same_score(&b.head);
+    if let Some((i, j)) = glassbox_data::limits::first_repeat_by(&resolved_targets, same) {
+        bail!(
+            "tcav: targets `{}` and `{}` name the same probe head; list it once",
+            targets[i].spec,
+            targets[j].spec
+        );
     }
     let mut target_hooks: Vec<(ProbeTarget, Vec<HookPoint>)> = Vec::new();
     for (target, resolved) in targets.iter().zip(&resolved_targets) {
