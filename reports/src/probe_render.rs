@@ -33,15 +33,32 @@ pub(crate) fn finding_sentence(f: &LabelFinding) -> String {
         " (no CI: bootstrap = 0)".to_owned()
     };
     format!(
-        "{} ({what}, {scope}) is best decoded at {}: {} {:.3}{score_ci} against {baseline} {:.3}; control task {:.3}, selectivity {:.3}{selectivity_ci}{standing}.",
+        "{} ({what}, {scope}) is best decoded at {}: {} {:.3}{score_ci} against {baseline} {:.3}; control task {:.3}, selectivity {:.3}{selectivity_ci}{standing}{}.",
         md::code(&f.label),
         md::code(&f.best_hook.to_string()),
         f.metric,
         f.best_score,
         f.majority,
         f.control_score,
-        f.selectivity
+        f.selectivity,
+        caveat(f, baseline),
     )
+}
+
+/// What the intervals say against the finding, if anything: a best hook whose score interval
+/// reaches its baseline decodes nothing, and one whose selectivity interval reaches 0 is no
+/// more selective than the control task (Hewitt & Liang 2019) — the causal verdict that may
+/// follow is then about a direction, not about a decodable label.
+fn caveat(f: &LabelFinding, baseline: &str) -> String {
+    if f.best_ci_low.is_finite() && f.best_ci_low <= f.majority {
+        return format!(
+            " — not above the {baseline} (its 95% CI reaches it): no evidence the label is decodable here"
+        );
+    }
+    match f.selectivity_ci {
+        Some((low, _)) if low <= 0.0 => " — no more selective than the control task (the selectivity CI reaches 0): a weak finding".to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// How sure "best decoded at" is, when the probe stage compared the hooks: how often the best
@@ -157,3 +174,50 @@ pub(crate) fn probe_table_row(r: &ProbeResult) -> [String; 9] {
 }
 
 pub(crate) const DEFINITIONS: &str = "Scores are on a seeded, stratified held-out test split; the L2 strength is chosen on a separate validation split. Accuracy CIs over independent test rows are Wilson score intervals (60 of 60 right: [0.940, 1.000]; a bootstrap would collapse to [1.000, 1.000]); other CIs are expanded percentile bootstraps over test rows (Hesterberg 2015: the percentiles widened to Student's t width for few rows or texts, 1.9% and 98.1% at 30). Token-level splits keep every token of a text in one part and their CIs resample test texts (cluster bootstrap), unless the run's config sets `split_by = \"token\"` under `[probe]`; `split_by = \"data\"` takes the parts from the data set's `split` column. The majority baseline always predicts the most frequent training class. The control task (Hewitt & Liang 2019) gives every word type (token level) or text (sequence level) a random label with the same label distribution; selectivity = score − control score, its CI a paired bootstrap (probe and control scored on the same resampled test rows). MDL compression (when run) is the uniform code length over the online code length (Voita & Titov 2020); token rows split by text are sent whole text by whole text. Behind the best: a paired bootstrap interval of the best hook's score minus this hook's, every hook scored on the same resampled test rows (texts), simultaneous at 95% over every pair of hooks (the largest |t| among all pairs, Romano & Wolf 2005), so that the best hook, the winner of this test set, is not called ahead of equally good hooks by chance; an interval that reaches 0 means the test set does not tell the hook apart from the best; the best hook's cell gives the share of resamples in which it scores highest; the chart draws the hooks behind the best hollow. Figures come from `probes/results.parquet`.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(ci_low: f64, selectivity_ci: (f64, f64)) -> LabelFinding {
+        LabelFinding {
+            label: "topic".into(),
+            level: "sequence".into(),
+            pool: "mean".into(),
+            metric: "accuracy".into(),
+            n_classes: 3,
+            best_hook: glassbox_data::HookPoint::ResidPost(1),
+            best_score: 0.6,
+            best_ci_low: ci_low,
+            best_ci_high: 0.7,
+            majority: 0.4,
+            control_score: 0.3,
+            selectivity: 0.3,
+            selectivity_ci: Some(selectivity_ci),
+            by_hook: Vec::new(),
+            top_neurons: Vec::new(),
+            top_k: Vec::new(),
+        }
+    }
+
+    /// A finding whose intervals reach its baseline or the control task says so; one clear of
+    /// both says nothing more.
+    #[test]
+    fn findings_the_intervals_do_not_support_say_so() {
+        let clear = finding_sentence(&finding(0.5, (0.1, 0.4)));
+        assert!(
+            !clear.contains(" — not above") && !clear.contains("no more selective"),
+            "{clear}"
+        );
+        let baseline = finding_sentence(&finding(0.35, (0.1, 0.4)));
+        assert!(
+            baseline.contains("not above the majority baseline"),
+            "{baseline}"
+        );
+        let control = finding_sentence(&finding(0.5, (-0.05, 0.4)));
+        assert!(
+            control.contains("no more selective than the control task"),
+            "{control}"
+        );
+    }
+}
