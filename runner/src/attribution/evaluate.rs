@@ -210,29 +210,19 @@ mod tests {
     use super::*;
 
     /// f(x) = Σ xᵢ: removing a unit lowers f by exactly its sum.
-    struct Sum(Vec<f32>);
-    impl Oracle for Sum {
-        fn input(&self) -> &[f32] {
-            &self.0
-        }
-        fn width(&self) -> usize {
-            1
-        }
-        fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
-            Ok(inputs
-                .iter()
-                .map(|x| x.iter().map(|v| f64::from(*v)).sum())
-                .collect())
-        }
-        fn gradients(&self, _: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
-            unreachable!()
+    fn sum(x: Vec<f32>) -> crate::attribution::test_oracles::Separable {
+        crate::attribution::test_oracles::Separable {
+            c: vec![1.0; x.len()],
+            x,
+            phi: |_, v| f64::from(v),
+            dphi: |_, _| 1.0,
         }
     }
 
     #[test]
     fn the_true_attribution_beats_its_reverse_on_every_curve() {
         let x = vec![5.0f32, 1.0, 3.0, 0.0];
-        let o = Sum(x.clone());
+        let o = sum(x.clone());
         let units: Vec<Vec<usize>> = (0..4).map(|i| vec![i]).collect();
         let zero = vec![0.0; 4];
         let good = curves(&o, &x, &zero, &units, &x, 4).unwrap();

@@ -2,43 +2,12 @@
 
 use super::*;
 
-/// f(x) = Σ cᵢ xᵢ² — gradient 2cᵢxᵢ, known in closed form.
-struct Quadratic {
-    c: Vec<f32>,
-    x: Vec<f32>,
-}
+use crate::attribution::test_oracles::{quadratic, Separable};
 
-impl Oracle for Quadratic {
-    fn input(&self) -> &[f32] {
-        &self.x
-    }
-    fn width(&self) -> usize {
-        1
-    }
-    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
-        Ok(inputs
-            .iter()
-            .map(|x| {
-                x.iter()
-                    .zip(&self.c)
-                    .map(|(x, c)| f64::from(c * x * x))
-                    .sum()
-            })
-            .collect())
-    }
-    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
-        let g = inputs
-            .iter()
-            .map(|x| x.iter().zip(&self.c).map(|(x, c)| 2.0 * c * x).collect())
-            .collect();
-        Ok((self.values(inputs)?, g))
-    }
-}
-
-/// [`Quadratic`] that evaluates at most `batch` inputs a call and records the largest
+/// A [`quadratic`] oracle that evaluates at most `batch` inputs a call and records the largest
 /// call, as a model oracle whose memory is one batch.
 struct Batched {
-    inner: Quadratic,
+    inner: Separable,
     batch: usize,
     largest: std::cell::Cell<usize>,
 }
@@ -68,10 +37,7 @@ impl Oracle for Batched {
 /// and the maps equal those of one call over everything.
 #[test]
 fn many_inputs_reach_the_oracle_one_batch_at_a_time() {
-    let quadratic = || Quadratic {
-        c: vec![1.0, -2.0, 0.5, 0.75],
-        x: vec![1.5, 0.25, -3.0, 2.0],
-    };
+    let quadratic = || quadratic(vec![1.0, -2.0, 0.5, 0.75], vec![1.5, 0.25, -3.0, 2.0]);
     let batched = |batch| Batched {
         inner: quadratic(),
         batch,
@@ -107,10 +73,7 @@ fn many_inputs_reach_the_oracle_one_batch_at_a_time() {
 /// rule with ≥ 2 points — and Gauss–Legendre with 1 — is exact): completeness holds.
 #[test]
 fn integrated_gradients_is_exact_on_a_quadratic() {
-    let o = Quadratic {
-        c: vec![1.0, -2.0, 0.5],
-        x: vec![1.5, 0.25, -3.0],
-    };
+    let o = quadratic(vec![1.0, -2.0, 0.5], vec![1.5, 0.25, -3.0]);
     let zero = vec![0.0; 3];
     for rule in [
         IgRule::GaussLegendre,
@@ -128,35 +91,17 @@ fn integrated_gradients_is_exact_on_a_quadratic() {
     }
 }
 
-/// f(x) = Σ relu(xᵢ − ½)·cᵢ: a kink halfway along the path from 0. The adaptive rule
-/// refines around it and completeness holds far better than the fixed midpoint rule's.
-struct Kinked(Vec<f32>);
-impl Oracle for Kinked {
-    fn input(&self) -> &[f32] {
-        &self.0
-    }
-    fn width(&self) -> usize {
-        1
-    }
-    fn values(&self, inputs: &[Vec<f32>]) -> Result<Vec<f64>> {
-        Ok(inputs
-            .iter()
-            .map(|x| x.iter().map(|v| f64::from((v - 0.5).max(0.0)) * 3.0).sum())
-            .collect())
-    }
-    fn gradients(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
-        let g = inputs
-            .iter()
-            .map(|x| x.iter().map(|v| if *v > 0.5 { 3.0 } else { 0.0 }).collect())
-            .collect();
-        Ok((self.values(inputs)?, g))
-    }
-}
-
 #[test]
 fn adaptive_steps_close_the_completeness_gap_at_a_kink() {
     let x = vec![1.37f32, 0.93, 2.2];
-    let o = Kinked(x.clone());
+    // f(x) = Σ 3·relu(xᵢ − ½): a kink halfway along the path from 0. The adaptive rule
+    // refines around it and completeness holds far better than the fixed midpoint rule's.
+    let o = Separable {
+        x: x.clone(),
+        c: vec![3.0; 3],
+        phi: |c, v| f64::from((v - 0.5).max(0.0)) * f64::from(c),
+        dphi: |c, v| if v > 0.5 { c } else { 0.0 },
+    };
     let zero = vec![0.0; 3];
     let gap = o.values(std::slice::from_ref(&x)).unwrap()[0];
     let miss = |a: &[f32]| (a.iter().map(|v| f64::from(*v)).sum::<f64>() - gap).abs() / gap;
@@ -172,10 +117,7 @@ fn adaptive_steps_close_the_completeness_gap_at_a_kink() {
 
 #[test]
 fn occlusion_of_single_features_is_the_exact_difference() {
-    let o = Quadratic {
-        c: vec![1.0, 2.0, 3.0, 4.0],
-        x: vec![1.0, 1.0, 2.0, -1.0],
-    };
+    let o = quadratic(vec![1.0, 2.0, 3.0, 4.0], vec![1.0, 1.0, 2.0, -1.0]);
     let windows = token_windows(4, 1, 1, 1);
     let (f, a) = occlusion(&o, &o.x, &[0.0; 4], &windows).unwrap();
     assert_eq!(f, 1.0 + 2.0 + 12.0 + 4.0);

@@ -20,6 +20,8 @@ pub mod quadrature;
 pub mod run;
 pub mod sanity;
 pub mod tables;
+#[cfg(test)]
+mod test_oracles;
 
 use glassbox_data::Modality;
 use glassbox_models::{HookPoint, ModelError, Result};
