@@ -2,6 +2,9 @@
 """Input attributions by Captum 0.9 on the tiny random GPT-2 and ViT fixtures, for glassbox's
 attribution parity test (runner/tests/attribution_parity.rs).
 
+Soft-capped text (tiny Gemma-2, final logits capped at 3): the same methods on one token's
+capped logit and on a `logit_diff` of two capped logits.
+
 Text (tiny GPT-2): the target is the next-token logit of token id 17 at the last position; the
 input is the token embeddings (`wte(ids)`, what glassbox's `hook_embed` carries — positions
 are added after it, as with `inputs_embeds`). Methods: Saliency (abs), InputXGradient,
@@ -76,6 +79,39 @@ def text():
     return out
 
 
+def text_softcap():
+    """The tiny Gemma-2 (final logits soft-capped at 3): Captum explains the logit the model
+    outputs, `3·tanh(z/3)`, for one token and for a `logit_diff` of two."""
+    path = FIX / "tiny_gemma2"
+    model = transformers.Gemma2ForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    prompt = "the cat sat on the mat"
+    ids = torch.tensor([tok.encode(prompt).ids])
+    emb = model.model.embed_tokens(ids).detach()
+    token, other = 17, 5
+    zero = torch.zeros_like(emb)
+    d = emb.shape[-1]
+    out = {"prompt": prompt, "ids": ids[0].tolist(), "token_id": token, "other_id": other,
+           "final_logit_softcapping": model.config.final_logit_softcapping}
+    for name, f in [
+        ("token", lambda e: model(inputs_embeds=e).logits[:, -1, token]),
+        ("logit_diff", lambda e: (lambda z: z[:, -1, token] - z[:, -1, other])(model(inputs_embeds=e).logits)),
+    ]:
+        out[name] = {
+            "f_input": float(f(emb)),
+            "f_baseline": float(f(zero)),
+            "saliency": flat(Saliency(f).attribute(emb, abs=True)),
+            "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
+            "ig_gausslegendre_16": flat(
+                IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")
+            ),
+            "occlusion": flat(
+                Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)
+            ),
+        }
+    return out
+
+
 def image():
     path = FIX / "tiny_vit"
     model = transformers.ViTForImageClassification.from_pretrained(path).eval()
@@ -145,11 +181,20 @@ def encoder():
 
 
 if __name__ == "__main__":
+    import sys
+
     import captum
 
-    ref = {"captum": captum.__version__, "torch": torch.__version__, "text": text(), "image": image()}
-    enc = encoder()
-    if enc is not None:
-        ref["encoder"] = enc
-    (OUT / "reference.json").write_text(json.dumps(ref))
-    print(f"wrote {OUT / 'reference.json'}")
+    # Section names as arguments (`text_softcap`) remake only those, kept beside the others.
+    only = set(sys.argv[1:])
+    path = OUT / "reference.json"
+    ref = json.loads(path.read_text()) if only and path.exists() else {}
+    ref.update({"captum": captum.__version__, "torch": torch.__version__})
+    for name, make in [("text", text), ("text_softcap", text_softcap), ("image", image),
+                       ("encoder", encoder)]:
+        if not only or name in only:
+            section = make()
+            if section is not None:
+                ref[name] = section
+    path.write_text(json.dumps(ref))
+    print(f"wrote {path}")

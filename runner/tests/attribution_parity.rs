@@ -50,7 +50,16 @@ fn text_oracle<'a>(model: &'a LoadedModel, r: &Value) -> TextOracle<'a> {
         .unwrap()
         .to_vec1()
         .unwrap();
-    TextOracle::new(model, encoded, Target::NextToken { direction }, 8).unwrap()
+    TextOracle::new(
+        model,
+        encoded,
+        Target::NextToken {
+            row: direction,
+            minus: None,
+        },
+        8,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -92,6 +101,56 @@ fn text_attributions_match_captum_on_tiny_gpt2() {
         (sum - gap).abs() < 0.05 * gap.abs(),
         "Σ IG {sum} vs gap {gap}"
     );
+}
+
+/// The tiny Gemma-2 soft-caps its final logits at 3: a token target explains the logit the
+/// model outputs, `3·tanh(z/3)` (what Captum on the model explains), and `logit_diff` the
+/// difference of two capped logits — not the row's reading before the cap, whose maps differ
+/// by the cap's slope (1 − tanh²) and whose values are not the model's.
+#[test]
+fn token_targets_explain_the_soft_capped_logits_as_captum_does() {
+    let model = tiny("tiny_gemma2");
+    let all = reference();
+    let r = &all["text_softcap"];
+    assert_eq!(model.model.final_logit_softcap(), Some(3.0));
+    let row = |key: &str| -> Vec<f32> {
+        let id = r[key].as_u64().unwrap() as usize;
+        model
+            .model
+            .unembedding()
+            .unwrap()
+            .get(id)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for (name, minus) in [("token", None), ("logit_diff", Some(row("other_id")))] {
+        let target = Target::NextToken {
+            row: row("token_id"),
+            minus,
+        };
+        let o = TextOracle::new(&model, encoded(ids(&r["ids"])), target, 8).unwrap();
+        let x = o.input().to_vec();
+        let f = o.values(&[x.clone(), vec![0f32; x.len()]]).unwrap();
+        let expected = &r[name];
+        for (got, key) in f.iter().zip(["f_input", "f_baseline"]) {
+            let want = expected[key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                "{name} {key}: {got} vs Captum's {want}"
+            );
+        }
+        // The cap binds: the input's logit is bent well away from its reading before the cap.
+        if name == "token" {
+            assert!(
+                f[0].abs() > 2.5 && f[0].abs() < 3.0,
+                "capped logit {}",
+                f[0]
+            );
+        }
+        let d = o.width();
+        four_methods_match(&o, expected, &token_windows(x.len() / d, d, 1, 1));
+    }
 }
 
 fn image_oracle<'a>(model: &'a LoadedModel, r: &Value) -> ImageOracle<'a> {
@@ -199,7 +258,16 @@ fn decoder_gradients_match_central_differences() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 8).unwrap();
+        let o = TextOracle::new(
+            &model,
+            encoded,
+            Target::NextToken {
+                row: direction,
+                minus: None,
+            },
+            8,
+        )
+        .unwrap();
         // A step of 3e-3 along the gradient: the random fixtures curve enough that 1e-2 misses
         // |∇f|² by 3 % on Phi-3 with partial rotary (and converges as the step shrinks).
         central_difference_matches(name, &o, o.input(), 3e-3);

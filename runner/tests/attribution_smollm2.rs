@@ -34,7 +34,16 @@ fn smollm2_gradients_and_ig_completeness() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let o = TextOracle::new(&model, encoded, Target::NextToken { direction }, 16).unwrap();
+        let o = TextOracle::new(
+            &model,
+            encoded,
+            Target::NextToken {
+                row: direction,
+                minus: None,
+            },
+            16,
+        )
+        .unwrap();
         let x = o.input().to_vec();
         central_difference_matches(prompt, &o, &x, 1e-3);
 

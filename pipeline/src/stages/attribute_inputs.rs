@@ -132,17 +132,16 @@ pub(crate) fn resolve(run: &RunDir, model: &LoadedModel, spec: &str) -> Result<T
                 if ia == ib {
                     bail!("target `{spec}`: both sides are token {ia}; the difference is 0 for every input — name two different tokens");
                 }
-                let ra = unembedding_row(model, spec, ia)?;
-                let rb = unembedding_row(model, spec, ib)?;
                 TargetKind::Fixed(Target::NextToken {
-                    direction: ra.iter().zip(&rb).map(|(x, y)| x - y).collect(),
+                    row: unembedding_row(model, spec, ia)?,
+                    minus: Some(unembedding_row(model, spec, ib)?),
                 })
             }
         }
         "text" if image => outputs(super::tcav_vision::text_prompt_row(model, spec, rest.trim())?),
         "token" if !image => {
             let row = unembedding_row(model, spec, one_token(model, spec, rest)?)?;
-            TargetKind::Fixed(Target::NextToken { direction: row })
+            TargetKind::Fixed(Target::NextToken { row, minus: None })
         }
         "probe" => {
             let parsed = ProbeTarget::parse(spec)?;
@@ -167,7 +166,9 @@ fn same_target(a: &TargetKind, b: &TargetKind) -> bool {
         (TargetKind::Predicted, TargetKind::Predicted) => true,
         (TargetKind::Fixed(a), TargetKind::Fixed(b)) => match (a, b) {
             (Target::Outputs { weights: x }, Target::Outputs { weights: y }) => x == y,
-            (Target::NextToken { direction: x }, Target::NextToken { direction: y }) => x == y,
+            (Target::NextToken { row: x, minus: mx }, Target::NextToken { row: y, minus: my }) => {
+                x == y && mx == my
+            }
             (Target::Probe(x), Target::Probe(y)) => x.same_score(y),
             _ => false,
         },

@@ -18,11 +18,15 @@ use std::collections::BTreeMap;
 /// The scalar an attribution explains, for one example.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Text: the final hidden state at the last real token read along a direction — the
-    /// unembedding row of a token (its next-token logit) or the difference of two rows.
+    /// Text: the next-token logit of a token at the last real position — the final hidden
+    /// state read along the token's unembedding row, soft-capped as the model caps its logits
+    /// (Gemma-2/3's `final_logit_softcapping`: `c·tanh(z/c)`) — or, for `logit_diff`, that
+    /// logit minus a second token's.
     NextToken {
-        /// `hidden` values.
-        direction: Vec<f32>,
+        /// The explained token's unembedding row (`hidden` values).
+        row: Vec<f32>,
+        /// `logit_diff`'s second token's row, whose logit is subtracted.
+        minus: Option<Vec<f32>>,
     },
     /// Text: a linear probe on a pooled hook activation (its class logit).
     Probe(LinearHead),
@@ -271,10 +275,22 @@ impl<'a> TextOracle<'a> {
             self.model.model.forward((&batch).into(), &mut hooks)?
         };
         let f = match &self.target {
-            Target::NextToken { direction } => {
+            Target::NextToken { row, minus } => {
                 let last = output.narrow(1, t - 1, 1)?.squeeze(1)?;
-                let d = Tensor::from_slice(direction, (self.hidden, 1), &self.model.device)?;
-                last.matmul(&d)?.squeeze(1)?
+                let logit = |row: &[f32]| -> Result<Tensor> {
+                    let d = Tensor::from_slice(row, (self.hidden, 1), &self.model.device)?;
+                    let z = last.matmul(&d)?.squeeze(1)?;
+                    // The logit the model outputs: a final soft-cap bends it (the row alone
+                    // reads the logit before the cap, which Captum on the model would not).
+                    Ok(match self.model.model.final_logit_softcap() {
+                        Some(cap) => ((z / cap)?.tanh()? * cap)?,
+                        None => z,
+                    })
+                };
+                match minus {
+                    None => logit(row)?,
+                    Some(minus) => (logit(row)? - logit(minus)?)?,
+                }
             }
             Target::Probe(head) => {
                 let h = hooks
