@@ -156,14 +156,10 @@ impl Gpt2 {
             });
         }
         let wte = w.get("wte.weight", &[cfg.vocab_size, d])?;
-        let unembed = match cfg.tie_word_embeddings {
-            true => wte.clone(),
-            false => w
-                .get_root("lm_head.weight", &[cfg.vocab_size, d])?
-                .ok_or_else(|| ModelError::MissingTensor {
-                    path: w.path().to_path_buf(),
-                    name: "lm_head.weight (the config sets tie_word_embeddings: false)".into(),
-                })?,
+        w.require_untied_head("lm_head.weight", !cfg.tie_word_embeddings)?;
+        let unembed = match w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
+            Some(head) if !cfg.tie_word_embeddings => head,
+            _ => wte.clone(),
         };
         Ok(Self {
             act: Activation::parse(&cfg.activation_function).map_err(ModelError::Invalid)?,

@@ -246,6 +246,7 @@ impl Llama {
             });
         }
         let embed = w.get("embed_tokens.weight", &[cfg.vocab_size, d])?;
+        w.require_untied_head("lm_head.weight", !cfg.tie_word_embeddings)?;
         let unembed = match w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
             Some(head) if !cfg.tie_word_embeddings => head,
             _ => embed.clone(),

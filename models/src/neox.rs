@@ -193,6 +193,7 @@ impl Neox {
             });
         }
         let embed = w.get("embed_in.weight", &[cfg.vocab_size, d])?;
+        w.require_untied_head("embed_out.weight", !cfg.tie_word_embeddings)?;
         let unembed = match w.get_root("embed_out.weight", &[cfg.vocab_size, d])? {
             Some(head) if !cfg.tie_word_embeddings => head,
             _ => embed.clone(),

@@ -4,8 +4,9 @@
 //! numbers (bf16 → f32 is exact and computation is f32 either way); against the original f32
 //! checkpoint the difference is bf16 rounding of the weights, measured and bounded. A missing
 //! shard, a tensor the index promises but its shard lacks, and a reduced-precision request for
-//! a family that computes from f32 weights are named errors; Llama-family checkpoints held in
-//! bf16 on request match their fast f32 forward.
+//! a family that computes from f32 weights are named errors, as is an untied causal LM saved
+//! without its output head; Llama-family checkpoints held in bf16 on request match their fast
+//! f32 forward.
 
 use candle_core::{DType, Device, Tensor};
 use glassbox_models::{
@@ -179,4 +180,60 @@ fn llama_family_weights_held_in_bf16_on_request() {
         let d = max_diff(&a, &b);
         assert!(d <= 1e-4 * scale.max(1.0), "{name}: {d} of {scale}");
     }
+}
+
+/// `name`'s fixture in `dir` with the tensor `drop` left out of its weights.
+fn without_tensor(name: &str, drop: &str, dir: &Path) {
+    let src = fixture(name);
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(tensors.remove(drop).is_some(), "{name} has no {drop}");
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+/// An untied causal LM saved without its output head would have read its logits through the
+/// embedding (what a tied model does) — silently not the checkpoint's model; it is refused by
+/// name. A sequence classifier carries no LM head (`score` is its output) and loads untied.
+#[test]
+fn an_untied_lm_without_its_head_is_refused_but_a_classifier_loads() {
+    for (fixture_name, head) in [
+        ("tiny_qwen3", "lm_head.weight"),
+        ("tiny_neox", "embed_out.weight"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        without_tensor(fixture_name, head, dir.path());
+        let e = load(dir.path(), WeightsDtype::Auto)
+            .err()
+            .unwrap_or_else(|| panic!("{fixture_name} without {head} loaded"))
+            .to_string();
+        assert!(
+            e.contains(head) && e.contains("tie_word_embeddings: false"),
+            "{fixture_name}: {e}"
+        );
+    }
+    let classifier = load(&fixture("tiny_llama_classifier"), WeightsDtype::Auto).unwrap();
+    assert!(!classifier.model.labels().is_empty());
+    // GPT-2 as `GPT2ForSequenceClassification` saves it untied: `score.weight`, no `lm_head`.
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("tiny_gpt2");
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["tie_word_embeddings"] = false.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let width = config["n_embd"].as_u64().unwrap() as usize;
+    let score = Tensor::zeros((2, width), DType::F32, &Device::Cpu).unwrap();
+    tensors.insert("score.weight".into(), score);
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let gpt2 = load(dir.path(), WeightsDtype::Auto).unwrap();
+    assert_eq!(gpt2.model.labels().len(), 2);
 }

@@ -320,8 +320,9 @@ impl HookedModel for Decoder {
 }
 
 /// The embedding table and the output head, as held: the head is `lm_head.weight` when
-/// `untied` and the checkpoint has one, else the embedding itself.
+/// `untied` (an untied causal LM without one is refused), else the embedding itself.
 pub(crate) fn tables(w: &crate::weights::Weights, d: Dims, untied: bool) -> Result<(Held, Held)> {
+    w.require_untied_head("lm_head.weight", untied)?;
     let embed = w.get_held("embed_tokens.weight", &[d.vocab, d.hidden])?;
     let unembed = match w.get_root_held("lm_head.weight", &[d.vocab, d.hidden])? {
         Some(head) if untied => head,
