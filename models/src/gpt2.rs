@@ -77,7 +77,9 @@ impl Gpt2Config {
                 cfg.n_embd, cfg.n_head
             )));
         }
-        Activation::parse(&cfg.activation_function).map_err(bad)?;
+        // GPT-2's config names its activation `activation_function`, not `hidden_act`.
+        Activation::parse(&cfg.activation_function)
+            .map_err(|e| bad(e.replacen("hidden_act", "activation_function", 1)))?;
         Ok(cfg)
     }
 
@@ -388,5 +390,22 @@ impl HookedModel for Gpt2 {
     fn unembedding(&self) -> Option<&Tensor> {
         // A sequence classifier has no language-model head (its `score` head is the output).
         self.score.is_none().then_some(&self.unembed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_activation_is_named_by_gpt2s_own_field() {
+        let config = serde_json::json!({
+            "vocab_size": 8, "n_embd": 4, "n_layer": 1, "n_head": 2, "n_positions": 8,
+            "activation_function": "tanh"
+        });
+        let e = Gpt2Config::from_json(Path::new("config.json"), config)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("activation_function `tanh`"), "{e}");
     }
 }
