@@ -12,6 +12,8 @@ Writes, under tests/fixtures/saelens/:
                                     and a TopK SAE with "layer_norm" (apply_b_dec_to_input false):
                                     SAELens normalises each row at run time and maps the
                                     reconstruction back with that row's statistics
+  topk_rescaled/                    a TopK SAE with rescale_acts_by_decoder_norm (top-k over
+                                    pre-activations × decoder norms)
   reference.json                    inputs and SAELens's encode/decode outputs for each
 
 With `--check RUN HOOK` it instead opens the SAE glassbox trained in a run
@@ -114,6 +116,14 @@ def make_fixtures():
     randomise(norm_layer, 10)
     norm_rescale.save_model(OUT / "norm_rescale")
     norm_layer.save_model(OUT / "norm_layer")
+    # rescale_acts_by_decoder_norm: TopK ranks the pre-activations times the decoder rows'
+    # norms, made very unequal here so the ranking differs from the plain one.
+    rescaled = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, rescale_acts_by_decoder_norm=True,
+                                     metadata=metadata()))
+    randomise(rescaled, 11)
+    with torch.no_grad():
+        rescaled.W_dec.mul_(torch.rand(D_SAE, 1, generator=torch.Generator().manual_seed(12)) * 4 + 0.1)
+    rescaled.save_model(OUT / "topk_rescaled")
     x = torch.randn(5, D_IN, generator=torch.Generator().manual_seed(3)) * 2.0
     # Rows of very different norms and offsets: what the run-time normalisation is for.
     x = x * torch.tensor([[0.1], [1.0], [5.0], [20.0], [1.0]]) + torch.tensor([[0.0], [3.0], [0.0], [-2.0], [0.5]])
@@ -121,7 +131,7 @@ def make_fixtures():
                  "inputs": x.tolist()}
     loaded = {name: SAE.load_from_disk(OUT / name)
               for name in ["jumprelu", "gated", "batchtopk", "matryoshka", "legacy_topk",
-                           "norm_rescale", "norm_layer"]}
+                           "norm_rescale", "norm_layer", "topk_rescaled"]}
     for name, sae in [("topk", topk), ("standard", standard), *loaded.items()]:
         with torch.no_grad():
             codes = sae.encode(x)

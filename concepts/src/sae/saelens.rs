@@ -145,18 +145,12 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         name = "topk".into();
     }
     let k = || legacy_k.map(Ok).unwrap_or_else(|| int("k"));
-    if matches!(name.as_str(), "topk" | "batchtopk" | "matryoshka_batchtopk")
+    // SAELens's TopK family can rank pre-activations scaled by the decoder rows' norms.
+    let rescaled = matches!(name.as_str(), "topk" | "batchtopk" | "matryoshka_batchtopk")
         && cfg
             .get("rescale_acts_by_decoder_norm")
             .and_then(Value::as_bool)
-            == Some(true)
-    {
-        return Err(bad(
-            "rescale_acts_by_decoder_norm = true is not supported (its top-k ranks \
-             pre-activations scaled by decoder norms)"
-                .into(),
-        ));
-    }
+            == Some(true);
     let got = text_field("reshape_activations", "none");
     if got != "none" {
         return Err(bad(format!(
@@ -176,10 +170,10 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
     let weights = dir.join(WEIGHTS_FILE);
     let (mut t, _) = tensors::read(&weights)?;
     let mut take = |name: &str, shape: &[usize]| take_tensor(&mut t, &weights, name, shape, (d, w));
-    let w_enc_t = take("W_enc", &[d, w])?;
-    let w_dec = take("W_dec", &[w, d])?;
+    let mut w_enc_t = take("W_enc", &[d, w])?;
+    let mut w_dec = take("W_dec", &[w, d])?;
     let b_dec = take("b_dec", &[d])?;
-    let (architecture, b_enc, threshold, gate) = match name.as_str() {
+    let (architecture, mut b_enc, threshold, gate) = match name.as_str() {
         "standard" => (
             Architecture::Relu { l1_coefficient: 0.0 },
             take("b_enc", &[w])?,
@@ -220,6 +214,9 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
             )))
         }
     };
+    if rescaled {
+        fold_decoder_norms(&mut w_enc_t, &mut b_enc, &mut w_dec, (d, w));
+    }
     let mut sae = Sae {
         input_norm: Default::default(),
         d_in: d,
@@ -251,6 +248,35 @@ pub fn load(dir: &Path) -> Result<LoadedSae, ConceptError> {
         fingerprint: meta("glassbox_fingerprint"),
         format: "saelens",
     })
+}
+
+/// Folds `rescale_acts_by_decoder_norm` into the weights, as SAELens's `fold_W_dec_norm` does:
+/// encoder column and bias of latent i × ‖W_dec[i]‖, decoder row i ÷ it (norms clamped at 1e-8
+/// as SAELens clamps them). Pre-activations become the rescaled ones SAELens ranks and
+/// returns, and decoding them through the unit rows gives SAELens's reconstruction — for
+/// whatever activation follows (TopK, or BatchTopK's threshold).
+fn fold_decoder_norms(
+    w_enc_t: &mut [f32],
+    b_enc: &mut [f32],
+    w_dec: &mut [f32],
+    (d, w): (usize, usize),
+) {
+    for (i, row) in w_dec.chunks_exact_mut(d).enumerate() {
+        let norm = row
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-8) as f32;
+        row.iter_mut().for_each(|v| *v /= norm);
+        b_enc[i] *= norm;
+        // `W_enc` is stored `[d, w]`: latent i is column i.
+        w_enc_t
+            .iter_mut()
+            .skip(i)
+            .step_by(w)
+            .for_each(|v| *v *= norm);
+    }
 }
 
 /// Tensor `name` of `shape` from the read file, or an error naming the file, the tensor and
