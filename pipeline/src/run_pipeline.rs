@@ -155,6 +155,48 @@ fn check_hooks_extracted(config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
+/// After extraction, the hooks `[tcav]` and `[dictionary]` name must be among those the run
+/// stores. They match `[extract]`'s patterns (checked up front), but a glob such as
+/// `blocks.*.hook_resid_post` stores only the blocks the model has: a config written for one
+/// model (pipelines/default.toml names MiniLM's blocks 1 and 3) run on a shallower one fails
+/// here, before the probes, rather than in the TCAV stage after them.
+fn check_named_hooks_stored(run: &RunDir, config: &PipelineConfig) -> Result<()> {
+    let mut stored = run.stored_hooks(false)?;
+    stored.extend(run.stored_hooks(true)?);
+    let names: std::collections::BTreeSet<String> =
+        stored.iter().map(ToString::to_string).collect();
+    let mut named: Vec<(&str, String)> = Vec::new();
+    if let Some(t) = &config.tcav {
+        let exact = t.hooks.iter().filter(|h| !h.contains(['*', '?']));
+        named.extend(exact.map(|h| ("[tcav] hooks", h.trim().to_owned())));
+    }
+    if let Some(d) = &config.dictionary {
+        named.extend(
+            d.hooks
+                .iter()
+                .map(|h| ("[dictionary] hooks", h.to_string())),
+        );
+        named.extend(
+            d.neurons
+                .iter()
+                .map(|h| ("[dictionary] neurons", h.to_string())),
+        );
+    }
+    let Some((section, hook)) = named.into_iter().find(|(_, h)| !names.contains(h)) else {
+        return Ok(());
+    };
+    let blocks = stored
+        .iter()
+        .filter(|h| !matches!(h, glassbox_data::HookPoint::Conv { .. }))
+        .filter_map(|h| h.layer())
+        .max()
+        .map(|l| format!(" (the model has {} blocks, blocks.0 to blocks.{l})", l + 1))
+        .unwrap_or_default();
+    anyhow::bail!(
+        "{section}: `{hook}` is not among the hooks this run stores{blocks}; the config names hooks of a deeper model (pipelines/default.toml's are all-MiniLM-L6-v2's, 6 blocks) — copy the config and name this model's hooks (`glassbox hooks MODEL` lists them)"
+    )
+}
+
 /// `probe:` targets of `[tcav]` and `[attribute]` read probes this pipeline trains: their labels
 /// must be among `[probe]`'s sequence-level labels. Checked before the first stage, not found
 /// by the TCAV stage after a long extraction.
@@ -205,6 +247,7 @@ fn run_stages(run: &RunDir, config: &PipelineConfig, force: bool, bars: &Bars) -
     };
     let extracted = extract::run_extract(run, &req, bars).context("extract stage failed")?;
     render::extracted(extracted.as_ref())?;
+    check_named_hooks_stored(run, config)?;
     let probing = !(config.probe.labels.is_empty() && config.probe.token_labels.is_empty());
     if probing {
         let results =

@@ -272,6 +272,55 @@ fn bad_pipeline_config_names_the_key() {
     assert_bad_input(&out, &["c.toml", "unknown field `hook`"]);
 }
 
+/// A config naming a block the model lacks (the default config's TCAV and dictionary hooks are
+/// MiniLM's blocks 1 and 3; the tiny GPT-2 has 2 blocks) fails right after extraction, with the
+/// model's block range — not in the TCAV stage after the probes have run.
+#[test]
+fn pipeline_hooks_beyond_the_model_fail_before_the_probes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = glassbox_tests::workspace_root();
+    let model = root.join("tests/fixtures/tiny_gpt2");
+    let data = write(
+        tmp.path(),
+        "d.jsonl",
+        &(0..12)
+            .map(|i| {
+                format!(
+                    "{{\"text\": \"sentence number {i} here\", \"parity\": \"{}\"}}\n",
+                    i % 2
+                )
+            })
+            .collect::<String>(),
+    );
+    let config = write(
+        tmp.path(),
+        "c.toml",
+        &format!(
+            "run = 'r'\n[model]\nid = '{}'\n[data]\npath = '{}'\n[extract]\nhooks = ['blocks.*.hook_resid_post']\n[probe]\nlabels = ['parity']\n[dictionary]\nhooks = ['blocks.3.hook_resid_post']\n",
+            model.display(),
+            data.display()
+        ),
+    );
+    let run = tmp.path().join("r");
+    let out = glassbox()
+        .args(["pipeline", "--config"])
+        .arg(&config)
+        .args(["--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_bad_input(
+        &out,
+        &[
+            "[dictionary] hooks",
+            "blocks.3.hook_resid_post",
+            "the model has 2 blocks, blocks.0 to blocks.1",
+        ],
+    );
+    assert!(RunDir::new(&run).require_stage("extract").is_ok());
+    assert!(RunDir::new(&run).require_stage("probe").is_err());
+}
+
 #[test]
 fn f16_storage_matches_f32_within_half_precision() {
     let tmp = tempfile::tempdir().unwrap();
