@@ -57,11 +57,19 @@ def text():
         return model(inputs_embeds=e).logits[:, -1, target]
 
     zero = torch.zeros_like(emb)
+    out = {"prompt": prompt, "ids": ids[0].tolist(), "target_id": target, **token_maps(f, emb)}
+    out["ig_riemann_trapezoid_16"] = flat(
+        IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="riemann_trapezoid")
+    )
+    return out
+
+
+def token_maps(f, emb):
+    """f at the embeddings and at zero, and Captum's saliency, gradient × input, IG (16
+    Gauss–Legendre steps from zero) and one-token occlusion of `f`."""
+    zero = torch.zeros_like(emb)
     d = emb.shape[-1]
-    out = {
-        "prompt": prompt,
-        "ids": ids[0].tolist(),
-        "target_id": target,
+    return {
         "f_input": float(f(emb)),
         "f_baseline": float(f(zero)),
         "saliency": flat(Saliency(f).attribute(emb, abs=True)),
@@ -69,14 +77,10 @@ def text():
         "ig_gausslegendre_16": flat(
             IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")
         ),
-        "ig_riemann_trapezoid_16": flat(
-            IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="riemann_trapezoid")
-        ),
         "occlusion": flat(
             Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)
         ),
     }
-    return out
 
 
 def text_softcap():
@@ -89,26 +93,13 @@ def text_softcap():
     ids = torch.tensor([tok.encode(prompt).ids])
     emb = model.model.embed_tokens(ids).detach()
     token, other = 17, 5
-    zero = torch.zeros_like(emb)
-    d = emb.shape[-1]
     out = {"prompt": prompt, "ids": ids[0].tolist(), "token_id": token, "other_id": other,
            "final_logit_softcapping": model.config.final_logit_softcapping}
     for name, f in [
         ("token", lambda e: model(inputs_embeds=e).logits[:, -1, token]),
         ("logit_diff", lambda e: (lambda z: z[:, -1, token] - z[:, -1, other])(model(inputs_embeds=e).logits)),
     ]:
-        out[name] = {
-            "f_input": float(f(emb)),
-            "f_baseline": float(f(zero)),
-            "saliency": flat(Saliency(f).attribute(emb, abs=True)),
-            "gradient_x_input": flat(InputXGradient(f).attribute(emb)),
-            "ig_gausslegendre_16": flat(
-                IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16, method="gausslegendre")
-            ),
-            "occlusion": flat(
-                Occlusion(f).attribute(emb, sliding_window_shapes=(1, d), strides=(1, d), baselines=0)
-            ),
-        }
+        out[name] = token_maps(f, emb)
     return out
 
 

@@ -19,7 +19,10 @@ use glassbox_runner::attribution::{IgRule, Method, MethodOptions, Subject};
 use serde_json::Value;
 
 mod common;
-use common::{central_difference_matches, close, encoded, floats, four_methods_match, ids};
+use common::{
+    central_difference_matches, close, encoded, floats, four_methods_match, ids, next_token,
+    unembedding_row,
+};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -42,24 +45,7 @@ fn reference() -> Value {
 fn text_oracle<'a>(model: &'a LoadedModel, r: &Value) -> TextOracle<'a> {
     let encoded = encoded(ids(&r["ids"]));
     let row = r["target_id"].as_u64().unwrap() as usize;
-    let direction = model
-        .model
-        .unembedding()
-        .unwrap()
-        .get(row)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    TextOracle::new(
-        model,
-        encoded,
-        Target::NextToken {
-            row: direction,
-            minus: None,
-        },
-        8,
-    )
-    .unwrap()
+    TextOracle::new(model, encoded, next_token(model, row), 8).unwrap()
 }
 
 #[test]
@@ -113,17 +99,7 @@ fn token_targets_explain_the_soft_capped_logits_as_captum_does() {
     let all = reference();
     let r = &all["text_softcap"];
     assert_eq!(model.model.final_logit_softcap(), Some(3.0));
-    let row = |key: &str| -> Vec<f32> {
-        let id = r[key].as_u64().unwrap() as usize;
-        model
-            .model
-            .unembedding()
-            .unwrap()
-            .get(id)
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
+    let row = |key: &str| unembedding_row(&model, r[key].as_u64().unwrap() as usize);
     for (name, minus) in [("token", None), ("logit_diff", Some(row("other_id")))] {
         let target = Target::NextToken {
             row: row("token_id"),
@@ -250,24 +226,7 @@ fn decoder_gradients_match_central_differences() {
             .encode(&["the cat sat on the mat"])
             .unwrap()
             .remove(0);
-        let direction = model
-            .model
-            .unembedding()
-            .unwrap()
-            .get(7)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let o = TextOracle::new(
-            &model,
-            encoded,
-            Target::NextToken {
-                row: direction,
-                minus: None,
-            },
-            8,
-        )
-        .unwrap();
+        let o = TextOracle::new(&model, encoded, next_token(&model, 7), 8).unwrap();
         // A step of 3e-3 along the gradient: the random fixtures curve enough that 1e-2 misses
         // |∇f|² by 3 % on Phi-3 with partial rotary (and converges as the step shrinks).
         central_difference_matches(name, &o, o.input(), 3e-3);

@@ -7,11 +7,11 @@
 //! (fails under `CI=true`) without the model.
 
 use glassbox_runner::attribution::methods::integrated_gradients;
-use glassbox_runner::attribution::oracle::{Oracle, Target, TextOracle};
+use glassbox_runner::attribution::oracle::{Oracle, TextOracle};
 use glassbox_runner::attribution::IgRule;
 
 mod common;
-use common::{central_difference_matches, smollm2};
+use common::{central_difference_matches, next_token, smollm2};
 
 #[test]
 fn smollm2_gradients_and_ig_completeness() {
@@ -26,24 +26,8 @@ fn smollm2_gradients_and_ig_completeness() {
         let encoded = tokenizer.encode(&[prompt]).unwrap().remove(0);
         let ids = tokenizer.encode_plain(answer).unwrap();
         assert_eq!(ids.len(), 1, "{answer} is one token");
-        let direction = model
-            .model
-            .unembedding()
-            .unwrap()
-            .get(ids[0].0 as usize)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let o = TextOracle::new(
-            &model,
-            encoded,
-            Target::NextToken {
-                row: direction,
-                minus: None,
-            },
-            16,
-        )
-        .unwrap();
+        let o =
+            TextOracle::new(&model, encoded, next_token(&model, ids[0].0 as usize), 16).unwrap();
         let x = o.input().to_vec();
         central_difference_matches(prompt, &o, &x, 1e-3);
 

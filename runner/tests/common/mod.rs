@@ -7,9 +7,23 @@ use glassbox_models::tokenizer::Encoded;
 use glassbox_runner::attribution::methods::{
     gradient_x_input, integrated_gradients, occlusion, saliency,
 };
-use glassbox_runner::attribution::oracle::Oracle;
+use glassbox_runner::attribution::oracle::{Oracle, Target};
 use glassbox_runner::attribution::IgRule;
 use serde_json::Value;
+
+/// The unembedding row of token `id` of an LM (what a `token:` target reads).
+pub fn unembedding_row(model: &glassbox_models::LoadedModel, id: usize) -> Vec<f32> {
+    let u = model.model.unembedding().expect("a causal LM");
+    u.get(id).unwrap().to_vec1().unwrap()
+}
+
+/// The next-token logit of token `id` (a `token:` target).
+pub fn next_token(model: &glassbox_models::LoadedModel, id: usize) -> Target {
+    Target::NextToken {
+        row: unembedding_row(model, id),
+        minus: None,
+    }
+}
 
 /// A JSON array of numbers as f32.
 pub fn floats(v: &Value) -> Vec<f32> {
