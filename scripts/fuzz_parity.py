@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Config-fuzzed parity: tiny random checkpoints of every text family glassbox loads, each with
+option combinations drawn at random (activations, biases, GQA/MQA, head_dim, tied heads, rotary
+scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns,
+soft-caps, parallel or sequential blocks, classifier heads), run through the `glassbox` binary
+and compared with PyTorch `transformers`:
+
+  forward       `extract` of every block's output, the final norm and the logits (or, for
+                encoders and classifiers, every block's output) against `output_hidden_states`,
+                ≤ 1e-4 of each tensor's largest magnitude;
+  attribution   `attribute` (saliency, gradient × input, integrated gradients with 16
+                Gauss–Legendre steps, one-token occlusion) of the next-token logit of " the"
+                (LMs) or class 1 (classifiers) against Captum on the same model. Within 1e-4 of
+                the map's largest magnitude, or — where f32 itself cannot reach that — no more
+                than twice Captum's own f32 distance from Captum run in f64.
+
+The fixtures' hand-picked configs (scripts/reference_tiny_*.py) test each feature once; this
+draws combinations nobody picked. Models and runs go to a temporary folder.
+
+Run: just fuzz-parity [FIRST LAST]   (seeds FIRST..LAST-1; needs torch, transformers, captum,
+tokenizers, pyarrow from PyPI). Prints one line per model and exits 1 on any mismatch.
+"""
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import torch
+import transformers
+from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
+from tokenizers import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+GLASSBOX = ROOT / "target" / "debug" / "glassbox"
+FIX = ROOT / "tests" / "fixtures"
+BPE = FIX / "tiny_gpt2" / "tokenizer.json"
+TOKENIZERS = {"bert": FIX / "tiny_bert_classifier" / "tokenizer.json",
+              "distilbert": FIX / "tiny_bert_classifier" / "tokenizer.json",
+              "roberta": FIX / "tiny_roberta_classifier" / "tokenizer.json"}
+ENCODERS = {"bert", "roberta", "distilbert"}
+DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "olmo3", "phi3",
+            "gpt2", "neox"]
+TEXTS = ["the chef roasted the vegetables with garlic and a lot of butter, then served them",
+         "Stock prices fell sharply after the announcement.",
+         "  spaces  and digits 2024, 3.14 — café! more words here to be long enough ok"]
+T = transformers
+
+
+def rope(r):
+    kind = r.choice(["default", "linear", "dynamic", "yarn", "llama3"])
+    theta = r.choice([10000.0, 500000.0, 1e6])
+    extra = {"default": {}, "linear": {"factor": r.choice([2.0, 4.0])}, "dynamic": {"factor": 2.0},
+             "yarn": {"factor": 4.0, "original_max_position_embeddings": 8},
+             "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                        "original_max_position_embeddings": 8}}[kind]
+    return {"rope_type": kind, "rope_theta": theta, **extra}
+
+
+def common(r):
+    heads = r.choice([2, 4])
+    return dict(vocab_size=512, hidden_size=32, intermediate_size=r.choice([48, 64]),
+                num_hidden_layers=r.choice([1, 2, 3]), num_attention_heads=heads,
+                num_key_value_heads=r.choice([h for h in [1, 2, 4] if heads % h == 0 and h <= heads]),
+                max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=None,
+                tie_word_embeddings=r.random() < 0.5, rms_norm_eps=r.choice([1e-5, 1e-6]))
+
+
+def layer_types(r, n):
+    return [r.choice(["sliding_attention", "full_attention"]) for _ in range(n)]
+
+
+def config(family, r):
+    """(model class, config) of a random tiny `family` model."""
+    c = common(r)
+    if family == "llama":
+        return T.LlamaForCausalLM, T.LlamaConfig(
+            **c, hidden_act=r.choice(["silu", "gelu", "gelu_new", "relu", "gelu_pytorch_tanh"]),
+            attention_bias=r.random() < .5, mlp_bias=r.random() < .5,
+            head_dim=r.choice([8, 16, 32 // c["num_attention_heads"]]), rope_parameters=rope(r))
+    if family == "mistral":
+        return T.MistralForCausalLM, T.MistralConfig(
+            **c, sliding_window=r.choice([None, 3, 5, 100]), head_dim=r.choice([None, 8, 16]),
+            rope_parameters=rope(r))
+    if family == "qwen2":
+        c["num_hidden_layers"] = r.choice([2, 3])
+        return T.Qwen2ForCausalLM, T.Qwen2Config(
+            **c, use_sliding_window=r.random() < .5, sliding_window=r.choice([3, 5]),
+            max_window_layers=r.choice([0, 1, 2]), rope_parameters=rope(r))
+    if family == "qwen3":
+        return T.Qwen3ForCausalLM, T.Qwen3Config(
+            **c, head_dim=r.choice([8, 16]), attention_bias=r.random() < .5,
+            use_sliding_window=r.random() < .5, sliding_window=r.choice([3, 5]),
+            max_window_layers=r.choice([0, 1]), rope_parameters=rope(r))
+    if family == "gemma2":
+        return T.Gemma2ForCausalLM, T.Gemma2Config(
+            **c, head_dim=r.choice([8, 16]),
+            hidden_activation=r.choice(["gelu_pytorch_tanh", "gelu"]),
+            query_pre_attn_scalar=r.choice([8, 16, 24]), attn_logit_softcapping=r.choice([None, 5.0]),
+            final_logit_softcapping=r.choice([None, 3.0]), sliding_window=r.choice([3, 5, 100]),
+            layer_types=layer_types(r, c["num_hidden_layers"]), rope_parameters=rope(r))
+    if family == "gemma3":
+        return T.Gemma3ForCausalLM, T.Gemma3TextConfig(
+            **c, head_dim=r.choice([8, 16]), hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=r.choice([8, 16]), final_logit_softcapping=r.choice([None, 3.0]),
+            sliding_window=r.choice([3, 5]), layer_types=layer_types(r, c["num_hidden_layers"]),
+            rope_parameters={"full_attention": rope(r),
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+    if family == "olmo2":
+        return T.Olmo2ForCausalLM, T.Olmo2Config(**c, attention_bias=r.random() < .5,
+                                                 rope_parameters=rope(r))
+    if family == "olmo3":
+        return T.Olmo3ForCausalLM, T.Olmo3Config(
+            **c, sliding_window=r.choice([3, 5]), attention_bias=r.random() < .5,
+            layer_types=layer_types(r, c["num_hidden_layers"]),
+            rope_parameters={"full_attention": rope(r),
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+    if family == "phi3":
+        partial = r.choice([1.0, 0.5, 0.75])
+        pairs = int(32 // c["num_attention_heads"] * partial) // 2
+        params = r.choice([{"rope_type": "default", "rope_theta": 10000.0},
+                           {"rope_type": "longrope", "rope_theta": 10000.0,
+                            "short_factor": [1.0 + .1 * i for i in range(pairs)],
+                            "long_factor": [2.0 + .5 * i for i in range(pairs)],
+                            "original_max_position_embeddings": 8}])
+        return T.Phi3ForCausalLM, T.Phi3Config(
+            **c, partial_rotary_factor=partial, original_max_position_embeddings=8,
+            sliding_window=r.choice([None, 3, 5, 100]), rope_parameters=params)
+    if family == "gpt2":
+        return T.GPT2LMHeadModel, T.GPT2Config(
+            vocab_size=512, n_embd=32, n_layer=r.choice([1, 2, 3]), n_head=r.choice([2, 4]),
+            n_positions=64, n_inner=r.choice([None, 48]),
+            activation_function=r.choice(["gelu_new", "gelu", "relu", "silu", "gelu_pytorch_tanh"]),
+            scale_attn_weights=r.random() < .8, scale_attn_by_inverse_layer_idx=r.random() < .5,
+            reorder_and_upcast_attn=r.random() < .5, layer_norm_epsilon=r.choice([1e-5, 1e-6]),
+            tie_word_embeddings=r.random() < .7, bos_token_id=0, eos_token_id=0)
+    if family == "neox":
+        return T.GPTNeoXForCausalLM, T.GPTNeoXConfig(
+            vocab_size=512, hidden_size=32, num_hidden_layers=r.choice([1, 2]), num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64, rotary_pct=r.choice([0.25, 0.5, 1.0]),
+            use_parallel_residual=r.random() < .5, hidden_act=r.choice(["gelu", "gelu_new", "relu", "silu"]),
+            attention_bias=r.random() < .5, tie_word_embeddings=r.random() < .3, layer_norm_eps=1e-5,
+            bos_token_id=0, eos_token_id=0)
+    if family == "bert":
+        return T.BertForSequenceClassification, T.BertConfig(
+            vocab_size=400, hidden_size=32, num_hidden_layers=r.choice([1, 2, 3]),
+            num_attention_heads=r.choice([2, 4]), intermediate_size=r.choice([48, 64]),
+            max_position_embeddings=64, layer_norm_eps=r.choice([1e-12, 1e-5]),
+            hidden_act=r.choice(["gelu", "gelu_new", "relu", "silu", "gelu_pytorch_tanh"]),
+            type_vocab_size=r.choice([1, 2]), num_labels=3)
+    if family == "roberta":
+        return r.choice([T.RobertaForSequenceClassification, T.XLMRobertaForSequenceClassification]), T.RobertaConfig(
+            vocab_size=400, hidden_size=32, num_hidden_layers=r.choice([1, 2]), num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2, hidden_act=r.choice(["gelu", "gelu_new", "relu"]), num_labels=3)
+    if family == "distilbert":
+        return T.DistilBertForSequenceClassification, T.DistilBertConfig(
+            vocab_size=400, dim=32, n_layers=r.choice([1, 2]), n_heads=r.choice([2, 4]), hidden_dim=64,
+            max_position_embeddings=64, activation=r.choice(["gelu", "relu"]),
+            sinusoidal_pos_embds=r.random() < .3, num_labels=3)
+    raise ValueError(family)
+
+
+def build(family, seed, classifier, out):
+    """A random `family` checkpoint in `out` (weights drawn large enough that every block
+    matters), its data file and the `transformers` model."""
+    r = random.Random(seed * 1000 + sum(map(ord, family)))
+    cls, cfg = config(family, r)
+    if classifier and family not in ENCODERS:
+        name = cls.__name__.replace("ForCausalLM", "ForSequenceClassification")
+        cls = getattr(T, name.replace("LMHeadModel", "ForSequenceClassification"))
+        cfg.num_labels, cfg.pad_token_id = 3, 0
+    torch.manual_seed(seed)
+    # Eager attention: the soft-capped scores of Gemma-2 are not what SDPA computes.
+    model = cls._from_config(cfg, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n or "ln_" in n:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(out)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    shutil.copy(TOKENIZERS.get(family, BPE), out / "tokenizer.json")
+    (out / "data.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    return model, Tokenizer.from_file(str(out / "tokenizer.json"))
+
+
+def glassbox(*args):
+    p = subprocess.run([str(GLASSBOX), "-q", *map(str, args)], capture_output=True, text=True)
+    return p.returncode, p.stderr.strip()
+
+
+def rows(folder, example):
+    """A per-example table's values in position order."""
+    t = ds.dataset(folder, format="parquet").to_table().filter(pc.field("example_id") == example)
+    pos = np.array(t.column("position").to_pylist())
+    value = "act" if "act" in t.column_names else "attribution"
+    return np.array(t.column(value).to_pylist())[np.argsort(pos)]
+
+
+def relative(got, want):
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-9))
+
+
+def forward(model, tok, family, lm, out):
+    hooks = "blocks.*.hook_resid_post" + (",ln_final.hook_normalized,logits" if lm else "")
+    rc, err = glassbox("extract", "--model", out, "--data", out / "data.jsonl", "--hooks", hooks,
+                       "--run", out / "run", "--batch-size", 3)
+    if rc:
+        return f"extract exit {rc}: {err[-300:]}"
+    worst = 0.0
+    for i, text in enumerate(TEXTS):
+        ids = torch.tensor([tok.encode(text).ids[:64]])
+        with torch.no_grad():
+            result = model(ids, output_hidden_states=True)
+        states = result.hidden_states
+        n = len(states) - 1
+        # Decoders' last hidden state has the final norm applied; encoders' is the last block's.
+        for layer in range(n if family in ENCODERS or not lm else n + 1):
+            if family in ENCODERS or layer < n - 1:
+                hook, want = f"blocks.{layer}.hook_resid_post", states[layer + 1][0]
+            elif not lm:
+                continue
+            elif layer == n - 1:
+                hook, want = "ln_final.hook_normalized", states[n][0]
+            else:
+                hook, want = "logits", result.logits[0]
+            got = rows(out / "run" / "activations" / f"hook={hook}", i)
+            worst = max(worst, relative(got, want.numpy()))
+    return worst
+
+
+def captum_maps(model, tok, text, lm, dtype):
+    m = model.to(dtype)
+    ids = torch.tensor([tok.encode(text).ids[:64]])
+    emb = m.get_input_embeddings()(ids).detach()
+    target = tok.encode(" the").ids[0]
+
+    def f(e):
+        logits = m(inputs_embeds=e).logits
+        return logits[:, -1, target] if lm else logits[:, 1]
+
+    zero = torch.zeros_like(emb)
+    maps = {"saliency": Saliency(f).attribute(emb, abs=True),
+            "gradient_x_input": InputXGradient(f).attribute(emb),
+            "integrated_gradients": IntegratedGradients(f).attribute(emb, baselines=zero, n_steps=16),
+            "occlusion": Occlusion(f).attribute(emb, sliding_window_shapes=(1, emb.shape[-1]),
+                                                baselines=0)}
+    return {k: v.sum(-1)[0].detach().double().numpy() for k, v in maps.items()}
+
+
+def attribution(model, tok, lm, out):
+    target = "token: the" if lm else "class:LABEL_1"
+    rc, err = glassbox("attribute", "--run", out / "run", "--target", target, "--method",
+                       "saliency,gradient_x_input,integrated_gradients,occlusion", "--steps", 16,
+                       "--no-sanity")
+    if rc:
+        return f"attribute exit {rc}: {err[-300:]}"
+    worst = 0.0
+    for i, text in enumerate(TEXTS):
+        f32 = captum_maps(model, tok, text, lm, torch.float32)
+        try:
+            f64 = captum_maps(model, tok, text, lm, torch.float64)
+        except RuntimeError:  # GPT-2's reorder_and_upcast_attn runs in f32 only
+            f64 = None
+        model.float()
+        for method in f32:
+            folder = next((out / "run" / "attributions" / f"method={method}").glob("target=*"))
+            got = rows(folder, i)
+            err = relative(got, f32[method])
+            if err > 1e-4 and f64 is not None:
+                # Where f32 cannot reach 1e-4 (a map of small differences of large values),
+                # judge glassbox against f64 by the error Captum's own f32 run makes there.
+                floor = max(2 * relative(f32[method], f64[method]), 1e-4)
+                err = relative(got, f64[method]) / floor * 1e-4
+            worst = max(worst, err)
+    return worst
+
+
+def main():
+    first, last = (int(a) for a in (sys.argv[1:3] if len(sys.argv) >= 3 else (0, 3)))
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(first, last):
+            for family in DECODERS + sorted(ENCODERS):
+                for classifier in ([True] if family in ENCODERS else [False, True]):
+                    out = Path(tmp) / f"{family}_{seed}_{'cls' if classifier else 'lm'}"
+                    out.mkdir()
+                    model, tok = build(family, seed, classifier, out)
+                    lm = not classifier
+                    checks = {"forward": forward(model, tok, family, lm, out)}
+                    if not isinstance(checks["forward"], str):
+                        checks["attribution"] = attribution(model, tok, lm, out)
+                    bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
+                    failures += bool(bad)
+                    shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
+                    print(f"{'BAD' if bad else 'ok '} {out.name}: {shown}", flush=True)
+    print(f"{failures} mismatches; transformers {transformers.__version__}, torch {torch.__version__}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
