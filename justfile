@@ -274,12 +274,12 @@ reference-attribution:
     @just _python-env .venv-ref "torch transformers tokenizers captum"
     .venv-ref/bin/python scripts/reference_attribution.py
 
-# Random tiny checkpoints of every text family for seeds FIRST..LAST-1, option combinations
-# drawn at random (scripts/fuzz_parity.py); exits 1 on any mismatch.
+# Random tiny checkpoints of every text family, ViT and ResNet for seeds FIRST..LAST-1, options
+# combined at random (scripts/fuzz_parity.py); exits 1 on any mismatch.
 # Config-fuzzed parity: `glassbox extract` and `attribute` against transformers and Captum.
 fuzz-parity first="0" last="3":
     cargo build --bin glassbox
-    @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow"
+    @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow pillow"
     .venv-ref/bin/python scripts/fuzz_parity.py {{first}} {{last}}
 
 # Regenerate the tiny BERT and Llama sequence classifiers and their Captum references

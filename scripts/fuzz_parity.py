@@ -2,24 +2,28 @@
 """Config-fuzzed parity: tiny random checkpoints of every text family glassbox loads, each with
 option combinations drawn at random (activations, biases, GQA/MQA, head_dim, tied heads, rotary
 scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns,
-soft-caps, parallel or sequential blocks, classifier heads), run through the `glassbox` binary
-and compared with PyTorch `transformers`:
+soft-caps, parallel or sequential blocks, classifier heads) — and ViT and ResNet image
+classifiers (patch sizes, qkv bias, activations; basic/bottleneck layers, where they downsample,
+batch norms with random statistics) — run through the `glassbox` binary and compared with
+PyTorch `transformers`:
 
   forward       `extract` of every block's output, the final norm and the logits (or, for
                 encoders and classifiers, every block's output) against `output_hidden_states`,
                 ≤ 1e-4 of each tensor's largest magnitude;
   attribution   `attribute` (saliency, gradient × input, integrated gradients with 16
-                Gauss–Legendre steps, one-token occlusion) of the next-token logit of " the"
-                (LMs) or class 1 (classifiers) against Captum on the same model. Within 1e-4 of
-                the map's largest magnitude, or — where f32 itself cannot reach that — no more
-                than twice Captum's own f32 distance from Captum run in f64.
+                Gauss–Legendre steps, one-token or 8-pixel occlusion) of the next-token logit
+                of " the" (LMs) or class 1 (classifiers) against Captum on the same model. Within 1e-4 of
+                the map's largest magnitude, or — where f32 itself cannot reach that (small
+                differences of large values; a ReLU on its kink at one of IG's points) — no
+                more than twice Captum's own f32 distance from Captum run in f64.
 
 The fixtures' hand-picked configs (scripts/reference_tiny_*.py) test each feature once; this
 draws combinations nobody picked. Models and runs go to a temporary folder.
 
 Run: just fuzz-parity [FIRST LAST]   (seeds FIRST..LAST-1; needs torch, transformers, captum,
-tokenizers, pyarrow from PyPI). Prints one line per model and exits 1 on any mismatch.
+tokenizers, pyarrow, pillow from PyPI). Prints one line per model and exits 1 on any mismatch.
 """
+import copy
 import json
 import random
 import shutil
@@ -34,6 +38,7 @@ import pyarrow.dataset as ds
 import torch
 import transformers
 from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
+from PIL import Image
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +49,7 @@ TOKENIZERS = {"bert": FIX / "tiny_bert_classifier" / "tokenizer.json",
               "distilbert": FIX / "tiny_bert_classifier" / "tokenizer.json",
               "roberta": FIX / "tiny_roberta_classifier" / "tokenizer.json"}
 ENCODERS = {"bert", "roberta", "distilbert"}
+VISION = ["vit", "resnet"]
 DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "olmo3", "phi3",
             "gpt2", "neox"]
 TEXTS = ["the chef roasted the vegetables with garlic and a lot of butter, then served them",
@@ -163,7 +169,96 @@ def config(family, r):
             vocab_size=400, dim=32, n_layers=r.choice([1, 2]), n_heads=r.choice([2, 4]), hidden_dim=64,
             max_position_embeddings=64, activation=r.choice(["gelu", "relu"]),
             sinusoidal_pos_embds=r.random() < .3, num_labels=3)
+    if family == "vit":
+        size, patch = r.choice([16, 32]), r.choice([4, 8])
+        return T.ViTForImageClassification, T.ViTConfig(
+            image_size=size, patch_size=patch, num_channels=3, hidden_size=32,
+            num_hidden_layers=r.choice([1, 2]), num_attention_heads=r.choice([2, 4]),
+            intermediate_size=r.choice([37, 64]), hidden_act=r.choice(["gelu", "gelu_new", "relu", "silu"]),
+            qkv_bias=r.random() < .7, layer_norm_eps=r.choice([1e-12, 1e-6]), num_labels=3)
+    if family == "resnet":
+        sizes = r.choice([[16], [16, 32], [8, 16, 24]])
+        return T.ResNetForImageClassification, T.ResNetConfig(
+            num_channels=3, embedding_size=r.choice([8, 16]), hidden_sizes=sizes,
+            depths=[r.choice([1, 2]) for _ in sizes], layer_type=r.choice(["basic", "bottleneck"]),
+            downsample_in_first_stage=r.random() < .5, downsample_in_bottleneck=r.random() < .5,
+            num_labels=3)
     raise ValueError(family)
+
+
+def build_vision(family, seed, out):
+    """A random `family` image classifier in `out` (batch norms with random statistics, so
+    folding them matters), three random images at its input size and the `transformers` model."""
+    r = random.Random(seed * 7919 + sum(map(ord, family)))
+    cls, cfg = config(family, r)
+    torch.manual_seed(seed)
+    model = cls._from_config(cfg, attn_implementation="eager").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    model.save_pretrained(out)
+    size = getattr(cfg, "image_size", None) or r.choice([32, 64])
+    mean, std = [r.choice([0.5, 0.485]), 0.456, 0.406], [r.choice([0.5, 0.229]), 0.224, 0.225]
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "do_resize": True, "size": {"height": size, "width": size}, "resample": 2, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": mean, "image_std": std}))
+    (out / "images").mkdir()
+    pixels = []
+    rng = np.random.default_rng(seed)
+    for i in range(len(TEXTS)):
+        a = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(a).save(out / "images" / f"{i}.png")
+        pixels.append(((a / 255.0 - np.array(mean)) / np.array(std)).transpose(2, 0, 1))
+    (out / "data.jsonl").write_text("".join(
+        json.dumps({"image_path": f"images/{i}.png"}) + "\n" for i in range(len(pixels))))
+    return model, torch.tensor(np.stack(pixels), dtype=torch.float32)
+
+
+def vision_checks(model, pixels, out):
+    """Logits of `extract`, and the four methods of `attribute` (class 1, 8-pixel occlusion
+    windows), against transformers and Captum."""
+    rc, err = glassbox("extract", "--model", out, "--data", out / "data.jsonl", "--hooks", "logits",
+                       "--run", out / "run")
+    if rc:
+        return {"forward": f"extract exit {rc}: {err[-300:]}"}
+    t = ds.dataset(out / "run" / "activations" / "hook=logits", format="parquet").to_table()
+    order = np.argsort(np.array(t.column("example_id").to_pylist()))
+    with torch.no_grad():
+        want = model(pixels).logits.numpy()
+    checks = {"forward": relative(np.array(t.column("act").to_pylist())[order], want)}
+    rc, err = glassbox("attribute", "--run", out / "run", "--target", "class:LABEL_1", "--method",
+                       "saliency,gradient_x_input,integrated_gradients,occlusion", "--steps", 16,
+                       "--window", 8, "--stride", 8, "--no-sanity")
+    if rc:
+        return {**checks, "attribution": f"attribute exit {rc}: {err[-300:]}"}
+    worst = 0.0
+    double = copy.deepcopy(model).double()
+    for i in range(len(pixels)):
+        f32 = image_maps(model, pixels[i:i + 1])
+        f64 = image_maps(double, pixels[i:i + 1].double())
+        for method in f32:
+            folder = next((out / "run" / "attributions" / f"method={method}").glob("target=*"))
+            worst = max(worst, judged(rows(folder, i), f32[method], f64[method]))
+    return {**checks, "attribution": worst}
+
+
+def image_maps(model, x):
+    """Captum's four maps of class 1 at image `x`, per pixel summed over channels, row-major."""
+    def f(z):
+        return model(z).logits[:, 1]
+
+    maps = {"saliency": Saliency(f).attribute(x, abs=True),
+            "gradient_x_input": InputXGradient(f).attribute(x),
+            "integrated_gradients": IntegratedGradients(f).attribute(
+                x, baselines=torch.zeros_like(x), n_steps=16),
+            "occlusion": Occlusion(f).attribute(x, sliding_window_shapes=(3, 8, 8),
+                                                strides=(3, 8, 8), baselines=0)}
+    return {k: v[0].sum(0).detach().double().numpy().reshape(-1) for k, v in maps.items()}
 
 
 def build(family, seed, classifier, out):
@@ -199,7 +294,8 @@ def glassbox(*args):
 def rows(folder, example):
     """A per-example table's values in position order."""
     t = ds.dataset(folder, format="parquet").to_table().filter(pc.field("example_id") == example)
-    pos = np.array(t.column("position").to_pylist())
+    where = "position" if "position" in t.column_names else "pixel"
+    pos = np.array(t.column(where).to_pylist())
     value = "act" if "act" in t.column_names else "attribution"
     return np.array(t.column(value).to_pylist())[np.argsort(pos)]
 
@@ -208,6 +304,17 @@ def relative(got, want):
     if got.shape != want.shape:
         return float("inf")
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-9))
+
+
+def judged(got, f32, f64):
+    """glassbox's map against Captum's: its distance from Captum in f32 where that is within
+    1e-4; else — f32 cannot reach 1e-4 where a map is small differences of large values or a
+    ReLU sits on its kink — its distance from Captum in f64 scaled so that twice Captum's own
+    f32 distance from f64 reads 1e-4 (`f64` None: not runnable in f64)."""
+    err = relative(got, f32)
+    if err > 1e-4 and f64 is not None:
+        err = relative(got, f64) / max(2 * relative(f32, f64), 1e-4) * 1e-4
+    return err
 
 
 def forward(model, tok, family, lm, out):
@@ -274,14 +381,7 @@ def attribution(model, tok, lm, out):
         model.float()
         for method in f32:
             folder = next((out / "run" / "attributions" / f"method={method}").glob("target=*"))
-            got = rows(folder, i)
-            err = relative(got, f32[method])
-            if err > 1e-4 and f64 is not None:
-                # Where f32 cannot reach 1e-4 (a map of small differences of large values),
-                # judge glassbox against f64 by the error Captum's own f32 run makes there.
-                floor = max(2 * relative(f32[method], f64[method]), 1e-4)
-                err = relative(got, f64[method]) / floor * 1e-4
-            worst = max(worst, err)
+            worst = max(worst, judged(rows(folder, i), f32[method], f64 and f64[method]))
     return worst
 
 
@@ -303,6 +403,14 @@ def main():
                     failures += bool(bad)
                     shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
                     print(f"{'BAD' if bad else 'ok '} {out.name}: {shown}", flush=True)
+            for family in VISION:
+                out = Path(tmp) / f"{family}_{seed}"
+                out.mkdir()
+                checks = vision_checks(*build_vision(family, seed, out), out)
+                bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
+                failures += bool(bad)
+                shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
+                print(f"{'BAD' if bad else 'ok '} {out.name}: {shown}", flush=True)
     print(f"{failures} mismatches; transformers {transformers.__version__}, torch {torch.__version__}")
     sys.exit(1 if failures else 0)
 
