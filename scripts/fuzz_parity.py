@@ -39,6 +39,7 @@ import torch
 import transformers
 from captum.attr import IntegratedGradients, InputXGradient, Occlusion, Saliency
 from PIL import Image
+from reference_tiny_resnet import randomize_batch_norms
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,14 +194,7 @@ def build_vision(family, seed, out):
     cls, cfg = config(family, r)
     torch.manual_seed(seed)
     model = cls._from_config(cfg, attn_implementation="eager").eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    randomize_batch_norms(model, torch.Generator().manual_seed(seed))
     model.save_pretrained(out)
     size = getattr(cfg, "image_size", None) or r.choice([32, 64])
     mean, std = [r.choice([0.5, 0.485]), 0.456, 0.406], [r.choice([0.5, 0.229]), 0.224, 0.225]

@@ -18,13 +18,9 @@ from transformers import ResNetConfig, ResNetForImageClassification
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build(name, **kwargs):
-    torch.manual_seed(0)
-    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[2, 1],
-                          num_labels=5, id2label={i: f"class {i}" for i in range(5)},
-                          label2id={f"class {i}": i for i in range(5)}, **kwargs)
-    model = ResNetForImageClassification(config).eval()
-    g = torch.Generator().manual_seed(1)
+def randomize_batch_norms(model, g):
+    """Random scales, shifts and running statistics in every batch norm (drawn from `g`), so
+    that folding them into the convolutions is tested."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -32,6 +28,16 @@ def build(name, **kwargs):
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def build(name, **kwargs):
+    torch.manual_seed(0)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[2, 1],
+                          num_labels=5, id2label={i: f"class {i}" for i in range(5)},
+                          label2id={f"class {i}": i for i in range(5)}, **kwargs)
+    model = ResNetForImageClassification(config).eval()
+    g = torch.Generator().manual_seed(1)
+    randomize_batch_norms(model, g)
     out = ROOT / "tests" / "fixtures" / name
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
