@@ -312,7 +312,9 @@ def judged(got, f32, f64):
 
 
 def forward(model, tok, family, lm, out):
-    hooks = "blocks.*.hook_resid_post" + (",ln_final.hook_normalized,logits" if lm else "")
+    encoder = family in ENCODERS
+    hooks = "blocks.*.hook_resid_post" + ("" if encoder else ",ln_final.hook_normalized")
+    hooks += ",logits" if lm else ""
     rc, err = glassbox("extract", "--model", out, "--data", out / "data.jsonl", "--hooks", hooks,
                        "--run", out / "run", "--batch-size", 3)
     if rc:
@@ -324,16 +326,15 @@ def forward(model, tok, family, lm, out):
             result = model(ids, output_hidden_states=True)
         states = result.hidden_states
         n = len(states) - 1
-        # Decoders' last hidden state has the final norm applied; encoders' is the last block's.
-        for layer in range(n if family in ENCODERS or not lm else n + 1):
-            if family in ENCODERS or layer < n - 1:
-                hook, want = f"blocks.{layer}.hook_resid_post", states[layer + 1][0]
-            elif not lm:
-                continue
-            elif layer == n - 1:
-                hook, want = "ln_final.hook_normalized", states[n][0]
-            else:
-                hook, want = "logits", result.logits[0]
+        # An encoder's last hidden state is its last block's output; a decoder's (LM or
+        # classifier) has the final norm applied, and an LM's logits follow.
+        wanted = [(f"blocks.{layer}.hook_resid_post", states[layer + 1][0])
+                  for layer in range(n if encoder else n - 1)]
+        if not encoder:
+            wanted.append(("ln_final.hook_normalized", states[n][0]))
+        if lm:
+            wanted.append(("logits", result.logits[0]))
+        for hook, want in wanted:
             got = rows(out / "run" / "activations" / f"hook={hook}", i)
             worst = max(worst, relative(got, want.numpy()))
     return worst

@@ -338,17 +338,9 @@ pub fn select(patterns: &[String], available: &[HookPoint]) -> Result<Vec<HookPo
 /// did-you-mean would offer `blocks.1` for `blocks.12` of a 6-block model), a near name, or
 /// else what the model's names look like (a text model's name asked of a CNN).
 fn unmatched_hint(pattern: &str, available: &[HookPoint], names: &[String]) -> String {
-    let block = |h: &HookPoint| match h {
-        HookPoint::Conv { .. } => None,
-        other => other.layer(),
-    };
-    let blocks = available.iter().filter_map(block).max().map(|l| l + 1);
-    if let (Ok(asked), Some(blocks)) = (pattern.parse::<HookPoint>(), blocks) {
-        if block(&asked).is_some_and(|l| l >= blocks) {
-            return format!(
-                " (the model has {blocks} blocks, blocks.0 to blocks.{})",
-                blocks - 1
-            );
+    if let (Ok(asked), Some(blocks)) = (pattern.parse::<HookPoint>(), block_count(available)) {
+        if block_of(&asked).is_some_and(|l| l >= blocks) {
+            return block_range(available);
         }
     }
     let near = did_you_mean(pattern, names.iter().map(String::as_str));
@@ -372,6 +364,27 @@ fn unmatched_hint(pattern: &str, available: &[HookPoint], names: &[String]) -> S
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// The transformer block a hook sits in (`None` outside blocks, and for CNN stages).
+fn block_of(hook: &HookPoint) -> Option<usize> {
+    match hook {
+        HookPoint::Conv { .. } => None,
+        other => other.layer(),
+    }
+}
+
+/// How many transformer blocks `hooks` span (`None`: no block hooks).
+fn block_count(hooks: &[HookPoint]) -> Option<usize> {
+    hooks.iter().filter_map(block_of).max().map(|l| l + 1)
+}
+
+/// " (the model has N blocks, blocks.0 to blocks.N−1)" for a message about a block the model
+/// lacks, from its hooks; empty when they have no blocks.
+pub fn block_range(hooks: &[HookPoint]) -> String {
+    block_count(hooks)
+        .map(|n| format!(" (the model has {n} blocks, blocks.0 to blocks.{})", n - 1))
+        .unwrap_or_default()
 }
 
 /// The hooks' names joined by ", " (for messages).

@@ -280,6 +280,15 @@ pub trait HookedModel: Send + Sync {
     fn final_logit_softcap(&self) -> Option<f64> {
         None
     }
+    /// Logits read off the unembedding (`normalized · rowᵀ`, any shape) as the model outputs
+    /// them: through its final soft-cap where it has one, else unchanged. Differentiable, so a
+    /// target on a few rows (attribution's `token:`) need not compute the whole vocabulary.
+    fn cap_logits(&self, logits: &Tensor) -> Result<Tensor> {
+        Ok(match self.final_logit_softcap() {
+            Some(cap) => crate::decoder::forward::softcap(logits, cap)?,
+            None => logits.clone(),
+        })
+    }
     /// Block `layer`'s attention output as the residual stream receives it, where that is not
     /// linear in the heads' `attn.hook_z` — a norm after the output projection (Gemma's and
     /// OLMo-2's post-norms): the projection and the norm, so per-head read-outs can freeze the

@@ -107,6 +107,37 @@ fn check_inputs_exist(config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
+/// The hooks `[dictionary]` and `[tcav]` name, each with the key that names it: dictionary
+/// `hooks`, `neurons` and the hooks of `<hook>=<folder>` loads (a bare folder's hook is in its
+/// cfg.json), and TCAV's hook names (its patterns are matched by the stage).
+fn named_hooks(config: &PipelineConfig) -> Vec<(&'static str, String)> {
+    let mut named = Vec::new();
+    if let Some(d) = &config.dictionary {
+        named.extend(
+            d.hooks
+                .iter()
+                .map(|h| ("[dictionary] hooks", h.to_string())),
+        );
+        named.extend(
+            d.neurons
+                .iter()
+                .map(|h| ("[dictionary] neurons", h.to_string())),
+        );
+        named.extend(d.load.iter().filter_map(|spec| {
+            let (hook, _) = spec.split_once('=')?;
+            let hook = hook.parse::<glassbox_data::HookPoint>().ok()?;
+            Some(("[dictionary] load", hook.to_string()))
+        }));
+    }
+    let tcav_hooks = config.tcav.iter().flat_map(|t| &t.hooks);
+    named.extend(
+        tcav_hooks
+            .filter(|h| !h.contains(['*', '?']))
+            .map(|h| ("[tcav] hooks", h.trim().to_owned())),
+    );
+    named
+}
+
 /// Hooks that `[dictionary]` and `[tcav]` read from the store must be among those `[extract]`
 /// stores (a name, or a match of one of its patterns), with token rows for the dictionary.
 /// Patterns in those sections are matched against the model's hooks by their stages, so only
@@ -120,35 +151,16 @@ fn check_hooks_extracted(config: &PipelineConfig) -> Result<()> {
             .flat_map(|h| h.split(','))
             .any(|pattern| glassbox_data::hook_point::glob_match(pattern.trim(), name))
     };
-    let extracted = config.extract.hooks.join(", ");
+    if let Some((key, hook)) = named_hooks(config).into_iter().find(|(_, h)| !stored(h)) {
+        anyhow::bail!(
+            "{key}: `{hook}` is not among the hooks [extract] stores ({}); add it to [extract] hooks",
+            config.extract.hooks.join(", ")
+        );
+    }
     if let Some(d) = &config.dictionary {
-        let hooks = d.hooks.iter().map(|h| ("hooks", h.to_string()));
-        let neurons = d.neurons.iter().map(|h| ("neurons", h.to_string()));
-        // `<hook>=<folder>` entries name their hook; a bare folder's hook is in its cfg.json.
-        let loaded = d.load.iter().filter_map(|spec| {
-            let (hook, _) = spec.split_once('=')?;
-            hook.parse::<glassbox_data::HookPoint>()
-                .ok()
-                .map(|h| ("load", h.to_string()))
-        });
-        for (key, hook) in hooks.chain(neurons).chain(loaded) {
-            if !stored(&hook) {
-                anyhow::bail!(
-                    "[dictionary] {key}: `{hook}` is not among the hooks [extract] stores ({extracted}); add it to [extract] hooks"
-                );
-            }
-        }
         if !config.extract.token_level && (!d.hooks.is_empty() || !d.neurons.is_empty()) {
             anyhow::bail!(
                 "[dictionary] trains and explains on token rows, but [extract] sets token_level = false; set it to true"
-            );
-        }
-    }
-    let tcav_hooks = config.tcav.iter().flat_map(|t| &t.hooks);
-    for hook in tcav_hooks.filter(|h| !h.contains(['*', '?'])) {
-        if !stored(hook.trim()) {
-            anyhow::bail!(
-                "[tcav] hooks: `{hook}` is not among the hooks [extract] stores ({extracted}); add it to [extract] hooks"
             );
         }
     }
@@ -165,36 +177,16 @@ fn check_named_hooks_stored(run: &RunDir, config: &PipelineConfig) -> Result<()>
     stored.extend(run.stored_hooks(true)?);
     let names: std::collections::BTreeSet<String> =
         stored.iter().map(ToString::to_string).collect();
-    let mut named: Vec<(&str, String)> = Vec::new();
-    if let Some(t) = &config.tcav {
-        let exact = t.hooks.iter().filter(|h| !h.contains(['*', '?']));
-        named.extend(exact.map(|h| ("[tcav] hooks", h.trim().to_owned())));
-    }
-    if let Some(d) = &config.dictionary {
-        named.extend(
-            d.hooks
-                .iter()
-                .map(|h| ("[dictionary] hooks", h.to_string())),
-        );
-        named.extend(
-            d.neurons
-                .iter()
-                .map(|h| ("[dictionary] neurons", h.to_string())),
+    if let Some((key, hook)) = named_hooks(config)
+        .into_iter()
+        .find(|(_, h)| !names.contains(h))
+    {
+        anyhow::bail!(
+            "{key}: `{hook}` is not among the hooks this run stores{}; the config names hooks of a deeper model (pipelines/default.toml's are all-MiniLM-L6-v2's, 6 blocks) — copy the config and name this model's hooks (`glassbox hooks MODEL` lists them)",
+            glassbox_data::hook_point::block_range(&stored)
         );
     }
-    let Some((section, hook)) = named.into_iter().find(|(_, h)| !names.contains(h)) else {
-        return Ok(());
-    };
-    let blocks = stored
-        .iter()
-        .filter(|h| !matches!(h, glassbox_data::HookPoint::Conv { .. }))
-        .filter_map(|h| h.layer())
-        .max()
-        .map(|l| format!(" (the model has {} blocks, blocks.0 to blocks.{l})", l + 1))
-        .unwrap_or_default();
-    anyhow::bail!(
-        "{section}: `{hook}` is not among the hooks this run stores{blocks}; the config names hooks of a deeper model (pipelines/default.toml's are all-MiniLM-L6-v2's, 6 blocks) — copy the config and name this model's hooks (`glassbox hooks MODEL` lists them)"
-    )
+    Ok(())
 }
 
 /// `probe:` targets of `[tcav]` and `[attribute]` read probes this pipeline trains: their labels

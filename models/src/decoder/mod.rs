@@ -17,7 +17,7 @@
 
 pub(crate) mod config;
 mod fast;
-mod forward;
+pub(crate) mod forward;
 pub(crate) mod parts;
 
 pub(crate) use parts::{Attention, Dims, Layer, Mlp, QkNorm};
@@ -154,10 +154,7 @@ impl Decoder {
             // One transient copy of the head in the stream's precision.
             crate::layers::unembed(normalized, &unembed.to_dtype(normalized.dtype())?)?
         };
-        Ok(match self.final_softcap {
-            Some(cap) => forward::softcap(&logits, cap)?,
-            None => logits,
-        })
+        self.cap_logits(&logits)
     }
 }
 

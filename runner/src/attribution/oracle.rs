@@ -279,13 +279,9 @@ impl<'a> TextOracle<'a> {
                 let last = output.narrow(1, t - 1, 1)?.squeeze(1)?;
                 let logit = |row: &[f32]| -> Result<Tensor> {
                     let d = Tensor::from_slice(row, (self.hidden, 1), &self.model.device)?;
-                    let z = last.matmul(&d)?.squeeze(1)?;
                     // The logit the model outputs: a final soft-cap bends it (the row alone
                     // reads the logit before the cap, which Captum on the model would not).
-                    Ok(match self.model.model.final_logit_softcap() {
-                        Some(cap) => ((z / cap)?.tanh()? * cap)?,
-                        None => z,
-                    })
+                    self.model.model.cap_logits(&last.matmul(&d)?.squeeze(1)?)
                 };
                 match minus {
                     None => logit(row)?,
