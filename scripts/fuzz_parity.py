@@ -2,7 +2,9 @@
 """Config-fuzzed parity: tiny random checkpoints of every text family glassbox loads, each with
 option combinations drawn at random (activations, biases, GQA/MQA, head_dim, tied heads, rotary
 scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns,
-soft-caps, parallel or sequential blocks, classifier heads) — and ViT and ResNet image
+soft-caps, parallel or sequential blocks; causal-LM and classifier heads, encoders' masked-LM
+heads, and bare models as `AutoModel` saves them: an untied decoder without its LM head, whose
+hidden states glassbox reads without an unembedding) — and ViT and ResNet image
 classifiers (patch sizes, qkv bias, activations; basic/bottleneck layers, where they downsample,
 batch norms with random statistics) — run through the `glassbox` binary and compared with
 PyTorch `transformers`:
@@ -255,14 +257,31 @@ def image_maps(model, x):
     return {k: v[0].sum(0).detach().double().numpy().reshape(-1) for k, v in maps.items()}
 
 
-def build(family, seed, classifier, out):
-    """A random `family` checkpoint in `out` (weights drawn large enough that every block
-    matters), its data file and the `transformers` model."""
+def head_class(cls, family, kind):
+    """The `transformers` class of `kind` for a family whose config draws `cls` (a causal LM or,
+    for encoders, a sequence classifier)."""
+    name = cls.__name__
+    if kind == "cls" and family not in ENCODERS:
+        name = name.replace("ForCausalLM", "ForSequenceClassification")
+        name = name.replace("LMHeadModel", "ForSequenceClassification")
+    elif kind == "base":
+        for head in ["ForCausalLM", "LMHeadModel", "ForSequenceClassification"]:
+            name = name.replace(head, "Model")
+        name = {"Gemma3Model": "Gemma3TextModel"}.get(name, name)
+    elif kind == "mlm":
+        name = name.replace("ForSequenceClassification", "ForMaskedLM")
+    return getattr(T, name)
+
+
+def build(family, seed, kind, out):
+    """A random `family` checkpoint of `kind` — `lm` (causal LM), `cls` (sequence classifier),
+    `base` (the bare model as `AutoModel` saves it: an untied decoder without its LM head) or
+    `mlm` (an encoder's masked-LM head) — in `out` (weights drawn large enough that every
+    block matters), its data file and the `transformers` model."""
     r = random.Random(seed * 1000 + sum(map(ord, family)))
     cls, cfg = config(family, r)
-    if classifier and family not in ENCODERS:
-        name = cls.__name__.replace("ForCausalLM", "ForSequenceClassification")
-        cls = getattr(T, name.replace("LMHeadModel", "ForSequenceClassification"))
+    cls = head_class(cls, family, kind)
+    if kind == "cls" and family not in ENCODERS:
         cfg.num_labels, cfg.pad_token_id = 3, 0
     torch.manual_seed(seed)
     # Eager attention: the soft-capped scores of Gemma-2 are not what SDPA computes.
@@ -386,13 +405,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(first, last):
             for family in DECODERS + sorted(ENCODERS):
-                for classifier in ([True] if family in ENCODERS else [False, True]):
-                    out = Path(tmp) / f"{family}_{seed}_{'cls' if classifier else 'lm'}"
+                for kind in (["cls", "base", "mlm"] if family in ENCODERS else ["lm", "cls", "base"]):
+                    out = Path(tmp) / f"{family}_{seed}_{kind}"
                     out.mkdir()
-                    model, tok = build(family, seed, classifier, out)
-                    lm = not classifier
+                    model, tok = build(family, seed, kind, out)
+                    lm = kind == "lm"
                     checks = {"forward": forward(model, tok, family, lm, out)}
-                    if not isinstance(checks["forward"], str):
+                    # Bare models and masked-LM heads: hidden states only (no output to explain).
+                    if kind in ("lm", "cls") and not isinstance(checks["forward"], str):
                         checks["attribution"] = attribution(model, tok, lm, out)
                     bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
                     failures += bool(bad)

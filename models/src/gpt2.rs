@@ -132,8 +132,9 @@ pub struct Gpt2 {
     act: Activation,
     wte: Tensor,
     wpe: Tensor,
-    /// `wte` itself unless the config unties the head.
-    unembed: Tensor,
+    /// `wte` itself unless the config unties the head; `None` for an untied checkpoint saved
+    /// without its head (a base model).
+    unembed: Option<Tensor>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     /// The fast forward's buffers, kept between batches.
@@ -158,10 +159,12 @@ impl Gpt2 {
             });
         }
         let wte = w.get("wte.weight", &[cfg.vocab_size, d])?;
-        w.require_untied_head("lm_head.weight", !cfg.tie_word_embeddings)?;
-        let unembed = match w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
-            Some(head) if !cfg.tie_word_embeddings => head,
-            _ => wte.clone(),
+        // An untied checkpoint saved without its head (a base model such as `GPT2Model`, as
+        // `AutoModel` saves it) has no unembedding: hidden states only, no next-token logits.
+        let unembed = if cfg.tie_word_embeddings {
+            Some(wte.clone())
+        } else {
+            w.get_root("lm_head.weight", &[cfg.vocab_size, d])?
         };
         Ok(Self {
             act: Activation::parse(&cfg.activation_function).map_err(ModelError::Invalid)?,
@@ -223,7 +226,7 @@ impl Gpt2 {
                 rotary: None,
             },
             final_norm: Norm::Layer(&self.ln_f),
-            unembed: &self.unembed,
+            unembed: self.unembed.as_ref(),
         }
     }
 
@@ -303,7 +306,7 @@ impl Gpt2 {
                 return Ok(x);
             }
         }
-        crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, &self.unembed)
+        crate::layers::final_hooks(hooks, self.ln_f.forward(&x)?, self.unembed.as_ref())
     }
 }
 
@@ -332,7 +335,7 @@ impl HookedModel for Gpt2 {
         }
         v.push(HookPoint::LnFinal);
         v.push(HookPoint::Logits);
-        crate::score_head::hooks_of(v, &self.score)
+        crate::score_head::hooks_of(v, self.unembedding().is_some())
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
@@ -389,7 +392,7 @@ impl HookedModel for Gpt2 {
     }
     fn unembedding(&self) -> Option<&Tensor> {
         // A sequence classifier has no language-model head (its `score` head is the output).
-        self.score.is_none().then_some(&self.unembed)
+        self.unembed.as_ref().filter(|_| self.score.is_none())
     }
 }
 

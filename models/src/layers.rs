@@ -329,16 +329,21 @@ pub(crate) fn unembed(normalized: &Tensor, unembedding: &Tensor) -> Result<Tenso
         .reshape((b, t, unembedding.dim(0)?))?)
 }
 
+/// Why a decoder checkpoint gives no next-token logits when it was saved without its output head.
+pub(crate) const NO_LM_HEAD: &str = "has no language-model head: its config unties the head (tie_word_embeddings: false) and the weights hold none, as `AutoModel` saves a base model such as `LlamaModel`; it gives hidden states, not next-token logits — use the causal-LM checkpoint (…ForCausalLM), or set tie_word_embeddings: true in config.json if its head is the embedding";
+
 /// Past the last block of a decoder: `ln_final.hook_normalized`, then `logits` when a hook wants
 /// them. Returns the (possibly replaced) normalised stream.
 pub(crate) fn final_hooks(
     hooks: &mut dyn crate::hooks::Hooks,
     normalized: Tensor,
-    unembedding: &Tensor,
+    unembedding: Option<&Tensor>,
 ) -> Result<Tensor> {
     use crate::hooks::{at, HookPoint};
     let normalized = at(hooks, HookPoint::LnFinal, normalized)?;
     if hooks.wants(HookPoint::Logits) {
+        let unembedding = unembedding
+            .ok_or_else(|| crate::ModelError::Invalid(format!("this checkpoint {NO_LM_HEAD}")))?;
         at(hooks, HookPoint::Logits, unembed(&normalized, unembedding)?)?;
     }
     Ok(normalized)

@@ -51,7 +51,9 @@ pub use glassbox_data::pool::{self, Pool};
 pub use glassbox_data::Modality;
 pub use hooks::{Capture, ConvPart, HookError, HookPoint, Hooks};
 pub use hub::{resolve, ModelSpec, ResolvedModel};
-pub use model::{AttentionOutput, FinalNorm, HookedModel, Input, PixelGradients};
+pub use model::{
+    why_no_next_token, AttentionOutput, FinalNorm, HookedModel, Input, PixelGradients,
+};
 pub use prefix::{PrefixCache, Suffixes};
 pub use registry::{
     load_model, load_model_randomized, ComputeDtype, LoadOptions, LoadedModel, WeightsDtype,

@@ -209,8 +209,9 @@ pub struct Llama {
     embed: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding when tied.
-    unembed: Tensor,
+    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding when tied; `None` for an untied
+    /// checkpoint saved without its head (a base model).
+    unembed: Option<Tensor>,
     /// The fast forward's buffers, kept between batches.
     spare: Spare,
     /// A sequence classifier's `score` head (`…ForSequenceClassification`).
@@ -246,10 +247,12 @@ impl Llama {
             });
         }
         let embed = w.get("embed_tokens.weight", &[cfg.vocab_size, d])?;
-        w.require_untied_head("lm_head.weight", !cfg.tie_word_embeddings)?;
-        let unembed = match w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
-            Some(head) if !cfg.tie_word_embeddings => head,
-            _ => embed.clone(),
+        // An untied checkpoint saved without its head (a base model such as `LlamaModel`, as
+        // `AutoModel` saves it) has no unembedding: hidden states only, no next-token logits.
+        let unembed = if cfg.tie_word_embeddings {
+            Some(embed.clone())
+        } else {
+            w.get_root("lm_head.weight", &[cfg.vocab_size, d])?
         };
         Ok(Self {
             act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
@@ -302,7 +305,7 @@ impl Llama {
                 rotary: Some(&self.rotary),
             },
             final_norm: Norm::Rms(&self.norm),
-            unembed: &self.unembed,
+            unembed: self.unembed.as_ref(),
         }
     }
 
@@ -381,7 +384,7 @@ impl Llama {
                 return Ok(x);
             }
         }
-        crate::layers::final_hooks(hooks, self.norm.forward(&x)?, &self.unembed)
+        crate::layers::final_hooks(hooks, self.norm.forward(&x)?, self.unembed.as_ref())
     }
 }
 
@@ -405,7 +408,7 @@ impl HookedModel for Llama {
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         let points = crate::layers::decoder_hook_points(self.cfg.num_hidden_layers);
-        crate::score_head::hooks_of(points, &self.score)
+        crate::score_head::hooks_of(points, self.unembedding().is_some())
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let hd = self.cfg.head_dim();
@@ -462,7 +465,7 @@ impl HookedModel for Llama {
     }
     fn unembedding(&self) -> Option<&Tensor> {
         // A sequence classifier has no language-model head (its `score` head is the output).
-        self.score.is_none().then_some(&self.unembed)
+        self.unembed.as_ref().filter(|_| self.score.is_none())
     }
 }
 

@@ -396,3 +396,17 @@ pub trait HookedModel: Send + Sync {
         None
     }
 }
+
+/// Why `model` gives no next-token logits (its [`HookedModel::unembedding`] is `None`), for the
+/// errors of what needs them: a classifier, an encoder, or a decoder checkpoint saved without its
+/// language-model head.
+pub fn why_no_next_token(model: &dyn HookedModel) -> String {
+    let family = model.family();
+    if !model.labels().is_empty() {
+        format!("the {family} model is a classifier: it outputs its classes, not next-token logits")
+    } else if model.final_norm_parts().is_some() {
+        format!("this {family} checkpoint {}", crate::layers::NO_LM_HEAD)
+    } else {
+        format!("the {family} model is not a causal LM: it has no unembedding")
+    }
+}

@@ -163,7 +163,9 @@ pub struct Neox {
     embed: Tensor,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
-    unembed: Tensor,
+    /// `embed_out.weight`, or the embedding when tied; `None` for an untied checkpoint saved
+    /// without its head (a base model).
+    unembed: Option<Tensor>,
     /// The fast forward's buffers, kept between batches.
     spare: Spare,
     /// A sequence classifier's `score` head (`…ForSequenceClassification`).
@@ -193,10 +195,12 @@ impl Neox {
             });
         }
         let embed = w.get("embed_in.weight", &[cfg.vocab_size, d])?;
-        w.require_untied_head("embed_out.weight", !cfg.tie_word_embeddings)?;
-        let unembed = match w.get_root("embed_out.weight", &[cfg.vocab_size, d])? {
-            Some(head) if !cfg.tie_word_embeddings => head,
-            _ => embed.clone(),
+        // An untied checkpoint saved without its head (a base model such as `GPTNeoXModel`, as
+        // `AutoModel` saves it) has no unembedding: hidden states only, no next-token logits.
+        let unembed = if cfg.tie_word_embeddings {
+            Some(embed.clone())
+        } else {
+            w.get_root("embed_out.weight", &[cfg.vocab_size, d])?
         };
         Ok(Self {
             act: Activation::parse(&cfg.hidden_act).map_err(ModelError::Invalid)?,
@@ -247,7 +251,7 @@ impl Neox {
                 rotary: Some(&self.rotary),
             },
             final_norm: Norm::Layer(&self.final_norm),
-            unembed: &self.unembed,
+            unembed: self.unembed.as_ref(),
         }
     }
 
@@ -330,7 +334,7 @@ impl Neox {
                 return Ok(x);
             }
         }
-        crate::layers::final_hooks(hooks, self.final_norm.forward(&x)?, &self.unembed)
+        crate::layers::final_hooks(hooks, self.final_norm.forward(&x)?, self.unembed.as_ref())
     }
 }
 
@@ -364,7 +368,7 @@ impl HookedModel for Neox {
         }
         v.push(HookPoint::LnFinal);
         v.push(HookPoint::Logits);
-        crate::score_head::hooks_of(v, &self.score)
+        crate::score_head::hooks_of(v, self.unembedding().is_some())
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         match point {
@@ -419,6 +423,6 @@ impl HookedModel for Neox {
     }
     fn unembedding(&self) -> Option<&Tensor> {
         // A sequence classifier has no language-model head (its `score` head is the output).
-        self.score.is_none().then_some(&self.unembed)
+        self.unembed.as_ref().filter(|_| self.score.is_none())
     }
 }

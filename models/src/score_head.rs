@@ -71,13 +71,14 @@ impl ScoreHead {
     }
 }
 
-/// A decoder's hooks without `logits` when it is a sequence classifier: it has no language-model
-/// head, so vocabulary logits would come from the tied embedding, not from the model.
+/// A decoder's hooks without `logits` when it has no language-model head: a sequence
+/// classifier (vocabulary logits would come from the tied embedding, not from the model) or a
+/// base checkpoint saved without its head.
 pub(crate) fn hooks_of(
     mut points: Vec<crate::HookPoint>,
-    score: &Option<ScoreHead>,
+    has_lm_head: bool,
 ) -> Vec<crate::HookPoint> {
-    if score.is_some() {
+    if !has_lm_head {
         points.retain(|p| *p != crate::HookPoint::Logits);
     }
     points

@@ -128,23 +128,6 @@ impl Weights {
         self.tensors.contains_key(&full) || self.quantized.contains_key(&full)
     }
 
-    /// Refuses an untied checkpoint (`tie_word_embeddings: false`) that lacks its output head
-    /// `name` (`lm_head.weight`, NeoX's `embed_out.weight`): the embedding would silently stand
-    /// in for a head the config says is its own matrix (`transformers` would draw it at
-    /// random). A sequence classifier (`score.weight`) is saved without one — its outputs are
-    /// its `score` head's — and passes.
-    pub fn require_untied_head(&self, name: &str, untied: bool) -> Result<()> {
-        if !untied || self.lookup(&[name], "").is_some() || self.tensor("score.weight").is_some() {
-            return Ok(());
-        }
-        Err(ModelError::Weights {
-            path: self.path.clone(),
-            message: format!(
-                "missing tensor `{name}`: the config sets tie_word_embeddings: false, so the output head is its own matrix; if the head is the embedding, set tie_word_embeddings: true in config.json"
-            ),
-        })
-    }
-
     /// `name` without the prefix (heads stored beside the base model, e.g. `lm_head.weight`),
     /// as f32, or `None` when absent.
     pub fn get_root(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {

@@ -4,9 +4,9 @@
 //! numbers (bf16 → f32 is exact and computation is f32 either way); against the original f32
 //! checkpoint the difference is bf16 rounding of the weights, measured and bounded. A missing
 //! shard, a tensor the index promises but its shard lacks, and a reduced-precision request for
-//! a family that computes from f32 weights are named errors, as is an untied causal LM saved
-//! without its output head; Llama-family checkpoints held in bf16 on request match their fast
-//! f32 forward.
+//! a family that computes from f32 weights are named errors; an untied checkpoint saved without
+//! its output head (a base model) loads without an unembedding; Llama-family checkpoints held in
+//! bf16 on request match their fast f32 forward.
 
 use candle_core::{DType, Device, Tensor};
 use glassbox_models::{
@@ -66,27 +66,30 @@ fn load(dir: &Path, dtype: WeightsDtype) -> glassbox_models::Result<LoadedModel>
 
 /// The residual stream after every block, the final norm and the logits on one text.
 fn outputs(model: &LoadedModel) -> Vec<f32> {
+    captured(
+        model,
+        &[
+            HookPoint::ResidPost(0),
+            HookPoint::ResidPost(1),
+            HookPoint::LnFinal,
+            HookPoint::Logits,
+        ],
+    )
+    .unwrap()
+}
+
+/// `points` captured on one text, flattened in order.
+fn captured(model: &LoadedModel, points: &[HookPoint]) -> glassbox_models::Result<Vec<f32>> {
     let text = "Stock prices fell sharply after the announcement, and then some more.";
-    let encoded = model.tokenizer().unwrap().encode(&[text]).unwrap();
-    let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device).unwrap();
-    let points = [
-        HookPoint::ResidPost(0),
-        HookPoint::ResidPost(1),
-        HookPoint::LnFinal,
-        HookPoint::Logits,
-    ];
-    let mut capture = Capture::new(points);
-    model.model.forward((&batch).into(), &mut capture).unwrap();
-    points
-        .iter()
-        .flat_map(|p| {
-            capture.captured[p]
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect()
+    let encoded = model.tokenizer()?.encode(&[text])?;
+    let batch = TokenBatch::from_encoded(&[&encoded[0]], model.pad_id, &model.device)?;
+    let mut capture = Capture::new(points.iter().copied());
+    model.model.forward((&batch).into(), &mut capture)?;
+    let mut out = Vec::new();
+    for p in points {
+        out.extend(capture.captured[p].flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -194,46 +197,87 @@ fn without_tensor(name: &str, drop: &str, dir: &Path) {
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
 }
 
-/// An untied causal LM saved without its output head would have read its logits through the
-/// embedding (what a tied model does) — silently not the checkpoint's model; it is refused by
-/// name. A sequence classifier carries no LM head (`score` is its output) and loads untied.
+/// A checkpoint whose config unties the output head but whose weights hold none — a base model
+/// as `AutoModel` saves it (`MistralModel`, `Qwen3Model`, `GPTNeoXModel`, `GPT2Model`, …) — loads
+/// without an unembedding: the causal LM's hidden states, no `logits` hook, and what needs
+/// next-token logits says why. (Reading logits through the embedding, as a tied model does,
+/// would silently not be the checkpoint's model.) A sequence classifier carries no LM head
+/// either (`score` is its output) and loads untied.
 #[test]
-fn an_untied_lm_without_its_head_is_refused_but_a_classifier_loads() {
+fn an_untied_checkpoint_without_its_head_loads_as_a_base_model() {
+    let hidden = [
+        HookPoint::ResidPost(0),
+        HookPoint::ResidPost(1),
+        HookPoint::LnFinal,
+    ];
+    let gpt2 = tempfile::tempdir().unwrap();
+    untied_copy("tiny_gpt2", gpt2.path(), None);
     for (fixture_name, head) in [
         ("tiny_qwen3", "lm_head.weight"),
         ("tiny_neox", "embed_out.weight"),
+        ("tiny_mistral", "lm_head.weight"),
+        ("tiny_gpt2", ""),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        without_tensor(fixture_name, head, dir.path());
-        let e = load(dir.path(), WeightsDtype::Auto)
-            .err()
-            .unwrap_or_else(|| panic!("{fixture_name} without {head} loaded"))
+        let folder = if head.is_empty() {
+            gpt2.path()
+        } else {
+            without_tensor(fixture_name, head, dir.path());
+            dir.path()
+        };
+        let base = load(folder, WeightsDtype::Auto)
+            .unwrap_or_else(|e| panic!("{fixture_name} without its head: {e}"));
+        let lm = load(&fixture(fixture_name), WeightsDtype::Auto).unwrap();
+        assert!(base.model.unembedding().is_none(), "{fixture_name}");
+        assert!(base
+            .model
+            .unembed(&Tensor::zeros((1, 1, 32), DType::F32, &Device::Cpu).unwrap())
+            .is_none());
+        assert!(!base.model.hook_points().contains(&HookPoint::Logits));
+        assert_eq!(
+            captured(&base, &hidden).unwrap(),
+            captured(&lm, &hidden).unwrap(),
+            "{fixture_name}: the base model's hidden states are the LM's"
+        );
+        let e = captured(&base, &[HookPoint::Logits])
+            .expect_err("no logits without a head")
             .to_string();
         assert!(
-            e.contains(head) && e.contains("tie_word_embeddings: false"),
+            e.contains("tie_word_embeddings: false"),
             "{fixture_name}: {e}"
+        );
+        let why = glassbox_models::why_no_next_token(base.model.as_ref());
+        assert!(
+            why.contains("language-model head") && why.contains("AutoModel"),
+            "{why}"
         );
     }
     let classifier = load(&fixture("tiny_llama_classifier"), WeightsDtype::Auto).unwrap();
     assert!(!classifier.model.labels().is_empty());
     // GPT-2 as `GPT2ForSequenceClassification` saves it untied: `score.weight`, no `lm_head`.
     let dir = tempfile::tempdir().unwrap();
-    let src = fixture("tiny_gpt2");
-    std::fs::copy(
-        src.join("tokenizer.json"),
-        dir.path().join("tokenizer.json"),
-    )
-    .unwrap();
+    untied_copy("tiny_gpt2", dir.path(), Some(2));
+    let classifier = load(dir.path(), WeightsDtype::Auto).unwrap();
+    assert_eq!(classifier.model.labels().len(), 2);
+    let why = glassbox_models::why_no_next_token(classifier.model.as_ref());
+    assert!(why.contains("classifier"), "{why}");
+}
+
+/// `name`'s fixture in `dir` with `tie_word_embeddings: false` and no head of its own, plus a
+/// zero `score.weight` of `classes` rows when given (a sequence classifier).
+fn untied_copy(name: &str, dir: &Path, classes: Option<usize>) {
+    let src = fixture(name);
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config["tie_word_embeddings"] = false.into();
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let mut tensors =
         candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-    let width = config["n_embd"].as_u64().unwrap() as usize;
-    let score = Tensor::zeros((2, width), DType::F32, &Device::Cpu).unwrap();
-    tensors.insert("score.weight".into(), score);
-    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
-    let gpt2 = load(dir.path(), WeightsDtype::Auto).unwrap();
-    assert_eq!(gpt2.model.labels().len(), 2);
+    if let Some(rows) = classes {
+        let width = config["n_embd"].as_u64().unwrap() as usize;
+        let score = Tensor::zeros((rows, width), DType::F32, &Device::Cpu).unwrap();
+        tensors.insert("score.weight".into(), score);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
 }

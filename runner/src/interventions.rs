@@ -55,8 +55,8 @@ pub fn logits(model: &LoadedModel, batch: &TokenBatch, hooks: &mut dyn Hooks) ->
     let normalized = model.model.forward(batch.into(), hooks)?;
     model.model.unembed(&normalized).ok_or_else(|| {
         ModelError::Invalid(format!(
-            "the {} model has no unembedding (not a causal LM): it predicts no next token",
-            model.model.family()
+            "{}: it predicts no next token",
+            glassbox_models::why_no_next_token(model.model.as_ref())
         ))
     })?
 }

@@ -43,8 +43,9 @@ pub(crate) struct Decoder {
     pub(crate) embed_scale: Option<f32>,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: RmsNorm,
-    /// `[vocab, hidden]`: the output head, or the embedding when tied, as held.
-    pub(crate) unembed: Held,
+    /// `[vocab, hidden]`: the output head, or the embedding when tied, as held; `None` for an
+    /// untied checkpoint saved without its head (a base model).
+    pub(crate) unembed: Option<Held>,
     /// A quantised head dequantised once, on first use (the logits, the logit lens and direct
     /// logit attribution read it whole).
     pub(crate) unembed_f32: std::sync::OnceLock<Tensor>,
@@ -131,23 +132,27 @@ impl Decoder {
         Ok(normalized)
     }
 
-    /// The output head as a tensor: as held, or (GGUF blocks) dequantised on first use and kept.
-    fn unembed_tensor(&self) -> Result<&Tensor> {
-        match &self.unembed {
-            Held::Tensor(t) => Ok(t),
-            Held::Quantized(q) => match self.unembed_f32.get() {
-                Some(t) => Ok(t),
+    /// The output head as a tensor: as held, or (GGUF blocks) dequantised on first use and kept;
+    /// `None` without one.
+    fn unembed_tensor(&self) -> Result<Option<&Tensor>> {
+        Ok(match &self.unembed {
+            None => None,
+            Some(Held::Tensor(t)) => Some(t),
+            Some(Held::Quantized(q)) => Some(match self.unembed_f32.get() {
+                Some(t) => t,
                 None => {
                     let t = q.to_tensor()?;
-                    Ok(self.unembed_f32.get_or_init(|| t))
+                    self.unembed_f32.get_or_init(|| t)
                 }
-            },
-        }
+            }),
+        })
     }
 
     /// The unembedding of a normalised stream, soft-capped where the family caps logits.
     fn logits(&self, normalized: &Tensor) -> Result<Tensor> {
-        let unembed = self.unembed_tensor()?;
+        let unembed = self.unembed_tensor()?.ok_or_else(|| {
+            crate::ModelError::Invalid(format!("this checkpoint {}", crate::layers::NO_LM_HEAD))
+        })?;
         let logits = if unembed.dtype() == normalized.dtype() {
             crate::layers::unembed(normalized, unembed)?
         } else {
@@ -169,7 +174,7 @@ impl HookedModel for Decoder {
     }
     fn hook_points(&self) -> Vec<HookPoint> {
         let points = crate::layers::decoder_hook_points(self.layers.len());
-        crate::score_head::hooks_of(points, &self.score)
+        crate::score_head::hooks_of(points, self.score.is_none() && self.unembed.is_some())
     }
     fn hook_width(&self, point: HookPoint) -> usize {
         let d = &self.dims;
@@ -309,21 +314,28 @@ impl HookedModel for Decoder {
             return None;
         }
         // Dequantising a GGUF head cannot fail once its blocks were checked at load.
-        self.unembed_tensor().ok()
+        self.unembed_tensor().ok().flatten()
     }
     fn unembed(&self, normalized: &Tensor) -> Option<Result<Tensor>> {
+        // Classifiers and base checkpoints predict no next token.
+        self.unembedding()?;
         Some(self.logits(normalized))
     }
 }
 
 /// The embedding table and the output head, as held: the head is `lm_head.weight` when
-/// `untied` (an untied causal LM without one is refused), else the embedding itself.
-pub(crate) fn tables(w: &crate::weights::Weights, d: Dims, untied: bool) -> Result<(Held, Held)> {
-    w.require_untied_head("lm_head.weight", untied)?;
+/// `untied`, else the embedding itself. An untied checkpoint saved without its head (a base
+/// model such as `Qwen3Model`, as `AutoModel` saves it) has none: hidden states only.
+pub(crate) fn tables(
+    w: &crate::weights::Weights,
+    d: Dims,
+    untied: bool,
+) -> Result<(Held, Option<Held>)> {
     let embed = w.get_held("embed_tokens.weight", &[d.vocab, d.hidden])?;
-    let unembed = match w.get_root_held("lm_head.weight", &[d.vocab, d.hidden])? {
-        Some(head) if untied => head,
-        _ => embed.clone(),
+    let unembed = if untied {
+        w.get_root_held("lm_head.weight", &[d.vocab, d.hidden])?
+    } else {
+        Some(embed.clone())
     };
     Ok((embed, unembed))
 }

@@ -181,7 +181,8 @@ pub(crate) struct Decoder<'m> {
     pub(crate) positions: Option<&'m Tensor>,
     pub(crate) stack: Stack<'m>,
     pub(crate) final_norm: Norm<'m>,
-    pub(crate) unembed: &'m Tensor,
+    /// `None`: a checkpoint without its language-model head.
+    pub(crate) unembed: Option<&'m Tensor>,
 }
 
 /// Rows of `table` (`[vocab, width]`) for `ids` into packed `dst`, naming `what` in errors.

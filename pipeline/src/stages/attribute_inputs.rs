@@ -62,8 +62,8 @@ fn one_token(model: &LoadedModel, spec: &str, text: &str) -> Result<u32> {
 fn unembedding_row(model: &LoadedModel, spec: &str, id: u32) -> Result<Vec<f32>> {
     let u = model.model.unembedding().ok_or_else(|| {
         anyhow!(
-            "target `{spec}`: token targets need a causal LM with an unembedding; this is a {} model",
-            model.model.family()
+            "target `{spec}`: token targets need a causal LM; {}",
+            glassbox_models::why_no_next_token(model.model.as_ref())
         )
     })?;
     Ok(u.get(id as usize)?

@@ -174,8 +174,8 @@ fn resolve_token_target(
 ) -> Result<ResolvedTarget> {
     let unembedding = model.model.unembedding().ok_or_else(|| {
         anyhow!(
-            "target `{spec}`: token targets need a causal LM with an unembedding; this is a {} model",
-            model.model.family()
+            "target `{spec}`: token targets need a causal LM; {}",
+            glassbox_models::why_no_next_token(model.model.as_ref())
         )
     })?;
     let encoded = model.tokenizer()?.encode(&[text])?.remove(0);

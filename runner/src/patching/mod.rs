@@ -62,8 +62,8 @@ pub fn check_patchable(hook: HookPoint) -> Result<()> {
 pub fn prepare_pairs(model: &LoadedModel, pairs: &PromptPairs) -> Result<Vec<PreparedPair>> {
     if model.model.unembedding().is_none() {
         return Err(ModelError::Invalid(format!(
-            "patching with answer/wrong tokens needs a causal LM; the {} model has no unembedding",
-            model.model.family()
+            "patching with answer/wrong tokens needs a causal LM; {}",
+            glassbox_models::why_no_next_token(model.model.as_ref())
         )));
     }
     let tokenizer = model.tokenizer()?;

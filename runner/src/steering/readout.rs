@@ -39,8 +39,8 @@ pub(super) fn output_log_probs(
     let last = Tensor::cat(&last, 0)?.unsqueeze(1)?;
     let logits = model.model.unembed(&last).ok_or_else(|| {
         ModelError::Invalid(format!(
-            "the {} model has no unembedding: next-token readouts need a causal LM",
-            model.model.family()
+            "next-token readouts need a causal LM; {}",
+            glassbox_models::why_no_next_token(model.model.as_ref())
         ))
     })??;
     let logits = logits.squeeze(1)?.to_dtype(DType::F32)?;
