@@ -3,8 +3,9 @@
 option combinations drawn at random (activations, biases, GQA/MQA, head_dim, tied heads, rotary
 scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns,
 soft-caps, parallel or sequential blocks; causal-LM and classifier heads, encoders' masked-LM
-heads, and bare models as `AutoModel` saves them: an untied decoder without its LM head, whose
-hidden states glassbox reads without an unembedding) — and ViT and ResNet image
+heads, token classifiers (their per-token heads unread), and bare models as `AutoModel` saves
+them: an untied decoder without its LM head, whose hidden states glassbox reads without an
+unembedding) — and ViT and ResNet image
 classifiers (patch sizes, qkv bias, activations; basic/bottleneck layers, where they downsample,
 batch norms with random statistics) — run through the `glassbox` binary and compared with
 PyTorch `transformers`:
@@ -270,17 +271,23 @@ def head_class(cls, family, kind):
         name = {"Gemma3Model": "Gemma3TextModel"}.get(name, name)
     elif kind == "mlm":
         name = name.replace("ForSequenceClassification", "ForMaskedLM")
-    return getattr(T, name)
+    elif kind == "tok":
+        for head in ["ForCausalLM", "LMHeadModel", "ForSequenceClassification"]:
+            name = name.replace(head, "ForTokenClassification")
+    return getattr(T, name, None)
 
 
 def build(family, seed, kind, out):
     """A random `family` checkpoint of `kind` — `lm` (causal LM), `cls` (sequence classifier),
-    `base` (the bare model as `AutoModel` saves it: an untied decoder without its LM head) or
-    `mlm` (an encoder's masked-LM head) — in `out` (weights drawn large enough that every
+    `base` (the bare model as `AutoModel` saves it: an untied decoder without its LM head),
+    `mlm` (an encoder's masked-LM head) or `tok` (a token classifier, whose per-token head
+    glassbox leaves unread) — in `out`; `None` where the family has no such class (weights drawn large enough that every
     block matters), its data file and the `transformers` model."""
     r = random.Random(seed * 1000 + sum(map(ord, family)))
     cls, cfg = config(family, r)
     cls = head_class(cls, family, kind)
+    if cls is None:
+        return None, None
     if kind == "cls" and family not in ENCODERS:
         cfg.num_labels, cfg.pad_token_id = 3, 0
     torch.manual_seed(seed)
@@ -405,10 +412,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(first, last):
             for family in DECODERS + sorted(ENCODERS):
-                for kind in (["cls", "base", "mlm"] if family in ENCODERS else ["lm", "cls", "base"]):
+                kinds = ["cls", "base", "mlm"] if family in ENCODERS else ["lm", "cls", "base"]
+                for kind in kinds + ["tok"]:
                     out = Path(tmp) / f"{family}_{seed}_{kind}"
                     out.mkdir()
                     model, tok = build(family, seed, kind, out)
+                    if model is None:
+                        continue
                     lm = kind == "lm"
                     checks = {"forward": forward(model, tok, family, lm, out)}
                     # Bare models and masked-LM heads: hidden states only (no output to explain).

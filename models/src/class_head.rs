@@ -123,3 +123,32 @@ pub struct Pooler {
     pub bias: Vec<f32>,
     pub act: PoolerAct,
 }
+
+/// Heads named in `architectures` whose outputs are per token, not one per text.
+const PER_TOKEN_HEADS: [&str; 2] = ["ForTokenClassification", "ForQuestionAnswering"];
+
+/// The task head of a checkpoint that glassbox does not read, described for a note: a token
+/// classifier or a span (question-answering) head (`BertForTokenClassification`,
+/// `LlamaForQuestionAnswering`, …) gives outputs per token, not one per text, so such a
+/// checkpoint loads as the model under its head — its hidden states — with no classes.
+/// Without `architectures`, a decoder's `score` layer with a bias is a token classifier's
+/// (`…ForSequenceClassification` builds it without one). `None` for every other checkpoint.
+pub(crate) fn unread_task_head(
+    config: &serde_json::Value,
+    w: &crate::weights::Weights,
+) -> Option<String> {
+    let named = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .find(|a| PER_TOKEN_HEADS.iter().any(|head| a.ends_with(head)));
+    match named {
+        Some(arch) => Some(format!("`{arch}`")),
+        None => w
+            .tensor("score.bias")
+            .is_some()
+            .then(|| "a token classifier (a `score` layer with a bias)".to_owned()),
+    }
+}

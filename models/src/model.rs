@@ -344,6 +344,9 @@ pub trait HookedModel: Send + Sync {
     fn attach_score_head(&mut self, _head: crate::score_head::ScoreHead) -> bool {
         false
     }
+    /// Forgets the language-model head of a checkpoint whose own head is left unread (a token
+    /// classifier: its tied embedding read out as logits is no output of that model).
+    fn drop_lm_head(&mut self) {}
     /// A hand-written (or autograd) backward, where the family has one: the gradient of
     /// `Σ_b Σ_k seed[b·classes + k] · output[b, k]` with respect to the activation at each of
     /// `points`, summed over positions (TCAV's `G_i`), with the activations mean-pooled over

@@ -200,6 +200,8 @@ pub struct LoadedModel {
     pub preprocessor: Option<PathBuf>,
     /// Where tensors live.
     pub device: Device,
+    /// What the loader left unread, for the user (a task head glassbox does not run).
+    pub notes: Vec<String>,
 }
 
 impl LoadedModel {
@@ -330,6 +332,7 @@ fn load_model_with(
                 model,
                 pad_id: 0,
                 device,
+                notes: Vec::new(),
             })
         }
         Modality::Text => {
@@ -342,7 +345,12 @@ fn load_model_with(
             // A decoder sequence classifier's `score` head, read before the family takes the
             // weights.
             let score = crate::score_head::ScoreHead::load(&resolved.config, &config, &weights)?;
+            let unread_head = crate::class_head::unread_task_head(&config, &weights);
+            let per_token_head = unread_head.is_some();
             let (mut model, pad_id) = build_text(&model_type, &resolved, config, weights, reduced)?;
+            if per_token_head {
+                model.drop_lm_head();
+            }
             if let Some(head) = score {
                 if !model.attach_score_head(head) {
                     return Err(ModelError::Config {
@@ -375,6 +383,15 @@ fn load_model_with(
                     ),
                 });
             }
+            let notes = unread_head
+                .map(|head| {
+                    format!(
+                        "the checkpoint is {head}: glassbox does not run that head (its outputs are per token) and reads the {} model under it — hidden states at every hook, no classes",
+                        model.family()
+                    )
+                })
+                .into_iter()
+                .collect();
             Ok(LoadedModel {
                 resolved,
                 model,
@@ -382,6 +399,7 @@ fn load_model_with(
                 pad_id,
                 preprocessor: None,
                 device,
+                notes,
             })
         }
     }
@@ -420,7 +438,8 @@ fn build_text(
         t if crate::llama::MODEL_TYPES.contains(&t) => {
             let cfg = crate::llama::LlamaConfig::from_json(path, config)?;
             let pad = cfg.pad_id();
-            weights.detect_prefix(&["", "model."], "embed_tokens.weight");
+            // `transformer.`: Llama's own `LlamaForQuestionAnswering`.
+            weights.detect_prefix(&["", "model.", "transformer."], "embed_tokens.weight");
             // Layers with different windows (a Qwen2 config with full and sliding layers) run
             // on the shared decoder, which takes a window per layer.
             if reduced_precision || cfg.uniform_window().is_none() {

@@ -19,7 +19,8 @@ pub struct ScoreHead {
 }
 
 impl ScoreHead {
-    /// The head when the checkpoint stores `score.weight` beside the base model, else `None`.
+    /// The head when the checkpoint stores `score.weight` beside the base model, else `None`
+    /// (also for a token classifier's `score`, see [`crate::class_head::unread_task_head`]).
     /// `config` is the checkpoint's `config.json` (for `id2label`).
     pub(crate) fn load(
         path: &Path,
@@ -29,6 +30,9 @@ impl ScoreHead {
         let Some(&[rows, hidden]) = w.tensor("score.weight").map(|t| t.dims()) else {
             return Ok(None);
         };
+        if crate::class_head::unread_task_head(config, w).is_some() {
+            return Ok(None);
+        }
         let labels = crate::class_head::head_labels(path, config, "score.weight", rows)?;
         let weight = w
             .get_root("score.weight", &[rows, hidden])?
@@ -85,7 +89,8 @@ pub(crate) fn hooks_of(
 }
 
 /// The `HookedModel` methods of a decoder that may carry a [`ScoreHead`] in a `score` field:
-/// its classes, its logits, its head as numbers, and taking the head from the registry.
+/// its classes, its logits, its head as numbers, and taking the head from the registry (or
+/// dropping its LM head, an `Option` in an `unembed` field).
 macro_rules! score_head_methods {
     () => {
         fn labels(&self) -> &[String] {
@@ -103,6 +108,10 @@ macro_rules! score_head_methods {
         fn attach_score_head(&mut self, head: crate::score_head::ScoreHead) -> bool {
             self.score = Some(head);
             true
+        }
+
+        fn drop_lm_head(&mut self) {
+            self.unembed = None;
         }
     };
 }

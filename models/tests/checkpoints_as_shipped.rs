@@ -185,16 +185,35 @@ fn llama_family_weights_held_in_bf16_on_request() {
     }
 }
 
+/// `name`'s fixture in `dir` with its `config.json` and tensors edited.
+fn edited(
+    name: &str,
+    dir: &Path,
+    config: impl FnOnce(&mut serde_json::Value),
+    tensors: impl FnOnce(&mut HashMap<String, Tensor>),
+) {
+    let src = fixture(name);
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config(&mut c);
+    std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+    let mut t =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    tensors(&mut t);
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+}
+
 /// `name`'s fixture in `dir` with the tensor `drop` left out of its weights.
 fn without_tensor(name: &str, drop: &str, dir: &Path) {
-    let src = fixture(name);
-    for f in ["config.json", "tokenizer.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let mut tensors =
-        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-    assert!(tensors.remove(drop).is_some(), "{name} has no {drop}");
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    edited(
+        name,
+        dir,
+        |_| {},
+        |t| {
+            assert!(t.remove(drop).is_some(), "{name} has no {drop}");
+        },
+    );
 }
 
 /// A checkpoint whose config unties the output head but whose weights hold none — a base model
@@ -266,18 +285,100 @@ fn an_untied_checkpoint_without_its_head_loads_as_a_base_model() {
 /// `name`'s fixture in `dir` with `tie_word_embeddings: false` and no head of its own, plus a
 /// zero `score.weight` of `classes` rows when given (a sequence classifier).
 fn untied_copy(name: &str, dir: &Path, classes: Option<usize>) {
-    let src = fixture(name);
-    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["tie_word_embeddings"] = false.into();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let mut tensors =
-        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-    if let Some(rows) = classes {
-        let width = config["n_embd"].as_u64().unwrap() as usize;
-        let score = Tensor::zeros((rows, width), DType::F32, &Device::Cpu).unwrap();
-        tensors.insert("score.weight".into(), score);
+    edited(
+        name,
+        dir,
+        |c| c["tie_word_embeddings"] = false.into(),
+        |t| {
+            if let Some(rows) = classes {
+                let wte = t.iter().find(|(k, _)| k.ends_with("wte.weight")).unwrap();
+                let width = wte.1.dim(1).unwrap();
+                let score = Tensor::zeros((rows, width), DType::F32, &Device::Cpu).unwrap();
+                t.insert("score.weight".into(), score);
+            }
+        },
+    );
+}
+
+/// Token classifiers and span heads (`BertForTokenClassification`, `LlamaForTokenClassification`,
+/// `…ForQuestionAnswering`: outputs per token) load as the model under the head, with a note —
+/// its hidden states, no classes. Read as a sequence classifier's, a token classifier's layer was
+/// refused for the pooler it lacks (BERT) or taken at the last token without its bias (decoders'
+/// `score`): class logits the checkpoint never computes.
+#[test]
+fn per_token_heads_load_as_the_model_under_them() {
+    let hidden = [HookPoint::ResidPost(0), HookPoint::ResidPost(1)];
+    let same_states = |dir: &Path, name: &str| -> LoadedModel {
+        let model = load(dir, WeightsDtype::Auto).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let original = load(&fixture(name), WeightsDtype::Auto).unwrap();
+        assert_eq!(
+            captured(&model, &hidden).unwrap(),
+            captured(&original, &hidden).unwrap(),
+            "{name}"
+        );
+        assert!(model.model.labels().is_empty(), "{name}: no classes");
+        // Nor next-token logits: a tied embedding read out is no output of the checkpoint.
+        assert!(model.model.unembedding().is_none(), "{name}");
+        model
+    };
+    for (name, arch, pooler) in [
+        (
+            "tiny_bert_classifier",
+            "BertForTokenClassification",
+            "bert.pooler.",
+        ),
+        ("tiny_llama_classifier", "LlamaForTokenClassification", "-"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        edited(
+            name,
+            dir.path(),
+            |c| c["architectures"] = serde_json::json!([arch]),
+            |t| t.retain(|k, _| !k.starts_with(pooler)),
+        );
+        let model = same_states(dir.path(), name);
+        assert!(
+            model.notes.iter().any(|n| n.contains(arch)),
+            "{:?}",
+            model.notes
+        );
     }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    // Without `architectures`, a decoder's `score` with a bias is a token classifier's.
+    let dir = tempfile::tempdir().unwrap();
+    edited(
+        "tiny_llama_classifier",
+        dir.path(),
+        |c| {
+            c.as_object_mut().unwrap().remove("architectures");
+        },
+        |t| {
+            let rows = t["score.weight"].dim(0).unwrap();
+            let bias = Tensor::zeros(rows, DType::F32, &Device::Cpu).unwrap();
+            t.insert("score.bias".into(), bias);
+        },
+    );
+    let model = same_states(dir.path(), "tiny_llama_classifier");
+    assert!(
+        model.notes.iter().any(|n| n.contains("bias")),
+        "{:?}",
+        model.notes
+    );
+    // Llama's own `LlamaForQuestionAnswering` keeps the model under `transformer.` (tied).
+    let dir = tempfile::tempdir().unwrap();
+    edited(
+        "tiny_llama",
+        dir.path(),
+        |c| c["architectures"] = serde_json::json!(["LlamaForQuestionAnswering"]),
+        |t| {
+            let renamed: HashMap<String, Tensor> = t
+                .drain()
+                .map(|(k, v)| (k.replacen("model.", "transformer.", 1), v))
+                .collect();
+            *t = renamed;
+            let span = Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap();
+            t.insert("qa_outputs.weight".into(), span);
+        },
+    );
+    let model = same_states(dir.path(), "tiny_llama");
+    assert!(model.notes.iter().any(|n| n.contains("QuestionAnswering")));
 }

@@ -287,10 +287,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 weights_dtype: a.weights_dtype,
                 compute_dtype: Default::default(),
             };
-            let points = glassbox_models::load_model(resolved, options)?
-                .model
-                .hook_points();
-            for point in points {
+            let model = glassbox_models::load_model(resolved, options)?;
+            for note in &model.notes {
+                eprintln!("{note}");
+            }
+            for point in model.model.hook_points() {
                 crate::outln!("{point}")?;
             }
         }

@@ -26,7 +26,8 @@ pub(crate) struct ClassHead {
 
 impl ClassHead {
     /// The head when the checkpoint has the variant's per-class layer (`classifier.weight`
-    /// beside the `bert.` model; `classifier.out_proj.weight` for RoBERTa), else `None`.
+    /// beside the `bert.` model; `classifier.out_proj.weight` for RoBERTa), else `None` (also for
+    /// a token classifier's, see [`crate::class_head::unread_task_head`]).
     /// `config` is the checkpoint's `config.json` (for `id2label`).
     pub(crate) fn load(
         path: &Path,
@@ -43,6 +44,10 @@ impl ClassHead {
         else {
             return Ok(None);
         };
+        // A token classifier's per-class layer reads every token, not the pooled first one.
+        if crate::class_head::unread_task_head(config, w).is_some() {
+            return Ok(None);
+        }
         let labels = crate::class_head::head_labels(path, config, &out_weight, rows)?;
         let missing = |name: &str| ModelError::MissingTensor {
             path: w.path().to_path_buf(),

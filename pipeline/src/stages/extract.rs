@@ -122,6 +122,9 @@ pub(super) fn prepare(
         compute_dtype: s.compute_dtype,
     };
     let model = load_model(resolved, options)?;
+    for note in &model.notes {
+        progress.note(&format!("extract: {note}"));
+    }
     // Texts are cut at the model's own maximum where the setting asks for more.
     let max_length = match model.modality() {
         glassbox_data::Modality::Text => model.tokenizer()?.max_length(),

@@ -134,6 +134,9 @@ pub fn run_patch_parts(
         ..super::run_model::load_options_for(run, model)
     };
     let model = load_model(resolved, options)?;
+    for note in &model.notes {
+        progress.note(&format!("patch: {note}"));
+    }
     let selected = hooks::select(&settings.hooks, &model.model.hook_points())?;
     for &hook in &selected {
         check_patchable(hook)?;
