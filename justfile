@@ -282,6 +282,14 @@ fuzz-parity first="0" last="3":
     @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow pillow"
     .venv-ref/bin/python scripts/fuzz_parity.py {{first}} {{last}}
 
+# Random tiny decoders through `glassbox patch` with random metrics, directions, positions and
+# ablations, against PyTorch forward hooks and autograd (scripts/fuzz_patching.py); exits 1 on
+# any mismatch.
+fuzz-patching first="0" last="3":
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow pillow pandas"
+    .venv-ref/bin/python scripts/fuzz_patching.py {{first}} {{last}}
+
 # Regenerate the tiny BERT and Llama sequence classifiers and their Captum references
 # (tests/fixtures/tiny_{bert,llama}_classifier).
 reference-classifiers *names:
