@@ -6,7 +6,8 @@ and ablation (`zero`, `mean`), with per-head `attn.hook_z`, against PyTorch forw
 `transformers` model (what TransformerLens and nnsight do):
 
   patch      every patched run's metric, and the clean and corrupted metrics, within 1e-3 of
-             the clean − corrupted gap (or of the logit scale, for `logit_diff`);
+             the clean − corrupted gap (at least 1e-3 of the metric; for `logit_diff`, of the
+             logit scale);
   ablation   each hook's (and head's) metric change under zero or mean ablation over the
              clean prompts, within 1e-3 (relative, floor 1e-2);
   atp        attribution patching: metric(base) + (a_source − a_base) · ∂metric/∂a by
@@ -149,7 +150,10 @@ def check(model, tok, out, r):
         cleans.append((clean_ids, clean_logits, clean_cache))
         m_clean = float(metric(kind, clean_logits, answer, wrong, clean_logits))
         m_corrupt = float(metric(kind, corrupt_logits, answer, wrong, clean_logits))
-        scale = max(abs(m_clean), abs(m_corrupt), 1) if kind == "logit_diff" else max(abs(m_clean - m_corrupt), 1e-3)
+        # The gap, floored at 1e-3 of the metric (a window can hide the corrupted tokens from
+        # the last position: clean and corrupted runs then agree to f32 rounding).
+        size = max(abs(m_clean), abs(m_corrupt), 1)
+        scale = size if kind == "logit_diff" else max(abs(m_clean - m_corrupt), 1e-3 * size)
         mine = results[results.pair == i]
         worst["patch"] = max(worst["patch"], abs(mine.metric_clean.iloc[0] - m_clean) / scale,
                              abs(mine.metric_corrupted.iloc[0] - m_corrupt) / scale)
