@@ -264,6 +264,10 @@ reference-families *names: reference-gpt2
 reference-neox: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_neox.py
 
+# Regenerate the tiny GPT-Neo fixture (global and local layers; tests/fixtures/tiny_gpt_neo).
+reference-gpt-neo: reference-gpt2
+    .venv-ref/bin/python scripts/reference_tiny_gpt_neo.py
+
 # Regenerate the planted-mechanism fixture (a one-layer GPT-2 with a hand-set copying head).
 planted-copy:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"

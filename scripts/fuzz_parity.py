@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Config-fuzzed parity: tiny random checkpoints of every text family glassbox loads, each with
 option combinations drawn at random (activations, biases, GQA/MQA, head_dim, tied heads, rotary
-scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns,
+scalings default/linear/dynamic/yarn/llama3/longrope, sliding windows and layer patterns (GPT-Neo's global/local),
 soft-caps, parallel or sequential blocks; causal-LM and classifier heads, encoders' masked-LM
 heads, token classifiers (their per-token heads unread), and bare models as `AutoModel` saves
 them: an untied decoder without its LM head, whose hidden states glassbox reads without an
@@ -55,7 +55,7 @@ TOKENIZERS = {"bert": FIX / "tiny_bert_classifier" / "tokenizer.json",
 ENCODERS = {"bert", "roberta", "distilbert"}
 VISION = ["vit", "resnet"]
 DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "olmo3", "phi3",
-            "gpt2", "neox"]
+            "gpt2", "gpt_neo", "neox"]
 TEXTS = ["the chef roasted the vegetables with garlic and a lot of butter, then served them",
          "Stock prices fell sharply after the announcement.",
          "  spaces  and digits 2024, 3.14 — café! more words here to be long enough ok"]
@@ -149,6 +149,16 @@ def config(family, r):
             scale_attn_weights=r.random() < .8, scale_attn_by_inverse_layer_idx=r.random() < .5,
             reorder_and_upcast_attn=r.random() < .5, layer_norm_epsilon=r.choice([1e-5, 1e-6]),
             tie_word_embeddings=r.random() < .7, bos_token_id=0, eos_token_id=0)
+    if family == "gpt_neo":
+        layers = r.choice([1, 2, 3])
+        kinds = [r.choice(["global", "local"]) for _ in range(layers)]
+        return T.GPTNeoForCausalLM, T.GPTNeoConfig(
+            vocab_size=512, hidden_size=32, num_layers=layers, num_heads=r.choice([2, 4]),
+            max_position_embeddings=64, attention_types=[[kinds, 1]], window_size=r.choice([2, 3, 5, 100]),
+            intermediate_size=r.choice([None, 48]),
+            activation_function=r.choice(["gelu_new", "gelu", "relu", "silu"]),
+            layer_norm_epsilon=r.choice([1e-5, 1e-6]), tie_word_embeddings=r.random() < .7,
+            bos_token_id=0, eos_token_id=0)
     if family == "neox":
         return T.GPTNeoXForCausalLM, T.GPTNeoXConfig(
             vocab_size=512, hidden_size=32, num_hidden_layers=r.choice([1, 2]), num_attention_heads=4,

@@ -123,7 +123,8 @@ def check(model, tok, out, r):
     cfg = model.config
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     family = type(model).__name__
-    mods = rp.modules(model, "gpt2" if "GPT2" in family else "neox" if "NeoX" in family else "llama")
+    mods = rp.modules(model, "gpt2" if "GPT2" in family else "neox" if "NeoX" in family
+                      else "gpt_neo" if "GPTNeo" in family else "llama")
     pairs = [(c, k) for c, k in rp.CANDIDATES if len(tok.encode(c).ids) == len(tok.encode(k).ids)][:2]
     answer, wrong = tok.encode(" the").ids[0], tok.encode(" a").ids[0]
     (out / "pairs.jsonl").write_text("".join(json.dumps(

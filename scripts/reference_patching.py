@@ -47,6 +47,8 @@ def modules(model, family):
         return [(b, b.self_attn, b.mlp, b.self_attn.o_proj) for b in model.model.layers]
     if family == "neox":
         return [(b, b.attention, b.mlp, b.attention.dense) for b in model.gpt_neox.layers]
+    if family == "gpt_neo":
+        return [(b, b.attn, b.mlp, b.attn.attention.out_proj) for b in model.transformer.h]
     raise ValueError(family)
 
 

@@ -141,11 +141,16 @@ pub struct Gpt2 {
     spare: Spare,
     /// A sequence classifier's `score` head (`…ForSequenceClassification`).
     score: Option<crate::score_head::ScoreHead>,
+    /// Per block, the sliding window of a local-attention layer (GPT-Neo); `None`: global.
+    windows: Vec<Option<usize>>,
+    /// `gpt2`, or a family built on GPT-2's blocks (`gpt_neo`).
+    family: &'static str,
 }
 
 impl Gpt2 {
     pub fn load(cfg: Gpt2Config, w: &Weights) -> Result<Self> {
         let (d, inner, eps) = (cfg.n_embd, cfg.inner(), cfg.layer_norm_epsilon);
+        let cfg_layers = cfg.n_layer;
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("h.{i}");
@@ -176,7 +181,28 @@ impl Gpt2 {
             cfg,
             spare: Spare::default(),
             score: None,
+            windows: vec![None; cfg_layers],
+            family: "gpt2",
         })
+    }
+
+    /// The same blocks as another `family` whose layers attend through per-layer sliding
+    /// `windows` (`None`: global).
+    pub(crate) fn with_windows(
+        mut self,
+        family: &'static str,
+        windows: Vec<Option<usize>>,
+    ) -> Result<Self> {
+        if windows.len() != self.blocks.len() || windows.contains(&Some(0)) {
+            return Err(ModelError::Invalid(format!(
+                "{} per-layer windows for {} layers (each a positive width or global)",
+                windows.len(),
+                self.blocks.len()
+            )));
+        }
+        self.family = family;
+        self.windows = windows;
+        Ok(self)
     }
 
     /// The attention scores' scale in block `i`.
@@ -210,6 +236,7 @@ impl Gpt2 {
                         down: b.mlp_proj.fast(),
                         parallel: false,
                         scale: self.scale(i) as f32,
+                        window: self.windows[i],
                     })
                     .collect(),
                 heads: Heads {
@@ -299,9 +326,20 @@ impl Gpt2 {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor> {
         self.check_length(batch)?;
-        let mask = crate::layers::causal_mask(batch)?;
+        // One causal mask per distinct window (GPT-Neo: global and local).
+        let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
+        for &window in &self.windows[first..] {
+            if !masks.iter().any(|(w, _)| *w == window) {
+                masks.push((window, crate::layers::windowed_causal_mask(batch, window)?));
+            }
+        }
         for i in first..self.blocks.len() {
-            x = self.block(i, x, &mask, hooks)?;
+            let mask = masks
+                .iter()
+                .find(|(w, _)| *w == self.windows[i])
+                .map(|(_, m)| m)
+                .expect("a mask per window");
+            x = self.block(i, x, mask, hooks)?;
             if hooks.satisfied() {
                 return Ok(x);
             }
@@ -323,7 +361,7 @@ impl HookedModel for Gpt2 {
     crate::score_head::score_head_methods!();
 
     fn family(&self) -> &'static str {
-        "gpt2"
+        self.family
     }
     fn modality(&self) -> Modality {
         Modality::Text

@@ -15,6 +15,7 @@ pub mod gemma3;
 pub mod gguf;
 mod gguf_tokenizer;
 pub mod gpt2;
+pub mod gpt_neo;
 pub mod held;
 pub mod hooks;
 pub mod hub;

@@ -289,6 +289,7 @@ impl Llama {
                         down: proj(&b.down),
                         parallel: false,
                         scale: 1.0 / (hd as f32).sqrt(),
+                        window: None,
                     })
                     .collect(),
                 heads: Heads {

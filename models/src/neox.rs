@@ -235,6 +235,7 @@ impl Neox {
                         down: b.down.fast(),
                         parallel: self.cfg.use_parallel_residual,
                         scale,
+                        window: None,
                     })
                     .collect(),
                 heads: Heads {

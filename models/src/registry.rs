@@ -19,6 +19,7 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("camembert", Modality::Text),
     ("distilbert", Modality::Text),
     ("gpt2", Modality::Text),
+    ("gpt_neo", Modality::Text),
     ("gpt_neox", Modality::Text),
     ("llama", Modality::Text),
     ("qwen2", Modality::Text),
@@ -428,6 +429,13 @@ fn build_text(
             let pad = crate::decoder::config::token_id(&cfg.eos_token_id).unwrap_or(0);
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt2::Gpt2::load(cfg, &weights)?), pad)
+        }
+        "gpt_neo" => {
+            let cfg = crate::gpt_neo::GptNeoConfig::from_json(path, config)?;
+            // GPT-Neo has no padding token: pad with end-of-text (the mask hides it).
+            let pad = crate::decoder::config::token_id(&cfg.eos_token_id).unwrap_or(0);
+            weights.detect_prefix(&["", "transformer."], "wte.weight");
+            (Box::new(crate::gpt_neo::load(cfg, &weights)?), pad)
         }
         "gpt_neox" => {
             let cfg = crate::neox::NeoxConfig::from_json(path, config)?;

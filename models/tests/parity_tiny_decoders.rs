@@ -114,6 +114,14 @@ fn qwen2_with_windows_on_some_layers_matches_transformers() {
     padded_batch("tiny_qwen2_windows");
 }
 
+/// GPT-Neo: unscaled attention scores, its local layer over a window of 4 tokens (texts of
+/// 20–45), bias-free q/k/v folded into GPT-2's fused layout at load.
+#[test]
+fn gpt_neo_with_global_and_local_layers_matches_transformers() {
+    one_at_a_time("tiny_gpt_neo", "gpt_neo");
+    padded_batch("tiny_gpt_neo");
+}
+
 /// Mistral with a sliding window of 4 tokens over texts of 20–45: computed, not refused.
 #[test]
 fn mistral_sliding_window_matches_transformers() {
@@ -191,6 +199,7 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
         "tiny_olmo3",
         "tiny_phi3",
         "tiny_mistral",
+        "tiny_gpt_neo",
     ] {
         let model = load(&fixture(name));
         let refs = references(&fixture(name));
@@ -274,6 +283,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_olmo3",
         "tiny_qwen2_windows",
         "tiny_phi3",
+        "tiny_gpt_neo",
     ] {
         let model = load(&fixture(name));
         let batch = reference_batch(&model, &fixture(name));

@@ -161,6 +161,9 @@ pub(crate) struct Block<'m> {
     pub(crate) parallel: bool,
     /// Attention scores' scale (GPT-2 may scale by the layer index too).
     pub(crate) scale: f32,
+    /// This block's sliding window where a stack's layers differ (GPT-Neo's `local` layers);
+    /// `None`: the stack's (`Heads::window`).
+    pub(crate) window: Option<usize>,
 }
 
 /// The blocks of a pre-norm transformer and what they share.
@@ -404,6 +407,7 @@ pub(crate) fn run_stack(
         };
         let block_shape = Heads {
             scale: blk.scale,
+            window: blk.window.or(shape.window),
             ..shape
         };
         match kv {

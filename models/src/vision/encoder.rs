@@ -130,6 +130,7 @@ impl Encoder {
                     down: Proj::linear(&l.down),
                     parallel: false,
                     scale,
+                    window: None,
                 })
                 .collect(),
             heads: Heads {

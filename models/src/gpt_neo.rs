@@ -1,0 +1,250 @@
+//! GPT-Neo (EleutherAI's `GPTNeoForCausalLM`; the TinyStories models) on GPT-2's blocks, mirroring
+//! `transformers/models/gpt_neo/modeling_gpt_neo.py`. The block is GPT-2's — pre-LayerNorm,
+//! learned positions, GELU MLP, tied unembedding — with three differences:
+//! - attention scores are **not** scaled by `1/√d_head` (`GPTNeoSelfAttention._attn`);
+//! - `attention_types` (e.g. `[[["global", "local"], 12]]`) makes layers alternate between global
+//!   causal attention and `local` attention over a sliding window: query `p` sees keys `k` with
+//!   `p − k < window_size` (the `bias ^ tril(bias, −window_size)` mask);
+//! - bias-free `q_proj`/`k_proj`/`v_proj` and `out_proj`, `c_fc`, `c_proj` as `nn.Linear`
+//!   (`[out, in]`), which load into GPT-2's fused Conv1D layout (`c_attn = [q | k | v]`,
+//!   `[in, out]`, a zero bias), so every GPT-2 path — fast and differentiable forwards,
+//!   patching's prefix reuse, attributions — runs GPT-Neo unchanged.
+//!
+//! Hook names are GPT-2's (TransformerLens's for GPT-Neo); `family()` is `gpt_neo`.
+
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::weights::Weights;
+use crate::{ModelError, Result};
+use candle_core::{DType, Tensor};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_window() -> usize {
+    256
+}
+fn yes() -> bool {
+    true
+}
+
+/// The fields of a GPT-Neo `config.json` this implementation reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GptNeoConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub max_position_embeddings: usize,
+    /// `None`: 4 × hidden.
+    #[serde(default)]
+    pub intermediate_size: Option<usize>,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// `[[["global", "local"], 12]]`: a pattern of layer kinds and how often it repeats.
+    pub attention_types: serde_json::Value,
+    #[serde(default = "default_window")]
+    pub window_size: usize,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+}
+
+impl GptNeoConfig {
+    pub fn from_json(path: &Path, value: serde_json::Value) -> Result<Self> {
+        let bad = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: GptNeoConfig =
+            serde_json::from_value(value).map_err(|e| bad(format!("not a GPT-Neo config: {e}")))?;
+        if cfg.num_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
+            return Err(bad(format!(
+                "hidden_size {} is not divisible by num_heads {}",
+                cfg.hidden_size, cfg.num_heads
+            )));
+        }
+        if cfg.window_size == 0 {
+            return Err(bad("window_size must be positive".into()));
+        }
+        cfg.windows().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Per layer, the local layers' window (`None` for global ones), from `attention_types`.
+    pub fn windows(&self) -> std::result::Result<Vec<Option<usize>>, String> {
+        let shape =
+            "attention_types must be a list of [[kind, …], repeats] (kinds `global` or `local`)";
+        let groups = self.attention_types.as_array().ok_or(shape)?;
+        let mut windows = Vec::new();
+        for group in groups {
+            let (kinds, repeats) = match group.as_array().map(Vec::as_slice) {
+                Some([kinds, repeats]) => (
+                    kinds.as_array().ok_or(shape)?,
+                    repeats.as_u64().ok_or(shape)?,
+                ),
+                _ => return Err(shape.into()),
+            };
+            for _ in 0..repeats {
+                for kind in kinds {
+                    windows.push(match kind.as_str() {
+                        Some("global") => None,
+                        Some("local") => Some(self.window_size),
+                        _ => return Err(format!("{shape}; found {kind}")),
+                    });
+                }
+            }
+        }
+        if windows.len() != self.num_layers {
+            return Err(format!(
+                "attention_types names {} layers but num_layers is {}",
+                windows.len(),
+                self.num_layers
+            ));
+        }
+        Ok(windows)
+    }
+
+    /// GPT-2's config of the same blocks (unscaled scores).
+    fn as_gpt2(&self) -> Gpt2Config {
+        Gpt2Config {
+            vocab_size: self.vocab_size,
+            n_embd: self.hidden_size,
+            n_layer: self.num_layers,
+            n_head: self.num_heads,
+            n_positions: self.max_position_embeddings,
+            n_inner: self.intermediate_size,
+            activation_function: self.activation_function.clone(),
+            layer_norm_epsilon: self.layer_norm_epsilon,
+            eos_token_id: self.eos_token_id.clone(),
+            scale_attn_weights: false,
+            scale_attn_by_inverse_layer_idx: false,
+            tie_word_embeddings: self.tie_word_embeddings,
+        }
+    }
+}
+
+/// A GPT-Neo checkpoint (under its `transformer.` prefix, detected by the registry) as a
+/// hookable model on GPT-2's blocks.
+pub fn load(cfg: GptNeoConfig, w: &Weights) -> Result<Gpt2> {
+    let gpt2 = cfg.as_gpt2();
+    let windows = cfg.windows().map_err(ModelError::Invalid)?;
+    let layout = as_gpt2_tensors(&cfg, w)?;
+    Gpt2::load(gpt2, &Weights::from_tensors(w.path(), layout))?.with_windows("gpt_neo", windows)
+}
+
+/// GPT-Neo's tensors under GPT-2's names and layouts (f32).
+fn as_gpt2_tensors(cfg: &GptNeoConfig, w: &Weights) -> Result<HashMap<String, Tensor>> {
+    let (d, inner) = (
+        cfg.hidden_size,
+        cfg.intermediate_size.unwrap_or(4 * cfg.hidden_size),
+    );
+    let mut out = HashMap::new();
+    // Same name and layout in both.
+    let mut same: Vec<(String, Vec<usize>)> = vec![
+        ("wte.weight".into(), vec![cfg.vocab_size, d]),
+        ("wpe.weight".into(), vec![cfg.max_position_embeddings, d]),
+        ("ln_f.weight".into(), vec![d]),
+        ("ln_f.bias".into(), vec![d]),
+    ];
+    for i in 0..cfg.num_layers {
+        for ln in ["ln_1", "ln_2"] {
+            for part in ["weight", "bias"] {
+                same.push((format!("h.{i}.{ln}.{part}"), vec![d]));
+            }
+        }
+        same.push((format!("h.{i}.attn.attention.out_proj.bias"), vec![d]));
+        same.push((format!("h.{i}.mlp.c_fc.bias"), vec![inner]));
+        same.push((format!("h.{i}.mlp.c_proj.bias"), vec![d]));
+    }
+    for (name, shape) in same {
+        let t = w.get(&name, &shape)?;
+        out.insert(name.replace("attn.attention.out_proj", "attn.c_proj"), t);
+    }
+    // `nn.Linear` stores `[out, in]`; Conv1D `[in, out]`.
+    let linear = |name: &str, rows: usize, cols: usize| -> Result<Tensor> {
+        Ok(w.get(name, &[rows, cols])?.t()?.contiguous()?)
+    };
+    for i in 0..cfg.num_layers {
+        let (p, a) = (format!("h.{i}"), format!("h.{i}.attn.attention"));
+        let qkv: Vec<Tensor> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|m| linear(&format!("{a}.{m}.weight"), d, d))
+            .collect::<Result<_>>()?;
+        out.insert(format!("{p}.attn.c_attn.weight"), Tensor::cat(&qkv, 1)?);
+        out.insert(
+            format!("{p}.attn.c_attn.bias"),
+            Tensor::zeros(3 * d, DType::F32, &candle_core::Device::Cpu)?,
+        );
+        out.insert(
+            format!("{p}.attn.c_proj.weight"),
+            linear(&format!("{a}.out_proj.weight"), d, d)?,
+        );
+        out.insert(
+            format!("{p}.mlp.c_fc.weight"),
+            linear(&format!("{p}.mlp.c_fc.weight"), inner, d)?,
+        );
+        out.insert(
+            format!("{p}.mlp.c_proj.weight"),
+            linear(&format!("{p}.mlp.c_proj.weight"), d, inner)?,
+        );
+    }
+    if let Some(head) = w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
+        out.insert("lm_head.weight".into(), head);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(types: serde_json::Value, layers: usize) -> serde_json::Value {
+        serde_json::json!({
+            "vocab_size": 8, "hidden_size": 4, "num_layers": layers, "num_heads": 2,
+            "max_position_embeddings": 16, "attention_types": types, "window_size": 3
+        })
+    }
+
+    #[test]
+    fn attention_types_expand_to_one_window_per_layer() {
+        let cfg = GptNeoConfig::from_json(
+            Path::new("config.json"),
+            config(
+                serde_json::json!([[["global", "local"], 2], [["local"], 1]]),
+                5,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.windows().unwrap(),
+            [None, Some(3), None, Some(3), Some(3)]
+        );
+    }
+
+    #[test]
+    fn malformed_attention_types_are_named() {
+        for (types, layers, says) in [
+            (
+                serde_json::json!([[["global", "local"], 2]]),
+                3,
+                "names 4 layers",
+            ),
+            (serde_json::json!([[["global", "sparse"], 1]]), 2, "sparse"),
+            (serde_json::json!("global"), 1, "attention_types must be"),
+        ] {
+            let e = GptNeoConfig::from_json(Path::new("config.json"), config(types, layers))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+}
