@@ -35,6 +35,7 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("resnet", Modality::Vision),
     ("vit", Modality::Vision),
     ("clip", Modality::Vision),
+    ("clip_vision_model", Modality::Vision),
 ];
 
 /// The `model_type` values of [`FAMILIES`], for error messages.

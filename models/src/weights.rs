@@ -74,6 +74,24 @@ impl Weights {
         }
     }
 
+    /// The same tensors under the full names `rename` gives (a family's layout of a checkpoint
+    /// saved under other names).
+    pub fn renamed(self, rename: impl Fn(&str) -> String) -> Self {
+        Self {
+            tensors: self
+                .tensors
+                .into_iter()
+                .map(|(name, t)| (rename(&name), t))
+                .collect(),
+            quantized: self
+                .quantized
+                .into_iter()
+                .map(|(name, q)| (rename(&name), q))
+                .collect(),
+            ..self
+        }
+    }
+
     /// Every tensor's full name (prefix included), sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -370,6 +370,89 @@ fn clip_matches_transformers() {
     }
 }
 
+/// CLIP's image tower saved alone (`clip_vision_model`, as transformers saves
+/// `CLIPVisionModelWithProjection` and — without the `vision_model.` prefix —
+/// `CLIPVisionModel`): the tiny CLIP's vision tensors under a
+/// vision-only config give the full model's hidden states, pooled `[CLS]` and (with the
+/// projection) normalised embeddings; without a text tower it embeds no prompts.
+#[test]
+fn clip_image_tower_alone_matches_transformers() {
+    let src = fixture("tiny_clip");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let reference =
+        candle_core::safetensors::load(src.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    for projection in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = full["vision_config"].clone();
+        config["model_type"] = "clip_vision_model".into();
+        config["projection_dim"] = full["projection_dim"].clone();
+        config["architectures"] = serde_json::json!([if projection {
+            "CLIPVisionModelWithProjection"
+        } else {
+            "CLIPVisionModel"
+        }]);
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        std::fs::copy(
+            src.join("preprocessor_config.json"),
+            dir.path().join("preprocessor_config.json"),
+        )
+        .unwrap();
+        let tower: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("vision_model.") || (projection && *k == "visual_projection.weight")
+            })
+            // transformers saves `CLIPVisionModel`'s tower without its `vision_model.` prefix.
+            .map(|(k, v)| match projection {
+                true => (k.clone(), v.clone()),
+                false => (k.replacen("vision_model.", "", 1), v.clone()),
+            })
+            .collect();
+        candle_core::safetensors::save(&tower, dir.path().join("model.safetensors")).unwrap();
+        let spec: ModelSpec = dir.path().to_str().unwrap().parse().unwrap();
+        let loaded = load_model(resolve(&spec).unwrap(), LoadOptions::default()).unwrap();
+        let model = &loaded.model;
+        assert!(loaded.tokenizer.is_none() && model.eos_token_id().is_none());
+        assert!(model.text_target(&[1, 2]).is_none() && model.embed_texts(&[vec![1]]).is_none());
+        assert_eq!(model.hook_points().contains(&HookPoint::Embeds), projection);
+        let pixels = reference["pixel_values"].narrow(0, 0, 2).unwrap();
+        let (_, _, h, w) = pixels.dims4().unwrap();
+        let batch = ImageBatch {
+            pixels: nhwc(&pixels),
+            batch: 2,
+            height: h,
+            width: w,
+        };
+        let wanted = [
+            HookPoint::ResidPre(0),
+            HookPoint::ResidPost(1),
+            HookPoint::Pooled,
+        ];
+        let mut capture = Capture::new(wanted);
+        let output = model.forward((&batch).into(), &mut capture).unwrap();
+        for (p, name) in wanted
+            .iter()
+            .zip(["hidden_states.0", "hidden_states.2", "pooler_output"])
+        {
+            close(
+                &format!("{name} (projection {projection})"),
+                &flat(&capture.captured[p]),
+                &flat(&reference[name]),
+            );
+        }
+        let want = if projection {
+            "image_embeds"
+        } else {
+            "pooler_output"
+        };
+        close(want, &flat(&output), &flat(&reference[want]));
+    }
+}
+
 /// A capture that asks for the candle-graph forward (as autograd does).
 struct GraphCapture(Capture);
 

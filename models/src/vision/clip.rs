@@ -1,5 +1,7 @@
 //! CLIP (Radford et al. 2021) as Hugging Face's `CLIPModel`: a ViT image tower and a causal
-//! transformer text tower projected into one embedding space.
+//! transformer text tower projected into one embedding space — or the image tower saved alone
+//! (`model_type` `clip_vision_model`: `CLIPVisionModelWithProjection`, with its projection, or
+//! `CLIPVisionModel`, whose output is the pooled `[CLS]`), which has no prompts to embed.
 //!
 //! The image tower is the hookable model: `hook_embed` (`[CLS]` and patch embeddings),
 //! `hook_pos_embed`, per block the transformer hooks of the text models (`blocks.0.hook_resid_pre`
@@ -58,31 +60,54 @@ fn tower_shape(path: &Path, v: &serde_json::Value, tower: &str) -> Result<Encode
 #[derive(Debug, Clone)]
 pub struct ClipConfig {
     pub vision: EncoderShape,
-    pub text: EncoderShape,
+    /// `None` for an image tower saved alone (`clip_vision_model`).
+    pub text: Option<TextShape>,
     pub image_size: usize,
     pub patch_size: usize,
     pub projection_dim: usize,
+}
+
+/// The text tower's shape, vocabulary, positions and end-of-text token.
+#[derive(Debug, Clone)]
+pub struct TextShape {
+    pub encoder: EncoderShape,
     pub vocab_size: usize,
     pub max_positions: usize,
     pub eos_token_id: u32,
 }
 
+fn num(x: &serde_json::Value, k: &str, d: u64) -> usize {
+    x.get(k).and_then(|n| n.as_u64()).unwrap_or(d) as usize
+}
+
 impl ClipConfig {
+    /// A `CLIPModel` config: `vision_config`, `text_config`, `projection_dim`.
     pub fn from_json(path: &Path, v: serde_json::Value) -> Result<Self> {
         let section = |k: &str| v.get(k).cloned().unwrap_or(serde_json::json!({}));
         let (vc, tc) = (section("vision_config"), section("text_config"));
-        let num = |x: &serde_json::Value, k: &str, d: u64| {
-            x.get(k).and_then(|n| n.as_u64()).unwrap_or(d) as usize
-        };
         Ok(Self {
             vision: tower_shape(path, &vc, "vision_config")?,
-            text: tower_shape(path, &tc, "text_config")?,
+            text: Some(TextShape {
+                encoder: tower_shape(path, &tc, "text_config")?,
+                vocab_size: num(&tc, "vocab_size", 49408),
+                max_positions: num(&tc, "max_position_embeddings", 77),
+                eos_token_id: num(&tc, "eos_token_id", 2) as u32,
+            }),
             image_size: num(&vc, "image_size", 224),
             patch_size: num(&vc, "patch_size", 32),
             projection_dim: num(&v, "projection_dim", 512),
-            vocab_size: num(&tc, "vocab_size", 49408),
-            max_positions: num(&tc, "max_position_embeddings", 77),
-            eos_token_id: num(&tc, "eos_token_id", 2) as u32,
+        })
+    }
+
+    /// A `clip_vision_model` config: the image tower's fields at the top level (and its
+    /// `projection_dim`, read where the checkpoint has a projection).
+    pub fn vision_only(path: &Path, v: serde_json::Value) -> Result<Self> {
+        Ok(Self {
+            vision: tower_shape(path, &v, "config")?,
+            text: None,
+            image_size: num(&v, "image_size", 224),
+            patch_size: num(&v, "patch_size", 32),
+            projection_dim: num(&v, "projection_dim", 512),
         })
     }
 }
@@ -95,13 +120,42 @@ pub struct Clip {
     pre_ln: LayerNorm,
     vision: Encoder,
     post_ln: LayerNorm,
-    visual_projection: Tensor,
+    /// `None` for an image tower saved without it (`CLIPVisionModel`).
+    visual_projection: Option<Tensor>,
+    /// `None` for an image tower saved alone.
+    text: Option<TextTower>,
+}
+
+/// The text tower and what reads it out: embeddings, encoder, final norm, projection, scale.
+struct TextTower {
+    shape: TextShape,
     token_embedding: Tensor,
-    text_positions: Tensor,
-    text: Encoder,
+    positions: Tensor,
+    encoder: Encoder,
     final_ln: LayerNorm,
-    text_projection: Tensor,
+    projection: Tensor,
     logit_scale: f32,
+}
+
+impl TextTower {
+    fn load(shape: TextShape, projection_dim: usize, w: &Weights) -> Result<Self> {
+        let th = shape.encoder.hidden;
+        Ok(Self {
+            token_embedding: w.get(
+                "text_model.embeddings.token_embedding.weight",
+                &[shape.vocab_size, th],
+            )?,
+            positions: w.get(
+                "text_model.embeddings.position_embedding.weight",
+                &[shape.max_positions, th],
+            )?,
+            encoder: Encoder::load(w, &LayerNames::clip("text_model"), shape.encoder.clone())?,
+            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", th, shape.encoder.eps)?,
+            projection: w.get("text_projection.weight", &[projection_dim, th])?,
+            logit_scale: w.get("logit_scale", &[])?.to_scalar::<f32>()?,
+            shape,
+        })
+    }
 }
 
 impl Clip {
@@ -115,7 +169,18 @@ impl Clip {
                 .reshape((h, 3 * p * p))?,
             bias: None,
         };
-        let th = cfg.text.hidden;
+        // A full CLIP has its projection; an image tower alone may (…WithProjection).
+        let visual_projection = match cfg.text {
+            Some(_) => Some(w.get("visual_projection.weight", &[cfg.projection_dim, h])?),
+            None if w.has("visual_projection.weight") => {
+                Some(w.get("visual_projection.weight", &[cfg.projection_dim, h])?)
+            }
+            None => None,
+        };
+        let text = match &cfg.text {
+            Some(shape) => Some(TextTower::load(shape.clone(), cfg.projection_dim, w)?),
+            None => None,
+        };
         Ok(Self {
             patch,
             class_embedding: w.get(&format!("{e}.class_embedding"), &[h])?,
@@ -126,26 +191,46 @@ impl Clip {
             pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", h, cfg.vision.eps)?,
             vision: Encoder::load(w, &LayerNames::clip("vision_model"), cfg.vision.clone())?,
             post_ln: LayerNorm::load(w, "vision_model.post_layernorm", h, cfg.vision.eps)?,
-            visual_projection: w.get("visual_projection.weight", &[cfg.projection_dim, h])?,
-            token_embedding: w.get(
-                "text_model.embeddings.token_embedding.weight",
-                &[cfg.vocab_size, th],
-            )?,
-            text_positions: w.get(
-                "text_model.embeddings.position_embedding.weight",
-                &[cfg.max_positions, th],
-            )?,
-            text: Encoder::load(w, &LayerNames::clip("text_model"), cfg.text.clone())?,
-            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", th, cfg.text.eps)?,
-            text_projection: w.get("text_projection.weight", &[cfg.projection_dim, th])?,
-            logit_scale: w.get("logit_scale", &[])?.to_scalar::<f32>()?,
+            visual_projection,
+            text,
             cfg,
+        })
+    }
+
+    /// The text tower, or why there is none.
+    fn text(&self) -> Result<&TextTower> {
+        self.text.as_ref().ok_or_else(|| {
+            ModelError::Invalid(
+                "this CLIP checkpoint is its image tower alone (clip_vision_model): it has no text tower to embed prompts; use the full CLIPModel checkpoint".into(),
+            )
         })
     }
 
     /// Unit-normalised text embeddings `[b, projection_dim]` of token-id sequences (each must
     /// hold its end-of-text token; longer than the positions, they are truncated keeping it).
     pub fn embed_text(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        self.text()?.embed(ids)
+    }
+
+    /// The zero-shot logit of a prompt as a linear function of the image tower's output:
+    /// `exp(logit_scale) · t̂`.
+    pub fn text_target(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let text = self.text()?;
+        let t = text.embed(&[ids.to_vec()])?;
+        Ok((t * text.logit_scale.exp() as f64)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// The text tower's end-of-text token; `None` without one.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        Some(self.text.as_ref()?.shape.eos_token_id)
+    }
+}
+
+impl TextTower {
+    fn embed(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let shape = &self.shape;
         let mut rows = Vec::with_capacity(ids.len());
         for seq in ids {
             if seq.is_empty() {
@@ -153,7 +238,7 @@ impl Clip {
             }
             // Longer prompts are truncated keeping their last (end-of-text) token, as CLIP's
             // tokenizer does.
-            let max = self.cfg.max_positions;
+            let max = shape.max_positions;
             let truncated: Vec<u32>;
             let seq = if seq.len() > max {
                 truncated = seq[..max - 1].iter().chain(seq.last()).copied().collect();
@@ -162,47 +247,34 @@ impl Clip {
                 seq
             };
             let t = seq.len();
-            if let Some(&bad) = seq.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            if let Some(&bad) = seq.iter().find(|&&i| i as usize >= shape.vocab_size) {
                 return Err(ModelError::Invalid(format!(
                     "token id {bad} is outside CLIP's vocabulary"
                 )));
             }
-            let eos = if self.cfg.eos_token_id == 2 {
+            let eos = if shape.eos_token_id == 2 {
                 (0..t)
                     .max_by_key(|&i| (seq[i], std::cmp::Reverse(i)))
                     .unwrap_or(0)
             } else {
                 seq.iter()
-                    .position(|&i| i == self.cfg.eos_token_id)
+                    .position(|&i| i == shape.eos_token_id)
                     .ok_or_else(|| {
                         ModelError::Invalid(format!(
                             "a CLIP prompt needs its end-of-text token {}",
-                            self.cfg.eos_token_id
+                            shape.eos_token_id
                         ))
                     })?
             };
             let ids_t = Tensor::from_slice(seq, t, &Device::Cpu)?;
             let x = self.token_embedding.index_select(&ids_t, 0)?;
-            let x = (x + self.text_positions.narrow(0, 0, t)?)?.unsqueeze(0)?;
-            let x = self.text.forward(x, true, &mut Capture::default())?;
+            let x = (x + self.positions.narrow(0, 0, t)?)?.unsqueeze(0)?;
+            let x = self.encoder.forward(x, true, &mut Capture::default())?;
             let pooled = self.final_ln.forward(&x)?.narrow(1, eos, 1)?.squeeze(1)?;
-            rows.push(pooled.matmul(&self.text_projection.t()?)?);
+            rows.push(pooled.matmul(&self.projection.t()?)?);
         }
         let e = Tensor::cat(&rows, 0)?;
         Ok(e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?)
-    }
-
-    /// The zero-shot logit of a prompt as a linear function of the image tower's output:
-    /// `exp(logit_scale) · t̂`.
-    pub fn text_target(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        let t = self.embed_text(&[ids.to_vec()])?;
-        Ok((t * self.logit_scale.exp() as f64)?
-            .flatten_all()?
-            .to_vec1()?)
-    }
-
-    pub fn eos_token_id(&self) -> u32 {
-        self.cfg.eos_token_id
     }
 }
 
@@ -228,7 +300,10 @@ impl HookedModel for Clip {
         for i in 0..self.cfg.vision.layers {
             v.extend(HookPoint::block(i));
         }
-        v.extend([HookPoint::Pooled, HookPoint::Embeds]);
+        v.push(HookPoint::Pooled);
+        if self.visual_projection.is_some() {
+            v.push(HookPoint::Embeds);
+        }
         v
     }
 
@@ -256,14 +331,16 @@ impl HookedModel for Clip {
     }
 
     fn text_target(&self, ids: &[u32]) -> Option<Result<Vec<f32>>> {
+        self.text.as_ref()?;
         Some(Clip::text_target(self, ids))
     }
 
     fn eos_token_id(&self) -> Option<u32> {
-        Some(self.cfg.eos_token_id)
+        Clip::eos_token_id(self)
     }
 
     fn embed_texts(&self, ids: &[Vec<u32>]) -> Option<Result<Vec<f32>>> {
+        self.text.as_ref()?;
         Some((|| Ok(self.embed_text(ids)?.flatten_all()?.to_vec1()?))())
     }
 
@@ -307,7 +384,8 @@ impl HookedModel for Clip {
         ))
     }
 
-    /// The unit-normalised image embeddings `[batch, projection_dim]`.
+    /// The unit-normalised image embeddings `[batch, projection_dim]` (an image tower without
+    /// its projection: the pooled `[CLS]`, `[batch, hidden]`).
     fn forward(&self, input: Input<'_>, hooks: &mut dyn Hooks) -> Result<Tensor> {
         let batch = input.images(self.family())?;
         let pixels = pixel_tensor(batch, 3)?;
@@ -355,7 +433,10 @@ impl Clip {
         }
         let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.contiguous()?)?;
         let pooled = at(hooks, HookPoint::Pooled, pooled)?.squeeze(1)?;
-        let e = pooled.matmul(&self.visual_projection.t()?)?;
+        let Some(projection) = &self.visual_projection else {
+            return Ok(pooled);
+        };
+        let e = pooled.matmul(&projection.t()?)?;
         let e = e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
         Ok(at(hooks, HookPoint::Embeds, e.unsqueeze(1)?)?.squeeze(1)?)
     }

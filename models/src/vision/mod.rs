@@ -237,6 +237,15 @@ pub(crate) fn build(
             let cfg = clip::ClipConfig::from_json(config_path, config)?;
             Box::new(clip::Clip::load(cfg, &weights)?)
         }
+        "clip_vision_model" => {
+            let cfg = clip::ClipConfig::vision_only(config_path, config)?;
+            // `CLIPVisionModel` saves its tower without the `vision_model.` prefix that
+            // `CLIPModel` and `CLIPVisionModelWithProjection` give it.
+            if weights.has("embeddings.class_embedding") {
+                weights = weights.renamed(|name| format!("vision_model.{name}"));
+            }
+            Box::new(clip::Clip::load(cfg, &weights)?)
+        }
         _ => return Ok(None),
     }))
 }

@@ -80,6 +80,11 @@ fn parse_target(run: &RunDir, spec: &str, model: &LoadedModel) -> Result<Target>
 /// The zero-shot logit direction of `prompt` over an image–text model's outputs (target `spec`
 /// of TCAV or attribute).
 pub(crate) fn text_prompt_row(model: &LoadedModel, spec: &str, prompt: &str) -> Result<Vec<f32>> {
+    if model.model.family() == "clip" && model.model.eos_token_id().is_none() {
+        bail!(
+            "target `{spec}`: text prompts need CLIP's text tower; this checkpoint is its image tower alone (clip_vision_model) — use the full CLIPModel checkpoint"
+        );
+    }
     if model.tokenizer.is_none() || model.model.eos_token_id().is_none() {
         bail!(
             "target `{spec}`: text prompts need an image–text model with a tokenizer.json (CLIP); this is {}",
