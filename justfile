@@ -268,6 +268,10 @@ reference-neox: reference-gpt2
 reference-gpt-neo: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_gpt_neo.py
 
+# Regenerate the tiny OPT fixture (offset position rows, biased q/k/v; tests/fixtures/tiny_opt).
+reference-opt: reference-gpt2
+    .venv-ref/bin/python scripts/reference_tiny_opt.py
+
 # Regenerate the planted-mechanism fixture (a one-layer GPT-2 with a hand-set copying head).
 planted-copy:
     @just _python-env .venv-ref "torch transformers tokenizers safetensors"

@@ -55,7 +55,7 @@ TOKENIZERS = {"bert": FIX / "tiny_bert_classifier" / "tokenizer.json",
 ENCODERS = {"bert", "roberta", "distilbert"}
 VISION = ["vit", "resnet"]
 DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "olmo3", "phi3",
-            "gpt2", "gpt_neo", "neox"]
+            "gpt2", "gpt_neo", "opt", "neox"]
 TEXTS = ["the chef roasted the vegetables with garlic and a lot of butter, then served them",
          "Stock prices fell sharply after the announcement.",
          "  spaces  and digits 2024, 3.14 — café! more words here to be long enough ok"]
@@ -159,6 +159,13 @@ def config(family, r):
             activation_function=r.choice(["gelu_new", "gelu", "relu", "silu"]),
             layer_norm_epsilon=r.choice([1e-5, 1e-6]), tie_word_embeddings=r.random() < .7,
             bos_token_id=0, eos_token_id=0)
+    if family == "opt":
+        return T.OPTForCausalLM, T.OPTConfig(
+            vocab_size=512, hidden_size=32, num_hidden_layers=r.choice([1, 2, 3]),
+            num_attention_heads=r.choice([2, 4]), ffn_dim=r.choice([48, 64]), max_position_embeddings=64,
+            word_embed_proj_dim=32, activation_function=r.choice(["relu", "gelu", "gelu_new", "silu"]),
+            enable_bias=r.random() < .7, layer_norm_elementwise_affine=r.random() < .8,
+            tie_word_embeddings=r.random() < .7, pad_token_id=1, bos_token_id=0, eos_token_id=0)
     if family == "neox":
         return T.GPTNeoXForCausalLM, T.GPTNeoXConfig(
             vocab_size=512, hidden_size=32, num_hidden_layers=r.choice([1, 2]), num_attention_heads=4,

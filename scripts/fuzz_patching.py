@@ -51,6 +51,11 @@ def hook_module(mods, name):
     return rp.hook_module(mods, name)
 
 
+def as3(x):
+    """`[1, tokens, width]` view of an activation (OPT's MLP runs on `[tokens, width]` rows)."""
+    return x if x.dim() == 3 else x.view(1, -1, x.shape[-1])
+
+
 def metric(kind, logits, answer, wrong, clean_logits):
     """The metric of last-position logits (a tensor, differentiable)."""
     log_p = torch.log_softmax(logits, -1)
@@ -81,7 +86,7 @@ def run(model, mods, ids, edits):
 
 def cache(model, mods, ids):
     saved = {}
-    keep = [(n, lambda x, n=n: saved.__setitem__(n, x.detach().clone())) for n in HOOKS]
+    keep = [(n, lambda x, n=n: saved.__setitem__(n, as3(x.detach().clone()))) for n in HOOKS]
     return run(model, mods, ids, keep), saved
 
 
@@ -124,7 +129,7 @@ def check(model, tok, out, r):
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     family = type(model).__name__
     mods = rp.modules(model, "gpt2" if "GPT2" in family else "neox" if "NeoX" in family
-                      else "gpt_neo" if "GPTNeo" in family else "llama")
+                      else "gpt_neo" if "GPTNeo" in family else "opt" if "OPT" in family else "llama")
     pairs = [(c, k) for c, k in rp.CANDIDATES if len(tok.encode(c).ids) == len(tok.encode(k).ids)][:2]
     answer, wrong = tok.encode(" the").ids[0], tok.encode(" a").ids[0]
     (out / "pairs.jsonl").write_text("".join(json.dumps(
@@ -166,11 +171,12 @@ def check(model, tok, out, r):
                 for pos in at:
                     def patch(x, name=name, pos=pos, lo=lo, hi=hi):
                         x = x.clone()
-                        x[0, pos, lo:hi] = source[name][0, pos, lo:hi]
+                        as3(x)[0, pos, lo:hi] = source[name][0, pos, lo:hi]
                         return x
                     exact = float(metric(kind, run(model, mods, base, [(name, patch)]), answer, wrong, clean_logits))
-                    step = (source[name][0, pos, lo:hi] - leaves[name].detach()[0, pos, lo:hi]).double()
-                    atp = f_base + float((leaves[name].grad[0, pos, lo:hi].double() * step).sum())
+                    base_act, grad = as3(leaves[name].detach()), as3(leaves[name].grad)
+                    step = (source[name][0, pos, lo:hi] - base_act[0, pos, lo:hi]).double()
+                    atp = f_base + float((grad[0, pos, lo:hi].double() * step).sum())
                     got = row(mine, name, head, position=pos)
                     if got is None:
                         return options, f"no row for {name} position {pos} head {head}"
@@ -181,7 +187,7 @@ def check(model, tok, out, r):
         for head, lo, hi in slices(mean.shape[-1], heads, name):
             def ablated(x, lo=lo, hi=hi):
                 x = x.clone()
-                x[0, :, lo:hi] = 0 if ablate == "zero" else mean[lo:hi]
+                as3(x)[0, :, lo:hi] = 0 if ablate == "zero" else mean[lo:hi]
                 return x
             deltas = [float(metric(kind, run(model, mods, ids, [(name, ablated)]), answer, wrong, logits)
                             - metric(kind, logits, answer, wrong, logits)) for ids, logits, _ in cleans]

@@ -49,6 +49,9 @@ def modules(model, family):
         return [(b, b.attention, b.mlp, b.attention.dense) for b in model.gpt_neox.layers]
     if family == "gpt_neo":
         return [(b, b.attn, b.mlp, b.attn.attention.out_proj) for b in model.transformer.h]
+    if family == "opt":
+        # OPT's MLP is the layer's fc1 → act → fc2: its output is fc2's.
+        return [(b, b.self_attn, b.fc2, b.self_attn.out_proj) for b in model.model.decoder.layers]
     raise ValueError(family)
 
 

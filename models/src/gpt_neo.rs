@@ -13,11 +13,10 @@
 //! Hook names are GPT-2's (TransformerLens's for GPT-Neo); `family()` is `gpt_neo`.
 
 use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::gpt2_layout::Gpt2Layout;
 use crate::weights::Weights;
 use crate::{ModelError, Result};
-use candle_core::{DType, Tensor};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::Path;
 
 fn default_act() -> String {
@@ -135,72 +134,37 @@ impl GptNeoConfig {
 /// A GPT-Neo checkpoint (under its `transformer.` prefix, detected by the registry) as a
 /// hookable model on GPT-2's blocks.
 pub fn load(cfg: GptNeoConfig, w: &Weights) -> Result<Gpt2> {
-    let gpt2 = cfg.as_gpt2();
     let windows = cfg.windows().map_err(ModelError::Invalid)?;
-    let layout = as_gpt2_tensors(&cfg, w)?;
-    Gpt2::load(gpt2, &Weights::from_tensors(w.path(), layout))?.with_windows("gpt_neo", windows)
-}
-
-/// GPT-Neo's tensors under GPT-2's names and layouts (f32).
-fn as_gpt2_tensors(cfg: &GptNeoConfig, w: &Weights) -> Result<HashMap<String, Tensor>> {
     let (d, inner) = (
         cfg.hidden_size,
         cfg.intermediate_size.unwrap_or(4 * cfg.hidden_size),
     );
-    let mut out = HashMap::new();
-    // Same name and layout in both.
-    let mut same: Vec<(String, Vec<usize>)> = vec![
-        ("wte.weight".into(), vec![cfg.vocab_size, d]),
-        ("wpe.weight".into(), vec![cfg.max_position_embeddings, d]),
-        ("ln_f.weight".into(), vec![d]),
-        ("ln_f.bias".into(), vec![d]),
-    ];
-    for i in 0..cfg.num_layers {
-        for ln in ["ln_1", "ln_2"] {
-            for part in ["weight", "bias"] {
-                same.push((format!("h.{i}.{ln}.{part}"), vec![d]));
-            }
-        }
-        same.push((format!("h.{i}.attn.attention.out_proj.bias"), vec![d]));
-        same.push((format!("h.{i}.mlp.c_fc.bias"), vec![inner]));
-        same.push((format!("h.{i}.mlp.c_proj.bias"), vec![d]));
-    }
-    for (name, shape) in same {
-        let t = w.get(&name, &shape)?;
-        out.insert(name.replace("attn.attention.out_proj", "attn.c_proj"), t);
-    }
-    // `nn.Linear` stores `[out, in]`; Conv1D `[in, out]`.
-    let linear = |name: &str, rows: usize, cols: usize| -> Result<Tensor> {
-        Ok(w.get(name, &[rows, cols])?.t()?.contiguous()?)
-    };
+    let mut layout = Gpt2Layout::default();
+    layout.copy(w, "wte.weight", "wte.weight", &[cfg.vocab_size, d])?;
+    layout.copy(
+        w,
+        "wpe.weight",
+        "wpe.weight",
+        &[cfg.max_position_embeddings, d],
+    )?;
+    layout.layer_norm(w, "ln_f", "ln_f", d, true)?;
     for i in 0..cfg.num_layers {
         let (p, a) = (format!("h.{i}"), format!("h.{i}.attn.attention"));
-        let qkv: Vec<Tensor> = ["q_proj", "k_proj", "v_proj"]
-            .iter()
-            .map(|m| linear(&format!("{a}.{m}.weight"), d, d))
-            .collect::<Result<_>>()?;
-        out.insert(format!("{p}.attn.c_attn.weight"), Tensor::cat(&qkv, 1)?);
-        out.insert(
-            format!("{p}.attn.c_attn.bias"),
-            Tensor::zeros(3 * d, DType::F32, &candle_core::Device::Cpu)?,
-        );
-        out.insert(
-            format!("{p}.attn.c_proj.weight"),
-            linear(&format!("{a}.out_proj.weight"), d, d)?,
-        );
-        out.insert(
-            format!("{p}.mlp.c_fc.weight"),
-            linear(&format!("{p}.mlp.c_fc.weight"), inner, d)?,
-        );
-        out.insert(
-            format!("{p}.mlp.c_proj.weight"),
-            linear(&format!("{p}.mlp.c_proj.weight"), d, inner)?,
-        );
+        for ln in ["ln_1", "ln_2"] {
+            layout.layer_norm(w, &format!("{p}.{ln}"), &format!("{p}.{ln}"), d, true)?;
+        }
+        let qkv = ["q_proj", "k_proj", "v_proj"].map(|m| format!("{a}.{m}"));
+        let qkv = [qkv[0].as_str(), qkv[1].as_str(), qkv[2].as_str()];
+        layout.fused_qkv(w, qkv, &format!("{p}.attn.c_attn"), d, false)?;
+        let to = format!("{p}.attn.c_proj");
+        layout.linear(w, (&format!("{a}.out_proj"), &to), (d, d), true)?;
+        let fc = format!("{p}.mlp.c_fc");
+        layout.linear(w, (&fc, &fc), (d, inner), true)?;
+        let proj = format!("{p}.mlp.c_proj");
+        layout.linear(w, (&proj, &proj), (inner, d), true)?;
     }
-    if let Some(head) = w.get_root("lm_head.weight", &[cfg.vocab_size, d])? {
-        out.insert("lm_head.weight".into(), head);
-    }
-    Ok(out)
+    layout.head(w, &[cfg.vocab_size, d])?;
+    Gpt2::load(cfg.as_gpt2(), &layout.into_weights(w.path()))?.with_windows("gpt_neo", windows)
 }
 
 #[cfg(test)]

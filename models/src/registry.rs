@@ -20,6 +20,7 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("distilbert", Modality::Text),
     ("gpt2", Modality::Text),
     ("gpt_neo", Modality::Text),
+    ("opt", Modality::Text),
     ("gpt_neox", Modality::Text),
     ("llama", Modality::Text),
     ("qwen2", Modality::Text),
@@ -437,6 +438,12 @@ fn build_text(
             let pad = crate::decoder::config::token_id(&cfg.eos_token_id).unwrap_or(0);
             weights.detect_prefix(&["", "transformer."], "wte.weight");
             (Box::new(crate::gpt_neo::load(cfg, &weights)?), pad)
+        }
+        "opt" => {
+            let cfg = crate::opt::OptConfig::from_json(path, config)?;
+            let pad = cfg.pad_id();
+            weights.detect_prefix(&["", "model.decoder.", "decoder."], "embed_tokens.weight");
+            (Box::new(crate::opt::load(cfg, &weights)?), pad)
         }
         "gpt_neox" => {
             let cfg = crate::neox::NeoxConfig::from_json(path, config)?;

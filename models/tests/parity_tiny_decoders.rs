@@ -122,6 +122,14 @@ fn gpt_neo_with_global_and_local_layers_matches_transformers() {
     padded_batch("tiny_gpt_neo");
 }
 
+/// OPT: the position table's two offset rows, biased q/k/v and `nn.Linear` layouts folded into
+/// GPT-2's at load, ReLU.
+#[test]
+fn opt_matches_transformers() {
+    one_at_a_time("tiny_opt", "opt");
+    padded_batch("tiny_opt");
+}
+
 /// Mistral with a sliding window of 4 tokens over texts of 20–45: computed, not refused.
 #[test]
 fn mistral_sliding_window_matches_transformers() {
@@ -200,6 +208,7 @@ fn decoders_expose_patterns_logits_and_accept_replacements() {
         "tiny_phi3",
         "tiny_mistral",
         "tiny_gpt_neo",
+        "tiny_opt",
     ] {
         let model = load(&fixture(name));
         let refs = references(&fixture(name));
@@ -284,6 +293,7 @@ fn fast_and_graph_forwards_agree_at_every_hook() {
         "tiny_qwen2_windows",
         "tiny_phi3",
         "tiny_gpt_neo",
+        "tiny_opt",
     ] {
         let model = load(&fixture(name));
         let batch = reference_batch(&model, &fixture(name));
