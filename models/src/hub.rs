@@ -91,12 +91,14 @@ const TOKENIZER: &str = "tokenizer.json";
 const WEIGHTS: &str = "model.safetensors";
 /// The shard index of a checkpoint saved in several safetensors files.
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
-/// Weight files tried after `model.safetensors`: PyTorch pickles, which loaders read only with
-/// `--allow-pickle`.
-const PICKLE_WEIGHTS: &[&str] = &["pytorch_model.bin"];
+/// The shard index of a PyTorch pickle checkpoint saved in several files.
+const PICKLE_INDEX: &str = "pytorch_model.bin.index.json";
+/// Weight files tried after `model.safetensors`: PyTorch pickles, one file or shards, which
+/// loaders read only with `--allow-pickle`.
+const PICKLE_WEIGHTS: &[&str] = &["pytorch_model.bin", PICKLE_INDEX];
 
 /// The weights in `dir`: `model.safetensors`, the shard index `model.safetensors.index.json`,
-/// `pytorch_model.bin`, or its single `.pth`/`.pt`.
+/// `pytorch_model.bin`, its shard index, or the folder's single `.pth`/`.pt`.
 fn local_weights(dir: &Path) -> Option<PathBuf> {
     if let Some(p) = [WEIGHTS, WEIGHTS_INDEX]
         .into_iter()
@@ -286,11 +288,15 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     });
     let weights = match fetch(WEIGHTS) {
         Ok(w) => w,
-        // Sharded checkpoints: the index, then every shard it lists (downloaded if need be);
-        // a shard that cannot be had is named with a tensor it holds.
+        // Sharded checkpoints (safetensors, else PyTorch pickles): the index, then every shard
+        // it lists (downloaded if need be); a shard that cannot be had is named with a tensor
+        // it holds. Then a single pickle, then whatever the cached snapshot holds.
         Err(e) => {
-            match fetch(WEIGHTS_INDEX) {
-                Ok(index) => {
+            let index = [WEIGHTS_INDEX, PICKLE_INDEX]
+                .into_iter()
+                .find_map(|name| fetch(name).ok());
+            match index {
+                Some(index) => {
                     for (shard, tensor) in crate::safetensors_file::shards(&index)? {
                         let name = shard.file_name().and_then(|n| n.to_str()).unwrap_or("");
                         fetch(name).map_err(|e| ModelError::Weights {
@@ -300,7 +306,10 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
                     }
                     index
                 }
-                Err(_) => match config.parent().and_then(local_weights) {
+                None => match fetch(PICKLE_WEIGHTS[0])
+                    .ok()
+                    .or_else(|| config.parent().and_then(local_weights))
+                {
                     Some(w) => w,
                     None => return Err(e),
                 },

@@ -245,6 +245,11 @@ fn read_index(index: &Path) -> Result<Index> {
         .map_err(|e| bad(index, format!("not a safetensors shard index: {e}")))
 }
 
+/// Every tensor name an index maps to a shard.
+pub fn indexed_names(index: &Path) -> Result<Vec<String>> {
+    Ok(read_index(index)?.weight_map.into_keys().collect())
+}
+
 /// The shard files an index lists (beside it), each with one tensor it should hold.
 pub fn shards(index: &Path) -> Result<Vec<(PathBuf, String)>> {
     shards_of(index, &read_index(index)?)

@@ -40,7 +40,12 @@ impl Weights {
     /// Reads safetensors, or a PyTorch pickle checkpoint when `allow_pickle`: pickle files can
     /// carry code, so reading one is the user's call (the reader executes none).
     pub fn load_any(path: &Path, device: &Device, allow_pickle: bool, keep: Keep) -> Result<Self> {
-        if !crate::torch_legacy::is_torch_checkpoint(path) {
+        let pickle_shards = crate::safetensors_file::is_index(path)
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".bin.index.json"));
+        if !pickle_shards && !crate::torch_legacy::is_torch_checkpoint(path) {
             return Self::load_keeping(path, device, keep);
         }
         if !allow_pickle {
@@ -48,6 +53,9 @@ impl Weights {
                 path: path.to_path_buf(),
                 message: "is a PyTorch pickle checkpoint; pickle files can carry code, so reading them is opt-in: pass --allow-pickle (glassbox interprets tensors only and runs nothing), or convert the checkpoint to safetensors".into(),
             });
+        }
+        if pickle_shards {
+            return Ok(Self::from_tensors(path, pickle_shards_of(path)?));
         }
         Ok(Self::from_tensors(path, crate::torch_legacy::load(path)?))
     }
@@ -318,4 +326,32 @@ mod tests {
             Held::Tensor(_)
         ));
     }
+}
+
+/// The tensors of a sharded PyTorch pickle checkpoint (`pytorch_model.bin.index.json`): every
+/// shard it lists, read by the allow-listed unpickler, each checked to hold the tensors the
+/// index maps to it.
+fn pickle_shards_of(index: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut tensors = HashMap::new();
+    for (shard, example) in crate::safetensors_file::shards(index)? {
+        if !shard.is_file() {
+            return Err(ModelError::Weights {
+                path: index.to_path_buf(),
+                message: format!(
+                    "lists shard `{}` (holding `{example}`), which is not beside it",
+                    shard.display()
+                ),
+            });
+        }
+        tensors.extend(crate::torch_legacy::load(&shard)?);
+    }
+    for name in crate::safetensors_file::indexed_names(index)? {
+        if !tensors.contains_key(&name) {
+            return Err(ModelError::Weights {
+                path: index.to_path_buf(),
+                message: format!("maps tensor `{name}` to a shard that does not hold it"),
+            });
+        }
+    }
+    Ok(tensors)
 }

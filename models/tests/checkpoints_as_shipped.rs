@@ -185,6 +185,43 @@ fn llama_family_weights_held_in_bf16_on_request() {
     }
 }
 
+/// A PyTorch pickle checkpoint in shards (`pytorch_model.bin.index.json`, as older Hub repos ship
+/// large models; `scripts/reference_pickled_shards.py`) loads with `--allow-pickle` to the
+/// numbers of the safetensors it was saved from; without the flag it is refused, and a shard the
+/// index lists but the folder lacks is named.
+#[test]
+fn sharded_pickle_checkpoints_load_with_allow_pickle() {
+    let with = |dir: &Path, allow_pickle: bool| {
+        let spec: ModelSpec = dir.to_str().unwrap().parse().unwrap();
+        let options = LoadOptions {
+            allow_pickle,
+            ..Default::default()
+        };
+        load_model(resolve(&spec)?, options)
+    };
+    let shards = fixture("tiny_llama_pickled_shards");
+    let e = with(&shards, false).err().expect("refused").to_string();
+    assert!(
+        e.contains("--allow-pickle") && e.contains("pytorch_model.bin.index.json"),
+        "{e}"
+    );
+    let pickled = with(&shards, true).unwrap();
+    let original = load(&fixture("tiny_llama"), WeightsDtype::Auto).unwrap();
+    assert_eq!(outputs(&pickled), outputs(&original));
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&shards).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.ends_with("pytorch_model-00002-of-00002.bin") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let e = with(dir.path(), true)
+        .err()
+        .expect("a shard missing")
+        .to_string();
+    assert!(e.contains("pytorch_model-00002-of-00002.bin"), "{e}");
+}
+
 /// `name`'s fixture in `dir` with its `config.json` and tensors edited.
 fn edited(
     name: &str,

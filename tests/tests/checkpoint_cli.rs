@@ -4,7 +4,8 @@
 //! id, extracts with its weights held in bf16 (recorded in the run's config) and gives the
 //! activations of the same weights upcast; `--compute-dtype bf16` is recorded and changes the
 //! activations by bf16 rounding only; bad `--weights-dtype`/`--compute-dtype` requests and a
-//! missing shard exit 2 with the run directory untouched.
+//! missing shard exit 2 with the run directory untouched. A sharded PyTorch pickle checkpoint
+//! resolves the same way and loads with `--allow-pickle`.
 
 use candle_core::{DType, Device, Tensor};
 use glassbox_data::RunDir;
@@ -121,6 +122,40 @@ fn sharded_bf16_checkpoints_resolve_from_the_cache_and_extract() {
         a.len() == c.len() && diff > 0.0 && diff <= scale / 16.0,
         "{diff} of {scale}"
     );
+}
+
+/// A sharded PyTorch pickle checkpoint (`pytorch_model.bin.index.json` and its shards, no
+/// safetensors) resolves by repo id from the cache and extracts with `--allow-pickle` to the
+/// activations of the safetensors it was saved from; without the flag it exits 2.
+#[test]
+fn pickled_shards_resolve_from_the_cache_with_allow_pickle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("hf");
+    let repo = home.join("hub/models--org--tiny-llama-pickled");
+    let snap = repo.join("snapshots").join(SHA);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), SHA).unwrap();
+    let src = workspace_root().join("tests/fixtures/tiny_llama_pickled_shards");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, snap.join(path.file_name().unwrap())).unwrap();
+    }
+    let refused = tmp.path().join("refused");
+    let out = extract(&home, "org/tiny-llama-pickled", &refused, &[]);
+    assert_bad_input(&out, &["--allow-pickle"]);
+    assert!(!refused.exists(), "a refused extraction writes no run");
+    let (pickled, original) = (tmp.path().join("pickled"), tmp.path().join("original"));
+    let args = ["--allow-pickle"];
+    let out = extract(&home, "org/tiny-llama-pickled", &pickled, &args);
+    assert_success(&out, "extract from pickled shards");
+    let local = workspace_root().join("tests/fixtures/tiny_llama");
+    assert_success(
+        &extract(&home, local.to_str().unwrap(), &original, &[]),
+        "extract",
+    );
+    let (a, b) = (pooled(&pickled), pooled(&original));
+    assert!(!a.is_empty() && a == b, "the same activations");
 }
 
 #[test]
