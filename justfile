@@ -268,6 +268,11 @@ reference-neox: reference-gpt2
 reference-gpt-neo: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_gpt_neo.py
 
+# Regenerate the sharded PyTorch pickle copy of the tiny Llama (tests/fixtures/tiny_llama_pickled_shards).
+reference-pickled-shards:
+    @just _python-env .venv-ref "torch safetensors"
+    .venv-ref/bin/python scripts/reference_pickled_shards.py
+
 # Regenerate the tiny OPT fixture (offset position rows, biased q/k/v; tests/fixtures/tiny_opt).
 reference-opt: reference-gpt2
     .venv-ref/bin/python scripts/reference_tiny_opt.py
