@@ -296,8 +296,8 @@ fuzz-parity first="0" last="3":
     .venv-ref/bin/python scripts/fuzz_parity.py {{first}} {{last}}
 
 # Random tiny decoders through `glassbox patch` with random metrics, directions, positions and
-# ablations, against PyTorch forward hooks and autograd (scripts/fuzz_patching.py); exits 1 on
-# any mismatch.
+# ablations (scripts/fuzz_patching.py); exits 1 on any mismatch.
+# Config-fuzzed patching parity: `glassbox patch` against PyTorch forward hooks and autograd.
 fuzz-patching first="0" last="3":
     cargo build --bin glassbox
     @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow pillow pandas"
