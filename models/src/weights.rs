@@ -277,6 +277,34 @@ impl Weights {
     }
 }
 
+/// The tensors of a sharded PyTorch pickle checkpoint (`pytorch_model.bin.index.json`): every
+/// shard it lists, read by the allow-listed unpickler, each checked to hold the tensors the
+/// index maps to it.
+fn pickle_shards_of(index: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut tensors = HashMap::new();
+    for (shard, example) in crate::safetensors_file::shards(index)? {
+        if !shard.is_file() {
+            return Err(ModelError::Weights {
+                path: index.to_path_buf(),
+                message: format!(
+                    "lists shard `{}` (holding `{example}`), which is not beside it",
+                    shard.display()
+                ),
+            });
+        }
+        tensors.extend(crate::torch_legacy::load(&shard)?);
+    }
+    for name in crate::safetensors_file::indexed_names(index)? {
+        if !tensors.contains_key(&name) {
+            return Err(ModelError::Weights {
+                path: index.to_path_buf(),
+                message: format!("maps tensor `{name}` to a shard that does not hold it"),
+            });
+        }
+    }
+    Ok(tensors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,32 +354,4 @@ mod tests {
             Held::Tensor(_)
         ));
     }
-}
-
-/// The tensors of a sharded PyTorch pickle checkpoint (`pytorch_model.bin.index.json`): every
-/// shard it lists, read by the allow-listed unpickler, each checked to hold the tensors the
-/// index maps to it.
-fn pickle_shards_of(index: &Path) -> Result<HashMap<String, Tensor>> {
-    let mut tensors = HashMap::new();
-    for (shard, example) in crate::safetensors_file::shards(index)? {
-        if !shard.is_file() {
-            return Err(ModelError::Weights {
-                path: index.to_path_buf(),
-                message: format!(
-                    "lists shard `{}` (holding `{example}`), which is not beside it",
-                    shard.display()
-                ),
-            });
-        }
-        tensors.extend(crate::torch_legacy::load(&shard)?);
-    }
-    for name in crate::safetensors_file::indexed_names(index)? {
-        if !tensors.contains_key(&name) {
-            return Err(ModelError::Weights {
-                path: index.to_path_buf(),
-                message: format!("maps tensor `{name}` to a shard that does not hold it"),
-            });
-        }
-    }
-    Ok(tensors)
 }
