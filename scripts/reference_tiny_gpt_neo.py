@@ -13,7 +13,7 @@ Run: just reference-gpt-neo   (needs torch, transformers from PyPI)
 """
 import torch
 import transformers
-from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
+from tiny_reference import TEXTS, TOKENIZER, prepare, randomize, save_model, write_reference
 from tokenizers import Tokenizer
 
 tok = Tokenizer.from_file(str(TOKENIZER))
@@ -24,11 +24,6 @@ config = transformers.GPTNeoConfig(
     attention_types=[[["global", "local"], 1]], window_size=4, activation_function="gelu_new",
     layer_norm_epsilon=1e-5, bos_token_id=0, eos_token_id=0)
 model = transformers.GPTNeoForCausalLM(config).eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if ".ln_" in name:
-            p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
-        else:
-            p.normal_(0.0, 0.2)
+randomize(model, lambda n: ".ln_" in n)
 save_model(model, out)
 write_reference(model, model.transformer.h[-1], tok, TEXTS, out)

@@ -13,7 +13,7 @@ Run: just reference-opt   (needs torch, transformers from PyPI)
 """
 import torch
 import transformers
-from tiny_reference import TEXTS, TOKENIZER, prepare, save_model, write_reference
+from tiny_reference import TEXTS, TOKENIZER, prepare, randomize, save_model, write_reference
 from tokenizers import Tokenizer
 
 tok = Tokenizer.from_file(str(TOKENIZER))
@@ -24,11 +24,6 @@ config = transformers.OPTConfig(
     max_position_embeddings=128, word_embed_proj_dim=32, activation_function="relu",
     do_layer_norm_before=True, enable_bias=True, pad_token_id=1, bos_token_id=0, eos_token_id=0)
 model = transformers.OPTForCausalLM(config).eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if "layer_norm" in name:
-            p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
-        else:
-            p.normal_(0.0, 0.2)
+randomize(model, lambda n: "layer_norm" in n)
 save_model(model, out)
 write_reference(model, model.model.decoder.layers[-1], tok, TEXTS, out)

@@ -39,6 +39,18 @@ def save_model(model, out):
     (out / "generation_config.json").unlink(missing_ok=True)
 
 
+def randomize(model, is_norm):
+    """Weights drawn larger than the default init so every block matters: the LayerNorms whose
+    parameter names `is_norm` accepts get scales in [0.5, 1.5] and biases N(0, 0.1), every other
+    parameter N(0, 0.2)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if is_norm(name):
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
+            else:
+                p.normal_(0.0, 0.2)
+
+
 def make(name, model_class, config, seed, tok, texts=TEXTS):
     """A tiny random `model_class(config)` under tests/fixtures/<name>/ with its reference
     outputs; weights drawn larger than the default init so every block matters."""

@@ -44,6 +44,18 @@ fn check_level(config: &Value, prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `Err` naming both fields unless `heads` is positive and divides `width` (a head's size is
+/// `width / heads`): `(name, value)` as the family's config spells them.
+pub(crate) fn heads_divide(width: (&str, usize), heads: (&str, usize)) -> Result<(), String> {
+    if heads.1 == 0 || !width.1.is_multiple_of(heads.1) {
+        return Err(format!(
+            "{} {} is not divisible by {} {}",
+            width.0, width.1, heads.0, heads.1
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::check;

@@ -71,12 +71,8 @@ impl Gpt2Config {
         };
         let cfg: Gpt2Config =
             serde_json::from_value(value).map_err(|e| bad(format!("not a GPT-2 config: {e}")))?;
-        if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) {
-            return Err(bad(format!(
-                "n_embd {} is not divisible by n_head {}",
-                cfg.n_embd, cfg.n_head
-            )));
-        }
+        let (width, heads) = (("n_embd", cfg.n_embd), ("n_head", cfg.n_head));
+        crate::config_ranges::heads_divide(width, heads).map_err(&bad)?;
         // GPT-2's config names its activation `activation_function`, not `hidden_act`.
         Activation::parse(&cfg.activation_function)
             .map_err(|e| bad(e.replacen("hidden_act", "activation_function", 1)))?;

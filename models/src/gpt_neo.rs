@@ -65,12 +65,11 @@ impl GptNeoConfig {
         };
         let cfg: GptNeoConfig =
             serde_json::from_value(value).map_err(|e| bad(format!("not a GPT-Neo config: {e}")))?;
-        if cfg.num_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
-            return Err(bad(format!(
-                "hidden_size {} is not divisible by num_heads {}",
-                cfg.hidden_size, cfg.num_heads
-            )));
-        }
+        let (width, heads) = (
+            ("hidden_size", cfg.hidden_size),
+            ("num_heads", cfg.num_heads),
+        );
+        crate::config_ranges::heads_divide(width, heads).map_err(bad)?;
         if cfg.window_size == 0 {
             return Err(bad("window_size must be positive".into()));
         }

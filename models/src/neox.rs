@@ -80,13 +80,9 @@ impl NeoxConfig {
         };
         let cfg: NeoxConfig = serde_json::from_value(value)
             .map_err(|e| bad(format!("not a GPT-NeoX config: {e}")))?;
-        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
-        {
-            return Err(bad(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                cfg.hidden_size, cfg.num_attention_heads
-            )));
-        }
+        let heads = ("num_attention_heads", cfg.num_attention_heads);
+        crate::config_ranges::heads_divide(("hidden_size", cfg.hidden_size), heads)
+            .map_err(&bad)?;
         Activation::parse(&cfg.hidden_act).map_err(&bad)?;
         cfg.rotary().map_err(bad)?;
         Ok(cfg)

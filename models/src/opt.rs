@@ -62,12 +62,9 @@ impl OptConfig {
         };
         let cfg: OptConfig =
             serde_json::from_value(value).map_err(|e| bad(format!("not an OPT config: {e}")))?;
-        let (d, heads) = (cfg.hidden_size, cfg.num_attention_heads);
-        if heads == 0 || !d.is_multiple_of(heads) {
-            return Err(bad(format!(
-                "hidden_size {d} is not divisible by num_attention_heads {heads}"
-            )));
-        }
+        let d = cfg.hidden_size;
+        let heads = ("num_attention_heads", cfg.num_attention_heads);
+        crate::config_ranges::heads_divide(("hidden_size", d), heads).map_err(bad)?;
         if !cfg.do_layer_norm_before {
             return Err(bad(
                 "do_layer_norm_before: false (OPT-350M's post-LayerNorm blocks) is not supported; the other OPT sizes are pre-LayerNorm".into(),

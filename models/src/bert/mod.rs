@@ -94,13 +94,9 @@ impl BertConfig {
                 variant.reserved_positions(cfg.pad_token_id)
             )));
         }
-        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
-        {
-            return Err(bad(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                cfg.hidden_size, cfg.num_attention_heads
-            )));
-        }
+        let heads = ("num_attention_heads", cfg.num_attention_heads);
+        crate::config_ranges::heads_divide(("hidden_size", cfg.hidden_size), heads)
+            .map_err(&bad)?;
         if cfg.position_embedding_type != "absolute" {
             return Err(bad(format!(
                 "position_embedding_type `{}` is not supported; only `absolute`",

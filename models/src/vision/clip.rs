@@ -48,12 +48,8 @@ fn tower_shape(path: &Path, v: &serde_json::Value, tower: &str) -> Result<Encode
             .unwrap_or(1e-5),
         act,
     };
-    if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) {
-        return Err(bad(format!(
-            "hidden_size {} is not a multiple of num_attention_heads {}",
-            c.hidden, c.heads
-        )));
-    }
+    let heads = ("num_attention_heads", c.heads);
+    crate::config_ranges::heads_divide(("hidden_size", c.hidden), heads).map_err(bad)?;
     Ok(c)
 }
 
