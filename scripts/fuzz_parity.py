@@ -51,8 +51,9 @@ FIX = ROOT / "tests" / "fixtures"
 BPE = FIX / "tiny_gpt2" / "tokenizer.json"
 TOKENIZERS = {"bert": FIX / "tiny_bert_classifier" / "tokenizer.json",
               "distilbert": FIX / "tiny_bert_classifier" / "tokenizer.json",
+              "electra": FIX / "tiny_bert_classifier" / "tokenizer.json",
               "roberta": FIX / "tiny_roberta_classifier" / "tokenizer.json"}
-ENCODERS = {"bert", "roberta", "distilbert"}
+ENCODERS = {"bert", "roberta", "distilbert", "electra"}
 VISION = ["vit", "resnet"]
 DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "olmo3", "phi3",
             "gpt2", "gpt_neo", "opt", "neox"]
@@ -190,6 +191,13 @@ def config(family, r):
             vocab_size=400, dim=32, n_layers=r.choice([1, 2]), n_heads=r.choice([2, 4]), hidden_dim=64,
             max_position_embeddings=64, activation=r.choice(["gelu", "relu"]),
             sinusoidal_pos_embds=r.random() < .3, num_labels=3)
+    if family == "electra":
+        return T.ElectraForSequenceClassification, T.ElectraConfig(
+            vocab_size=400, embedding_size=32, hidden_size=32, num_hidden_layers=r.choice([1, 2, 3]),
+            num_attention_heads=r.choice([2, 4]), intermediate_size=r.choice([48, 64]),
+            max_position_embeddings=64, layer_norm_eps=r.choice([1e-12, 1e-5]),
+            hidden_act=r.choice(["gelu", "gelu_new", "relu", "silu"]), type_vocab_size=r.choice([1, 2]),
+            num_labels=3)
     if family == "vit":
         size, patch = r.choice([16, 32]), r.choice([4, 8])
         return T.ViTForImageClassification, T.ViTConfig(

@@ -14,13 +14,15 @@ a time — for runner/tests/attribution_classifier.rs.
   pad + 1, one token type, `classifier.dense` / `out_proj` on `<s>`) with a byte-level BPE
   trained here, wrapped in `<s> … </s>`;
 - tests/fixtures/tiny_distilbert_classifier/: `DistilBertForSequenceClassification`
-  (`pre_classifier` + ReLU on [CLS], no token types) with the BERT fixture's WordPiece.
+  (`pre_classifier` + ReLU on [CLS], no token types) with the BERT fixture's WordPiece;
+- tests/fixtures/tiny_electra_classifier/: `ElectraForSequenceClassification` (BERT's block under
+  `electra.`, no pooler, `classifier.dense` + GELU + `out_proj` on [CLS]) with the same WordPiece.
 
 Each: config.json, model.safetensors, tokenizer.json, reference.json (the RoBERTa and
 DistilBERT references add every block's hidden states). The WordPiece trainer's vocabulary
 order varies from run to run, so a rerun renumbers the BERT fixture's tokens: its tokenizer and
 references are committed together. Name the fixtures to rebuild (bert, llama, roberta,
-distilbert); none rebuilds all.
+distilbert, electra); none rebuilds all.
 
 Run: just reference-classifiers [names]   (torch, transformers, tokenizers, captum from PyPI)
 """
@@ -41,7 +43,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 OUT = FIXTURES / "tiny_bert_classifier"
 LABELS = dict(num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"},
               label2id={"negative": 0, "neutral": 1, "positive": 2})
-WANTED = set(sys.argv[1:]) or {"bert", "llama", "roberta", "distilbert"}
+WANTED = set(sys.argv[1:]) or {"bert", "llama", "roberta", "distilbert", "electra"}
 
 texts = [json.loads(line)["text"] for line in (ROOT / "data/sets/default.jsonl").read_text().splitlines()]
 
@@ -178,7 +180,23 @@ def distilbert():
                      hidden_states=True)
 
 
+def electra():
+    out = FIXTURES / "tiny_electra_classifier"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(OUT / "tokenizer.json", out / "tokenizer.json")
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    torch.manual_seed(16)
+    config = transformers.ElectraConfig(
+        vocab_size=tok.get_vocab_size(), embedding_size=32, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, **LABELS)
+    model = transformers.ElectraForSequenceClassification(config).eval()
+    randomize(model)
+    save(model, out)
+    write_references(model, tok, model.electra.embeddings.word_embeddings, out,
+                     hidden_states=True)
+
+
 for name, build in [("bert", bert), ("llama", llama), ("roberta", roberta),
-                    ("distilbert", distilbert)]:
+                    ("distilbert", distilbert), ("electra", electra)]:
     if name in WANTED:
         build()

@@ -102,6 +102,8 @@ pub enum PoolerAct {
     Tanh,
     /// DistilBERT's `pre_classifier`.
     Relu,
+    /// ELECTRA's classification head (exact, erf GELU).
+    Gelu,
 }
 
 impl PoolerAct {
@@ -110,6 +112,7 @@ impl PoolerAct {
         match self {
             PoolerAct::Tanh => x.tanh(),
             PoolerAct::Relu => x.relu(),
+            PoolerAct::Gelu => x.gelu_erf(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub const FAMILIES: &[(&str, Modality)] = &[
     ("xlm-roberta", Modality::Text),
     ("camembert", Modality::Text),
     ("distilbert", Modality::Text),
+    ("electra", Modality::Text),
     ("gpt2", Modality::Text),
     ("gpt_neo", Modality::Text),
     ("opt", Modality::Text),

@@ -3,8 +3,10 @@
 //! `BertForSequenceClassification` — pooler and classifier on `[CLS]` —,
 //! `RobertaForSequenceClassification` — positions from pad + 1, `classifier.dense` and
 //! `out_proj` on `<s>` —, `DistilBertForSequenceClassification` — no token types,
-//! `pre_classifier` and ReLU on `[CLS]` — and `LlamaForSequenceClassification` — the `score`
-//! head at the last token — in `tests/fixtures/tiny_{bert,roberta,distilbert,llama}_classifier/`):
+//! `pre_classifier` and ReLU on `[CLS]` —, `ElectraForSequenceClassification` — no pooler,
+//! `classifier.dense` and GELU on `[CLS]` — and `LlamaForSequenceClassification` — the `score`
+//! head at the last token — in
+//! `tests/fixtures/tiny_{bert,roberta,distilbert,electra,llama}_classifier/`):
 //! the class names from `id2label`, the logits (and the encoders' hidden states at every block)
 //! as `transformers` computes them, and saliency, gradient × input, integrated gradients (16
 //! Gauss–Legendre steps) and token occlusion of the `positive` logit, every feature within 1e-4
@@ -18,10 +20,11 @@ use serde_json::Value;
 mod common;
 use common::{central_difference_matches, close, encoded, floats, four_methods_match, ids};
 
-const FIXTURES: [&str; 4] = [
+const FIXTURES: [&str; 5] = [
     "tiny_bert_classifier",
     "tiny_roberta_classifier",
     "tiny_distilbert_classifier",
+    "tiny_electra_classifier",
     "tiny_llama_classifier",
 ];
 
@@ -87,7 +90,11 @@ fn the_class_head_reads_id2label_and_matches_transformers_logits() {
 #[test]
 fn encoder_hidden_states_match_transformers() {
     use glassbox_models::{Capture, HookPoint};
-    for name in ["tiny_roberta_classifier", "tiny_distilbert_classifier"] {
+    for name in [
+        "tiny_roberta_classifier",
+        "tiny_distilbert_classifier",
+        "tiny_electra_classifier",
+    ] {
         let model = model(name);
         let texts = reference(name)["texts"].as_array().unwrap().clone();
         let prompts: Vec<&str> = texts

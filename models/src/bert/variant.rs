@@ -11,6 +11,12 @@
 //!   `k_lin`, `v_lin`, `out_lin`, `sa_layer_norm`, `ffn.lin1`, `ffn.lin2`,
 //!   `output_layer_norm`; no token types (a zero row here, so the sums are BERT's); LayerNorm
 //!   ε fixed at 1e-12; the classifier is `pre_classifier` → ReLU → `classifier` on `[CLS]`.
+//! - ELECTRA (`transformers/models/electra/modeling_electra.py`; the discriminators, as
+//!   `ElectraModel`, `ElectraForPreTraining` — its per-token discriminator head left unread —
+//!   or `ElectraForSequenceClassification`): BERT's embeddings and block under `electra.`, no
+//!   pooler; the classifier is `classifier.dense` → GELU → `classifier.out_proj` on `[CLS]`.
+//!   Embeddings narrower than the stream (`embedding_size` < `hidden_size`: ELECTRA-small and
+//!   the generators, with `embeddings_project`) are refused by name.
 
 use crate::batch::TokenBatch;
 use crate::class_head::PoolerAct;
@@ -24,10 +30,18 @@ pub enum Variant {
     Bert,
     Roberta,
     DistilBert,
+    Electra,
 }
 
 /// The `model_type`s that load as [`Variant`]s.
-pub const MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert", "distilbert"];
+pub const MODEL_TYPES: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "distilbert",
+    "electra",
+];
 
 /// One block's weight names (without `.weight` / `.bias`).
 pub(crate) struct BlockNames {
@@ -60,6 +74,7 @@ impl Variant {
             "bert" => Some(Variant::Bert),
             "roberta" | "xlm-roberta" | "camembert" => Some(Variant::Roberta),
             "distilbert" => Some(Variant::DistilBert),
+            "electra" => Some(Variant::Electra),
             _ => None,
         }
     }
@@ -69,6 +84,7 @@ impl Variant {
             Variant::Bert => "bert",
             Variant::Roberta => "roberta",
             Variant::DistilBert => "distilbert",
+            Variant::Electra => "electra",
         }
     }
 
@@ -78,6 +94,7 @@ impl Variant {
             Variant::Bert => &["", "bert.", "model."],
             Variant::Roberta => &["", "roberta.", "model."],
             Variant::DistilBert => &["", "distilbert.", "model."],
+            Variant::Electra => &["", "electra.", "model."],
         }
     }
 
@@ -88,7 +105,7 @@ impl Variant {
 
     pub(crate) fn block_names(self, i: usize) -> BlockNames {
         match self {
-            Variant::Bert | Variant::Roberta => {
+            Variant::Bert | Variant::Roberta | Variant::Electra => {
                 let p = format!("encoder.layer.{i}");
                 BlockNames {
                     query: format!("{p}.attention.self.query"),
@@ -137,6 +154,12 @@ impl Variant {
                 out: "classifier",
                 act: PoolerAct::Relu,
             },
+            Variant::Electra => HeadNames {
+                dense: "classifier.dense",
+                dense_prefixed: false,
+                out: "classifier.out_proj",
+                act: PoolerAct::Gelu,
+            },
         }
     }
 
@@ -147,6 +170,19 @@ impl Variant {
         path: &Path,
         mut value: serde_json::Value,
     ) -> Result<serde_json::Value> {
+        if self == Variant::Electra {
+            let width = |k: &str| value.get(k).and_then(|v| v.as_u64());
+            if let (Some(e), Some(h)) = (width("embedding_size"), width("hidden_size")) {
+                if e != h {
+                    return Err(ModelError::Config {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "embedding_size {e} differs from hidden_size {h} (ELECTRA-small and the generators project their embeddings up with embeddings_project), which is not supported; the ELECTRA discriminators with equal widths (base, large) are"
+                        ),
+                    });
+                }
+            }
+        }
         if self != Variant::DistilBert {
             return Ok(value);
         }
@@ -179,7 +215,9 @@ impl Variant {
             .iter()
             .zip(&batch.lengths)
             .map(|(row, &n)| match self {
-                Variant::Bert | Variant::DistilBert => (0..row.len() as u32).collect(),
+                Variant::Bert | Variant::DistilBert | Variant::Electra => {
+                    (0..row.len() as u32).collect()
+                }
                 Variant::Roberta => roberta_positions(row, n, pad),
             })
             .collect())
@@ -190,7 +228,7 @@ impl Variant {
     pub(crate) fn type_ids(self, batch: &TokenBatch) -> Result<Vec<Vec<u32>>> {
         let types = batch.type_ids.to_vec2::<u32>()?;
         Ok(match self {
-            Variant::Bert => types,
+            Variant::Bert | Variant::Electra => types,
             _ => types.iter().map(|r| vec![0; r.len()]).collect(),
         })
     }
@@ -235,6 +273,25 @@ mod tests {
         );
         assert_eq!(Variant::Roberta.reserved_positions(1), 2);
         assert_eq!(Variant::Bert.reserved_positions(1), 0);
+    }
+
+    #[test]
+    fn electra_with_projected_embeddings_is_refused_by_name() {
+        let path = Path::new("config.json");
+        let small = serde_json::json!({
+            "vocab_size": 10, "embedding_size": 4, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16,
+        });
+        let e = super::super::BertConfig::from_json_as(path, small.clone(), Variant::Electra)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("embedding_size 4") && e.contains("embeddings_project"),
+            "{e}"
+        );
+        let mut base = small;
+        base["embedding_size"] = 8.into();
+        super::super::BertConfig::from_json_as(path, base, Variant::Electra).unwrap();
     }
 
     #[test]
