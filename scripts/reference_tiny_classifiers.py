@@ -164,36 +164,32 @@ def roberta():
                      model.roberta.embeddings.word_embeddings, out, hidden_states=True)
 
 
-def distilbert():
-    out = FIXTURES / "tiny_distilbert_classifier"
+def on_bert_wordpiece(name, seed, make):
+    """A classifier `make(vocab_size)` under tests/fixtures/<name>/ on the BERT fixture's
+    WordPiece, with every block's hidden states in its references."""
+    out = FIXTURES / name
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(OUT / "tokenizer.json", out / "tokenizer.json")
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
-    torch.manual_seed(15)
-    config = transformers.DistilBertConfig(
-        vocab_size=tok.get_vocab_size(), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-        max_position_embeddings=64, **LABELS)
-    model = transformers.DistilBertForSequenceClassification(config).eval()
+    torch.manual_seed(seed)
+    model = make(tok.get_vocab_size()).eval()
     randomize(model)
     save(model, out)
-    write_references(model, tok, model.distilbert.embeddings.word_embeddings, out,
+    write_references(model, tok, model.base_model.embeddings.word_embeddings, out,
                      hidden_states=True)
+
+
+def distilbert():
+    on_bert_wordpiece("tiny_distilbert_classifier", 15, lambda vocab: transformers.DistilBertForSequenceClassification(
+        transformers.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                      max_position_embeddings=64, **LABELS)))
 
 
 def electra():
-    out = FIXTURES / "tiny_electra_classifier"
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(OUT / "tokenizer.json", out / "tokenizer.json")
-    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
-    torch.manual_seed(16)
-    config = transformers.ElectraConfig(
-        vocab_size=tok.get_vocab_size(), embedding_size=32, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, **LABELS)
-    model = transformers.ElectraForSequenceClassification(config).eval()
-    randomize(model)
-    save(model, out)
-    write_references(model, tok, model.electra.embeddings.word_embeddings, out,
-                     hidden_states=True)
+    on_bert_wordpiece("tiny_electra_classifier", 16, lambda vocab: transformers.ElectraForSequenceClassification(
+        transformers.ElectraConfig(vocab_size=vocab, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                   **LABELS)))
 
 
 for name, build in [("bert", bert), ("llama", llama), ("roberta", roberta),
