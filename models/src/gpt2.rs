@@ -73,15 +73,21 @@ impl Gpt2Config {
             serde_json::from_value(value).map_err(|e| bad(format!("not a GPT-2 config: {e}")))?;
         let (width, heads) = (("n_embd", cfg.n_embd), ("n_head", cfg.n_head));
         crate::config_ranges::heads_divide(width, heads).map_err(&bad)?;
-        // GPT-2's config names its activation `activation_function`, not `hidden_act`.
-        Activation::parse(&cfg.activation_function)
-            .map_err(|e| bad(e.replacen("hidden_act", "activation_function", 1)))?;
+        check_activation(&cfg.activation_function).map_err(bad)?;
         Ok(cfg)
     }
 
     fn inner(&self) -> usize {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
+}
+
+/// `Err` unless `activation_function` — the GPT-2-shaped families' name for it (GPT-2, GPT-Neo,
+/// OPT), not `hidden_act` — is one glassbox runs.
+pub(crate) fn check_activation(activation_function: &str) -> std::result::Result<(), String> {
+    Activation::parse(activation_function)
+        .map(|_| ())
+        .map_err(|e| e.replacen("hidden_act", "activation_function", 1))
 }
 
 /// `y = x · W + b` with `W` stored `[in, out]` (GPT-2's Conv1D layout).
@@ -182,13 +188,14 @@ impl Gpt2 {
         })
     }
 
-    /// The same blocks as another `family` whose layers attend through per-layer sliding
-    /// `windows` (`None`: global).
-    pub(crate) fn with_windows(
-        mut self,
-        family: &'static str,
-        windows: Vec<Option<usize>>,
-    ) -> Result<Self> {
+    /// The same blocks as another `family` (GPT-Neo, OPT), which names them in errors and runs.
+    pub(crate) fn named(mut self, family: &'static str) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// Layers that attend through per-layer sliding `windows` (`None`: global; GPT-Neo's).
+    pub(crate) fn with_windows(mut self, windows: Vec<Option<usize>>) -> Result<Self> {
         if windows.len() != self.blocks.len() || windows.contains(&Some(0)) {
             return Err(ModelError::Invalid(format!(
                 "{} per-layer windows for {} layers (each a positive width or global)",
@@ -196,7 +203,6 @@ impl Gpt2 {
                 self.blocks.len()
             )));
         }
-        self.family = family;
         self.windows = windows;
         Ok(self)
     }

@@ -70,6 +70,7 @@ impl GptNeoConfig {
             ("num_heads", cfg.num_heads),
         );
         crate::config_ranges::heads_divide(width, heads).map_err(bad)?;
+        crate::gpt2::check_activation(&cfg.activation_function).map_err(bad)?;
         if cfg.window_size == 0 {
             return Err(bad("window_size must be positive".into()));
         }
@@ -163,7 +164,9 @@ pub fn load(cfg: GptNeoConfig, w: &Weights) -> Result<Gpt2> {
         layout.linear(w, (&proj, &proj), (inner, d), true)?;
     }
     layout.head(w, &[cfg.vocab_size, d])?;
-    Gpt2::load(cfg.as_gpt2(), &layout.into_weights(w.path()))?.with_windows("gpt_neo", windows)
+    Gpt2::load(cfg.as_gpt2(), &layout.into_weights(w.path()))?
+        .named("gpt_neo")
+        .with_windows(windows)
 }
 
 #[cfg(test)]
@@ -190,6 +193,19 @@ mod tests {
         assert_eq!(
             cfg.windows().unwrap(),
             [None, Some(3), None, Some(3), Some(3)]
+        );
+    }
+
+    #[test]
+    fn an_unsupported_activation_is_named_by_its_field() {
+        let mut value = config(serde_json::json!([[["global"], 1]]), 1);
+        value["activation_function"] = "tanh".into();
+        let e = GptNeoConfig::from_json(Path::new("config.json"), value)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("activation_function `tanh`") && e.contains("config.json"),
+            "{e}"
         );
     }
 

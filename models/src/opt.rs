@@ -76,8 +76,7 @@ impl OptConfig {
                 cfg.word_embed_proj_dim.unwrap_or(d)
             )));
         }
-        crate::layers::Activation::parse(&cfg.activation_function)
-            .map_err(|e| bad(e.replacen("hidden_act", "activation_function", 1)))?;
+        crate::gpt2::check_activation(&cfg.activation_function).map_err(bad)?;
         Ok(cfg)
     }
 
@@ -137,8 +136,7 @@ pub fn load(cfg: OptConfig, w: &Weights) -> Result<Gpt2> {
         layout.linear(w, (&fc2.0, &fc2.1), (inner, d), biased)?;
     }
     layout.head(w, &[cfg.vocab_size, d])?;
-    let windows = vec![None; cfg.num_hidden_layers];
-    Gpt2::load(cfg.as_gpt2(), &layout.into_weights(w.path()))?.with_windows("opt", windows)
+    Ok(Gpt2::load(cfg.as_gpt2(), &layout.into_weights(w.path()))?.named("opt"))
 }
 
 #[cfg(test)]

@@ -241,13 +241,12 @@ pub fn is_index(path: &Path) -> bool {
 fn read_index(index: &Path) -> Result<Index> {
     let text = std::fs::read_to_string(index)
         .map_err(|e| bad(index, format!("cannot read the shard index: {e}")))?;
-    serde_json::from_str(&text)
-        .map_err(|e| bad(index, format!("not a safetensors shard index: {e}")))
-}
-
-/// Every tensor name an index maps to a shard.
-pub fn indexed_names(index: &Path) -> Result<Vec<String>> {
-    Ok(read_index(index)?.weight_map.into_keys().collect())
+    serde_json::from_str(&text).map_err(|e| {
+        bad(
+            index,
+            format!("not a shard index (`weight_map` of tensor → file): {e}"),
+        )
+    })
 }
 
 /// The shard files an index lists (beside it), each with one tensor it should hold.
@@ -275,6 +274,15 @@ fn shards_of(index: &Path, parsed: &Index) -> Result<Vec<(PathBuf, String)>> {
 
 /// Reads the shards an index lists and checks that each holds the tensors mapped to it.
 pub fn read_sharded(index: &Path, device: &Device, keep: Keep) -> Result<HashMap<String, Tensor>> {
+    read_shards_with(index, |shard| read_file(shard, device, keep))
+}
+
+/// Reads the shards an index lists with `read` (safetensors, or PyTorch pickles for
+/// `pytorch_model.bin.index.json`) and checks that each holds the tensors mapped to it.
+pub fn read_shards_with(
+    index: &Path,
+    read: impl Fn(&Path) -> Result<HashMap<String, Tensor>>,
+) -> Result<HashMap<String, Tensor>> {
     let parsed = read_index(index)?;
     let mut tensors = HashMap::with_capacity(parsed.weight_map.len());
     for (shard, example) in shards_of(index, &parsed)? {
@@ -287,7 +295,7 @@ pub fn read_sharded(index: &Path, device: &Device, keep: Keep) -> Result<HashMap
                 ),
             ));
         }
-        let read = read_file(&shard, device, keep)?;
+        let read = read(&shard)?;
         for (name, file) in &parsed.weight_map {
             if index.with_file_name(file) == shard && !read.contains_key(name) {
                 return Err(bad(

@@ -55,7 +55,9 @@ impl Weights {
             });
         }
         if pickle_shards {
-            return Ok(Self::from_tensors(path, pickle_shards_of(path)?));
+            let tensors =
+                crate::safetensors_file::read_shards_with(path, crate::torch_legacy::load)?;
+            return Ok(Self::from_tensors(path, tensors));
         }
         Ok(Self::from_tensors(path, crate::torch_legacy::load(path)?))
     }
@@ -275,34 +277,6 @@ impl Weights {
         }
         Ok(())
     }
-}
-
-/// The tensors of a sharded PyTorch pickle checkpoint (`pytorch_model.bin.index.json`): every
-/// shard it lists, read by the allow-listed unpickler, each checked to hold the tensors the
-/// index maps to it.
-fn pickle_shards_of(index: &Path) -> Result<HashMap<String, Tensor>> {
-    let mut tensors = HashMap::new();
-    for (shard, example) in crate::safetensors_file::shards(index)? {
-        if !shard.is_file() {
-            return Err(ModelError::Weights {
-                path: index.to_path_buf(),
-                message: format!(
-                    "lists shard `{}` (holding `{example}`), which is not beside it",
-                    shard.display()
-                ),
-            });
-        }
-        tensors.extend(crate::torch_legacy::load(&shard)?);
-    }
-    for name in crate::safetensors_file::indexed_names(index)? {
-        if !tensors.contains_key(&name) {
-            return Err(ModelError::Weights {
-                path: index.to_path_buf(),
-                message: format!("maps tensor `{name}` to a shard that does not hold it"),
-            });
-        }
-    }
-    Ok(tensors)
 }
 
 #[cfg(test)]
