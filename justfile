@@ -303,6 +303,15 @@ fuzz-patching first="0" last="3":
     @just _python-env .venv-ref "torch transformers tokenizers captum pyarrow pillow pandas"
     .venv-ref/bin/python scripts/fuzz_patching.py {{first}} {{last}}
 
+# Random tiny decoders converted to GGUF by llama.cpp's own converter (downloaded once from the
+# llama-cpp-python source on PyPI) and read by `glassbox extract` (scripts/fuzz_gguf.py); exits
+# 1 on any mismatch. OUTTYPE: f32, f16, bf16 or q8_0.
+# GGUF parity: llama.cpp-converted checkpoints against transformers on the originals.
+fuzz-gguf first="0" last="3" outtype="f32":
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch transformers tokenizers captum pillow sentencepiece protobuf pyarrow pandas numpy tqdm pyyaml requests safetensors"
+    .venv-ref/bin/python scripts/fuzz_gguf.py {{first}} {{last}} {{outtype}}
+
 # Regenerate the tiny BERT and Llama sequence classifiers and their Captum references
 # (tests/fixtures/tiny_{bert,llama}_classifier).
 reference-classifiers *names:

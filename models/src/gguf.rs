@@ -11,6 +11,7 @@
 //! llama.cpp's converter permutes the rows of Llama's q/k projections for its interleaved rotary
 //! layout; they are permuted back here so the `rotate_half` forward applies unchanged.
 
+use crate::gguf_attention;
 use crate::quantized::QuantizedMatrix;
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::Content;
@@ -156,28 +157,29 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         config["final_logit_softcapping"] = json!(f("final_logit_softcapping").map(f64::from));
         config["sliding_window"] = json!(u("attention.sliding_window").ok());
         config["hidden_activation"] = json!("gelu_pytorch_tanh");
+        let per_layer =
+            gguf_attention::window_layers(&content, &arch, u("block_count")?).map_err(bad)?;
         if arch == "gemma3" {
             config["model_type"] = json!("gemma3_text");
-            let pattern = u("attention.sliding_window_pattern").unwrap_or(6);
-            config["sliding_window_pattern"] = json!(pattern);
-            config["rope_local_base_freq"] = json!(10_000.0);
-            let scaling = meta(&format!("{arch}.rope.scaling.type"))
-                .and_then(|v| v.to_string().ok())
-                .cloned();
-            match (scaling.as_deref(), f("rope.scaling.factor")) {
-                (None | Some("none"), _) => {}
-                (Some("linear"), Some(factor)) => {
-                    config["rope_scaling"] = json!({"rope_type": "linear", "factor": factor});
-                }
-                (Some(other), _) => {
-                    return Err(bad(format!(
-                        "metadata `{arch}.rope.scaling.type` is `{other}` (with its factor); glassbox reads linear Gemma-3 scaling"
-                    )))
-                }
+            if per_layer.is_none() {
+                let pattern = u("attention.sliding_window_pattern").unwrap_or(6);
+                config["sliding_window_pattern"] = json!(pattern);
             }
+            config["rope_local_base_freq"] = json!(10_000.0);
+        }
+        if let Some(types) = per_layer {
+            config["layer_types"] = json!(types);
         }
     } else {
         config["hidden_act"] = json!("silu");
+        if arch != "phi3" {
+            gguf_attention::refuse_window(&content, &arch).map_err(bad)?;
+        }
+    }
+    // Linear and YaRN scaling (Gemma-3: its global layers'); Phi-3's longrope is its factor
+    // tensors, read below.
+    if let Some(scaling) = gguf_attention::rope_scaling(&content, &arch).map_err(bad)? {
+        config["rope_scaling"] = scaling;
     }
     let device = Device::Cpu;
     if arch == "phi3" {
@@ -201,9 +203,11 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         let q = content
             .tensor(&mut file, name, &device)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        // llama.cpp permuted Llama's q/k rows for its interleaved rotary layout.
+        // llama.cpp permuted Llama's q/k rows (weights and biases) for its interleaved rotary
+        // layout.
         let permuted_heads = match name
             .strip_suffix(".weight")
+            .or_else(|| name.strip_suffix(".bias"))
             .and_then(|n| n.rsplit('.').next())
         {
             Some("attn_q") if arch == "llama" => Some(heads as usize),
@@ -387,14 +391,20 @@ fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Undoes llama.cpp's `permute`: rows `(head, pair, half)` back to `(head, half, pair)`.
+/// Undoes llama.cpp's `permute`: rows `(head, pair, half)` back to `(head, half, pair)` — of a
+/// projection's weight, or of its bias (permuted the same way, as a one-column matrix).
 fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
-    let (out, inp) = t.dims2()?;
+    let shape = t.dims().to_vec();
+    let (out, inp) = match shape[..] {
+        [out] => (out, 1),
+        [out, inp] => (out, inp),
+        _ => return Ok(t.clone()),
+    };
     let half = out / heads / 2;
     Ok(t.reshape((heads, half, 2, inp))?
         .transpose(1, 2)?
         .contiguous()?
-        .reshape((out, inp))?)
+        .reshape(shape)?)
 }
 
 #[cfg(test)]

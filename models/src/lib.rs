@@ -13,6 +13,7 @@ pub mod error;
 pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
+mod gguf_attention;
 mod gguf_tokenizer;
 pub mod gpt2;
 mod gpt2_layout;

@@ -60,16 +60,18 @@ fn gguf_name(hf: &str, arch: &str) -> String {
     format!("{mapped}.{kind}")
 }
 
-/// llama.cpp's `permute`: rows `(head, half, pair)` to `(head, pair, half)`.
+/// llama.cpp's `permute`: rows `(head, half, pair)` to `(head, pair, half)`, of a projection's
+/// weight or its bias.
 fn permute(t: &Tensor, heads: usize) -> Tensor {
-    let (out, inp) = t.dims2().unwrap();
+    let out = t.dim(0).unwrap();
+    let inp = t.elem_count() / out;
     t.reshape((heads, 2, out / heads / 2, inp))
         .unwrap()
         .transpose(1, 2)
         .unwrap()
         .contiguous()
         .unwrap()
-        .reshape((out, inp))
+        .reshape(t.shape())
         .unwrap()
 }
 
@@ -97,10 +99,9 @@ fn llama3_factors(p: &serde_json::Value, head_dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Writes `name`'s fixture as a GGUF of architecture `arch`, 2-D matrices as `matrices`, the
-/// vocabulary under `tokenizer.ggml.model = tokenizer_model`.
-fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str, path: &Path) {
-    let dir = fixture(name);
+/// Writes the checkpoint in `dir` as a GGUF of architecture `arch`, 2-D matrices as
+/// `matrices`, the vocabulary under `tokenizer.ggml.model = tokenizer_model`.
+fn write_gguf(dir: &Path, arch: &str, matrices: GgmlDType, tokenizer_model: &str, path: &Path) {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let tensors =
@@ -118,9 +119,10 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         }
         let gguf = gguf_name(hf, arch);
         let mut t = t.to_dtype(DType::F32).unwrap();
-        if arch == "llama" && gguf.ends_with("attn_q.weight") {
+        // llama.cpp permutes Llama's q/k weights and biases alike.
+        if arch == "llama" && gguf.contains("attn_q.") {
             t = permute(&t, heads as usize);
-        } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
+        } else if arch == "llama" && gguf.contains("attn_k.") {
             t = permute(&t, kv_heads as usize);
         }
         if arch.starts_with("gemma") && gguf.ends_with("norm.weight") {
@@ -262,17 +264,36 @@ fn write_gguf(name: &str, arch: &str, matrices: GgmlDType, tokenizer_model: &str
         ));
     }
     if arch == "gemma3" {
-        // The fixture's pattern (llama.cpp assumes 6 without the key) and linear scaling.
+        // The fixture's pattern (llama.cpp assumes 6 without the key).
         let kinds = config["layer_types"].as_array().unwrap();
         let first_global = kinds.iter().position(|k| k == "full_attention").unwrap();
         meta.push((
             key("attention.sliding_window_pattern"),
             Value::U32(first_global as u32 + 1),
         ));
-        if rope["rope_type"] == "linear" {
-            meta.push((key("rope.scaling.type"), Value::String("linear".into())));
-            let factor = rope["factor"].as_f64().unwrap() as f32;
-            meta.push((key("rope.scaling.factor"), Value::F32(factor)));
+    }
+    // Linear and YaRN scaling as llama.cpp's `TextModel.set_gguf_parameters` writes them (of
+    // Gemma-3's global layers).
+    if rope["rope_type"] == "linear" || rope["rope_type"] == "yarn" {
+        let kind = rope["rope_type"].as_str().unwrap();
+        meta.push((key("rope.scaling.type"), Value::String(kind.into())));
+        let factor = rope["factor"].as_f64().unwrap() as f32;
+        meta.push((key("rope.scaling.factor"), Value::F32(factor)));
+    }
+    if rope["rope_type"] == "yarn" {
+        let original = rope["original_max_position_embeddings"].as_u64().unwrap() as u32;
+        meta.push((
+            key("rope.scaling.original_context_length"),
+            Value::U32(original),
+        ));
+        for (hf, gguf) in [
+            ("beta_fast", "yarn_beta_fast"),
+            ("beta_slow", "yarn_beta_slow"),
+            ("attention_factor", "yarn_attn_factor"),
+        ] {
+            if let Some(v) = rope[hf].as_f64() {
+                meta.push((key(&format!("rope.scaling.{gguf}")), Value::F32(v as f32)));
+            }
         }
     }
     let types: Vec<Value> = tokens
@@ -349,13 +370,14 @@ fn check(name: &str, arch: &str) {
     check_against(name, arch, &fixture(name));
 }
 
-/// [`check`] against the safetensors model in `reference_dir`.
+/// The checkpoint in `reference_dir` written as GGUF files (f32 and Q8_0) loads to the model
+/// the safetensors checkpoint is.
 fn check_against(name: &str, arch: &str, reference_dir: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let reference = run(&load(reference_dir, WeightsDtype::Auto));
 
     let f32_path = dir.path().join("f32.gguf");
-    write_gguf(name, arch, GgmlDType::F32, "gpt2", &f32_path);
+    write_gguf(reference_dir, arch, GgmlDType::F32, "gpt2", &f32_path);
     let from_gguf = run(&load(&f32_path, WeightsDtype::Auto));
     assert_eq!(from_gguf.0, reference.0, "{name}: token ids");
     let d = worst(&from_gguf.1, &reference.1);
@@ -365,7 +387,7 @@ fn check_against(name: &str, arch: &str, reference_dir: &Path) {
     );
 
     let q8_path = dir.path().join("q8.gguf");
-    write_gguf(name, arch, GgmlDType::Q8_0, "gpt2", &q8_path);
+    write_gguf(reference_dir, arch, GgmlDType::Q8_0, "gpt2", &q8_path);
     let held = run(&load(&q8_path, WeightsDtype::Auto));
     let dense = run(&load(&q8_path, WeightsDtype::F32));
     let d = worst(&held.1, &dense.1);
@@ -434,13 +456,62 @@ fn qwen3_from_gguf_is_the_safetensors_model() {
     check("tiny_qwen3", "qwen3");
 }
 
+/// A copy of fixture `name` whose config's `rope_parameters` are `rope` (the reference is
+/// glassbox on that safetensors checkpoint, whose rotary scalings are at parity with
+/// `transformers`).
+fn with_rope(name: &str, rope: serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture(name).join(file), dir.path().join(file)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap())
+            .unwrap();
+    config["rope_parameters"] = rope;
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+/// Linear and YaRN rotary scaling reach a GGUF only as `rope.scaling.*` metadata (llama.cpp's
+/// converter writes them for every architecture); read past, every position would rotate as if
+/// unscaled. YaRN here with an 8-token original context, shorter than the texts, and its
+/// converter-written betas and attention factor.
+#[test]
+fn linear_and_yarn_scaling_from_gguf_metadata_rotate_as_the_checkpoint() {
+    let linear = with_rope(
+        "tiny_qwen3",
+        serde_json::json!({"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0}),
+    );
+    check_against("tiny_qwen3 (linear)", "qwen3", linear.path());
+    let yarn = with_rope(
+        "tiny_olmo2",
+        serde_json::json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 500000.0,
+            "original_max_position_embeddings": 8, "beta_fast": 16.0, "beta_slow": 2.0,
+            "attention_factor": 1.2}),
+    );
+    check_against("tiny_olmo2 (yarn)", "olmo2", yarn.path());
+}
+
+/// llama.cpp permutes the rows of a Llama q/k projection's bias as it does the weight's (Llama
+/// checkpoints with `attention_bias`, Qwen-style blocks converted as `llama`): Qwen2's biased
+/// blocks written as a `llama` GGUF load to the Qwen2 checkpoint, here with YaRN scaling too.
+#[test]
+fn llama_gguf_q_k_biases_are_unpermuted_like_their_weights() {
+    let dir = with_rope(
+        "tiny_qwen2",
+        serde_json::json!({"rope_type": "yarn", "factor": 2.0, "rope_theta": 1000000.0,
+            "original_max_position_embeddings": 8}),
+    );
+    check_against("tiny_qwen2 as llama", "llama", dir.path());
+}
+
 /// A vocabulary glassbox cannot rebuild from the metadata (T5's unigram `t5`) is refused naming
 /// what to do; with the model's `tokenizer.json` beside the file, that one is used.
 #[test]
 fn a_gguf_tokenizer_that_cannot_be_rebuilt_falls_back_to_tokenizer_json_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "t5", &path);
+    write_gguf(&fixture("tiny_qwen3"), "qwen3", GgmlDType::F32, "t5", &path);
     let spec: ModelSpec = path.to_str().unwrap().parse().unwrap();
     let e = load_model(resolve(&spec).unwrap(), LoadOptions::default())
         .err()
@@ -464,7 +535,13 @@ fn a_gguf_tokenizer_that_cannot_be_rebuilt_falls_back_to_tokenizer_json_beside_i
 fn a_tokenizer_json_beside_a_gguf_is_taken_over_its_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    write_gguf("tiny_qwen3", "qwen3", GgmlDType::F32, "gpt2", &path);
+    write_gguf(
+        &fixture("tiny_qwen3"),
+        "qwen3",
+        GgmlDType::F32,
+        "gpt2",
+        &path,
+    );
     let (rebuilt, _) = run(&load(&path, WeightsDtype::Auto));
     let mut json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("tiny_qwen3").join("tokenizer.json")).unwrap(),
