@@ -12,9 +12,9 @@
 //! layout; they are permuted back here so the `rotate_half` forward applies unchanged.
 
 use crate::gguf_attention;
+use crate::gguf_split::GgufParts;
 use crate::quantized::QuantizedMatrix;
 use crate::{ModelError, Result};
-use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -70,9 +70,8 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         path: path.to_path_buf(),
         message,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let content =
-        Content::read(&mut file).map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    let parts = GgufParts::open(path).map_err(bad)?;
+    let content = parts.content();
     let meta = |key: &str| content.metadata.get(key);
     let arch = meta("general.architecture")
         .and_then(|v| v.to_string().ok())
@@ -85,7 +84,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             supported: GGUF_ARCHITECTURES.join(", "),
         });
     }
-    for (name, info) in &content.tensor_infos {
+    for (name, info) in parts.tensor_infos() {
         if !supported(info.ggml_dtype) {
             return Err(bad(format!(
                 "tensor `{name}` is quantised as {:?}, which glassbox cannot dequantise; supported: {}",
@@ -120,7 +119,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             .unwrap_or(hidden / heads.max(1)),
     };
     let id = |key: &str| meta(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok());
-    let tied = !content.tensor_infos.contains_key("output.weight");
+    let tied = !parts.contains("output.weight");
     let mut config = json!({
         "model_type": arch,
         "vocab_size": vocab,
@@ -158,7 +157,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         config["sliding_window"] = json!(u("attention.sliding_window").ok());
         config["hidden_activation"] = json!("gelu_pytorch_tanh");
         let per_layer =
-            gguf_attention::window_layers(&content, &arch, u("block_count")?).map_err(bad)?;
+            gguf_attention::window_layers(content, &arch, u("block_count")?).map_err(bad)?;
         if arch == "gemma3" {
             config["model_type"] = json!("gemma3_text");
             if per_layer.is_none() {
@@ -173,35 +172,35 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     } else {
         config["hidden_act"] = json!("silu");
         if arch != "phi3" {
-            gguf_attention::refuse_window(&content, &arch).map_err(bad)?;
+            gguf_attention::refuse_window(content, &arch).map_err(bad)?;
         }
     }
     // Linear and YaRN scaling (Gemma-3: its global layers'); Phi-3's longrope is its factor
     // tensors, read below.
-    if let Some(scaling) = gguf_attention::rope_scaling(&content, &arch).map_err(bad)? {
+    if let Some(scaling) = gguf_attention::rope_scaling(content, &arch).map_err(bad)? {
         config["rope_scaling"] = scaling;
     }
     let device = Device::Cpu;
     if arch == "phi3" {
-        phi3_config(&mut config, &content, &mut file, head_dim).map_err(bad)?;
+        phi3_config(&mut config, &parts, head_dim).map_err(bad)?;
     }
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
+    if parts.contains("rope_freqs.weight") {
         if arch != "llama" {
             return Err(bad(format!(
                 "`rope_freqs.weight` (per-pair rotary factors) is read for llama GGUFs only, not {arch}"
             )));
         }
         // Llama-3.1-style scaling as llama.cpp converts it: per-pair divisors of the frequencies.
-        let factors = vector(&content, &mut file, "rope_freqs.weight").map_err(bad)?;
+        let factors = vector(&parts, "rope_freqs.weight").map_err(bad)?;
         config["rope_freq_factors"] = json!(factors);
     }
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
-    for name in content.tensor_infos.keys() {
+    for (name, _) in parts.tensor_infos() {
         let Some(hf) = hf_name(name, &arch) else {
             continue; // rope_freqs / rope_factors_* went into the config above
         };
-        let q = content
-            .tensor(&mut file, name, &device)
+        let q = parts
+            .tensor(name, &device)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         // llama.cpp permuted Llama's q/k rows (weights and biases) for its interleaved rotary
         // layout.
@@ -254,7 +253,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         }
         tensors.insert(hf, t);
     }
-    let tokenizer = crate::gguf_tokenizer::rebuild(&arch, &content, &tokens);
+    let tokenizer = crate::gguf_tokenizer::rebuild(&arch, content, &tokens);
     Ok(GgufModel {
         config,
         tensors,
@@ -269,11 +268,10 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
 /// the original context and the attention factor it computed from the config.
 fn phi3_config(
     config: &mut serde_json::Value,
-    content: &Content,
-    file: &mut std::fs::File,
+    parts: &GgufParts,
     head_dim: u64,
 ) -> std::result::Result<(), String> {
-    let meta = |key: &str| content.metadata.get(&format!("phi3.{key}"));
+    let meta = |key: &str| parts.content().metadata.get(&format!("phi3.{key}"));
     let int = |key: &str| meta(key).and_then(unsigned);
     if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
         if rotated > head_dim || rotated % 2 == 1 {
@@ -284,9 +282,9 @@ fn phi3_config(
         config["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
     }
     config["sliding_window"] = json!(int("attention.sliding_window").filter(|&w| w > 0));
-    let mut factors = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
-        match content.tensor_infos.contains_key(name) {
-            true => vector(content, file, name).map(Some),
+    let factors = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
+        match parts.contains(name) {
+            true => vector(parts, name).map(Some),
             false => Ok(None),
         }
     };
@@ -326,13 +324,9 @@ fn unsigned(v: &candle_core::quantized::gguf_file::Value) -> Option<u64> {
 }
 
 /// A small tensor of the file (rotary factors) as f32 values, whatever it is stored as.
-fn vector(
-    content: &Content,
-    file: &mut std::fs::File,
-    name: &str,
-) -> std::result::Result<Vec<f32>, String> {
-    content
-        .tensor(file, name, &Device::Cpu)
+fn vector(parts: &GgufParts, name: &str) -> std::result::Result<Vec<f32>, String> {
+    parts
+        .tensor(name, &Device::Cpu)
         .and_then(|q| q.dequantize(&Device::Cpu))
         .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
         .map_err(|e| format!("tensor `{name}`: {e}"))

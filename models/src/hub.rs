@@ -137,7 +137,8 @@ fn gguf_model(id: String, revision: String, source: &'static str, file: PathBuf)
     }
 }
 
-/// The single `.gguf` file in `dir`, if there is exactly one.
+/// The single `.gguf` file in `dir`, if there is exactly one — or the first part of the one
+/// split set (`NAME-00001-of-0000N.gguf` …) the folder holds.
 fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -148,6 +149,16 @@ fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
         })
         .unwrap_or_default();
     found.sort();
+    let parts: Vec<_> = found
+        .iter()
+        .filter_map(|p| crate::gguf_split::split_name(p))
+        .collect();
+    if found.len() > 1 && parts.len() == found.len() {
+        let (prefix, _, count) = &parts[0];
+        if parts.iter().all(|(p, _, n)| p == prefix && n == count) {
+            return Ok(Some(found.swap_remove(0)));
+        }
+    }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
@@ -256,6 +267,12 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     };
     if let Some(file) = file {
         let path = fetch(file)?;
+        // A split GGUF named by its first part: its other parts come into the same snapshot.
+        if let Some((prefix, 1, count)) = crate::gguf_split::split_name(Path::new(file)) {
+            for k in 2..=count {
+                fetch(&crate::gguf_split::part_name(&prefix, k, count))?;
+            }
+        }
         let rev = snapshot_revision(&path).unwrap_or_else(|| revision.to_owned());
         return Ok(gguf_model(id.to_owned(), rev, "hub", path));
     }

@@ -102,6 +102,21 @@ fn llama3_factors(p: &serde_json::Value, head_dim: usize) -> Vec<f32> {
 /// Writes the checkpoint in `dir` as a GGUF of architecture `arch`, 2-D matrices as
 /// `matrices`, the vocabulary under `tokenizer.ggml.model = tokenizer_model`.
 fn write_gguf(dir: &Path, arch: &str, matrices: GgmlDType, tokenizer_model: &str, path: &Path) {
+    write_gguf_parts(dir, arch, matrices, tokenizer_model, path, 1);
+}
+
+/// [`write_gguf`] as `parts` files the way llama.cpp's `gguf-split` cuts one: `path`'s stem
+/// `-0000K-of-0000N.gguf`, all metadata in the first, the tensors dealt out in turn, each part
+/// with `split.no`, `split.count` and `split.tensors.count` (one part: `path` itself, no split
+/// keys).
+fn write_gguf_parts(
+    dir: &Path,
+    arch: &str,
+    matrices: GgmlDType,
+    tokenizer_model: &str,
+    path: &Path,
+    parts: usize,
+) {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let tensors =
@@ -303,11 +318,37 @@ fn write_gguf(dir: &Path, arch: &str, matrices: GgmlDType, tokenizer_model: &str
     meta.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
     let tokens: Vec<Value> = tokens.into_iter().map(Value::String).collect();
     meta.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens)));
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> =
-        quantized.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+    if parts == 1 {
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            quantized.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut f = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+        return;
+    }
+    let stem = path.file_stem().unwrap().to_str().unwrap();
+    let total = Value::I32(quantized.len() as i32);
+    let count = Value::U16(parts as u16);
+    for k in 0..parts {
+        let no = Value::U16(k as u16);
+        let mut meta_refs: Vec<(&str, &Value)> = vec![
+            ("split.no", &no),
+            ("split.count", &count),
+            ("split.tensors.count", &total),
+        ];
+        if k == 0 {
+            meta_refs.extend(meta.iter().map(|(key, v)| (key.as_str(), v)));
+        }
+        let tensor_refs: Vec<(&str, &QTensor)> = quantized
+            .iter()
+            .skip(k)
+            .step_by(parts)
+            .map(|(key, v)| (key.as_str(), v))
+            .collect();
+        let name = format!("{stem}-{:05}-of-{parts:05}.gguf", k + 1);
+        let mut f = std::fs::File::create(path.with_file_name(name)).unwrap();
+        gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+    }
 }
 
 fn load(path: &Path, weights_dtype: WeightsDtype) -> LoadedModel {
@@ -503,6 +544,72 @@ fn llama_gguf_q_k_biases_are_unpermuted_like_their_weights() {
             "original_max_position_embeddings": 8}),
     );
     check_against("tiny_qwen2 as llama", "llama", dir.path());
+}
+
+/// A checkpoint cut into parts by `gguf-split` loads from its first part — or from the folder
+/// holding the set — to the model the single file is, from f32 tensors and Q8_0 blocks.
+#[test]
+fn a_split_gguf_loads_as_the_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (matrices, tag) in [(GgmlDType::F32, "f32"), (GgmlDType::Q8_0, "q8")] {
+        let single = dir.path().join(format!("{tag}.gguf"));
+        write_gguf(&fixture("tiny_qwen3"), "qwen3", matrices, "gpt2", &single);
+        let split_dir = dir.path().join(tag);
+        std::fs::create_dir(&split_dir).unwrap();
+        let split = split_dir.join("m.gguf");
+        write_gguf_parts(&fixture("tiny_qwen3"), "qwen3", matrices, "gpt2", &split, 3);
+        let want = run(&load(&single, WeightsDtype::Auto));
+        for spec in [split_dir.join("m-00001-of-00003.gguf"), split_dir.clone()] {
+            let got = run(&load(&spec, WeightsDtype::Auto));
+            assert_eq!(got.0, want.0, "{tag}: token ids");
+            assert_eq!(worst(&got.1, &want.1), 0.0, "{tag}: {}", spec.display());
+        }
+    }
+}
+
+/// A split GGUF in a Hugging Face cache: named by its first part (`ORG/NAME:FILE`, whose other
+/// parts are fetched with it) or as a GGUF-only repo holding the one set, it loads as the
+/// single file. (The only test in this binary that sets `HF_HOME`; the others load local
+/// paths, which never read it.)
+#[test]
+fn a_split_gguf_resolves_from_the_hub_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let single = tmp.path().join("single.gguf");
+    write_gguf(
+        &fixture("tiny_qwen3"),
+        "qwen3",
+        GgmlDType::Q8_0,
+        "gpt2",
+        &single,
+    );
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let repo = tmp.path().join("hf/hub/models--org--tiny-split-GGUF");
+    let snap = repo.join("snapshots").join(sha);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), sha).unwrap();
+    let first = snap.join("m.gguf");
+    write_gguf_parts(
+        &fixture("tiny_qwen3"),
+        "qwen3",
+        GgmlDType::Q8_0,
+        "gpt2",
+        &first,
+        2,
+    );
+    std::env::set_var("HF_HOME", tmp.path().join("hf"));
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let want = run(&load(&single, WeightsDtype::Auto));
+    for id in [
+        "org/tiny-split-GGUF:m-00001-of-00002.gguf",
+        "org/tiny-split-GGUF",
+    ] {
+        let spec: ModelSpec = id.parse().unwrap();
+        let resolved = resolve(&spec).unwrap();
+        assert!(resolved.weights.ends_with("m-00001-of-00002.gguf"), "{id}");
+        let model = load_model(resolved, LoadOptions::default()).unwrap();
+        assert_eq!(worst(&run(&model).1, &want.1), 0.0, "{id}");
+    }
 }
 
 /// A vocabulary glassbox cannot rebuild from the metadata (T5's unigram `t5`) is refused naming
