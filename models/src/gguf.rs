@@ -182,7 +182,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     }
     let device = Device::Cpu;
     if arch == "phi3" {
-        phi3_config(&mut config, &parts, head_dim).map_err(bad)?;
+        gguf_attention::phi3_config(&mut config, &parts, head_dim).map_err(bad)?;
     }
     if parts.contains("rope_freqs.weight") {
         if arch != "llama" {
@@ -191,7 +191,7 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             )));
         }
         // Llama-3.1-style scaling as llama.cpp converts it: per-pair divisors of the frequencies.
-        let factors = vector(&parts, "rope_freqs.weight").map_err(bad)?;
+        let factors = parts.vector("rope_freqs.weight").map_err(bad)?;
         config["rope_freq_factors"] = json!(factors);
     }
     let (mut tensors, mut quantized) = (HashMap::new(), HashMap::new());
@@ -209,10 +209,21 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
             .or_else(|| name.strip_suffix(".bias"))
             .and_then(|n| n.rsplit('.').next())
         {
-            Some("attn_q") if arch == "llama" => Some(heads as usize),
-            Some("attn_k") if arch == "llama" => Some(kv_heads as usize),
+            Some("attn_q") if arch == "llama" => Some((heads as usize, "head_count")),
+            Some("attn_k") if arch == "llama" => Some((kv_heads as usize, "head_count_kv")),
             _ => None,
         };
+        // The permutation pairs rows within each head: a head count that does not cut the
+        // rows into whole pairs is metadata at odds with the tensor.
+        if let Some((heads, key)) = permuted_heads {
+            let rows = q.shape().dims().first().copied().unwrap_or(0);
+            if heads == 0 || rows % (2 * heads) != 0 {
+                return Err(bad(format!(
+                    "tensor `{name}` has {rows} rows, which metadata `{arch}.attention.{key}` = {heads} does not cut into heads of whole rotary pairs"
+                )));
+            }
+        }
+        let permuted_heads = permuted_heads.map(|(heads, _)| heads);
         // Matrices only: a quantised vector (llama.cpp keeps norms and biases in f32 anyway)
         // is dequantised like any other tensor.
         if holding == Holding::Blocks
@@ -262,74 +273,9 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
     })
 }
 
-/// Phi-3's config fields from llama.cpp's metadata (its `Phi3MiniModel` converter): the
-/// partial rotary as `rope.dimension_count` of a head; the window, 0 for none (Phi-4); longrope
-/// (`su`) scaling as `rope_factors_short`/`rope_factors_long` tensors of per-pair factors with
-/// the original context and the attention factor it computed from the config.
-fn phi3_config(
-    config: &mut serde_json::Value,
-    parts: &GgufParts,
-    head_dim: u64,
-) -> std::result::Result<(), String> {
-    let meta = |key: &str| parts.content().metadata.get(&format!("phi3.{key}"));
-    let int = |key: &str| meta(key).and_then(unsigned);
-    if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
-        if rotated > head_dim || rotated % 2 == 1 {
-            return Err(format!(
-                "metadata `phi3.rope.dimension_count` is {rotated}, which cannot be the rotated part of {head_dim}-wide heads"
-            ));
-        }
-        config["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
-    }
-    config["sliding_window"] = json!(int("attention.sliding_window").filter(|&w| w > 0));
-    let factors = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
-        match parts.contains(name) {
-            true => vector(parts, name).map(Some),
-            false => Ok(None),
-        }
-    };
-    match (
-        factors("rope_factors_short.weight")?,
-        factors("rope_factors_long.weight")?,
-    ) {
-        (None, None) => {}
-        (Some(short), Some(long)) => {
-            let original = int("rope.scaling.original_context_length").ok_or(
-                "longrope factors without metadata `phi3.rope.scaling.original_context_length`",
-            )?;
-            let mut scaling = json!({
-                "rope_type": "longrope",
-                "short_factor": short,
-                "long_factor": long,
-                "original_max_position_embeddings": original,
-            });
-            if let Some(a) = meta("rope.scaling.attn_factor").and_then(|v| v.to_f32().ok()) {
-                scaling["attention_factor"] = json!(a as f64);
-            }
-            config["original_max_position_embeddings"] = json!(original);
-            config["rope_scaling"] = scaling;
-        }
-        _ => {
-            return Err(
-                "one of `rope_factors_short.weight` / `rope_factors_long.weight` without the other; longrope needs both".into(),
-            )
-        }
-    }
-    Ok(())
-}
-
 /// A metadata integer, written as u32 or u64 by different converters.
-fn unsigned(v: &candle_core::quantized::gguf_file::Value) -> Option<u64> {
+pub(crate) fn unsigned(v: &candle_core::quantized::gguf_file::Value) -> Option<u64> {
     v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))
-}
-
-/// A small tensor of the file (rotary factors) as f32 values, whatever it is stored as.
-fn vector(parts: &GgufParts, name: &str) -> std::result::Result<Vec<f32>, String> {
-    parts
-        .tensor(name, &Device::Cpu)
-        .and_then(|q| q.dequantize(&Device::Cpu))
-        .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
-        .map_err(|e| format!("tensor `{name}`: {e}"))
 }
 
 /// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's
@@ -481,6 +427,34 @@ mod tests {
         write(&[], 12);
         let e = read(&path, Holding::Blocks).err().unwrap().to_string();
         assert!(e.contains("phi3.rope.dimension_count"), "{e}");
+    }
+
+    /// A Llama q/k tensor whose rows the metadata's head count cannot cut into rotary pairs
+    /// is named with the key, not left to fail inside the un-permutation.
+    #[test]
+    fn a_head_count_at_odds_with_q_k_rows_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let t = Tensor::ones((8, 32), DType::F32, &Device::Cpu).unwrap();
+        let k = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+        let (arch, width, heads) = (Value::String("llama".into()), Value::U32(32), Value::U32(4));
+        let (kv, one) = (Value::U32(3), Value::U32(1));
+        let meta = [
+            ("general.architecture", &arch),
+            ("llama.embedding_length", &width),
+            ("llama.feed_forward_length", &width),
+            ("llama.context_length", &width),
+            ("llama.attention.head_count", &heads),
+            ("llama.attention.head_count_kv", &kv),
+            ("llama.block_count", &one),
+        ];
+        let mut f = std::fs::File::create(&path).unwrap();
+        gguf_file::write(&mut f, &meta, &[("blk.0.attn_k.weight", &k)]).unwrap();
+        let e = read(&path, Holding::Blocks).err().unwrap().to_string();
+        assert!(
+            e.contains("blk.0.attn_k.weight") && e.contains("llama.attention.head_count_kv"),
+            "{e}"
+        );
     }
 
     #[test]

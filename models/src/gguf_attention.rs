@@ -2,9 +2,10 @@
 //! metadata back into `config.json` fields: `{arch}.rope.scaling.*` (written by llama.cpp's
 //! converter, `TextModel.set_gguf_parameters`, from the checkpoint's `rope_parameters`) as
 //! `rope_scaling`, and `{arch}.attention.sliding_window(_pattern)` as `sliding_window` and
-//! `layer_types`. What glassbox cannot honour is refused naming the key — a scaling read past
+//! `layer_types`; Phi-3's partial rotary, window and longrope factor tensors. What glassbox cannot honour is refused naming the key — a scaling read past
 //! would rotate every position wrongly with nothing to show for it.
 
+use crate::gguf_split::GgufParts;
 use candle_core::quantized::gguf_file::{Content, Value};
 use serde_json::{json, Value as Json};
 
@@ -136,6 +137,62 @@ pub(crate) fn refuse_window(content: &Content, arch: &str) -> Result<(), String>
         )),
         _ => Ok(()),
     }
+}
+
+/// Phi-3's config fields from llama.cpp's metadata (its `Phi3MiniModel` converter): the
+/// partial rotary as `rope.dimension_count` of a head; the window, 0 for none (Phi-4); longrope
+/// (`su`) scaling as `rope_factors_short`/`rope_factors_long` tensors of per-pair factors with
+/// the original context and the attention factor it computed from the config.
+pub(crate) fn phi3_config(
+    config: &mut serde_json::Value,
+    parts: &GgufParts,
+    head_dim: u64,
+) -> std::result::Result<(), String> {
+    let meta = |key: &str| parts.content().metadata.get(&format!("phi3.{key}"));
+    let int = |key: &str| meta(key).and_then(crate::gguf::unsigned);
+    if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
+        if rotated > head_dim || rotated % 2 == 1 {
+            return Err(format!(
+                "metadata `phi3.rope.dimension_count` is {rotated}, which cannot be the rotated part of {head_dim}-wide heads"
+            ));
+        }
+        config["partial_rotary_factor"] = json!(rotated as f64 / head_dim as f64);
+    }
+    config["sliding_window"] = json!(int("attention.sliding_window").filter(|&w| w > 0));
+    let factors = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
+        match parts.contains(name) {
+            true => parts.vector(name).map(Some),
+            false => Ok(None),
+        }
+    };
+    match (
+        factors("rope_factors_short.weight")?,
+        factors("rope_factors_long.weight")?,
+    ) {
+        (None, None) => {}
+        (Some(short), Some(long)) => {
+            let original = int("rope.scaling.original_context_length").ok_or(
+                "longrope factors without metadata `phi3.rope.scaling.original_context_length`",
+            )?;
+            let mut scaling = json!({
+                "rope_type": "longrope",
+                "short_factor": short,
+                "long_factor": long,
+                "original_max_position_embeddings": original,
+            });
+            if let Some(a) = meta("rope.scaling.attn_factor").and_then(|v| v.to_f32().ok()) {
+                scaling["attention_factor"] = json!(a as f64);
+            }
+            config["original_max_position_embeddings"] = json!(original);
+            config["rope_scaling"] = scaling;
+        }
+        _ => {
+            return Err(
+                "one of `rope_factors_short.weight` / `rope_factors_long.weight` without the other; longrope needs both".into(),
+            )
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

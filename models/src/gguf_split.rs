@@ -152,6 +152,18 @@ impl GgufParts {
         self.owner.contains_key(name)
     }
 
+    /// A small tensor (rotary factors) as f32 values, whatever it is stored as.
+    pub fn vector(&self, name: &str) -> Result<Vec<f32>, String> {
+        self.tensor(name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| {
+                t.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()
+            })
+            .map_err(|e| format!("tensor `{name}`: {e}"))
+    }
+
     /// Tensor `name`, read from the part that holds it.
     pub fn tensor(&self, name: &str, device: &Device) -> candle_core::Result<QTensor> {
         let Some(&i) = self.owner.get(name) else {
