@@ -312,6 +312,12 @@ fuzz-gguf first="0" last="3" outtype="f32":
     @just _python-env .venv-ref "torch transformers tokenizers captum pillow sentencepiece protobuf pyarrow pandas numpy tqdm pyyaml requests safetensors"
     .venv-ref/bin/python scripts/fuzz_gguf.py {{first}} {{last}} {{outtype}}
 
+# Regenerate the PEFT LoRA adapter fixtures (tests/fixtures/tiny_{llama,qwen2,gpt2}_lora) and
+# PEFT's unmerged outputs.
+reference-lora:
+    @just _python-env .venv-ref "torch transformers tokenizers peft safetensors"
+    cd scripts && ../.venv-ref/bin/python reference_lora.py
+
 # Regenerate the tiny BERT and Llama sequence classifiers and their Captum references
 # (tests/fixtures/tiny_{bert,llama}_classifier).
 reference-classifiers *names:

@@ -84,6 +84,9 @@ pub struct ResolvedModel {
     pub config: PathBuf,
     pub tokenizer: PathBuf,
     pub weights: PathBuf,
+    /// A PEFT LoRA adapter's `adapter_config.json` (its weights beside it) to merge into the
+    /// base model the other paths name; `id`, `revision` and `source` are then the adapter's.
+    pub adapter: Option<PathBuf>,
 }
 
 const CONFIG: &str = "config.json";
@@ -134,6 +137,7 @@ fn gguf_model(id: String, revision: String, source: &'static str, file: PathBuf)
         config: file.clone(),
         tokenizer: file.clone(),
         weights: file,
+        adapter: None,
     }
 }
 
@@ -176,7 +180,78 @@ fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
     }
 }
 
+/// A LoRA adapter in `dir` on the base model its config names (a path — absolute, or relative
+/// to the adapter — else a Hub id), with the adapter's identity; its own tokenizer, when it
+/// ships one, over the base's.
+fn resolve_adapter(
+    dir: &Path,
+    id: String,
+    revision: String,
+    source: &'static str,
+) -> Result<ResolvedModel> {
+    let config_path = dir.join(crate::lora::ADAPTER_CONFIG);
+    let weights = dir.join(crate::lora::ADAPTER_WEIGHTS);
+    if !weights.is_file() {
+        return Err(ModelError::Config {
+            path: weights,
+            message: "missing: a LoRA adapter folder needs adapter_config.json and adapter_model.safetensors".into(),
+        });
+    }
+    let config = crate::lora::LoraConfig::read(&config_path)?;
+    let named = Path::new(&config.base);
+    let local = if named.is_absolute() {
+        Some(named.to_path_buf())
+    } else {
+        Some(dir.join(named)).filter(|p| p.exists())
+    };
+    let base_spec = match local {
+        Some(path) => ModelSpec::Local(path),
+        None => config.base.parse().map_err(|e: ModelError| ModelError::Config {
+            path: config_path.clone(),
+            message: format!(
+                "`base_model_name_or_path` `{}` is neither a path beside the adapter nor a Hub id: {e}",
+                config.base
+            ),
+        })?,
+    };
+    let base = resolve(&base_spec).map_err(|e| ModelError::Config {
+        path: config_path.clone(),
+        message: format!(
+            "its base model `{}` (`base_model_name_or_path`) does not resolve: {e}",
+            config.base
+        ),
+    })?;
+    if base.adapter.is_some() {
+        return Err(ModelError::Config {
+            path: config_path,
+            message: format!(
+                "the base model `{}` is itself a LoRA adapter; merge it into its own base first (PEFT's `merge_and_unload`)",
+                config.base
+            ),
+        });
+    }
+    let own_tokenizer = dir.join(TOKENIZER);
+    Ok(ResolvedModel {
+        id,
+        revision,
+        source,
+        tokenizer: if own_tokenizer.is_file() {
+            own_tokenizer
+        } else {
+            base.tokenizer
+        },
+        adapter: Some(config_path),
+        ..base
+    })
+}
+
 fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
+    if dir.is_dir()
+        && dir.join(crate::lora::ADAPTER_CONFIG).is_file()
+        && !dir.join(CONFIG).is_file()
+    {
+        return resolve_adapter(dir, dir.display().to_string(), "local".into(), "local");
+    }
     if dir.is_file() && dir.extension().is_some_and(|e| e == "gguf") {
         return Ok(gguf_model(
             dir.display().to_string(),
@@ -222,7 +297,17 @@ fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
         config,
         tokenizer: dir.join(TOKENIZER),
         weights,
+        adapter: None,
     })
+}
+
+/// A LoRA adapter repo's `adapter_config.json`, with its weights (and tokenizer, when it has
+/// one) fetched beside it; `None` when the repo has no adapter.
+fn adapter_repo(fetch: &mut impl FnMut(&str) -> Result<PathBuf>) -> Option<PathBuf> {
+    let config = fetch(crate::lora::ADAPTER_CONFIG).ok()?;
+    fetch(crate::lora::ADAPTER_WEIGHTS).ok()?;
+    let _ = fetch(TOKENIZER);
+    Some(config)
 }
 
 fn offline() -> bool {
@@ -278,6 +363,13 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     }
     let config = match fetch(CONFIG) {
         Ok(config) => config,
+        // No config.json but an adapter config: a LoRA adapter repo, on the base it names.
+        Err(e) if adapter_repo(&mut fetch).is_some() => {
+            let adapter = adapter_repo(&mut fetch).ok_or(e)?;
+            let rev = snapshot_revision(&adapter).unwrap_or_else(|| revision.to_owned());
+            let dir = adapter.parent().unwrap_or(Path::new("."));
+            return resolve_adapter(dir, id.to_owned(), rev, "hub");
+        }
         // No config.json: a GGUF-only repo, if its snapshot holds exactly one GGUF file.
         Err(e) => match cached_snapshot(&cache, &repo, revision).map(|d| single_gguf(&d)) {
             Some(Ok(Some(path))) => {
@@ -341,6 +433,7 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
         config,
         tokenizer,
         weights,
+        adapter: None,
     })
 }
 

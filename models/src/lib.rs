@@ -26,6 +26,7 @@ mod huge_pages;
 pub mod kernels;
 mod layers;
 pub mod llama;
+pub mod lora;
 pub mod model;
 pub mod neox;
 pub mod olmo2;
@@ -97,6 +98,36 @@ pub fn weights_sha256(path: &std::path::Path) -> Result<String> {
     Ok(glassbox_data::hash::sha256_bytes(
         parts.join("\n").as_bytes(),
     ))
+}
+
+/// The hash that pins a resolved model: its weights' ([`weights_sha256`]), joined with the other
+/// parts of a split GGUF and a LoRA adapter's config and weights where there are any (a plain
+/// checkpoint's hash is its weights' alone).
+pub fn model_sha256(resolved: &ResolvedModel) -> Result<String> {
+    let hash = |p: &std::path::Path| {
+        glassbox_data::hash::sha256_file(p).map_err(|e| ModelError::Weights {
+            path: p.to_path_buf(),
+            message: format!("cannot hash: {e}"),
+        })
+    };
+    let mut parts = vec![weights_sha256(&resolved.weights)?];
+    if let Some((prefix, 1, count)) = gguf_split::split_name(&resolved.weights) {
+        for k in 2..=count {
+            parts.push(hash(
+                &resolved
+                    .weights
+                    .with_file_name(gguf_split::part_name(&prefix, k, count)),
+            )?);
+        }
+    }
+    if let Some(adapter) = &resolved.adapter {
+        parts.push(hash(adapter)?);
+        parts.push(hash(&adapter.with_file_name(lora::ADAPTER_WEIGHTS))?);
+    }
+    Ok(match parts.len() {
+        1 => parts.remove(0),
+        _ => glassbox_data::hash::sha256_bytes(parts.join("\n").as_bytes()),
+    })
 }
 
 #[cfg(test)]

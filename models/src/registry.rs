@@ -316,6 +316,19 @@ fn load_model_with(
             keep_for(&model_type, options.weights_dtype)?,
         )?,
     };
+    let mut notes = Vec::new();
+    if let Some(adapter) = &resolved.adapter {
+        let lora = crate::lora::LoraConfig::read(adapter)?;
+        let merged = crate::lora::merge(
+            &lora,
+            &adapter.with_file_name(crate::lora::ADAPTER_WEIGHTS),
+            &mut weights,
+        )?;
+        notes.push(format!(
+            "LoRA adapter merged into {}: {merged} weights changed",
+            lora.base
+        ));
+    }
     edit(&mut weights)?;
     match modality_of(&model_type).ok_or_else(unsupported)? {
         Modality::Vision => {
@@ -336,7 +349,7 @@ fn load_model_with(
                 model,
                 pad_id: 0,
                 device,
-                notes: Vec::new(),
+                notes,
             })
         }
         Modality::Text => {
@@ -387,15 +400,12 @@ fn load_model_with(
                     ),
                 });
             }
-            let notes = unread_head
-                .map(|head| {
-                    format!(
-                        "the checkpoint is {head}: glassbox does not run that head (its outputs are per token) and reads the {} model under it — hidden states at every hook, no classes",
-                        model.family()
-                    )
-                })
-                .into_iter()
-                .collect();
+            notes.extend(unread_head.map(|head| {
+                format!(
+                    "the checkpoint is {head}: glassbox does not run that head (its outputs are per token) and reads the {} model under it — hidden states at every hook, no classes",
+                    model.family()
+                )
+            }));
             Ok(LoadedModel {
                 resolved,
                 model,

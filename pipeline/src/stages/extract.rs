@@ -112,7 +112,7 @@ pub(super) fn prepare(
     let (dtype, compression, pools) = (s.dtype, s.compression, s.pools.clone());
     let spec: ModelSpec = req.model.parse()?;
     let resolved = resolve(&spec)?;
-    let weights_sha256 = glassbox_models::weights_sha256(&resolved.weights)?;
+    let weights_sha256 = glassbox_models::model_sha256(&resolved)?;
 
     // The hook list needs the model; loading is cheap next to extraction.
     let options = LoadOptions {

@@ -126,7 +126,7 @@ pub fn run_patch_parts(
     let pairs = read_pairs(&settings.pairs)?;
     let spec: ModelSpec = model.parse()?;
     let resolved = resolve(&spec)?;
-    let weights_sha256 = glassbox_models::weights_sha256(&resolved.weights)?;
+    let weights_sha256 = glassbox_models::model_sha256(&resolved)?;
     // The run's own model is held and computed as extraction held it.
     let options = LoadOptions {
         max_length: None,
