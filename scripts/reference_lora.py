@@ -7,6 +7,11 @@ forward, for glassbox's adapter merge (models/src/lora.rs):
   tiny_qwen2_lora   on tiny_qwen2 (untied head): q/v adapted, an embedding LoRA, the head
                     trained whole (`modules_to_save`)
   tiny_gpt2_lora    on tiny_gpt2: GPT-2's Conv1D layers adapted (`fan_in_fan_out`)
+  tiny_vit_lora     on tiny_vit: attention and MLP adapted under transformers 5's module names
+                    (`vit.layers.N.attention.q_proj`, `mlp.fc1`, …, which the checkpoint calls
+                    `vit.encoder.layer.N.attention.attention.query`, `intermediate.dense`, …), the
+                    classifier trained whole; reference.safetensors holds tiny_vit's
+                    `pixel_values` and PEFT's logits on them
 
 Each folder holds adapter_config.json (its `base_model_name_or_path` the base fixture's folder,
 relative to the adapter) and adapter_model.safetensors as `save_pretrained` writes them, plus
@@ -20,6 +25,7 @@ import json
 import peft
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from tiny_reference import ROOT, TEXTS, write_reference
@@ -39,10 +45,36 @@ def adapt(base, name, config, seed, last_block):
     adapted.save_pretrained(out)
     meta = json.loads((out / "adapter_config.json").read_text())
     meta["base_model_name_or_path"] = f"../{base}"
+    meta["target_modules"] = sorted(meta["target_modules"])  # PEFT writes a set's order
     (out / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     (out / "README.md").unlink(missing_ok=True)
     tok = Tokenizer.from_file(str(FIX / base / "tokenizer.json"))
     write_reference(adapted, last_block(adapted), tok, TEXTS, out)
+
+
+def adapt_vit():
+    torch.manual_seed(4)
+    model = transformers.ViTForImageClassification.from_pretrained(FIX / "tiny_vit").eval()
+    adapted = peft.get_peft_model(model, peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "fc1"],
+        modules_to_save=["classifier"])).eval()
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if "lora_" in n or "modules_to_save" in n:
+                p.normal_(0.0, 0.1)
+    out = FIX / "tiny_vit_lora"
+    adapted.save_pretrained(out)
+    meta = json.loads((out / "adapter_config.json").read_text())
+    meta["base_model_name_or_path"] = "../tiny_vit"
+    meta["target_modules"] = sorted(meta["target_modules"])
+    (out / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").unlink(missing_ok=True)
+    pixels = load_file(FIX / "tiny_vit" / "reference.safetensors")["pixel_values"]
+    with torch.no_grad():
+        logits = adapted(pixel_values=pixels).logits
+    save_file({"pixel_values": pixels.contiguous(), "logits": logits.contiguous()},
+              out / "reference.safetensors")
+    print(f"wrote {out}")
 
 
 def main():
@@ -58,6 +90,7 @@ def main():
     adapt("tiny_gpt2", "tiny_gpt2_lora", peft.LoraConfig(
         r=4, lora_alpha=16, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True),
         3, lambda m: m.base_model.model.transformer.h[-1])
+    adapt_vit()
     print(f"peft {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
 
 

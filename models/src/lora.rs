@@ -178,6 +178,37 @@ fn split_key(key: &str) -> (String, Part) {
     (whole, Part::Whole)
 }
 
+/// The checkpoint's name for module `module` of an adapter saved under `transformers` 5, whose
+/// in-memory ViT modules are renamed from the names checkpoints keep
+/// (`conversion_mapping.py`'s `ViTModel` rules, undone): `vit.layers.N.attention.q_proj` is
+/// `vit.encoder.layer.N.attention.attention.query`, `mlp.fc1` the `intermediate.dense`, ….
+/// `None` where no rename applies.
+fn checkpoint_name(module: &str) -> Option<String> {
+    let (head, rest) = module.split_once("layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let part = match part {
+        "attention.q_proj" => "attention.attention.query",
+        "attention.k_proj" => "attention.attention.key",
+        "attention.v_proj" => "attention.attention.value",
+        "attention.o_proj" => "attention.output.dense",
+        "mlp.fc1" => "intermediate.dense",
+        "mlp.fc2" => "output.dense",
+        other => other,
+    };
+    Some(format!("{head}encoder.layer.{layer}.{part}"))
+}
+
+/// `module` as the base checkpoint names it: as the adapter spells it, else renamed back by
+/// [`checkpoint_name`]; `suffix` is the tensor's (`.weight`, or `""` for a whole key).
+fn in_base(weights: &Weights, module: &str, suffix: &str) -> Option<String> {
+    let direct = format!("{module}{suffix}");
+    if weights.tensor(&direct).is_some() {
+        return Some(module.to_owned());
+    }
+    checkpoint_name(module).filter(|m| weights.tensor(&format!("{m}{suffix}")).is_some())
+}
+
 /// Merges the adapter at `weights_path` into `weights` (names as the base checkpoint stores
 /// them), in f32, each changed tensor stored back in its own dtype.
 /// Returns how many base tensors changed.
@@ -207,6 +238,7 @@ pub fn merge(config: &LoraConfig, weights_path: &Path, weights: &mut Weights) ->
                 pairs.entry(module).or_default()[1] = Some(f32()?);
             }
             Part::Whole => {
+                let module = in_base(weights, &module, "").unwrap_or(module);
                 let Some(base) = weights.tensor(&module) else {
                     return Err(bad(format!(
                         "the adapter saves `{key}` whole, but the base checkpoint has no `{module}` to replace (a head trained for a tied base model?); merge with PEFT (`merge_and_unload`) and load the saved model"
@@ -233,7 +265,10 @@ pub fn merge(config: &LoraConfig, weights_path: &Path, weights: &mut Weights) ->
                 "module `{module}` has only one of its LoRA factors (A and B)"
             )));
         };
-        let name = format!("{module}.weight");
+        // Patterns and the embedding flag go by the adapter's module name; the tensor by the
+        // checkpoint's.
+        let stored = in_base(weights, &module, ".weight").unwrap_or_else(|| module.clone());
+        let name = format!("{stored}.weight");
         let Some(base) = weights.tensor(&name) else {
             return Err(bad(format!(
                 "the adapter changes `{name}`, which the base checkpoint does not have: is `base_model_name_or_path` the model it was trained on?"
@@ -281,6 +316,33 @@ mod tests {
         let path = dir.path().join(ADAPTER_CONFIG);
         std::fs::write(&path, json.to_string()).unwrap();
         LoraConfig::read(&path)
+    }
+
+    #[test]
+    fn transformers_5_vit_module_names_map_back_to_the_checkpoint() {
+        let pairs = [
+            (
+                "vit.layers.3.attention.q_proj",
+                "vit.encoder.layer.3.attention.attention.query",
+            ),
+            (
+                "vit.layers.0.attention.o_proj",
+                "vit.encoder.layer.0.attention.output.dense",
+            ),
+            (
+                "vit.layers.1.mlp.fc1",
+                "vit.encoder.layer.1.intermediate.dense",
+            ),
+            ("vit.layers.1.mlp.fc2", "vit.encoder.layer.1.output.dense"),
+            (
+                "vit.layers.2.layernorm_before",
+                "vit.encoder.layer.2.layernorm_before",
+            ),
+        ];
+        for (memory, disk) in pairs {
+            assert_eq!(checkpoint_name(memory).as_deref(), Some(disk));
+        }
+        assert_eq!(checkpoint_name("classifier"), None);
     }
 
     #[test]

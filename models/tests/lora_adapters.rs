@@ -107,3 +107,48 @@ fn an_adapter_repo_on_a_hub_base_resolves_from_the_cache() {
     let refs = references(&fixture("tiny_qwen2_lora"));
     check(&model, &[&refs[0]]);
 }
+
+/// A ViT adapter saved under `transformers` 5, whose module names (`vit.layers.N.attention.q_proj`,
+/// `mlp.fc1`, …) are not the checkpoint's (`vit.encoder.layer.N.attention.attention.query`,
+/// `intermediate.dense`, …), merges onto the right tensors: logits as PEFT's on tiny_vit's
+/// reference pixels (≤ 1e-4 of their scale).
+#[test]
+fn a_vit_adapter_with_transformers_5_module_names_merges_onto_the_checkpoint() {
+    use candle_core::Device;
+    use glassbox_models::{Capture, ImageBatch};
+    let dir = fixture("tiny_vit_lora");
+    let model = load(&dir);
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let pixels = &reference["pixel_values"];
+    let (n, _, h, w) = pixels.dims4().unwrap();
+    let nhwc: Vec<f32> = pixels
+        .permute((0, 2, 3, 1))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let batch = ImageBatch {
+        pixels: nhwc,
+        batch: n,
+        height: h,
+        width: w,
+    };
+    let got: Vec<f32> = model
+        .model
+        .forward((&batch).into(), &mut Capture::new([]))
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want: Vec<f32> = reference["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_diff(&[got], &[want]);
+    assert!(d <= 1e-4 * scale.max(1.0), "logits off by {d}");
+}
