@@ -312,6 +312,15 @@ fuzz-gguf first="0" last="3" outtype="f32":
     @just _python-env .venv-ref "torch transformers tokenizers captum pillow sentencepiece protobuf pyarrow pandas numpy tqdm pyyaml requests safetensors"
     .venv-ref/bin/python scripts/fuzz_gguf.py {{first}} {{last}} {{outtype}}
 
+# Random PEFT LoRA adapters on random checkpoints of every family (scripts/fuzz_lora.py),
+# through `glassbox extract`/`attribute` on the adapter folder against PEFT's own forward; exits
+# 1 on any mismatch.
+# LoRA parity: adapters merged at load against PEFT's unmerged forward.
+fuzz-lora first="0" last="2":
+    cargo build --bin glassbox
+    @just _python-env .venv-ref "torch transformers tokenizers captum pillow pyarrow peft"
+    .venv-ref/bin/python scripts/fuzz_lora.py {{first}} {{last}}
+
 # Regenerate the PEFT LoRA adapter fixtures (tests/fixtures/tiny_{llama,qwen2,gpt2}_lora) and
 # PEFT's unmerged outputs.
 reference-lora:
