@@ -363,22 +363,23 @@ fn resolve_hub(id: &str, revision: &str, file: Option<&str>) -> Result<ResolvedM
     }
     let config = match fetch(CONFIG) {
         Ok(config) => config,
-        // No config.json but an adapter config: a LoRA adapter repo, on the base it names.
-        Err(e) if adapter_repo(&mut fetch).is_some() => {
-            let adapter = adapter_repo(&mut fetch).ok_or(e)?;
-            let rev = snapshot_revision(&adapter).unwrap_or_else(|| revision.to_owned());
-            let dir = adapter.parent().unwrap_or(Path::new("."));
-            return resolve_adapter(dir, id.to_owned(), rev, "hub");
-        }
-        // No config.json: a GGUF-only repo, if its snapshot holds exactly one GGUF file.
-        Err(e) => match cached_snapshot(&cache, &repo, revision).map(|d| single_gguf(&d)) {
-            Some(Ok(Some(path))) => {
-                let rev = snapshot_revision(&path).unwrap_or_else(|| revision.to_owned());
-                return Ok(gguf_model(id.to_owned(), rev, "hub", path));
+        Err(e) => {
+            // No config.json but an adapter config: a LoRA adapter repo, on the base it names.
+            if let Some(adapter) = adapter_repo(&mut fetch) {
+                let rev = snapshot_revision(&adapter).unwrap_or_else(|| revision.to_owned());
+                let dir = adapter.parent().unwrap_or(Path::new("."));
+                return resolve_adapter(dir, id.to_owned(), rev, "hub");
             }
-            Some(Err(several)) => return Err(several),
-            _ => return Err(e),
-        },
+            // No config.json: a GGUF-only repo, if its snapshot holds exactly one GGUF file.
+            return match cached_snapshot(&cache, &repo, revision).map(|d| single_gguf(&d)) {
+                Some(Ok(Some(path))) => {
+                    let rev = snapshot_revision(&path).unwrap_or_else(|| revision.to_owned());
+                    Ok(gguf_model(id.to_owned(), rev, "hub", path))
+                }
+                Some(Err(several)) => Err(several),
+                _ => Err(e),
+            };
+        }
     };
     // Vision repos have no tokenizer (text loading names the missing file when it needs it);
     // vision checkpoints may be PyTorch pickles rather than safetensors.
