@@ -12,7 +12,7 @@
 //! layout; they are permuted back here so the `rotate_half` forward applies unchanged.
 
 use crate::gguf_attention;
-use crate::gguf_split::GgufParts;
+use crate::gguf_split::{unsigned, GgufParts};
 use crate::quantized::QuantizedMatrix;
 use crate::{ModelError, Result};
 use candle_core::quantized::GgmlDType;
@@ -271,11 +271,6 @@ pub fn read(path: &Path, holding: Holding) -> Result<GgufModel> {
         quantized,
         tokenizer,
     })
-}
-
-/// A metadata integer, written as u32 or u64 by different converters.
-pub(crate) fn unsigned(v: &candle_core::quantized::gguf_file::Value) -> Option<u64> {
-    v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))
 }
 
 /// llama.cpp tensor names → Hugging Face names (`ffn_norm` is the norm before the MLP: Llama's

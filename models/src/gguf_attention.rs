@@ -149,7 +149,7 @@ pub(crate) fn phi3_config(
     head_dim: u64,
 ) -> std::result::Result<(), String> {
     let meta = |key: &str| parts.content().metadata.get(&format!("phi3.{key}"));
-    let int = |key: &str| meta(key).and_then(crate::gguf::unsigned);
+    let int = |key: &str| meta(key).and_then(crate::gguf_split::unsigned);
     if let Some(rotated) = int("rope.dimension_count").filter(|&r| r != head_dim) {
         if rotated > head_dim || rotated % 2 == 1 {
             return Err(format!(

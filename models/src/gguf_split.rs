@@ -39,6 +39,11 @@ pub fn part_name(prefix: &str, number: u32, count: u32) -> String {
     format!("{prefix}-{number:05}-of-{count:05}.gguf")
 }
 
+/// A metadata integer, written as u32 or u64 by different converters.
+pub(crate) fn unsigned(v: &Value) -> Option<u64> {
+    v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))
+}
+
 fn integer(content: &Content, key: &str) -> Option<u64> {
     let v = content.metadata.get(key)?;
     match v {

@@ -14,7 +14,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
 mod gguf_attention;
-pub mod gguf_split;
+mod gguf_split;
 mod gguf_tokenizer;
 pub mod gpt2;
 mod gpt2_layout;
