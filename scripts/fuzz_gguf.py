@@ -214,10 +214,7 @@ def main():
         for seed in range(first, last):
             for family in FAMILIES:
                 result = one(family, seed, outtype, llama_cpp, sp_model, tmp)
-                bad = isinstance(result, str) or result > 1e-4
-                failures += bad
-                shown = result if isinstance(result, str) else f"{result:.1e}"
-                print(f"{'BAD' if bad else 'ok '} {family}_{seed} ({outtype}): {shown}", flush=True)
+                failures += not fp.report(f"{family}_{seed} ({outtype})", {"forward": result})
     print(f"{failures} mismatches; llama.cpp converter of llama-cpp-python {VERSION}")
     sys.exit(1 if failures else 0)
 

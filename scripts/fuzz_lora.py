@@ -137,10 +137,7 @@ def main():
                 if result is None:
                     continue
                 targets, checks = result
-                bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
-                failures += bool(bad)
-                shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
-                print(f"{'BAD' if bad else 'ok '} {name} {targets}: {shown}", flush=True)
+                failures += not fp.report(f"{name} {targets}", checks)
     print(f"{failures} mismatches; peft {peft.__version__}")
     sys.exit(1 if failures else 0)
 

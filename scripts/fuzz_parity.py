@@ -431,6 +431,15 @@ def attribution(model, tok, lm, out):
     return worst
 
 
+def report(name, checks):
+    """Prints one model's line — `ok` or `BAD`, each check's worst error or failure message —
+    and says whether every check is within 1e-4."""
+    bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
+    shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
+    print(f"{'BAD' if bad else 'ok '} {name}: {shown}", flush=True)
+    return not bad
+
+
 def main():
     first, last = (int(a) for a in (sys.argv[1:3] if len(sys.argv) >= 3 else (0, 3)))
     failures = 0
@@ -449,18 +458,12 @@ def main():
                     # Bare models and masked-LM heads: hidden states only (no output to explain).
                     if kind in ("lm", "cls") and not isinstance(checks["forward"], str):
                         checks["attribution"] = attribution(model, tok, lm, out)
-                    bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
-                    failures += bool(bad)
-                    shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
-                    print(f"{'BAD' if bad else 'ok '} {out.name}: {shown}", flush=True)
+                    failures += not report(out.name, checks)
             for family in VISION:
                 out = Path(tmp) / f"{family}_{seed}"
                 out.mkdir()
                 checks = vision_checks(*build_vision(family, seed, out), out)
-                bad = {k: v for k, v in checks.items() if isinstance(v, str) or v > 1e-4}
-                failures += bool(bad)
-                shown = {k: v if isinstance(v, str) else f"{v:.1e}" for k, v in checks.items()}
-                print(f"{'BAD' if bad else 'ok '} {out.name}: {shown}", flush=True)
+                failures += not report(out.name, checks)
     print(f"{failures} mismatches; transformers {transformers.__version__}, torch {torch.__version__}")
     sys.exit(1 if failures else 0)
 

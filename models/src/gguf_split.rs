@@ -249,39 +249,68 @@ mod tests {
     #[test]
     fn a_broken_split_set_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        write_parts(dir.path(), "m", &[0, 1, 2], 3);
-        std::fs::remove_file(dir.path().join("m-00003-of-00003.gguf")).unwrap();
-        let e = GgufParts::open(&dir.path().join("m-00001-of-00003.gguf"))
-            .err()
-            .unwrap();
-        assert!(
-            e.contains("m-00003-of-00003.gguf") && e.contains("missing"),
-            "{e}"
-        );
-
-        write_parts(dir.path(), "n", &[0, 1, 2], 3);
-        let e = GgufParts::open(&dir.path().join("n-00002-of-00003.gguf"))
-            .err()
-            .unwrap();
-        assert!(
-            e.contains("part 2 of 3") && e.contains("n-00001-of-00003.gguf"),
-            "{e}"
-        );
-
-        write_parts(dir.path(), "o", &[0, 2, 1], 3);
-        let e = GgufParts::open(&dir.path().join("o-00001-of-00003.gguf"))
-            .err()
-            .unwrap();
-        assert!(
-            e.contains("o-00002-of-00003.gguf") && e.contains("split.no"),
-            "{e}"
-        );
-
-        write_parts(dir.path(), "p", &[0, 1], 5);
-        let e = GgufParts::open(&dir.path().join("p-00001-of-00002.gguf"))
-            .err()
-            .unwrap();
-        assert!(e.contains("split.tensors.count") && e.contains('5'), "{e}");
+        // Part k states `split.no` = numbers[k]; `removed`/`opened` are 1-based part numbers.
+        struct Broken {
+            prefix: &'static str,
+            numbers: &'static [u16],
+            total: i32,
+            removed: Option<u32>,
+            opened: u32,
+            needles: [&'static str; 2],
+        }
+        let case = |prefix, numbers, total, removed, opened, needles| Broken {
+            prefix,
+            numbers,
+            total,
+            removed,
+            opened,
+            needles,
+        };
+        let cases = [
+            case(
+                "m",
+                &[0, 1, 2],
+                3,
+                Some(3),
+                1,
+                ["m-00003-of-00003.gguf", "missing"],
+            ),
+            case(
+                "n",
+                &[0, 1, 2],
+                3,
+                None,
+                2,
+                ["part 2 of 3", "n-00001-of-00003.gguf"],
+            ),
+            case(
+                "o",
+                &[0, 2, 1],
+                3,
+                None,
+                1,
+                ["o-00002-of-00003.gguf", "split.no"],
+            ),
+            case("p", &[0, 1], 5, None, 1, ["split.tensors.count", "5"]),
+        ];
+        for Broken {
+            prefix,
+            numbers,
+            total,
+            removed,
+            opened,
+            needles,
+        } in cases
+        {
+            write_parts(dir.path(), prefix, numbers, total);
+            let count = numbers.len() as u32;
+            if let Some(k) = removed {
+                std::fs::remove_file(dir.path().join(part_name(prefix, k, count))).unwrap();
+            }
+            let path = dir.path().join(part_name(prefix, opened, count));
+            let e = GgufParts::open(&path).err().unwrap();
+            assert!(needles.iter().all(|n| e.contains(n)), "{e}");
+        }
 
         // A first part renamed so its siblings cannot be derived.
         write_parts(dir.path(), "q", &[0, 1], 2);
