@@ -7,6 +7,9 @@ forward, for glassbox's adapter merge (models/src/lora.rs):
   tiny_qwen2_lora   on tiny_qwen2 (untied head): q/v adapted, an embedding LoRA, the head
                     trained whole (`modules_to_save`)
   tiny_gpt2_lora    on tiny_gpt2: GPT-2's Conv1D layers adapted (`fan_in_fan_out`)
+  tiny_qwen2_lora_bin  tiny_qwen2_lora saved as older PEFT versions saved adapters: the same
+                    tensors in a PyTorch pickle, adapter_model.bin (no references: it must load
+                    to the safetensors adapter's model)
   tiny_vit_lora     on tiny_vit: attention and MLP adapted under transformers 5's module names
                     (`vit.layers.N.attention.q_proj`, `mlp.fc1`, …, which the checkpoint calls
                     `vit.encoder.layer.N.attention.attention.query`, `intermediate.dense`, …), the
@@ -21,6 +24,7 @@ LoRA factors are drawn N(0, 0.1), so every adapter changes the model by far more
 Run: just reference-lora   (needs torch, transformers, peft, tokenizers from PyPI)
 """
 import json
+import shutil
 
 import peft
 import torch
@@ -50,6 +54,14 @@ def adapt(base, name, config, seed, last_block):
     (out / "README.md").unlink(missing_ok=True)
     tok = Tokenizer.from_file(str(FIX / base / "tokenizer.json"))
     write_reference(adapted, last_block(adapted), tok, TEXTS, out)
+
+
+def pickled_copy(source, name):
+    out = FIX / name
+    out.mkdir(exist_ok=True)
+    shutil.copy(FIX / source / "adapter_config.json", out / "adapter_config.json")
+    torch.save(load_file(FIX / source / "adapter_model.safetensors"), out / "adapter_model.bin")
+    print(f"wrote {out}")
 
 
 def adapt_vit():
@@ -90,6 +102,7 @@ def main():
     adapt("tiny_gpt2", "tiny_gpt2_lora", peft.LoraConfig(
         r=4, lora_alpha=16, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True),
         3, lambda m: m.base_model.model.transformer.h[-1])
+    pickled_copy("tiny_qwen2_lora", "tiny_qwen2_lora_bin")
     adapt_vit()
     print(f"peft {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
 

@@ -190,11 +190,10 @@ fn resolve_adapter(
     source: &'static str,
 ) -> Result<ResolvedModel> {
     let config_path = dir.join(crate::lora::ADAPTER_CONFIG);
-    let weights = dir.join(crate::lora::ADAPTER_WEIGHTS);
-    if !weights.is_file() {
+    if crate::lora::weights_file(&config_path).is_none() {
         return Err(ModelError::Config {
-            path: weights,
-            message: "missing: a LoRA adapter folder needs adapter_config.json and adapter_model.safetensors".into(),
+            path: dir.join(crate::lora::ADAPTER_WEIGHTS),
+            message: "missing: a LoRA adapter folder needs adapter_config.json and adapter_model.safetensors (or an older adapter_model.bin)".into(),
         });
     }
     let config = crate::lora::LoraConfig::read(&config_path)?;
@@ -305,7 +304,9 @@ fn resolve_local(dir: &Path) -> Result<ResolvedModel> {
 /// one) fetched beside it; `None` when the repo has no adapter.
 fn adapter_repo(fetch: &mut impl FnMut(&str) -> Result<PathBuf>) -> Option<PathBuf> {
     let config = fetch(crate::lora::ADAPTER_CONFIG).ok()?;
-    fetch(crate::lora::ADAPTER_WEIGHTS).ok()?;
+    fetch(crate::lora::ADAPTER_WEIGHTS)
+        .or_else(|_| fetch(crate::lora::ADAPTER_WEIGHTS_PICKLE))
+        .ok()?;
     let _ = fetch(TOKENIZER);
     Some(config)
 }

@@ -122,7 +122,9 @@ pub fn model_sha256(resolved: &ResolvedModel) -> Result<String> {
     }
     if let Some(adapter) = &resolved.adapter {
         parts.push(hash(adapter)?);
-        parts.push(hash(&adapter.with_file_name(lora::ADAPTER_WEIGHTS))?);
+        if let Some(weights) = lora::weights_file(adapter) {
+            parts.push(hash(&weights)?);
+        }
     }
     Ok(match parts.len() {
         1 => parts.remove(0),

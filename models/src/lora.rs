@@ -19,6 +19,17 @@ use std::path::{Path, PathBuf};
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// The adapter's weights file name.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// The weights file of adapters saved before PEFT wrote safetensors (a PyTorch pickle).
+pub const ADAPTER_WEIGHTS_PICKLE: &str = "adapter_model.bin";
+
+/// The weights beside an adapter's `config`: `adapter_model.safetensors`, else the older
+/// `adapter_model.bin`; `None` when neither is there.
+pub fn weights_file(config: &Path) -> Option<PathBuf> {
+    [ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_PICKLE]
+        .into_iter()
+        .map(|name| config.with_file_name(name))
+        .find(|p| p.is_file())
+}
 /// PEFT's prefix on every saved key.
 const PREFIX: &str = "base_model.model.";
 
@@ -210,15 +221,28 @@ fn in_base(weights: &Weights, module: &str, suffix: &str) -> Option<String> {
 }
 
 /// Merges the adapter at `weights_path` into `weights` (names as the base checkpoint stores
-/// them), in f32, each changed tensor stored back in its own dtype.
-/// Returns how many base tensors changed.
-pub fn merge(config: &LoraConfig, weights_path: &Path, weights: &mut Weights) -> Result<usize> {
+/// them), in f32, each changed tensor stored back in its own dtype; a pickled adapter
+/// (`adapter_model.bin`) is read only when `allow_pickle`. Returns how many base tensors
+/// changed.
+pub fn merge(
+    config: &LoraConfig,
+    weights_path: &Path,
+    allow_pickle: bool,
+    weights: &mut Weights,
+) -> Result<usize> {
     let bad = |message: String| ModelError::Weights {
         path: weights_path.to_path_buf(),
         message,
     };
-    let adapter = candle_core::safetensors::load(weights_path, &Device::Cpu)
-        .map_err(|e| bad(format!("cannot read the adapter: {e}")))?;
+    let adapter = if crate::torch_legacy::is_torch_checkpoint(weights_path) {
+        if !allow_pickle {
+            return Err(bad("is a PyTorch pickle (an adapter saved before PEFT wrote safetensors); pickle files can carry code, so reading them is opt-in: pass --allow-pickle (glassbox interprets tensors only and runs nothing)".into()));
+        }
+        crate::torch_legacy::load(weights_path)?
+    } else {
+        candle_core::safetensors::load(weights_path, &Device::Cpu)
+            .map_err(|e| bad(format!("cannot read the adapter: {e}")))?
+    };
     let mut pairs: HashMap<String, [Option<Tensor>; 2]> = HashMap::new();
     let mut embedding: HashMap<String, bool> = HashMap::new();
     let mut changed = 0;

@@ -321,7 +321,8 @@ fn load_model_with(
         let lora = crate::lora::LoraConfig::read(adapter)?;
         let merged = crate::lora::merge(
             &lora,
-            &adapter.with_file_name(crate::lora::ADAPTER_WEIGHTS),
+            &crate::lora::weights_file(adapter).unwrap_or_default(),
+            options.allow_pickle,
             &mut weights,
         )?;
         notes.push(format!(

@@ -152,3 +152,31 @@ fn a_vit_adapter_with_transformers_5_module_names_merges_onto_the_checkpoint() {
     let d = max_diff(&[got], &[want]);
     assert!(d <= 1e-4 * scale.max(1.0), "logits off by {d}");
 }
+
+/// An adapter saved as older PEFT versions saved them (`adapter_model.bin`, a PyTorch pickle)
+/// loads with `allow_pickle` to the model its safetensors copy gives, and is refused without it,
+/// naming the flag.
+#[test]
+fn a_pickled_adapter_loads_with_allow_pickle_as_its_safetensors_copy() {
+    let spec: ModelSpec = fixture("tiny_qwen2_lora_bin")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let e = glassbox_models::load_model(resolve(&spec).unwrap(), Default::default())
+        .err()
+        .expect("a pickle needs the flag")
+        .to_string();
+    assert!(
+        e.contains("--allow-pickle") && e.contains("adapter_model.bin"),
+        "{e}"
+    );
+    let options = glassbox_models::LoadOptions {
+        allow_pickle: true,
+        ..Default::default()
+    };
+    let pickled = glassbox_models::load_model(resolve(&spec).unwrap(), options).unwrap();
+    let refs = references(&fixture("tiny_qwen2_lora"));
+    let all: Vec<&Reference> = refs.iter().collect();
+    check(&pickled, &all);
+}
