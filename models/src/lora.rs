@@ -5,8 +5,9 @@
 //! with `rank_pattern`/`alpha_pattern` per module, `fan_in_fan_out` (GPT-2's `Conv1D`
 //! layout) transposed, embeddings' `lora_embedding_A/B` as `(B·A)ᵀ`, and whole tensors the
 //! adapter saved (`modules_to_save`, resized embeddings' `base_layer`) replacing the base's.
-//! What a merge cannot reproduce — DoRA's magnitudes, LoRA biases, other PEFT methods — is
-//! refused by name.
+//! A GGUF base's block-quantised matrices that an adapter changes are dequantised to take the
+//! update. What a merge cannot reproduce — DoRA's magnitudes, LoRA biases, other PEFT methods —
+//! is refused by name.
 
 use crate::weights::Weights;
 use crate::{ModelError, Result};
@@ -213,11 +214,10 @@ fn checkpoint_name(module: &str) -> Option<String> {
 /// `module` as the base checkpoint names it: as the adapter spells it, else renamed back by
 /// [`checkpoint_name`]; `suffix` is the tensor's (`.weight`, or `""` for a whole key).
 fn in_base(weights: &Weights, module: &str, suffix: &str) -> Option<String> {
-    let direct = format!("{module}{suffix}");
-    if weights.tensor(&direct).is_some() {
+    if weights.contains(&format!("{module}{suffix}")) {
         return Some(module.to_owned());
     }
-    checkpoint_name(module).filter(|m| weights.tensor(&format!("{m}{suffix}")).is_some())
+    checkpoint_name(module).filter(|m| weights.contains(&format!("{m}{suffix}")))
 }
 
 /// Merges the adapter at `weights_path` into `weights` (names as the base checkpoint stores
@@ -263,7 +263,7 @@ pub fn merge(
             }
             Part::Whole => {
                 let module = in_base(weights, &module, "").unwrap_or(module);
-                let Some(base) = weights.tensor(&module) else {
+                let Some(base) = weights.dense(&module).transpose()? else {
                     return Err(bad(format!(
                         "the adapter saves `{key}` whole, but the base checkpoint has no `{module}` to replace (a head trained for a tied base model?); merge with PEFT (`merge_and_unload`) and load the saved model"
                     )));
@@ -293,7 +293,9 @@ pub fn merge(
         // checkpoint's.
         let stored = in_base(weights, &module, ".weight").unwrap_or_else(|| module.clone());
         let name = format!("{stored}.weight");
-        let Some(base) = weights.tensor(&name) else {
+        // A GGUF base's block-quantised matrix is dequantised to take the update (as PEFT
+        // merges into a quantised base), and held dense from then on.
+        let Some(base) = weights.dense(&name).transpose()? else {
             return Err(bad(format!(
                 "the adapter changes `{name}`, which the base checkpoint does not have: is `base_model_name_or_path` the model it was trained on?"
             )));

@@ -120,6 +120,11 @@ impl Weights {
         self.tensors.get(name)
     }
 
+    /// Whether a tensor or quantised matrix is stored under the full name `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.quantized.contains_key(name)
+    }
+
     /// The values under the full name `name` as a tensor: as stored, or dequantised to f32.
     pub fn dense(&self, name: &str) -> Option<Result<Tensor>> {
         if let Some(t) = self.tensors.get(name) {

@@ -134,3 +134,68 @@ fn a_tokenizer_json_beside_a_gguf_is_taken_over_its_metadata() {
         "the lowercasing tokenizer must cut these texts differently"
     );
 }
+
+/// A LoRA adapter whose base is a GGUF file: on f32 tensors it gives the model the adapter gives
+/// on the safetensors base; on Q8_0 blocks the matrices it changes are dequantised to take the
+/// update (held or dequantised at load, the same model), and it is still the adapted model up
+/// to quantisation.
+#[test]
+fn a_lora_adapter_merges_into_a_gguf_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter_on = |gguf: &str| {
+        let base = tmp.path().join(gguf);
+        let dir = tmp.path().join(format!("{gguf}-lora"));
+        std::fs::create_dir(&dir).unwrap();
+        let source = fixture("tiny_qwen2_lora");
+        std::fs::copy(
+            source.join("adapter_model.safetensors"),
+            dir.join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(source.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        config["base_model_name_or_path"] = base.to_str().unwrap().into();
+        std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+        dir
+    };
+    let qwen2 = fixture("tiny_qwen2");
+    write_gguf(
+        &qwen2,
+        "qwen2",
+        GgmlDType::F32,
+        "gpt2",
+        &tmp.path().join("f32.gguf"),
+    );
+    write_gguf(
+        &qwen2,
+        "qwen2",
+        GgmlDType::Q8_0,
+        "gpt2",
+        &tmp.path().join("q8.gguf"),
+    );
+    let want = run(&load(&fixture("tiny_qwen2_lora"), WeightsDtype::Auto));
+    let base = run(&load(&qwen2, WeightsDtype::Auto));
+    assert!(
+        worst(&base.1, &want.1) > 1e-2,
+        "the adapter changes the model"
+    );
+
+    let f32 = run(&load(&adapter_on("f32.gguf"), WeightsDtype::Auto));
+    assert_eq!(f32.0, want.0, "token ids");
+    assert!(worst(&f32.1, &want.1) <= 1e-5, "{}", worst(&f32.1, &want.1));
+
+    let q8 = adapter_on("q8.gguf");
+    let (held, dense) = (
+        run(&load(&q8, WeightsDtype::Auto)),
+        run(&load(&q8, WeightsDtype::F32)),
+    );
+    assert!(
+        worst(&held.1, &dense.1) <= 1e-5,
+        "{}",
+        worst(&held.1, &dense.1)
+    );
+    let d = worst(&held.1, &want.1);
+    assert!(d > 0.0 && d < worst(&base.1, &want.1), "Q8_0 adapted: {d}");
+}
