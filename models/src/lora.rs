@@ -265,7 +265,7 @@ pub fn merge(
                 let module = in_base(weights, &module, "").unwrap_or(module);
                 let Some(base) = weights.dense(&module).transpose()? else {
                     return Err(bad(format!(
-                        "the adapter saves `{key}` whole, but the base checkpoint has no `{module}` to replace (a head trained for a tied base model?); merge with PEFT (`merge_and_unload`) and load the saved model"
+                        "the adapter saves `{key}` whole, but the base checkpoint has no `{module}` to replace — a head trained on top of the base (a classifier fine-tuned from a language model, or a separate head on a tied one), which the base's config does not describe; merge with PEFT (`merge_and_unload`) and load the saved model"
                     )));
                 };
                 if base.dims() != t.dims() {
