@@ -39,13 +39,9 @@ pub fn part_name(prefix: &str, number: u32, count: u32) -> String {
     format!("{prefix}-{number:05}-of-{count:05}.gguf")
 }
 
-/// A metadata integer, written as u32 or u64 by different converters.
+/// A non-negative metadata integer, whatever width and signedness the converter wrote it in
+/// (u32 or u64 for most keys, u16 and i32 for the split keys).
 pub(crate) fn unsigned(v: &Value) -> Option<u64> {
-    v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))
-}
-
-fn integer(content: &Content, key: &str) -> Option<u64> {
-    let v = content.metadata.get(key)?;
     match v {
         Value::U8(n) => Some(u64::from(*n)),
         Value::U16(n) => Some(u64::from(*n)),
@@ -57,6 +53,10 @@ fn integer(content: &Content, key: &str) -> Option<u64> {
         Value::I64(n) => u64::try_from(*n).ok(),
         _ => None,
     }
+}
+
+fn integer(content: &Content, key: &str) -> Option<u64> {
+    content.metadata.get(key).and_then(unsigned)
 }
 
 fn read_part(path: &Path) -> Result<(File, Content), String> {
@@ -293,23 +293,15 @@ mod tests {
             ),
             case("p", &[0, 1], 5, None, 1, ["split.tensors.count", "5"]),
         ];
-        for Broken {
-            prefix,
-            numbers,
-            total,
-            removed,
-            opened,
-            needles,
-        } in cases
-        {
-            write_parts(dir.path(), prefix, numbers, total);
-            let count = numbers.len() as u32;
-            if let Some(k) = removed {
-                std::fs::remove_file(dir.path().join(part_name(prefix, k, count))).unwrap();
+        for c in cases {
+            write_parts(dir.path(), c.prefix, c.numbers, c.total);
+            let count = c.numbers.len() as u32;
+            if let Some(k) = c.removed {
+                std::fs::remove_file(dir.path().join(part_name(c.prefix, k, count))).unwrap();
             }
-            let path = dir.path().join(part_name(prefix, opened, count));
+            let path = dir.path().join(part_name(c.prefix, c.opened, count));
             let e = GgufParts::open(&path).err().unwrap();
-            assert!(needles.iter().all(|n| e.contains(n)), "{e}");
+            assert!(c.needles.iter().all(|n| e.contains(n)), "{e}");
         }
 
         // A first part renamed so its siblings cannot be derived.

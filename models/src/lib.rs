@@ -71,13 +71,6 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 /// The SHA-256 a run records for a checkpoint: of the weights file, or for shards listed by a
 /// `*.safetensors.index.json`, of the index and each shard's hash in turn.
 pub fn weights_sha256(path: &std::path::Path) -> Result<String> {
-    use glassbox_data::hash::sha256_file;
-    let hash = |p: &std::path::Path| {
-        sha256_file(p).map_err(|e| ModelError::Weights {
-            path: p.to_path_buf(),
-            message: format!("cannot hash: {e}"),
-        })
-    };
     if !safetensors_file::is_index(path) {
         return hash(path);
     }
@@ -100,16 +93,18 @@ pub fn weights_sha256(path: &std::path::Path) -> Result<String> {
     ))
 }
 
+/// One file's sha256, failures named as a weights error on that file.
+fn hash(path: &std::path::Path) -> Result<String> {
+    glassbox_data::hash::sha256_file(path).map_err(|e| ModelError::Weights {
+        path: path.to_path_buf(),
+        message: format!("cannot hash: {e}"),
+    })
+}
+
 /// The hash that pins a resolved model: its weights' ([`weights_sha256`]), joined with the other
 /// parts of a split GGUF and a LoRA adapter's config and weights where there are any (a plain
 /// checkpoint's hash is its weights' alone).
 pub fn model_sha256(resolved: &ResolvedModel) -> Result<String> {
-    let hash = |p: &std::path::Path| {
-        glassbox_data::hash::sha256_file(p).map_err(|e| ModelError::Weights {
-            path: p.to_path_buf(),
-            message: format!("cannot hash: {e}"),
-        })
-    };
     let mut parts = vec![weights_sha256(&resolved.weights)?];
     if let Some((prefix, 1, count)) = gguf_split::split_name(&resolved.weights) {
         for k in 2..=count {
